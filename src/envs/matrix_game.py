@@ -1,0 +1,71 @@
+"""Repeated cooperative matrix games (climbing, penalty).
+
+Every step all agents pick a row/column of the payoff matrix and share its payoff.
+The state (and every agent's observation) is the one-hot of the last joint action
+(zeros at the first step), so a recurrent or state-conditioned learner can see it.
+Episodes end by time limit only (`episode_limit` steps, reported as truncation).
+"""
+import numpy as np
+
+from envs.multiagentenv import MultiAgentEnv
+
+# Claus & Boutilier (1998). Rows: agent 0's action, columns: agent 1's action.
+PAYOFFS = {
+    "climbing": [[11, -30, 0], [-30, 7, 6], [0, 0, 5]],
+    # penalty k = -100 by default; `penalty` env arg changes it
+    "penalty": [[None, 0, 10], [0, 2, 0], [10, 0, None]],
+}
+
+
+def payoff_matrix(game, penalty=-100):
+    if game not in PAYOFFS:
+        raise ValueError(f"unknown matrix game '{game}'; choose one of {sorted(PAYOFFS)}")
+    return np.array([[penalty if v is None else v for v in row] for row in PAYOFFS[game]], dtype=np.float32)
+
+
+class MatrixGame(MultiAgentEnv):
+    def __init__(self, game="penalty", episode_limit=25, penalty=-100, seed=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"unknown matrix_game env_args: {sorted(kwargs)} (valid: game, episode_limit, penalty)")
+        self.game = game
+        self.payoff = payoff_matrix(game, penalty)
+        self.n_agents = 2
+        self.n_actions = self.payoff.shape[0]
+        self.episode_limit = int(episode_limit)
+        self._state = np.zeros(self.n_actions * self.n_agents, dtype=np.float32)
+        self._t = 0
+
+    def reset(self):
+        self._t = 0
+        self._state[:] = 0
+        return self.get_obs(), self.get_state()
+
+    def step(self, actions):
+        a = [int(x) for x in actions]
+        reward = float(self.payoff[a[0], a[1]])
+        self._state[:] = 0
+        for i, ai in enumerate(a):
+            self._state[i * self.n_actions + ai] = 1
+        self._t += 1
+        info = {}
+        if self._t >= self.episode_limit:
+            info["episode_limit"] = True
+        return reward, False, info
+
+    def get_obs(self):
+        return [self._state.copy() for _ in range(self.n_agents)]
+
+    def get_obs_size(self):
+        return self._state.size
+
+    def get_state(self):
+        return self._state.copy()
+
+    def get_state_size(self):
+        return self._state.size
+
+    def get_total_actions(self):
+        return self.n_actions
+
+    def get_stats(self):
+        return {}

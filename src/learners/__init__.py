@@ -1,0 +1,12 @@
+"""Learners by name (`learner` in the config). Interface: train(batch, t_env, episode_num),
+cuda()/to(device), save_models(path), load_models(path)."""
+try:
+    from learners.ppo_learner import PPOLearner
+except ImportError:  # TEMP while being written
+    PPOLearner = None
+from learners.q_learner import QLearner
+
+REGISTRY = {
+    "q_learner": QLearner,
+    "ppo_learner": PPOLearner,
+}

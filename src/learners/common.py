@@ -1,0 +1,54 @@
+"""Pieces shared by the learners: optimisers, target updates, masked losses, checkpoint files."""
+import os
+
+import torch as th
+
+
+def make_optimizer(params, args, lr=None):
+    lr = args.lr if lr is None else lr
+    if args.optimizer == "adam":
+        return th.optim.Adam(params, lr=lr)
+    if args.optimizer == "rmsprop":
+        return th.optim.RMSprop(params, lr=lr, alpha=args.optim_alpha, eps=args.optim_eps)
+    raise ValueError(f"optimizer must be 'adam' or 'rmsprop', not '{args.optimizer}'")
+
+
+class TargetUpdater:
+    """`target_update_interval_or_tau` > 1: hard copy every that many learner updates; <= 1: Polyak with tau."""
+
+    def __init__(self, interval_or_tau):
+        self.interval_or_tau = interval_or_tau
+        self.updates = 0
+        self.last_hard_update = 0
+
+    def step(self, pairs):
+        """pairs: (target_module, online_module) tuples; called once per learner update."""
+        self.updates += 1
+        if self.interval_or_tau <= 1.0:
+            tau = self.interval_or_tau
+            with th.no_grad():
+                for target, online in pairs:
+                    for tp, p in zip(target.parameters(), online.parameters()):
+                        tp.lerp_(p, tau)
+        elif self.updates - self.last_hard_update >= self.interval_or_tau:
+            for target, online in pairs:
+                target.load_state_dict(online.state_dict())
+            self.last_hard_update = self.updates
+
+    def state_dict(self):
+        return {"updates": self.updates, "last_hard_update": self.last_hard_update}
+
+    def load_state_dict(self, state):
+        self.updates, self.last_hard_update = state["updates"], state["last_hard_update"]
+
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def save_state(path, name, obj):
+    th.save(obj, os.path.join(path, f"{name}.th"))
+
+
+def load_state(path, name):
+    return th.load(os.path.join(path, f"{name}.th"), map_location="cpu", weights_only=False)

@@ -1,0 +1,135 @@
+"""Value-based learner for IQL (no mixer), VDN, QMIX, QPLEX, Qatten and any registered mixer."""
+import copy
+
+import torch as th
+import torch.nn.functional as F
+
+from components.action_selectors import UNAVAILABLE_Q
+from components.running_stats import RunningMeanStd
+from learners.common import TargetUpdater, load_state, make_optimizer, masked_mean, save_state
+from modules.mixers import REGISTRY as mixer_REGISTRY
+from utils.rl_utils import build_td_lambda_targets
+
+
+class QLearner:
+    def __init__(self, mac, scheme, logger, args):
+        self.args = args
+        self.mac = mac
+        self.logger = logger
+        self.params = list(mac.parameters())
+        self.mixer = None
+        if args.mixer:
+            if args.mixer not in mixer_REGISTRY:
+                raise ValueError(f"unknown mixer '{args.mixer}'; valid: {sorted(mixer_REGISTRY)} (or null for IQL)")
+            self.mixer = mixer_REGISTRY[args.mixer](args)
+            self.params += list(self.mixer.parameters())
+            self.target_mixer = copy.deepcopy(self.mixer)
+        self.optimiser = make_optimizer(self.params, args)
+        self.target_mac = copy.deepcopy(mac)
+        self.targets = TargetUpdater(args.target_update_interval_or_tau)
+        self.reward_stats = RunningMeanStd() if getattr(args, "standardise_rewards", False) else None
+        self.log_stats_t = -args.learner_log_interval - 1
+
+    def train(self, batch, t_env, episode_num):
+        rewards = batch["reward"][:, :-1]
+        actions = batch["actions"][:, :-1]
+        terminated = batch["terminated"][:, :-1].float()
+        mask = batch["filled"][:, :-1].float()
+        mask[:, 1:] = mask[:, 1:] * (1 - terminated[:, :-1])
+        avail_actions = batch["avail_actions"]
+        if self.reward_stats is not None:
+            self.reward_stats.update(rewards, mask)
+            rewards = (rewards - self.reward_stats.mean) / th.sqrt(self.reward_stats.var + 1e-8)
+
+        mac_out = self.mac.unroll(batch)  # [B,T,n,A]
+        chosen_qs = th.gather(mac_out[:, :-1], dim=3, index=actions).squeeze(3)
+        masked_out = mac_out.detach().masked_fill(avail_actions == 0, UNAVAILABLE_Q)
+
+        with th.no_grad():
+            target_out = self.target_mac.unroll(batch).masked_fill(avail_actions == 0, UNAVAILABLE_Q)
+            if self.args.double_q:
+                best = masked_out.argmax(dim=3, keepdim=True)
+                target_max = th.gather(target_out, 3, best).squeeze(3)
+            else:
+                target_max, best = target_out.max(dim=3, keepdim=True)
+                target_max = target_max.squeeze(3)
+            if self.mixer is not None:
+                target_max = self.target_mixer(
+                    target_max, batch["state"],
+                    actions_onehot=F.one_hot(best.squeeze(3), self.args.n_actions).float(),
+                    max_qs=target_out.max(dim=3).values, obs=batch["obs"])
+            if not self.mixer:
+                # IQL: one TD target per agent
+                rewards, terminated, mask = (x.expand(-1, -1, self.args.n_agents) for x in (rewards, terminated, mask))
+            targets = build_td_lambda_targets(rewards, terminated, mask, target_max, self.args.gamma,
+                                              getattr(self.args, "td_lambda", 0.0))
+
+        if self.mixer is not None:
+            chosen_qs = self.mixer(chosen_qs, batch["state"][:, :-1],
+                                   actions_onehot=batch["actions_onehot"][:, :-1],
+                                   max_qs=masked_out[:, :-1].max(dim=3).values, obs=batch["obs"][:, :-1])
+
+        td_error = chosen_qs - targets
+        loss = masked_mean(td_error.pow(2), mask)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = th.nn.utils.clip_grad_norm_(self.params, self.args.grad_norm_clip)
+        self.optimiser.step()
+        self.targets.step(self._target_pairs())
+
+        if t_env - self.log_stats_t >= self.args.learner_log_interval:
+            n = mask.sum().clamp(min=1)
+            with th.no_grad():
+                self.logger.log_stat("loss", loss.item(), t_env)
+                self.logger.log_stat("grad_norm", grad_norm.item(), t_env)
+                self.logger.log_stat("td_error_abs", ((td_error.abs() * mask).sum() / n).item(), t_env)
+                self.logger.log_stat("q_taken_mean", ((chosen_qs * mask).sum() / n).item(), t_env)
+                self.logger.log_stat("target_mean", ((targets * mask).sum() / n).item(), t_env)
+            self.log_stats_t = t_env
+        return {"loss": loss.item()}
+
+    def _target_pairs(self):
+        pairs = [(self.target_mac.agent, self.mac.agent)]
+        if self.mixer is not None:
+            pairs.append((self.target_mixer, self.mixer))
+        return pairs
+
+    # ----- devices and checkpoints -----
+    def to(self, device):
+        for net in (self.mac, self.target_mac, self.mixer, getattr(self, "target_mixer", None), self.reward_stats):
+            if net is not None:
+                net.to(device)
+        # optimiser state tensors follow their parameters
+        for state in self.optimiser.state.values():
+            for k, v in state.items():
+                if isinstance(v, th.Tensor) and k != "step":
+                    state[k] = v.to(device)
+        return self
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def save_models(self, path):
+        self.mac.save_models(path)
+        save_state(path, "target_agent", self.target_mac.state_dict())
+        if self.mixer is not None:
+            save_state(path, "mixer", self.mixer.state_dict())
+            save_state(path, "target_mixer", self.target_mixer.state_dict())
+        save_state(path, "opt", self.optimiser.state_dict())
+        save_state(path, "learner", {"targets": self.targets.state_dict(), "log_stats_t": self.log_stats_t,
+                                     "reward_stats": self.reward_stats.state_dict() if self.reward_stats else None})
+
+    def load_models(self, path, evaluate=False):
+        self.mac.load_models(path)
+        if evaluate:
+            return
+        self.target_mac.load_state_dict(load_state(path, "target_agent"))
+        if self.mixer is not None:
+            self.mixer.load_state_dict(load_state(path, "mixer"))
+            self.target_mixer.load_state_dict(load_state(path, "target_mixer"))
+        self.optimiser.load_state_dict(load_state(path, "opt"))
+        state = load_state(path, "learner")
+        self.targets.load_state_dict(state["targets"])
+        self.log_stats_t = state["log_stats_t"]
+        if self.reward_stats is not None and state["reward_stats"] is not None:
+            self.reward_stats.load_state_dict(state["reward_stats"])

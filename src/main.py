@@ -1,0 +1,119 @@
+"""Entry point, pymarl-compatible:
+
+    python src/main.py --config=qmix --env-config=lbf with t_max=200000 env_args.time_limit=50
+
+Configs merge as default <- env <- alg <- `with` overrides (see utils/config.py). Unknown
+override keys are rejected with suggestions; pymarl spellings are accepted as aliases.
+"""
+import os
+import sys
+import warnings
+
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+from sacred import SETTINGS, Experiment  # noqa: E402
+from sacred.arg_parser import get_config_updates  # noqa: E402
+from sacred.observers import FileStorageObserver  # noqa: E402
+from sacred.utils import apply_backspaces_and_linefeeds  # noqa: E402
+
+from utils.config import ConfigError, build_config, canonical_key  # noqa: E402
+from utils.logging import get_logger  # noqa: E402
+
+SETTINGS["CAPTURE_MODE"] = "sys"  # "fd" breaks on some platforms and hides nothing we need
+
+
+def split_argv(argv):
+    """Pull --config/--env-config and the `with` updates out of argv; the rest goes to Sacred."""
+    alg = env = None
+    rest, updates = [], []
+    it = iter(range(len(argv)))
+    in_with = False
+    for i in it:
+        a = argv[i]
+        for flag in ("--config", "--env-config"):
+            if a == flag and i + 1 < len(argv):
+                a = f"{flag}={argv[i + 1]}"
+                next(it)
+        if a.startswith("--config="):
+            alg = a.split("=", 1)[1]
+        elif a.startswith("--env-config="):
+            env = a.split("=", 1)[1]
+        elif a == "with":
+            in_with = True
+        elif in_with and not a.startswith("-"):
+            updates.append(a)
+        else:
+            in_with = False
+            rest.append(a)
+    return alg, env, updates, rest
+
+
+def parse_updates(tokens):
+    """`k=v` tokens -> nested dict, with Sacred's own value parsing; alias keys renamed."""
+    renamed = []
+    for tok in tokens:
+        if "=" in tok:
+            key, val = tok.split("=", 1)
+            head, *tail = key.split(".")
+            tok = ".".join([canonical_key(head), *tail]) + "=" + val
+        renamed.append(tok)
+    updates, named = get_config_updates(renamed)
+    if named:
+        raise ConfigError(f"'{' '.join(named)}' is not a key=value update; write `with key=value`")
+    return updates
+
+
+def make_experiment(config):
+    from run import REGISTRY as run_REGISTRY
+    from run.setup import env_label, results_path
+    from utils.seeding import set_seeds
+
+    ex = Experiment("pymarl", save_git_info=False)
+    ex.logger = get_logger()
+    ex.captured_out_filter = apply_backspaces_and_linefeeds
+    ex.add_config(config)
+    sacred_dir = os.path.join(results_path(config), "sacred", config["name"], env_label(config))
+    ex.observers.append(FileStorageObserver(sacred_dir))
+    if config.get("mongo_url"):
+        from sacred.observers import MongoObserver
+
+        ex.observers.append(MongoObserver(url=config["mongo_url"], db_name=config["mongo_db"]))
+
+    @ex.main
+    def my_main(_run, _config, _log):
+        config = {k: v for k, v in _config.items()}
+        config["env_args"] = dict(config["env_args"], seed=config["seed"])
+        set_seeds(config["seed"])
+        if config["torch_threads"] > 0:
+            import torch
+
+            torch.set_num_threads(config["torch_threads"])
+        run_name = "evaluate" if config["evaluate"] else config["run"]
+        if run_name not in run_REGISTRY:
+            raise ValueError(f"unknown run '{run_name}'; valid: {sorted(run_REGISTRY)}")
+        run_REGISTRY[run_name](_run, config, _log)
+
+    return ex
+
+
+def main(argv):
+    alg, env, updates, rest = split_argv(argv[1:])
+    try:
+        if alg is None:
+            raise ConfigError("give an algorithm config: --config=<name> (see config/algs/)")
+        if env is None:
+            raise ConfigError("give an env config: --env-config=<name> (see config/envs/)")
+        config = build_config(alg, env, parse_updates(updates))
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    config.setdefault("name", alg)
+    if config.get("seed") is None:
+        config.pop("seed", None)  # Sacred draws a seed and records it
+    ex = make_experiment(config)
+    run = ex.run_commandline([argv[0], *rest])
+    return 0 if run is not None and run.status == "COMPLETED" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,90 @@
+"""Builds what every run mode needs from the config: args, logger, runner, buffer, controller, learner."""
+import copy
+import os
+import pprint
+from datetime import datetime
+from types import SimpleNamespace as SN
+
+import torch as th
+
+from components.episode_buffer import ReplayBuffer
+from components.transforms import OneHot
+from controllers import REGISTRY as mac_REGISTRY
+from learners import REGISTRY as le_REGISTRY
+from runners import REGISTRY as r_REGISTRY
+from utils.logging import Logger
+
+RESULTS_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "results")
+
+
+def env_label(config):
+    env_args = config.get("env_args", {})
+    for k in ("map_name", "key", "game"):
+        if env_args.get(k):
+            return str(env_args[k]).split(":")[-1]
+    return config["env"]
+
+
+def results_path(config):
+    path = config.get("local_results_path", "results")
+    return path if os.path.isabs(path) else os.path.join(os.path.dirname(RESULTS_ROOT), path)
+
+
+def make_args(config, _log):
+    if config["use_cuda"] and not th.cuda.is_available():
+        _log.warning("use_cuda is True but CUDA is not available: training on the CPU")
+        config["use_cuda"] = False
+    if not config.get("common_reward", True):
+        raise ValueError("common_reward=False (per-agent rewards) is not supported yet; use common_reward=True")
+    if config["test_nepisode"] < config["batch_size_run"]:
+        config["test_nepisode"] = config["batch_size_run"]
+    else:
+        config["test_nepisode"] = (config["test_nepisode"] // config["batch_size_run"]) * config["batch_size_run"]
+    args = SN(**config)
+    args.device = "cuda" if args.use_cuda else "cpu"
+    return args
+
+
+def build(_run, config, _log):
+    args = make_args(config, _log)
+    logger = Logger(_log)
+    _log.info("Experiment parameters:\n" + pprint.pformat(config, indent=4, width=1))
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    args.unique_token = f"{args.name}_seed{args.seed}_{env_label(config)}_{stamp}"
+    args.results_dir = results_path(config)
+    if args.use_tensorboard:
+        logger.setup_tb(os.path.join(args.results_dir, "tb_logs", args.unique_token))
+    logger.setup_sacred(_run)
+
+    runner = r_REGISTRY[args.runner](args=args, logger=logger)
+    env_info = runner.get_env_info()
+    args.n_agents = env_info["n_agents"]
+    args.n_actions = env_info["n_actions"]
+    args.state_shape = env_info["state_shape"]
+    args.obs_shape = env_info["obs_shape"]
+    args.episode_limit = env_info["episode_limit"]
+
+    scheme = {
+        "state": {"vshape": env_info["state_shape"]},
+        "obs": {"vshape": env_info["obs_shape"], "group": "agents"},
+        "actions": {"vshape": (1,), "group": "agents", "dtype": th.long},
+        "avail_actions": {"vshape": (env_info["n_actions"],), "group": "agents", "dtype": th.int},
+        "reward": {"vshape": (1,)},
+        "terminated": {"vshape": (1,), "dtype": th.uint8},
+    }
+    groups = {"agents": args.n_agents}
+    preprocess = {"actions": ("actions_onehot", [OneHot(out_dim=args.n_actions)])}
+    buffer = ReplayBuffer(scheme, groups, args.buffer_size, env_info["episode_limit"] + 1,
+                          preprocess=preprocess, device="cpu" if args.buffer_cpu_only else args.device)
+
+    mac = mac_REGISTRY[args.mac](buffer.scheme, groups, args)
+    learner = le_REGISTRY[args.learner](mac, buffer.scheme, logger, args)
+    # Acting always happens on the CPU: per-step GPU calls on tiny batches cost more than they save,
+    # and the rollout batch stays in host memory. With a GPU the learner's weights are copied back after updates.
+    acting_mac = mac
+    if args.use_cuda:
+        learner.cuda()
+        acting_mac = copy.deepcopy(mac).to("cpu")
+    runner.setup(scheme=scheme, groups=groups, preprocess=preprocess, mac=acting_mac)
+    return SN(args=args, logger=logger, runner=runner, buffer=buffer, mac=mac, acting_mac=acting_mac,
+              learner=learner)

@@ -1,0 +1,71 @@
+"""Episode statistics shared by the runners (pymarl's stat names: return_mean, test_return_mean, ...)."""
+import numbers
+import time
+
+import numpy as np
+
+
+def numeric_info(info):
+    """The numeric scalars of an env info dict (those are what pymarl averages into `<key>_mean`)."""
+    return {k: float(v) for k, v in info.items()
+            if isinstance(v, (numbers.Number, np.number, np.bool_)) and k != "episode_limit"}
+
+
+class EpisodeStats:
+    def __init__(self, logger, args):
+        self.logger = logger
+        self.args = args
+        self.train, self.test = self._empty(), self._empty()
+        self.log_train_stats_t = -1000000
+        self.env_step_time = 0.0
+        self.env_steps = 0
+
+    @staticmethod
+    def _empty():
+        return {"returns": [], "infos": {}, "n_episodes": 0, "ep_length": 0}
+
+    def add_episode(self, test_mode, episode_return, length, info):
+        cur = self.test if test_mode else self.train
+        cur["returns"].append(float(episode_return))
+        cur["n_episodes"] += 1
+        cur["ep_length"] += length
+        for k, v in numeric_info(info).items():
+            cur["infos"][k] = cur["infos"].get(k, 0.0) + v
+
+    def add_timing(self, seconds, steps):
+        self.env_step_time += seconds
+        self.env_steps += steps
+
+    def maybe_log(self, test_mode, t_env, action_selector):
+        """Log test stats once test_nepisode episodes are in; train stats every runner_log_interval."""
+        if test_mode:
+            if self.test["n_episodes"] >= self.args.test_nepisode:
+                self._log(self.test, "test_", t_env)
+                self.test = self._empty()
+        elif t_env - self.log_train_stats_t >= self.args.runner_log_interval:
+            self._log(self.train, "", t_env)
+            if hasattr(action_selector, "epsilon"):
+                self.logger.log_stat("epsilon", action_selector.epsilon, t_env)
+            if self.env_step_time > 0:
+                self.logger.log_stat("env_steps_per_s", self.env_steps / self.env_step_time, t_env)
+            self.env_step_time, self.env_steps = 0.0, 0
+            self.log_train_stats_t = t_env
+            self.train = self._empty()
+
+    def _log(self, cur, prefix, t_env):
+        n = max(cur["n_episodes"], 1)
+        if cur["returns"]:
+            self.logger.log_stat(prefix + "return_mean", np.mean(cur["returns"]), t_env)
+            self.logger.log_stat(prefix + "return_std", np.std(cur["returns"]), t_env)
+        self.logger.log_stat(prefix + "ep_length_mean", cur["ep_length"] / n, t_env)
+        for k, v in cur["infos"].items():
+            self.logger.log_stat(f"{prefix}{k}_mean", v / n, t_env)
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start

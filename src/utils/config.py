@@ -1,0 +1,107 @@
+"""Loading and merging the YAML configs; pymarl/epymarl key aliases; unknown-key errors.
+
+Merge order (pymarl's): default.yaml <- envs/<env>.yaml <- algs/<alg>.yaml <- `with` overrides.
+"""
+import difflib
+import os
+from collections.abc import Mapping
+from copy import deepcopy
+
+import yaml
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "config")
+
+# Other codebases' spellings of our keys (pymarl/pymarl2 -> epymarl). Both are accepted
+# everywhere (YAML files and `with`); the config that is stored uses the right-hand name.
+KEY_ALIASES = {
+    "rnn_hidden_dim": "hidden_dim",
+    "target_update_interval": "target_update_interval_or_tau",
+}
+
+# Keys under which any sub-key is accepted: their contents are checked by the env/module that uses them.
+OPEN_KEYS = ("env_args",)
+
+
+class ConfigError(ValueError):
+    """A config problem the user can fix; the message says what and how."""
+
+
+def canonical_key(key):
+    return KEY_ALIASES.get(key, key)
+
+
+def canonicalize(d):
+    """Rename alias keys (top level only; aliases are top-level keys)."""
+    out = {}
+    for k, v in d.items():
+        ck = canonical_key(k)
+        if ck in out:
+            raise ConfigError(f"'{ck}' is set twice (once through its alias); keep one spelling")
+        out[ck] = v
+    return out
+
+
+def recursive_update(base, update):
+    """Return a deep copy of `base` updated with `update`; nested mappings merge key by key."""
+    out = deepcopy(base)
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = recursive_update(out[k], v)
+        else:
+            out[k] = deepcopy(v)
+    return out
+
+
+def available(subdir):
+    folder = os.path.join(CONFIG_DIR, subdir)
+    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml"))
+
+
+def load_yaml(subdir, name):
+    """Load config/<subdir>/<name>.yaml; an unknown name lists the valid ones."""
+    path = os.path.join(CONFIG_DIR, subdir, f"{name}.yaml") if subdir else os.path.join(CONFIG_DIR, f"{name}.yaml")
+    if not os.path.isfile(path):
+        valid = available(subdir)
+        close = difflib.get_close_matches(name, valid, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ConfigError(f"no config '{name}' in config/{subdir}/.{hint} Valid names: {', '.join(valid)}")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path} must hold a mapping of keys to values")
+    return canonicalize(data)
+
+
+def suggest(key, valid):
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    return f" Closest valid keys: {', '.join(close)}." if close else ""
+
+
+def check_known_keys(update, known, where=""):
+    """Raise ConfigError for any key of `update` (nested, dotted) that `known` lacks."""
+    for k, v in update.items():
+        path = f"{where}{k}"
+        if k not in known:
+            raise ConfigError(
+                f"unknown config key '{path}'.{suggest(k, list(known))} "
+                f"Every key needs a default in config/default.yaml, the env config or the alg config; "
+                f"add it there if it is new."
+            )
+        if k in OPEN_KEYS and not where:
+            continue
+        if isinstance(v, Mapping) and isinstance(known.get(k), Mapping):
+            check_known_keys(v, known[k], where=f"{path}.")
+
+
+def build_config(alg, env, overrides=None):
+    """default <- env <- alg <- overrides, with aliases resolved and unknown keys rejected."""
+    config = load_yaml("", "default")
+    # A new key in an env or alg YAML is fine (that is how options are added); unknown
+    # keys are an error only in overrides, where they are almost always typos.
+    for part in (load_yaml("envs", env), load_yaml("algs", alg)):
+        config = recursive_update(config, part)
+    if overrides:
+        overrides = canonicalize(overrides)
+        check_known_keys(overrides, config)
+        config = recursive_update(config, overrides)
+    return config

@@ -1,0 +1,73 @@
+import pytest
+
+from main import main, parse_updates, split_argv
+from utils.config import ConfigError, build_config
+
+
+def test_merge_order_default_env_alg_overrides():
+    cfg = build_config("qmix", "matrix_game", {"lr": 0.1, "env_args": {"episode_limit": 3}})
+    assert cfg["learner"] == "q_learner"  # from the alg config
+    assert cfg["env"] == "matrix_game"  # from the env config
+    assert cfg["lr"] == 0.1 and cfg["env_args"]["episode_limit"] == 3  # overrides win
+    assert cfg["env_args"]["game"] == "penalty"  # nested dicts merge key by key
+    assert cfg["gamma"] == 0.99  # default
+
+
+def test_alg_config_overrides_env_config():
+    # matrix_game.yaml sets test_interval; the alg config does not, so the env's value stays
+    assert build_config("qmix", "matrix_game")["test_interval"] == 2000
+    assert build_config("ippo", "matrix_game")["runner"] == "parallel"
+
+
+@pytest.mark.parametrize("alias,key", [("rnn_hidden_dim", "hidden_dim"),
+                                       ("target_update_interval", "target_update_interval_or_tau")])
+def test_pymarl_spellings_are_aliases(alias, key):
+    cfg = build_config("qmix", "matrix_game", parse_updates([f"{alias}=32"]))
+    assert cfg[key] == 32 and alias not in cfg
+
+
+def test_unknown_key_names_it_and_suggests():
+    with pytest.raises(ConfigError, match="not_a_key"):
+        build_config("qmix", "matrix_game", {"not_a_key": 1})
+    with pytest.raises(ConfigError, match="Closest valid keys: .*hidden_dim"):
+        build_config("qmix", "matrix_game", {"hiden_dim": 1})
+    with pytest.raises(ConfigError, match="mixing_embed_dim"):
+        build_config("qmix", "matrix_game", {"mixing_embed_dimm": 1})
+
+
+def test_env_args_subkeys_are_open_but_other_nested_keys_are_checked():
+    cfg = build_config("qmix", "lbf", {"env_args": {"key": "lbforaging:Foraging-8x8-2p-2f-coop-v3"}})
+    assert cfg["env_args"]["key"].endswith("coop-v3")
+
+
+def test_unknown_config_names_list_valid_ones():
+    with pytest.raises(ConfigError, match="Did you mean: qmix"):
+        build_config("qmixx", "matrix_game")
+    with pytest.raises(ConfigError, match="Valid names:.*matrix_game"):
+        build_config("qmix", "no_such_env")
+
+
+def test_both_alias_and_key_is_an_error():
+    with pytest.raises(ConfigError, match="alias"):
+        build_config("qmix", "matrix_game", {"rnn_hidden_dim": 8, "hidden_dim": 8})
+
+
+def test_split_argv_accepts_both_flag_forms():
+    alg, env, updates, rest = split_argv(["--config", "qmix", "--env-config=lbf", "with", "a=1", "b.c=2", "-l", "DEBUG"])
+    assert (alg, env, updates, rest) == ("qmix", "lbf", ["a=1", "b.c=2"], ["-l", "DEBUG"])
+
+
+def test_parse_updates_uses_sacred_value_parsing():
+    assert parse_updates(["lr=0.1", "env_args.key=lbforaging:Foraging-5x5-2p-1f-v3", "use_cuda=False", "mixer=None"]) == {
+        "lr": 0.1, "env_args": {"key": "lbforaging:Foraging-5x5-2p-1f-v3"}, "use_cuda": False, "mixer": None}
+
+
+def test_cli_rejects_unknown_key_with_message(capsys):
+    assert main(["main.py", "--config=qmix", "--env-config=matrix_game", "with", "not_a_key=1"]) == 2
+    err = capsys.readouterr().err
+    assert "not_a_key" in err and "config error" in err
+
+
+def test_cli_requires_configs(capsys):
+    assert main(["main.py", "--env-config=matrix_game"]) == 2
+    assert "--config" in capsys.readouterr().err
