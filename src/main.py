@@ -111,7 +111,10 @@ def main(argv):
     if config.get("seed") is None:
         config.pop("seed", None)  # Sacred draws a seed and records it
     ex = make_experiment(config)
-    run = ex.run_commandline([argv[0], *rest])
+    try:
+        run = ex.run_commandline([argv[0], *rest])
+    except SystemExit as e:  # Sacred exits after printing a failed run's traceback
+        return e.code if isinstance(e.code, int) else 1
     return 0 if run is not None and run.status == "COMPLETED" else 1
 
 

@@ -17,6 +17,14 @@ def register_gymma():
 LAZY = {"gymma": register_gymma}
 
 
+def env_from_args(args, **overrides):
+    """The env of a run: `env` + `env_args`, plus the reward settings every env accepts."""
+    env_args = dict(args.env_args, common_reward=args.common_reward,
+                    reward_scalarisation=args.reward_scalarisation)
+    env_args.update(overrides)
+    return make_env(args.env, **env_args)
+
+
 def make_env(name, **env_args):
     if name not in REGISTRY and name in LAZY:
         REGISTRY[name] = LAZY[name]()

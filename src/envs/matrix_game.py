@@ -24,7 +24,9 @@ def payoff_matrix(game, penalty=-100):
 
 
 class MatrixGame(MultiAgentEnv):
-    def __init__(self, game="penalty", episode_limit=25, penalty=-100, seed=None, **kwargs):
+    def __init__(self, game="penalty", episode_limit=25, penalty=-100, seed=None, common_reward=True,
+                 reward_scalarisation="sum", **kwargs):
+        # the payoff is a team reward already, so the reward settings change nothing here
         if kwargs:
             raise TypeError(f"unknown matrix_game env_args: {sorted(kwargs)} (valid: game, episode_limit, penalty)")
         self.game = game

@@ -6,7 +6,7 @@ import numpy as np
 import torch as th
 
 from components.episode_buffer import EpisodeBatch
-from envs import make_env
+from envs import env_from_args
 from runners.stats import EpisodeStats
 
 
@@ -25,7 +25,7 @@ class EpisodeRunner:
             raise ValueError(f"the episode runner plays one env (batch_size_run=1, got {args.batch_size_run}); "
                              f"use runner=parallel for several")
         self.batch_size = 1
-        self.env = make_env(args.env, **args.env_args)
+        self.env = env_from_args(args)
         self.episode_limit = self.env.episode_limit
         self.t = 0
         self.t_env = 0

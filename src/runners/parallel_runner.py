@@ -68,7 +68,9 @@ class ParallelRunner:
         n_workers = args.n_workers or min(self.batch_size, os.cpu_count() or 1)
         n_workers = max(1, min(n_workers, self.batch_size))
         # env i gets seed + i so that workers do not play identical episodes
-        env_args = [dict(args.env_args, seed=args.env_args.get("seed", 0) + i) for i in range(self.batch_size)]
+        seed = args.env_args.get("seed")
+        env_args = [dict(args.env_args, seed=None if seed is None else seed + i, common_reward=args.common_reward,
+                         reward_scalarisation=args.reward_scalarisation) for i in range(self.batch_size)]
         self.slices = [list(range(w, self.batch_size, n_workers)) for w in range(n_workers)]
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.remotes, self.ps = [], []

@@ -1,0 +1,212 @@
+"""pymarl-API wrapper for gymnasium multi-agent envs (LBF and alike).
+
+The wrapped env must have Tuple observation and action spaces with one entry per agent,
+Discrete actions, and a `step` that returns per-agent rewards (list) or a team reward.
+
+Episode ends:
+- `terminated=True` (no `episode_limit` key) only for a true terminal of the env.
+- `terminated=False, info["episode_limit"]=True` when `time_limit` steps were reached or
+  the env itself truncated, so learners bootstrap from the last state.
+The wrapper counts steps itself (no gymnasium TimeLimit). Envs that take a
+`max_episode_steps` kwarg (LBF) report their own limit as `terminated=True`; their limit is
+set to `time_limit + 1` so that any `terminated` they report within `time_limit` steps is a
+real terminal (LBF: all food collected), including one on the very last step.
+
+Rewards: `common_reward=True` gives a float (sum or mean over agents, `reward_scalarisation`);
+`common_reward=False` gives a float32 array of shape (n_agents,).
+"""
+import dataclasses
+import difflib
+import importlib
+import warnings
+
+import gymnasium
+import numpy as np
+
+from envs.multiagentenv import MultiAgentEnv
+
+_NUMERIC = (bool, int, float, np.number, np.bool_)
+
+
+def _make_gym_env(key, time_limit, kwargs):
+    if not key:
+        raise ValueError(
+            "gymma needs env_args.key, a gymnasium id such as "
+            "'lbforaging:Foraging-8x8-2p-2f-coop-v3' (module:EnvId imports the module first)"
+        )
+    if "max_episode_steps" in kwargs:
+        raise ValueError("gymma: set the episode length with env_args.time_limit, not max_episode_steps")
+    module, _, env_id = key.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"gymma: cannot import module '{module}' of env key '{key}': {e}") from e
+    if env_id not in gymnasium.registry:
+        close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=5, cutoff=0.6)
+        hint = f" Close registered ids: {', '.join(close)}." if close else ""
+        where = f" after importing '{module}'" if module else " (use 'module:EnvId' to import the registering module)"
+        raise ValueError(f"gymma: gymnasium does not know env id '{env_id}'{where}.{hint}")
+    spec = gymnasium.spec(env_id)
+    if "max_episode_steps" in spec.kwargs:
+        # keep the env's own limit out of our window (see module docstring)
+        spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "max_episode_steps": time_limit + 1})
+    # -1: no gymnasium TimeLimit, the wrapper counts steps itself
+    return gymnasium.make(spec, max_episode_steps=-1, disable_env_checker=True, **kwargs)
+
+
+class GymmaWrapper(MultiAgentEnv):
+    def __init__(self, key=None, time_limit=100, seed=None, common_reward=True, reward_scalarisation="sum",
+                 pretrained_wrapper=None, **kwargs):
+        if pretrained_wrapper is not None:
+            raise ValueError(f"gymma: pretrained_wrapper={pretrained_wrapper!r} is not supported (only null)")
+        if reward_scalarisation not in ("sum", "mean"):
+            raise ValueError(f"gymma: reward_scalarisation must be 'sum' or 'mean', got {reward_scalarisation!r}")
+        self.key = key
+        if time_limit is None or int(time_limit) < 1:
+            raise ValueError(f"gymma: env_args.time_limit must be a positive number of steps, got {time_limit!r}")
+        self.episode_limit = int(time_limit)
+        self.common_reward = bool(common_reward)
+        self._mean = reward_scalarisation == "mean"
+        self._env = _make_gym_env(key, self.episode_limit, kwargs)
+        self._unwrapped = self._env.unwrapped
+
+        obs_space, act_space = self._env.observation_space, self._env.action_space
+        if not isinstance(obs_space, gymnasium.spaces.Tuple) or not isinstance(act_space, gymnasium.spaces.Tuple):
+            raise ValueError(f"gymma: '{key}' needs Tuple observation and action spaces (one entry per agent), "
+                             f"got {type(obs_space).__name__} / {type(act_space).__name__}")
+        if len(obs_space) != len(act_space):
+            raise ValueError(f"gymma: '{key}' has {len(obs_space)} observation but {len(act_space)} action spaces")
+        bad = [type(s).__name__ for s in act_space if not isinstance(s, gymnasium.spaces.Discrete)]
+        if bad:
+            raise ValueError(f"gymma: only Discrete action spaces are supported, '{key}' has {bad}")
+        self.n_agents = len(act_space)
+        self._obs_spaces = list(obs_space)
+        # Box obs are just raveled; other spaces go through gymnasium's flatten (one-hot etc.)
+        self._flatten = [not isinstance(s, gymnasium.spaces.Box) for s in self._obs_spaces]
+        self._obs_sizes = [gymnasium.spaces.flatdim(s) for s in self._obs_spaces]
+        self._obs_size = max(self._obs_sizes)
+        self._homogeneous = not any(self._flatten) and len({s.shape for s in self._obs_spaces}) == 1
+        self._n_actions = [int(s.n) for s in act_space]
+        self._n_total = max(self._n_actions)
+        self._action_starts = [int(s.start) for s in act_space]
+        self._shift_actions = any(self._action_starts)
+
+        # LBF exposes valid actions per player; other envs: all own actions available
+        self._lbf = hasattr(self._unwrapped, "_valid_actions") and hasattr(self._unwrapped, "players")
+        self._lbf_actions = None  # LBF's Action enum members by index, known after the first reset
+        self._static_avail = [[1] * n + [0] * (self._n_total - n) for n in self._n_actions]
+
+        self._seed = seed
+        self._t = 0
+        self._obs = np.zeros((self.n_agents, self._obs_size), dtype=np.float32)
+        self._warned_scalar = False
+
+    # --- episode ---
+    def reset(self):
+        seed, self._seed = self._seed, None  # seed only the first reset; later ones continue the RNG
+        obs, _ = self._env.reset(seed=seed)
+        self._t = 0
+        self._set_obs(obs)
+        if self._lbf and self._lbf_actions is None:
+            action_enum = type(self._unwrapped._valid_actions[self._unwrapped.players[0]][0])
+            self._lbf_actions = sorted(action_enum, key=lambda a: a.value)[: self._n_total]
+        return self.get_obs(), self.get_state()
+
+    def seed(self, seed=None):
+        """Seed the next reset (later resets continue the env RNG)."""
+        self._seed = seed
+
+    def step(self, actions):
+        if isinstance(actions, list) and type(actions[0]) is int:
+            acts = actions
+        else:
+            acts = np.asarray(actions).reshape(-1).tolist()
+        if self._shift_actions:
+            acts = [a + s for a, s in zip(acts, self._action_starts, strict=True)]
+        obs, rewards, terminated, truncated, env_info = self._env.step(acts)
+        self._t += 1
+        self._set_obs(obs)
+
+        if not isinstance(terminated, (bool, np.bool_)):
+            terminated = all(terminated)
+        if not isinstance(truncated, (bool, np.bool_)):
+            truncated = all(truncated)
+        info = {k: v for k, v in env_info.items() if isinstance(v, _NUMERIC)} if env_info else {}
+        if terminated:
+            terminated = True
+        else:
+            terminated = False
+            if truncated or self._t >= self.episode_limit:
+                info["episode_limit"] = True
+        return self._reward(rewards), terminated, info
+
+    def _reward(self, rewards):
+        if isinstance(rewards, (list, tuple, np.ndarray)):
+            if self.common_reward:
+                total = float(sum(rewards))
+                return total / self.n_agents if self._mean else total
+            return np.asarray(rewards, dtype=np.float32)
+        if self.common_reward:
+            return float(rewards)
+        if not self._warned_scalar:
+            warnings.warn(f"gymma: '{self.key}' returns a scalar reward; common_reward=False gives it to every agent",
+                          stacklevel=3)
+            self._warned_scalar = True
+        return np.full(self.n_agents, rewards, dtype=np.float32)
+
+    def _set_obs(self, obs):
+        # a fresh buffer each step, so returned obs/state (views of it; read-only) stay valid later
+        if self._homogeneous:
+            self._obs = np.array(obs, dtype=np.float32).reshape(self.n_agents, self._obs_size)
+            return
+        buf = np.zeros((self.n_agents, self._obs_size), dtype=np.float32)
+        for i, o in enumerate(obs):
+            if self._flatten[i]:
+                o = gymnasium.spaces.flatten(self._obs_spaces[i], o)
+            buf[i, : self._obs_sizes[i]] = np.ravel(o)
+        self._obs = buf
+
+    # --- observations / state ---
+    def get_obs(self):
+        return list(self._obs)
+
+    def get_obs_agent(self, agent_id):
+        return self._obs[agent_id]
+
+    def get_obs_size(self):
+        return self._obs_size
+
+    def get_state(self):
+        return self._obs.reshape(-1)
+
+    def get_state_size(self):
+        return self.n_agents * self._obs_size
+
+    # --- actions ---
+    def get_avail_actions(self):
+        if not self._lbf:
+            return [list(a) for a in self._static_avail]
+        env = self._unwrapped
+        valid = env._valid_actions
+        return [[1 if a in valid[p] else 0 for a in self._lbf_actions] for p in env.players]
+
+    def get_avail_agent_actions(self, agent_id):
+        if not self._lbf:
+            return list(self._static_avail[agent_id])
+        env = self._unwrapped
+        valid = env._valid_actions[env.players[agent_id]]
+        return [1 if a in valid else 0 for a in self._lbf_actions]
+
+    def get_total_actions(self):
+        return self._n_total
+
+    # --- misc ---
+    def get_stats(self):
+        return {}
+
+    def render(self):
+        return self._env.render()
+
+    def close(self):
+        self._env.close()

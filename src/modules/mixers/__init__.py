@@ -1,0 +1,12 @@
+from modules.mixers.qatten import QattenMixer
+from modules.mixers.qmix import QMixer
+from modules.mixers.qplex import QPLEXMixer
+from modules.mixers.vdn import VDNMixer
+
+# IQL (no mixer) is handled by the learner and is deliberately not registered.
+REGISTRY = {
+    "vdn": VDNMixer,
+    "qmix": QMixer,
+    "qplex": QPLEXMixer,
+    "qatten": QattenMixer,
+}

@@ -1,0 +1,77 @@
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from envs import make_env
+from envs.matrix_game import PAYOFFS, MatrixGame
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "config", "envs")
+
+
+@pytest.mark.parametrize("game", ["climbing", "penalty"])
+def test_payoffs(game):
+    env = MatrixGame(game=game, penalty=-50)
+    env.reset()
+    for a0 in range(3):
+        for a1 in range(3):
+            expected = PAYOFFS[game][a0][a1]
+            expected = -50 if expected is None else expected
+            reward, terminated, _ = env.step([a0, a1])
+            assert isinstance(reward, float)
+            assert reward == expected
+            assert terminated is False
+
+
+def test_known_optima():
+    assert MatrixGame(game="climbing").payoff.max() == 11
+    env = MatrixGame(game="penalty")
+    assert env.payoff[0, 2] == env.payoff[2, 0] == 10
+    assert env.payoff[0, 0] == env.payoff[2, 2] == -100
+
+
+def test_state_is_one_hot_of_last_joint_action():
+    env = MatrixGame(game="penalty")
+    info = env.get_env_info()
+    obs, state = env.reset()
+    assert info == {"state_shape": 6, "obs_shape": 6, "n_actions": 3, "n_agents": 2, "episode_limit": 25}
+    assert state.dtype == np.float32 and state.shape == (6,)
+    assert not state.any()
+    assert len(obs) == 2 and all(not o.any() for o in obs)
+    for a0, a1 in [(0, 2), (1, 1), (2, 0)]:
+        env.step(np.array([a0, a1]))
+        expected = np.zeros(6, dtype=np.float32)
+        expected[a0] = expected[3 + a1] = 1
+        np.testing.assert_array_equal(env.get_state(), expected)
+        for o in env.get_obs():
+            np.testing.assert_array_equal(o, expected)
+    assert env.get_avail_actions() == [[1, 1, 1], [1, 1, 1]]
+    _, state = env.reset()
+    assert not state.any()
+
+
+def test_episode_limit_is_truncation():
+    env = MatrixGame(game="climbing", episode_limit=7)
+    for _ in range(2):  # a reset starts the count again
+        env.reset()
+        for t in range(1, 8):
+            _, terminated, info = env.step([0, 0])
+            assert terminated is False
+            assert info.get("episode_limit", False) == (t == 7)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="unknown matrix game"):
+        MatrixGame(game="prisoners")
+    with pytest.raises(TypeError, match="unknown matrix_game env_args"):
+        MatrixGame(game="penalty", foo=1)
+
+
+@pytest.mark.parametrize("name,game", [("matrix_game", "penalty"), ("climbing", "climbing"), ("penalty", "penalty")])
+def test_configs_build_the_env(name, game):
+    with open(os.path.join(CONFIG_DIR, f"{name}.yaml")) as f:
+        cfg = yaml.safe_load(f)
+    env = make_env(cfg["env"], **cfg["env_args"])
+    assert isinstance(env, MatrixGame) and env.game == game
+    assert env.episode_limit == cfg["env_args"]["episode_limit"]

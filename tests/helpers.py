@@ -1,0 +1,86 @@
+"""Small builders shared by tests: args namespaces, a fake Sacred run, a countdown env."""
+import logging
+from types import SimpleNamespace as SN
+
+import numpy as np
+
+from envs import REGISTRY as env_REGISTRY
+from envs.multiagentenv import MultiAgentEnv
+from run.setup import build
+from utils.config import build_config
+
+
+class FakeSacredRun:
+    def __init__(self):
+        self.info = {}
+        self.scalars = []
+
+    def log_scalar(self, key, value, t):
+        self.scalars.append((key, value, t))
+
+
+class CountdownEnv(MultiAgentEnv):
+    """Deterministic test env: ends with a true terminal after `terminal_at` steps (if set), else by time limit.
+    The state encodes the step count so tests can check what was stored where."""
+
+    def __init__(self, episode_limit=6, terminal_at=None, n_agents=2, n_actions=3, seed=None, **reward_settings):
+        self.n_agents, self.n_actions, self.episode_limit = n_agents, n_actions, episode_limit
+        self.terminal_at = terminal_at
+        self.t = 0
+
+    def reset(self):
+        self.t = 0
+        return self.get_obs(), self.get_state()
+
+    def step(self, actions):
+        self.t += 1
+        if self.terminal_at is not None and self.t >= self.terminal_at:
+            return 1.0, True, {"won": 1}
+        if self.t >= self.episode_limit:
+            return 1.0, False, {"episode_limit": True, "won": 0}
+        return 1.0, False, {}
+
+    def get_obs(self):
+        return [np.full(2, self.t, dtype=np.float32) for _ in range(self.n_agents)]
+
+    def get_obs_size(self):
+        return 2
+
+    def get_state(self):
+        return np.array([self.t], dtype=np.float32)
+
+    def get_state_size(self):
+        return 1
+
+    def get_avail_actions(self):
+        # action 0 is unavailable for agent 1: runners must never pick it
+        return [[1] * self.n_actions, [0] + [1] * (self.n_actions - 1)][: self.n_agents]
+
+    def get_total_actions(self):
+        return self.n_actions
+
+
+env_REGISTRY["countdown"] = CountdownEnv
+
+
+def make_ctx(alg="qmix", env_config="matrix_game", **overrides):
+    """Build a run context (runner, buffer, mac, learner) as run_online would, without Sacred.
+    An `env` override replaces the env and its env_args (test envs take other arguments)."""
+    env = overrides.pop("env", None)
+    env_args = overrides.pop("env_args", None)
+    config = build_config(alg, env_config, overrides)
+    if env is not None:
+        config["env"], config["env_args"] = env, dict(env_args or {})
+    elif env_args:
+        config["env_args"].update(env_args)
+    config["env_args"]["seed"] = config["seed"]
+    config.setdefault("seed", 0)
+    config["use_tensorboard"] = False
+    run = FakeSacredRun()
+    ctx = build(run, config, logging.getLogger("test"))
+    ctx.sacred_run = run
+    return ctx
+
+
+def args_ns(**kw):
+    return SN(**kw)
