@@ -1,11 +1,14 @@
 """Small builders shared by tests: args namespaces, a fake Sacred run, a countdown env."""
+import glob
 import logging
+import os
 from types import SimpleNamespace as SN
 
 import numpy as np
 
 from envs import REGISTRY as env_REGISTRY
 from envs.multiagentenv import MultiAgentEnv
+from main import main
 from run.setup import build
 from utils.config import build_config
 
@@ -84,3 +87,16 @@ def make_ctx(alg="qmix", env_config="matrix_game", **overrides):
 
 def args_ns(**kw):
     return SN(**kw)
+
+
+def run_main(tmp_path, alg, env, *updates, expect=0):
+    """Run src/main.py in-process with results under tmp_path."""
+    argv = ["main.py", f"--config={alg}", f"--env-config={env}", "with", f"local_results_path={tmp_path}", "seed=3",
+            *updates]
+    assert main(argv) == expect
+
+
+def sacred_dir(tmp_path, name, env_label):
+    dirs = glob.glob(os.path.join(tmp_path, "sacred", name, env_label, "[0-9]*"))
+    assert len(dirs) == 1, dirs
+    return dirs[0]

@@ -53,13 +53,15 @@ def test_both_alias_and_key_is_an_error():
 
 
 def test_split_argv_accepts_both_flag_forms():
-    alg, env, updates, rest = split_argv(["--config", "qmix", "--env-config=lbf", "with", "a=1", "b.c=2", "-l", "DEBUG"])
+    argv = ["--config", "qmix", "--env-config=lbf", "with", "a=1", "b.c=2", "-l", "DEBUG"]
+    alg, env, updates, rest = split_argv(argv)
     assert (alg, env, updates, rest) == ("qmix", "lbf", ["a=1", "b.c=2"], ["-l", "DEBUG"])
 
 
 def test_parse_updates_uses_sacred_value_parsing():
-    assert parse_updates(["lr=0.1", "env_args.key=lbforaging:Foraging-5x5-2p-1f-v3", "use_cuda=False", "mixer=None"]) == {
-        "lr": 0.1, "env_args": {"key": "lbforaging:Foraging-5x5-2p-1f-v3"}, "use_cuda": False, "mixer": None}
+    key = "lbforaging:Foraging-5x5-2p-1f-v3"
+    assert parse_updates(["lr=0.1", f"env_args.key={key}", "use_cuda=False", "mixer=None"]) == {
+        "lr": 0.1, "env_args": {"key": key}, "use_cuda": False, "mixer": None}
 
 
 def test_cli_rejects_unknown_key_with_message(capsys):

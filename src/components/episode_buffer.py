@@ -8,9 +8,8 @@ field -> (new_field, [transforms]) and writes the transformed copy on every upda
 Speed: a batch on the CPU keeps NumPy views of its tensors, so the per-step writes of
 the runners are plain NumPy assignments (no tensor construction per step).
 """
-from types import SimpleNamespace as SN
-
 import math
+from types import SimpleNamespace as SN
 
 import numpy as np
 import torch as th

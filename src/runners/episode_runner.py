@@ -2,7 +2,6 @@
 import time
 from functools import partial
 
-import numpy as np
 import torch as th
 
 from components.episode_buffer import EpisodeBatch

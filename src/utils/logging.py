@@ -41,7 +41,8 @@ class Logger:
     def print_recent_stats(self):
         if "episode" not in self.stats:
             return
-        log_str = f"Recent Stats | t_env: {self.stats['episode'][-1][0]:>10} | Episode: {int(self.stats['episode'][-1][1]):>8}\n"
+        t_env, episode = self.stats["episode"][-1]
+        log_str = f"Recent Stats | t_env: {t_env:>10} | Episode: {int(episode):>8}\n"
         i = 0
         for k, v in sorted(self.stats.items()):
             if k == "episode":

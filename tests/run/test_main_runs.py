@@ -6,25 +6,13 @@ import os
 import pytest
 import torch as th
 
-from main import main
+from helpers import run_main, sacred_dir
 from utils.config import available
 
 TINY = ["t_max=120", "env_args.episode_limit=5", "test_nepisode=2", "test_interval=60", "log_interval=60",
         "runner_log_interval=60", "learner_log_interval=60", "save_model_interval=60", "batch_size=4",
         "buffer_size=8"]
 ON_POLICY = ("ippo", "mappo", "ippo_ns", "mappo_ns", "ia2c", "maa2c")
-
-
-def run_main(tmp_path, alg, env, *updates, expect=0):
-    argv = ["main.py", f"--config={alg}", f"--env-config={env}", "with", f"local_results_path={tmp_path}", "seed=3",
-            *updates]
-    assert main(argv) == expect
-
-
-def sacred_dir(tmp_path, name, env_label):
-    dirs = glob.glob(os.path.join(tmp_path, "sacred", name, env_label, "[0-9]*"))
-    assert len(dirs) == 1, dirs
-    return dirs[0]
 
 
 @pytest.mark.parametrize("alg", available("algs"))

@@ -1,0 +1,71 @@
+"""A run stopped halfway and resumed from its checkpoint continues exactly where it stopped."""
+import glob
+import json
+import os
+
+import torch as th
+
+from helpers import run_main, sacred_dir
+
+SETTINGS = ["t_max=300", "env_args.episode_limit=5", "test_nepisode=2", "test_interval=50", "log_interval=50",
+            "runner_log_interval=50", "learner_log_interval=50", "save_model_interval=150", "batch_size=4",
+            "buffer_size=16", "epsilon_anneal_time=400", "target_update_interval_or_tau=7",
+            "save_replay_buffer=True", "use_tensorboard=False"]
+FILES = ["agent", "target_agent", "mixer", "target_mixer", "opt", "learner", "run_state"]
+
+
+def load_all(folder):
+    return {f: th.load(os.path.join(folder, f"{f}.th"), weights_only=False) for f in FILES}
+
+
+def assert_same(a, b, path="checkpoint"):
+    if isinstance(a, th.Tensor):
+        assert th.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    elif hasattr(a, "shape"):  # numpy arrays in the RNG state
+        assert (a == b).all(), path
+    else:
+        assert a == b, path
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path):
+    # the matrix game is deterministic, so every difference would come from lost state
+    run_main(tmp_path / "full", "qmix", "matrix_game", *SETTINGS)
+    full_models = glob.glob(str(tmp_path / "full" / "models" / "*"))[0]
+    assert sorted(int(d) for d in os.listdir(full_models)) == [5, 155, 305]
+    run_main(tmp_path / "resumed", "qmix", "matrix_game", *SETTINGS, f"checkpoint_path={full_models}",
+             "load_step=155")
+    resumed_models = glob.glob(str(tmp_path / "resumed" / "models" / "*"))[0]
+    assert sorted(int(d) for d in os.listdir(resumed_models)) == [305]
+
+    full, resumed = load_all(os.path.join(full_models, "305")), load_all(os.path.join(resumed_models, "305"))
+    assert resumed["run_state"]["t_env"] == 305
+    # weights, target networks, optimiser moments and step counts, target-update counters, RNG, buffer
+    assert_same(full, resumed)
+    assert resumed["learner"]["targets"]["updates"] > 0
+
+    # the epsilon schedule continues from t_env, not from zero
+    info_full = json.load(open(os.path.join(sacred_dir(tmp_path / "full", "qmix", "penalty"), "info.json")))
+    info_res = json.load(open(os.path.join(sacred_dir(tmp_path / "resumed", "qmix", "penalty"), "info.json")))
+    eps_full = dict(zip(info_full["epsilon_T"], info_full["epsilon"]))
+    eps_res = dict(zip(info_res["epsilon_T"], info_res["epsilon"]))
+    assert min(eps_res) > 155 and all(eps_res[t] == eps_full[t] for t in eps_res)
+    assert min(eps_res.values()) < 1.0
+
+
+def test_checkpoint_without_buffer_still_resumes_counters(tmp_path):
+    settings = [s for s in SETTINGS if not s.startswith("save_replay_buffer")]
+    run_main(tmp_path / "a", "vdn", "matrix_game", *settings)
+    models = glob.glob(str(tmp_path / "a" / "models" / "*"))[0]
+    run_main(tmp_path / "b", "vdn", "matrix_game", *settings, "t_max=400", f"checkpoint_path={models}")
+    resumed = glob.glob(str(tmp_path / "b" / "models" / "*"))[0]
+    state = th.load(os.path.join(resumed, "405", "run_state.th"), weights_only=False)
+    assert state["loop"]["episode"] == 81  # 61 episodes before the resume (at t_env 305) + 20 after
+    assert "buffer" not in state
