@@ -27,6 +27,7 @@ class BasicMAC:
         self.action_selector = action_REGISTRY[args.action_selector](args)
         self.hidden_states = None
         self._eye = None
+        self.device = th.device("cpu")
 
     # ----- acting -----
     def select_actions(self, ep_batch, t_ep, t_env, bs=slice(None), test_mode=False):
@@ -68,25 +69,23 @@ class BasicMAC:
 
     def _build_inputs(self, batch, t):
         bs = batch.batch_size
-        device = next(self.agent.parameters()).device
         inputs = [batch["obs"][:, t]]
         if self.obs_last_action:
             last = batch["actions_onehot"][:, t - 1] if t > 0 else th.zeros_like(batch["actions_onehot"][:, t])
             inputs.append(last)
         if self.obs_agent_id:
             inputs.append(self._agent_ids(batch["obs"].device).expand(bs, -1, -1))
-        return th.cat(inputs, dim=-1).to(device)
+        return th.cat(inputs, dim=-1).to(self.device)
 
     def _build_inputs_seq(self, batch):
         bs, t = batch.batch_size, batch.max_seq_length
-        device = next(self.agent.parameters()).device
         inputs = [batch["obs"]]
         if self.obs_last_action:
             onehot = batch["actions_onehot"]
             inputs.append(th.cat([th.zeros_like(onehot[:, :1]), onehot[:, :-1]], dim=1))
         if self.obs_agent_id:
             inputs.append(self._agent_ids(batch["obs"].device).expand(bs, t, -1, -1))
-        return th.cat(inputs, dim=-1).to(device)
+        return th.cat(inputs, dim=-1).to(self.device)
 
     def _get_input_shape(self, scheme):
         input_shape = scheme["obs"]["vshape"]
@@ -109,6 +108,7 @@ class BasicMAC:
 
     def to(self, device):
         self.agent.to(device)
+        self.device = th.device(device)
         return self
 
     def cuda(self):

@@ -1,9 +1,6 @@
 """Learners by name (`learner` in the config). Interface: train(batch, t_env, episode_num),
 cuda()/to(device), save_models(path), load_models(path)."""
-try:
-    from learners.ppo_learner import PPOLearner
-except ImportError:  # TEMP while being written
-    PPOLearner = None
+from learners.ppo_learner import PPOLearner
 from learners.q_learner import QLearner
 
 REGISTRY = {

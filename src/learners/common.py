@@ -42,6 +42,15 @@ class TargetUpdater:
         self.updates, self.last_hard_update = state["updates"], state["last_hard_update"]
 
 
+def transition_mask(batch):
+    """[B, T-1, 1] mask of real transitions: step t is real iff a state was stored after it.
+
+    pymarl's mask (filled, then zeroed after a terminal) also keeps the final-state row of an
+    episode that was truncated before the batch's longest one, a transition that never happened.
+    """
+    return batch["filled"][:, 1:].float()
+
+
 def masked_mean(x, mask):
     return (x * mask).sum() / mask.sum().clamp(min=1)
 

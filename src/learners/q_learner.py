@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from components.action_selectors import UNAVAILABLE_Q
 from components.running_stats import RunningMeanStd
-from learners.common import TargetUpdater, load_state, make_optimizer, masked_mean, save_state
+from learners.common import TargetUpdater, load_state, make_optimizer, masked_mean, save_state, transition_mask
 from modules.mixers import REGISTRY as mixer_REGISTRY
 from utils.rl_utils import build_td_lambda_targets
 
@@ -34,8 +34,7 @@ class QLearner:
         rewards = batch["reward"][:, :-1]
         actions = batch["actions"][:, :-1]
         terminated = batch["terminated"][:, :-1].float()
-        mask = batch["filled"][:, :-1].float()
-        mask[:, 1:] = mask[:, 1:] * (1 - terminated[:, :-1])
+        mask = transition_mask(batch)
         avail_actions = batch["avail_actions"]
         if self.reward_stats is not None:
             self.reward_stats.update(rewards, mask)

@@ -1,0 +1,204 @@
+"""PPO for multi-agent policies: IPPO (`critic_type: ac_critic`), MAPPO (`cv_critic`), and A2C as the
+special case of one full-batch epoch (the ratio is then exactly 1, so the clipped loss has the A2C gradient).
+
+Options (args keys, defaults):
+  epochs (4)                  passes over each batch
+  num_mini_batches (1)        minibatches of whole episodes per epoch (1 = full batch)
+  eps_clip (0.2)              ratio clipping; also the value-clipping range
+  entropy_coef (0.01)         entropy bonus weight
+  use_gae (True)              GAE(gae_lambda); False = one-step TD advantages r + γV' − V
+  gae_lambda (0.95)
+  critic_type ("ac_critic")   see modules/critics
+  critic_lr (None = lr)       the critic has its own optimiser
+  critic_coef (1.0)           weight of the critic loss (with Adam it matters only against grad_norm_clip)
+  use_value_norm (False)      critic predicts returns normalised by running statistics
+  value_clip (False)          PPO value clipping around the pre-update predictions
+  normalise_advantages (True) per-batch masked standardisation of advantages
+  standardise_rewards (False) running standardisation of the team reward
+"""
+import torch as th
+import torch.nn.functional as F
+
+from components.action_selectors import UNAVAILABLE_Q
+from components.running_stats import RunningMeanStd
+from learners.common import load_state, make_optimizer, masked_mean, save_state, transition_mask
+from modules.critics import REGISTRY as critic_REGISTRY
+from utils.rl_utils import build_gae_targets
+
+LOG_KEYS = ("pg_loss", "critic_loss", "entropy", "agent_grad_norm", "critic_grad_norm", "pi_max",
+            "approx_kl", "clip_fraction")
+
+
+def opt(args, key, default):
+    value = getattr(args, key, None)
+    return default if value is None else value
+
+
+class PPOLearner:
+    on_policy = True
+
+    def __init__(self, mac, scheme, logger, args):
+        self.args = args
+        self.mac = mac
+        self.logger = logger
+        self.n_agents = args.n_agents
+        self.epochs = int(opt(args, "epochs", 4))
+        self.num_mini_batches = int(opt(args, "num_mini_batches", 1))
+        self.eps_clip = opt(args, "eps_clip", 0.2)
+        self.entropy_coef = opt(args, "entropy_coef", 0.01)
+        self.critic_coef = opt(args, "critic_coef", 1.0)
+        self.gae_lambda = opt(args, "gae_lambda", 0.95) if opt(args, "use_gae", True) else 0.0  # λ=0: TD(0)
+        self.value_clip = opt(args, "value_clip", False)
+        self.normalise_advantages = opt(args, "normalise_advantages", True)
+
+        critic_type = opt(args, "critic_type", "ac_critic")
+        if critic_type not in critic_REGISTRY:
+            raise ValueError(f"unknown critic_type '{critic_type}'; valid: {sorted(critic_REGISTRY)}")
+        self.critic = critic_REGISTRY[critic_type](scheme, args)
+        self.agent_params = list(mac.parameters())
+        self.critic_params = list(self.critic.parameters())
+        self.agent_optimiser = make_optimizer(self.agent_params, args)
+        self.critic_optimiser = make_optimizer(self.critic_params, args, lr=opt(args, "critic_lr", args.lr))
+        self.value_norm = RunningMeanStd() if opt(args, "use_value_norm", False) else None
+        self.reward_stats = RunningMeanStd() if opt(args, "standardise_rewards", False) else None
+        self.train_steps = 0
+        self.log_stats_t = -args.learner_log_interval - 1
+
+    # ----- training -----
+    def train(self, batch, t_env, episode_num):
+        n = self.n_agents
+        rewards = batch["reward"][:, :-1].float()
+        mask = transition_mask(batch)
+        if self.reward_stats is not None:
+            self.reward_stats.update(rewards, mask)
+            rewards = self.reward_stats.normalize(rewards)
+        # team reward and episode ends are shared by all agents
+        rewards, terminated, mask = (x.expand(-1, -1, n) for x in
+                                     (rewards, batch["terminated"][:, :-1].float(), mask))
+        actions = batch["actions"][:, :-1]
+
+        with th.no_grad():
+            old_log_pi = self._log_probs(batch, actions)[0]
+            old_values = self.critic(batch).squeeze(-1)  # normalised when use_value_norm
+            values = self.value_norm.denormalize(old_values) if self.value_norm is not None else old_values
+            advantages, returns = build_gae_targets(rewards, terminated, mask, values, self.args.gamma,
+                                                    self.gae_lambda)
+            if self.value_norm is not None:
+                self.value_norm.update(returns, mask)
+                returns = self.value_norm.normalize(returns)
+            adv_mean = masked_mean(advantages, mask)
+            if self.normalise_advantages:
+                adv_std = masked_mean((advantages - adv_mean).pow(2), mask).sqrt()
+                advantages = (advantages - adv_mean) / (adv_std + 1e-8) * mask
+            old_values = old_values[:, :-1]
+
+        stats = {k: [] for k in LOG_KEYS}
+        data = (actions, old_log_pi, advantages, returns, old_values, mask)
+        for _ in range(self.epochs):
+            for idx in self._minibatches(batch.batch_size, batch.device):
+                mb = batch if idx is None else batch[idx]
+                mb_data = data if idx is None else tuple(x[idx] for x in data)
+                for k, v in self._update(mb, *mb_data).items():
+                    stats[k].append(v)
+        self.train_steps += 1
+
+        if t_env - self.log_stats_t >= self.args.learner_log_interval:
+            for k, v in stats.items():
+                self.logger.log_stat(k, sum(v) / len(v), t_env)
+            self.logger.log_stat("advantage_mean", adv_mean.item(), t_env)
+            self.logger.log_stat("value_mean", masked_mean(values[:, :-1], mask).item(), t_env)
+            self.log_stats_t = t_env
+        return {k: v[-1] for k, v in stats.items()}
+
+    def _minibatches(self, batch_size, device):
+        k = max(1, min(self.num_mini_batches, batch_size))
+        if k == 1:
+            return [None]
+        return th.randperm(batch_size).to(device).tensor_split(k)
+
+    def _update(self, batch, actions, old_log_pi, advantages, returns, old_values, mask):
+        log_pi, entropy, pi_max = self._log_probs(batch, actions)
+        # masked steps are zeroed before exp: their log-probs may be meaningless (e.g. -1e10 for padding)
+        log_ratio = (log_pi - old_log_pi) * mask
+        ratio = log_ratio.exp()
+        surr = th.min(ratio * advantages, ratio.clamp(1 - self.eps_clip, 1 + self.eps_clip) * advantages)
+        pg_loss = -masked_mean(surr, mask)
+        mean_entropy = masked_mean(entropy, mask)
+        self.agent_optimiser.zero_grad(set_to_none=True)
+        (pg_loss - self.entropy_coef * mean_entropy).backward()
+        agent_grad_norm = th.nn.utils.clip_grad_norm_(self.agent_params, self.args.grad_norm_clip)
+        self.agent_optimiser.step()
+
+        v = self.critic(batch)[:, :-1].squeeze(-1)
+        err = (v - returns).pow(2)
+        if self.value_clip:
+            v_clipped = old_values + (v - old_values).clamp(-self.eps_clip, self.eps_clip)
+            err = th.max(err, (v_clipped - returns).pow(2))
+        critic_loss = masked_mean(err, mask)
+        self.critic_optimiser.zero_grad(set_to_none=True)
+        (self.critic_coef * critic_loss).backward()
+        critic_grad_norm = th.nn.utils.clip_grad_norm_(self.critic_params, self.args.grad_norm_clip)
+        self.critic_optimiser.step()
+
+        with th.no_grad():
+            return {
+                "pg_loss": pg_loss.item(),
+                "critic_loss": critic_loss.item(),
+                "entropy": mean_entropy.item(),
+                "agent_grad_norm": agent_grad_norm.item(),
+                "critic_grad_norm": critic_grad_norm.item(),
+                "pi_max": masked_mean(pi_max, mask).item(),
+                "approx_kl": masked_mean(ratio - 1 - log_ratio, mask).item(),
+                "clip_fraction": masked_mean(((ratio - 1).abs() > self.eps_clip).float(), mask).item(),
+            }
+
+    def _log_probs(self, batch, actions):
+        """log π(a_t), entropy and max probability per agent, each [B, T-1, n]."""
+        logits = self.mac.unroll(batch, logits=True)[:, :-1]
+        # mask here too, so training matches the sampling distribution even with mask_before_softmax False
+        avail = batch["avail_actions"][:, :-1].to(logits.device)
+        log_p = F.log_softmax(logits.masked_fill(avail == 0, UNAVAILABLE_Q), dim=-1)
+        p = log_p.exp()
+        entropy = -th.where(p > 0, p * log_p, th.zeros_like(p)).sum(-1)
+        return log_p.gather(-1, actions.to(logits.device)).squeeze(-1), entropy, p.max(-1).values
+
+    # ----- devices and checkpoints -----
+    def to(self, device):
+        for net in (self.mac, self.critic, self.value_norm, self.reward_stats):
+            if net is not None:
+                net.to(device)
+        for optimiser in (self.agent_optimiser, self.critic_optimiser):
+            for state in optimiser.state.values():
+                for k, v in state.items():
+                    if isinstance(v, th.Tensor) and k != "step":
+                        state[k] = v.to(device)
+        return self
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def save_models(self, path):
+        self.mac.save_models(path)
+        save_state(path, "critic", self.critic.state_dict())
+        save_state(path, "agent_opt", self.agent_optimiser.state_dict())
+        save_state(path, "critic_opt", self.critic_optimiser.state_dict())
+        save_state(path, "learner", {
+            "train_steps": self.train_steps,
+            "log_stats_t": self.log_stats_t,
+            "value_norm": self.value_norm.state_dict() if self.value_norm is not None else None,
+            "reward_stats": self.reward_stats.state_dict() if self.reward_stats is not None else None,
+        })
+
+    def load_models(self, path, evaluate=False):
+        self.mac.load_models(path)
+        if evaluate:
+            return
+        self.critic.load_state_dict(load_state(path, "critic"))
+        self.agent_optimiser.load_state_dict(load_state(path, "agent_opt"))
+        self.critic_optimiser.load_state_dict(load_state(path, "critic_opt"))
+        state = load_state(path, "learner")
+        self.train_steps = state["train_steps"]
+        self.log_stats_t = state["log_stats_t"]
+        for module, key in ((self.value_norm, "value_norm"), (self.reward_stats, "reward_stats")):
+            if module is not None and state[key] is not None:
+                module.load_state_dict(state[key])

@@ -1,0 +1,44 @@
+"""Learning checks on the repeated climbing and penalty games (5-step episodes, fixed seeds).
+
+Random play earns about -17 (climbing) and -99 (penalty) per episode. The thresholds need
+every seed to reach a good joint action: 25 = at least 5 per step (climbing) and 10 = at
+least 2 per step (penalty). An untrained greedy Q-policy is an arbitrary joint action, which
+clears a threshold by chance with probability 4/9 or 3/9 per seed, so three seeds must pass.
+The policy-gradient methods are tested on their *sampled* policy, which starts uniform.
+"""
+import json
+import os
+
+import pytest
+
+from helpers import run_main, sacred_dir
+
+RANDOM_RETURN = {"climbing": -31 / 9 * 5, "penalty": -178 / 9 * 5}
+THRESHOLD = {"climbing": 25.0, "penalty": 10.0}
+COMMON = ["env_args.episode_limit=5", "test_nepisode=10", "use_tensorboard=False", "save_model=False",
+          "log_interval=100000", "runner_log_interval=1000", "learner_log_interval=100000"]
+ALGS = {
+    "qmix": ["t_max=6000", "epsilon_anneal_time=3000", "test_interval=6000"],
+    "vdn": ["t_max=6000", "epsilon_anneal_time=3000", "test_interval=6000"],
+    # sampled (not greedy) test episodes: the learned policy itself must be good
+    "ippo": ["t_max=10000", "test_interval=10000", "test_greedy=False", "lr=0.003"],
+    "mappo": ["t_max=10000", "test_interval=10000", "test_greedy=False", "lr=0.003"],
+}
+
+
+def final_test_return(tmp_path, alg, game):
+    info = json.load(open(os.path.join(sacred_dir(tmp_path, alg, game), "info.json")))
+    return info["test_return_mean"][-1], info["test_return_mean_T"][-1]
+
+
+@pytest.mark.parametrize("game", ["penalty", "climbing"])
+@pytest.mark.parametrize("alg", sorted(ALGS))
+def test_learns_well_above_random(tmp_path, alg, game):
+    returns = []
+    for seed in (1, 2, 3):
+        out = tmp_path / str(seed)
+        run_main(out, alg, game, *COMMON, *ALGS[alg], f"seed={seed}")
+        ret, t = final_test_return(out, alg, game)
+        assert t >= 6000
+        returns.append(ret)
+    assert min(returns) >= THRESHOLD[game], (returns, RANDOM_RETURN[game])
