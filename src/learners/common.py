@@ -3,13 +3,15 @@ import os
 
 import torch as th
 
+from components.optim import Adam, RMSprop
+
 
 def make_optimizer(params, args, lr=None):
     lr = args.lr if lr is None else lr
     if args.optimizer == "adam":
-        return th.optim.Adam(params, lr=lr)
+        return Adam(params, lr=lr)
     if args.optimizer == "rmsprop":
-        return th.optim.RMSprop(params, lr=lr, alpha=args.optim_alpha, eps=args.optim_eps)
+        return RMSprop(params, lr=lr, alpha=args.optim_alpha, eps=args.optim_eps)
     raise ValueError(f"optimizer must be 'adam' or 'rmsprop', not '{args.optimizer}'")
 
 

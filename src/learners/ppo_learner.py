@@ -167,11 +167,8 @@ class PPOLearner:
         for net in (self.mac, self.critic, self.value_norm, self.reward_stats):
             if net is not None:
                 net.to(device)
-        for optimiser in (self.agent_optimiser, self.critic_optimiser):
-            for state in optimiser.state.values():
-                for k, v in state.items():
-                    if isinstance(v, th.Tensor) and k != "step":
-                        state[k] = v.to(device)
+        self.agent_optimiser.to(device)
+        self.critic_optimiser.to(device)
         return self
 
     def cuda(self):

@@ -98,11 +98,7 @@ class QLearner:
         for net in (self.mac, self.target_mac, self.mixer, getattr(self, "target_mixer", None), self.reward_stats):
             if net is not None:
                 net.to(device)
-        # optimiser state tensors follow their parameters
-        for state in self.optimiser.state.values():
-            for k, v in state.items():
-                if isinstance(v, th.Tensor) and k != "step":
-                    state[k] = v.to(device)
+        self.optimiser.to(device)
         return self
 
     def cuda(self):

@@ -14,34 +14,38 @@ import torch as th
 
 from components.episode_buffer import EpisodeBatch
 from envs import make_env
-from runners.episode_runner import step_outcome
 from runners.stats import EpisodeStats, numeric_info
 
 
-def _observe(env):
-    return env.get_state(), env.get_avail_actions(), env.get_obs()
+def _observe(envs):
+    """Stacked state, avail_actions and obs of a worker's envs (a few arrays pickle much faster than
+    per-env lists)."""
+    return (np.stack([env.get_state() for env in envs]), np.array([env.get_avail_actions() for env in envs]),
+            np.stack([np.stack(env.get_obs()) for env in envs]))
 
 
 def env_worker(remote, env_name, env_args_list):
-    """Worker loop: owns a few envs and steps them on command."""
+    """Worker loop: owns a contiguous block of envs and steps them on command."""
     envs = [make_env(env_name, **env_args) for env_args in env_args_list]
+    k = len(envs)
+    rewards, terminated, limit = np.zeros(k, np.float32), np.zeros(k, bool), np.zeros(k, bool)
     try:
         while True:
             cmd, data = remote.recv()
             if cmd == "step":
-                out = []
-                for env, action in zip(envs, data):
-                    if action is None:  # this env's episode is over
-                        out.append(None)
-                        continue
-                    reward, terminated, info = env.step(action)
-                    out.append((reward, terminated, numeric_info(info), bool(info.get("episode_limit", False)),
-                                *_observe(env)))
-                remote.send(out)
+                actions, live = data
+                infos = {}
+                for i in np.flatnonzero(live):
+                    rewards[i], term, info = envs[i].step(actions[i])
+                    terminated[i], limit[i] = term, info.get("episode_limit", False)
+                    if term or limit[i]:
+                        infos[i] = numeric_info(info)  # only final infos feed the episode stats
+                # finished envs keep reporting their last observation; the runner ignores it
+                remote.send((rewards, terminated, limit, infos, *_observe(envs)))
             elif cmd == "reset":
                 for env in envs:
                     env.reset()
-                remote.send([_observe(env) for env in envs])
+                remote.send(_observe(envs))
             elif cmd == "get_env_info":
                 remote.send(envs[0].get_env_info())
             elif cmd == "render":
@@ -71,7 +75,8 @@ class ParallelRunner:
         seed = args.env_args.get("seed")
         env_args = [dict(args.env_args, seed=None if seed is None else seed + i, common_reward=args.common_reward,
                          reward_scalarisation=args.reward_scalarisation) for i in range(self.batch_size)]
-        self.slices = [list(range(w, self.batch_size, n_workers)) for w in range(n_workers)]
+        # contiguous blocks, so per-worker results concatenate straight into env order
+        self.slices = [ids.tolist() for ids in np.array_split(np.arange(self.batch_size), n_workers)]
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.remotes, self.ps = [], []
         for ids in self.slices:
@@ -110,72 +115,59 @@ class ParallelRunner:
             p.join(timeout=5)
         self._closed = True
 
-    def _gather(self, per_worker):
-        """Reorder per-worker lists into env order."""
-        out = [None] * self.batch_size
-        for ids, results in zip(self.slices, per_worker):
-            for i, r in zip(ids, results):
-                out[i] = r
-        return out
+    def _recv_all(self):
+        return [remote.recv() for remote in self.remotes]
 
     def reset(self):
         self.batch = self.new_batch()
         for remote in self.remotes:
             remote.send(("reset", None))
-        obs = self._gather([remote.recv() for remote in self.remotes])
-        self._write_obs(obs, list(range(self.batch_size)), 0)
+        state, avail, obs = (np.concatenate(x) for x in zip(*self._recv_all()))
+        self.batch.update({"state": state, "avail_actions": avail, "obs": obs}, ts=0)
         self.t = 0
-
-    def _write_obs(self, observations, ids, t):
-        state, avail, obs = zip(*observations)
-        self.batch.update({"state": np.stack(state), "avail_actions": np.stack(avail), "obs": np.stack(obs)},
-                          bs=ids, ts=t)
 
     def run(self, test_mode=False):
         self.reset()
         batch = self.batch
-        live = list(range(self.batch_size))
+        live = np.ones(self.batch_size, dtype=bool)
+        actions = np.zeros((self.batch_size, self.env_info["n_agents"]), dtype=np.int64)
         returns = np.zeros(self.batch_size)
         lengths = np.zeros(self.batch_size, dtype=int)
         final_infos = [{} for _ in range(self.batch_size)]
         env_time = 0.0
         self.mac.init_hidden(batch_size=self.batch_size)
         with th.inference_mode():
-            while live:
-                actions = self.mac.select_actions(batch, t_ep=self.t, t_env=self.t_env, bs=live,
-                                                  test_mode=test_mode).numpy()
-                batch.update({"actions": actions}, bs=live, ts=self.t, mark_filled=False)
-                per_env = [None] * self.batch_size
-                for i, a in zip(live, actions):
-                    per_env[i] = a
+            while live.any():
+                ids = np.flatnonzero(live).tolist()
+                actions[ids] = self.mac.select_actions(batch, t_ep=self.t, t_env=self.t_env, bs=ids,
+                                                       test_mode=test_mode).numpy()
+                batch.update({"actions": actions[ids]}, bs=ids, ts=self.t, mark_filled=False)
                 start = time.perf_counter()
-                for ids, remote in zip(self.slices, self.remotes):
-                    remote.send(("step", [per_env[i] for i in ids]))
-                results = self._gather([remote.recv() for remote in self.remotes])
+                for block, remote in zip(self.slices, self.remotes):
+                    remote.send(("step", (actions[block], live[block])))
+                results = self._recv_all()
                 env_time += time.perf_counter() - start
                 if test_mode and self.args.render:
                     self.remotes[0].send(("render", None))
                     self.remotes[0].recv()
-                rewards, terminals, still_live = [], [], []
-                for i in live:
-                    reward, terminated, info, limit, *_ = results[i]
-                    done, terminal = step_outcome(terminated, {"episode_limit": limit}, self.t + 1,
-                                                  self.episode_limit)
-                    rewards.append(reward)
-                    terminals.append(terminal)
-                    returns[i] += reward
-                    lengths[i] += 1
-                    if done:
-                        final_infos[i] = info
-                    else:
-                        still_live.append(i)
-                batch.update({"reward": np.asarray(rewards, dtype=np.float32), "terminated": terminals},
-                             bs=live, ts=self.t, mark_filled=False)
+                rewards, terminated, limit, state, avail, obs = (
+                    np.concatenate(x) for x in zip(*((r[0], r[1], r[2], r[4], r[5], r[6]) for r in results)))
+                for block, r in zip(self.slices, results):
+                    for i, info in r[3].items():
+                        final_infos[block[i]] = info
+                # time-limit ends are not terminal (bootstrapped); the runner's own limit is a backstop
+                terminal = terminated & ~limit
+                done = terminated | limit | (self.t + 1 >= self.episode_limit)
+                batch.update({"reward": rewards[ids], "terminated": terminal[ids]}, bs=ids, ts=self.t,
+                             mark_filled=False)
                 # next observations, including the final one of envs that just finished (bootstrap)
-                self._write_obs([results[i][4:] for i in live], live, self.t + 1)
+                batch.update({"state": state[ids], "avail_actions": avail[ids], "obs": obs[ids]}, bs=ids,
+                             ts=self.t + 1)
+                returns[ids] += rewards[ids]
+                lengths[ids] += 1
                 if not test_mode:
-                    self.t_env += len(live)
-                live = still_live
+                    self.t_env += len(ids)
+                live &= ~done
                 self.t += 1
 
         if not test_mode:
