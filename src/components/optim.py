@@ -24,9 +24,13 @@ class _Foreach:
             elif p.grad is not None:
                 p.grad.zero_()
 
-    def _grads(self):
-        live = [p for p in self.params if p.grad is not None]
-        return live, [p.grad for p in live], [i for i, p in enumerate(self.params) if p.grad is not None]
+    @th.no_grad()
+    def step(self):
+        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if idx:
+            self.steps += 1
+            params = [self.params[i] for i in idx]
+            self._update(params, [p.grad for p in params], idx)
 
     def state_dict(self):
         return {"steps": self.steps, "lr": self.lr, **{k: [t.clone() for t in v] for k, v in self._buffers().items()}}
@@ -55,12 +59,7 @@ class Adam(_Foreach):
     def _buffers(self):
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
 
-    @th.no_grad()
-    def step(self):
-        params, grads, idx = self._grads()
-        if not params:
-            return
-        self.steps += 1
+    def _update(self, params, grads, idx):
         m = [self.exp_avg[i] for i in idx]
         v = [self.exp_avg_sq[i] for i in idx]
         th._foreach_lerp_(m, grads, 1 - self.beta1)
@@ -85,12 +84,7 @@ class RMSprop(_Foreach):
     def _buffers(self):
         return {"square_avg": self.square_avg}
 
-    @th.no_grad()
-    def step(self):
-        params, grads, idx = self._grads()
-        if not params:
-            return
-        self.steps += 1
+    def _update(self, params, grads, idx):
         sq = [self.square_avg[i] for i in idx]
         th._foreach_mul_(sq, self.alpha)
         th._foreach_addcmul_(sq, grads, grads, value=1 - self.alpha)

@@ -9,11 +9,12 @@ from envs import env_from_args
 from runners.stats import EpisodeStats
 
 
-def step_outcome(terminated, info, t, episode_limit):
-    """(episode over, stored terminal). A time-limit end is over but not terminal, so it is bootstrapped."""
+def step_outcome(terminated, info, t, episode_limit, truncation_as_terminal=False):
+    """(episode over, stored terminal). A time-limit end is over but not terminal, so it is bootstrapped
+    (unless `truncation_as_terminal`, which reproduces epymarl's handling for comparisons)."""
     limit = bool(info.get("episode_limit", False)) or t >= episode_limit
     terminal = bool(terminated) and not info.get("episode_limit", False)
-    return terminal or limit, terminal
+    return terminal or limit, terminal or (limit and truncation_as_terminal)
 
 
 class EpisodeRunner:
@@ -70,7 +71,8 @@ class EpisodeRunner:
                 if test_mode and self.args.render:
                     env.render()
                 episode_return += reward
-                done, terminal = step_outcome(terminated, info, self.t + 1, self.episode_limit)
+                done, terminal = step_outcome(terminated, info, self.t + 1, self.episode_limit,
+                                              self.args.truncation_as_terminal)
                 batch.update({"actions": actions, "reward": reward, "terminated": terminal},
                              ts=self.t, mark_filled=False)
                 self.t += 1

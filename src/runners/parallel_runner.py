@@ -1,8 +1,10 @@
-"""Plays `batch_size_run` episodes in lockstep, with the envs spread over worker processes.
+"""Plays `batch_size_run` episodes in lockstep, with the envs spread over processes.
 
-Each worker hosts several envs and answers one message per step for all of them, so the
-pipe round trips per step are `n_workers`, not `batch_size_run`. Actions for all live envs
-come from one batched forward pass of the controller.
+The envs are split into contiguous blocks: one block is stepped in the main process and one
+block in each worker process. Every worker answers one message per step for its whole block
+(a few stacked arrays), and the main process steps its own block while the workers step
+theirs, so no core idles waiting for a worker to wake up. Actions for all live envs come from
+one batched forward pass of the controller.
 """
 import multiprocessing as mp
 import os
@@ -17,50 +19,59 @@ from envs import make_env
 from runners.stats import EpisodeStats, numeric_info
 
 
-def _observe(envs):
-    """Stacked state, avail_actions and obs of a worker's envs (a few arrays pickle much faster than
-    per-env lists)."""
-    return (np.stack([env.get_state() for env in envs]), np.array([env.get_avail_actions() for env in envs]),
-            np.stack([np.stack(env.get_obs()) for env in envs]))
+class EnvBlock:
+    """A few envs stepped together; results come back as stacked arrays."""
+
+    def __init__(self, env_name, env_args_list):
+        self.envs = [make_env(env_name, **env_args) for env_args in env_args_list]
+        k = len(self.envs)
+        self.rewards, self.terminated, self.limit = np.zeros(k, np.float32), np.zeros(k, bool), np.zeros(k, bool)
+
+    def observe(self):
+        envs = self.envs
+        return (np.stack([env.get_state() for env in envs]), np.array([env.get_avail_actions() for env in envs]),
+                np.stack([np.stack(env.get_obs()) for env in envs]))
+
+    def reset(self):
+        for env in self.envs:
+            env.reset()
+        return self.observe()
+
+    def step(self, actions, live):
+        """Step the live envs. Finished envs keep reporting their last observation (ignored by the runner);
+        infos are returned only for envs whose episode just ended (they feed the episode stats)."""
+        infos = {}
+        for i in np.flatnonzero(live):
+            self.rewards[i], term, info = self.envs[i].step(actions[i])
+            self.terminated[i], self.limit[i] = term, info.get("episode_limit", False)
+            if term or self.limit[i]:
+                infos[i] = numeric_info(info)
+        return (self.rewards.copy(), self.terminated.copy(), self.limit.copy(), infos, *self.observe())
+
+    def close(self):
+        for env in self.envs:
+            env.close()
 
 
 def env_worker(remote, env_name, env_args_list):
-    """Worker loop: owns a contiguous block of envs and steps them on command."""
-    envs = [make_env(env_name, **env_args) for env_args in env_args_list]
-    k = len(envs)
-    rewards, terminated, limit = np.zeros(k, np.float32), np.zeros(k, bool), np.zeros(k, bool)
+    """Worker loop: owns one EnvBlock and runs commands on it."""
+    block = EnvBlock(env_name, env_args_list)
     try:
         while True:
             cmd, data = remote.recv()
             if cmd == "step":
-                actions, live = data
-                infos = {}
-                for i in np.flatnonzero(live):
-                    rewards[i], term, info = envs[i].step(actions[i])
-                    terminated[i], limit[i] = term, info.get("episode_limit", False)
-                    if term or limit[i]:
-                        infos[i] = numeric_info(info)  # only final infos feed the episode stats
-                # finished envs keep reporting their last observation; the runner ignores it
-                remote.send((rewards, terminated, limit, infos, *_observe(envs)))
+                remote.send(block.step(*data))
             elif cmd == "reset":
-                for env in envs:
-                    env.reset()
-                remote.send(_observe(envs))
-            elif cmd == "get_env_info":
-                remote.send(envs[0].get_env_info())
+                remote.send(block.reset())
             elif cmd == "render":
-                envs[0].render()
-                remote.send(None)
-            elif cmd == "save_replay":
-                envs[0].save_replay()
+                block.envs[0].render()
                 remote.send(None)
             elif cmd == "close":
                 break
             else:
                 raise ValueError(f"unknown worker command {cmd}")
     finally:
-        for env in envs:
-            env.close()
+        block.close()
         remote.close()
 
 
@@ -69,25 +80,26 @@ class ParallelRunner:
         self.args = args
         self.logger = logger
         self.batch_size = args.batch_size_run
-        n_workers = args.n_workers or min(self.batch_size, os.cpu_count() or 1)
-        n_workers = max(1, min(n_workers, self.batch_size))
-        # env i gets seed + i so that workers do not play identical episodes
+        # by default one worker per core beyond the one the main process uses
+        n_workers = args.n_workers if args.n_workers > 0 else max(1, (os.cpu_count() or 1) - 1)
+        n_workers = min(n_workers, self.batch_size - 1)
+        # env i gets seed + i so that envs do not play identical episodes
         seed = args.env_args.get("seed")
         env_args = [dict(args.env_args, seed=None if seed is None else seed + i, common_reward=args.common_reward,
                          reward_scalarisation=args.reward_scalarisation) for i in range(self.batch_size)]
-        # contiguous blocks, so per-worker results concatenate straight into env order
-        self.slices = [ids.tolist() for ids in np.array_split(np.arange(self.batch_size), n_workers)]
+        # contiguous blocks, so results concatenate straight into env order; block 0 is local
+        self.blocks = [ids.tolist() for ids in np.array_split(np.arange(self.batch_size), n_workers + 1)]
+        self.local = EnvBlock(args.env, [env_args[i] for i in self.blocks[0]])
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.remotes, self.ps = [], []
-        for ids in self.slices:
+        for ids in self.blocks[1:]:
             parent, child = ctx.Pipe()
             p = ctx.Process(target=env_worker, args=(child, args.env, [env_args[i] for i in ids]), daemon=True)
             p.start()
             child.close()
             self.remotes.append(parent)
             self.ps.append(p)
-        self.remotes[0].send(("get_env_info", None))
-        self.env_info = self.remotes[0].recv()
+        self.env_info = self.local.envs[0].get_env_info()
         self.episode_limit = self.env_info["episode_limit"]
         self.t = 0
         self.t_env = 0
@@ -103,8 +115,7 @@ class ParallelRunner:
         return self.env_info
 
     def save_replay(self):
-        self.remotes[0].send(("save_replay", None))
-        self.remotes[0].recv()
+        self.local.envs[0].save_replay()
 
     def close_env(self):
         if self._closed:
@@ -113,16 +124,20 @@ class ParallelRunner:
             remote.send(("close", None))
         for p in self.ps:
             p.join(timeout=5)
+        self.local.close()
         self._closed = True
 
-    def _recv_all(self):
-        return [remote.recv() for remote in self.remotes]
+    def _all_blocks(self, cmd, local_fn, *block_args):
+        """Send `cmd` to the workers, run the local block meanwhile, then gather in env order."""
+        for i, remote in enumerate(self.remotes, start=1):
+            remote.send((cmd, tuple(a[self.blocks[i]] for a in block_args)))
+        results = [local_fn(*(a[self.blocks[0]] for a in block_args))]
+        results += [remote.recv() for remote in self.remotes]
+        return results
 
     def reset(self):
         self.batch = self.new_batch()
-        for remote in self.remotes:
-            remote.send(("reset", None))
-        state, avail, obs = (np.concatenate(x) for x in zip(*self._recv_all()))
+        state, avail, obs = (np.concatenate(x) for x in zip(*self._all_blocks("reset", self.local.reset)))
         self.batch.update({"state": state, "avail_actions": avail, "obs": obs}, ts=0)
         self.t = 0
 
@@ -143,21 +158,18 @@ class ParallelRunner:
                                                        test_mode=test_mode).numpy()
                 batch.update({"actions": actions[ids]}, bs=ids, ts=self.t, mark_filled=False)
                 start = time.perf_counter()
-                for block, remote in zip(self.slices, self.remotes):
-                    remote.send(("step", (actions[block], live[block])))
-                results = self._recv_all()
+                results = self._all_blocks("step", self.local.step, actions, live)
                 env_time += time.perf_counter() - start
                 if test_mode and self.args.render:
-                    self.remotes[0].send(("render", None))
-                    self.remotes[0].recv()
-                rewards, terminated, limit, state, avail, obs = (
-                    np.concatenate(x) for x in zip(*((r[0], r[1], r[2], r[4], r[5], r[6]) for r in results)))
-                for block, r in zip(self.slices, results):
+                    self.local.envs[0].render()
+                for block, r in zip(self.blocks, results):
                     for i, info in r[3].items():
                         final_infos[block[i]] = info
+                rewards, terminated, limit, state, avail, obs = (
+                    np.concatenate([r[j] for r in results]) for j in (0, 1, 2, 4, 5, 6))
                 # time-limit ends are not terminal (bootstrapped); the runner's own limit is a backstop
-                terminal = terminated & ~limit
                 done = terminated | limit | (self.t + 1 >= self.episode_limit)
+                terminal = done if self.args.truncation_as_terminal else terminated & ~limit
                 batch.update({"reward": rewards[ids], "terminated": terminal[ids]}, bs=ids, ts=self.t,
                              mark_filled=False)
                 # next observations, including the final one of envs that just finished (bootstrap)

@@ -66,3 +66,12 @@ def test_parallel_runner_uses_distinct_env_seeds():
     first_states = batch["state"][:, 0].numpy()
     assert len({tuple(s) for s in first_states}) > 1  # not four copies of one episode
     assert np.isfinite(first_states).all()
+
+
+def test_truncation_as_terminal_reproduces_epymarl_storage(runner_kw):
+    ctx = make_ctx("qmix", "matrix_game", **COUNTDOWN, truncation_as_terminal=True, **runner_kw)
+    try:
+        batch = ctx.runner.run()
+    finally:
+        ctx.runner.close_env()
+    assert batch["terminated"][:, :, 0].tolist() == [[0, 0, 0, 0, 0, 1, 0]] * batch.batch_size
