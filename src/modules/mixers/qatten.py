@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn as nn
 
-from modules.mixers.qplex import ParallelMLP
+from modules.parallel_mlp import ParallelMLP
 
 
 class QattenMixer(nn.Module):
