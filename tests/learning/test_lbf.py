@@ -1,0 +1,27 @@
+"""Learning checks on Level-Based Foraging Foraging-5x5-2p-1f-v3 (50-step episodes).
+
+A uniformly random policy (restricted to available actions) scores about 0.50 here and an
+untrained greedy policy about 0-0.37; the thresholds ask for clearly better policies.
+"""
+import json
+import os
+
+import pytest
+
+from helpers import run_main, sacred_dir
+
+COMMON = ["use_tensorboard=False", "save_model=False", "test_nepisode=32", "log_interval=100000",
+          "runner_log_interval=10000", "learner_log_interval=100000", "seed=1"]
+CASES = {
+    "ippo": (["t_max=25000", "test_interval=12000"], 0.75),
+    "mappo": (["t_max=25000", "test_interval=12000"], 0.75),
+}
+
+
+@pytest.mark.parametrize("alg", sorted(CASES))
+def test_lbf_learns_above_random(tmp_path, alg):
+    updates, threshold = CASES[alg]
+    run_main(tmp_path, alg, "lbf", *COMMON, *updates)
+    info = json.load(open(os.path.join(sacred_dir(tmp_path, alg, "Foraging-5x5-2p-1f-v3"), "info.json")))
+    assert info["test_return_mean_T"][-1] >= 24000
+    assert info["test_return_mean"][-1] >= threshold, info["test_return_mean"]
