@@ -64,6 +64,7 @@ def parse_updates(tokens):
 
 
 def make_experiment(config):
+    # imported here so that config errors are reported before torch and the envs load
     from run import REGISTRY as run_REGISTRY
     from run.setup import env_label, results_path
     from utils.seeding import set_seeds

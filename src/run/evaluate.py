@@ -1,4 +1,5 @@
 """Evaluation only: greedy test episodes from a checkpoint (`evaluate=True`, or `run=evaluate`)."""
+from run.setup import build
 from utils.checkpoint import find_checkpoint
 
 
@@ -26,7 +27,5 @@ def evaluate_sequential(ctx, _log):
 
 
 def run_evaluate(_run, config, _log):
-    from run.setup import build
-
     config = dict(config, evaluate=True)
     return evaluate_sequential(build(_run, config, _log), _log)

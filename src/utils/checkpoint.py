@@ -1,5 +1,6 @@
 """Checkpoint folders: results/models/<run>/<t_env>/ holding the learner's files and run_state.th."""
 import os
+import shutil
 
 import torch as th
 
@@ -29,8 +30,6 @@ def save_checkpoint(learner, path, run_state):
     learner.save_models(tmp)
     th.save(run_state, os.path.join(tmp, RUN_STATE))
     if os.path.exists(path):
-        import shutil
-
         shutil.rmtree(path)
     os.replace(tmp, path)
 
