@@ -2,7 +2,6 @@
 import glob
 import logging
 import os
-from types import SimpleNamespace as SN
 
 import numpy as np
 
@@ -83,10 +82,6 @@ def make_ctx(alg="qmix", env_config="matrix_game", **overrides):
     ctx = build(run, config, logging.getLogger("test"))
     ctx.sacred_run = run
     return ctx
-
-
-def args_ns(**kw):
-    return SN(**kw)
 
 
 def run_main(tmp_path, alg, env, *updates, expect=0):

@@ -1,6 +1,5 @@
 """Episode statistics shared by the runners (pymarl's stat names: return_mean, test_return_mean, ...)."""
 import numbers
-import time
 
 import numpy as np
 
@@ -61,11 +60,3 @@ class EpisodeStats:
         for k, v in cur["infos"].items():
             self.logger.log_stat(f"{prefix}{k}_mean", v / n, t_env)
 
-
-class Timer:
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
