@@ -57,3 +57,18 @@ def test_evaluate_from_checkpoint(tmp_path):
 def test_unknown_env_name_fails_with_valid_names(tmp_path, capsys):
     run_main(tmp_path, "qmix", "matrix_game", "env=not_an_env", expect=1)
     assert "Valid envs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("alg,updates", [
+    ("qmix", ["agent=mlp", "epsilon_anneal_time=100"]),
+    ("qmix", ["use_rnn=True", "obs_last_action=True", "td_lambda=0.6", "optimizer=rmsprop",
+              "target_update_interval_or_tau=0.05", "epsilon_anneal_time=100"]),
+    ("mappo", ["action_selector=multinomial", "batch_size_run=2", "batch_size=2", "buffer_size=2"]),
+    ("qmix", ["run=evaluate", "epsilon_anneal_time=100"]),
+])
+def test_other_registry_entries_and_options(tmp_path, alg, updates):
+    if "run=evaluate" in updates:  # the run REGISTRY's evaluate entry, given a checkpoint
+        run_main(tmp_path / "train", alg, "matrix_game", *TINY, "epsilon_anneal_time=100")
+        ckpt = glob.glob(os.path.join(tmp_path, "train", "models", "*"))[0]
+        updates = [*updates, f"checkpoint_path={ckpt}"]
+    run_main(tmp_path, alg, "matrix_game", *TINY, *updates)
