@@ -63,7 +63,19 @@ def parse_updates(tokens):
     return updates
 
 
-def make_experiment(config):
+def mongo_observer(config, client_factory=None):
+    """A Sacred MongoObserver on `mongo_url` / `mongo_db`. `client_factory(url)` returns a MongoClient
+    (pymongo's by default; tests pass an in-memory one)."""
+    import gridfs
+    import pymongo
+    from sacred.observers import MongoObserver
+
+    client = (client_factory or pymongo.MongoClient)(config["mongo_url"])
+    db = client[config["mongo_db"]]
+    return MongoObserver.create_from(db["runs"], gridfs.GridFS(db), metrics_collection=db["metrics"])
+
+
+def make_experiment(config, mongo_client_factory=None):
     # imported here so that config errors are reported before torch and the envs load
     from run import REGISTRY as run_REGISTRY
     from run.setup import env_label, results_path
@@ -76,9 +88,7 @@ def make_experiment(config):
     sacred_dir = os.path.join(results_path(config), "sacred", config["name"], env_label(config))
     ex.observers.append(FileStorageObserver(sacred_dir))
     if config.get("mongo_url"):
-        from sacred.observers import MongoObserver
-
-        ex.observers.append(MongoObserver(url=config["mongo_url"], db_name=config["mongo_db"]))
+        ex.observers.append(mongo_observer(config, mongo_client_factory))
 
     @ex.main
     def my_main(_run, _config, _log):

@@ -72,3 +72,28 @@ def test_other_registry_entries_and_options(tmp_path, alg, updates):
         ckpt = glob.glob(os.path.join(tmp_path, "train", "models", "*"))[0]
         updates = [*updates, f"checkpoint_path={ckpt}"]
     run_main(tmp_path, alg, "matrix_game", *TINY, *updates)
+
+
+def test_mongo_observer_records_run_and_metrics(tmp_path):
+    import mongomock
+    import mongomock.gridfs
+
+    from main import make_experiment
+    from utils.config import build_config
+
+    mongomock.gridfs.enable_gridfs_integration()
+    client = mongomock.MongoClient()
+    config = build_config("vdn", "matrix_game", {"mongo_url": "mongodb://example:27017", "mongo_db": "marl",
+                                                 "local_results_path": str(tmp_path), "seed": 1,
+                                                 "use_tensorboard": False, "save_model": False,
+                                                 "t_max": 60, "test_interval": 30, "log_interval": 30,
+                                                 "runner_log_interval": 30, "learner_log_interval": 30,
+                                                 "env_args": {"episode_limit": 5}, "batch_size": 4})
+    config["name"] = "vdn"
+    ex = make_experiment(config, mongo_client_factory=lambda url: client)
+    run = ex.run()
+    assert run.status == "COMPLETED"
+    doc = client["marl"]["runs"].find_one()
+    assert doc["status"] == "COMPLETED" and doc["config"]["mixer"] == "vdn"
+    names = {m["name"] for m in client["marl"]["metrics"].find()}
+    assert {"test_return_mean", "return_mean"} <= names
