@@ -8,4 +8,4 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 # torch first and on its own: the exact pin selects the CPU wheel instead of a CUDA build
 .venv/bin/pip install --quiet "torch==2.13.0"
 .venv/bin/pip install --quiet -r requirements.txt
-echo "Installed into .venv. Try: .venv/bin/python src/main.py --config=qmix --env-config=lbf"
+echo "Installed into .venv. Try: .venv/bin/python src/main.py --config=mappo --env-config=lbf"
