@@ -23,6 +23,7 @@ import warnings
 import gymnasium
 import numpy as np
 
+from envs.description import Field
 from envs.multiagentenv import MultiAgentEnv
 
 _NUMERIC = (bool, int, float, np.number, np.bool_)
@@ -200,6 +201,52 @@ class GymmaWrapper(MultiAgentEnv):
 
     def get_total_actions(self):
         return self._n_total
+
+    # --- self-description (the state is the agents' padded observations, concatenated) ---
+    def state_schema(self):
+        if self._lbf:
+            return self._lbf_schema()
+        return [Field(f"agent_{i}_obs", i * self._obs_size, (i + 1) * self._obs_size,
+                      f"agent {i}'s flattened observation (zero-padded to {self._obs_size} values)")
+                for i in range(self.n_agents)]
+
+    def _lbf_schema(self):
+        # lbforaging 2.0's vector observation: (row, col, level) per food, then per player (self
+        # first) (row, col[, level]); unseen or picked-up entries are (-1, -1, 0)
+        env = self._unwrapped
+        n_food, per_player = env.max_num_food, 3 if env._observe_agent_levels else 2
+        player_part = "(row, column, level)" if per_player == 3 else "(row, column)"
+        fields = []
+        for i in range(self.n_agents):
+            base = i * self._obs_size
+            for j in range(n_food):
+                fields.append(Field(f"agent_{i}_view.food_{j}", base + 3 * j, base + 3 * j + 3,
+                                    f"(row, column, level) of the j-th food agent {i} sees, in row-major order; "
+                                    f"(-1, -1, 0) if picked up or out of sight"))
+            for k in range(self.n_agents):
+                start = base + 3 * n_food + per_player * k
+                who = "agent itself" if k == 0 else f"{k}-th other agent it sees"
+                fields.append(Field(f"agent_{i}_view.player_{k}", start, start + per_player,
+                                    f"{player_part} of the {who} (agent {i}'s view); -1s if out of sight"))
+        return fields
+
+    def action_meanings(self):
+        if self._lbf:
+            names = {"NONE": "stay", "NORTH": "move north (row - 1)", "SOUTH": "move south (row + 1)",
+                     "WEST": "move west (column - 1)", "EAST": "move east (column + 1)",
+                     "LOAD": "load (pick up) an adjacent food"}
+            return [names.get(a.name, a.name.lower()) for a in self._lbf_actions]
+        return [f"action {k}" for k in range(self._n_total)]
+
+    def reward_description(self):
+        how = "mean" if self._mean else "sum"
+        if self._lbf:
+            return (f"Team reward = {how} of the agents' rewards. A food is collected when the adjacent agents that "
+                    f"choose load have levels adding up to at least its level; each of them then gets "
+                    f"food level x own level / (their total level x total level of all food spawned), so the "
+                    f"agents' rewards over a whole episode add up to 1 when all food is collected. No other "
+                    f"reward; the episode ends when all food is collected or after {self.episode_limit} steps.")
+        return f"Team reward = {how} of the per-agent rewards of '{self.key}'."
 
     # --- misc ---
     def get_stats(self):

@@ -7,6 +7,7 @@ Episodes end by time limit only (`episode_limit` steps, reported as truncation).
 """
 import numpy as np
 
+from envs.description import Field
 from envs.multiagentenv import MultiAgentEnv
 
 # Claus & Boutilier (1998). Rows: agent 0's action, columns: agent 1's action.
@@ -71,3 +72,20 @@ class MatrixGame(MultiAgentEnv):
 
     def get_stats(self):
         return {}
+
+    def state_schema(self):
+        a = self.n_actions
+        return [Field(f"agent_{i}_last_action", i * a, (i + 1) * a,
+                      f"one-hot of agent {i}'s action at the previous step (all zeros at the first step)")
+                for i in range(self.n_agents)]
+
+    def action_meanings(self):
+        # agent 0 picks the payoff row, agent 1 the column
+        return [f"action {k} (row {k} for agent 0, column {k} for agent 1)" for k in range(self.n_actions)]
+
+    def reward_description(self):
+        rows = "; ".join(f"agent 0 plays {i}: " + ", ".join(f"{v:g}" for v in row)
+                         for i, row in enumerate(self.payoff))
+        return (f"Team reward each step = payoff[action of agent 0][action of agent 1] of the {self.game} game "
+                f"({rows} for agent 1 playing 0..{self.n_actions - 1}). No other reward; "
+                f"episodes last {self.episode_limit} steps.")

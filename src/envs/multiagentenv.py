@@ -3,7 +3,11 @@
 `step(actions) -> (reward, terminated, info)`. A time-limit end is *not* a termination:
 the env returns `terminated=False` (or True together with `info["episode_limit"]=True`,
 pymarl's convention) so the learners bootstrap from the final state.
+
+Envs also describe themselves for LLM prompts (see envs/description.py): `state_schema`,
+`action_meanings`, `reward_description`, and text renderings built from them.
 """
+from envs.description import render_segment, render_state
 
 
 class MultiAgentEnv:
@@ -57,6 +61,24 @@ class MultiAgentEnv:
 
     def get_stats(self):
         return {}
+
+    # ----- self-description for LLM prompts -----
+    def state_schema(self):
+        """List of envs.description.Field covering get_state() exactly once."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its state yet")
+
+    def action_meanings(self):
+        """Meaning of each action index (shared by all agents)."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its actions yet")
+
+    def reward_description(self):
+        raise NotImplementedError(f"{type(self).__name__} does not describe its reward yet")
+
+    def describe_state(self, state=None):
+        return render_state(self.state_schema(), self.get_state() if state is None else state)
+
+    def describe_segment(self, states, actions, rewards):
+        return render_segment(self.state_schema(), states, actions, rewards, self.action_meanings())
 
     def get_env_info(self):
         return {

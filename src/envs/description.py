@@ -1,0 +1,57 @@
+"""How an env describes itself to an LLM: named fields of the global state, action meanings,
+reward composition, and text renderings of a state or a short segment.
+
+QLLM task prompts and the labelers' prompts are built from these descriptions, never copied
+by hand per task, so a wrong index here would silently mislead the LLM: `check_schema`
+verifies that the fields cover the state vector exactly once.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    start: int  # state[start:end]
+    end: int
+    meaning: str
+
+    @property
+    def size(self):
+        return self.end - self.start
+
+
+def check_schema(fields, state_size):
+    """Raise ValueError unless the fields tile [0, state_size) exactly once."""
+    count = np.zeros(state_size, dtype=int)
+    for f in fields:
+        if not 0 <= f.start < f.end <= state_size:
+            raise ValueError(f"field '{f.name}' [{f.start}:{f.end}] is outside the state (size {state_size})")
+        count[f.start:f.end] += 1
+    missing, doubled = np.flatnonzero(count == 0), np.flatnonzero(count > 1)
+    if len(missing) or len(doubled):
+        raise ValueError(f"state schema does not cover the state exactly once: uncovered indices "
+                         f"{missing.tolist()}, indices in several fields {doubled.tolist()}")
+
+
+def schema_text(fields):
+    """One line per field: `state[a:b] name: meaning`."""
+    return "\n".join(f"state[{f.start}:{f.end}] {f.name}: {f.meaning}" for f in fields)
+
+
+def _values(values):
+    return ", ".join(f"{v:g}" for v in np.asarray(values, dtype=float).ravel())
+
+
+def render_state(fields, state):
+    return "\n".join(f"{f.name} = [{_values(state[f.start:f.end])}]" for f in fields)
+
+
+def render_segment(fields, states, actions, rewards, action_meanings):
+    """A few consecutive steps: the state, each agent's action (by meaning) and the team reward."""
+    lines = []
+    for t, (state, joint, reward) in enumerate(zip(states, actions, rewards)):
+        acts = ", ".join(f"agent {i}: {action_meanings[int(a)]}" for i, a in enumerate(np.ravel(joint)))
+        lines += [f"step {t}:", render_state(fields, state), f"actions: {acts}", f"reward: {float(reward):g}"]
+    return "\n".join(lines)
