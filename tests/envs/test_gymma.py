@@ -4,12 +4,12 @@ import warnings
 import gymnasium
 import numpy as np
 import pytest
+import torch
 import yaml
+from lbforaging.foraging.environment import Action
 
 from envs import make_env
 from envs.gymma import GymmaWrapper
-
-Action = pytest.importorskip("lbforaging.foraging.environment").Action
 
 LBF = "lbforaging:Foraging-8x8-2p-2f-coop-v3"
 LBF_SMALL = "lbforaging:Foraging-5x5-2p-1f-v3"
@@ -89,7 +89,6 @@ def test_api_contract():
 
 
 def test_registry_and_action_types():
-    torch = pytest.importorskip("torch")
     env = make_env("gymma", key=LBF, time_limit=5, seed=0)
     env.reset()
     env.step(np.array([0, 1]))
