@@ -1,5 +1,11 @@
-"""Env REGISTRY: `env` in the config -> a factory taking **env_args."""
+"""Env REGISTRY: `env` in the config -> a factory taking **env_args.
+
+Env families with heavy or optional dependencies (gymnasium, mpe2, gfootball, StarCraft II,
+jaxmarl) are listed in LAZY as "module:Class" and imported only when used, so a missing
+optional package only matters to the runs that need it.
+"""
 import difflib
+import importlib
 
 from envs.matrix_game import MatrixGame
 
@@ -7,14 +13,23 @@ REGISTRY = {
     "matrix_game": MatrixGame,
 }
 
+LAZY = {
+    "gymma": "envs.gymma:GymmaWrapper",
+    "lbf": "envs.lbf:ForagingEnv",
+    "mpe": "envs.mpe:MPEEnv",
+    "pistonball": "envs.pistonball:PistonballEnv",
+    "gfootball": "envs.gfootball:FootballEnv",
+    "sc2": "envs.smac:SMACEnv",
+    "sc2v2": "envs.smac:SMACv2Env",
+    "smax": "envs.smax:SMAXEnv",
+    "two_switch": "envs.gridworld:TwoSwitchEnv",
+    "victim_rubble": "envs.gridworld:VictimRubbleEnv",
+}
 
-def register_gymma():
-    # gymnasium is imported only when a gymma env is used
-    from envs.gymma import GymmaWrapper
-    return GymmaWrapper
 
-
-LAZY = {"gymma": register_gymma}
+def _load(name):
+    module, _, cls = LAZY[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def env_from_args(args, **overrides):
@@ -27,7 +42,7 @@ def env_from_args(args, **overrides):
 
 def make_env(name, **env_args):
     if name not in REGISTRY and name in LAZY:
-        REGISTRY[name] = LAZY[name]()
+        REGISTRY[name] = _load(name)
     if name not in REGISTRY:
         valid = sorted(set(REGISTRY) | set(LAZY))
         close = difflib.get_close_matches(name, valid, n=3)

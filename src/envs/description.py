@@ -55,3 +55,21 @@ def render_segment(fields, states, actions, rewards, action_meanings):
         acts = ", ".join(f"agent {i}: {action_meanings[int(a)]}" for i, a in enumerate(np.ravel(joint)))
         lines += [f"step {t}:", render_state(fields, state), f"actions: {acts}", f"reward: {float(reward):g}"]
     return "\n".join(lines)
+
+
+def task_prompt(env):
+    """Task, state layout, actions and reward of an env, in the order of QLLM's task prompts.
+
+    Built only from the env's own description methods, so it cannot drift from the state the
+    env really produces (tests perturb the game one field at a time and check the indices)."""
+    fields = env.state_schema()
+    check_schema(fields, env.get_state_size())
+    actions = "\n".join(f"{k}: {m}" for k, m in enumerate(env.action_meanings()))
+    return "\n\n".join([
+        env.task_summary(),
+        f"1. Global state: a vector of {env.get_state_size()} numbers, `state[a:b]` meaning indices a to b-1:\n"
+        + schema_text(fields),
+        f"2. Actions: each of the {env.n_agents} agents picks one of {env.get_total_actions()} discrete actions "
+        f"per step (unavailable actions are masked):\n{actions}",
+        f"3. Reward: {env.reward_description()}",
+    ])

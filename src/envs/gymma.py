@@ -238,6 +238,10 @@ class GymmaWrapper(MultiAgentEnv):
             return [names.get(a.name, a.name.lower()) for a in self._lbf_actions]
         return [f"action {k}" for k in range(self._n_total)]
 
+    def task_summary(self):
+        return (f"The gymnasium multi-agent env '{self.key}' with {self.n_agents} cooperating agents; "
+                f"episodes last at most {self.episode_limit} steps.")
+
     def reward_description(self):
         how = "mean" if self._mean else "sum"
         if self._lbf:

@@ -83,6 +83,12 @@ class MatrixGame(MultiAgentEnv):
         # agent 0 picks the payoff row, agent 1 the column
         return [f"action {k} (row {k} for agent 0, column {k} for agent 1)" for k in range(self.n_actions)]
 
+    def task_summary(self):
+        return (f"A repeated two-player cooperative matrix game ({self.game}): at every step both agents pick one "
+                f"of {self.n_actions} actions at the same time, without communicating, and the team receives the "
+                f"payoff of the joint action. Each agent sees only the previous joint action. The goal is to "
+                f"coordinate on the joint action with the highest payoff rather than a safe but worse one.")
+
     def reward_description(self):
         rows = "; ".join(f"agent 0 plays {i}: " + ", ".join(f"{v:g}" for v in row)
                          for i, row in enumerate(self.payoff))

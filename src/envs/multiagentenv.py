@@ -7,7 +7,7 @@ pymarl's convention) so the learners bootstrap from the final state.
 Envs also describe themselves for LLM prompts (see envs/description.py): `state_schema`,
 `action_meanings`, `reward_description`, and text renderings built from them.
 """
-from envs.description import render_segment, render_state
+from envs.description import render_segment, render_state, task_prompt
 
 
 class MultiAgentEnv:
@@ -63,6 +63,10 @@ class MultiAgentEnv:
         return {}
 
     # ----- self-description for LLM prompts -----
+    def task_summary(self):
+        """A short paragraph: what the agents must achieve, map size, teams, episode length."""
+        raise NotImplementedError(f"{type(self).__name__} does not summarise its task yet")
+
     def state_schema(self):
         """List of envs.description.Field covering get_state() exactly once."""
         raise NotImplementedError(f"{type(self).__name__} does not describe its state yet")
@@ -79,6 +83,10 @@ class MultiAgentEnv:
 
     def describe_segment(self, states, actions, rewards):
         return render_segment(self.state_schema(), states, actions, rewards, self.action_meanings())
+
+    def describe_task(self):
+        """The task section of an LLM prompt (QLLM's task prompt, the labelers' context)."""
+        return task_prompt(self)
 
     def get_env_info(self):
         return {

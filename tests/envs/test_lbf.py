@@ -1,0 +1,124 @@
+"""LBF with QLLM's global state: the layout the prompt describes is the layout the env produces."""
+import re
+
+import numpy as np
+import pytest
+
+from envs import make_env
+from envs.description import check_schema
+
+COOP = "Foraging-8x8-2p-2f-coop-v3"
+
+
+def lbf(key=COOP, **kw):
+    env = make_env("lbf", key=key, seed=kw.pop("seed", 0), **kw)
+    env.reset()
+    return env
+
+
+def prompt_ranges(prompt):
+    """field name -> (start, end) as the task prompt states them."""
+    return {m[3]: (int(m[1]), int(m[2])) for m in re.finditer(r"state\[(\d+):(\d+)\] (\S+):", prompt)}
+
+
+def changed(before, after):
+    return np.flatnonzero(before != after).tolist()
+
+
+def empty_cell(game):
+    taken = {p.position for p in game.players}
+    for r, c in zip(*np.nonzero(game.field == 0)):
+        if (r, c) not in taken and all(abs(r - fr) + abs(c - fc) > 1 for fr, fc in zip(*np.nonzero(game.field))):
+            return int(r), int(c)
+    raise AssertionError("no empty cell")
+
+
+def test_state_holds_agents_food_and_last_actions():
+    env = lbf()
+    game = env._unwrapped
+    state = env.get_state()
+    assert state.shape == (14,) and env.get_state_size() == 14 and state.dtype == np.float32
+    for i, p in enumerate(game.players):
+        assert tuple(state[3 * i:3 * i + 3]) == (*p.position, p.level)
+    foods = [(r, c, game.field[r, c]) for r, c in zip(*np.nonzero(game.field))]
+    assert [tuple(state[6 + 3 * j:9 + 3 * j]) for j in range(2)] == foods
+    assert state[12:].tolist() == [-1, -1]
+    env.step([0, 0])
+    assert env.get_state()[12:].tolist() == [0, 0]
+
+
+def test_last_actions_are_minus_one_at_the_start_of_every_episode():
+    env = lbf()
+    for _ in range(3):
+        _, state = env.reset()
+        assert state[-2:].tolist() == [-1, -1]
+        env.step([0, 0])
+        assert env.get_state()[-2:].tolist() == [0, 0]
+
+
+def test_picked_food_becomes_minus_one_and_the_others_keep_their_slots():
+    env = lbf(key="Foraging-8x8-2p-2f-v3", seed=1)
+    game = env._unwrapped
+    (r0, c0), (r1, c1) = env._foods
+    before = env.get_state()
+    game.field[r0, c0] = 0  # food 0 collected
+    after = env.get_state()
+    assert after[6:9].tolist() == [-1, -1, 0]
+    assert after[9:12].tolist() == [r1, c1, game.field[r1, c1]]
+    assert changed(before, after) == [6, 7, 8]
+
+
+def test_state_obs_layout_is_the_concatenated_observations():
+    env = lbf(state="obs")
+    obs = np.stack(env.get_obs())
+    assert env.get_state().tolist() == obs.reshape(-1).tolist()
+    check_schema(env.state_schema(), env.get_state_size())
+    with pytest.raises(ValueError, match="state must be one of"):
+        make_env("lbf", key=COOP, state="pixels")
+    with pytest.raises(ValueError, match="not a Level-Based Foraging env"):
+        make_env("lbf", key="gymnasium:CartPole-v1")
+
+
+def test_task_prompt_matches_the_state_the_env_produces():
+    """Perturb the game one schema field at a time: exactly the prompt's indices change, in the stated order."""
+    env = lbf()
+    game = env._unwrapped
+    prompt = env.describe_task()
+    ranges = prompt_ranges(prompt)
+    assert set(ranges) == {"agent_0", "agent_1", "food_0", "food_1", "last_actions"}
+    assert "14 numbers" in prompt and "8x8 grid with 2 agents and 2 food" in prompt
+    for k, meaning in enumerate(env.action_meanings()):
+        assert f"{k}: {meaning}" in prompt
+
+    for i, player in enumerate(game.players):
+        before = env.get_state()
+        row, col = empty_cell(game)
+        player.position, player.level = (row, col), player.level + 1
+        a, b = ranges[f"agent_{i}"]
+        after = env.get_state()
+        assert changed(before, after) == list(range(a, b))
+        assert after[a:b].tolist() == [row, col, player.level]  # "(row, column, level)"
+    for j, (r, c) in enumerate(env._foods):
+        before = env.get_state()
+        game.field[r, c] += 2
+        a, b = ranges[f"food_{j}"]
+        after = env.get_state()
+        assert changed(before, after) == [b - 1]  # the level, the third value
+        assert after[a:b].tolist() == [r, c, game.field[r, c]]
+    before = env.get_state()
+    game._gen_valid_moves()
+    env.step([0, 0])  # both stay: only the last actions change
+    a, b = ranges["last_actions"]
+    assert changed(before, env.get_state()) == list(range(a, b))
+
+
+@pytest.mark.parametrize("key,n_agents,state_size", [
+    ("Foraging-2s-8x8-2p-2f-coop-v3", 2, 14),
+    ("Foraging-2s-10x10-3p-3f-v3", 3, 21),
+    ("Foraging-2s-15x15-4p-3f-v3", 4, 25),
+])
+def test_paper_tasks_have_the_papers_state_sizes(key, n_agents, state_size):
+    env = lbf(key=key)
+    assert env.n_agents == n_agents and env.get_state_size() == state_size  # QLLM paper, Table 1
+    check_schema(env.state_schema(), state_size)
+    assert "5x5 square" in env.task_summary()
