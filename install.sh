@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One-step set-up: a virtualenv in .venv with the pinned dependencies (CPU build of torch).
-# Usage: ./install.sh            (PYTHON=/path/to/python3.11 ./install.sh to choose the interpreter)
+# Usage: ./install.sh [smax] [football]
+#   smax      also install the SMAX extra (jaxmarl, CPU jax): --env-config=smax
+#   football  also build Google Research Football (apt packages + a ~7 minute compile): install_gfootball.sh
+# PYTHON=/path/to/python3.11 ./install.sh chooses the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
@@ -8,4 +11,11 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 # torch first and on its own: the exact pin selects the CPU wheel instead of a CUDA build
 .venv/bin/pip install --quiet "torch==2.13.0"
 .venv/bin/pip install --quiet -r requirements.txt
+for extra in "$@"; do
+  case "$extra" in
+    smax) .venv/bin/pip install --quiet -r requirements-smax.txt ;;
+    football) VENV=.venv ./install_gfootball.sh ;;
+    *) echo "install.sh: unknown extra '$extra' (valid: smax, football)" >&2; exit 2 ;;
+  esac
+done
 echo "Installed into .venv. Try: .venv/bin/python src/main.py --config=mappo --env-config=lbf"

@@ -97,6 +97,26 @@ class ForagingEnv(GymmaWrapper):
                             "-1 for every agent at the first step of an episode"))
         return fields
 
+    def describe_state(self, state=None):
+        """The field values, plus (qllm layout) a drawing of the grid: agents as digits, food as F<level>."""
+        state = self.get_state() if state is None else np.asarray(state)
+        text = super().describe_state(state)
+        if self.layout == "obs":
+            return text
+        rows, cols = self._unwrapped.field_size
+        grid = [["." for _ in range(cols)] for _ in range(rows)]
+        n = self.n_agents
+        for j in range(self.n_food):
+            r, c, level = state[3 * n + 3 * j: 3 * n + 3 * j + 3]
+            if level > 0:
+                grid[int(r)][int(c)] = f"F{int(level)}"
+        for i in range(n):
+            r, c, level = state[3 * i: 3 * i + 3]
+            grid[int(r)][int(c)] = f"A{i}"
+        drawing = "\n".join(" ".join(f"{cell:>2}" for cell in row) for row in grid)
+        return (f"{text}\nGrid (row 0 at the top; A<i> = agent i, F<l> = food of level l, . = empty):\n"
+                f"{drawing}")
+
     def task_summary(self):
         game = self._unwrapped
         rows, cols = game.field_size

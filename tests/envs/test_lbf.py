@@ -122,3 +122,16 @@ def test_paper_tasks_have_the_papers_state_sizes(key, n_agents, state_size):
     assert env.n_agents == n_agents and env.get_state_size() == state_size  # QLLM paper, Table 1
     check_schema(env.state_schema(), state_size)
     assert "5x5 square" in env.task_summary()
+
+
+def test_describe_state_draws_the_grid():
+    env = lbf()
+    state = env.get_state()
+    text = env.describe_state(state)
+    lines = text.splitlines()
+    grid = lines[-8:]
+    (r0, c0, _), (r1, c1, _) = state[0:3].astype(int), state[3:6].astype(int)
+    assert grid[r0].split()[c0] == "A0" and grid[r1].split()[c1] == "A1"
+    fr, fc, fl = state[6:9].astype(int)
+    assert grid[fr].split()[fc] == f"F{fl}"
+    assert "agent_0 = [" in text and "last_actions = [-1, -1]" in text
