@@ -1,0 +1,922 @@
+"""LCA's two grid worlds, Two-Switch and Victim-Rubble (Lin et al., LLM-guided credit assignment, sec. 5.1).
+
+No code of the paper is public; both maps are designed from its text (and the notes in
+shared/research/lca.md) in pure Python. Two agents, fully observable, discrete actions.
+
+Coordinates: cell (x, y), x = column growing to the right, y = row growing upwards, (0, 0) the
+bottom-left corner (the convention of the authors' earlier grid prompts). The Victim-Rubble map
+is laid out so that the paper's example prompt holds literally: "Rubble1: Chamber5 (8,1),
+blocking the only passage between Chamber5 and 3 from the side of Chamber5", "Rubble2: Chamber5
+(9,2), blocking the only passage reaching Chamber4 which contains one Victim", an agent "at
+Chamber3 (4,3)". Chamber3 is the central room where the agents start, the blocked victim lies at
+the upper end of a long corridor (Chamber4, upper right), the free victim and the harmless rubble
+are in the left rooms.
+
+Actions (both agents): 0 stay still, 1 up, 2 down, 3 left, 4 right, 5 interact. A move turns the
+agent to face that direction and enters the cell if it is free; a move towards an object (switch,
+victim, rubble) or the teammate only turns the agent. The paper says agents "must move to the
+switches, face the switches and trigger them", so by default `interact` acts on the object the
+agent faces (`interact_mode: facing`); `adjacent` lets it act on any neighbouring object instead.
+Agents act one after the other in index order within a step (agent 0 first), so agent 0 wins
+a contested cell. Masks: stay is always available; a move is masked when it can change nothing
+(a wall or a locked door ahead, or an object ahead that the agent already faces); interact is
+masked unless there is an object this agent can act on.
+
+Two-Switch: both agents alike (green agent 0, orange agent 1), start at random cells of the upper
+room; two switches in the upper room's far corners; the door to the lower room opens once both
+switches are triggered (they stay triggered); success = an agent steps on home.
+Victim-Rubble: agent 0 (green) alone can heal victims, agent 1 (orange) alone can remove rubble;
+rubble and victims block movement (a healed victim still lies there). Success = every victim healed
+and (`success_requires_rubble`, default, "the orange agent must clear all rubble") every rubble
+removed.
+
+Team reward, our reading of the paper ("each agent receives a default reward of 0 for failure and
+1 when the team completes the task. Additionally, both agents earn 1 if any agent either handles a
+switch, victim, or rubble, or arrives home. A step penalty of -n/nmax is applied"):
+  + event_reward (1) for every switch triggered, victim healed, rubble removed, or arrival at home,
+  + success_reward (1) on success,
+  - n/n_max, n = steps taken, n_max = episode_limit, applied once. `step_penalty` says when:
+    "on_success" (default: success pays 1 - n/n_max, failure 0, as issue 3 asks), "at_end" (also
+    -1 at a time-limit end; the y axis of the paper's Two-Switch plots starts at -1, which suggests
+    this),
+    "per_step" (-1/n_max every step, same undiscounted return as "at_end") or "none".
+The paper quotes optimal returns "5 - step penalty" (Two-Switch) and "7 - step penalty"
+(Victim-Rubble); our literal reading gives 4 (2 switches + home + success) and 6 (2 victims +
+3 rubble + success). Both gaps are exactly one more unit on success, so `success_reward: 2`
+reproduces the paper's scale; the curves are also said to include the individual reward.
+Hand-crafted individual reward (`individual_reward: true`, the paper's baseline): +1 to the agent
+that triggers a switch or arrives home (Two-Switch), to the orange agent per rubble removed and to
+the green agent per victim healed (Victim-Rubble). With common_reward=False the env returns
+team + individual per agent, shape (n_agents,); with common_reward=True it returns
+team + sum (or mean, `reward_scalarisation`) of the individual rewards: the team reward is already
+every agent's reward, so it is not multiplied by the number of agents.
+
+Episodes end with terminated=True on success; at `episode_limit` steps without success with
+terminated=False and info["episode_limit"]=True. info carries `success` (0/1) and cumulative event
+counts of the episode.
+
+State layout: per agent position (x, y in cells) and facing one-hot, then per object its cell and
+status, then the elapsed-time fraction; see state_schema(). Observations (per agent, ego first):
+ego position (normalised to [0, 1] by the grid size) and facing, ego role one-hot, teammate
+position and facing, then the objects as in the state with normalised cells. In Two-Switch the
+"role" is only the agent's colour (both can do everything).
+
+Text for prompts: describe_state(state) draws the map (legend, coordinate convention) and lists
+agents and objects with their chamber, e.g. "Rubble1: Chamber5 (8,1), present, blocking the only
+passage between Chamber5 and Chamber3 from the side of Chamber5"; describe_agent_view(state, i)
+tells the same from agent i's side ("You are the ego agent: ...", "Your teammate: ...").
+
+Progress oracle (for synthetic LCA rankings, lca.md 2.4): subgoal(i[, state]) / subgoal_distance
+give agent i's current sub-goal and the number of moves and turns (teammate ignored) before it can
+interact with it / stands on it. Two-Switch: the switches split between the agents so that both are
+triggered soonest, the last switch goes to the closer agent while the other heads home as if the
+door were open, then home. Victim-Rubble: green -> nearest reachable unhealed victim (if none, the
+nearest one counting rubble as passable); orange -> nearest rubble that alone would keep green from
+a victim, then any rubble.
+
+Known deviations from the paper: the exact maps, grid sizes, episode lengths and start regions
+are not given there (ours: Two-Switch 9x9, limit 100, about 11 steps (9-14) for a policy that
+follows the oracle below; Victim-Rubble 11x11, limit 150, about 32 steps (28-37); the limits leave
+~5-9x that for exploration); agents move in cardinal directions instead of
+MiniGrid's turn/forward actions; one interact action heals a victim (`heal_steps`, the authors'
+earlier USAR world needed 3).
+"""
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from envs.description import Field
+from envs.multiagentenv import MultiAgentEnv
+
+STAY, UP, DOWN, LEFT, RIGHT, INTERACT = range(6)
+MOVES = ((0, 1), (0, -1), (-1, 0), (1, 0))  # facing index f = action - 1
+DIR_NAMES = ("up", "down", "left", "right")
+STEP_PENALTIES = ("on_success", "at_end", "per_step", "none")
+INTERACT_MODES = ("facing", "adjacent")
+
+
+@dataclass
+class Item:
+    kind: str  # switch | victim | rubble | door | home
+    name: str  # as in the prompts: Switch1, Victim2, Rubble1, Door, Home
+    cell: tuple
+
+
+@dataclass
+class GridState:
+    """Everything that changes during an episode (walls are fixed by the layout)."""
+    pos: list  # (x, y) per agent
+    facing: list  # facing index per agent
+    status: list  # per item: switch triggered 0/1, victim heal count, rubble present 0/1, door open 0/1, home 0
+    cells: list  # per item (x, y); fixed within an episode
+    t: int = 0
+    events: dict = field(default_factory=dict)
+
+    def copy(self):
+        return GridState(list(self.pos), list(self.facing), list(self.status), list(self.cells), self.t,
+                         dict(self.events))
+
+
+@dataclass(frozen=True)
+class Subgoal:
+    """What the rule-based oracle thinks an agent should do next, and how many actions it needs
+    (moves and turns, ignoring the teammate) before it can interact / stands there."""
+    name: str
+    cell: tuple
+    distance: float  # math.inf when it cannot be reached now
+
+
+def _parse_layout(rows):
+    """rows top (largest y) first -> (width, height, walls set, {char: [cells]})."""
+    height, width = len(rows), len(rows[0])
+    walls, marks = set(), {}
+    for r, row in enumerate(rows):
+        if len(row) != width:
+            raise ValueError(f"layout row {r} has {len(row)} cells, expected {width}")
+        for x, ch in enumerate(row):
+            cell = (x, height - 1 - r)
+            if ch == "#":
+                walls.add(cell)
+            elif ch != ".":
+                marks.setdefault(ch, []).append(cell)
+    return width, height, walls, marks
+
+
+class GridWorldEnv(MultiAgentEnv):
+    """Grid, movement, masks, rewards, observations, text; subclasses define the map and the rules."""
+    LAYOUT: tuple = ()
+    CHAMBERS: tuple = ()  # (name, x0, y0, x1, y1) inclusive rectangles
+    START_CHAMBER: str = ""
+    AGENT_NAMES = ("green agent", "orange agent")
+    DEFAULT_LIMIT = 100
+    name = "gridworld"
+    _BASE_ARGS = ("episode_limit", "individual_reward", "interact_mode", "step_penalty", "event_reward",
+                  "success_reward", "seed", "common_reward", "reward_scalarisation")
+    _EXTRA_ARGS: tuple = ()
+
+    def __init__(self, episode_limit=None, individual_reward=False, interact_mode="facing",
+                 step_penalty="on_success", event_reward=1.0, success_reward=1.0, seed=None, common_reward=True,
+                 reward_scalarisation="sum", **kwargs):
+        if kwargs:
+            valid = ", ".join(self._BASE_ARGS + self._EXTRA_ARGS)
+            raise TypeError(f"unknown {self.name} env_args: {sorted(kwargs)} (valid: {valid})")
+        if interact_mode not in INTERACT_MODES:
+            raise ValueError(f"{self.name}: interact_mode must be one of {INTERACT_MODES}, got {interact_mode!r}")
+        if step_penalty not in STEP_PENALTIES:
+            raise ValueError(f"{self.name}: step_penalty must be one of {STEP_PENALTIES}, got {step_penalty!r}")
+        if reward_scalarisation not in ("sum", "mean"):
+            raise ValueError(f"{self.name}: reward_scalarisation must be 'sum' or 'mean', "
+                             f"got {reward_scalarisation!r}")
+        limit = self.DEFAULT_LIMIT if episode_limit is None else int(episode_limit)
+        if limit < 1:
+            raise ValueError(f"{self.name}: episode_limit must be a positive number of steps, got {episode_limit!r}")
+        self.episode_limit = limit
+        self.individual_reward = bool(individual_reward)
+        self.interact_mode = interact_mode
+        self.step_penalty = step_penalty
+        self.event_reward = float(event_reward)
+        self.success_reward = float(success_reward)
+        self.common_reward = bool(common_reward)
+        self._mean = reward_scalarisation == "mean"
+        self.n_agents = 2
+        self.n_actions = 6
+
+        self.width, self.height, self._walls, marks = _parse_layout(self.LAYOUT)
+        self.items = self._make_items(marks)
+        self._chamber_of = {}
+        for name, x0, y0, x1, y1 in self.CHAMBERS:
+            for x in range(x0, x1 + 1):
+                for y in range(y0, y1 + 1):
+                    self._chamber_of[(x, y)] = name
+        self._start_cells = [c for c, n in self._chamber_of.items()
+                             if n == self.START_CHAMBER and c not in {it.cell for it in self.items}]
+        self._start_cells.sort()
+        self._norm = (1.0 / (self.width - 1), 1.0 / (self.height - 1))
+        self._s = None
+        self._cell_item = {}
+        # a valid state right away; the first reset() then replays this same first episode start
+        self._rng = random.Random(seed)
+        self.reset()
+        self._rng = random.Random(seed)
+
+    # ----- map and rules (subclasses) -----
+    def _make_items(self, marks):
+        raise NotImplementedError
+
+    def _can_act(self, agent_id, k, s):
+        """Whether this agent may interact with item k in state s."""
+        raise NotImplementedError
+
+    def _interact(self, s, agent_id, k):
+        """Apply an (allowed) interaction; return (team events, individual reward of the agent)."""
+        raise NotImplementedError
+
+    def _on_enter(self, s, agent_id):
+        """After agent_id moved; return (team events, individual reward)."""
+        return 0, 0.0
+
+    def _success(self, s):
+        raise NotImplementedError
+
+    def _event_count(self, s, success):
+        """Rewarded events of the episode so far."""
+        raise NotImplementedError
+
+    def _new_cells(self):
+        """Item cells for a new episode (fixed maps: the layout's)."""
+        return [it.cell for it in self.items]
+
+    def _status_value(self, k, status):
+        """The status number stored in state/obs for item k."""
+        return float(status)
+
+    # ----- episode -----
+    def seed(self, seed=None):
+        """Seed the next reset; later resets continue the RNG."""
+        self._rng = random.Random(seed)
+
+    def reset(self):
+        cells = self._new_cells()
+        occupied = set(cells)
+        free = [c for c in self._start_cells if c not in occupied]
+        pos = self._rng.sample(free, self.n_agents)
+        facing = [self._rng.randrange(4) for _ in range(self.n_agents)]
+        self._set(GridState(pos, facing, self._initial_status(), cells, 0, self._zero_events()))
+        return self.get_obs(), self.get_state()
+
+    def _initial_status(self):
+        return [1 if it.kind == "rubble" else 0 for it in self.items]
+
+    def _zero_events(self):
+        return {}
+
+    def _set(self, s):
+        self._s = s
+        self._cell_item = {c: k for k, c in enumerate(s.cells)}
+
+    def step(self, actions):
+        s = self._s
+        acts = [int(a) for a in np.ravel(actions)] if not isinstance(actions, list) else [int(a) for a in actions]
+        events = 0
+        indiv = [0.0] * self.n_agents
+        for i, a in enumerate(acts):
+            if a == STAY:
+                continue
+            if a == INTERACT:
+                k = self._interact_target(s, i)
+                if k is not None:
+                    e, r = self._interact(s, i, k)
+                    events += e
+                    indiv[i] += r
+                continue
+            if not 1 <= a <= 4:
+                raise ValueError(f"{self.name}: action {a} of agent {i} is not in 0..5")
+            dx, dy = MOVES[a - 1]
+            x, y = s.pos[i]
+            target = (x + dx, y + dy)
+            if self._is_wall(s, target):
+                continue  # masked; a forced wall move changes nothing
+            s.facing[i] = a - 1
+            if self._solid_item(s, target) is None and target not in s.pos:
+                s.pos[i] = target
+                e, r = self._on_enter(s, i)
+                events += e
+                indiv[i] += r
+        s.t += 1
+        success = self._success(s)
+        team = self.event_reward * events + (self.success_reward if success else 0.0)
+        ended = success or s.t >= self.episode_limit
+        if self.step_penalty == "per_step":
+            team -= 1.0 / self.episode_limit
+        elif (self.step_penalty == "on_success" and success) or (self.step_penalty == "at_end" and ended):
+            team -= s.t / self.episode_limit
+        info = {"success": int(success), "events": self._event_count(s, success), **s.events}
+        if not success and s.t >= self.episode_limit:
+            info["episode_limit"] = True
+        return self._reward(team, indiv), bool(success), info
+
+    def _reward(self, team, indiv):
+        if not self.individual_reward:
+            indiv = [0.0] * self.n_agents
+        if self.common_reward:
+            extra = sum(indiv)
+            return float(team + (extra / self.n_agents if self._mean else extra))
+        return np.asarray([team + r for r in indiv], dtype=np.float32)
+
+    # ----- geometry -----
+    def _is_wall(self, s, cell):
+        if cell in self._walls:
+            return True
+        k = self._cell_item.get(cell)
+        return k is not None and self.items[k].kind == "door" and not s.status[k]
+
+    def _solid_item(self, s, cell):
+        """Index of an item occupying the cell and blocking movement (switch, victim, present rubble)."""
+        k = self._cell_item.get(cell)
+        if k is None:
+            return None
+        kind = self.items[k].kind
+        if kind in ("switch", "victim") or (kind == "rubble" and s.status[k]):
+            return k
+        return None
+
+    def _interact_target(self, s, i):
+        x, y = s.pos[i]
+        dirs = [s.facing[i]] if self.interact_mode == "facing" else [s.facing[i], 0, 1, 2, 3]
+        for f in dirs:
+            k = self._solid_item(s, (x + MOVES[f][0], y + MOVES[f][1]))
+            if k is not None and self._can_act(i, k, s):
+                return k
+        return None
+
+    # ----- pymarl API -----
+    def get_avail_agent_actions(self, agent_id):
+        s = self._s
+        x, y = s.pos[agent_id]
+        avail = [1, 0, 0, 0, 0, 0]
+        for f, (dx, dy) in enumerate(MOVES):
+            target = (x + dx, y + dy)
+            if self._is_wall(s, target):
+                continue
+            if self._solid_item(s, target) is not None and s.facing[agent_id] == f:
+                continue  # would neither move nor turn
+            avail[f + 1] = 1
+        avail[INTERACT] = int(self._interact_target(s, agent_id) is not None)
+        return avail
+
+    def get_total_actions(self):
+        return self.n_actions
+
+    def _agent_feats(self, s, i, norm):
+        sx, sy = norm
+        x, y = s.pos[i]
+        facing = [0.0] * 4
+        facing[s.facing[i]] = 1.0
+        return [x * sx, y * sy] + facing
+
+    def _item_feats(self, s, norm):
+        sx, sy = norm
+        out = []
+        for k, it in enumerate(self.items):
+            x, y = s.cells[k]
+            out += [x * sx, y * sy]
+            if it.kind != "home":
+                out.append(self._status_value(k, s.status[k]))
+        return out
+
+    def get_obs(self):
+        return [self.get_obs_agent(i) for i in range(self.n_agents)]
+
+    def get_obs_agent(self, agent_id):
+        s = self._s
+        role = [0.0] * self.n_agents
+        role[agent_id] = 1.0
+        feats = self._agent_feats(s, agent_id, self._norm) + role
+        for j in range(self.n_agents):
+            if j != agent_id:
+                feats += self._agent_feats(s, j, self._norm)
+        return np.asarray(feats + self._item_feats(s, self._norm), dtype=np.float32)
+
+    def get_obs_size(self):
+        return 6 + self.n_agents + 6 * (self.n_agents - 1) + self._items_size()
+
+    def _items_size(self):
+        return sum(2 if it.kind == "home" else 3 for it in self.items)
+
+    def get_state(self):
+        s = self._s
+        feats = []
+        for i in range(self.n_agents):
+            feats += self._agent_feats(s, i, (1.0, 1.0))
+        feats += self._item_feats(s, (1.0, 1.0))
+        feats.append(s.t / self.episode_limit)
+        return np.asarray(feats, dtype=np.float32)
+
+    def get_state_size(self):
+        return 6 * self.n_agents + self._items_size() + 1
+
+    def get_stats(self):
+        return {}
+
+    def render(self):
+        print(self.describe_state())
+
+    def set_state(self, state):
+        """Put the env into the situation a get_state() vector describes (for sampled LCA state pairs)."""
+        s = self.decode_state(state)
+        for i, p in enumerate(s.pos):
+            if p in self._walls or not (0 <= p[0] < self.width and 0 <= p[1] < self.height):
+                raise ValueError(f"{self.name}.set_state: agent {i} at {p} is outside the floor")
+        if len(set(s.pos)) < len(s.pos):
+            raise ValueError(f"{self.name}.set_state: two agents share the cell {s.pos}")
+        self._set(s)
+
+    def decode_state(self, state):
+        """GridState from a state vector (positions rounded to cells)."""
+        v = np.asarray(state, dtype=float)
+        pos, facing, off = [], [], 0
+        for _ in range(self.n_agents):
+            pos.append((int(round(v[off])), int(round(v[off + 1]))))
+            facing.append(int(np.argmax(v[off + 2:off + 6])))
+            off += 6
+        cells, status = [], []
+        for k, it in enumerate(self.items):
+            cells.append((int(round(v[off])), int(round(v[off + 1]))))
+            off += 2
+            if it.kind == "home":
+                status.append(0)
+            else:
+                status.append(self._status_from_value(k, v[off]))
+                off += 1
+        t = int(round(v[off] * self.episode_limit))
+        return GridState(pos, facing, status, cells, t, self._events_from(status))
+
+    def _status_from_value(self, k, value):
+        return int(round(value))
+
+    def _events_from(self, status):
+        return {}
+
+    # ----- self-description -----
+    _COORDS = ("cell coordinates (x = column, 0 at the left wall, growing right; y = row, 0 at the bottom wall, "
+               "growing up)")
+
+    def state_schema(self):
+        fields, off = [], 0
+        for i in range(self.n_agents):
+            who = f"agent {i} ({self.AGENT_NAMES[i]}{self._role_text(i)})"
+            fields.append(Field(f"agent_{i}_position", off, off + 2, f"{who} position (x, y), {self._COORDS}"))
+            fields.append(Field(f"agent_{i}_facing", off + 2, off + 6,
+                                f"{who} facing direction one-hot (up, down, left, right) = direction of its "
+                                f"last move or turn"))
+            off += 6
+        for it in self.items:
+            key = it.name.lower()
+            fields.append(Field(f"{key}_position", off, off + 2, f"{it.name} position (x, y), {self._COORDS}"))
+            off += 2
+            if it.kind != "home":
+                fields.append(Field(f"{key}_{self._status_name(it)}", off, off + 1, self._status_meaning(it)))
+                off += 1
+        fields.append(Field("time_fraction", off, off + 1,
+                            f"steps taken so far / episode_limit ({self.episode_limit}); 0 at the start"))
+        return fields
+
+    def _role_text(self, agent_id):
+        return ""
+
+    def action_meanings(self):
+        return ["stay still", "move up (y+1), or turn up if an object or the teammate is there",
+                "move down (y-1), or turn down if an object or the teammate is there",
+                "move left (x-1), or turn left if an object or the teammate is there",
+                "move right (x+1), or turn right if an object or the teammate is there",
+                self._interact_meaning()]
+
+    def _reward_text(self, events_text, individual_text, optimum):
+        penalty = {
+            "on_success": f"On success also +{self.success_reward:g} - n/{self.episode_limit} (n = steps taken); "
+                          f"a time-limit end gives no extra reward or penalty.",
+            "at_end": f"On success also +{self.success_reward:g}; at the episode's end (success or the "
+                      f"{self.episode_limit}-step limit) -n/{self.episode_limit} (n = steps taken).",
+            "per_step": f"On success also +{self.success_reward:g}; every step -1/{self.episode_limit}.",
+            "none": f"On success also +{self.success_reward:g}; no step penalty.",
+        }[self.step_penalty]
+        text = (f"Team reward (shared by both agents): +{self.event_reward:g} each time {events_text}. {penalty} "
+                f"Best team return: {optimum} minus the step penalty.")
+        if self.individual_reward:
+            how = "mean" if self._mean else "sum"
+            text += (f" Hand-crafted individual reward: {individual_text}; each agent gets team + its own "
+                     f"individual reward" + ("" if not self.common_reward else
+                                             f" (as one number: team + {how} of the individual rewards)") + ".")
+        return text
+
+    def _where(self, cell):
+        name = self._chamber_of.get(cell)
+        if name is not None:
+            return f"{name} ({cell[0]},{cell[1]})"
+        rooms = self._passage_rooms(cell)
+        return f"the passage between {rooms[0]} and {rooms[1]} ({cell[0]},{cell[1]})" if len(rooms) == 2 \
+            else f"({cell[0]},{cell[1]})"
+
+    def _is_passage(self, cell):
+        return cell not in self._walls and cell not in self._chamber_of and len(self._passage_rooms(cell)) == 2
+
+    def _passage_rooms(self, cell):
+        x, y = cell
+        return sorted({self._chamber_of[n] for n in ((x + dx, y + dy) for dx, dy in MOVES) if n in self._chamber_of})
+
+    def render_map(self, s=None):
+        """ASCII map, top row first, with axis labels (one column per cell, wide enough for the x labels)."""
+        s = self._s if s is None else s
+        grid = {c: "#" for c in self._walls}
+        for k, it in enumerate(self.items):
+            grid[s.cells[k]] = self._symbol(it, s.status[k])
+        for i, p in enumerate(s.pos):
+            grid[p] = str(i)
+        w = len(str(self.width - 1)) + 1
+        lines = []
+        for y in range(self.height - 1, -1, -1):
+            lines.append(f"y={y:<2}" + "".join(f"{grid.get((x, y), '.'):>{w}}" for x in range(self.width)))
+        lines.append("x=  " + "".join(f"{x:>{w}}" for x in range(self.width)))
+        return "\n".join(lines)
+
+    def _legend(self):
+        agents = ", ".join(f"{i} = agent {i} ({self.AGENT_NAMES[i]})" for i in range(self.n_agents))
+        return f"Legend: {agents}, # = wall, . = floor, {self._item_legend()}."
+
+    def describe_state(self, state=None):
+        s = self._s if state is None else self.decode_state(state)
+        lines = [f"Coordinates: {self._COORDS}.", self.render_map(s), self._legend()]
+        for i in range(self.n_agents):
+            lines.append(f"Agent {i} ({self.AGENT_NAMES[i]}{self._role_text(i)}): at {self._where(s.pos[i])}, "
+                         f"facing {DIR_NAMES[s.facing[i]]}.")
+        lines += self._item_lines(s)
+        lines.append(f"Step {s.t} of {self.episode_limit}.")
+        return "\n".join(lines)
+
+    def describe_agent_view(self, state, agent_id):
+        """LCA's agent-specific encoding: the state told from agent_id's side (ego) with its teammate."""
+        s = self._s if state is None else self.decode_state(state)
+        ego = f"the {self.AGENT_NAMES[agent_id]} (agent {agent_id}){self._role_text(agent_id)}"
+        lines = [f"Coordinates: {self._COORDS}.",
+                 f"You are the ego agent: {ego}, at {self._where(s.pos[agent_id])}, "
+                 f"facing {DIR_NAMES[s.facing[agent_id]]}."]
+        for j in range(self.n_agents):
+            if j != agent_id:
+                lines.append(f"Your teammate: the {self.AGENT_NAMES[j]} (agent {j}){self._role_text(j)}, at "
+                             f"{self._where(s.pos[j])}, facing {DIR_NAMES[s.facing[j]]}.")
+        lines += self._item_lines(s)
+        lines.append(f"Step {s.t} of {self.episode_limit}.")
+        return "\n".join(lines)
+
+    # ----- rule-based progress oracle (lca.md 2.4) -----
+    def _bfs(self, s, start, facing, goal, rubble_passable=False):
+        """Fewest moves/turns from (start, facing) until goal(cell, facing) holds; teammates ignored."""
+        if goal(start, facing):
+            return 0
+        seen = {(start, facing)}
+        queue = deque([(start, facing, 0)])
+        while queue:
+            (x, y), f, d = queue.popleft()
+            for nf, (dx, dy) in enumerate(MOVES):
+                target = (x + dx, y + dy)
+                if self._is_wall(s, target):
+                    continue
+                k = self._solid_item(s, target)
+                blocked = k is not None and not (rubble_passable and self.items[k].kind == "rubble")
+                nxt = ((x, y) if blocked else target, nf)
+                if nxt in seen:
+                    continue
+                if goal(*nxt):
+                    return d + 1
+                seen.add(nxt)
+                queue.append((nxt[0], nf, d + 1))
+        return math.inf
+
+    def _facing_goal(self, cell):
+        if self.interact_mode == "facing":
+            return lambda p, f: (p[0] + MOVES[f][0], p[1] + MOVES[f][1]) == cell
+        return lambda p, f: abs(p[0] - cell[0]) + abs(p[1] - cell[1]) == 1
+
+    def _item_distance(self, s, agent_id, k, rubble_passable=False):
+        return self._bfs(s, s.pos[agent_id], s.facing[agent_id], self._facing_goal(s.cells[k]), rubble_passable)
+
+    def subgoal(self, agent_id, state=None):
+        """The agent's current sub-goal and its distance (see Subgoal) in the current or a given state."""
+        s = self._s if state is None else self.decode_state(state)
+        return self._subgoal(s, agent_id)
+
+    def subgoal_distance(self, agent_id, state=None):
+        return self.subgoal(agent_id, state).distance
+
+
+class TwoSwitchEnv(GridWorldEnv):
+    """Two-Switch: trigger both switches (any agent), then reach home through the opened door."""
+    name = "two_switch"
+    DEFAULT_LIMIT = 100
+    LAYOUT = (
+        "#########",
+        "#S.....S#",
+        "#.......#",
+        "#.......#",
+        "####D####",
+        "#.......#",
+        "#.......#",
+        "#...H...#",
+        "#########",
+    )
+    CHAMBERS = (("the upper room", 1, 5, 7, 7), ("the lower room", 1, 1, 7, 3))
+    START_CHAMBER = "the upper room"
+
+    def _make_items(self, marks):
+        switches = sorted(marks["S"])
+        items = [Item("switch", f"Switch{n + 1}", c) for n, c in enumerate(switches)]
+        items.append(Item("door", "Door", marks["D"][0]))
+        items.append(Item("home", "Home", marks["H"][0]))
+        self._switches = list(range(len(switches)))
+        self._door = len(switches)
+        self._home = self._door + 1
+        return items
+
+    def _zero_events(self):
+        return {"switches_triggered": 0, "door_open": 0}
+
+    def _events_from(self, status):
+        return {"switches_triggered": sum(status[k] for k in self._switches), "door_open": status[self._door]}
+
+    def _can_act(self, agent_id, k, s):
+        return self.items[k].kind == "switch" and not s.status[k]
+
+    def _interact(self, s, agent_id, k):
+        s.status[k] = 1
+        s.events["switches_triggered"] += 1
+        if all(s.status[j] for j in self._switches):
+            s.status[self._door] = 1
+            s.events["door_open"] = 1
+        return 1, 1.0
+
+    def _on_enter(self, s, agent_id):
+        return (1, 1.0) if s.pos[agent_id] == s.cells[self._home] else (0, 0.0)
+
+    def _success(self, s):
+        return s.cells[self._home] in s.pos
+
+    def _event_count(self, s, success):
+        return s.events["switches_triggered"] + int(success)
+
+    def _status_name(self, it):
+        return {"switch": "triggered", "door": "open"}[it.kind]
+
+    def _status_meaning(self, it):
+        if it.kind == "switch":
+            return f"1 if {it.name} has been triggered (it stays triggered), else 0"
+        return "1 if the door is open (both switches triggered; agents can pass), 0 while locked (a wall)"
+
+    def _symbol(self, it, status):
+        return {"switch": "s" if status else "S", "door": "/" if status else "D", "home": "H"}[it.kind]
+
+    def _item_legend(self):
+        return "S = switch not triggered, s = switch triggered, D = locked door, / = open door, H = home (goal)"
+
+    def _item_lines(self, s):
+        lines = [f"{it.name}: {self._where(s.cells[k])}, {'triggered' if s.status[k] else 'not triggered'}."
+                 for k, it in enumerate(self.items) if it.kind == "switch"]
+        door = self.items[self._door]
+        state = "open" if s.status[self._door] else "locked (it opens once both switches are triggered)"
+        lines.append(f"{door.name}: {self._where(s.cells[self._door])}, {state}.")
+        lines.append(f"Home (goal): {self._where(s.cells[self._home])}.")
+        return lines
+
+    def _interact_meaning(self):
+        where = "faced" if self.interact_mode == "facing" else "adjacent (faced first)"
+        return f"interact: trigger the {where} switch"
+
+    def reward_description(self):
+        return self._reward_text("a switch is triggered or an agent arrives home", "+1 to the agent that "
+                                 "triggers a switch or arrives home",
+                                 f"{3 * self.event_reward + self.success_reward:g}")
+
+    def _subgoal(self, s, i):
+        if self._success(s):
+            return Subgoal("done", s.cells[self._home], 0)
+        home_goal = (lambda p, f: p == s.cells[self._home])
+        todo = [k for k in self._switches if not s.status[k]]
+        if not todo:
+            return Subgoal("reach home", s.cells[self._home], self._bfs(s, s.pos[i], s.facing[i], home_goal))
+        j = 1 - i
+        dist = {(a, k): self._item_distance(s, a, k) for a in (i, j) for k in todo}
+        if len(todo) == 1:
+            k = todo[0]
+            mine = dist[(i, k)] < dist[(j, k)] or (dist[(i, k)] == dist[(j, k)] and i < j)
+        else:
+            # the division of labour that finishes both switches soonest (then the smaller total)
+            a, b = todo
+            keep = (max(dist[(i, a)], dist[(j, b)]), dist[(i, a)] + dist[(j, b)], i)
+            swap = (max(dist[(i, b)], dist[(j, a)]), dist[(i, b)] + dist[(j, a)], j)
+            k, mine = (a if keep <= swap else b), True
+        if mine:
+            return Subgoal(f"trigger {self.items[k].name}", s.cells[k], dist[(i, k)])
+        # the teammate takes the last switch: walk to home as if the door were open
+        opened = s.copy()
+        opened.status[self._door] = 1
+        return Subgoal("reach home (door still locked)", s.cells[self._home],
+                       self._bfs(opened, s.pos[i], s.facing[i], home_goal))
+
+
+class VictimRubbleEnv(GridWorldEnv):
+    """Victim-Rubble: the green agent heals victims, the orange agent removes rubble."""
+    name = "victim_rubble"
+    DEFAULT_LIMIT = 150
+    AGENT_ROLES = (" who can heal victims", " who can remove rubble")
+    HEALER, REMOVER = 0, 1
+    # a = free victim (Victim1), b = blocked victim (Victim2); 1, 2 = rubble blocking Victim2, 3 = harmless rubble
+    LAYOUT = (
+        "###########",
+        "#a.#...##b#",
+        "#......##.#",
+        "####...##.#",
+        "#......##.#",
+        "#3.#...##.#",
+        "####...##.#",
+        "#..#...##.#",
+        "#......#.2#",
+        "#..#....1.#",
+        "###########",
+    )
+    CHAMBERS = (("Chamber0", 1, 1, 2, 3), ("Chamber1", 1, 5, 2, 6), ("Chamber2", 1, 8, 2, 9),
+                ("Chamber3", 4, 1, 6, 9), ("Chamber4", 9, 4, 9, 9), ("Chamber5", 8, 1, 9, 2))
+    START_CHAMBER = "Chamber3"
+    LEFT_ROOMS = ("Chamber0", "Chamber1", "Chamber2")
+    _EXTRA_ARGS = ("heal_steps", "success_requires_rubble", "random_free_objects")
+
+    def __init__(self, heal_steps=1, success_requires_rubble=True, random_free_objects=False, **kwargs):
+        self.heal_steps = int(heal_steps)
+        if self.heal_steps < 1:
+            raise ValueError(f"victim_rubble: heal_steps must be >= 1, got {heal_steps!r}")
+        self.success_requires_rubble = bool(success_requires_rubble)
+        self.random_free_objects = bool(random_free_objects)
+        super().__init__(**kwargs)
+
+    def _make_items(self, marks):
+        items = [Item("victim", "Victim1", marks["a"][0]), Item("victim", "Victim2", marks["b"][0])]
+        items += [Item("rubble", f"Rubble{n}", marks[str(n)][0]) for n in (1, 2, 3)]
+        self._victims, self._rubble = [0, 1], [2, 3, 4]
+        return items
+
+    def _role_text(self, agent_id):
+        return self.AGENT_ROLES[agent_id]
+
+    def _zero_events(self):
+        return {"victims_healed": 0, "rubble_removed": 0}
+
+    def _events_from(self, status):
+        return {"victims_healed": sum(status[k] >= self.heal_steps for k in self._victims),
+                "rubble_removed": sum(1 - status[k] for k in self._rubble)}
+
+    def _status_value(self, k, status):
+        return status / self.heal_steps if self.items[k].kind == "victim" else float(status)
+
+    def _status_from_value(self, k, value):
+        return int(round(value * self.heal_steps)) if self.items[k].kind == "victim" else int(round(value))
+
+    def _can_act(self, agent_id, k, s):
+        kind = self.items[k].kind
+        if kind == "victim":
+            return agent_id == self.HEALER and s.status[k] < self.heal_steps
+        return kind == "rubble" and agent_id == self.REMOVER and s.status[k] == 1
+
+    def _interact(self, s, agent_id, k):
+        if self.items[k].kind == "rubble":
+            s.status[k] = 0
+            s.events["rubble_removed"] += 1
+            return 1, 1.0
+        s.status[k] += 1
+        if s.status[k] == self.heal_steps:
+            s.events["victims_healed"] += 1
+            return 1, 1.0
+        return 0, 0.0
+
+    def _event_count(self, s, success):
+        return s.events["victims_healed"] + s.events["rubble_removed"]
+
+    def _success(self, s):
+        if any(s.status[k] < self.heal_steps for k in self._victims):
+            return False
+        return not self.success_requires_rubble or not any(s.status[k] for k in self._rubble)
+
+    def _new_cells(self):
+        cells = [it.cell for it in self.items]
+        if not self.random_free_objects:
+            return cells
+        # the free victim and the harmless rubble anywhere in the left rooms, as long as the rubble blocks
+        # nothing and neither stands next to a passage
+        candidates = [c for c, n in sorted(self._chamber_of.items()) if n in self.LEFT_ROOMS
+                      and not any(self._is_passage(nb) for nb in self._neighbours(c))]
+        while True:
+            victim, rubble = self._rng.sample(candidates, 2)
+            cells[0], cells[4] = victim, rubble
+            if self._layout_ok(cells):
+                return cells
+
+    @staticmethod
+    def _neighbours(cell):
+        return [(cell[0] + dx, cell[1] + dy) for dx, dy in MOVES]
+
+    def _layout_ok(self, cells):
+        """The harmless rubble disconnects no floor cell and the free victim is reachable past all rubble."""
+        s = GridState([], [], self._initial_status(), cells)
+        self._set(s)
+        start = self._start_cells[0]
+        only3 = s.copy()
+        only3.status[2] = only3.status[3] = 0
+        reach = self._reachable(only3, start)
+        floor = {(x, y) for x in range(self.width) for y in range(self.height)} - self._walls - set(cells)
+        return floor <= reach and self._bfs(s, start, 0, self._facing_goal(cells[0])) < math.inf
+
+    def _reachable(self, s, start):
+        seen, queue = {start}, deque([start])
+        while queue:
+            cell = queue.popleft()
+            for nb in self._neighbours(cell):
+                if nb not in seen and not self._is_wall(s, nb) and self._solid_item(s, nb) is None:
+                    seen.add(nb)
+                    queue.append(nb)
+        return seen
+
+    # ----- text -----
+    def _status_name(self, it):
+        return "healed" if it.kind == "victim" else "present"
+
+    def _status_meaning(self, it):
+        if it.kind == "victim":
+            steps = "" if self.heal_steps == 1 else f" (heal actions so far / {self.heal_steps})"
+            return f"{it.name} healed fraction{steps}: 1 = healed, 0 = not yet; the victim blocks its cell either way"
+        return f"1 while {it.name} is present (blocks its cell), 0 once the orange agent removed it"
+
+    def _symbol(self, it, status):
+        if it.kind == "victim":
+            return "v" if status >= self.heal_steps else "V"
+        return "R" if status else "."
+
+    def _item_legend(self):
+        return "V = victim to heal, v = healed victim, R = rubble"
+
+    def _blocked_passages(self, s, k):
+        """Passages next to rubble k, as (passage cell, room of the rubble, room beyond)."""
+        out = []
+        room = self._chamber_of.get(s.cells[k])
+        for nb in self._neighbours(s.cells[k]):
+            rooms = self._passage_rooms(nb) if self._is_passage(nb) else ()
+            if room in rooms:
+                out.append((nb, room, rooms[0] if rooms[1] == room else rooms[1]))
+        return out
+
+    def _item_lines(self, s):
+        lines = []
+        for k in self._victims:
+            it = self.items[k]
+            done = s.status[k] >= self.heal_steps
+            state = "healed" if done else ("not healed" if self.heal_steps == 1 or not s.status[k]
+                                           else f"healing, {s.status[k]} of {self.heal_steps} heal actions done")
+            lines.append(f"{it.name}: {self._where(s.cells[k])}, {state}.")
+        for k in self._rubble:
+            it = self.items[k]
+            if not s.status[k]:
+                lines.append(f"{it.name}: removed (was at {self._where(s.cells[k])}).")
+                continue
+            blocks = []
+            for _, room, beyond in self._blocked_passages(s, k):
+                victims = sum(1 for v in self._victims if self._chamber_of.get(s.cells[v]) == beyond
+                              and s.status[v] < self.heal_steps)
+                extra = f" ({beyond} contains {victims} unhealed victim{'s' * (victims > 1)})" if victims else ""
+                blocks.append(f"blocking the only passage between {room} and {beyond} from the side of {room}"
+                              f"{extra}")
+            lines.append(f"{it.name}: {self._where(s.cells[k])}, present, {'; '.join(blocks) or 'blocking nothing'}.")
+        return lines
+
+    def _interact_meaning(self):
+        where = "faced" if self.interact_mode == "facing" else "adjacent (faced first)"
+        return (f"interact: the green agent heals the {where} victim, the orange agent removes the {where} rubble "
+                f"(other roles cannot)")
+
+    def reward_description(self):
+        n_events = len(self._victims) + (len(self._rubble) if self.success_requires_rubble else 2)
+        done = "every victim is healed and every rubble removed" if self.success_requires_rubble \
+            else "every victim is healed"
+        text = self._reward_text("a victim is healed or a rubble is removed", "+1 to the orange agent per rubble "
+                                 "removed, +1 to the green agent per victim healed",
+                                 f"{n_events * self.event_reward + self.success_reward:g}")
+        return f"{text} Success = {done}."
+
+    # ----- oracle -----
+    def _blocking(self, s, k):
+        """Rubble k alone keeps the healer from reaching an unhealed victim."""
+        alone = s.copy()
+        for r in self._rubble:
+            alone.status[r] = int(r == k)
+        healer = s.pos[self.HEALER]
+        for v in self._victims:
+            if s.status[v] < self.heal_steps:
+                if self._bfs(alone, healer, s.facing[self.HEALER], self._facing_goal(s.cells[v])) == math.inf:
+                    return True
+        return False
+
+    def _subgoal(self, s, i):
+        if i == self.HEALER:
+            todo = [k for k in self._victims if s.status[k] < self.heal_steps]
+            if not todo:
+                return Subgoal("done", s.pos[i], 0)
+            best = min((self._item_distance(s, i, k), k) for k in todo)
+            if best[0] == math.inf:  # wait for the orange agent: head for the nearest victim past the rubble
+                best = min((self._item_distance(s, i, k, rubble_passable=True), k) for k in todo)
+                return Subgoal(f"approach {self.items[best[1]].name} (blocked by rubble)", s.cells[best[1]], best[0])
+            return Subgoal(f"heal {self.items[best[1]].name}", s.cells[best[1]], best[0])
+        todo = [k for k in self._rubble if s.status[k]]
+        if not todo:
+            return Subgoal("done", s.pos[i], 0)
+        ranked = sorted((not self._blocking(s, k), self._item_distance(s, i, k), k) for k in todo)
+        reachable = [r for r in ranked if r[1] < math.inf]
+        _, d, k = (reachable or ranked)[0]
+        return Subgoal(f"remove {self.items[k].name}", s.cells[k], d)
