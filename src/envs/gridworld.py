@@ -673,6 +673,16 @@ class TwoSwitchEnv(GridWorldEnv):
         where = "faced" if self.interact_mode == "facing" else "adjacent (faced first)"
         return f"interact: trigger the {where} switch"
 
+    def task_summary(self):
+        how = "standing next to it, facing it" if self.interact_mode == "facing" else "standing next to it"
+        return (f"Two-Switch grid world ({self.width}x{self.height} cells with outer walls): two agents with the same "
+                f"abilities, the green agent 0 and the orange agent 1, start at random cells of the upper room. "
+                f"A locked door in the wall between the upper and the lower room opens only once both switches "
+                f"(in the upper room's top-left and top-right corners) have been triggered; an agent triggers a "
+                f"switch by {how} and using interact. The team succeeds as soon as one agent reaches home in "
+                f"the lower room, so the agents should split the switches between them. They cannot communicate; "
+                f"everything is fully observed. Episodes last at most {self.episode_limit} steps.")
+
     def reward_description(self):
         return self._reward_text("a switch is triggered or an agent arrives home", "+1 to the agent that "
                                  "triggers a switch or arrives home",
@@ -880,6 +890,21 @@ class VictimRubbleEnv(GridWorldEnv):
         where = "faced" if self.interact_mode == "facing" else "adjacent (faced first)"
         return (f"interact: the green agent heals the {where} victim, the orange agent removes the {where} rubble "
                 f"(other roles cannot)")
+
+    def task_summary(self):
+        done = "heal both victims and remove all three rubbles" if self.success_requires_rubble \
+            else "heal both victims"
+        how = "standing next to it, facing it" if self.interact_mode == "facing" else "standing next to it"
+        return (f"Victim-Rubble grid world ({self.width}x{self.height} cells, six chambers joined by one-cell "
+                f"passages): the green agent 0 can only heal victims, the orange agent 1 can only remove rubble; "
+                f"both start at random cells of the central Chamber3. Victims and rubble block movement; an agent "
+                f"acts on one by {how} and using interact"
+                + ("" if self.heal_steps == 1 else f" ({self.heal_steps} times to heal a victim)") +
+                f". One victim lies in a left room with a free path; the other lies at the end of a long corridor "
+                f"(Chamber4, upper right) whose only way in is blocked by two rubbles in Chamber5; a third rubble "
+                f"blocks nothing. The team must {done}: the orange agent should first clear the blocking rubble "
+                f"while the green agent heals the accessible victim. The agents cannot communicate; everything is "
+                f"fully observed. Episodes last at most {self.episode_limit} steps.")
 
     def reward_description(self):
         n_events = len(self._victims) + (len(self._rubble) if self.success_requires_rubble else 2)

@@ -267,6 +267,8 @@ def test_schema_fields_hold_the_internal_values(cls):
     check_schema(env.state_schema(), env.get_state_size())
     assert len(env.action_meanings()) == 6 and env.action_meanings()[0] == "stay still"
     assert "1 - n/" in env.reward_description()
+    prompt = env.describe_task()
+    assert env.task_summary() in prompt and "agent_1_facing" in prompt and "interact" in prompt
     rng = np.random.default_rng(1)
     for _ in range(30):
         env.step([int(rng.choice(np.flatnonzero(a))) for a in env.get_avail_actions()])
