@@ -19,6 +19,8 @@ SHORT = {
     "matrix_game": {"episode_limit": 6},
     "lbf": {"time_limit": 15},
     "gymma": {"time_limit": 15},
+    "mpe": {"max_cycles": 10},
+    "pistonball": {"max_cycles": 15},
 }
 NEEDS_STARCRAFT = {"sc2", "sc2v2"}
 OPTIONAL = {"smax": "jaxmarl"}  # env family -> optional package (an extra; CI installs it)
