@@ -21,6 +21,8 @@ SHORT = {
     "gymma": {"time_limit": 15},
     "mpe": {"max_cycles": 10},
     "pistonball": {"max_cycles": 15},
+    "two_switch": {"episode_limit": 15},
+    "victim_rubble": {"episode_limit": 15},
 }
 NEEDS_STARCRAFT = {"sc2", "sc2v2"}
 OPTIONAL = {"smax": "jaxmarl"}  # env family -> optional package (an extra; CI installs it)
