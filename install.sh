@@ -14,7 +14,7 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 for extra in "$@"; do
   case "$extra" in
     smax) .venv/bin/pip install --quiet -r requirements-smax.txt ;;
-    football) VENV=.venv ./install_gfootball.sh ;;
+    football) ./install_gfootball.sh .venv ;;
     *) echo "install.sh: unknown extra '$extra' (valid: smax, football)" >&2; exit 2 ;;
   esac
 done

@@ -21,6 +21,7 @@ SHORT = {
     "gymma": {"time_limit": 15},
     "mpe": {"max_cycles": 10},
     "pistonball": {"max_cycles": 15},
+    "gfootball": {"time_limit": 20},
     "two_switch": {"episode_limit": 15},
     "victim_rubble": {"episode_limit": 15},
 }
