@@ -90,7 +90,9 @@ class ParallelRunner:
         # contiguous blocks, so results concatenate straight into env order; block 0 is local
         self.blocks = [ids.tolist() for ids in np.array_split(np.arange(self.batch_size), n_workers + 1)]
         self.local = EnvBlock(args.env, [env_args[i] for i in self.blocks[0]])
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # fork is cheap, but envs whose library cannot survive it (JAX: SMAX) declare fork_safe = False
+        fork = getattr(self.local.envs[0], "fork_safe", True) and "fork" in mp.get_all_start_methods()
+        ctx = mp.get_context("fork" if fork else "spawn")
         self.remotes, self.ps = [], []
         for ids in self.blocks[1:]:
             parent, child = ctx.Pipe()

@@ -22,6 +22,7 @@ SHORT = {
     "mpe": {"max_cycles": 10},
     "pistonball": {"max_cycles": 15},
     "gfootball": {"time_limit": 20},
+    "smax": {"episode_limit": 10},
     "two_switch": {"episode_limit": 15},
     "victim_rubble": {"episode_limit": 15},
 }
@@ -47,8 +48,8 @@ def build(name, seed=0):
     cfg = env_config(name)
     if cfg["env"] in NEEDS_STARCRAFT and not starcraft_installed():
         pytest.skip("StarCraft II / smac not installed (the install message is tested in test_starcraft_configs...)")
-    if cfg["env"] in OPTIONAL:
-        pytest.importorskip(OPTIONAL[cfg["env"]], reason=f"optional extra for {cfg['env']} not installed")
+    if cfg["env"] in OPTIONAL and importlib.util.find_spec(OPTIONAL[cfg["env"]]) is None:
+        pytest.skip(f"optional extra {OPTIONAL[cfg['env']]} for {cfg['env']} not installed")
     return make_env(cfg["env"], **short_args(cfg), seed=seed, common_reward=True, reward_scalarisation="sum")
 
 

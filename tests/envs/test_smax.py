@@ -281,3 +281,12 @@ def test_a_process_forked_after_jax_started_fails_instead_of_hanging(env3m):
         child.start()
     assert "forked after its parent started JAX" in queue.get(timeout=60)
     child.join(timeout=60)
+
+
+def test_parallel_runner_spawns_workers_for_smax(tmp_path):
+    """JAX cannot be forked: the parallel runner must start SMAX workers with spawn and still run."""
+    from helpers import run_main
+    run_main(tmp_path, "qmix", "smax", "runner=parallel", "batch_size_run=2", "n_workers=1", "t_max=40",
+             "env_args.episode_limit=10", "test_interval=20", "test_nepisode=2", "log_interval=20",
+             "runner_log_interval=20", "learner_log_interval=20", "save_model=False", "use_tensorboard=False",
+             "batch_size=2", "buffer_size=4")
