@@ -77,7 +77,7 @@ def main():
     lines = ["| config | agents | obs | state | actions | limit | mean ep. steps | steps/s |", "|---" * 8 + "|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['config']} | not built here: {r['error']} |||||||")
+            lines.append(f"| {r['config']} | not built here: {r['error'][:90]}... |||||||")
         else:
             lines.append(f"| {r['config']} | {r['n_agents']} | {r['obs']} | {r['state']} | {r['actions']} | "
                          f"{r['episode_limit']} | {r['mean_episode_steps']} | {r['steps_per_s']:,} |")

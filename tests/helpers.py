@@ -1,9 +1,11 @@
 """Small builders shared by tests: args namespaces, a fake Sacred run, a countdown env."""
 import glob
+import importlib.util
 import logging
 import os
 
 import numpy as np
+import pytest
 
 from envs import REGISTRY as env_REGISTRY
 from envs.multiagentenv import MultiAgentEnv
@@ -95,3 +97,14 @@ def sacred_dir(tmp_path, name, env_label):
     dirs = glob.glob(os.path.join(tmp_path, "sacred", name, env_label, "[0-9]*"))
     assert len(dirs) == 1, dirs
     return dirs[0]
+
+
+def require_extra(module, install):
+    """Skip when an optional extra is missing, except in CI (CI=true), which installs every extra: there a
+    missing extra must fail, so its tests never pass by being skipped."""
+    if importlib.util.find_spec(module) is not None:
+        return
+    message = f"optional extra '{module}' is not installed ({install})"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message}, but CI must run its tests", pytrace=False)
+    pytest.skip(message, allow_module_level=True)

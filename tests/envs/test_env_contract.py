@@ -11,7 +11,7 @@ import pytest
 
 from envs import make_env
 from envs.description import check_schema
-from helpers import run_main
+from helpers import require_extra, run_main
 from utils.config import available, load_yaml
 
 # env arg that bounds an episode, per env family, set low so every test episode is short
@@ -27,7 +27,8 @@ SHORT = {
     "victim_rubble": {"episode_limit": 15},
 }
 NEEDS_STARCRAFT = {"sc2", "sc2v2"}
-OPTIONAL = {"smax": "jaxmarl"}  # env family -> optional package (an extra; CI installs it)
+# env family -> (optional package, how to install it); skipped when missing, except in CI
+OPTIONAL = {"smax": ("jaxmarl", "./install.sh smax"), "gfootball": ("gfootball", "./install.sh football")}
 # gymma.yaml has no key on purpose (the user names one); the contract test gives it LBF's
 KEYLESS = {"gymma": {"key": "lbforaging:Foraging-5x5-2p-1f-v3"}}
 
@@ -48,8 +49,8 @@ def build(name, seed=0):
     cfg = env_config(name)
     if cfg["env"] in NEEDS_STARCRAFT and not starcraft_installed():
         pytest.skip("StarCraft II / smac not installed (the install message is tested in test_starcraft_configs...)")
-    if cfg["env"] in OPTIONAL and importlib.util.find_spec(OPTIONAL[cfg["env"]]) is None:
-        pytest.skip(f"optional extra {OPTIONAL[cfg['env']]} for {cfg['env']} not installed")
+    if cfg["env"] in OPTIONAL:
+        require_extra(*OPTIONAL[cfg["env"]])
     return make_env(cfg["env"], **short_args(cfg), seed=seed, common_reward=True, reward_scalarisation="sum")
 
 

@@ -1,16 +1,14 @@
 """Google Research Football behind the env API: the state is what the schema says, episodes end right.
 
-CI installs gfootball (./install_gfootball.sh), so a missing package fails these tests instead of skipping.
+An optional extra (./install.sh football); CI installs it, and there a missing package fails
+these tests instead of skipping them.
 """
 import numpy as np
 import pytest
 
-from envs.gfootball import INSTALL_HINT
+from helpers import require_extra
 
-try:
-    import gfootball.env  # noqa: F401
-except ImportError as e:
-    raise ImportError(INSTALL_HINT) from e
+require_extra("gfootball", "./install.sh football, or ./install_gfootball.sh")
 
 from envs import make_env  # noqa: E402
 from envs.description import check_schema, task_prompt  # noqa: E402

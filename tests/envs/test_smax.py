@@ -3,7 +3,6 @@
 Two compiled settings are shared by all tests (compiling costs ~5 s each): 3m with the default
 heuristic enemy, and 2s3z with an enemy that does not shoot (so a scripted policy wins).
 """
-import importlib.util
 import subprocess
 import sys
 
@@ -11,9 +10,9 @@ import numpy as np
 import pytest
 
 from envs.description import check_schema
+from helpers import require_extra  # noqa: E402
 
-if importlib.util.find_spec("jaxmarl") is None:  # find_spec: importing jaxmarl itself takes ~5 s
-    pytest.skip("the SMAX extra (jaxmarl) is not installed: ./install.sh smax", allow_module_level=True)
+require_extra("jaxmarl", "./install.sh smax")  # checks with find_spec: importing jaxmarl itself takes ~5 s
 
 from envs.smax import SMAXEnv  # noqa: E402
 
