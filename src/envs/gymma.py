@@ -95,7 +95,11 @@ class GymmaWrapper(MultiAgentEnv):
 
         # LBF exposes valid actions per player; other envs: all own actions available
         self._lbf = hasattr(self._unwrapped, "_valid_actions") and hasattr(self._unwrapped, "players")
-        self._lbf_actions = None  # LBF's Action enum members by index, known after the first reset
+        # LBF's Action enum members by index (its module defines the enum next to the env class)
+        self._lbf_actions = None
+        if self._lbf:
+            action_enum = importlib.import_module(type(self._unwrapped).__module__).Action
+            self._lbf_actions = sorted(action_enum, key=lambda a: a.value)[: self._n_total]
         self._static_avail = [[1] * n + [0] * (self._n_total - n) for n in self._n_actions]
 
         self._seed = seed
@@ -109,9 +113,6 @@ class GymmaWrapper(MultiAgentEnv):
         obs, _ = self._env.reset(seed=seed)
         self._t = 0
         self._set_obs(obs)
-        if self._lbf and self._lbf_actions is None:
-            action_enum = type(self._unwrapped._valid_actions[self._unwrapped.players[0]][0])
-            self._lbf_actions = sorted(action_enum, key=lambda a: a.value)[: self._n_total]
         return self.get_obs(), self.get_state()
 
     def seed(self, seed=None):

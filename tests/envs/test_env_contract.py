@@ -76,6 +76,7 @@ def random_episode(env, rng, max_steps=None):
 @pytest.mark.parametrize("name", available("envs"))
 def test_random_episode_honours_the_env_contract(name):
     env = build(name)
+    assert env.describe_task()  # prompts are built before any episode runs
     info = env.get_env_info()
     n, limit = env.n_agents, env.episode_limit
     assert info["n_agents"] == n >= 1 and info["episode_limit"] == limit >= 1
