@@ -1,0 +1,16 @@
+"""One chat interface over LLM backends: `openai` (any OpenAI-compatible server), `local` (a small open model on
+a loopback llama.cpp server), `replay` (answers only from the cache).
+
+    from llm import make_llm
+    llm = make_llm(cfg["llm"], run_dir)          # cfg: the `llm:` block, see llm.config.DEFAULTS
+    texts = llm.chat([{"role": "user", "content": "..."}], n=3, temperature=0.7, max_tokens=256, tag="coder")
+    llm.ledger()                                  # calls, cache hits, tokens, cost
+    llm.close()                                   # stops a local server, writes <run_dir>/llm_ledger.json
+"""
+from llm.client import LLM, make_llm
+from llm.config import DEFAULTS, LLMConfigError, default_model_path
+from llm.errors import LLMBadResponse, LLMCacheMiss, LLMError, LLMRequestError, LLMTimeout, LLMUnavailable
+from llm.text_utils import strip_thinking
+
+__all__ = ["LLM", "make_llm", "DEFAULTS", "default_model_path", "strip_thinking", "LLMError", "LLMTimeout",
+           "LLMUnavailable", "LLMCacheMiss", "LLMBadResponse", "LLMRequestError", "LLMConfigError"]

@@ -1,0 +1,86 @@
+"""Content-addressed disk cache of chat completions: one JSON file per (request, sample index).
+
+Key = SHA-256 of the canonical JSON of {model, messages, temperature, max_tokens, top_p, seed, sample_index}
+(plus a schema version). The backend and the server URL are not part of the key, so `replay` reads what
+`openai` or `local` wrote for the same model name. Files live at `<cache_dir>/<key[:2]>/<key>.json`.
+Writes go to a temporary file in the same folder that is renamed over the target, so an interrupted run
+never leaves a half-written entry; an unreadable entry is reported, counted and treated as missing.
+"""
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+
+SCHEMA = 1
+log = logging.getLogger("llm.cache")
+
+
+def canonical_json(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def request_identity(model, messages, temperature, max_tokens, top_p=None, seed=None):
+    """The sampling-relevant part of a request (without the sample index), normalised for hashing."""
+    ident = {"model": model, "messages": messages,
+             "temperature": None if temperature is None else float(temperature),
+             "max_tokens": None if max_tokens is None else int(max_tokens)}
+    if top_p is not None:
+        ident["top_p"] = float(top_p)
+    if seed is not None:
+        ident["seed"] = int(seed)
+    return ident
+
+
+def cache_key(identity, sample_index):
+    payload = dict(identity, sample_index=int(sample_index), schema=SCHEMA)
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+class DiskCache:
+    def __init__(self, root):
+        self.root = os.path.abspath(root)
+        self.corrupt = 0  # entries found unreadable so far
+
+    def path(self, key):
+        return os.path.join(self.root, key[:2], key + ".json")
+
+    def get(self, key):
+        """The stored entry (dict with at least `text`) or None when absent or unreadable."""
+        path = self.path(key)
+        try:
+            with open(path, encoding="utf-8") as f:
+                entry = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            return self._corrupt(path, f"{type(e).__name__}: {e}")
+        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("text"), str):
+            return self._corrupt(path, "not a cache entry for this key")
+        return entry
+
+    def _corrupt(self, path, why):
+        self.corrupt += 1
+        log.warning(f"LLM cache: ignoring unreadable entry {path} ({why}); it is overwritten when re-requested")
+        return None
+
+    def put(self, key, entry):
+        entry = dict(entry, key=key, schema=SCHEMA, created=time.time())
+        data = json.dumps(entry, ensure_ascii=False, indent=1).encode("utf-8")
+        folder = os.path.dirname(self.path(key))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.path(key))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise

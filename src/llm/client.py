@@ -1,0 +1,264 @@
+"""The chat interface over the backends, with the disk cache, the ledger and the transcript."""
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from llm.cache import DiskCache, cache_key, canonical_json, request_identity
+from llm.config import local_model_name, resolve
+from llm.errors import LLMCacheMiss, LLMError, LLMRequestError
+from llm.ledger import Ledger, Transcript, now, write_json_atomic
+
+log = logging.getLogger("llm")
+ROLES = ("system", "user", "assistant", "tool", "developer")
+
+
+def check_messages(messages):
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise TypeError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or "content" not in m:
+            raise TypeError(f"messages[{i}] must be a dict with 'role' (one of {', '.join(ROLES)}) and 'content', "
+                            f"got {m!r:.200}")
+        if not isinstance(m["content"], (str, list)):
+            raise TypeError(f"messages[{i}]['content'] must be a string, got {type(m['content']).__name__}")
+        out.append(dict(m))
+    try:
+        canonical_json(out)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"messages must be JSON-serialisable: {e}") from None
+    return out
+
+
+class LLM:
+    """`chat()` returns n samples for a conversation; sample i comes from the cache entry (request, i) when present,
+    else from the backend (then it is cached). Use as a context manager or call `close()`."""
+
+    def __init__(self, cfg, run_dir=None):
+        self.cfg = c = resolve(cfg)
+        self.backend = c["backend"]
+        self.model = c["model"]
+        self.run_dir = run_dir
+        self.cache = DiskCache(c["cache_dir"]) if c["cache_dir"] else None
+        self._ledger = Ledger(c["price_in_per_m"], c["price_out_per_m"])
+        self.transcript = Transcript(run_dir)
+        self.server = None
+        self.api = None
+        self._pool = None
+        self._pool_lock = threading.Lock()
+        self._closed = False
+        if self.backend == "local":
+            from llm.local import LocalServer
+            from llm.openai_backend import OpenAICompat
+
+            lc = c["local"]
+            self.server = LocalServer(lc["model_path"], threads=lc["threads"], ctx=lc["ctx"],
+                                      parallel=lc["parallel"], start_timeout_s=lc["start_timeout_s"],
+                                      log_path=os.path.join(run_dir, "llm_server.log") if run_dir else None)
+            self.server.start()
+            try:
+                self.api = OpenAICompat(c, base_url=self.server.base_url, local=True)
+            except BaseException:
+                self.server.stop()
+                raise
+        elif self.backend == "openai":
+            from llm.openai_backend import OpenAICompat
+
+            self.api = OpenAICompat(c)
+
+    # --- public API ---
+    def chat(self, messages, n=1, temperature=None, max_tokens=None, tag=""):
+        if self._closed:
+            raise LLMError("chat() called after close()")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        messages = check_messages(messages)
+        c = self.cfg
+        temperature = c["temperature"] if temperature is None else temperature
+        max_tokens = c["max_tokens"] if max_tokens is None else max_tokens
+        ident = request_identity(self.model, messages, temperature, max_tokens, c["top_p"], c["seed"])
+        keys = [cache_key(ident, i) for i in range(n)]
+        t0 = now()
+        texts, cached = [None] * n, [False] * n
+        corrupt0 = self.cache.corrupt if self.cache else 0
+        if self.cache is not None:
+            for i, k in enumerate(keys):
+                entry = self.cache.get(k)
+                if entry is not None:
+                    texts[i], cached[i] = entry["text"], True
+        missing = [i for i in range(n) if not cached[i]]
+        stats = {"requests": 0, "failed": 0, "attempts": 0, "prompt_tokens": 0, "completion_tokens": 0, "estimated": 0,
+                 "latency_s": 0.0, "server_model": None}
+        error = None
+        try:
+            if missing:
+                if self.api is None:
+                    raise LLMCacheMiss(self._miss_message(tag, messages, missing, n, temperature, max_tokens,
+                                                          (self.cache.corrupt if self.cache else 0) - corrupt0))
+                self._fill(messages, ident, keys, missing, texts, stats)
+            return list(texts)
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            self._account(tag, messages, n, temperature, max_tokens, texts, cached, missing, stats, error, t0,
+                          (self.cache.corrupt if self.cache else 0) - corrupt0)
+
+    def ledger(self):
+        return self._ledger.snapshot()
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            if self.api is not None:
+                self.api.close()
+        finally:
+            if self.server is not None:
+                self.server.stop()
+            if self.run_dir:
+                write_json_atomic(os.path.join(self.run_dir, "llm_ledger.json"),
+                                  dict(self.ledger(), backend=self.backend, model=self.model))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- internals ---
+    def _request(self, messages, ident, n=1, sample_index=None):
+        seed = None if ident.get("seed") is None else ident["seed"] + (sample_index or 0)
+        return self.api.request(messages, ident["temperature"], ident["max_tokens"], ident.get("top_p"), seed, n)
+
+    def _store(self, key, ident, index, choice, result, texts):
+        texts[index] = choice.text
+        if self.cache is None:
+            return
+        self.cache.put(key, {"request": dict(ident, sample_index=index), "text": choice.text,
+                             "finish_reason": choice.finish_reason, "backend": self.backend,
+                             "server_model": result.server_model, "samples_in_request": len(result.choices),
+                             "usage": {"prompt_tokens": result.prompt_tokens,
+                                       "completion_tokens": result.completion_tokens,
+                                       "estimated": result.estimated}})
+
+    @staticmethod
+    def _count(stats, result):
+        stats["requests"] += 1
+        stats["attempts"] += result.attempts
+        stats["prompt_tokens"] += result.prompt_tokens
+        stats["completion_tokens"] += result.completion_tokens
+        stats["estimated"] += int(result.estimated)
+        stats["latency_s"] += result.latency_s
+        stats["server_model"] = stats["server_model"] or result.server_model
+
+    def _fill(self, messages, ident, keys, missing, texts, stats):
+        todo = list(missing)
+        if len(todo) > 1 and self.api.api_n and ident.get("seed") is None:
+            try:
+                result = self._request(messages, ident, n=len(todo))
+            except LLMRequestError as e:
+                stats["attempts"] += getattr(e, "attempts", 1)
+                stats["failed"] += 1
+                if e.status_code not in (400, 422):
+                    raise
+                log.warning(f"{self.api.base_url} refused n={len(todo)} in one request ({e}); "
+                            f"asking once per sample from now on")
+                self.api.api_n = False
+                result = None
+            if result is not None:
+                self._count(stats, result)
+                got = result.choices[: len(todo)]
+                if len(got) < len(todo):
+                    log.info(f"{self.api.base_url} returned {len(got)} of n={len(todo)} samples; asking once per "
+                             f"sample from now on")
+                    self.api.api_n = False
+                for i, choice in zip(todo, got):
+                    self._store(keys[i], ident, i, choice, result, texts)
+                todo = todo[len(got):]
+        if not todo:
+            return
+        if len(todo) == 1 or self.cfg["concurrency"] == 1:
+            for i in todo:
+                try:
+                    result = self._request(messages, ident, sample_index=i)
+                except LLMError as e:
+                    stats["attempts"] += getattr(e, "attempts", 1)
+                    stats["failed"] += 1
+                    raise
+                self._count(stats, result)
+                self._store(keys[i], ident, i, result.choices[0], result, texts)
+            return
+        pool = self._executor()
+        futures = {pool.submit(self._request, messages, ident, 1, i): i for i in todo}
+        first_error = None
+        for f in as_completed(futures):
+            if f.cancelled():
+                continue
+            try:
+                result = f.result()
+            except BaseException as e:  # keep what the other requests already paid for, then fail
+                stats["attempts"] += getattr(e, "attempts", 1)
+                stats["failed"] += 1
+                if first_error is None:
+                    first_error = e
+                    for other in futures:
+                        other.cancel()
+                continue
+            self._count(stats, result)
+            i = futures[f]
+            self._store(keys[i], ident, i, result.choices[0], result, texts)
+        if first_error is not None:
+            raise first_error
+
+    def _executor(self):
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.cfg["concurrency"], thread_name_prefix="llm")
+            return self._pool
+
+    def _miss_message(self, tag, messages, missing, n, temperature, max_tokens, corrupt):
+        last = messages[-1]
+        content = last["content"] if isinstance(last["content"], str) else str(last["content"])
+        snippet = " ".join(content.split())[:120]
+        extra = f" ({corrupt} cache entr{'y was' if corrupt == 1 else 'ies were'} unreadable)" if corrupt else ""
+        local = local_model_name(self.cfg["local"]["model_path"])
+        hint = (f" (backend local caches its answers under llm.model={local}: set it to replay a local run)"
+                if self.model != local else "")
+        return (f"backend replay has no cached answer for tag={tag!r}, model={self.model!r}, sample(s) "
+                f"{missing} of n={n} (temperature={temperature}, max_tokens={max_tokens}); last message "
+                f"({last['role']}): {snippet!r}{extra}. Run once with llm.backend=openai or llm.backend=local "
+                f"(same model, prompts and sampling settings) to fill the cache at {self.cache.root}{hint}")
+
+    def _account(self, tag, messages, n, temperature, max_tokens, texts, cached, missing, stats, error, t0,
+                 corrupt):
+        latency = now() - t0
+        self._ledger.add(calls=1, samples=n, cache_hits=sum(cached), cache_misses=len(missing),
+                         cache_corrupt=corrupt, requests=stats["requests"], attempts=stats["attempts"],
+                         retries=stats["attempts"] - stats["requests"] - stats["failed"],
+                         errors=int(error is not None), prompt_tokens=stats["prompt_tokens"],
+                         completion_tokens=stats["completion_tokens"], estimated_requests=stats["estimated"],
+                         latency_s=stats["latency_s"])
+        record = {"tag": tag, "backend": self.backend, "model": self.model, "server_model": stats["server_model"],
+                  "messages": messages, "n": n, "temperature": temperature, "max_tokens": max_tokens,
+                  "top_p": self.cfg["top_p"], "seed": self.cfg["seed"], "responses": texts,
+                  "cache_hit": all(cached), "cached": cached,
+                  "usage": {"prompt_tokens": stats["prompt_tokens"], "completion_tokens": stats["completion_tokens"],
+                            "estimated": stats["estimated"] > 0},
+                  "latency_s": round(latency, 4), "requests": stats["requests"], "attempts": stats["attempts"]}
+        if error is not None:
+            record["error"] = f"{type(error).__name__}: {error}"
+        try:
+            self.transcript.write(record)
+        except OSError as e:  # a full disk must not hide the call's own result or error
+            log.warning(f"could not append to the LLM transcript {self.transcript.path}: {e}")
+
+
+def make_llm(cfg, run_dir=None):
+    """The LLM for an `llm:` config block (see llm.config.DEFAULTS); `run_dir` gets llm_transcript.jsonl,
+    llm_ledger.json (at close) and, for backend local, llm_server.log."""
+    return LLM(cfg, run_dir)

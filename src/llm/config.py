@@ -1,0 +1,141 @@
+"""The `llm:` config block: defaults, checks, and the resolved settings the backends use.
+
+Every key has a default here; `config/default.yaml` carries the same block so `with llm.<key>=...` works.
+An API key is never a config value: `api_key_env` names the environment variable that holds it.
+"""
+import difflib
+import os
+from copy import deepcopy
+from urllib.parse import urlparse
+
+from llm.errors import LLMError
+from utils.config import ConfigError
+
+LOCAL_MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+LOCAL_MODEL_NAME = LOCAL_MODEL_FILE[: -len(".gguf")]
+
+DEFAULTS = {
+    "backend": "local",            # openai | local | replay
+    "base_url": None,              # openai: the server's /v1 URL (null = https://api.openai.com/v1)
+    "model": None,                 # openai/replay: the model name sent and cached (null: the local model's name);
+                                   # backend local always uses its GGUF file name and ignores this
+    "api_key_env": "OPENAI_API_KEY",  # env var holding the key (unset: a dummy key for loopback servers only)
+    "timeout_s": 300.0,            # per request: no answer within this -> retry, then LLMTimeout
+    "connect_timeout_s": 10.0,     # per request: TCP connect
+    "max_retries": 4,              # retries after the first attempt, transient errors only
+    "backoff_s": 1.0,              # exponential backoff base (full jitter): wait ~ U(0, backoff_s * 2^k)
+    "backoff_max_s": 30.0,         # cap of one wait (a Retry-After header is honoured up to this)
+    "retry_deadline_s": 900.0,     # no new attempt after this many seconds since the first one
+    "concurrency": 1,              # parallel requests for the samples of one chat() call (local: <= parallel)
+    "use_api_n": True,             # ask for n samples in one request where the server supports it
+    "cache_dir": "results/llm_cache",  # null = no cache (backend replay needs one)
+    "max_tokens": 512,
+    "temperature": 0.7,            # null = the server's default
+    "top_p": None,
+    "seed": None,                  # int: sample i is requested with seed + i (reproducible where supported)
+    "price_in_per_m": 0.0,         # USD per 1M prompt tokens (ledger only)
+    "price_out_per_m": 0.0,        # USD per 1M completion tokens
+    "local": {
+        "model_path": None,        # null = $LLM_PYMARL_MODEL or ~/.cache/llm-pymarl/models/<file>
+        "threads": 1,              # llama.cpp threads (use 2 only when nothing else runs on a 2-core machine)
+        "ctx": 4096,               # context window (tokens)
+        "parallel": 1,             # server slots (requests decoded together; each gets ctx / parallel)
+        "start_timeout_s": 180.0,  # model load + health check
+    },
+}
+
+BACKENDS = ("openai", "local", "replay")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+OPENAI_URL = "https://api.openai.com/v1"
+
+
+class LLMConfigError(LLMError, ConfigError):
+    """An `llm:` setting is wrong; the message names it."""
+
+
+def default_model_path():
+    """Where the setup puts the local model: $LLM_PYMARL_MODEL, else $XDG_CACHE_HOME (or ~/.cache)/llm-pymarl/models."""
+    env = os.environ.get("LLM_PYMARL_MODEL")
+    if env:
+        return os.path.expanduser(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "llm-pymarl", "models", LOCAL_MODEL_FILE)
+
+
+def local_model_name(model_path):
+    """The name under which the local model's answers are cached: the GGUF file name without `.gguf`."""
+    base = os.path.basename(model_path)
+    return base[: -len(".gguf")] if base.endswith(".gguf") else base or LOCAL_MODEL_NAME
+
+
+def _check_keys(cfg, known, where):
+    for k in cfg:
+        if k == "api_key":
+            raise LLMConfigError(f"'{where}api_key' is not accepted: API keys are never read from config files. "
+                                 f"Put the key in an environment variable and name it in {where}api_key_env "
+                                 f"(default OPENAI_API_KEY).")
+        if k not in known:
+            close = difflib.get_close_matches(k, list(known), n=3, cutoff=0.5)
+            hint = f" Closest valid keys: {', '.join(where + c for c in close)}." if close else ""
+            raise LLMConfigError(f"unknown config key '{where}{k}'.{hint}")
+        if isinstance(known[k], dict):
+            if cfg[k] is not None and not isinstance(cfg[k], dict):
+                raise LLMConfigError(f"'{where}{k}' must be a mapping, got {cfg[k]!r}")
+            _check_keys(cfg[k] or {}, known[k], f"{where}{k}.")
+
+
+def _merge(base, update):
+    out = deepcopy(base)
+    for k, v in (update or {}).items():
+        if isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def is_loopback(url):
+    return (urlparse(url).hostname or "") in LOOPBACK_HOSTS
+
+
+def resolve(cfg):
+    """Defaults <- cfg, checked. Returns a new dict with every key set (backend-independent values resolved)."""
+    cfg = dict(cfg or {})
+    _check_keys(cfg, DEFAULTS, "llm.")
+    c = _merge(DEFAULTS, cfg)
+    if c["backend"] not in BACKENDS:
+        raise LLMConfigError(f"llm.backend is {c['backend']!r}; valid: {', '.join(BACKENDS)}")
+    for k in ("timeout_s", "connect_timeout_s", "backoff_s", "backoff_max_s", "retry_deadline_s"):
+        if not isinstance(c[k], (int, float)) or c[k] < 0 or (k.endswith("timeout_s") and c[k] == 0):
+            raise LLMConfigError(f"llm.{k} must be a positive number of seconds, got {c[k]!r}")
+    for k, low in (("max_retries", 0), ("concurrency", 1), ("max_tokens", 1)):
+        if not isinstance(c[k], int) or isinstance(c[k], bool) or c[k] < low:
+            raise LLMConfigError(f"llm.{k} must be an integer >= {low}, got {c[k]!r}")
+    for k in ("threads", "ctx", "parallel"):
+        v = c["local"][k]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise LLMConfigError(f"llm.local.{k} must be an integer >= 1, got {v!r}")
+    if c["seed"] is not None and (not isinstance(c["seed"], int) or isinstance(c["seed"], bool)):
+        raise LLMConfigError(f"llm.seed must be null or an integer, got {c['seed']!r}")
+    if not c["api_key_env"] or not isinstance(c["api_key_env"], str):
+        raise LLMConfigError("llm.api_key_env must name an environment variable (e.g. OPENAI_API_KEY)")
+    if c["local"]["model_path"]:
+        c["local"]["model_path"] = os.path.expanduser(str(c["local"]["model_path"]))
+    else:
+        c["local"]["model_path"] = default_model_path()
+    if c["backend"] == "openai":
+        c["base_url"] = c["base_url"] or OPENAI_URL
+        if not c["model"]:
+            raise LLMConfigError("llm.model must name the server's model for backend openai "
+                                 "(e.g. llm.model=gpt-4o-mini, or the name your vLLM/Ollama server serves)")
+    if c["backend"] == "local":
+        # the served model names the cache entries, whatever llm.model says (that is the openai backend's model):
+        # a local answer must never be cached, or replayed, as another model's
+        c["model"] = local_model_name(c["local"]["model_path"])
+        # one llama.cpp slot decodes one request at a time; more client threads would only queue and time out
+        c["concurrency"] = min(c["concurrency"], c["local"]["parallel"])
+    elif not c["model"]:  # replay without a model: the local model's answers
+        c["model"] = local_model_name(c["local"]["model_path"])
+    if c["backend"] == "replay" and not c["cache_dir"]:
+        raise LLMConfigError("llm.backend=replay answers only from the cache, so llm.cache_dir must be set")
+    return c

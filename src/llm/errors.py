@@ -1,0 +1,31 @@
+"""Errors of the LLM layer. Every message says what went wrong and what to do about it."""
+
+
+class LLMError(RuntimeError):
+    """Base class: any failure of the LLM layer."""
+
+
+class LLMTimeout(LLMError):
+    """The server did not answer within `timeout_s` (after the allowed retries)."""
+
+
+class LLMUnavailable(LLMError):
+    """No usable backend: server unreachable or failing, rate limit not lifted, local model or runtime missing,
+    or an API key that is needed but not set."""
+
+
+class LLMCacheMiss(LLMError):
+    """Backend `replay` was asked for an answer that is not in the cache."""
+
+
+class LLMBadResponse(LLMError):
+    """The server answered, but not with a usable chat completion (malformed JSON, no choices, no text)."""
+
+
+class LLMRequestError(LLMError):
+    """The server refused the request itself (HTTP 400/401/403/404/422): retrying cannot help; the message says
+    which setting to fix. `status_code` holds the HTTP status."""
+
+    def __init__(self, message, status_code=None):
+        super().__init__(message)
+        self.status_code = status_code

@@ -1,0 +1,89 @@
+"""Token/cost ledger and the run's JSONL transcript of LLM calls (thread-safe; never holds an API key)."""
+import json
+import math
+import os
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+
+
+def estimate_tokens(text):
+    """Fallback when a server reports no usage: about 4 characters per token."""
+    return math.ceil(len(text) / 4) if text else 0
+
+
+def messages_text(messages):
+    parts = []
+    for m in messages:
+        c = m.get("content")
+        if isinstance(c, str):
+            parts.append(c)
+        elif isinstance(c, list):  # content parts
+            parts.extend(p.get("text", "") for p in c if isinstance(p, dict))
+    return "\n".join(parts)
+
+
+class Ledger:
+    FIELDS = ("calls", "samples", "cache_hits", "cache_misses", "cache_corrupt", "requests", "attempts", "retries",
+              "errors", "prompt_tokens", "completion_tokens", "estimated_requests", "latency_s")
+
+    def __init__(self, price_in_per_m=0.0, price_out_per_m=0.0):
+        self.price_in, self.price_out = float(price_in_per_m), float(price_out_per_m)
+        self._lock = threading.Lock()
+        self._c = dict.fromkeys(self.FIELDS, 0)
+        self._c["latency_s"] = 0.0
+
+    def add(self, **counts):
+        with self._lock:
+            for k, v in counts.items():
+                self._c[k] += v
+
+    def snapshot(self):
+        with self._lock:
+            out = dict(self._c)
+        out["total_tokens"] = out["prompt_tokens"] + out["completion_tokens"]
+        out["cost_usd"] = (out["prompt_tokens"] * self.price_in + out["completion_tokens"] * self.price_out) / 1e6
+        out["latency_s"] = round(out["latency_s"], 3)
+        out["price_in_per_m"], out["price_out_per_m"] = self.price_in, self.price_out
+        return out
+
+
+class Transcript:
+    """Appends one JSON line per chat() call to <run_dir>/llm_transcript.jsonl (no file when run_dir is None)."""
+
+    def __init__(self, run_dir):
+        self.path = os.path.join(run_dir, "llm_transcript.jsonl") if run_dir else None
+        self._lock = threading.Lock()
+        if self.path:
+            os.makedirs(run_dir, exist_ok=True)
+
+    def write(self, record):
+        if not self.path:
+            return
+        record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record}
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+
+
+def write_json_atomic(path, obj):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def now():
+    return time.monotonic()
