@@ -66,7 +66,7 @@ class QLearner:
         if self.mixer is not None:
             chosen_qs = self.mixer(chosen_qs, batch["state"][:, :-1],
                                    actions_onehot=batch["actions_onehot"][:, :-1],
-                                   max_qs=masked_out[:, :-1].max(dim=3).values, obs=batch["obs"][:, :-1])
+                                   max_qs=masked_out[:, :-1].max(dim=3).values, obs=batch["obs"][:, :-1], mask=mask)
 
         td_error = chosen_qs - targets
         loss = masked_mean(td_error.pow(2), mask)
@@ -84,6 +84,9 @@ class QLearner:
                 self.logger.log_stat("td_error_abs", ((td_error.abs() * mask).sum() / n).item(), t_env)
                 self.logger.log_stat("q_taken_mean", ((chosen_qs * mask).sum() / n).item(), t_env)
                 self.logger.log_stat("target_mean", ((targets * mask).sum() / n).item(), t_env)
+                if hasattr(self.mixer, "log_stats"):  # e.g. qllm: statistics of the TFCAF's weights
+                    for key, value in self.mixer.log_stats().items():
+                        self.logger.log_stat(f"mixer_{key}", value, t_env)
             self.log_stats_t = t_env
         return {"loss": loss.item()}
 

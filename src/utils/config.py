@@ -104,4 +104,5 @@ def build_config(alg, env, overrides=None):
         overrides = canonicalize(overrides)
         check_known_keys(overrides, config)
         config = recursive_update(config, overrides)
+    config["env_config"] = env  # internal (not settable): which env config this run uses, e.g. for mixer qllm
     return config

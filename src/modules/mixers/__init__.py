@@ -1,4 +1,5 @@
 from modules.mixers.qatten import QattenMixer
+from modules.mixers.qllm import QLLMMixer
 from modules.mixers.qmix import QMixer
 from modules.mixers.qplex import QPLEXMixer
 from modules.mixers.vdn import VDNMixer
@@ -9,4 +10,5 @@ REGISTRY = {
     "qmix": QMixer,
     "qplex": QPLEXMixer,
     "qatten": QattenMixer,
+    "qllm": QLLMMixer,  # training-free: weights from a TFCAF file (src/qllm), no learnable parameters
 }

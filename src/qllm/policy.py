@@ -1,0 +1,340 @@
+"""Static allow-list check of TFCAF source code (untrusted: LLM output or a file from elsewhere).
+
+The check runs on the AST only; nothing is executed. It is the first of the layers that keep
+generated code away from the host (see DESIGN.md, Security):
+
+1. this policy: only `torch`/`math` imports; no dunder names or attributes; no private
+   (`_x`) attributes; no attribute whose name reaches files, processes, the network, other
+   modules, randomness or global torch settings (`torch.load`, `torch.os`, `x.numpy`,
+   `torch.set_num_threads`, `torch.manual_seed`, ...); no attribute assignment; no
+   exec/eval/open/getattr/... ; no classes, generators, async, `global`, `while` or `match`;
+   top level only imports, constants and function definitions;
+2. the restricted namespace of `qllm.runtime` (allow-listed builtins, a guarded importer and
+   read-only module proxies that refuse any attribute this policy refuses and any submodule
+   outside torch.nn/functional/linalg/special/fft);
+3. validation in a separate process with time, memory, file-size and core-dump limits, no API
+   keys in its environment and a fresh empty working directory (`qllm.validate`).
+
+Decisions: every dunder name is refused, including `__name__` (`extract_code` drops a
+top-level `if __name__ == "__main__":` block, the usual place for LLM test code); single
+underscore *variables* are fine, underscore *attributes* are not; lambdas and comprehensions
+are fine; `while` is refused (TFCAFs are vectorised tensor code; this removes the common hang
+pattern, and bounded-but-huge `for` loops are stopped by the sandbox's time limit); classes are
+refused (no metaclass or descriptor tricks to reason about).
+"""
+import ast
+import re
+import sys
+from dataclasses import dataclass, field
+
+ENTRY_POINTS = {"tfcaf": ("state", "n_agents"), "QLLMNetwork": ("agents_q", "global_state")}
+ALLOWED_MODULES = ("torch", "torch.nn", "torch.nn.functional", "torch.linalg", "torch.special", "torch.fft", "math")
+MAX_SOURCE_CHARS = 100_000
+MAX_AST_NODES = 20_000
+
+# Builtins a TFCAF may use (the runtime namespace holds exactly these; `print` is a no-op there).
+SAFE_BUILTIN_NAMES = (
+    "abs", "all", "any", "bool", "callable", "dict", "divmod", "enumerate", "filter", "float", "frozenset", "int",
+    "isinstance", "len", "list", "map", "max", "min", "pow", "print", "range", "reversed", "round", "set", "slice",
+    "sorted", "str", "sum", "tuple", "zip", "True", "False", "None",
+    "Exception", "ArithmeticError", "AssertionError", "AttributeError", "IndexError", "KeyError",
+    "NotImplementedError", "RuntimeError", "TypeError", "ValueError", "ZeroDivisionError",
+)
+
+# Names refused outright (with a reason the coder can act on).
+FORBIDDEN_NAMES = {
+    **dict.fromkeys(("exec", "eval", "compile", "__import__", "breakpoint", "help", "input", "open", "exit",
+                     "quit", "copyright", "credits", "license"), "runs or reads code/files"),
+    **dict.fromkeys(("globals", "locals", "vars", "dir", "getattr", "setattr", "delattr", "hasattr",
+                     "memoryview", "type", "object", "super", "classmethod", "staticmethod", "property", "id",
+                     "bytes", "bytearray", "iter", "next", "format", "repr", "ascii", "chr", "ord", "hash"),
+                    "introspection and dynamic attribute access are not allowed"),
+}
+
+# Attribute names refused exactly (besides every name starting with "_").
+_FORBIDDEN_ATTRS_EXACT = {
+    # torch namespaces that reach files, code loading, devices, processes or global state
+    "utils", "ops", "classes", "hub", "jit", "package", "serialization", "backends", "distributed",
+    "multiprocessing", "overrides", "profiler", "fx", "export", "onnx", "testing", "library", "compiler",
+    "cpp", "futures", "monitor", "mps", "xpu", "mtia", "accelerator", "autograd", "func", "nested", "quantization",
+    "ao", "optim", "amp", "distributions", "masked", "sparse", "quasirandom", "return_types", "version",
+    "torch_version", "storage", "cuda", "np", "numpy", "modules", "parameter", "init", "parallel",
+    "tofile", "dump", "dumps", "format", "format_map", "mro", "apply_",
+    # Tensor.type / Module.type accept a dotted name that torch imports and calls: use .to(dtype) or .float()
+    "type",
+}
+# Every standard-library module name is refused as an attribute (torch re-exports os, sys, ctypes,
+# importlib, builtins, inspect, ... as attributes), except names that are also tensor operations.
+_FORBIDDEN_ATTRS_EXACT |= set(sys.stdlib_module_names) - {"math", "select", "trace"}
+# Substrings refused in attribute names (case-insensitive).
+_FORBIDDEN_ATTR_PARTS = ("file", "load", "save", "storage", "compile", "pickle", "ctypes", "dlopen", "socket",
+                         "system", "popen", "spawn", "fork", "exec", "eval", "import", "builtin", "global",
+                         "local", "frame", "thread", "process", "signal", "environ", "ptr", "share", "cuda",
+                         "hook", "subclass", "rand")
+# Prefixes: global setters and the frame/code/traceback attributes of generators, functions and exceptions.
+_FORBIDDEN_ATTR_PREFIXES = ("set_", "gi_", "cr_", "ag_", "f_", "co_", "tb_", "func_", "im_")
+
+
+_RANDOM_ATTRS = {"manual_seed", "seed", "initial_seed", "random", "random_", "bernoulli", "bernoulli_", "multinomial",
+                 "normal", "normal_", "poisson", "uniform_", "exponential_", "geometric_", "cauchy_", "log_normal_",
+                 "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
+                 "gumbel_softmax", "rrelu", "rrelu_", "Generator", "fork_rng", "use_deterministic_algorithms"}
+
+
+def attribute_refusal(name):
+    """Why attribute `name` may not be used, or None when it may."""
+    if name.startswith("_"):
+        return "attributes starting with '_' (private or dunder) are not allowed"
+    low = name.lower()
+    if name in _RANDOM_ATTRS or "rand" in low:
+        return "randomness and global RNG/determinism settings are not allowed: a TFCAF must be a deterministic " \
+               "function of the state"
+    if "cuda" in low:
+        return "device handling is not allowed: the inputs already are on the right device (use device=state.device)"
+    if name in _FORBIDDEN_ATTRS_EXACT or low.startswith(_FORBIDDEN_ATTR_PREFIXES) \
+            or any(part in low for part in _FORBIDDEN_ATTR_PARTS):
+        return "not available to TFCAFs (it reaches files, processes, other modules, introspection or global " \
+               "torch settings)"
+    return None
+
+
+class PolicyError(ValueError):
+    """Source rejected before execution; `stage` is "parse" or "policy"; `violations` lists what and where."""
+
+    def __init__(self, stage, violations):
+        self.stage = stage
+        self.violations = list(violations)
+        super().__init__("; ".join(self.violations))
+
+
+@dataclass
+class PolicyResult:
+    form: str  # "tfcaf" or "legacy"
+    entry: str  # function name to call
+    imports: list = field(default_factory=list)
+
+
+def _is_dunder(name):
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+class _Checker(ast.NodeVisitor):
+    def __init__(self):
+        self.violations = []
+        self.imports = []
+
+    def bad(self, node, msg):
+        self.violations.append(f"line {getattr(node, 'lineno', '?')}: {msg}")
+
+    def check_name(self, node, name, what="name"):
+        if name.startswith("__"):
+            self.bad(node, f"{what} '{name}': names starting with '__' are not allowed")
+
+    # --- imports
+    def visit_Import(self, node):
+        for alias in node.names:
+            if alias.name not in ALLOWED_MODULES:
+                self.bad(node, f"import of '{alias.name}': only torch (torch.nn, torch.nn.functional, torch.linalg, "
+                               f"torch.special, torch.fft) and math may be imported")
+            self.imports.append(alias.name)
+            if alias.asname:
+                self.check_name(node, alias.asname)
+
+    def visit_ImportFrom(self, node):
+        if node.level:
+            self.bad(node, "relative imports are not allowed")
+            return
+        mod = node.module or ""
+        if mod not in ALLOWED_MODULES:
+            self.bad(node, f"import from '{mod}': only torch and math may be imported")
+            return
+        self.imports.append(mod)
+        for alias in node.names:
+            if alias.name == "*":
+                self.bad(node, f"'from {mod} import *' is not allowed; import the module (import torch)")
+                continue
+            full = f"{mod}.{alias.name}"
+            if full not in ALLOWED_MODULES:
+                why = attribute_refusal(alias.name)
+                if why:
+                    self.bad(node, f"'from {mod} import {alias.name}': {why}")
+            self.check_name(node, alias.asname or alias.name)
+
+    # --- names and attributes
+    def visit_Name(self, node):
+        self.check_name(node, node.id)
+        if isinstance(node.ctx, ast.Load) and node.id in FORBIDDEN_NAMES:
+            self.bad(node, f"'{node.id}' is not allowed ({FORBIDDEN_NAMES[node.id]})")
+
+    def visit_Attribute(self, node):
+        why = attribute_refusal(node.attr)
+        if why:
+            self.bad(node, f"attribute '.{node.attr}': {why}")
+        if not isinstance(node.ctx, ast.Load):
+            self.bad(node, f"assigning or deleting attribute '.{node.attr}' is not allowed (no monkey-patching)")
+        self.generic_visit(node)
+
+    def visit_FunctionDef(self, node):
+        self.check_name(node, node.name, "function")
+        self.generic_visit(node)
+
+    def visit_arg(self, node):
+        self.check_name(node, node.arg, "argument")
+        self.generic_visit(node)
+
+    def visit_keyword(self, node):
+        if node.arg:
+            self.check_name(node, node.arg, "keyword")
+        self.generic_visit(node)
+
+    def generic_visit(self, node):
+        msg = _REFUSED_NODES.get(type(node))
+        if msg:
+            self.bad(node, msg)
+        super().generic_visit(node)
+
+
+_REFUSED_NODES = {
+    ast.ClassDef: "class definitions are not allowed; write plain functions",
+    ast.AsyncFunctionDef: "async functions are not allowed",
+    ast.Await: "await is not allowed",
+    ast.AsyncFor: "async for is not allowed",
+    ast.AsyncWith: "async with is not allowed",
+    ast.Yield: "generator functions (yield) are not allowed; return tensors",
+    ast.YieldFrom: "generator functions (yield from) are not allowed; return tensors",
+    ast.Global: "'global' is not allowed: keep the function pure",
+    ast.Nonlocal: "'nonlocal' is not allowed: keep the function pure",
+    ast.While: "'while' loops are not allowed: use tensor operations or 'for ... in range(n_agents)'",
+    ast.Match: "'match' statements are not allowed; use if/elif",
+}
+
+_TOP_LEVEL_OK = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.Assign, ast.AnnAssign, ast.Pass)
+
+
+def parse_source(source):
+    """ast.parse with size limits; raises PolicyError(stage="parse") with line numbers on failure."""
+    if not isinstance(source, str) or not source.strip():
+        raise PolicyError("parse", ["the code is empty: write a function tfcaf(state, n_agents)"])
+    if len(source) > MAX_SOURCE_CHARS:
+        raise PolicyError("parse", [f"the code is too long ({len(source)} characters; limit {MAX_SOURCE_CHARS})"])
+    try:
+        tree = ast.parse(source, filename="<tfcaf>")
+    except SyntaxError as e:
+        where = f"line {e.lineno}: " if e.lineno else ""
+        text = f" -> {e.text.strip()}" if e.text else ""
+        raise PolicyError("parse", [f"{where}SyntaxError: {e.msg}{text}"]) from None
+    except (ValueError, RecursionError, MemoryError) as e:
+        raise PolicyError("parse", [f"the code cannot be parsed: {type(e).__name__}: {e}"]) from None
+    return tree
+
+
+def check_tree(tree):
+    """Policy check of a parsed module; returns PolicyResult or raises PolicyError(stage="policy")."""
+    n_nodes = sum(1 for _ in ast.walk(tree))
+    if n_nodes > MAX_AST_NODES:
+        raise PolicyError("policy", [f"the code is too large ({n_nodes} syntax nodes; limit {MAX_AST_NODES})"])
+    checker = _Checker()
+    for stmt in tree.body:
+        is_doc = isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+        if not (isinstance(stmt, _TOP_LEVEL_OK) or is_doc):
+            checker.bad(stmt, f"top-level '{type(stmt).__name__}' statement: only imports, constant assignments "
+                              f"and function definitions may appear at the top level; put code inside tfcaf()")
+    checker.visit(tree)
+    violations = checker.violations
+
+    defs = {s.name: s for s in tree.body if isinstance(s, ast.FunctionDef)}
+    entry = next((name for name in ENTRY_POINTS if name in defs), None)
+    if entry is None:
+        violations.append("no top-level function 'tfcaf(state, n_agents)' (or legacy 'QLLMNetwork(agents_q, "
+                          "global_state)') is defined")
+    else:
+        args = defs[entry].args
+        positional = args.posonlyargs + args.args
+        takes_two = len(positional) >= 2 or args.vararg is not None
+        needs_more = len(positional) - len(args.defaults) > 2 or None in args.kw_defaults
+        if not takes_two or needs_more:
+            violations.append(f"'{entry}' must take exactly two positional arguments "
+                              f"({', '.join(ENTRY_POINTS[entry])})")
+    violations += _undefined_names(tree)
+    if violations:
+        raise PolicyError("policy", violations)
+    return PolicyResult(form="tfcaf" if entry == "tfcaf" else "legacy", entry=entry, imports=checker.imports)
+
+
+def _undefined_names(tree):
+    """Names read somewhere but bound nowhere (scope-insensitive, so it never refuses valid code)."""
+    bound = set(SAFE_BUILTIN_NAMES)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            bound.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.alias):
+            bound.add(node.asname or node.name.split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in bound \
+                and node.id not in FORBIDDEN_NAMES and not node.id.startswith("__"):
+            hint = " (only torch and math are available)" if node.id in ("np", "numpy", "F", "nn", "th") else ""
+            out.append(f"line {node.lineno}: name '{node.id}' is not defined{hint}")
+            bound.add(node.id)  # report each name once
+    return out
+
+
+def check_source(source):
+    """Parse and check; returns PolicyResult, raises PolicyError (stage "parse" or "policy")."""
+    return check_tree(parse_source(source))
+
+
+# ----------------------------------------------------------------------------------------------
+# Getting the code out of an LLM answer
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+_CODE_TAGS = ("", "python", "py", "python3", "py3")
+
+
+def _strip_main_block(code):
+    """Drop top-level `if __name__ == "__main__":` blocks (LLM test code) by line range."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return code
+    lines = code.splitlines(keepends=True)
+    drop = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.If) and isinstance(stmt.test, ast.Compare) and isinstance(stmt.test.left, ast.Name) \
+                and stmt.test.left.id == "__name__" and not stmt.orelse:
+            drop.append((stmt.lineno - 1, stmt.end_lineno))
+    for start, end in reversed(drop):
+        del lines[start:end]
+    return "".join(lines)
+
+
+def extract_code(text):
+    """The TFCAF code in an LLM answer: the last fenced python (or untagged) block that defines an entry
+    point, else the last such block, else the whole text if it parses and defines an entry point; a truncated
+    last fence counts.
+    A top-level `if __name__ == "__main__":` block is removed. Returns None when the answer holds no code."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    blocks = [body for tag, body in _FENCE.findall(text) if tag.lower() in _CODE_TAGS and body.strip()]
+    entry = re.compile(r"^\s*def\s+(%s)\s*\(" % "|".join(ENTRY_POINTS), re.M)
+    with_entry = [b for b in blocks if entry.search(b)]
+    if with_entry:
+        code = with_entry[-1]
+    elif blocks:
+        code = blocks[-1]
+    else:
+        code = text
+        if not entry.search(code):
+            return None
+        try:
+            ast.parse(code)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+    code = _strip_main_block(code.strip("\n"))
+    return code.rstrip() + "\n"

@@ -1,0 +1,334 @@
+"""Validate TFCAF source (untrusted) before it is used for training.
+
+    report = validate_source(source, ValidationContext(n_agents, state_size, states, igm_gate))
+    report.ok, report.stage, report.errors, report.feedback()
+
+Stages, in order: parse, policy (static allow-list, qllm.policy; nothing runs), then in a separate
+process (qllm.sandbox_child): exec, shape, finite, gradient, gate, determinism, mutation, speed; "ok"
+when everything passed. The child runs `python -I` (no user site, no PYTHON* variables) in a fresh
+empty directory, with an environment that holds no API keys, under an address-space limit of
+baseline + memory_mb, a CPU-time limit, a zero file-size limit (writing a file kills it), no core
+dumps and no new file descriptors; a wall-clock deadline kills its whole process group. It runs the
+code in the restricted namespace of qllm.runtime on the states of ctx plus the all-zero state
+(padding rows of training batches).
+
+Command line (validates a file on states of an env config; --write-meta records its hash so that
+`mixer: qllm` accepts it):
+
+    python src/qllm/validate.py path/to/tfcaf.py --env-config lbf [--no-igm-gate] [--write-meta]
+"""
+import base64
+import hashlib
+import json
+import os
+import queue
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make `qllm` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from qllm.policy import PolicyError, check_source  # noqa: E402
+
+SRC_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGES = ("parse", "policy", "exec", "shape", "finite", "gradient", "gate", "determinism", "mutation", "speed", "ok")
+_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from qllm.sandbox_child import main; main()"
+
+HINTS = {
+    "parse": "Fix the syntax and answer with the complete function in one ```python block.",
+    "policy": "Only `import torch` / `import math` (and torch.nn.functional) are allowed; no dunder names, no "
+              "private attributes, no exec/eval/open/getattr, no classes, no while loops, no file, process or "
+              "network access, no randomness. Rewrite the function with plain tensor operations.",
+    "exec": "The code raised an error or exceeded a limit while it ran. Read the error, fix the cause and make "
+            "sure every tensor you create uses device=state.device and dtype=state.dtype.",
+    "shape": "tfcaf(state, n_agents) receives state [B, state_size] and must return (weights [B, n_agents], "
+             "bias [B, 1]) for every B, including B = 1.",
+    "finite": "Outputs must be finite for every state, including the all-zero state: add epsilons to "
+              "denominators, clamp arguments of log/sqrt/exp.",
+    "gradient": "Q_tot = sum_i w_i * Q_i + b must be differentiable in the agent Qs: do not detach, round or "
+                "zero every weight.",
+    "gate": "With the IGM gate on, Q_tot must not decrease when one agent's Q increases: use non-negative "
+            "weights (softmax, abs, softplus).",
+    "determinism": "The same states must always give the same outputs, and each row must depend only on its "
+                   "own state.",
+    "mutation": "Never modify the input tensors in place; clone them first or use out-of-place operations.",
+    "speed": "Vectorise over the batch dimension; loops over agents are fine, loops over rows are not.",
+}
+
+
+@dataclass
+class ValidationContext:
+    n_agents: int
+    state_size: int
+    states: np.ndarray  # [N, S] float32 from real rollouts (qllm.states.sample_states)
+    igm_gate: bool
+    time_limit_s: float = 20.0  # wall clock for running the checks (after the child has imported torch)
+    memory_mb: int = 1024  # address space the candidate may add to the child's baseline
+    speed_batch: int = 4096
+    speed_limit_ms: float = 200.0  # one forward call on speed_batch states, one CPU thread
+    startup_timeout_s: float = 120.0  # for the child to start and import torch
+
+
+@dataclass
+class ValidationReport:
+    ok: bool
+    stage: str
+    errors: list
+    checks: dict = field(default_factory=dict)
+    timing_ms: float = 0.0
+    traceback: list = field(default_factory=list)
+
+    def to_dict(self):
+        return asdict(self)
+
+    def feedback(self):
+        """Text for the coder LLM: what failed, how to fix it, the traceback's last lines (no host paths)."""
+        if self.ok:
+            return "The function passed every check."
+        lines = [f"Your function was rejected at the '{self.stage}' check:"]
+        lines += [f"- {e}" for e in self.errors[:10]]
+        if self.traceback:
+            lines += ["Traceback (last lines):", *self.traceback[-8:]]
+        if self.stage in HINTS:
+            lines.append(f"How to fix: {HINTS[self.stage]}")
+        lines.append("Answer with the complete corrected code in one ```python block.")
+        return "\n".join(lines)
+
+
+def _report(t0, ok, stage, errors, checks, traceback=()):
+    return ValidationReport(ok=ok, stage=stage, errors=list(errors), checks=checks,
+                            timing_ms=round((time.perf_counter() - t0) * 1000, 1), traceback=list(traceback))
+
+
+def validate_source(source, ctx, *, _check_policy=True):
+    """Validate TFCAF source against ctx; never raises for anything the source does.
+
+    `_check_policy=False` skips the static policy (tests use it to probe the sandbox layer alone)."""
+    t0 = time.perf_counter()
+    states = _check_ctx(ctx)
+    checks = {}
+    if not isinstance(source, str) or not source.strip():
+        return _report(t0, False, "parse", ["no code: write a function tfcaf(state, n_agents)"], checks)
+    try:
+        result = check_source(source)
+        checks["policy"] = {"ok": True, "form": result.form, "imports": result.imports}
+        entry, form = result.entry, result.form
+    except PolicyError as e:
+        if e.stage == "parse" or _check_policy:
+            return _report(t0, False, e.stage, e.violations, checks)
+        entry, form = ("QLLMNetwork", "legacy") if "def QLLMNetwork" in source else ("tfcaf", "tfcaf")
+        checks["policy"] = {"ok": False, "skipped": True, "violations": e.violations}
+    res = _run_child(source, entry, form, states, ctx)
+    checks.update(res.get("checks", {}))
+    return _report(t0, bool(res.get("ok")), res.get("stage", "exec"), res.get("errors", []), checks,
+                   res.get("traceback", []))
+
+
+def _check_ctx(ctx):
+    states = np.ascontiguousarray(ctx.states, dtype=np.float32)
+    if states.ndim != 2 or states.shape[1] != int(ctx.state_size) or states.shape[0] < 1:
+        raise ValueError(f"ctx.states must be [N, state_size={ctx.state_size}] with N >= 1, got {states.shape}")
+    if not np.isfinite(states).all():
+        raise ValueError("ctx.states contains NaN or inf: the env produced invalid states")
+    if int(ctx.n_agents) < 1:
+        raise ValueError(f"ctx.n_agents must be >= 1, got {ctx.n_agents}")
+    return states
+
+
+def _child_env(workdir):
+    """A minimal environment: no API keys or other secrets of the parent."""
+    env = {"PATH": os.defpath, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "CUDA_VISIBLE_DEVICES": "",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    if os.environ.get("LD_LIBRARY_PATH"):
+        env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
+    return env
+
+
+_SIGNALS = {
+    signal.SIGXCPU: "it exceeded the CPU-time limit (infinite or very long loop?)",
+    signal.SIGKILL: "it was killed (memory exhausted or time limit)",
+    signal.SIGXFSZ: "it tried to write a file",
+    signal.SIGSEGV: "it crashed (segmentation fault)",
+    signal.SIGABRT: "it aborted",
+}
+
+
+def _run_child(source, entry, form, states, ctx):
+    token = secrets.token_hex(16)
+    request = {"token": token, "source": source, "entry": entry, "form": form, "n_agents": int(ctx.n_agents),
+               "igm_gate": bool(ctx.igm_gate), "memory_mb": int(ctx.memory_mb), "time_limit_s": float(ctx.time_limit_s),
+               "speed_batch": int(ctx.speed_batch), "speed_limit_ms": float(ctx.speed_limit_ms),
+               "states_shape": list(states.shape), "states_b64": base64.b64encode(states.tobytes()).decode()}
+    workdir = tempfile.mkdtemp(prefix="tfcaf_sandbox_")
+    lines, err_chunks = queue.Queue(), []
+    proc = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, SRC_DIR], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir, env=_child_env(workdir),
+                            start_new_session=True, close_fds=True)
+
+    def write():
+        try:
+            proc.stdin.write((json.dumps(request) + "\n").encode())
+            proc.stdin.close()
+        except OSError:
+            pass
+
+    def read_out():
+        for raw in proc.stdout:
+            lines.put(raw.decode(errors="replace"))
+        lines.put(None)
+
+    def read_err():
+        size = 0
+        for raw in proc.stderr:
+            if size < 200_000:
+                err_chunks.append(raw.decode(errors="replace"))
+                size += len(raw)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (write, read_out, read_err)]
+    for t in threads:
+        t.start()
+    prefix = token + " "
+    stage, sandbox, result, timed_out = "exec", {}, None, None
+    deadline = time.monotonic() + float(ctx.startup_timeout_s)
+    ready = False
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                timed_out = ("the checks", ctx.time_limit_s) if ready else ("start-up", ctx.startup_timeout_s)
+                break
+            if line is None:
+                break
+            if not line.startswith(prefix):
+                continue
+            kind, _, payload = line[len(prefix):].rstrip("\n").partition(" ")
+            if kind == "READY":
+                ready = True
+                sandbox = json.loads(payload)
+                deadline = time.monotonic() + float(ctx.time_limit_s)
+            elif kind == "STAGE":
+                stage = payload.strip() or stage
+            elif kind == "RESULT":
+                result = json.loads(payload)
+                break
+    finally:
+        _kill_group(proc)
+        for t in threads[1:]:
+            t.join(timeout=5)
+        created = _leftovers(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    stderr_tail = _scrub_tail("".join(err_chunks))
+    if result is None:
+        stage = "exec" if stage == "shape" else stage  # stopped on the first calls: a run-time failure
+        if timed_out:
+            what, limit = timed_out
+            errors = [f"timed out after {limit:g} s during {what} (in the '{stage}' check): infinite or very long "
+                      f"loop, or code far too slow"]
+        else:
+            rc = proc.returncode
+            why = _SIGNALS.get(-rc, f"it died with signal {-rc}") if rc is not None and rc < 0 else \
+                f"it exited with status {rc}"
+            if not ready:
+                errors = [f"the sandbox failed to start ({why}): {stderr_tail[-1] if stderr_tail else 'no output'}"]
+            else:
+                errors = [f"the sandbox process stopped during the '{stage}' check: {why}"]
+        result = {"ok": False, "stage": stage, "errors": errors, "traceback": stderr_tail[-6:], "checks": {}}
+    result.setdefault("checks", {})["sandbox"] = sandbox
+    if created:
+        result.update(ok=False, stage="exec" if result.get("ok") else result.get("stage", "exec"))
+        result.setdefault("errors", []).append(f"the code created files in its working directory: {created[:5]}")
+    return result
+
+
+def _kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            f.close()
+        except OSError:
+            pass
+
+
+def _leftovers(workdir):
+    out = []
+    for root, dirs, files in os.walk(workdir):
+        out += [os.path.relpath(os.path.join(root, f), workdir) for f in files + dirs]
+    return sorted(out)
+
+
+def _scrub_tail(text, n=12):
+    from qllm.sandbox_child import scrub
+
+    return [scrub(line) for line in text.strip().splitlines()[-n:]] if text.strip() else []
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def context_for_env_config(env_config, igm_gate=True, n=512, seed=0, overrides=None):
+    """ValidationContext with states sampled from an env config in config/envs (its env and env_args)."""
+    from qllm.states import sample_states_and_info
+    from utils.config import build_config
+
+    config = build_config("qmix", env_config, overrides or {})
+    states, info = sample_states_and_info(config["env"], config["env_args"], n=n, seed=seed)
+    return ValidationContext(n_agents=info["n_agents"], state_size=info["state_size"], states=states,
+                             igm_gate=igm_gate)
+
+
+def main(argv=None):
+    import argparse
+
+    p = argparse.ArgumentParser(description="Validate a TFCAF file in the sandbox on states of an env config.")
+    p.add_argument("path")
+    p.add_argument("--env-config", required=True, help="name of a config in config/envs")
+    p.add_argument("--no-igm-gate", action="store_true", help="validate for igm_gate false")
+    p.add_argument("--write-meta", action="store_true", help="write meta.json (sha256, report) next to the file")
+    p.add_argument("--states", type=int, default=512)
+    a = p.parse_args(argv)
+    with open(a.path, "rb") as f:
+        raw = f.read()
+    ctx = context_for_env_config(a.env_config, igm_gate=not a.no_igm_gate, n=a.states)
+    report = validate_source(raw.decode("utf-8", errors="replace"), ctx)
+    print(json.dumps(report.to_dict(), indent=2))
+    if not report.ok:
+        print(report.feedback(), file=sys.stderr)
+        return 1
+    if a.write_meta:
+        meta_path = os.path.join(os.path.dirname(os.path.abspath(a.path)), "meta.json")
+        meta = {}
+        if os.path.exists(meta_path):
+            with open(meta_path) as f:
+                meta = json.load(f)
+        meta.setdefault("source", "validated with src/qllm/validate.py")
+        meta.update(file=os.path.basename(a.path), sha256=hashlib.sha256(raw).hexdigest(), igm_gate=ctx.igm_gate,
+                    env_config=a.env_config, validation=report.to_dict())
+        with open(meta_path, "w") as f:
+            json.dump(meta, f, indent=2)
+        print(f"wrote {meta_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, SRC_DIR)
+    sys.exit(main())

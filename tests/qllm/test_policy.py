@@ -1,0 +1,254 @@
+"""Static allow-list (qllm.policy), the restricted runtime namespace (qllm.runtime) and code extraction."""
+import types
+
+import pytest
+import torch
+
+from qllm.policy import PolicyError, attribute_refusal, check_source, extract_code
+from qllm.runtime import ModuleProxy, exec_checked, exec_restricted, module_proxy
+
+GOOD = '''"""A valid TFCAF using most of what is allowed."""
+import math
+import torch
+import torch.nn.functional as F
+from torch import nn
+from math import sqrt
+
+EPS = 1e-6
+SCALE: float = 2.0
+
+
+def _helper(x, _k=2):
+    return torch.linalg.norm(x, dim=-1, keepdim=True) / sqrt(_k)
+
+
+def tfcaf(state, n_agents):
+    batch = state.shape[0]
+    parts = [state[:, i: i + 1] for i in range(n_agents)]
+    score = torch.cat(parts, dim=-1) * SCALE
+    act = lambda x: nn.functional.softplus(x) + EPS
+    try:
+        w = F.softmax(act(score), dim=-1) * n_agents
+    except RuntimeError:
+        w = torch.ones(batch, n_agents, device=state.device)
+    if (w < 0).any():
+        raise ValueError(f"negative weight {w.min().item()}")
+    b = torch.zeros(batch, 1, device=state.device, dtype=state.dtype) + 0.0 * _helper(state) + math.pi * 0
+    print("ignored")
+    return w, b
+'''
+
+
+def wrap(body):
+    """Put statements inside tfcaf() of an otherwise valid module."""
+    lines = "\n".join("    " + line for line in body.splitlines())
+    return f"import torch\nimport torch.nn.functional as F\n\ndef tfcaf(state, n_agents):\n    x = state\n{lines}\n" \
+           f"    return state, state\n"
+
+
+def test_good_source_passes_and_runs():
+    result = check_source(GOOD)
+    assert result.form == "tfcaf" and result.entry == "tfcaf"
+    assert {"torch", "math", "torch.nn.functional"} <= set(result.imports)
+    fn, form = exec_restricted(GOOD)
+    w, b = fn(torch.randn(5, 6), 3)
+    assert w.shape == (5, 3) and b.shape == (5, 1) and torch.allclose(w.sum(-1), torch.full((5,), 3.0))
+
+
+def test_legacy_form_is_recognised():
+    src = "import torch\ndef QLLMNetwork(agents_q, global_state):\n    return agents_q.sum(-1, keepdim=True)\n"
+    assert check_source(src).form == "legacy"
+    fn, form = exec_restricted(src)
+    assert form == "legacy" and fn(torch.ones(4, 3), torch.zeros(4, 2)).shape == (4, 1)
+
+
+@pytest.mark.parametrize("body,expected", [
+    # imports: only torch and math
+    ("import os", "only torch"),
+    ("import subprocess", "only torch"),
+    ("import socket", "only torch"),
+    ("import numpy as np", "only torch"),
+    ("import torch.utils", "only torch"),
+    ("from os import path", "only torch and math"),
+    ("from torch import load", "not available"),
+    ("from torch import utils", "not available"),
+    ("from torch import *", "import \\*"),
+    ("from . import x", "relative"),
+    # builtins that run code, read files or introspect
+    ("open('x', 'w').write('a')", "'open' is not allowed"),
+    ("exec('1')", "'exec'"),
+    ("eval('1')", "'eval'"),
+    ("compile('1', 'f', 'eval')", "'compile'"),
+    ("getattr(torch, 'lo' + 'ad')", "'getattr'"),
+    ("setattr(torch, 'x', 1)", "'setattr'"),
+    ("globals()", "'globals'"),
+    ("vars(torch)", "'vars'"),
+    ("type(x).mro()", "'type'"),
+    ("breakpoint()", "'breakpoint'"),
+    ("ｅｖａｌ('1')", "'eval'"),  # NFKC-normalised identifiers are checked as Python sees them
+    # dunder and private names and attributes
+    ("().__class__.__bases__[0].__subclasses__()", "'_'"),
+    ("__import__('os')", "names starting with '__'"),
+    ("y = __builtins__", "names starting with '__'"),
+    ("y = (lambda: 0).__globals__", "'_'"),
+    ("y = torch._C", "'_'"),
+    ("y = x._base", "'_'"),
+    # attributes that reach files, processes, other modules, randomness or global settings
+    ("torch.load('f')", "not available"),
+    ("torch.save(x, 'f')", "not available"),
+    ("torch.from_file('f')", "not available"),
+    ("torch.hub.list('a')", "not available"),
+    ("torch.os.system('ls')", "not available"),
+    ("torch.sys.modules", "not available"),
+    ("F.np.save('f', 1)", "not available"),
+    ("torch.ops.load_library('x.so')", "not available"),
+    ("torch.utils.cpp_extension", "not available"),
+    ("torch.jit.script", "not available"),
+    ("torch.compile(x)", "not available"),
+    ("torch.backends.mkl", "not available"),
+    ("torch.multiprocessing.Process", "not available"),
+    ("torch.distributed.init_process_group()", "not available"),
+    ("torch.set_num_threads(8)", "not available"),
+    ("torch.set_default_dtype(torch.float64)", "not available"),
+    ("torch.manual_seed(0)", "randomness"),
+    ("torch.randn(3)", "randomness"),
+    ("F.dropout(x)", "randomness"),
+    ("x.numpy().tofile('f')", "not available"),
+    ("x.type('os.system')", "not available"),
+    ("x.untyped_storage()", "not available"),
+    ("x.share_memory_()", "not available"),
+    ("x.cuda()", "device handling"),
+    ("'{0.__class__}'.format(x)", "not available"),
+    ("g = (i for i in [1]); g.gi_frame.f_back", "not available"),
+    ("torch.PyTorchFileWriter('f')", "not available"),
+    # statements
+    ("torch.Tensor.add = None", "monkey-patching"),
+    ("del torch.nn", "monkey-patching"),
+    ("while True:\n    pass", "'while'"),
+    ("class A:\n    pass", "class definitions"),
+    ("def g():\n    yield 1", "yield"),
+    ("global y", "'global'"),
+    ("match x:\n    case 1:\n        pass", "'match'"),
+    ("y = np.zeros(3)", "name 'np' is not defined"),
+])
+def test_refused(body, expected):
+    with pytest.raises(PolicyError, match=expected) as e:
+        check_source(wrap(body))
+    assert e.value.stage == "policy"
+
+
+@pytest.mark.parametrize("src,expected", [
+    ("import torch\nprint('top-level call')\ndef tfcaf(state, n_agents):\n    return state, state\n", "top-level"),
+    ("import torch\nfor i in range(3):\n    pass\ndef tfcaf(state, n_agents):\n    return state, state\n",
+     "top-level"),
+    ("import torch\ndef weights(state, n_agents):\n    return state, state\n", "no top-level function 'tfcaf"),
+    ("import torch\ndef tfcaf(state):\n    return state, state\n", "two positional arguments"),
+    ("import torch\ndef tfcaf(state, n_agents, scale):\n    return state, state\n", "two positional arguments"),
+])
+def test_module_structure(src, expected):
+    with pytest.raises(PolicyError, match=expected):
+        check_source(src)
+
+
+def test_parse_errors_name_the_line():
+    with pytest.raises(PolicyError, match="line 3: SyntaxError") as e:
+        check_source("import torch\ndef tfcaf(state, n_agents):\n    return (state,\n")
+    assert e.value.stage == "parse"
+    for bad in ("", "   \n", "x = (" * 300 + ")" * 300, "a\0b", "x = 1\n" * 30_000):
+        with pytest.raises(PolicyError) as e:
+            check_source(bad)
+        assert e.value.stage in ("parse", "policy")
+
+
+def test_allowed_names_that_look_risky():
+    """Variables may be called like modules or builtins' attributes; only attributes are restricted."""
+    src = ("import torch\ndef tfcaf(state, n_agents):\n    load = state[:, :n_agents]\n    file = load * 2\n"
+           "    _tmp = file.select(1, 0)\n    total = torch.trace(torch.eye(2)) + load.sum()\n"
+           "    return torch.softmax(file, -1), torch.nn.functional.relu(state[:, :1]) + 0 * total\n")
+    assert check_source(src).form == "tfcaf"
+
+
+@pytest.mark.parametrize("name", ["softmax", "relu", "abs", "clamp", "where", "stack", "einsum", "arange", "normalize",
+                                  "sign", "expand", "unfold", "float", "to", "device", "dtype", "shape", "masked_fill",
+                                  "logsumexp", "softplus", "norm", "linalg", "functional", "nn", "special", "select"])
+def test_common_tensor_attributes_are_allowed(name):
+    assert attribute_refusal(name) is None
+
+
+# --- the runtime layer on its own (policy bypassed): it must stop the same things
+
+
+@pytest.mark.parametrize("stmt,error", [
+    ("import os", ImportError),
+    ("import torch.utils", ImportError),
+    ("from torch import utils", ImportError),  # no __name__ on proxies: no sys.modules fallback
+    ("from torch import hub", ImportError),
+    ("x = torch.os", AttributeError),
+    ("x = torch.load", AttributeError),
+    ("x = F.np", AttributeError),
+    ("x = torch.nn.modules", AttributeError),
+    ("x = torch._C", AttributeError),
+    ("torch.load = 1", AttributeError),
+    ("open('x', 'w')", NameError),
+    ("exec('1')", NameError),
+    ("getattr(torch, 'load')", NameError),
+    ("class A:\n    pass", NameError),  # no __build_class__
+])
+def test_runtime_layer_refuses_without_the_policy(stmt, error, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = f"import torch\nimport torch.nn.functional as F\ndef tfcaf(state, n_agents):\n    pass\n{stmt}\n"
+    with pytest.raises(error):
+        exec_checked(src, "tfcaf", "tfcaf")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_module_outside_the_allow_list_is_reachable():
+    """Walk every allowed attribute two levels down from each proxy: no other module, no exec/eval/open."""
+    from qllm.policy import ALLOWED_MODULES
+
+    danger = {id(f) for f in (open, exec, eval, compile, getattr, setattr, __import__, globals, vars)}
+    frontier = [(name, module_proxy(name)) for name in ALLOWED_MODULES]
+    seen = set()
+    for _ in range(2):
+        nxt = []
+        for path, obj in frontier:
+            names = dir(object.__getattribute__(obj, "_module") if isinstance(obj, ModuleProxy) else obj)
+            for a in names:
+                if attribute_refusal(a):
+                    continue
+                try:
+                    v = getattr(obj, a)
+                except Exception:  # noqa: BLE001 (refused or lazily failing attributes)
+                    continue
+                if id(v) in seen:
+                    continue
+                seen.add(id(v))
+                assert not isinstance(v, types.ModuleType), f"{path}.{a} is a module"
+                assert id(v) not in danger, f"{path}.{a} is a dangerous builtin"
+                nxt.append((f"{path}.{a}", v))
+        frontier = nxt
+    assert len(seen) > 1000
+
+
+# --- extracting code from LLM answers
+
+
+def test_extract_code_takes_the_last_block_with_an_entry_point():
+    answer = ("Here is my function.\n```python\nimport torch\ndef tfcaf(state, n_agents):\n    return 1\n\n"
+              "if __name__ == '__main__':\n    print(tfcaf(None, 2))\n```\nUsage:\n```python\ntfcaf(x, 2)\n```\n"
+              "Hope it helps! Also ```inline``` text.")
+    assert extract_code(answer) == "import torch\ndef tfcaf(state, n_agents):\n    return 1\n"
+
+
+def test_extract_code_variants():
+    code = "def tfcaf(state, n_agents):\n    return state, state\n"
+    assert extract_code(f"```\n{code}```") == code  # untagged fence
+    assert extract_code(f"```Python\n{code}```") == code
+    assert extract_code(f"Sure!\n```python\n{code}") == code  # answer cut off before the closing fence
+    assert extract_code(code) == code  # bare code
+    assert extract_code(f"```python\nx = 1\n```\n```python\n{code}```\n```python\ny = 2\n```") == code
+    assert extract_code("```python\nx = 1\n```") == "x = 1\n"  # no entry point: the last block, policy says why
+    assert extract_code("I cannot help with that.") is None
+    assert extract_code("") is None and extract_code(None) is None
+    legacy = "def QLLMNetwork(agents_q, global_state):\n    return agents_q\n"
+    assert extract_code(f"text\n```py\n{legacy}```") == legacy

@@ -1,0 +1,229 @@
+"""The validator: checks on real env states in a separate, limited process; hostile code cannot hurt the host."""
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from qllm.states import sample_states
+from qllm.validate import STAGES, ValidationContext, _child_env, main, validate_source
+
+N_AGENTS = 2
+
+
+@pytest.fixture(scope="module")
+def states():
+    return sample_states("matrix_game", {"game": "climbing", "episode_limit": 10}, n=64, seed=0)
+
+
+@pytest.fixture
+def ctx(states):
+    return ValidationContext(n_agents=N_AGENTS, state_size=states.shape[1], states=states, igm_gate=True,
+                             time_limit_s=20.0)
+
+
+@pytest.fixture
+def host_cwd(tmp_path, monkeypatch):
+    """Run in an empty cwd and check afterwards that nothing was created in it."""
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    assert list(tmp_path.iterdir()) == []
+
+
+def tfcaf(body):
+    return "import torch\n\ndef tfcaf(state, n_agents):\n" + "\n".join("    " + ln for ln in body.splitlines()) + "\n"
+
+
+GOOD = tfcaf("w = torch.softmax(state[:, :n_agents] - state[:, n_agents:2 * n_agents], dim=-1) * n_agents\n"
+             "b = 0.1 * state.sum(-1, keepdim=True)\nreturn w, b")
+
+
+def test_good_candidate_passes_with_measurements(ctx, host_cwd):
+    report = validate_source(GOOD, ctx)
+    assert report.ok and report.stage == "ok" and report.errors == [], report.feedback()
+    c = report.checks
+    assert c["policy"]["form"] == "tfcaf" and c["form"] == "tfcaf"
+    assert c["speed"]["batch"] == 4096 and 0 < c["speed"]["forward_ms"] < 200 and c["speed"]["forward_backward_ms"] > 0
+    assert c["sandbox"]["limit_vm_mb"] - c["sandbox"]["baseline_vm_mb"] == pytest.approx(1024, abs=1)
+    assert c["weights"]["mean"] == pytest.approx(1.0, abs=1e-5) and c["gate"]["negative_weight_fraction"] == 0
+    assert report.timing_ms > 0 and report.feedback() == "The function passed every check."
+    assert json.loads(json.dumps(report.to_dict()))["stage"] == "ok"
+
+
+def test_legacy_form_passes(ctx):
+    src = ("import torch\ndef QLLMNetwork(agents_q, global_state):\n"
+           "    w = torch.softmax(global_state[:, :2], dim=-1)\n    return (w * agents_q).sum(-1, keepdim=True)\n")
+    report = validate_source(src, ctx)
+    assert report.ok, report.feedback()
+    assert report.checks["gate"]["monotonic"] and report.checks["form"] == "legacy"
+
+
+def test_negative_weights_pass_with_the_gate_and_are_reported(ctx):
+    src = tfcaf("return state[:, :n_agents] - 0.5, state[:, :1]")
+    report = validate_source(src, ctx)
+    assert report.ok and report.checks["gate"]["negative_weight_fraction"] > 0
+    assert "|w|" in report.checks["gate"]["note"]
+
+
+@pytest.mark.parametrize("name,src,stage,message", [
+    ("shape", tfcaf("return torch.ones(state.shape[0], n_agents), state.sum(-1)"), "shape",
+     r"bias has shape \[65\] but must be \[B, 1\] = \[65, 1\] \(use b.unsqueeze"),
+    ("tuple", tfcaf("return torch.ones(state.shape[0], n_agents)"), "shape", "tuple \\(weights, bias\\)"),
+    ("nan on the all-zero state", tfcaf("w = state[:, :n_agents] / state.sum(-1, keepdim=True)\n"
+                                        "return w, state[:, :1]"), "finite", "all-zero state"),
+    ("error", tfcaf("return torch.mm(state, state), 1"), "exec", "mat1 and mat2 shapes cannot be multiplied"),
+    ("mutation", tfcaf("state[:, 0] = 1.0\nreturn state[:, :n_agents], state[:, :1]"), "mutation", "in place"),
+    ("batch-dependent", tfcaf("w = torch.softmax(state[:, :n_agents].mean(0, keepdim=True), -1)\n"
+                              "return w.expand(state.shape[0], -1), state[:, :1]"), "determinism",
+     "other states in the batch"),
+    ("zero weights", tfcaf("return torch.zeros(state.shape[0], n_agents), state[:, :1]"), "gradient", "zero"),
+    ("detached legacy",
+     "def QLLMNetwork(agents_q, global_state):\n    return agents_q.detach().sum(-1, keepdim=True)\n",
+     "gradient", "does not depend on agents_q"),
+    ("non-monotonic legacy", "def QLLMNetwork(agents_q, global_state):\n    return agents_q[:, :1] - agents_q[:, 1:]\n",
+     "gate", "decreases"),
+    ("slow", tfcaf("rows = [torch.softmax(state[i, :n_agents], -1) for i in range(state.shape[0])]\n"
+                   "return torch.stack(rows), state[:, :1]"), "speed", "vectorise"),
+])
+def test_failures_name_the_stage_and_say_how_to_fix(ctx, name, src, stage, message):
+    ctx.speed_limit_ms = 10.0  # a loop over 4096 rows takes tens of ms; vectorised code well under 1 ms
+    report = validate_source(src, ctx)
+    assert not report.ok and report.stage == stage, (name, report.stage, report.errors)
+    assert re.search(message, " ".join(report.errors)), report.errors
+    text = report.feedback()
+    assert f"'{stage}' check" in text and "How to fix" in text and "```python" in text
+    assert not re.search(r"/(work|tmp|home|usr)/", text), text  # no host paths
+
+
+def test_traceback_shows_the_candidates_line(ctx):
+    report = validate_source(tfcaf("x = state[:, :n_agents]\ny = x.reshape(7, 7, 7)\nreturn x, y"), ctx)
+    assert report.stage == "exec"
+    assert any("line 5, in tfcaf: y = x.reshape(7, 7, 7)" in ln for ln in report.traceback), report.traceback
+    assert "y = x.reshape(7, 7, 7)" in report.feedback()
+
+
+def test_ungated_non_monotonic_legacy_is_fine(states):
+    ctx = ValidationContext(n_agents=N_AGENTS, state_size=states.shape[1], states=states, igm_gate=False)
+    report = validate_source("def QLLMNetwork(agents_q, global_state):\n"
+                             "    return agents_q[:, :1] - agents_q[:, 1:]\n", ctx)
+    assert report.ok, report.feedback()
+
+
+# --- hostile code
+
+
+@pytest.mark.parametrize("body", [
+    "import os\nos.system('touch pwned')",
+    "import subprocess\nsubprocess.run(['touch', 'pwned'])",
+    "import socket\nsocket.create_connection(('127.0.0.1', 80))",
+    "open('pwned', 'w').write('x')",
+    "torch.save(state, 'pwned')",
+    "torch.os.fork()",
+    "().__class__.__bases__[0].__subclasses__()",
+    "getattr(torch, 'lo' + 'ad')('x')",
+    "torch.load('x')",
+    "exec(\"import os; os.system('touch pwned')\")",
+    "while True:\n    pass",
+])
+def test_hostile_code_is_rejected_by_the_policy_without_running(ctx, host_cwd, body):
+    report = validate_source(tfcaf(body + "\nreturn state, state"), ctx)
+    assert not report.ok and report.stage == "policy" and "sandbox" not in report.checks
+
+
+def test_infinite_loop_is_killed(states, host_cwd):
+    ctx = ValidationContext(n_agents=N_AGENTS, state_size=states.shape[1], states=states, igm_gate=True,
+                            time_limit_s=2.0)
+    report = validate_source(tfcaf("s = 0\nfor i in range(10 ** 12):\n    s += i\nreturn state, state"), ctx)
+    assert not report.ok and report.stage == "exec" and "timed out after 2 s" in report.errors[0]
+    assert report.timing_ms < 30_000
+
+
+@pytest.mark.parametrize("body", [
+    "x = torch.ones(50 * 1024 ** 3 // 4)",  # 50 GB at once
+    "xs = [torch.ones(64 * 1024 ** 2 // 4) for i in range(1000)]",  # 64 MB at a time
+])
+def test_memory_bombs_hit_the_limit(ctx, host_cwd, body):
+    report = validate_source(tfcaf(body + "\nreturn state, state"), ctx)
+    assert not report.ok and report.stage == "exec" and "out of memory" in report.errors[0], report.errors
+
+
+@pytest.mark.parametrize("body,error", [
+    ("import os\nos.system('touch pwned')", "ImportError"),
+    ("open('pwned', 'w').write('x')", "NameError"),
+    ("x = torch.os.system", "AttributeError"),
+])
+def test_sandbox_runtime_refuses_even_without_the_policy(ctx, host_cwd, body, error):
+    """Second layer: with the static policy skipped, the restricted namespace still refuses."""
+    report = validate_source(tfcaf(body + "\nreturn state, state"), ctx, _check_policy=False)
+    assert not report.ok and report.stage == "exec" and error in report.errors[0], report.errors
+    assert report.checks["policy"]["skipped"]
+
+
+def test_child_environment_holds_no_secrets(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    env = _child_env(str(tmp_path))
+    assert "sk-secret" not in json.dumps(env) and "secret" not in json.dumps(env)
+    assert env["HOME"] == str(tmp_path)
+
+
+def test_bad_context_is_a_programming_error(states):
+    with pytest.raises(ValueError, match="state_size=5"):
+        validate_source(GOOD, ValidationContext(n_agents=2, state_size=5, states=states, igm_gate=True))
+    bad = states.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        validate_source(GOOD, ValidationContext(n_agents=2, state_size=states.shape[1], states=bad, igm_gate=True))
+
+
+def test_empty_and_unparsable_sources(ctx):
+    assert validate_source("", ctx).stage == "parse"
+    assert validate_source(None, ctx).stage == "parse"
+    r = validate_source("def tfcaf(state, n_agents):\n    return (state,\n", ctx)
+    assert r.stage == "parse" and "SyntaxError" in r.errors[0] and "How to fix" in r.feedback()
+    assert set(STAGES) >= {"parse", "policy", "exec", "shape", "finite", "gradient", "gate", "determinism",
+                           "mutation", "speed", "ok"}
+
+
+def test_command_line_validates_and_records_the_hash(tmp_path, capsys):
+    path = tmp_path / "mine.py"
+    path.write_text(GOOD)
+    assert main([str(path), "--env-config", "climbing", "--states", "32", "--write-meta"]) == 0
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    import hashlib
+
+    assert meta["sha256"] == hashlib.sha256(GOOD.encode()).hexdigest() and meta["file"] == "mine.py"
+    assert meta["igm_gate"] is True and meta["validation"]["ok"]
+    bad = tmp_path / "bad.py"
+    bad.write_text(tfcaf("return state, state"))
+    assert main([str(bad), "--env-config", "climbing", "--states", "32"]) == 1
+    assert "rejected at the 'shape' check" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["bad.py", "meta.json", "mine.py"]
+
+
+def test_process_limits_stop_files_sockets_and_memory_even_for_unrestricted_code(tmp_path):
+    """Third layer: after the child limits itself, even plain Python cannot open files or sockets or grab memory."""
+    import subprocess
+    import sys
+
+    from qllm.validate import SRC_DIR
+
+    probe = (
+        "import sys, socket\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from qllm.sandbox_child import _apply_limits\n"
+        "_apply_limits(64, 5)\n"
+        "out = []\n"
+        "for name, f in [('file', lambda: open('pwned', 'w')), ('socket', lambda: socket.socket()),\n"
+        "                ('memory', lambda: bytearray(256 * 2**20))]:\n"
+        "    try:\n"
+        "        f()\n"
+        "        out.append(name + ':allowed')\n"
+        "    except (OSError, MemoryError) as e:\n"
+        "        out.append(name + ':' + type(e).__name__)\n"
+        "print(' '.join(out))\n")
+    res = subprocess.run([sys.executable, "-I", "-c", probe, SRC_DIR], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert res.stdout.split() == ["file:OSError", "socket:OSError", "memory:MemoryError"], res.stderr
+    assert list(tmp_path.iterdir()) == []
