@@ -185,10 +185,18 @@ def run_checks(req, emit):
         if legacy:
             checks["gate"] = _legacy_monotonic(fn, full, q_base, grad, igm_gate, n)
         else:
-            frac = float((out[0].detach() < 0).float().mean())
-            note = ("the framework uses |w| (igm_gate on), so negative raw weights are made positive"
-                    if igm_gate else "igm_gate off: weights are used as they are")
+            w = out[0].detach()
+            frac = float((w < 0).float().mean())
+            note = ("igm_gate on: weights must be non-negative; the framework also uses |w|" if igm_gate
+                    else "igm_gate off: weights are used as they are")
             checks["gate"] = {"igm_gate": igm_gate, "negative_weight_fraction": round(frac, 6), "note": note}
+            negative = w < -1e-6
+            if igm_gate and negative.any():
+                rows = int(negative.any(dim=1).sum())
+                raise CheckFailed("gate", f"with the IGM gate on, weights must be non-negative, but {rows} of {B} "
+                                          f"states have negative weights (min {float(w.min()):.4g}); the framework "
+                                          f"would use |w| and so flip those agents' credit. Make the weights "
+                                          f"non-negative (softmax, abs, softplus or clamp(min=0))")
 
         # --- determinism and batch independence
         stage = "determinism"

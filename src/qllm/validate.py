@@ -56,8 +56,8 @@ HINTS = {
               "denominators, clamp arguments of log/sqrt/exp.",
     "gradient": "Q_tot = sum_i w_i * Q_i + b must be differentiable in the agent Qs: do not detach, round or "
                 "zero every weight.",
-    "gate": "With the IGM gate on, Q_tot must not decrease when one agent's Q increases: use non-negative "
-            "weights (softmax, abs, softplus).",
+    "gate": "With the IGM gate on, every weight must be non-negative (and Q_tot must not decrease when one "
+            "agent's Q increases): use softmax, abs, softplus or clamp(min=0).",
     "determinism": "The same states must always give the same outputs, and each row must depend only on its "
                    "own state.",
     "mutation": "Never modify the input tensors in place; clone them first or use out-of-place operations.",

@@ -59,11 +59,14 @@ def test_legacy_form_passes(ctx):
     assert report.checks["gate"]["monotonic"] and report.checks["form"] == "legacy"
 
 
-def test_negative_weights_pass_with_the_gate_and_are_reported(ctx):
+def test_negative_weights_are_a_sign_violation_only_under_the_gate(ctx):
     src = tfcaf("return state[:, :n_agents] - 0.5, state[:, :1]")
     report = validate_source(src, ctx)
+    assert not report.ok and report.stage == "gate" and "must be non-negative" in report.errors[0]
+    assert report.checks["gate"]["negative_weight_fraction"] > 0 and "clamp(min=0)" in report.feedback()
+    ctx.igm_gate = False
+    report = validate_source(src, ctx)
     assert report.ok and report.checks["gate"]["negative_weight_fraction"] > 0
-    assert "|w|" in report.checks["gate"]["note"]
 
 
 @pytest.mark.parametrize("name,src,stage,message", [

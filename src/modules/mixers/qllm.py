@@ -5,7 +5,8 @@ No learnable parameters. Settings:
 - `tfcaf_path`: a validated TFCAF file (its SHA-256 must match its meta.json); null -> the shipped
   reference for the run's env config (`env_config`, set by utils.config.build_config) from
   src/qllm/tfcafs/MANIFEST.json.
-- `igm_gate`: true -> g = abs (Q_tot monotonic in every Q_i, IGM holds); false -> g = identity;
+- `igm_gate`: true -> g = abs (Q_tot monotonic in every Q_i, IGM holds; validation already requires
+  non-negative weights under the gate, abs guarantees it); false -> g = identity;
   null -> the setting recorded with the TFCAF (meta.json / MANIFEST), else true. A legacy
   `QLLMNetwork(agents_q, global_state)` computes Q_tot itself and cannot be gated; validation checked
   its monotonicity when it was validated with the gate on.
