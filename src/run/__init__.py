@@ -2,7 +2,15 @@
 from run.evaluate import run_evaluate
 from run.online import run_online
 
+
+def run_tfcaf(_run, config, _log):
+    # imported on use: the LLM layer and the sandbox are only needed to generate TFCAFs
+    from run.tfcaf import run_tfcaf as run
+    return run(_run, config, _log)
+
+
 REGISTRY = {
     "online": run_online,
     "evaluate": run_evaluate,
+    "tfcaf": run_tfcaf,
 }

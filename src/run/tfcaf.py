@@ -1,0 +1,77 @@
+"""Run mode `tfcaf`: generate a TFCAF with the coder-evaluator loop and write it as an artifact.
+
+    python src/main.py --config=qllm_generate --env-config=lbf with llm.backend=local
+
+writes results/tfcafs/<env>/<id>/tfcaf.py and meta.json (prompts, model, every candidate with its
+validation report, the evaluator's choices, the SHA-256 of tfcaf.py that the `qllm` mixer checks).
+The folder is assembled as <id>.tmp and renamed when complete; a failed generation is kept as
+<id>.failed with its LLM transcript (answers are also in the LLM cache, so a rerun pays nothing twice).
+"""
+import hashlib
+import json
+import os
+import platform
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+from envs import env_from_args
+from llm import make_llm
+from qllm import prompts
+from qllm.loop import LoopSettings, generate
+from qllm.states import sample_states
+from qllm.validate import ValidationContext
+from run.setup import env_label, results_path
+
+
+def write_json(path, data):
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+
+
+def run_tfcaf(_run, config, _log):
+    label = env_label(config)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    root = os.path.join(results_path(config), "tfcafs", label)
+    final_dir, work_dir = os.path.join(root, stamp), os.path.join(root, f"{stamp}.tmp")
+    os.makedirs(work_dir)
+
+    env_args = dict(config["env_args"], seed=config["seed"])
+    env = env_from_args(SimpleNamespace(**config), seed=config["seed"])
+    task = prompts.task_prompt(env, prompts.read_hint(config.get("tfcaf_hint_path")))
+    igm_gate = bool(config["igm_gate"])
+    _log.info(f"Sampling {config['tfcaf_states']} validation states from {config['env']} rollouts")
+    states = sample_states(config["env"], env_args, n=config["tfcaf_states"], seed=config["seed"])
+    ctx = ValidationContext(n_agents=env.n_agents, state_size=env.get_state_size(), states=states,
+                            igm_gate=igm_gate)
+    settings = LoopSettings(candidates=config["tfcaf_candidates"], rounds=config["tfcaf_rounds"],
+                            max_repairs=config["tfcaf_max_repairs"], max_tokens=config["llm"]["max_tokens"],
+                            coder_temperature=config["llm"]["temperature"])
+    env.close()
+    llm = make_llm(config["llm"], work_dir)
+    meta = {"created": datetime.now(timezone.utc).isoformat(), "source": "llm (coder-evaluator loop)",
+            "env": config["env"], "env_args": config["env_args"], "env_label": label, "n_agents": ctx.n_agents,
+            "state_size": ctx.state_size, "igm_gate": igm_gate, "settings": vars(settings),
+            "llm": {k: config["llm"].get(k) for k in ("backend", "model", "base_url")},
+            "python": platform.python_version()}
+    try:
+        code, record = generate(llm, task, ctx, settings, log=_log)
+    except Exception as e:
+        meta.update(error=f"{type(e).__name__}: {e}", ledger=llm.ledger())
+        write_json(os.path.join(work_dir, "meta.json"), meta)
+        os.replace(work_dir, os.path.join(root, f"{stamp}.failed"))
+        raise
+    finally:
+        llm.close()
+    source = code.strip() + "\n"
+    with open(os.path.join(work_dir, "tfcaf.py"), "w") as f:
+        f.write(source)
+    meta.update(record, ledger=llm.ledger(), sha256=hashlib.sha256(source.encode()).hexdigest())
+    write_json(os.path.join(work_dir, "meta.json"), meta)
+    os.replace(work_dir, final_dir)
+    path = os.path.join(final_dir, "tfcaf.py")
+    _log.info(f"TFCAF written to {path}\nTrain with: python src/main.py --config=qllm --env-config=<env> "
+              f"with tfcaf_path={path} igm_gate={igm_gate}")
+    if _run is not None:
+        _run.info["tfcaf_path"] = path
+        _run.info["llm_ledger"] = meta["ledger"]
+    return path

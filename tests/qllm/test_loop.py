@@ -1,0 +1,129 @@
+"""The coder-evaluator loop against a scripted OpenAI-compatible server on loopback (real `openai` client).
+
+Every scripted answer goes through the real sandbox validator; the server sees every request, so the
+tests check what was fed back to the coder as well as the outcome.
+"""
+import glob
+import json
+import os
+import sys
+
+import pytest
+
+from helpers import run_main
+from llm import make_llm
+from qllm.loader import load_tfcaf
+from qllm.loop import LoopSettings, TFCAFGenerationError, generate
+from qllm.states import sample_states
+from qllm.validate import ValidationContext
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "llm"))
+from loopback_server import LoopbackServer, reply  # noqa: E402
+
+GOOD = """```python
+import torch
+
+def tfcaf(state, n_agents):
+    w = torch.ones(state.shape[0], n_agents, dtype=state.dtype, device=state.device)
+    return w, state[:, :1] * 0.0
+```"""
+GOOD2 = GOOD.replace("torch.ones(", "0.5 * torch.ones(")
+SYNTAX = "Here you go:\n```python\ndef tfcaf(state, n_agents):\n    return (state,\n```"
+SHAPE = GOOD.replace("n_agents, dtype", "n_agents + 1, dtype")
+NAN = GOOD.replace("w = torch.ones(", "w = torch.zeros(").replace("return w,", "return w / w,")
+NEGATIVE = GOOD.replace("torch.ones(", "-torch.ones(")
+IMPORT_OS = "```python\nimport os\n\ndef tfcaf(state, n_agents):\n    os.system('true')\n```"
+
+
+def llm_config(srv, tmp_path):
+    return {"backend": "openai", "base_url": srv.base_url, "model": "scripted", "cache_dir": str(tmp_path / "cache"),
+            "max_retries": 0, "timeout_s": 30, "temperature": 0.7}
+
+
+@pytest.fixture(scope="module")
+def climbing_ctx():
+    states = sample_states("matrix_game", {"game": "climbing", "episode_limit": 5}, n=64, seed=0)
+    return lambda gate: ValidationContext(n_agents=2, state_size=6, states=states, igm_gate=gate)
+
+
+def last_user(request):
+    return request["body"]["messages"][-1]["content"]
+
+
+def test_loop_repairs_bad_candidates_and_survives_evaluator_garbage(tmp_path, climbing_ctx):
+    with LoopbackServer() as srv:
+        srv.push(reply(SYNTAX, SHAPE, NAN),  # round 0: three broken candidates
+                 reply(GOOD),  # candidate 0 repaired at once
+                 reply(NEGATIVE), reply(GOOD2),  # candidate 1: shape fixed, sign violated, then fixed
+                 reply(NAN), reply(IMPORT_OS),  # candidate 2 never gets it right: rejected
+                 reply("Both look reasonable to me."), reply("[0, 1]"))  # evaluator: garbage, then a choice
+        llm = make_llm(llm_config(srv, tmp_path), str(tmp_path))
+        settings = LoopSettings(candidates=3, rounds=1, max_repairs=2)
+        code, record = generate(llm, "TASK: climbing game", climbing_ctx(True), settings)
+        requests = list(srv.requests)
+    assert "0.5 * torch.ones" in code  # the evaluator's second answer picked the second valid candidate
+    cands = record["rounds"][0]["candidates"]
+    assert [len(c["attempts"]) for c in cands] == [2, 3, 3]
+    assert [a["report"]["stage"] for a in cands[1]["attempts"]] == ["shape", "gate", "ok"]
+    assert [a["report"]["stage"] for a in cands[2]["attempts"]] == ["finite", "finite", "policy"]
+    assert [c["report"]["ok"] for c in cands] == [True, True, False]
+    assert record["rounds"][0]["selection"]["how"] == "evaluator" and record["rounds"][0]["chosen"] == 1
+    # the validator's findings went back to the coder, in the conversation
+    feedback = [last_user(r) for r in requests if "failed the automatic checks" in last_user(r)]
+    assert len(feedback) == 5
+    assert "'shape' check" in feedback[1] and "non-negative" in feedback[2]
+    assert "Candidate 2:" in last_user(requests[-2]) and "could not read a choice" in last_user(requests[-1])
+
+
+def test_loop_fails_clearly_when_nothing_validates(tmp_path, climbing_ctx):
+    with LoopbackServer() as srv:
+        srv.push(reply(NAN, SYNTAX), reply(NAN), reply(SYNTAX))
+        llm = make_llm(llm_config(srv, tmp_path), str(tmp_path))
+        with pytest.raises(TFCAFGenerationError, match="no candidate passed validation") as e:
+            generate(llm, "TASK", climbing_ctx(False), LoopSettings(candidates=2, rounds=1, max_repairs=1))
+    assert "finite" in str(e.value) and "parse" in str(e.value)
+
+
+def test_second_round_improves_the_reference_with_advice(tmp_path, climbing_ctx):
+    with LoopbackServer() as srv:
+        srv.push(reply(GOOD, GOOD2), reply("[1, 0]"), reply("Weight the agent that played 0 more."),
+                 reply(GOOD2, GOOD), reply("2"))
+        llm = make_llm(llm_config(srv, tmp_path), str(tmp_path))
+        code, record = generate(llm, "TASK", climbing_ctx(False), LoopSettings(candidates=2, rounds=2))
+        requests = list(srv.requests)
+    improve = last_user(requests[3])
+    assert "current best function" in improve and "torch.ones(" in improve and "played 0 more" in improve
+    assert record["final_round"] == 1 and record["rounds"][0]["advice"].startswith("Weight")
+    assert "0.5 * torch.ones" not in code  # round 1's evaluator chose candidate 2 = GOOD
+
+
+def test_generate_command_writes_an_artifact_the_qllm_mixer_trains_with(tmp_path):
+    with LoopbackServer() as srv:
+        srv.push(reply(GOOD2, SYNTAX), reply(GOOD), reply("[1, 0]"))
+        run_main(tmp_path, "qllm_generate", "climbing", "llm.backend=openai", f"llm.base_url={srv.base_url}",
+                 "llm.model=scripted", f"llm.cache_dir={tmp_path / 'cache'}", "llm.max_retries=0",
+                 "tfcaf_candidates=2", "tfcaf_rounds=1", "tfcaf_states=64", "igm_gate=False")
+    (path,) = glob.glob(str(tmp_path / "tfcafs" / "climbing" / "*" / "tfcaf.py"))
+    meta = json.load(open(os.path.join(os.path.dirname(path), "meta.json")))
+    assert meta["igm_gate"] is False and meta["llm"]["model"] == "scripted" and meta["ledger"]
+    assert len(meta["rounds"][0]["candidates"]) == 2 and "climbing" in meta["prompts"]["task"]
+    assert open(path).read().count("0.5 * torch.ones") == 1
+    load_tfcaf(path)  # the hash in meta.json matches
+    assert os.path.isfile(os.path.join(os.path.dirname(path), "llm_transcript.jsonl"))
+    run_main(tmp_path / "train", "qllm", "climbing", f"tfcaf_path={path}", "igm_gate=False", "t_max=100",
+             "test_interval=50", "test_nepisode=2", "log_interval=50", "runner_log_interval=50",
+             "learner_log_interval=50", "batch_size=4", "buffer_size=8", "env_args.episode_limit=5",
+             "save_model=False", "use_tensorboard=False", "epsilon_anneal_time=50")
+
+
+def test_a_tampered_artifact_is_refused(tmp_path):
+    with LoopbackServer() as srv:
+        srv.push(reply(GOOD))
+        run_main(tmp_path, "qllm_generate", "climbing", "llm.backend=openai", f"llm.base_url={srv.base_url}",
+                 "llm.model=scripted", f"llm.cache_dir={tmp_path / 'cache'}", "tfcaf_candidates=1",
+                 "tfcaf_rounds=1", "tfcaf_states=32")
+    (path,) = glob.glob(str(tmp_path / "tfcafs" / "climbing" / "*" / "tfcaf.py"))
+    with open(path, "a") as f:
+        f.write("# edited\n")
+    with pytest.raises(Exception, match="(?i)sha-?256|hash"):
+        load_tfcaf(path)
