@@ -9,7 +9,8 @@ The file's SHA-256 must equal the one recorded when it was validated: `sha256` i
 or its entry in MANIFEST.json for the shipped references in src/qllm/tfcafs/. The source is checked
 against the policy again and runs in the restricted namespace of qllm.runtime, in this process (the
 hash proves it is the file that passed the sandbox). Works on any leading dims and device: new tensors
-the code creates without `device=` land on the input's device.
+the code creates without `device=` land on the input's device, and so do its module-level constants
+(the code is run once more per device).
 """
 import contextlib
 import hashlib
@@ -19,7 +20,7 @@ import os
 import torch
 
 from qllm.policy import PolicyError
-from qllm.runtime import exec_restricted
+from qllm.runtime import exec_checked, exec_restricted
 
 TFCAF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tfcafs")
 MANIFEST = "MANIFEST.json"
@@ -60,10 +61,23 @@ def recorded_metadata(path):
 class TFCAF:
     """A loaded TFCAF: `tfcaf(state, n_agents) -> (w, b)` or legacy `QLLMNetwork(agents_q, state) -> q_tot`."""
 
-    def __init__(self, fn, form, path=None, sha256=None, igm_gate=None, n_agents=None):
+    def __init__(self, fn, form, path=None, sha256=None, igm_gate=None, n_agents=None, source=None):
         self.fn, self.form, self.path, self.sha256 = fn, form, path, sha256
         self.igm_gate = igm_gate  # the setting recorded with the file (None if unknown)
         self.n_agents = n_agents
+        self.source = source
+        self._per_device = {}
+
+    def _fn_for(self, device):
+        """The function, with its module-level tensors created on `device` (the code is re-run there once)."""
+        if device.type == "cpu" or self.source is None:
+            return self.fn
+        key = str(device)
+        if key not in self._per_device:
+            entry = "QLLMNetwork" if self.legacy else "tfcaf"
+            with torch.device(device):
+                self._per_device[key] = exec_checked(self.source, entry, self.form)[0]
+        return self._per_device[key]
 
     @property
     def legacy(self):
@@ -89,7 +103,7 @@ class TFCAF:
         lead, S = states.shape[:-1], states.shape[-1]
         flat = states.reshape(-1, S)
         with _on_device(states.device):
-            out = self.fn(flat, n)
+            out = self._fn_for(states.device)(flat, n)
         if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
             raise TFCAFCallError(f"{self._where()} must return (weights, bias) tensors, got {type(out).__name__}")
         w, b = out
@@ -108,7 +122,7 @@ class TFCAF:
         if self.legacy:
             lead, n = agent_qs.shape[:-1], agent_qs.shape[-1]
             with _on_device(states.device):
-                out = self.fn(agent_qs.reshape(-1, n), states.reshape(-1, states.shape[-1]))
+                out = self._fn_for(states.device)(agent_qs.reshape(-1, n), states.reshape(-1, states.shape[-1]))
             if not isinstance(out, torch.Tensor) or out.numel() != agent_qs.reshape(-1, n).shape[0]:
                 raise TFCAFCallError(f"{self._where()} must return Q_tot [B, 1], got "
                                      f"{list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
@@ -167,7 +181,7 @@ def load_tfcaf(path, verify_hash=True, n_agents=None):
         raise TFCAFLoadError(f"running {path} failed: {type(e).__name__}: {e}") from None
     gate = (meta or {}).get("igm_gate")
     return TFCAF(fn, form, path=path, sha256=digest, igm_gate=None if gate is None else bool(gate),
-                 n_agents=n_agents)
+                 n_agents=n_agents, source=source)
 
 
 def manifest_path():

@@ -31,6 +31,7 @@ ENTRY_POINTS = {"tfcaf": ("state", "n_agents"), "QLLMNetwork": ("agents_q", "glo
 ALLOWED_MODULES = ("torch", "torch.nn", "torch.nn.functional", "torch.linalg", "torch.special", "torch.fft", "math")
 MAX_SOURCE_CHARS = 100_000
 MAX_AST_NODES = 20_000
+MAX_AST_DEPTH = 100  # the checker recurses; real TFCAFs stay far below this
 
 # Builtins a TFCAF may use (the runtime namespace holds exactly these; `print` is a no-op there).
 SAFE_BUILTIN_NAMES = (
@@ -230,16 +231,22 @@ def parse_source(source):
 
 def check_tree(tree):
     """Policy check of a parsed module; returns PolicyResult or raises PolicyError(stage="policy")."""
-    n_nodes = sum(1 for _ in ast.walk(tree))
+    n_nodes, depth = _size_and_depth(tree)
     if n_nodes > MAX_AST_NODES:
         raise PolicyError("policy", [f"the code is too large ({n_nodes} syntax nodes; limit {MAX_AST_NODES})"])
+    if depth > MAX_AST_DEPTH:
+        raise PolicyError("policy", [f"the code is nested too deeply (syntax depth {depth}; limit {MAX_AST_DEPTH}): "
+                                     f"split long expressions into several statements"])
     checker = _Checker()
     for stmt in tree.body:
         is_doc = isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
         if not (isinstance(stmt, _TOP_LEVEL_OK) or is_doc):
             checker.bad(stmt, f"top-level '{type(stmt).__name__}' statement: only imports, constant assignments "
                               f"and function definitions may appear at the top level; put code inside tfcaf()")
-    checker.visit(tree)
+    try:
+        checker.visit(tree)
+    except RecursionError:
+        raise PolicyError("policy", ["the code is nested too deeply to check"]) from None
     violations = checker.violations
 
     defs = {s.name: s for s in tree.body if isinstance(s, ast.FunctionDef)}
@@ -259,6 +266,17 @@ def check_tree(tree):
     if violations:
         raise PolicyError("policy", violations)
     return PolicyResult(form="tfcaf" if entry == "tfcaf" else "legacy", entry=entry, imports=checker.imports)
+
+
+def _size_and_depth(tree):
+    """Node count and nesting depth, without recursion."""
+    count, deepest, stack = 0, 0, [(tree, 1)]
+    while stack:
+        node, d = stack.pop()
+        count += 1
+        deepest = max(deepest, d)
+        stack.extend((child, d + 1) for child in ast.iter_child_nodes(node))
+    return count, deepest
 
 
 def _undefined_names(tree):

@@ -9,6 +9,7 @@ math. A proxy refuses every attribute the static policy refuses and every submod
 """
 import builtins
 import importlib
+import sys
 import types
 
 from qllm.policy import ALLOWED_MODULES, SAFE_BUILTIN_NAMES, PolicyError, attribute_refusal, check_source
@@ -65,6 +66,12 @@ def module_proxy(name):
 
 
 def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+    if isinstance(fromlist, list) and not level and "__import__" not in sys._getframe(1).f_code.co_names:
+        # C code (PyImport_Import, e.g. torch.tensor() fetching torch.storage) imports through the builtins of
+        # the running Python frame, passing an empty *list*; `import` statements pass None or a tuple, and the
+        # code cannot call __import__ itself (the policy refuses dunder names; a frame that names __import__
+        # is refused here too). Give C code the real module.
+        return importlib.import_module(name)
     if level or name not in ALLOWED_MODULES:
         raise ImportError(f"import of '{name}' is not allowed: only torch (and its nn, nn.functional, linalg, "
                           f"special, fft submodules) and math")

@@ -20,9 +20,12 @@ STAGES = ("exec", "shape", "finite", "gradient", "gate", "determinism", "mutatio
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.+-]+){2,}/?")
 
 
-def scrub(text):
-    """Remove host paths from error text (keep the file's base name)."""
-    return _PATH.sub(lambda m: os.path.basename(m.group(0).rstrip("/")) or "<path>", str(text))
+def scrub(text, limit=2000):
+    """Error text without host paths (base names kept), clipped to `limit` characters."""
+    text = str(text)
+    if len(text) > limit:
+        text = text[:limit] + f" ... [{len(text) - limit} more characters]"
+    return _PATH.sub(lambda m: os.path.basename(m.group(0).rstrip("/")) or "<path>", text)
 
 
 class CheckFailed(Exception):

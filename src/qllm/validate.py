@@ -182,7 +182,7 @@ def _run_child(source, entry, form, states, ctx):
             pass
 
     def read_out():
-        for raw in proc.stdout:
+        for raw in iter(lambda: proc.stdout.readline(1 << 20), b""):  # lines over 1 MB arrive in pieces
             lines.put(raw.decode(errors="replace"))
         lines.put(None)
 
@@ -214,12 +214,15 @@ def _run_child(source, entry, form, states, ctx):
             kind, _, payload = line[len(prefix):].rstrip("\n").partition(" ")
             if kind == "READY":
                 ready = True
-                sandbox = json.loads(payload)
+                sandbox = json.loads(payload)  # written before any candidate code ran
                 deadline = time.monotonic() + float(ctx.time_limit_s)
             elif kind == "STAGE":
                 stage = payload.strip() or stage
             elif kind == "RESULT":
-                result = json.loads(payload)
+                try:
+                    result = json.loads(payload)
+                except ValueError:
+                    result = {"ok": False, "stage": stage, "errors": ["the sandbox returned an unreadable result"]}
                 break
     finally:
         _kill_group(proc)

@@ -59,10 +59,15 @@ def test_legacy_form(tmp_path):
 
 
 def test_device_follows_the_input(tmp_path):
-    """Tensors created without device= land on the input's device (the meta device stands in for a GPU)."""
-    tfcaf = load_tfcaf(write_tfcaf(tmp_path), n_agents=3)
+    """Tensors created without device= land on the input's device (the meta device stands in for a GPU),
+    module-level constants included."""
+    src = SRC.replace("import torch\n", "import torch\nSHIFT = torch.tensor([0.0, 0.1, 0.2])\n").replace(
+        "- 0.25", "- 0.25 + SHIFT")
+    tfcaf = load_tfcaf(write_tfcaf(tmp_path, src), n_agents=3)
     w, b = tfcaf.weights_and_bias(torch.empty(2, 6, 5, device="meta"))
     assert w.device.type == "meta" and b.device.type == "meta" and w.shape == (2, 6, 3)
+    w_cpu, _ = tfcaf.weights_and_bias(torch.zeros(2, 5))
+    assert torch.allclose(w_cpu, torch.full((2, 3), 1 / 3 - 0.25) + torch.tensor([0.0, 0.1, 0.2]))
 
 
 def test_hash_mismatch_names_both_hashes(tmp_path):

@@ -154,7 +154,10 @@ def test_parse_errors_name_the_line():
     with pytest.raises(PolicyError, match="line 3: SyntaxError") as e:
         check_source("import torch\ndef tfcaf(state, n_agents):\n    return (state,\n")
     assert e.value.stage == "parse"
-    for bad in ("", "   \n", "x = (" * 300 + ")" * 300, "a\0b", "x = 1\n" * 30_000):
+    deep = "import torch\ndef tfcaf(state, n_agents):\n    x = " + "+".join(["state"] * 900) + "\n    return x, x\n"
+    with pytest.raises(PolicyError, match="nested too deeply"):  # the checker must not hit RecursionError
+        check_source(deep)
+    for bad in ("", "   \n", "x = (" * 300 + ")" * 300, "a\0b", "x = 1\n" * 30_000, "x = " + "-" * 50_000 + "1"):
         with pytest.raises(PolicyError) as e:
             check_source(bad)
         assert e.value.stage in ("parse", "policy")
@@ -193,6 +196,8 @@ def test_common_tensor_attributes_are_allowed(name):
     ("exec('1')", NameError),
     ("getattr(torch, 'load')", NameError),
     ("class A:\n    pass", NameError),  # no __build_class__
+    ("__import__('os', None, None, [], 0)", ImportError),  # the list form is for C code only
+    ("def g():\n    return __import__('os', None, None, [], 0)\ng()", ImportError),
 ])
 def test_runtime_layer_refuses_without_the_policy(stmt, error, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -200,6 +205,15 @@ def test_runtime_layer_refuses_without_the_policy(stmt, error, tmp_path, monkeyp
     with pytest.raises(error):
         exec_checked(src, "tfcaf", "tfcaf")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_c_code_can_still_import_what_it_needs():
+    """torch.tensor() makes C code import torch.storage through the running frame's (restricted) builtins."""
+    src = ("import torch\nC = torch.tensor([1.0, 2.0])\ndef tfcaf(state, n_agents):\n"
+           "    a = torch.tensor([[1.0, 2.0]]) + torch.as_tensor([3.0])\n"
+           "    return state[:, :2] * a + C, state[:, :1]\n")
+    fn, _ = exec_restricted(src)
+    assert torch.equal(fn(torch.ones(1, 3), 2)[0], torch.tensor([[5.0, 7.0]]))
 
 
 def test_no_module_outside_the_allow_list_is_reachable():

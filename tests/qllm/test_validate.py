@@ -36,7 +36,7 @@ def tfcaf(body):
 
 
 GOOD = tfcaf("w = torch.softmax(state[:, :n_agents] - state[:, n_agents:2 * n_agents], dim=-1) * n_agents\n"
-             "b = 0.1 * state.sum(-1, keepdim=True)\nreturn w, b")
+             "b = 0.1 * state.sum(-1, keepdim=True) * torch.tensor([1.0])\nreturn w, b")
 
 
 def test_good_candidate_passes_with_measurements(ctx, host_cwd):
@@ -230,3 +230,8 @@ def test_process_limits_stop_files_sockets_and_memory_even_for_unrestricted_code
                          timeout=60)
     assert res.stdout.split() == ["file:OSError", "socket:OSError", "memory:MemoryError"], res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_huge_error_messages_are_clipped(ctx):
+    report = validate_source(tfcaf("raise ValueError('x' * 50_000_000)"), ctx)
+    assert report.stage == "exec" and len(report.feedback()) < 10_000 and "more characters" in report.errors[0]
