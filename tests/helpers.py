@@ -102,9 +102,25 @@ def sacred_dir(tmp_path, name, env_label):
 def require_extra(module, install):
     """Skip when an optional extra is missing, except in CI (CI=true), which installs every extra: there a
     missing extra must fail, so its tests never pass by being skipped."""
-    if importlib.util.find_spec(module) is not None:
+    if importlib.util.find_spec(module) is None:
+        require_nothing_missing([f"optional extra '{module}' is not installed"], install)
+
+
+def require_local_llm():
+    """The local model file and its runtime (./install.sh llm), under the same skip-or-fail rule."""
+    from llm import default_model_path
+    problems = []
+    if importlib.util.find_spec("xllamacpp") is None:
+        problems.append("xllamacpp is not installed")
+    if not os.path.isfile(default_model_path()):
+        problems.append(f"the model file {default_model_path()} is missing")
+    require_nothing_missing(problems, "./install.sh llm, or python src/llm/setup_local.py")
+
+
+def require_nothing_missing(problems, install):
+    if not problems:
         return
-    message = f"optional extra '{module}' is not installed ({install})"
+    message = f"{'; '.join(problems)} ({install})"
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{message}, but CI must run its tests", pytrace=False)
+        pytest.fail(f"{message}, but CI must run these tests", pytrace=False)
     pytest.skip(message, allow_module_level=True)

@@ -59,8 +59,8 @@ def improve_request(reference, advice):
 
 
 def repair_request(feedback):
-    return ("Your function failed the automatic checks:\n" + feedback.strip() +
-            "\n\nReturn the corrected complete function in one ```python block.")
+    """The validator's feedback already ends with what to return."""
+    return "Your function failed the automatic checks:\n" + feedback.strip()
 
 
 def selection_request(candidates):

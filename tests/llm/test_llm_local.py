@@ -3,35 +3,19 @@
 Runs when the model file and xllamacpp are present; skips with the set-up command otherwise, except in CI
 (CI=true), where `./install.sh llm` fetches the model, so a missing model fails instead of passing by skipping.
 """
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
 
-import pytest
-
+from helpers import require_local_llm
 from llm import default_model_path, make_llm
 
 MODEL = default_model_path()
 
 
-def require_local_model():
-    problems = []
-    if importlib.util.find_spec("xllamacpp") is None:
-        problems.append("xllamacpp is not installed")
-    if not os.path.isfile(MODEL):
-        problems.append(f"the model file {MODEL} is missing")
-    if not problems:
-        return
-    message = f"local LLM not available ({'; '.join(problems)}); fetch it with: python src/llm/setup_local.py"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{message}, but CI must run these tests (./install.sh llm fetches the model)", pytrace=False)
-    pytest.skip(message, allow_module_level=True)
-
-
-require_local_model()
+require_local_llm()
 
 
 def gone(pid):

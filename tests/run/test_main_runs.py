@@ -7,7 +7,7 @@ import pytest
 import torch as th
 
 from helpers import run_main, sacred_dir
-from utils.config import available
+from utils.config import available, load_yaml
 
 TINY = ["t_max=120", "env_args.episode_limit=5", "test_nepisode=2", "test_interval=60", "log_interval=60",
         "runner_log_interval=60", "learner_log_interval=60", "save_model_interval=60", "batch_size=4",
@@ -15,7 +15,11 @@ TINY = ["t_max=120", "env_args.episode_limit=5", "test_nepisode=2", "test_interv
 ON_POLICY = ("ippo", "mappo", "ippo_ns", "mappo_ns", "ia2c", "maa2c")
 
 
-@pytest.mark.parametrize("alg", available("algs"))
+# training configs (qllm_generate is a generation run, tested with a scripted LLM in tests/qllm/test_loop.py)
+TRAINING = [a for a in available("algs") if load_yaml("algs", a).get("run", "online") == "online"]
+
+
+@pytest.mark.parametrize("alg", TRAINING)
 def test_every_algorithm_config_runs_and_writes_results(tmp_path, alg):
     extra = ["epsilon_anneal_time=100"]
     if alg in ON_POLICY:
