@@ -1,0 +1,76 @@
+"""Print a TFCAF's credit over one episode (interpretability, QLLM paper section 5.6).
+
+    python src/qllm/explain.py --env-config lbf_8x8_2p_2f_coop                     # shipped reference
+    python src/qllm/explain.py --env-config climbing --tfcaf results/tfcafs/climbing/<id>/tfcaf.py --steps 10
+
+Plays one episode with random available actions (seeded), feeds each global state to the TFCAF and
+prints, per step, the weight of every agent (after the IGM gate), the bias, the actions and the reward;
+`--describe` also prints the env's text rendering of each state, to read the weights against it.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from envs import make_env  # noqa: E402
+from qllm.loader import load_tfcaf, shipped_reference  # noqa: E402
+from utils.config import load_yaml  # noqa: E402
+
+
+def record_episode(env, steps, seed):
+    rng = np.random.default_rng(seed)
+    _, state = env.reset()
+    rows = []
+    for _ in range(steps):
+        actions = [int(rng.choice(np.flatnonzero(a))) for a in env.get_avail_actions()]
+        reward, terminated, info = env.step(actions)
+        rows.append((np.asarray(state, dtype=np.float32), actions, reward))
+        state = env.get_state()
+        if terminated or info.get("episode_limit"):
+            break
+    return rows
+
+
+def explain(env_config, tfcaf_path=None, steps=20, seed=0, igm_gate=None, describe=False, out=print):
+    cfg = load_yaml("envs", env_config)
+    env = make_env(cfg["env"], **cfg["env_args"], seed=seed)
+    tfcaf = load_tfcaf(tfcaf_path or shipped_reference(env_config), n_agents=env.n_agents)
+    gate = tfcaf.igm_gate if igm_gate is None else igm_gate
+    gate = True if gate is None else gate
+    rows = record_episode(env, steps, seed)
+    states = torch.as_tensor(np.stack([r[0] for r in rows]))
+    with torch.no_grad():
+        w, b = tfcaf.weights_and_bias(states, env.n_agents)
+    w = w.abs() if gate else w
+    meanings = env.action_meanings()
+    out(f"TFCAF {tfcaf.path} on {env_config} (igm_gate {gate}); Q_tot = sum_i w_i Q_i + b")
+    out("step  " + "  ".join(f"w_{i:<5}" for i in range(env.n_agents)) + "  bias    reward  actions")
+    for t, (state, actions, reward) in enumerate(rows):
+        weights = "  ".join(f"{float(x):7.3f}" for x in w[t])
+        acts = ", ".join(meanings[a] for a in actions)
+        out(f"{t:>4}  {weights}  {float(b[t, 0]):7.3f}  {reward:6.3g}  {acts}")
+        if describe:
+            out("      " + env.describe_state(state).replace("\n", "\n      "))
+    env.close()
+    return w.numpy(), b.numpy()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env-config", required=True, help="a config name in config/envs")
+    p.add_argument("--tfcaf", default=None, help="a validated tfcaf.py (default: the shipped reference)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--igm-gate", choices=["on", "off"], default=None, help="default: the TFCAF's recorded setting")
+    p.add_argument("--describe", action="store_true", help="also print each state's text rendering")
+    a = p.parse_args(argv)
+    gate = None if a.igm_gate is None else a.igm_gate == "on"
+    explain(a.env_config, a.tfcaf, a.steps, a.seed, gate, a.describe)
+
+
+if __name__ == "__main__":
+    main()
