@@ -159,3 +159,10 @@ def test_main_refuses_a_tampered_tfcaf(tmp_path, capsys):
         f.write("# edited\n")
     run_main(tmp_path, "qllm", "matrix_game", "t_max=10", f"tfcaf_path={path}", expect=1)
     assert "changed after it was validated" in capsys.readouterr().err
+
+
+def test_mixer_qllm_drops_into_another_value_based_config(tmp_path):
+    """pymarl habit: keep --config=vdn and swap the mixer; the shipped climbing reference is used."""
+    run_main(tmp_path, "vdn", "climbing", "mixer=qllm", "t_max=60", "test_interval=30", "test_nepisode=2",
+             "log_interval=30", "runner_log_interval=30", "learner_log_interval=30", "batch_size=2",
+             "buffer_size=4", "env_args.episode_limit=5", "save_model=False", "use_tensorboard=False")
