@@ -6,7 +6,7 @@
 Suite `qllm`: QMIX vs QLLM (shipped reference TFCAF) on LBF 8x8-2p-2f-coop, and on the climbing
 game QLLM with the IGM gate on vs off plus QMIX and VDN. Each run is a normal `src/main.py` job;
 the greedy test returns (info.json) are collected into results/bench/learning_curves.{json,md}.
-Plot them with `python src/plot.py --results <out>/runs`.
+Each run keeps its Sacred folder under <out>/runs/.
 """
 import argparse
 import concurrent.futures as cf
