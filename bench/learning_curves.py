@@ -75,10 +75,12 @@ def main():
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--t-max", type=int, default=None, help="override every run's t_max")
+    p.add_argument("--envs", nargs="*", default=None, help="only these env configs of the suite")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "bench"))
     a = p.parse_args()
     jobs = [(label, alg, env, ov, seed, a.t_max or T_MAX.get(env, 100000), a.out)
-            for label, alg, env, ov in SUITES[a.suite] for seed in range(1, a.seeds + 1)]
+            for label, alg, env, ov in SUITES[a.suite] for seed in range(1, a.seeds + 1)
+            if a.envs is None or env in a.envs]
     runs = []
     with cf.ThreadPoolExecutor(a.jobs) as pool:
         for r in pool.map(lambda j: one_run(*j), jobs):
