@@ -10,8 +10,9 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
+
+from utils.files import write_json_atomic
 
 SCHEMA = 1
 log = logging.getLogger("llm.cache")
@@ -66,21 +67,4 @@ class DiskCache:
         return None
 
     def put(self, key, entry):
-        entry = dict(entry, key=key, schema=SCHEMA, created=time.time())
-        data = json.dumps(entry, ensure_ascii=False, indent=1).encode("utf-8")
-        folder = os.path.dirname(self.path(key))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_json_atomic(self.path(key), dict(entry, key=key, schema=SCHEMA, created=time.time()))

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from llm.cache import DiskCache, cache_key, canonical_json, request_identity
 from llm.config import local_model_name, resolve
 from llm.errors import LLMCacheMiss, LLMError, LLMRequestError
-from llm.ledger import Ledger, Transcript, now, write_json_atomic
+from llm.ledger import Ledger, Transcript, now
+from utils.files import write_json_atomic
 
 log = logging.getLogger("llm")
 ROLES = ("system", "user", "assistant", "tool", "developer")

@@ -8,7 +8,6 @@ The folder is assembled as <id>.tmp and renamed when complete; a failed generati
 <id>.failed with its LLM transcript (answers are also in the LLM cache, so a rerun pays nothing twice).
 """
 import hashlib
-import json
 import os
 import platform
 from datetime import datetime, timezone
@@ -21,11 +20,7 @@ from qllm.loop import LoopSettings, generate
 from qllm.states import sample_states
 from qllm.validate import ValidationContext
 from run.setup import env_label, results_path
-
-
-def write_json(path, data):
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2, default=str)
+from utils.files import write_json_atomic
 
 
 def run_tfcaf(_run, config, _log):
@@ -57,7 +52,7 @@ def run_tfcaf(_run, config, _log):
         code, record = generate(llm, task, ctx, settings, log=_log)
     except Exception as e:
         meta.update(error=f"{type(e).__name__}: {e}", ledger=llm.ledger())
-        write_json(os.path.join(work_dir, "meta.json"), meta)
+        write_json_atomic(os.path.join(work_dir, "meta.json"), meta)
         os.replace(work_dir, os.path.join(root, f"{stamp}.failed"))
         raise
     finally:
@@ -66,7 +61,7 @@ def run_tfcaf(_run, config, _log):
     with open(os.path.join(work_dir, "tfcaf.py"), "w") as f:
         f.write(source)
     meta.update(record, ledger=llm.ledger(), sha256=hashlib.sha256(source.encode()).hexdigest())
-    write_json(os.path.join(work_dir, "meta.json"), meta)
+    write_json_atomic(os.path.join(work_dir, "meta.json"), meta)
     os.replace(work_dir, final_dir)
     path = os.path.join(final_dir, "tfcaf.py")
     _log.info(f"TFCAF written to {path}\nTrain with: python src/main.py --config=qllm --env-config=<env> "

@@ -23,8 +23,8 @@ import torch
 from envs import make_env
 from envs.description import check_schema
 from helpers import require_extra
-from qllm.tfcafs import MANIFEST_PATH, TFCAF_DIR, load_manifest, reference
-from qllm.tfcafs.manifest import HEADER, KNOWN_SIZES, build_manifest, dumps, reference_configs
+from qllm.tfcafs import MANIFEST_PATH, load_manifest, reference
+from qllm.tfcafs.manifest import HEADER, KNOWN_SIZES, build_manifest, dumps, file_for, reference_configs
 from utils.config import load_yaml
 
 CONFIGS = reference_configs()
@@ -36,7 +36,7 @@ SMAC_TEST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 
 
 def tfcaf_of(name):
-    return importlib.import_module(f"qllm.tfcafs.{name}").tfcaf
+    return importlib.import_module(f"qllm.tfcafs.{file_for(name)}").tfcaf
 
 
 def schema(fields):
@@ -366,7 +366,7 @@ def test_matrix_credit_rewards_the_best_reply_to_the_teammate(name):
     env, _ = sample(name)
     f = schema(env.state_schema())
     payoff = np.asarray(env.payoff, dtype=float)
-    assert np.array_equal(np.array(importlib.import_module(f"qllm.tfcafs.{name}").PAYOFF), payoff)
+    assert np.array_equal(np.array(importlib.import_module(f"qllm.tfcafs.{file_for(name)}").PAYOFF), payoff)
     joint = [(a, b) for a in range(3) for b in range(3)]
     rows = np.zeros((1 + len(joint), env.get_state_size()), dtype=np.float32)  # row 0: the first step
     for k, (a, b) in enumerate(joint):
@@ -391,8 +391,8 @@ def test_every_env_config_has_a_labelled_reference():
         path, entry = reference(name)
         with open(path, "rb") as f:
             data = f.read()
-        assert data.decode().startswith(f"{HEADER}{name}: ")
-        assert entry["file"] == f"{name}.py" and entry["sha256"] == hashlib.sha256(data).hexdigest()
+        assert data.decode().startswith(f"{HEADER}{file_for(name)}: ")
+        assert entry["file"] == f"{file_for(name)}.py" and entry["sha256"] == hashlib.sha256(data).hexdigest()
         assert isinstance(entry["igm_gate"], bool)
     with pytest.raises(KeyError, match="no shipped reference TFCAF for env config 'gymma'.*lbf"):
         reference("gymma")
@@ -429,8 +429,7 @@ def test_mpe_spread_reference_scales_with_n():
         weights, bias = tfcaf_of("mpe_spread")(torch.as_tensor(state), n)
         assert weights.shape == (1, n) and torch.isfinite(weights).all()
         env.close()
-    assert open(os.path.join(TFCAF_DIR, "mpe_spread.py")).read().splitlines()[2:] == \
-        open(os.path.join(TFCAF_DIR, "mpe_spread_6.py")).read().splitlines()[2:]
+    assert file_for("mpe_spread_6") == "mpe_spread"
 
 
 def test_references_pass_the_sandboxed_validator():

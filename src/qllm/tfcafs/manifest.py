@@ -3,12 +3,12 @@
     cd src && python -m qllm.tfcafs.manifest          # rewrite MANIFEST.json
     cd src && python -m qllm.tfcafs.manifest --check  # exit 1 if it is stale
 
-Checks that every env config in config/envs except gymma has exactly one reference file and no file lacks a
-config, that each file starts with the hand-written header, names its config, declares `# igm_gate: true` or
-`false` on its second line and defines `tfcaf(state, n_agents)` at the top level (checked on the syntax tree;
-nothing is executed). state_size and n_agents come from the env built with the config's env_args; where that
-env cannot be built here (StarCraft II, a missing optional extra) they are taken from KNOWN_SIZES or the
-previous manifest.
+Checks that every env config in config/envs except gymma has a reference file (configs of one task family
+with the same state layout share one, see SHARED) and no file lacks a config, that each file starts with the
+hand-written header naming it, declares `# igm_gate: true` or `false` on its second line and defines
+`tfcaf(state, n_agents)` at the top level (checked on the syntax tree; nothing is executed). state_size and
+n_agents come from the env built with the config's env_args; where that env cannot be built here (StarCraft II,
+a missing optional extra) they are taken from KNOWN_SIZES or the previous manifest.
 """
 import argparse
 import ast
@@ -27,6 +27,17 @@ NOT_REFERENCES = ("__init__.py", "manifest.py")
 # in envs/smac.py (3m: 3 x 4 + 3 x 3 + 3 x 9 = 48; 10gen_protoss 5 vs 5: 5 x 8 + 5 x 7 + 5 x 11 = 130);
 # tests/qllm/test_reference_tfcafs.py checks them against envs.smac's schema arithmetic.
 KNOWN_SIZES = {"sc2": (48, 3), "sc2v2": (130, 5)}
+# configs whose state layout is their family's, read with sizes derived from the state: one file serves them all
+SHARED = {
+    "lbf_8x8_2p_2f_coop": "lbf", "lbf_2s_8x8_2p_2f_coop": "lbf", "lbf_2s_10x10_3p_3f": "lbf",
+    "lbf_2s_15x15_4p_3f": "lbf", "mpe_spread_6": "mpe_spread", "mpe_world": "mpe_tag", "matrix_game": "penalty",
+    "gfootball_3v1": "gfootball", "gfootball_counterattack_easy": "gfootball", "gfootball_pass_shoot": "gfootball",
+}
+
+
+def file_for(config):
+    """Module name (file stem) of the reference TFCAF that serves an env config."""
+    return SHARED.get(config, config)
 
 
 class ManifestError(ValueError):
@@ -75,26 +86,27 @@ def build_manifest(previous=None):
     previous = previous or {}
     configs = reference_configs()
     files = sorted(f for f in os.listdir(TFCAF_DIR) if f.endswith(".py") and f not in NOT_REFERENCES)
-    stray = [f for f in files if f[:-3] not in configs]
+    stray = [f for f in files if f[:-3] not in {file_for(c) for c in configs}]
     if stray:
         raise ManifestError(f"reference files without an env config in config/envs: {', '.join(stray)}")
     manifest = {}
     for name in configs:
-        path = os.path.join(TFCAF_DIR, f"{name}.py")
+        stem = file_for(name)
+        path = os.path.join(TFCAF_DIR, f"{stem}.py")
         if not os.path.isfile(path):
             raise ManifestError(f"env config '{name}' has no reference TFCAF (expected {path})")
         with open(path, "rb") as f:
             data = f.read()
         source = data.decode("utf-8")
-        igm_gate = read_header(name, source)
+        igm_gate = read_header(stem, source)
         if not defines_tfcaf(source):
-            raise ManifestError(f"{name}.py does not define a top-level tfcaf(state, n_agents)")
+            raise ManifestError(f"{stem}.py does not define a top-level tfcaf(state, n_agents)")
         sizes = env_sizes(name) or KNOWN_SIZES.get(name)
         if sizes is None and name in previous:
             sizes = previous[name]["state_size"], previous[name]["n_agents"]
         if sizes is None:
             raise ManifestError(f"cannot build env config '{name}' here to read its state size; install its extra")
-        manifest[name] = {"file": f"{name}.py", "sha256": hashlib.sha256(data).hexdigest(), "igm_gate": igm_gate,
+        manifest[name] = {"file": f"{stem}.py", "sha256": hashlib.sha256(data).hexdigest(), "igm_gate": igm_gate,
                           "state_size": sizes[0], "n_agents": sizes[1]}
     return manifest
 
