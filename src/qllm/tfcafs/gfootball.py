@@ -1,4 +1,4 @@
-# Hand-written reference TFCAF (not LLM output) for gfootball_3v1: ball carrier by goal proximity, support, pressing.
+# Hand-written reference TFCAF (not LLM output) for gfootball: ball carrier by goal proximity, support, pressing.
 # igm_gate: true
 #
 # State layout (envs/gfootball.py state_schema): the agents' simple115v2 observations concatenated, 115 values
