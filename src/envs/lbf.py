@@ -97,6 +97,24 @@ class ForagingEnv(GymmaWrapper):
                             "-1 for every agent at the first step of an episode"))
         return fields
 
+    def edge_states(self):
+        """States that random play rarely reaches, for validating credit functions (qllm.states): the
+        current state with each food picked up, with all food picked up, and those at an episode's first step."""
+        if self.layout == "obs":
+            return []
+        base = self.get_state()
+        start = 3 * self.n_agents
+        picked = []
+        for foods in [[j] for j in range(self.n_food)] + [list(range(self.n_food))]:
+            state = base.copy()
+            for j in foods:
+                state[start + 3 * j: start + 3 * j + 3] = (-1, -1, 0)
+            picked.append(state)
+        first_step = [s.copy() for s in picked]
+        for s in first_step:
+            s[start + 3 * self.n_food:] = -1
+        return picked + first_step
+
     def describe_state(self, state=None):
         """The field values, plus (qllm layout) a drawing of the grid: agents as digits, food as F<level>."""
         state = self.get_state() if state is None else np.asarray(state)

@@ -135,3 +135,15 @@ def test_describe_state_draws_the_grid():
     fr, fc, fl = state[6:9].astype(int)
     assert grid[fr].split()[fc] == f"F{fl}"
     assert "agent_0 = [" in text and "last_actions = [-1, -1]" in text
+
+
+def test_edge_states_cover_picked_food_for_tfcaf_validation():
+    from qllm.states import sample_states
+    env = lbf()
+    edges = env.edge_states()
+    assert len(edges) == 2 * (env.n_food + 1)
+    assert all(e.shape == (14,) for e in edges)
+    assert edges[env.n_food][6:12].tolist() == [-1, -1, 0] * 2  # all food picked
+    assert edges[-1][12:].tolist() == [-1, -1]  # ... at the first step of an episode
+    states = sample_states("lbf", {"key": COOP, "time_limit": 20}, n=64, seed=0)
+    assert (states[:, 6:9] == [-1, -1, 0]).all(axis=1).any()  # random play alone rarely collects food
