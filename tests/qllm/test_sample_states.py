@@ -1,6 +1,5 @@
 """States for validation come from real env rollouts, include episode starts and ends, and are reproducible."""
 import numpy as np
-import pytest
 
 from envs import REGISTRY as env_REGISTRY
 from helpers import CountdownEnv
@@ -34,6 +33,5 @@ def test_first_last_and_edge_states_are_included():
 
 
 def test_lbf_states():
-    pytest.importorskip("lbforaging")
     states = sample_states("lbf", {"key": "Foraging-8x8-2p-2f-coop-v3", "time_limit": 20, "state": "qllm"}, n=64)
     assert states.shape == (64, 14) and np.isfinite(states).all()
