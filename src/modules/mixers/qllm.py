@@ -62,31 +62,28 @@ class QLLMMixer(nn.Module):
         if gate is None:
             gate = True if self.tfcaf.igm_gate is None else self.tfcaf.igm_gate
         self.igm_gate = bool(gate)
-        self._stats = None
+        self._last = None  # (weights, bias, mask) of the last forward
 
     def forward(self, agent_qs, states, mask=None, **extra):
         q_tot, w, b = self.tfcaf.q_tot(agent_qs, states, igm_gate=self.igm_gate)
         if w is not None:
-            self._record(w.detach(), b.detach(), mask)
+            self._last = (w.detach(), b.detach(), mask)  # statistics are computed only when logged
         return q_tot
 
-    def _record(self, w, b, mask):
+    def log_stats(self):
+        """Statistics of the raw weights and bias of the last forward, as floats (empty for the legacy form)."""
+        if self._last is None:
+            return {}
+        w, b, mask = self._last
         if mask is not None and mask.shape[:-1] == w.shape[:-1]:
             keep = mask.reshape(-1) > 0
             w, b = w.reshape(-1, w.shape[-1])[keep], b.reshape(-1, 1)[keep]
         w, b = w.reshape(-1, w.shape[-1]).float(), b.reshape(-1).float()
         if w.numel() == 0:
-            return
-        # kept as tensors: converting to floats (a GPU sync) happens only when the learner logs them
-        self._stats = torch.stack([w.mean(), w.std() if w.numel() > 1 else w.new_zeros(()), w.min(), w.max(),
-                                   (w < 0).float().mean(), b.mean()])
-
-    def log_stats(self):
-        """Statistics of the raw weights and bias of the last forward, as floats (empty for the legacy form)."""
-        if self._stats is None:
             return {}
-        keys = ("w_mean", "w_std", "w_min", "w_max", "w_neg_frac", "b_mean")
-        return dict(zip(keys, self._stats.tolist()))
+        std = w.std() if w.numel() > 1 else w.new_zeros(())
+        stats = torch.stack([w.mean(), std, w.min(), w.max(), (w < 0).float().mean(), b.mean()]).tolist()
+        return dict(zip(("w_mean", "w_std", "w_min", "w_max", "w_neg_frac", "b_mean"), stats))
 
     # the TFCAF's identity travels with checkpoints: resuming with another function is refused
     def get_extra_state(self):
