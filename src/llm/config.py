@@ -1,6 +1,7 @@
 """The `llm:` config block: defaults, checks, and the resolved settings the backends use.
 
-Every key has a default here; `config/default.yaml` carries the same block so `with llm.<key>=...` works.
+Every key has a default here; `config/algs/qllm_generate.yaml` carries the same block so `with llm.<key>=...`
+works.
 An API key is never a config value: `api_key_env` names the environment variable that holds it.
 """
 import difflib
@@ -9,9 +10,10 @@ from copy import deepcopy
 from urllib.parse import urlparse
 
 from llm.errors import LLMError
+from llm.setup_local import MODEL_FILE as LOCAL_MODEL_FILE
+from llm.setup_local import default_dest as default_model_path  # one answer for the setup and the backend
 from utils.config import ConfigError
 
-LOCAL_MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 LOCAL_MODEL_NAME = LOCAL_MODEL_FILE[: -len(".gguf")]
 
 DEFAULTS = {
@@ -51,15 +53,6 @@ OPENAI_URL = "https://api.openai.com/v1"
 
 class LLMConfigError(LLMError, ConfigError):
     """An `llm:` setting is wrong; the message names it."""
-
-
-def default_model_path():
-    """Where the setup puts the local model: $LLM_PYMARL_MODEL, else $XDG_CACHE_HOME (or ~/.cache)/llm-pymarl/models."""
-    env = os.environ.get("LLM_PYMARL_MODEL")
-    if env:
-        return os.path.expanduser(env)
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "llm-pymarl", "models", LOCAL_MODEL_FILE)
 
 
 def local_model_name(model_path):
