@@ -20,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
 from envs import make_env  # noqa: E402
+from report import write_report  # noqa: E402
 from utils.config import available, load_yaml  # noqa: E402
 
 
@@ -71,9 +72,6 @@ def main():
     for name in args.configs or available("envs"):
         rows.append(bench(name, args.seconds, args.repeats))
         print(json.dumps(rows[-1]), flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "env_speed.json"), "w") as f:
-        json.dump(rows, f, indent=2)
     lines = ["| config | agents | obs | state | actions | limit | mean ep. steps | steps/s |", "|---" * 8 + "|"]
     for r in rows:
         if "error" in r:
@@ -81,9 +79,7 @@ def main():
         else:
             lines.append(f"| {r['config']} | {r['n_agents']} | {r['obs']} | {r['state']} | {r['actions']} | "
                          f"{r['episode_limit']} | {r['mean_episode_steps']} | {r['steps_per_s']:,} |")
-    with open(os.path.join(args.out, "env_speed.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, "env_speed", rows, lines)
 
 
 if __name__ == "__main__":

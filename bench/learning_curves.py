@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from report import write_report
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SUITES = {
@@ -86,13 +88,7 @@ def main():
         for r in pool.map(lambda j: one_run(*j), jobs):
             runs.append(r)
             print(json.dumps({k: v for k, v in r.items() if k not in ("t", "test_return")}), flush=True)
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "learning_curves.json"), "w") as f:
-        json.dump(runs, f, indent=1)
-    lines = summarise(runs)
-    with open(os.path.join(a.out, "learning_curves.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(a.out, "learning_curves", runs, summarise(runs))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
+from report import write_report  # noqa: E402
 from run.setup import build  # noqa: E402
 from utils.config import build_config  # noqa: E402
 
@@ -94,9 +95,6 @@ def main():
         except Exception as e:  # noqa: BLE001 - an env whose extra is missing is reported, not fatal
             rows.append({"env": env, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:150]}"})
         print(json.dumps(rows[-1]), flush=True)
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "qllm_mixer.json"), "w") as f:
-        json.dump(rows, f, indent=2)
     lines = ["| env | qmix params | qplex params | qatten params | qllm params | QMIX train step | QLLM train step | "
              "reduction |", "|---" * 8 + "|"]
     for r in rows:
@@ -106,9 +104,7 @@ def main():
         c = r["params"]
         lines.append(f"| {r['env']} | {c['qmix']:,} | {c['qplex']:,} | {c['qatten']:,} | {c['qllm']} | "
                      f"{r['qmix_ms']} ms | {r['qllm_ms']} ms | {100 * r['reduction']:.0f}% |")
-    with open(os.path.join(a.out, "qllm_mixer.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(a.out, "qllm_mixer", rows, lines)
 
 
 if __name__ == "__main__":

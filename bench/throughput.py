@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+from report import write_report
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASK = ["--config=qmix", "--env-config=lbf", "with", "env_args.key=lbforaging:Foraging-8x8-2p-2f-coop-v3",
         "env_args.time_limit=50", "t_max=20000", "test_interval=10000", "test_nepisode=10",
@@ -68,18 +70,13 @@ def main():
             rows.append(one_run(runner, seed=i, extra=args.extra))
             print(json.dumps(rows[-1]), flush=True)
     summary = summarise(rows)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "throughput.json"), "w") as f:
-        json.dump({"task": TASK, "runs": rows, "summary": summary}, f, indent=2)
     lines = ["| runner | runs | env steps/s median (min–max) | peak RSS MB | updates/s | final test return |",
              "|---|---|---|---|---|---|"]
     for runner, s in summary.items():
         lines.append(f"| {runner} | {s['runs']} | {s['median_env_steps_per_s']:.0f} ({s['min']:.0f}–{s['max']:.0f}) "
                      f"| {s['median_peak_rss_mb']:.0f} | {s['median_updates_per_s']:.1f} "
                      f"| {s['mean_final_test_return']:.3f} |")
-    with open(os.path.join(args.out, "throughput.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, "throughput", {"task": TASK, "runs": rows, "summary": summary}, lines)
 
 
 if __name__ == "__main__":
