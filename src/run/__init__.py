@@ -9,8 +9,20 @@ def run_tfcaf(_run, config, _log):
     return run(_run, config, _log)
 
 
+def run_collect(_run, config, _log):
+    from run.collect import run_collect as run
+    return run(_run, config, _log)
+
+
+def run_offline(_run, config, _log):
+    from run.offline import run_offline as run
+    return run(_run, config, _log)
+
+
 REGISTRY = {
     "online": run_online,
     "evaluate": run_evaluate,
     "tfcaf": run_tfcaf,
+    "collect": run_collect,
+    "offline": run_offline,
 }

@@ -4,7 +4,7 @@ import time
 
 from run.evaluate import evaluate_sequential
 from run.setup import build
-from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint
+from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint, save_run_config
 from utils.seeding import rng_state, set_rng_state
 
 
@@ -120,6 +120,7 @@ def save(ctx, loop, _log):
     if args.save_replay_buffer:
         run_state["buffer"] = ctx.buffer.state_dict()
     save_checkpoint(ctx.learner, path, run_state)
+    save_run_config(os.path.dirname(path), ctx.config)
     _log.info(f"Saved checkpoint to {path}")
 
 

@@ -93,5 +93,5 @@ def build(_run, config, _log):
         learner.cuda()
         acting_mac = copy.deepcopy(mac).to("cpu")
     runner.setup(scheme=scheme, groups=groups, preprocess=preprocess, mac=acting_mac)
-    return SN(args=args, logger=logger, runner=runner, buffer=buffer, mac=mac, acting_mac=acting_mac,
-              learner=learner)
+    return SN(args=args, config=config, logger=logger, runner=runner, buffer=buffer, mac=mac,
+              acting_mac=acting_mac, learner=learner)

@@ -1,10 +1,14 @@
 """Checkpoint folders: results/models/<run>/<t_env>/ holding the learner's files and run_state.th."""
+import json
 import os
 import shutil
 
 import torch as th
 
+from utils.files import write_json_atomic
+
 RUN_STATE = "run_state.th"
+RUN_CONFIG = "config.json"
 
 
 def find_checkpoint(checkpoint_path, load_step=0):
@@ -37,3 +41,20 @@ def save_checkpoint(learner, path, run_state):
 def load_run_state(path):
     file = os.path.join(path, RUN_STATE)
     return th.load(file, map_location="cpu", weights_only=False) if os.path.isfile(file) else None
+
+
+def save_run_config(run_dir, config):
+    """The run's full config next to its checkpoints (models/<run>/config.json), so that a checkpoint can be
+    rebuilt without the YAML that trained it (dataset collection loads behaviour policies this way)."""
+    path = os.path.join(run_dir, RUN_CONFIG)
+    if not os.path.isfile(path):
+        write_json_atomic(path, config)
+
+
+def load_run_config(run_dir):
+    """The config saved by save_run_config, or None for checkpoints written without one."""
+    path = os.path.join(run_dir, RUN_CONFIG)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)

@@ -19,7 +19,7 @@ KEY_ALIASES = {
 }
 
 # Keys under which any sub-key is accepted: their contents are checked by the env/module that uses them.
-OPEN_KEYS = ("env_args",)
+OPEN_KEYS = ("env_args", "collect_datasets", "quality_fractions")
 
 
 class ConfigError(ValueError):
