@@ -1,9 +1,12 @@
 """Learners by name (`learner` in the config). Interface: train(batch, t_env, episode_num),
-cuda()/to(device), save_models(path), load_models(path)."""
+cuda()/to(device), save_models(path), load_models(path). Offline learners (run: offline) take batches of
+dataset episodes; those with `uses_expert_data` also get train(..., expert_batch=...)."""
+from learners.bc_learner import BCLearner
 from learners.ppo_learner import PPOLearner
 from learners.q_learner import QLearner
 
 REGISTRY = {
     "q_learner": QLearner,
     "ppo_learner": PPOLearner,
+    "bc_learner": BCLearner,
 }

@@ -72,6 +72,16 @@ def load_yaml(subdir, name):
     return canonicalize(data)
 
 
+def load_alg(name, _seen=()):
+    """config/algs/<name>.yaml; `inherit: <other alg>` starts from that alg's settings (a variant lists only
+    what it changes, e.g. bc50 = bc with offline_top_fraction 0.5)."""
+    if name in _seen:
+        raise ConfigError(f"config/algs: inherit cycle {' -> '.join((*_seen, name))}")
+    data = load_yaml("algs", name)
+    base = data.pop("inherit", None)
+    return recursive_update(load_alg(base, (*_seen, name)), data) if base else data
+
+
 def suggest(key, valid):
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
     return f" Closest valid keys: {', '.join(close)}." if close else ""
@@ -98,7 +108,7 @@ def build_config(alg, env, overrides=None):
     config = load_yaml("", "default")
     # A new key in an env or alg YAML is fine (that is how options are added); unknown
     # keys are an error only in overrides, where they are almost always typos.
-    for part in (load_yaml("envs", env), load_yaml("algs", alg)):
+    for part in (load_yaml("envs", env), load_alg(alg)):
         config = recursive_update(config, part)
     if overrides:
         overrides = canonicalize(overrides)

@@ -7,7 +7,7 @@ import pytest
 import torch as th
 
 from helpers import run_main, sacred_dir
-from utils.config import available, load_yaml
+from utils.config import available, load_alg
 
 TINY = ["t_max=120", "env_args.episode_limit=5", "test_nepisode=2", "test_interval=60", "log_interval=60",
         "runner_log_interval=60", "learner_log_interval=60", "save_model_interval=60", "batch_size=4",
@@ -16,7 +16,7 @@ ON_POLICY = ("ippo", "mappo", "ippo_ns", "mappo_ns", "ia2c", "maa2c")
 
 
 # training configs (qllm_generate is a generation run, tested with a scripted LLM in tests/qllm/test_loop.py)
-TRAINING = [a for a in available("algs") if load_yaml("algs", a).get("run", "online") == "online"]
+TRAINING = [a for a in available("algs") if load_alg(a).get("run", "online") == "online"]
 
 
 @pytest.mark.parametrize("alg", TRAINING)

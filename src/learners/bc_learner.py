@@ -1,0 +1,109 @@
+"""Behaviour cloning for offline MARL: BC, top-fraction BC (50%BC) and BC(β).
+
+Every agent maximises log π_i(a_i | o_i) of the dataset's actions over real transitions, with π_i from the
+actor's logits masked to the available actions (log-softmax of masked logits, never softmax probabilities
+fed to a cross-entropy). The loss is the mean over agents and transitions, so the learning rate does not
+depend on the number of agents. 50%BC is this learner on `offline_top_fraction: 0.5` (config/algs/bc50.yaml).
+
+BC(β) (MisoDICE, appendix B.3.1): β · NLL on an expert batch from D_E + (1 − β) · NLL on a batch from the
+union D_U; β = 1 imitates D_E only, β = 0 the whole union (plain BC).
+"""
+import torch as th
+import torch.nn.functional as F
+
+from learners.common import load_state, make_optimizer, save_state, transition_mask
+
+
+def action_log_probs(mac, batch):
+    """(log π_i(a_i|o_i) [B,T-1,n], masked logits [B,T-1,n,A]) for the batch's actions."""
+    logits = mac.unroll(batch, logits=True)[:, :-1]
+    logp = F.log_softmax(logits, dim=-1)
+    return th.gather(logp, 3, batch["actions"][:, :-1]).squeeze(3), logits
+
+
+def check_actions_available(batch, mask):
+    """A dataset action that its own avail_actions mark unavailable would get log-probability -inf."""
+    taken = th.gather(batch["avail_actions"][:, :-1], 3, batch["actions"][:, :-1]).squeeze(3)
+    bad = (taken == 0) & (mask > 0)
+    if bad.any():
+        b, t, i = (int(x) for x in bad.nonzero()[0])
+        raise ValueError(f"the dataset's action of agent {i} at step {t} (batch row {b}) is unavailable in its "
+                         f"own avail_actions: the dataset is inconsistent (was it written for another env?)")
+
+
+class BCLearner:
+    def __init__(self, mac, scheme, logger, args):
+        if getattr(args, "agent_output_type", "q") != "pi_logits":
+            raise ValueError("bc_learner needs a policy actor: agent_output_type: pi_logits")
+        self.args = args
+        self.mac = mac
+        self.logger = logger
+        self.beta = float(getattr(args, "bc_beta", 0.0))
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"bc_beta must be in [0, 1], got {self.beta}")
+        self.uses_expert_data = self.beta > 0
+        self.params = list(mac.parameters())
+        self.optimiser = make_optimizer(self.params, args)
+        self.log_stats_t = -args.learner_log_interval - 1
+
+    def nll(self, batch):
+        """(mean negative log-likelihood over agents and real transitions, greedy-action accuracy)."""
+        mask = transition_mask(batch).expand(-1, -1, self.args.n_agents)
+        check_actions_available(batch, mask)
+        logp, logits = action_log_probs(self.mac, batch)
+        n = mask.sum().clamp(min=1)
+        loss = -(logp * mask).sum() / n
+        with th.no_grad():
+            hits = (logits.argmax(dim=-1) == batch["actions"][:, :-1].squeeze(3)).float()
+            accuracy = (hits * mask).sum() / n
+        return loss, accuracy
+
+    def train(self, batch, t_env, episode_num, expert_batch=None):
+        union_loss, accuracy = self.nll(batch)
+        loss = union_loss
+        expert_loss = None
+        if self.uses_expert_data:
+            if expert_batch is None:
+                raise ValueError("BC(β) with bc_beta > 0 needs expert data: set offline_expert (run: offline)")
+            expert_loss, _ = self.nll(expert_batch)
+            loss = self.beta * expert_loss + (1.0 - self.beta) * union_loss
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = th.nn.utils.clip_grad_norm_(self.params, self.args.grad_norm_clip)
+        self.optimiser.step()
+
+        if t_env - self.log_stats_t >= self.args.learner_log_interval:
+            self.logger.log_stat("bc_loss", loss.item(), t_env)
+            self.logger.log_stat("bc_accuracy", accuracy.item(), t_env)
+            self.logger.log_stat("grad_norm", grad_norm.item(), t_env)
+            if expert_loss is not None:
+                self.logger.log_stat("bc_expert_loss", expert_loss.item(), t_env)
+                self.logger.log_stat("bc_union_loss", union_loss.item(), t_env)
+            self.log_stats_t = t_env
+        return {"loss": loss.item()}
+
+    @th.no_grad()
+    def validation_loss(self, batch):
+        loss, accuracy = self.nll(batch)
+        return {"valid_bc_loss": loss.item(), "valid_bc_accuracy": accuracy.item()}
+
+    # ----- devices and checkpoints -----
+    def to(self, device):
+        self.mac.to(device)
+        self.optimiser.to(device)
+        return self
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def save_models(self, path):
+        self.mac.save_models(path)
+        save_state(path, "opt", self.optimiser.state_dict())
+        save_state(path, "learner", {"log_stats_t": self.log_stats_t})
+
+    def load_models(self, path, evaluate=False):
+        self.mac.load_models(path)
+        if evaluate:
+            return
+        self.optimiser.load_state_dict(load_state(path, "opt"))
+        self.log_stats_t = load_state(path, "learner")["log_stats_t"]

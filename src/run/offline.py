@@ -1,0 +1,198 @@
+"""Offline training (`run: offline`): a learner trained for `offline_steps` gradient steps on a fixed HDF5
+dataset, evaluated with `test_nepisode` greedy online episodes every `offline_test_interval` steps.
+
+    python src/main.py --config=bc --env-config=lbf_8x8_2p_2f_coop with offline_dataset=results/datasets/...h5
+
+Logging is the online runs' (Sacred info/metrics, TensorBoard, console) with the gradient step as the x axis
+(`t_env` in the logs); checkpoints go to results/models/<run>/<step>/ and `checkpoint_path` resumes a run.
+With reference_return_low/high set, `test_normalised_score` = (R - low) / (high - low) is logged too.
+"""
+import os
+import time
+
+import numpy as np
+
+from components.offline_dataset import DatasetError, OfflineDataset
+from run.evaluate import evaluate_sequential
+from run.online import time_str
+from run.setup import build
+from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint, save_run_config
+from utils.seeding import rng_state, set_rng_state
+
+VALID_EPISODES = 256  # held-out episodes scored per evaluation (enough for a stable loss, cheap on CPU)
+
+
+def dataset_paths(value):
+    paths = [value] if isinstance(value, str) else list(value or [])
+    paths = [p for p in paths if p]
+    if not paths:
+        raise ValueError("run=offline needs a dataset: with offline_dataset=path/to/data.h5 (collect one with "
+                         "--config=collect, see the README's offline section)")
+    return paths
+
+
+def load_training_data(args, env_info, _log):
+    """(train, valid or None, expert or None) datasets as the config asks for them."""
+    env_args = {k: v for k, v in args.env_args.items() if k != "seed"}
+    data = None
+    for path in dataset_paths(args.offline_dataset):
+        ds = OfflineDataset.load(path, lazy=args.offline_lazy, expect_env=(args.env, env_args))
+        data = ds if data is None else data.merge(ds)
+    shapes = {k: int(np.prod(env_info[k])) for k in data.env_info}
+    if data.env_info != shapes:
+        raise DatasetError(f"the dataset's shapes {data.env_info} do not match the env's {shapes}: it was "
+                           f"collected with other env settings")
+    expert = select_expert(data, args.offline_expert, args, env_args)
+    if args.offline_top_fraction < 1.0:
+        data = data.top_fraction(args.offline_top_fraction)
+    valid = None
+    if args.offline_valid_fraction > 0:
+        data, valid = data.split(args.offline_valid_fraction, seed=args.seed)
+    _log.info(f"Offline data: {len(data)} training episodes (mean return {data.returns.mean():.3f})"
+              + (f", {len(valid)} validation" if valid is not None else "")
+              + (f", {len(expert)} expert episodes (mean return {expert.returns.mean():.3f})" if expert else ""))
+    return data, valid, expert
+
+
+def select_expert(data, spec, args, env_args):
+    """D_E for learners that weight expert data: 'quality:<name>' = the episodes whose agents all have that
+    ground-truth quality, or the path of a separate dataset."""
+    if not spec:
+        return None
+    if spec.startswith("quality:"):
+        name = spec.split(":", 1)[1]
+        if name not in data.quality_codes:
+            raise DatasetError(f"offline_expert={spec}: the dataset has no quality '{name}' "
+                               f"(it has {sorted(data.quality_codes)})")
+        rows = np.flatnonzero((data.quality_code_array == data.quality_codes[name]).all(axis=1))
+        if len(rows) == 0:
+            raise DatasetError(f"offline_expert={spec}: no episode in the dataset has all agents '{name}'")
+        return data.subset(rows)
+    return OfflineDataset.load(spec, lazy=args.offline_lazy, expect_env=(args.env, env_args))
+
+
+class Sampler:
+    """Episode batches drawn from the datasets with one seeded generator (saved in checkpoints)."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, dataset, batch_size, device):
+        sample = dataset.sample(batch_size, rng=self.rng)
+        sample = sample[:, : sample.max_t_filled()]
+        return sample.to(device) if device != "cpu" else sample
+
+
+def offline_config(config):
+    """The learner logs by gradient steps; env configs set learner_log_interval in env steps."""
+    return dict(config, learner_log_interval=config["offline_log_interval"])
+
+
+def run_offline(_run, config, _log):
+    ctx = build(_run, offline_config(config), _log)
+    args, runner, learner, logger = ctx.args, ctx.runner, ctx.learner, ctx.logger
+    if args.evaluate:
+        return evaluate_sequential(ctx, _log)
+    data, valid, expert = load_training_data(args, runner.get_env_info(), _log)
+    if getattr(learner, "uses_expert_data", False) and expert is None:
+        raise ValueError(f"learner '{args.learner}' needs expert data: set offline_expert=quality:expert "
+                         f"(episodes labelled expert in the dataset) or offline_expert=path/to/expert.h5")
+    if _run is not None:
+        _run.info["dataset"] = {"episodes": len(data), "mean_return": float(data.returns.mean()),
+                                "paths": dataset_paths(args.offline_dataset),
+                                "expert_episodes": len(expert) if expert is not None else 0}
+
+    sampler = Sampler(args.seed)
+    step, last_test, last_log, last_save = 0, None, 0, 0
+    if args.checkpoint_path:
+        step = resume(ctx, sampler, _log)
+        last_test = last_log = last_save = step
+    n_test_runs = max(1, args.test_nepisode // runner.batch_size)
+    _log.info(f"Beginning offline training for {args.offline_steps} gradient steps "
+              f"(batch {args.batch_size} episodes)")
+    start = time.time()
+    train_time = 0.0
+    n_updates = 0
+    while True:
+        if last_test is None or step - last_test >= args.offline_test_interval or step >= args.offline_steps:
+            evaluate(ctx, step, n_test_runs, valid, _log)
+            last_test = step
+        if step >= args.offline_steps:
+            break
+        batch = sampler.batch(data, args.batch_size, args.device)
+        t0 = time.perf_counter()
+        if getattr(learner, "uses_expert_data", False):
+            learner.train(batch, step, step * args.batch_size,
+                          expert_batch=sampler.batch(expert, args.batch_size, args.device))
+        else:
+            learner.train(batch, step, step * args.batch_size)
+        train_time += time.perf_counter() - t0
+        n_updates += 1
+        step += 1
+        if ctx.acting_mac is not ctx.mac:
+            ctx.acting_mac.load_state(ctx.mac)
+        if step - last_log >= args.offline_log_interval or step == args.offline_steps:
+            logger.log_stat("episode", step * args.batch_size, step)
+            logger.log_stat("updates_per_s", n_updates / max(train_time, 1e-9), step)
+            left = (args.offline_steps - step) * (time.time() - start) / max(n_updates, 1)
+            _log.info(f"step {step} / {args.offline_steps}; estimated time left: {time_str(left)}")
+            logger.print_recent_stats()
+            last_log = step
+        if args.save_model and (step - last_save >= args.offline_save_interval or step == args.offline_steps):
+            save(ctx, sampler, step, _log)
+            last_save = step
+    _log.info(f"Finished offline training: {n_updates} gradient steps in {time.time() - start:.1f}s "
+              f"({n_updates / max(train_time, 1e-9):.1f} updates/s in the learner)")
+    for d in (data, valid, expert):
+        if d is not None:
+            d.close()
+    runner.close_env()
+    logger.finish()
+
+
+def evaluate(ctx, step, n_test_runs, valid, _log):
+    args, runner, logger = ctx.args, ctx.runner, ctx.logger
+    runner.t_env = step  # test statistics are logged at the current gradient step
+    for _ in range(n_test_runs):
+        runner.run(test_mode=True)
+    returns = logger.stats.get("test_return_mean")
+    if returns and args.reference_return_low is not None and args.reference_return_high is not None:
+        low, high = float(args.reference_return_low), float(args.reference_return_high)
+        if high == low:
+            raise ValueError("reference_return_high must differ from reference_return_low")
+        logger.log_stat("test_normalised_score", (returns[-1][1] - low) / (high - low), step)
+    if valid is not None and hasattr(ctx.learner, "validation_loss"):
+        rows = np.arange(min(len(valid), VALID_EPISODES))
+        totals = {}
+        for start in range(0, len(rows), args.batch_size):
+            part = valid.episode_batch(rows[start:start + args.batch_size])
+            part = part[:, : part.max_t_filled()]
+            for k, v in ctx.learner.validation_loss(part.to(args.device) if args.device != "cpu" else part).items():
+                totals[k] = totals.get(k, 0.0) + v * part.batch_size
+        for k, v in totals.items():
+            logger.log_stat(k, v / len(rows), step)
+
+
+def save(ctx, sampler, step, _log):
+    args = ctx.args
+    run_dir = os.path.join(args.results_dir, "models", args.unique_token)
+    path = os.path.join(run_dir, str(step))
+    save_checkpoint(ctx.learner, path, {"step": step, "rng": rng_state(),
+                                        "sampler": sampler.rng.bit_generator.state})
+    save_run_config(run_dir, ctx.config)
+    _log.info(f"Saved checkpoint to {path}")
+
+
+def resume(ctx, sampler, _log):
+    path = find_checkpoint(ctx.args.checkpoint_path, ctx.args.load_step)
+    _log.info(f"Resuming offline training from {path}")
+    ctx.learner.load_models(path)
+    if ctx.acting_mac is not ctx.mac:
+        ctx.acting_mac.load_state(ctx.mac)
+    state = load_run_state(path)
+    if state is None or "sampler" not in state:
+        raise ValueError(f"{path} is not an offline-training checkpoint (no sampler state); to start offline "
+                         f"training from online weights, train online and collect a dataset instead")
+    set_rng_state(state["rng"])
+    sampler.rng.bit_generator.state = state["sampler"]
+    return state["step"]

@@ -1,0 +1,128 @@
+"""run=offline end to end through src/main.py: every offline config, resume, normalised score, clear errors."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import torch as th
+from helpers import make_ctx, run_main, sacred_dir, write_random_dataset
+
+from components.offline_dataset import DatasetWriter
+from utils.config import available, load_alg
+
+OFFLINE = [a for a in available("algs") if load_alg(a).get("run") == "offline"]
+TINY = ["offline_steps=6", "offline_test_interval=3", "offline_log_interval=3", "offline_save_interval=3",
+        "batch_size=4", "test_nepisode=2", "env_args.episode_limit=5"]
+
+
+class ConstantMAC:
+    """Plays one fixed joint action: an 'expert' for the climbing game's optimum (0, 0)."""
+
+    action_selector = None
+
+    def __init__(self, n_agents, action=0):
+        self.n_agents, self.action = n_agents, action
+
+    def init_hidden(self, batch_size):
+        pass
+
+    def select_actions(self, ep_batch, t_ep, t_env, bs=slice(None), test_mode=False):
+        return th.full((ep_batch.batch_size, self.n_agents), self.action, dtype=th.long)[bs]
+
+
+def write_constant_dataset(path, n_expert, n_random, episode_limit=5, seed=0):
+    """Climbing episodes: n_expert playing (0, 0) labelled expert, then n_random uniformly random ones."""
+    ctx = make_ctx("qmix", "climbing", epsilon_start=1.0, epsilon_finish=1.0, seed=seed,
+                   env_args={"episode_limit": episode_limit})
+    random_mac = ctx.runner.mac
+    with DatasetWriter(path, ctx.runner.get_env_info(), ctx.args.env, ctx.args.env_args, vars(ctx.args)) as w:
+        ctx.runner.mac = ConstantMAC(ctx.args.n_agents)
+        for _ in range(n_expert):
+            w.add(ctx.runner.run(test_mode=True), qualities="expert")
+        ctx.runner.mac = random_mac
+        for _ in range(n_random):
+            w.add(ctx.runner.run(test_mode=False), qualities="random")
+    return path
+
+
+@pytest.fixture(scope="module")
+def climbing_data(tmp_path_factory):
+    return str(write_constant_dataset(tmp_path_factory.mktemp("data") / "climbing_mix.h5", 4, 12))
+
+
+@pytest.mark.parametrize("alg", OFFLINE)
+def test_every_offline_config_runs_and_writes_results(tmp_path, alg, climbing_data):
+    run_main(tmp_path, alg, "climbing", *TINY, f"offline_dataset={climbing_data}")
+    run_dir = sacred_dir(tmp_path, load_alg(alg)["name"], "climbing")
+    info = json.load(open(os.path.join(run_dir, "info.json")))
+    assert info["test_return_mean_T"] == [0, 3, 6]  # before training, every 3 steps, at the end
+    assert info["dataset"]["episodes"] > 0
+    assert json.load(open(os.path.join(run_dir, "run.json")))["status"] == "COMPLETED"
+    assert glob.glob(os.path.join(tmp_path, "tb_logs", "*", "events.out.tfevents.*"))
+    run = glob.glob(os.path.join(tmp_path, "models", "*"))[0]
+    assert sorted(os.listdir(run)) == ["3", "6", "config.json"]
+    assert json.load(open(os.path.join(run, "config.json")))["run"] == "offline"
+
+
+def test_bc_clones_the_expert_and_50bc_filters_the_mixture(tmp_path, climbing_data):
+    """BC on expert-only data and 50%BC on 4 expert + 12 random episodes both recover (0, 0): 11 per step."""
+    expert = str(write_constant_dataset(tmp_path / "expert.h5", 8, 0))
+    common = ["offline_steps=60", "offline_test_interval=60", "batch_size=8", "test_nepisode=2", "lr=0.01",
+              "env_args.episode_limit=5"]
+    run_main(tmp_path / "bc", "bc", "climbing", *common, f"offline_dataset={expert}")
+    run_main(tmp_path / "bc50", "bc50", "climbing", *common, f"offline_dataset={climbing_data}",
+             "offline_top_fraction=0.25")
+    for name in ("bc", "bc50"):
+        info = json.load(open(os.path.join(sacred_dir(tmp_path / name, name, "climbing"), "info.json")))
+        assert info["test_return_mean"][-1] == pytest.approx(55.0), name
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path, climbing_data):
+    args = ["offline_test_interval=100", "offline_log_interval=2", "offline_save_interval=4", "batch_size=4",
+            "test_nepisode=2", "env_args.episode_limit=5", f"offline_dataset={climbing_data}"]
+    run_main(tmp_path / "full", "bc", "climbing", "offline_steps=8", *args)
+    run_main(tmp_path / "half", "bc", "climbing", "offline_steps=4", *args)
+    half = glob.glob(os.path.join(tmp_path, "half", "models", "*"))[0]
+    run_main(tmp_path / "resumed", "bc", "climbing", "offline_steps=8", f"checkpoint_path={half}", *args)
+    full = th.load(glob.glob(os.path.join(tmp_path, "full", "models", "*", "8", "agent.th"))[0])
+    resumed = th.load(glob.glob(os.path.join(tmp_path, "resumed", "models", "*", "8", "agent.th"))[0])
+    for k in full:
+        assert th.equal(full[k], resumed[k]), k
+
+
+def test_normalised_score_is_logged(tmp_path, climbing_data):
+    run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={climbing_data}", "reference_return_low=0",
+             "reference_return_high=55")
+    info = json.load(open(os.path.join(sacred_dir(tmp_path, "bc", "climbing"), "info.json")))
+    np.testing.assert_allclose(info["test_normalised_score"], np.array(info["test_return_mean"]) / 55)
+
+
+def test_validation_loss_is_logged(tmp_path, climbing_data):
+    run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={climbing_data}", "offline_valid_fraction=0.25")
+    info = json.load(open(os.path.join(sacred_dir(tmp_path, "bc", "climbing"), "info.json")))
+    assert len(info["valid_bc_loss"]) == 3 and all(np.isfinite(info["valid_bc_loss"]))
+
+
+def test_bc_beta_uses_the_expert_labelled_episodes(tmp_path, climbing_data):
+    run_main(tmp_path, "bc_beta", "climbing", *TINY, f"offline_dataset={climbing_data}", "bc_beta=1.0")
+    info = json.load(open(os.path.join(sacred_dir(tmp_path, "bc_beta", "climbing"), "info.json")))
+    assert info["dataset"]["expert_episodes"] == 4 and info["test_return_mean"][-1] == 55.0
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
+    run_main(tmp_path, "bc", "climbing", *TINY, expect=1)
+    assert "offline_dataset=" in capsys.readouterr().err
+    run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={tmp_path}/nope.h5", expect=1)
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_dataset_of_another_env_is_refused(tmp_path, capsys, climbing_data):
+    run_main(tmp_path, "bc", "penalty", *TINY, f"offline_dataset={climbing_data}", expect=1)
+    assert "expected 'penalty'" in capsys.readouterr().err
+
+
+def test_bc_beta_without_expert_episodes_is_a_clear_error(tmp_path, capsys):
+    path, _ = write_random_dataset(str(tmp_path / "random.h5"), "climbing", 4, env_args={"episode_limit": 5})
+    run_main(tmp_path, "bc_beta", "climbing", *TINY, f"offline_dataset={path}", expect=1)
+    assert "no episode in the dataset has all agents 'expert'" in capsys.readouterr().err
