@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from report import write_report
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
@@ -61,6 +63,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--episodes", type=int, default=20000)
     p.add_argument("--compression", nargs="+", default=["lzf", "gzip", "none"])
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "bench"))
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
@@ -70,10 +73,10 @@ def main():
     blocks = [synthetic(min(block, a.episodes - s), rng) for s in range(0, a.episodes, block)]
     raw = sum(v.size * (4 if v.dtype.kind == "f" else v.dtype.itemsize) for b in blocks for v in b.values())
     raw += a.episodes * 26 * 1  # truncated flags
-    print(f"{a.episodes} episodes, {raw / 1e6:.0f} MB uncompressed\n")
-    print("| compression | write s | write MB/s | file MB | KB/episode | load s | load MB/s | load RSS MB | "
-          "lazy open+sample(32) s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    lines = [f"{a.episodes} MPE-spread-shaped episodes, {raw / 1e6:.0f} MB uncompressed", "",
+             "| compression | write s | write MB/s | file MB | KB/episode | load s | load MB/s | load RSS MB | "
+             "lazy open+sample(32) s |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     with tempfile.TemporaryDirectory() as d:
         for comp in a.compression:
             path = os.path.join(d, f"{comp}.h5")
@@ -87,9 +90,11 @@ def main():
             out = subprocess.run([sys.executable, __file__, "--child", path], capture_output=True, text=True,
                                  check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"| {comp} | {write_s:.2f} | {raw / 1e6 / write_s:.0f} | {size / 1e6:.1f} | "
+            rows.append(dict(r, compression=comp, write_s=write_s, file_mb=size / 1e6, raw_mb=raw / 1e6))
+            lines.append(f"| {comp} | {write_s:.2f} | {raw / 1e6 / write_s:.0f} | {size / 1e6:.1f} | "
                   f"{size / 1e3 / a.episodes:.2f} | {r['load_s']:.2f} | {raw / 1e6 / r['load_s']:.0f} | "
                   f"{r['rss_mb']:.0f} | {r['lazy_open_sample32_s']:.3f} |")
+    write_report(a.out, "offline_dataset", rows, lines)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 import torch as th
-from helpers import make_ctx, run_main, sacred_dir, write_random_dataset
 
 from components.offline_dataset import DatasetWriter
+from helpers import make_ctx, run_main, sacred_dir, write_random_dataset
 from utils.config import available, load_alg
 
 OFFLINE = [a for a in available("algs") if load_alg(a).get("run") == "offline"]

@@ -1,0 +1,98 @@
+"""Offline learners' gradient steps per second at batch 32 episodes.
+
+    python bench/offline_learners.py                                  # every run=offline config, LBF + MPE
+    python bench/offline_learners.py --algs bc omiga --envs mpe_spread --steps 50
+
+For each env a dataset of random-policy episodes is collected once (full-length episodes, so every batch
+has the env's longest shape), then each learner is built as `run: offline` builds it and timed on
+`--steps` updates after 5 warm-up updates: `train` alone (updates/s) and sampling + train (steps/s of an
+offline run without its evaluations). Writes results/bench/offline_learners.{json,md}.
+"""
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from types import SimpleNamespace
+
+import torch as th
+
+from report import write_report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "src"))
+
+from components.offline_dataset import DatasetWriter, OfflineDataset  # noqa: E402
+from run.offline import Sampler, offline_config  # noqa: E402
+from run.setup import build  # noqa: E402
+from utils.config import available, build_config, load_alg  # noqa: E402
+
+OFFLINE = [a for a in available("algs") if load_alg(a).get("run") == "offline"]
+
+
+def context(alg, env, overrides):
+    config = build_config(alg, env, overrides)
+    config.update(seed=0, use_tensorboard=False, use_cuda=False)
+    config["env_args"]["seed"] = 0
+    run = SimpleNamespace(info={}, log_scalar=lambda *a: None)
+    return build(run, offline_config(config), logging.getLogger("bench"))
+
+
+def random_dataset(env, path, episodes):
+    ctx = context("qmix", env, {"epsilon_start": 1.0, "epsilon_finish": 1.0})
+    with DatasetWriter(path, ctx.runner.get_env_info(), ctx.args.env, ctx.args.env_args, vars(ctx.args)) as w:
+        for _ in range(episodes):
+            w.add(ctx.runner.run(test_mode=False), qualities="expert")
+    ctx.runner.close_env()
+
+
+def time_learner(alg, env, data, steps, batch_size):
+    ctx = context(alg, env, {"batch_size": batch_size})
+    learner, sampler = ctx.learner, Sampler(0)
+    kwargs = {}
+    train_s = total_s = 0.0
+    for i in range(steps + 5):
+        t0 = time.perf_counter()
+        batch = sampler.batch(data, batch_size, "cpu")
+        if getattr(learner, "uses_expert_data", False):
+            kwargs["expert_batch"] = sampler.batch(data, batch_size, "cpu")
+        t1 = time.perf_counter()
+        learner.train(batch, i, i * batch_size, **kwargs)
+        t2 = time.perf_counter()
+        if i >= 5:
+            train_s += t2 - t1
+            total_s += t2 - t0
+    ctx.runner.close_env()
+    return {"alg": alg, "env": env, "batch_episodes": batch_size, "T": int(batch.max_seq_length),
+            "updates_per_s": steps / train_s, "steps_per_s_with_sampling": steps / total_s}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--algs", nargs="+", default=OFFLINE)
+    p.add_argument("--envs", nargs="+", default=["lbf_8x8_2p_2f_coop", "mpe_spread"])
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--episodes", type=int, default=256)
+    p.add_argument("--out", default=os.path.join(ROOT, "results", "bench"))
+    a = p.parse_args()
+    th.set_num_threads(1)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for env in a.envs:
+            path = os.path.join(tmp, f"{env}.h5")
+            random_dataset(env, path, a.episodes)
+            data = OfflineDataset.load(path)
+            for alg in a.algs:
+                rows.append(time_learner(alg, env, data, a.steps, a.batch_size))
+                print(rows[-1], flush=True)
+    lines = [f"Offline learners, batch {a.batch_size} episodes, {a.steps} timed steps, 1 torch thread, CPU",
+             "", "| env | alg | T | updates/s (train) | steps/s (sample + train) |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {r['env']} | {r['alg']} | {r['T']} | {r['updates_per_s']:.1f} | "
+              f"{r['steps_per_s_with_sampling']:.1f} |" for r in rows]
+    write_report(a.out, "offline_learners", rows, lines)
+
+
+if __name__ == "__main__":
+    main()
