@@ -10,7 +10,6 @@ act as expert); its episodes are shuffled, played with per-agent policies and wr
 import hashlib
 import json
 import os
-import tempfile
 import zlib
 from types import SimpleNamespace as SN
 
@@ -22,7 +21,7 @@ from envs import env_from_args
 from run.setup import env_label, episode_scheme, make_args, results_path
 from runners import REGISTRY as r_REGISTRY
 from utils.checkpoint import load_run_config
-from utils.files import write_json_atomic
+from utils.files import write_json_atomic, write_text_atomic
 from utils.logging import Logger
 from utils.seeding import set_seeds
 
@@ -270,19 +269,6 @@ def dataset_row(name, path):
             "file": os.path.basename(path)}
 
 
-def _write_text_atomic(path, text):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".md")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_returns(out_dir, rows):
     """Merge `rows` into <out_dir>/returns.json (rows of earlier invocations are kept) and rewrite returns.md.
     Returns (all rows, markdown table)."""
@@ -299,7 +285,7 @@ def write_returns(out_dir, rows):
     lines += [f"| {r['dataset']} | {r['episodes']} | {r['return_mean']:.4g} | {r['return_std']:.4g} | "
               f"{r['return_min']:.4g} | {r['return_max']:.4g} | {r['composition']} |" for r in all_rows]
     table = "\n".join(lines)
-    _write_text_atomic(os.path.join(out_dir, RETURNS_FILE + ".md"), table + "\n")
+    write_text_atomic(os.path.join(out_dir, RETURNS_FILE + ".md"), table + "\n")
     return all_rows, table
 
 

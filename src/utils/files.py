@@ -4,14 +4,14 @@ import os
 import tempfile
 
 
-def write_json_atomic(path, obj, fsync=True):
-    """Write JSON to a temporary file next to `path` and rename it over `path` (readers see old or new)."""
+def write_text_atomic(path, text, fsync=True):
+    """Write text to a temporary file next to `path` and rename it over `path` (readers see old or new)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=1, default=str)
+            f.write(text)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -23,3 +23,7 @@ def write_json_atomic(path, obj, fsync=True):
         except OSError:
             pass
         raise
+
+
+def write_json_atomic(path, obj, fsync=True):
+    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=1, default=str), fsync=fsync)
