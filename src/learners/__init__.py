@@ -2,6 +2,8 @@
 cuda()/to(device), save_models(path), load_models(path). Offline learners (run: offline) take batches of
 dataset episodes; those with `uses_expert_data` also get train(..., expert_batch=...)."""
 from learners.bc_learner import BCLearner
+from learners.omar_learner import OMARLearner
+from learners.omiga_learner import OMIGALearner
 from learners.ppo_learner import PPOLearner
 from learners.q_learner import QLearner
 
@@ -9,4 +11,6 @@ REGISTRY = {
     "q_learner": QLearner,
     "ppo_learner": PPOLearner,
     "bc_learner": BCLearner,
+    "omar_learner": OMARLearner,
+    "omiga_learner": OMIGALearner,
 }

@@ -38,7 +38,7 @@ LEARNED = sorted(k for k in REGISTRY if k != "qllm")
 
 
 def test_registry_contents():
-    assert set(REGISTRY) == {"vdn", "qmix", "qplex", "qatten", "qllm"}
+    assert set(REGISTRY) == {"vdn", "qmix", "qplex", "qatten", "qllm", "lmix"}
 
 
 @pytest.mark.parametrize("name", LEARNED)
@@ -82,6 +82,7 @@ def test_batch_rows_are_independent():
         lambda: QMixer(make_args(4, 8, hypernet_layers=2)),
         lambda: QattenMixer(make_args(4, 8, weighted_head=True)),
         lambda: QattenMixer(make_args(4, 8, weighted_head=False)),
+        lambda: REGISTRY["lmix"](make_args(4, 8)),
     ],
 )
 def test_monotonic(make):

@@ -1,3 +1,4 @@
+from modules.mixers.lmix import LMixer
 from modules.mixers.qatten import QattenMixer
 from modules.mixers.qllm import QLLMMixer
 from modules.mixers.qmix import QMixer
@@ -10,5 +11,6 @@ REGISTRY = {
     "qmix": QMixer,
     "qplex": QPLEXMixer,
     "qatten": QattenMixer,
+    "lmix": LMixer,  # OMIGA: non-negative state-dependent linear mixer (exposes weights(states))
     "qllm": QLLMMixer,  # training-free: weights from a TFCAF file (src/qllm), no learnable parameters
 }

@@ -1,0 +1,134 @@
+"""Pieces shared by the offline actor-critic learners (OMAR, OMIGA): per-agent critics built from the agent
+REGISTRY (so they are the online stack's networks, shared across agents with the agent id in the inputs), the
+masked log-policy, and a base class for optimiser groups, soft/hard target copies and checkpoints."""
+import copy
+
+import torch as th
+import torch.nn.functional as F
+
+from components.action_selectors import UNAVAILABLE_Q
+from learners.bc_learner import check_actions_available
+from learners.common import TargetUpdater, load_state, make_optimizer, save_state, transition_mask
+from modules.agents import REGISTRY as agent_REGISTRY
+
+
+def make_critic(args, input_shape, n_outputs):
+    """An agent network `critic_agent` (default mlp) with `critic_hidden_dim` units (null = hidden_dim)."""
+    name = getattr(args, "critic_agent", None) or "mlp"
+    if name not in agent_REGISTRY:
+        raise ValueError(f"unknown critic_agent '{name}'; valid: {sorted(agent_REGISTRY)}")
+    net_args = copy.copy(args)
+    net_args.hidden_dim = getattr(args, "critic_hidden_dim", None) or args.hidden_dim
+    return agent_REGISTRY[name](input_shape, net_args, n_outputs)
+
+
+def unroll(net, inputs):
+    """[B, T, n, I] -> [B, T, n, out] from a fresh hidden state (a recurrent critic sees the whole episode)."""
+    return net.forward_seq(inputs, net.init_hidden(inputs.shape[0], inputs.shape[2]))[0]
+
+
+def log_policy(mac, batch):
+    """[B, T, n, A] log pi from logits masked by avail_actions in log space, so unavailable actions have
+    probability exactly 0 (masked here as well, in case mask_before_softmax is off)."""
+    logits = mac.unroll(batch, logits=True)
+    avail = batch["avail_actions"][:, : logits.shape[1]].to(logits.device)
+    return F.log_softmax(logits.masked_fill(avail == 0, UNAVAILABLE_Q), dim=-1)
+
+
+class OfflineActorCritic:
+    """Subclasses call `_setup(critics, groups)` and implement `losses(batch) -> (losses, stats)`.
+
+    critics: name -> module; each gets a target copy in `target_critics[name]`, updated after every step with
+    `target_update_interval_or_tau` (<= 1: Polyak tau). groups: loss name -> (modules, lr); one optimiser
+    (make_optimizer: Adam by default) per group, minimising `losses[name]`. The groups' parameters are disjoint and
+    every loss reaches only its own group (targets and cross-terms are detached), so one backward of the sum
+    gives each group exactly its own gradient; each group is clipped to grad_norm_clip on its own.
+    """
+
+    uses_expert_data = False
+
+    def __init__(self, mac, scheme, logger, args):
+        if mac.agent_output_type != "pi_logits":
+            raise ValueError(f"{type(self).__name__} needs a policy actor: agent_output_type: pi_logits "
+                             f"(got '{mac.agent_output_type}')")
+        self.mac, self.logger, self.args = mac, logger, args
+        self.n_agents, self.n_actions = args.n_agents, args.n_actions
+        self.log_stats_t = -args.learner_log_interval - 1
+        self.train_steps = 0
+
+    def _setup(self, critics, groups):
+        self.critics = critics
+        self.target_critics = {name: copy.deepcopy(net) for name, net in critics.items()}
+        for net in self.target_critics.values():
+            net.requires_grad_(False)
+        self.groups = {}
+        for name, (modules, lr) in groups.items():
+            params = [p for m in modules for p in m.parameters()]
+            self.groups[name] = (params, make_optimizer(params, self.args, lr=lr))
+        self.targets = TargetUpdater(self.args.target_update_interval_or_tau)
+
+    @property
+    def device(self):
+        return self.mac.device
+
+    def losses(self, batch):
+        raise NotImplementedError
+
+    def train(self, batch, t_env, episode_num):
+        # a dataset action unavailable in its own avail_actions would get log pi = -1e10: say so instead
+        check_actions_available(batch, transition_mask(batch).expand(-1, -1, self.n_agents))
+        losses, stats = self.losses(batch)
+        for _, opt in self.groups.values():
+            opt.zero_grad(set_to_none=True)
+        sum(losses[name] for name in self.groups).backward()
+        for name, (params, opt) in self.groups.items():
+            norm = th.nn.utils.clip_grad_norm_(params, self.args.grad_norm_clip)
+            stats[f"{name.removesuffix('_loss')}_grad_norm"] = norm
+            opt.step()
+        self.targets.step([(self.target_critics[k], self.critics[k]) for k in self.critics])
+        self.train_steps += 1
+        out = {k: v.item() for k, v in losses.items()}
+        if t_env - self.log_stats_t >= self.args.learner_log_interval:
+            for key, value in {**out, **stats}.items():
+                self.logger.log_stat(key, float(value.detach()) if th.is_tensor(value) else float(value), t_env)
+            self.log_stats_t = t_env
+        return out
+
+    @th.no_grad()
+    def validation_loss(self, batch):
+        losses, _ = self.losses(batch)
+        return {f"valid_{k}": v.item() for k, v in losses.items()}
+
+    # ----- devices and checkpoints -----
+    def to(self, device):
+        self.mac.to(device)
+        for net in (*self.critics.values(), *self.target_critics.values()):
+            net.to(device)
+        for _, opt in self.groups.values():
+            opt.to(device)
+        return self
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def save_models(self, path):
+        self.mac.save_models(path)
+        save_state(path, "critics", {name: net.state_dict() for name, net in self.critics.items()})
+        save_state(path, "target_critics", {name: net.state_dict() for name, net in self.target_critics.items()})
+        save_state(path, "opt", {name: opt.state_dict() for name, (_, opt) in self.groups.items()})
+        save_state(path, "learner", {"targets": self.targets.state_dict(), "log_stats_t": self.log_stats_t,
+                                     "train_steps": self.train_steps})
+
+    def load_models(self, path, evaluate=False):
+        """evaluate=True: only the actor (for rollouts)."""
+        self.mac.load_models(path)
+        if evaluate:
+            return
+        for attr, name in ((self.critics, "critics"), (self.target_critics, "target_critics")):
+            for key, state in load_state(path, name).items():
+                attr[key].load_state_dict(state)
+        for key, state in load_state(path, "opt").items():
+            self.groups[key][1].load_state_dict(state)
+        state = load_state(path, "learner")
+        self.targets.load_state_dict(state["targets"])
+        self.log_stats_t, self.train_steps = state["log_stats_t"], state["train_steps"]
