@@ -18,10 +18,14 @@ RESULTS_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.p
 
 
 def env_label(config):
+    """The task's name in results paths: SMAC map, gym key, matrix game, or scenario (MPE: with its N)."""
     env_args = config.get("env_args", {})
     for k in ("map_name", "key", "game"):
         if env_args.get(k):
             return str(env_args[k]).split(":")[-1]
+    if env_args.get("scenario"):
+        n = env_args.get("N")
+        return f"{env_args['scenario']}_N{n}" if n else str(env_args["scenario"])
     return config["env"]
 
 
