@@ -70,8 +70,9 @@ def select_qualities(scores, fractions):
     """quality -> policy ("random" or a checkpoint step as a string) and the normalised returns.
 
     scores: {"random": R, "<step>": R, ...}. expert = the last checkpoint; a fraction's quality = the first
-    checkpoint whose (R - R_random) / (R_expert - R_random) reaches it (the ratio is sign-safe: negative
-    returns, as in MPE, work the same)."""
+    checkpoint whose (R - R_random) / (R_expert - R_random) reaches it without exceeding the expert's (an early
+    checkpoint that scores above the final policy, as a lucky initialisation can on the climbing game, is not
+    a lower-quality policy); the ratio is sign-safe: negative returns, as in MPE, work the same."""
     steps = sorted((k for k in scores if k != RANDOM), key=int)
     r_random, r_expert = scores[RANDOM], scores[steps[-1]]
     gap = r_expert - r_random
@@ -82,7 +83,7 @@ def select_qualities(scores, fractions):
     normalised[RANDOM] = 0.0
     chosen = {RANDOM: RANDOM, EXPERT: steps[-1]}
     for quality, fraction in fractions.items():
-        chosen[quality] = next(k for k in steps if normalised[k] >= fraction)
+        chosen[quality] = next(k for k in steps if fraction <= normalised[k] <= 1.0)
     return chosen, normalised
 
 

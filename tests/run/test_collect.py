@@ -104,6 +104,9 @@ def test_quality_selection_on_fabricated_scores():
     chosen, normalised = select_qualities(scores, {"medium": 0.5, "poor": 0.15, "good": 0.8})
     assert chosen == {"random": "random", "expert": "50", "poor": "20", "medium": "30", "good": "30"}
     assert normalised["10"] == pytest.approx(-0.2) and normalised["50"] == 1.0
+    # a checkpoint above the final one (climbing: a lucky initialisation) is no lower-quality policy
+    chosen, _ = select_qualities({"random": -88.0, "25": 275.0, "1025": 0.0, "2025": 125.0}, {"poor": 0.15})
+    assert chosen["poor"] == "1025"
     with pytest.raises(ValueError, match="does not beat the random policy"):
         select_qualities({"random": 5.0, "10": 7.0, "20": 5.0}, {"medium": 0.5})
 
