@@ -20,20 +20,6 @@ from components.offline_dataset import DatasetError
 from utils.config import ConfigError, build_config
 
 
-def split_with(argv):
-    """(arguments, `with` k=v tokens): the tokens after `with` up to the next option."""
-    rest, updates, in_with = [], [], False
-    for a in argv:
-        if a == "with":
-            in_with = True
-        elif in_with and not a.startswith("-"):
-            updates.append(a)
-        else:
-            in_with = False
-            rest.append(a)
-    return rest, updates
-
-
 def env_of(env_config, updates):
     """(env name, env_args without the seed, get_env_info()) of an env config with `with` overrides."""
     from envs import env_from_args
@@ -50,19 +36,22 @@ def env_of(env_config, updates):
 
 
 def main(argv=None):
-    argv, updates = split_with(sys.argv[1:] if argv is None else argv)
+    from main import split_argv  # imported late: it loads Sacred
+
+    _, env_config, updates, argv = split_argv(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("format", choices=["offpymarl"])
     parser.add_argument("sources", nargs="+", help="part files or folders of them")
-    parser.add_argument("--env-config", required=True, help="our env config (config/envs/<name>.yaml)")
     parser.add_argument("--out", required=True, help="the dataset file to write")
     parser.add_argument("--quality", default="unknown", help="quality name of every agent (expert, medium, ...)")
     parser.add_argument("--time-limit-terminals", default="auto", choices=TIME_LIMIT_MODES)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if not env_config:
+        parser.error("--env-config=<our env config> is required (config/envs/<name>.yaml)")
     try:
-        env, env_args, env_info = env_of(args.env_config, updates)
+        env, env_args, env_info = env_of(env_config, updates)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
