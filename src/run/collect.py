@@ -178,11 +178,14 @@ def play(runner, mac, plan, test_mode):
 
 
 def score(args, env_info, policies, n_episodes):
-    """Mean and std of the return of each policy over the same seeded greedy episodes."""
+    """Mean and std of the return of each policy over the same seeded episodes, acting as it will when it
+    collects (greedy or not, collect_epsilon), so that a quality's score is the return of its data."""
     scores = {}
     for name, mac in policies.items():
         set_seeds(args.seed)
-        behaviour = BehaviourMAC({} if name == RANDOM else {name: mac})
+        behaviour = BehaviourMAC({} if name == RANDOM else {name: mac}, greedy=args.collect_greedy,
+                                 epsilon=args.collect_epsilon,
+                                 policy_t_env={} if name == RANDOM else {name: int(name)})
         runner = make_runner(args, Logger(None), args.seed, behaviour, env_info)  # a silent logger
         try:
             returns = [r for _, batch in play(runner, behaviour, [[name] * env_info["n_agents"]] * n_episodes,
@@ -204,7 +207,8 @@ def behaviour_scores(args, env_info, run_dir, steps, policy, out_dir, _log):
     checkpoint files and the evaluation settings."""
     key = {"checkpoints": {str(s): _sha256(os.path.join(run_dir, str(s), "agent.th")) for s in steps},
            "episodes": args.collect_eval_episodes, "seed": args.seed, "runner": args.runner,
-           "batch_size_run": args.batch_size_run, "env": _env_of(vars(args))}
+           "batch_size_run": args.batch_size_run, "env": _env_of(vars(args)), "greedy": args.collect_greedy,
+           "epsilon": args.collect_epsilon}
     path = os.path.join(out_dir, SCORES_FILE)
     if os.path.isfile(path):
         with open(path) as f:
@@ -212,8 +216,9 @@ def behaviour_scores(args, env_info, run_dir, steps, policy, out_dir, _log):
         if cached.get("key") == json.loads(json.dumps(key)):
             _log.info(f"Behaviour scores from {path}")
             return cached["scores"]
-    _log.info(f"Scoring the random policy and {len(steps)} checkpoints ({args.collect_eval_episodes} greedy "
-              f"episodes each)")
+    acting = "greedy" if args.collect_greedy else "sampled"
+    _log.info(f"Scoring the random policy and {len(steps)} checkpoints ({args.collect_eval_episodes} {acting} "
+              f"episodes each, collect_epsilon={args.collect_epsilon})")
     policies = {RANDOM: None, **{str(s): policy(str(s)) for s in steps}}
     scores = score(args, env_info, policies, args.collect_eval_episodes)
     write_json_atomic(path, {"key": key, "behaviour_checkpoint": os.path.abspath(run_dir), "scores": scores})
@@ -224,7 +229,7 @@ def scores_table(scores, normalised, chosen, n_episodes):
     by_policy = {}
     for quality, policy in chosen.items():
         by_policy.setdefault(policy, []).append(quality)
-    lines = [f"Behaviour policies ({n_episodes} greedy episodes each):",
+    lines = [f"Behaviour policies ({n_episodes} episodes each, acting as they collect):",
              f"{'policy':>10} {'return':>12} {'std':>10} {'normalised':>11}  qualities"]
     for name in [RANDOM, *sorted((k for k in scores if k != RANDOM), key=int)]:
         lines.append(f"{name:>10} {scores[name]['mean']:>12.4g} {scores[name]['std']:>10.4g} "

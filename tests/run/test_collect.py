@@ -326,3 +326,14 @@ def test_collect_through_main(tmp_path, behaviour_run):
     info = json.load(open(os.path.join(sacred_dir(tmp_path, "collect", "climbing"), "info.json")))
     assert [r["dataset"] for r in info["collect_returns"]] == ["tiny"]
     assert os.path.isfile(data / "behaviour.json") and os.path.isfile(data / "returns.md")
+
+
+def test_scores_describe_the_policies_as_they_collect(tmp_path, behaviour_run):
+    """With collect_epsilon, checkpoints are scored with the same random actions their data will have."""
+    greedy = collect(tmp_path / "greedy", behaviour_run, {"e": [{"episodes": 2, "agents": "expert"}]})
+    noisy = collect(tmp_path / "noisy", behaviour_run, {"e": [{"episodes": 2, "agents": "expert"}]},
+                    collect_epsilon=0.2)
+    assert greedy.info["behaviour"]["expert"]["return"] == RETURN[400]
+    assert noisy.info["behaviour"]["expert"]["return"] < RETURN[400] - 50
+    scores = json.load(open(tmp_path / "noisy" / "data" / "behaviour.json"))
+    assert scores["key"]["epsilon"] == 0.2
