@@ -28,8 +28,12 @@ from utils.config import build_config  # noqa: E402
 from utils.files import write_json_atomic, write_text_atomic  # noqa: E402
 
 # env config -> how its behaviour policy is trained (settings measured to reach a strong policy on 2 cores)
+# and collected. Climbing: QMIX's greedy checkpoints play one joint action each (the converged (2,2) = 125, a
+# lucky initial (0,0) = 275), so there are no intermediate greedy policies; its behaviours act with their
+# training epsilon instead (annealed by half-way), which grades the checkpoints from random to expert.
 RECIPES = {
-    "climbing": {"alg": "qmix", "t_max": 20000, "save_model_interval": 1000},
+    "climbing": {"alg": "qmix", "t_max": 20000, "save_model_interval": 1000,
+                 "train": lambda t_max: [f"epsilon_anneal_time={t_max // 2}"], "collect": ["collect_greedy=False"]},
     "lbf_8x8_2p_2f_coop": {"alg": "mappo", "t_max": 1000000, "save_model_interval": 50000},
     "mpe_spread": {"alg": "mappo", "t_max": 1500000, "save_model_interval": 100000},
 }
@@ -57,13 +61,15 @@ def reference_datasets(env, recipe, results, seed, episodes=None):
     if run is None:
         main_py(f"--config={recipe['alg']}", f"--env-config={env}", "with", f"seed={seed}",
                 f"t_max={recipe['t_max']}", f"save_model_interval={recipe['save_model_interval']}",
-                f"local_results_path={behaviour_dir}")
+                f"local_results_path={behaviour_dir}", *recipe.get("train", lambda t: [])(recipe["t_max"]))
         run = finished_run(os.path.join(behaviour_dir, "models"), recipe["t_max"])
     else:
         print(f"{env}: using the finished behaviour run {run}", flush=True)
     label = env_label(build_config(recipe["alg"], env))
     dataset_dir = os.path.join(results, "datasets", label)
-    extra = [f"collect_datasets={json.dumps(scaled_datasets(episodes))}"] if episodes else []
+    extra = list(recipe.get("collect", []))
+    if episodes:
+        extra.append(f"collect_datasets={json.dumps(scaled_datasets(episodes))}")
     main_py("--config=collect", f"--env-config={env}", "with", f"seed={seed}", f"behaviour_checkpoint={run}",
             f"dataset_dir={dataset_dir}", f"local_results_path={results}", *extra)
     with open(os.path.join(dataset_dir, "returns.json")) as f:
