@@ -39,11 +39,13 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
     # the matrix game is deterministic, so every difference would come from lost state
     run_main(tmp_path / "full", "qmix", "matrix_game", *SETTINGS)
     full_models = glob.glob(str(tmp_path / "full" / "models" / "*"))[0]
-    assert sorted(int(d) for d in os.listdir(full_models)) == [5, 155, 305]
+    # numbered checkpoints plus the run's config (it rebuilds the agents, e.g. for dataset collection)
+    assert sorted(os.listdir(full_models), key=lambda d: (not d.isdigit(), int(d) if d.isdigit() else 0)) == [
+        "5", "155", "305", "config.json"]
     run_main(tmp_path / "resumed", "qmix", "matrix_game", *SETTINGS, f"checkpoint_path={full_models}",
              "load_step=155")
     resumed_models = glob.glob(str(tmp_path / "resumed" / "models" / "*"))[0]
-    assert sorted(int(d) for d in os.listdir(resumed_models)) == [305]
+    assert sorted(os.listdir(resumed_models)) == ["305", "config.json"]
 
     full, resumed = load_all(os.path.join(full_models, "305")), load_all(os.path.join(resumed_models, "305"))
     assert resumed["run_state"]["t_env"] == 305
