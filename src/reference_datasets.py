@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 
 from run.setup import env_label  # noqa: E402
 from utils.checkpoint import load_run_config  # noqa: E402
-from utils.config import build_config  # noqa: E402
+from utils.config import build_config, load_alg  # noqa: E402
 from utils.files import write_json_atomic, write_text_atomic  # noqa: E402
 
 # env config -> how its behaviour policy is trained (settings measured to reach a strong policy on 2 cores)
@@ -78,7 +78,7 @@ def reference_datasets(env, recipe, results, seed, episodes=None):
 
 def scaled_datasets(episodes):
     """collect.yaml's datasets with every count scaled so that its 1000-episode datasets have `episodes`."""
-    datasets = build_config("collect", "climbing")["collect_datasets"]
+    datasets = load_alg("collect")["collect_datasets"]
     scale = episodes / 1000
     return {name: [dict(part, episodes=max(1, round(part["episodes"] * scale))) for part in parts]
             for name, parts in datasets.items()}

@@ -9,26 +9,15 @@ BC(β) (MisoDICE, appendix B.3.1): β · NLL on an expert batch from D_E + (1 �
 union D_U; β = 1 imitates D_E only, β = 0 the whole union (plain BC).
 """
 import torch as th
-import torch.nn.functional as F
 
-from learners.common import load_state, make_optimizer, save_state, transition_mask
-
-
-def action_log_probs(mac, batch):
-    """(log π_i(a_i|o_i) [B,T-1,n], masked logits [B,T-1,n,A]) for the batch's actions."""
-    logits = mac.unroll(batch, logits=True)[:, :-1]
-    logp = F.log_softmax(logits, dim=-1)
-    return th.gather(logp, 3, batch["actions"][:, :-1]).squeeze(3), logits
-
-
-def check_actions_available(batch, mask):
-    """A dataset action that its own avail_actions mark unavailable would get log-probability -inf."""
-    taken = th.gather(batch["avail_actions"][:, :-1], 3, batch["actions"][:, :-1]).squeeze(3)
-    bad = (taken == 0) & (mask > 0)
-    if bad.any():
-        b, t, i = (int(x) for x in bad.nonzero()[0])
-        raise ValueError(f"the dataset's action of agent {i} at step {t} (batch row {b}) is unavailable in its "
-                         f"own avail_actions: the dataset is inconsistent (was it written for another env?)")
+from learners.common import (
+    check_actions_available,
+    load_state,
+    log_policy,
+    make_optimizer,
+    save_state,
+    transition_mask,
+)
 
 
 class BCLearner:
@@ -50,11 +39,12 @@ class BCLearner:
         """(mean negative log-likelihood over agents and real transitions, greedy-action accuracy)."""
         mask = transition_mask(batch).expand(-1, -1, self.args.n_agents)
         check_actions_available(batch, mask)
-        logp, logits = action_log_probs(self.mac, batch)
+        log_pi = log_policy(self.mac, batch)[:, :-1]
+        logp = th.gather(log_pi, 3, batch["actions"][:, :-1]).squeeze(3)
         n = mask.sum().clamp(min=1)
         loss = -(logp * mask).sum() / n
         with th.no_grad():
-            hits = (logits.argmax(dim=-1) == batch["actions"][:, :-1].squeeze(3)).float()
+            hits = (log_pi.argmax(dim=-1) == batch["actions"][:, :-1].squeeze(3)).float()
             accuracy = (hits * mask).sum() / n
         return loss, accuracy
 

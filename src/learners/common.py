@@ -2,7 +2,9 @@
 import os
 
 import torch as th
+import torch.nn.functional as F
 
+from components.action_selectors import UNAVAILABLE_Q
 from components.optim import Adam, RMSprop
 
 
@@ -51,6 +53,25 @@ def transition_mask(batch):
     episode that was truncated before the batch's longest one, a transition that never happened.
     """
     return batch["filled"][:, 1:].float()
+
+
+def log_policy(mac, batch):
+    """[B, T, n, A] log pi of a policy mac from logits masked by avail_actions in log space, so unavailable actions
+    have probability exactly 0 (masked here as well, in case mask_before_softmax is off). Never softmax
+    probabilities fed to a cross-entropy."""
+    logits = mac.unroll(batch, logits=True)
+    avail = batch["avail_actions"][:, : logits.shape[1]].to(logits.device)
+    return F.log_softmax(logits.masked_fill(avail == 0, UNAVAILABLE_Q), dim=-1)
+
+
+def check_actions_available(batch, mask):
+    """Offline data: a dataset action that its own avail_actions mark unavailable would get log pi = -1e10."""
+    taken = th.gather(batch["avail_actions"][:, :-1], 3, batch["actions"][:, :-1]).squeeze(3)
+    bad = (taken == 0) & (mask > 0)
+    if bad.any():
+        b, t, i = (int(x) for x in bad.nonzero()[0])
+        raise ValueError(f"the dataset's action of agent {i} at step {t} (batch row {b}) is unavailable in its "
+                         f"own avail_actions: the dataset is inconsistent (was it written for another env?)")
 
 
 def masked_mean(x, mask):

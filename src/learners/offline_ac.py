@@ -1,14 +1,18 @@
 """Pieces shared by the offline actor-critic learners (OMAR, OMIGA): per-agent critics built from the agent
-REGISTRY (so they are the online stack's networks, shared across agents with the agent id in the inputs), the
-masked log-policy, and a base class for optimiser groups, soft/hard target copies and checkpoints."""
+REGISTRY (so they are the online stack's networks, shared across agents with the agent id in the inputs) and
+a base class for optimiser groups, soft/hard target copies and checkpoints."""
 import copy
 
 import torch as th
-import torch.nn.functional as F
 
-from components.action_selectors import UNAVAILABLE_Q
-from learners.bc_learner import check_actions_available
-from learners.common import TargetUpdater, load_state, make_optimizer, save_state, transition_mask
+from learners.common import (
+    TargetUpdater,
+    check_actions_available,
+    load_state,
+    make_optimizer,
+    save_state,
+    transition_mask,
+)
 from modules.agents import REGISTRY as agent_REGISTRY
 
 
@@ -25,14 +29,6 @@ def make_critic(args, input_shape, n_outputs):
 def unroll(net, inputs):
     """[B, T, n, I] -> [B, T, n, out] from a fresh hidden state (a recurrent critic sees the whole episode)."""
     return net.forward_seq(inputs, net.init_hidden(inputs.shape[0], inputs.shape[2]))[0]
-
-
-def log_policy(mac, batch):
-    """[B, T, n, A] log pi from logits masked by avail_actions in log space, so unavailable actions have
-    probability exactly 0 (masked here as well, in case mask_before_softmax is off)."""
-    logits = mac.unroll(batch, logits=True)
-    avail = batch["avail_actions"][:, : logits.shape[1]].to(logits.device)
-    return F.log_softmax(logits.masked_fill(avail == 0, UNAVAILABLE_Q), dim=-1)
 
 
 class OfflineActorCritic:

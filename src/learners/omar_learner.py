@@ -21,8 +21,8 @@ target_update_interval_or_tau, grad_norm_clip.
 import torch as th
 
 from components.action_selectors import UNAVAILABLE_Q
-from learners.common import masked_mean, transition_mask
-from learners.offline_ac import OfflineActorCritic, log_policy, make_critic, unroll
+from learners.common import log_policy, masked_mean, transition_mask
+from learners.offline_ac import OfflineActorCritic, make_critic, unroll
 from utils.rl_utils import build_td_lambda_targets
 
 

@@ -18,8 +18,8 @@ target_update_interval_or_tau (0.005), grad_norm_clip.
 """
 import torch as th
 
-from learners.common import masked_mean, transition_mask
-from learners.offline_ac import OfflineActorCritic, log_policy, make_critic, unroll
+from learners.common import log_policy, masked_mean, transition_mask
+from learners.offline_ac import OfflineActorCritic, make_critic, unroll
 from modules.mixers import REGISTRY as mixer_REGISTRY
 
 Z_CLIP = 10.0  # official clamp of z; exp(10) bounds the BC weights
