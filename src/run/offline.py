@@ -129,8 +129,6 @@ def run_offline(_run, config, _log):
         train_time += time.perf_counter() - t0
         n_updates += 1
         step += 1
-        if ctx.acting_mac is not ctx.mac:
-            ctx.acting_mac.load_state(ctx.mac)
         if step - last_log >= args.offline_log_interval or step == args.offline_steps:
             logger.log_stat("episode", step * args.batch_size, step)
             logger.log_stat("updates_per_s", n_updates / max(train_time, 1e-9), step)
@@ -152,6 +150,8 @@ def run_offline(_run, config, _log):
 
 def evaluate(ctx, step, n_test_runs, valid, _log):
     args, runner, logger = ctx.args, ctx.runner, ctx.logger
+    if ctx.acting_mac is not ctx.mac:  # with a GPU learner, the CPU acting copy is refreshed only when it acts
+        ctx.acting_mac.load_state(ctx.mac)
     runner.t_env = step  # test statistics are logged at the current gradient step
     for _ in range(n_test_runs):
         runner.run(test_mode=True)
@@ -187,8 +187,6 @@ def resume(ctx, sampler, _log):
     path = find_checkpoint(ctx.args.checkpoint_path, ctx.args.load_step)
     _log.info(f"Resuming offline training from {path}")
     ctx.learner.load_models(path)
-    if ctx.acting_mac is not ctx.mac:
-        ctx.acting_mac.load_state(ctx.mac)
     state = load_run_state(path)
     if state is None or "sampler" not in state:
         raise ValueError(f"{path} is not an offline-training checkpoint (no sampler state); to start offline "
