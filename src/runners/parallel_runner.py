@@ -6,8 +6,11 @@ block in each worker process. Every worker answers one message per step for its 
 theirs, so no core idles waiting for a worker to wake up. Actions for all live envs come from
 one batched forward pass of the controller.
 """
+import ctypes
 import multiprocessing as mp
 import os
+import signal
+import sys
 import time
 from functools import partial
 
@@ -53,12 +56,37 @@ class EnvBlock:
             env.close()
 
 
-def env_worker(remote, env_name, env_args_list):
-    """Worker loop: owns one EnvBlock and runs commands on it."""
+PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent(parent_pid):
+    """Make this worker end when the process that started it dies, even by SIGKILL (Linux prctl).
+
+    The kernel sends SIGTERM when the *thread* that forked us exits, so runners must be built on a thread
+    that lives as long as the run (the main thread does). SIGTERM, not SIGKILL: the handler raises
+    SystemExit so the env's close() still runs (SC2 would otherwise leave its game process behind)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    # the parent may have died before prctl took effect: we were re-parented already
+    if os.getppid() != parent_pid:
+        sys.exit(0)
+
+
+def env_worker(remote, env_name, env_args_list, parent_pid, inherited=()):
+    """Worker loop: owns one EnvBlock and runs commands on it. It also ends on end-of-file from the pipe
+    (the parent is gone), which needs the fork-inherited copies of the parent's pipe ends closed here."""
+    exit_with_parent(parent_pid)
+    for conn in inherited:
+        conn.close()
     block = EnvBlock(env_name, env_args_list)
     try:
         while True:
-            cmd, data = remote.recv()
+            try:
+                cmd, data = remote.recv()
+            except EOFError:
+                break
             if cmd == "step":
                 remote.send(block.step(*data))
             elif cmd == "reset":
@@ -96,7 +124,10 @@ class ParallelRunner:
         self.remotes, self.ps = [], []
         for ids in self.blocks[1:]:
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=env_worker, args=(child, args.env, [env_args[i] for i in ids]), daemon=True)
+            # a forked worker holds copies of every parent end opened so far (spawned ones hold none)
+            inherited = [parent, *self.remotes] if fork else []
+            p = ctx.Process(target=env_worker, args=(child, args.env, [env_args[i] for i in ids], os.getpid(),
+                                                     inherited), daemon=True)
             p.start()
             child.close()
             self.remotes.append(parent)

@@ -1,0 +1,83 @@
+"""Parallel-runner workers never outlive a main process killed with SIGKILL."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def children(pid):
+    found = []
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(d))
+    return found
+
+
+def alive(pid):
+    """Running, i.e. neither gone nor a zombie waiting for a reaper that is not ours."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_and_watch(cmd, n_workers, tmp_path, env=None):
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    workers = []
+    try:
+        deadline = time.time() + 90
+        while len(workers) < n_workers:
+            assert proc.poll() is None, (tmp_path / "stderr").read_text()[-2000:]
+            assert time.time() < deadline, "the workers never started"
+            time.sleep(0.2)
+            workers = children(proc.pid)
+        time.sleep(1.0)  # let the run reach its training loop
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 5
+        while any(alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if alive(w)], "workers outlived their parent"
+    finally:
+        proc.kill()
+        for w in workers:
+            if alive(w):
+                os.kill(w, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_exit_when_a_real_run_is_killed(tmp_path):
+    cmd = [sys.executable, "src/main.py", "--config=qmix", "--env-config=matrix_game", "with", "runner=parallel",
+           "batch_size_run=3", "n_workers=2", "t_max=100000000", f"local_results_path={tmp_path}",
+           "use_tensorboard=False", "save_model=False"]
+    kill_and_watch(cmd, 2, tmp_path)
+
+
+EOF_ONLY = """
+import time
+import runners.parallel_runner as pr
+pr.exit_with_parent = lambda pid: None  # no parent-death signal: only end-of-file on the pipe remains
+from helpers import make_ctx
+ctx = make_ctx("qmix", "matrix_game", runner="parallel", batch_size_run=3, n_workers=2)
+ctx.runner.run()
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_exit_on_end_of_file_alone(tmp_path):
+    """Without the signal, a forked worker still sees EOF: it closed its copies of the parent's pipe ends."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), os.path.join(ROOT, "tests")]))
+    kill_and_watch([sys.executable, "-c", EOF_ONLY], 2, tmp_path, env)
