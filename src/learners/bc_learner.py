@@ -11,6 +11,7 @@ union D_U; β = 1 imitates D_E only, β = 0 the whole union (plain BC).
 import torch as th
 
 from learners.common import (
+    NonFiniteGuard,
     check_actions_available,
     load_state,
     log_policy,
@@ -34,6 +35,7 @@ class BCLearner:
         self.params = list(mac.parameters())
         self.optimiser = make_optimizer(self.params, args)
         self.log_stats_t = -args.learner_log_interval - 1
+        self.guard = NonFiniteGuard(self, args, logger)
 
     def nll(self, batch):
         """(mean negative log-likelihood over agents and real transitions, greedy-action accuracy)."""
@@ -60,6 +62,8 @@ class BCLearner:
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = th.nn.utils.clip_grad_norm_(self.params, self.args.grad_norm_clip)
+        if not self.guard.ok({"bc_loss": loss, "grad_norm": grad_norm}, t_env, [self.optimiser]):
+            return {"loss": loss.item()}
         self.optimiser.step()
 
         if t_env - self.log_stats_t >= self.args.learner_log_interval:

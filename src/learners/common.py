@@ -1,4 +1,6 @@
-"""Pieces shared by the learners: optimisers, target updates, masked losses, checkpoint files."""
+"""Pieces shared by the learners: optimisers, target updates, masked losses, non-finite checks, checkpoint files."""
+import logging
+import math
 import os
 
 import torch as th
@@ -6,6 +8,7 @@ import torch.nn.functional as F
 
 from components.action_selectors import UNAVAILABLE_Q
 from components.optim import Adam, RMSprop
+from utils.config import CHOICES
 
 
 def make_optimizer(params, args, lr=None):
@@ -44,6 +47,61 @@ class TargetUpdater:
 
     def load_state_dict(self, state):
         self.updates, self.last_hard_update = state["updates"], state["last_hard_update"]
+
+
+NONFINITE_MODES = CHOICES["on_nonfinite"]
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or gradient norm became NaN/inf. The run loop fills in `checkpoint` (the last good one it saved),
+    which the learner cannot know."""
+
+    def __init__(self, learner, stats, step, step_name):
+        self.learner, self.stats, self.step, self.step_name = learner, stats, step, step_name
+        self.checkpoint = None
+        super().__init__(learner, stats, step, step_name)
+
+    def __str__(self):
+        bad = ", ".join(f"{k} = {v}" for k, v in self.stats.items())
+        msg = (f"{self.learner}: non-finite {bad} at {self.step_name} {self.step}; stopped before the optimiser "
+               f"step (on_nonfinite=stop; on_nonfinite=skip_batch would skip such updates)")
+        return msg + (f". {self.checkpoint}" if self.checkpoint else "")
+
+
+class NonFiniteGuard:
+    """Checks a learner's losses and gradient norms before its optimiser steps (config `on_nonfinite`).
+
+    `ok(values, step, optimisers)` is True when every value is finite (one stacked isfinite, one sync). Else
+    with `stop` it raises NonFiniteError; with `skip_batch` it clears the optimisers' gradients, warns,
+    logs the running count as `nonfinite_skips` and returns False: the caller then skips its update."""
+
+    def __init__(self, learner, args, logger):
+        self.mode = getattr(args, "on_nonfinite", "stop")
+        if self.mode not in NONFINITE_MODES:
+            raise ValueError(f"on_nonfinite must be one of {', '.join(NONFINITE_MODES)}, not '{self.mode}'")
+        alg = getattr(args, "name", None)
+        self.learner = f"{type(learner).__name__} ({alg})" if alg else type(learner).__name__
+        # offline runs pass the gradient step as t_env
+        self.step_name = "gradient step" if getattr(args, "run", "online") == "offline" else "t_env"
+        self.logger = logger
+        self.skips = 0
+
+    def ok(self, values, step, optimisers=()):
+        stacked = th.stack([v.detach().reshape(()).float() for v in values.values()])
+        if th.isfinite(stacked).all().item():
+            return True
+        bad = {k: v for k, v in zip(values, stacked.tolist()) if not math.isfinite(v)}
+        if self.mode == "stop":
+            raise NonFiniteError(self.learner, bad, step, self.step_name)
+        for opt in optimisers:
+            opt.zero_grad(set_to_none=True)
+        self.skips += 1
+        stats = ", ".join(f"{k} = {v}" for k, v in bad.items())
+        console = getattr(self.logger, "console_logger", None) or logging.getLogger("pymarl")
+        console.warning(f"{self.learner}: non-finite {stats} at {self.step_name} {step}: update skipped "
+                        f"(on_nonfinite=skip_batch; {self.skips} skipped so far)")
+        self.logger.log_stat("nonfinite_skips", self.skips, step)
+        return False
 
 
 def transition_mask(batch):

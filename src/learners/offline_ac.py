@@ -6,6 +6,7 @@ import copy
 import torch as th
 
 from learners.common import (
+    NonFiniteGuard,
     TargetUpdater,
     check_actions_available,
     load_state,
@@ -51,6 +52,7 @@ class OfflineActorCritic:
         self.n_agents, self.n_actions = args.n_agents, args.n_actions
         self.log_stats_t = -args.learner_log_interval - 1
         self.train_steps = 0
+        self.guard = NonFiniteGuard(self, args, logger)
 
     def _setup(self, critics, groups):
         self.critics = critics
@@ -77,9 +79,14 @@ class OfflineActorCritic:
         for _, opt in self.groups.values():
             opt.zero_grad(set_to_none=True)
         sum(losses[name] for name in self.groups).backward()
-        for name, (params, opt) in self.groups.items():
-            norm = th.nn.utils.clip_grad_norm_(params, self.args.grad_norm_clip)
-            stats[f"{name.removesuffix('_loss')}_grad_norm"] = norm
+        clip = self.args.grad_norm_clip
+        norms = {f"{name.removesuffix('_loss')}_grad_norm": th.nn.utils.clip_grad_norm_(params, clip)
+                 for name, (params, _) in self.groups.items()}
+        stats.update(norms)
+        optimisers = [opt for _, opt in self.groups.values()]
+        if not self.guard.ok({**losses, **norms}, t_env, optimisers):  # every group is checked before any steps
+            return {k: v.item() for k, v in losses.items()}
+        for opt in optimisers:
             opt.step()
         self.targets.step([(self.target_critics[k], self.critics[k]) for k in self.critics])
         self.train_steps += 1

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from components.action_selectors import UNAVAILABLE_Q
 from components.running_stats import RunningMeanStd
-from learners.common import load_state, make_optimizer, masked_mean, save_state, transition_mask
+from learners.common import NonFiniteGuard, load_state, make_optimizer, masked_mean, save_state, transition_mask
 from modules.critics import REGISTRY as critic_REGISTRY
 from utils.rl_utils import build_gae_targets
 
@@ -63,6 +63,7 @@ class PPOLearner:
         self.reward_stats = RunningMeanStd() if opt(args, "standardise_rewards", False) else None
         self.train_steps = 0
         self.log_stats_t = -args.learner_log_interval - 1
+        self.guard = NonFiniteGuard(self, args, logger)
 
     # ----- training -----
     def train(self, batch, t_env, episode_num):
@@ -98,7 +99,10 @@ class PPOLearner:
             for idx in self._minibatches(batch.batch_size, batch.device):
                 mb = batch if idx is None else batch[idx]
                 mb_data = data if idx is None else tuple(x[idx] for x in data)
-                for k, v in self._update(mb, *mb_data).items():
+                mb_stats = self._update(mb, *mb_data, t_env)
+                if mb_stats is None:  # non-finite with on_nonfinite=skip_batch: the rest of this batch is skipped
+                    return {}
+                for k, v in mb_stats.items():
                     stats[k].append(v)
         self.train_steps += 1
 
@@ -116,7 +120,9 @@ class PPOLearner:
             return [None]
         return th.randperm(batch_size).to(device).tensor_split(k)
 
-    def _update(self, batch, actions, old_log_pi, advantages, returns, old_values, mask):
+    def _update(self, batch, actions, old_log_pi, advantages, returns, old_values, mask, t_env):
+        """One actor and one critic step; None when skipped for a non-finite value. Both are checked before
+        either steps (the critic's loss does not depend on the actor's parameters)."""
         log_pi, entropy, pi_max = self._log_probs(batch, actions)
         # masked steps are zeroed before exp: their log-probs may be meaningless (e.g. -1e10 for padding)
         log_ratio = (log_pi - old_log_pi) * mask
@@ -127,7 +133,6 @@ class PPOLearner:
         self.agent_optimiser.zero_grad(set_to_none=True)
         (pg_loss - self.entropy_coef * mean_entropy).backward()
         agent_grad_norm = th.nn.utils.clip_grad_norm_(self.agent_params, self.args.grad_norm_clip)
-        self.agent_optimiser.step()
 
         v = self.critic(batch)[:, :-1].squeeze(-1)
         err = (v - returns).pow(2)
@@ -138,7 +143,12 @@ class PPOLearner:
         self.critic_optimiser.zero_grad(set_to_none=True)
         (self.critic_coef * critic_loss).backward()
         critic_grad_norm = th.nn.utils.clip_grad_norm_(self.critic_params, self.args.grad_norm_clip)
-        self.critic_optimiser.step()
+        optimisers = [self.agent_optimiser, self.critic_optimiser]
+        if not self.guard.ok({"pg_loss": pg_loss, "agent_grad_norm": agent_grad_norm, "critic_loss": critic_loss,
+                              "critic_grad_norm": critic_grad_norm}, t_env, optimisers):
+            return None
+        for optimiser in optimisers:
+            optimiser.step()
 
         with th.no_grad():
             return {

@@ -6,7 +6,15 @@ import torch.nn.functional as F
 
 from components.action_selectors import UNAVAILABLE_Q
 from components.running_stats import RunningMeanStd
-from learners.common import TargetUpdater, load_state, make_optimizer, masked_mean, save_state, transition_mask
+from learners.common import (
+    NonFiniteGuard,
+    TargetUpdater,
+    load_state,
+    make_optimizer,
+    masked_mean,
+    save_state,
+    transition_mask,
+)
 from modules.mixers import REGISTRY as mixer_REGISTRY
 from utils.rl_utils import build_td_lambda_targets
 
@@ -29,6 +37,7 @@ class QLearner:
         self.targets = TargetUpdater(args.target_update_interval_or_tau)
         self.reward_stats = RunningMeanStd() if getattr(args, "standardise_rewards", False) else None
         self.log_stats_t = -args.learner_log_interval - 1
+        self.guard = NonFiniteGuard(self, args, logger)
 
     def train(self, batch, t_env, episode_num):
         rewards = batch["reward"][:, :-1]
@@ -73,6 +82,8 @@ class QLearner:
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = th.nn.utils.clip_grad_norm_(self.params, self.args.grad_norm_clip)
+        if not self.guard.ok({"loss": loss, "grad_norm": grad_norm}, t_env, [self.optimiser]):
+            return {"loss": loss.item()}
         self.optimiser.step()
         self.targets.step(self._target_pairs())
 

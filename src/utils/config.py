@@ -1,4 +1,4 @@
-"""Loading and merging the YAML configs; pymarl/epymarl key aliases; unknown-key errors.
+"""Loading and merging the YAML configs; pymarl/epymarl key aliases; unknown-key and range errors.
 
 Merge order (pymarl's): default.yaml <- envs/<env>.yaml <- algs/<alg>.yaml <- `with` overrides.
 """
@@ -20,6 +20,23 @@ KEY_ALIASES = {
 
 # Keys under which any sub-key is accepted: their contents are checked by the env/module that uses them.
 OPEN_KEYS = ("env_args", "collect_datasets", "quality_fractions")
+
+
+# Keys with a fixed set of values (learners read on_nonfinite from here too).
+CHOICES = {"on_nonfinite": ("stop", "skip_batch")}
+
+# key -> (integer only, test, allowed range in words, null allowed). Checked on the merged config, before anything runs.
+RANGES = {
+    "lr": (False, lambda v: v > 0, "> 0", False),
+    "critic_lr": (False, lambda v: v > 0, "> 0 (or null = lr)", True),
+    "gamma": (False, lambda v: 0 < v <= 1, "in (0, 1]", False),
+    "batch_size": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "batch_size_run": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "buffer_size": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "hidden_dim": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "critic_hidden_dim": (True, lambda v: v >= 1, "an integer >= 1 (or null = hidden_dim)", True),
+    "t_max": (False, lambda v: v >= 0, ">= 0", False),
+}
 
 
 class ConfigError(ValueError):
@@ -103,6 +120,26 @@ def check_known_keys(update, known, where=""):
             check_known_keys(v, known[k], where=f"{path}.")
 
 
+def key_name(key):
+    """The key as the user may have spelled it: 'hidden_dim (pymarl: rnn_hidden_dim)'."""
+    aliases = [a for a, k in KEY_ALIASES.items() if k == key]
+    return f"'{key}'" + (f" (pymarl: {', '.join(aliases)})" if aliases else "")
+
+
+def check_values(config):
+    """Raise ConfigError naming the key, the value and the allowed values for the first value out of range."""
+    for key, choices in CHOICES.items():
+        if key in config and config[key] not in choices:
+            raise ConfigError(f"config key {key_name(key)} must be one of {', '.join(choices)}; got {config[key]!r}")
+    for key, (integer, test, allowed, nullable) in RANGES.items():
+        if key not in config or (nullable and config[key] is None):
+            continue
+        value = config[key]
+        number = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not number or not test(value):
+            raise ConfigError(f"config key {key_name(key)} must be {allowed}; got {value!r}")
+
+
 def build_config(alg, env, overrides=None):
     """default <- env <- alg <- overrides, with aliases resolved and unknown keys rejected."""
     config = load_yaml("", "default")
@@ -114,5 +151,6 @@ def build_config(alg, env, overrides=None):
         overrides = canonicalize(overrides)
         check_known_keys(overrides, config)
         config = recursive_update(config, overrides)
+    check_values(config)
     config["env_config"] = env  # internal (not settable): which env config this run uses, e.g. for mixer qllm
     return config
