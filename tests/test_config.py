@@ -73,3 +73,31 @@ def test_cli_rejects_unknown_key_with_message(capsys):
 def test_cli_requires_configs(capsys):
     assert main(["main.py", "--env-config=matrix_game"]) == 2
     assert "--config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key,value,allowed", [
+    ("lr", 0, "> 0"), ("lr", -1e-3, "> 0"), ("gamma", 0, r"in \(0, 1\]"), ("gamma", 1.5, r"in \(0, 1\]"),
+    ("batch_size", 0, ">= 1"), ("hidden_dim", 0, ">= 1"), ("t_max", -1, ">= 0"), ("batch_size_run", 0, ">= 1"),
+    ("buffer_size", 0, ">= 1"), ("critic_lr", 0.0, "> 0"), ("batch_size", 2.5, "an integer"), ("lr", "fast", "> 0"),
+])
+def test_out_of_range_values_name_the_key_value_and_range(key, value, allowed):
+    with pytest.raises(ConfigError, match=rf"'{key}'.* must be .*{allowed}.*; got {value!r}"):
+        build_config("qmix", "matrix_game", {key: value})
+
+
+def test_pymarl_spelling_of_a_ranged_key_is_named_too(capsys):
+    assert main(["main.py", "--config=qmix", "--env-config=matrix_game", "with", "rnn_hidden_dim=0"]) == 2
+    err = capsys.readouterr().err
+    assert "'hidden_dim' (pymarl: rnn_hidden_dim) must be an integer >= 1; got 0" in err
+
+
+def test_edge_values_are_accepted():
+    cfg = build_config("mappo", "matrix_game", {"gamma": 1.0, "t_max": 0, "critic_lr": None, "lr": 1e-8})
+    assert cfg["gamma"] == 1.0 and cfg["t_max"] == 0
+
+
+def test_on_nonfinite_must_be_stop_or_skip_batch():
+    assert build_config("qmix", "matrix_game")["on_nonfinite"] == "stop"
+    assert build_config("qmix", "matrix_game", {"on_nonfinite": "skip_batch"})["on_nonfinite"] == "skip_batch"
+    with pytest.raises(ConfigError, match="'on_nonfinite' must be one of stop, skip_batch; got 'ignore'"):
+        build_config("qmix", "matrix_game", {"on_nonfinite": "ignore"})
