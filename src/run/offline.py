@@ -13,8 +13,9 @@ import time
 import numpy as np
 
 from components.offline_dataset import DatasetError, OfflineDataset
+from learners.common import NonFiniteError
 from run.evaluate import evaluate_sequential
-from run.online import time_str
+from run.online import stop_nonfinite, time_str
 from run.setup import build
 from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint, save_run_config
 from utils.seeding import rng_state, set_rng_state
@@ -104,8 +105,9 @@ def run_offline(_run, config, _log):
 
     sampler = Sampler(args.seed)
     step, last_test, last_log, last_save = 0, None, 0, 0
+    last_checkpoint = None  # the newest checkpoint this run saved or resumed from: named if training blows up
     if args.checkpoint_path:
-        step = resume(ctx, sampler, _log)
+        step, last_checkpoint = resume(ctx, sampler, _log)
         last_test = last_log = last_save = step
     n_test_runs = max(1, args.test_nepisode // runner.batch_size)
     _log.info(f"Beginning offline training for {args.offline_steps} gradient steps "
@@ -121,11 +123,15 @@ def run_offline(_run, config, _log):
             break
         batch = sampler.batch(data, args.batch_size, args.device)
         t0 = time.perf_counter()
-        if getattr(learner, "uses_expert_data", False):
-            learner.train(batch, step, step * args.batch_size,
-                          expert_batch=sampler.batch(expert, args.batch_size, args.device))
-        else:
-            learner.train(batch, step, step * args.batch_size)
+        try:
+            if getattr(learner, "uses_expert_data", False):
+                learner.train(batch, step, step * args.batch_size,
+                              expert_batch=sampler.batch(expert, args.batch_size, args.device))
+            else:
+                learner.train(batch, step, step * args.batch_size)
+        except NonFiniteError as e:
+            stop_nonfinite(ctx, e, last_checkpoint, _log)
+            raise  # nothing after a non-finite value is saved
         train_time += time.perf_counter() - t0
         n_updates += 1
         step += 1
@@ -137,7 +143,7 @@ def run_offline(_run, config, _log):
             logger.print_recent_stats()
             last_log = step
         if args.save_model and (step - last_save >= args.offline_save_interval or step == args.offline_steps):
-            save(ctx, sampler, step, _log)
+            last_checkpoint = save(ctx, sampler, step, _log)
             last_save = step
     _log.info(f"Finished offline training: {n_updates} gradient steps in {time.time() - start:.1f}s "
               f"({n_updates / max(train_time, 1e-9):.1f} updates/s in the learner)")
@@ -181,9 +187,11 @@ def save(ctx, sampler, step, _log):
                                         "sampler": sampler.rng.bit_generator.state})
     save_run_config(run_dir, ctx.config)
     _log.info(f"Saved checkpoint to {path}")
+    return path
 
 
 def resume(ctx, sampler, _log):
+    """Load the checkpoint at checkpoint_path; returns (its gradient step, its folder)."""
     path = find_checkpoint(ctx.args.checkpoint_path, ctx.args.load_step)
     _log.info(f"Resuming offline training from {path}")
     ctx.learner.load_models(path)
@@ -193,4 +201,4 @@ def resume(ctx, sampler, _log):
                          f"training from online weights, train online and collect a dataset instead")
     set_rng_state(state["rng"])
     sampler.rng.bit_generator.state = state["sampler"]
-    return state["step"]
+    return state["step"], path

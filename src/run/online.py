@@ -2,6 +2,7 @@
 import os
 import time
 
+from learners.common import NonFiniteError
 from run.evaluate import evaluate_sequential
 from run.setup import build
 from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint, save_run_config
@@ -41,8 +42,9 @@ def run_online(_run, config, _log):
         return evaluate_sequential(ctx, _log)
 
     loop = Loop(args)
+    last_checkpoint = None  # the newest checkpoint this run saved or resumed from: named if training blows up
     if args.checkpoint_path:
-        resume(ctx, loop, _log)
+        last_checkpoint = resume(ctx, loop, _log)
 
     _log.info(f"Beginning training for {args.t_max} timesteps")
     start_time = last_time = time.time()
@@ -70,7 +72,11 @@ def run_online(_run, config, _log):
             sample = sample[:, : sample.max_t_filled()]
             if sample.device != args.device:
                 sample.to(args.device)
-            learner.train(sample, runner.t_env, loop.episode)
+            try:
+                learner.train(sample, runner.t_env, loop.episode)
+            except NonFiniteError as e:
+                stop_nonfinite(ctx, e, last_checkpoint, _log)
+                raise  # nothing after a non-finite value is saved
             train_time += time.perf_counter() - t0
             loop.n_updates += 1
             trained = True
@@ -93,7 +99,7 @@ def run_online(_run, config, _log):
         if args.save_model and (runner.t_env - loop.model_save_time >= args.save_model_interval
                                 or loop.model_save_time == 0):
             loop.model_save_time = runner.t_env
-            save(ctx, loop, _log)
+            last_checkpoint = save(ctx, loop, _log)
 
         if runner.t_env - loop.last_log_T >= args.log_interval:
             logger.log_stat("episode", loop.episode, runner.t_env)
@@ -112,6 +118,18 @@ def run_online(_run, config, _log):
     logger.finish()
 
 
+def stop_nonfinite(ctx, error, last_checkpoint, _log):
+    """Name the last good checkpoint in the error (the learner cannot know it) and release the envs."""
+    error.checkpoint = (f"Last good checkpoint: {last_checkpoint}" if last_checkpoint else
+                        "No checkpoint was saved in this run (save_model=False or none yet)")
+    _log.error(str(error))
+    try:
+        ctx.runner.close_env()
+        ctx.logger.finish()
+    except Exception as cleanup:  # the non-finite error is the one to report
+        _log.warning(f"cleanup after the non-finite error failed: {cleanup!r}")
+
+
 def save(ctx, loop, _log):
     args, runner = ctx.args, ctx.runner
     path = os.path.join(args.results_dir, "models", args.unique_token, str(runner.t_env))
@@ -122,9 +140,11 @@ def save(ctx, loop, _log):
     save_checkpoint(ctx.learner, path, run_state)
     save_run_config(os.path.dirname(path), ctx.config)
     _log.info(f"Saved checkpoint to {path}")
+    return path
 
 
 def resume(ctx, loop, _log):
+    """Load the checkpoint at args.checkpoint_path; returns its folder."""
     args, runner = ctx.args, ctx.runner
     path = find_checkpoint(args.checkpoint_path, args.load_step)
     _log.info(f"Resuming from {path}")
@@ -136,7 +156,7 @@ def resume(ctx, loop, _log):
         # a pymarl-style checkpoint (weights only): continue from the folder's t_env
         runner.t_env = int(os.path.basename(os.path.normpath(path)))
         _log.warning("checkpoint has no run_state.th: counters and RNG start fresh from its t_env")
-        return
+        return path
     runner.t_env = state["t_env"]
     loop.load_state_dict(state["loop"])
     runner.stats.log_train_stats_t = state["runner_log_train_stats_t"]
@@ -145,3 +165,4 @@ def resume(ctx, loop, _log):
         ctx.buffer.load_state_dict(state["buffer"])
     elif ctx.args.buffer_size > ctx.args.batch_size:
         _log.warning("checkpoint has no replay buffer (save_replay_buffer=False): it refills from new episodes")
+    return path
