@@ -1,28 +1,128 @@
-"""Writing files so that a crash never leaves a half-written one behind."""
+"""Writing files and folders so that a crash never leaves a half-written one that looks complete.
+
+Everything is written under a temporary name next to its final path and renamed when complete. The
+temporary name says who writes it, `<final>.tmp-<host>-<pid>-<start>-<n>` (`start`: the writer's start time
+from /proc, so a reused PID is not mistaken for the writer), so that a later run can delete the litter
+of writers that died (clean_stale_temps) without touching files that a live run is still writing.
+"""
+import itertools
 import json
 import os
-import tempfile
+import re
+import shutil
+import socket
+from contextlib import contextmanager
+
+TEMP = re.compile(r"\.tmp-(?P<host>.+)-(?P<pid>\d+)-(?P<start>\d+)-\d+$")
+LEGACY_TEMP = re.compile(r"(\.tmp$|^\.tmp-)")  # written before temps named their writer: never loaded
+_count = itertools.count()
+
+
+def process_start(pid):
+    """Start time of process `pid` in clock ticks since boot (/proc/<pid>/stat field 22); 0 without /proc,
+    None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])  # fields after the command name start at 3
+    except FileNotFoundError:
+        return None if os.path.isdir("/proc/self") else 0
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _host():
+    """The host, and the PID namespace where there is one (containers sharing a host name and a folder)."""
+    try:
+        ns = "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit())
+    except OSError:
+        ns = ""
+    return (socket.gethostname() or "localhost").replace(os.sep, "_") + (f"_{ns}" if ns else "")
+
+
+def temp_path(path):
+    """A fresh temporary name next to `path`, naming this process as its writer. Nothing is created."""
+    pid = os.getpid()
+    return f"{os.fspath(path)}.tmp-{_host()}-{pid}-{process_start(pid) or 0}-{next(_count)}"
+
+
+def is_temp(path):
+    """Whether `path` is an unfinished write (a temp of temp_path, or an older `.tmp` name): never load it."""
+    name = os.path.basename(os.path.normpath(os.fspath(path)))
+    return bool(TEMP.search(name) or LEGACY_TEMP.search(name))
+
+
+def writer_alive(path):
+    """Whether the process that writes temp `path` may still be running. Temps of other hosts (shared
+    folders) and older names without a writer count as alive: there is no way to tell."""
+    m = TEMP.search(os.path.basename(os.path.normpath(os.fspath(path))))
+    if m is None or m["host"] != _host():
+        return True
+    start = process_start(int(m["pid"]))
+    if start is None:
+        return False
+    if start == 0 or int(m["start"]) == 0:  # no /proc: PID reuse cannot be told apart
+        try:
+            os.kill(int(m["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    return start == int(m["start"])
+
+
+def remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def clean_stale_temps(folder, depth=0):
+    """Delete the temps in `folder` (and `depth` levels of sub-folders) whose writer is dead; returns them."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        if TEMP.search(entry.name):
+            if not writer_alive(entry.path):
+                remove(entry.path)
+                removed.append(entry.path)
+        elif depth > 0 and entry.is_dir(follow_symlinks=False):
+            removed += clean_stale_temps(entry.path, depth - 1)
+    return removed
+
+
+@contextmanager
+def atomic_path(path):
+    """Yields a temporary path to write a file or a folder at; renamed to `path` when the block completes,
+    deleted if it raises. An existing folder at `path` is replaced."""
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        if os.path.isdir(tmp) and os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        remove(tmp)
+        raise
 
 
 def write_text_atomic(path, text, fsync=True):
     """Write text to a temporary file next to `path` and rename it over `path` (readers see old or new)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "x", encoding="utf-8") as f:
             f.write(text)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def write_json_atomic(path, obj, fsync=True):

@@ -12,7 +12,10 @@ def set_seeds(seed):
 
 
 def rng_state():
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": th.get_rng_state()}
+    """Plain values and tensors only, so checkpoints holding it load with torch's weights_only=True."""
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, key.tolist(), pos, has_gauss, cached),
+             "torch": th.get_rng_state()}
     if th.cuda.is_available():
         state["cuda"] = th.cuda.get_rng_state_all()
     return state
@@ -20,7 +23,8 @@ def rng_state():
 
 def set_rng_state(state):
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, key, *rest = state["numpy"]  # key: a list, or a uint32 array in older checkpoints
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), *rest))
     th.set_rng_state(state["torch"])
     if "cuda" in state and th.cuda.is_available():
         th.cuda.set_rng_state_all(state["cuda"])

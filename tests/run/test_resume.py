@@ -15,7 +15,7 @@ FILES = ["agent", "target_agent", "mixer", "target_mixer", "opt", "learner", "ru
 
 
 def load_all(folder):
-    return {f: th.load(os.path.join(folder, f"{f}.th"), weights_only=False) for f in FILES}
+    return {f: th.load(os.path.join(folder, f"{f}.th"), weights_only=True) for f in FILES}
 
 
 def assert_same(a, b, path="checkpoint"):
@@ -68,6 +68,6 @@ def test_checkpoint_without_buffer_still_resumes_counters(tmp_path):
     models = glob.glob(str(tmp_path / "a" / "models" / "*"))[0]
     run_main(tmp_path / "b", "vdn", "matrix_game", *settings, "t_max=400", f"checkpoint_path={models}")
     resumed = glob.glob(str(tmp_path / "b" / "models" / "*"))[0]
-    state = th.load(os.path.join(resumed, "405", "run_state.th"), weights_only=False)
+    state = th.load(os.path.join(resumed, "405", "run_state.th"), weights_only=True)
     assert state["loop"]["episode"] == 81  # 61 episodes before the resume (at t_env 305) + 20 after
     assert "buffer" not in state
