@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from components.action_selectors import UNAVAILABLE_Q
 from components.optim import Adam, RMSprop
+from utils.checkpoint import load_file
 from utils.config import CHOICES
 
 
@@ -141,4 +142,6 @@ def save_state(path, name, obj):
 
 
 def load_state(path, name):
-    return th.load(os.path.join(path, f"{name}.th"), map_location="cpu", weights_only=False)
+    """weights_only=True: a checkpoint holds tensors and plain values; errors name the file and the
+    load_step that skips its checkpoint."""
+    return load_file(os.path.join(path, f"{name}.th"))
