@@ -21,7 +21,7 @@ from envs import env_from_args
 from run.setup import env_label, episode_scheme, make_args, results_path
 from runners import REGISTRY as r_REGISTRY
 from utils.checkpoint import load_run_config
-from utils.files import write_json_atomic, write_text_atomic
+from utils.files import clean_stale_temps, write_json_atomic, write_text_atomic
 from utils.logging import Logger
 from utils.seeding import set_seeds
 
@@ -307,6 +307,7 @@ def run_collect(_run, config, _log):
     if args.collect_eval_episodes < 1:
         raise ValueError(f"collect_eval_episodes must be >= 1, got {args.collect_eval_episodes}")
     out_dir = args.dataset_dir or os.path.join(results_path(config), "datasets", env_label(config))
+    clean_stale_temps(out_dir)  # delete the litter of earlier runs killed mid-write
     env = env_from_args(args)
     env_info = env.get_env_info()
     env.close()

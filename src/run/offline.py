@@ -18,6 +18,7 @@ from run.evaluate import evaluate_sequential
 from run.online import stop_nonfinite, time_str
 from run.setup import build
 from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint, save_run_config
+from utils.files import clean_stale_temps
 from utils.seeding import rng_state, set_rng_state
 
 VALID_EPISODES = 256  # held-out episodes scored per evaluation (enough for a stable loss, cheap on CPU)
@@ -91,6 +92,7 @@ def offline_config(config):
 
 def run_offline(_run, config, _log):
     ctx = build(_run, offline_config(config), _log)
+    clean_stale_temps(ctx.args.results_dir, depth=4)  # delete the litter of earlier runs killed mid-write
     args, runner, learner, logger = ctx.args, ctx.runner, ctx.learner, ctx.logger
     if args.evaluate:
         return evaluate_sequential(ctx, _log)

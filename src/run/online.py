@@ -6,6 +6,7 @@ from learners.common import NonFiniteError
 from run.evaluate import evaluate_sequential
 from run.setup import build
 from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint, save_run_config
+from utils.files import clean_stale_temps
 from utils.seeding import rng_state, set_rng_state
 
 
@@ -37,6 +38,7 @@ class Loop:
 
 def run_online(_run, config, _log):
     ctx = build(_run, config, _log)
+    clean_stale_temps(ctx.args.results_dir, depth=4)  # delete the litter of earlier runs killed mid-write
     args, runner, learner, logger = ctx.args, ctx.runner, ctx.learner, ctx.logger
     if args.evaluate:
         return evaluate_sequential(ctx, _log)
