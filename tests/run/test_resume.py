@@ -2,6 +2,9 @@
 import glob
 import json
 import os
+import subprocess
+import sys
+import time
 
 import torch as th
 
@@ -71,3 +74,29 @@ def test_checkpoint_without_buffer_still_resumes_counters(tmp_path):
     state = th.load(os.path.join(resumed, "405", "run_state.th"), weights_only=True)
     assert state["loop"]["episode"] == 81  # 61 episodes before the resume (at t_env 305) + 20 after
     assert "buffer" not in state
+
+
+def test_run_killed_with_sigkill_resumes_exactly(tmp_path):
+    """kill -9 (no chance to clean up) after the checkpoint at 155, then resume: same as never stopped."""
+    run_main(tmp_path / "full", "qmix", "matrix_game", *SETTINGS)
+    settings = [s for s in SETTINGS if not s.startswith("t_max")]
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "src/main.py", "--config=qmix", "--env-config=matrix_game", "with",
+                             f"local_results_path={killed}", "seed=3", "t_max=100000000", *settings],
+                            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not glob.glob(str(killed / "models" / "*" / "155" / "run_state.th")):
+            assert proc.poll() is None and time.time() < deadline, "the run ended before its checkpoint at 155"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    killed_models = glob.glob(str(killed / "models" / "*"))[0]
+    run_main(tmp_path / "resumed", "qmix", "matrix_game", *SETTINGS, f"checkpoint_path={killed_models}",
+             "load_step=155")
+    full_models = glob.glob(str(tmp_path / "full" / "models" / "*"))[0]
+    resumed_models = glob.glob(str(tmp_path / "resumed" / "models" / "*"))[0]
+    assert_same(load_all(os.path.join(full_models, "305")), load_all(os.path.join(resumed_models, "305")))
+    assert not [d for d in os.listdir(killed_models) if ".tmp" in d]  # a save cut short was cleaned up
