@@ -15,6 +15,7 @@ from learners.common import (
     save_state,
     transition_mask,
 )
+from modules.mixers import BATCH_FIELDS as mixer_BATCH_FIELDS
 from modules.mixers import REGISTRY as mixer_REGISTRY
 from utils.rl_utils import build_td_lambda_targets
 
@@ -32,6 +33,7 @@ class QLearner:
             self.mixer = mixer_REGISTRY[args.mixer](args)
             self.params += list(self.mixer.parameters())
             self.target_mixer = copy.deepcopy(self.mixer)
+        self.mixer_fields = mixer_BATCH_FIELDS.get(args.mixer or "", ())  # e.g. qllm: tfcaf_w, tfcaf_b
         self.optimiser = make_optimizer(self.params, args)
         self.target_mac = copy.deepcopy(mac)
         self.targets = TargetUpdater(args.target_update_interval_or_tau)
@@ -65,7 +67,8 @@ class QLearner:
                 target_max = self.target_mixer(
                     target_max, batch["state"],
                     actions_onehot=F.one_hot(best.squeeze(3), self.args.n_actions).float(),
-                    max_qs=target_out.max(dim=3).values, obs=batch["obs"])
+                    max_qs=target_out.max(dim=3).values, obs=batch["obs"],
+                    **{k: batch[k] for k in self.mixer_fields})
             if not self.mixer:
                 # IQL: one TD target per agent
                 rewards, terminated, mask = (x.expand(-1, -1, self.args.n_agents) for x in (rewards, terminated, mask))
@@ -75,7 +78,8 @@ class QLearner:
         if self.mixer is not None:
             chosen_qs = self.mixer(chosen_qs, batch["state"][:, :-1],
                                    actions_onehot=batch["actions_onehot"][:, :-1],
-                                   max_qs=masked_out[:, :-1].max(dim=3).values, obs=batch["obs"][:, :-1], mask=mask)
+                                   max_qs=masked_out[:, :-1].max(dim=3).values, obs=batch["obs"][:, :-1], mask=mask,
+                                   **{k: batch[k][:, :-1] for k in self.mixer_fields})
 
         td_error = chosen_qs - targets
         loss = masked_mean(td_error.pow(2), mask)

@@ -1,26 +1,24 @@
-"""Load a validated TFCAF file for training.
+"""Decide whether a TFCAF file may be trained with, without running it in this process.
 
-    tfcaf = load_tfcaf("results/tfcafs/lbf/<id>/tfcaf.py", n_agents=3)
-    w, b = tfcaf.weights_and_bias(states)          # states [..., S] -> w [..., n], b [..., 1]
-    q_tot, w_raw, b = tfcaf.q_tot(agent_qs, states, igm_gate=True)
+    spec = load_tfcaf(path, env_config="lbf", n_agents=2, state_size=14, revalidate=fn, log=log)
+    worker = spec.start_worker(timeout_s=30)       # qllm.worker: the only place the code runs during training
 
-The file's SHA-256 must equal the one recorded when it was validated: `sha256` in meta.json next to it
-(written by `--config=qllm_generate` or `python src/qllm/validate.py FILE --env-config ENV --write-meta`),
-or its entry in MANIFEST.json for the shipped references in src/qllm/tfcafs/. The source is checked
-against the policy again and runs in the restricted namespace of qllm.runtime, in this process (the
-hash proves it is the file that passed the sandbox). Works on any leading dims and device: new tensors
-the code creates without `device=` land on the input's device, and so do its module-level constants
-(the code is run once more per device).
+A file is trainable when one of these holds (checked in this order):
+1. it is a shipped reference in src/qllm/tfcafs/ and its SHA-256 equals the packaged MANIFEST.json entry
+   (a MANIFEST.json anywhere else means nothing);
+2. meta.json next to it holds a validation record signed by this installation's validator (qllm.records) for
+   this exact file, the current policy version and this run's env config, n_agents and state size;
+3. otherwise it is validated again now (`revalidate(source, igm_gate)` -> ValidationReport, in the sandbox,
+   on states of this run's env) and the log says so; without `revalidate` the load is refused.
+The source is always checked against the static policy here (on the syntax tree; nothing is executed).
 """
-import contextlib
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 
-import torch
-
-from qllm.policy import PolicyError
-from qllm.runtime import exec_checked, exec_restricted
+from qllm.policy import PolicyError, check_source
+from qllm.records import record_problem
 
 TFCAF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tfcafs")
 MANIFEST = "MANIFEST.json"
@@ -30,125 +28,77 @@ class TFCAFLoadError(RuntimeError):
     """The file cannot be used; the message says why and what to do."""
 
 
-class TFCAFCallError(RuntimeError):
-    """The function returned something unusable at training time."""
-
-
-def sha256_file(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def recorded_metadata(path):
-    """(metadata dict, where) for a TFCAF file: its MANIFEST.json entry, else meta.json next to it; (None, None)."""
-    folder, name = os.path.split(os.path.abspath(path))
-    manifest_path = os.path.join(folder, MANIFEST)
-    if os.path.isfile(manifest_path):
-        with open(manifest_path) as f:
-            manifest = json.load(f)
-        for config_name, entry in manifest.items():
-            if isinstance(entry, dict) and os.path.basename(str(entry.get("file", ""))) == name:
-                return dict(entry, env_config=config_name), manifest_path
-    meta_path = os.path.join(folder, "meta.json")
-    if os.path.isfile(meta_path):
-        with open(meta_path) as f:
-            meta = json.load(f)
-        if isinstance(meta, dict) and os.path.basename(str(meta.get("file", name))) == name:
-            return meta, meta_path
-    return None, None
-
-
-class TFCAF:
-    """A loaded TFCAF: `tfcaf(state, n_agents) -> (w, b)` or legacy `QLLMNetwork(agents_q, state) -> q_tot`."""
-
-    def __init__(self, fn, form, path=None, sha256=None, igm_gate=None, n_agents=None, source=None):
-        self.fn, self.form, self.path, self.sha256 = fn, form, path, sha256
-        self.igm_gate = igm_gate  # the setting recorded with the file (None if unknown)
-        self.n_agents = n_agents
-        self.source = source
-        self._per_device = {}
-
-    def _fn_for(self, device):
-        """The function, with its module-level tensors created on `device` (the code is re-run there once)."""
-        if device.type == "cpu" or self.source is None:
-            return self.fn
-        key = str(device)
-        if key not in self._per_device:
-            entry = "QLLMNetwork" if self.legacy else "tfcaf"
-            with torch.device(device):
-                self._per_device[key] = exec_checked(self.source, entry, self.form)[0]
-        return self._per_device[key]
+@dataclass
+class TFCAFSpec:
+    path: str
+    sha256: str
+    source: str
+    form: str  # "tfcaf" or "legacy"
+    igm_gate: bool = None  # the setting recorded with the file (None if unknown)
+    trust: str = ""  # "shipped reference", "signed record" or "re-validated"
+    report: dict = field(default_factory=dict)
 
     @property
     def legacy(self):
         return self.form == "legacy"
 
-    def __deepcopy__(self, memo):  # stateless: target mixers share it
-        return self
+    def start_worker(self, n_agents, igm_gate, timeout_s=30.0, memory_mb=1024):
+        from qllm.worker import TFCAFWorker
 
-    def __repr__(self):
-        return f"TFCAF({self.path!r}, form={self.form}, sha256={str(self.sha256)[:12]}...)"
-
-    def _n(self, n_agents):
-        n = n_agents or self.n_agents
-        if not n:
-            raise ValueError("n_agents is unknown: pass it to load_tfcaf(..., n_agents=) or to this call")
-        return int(n)
-
-    def weights_and_bias(self, states, n_agents=None):
-        """states [..., S] -> (w [..., n], b [..., 1]) as the function returns them (no gate)."""
-        if self.legacy:
-            raise TypeError("a legacy QLLMNetwork(agents_q, global_state) gives Q_tot, not weights; use q_tot()")
-        n = self._n(n_agents)
-        lead, S = states.shape[:-1], states.shape[-1]
-        flat = states.reshape(-1, S)
-        with _on_device(states.device):
-            out = self._fn_for(states.device)(flat, n)
-        if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
-            raise TFCAFCallError(f"{self._where()} must return (weights, bias) tensors, got {type(out).__name__}")
-        w, b = out
-        rows = flat.shape[0]
-        if w.shape != (rows, n) or b.shape != (rows, 1):
-            raise TFCAFCallError(f"{self._where()} returned weights {list(w.shape)} and bias {list(b.shape)} for "
-                                 f"states {list(flat.shape)}; expected [{rows}, {n}] and [{rows}, 1] (wrong env or "
-                                 f"n_agents for this TFCAF?)")
-        return w.to(states.dtype).reshape(*lead, n), b.to(states.dtype).reshape(*lead, 1)
-
-    def q_tot(self, agent_qs, states, igm_gate=True):
-        """agent_qs [..., n], states [..., S] -> (q_tot [..., 1], raw weights or None, bias or None).
-
-        Q_tot = sum_i g(w_i) Q_i + b with g = abs when igm_gate, identity otherwise. A legacy function
-        computes Q_tot itself (validation checked its monotonicity when the gate was on)."""
-        if self.legacy:
-            lead, n = agent_qs.shape[:-1], agent_qs.shape[-1]
-            with _on_device(states.device):
-                out = self._fn_for(states.device)(agent_qs.reshape(-1, n), states.reshape(-1, states.shape[-1]))
-            if not isinstance(out, torch.Tensor) or out.numel() != agent_qs.reshape(-1, n).shape[0]:
-                raise TFCAFCallError(f"{self._where()} must return Q_tot [B, 1], got "
-                                     f"{list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
-            return out.to(agent_qs.dtype).reshape(*lead, 1), None, None
-        w, b = self.weights_and_bias(states, agent_qs.shape[-1])
-        used = w.abs() if igm_gate else w
-        return (used * agent_qs).sum(dim=-1, keepdim=True) + b, w, b
-
-    __call__ = weights_and_bias
-
-    def _where(self):
-        return f"TFCAF {os.path.basename(self.path) if self.path else '<source>'} ({self.form} form)"
+        return TFCAFWorker(self.source, form=self.form, n_agents=n_agents, sha256=self.sha256, igm_gate=igm_gate,
+                           name=f"TFCAF {os.path.basename(self.path)}", timeout_s=timeout_s, memory_mb=memory_mb)
 
 
-@contextlib.contextmanager
-def _on_device(device):
-    """Factory calls without device= create tensors on the input's device (a no-op on the CPU)."""
-    if device.type == "cpu":
-        yield
-    else:
-        with torch.device(device):
-            yield
+def manifest_path():
+    return os.path.join(TFCAF_DIR, MANIFEST)
 
 
-def load_tfcaf(path, verify_hash=True, n_agents=None):
-    """Read, hash-check, policy-check and load a TFCAF file; raises TFCAFLoadError with what to do."""
+def _manifest():
+    with open(manifest_path()) as f:
+        return json.load(f)
+
+
+def shipped_reference(env_config):
+    """Path of the shipped reference TFCAF for an env config name (src/qllm/tfcafs/MANIFEST.json)."""
+    if not os.path.isfile(manifest_path()):
+        raise TFCAFLoadError(f"no shipped reference TFCAFs: {manifest_path()} is missing. Set tfcaf_path=<file> "
+                             f"(or generate one with --config=qllm_generate)")
+    manifest = _manifest()
+    if env_config not in manifest:
+        raise TFCAFLoadError(f"no shipped reference TFCAF for env config '{env_config}' (available: "
+                             f"{', '.join(sorted(manifest))}). Set tfcaf_path=<file> or generate one with "
+                             f"--config=qllm_generate --env-config={env_config}")
+    return os.path.join(TFCAF_DIR, manifest[env_config]["file"])
+
+
+def _shipped_entry(path, digest):
+    """The packaged manifest's entry for `path` if it is a shipped file with exactly the packaged hash."""
+    if os.path.dirname(os.path.realpath(path)) != os.path.realpath(TFCAF_DIR) or not os.path.isfile(manifest_path()):
+        return None
+    name = os.path.basename(path)
+    for entry in _manifest().values():
+        if isinstance(entry, dict) and entry.get("file") == name and entry.get("sha256") == digest:
+            return entry
+    return None
+
+
+def read_meta(path):
+    """meta.json next to a TFCAF file (generation metadata and the signed record), or {}."""
+    meta_path = os.path.join(os.path.dirname(os.path.abspath(path)), "meta.json")
+    if not os.path.isfile(meta_path):
+        return {}
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def load_tfcaf(path, *, env_config=None, n_agents=None, state_size=None, igm_gate=None, revalidate=None, log=None):
+    """TFCAFSpec of a trainable file; raises TFCAFLoadError saying why not and what to do.
+
+    `igm_gate`: the run's setting (None: the recorded one, else True); a re-validation uses it."""
     path = os.path.abspath(os.path.expanduser(str(path)))
     if not os.path.isfile(path):
         raise TFCAFLoadError(f"no TFCAF file at {path}: give tfcaf_path=<file>, generate one with "
@@ -156,48 +106,37 @@ def load_tfcaf(path, verify_hash=True, n_agents=None):
     with open(path, "rb") as f:
         raw = f.read()
     digest = hashlib.sha256(raw).hexdigest()
-    meta, where = recorded_metadata(path)
-    if verify_hash:
-        expected = (meta or {}).get("sha256")
-        if not expected:
-            raise TFCAFLoadError(
-                f"{path} has no recorded SHA-256 (no meta.json next to it and no entry in a MANIFEST.json), so "
-                f"there is no proof it passed validation. Validate it and record its hash with: python "
-                f"src/qllm/validate.py {path} --env-config <env config> --write-meta")
-        if expected != digest:
-            raise TFCAFLoadError(
-                f"{path} has SHA-256 {digest}, but {where} records {expected}: the file changed after it was "
-                f"validated. Re-validate it (python src/qllm/validate.py {path} --env-config <env config> "
-                f"--write-meta) or restore the validated version.")
     try:
         source = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise TFCAFLoadError(f"{path} is not UTF-8 text: {e}") from None
     try:
-        fn, form = exec_restricted(source, filename="<tfcaf>")
+        form = check_source(source).form
     except PolicyError as e:
         raise TFCAFLoadError(f"{path} violates the TFCAF policy ({e.stage}): {'; '.join(e.violations)}") from None
-    except Exception as e:  # noqa: BLE001 (its top-level code failed)
-        raise TFCAFLoadError(f"running {path} failed: {type(e).__name__}: {e}") from None
-    gate = (meta or {}).get("igm_gate")
-    return TFCAF(fn, form, path=path, sha256=digest, igm_gate=None if gate is None else bool(gate),
-                 n_agents=n_agents, source=source)
+    spec = TFCAFSpec(path=path, sha256=digest, source=source, form=form)
 
-
-def manifest_path():
-    return os.path.join(TFCAF_DIR, MANIFEST)
-
-
-def shipped_reference(env_config):
-    """Path of the shipped reference TFCAF for an env config name (src/qllm/tfcafs/MANIFEST.json)."""
-    mpath = manifest_path()
-    if not os.path.isfile(mpath):
-        raise TFCAFLoadError(f"no shipped reference TFCAFs: {mpath} is missing. Set tfcaf_path=<file> "
-                             f"(or generate one with --config=qllm_generate)")
-    with open(mpath) as f:
-        manifest = json.load(f)
-    if env_config not in manifest:
-        raise TFCAFLoadError(f"no shipped reference TFCAF for env config '{env_config}' (available: "
-                             f"{', '.join(sorted(manifest))}). Set tfcaf_path=<file> or generate one with "
-                             f"--config=qllm_generate --env-config={env_config}")
-    return os.path.join(TFCAF_DIR, manifest[env_config]["file"])
+    shipped = _shipped_entry(path, digest)
+    if shipped is not None:
+        spec.igm_gate, spec.trust = bool(shipped.get("igm_gate", True)), "shipped reference"
+        return spec
+    if os.path.dirname(os.path.realpath(path)) == os.path.realpath(TFCAF_DIR):
+        why = "it sits among the shipped references but its SHA-256 is not the packaged one"
+    else:
+        record = read_meta(path).get("validation_record")
+        why = record_problem(record, sha256=digest, env_config=env_config, n_agents=n_agents, state_size=state_size)
+        if why is None:
+            spec.igm_gate, spec.trust, spec.report = bool(record["igm_gate"]), "signed record", record["validation"]
+            return spec
+    gate = True if igm_gate is None else bool(igm_gate)
+    if revalidate is None:
+        raise TFCAFLoadError(f"{path} is not trusted: {why}. Validate it (python src/qllm/validate.py {path} "
+                             f"--env-config <env config> --write-meta) to sign a record for it")
+    if log is not None:
+        log.warning(f"{path}: {why}; validating it again in the sandbox before training (igm_gate={gate})")
+    report = revalidate(source, gate)
+    if not report.ok:
+        raise TFCAFLoadError(f"{path} failed validation at the '{report.stage}' check: "
+                             f"{'; '.join(report.errors[:3])}. It cannot be trained with.")
+    spec.igm_gate, spec.trust, spec.report = gate, "re-validated", report.to_dict()
+    return spec

@@ -3,17 +3,18 @@
 The check runs on the AST only; nothing is executed. It is the first of the layers that keep
 generated code away from the host (see DESIGN.md, Security):
 
-1. this policy: only `torch`/`math` imports; no dunder names or attributes; no private
-   (`_x`) attributes; no attribute whose name reaches files, processes, the network, other
-   modules, randomness or global torch settings (`torch.load`, `torch.os`, `x.numpy`,
-   `torch.set_num_threads`, `torch.manual_seed`, ...); no attribute assignment; no
-   exec/eval/open/getattr/... ; no classes, generators, async, `global`, `while` or `match`;
-   top level only imports, constants and function definitions;
+1. this policy (version POLICY_VERSION): only `torch`/`math` imports; every attribute must be on the
+   allow-list of qllm.allowlist (out-of-place tensor operations; no randomness, files, storages,
+   TorchScript, sparse, autograd internals, devices or in-place methods); no dunder names; no attribute
+   assignment; no exec/eval/open/getattr/... ; no classes, decorators, generators, async, `global`,
+   `while` or `match`; at top level only imports, literal constants and function definitions; default
+   argument values are literal constants (nothing can keep state between calls);
 2. the restricted namespace of `qllm.runtime` (allow-listed builtins, a guarded importer and
-   read-only module proxies that refuse any attribute this policy refuses and any submodule
-   outside torch.nn/functional/linalg/special/fft);
-3. validation in a separate process with time, memory, file-size and core-dump limits, no API
-   keys in its environment and a fresh empty working directory (`qllm.validate`).
+   read-only module proxies that hand out only the allow-listed attributes of each module);
+3. execution only in separate sandboxed processes (`qllm.validate` for validation, `qllm.worker`
+   during training): `python -I`, an empty working directory, no secrets in the environment,
+   address-space and file-size limits, no new file descriptors, a seccomp filter where available,
+   death with the parent. The training process never runs TFCAF code.
 
 Decisions: every dunder name is refused, including `__name__` (`extract_code` drops a
 top-level `if __name__ == "__main__":` block, the usual place for LLM test code); single
@@ -24,9 +25,12 @@ refused (no metaclass or descriptor tricks to reason about).
 """
 import ast
 import re
-import sys
 from dataclasses import dataclass, field
 
+from qllm.allowlist import ATTRIBUTES
+
+# Recorded in signed validation records: a record made under another version is re-validated before training.
+POLICY_VERSION = 2
 ENTRY_POINTS = {"tfcaf": ("state", "n_agents"), "QLLMNetwork": ("agents_q", "global_state")}
 ALLOWED_MODULES = ("torch", "torch.nn", "torch.nn.functional", "torch.linalg", "torch.special", "torch.fft", "math")
 MAX_SOURCE_CHARS = 100_000
@@ -52,51 +56,35 @@ FORBIDDEN_NAMES = {
                     "introspection and dynamic attribute access are not allowed"),
 }
 
-# Attribute names refused exactly (besides every name starting with "_").
-_FORBIDDEN_ATTRS_EXACT = {
-    # torch namespaces that reach files, code loading, devices, processes or global state
-    "utils", "ops", "classes", "hub", "jit", "package", "serialization", "backends", "distributed",
-    "multiprocessing", "overrides", "profiler", "fx", "export", "onnx", "testing", "library", "compiler",
-    "cpp", "futures", "monitor", "mps", "xpu", "mtia", "accelerator", "autograd", "func", "nested", "quantization",
-    "ao", "optim", "amp", "distributions", "masked", "sparse", "quasirandom", "return_types", "version",
-    "torch_version", "storage", "cuda", "np", "numpy", "modules", "parameter", "init", "parallel",
-    "tofile", "dump", "dumps", "format", "format_map", "mro", "apply_",
-    # Tensor.type / Module.type accept a dotted name that torch imports and calls: use .to(dtype) or .float()
-    "type",
-}
-# Every standard-library module name is refused as an attribute (torch re-exports os, sys, ctypes,
-# importlib, builtins, inspect, ... as attributes), except names that are also tensor operations.
-_FORBIDDEN_ATTRS_EXACT |= set(sys.stdlib_module_names) - {"math", "select", "trace"}
-# Substrings refused in attribute names (case-insensitive).
-_FORBIDDEN_ATTR_PARTS = ("file", "load", "save", "storage", "compile", "pickle", "ctypes", "dlopen", "socket",
-                         "system", "popen", "spawn", "fork", "exec", "eval", "import", "builtin", "global",
-                         "local", "frame", "thread", "process", "signal", "environ", "ptr", "share", "cuda",
-                         "hook", "subclass", "rand")
-# Prefixes: global setters and the frame/code/traceback attributes of generators, functions and exceptions.
-_FORBIDDEN_ATTR_PREFIXES = ("set_", "gi_", "cr_", "ag_", "f_", "co_", "tb_", "func_", "im_")
-
-
-_RANDOM_ATTRS = {"manual_seed", "seed", "initial_seed", "random", "random_", "bernoulli", "bernoulli_", "multinomial",
-                 "normal", "normal_", "poisson", "uniform_", "exponential_", "geometric_", "cauchy_", "log_normal_",
-                 "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
-                 "gumbel_softmax", "rrelu", "rrelu_", "Generator", "fork_rng", "use_deterministic_algorithms"}
+# Why a name off the allow-list is refused, for the messages the coder LLM reads (the list decides, not these).
+_RANDOM_PARTS = ("rand", "seed", "bernoulli", "multinomial", "normal", "poisson", "uniform", "exponential",
+                 "geometric", "cauchy", "dropout", "gumbel", "rrelu", "generator", "fork_rng", "deterministic")
+_DEVICE_PARTS = ("cuda", "cpu", "device_", "pin_memory", "mps", "xpu", "is_meta", "share")
+_CODE_PARTS = ("jit", "script", "compile", "trace", "library", "ops", "hub", "load", "save", "file", "storage",
+               "buffer", "pickle", "sparse", "strided", "_c", "autograd", "grad", "backward", "data", "hook", "export")
 
 
 def attribute_refusal(name):
-    """Why attribute `name` may not be used, or None when it may."""
+    """Why attribute `name` may not be used, or None when it is on the allow-list (qllm.allowlist)."""
     if name.startswith("_"):
         return "attributes starting with '_' (private or dunder) are not allowed"
+    if name in ATTRIBUTES:
+        return None
     low = name.lower()
-    if name in _RANDOM_ATTRS or "rand" in low:
-        return "randomness and global RNG/determinism settings are not allowed: a TFCAF must be a deterministic " \
-               "function of the state"
-    if "cuda" in low:
-        return "device handling is not allowed: the inputs already are on the right device (use device=state.device)"
-    if name in _FORBIDDEN_ATTRS_EXACT or low.startswith(_FORBIDDEN_ATTR_PREFIXES) \
-            or any(part in low for part in _FORBIDDEN_ATTR_PARTS):
-        return "not available to TFCAFs (it reaches files, processes, other modules, introspection or global " \
-               "torch settings)"
-    return None
+    if name.endswith("_"):
+        why = "in-place operations are not allowed: use the out-of-place form (x.clamp(...) not x.clamp_(...))"
+    elif any(part in low for part in _RANDOM_PARTS):
+        why = "randomness and RNG/determinism settings are not allowed: a TFCAF must be a deterministic function " \
+              "of the state"
+    elif any(part in low for part in _DEVICE_PARTS):
+        why = "device handling is not allowed: the function runs on the CPU in a sandboxed worker; create tensors " \
+              "with dtype=state.dtype"
+    elif any(part in low for part in _CODE_PARTS):
+        why = "it reaches code loading, files, storages, sparse or autograd internals"
+    else:
+        why = "it is not on the TFCAF allow-list"
+    return f"{why}. Allowed: tensor arithmetic, comparisons, reductions, indexing and shape ops, elementwise math, " \
+           f"where, clamp, softmax/sigmoid/tanh and similar, stack/cat, tensors from literals and shapes"
 
 
 class PolicyError(ValueError):
@@ -177,7 +165,20 @@ class _Checker(ast.NodeVisitor):
 
     def visit_FunctionDef(self, node):
         self.check_name(node, node.name, "function")
+        if node.decorator_list:
+            self.bad(node, f"decorators are not allowed (on '{node.name}')")
+        self.check_defaults(node, node.args, f"'{node.name}'")
         self.generic_visit(node)
+
+    def visit_Lambda(self, node):
+        self.check_defaults(node, node.args, "a lambda")
+        self.generic_visit(node)
+
+    def check_defaults(self, node, args, what):
+        for default in [*args.defaults, *(d for d in args.kw_defaults if d is not None)]:
+            if not is_immutable_literal(default):
+                self.bad(node, f"default argument values of {what} must be literal constants (numbers, strings, "
+                               f"True/False/None or tuples of these): a mutable default keeps state between calls")
 
     def visit_arg(self, node):
         self.check_name(node, node.arg, "argument")
@@ -209,7 +210,36 @@ _REFUSED_NODES = {
     ast.Match: "'match' statements are not allowed; use if/elif",
 }
 
-_TOP_LEVEL_OK = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.Assign, ast.AnnAssign, ast.Pass)
+def is_immutable_literal(node):
+    """A number, string, bool, None, arithmetic on numbers (6.0 / 32.0), or a tuple of these."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        return is_immutable_literal(node.operand)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv)):
+        return all(isinstance(x, (ast.Constant, ast.BinOp, ast.UnaryOp)) and is_immutable_literal(x)
+                   for x in (node.left, node.right))
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, (int, float, complex, str, bool, type(None)))
+    if isinstance(node, ast.Tuple):
+        return all(is_immutable_literal(e) for e in node.elts)
+    return False
+
+
+def _top_level_refusal(stmt):
+    """Why a top-level statement is not allowed, or None. Only imports, function definitions and literal constants:
+    a module-level object (a list, a tensor, an nn.Linear) would keep state between calls or differ per process."""
+    if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.Pass)):
+        return None
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+        return None  # docstring
+    if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+        if all(isinstance(t, ast.Name) for t in targets) and stmt.value is not None \
+                and is_immutable_literal(stmt.value):
+            return None
+        return "top-level assignments must give a name a literal constant (a number, string, True/False/None or " \
+               "a tuple of these); build tensors and lists inside tfcaf()"
+    return f"top-level '{type(stmt).__name__}' statement: only imports, constant assignments and function " \
+           f"definitions may appear at the top level; put code inside tfcaf()"
 
 
 def parse_source(source):
@@ -239,10 +269,9 @@ def check_tree(tree):
                                      f"split long expressions into several statements"])
     checker = _Checker()
     for stmt in tree.body:
-        is_doc = isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
-        if not (isinstance(stmt, _TOP_LEVEL_OK) or is_doc):
-            checker.bad(stmt, f"top-level '{type(stmt).__name__}' statement: only imports, constant assignments "
-                              f"and function definitions may appear at the top level; put code inside tfcaf()")
+        why = _top_level_refusal(stmt)
+        if why:
+            checker.bad(stmt, why)
     try:
         checker.visit(tree)
     except RecursionError:

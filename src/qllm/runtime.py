@@ -1,9 +1,9 @@
-"""The restricted namespace TFCAF code runs in (validation sandbox and training alike).
+"""The restricted namespace TFCAF code runs in, inside the sandboxed processes only (validator and worker).
 
 Builtins are an allow-list (`policy.SAFE_BUILTIN_NAMES`; `print` is a no-op; there is no `open`,
 `__build_class__` or real `__import__`). `import` goes through a guarded importer that hands out
 read-only proxies of torch, torch.nn, torch.nn.functional, torch.linalg, torch.special, torch.fft and
-math. A proxy refuses every attribute the static policy refuses and every submodule outside that list
+math. A proxy hands out only its module's allow-listed names (qllm.allowlist.MODULE_ATTRIBUTES)
 (torch re-exports os, sys, ctypes, importlib, ...), and it has no `__name__`, so Python's
 `from pkg import sub` fallback to `sys.modules` cannot reach a real module either.
 """
@@ -12,6 +12,7 @@ import importlib
 import sys
 import types
 
+from qllm.allowlist import MODULE_ATTRIBUTES
 from qllm.policy import ALLOWED_MODULES, SAFE_BUILTIN_NAMES, PolicyError, attribute_refusal, check_source
 
 
@@ -35,8 +36,8 @@ class ModuleProxy:
             return cache[name]
         modname = object.__getattribute__(self, "_name")
         why = attribute_refusal(name)
-        if why:
-            raise AttributeError(f"'{modname}.{name}': {why}")
+        if why or name not in MODULE_ATTRIBUTES.get(modname, ()):
+            raise AttributeError(f"'{modname}.{name}': {why or 'not on the allow-list of this module'}")
         value = getattr(object.__getattribute__(self, "_module"), name)
         if isinstance(value, types.ModuleType):
             if value.__name__ not in ALLOWED_MODULES:
@@ -110,5 +111,64 @@ def exec_checked(source, entry, form, filename="<tfcaf>"):
     return fn, form
 
 
-__all__ = ["ModuleProxy", "PolicyError", "TFCAFRuntimeError", "exec_checked", "exec_restricted",
-           "guarded_import", "module_proxy", "safe_builtins"]
+class OutputError(TFCAFRuntimeError):
+    """The function returned something of the wrong type or shape."""
+
+
+def weight_form(fn, form, n_agents):
+    """A `call(states) -> (w [B, n], b [B, 1])` for either form, on tensors without autograd graphs.
+
+    A legacy `QLLMNetwork(agents_q, state)` is read off at the basis (QLLM paper 004, Definition 2: a TFCAF
+    is linear in the agents' Q-values): b(s) = f(0, s), w_i(s) = f(e_i, s) - b(s), in one batched call.
+    Whether the function really is linear is checked by the validator (`linearity_error`)."""
+    import torch
+
+    n = int(n_agents)
+    if form != "legacy":
+        def call(states):
+            return fn(states, n)
+        return call
+
+    def call(states):
+        B = states.shape[0]
+        basis = torch.cat([torch.zeros(1, n, dtype=states.dtype), torch.eye(n, dtype=states.dtype)])  # [n+1, n]
+        q = basis.repeat_interleave(B, dim=0)
+        out = legacy_q_tot(fn, q, states.repeat(n + 1, 1))
+        out = out.reshape(n + 1, B)
+        b = out[0]
+        return (out[1:] - b).T.contiguous(), b.unsqueeze(-1)
+    return call
+
+
+def legacy_q_tot(fn, agents_q, states):
+    """f(agents_q, states) checked to be a float tensor of [B, 1] (or [B])."""
+    import torch
+
+    out = fn(agents_q.clone(), states.clone())
+    B = agents_q.shape[0]
+    if not isinstance(out, torch.Tensor):
+        raise OutputError(f"QLLMNetwork must return a tensor [B, 1]; it returned {type(out).__name__}")
+    if tuple(out.shape) not in ((B, 1), (B,)):
+        raise OutputError(f"QLLMNetwork must return Q_tot with shape [B, 1] = [{B}, 1]; it returned shape "
+                          f"{list(out.shape)}")
+    if not out.is_floating_point():
+        raise OutputError(f"Q_tot must be a float tensor, not {out.dtype}")
+    return out.reshape(B, 1)
+
+
+def linearity_error(fn, call, states, q, tol=1e-4):
+    """How far f(q, s) is from sum_i w_i(s) q_i + b(s) (relative to the terms' size), or None when within tol."""
+    import torch
+
+    w, b = call(states)
+    direct = legacy_q_tot(fn, q, states)
+    linear = (w * q).sum(dim=-1, keepdim=True) + b
+    scale = 1.0 + direct.abs() + (w.abs() * q.abs()).sum(dim=-1, keepdim=True) + b.abs()
+    err = ((direct - linear).abs() / scale)
+    err = torch.where(torch.isfinite(err), err, torch.full_like(err, float("inf")))
+    worst = float(err.max())
+    return None if worst <= tol else (worst, int(err.argmax()))
+
+
+__all__ = ["ModuleProxy", "OutputError", "PolicyError", "TFCAFRuntimeError", "exec_checked", "exec_restricted",
+           "guarded_import", "legacy_q_tot", "linearity_error", "module_proxy", "safe_builtins", "weight_form"]

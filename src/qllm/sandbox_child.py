@@ -8,15 +8,13 @@ candidate's namespace, so the candidate cannot forge these lines (it has no prin
 """
 import base64
 import json
-import math
 import os
 import re
-import resource
 import sys
 import time
 import traceback
 
-STAGES = ("exec", "shape", "finite", "gradient", "gate", "determinism", "mutation", "speed")
+STAGES = ("exec", "shape", "finite", "linear", "gradient", "gate", "determinism", "mutation", "speed")
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.+-]+){2,}/?")
 
 
@@ -33,45 +31,6 @@ class CheckFailed(Exception):
         self.stage = stage
         self.errors = list(errors)
         super().__init__("; ".join(self.errors))
-
-
-def _vm_bytes():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _lowest_free_fd():
-    fd = os.open(os.devnull, os.O_RDONLY)  # the kernel hands out the lowest free descriptor
-    os.close(fd)
-    return fd
-
-
-def _apply_limits(memory_mb, time_limit_s):
-    """Limit this process before any candidate code runs; returns what was set (for the report)."""
-    info = {"baseline_vm_mb": round(_vm_bytes() / 2**20, 1)}
-    try:  # die with the parent
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-    except Exception:  # noqa: BLE001 (best effort)
-        pass
-    limit_as = _vm_bytes() + int(memory_mb) * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (limit_as, limit_as))
-    info["limit_vm_mb"] = round(limit_as / 2**20, 1)
-    cpu_used = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_now = int(math.ceil(cpu_used.ru_utime + cpu_used.ru_stime))
-    cpu_limit = cpu_now + int(math.ceil(time_limit_s)) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit, cpu_limit + 2))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # writing a byte to a file: SIGXFSZ
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    low = _lowest_free_fd()
-    resource.setrlimit(resource.RLIMIT_NOFILE, (low, low))  # no new file descriptors (files, sockets, pipes)
-    info["cpu_limit_s"] = cpu_limit - cpu_now
-    info["memory_mb"] = int(memory_mb)
-    return info
 
 
 def _tb_lines(exc, source_lines):
@@ -93,6 +52,8 @@ def _shape(x):
 def run_checks(req, emit):
     import torch
 
+    from qllm.runtime import OutputError, exec_checked, legacy_q_tot, linearity_error, weight_form
+
     source, n, igm_gate = req["source"], int(req["n_agents"]), bool(req["igm_gate"])
     src_lines = source.splitlines()
     checks = {}
@@ -105,7 +66,6 @@ def run_checks(req, emit):
     g = torch.Generator().manual_seed(0)
     q_base = torch.randn(B, n, generator=g) * 5
     speed_x = full[torch.arange(int(req["speed_batch"])) % B].contiguous()
-    speed_q = torch.randn(speed_x.shape[0], n, generator=g)
 
     stage = "exec"
 
@@ -114,107 +74,107 @@ def run_checks(req, emit):
 
     try:
         emit("STAGE", "exec")
-        from qllm.runtime import exec_checked
-
         fn, form = exec_checked(source, req["entry"], req["form"])
         checks["form"] = form
         legacy = form == "legacy"
-
-        def call(x, q=None):
-            return fn(q, x) if legacy else fn(x, n)
+        call = weight_form(fn, form, n)  # the framework only ever uses (w, b): legacy functions are converted
 
         # --- shapes (and no mutation of the inputs on the way)
         stage = "shape"
         emit("STAGE", stage)
-        x_in, q_in = full.clone(), q_base.clone()
-        out = call(x_in, q_in)
-        mutated = []
+        x_in = full.clone()
+        try:
+            if legacy:
+                q_in = q_base.clone()
+                out = fn(q_in, x_in)
+                legacy_q_tot(fn, q_base, full)  # type and shape of Q_tot
+                if not torch.equal(q_in, q_base):
+                    raise CheckFailed("mutation", "the function modified its input agents_q in place; work on "
+                                                  "a copy or use out-of-place operations")
+                out = call(full.clone())
+            else:
+                out = call(x_in)
+        except OutputError as e:
+            raise CheckFailed("shape", f"on the sampled states: {e}") from None
         if not torch.equal(x_in, full):
-            mutated.append("the state")
-        if legacy and not torch.equal(q_in.detach(), q_base):
-            mutated.append("agents_q")
-        if mutated:
-            raise CheckFailed("mutation", f"the function modified its input {' and '.join(mutated)} in place "
-                                          f"(e.g. state[:, i] = ..., x.clamp_(), +=); work on a copy "
-                                          f"(x = state.clone()) or use out-of-place operations")
-        _check_shapes(out, B, n, legacy, "the sampled states", checks)
-        one = call(full[:1].clone(), q_base[:1].clone())
-        _check_shapes(one, 1, n, legacy, "a single state (batch of 1)", checks)
+            raise CheckFailed("mutation", "the function modified its input state in place (e.g. state[:, i] = ..., "
+                                          "+=); work on a copy (x = state.clone()) or use out-of-place operations")
+        _check_shapes(out, B, n, "the sampled states", checks)
+        try:
+            one = call(full[:1].clone())
+        except OutputError as e:
+            raise CheckFailed("shape", f"on a single state (batch of 1): {e}") from None
+        _check_shapes(one, 1, n, "a single state (batch of 1)", checks)
+        w, b = (t.detach().float() for t in out)
 
         # --- finiteness
         stage = "finite"
         emit("STAGE", stage)
-        tensors = [("Q_tot", out)] if legacy else [("weights", out[0]), ("bias", out[1])]
-        for name, t in tensors:
-            bad = ~torch.isfinite(t.detach()).reshape(B, -1).all(dim=1)
+        for name, t in (("weights", w), ("bias", b)):
+            bad = ~torch.isfinite(t).reshape(B, -1).all(dim=1)
             if bad.any():
                 rows = bad.nonzero().flatten().tolist()
                 where = ", ".join(str(r) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
                 zero_note = " including the all-zero state (padded time steps in training batches are all-zero " \
                             "states)" if rows[-1] == B - 1 else ""
-                raise CheckFailed("finite", f"{name} contains NaN or inf on {len(rows)} of {B} states "
+                what = f"{name} (read off QLLMNetwork at agents_q = 0 and the unit vectors)" if legacy else name
+                raise CheckFailed("finite", f"{what} contain NaN or inf on {len(rows)} of {B} states "
                                             f"(rows {where}){zero_note}; guard divisions and logs "
                                             f"(e.g. x / (d + 1e-6), clamp before log)")
-        if not legacy:
-            w, b = (t.detach() for t in out)
-            checks["weights"] = _stats(w) | {"per_agent_mean": [round(float(v), 6) for v in w.float().mean(0)]}
-            checks["bias"] = _stats(b)
+        checks["weights"] = _stats(w) | {"per_agent_mean": [round(float(v), 6) for v in w.mean(0)]}
+        checks["bias"] = _stats(b)
 
-        # --- gradient flow to the agent Qs
+        # --- linearity of a legacy function in the agent Qs (paper 004, Definition 2)
+        if legacy:
+            stage = "linear"
+            emit("STAGE", stage)
+            for q in (q_base, torch.randn(B, n, generator=g) * 50):
+                bad = linearity_error(fn, call, full.clone(), q)
+                if bad:
+                    raise CheckFailed("linear", f"QLLMNetwork is not linear in agents_q (relative error "
+                                                f"{bad[0]:.3g} on state row {bad[1]}): a TFCAF is Q_tot = sum_i "
+                                                f"w_i(s) Q_i + b(s). Compute weights from the state only and return "
+                                                f"(agents_q * weights).sum(-1, keepdim=True) + bias, or write "
+                                                f"tfcaf(state, n_agents) returning (weights, bias)")
+            checks["linear"] = {"ok": True}
+
+        # --- credit reaches the agents
         stage = "gradient"
         emit("STAGE", stage)
-        q = q_base.clone().requires_grad_(True)
-        if legacy:
-            q_tot = fn(q, full.clone())
-        else:
-            w, b = call(full.clone())
-            q_tot = (gate(w) * q).sum(dim=-1, keepdim=True) + b
-        if not q_tot.requires_grad:
-            raise CheckFailed("gradient", "Q_tot does not depend on agents_q through differentiable operations: "
-                                          "do not use .detach(), .item(), torch.no_grad() or integer casts on it")
-        (grad,) = torch.autograd.grad(q_tot.sum(), q, allow_unused=True)
-        if grad is None or not torch.isfinite(grad).all():
-            raise CheckFailed("gradient", "the gradient of Q_tot with respect to the agent Qs is missing or "
-                                          "not finite")
+        grad = gate(w)  # d Q_tot / d Q_i of Q_tot = sum_i g(w_i) Q_i + b
         if not (grad != 0).any():
-            raise CheckFailed("gradient", "the gradient of Q_tot with respect to every agent Q is zero: the "
-                                          "agents would learn nothing (weights all zero?)")
+            raise CheckFailed("gradient", "every weight is zero: Q_tot would not depend on the agent Qs and the "
+                                          "agents would learn nothing")
         dead = [i for i in range(n) if not (grad[:, i] != 0).any()]
         checks["gradient"] = {"ok": True, "agents_without_credit": dead}
 
         # --- IGM gate
         stage = "gate"
         emit("STAGE", stage)
-        if legacy:
-            checks["gate"] = _legacy_monotonic(fn, full, q_base, grad, igm_gate, n)
-        else:
-            w = out[0].detach()
-            frac = float((w < 0).float().mean())
-            note = ("igm_gate on: weights must be non-negative; the framework also uses |w|" if igm_gate
-                    else "igm_gate off: weights are used as they are")
-            checks["gate"] = {"igm_gate": igm_gate, "negative_weight_fraction": round(frac, 6), "note": note}
-            negative = w < -1e-6
-            if igm_gate and negative.any():
-                rows = int(negative.any(dim=1).sum())
-                raise CheckFailed("gate", f"with the IGM gate on, weights must be non-negative, but {rows} of {B} "
-                                          f"states have negative weights (min {float(w.min()):.4g}); the framework "
-                                          f"would use |w| and so flip those agents' credit. Make the weights "
-                                          f"non-negative (softmax, abs, softplus or clamp(min=0))")
+        frac = float((w < 0).float().mean())
+        note = ("igm_gate on: weights must be non-negative; the framework also uses |w|" if igm_gate
+                else "igm_gate off: weights are used as they are")
+        checks["gate"] = {"igm_gate": igm_gate, "negative_weight_fraction": round(frac, 6), "note": note}
+        negative = w < -1e-6
+        if igm_gate and negative.any():
+            rows = int(negative.any(dim=1).sum())
+            raise CheckFailed("gate", f"with the IGM gate on, weights must be non-negative, but {rows} of {B} "
+                                      f"states have negative weights (min {float(w.min()):.4g}); the framework "
+                                      f"would use |w| and so flip those agents' credit. Make the weights "
+                                      f"non-negative (softmax, abs, softplus or clamp(min=0))")
 
         # --- determinism and batch independence
         stage = "determinism"
         emit("STAGE", stage)
         with torch.no_grad():
-            again = call(full.clone(), q_base.clone())
-            first = [out.detach()] if legacy else [t.detach() for t in out]
-            second = [again] if legacy else list(again)
-            if not all(torch.equal(a, b) for a, b in zip(first, second)):
+            first = [w, b]
+            second = [t.detach().float() for t in call(full.clone())]
+            if not all(torch.equal(x, y) for x, y in zip(first, second)):
                 raise CheckFailed("determinism", "two calls on the same input gave different outputs: remove "
                                                  "randomness and any state kept between calls")
             idx = torch.tensor(sorted({0, B // 2, B - 1, *range(1, B, max(1, B // 5))}))
-            sub = call(full[idx].clone(), q_base[idx].clone())
-            sub = [sub] if legacy else list(sub)
-            if not all(torch.allclose(a[idx], s, rtol=1e-4, atol=1e-5) for a, s in zip(first, sub)):
+            sub = [t.detach().float() for t in call(full[idx].clone())]
+            if not all(torch.allclose(x[idx], y, rtol=1e-4, atol=1e-5) for x, y in zip(first, sub)):
                 raise CheckFailed("determinism", "the output for a state changes with the other states in the batch "
                                                  "(normalisation or max over dim 0?): compute each row from its own "
                                                  "state only; training batches mix episodes and padding rows")
@@ -224,7 +184,7 @@ def run_checks(req, emit):
         # --- speed
         stage = "speed"
         emit("STAGE", stage)
-        checks["speed"] = _speed(call, legacy, gate, speed_x, speed_q, float(req["speed_limit_ms"]))
+        checks["speed"] = _speed(call, speed_x, float(req["speed_limit_ms"]))
         if checks["speed"]["forward_ms"] > float(req["speed_limit_ms"]):
             raise CheckFailed("speed", f"one call on {speed_x.shape[0]} states took "
                                        f"{checks['speed']['forward_ms']:.0f} ms (limit {req['speed_limit_ms']:.0f} "
@@ -254,19 +214,9 @@ def _stats(t):
             "negative_fraction": round(float((t < 0).float().mean()), 6)}
 
 
-def _check_shapes(out, B, n, legacy, what, checks):
+def _check_shapes(out, B, n, what, checks):
     import torch
 
-    if legacy:
-        if not isinstance(out, torch.Tensor):
-            raise CheckFailed("shape", f"QLLMNetwork must return a tensor [B, 1]; on {what} it returned "
-                                       f"{type(out).__name__}")
-        if tuple(out.shape) != (B, 1):
-            raise CheckFailed("shape", f"QLLMNetwork must return Q_tot with shape [B, 1] = [{B}, 1]; on {what} it "
-                                       f"returned shape {_shape(out)}")
-        if not out.is_floating_point():
-            raise CheckFailed("shape", f"Q_tot must be a float tensor, not {out.dtype}")
-        return
     if not isinstance(out, (tuple, list)) or len(out) != 2 or not all(isinstance(t, torch.Tensor) for t in out):
         got = type(out).__name__ + (f" of {len(out)} items" if isinstance(out, (tuple, list)) else "")
         raise CheckFailed("shape", f"tfcaf must return a tuple (weights, bias) of two tensors; on {what} it "
@@ -286,57 +236,20 @@ def _check_shapes(out, B, n, legacy, what, checks):
     checks["shape"] = {"ok": True}
 
 
-def _legacy_monotonic(fn, full, q_base, grad, igm_gate, n):
-    """With the gate on, a legacy QLLMNetwork must be monotone in every agent Q (the framework cannot gate it)."""
+def _speed(call, x, limit_ms):
     import torch
 
-    info = {"igm_gate": igm_gate, "min_dq": round(float(grad.min()), 6)}
-    if not igm_gate:
-        info["note"] = "igm_gate off: monotonicity not required"
-        return info
-    bad = int((grad < -1e-5).any(dim=1).sum())
     with torch.no_grad():
-        base = fn(q_base.clone(), full.clone())
-        for i in range(n):
-            for delta in (0.5, 5.0):
-                q2 = q_base.clone()
-                q2[:, i] += delta
-                drop = (fn(q2, full.clone()) - base) < -1e-4 * (1 + base.abs())
-                bad = max(bad, int(drop.sum()))
-    if bad:
-        raise CheckFailed("gate", f"Q_tot decreases when an agent's Q increases on {bad} of {full.shape[0]} states; "
-                                  f"with the IGM gate on, Q_tot must be non-decreasing in every agent's Q "
-                                  f"(use non-negative weights: softmax, abs or softplus)")
-    info["monotonic"] = True
-    return info
-
-
-def _speed(call, legacy, gate, x, q, limit_ms):
-    import torch
-
-    def forward(qq):
-        if legacy:
-            return call(x, qq)
-        w, b = call(x)
-        return (gate(w) * qq).sum(dim=-1, keepdim=True) + b
-
-    with torch.no_grad():
-        forward(q)
+        call(x)
         fwd = []
         for _ in range(3):
             t = time.perf_counter()
-            forward(q)
+            call(x)
             fwd.append((time.perf_counter() - t) * 1000)
             if fwd[-1] > 5 * limit_ms:
                 break
     fwd_ms = sorted(fwd)[len(fwd) // 2]
-    out = {"batch": int(x.shape[0]), "forward_ms": round(fwd_ms, 3), "limit_ms": limit_ms}
-    if fwd_ms <= limit_ms:
-        qq = q.clone().requires_grad_(True)
-        t = time.perf_counter()
-        forward(qq).sum().backward()
-        out["forward_backward_ms"] = round((time.perf_counter() - t) * 1000, 3)
-    return out
+    return {"batch": int(x.shape[0]), "forward_ms": round(fwd_ms, 3), "limit_ms": limit_ms}
 
 
 def main():
@@ -357,12 +270,13 @@ def main():
 
     raw = base64.b64decode(req.pop("states_b64"))
     req["_states"] = torch.from_numpy(np.frombuffer(raw, dtype=np.float32).reshape(req["states_shape"]).copy())
-    # warm up what the checks use (autograd engine, allocator) before the limits are set
-    x = torch.randn(8, 4, requires_grad=True)
-    torch.autograd.grad((torch.softmax(x, -1) * x).sum(), x)
+    # warm up what the checks use (allocator, lazily imported modules) before the limits are set
+    x = torch.randn(8, 4)
+    torch.softmax(x, -1).sum().item()
     import qllm.runtime  # noqa: F401 (import before the file-descriptor limit)
+    from qllm.confine import confine
 
-    sandbox = _apply_limits(req["memory_mb"], req["time_limit_s"])
+    sandbox = confine(req.get("parent_pid"), req["memory_mb"], req["time_limit_s"])
     sandbox["startup_s"] = round(time.perf_counter() - t_start, 3)
     emit("READY", json.dumps(sandbox))
     t = time.perf_counter()

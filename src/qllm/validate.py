@@ -25,9 +25,7 @@ import queue
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,10 +36,12 @@ if __package__ in (None, ""):  # run as a script: make `qllm` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from qllm.policy import PolicyError, check_source  # noqa: E402
+from qllm.sandbox import kill_group, leftovers, spawn  # noqa: E402
 
 SRC_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STAGES = ("parse", "policy", "exec", "shape", "finite", "gradient", "gate", "determinism", "mutation", "speed", "ok")
-_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from qllm.sandbox_child import main; main()"
+STAGES = ("parse", "policy", "exec", "shape", "finite", "linear", "gradient", "gate", "determinism", "mutation",
+          "speed", "ok")
+_BOOT = "from qllm.sandbox_child import main; main()"
 
 HINTS = {
     "parse": "Fix the syntax and answer with the complete function in one ```python block.",
@@ -54,6 +54,8 @@ HINTS = {
              "bias [B, 1]) for every B, including B = 1.",
     "finite": "Outputs must be finite for every state, including the all-zero state: add epsilons to "
               "denominators, clamp arguments of log/sqrt/exp.",
+    "linear": "A TFCAF is linear in the agent Qs: Q_tot = sum_i w_i(s) * Q_i + b(s). Write tfcaf(state, n_agents) "
+              "returning (weights [B, n_agents], bias [B, 1]) computed from the state only.",
     "gradient": "Q_tot = sum_i w_i * Q_i + b must be differentiable in the agent Qs: do not detach, round or "
                 "zero every weight.",
     "gate": "With the IGM gate on, every weight must be non-negative (and Q_tot must not decrease when one "
@@ -144,15 +146,6 @@ def _check_ctx(ctx):
     return states
 
 
-def _child_env(workdir):
-    """A minimal environment: no API keys or other secrets of the parent."""
-    env = {"PATH": os.defpath, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "CUDA_VISIBLE_DEVICES": "",
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    if os.environ.get("LD_LIBRARY_PATH"):
-        env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
-    return env
-
-
 _SIGNALS = {
     signal.SIGXCPU: "it exceeded the CPU-time limit (infinite or very long loop?)",
     signal.SIGKILL: "it was killed (memory exhausted or time limit)",
@@ -164,15 +157,13 @@ _SIGNALS = {
 
 def _run_child(source, entry, form, states, ctx):
     token = secrets.token_hex(16)
-    request = {"token": token, "source": source, "entry": entry, "form": form, "n_agents": int(ctx.n_agents),
+    request = {"token": token, "parent_pid": os.getpid(),
+               "source": source, "entry": entry, "form": form, "n_agents": int(ctx.n_agents),
                "igm_gate": bool(ctx.igm_gate), "memory_mb": int(ctx.memory_mb), "time_limit_s": float(ctx.time_limit_s),
                "speed_batch": int(ctx.speed_batch), "speed_limit_ms": float(ctx.speed_limit_ms),
                "states_shape": list(states.shape), "states_b64": base64.b64encode(states.tobytes()).decode()}
-    workdir = tempfile.mkdtemp(prefix="tfcaf_sandbox_")
+    proc, workdir = spawn(_BOOT)
     lines, err_chunks = queue.Queue(), []
-    proc = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, SRC_DIR], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir, env=_child_env(workdir),
-                            start_new_session=True, close_fds=True)
 
     def write():
         try:
@@ -225,10 +216,10 @@ def _run_child(source, entry, form, states, ctx):
                     result = {"ok": False, "stage": stage, "errors": ["the sandbox returned an unreadable result"]}
                 break
     finally:
-        _kill_group(proc)
+        kill_group(proc)
         for t in threads[1:]:
             t.join(timeout=5)
-        created = _leftovers(workdir)
+        created = leftovers(workdir)
         shutil.rmtree(workdir, ignore_errors=True)
 
     stderr_tail = _scrub_tail("".join(err_chunks))
@@ -252,30 +243,6 @@ def _run_child(source, entry, form, states, ctx):
         result.update(ok=False, stage="exec" if result.get("ok") else result.get("stage", "exec"))
         result.setdefault("errors", []).append(f"the code created files in its working directory: {created[:5]}")
     return result
-
-
-def _kill_group(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    for f in (proc.stdin, proc.stdout, proc.stderr):
-        try:
-            f.close()
-        except OSError:
-            pass
-
-
-def _leftovers(workdir):
-    out = []
-    for root, dirs, files in os.walk(workdir):
-        out += [os.path.relpath(os.path.join(root, f), workdir) for f in files + dirs]
-    return sorted(out)
 
 
 def _scrub_tail(text, n=12):

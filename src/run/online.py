@@ -54,7 +54,7 @@ def run_online(_run, config, _log):
     train_time = 0.0
     n_test_runs = max(1, args.test_nepisode // runner.batch_size)
     while runner.t_env <= args.t_max:
-        episode_batch = runner.run(test_mode=False)
+        episode_batch = ctx.annotate(runner.run(test_mode=False), runner.t_env)
         ctx.buffer.insert_episode_batch(episode_batch)
         loop.fresh_episodes += episode_batch.batch_size
 

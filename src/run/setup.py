@@ -11,6 +11,7 @@ from components.episode_buffer import ReplayBuffer
 from components.transforms import OneHot
 from controllers import REGISTRY as mac_REGISTRY
 from learners import REGISTRY as le_REGISTRY
+from qllm.features import make_features
 from runners import REGISTRY as r_REGISTRY
 from utils.logging import Logger
 
@@ -85,6 +86,11 @@ def build(_run, config, _log):
     args.episode_limit = env_info["episode_limit"]
 
     scheme, groups, preprocess = episode_scheme(env_info)
+    features = make_features(args, _log)  # per-state batch fields the mixer declares (qllm: the TFCAF's w, b)
+    for provider in features:
+        scheme.update(provider.scheme)
+        if _run is not None:
+            _run.info["tfcaf"] = provider.info()
     buffer = ReplayBuffer(scheme, groups, args.buffer_size, env_info["episode_limit"] + 1,
                           preprocess=preprocess, device="cpu" if args.buffer_cpu_only else args.device)
 
@@ -97,5 +103,11 @@ def build(_run, config, _log):
         learner.cuda()
         acting_mac = copy.deepcopy(mac).to("cpu")
     runner.setup(scheme=scheme, groups=groups, preprocess=preprocess, mac=acting_mac)
+    def annotate(batch, t_env=None):
+        """Fill the declared batch fields of episodes before they enter the buffer."""
+        for provider in features:
+            provider.annotate(batch, t_env)
+        return batch
+
     return SN(args=args, config=config, logger=logger, runner=runner, buffer=buffer, mac=mac,
-              acting_mac=acting_mac, learner=learner)
+              acting_mac=acting_mac, learner=learner, features=features, annotate=annotate)

@@ -36,6 +36,8 @@ RANGES = {
     "hidden_dim": (True, lambda v: v >= 1, "an integer >= 1", False),
     "critic_hidden_dim": (True, lambda v: v >= 1, "an integer >= 1 (or null = hidden_dim)", True),
     "t_max": (False, lambda v: v >= 0, ">= 0", False),
+    "tfcaf_timeout_s": (False, lambda v: v > 0, "> 0", False),
+    "tfcaf_memory_mb": (True, lambda v: v >= 64, "an integer >= 64", False),
 }
 
 

@@ -1,0 +1,111 @@
+"""Confinement of a sandbox process before any TFCAF code runs in it (validator child and training worker).
+
+Applied in this order, each a separate layer:
+- die with the parent (PR_SET_PDEATHSIG = SIGKILL; and exit at once if the parent is already gone);
+- resource limits: address space = baseline + memory_mb, optional CPU time, file size 0 (writing a byte
+  to a file raises SIGXFSZ), no core dumps, no new file descriptors (RLIMIT_NOFILE = lowest free fd);
+- a seccomp filter (libseccomp through the `pyseccomp` binding) that makes the calls that open files,
+  create processes or sockets, run programs or change the file system fail with EPERM (threads can still
+  be created, so torch works). Where the kernel or libseccomp is missing the filter is skipped, and the
+  report says so (`seccomp: false` with the reason); the other layers still hold.
+"""
+import ctypes
+import errno
+import math
+import os
+import resource
+
+PR_SET_PDEATHSIG = 1
+CLONE_THREAD = 0x00010000
+DENIED_SYSCALLS = (
+    "open", "openat", "openat2", "creat", "open_by_handle_at", "name_to_handle_at",  # files
+    "execve", "execveat", "fork", "vfork",  # programs and processes (clone is filtered below)
+    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4", "sendmmsg",  # network
+    "mknod", "mknodat", "link", "linkat", "symlink", "symlinkat", "unlink", "unlinkat", "rename", "renameat",
+    "renameat2", "mkdir", "mkdirat", "rmdir", "chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown",
+    "fchownat", "truncate", "ftruncate", "chdir", "fchdir", "chroot", "mount", "umount2", "pivot_root",
+    "ptrace", "process_vm_readv", "process_vm_writev", "memfd_create", "userfaultfd", "bpf", "perf_event_open",
+    "io_uring_setup", "setns", "unshare", "keyctl", "add_key", "request_key", "init_module", "finit_module",
+)
+
+
+def vm_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def lowest_free_fd():
+    fd = os.open(os.devnull, os.O_RDONLY)  # the kernel hands out the lowest free descriptor
+    os.close(fd)
+    return fd
+
+
+def die_with_parent(parent_pid):
+    """SIGKILL when the parent dies; exit now if it already has (the race before prctl)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, 9)
+    except (OSError, AttributeError):  # not Linux: the parent's EOF on our stdin still ends us
+        pass
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def apply_limits(memory_mb, cpu_seconds=None):
+    """Resource limits; returns what was set (for reports)."""
+    info = {"baseline_vm_mb": round(vm_bytes() / 2**20, 1)}
+    limit_as = vm_bytes() + int(memory_mb) * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit_as, limit_as))
+    info["limit_vm_mb"] = round(limit_as / 2**20, 1)
+    if cpu_seconds is not None:
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        now = int(math.ceil(used.ru_utime + used.ru_stime))
+        cpu_limit = now + int(math.ceil(cpu_seconds)) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit, cpu_limit + 2))
+        info["cpu_limit_s"] = cpu_limit - now
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    low = lowest_free_fd()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, low))
+    info["memory_mb"] = int(memory_mb)
+    return info
+
+
+def build_seccomp_filter():
+    """(filter, None) ready to load, or (None, why) when seccomp is unavailable. Built before the
+    file-descriptor limit: importing pyseccomp opens its module file and libseccomp."""
+    try:
+        import pyseccomp as seccomp
+
+        filt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+        deny = seccomp.ERRNO(errno.EPERM)
+        for name in DENIED_SYSCALLS:
+            try:
+                filt.add_rule(deny, name)
+            except (ValueError, RuntimeError, OSError):  # a call this architecture does not have
+                pass
+        # clone without CLONE_THREAD makes a process; clone3 hides its flags in memory, so refuse it with ENOSYS
+        # (glibc then falls back to clone, whose flags the filter can read)
+        filt.add_rule(deny, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
+        filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    except Exception as e:  # noqa: BLE001 (no package, no libseccomp.so, an old libseccomp: report and go on)
+        return None, f"seccomp unavailable: {type(e).__name__}: {e}"
+    return filt, None
+
+
+def confine(parent_pid, memory_mb, cpu_seconds=None):
+    """All layers, in order; returns the report of what is active."""
+    die_with_parent(parent_pid)
+    filt, why = build_seccomp_filter()
+    info = apply_limits(memory_mb, cpu_seconds)
+    if filt is not None:
+        try:
+            filt.load()
+        except Exception as e:  # noqa: BLE001 (a kernel without seccomp filters)
+            filt, why = None, f"seccomp filter not loaded: {type(e).__name__}: {e}"
+    info["seccomp"] = filt is not None
+    if why:
+        info["seccomp_reason"] = why
+    return info

@@ -1,0 +1,102 @@
+"""The qllm mixer's per-state inputs: the TFCAF's weights and bias, computed in the sandboxed worker when
+episodes enter the replay buffer and stored as the batch fields `tfcaf_w` [n] and `tfcaf_b` [1].
+
+Each state is evaluated once (not once per sampled batch), so a training step does no TFCAF work at all and
+the mixer is a weighted sum of plain tensors (modules/mixers/qllm.py). Which file is used, and why it is
+trusted, is decided by qllm.loader; an unsigned file is validated again here on states of this run's env.
+"""
+import os
+
+from qllm.loader import TFCAFLoadError, load_tfcaf, shipped_reference
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIELDS = ("tfcaf_w", "tfcaf_b")
+
+
+def resolve_tfcaf_path(args):
+    path = getattr(args, "tfcaf_path", None)
+    if path:
+        path = os.path.expanduser(str(path))
+        if not os.path.isabs(path) and not os.path.exists(path) and os.path.exists(os.path.join(REPO_ROOT, path)):
+            path = os.path.join(REPO_ROOT, path)  # relative to the repository, like results paths
+        return path
+    if not getattr(args, "env_config", None):
+        raise TFCAFLoadError("tfcaf_path is null and the run's env config is unknown; set tfcaf_path=<file>")
+    return shipped_reference(args.env_config)
+
+
+def revalidator(args, n_states=512):
+    """`revalidate(source, igm_gate)` on states sampled from this run's env (seeded by the run's seed)."""
+    def revalidate(source, igm_gate):
+        from qllm.states import sample_states
+        from qllm.validate import ValidationContext, validate_source
+
+        states = sample_states(args.env, dict(args.env_args), n=n_states, seed=int(getattr(args, "seed", 0) or 0))
+        ctx = ValidationContext(n_agents=args.n_agents, state_size=int(args.state_shape), states=states,
+                                igm_gate=igm_gate)
+        return validate_source(source, ctx)
+    return revalidate
+
+
+class TFCAFFeatures:
+    """Fills `tfcaf_w`, `tfcaf_b` of episode batches from the TFCAF worker; resolves `args.igm_gate` and records
+    the function's identity in `args.tfcaf_sha256` (the mixer's checkpoints carry it)."""
+
+    def __init__(self, args, log):
+        path = resolve_tfcaf_path(args)
+        self.spec = load_tfcaf(path, env_config=getattr(args, "env_config", None), n_agents=args.n_agents,
+                               state_size=int(args.state_shape), igm_gate=getattr(args, "igm_gate", None),
+                               revalidate=revalidator(args), log=log)
+        gate = getattr(args, "igm_gate", None)
+        if gate is None:
+            gate = True if self.spec.igm_gate is None else self.spec.igm_gate
+        args.igm_gate, args.tfcaf_sha256 = bool(gate), self.spec.sha256
+        self.n_agents = args.n_agents
+        self.worker = self.spec.start_worker(args.n_agents, bool(gate), timeout_s=float(args.tfcaf_timeout_s),
+                                             memory_mb=int(args.tfcaf_memory_mb))
+        log.info(f"TFCAF {self.spec.path} (sha256 {self.spec.sha256[:16]}..., {self.spec.form} form, "
+                 f"{self.spec.trust}, igm_gate={args.igm_gate}) runs in a sandboxed worker "
+                 f"(seccomp {'on' if self.worker.sandbox.get('seccomp') else 'off'})")
+
+    @property
+    def scheme(self):
+        return {"tfcaf_w": {"vshape": (self.n_agents,)}, "tfcaf_b": {"vshape": (1,)}}
+
+    def info(self):
+        return {"path": self.spec.path, "sha256": self.spec.sha256, "form": self.spec.form, "trust": self.spec.trust,
+                "igm_gate": self.worker.igm_gate, "seccomp": bool(self.worker.sandbox.get("seccomp")),
+                "worker_calls": self.worker.calls,
+                "worker_ms_per_1000_states": round(self.worker.cost_per_1000_states_ms(), 3)}
+
+    def annotate(self, batch, t_env=None):
+        """Compute the fields for the filled time steps of every episode in `batch` (padding stays 0)."""
+        T = batch.max_t_filled()
+        states = batch["state"][:, :T]
+        B, S = states.shape[0], states.shape[-1]
+
+        def where(row):
+            at = f"t_env {t_env}" if t_env is not None else "episode insertion"
+            return at if row is None else f"{at}, episode {row // T} of the batch, time step {row % T}"
+
+        w, b = self.worker.evaluate(states.reshape(B * T, S).cpu().numpy(), where=where)
+        batch.update({"tfcaf_w": w.reshape(B, T, self.n_agents), "tfcaf_b": b.reshape(B, T, 1)},
+                     ts=slice(0, T), mark_filled=False)
+        return batch
+
+    def close(self):
+        self.worker.close()
+
+
+def make_features(args, log):
+    """The batch-field providers this run's mixer declares (modules.mixers.BATCH_FIELDS)."""
+    from modules.mixers import BATCH_FIELDS
+
+    fields = BATCH_FIELDS.get(getattr(args, "mixer", None) or "", ())
+    if not fields:
+        return []
+    if tuple(fields) != FIELDS:
+        raise ValueError(f"no provider for the batch fields {fields} of mixer '{args.mixer}'")
+    try:
+        return [TFCAFFeatures(args, log)]
+    except TFCAFLoadError:
+        raise
