@@ -65,10 +65,14 @@ def test_workers_exit_when_a_real_run_is_killed(tmp_path):
     kill_and_watch(cmd, 2, tmp_path)
 
 
-EOF_ONLY = """
-import time
+DRIVER = """
+import sys, time
 import runners.parallel_runner as pr
-pr.exit_with_parent = lambda pid: None  # no parent-death signal: only end-of-file on the pipe remains
+from envs.matrix_game import MatrixGame
+if sys.argv[1] == "eof":
+    pr.exit_with_parent = lambda pid: None  # no parent-death signal: only end-of-file on the pipe remains
+else:
+    MatrixGame.fork_safe = False  # spawned workers, as SMAX's
 from helpers import make_ctx
 ctx = make_ctx("qmix", "matrix_game", runner="parallel", batch_size_run=3, n_workers=2)
 ctx.runner.run()
@@ -77,7 +81,9 @@ time.sleep(600)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_workers_exit_on_end_of_file_alone(tmp_path):
-    """Without the signal, a forked worker still sees EOF: it closed its copies of the parent's pipe ends."""
+@pytest.mark.parametrize("mode", ["eof", "spawn"])
+def test_workers_exit_on_end_of_file_alone_and_when_spawned(tmp_path, mode):
+    """eof: without the signal, forked workers still see EOF, as they closed their copies of the parent's pipe
+    ends; spawn: spawned workers get the signal too."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), os.path.join(ROOT, "tests")]))
-    kill_and_watch([sys.executable, "-c", EOF_ONLY], 2, tmp_path, env)
+    kill_and_watch([sys.executable, "-c", DRIVER, mode], 2, tmp_path, env)
