@@ -19,7 +19,12 @@ Layout (schema_version 1), episode-major, every episode padded to T+1 = episode_
 File attrs: schema_version, complete (True only once the writer finished), env, env_args (JSON),
 config (JSON), created (ISO time), n_agents, n_actions, obs_shape, state_shape, episode_limit,
 n_episodes, n_transitions, n_terminated, n_truncated, truncation_as_terminal, quality_codes (JSON),
-provenance (JSON list: one entry per source file of a merged dataset), compression.
+provenance (JSON list: one entry per source file of a merged dataset), compression; dropped_episodes (JSON,
+only in a file written by src/drop_episodes.py: the source file and the episodes left out).
+
+Every dataset is written with HDF5 Fletcher32 checksums (per chunk), so changed bytes fail to read instead of
+being trained on; files written before checksums (same schema_version) still load, unchecked. On load the content
+is validated too (components/dataset_checks.py): in memory, everything once; lazily, each read of episodes.
 
 A writer writes to a temporary file in the target folder and renames it to the target only when it closes
 without error; on an exception the temporary file is removed. Resuming an interrupted collection is not
@@ -35,6 +40,8 @@ from datetime import datetime, timezone
 import h5py
 import numpy as np
 import torch as th
+
+from components.dataset_checks import DatasetError, check_content, invalid_episodes, read, read_salvage
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -52,10 +59,6 @@ TRANSITION_FIELDS = {
 }
 EPISODE_FIELDS = ("episode_return", "agent_quality")
 ENV_INFO_KEYS = ("n_agents", "n_actions", "obs_shape", "state_shape", "episode_limit")
-
-
-class DatasetError(ValueError):
-    """A dataset file that cannot be used, with a message naming the problem."""
 
 
 def _json(obj):
@@ -100,7 +103,7 @@ class DatasetWriter:
     time-limit ends are stored as terminals and cannot be told apart afterwards)."""
 
     def __init__(self, path, env_info, env_name, env_args, config=None, compression="lzf", progress=None,
-                 chunk_episodes=None, provenance=None, quality_codes=None):
+                 chunk_episodes=None, provenance=None, quality_codes=None, attrs=None):
         self.path = os.fspath(path)
         self.info = _env_info(env_info)
         self.T1 = self.info["episode_limit"] + 1
@@ -109,6 +112,7 @@ class DatasetWriter:
         self.chunk = chunk_episodes or _chunk_episodes(self.info)
         self.quality_codes = dict(QUALITY_CODES if quality_codes is None else quality_codes)
         self.provenance = provenance
+        self.extra_attrs = dict(attrs or {})
         self.progress_total = progress
         self._pending, self._n_pending = [], 0
         self.n_episodes = 0
@@ -126,7 +130,7 @@ class DatasetWriter:
         self._file = h5py.File(self._tmp, "w")
         self._file.attrs["complete"] = False
         self._file.attrs["schema_version"] = SCHEMA_VERSION
-        kw = {"compression": self.compression} if self.compression else {}
+        kw = self._dataset_kw()
         for key, (dtype, shape) in TRANSITION_FIELDS.items():
             tail = (self.T1, *shape(self.info))
             self._file.create_dataset(key, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype,
@@ -141,6 +145,9 @@ class DatasetWriter:
             self._bar = tqdm(total=self.progress_total, desc=f"writing {os.path.basename(self.path)}",
                              unit="ep")
         return self
+
+    def _dataset_kw(self):
+        return {"fletcher32": True, **({"compression": self.compression} if self.compression else {})}
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
@@ -179,7 +186,7 @@ class DatasetWriter:
                                     else [{"file": os.path.basename(self.path), "env": self.env_name,
                                            "n_episodes": self.n_episodes}]),
                 "compression": str(self.compression), "n_terminated": int(terminated),
-                "n_truncated": int(truncated), **self.info,
+                "n_truncated": int(truncated), **self.extra_attrs, **self.info,
             }
             for k, v in attrs.items():
                 f.attrs[k] = v
@@ -286,8 +293,7 @@ class DatasetWriter:
         start = self.n_episodes
         for k, v in data.items():
             if k not in f:  # a label, created on first write
-                f.create_dataset(k, data=v, maxshape=(None, *v.shape[1:]), chunks=True,
-                                 **({"compression": self.compression} if self.compression else {}))
+                f.create_dataset(k, data=v, maxshape=(None, *v.shape[1:]), chunks=True, **self._dataset_kw())
                 continue
             f[k].resize(start + B, axis=0)
             f[k][start:start + B] = v
@@ -342,6 +348,31 @@ def _validate(f, path, expect_env=None):
     return info
 
 
+def _attrs(f):
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+
+
+def load_salvage(path):
+    """(dataset in memory, unreadable [E] bool, invalid [E] bool) of a file that may fail to load: episodes in
+    chunks that fail their checksum are zeros and marked unreadable; invalid ones fail the content checks.
+    For src/drop_episodes.py: the attrs and layout must still be sound."""
+    path = os.fspath(path)
+    with _open_h5(path) as f:
+        _validate(f, path)
+        attrs = _attrs(f)
+        unreadable = np.zeros(f["filled"].shape[0], dtype=bool)
+        arrays = {}
+        keys = [*TRANSITION_FIELDS, *EPISODE_FIELDS] + (["labels/" + k for k in f["labels"]] if "labels" in f else [])
+        for k in keys:
+            arrays[k], bad = read_salvage(f[k])
+            unreadable |= bad
+    invalid = invalid_episodes(arrays, int(attrs["n_actions"]), bool(attrs.get("truncation_as_terminal")))
+    codes = json.loads(attrs.get("quality_codes", _json(QUALITY_CODES)))
+    ds = OfflineDataset._from_arrays(arrays, attrs, codes)
+    ds.path = path
+    return ds, unreadable, invalid & ~unreadable
+
+
 def check_env(env, env_args, expect_env, where):
     name, subset = (expect_env, {}) if isinstance(expect_env, str) else expect_env
     if name is not None and env != name:
@@ -371,29 +402,29 @@ class OfflineDataset:
     # ----- loading -----
     @classmethod
     def load(cls, path, lazy=False, expect_env=None):
+        """Checksum failures and invalid content raise a DatasetError naming the field and the episodes.
+        In memory, the whole content is validated here; lazily, each read of episodes is (a pass at open would
+        read the whole file, which lazy loading exists to avoid)."""
         path = os.fspath(path)
         f = _open_h5(path)
         try:
             _validate(f, path, expect_env)
-            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-            qcodes = json.loads(attrs.get("quality_codes", _json(QUALITY_CODES)))
+            attrs = _attrs(f)
             labels_src = dict(f["labels"].items()) if "labels" in f else {}
-            try:
-                if lazy:
-                    data = {k: f[k] for k in TRANSITION_FIELDS}
-                    labels = labels_src
-                else:
-                    data = {k: f[k][()] for k in TRANSITION_FIELDS}
-                    labels = {k: v[()] for k, v in labels_src.items()}
-                ret, qual = f["episode_return"][()], f["agent_quality"][()]
-            except OSError as e:
-                raise DatasetError(f"{path}: reading the data failed (truncated or corrupted file?): {e}") from e
+            if lazy:
+                data, labels = {k: f[k] for k in TRANSITION_FIELDS}, labels_src
+            else:
+                data = {k: read(f[k], path) for k in TRANSITION_FIELDS}
+                labels = {k: read(v, path) for k, v in labels_src.items()}
+                check_content(data, int(attrs["n_actions"]), path, bool(attrs.get("truncation_as_terminal")))
+            ret, qual = read(f["episode_return"], path), read(f["agent_quality"], path)
         except BaseException:
             f.close()
             raise
         if not lazy:
             f.close()
-        ds = cls(data, ret, qual, labels, attrs, qcodes, file=f if lazy else None)
+        ds = cls(data, ret, qual, labels, attrs, json.loads(attrs.get("quality_codes", _json(QUALITY_CODES))),
+                 file=f if lazy else None)
         ds.path = path
         return ds
 
@@ -438,7 +469,7 @@ class OfflineDataset:
             return source[idx]
         order = np.argsort(idx, kind="stable")
         uniq, inverse = np.unique(idx[order], return_inverse=True)
-        block = source[uniq]  # h5py fancy indexing needs increasing, unique indices
+        block = read(source, self._file.filename, uniq)  # h5py fancy indexing needs increasing, unique indices
         out = np.empty((len(idx), *block.shape[1:]), dtype=block.dtype)
         out[order] = block[inverse]
         return out
@@ -447,6 +478,9 @@ class OfflineDataset:
         """{field: np.ndarray} for the given rows (default all), transition fields, episode fields, labels."""
         rows = np.arange(len(self)) if rows is None else rows
         out = {k: self._rows(v, rows) for k, v in self._data.items()}
+        if self.lazy:
+            check_content(out, self.env_info["n_actions"], self._file.filename,
+                          bool(self.attrs.get("truncation_as_terminal")), episodes=self._index[rows])
         out["episode_return"] = self._returns_all[self._index[rows]]
         out["agent_quality"] = self._quality_all[self._index[rows]]
         for k, v in self._labels.items():
@@ -511,14 +545,14 @@ class OfflineDataset:
         labels = {k[len("labels/"):]: v for k, v in arrays.items() if k.startswith("labels/")}
         return cls(data, arrays["episode_return"], arrays["agent_quality"], labels, attrs, quality_codes)
 
-    def save(self, path, compression="lzf", progress=False):
-        """Write this dataset (e.g. a merge or a top fraction) to a new file."""
+    def save(self, path, compression="lzf", progress=False, attrs=None):
+        """Write this dataset (e.g. a merge or a top fraction) to a new file; `attrs`: extra file attrs."""
         config = json.loads(self.attrs.get("config", "{}"))
         names = {v: k for k, v in self.quality_codes.items()}
         with DatasetWriter(path, self.env_info, self.attrs["env"], json.loads(self.attrs["env_args"]), config,
                            compression=compression, progress=len(self) if progress else None,
                            provenance=json.loads(self.attrs.get("provenance", "[]")),
-                           quality_codes=self.quality_codes) as w:
+                           quality_codes=self.quality_codes, attrs=attrs) as w:
             step = 1024
             for start in range(0, len(self), step):
                 rows = np.arange(start, min(len(self), start + step))
