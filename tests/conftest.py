@@ -3,3 +3,10 @@ import torch
 # Small nets on 2 cores: one thread is much faster and avoids oversubscription when
 # tests start env worker processes (the runs themselves use the torch_threads config key).
 torch.set_num_threads(1)
+
+import os  # noqa: E402
+import tempfile  # noqa: E402
+
+# The validator's signing key (qllm.records) lives in the user's config directory: tests get their own, so they
+# never create or read ~/.config/llm-pymarl/validator.key of the person running them.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="llm_pymarl_test_config_")

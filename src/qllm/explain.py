@@ -12,7 +12,6 @@ import os
 import sys
 
 import numpy as np
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,16 +37,19 @@ def record_episode(env, steps, seed):
 def explain(env_config, tfcaf_path=None, steps=20, seed=0, igm_gate=None, describe=False, out=print):
     cfg = load_yaml("envs", env_config)
     env = make_env(cfg["env"], **cfg["env_args"], seed=seed)
-    tfcaf = load_tfcaf(tfcaf_path or shipped_reference(env_config), n_agents=env.n_agents)
-    gate = tfcaf.igm_gate if igm_gate is None else igm_gate
+    spec = load_tfcaf(tfcaf_path or shipped_reference(env_config), env_config=env_config, n_agents=env.n_agents,
+                      state_size=env.get_state_size(), igm_gate=igm_gate)
+    gate = spec.igm_gate if igm_gate is None else igm_gate
     gate = True if gate is None else gate
     rows = record_episode(env, steps, seed)
-    states = torch.as_tensor(np.stack([r[0] for r in rows]))
-    with torch.no_grad():
-        w, b = tfcaf.weights_and_bias(states, env.n_agents)
-    w = w.abs() if gate else w
+    worker = spec.start_worker(env.n_agents, gate)  # the code runs only in the sandboxed worker
+    try:
+        w, b = worker.evaluate(np.stack([r[0] for r in rows]))
+    finally:
+        worker.close()
+    w = np.abs(w) if gate else w
     meanings = env.action_meanings()
-    out(f"TFCAF {tfcaf.path} on {env_config} (igm_gate {gate}); Q_tot = sum_i w_i Q_i + b")
+    out(f"TFCAF {spec.path} on {env_config} (igm_gate {gate}); Q_tot = sum_i w_i Q_i + b")
     out("step  " + "  ".join(f"w_{i:<5}" for i in range(env.n_agents)) + "  bias    reward  actions")
     for t, (state, actions, reward) in enumerate(rows):
         weights = "  ".join(f"{float(x):7.3f}" for x in w[t])
@@ -56,13 +58,14 @@ def explain(env_config, tfcaf_path=None, steps=20, seed=0, igm_gate=None, descri
         if describe:
             out("      " + env.describe_state(state).replace("\n", "\n      "))
     env.close()
-    return w.numpy(), b.numpy()
+    return w, b
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env-config", required=True, help="a config name in config/envs")
-    p.add_argument("--tfcaf", default=None, help="a validated tfcaf.py (default: the shipped reference)")
+    p.add_argument("--tfcaf", default=None, help="a tfcaf.py with a signed validation record (default: the shipped "
+                                                 "reference)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--igm-gate", choices=["on", "off"], default=None, help="default: the TFCAF's recorded setting")

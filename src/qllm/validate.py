@@ -12,8 +12,8 @@ dumps and no new file descriptors; a wall-clock deadline kills its whole process
 code in the restricted namespace of qllm.runtime on the states of ctx plus the all-zero state
 (padding rows of training batches).
 
-Command line (validates a file on states of an env config; --write-meta records its hash so that
-`mixer: qllm` accepts it):
+Command line (validates a file on states of an env config; --write-meta writes meta.json with a validation
+record signed by this installation's key, so that `mixer: qllm` trains with it without validating it again):
 
     python src/qllm/validate.py path/to/tfcaf.py --env-config lbf [--no-igm-gate] [--write-meta]
 """
@@ -36,7 +36,9 @@ if __package__ in (None, ""):  # run as a script: make `qllm` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from qllm.policy import PolicyError, check_source  # noqa: E402
+from qllm.records import key_path  # noqa: E402
 from qllm.sandbox import kill_group, leftovers, spawn  # noqa: E402
+from utils.files import write_json_atomic  # noqa: E402
 
 SRC_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ("parse", "policy", "exec", "shape", "finite", "linear", "gradient", "gate", "determinism", "mutation",
@@ -285,17 +287,22 @@ def main(argv=None):
         print(report.feedback(), file=sys.stderr)
         return 1
     if a.write_meta:
+        from qllm.records import sign_record
+
         meta_path = os.path.join(os.path.dirname(os.path.abspath(a.path)), "meta.json")
         meta = {}
         if os.path.exists(meta_path):
             with open(meta_path) as f:
                 meta = json.load(f)
+        digest = hashlib.sha256(raw).hexdigest()
         meta.setdefault("source", "validated with src/qllm/validate.py")
-        meta.update(file=os.path.basename(a.path), sha256=hashlib.sha256(raw).hexdigest(), igm_gate=ctx.igm_gate,
-                    env_config=a.env_config, validation=report.to_dict())
-        with open(meta_path, "w") as f:
-            json.dump(meta, f, indent=2)
-        print(f"wrote {meta_path}")
+        meta.update(file=os.path.basename(a.path), sha256=digest, igm_gate=ctx.igm_gate,
+                    env_config=a.env_config, validation=report.to_dict(),
+                    validation_record=sign_record(sha256=digest, env_config=a.env_config, igm_gate=ctx.igm_gate,
+                                                  form=report.checks.get("form", "tfcaf"), n_agents=ctx.n_agents,
+                                                  state_size=ctx.state_size, validation=report.to_dict()))
+        write_json_atomic(meta_path, meta)
+        print(f"wrote {meta_path} (validation record signed with {key_path()})")
     return 0
 
 

@@ -3,7 +3,8 @@
     python src/main.py --config=qllm_generate --env-config=lbf with llm.backend=local
 
 writes results/tfcafs/<env>/<id>/tfcaf.py and meta.json (prompts, model, every candidate with its
-validation report, the evaluator's choices, the SHA-256 of tfcaf.py that the `qllm` mixer checks).
+validation report, the evaluator's choices, and the validation record of tfcaf.py signed with this
+installation's key (qllm.records), which lets `mixer: qllm` train with it without validating it again).
 The folder is assembled as <id>.tmp and renamed when complete; a failed generation is kept as
 <id>.failed with its LLM transcript (answers are also in the LLM cache, so a rerun pays nothing twice).
 """
@@ -17,6 +18,7 @@ from envs import env_from_args
 from llm import make_llm
 from qllm import prompts
 from qllm.loop import LoopSettings, generate
+from qllm.records import sign_record
 from qllm.states import sample_states
 from qllm.validate import ValidationContext
 from run.setup import env_label, results_path
@@ -60,7 +62,13 @@ def run_tfcaf(_run, config, _log):
     source = code.strip() + "\n"
     with open(os.path.join(work_dir, "tfcaf.py"), "w") as f:
         f.write(source)
-    meta.update(record, ledger=llm.ledger(), sha256=hashlib.sha256(source.encode()).hexdigest())
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    final = record["rounds"][record["final_round"]]
+    report = final["candidates"][final["chosen"]]["report"]
+    meta.update(record, ledger=llm.ledger(), sha256=digest,
+                validation_record=sign_record(sha256=digest, env_config=config.get("env_config"), igm_gate=igm_gate,
+                                              form=report.get("checks", {}).get("form", "tfcaf"),
+                                              n_agents=ctx.n_agents, state_size=ctx.state_size, validation=report))
     write_json_atomic(os.path.join(work_dir, "meta.json"), meta)
     os.replace(work_dir, final_dir)
     path = os.path.join(final_dir, "tfcaf.py")

@@ -1,128 +1,161 @@
-"""Loading validated TFCAF files: hash checks against meta.json / MANIFEST.json, policy, shapes and devices."""
-import copy
+"""Which TFCAF files may be trained with: packaged manifest, signed records, re-validation; nothing is executed."""
 import hashlib
 import json
+import os
+import shutil
+import stat
 
+import numpy as np
 import pytest
-import torch
 
-from qllm import loader
-from qllm.loader import TFCAFCallError, TFCAFLoadError, load_tfcaf, shipped_reference
+from qllm import loader, records
+from qllm.loader import TFCAFLoadError, load_tfcaf, shipped_reference
+from qllm.policy import POLICY_VERSION
+from qllm.records import record_problem, sign_record
+from qllm.validate import ValidationContext, validate_source
 
 SRC = ("import torch\n\ndef tfcaf(state, n_agents):\n"
-       "    w = torch.softmax(state[:, :n_agents], dim=-1) - 0.25\n"
-       "    b = torch.zeros(state.shape[0], 1) + state[:, -1:]\n"  # no device=: must still follow the input
-       "    return w, b\n")
-LEGACY = ("import torch\n\ndef QLLMNetwork(agents_q, global_state):\n"
-          "    return (torch.sigmoid(global_state[:, :1]) * agents_q).sum(-1, keepdim=True)\n")
+       "    w = torch.softmax(state[:, :n_agents], dim=-1)\n"
+       "    return w, state[:, -1:]\n")
+REPORT = {"ok": True, "stage": "ok", "errors": [], "checks": {"form": "tfcaf"}}
 
 
-def write_tfcaf(folder, source=SRC, name="tfcaf.py", meta=True, **meta_extra):
+def sha(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_tfcaf(folder, source=SRC, meta=None):
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(source)
-    if meta:
-        (folder / "meta.json").write_text(json.dumps({"sha256": hashlib.sha256(source.encode()).hexdigest(),
-                                                      **meta_extra}))
-    return path
+    (folder / "tfcaf.py").write_text(source)
+    if meta is not None:
+        (folder / "meta.json").write_text(json.dumps(meta))
+    return folder / "tfcaf.py"
 
 
-def test_load_and_call_on_any_leading_dims(tmp_path):
-    tfcaf = load_tfcaf(write_tfcaf(tmp_path, igm_gate=False), n_agents=3)
-    assert not tfcaf.legacy and tfcaf.igm_gate is False and tfcaf.sha256 == hashlib.sha256(SRC.encode()).hexdigest()
-    states = torch.randn(4, 7, 5)
-    w, b = tfcaf.weights_and_bias(states)
-    assert w.shape == (4, 7, 3) and b.shape == (4, 7, 1)
-    flat_w, _ = tfcaf(states.reshape(-1, 5))
-    assert torch.equal(flat_w.reshape(4, 7, 3), w)
-    q = torch.randn(4, 7, 3, requires_grad=True)
-    q_tot, raw_w, _ = tfcaf.q_tot(q, states, igm_gate=True)
-    assert torch.allclose(q_tot, (w.abs() * q).sum(-1, keepdim=True) + b)
-    assert (raw_w < 0).any()  # raw weights are returned as the function gave them
-    q_tot_off, _, _ = tfcaf.q_tot(q, states, igm_gate=False)
-    assert torch.allclose(q_tot_off, (w * q).sum(-1, keepdim=True) + b)
-    q_tot.sum().backward()
-    assert torch.allclose(q.grad, w.abs())
-    assert copy.deepcopy(tfcaf) is tfcaf
+def signed(source=SRC, **kw):
+    fields = dict(sha256=sha(source), env_config="lbf", igm_gate=True, form="tfcaf", n_agents=2, state_size=6,
+                  validation=REPORT)
+    fields.update(kw)
+    return {"validation_record": sign_record(**fields)}
 
 
-def test_legacy_form(tmp_path):
-    tfcaf = load_tfcaf(write_tfcaf(tmp_path, LEGACY), n_agents=2)
-    assert tfcaf.legacy
-    q, s = torch.randn(3, 4, 2, requires_grad=True), torch.randn(3, 4, 6)
-    q_tot, w, b = tfcaf.q_tot(q, s)
-    assert q_tot.shape == (3, 4, 1) and w is None and b is None
-    q_tot.sum().backward()
-    assert q.grad.abs().sum() > 0
-    with pytest.raises(TypeError, match="use q_tot"):
-        tfcaf.weights_and_bias(s)
+class Revalidation:
+    """Records what the loader asked to re-validate; answers with a real sandbox validation on random states."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, source, igm_gate):
+        self.calls.append(igm_gate)
+        states = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+        return validate_source(source, ValidationContext(n_agents=2, state_size=6, states=states, igm_gate=igm_gate))
 
 
-def test_device_follows_the_input(tmp_path):
-    """Tensors created without device= land on the input's device (the meta device stands in for a GPU),
-    module-level constants included."""
-    src = SRC.replace("import torch\n", "import torch\nSHIFT = torch.tensor([0.0, 0.1, 0.2])\n").replace(
-        "- 0.25", "- 0.25 + SHIFT")
-    tfcaf = load_tfcaf(write_tfcaf(tmp_path, src), n_agents=3)
-    w, b = tfcaf.weights_and_bias(torch.empty(2, 6, 5, device="meta"))
-    assert w.device.type == "meta" and b.device.type == "meta" and w.shape == (2, 6, 3)
-    w_cpu, _ = tfcaf.weights_and_bias(torch.zeros(2, 5))
-    assert torch.allclose(w_cpu, torch.full((2, 3), 1 / 3 - 0.25) + torch.tensor([0.0, 0.1, 0.2]))
+def test_shipped_reference_is_trusted_by_the_packaged_manifest():
+    path = shipped_reference("lbf_8x8_2p_2f_coop")
+    spec = load_tfcaf(path, env_config="lbf_8x8_2p_2f_coop", n_agents=2, state_size=14)
+    assert spec.trust == "shipped reference" and spec.igm_gate is True and spec.form == "tfcaf"
+    assert spec.sha256 == json.load(open(loader.manifest_path()))["lbf_8x8_2p_2f_coop"]["sha256"]
 
 
-def test_hash_mismatch_names_both_hashes(tmp_path):
-    path = write_tfcaf(tmp_path)
-    path.write_text(SRC.replace("0.25", "0.5"))  # edited after validation
-    new = hashlib.sha256(path.read_bytes()).hexdigest()
-    old = hashlib.sha256(SRC.encode()).hexdigest()
-    with pytest.raises(TFCAFLoadError, match="changed after it was validated") as e:
-        load_tfcaf(path)
-    assert new in str(e.value) and old in str(e.value) and "Re-validate" in str(e.value)
-    assert load_tfcaf(path, verify_hash=False).sha256 == new
+def test_a_copied_manifest_vouches_for_nothing(tmp_path):
+    """A MANIFEST.json (and a meta.json with only a hash) next to a file elsewhere do not make it trainable."""
+    folder = tmp_path / "copy"
+    path = write_tfcaf(folder, meta={"file": "tfcaf.py", "sha256": sha(SRC)})
+    (folder / "MANIFEST.json").write_text(json.dumps({"lbf": {"file": "tfcaf.py", "sha256": sha(SRC)}}))
+    with pytest.raises(TFCAFLoadError, match="no signed validation record|not signed"):
+        load_tfcaf(path, env_config="lbf", n_agents=2, state_size=6)
 
 
-def test_missing_metadata_and_missing_file(tmp_path):
-    path = write_tfcaf(tmp_path, meta=False)
-    with pytest.raises(TFCAFLoadError, match="no recorded SHA-256.*--write-meta"):
-        load_tfcaf(path)
-    with pytest.raises(TFCAFLoadError, match="no TFCAF file at"):
-        load_tfcaf(tmp_path / "nope.py")
-    other = write_tfcaf(tmp_path / "b", name="other.py", meta=False)
-    (tmp_path / "b" / "meta.json").write_text(json.dumps({"file": "tfcaf.py", "sha256": "0" * 64}))
-    with pytest.raises(TFCAFLoadError, match="no recorded SHA-256"):  # meta.json is about another file
-        load_tfcaf(other)
+def test_signed_record_makes_the_file_trainable_without_revalidation(tmp_path):
+    path = write_tfcaf(tmp_path, meta=signed(igm_gate=False))
+    revalidate = Revalidation()
+    spec = load_tfcaf(path, env_config="lbf", n_agents=2, state_size=6, revalidate=revalidate)
+    assert spec.trust == "signed record" and spec.igm_gate is False and revalidate.calls == []
 
 
-def test_policy_is_checked_again_even_with_a_matching_hash(tmp_path):
-    path = write_tfcaf(tmp_path, "import os\ndef tfcaf(state, n_agents):\n    return state, state\n")
-    with pytest.raises(TFCAFLoadError, match="violates the TFCAF policy.*only torch"):
-        load_tfcaf(path)
-    path = write_tfcaf(tmp_path / "x", "import torch\nX = torch.zeros(2) / torch.ones(3)\n"
-                                      "def tfcaf(state, n_agents):\n    return state, state\n")
-    with pytest.raises(TFCAFLoadError, match="running .* failed: RuntimeError"):
-        load_tfcaf(path)
+@pytest.mark.parametrize("change,reason", [
+    (lambda m: m["validation_record"].update(igm_gate=False), "not signed by this installation"),
+    (lambda m: m["validation_record"].update(signature="0" * 64), "not signed by this installation"),
+    (lambda m: m["validation_record"].pop("signature"), "not signed by this installation"),
+])
+def test_forged_or_edited_records_are_not_trusted(tmp_path, change, reason):
+    meta = signed()
+    change(meta)
+    path = write_tfcaf(tmp_path, meta=meta)
+    with pytest.raises(TFCAFLoadError, match=reason):
+        load_tfcaf(path, env_config="lbf", n_agents=2, state_size=6)
 
 
-def test_wrong_shapes_at_training_time_are_clear(tmp_path):
-    tfcaf = load_tfcaf(write_tfcaf(tmp_path), n_agents=3)
-    with pytest.raises(TFCAFCallError, match="wrong env or n_agents"):
-        tfcaf.weights_and_bias(torch.randn(4, 5), n_agents=8)
-    with pytest.raises(ValueError, match="n_agents is unknown"):
-        load_tfcaf(tmp_path / "tfcaf.py").weights_and_bias(torch.randn(4, 5))
+def test_record_is_bound_to_file_policy_env_and_sizes():
+    record = signed()["validation_record"]
+    assert record_problem(record, sha256=sha(SRC), env_config="lbf", n_agents=2, state_size=6) is None
+    assert "SHA-256" in record_problem(record, sha256=sha(SRC + "#"), env_config="lbf")
+    assert "env_config" in record_problem(record, sha256=sha(SRC), env_config="climbing")
+    assert "n_agents" in record_problem(record, sha256=sha(SRC), n_agents=3)
+    old = sign_record(sha256=sha(SRC), env_config="lbf", igm_gate=True, form="tfcaf", n_agents=2, state_size=6,
+                      validation=REPORT)
+    old["policy_version"] = POLICY_VERSION - 1
+    assert "not signed" in record_problem(old, sha256=sha(SRC))  # the version is signed too
+    with pytest.raises(ValueError, match="passing"):
+        sign_record(sha256="x", env_config="lbf", igm_gate=True, form="tfcaf", n_agents=2, state_size=6,
+                    validation={"ok": False})
 
 
-def test_manifest_entries_for_shipped_files(tmp_path, monkeypatch):
+def test_a_record_signed_with_another_key_is_not_trusted(tmp_path, monkeypatch):
+    meta = signed()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other_user"))
+    path = write_tfcaf(tmp_path / "t", meta=meta)
+    with pytest.raises(TFCAFLoadError, match="not signed by this installation"):
+        load_tfcaf(path, env_config="lbf", n_agents=2, state_size=6)
+
+
+def test_key_is_created_private_and_refused_when_readable_by_others(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    signed()
+    key = records.key_path()
+    assert key.startswith(str(tmp_path)) and stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    os.chmod(key, 0o644)
+    with pytest.raises(records.RecordKeyError, match="chmod 600"):
+        signed()
+
+
+def test_unsigned_file_is_validated_again_and_the_log_says_so(tmp_path, caplog):
+    import logging
+
+    path = write_tfcaf(tmp_path, meta={"sha256": sha(SRC)})  # a hand-written record: only a hash
+    revalidate = Revalidation()
+    log = logging.getLogger("test_loader")
+    with caplog.at_level(logging.WARNING):
+        spec = load_tfcaf(path, env_config="lbf", n_agents=2, state_size=6, igm_gate=True, revalidate=revalidate,
+                          log=log)
+    assert spec.trust == "re-validated" and revalidate.calls == [True] and spec.report["ok"]
+    assert "validating it again in the sandbox" in caplog.text
+
+
+def test_failing_revalidation_refuses_the_file(tmp_path):
+    bad = SRC.replace("torch.softmax(state[:, :n_agents], dim=-1)", "state[:, :n_agents] - 10.0")
+    path = write_tfcaf(tmp_path, bad, meta={"sha256": sha(bad)})
+    with pytest.raises(TFCAFLoadError, match="failed validation at the 'gate' check"):
+        load_tfcaf(path, env_config="lbf", n_agents=2, state_size=6, igm_gate=True, revalidate=Revalidation())
+
+
+def test_edited_shipped_reference_is_not_trusted(tmp_path, monkeypatch):
     folder = tmp_path / "tfcafs"
-    path = write_tfcaf(folder, name="my_env.py", meta=False)
-    digest = hashlib.sha256(SRC.encode()).hexdigest()
-    (folder / "MANIFEST.json").write_text(json.dumps({"my_env": {"file": "my_env.py", "sha256": digest,
-                                                                 "igm_gate": True}}))
-    tfcaf = load_tfcaf(path, n_agents=3)
-    assert tfcaf.igm_gate is True
+    shutil.copytree(loader.TFCAF_DIR, folder)
     monkeypatch.setattr(loader, "TFCAF_DIR", str(folder))
-    assert shipped_reference("my_env") == str(path)
-    with pytest.raises(TFCAFLoadError, match="no shipped reference TFCAF for env config 'other'.*my_env"):
-        shipped_reference("other")
-    monkeypatch.setattr(loader, "TFCAF_DIR", str(tmp_path / "none"))
-    with pytest.raises(TFCAFLoadError, match="MANIFEST.json is missing.*tfcaf_path"):
-        shipped_reference("my_env")
+    path = folder / "lbf.py"
+    assert load_tfcaf(path).trust == "shipped reference"
+    path.write_text(path.read_text() + "# edited\n")
+    with pytest.raises(TFCAFLoadError, match="not the packaged one"):
+        load_tfcaf(path)
+
+
+def test_policy_and_missing_files_are_refused_before_anything_else(tmp_path):
+    path = write_tfcaf(tmp_path, SRC + "import os\n", meta=signed(SRC + "import os\n"))
+    with pytest.raises(TFCAFLoadError, match="violates the TFCAF policy"):
+        load_tfcaf(path)
+    with pytest.raises(TFCAFLoadError, match="no TFCAF file"):
+        load_tfcaf(tmp_path / "nope.py")
+    with pytest.raises(TFCAFLoadError, match="no shipped reference TFCAF for env config 'nope'"):
+        shipped_reference("nope")

@@ -62,6 +62,10 @@ def test_legacy_form_is_recognised():
     assert form == "legacy" and fn(torch.ones(4, 3), torch.zeros(4, 2)).shape == (4, 1)
 
 
+# every refusal of an attribute off the allow-list says why in one of these ways
+REFUSED = "allow-list|code loading|device handling|in-place|randomness"
+
+
 @pytest.mark.parametrize("body,expected", [
     # imports: only torch and math
     ("import os", "only torch"),
@@ -70,8 +74,8 @@ def test_legacy_form_is_recognised():
     ("import numpy as np", "only torch"),
     ("import torch.utils", "only torch"),
     ("from os import path", "only torch and math"),
-    ("from torch import load", "not available"),
-    ("from torch import utils", "not available"),
+    ("from torch import load", REFUSED),
+    ("from torch import utils", REFUSED),
     ("from torch import *", "import \\*"),
     ("from . import x", "relative"),
     # builtins that run code, read files or introspect
@@ -94,33 +98,54 @@ def test_legacy_form_is_recognised():
     ("y = torch._C", "'_'"),
     ("y = x._base", "'_'"),
     # attributes that reach files, processes, other modules, randomness or global settings
-    ("torch.load('f')", "not available"),
-    ("torch.save(x, 'f')", "not available"),
-    ("torch.from_file('f')", "not available"),
-    ("torch.hub.list('a')", "not available"),
-    ("torch.os.system('ls')", "not available"),
-    ("torch.sys.modules", "not available"),
-    ("F.np.save('f', 1)", "not available"),
-    ("torch.ops.load_library('x.so')", "not available"),
-    ("torch.utils.cpp_extension", "not available"),
-    ("torch.jit.script", "not available"),
-    ("torch.compile(x)", "not available"),
-    ("torch.backends.mkl", "not available"),
-    ("torch.multiprocessing.Process", "not available"),
-    ("torch.distributed.init_process_group()", "not available"),
-    ("torch.set_num_threads(8)", "not available"),
-    ("torch.set_default_dtype(torch.float64)", "not available"),
+    ("torch.load('f')", REFUSED),
+    ("torch.save(x, 'f')", REFUSED),
+    ("torch.from_file('f')", REFUSED),
+    ("torch.hub.list('a')", REFUSED),
+    ("torch.os.system('ls')", REFUSED),
+    ("torch.sys.modules", REFUSED),
+    ("F.np.save('f', 1)", REFUSED),
+    ("torch.ops.load_library('x.so')", REFUSED),
+    ("torch.utils.cpp_extension", REFUSED),
+    ("torch.jit.script", REFUSED),
+    ("torch.compile(x)", REFUSED),
+    ("torch.backends.mkl", REFUSED),
+    ("torch.multiprocessing.Process", REFUSED),
+    ("torch.distributed.init_process_group()", REFUSED),
+    ("torch.set_num_threads(8)", REFUSED),
+    ("torch.set_default_dtype(torch.float64)", REFUSED),
     ("torch.manual_seed(0)", "randomness"),
     ("torch.randn(3)", "randomness"),
     ("F.dropout(x)", "randomness"),
-    ("x.numpy().tofile('f')", "not available"),
-    ("x.type('os.system')", "not available"),
-    ("x.untyped_storage()", "not available"),
-    ("x.share_memory_()", "not available"),
+    ("x.numpy().tofile('f')", REFUSED),
+    ("x.type('os.system')", REFUSED),
+    ("x.untyped_storage()", REFUSED),
+    ("x.share_memory_()", REFUSED),
     ("x.cuda()", "device handling"),
-    ("'{0.__class__}'.format(x)", "not available"),
-    ("g = (i for i in [1]); g.gi_frame.f_back", "not available"),
-    ("torch.PyTorchFileWriter('f')", "not available"),
+    ("'{0.__class__}'.format(x)", REFUSED),
+    ("g = (i for i in [1]); g.gi_frame.f_back", REFUSED),
+    ("torch.PyTorchFileWriter('f')", REFUSED),
+    # issue 10: what passed the old deny-lists and did harm in training
+    ("cu = torch.CompilationUnit('def f(x):\\n    return x')", REFUSED),
+    ("y = torch.sparse_coo_tensor([[0]], [1.0], (1,))", REFUSED),
+    ("y = torch.frombuffer(bytearray(8), dtype=torch.float32)", REFUSED),
+    ("y = x.as_strided((2,), (1,))", REFUSED),
+    ("y = x.grad_fn.next_functions", REFUSED),
+    ("y = x.data", REFUSED),
+    ("x.add_(1)", "in-place"),
+    ("x.masked_fill_(x > 0, 0)", "in-place"),
+    ("y = x.is_cpu", REFUSED),
+    ("y = x.to_sparse()", REFUSED),
+    ("y = torch.empty(3)", REFUSED),
+    ("y = x.new_empty(3)", REFUSED),
+    ("y = torch.nn.Linear(2, 2)", REFUSED),
+    ("y = torch.as_tensor(x)", REFUSED),
+    ("y = torch.bernoulli(x)", "randomness"),
+    ("y = x.exponential_()", REFUSED),
+    ("y = torch.library", REFUSED),
+    ("y = x.storage_offset()", REFUSED),
+    ("y = x.untyped_storage()", REFUSED),
+    ("y = x.scatter(0, x.long(), x)", REFUSED),
     # statements
     ("torch.Tensor.add = None", "monkey-patching"),
     ("del torch.nn", "monkey-patching"),
@@ -144,6 +169,18 @@ def test_refused(body, expected):
     ("import torch\ndef weights(state, n_agents):\n    return state, state\n", "no top-level function 'tfcaf"),
     ("import torch\ndef tfcaf(state):\n    return state, state\n", "two positional arguments"),
     ("import torch\ndef tfcaf(state, n_agents, scale):\n    return state, state\n", "two positional arguments"),
+    # no state kept between calls: mutable defaults, module-level objects, decorators
+    ("import torch\ndef tfcaf(state, n_agents, calls=[]):\n    return state, state\n", "mutable default"),
+    ("import torch\ndef tfcaf(state, n_agents, *, seen={}):\n    return state, state\n", "mutable default"),
+    ("import torch\ndef tfcaf(state, n_agents):\n    f = lambda v, c=[0]: v\n    return state, state\n",
+     "mutable default"),
+    ("import torch\nCOUNT = [0]\ndef tfcaf(state, n_agents):\n    return state, state\n", "literal constant"),
+    ("import torch\nLIN = torch.nn.Linear(2, 2)\ndef tfcaf(state, n_agents):\n    return state, state\n",
+     "literal constant"),
+    ("import torch\nW = torch.ones(2)\ndef tfcaf(state, n_agents):\n    return state, state\n", "literal constant"),
+    ("import torch\ndef deco(f):\n    return f\n@deco\ndef tfcaf(state, n_agents):\n    return state, state\n",
+     "decorators"),
+    ("import torch\nA, B = 1, 2\ndef tfcaf(state, n_agents):\n    return state, state\n", "literal constant"),
 ])
 def test_module_structure(src, expected):
     with pytest.raises(PolicyError, match=expected):
@@ -166,14 +203,14 @@ def test_parse_errors_name_the_line():
 def test_allowed_names_that_look_risky():
     """Variables may be called like modules or builtins' attributes; only attributes are restricted."""
     src = ("import torch\ndef tfcaf(state, n_agents):\n    load = state[:, :n_agents]\n    file = load * 2\n"
-           "    _tmp = file.select(1, 0)\n    total = torch.trace(torch.eye(2)) + load.sum()\n"
+           "    _tmp = file.narrow(1, 0, 1)\n    total = torch.eye(2).sum() + load.sum()\n"
            "    return torch.softmax(file, -1), torch.nn.functional.relu(state[:, :1]) + 0 * total\n")
     assert check_source(src).form == "tfcaf"
 
 
 @pytest.mark.parametrize("name", ["softmax", "relu", "abs", "clamp", "where", "stack", "einsum", "arange", "normalize",
-                                  "sign", "expand", "unfold", "float", "to", "device", "dtype", "shape", "masked_fill",
-                                  "logsumexp", "softplus", "norm", "linalg", "functional", "nn", "special", "select"])
+                                  "sign", "expand", "float", "to", "device", "dtype", "shape", "masked_fill",
+                                  "logsumexp", "softplus", "norm", "linalg", "functional", "nn", "special", "narrow"])
 def test_common_tensor_attributes_are_allowed(name):
     assert attribute_refusal(name) is None
 
@@ -209,9 +246,9 @@ def test_runtime_layer_refuses_without_the_policy(stmt, error, tmp_path, monkeyp
 
 def test_torch_c_code_can_still_import_what_it_needs():
     """torch.tensor() makes C code import torch.storage through the running frame's (restricted) builtins."""
-    src = ("import torch\nC = torch.tensor([1.0, 2.0])\ndef tfcaf(state, n_agents):\n"
-           "    a = torch.tensor([[1.0, 2.0]]) + torch.as_tensor([3.0])\n"
-           "    return state[:, :2] * a + C, state[:, :1]\n")
+    src = ("import torch\nC = (1.0, 2.0)\ndef tfcaf(state, n_agents):\n"
+           "    a = torch.tensor([[1.0, 2.0]]) + torch.tensor([3.0])\n"
+           "    return state[:, :2] * a + torch.tensor(C), state[:, :1]\n")
     fn, _ = exec_restricted(src)
     assert torch.equal(fn(torch.ones(1, 3), 2)[0], torch.tensor([[5.0, 7.0]]))
 
@@ -241,7 +278,7 @@ def test_no_module_outside_the_allow_list_is_reachable():
                 assert id(v) not in danger, f"{path}.{a} is a dangerous builtin"
                 nxt.append((f"{path}.{a}", v))
         frontier = nxt
-    assert len(seen) > 1000
+    assert len(seen) > 200  # the allow-list still reaches the tensor API
 
 
 # --- extracting code from LLM answers
