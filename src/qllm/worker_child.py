@@ -30,7 +30,7 @@ def _answer(out, status, payload):
 
 
 def _error(exc):
-    from qllm.sandbox_child import scrub
+    from qllm.sandbox_child import scrub  # imported in main() before confinement: no file can be opened now
 
     frames = [f"line {fr.lineno}, in {fr.name}" for fr in traceback.extract_tb(exc.__traceback__)
               if fr.filename == "<tfcaf>"]
@@ -46,6 +46,7 @@ def main():
     init = json.loads(stdin.readline())
     x = torch.randn(8, 4)
     torch.softmax(x, -1).sum().item()  # warm up the allocator and lazy imports before the limits
+    import qllm.sandbox_child  # noqa: F401 (error reports use its scrub(); nothing can be imported once confined)
     from qllm.confine import confine
     from qllm.runtime import OutputError, exec_restricted, weight_form
 

@@ -1,0 +1,252 @@
+"""Hostile TFCAFs (issue 10), through the real generation path (loopback OpenAI-compatible server, real `openai`
+client, sandbox validation) and straight into training with `tfcaf_path=` and a forged record.
+
+Two kinds: functions the policy or the validator refuse (never trained with), and functions that pass validation
+and misbehave only later, in training (here: when a call holds exactly 6 states, one matrix-game episode of
+episode_limit 5, a batch size validation never uses). The second kind runs in the sandboxed worker and stops the
+run with an error naming the state, the step and the function's hash. Throughout: no file appears outside the
+run, no secret reaches any file, the host's torch RNG, thread count and module dicts are unchanged, and the host
+process survives.
+"""
+import glob
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import make_ctx, run_main
+from qllm.validate import ValidationContext, validate_source
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "llm"))
+from loopback_server import LoopbackServer, reply  # noqa: E402
+
+SECRET = "sk-hostile-test-0123456789abcdef"
+CANARY_DIR = f"/tmp/llm_pymarl_canary_{os.getpid()}"
+
+
+def fn(body, header=""):
+    lines = "\n".join("    " + line for line in body.strip("\n").splitlines())
+    return f"import torch\nimport torch.nn.functional as F\n{header}\n\ndef tfcaf(state, n_agents):\n{lines}\n"
+
+
+OK_TAIL = "return torch.ones(state.shape[0], n_agents, dtype=state.dtype), state[:, :1] * 0.0"
+
+# refused before training: by the static policy (P) or by a sandboxed validation check (V)
+REFUSED = {
+    "torchscript file write (P)": fn(f"cu = torch.CompilationUnit('def f(x):\\n    torch.save(x, "
+                                     f"\"{CANARY_DIR}/a\")')\n{OK_TAIL}"),
+    "jit script (P)": fn(f"g = torch.jit.script(lambda x: x)\n{OK_TAIL}"),
+    "file-backed tensor read (P)": fn(f"t = torch.from_file('/etc/hostname', size=4)\n{OK_TAIL}"),
+    "buffer-backed constructor (P)": fn(f"t = torch.frombuffer(b'constant', dtype=torch.uint8)\n{OK_TAIL}"),
+    "storage access (P)": fn(f"s = state.untyped_storage()\n{OK_TAIL}"),
+    "sparse out-of-bounds (P)": fn(f"t = torch.sparse_coo_tensor([[10**9]], [1.0], (2,)).to_dense()\n{OK_TAIL}"),
+    "autograd graph walk (P)": ("import torch\ndef QLLMNetwork(agents_q, global_state):\n"
+                                "    agents_q.grad_fn.next_functions[0][0].variable.data.fill_(float('nan'))\n"
+                                "    return agents_q.sum(-1, keepdim=True)\n"),
+    "in-place on input (P)": fn(f"state.mul_(0)\n{OK_TAIL}"),
+    "mutable default counter (P)": fn(f"calls.append(1)\n{OK_TAIL}").replace("n_agents):", "n_agents, calls=[]):", 1),
+    "module-level object (P)": fn(OK_TAIL, header="CALLS = []"),
+    "module-level nn.Linear (P)": fn(OK_TAIL, header="LIN = torch.nn.Linear(2, 2)"),
+    "decorated (P)": fn(OK_TAIL).replace("def tfcaf", "@torch.no_grad()\ndef tfcaf"),
+    "global RNG (P)": fn("w = torch.softmax(torch.randn(state.shape[0], n_agents), -1)\n"
+                         "return w, state[:, :1] * 0.0"),
+    "reseed (P)": fn(f"torch.manual_seed(0)\n{OK_TAIL}"),
+    "thread count (P)": fn(f"torch.set_num_threads(1)\n{OK_TAIL}"),
+    "module dict mutation (P)": fn(f"F.softmax = None\n{OK_TAIL}"),
+    "device branch (P)": fn("scale = 1.0 if state.is_cpu else float('nan')\n"
+                            "return torch.ones(state.shape[0], n_agents) * scale, state[:, :1] * 0.0"),
+    "os via torch (P)": fn(f"torch.os.system('touch {CANARY_DIR}/b')\n{OK_TAIL}"),
+    "env secret (P)": fn(f"k = torch.os.environ['OPENAI_API_KEY']\n{OK_TAIL}"),
+    "nan on zero state (V)": fn("w = state[:, :n_agents] / state.sum(-1, keepdim=True)\nreturn w, state[:, :1]"),
+    "not linear legacy (V)": ("import torch\ndef QLLMNetwork(agents_q, global_state):\n"
+                              "    return (agents_q ** 2).sum(-1, keepdim=True)\n"),
+    "memory bomb (V)": fn("big = torch.ones(2 ** 34)\nreturn torch.ones(state.shape[0], n_agents) + big[0], "
+                          "state[:, :1] * 0.0"),
+}
+
+# pass validation, misbehave in training (calls of exactly 6 states): (source, message in the run's error)
+LATE = {
+    "nan after validation": (fn("w = torch.ones(state.shape[0], n_agents)\nif state.shape[0] == 6:\n"
+                                "    w = w * float('nan')\nreturn w, state[:, :1] * 0.0"), "NaN or inf"),
+    "hang after validation": (fn("w = torch.ones(state.shape[0], n_agents)\n"
+                                 "for i in range(10 ** 10 if state.shape[0] == 6 else 1):\n"
+                                 "    w = w * 1.0\nreturn w, state[:, :1] * 0.0"), "no answer within 3 s"),
+    "allocation after validation": (fn("w = torch.ones(state.shape[0], n_agents)\nif state.shape[0] == 6:\n"
+                                       "    w = w + torch.ones(2 ** 34)[0]\nreturn w, state[:, :1] * 0.0"),
+                                    "raised an error"),
+    "negative weights after validation": (fn("w = torch.ones(state.shape[0], n_agents)\nif state.shape[0] == 6:\n"
+                                             "    w = -w\nreturn w, state[:, :1] * 0.0"), "negative weights"),
+    "wrong shape after validation": (fn("w = torch.ones(state.shape[0], n_agents)\nif state.shape[0] == 6:\n"
+                                        "    w = w[:, :1]\nreturn w, state[:, :1] * 0.0"), "expected \\[6, 2\\]"),
+}
+
+TRAIN = ["t_max=40", "env_args.episode_limit=5", "test_nepisode=1", "test_interval=1000", "save_model=False",
+         "batch_size=2", "buffer_size=4", "use_tensorboard=False", "igm_gate=True", "tfcaf_timeout_s=3"]
+
+
+def host_state():
+    """What a TFCAF must never change in the training process."""
+    return (torch.random.get_rng_state().clone(), torch.get_num_threads(),
+            {name: dict(vars(m)) for name, m in (("torch", torch), ("F", F), ("linalg", torch.linalg))})
+
+
+def assert_host_unchanged(before, rng=True):
+    """`rng=False` across whole runs: a run seeds torch's RNG itself (Sacred's seed), so only in-process
+    checks around validation and worker calls can compare it."""
+    now, threads, dicts = host_state()
+    assert threads == before[1] and (not rng or torch.equal(now, before[0]))
+    for name, d in dicts.items():
+        old = before[2][name]
+        assert d.keys() == old.keys() and all(d[k] is old[k] for k in d), name
+
+
+def assert_no_leaks(folder):
+    assert not os.path.exists(CANARY_DIR)
+    for path in glob.glob(os.path.join(str(folder), "**", "*"), recursive=True):
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                assert SECRET.encode() not in f.read(), path
+
+
+def forged(folder, source):
+    """A file with a hand-made record: its hash and a signature made without this installation's key."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tfcaf.py").write_text(source)
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    record = {"sha256": digest, "policy_version": 2, "env_config": "matrix_game", "igm_gate": True, "form": "tfcaf",
+              "n_agents": 2, "state_size": 6, "validation": {"ok": True}, "signature": "0" * 64}
+    (folder / "meta.json").write_text(json.dumps({"file": "tfcaf.py", "sha256": digest, "validation_record": record}))
+    return str(folder / "tfcaf.py")
+
+
+def generate(tmp_path, answers, monkeypatch, expect=0):
+    """qllm_generate against the loopback server answering `answers` (one request, all candidates at once)."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with LoopbackServer(require_key=SECRET) as srv:
+        srv.push(reply(*[f"```python\n{a}```" for a in answers]), *[reply("1")] * 3)
+        run_main(tmp_path, "qllm_generate", "matrix_game", "llm.backend=openai", f"llm.base_url={srv.base_url}",
+                 "llm.model=scripted", f"llm.cache_dir={tmp_path / 'cache'}", "llm.max_retries=0",
+                 f"tfcaf_candidates={len(answers)}", "tfcaf_rounds=1", "tfcaf_max_repairs=0", "tfcaf_states=32",
+                 "env_args.episode_limit=5", expect=expect)
+    return glob.glob(str(tmp_path / "tfcafs" / "penalty" / "*" / "tfcaf.py"))
+
+
+def test_refused_functions_never_come_out_of_generation(tmp_path, monkeypatch):
+    before = host_state()
+    assert generate(tmp_path, list(REFUSED.values()), monkeypatch, expect=1) == []
+    (failed,) = glob.glob(str(tmp_path / "tfcafs" / "penalty" / "*.failed"))
+    transcript = [json.loads(line) for line in open(os.path.join(failed, "llm_transcript.jsonl"))]
+    assert transcript  # the hostile answers did arrive over the wire
+    assert_no_leaks(tmp_path)
+    assert_host_unchanged(before, rng=False)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_refused_functions_never_train_with_a_forged_record(tmp_path, name, capsys):
+    path = forged(tmp_path / "tfcaf", REFUSED[name])
+    before = host_state()
+    run_main(tmp_path / "run", "qllm", "matrix_game", f"tfcaf_path={path}", *TRAIN, expect=1)
+    err = capsys.readouterr().err
+    assert "violates the TFCAF policy" in err if "(P)" in name else "failed validation" in err, err[-2000:]
+    assert not glob.glob(str(tmp_path / "run" / "models" / "*"))
+    assert_no_leaks(tmp_path)
+    assert_host_unchanged(before, rng=False)
+
+
+@pytest.mark.parametrize("name", sorted(LATE))
+def test_late_misbehaviour_stops_the_run_naming_state_step_and_hash(tmp_path, name, capsys, monkeypatch):
+    source, message = LATE[name]
+    # through generation: the function passes every validation check and is signed
+    (path,) = generate(tmp_path / "gen", [source], monkeypatch)
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    for where, tfcaf_path in (("generated", path), ("forged", forged(tmp_path / "forged", source))):
+        t0 = time.monotonic()
+        run_main(tmp_path / where, "qllm", "matrix_game", f"tfcaf_path={tfcaf_path}", *TRAIN, expect=1)
+        err = capsys.readouterr().err
+        assert re_search(message, err) and "t_env" in err and digest[:16] in err, err[-3000:]
+        assert "time step" in err or "no answer" in err or "raised" in err
+        assert time.monotonic() - t0 < 60
+    assert_no_leaks(tmp_path)
+
+
+def re_search(pattern, text):
+    import re
+
+    return re.search(pattern, text) is not None
+
+
+def test_the_host_is_untouched_by_validation_and_training_steps(tmp_path):
+    """In-process: validation of every hostile function and training steps with a late-misbehaving one leave the
+    host's RNG, threads and torch module dicts as they were; an in-place write never reaches the learner's batch."""
+    states = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    ctx_v = ValidationContext(n_agents=2, state_size=6, states=states, igm_gate=True, time_limit_s=5)
+    before = host_state()
+    for name, source in REFUSED.items():
+        if "(V)" in name:
+            assert not validate_source(source, ctx_v).ok, name
+    writer = fn("if state.shape[0] == 6:\n    state[:, 0] = 1e6\n" + OK_TAIL)
+    path = forged(tmp_path / "writer", writer)
+    ctx = make_ctx("qllm", "matrix_game", tfcaf_path=path, igm_gate=True, batch_size=2, buffer_size=4,
+                   env_args={"episode_limit": 5}, use_cuda=False)
+    assert ctx.features[0].spec.trust == "re-validated"
+    for i in range(3):
+        batch = ctx.runner.run()  # acting draws from the RNG itself: compare around the TFCAF's part only
+        state = batch["state"].clone()
+        before = host_state()
+        ctx.annotate(batch, t_env=i)
+        assert_host_unchanged(before)
+        assert torch.equal(batch["state"], state) and batch.max_t_filled() == 6
+        ctx.buffer.insert_episode_batch(batch)
+    out = ctx.learner.train(ctx.buffer.sample(2), t_env=10, episode_num=3)
+    assert np.isfinite(out["loss"])
+    ctx.features[0].close()
+
+
+def test_the_worker_dies_with_a_killed_training_process(tmp_path):
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "src", "main.py")
+    proc = subprocess.Popen([sys.executable, src, "--config=qllm", "--env-config=matrix_game", "with",
+                             f"local_results_path={tmp_path}", "t_max=100000000", "save_model=False",
+                             "use_tensorboard=False"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        worker = None
+        deadline = time.monotonic() + 120
+        while worker is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            worker = next((pid for pid in _children_cmdline("qllm.worker_child")), None)
+        assert worker is not None, "the TFCAF worker never started"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker), f"TFCAF worker {worker} outlived its parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _children_cmdline(marker):
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        yield int(entry)
+            except OSError:
+                continue
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
