@@ -6,7 +6,10 @@
 For each env config: the mixer's learnable parameters for qmix, qplex, qatten and qllm (with the
 config's defaults), and the time of one q_learner.train call (agents + mixer + targets + optimiser,
 batch 32 episodes) for QMIX and for QLLM (the shipped reference TFCAF) on the *same* batch, collected
-once with random actions. One CPU thread. Writes results/bench/qllm_mixer.{json,md}.
+once with random actions (the QLLM run's buffer, whose episodes carry the TFCAF's weights from the
+sandboxed worker; QMIX ignores those fields). Also the worker's cost: ms per 1,000 states when called
+once per episode as episodes enter the buffer (what training does) and once per sampled batch of 32
+episodes (the alternative that was not chosen). One CPU thread. Writes results/bench/qllm_mixer.{json,md}.
 """
 import argparse
 import json
@@ -53,6 +56,8 @@ def mixer_params(env):
         ctx = context(alg, env, mixer=mixer)
         counts[mixer] = sum(p.numel() for p in ctx.learner.mixer.parameters())
         ctx.runner.close_env()
+        for provider in ctx.features:
+            provider.close()
     return counts
 
 
@@ -66,18 +71,34 @@ def train_step_ms(ctx, batch, repeats):
     return statistics.median(times)
 
 
+def worker_ms_per_1000(worker, states, repeats):
+    worker.evaluate(states)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        worker.evaluate(states)
+    return 1000 * 1000 * (time.perf_counter() - start) / (repeats * states.shape[0])
+
+
 def bench(env, repeats):
-    qmix = context("qmix", env)
-    for _ in range(32):
-        qmix.buffer.insert_episode_batch(qmix.runner.run(test_mode=False))
-    batch = qmix.buffer.sample(32)
     qllm = context("qllm", env)
-    row = {"env": env, "params": mixer_params(env), "episode_len": int(batch.max_t_filled()),
+    for _ in range(32):
+        qllm.buffer.insert_episode_batch(qllm.annotate(qllm.runner.run(test_mode=False)))
+    batch = qllm.buffer.sample(32)
+    qmix = context("qmix", env)
+    worker = qllm.features[0].worker
+    T = batch.max_t_filled()
+    states = batch["state"][:, :T].reshape(-1, batch["state"].shape[-1]).numpy()
+    row = {"env": env, "params": mixer_params(env), "episode_len": int(T),
            "qmix_ms": round(train_step_ms(qmix, batch, repeats), 2),
-           "qllm_ms": round(train_step_ms(qllm, batch, repeats), 2)}
+           "qllm_ms": round(train_step_ms(qllm, batch, repeats), 2),
+           "worker_ms_per_1000_states_per_episode": round(worker_ms_per_1000(worker, states[:T], 10 * repeats), 3),
+           "worker_ms_per_1000_states_per_batch": round(worker_ms_per_1000(worker, states, repeats), 3)}
     row["reduction"] = round(1 - row["qllm_ms"] / row["qmix_ms"], 3)
+    row["per_batch_worker_ms"] = round(row["worker_ms_per_1000_states_per_batch"] * states.shape[0] / 1000, 2)
     for ctx in (qmix, qllm):
         ctx.runner.close_env()
+        for provider in ctx.features:
+            provider.close()
     return row
 
 
@@ -96,14 +117,15 @@ def main():
             rows.append({"env": env, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:150]}"})
         print(json.dumps(rows[-1]), flush=True)
     lines = ["| env | qmix params | qplex params | qatten params | qllm params | QMIX train step | QLLM train step | "
-             "reduction |", "|---" * 8 + "|"]
+             "QLLM / QMIX | worker ms / 1k states (per episode; per batch) |", "|---" * 9 + "|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['env']} | not run: {r['error']} |||||||")
+            lines.append(f"| {r['env']} | not run: {r['error']} ||||||||")
             continue
         c = r["params"]
         lines.append(f"| {r['env']} | {c['qmix']:,} | {c['qplex']:,} | {c['qatten']:,} | {c['qllm']} | "
-                     f"{r['qmix_ms']} ms | {r['qllm_ms']} ms | {100 * r['reduction']:.0f}% |")
+                     f"{r['qmix_ms']} ms | {r['qllm_ms']} ms | {r['qllm_ms'] / r['qmix_ms']:.2f}× | "
+                     f"{r['worker_ms_per_1000_states_per_episode']}; {r['worker_ms_per_1000_states_per_batch']} |")
     write_report(a.out, "qllm_mixer", rows, lines)
 
 

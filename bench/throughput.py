@@ -2,6 +2,7 @@
 
     python bench/throughput.py                      # QMIX, LBF 8x8-2p-2f-coop, episode + parallel(8), 6 runs each
     python bench/throughput.py --repeats 2 --runners episode
+    python bench/throughput.py --config qllm --runners episode     # another alg on the same task
 
 Writes results/bench/throughput.{json,md}: env steps/s (whole process), peak RSS of the main
 process, the learner's updates/s and the final test return, per run and as medians.
@@ -27,10 +28,10 @@ RUNNERS = {"episode": ["runner=episode", "batch_size_run=1"],
            "parallel": ["runner=parallel", "batch_size_run=8"]}
 
 
-def one_run(runner, seed, extra):
+def one_run(runner, seed, extra, alg="qmix"):
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, os.path.join(ROOT, "src", "main.py"), *TASK, *RUNNERS[runner], f"seed={seed}",
-               f"local_results_path={tmp}", *extra]
+        cmd = [sys.executable, os.path.join(ROOT, "src", "main.py"), f"--config={alg}", *TASK[1:], *RUNNERS[runner],
+               f"seed={seed}", f"local_results_path={tmp}", *extra]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -61,13 +62,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--runners", nargs="+", default=["episode", "parallel"], choices=sorted(RUNNERS))
+    parser.add_argument("--config", default="qmix", help="the algorithm config (the task stays the same)")
     parser.add_argument("--out", default=os.path.join(ROOT, "results", "bench"))
     parser.add_argument("extra", nargs="*", help="more `key=value` overrides for every run")
     args = parser.parse_args()
     rows = []
     for i in range(args.repeats):
         for runner in args.runners:  # interleaved, so machine load affects both alike
-            rows.append(one_run(runner, seed=i, extra=args.extra))
+            rows.append(one_run(runner, seed=i, extra=args.extra, alg=args.config))
             print(json.dumps(rows[-1]), flush=True)
     summary = summarise(rows)
     lines = ["| runner | runs | env steps/s median (min–max) | peak RSS MB | updates/s | final test return |",
@@ -76,7 +78,8 @@ def main():
         lines.append(f"| {runner} | {s['runs']} | {s['median_env_steps_per_s']:.0f} ({s['min']:.0f}–{s['max']:.0f}) "
                      f"| {s['median_peak_rss_mb']:.0f} | {s['median_updates_per_s']:.1f} "
                      f"| {s['mean_final_test_return']:.3f} |")
-    write_report(args.out, "throughput", {"task": TASK, "runs": rows, "summary": summary}, lines)
+    name = "throughput" if args.config == "qmix" else f"throughput_{args.config}"
+    write_report(args.out, name, {"alg": args.config, "task": TASK[1:], "runs": rows, "summary": summary}, lines)
 
 
 if __name__ == "__main__":

@@ -28,13 +28,13 @@ is validated too (components/dataset_checks.py): in memory, everything once; laz
 
 A writer writes to a temporary file in the target folder and renames it to the target only when it closes
 without error; on an exception the temporary file is removed. Resuming an interrupted collection is not
-supported: an interrupted write is discarded (a process killed outright can leave a `*.tmp` file behind,
-which is never at the target path and has no `complete` attr, so readers refuse it).
+supported: an interrupted write is discarded (a process killed outright leaves its temporary file behind, named
+after its writer (utils.files.temp_path); the next writer in that folder deletes it once that process is gone,
+and readers refuse it: it is never at the target path and has no `complete` attr).
 """
 import json
 import math
 import os
-import tempfile
 from datetime import datetime, timezone
 
 import h5py
@@ -42,6 +42,7 @@ import numpy as np
 import torch as th
 
 from components.dataset_checks import DatasetError, check_content, invalid_episodes, read, read_salvage
+from utils.files import clean_stale_temps, is_temp, temp_path
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -125,9 +126,9 @@ class DatasetWriter:
     def __enter__(self):
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(self.path) + ".", suffix=".tmp")
-        os.close(fd)
-        self._file = h5py.File(self._tmp, "w")
+        clean_stale_temps(folder)  # files of writers killed mid-write
+        self._tmp = temp_path(self.path)  # names this process, so a later run can tell a dead writer's litter
+        self._file = h5py.File(self._tmp, "x")
         self._file.attrs["complete"] = False
         self._file.attrs["schema_version"] = SCHEMA_VERSION
         kw = self._dataset_kw()
@@ -406,6 +407,9 @@ class OfflineDataset:
         In memory, the whole content is validated here; lazily, each read of episodes is (a pass at open would
         read the whole file, which lazy loading exists to avoid)."""
         path = os.fspath(path)
+        if is_temp(path):
+            raise DatasetError(f"{path} is an unfinished write (a temporary file of a writer that did not complete); "
+                               f"load the finished dataset, or collect it again")
         f = _open_h5(path)
         try:
             _validate(f, path, expect_env)

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from components.action_selectors import REGISTRY as action_REGISTRY
 from components.action_selectors import UNAVAILABLE_Q
 from modules.agents import REGISTRY as agent_REGISTRY
+from utils.checkpoint import load_file
 
 
 class BasicMAC:
@@ -124,7 +125,7 @@ class BasicMAC:
         th.save(self.agent.state_dict(), f"{path}/agent.th")
 
     def load_models(self, path):
-        self.agent.load_state_dict(th.load(f"{path}/agent.th", map_location="cpu"))
+        self.agent.load_state_dict(load_file(f"{path}/agent.th"))  # weights_only=True; a damaged file is named
 
 
 class NonSharedMAC(BasicMAC):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from qllm.policy import PolicyError, check_source
 from qllm.records import record_problem
+from utils.files import is_temp
 
 TFCAF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tfcafs")
 MANIFEST = "MANIFEST.json"
@@ -100,6 +101,9 @@ def load_tfcaf(path, *, env_config=None, n_agents=None, state_size=None, igm_gat
 
     `igm_gate`: the run's setting (None: the recorded one, else True); a re-validation uses it."""
     path = os.path.abspath(os.path.expanduser(str(path)))
+    if is_temp(os.path.dirname(path)) or is_temp(path):
+        raise TFCAFLoadError(f"{path} is inside an unfinished generation (a temporary folder); use a finished one "
+                             f"from results/tfcafs/<env>/<id>/")
     if not os.path.isfile(path):
         raise TFCAFLoadError(f"no TFCAF file at {path}: give tfcaf_path=<file>, generate one with "
                              f"--config=qllm_generate, or leave tfcaf_path null to use the shipped reference")

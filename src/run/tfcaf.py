@@ -5,8 +5,9 @@
 writes results/tfcafs/<env>/<id>/tfcaf.py and meta.json (prompts, model, every candidate with its
 validation report, the evaluator's choices, and the validation record of tfcaf.py signed with this
 installation's key (qllm.records), which lets `mixer: qllm` train with it without validating it again).
-The folder is assembled as <id>.tmp and renamed when complete; a failed generation is kept as
-<id>.failed with its LLM transcript (answers are also in the LLM cache, so a rerun pays nothing twice).
+The folder is assembled under a temporary name (utils.files.temp_path) and renamed when complete; a failed
+generation is kept as <id>.failed with its LLM transcript (answers are also in the LLM cache, so a rerun pays
+nothing twice).
 """
 import hashlib
 import os
@@ -22,14 +23,16 @@ from qllm.records import sign_record
 from qllm.states import sample_states
 from qllm.validate import ValidationContext
 from run.setup import env_label, results_path
-from utils.files import write_json_atomic
+from utils.files import clean_stale_temps, temp_path, write_json_atomic
 
 
 def run_tfcaf(_run, config, _log):
     label = env_label(config)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     root = os.path.join(results_path(config), "tfcafs", label)
-    final_dir, work_dir = os.path.join(root, stamp), os.path.join(root, f"{stamp}.tmp")
+    final_dir = os.path.join(root, stamp)
+    clean_stale_temps(root)  # folders of generations killed mid-way
+    work_dir = temp_path(final_dir)  # names this process, so a later run can tell a dead writer's litter
     os.makedirs(work_dir)
 
     env_args = dict(config["env_args"], seed=config["seed"])

@@ -1,5 +1,7 @@
 """The HDF5 offline dataset: round trips from real rollouts, atomic writes, validation errors, views, batches."""
 import json
+import os
+import shutil
 
 import h5py
 import numpy as np
@@ -96,6 +98,27 @@ def test_interrupted_write_leaves_nothing(tmp_path, climbing):
             w.add(batches[0])
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_writers_file_is_cleaned_and_never_loaded(tmp_path, climbing):
+    """A writer killed outright leaves a temp named after it: refused by readers, deleted by the next writer."""
+    import subprocess
+    import sys
+
+    from utils.files import temp_path
+
+    ctx, batches, _ = climbing
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = temp_path(str(tmp_path / "x.h5")).replace(f"-{os.getpid()}-", f"-{dead.pid}-")
+    with DatasetWriter(tmp_path / "full.h5", ctx.runner.get_env_info(), "matrix_game", {}, {}) as w:
+        w.add(batches[0])
+    shutil.copy(tmp_path / "full.h5", stale)
+    with pytest.raises(DatasetError, match="unfinished write"):
+        OfflineDataset.load(stale)
+    with DatasetWriter(tmp_path / "y.h5", ctx.runner.get_env_info(), "matrix_game", {}, {}) as w:
+        w.add(batches[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.h5", "y.h5"]
 
 
 def _copy(src, dst, edit):

@@ -159,3 +159,12 @@ def test_policy_and_missing_files_are_refused_before_anything_else(tmp_path):
         load_tfcaf(tmp_path / "nope.py")
     with pytest.raises(TFCAFLoadError, match="no shipped reference TFCAF for env config 'nope'"):
         shipped_reference("nope")
+
+
+def test_a_file_inside_an_unfinished_generation_is_refused(tmp_path):
+    from utils.files import temp_path
+
+    folder = tmp_path / os.path.basename(temp_path(str(tmp_path / "20261203-000000")))
+    path = write_tfcaf(folder, meta=signed())
+    with pytest.raises(TFCAFLoadError, match="unfinished generation"):
+        load_tfcaf(path, env_config="lbf", n_agents=2, state_size=6)

@@ -6,8 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from qllm.states import sample_states
 from qllm.sandbox import child_env as _child_env
+from qllm.states import sample_states
 from qllm.validate import STAGES, ValidationContext, main, validate_source
 
 N_AGENTS = 2
