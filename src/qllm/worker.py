@@ -73,6 +73,8 @@ class TFCAFWorker:
         states = np.ascontiguousarray(states, dtype=np.float32)
         rows, cols = states.shape
         n = self.n_agents
+        if rows == 0:
+            return np.zeros((0, n), np.float32), np.zeros((0, 1), np.float32)
         t0 = time.perf_counter()
         try:
             self._proc.stdin.write(HEADER.pack(rows, cols))

@@ -86,7 +86,9 @@ def build(_run, config, _log):
     args.episode_limit = env_info["episode_limit"]
 
     scheme, groups, preprocess = episode_scheme(env_info)
-    features = make_features(args, _log)  # per-state batch fields the mixer declares (qllm: the TFCAF's w, b)
+    # per-state batch fields the mixer declares (qllm: the TFCAF's w, b); evaluation trains nothing and needs none
+    evaluating = args.evaluate or config.get("run") == "evaluate"
+    features = [] if evaluating else make_features(args, _log)
     for provider in features:
         scheme.update(provider.scheme)
         if _run is not None:
