@@ -40,9 +40,10 @@ def revalidator(args, n_states=512):
 
 class TFCAFFeatures:
     """Fills `tfcaf_w`, `tfcaf_b` of episode batches from the TFCAF worker; resolves `args.igm_gate` and records
-    the function's identity in `args.tfcaf_sha256` (the mixer's checkpoints carry it)."""
+    the function's identity in `args.tfcaf_sha256` (the mixer's checkpoints carry it). `run_info` (the Sacred
+    run's info dict) gets the function's record under "tfcaf" once the worker is up, and its final cost."""
 
-    def __init__(self, args, log):
+    def __init__(self, args, log, process=None, run_info=None):
         path = resolve_tfcaf_path(args)
         self.spec = load_tfcaf(path, env_config=getattr(args, "env_config", None), n_agents=args.n_agents,
                                state_size=int(args.state_shape), igm_gate=getattr(args, "igm_gate", None),
@@ -51,25 +52,33 @@ class TFCAFFeatures:
         if gate is None:
             gate = True if self.spec.igm_gate is None else self.spec.igm_gate
         args.igm_gate, args.tfcaf_sha256 = bool(gate), self.spec.sha256
-        self.n_agents = args.n_agents
+        self.n_agents, self.log, self.run_info = args.n_agents, log, run_info
         self.worker = self.spec.start_worker(args.n_agents, bool(gate), timeout_s=float(args.tfcaf_timeout_s),
-                                             memory_mb=int(args.tfcaf_memory_mb))
-        log.info(f"TFCAF {self.spec.path} (sha256 {self.spec.sha256[:16]}..., {self.spec.form} form, "
-                 f"{self.spec.trust}, igm_gate={args.igm_gate}) runs in a sandboxed worker "
-                 f"(seccomp {'on' if self.worker.sandbox.get('seccomp') else 'off'})")
+                                             memory_mb=int(args.tfcaf_memory_mb), process=process)
+        self._record()
 
     @property
     def scheme(self):
         return {"tfcaf_w": {"vshape": (self.n_agents,)}, "tfcaf_b": {"vshape": (1,)}}
 
     def info(self):
+        sandbox = self.worker.sandbox or {}
         return {"path": self.spec.path, "sha256": self.spec.sha256, "form": self.spec.form, "trust": self.spec.trust,
-                "igm_gate": self.worker.igm_gate, "seccomp": bool(self.worker.sandbox.get("seccomp")),
+                "igm_gate": self.worker.igm_gate, "seccomp": sandbox.get("seccomp"),
                 "worker_calls": self.worker.calls,
                 "worker_ms_per_1000_states": round(self.worker.cost_per_1000_states_ms(), 3)}
 
+    def _record(self):
+        if self.run_info is not None:
+            self.run_info["tfcaf"] = self.info()
+
     def annotate(self, batch, t_env=None):
         """Compute the fields for the filled time steps of every episode in `batch` (padding stays 0)."""
+        if self.worker.sandbox is None:
+            sandbox = self.worker.wait_ready()
+            self.log.info(f"TFCAF {self.spec.path} (sha256 {self.spec.sha256[:16]}..., {self.spec.form} form, "
+                          f"{self.spec.trust}, igm_gate={self.worker.igm_gate}) runs in a sandboxed worker (seccomp "
+                          f"{'on' if sandbox.get('seccomp') else 'off: ' + str(sandbox.get('seccomp_reason'))})")
         T = batch.max_t_filled()
         states = batch["state"][:, :T]
         B, S = states.shape[0], states.shape[-1]
@@ -81,22 +90,25 @@ class TFCAFFeatures:
         w, b = self.worker.evaluate(states.reshape(B * T, S).cpu().numpy(), where=where)
         batch.update({"tfcaf_w": w.reshape(B, T, self.n_agents), "tfcaf_b": b.reshape(B, T, 1)},
                      ts=slice(0, T), mark_filled=False)
+        if self.worker.calls == 1 or self.worker.calls % 1000 == 0:
+            self._record()
         return batch
 
     def close(self):
+        self._record()
         self.worker.close()
 
 
-def make_features(args, log):
-    """The batch-field providers this run's mixer declares (modules.mixers.BATCH_FIELDS)."""
+def wants_features(args):
+    """The batch fields this run's mixer declares (modules.mixers.BATCH_FIELDS)."""
     from modules.mixers import BATCH_FIELDS
 
-    fields = BATCH_FIELDS.get(getattr(args, "mixer", None) or "", ())
-    if not fields:
-        return []
-    if tuple(fields) != FIELDS:
+    fields = tuple(BATCH_FIELDS.get(getattr(args, "mixer", None) or "", ()))
+    if fields and fields != FIELDS:
         raise ValueError(f"no provider for the batch fields {fields} of mixer '{args.mixer}'")
-    try:
-        return [TFCAFFeatures(args, log)]
-    except TFCAFLoadError:
-        raise
+    return bool(fields)
+
+
+def make_features(args, log, process=None, run_info=None):
+    """The providers of the batch fields this run's mixer declares ([] for mixers that declare none)."""
+    return [TFCAFFeatures(args, log, process=process, run_info=run_info)] if wants_features(args) else []

@@ -43,11 +43,12 @@ class TFCAFSpec:
     def legacy(self):
         return self.form == "legacy"
 
-    def start_worker(self, n_agents, igm_gate, timeout_s=30.0, memory_mb=1024):
+    def start_worker(self, n_agents, igm_gate, timeout_s=30.0, memory_mb=1024, process=None):
         from qllm.worker import TFCAFWorker
 
         return TFCAFWorker(self.source, form=self.form, n_agents=n_agents, sha256=self.sha256, igm_gate=igm_gate,
-                           name=f"TFCAF {os.path.basename(self.path)}", timeout_s=timeout_s, memory_mb=memory_mb)
+                           name=f"TFCAF {os.path.basename(self.path)}", timeout_s=timeout_s, memory_mb=memory_mb,
+                           process=process)
 
 
 def manifest_path():

@@ -35,15 +35,22 @@ class TFCAFWorkerError(RuntimeError):
     """The TFCAF misbehaved at training time (or its worker died); the message says where and what to do."""
 
 
+def prestart():
+    """Start a worker process now (it imports torch while the run builds its envs, learner and first
+    episodes) and hand it to TFCAFWorker(process=...) once the source is trusted; None = start there."""
+    proc, workdir = spawn(_BOOT)
+    return proc, workdir, weakref.finalize(proc, _shutdown, proc, workdir)
+
+
 class TFCAFWorker:
     def __init__(self, source, *, form, n_agents, sha256, igm_gate, name="TFCAF", timeout_s=30.0, memory_mb=1024,
-                 startup_timeout_s=120.0):
+                 startup_timeout_s=120.0, process=None):
         self.n_agents, self.sha256, self.igm_gate, self.name = int(n_agents), sha256, bool(igm_gate), name
-        self.timeout_s = float(timeout_s)
+        self.timeout_s, self.startup_timeout_s = float(timeout_s), float(startup_timeout_s)
         self.calls, self.states_evaluated, self.seconds = 0, 0, 0.0
+        self.sandbox = None  # the child's report of its confinement, once it is ready
         self._stderr = deque(maxlen=20)
-        self._proc, self._workdir = spawn(_BOOT)
-        self._finalizer = weakref.finalize(self, _shutdown, self._proc, self._workdir)
+        self._proc, self._workdir, self._finalizer = process or prestart()
         threading.Thread(target=_drain, args=(self._proc.stderr, self._stderr), daemon=True).start()
         init = {"source": source, "entry": "QLLMNetwork" if form == "legacy" else "tfcaf", "form": form,
                 "n_agents": self.n_agents, "memory_mb": int(memory_mb), "parent_pid": os.getpid()}
@@ -54,22 +61,34 @@ class TFCAFWorker:
         try:
             self._proc.stdin.write((json.dumps(init) + "\n").encode())
             self._proc.stdin.flush()
-            line = self._read_line(time.monotonic() + float(startup_timeout_s))
-        except (OSError, TFCAFWorkerError) as e:
+        except OSError as e:
             self.close()
             raise TFCAFWorkerError(f"the sandboxed worker for {self._who()} did not start: {e}") from None
+
+    def wait_ready(self):
+        """Block until the child has confined itself and loaded the code (at most startup_timeout_s)."""
+        if self.sandbox is not None:
+            return self.sandbox
+        try:
+            line = self._read_line(time.monotonic() + self.startup_timeout_s)
+        except (OSError, TFCAFWorkerError) as e:
+            self.close()
+            raise TFCAFWorkerError(f"the sandboxed worker for {self._who()} did not start: {e}. "
+                                   f"{self._stderr_tail()}") from None
         kind, _, payload = line.partition(b" ")
         if kind != b"READY":
             self.close()
             detail = _error_text(payload) if kind == b"FAILED" else line[:300].decode(errors="replace")
             raise TFCAFWorkerError(f"{self._who()} failed to load in the sandboxed worker: {detail}")
         self.sandbox = json.loads(payload)
+        return self.sandbox
 
     # ----- requests -----
     def evaluate(self, states, where=None):
         """w [N, n], b [N, 1] float32 for states [N, S]; `where(row) -> str` names a row in error messages."""
         if self._proc is None:
             raise TFCAFWorkerError(f"the worker for {self._who()} was closed after an earlier failure")
+        self.wait_ready()
         states = np.ascontiguousarray(states, dtype=np.float32)
         rows, cols = states.shape
         n = self.n_agents
@@ -185,7 +204,7 @@ def _drain(stream, sink):
 
 
 def _shutdown(proc, workdir):
-    kill_group(proc)
+    kill_group(proc)  # also when a prestarted process was never used (its run failed to build)
     remove_workdir(workdir)
 
 

@@ -117,6 +117,8 @@ def run_online(_run, config, _log):
     _log.info(f"Finished training: {runner.t_env - start_T} env steps in {total:.1f}s "
               f"({(runner.t_env - start_T) / max(total, 1e-9):.0f} env steps/s, {loop.n_updates} updates)")
     runner.close_env()
+    for provider in ctx.features:  # records the TFCAF worker's final cost in info.json
+        provider.close()
     logger.finish()
 
 

@@ -11,7 +11,8 @@ from components.episode_buffer import ReplayBuffer
 from components.transforms import OneHot
 from controllers import REGISTRY as mac_REGISTRY
 from learners import REGISTRY as le_REGISTRY
-from qllm.features import make_features
+from qllm.features import make_features, wants_features
+from qllm.worker import prestart as prestart_worker
 from runners import REGISTRY as r_REGISTRY
 from utils.logging import Logger
 
@@ -77,6 +78,10 @@ def build(_run, config, _log):
         logger.setup_tb(os.path.join(args.results_dir, "tb_logs", args.unique_token))
     logger.setup_sacred(_run)
 
+    # per-state batch fields the mixer declares (qllm: the TFCAF's w, b); evaluation trains nothing and needs none.
+    # The sandboxed worker process starts now, so its start-up overlaps building the envs and the learner.
+    evaluating = args.evaluate or config.get("run") == "evaluate"
+    worker_process = prestart_worker() if not evaluating and wants_features(args) else None
     runner = r_REGISTRY[args.runner](args=args, logger=logger)
     env_info = runner.get_env_info()
     args.n_agents = env_info["n_agents"]
@@ -86,13 +91,15 @@ def build(_run, config, _log):
     args.episode_limit = env_info["episode_limit"]
 
     scheme, groups, preprocess = episode_scheme(env_info)
-    # per-state batch fields the mixer declares (qllm: the TFCAF's w, b); evaluation trains nothing and needs none
-    evaluating = args.evaluate or config.get("run") == "evaluate"
-    features = [] if evaluating else make_features(args, _log)
+    try:
+        features = [] if evaluating else make_features(args, _log, process=worker_process,
+                                                       run_info=None if _run is None else _run.info)
+    except BaseException:
+        if worker_process is not None:
+            worker_process[2]()  # the prestarted process is not needed: end it now, not at garbage collection
+        raise
     for provider in features:
         scheme.update(provider.scheme)
-        if _run is not None:
-            _run.info["tfcaf"] = provider.info()
     buffer = ReplayBuffer(scheme, groups, args.buffer_size, env_info["episode_limit"] + 1,
                           preprocess=preprocess, device="cpu" if args.buffer_cpu_only else args.device)
 

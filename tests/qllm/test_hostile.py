@@ -220,7 +220,7 @@ def test_the_worker_dies_with_a_killed_training_process(tmp_path):
         deadline = time.monotonic() + 120
         while worker is None and time.monotonic() < deadline:
             time.sleep(0.5)
-            worker = next((pid for pid in _children_cmdline("qllm.worker_child")), None)
+            worker = next((pid for pid in _children_cmdline("qllm.worker_child") if _ppid(pid) == proc.pid), None)
         assert worker is not None, "the TFCAF worker never started"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -242,6 +242,14 @@ def _children_cmdline(marker):
                         yield int(entry)
             except OSError:
                 continue
+
+
+def _ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().split(")")[-1].split()[1])
+    except OSError:
+        return None
 
 
 def _alive(pid):
