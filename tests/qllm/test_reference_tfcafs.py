@@ -449,3 +449,29 @@ def test_references_pass_the_sandboxed_validator():
         if not report.ok:
             failures.append(f"{name}: {report.stage}: {report.errors}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("name", [c for c in CONFIGS if c not in STARCRAFT])
+def test_reference_trains_through_the_sandboxed_worker(name):
+    """Regression for issue 10: each shipped reference is trusted by the packaged manifest, runs in the worker,
+    fills the batch with what the function computes, and one q_learner step trains on it."""
+    from helpers import make_ctx
+
+    cfg = load_yaml("envs", name)
+    if cfg["env"] in OPTIONAL:
+        require_extra(*OPTIONAL[cfg["env"]])
+    ctx = make_ctx("qllm", name, batch_size=1, buffer_size=2, use_cuda=False, test_nepisode=1)
+    try:
+        provider = ctx.features[0]
+        assert provider.spec.trust == "shipped reference"
+        batch = ctx.annotate(ctx.runner.run(), t_env=0)
+        T = batch.max_t_filled()
+        w, b = run(name, batch["state"][0, :T].numpy())
+        assert torch.allclose(batch["tfcaf_w"][0, :T], w, atol=1e-6)
+        assert torch.allclose(batch["tfcaf_b"][0, :T], b, atol=1e-6)
+        ctx.buffer.insert_episode_batch(batch)
+        assert np.isfinite(ctx.learner.train(ctx.buffer.sample(1), t_env=T, episode_num=1)["loss"])
+    finally:
+        ctx.runner.close_env()
+        for provider in ctx.features:
+            provider.close()
