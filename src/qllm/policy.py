@@ -168,7 +168,13 @@ class _Checker(ast.NodeVisitor):
         if node.decorator_list:
             self.bad(node, f"decorators are not allowed (on '{node.name}')")
         self.check_defaults(node, node.args, f"'{node.name}'")
+        node.returns = None  # annotations are never evaluated (qllm.runtime compiles with postponed annotations)
         self.generic_visit(node)
+
+    def visit_AnnAssign(self, node):
+        self.visit(node.target)
+        if node.value is not None:
+            self.visit(node.value)
 
     def visit_Lambda(self, node):
         self.check_defaults(node, node.args, "a lambda")
@@ -181,8 +187,7 @@ class _Checker(ast.NodeVisitor):
                                f"True/False/None or tuples of these): a mutable default keeps state between calls")
 
     def visit_arg(self, node):
-        self.check_name(node, node.arg, "argument")
-        self.generic_visit(node)
+        self.check_name(node, node.arg, "argument")  # its annotation is never evaluated: not checked
 
     def visit_keyword(self, node):
         if node.arg:

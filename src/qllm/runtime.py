@@ -7,6 +7,8 @@ math. A proxy hands out only its module's allow-listed names (qllm.allowlist.MOD
 (torch re-exports os, sys, ctypes, importlib, ...), and it has no `__name__`, so Python's
 `from pkg import sub` fallback to `sys.modules` cannot reach a real module either.
 """
+import __future__
+
 import builtins
 import importlib
 import sys
@@ -104,7 +106,8 @@ def exec_restricted(source, filename="<tfcaf>"):
 def exec_checked(source, entry, form, filename="<tfcaf>"):
     """Run already-checked source (tests call this to probe the runtime layer on its own)."""
     namespace = {"__builtins__": safe_builtins(), "__name__": "tfcaf"}
-    exec(compile(source, filename, "exec", dont_inherit=True), namespace)
+    # postponed annotations: `def tfcaf(state: torch.Tensor)` keeps `torch.Tensor` as text, never evaluated
+    exec(compile(source, filename, "exec", flags=__future__.annotations.compiler_flag, dont_inherit=True), namespace)
     fn = namespace.get(entry)
     if not callable(fn):
         raise TFCAFRuntimeError(f"'{entry}' is not a function after running the code")

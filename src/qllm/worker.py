@@ -120,7 +120,7 @@ class TFCAFWorker:
             self._fail()
             raise TFCAFWorkerError(f"{self._who()} answered {length} bytes for {rows} states{self._at(where)} "
                                    f"(expected {rows * (n + 1) * 4})")
-        values = np.frombuffer(payload, dtype=np.float32)
+        values = np.frombuffer(payload, dtype=np.float32).copy()  # writable, owned by the caller
         w, b = values[:rows * n].reshape(rows, n), values[rows * n:].reshape(rows, 1)
         self._check(w, b, states, where)
         return w, b

@@ -303,3 +303,18 @@ def test_extract_code_variants():
     assert extract_code("") is None and extract_code(None) is None
     legacy = "def QLLMNetwork(agents_q, global_state):\n    return agents_q\n"
     assert extract_code(f"text\n```py\n{legacy}```") == legacy
+
+
+def test_annotations_are_allowed_and_never_evaluated(tmp_path, monkeypatch):
+    """The QLLM paper's template annotates with torch.Tensor; annotations stay text (postponed evaluation), so
+    even one that would act if evaluated does nothing."""
+    monkeypatch.chdir(tmp_path)
+    src = ("import torch\n"
+           "def tfcaf(state: torch.Tensor, n_agents: int) -> torch.Tensor:\n"
+           "    w: torch.Tensor = torch.softmax(state[:, :n_agents], -1)\n"
+           "    return w, state[:, :1]\n"
+           "def helper(x: open('pwned', 'w')) -> torch.load('x'):\n"
+           "    return x\n")
+    fn, form = exec_restricted(src)
+    w, _ = fn(torch.ones(2, 3), 2)
+    assert form == "tfcaf" and torch.allclose(w, torch.full((2, 2), 0.5)) and list(tmp_path.iterdir()) == []
