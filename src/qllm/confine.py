@@ -1,13 +1,16 @@
 """Confinement of a sandbox process before any TFCAF code runs in it (validator child and training worker).
 
 Applied in this order, each a separate layer:
+- leave the working directory (it is removed, so nothing can be created or left in it);
+- as root, drop to user nobody without groups (a change of credentials clears PDEATHSIG, so this comes first);
 - die with the parent (PR_SET_PDEATHSIG = SIGKILL; and exit at once if the parent is already gone);
 - resource limits: address space = baseline + memory_mb, optional CPU time, file size 0 (writing a byte
   to a file raises SIGXFSZ), no core dumps, no new file descriptors (RLIMIT_NOFILE = lowest free fd);
 - a seccomp filter (libseccomp through the `pyseccomp` binding) that makes the calls that open files,
-  create processes or sockets, run programs or change the file system fail with EPERM (threads can still
-  be created, so torch works). Where the kernel or libseccomp is missing the filter is skipped, and the
-  report says so (`seccomp: false` with the reason); the other layers still hold.
+  create processes or sockets, run programs, change the file system, signal other processes, change limits,
+  credentials or the parent-death signal fail with EPERM (threads can still be created, so torch works).
+  Where the kernel or libseccomp is missing the filter is skipped, and the report says so (`seccomp: false`
+  with the reason); the other layers still hold.
 """
 import ctypes
 import errno
@@ -26,7 +29,13 @@ DENIED_SYSCALLS = (
     "fchownat", "truncate", "ftruncate", "chdir", "fchdir", "chroot", "mount", "umount2", "pivot_root",
     "ptrace", "process_vm_readv", "process_vm_writev", "memfd_create", "userfaultfd", "bpf", "perf_event_open",
     "io_uring_setup", "setns", "unshare", "keyctl", "add_key", "request_key", "init_module", "finit_module",
+    "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open", "pidfd_send_signal",  # signals
+    "pidfd_getfd", "setpriority", "sched_setaffinity", "setrlimit", "prlimit64",  # other processes, own limits
+    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups", "capset",  # credentials
+    "reboot", "swapon", "swapoff", "sethostname", "setdomainname", "settimeofday", "clock_settime", "adjtimex",
+    "iopl", "ioperm", "kexec_load", "acct", "quotactl", "syslog", "vhangup",
 )
+NOBODY = 65534
 
 
 def vm_bytes():
@@ -90,16 +99,39 @@ def build_seccomp_filter():
         # (glibc then falls back to clone, whose flags the filter can read)
         filt.add_rule(deny, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
         filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+        filt.add_rule(deny, "prctl", seccomp.Arg(0, seccomp.EQ, PR_SET_PDEATHSIG))  # keep dying with the parent
     except Exception as e:  # noqa: BLE001 (no package, no libseccomp.so, an old libseccomp: report and go on)
         return None, f"seccomp unavailable: {type(e).__name__}: {e}"
     return filt, None
 
 
+def leave_workdir():
+    """Remove the (empty) working directory the parent made for us: nothing can be left in it, and nothing is
+    left behind if the parent is killed before it can clean up."""
+    try:
+        os.rmdir(os.getcwd())
+    except OSError:
+        pass
+
+
+def drop_privileges():
+    """As root, become nobody (no groups): the process then cannot signal or read what belongs to the user
+    running the training, and cannot raise its limits again. Returns the uid now in force."""
+    if os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    return os.geteuid()
+
+
 def confine(parent_pid, memory_mb, cpu_seconds=None):
     """All layers, in order; returns the report of what is active."""
+    leave_workdir()
+    filt, why = build_seccomp_filter()  # imports pyseccomp and libseccomp while files can still be opened
+    uid = drop_privileges()  # before PDEATHSIG: a change of credentials clears it
     die_with_parent(parent_pid)
-    filt, why = build_seccomp_filter()
     info = apply_limits(memory_mb, cpu_seconds)
+    info["uid"] = uid
     if filt is not None:
         try:
             filt.load()

@@ -129,7 +129,8 @@ def load_tfcaf(path, *, env_config=None, n_agents=None, state_size=None, igm_gat
         why = "it sits among the shipped references but its SHA-256 is not the packaged one"
     else:
         record = read_meta(path).get("validation_record")
-        why = record_problem(record, sha256=digest, env_config=env_config, n_agents=n_agents, state_size=state_size)
+        why = record_problem(record, sha256=digest, env_config=env_config, n_agents=n_agents, state_size=state_size,
+                             igm_gate=igm_gate)
         if why is None:
             spec.igm_gate, spec.trust, spec.report = bool(record["igm_gate"]), "signed record", record["validation"]
             return spec

@@ -71,8 +71,9 @@ def sign_record(*, sha256, env_config, igm_gate, form, n_agents, state_size, val
     return record
 
 
-def record_problem(record, *, sha256, env_config=None, n_agents=None, state_size=None):
-    """Why `record` does not make the file trainable here, or None when it does."""
+def record_problem(record, *, sha256, env_config, n_agents=None, state_size=None, igm_gate=None):
+    """Why `record` does not make the file trainable here, or None when it does. `env_config` None (a run whose
+    env config is unknown) never matches; `igm_gate` None accepts the recorded gate."""
     if not isinstance(record, dict):
         return "there is no signed validation record"
     signature = record.get("signature")
@@ -82,7 +83,10 @@ def record_problem(record, *, sha256, env_config=None, n_agents=None, state_size
         return f"the file's SHA-256 {sha256[:16]}... is not the one validated ({str(record.get('sha256'))[:16]}...)"
     if record.get("policy_version") != POLICY_VERSION:
         return f"it was validated under policy version {record.get('policy_version')}, this is {POLICY_VERSION}"
-    for key, want in (("env_config", env_config), ("n_agents", n_agents), ("state_size", state_size)):
+    if env_config is None:
+        return "this run's env config is unknown, so the record cannot be matched to it"
+    for key, want in (("env_config", env_config), ("n_agents", n_agents), ("state_size", state_size),
+                      ("igm_gate", None if igm_gate is None else bool(igm_gate))):
         if want is not None and record.get(key) != want:
             return f"it was validated for {key} {record.get(key)!r}, this run has {want!r}"
     if not (record.get("validation") or {}).get("ok"):

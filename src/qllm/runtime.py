@@ -143,6 +143,61 @@ def weight_form(fn, form, n_agents):
     return call
 
 
+# The function only ever sees batches of exactly this many states, in validation and in training alike (shorter
+# requests are padded with all-zero states), so it cannot tell the two apart by the batch size.
+CHUNK_ROWS = 64
+
+
+class MutationError(TFCAFRuntimeError):
+    """The function wrote into its input."""
+
+
+def output_errors(out, B, n):
+    """What is wrong with `out` as the (weights [B, n], bias [B, 1]) answer for B states; [] when nothing."""
+    import torch
+
+    if not isinstance(out, (tuple, list)) or len(out) != 2 or not all(isinstance(t, torch.Tensor) for t in out):
+        got = type(out).__name__ + (f" of {len(out)} items" if isinstance(out, (tuple, list)) else "")
+        return [f"tfcaf must return a tuple (weights, bias) of two tensors; it returned {got}"]
+    w, b = out
+    errs = []
+    if tuple(w.shape) != (B, n):
+        errs.append(f"weights have shape {list(w.shape)} but must be [B, n_agents] = [{B}, {n}]")
+    if tuple(b.shape) != (B, 1):
+        hint = " (use b.unsqueeze(-1) or keepdim=True)" if tuple(b.shape) == (B,) else ""
+        errs.append(f"bias has shape {list(b.shape)} but must be [B, 1] = [{B}, 1]{hint}")
+    for name, t in (("weights", w), ("bias", b)):
+        if not t.is_floating_point():
+            errs.append(f"{name} must be a float tensor, not {t.dtype}")
+    return errs
+
+
+def chunked(call, n_agents, rows=CHUNK_ROWS):
+    """`call(states)` evaluated on chunks of exactly `rows` states; outputs cut back to the request's length.
+    A chunk's answer of the wrong type, shape or dtype raises OutputError (B in its text is `rows`)."""
+    import torch
+
+    def run(states):
+        B = states.shape[0]
+        pad = (-B) % rows
+        if pad or B == 0:
+            states = torch.cat([states, states.new_zeros(pad or rows, states.shape[1])])
+        ws, bs = [], []
+        for start in range(0, states.shape[0], rows):
+            chunk = states[start:start + rows].clone()
+            out = call(chunk)
+            if not torch.equal(chunk, states[start:start + rows]):
+                raise MutationError("the function modified its input state in place (e.g. state[:, i] = ..., +=); "
+                                    "work on a copy (x = state.clone()) or use out-of-place operations")
+            errs = output_errors(out, rows, n_agents)
+            if errs:
+                raise OutputError("; ".join(errs))
+            ws.append(out[0])
+            bs.append(out[1])
+        return torch.cat(ws)[:B], torch.cat(bs)[:B]
+    return run
+
+
 def legacy_q_tot(fn, agents_q, states):
     """f(agents_q, states) checked to be a float tensor of [B, 1] (or [B])."""
     import torch
@@ -173,5 +228,6 @@ def linearity_error(fn, call, states, q, tol=1e-4):
     return None if worst <= tol else (worst, int(err.argmax()))
 
 
-__all__ = ["ModuleProxy", "OutputError", "PolicyError", "TFCAFRuntimeError", "exec_checked", "exec_restricted",
-           "guarded_import", "legacy_q_tot", "linearity_error", "module_proxy", "safe_builtins", "weight_form"]
+__all__ = ["CHUNK_ROWS", "ModuleProxy", "MutationError", "OutputError", "PolicyError", "TFCAFRuntimeError",
+           "chunked", "exec_checked", "exec_restricted", "guarded_import", "legacy_q_tot", "linearity_error",
+           "module_proxy", "output_errors", "safe_builtins", "weight_form"]

@@ -3,6 +3,7 @@
 kill its whole process group when done. The child confines itself (qllm.confine) before running any TFCAF code.
 """
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -58,3 +59,15 @@ def leftovers(workdir):
 
 def remove_workdir(workdir):
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def clean_text(text, limit=1000):
+    """Text that came out of a sandbox process, safe to log: no host paths (base names kept), no control
+    characters or terminal escapes, newlines shown as ' | ', at most `limit` characters."""
+    from qllm.sandbox_child import scrub
+
+    text = _CONTROL.sub("?", str(text).replace("\r", "").replace("\n", " | "))
+    return scrub(text, limit)

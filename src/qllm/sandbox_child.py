@@ -45,14 +45,19 @@ def _tb_lines(exc, source_lines):
     return out[-12:]
 
 
-def _shape(x):
-    return list(x.shape) if hasattr(x, "shape") else type(x).__name__
-
-
 def run_checks(req, emit):
     import torch
 
-    from qllm.runtime import OutputError, exec_checked, legacy_q_tot, linearity_error, weight_form
+    from qllm.runtime import (
+        CHUNK_ROWS,
+        MutationError,
+        OutputError,
+        chunked,
+        exec_checked,
+        legacy_q_tot,
+        linearity_error,
+        weight_form,
+    )
 
     source, n, igm_gate = req["source"], int(req["n_agents"]), bool(req["igm_gate"])
     src_lines = source.splitlines()
@@ -77,7 +82,8 @@ def run_checks(req, emit):
         fn, form = exec_checked(source, req["entry"], req["form"])
         checks["form"] = form
         legacy = form == "legacy"
-        call = weight_form(fn, form, n)  # the framework only ever uses (w, b): legacy functions are converted
+        # the framework only ever uses (w, b), computed in chunks of CHUNK_ROWS states as the training worker does
+        call = chunked(weight_form(fn, form, n), n)
 
         # --- shapes (and no mutation of the inputs on the way)
         stage = "shape"
@@ -95,7 +101,7 @@ def run_checks(req, emit):
             else:
                 out = call(x_in)
         except OutputError as e:
-            raise CheckFailed("shape", f"on the sampled states: {e}") from None
+            raise CheckFailed("shape", f"on the sampled states (called in batches of {CHUNK_ROWS}): {e}") from None
         if not torch.equal(x_in, full):
             raise CheckFailed("mutation", "the function modified its input state in place (e.g. state[:, i] = ..., "
                                           "+=); work on a copy (x = state.clone()) or use out-of-place operations")
@@ -103,7 +109,7 @@ def run_checks(req, emit):
         try:
             one = call(full[:1].clone())
         except OutputError as e:
-            raise CheckFailed("shape", f"on a single state (batch of 1): {e}") from None
+            raise CheckFailed("shape", f"on a single state (padded to a batch of {CHUNK_ROWS}): {e}") from None
         _check_shapes(one, 1, n, "a single state (batch of 1)", checks)
         w, b = (t.detach().float() for t in out)
 
@@ -192,6 +198,8 @@ def run_checks(req, emit):
         result.update(ok=True, stage="ok", errors=[])
     except CheckFailed as e:
         result.update(ok=False, stage=e.stage, errors=e.errors)
+    except MutationError as e:
+        result.update(ok=False, stage="mutation", errors=[str(e)])
     except MemoryError as e:
         stage = "exec" if stage == "shape" else stage  # failing on the first calls is a run-time error
         result.update(ok=False, stage=stage, errors=[f"out of memory (limit {req['memory_mb']} MB above the "
@@ -215,22 +223,9 @@ def _stats(t):
 
 
 def _check_shapes(out, B, n, what, checks):
-    import torch
+    from qllm.runtime import output_errors
 
-    if not isinstance(out, (tuple, list)) or len(out) != 2 or not all(isinstance(t, torch.Tensor) for t in out):
-        got = type(out).__name__ + (f" of {len(out)} items" if isinstance(out, (tuple, list)) else "")
-        raise CheckFailed("shape", f"tfcaf must return a tuple (weights, bias) of two tensors; on {what} it "
-                                   f"returned {got}")
-    w, b = out
-    errs = []
-    if tuple(w.shape) != (B, n):
-        errs.append(f"weights have shape {_shape(w)} but must be [B, n_agents] = [{B}, {n}]")
-    if tuple(b.shape) != (B, 1):
-        hint = " (use b.unsqueeze(-1) or keepdim=True)" if tuple(b.shape) == (B,) else ""
-        errs.append(f"bias has shape {_shape(b)} but must be [B, 1] = [{B}, 1]{hint}")
-    for name, t in (("weights", w), ("bias", b)):
-        if not t.is_floating_point():
-            errs.append(f"{name} must be a float tensor, not {t.dtype}")
+    errs = output_errors(out, B, n)
     if errs:
         raise CheckFailed("shape", *[f"on {what}: {e}" for e in errs])
     checks["shape"] = {"ok": True}

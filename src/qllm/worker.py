@@ -23,12 +23,17 @@ from collections import deque
 
 import numpy as np
 
-from qllm.sandbox import kill_group, remove_workdir, spawn
+from qllm.runtime import CHUNK_ROWS
+from qllm.sandbox import clean_text, kill_group, remove_workdir, spawn
 
 _BOOT = "from qllm.worker_child import main; main()"
 HEADER = struct.Struct("<II")
 ANSWER = struct.Struct("<BI")
 GATE_TOLERANCE = 1e-6  # validation allows weights down to -1e-6 under the gate
+# Validation refuses a function slower than 200 ms per 4096 states (0.05 ms a state); over the last SLOW_WINDOW
+# answers, more than 20 times that means it has become slow on training's states: stop rather than crawl.
+SLOW_MS_PER_STATE = 1.0
+SLOW_WINDOW = 20
 
 
 class TFCAFWorkerError(RuntimeError):
@@ -48,6 +53,7 @@ class TFCAFWorker:
         self.n_agents, self.sha256, self.igm_gate, self.name = int(n_agents), sha256, bool(igm_gate), name
         self.timeout_s, self.startup_timeout_s = float(timeout_s), float(startup_timeout_s)
         self.calls, self.states_evaluated, self.seconds = 0, 0, 0.0
+        self._recent = deque(maxlen=SLOW_WINDOW)  # (seconds, states the function saw) of the last answers
         self.sandbox = None  # the child's report of its confinement, once it is ready
         self._stderr = deque(maxlen=20)
         self._proc, self._workdir, self._finalizer = process or prestart()
@@ -109,9 +115,12 @@ class TFCAFWorker:
             raise TFCAFWorkerError(f"{self._who()} gave no usable answer{self._at(where)}: {e}. "
                                    f"{self._stderr_tail()}The run stops; checkpoints already written are "
                                    f"untouched.") from None
+        seconds = time.perf_counter() - t0
         self.calls += 1
         self.states_evaluated += rows
-        self.seconds += time.perf_counter() - t0
+        self.seconds += seconds
+        self._recent.append((seconds, -(-rows // CHUNK_ROWS) * CHUNK_ROWS))
+        self._check_speed(where)
         if status != 0:
             self._fail()
             raise TFCAFWorkerError(f"{self._who()} raised an error{self._at(where)}: {_error_text(payload)}. "
@@ -124,6 +133,18 @@ class TFCAFWorker:
         w, b = values[:rows * n].reshape(rows, n), values[rows * n:].reshape(rows, 1)
         self._check(w, b, states, where)
         return w, b
+
+    def _check_speed(self, where):
+        if len(self._recent) < SLOW_WINDOW:
+            return
+        seconds, states = (sum(x) for x in zip(*self._recent))
+        ms = 1000 * seconds / states
+        if ms > SLOW_MS_PER_STATE:
+            self._fail()
+            raise TFCAFWorkerError(f"{self._who()} has become too slow{self._at(where)}: {ms:.2f} ms a state over "
+                                   f"its last {SLOW_WINDOW} answers, where validation allows 0.05 ms (this stops at "
+                                   f"{SLOW_MS_PER_STATE:g}). It is slow on some of training's states. The run "
+                                   f"stops; checkpoints already written are untouched.")
 
     def _check(self, w, b, states, where):
         finite = np.isfinite(w).all(axis=1) & np.isfinite(b[:, 0])
@@ -180,7 +201,7 @@ class TFCAFWorker:
 
     def _stderr_tail(self):
         tail = [line for line in self._stderr if line.strip()]
-        return f"Worker output: {' | '.join(tail[-3:])[:500]}. " if tail else ""
+        return f"Worker output: {clean_text(' | '.join(tail[-3:]), 500)}. " if tail else ""
 
     def _fail(self):
         self.close()
@@ -209,9 +230,11 @@ def _shutdown(proc, workdir):
 
 
 def _error_text(payload):
+    """The child's error report, cleaned here: the child is not trusted to have scrubbed it."""
     try:
         info = json.loads(payload)
-        frames = "; ".join(info.get("frames", []))
-        return str(info.get("error", "unknown error")) + (f" ({frames})" if frames else "")
-    except ValueError:
-        return payload[:300].decode(errors="replace")
+        frames = "; ".join(str(f) for f in info.get("frames", [])[:5])
+        text = str(info.get("error", "unknown error")) + (f" ({frames})" if frames else "")
+    except (ValueError, AttributeError, TypeError):
+        text = payload[:300].decode(errors="replace")
+    return clean_text(text, 800)

@@ -30,11 +30,16 @@ def _answer(out, status, payload):
 
 
 def _error(exc):
+    """The error as JSON; never raises (an exception whose str() explodes is reported by its type only)."""
     from qllm.sandbox_child import scrub  # imported in main() before confinement: no file can be opened now
 
-    frames = [f"line {fr.lineno}, in {fr.name}" for fr in traceback.extract_tb(exc.__traceback__)
-              if fr.filename == "<tfcaf>"]
-    return json.dumps({"error": scrub(f"{type(exc).__name__}: {exc}", 1000), "frames": frames[-5:]}).encode()
+    try:
+        frames = [f"line {fr.lineno}, in {fr.name}" for fr in traceback.extract_tb(exc.__traceback__)
+                  if fr.filename == "<tfcaf>"]
+        text = scrub(f"{type(exc).__name__}: {str(exc)[:2000]}", 1000)
+    except BaseException:  # noqa: BLE001 (e.g. RecursionError in a hostile __str__ or a deeply nested value)
+        frames, text = [], f"{type(exc).__name__} (its message could not be shown)"
+    return json.dumps({"error": text, "frames": frames[-5:]}).encode()
 
 
 def main():
@@ -48,7 +53,7 @@ def main():
     torch.softmax(x, -1).sum().item()  # warm up the allocator and lazy imports before the limits
     import qllm.sandbox_child  # noqa: F401 (error reports use its scrub(); nothing can be imported once confined)
     from qllm.confine import confine
-    from qllm.runtime import OutputError, exec_restricted, weight_form
+    from qllm.runtime import OutputError, chunked, exec_restricted, weight_form
 
     sandbox = confine(init.get("parent_pid"), init["memory_mb"])
     n = int(init["n_agents"])
@@ -56,7 +61,7 @@ def main():
         fn, form = exec_restricted(init["source"])  # the policy is checked again here, by the sandbox
         if form != init["form"]:
             raise OutputError(f"expected the {init['form']} form, the code defines the {form} form")
-        call = weight_form(fn, form, n)
+        call = chunked(weight_form(fn, form, n), n)  # the batch size validation used: it cannot tell the two apart
     except Exception as e:  # noqa: BLE001 (anything the code does at load time is a finding)
         out.write(b"FAILED " + _error(e) + b"\n")
         out.flush()

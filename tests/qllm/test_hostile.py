@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from helpers import make_ctx, run_main
 from qllm.validate import ValidationContext, validate_source
+from qllm.worker import TFCAFWorker, TFCAFWorkerError
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "llm"))
 from loopback_server import LoopbackServer, reply  # noqa: E402
@@ -72,21 +73,42 @@ REFUSED = {
                           "state[:, :1] * 0.0"),
 }
 
-# pass validation, misbehave in training (calls of exactly 6 states): (source, message in the run's error)
-LATE = {
-    "nan after validation": (fn("w = torch.ones(state.shape[0], n_agents)\nif state.shape[0] == 6:\n"
-                                "    w = w * float('nan')\nreturn w, state[:, :1] * 0.0"), "NaN or inf"),
-    "hang after validation": (fn("w = torch.ones(state.shape[0], n_agents)\n"
-                                 "for i in range(10 ** 10 if state.shape[0] == 6 else 1):\n"
-                                 "    w = w * 1.0\nreturn w, state[:, :1] * 0.0"), "no answer within 3 s"),
-    "allocation after validation": (fn("w = torch.ones(state.shape[0], n_agents)\nif state.shape[0] == 6:\n"
-                                       "    w = w + torch.ones(2 ** 34)[0]\nreturn w, state[:, :1] * 0.0"),
-                                    "raised an error"),
-    "negative weights after validation": (fn("w = torch.ones(state.shape[0], n_agents)\nif state.shape[0] == 6:\n"
-                                             "    w = -w\nreturn w, state[:, :1] * 0.0"), "negative weights"),
-    "wrong shape after validation": (fn("w = torch.ones(state.shape[0], n_agents)\nif state.shape[0] == 6:\n"
-                                        "    w = w[:, :1]\nreturn w, state[:, :1] * 0.0"), "expected \\[6, 2\\]"),
+# pass validation, misbehave in training: on Two-Switch states at one time step (time_fraction = T/100) that the
+# 32 validation states of the generation do not contain; every training episode passes through it. The function
+# is always called on batches of 64 states (padded), so the batch size cannot tell validation from training.
+def at_step(t):
+    return f"hit = (state[:, -1:] - {t / 100:.2f}).abs() < 1e-3"
+
+
+LATE = {  # name: (body using `hit`, message in the run's error)
+    "nan after validation": ("w = torch.where(hit, float('nan'), 1.0).expand(-1, n_agents)", "NaN or inf"),
+    "hang after validation": ("w = torch.ones(state.shape[0], n_agents)\n"
+                              "for i in range(10 ** 10 if bool(hit.any()) else 1):\n    w = w * 1.0",
+                              "no answer within 3 s"),
+    "allocation after validation": ("w = torch.ones(state.shape[0], n_agents)\nif bool(hit.any()):\n"
+                                    "    w = w + torch.ones(2 ** 34)[0]", "raised an error"),
+    "negative weights after validation": ("w = torch.where(hit, -1.0, 1.0).expand(-1, n_agents)",
+                                          "negative weights"),
+    "wrong shape after validation": ("w = torch.ones(state.shape[0], n_agents)\nif bool(hit.any()):\n"
+                                     "    w = w[:, :1]", "weights have shape \\[64, 1\\]"),
 }
+
+
+def late_source(name, t):
+    body, _ = LATE[name]
+    return fn(f"{at_step(t)}\n{body}\nreturn w, state[:, :1] * 0.0")
+
+
+def unseen_step():
+    """A time step (in 10..90) that the generation's 32 validation states (seed 3, as run_main) do not hold."""
+    from qllm.states import sample_states
+    from utils.config import build_config
+
+    config = build_config("qllm", "two_switch", {})
+    states = sample_states(config["env"], config["env_args"], n=32, seed=3)
+    seen = set(np.round(states[:, -1] * 100).astype(int).tolist())
+    return next(t for t in range(10, 91) if t not in seen)
+
 
 TRAIN = ["t_max=40", "env_args.episode_limit=5", "test_nepisode=1", "test_interval=1000", "save_model=False",
          "batch_size=2", "buffer_size=4", "use_tensorboard=False", "igm_gate=True", "tfcaf_timeout_s=3"]
@@ -116,27 +138,28 @@ def assert_no_leaks(folder):
                 assert SECRET.encode() not in f.read(), path
 
 
-def forged(folder, source):
+def forged(folder, source, env_config="matrix_game", n_agents=2, state_size=6):
     """A file with a hand-made record: its hash and a signature made without this installation's key."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tfcaf.py").write_text(source)
     digest = hashlib.sha256(source.encode()).hexdigest()
-    record = {"sha256": digest, "policy_version": 2, "env_config": "matrix_game", "igm_gate": True, "form": "tfcaf",
-              "n_agents": 2, "state_size": 6, "validation": {"ok": True}, "signature": "0" * 64}
+    record = {"sha256": digest, "policy_version": 2, "env_config": env_config, "igm_gate": True, "form": "tfcaf",
+              "n_agents": n_agents, "state_size": state_size, "validation": {"ok": True}, "signature": "0" * 64}
     (folder / "meta.json").write_text(json.dumps({"file": "tfcaf.py", "sha256": digest, "validation_record": record}))
     return str(folder / "tfcaf.py")
 
 
-def generate(tmp_path, answers, monkeypatch, expect=0):
+def generate(tmp_path, answers, monkeypatch, expect=0, env_config="matrix_game", label="penalty"):
     """qllm_generate against the loopback server answering `answers` (one request, all candidates at once)."""
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     with LoopbackServer(require_key=SECRET) as srv:
         srv.push(reply(*[f"```python\n{a}```" for a in answers]), *[reply("1")] * 3)
-        run_main(tmp_path, "qllm_generate", "matrix_game", "llm.backend=openai", f"llm.base_url={srv.base_url}",
+        extra = ["env_args.episode_limit=5"] if env_config == "matrix_game" else []
+        run_main(tmp_path, "qllm_generate", env_config, "llm.backend=openai", f"llm.base_url={srv.base_url}",
                  "llm.model=scripted", f"llm.cache_dir={tmp_path / 'cache'}", "llm.max_retries=0",
                  f"tfcaf_candidates={len(answers)}", "tfcaf_rounds=1", "tfcaf_max_repairs=0", "tfcaf_states=32",
-                 "env_args.episode_limit=5", expect=expect)
-    return glob.glob(str(tmp_path / "tfcafs" / "penalty" / "*" / "tfcaf.py"))
+                 *extra, expect=expect)
+    return glob.glob(str(tmp_path / "tfcafs" / label / "*" / "tfcaf.py"))
 
 
 def test_refused_functions_never_come_out_of_generation(tmp_path, monkeypatch):
@@ -163,17 +186,26 @@ def test_refused_functions_never_train_with_a_forged_record(tmp_path, name, caps
 
 @pytest.mark.parametrize("name", sorted(LATE))
 def test_late_misbehaviour_stops_the_run_naming_state_step_and_hash(tmp_path, name, capsys, monkeypatch):
-    source, message = LATE[name]
+    t = unseen_step()
+    source, message = late_source(name, t), LATE[name][1]
     # through generation: the function passes every validation check and is signed
-    (path,) = generate(tmp_path / "gen", [source], monkeypatch)
+    (path,) = generate(tmp_path / "gen", [source], monkeypatch, env_config="two_switch", label="two_switch")
     digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
-    for where, tfcaf_path in (("generated", path), ("forged", forged(tmp_path / "forged", source))):
-        t0 = time.monotonic()
-        run_main(tmp_path / where, "qllm", "matrix_game", f"tfcaf_path={tfcaf_path}", *TRAIN, expect=1)
-        err = capsys.readouterr().err
-        assert re_search(message, err) and "t_env" in err and digest[:16] in err, err[-3000:]
-        assert "time step" in err or "no answer" in err or "raised" in err
-        assert time.monotonic() - t0 < 60
+    train = ["t_max=150", "test_nepisode=1", "test_interval=100000", "save_model=False", "batch_size=2",
+             "buffer_size=4", "use_tensorboard=False", "igm_gate=True", "tfcaf_timeout_s=3"]
+    t0 = time.monotonic()
+    run_main(tmp_path / "generated", "qllm", "two_switch", f"tfcaf_path={path}", *train, expect=1)
+    err = capsys.readouterr().err
+    assert re_search(message, err) and re_search(r"at t_env \d+", err) and digest[:16] in err, err[-3000:]
+    if message in ("NaN or inf", "negative weights"):  # per-state findings name the state's place in the batch
+        assert f"episode 0 of the batch, time step {t}:" in err, err[-3000:]
+    assert time.monotonic() - t0 < 60
+    # with a forged record it is validated again, on 512 states of the run's env: refused there or, if that
+    # sample misses the step too, stopped in training as above; it never completes
+    forged_path = forged(tmp_path / "forged", source, env_config="two_switch", n_agents=2, state_size=24)
+    run_main(tmp_path / "forged_run", "qllm", "two_switch", f"tfcaf_path={forged_path}", *train, expect=1)
+    err = capsys.readouterr().err
+    assert "failed validation" in err or re_search(message, err), err[-3000:]
     assert_no_leaks(tmp_path)
 
 
@@ -192,8 +224,7 @@ def test_the_host_is_untouched_by_validation_and_training_steps(tmp_path):
     for name, source in REFUSED.items():
         if "(V)" in name:
             assert not validate_source(source, ctx_v).ok, name
-    writer = fn("if state.shape[0] == 6:\n    state[:, 0] = 1e6\n" + OK_TAIL)
-    path = forged(tmp_path / "writer", writer)
+    path = forged(tmp_path / "plain", fn(OK_TAIL))
     ctx = make_ctx("qllm", "matrix_game", tfcaf_path=path, igm_gate=True, batch_size=2, buffer_size=4,
                    env_args={"episode_limit": 5}, use_cuda=False)
     assert ctx.features[0].spec.trust == "re-validated"
@@ -208,6 +239,25 @@ def test_the_host_is_untouched_by_validation_and_training_steps(tmp_path):
     out = ctx.learner.train(ctx.buffer.sample(2), t_env=10, episode_num=3)
     assert np.isfinite(out["loss"])
     ctx.features[0].close()
+    # a write into its input (unvalidated, straight into a worker) changes only the worker's copy, and is an error
+    writer = TFCAFWorker(fn("state[:, 0] = 1e6\n" + OK_TAIL), form="tfcaf", n_agents=2, sha256="w", igm_gate=True)
+    states = np.ones((6, 6), dtype=np.float32)
+    with pytest.raises(TFCAFWorkerError, match="modified its input"):
+        writer.evaluate(states)
+    assert (states == 1).all()
+
+
+def test_a_function_that_turns_slow_in_training_is_stopped():
+    """Answers just under the time-out would make training crawl: over 20 answers the worker allows 20 times the
+    validation speed limit, then stops the run."""
+    slow = fn("w = torch.ones(state.shape[0], n_agents)\nfor i in range(30000):\n    w = w * 1.0\n"
+              "return w, state[:, :1] * 0.0")
+    worker = TFCAFWorker(slow, form="tfcaf", n_agents=2, sha256="slow", igm_gate=True)
+    states = np.ones((6, 6), dtype=np.float32)
+    with pytest.raises(TFCAFWorkerError, match="has become too slow"):
+        for _ in range(40):
+            worker.evaluate(states)
+    assert 20 <= worker.calls < 40
 
 
 def test_the_worker_dies_with_a_killed_training_process(tmp_path):
@@ -258,3 +308,21 @@ def _alive(pid):
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_the_function_only_ever_sees_batches_of_64_states():
+    """Red-team finding: a function keyed on the batch size (validation used 513, 1, 9 and 4096 states, training
+    one episode) could behave in validation only. Both now call it on padded batches of exactly 64 states."""
+    from qllm.runtime import CHUNK_ROWS
+
+    probe = fn("w = torch.full((state.shape[0], n_agents), float(state.shape[0]))\nreturn w, state[:, :1] * 0.0")
+    worker = TFCAFWorker(probe, form="tfcaf", n_agents=2, sha256="probe", igm_gate=True)
+    try:
+        for rows in (1, 6, 64, 65, 408):
+            w, _ = worker.evaluate(np.ones((rows, 6), dtype=np.float32))
+            assert w.shape == (rows, 2) and (w == CHUNK_ROWS).all(), rows
+    finally:
+        worker.close()
+    states = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    report = validate_source(probe, ValidationContext(n_agents=2, state_size=6, states=states, igm_gate=True))
+    assert report.ok and report.checks["weights"]["mean"] == CHUNK_ROWS

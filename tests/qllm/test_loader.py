@@ -92,11 +92,14 @@ def test_record_is_bound_to_file_policy_env_and_sizes():
     assert record_problem(record, sha256=sha(SRC), env_config="lbf", n_agents=2, state_size=6) is None
     assert "SHA-256" in record_problem(record, sha256=sha(SRC + "#"), env_config="lbf")
     assert "env_config" in record_problem(record, sha256=sha(SRC), env_config="climbing")
-    assert "n_agents" in record_problem(record, sha256=sha(SRC), n_agents=3)
+    assert "n_agents" in record_problem(record, sha256=sha(SRC), env_config="lbf", n_agents=3)
+    assert "igm_gate" in record_problem(record, sha256=sha(SRC), env_config="lbf", igm_gate=False)
+    assert record_problem(record, sha256=sha(SRC), env_config="lbf", igm_gate=None) is None  # null: recorded gate
+    assert "unknown" in record_problem(record, sha256=sha(SRC), env_config=None)
     old = sign_record(sha256=sha(SRC), env_config="lbf", igm_gate=True, form="tfcaf", n_agents=2, state_size=6,
                       validation=REPORT)
     old["policy_version"] = POLICY_VERSION - 1
-    assert "not signed" in record_problem(old, sha256=sha(SRC))  # the version is signed too
+    assert "not signed" in record_problem(old, sha256=sha(SRC), env_config="lbf")  # the version is signed too
     with pytest.raises(ValueError, match="passing"):
         sign_record(sha256="x", env_config="lbf", igm_gate=True, form="tfcaf", n_agents=2, state_size=6,
                     validation={"ok": False})

@@ -24,8 +24,8 @@ def test_local_model_generates_a_tfcaf_and_qllm_trains_with_it(tmp_path):
     (path,) = glob.glob(str(tmp_path / "tfcafs" / "climbing" / "*" / "tfcaf.py"))
     meta = json.load(open(os.path.join(os.path.dirname(path), "meta.json")))
     assert meta["llm"]["backend"] == "local" and meta["ledger"]["completion_tokens"] > 0
-    tfcaf = load_tfcaf(path)
-    assert tfcaf is not None
+    spec = load_tfcaf(path, env_config="climbing", n_agents=2, state_size=6, igm_gate=False)
+    assert spec.trust == "signed record"
     run_main(tmp_path / "train", "qllm", "climbing", f"tfcaf_path={path}", "igm_gate=False", "t_max=300",
              "test_interval=150", "test_nepisode=2", "log_interval=150", "runner_log_interval=150",
              "learner_log_interval=150", "batch_size=8", "buffer_size=16", "epsilon_anneal_time=200",

@@ -83,7 +83,7 @@ def test_negative_weights_are_a_sign_violation_only_under_the_gate(ctx):
 
 @pytest.mark.parametrize("name,src,stage,message", [
     ("shape", tfcaf("return torch.ones(state.shape[0], n_agents), state.sum(-1)"), "shape",
-     r"bias has shape \[65\] but must be \[B, 1\] = \[65, 1\] \(use b.unsqueeze"),
+     r"bias has shape \[64\] but must be \[B, 1\] = \[64, 1\] \(use b.unsqueeze"),
     ("tuple", tfcaf("return torch.ones(state.shape[0], n_agents)"), "shape", "tuple \\(weights, bias\\)"),
     ("nan on the all-zero state", tfcaf("w = state[:, :n_agents] / state.sum(-1, keepdim=True)\n"
                                         "return w, state[:, :1]"), "finite", "all-zero state"),
@@ -239,13 +239,47 @@ def test_process_limits_stop_files_sockets_and_memory_even_for_unrestricted_code
         "        out.append(name + ':' + ('OSError' if isinstance(e, OSError) else type(e).__name__))\n"
         "print(' '.join(out))\n"
         "print(info['seccomp'])\n")
-    res = subprocess.run([sys.executable, "-I", "-c", probe, SRC_DIR], cwd=tmp_path, capture_output=True, text=True,
+    box = tmp_path / "box"
+    box.mkdir()
+    res = subprocess.run([sys.executable, "-I", "-c", probe, SRC_DIR], cwd=box, capture_output=True, text=True,
                          timeout=60)
     assert res.stdout.split()[:3] == ["file:OSError", "socket:OSError", "memory:MemoryError"], res.stderr
     assert res.stdout.split()[3] == "True"  # the seccomp filter is active on this machine (and CI's)
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # its working directory is gone: nothing could be left there
 
 
 def test_huge_error_messages_are_clipped(ctx):
     report = validate_source(tfcaf("raise ValueError('x' * 50_000_000)"), ctx)
     assert report.stage == "exec" and len(report.feedback()) < 10_000 and "more characters" in report.errors[0]
+
+
+def test_native_calls_after_confinement_cannot_reach_the_parent_or_undo_the_limits(tmp_path):
+    """Defence in depth (red-team finding): even native code in a confined process cannot signal the training
+    process, switch off dying with it, raise its own limits or keep root."""
+    import subprocess
+    import sys
+
+    from qllm.validate import SRC_DIR
+
+    probe = (
+        "import ctypes, os, resource, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from qllm.confine import confine\n"
+        "info = confine(os.getppid(), 64)\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "out = [str(info['uid'])]\n"
+        "out.append('kill:' + str(libc.kill(os.getppid(), 0)))\n"
+        "out.append('pdeathsig:' + str(libc.prctl(1, 0, 0, 0, 0)))\n"
+        "try:\n"
+        "    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))\n"
+        "    out.append('rlimit:raised')\n"
+        "except (OSError, ValueError):\n"
+        "    out.append('rlimit:refused')\n"
+        "print(' '.join(out))\n")
+    box = tmp_path / "box"
+    box.mkdir()
+    res = subprocess.run([sys.executable, "-I", "-c", probe, SRC_DIR], cwd=box, capture_output=True, text=True,
+                         timeout=60)
+    uid, kill, pdeathsig, rlimit = res.stdout.split()
+    assert kill == "kill:-1" and pdeathsig == "pdeathsig:-1" and rlimit == "rlimit:refused", res.stdout + res.stderr
+    assert uid == ("65534" if os.geteuid() == 0 else str(os.geteuid()))
