@@ -25,8 +25,8 @@ from report import write_report
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from run.setup import env_label  # noqa: E402
 from utils.config import build_config  # noqa: E402
+from utils.paths import env_label  # noqa: E402
 
 
 def one_run(env, alg, dataset, seed, steps, extra):

@@ -23,7 +23,7 @@ from utils.config import ConfigError, build_config
 def env_of(env_config, updates):
     """(env name, env_args without the seed, get_env_info()) of an env config with `with` overrides."""
     from envs import env_from_args
-    from main import parse_updates  # imported late: it loads Sacred
+    from utils.cli import parse_updates  # imported late: it loads Sacred
 
     config = build_config("bc", env_config, parse_updates(updates))
     env_args = {k: v for k, v in config["env_args"].items() if k != "seed"}
@@ -36,7 +36,7 @@ def env_of(env_config, updates):
 
 
 def main(argv=None):
-    from main import split_argv  # imported late: it loads Sacred
+    from utils.cli import split_argv  # imported late: it loads Sacred
 
     _, env_config, updates, argv = split_argv(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

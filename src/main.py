@@ -12,55 +12,14 @@ import warnings
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 from sacred import SETTINGS, Experiment  # noqa: E402
-from sacred.arg_parser import get_config_updates  # noqa: E402
 from sacred.observers import FileStorageObserver  # noqa: E402
 from sacred.utils import apply_backspaces_and_linefeeds  # noqa: E402
 
-from utils.config import ConfigError, build_config, canonical_key  # noqa: E402
+from utils.cli import parse_updates, split_argv  # noqa: E402,F401 (split_argv re-exported)
+from utils.config import ConfigError, build_config  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 
 SETTINGS["CAPTURE_MODE"] = "sys"  # "fd" breaks on some platforms and hides nothing we need
-
-
-def split_argv(argv):
-    """Pull --config/--env-config and the `with` updates out of argv; the rest goes to Sacred."""
-    alg = env = None
-    rest, updates = [], []
-    it = iter(range(len(argv)))
-    in_with = False
-    for i in it:
-        a = argv[i]
-        for flag in ("--config", "--env-config"):
-            if a == flag and i + 1 < len(argv):
-                a = f"{flag}={argv[i + 1]}"
-                next(it)
-        if a.startswith("--config="):
-            alg = a.split("=", 1)[1]
-        elif a.startswith("--env-config="):
-            env = a.split("=", 1)[1]
-        elif a == "with":
-            in_with = True
-        elif in_with and not a.startswith("-"):
-            updates.append(a)
-        else:
-            in_with = False
-            rest.append(a)
-    return alg, env, updates, rest
-
-
-def parse_updates(tokens):
-    """`k=v` tokens -> nested dict, with Sacred's own value parsing; alias keys renamed."""
-    renamed = []
-    for tok in tokens:
-        if "=" in tok:
-            key, val = tok.split("=", 1)
-            head, *tail = key.split(".")
-            tok = ".".join([canonical_key(head), *tail]) + "=" + val
-        renamed.append(tok)
-    updates, named = get_config_updates(renamed)
-    if named:
-        raise ConfigError(f"'{' '.join(named)}' is not a key=value update; write `with key=value`")
-    return updates
 
 
 def mongo_observer(config, client_factory=None):
@@ -78,7 +37,7 @@ def mongo_observer(config, client_factory=None):
 def make_experiment(config, mongo_client_factory=None):
     # imported here so that config errors are reported before torch and the envs load
     from run import REGISTRY as run_REGISTRY
-    from run.setup import env_label, results_path
+    from utils.paths import env_label, results_path
     from utils.seeding import set_seeds
 
     ex = Experiment("pymarl", save_git_info=False)

@@ -22,10 +22,10 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from run.setup import env_label  # noqa: E402
 from utils.checkpoint import load_run_config  # noqa: E402
 from utils.config import build_config, load_alg  # noqa: E402
 from utils.files import write_json_atomic, write_text_atomic  # noqa: E402
+from utils.paths import env_label  # noqa: E402
 
 # env config -> how its behaviour policy is trained (settings measured to reach a strong policy on 2 cores)
 # and collected. Climbing: QMIX's greedy checkpoints play one joint action each (the converged (2,2) = 125, a

@@ -14,6 +14,8 @@ from types import SimpleNamespace as SN
 import numpy as np
 import torch as th
 
+from components.transforms import OneHot
+
 
 def _vshape(v):
     return (v,) if isinstance(v, int) else tuple(v)
@@ -238,3 +240,21 @@ class ReplayBuffer(EpisodeBatch):
     def __repr__(self):
         return (f"ReplayBuffer. {self.episodes_in_buffer}/{self.buffer_size} episodes. "
                 f"Keys:{self.scheme.keys()} Groups:{self.groups.keys()}")
+
+
+def episode_scheme(env_info, extra=None):
+    """(scheme, groups, preprocess) of an episode batch for an env: what runners store and learners read (also the
+    offline dataset reader and the behaviour controller). `extra`: more per-step fields, e.g. the qllm mixer's
+    {"tfcaf_w": {"vshape": (n,)}}, later per-agent rewards or labels."""
+    scheme = {
+        "state": {"vshape": env_info["state_shape"]},
+        "obs": {"vshape": env_info["obs_shape"], "group": "agents"},
+        "actions": {"vshape": (1,), "group": "agents", "dtype": th.long},
+        "avail_actions": {"vshape": (env_info["n_actions"],), "group": "agents", "dtype": th.int},
+        "reward": {"vshape": (1,)},
+        "terminated": {"vshape": (1,), "dtype": th.uint8},
+        **(extra or {}),
+    }
+    groups = {"agents": env_info["n_agents"]}
+    preprocess = {"actions": ("actions_onehot", [OneHot(out_dim=env_info["n_actions"])])}
+    return scheme, groups, preprocess

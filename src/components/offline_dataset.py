@@ -42,6 +42,7 @@ import numpy as np
 import torch as th
 
 from components.dataset_checks import DatasetError, check_content, invalid_episodes, read, read_salvage
+from components.episode_buffer import EpisodeBatch, episode_scheme
 from utils.files import clean_stale_temps, is_temp, temp_path
 
 SCHEMA_VERSION = 1
@@ -568,14 +569,10 @@ class OfflineDataset:
     # ----- batches for learners -----
     def scheme(self):
         """(scheme, groups, preprocess) as the online runs build them, plus `truncated`."""
-        from run.setup import episode_scheme
-        scheme, groups, preprocess = episode_scheme(self.env_info)
-        scheme["truncated"] = {"vshape": (1,), "dtype": th.uint8}
-        return scheme, groups, preprocess
+        return episode_scheme(self.env_info, {"truncated": {"vshape": (1,), "dtype": th.uint8}})
 
     def episode_batch(self, rows, device="cpu"):
         """An EpisodeBatch of the given rows (with actions_onehot), as a learner's buffer.sample returns."""
-        from components.episode_buffer import EpisodeBatch
         scheme, groups, preprocess = self.scheme()
         arr = self.arrays(rows)
         batch = EpisodeBatch(scheme, groups, len(rows), self.env_info["episode_limit"] + 1,

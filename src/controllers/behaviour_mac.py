@@ -10,7 +10,7 @@ from types import SimpleNamespace as SN
 import numpy as np
 import torch as th
 
-from components.episode_buffer import EpisodeBatch
+from components.episode_buffer import EpisodeBatch, episode_scheme
 from controllers import REGISTRY as mac_REGISTRY
 
 RANDOM = "random"
@@ -20,8 +20,6 @@ ENV_INFO_KEYS = ("n_agents", "n_actions", "state_shape", "obs_shape", "episode_l
 def load_policy(run_config, checkpoint, env_info):
     """The BasicMAC/NonSharedMAC an online run acted with, rebuilt from its saved config (agent, inputs, output
     type, action selector) with the weights of one of its checkpoint folders."""
-    from run.setup import episode_scheme  # run.setup imports the runners and learners: only needed here
-
     args = SN(**run_config)
     for k in ENV_INFO_KEYS:
         setattr(args, k, env_info[k])

@@ -5,21 +5,17 @@ Each state is evaluated once (not once per sampled batch), so a training step do
 the mixer is a weighted sum of plain tensors (modules/mixers/qllm.py). Which file is used, and why it is
 trusted, is decided by qllm.loader; an unsigned file is validated again here on states of this run's env.
 """
-import os
 
 from qllm.loader import TFCAFLoadError, load_tfcaf, shipped_reference
+from utils.paths import repo_relative
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIELDS = ("tfcaf_w", "tfcaf_b")
 
 
 def resolve_tfcaf_path(args):
     path = getattr(args, "tfcaf_path", None)
     if path:
-        path = os.path.expanduser(str(path))
-        if not os.path.isabs(path) and not os.path.exists(path) and os.path.exists(os.path.join(REPO_ROOT, path)):
-            path = os.path.join(REPO_ROOT, path)  # relative to the repository, like results paths
-        return path
+        return repo_relative(path)
     if not getattr(args, "env_config", None):
         raise TFCAFLoadError("tfcaf_path is null and the run's env config is unknown; set tfcaf_path=<file>")
     return shipped_reference(args.env_config)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 
-SRC_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from utils.paths import SRC_DIR
 
 
 def child_env(workdir):

@@ -39,8 +39,8 @@ from qllm.policy import PolicyError, check_source  # noqa: E402
 from qllm.records import key_path  # noqa: E402
 from qllm.sandbox import kill_group, leftovers, spawn  # noqa: E402
 from utils.files import write_json_atomic  # noqa: E402
+from utils.paths import SRC_DIR  # noqa: E402,F401 (the child's import root; tests use it too)
 
-SRC_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ("parse", "policy", "exec", "shape", "finite", "linear", "gradient", "gate", "determinism", "mutation",
           "speed", "ok")
 _BOOT = "from qllm.sandbox_child import main; main()"

@@ -15,14 +15,16 @@ from types import SimpleNamespace as SN
 
 import numpy as np
 
+from components.episode_buffer import episode_scheme
 from components.offline_dataset import DatasetError, DatasetWriter, OfflineDataset, check_env
 from controllers.behaviour_mac import RANDOM, BehaviourMAC, load_policy
 from envs import env_from_args
-from run.setup import env_label, episode_scheme, make_args, results_path
+from run.setup import make_args
 from runners import REGISTRY as r_REGISTRY
 from utils.checkpoint import load_run_config
 from utils.files import clean_stale_temps, write_json_atomic, write_text_atomic
 from utils.logging import Logger
+from utils.paths import env_label, results_path
 from utils.seeding import set_seeds
 
 EXPERT = "expert"

@@ -7,33 +7,14 @@ from types import SimpleNamespace as SN
 
 import torch as th
 
-from components.episode_buffer import ReplayBuffer
-from components.transforms import OneHot
+from components.episode_buffer import ReplayBuffer, episode_scheme  # noqa: F401 (re-exported)
 from controllers import REGISTRY as mac_REGISTRY
 from learners import REGISTRY as le_REGISTRY
 from qllm.features import make_features, wants_features
 from qllm.worker import prestart as prestart_worker
 from runners import REGISTRY as r_REGISTRY
 from utils.logging import Logger
-
-RESULTS_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "results")
-
-
-def env_label(config):
-    """The task's name in results paths: SMAC map, gym key, matrix game, or scenario (MPE: with its N)."""
-    env_args = config.get("env_args", {})
-    for k in ("map_name", "key", "game"):
-        if env_args.get(k):
-            return str(env_args[k]).split(":")[-1]
-    if env_args.get("scenario"):
-        n = env_args.get("N")
-        return f"{env_args['scenario']}_N{n}" if n else str(env_args["scenario"])
-    return config["env"]
-
-
-def results_path(config):
-    path = config.get("local_results_path", "results")
-    return path if os.path.isabs(path) else os.path.join(os.path.dirname(RESULTS_ROOT), path)
+from utils.paths import RESULTS_ROOT, env_label, results_path  # noqa: F401 (RESULTS_ROOT re-exported)
 
 
 def make_args(config, _log):
@@ -49,22 +30,6 @@ def make_args(config, _log):
     args = SN(**config)
     args.device = "cuda" if args.use_cuda else "cpu"
     return args
-
-
-def episode_scheme(env_info):
-    """(scheme, groups, preprocess) of an episode batch for an env: what runners store and learners read
-    (also used by the offline dataset reader)."""
-    scheme = {
-        "state": {"vshape": env_info["state_shape"]},
-        "obs": {"vshape": env_info["obs_shape"], "group": "agents"},
-        "actions": {"vshape": (1,), "group": "agents", "dtype": th.long},
-        "avail_actions": {"vshape": (env_info["n_actions"],), "group": "agents", "dtype": th.int},
-        "reward": {"vshape": (1,)},
-        "terminated": {"vshape": (1,), "dtype": th.uint8},
-    }
-    groups = {"agents": env_info["n_agents"]}
-    preprocess = {"actions": ("actions_onehot", [OneHot(out_dim=env_info["n_actions"])])}
-    return scheme, groups, preprocess
 
 
 def build(_run, config, _log):
@@ -90,7 +55,6 @@ def build(_run, config, _log):
     args.obs_shape = env_info["obs_shape"]
     args.episode_limit = env_info["episode_limit"]
 
-    scheme, groups, preprocess = episode_scheme(env_info)
     try:
         features = [] if evaluating else make_features(args, _log, process=worker_process,
                                                        run_info=None if _run is None else _run.info)
@@ -98,8 +62,7 @@ def build(_run, config, _log):
         if worker_process is not None:
             worker_process[2]()  # the prestarted process is not needed: end it now, not at garbage collection
         raise
-    for provider in features:
-        scheme.update(provider.scheme)
+    scheme, groups, preprocess = episode_scheme(env_info, {k: v for p in features for k, v in p.scheme.items()})
     buffer = ReplayBuffer(scheme, groups, args.buffer_size, env_info["episode_limit"] + 1,
                           preprocess=preprocess, device="cpu" if args.buffer_cpu_only else args.device)
 

@@ -22,8 +22,8 @@ from qllm.loop import LoopSettings, generate
 from qllm.records import sign_record
 from qllm.states import sample_states
 from qllm.validate import ValidationContext
-from run.setup import env_label, results_path
 from utils.files import clean_stale_temps, temp_path, write_json_atomic
+from utils.paths import env_label, results_path
 
 
 def run_tfcaf(_run, config, _log):

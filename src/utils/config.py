@@ -9,7 +9,7 @@ from copy import deepcopy
 
 import yaml
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "config")
+from utils.paths import CONFIG_DIR
 
 # Other codebases' spellings of our keys (pymarl/pymarl2 -> epymarl). Both are accepted
 # everywhere (YAML files and `with`); the config that is stored uses the right-hand name.
