@@ -22,7 +22,8 @@ def run_offline(_run, config, _log):
 REGISTRY = {
     "online": run_online,
     "evaluate": run_evaluate,
-    "tfcaf": run_tfcaf,
+    "qllm_generate": run_tfcaf,  # --config=qllm_generate: generate a TFCAF
+    "tfcaf": run_tfcaf,  # the earlier name of the same run mode
     "collect": run_collect,
     "offline": run_offline,
 }

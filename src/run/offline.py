@@ -14,7 +14,6 @@ import numpy as np
 
 from components.offline_dataset import DatasetError, OfflineDataset
 from learners.common import NonFiniteError
-from run.evaluate import evaluate_sequential
 from run.online import stop_nonfinite, time_str
 from run.setup import build
 from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint, save_run_config
@@ -94,8 +93,6 @@ def run_offline(_run, config, _log):
     ctx = build(_run, offline_config(config), _log)
     clean_stale_temps(ctx.args.results_dir, depth=4)  # delete the litter of earlier runs killed mid-write
     args, runner, learner, logger = ctx.args, ctx.runner, ctx.learner, ctx.logger
-    if args.evaluate:
-        return evaluate_sequential(ctx, _log)
     data, valid, expert = load_training_data(args, runner.get_env_info(), _log)
     if getattr(learner, "uses_expert_data", False) and expert is None:
         raise ValueError(f"learner '{args.learner}' needs expert data: set offline_expert=quality:expert "

@@ -3,7 +3,6 @@ import os
 import time
 
 from learners.common import NonFiniteError
-from run.evaluate import evaluate_sequential
 from run.setup import build
 from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint, save_run_config
 from utils.files import clean_stale_temps
@@ -40,8 +39,6 @@ def run_online(_run, config, _log):
     ctx = build(_run, config, _log)
     clean_stale_temps(ctx.args.results_dir, depth=4)  # delete the litter of earlier runs killed mid-write
     args, runner, learner, logger = ctx.args, ctx.runner, ctx.learner, ctx.logger
-    if args.evaluate:
-        return evaluate_sequential(ctx, _log)
 
     loop = Loop(args)
     last_checkpoint = None  # the newest checkpoint this run saved or resumed from: named if training blows up

@@ -13,6 +13,7 @@ from learners import REGISTRY as le_REGISTRY
 from qllm.features import make_features, wants_features
 from qllm.worker import prestart as prestart_worker
 from runners import REGISTRY as r_REGISTRY
+from shapers import REGISTRY as shaper_REGISTRY
 from utils.logging import Logger
 from utils.paths import RESULTS_ROOT, env_label, results_path  # noqa: F401 (RESULTS_ROOT re-exported)
 
@@ -62,7 +63,11 @@ def build(_run, config, _log):
         if worker_process is not None:
             worker_process[2]()  # the prestarted process is not needed: end it now, not at garbage collection
         raise
-    scheme, groups, preprocess = episode_scheme(env_info, {k: v for p in features for k, v in p.scheme.items()})
+    if args.shaper not in shaper_REGISTRY:
+        raise ValueError(f"unknown shaper '{args.shaper}'; valid: {sorted(shaper_REGISTRY)}")
+    shaper = shaper_REGISTRY[args.shaper](args)
+    extra = {k: v for provider in [*features, shaper] for k, v in provider.scheme.items()}
+    scheme, groups, preprocess = episode_scheme(env_info, extra)
     buffer = ReplayBuffer(scheme, groups, args.buffer_size, env_info["episode_limit"] + 1,
                           preprocess=preprocess, device="cpu" if args.buffer_cpu_only else args.device)
 
@@ -76,10 +81,10 @@ def build(_run, config, _log):
         acting_mac = copy.deepcopy(mac).to("cpu")
     runner.setup(scheme=scheme, groups=groups, preprocess=preprocess, mac=acting_mac)
     def annotate(batch, t_env=None):
-        """Fill the declared batch fields of episodes before they enter the buffer."""
+        """Before training episodes enter the buffer: fill the batch fields the mixer declares, then shape rewards."""
         for provider in features:
             provider.annotate(batch, t_env)
-        return batch
+        return shaper(batch, t_env)
 
     return SN(args=args, config=config, logger=logger, runner=runner, buffer=buffer, mac=mac,
-              acting_mac=acting_mac, learner=learner, features=features, annotate=annotate)
+              acting_mac=acting_mac, learner=learner, features=features, shaper=shaper, annotate=annotate)

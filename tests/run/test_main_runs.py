@@ -101,3 +101,12 @@ def test_mongo_observer_records_run_and_metrics(tmp_path):
     assert doc["status"] == "COMPLETED" and doc["config"]["mixer"] == "vdn"
     names = {m["name"] for m in client["marl"]["metrics"].find()}
     assert {"test_return_mean", "return_mean"} <= names
+
+
+def test_run_mode_names_what_the_user_asked_for():
+    """--config=qllm_generate starts run mode `qllm_generate`; the earlier name `tfcaf` stays an alias."""
+    from run import REGISTRY
+    from utils.config import build_config
+
+    assert build_config("qllm_generate", "climbing")["run"] == "qllm_generate"
+    assert REGISTRY["tfcaf"] is REGISTRY["qllm_generate"]
