@@ -1,7 +1,7 @@
 """The `llm:` config block: defaults, checks, and the resolved settings the backends use.
 
-Every key has a default here; `config/algs/qllm_generate.yaml` carries the same block so `with llm.<key>=...`
-works.
+Every key has its default in config/default.yaml (the `llm:` block, read here as DEFAULTS), so `with llm.<key>=...`
+works for any run; config/algs/qllm_generate.yaml overrides the backend, model, concurrency and max_tokens.
 An API key is never a config value: `api_key_env` names the environment variable that holds it.
 """
 import difflib
@@ -12,39 +12,12 @@ from urllib.parse import urlparse
 from llm.errors import LLMError
 from llm.setup_local import MODEL_FILE as LOCAL_MODEL_FILE
 from llm.setup_local import default_dest as default_model_path  # one answer for the setup and the backend
-from utils.config import ConfigError
+from utils.config import ConfigError, load_yaml
 
 LOCAL_MODEL_NAME = LOCAL_MODEL_FILE[: -len(".gguf")]
 
-DEFAULTS = {
-    "backend": "local",            # openai | local | replay
-    "base_url": None,              # openai: the server's /v1 URL (null = https://api.openai.com/v1)
-    "model": None,                 # openai/replay: the model name sent and cached (null: the local model's name);
-                                   # backend local always uses its GGUF file name and ignores this
-    "api_key_env": "OPENAI_API_KEY",  # env var holding the key (unset: a dummy key for loopback servers only)
-    "timeout_s": 300.0,            # per request: no answer within this -> retry, then LLMTimeout
-    "connect_timeout_s": 10.0,     # per request: TCP connect
-    "max_retries": 4,              # retries after the first attempt, transient errors only
-    "backoff_s": 1.0,              # exponential backoff base (full jitter): wait ~ U(0, backoff_s * 2^k)
-    "backoff_max_s": 30.0,         # cap of one wait (a Retry-After header is honoured up to this)
-    "retry_deadline_s": 900.0,     # no new attempt after this many seconds since the first one
-    "concurrency": 1,              # parallel requests for the samples of one chat() call (local: <= parallel)
-    "use_api_n": True,             # ask for n samples in one request where the server supports it
-    "cache_dir": "results/llm_cache",  # null = no cache (backend replay needs one)
-    "max_tokens": 512,
-    "temperature": 0.7,            # null = the server's default
-    "top_p": None,
-    "seed": None,                  # int: sample i is requested with seed + i (reproducible where supported)
-    "price_in_per_m": 0.0,         # USD per 1M prompt tokens (ledger only)
-    "price_out_per_m": 0.0,        # USD per 1M completion tokens
-    "local": {
-        "model_path": None,        # null = $LLM_PYMARL_MODEL or ~/.cache/llm-pymarl/models/<file>
-        "threads": 1,              # llama.cpp threads (use 2 only when nothing else runs on a 2-core machine)
-        "ctx": 4096,               # context window (tokens)
-        "parallel": 1,             # server slots (requests decoded together; each gets ctx / parallel)
-        "start_timeout_s": 180.0,  # model load + health check
-    },
-}
+# The defaults live once, in config/default.yaml's `llm:` block (documented there); run configs override parts of it.
+DEFAULTS = load_yaml("", "default")["llm"]
 
 BACKENDS = ("openai", "local", "replay")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")

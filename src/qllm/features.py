@@ -27,7 +27,7 @@ def revalidator(args, n_states=512):
         from qllm.states import sample_states
         from qllm.validate import ValidationContext, validate_source
 
-        states = sample_states(args.env, dict(args.env_args), n=n_states, seed=int(getattr(args, "seed", 0) or 0))
+        states = sample_states(args.env, dict(args.env_args), n=n_states, seed=int(args.seed or 0))
         ctx = ValidationContext(n_agents=args.n_agents, state_size=int(args.state_shape), states=states,
                                 igm_gate=igm_gate)
         return validate_source(source, ctx)
