@@ -12,14 +12,13 @@ A file is trainable when one of these holds (checked in this order):
    on states of this run's env) and the log says so; without `revalidate` the load is refused.
 The source is always checked against the static policy here (on the syntax tree; nothing is executed).
 """
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 
 from qllm.policy import PolicyError, check_source
 from qllm.records import record_problem
-from utils.files import is_temp
+from utils.files import is_temp, sha256_bytes
 
 TFCAF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tfcafs")
 MANIFEST = "MANIFEST.json"
@@ -110,7 +109,7 @@ def load_tfcaf(path, *, env_config=None, n_agents=None, state_size=None, igm_gat
                              f"--config=qllm_generate, or leave tfcaf_path null to use the shipped reference")
     with open(path, "rb") as f:
         raw = f.read()
-    digest = hashlib.sha256(raw).hexdigest()
+    digest = sha256_bytes(raw)
     try:
         source = raw.decode("utf-8")
     except UnicodeDecodeError as e:

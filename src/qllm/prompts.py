@@ -9,6 +9,8 @@ import json
 import os
 import re
 
+from llm.text_utils import strip_thinking
+
 PROMPT_DIR = os.path.join(os.path.dirname(__file__), "prompts")
 
 GATE_ON = ("8. IGM gate ON for this task: the framework uses |w|, so make the weights non-negative yourself "
@@ -94,7 +96,7 @@ def parse_choice(text, n):
     """
     if not text:
         return None
-    text = re.sub(r"<think>.*?</think>", "", text, flags=re.DOTALL)
+    text = strip_thinking(text)
     choices = []
     for m in _ARRAY.finditer(text):
         try:

@@ -18,7 +18,6 @@ record signed by this installation's key, so that `mixer: qllm` trains with it w
     python src/qllm/validate.py path/to/tfcaf.py --env-config lbf [--no-igm-gate] [--write-meta]
 """
 import base64
-import hashlib
 import json
 import os
 import queue
@@ -38,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make `qllm` importable
 from qllm.policy import PolicyError, check_source  # noqa: E402
 from qllm.records import key_path  # noqa: E402
 from qllm.sandbox import kill_group, leftovers, spawn  # noqa: E402
-from utils.files import write_json_atomic  # noqa: E402
+from utils.files import sha256_bytes, write_json_atomic  # noqa: E402
 from utils.paths import SRC_DIR  # noqa: E402,F401 (the child's import root; tests use it too)
 
 STAGES = ("parse", "policy", "exec", "shape", "finite", "linear", "gradient", "gate", "determinism", "mutation",
@@ -294,7 +293,7 @@ def main(argv=None):
         if os.path.exists(meta_path):
             with open(meta_path) as f:
                 meta = json.load(f)
-        digest = hashlib.sha256(raw).hexdigest()
+        digest = sha256_bytes(raw)
         meta.setdefault("source", "validated with src/qllm/validate.py")
         meta.update(file=os.path.basename(a.path), sha256=digest, igm_gate=ctx.igm_gate,
                     env_config=a.env_config, validation=report.to_dict(),

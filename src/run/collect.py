@@ -7,7 +7,6 @@ normalised return reaches its fraction. Each `collect_datasets` entry is a list 
 act as expert); its episodes are shuffled, played with per-agent policies and written to
 <dataset_dir>/<name>.h5, with returns.json/returns.md summarising every dataset of the folder.
 """
-import hashlib
 import json
 import os
 import zlib
@@ -22,7 +21,7 @@ from envs import env_from_args
 from run.setup import make_args
 from runners import REGISTRY as r_REGISTRY
 from utils.checkpoint import load_run_config
-from utils.files import clean_stale_temps, write_json_atomic, write_text_atomic
+from utils.files import clean_stale_temps, sha256_file, write_json_atomic, write_text_atomic
 from utils.logging import Logger
 from utils.paths import env_label, results_path
 from utils.seeding import set_seeds
@@ -199,15 +198,10 @@ def score(args, env_info, policies, n_episodes):
     return scores
 
 
-def _sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def behaviour_scores(args, env_info, run_dir, steps, policy, out_dir, _log):
     """Scores of "random" and every checkpoint, cached in <out_dir>/behaviour.json under a key of the
     checkpoint files and the evaluation settings."""
-    key = {"checkpoints": {str(s): _sha256(os.path.join(run_dir, str(s), "agent.th")) for s in steps},
+    key = {"checkpoints": {str(s): sha256_file(os.path.join(run_dir, str(s), "agent.th")) for s in steps},
            "episodes": args.collect_eval_episodes, "seed": args.seed, "runner": args.runner,
            "batch_size_run": args.batch_size_run, "env": _env_of(vars(args)), "greedy": args.collect_greedy,
            "epsilon": args.collect_epsilon}

@@ -9,7 +9,6 @@ The folder is assembled under a temporary name (utils.files.temp_path) and renam
 generation is kept as <id>.failed with its LLM transcript (answers are also in the LLM cache, so a rerun pays
 nothing twice).
 """
-import hashlib
 import os
 import platform
 from datetime import datetime, timezone
@@ -22,7 +21,7 @@ from qllm.loop import LoopSettings, generate
 from qllm.records import sign_record
 from qllm.states import sample_states
 from qllm.validate import ValidationContext
-from utils.files import clean_stale_temps, temp_path, write_json_atomic
+from utils.files import clean_stale_temps, sha256_bytes, temp_path, write_json_atomic
 from utils.paths import env_label, results_path
 
 
@@ -65,7 +64,7 @@ def run_tfcaf(_run, config, _log):
     source = code.strip() + "\n"
     with open(os.path.join(work_dir, "tfcaf.py"), "w") as f:
         f.write(source)
-    digest = hashlib.sha256(source.encode()).hexdigest()
+    digest = sha256_bytes(source)
     final = record["rounds"][record["final_round"]]
     report = final["candidates"][final["chosen"]]["report"]
     meta.update(record, ledger=llm.ledger(), sha256=digest,

@@ -5,6 +5,7 @@ temporary name says who writes it, `<final>.tmp-<host>-<pid>-<start>-<n>` (`star
 from /proc, so a reused PID is not mistaken for the writer), so that a later run can delete the litter
 of writers that died (clean_stale_temps) without touching files that a live run is still writing.
 """
+import hashlib
 import itertools
 import json
 import os
@@ -127,3 +128,17 @@ def write_text_atomic(path, text, fsync=True):
 
 def write_json_atomic(path, obj, fsync=True):
     write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=1, default=str), fsync=fsync)
+
+
+def sha256_bytes(data):
+    """Hex SHA-256 of bytes or text (UTF-8): the one hash the project records for files and sources."""
+    return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
+
+
+def sha256_file(path, block=1 << 23):
+    """Hex SHA-256 of a file's content, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()

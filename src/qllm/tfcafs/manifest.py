@@ -12,13 +12,13 @@ a missing optional extra) they are taken from KNOWN_SIZES or the previous manife
 """
 import argparse
 import ast
-import hashlib
 import json
 import os
 import sys
 
 from qllm.tfcafs import MANIFEST_PATH, TFCAF_DIR
 from utils.config import available, load_yaml
+from utils.files import sha256_bytes
 
 HEADER = "# Hand-written reference TFCAF (not LLM output) for "
 EXCLUDED_CONFIGS = ("gymma",)  # any gymnasium env: no fixed state layout to write a reference for
@@ -106,7 +106,7 @@ def build_manifest(previous=None):
             sizes = previous[name]["state_size"], previous[name]["n_agents"]
         if sizes is None:
             raise ManifestError(f"cannot build env config '{name}' here to read its state size; install its extra")
-        manifest[name] = {"file": f"{stem}.py", "sha256": hashlib.sha256(data).hexdigest(), "igm_gate": igm_gate,
+        manifest[name] = {"file": f"{stem}.py", "sha256": sha256_bytes(data), "igm_gate": igm_gate,
                           "state_size": sizes[0], "n_agents": sizes[1]}
     return manifest
 
