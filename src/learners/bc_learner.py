@@ -10,6 +10,7 @@ union D_U; β = 1 imitates D_E only, β = 0 the whole union (plain BC).
 """
 import torch as th
 
+from learners.base import Learner
 from learners.common import (
     NonFiniteGuard,
     check_actions_available,
@@ -21,7 +22,8 @@ from learners.common import (
 )
 
 
-class BCLearner:
+class BCLearner(Learner):
+    offline = True
     def __init__(self, mac, scheme, logger, args):
         if getattr(args, "agent_output_type", "q") != "pi_logits":
             raise ValueError("bc_learner needs a policy actor: agent_output_type: pi_logits")
@@ -31,7 +33,7 @@ class BCLearner:
         self.beta = float(getattr(args, "bc_beta", 0.0))
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"bc_beta must be in [0, 1], got {self.beta}")
-        self.uses_expert_data = self.beta > 0
+        self.batches = frozenset({"data", "expert"}) if self.beta > 0 else frozenset({"data"})
         self.params = list(mac.parameters())
         self.optimiser = make_optimizer(self.params, args)
         self.log_stats_t = -args.learner_log_interval - 1
@@ -54,7 +56,7 @@ class BCLearner:
         union_loss, accuracy = self.nll(batch)
         loss = union_loss
         expert_loss = None
-        if self.uses_expert_data:
+        if self.needs("expert"):
             if expert_batch is None:
                 raise ValueError("BC(β) with bc_beta > 0 needs expert data: set offline_expert (run: offline)")
             expert_loss, _ = self.nll(expert_batch)

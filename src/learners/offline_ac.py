@@ -5,6 +5,7 @@ import copy
 
 import torch as th
 
+from learners.base import Learner
 from learners.common import (
     NonFiniteGuard,
     TargetUpdater,
@@ -32,7 +33,7 @@ def unroll(net, inputs):
     return net.forward_seq(inputs, net.init_hidden(inputs.shape[0], inputs.shape[2]))[0]
 
 
-class OfflineActorCritic:
+class OfflineActorCritic(Learner):
     """Subclasses call `_setup(critics, groups)` and implement `losses(batch) -> (losses, stats)`.
 
     critics: name -> module; each gets a target copy in `target_critics[name]`, updated after every step with
@@ -42,7 +43,7 @@ class OfflineActorCritic:
     gives each group exactly its own gradient; each group is clipped to grad_norm_clip on its own.
     """
 
-    uses_expert_data = False
+    offline = True
 
     def __init__(self, mac, scheme, logger, args):
         if mac.agent_output_type != "pi_logits":

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from components.action_selectors import UNAVAILABLE_Q
 from components.running_stats import RunningMeanStd
+from learners.base import Learner
 from learners.common import NonFiniteGuard, load_state, make_optimizer, masked_mean, save_state, transition_mask
 from modules.critics import REGISTRY as critic_REGISTRY
 from utils.rl_utils import build_gae_targets
@@ -34,7 +35,7 @@ def opt(args, key, default):
     return default if value is None else value
 
 
-class PPOLearner:
+class PPOLearner(Learner):
     on_policy = True
 
     def __init__(self, mac, scheme, logger, args):

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from components.action_selectors import UNAVAILABLE_Q
 from components.running_stats import RunningMeanStd
+from learners.base import Learner
 from learners.common import (
     NonFiniteGuard,
     TargetUpdater,
@@ -20,7 +21,7 @@ from modules.mixers import REGISTRY as mixer_REGISTRY
 from utils.rl_utils import build_td_lambda_targets
 
 
-class QLearner:
+class QLearner(Learner):
     def __init__(self, mac, scheme, logger, args):
         self.args = args
         self.mac = mac

@@ -93,8 +93,11 @@ def run_offline(_run, config, _log):
     ctx = build(_run, offline_config(config), _log)
     clean_stale_temps(ctx.args.results_dir, depth=4)  # delete the litter of earlier runs killed mid-write
     args, runner, learner, logger = ctx.args, ctx.runner, ctx.learner, ctx.logger
+    if not learner.offline:
+        raise ValueError(f"learner '{args.learner}' trains from its own rollouts, not from datasets: run: offline "
+                         f"needs an offline learner (bc, bc50, bc_beta, omar, omiga)")
     data, valid, expert = load_training_data(args, runner.get_env_info(), _log)
-    if getattr(learner, "uses_expert_data", False) and expert is None:
+    if learner.needs("expert") and expert is None:
         raise ValueError(f"learner '{args.learner}' needs expert data: set offline_expert=quality:expert "
                          f"(episodes labelled expert in the dataset) or offline_expert=path/to/expert.h5")
     if _run is not None:
@@ -123,11 +126,9 @@ def run_offline(_run, config, _log):
         batch = sampler.batch(data, args.batch_size, args.device)
         t0 = time.perf_counter()
         try:
-            if getattr(learner, "uses_expert_data", False):
-                learner.train(batch, step, step * args.batch_size,
-                              expert_batch=sampler.batch(expert, args.batch_size, args.device))
-            else:
-                learner.train(batch, step, step * args.batch_size)
+            extra = {"expert_batch": sampler.batch(expert, args.batch_size, args.device)} if learner.needs("expert") \
+                else {}
+            learner.train(batch, step, step * args.batch_size, **extra)
         except NonFiniteError as e:
             stop_nonfinite(ctx, e, last_checkpoint, _log)
             raise  # nothing after a non-finite value is saved

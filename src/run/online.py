@@ -60,10 +60,10 @@ def run_online(_run, config, _log):
             if not ctx.buffer.can_sample(args.batch_size):
                 break
             # on-policy learners train once per batch_size new episodes, never on stale ones
-            if getattr(learner, "on_policy", False) and loop.fresh_episodes < args.batch_size:
+            if learner.on_policy and loop.fresh_episodes < args.batch_size:
                 break
             t0 = time.perf_counter()
-            if getattr(learner, "on_policy", False):
+            if learner.on_policy:
                 sample = ctx.buffer.latest(args.batch_size)
                 loop.fresh_episodes = 0
             else:

@@ -61,7 +61,7 @@ def test_bc_beta_weights_expert_and_union_losses(countdown):
     union, expert = ds.episode_batch([0, 1, 2]), ds.episode_batch([3, 4, 5])
     ctx.args.bc_beta = 0.25
     learner = BCLearner(ctx.mac, None, ctx.logger, ctx.args)
-    assert learner.uses_expert_data
+    assert learner.needs("expert") and learner.offline
     want = 0.25 * learner.nll(expert)[0].item() + 0.75 * learner.nll(union)[0].item()
     assert learner.train(union, 0, 0, expert_batch=expert)["loss"] == pytest.approx(want, rel=1e-5)
     with pytest.raises(ValueError, match="needs expert data"):

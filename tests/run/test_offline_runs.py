@@ -126,3 +126,9 @@ def test_bc_beta_without_expert_episodes_is_a_clear_error(tmp_path, capsys):
     path, _ = write_random_dataset(str(tmp_path / "random.h5"), "climbing", 4, env_args={"episode_limit": 5})
     run_main(tmp_path, "bc_beta", "climbing", *TINY, f"offline_dataset={path}", expect=1)
     assert "no episode in the dataset has all agents 'expert'" in capsys.readouterr().err
+
+
+def test_an_online_learner_is_refused_by_the_offline_loop(tmp_path, capsys):
+    """Learners declare `offline` (learners.base): the loop reads it instead of failing somewhere inside."""
+    run_main(tmp_path, "qmix", "climbing", "run=offline", "offline_dataset=nothing.h5", expect=1)
+    assert "trains from its own rollouts, not from datasets" in capsys.readouterr().err

@@ -1,0 +1,18 @@
+"""What a learner is and needs, declared on its class (or instance) so the run loops never probe:
+
+- `on_policy`: train once per `batch_size` fresh episodes, on exactly those (PPO family), instead of sampling
+  the replay buffer;
+- `offline`: trains from datasets (`run: offline`), not from its own rollouts;
+- `batches`: the batches `train` needs per update, by name. "data" is the training batch (positional); every
+  other name is passed as the keyword `<name>_batch` (BC(β): {"data", "expert"}; MisoDICE will add
+  "preferences"). The offline loop fails before training when a needed kind of data was not given.
+"""
+
+
+class Learner:
+    on_policy = False
+    offline = False
+    batches = frozenset({"data"})
+
+    def needs(self, kind):
+        return kind in self.batches
