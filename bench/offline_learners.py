@@ -55,7 +55,7 @@ def time_learner(alg, env, data, steps, batch_size):
     for i in range(steps + 5):
         t0 = time.perf_counter()
         batch = sampler.batch(data, batch_size, "cpu")
-        if getattr(learner, "uses_expert_data", False):
+        if learner.needs("expert"):
             kwargs["expert_batch"] = sampler.batch(data, batch_size, "cpu")
         t1 = time.perf_counter()
         learner.train(batch, i, i * batch_size, **kwargs)

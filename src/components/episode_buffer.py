@@ -229,6 +229,11 @@ class ReplayBuffer(EpisodeBatch):
         }
 
     def load_state_dict(self, state):
+        saved = set(state["transition_data"]) | set(state["episode_data"])
+        ours = set(self.data.transition_data) | set(self.data.episode_data)
+        if saved - ours:
+            raise ValueError(f"the saved replay buffer has fields this run's buffer lacks: {sorted(saved - ours)}; "
+                             f"resume with the settings that wrote it, or with save_replay_buffer runs of this setup")
         n = state["episodes_in_buffer"]
         for k, v in state["transition_data"].items():
             self.data.transition_data[k][:n] = v.to(self.device)

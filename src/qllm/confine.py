@@ -116,22 +116,29 @@ def leave_workdir():
 
 def drop_privileges():
     """As root, become nobody (no groups): the process then cannot signal or read what belongs to the user
-    running the training, and cannot raise its limits again. Returns the uid now in force."""
-    if os.geteuid() == 0:
+    running the training, and cannot raise its limits again. Returns (uid now in force, why not dropped or None):
+    where root lacks CAP_SETUID or 65534 is not mapped (a user namespace), the other layers still hold."""
+    if os.geteuid() != 0:
+        return os.geteuid(), None
+    try:
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
-    return os.geteuid()
+    except OSError as e:
+        return os.geteuid(), f"could not drop root to nobody: {e}"
+    return os.geteuid(), None
 
 
 def confine(parent_pid, memory_mb, cpu_seconds=None):
     """All layers, in order; returns the report of what is active."""
     leave_workdir()
     filt, why = build_seccomp_filter()  # imports pyseccomp and libseccomp while files can still be opened
-    uid = drop_privileges()  # before PDEATHSIG: a change of credentials clears it
+    uid, uid_why = drop_privileges()  # before PDEATHSIG: a change of credentials clears it
     die_with_parent(parent_pid)
     info = apply_limits(memory_mb, cpu_seconds)
     info["uid"] = uid
+    if uid_why:
+        info["uid_reason"] = uid_why
     if filt is not None:
         try:
             filt.load()

@@ -5,11 +5,11 @@ Each state is evaluated once (not once per sampled batch), so a training step do
 the mixer is a weighted sum of plain tensors (modules/mixers/qllm.py). Which file is used, and why it is
 trusted, is decided by qllm.loader; an unsigned file is validated again here on states of this run's env.
 """
+import numpy as np
 
+from modules.mixers.qllm import FIELDS
 from qllm.loader import TFCAFLoadError, load_tfcaf, shipped_reference
 from utils.paths import repo_relative
-
-FIELDS = ("tfcaf_w", "tfcaf_b")
 
 
 def resolve_tfcaf_path(args):
@@ -83,7 +83,12 @@ class TFCAFFeatures:
             at = f"t_env {t_env}" if t_env is not None else "episode insertion"
             return at if row is None else f"{at}, episode {row // T} of the batch, time step {row % T}"
 
-        w, b = self.worker.evaluate(states.reshape(B * T, S).cpu().numpy(), where=where)
+        flat = states.reshape(B * T, S).cpu().numpy()
+        finite = np.isfinite(flat).all(axis=1)
+        if not finite.all():  # the env's fault, not the TFCAF's: say so before the function sees it
+            raise ValueError(f"the env produced a state with NaN or inf ({where(int(np.argmin(finite)))}); the "
+                             f"TFCAF cannot credit it: check the env's get_state()")
+        w, b = self.worker.evaluate(flat, where=where)
         batch.update({"tfcaf_w": w.reshape(B, T, self.n_agents), "tfcaf_b": b.reshape(B, T, 1)},
                      ts=slice(0, T), mark_filled=False)
         if self.worker.calls == 1 or self.worker.calls % 1000 == 0:

@@ -72,15 +72,27 @@ def shipped_reference(env_config):
     return os.path.join(TFCAF_DIR, manifest[env_config]["file"])
 
 
-def _shipped_entry(path, digest):
-    """The packaged manifest's entry for `path` if it is a shipped file with exactly the packaged hash."""
+def _shipped_entry(path, digest, env_config=None, n_agents=None, state_size=None, igm_gate=None):
+    """(the packaged manifest's entry for `path`, None) when it is a shipped file with exactly the packaged hash and
+    written for this run (its env config, sizes, and the gate when the run turns it on), else (None, why)."""
     if os.path.dirname(os.path.realpath(path)) != os.path.realpath(TFCAF_DIR) or not os.path.isfile(manifest_path()):
-        return None
+        return None, "it is not a shipped reference"
     name = os.path.basename(path)
-    for entry in _manifest().values():
-        if isinstance(entry, dict) and entry.get("file") == name and entry.get("sha256") == digest:
-            return entry
-    return None
+    manifest = _manifest()
+    configs = [c for c, e in manifest.items() if isinstance(e, dict) and e.get("file") == name]
+    if not any(manifest[c].get("sha256") == digest for c in configs):
+        return None, "it sits among the shipped references but its SHA-256 is not the packaged one"
+    if env_config is None:
+        return manifest[configs[0]], None
+    if env_config not in configs:
+        return None, f"it is the shipped reference for {', '.join(configs)}, not for env config '{env_config}'"
+    entry = manifest[env_config]
+    for key, want in (("n_agents", n_agents), ("state_size", state_size)):
+        if want is not None and entry.get(key) not in (None, want):
+            return None, f"the shipped reference was written for {key} {entry.get(key)}, this run has {want}"
+    if igm_gate and not entry.get("igm_gate", True):  # written for raw weights: never checked under the gate
+        return None, "the shipped reference was written for igm_gate false, this run turns the gate on"
+    return entry, None
 
 
 def read_meta(path):
@@ -120,13 +132,11 @@ def load_tfcaf(path, *, env_config=None, n_agents=None, state_size=None, igm_gat
         raise TFCAFLoadError(f"{path} violates the TFCAF policy ({e.stage}): {'; '.join(e.violations)}") from None
     spec = TFCAFSpec(path=path, sha256=digest, source=source, form=form)
 
-    shipped = _shipped_entry(path, digest)
+    shipped, why = _shipped_entry(path, digest, env_config, n_agents, state_size, igm_gate)
     if shipped is not None:
         spec.igm_gate, spec.trust = bool(shipped.get("igm_gate", True)), "shipped reference"
         return spec
-    if os.path.dirname(os.path.realpath(path)) == os.path.realpath(TFCAF_DIR):
-        why = "it sits among the shipped references but its SHA-256 is not the packaged one"
-    else:
+    if os.path.dirname(os.path.realpath(path)) != os.path.realpath(TFCAF_DIR):
         record = read_meta(path).get("validation_record")
         why = record_problem(record, sha256=digest, env_config=env_config, n_agents=n_agents, state_size=state_size,
                              igm_gate=igm_gate)

@@ -103,10 +103,6 @@ class PolicyResult:
     imports: list = field(default_factory=list)
 
 
-def _is_dunder(name):
-    return len(name) > 4 and name.startswith("__") and name.endswith("__")
-
-
 class _Checker(ast.NodeVisitor):
     def __init__(self):
         self.violations = []

@@ -36,14 +36,20 @@ def key_path():
 
 def _key():
     path = key_path()
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        # written in full under another name, then linked into place: a process starting at the same moment sees
+        # either no key or the whole key, and only one key ever wins
+        tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(secrets.token_bytes(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
     mode = os.stat(path).st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise RecordKeyError(f"{path} is readable by other users (mode {oct(mode & 0o777)}): anyone who can read it "
@@ -77,7 +83,11 @@ def record_problem(record, *, sha256, env_config, n_agents=None, state_size=None
     if not isinstance(record, dict):
         return "there is no signed validation record"
     signature = record.get("signature")
-    if not isinstance(signature, str) or not hmac.compare_digest(signature, _digest(record)):
+    try:
+        expected = _digest(record)
+    except (OSError, RecordKeyError) as e:  # no usable key here: nothing can be verified, so validate again
+        return f"its record cannot be checked ({e})"
+    if not isinstance(signature, str) or not hmac.compare_digest(signature, expected):
         return "its validation record is not signed by this installation's validator"
     if record.get("sha256") != sha256:
         return f"the file's SHA-256 {sha256[:16]}... is not the one validated ({str(record.get('sha256'))[:16]}...)"

@@ -146,6 +146,7 @@ def weight_form(fn, form, n_agents):
 # The function only ever sees batches of exactly this many states, in validation and in training alike (shorter
 # requests are padded with all-zero states), so it cannot tell the two apart by the batch size.
 CHUNK_ROWS = 64
+GATE_TOLERANCE = 1e-6  # under the IGM gate, weights down to -GATE_TOLERANCE count as non-negative
 
 
 class MutationError(TFCAFRuntimeError):
@@ -186,7 +187,8 @@ def chunked(call, n_agents, rows=CHUNK_ROWS):
         for start in range(0, states.shape[0], rows):
             chunk = states[start:start + rows].clone()
             out = call(chunk)
-            if not torch.equal(chunk, states[start:start + rows]):
+            # compared as bytes: NaN != NaN, so torch.equal would call an unchanged NaN state a mutation
+            if not torch.equal(chunk.view(torch.uint8), states[start:start + rows].contiguous().view(torch.uint8)):
                 raise MutationError("the function modified its input state in place (e.g. state[:, i] = ..., +=); "
                                     "work on a copy (x = state.clone()) or use out-of-place operations")
             errs = output_errors(out, rows, n_agents)
@@ -228,6 +230,6 @@ def linearity_error(fn, call, states, q, tol=1e-4):
     return None if worst <= tol else (worst, int(err.argmax()))
 
 
-__all__ = ["CHUNK_ROWS", "ModuleProxy", "MutationError", "OutputError", "PolicyError", "TFCAFRuntimeError",
-           "chunked", "exec_checked", "exec_restricted", "guarded_import", "legacy_q_tot", "linearity_error",
-           "module_proxy", "output_errors", "safe_builtins", "weight_form"]
+__all__ = ["CHUNK_ROWS", "GATE_TOLERANCE", "ModuleProxy", "MutationError", "OutputError", "PolicyError",
+           "TFCAFRuntimeError", "chunked", "exec_checked", "exec_restricted", "guarded_import", "legacy_q_tot",
+           "linearity_error", "module_proxy", "output_errors", "safe_builtins", "weight_form"]

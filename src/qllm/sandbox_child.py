@@ -50,6 +50,7 @@ def run_checks(req, emit):
 
     from qllm.runtime import (
         CHUNK_ROWS,
+        GATE_TOLERANCE,
         MutationError,
         OutputError,
         chunked,
@@ -161,7 +162,7 @@ def run_checks(req, emit):
         note = ("igm_gate on: weights must be non-negative; the framework also uses |w|" if igm_gate
                 else "igm_gate off: weights are used as they are")
         checks["gate"] = {"igm_gate": igm_gate, "negative_weight_fraction": round(frac, 6), "note": note}
-        negative = w < -1e-6
+        negative = w < -GATE_TOLERANCE
         if igm_gate and negative.any():
             rows = int(negative.any(dim=1).sum())
             raise CheckFailed("gate", f"with the IGM gate on, weights must be non-negative, but {rows} of {B} "

@@ -15,7 +15,8 @@ raises TFCAFWorkerError naming the state row, the caller's context (e.g. the ste
 import json
 import os
 import selectors
-import struct
+import signal
+import subprocess
 import threading
 import time
 import weakref
@@ -23,13 +24,11 @@ from collections import deque
 
 import numpy as np
 
-from qllm.runtime import CHUNK_ROWS
+from qllm.runtime import CHUNK_ROWS, GATE_TOLERANCE
 from qllm.sandbox import clean_text, kill_group, remove_workdir, spawn
+from qllm.worker_child import ANSWER, HEADER
 
 _BOOT = "from qllm.worker_child import main; main()"
-HEADER = struct.Struct("<II")
-ANSWER = struct.Struct("<BI")
-GATE_TOLERANCE = 1e-6  # validation allows weights down to -1e-6 under the gate
 # Validation refuses a function slower than 200 ms per 4096 states (0.05 ms a state); over the last SLOW_WINDOW
 # answers, more than 20 times that means it has become slow on training's states: stop rather than crawl.
 SLOW_MS_PER_STATE = 1.0
@@ -40,11 +39,26 @@ class TFCAFWorkerError(RuntimeError):
     """The TFCAF misbehaved at training time (or its worker died); the message says where and what to do."""
 
 
+class Prestarted:
+    """A worker process started early (it imports torch while the run builds its envs, learner and first
+    episodes), handed to TFCAFWorker(process=...) once the source is trusted. Ended by close() or, if never
+    handed over, when this object is garbage-collected."""
+
+    def __init__(self):
+        self.proc, self.workdir = spawn(_BOOT)
+        self._finalizer = weakref.finalize(self, _shutdown, self.proc, self.workdir)
+
+    def take(self):
+        """(proc, workdir), now owned by the caller."""
+        self._finalizer.detach()
+        return self.proc, self.workdir
+
+    def close(self):
+        self._finalizer()
+
+
 def prestart():
-    """Start a worker process now (it imports torch while the run builds its envs, learner and first
-    episodes) and hand it to TFCAFWorker(process=...) once the source is trusted; None = start there."""
-    proc, workdir = spawn(_BOOT)
-    return proc, workdir, weakref.finalize(proc, _shutdown, proc, workdir)
+    return Prestarted()
 
 
 class TFCAFWorker:
@@ -53,11 +67,14 @@ class TFCAFWorker:
         self.n_agents, self.sha256, self.igm_gate, self.name = int(n_agents), sha256, bool(igm_gate), name
         self.timeout_s, self.startup_timeout_s = float(timeout_s), float(startup_timeout_s)
         self.calls, self.states_evaluated, self.seconds = 0, 0, 0.0
-        self._recent = deque(maxlen=SLOW_WINDOW)  # (seconds, states the function saw) of the last answers
+        self._recent = deque(maxlen=SLOW_WINDOW)  # ms per state the function saw, of the last answers
         self.sandbox = None  # the child's report of its confinement, once it is ready
         self._stderr = deque(maxlen=20)
-        self._proc, self._workdir, self._finalizer = process or prestart()
-        threading.Thread(target=_drain, args=(self._proc.stderr, self._stderr), daemon=True).start()
+        self._proc, self._workdir = (process or prestart()).take()
+        # on self, not on the process: the process object stays referenced by the finalizer's arguments
+        self._finalizer = weakref.finalize(self, _shutdown, self._proc, self._workdir)
+        self._drain_thread = threading.Thread(target=_drain, args=(self._proc.stderr, self._stderr), daemon=True)
+        self._drain_thread.start()
         init = {"source": source, "entry": "QLLMNetwork" if form == "legacy" else "tfcaf", "form": form,
                 "n_agents": self.n_agents, "memory_mb": int(memory_mb), "parent_pid": os.getpid()}
         self._fd_out = self._proc.stdout.fileno()
@@ -76,17 +93,19 @@ class TFCAFWorker:
         if self.sandbox is not None:
             return self.sandbox
         try:
-            line = self._read_line(time.monotonic() + self.startup_timeout_s)
-        except (OSError, TFCAFWorkerError) as e:
+            line = self._read_line(time.monotonic() + self.startup_timeout_s, self.startup_timeout_s)
+            kind, _, payload = line.partition(b" ")
+            sandbox = json.loads(payload) if kind == b"READY" else None
+        except (OSError, ValueError, TFCAFWorkerError) as e:
             self.close()
-            raise TFCAFWorkerError(f"the sandboxed worker for {self._who()} did not start: {e}. "
+            raise TFCAFWorkerError(f"the sandboxed worker for {self._who()} did not start: {clean_text(e, 300)}. "
                                    f"{self._stderr_tail()}") from None
-        kind, _, payload = line.partition(b" ")
-        if kind != b"READY":
+        if sandbox is None:
             self.close()
-            detail = _error_text(payload) if kind == b"FAILED" else line[:300].decode(errors="replace")
-            raise TFCAFWorkerError(f"{self._who()} failed to load in the sandboxed worker: {detail}")
-        self.sandbox = json.loads(payload)
+            detail = _error_text(payload) if kind == b"FAILED" else clean_text(line[:300].decode(errors="replace"))
+            raise TFCAFWorkerError(f"{self._who()} failed to load in the sandboxed worker: {detail}. "
+                                   f"{self._stderr_tail()}")
+        self.sandbox = sandbox
         return self.sandbox
 
     # ----- requests -----
@@ -119,7 +138,7 @@ class TFCAFWorker:
         self.calls += 1
         self.states_evaluated += rows
         self.seconds += seconds
-        self._recent.append((seconds, -(-rows // CHUNK_ROWS) * CHUNK_ROWS))
+        self._recent.append(1000 * seconds / (-(-rows // CHUNK_ROWS) * CHUNK_ROWS))
         self._check_speed(where)
         if status != 0:
             self._fail()
@@ -137,14 +156,13 @@ class TFCAFWorker:
     def _check_speed(self, where):
         if len(self._recent) < SLOW_WINDOW:
             return
-        seconds, states = (sum(x) for x in zip(*self._recent))
-        ms = 1000 * seconds / states
+        ms = sorted(self._recent)[SLOW_WINDOW // 2]  # the median: one stall of the machine (suspend, swap) is not it
         if ms > SLOW_MS_PER_STATE:
             self._fail()
-            raise TFCAFWorkerError(f"{self._who()} has become too slow{self._at(where)}: {ms:.2f} ms a state over "
-                                   f"its last {SLOW_WINDOW} answers, where validation allows 0.05 ms (this stops at "
-                                   f"{SLOW_MS_PER_STATE:g}). It is slow on some of training's states. The run "
-                                   f"stops; checkpoints already written are untouched.")
+            raise TFCAFWorkerError(f"{self._who()} has become too slow{self._at(where)}: a median of {ms:.2f} ms a "
+                                   f"state over its last {SLOW_WINDOW} answers, where validation allows 0.05 ms "
+                                   f"(this stops at {SLOW_MS_PER_STATE:g}). It is slow on some of training's states. "
+                                   f"The run stops; checkpoints already written are untouched.")
 
     def _check(self, w, b, states, where):
         finite = np.isfinite(w).all(axis=1) & np.isfinite(b[:, 0])
@@ -165,26 +183,29 @@ class TFCAFWorker:
                                    f"written are untouched. Fix the function and validate it again.")
 
     # ----- plumbing -----
-    def _read_line(self, deadline):
+    def _read_line(self, deadline, limit):
         while b"\n" not in self._buffer:
-            self._buffer += self._read_some(deadline)
+            self._buffer += self._read_some(deadline, limit)
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line
 
     def _read_exact(self, n, deadline):
         while len(self._buffer) < n:
-            self._buffer += self._read_some(deadline)
+            self._buffer += self._read_some(deadline, self.timeout_s)
         data, self._buffer = self._buffer[:n], self._buffer[n:]
         return data
 
-    def _read_some(self, deadline):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not self._selector.select(timeout=remaining):
-            raise TFCAFWorkerError(f"no answer within {self.timeout_s:g} s (an endless loop or far too slow: "
-                                   f"raise tfcaf_timeout_s only if the function is legitimately slow)")
+    def _read_some(self, deadline, limit):
+        # an answer already in the pipe counts even past the deadline (the machine may have been suspended)
+        if not self._selector.select(timeout=max(0.0, deadline - time.monotonic())):
+            raise TFCAFWorkerError(f"no answer within {limit:g} s (an endless loop or far too slow: raise "
+                                   f"tfcaf_timeout_s only if the function is legitimately slow)")
         chunk = os.read(self._fd_out, 1 << 20)
         if not chunk:
-            self._proc.wait(timeout=5)
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
             rc = self._proc.returncode
             how = f"killed by signal {-rc}" if rc is not None and rc < 0 else f"exit status {rc}"
             raise TFCAFWorkerError(f"the worker process died ({how})")
@@ -209,6 +230,12 @@ class TFCAFWorker:
     def close(self):
         if self._proc is not None:
             self._selector.close()
+            try:  # end it, then let the drain thread read what it wrote last (error messages quote it)
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait(timeout=5)
+            except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+                pass
+            self._drain_thread.join(timeout=1.0)
             self._finalizer()
             self._proc = None
 

@@ -37,6 +37,14 @@ class Loop:
 
 def run_online(_run, config, _log):
     ctx = build(_run, config, _log)
+    try:
+        return _train(ctx, _log)
+    finally:  # the TFCAF worker ends with the run, whatever ended it (its cost is recorded in info.json)
+        for provider in ctx.features:
+            provider.close()
+
+
+def _train(ctx, _log):
     clean_stale_temps(ctx.args.results_dir, depth=4)  # delete the litter of earlier runs killed mid-write
     args, runner, learner, logger = ctx.args, ctx.runner, ctx.learner, ctx.logger
 
@@ -114,8 +122,6 @@ def run_online(_run, config, _log):
     _log.info(f"Finished training: {runner.t_env - start_T} env steps in {total:.1f}s "
               f"({(runner.t_env - start_T) / max(total, 1e-9):.0f} env steps/s, {loop.n_updates} updates)")
     runner.close_env()
-    for provider in ctx.features:  # records the TFCAF worker's final cost in info.json
-        provider.close()
     logger.finish()
 
 
@@ -164,6 +170,19 @@ def resume(ctx, loop, _log):
     set_rng_state(state["rng"])
     if "buffer" in state:
         ctx.buffer.load_state_dict(state["buffer"])
+        refill_fields(ctx, _log)
     elif ctx.args.buffer_size > ctx.args.batch_size:
         _log.warning("checkpoint has no replay buffer (save_replay_buffer=False): it refills from new episodes")
     return path
+
+
+def refill_fields(ctx, _log, chunk=32):
+    """Recompute the declared batch fields (e.g. the TFCAF's weights) of the episodes a checkpoint's buffer brought
+    back: a buffer saved by another version, or before the run used them, would otherwise hold zeros there."""
+    n = ctx.buffer.episodes_in_buffer
+    if not ctx.features or n == 0:
+        return
+    for start in range(0, n, chunk):
+        for provider in ctx.features:
+            provider.annotate(ctx.buffer[start:min(n, start + chunk)])
+    _log.info(f"recomputed the batch fields of the {n} episodes restored into the replay buffer")

@@ -10,6 +10,7 @@ import torch as th
 from components.episode_buffer import ReplayBuffer, episode_scheme  # noqa: F401 (re-exported)
 from controllers import REGISTRY as mac_REGISTRY
 from learners import REGISTRY as le_REGISTRY
+from learners.base import Learner
 from qllm.features import make_features, wants_features
 from qllm.worker import prestart as prestart_worker
 from runners import REGISTRY as r_REGISTRY
@@ -56,13 +57,20 @@ def build(_run, config, _log):
     args.obs_shape = env_info["obs_shape"]
     args.episode_limit = env_info["episode_limit"]
 
+    features = []
     try:
-        features = [] if evaluating else make_features(args, _log, process=worker_process,
-                                                       run_info=None if _run is None else _run.info)
-    except BaseException:
+        return _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker_process, features, _log)
+    except BaseException:  # no worker process outlives a run that failed to build
+        for provider in features:
+            provider.close()
         if worker_process is not None:
-            worker_process[2]()  # the prestarted process is not needed: end it now, not at garbage collection
+            worker_process.close()
         raise
+
+
+def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker_process, features, _log):
+    if not evaluating:
+        features += make_features(args, _log, process=worker_process, run_info=None if _run is None else _run.info)
     if args.shaper not in shaper_REGISTRY:
         raise ValueError(f"unknown shaper '{args.shaper}'; valid: {sorted(shaper_REGISTRY)}")
     shaper = shaper_REGISTRY[args.shaper](args)
@@ -73,6 +81,9 @@ def build(_run, config, _log):
 
     mac = mac_REGISTRY[args.mac](buffer.scheme, groups, args)
     learner = le_REGISTRY[args.learner](mac, buffer.scheme, logger, args)
+    if not isinstance(learner, Learner):
+        raise TypeError(f"learner '{args.learner}' ({type(learner).__name__}) must subclass learners.base.Learner, "
+                        f"which declares what the run loops need to know (on_policy, offline, batches)")
     # Acting always happens on the CPU: per-step GPU calls on tiny batches cost more than they save,
     # and the rollout batch stays in host memory. With a GPU the learner's weights are copied back after updates.
     acting_mac = mac
@@ -80,6 +91,7 @@ def build(_run, config, _log):
         learner.cuda()
         acting_mac = copy.deepcopy(mac).to("cpu")
     runner.setup(scheme=scheme, groups=groups, preprocess=preprocess, mac=acting_mac)
+
     def annotate(batch, t_env=None):
         """Before training episodes enter the buffer: fill the batch fields the mixer declares, then shape rewards."""
         for provider in features:

@@ -18,7 +18,7 @@ from envs import env_from_args
 from llm import make_llm
 from qllm import prompts
 from qllm.loop import LoopSettings, generate
-from qllm.records import sign_record
+from qllm.records import RecordKeyError, sign_record
 from qllm.states import sample_states
 from qllm.validate import ValidationContext
 from utils.files import clean_stale_temps, sha256_bytes, temp_path, write_json_atomic
@@ -67,10 +67,14 @@ def run_tfcaf(_run, config, _log):
     digest = sha256_bytes(source)
     final = record["rounds"][record["final_round"]]
     report = final["candidates"][final["chosen"]]["report"]
-    meta.update(record, ledger=llm.ledger(), sha256=digest,
-                validation_record=sign_record(sha256=digest, env_config=config.get("env_config"), igm_gate=igm_gate,
-                                              form=report.get("checks", {}).get("form", "tfcaf"),
-                                              n_agents=ctx.n_agents, state_size=ctx.state_size, validation=report))
+    meta.update(record, ledger=llm.ledger(), sha256=digest)
+    try:
+        meta["validation_record"] = sign_record(sha256=digest, env_config=config.get("env_config"),
+                                                igm_gate=igm_gate, form=report.get("checks", {}).get("form", "tfcaf"),
+                                                n_agents=ctx.n_agents, state_size=ctx.state_size, validation=report)
+    except (OSError, RecordKeyError) as e:  # the generation was paid for: keep it; training will validate again
+        _log.warning(f"the validation record could not be signed ({e}); the TFCAF is kept, and training with it "
+                     f"validates it again first")
     write_json_atomic(os.path.join(work_dir, "meta.json"), meta)
     os.replace(work_dir, final_dir)
     path = os.path.join(final_dir, "tfcaf.py")

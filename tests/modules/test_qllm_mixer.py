@@ -137,3 +137,29 @@ def test_mixer_qllm_drops_into_another_value_based_config(tmp_path):
              "buffer_size=4", "env_args.episode_limit=5", "save_model=False", "use_tensorboard=False")
     info = json.load(open(os.path.join(sacred_dir(tmp_path, "vdn", "climbing"), "info.json")))
     assert info["tfcaf"]["trust"] == "shipped reference" and info["tfcaf"]["path"].endswith("climbing.py")
+
+
+def test_a_restored_replay_buffer_gets_its_tfcaf_fields_recomputed(tmp_path):
+    """A buffer saved by a checkpoint of another version (no tfcaf fields: zeros after loading) is refilled from
+    the worker on resume, so the learner never trains on zero weights."""
+    import logging
+
+    from run.online import refill_fields
+
+    path = write_signed(tmp_path / "tfcaf", env_config="climbing")
+    ctx = make_ctx("qllm", "climbing", tfcaf_path=path, igm_gate=False, batch_size=2, buffer_size=40,
+                   env_args={"episode_limit": 5}, use_cuda=False)
+    try:
+        for i in range(35):
+            ctx.buffer.insert_episode_batch(ctx.annotate(ctx.runner.run(), t_env=i))
+        n = ctx.buffer.episodes_in_buffer
+        expected = ctx.buffer["tfcaf_w"][:n].clone()
+        ctx.buffer.data.transition_data["tfcaf_w"][:n] = 0  # what loading an older buffer leaves
+        refill_fields(ctx, logging.getLogger("test"))
+        assert torch.equal(ctx.buffer["tfcaf_w"][:n], expected) and expected.abs().sum() > 0
+        state = ctx.buffer.state_dict()
+        state["transition_data"]["made_up"] = state["transition_data"]["reward"]
+        with pytest.raises(ValueError, match="fields this run's buffer lacks: \\['made_up'\\]"):
+            ctx.buffer.load_state_dict(state)
+    finally:
+        ctx.features[0].close()

@@ -171,3 +171,16 @@ def test_a_file_inside_an_unfinished_generation_is_refused(tmp_path):
     path = write_tfcaf(folder, meta=signed())
     with pytest.raises(TFCAFLoadError, match="unfinished generation"):
         load_tfcaf(path, env_config="lbf", n_agents=2, state_size=6)
+
+
+def test_a_shipped_reference_is_trusted_only_for_the_runs_it_was_written_for():
+    lbf = shipped_reference("lbf_8x8_2p_2f_coop")
+    assert load_tfcaf(lbf, env_config="lbf_2s_10x10_3p_3f", n_agents=3, state_size=21).trust == "shipped reference"
+    with pytest.raises(TFCAFLoadError, match="shipped reference for .*lbf.*, not for env config 'mpe_spread'"):
+        load_tfcaf(lbf, env_config="mpe_spread", n_agents=2, state_size=14)
+    with pytest.raises(TFCAFLoadError, match="written for state_size 14, this run has 15"):
+        load_tfcaf(lbf, env_config="lbf_8x8_2p_2f_coop", n_agents=2, state_size=15)
+    climbing = shipped_reference("climbing")  # written for raw weights (igm_gate false)
+    assert load_tfcaf(climbing, env_config="climbing", igm_gate=False).igm_gate is False
+    with pytest.raises(TFCAFLoadError, match="written for igm_gate false, this run turns the gate on"):
+        load_tfcaf(climbing, env_config="climbing", igm_gate=True)

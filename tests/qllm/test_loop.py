@@ -128,3 +128,24 @@ def test_a_tampered_artifact_is_refused(tmp_path):
         f.write("# edited\n")
     with pytest.raises(TFCAFLoadError, match="SHA-256 .* is not the one validated"):
         load_tfcaf(path, env_config="climbing", n_agents=2, state_size=6)
+
+
+def test_a_generation_is_kept_when_its_record_cannot_be_signed(tmp_path, monkeypatch):
+    """A paid-for generation is never lost to a signing problem (here: a key others can read): the artifact is
+    written without a record, and training with it validates it again first."""
+    from qllm import records
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    records.sign_record(sha256="x", env_config="climbing", igm_gate=False, form="tfcaf", n_agents=2, state_size=6,
+                        validation={"ok": True})  # creates the key
+    os.chmod(records.key_path(), 0o644)
+    with LoopbackServer() as srv:
+        srv.push(reply(GOOD))
+        run_main(tmp_path, "qllm_generate", "climbing", "llm.backend=openai", f"llm.base_url={srv.base_url}",
+                 "llm.model=scripted", f"llm.cache_dir={tmp_path / 'cache'}", "tfcaf_candidates=1",
+                 "tfcaf_rounds=1", "tfcaf_states=32", "igm_gate=False")
+    (path,) = glob.glob(str(tmp_path / "tfcafs" / "climbing" / "*" / "tfcaf.py"))
+    meta = json.load(open(os.path.join(os.path.dirname(path), "meta.json")))
+    assert "validation_record" not in meta and meta["sha256"]
+    with pytest.raises(TFCAFLoadError, match="record cannot be checked|no signed validation record"):
+        load_tfcaf(path, env_config="climbing", n_agents=2, state_size=6)

@@ -217,6 +217,16 @@ def test_command_line_validates_and_records_the_hash(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["bad.py", "meta.json", "mine.py"]
 
 
+def require_seccomp():
+    """The filter needs libseccomp (Debian: libseccomp2, in every image here); skip without it, except in CI."""
+    import ctypes.util
+
+    from helpers import require_nothing_missing
+
+    missing = [] if ctypes.util.find_library("seccomp") else ["libseccomp is not installed"]
+    require_nothing_missing(missing, "apt-get install libseccomp2")
+
+
 def test_process_limits_stop_files_sockets_and_memory_even_for_unrestricted_code(tmp_path):
     """Third layer: after the child limits itself, even plain Python cannot open files or sockets or grab memory."""
     import subprocess
@@ -224,6 +234,7 @@ def test_process_limits_stop_files_sockets_and_memory_even_for_unrestricted_code
 
     from qllm.validate import SRC_DIR
 
+    require_seccomp()
     probe = (
         "import sys, socket\n"
         "sys.path.insert(0, sys.argv[1])\n"
@@ -261,6 +272,7 @@ def test_native_calls_after_confinement_cannot_reach_the_parent_or_undo_the_limi
 
     from qllm.validate import SRC_DIR
 
+    require_seccomp()
     probe = (
         "import ctypes, os, resource, sys\n"
         "sys.path.insert(0, sys.argv[1])\n"
