@@ -16,3 +16,17 @@ class Learner:
 
     def needs(self, kind):
         return kind in self.batches
+
+    def device_parts(self):
+        """Everything that moves with the learner between devices: networks, running statistics, optimisers
+        (None entries are skipped)."""
+        raise NotImplementedError(f"{type(self).__name__} must list its device_parts()")
+
+    def to(self, device):
+        for part in self.device_parts():
+            if part is not None:
+                part.to(device)
+        return self
+
+    def cuda(self):
+        return self.to("cuda")

@@ -84,13 +84,8 @@ class BCLearner(Learner):
         return {"valid_bc_loss": loss.item(), "valid_bc_accuracy": accuracy.item()}
 
     # ----- devices and checkpoints -----
-    def to(self, device):
-        self.mac.to(device)
-        self.optimiser.to(device)
-        return self
-
-    def cuda(self):
-        return self.to("cuda")
+    def device_parts(self):
+        return self.mac, self.optimiser
 
     def save_models(self, path):
         self.mac.save_models(path)

@@ -104,16 +104,9 @@ class OfflineActorCritic(Learner):
         return {f"valid_{k}": v.item() for k, v in losses.items()}
 
     # ----- devices and checkpoints -----
-    def to(self, device):
-        self.mac.to(device)
-        for net in (*self.critics.values(), *self.target_critics.values()):
-            net.to(device)
-        for _, opt in self.groups.values():
-            opt.to(device)
-        return self
-
-    def cuda(self):
-        return self.to("cuda")
+    def device_parts(self):
+        optimisers = (opt for _, opt in self.groups.values())
+        return (self.mac, *self.critics.values(), *self.target_critics.values(), *optimisers)
 
     def save_models(self, path):
         self.mac.save_models(path)

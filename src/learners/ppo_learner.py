@@ -174,16 +174,8 @@ class PPOLearner(Learner):
         return log_p.gather(-1, actions.to(logits.device)).squeeze(-1), entropy, p.max(-1).values
 
     # ----- devices and checkpoints -----
-    def to(self, device):
-        for net in (self.mac, self.critic, self.value_norm, self.reward_stats):
-            if net is not None:
-                net.to(device)
-        self.agent_optimiser.to(device)
-        self.critic_optimiser.to(device)
-        return self
-
-    def cuda(self):
-        return self.to("cuda")
+    def device_parts(self):
+        return self.mac, self.critic, self.value_norm, self.reward_stats, self.agent_optimiser, self.critic_optimiser
 
     def save_models(self, path):
         self.mac.save_models(path)

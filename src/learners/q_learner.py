@@ -113,15 +113,9 @@ class QLearner(Learner):
         return pairs
 
     # ----- devices and checkpoints -----
-    def to(self, device):
-        for net in (self.mac, self.target_mac, self.mixer, getattr(self, "target_mixer", None), self.reward_stats):
-            if net is not None:
-                net.to(device)
-        self.optimiser.to(device)
-        return self
-
-    def cuda(self):
-        return self.to("cuda")
+    def device_parts(self):
+        return (self.mac, self.target_mac, self.mixer, getattr(self, "target_mixer", None), self.reward_stats,
+                self.optimiser)
 
     def save_models(self, path):
         self.mac.save_models(path)

@@ -1,0 +1,53 @@
+"""learners.base: one `to`/`cuda` from each learner's declared device_parts; every network moves (checked on torch's
+meta device, which needs no GPU), and learners outside the base are refused by the run setup."""
+import pytest
+import torch
+
+from helpers import make_ctx, write_random_dataset
+from learners.base import Learner
+
+
+def parameters(learner):
+    nets = [p for p in learner.device_parts() if callable(getattr(p, "parameters", None))]  # modules and MACs
+    return [t for net in nets for t in net.parameters()]
+
+
+@pytest.mark.parametrize("alg,overrides", [("qmix", {}), ("qllm", {"igm_gate": False}), ("mappo", {}),
+                                           ("ippo", {})])
+def test_online_learners_move_every_network(alg, overrides):
+    ctx = make_ctx(alg, "climbing", env_args={"episode_limit": 5}, use_cuda=False, **overrides)
+    try:
+        learner = ctx.learner
+        assert isinstance(learner, Learner) and parameters(learner)
+        learner.to("meta")
+        assert all(p.device.type == "meta" for p in parameters(learner))
+        assert all(p.device.type == "meta" for p in learner.mac.parameters())
+    finally:
+        ctx.runner.close_env()
+        for provider in ctx.features:
+            provider.close()
+
+
+@pytest.mark.parametrize("alg", ["bc", "omar", "omiga"])
+def test_offline_learners_move_every_network(alg, tmp_path):
+    path, _ = write_random_dataset(tmp_path / "d.h5")
+    ctx = make_ctx(alg, "climbing", offline_dataset=str(path), use_cuda=False)
+    try:
+        learner = ctx.learner
+        assert learner.offline and parameters(learner)
+        learner.to("meta")
+        assert all(p.device.type == "meta" for p in parameters(learner))
+    finally:
+        ctx.runner.close_env()
+
+
+def test_a_learner_without_the_base_is_refused(monkeypatch):
+    import learners
+
+    class Bare:
+        def __init__(self, mac, scheme, logger, args):
+            pass
+
+    monkeypatch.setitem(learners.REGISTRY, "bare", Bare)
+    with pytest.raises(TypeError, match="must subclass learners.base.Learner"):
+        make_ctx("qmix", "climbing", learner="bare")
