@@ -1,7 +1,6 @@
 """learners.base: one `to`/`cuda` from each learner's declared device_parts; every network moves (checked on torch's
 meta device, which needs no GPU), and learners outside the base are refused by the run setup."""
 import pytest
-import torch
 
 from helpers import make_ctx, write_random_dataset
 from learners.base import Learner
