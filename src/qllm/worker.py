@@ -130,7 +130,7 @@ class TFCAFWorker:
                 raise TFCAFWorkerError(f"an answer of {length} bytes for {rows} states")
             payload = self._read_exact(length, deadline)
         except (OSError, TFCAFWorkerError) as e:
-            self._fail()
+            self.close()
             raise TFCAFWorkerError(f"{self._who()} gave no usable answer{self._at(where)}: {e}. "
                                    f"{self._stderr_tail()}The run stops; checkpoints already written are "
                                    f"untouched.") from None
@@ -141,11 +141,11 @@ class TFCAFWorker:
         self._recent.append(1000 * seconds / (-(-rows // CHUNK_ROWS) * CHUNK_ROWS))
         self._check_speed(where)
         if status != 0:
-            self._fail()
+            self.close()
             raise TFCAFWorkerError(f"{self._who()} raised an error{self._at(where)}: {_error_text(payload)}. "
                                    f"The run stops; checkpoints already written are untouched.")
         if length != rows * (n + 1) * 4:
-            self._fail()
+            self.close()
             raise TFCAFWorkerError(f"{self._who()} answered {length} bytes for {rows} states{self._at(where)} "
                                    f"(expected {rows * (n + 1) * 4})")
         values = np.frombuffer(payload, dtype=np.float32).copy()  # writable, owned by the caller
@@ -158,7 +158,7 @@ class TFCAFWorker:
             return
         ms = sorted(self._recent)[SLOW_WINDOW // 2]  # the median: one stall of the machine (suspend, swap) is not it
         if ms > SLOW_MS_PER_STATE:
-            self._fail()
+            self.close()
             raise TFCAFWorkerError(f"{self._who()} has become too slow{self._at(where)}: a median of {ms:.2f} ms a "
                                    f"state over its last {SLOW_WINDOW} answers, where validation allows 0.05 ms "
                                    f"(this stops at {SLOW_MS_PER_STATE:g}). It is slow on some of training's states. "
@@ -173,7 +173,7 @@ class TFCAFWorker:
             row = int(np.argmax((w < -GATE_TOLERANCE).any(axis=1)))
             problem = f"negative weights with the IGM gate on (min {float(w[row].min()):.4g})"
         if problem:
-            self._fail()
+            self.close()
             state = np.array2string(states[row][:12], precision=4, separator=", ")
             more = " ..." if states.shape[1] > 12 else ""
             raise TFCAFWorkerError(f"{self._who()} returned {problem} for state row {row}{self._at(where, row)}: "
@@ -223,9 +223,6 @@ class TFCAFWorker:
     def _stderr_tail(self):
         tail = [line for line in self._stderr if line.strip()]
         return f"Worker output: {clean_text(' | '.join(tail[-3:]), 500)}. " if tail else ""
-
-    def _fail(self):
-        self.close()
 
     def close(self):
         if self._proc is not None:

@@ -217,6 +217,24 @@ def test_command_line_validates_and_records_the_hash(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["bad.py", "meta.json", "mine.py"]
 
 
+def run_confined(tmp_path, imports, body, confine_call):
+    """Run `body` in `python -I` after `confine_call` (the sandbox children's own confinement; `imports` come
+    before it: nothing can be imported once confined); returns its stdout words and all its output."""
+    import subprocess
+    import sys
+
+    from qllm.validate import SRC_DIR
+
+    require_seccomp()
+    head = f"import os, sys, {imports}\nsys.path.insert(0, sys.argv[1])\nfrom qllm.confine import confine\n"
+    probe = f"{head}info = {confine_call}\n{body}"
+    box = tmp_path / "box"
+    box.mkdir()
+    res = subprocess.run([sys.executable, "-I", "-c", probe, SRC_DIR], cwd=box, capture_output=True, text=True,
+                         timeout=60)
+    return res.stdout.split(), res.stdout + res.stderr
+
+
 def require_seccomp():
     """The filter needs libseccomp (Debian: libseccomp2, in every image here); skip without it, except in CI."""
     import ctypes.util
@@ -228,18 +246,8 @@ def require_seccomp():
 
 
 def test_process_limits_stop_files_sockets_and_memory_even_for_unrestricted_code(tmp_path):
-    """Third layer: after the child limits itself, even plain Python cannot open files or sockets or grab memory."""
-    import subprocess
-    import sys
-
-    from qllm.validate import SRC_DIR
-
-    require_seccomp()
-    probe = (
-        "import sys, socket\n"
-        "sys.path.insert(0, sys.argv[1])\n"
-        "from qllm.confine import confine\n"
-        "info = confine(None, 64, 5)\n"
+    """Third layer: after the child confines itself, even plain Python cannot open files or sockets or grab memory."""
+    words, output = run_confined(tmp_path, "socket", (
         "out = []\n"
         "for name, f in [('file', lambda: open('pwned', 'w')), ('socket', lambda: socket.socket()),\n"
         "                ('memory', lambda: bytearray(256 * 2**20))]:\n"
@@ -249,13 +257,9 @@ def test_process_limits_stop_files_sockets_and_memory_even_for_unrestricted_code
         "    except (OSError, MemoryError) as e:\n"
         "        out.append(name + ':' + ('OSError' if isinstance(e, OSError) else type(e).__name__))\n"
         "print(' '.join(out))\n"
-        "print(info['seccomp'])\n")
-    box = tmp_path / "box"
-    box.mkdir()
-    res = subprocess.run([sys.executable, "-I", "-c", probe, SRC_DIR], cwd=box, capture_output=True, text=True,
-                         timeout=60)
-    assert res.stdout.split()[:3] == ["file:OSError", "socket:OSError", "memory:MemoryError"], res.stderr
-    assert res.stdout.split()[3] == "True"  # the seccomp filter is active on this machine (and CI's)
+        "print(info['seccomp'])\n"), "confine(None, 64, 5)")
+    assert words[:3] == ["file:OSError", "socket:OSError", "memory:MemoryError"], output
+    assert words[3] == "True"  # the seccomp filter is active on this machine (and CI's)
     assert list(tmp_path.iterdir()) == []  # its working directory is gone: nothing could be left there
 
 
@@ -267,17 +271,7 @@ def test_huge_error_messages_are_clipped(ctx):
 def test_native_calls_after_confinement_cannot_reach_the_parent_or_undo_the_limits(tmp_path):
     """Defence in depth (red-team finding): even native code in a confined process cannot signal the training
     process, switch off dying with it, raise its own limits or keep root."""
-    import subprocess
-    import sys
-
-    from qllm.validate import SRC_DIR
-
-    require_seccomp()
-    probe = (
-        "import ctypes, os, resource, sys\n"
-        "sys.path.insert(0, sys.argv[1])\n"
-        "from qllm.confine import confine\n"
-        "info = confine(os.getppid(), 64)\n"
+    words, output = run_confined(tmp_path, "ctypes, resource", (
         "libc = ctypes.CDLL(None, use_errno=True)\n"
         "out = [str(info['uid'])]\n"
         "out.append('kill:' + str(libc.kill(os.getppid(), 0)))\n"
@@ -287,11 +281,7 @@ def test_native_calls_after_confinement_cannot_reach_the_parent_or_undo_the_limi
         "    out.append('rlimit:raised')\n"
         "except (OSError, ValueError):\n"
         "    out.append('rlimit:refused')\n"
-        "print(' '.join(out))\n")
-    box = tmp_path / "box"
-    box.mkdir()
-    res = subprocess.run([sys.executable, "-I", "-c", probe, SRC_DIR], cwd=box, capture_output=True, text=True,
-                         timeout=60)
-    uid, kill, pdeathsig, rlimit = res.stdout.split()
-    assert kill == "kill:-1" and pdeathsig == "pdeathsig:-1" and rlimit == "rlimit:refused", res.stdout + res.stderr
+        "print(' '.join(out))\n"), "confine(os.getppid(), 64)")
+    uid, kill, pdeathsig, rlimit = words
+    assert kill == "kill:-1" and pdeathsig == "pdeathsig:-1" and rlimit == "rlimit:refused", output
     assert uid == ("65534" if os.geteuid() == 0 else str(os.geteuid()))
