@@ -250,7 +250,7 @@ def test_the_host_is_untouched_by_validation_and_training_steps(tmp_path):
 def test_a_function_that_turns_slow_in_training_is_stopped():
     """Answers just under the time-out would make training crawl: over 20 answers the worker allows 20 times the
     validation speed limit, then stops the run."""
-    slow = fn("w = torch.ones(state.shape[0], n_agents)\nfor i in range(30000):\n    w = w * 1.0\n"
+    slow = fn("w = torch.ones(state.shape[0], n_agents)\nfor i in range(120000):\n    w = w * 1.0\n"
               "return w, state[:, :1] * 0.0")
     worker = TFCAFWorker(slow, form="tfcaf", n_agents=2, sha256="slow", igm_gate=True)
     states = np.ones((6, 6), dtype=np.float32)
