@@ -17,7 +17,7 @@ for extra in "$@"; do
   case "$extra" in
     smax) .venv/bin/pip install --quiet -r requirements-smax.txt ;;
     football) ./install_gfootball.sh .venv ;;
-    llm) .venv/bin/python src/llm/setup_local.py ;;
+    llm) .venv/bin/python scripts/setup_local.py ;;
     *) echo "install.sh: unknown extra '$extra' (valid: smax, football, llm)" >&2; exit 2 ;;
   esac
 done

