@@ -70,7 +70,7 @@ def main(argv):
     alg, env, updates, rest = split_argv(argv[1:])
     try:
         if alg is None:
-            raise ConfigError("give an algorithm config: --config=<name> (see config/algs/)")
+            raise ConfigError("give an algorithm config: --config=<name> (see config/algs/ and config/runs/)")
         if env is None:
             raise ConfigError("give an env config: --env-config=<name> (see config/envs/)")
         config = build_config(alg, env, parse_updates(updates))

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from main import main, parse_updates, split_argv
@@ -101,3 +103,50 @@ def test_on_nonfinite_must_be_stop_or_skip_batch():
     assert build_config("qmix", "matrix_game", {"on_nonfinite": "skip_batch"})["on_nonfinite"] == "skip_batch"
     with pytest.raises(ConfigError, match="'on_nonfinite' must be one of stop, skip_batch; got 'ignore'"):
         build_config("qmix", "matrix_game", {"on_nonfinite": "ignore"})
+
+
+def test_run_mode_configs_are_found_in_config_runs():
+    from utils.config import available, run_config_path
+    assert {"collect", "qllm_generate"} <= set(available("runs"))
+    assert not {"collect", "qllm_generate"} & set(available("algs"))
+    assert run_config_path("collect").endswith(os.path.join("config", "runs", "collect.yaml"))
+    assert build_config("collect", "matrix_game")["run"] == "collect"
+    assert build_config("qllm_generate", "matrix_game")["run"] == "qllm_generate"
+
+
+def test_unknown_config_name_lists_algs_and_runs():
+    with pytest.raises(ConfigError, match=r"config/algs/ or config/runs/.*Valid names:.*collect.*qmix"):
+        build_config("no_such_alg", "matrix_game")
+    with pytest.raises(ConfigError, match="Did you mean: collect"):
+        build_config("colect", "matrix_game")
+
+
+@pytest.fixture
+def config_dir(tmp_path, monkeypatch):
+    """An empty config folder with default.yaml and one env, for lookup tests."""
+    import utils.config
+    for sub in ("algs", "runs", "envs"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "default.yaml").write_text("lr: 0.1\nrun: online\n")
+    (tmp_path / "envs" / "e.yaml").write_text("env: matrix_game\n")
+    monkeypatch.setattr(utils.config, "CONFIG_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_a_name_in_both_folders_is_an_error_naming_both_files(config_dir):
+    (config_dir / "algs" / "x.yaml").write_text("lr: 0.2\n")
+    (config_dir / "runs" / "x.yaml").write_text("lr: 0.3\n")
+    with pytest.raises(ConfigError, match=r"algs/x\.yaml and .*runs/x\.yaml"):
+        build_config("x", "e")
+
+
+def test_inherit_works_across_algs_and_runs(config_dir):
+    (config_dir / "algs" / "base.yaml").write_text("lr: 0.2\nname: base\n")
+    (config_dir / "runs" / "mode.yaml").write_text("inherit: base\nrun: mode\n")
+    (config_dir / "algs" / "variant.yaml").write_text("inherit: mode\nname: variant\n")
+    cfg = build_config("variant", "e")
+    assert (cfg["lr"], cfg["run"], cfg["name"]) == (0.2, "mode", "variant")
+    (config_dir / "runs" / "loop.yaml").write_text("inherit: loop2\n")
+    (config_dir / "algs" / "loop2.yaml").write_text("inherit: loop\n")
+    with pytest.raises(ConfigError, match="inherit cycle loop -> loop2 -> loop"):
+        build_config("loop", "e")

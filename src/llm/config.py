@@ -1,7 +1,7 @@
 """The `llm:` config block: defaults, checks, and the resolved settings the backends use.
 
 Every key has its default in config/default.yaml (the `llm:` block, read here as DEFAULTS), so `with llm.<key>=...`
-works for any run; config/algs/qllm_generate.yaml overrides the backend, model, concurrency and max_tokens.
+works for any run; config/runs/qllm_generate.yaml overrides the backend, model, concurrency and max_tokens.
 An API key is never a config value: `api_key_env` names the environment variable that holds it.
 """
 import difflib

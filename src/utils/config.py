@@ -1,6 +1,8 @@
 """Loading and merging the YAML configs; pymarl/epymarl key aliases; unknown-key and range errors.
 
 Merge order (pymarl's): default.yaml <- envs/<env>.yaml <- algs/<alg>.yaml <- `with` overrides.
+`--config=<name>` names an algorithm (config/algs/) or a run-mode config (config/runs/: collect, qllm_generate, ...);
+a name is looked up in both folders and must be in one of them only.
 """
 import difflib
 import os
@@ -71,19 +73,24 @@ def recursive_update(base, update):
     return out
 
 
+# --config=<name> is looked up in these folders (algorithms, run-mode configs)
+RUN_CONFIG_DIRS = ("algs", "runs")
+
+
 def available(subdir):
     folder = os.path.join(CONFIG_DIR, subdir)
-    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml"))
+    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")) if os.path.isdir(folder) else []
 
 
-def load_yaml(subdir, name):
-    """Load config/<subdir>/<name>.yaml; an unknown name lists the valid ones."""
-    path = os.path.join(CONFIG_DIR, subdir, f"{name}.yaml") if subdir else os.path.join(CONFIG_DIR, f"{name}.yaml")
-    if not os.path.isfile(path):
-        valid = available(subdir)
-        close = difflib.get_close_matches(name, valid, n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ConfigError(f"no config '{name}' in config/{subdir}/.{hint} Valid names: {', '.join(valid)}")
+def _unknown_name(name, subdirs):
+    valid = sorted({n for d in subdirs for n in available(d)})
+    close = difflib.get_close_matches(name, valid, n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    where = " or ".join(f"config/{d}/" for d in subdirs)
+    return ConfigError(f"no config '{name}' in {where}.{hint} Valid names: {', '.join(valid)}")
+
+
+def read_yaml(path):
     with open(path) as f:
         data = yaml.safe_load(f) or {}
     if not isinstance(data, Mapping):
@@ -91,12 +98,33 @@ def load_yaml(subdir, name):
     return canonicalize(data)
 
 
+def load_yaml(subdir, name):
+    """Load config/<subdir>/<name>.yaml; an unknown name lists the valid ones."""
+    path = os.path.join(CONFIG_DIR, subdir, f"{name}.yaml") if subdir else os.path.join(CONFIG_DIR, f"{name}.yaml")
+    if not os.path.isfile(path):
+        raise _unknown_name(name, (subdir,))
+    return read_yaml(path)
+
+
+def run_config_path(name):
+    """The file of `--config=<name>`: config/algs/<name>.yaml or config/runs/<name>.yaml (not both)."""
+    found = [os.path.join(CONFIG_DIR, d, f"{name}.yaml") for d in RUN_CONFIG_DIRS]
+    found = [p for p in found if os.path.isfile(p)]
+    if not found:
+        raise _unknown_name(name, RUN_CONFIG_DIRS)
+    if len(found) > 1:
+        files = " and ".join(os.path.relpath(p, os.path.dirname(CONFIG_DIR)) for p in found)
+        raise ConfigError(f"--config={name} is ambiguous: both {files} exist; rename or remove one")
+    return found[0]
+
+
 def load_alg(name, _seen=()):
-    """config/algs/<name>.yaml; `inherit: <other alg>` starts from that alg's settings (a variant lists only
-    what it changes, e.g. bc50 = bc with offline_top_fraction 0.5)."""
+    """The `--config=<name>` settings (config/algs/ or config/runs/); `inherit: <other name>` starts from that
+    config's settings, in either folder (a variant lists only what it changes, e.g. bc50 = bc with
+    offline_top_fraction 0.5)."""
     if name in _seen:
-        raise ConfigError(f"config/algs: inherit cycle {' -> '.join((*_seen, name))}")
-    data = load_yaml("algs", name)
+        raise ConfigError(f"config inherit cycle {' -> '.join((*_seen, name))}")
+    data = read_yaml(run_config_path(name))
     base = data.pop("inherit", None)
     return recursive_update(load_alg(base, (*_seen, name)), data) if base else data
 
@@ -143,7 +171,7 @@ def check_values(config):
 
 
 def build_config(alg, env, overrides=None):
-    """default <- env <- alg <- overrides, with aliases resolved and unknown keys rejected."""
+    """default <- env <- alg (config/algs/ or config/runs/) <- overrides, with aliases resolved and unknown keys rejected."""
     config = load_yaml("", "default")
     # A new key in an env or alg YAML is fine (that is how options are added); unknown
     # keys are an error only in overrides, where they are almost always typos.
