@@ -24,7 +24,7 @@ from report import write_report
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from components.offline_dataset import DatasetWriter, OfflineDataset  # noqa: E402
+from offline import DatasetWriter, OfflineDataset  # noqa: E402
 
 INFO = {"n_agents": 3, "n_actions": 5, "obs_shape": 18, "state_shape": 54, "episode_limit": 25}
 

@@ -89,7 +89,7 @@ def make_ctx(alg="qmix", env_config="matrix_game", **overrides):
 def write_random_dataset(path, env_config="climbing", n_episodes=8, qualities="random", **overrides):
     """An HDF5 dataset of `n_episodes` episodes of uniformly random actions (a tiny fixture for offline learners).
     Returns (path, ctx) where ctx is the run context that collected it."""
-    from components.offline_dataset import DatasetWriter
+    from offline import DatasetWriter
     ctx = make_ctx("qmix", env_config, epsilon_start=1.0, epsilon_finish=1.0, **overrides)
     with DatasetWriter(path, ctx.runner.get_env_info(), ctx.args.env, ctx.args.env_args, vars(ctx.args)) as w:
         for _ in range(n_episodes):

@@ -3,9 +3,9 @@ import pytest
 import torch as th
 import torch.nn.functional as F
 
-from components.offline_dataset import OfflineDataset
 from helpers import make_ctx, write_random_dataset
 from learners.bc_learner import BCLearner
+from offline import OfflineDataset
 
 
 @pytest.fixture()

@@ -7,11 +7,11 @@ import pytest
 import torch as th
 
 from components.episode_buffer import EpisodeBatch
-from components.offline_dataset import DatasetWriter, OfflineDataset
 from helpers import make_ctx, write_random_dataset
 from learners.common import transition_mask
 from learners.omar_learner import expected_value, masked_argmax, masked_logsumexp
 from modules.mixers.lmix import LMixer
+from offline import DatasetWriter, OfflineDataset
 
 ALGS = ("omar", "omiga")
 VARIANTS = [pytest.param("omar", {}, id="omar"), pytest.param("omiga", {}, id="omiga"),

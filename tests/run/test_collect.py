@@ -15,10 +15,11 @@ import pytest
 import torch as th
 
 from components.episode_buffer import EpisodeBatch
-from components.offline_dataset import DatasetError, OfflineDataset
 from controllers.behaviour_mac import RANDOM, BehaviourMAC
 from helpers import FakeSacredRun, make_ctx, run_main, sacred_dir, write_random_dataset
-from run.collect import episode_plan, run_collect, select_qualities
+from offline import DatasetError, OfflineDataset
+from offline.collection import episode_plan, select_qualities
+from run.collect import run_collect
 from run.setup import episode_scheme
 from runners.episode_runner import EpisodeRunner
 from utils.checkpoint import save_checkpoint, save_run_config

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch as th
 
-from components.offline_dataset import DatasetWriter
 from helpers import make_ctx, run_main, sacred_dir, write_random_dataset
+from offline import DatasetWriter
 from utils.config import available, load_alg
 
 OFFLINE = [a for a in available("algs") if load_alg(a).get("run") == "offline"]

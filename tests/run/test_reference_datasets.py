@@ -3,7 +3,7 @@ import glob
 import json
 import os
 
-from components.offline_dataset import OfflineDataset
+from offline import OfflineDataset
 from reference_datasets import main
 
 DATASETS = {"expert", "medium", "poor", "random", "mix_200e_1000p", "imbalanced_1e", "expert_2", "expert_all"}

@@ -1,4 +1,4 @@
-"""Importers of public offline-MARL datasets into this project's HDF5 format (components/offline_dataset.py).
+"""Importers of public offline-MARL datasets into this project's HDF5 format (offline/format.py).
 
 OffPyMARL (zzq-bot/offline-marl-framework-offpymarl) keeps a dataset as a folder of part_<k>.h5 files (gzip),
 each holding pymarl EpisodeBatch fields padded to the env's episode_limit+1 steps:
@@ -28,7 +28,8 @@ import re
 import h5py
 import numpy as np
 
-from components.offline_dataset import DatasetError, DatasetWriter
+from offline.format import DatasetError
+from offline.writer import DatasetWriter
 
 TIME_LIMIT_MODES = ("auto", "keep", "truncate")
 OFFPYMARL_KEYS = ("state", "obs", "actions", "avail_actions", "reward", "terminated", "filled")

@@ -9,7 +9,7 @@ import pytest
 import torch as th
 from tests.helpers import make_ctx
 
-from components.offline_dataset import (
+from offline import (
     SCHEMA_VERSION,
     DatasetError,
     DatasetWriter,

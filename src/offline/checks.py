@@ -1,14 +1,12 @@
-"""Checks of an offline dataset's content (components/offline_dataset.py): HDF5 checksum failures and values a
-learner cannot use. Vectorised over episodes: the failure paths alone look for where the problem is."""
+"""Checks of an offline dataset's content (offline/reader.py): HDF5 checksum failures and values a learner
+cannot use. Vectorised over episodes: the failure paths alone look for where the problem is."""
 import numpy as np
 
-
-class DatasetError(ValueError):
-    """A dataset file that cannot be used, with a message naming the problem."""
+from offline.format import DatasetError
 
 
 def drop_command(path):
-    return f"python src/drop_episodes.py {path} OUT.h5 --invalid (or --episodes i,j,...)"
+    return f"python scripts/drop_episodes.py {path} OUT.h5 --invalid (or --episodes i,j,...)"
 
 
 def _ranges(rows):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import drop_episodes
-from components.offline_dataset import DatasetError, DatasetWriter, OfflineDataset
+from offline import DatasetError, DatasetWriter, OfflineDataset
 
 INFO = {"n_agents": 2, "n_actions": 3, "obs_shape": 4, "state_shape": 5, "episode_limit": 6}
 E, CHUNK = 10, 2

@@ -9,10 +9,9 @@ import pytest
 import torch as th
 from tests.helpers import make_ctx
 
-from components import importers
-from components.importers import import_offpymarl
-from components.offline_dataset import DatasetError, DatasetWriter, OfflineDataset
 from import_dataset import main
+from offline import DatasetError, DatasetWriter, OfflineDataset, importers
+from offline.importers import import_offpymarl
 
 LIMIT = 6
 ENV_ARGS = {"episode_limit": LIMIT}

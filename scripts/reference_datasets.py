@@ -1,0 +1,121 @@
+"""The reference offline datasets in one command: train behaviour policies online, then collect datasets.
+
+    python scripts/reference_datasets.py                      # all three envs (about 25 min on 2 CPU cores)
+    python scripts/reference_datasets.py --envs climbing      # one env
+    python scripts/reference_datasets.py --episodes 200       # fewer episodes per dataset
+
+For each env it (1) trains the behaviour policy with src/main.py (saving checkpoints along the way, the
+source of the medium and poor policies), unless a finished run is already there, and (2) runs
+`--config=collect` with config/runs/collect.yaml's datasets (expert, medium, poor, random, 200 expert +
+1000 poor, imbalanced with one expert agent, two experts, all experts). Datasets go to
+results/datasets/<env label>/<name>.h5 and every dataset's mean return to
+results/datasets/reference_returns.{json,md}. Rerunning skips what is complete (training runs and
+datasets), so an interrupted recipe resumes.
+"""
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import _bootstrap  # noqa: F401 (src/ on sys.path)
+
+from utils.checkpoint import load_run_config
+from utils.config import build_config, load_alg
+from utils.files import write_json_atomic, write_text_atomic
+from utils.paths import REPO_ROOT, RESULTS_ROOT, SRC_DIR, env_label
+
+# env config -> how its behaviour policy is trained (settings measured to reach a strong policy on 2 cores)
+# and collected. Climbing: QMIX's greedy checkpoints play one joint action each (the converged (2,2) = 125, a
+# lucky initial (0,0) = 275), so there are no intermediate greedy policies; its behaviours act with their
+# training epsilon instead (annealed by half-way), which grades the checkpoints from random to expert.
+RECIPES = {
+    "climbing": {"alg": "qmix", "t_max": 20000, "save_model_interval": 1000,
+                 "train": lambda t_max: [f"epsilon_anneal_time={t_max // 2}"], "collect": ["collect_greedy=False"]},
+    "lbf_8x8_2p_2f_coop": {"alg": "mappo", "t_max": 1000000, "save_model_interval": 50000},
+    "mpe_spread": {"alg": "mappo", "t_max": 1500000, "save_model_interval": 100000},
+}
+
+
+def finished_run(models_root, t_max):
+    """The newest behaviour run under models_root whose last checkpoint reached t_max, or None."""
+    best = None
+    for run in sorted(glob.glob(os.path.join(models_root, "*"))):
+        steps = [int(d) for d in os.listdir(run) if d.isdigit()]
+        if steps and max(steps) >= t_max and load_run_config(run) is not None:
+            best = run
+    return best
+
+
+def main_py(*args):
+    cmd = [sys.executable, os.path.join(SRC_DIR, "main.py"), *args]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+
+
+def reference_datasets(env, recipe, results, seed, episodes=None):
+    behaviour_dir = os.path.join(results, "reference", env)
+    run = finished_run(os.path.join(behaviour_dir, "models"), recipe["t_max"])
+    if run is None:
+        main_py(f"--config={recipe['alg']}", f"--env-config={env}", "with", f"seed={seed}",
+                f"t_max={recipe['t_max']}", f"save_model_interval={recipe['save_model_interval']}",
+                f"local_results_path={behaviour_dir}", *recipe.get("train", lambda t: [])(recipe["t_max"]))
+        run = finished_run(os.path.join(behaviour_dir, "models"), recipe["t_max"])
+    else:
+        print(f"{env}: using the finished behaviour run {run}", flush=True)
+    label = env_label(build_config(recipe["alg"], env))
+    dataset_dir = os.path.join(results, "datasets", label)
+    extra = list(recipe.get("collect", []))
+    if episodes:
+        extra.append(f"collect_datasets={json.dumps(scaled_datasets(episodes))}")
+    main_py("--config=collect", f"--env-config={env}", "with", f"seed={seed}", f"behaviour_checkpoint={run}",
+            f"dataset_dir={dataset_dir}", f"local_results_path={results}", *extra)
+    with open(os.path.join(dataset_dir, "returns.json")) as f:
+        return label, json.load(f)
+
+
+def scaled_datasets(episodes):
+    """collect.yaml's datasets with every count scaled so that its 1000-episode datasets have `episodes`."""
+    datasets = load_alg("collect")["collect_datasets"]
+    scale = episodes / 1000
+    return {name: [dict(part, episodes=max(1, round(part["episodes"] * scale))) for part in parts]
+            for name, parts in datasets.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--envs", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="episodes of each 1000-episode dataset (the mixture scales with it)")
+    parser.add_argument("--results", default=RESULTS_ROOT)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--t-max", type=int, default=None, help="override every env's training steps (smoke runs)")
+    args = parser.parse_args(argv)
+    tables = {}
+    for env in args.envs:
+        recipe = dict(RECIPES[env])
+        if args.t_max:
+            recipe.update(t_max=args.t_max, save_model_interval=max(1, args.t_max // 4))
+        label, table = reference_datasets(env, recipe, args.results, args.seed, args.episodes)
+        tables[label] = table
+    write_summary(tables, os.path.join(args.results, "datasets"))
+
+
+def write_summary(tables, folder):
+    """One table over envs: each dataset's episodes and mean ± std return (merged with earlier invocations)."""
+    path = os.path.join(folder, "reference_returns.json")
+    merged = json.load(open(path)) if os.path.isfile(path) else {}
+    merged.update(tables)
+    write_json_atomic(path, merged)
+    lines = ["| env | dataset | episodes | mean return | std | composition |", "|---|---|---:|---:|---:|---|"]
+    for label, table in sorted(merged.items()):
+        for row in table["datasets"]:
+            lines.append(f"| {label} | {row['dataset']} | {row['episodes']} | {row['return_mean']:.3f} | "
+                         f"{row['return_std']:.3f} | {row['composition']} |")
+    write_text_atomic(os.path.join(folder, "reference_returns.md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

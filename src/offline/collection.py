@@ -1,0 +1,370 @@
+"""The dataset collection library behind `run: collect` (run/collect.py, `--config=collect`).
+
+The checkpoints of one online run (`behaviour_checkpoint`) and the uniform random policy are scored with greedy
+episodes; `expert` is the last checkpoint and every `quality_fractions` entry the first checkpoint whose
+normalised return reaches its fraction. Each `collect_datasets` entry is a list of parts {episodes, agents}
+(agents: a quality, a list of one quality per agent, or {expert: k, rest: <quality>}: k agents drawn per episode
+act as expert); its episodes are shuffled, played with per-agent policies and written to
+<dataset_dir>/<name>.h5, with returns.json/returns.md summarising every dataset of the folder. `collect` (at the
+end) does all of it for a run's args; the pieces (scoring, quality selection, episode plans, playing, writing)
+come first.
+"""
+import json
+import os
+import zlib
+from types import SimpleNamespace as SN
+
+import numpy as np
+
+from components.episode_buffer import episode_scheme
+from controllers.behaviour_mac import RANDOM, BehaviourMAC, load_policy
+from envs import env_from_args
+from offline.format import DatasetError, check_env
+from offline.reader import OfflineDataset
+from offline.writer import DatasetWriter
+from runners import REGISTRY as r_REGISTRY
+from utils.checkpoint import load_run_config
+from utils.files import clean_stale_temps, sha256_file, write_json_atomic, write_text_atomic
+from utils.logging import Logger
+from utils.paths import env_label, results_path
+from utils.seeding import set_seeds
+
+EXPERT = "expert"
+SCORES_FILE = "behaviour.json"
+RETURNS_FILE = "returns"
+
+
+# ----- the behaviour run -----
+def checkpoint_steps(run_dir):
+    """Numbered checkpoint folders (holding agent.th) of a results/models/<run> folder, ascending."""
+    return sorted(int(d) for d in os.listdir(run_dir)
+                  if d.isdigit() and os.path.isfile(os.path.join(run_dir, d, "agent.th")))
+
+
+def _env_of(config):
+    return config["env"], {k: v for k, v in config.get("env_args", {}).items() if k != "seed"}
+
+
+def load_behaviour_run(run_dir, config):
+    """(saved config, checkpoint steps) of the behaviour run, checked against the collect run's env."""
+    if not run_dir:
+        raise ValueError("collection needs behaviour_checkpoint=results/models/<run> (an online run's models)")
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"behaviour_checkpoint '{run_dir}' is not a folder; pass results/models/<run>")
+    run_config = load_run_config(run_dir)
+    if run_config is None:
+        raise FileNotFoundError(
+            f"checkpoint written before configs were saved: {run_dir} has no config.json. Copy the config.json "
+            f"of the run that trained it (results/sacred/<alg>/<env>/<id>/config.json) into {run_dir}, "
+            f"or retrain (online runs now save it next to their checkpoints)")
+    steps = checkpoint_steps(run_dir)
+    if not steps:
+        raise FileNotFoundError(f"no checkpoints (numbered folders with agent.th) in behaviour_checkpoint {run_dir}")
+    theirs, ours = _env_of(run_config), _env_of(config)
+    if theirs != ours:
+        diff = sorted(k for k in set(theirs[1]) | set(ours[1]) if theirs[1].get(k) != ours[1].get(k))
+        raise ValueError(f"behaviour_checkpoint {run_dir} was trained on env '{theirs[0]}' with env_args "
+                         f"{theirs[1]}, but this collect run uses '{ours[0]}' with {ours[1]} (differing: "
+                         f"{diff or 'env'}); use the same --env-config and env_args")
+    return run_config, steps
+
+
+# ----- qualities -----
+def select_qualities(scores, fractions):
+    """quality -> policy ("random" or a checkpoint step as a string) and the normalised returns.
+
+    scores: {"random": R, "<step>": R, ...}. expert = the last checkpoint; a fraction's quality = the first
+    checkpoint whose (R - R_random) / (R_expert - R_random) reaches it without exceeding the expert's (an early
+    checkpoint that scores above the final policy, as a lucky initialisation can on the climbing game, is not
+    a lower-quality policy); the ratio is sign-safe: negative returns, as in MPE, work the same."""
+    steps = sorted((k for k in scores if k != RANDOM), key=int)
+    r_random, r_expert = scores[RANDOM], scores[steps[-1]]
+    gap = r_expert - r_random
+    if gap <= 0:
+        raise ValueError(f"the last checkpoint (step {steps[-1]}, return {r_expert:.3g}) does not beat the random "
+                         f"policy (return {r_random:.3g}): train the behaviour run longer")
+    normalised = {k: (scores[k] - r_random) / gap for k in steps}
+    normalised[RANDOM] = 0.0
+    chosen = {RANDOM: RANDOM, EXPERT: steps[-1]}
+    for quality, fraction in fractions.items():
+        chosen[quality] = next(k for k in steps if fraction <= normalised[k] <= 1.0)
+    return chosen, normalised
+
+
+def check_fractions(fractions):
+    for quality, fraction in fractions.items():
+        if quality in (RANDOM, EXPERT):
+            raise ValueError(f"quality_fractions cannot redefine '{quality}' (random = uniform, expert = the last "
+                             f"checkpoint)")
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"quality_fractions.{quality} = {fraction} must be in [0, 1]")
+
+
+# ----- episode plans -----
+def _parts(name, spec):
+    parts = [spec] if isinstance(spec, dict) else list(spec or [])
+    if not parts:
+        raise ValueError(f"collect_datasets.{name} lists no parts ({{episodes: N, agents: ...}})")
+    for part in parts:
+        if not isinstance(part, dict) or set(part) != {"episodes", "agents"}:
+            raise ValueError(f"collect_datasets.{name}: each part is {{episodes: N, agents: ...}}, got {part!r}")
+        if int(part["episodes"]) < 1:
+            raise ValueError(f"collect_datasets.{name}: episodes must be >= 1, got {part['episodes']}")
+    return parts
+
+
+def agent_qualities(agents, n_agents, rng, qualities, where=""):
+    """One episode's quality per agent from a part's `agents` spec."""
+    if isinstance(agents, str):
+        out = [agents] * n_agents
+    elif isinstance(agents, dict):
+        rest = agents.get("rest", RANDOM)
+        counts = {q: int(k) for q, k in agents.items() if q != "rest"}
+        if sum(counts.values()) > n_agents or min(counts.values(), default=0) < 0:
+            raise ValueError(f"{where}{dict(agents)} asks for {sum(counts.values())} agents; the env has {n_agents}")
+        out, order = [rest] * n_agents, iter(rng.permutation(n_agents))
+        for q, k in counts.items():
+            for _ in range(k):
+                out[next(order)] = q
+    else:
+        out = [str(q) for q in agents]
+        if len(out) != n_agents:
+            raise ValueError(f"{where}{out} names {len(out)} agents; the env has {n_agents}")
+    unknown = sorted(set(out) - set(qualities))
+    if unknown:
+        raise ValueError(f"{where}unknown qualities {unknown}; known: {sorted(qualities)} (add others to "
+                         f"quality_fractions)")
+    return out
+
+
+def episode_plan(name, spec, n_agents, qualities, rng):
+    """Per-episode agent qualities [E][n] of a dataset's parts, in shuffled order."""
+    plan = [agent_qualities(part["agents"], n_agents, rng, qualities, where=f"collect_datasets.{name}: ")
+            for part in _parts(name, spec) for _ in range(int(part["episodes"]))]
+    return [plan[i] for i in rng.permutation(len(plan))]
+
+
+def composition(spec):
+    def agents(a):
+        if isinstance(a, str):
+            return a
+        if isinstance(a, dict):
+            return "{" + ", ".join(f"{k}: {v}" for k, v in a.items()) + "}"
+        return "[" + ", ".join(a) + "]"
+    return " + ".join(f"{p['episodes']} {agents(p['agents'])}" for p in _parts("", spec))
+
+
+def dataset_seed(seed, name):
+    """A dataset's own seed, so its episodes do not depend on which other datasets this invocation collects."""
+    # < 2**31 so that the parallel runner's per-env seeds (seed + i) stay valid 32-bit seeds
+    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0] >> 1)
+
+
+# ----- playing episodes -----
+def make_runner(args, logger, seed, mac, env_info):
+    run_args = SN(**vars(args))
+    run_args.env_args = dict(args.env_args, seed=seed)
+    runner = r_REGISTRY[args.runner](args=run_args, logger=logger)
+    scheme, groups, preprocess = episode_scheme(env_info)
+    runner.setup(scheme=scheme, groups=groups, preprocess=preprocess, mac=mac)
+    return runner
+
+
+def play(runner, mac, plan, test_mode):
+    """Yield (first plan row, batch) for `plan` (policy names [E][n]) in runner-sized chunks; a short last chunk
+    is padded with copies of its last row whose episodes are dropped."""
+    b = runner.batch_size
+    for start in range(0, len(plan), b):
+        rows = plan[start:start + b]
+        mac.set_assignment(rows + [rows[-1]] * (b - len(rows)))
+        batch = runner.run(test_mode=test_mode)
+        yield start, batch if len(rows) == b else batch[:len(rows)]
+
+
+def score(args, env_info, policies, n_episodes):
+    """Mean and std of the return of each policy over the same seeded episodes, acting as it will when it
+    collects (greedy or not, collect_epsilon), so that a quality's score is the return of its data."""
+    scores = {}
+    for name, mac in policies.items():
+        set_seeds(args.seed)
+        behaviour = BehaviourMAC({} if name == RANDOM else {name: mac}, greedy=args.collect_greedy,
+                                 epsilon=args.collect_epsilon,
+                                 policy_t_env={} if name == RANDOM else {name: int(name)})
+        runner = make_runner(args, Logger(None), args.seed, behaviour, env_info)  # a silent logger
+        try:
+            returns = [r for _, batch in play(runner, behaviour, [[name] * env_info["n_agents"]] * n_episodes,
+                                              test_mode=True)
+                       for r in batch["reward"].sum(dim=(1, 2)).tolist()]
+        finally:
+            runner.close_env()
+        scores[name] = {"mean": float(np.mean(returns)), "std": float(np.std(returns))}
+    return scores
+
+
+def behaviour_scores(args, env_info, run_dir, steps, policy, out_dir, _log):
+    """Scores of "random" and every checkpoint, cached in <out_dir>/behaviour.json under a key of the
+    checkpoint files and the evaluation settings."""
+    key = {"checkpoints": {str(s): sha256_file(os.path.join(run_dir, str(s), "agent.th")) for s in steps},
+           "episodes": args.collect_eval_episodes, "seed": args.seed, "runner": args.runner,
+           "batch_size_run": args.batch_size_run, "env": _env_of(vars(args)), "greedy": args.collect_greedy,
+           "epsilon": args.collect_epsilon}
+    path = os.path.join(out_dir, SCORES_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            cached = json.load(f)
+        if cached.get("key") == json.loads(json.dumps(key)):
+            _log.info(f"Behaviour scores from {path}")
+            return cached["scores"]
+    acting = "greedy" if args.collect_greedy else "sampled"
+    _log.info(f"Scoring the random policy and {len(steps)} checkpoints ({args.collect_eval_episodes} {acting} "
+              f"episodes each, collect_epsilon={args.collect_epsilon})")
+    policies = {RANDOM: None, **{str(s): policy(str(s)) for s in steps}}
+    scores = score(args, env_info, policies, args.collect_eval_episodes)
+    write_json_atomic(path, {"key": key, "behaviour_checkpoint": os.path.abspath(run_dir), "scores": scores})
+    return scores
+
+
+def scores_table(scores, normalised, chosen, n_episodes):
+    by_policy = {}
+    for quality, policy in chosen.items():
+        by_policy.setdefault(policy, []).append(quality)
+    lines = [f"Behaviour policies ({n_episodes} episodes each, acting as they collect):",
+             f"{'policy':>10} {'return':>12} {'std':>10} {'normalised':>11}  qualities"]
+    for name in [RANDOM, *sorted((k for k in scores if k != RANDOM), key=int)]:
+        lines.append(f"{name:>10} {scores[name]['mean']:>12.4g} {scores[name]['std']:>10.4g} "
+                     f"{normalised[name]:>11.3f}  {', '.join(by_policy.get(name, []))}")
+    return "\n".join(lines)
+
+
+# ----- datasets -----
+def is_complete(path, env, env_args):
+    """Whether `path` is a complete dataset; one of another env is an error rather than something to replace."""
+    try:
+        ds = OfflineDataset.load(path, lazy=True)
+    except DatasetError:
+        return False
+    try:
+        check_env(ds.attrs["env"], json.loads(ds.attrs["env_args"]), (env, env_args), path)
+    except DatasetError as e:
+        raise DatasetError(f"{e}: choose another dataset_dir, or collect_overwrite=True to replace it") from e
+    finally:
+        ds.close()
+    return True
+
+
+def collect_dataset(path, runner, mac, plan, policy_of, env_info, args, config):
+    """Play the plan (qualities [E][n]) and write the dataset; on any exception nothing is left at `path`."""
+    policy_plan = [[policy_of[q] for q in row] for row in plan]
+    with DatasetWriter(path, env_info, args.env, runner.args.env_args, config, progress=len(plan)) as writer:
+        for start, batch in play(runner, mac, policy_plan, test_mode=False):
+            writer.add(batch, qualities=plan[start:start + batch.batch_size])
+
+
+def dataset_row(name, path):
+    ds = OfflineDataset.load(path, lazy=True)
+    try:
+        returns = ds.returns
+        config = json.loads(ds.attrs.get("config", "{}"))
+    finally:
+        ds.close()
+    spec = config.get("dataset_parts")
+    return {"dataset": name, "episodes": int(len(returns)), "return_mean": float(returns.mean()),
+            "return_std": float(returns.std()), "return_min": float(returns.min()),
+            "return_max": float(returns.max()), "composition": composition(spec) if spec else "?",
+            "file": os.path.basename(path)}
+
+
+def write_returns(out_dir, rows):
+    """Merge `rows` into <out_dir>/returns.json (rows of earlier invocations are kept) and rewrite returns.md.
+    Returns (all rows, markdown table)."""
+    path = os.path.join(out_dir, RETURNS_FILE + ".json")
+    merged = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            merged = {r["dataset"]: r for r in json.load(f).get("datasets", [])}
+    merged.update({r["dataset"]: r for r in rows})
+    all_rows = list(merged.values())
+    write_json_atomic(path, {"datasets": all_rows})
+    lines = ["| dataset | episodes | mean return | std | min | max | composition |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    lines += [f"| {r['dataset']} | {r['episodes']} | {r['return_mean']:.4g} | {r['return_std']:.4g} | "
+              f"{r['return_min']:.4g} | {r['return_max']:.4g} | {r['composition']} |" for r in all_rows]
+    table = "\n".join(lines)
+    write_text_atomic(os.path.join(out_dir, RETURNS_FILE + ".md"), table + "\n")
+    return all_rows, table
+
+
+# ----- a whole collection -----
+def collect(args, config, logger, _log, info):
+    """Score the behaviour run's checkpoints, choose the qualities and collect every dataset of `collect_datasets`
+    (those of `collect_only` when set) that is not complete already. `info` (the Sacred run's info dict) gets
+    "behaviour" once the qualities are chosen and "collect_returns" at the end. Returns (dataset folder, the
+    markdown table of every dataset's returns)."""
+    run_dir = args.behaviour_checkpoint
+    run_config, steps = load_behaviour_run(run_dir, config)
+    fractions = dict(args.quality_fractions)
+    check_fractions(fractions)
+    if args.collect_eval_episodes < 1:
+        raise ValueError(f"collect_eval_episodes must be >= 1, got {args.collect_eval_episodes}")
+    out_dir = args.dataset_dir or os.path.join(results_path(config), "datasets", env_label(config))
+    clean_stale_temps(out_dir)  # delete the litter of earlier runs killed mid-write
+    env = env_from_args(args)
+    env_info = env.get_env_info()
+    env.close()
+
+    # every plan is built (and checked) before the slow scoring
+    only = list(getattr(args, "collect_only", None) or [])
+    names = [n for n in args.collect_datasets if not only or n in only]
+    missing = sorted(set(only) - set(args.collect_datasets))
+    if missing:
+        raise ValueError(f"collect_only names {missing}, which collect_datasets lacks "
+                         f"({sorted(args.collect_datasets)})")
+    qualities = {RANDOM, EXPERT, *fractions}
+    plans = {n: episode_plan(n, args.collect_datasets[n], env_info["n_agents"], qualities,
+                             np.random.default_rng(dataset_seed(args.seed, n))) for n in names}
+
+    loaded = {}
+
+    def policy(step):
+        if step not in loaded:
+            loaded[step] = load_policy(run_config, os.path.join(run_dir, step), env_info)
+        return loaded[step]
+
+    scores = behaviour_scores(args, env_info, run_dir, steps, policy, out_dir, _log)
+    chosen, normalised = select_qualities({k: v["mean"] for k, v in scores.items()}, fractions)
+    chosen = {q: str(p) for q, p in chosen.items()}
+    _log.info(scores_table(scores, normalised, chosen, args.collect_eval_episodes))
+    behaviour = {q: {"policy": p, "checkpoint": None if p == RANDOM else os.path.abspath(os.path.join(run_dir, p)),
+                     "return": scores[p]["mean"], "normalised": normalised[p]} for q, p in chosen.items()}
+    info["behaviour"] = behaviour
+
+    rows, t_env = [], 0
+    for name in names:
+        path = os.path.join(out_dir, f"{name}.h5")
+        if os.path.exists(path) and not args.collect_overwrite:
+            if is_complete(path, *_env_of(config)):
+                _log.info(f"{path} exists and is complete: kept (collect_overwrite=True recollects it)")
+                rows.append(dataset_row(name, path))
+                continue
+            _log.warning(f"{path} exists but is not a complete dataset: recollecting it")
+        plan = plans[name]
+        used = sorted({chosen[q] for row in plan for q in row} - {RANDOM}, key=int)
+        mac = BehaviourMAC({p: policy(p) for p in used}, greedy=args.collect_greedy, epsilon=args.collect_epsilon,
+                           policy_t_env={p: int(p) for p in used})
+        seed = dataset_seed(args.seed, name)
+        set_seeds(seed)
+        runner = make_runner(args, logger, seed, mac, env_info)
+        runner.t_env = t_env  # one t_env axis for the runner's stats across datasets
+        _log.info(f"Collecting {name}: {composition(args.collect_datasets[name])} -> {path}")
+        try:
+            collect_dataset(path, runner, mac, plan, chosen, env_info, args,
+                            dict(config, behaviour=behaviour, dataset=name,
+                                 dataset_parts=_parts(name, args.collect_datasets[name])))
+        finally:
+            runner.close_env()
+        t_env = runner.t_env
+        rows.append(dataset_row(name, path))
+
+    all_rows, table = write_returns(out_dir, rows)
+    info["collect_returns"] = all_rows
+    return out_dir, table

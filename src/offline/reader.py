@@ -1,0 +1,308 @@
+"""Reading offline datasets (the format: offline/format.py): `OfflineDataset.load` checks the schema version,
+the layout and the content and says what is wrong; views (subsets, splits, merges) and EpisodeBatches for
+learners."""
+import json
+import math
+import os
+
+import h5py
+import numpy as np
+import torch as th
+
+from components.episode_buffer import EpisodeBatch, episode_scheme
+from offline.checks import check_content, invalid_episodes, read, read_salvage
+from offline.format import (
+    ENV_INFO_KEYS,
+    EPISODE_FIELDS,
+    QUALITY_CODES,
+    SUPPORTED_SCHEMA_VERSIONS,
+    TRANSITION_FIELDS,
+    DatasetError,
+    check_env,
+    to_json,
+)
+from offline.writer import DatasetWriter
+from utils.files import is_temp
+
+
+def _open_h5(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"offline dataset {path} does not exist")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise DatasetError(f"{path}: not a readable HDF5 file (truncated or corrupted?): {e}") from e
+
+
+def _validate(f, path, expect_env=None):
+    attrs = dict(f.attrs)
+    if "schema_version" not in attrs:
+        raise DatasetError(f"{path}: no schema_version attr; not an offline dataset of this project")
+    version = int(attrs["schema_version"])
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise DatasetError(f"{path}: schema_version {version} is not supported (supported: "
+                           f"{list(SUPPORTED_SCHEMA_VERSIONS)})")
+    if not bool(attrs.get("complete", False)):
+        raise DatasetError(f"{path}: the 'complete' attr is missing or False: the writer did not finish "
+                           f"(an interrupted or partial file)")
+    missing = [k for k in (*ENV_INFO_KEYS, "env", "env_args") if k not in attrs]
+    if missing:
+        raise DatasetError(f"{path}: missing attrs {missing}")
+    missing = [k for k in (*TRANSITION_FIELDS, *EPISODE_FIELDS) if k not in f]
+    if missing:
+        raise DatasetError(f"{path}: missing dataset key(s) {missing}")
+    info = {k: int(attrs[k]) for k in ENV_INFO_KEYS}
+    E = f["filled"].shape[0]
+    for key, (_, shape) in TRANSITION_FIELDS.items():
+        want = (E, info["episode_limit"] + 1, *shape(info))
+        if f[key].shape != want:
+            raise DatasetError(f"{path}: '{key}' has shape {f[key].shape}, expected {want} (from 'filled' and the "
+                               f"attrs n_agents/n_actions/obs_shape/state_shape/episode_limit)")
+    for key, want in (("episode_return", (E,)), ("agent_quality", (E, info["n_agents"]))):
+        if f[key].shape != want:
+            raise DatasetError(f"{path}: '{key}' has shape {f[key].shape}, expected {want}")
+    if "labels" in f:
+        for name, ds in f["labels"].items():
+            if ds.shape[0] != E:
+                raise DatasetError(f"{path}: 'labels/{name}' has {ds.shape[0]} rows, expected {E}")
+    if expect_env is not None:
+        check_env(attrs["env"], json.loads(attrs["env_args"]), expect_env, path)
+    return info
+
+
+def _attrs(f):
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+
+
+def load_salvage(path):
+    """(dataset in memory, unreadable [E] bool, invalid [E] bool) of a file that may fail to load: episodes in
+    chunks that fail their checksum are zeros and marked unreadable; invalid ones fail the content checks.
+    For scripts/drop_episodes.py: the attrs and layout must still be sound."""
+    path = os.fspath(path)
+    with _open_h5(path) as f:
+        _validate(f, path)
+        attrs = _attrs(f)
+        unreadable = np.zeros(f["filled"].shape[0], dtype=bool)
+        arrays = {}
+        keys = [*TRANSITION_FIELDS, *EPISODE_FIELDS] + (["labels/" + k for k in f["labels"]] if "labels" in f else [])
+        for k in keys:
+            arrays[k], bad = read_salvage(f[k])
+            unreadable |= bad
+    invalid = invalid_episodes(arrays, int(attrs["n_actions"]), bool(attrs.get("truncation_as_terminal")))
+    codes = json.loads(attrs.get("quality_codes", to_json(QUALITY_CODES)))
+    ds = OfflineDataset._from_arrays(arrays, attrs, codes)
+    ds.path = path
+    return ds, unreadable, invalid & ~unreadable
+
+
+class OfflineDataset:
+    """A dataset read from one file (in memory, or lazily from the open file), or derived from others
+    (subsets and merges are in memory, except subsets of a lazy dataset, which stay lazy)."""
+
+    def __init__(self, data, episode_return, agent_quality, labels, attrs, quality_codes, index=None, file=None):
+        self._data = data            # field -> np.ndarray or h5py.Dataset, all episodes of the source
+        self._labels = labels        # name -> same
+        self._returns_all = np.asarray(episode_return, dtype=np.float32)
+        self._quality_all = np.asarray(agent_quality)
+        self.attrs = attrs
+        self.quality_codes = quality_codes
+        self._index = np.arange(len(self._returns_all)) if index is None else np.asarray(index, dtype=np.int64)
+        self._file = file
+        self.env_info = {k: int(attrs[k]) for k in ENV_INFO_KEYS}
+
+    # ----- loading -----
+    @classmethod
+    def load(cls, path, lazy=False, expect_env=None):
+        """Checksum failures and invalid content raise a DatasetError naming the field and the episodes.
+        In memory, the whole content is validated here; lazily, each read of episodes is (a pass at open would
+        read the whole file, which lazy loading exists to avoid)."""
+        path = os.fspath(path)
+        if is_temp(path):
+            raise DatasetError(f"{path} is an unfinished write (a temporary file of a writer that did not complete); "
+                               f"load the finished dataset, or collect it again")
+        f = _open_h5(path)
+        try:
+            _validate(f, path, expect_env)
+            attrs = _attrs(f)
+            labels_src = dict(f["labels"].items()) if "labels" in f else {}
+            if lazy:
+                data, labels = {k: f[k] for k in TRANSITION_FIELDS}, labels_src
+            else:
+                data = {k: read(f[k], path) for k in TRANSITION_FIELDS}
+                labels = {k: read(v, path) for k, v in labels_src.items()}
+                check_content(data, int(attrs["n_actions"]), path, bool(attrs.get("truncation_as_terminal")))
+            ret, qual = read(f["episode_return"], path), read(f["agent_quality"], path)
+        except BaseException:
+            f.close()
+            raise
+        if not lazy:
+            f.close()
+        ds = cls(data, ret, qual, labels, attrs, json.loads(attrs.get("quality_codes", to_json(QUALITY_CODES))),
+                 file=f if lazy else None)
+        ds.path = path
+        return ds
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    # ----- views -----
+    def __len__(self):
+        return len(self._index)
+
+    @property
+    def lazy(self):
+        return self._file is not None
+
+    @property
+    def returns(self):
+        return self._returns_all[self._index]
+
+    @property
+    def quality_code_array(self):
+        return self._quality_all[self._index]
+
+    @property
+    def qualities(self):
+        names = {v: k for k, v in self.quality_codes.items()}
+        codes = self.quality_code_array
+        out = np.empty(codes.shape, dtype=object)
+        for c in np.unique(codes):
+            out[codes == c] = names.get(int(c), "unknown")
+        return out.astype(str)
+
+    @property
+    def label_names(self):
+        return sorted(self._labels)
+
+    def _rows(self, source, rows):
+        """Rows `rows` (indices into this dataset) of a source array, in the given order."""
+        idx = self._index[np.asarray(rows, dtype=np.int64)]
+        if isinstance(source, np.ndarray):
+            return source[idx]
+        order = np.argsort(idx, kind="stable")
+        uniq, inverse = np.unique(idx[order], return_inverse=True)
+        block = read(source, self._file.filename, uniq)  # h5py fancy indexing needs increasing, unique indices
+        out = np.empty((len(idx), *block.shape[1:]), dtype=block.dtype)
+        out[order] = block[inverse]
+        return out
+
+    def arrays(self, rows=None):
+        """{field: np.ndarray} for the given rows (default all), transition fields, episode fields, labels."""
+        rows = np.arange(len(self)) if rows is None else rows
+        out = {k: self._rows(v, rows) for k, v in self._data.items()}
+        if self.lazy:
+            check_content(out, self.env_info["n_actions"], self._file.filename,
+                          bool(self.attrs.get("truncation_as_terminal")), episodes=self._index[rows])
+        out["episode_return"] = self._returns_all[self._index[rows]]
+        out["agent_quality"] = self._quality_all[self._index[rows]]
+        for k, v in self._labels.items():
+            out["labels/" + k] = self._rows(v, rows)
+        return out
+
+    def subset(self, rows):
+        """A dataset of the given rows (sharing the arrays or the open file)."""
+        return OfflineDataset(self._data, self._returns_all, self._quality_all, self._labels, dict(self.attrs),
+                              self.quality_codes, index=self._index[np.asarray(rows, dtype=np.int64)],
+                              file=self._file)
+
+    def top_fraction(self, fraction):
+        """The episodes whose return is in the top `fraction` (at least one), in their original order."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        k = max(1, int(math.ceil(fraction * len(self))))
+        top = np.argsort(-self.returns, kind="stable")[:k]
+        return self.subset(np.sort(top))
+
+    def split(self, valid_fraction, seed=0):
+        """(train, valid): a random split with round(valid_fraction * len) validation episodes."""
+        if not 0 <= valid_fraction < 1:
+            raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+        perm = np.random.default_rng(seed).permutation(len(self))
+        n_valid = int(round(valid_fraction * len(self)))
+        return self.subset(np.sort(perm[n_valid:])), self.subset(np.sort(perm[:n_valid]))
+
+    def merge(self, other):
+        """A new in-memory dataset: this one's episodes then `other`'s (same env, env_args and shapes).
+        Quality codes are remapped by name; the provenance lists both sources."""
+        if self.attrs["env"] != other.attrs["env"]:
+            raise DatasetError(f"cannot merge datasets of envs '{self.attrs['env']}' and '{other.attrs['env']}'")
+        a_args, b_args = json.loads(self.attrs["env_args"]), json.loads(other.attrs["env_args"])
+        a_args.pop("seed", None)
+        b_args.pop("seed", None)
+        if a_args != b_args:
+            raise DatasetError(f"cannot merge datasets with different env_args: {a_args} vs {b_args}")
+        if self.env_info != other.env_info:
+            raise DatasetError(f"cannot merge datasets of different shapes: {self.env_info} vs {other.env_info}")
+        if self.label_names != other.label_names:
+            raise DatasetError(f"cannot merge datasets with different labels: {self.label_names} vs "
+                               f"{other.label_names}")
+        a, b = self.arrays(), other.arrays()
+        codes = dict(self.quality_codes)
+        remap = np.zeros(256, dtype=np.uint8)
+        for name, c in other.quality_codes.items():
+            if name not in codes:
+                codes[name] = max(codes.values()) + 1
+            remap[c] = codes[name]
+        b["agent_quality"] = remap[b["agent_quality"]]
+        merged = {k: np.concatenate([a[k], b[k]]) for k in a}
+        attrs = dict(self.attrs)
+        attrs["provenance"] = to_json(json.loads(self.attrs.get("provenance", "[]"))
+                                    + json.loads(other.attrs.get("provenance", "[]")))
+        attrs["quality_codes"] = to_json(codes)
+        return OfflineDataset._from_arrays(merged, attrs, codes)
+
+    @classmethod
+    def _from_arrays(cls, arrays, attrs, quality_codes):
+        data = {k: arrays[k] for k in TRANSITION_FIELDS}
+        labels = {k[len("labels/"):]: v for k, v in arrays.items() if k.startswith("labels/")}
+        return cls(data, arrays["episode_return"], arrays["agent_quality"], labels, attrs, quality_codes)
+
+    def save(self, path, compression="lzf", progress=False, attrs=None):
+        """Write this dataset (e.g. a merge or a top fraction) to a new file; `attrs`: extra file attrs."""
+        config = json.loads(self.attrs.get("config", "{}"))
+        names = {v: k for k, v in self.quality_codes.items()}
+        with DatasetWriter(path, self.env_info, self.attrs["env"], json.loads(self.attrs["env_args"]), config,
+                           compression=compression, progress=len(self) if progress else None,
+                           provenance=json.loads(self.attrs.get("provenance", "[]")),
+                           quality_codes=self.quality_codes, attrs=attrs) as w:
+            step = 1024
+            for start in range(0, len(self), step):
+                rows = np.arange(start, min(len(self), start + step))
+                arr = self.arrays(rows)
+                labels = {k[len("labels/"):]: v for k, v in arr.items() if k.startswith("labels/")}
+                q = np.vectorize(lambda c: names.get(int(c), "unknown"))(arr["agent_quality"])
+                w.add_arrays(arr, qualities=q, returns=arr["episode_return"], labels=labels or None)
+
+    # ----- batches for learners -----
+    def scheme(self):
+        """(scheme, groups, preprocess) as the online runs build them, plus `truncated`."""
+        return episode_scheme(self.env_info, {"truncated": {"vshape": (1,), "dtype": th.uint8}})
+
+    def episode_batch(self, rows, device="cpu"):
+        """An EpisodeBatch of the given rows (with actions_onehot), as a learner's buffer.sample returns."""
+        scheme, groups, preprocess = self.scheme()
+        arr = self.arrays(rows)
+        batch = EpisodeBatch(scheme, groups, len(rows), self.env_info["episode_limit"] + 1,
+                             preprocess=preprocess, device="cpu")
+        td = batch.data.transition_data
+        for k in TRANSITION_FIELDS:
+            td[k].copy_(th.from_numpy(np.ascontiguousarray(arr[k])).to(td[k].dtype))
+        for k, (new_k, transforms) in preprocess.items():
+            out = arr[k]
+            for t in transforms:
+                out = t.transform_np(out)
+            td[new_k].copy_(th.from_numpy(np.ascontiguousarray(out)))
+        return batch.to(device) if device != "cpu" else batch
+
+    def sample(self, batch_size, rng=None, device="cpu"):
+        """`batch_size` episodes drawn without replacement (with replacement if the dataset is smaller);
+        rng: a np.random.Generator, a seed, or None."""
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        rows = np.sort(rng.choice(len(self), size=batch_size, replace=batch_size > len(self)))
+        return self.episode_batch(rows, device=device)
+
+    def __repr__(self):
+        return (f"OfflineDataset({self.attrs.get('env')}, {len(self)} episodes, "
+                f"{'lazy' if self.lazy else 'in memory'})")
