@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from components.offline_dataset import DatasetError, OfflineDataset
 from learners.common import NonFiniteError
+from offline import DatasetError, OfflineDataset
 from run.online import stop_nonfinite, time_str
 from run.setup import build
 from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint, save_run_config
