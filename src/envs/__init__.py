@@ -32,12 +32,17 @@ def _load(name):
     return getattr(importlib.import_module(module), cls)
 
 
-def env_from_args(args, **overrides):
-    """The env of a run: `env` + `env_args`, plus the reward settings every env accepts."""
-    env_args = dict(args.env_args, common_reward=args.common_reward,
-                    reward_scalarisation=args.reward_scalarisation)
+def run_env_args(args, **overrides):
+    """The constructor arguments of a run's env: `env_args` plus the reward settings every env accepts
+    (MultiAgentEnv.set_reward_settings), then `overrides`."""
+    env_args = dict(args.env_args, common_reward=args.common_reward, reward_scalarisation=args.reward_scalarisation)
     env_args.update(overrides)
-    return make_env(args.env, **env_args)
+    return env_args
+
+
+def env_from_args(args, **overrides):
+    """The env of a run: `env` + run_env_args."""
+    return make_env(args.env, **run_env_args(args, **overrides))
 
 
 def make_env(name, **env_args):

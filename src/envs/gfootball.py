@@ -109,8 +109,7 @@ class FootballEnv(MultiAgentEnv):
             raise ValueError(f"gfootball: unknown scenario {scenario!r}; valid scenarios: {', '.join(scenarios)}")
         if rewards not in REWARD_OPTIONS:
             raise ValueError(f"gfootball: rewards must be one of {REWARD_OPTIONS}, got {rewards!r}")
-        if reward_scalarisation not in ("sum", "mean"):
-            raise ValueError(f"gfootball: reward_scalarisation must be 'sum' or 'mean', got {reward_scalarisation!r}")
+        self.set_reward_settings("gfootball", common_reward, reward_scalarisation)
         if time_limit is None or int(time_limit) < 1:
             raise ValueError(f"gfootball: time_limit must be a positive number of steps, got {time_limit!r}")
 
@@ -126,8 +125,6 @@ class FootballEnv(MultiAgentEnv):
         self.rewards = rewards
         self.game_duration = int(scenario_cfg.game_duration)
         self.episode_limit = min(int(time_limit), self.game_duration)
-        self.common_reward = bool(common_reward)
-        self._mean = reward_scalarisation == "mean"
 
         self._rng = np.random.default_rng(seed)
         with warnings.catch_warnings():  # gym 0.25 warns about the old step API gfootball uses, once per wrapper
@@ -173,13 +170,7 @@ class FootballEnv(MultiAgentEnv):
         terminated = bool(done) and not match_over
         if not terminated and (match_over or self._t >= self.episode_limit):
             info["episode_limit"] = True
-        return self._reward(rewards), terminated, info
-
-    def _reward(self, rewards):
-        if not self.common_reward:
-            return np.asarray(rewards, dtype=np.float32)
-        total = float(np.sum(rewards))
-        return total / self.n_agents if self._mean else total
+        return self.scalarise_reward(np.atleast_1d(rewards)), terminated, info
 
     # --- observations / state ---
     def get_obs(self):
@@ -277,8 +268,9 @@ class FootballEnv(MultiAgentEnv):
                 f"opponents win the ball, or after {self.episode_limit} steps.")
 
     def reward_description(self):
-        how = "sum" if not self._mean else "mean"
-        scale = f"{self.n_agents}x" if not self._mean else "1x"
+        mean = self.reward_scalarisation == "mean"
+        how = self.reward_scalarisation
+        scale = f"{self.n_agents}x" if not mean else "1x"
         text = (f"Team reward = {how} of the {self.n_agents} agents' rewards. Scoring: every agent gets +1 when our "
                 f"team scores (-1 if the opponents score), so a goal adds {scale} 1 to the team reward.")
         if self.rewards == "scoring":
@@ -291,7 +283,7 @@ class FootballEnv(MultiAgentEnv):
             f"player gets the ball near the goal). When our team scores, each agent "
             f"also gets +{CHECKPOINT_REWARD} for each threshold it has not collected, so a farther shot earns more. "
             f"Each agent's episode total is therefore at most 2.0 (1 for the goal + 1.0 of checkpoints), exactly "
-            f"2.0 whenever we score; the team's {how} is at most {2.0 * (self.n_agents if not self._mean else 1):g}.")
+            f"2.0 whenever we score; the team's {how} is at most {2.0 * (self.n_agents if not mean else 1):g}.")
 
     def describe_state(self, state=None):
         """The game once (the blocks repeat it), then which player each agent controls."""

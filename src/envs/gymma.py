@@ -61,14 +61,11 @@ class GymmaWrapper(MultiAgentEnv):
                  pretrained_wrapper=None, **kwargs):
         if pretrained_wrapper is not None:
             raise ValueError(f"gymma: pretrained_wrapper={pretrained_wrapper!r} is not supported (only null)")
-        if reward_scalarisation not in ("sum", "mean"):
-            raise ValueError(f"gymma: reward_scalarisation must be 'sum' or 'mean', got {reward_scalarisation!r}")
+        self.set_reward_settings("gymma", common_reward, reward_scalarisation)
         self.key = key
         if time_limit is None or int(time_limit) < 1:
             raise ValueError(f"gymma: env_args.time_limit must be a positive number of steps, got {time_limit!r}")
         self.episode_limit = int(time_limit)
-        self.common_reward = bool(common_reward)
-        self._mean = reward_scalarisation == "mean"
         self._env = _make_gym_env(key, self.episode_limit, kwargs)
         self._unwrapped = self._env.unwrapped
 
@@ -145,17 +142,12 @@ class GymmaWrapper(MultiAgentEnv):
 
     def _reward(self, rewards):
         if isinstance(rewards, (list, tuple, np.ndarray)):
-            if self.common_reward:
-                total = float(sum(rewards))
-                return total / self.n_agents if self._mean else total
-            return np.asarray(rewards, dtype=np.float32)
-        if self.common_reward:
-            return float(rewards)
-        if not self._warned_scalar:
+            return self.scalarise_reward(list(rewards))  # a list: summed in order, as before
+        if not self.common_reward and not self._warned_scalar:
             warnings.warn(f"gymma: '{self.key}' returns a scalar reward; common_reward=False gives it to every agent",
                           stacklevel=3)
             self._warned_scalar = True
-        return np.full(self.n_agents, rewards, dtype=np.float32)
+        return self.scalarise_reward(rewards)
 
     def _set_obs(self, obs):
         # a fresh buffer each step, so returned obs/state (views of it; read-only) stay valid later
@@ -244,7 +236,7 @@ class GymmaWrapper(MultiAgentEnv):
                 f"episodes last at most {self.episode_limit} steps.")
 
     def reward_description(self):
-        how = "mean" if self._mean else "sum"
+        how = self.reward_scalarisation
         if self._lbf:
             return (f"Team reward = {how} of the agents' rewards. A food is collected when the adjacent agents that "
                     f"choose load have levels adding up to at least its level; each of them then gets "

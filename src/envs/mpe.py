@@ -567,7 +567,7 @@ class MPEEnv(PettingZooTeamEnv):
         rewards = sc.rewards(self._P)
         self._set_obs()
         terminated, info = self._end_step(False, sc.info())
-        return self._team_reward(rewards), terminated, info
+        return self.scalarise_reward(rewards), terminated, info
 
     def _read_world(self):
         self._sc.on_reset()
@@ -602,7 +602,7 @@ class MPEEnv(PettingZooTeamEnv):
         return list(ACTION_MEANINGS)
 
     def reward_description(self):
-        return self._sc.reward_text("mean" if self._mean else "sum")
+        return self._sc.reward_text(self.reward_scalarisation)
 
     def describe_state(self, state=None):
         """Positions of every entity (reconstructed from the state) and the quantities the reward uses."""

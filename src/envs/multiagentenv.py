@@ -6,13 +6,43 @@ pymarl's convention) so the learners bootstrap from the final state.
 
 Envs also describe themselves for LLM prompts (see envs/description.py): `state_schema`,
 `action_meanings`, `reward_description`, and text renderings built from them.
+
+Rewards: every env takes `common_reward` and `reward_scalarisation` (envs.run_env_args adds them from the
+config). Wrappers call `set_reward_settings` in their constructor and return `scalarise_reward(...)` from `step`.
 """
+import numpy as np
+
 from envs.description import render_segment, render_state, task_prompt
+
+REWARD_SCALARISATIONS = ("sum", "mean")
 
 
 class MultiAgentEnv:
     n_agents: int
     episode_limit: int
+    common_reward: bool = True
+    reward_scalarisation: str = "sum"
+
+    def set_reward_settings(self, name, common_reward, reward_scalarisation):
+        """Check and keep the reward settings; `name` starts the error message (the env family)."""
+        if reward_scalarisation not in REWARD_SCALARISATIONS:
+            raise ValueError(f"{name}: reward_scalarisation must be 'sum' or 'mean', got {reward_scalarisation!r}")
+        self.common_reward = bool(common_reward)
+        self.reward_scalarisation = reward_scalarisation
+
+    def scalarise_reward(self, rewards):
+        """The reward `step` returns. `rewards`: the agents' rewards (n_agents values) or one team reward (a scalar).
+        common_reward: a float, the sum or mean (`reward_scalarisation`) of the agents' rewards, or the team reward;
+        otherwise a float32 array (n_agents,): the agents' rewards, or the team reward for every agent.
+        A NumPy array is summed by NumPy, a list or tuple in order by Python (each as the wrappers did before)."""
+        if np.ndim(rewards) == 0:
+            if self.common_reward:
+                return float(rewards)
+            return np.full(self.n_agents, rewards, dtype=np.float32)
+        if not self.common_reward:
+            return np.asarray(rewards, dtype=np.float32)
+        total = float(rewards.sum() if isinstance(rewards, np.ndarray) else sum(rewards))
+        return total / self.n_agents if self.reward_scalarisation == "mean" else total
 
     def step(self, actions):
         """Apply the joint action (one int per agent); return reward, terminated, info."""

@@ -92,7 +92,7 @@ class PistonballEnv(PettingZooTeamEnv):
         progress = 1.0 - (raw.ball_prev_pos - raw.wall_width) / raw.distance_to_wall_at_game_start
         terminated, info = self._end_step(terminated, {"ball_reached_wall": int(terminated),
                                                        "ball_progress": float(progress)})
-        return self._team_reward(np.full(self.n_agents, r)), terminated, info
+        return self.scalarise_reward(np.full(self.n_agents, r)), terminated, info
 
     def _read(self):
         """State and observations from the pymunk bodies (see state_schema / obs layout)."""
@@ -163,7 +163,7 @@ class PistonballEnv(PettingZooTeamEnv):
 
     def reward_description(self):
         n = self.n_pistons
-        team = (f"Team reward = mean over the {n} pistons = r." if self._mean else
+        team = (f"Team reward = mean over the {n} pistons = r." if self.reward_scalarisation == "mean" else
                 f"Team reward = sum over the {n} pistons = {n} x r.")
         if self.reward_mode == "sparse":
             return (f"Sparse (LCA's team reward): every piston gets r = +1 on the step the ball reaches the left "

@@ -24,16 +24,12 @@ class PettingZooTeamEnv(MultiAgentEnv):
     family = "pettingzoo"
 
     def _setup(self, n_agents, n_actions, episode_limit, seed, common_reward, reward_scalarisation):
-        if reward_scalarisation not in ("sum", "mean"):
-            raise ValueError(f"{self.family}: reward_scalarisation must be 'sum' or 'mean', "
-                             f"got {reward_scalarisation!r}")
+        self.set_reward_settings(self.family, common_reward, reward_scalarisation)
         if episode_limit is None or int(episode_limit) < 1 or int(episode_limit) != episode_limit:
             raise ValueError(f"{self.family}: max_cycles must be a positive number of steps, got {episode_limit!r}")
         self.n_agents = int(n_agents)
         self.n_actions = int(n_actions)
         self.episode_limit = int(episode_limit)
-        self.common_reward = bool(common_reward)
-        self._mean = reward_scalarisation == "mean"
         self._next_seed = seed
         self._t = 0
         self._all_avail = [1] * self.n_actions
@@ -64,13 +60,6 @@ class PettingZooTeamEnv(MultiAgentEnv):
         if self._t >= self.episode_limit:
             info["episode_limit"] = True
         return False, info
-
-    def _team_reward(self, rewards):
-        """rewards: float64 array (n_agents,) -> float (common) or float32 array."""
-        if self.common_reward:
-            total = float(rewards.sum())
-            return total / self.n_agents if self._mean else total
-        return rewards.astype(np.float32)
 
     # --- obs / state: subclasses fill self._obs (n_agents, obs_size) and self._state, fresh arrays each step ---
     def get_obs(self):

@@ -126,16 +126,15 @@ class SMACEnv(MultiAgentEnv):
     registry_name = "sc2"
 
     def __init__(self, map_name="3m", seed=None, common_reward=True, reward_scalarisation="sum", **env_args):
-        if reward_scalarisation not in ("sum", "mean"):
-            raise ValueError(f"{self.registry_name}: reward_scalarisation must be 'sum' or 'mean', "
-                             f"got {reward_scalarisation!r}")
-        self._attach(self._build(map_name=map_name, seed=seed, **env_args), common_reward)
+        self.set_reward_settings(self.registry_name, common_reward, reward_scalarisation)
+        self._attach(self._build(map_name=map_name, seed=seed, **env_args))
 
     @classmethod
     def wrap(cls, sc2_env, common_reward=True):
         """Wrap an existing StarCraft2Env (or smacv2 StarCraftCapabilityEnvWrapper) object."""
         self = cls.__new__(cls)
-        self._attach(sc2_env, common_reward)
+        self.set_reward_settings(cls.registry_name, common_reward, "sum")
+        self._attach(sc2_env)
         return self
 
     def _build(self, **env_args):
@@ -144,15 +143,13 @@ class SMACEnv(MultiAgentEnv):
         find_sc2()
         return module.StarCraft2Env(**env_args)
 
-    def _attach(self, env, common_reward):
+    def _attach(self, env):
         self._env = env
         self._sc2 = getattr(env, "env", env)  # the StarCraft2Env inside smacv2's capability wrapper
         self.n_agents = int(self._sc2.n_agents)
         self.n_enemies = int(self._sc2.n_enemies)
         self.episode_limit = int(self._sc2.episode_limit)
         self.map_name = self._sc2.map_name
-        # SMAC has a single team reward; the reward settings have nothing to sum or average
-        self.common_reward = bool(common_reward)
 
     # --- episode ---
     def reset(self):
@@ -166,9 +163,8 @@ class SMACEnv(MultiAgentEnv):
         timeouts = self._sc2.timeouts
         reward, terminated, info = self._env.step(acts)
         reward, terminated, info = translate_step(reward, terminated, info, self._sc2.timeouts > timeouts)
-        if self.common_reward:
-            return reward, terminated, info
-        return np.full(self.n_agents, reward, dtype=np.float32), terminated, info
+        # SMAC has a single team reward; the reward settings have nothing to sum or average
+        return self.scalarise_reward(reward), terminated, info
 
     def seed(self, seed=None):
         """StarCraft II's game seed; it takes effect when the game is (re)launched."""

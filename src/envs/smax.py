@@ -186,8 +186,7 @@ class SMAXEnv(MultiAgentEnv):
             raise TypeError(f"unknown smax env_args: {sorted(kwargs)} (valid: {', '.join(ENV_ARGS)})")
         if enemy_attack_mode not in ("closest", "random"):
             raise ValueError(f"smax: enemy_attack_mode must be 'closest' or 'random', got {enemy_attack_mode!r}")
-        if reward_scalarisation not in ("sum", "mean"):
-            raise ValueError(f"smax: reward_scalarisation must be 'sum' or 'mean', got {reward_scalarisation!r}")
+        self.set_reward_settings("smax", common_reward, reward_scalarisation)
         if _fork["forked"]:
             raise RuntimeError("smax: this process was forked after its parent started JAX, whose threads do not "
                                "survive a fork (JAX would hang here). Create SMAX envs in spawned processes "
@@ -199,7 +198,6 @@ class SMAXEnv(MultiAgentEnv):
         self.enemy_attack_mode, self.enemy_shoots = enemy_attack_mode, bool(enemy_shoots)
         self.won_battle_bonus = float(won_battle_bonus)
         # the SMAX reward is a team reward already (identical for every ally): no sum/mean over agents
-        self.common_reward = bool(common_reward)
         self._core = _core(map_name, enemy_attack_mode, bool(enemy_shoots), bool(see_enemy_actions),
                            bool(walls_cause_death), float(won_battle_bonus))
         core = self._core
@@ -248,9 +246,7 @@ class SMAXEnv(MultiAgentEnv):
             info["episode_limit"] = True
             self.battles_game += 1
             self.timeouts += 1
-        if self.common_reward:
-            return float(reward), terminated, info
-        return np.full(self.n_agents, reward, dtype=np.float32), terminated, info
+        return self.scalarise_reward(reward), terminated, info
 
     def _unpack(self, packed):
         buf = np.asarray(packed)  # the one device -> host copy of the step

@@ -1,12 +1,10 @@
 """Plays one episode at a time in-process (pymarl's episode runner)."""
 import time
-from functools import partial
 
 import torch as th
 
-from components.episode_buffer import EpisodeBatch
 from envs import env_from_args
-from runners.stats import EpisodeStats
+from runners.base import Runner
 
 
 def step_outcome(terminated, info, t, episode_limit, truncation_as_terminal=False):
@@ -17,7 +15,7 @@ def step_outcome(terminated, info, t, episode_limit, truncation_as_terminal=Fals
     return terminal or limit, terminal or (limit and truncation_as_terminal)
 
 
-class EpisodeRunner:
+class EpisodeRunner(Runner):
     def __init__(self, args, logger):
         self.args = args
         self.logger = logger
@@ -27,15 +25,7 @@ class EpisodeRunner:
         self.batch_size = 1
         self.env = env_from_args(args)
         self.episode_limit = self.env.episode_limit
-        self.t = 0
-        self.t_env = 0
-        self.stats = EpisodeStats(logger, args)
-
-    def setup(self, scheme, groups, preprocess, mac):
-        # the rollout batch lives on the CPU; it is moved to the learner's device once per sampled batch
-        self.new_batch = partial(EpisodeBatch, scheme, groups, self.batch_size, self.episode_limit + 1,
-                                 preprocess=preprocess, device="cpu")
-        self.mac = mac
+        self.start_stats(args, logger)
 
     def get_env_info(self):
         return self.env.get_env_info()

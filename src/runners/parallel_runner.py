@@ -12,14 +12,13 @@ import os
 import signal
 import sys
 import time
-from functools import partial
 
 import numpy as np
 import torch as th
 
-from components.episode_buffer import EpisodeBatch
-from envs import make_env
-from runners.stats import EpisodeStats, numeric_info
+from envs import make_env, run_env_args
+from runners.base import Runner
+from runners.stats import numeric_info
 
 
 class EnvBlock:
@@ -103,7 +102,7 @@ def env_worker(remote, env_name, env_args_list, parent_pid, inherited=()):
         remote.close()
 
 
-class ParallelRunner:
+class ParallelRunner(Runner):
     def __init__(self, args, logger):
         self.args = args
         self.logger = logger
@@ -113,8 +112,7 @@ class ParallelRunner:
         n_workers = min(n_workers, self.batch_size - 1)
         # env i gets seed + i so that envs do not play identical episodes
         seed = args.env_args.get("seed")
-        env_args = [dict(args.env_args, seed=None if seed is None else seed + i, common_reward=args.common_reward,
-                         reward_scalarisation=args.reward_scalarisation) for i in range(self.batch_size)]
+        env_args = [run_env_args(args, seed=None if seed is None else seed + i) for i in range(self.batch_size)]
         # contiguous blocks, so results concatenate straight into env order; block 0 is local
         self.blocks = [ids.tolist() for ids in np.array_split(np.arange(self.batch_size), n_workers + 1)]
         self.local = EnvBlock(args.env, [env_args[i] for i in self.blocks[0]])
@@ -134,15 +132,8 @@ class ParallelRunner:
             self.ps.append(p)
         self.env_info = self.local.envs[0].get_env_info()
         self.episode_limit = self.env_info["episode_limit"]
-        self.t = 0
-        self.t_env = 0
-        self.stats = EpisodeStats(logger, args)
+        self.start_stats(args, logger)
         self._closed = False
-
-    def setup(self, scheme, groups, preprocess, mac):
-        self.new_batch = partial(EpisodeBatch, scheme, groups, self.batch_size, self.episode_limit + 1,
-                                 preprocess=preprocess, device="cpu")
-        self.mac = mac
 
     def get_env_info(self):
         return self.env_info

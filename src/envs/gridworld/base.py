@@ -168,9 +168,7 @@ class GridWorldEnv(MultiAgentEnv):
             raise ValueError(f"{self.name}: interact_mode must be one of {INTERACT_MODES}, got {interact_mode!r}")
         if step_penalty not in STEP_PENALTIES:
             raise ValueError(f"{self.name}: step_penalty must be one of {STEP_PENALTIES}, got {step_penalty!r}")
-        if reward_scalarisation not in ("sum", "mean"):
-            raise ValueError(f"{self.name}: reward_scalarisation must be 'sum' or 'mean', "
-                             f"got {reward_scalarisation!r}")
+        self.set_reward_settings(self.name, common_reward, reward_scalarisation)
         limit = self.DEFAULT_LIMIT if episode_limit is None else int(episode_limit)
         if limit < 1:
             raise ValueError(f"{self.name}: episode_limit must be a positive number of steps, got {episode_limit!r}")
@@ -180,8 +178,6 @@ class GridWorldEnv(MultiAgentEnv):
         self.step_penalty = step_penalty
         self.event_reward = float(event_reward)
         self.success_reward = float(success_reward)
-        self.common_reward = bool(common_reward)
-        self._mean = reward_scalarisation == "mean"
         self.n_agents = 2
         self.n_actions = 6
 
@@ -302,10 +298,9 @@ class GridWorldEnv(MultiAgentEnv):
     def _reward(self, team, indiv):
         if not self.individual_reward:
             indiv = [0.0] * self.n_agents
-        if self.common_reward:
-            extra = sum(indiv)
-            return float(team + (extra / self.n_agents if self._mean else extra))
-        return np.asarray([team + r for r in indiv], dtype=np.float32)
+        if self.common_reward:  # the team reward once, plus the sum or mean of the individual ones
+            return float(team + self.scalarise_reward(indiv))
+        return self.scalarise_reward([team + r for r in indiv])
 
     # ----- geometry -----
     def _is_wall(self, s, cell):
@@ -487,7 +482,7 @@ class GridWorldEnv(MultiAgentEnv):
         text = (f"Team reward (shared by both agents): +{self.event_reward:g} each time {events_text}. {penalty} "
                 f"Best team return: {optimum} minus the step penalty.")
         if self.individual_reward:
-            how = "mean" if self._mean else "sum"
+            how = self.reward_scalarisation
             text += (f" Hand-crafted individual reward: {individual_text}; each agent gets team + its own "
                      f"individual reward" + ("" if not self.common_reward else
                                              f" (as one number: team + {how} of the individual rewards)") + ".")
