@@ -1,6 +1,6 @@
 """Offline learners on the reference datasets: final greedy test return per (dataset, learner), over seeds.
 
-    python src/reference_datasets.py --envs lbf_8x8_2p_2f_coop         # the datasets first
+    python scripts/reference_datasets.py --envs lbf_8x8_2p_2f_coop     # the datasets first
     python bench/offline_learning.py                                   # LBF 8x8-2p-2f-coop, 5 learners x 2 datasets
     python bench/offline_learning.py --env mpe_spread --datasets expert imbalanced_1e --seeds 1 2 3
 
