@@ -3,6 +3,7 @@ import glob
 import importlib.util
 import logging
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,22 @@ from envs.multiagentenv import MultiAgentEnv
 from main import main
 from run.setup import build
 from utils.config import build_config
+
+# keys the code sets on args itself, after the config is merged (not user settings; no YAML defines them)
+RUNTIME_KEYS = {
+    "n_agents", "n_actions", "state_shape", "obs_shape", "episode_limit",  # from the env (run.setup.build)
+    "device", "unique_token", "results_dir",  # run.setup.make_args / build
+    "env_config",  # utils.config.build_config: which env config the run uses
+    "tfcaf_sha256",  # qllm.features: the identity of the TFCAF the run trains with
+}
+
+
+def config_args(alg="qmix", env="matrix_game", **overrides):
+    """An args namespace as a run's, for tests that build modules directly: the merged YAML config of `alg` x `env`
+    with `overrides` (checked as `with` overrides are: an unknown key is an error), plus the runtime keys given
+    (n_agents, n_actions, state_shape, obs_shape, ...: RUNTIME_KEYS)."""
+    runtime = {k: overrides.pop(k) for k in list(overrides) if k in RUNTIME_KEYS}
+    return SimpleNamespace(**{**build_config(alg, env, overrides), **runtime})
 
 
 class FakeSacredRun:

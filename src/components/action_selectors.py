@@ -15,12 +15,12 @@ class EpsilonGreedyActionSelector:
     def __init__(self, args):
         self.args = args
         self.schedule = DecayThenFlatSchedule(args.epsilon_start, args.epsilon_finish, args.epsilon_anneal_time,
-                                              decay=getattr(args, "epsilon_decay", "linear"))
+                                              decay=args.epsilon_decay)
         self.epsilon = self.schedule.eval(0)
 
     def select_action(self, agent_inputs, avail_actions, t_env, test_mode=False):
         self.epsilon = self.schedule.eval(t_env)
-        epsilon = getattr(self.args, "evaluation_epsilon", 0.0) if test_mode else self.epsilon
+        epsilon = self.args.evaluation_epsilon if test_mode else self.epsilon
         if agent_inputs.device.type == "cpu":
             return th.from_numpy(self._select_np(agent_inputs.numpy(), avail_actions.numpy(), epsilon))
         masked_q = agent_inputs.masked_fill(avail_actions == 0, UNAVAILABLE_Q)
@@ -48,7 +48,7 @@ class MultinomialActionSelector:
 
     def __init__(self, args):
         self.args = args
-        self.test_greedy = getattr(args, "test_greedy", True)
+        self.test_greedy = args.test_greedy
 
     def select_action(self, agent_inputs, avail_actions, t_env, test_mode=False):
         probs = agent_inputs.masked_fill(avail_actions == 0, 0.0)

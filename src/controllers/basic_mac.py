@@ -17,7 +17,7 @@ class BasicMAC:
         self.n_agents = args.n_agents
         self.n_actions = args.n_actions
         self.args = args
-        self.agent_output_type = getattr(args, "agent_output_type", "q")
+        self.agent_output_type = args.agent_output_type
         self.obs_last_action = args.obs_last_action
         self.obs_agent_id = args.obs_agent_id
         self.input_shape = self._get_input_shape(scheme)
@@ -55,7 +55,7 @@ class BasicMAC:
     def _policy_output(self, out, avail_actions, logits=False):
         if self.agent_output_type != "pi_logits":
             return out
-        if getattr(self.args, "mask_before_softmax", True):
+        if self.args.mask_before_softmax:
             out = out.masked_fill(avail_actions.to(out.device) == 0, UNAVAILABLE_Q)
         return out if logits else F.softmax(out, dim=-1)
 

@@ -12,6 +12,7 @@ import torch as th
 
 from components.episode_buffer import EpisodeBatch, episode_scheme
 from controllers import REGISTRY as mac_REGISTRY
+from utils.config import load_yaml
 
 RANDOM = "random"
 ENV_INFO_KEYS = ("n_agents", "n_actions", "state_shape", "obs_shape", "episode_limit")
@@ -19,8 +20,9 @@ ENV_INFO_KEYS = ("n_agents", "n_actions", "state_shape", "obs_shape", "episode_l
 
 def load_policy(run_config, checkpoint, env_info):
     """The BasicMAC/NonSharedMAC an online run acted with, rebuilt from its saved config (agent, inputs, output
-    type, action selector) with the weights of one of its checkpoint folders."""
-    args = SN(**run_config)
+    type, action selector) with the weights of one of its checkpoint folders. A key the saved config lacks (written
+    before the key was in config/default.yaml) takes default.yaml's value."""
+    args = SN(**{**load_yaml("", "default"), **run_config})
     for k in ENV_INFO_KEYS:
         setattr(args, k, env_info[k])
     args.device = "cpu"

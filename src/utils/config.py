@@ -171,7 +171,8 @@ def check_values(config):
 
 
 def build_config(alg, env, overrides=None):
-    """default <- env <- alg (config/algs/ or config/runs/) <- overrides, with aliases resolved and unknown keys rejected."""
+    """default <- env <- alg (config/algs/ or config/runs/) <- overrides, with aliases resolved and unknown keys
+    rejected."""
     config = load_yaml("", "default")
     # A new key in an env or alg YAML is fine (that is how options are added); unknown
     # keys are an error only in overrides, where they are almost always typos.

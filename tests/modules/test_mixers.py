@@ -1,10 +1,10 @@
 import itertools
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import config_args
 from modules.mixers import REGISTRY
 from modules.mixers.qatten import QattenMixer
 from modules.mixers.qmix import QMixer
@@ -14,8 +14,13 @@ N_ACTIONS = 3
 OBS_DIM = 6
 
 
-def make_args(n_agents, state_dim, n_actions=N_ACTIONS, obs_dim=OBS_DIM, **kw):
-    return SimpleNamespace(n_agents=n_agents, n_actions=n_actions, state_shape=state_dim, obs_shape=obs_dim, **kw)
+# the config each mixer comes with (its settings are those runs use: lmix is OMIGA's, with omiga.yaml's width)
+MIXER_ALG = {"lmix": "omiga"}
+
+
+def make_args(n_agents, state_dim, mixer="qmix", n_actions=N_ACTIONS, obs_dim=OBS_DIM, **kw):
+    return config_args(MIXER_ALG.get(mixer, "qmix"), n_agents=n_agents, n_actions=n_actions, state_shape=state_dim,
+                       obs_shape=obs_dim, **kw)
 
 
 def make_batch(b, t, n, s, n_actions=N_ACTIONS, obs_dim=OBS_DIM, seed=0):
@@ -45,7 +50,7 @@ def test_registry_contents():
 @pytest.mark.parametrize("b,t,n,s", [(3, 1, 2, 5), (2, 7, 4, 9)])
 def test_shape_and_gradients(name, b, t, n, s):
     torch.manual_seed(0)
-    mixer = REGISTRY[name](make_args(n, s))
+    mixer = REGISTRY[name](make_args(n, s, name))
     agent_qs, states, extras = make_batch(b, t, n, s)
     agent_qs.requires_grad_(True)
     q_tot = mixer(agent_qs, states, **extras)
@@ -69,7 +74,7 @@ def test_batch_rows_are_independent():
     agent_qs, states, extras = make_batch(4, 5, 3, 7)
     for name in LEARNED:
         cls = REGISTRY[name]
-        mixer = cls(make_args(3, 7))
+        mixer = cls(make_args(3, 7, name))
         full = mixer(agent_qs, states, **extras)
         one = mixer(agent_qs[1:2, 2:3], states[1:2, 2:3], **{k: v[1:2, 2:3] for k, v in extras.items()})
         assert torch.allclose(full[1:2, 2:3], one, atol=1e-6), name
@@ -82,7 +87,7 @@ def test_batch_rows_are_independent():
         lambda: QMixer(make_args(4, 8, hypernet_layers=2)),
         lambda: QattenMixer(make_args(4, 8, weighted_head=True)),
         lambda: QattenMixer(make_args(4, 8, weighted_head=False)),
-        lambda: REGISTRY["lmix"](make_args(4, 8)),
+        lambda: REGISTRY["lmix"](make_args(4, 8, "lmix")),
     ],
 )
 def test_monotonic(make):
@@ -164,7 +169,7 @@ def test_fit_target_is_not_trivial():
 def test_fit_monotone_target(name):
     torch.manual_seed(0)
     agent_qs, states, extras, target = _fit_problem()
-    mixer = REGISTRY[name](make_args(2, 4))
+    mixer = REGISTRY[name](make_args(2, 4, name))
     opt = torch.optim.Adam(mixer.parameters(), lr=3e-3)
     for _ in range(300):
         loss = F.mse_loss(mixer(agent_qs, states, **extras), target)
@@ -179,7 +184,7 @@ def test_fit_monotone_target(name):
 @pytest.mark.parametrize("name", LEARNED)
 def test_cuda_matches_cpu(name):
     torch.manual_seed(0)
-    mixer = REGISTRY[name](make_args(3, 7))
+    mixer = REGISTRY[name](make_args(3, 7, name))
     agent_qs, states, extras = make_batch(2, 5, 3, 7)
     cpu = mixer(agent_qs, states, **extras)
     dev = torch.device("cuda")

@@ -5,13 +5,12 @@ import glob
 import hashlib
 import json
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import make_ctx, run_main, sacred_dir
+from helpers import config_args, make_ctx, run_main, sacred_dir
 from modules.mixers import BATCH_FIELDS, REGISTRY
 from modules.mixers import qllm as qllm_module
 from qllm.records import sign_record
@@ -40,7 +39,7 @@ def test_registered_with_its_batch_fields():
 
 @pytest.mark.parametrize("gate", [True, False])
 def test_q_tot_is_a_gated_weighted_sum_of_plain_tensors(gate):
-    mixer = REGISTRY["qllm"](SimpleNamespace(n_agents=2, igm_gate=gate, tfcaf_sha256="abc"))
+    mixer = REGISTRY["qllm"](config_args("qllm", n_agents=2, igm_gate=gate, tfcaf_sha256="abc"))
     assert list(mixer.parameters()) == [] and mixer.igm_gate is gate
     qs = torch.randn(3, 5, 2, requires_grad=True)
     w, b = torch.randn(3, 5, 2), torch.randn(3, 5, 1)
@@ -55,7 +54,7 @@ def test_q_tot_is_a_gated_weighted_sum_of_plain_tensors(gate):
 
 
 def test_stats_use_only_real_transitions():
-    mixer = REGISTRY["qllm"](SimpleNamespace(n_agents=2, igm_gate=True))
+    mixer = REGISTRY["qllm"](config_args("qllm", n_agents=2, igm_gate=True))
     w = torch.zeros(2, 4, 2)
     w[:, :2] = 0.7
     mask = torch.zeros(2, 4, 1)
@@ -65,10 +64,10 @@ def test_stats_use_only_real_transitions():
 
 
 def test_checkpoints_carry_the_function_identity():
-    mixer = REGISTRY["qllm"](SimpleNamespace(n_agents=2, igm_gate=True, tfcaf_sha256="aaa"))
+    mixer = REGISTRY["qllm"](config_args("qllm", n_agents=2, igm_gate=True, tfcaf_sha256="aaa"))
     target = copy.deepcopy(mixer)
     target.load_state_dict(mixer.state_dict())  # hard target update
-    other = REGISTRY["qllm"](SimpleNamespace(n_agents=2, igm_gate=True, tfcaf_sha256="bbb"))
+    other = REGISTRY["qllm"](config_args("qllm", n_agents=2, igm_gate=True, tfcaf_sha256="bbb"))
     with pytest.raises(ValueError, match="resume with the same tfcaf_path"):
         other.load_state_dict(mixer.state_dict())
 

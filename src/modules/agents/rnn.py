@@ -8,7 +8,7 @@ class RNNAgent(nn.Module):
     def __init__(self, input_shape, args, n_outputs=None):
         super().__init__()
         self.hidden_dim = args.hidden_dim
-        self.use_rnn = getattr(args, "use_rnn", True)
+        self.use_rnn = args.use_rnn
         self.fc1 = nn.Linear(input_shape, args.hidden_dim)
         if self.use_rnn:
             # nn.GRU (not GRUCell) so that learners unroll whole sequences in one kernel call

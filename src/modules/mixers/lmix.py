@@ -7,14 +7,14 @@ class LMixer(nn.Module):
 
     w = |W2 relu(W1 s)| >= 0 and b = B2 relu(W1 s) share the state embedding (the original OMIGA MixNet; the
     OffPyMARL port drops the ReLU). Linearity is what lets OMIGA turn the global value regulariser into
-    per-agent ones; `weights` exposes (w, b) for that. Reads args: mixing_embed_dim (64, OMIGA's value).
+    per-agent ones; `weights` exposes (w, b) for that. Reads args: mixing_embed_dim (omiga.yaml: 64, OMIGA's value).
     """
 
     def __init__(self, args):
         super().__init__()
         self.n_agents = args.n_agents
         self.state_dim = int(args.state_shape)
-        embed_dim = getattr(args, "mixing_embed_dim", 64)
+        embed_dim = args.mixing_embed_dim
         self.embed = nn.Linear(self.state_dim, embed_dim)
         self.hyper_w = nn.Linear(embed_dim, self.n_agents)
         self.hyper_b = nn.Linear(embed_dim, 1)

@@ -14,15 +14,15 @@ class QattenMixer(nn.Module):
     therefore monotone in every Q_i. Keys come from each agent's observation
     (the `obs` extra) rather than SMAC unit features, so any env works.
 
-    Reads args (pymarl2 names):
-      n_query_embedding_layer1 (64): hidden width of the per-head state->query MLP
-      n_query_embedding_layer2 (32): query/key dimension
-      n_key_embedding_layer1 (32): key dimension; must equal n_query_embedding_layer2
-      n_head_embedding_layer1 (64): hidden width of the state->head-weight MLP
-      n_head_embedding_layer2 (4): head-weight outputs; must equal n_attention_head
-      n_attention_head (4): number of attention heads
-      n_constrant_value (32): hidden width of the state-value bias V(s)
-      weighted_head (True): weight heads by |c_h(s)| instead of summing them
+    Reads args (pymarl2 names; defaults in config/default.yaml):
+      n_query_embedding_layer1: hidden width of the per-head state->query MLP
+      n_query_embedding_layer2: query/key dimension
+      n_key_embedding_layer1: key dimension; must equal n_query_embedding_layer2
+      n_head_embedding_layer1: hidden width of the state->head-weight MLP
+      n_head_embedding_layer2: head-weight outputs; must equal n_attention_head
+      n_attention_head: number of attention heads
+      n_constrant_value: hidden width of the state-value bias V(s)
+      weighted_head: weight heads by |c_h(s)| instead of summing them
     """
 
     def __init__(self, args):
@@ -30,14 +30,14 @@ class QattenMixer(nn.Module):
         self.n_agents = args.n_agents
         self.state_dim = int(args.state_shape)
         self.obs_dim = int(args.obs_shape)
-        q_hidden = getattr(args, "n_query_embedding_layer1", 64)
-        self.embed_dim = getattr(args, "n_query_embedding_layer2", 32)
-        key_dim = getattr(args, "n_key_embedding_layer1", self.embed_dim)
-        head_hidden = getattr(args, "n_head_embedding_layer1", 64)
-        self.n_heads = getattr(args, "n_attention_head", 4)
-        head_out = getattr(args, "n_head_embedding_layer2", self.n_heads)
-        v_hidden = getattr(args, "n_constrant_value", 32)
-        self.weighted_head = getattr(args, "weighted_head", True)
+        q_hidden = args.n_query_embedding_layer1
+        self.embed_dim = args.n_query_embedding_layer2
+        key_dim = args.n_key_embedding_layer1
+        head_hidden = args.n_head_embedding_layer1
+        self.n_heads = args.n_attention_head
+        head_out = args.n_head_embedding_layer2
+        v_hidden = args.n_constrant_value
+        self.weighted_head = args.weighted_head
         if key_dim != self.embed_dim:
             raise ValueError("n_key_embedding_layer1 must equal n_query_embedding_layer2")
         if head_out != self.n_heads:

@@ -24,8 +24,8 @@ class QLLMMixer(nn.Module):
     def __init__(self, args):
         super().__init__()
         self.n_agents = args.n_agents
-        gate = getattr(args, "igm_gate", None)
-        self.igm_gate = True if gate is None else bool(gate)
+        self.igm_gate = True if args.igm_gate is None else bool(args.igm_gate)
+        # set on args by qllm.features when a run starts its TFCAF; a mixer built without one has no identity
         self.tfcaf_sha256 = getattr(args, "tfcaf_sha256", None)
         self._last = None  # (weights, bias, mask) of the last forward
 

@@ -14,16 +14,16 @@ class QMixer(nn.Module):
     """QMIX: a 2-layer mixing net whose weights are produced from the state.
 
     Weights pass through abs() so Q_tot is monotone in every agent Q.
-    Reads args: mixing_embed_dim (32), hypernet_layers (2), hypernet_embed (64).
+    Reads args: mixing_embed_dim, hypernet_layers, hypernet_embed (defaults in config/default.yaml).
     """
 
     def __init__(self, args):
         super().__init__()
         self.n_agents = args.n_agents
         self.state_dim = int(args.state_shape)
-        self.embed_dim = getattr(args, "mixing_embed_dim", 32)
-        layers = getattr(args, "hypernet_layers", 2)
-        hidden = getattr(args, "hypernet_embed", 64)
+        self.embed_dim = args.mixing_embed_dim
+        layers = args.hypernet_layers
+        hidden = args.hypernet_embed
 
         self.hyper_w_1 = _hypernet(self.state_dim, self.embed_dim * self.n_agents, layers, hidden)
         self.hyper_w_final = _hypernet(self.state_dim, self.embed_dim, layers, hidden)

@@ -20,8 +20,8 @@ class QPLEXMixer(nn.Module):
     A'_i detached in the second sum (is_stop_gradient) so agent Qs get their gradient
     through the monotone first term only. One forward call gives the full Q_tot.
 
-    Reads args: hypernet_embed (64), adv_hypernet_layers (3), adv_hypernet_embed (64),
-    num_kernel (10), is_minus_one (True), is_stop_gradient (True).
+    Reads args: hypernet_embed, adv_hypernet_layers, adv_hypernet_embed, num_kernel, is_minus_one,
+    is_stop_gradient (defaults in config/default.yaml).
     Needs forward extras `max_qs` [..., n] and `actions_onehot` [..., n, A].
     """
 
@@ -30,12 +30,12 @@ class QPLEXMixer(nn.Module):
         self.n_agents = args.n_agents
         self.n_actions = args.n_actions
         self.state_dim = int(args.state_shape)
-        hidden = getattr(args, "hypernet_embed", 64)
-        adv_layers = getattr(args, "adv_hypernet_layers", 3)
-        adv_hidden = getattr(args, "adv_hypernet_embed", 64)
-        n_kernel = getattr(args, "num_kernel", 10)
-        self.is_minus_one = getattr(args, "is_minus_one", True)
-        self.stop_gradient = getattr(args, "is_stop_gradient", True)
+        hidden = args.hypernet_embed
+        adv_layers = args.adv_hypernet_layers
+        adv_hidden = args.adv_hypernet_embed
+        n_kernel = args.num_kernel
+        self.is_minus_one = args.is_minus_one
+        self.stop_gradient = args.is_stop_gradient
 
         n, s = self.n_agents, self.state_dim
         self.hyper_w = nn.Sequential(nn.Linear(s, hidden), nn.ReLU(), nn.Linear(hidden, n))
