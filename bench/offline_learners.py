@@ -50,21 +50,18 @@ def random_dataset(env, path, episodes):
 def time_learner(alg, env, data, steps, batch_size):
     ctx = context(alg, env, {"batch_size": batch_size})
     learner, sampler = ctx.learner, Sampler(0)
-    kwargs = {}
     train_s = total_s = 0.0
     for i in range(steps + 5):
         t0 = time.perf_counter()
-        batch = sampler.batch(data, batch_size, "cpu")
-        if learner.needs("expert"):
-            kwargs["expert_batch"] = sampler.batch(data, batch_size, "cpu")
+        batches = {name: sampler.batch(data, batch_size, "cpu") for name in sorted(learner.batches)}
         t1 = time.perf_counter()
-        learner.train(batch, i, i * batch_size, **kwargs)
+        learner.train(batches, i, i * batch_size)
         t2 = time.perf_counter()
         if i >= 5:
             train_s += t2 - t1
             total_s += t2 - t0
     ctx.runner.close_env()
-    return {"alg": alg, "env": env, "batch_episodes": batch_size, "T": int(batch.max_seq_length),
+    return {"alg": alg, "env": env, "batch_episodes": batch_size, "T": int(batches["data"].max_seq_length),
             "updates_per_s": steps / train_s, "steps_per_s_with_sampling": steps / total_s}
 
 

@@ -2,31 +2,104 @@
 
 - `on_policy`: train once per `batch_size` fresh episodes, on exactly those (PPO family), instead of sampling
   the replay buffer;
-- `offline`: trains from datasets (`run: offline`), not from its own rollouts;
-- `batches`: the batches `train` needs per update, by name. "data" is the training batch (positional); every
-  other name is passed as the keyword `<name>_batch` (BC(β): {"data", "expert"}; MisoDICE will add
-  "preferences"). The offline loop fails before training when a needed kind of data was not given.
+- `offline`: trains from datasets (`run: offline`), not from its own rollouts (see OfflineLearner);
+- `uses_replay_buffer`: the run setup allocates a replay buffer only for such learners (read from the class);
+- `batches`: the batches `train` needs per update, by name. Online learners train on one EpisodeBatch ("data");
+  offline learners take a dict {name: EpisodeBatch} holding every name in `batches` (BC(β): {"data", "expert"};
+  MisoDICE will add "preferences"). The offline loop fails before training when a needed kind of data was not given.
+
+A learner lists what it holds once, in `state_parts()`; moving between devices, saving and loading checkpoints
+(and so resuming) are written here from that list.
 """
+from learners.common import load_state, save_state
+
+LEARNER_FILE = "learner"  # the checkpoint file that also holds the learner's `counters`
 
 
 class Learner:
     on_policy = False
     offline = False
+    uses_replay_buffer = True
     batches = frozenset({"data"})
+    counters = ("log_stats_t",)  # plain values of the learner (attribute names) saved in learner.th
 
     def needs(self, kind):
         return kind in self.batches
 
-    def device_parts(self):
-        """Everything that moves with the learner between devices: networks, running statistics, optimisers
-        (None entries are skipped)."""
-        raise NotImplementedError(f"{type(self).__name__} must list its device_parts()")
+    def state_parts(self):
+        """Everything the learner holds besides the actor `self.mac` (whose agent.th the mac writes itself), as
+        checkpoint file name -> part. A part has state_dict(), load_state_dict(state) and to(device) (networks,
+        optimisers, running statistics, target updaters). A dict of parts is saved as one file of their states; a
+        None part is not saved (inside a dict: saved as None). The file "learner" also holds the `counters`."""
+        raise NotImplementedError(f"{type(self).__name__} must list its state_parts()")
+
+    def upgrade_state(self, name, state, path):
+        """The state of checkpoint file `name` as this version loads it (a learner converts files that an older
+        version wrote differently; `path`: the checkpoint folder, to read other files)."""
+        return state
+
+    def all_parts(self):
+        """The mac, then every part of state_parts() (dicts flattened, None skipped)."""
+        yield self.mac
+        for part in self.state_parts().values():
+            for p in part.values() if isinstance(part, dict) else [part]:
+                if p is not None:
+                    yield p
 
     def to(self, device):
-        for part in self.device_parts():
-            if part is not None:
-                part.to(device)
+        for part in self.all_parts():
+            part.to(device)
         return self
 
     def cuda(self):
         return self.to("cuda")
+
+    # ----- checkpoints: results/models/<run>/<t_env>/<file>.th -----
+    def save_models(self, path):
+        self.mac.save_models(path)
+        files = {name: _state(part) for name, part in self.state_parts().items() if part is not None}
+        files[LEARNER_FILE] = {**files.get(LEARNER_FILE, {}), **{c: getattr(self, c) for c in self.counters}}
+        for name, state in files.items():
+            save_state(path, name, state)
+
+    def load_models(self, path, evaluate=False):
+        """evaluate=True: only the actor (for rollouts)."""
+        self.mac.load_models(path)
+        if evaluate:
+            return
+        for name, part in self.state_parts().items():
+            if part is not None:
+                _load(part, self.upgrade_state(name, load_state(path, name), path))
+        learner = load_state(path, LEARNER_FILE)
+        for c in self.counters:
+            setattr(self, c, learner[c])
+
+
+def _state(part):
+    if isinstance(part, dict):
+        return {k: None if p is None else p.state_dict() for k, p in part.items()}
+    return part.state_dict()
+
+
+def _load(part, state):
+    if not isinstance(part, dict):
+        part.load_state_dict(state)
+        return
+    for k, p in part.items():
+        if p is not None and state[k] is not None:  # None: the part was off when saved (e.g. reward_stats)
+            p.load_state_dict(state[k])
+
+
+class OfflineLearner(Learner):
+    """Trains from datasets: `train(batches, t_env, episode_num)` with batches = {name: EpisodeBatch} for every
+    name in `batches`; no replay buffer."""
+
+    offline = True
+    uses_replay_buffer = False
+
+    def train(self, batches, t_env, episode_num):
+        raise NotImplementedError
+
+    def validation_loss(self, batch):
+        """{stat name: value} on a held-out batch, logged by the offline loop (empty: nothing to validate)."""
+        return {}

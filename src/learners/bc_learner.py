@@ -10,27 +10,18 @@ union D_U; β = 1 imitates D_E only, β = 0 the whole union (plain BC).
 """
 import torch as th
 
-from learners.base import Learner
-from learners.common import (
-    NonFiniteGuard,
-    check_actions_available,
-    load_state,
-    log_policy,
-    make_optimizer,
-    save_state,
-    transition_mask,
-)
+from learners.base import OfflineLearner
+from learners.common import NonFiniteGuard, check_actions_available, log_policy, make_optimizer, transition_mask
 
 
-class BCLearner(Learner):
-    offline = True
+class BCLearner(OfflineLearner):
     def __init__(self, mac, scheme, logger, args):
-        if getattr(args, "agent_output_type", "q") != "pi_logits":
+        if args.agent_output_type != "pi_logits":
             raise ValueError("bc_learner needs a policy actor: agent_output_type: pi_logits")
         self.args = args
         self.mac = mac
         self.logger = logger
-        self.beta = float(getattr(args, "bc_beta", 0.0))
+        self.beta = float(args.bc_beta)
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"bc_beta must be in [0, 1], got {self.beta}")
         self.batches = frozenset({"data", "expert"}) if self.beta > 0 else frozenset({"data"})
@@ -52,14 +43,14 @@ class BCLearner(Learner):
             accuracy = (hits * mask).sum() / n
         return loss, accuracy
 
-    def train(self, batch, t_env, episode_num, expert_batch=None):
-        union_loss, accuracy = self.nll(batch)
+    def train(self, batches, t_env, episode_num):
+        union_loss, accuracy = self.nll(batches["data"])
         loss = union_loss
         expert_loss = None
         if self.needs("expert"):
-            if expert_batch is None:
+            if batches.get("expert") is None:
                 raise ValueError("BC(β) with bc_beta > 0 needs expert data: set offline_expert (run: offline)")
-            expert_loss, _ = self.nll(expert_batch)
+            expert_loss, _ = self.nll(batches["expert"])
             loss = self.beta * expert_loss + (1.0 - self.beta) * union_loss
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -83,18 +74,5 @@ class BCLearner(Learner):
         loss, accuracy = self.nll(batch)
         return {"valid_bc_loss": loss.item(), "valid_bc_accuracy": accuracy.item()}
 
-    # ----- devices and checkpoints -----
-    def device_parts(self):
-        return self.mac, self.optimiser
-
-    def save_models(self, path):
-        self.mac.save_models(path)
-        save_state(path, "opt", self.optimiser.state_dict())
-        save_state(path, "learner", {"log_stats_t": self.log_stats_t})
-
-    def load_models(self, path, evaluate=False):
-        self.mac.load_models(path)
-        if evaluate:
-            return
-        self.optimiser.load_state_dict(load_state(path, "opt"))
-        self.log_stats_t = load_state(path, "learner")["log_stats_t"]
+    def state_parts(self):
+        return {"opt": self.optimiser}

@@ -49,6 +49,9 @@ class TargetUpdater:
     def load_state_dict(self, state):
         self.updates, self.last_hard_update = state["updates"], state["last_hard_update"]
 
+    def to(self, device):  # a learner part like the networks it updates; it holds no tensors
+        return self
+
 
 NONFINITE_MODES = CHOICES["on_nonfinite"]
 
@@ -77,13 +80,12 @@ class NonFiniteGuard:
     logs the running count as `nonfinite_skips` and returns False: the caller then skips its update."""
 
     def __init__(self, learner, args, logger):
-        self.mode = getattr(args, "on_nonfinite", "stop")
+        self.mode = args.on_nonfinite
         if self.mode not in NONFINITE_MODES:
             raise ValueError(f"on_nonfinite must be one of {', '.join(NONFINITE_MODES)}, not '{self.mode}'")
-        alg = getattr(args, "name", None)
-        self.learner = f"{type(learner).__name__} ({alg})" if alg else type(learner).__name__
+        self.learner = f"{type(learner).__name__} ({args.name})"
         # offline runs pass the gradient step as t_env
-        self.step_name = "gradient step" if getattr(args, "run", "online") == "offline" else "t_env"
+        self.step_name = "gradient step" if args.run == "offline" else "t_env"
         self.logger = logger
         self.skips = 0
 

@@ -1,31 +1,12 @@
-"""Pieces shared by the offline actor-critic learners (OMAR, OMIGA): per-agent critics built from the agent
-REGISTRY (so they are the online stack's networks, shared across agents with the agent id in the inputs) and
-a base class for optimiser groups, soft/hard target copies and checkpoints."""
+"""The base of the offline actor-critic learners (OMAR, OMIGA): optimiser groups, soft/hard target copies and
+checkpoints. Their per-agent critics come from modules.critics.make_agent_critic (the online stack's networks, shared
+across agents with the agent id in the inputs)."""
 import copy
 
 import torch as th
 
-from learners.base import Learner
-from learners.common import (
-    NonFiniteGuard,
-    TargetUpdater,
-    check_actions_available,
-    load_state,
-    make_optimizer,
-    save_state,
-    transition_mask,
-)
-from modules.agents import REGISTRY as agent_REGISTRY
-
-
-def make_critic(args, input_shape, n_outputs):
-    """An agent network `critic_agent` (default mlp) with `critic_hidden_dim` units (null = hidden_dim)."""
-    name = getattr(args, "critic_agent", None) or "mlp"
-    if name not in agent_REGISTRY:
-        raise ValueError(f"unknown critic_agent '{name}'; valid: {sorted(agent_REGISTRY)}")
-    net_args = copy.copy(args)
-    net_args.hidden_dim = getattr(args, "critic_hidden_dim", None) or args.hidden_dim
-    return agent_REGISTRY[name](input_shape, net_args, n_outputs)
+from learners.base import OfflineLearner
+from learners.common import NonFiniteGuard, TargetUpdater, check_actions_available, make_optimizer, transition_mask
 
 
 def unroll(net, inputs):
@@ -33,7 +14,7 @@ def unroll(net, inputs):
     return net.forward_seq(inputs, net.init_hidden(inputs.shape[0], inputs.shape[2]))[0]
 
 
-class OfflineActorCritic(Learner):
+class OfflineActorCritic(OfflineLearner):
     """Subclasses call `_setup(critics, groups)` and implement `losses(batch) -> (losses, stats)`.
 
     critics: name -> module; each gets a target copy in `target_critics[name]`, updated after every step with
@@ -43,7 +24,7 @@ class OfflineActorCritic(Learner):
     gives each group exactly its own gradient; each group is clipped to grad_norm_clip on its own.
     """
 
-    offline = True
+    counters = ("log_stats_t", "train_steps")
 
     def __init__(self, mac, scheme, logger, args):
         if mac.agent_output_type != "pi_logits":
@@ -73,7 +54,8 @@ class OfflineActorCritic(Learner):
     def losses(self, batch):
         raise NotImplementedError
 
-    def train(self, batch, t_env, episode_num):
+    def train(self, batches, t_env, episode_num):
+        batch = batches["data"]
         # a dataset action unavailable in its own avail_actions would get log pi = -1e10: say so instead
         check_actions_available(batch, transition_mask(batch).expand(-1, -1, self.n_agents))
         losses, stats = self.losses(batch)
@@ -103,29 +85,6 @@ class OfflineActorCritic(Learner):
         losses, _ = self.losses(batch)
         return {f"valid_{k}": v.item() for k, v in losses.items()}
 
-    # ----- devices and checkpoints -----
-    def device_parts(self):
-        optimisers = (opt for _, opt in self.groups.values())
-        return (self.mac, *self.critics.values(), *self.target_critics.values(), *optimisers)
-
-    def save_models(self, path):
-        self.mac.save_models(path)
-        save_state(path, "critics", {name: net.state_dict() for name, net in self.critics.items()})
-        save_state(path, "target_critics", {name: net.state_dict() for name, net in self.target_critics.items()})
-        save_state(path, "opt", {name: opt.state_dict() for name, (_, opt) in self.groups.items()})
-        save_state(path, "learner", {"targets": self.targets.state_dict(), "log_stats_t": self.log_stats_t,
-                                     "train_steps": self.train_steps})
-
-    def load_models(self, path, evaluate=False):
-        """evaluate=True: only the actor (for rollouts)."""
-        self.mac.load_models(path)
-        if evaluate:
-            return
-        for attr, name in ((self.critics, "critics"), (self.target_critics, "target_critics")):
-            for key, state in load_state(path, name).items():
-                attr[key].load_state_dict(state)
-        for key, state in load_state(path, "opt").items():
-            self.groups[key][1].load_state_dict(state)
-        state = load_state(path, "learner")
-        self.targets.load_state_dict(state["targets"])
-        self.log_stats_t, self.train_steps = state["log_stats_t"], state["train_steps"]
+    def state_parts(self):
+        return {"critics": self.critics, "target_critics": self.target_critics,
+                "opt": {name: opt for name, (_, opt) in self.groups.items()}, "learner": {"targets": self.targets}}

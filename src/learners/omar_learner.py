@@ -22,7 +22,8 @@ import torch as th
 
 from components.action_selectors import UNAVAILABLE_Q
 from learners.common import log_policy, masked_mean, transition_mask
-from learners.offline_ac import OfflineActorCritic, make_critic, unroll
+from learners.offline_ac import OfflineActorCritic, unroll
+from modules.critics import make_agent_critic
 from utils.rl_utils import build_td_lambda_targets
 
 
@@ -45,14 +46,14 @@ def expected_value(pi, q, avail):
 class OMARLearner(OfflineActorCritic):
     def __init__(self, mac, scheme, logger, args):
         super().__init__(mac, scheme, logger, args)
-        self.cql_alpha = float(getattr(args, "cql_alpha", 1.0))
-        self.omar_coe = float(getattr(args, "omar_coe", 0.9))
-        self.td_lambda = float(getattr(args, "td_lambda", 0.0) or 0.0)
-        self.critic_state = bool(getattr(args, "omar_critic_state", False))
+        self.cql_alpha = float(args.cql_alpha)
+        self.omar_coe = float(args.omar_coe)
+        self.td_lambda = float(args.td_lambda)
+        self.critic_state = bool(args.omar_critic_state)
         in_dim = mac.input_shape + (int(args.state_shape) if self.critic_state else 0)
-        q1 = make_critic(args, in_dim, self.n_actions)
-        q2 = make_critic(args, in_dim, self.n_actions)  # its own weights: the twin must not share layers
-        critic_lr = getattr(args, "critic_lr", None) or args.lr
+        q1 = make_agent_critic(args, in_dim, self.n_actions)
+        q2 = make_agent_critic(args, in_dim, self.n_actions)  # its own weights: the twin must not share layers
+        critic_lr = args.critic_lr or args.lr
         self._setup({"q1": q1, "q2": q2},
                     {"actor_loss": ([mac.agent], args.lr), "critic_loss": ([q1, q2], critic_lr)})
 

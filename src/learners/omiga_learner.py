@@ -19,7 +19,8 @@ target_update_interval_or_tau (0.005), grad_norm_clip.
 import torch as th
 
 from learners.common import log_policy, masked_mean, transition_mask
-from learners.offline_ac import OfflineActorCritic, make_critic, unroll
+from learners.offline_ac import OfflineActorCritic, unroll
+from modules.critics import make_agent_critic
 from modules.mixers import REGISTRY as mixer_REGISTRY
 
 Z_CLIP = 10.0  # official clamp of z; exp(10) bounds the BC weights
@@ -28,16 +29,16 @@ Z_CLIP = 10.0  # official clamp of z; exp(10) bounds the BC weights
 class OMIGALearner(OfflineActorCritic):
     def __init__(self, mac, scheme, logger, args):
         super().__init__(mac, scheme, logger, args)
-        self.alpha = float(getattr(args, "omiga_alpha", 10.0))
-        mixer_name = getattr(args, "mixer", None) or "lmix"
+        self.alpha = float(args.omiga_alpha)
+        mixer_name = args.mixer
         if mixer_name not in mixer_REGISTRY:
             raise ValueError(f"unknown mixer '{mixer_name}'; valid: {sorted(mixer_REGISTRY)}")
         mixer = mixer_REGISTRY[mixer_name](args)
         if not hasattr(mixer, "weights"):
             raise ValueError(f"OMIGA needs a linear mixer with weights(states) (lmix), not '{mixer_name}'")
-        q_net = make_critic(args, mac.input_shape, self.n_actions)
-        v_net = make_critic(args, mac.input_shape, 1)
-        critic_lr = getattr(args, "critic_lr", None) or args.lr
+        q_net = make_agent_critic(args, mac.input_shape, self.n_actions)
+        v_net = make_agent_critic(args, mac.input_shape, 1)
+        critic_lr = args.critic_lr or args.lr
         self._setup({"q": q_net, "v": v_net, "mixer": mixer},
                     {"actor_loss": ([mac.agent], args.lr),
                      "q_loss": ([q_net, mixer], critic_lr),

@@ -1,7 +1,7 @@
 """PPO for multi-agent policies: IPPO (`critic_type: ac_critic`), MAPPO (`cv_critic`), and A2C as the
 special case of one full-batch epoch (the ratio is then exactly 1, so the clipped loss has the A2C gradient).
 
-Options (args keys, defaults):
+Options (args keys; defaults in config/algs/ippo.yaml):
   epochs (4)                  passes over each batch
   num_mini_batches (1)        minibatches of whole episodes per epoch (1 = full batch)
   eps_clip (0.2)              ratio clipping; also the value-clipping range
@@ -22,46 +22,40 @@ import torch.nn.functional as F
 from components.action_selectors import UNAVAILABLE_Q
 from components.running_stats import RunningMeanStd
 from learners.base import Learner
-from learners.common import NonFiniteGuard, load_state, make_optimizer, masked_mean, save_state, transition_mask
-from modules.critics import REGISTRY as critic_REGISTRY
+from learners.common import NonFiniteGuard, load_state, make_optimizer, masked_mean, transition_mask
+from modules.critics import make_critic
+from modules.parallel_mlp import ParallelMLP
 from utils.rl_utils import build_gae_targets
 
 LOG_KEYS = ("pg_loss", "critic_loss", "entropy", "agent_grad_norm", "critic_grad_norm", "pi_max",
             "approx_kl", "clip_fraction")
 
 
-def opt(args, key, default):
-    value = getattr(args, key, None)
-    return default if value is None else value
-
-
 class PPOLearner(Learner):
     on_policy = True
+    counters = ("train_steps", "log_stats_t")
 
     def __init__(self, mac, scheme, logger, args):
         self.args = args
         self.mac = mac
         self.logger = logger
         self.n_agents = args.n_agents
-        self.epochs = int(opt(args, "epochs", 4))
-        self.num_mini_batches = int(opt(args, "num_mini_batches", 1))
-        self.eps_clip = opt(args, "eps_clip", 0.2)
-        self.entropy_coef = opt(args, "entropy_coef", 0.01)
-        self.critic_coef = opt(args, "critic_coef", 1.0)
-        self.gae_lambda = opt(args, "gae_lambda", 0.95) if opt(args, "use_gae", True) else 0.0  # λ=0: TD(0)
-        self.value_clip = opt(args, "value_clip", False)
-        self.normalise_advantages = opt(args, "normalise_advantages", True)
+        self.epochs = int(args.epochs)
+        self.num_mini_batches = int(args.num_mini_batches)
+        self.eps_clip = args.eps_clip
+        self.entropy_coef = args.entropy_coef
+        self.critic_coef = args.critic_coef
+        self.gae_lambda = args.gae_lambda if args.use_gae else 0.0  # λ=0: TD(0)
+        self.value_clip = args.value_clip
+        self.normalise_advantages = args.normalise_advantages
 
-        critic_type = opt(args, "critic_type", "ac_critic")
-        if critic_type not in critic_REGISTRY:
-            raise ValueError(f"unknown critic_type '{critic_type}'; valid: {sorted(critic_REGISTRY)}")
-        self.critic = critic_REGISTRY[critic_type](scheme, args)
+        self.critic = make_critic(args, scheme)
         self.agent_params = list(mac.parameters())
         self.critic_params = list(self.critic.parameters())
         self.agent_optimiser = make_optimizer(self.agent_params, args)
-        self.critic_optimiser = make_optimizer(self.critic_params, args, lr=opt(args, "critic_lr", args.lr))
-        self.value_norm = RunningMeanStd() if opt(args, "use_value_norm", False) else None
-        self.reward_stats = RunningMeanStd() if opt(args, "standardise_rewards", False) else None
+        self.critic_optimiser = make_optimizer(self.critic_params, args, lr=args.critic_lr or args.lr)
+        self.value_norm = RunningMeanStd() if args.use_value_norm else None
+        self.reward_stats = RunningMeanStd() if args.standardise_rewards else None
         self.train_steps = 0
         self.log_stats_t = -args.learner_log_interval - 1
         self.guard = NonFiniteGuard(self, args, logger)
@@ -173,32 +167,17 @@ class PPOLearner(Learner):
         entropy = -th.where(p > 0, p * log_p, th.zeros_like(p)).sum(-1)
         return log_p.gather(-1, actions.to(logits.device)).squeeze(-1), entropy, p.max(-1).values
 
-    # ----- devices and checkpoints -----
-    def device_parts(self):
-        return self.mac, self.critic, self.value_norm, self.reward_stats, self.agent_optimiser, self.critic_optimiser
+    def state_parts(self):
+        return {"critic": self.critic, "agent_opt": self.agent_optimiser, "critic_opt": self.critic_optimiser,
+                "learner": {"value_norm": self.value_norm, "reward_stats": self.reward_stats}}
 
-    def save_models(self, path):
-        self.mac.save_models(path)
-        save_state(path, "critic", self.critic.state_dict())
-        save_state(path, "agent_opt", self.agent_optimiser.state_dict())
-        save_state(path, "critic_opt", self.critic_optimiser.state_dict())
-        save_state(path, "learner", {
-            "train_steps": self.train_steps,
-            "log_stats_t": self.log_stats_t,
-            "value_norm": self.value_norm.state_dict() if self.value_norm is not None else None,
-            "reward_stats": self.reward_stats.state_dict() if self.reward_stats is not None else None,
-        })
-
-    def load_models(self, path, evaluate=False):
-        self.mac.load_models(path)
-        if evaluate:
-            return
-        self.critic.load_state_dict(load_state(path, "critic"))
-        self.agent_optimiser.load_state_dict(load_state(path, "agent_opt"))
-        self.critic_optimiser.load_state_dict(load_state(path, "critic_opt"))
-        state = load_state(path, "learner")
-        self.train_steps = state["train_steps"]
-        self.log_stats_t = state["log_stats_t"]
-        for module, key in ((self.value_norm, "value_norm"), (self.reward_stats, "reward_stats")):
-            if module is not None and state[key] is not None:
-                module.load_state_dict(state[key])
+    def upgrade_state(self, name, state, path):
+        # A non-shared critic written before issue 11 was an AgentwiseMLP: ParallelMLP loads its weights, and here
+        # the critic optimiser's per-parameter state (saved in AgentwiseMLP's parameter order) is put in ParallelMLP's.
+        if name != "critic_opt" or not isinstance(self.critic.net, ParallelMLP):
+            return state
+        if "net.fc1.weight" not in load_state(path, "critic"):
+            return state
+        order = self.critic.net.agentwise_order()
+        return {k: [v[i].reshape(p.shape) for i, p in zip(order, self.critic_params, strict=True)]
+                if isinstance(v, list) else v for k, v in state.items()}

@@ -7,15 +7,7 @@ import torch.nn.functional as F
 from components.action_selectors import UNAVAILABLE_Q
 from components.running_stats import RunningMeanStd
 from learners.base import Learner
-from learners.common import (
-    NonFiniteGuard,
-    TargetUpdater,
-    load_state,
-    make_optimizer,
-    masked_mean,
-    save_state,
-    transition_mask,
-)
+from learners.common import NonFiniteGuard, TargetUpdater, make_optimizer, masked_mean, transition_mask
 from modules.mixers import BATCH_FIELDS as mixer_BATCH_FIELDS
 from modules.mixers import REGISTRY as mixer_REGISTRY
 from utils.rl_utils import build_td_lambda_targets
@@ -27,7 +19,7 @@ class QLearner(Learner):
         self.mac = mac
         self.logger = logger
         self.params = list(mac.parameters())
-        self.mixer = None
+        self.mixer = self.target_mixer = None
         if args.mixer:
             if args.mixer not in mixer_REGISTRY:
                 raise ValueError(f"unknown mixer '{args.mixer}'; valid: {sorted(mixer_REGISTRY)} (or null for IQL)")
@@ -38,7 +30,7 @@ class QLearner(Learner):
         self.optimiser = make_optimizer(self.params, args)
         self.target_mac = copy.deepcopy(mac)
         self.targets = TargetUpdater(args.target_update_interval_or_tau)
-        self.reward_stats = RunningMeanStd() if getattr(args, "standardise_rewards", False) else None
+        self.reward_stats = RunningMeanStd() if args.standardise_rewards else None
         self.log_stats_t = -args.learner_log_interval - 1
         self.guard = NonFiniteGuard(self, args, logger)
 
@@ -74,7 +66,7 @@ class QLearner(Learner):
                 # IQL: one TD target per agent
                 rewards, terminated, mask = (x.expand(-1, -1, self.args.n_agents) for x in (rewards, terminated, mask))
             targets = build_td_lambda_targets(rewards, terminated, mask, target_max, self.args.gamma,
-                                              getattr(self.args, "td_lambda", 0.0))
+                                              self.args.td_lambda)
 
         if self.mixer is not None:
             chosen_qs = self.mixer(chosen_qs, batch["state"][:, :-1],
@@ -112,32 +104,6 @@ class QLearner(Learner):
             pairs.append((self.target_mixer, self.mixer))
         return pairs
 
-    # ----- devices and checkpoints -----
-    def device_parts(self):
-        return (self.mac, self.target_mac, self.mixer, getattr(self, "target_mixer", None), self.reward_stats,
-                self.optimiser)
-
-    def save_models(self, path):
-        self.mac.save_models(path)
-        save_state(path, "target_agent", self.target_mac.state_dict())
-        if self.mixer is not None:
-            save_state(path, "mixer", self.mixer.state_dict())
-            save_state(path, "target_mixer", self.target_mixer.state_dict())
-        save_state(path, "opt", self.optimiser.state_dict())
-        save_state(path, "learner", {"targets": self.targets.state_dict(), "log_stats_t": self.log_stats_t,
-                                     "reward_stats": self.reward_stats.state_dict() if self.reward_stats else None})
-
-    def load_models(self, path, evaluate=False):
-        self.mac.load_models(path)
-        if evaluate:
-            return
-        self.target_mac.load_state_dict(load_state(path, "target_agent"))
-        if self.mixer is not None:
-            self.mixer.load_state_dict(load_state(path, "mixer"))
-            self.target_mixer.load_state_dict(load_state(path, "target_mixer"))
-        self.optimiser.load_state_dict(load_state(path, "opt"))
-        state = load_state(path, "learner")
-        self.targets.load_state_dict(state["targets"])
-        self.log_stats_t = state["log_stats_t"]
-        if self.reward_stats is not None and state["reward_stats"] is not None:
-            self.reward_stats.load_state_dict(state["reward_stats"])
+    def state_parts(self):
+        return {"target_agent": self.target_mac, "mixer": self.mixer, "target_mixer": self.target_mixer,
+                "opt": self.optimiser, "learner": {"targets": self.targets, "reward_stats": self.reward_stats}}

@@ -7,18 +7,12 @@ Logging is the online runs' (Sacred info/metrics, TensorBoard, console) with the
 (`t_env` in the logs); checkpoints go to results/models/<run>/<step>/ and `checkpoint_path` resumes a run.
 With reference_return_low/high set, `test_normalised_score` = (R - low) / (high - low) is logged too.
 """
-import os
-import time
-
 import numpy as np
 
-from learners.common import NonFiniteError
 from offline import DatasetError, OfflineDataset
-from run.online import stop_nonfinite, time_str
+from run import loop
 from run.setup import build
-from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint, save_run_config
 from utils.files import clean_stale_temps
-from utils.seeding import rng_state, set_rng_state
 
 VALID_EPISODES = 256  # held-out episodes scored per evaluation (enough for a stable loss, cheap on CPU)
 
@@ -97,9 +91,13 @@ def run_offline(_run, config, _log):
         raise ValueError(f"learner '{args.learner}' trains from its own rollouts, not from datasets: run: offline "
                          f"needs an offline learner (bc, bc50, bc_beta, omar, omiga)")
     data, valid, expert = load_training_data(args, runner.get_env_info(), _log)
-    if learner.needs("expert") and expert is None:
+    datasets = {"data": data, "expert": expert}
+    missing = sorted(name for name in learner.batches if datasets.get(name) is None)
+    if missing == ["expert"]:
         raise ValueError(f"learner '{args.learner}' needs expert data: set offline_expert=quality:expert "
                          f"(episodes labelled expert in the dataset) or offline_expert=path/to/expert.h5")
+    if missing:
+        raise ValueError(f"learner '{args.learner}' needs batches {missing}, which run: offline does not provide")
     if _run is not None:
         _run.info["dataset"] = {"episodes": len(data), "mean_return": float(data.returns.mean()),
                                 "paths": dataset_paths(args.offline_dataset),
@@ -111,63 +109,52 @@ def run_offline(_run, config, _log):
     if args.checkpoint_path:
         step, last_checkpoint = resume(ctx, sampler, _log)
         last_test = last_log = last_save = step
-    n_test_runs = max(1, args.test_nepisode // runner.batch_size)
     _log.info(f"Beginning offline training for {args.offline_steps} gradient steps "
               f"(batch {args.batch_size} episodes)")
-    start = time.time()
-    train_time = 0.0
-    n_updates = 0
+    progress = loop.Progress(step, args.offline_steps)
+    clock = loop.UpdateClock()
     while True:
         if last_test is None or step - last_test >= args.offline_test_interval or step >= args.offline_steps:
-            evaluate(ctx, step, n_test_runs, valid, _log)
+            evaluate(ctx, step, valid)
             last_test = step
         if step >= args.offline_steps:
             break
-        batch = sampler.batch(data, args.batch_size, args.device)
-        t0 = time.perf_counter()
-        try:
-            extra = {"expert_batch": sampler.batch(expert, args.batch_size, args.device)} if learner.needs("expert") \
-                else {}
-            learner.train(batch, step, step * args.batch_size, **extra)
-        except NonFiniteError as e:
-            stop_nonfinite(ctx, e, last_checkpoint, _log)
-            raise  # nothing after a non-finite value is saved
-        train_time += time.perf_counter() - t0
-        n_updates += 1
+        # in a fixed order, so that the sampler's random stream is reproducible
+        batches = {name: sampler.batch(datasets[name], args.batch_size, args.device)
+                   for name in sorted(learner.batches)}
+        with clock.update(), loop.stop_on_nonfinite(ctx, last_checkpoint, _log):
+            learner.train(batches, step, step * args.batch_size)
         step += 1
         if step - last_log >= args.offline_log_interval or step == args.offline_steps:
             logger.log_stat("episode", step * args.batch_size, step)
-            logger.log_stat("updates_per_s", n_updates / max(train_time, 1e-9), step)
-            left = (args.offline_steps - step) * (time.time() - start) / max(n_updates, 1)
-            _log.info(f"step {step} / {args.offline_steps}; estimated time left: {time_str(left)}")
+            logger.log_stat("updates_per_s", clock.rate(), step)
+            _log.info(f"step {step} / {args.offline_steps}; estimated time left: {loop.time_str(progress.left(step))}")
             logger.print_recent_stats()
             last_log = step
         if args.save_model and (step - last_save >= args.offline_save_interval or step == args.offline_steps):
-            last_checkpoint = save(ctx, sampler, step, _log)
+            last_checkpoint = loop.save(ctx, step, {"step": step, "sampler": sampler.rng.bit_generator.state}, _log)
             last_save = step
-    _log.info(f"Finished offline training: {n_updates} gradient steps in {time.time() - start:.1f}s "
-              f"({n_updates / max(train_time, 1e-9):.1f} updates/s in the learner)")
+    _log.info(f"Finished offline training: {clock.updates} gradient steps in {progress.elapsed():.1f}s "
+              f"({clock.rate():.1f} updates/s in the learner)")
     for d in (data, valid, expert):
         if d is not None:
             d.close()
-    runner.close_env()
-    logger.finish()
+    loop.finish(ctx)
 
 
-def evaluate(ctx, step, n_test_runs, valid, _log):
+def evaluate(ctx, step, valid):
+    """Test episodes at gradient step `step` (and the normalised score), and the learner's validation loss."""
     args, runner, logger = ctx.args, ctx.runner, ctx.logger
-    if ctx.acting_mac is not ctx.mac:  # with a GPU learner, the CPU acting copy is refreshed only when it acts
-        ctx.acting_mac.load_state(ctx.mac)
+    loop.sync_acting_mac(ctx)
     runner.t_env = step  # test statistics are logged at the current gradient step
-    for _ in range(n_test_runs):
-        runner.run(test_mode=True)
+    loop.run_test_episodes(ctx)
     returns = logger.stats.get("test_return_mean")
     if returns and args.reference_return_low is not None and args.reference_return_high is not None:
         low, high = float(args.reference_return_low), float(args.reference_return_high)
         if high == low:
             raise ValueError("reference_return_high must differ from reference_return_low")
         logger.log_stat("test_normalised_score", (returns[-1][1] - low) / (high - low), step)
-    if valid is not None and hasattr(ctx.learner, "validation_loss"):
+    if valid is not None:
         rows = np.arange(min(len(valid), VALID_EPISODES))
         totals = {}
         for start in range(0, len(rows), args.batch_size):
@@ -179,26 +166,14 @@ def evaluate(ctx, step, n_test_runs, valid, _log):
             logger.log_stat(k, v / len(rows), step)
 
 
-def save(ctx, sampler, step, _log):
-    args = ctx.args
-    run_dir = os.path.join(args.results_dir, "models", args.unique_token)
-    path = os.path.join(run_dir, str(step))
-    save_checkpoint(ctx.learner, path, {"step": step, "rng": rng_state(),
-                                        "sampler": sampler.rng.bit_generator.state})
-    save_run_config(run_dir, ctx.config)
-    _log.info(f"Saved checkpoint to {path}")
-    return path
-
-
 def resume(ctx, sampler, _log):
-    """Load the checkpoint at checkpoint_path; returns (its gradient step, its folder)."""
-    path = find_checkpoint(ctx.args.checkpoint_path, ctx.args.load_step)
+    """Load the checkpoint at checkpoint_path with its RNG and sampler states; returns (its gradient step, its
+    folder)."""
+    path = loop.load(ctx)
     _log.info(f"Resuming offline training from {path}")
-    ctx.learner.load_models(path)
-    state = load_run_state(path)
+    state = loop.resume_state(path)
     if state is None or "sampler" not in state:
         raise ValueError(f"{path} is not an offline-training checkpoint (no sampler state); to start offline "
                          f"training from online weights, train online and collect a dataset instead")
-    set_rng_state(state["rng"])
     sampler.rng.bit_generator.state = state["sampler"]
     return state["step"], path

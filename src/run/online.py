@@ -1,23 +1,12 @@
 """Online training (the default run mode): pymarl's run_sequential loop, resumable."""
-import os
 import time
 
-from learners.common import NonFiniteError
+from run import loop
 from run.setup import build
-from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint, save_run_config
 from utils.files import clean_stale_temps
-from utils.seeding import rng_state, set_rng_state
 
 
-def time_str(seconds):
-    seconds = int(seconds)
-    days, rem = divmod(seconds, 86400)
-    hours, rem = divmod(rem, 3600)
-    minutes, secs = divmod(rem, 60)
-    return (f"{days} days, " if days else "") + f"{hours:d}:{minutes:02d}:{secs:02d}"
-
-
-class Loop:
+class Counters:
     """Counters of the training loop; saved in checkpoints so a resumed run continues where it stopped."""
 
     def __init__(self, args):
@@ -47,131 +36,104 @@ def run_online(_run, config, _log):
 def _train(ctx, _log):
     clean_stale_temps(ctx.args.results_dir, depth=4)  # delete the litter of earlier runs killed mid-write
     args, runner, learner, logger = ctx.args, ctx.runner, ctx.learner, ctx.logger
+    if not learner.uses_replay_buffer:
+        raise ValueError(f"learner '{args.learner}' trains from datasets, not from its own rollouts: use run: offline "
+                         f"(its config, --config={args.name}, sets it unless overridden)")
 
-    loop = Loop(args)
+    counters = Counters(args)
     last_checkpoint = None  # the newest checkpoint this run saved or resumed from: named if training blows up
     if args.checkpoint_path:
-        last_checkpoint = resume(ctx, loop, _log)
+        last_checkpoint = resume(ctx, counters, _log)
 
     _log.info(f"Beginning training for {args.t_max} timesteps")
-    start_time = last_time = time.time()
-    start_T = runner.t_env
-    train_time = 0.0
-    n_test_runs = max(1, args.test_nepisode // runner.batch_size)
+    progress = loop.Progress(runner.t_env, args.t_max)
+    clock = loop.UpdateClock()
+    last_time = time.time()
     while runner.t_env <= args.t_max:
         episode_batch = ctx.annotate(runner.run(test_mode=False), runner.t_env)
         ctx.buffer.insert_episode_batch(episode_batch)
-        loop.fresh_episodes += episode_batch.batch_size
+        counters.fresh_episodes += episode_batch.batch_size
 
         trained = False
         for _ in range(args.updates_per_rollout):
             if not ctx.buffer.can_sample(args.batch_size):
                 break
             # on-policy learners train once per batch_size new episodes, never on stale ones
-            if learner.on_policy and loop.fresh_episodes < args.batch_size:
+            if learner.on_policy and counters.fresh_episodes < args.batch_size:
                 break
-            t0 = time.perf_counter()
-            if learner.on_policy:
-                sample = ctx.buffer.latest(args.batch_size)
-                loop.fresh_episodes = 0
-            else:
-                sample = ctx.buffer.sample(args.batch_size)
-            sample = sample[:, : sample.max_t_filled()]
-            if sample.device != args.device:
-                sample.to(args.device)
-            try:
-                learner.train(sample, runner.t_env, loop.episode)
-            except NonFiniteError as e:
-                stop_nonfinite(ctx, e, last_checkpoint, _log)
-                raise  # nothing after a non-finite value is saved
-            train_time += time.perf_counter() - t0
-            loop.n_updates += 1
+            with clock.update():
+                if learner.on_policy:
+                    sample = ctx.buffer.latest(args.batch_size)
+                    counters.fresh_episodes = 0
+                else:
+                    sample = ctx.buffer.sample(args.batch_size)
+                sample = sample[:, : sample.max_t_filled()]
+                if sample.device != args.device:
+                    sample.to(args.device)
+                with loop.stop_on_nonfinite(ctx, last_checkpoint, _log):
+                    learner.train(sample, runner.t_env, counters.episode)
+            counters.n_updates += 1
             trained = True
-        if trained and ctx.acting_mac is not ctx.mac:
-            ctx.acting_mac.load_state(ctx.mac)
+        if trained:
+            loop.sync_acting_mac(ctx)
 
-        if (runner.t_env - loop.last_test_T) / args.test_interval >= 1.0:
+        if (runner.t_env - counters.last_test_T) / args.test_interval >= 1.0:
             _log.info(f"t_env: {runner.t_env} / {args.t_max}")
-            elapsed = time.time() - last_time
-            done = max(runner.t_env - start_T, 1)
-            left = (args.t_max - runner.t_env) / done * (time.time() - start_time)
-            _log.info(f"Estimated time left: {time_str(left)}. Time passed: {time_str(time.time() - start_time)}"
-                      f" (last interval {elapsed:.1f}s)")
+            _log.info(f"Estimated time left: {loop.time_str(progress.left(runner.t_env))}. Time passed: "
+                      f"{loop.time_str(progress.elapsed())} (last interval {time.time() - last_time:.1f}s)")
             last_time = time.time()
-            loop.last_test_T = runner.t_env
-            for _ in range(n_test_runs):
-                runner.run(test_mode=True)
+            counters.last_test_T = runner.t_env
+            loop.run_test_episodes(ctx)
 
-        loop.episode += args.batch_size_run
-        if args.save_model and (runner.t_env - loop.model_save_time >= args.save_model_interval
-                                or loop.model_save_time == 0):
-            loop.model_save_time = runner.t_env
-            last_checkpoint = save(ctx, loop, _log)
+        counters.episode += args.batch_size_run
+        if args.save_model and (runner.t_env - counters.model_save_time >= args.save_model_interval
+                                or counters.model_save_time == 0):
+            counters.model_save_time = runner.t_env
+            last_checkpoint = save(ctx, counters, _log)
 
-        if runner.t_env - loop.last_log_T >= args.log_interval:
-            logger.log_stat("episode", loop.episode, runner.t_env)
-            if train_time > 0:
-                logger.log_stat("updates_per_s", loop.n_updates / train_time, runner.t_env)
+        if runner.t_env - counters.last_log_T >= args.log_interval:
+            logger.log_stat("episode", counters.episode, runner.t_env)
+            if clock.updates:
+                logger.log_stat("updates_per_s", clock.rate(), runner.t_env)
             logger.print_recent_stats()
-            loop.last_log_T = runner.t_env
+            counters.last_log_T = runner.t_env
 
-    if args.save_model and loop.model_save_time != runner.t_env:
-        loop.model_save_time = runner.t_env
-        save(ctx, loop, _log)
-    total = time.time() - start_time
-    _log.info(f"Finished training: {runner.t_env - start_T} env steps in {total:.1f}s "
-              f"({(runner.t_env - start_T) / max(total, 1e-9):.0f} env steps/s, {loop.n_updates} updates)")
-    runner.close_env()
-    logger.finish()
-
-
-def stop_nonfinite(ctx, error, last_checkpoint, _log):
-    """Name the last good checkpoint in the error (the learner cannot know it) and release the envs."""
-    error.checkpoint = (f"Last good checkpoint: {last_checkpoint}" if last_checkpoint else
-                        "No checkpoint was saved in this run (save_model=False or none yet)")
-    _log.error(str(error))
-    try:
-        ctx.runner.close_env()
-        ctx.logger.finish()
-    except Exception as cleanup:  # the non-finite error is the one to report
-        _log.warning(f"cleanup after the non-finite error failed: {cleanup!r}")
+    if args.save_model and counters.model_save_time != runner.t_env:
+        counters.model_save_time = runner.t_env
+        save(ctx, counters, _log)
+    steps, total = runner.t_env - progress.start, progress.elapsed()
+    _log.info(f"Finished training: {steps} env steps in {total:.1f}s "
+              f"({steps / max(total, 1e-9):.0f} env steps/s, {counters.n_updates} updates)")
+    loop.finish(ctx)
 
 
-def save(ctx, loop, _log):
+def save(ctx, counters, _log):
     args, runner = ctx.args, ctx.runner
-    path = os.path.join(args.results_dir, "models", args.unique_token, str(runner.t_env))
-    run_state = {"t_env": runner.t_env, "loop": loop.state_dict(), "rng": rng_state(),
+    run_state = {"t_env": runner.t_env, "loop": counters.state_dict(),
                  "runner_log_train_stats_t": runner.stats.log_train_stats_t}
     if args.save_replay_buffer:
         run_state["buffer"] = ctx.buffer.state_dict()
-    save_checkpoint(ctx.learner, path, run_state)
-    save_run_config(os.path.dirname(path), ctx.config)
-    _log.info(f"Saved checkpoint to {path}")
-    return path
+    return loop.save(ctx, runner.t_env, run_state, _log)
 
 
-def resume(ctx, loop, _log):
-    """Load the checkpoint at args.checkpoint_path; returns its folder."""
+def resume(ctx, counters, _log):
+    """Load the checkpoint at args.checkpoint_path with its counters, RNG states and buffer; returns its folder."""
     args, runner = ctx.args, ctx.runner
-    path = find_checkpoint(args.checkpoint_path, args.load_step)
+    path = loop.load(ctx)
     _log.info(f"Resuming from {path}")
-    ctx.learner.load_models(path)
-    if ctx.acting_mac is not ctx.mac:
-        ctx.acting_mac.load_state(ctx.mac)
-    state = load_run_state(path)
+    state = loop.resume_state(path)
     if state is None:
         # a pymarl-style checkpoint (weights only): continue from the folder's t_env
-        runner.t_env = int(os.path.basename(os.path.normpath(path)))
+        runner.t_env = loop.folder_step(path)
         _log.warning("checkpoint has no run_state.th: counters and RNG start fresh from its t_env")
         return path
     runner.t_env = state["t_env"]
-    loop.load_state_dict(state["loop"])
+    counters.load_state_dict(state["loop"])
     runner.stats.log_train_stats_t = state["runner_log_train_stats_t"]
-    set_rng_state(state["rng"])
     if "buffer" in state:
         ctx.buffer.load_state_dict(state["buffer"])
         refill_fields(ctx, _log)
-    elif ctx.args.buffer_size > ctx.args.batch_size:
+    elif args.buffer_size > args.batch_size:
         _log.warning("checkpoint has no replay buffer (save_replay_buffer=False): it refills from new episodes")
     return path
 

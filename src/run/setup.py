@@ -7,7 +7,7 @@ from types import SimpleNamespace as SN
 
 import torch as th
 
-from components.episode_buffer import ReplayBuffer, episode_scheme  # noqa: F401 (re-exported)
+from components.episode_buffer import EpisodeBatch, ReplayBuffer, episode_scheme  # noqa: F401 (re-exported)
 from controllers import REGISTRY as mac_REGISTRY
 from learners import REGISTRY as le_REGISTRY
 from learners.base import Learner
@@ -76,14 +76,20 @@ def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker
     shaper = shaper_REGISTRY[args.shaper](args)
     extra = {k: v for provider in [*features, shaper] for k, v in provider.scheme.items()}
     scheme, groups, preprocess = episode_scheme(env_info, extra)
-    buffer = ReplayBuffer(scheme, groups, args.buffer_size, env_info["episode_limit"] + 1,
-                          preprocess=preprocess, device="cpu" if args.buffer_cpu_only else args.device)
+    learner_class = le_REGISTRY[args.learner]
+    if not (isinstance(learner_class, type) and issubclass(learner_class, Learner)):
+        raise TypeError(f"learner '{args.learner}' ({getattr(learner_class, '__name__', learner_class)}) must subclass "
+                        f"learners.base.Learner, which declares what the run loops need to know (on_policy, offline, "
+                        f"batches, uses_replay_buffer)")
+    buffer = None
+    if learner_class.uses_replay_buffer and not evaluating:
+        buffer = ReplayBuffer(scheme, groups, args.buffer_size, env_info["episode_limit"] + 1,
+                              preprocess=preprocess, device="cpu" if args.buffer_cpu_only else args.device)
+    # the fields of every batch the learner sees, preprocessed ones (actions_onehot) included
+    batch_scheme = EpisodeBatch(scheme, groups, 1, 1, preprocess=preprocess).scheme
 
-    mac = mac_REGISTRY[args.mac](buffer.scheme, groups, args)
-    learner = le_REGISTRY[args.learner](mac, buffer.scheme, logger, args)
-    if not isinstance(learner, Learner):
-        raise TypeError(f"learner '{args.learner}' ({type(learner).__name__}) must subclass learners.base.Learner, "
-                        f"which declares what the run loops need to know (on_policy, offline, batches)")
+    mac = mac_REGISTRY[args.mac](batch_scheme, groups, args)
+    learner = learner_class(mac, batch_scheme, logger, args)
     # Acting always happens on the CPU: per-step GPU calls on tiny batches cost more than they save,
     # and the rollout batch stays in host memory. With a GPU the learner's weights are copied back after updates.
     acting_mac = mac

@@ -41,7 +41,7 @@ def test_loss_is_the_cross_entropy_over_available_actions_and_real_steps(countdo
 def test_unavailable_action_gets_no_probability_after_training(countdown):
     ds, ctx = countdown
     for step in range(20):
-        ctx.learner.train(ds.sample(3, rng=step), step, step)
+        ctx.learner.train({"data": ds.sample(3, rng=step)}, step, step)
     batch = ds.episode_batch([0])
     probs = ctx.mac.unroll(batch)[:, :5]  # the 5 filled steps (padding has no available action)
     assert (probs[:, :, 1, 0] == 0).all()  # agent 1, action 0
@@ -63,9 +63,9 @@ def test_bc_beta_weights_expert_and_union_losses(countdown):
     learner = BCLearner(ctx.mac, None, ctx.logger, ctx.args)
     assert learner.needs("expert") and learner.offline
     want = 0.25 * learner.nll(expert)[0].item() + 0.75 * learner.nll(union)[0].item()
-    assert learner.train(union, 0, 0, expert_batch=expert)["loss"] == pytest.approx(want, rel=1e-5)
+    assert learner.train({"data": union, "expert": expert}, 0, 0)["loss"] == pytest.approx(want, rel=1e-5)
     with pytest.raises(ValueError, match="needs expert data"):
-        learner.train(union, 1, 0)
+        learner.train({"data": union}, 1, 0)
 
 
 def test_bc_needs_a_policy_actor():
@@ -77,7 +77,7 @@ def test_bc_needs_a_policy_actor():
 def test_checkpoint_round_trip(countdown, tmp_path):
     ds, ctx = countdown
     for step in range(3):
-        ctx.learner.train(ds.sample(3, rng=step), step, step)
+        ctx.learner.train({"data": ds.sample(3, rng=step)}, step, step)
     ctx.learner.save_models(str(tmp_path))
     other = make_ctx("bc", "climbing", batch_size=3, env="countdown", env_args={"episode_limit": 6})
     other.learner.load_models(str(tmp_path))

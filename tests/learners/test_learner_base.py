@@ -1,4 +1,4 @@
-"""learners.base: one `to`/`cuda` from each learner's declared device_parts; every network moves (checked on torch's
+"""learners.base: one `to`/`cuda` from each learner's declared state_parts; every network moves (checked on torch's
 meta device, which needs no GPU), and learners outside the base are refused by the run setup."""
 import pytest
 
@@ -7,7 +7,7 @@ from learners.base import Learner
 
 
 def parameters(learner):
-    nets = [p for p in learner.device_parts() if callable(getattr(p, "parameters", None))]  # modules and MACs
+    nets = [p for p in learner.all_parts() if callable(getattr(p, "parameters", None))]  # modules and MACs
     return [t for net in nets for t in net.parameters()]
 
 

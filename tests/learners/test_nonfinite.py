@@ -5,6 +5,7 @@ import logging
 import pytest
 import torch as th
 
+from components.episode_buffer import ReplayBuffer, episode_scheme
 from helpers import make_ctx
 from learners.common import NonFiniteError, NonFiniteGuard
 
@@ -29,10 +30,19 @@ def family_ctx(family, **overrides):
 
 def episodes(ctx, n=2):
     """A batch of real episodes from the run's own runner (offline learners read the same layout)."""
+    scheme, groups, preprocess = episode_scheme(ctx.runner.get_env_info())
+    buffer = ReplayBuffer(scheme, groups, n, ctx.args.episode_limit + 1, preprocess=preprocess)
     for _ in range(n):
-        ctx.buffer.insert_episode_batch(ctx.runner.run(test_mode=False))
-    batch = ctx.buffer.latest(n)
+        buffer.insert_episode_batch(ctx.runner.run(test_mode=False))
+    batch = buffer.latest(n)
     return batch[:, : batch.max_t_filled()]
+
+
+def train(ctx, batch, step):
+    """Offline learners take {name: batch}; here every kind of batch is the same one."""
+    if ctx.learner.offline:
+        return ctx.learner.train({name: batch for name in ctx.learner.batches}, step, step)
+    return ctx.learner.train(batch, step, step)
 
 
 def learner_params(learner):
@@ -60,7 +70,7 @@ def test_nan_parameter_stops_every_learner_before_its_optimiser_step(family):
         next(iter(ctx.mac.agent.parameters())).view(-1)[0] = float("nan")
     before = snapshot(ctx.learner)
     with pytest.raises(NonFiniteError) as info:
-        ctx.learner.train(batch, 7, 7)
+        train(ctx, batch, 7)
     _, _, _, stat, step_name = FAMILIES[family]
     message = str(info.value)
     assert f"{CLASSES[family]} ({FAMILIES[family][0]})" in message
@@ -72,11 +82,11 @@ def test_nan_parameter_stops_every_learner_before_its_optimiser_step(family):
 def test_huge_learning_rate_stops_at_the_first_non_finite_update():
     ctx = family_ctx("q", lr=1e30)
     batch = episodes(ctx)
-    ctx.learner.train(batch, 0, 0)  # one step to parameters around 1e30: still finite
+    train(ctx, batch, 0)  # one step to parameters around 1e30: still finite
     assert all(th.isfinite(p).all() for p in learner_params(ctx.learner))
     before = snapshot(ctx.learner)
     with pytest.raises(NonFiniteError, match=r"QLearner \(qmix\): non-finite loss = (nan|inf).* at t_env 1"):
-        ctx.learner.train(batch, 1, 1)
+        train(ctx, batch, 1)
     assert unchanged(ctx.learner, before)
 
 
@@ -88,7 +98,7 @@ def test_skip_batch_skips_warns_counts_and_keeps_training(family, caplog):
     bad["obs"][:] = float("nan")  # a corrupted batch
     before = snapshot(ctx.learner)
     with caplog.at_level(logging.WARNING):
-        ctx.learner.train(bad, 5, 5)
+        train(ctx, bad, 5)
     assert unchanged(ctx.learner, before)
     assert all(th.isfinite(p).all() for p in learner_params(ctx.learner))
     assert ctx.logger.stats["nonfinite_skips"] == [(5, 1.0)]
@@ -97,7 +107,7 @@ def test_skip_batch_skips_warns_counts_and_keeps_training(family, caplog):
     assert len(warning) == 1 and CLASSES[family] in warning[0] and f"at {step_name} 5" in warning[0]
     assert all(p.grad is None for p in learner_params(ctx.learner))  # gradients cleared
 
-    ctx.learner.train(good, 6, 6)  # the next good batch trains as usual
+    train(ctx, good, 6)  # the next good batch trains as usual
     assert not unchanged(ctx.learner, before)
     assert all(th.isfinite(p).all() for p in learner_params(ctx.learner))
     assert ctx.logger.stats["nonfinite_skips"] == [(5, 1.0)]

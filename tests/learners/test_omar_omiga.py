@@ -140,7 +140,7 @@ def test_smoke_training_changes_every_network(alg, overrides, data, request):
     learner = learner_ctx(alg, data, **overrides).learner
     before = snapshot(learner)
     for step in range(5):
-        out = learner.train(cut(ds.sample(4, rng=step)), step, step)
+        out = learner.train({"data": cut(ds.sample(4, rng=step))}, step, step)
         assert set(out) == set(learner.groups) and all(np.isfinite(v) for v in out.values()), out
     after = snapshot(learner)
     unchanged = [k for k in before if th.equal(before[k], after[k])]
@@ -158,7 +158,7 @@ def test_smoke_training_changes_every_network(alg, overrides, data, request):
 def test_unavailable_actions_get_no_probability_and_never_enter_a_loss(alg, countdown_data):
     learner = learner_ctx(alg, "countdown").learner
     for step in range(10):
-        learner.train(cut(countdown_data.sample(4, rng=step)), step, step)
+        learner.train({"data": cut(countdown_data.sample(4, rng=step))}, step, step)
     batch = countdown_data.episode_batch(np.arange(len(countdown_data)))
     mask = transition_mask(batch)[..., 0] > 0
     probs = learner.mac.unroll(batch)[:, :-1][mask]  # real steps [N, n, A]
@@ -196,7 +196,7 @@ def test_inconsistent_dataset_action_is_reported(alg, countdown_data):
     batch = countdown_data.episode_batch([0])
     batch.data.transition_data["actions"][0, 1, 1] = 0  # agent 1 "took" its unavailable action 0
     with pytest.raises(ValueError, match="agent 1 at step 1 .* unavailable"):
-        learner.train(batch, 0, 0)
+        learner.train({"data": batch}, 0, 0)
 
 
 @pytest.mark.parametrize("alg,overrides", VARIANTS)
@@ -246,7 +246,7 @@ def test_terminals_stop_bootstrapping_and_time_limit_ends_bootstrap(alg, countdo
 def test_checkpoint_round_trip(alg, countdown_data, tmp_path):
     learner = learner_ctx(alg, "countdown", seed=0).learner
     for step in range(3):
-        learner.train(cut(countdown_data.sample(4, rng=step)), step, step)
+        learner.train({"data": cut(countdown_data.sample(4, rng=step))}, step, step)
     learner.save_models(str(tmp_path))
     saved = snapshot(learner)
     other = learner_ctx(alg, "countdown", seed=1).learner
@@ -260,7 +260,7 @@ def test_checkpoint_round_trip(alg, countdown_data, tmp_path):
     assert other.targets.state_dict() == learner.targets.state_dict() and other.train_steps == 3
     # the next update is identical too (optimiser moments, targets and counters all restored)
     batch = cut(countdown_data.sample(4, rng=9))
-    assert other.train(batch, 3, 3) == learner.train(batch, 3, 3)
+    assert other.train({"data": batch}, 3, 3) == learner.train({"data": batch}, 3, 3)
     assert all(th.equal(a, b) for a, b in zip(snapshot(learner).values(), snapshot(other).values()))
     # evaluate=True loads only the actor
     actor_only = learner_ctx(alg, "countdown", seed=2).learner
@@ -276,7 +276,7 @@ def test_cuda_training_matches_cpu(alg, countdown_data):
     runs = []
     for use_cuda in (False, True):
         learner = learner_ctx(alg, "countdown", use_cuda=use_cuda).learner  # same seed: same initial weights
-        runs.append([learner.train(cut(countdown_data.sample(4, rng=step)), step, step) for step in range(3)])
+        runs.append([learner.train({"data": cut(countdown_data.sample(4, rng=step))}, step, step) for step in range(3)])
         assert learner.mac.device.type == ("cuda" if use_cuda else "cpu")
     for cpu, gpu in zip(*runs):
         assert gpu == pytest.approx(cpu, rel=1e-3, abs=1e-5)
@@ -318,7 +318,7 @@ def greedy_after_training(alg, ds, steps, **overrides):
                    critic_lr=0.002, learner_log_interval=10**9, **overrides)
     rng = np.random.default_rng(0)
     for step in range(steps):
-        ctx.learner.train(cut(ds.sample(32, rng=rng)), step, step)
+        ctx.learner.train({"data": cut(ds.sample(32, rng=rng))}, step, step)
     batch = ctx.runner.run(test_mode=True)
     return batch["actions"][0, :25, :, 0], batch["reward"].sum().item()
 

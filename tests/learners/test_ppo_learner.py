@@ -1,6 +1,5 @@
 import itertools
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch as th
@@ -8,6 +7,7 @@ import torch as th
 from components.episode_buffer import EpisodeBatch
 from components.transforms import OneHot
 from controllers import REGISTRY as mac_REGISTRY
+from helpers import config_args
 from learners.common import transition_mask
 from learners.ppo_learner import LOG_KEYS, PPOLearner
 from modules.critics import REGISTRY as critic_REGISTRY
@@ -34,14 +34,10 @@ class RecordingLogger:
 
 
 def make_args(**kw):
-    args = dict(n_agents=N_AGENTS, n_actions=N_ACTIONS, state_shape=STATE_DIM, obs_shape=OBS_DIM, gamma=0.99,
-                lr=5e-3, critic_lr=None, optimizer="adam", grad_norm_clip=10, hidden_dim=16,
-                learner_log_interval=0, target_update_interval_or_tau=200, standardise_rewards=False,
-                mac="basic_mac", agent="rnn", use_rnn=True, obs_agent_id=True, obs_last_action=False,
-                action_selector="soft_policies", agent_output_type="pi_logits", mask_before_softmax=True,
-                test_greedy=True, critic_type="ac_critic", epochs=2, num_mini_batches=1)
-    args.update(kw)
-    return SimpleNamespace(**args)
+    """ippo's merged config with the test's small settings."""
+    settings = dict(n_agents=N_AGENTS, n_actions=N_ACTIONS, state_shape=STATE_DIM, obs_shape=OBS_DIM, lr=5e-3,
+                    grad_norm_clip=10, hidden_dim=16, learner_log_interval=0, epochs=2)
+    return config_args("ippo", "matrix_game", **{**settings, **kw})
 
 
 def scheme_and_groups(state_dim=STATE_DIM, obs_dim=OBS_DIM, n_actions=N_ACTIONS):

@@ -2,7 +2,12 @@
 import torch as th
 from torch import nn
 
-from modules.critics.mlp import MLP, AgentwiseMLP
+from modules.critics.mlp import MLP
+from modules.parallel_mlp import ParallelMLP
+
+
+def critic_hidden_dim(args):
+    return args.critic_hidden_dim or args.hidden_dim
 
 
 class VCritic(nn.Module):
@@ -15,9 +20,9 @@ class VCritic(nn.Module):
         super().__init__()
         self.args = args
         self.n_agents = args.n_agents
-        hidden = getattr(args, "critic_hidden_dim", None) or args.hidden_dim
+        hidden = critic_hidden_dim(args)
         in_dim = self._input_dim(scheme) + (self.n_agents if self.shared else 0)
-        self.net = MLP(in_dim, hidden) if self.shared else AgentwiseMLP(self.n_agents, in_dim, hidden)
+        self.net = MLP(in_dim, hidden) if self.shared else ParallelMLP(self.n_agents, in_dim, hidden, 1, n_layers=3)
 
     def forward(self, batch):
         device = next(self.parameters()).device
@@ -26,7 +31,8 @@ class VCritic(nn.Module):
             b, t = inputs[0].shape[:2]
             eye = th.eye(self.n_agents, device=inputs[0].device)
             inputs.append(eye.expand(b, t, -1, -1))
-        return self.net(th.cat(inputs, dim=-1).to(device))
+        x = th.cat(inputs, dim=-1).to(device)
+        return self.net(x) if self.shared else self.net.per_agent(x)
 
     def _input_dim(self, scheme):
         raise NotImplementedError

@@ -9,7 +9,7 @@ from modules.critics.mlp import vdim
 class CentralVCritic(VCritic):
     def _input_dim(self, scheme):
         dim = vdim(scheme, "state")
-        if getattr(self.args, "obs_individual_obs", False):
+        if self.args.obs_individual_obs:
             dim += self.n_agents * vdim(scheme, "obs")
         return dim
 
@@ -17,7 +17,7 @@ class CentralVCritic(VCritic):
         state = batch["state"]
         b, t = state.shape[:2]
         inputs = [state.reshape(b, t, 1, -1).expand(-1, -1, self.n_agents, -1)]
-        if getattr(self.args, "obs_individual_obs", False):
+        if self.args.obs_individual_obs:
             inputs.append(batch["obs"].reshape(b, t, 1, -1).expand(-1, -1, self.n_agents, -1))
         return inputs
 

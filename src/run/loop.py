@@ -1,0 +1,119 @@
+"""What the run modes (online, offline, evaluate) share: checkpoints (save, load, resume), test episodes, timing,
+stopping on a non-finite value and the end of a run."""
+import os
+import time
+from contextlib import contextmanager
+
+from learners.common import NonFiniteError
+from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint, save_run_config
+from utils.seeding import rng_state, set_rng_state
+
+
+def time_str(seconds):
+    seconds = int(seconds)
+    days, rem = divmod(seconds, 86400)
+    hours, rem = divmod(rem, 3600)
+    minutes, secs = divmod(rem, 60)
+    return (f"{days} days, " if days else "") + f"{hours:d}:{minutes:02d}:{secs:02d}"
+
+
+class Progress:
+    """Wall time since the run (or its resume) started at step `start`, and the time left to `total` at that rate."""
+
+    def __init__(self, start, total):
+        self.start, self.total = start, total
+        self.started = time.time()
+
+    def elapsed(self):
+        return time.time() - self.started
+
+    def left(self, step):
+        return (self.total - step) * self.elapsed() / max(step - self.start, 1)
+
+
+class UpdateClock:
+    """Learner time and updates in this process, for `updates_per_s`."""
+
+    def __init__(self):
+        self.seconds, self.updates = 0.0, 0
+
+    @contextmanager
+    def update(self):
+        t0 = time.perf_counter()
+        yield
+        self.seconds += time.perf_counter() - t0
+        self.updates += 1
+
+    def rate(self):
+        return self.updates / max(self.seconds, 1e-9)
+
+
+def sync_acting_mac(ctx):
+    """With a GPU learner the CPU acting copy is refreshed from the learner's mac before it acts."""
+    if ctx.acting_mac is not ctx.mac:
+        ctx.acting_mac.load_state(ctx.mac)
+
+
+def run_test_episodes(ctx):
+    """`test_nepisode` greedy episodes, logged by the runner at runner.t_env; returns the number of runs."""
+    n_runs = max(1, ctx.args.test_nepisode // ctx.runner.batch_size)
+    for _ in range(n_runs):
+        ctx.runner.run(test_mode=True)
+    return n_runs
+
+
+# ----- checkpoints: results/models/<run>/<step>/ -----
+def save(ctx, step, run_state, _log):
+    """The learner's files and `run_state` (plus the RNG states) at `step`; returns the folder."""
+    run_dir = os.path.join(ctx.args.results_dir, "models", ctx.args.unique_token)
+    path = os.path.join(run_dir, str(step))
+    save_checkpoint(ctx.learner, path, {**run_state, "rng": rng_state()})
+    save_run_config(run_dir, ctx.config)
+    _log.info(f"Saved checkpoint to {path}")
+    return path
+
+
+def load(ctx, evaluate=False):
+    """Load the checkpoint at checkpoint_path (load_step) into the learner and the acting mac; returns its folder.
+    evaluate=True: the actor only."""
+    path = find_checkpoint(ctx.args.checkpoint_path, ctx.args.load_step)
+    ctx.learner.load_models(path, evaluate=evaluate)
+    sync_acting_mac(ctx)
+    return path
+
+
+def resume_state(path):
+    """The run state saved with a checkpoint, with the RNG states restored; None for a weights-only (pymarl-style)
+    checkpoint."""
+    state = load_run_state(path)
+    if state is not None:
+        set_rng_state(state["rng"])
+    return state
+
+
+def folder_step(path):
+    """The step a checkpoint folder is named after (0 if it is not a number)."""
+    name = os.path.basename(os.path.normpath(path))
+    return int(name) if name.isdigit() else 0
+
+
+@contextmanager
+def stop_on_nonfinite(ctx, last_checkpoint, _log):
+    """Around learner.train: on a non-finite value name the last good checkpoint in the error (the learner cannot
+    know it) and release the envs; nothing after a non-finite value is saved."""
+    try:
+        yield
+    except NonFiniteError as error:
+        error.checkpoint = (f"Last good checkpoint: {last_checkpoint}" if last_checkpoint else
+                            "No checkpoint was saved in this run (save_model=False or none yet)")
+        _log.error(str(error))
+        try:
+            finish(ctx)
+        except Exception as cleanup:  # the non-finite error is the one to report
+            _log.warning(f"cleanup after the non-finite error failed: {cleanup!r}")
+        raise
+
+
+def finish(ctx):
+    ctx.runner.close_env()
+    ctx.logger.finish()
