@@ -13,10 +13,9 @@ from utils.paths import repo_relative
 
 
 def resolve_tfcaf_path(args):
-    path = getattr(args, "tfcaf_path", None)
-    if path:
-        return repo_relative(path)
-    if not getattr(args, "env_config", None):
+    if args.tfcaf_path:
+        return repo_relative(args.tfcaf_path)
+    if not args.env_config:
         raise TFCAFLoadError("tfcaf_path is null and the run's env config is unknown; set tfcaf_path=<file>")
     return shipped_reference(args.env_config)
 
@@ -41,10 +40,10 @@ class TFCAFFeatures:
 
     def __init__(self, args, log, process=None, run_info=None):
         path = resolve_tfcaf_path(args)
-        self.spec = load_tfcaf(path, env_config=getattr(args, "env_config", None), n_agents=args.n_agents,
-                               state_size=int(args.state_shape), igm_gate=getattr(args, "igm_gate", None),
-                               revalidate=revalidator(args), log=log)
-        gate = getattr(args, "igm_gate", None)
+        self.spec = load_tfcaf(path, env_config=args.env_config, n_agents=args.n_agents,
+                               state_size=int(args.state_shape), igm_gate=args.igm_gate, revalidate=revalidator(args),
+                               log=log)
+        gate = args.igm_gate
         if gate is None:
             gate = True if self.spec.igm_gate is None else self.spec.igm_gate
         args.igm_gate, args.tfcaf_sha256 = bool(gate), self.spec.sha256
@@ -104,7 +103,7 @@ def wants_features(args):
     """The batch fields this run's mixer declares (modules.mixers.BATCH_FIELDS)."""
     from modules.mixers import BATCH_FIELDS
 
-    fields = tuple(BATCH_FIELDS.get(getattr(args, "mixer", None) or "", ()))
+    fields = tuple(BATCH_FIELDS.get(args.mixer or "", ()))
     if fields and fields != FIELDS:
         raise ValueError(f"no provider for the batch fields {fields} of mixer '{args.mixer}'")
     return bool(fields)

@@ -12,16 +12,12 @@ A file is trainable when one of these holds (checked in this order):
    on states of this run's env) and the log says so; without `revalidate` the load is refused.
 The source is always checked against the static policy here (on the syntax tree; nothing is executed).
 """
-import json
 import os
 from dataclasses import dataclass, field
 
+from qllm import records
 from qllm.policy import PolicyError, check_source
-from qllm.records import record_problem
-from utils.files import is_temp, sha256_bytes
-
-TFCAF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tfcafs")
-MANIFEST = "MANIFEST.json"
+from utils.files import is_temp
 
 
 class TFCAFLoadError(RuntimeError):
@@ -38,10 +34,6 @@ class TFCAFSpec:
     trust: str = ""  # "shipped reference", "signed record" or "re-validated"
     report: dict = field(default_factory=dict)
 
-    @property
-    def legacy(self):
-        return self.form == "legacy"
-
     def start_worker(self, n_agents, igm_gate, timeout_s=30.0, memory_mb=1024, process=None):
         from qllm.worker import TFCAFWorker
 
@@ -50,62 +42,12 @@ class TFCAFSpec:
                            process=process)
 
 
-def manifest_path():
-    return os.path.join(TFCAF_DIR, MANIFEST)
-
-
-def _manifest():
-    with open(manifest_path()) as f:
-        return json.load(f)
-
-
 def shipped_reference(env_config):
     """Path of the shipped reference TFCAF for an env config name (src/qllm/tfcafs/MANIFEST.json)."""
-    if not os.path.isfile(manifest_path()):
-        raise TFCAFLoadError(f"no shipped reference TFCAFs: {manifest_path()} is missing. Set tfcaf_path=<file> "
-                             f"(or generate one with --config=qllm_generate)")
-    manifest = _manifest()
-    if env_config not in manifest:
-        raise TFCAFLoadError(f"no shipped reference TFCAF for env config '{env_config}' (available: "
-                             f"{', '.join(sorted(manifest))}). Set tfcaf_path=<file> or generate one with "
-                             f"--config=qllm_generate --env-config={env_config}")
-    return os.path.join(TFCAF_DIR, manifest[env_config]["file"])
-
-
-def _shipped_entry(path, digest, env_config=None, n_agents=None, state_size=None, igm_gate=None):
-    """(the packaged manifest's entry for `path`, None) when it is a shipped file with exactly the packaged hash and
-    written for this run (its env config, sizes, and the gate when the run turns it on), else (None, why)."""
-    if os.path.dirname(os.path.realpath(path)) != os.path.realpath(TFCAF_DIR) or not os.path.isfile(manifest_path()):
-        return None, "it is not a shipped reference"
-    name = os.path.basename(path)
-    manifest = _manifest()
-    configs = [c for c, e in manifest.items() if isinstance(e, dict) and e.get("file") == name]
-    if not any(manifest[c].get("sha256") == digest for c in configs):
-        return None, "it sits among the shipped references but its SHA-256 is not the packaged one"
-    if env_config is None:
-        return manifest[configs[0]], None
-    if env_config not in configs:
-        return None, f"it is the shipped reference for {', '.join(configs)}, not for env config '{env_config}'"
-    entry = manifest[env_config]
-    for key, want in (("n_agents", n_agents), ("state_size", state_size)):
-        if want is not None and entry.get(key) not in (None, want):
-            return None, f"the shipped reference was written for {key} {entry.get(key)}, this run has {want}"
-    if igm_gate and not entry.get("igm_gate", True):  # written for raw weights: never checked under the gate
-        return None, "the shipped reference was written for igm_gate false, this run turns the gate on"
-    return entry, None
-
-
-def read_meta(path):
-    """meta.json next to a TFCAF file (generation metadata and the signed record), or {}."""
-    meta_path = os.path.join(os.path.dirname(os.path.abspath(path)), "meta.json")
-    if not os.path.isfile(meta_path):
-        return {}
     try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
+        return records.shipped_reference(env_config)[0]
+    except records.NoShippedReference as e:
+        raise TFCAFLoadError(str(e)) from None
 
 
 def load_tfcaf(path, *, env_config=None, n_agents=None, state_size=None, igm_gate=None, revalidate=None, log=None):
@@ -119,9 +61,7 @@ def load_tfcaf(path, *, env_config=None, n_agents=None, state_size=None, igm_gat
     if not os.path.isfile(path):
         raise TFCAFLoadError(f"no TFCAF file at {path}: give tfcaf_path=<file>, generate one with "
                              f"--config=qllm_generate, or leave tfcaf_path null to use the shipped reference")
-    with open(path, "rb") as f:
-        raw = f.read()
-    digest = sha256_bytes(raw)
+    raw, digest = records.read_tfcaf(path)  # what is checked, hashed and run are the same bytes
     try:
         source = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -132,20 +72,19 @@ def load_tfcaf(path, *, env_config=None, n_agents=None, state_size=None, igm_gat
         raise TFCAFLoadError(f"{path} violates the TFCAF policy ({e.stage}): {'; '.join(e.violations)}") from None
     spec = TFCAFSpec(path=path, sha256=digest, source=source, form=form)
 
-    shipped, why = _shipped_entry(path, digest, env_config, n_agents, state_size, igm_gate)
+    shipped, why = records.shipped_entry(path, digest, env_config, n_agents, state_size, igm_gate)
     if shipped is not None:
         spec.igm_gate, spec.trust = bool(shipped.get("igm_gate", True)), "shipped reference"
         return spec
-    if os.path.dirname(os.path.realpath(path)) != os.path.realpath(TFCAF_DIR):
-        record = read_meta(path).get("validation_record")
-        why = record_problem(record, sha256=digest, env_config=env_config, n_agents=n_agents, state_size=state_size,
-                             igm_gate=igm_gate)
-        if why is None:
+    if not records.is_shipped_location(path):  # a meta.json among the shipped references means nothing
+        record, why = records.signed_record(path, digest, env_config=env_config, n_agents=n_agents,
+                                            state_size=state_size, igm_gate=igm_gate)
+        if record is not None:
             spec.igm_gate, spec.trust, spec.report = bool(record["igm_gate"]), "signed record", record["validation"]
             return spec
     gate = True if igm_gate is None else bool(igm_gate)
     if revalidate is None:
-        raise TFCAFLoadError(f"{path} is not trusted: {why}. Validate it (python src/qllm/validate.py {path} "
+        raise TFCAFLoadError(f"{path} is not trusted: {why}. Validate it (python scripts/qllm_validate.py {path} "
                              f"--env-config <env config> --write-meta) to sign a record for it")
     if log is not None:
         log.warning(f"{path}: {why}; validating it again in the sandbox before training (igm_gate={gate})")

@@ -1,11 +1,21 @@
-"""Validation records that cannot vouch for themselves: signed by this installation's validator.
+"""The records of TFCAF artifacts, in one place: their hashes, meta.json, the signed validation records and the
+shipped references' MANIFEST.json. Generation (run.tfcaf), validation (scripts/qllm_validate.py --write-meta),
+the manifest command (qllm.tfcafs.manifest) and the loader (qllm.loader) read and write them only through here.
 
-A record says "this file (SHA-256) passed validation under policy version P, for env config E with the IGM gate
-G, with this report". It is trusted only with a valid HMAC-SHA256 signature made with this installation's key:
-`<config dir>/llm-pymarl/validator.key` ($XDG_CONFIG_HOME, else ~/.config), 32 random bytes created on first
-use with mode 0600. A hand-written meta.json holding a file name and its hash therefore proves nothing: without
-a valid signature the loader validates the file again before training. Someone who can read the key can forge
-records, so the key is as sensitive as the code that checks it (README, Security).
+On disk (formats unchanged since they were introduced):
+* `<folder>/tfcaf.py` and `<folder>/meta.json`: generation metadata plus `sha256` (of the file's bytes) and
+  `validation_record` (below). meta.json sits beside the TFCAF file it describes.
+* `src/qllm/tfcafs/MANIFEST.json`: {env config: {"file", "sha256", "igm_gate", "state_size", "n_agents"}} for the
+  shipped, hand-written references. Only the packaged one means anything (a copy elsewhere vouches for nothing).
+
+A validation record says "this file (SHA-256) passed validation under policy version P, for env config E with the
+IGM gate G, with this report". It is trusted only with a valid HMAC-SHA256 signature made with this
+installation's key: `<config dir>/llm-pymarl/validator.key` ($XDG_CONFIG_HOME, else ~/.config), 32 random bytes
+created on first use with mode 0600. A hand-written meta.json holding a file name and its hash therefore proves
+nothing: without a valid signature the loader validates the file again before training. Someone who can read the
+key can forge records, so the key is as sensitive as the code that checks it (README, Security).
+
+Hashes are utils.files.sha256_bytes of the very bytes that are checked and run (read_tfcaf, write_tfcaf).
 """
 import hashlib
 import hmac
@@ -15,14 +25,104 @@ import secrets
 import stat
 
 from qllm.policy import POLICY_VERSION
+from utils.files import sha256_bytes, write_json_atomic, write_text_atomic
 
 KEY_FILE = "validator.key"
 SIGNED_FIELDS = ("sha256", "policy_version", "env_config", "igm_gate", "form", "n_agents", "state_size",
                  "validation")
+TFCAF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tfcafs")  # the shipped references
+MANIFEST = "MANIFEST.json"
+META = "meta.json"
+TFCAF_FILE = "tfcaf.py"  # the file name of a generated TFCAF in its results/tfcafs/<env>/<id>/ folder
 
 
 class RecordKeyError(RuntimeError):
     pass
+
+
+class NoShippedReference(KeyError):
+    """There is no shipped reference TFCAF for an env config (the message says which there are)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# TFCAF files and their meta.json
+
+
+def read_tfcaf(path):
+    """(bytes, SHA-256) of a TFCAF file, from one read: the hash is of exactly the bytes the caller checks."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    return raw, sha256_bytes(raw)
+
+
+def write_tfcaf(folder, source):
+    """Write `source` as `<folder>/tfcaf.py`; returns (path, SHA-256 of the bytes written)."""
+    data = source.encode("utf-8")
+    path = os.path.join(folder, TFCAF_FILE)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path, sha256_bytes(data)
+
+
+def meta_path(tfcaf_path):
+    """The meta.json that describes a TFCAF file: the one beside it."""
+    return os.path.join(os.path.dirname(os.path.abspath(tfcaf_path)), META)
+
+
+def read_meta(tfcaf_path, strict=False):
+    """meta.json beside a TFCAF file (generation metadata and the signed record); {} when there is none. An
+    unreadable one counts as none, or raises (OSError, ValueError) with `strict`."""
+    path = meta_path(tfcaf_path)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        if strict:
+            raise
+        return {}
+    if not isinstance(meta, dict):
+        if strict:
+            raise ValueError(f"{path} does not hold a JSON object")
+        return {}
+    return meta
+
+
+def write_meta(tfcaf_path, meta):
+    """Write meta.json beside a TFCAF file (atomically); returns its path."""
+    path = meta_path(tfcaf_path)
+    write_json_atomic(path, meta)
+    return path
+
+
+def record_validation(meta, *, sha256, env_config, igm_gate, n_agents, state_size, validation):
+    """Record in `meta` the file's SHA-256 and, for a passing `validation` report (a dict), its validation record
+    signed by this installation. The hash is recorded first: when the key is unusable (RecordKeyError, OSError)
+    the meta still names the file, and training with it validates it again."""
+    meta["sha256"] = sha256
+    meta["validation_record"] = sign_record(sha256=sha256, env_config=env_config, igm_gate=igm_gate,
+                                            form=(validation.get("checks") or {}).get("form", "tfcaf"),
+                                            n_agents=n_agents, state_size=state_size, validation=validation)
+    return meta
+
+
+def signed_record(tfcaf_path, sha256, *, env_config, n_agents=None, state_size=None, igm_gate=None):
+    """(record, None) when meta.json beside the file holds a record that makes it trainable in this run (see
+    record_problem), else (None, why). A meta.json among the shipped references is never read."""
+    if is_shipped_location(tfcaf_path):
+        return None, "it sits among the shipped references but is not one of them"
+    record = read_meta(tfcaf_path).get("validation_record")
+    why = record_problem(record, sha256=sha256, env_config=env_config, n_agents=n_agents, state_size=state_size,
+                         igm_gate=igm_gate)
+    return (record, None) if why is None else (None, why)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Signed validation records
 
 
 def config_dir():
@@ -102,3 +202,75 @@ def record_problem(record, *, sha256, env_config, n_agents=None, state_size=None
     if not (record.get("validation") or {}).get("ok"):
         return "its validation report is not a pass"
     return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The shipped references' manifest
+
+
+def manifest_path():
+    return os.path.join(TFCAF_DIR, MANIFEST)
+
+
+def read_manifest():
+    """{env config: {"file", "sha256", "igm_gate", "state_size", "n_agents"}} as packaged."""
+    with open(manifest_path()) as f:
+        return json.load(f)
+
+
+def manifest_entry(file, sha256, igm_gate, state_size, n_agents):
+    """One MANIFEST.json entry."""
+    return {"file": file, "sha256": sha256, "igm_gate": bool(igm_gate), "state_size": int(state_size),
+            "n_agents": int(n_agents)}
+
+
+def manifest_json(manifest):
+    """MANIFEST.json's exact text for `manifest` (sorted keys, two-space indent, final newline)."""
+    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+
+def write_manifest(manifest):
+    write_text_atomic(manifest_path(), manifest_json(manifest))
+
+
+def shipped_reference(env_config):
+    """(absolute path, manifest entry) of the shipped reference TFCAF for an env config name; NoShippedReference
+    (a KeyError) when there is none, or no manifest."""
+    if not os.path.isfile(manifest_path()):
+        raise NoShippedReference(f"no shipped reference TFCAFs: {manifest_path()} is missing. Set tfcaf_path=<file> "
+                                 f"(or generate one with --config=qllm_generate)")
+    manifest = read_manifest()
+    if env_config not in manifest:
+        raise NoShippedReference(f"no shipped reference TFCAF for env config '{env_config}' (there is one for: "
+                                 f"{', '.join(sorted(manifest))}). Set tfcaf_path=<file> or generate one with "
+                                 f"--config=qllm_generate --env-config={env_config}")
+    entry = manifest[env_config]
+    return os.path.join(TFCAF_DIR, entry["file"]), entry
+
+
+def is_shipped_location(path):
+    """Whether `path` (links resolved) is a file directly in the shipped references' folder."""
+    return os.path.dirname(os.path.realpath(path)) == os.path.realpath(TFCAF_DIR)
+
+
+def shipped_entry(path, sha256, env_config=None, n_agents=None, state_size=None, igm_gate=None):
+    """(the packaged manifest's entry for `path`, None) when it is a shipped file with exactly the packaged hash and
+    written for this run (its env config, sizes, and the gate when the run turns it on), else (None, why)."""
+    if not is_shipped_location(path) or not os.path.isfile(manifest_path()):
+        return None, "it is not a shipped reference"
+    name = os.path.basename(path)
+    manifest = read_manifest()
+    configs = [c for c, e in manifest.items() if isinstance(e, dict) and e.get("file") == name]
+    if not any(manifest[c].get("sha256") == sha256 for c in configs):
+        return None, "it sits among the shipped references but its SHA-256 is not the packaged one"
+    if env_config is None:
+        return manifest[configs[0]], None
+    if env_config not in configs:
+        return None, f"it is the shipped reference for {', '.join(configs)}, not for env config '{env_config}'"
+    entry = manifest[env_config]
+    for key, want in (("n_agents", n_agents), ("state_size", state_size)):
+        if want is not None and entry.get(key) not in (None, want):
+            return None, f"the shipped reference was written for {key} {entry.get(key)}, this run has {want}"
+    if igm_gate and not entry.get("igm_gate", True):  # written for raw weights: never checked under the gate
+        return None, "the shipped reference was written for igm_gate false, this run turns the gate on"
+    return entry, None

@@ -12,33 +12,30 @@ dumps and no new file descriptors; a wall-clock deadline kills its whole process
 code in the restricted namespace of qllm.runtime on the states of ctx plus the all-zero state
 (padding rows of training batches).
 
-Command line (validates a file on states of an env config; --write-meta writes meta.json with a validation
-record signed by this installation's key, so that `mixer: qllm` trains with it without validating it again):
-
-    python src/qllm/validate.py path/to/tfcaf.py --env-config lbf [--no-igm-gate] [--write-meta]
+The command line (validate a file on states of an env config, and with --write-meta sign a record for it) is
+scripts/qllm_validate.py; `python src/qllm/validate.py ...` still runs it, for one release.
 """
-import base64
-import json
 import os
-import queue
-import secrets
-import shutil
-import signal
 import sys
-import threading
-import time
-from dataclasses import asdict, dataclass, field
 
-import numpy as np
+if __name__ == "__main__":  # the old path `python src/qllm/validate.py`, kept for one release: run the command
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "qllm_validate.py")
+    os.execv(sys.executable, [sys.executable, script, *sys.argv[1:]])
 
-if __package__ in (None, ""):  # run as a script: make `qllm` importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import base64  # noqa: E402
+import json  # noqa: E402
+import queue  # noqa: E402
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from qllm.policy import PolicyError, check_source  # noqa: E402
-from qllm.records import key_path  # noqa: E402
 from qllm.sandbox import kill_group, leftovers, spawn  # noqa: E402
-from utils.files import sha256_bytes, write_json_atomic  # noqa: E402
-from utils.paths import SRC_DIR  # noqa: E402,F401 (the child's import root; tests use it too)
 
 STAGES = ("parse", "policy", "exec", "shape", "finite", "linear", "gradient", "gate", "determinism", "mutation",
           "speed", "ok")
@@ -250,61 +247,3 @@ def _scrub_tail(text, n=12):
     from qllm.sandbox_child import scrub
 
     return [scrub(line) for line in text.strip().splitlines()[-n:]] if text.strip() else []
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line
-
-
-def context_for_env_config(env_config, igm_gate=True, n=512, seed=0, overrides=None):
-    """ValidationContext with states sampled from an env config in config/envs (its env and env_args)."""
-    from qllm.states import sample_states_and_info
-    from utils.config import build_config
-
-    config = build_config("qmix", env_config, overrides or {})
-    states, info = sample_states_and_info(config["env"], config["env_args"], n=n, seed=seed)
-    return ValidationContext(n_agents=info["n_agents"], state_size=info["state_size"], states=states,
-                             igm_gate=igm_gate)
-
-
-def main(argv=None):
-    import argparse
-
-    p = argparse.ArgumentParser(description="Validate a TFCAF file in the sandbox on states of an env config.")
-    p.add_argument("path")
-    p.add_argument("--env-config", required=True, help="name of a config in config/envs")
-    p.add_argument("--no-igm-gate", action="store_true", help="validate for igm_gate false")
-    p.add_argument("--write-meta", action="store_true", help="write meta.json (sha256, report) next to the file")
-    p.add_argument("--states", type=int, default=512)
-    a = p.parse_args(argv)
-    with open(a.path, "rb") as f:
-        raw = f.read()
-    ctx = context_for_env_config(a.env_config, igm_gate=not a.no_igm_gate, n=a.states)
-    report = validate_source(raw.decode("utf-8", errors="replace"), ctx)
-    print(json.dumps(report.to_dict(), indent=2))
-    if not report.ok:
-        print(report.feedback(), file=sys.stderr)
-        return 1
-    if a.write_meta:
-        from qllm.records import sign_record
-
-        meta_path = os.path.join(os.path.dirname(os.path.abspath(a.path)), "meta.json")
-        meta = {}
-        if os.path.exists(meta_path):
-            with open(meta_path) as f:
-                meta = json.load(f)
-        digest = sha256_bytes(raw)
-        meta.setdefault("source", "validated with src/qllm/validate.py")
-        meta.update(file=os.path.basename(a.path), sha256=digest, igm_gate=ctx.igm_gate,
-                    env_config=a.env_config, validation=report.to_dict(),
-                    validation_record=sign_record(sha256=digest, env_config=a.env_config, igm_gate=ctx.igm_gate,
-                                                  form=report.checks.get("form", "tfcaf"), n_agents=ctx.n_agents,
-                                                  state_size=ctx.state_size, validation=report.to_dict()))
-        write_json_atomic(meta_path, meta)
-        print(f"wrote {meta_path} (validation record signed with {key_path()})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.path.insert(0, SRC_DIR)
-    sys.exit(main())

@@ -16,12 +16,11 @@ from types import SimpleNamespace
 
 from envs import env_from_args
 from llm import make_llm
-from qllm import prompts
+from qllm import prompts, records
 from qllm.loop import LoopSettings, generate
-from qllm.records import RecordKeyError, sign_record
 from qllm.states import sample_states
 from qllm.validate import ValidationContext
-from utils.files import clean_stale_temps, sha256_bytes, temp_path, write_json_atomic
+from utils.files import clean_stale_temps, temp_path
 from utils.paths import env_label, results_path
 
 
@@ -36,7 +35,7 @@ def run_tfcaf(_run, config, _log):
 
     env_args = dict(config["env_args"], seed=config["seed"])
     env = env_from_args(SimpleNamespace(**config), seed=config["seed"])
-    task = prompts.task_prompt(env, prompts.read_hint(config.get("tfcaf_hint_path")))
+    task = prompts.task_prompt(env, prompts.read_hint(config["tfcaf_hint_path"]))
     igm_gate = bool(config["igm_gate"])
     _log.info(f"Sampling {config['tfcaf_states']} validation states from {config['env']} rollouts")
     states = sample_states(config["env"], env_args, n=config["tfcaf_states"], seed=config["seed"])
@@ -50,34 +49,30 @@ def run_tfcaf(_run, config, _log):
     meta = {"created": datetime.now(timezone.utc).isoformat(), "source": "llm (coder-evaluator loop)",
             "env": config["env"], "env_args": config["env_args"], "env_label": label, "n_agents": ctx.n_agents,
             "state_size": ctx.state_size, "igm_gate": igm_gate, "settings": vars(settings),
-            "llm": {k: config["llm"].get(k) for k in ("backend", "model", "base_url")},
+            "llm": {k: config["llm"][k] for k in ("backend", "model", "base_url")},
             "python": platform.python_version()}
     try:
         code, record = generate(llm, task, ctx, settings, log=_log)
     except Exception as e:
         meta.update(error=f"{type(e).__name__}: {e}", ledger=llm.ledger())
-        write_json_atomic(os.path.join(work_dir, "meta.json"), meta)
+        records.write_meta(os.path.join(work_dir, records.TFCAF_FILE), meta)
         os.replace(work_dir, os.path.join(root, f"{stamp}.failed"))
         raise
     finally:
         llm.close()
-    source = code.strip() + "\n"
-    with open(os.path.join(work_dir, "tfcaf.py"), "w") as f:
-        f.write(source)
-    digest = sha256_bytes(source)
+    tfcaf_file, digest = records.write_tfcaf(work_dir, code.strip() + "\n")
     final = record["rounds"][record["final_round"]]
-    report = final["candidates"][final["chosen"]]["report"]
-    meta.update(record, ledger=llm.ledger(), sha256=digest)
+    meta.update(record, ledger=llm.ledger())
     try:
-        meta["validation_record"] = sign_record(sha256=digest, env_config=config.get("env_config"),
-                                                igm_gate=igm_gate, form=report.get("checks", {}).get("form", "tfcaf"),
-                                                n_agents=ctx.n_agents, state_size=ctx.state_size, validation=report)
-    except (OSError, RecordKeyError) as e:  # the generation was paid for: keep it; training will validate again
+        records.record_validation(meta, sha256=digest, env_config=config["env_config"], igm_gate=igm_gate,
+                                  n_agents=ctx.n_agents, state_size=ctx.state_size,
+                                  validation=final["candidates"][final["chosen"]]["report"])
+    except (OSError, records.RecordKeyError) as e:  # the generation was paid for: keep it; training validates again
         _log.warning(f"the validation record could not be signed ({e}); the TFCAF is kept, and training with it "
                      f"validates it again first")
-    write_json_atomic(os.path.join(work_dir, "meta.json"), meta)
+    records.write_meta(tfcaf_file, meta)
     os.replace(work_dir, final_dir)
-    path = os.path.join(final_dir, "tfcaf.py")
+    path = os.path.join(final_dir, records.TFCAF_FILE)
     _log.info(f"TFCAF written to {path}\nTrain with: python src/main.py --config=qllm --env-config=<env> "
               f"with tfcaf_path={path} igm_gate={igm_gate}")
     if _run is not None:

@@ -8,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 
-from qllm import loader, records
+from qllm import records
 from qllm.loader import TFCAFLoadError, load_tfcaf, shipped_reference
 from qllm.policy import POLICY_VERSION
 from qllm.records import record_problem, sign_record
@@ -55,7 +55,7 @@ def test_shipped_reference_is_trusted_by_the_packaged_manifest():
     path = shipped_reference("lbf_8x8_2p_2f_coop")
     spec = load_tfcaf(path, env_config="lbf_8x8_2p_2f_coop", n_agents=2, state_size=14)
     assert spec.trust == "shipped reference" and spec.igm_gate is True and spec.form == "tfcaf"
-    assert spec.sha256 == json.load(open(loader.manifest_path()))["lbf_8x8_2p_2f_coop"]["sha256"]
+    assert spec.sha256 == json.load(open(records.manifest_path()))["lbf_8x8_2p_2f_coop"]["sha256"]
 
 
 def test_a_copied_manifest_vouches_for_nothing(tmp_path):
@@ -145,8 +145,8 @@ def test_failing_revalidation_refuses_the_file(tmp_path):
 
 def test_edited_shipped_reference_is_not_trusted(tmp_path, monkeypatch):
     folder = tmp_path / "tfcafs"
-    shutil.copytree(loader.TFCAF_DIR, folder)
-    monkeypatch.setattr(loader, "TFCAF_DIR", str(folder))
+    shutil.copytree(records.TFCAF_DIR, folder)
+    monkeypatch.setattr(records, "TFCAF_DIR", str(folder))
     path = folder / "lbf.py"
     assert load_tfcaf(path).trust == "shipped reference"
     path.write_text(path.read_text() + "# edited\n")

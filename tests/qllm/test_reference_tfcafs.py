@@ -23,8 +23,11 @@ import torch
 from envs import make_env
 from envs.description import check_schema
 from helpers import require_extra
-from qllm.tfcafs import MANIFEST_PATH, load_manifest, reference
-from qllm.tfcafs.manifest import HEADER, KNOWN_SIZES, build_manifest, dumps, file_for, reference_configs
+from qllm.records import manifest_json as dumps
+from qllm.records import manifest_path
+from qllm.records import read_manifest as load_manifest
+from qllm.records import shipped_reference as reference
+from qllm.tfcafs.manifest import HEADER, KNOWN_SIZES, build_manifest, file_for, reference_configs
 from utils.config import load_yaml
 
 CONFIGS = reference_configs()
@@ -398,10 +401,10 @@ def test_every_env_config_has_a_labelled_reference():
 
 
 def test_manifest_is_up_to_date():
-    with open(MANIFEST_PATH) as f:
+    with open(manifest_path()) as f:
         shipped = json.load(f)
     assert build_manifest(shipped) == shipped, "run `cd src && python -m qllm.tfcafs.manifest`"
-    with open(MANIFEST_PATH) as f:
+    with open(manifest_path()) as f:
         assert f.read() == dumps(shipped)
 
 

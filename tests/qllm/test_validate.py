@@ -8,7 +8,7 @@ import pytest
 
 from qllm.sandbox import child_env as _child_env
 from qllm.states import sample_states
-from qllm.validate import STAGES, ValidationContext, main, validate_source
+from qllm.validate import STAGES, ValidationContext, validate_source
 
 N_AGENTS = 2
 
@@ -202,6 +202,8 @@ def test_empty_and_unparsable_sources(ctx):
 
 
 def test_command_line_validates_and_records_the_hash(tmp_path, capsys):
+    from qllm_validate import main  # scripts/qllm_validate.py
+
     path = tmp_path / "mine.py"
     path.write_text(GOOD)
     assert main([str(path), "--env-config", "climbing", "--states", "32", "--write-meta"]) == 0
@@ -223,7 +225,7 @@ def run_confined(tmp_path, imports, body, confine_call):
     import subprocess
     import sys
 
-    from qllm.validate import SRC_DIR
+    from utils.paths import SRC_DIR
 
     require_seccomp()
     head = f"import os, sys, {imports}\nsys.path.insert(0, sys.argv[1])\nfrom qllm.confine import confine\n"

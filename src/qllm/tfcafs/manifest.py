@@ -12,13 +12,11 @@ a missing optional extra) they are taken from KNOWN_SIZES or the previous manife
 """
 import argparse
 import ast
-import json
 import os
 import sys
 
-from qllm.tfcafs import MANIFEST_PATH, TFCAF_DIR
+from qllm import records
 from utils.config import available, load_yaml
-from utils.files import sha256_bytes
 
 HEADER = "# Hand-written reference TFCAF (not LLM output) for "
 EXCLUDED_CONFIGS = ("gymma",)  # any gymnasium env: no fixed state layout to write a reference for
@@ -85,18 +83,17 @@ def env_sizes(name):
 def build_manifest(previous=None):
     previous = previous or {}
     configs = reference_configs()
-    files = sorted(f for f in os.listdir(TFCAF_DIR) if f.endswith(".py") and f not in NOT_REFERENCES)
+    files = sorted(f for f in os.listdir(records.TFCAF_DIR) if f.endswith(".py") and f not in NOT_REFERENCES)
     stray = [f for f in files if f[:-3] not in {file_for(c) for c in configs}]
     if stray:
         raise ManifestError(f"reference files without an env config in config/envs: {', '.join(stray)}")
     manifest = {}
     for name in configs:
         stem = file_for(name)
-        path = os.path.join(TFCAF_DIR, f"{stem}.py")
+        path = os.path.join(records.TFCAF_DIR, f"{stem}.py")
         if not os.path.isfile(path):
             raise ManifestError(f"env config '{name}' has no reference TFCAF (expected {path})")
-        with open(path, "rb") as f:
-            data = f.read()
+        data, sha256 = records.read_tfcaf(path)
         source = data.decode("utf-8")
         igm_gate = read_header(stem, source)
         if not defines_tfcaf(source):
@@ -106,23 +103,15 @@ def build_manifest(previous=None):
             sizes = previous[name]["state_size"], previous[name]["n_agents"]
         if sizes is None:
             raise ManifestError(f"cannot build env config '{name}' here to read its state size; install its extra")
-        manifest[name] = {"file": f"{stem}.py", "sha256": sha256_bytes(data), "igm_gate": igm_gate,
-                          "state_size": sizes[0], "n_agents": sizes[1]}
+        manifest[name] = records.manifest_entry(f"{stem}.py", sha256, igm_gate, *sizes)
     return manifest
-
-
-def dumps(manifest):
-    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check that MANIFEST.json is up to date")
     opts = parser.parse_args(argv)
-    previous = {}
-    if os.path.isfile(MANIFEST_PATH):
-        with open(MANIFEST_PATH) as f:
-            previous = json.load(f)
+    previous = records.read_manifest() if os.path.isfile(records.manifest_path()) else {}
     try:
         manifest = build_manifest(previous)
     except ManifestError as e:
@@ -136,12 +125,11 @@ def main(argv=None):
             return 1
         print(f"MANIFEST.json is up to date ({len(manifest)} reference TFCAFs)")
         return 0
-    with open(MANIFEST_PATH, "w") as f:
-        f.write(dumps(manifest))
+    records.write_manifest(manifest)
     for name, entry in manifest.items():
         print(f"{name:32s} S={entry['state_size']:<5d} n={entry['n_agents']:<3d} igm_gate={entry['igm_gate']!s:5s} "
               f"{entry['sha256'][:12]}")
-    print(f"wrote {MANIFEST_PATH}")
+    print(f"wrote {records.manifest_path()}")
     return 0
 
 
