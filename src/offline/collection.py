@@ -313,7 +313,7 @@ def collect(args, config, logger, _log, info):
     env.close()
 
     # every plan is built (and checked) before the slow scoring
-    only = list(getattr(args, "collect_only", None) or [])
+    only = list(args.collect_only or [])
     names = [n for n in args.collect_datasets if not only or n in only]
     missing = sorted(set(only) - set(args.collect_datasets))
     if missing:
