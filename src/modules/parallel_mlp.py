@@ -57,6 +57,8 @@ def _from_agentwise(module, state, prefix, *args):
     for key in [k for k in state if k.startswith(prefix)]:
         match = _AGENTWISE_KEY.fullmatch(key[len(prefix):])
         if match:
-            layer, kind = int(match[1]) - 1, match[2]
-            value = state.pop(key)
-            state[f"{prefix}{kind}s.{layer}"] = value.unsqueeze(-2) if kind == "bias" else value
+            layer, value = int(match[1]) - 1, state.pop(key)
+            if match[2] == "weight":
+                state[f"{prefix}weights.{layer}"] = value
+            else:
+                state[f"{prefix}biases.{layer}"] = value.unsqueeze(-2)

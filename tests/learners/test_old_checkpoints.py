@@ -18,6 +18,7 @@ RUNS = {
                                  standardise_rewards=True), 65),
     "mappo": ("matrix_game", dict(batch_size=2, batch_size_run=1, runner="episode", use_value_norm=True,
                                   standardise_rewards=True), 45),
+    "mappo_ns": ("matrix_game", dict(batch_size=2, batch_size_run=1, runner="episode"), 45),
     "bc_beta": ("climbing", dict(batch_size=2, offline_expert="quality:random"), 4),
     "omar": ("climbing", dict(batch_size=2, critic_hidden_dim=8), 4),
     "omiga": ("climbing", dict(batch_size=2, critic_hidden_dim=8, mixing_embed_dim=4), 4),
@@ -32,6 +33,20 @@ def equal(a, b):
     if th.is_tensor(a):
         return th.is_tensor(b) and a.dtype == b.dtype and th.equal(a, b)
     return a == b
+
+
+def as_parallel_mlp(name, state):
+    """What a non-shared critic's files hold since issue 11: its AgentwiseMLP (net.fc{k}.weight, net.fc{k}.bias
+    [n, out]) as a ParallelMLP (net.weights.{k-1}, net.biases.{k-1} [n, 1, out]), the critic optimiser's
+    per-parameter lists in that parameter order (all weights, then all biases)."""
+    if name == "critic.th":
+        weights = {f"net.weights.{k}": state[f"net.fc{k + 1}.weight"] for k in range(3)}
+        return {**weights, **{f"net.biases.{k}": state[f"net.fc{k + 1}.bias"].unsqueeze(1) for k in range(3)}}
+    if name == "critic_opt.th":
+        def reorder(v):  # fc1.weight, fc1.bias, fc2.weight, ... -> weights, then biases
+            return v[0::2] + [b.unsqueeze(1) for b in v[1::2]]
+        return {k: reorder(v) if isinstance(v, list) else v for k, v in state.items()}
+    return state
 
 
 def fixture(alg):
@@ -59,7 +74,10 @@ def test_old_checkpoint_loads_whole_and_trains(tmp_path, alg):
     stored = sorted(f for f in os.listdir(fixture(alg)) if f != RUN_STATE)
     assert sorted(os.listdir(tmp_path)) == stored
     for name in stored:
-        assert equal(load_file(os.path.join(tmp_path, name)), load_file(os.path.join(fixture(alg), name))), name
+        old = load_file(os.path.join(fixture(alg), name))
+        if alg == "mappo_ns":
+            old = as_parallel_mlp(name, old)
+        assert equal(load_file(os.path.join(tmp_path, name)), old), name
     train_step(ctx)
 
 
