@@ -23,7 +23,7 @@ def make_args(config, _log):
     if config["use_cuda"] and not th.cuda.is_available():
         _log.warning("use_cuda is True but CUDA is not available: training on the CPU")
         config["use_cuda"] = False
-    if not config.get("common_reward", True):
+    if not config["common_reward"]:
         raise ValueError("common_reward=False (per-agent rewards) is not supported yet; use common_reward=True")
     if config["test_nepisode"] < config["batch_size_run"]:
         config["test_nepisode"] = config["batch_size_run"]
@@ -47,7 +47,7 @@ def build(_run, config, _log):
 
     # per-state batch fields the mixer declares (qllm: the TFCAF's w, b); evaluation trains nothing and needs none.
     # The sandboxed worker process starts now, so its start-up overlaps building the envs and the learner.
-    evaluating = args.evaluate or config.get("run") == "evaluate"
+    evaluating = args.evaluate or args.run == "evaluate"
     worker_process = prestart_worker() if not evaluating and wants_features(args) else None
     runner = r_REGISTRY[args.runner](args=args, logger=logger)
     env_info = runner.get_env_info()

@@ -50,3 +50,17 @@ def test_a_learner_without_the_base_is_refused(monkeypatch):
     monkeypatch.setitem(learners.REGISTRY, "bare", Bare)
     with pytest.raises(TypeError, match="must subclass learners.base.Learner"):
         make_ctx("qmix", "climbing", learner="bare")
+
+
+@pytest.mark.parametrize("alg,buffer", [("qmix", True), ("mappo", True), ("bc", False), ("omar", False)])
+def test_a_replay_buffer_only_for_learners_that_use_one(alg, buffer):
+    ctx = make_ctx(alg, "climbing", env_args={"episode_limit": 5}, runner="episode", batch_size_run=1)
+    try:
+        assert type(ctx.learner).uses_replay_buffer is buffer is (ctx.buffer is not None)
+    finally:
+        ctx.runner.close_env()
+
+
+def test_evaluation_allocates_no_replay_buffer():
+    ctx = make_ctx("qmix", "climbing", env_args={"episode_limit": 5}, evaluate=True)
+    assert ctx.buffer is None and ctx.learner.uses_replay_buffer

@@ -132,3 +132,9 @@ def test_an_online_learner_is_refused_by_the_offline_loop(tmp_path, capsys):
     """Learners declare `offline` (learners.base): the loop reads it instead of failing somewhere inside."""
     run_main(tmp_path, "qmix", "climbing", "run=offline", "offline_dataset=nothing.h5", expect=1)
     assert "trains from its own rollouts, not from datasets" in capsys.readouterr().err
+
+
+def test_an_offline_learner_is_refused_by_the_online_loop(tmp_path, capsys):
+    """Offline learners have no replay buffer (uses_replay_buffer): the online loop says so before it starts."""
+    run_main(tmp_path, "bc", "climbing", "run=online", "t_max=10", expect=1)
+    assert "trains from datasets, not from its own rollouts: use run: offline" in capsys.readouterr().err
