@@ -1,6 +1,7 @@
-"""Learners by name (`learner` in the config). Interface: train(batch, t_env, episode_num),
-cuda()/to(device), save_models(path), load_models(path). Offline learners (run: offline) take batches of
-dataset episodes; what each learner is and needs (on_policy, offline, batches) is declared on it (learners.base)."""
+"""Learners by name (`learner` in the config). Interface (learners.base.Learner): train(batch, t_env, episode_num)
+(offline learners: train({name: batch}, ...), learners.base.OfflineLearner), cuda()/to(device), save_models(path),
+load_models(path, evaluate=False). What each learner is and needs (on_policy, offline, uses_replay_buffer, batches)
+and what it holds (state_parts) is declared on it."""
 from learners.bc_learner import BCLearner
 from learners.omar_learner import OMARLearner
 from learners.omiga_learner import OMIGALearner
