@@ -24,7 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
 from offline import DatasetWriter, OfflineDataset  # noqa: E402
-from run.offline import Sampler, offline_config  # noqa: E402
+from offline.sampling import Sampler  # noqa: E402
+from run.offline import offline_config  # noqa: E402
 from run.setup import build  # noqa: E402
 from utils.config import available, build_config, load_alg  # noqa: E402
 
