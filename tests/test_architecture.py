@@ -27,3 +27,17 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
         f.write("\nfrom run.setup import build  # noqa: E402,F401 (deliberately upward)\n")
     res = lint_imports(str(src), cwd=str(tmp_path))
     assert res.returncode != 0 and "utils is not allowed to import run" in res.stdout, res.stdout[-3000:]
+
+
+def test_every_package_in_src_is_in_the_contract():
+    """A new top-level package (labeling/, augmenters/, ...) is invisible to the contract until it is listed in
+    root_packages and placed in a layer; this fails until it is."""
+    import tomllib
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        linter = tomllib.load(f)["tool"]["importlinter"]
+    packages = {name for name in os.listdir(os.path.join(ROOT, "src"))
+                if os.path.isfile(os.path.join(ROOT, "src", name, "__init__.py"))}
+    layers = linter["contracts"][0]["layers"]
+    layered = {part.strip(" ()") for layer in layers for part in layer.replace(":", "|").split("|")}
+    assert packages <= set(linter["root_packages"]), f"add to root_packages: {packages - set(linter['root_packages'])}"
+    assert packages <= layered, f"place in a layer: {packages - layered}"
