@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 
@@ -80,11 +81,60 @@ def test_cli_requires_configs(capsys):
 @pytest.mark.parametrize("key,value,allowed", [
     ("lr", 0, "> 0"), ("lr", -1e-3, "> 0"), ("gamma", 0, r"in \(0, 1\]"), ("gamma", 1.5, r"in \(0, 1\]"),
     ("batch_size", 0, ">= 1"), ("hidden_dim", 0, ">= 1"), ("t_max", -1, ">= 0"), ("batch_size_run", 0, ">= 1"),
-    ("buffer_size", 0, ">= 1"), ("critic_lr", 0.0, "> 0"), ("batch_size", 2.5, "an integer"), ("lr", "fast", "> 0"),
+    ("buffer_size", 0, ">= 1"), ("critic_lr", 0.0, "> 0"), ("test_nepisode", 0, ">= 1"), ("epsilon_finish", 1.5, "in"),
+    ("td_lambda", -0.1, r"in \[0, 1\]"),
 ])
 def test_out_of_range_values_name_the_key_value_and_range(key, value, allowed):
     with pytest.raises(ConfigError, match=rf"'{key}'.* must be .*{allowed}.*; got {value!r}"):
         build_config("qmix", "matrix_game", {key: value})
+
+
+# A value of the wrong type is a type error naming the default (it was a range error before the type check).
+@pytest.mark.parametrize("key,value,kind,default", [
+    ("t_max", "abc", "an integer", "20000"), ("batch_size", 2.5, "an integer", "32"),
+    ("lr", "fast", "a number", "0.0005"), ("use_cuda", "yes", "True or False", "True"),
+    ("mixer", 3, "a string", "'qmix'"), ("t_max", None, "an integer", "20000"),
+    ("llm.temperature", "hot", "a number", "0.7"), ("hidden_dim", [1], "an integer", "64"),
+])
+def test_wrong_types_name_the_key_type_default_and_value(key, value, kind, default):
+    head, *tail = key.split(".")
+    update = {head: {tail[0]: value}} if tail else {key: value}
+    with pytest.raises(ConfigError, match=rf"config key {key}\b.* must be {kind} \(default {default}\), got "
+                                          rf"{re.escape(repr(value))}"):
+        build_config("qmix", "matrix_game", update)
+
+
+def test_values_that_fit_their_default_type_are_converted_or_kept():
+    cfg = build_config("qmix", "matrix_game", {"t_max": 2e6, "lr": 1, "use_cuda": "false", "grad_norm_clip": 0.5,
+                                               "mixer": None, "seed": "anything", "critic_lr": None})
+    assert cfg["t_max"] == 2000000 and isinstance(cfg["t_max"], int)  # 2e6 from the command line is an integer
+    assert cfg["lr"] == 1 and cfg["use_cuda"] is False and cfg["grad_norm_clip"] == 0.5
+    assert cfg["mixer"] is None and cfg["seed"] == "anything"  # a null default takes anything
+    assert build_config("collect", "matrix_game", {"collect_only": "expert,poor"})["collect_only"] == ["expert", "poor"]
+    assert build_config("omar", "matrix_game", {"target_update_interval_or_tau": 0.01})  # int or float key
+
+
+def test_t_max_abc_on_the_command_line_says_integer_and_leaves_no_run_folder(tmp_path, capsys):
+    assert main(["main.py", "--config=qmix", "--env-config=matrix_game", "with", f"local_results_path={tmp_path}",
+                 "t_max=abc"]) == 2
+    err = capsys.readouterr().err
+    assert "t_max must be an integer (default 20000), got 'abc'" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_yaml_value_of_the_wrong_type_names_the_file(config_dir):
+    (config_dir / "algs" / "x.yaml").write_text("lr: fast\n")
+    with pytest.raises(ConfigError, match=r"--config=x: config key lr must be a number \(default 0.1\), got 'fast'"):
+        build_config("x", "e")
+
+
+def test_a_non_utf8_yaml_names_the_file(config_dir):
+    (config_dir / "algs" / "x.yaml").write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"algs/x\.yaml is not UTF-8 text \(byte 0xe9 .*save it as UTF-8"):
+        build_config("x", "e")
+    (config_dir / "algs" / "y.yaml").write_text("lr: [1\n")
+    with pytest.raises(ConfigError, match=r"algs/y\.yaml is not valid YAML"):
+        build_config("y", "e")
 
 
 def test_pymarl_spelling_of_a_ranged_key_is_named_too(capsys):

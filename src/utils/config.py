@@ -37,10 +37,20 @@ RANGES = {
     "buffer_size": (True, lambda v: v >= 1, "an integer >= 1", False),
     "hidden_dim": (True, lambda v: v >= 1, "an integer >= 1", False),
     "critic_hidden_dim": (True, lambda v: v >= 1, "an integer >= 1 (or null = hidden_dim)", True),
-    "t_max": (False, lambda v: v >= 0, ">= 0", False),
+    "t_max": (True, lambda v: v >= 0, "an integer >= 0", False),
+    "test_nepisode": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "epsilon_start": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
+    "epsilon_finish": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
+    "evaluation_epsilon": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
+    "collect_epsilon": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
+    "td_lambda": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
+    "gae_lambda": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
     "tfcaf_timeout_s": (False, lambda v: v > 0, "> 0", False),
     "tfcaf_memory_mb": (True, lambda v: v >= 64, "an integer >= 64", False),
 }
+
+# Keys whose default is a whole number but which take any number (a float is not a type error there).
+NUMBER_KEYS = ("grad_norm_clip", "target_update_interval_or_tau", "tfcaf_timeout_s")
 
 
 class ConfigError(ValueError):
@@ -90,11 +100,23 @@ def _unknown_name(name, subdirs):
     return ConfigError(f"no config '{name}' in {where}.{hint} Valid names: {', '.join(valid)}")
 
 
+def _shown(path):
+    """`path` relative to the repository root when it lies inside it (config/envs/lbf.yaml)."""
+    rel = os.path.relpath(path, os.path.dirname(CONFIG_DIR))
+    return path if rel.startswith("..") else rel
+
+
 def read_yaml(path):
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{_shown(path)} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          f"save it as UTF-8") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{_shown(path)} is not valid YAML: {e}") from None
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{path} must hold a mapping of keys to values")
+        raise ConfigError(f"{_shown(path)} must hold a mapping of keys to values")
     return canonicalize(data)
 
 
@@ -156,6 +178,91 @@ def key_name(key):
     return f"'{key}'" + (f" (pymarl: {', '.join(aliases)})" if aliases else "")
 
 
+_TYPE_WORDS = {bool: "True or False", int: "an integer", float: "a number", str: "a string", list: "a list",
+               Mapping: "a mapping (key: value, ...)"}
+
+
+def _kind(key, default):
+    """The type a value of `key` must have, judged from its default; None: anything goes."""
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, int):
+        return float if key in NUMBER_KEYS else int
+    for kind in (float, str, Mapping):
+        if isinstance(default, kind):
+            return kind
+    if isinstance(default, (list, tuple)):
+        return list
+    return None
+
+
+def _coerce(kind, value):
+    """`value` as a `kind` where the conversion is unambiguous (2e6 -> 2000000, 'true' -> True, 'a,b' -> ['a', 'b']);
+    raises TypeError where it is not."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    elif kind is str:
+        if isinstance(value, str) or value is None:  # null: the usual "off" for a name (mixer=None)
+            return value
+    elif kind is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if isinstance(value, str):  # `with collect_only=expert` or collect_only=expert,poor
+            items = [v.strip().strip("'\"") for v in value.strip().strip("[]").split(",")]
+            return [v for v in items if v]
+    elif kind is Mapping:
+        if isinstance(value, Mapping):
+            return value
+    raise TypeError
+
+
+def check_types(update, reference, where="", origin=""):
+    """Return `update` with every value converted to the type of its default in `reference` (the config it updates);
+    raise ConfigError naming the key, the expected type, the default and the value where a value does not fit.
+    A key whose default is null takes anything; an int where a float is expected is fine."""
+    out = {}
+    for k, v in update.items():
+        path = f"{where}{k}"
+        default = reference.get(k) if isinstance(reference, Mapping) else None
+        kind = _kind(k, default)
+        if kind is None or (k in OPEN_KEYS and not where and isinstance(v, Mapping)):
+            out[k] = v
+            continue
+        nullable = k in RANGES and RANGES[k][3]
+        if v is None and nullable:
+            out[k] = v
+            continue
+        try:
+            value = _coerce(kind, v)
+        except TypeError:
+            hint = ""
+            if kind is str and isinstance(v, (int, float)) and not isinstance(v, bool):
+                hint = f" (to give it as text, quote it: '{path}=\"{v}\"')"
+            elif kind is bool and v in (0, 1):
+                hint = f" (write {path}={bool(v)})"
+            name = key_name(k).replace(f"'{k}'", path) if not where else path
+            shown = "" if kind is Mapping else f" (default {default!r})"
+            message = f"{origin}config key {name} must be {_TYPE_WORDS[kind]}{shown}, got {v!r}{hint}"
+            raise ConfigError(message) from None
+        if kind is Mapping and k not in OPEN_KEYS:
+            value = check_types(value, default, where=f"{path}.", origin=origin)
+        out[k] = value
+    return out
+
+
 def check_values(config):
     """Raise ConfigError naming the key, the value and the allowed values for the first value out of range."""
     for key, choices in CHOICES.items():
@@ -171,17 +278,18 @@ def check_values(config):
 
 
 def build_config(alg, env, overrides=None):
-    """default <- env <- alg (config/algs/ or config/runs/) <- overrides, with aliases resolved and unknown keys
-    rejected."""
+    """default <- env <- alg (config/algs/ or config/runs/) <- overrides, with aliases resolved, unknown keys
+    rejected, and every value of the env and alg configs and the overrides checked against the type of the value it
+    replaces (check_types)."""
     config = load_yaml("", "default")
     # A new key in an env or alg YAML is fine (that is how options are added); unknown
     # keys are an error only in overrides, where they are almost always typos.
-    for part in (load_yaml("envs", env), load_alg(alg)):
-        config = recursive_update(config, part)
+    for part, origin in ((load_yaml("envs", env), f"config/envs/{env}.yaml: "), (load_alg(alg), f"--config={alg}: ")):
+        config = recursive_update(config, check_types(part, config, origin=origin))
     if overrides:
         overrides = canonicalize(overrides)
         check_known_keys(overrides, config)
-        config = recursive_update(config, overrides)
+        config = recursive_update(config, check_types(overrides, config))
     check_values(config)
     config["env_config"] = env  # internal (not settable): which env config this run uses, e.g. for mixer qllm
     return config
