@@ -11,11 +11,12 @@ def evaluate_sequential(ctx, _log):
     path = loop.load(ctx, evaluate=True)
     _log.info(f"Evaluating {path} for {args.test_nepisode} episodes")
     runner.t_env = loop.folder_step(path)
-    n_runs = loop.run_test_episodes(ctx)
+    n_runs = loop.run_test_episodes(ctx, bar=True)
     ctx.logger.log_stat("episode", n_runs * runner.batch_size, runner.t_env)
     if args.save_replay:
         runner.save_replay()
-    ctx.logger.print_recent_stats()
+    ctx.logger.print_recent_stats(count_label="test episodes")
+    loop.log_final_evaluation(ctx, _log, "t_env")
     loop.finish(ctx)
 
 

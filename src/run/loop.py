@@ -6,29 +6,8 @@ from contextlib import contextmanager
 
 from learners.common import NonFiniteError
 from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint, save_run_config
+from utils.progress import Bar, time_str  # noqa: F401 (time_str re-exported)
 from utils.seeding import rng_state, set_rng_state
-
-
-def time_str(seconds):
-    seconds = int(seconds)
-    days, rem = divmod(seconds, 86400)
-    hours, rem = divmod(rem, 3600)
-    minutes, secs = divmod(rem, 60)
-    return (f"{days} days, " if days else "") + f"{hours:d}:{minutes:02d}:{secs:02d}"
-
-
-class Progress:
-    """Wall time since the run (or its resume) started at step `start`, and the time left to `total` at that rate."""
-
-    def __init__(self, start, total):
-        self.start, self.total = start, total
-        self.started = time.time()
-
-    def elapsed(self):
-        return time.time() - self.started
-
-    def left(self, step):
-        return (self.total - step) * self.elapsed() / max(step - self.start, 1)
 
 
 class UpdateClock:
@@ -54,12 +33,29 @@ def sync_acting_mac(ctx):
         ctx.acting_mac.load_state(ctx.mac)
 
 
-def run_test_episodes(ctx):
-    """`test_nepisode` greedy episodes, logged by the runner at runner.t_env; returns the number of runs."""
+def run_test_episodes(ctx, bar=False):
+    """`test_nepisode` greedy episodes, logged by the runner at runner.t_env; returns the number of runs.
+    bar=True: a progress bar over the episodes (on a terminal; for evaluation runs, not the tests within training)."""
     n_runs = max(1, ctx.args.test_nepisode // ctx.runner.batch_size)
-    for _ in range(n_runs):
-        ctx.runner.run(test_mode=True)
+    with Bar(n_runs * ctx.runner.batch_size, desc="evaluating", unit="episode", enabled=None if bar else False) as b:
+        for _ in range(n_runs):
+            ctx.runner.run(test_mode=True)
+            b.update(ctx.runner.batch_size)
     return n_runs
+
+
+FINAL_STATS = ("test_return_mean", "test_return_std", "test_normalised_score", "test_ep_length_mean")
+
+
+def log_final_evaluation(ctx, _log, step_label="t_env"):
+    """The run's last evaluation (the latest test stats and the step they were logged at), printed at its end."""
+    logger = ctx.logger
+    rows = [(k, logger.stats[k][-1]) for k in FINAL_STATS if logger.stats.get(k)]
+    if not rows:
+        return
+    step = rows[0][1][0]
+    _log.info(f"Final evaluation ({step_label} {step}, {ctx.args.test_nepisode} greedy episodes): "
+              + ", ".join(f"{k} {v:.4f}" for k, (_, v) in rows))
 
 
 # ----- checkpoints: results/models/<run>/<step>/ -----

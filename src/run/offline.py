@@ -9,10 +9,12 @@ With reference_return_low/high set, `test_normalised_score` = (R - low) / (high 
 """
 import numpy as np
 
+from offline.reader import dataset_fingerprint
 from offline.sampling import Sampler, dataset_paths, load_training_data
 from run import loop
 from run.setup import build
 from utils.files import clean_stale_temps
+from utils.progress import Bar, Clock
 
 VALID_EPISODES = 256  # held-out episodes scored per evaluation (enough for a stable loss, cheap on CPU)
 
@@ -38,9 +40,14 @@ def run_offline(_run, config, _log):
     if missing:
         raise ValueError(f"learner '{args.learner}' needs batches {missing}, which run: offline does not provide")
     if _run is not None:
+        paths = dataset_paths(args.offline_dataset)
+        if args.offline_expert and not args.offline_expert.startswith("quality:"):
+            paths.append(args.offline_expert)
         _run.info["dataset"] = {"episodes": len(data), "mean_return": float(data.returns.mean()),
                                 "paths": dataset_paths(args.offline_dataset),
-                                "expert_episodes": len(expert) if expert is not None else 0}
+                                "expert_episodes": len(expert) if expert is not None else 0,
+                                # path, bytes, SHA-256 of the file, episodes, created: of every file read
+                                "fingerprints": [dataset_fingerprint(p) for p in paths]}
 
     sampler = Sampler(args.seed)
     step, last_test, last_log, last_save = 0, None, 0, 0
@@ -50,31 +57,39 @@ def run_offline(_run, config, _log):
         last_test = last_log = last_save = step
     _log.info(f"Beginning offline training for {args.offline_steps} gradient steps "
               f"(batch {args.batch_size} episodes)")
-    progress = loop.Progress(step, args.offline_steps)
+    progress = Clock(step, args.offline_steps)
     clock = loop.UpdateClock()
-    while True:
-        if last_test is None or step - last_test >= args.offline_test_interval or step >= args.offline_steps:
-            evaluate(ctx, step, valid)
-            last_test = step
-        if step >= args.offline_steps:
-            break
-        # in a fixed order, so that the sampler's random stream is reproducible
-        batches = {name: sampler.batch(datasets[name], args.batch_size, args.device)
-                   for name in sorted(learner.batches)}
-        with clock.update(), loop.stop_on_nonfinite(ctx, last_checkpoint, _log):
-            learner.train(batches, step, step * args.batch_size)
-        step += 1
-        if step - last_log >= args.offline_log_interval or step == args.offline_steps:
-            logger.log_stat("episode", step * args.batch_size, step)
-            logger.log_stat("updates_per_s", clock.rate(), step)
-            _log.info(f"step {step} / {args.offline_steps}; estimated time left: {loop.time_str(progress.left(step))}")
-            logger.print_recent_stats()
-            last_log = step
-        if args.save_model and (step - last_save >= args.offline_save_interval or step == args.offline_steps):
-            last_checkpoint = loop.save(ctx, step, {"step": step, "sampler": sampler.rng.bit_generator.state}, _log)
-            last_save = step
-    _log.info(f"Finished offline training: {clock.updates} gradient steps in {progress.elapsed():.1f}s "
-              f"({clock.rate():.1f} updates/s in the learner)")
+    # the untrained policy's score (a resumed run was evaluated at its checkpoint's step, unless it had finished)
+    if last_test is None or step >= args.offline_steps:
+        evaluate(ctx, step, valid)
+        last_test = step
+    with Bar(args.offline_steps, initial=step, desc="offline training", unit="step") as bar:
+        while step < args.offline_steps:
+            # in a fixed order, so that the sampler's random stream is reproducible
+            batches = {name: sampler.batch(datasets[name], args.batch_size, args.device)
+                       for name in sorted(learner.batches)}
+            with clock.update(), loop.stop_on_nonfinite(ctx, last_checkpoint, _log):
+                learner.train(batches, step, step * args.batch_size)
+            step += 1
+            bar.update_to(step)
+            # evaluated before the summary, so that the summary at a step shows the test at that step
+            if step - last_test >= args.offline_test_interval or step >= args.offline_steps:
+                evaluate(ctx, step, valid)
+                last_test = step
+                bar.set_postfix(test_return=f"{logger.latest('test_return_mean', float('nan')):.4g}")
+            if step - last_log >= args.offline_log_interval or step == args.offline_steps:
+                logger.log_stat("episode", step * args.batch_size, step)  # episodes sampled (info.json: episode)
+                logger.log_stat("updates_per_s", clock.rate(), step)
+                logger.print_recent_stats(step_label="gradient step", count_label="samples (episodes)",
+                                          progress=progress.line(step, "gradient steps"))
+                last_log = step
+            if args.save_model and (step - last_save >= args.offline_save_interval or step == args.offline_steps):
+                last_checkpoint = loop.save(ctx, step, {"step": step, "sampler": sampler.rng.bit_generator.state},
+                                            _log)
+                last_save = step
+    _log.info(f"Finished offline training: {clock.updates} gradient steps ({clock.updates * args.batch_size} sampled "
+              f"episodes) in {progress.elapsed():.1f}s ({clock.rate():.1f} updates/s in the learner)")
+    loop.log_final_evaluation(ctx, _log, "gradient step")
     for d in (data, valid, expert):
         if d is not None:
             d.close()

@@ -1,9 +1,8 @@
 """Online training (the default run mode): pymarl's run_sequential loop, resumable."""
-import time
-
 from run import loop
 from run.setup import build
 from utils.files import clean_stale_temps
+from utils.progress import Bar, Clock
 
 
 class Counters:
@@ -12,7 +11,9 @@ class Counters:
     def __init__(self, args):
         self.episode = 0
         self.last_test_T = -args.test_interval - 1
-        self.last_log_T = 0
+        # a summary at the first episode too: in step with the runner's and the test's stats (each logged then
+        # and every interval after), so that a summary shows the values logged at its step, not an interval ago
+        self.last_log_T = -args.log_interval - 1
         self.model_save_time = 0
         self.n_updates = 0
         self.fresh_episodes = 0  # episodes collected since the last update (on-policy learners)
@@ -35,7 +36,7 @@ def run_online(_run, config, _log):
 
 def _train(ctx, _log):
     clean_stale_temps(ctx.args.results_dir, depth=4)  # delete the litter of earlier runs killed mid-write
-    args, runner, learner, logger = ctx.args, ctx.runner, ctx.learner, ctx.logger
+    args, runner, learner = ctx.args, ctx.runner, ctx.learner
     if not learner.uses_replay_buffer:
         raise ValueError(f"learner '{args.learner}' trains from datasets, not from its own rollouts: use run: offline "
                          f"(its config, --config={args.name}, sets it unless overridden)")
@@ -46,9 +47,23 @@ def _train(ctx, _log):
         last_checkpoint = resume(ctx, counters, _log)
 
     _log.info(f"Beginning training for {args.t_max} timesteps")
-    progress = loop.Progress(runner.t_env, args.t_max)
+    progress = Clock(runner.t_env, args.t_max)
     clock = loop.UpdateClock()
-    last_time = time.time()
+    with Bar(args.t_max, initial=runner.t_env, desc="training", unit="step") as bar:
+        _loop(ctx, counters, progress, clock, bar, last_checkpoint, _log)
+
+    if args.save_model and counters.model_save_time != runner.t_env:
+        counters.model_save_time = runner.t_env
+        save(ctx, counters, _log)
+    steps, total = runner.t_env - progress.start, progress.elapsed()
+    _log.info(f"Finished training: {steps} env steps in {total:.1f}s "
+              f"({steps / max(total, 1e-9):.0f} env steps/s, {counters.n_updates} updates)")
+    loop.log_final_evaluation(ctx, _log, "t_env")
+    loop.finish(ctx)
+
+
+def _loop(ctx, counters, progress, clock, bar, last_checkpoint, _log):
+    args, runner, learner, logger = ctx.args, ctx.runner, ctx.learner, ctx.logger
     while runner.t_env <= args.t_max:
         episode_batch = ctx.annotate(runner.run(test_mode=False), runner.t_env)
         ctx.buffer.insert_episode_batch(episode_batch)
@@ -77,13 +92,11 @@ def _train(ctx, _log):
         if trained:
             loop.sync_acting_mac(ctx)
 
+        bar.update_to(min(runner.t_env, args.t_max))
         if (runner.t_env - counters.last_test_T) / args.test_interval >= 1.0:
-            _log.info(f"t_env: {runner.t_env} / {args.t_max}")
-            _log.info(f"Estimated time left: {loop.time_str(progress.left(runner.t_env))}. Time passed: "
-                      f"{loop.time_str(progress.elapsed())} (last interval {time.time() - last_time:.1f}s)")
-            last_time = time.time()
             counters.last_test_T = runner.t_env
             loop.run_test_episodes(ctx)
+            bar.set_postfix(test_return=f"{logger.latest('test_return_mean', float('nan')):.4g}")
 
         counters.episode += args.batch_size_run
         if args.save_model and (runner.t_env - counters.model_save_time >= args.save_model_interval
@@ -95,16 +108,8 @@ def _train(ctx, _log):
             logger.log_stat("episode", counters.episode, runner.t_env)
             if clock.updates:
                 logger.log_stat("updates_per_s", clock.rate(), runner.t_env)
-            logger.print_recent_stats()
+            logger.print_recent_stats(progress=progress.line(runner.t_env, "env steps"))
             counters.last_log_T = runner.t_env
-
-    if args.save_model and counters.model_save_time != runner.t_env:
-        counters.model_save_time = runner.t_env
-        save(ctx, counters, _log)
-    steps, total = runner.t_env - progress.start, progress.elapsed()
-    _log.info(f"Finished training: {steps} env steps in {total:.1f}s "
-              f"({steps / max(total, 1e-9):.0f} env steps/s, {counters.n_updates} updates)")
-    loop.finish(ctx)
 
 
 def save(ctx, counters, _log):
