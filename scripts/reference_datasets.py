@@ -2,15 +2,16 @@
 
     python scripts/reference_datasets.py                      # all three envs (about 25 min on 2 CPU cores)
     python scripts/reference_datasets.py --envs climbing      # one env
-    python scripts/reference_datasets.py --episodes 200       # fewer episodes per dataset
+    python scripts/reference_datasets.py --episodes 200       # fewer episodes per dataset (collect_episodes=200)
 
 For each env it (1) trains the behaviour policy with src/main.py (saving checkpoints along the way, the
 source of the medium and poor policies), unless a finished run is already there, and (2) runs
 `--config=collect` with config/runs/collect.yaml's datasets (expert, medium, poor, random, 200 expert +
 1000 poor, imbalanced with one expert agent, two experts, all experts). Datasets go to
-results/datasets/<env label>/<name>.h5 and every dataset's mean return to
-results/datasets/reference_returns.{json,md}. Rerunning skips what is complete (training runs and
-datasets), so an interrupted recipe resumes.
+results/datasets/<env label>/<name>.h5 and the mean returns of the recipe's datasets (no other file of the
+folder) to results/datasets/reference_returns.{json,md}. Rerunning skips what is complete (training runs, and
+datasets collected from the same behaviour run with the same settings), so an interrupted recipe resumes; a
+dataset of another source at a recipe path is an error (--overwrite recollects it).
 """
 import argparse
 import glob
@@ -54,7 +55,7 @@ def main_py(*args):
     subprocess.run(cmd, check=True, cwd=REPO_ROOT)
 
 
-def reference_datasets(env, recipe, results, seed, episodes=None):
+def reference_datasets(env, recipe, results, seed, episodes=None, overwrite=False):
     behaviour_dir = os.path.join(results, "reference", env)
     run = finished_run(os.path.join(behaviour_dir, "models"), recipe["t_max"])
     if run is None:
@@ -68,19 +69,15 @@ def reference_datasets(env, recipe, results, seed, episodes=None):
     dataset_dir = os.path.join(results, "datasets", label)
     extra = list(recipe.get("collect", []))
     if episodes:
-        extra.append(f"collect_datasets={json.dumps(scaled_datasets(episodes))}")
+        extra.append(f"collect_episodes={episodes}")
+    if overwrite:
+        extra.append("collect_overwrite=True")
     main_py("--config=collect", f"--env-config={env}", "with", f"seed={seed}", f"behaviour_checkpoint={run}",
             f"dataset_dir={dataset_dir}", f"local_results_path={results}", *extra)
     with open(os.path.join(dataset_dir, "returns.json")) as f:
-        return label, json.load(f)
-
-
-def scaled_datasets(episodes):
-    """collect.yaml's datasets with every count scaled so that its 1000-episode datasets have `episodes`."""
-    datasets = load_alg("collect")["collect_datasets"]
-    scale = episodes / 1000
-    return {name: [dict(part, episodes=max(1, round(part["episodes"] * scale))) for part in parts]
-            for name, parts in datasets.items()}
+        table = json.load(f)
+    recipe_names = set(load_alg("collect")["collect_datasets"])  # other datasets of the folder are not the recipe's
+    return label, {**table, "datasets": [r for r in table["datasets"] if r["dataset"] in recipe_names]}
 
 
 def main(argv=None):
@@ -88,6 +85,8 @@ def main(argv=None):
     parser.add_argument("--envs", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--episodes", type=int, default=None,
                         help="episodes of each 1000-episode dataset (the mixture scales with it)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="recollect the datasets (collect_overwrite=True), e.g. after retraining a behaviour")
     parser.add_argument("--results", default=RESULTS_ROOT)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--t-max", type=int, default=None, help="override every env's training steps (smoke runs)")
@@ -97,7 +96,7 @@ def main(argv=None):
         recipe = dict(RECIPES[env])
         if args.t_max:
             recipe.update(t_max=args.t_max, save_model_interval=max(1, args.t_max // 4))
-        label, table = reference_datasets(env, recipe, args.results, args.seed, args.episodes)
+        label, table = reference_datasets(env, recipe, args.results, args.seed, args.episodes, args.overwrite)
         tables[label] = table
     write_summary(tables, os.path.join(args.results, "datasets"))
 

@@ -5,9 +5,12 @@ episodes; `expert` is the last checkpoint and every `quality_fractions` entry th
 normalised return reaches its fraction. Each `collect_datasets` entry is a list of parts {episodes, agents}
 (agents: a quality, a list of one quality per agent, or {expert: k, rest: <quality>}: k agents drawn per episode
 act as expert); its episodes are shuffled, played with per-agent policies and written to
-<dataset_dir>/<name>.h5, with returns.json/returns.md summarising every dataset of the folder. `collect` (at the
-end) does all of it for a run's args; the pieces (scoring, quality selection, episode plans, playing, writing)
-come first.
+<dataset_dir>/<name>.h5 (default dataset_dir: results/datasets/<env label>/<behaviour run>/), with
+returns.json/returns.md summarising the folder's datasets of that behaviour run. Each file records its provenance
+(the checkpoint and SHA-256 of every quality's policy, the parts, how the policies act): an existing complete file
+is kept only when it matches the request, and is otherwise an error naming the file and what differs.
+`collect` (at the end) does all of it for a run's args; the pieces (scoring, quality selection, episode plans,
+playing, provenance, writing) come first.
 """
 import json
 import os
@@ -24,7 +27,7 @@ from offline.reader import OfflineDataset
 from offline.writer import DatasetWriter
 from runners import REGISTRY as r_REGISTRY
 from utils.checkpoint import load_run_config
-from utils.files import clean_stale_temps, sha256_file, write_json_atomic, write_text_atomic
+from utils.files import clean_stale_temps, is_temp, sha256_file, write_json_atomic, write_text_atomic
 from utils.logging import Logger
 from utils.paths import env_label, results_path
 from utils.seeding import set_seeds
@@ -144,6 +147,35 @@ def episode_plan(name, spec, n_agents, qualities, rng):
     return [plan[i] for i in rng.permutation(len(plan))]
 
 
+def scale_parts(name, spec, episodes):
+    """The parts with the largest one at `episodes` episodes and the others in their ratio to it (at least 1):
+    `collect_episodes` (a small dataset in one command: 50 makes the recipe's 1000-episode datasets 50 episodes
+    and its 200 expert + 1000 poor mixture 10 + 50)."""
+    parts = _parts(name, spec)
+    if episodes is None:
+        return parts
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"collect_episodes must be a positive integer (or null: the sizes of collect_datasets), "
+                         f"got {episodes!r}")
+    largest = max(int(p["episodes"]) for p in parts)
+    return [dict(p, episodes=max(1, round(int(p["episodes"]) * episodes / largest))) for p in parts]
+
+
+def part_qualities(spec):
+    """The qualities a dataset's parts name (an {expert: k, rest: q} part names its keys and q)."""
+    out = set()
+    for part in _parts("", spec):
+        agents = part["agents"]
+        if isinstance(agents, str):
+            out.add(agents)
+        elif isinstance(agents, dict):
+            out.update(q for q in agents if q != "rest")
+            out.add(agents.get("rest", RANDOM))
+        else:
+            out.update(str(q) for q in agents)
+    return out
+
+
 def composition(spec):
     def agents(a):
         if isinstance(a, str):
@@ -201,10 +233,15 @@ def score(args, env_info, policies, n_episodes):
     return scores
 
 
-def behaviour_scores(args, env_info, run_dir, steps, policy, out_dir, _log):
+def checkpoint_hashes(run_dir, steps):
+    """{step: SHA-256 of its agent.th}: what identifies a behaviour policy (its folder may move)."""
+    return {str(s): sha256_file(os.path.join(run_dir, str(s), "agent.th")) for s in steps}
+
+
+def behaviour_scores(args, env_info, run_dir, steps, policy, out_dir, _log, hashes=None):
     """Scores of "random" and every checkpoint, cached in <out_dir>/behaviour.json under a key of the
     checkpoint files and the evaluation settings."""
-    key = {"checkpoints": {str(s): sha256_file(os.path.join(run_dir, str(s), "agent.th")) for s in steps},
+    key = {"checkpoints": hashes or checkpoint_hashes(run_dir, steps),
            "episodes": args.collect_eval_episodes, "seed": args.seed, "runner": args.runner,
            "batch_size_run": args.batch_size_run, "env": _env_of(vars(args)), "greedy": args.collect_greedy,
            "epsilon": args.collect_epsilon}
@@ -234,6 +271,91 @@ def scores_table(scores, normalised, chosen, n_episodes):
         lines.append(f"{name:>10} {scores[name]['mean']:>12.4g} {scores[name]['std']:>10.4g} "
                      f"{normalised[name]:>11.3f}  {', '.join(by_policy.get(name, []))}")
     return "\n".join(lines)
+
+
+# ----- provenance -----
+def provenance(behaviour, hashes, run_dir, parts, args):
+    """What a dataset's episodes come from: the behaviour run, the policy of every quality its parts name (the
+    checkpoint folder and the SHA-256 of its agent.th; None for the uniform random policy), the parts and how the
+    policies act. Stored in the file's config attr as `collection`; the seed and the runner are not part of it
+    (they change which episodes are drawn, not what they are drawn from)."""
+    policies = {}
+    for q in sorted(part_qualities(parts)):
+        step = behaviour[q]["policy"]
+        policies[q] = {"checkpoint": behaviour[q]["checkpoint"], "sha256": None if step == RANDOM else hashes[step]}
+    return {"behaviour_checkpoint": os.path.abspath(run_dir), "policies": policies, "dataset_parts": parts,
+            "collect_greedy": bool(args.collect_greedy), "collect_epsilon": float(args.collect_epsilon)}
+
+
+def stored_provenance(config):
+    """The `collection` provenance of a dataset's config attr; for files collected before it was recorded, the
+    same read from the behaviour and settings they stored (checkpoint folders, no hashes); None when the file
+    does not come from a collection (imported or hand-made)."""
+    if "collection" in config:
+        return config["collection"]
+    behaviour, parts = config.get("behaviour"), config.get("dataset_parts")
+    if not isinstance(behaviour, dict) or not parts:
+        return None
+    policies = {q: {"checkpoint": (behaviour.get(q) or {}).get("checkpoint"), "sha256": None}
+                for q in sorted(part_qualities(parts))}
+    folders = {os.path.dirname(p["checkpoint"]) for p in policies.values() if p["checkpoint"]}
+    return {"behaviour_checkpoint": folders.pop() if len(folders) == 1 else config.get("behaviour_checkpoint"),
+            "policies": policies, "dataset_parts": parts, "collect_greedy": config.get("collect_greedy"),
+            "collect_epsilon": config.get("collect_epsilon")}
+
+
+def _describe(policy):
+    if policy is None:
+        return "none"
+    if policy["checkpoint"] is None:
+        return "the uniform random policy"
+    return policy["checkpoint"] + (f" (agent.th sha256 {policy['sha256'][:12]})" if policy.get("sha256") else "")
+
+
+def _same_policy(a, b):
+    if a is None or b is None:
+        return a is b
+    if a.get("sha256") and b.get("sha256"):
+        return a["sha256"] == b["sha256"]  # the same weights, even if the behaviour run's folder moved
+    return a.get("checkpoint") == b.get("checkpoint")
+
+
+def provenance_differences(stored, wanted):
+    """What differs between a file's provenance and the requested one, as phrases (empty: the same source)."""
+    if stored is None:
+        return ["the file records no collection provenance (an imported or hand-made dataset)"]
+    out = []
+    theirs, ours = stored.get("policies", {}), wanted["policies"]
+    for q in sorted(set(theirs) | set(ours)):
+        if not _same_policy(theirs.get(q), ours.get(q)):
+            out.append(f"{q} policy: the file's is {_describe(theirs.get(q))}, requested {_describe(ours.get(q))}")
+    for key in ("dataset_parts", "collect_greedy", "collect_epsilon"):
+        a, b = json.loads(json.dumps(stored.get(key))), json.loads(json.dumps(wanted[key]))
+        if key == "dataset_parts":
+            a, b = composition(a) if a else a, composition(b)
+        if a != b:
+            out.append(f"{key}: the file's is {a}, requested {b}")
+    return out
+
+
+def from_behaviour_run(stored, run_dir, hashes):
+    """Whether a file's provenance names this behaviour run (by its checkpoints' hashes, else its folder)."""
+    if stored is None:
+        return False
+    if os.path.abspath(str(stored.get("behaviour_checkpoint"))) == os.path.abspath(run_dir):
+        return True
+    # a moved or copied run: each checkpoint policy has the hash of the same step here
+    policies = [p for p in stored.get("policies", {}).values() if p.get("checkpoint")]
+    return bool(policies) and all(p.get("sha256") and hashes.get(os.path.basename(p["checkpoint"])) == p["sha256"]
+                                  for p in policies)
+
+
+def read_provenance(path):
+    ds = OfflineDataset.load(path, lazy=True)
+    try:
+        return stored_provenance(json.loads(ds.attrs.get("config", "{}")))
+    finally:
+        ds.close()
 
 
 # ----- datasets -----
@@ -274,16 +396,33 @@ def dataset_row(name, path):
             "file": os.path.basename(path)}
 
 
-def write_returns(out_dir, rows):
-    """Merge `rows` into <out_dir>/returns.json (rows of earlier invocations are kept) and rewrite returns.md.
-    Returns (all rows, markdown table)."""
+def write_returns(out_dir, rows, keep=lambda name, path: True):
+    """Rewrite <out_dir>/returns.json and returns.md: `rows` and every other complete dataset of the folder (in
+    the order: those listed before, the new ones, the other .h5 files) for which `keep(name, path)` holds
+    (collect: it comes from the same behaviour run), read again from its file. Returns (all rows, markdown
+    table)."""
     path = os.path.join(out_dir, RETURNS_FILE + ".json")
-    merged = {}
+    files = {}
     if os.path.isfile(path):
         with open(path) as f:
-            merged = {r["dataset"]: r for r in json.load(f).get("datasets", [])}
-    merged.update({r["dataset"]: r for r in rows})
-    all_rows = list(merged.values())
+            files = {r["dataset"]: r.get("file") or f"{r['dataset']}.h5" for r in json.load(f).get("datasets", [])}
+    fresh = {r["dataset"]: r for r in rows}
+    for name in fresh:
+        files.setdefault(name, None)
+    for name in sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []:
+        if name.endswith(".h5") and not is_temp(name):
+            files.setdefault(name[:-3], name)
+    all_rows = []
+    for name in files:
+        if name in fresh:
+            all_rows.append(fresh[name])
+            continue
+        file = os.path.join(out_dir, files[name])
+        try:
+            if os.path.isfile(file) and keep(name, file):
+                all_rows.append(dataset_row(name, file))
+        except (DatasetError, OSError, ValueError, KeyError):
+            pass  # unreadable or not a dataset of this project: not one of the folder's datasets
     write_json_atomic(path, {"datasets": all_rows})
     lines = ["| dataset | episodes | mean return | std | min | max | composition |",
              "|---|---:|---:|---:|---:|---:|---|"]
@@ -292,6 +431,23 @@ def write_returns(out_dir, rows):
     table = "\n".join(lines)
     write_text_atomic(os.path.join(out_dir, RETURNS_FILE + ".md"), table + "\n")
     return all_rows, table
+
+
+def check_same_source(path, wanted):
+    """A complete file at `path` is kept only if it was collected from the requested source (`provenance`)."""
+    differences = provenance_differences(read_provenance(path), wanted)
+    if differences:
+        raise DatasetError(
+            f"{path} exists but does not come from the requested behaviour and settings: "
+            + "; ".join(differences) + ". Set collect_overwrite=True to replace it, or dataset_dir=<another folder> "
+            "to collect beside it (by default each behaviour run gets its own folder, "
+            "results/datasets/<env>/<behaviour run>/)")
+
+
+def default_dataset_dir(config, run_dir):
+    """results/datasets/<env label>/<behaviour run> (the name of its results/models/ folder)."""
+    run_name = os.path.basename(os.path.normpath(os.path.abspath(run_dir)))
+    return os.path.join(results_path(config), "datasets", env_label(config), run_name)
 
 
 # ----- a whole collection -----
@@ -306,7 +462,7 @@ def collect(args, config, logger, _log, info):
     check_fractions(fractions)
     if args.collect_eval_episodes < 1:
         raise ValueError(f"collect_eval_episodes must be >= 1, got {args.collect_eval_episodes}")
-    out_dir = args.dataset_dir or os.path.join(results_path(config), "datasets", env_label(config))
+    out_dir = args.dataset_dir or default_dataset_dir(config, run_dir)
     clean_stale_temps(out_dir)  # delete the litter of earlier runs killed mid-write
     env = env_from_args(args)
     env_info = env.get_env_info()
@@ -319,8 +475,9 @@ def collect(args, config, logger, _log, info):
     if missing:
         raise ValueError(f"collect_only names {missing}, which collect_datasets lacks "
                          f"({sorted(args.collect_datasets)})")
+    specs = {n: scale_parts(n, args.collect_datasets[n], args.collect_episodes) for n in names}
     qualities = {RANDOM, EXPERT, *fractions}
-    plans = {n: episode_plan(n, args.collect_datasets[n], env_info["n_agents"], qualities,
+    plans = {n: episode_plan(n, specs[n], env_info["n_agents"], qualities,
                              np.random.default_rng(dataset_seed(args.seed, n))) for n in names}
 
     loaded = {}
@@ -330,7 +487,8 @@ def collect(args, config, logger, _log, info):
             loaded[step] = load_policy(run_config, os.path.join(run_dir, step), env_info)
         return loaded[step]
 
-    scores = behaviour_scores(args, env_info, run_dir, steps, policy, out_dir, _log)
+    hashes = checkpoint_hashes(run_dir, steps)
+    scores = behaviour_scores(args, env_info, run_dir, steps, policy, out_dir, _log, hashes)
     chosen, normalised = select_qualities({k: v["mean"] for k, v in scores.items()}, fractions)
     chosen = {q: str(p) for q, p in chosen.items()}
     _log.info(scores_table(scores, normalised, chosen, args.collect_eval_episodes))
@@ -341,9 +499,12 @@ def collect(args, config, logger, _log, info):
     rows, t_env = [], 0
     for name in names:
         path = os.path.join(out_dir, f"{name}.h5")
+        wanted = provenance(behaviour, hashes, run_dir, specs[name], args)
         if os.path.exists(path) and not args.collect_overwrite:
             if is_complete(path, *_env_of(config)):
-                _log.info(f"{path} exists and is complete: kept (collect_overwrite=True recollects it)")
+                check_same_source(path, wanted)
+                _log.info(f"{path} exists, is complete and comes from the same behaviour and settings: kept "
+                          f"(collect_overwrite=True recollects it)")
                 rows.append(dataset_row(name, path))
                 continue
             _log.warning(f"{path} exists but is not a complete dataset: recollecting it")
@@ -355,16 +516,17 @@ def collect(args, config, logger, _log, info):
         set_seeds(seed)
         runner = make_runner(args, logger, seed, mac, env_info)
         runner.t_env = t_env  # one t_env axis for the runner's stats across datasets
-        _log.info(f"Collecting {name}: {composition(args.collect_datasets[name])} -> {path}")
+        _log.info(f"Collecting {name}: {composition(specs[name])} -> {path}")
         try:
             collect_dataset(path, runner, mac, plan, chosen, env_info, args,
-                            dict(config, behaviour=behaviour, dataset=name,
-                                 dataset_parts=_parts(name, args.collect_datasets[name])))
+                            dict(config, behaviour=behaviour, dataset=name, dataset_parts=specs[name],
+                                 collection=wanted))
         finally:
             runner.close_env()
         t_env = runner.t_env
         rows.append(dataset_row(name, path))
 
-    all_rows, table = write_returns(out_dir, rows)
+    all_rows, table = write_returns(out_dir, rows,
+                                    keep=lambda n, p: from_behaviour_run(read_provenance(p), run_dir, hashes))
     info["collect_returns"] = all_rows
     return out_dir, table

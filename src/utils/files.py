@@ -123,7 +123,7 @@ def write_text_atomic(path, text, fsync=True):
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        # created by open(): mode 0o666 & ~umask, as a plain open(path, "w") would give (no chmod)
 
 
 def write_json_atomic(path, obj, fsync=True):

@@ -317,11 +317,12 @@ def test_clear_errors(tmp_path, behaviour_run):
 
 
 def test_collect_through_main(tmp_path, behaviour_run):
-    # collect.yaml's parallel runner (8 envs) and default quality fractions
+    # collect.yaml's parallel runner (8 envs) and default quality fractions; the default folder is the behaviour
+    # run's (results/datasets/<env label>/<behaviour run>/; this run's models folder is named "run")
     run_main(tmp_path, "collect", "climbing", f"behaviour_checkpoint={behaviour_run}",
              'collect_datasets={"tiny": [{"episodes": 3, "agents": "expert"}]}', "collect_only=['tiny']",
              "collect_eval_episodes=8", "use_tensorboard=False", "n_workers=1")
-    data = tmp_path / "datasets" / "climbing"
+    data = tmp_path / "datasets" / "climbing" / "run"
     ds = OfflineDataset.load(data / "tiny.h5", expect_env="matrix_game")
     assert len(ds) == 3 and (ds.returns == RETURN[400]).all()
     info = json.load(open(os.path.join(sacred_dir(tmp_path, "collect", "climbing"), "info.json")))
@@ -338,3 +339,86 @@ def test_scores_describe_the_policies_as_they_collect(tmp_path, behaviour_run):
     assert noisy.info["behaviour"]["expert"]["return"] < RETURN[400] - 50
     scores = json.load(open(tmp_path / "noisy" / "data" / "behaviour.json"))
     assert scores["key"]["epsilon"] == 0.2
+
+
+# ----- datasets keyed by their source (issue 12, item 6) -----
+def test_small_collection_in_one_command(tmp_path, behaviour_run):
+    """collect_episodes scales every collect.yaml dataset: no collect_datasets / collect_only to write."""
+    run_main(tmp_path, "collect", "climbing", f"behaviour_checkpoint={behaviour_run}", "collect_episodes=5",
+             "collect_eval_episodes=8", "use_tensorboard=False", "n_workers=1")
+    data = tmp_path / "datasets" / "climbing" / "run"
+    recipe = build_config("collect", "climbing")["collect_datasets"]
+    rows = {r["dataset"]: r for r in json.load(open(data / "returns.json"))["datasets"]}
+    assert set(rows) == set(recipe) and rows["expert"]["episodes"] == 5
+    assert rows["mix_200e_1000p"]["episodes"] == 6 and rows["mix_200e_1000p"]["composition"] == "1 expert + 5 poor"
+    assert len(OfflineDataset.load(data / "imbalanced_1e.h5")) == 5
+    with pytest.raises(ValueError, match="collect_episodes must be a positive integer"):
+        collect(tmp_path, behaviour_run, {"e": [{"episodes": 2, "agents": "expert"}]}, collect_episodes=0)
+
+
+def test_another_behaviours_data_is_refused(tmp_path, behaviour_run):
+    datasets = {"expert": [{"episodes": 2, "agents": "expert"}]}
+    collect(tmp_path, behaviour_run, datasets)
+    path = tmp_path / "data" / "expert.h5"
+    stamp = path.stat().st_mtime_ns
+    config = json.loads(OfflineDataset.load(path).attrs["config"])
+    assert config["collection"]["policies"]["expert"]["checkpoint"].endswith(os.path.join("run", "400"))
+    assert len(config["collection"]["policies"]["expert"]["sha256"]) == 64
+
+    # a moved behaviour run (same checkpoint files) is the same source: kept
+    moved = tmp_path / "moved" / "models" / "run"
+    shutil.copytree(behaviour_run, moved)
+    collect(tmp_path, str(moved), datasets)
+    assert path.stat().st_mtime_ns == stamp
+
+    # another behaviour run whose last checkpoint plays (2, 2), collected into the same folder: refused
+    other = write_behaviour_run(str(tmp_path / "other"), steps={100: (0, 1), 200: (2, 2)})
+    with pytest.raises(DatasetError) as e:
+        collect(tmp_path, other, datasets)
+    message = str(e.value)
+    assert str(path) in message and "expert policy" in message and os.path.join("other", "models", "run", "200") \
+        in message and "collect_overwrite=True" in message and "dataset_dir=" in message
+    assert path.stat().st_mtime_ns == stamp  # neither kept silently nor replaced
+
+    # other settings of the same behaviour: refused too, naming the setting
+    with pytest.raises(DatasetError, match="collect_epsilon: the file's is 0.0, requested 0.2"):
+        collect(tmp_path, behaviour_run, datasets, collect_epsilon=0.2)
+    with pytest.raises(DatasetError, match="dataset_parts: the file's is 2 expert, requested 3 expert"):
+        collect(tmp_path, behaviour_run, {"expert": [{"episodes": 3, "agents": "expert"}]})
+    # a hand-made file of the right env has no provenance: refused
+    write_random_dataset(tmp_path / "data" / "hand.h5", n_episodes=1)
+    with pytest.raises(DatasetError, match="records no collection provenance"):
+        collect(tmp_path, behaviour_run, {"hand": [{"episodes": 1, "agents": "random"}]})
+
+    # overwriting replaces it; by default each behaviour run has its own folder
+    run = collect(tmp_path, other, datasets, collect_overwrite=True)
+    assert run.info["behaviour"]["expert"]["return"] == RETURN[300]
+    assert (OfflineDataset.load(path).returns == RETURN[300]).all()
+
+
+def test_returns_table_lists_only_the_behaviour_runs_datasets(tmp_path, behaviour_run):
+    collect(tmp_path, behaviour_run, {"a": [{"episodes": 1, "agents": "expert"}]})
+    other = write_behaviour_run(str(tmp_path / "other"), steps={100: (0, 1), 200: (2, 2)})
+    collect(tmp_path, other, {"b": [{"episodes": 1, "agents": "expert"}]})
+    write_random_dataset(tmp_path / "data" / "hand.h5", n_episodes=1)  # unrelated files are never listed
+    assert [r["dataset"] for r in json.load(open(tmp_path / "data" / "returns.json"))["datasets"]] == ["b"]
+    collect(tmp_path, behaviour_run, {"c": [{"episodes": 1, "agents": "expert"}]})
+    assert sorted(r["dataset"] for r in json.load(open(tmp_path / "data" / "returns.json"))["datasets"]) == ["a", "c"]
+    assert "| b |" not in (tmp_path / "data" / "returns.md").read_text()
+
+
+def test_datasets_collected_before_provenance_was_recorded(tmp_path, behaviour_run):
+    """Older files have no `collection` attr: their behaviour checkpoint folders and settings are compared."""
+    import h5py
+    datasets = {"e": [{"episodes": 1, "agents": "expert"}]}
+    collect(tmp_path, behaviour_run, datasets)
+    path = tmp_path / "data" / "e.h5"
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["config"])
+        del config["collection"]
+        f.attrs["config"] = json.dumps(config)
+    collect(tmp_path, behaviour_run, datasets)  # kept
+    moved = tmp_path / "moved" / "models" / "run"
+    shutil.copytree(behaviour_run, moved)
+    with pytest.raises(DatasetError, match="expert policy"):  # no hashes: the folder decides
+        collect(tmp_path, str(moved), datasets)
