@@ -5,11 +5,28 @@ Each state is evaluated once (not once per sampled batch), so a training step do
 the mixer is a weighted sum of plain tensors (modules/mixers/qllm.py). Which file is used, and why it is
 trusted, is decided by qllm.loader; an unsigned file is validated again here on states of this run's env.
 """
+import os
+
 import numpy as np
 
 from modules.mixers.qllm import FIELDS
 from qllm.loader import TFCAFLoadError, load_tfcaf, shipped_reference
-from utils.paths import repo_relative
+from utils.paths import REPO_ROOT, repo_relative
+
+TRUST_WORDS = {"shipped reference": "a shipped reference with its packaged SHA-256 (MANIFEST.json)",
+               "signed record": "its validation record, signed by this installation",
+               "re-validated": "validated again in the sandbox on this run's states"}
+
+
+def display_path(path):
+    """`path` relative to the repository root when it lies inside it (so run records compare across clones), else
+    absolute."""
+    path = os.path.abspath(path)
+    try:
+        rel = os.path.relpath(path, REPO_ROOT)
+    except ValueError:  # another drive
+        return path
+    return path if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
 
 
 def resolve_tfcaf_path(args):
@@ -34,20 +51,30 @@ def revalidator(args, n_states=512):
 
 
 class TFCAFFeatures:
-    """Fills `tfcaf_w`, `tfcaf_b` of episode batches from the TFCAF worker; resolves `args.igm_gate` and records
-    the function's identity in `args.tfcaf_sha256` (the mixer's checkpoints carry it). `run_info` (the Sacred
-    run's info dict) gets the function's record under "tfcaf" once the worker is up, and its final cost."""
+    """Fills `tfcaf_w`, `tfcaf_b` of episode batches from the TFCAF worker; resolves `args.tfcaf_path` (null: the
+    shipped reference) and `args.igm_gate` (null: the setting recorded with the function) and records the
+    function's identity in `args.tfcaf_sha256` (the mixer's checkpoints carry it). `config` (the run's config
+    dict, saved beside its checkpoints) gets the resolved path and gate too, so it says what the run trained with.
+    The log says which function, its SHA-256, the gate and why it was trusted; `run_info` (the Sacred run's info
+    dict, info.json) gets the same under "tfcaf" at once, and the worker's cost as the run goes."""
 
-    def __init__(self, args, log, process=None, run_info=None):
+    def __init__(self, args, log, process=None, run_info=None, config=None):
         path = resolve_tfcaf_path(args)
         self.spec = load_tfcaf(path, env_config=args.env_config, n_agents=args.n_agents,
                                state_size=int(args.state_shape), igm_gate=args.igm_gate, revalidate=revalidator(args),
                                log=log)
-        gate = args.igm_gate
+        gate, self.gate_from = args.igm_gate, "the run's config"
         if gate is None:
-            gate = True if self.spec.igm_gate is None else self.spec.igm_gate
-        args.igm_gate, args.tfcaf_sha256 = bool(gate), self.spec.sha256
+            gate, self.gate_from = ((True, "the default (nothing recorded with the function)")
+                                    if self.spec.igm_gate is None else (self.spec.igm_gate, "the function's record"))
+        self.path = display_path(self.spec.path)
+        args.tfcaf_path, args.igm_gate, args.tfcaf_sha256 = self.path, bool(gate), self.spec.sha256
+        if config is not None:
+            config.update(tfcaf_path=self.path, igm_gate=bool(gate))
         self.n_agents, self.log, self.run_info = args.n_agents, log, run_info
+        log.info(f"QLLM trains with the TFCAF {self.path} (sha256 {self.spec.sha256}, {self.spec.form} form), "
+                 f"igm_gate={bool(gate)} (from {self.gate_from}); trusted by "
+                 f"{TRUST_WORDS.get(self.spec.trust, self.spec.trust)}")
         self.worker = self.spec.start_worker(args.n_agents, bool(gate), timeout_s=float(args.tfcaf_timeout_s),
                                              memory_mb=int(args.tfcaf_memory_mb), process=process)
         self._record()
@@ -58,8 +85,8 @@ class TFCAFFeatures:
 
     def info(self):
         sandbox = self.worker.sandbox or {}
-        return {"path": self.spec.path, "sha256": self.spec.sha256, "form": self.spec.form, "trust": self.spec.trust,
-                "igm_gate": self.worker.igm_gate, "seccomp": sandbox.get("seccomp"),
+        return {"path": self.path, "sha256": self.spec.sha256, "form": self.spec.form, "trust": self.spec.trust,
+                "igm_gate": self.worker.igm_gate, "igm_gate_from": self.gate_from, "seccomp": sandbox.get("seccomp"),
                 "worker_calls": self.worker.calls,
                 "worker_ms_per_1000_states": round(self.worker.cost_per_1000_states_ms(), 3)}
 
@@ -71,9 +98,10 @@ class TFCAFFeatures:
         """Compute the fields for the filled time steps of every episode in `batch` (padding stays 0)."""
         if self.worker.sandbox is None:
             sandbox = self.worker.wait_ready()
-            self.log.info(f"TFCAF {self.spec.path} (sha256 {self.spec.sha256[:16]}..., {self.spec.form} form, "
-                          f"{self.spec.trust}, igm_gate={self.worker.igm_gate}) runs in a sandboxed worker (seccomp "
-                          f"{'on' if sandbox.get('seccomp') else 'off: ' + str(sandbox.get('seccomp_reason'))})")
+            seccomp = "on" if sandbox.get("seccomp") else f"off: {sandbox.get('seccomp_reason')}"
+            self.log.info(f"TFCAF {self.path} (sha256 {self.spec.sha256[:16]}...) runs in a sandboxed worker "
+                          f"(seccomp {seccomp})")
+            self._record()
         T = batch.max_t_filled()
         states = batch["state"][:, :T]
         B, S = states.shape[0], states.shape[-1]
@@ -109,6 +137,8 @@ def wants_features(args):
     return bool(fields)
 
 
-def make_features(args, log, process=None, run_info=None):
-    """The providers of the batch fields this run's mixer declares ([] for mixers that declare none)."""
-    return [TFCAFFeatures(args, log, process=process, run_info=run_info)] if wants_features(args) else []
+def make_features(args, log, process=None, run_info=None, config=None):
+    """The providers of the batch fields this run's mixer declares ([] for mixers that declare none). `config`: the
+    run's config dict, which gets the values they resolve (qllm: tfcaf_path, igm_gate)."""
+    return [TFCAFFeatures(args, log, process=process, run_info=run_info, config=config)] if wants_features(args) \
+        else []

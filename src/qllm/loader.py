@@ -6,8 +6,9 @@
 A file is trainable when one of these holds (checked in this order):
 1. it is a shipped reference in src/qllm/tfcafs/ and its SHA-256 equals the packaged MANIFEST.json entry
    (a MANIFEST.json anywhere else means nothing);
-2. meta.json next to it holds a validation record signed by this installation's validator (qllm.records) for
-   this exact file, the current policy version and this run's env config, n_agents and state size;
+2. its record beside it (`<name>.meta.json`, or the old folder-wide meta.json of a generation folder; see
+   qllm.records) holds a validation record signed by this installation's validator for this exact file, the
+   current policy version and this run's env config, n_agents and state size;
 3. otherwise it is validated again now (`revalidate(source, igm_gate)` -> ValidationReport, in the sandbox,
    on states of this run's env) and the log says so; without `revalidate` the load is refused.
 The source is always checked against the static policy here (on the syntax tree; nothing is executed).
@@ -76,7 +77,7 @@ def load_tfcaf(path, *, env_config=None, n_agents=None, state_size=None, igm_gat
     if shipped is not None:
         spec.igm_gate, spec.trust = bool(shipped.get("igm_gate", True)), "shipped reference"
         return spec
-    if not records.is_shipped_location(path):  # a meta.json among the shipped references means nothing
+    if not records.is_shipped_location(path):  # a record among the shipped references means nothing
         record, why = records.signed_record(path, digest, env_config=env_config, n_agents=n_agents,
                                             state_size=state_size, igm_gate=igm_gate)
         if record is not None:
@@ -84,10 +85,11 @@ def load_tfcaf(path, *, env_config=None, n_agents=None, state_size=None, igm_gat
             return spec
     gate = True if igm_gate is None else bool(igm_gate)
     if revalidate is None:
-        raise TFCAFLoadError(f"{path} is not trusted: {why}. Validate it (python scripts/qllm_validate.py {path} "
-                             f"--env-config <env config> --write-meta) to sign a record for it")
+        raise TFCAFLoadError(f"{path} is not trusted: {why}. Validate it with "
+                             f"{records.validate_command(path, env_config, igm_gate)} to sign a record for it")
     if log is not None:
-        log.warning(f"{path}: {why}; validating it again in the sandbox before training (igm_gate={gate})")
+        log.warning(f"{path}: {why}; validating it again in the sandbox before training (igm_gate={gate}). To "
+                    f"skip this next time, sign a record for it: {records.validate_command(path, env_config, gate)}")
     report = revalidate(source, gate)
     if not report.ok:
         raise TFCAFLoadError(f"{path} failed validation at the '{report.stage}' check: "

@@ -1,10 +1,14 @@
-"""The records of TFCAF artifacts, in one place: their hashes, meta.json, the signed validation records and the
-shipped references' MANIFEST.json. Generation (run.tfcaf), validation (scripts/qllm_validate.py --write-meta),
+"""The records of TFCAF artifacts, in one place: their hashes, `<name>.meta.json`, the signed validation records
+and the shipped references' MANIFEST.json. Generation (run.tfcaf), validation (scripts/qllm_validate.py --write-meta),
 the manifest command (qllm.tfcafs.manifest) and the loader (qllm.loader) read and write them only through here.
 
-On disk (formats unchanged since they were introduced):
-* `<folder>/tfcaf.py` and `<folder>/meta.json`: generation metadata plus `sha256` (of the file's bytes) and
-  `validation_record` (below). meta.json sits beside the TFCAF file it describes.
+On disk (formats unchanged since they were introduced; only the record's file name changed, in issue 12):
+* `<folder>/<name>.py` and its record `<folder>/<name>.meta.json`: generation metadata (for a generated
+  `tfcaf.py`) plus `sha256` (of the file's bytes) and `validation_record` (below). One record per TFCAF file, so
+  validating `other.py` never touches the record of `my_tfcaf.py` beside it.
+* `<folder>/meta.json`: the one record per folder written before issue 12 (generation folders
+  results/tfcafs/<env>/<id>/, and the old validator). Still read, for the file it names (`file`), or for `tfcaf.py`
+  when it names none; never written any more. A `<name>.meta.json` beside the file takes precedence.
 * `src/qllm/tfcafs/MANIFEST.json`: {env config: {"file", "sha256", "igm_gate", "state_size", "n_agents"}} for the
   shipped, hand-written references. Only the packaged one means anything (a copy elsewhere vouches for nothing).
 
@@ -32,7 +36,8 @@ SIGNED_FIELDS = ("sha256", "policy_version", "env_config", "igm_gate", "form", "
                  "validation")
 TFCAF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tfcafs")  # the shipped references
 MANIFEST = "MANIFEST.json"
-META = "meta.json"
+META_SUFFIX = ".meta.json"  # `<name>.meta.json` is the record of `<name>.py`
+LEGACY_META = "meta.json"  # the one record per folder of before issue 12: read, never written
 TFCAF_FILE = "tfcaf.py"  # the file name of a generated TFCAF in its results/tfcafs/<env>/<id>/ folder
 
 
@@ -48,7 +53,7 @@ class NoShippedReference(KeyError):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# TFCAF files and their meta.json
+# TFCAF files and their records (<name>.meta.json)
 
 
 def read_tfcaf(path):
@@ -68,32 +73,77 @@ def write_tfcaf(folder, source):
 
 
 def meta_path(tfcaf_path):
-    """The meta.json that describes a TFCAF file: the one beside it."""
-    return os.path.join(os.path.dirname(os.path.abspath(tfcaf_path)), META)
+    """The record of a TFCAF file, written beside it: `<name>.meta.json` for `<name>.py` (`<file>.meta.json` for a
+    file not ending in .py)."""
+    folder, name = os.path.split(os.path.abspath(tfcaf_path))
+    stem = name[:-3] if name.endswith(".py") and len(name) > 3 else name
+    return os.path.join(folder, stem + META_SUFFIX)
 
 
-def read_meta(tfcaf_path, strict=False):
-    """meta.json beside a TFCAF file (generation metadata and the signed record); {} when there is none. An
-    unreadable one counts as none, or raises (OSError, ValueError) with `strict`."""
-    path = meta_path(tfcaf_path)
-    if not os.path.isfile(path):
-        return {}
+def _read_json_object(path, strict):
     try:
         with open(path) as f:
             meta = json.load(f)
     except (OSError, ValueError):
         if strict:
             raise
-        return {}
+        return None
     if not isinstance(meta, dict):
         if strict:
             raise ValueError(f"{path} does not hold a JSON object")
-        return {}
+        return None
     return meta
 
 
+def _legacy_meta(tfcaf_path, strict=False):
+    """(path, meta) of a folder's old meta.json when it describes this file (it names it in `file`, or names no file
+    and this is a generation's tfcaf.py), else (None, None)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(tfcaf_path)), LEGACY_META)
+    if not os.path.isfile(path):
+        return None, None
+    meta = _read_json_object(path, strict)
+    if meta is None or meta.get("file", TFCAF_FILE) != os.path.basename(tfcaf_path):
+        return None, None
+    return path, meta
+
+
+def record_path(tfcaf_path):
+    """The file that holds the record of a TFCAF file: `<name>.meta.json`, else an old folder's meta.json that
+    describes it; None when there is neither."""
+    path = meta_path(tfcaf_path)
+    if os.path.isfile(path):
+        return path
+    return _legacy_meta(tfcaf_path)[0]
+
+
+def read_meta(tfcaf_path, strict=False):
+    """The record of a TFCAF file (generation metadata and the signed record): `<name>.meta.json` beside it, else an
+    old folder's meta.json that describes it (see record_path); {} when there is none. An unreadable one counts as
+    none, or raises (OSError, ValueError) with `strict`."""
+    path = meta_path(tfcaf_path)
+    if os.path.isfile(path):
+        return _read_json_object(path, strict) or {}
+    return _legacy_meta(tfcaf_path, strict)[1] or {}
+
+
+def validate_command(tfcaf_path, env_config=None, igm_gate=None):
+    """The command line that validates a file and signs its record (for messages to people)."""
+    gate = " --no-igm-gate" if igm_gate is False else ""
+    return (f"python scripts/qllm_validate.py {tfcaf_path} --env-config {env_config or '<env config>'}{gate} "
+            f"--write-meta")
+
+
+def missing_record(tfcaf_path):
+    """Why a file has no record to trust it by, naming the file that would hold it."""
+    name, expected = os.path.basename(tfcaf_path), os.path.basename(meta_path(tfcaf_path))
+    found = record_path(tfcaf_path)
+    if found is None:
+        return f"there is no validation record for {name} (expected {expected} beside it)"
+    return f"{os.path.basename(found)} beside it holds no signed validation record for {name}"
+
+
 def write_meta(tfcaf_path, meta):
-    """Write meta.json beside a TFCAF file (atomically); returns its path."""
+    """Write the record of a TFCAF file, `<name>.meta.json` beside it (atomically); returns its path."""
     path = meta_path(tfcaf_path)
     write_json_atomic(path, meta)
     return path
@@ -111,11 +161,13 @@ def record_validation(meta, *, sha256, env_config, igm_gate, n_agents, state_siz
 
 
 def signed_record(tfcaf_path, sha256, *, env_config, n_agents=None, state_size=None, igm_gate=None):
-    """(record, None) when meta.json beside the file holds a record that makes it trainable in this run (see
-    record_problem), else (None, why). A meta.json among the shipped references is never read."""
+    """(record, None) when the file's record (read_meta) holds a signed validation record that makes it trainable
+    in this run (see record_problem), else (None, why). A record among the shipped references is never read."""
     if is_shipped_location(tfcaf_path):
         return None, "it sits among the shipped references but is not one of them"
     record = read_meta(tfcaf_path).get("validation_record")
+    if record is None:
+        return None, missing_record(tfcaf_path)
     why = record_problem(record, sha256=sha256, env_config=env_config, n_agents=n_agents, state_size=state_size,
                          igm_gate=igm_gate)
     return (record, None) if why is None else (None, why)

@@ -1,7 +1,7 @@
 """Validate TFCAF source (untrusted) before it is used for training.
 
     report = validate_source(source, ValidationContext(n_agents, state_size, states, igm_gate))
-    report.ok, report.stage, report.errors, report.feedback()
+    report.ok, report.stage, report.errors, report.feedback()   # feedback(): for the coder LLM; summary(): for people
 
 Stages, in order: parse, policy (static allow-list, qllm.policy; nothing runs), then in a separate
 process (qllm.sandbox_child): exec, shape, finite, gradient, gate, determinism, mutation, speed; "ok"
@@ -63,6 +63,9 @@ HINTS = {
     "mutation": "Never modify the input tensors in place; clone them first or use out-of-place operations.",
     "speed": "Vectorise over the batch dimension; loops over agents are fine, loops over rows are not.",
 }
+# where the coder's hint asks for an answer, a person reads this instead (the coder's text stays as it is: it is
+# part of the prompts, and so of the LLM cache's keys)
+PERSON_HINTS = {"parse": "Fix the syntax error; the file must define tfcaf(state, n_agents) (or QLLMNetwork)."}
 
 
 @dataclass
@@ -101,6 +104,21 @@ class ValidationReport:
         if self.stage in HINTS:
             lines.append(f"How to fix: {HINTS[self.stage]}")
         lines.append("Answer with the complete corrected code in one ```python block.")
+        return "\n".join(lines)
+
+    def summary(self, name="the function"):
+        """Text for a person: whether `name` passed, what failed and how to fix it (no instructions to an LLM)."""
+        if self.ok:
+            return f"{name} passed every check ({self.timing_ms / 1000:.1f} s)."
+        lines = [f"{name} failed the '{self.stage}' check:"]
+        lines += [f"- {e}" for e in self.errors[:10]]
+        if len(self.errors) > 10:
+            lines.append(f"- ... and {len(self.errors) - 10} more (see the report above)")
+        if self.traceback:
+            lines += ["Traceback (last lines):", *self.traceback[-8:]]
+        hint = PERSON_HINTS.get(self.stage, HINTS.get(self.stage))
+        if hint:
+            lines.append(f"How to fix: {hint}")
         return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ import json
 import os
 
 from helpers import require_local_llm, run_main
+from qllm import records
 from qllm.loader import load_tfcaf
 
 require_local_llm()
@@ -22,7 +23,7 @@ def test_local_model_generates_a_tfcaf_and_qllm_trains_with_it(tmp_path):
              f"llm.cache_dir={tmp_path / 'cache'}", "tfcaf_candidates=2", "tfcaf_rounds=1", "tfcaf_max_repairs=2",
              "tfcaf_states=64", "igm_gate=False", f"tfcaf_hint_path={HINT}")
     (path,) = glob.glob(str(tmp_path / "tfcafs" / "climbing" / "*" / "tfcaf.py"))
-    meta = json.load(open(os.path.join(os.path.dirname(path), "meta.json")))
+    meta = json.load(open(records.meta_path(path)))
     assert meta["llm"]["backend"] == "local" and meta["ledger"]["completion_tokens"] > 0
     spec = load_tfcaf(path, env_config="climbing", n_agents=2, state_size=6, igm_gate=False)
     assert spec.trust == "signed record"

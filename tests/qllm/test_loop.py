@@ -12,13 +12,14 @@ import pytest
 
 from helpers import run_main
 from llm import make_llm
+from qllm import records
 from qllm.loader import TFCAFLoadError, load_tfcaf
 from qllm.loop import LoopSettings, TFCAFGenerationError, generate
 from qllm.states import sample_states
 from qllm.validate import ValidationContext
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "llm"))
-from loopback_server import LoopbackServer, reply  # noqa: E402
+from loopback_server import LoopbackServer, reply, status  # noqa: E402
 
 GOOD = """```python
 import torch
@@ -104,13 +105,15 @@ def test_generate_command_writes_an_artifact_the_qllm_mixer_trains_with(tmp_path
                  "llm.model=scripted", f"llm.cache_dir={tmp_path / 'cache'}", "llm.max_retries=0",
                  "tfcaf_candidates=2", "tfcaf_rounds=1", "tfcaf_states=64", "igm_gate=False")
     (path,) = glob.glob(str(tmp_path / "tfcafs" / "climbing" / "*" / "tfcaf.py"))
-    meta = json.load(open(os.path.join(os.path.dirname(path), "meta.json")))
+    meta = json.load(open(records.meta_path(path)))
     assert meta["igm_gate"] is False and meta["llm"]["model"] == "scripted" and meta["ledger"]
     assert len(meta["rounds"][0]["candidates"]) == 2 and "climbing" in meta["prompts"]["task"]
     assert open(path).read().count("0.5 * torch.ones") == 1
     spec = load_tfcaf(path, env_config="climbing", n_agents=2, state_size=6, igm_gate=False)
     assert spec.trust == "signed record" and meta["validation_record"]["validation"]["ok"]
-    assert os.path.isfile(os.path.join(os.path.dirname(path), "llm_transcript.jsonl"))
+    assert sorted(os.listdir(os.path.dirname(path))) == ["llm_ledger.json", "llm_transcript.jsonl", "tfcaf.meta.json",
+                                                          "tfcaf.py"]
+    assert os.listdir(tmp_path / "tfcafs" / "climbing") == [os.path.basename(os.path.dirname(path))]  # no litter
     run_main(tmp_path / "train", "qllm", "climbing", f"tfcaf_path={path}", "igm_gate=False", "t_max=100",
              "test_interval=50", "test_nepisode=2", "log_interval=50", "runner_log_interval=50",
              "learner_log_interval=50", "batch_size=4", "buffer_size=8", "env_args.episode_limit=5",
@@ -133,8 +136,6 @@ def test_a_tampered_artifact_is_refused(tmp_path):
 def test_a_generation_is_kept_when_its_record_cannot_be_signed(tmp_path, monkeypatch):
     """A paid-for generation is never lost to a signing problem (here: a key others can read): the artifact is
     written without a record, and training with it validates it again first."""
-    from qllm import records
-
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     records.sign_record(sha256="x", env_config="climbing", igm_gate=False, form="tfcaf", n_agents=2, state_size=6,
                         validation={"ok": True})  # creates the key
@@ -145,7 +146,59 @@ def test_a_generation_is_kept_when_its_record_cannot_be_signed(tmp_path, monkeyp
                  "llm.model=scripted", f"llm.cache_dir={tmp_path / 'cache'}", "tfcaf_candidates=1",
                  "tfcaf_rounds=1", "tfcaf_states=32", "igm_gate=False")
     (path,) = glob.glob(str(tmp_path / "tfcafs" / "climbing" / "*" / "tfcaf.py"))
-    meta = json.load(open(os.path.join(os.path.dirname(path), "meta.json")))
+    meta = json.load(open(records.meta_path(path)))
     assert "validation_record" not in meta and meta["sha256"]
     with pytest.raises(TFCAFLoadError, match="record cannot be checked|no signed validation record"):
         load_tfcaf(path, env_config="climbing", n_agents=2, state_size=6)
+
+
+GEN = ["llm.backend=openai", "llm.model=scripted", "llm.max_retries=0", "tfcaf_candidates=1", "tfcaf_rounds=1",
+       "tfcaf_states=32", "tfcaf_max_repairs=1"]
+
+
+def failed_records(tmp_path):
+    """The generation folder's entries: exactly one `<id>.failed` JSON file and nothing else (no .tmp folder)."""
+    entries = os.listdir(tmp_path / "tfcafs" / "climbing")
+    assert len(entries) == 1 and entries[0].endswith(".failed"), entries
+    path = tmp_path / "tfcafs" / "climbing" / entries[0]
+    assert path.is_file()
+    return json.loads(path.read_text())
+
+
+def test_a_failed_generation_leaves_one_failed_record_and_no_temporary_folder(tmp_path):
+    with LoopbackServer(responder=lambda body: "I cannot write code today.") as srv:  # garbage, every time
+        for _ in range(2):  # a second failure beside the first: still nothing but records
+            run_main(tmp_path, "qllm_generate", "climbing", *GEN, f"llm.base_url={srv.base_url}",
+                     f"llm.cache_dir={tmp_path / 'cache'}", expect=1)
+            if _ == 0:
+                record = failed_records(tmp_path)
+    names = sorted(os.listdir(tmp_path / "tfcafs" / "climbing"))
+    assert len(names) == 2 and all(n.endswith(".failed") for n in names)
+    assert record["why"] == "no candidate passed validation" and record["stage"].startswith("generating")
+    assert record["error"].startswith("TFCAFGenerationError: no candidate passed validation")
+    assert record["config"]["env_config"] == "climbing" and record["config"]["tfcaf_candidates"] == 1
+    assert record["config"]["llm"]["model"] == "scripted" and record["config"]["llm"]["base_url"] == srv.base_url
+    assert record["ledger"]["calls"] >= 2 and len(record["llm_calls"]) == record["ledger"]["calls"]
+    assert "I cannot write code today." in json.dumps(record["llm_calls"]) and record["failed"]
+
+
+def test_a_failed_generation_record_holds_no_secret(tmp_path, monkeypatch):
+    key = "sk-test-0123456789abcdef-secret"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    with LoopbackServer() as srv:
+        srv.push(status(401, message=f"Incorrect API key provided: {key}"))
+        run_main(tmp_path, "qllm_generate", "climbing", *GEN,
+                 f"llm.base_url=http://user:{key}@{srv.base_url.split('://')[1]}",
+                 f"llm.cache_dir={tmp_path / 'cache'}", expect=1)
+    record = failed_records(tmp_path)
+    text = json.dumps(record)
+    assert key not in text and "<redacted>" in record["error"] and record["stage"].startswith("generating")
+    assert record["config"]["llm"]["base_url"] == srv.base_url and record["config"]["llm"]["api_key_env"] == \
+        "OPENAI_API_KEY"
+
+
+def test_a_generation_that_fails_before_the_llm_leaves_a_record_too(tmp_path):
+    run_main(tmp_path, "qllm_generate", "climbing", *GEN, "llm.base_url=http://127.0.0.1:9/v1",
+             f"llm.cache_dir={tmp_path / 'cache'}", f"tfcaf_hint_path={tmp_path / 'missing_hint.txt'}", expect=1)
+    record = failed_records(tmp_path)
+    assert "missing_hint.txt" in record["error"] and record["ledger"] is None and record["llm_calls"] == []

@@ -197,6 +197,8 @@ def test_empty_and_unparsable_sources(ctx):
     assert validate_source(None, ctx).stage == "parse"
     r = validate_source("def tfcaf(state, n_agents):\n    return (state,\n", ctx)
     assert r.stage == "parse" and "SyntaxError" in r.errors[0] and "How to fix" in r.feedback()
+    # the coder's text asks for an answer; the person's summary does not
+    assert r.feedback().endswith("```python block.") and "```" not in r.summary() and "Fix the syntax" in r.summary()
     assert set(STAGES) >= {"parse", "policy", "exec", "shape", "finite", "gradient", "gate", "determinism",
                            "mutation", "speed", "ok"}
 
@@ -207,16 +209,24 @@ def test_command_line_validates_and_records_the_hash(tmp_path, capsys):
     path = tmp_path / "mine.py"
     path.write_text(GOOD)
     assert main([str(path), "--env-config", "climbing", "--states", "32", "--write-meta"]) == 0
-    meta = json.loads((tmp_path / "meta.json").read_text())
+    meta = json.loads((tmp_path / "mine.meta.json").read_text())
     import hashlib
 
     assert meta["sha256"] == hashlib.sha256(GOOD.encode()).hexdigest() and meta["file"] == "mine.py"
     assert meta["igm_gate"] is True and meta["validation"]["ok"]
+    out = capsys.readouterr().out
+    assert "mine.py passed every check" in out and f"wrote {tmp_path / 'mine.meta.json'}" in out
+    assert f"--config=qllm --env-config=climbing with tfcaf_path={path}" in out
     bad = tmp_path / "bad.py"
     bad.write_text(tfcaf("return state, state"))
-    assert main([str(bad), "--env-config", "climbing", "--states", "32"]) == 1
-    assert "rejected at the 'shape' check" in capsys.readouterr().err
-    assert sorted(os.listdir(tmp_path)) == ["bad.py", "meta.json", "mine.py"]
+    assert main([str(bad), "--env-config", "climbing", "--states", "32", "--write-meta"]) == 1
+    err = capsys.readouterr().err
+    # for a person: what failed and how to fix it, not the prompt text meant for the coder LLM
+    assert "bad.py failed the 'shape' check" in err and "How to fix" in err and "no validation record" in err
+    assert "```" not in err and "Answer with" not in err
+    assert sorted(os.listdir(tmp_path)) == ["bad.py", "mine.meta.json", "mine.py"]
+    assert main([str(tmp_path / "nope.py"), "--env-config", "climbing"]) == 2
+    assert "cannot read" in capsys.readouterr().err
 
 
 def run_confined(tmp_path, imports, body, confine_call):
