@@ -70,7 +70,8 @@ def build(_run, config, _log):
 
 def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker_process, features, _log):
     if not evaluating:
-        features += make_features(args, _log, process=worker_process, run_info=None if _run is None else _run.info)
+        features += make_features(args, _log, process=worker_process, run_info=None if _run is None else _run.info,
+                                  config=config)
     if args.shaper not in shaper_REGISTRY:
         raise ValueError(f"unknown shaper '{args.shaper}'; valid: {sorted(shaper_REGISTRY)}")
     shaper = shaper_REGISTRY[args.shaper](args)
