@@ -5,7 +5,7 @@ failing one goes back to the coder with the validator's feedback, up to `max_rep
 evaluator picks one of the valid candidates (its answer is parsed leniently, re-asked once on garbage,
 and the first valid candidate is taken if it still says nothing usable); the pick becomes the reference
 the coder improves in the next round, with the evaluator's advice. Everything that happened is kept
-for the artifact's meta.json.
+for the artifact's record (tfcaf.meta.json).
 """
 from dataclasses import dataclass, field
 
@@ -83,8 +83,8 @@ def choose(llm, evaluator_messages, candidates, settings, tag):
 
 
 def generate(llm, task, ctx, settings, log=None):
-    """Run the loop; returns (chosen code, record for meta.json). Raises TFCAFGenerationError when no
-    round produced a valid candidate."""
+    """Run the loop; returns (chosen code, record for the artifact's tfcaf.meta.json). Raises TFCAFGenerationError
+    when no round produced a valid candidate."""
     coder_system = prompts.role_prompt("coder", igm_gate=ctx.igm_gate)
     evaluator_system = prompts.role_prompt("evaluator")
     evaluator_messages = [{"role": "system", "content": evaluator_system}, {"role": "user", "content": task},
