@@ -1,39 +1,119 @@
+"""scripts/plot.py and its selection rules (utils/runs.py, issue 12 item 8) on synthetic Sacred run folders."""
 import json
 import os
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
-from plot import aggregate, load_runs, main
+from plot import main, score_table
+from utils.runs import aggregate, find_runs, format_score, group_runs
+
+BASE = {"name": "qmix", "run": "online", "env": "matrix_game", "env_args": {"game": "penalty", "seed": 1},
+        "lr": 0.0005, "evaluate": False, "local_results_path": "results", "t_max": 300, "use_tensorboard": True}
 
 
-def write_run(root, alg, env, run_id, t, values):
+def write_run(root, alg, env, run_id, t, values, status="COMPLETED", heartbeat=None, **config):
+    """A results/sacred/<alg>/<env>/<id>/ folder: config.json, run.json and info.json as Sacred writes them."""
     d = os.path.join(root, alg, env, str(run_id))
     os.makedirs(d)
+    config = {**BASE, "name": alg, "seed": run_id, **config}
+    json.dump(config, open(os.path.join(d, "config.json"), "w"))
+    beat = heartbeat or datetime.now(timezone.utc).replace(tzinfo=None)
+    json.dump({"status": status, "heartbeat": beat.isoformat()}, open(os.path.join(d, "run.json"), "w"))
     json.dump({"test_return_mean": values, "test_return_mean_T": t}, open(os.path.join(d, "info.json"), "w"))
+    return d
 
 
-def test_mean_and_std_over_seeds_on_a_common_grid(tmp_path):
-    write_run(tmp_path, "qmix", "penalty", 1, [0, 100, 200], [0.0, 1.0, 2.0])
-    write_run(tmp_path, "qmix", "penalty", 2, [0, 110, 220], [0.0, 3.0, 6.0])
-    groups = load_runs(str(tmp_path), "test_return_mean")
-    grid, mean, std = aggregate(groups[("qmix", "penalty")], points=3)
-    assert grid.tolist() == [0.0, 100.0, 200.0]
-    # run 2 interpolated at 100 and 200: 100/110*3 and 3 + 90/110*3
-    np.testing.assert_allclose(mean, [0.0, (1 + 300 / 110) / 2, (2 + 3 + 270 / 110) / 2])
-    assert std[0] == 0 and std[2] > 0
+@pytest.fixture
+def sacred(tmp_path):
+    root = str(tmp_path / "sacred")
+    T = [0, 100, 200]
+    write_run(root, "qmix", "penalty", 1, T, [0.0, 1.0, 2.0])
+    write_run(root, "qmix", "penalty", 2, T, [0.0, 3.0, 4.0], env_args={"game": "penalty", "seed": 2},
+              local_results_path="/elsewhere", t_max=1000, use_tensorboard=False)  # bookkeeping keys differ
+    write_run(root, "qmix", "penalty", 3, T, [0.0, 5.0, 6.0], lr=0.001)  # another hyperparameter setting
+    write_run(root, "qmix", "penalty", 4, T, [0.0, 7.0, 8.0], lr=0.001)
+    write_run(root, "qmix", "penalty", 5, [200], [9.0], evaluate=True, checkpoint_path="results/models/x")
+    write_run(root, "qmix", "penalty", 6, [0, 100], [0.0, 0.5], status="FAILED")
+    write_run(root, "qmix", "penalty", 7, [0], [0.25], status="RUNNING")  # a one-point run, still going
+    write_run(root, "qmix", "penalty", 8, [0, 100], [0.0, 1.0], status="RUNNING",  # died without saying so
+              heartbeat=datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=2))
+    write_run(root, "bc", "penalty", 9, [0, 10, 20], [0.0, 2.0, 4.0], run="offline",
+              offline_dataset="/data/penalty/expert.h5")
+    write_run(root, "collect", "penalty", 10, [0], [1.0], run="collect")
+    return root
 
 
-def test_command_writes_png_and_prints_table(tmp_path, capsys):
-    write_run(tmp_path / "s", "vdn", "climbing", 1, [0, 50], [1.0, 2.0])
-    write_run(tmp_path / "s", "qmix", "climbing", 1, [0, 50], [1.0, 4.0])
+def test_groups_and_counts(sacred):
+    runs, skipped = find_runs(sacred, "test_return_mean")
+    why = {os.path.basename(p): reason for p, reason in skipped}
+    assert set(why) == {"5", "6", "8", "10"}
+    assert "evaluate" in why["5"] and why["6"] == "FAILED" and "died" in why["8"] and "collect" in why["10"]
+    groups = group_runs(runs)
+    assert [(g.label, g.kind, sorted(int(os.path.basename(r.path)) for r in g.runs)) for g in groups] == [
+        ("bc", "offline", [9]),
+        ("qmix lr=0.0005", "online", [1, 2, 7]),
+        ("qmix lr=0.001", "online", [3, 4]),
+    ]
+    assert groups[1].n_running == 1 and groups[2].n_running == 0
+    # the curves span every run; the one-point run counts where it reaches
+    grid, mean, std, n = aggregate(groups[1].runs)
+    assert grid.tolist() == [0.0, 100.0, 200.0] and n.tolist() == [3, 2, 2]
+    np.testing.assert_allclose(mean, [0.25 / 3, 2.0, 3.0])
+    grid, mean, std, n = aggregate(groups[2].runs)
+    assert n.tolist() == [2, 2, 2] and mean.tolist() == [0.0, 6.0, 7.0] and std.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_curves_are_not_cut_to_the_shortest_run(tmp_path):
+    root = str(tmp_path)
+    write_run(root, "qmix", "penalty", 1, [0, 100, 200, 300, 400], [0.0, 1.0, 2.0, 3.0, 4.0])
+    write_run(root, "qmix", "penalty", 2, [0, 110, 220], [0.0, 3.0, 6.0])
+    [group] = group_runs(find_runs(root, "test_return_mean")[0])
+    grid, mean, std, n = aggregate(group.runs, points=5)
+    assert grid.tolist() == [0.0, 100.0, 200.0, 300.0, 400.0]
+    assert n.tolist() == [2, 2, 2, 1, 1]  # run 2 reaches 220 (+ half its logging interval), not 300
+    np.testing.assert_allclose(mean, [0.0, (1 + 300 / 110) / 2, (2 + 3 + 270 / 110) / 2, 3.0, 4.0])
+    assert std[-1] == 0
+
+
+def test_labels_name_the_differing_keys_and_name_labels_a_group(tmp_path):
+    root = str(tmp_path)
+    write_run(root, "qllm", "spread", 1, [0, 1], [0.0, 1.0], tfcaf_path="/x/tfcafs/my_tfcaf.py")
+    write_run(root, "qllm", "spread", 2, [0, 1], [0.0, 1.0], tfcaf_path=None)
+    write_run(root, "qllm_big", "spread", 3, [0, 1], [0.0, 1.0], hidden_dim=128)  # with name=qllm_big
+    labels = [g.label for g in group_runs(find_runs(root, "test_return_mean")[0])]
+    assert labels == ["qllm tfcaf=my_tfcaf.py", "qllm tfcaf=null", "qllm_big"]
+    # keys the user declares irrelevant do not split groups
+    assert [g.label for g in group_runs(find_runs(root, "test_return_mean")[0], ignore={"tfcaf_path"})] == [
+        "qllm", "qllm_big"]
+
+
+def test_one_seed_shows_no_spread():
+    assert format_score([1.0]) == "1.000 (n=1)"
+    assert format_score([1.0, 3.0]) == "2.000 ± 1.000 (n=2)"
+
+
+def test_command_writes_png_and_prints_table(sacred, tmp_path, capsys):
     out = tmp_path / "curves.png"
-    main([str(tmp_path / "s"), "--out", str(out)])
+    main([sacred, "--out", str(out)])
     assert out.stat().st_size > 1000 and open(out, "rb").read(4) == b"\x89PNG"
-    table = capsys.readouterr().out
-    assert "| qmix | climbing | 1 | 4.000 ± 0.000 |" in table
+    printed = capsys.readouterr().out
+    assert "| bc | penalty | gradient steps | 1 | 4.000 (n=1) | 20 |" in printed
+    assert "| qmix lr=0.001 | penalty | env steps | 2 | 7.000 ± 1.000 (n=2) | 200 |" in printed
+    assert "| qmix lr=0.0005 | penalty | env steps | 3 (1 running) |" in printed
+    assert "± 0.000" not in printed and "skipped: " in printed and "1 × FAILED" in printed
+
+
+def test_table_of_one_run(tmp_path):
+    write_run(str(tmp_path), "qmix", "climbing", 1, [0, 50], [1.0, 4.0])
+    groups = group_runs(find_runs(str(tmp_path), "test_return_mean")[0])
+    assert "| qmix | climbing | env steps | 1 | 4.000 (n=1) | 50 |" in score_table(groups, "test_return_mean")
 
 
 def test_no_runs_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no runs with 'test_return_mean'"):
+        main([str(tmp_path)])
+    write_run(str(tmp_path), "qmix", "climbing", 1, [0, 50], [1.0, 4.0], status="FAILED")
+    with pytest.raises(SystemExit, match="1 × FAILED"):
         main([str(tmp_path)])
