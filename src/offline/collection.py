@@ -30,6 +30,7 @@ from utils.checkpoint import load_run_config
 from utils.files import clean_stale_temps, is_temp, sha256_file, write_json_atomic, write_text_atomic
 from utils.logging import Logger
 from utils.paths import env_label, results_path
+from utils.progress import Clock, interactive
 from utils.seeding import set_seeds
 
 EXPERT = "expert"
@@ -374,12 +375,19 @@ def is_complete(path, env, env_args):
     return True
 
 
-def collect_dataset(path, runner, mac, plan, policy_of, env_info, args, config):
-    """Play the plan (qualities [E][n]) and write the dataset; on any exception nothing is left at `path`."""
+def collect_dataset(path, runner, mac, plan, policy_of, env_info, args, config, _log=None):
+    """Play the plan (qualities [E][n]) and write the dataset; on any exception nothing is left at `path`. Progress:
+    the writer's bar on a terminal, else (with `_log`) a plain line at each quarter of the episodes."""
     policy_plan = [[policy_of[q] for q in row] for row in plan]
+    clock, quarter = Clock(0, len(plan)), max(1, len(plan) // 4)
+    next_line = quarter if _log is not None and not interactive() else len(plan)
     with DatasetWriter(path, env_info, args.env, runner.args.env_args, config, progress=len(plan)) as writer:
         for start, batch in play(runner, mac, policy_plan, test_mode=False):
             writer.add(batch, qualities=plan[start:start + batch.batch_size])
+            done = start + batch.batch_size
+            if next_line <= done < len(plan):
+                _log.info(f"{os.path.basename(path)}: {clock.line(done, 'episodes')}")
+                next_line = (done // quarter + 1) * quarter
 
 
 def dataset_row(name, path):
@@ -520,7 +528,7 @@ def collect(args, config, logger, _log, info):
         try:
             collect_dataset(path, runner, mac, plan, chosen, env_info, args,
                             dict(config, behaviour=behaviour, dataset=name, dataset_parts=specs[name],
-                                 collection=wanted))
+                                 collection=wanted), _log)
         finally:
             runner.close_env()
         t_env = runner.t_env

@@ -9,6 +9,7 @@ import numpy as np
 
 from offline.format import QUALITY_CODES, SCHEMA_VERSION, TRANSITION_FIELDS, env_info_of, to_json
 from utils.files import clean_stale_temps, temp_path
+from utils.progress import Bar
 
 
 def _chunk_episodes(info, target_bytes=1 << 20):
@@ -78,10 +79,8 @@ class DatasetWriter:
         n = self.info["n_agents"]
         self._file.create_dataset("agent_quality", shape=(0, n), maxshape=(None, n), dtype=np.uint8,
                                   chunks=(4096, n), **kw)
-        if self.progress_total is not None:
-            from tqdm import tqdm
-            self._bar = tqdm(total=self.progress_total, desc=f"writing {os.path.basename(self.path)}",
-                             unit="ep")
+        if self.progress_total is not None:  # a bar on a terminal only (utils.progress)
+            self._bar = Bar(self.progress_total, desc=f"writing {os.path.basename(self.path)}", unit="episode")
         return self
 
     def _dataset_kw(self):

@@ -70,7 +70,7 @@ class Logger:
         if progress:
             header += f" | {progress}"
         keys = sorted(k for k in self.stats if k != "episode")
-        lines = [header, "latest values:", *_table((k, self.stats[k][-1][1]) for k in keys)]
+        lines = [header, *(["latest values:", *_table((k, self.stats[k][-1][1]) for k in keys)] if keys else [])]
         means = [(f"{k} ({self._fresh[k]})", sum(v for _, v in self.stats[k][-self._fresh[k]:]) / self._fresh[k])
                  for k in keys if self._fresh[k] > 1]
         if means:

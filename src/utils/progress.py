@@ -44,7 +44,7 @@ class Bar:
             from tqdm import tqdm  # imported only when a bar is drawn
 
             self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=_terminal(),
-                             dynamic_ncols=True, leave=False, unit_scale=unit != "it")
+                             dynamic_ncols=True, leave=False, unit_scale=bool(total and total >= 10000))
             with _lock:
                 _open.append(self)
 
