@@ -17,7 +17,7 @@ from utils.config import build_config
 # keys the code sets on args itself, after the config is merged (not user settings; no YAML defines them)
 RUNTIME_KEYS = {
     "n_agents", "n_actions", "state_shape", "obs_shape", "episode_limit",  # from the env (run.setup.build)
-    "device", "unique_token", "results_dir",  # run.setup.make_args / build
+    "device", "unique_token", "results_dir", "model_dir",  # run.setup.make_args / build
     "env_config",  # utils.config.build_config: which env config the run uses
     "tfcaf_sha256",  # qllm.features: the identity of the TFCAF the run trains with
 }

@@ -55,8 +55,12 @@ def run_offline(_run, config, _log):
     if args.checkpoint_path:
         step, last_checkpoint = resume(ctx, sampler, _log)
         last_test = last_log = last_save = step
-    _log.info(f"Beginning offline training for {args.offline_steps} gradient steps "
-              f"(batch {args.batch_size} episodes)")
+    if args.checkpoint_path:
+        _log.info(f"Resuming offline training at gradient step {step} of {args.offline_steps} (seed {args.seed}; "
+                  f"checkpoints go to {args.model_dir})")
+    else:
+        _log.info(f"Beginning offline training for {args.offline_steps} gradient steps "
+                  f"(batch {args.batch_size} episodes)")
     progress = Clock(step, args.offline_steps)
     clock = loop.UpdateClock()
     # the untrained policy's score (a resumed run was evaluated at its checkpoint's step, unless it had finished)
@@ -125,7 +129,7 @@ def resume(ctx, sampler, _log):
     folder)."""
     path = loop.load(ctx)
     _log.info(f"Resuming offline training from {path}")
-    state = loop.resume_state(path)
+    state = loop.resume_state(path, ctx)
     if state is None or "sampler" not in state:
         raise ValueError(f"{path} is not an offline-training checkpoint (no sampler state); to start offline "
                          f"training from online weights, train online and collect a dataset instead")

@@ -107,6 +107,6 @@ def test_main_resumes_an_old_checkpoint(tmp_path, alg, climbing_data):
     else:
         common += [f"t_max={step + 10}", "test_interval=1000"]
     run_main(tmp_path / "results", alg, env, *common)
-    models = tmp_path / "results" / "models"
-    (new_run,) = os.listdir(models)
-    assert int(os.path.basename(find_checkpoint(str(models / new_run)))) > step
+    # the resumed run continues in the checkpoint's folder (issue 12): its new checkpoints beside the old
+    assert not os.path.exists(tmp_path / "results" / "models")
+    assert int(os.path.basename(find_checkpoint(str(run)))) > step

@@ -86,7 +86,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, climbing_data):
     half = glob.glob(os.path.join(tmp_path, "half", "models", "*"))[0]
     run_main(tmp_path / "resumed", "bc", "climbing", "offline_steps=8", f"checkpoint_path={half}", *args)
     full = th.load(glob.glob(os.path.join(tmp_path, "full", "models", "*", "8", "agent.th"))[0])
-    resumed = th.load(glob.glob(os.path.join(tmp_path, "resumed", "models", "*", "8", "agent.th"))[0])
+    resumed = th.load(os.path.join(half, "8", "agent.th"))  # the resumed run continues in the same folder
     for k in full:
         assert th.equal(full[k], resumed[k]), k
 
