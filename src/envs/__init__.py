@@ -3,11 +3,15 @@
 Env families with heavy or optional dependencies (gymnasium, mpe2, gfootball, StarCraft II,
 jaxmarl) are listed in LAZY as "module:Class" and imported only when used, so a missing
 optional package only matters to the runs that need it.
+
+`check_env_args(name, env_args)` checks a config's env and its arguments without building the env (src/main.py
+runs it before a run starts): an unknown env or argument is an EnvArgumentError, a ConfigError.
 """
 import difflib
 import importlib
 
 from envs.matrix_game import MatrixGame
+from envs.multiagentenv import EnvArgumentError, MultiAgentEnv, reject_unknown_args, signature_args
 
 REGISTRY = {
     "matrix_game": MatrixGame,
@@ -45,12 +49,36 @@ def env_from_args(args, **overrides):
     return make_env(args.env, **run_env_args(args, **overrides))
 
 
-def make_env(name, **env_args):
+def env_class(name):
+    """The class (or factory) registered as `name`; EnvArgumentError listing the valid names if there is none."""
     if name not in REGISTRY and name in LAZY:
         REGISTRY[name] = _load(name)
     if name not in REGISTRY:
         valid = sorted(set(REGISTRY) | set(LAZY))
-        close = difflib.get_close_matches(name, valid, n=3)
+        close = difflib.get_close_matches(str(name), valid, n=3)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown env '{name}'.{hint} Valid envs: {', '.join(valid)}")
-    return REGISTRY[name](**env_args)
+        raise EnvArgumentError(f"unknown env '{name}'.{hint} Valid envs: {', '.join(valid)}")
+    return REGISTRY[name]
+
+
+def check_env_args(name, env_args):
+    """Raise EnvArgumentError (a ConfigError) for an unknown env `name` or an argument in `env_args` it does not
+    take ("unknown env argument 'time_limt' for gymma; valid: ...; did you mean 'time_limit'?"), or for a gymma
+    key that names no env; builds nothing. An env whose optional package is missing is left to the run to report."""
+    try:
+        cls = env_class(name)
+    except ImportError:
+        return
+    if isinstance(cls, type) and issubclass(cls, MultiAgentEnv):
+        cls.check_args(name, env_args)
+        return
+    try:
+        valid = signature_args(cls)
+    except (TypeError, ValueError):
+        return
+    if valid is not None:
+        reject_unknown_args(name, env_args, valid)
+
+
+def make_env(name, **env_args):
+    return env_class(name)(**env_args)

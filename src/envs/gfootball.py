@@ -40,7 +40,7 @@ import warnings
 import numpy as np
 
 from envs.description import Field
-from envs.multiagentenv import MultiAgentEnv
+from envs.multiagentenv import MultiAgentEnv, reject_unknown_args
 
 try:
     import gfootball.env as football_env
@@ -98,10 +98,11 @@ def all_scenarios():
 
 
 class FootballEnv(MultiAgentEnv):
+    VALID_ARGS = _valid_kwargs()
+
     def __init__(self, scenario="academy_3_vs_1_with_keeper", n_agents=None, time_limit=150,
                  rewards="scoring,checkpoints", seed=None, common_reward=True, reward_scalarisation="sum", **kwargs):
-        if kwargs:
-            raise TypeError(f"gfootball: unknown env_args {sorted(kwargs)}; valid: {', '.join(_valid_kwargs())}")
+        reject_unknown_args("gfootball", kwargs, _valid_kwargs())
         if football_env is None:
             raise ImportError(INSTALL_HINT) from _IMPORT_ERROR
         scenarios = all_scenarios()

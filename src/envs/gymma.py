@@ -24,31 +24,82 @@ import gymnasium
 import numpy as np
 
 from envs.description import Field
-from envs.multiagentenv import MultiAgentEnv
+from envs.multiagentenv import EnvArgumentError, MultiAgentEnv, signature_args
 
 _NUMERIC = (bool, int, float, np.number, np.bool_)
 
 
-def _make_gym_env(key, time_limit, kwargs):
+# epymarl's gymma ids for the envs that have their own env config here: id (lower case, without a 'module:' prefix)
+# -> (env config, what differs). epymarl registers the pz-mpe-* ids itself; gymnasium here does not know them.
+EPYMARL_IDS = {
+    "pz-mpe-simple-spread-v3": ("mpe_spread", "N=3 agents, 25-step episodes; env_args.N sets the number of agents"),
+    "pz-mpe-simple-adversary-v3": ("mpe_adversary", "the learner controls the good agents; the adversary runs a "
+                                                    "fixed policy (env_args.adversary_policy)"),
+    "pz-mpe-simple-tag-v3": ("mpe_tag", "the learner controls the predators; the prey runs a fixed policy "
+                                        "(env_args.prey_policy), like epymarl's pretrained_wrapper=PretrainedTag"),
+    "simplespread-v0": ("mpe_spread", "the old MPE fork's id; 25-step episodes"),
+    "simpleadversary-v0": ("mpe_adversary", "the old MPE fork's id"),
+    "simpletag-v0": ("mpe_tag", "the old MPE fork's id"),
+}
+
+
+def epymarl_config(key):
+    """(env config, note) for an epymarl gymma id that has its own env config here, else None."""
+    return EPYMARL_IDS.get(str(key or "").rpartition(":")[2].lower())
+
+
+class GymmaKeyError(EnvArgumentError):
+    """env_args.key names no env gymma can make (missing, not registered, or an epymarl id with its own config)."""
+
+
+def _gym_spec(key):
+    """The gymnasium EnvSpec of `key` ('module:EnvId' imports the module first); GymmaKeyError saying what to use
+    where there is none."""
     if not key:
-        raise ValueError(
+        raise GymmaKeyError(
             "gymma needs env_args.key, a gymnasium id such as "
             "'lbforaging:Foraging-8x8-2p-2f-coop-v3' (module:EnvId imports the module first)"
         )
-    if "max_episode_steps" in kwargs:
-        raise ValueError("gymma: set the episode length with env_args.time_limit, not max_episode_steps")
     module, _, env_id = key.rpartition(":")
+    ours = epymarl_config(key)
+    if ours and env_id not in gymnasium.registry:
+        config, note = ours
+        raise GymmaKeyError(f"'{key}' is epymarl's id for an env that has its own env config here: use "
+                            f"--env-config={config} instead of --env-config=gymma ({note}; config/envs/{config}.yaml)")
     if module:
         try:
             importlib.import_module(module)
         except ImportError as e:
-            raise ValueError(f"gymma: cannot import module '{module}' of env key '{key}': {e}") from e
+            raise GymmaKeyError(f"gymma: cannot import module '{module}' of env key '{key}': {e}") from e
     if env_id not in gymnasium.registry:
         close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=5, cutoff=0.6)
         hint = f" Close registered ids: {', '.join(close)}." if close else ""
         where = f" after importing '{module}'" if module else " (use 'module:EnvId' to import the registering module)"
-        raise ValueError(f"gymma: gymnasium does not know env id '{env_id}'{where}.{hint}")
-    spec = gymnasium.spec(env_id)
+        raise GymmaKeyError(f"gymma: gymnasium does not know env id '{env_id}'{where}.{hint}")
+    return gymnasium.spec(env_id)
+
+
+def gym_env_args(spec):
+    """The keyword arguments the env of `spec` takes (its registered kwargs and its constructor's parameters), or
+    None when its entry point takes **kwargs."""
+    entry = spec.entry_point
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        try:
+            entry = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return None
+    try:
+        params = signature_args(entry.__init__ if isinstance(entry, type) else entry)
+    except (TypeError, ValueError):  # no introspectable signature
+        return None
+    return None if params is None else tuple(dict.fromkeys((*spec.kwargs, *params)))
+
+
+def _make_gym_env(key, time_limit, kwargs):
+    if "max_episode_steps" in kwargs:
+        raise ValueError("gymma: set the episode length with env_args.time_limit, not max_episode_steps")
+    spec = _gym_spec(key)
     if "max_episode_steps" in spec.kwargs:
         # keep the env's own limit out of our window (see module docstring)
         spec = dataclasses.replace(spec, kwargs={**spec.kwargs, "max_episode_steps": time_limit + 1})
@@ -57,6 +108,24 @@ def _make_gym_env(key, time_limit, kwargs):
 
 
 class GymmaWrapper(MultiAgentEnv):
+    registry_name = "gymma"
+    OWN_ARGS = ("key", "time_limit", "pretrained_wrapper")
+
+    @classmethod
+    def accepted_args(cls, env_args):
+        """The wrapper's own arguments and those of the env that `env_args.key` names (passed on to it); raises
+        GymmaKeyError when the key names no env."""
+        if "max_episode_steps" in env_args:
+            raise EnvArgumentError(f"{cls.registry_name}: set the episode length with env_args.time_limit, "
+                                   f"not max_episode_steps")
+        env = gym_env_args(_gym_spec(cls.gym_key(env_args.get("key"))))
+        return None if env is None else (*cls.OWN_ARGS, *(a for a in env if a != "max_episode_steps"))
+
+    @staticmethod
+    def gym_key(key):
+        """The gymnasium id that env_args.key stands for (subclasses add a module or check the family)."""
+        return key
+
     def __init__(self, key=None, time_limit=100, seed=None, common_reward=True, reward_scalarisation="sum",
                  pretrained_wrapper=None, **kwargs):
         if pretrained_wrapper is not None:
@@ -66,6 +135,7 @@ class GymmaWrapper(MultiAgentEnv):
         if time_limit is None or int(time_limit) < 1:
             raise ValueError(f"gymma: env_args.time_limit must be a positive number of steps, got {time_limit!r}")
         self.episode_limit = int(time_limit)
+        type(self).check_args(self.registry_name, {"key": key, **kwargs})  # unknown kwargs named, with suggestions
         self._env = _make_gym_env(key, self.episode_limit, kwargs)
         self._unwrapped = self._env.unwrapped
 

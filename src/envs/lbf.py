@@ -20,6 +20,7 @@ import numpy as np
 
 from envs.description import Field
 from envs.gymma import GymmaWrapper
+from envs.multiagentenv import EnvArgumentError
 
 STATE_LAYOUTS = ("qllm", "obs")
 
@@ -27,15 +28,19 @@ STATE_LAYOUTS = ("qllm", "obs")
 def lbf_key(key):
     """Accept 'Foraging-8x8-2p-2f-coop-v3' as well as 'lbforaging:Foraging-8x8-2p-2f-coop-v3'."""
     if not key:
-        raise ValueError("lbf needs env_args.key, e.g. 'Foraging-8x8-2p-2f-coop-v3' "
+        raise EnvArgumentError("lbf needs env_args.key, e.g. 'Foraging-8x8-2p-2f-coop-v3' "
                          "(ids: Foraging[-2s]-{5..19}x{N}-{2..9}p-{1..4}f[-coop]-v3)")
     module, _, env_id = key.rpartition(":")
     if not env_id.startswith("Foraging"):
-        raise ValueError(f"lbf: '{key}' is not a Level-Based Foraging env; use --env-config=gymma for others")
+        raise EnvArgumentError(f"lbf: '{key}' is not a Level-Based Foraging env; use --env-config=gymma for others")
     return f"{module or 'lbforaging'}:{env_id}"
 
 
 class ForagingEnv(GymmaWrapper):
+    registry_name = "lbf"
+    OWN_ARGS = ("key", "time_limit", "state")
+    gym_key = staticmethod(lbf_key)
+
     def __init__(self, key="Foraging-8x8-2p-2f-coop-v3", time_limit=50, state="qllm", **kwargs):
         if state not in STATE_LAYOUTS:
             raise ValueError(f"lbf: env_args.state must be one of {STATE_LAYOUTS}, got {state!r}")

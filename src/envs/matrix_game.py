@@ -8,7 +8,7 @@ Episodes end by time limit only (`episode_limit` steps, reported as truncation).
 import numpy as np
 
 from envs.description import Field
-from envs.multiagentenv import MultiAgentEnv
+from envs.multiagentenv import MultiAgentEnv, reject_unknown_args
 
 # Claus & Boutilier (1998). Rows: agent 0's action, columns: agent 1's action.
 PAYOFFS = {
@@ -25,11 +25,12 @@ def payoff_matrix(game, penalty=-100):
 
 
 class MatrixGame(MultiAgentEnv):
+    VALID_ARGS = ("game", "episode_limit", "penalty")
+
     def __init__(self, game="penalty", episode_limit=25, penalty=-100, seed=None, common_reward=True,
                  reward_scalarisation="sum", **kwargs):
         # the payoff is a team reward already, so the reward settings change nothing here
-        if kwargs:
-            raise TypeError(f"unknown matrix_game env_args: {sorted(kwargs)} (valid: game, episode_limit, penalty)")
+        reject_unknown_args("matrix_game", kwargs, self.VALID_ARGS)
         self.game = game
         self.payoff = payoff_matrix(game, penalty)
         self.n_agents = 2

@@ -9,12 +9,51 @@ Envs also describe themselves for LLM prompts (see envs/description.py): `state_
 
 Rewards: every env takes `common_reward` and `reward_scalarisation` (envs.run_env_args adds them from the
 config). Wrappers call `set_reward_settings` in their constructor and return `scalarise_reward(...)` from `step`.
+
+Arguments: `MultiAgentEnv.check_args(name, env_args)` rejects unknown constructor arguments before anything is
+built (src/main.py calls it before the run starts). The accepted names come from the constructor's signature; a
+constructor that takes `**kwargs` declares `VALID_ARGS` (or overrides `accepted_args`) when it checks them itself,
+else anything is accepted. Constructors reject unknown arguments with `reject_unknown_args`, the same message.
 """
+import difflib
+import inspect
+
 import numpy as np
 
 from envs.description import render_segment, render_state, task_prompt
+from utils.config import ConfigError
 
 REWARD_SCALARISATIONS = ("sum", "mean")
+# set by the run for every env (envs.run_env_args): accepted by every env, not listed among its own arguments
+RUN_ARGS = ("seed", "common_reward", "reward_scalarisation")
+
+
+class EnvArgumentError(ConfigError, TypeError):
+    """An env argument the env does not take (a TypeError, as Python's own for an unexpected keyword; a ConfigError:
+    the user fixes it in env_args)."""
+
+
+def reject_unknown_args(env, given, valid):
+    """Raise EnvArgumentError for the names in `given` that `valid` lacks: "unknown env argument 'time_limt' for
+    gymma; valid: key, time_limit, ...; did you mean 'time_limit'?"."""
+    unknown = [k for k in given if k not in valid]
+    if not unknown:
+        return
+    own = [v for v in valid if v not in RUN_ARGS]
+    close = {k: difflib.get_close_matches(k, own, n=1, cutoff=0.5) for k in unknown}
+    hints = [f"'{c[0]}'" + (f" (for '{k}')" if len(unknown) > 1 else "") for k, c in close.items() if c]
+    names = ", ".join(f"'{k}'" for k in unknown)
+    plural = "s" if len(unknown) > 1 else ""
+    message = f"unknown env argument{plural} {names} for {env}; valid: {', '.join(own) or '(none)'}"
+    raise EnvArgumentError(message + (f"; did you mean {', '.join(hints)}?" if hints else ""))
+
+
+def signature_args(function):
+    """The keyword names `function` takes, or None when it takes **kwargs (anything)."""
+    params = inspect.signature(function).parameters.values()
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
 class MultiAgentEnv:
@@ -22,6 +61,22 @@ class MultiAgentEnv:
     episode_limit: int
     common_reward: bool = True
     reward_scalarisation: str = "sum"
+    VALID_ARGS: tuple = None  # a constructor taking **kwargs that checks them itself names what it accepts here
+
+    @classmethod
+    def accepted_args(cls, env_args):
+        """The constructor argument names this env accepts given `env_args` (some depend on it, e.g. gymma's env id),
+        or None when it cannot tell (a constructor passing **kwargs on unchecked)."""
+        if cls.VALID_ARGS is not None:
+            return tuple(cls.VALID_ARGS)
+        return signature_args(cls.__init__)
+
+    @classmethod
+    def check_args(cls, name, env_args):
+        """Raise EnvArgumentError (a ConfigError) for an argument this env does not take; `name`: its registry name."""
+        valid = cls.accepted_args(env_args)
+        if valid is not None:
+            reject_unknown_args(name, env_args, (*valid, *RUN_ARGS))
 
     def set_reward_settings(self, name, common_reward, reward_scalarisation):
         """Check and keep the reward settings; `name` starts the error message (the env family)."""

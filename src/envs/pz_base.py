@@ -12,12 +12,11 @@ float32 per-agent array. A time-limit end is a truncation: `terminated=False` an
 """
 import numpy as np
 
-from envs.multiagentenv import MultiAgentEnv
+from envs.multiagentenv import MultiAgentEnv, reject_unknown_args
 
 
 def reject_unknown(family, kwargs, valid):
-    if kwargs:
-        raise TypeError(f"unknown {family} env_args: {sorted(kwargs)} (valid: {', '.join(sorted(valid))})")
+    reject_unknown_args(family, kwargs, valid)
 
 
 class PettingZooTeamEnv(MultiAgentEnv):

@@ -29,13 +29,12 @@ pymarl semantics on top of SMAC's own API:
 import copy
 import importlib
 import importlib.util
-import inspect
 import os
 
 import numpy as np
 
 from envs.description import Field
-from envs.multiagentenv import MultiAgentEnv
+from envs.multiagentenv import MultiAgentEnv, reject_unknown_args, signature_args
 
 SMAX_HINT = ("Without StarCraft II, use --env-config=smax: JaxMARL's SMAX re-implementation of the SMAC maps "
              "(pip install jaxmarl==0.2.0, or ./install.sh smax).")
@@ -100,14 +99,9 @@ def find_sc2(environ=None):
 
 
 def check_env_args(cls, env_args, name):
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return
-    valid = [p for p in params if p != "self"]
-    unknown = sorted(set(env_args) - set(valid))
-    if unknown:
-        raise TypeError(f"unknown {name} env_args: {unknown} (valid: {', '.join(valid)}, plus common_reward, "
-                        f"reward_scalarisation)")
+    valid = signature_args(cls.__init__)
+    if valid is not None:
+        reject_unknown_args(name, env_args, valid)
 
 
 def translate_step(reward, terminated, info, timed_out):
@@ -124,6 +118,16 @@ def translate_step(reward, terminated, info, timed_out):
 class SMACEnv(MultiAgentEnv):
     package = "smac"
     registry_name = "sc2"
+
+    @classmethod
+    def accepted_args(cls, env_args):
+        """StarCraft2Env's arguments when its package is installed (else None: the run reports the missing package)."""
+        try:
+            module = load_package(cls.package)
+        except SC2Unavailable:
+            return None
+        valid = signature_args(module.StarCraft2Env.__init__)
+        return None if valid is None else (*valid, *(("capability_config",) if cls.package == "smacv2" else ()))
 
     def __init__(self, map_name="3m", seed=None, common_reward=True, reward_scalarisation="sum", **env_args):
         self.set_reward_settings(self.registry_name, common_reward, reward_scalarisation)

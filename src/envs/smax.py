@@ -44,7 +44,7 @@ import types
 import numpy as np
 
 from envs.description import Field, render_state
-from envs.multiagentenv import MultiAgentEnv
+from envs.multiagentenv import MultiAgentEnv, reject_unknown_args
 
 # SMAC's episode limit per map (smac_maps.py); SMAX's step is 0.5 s of game time like SMAC's (step_mul 8)
 SMAC_EPISODE_LIMITS = {
@@ -177,13 +177,13 @@ def _core(*settings):
 
 
 class SMAXEnv(MultiAgentEnv):
+    VALID_ARGS = ENV_ARGS
     fork_safe = False  # needs a fresh (spawned) process once JAX has started in the parent
 
     def __init__(self, map_name="3m", episode_limit=None, enemy_attack_mode="closest", enemy_shoots=True,
                  see_enemy_actions=True, walls_cause_death=True, won_battle_bonus=1.0, seed=None,
                  common_reward=True, reward_scalarisation="sum", **kwargs):
-        if kwargs:
-            raise TypeError(f"unknown smax env_args: {sorted(kwargs)} (valid: {', '.join(ENV_ARGS)})")
+        reject_unknown_args("smax", kwargs, ENV_ARGS)
         if enemy_attack_mode not in ("closest", "random"):
             raise ValueError(f"smax: enemy_attack_mode must be 'closest' or 'random', got {enemy_attack_mode!r}")
         self.set_reward_settings("smax", common_reward, reward_scalarisation)

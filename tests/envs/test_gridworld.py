@@ -404,7 +404,7 @@ def test_random_free_objects():
 
 
 def test_errors():
-    with pytest.raises(TypeError, match=r"unknown two_switch env_args: \['heal_steps'\].*valid: episode_limit"):
+    with pytest.raises(TypeError, match=r"unknown env argument 'heal_steps' for two_switch; valid: episode_limit"):
         TwoSwitchEnv(heal_steps=2)
     with pytest.raises(TypeError, match="heal_steps, success_requires_rubble"):
         VictimRubbleEnv(size=3)

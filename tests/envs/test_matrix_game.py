@@ -64,8 +64,10 @@ def test_episode_limit_is_truncation():
 def test_errors():
     with pytest.raises(ValueError, match="unknown matrix game"):
         MatrixGame(game="prisoners")
-    with pytest.raises(TypeError, match="unknown matrix_game env_args"):
+    with pytest.raises(TypeError, match="unknown env argument 'foo' for matrix_game"):
         MatrixGame(game="penalty", foo=1)
+    with pytest.raises(TypeError, match="valid: game, episode_limit, penalty; did you mean 'episode_limit'"):
+        MatrixGame(episode_limt=3)
 
 
 @pytest.mark.parametrize("name,game", [("matrix_game", "penalty"), ("climbing", "climbing"), ("penalty", "penalty")])

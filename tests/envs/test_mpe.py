@@ -316,7 +316,7 @@ def test_descriptions():
 
 
 def test_errors():
-    with pytest.raises(TypeError, match="unknown mpe env_args.*valid: .*scenario"):
+    with pytest.raises(TypeError, match="unknown env argument 'n_agents' for mpe; valid: .*scenario"):
         make_env("mpe", scenario="spread", n_agents=3)
     with pytest.raises(ValueError, match="unknown scenario"):
         make_env("mpe", scenario="push")

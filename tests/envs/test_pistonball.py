@@ -173,7 +173,7 @@ def test_descriptions():
 
 
 def test_errors():
-    with pytest.raises(TypeError, match="unknown pistonball env_args.*valid: .*n_pistons"):
+    with pytest.raises(TypeError, match="unknown env argument 'continuous' for pistonball; valid: .*n_pistons"):
         make_env("pistonball", continuous=True)
     with pytest.raises(ValueError, match="reward must be one of"):
         make_env("pistonball", reward="shaped")

@@ -90,7 +90,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from envs.description import Field
-from envs.multiagentenv import MultiAgentEnv
+from envs.multiagentenv import MultiAgentEnv, reject_unknown_args
 
 STAY, UP, DOWN, LEFT, RIGHT, INTERACT = range(6)
 MOVES = ((0, 1), (0, -1), (-1, 0), (1, 0))  # facing index f = action - 1
@@ -158,12 +158,14 @@ class GridWorldEnv(MultiAgentEnv):
                   "success_reward", "seed", "common_reward", "reward_scalarisation")
     _EXTRA_ARGS: tuple = ()
 
+    @classmethod
+    def accepted_args(cls, env_args):
+        return cls._BASE_ARGS + cls._EXTRA_ARGS
+
     def __init__(self, episode_limit=None, individual_reward=False, interact_mode="facing",
                  step_penalty="on_success", event_reward=1.0, success_reward=1.0, seed=None, common_reward=True,
                  reward_scalarisation="sum", **kwargs):
-        if kwargs:
-            valid = ", ".join(self._BASE_ARGS + self._EXTRA_ARGS)
-            raise TypeError(f"unknown {self.name} env_args: {sorted(kwargs)} (valid: {valid})")
+        reject_unknown_args(self.name, kwargs, self.accepted_args(kwargs))
         if interact_mode not in INTERACT_MODES:
             raise ValueError(f"{self.name}: interact_mode must be one of {INTERACT_MODES}, got {interact_mode!r}")
         if step_penalty not in STEP_PENALTIES:
