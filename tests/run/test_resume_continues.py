@@ -110,3 +110,12 @@ def test_env_shapes_are_compared():
     assert checkpoint_mismatch({**saved, "num_kernel": 10}, {**saved, "num_kernel": 4}) is None
     # checkpoints whose config predates a key compare on the rest
     assert checkpoint_mismatch({"learner": "q_learner"}, {**saved}) is None
+
+
+def test_evaluating_on_an_env_of_other_shapes_names_them_and_leaves_no_run(tmp_path, capsys, mappo_models):
+    """The env's shapes are known once the run has built the env: still a config error, and no run folder stays."""
+    run_main(tmp_path, "mappo", "two_switch", "test_nepisode=2", "evaluate=True", f"checkpoint_path={mappo_models}",
+             expect=2)
+    err = capsys.readouterr().err
+    assert "trained on an env with n_actions 3, obs_shape 6" in err and "use --env-config=matrix_game" in err
+    assert not os.path.exists(tmp_path / "sacred") and not glob.glob(str(tmp_path / "tb_logs" / "*"))
