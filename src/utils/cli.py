@@ -1,8 +1,18 @@
 """The pymarl command line: `--config=ALG --env-config=ENV [sacred flags] with key=value ...` (src/main.py and the
-scripts that take the same arguments)."""
+scripts that take the same arguments): splitting it, `--help`, and errors for what Sacred would reject silently."""
+import difflib
+import os
+import shutil
+import textwrap
+
 from sacred.arg_parser import get_config_updates
 
-from utils.config import ConfigError, canonical_key
+from utils.config import ConfigError, available, canonical_key
+from utils.paths import REPO_ROOT
+
+HELP_FLAGS = ("-h", "--help")
+USAGE = "python src/main.py --config=ALG --env-config=ENV [with key=value ...]"
+EXAMPLE = "python src/main.py --config=qmix --env-config=lbf with t_max=200000 env_args.time_limit=50"
 
 
 def split_argv(argv):
@@ -29,6 +39,77 @@ def split_argv(argv):
             in_with = False
             rest.append(a)
     return alg, env, updates, rest
+
+
+def help_text(width=None):
+    """Usage, the algorithm, run-mode and env configs there are, and where the README is."""
+    width = width or min(100, shutil.get_terminal_size((100, 24)).columns)
+
+    def names(title, subdir):
+        listed = ", ".join(available(subdir)) or "(none)"
+        return textwrap.fill(listed, width, initial_indent="    ", subsequent_indent="    ").join([f"{title}\n", ""])
+
+    readme = os.path.join(REPO_ROOT, "README.md")
+    return "\n".join([
+        f"usage: {USAGE}",
+        "",
+        "  --config=ALG       an algorithm (config/algs/ALG.yaml) or a run mode (config/runs/ALG.yaml)",
+        "  --env-config=ENV   an environment (config/envs/ENV.yaml)",
+        "  with key=value     override any config key; nested keys with dots (env_args.time_limit=50);",
+        "                     config/default.yaml lists every key with a comment",
+        "  -h, --help         this help",
+        "",
+        f"example: {EXAMPLE}",
+        "",
+        names("algorithm configs (--config, config/algs/):", "algs"),
+        names("run-mode configs (--config, config/runs/):", "runs"),
+        names("env configs (--env-config, config/envs/):", "envs"),
+        "",
+        "Sacred's own flags and commands go before `with` (e.g. -l DEBUG, -u, print_config).",
+        f"Documentation: {readme}",
+    ])
+
+
+def _sacred_cli():
+    """(flags that take a value, all flags, commands) of Sacred's command line, as main.py's experiment has them."""
+    from sacred import Experiment
+
+    ex = Experiment("pymarl", save_git_info=False, interactive=True)
+    options = ex.all_cli_options
+    valued = {f for o in options if getattr(o, "arg", None) for f in o.get_flags()}
+    flags = {f for o in options for f in o.get_flags()}
+    return valued, flags, {*dict(ex.gather_commands()), "help"}
+
+
+def check_sacred_args(rest):
+    """Raise ConfigError for what Sacred would reject with no message: a misspelt `with`, an update before `with`,
+    a flag without its value, an unknown flag or command (`rest`: what split_argv leaves for Sacred)."""
+    valued, flags, commands = _sacred_cli()
+    positional = 0
+    it = iter(enumerate(rest))
+    for i, tok in it:
+        if tok in ("--config", "--env-config"):
+            raise ConfigError(f"{tok} needs a value: {tok}=NAME")
+        if tok.startswith("-"):
+            flag = tok.split("=", 1)[0]
+            if flag not in flags:
+                close = difflib.get_close_matches(flag, sorted(flags), n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise ConfigError(f"unknown option '{tok}'{hint} usage: {USAGE}")
+            if flag in valued and "=" not in tok:
+                if i + 1 >= len(rest):
+                    raise ConfigError(f"option {tok} needs a value")
+                next(it)
+            continue
+        if "=" in tok:
+            raise ConfigError(f"'{tok}' is an update but no `with` comes before it: write "
+                              f"`... with {' '.join(t for t in rest[i:] if '=' in t)}` (usage: {USAGE})")
+        if difflib.get_close_matches(tok.lower(), ["with"], n=1, cutoff=0.5):
+            raise ConfigError(f"unexpected '{tok}': did you mean `with`? (usage: {USAGE})")
+        positional += 1
+        if tok not in commands or positional > 1:
+            raise ConfigError(f"unexpected argument '{tok}' (usage: {USAGE}; updates follow `with`; "
+                              f"Sacred commands: {', '.join(sorted(commands))})")
 
 
 def parse_updates(tokens):

@@ -59,8 +59,10 @@ def test_evaluate_from_checkpoint(tmp_path):
 
 
 def test_unknown_env_name_fails_with_valid_names(tmp_path, capsys):
-    run_main(tmp_path, "qmix", "matrix_game", "env=not_an_env", expect=1)
+    # a config error, found before the run starts (issue 12): exit status 2 and no run folder (it was 1, a FAILED run)
+    run_main(tmp_path, "qmix", "matrix_game", "env=not_an_env", expect=2)
     assert "Valid envs" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(tmp_path, "sacred"))
 
 
 @pytest.mark.parametrize("alg,updates", [
