@@ -377,10 +377,11 @@ def is_complete(path, env, env_args):
 
 def collect_dataset(path, runner, mac, plan, policy_of, env_info, args, config, _log=None):
     """Play the plan (qualities [E][n]) and write the dataset; on any exception nothing is left at `path`. Progress:
-    the writer's bar on a terminal, else (with `_log`) a plain line at each quarter of the episodes."""
+    the writer's bar on a terminal, else (with `_log`) a plain line at each quarter of a dataset of 100 episodes or
+    more."""
     policy_plan = [[policy_of[q] for q in row] for row in plan]
     clock, quarter = Clock(0, len(plan)), max(1, len(plan) // 4)
-    next_line = quarter if _log is not None and not interactive() else len(plan)
+    next_line = quarter if _log is not None and len(plan) >= 100 and not interactive() else len(plan)
     with DatasetWriter(path, env_info, args.env, runner.args.env_args, config, progress=len(plan)) as writer:
         for start, batch in play(runner, mac, policy_plan, test_mode=False):
             writer.add(batch, qualities=plan[start:start + batch.batch_size])

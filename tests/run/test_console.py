@@ -1,6 +1,7 @@
 """What a run prints is true: the summary at a log interval holds the latest logged values (those info.json holds),
 the final evaluation is printed, offline runs count gradient steps and samples, and cout.txt holds the console log."""
 import json
+import logging
 import os
 import re
 
@@ -110,3 +111,40 @@ def test_evaluation_prints_its_result(tmp_path, capsys):
     assert printed[2] == "test episodes" and printed[3] == 2
     assert printed[4]["test_return_mean"] == pytest.approx(info["test_return_mean"][0], abs=1e-4)
     assert [line for line in err.splitlines() if "Final evaluation" in line]
+
+
+def test_collection_prints_a_plain_line_per_quarter(monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from offline import collection
+
+    class Writer:
+        def __init__(self, *args, **kwargs):
+            self.added = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def add(self, batch, qualities):
+            self.added += batch.batch_size
+
+    def play(runner, mac, plan, test_mode):
+        for start in range(0, len(plan), 8):
+            yield start, SimpleNamespace(batch_size=min(8, len(plan) - start))
+
+    monkeypatch.setattr(collection, "DatasetWriter", Writer)
+    monkeypatch.setattr(collection, "play", play)
+    runner = SimpleNamespace(args=SimpleNamespace(env_args={}))
+    log = logging.getLogger("test_collection_progress")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        collection.collect_dataset("/x/expert.h5", runner, None, [["expert"]] * 200, {"expert": "5"}, {},
+                                   SimpleNamespace(env="climbing"), {}, log)
+        collection.collect_dataset("/x/small.h5", runner, None, [["expert"]] * 20, {"expert": "5"}, {},
+                                   SimpleNamespace(env="climbing"), {}, log)
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(" episodes")[0] for line in lines] == ["expert.h5: 56 / 200", "expert.h5: 104 / 200",
+                                                              "expert.h5: 152 / 200"]
+    assert all("elapsed, about" in line for line in lines)  # a small dataset prints none
