@@ -121,6 +121,6 @@ class Clock:
 
     def line(self, step, unit):
         """'2025 / 10000 env steps (20%), 0:00:01 elapsed, about 0:00:03 left, 1500 env steps/s'"""
-        percent = 100.0 * step / self.total if self.total else 100.0
+        percent = min(100.0, 100.0 * step / self.total) if self.total else 100.0
         return (f"{step} / {self.total} {unit} ({percent:.0f}%), {time_str(self.elapsed())} elapsed, "
                 f"about {time_str(self.left(step))} left, {self.rate(step):.0f} {unit}/s")
