@@ -10,7 +10,8 @@ results/ and any file it writes stay out of the checkout.
 Everything is run as written except the scale: each `src/main.py` command gets small-scale overrides appended
 to its `with` part (replacing the same keys where the command sets them):
 
-    --config=collect              collect_eval_episodes=4
+    --config=collect              none: its 32 scoring episodes per policy (collect_eval_episodes) keep the behaviour
+                                  run's last checkpoint and random play apart (with 4, random play scored 1.0 on LBF)
     offline (offline_dataset=)    offline_steps=20 offline_test_interval=10 offline_log_interval=10 test_nepisode=2
     evaluate=True                 test_nepisode=2
     any other (online training)   t_max=200 test_nepisode=2 (t_max=400 where the command sets t_max itself,
@@ -36,7 +37,7 @@ MARKER = re.compile(r"^<!--\s*runnable(?::\s*(?P<overrides>.*?))?\s*-->\s*$")
 COMMENT_LINE = re.compile(r"^<!--.*-->\s*$")
 
 OFFLINE = {"offline_steps": "20", "offline_test_interval": "10", "offline_log_interval": "10", "test_nepisode": "2"}
-COLLECT = {"collect_eval_episodes": "4"}
+COLLECT = {}
 EVALUATE = {"test_nepisode": "2"}
 ONLINE = {"t_max": "200", "test_nepisode": "2"}
 
@@ -127,7 +128,7 @@ def test_marker_parsing_and_small_scale():
     assert script[1] == ".venv/bin/python src/main.py --config=qmix --env-config=lbf with seed=1 t_max=50"
     assert "./install.sh" not in script
     assert script[3] == ".venv/bin/python src/main.py --config=a with seed=$s t_max=400 test_nepisode=2"
-    assert script[5].endswith("'x={\"a\": 1}' collect_eval_episodes=4")
+    assert script[5].endswith("with behaviour_checkpoint=$RUN 'x={\"a\": 1}'")
 
 
 def test_readme_runnable_commands_run_as_written(tmp_path):
