@@ -4,8 +4,14 @@
 
 Configs merge as default <- env <- alg <- `with` overrides (see utils/config.py). Unknown
 override keys are rejected with suggestions; pymarl spellings are accepted as aliases.
+
+    python src/main.py --rerun results/sacred/<alg>/<env>/<id> [with key=value ...]
+
+runs again what a run's folder records (utils/provenance.py): its configs, overrides and config values, seed included.
 """
+import contextlib
 import os
+import shutil
 import sys
 import warnings
 
@@ -13,13 +19,16 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 
 from sacred import SETTINGS, Experiment  # noqa: E402
 from sacred.observers import FileStorageObserver  # noqa: E402
-from sacred.utils import apply_backspaces_and_linefeeds  # noqa: E402
+from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E402
 
-from utils.cli import parse_updates, split_argv  # noqa: E402,F401 (split_argv re-exported)
-from utils.config import ConfigError, build_config  # noqa: E402
+from utils.cli import HELP_FLAGS, check_sacred_args, help_text, parse_updates, split_argv  # noqa: E402,F401
+from utils.config import ConfigError, build_config, canonicalize  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
+from utils.provenance import provenance, rerun_config  # noqa: E402
 
-SETTINGS["CAPTURE_MODE"] = "sys"  # "fd" breaks on some platforms and hides nothing we need
+# cout.txt: Sacred tees sys.stdout/sys.stderr ("fd" breaks on some platforms); the console handler writes to the
+# sys.stderr of the moment (utils.logging.ConsoleHandler), so every log line of a run is captured
+SETTINGS["CAPTURE_MODE"] = "sys"
 
 
 def mongo_observer(config, client_factory=None):
@@ -34,13 +43,36 @@ def mongo_observer(config, client_factory=None):
     return MongoObserver.create_from(db["runs"], gridfs.GridFS(db), metrics_collection=db["metrics"])
 
 
-def make_experiment(config, mongo_client_factory=None):
+class RunExperiment(Experiment):
+    """A Sacred Experiment whose runs record `meta` in run.json (under "meta": the configs and overrides as given,
+    git, packages, machine; see utils/provenance.py) and start with `info` in info.json."""
+
+    def __init__(self, *args, meta=None, info=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.run_meta, self.run_info = dict(meta or {}), dict(info or {})
+
+    def run(self, command_name=None, config_updates=None, named_configs=(), info=None, meta_info=None, options=None):
+        return super().run(command_name, config_updates, named_configs, {**self.run_info, **(info or {})},
+                           {**self.run_meta, **(meta_info or {})}, options)
+
+
+def make_experiment(config, mongo_client_factory=None, meta=None, info=None):
+    """The Sacred experiment of one run of `config`. `meta`: its provenance (utils.provenance.provenance; by default
+    the config's name and env config with no overrides); `info`: what its info.json starts with."""
     # imported here so that config errors are reported before torch and the envs load
     from run import REGISTRY as run_REGISTRY
     from utils.paths import env_label, results_path
+    from utils.provenance import provenance
     from utils.seeding import set_seeds
 
-    ex = Experiment("pymarl", save_git_info=False)
+    if meta is None:
+        meta = provenance(config.get("name"), config.get("env_config"), [], {})
+    ex = RunExperiment("pymarl", save_git_info=False, meta=meta, info=info)  # git: meta["git"] (provenance.git_info)
+    for package, version in meta.get("packages", {}).items():
+        try:
+            ex.add_package_dependency(package, version.split("+")[0])  # run.json's experiment.dependencies too
+        except ValueError:  # a version Sacred cannot parse: meta["packages"] has it
+            pass
     ex.logger = get_logger()
     ex.captured_out_filter = apply_backspaces_and_linefeeds
     ex.add_config(config)
@@ -61,29 +93,131 @@ def make_experiment(config, mongo_client_factory=None):
         run_name = "evaluate" if config["evaluate"] else config["run"]
         if run_name not in run_REGISTRY:
             raise ValueError(f"unknown run '{run_name}'; valid: {sorted(run_REGISTRY)}")
-        run_REGISTRY[run_name](_run, config, _log)
+        with config_failure_cleanup(ex, config):
+            run_REGISTRY[run_name](_run, config, _log)
 
     return ex
 
 
-def main(argv):
-    alg, env, updates, rest = split_argv(argv[1:])
+class RunConfigError(SacredError):
+    """A ConfigError found only once the run was building (Sacred prints its message, no traceback)."""
+
+    def __init__(self, message):
+        super().__init__(message, print_traceback=False)
+
+
+@contextlib.contextmanager
+def config_failure_cleanup(ex, config):
+    """A ConfigError raised inside the run fails it as a RunConfigError and notes the TensorBoard folders the run
+    created in `ex.config_failure`; main() then removes them and the run's Sacred folder (remove_failed_run)."""
+    from utils.paths import results_path
+
+    tb_dir = os.path.join(results_path(config), "tb_logs")
+    before = set(os.listdir(tb_dir)) if os.path.isdir(tb_dir) else set()
     try:
+        yield
+    except ConfigError as e:
+        prefix = f"{config['name']}_seed{config['seed']}_"  # run.setup's unique_token
+        new = (set(os.listdir(tb_dir)) - before) if os.path.isdir(tb_dir) else set()
+        ex.config_failure = [os.path.join(tb_dir, d) for d in sorted(new) if d.startswith(prefix)]
+        raise RunConfigError(f"config error: {e}") from e
+
+
+def remove_failed_run(ex):
+    """Remove what a run that failed on a config error wrote: its Sacred run folder and TensorBoard folders, and the
+    folders above them (up to sacred/ and tb_logs/) that nothing else is left in (Sacred's _sources/ copy included)."""
+    observers = [o for o in ex.observers if isinstance(o, FileStorageObserver) and o.dir]
+    tb_folders = list(getattr(ex, "config_failure", None) or [])
+    for folder in [o.dir for o in observers] + tb_folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    for o in observers:  # basedir: results/sacred/<name>/<env label>
+        if os.path.isdir(o.basedir) and not [d for d in os.listdir(o.basedir) if d.isdigit()]:
+            shutil.rmtree(o.basedir, ignore_errors=True)
+        _remove_empty(os.path.dirname(o.basedir), os.path.dirname(os.path.dirname(o.basedir)))
+    for folder in tb_folders:
+        _remove_empty(os.path.dirname(folder))
+
+
+def _remove_empty(*folders):
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)  # only if empty
+
+
+def pop_rerun(argv):
+    """(the folder of `--rerun FOLDER` / `--rerun=FOLDER` or None, argv without it)."""
+    for i, a in enumerate(argv):
+        if a == "--rerun":
+            if i + 1 >= len(argv):
+                return "", argv[:i]
+            return argv[i + 1], argv[:i] + argv[i + 2:]
+        if a.startswith("--rerun="):
+            return a.split("=", 1)[1], argv[:i] + argv[i + 1:]
+    return None, argv
+
+
+def checkpoint_settings(config):
+    """A run from a checkpoint (checkpoint_path=): resuming takes the checkpoint's seed unless one is given, so a
+    resumed run continues the run it resumes; resuming and evaluating check the checkpoint's saved config against
+    the requested algorithm and network settings now, before the run starts (ConfigError naming the mismatch). The
+    env's shapes are checked once the run has built the env (run/loop.load)."""
+    if not config.get("checkpoint_path") or config.get("run") not in ("online", "offline", "evaluate"):
+        return
+    from utils.checkpoint import CheckpointError, check_checkpoint_config  # imports torch: only when needed
+
+    evaluate = bool(config.get("evaluate")) or config.get("run") == "evaluate"
+    try:
+        saved = check_checkpoint_config(config["checkpoint_path"], config["load_step"], config, evaluate=evaluate,
+                                        with_env=False)
+    except (CheckpointError, FileNotFoundError) as e:
+        raise ConfigError(str(e)) from e
+    if not evaluate and config.get("seed") is None and saved is not None and saved.get("seed") is not None:
+        config["seed"] = saved["seed"]
+
+
+def main(argv):
+    rerun, argv = pop_rerun(argv)
+    rerun_cfg, notes = None, []
+    alg, env, updates, rest = split_argv(argv[1:])
+    if any(a in HELP_FLAGS for a in rest):
+        print(help_text())
+        return 0
+    try:
+        check_sacred_args(rest)  # a misspelt `with` or a stray word: Sacred would exit with no message
+        if rerun is not None:  # --rerun <sacred run folder>: its configs, overrides and recorded values
+            if alg or env:
+                raise ConfigError("--rerun takes --config and --env-config from the run folder; give only `with` "
+                                  "overrides (they apply on top of the run's)")
+            rerun, alg, env, updates, rerun_cfg, notes = rerun_config(rerun, updates)
         if alg is None:
-            raise ConfigError("give an algorithm config: --config=<name> (see config/algs/ and config/runs/)")
+            raise ConfigError("give an algorithm config: --config=<name> (see config/algs/ and config/runs/; --help "
+                              "lists them)")
         if env is None:
-            raise ConfigError("give an env config: --env-config=<name> (see config/envs/)")
-        config = build_config(alg, env, parse_updates(updates))
+            raise ConfigError("give an env config: --env-config=<name> (see config/envs/; --help lists them)")
+        config = rerun_cfg if rerun else build_config(alg, env, parse_updates(updates))
+        config.setdefault("name", alg)
+        checkpoint_settings(config)
+        from run.preflight import check_config  # imports torch and the registries: after the cheap checks
+
+        check_config(config)  # registry names, env arguments: every check that can be made before Sacred starts
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     config.setdefault("name", alg)
     if config.get("seed") is None:
         config.pop("seed", None)  # Sacred draws a seed and records it
-    ex = make_experiment(config)
+    for note in notes:
+        get_logger().warning(f"rerun of {rerun}: {note}")
+    meta = provenance(alg, env, updates, canonicalize(parse_updates(updates)), rerun_of=rerun)
+    ex = make_experiment(config, meta=meta, info={"rerun_of": rerun} if rerun else None)
     try:
         run = ex.run_commandline([argv[0], *rest])
-    except SystemExit as e:  # Sacred exits after printing a failed run's traceback
+    except SystemExit as e:  # Sacred exits after printing a failed run's traceback (or with a message as the code)
+        if getattr(ex, "config_failure", None) is not None:  # a config error found while building: no litter
+            remove_failed_run(ex)
+            return 2
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
         return e.code if isinstance(e.code, int) else 1
     return 0 if run is not None and run.status == "COMPLETED" else 1
 

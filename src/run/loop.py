@@ -5,7 +5,16 @@ import time
 from contextlib import contextmanager
 
 from learners.common import NonFiniteError
-from utils.checkpoint import find_checkpoint, load_run_state, save_checkpoint, save_run_config
+from utils.checkpoint import (
+    ENV_SHAPE_KEYS,
+    CheckpointError,
+    check_checkpoint_config,
+    find_checkpoint,
+    load_mismatch_hint,
+    load_run_state,
+    save_checkpoint,
+    save_run_config,
+)
 from utils.progress import Bar, time_str  # noqa: F401 (time_str re-exported)
 from utils.seeding import rng_state, set_rng_state
 
@@ -59,31 +68,48 @@ def log_final_evaluation(ctx, _log, step_label="t_env"):
 
 
 # ----- checkpoints: results/models/<run>/<step>/ -----
-def save(ctx, step, run_state, _log):
-    """The learner's files and `run_state` (plus the RNG states) at `step`; returns the folder."""
-    run_dir = os.path.join(ctx.args.results_dir, "models", ctx.args.unique_token)
+def save(ctx, step, run_state, _log, buffer=None):
+    """The learner's files and `run_state` (plus the RNG states and the Sacred run saving it) at `step` in the run's
+    model folder (args.model_dir: a resumed run's is the one it continues); returns the folder. The folder's
+    config.json (written once, by the run that started it) holds the config and the env's shapes."""
+    run_dir = ctx.args.model_dir
     path = os.path.join(run_dir, str(step))
-    save_checkpoint(ctx.learner, path, {**run_state, "rng": rng_state()})
-    save_run_config(run_dir, ctx.config)
+    save_checkpoint(ctx.learner, path, {**run_state, "rng": rng_state(), "sacred_run": ctx.sacred_run},
+                    buffer=buffer)  # the replay buffer's state: kept in the latest checkpoint only
+    save_run_config(run_dir, {**ctx.config, **{k: getattr(ctx.args, k) for k in ENV_SHAPE_KEYS}})
     _log.info(f"Saved checkpoint to {path}")
     return path
 
 
 def load(ctx, evaluate=False):
     """Load the checkpoint at checkpoint_path (load_step) into the learner and the acting mac; returns its folder.
-    evaluate=True: the actor only."""
-    path = find_checkpoint(ctx.args.checkpoint_path, ctx.args.load_step)
-    ctx.learner.load_models(path, evaluate=evaluate)
+    evaluate=True: the actor only. The checkpoint's config.json is checked against this run's algorithm and network
+    shapes first: a mismatch is named (CheckpointError), not left to torch's missing or mis-sized keys."""
+    args = ctx.args
+    check_checkpoint_config(args.checkpoint_path, args.load_step, vars(args), evaluate=evaluate)
+    path = find_checkpoint(args.checkpoint_path, args.load_step)
+    try:
+        ctx.learner.load_models(path, evaluate=evaluate)
+    except RuntimeError as e:
+        if "loading state_dict" not in str(e):
+            raise
+        raise CheckpointError(f"cannot load {path} into this run's networks: "
+                              f"{load_mismatch_hint(args.checkpoint_path, vars(args))} "
+                              f"(torch: {str(e).splitlines()[0]})") from e
     sync_acting_mac(ctx)
     return path
 
 
-def resume_state(path):
+def resume_state(path, ctx=None):
     """The run state saved with a checkpoint, with the RNG states restored; None for a weights-only (pymarl-style)
-    checkpoint."""
+    checkpoint. With `ctx`: the run's info `resumed_from` gains the checkpoint's step and the Sacred run that saved
+    it."""
     state = load_run_state(path)
     if state is not None:
         set_rng_state(state["rng"])
+        if ctx is not None and "resumed_from" in ctx.run_info:
+            ctx.run_info["resumed_from"].update(step=state.get("t_env", state.get("step")),
+                                                sacred_run=state.get("sacred_run"))
     return state
 
 

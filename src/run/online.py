@@ -1,6 +1,7 @@
 """Online training (the default run mode): pymarl's run_sequential loop, resumable."""
 from run import loop
 from run.setup import build
+from utils.checkpoint import BUFFER, load_buffer
 from utils.files import clean_stale_temps
 from utils.progress import Bar, Clock
 
@@ -46,7 +47,14 @@ def _train(ctx, _log):
     if args.checkpoint_path:
         last_checkpoint = resume(ctx, counters, _log)
 
-    _log.info(f"Beginning training for {args.t_max} timesteps")
+    if args.save_model and args.save_replay_buffer:
+        _log.info(f"save_replay_buffer=True: the replay buffer (up to {args.buffer_size} episodes) is saved with the "
+                  f"latest checkpoint only ({BUFFER}); an older checkpoint drops its copy once a newer one is written")
+    if args.checkpoint_path:
+        _log.info(f"Resuming at t_env {runner.t_env} of {args.t_max} (seed {args.seed}; checkpoints go to "
+                  f"{args.model_dir})")
+    else:
+        _log.info(f"Beginning training for {args.t_max} timesteps")
     progress = Clock(runner.t_env, args.t_max)
     clock = loop.UpdateClock()
     with Bar(args.t_max, initial=runner.t_env, desc="training", unit="step") as bar:
@@ -99,11 +107,7 @@ def _loop(ctx, counters, progress, clock, bar, last_checkpoint, _log):
             bar.set_postfix(test_return=f"{logger.latest('test_return_mean', float('nan')):.4g}")
 
         counters.episode += args.batch_size_run
-        if args.save_model and (runner.t_env - counters.model_save_time >= args.save_model_interval
-                                or counters.model_save_time == 0):
-            counters.model_save_time = runner.t_env
-            last_checkpoint = save(ctx, counters, _log)
-
+        # the summary before the checkpoint, whose counters then include it
         if runner.t_env - counters.last_log_T >= args.log_interval:
             logger.log_stat("episode", counters.episode, runner.t_env)
             if clock.updates:
@@ -111,14 +115,18 @@ def _loop(ctx, counters, progress, clock, bar, last_checkpoint, _log):
             logger.print_recent_stats(progress=progress.line(runner.t_env, "env steps"))
             counters.last_log_T = runner.t_env
 
+        if args.save_model and (runner.t_env - counters.model_save_time >= args.save_model_interval
+                                or counters.model_save_time == 0):
+            counters.model_save_time = runner.t_env
+            last_checkpoint = save(ctx, counters, _log)
+
 
 def save(ctx, counters, _log):
     args, runner = ctx.args, ctx.runner
     run_state = {"t_env": runner.t_env, "loop": counters.state_dict(),
                  "runner_log_train_stats_t": runner.stats.log_train_stats_t}
-    if args.save_replay_buffer:
-        run_state["buffer"] = ctx.buffer.state_dict()
-    return loop.save(ctx, runner.t_env, run_state, _log)
+    buffer = ctx.buffer.state_dict() if args.save_replay_buffer else None
+    return loop.save(ctx, runner.t_env, run_state, _log, buffer=buffer)
 
 
 def resume(ctx, counters, _log):
@@ -126,7 +134,7 @@ def resume(ctx, counters, _log):
     args, runner = ctx.args, ctx.runner
     path = loop.load(ctx)
     _log.info(f"Resuming from {path}")
-    state = loop.resume_state(path)
+    state = loop.resume_state(path, ctx)
     if state is None:
         # a pymarl-style checkpoint (weights only): continue from the folder's t_env
         runner.t_env = loop.folder_step(path)
@@ -135,11 +143,13 @@ def resume(ctx, counters, _log):
     runner.t_env = state["t_env"]
     counters.load_state_dict(state["loop"])
     runner.stats.log_train_stats_t = state["runner_log_train_stats_t"]
-    if "buffer" in state:
-        ctx.buffer.load_state_dict(state["buffer"])
+    buffer = state["buffer"] if "buffer" in state else load_buffer(path)  # in run_state.th before issue 12
+    if buffer is not None:
+        ctx.buffer.load_state_dict(buffer)
         refill_fields(ctx, _log)
     elif args.buffer_size > args.batch_size:
-        _log.warning("checkpoint has no replay buffer (save_replay_buffer=False): it refills from new episodes")
+        _log.warning("checkpoint has no replay buffer (save_replay_buffer=False, or a newer checkpoint of its run "
+                     "holds it): it refills from new episodes")
     return path
 
 

@@ -15,14 +15,39 @@ from qllm.features import make_features, wants_features
 from qllm.worker import prestart as prestart_worker
 from runners import REGISTRY as r_REGISTRY
 from shapers import REGISTRY as shaper_REGISTRY
+from utils.checkpoint import checkpoint_steps, locate_checkpoint
 from utils.logging import Logger
 from utils.paths import RESULTS_ROOT, env_label, results_path  # noqa: F401 (RESULTS_ROOT re-exported)
 
 
-def make_args(config, _log):
-    if config["use_cuda"] and not th.cuda.is_available():
-        _log.warning("use_cuda is True but CUDA is not available: training on the CPU")
-        config["use_cuda"] = False
+def select_device(config, _log, _run=None):
+    """use_cuda=True (the default) means the GPU when one is present. The device is said once, in the run's header,
+    and recorded in its info (info.json: device); the CPU fallback is a warning only when use_cuda=True was given on
+    the command line (the run's `with` overrides), since the default asks for nothing more than 'a GPU if any'."""
+    asked, available = bool(config["use_cuda"]), th.cuda.is_available()
+    config["use_cuda"] = asked and available
+    device = {"device": "cuda" if config["use_cuda"] else "cpu", "use_cuda": asked, "cuda_available": available}
+    if config["use_cuda"]:
+        device["gpu"] = th.cuda.get_device_name()
+        _log.info(f"Device: cuda ({device['gpu']})")
+    elif not asked:
+        _log.info("Device: cpu (use_cuda=False)")
+    elif "use_cuda" in _overrides(_run):
+        _log.warning("use_cuda=True was given but CUDA is not available: running on the CPU")
+    else:
+        _log.info("Device: cpu (CUDA is not available; use_cuda=True, the default, uses a GPU when there is one)")
+    if _run is not None:
+        _run.info["device"] = device
+
+
+def _overrides(_run):
+    """The run's `with` overrides as parsed (recorded in its meta info), or {} where the run has none."""
+    meta = getattr(_run, "meta_info", None)
+    return (meta.get("config_updates") if isinstance(meta, dict) else None) or {}
+
+
+def make_args(config, _log, _run=None):
+    select_device(config, _log, _run)
     if not config["common_reward"]:
         raise ValueError("common_reward=False (per-agent rewards) is not supported yet; use common_reward=True")
     if config["test_nepisode"] < config["batch_size_run"]:
@@ -35,12 +60,11 @@ def make_args(config, _log):
 
 
 def build(_run, config, _log):
-    args = make_args(config, _log)
+    args = make_args(config, _log, _run)
     logger = Logger(_log)
     _log.info("Experiment parameters:\n" + pprint.pformat(config, indent=4, width=1))
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-    args.unique_token = f"{args.name}_seed{args.seed}_{env_label(config)}_{stamp}"
     args.results_dir = results_path(config)
+    args.unique_token, args.model_dir = model_folder(args, config, _run, _log)
     if args.use_tensorboard:
         logger.setup_tb(os.path.join(args.results_dir, "tb_logs", args.unique_token))
     logger.setup_sacred(_run)
@@ -66,6 +90,46 @@ def build(_run, config, _log):
         if worker_process is not None:
             worker_process.close()
         raise
+
+
+def model_folder(args, config, _run, _log):
+    """(unique_token, model folder) of the run: results/models/<name>_seed<seed>_<env>_<time>, or, resuming
+    (checkpoint_path, not evaluating), the folder of the checkpoint it continues: its new checkpoints go beside the
+    old ones, and TensorBoard continues in tb_logs/<the same token>. A checkpoint that is not its folder's latest
+    would interleave two histories there: that run continues in a new folder (and says so). The run's info
+    `resumed_from` records the checkpoint and where the new checkpoints go."""
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    token = f"{args.name}_seed{args.seed}_{env_label(config)}_{stamp}"
+    new_dir = os.path.join(args.results_dir, "models", token)
+    if not args.checkpoint_path or args.evaluate or args.run == "evaluate":
+        return token, new_dir
+    run_dir, path = locate_checkpoint(args.checkpoint_path, args.load_step)
+    later = [s for s in checkpoint_steps(run_dir) if s > folder_step(path)]
+    if later or not os.path.basename(os.path.normpath(path)).isdigit():
+        _log.warning(f"{path} is not the latest checkpoint of {run_dir} ({max(later)} is): continuing in a new "
+                     f"model folder {new_dir}, so that the later checkpoints stay as they are" if later else
+                     f"{path} is not in a run's model folder: continuing in a new model folder {new_dir}")
+        model_dir = new_dir
+    else:
+        model_dir = os.path.abspath(run_dir)
+        token = os.path.basename(model_dir)
+    if _run is not None:
+        _run.info["resumed_from"] = {"checkpoint": os.path.abspath(path), "model_dir": model_dir,
+                                     "same_model_dir": model_dir != new_dir}
+    return token, model_dir
+
+
+def sacred_run_ref(_run):
+    """Where the Sacred run is recorded (its FileStorageObserver folder and id), for the checkpoints it saves."""
+    if _run is None or getattr(_run, "_id", None) is None:
+        return None
+    folders = [obs.dir for obs in getattr(_run, "observers", []) if getattr(obs, "dir", None)]
+    return {"id": _run._id, "dir": os.path.abspath(folders[0]) if folders else None}
+
+
+def folder_step(path):
+    name = os.path.basename(os.path.normpath(path))
+    return int(name) if name.isdigit() else 0
 
 
 def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker_process, features, _log):
@@ -105,5 +169,6 @@ def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker
             provider.annotate(batch, t_env)
         return shaper(batch, t_env)
 
-    return SN(args=args, config=config, logger=logger, runner=runner, buffer=buffer, mac=mac,
+    return SN(run_info={} if _run is None else _run.info, sacred_run=sacred_run_ref(_run),
+              args=args, config=config, logger=logger, runner=runner, buffer=buffer, mac=mac,
               acting_mac=acting_mac, learner=learner, features=features, shaper=shaper, annotate=annotate)

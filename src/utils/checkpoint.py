@@ -11,9 +11,11 @@ import zipfile
 import numpy as np
 import torch as th
 
+from utils.config import ConfigError
 from utils.files import atomic_path, clean_stale_temps, is_temp, write_json_atomic
 
 RUN_STATE = "run_state.th"
+BUFFER = "buffer.th"  # the replay buffer (save_replay_buffer=True): in the run's latest checkpoint only
 RUN_CONFIG = "config.json"
 # run_state.th written before RNG states were saved as plain values held numpy's MT19937 key array
 LEGACY_RUN_STATE_GLOBALS = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), np.zeros(1).__reduce__()[0]]
@@ -22,6 +24,11 @@ _cleaned = set()
 
 class CheckpointError(RuntimeError):
     pass
+
+
+class CheckpointMismatch(CheckpointError, ConfigError):
+    """The checkpoint does not fit the requested config (algorithm, network settings, env shapes): a config error,
+    found before anything is loaded."""
 
 
 def checkpoint_steps(run_dir):
@@ -33,11 +40,10 @@ def checkpoint_steps(run_dir):
     return sorted(int(d) for d in names if d.isdigit() and os.path.isfile(os.path.join(run_dir, d, "agent.th")))
 
 
-def find_checkpoint(checkpoint_path, load_step=0):
-    """The folder to load: `checkpoint_path` itself if it holds a checkpoint, else its numbered
-    sub-folder closest to `load_step` (0 = latest). Raises a clear error if there is none, or if a file of
-    the chosen checkpoint is damaged. Unfinished writes (temps) are never chosen; those of dead writers
-    are deleted."""
+def locate_checkpoint(checkpoint_path, load_step=0):
+    """(run folder, checkpoint folder) that `checkpoint_path` and `load_step` name, without reading the checkpoint:
+    `checkpoint_path` itself if it holds a checkpoint (its run folder is the one above), else its numbered
+    sub-folder closest to `load_step` (0 = latest). Raises a clear error if there is none."""
     if not os.path.isdir(checkpoint_path):
         raise FileNotFoundError(f"checkpoint_path '{checkpoint_path}' is not a folder; pass a "
                                 f"results/models/<run> folder (or one of its numbered sub-folders)")
@@ -45,14 +51,21 @@ def find_checkpoint(checkpoint_path, load_step=0):
         raise CheckpointError(f"'{checkpoint_path}' is an unfinished checkpoint (its save was interrupted); "
                               f"pass its run folder {os.path.dirname(os.path.normpath(checkpoint_path))}")
     if os.path.isfile(os.path.join(checkpoint_path, "agent.th")):
-        check_intact(checkpoint_path)
-        return checkpoint_path
-    clean_stale_temps(checkpoint_path)
+        return os.path.dirname(os.path.normpath(checkpoint_path)), checkpoint_path
     steps = checkpoint_steps(checkpoint_path)
     if not steps:
         raise FileNotFoundError(f"no checkpoints (numbered folders with agent.th) in '{checkpoint_path}'")
     step = max(steps) if load_step == 0 else min(steps, key=lambda s: abs(s - load_step))
-    path = os.path.join(checkpoint_path, str(step))
+    return checkpoint_path, os.path.join(checkpoint_path, str(step))
+
+
+def find_checkpoint(checkpoint_path, load_step=0):
+    """The folder to load (see locate_checkpoint). Raises a clear error if there is none, or if a file of the chosen
+    checkpoint is damaged. Unfinished writes (temps) are never chosen; those of dead writers are deleted."""
+    if os.path.isdir(checkpoint_path) and not is_temp(checkpoint_path) \
+            and not os.path.isfile(os.path.join(checkpoint_path, "agent.th")):
+        clean_stale_temps(checkpoint_path)
+    path = locate_checkpoint(checkpoint_path, load_step)[1]
     check_intact(path)
     return path
 
@@ -109,8 +122,10 @@ def load_file(file, legacy_globals=()):
         raise CheckpointError(f"cannot load checkpoint file {file}: {why}; {skip_hint(file)}") from e
 
 
-def save_checkpoint(learner, path, run_state):
-    """Write into a temporary folder and rename, so an interrupted save never looks complete."""
+def save_checkpoint(learner, path, run_state, buffer=None):
+    """Write into a temporary folder and rename, so an interrupted save never looks complete. `buffer` (the replay
+    buffer's state) goes to buffer.th; once this checkpoint is complete (renamed and on disk), the buffer files of
+    the run's earlier checkpoints are deleted: a run keeps one buffer, in its latest checkpoint."""
     models = os.path.dirname(os.path.dirname(os.path.abspath(path)))
     if models not in _cleaned:  # once per process: the litter of earlier runs killed while saving
         clean_stale_temps(models, depth=1)
@@ -119,6 +134,48 @@ def save_checkpoint(learner, path, run_state):
         os.makedirs(tmp)
         learner.save_models(tmp)
         th.save(run_state, os.path.join(tmp, RUN_STATE))
+        if buffer is not None:
+            th.save(buffer, os.path.join(tmp, BUFFER))
+            _fsync(os.path.join(tmp, BUFFER))
+    if buffer is not None:
+        _fsync(os.path.dirname(os.path.abspath(path)))  # the rename is on disk before an older copy goes
+        drop_older_buffers(path)
+
+
+def _fsync(path):
+    """Flush a file, or a folder's entries, to disk (folders cannot be opened on some platforms: skipped there)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def drop_older_buffers(path):
+    """Delete buffer.th from the checkpoints of `path`'s run folder that are older than `path` (a numbered folder
+    holding a complete buffer.th); returns the files deleted. Newer ones (of a run that went on past the checkpoint
+    this one resumed from) are left alone."""
+    run_dir, name = os.path.split(os.path.normpath(os.path.abspath(path)))
+    if not name.isdigit() or not os.path.isfile(os.path.join(path, BUFFER)):
+        return []
+    dropped = []
+    for step in checkpoint_steps(run_dir):
+        file = os.path.join(run_dir, str(step), BUFFER)
+        if step < int(name) and os.path.isfile(file):
+            os.remove(file)
+            dropped.append(file)
+    return dropped
+
+
+def load_buffer(path):
+    """The replay buffer's state saved with the checkpoint at `path`, or None where it has none."""
+    file = os.path.join(path, BUFFER)
+    return load_file(file) if os.path.isfile(file) else None
 
 
 def load_run_state(path):
@@ -141,3 +198,103 @@ def load_run_config(run_dir):
         return None
     with open(path) as f:
         return json.load(f)
+
+
+# ----- does a checkpoint fit the run that loads it? (checked before anything is loaded) -----
+# the algorithm: which learner, controller, agent, mixer and critic the checkpoint's files belong to
+IDENTITY_KEYS = ("learner", "mac", "agent", "agent_output_type", "mixer", "critic_type", "critic_agent")
+CRITIC_KEYS = ("critic_type", "critic_agent")
+# settings that size the agents' networks (evaluation loads the agents only)
+AGENT_SHAPE_KEYS = ("hidden_dim", "use_rnn", "obs_agent_id", "obs_last_action")
+# ... and those of the mixer and critics (resuming loads them too)
+TRAINING_SHAPE_KEYS = ("critic_hidden_dim", "obs_individual_obs", "omar_critic_state", "mixing_embed_dim",
+                       "hypernet_layers", "hypernet_embed", "adv_hypernet_layers", "adv_hypernet_embed", "num_kernel",
+                       "n_query_embedding_layer1", "n_query_embedding_layer2", "n_key_embedding_layer1",
+                       "n_head_embedding_layer1", "n_head_embedding_layer2", "n_attention_head", "n_constrant_value")
+# what the env gives (saved with the checkpoints' config since issue 12; absent from older config.json files)
+ENV_SHAPE_KEYS = ("n_agents", "n_actions", "obs_shape", "state_shape")
+ACTOR_ENV_KEYS = ("n_agents", "n_actions", "obs_shape")
+MIXER_KEYS = {  # the mixer settings that matter, by mixer (others never differ in effect)
+    "qmix": ("mixing_embed_dim", "hypernet_layers", "hypernet_embed"),
+    "qllm": ("mixing_embed_dim", "hypernet_layers", "hypernet_embed"),
+    "lmix": ("mixing_embed_dim",),
+    "qplex": ("mixing_embed_dim", "hypernet_embed", "adv_hypernet_layers", "adv_hypernet_embed", "num_kernel"),
+    "qatten": ("n_query_embedding_layer1", "n_query_embedding_layer2", "n_key_embedding_layer1",
+               "n_head_embedding_layer1", "n_head_embedding_layer2", "n_attention_head", "n_constrant_value"),
+}
+
+
+def _value(v):
+    if isinstance(v, tuple):
+        v = list(v)
+    return "none" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
+
+def _env_args(config):
+    return {k: v for k, v in (config.get("env_args") or {}).items() if k != "seed"}
+
+
+def _describe(config, keys):
+    name = config.get("name", "?")
+    parts = [f"{k} {_value(config.get(k))}" for k in keys if k in config]
+    return f"{name} ({', '.join(parts)})" if parts else name
+
+
+def checkpoint_mismatch(saved, requested, evaluate=False, with_env=True):
+    """Why a checkpoint whose run config is `saved` cannot be loaded by a run of `requested` (a message naming the
+    difference and the fix), or None. Keys either config lacks are not compared (checkpoints from before a key was
+    saved); `with_env`: compare the env's shapes too (known once the env is built)."""
+    # the critic keys only actor-critic configs have: one config without them is another algorithm
+    present = [k for k in IDENTITY_KEYS if (k in saved and k in requested) or (k in CRITIC_KEYS
+                                                                                and (k in saved or k in requested))]
+    identity = [k for k in present if saved.get(k) != requested.get(k)]
+    if identity:
+        used = [k for k in present if saved.get(k) is not None or requested.get(k) is not None]
+        name = saved.get("name")
+        fix = f"use --config={name}" if name else "use the --config it was trained with"
+        return (f"the checkpoint was trained with {_describe(saved, used)}; you asked for "
+                f"{_describe(requested, used)}: {fix}")
+    shape_keys = list(AGENT_SHAPE_KEYS)
+    if not evaluate:
+        mixer_keys = MIXER_KEYS.get(saved.get("mixer"), ())
+        shape_keys += [k for k in TRAINING_SHAPE_KEYS if k in mixer_keys or k not in sum(MIXER_KEYS.values(), ())]
+    shapes = [k for k in shape_keys if k in saved and k in requested and saved[k] != requested[k]]
+    if shapes:
+        theirs = " ".join(f"{k}={_value(saved[k])}" for k in shapes)
+        ours = " ".join(f"{k}={_value(requested[k])}" for k in shapes)
+        return (f"the checkpoint's networks were built with {theirs}; this run asks for {ours}: pass {theirs} "
+                f"(or leave them at the values of the checkpoint's config)")
+    env_keys = ACTOR_ENV_KEYS if evaluate else ENV_SHAPE_KEYS
+    envs = [k for k in env_keys if with_env and k in saved and k in requested
+            and _value(saved[k]) != _value(requested[k])]
+    if envs:
+        env = saved.get("env_config") or saved.get("env")
+        return (f"the checkpoint was trained on an env with {', '.join(f'{k} {_value(saved[k])}' for k in envs)}; "
+                f"this env ({requested.get('env_config') or requested.get('env')}, {_env_args(requested)}) "
+                f"gives {', '.join(f'{k} {_value(requested[k])}' for k in envs)}: use --env-config={env} with the "
+                f"env_args it was trained with ({_env_args(saved)})")
+    return None
+
+
+def check_checkpoint_config(checkpoint_path, load_step, requested, evaluate=False, with_env=True):
+    """Raise CheckpointError naming the mismatch when the checkpoint's saved config does not fit `requested`;
+    checkpoints written without a config.json pass (loading them reports what does not fit)."""
+    run_dir, path = locate_checkpoint(checkpoint_path, load_step)
+    saved = load_run_config(run_dir)
+    why = None if saved is None else checkpoint_mismatch(saved, requested, evaluate, with_env)
+    if why:
+        raise CheckpointMismatch(f"cannot {'evaluate' if evaluate else 'resume from'} {path}: {why}")
+    return saved
+
+
+def load_mismatch_hint(checkpoint_path, requested):
+    """For a load that failed (missing keys, size mismatch): the settings in which the checkpoint's config and
+    `requested` differ, or a note that its config.json is missing."""
+    run_dir = locate_checkpoint(checkpoint_path)[0] if os.path.isdir(checkpoint_path) else checkpoint_path
+    saved = load_run_config(run_dir)
+    if saved is None:
+        return f"{run_dir} has no config.json to compare with; check --config and the network settings"
+    keys = IDENTITY_KEYS + AGENT_SHAPE_KEYS + TRAINING_SHAPE_KEYS + ENV_SHAPE_KEYS
+    diff = [f"{k}: checkpoint {_value(saved[k])}, this run {_value(requested[k])}" for k in keys
+            if k in saved and k in requested and _value(saved[k]) != _value(requested[k])]
+    return ("the settings differ in " + "; ".join(diff)) if diff else "its config.json names no differing setting"

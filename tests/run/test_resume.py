@@ -9,16 +9,20 @@ import time
 import torch as th
 
 from helpers import run_main, sacred_dir
+from utils import checkpoint
 
 SETTINGS = ["t_max=300", "env_args.episode_limit=5", "test_nepisode=2", "test_interval=50", "log_interval=50",
             "runner_log_interval=50", "learner_log_interval=50", "save_model_interval=150", "batch_size=4",
             "buffer_size=16", "epsilon_anneal_time=400", "target_update_interval_or_tau=7",
             "save_replay_buffer=True", "use_tensorboard=False"]
-FILES = ["agent", "target_agent", "mixer", "target_mixer", "opt", "learner", "run_state"]
+FILES = ["agent", "target_agent", "mixer", "target_mixer", "opt", "learner", "run_state", "buffer"]
 
 
 def load_all(folder):
-    return {f: th.load(os.path.join(folder, f"{f}.th"), weights_only=True) for f in FILES}
+    """A checkpoint's files; of its run state all but which Sacred run wrote it (another run in each test)."""
+    files = {f: th.load(os.path.join(folder, f"{f}.th"), weights_only=True) for f in FILES}
+    files["run_state"].pop("sacred_run", None)
+    return files
 
 
 def assert_same(a, b, path="checkpoint"):
@@ -38,9 +42,13 @@ def assert_same(a, b, path="checkpoint"):
         assert a == b, path
 
 
-def test_resumed_run_matches_uninterrupted_run(tmp_path):
-    # the matrix game is deterministic, so every difference would come from lost state
-    run_main(tmp_path / "full", "qmix", "matrix_game", *SETTINGS)
+def test_resumed_run_matches_uninterrupted_run(tmp_path, monkeypatch):
+    # the matrix game is deterministic, so every difference would come from lost state.
+    # A run keeps its replay buffer in its latest checkpoint only: here the full run keeps every checkpoint's, as a
+    # run stopped at 155 would have it (test_run_killed_with_sigkill_resumes_exactly stops one for real)
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "drop_older_buffers", lambda path: [])
+        run_main(tmp_path / "full", "qmix", "matrix_game", *SETTINGS)
     full_models = glob.glob(str(tmp_path / "full" / "models" / "*"))[0]
     # numbered checkpoints plus the run's config (it rebuilds the agents, e.g. for dataset collection)
     assert sorted(os.listdir(full_models), key=lambda d: (not d.isdigit(), int(d) if d.isdigit() else 0)) == [
@@ -70,10 +78,11 @@ def test_checkpoint_without_buffer_still_resumes_counters(tmp_path):
     run_main(tmp_path / "a", "vdn", "matrix_game", *settings)
     models = glob.glob(str(tmp_path / "a" / "models" / "*"))[0]
     run_main(tmp_path / "b", "vdn", "matrix_game", *settings, "t_max=400", f"checkpoint_path={models}")
-    resumed = glob.glob(str(tmp_path / "b" / "models" / "*"))[0]
+    resumed = models  # resuming from its latest checkpoint, the run continues in its model folder
+    assert not os.path.exists(tmp_path / "b" / "models")
     state = th.load(os.path.join(resumed, "405", "run_state.th"), weights_only=True)
     assert state["loop"]["episode"] == 81  # 61 episodes before the resume (at t_env 305) + 20 after
-    assert "buffer" not in state
+    assert "buffer" not in state and not os.path.exists(os.path.join(resumed, "405", "buffer.th"))
 
 
 def test_run_killed_with_sigkill_resumes_exactly(tmp_path):
@@ -97,6 +106,10 @@ def test_run_killed_with_sigkill_resumes_exactly(tmp_path):
     run_main(tmp_path / "resumed", "qmix", "matrix_game", *SETTINGS, f"checkpoint_path={killed_models}",
              "load_step=155")
     full_models = glob.glob(str(tmp_path / "full" / "models" / "*"))[0]
-    resumed_models = glob.glob(str(tmp_path / "resumed" / "models" / "*"))[0]
+    # the killed run's folder, or a new one if the kill came after its checkpoint at 305 (resuming from 155 then
+    # must not overwrite the later checkpoints)
+    info = json.load(open(os.path.join(sacred_dir(tmp_path / "resumed", "qmix", "penalty"), "info.json")))
+    resumed_models = info["resumed_from"]["model_dir"]
+    assert info["resumed_from"]["same_model_dir"] == (resumed_models == killed_models)
     assert_same(load_all(os.path.join(full_models, "305")), load_all(os.path.join(resumed_models, "305")))
     assert not [d for d in os.listdir(killed_models) if ".tmp" in d]  # a save cut short was cleaned up
