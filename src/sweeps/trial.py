@@ -1,0 +1,122 @@
+"""The Ray Tune trainable of a sweep: one trial is one normal run, `python src/main.py ...` in a child process.
+
+The child writes its Sacred folder and checkpoints as any run does. It dies with the Ray worker that started it
+(PR_SET_PDEATHSIG), so a killed driver or a lost node leaves no run going on. Before it starts, the trial's runs on
+disk decide what to do: a trial whose Sacred run COMPLETED is not run again (a Tune retry or `--resume` after it
+finished); one whose earlier attempt left checkpoints resumes from the latest (checkpoint_path=<its model folder>:
+the project's resume, which continues the same run and model folder). Progress (t_env, the metric) is read from the
+child's console lines and reported to Tune; a failed child raises TrialFailed with the tail of its output.
+"""
+import collections
+import ctypes
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from sweeps.manifest import run_progress, sacred_runs, trial_state
+from sweeps.spec import trial_argv
+from utils.paths import REPO_ROOT
+
+TAIL_LINES = 40
+T_ENV = re.compile(r"\bt_env:\s+(\d+)")
+NUMBER = r"(-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
+
+
+class TrialFailed(RuntimeError):
+    """A trial's run exited with an error; the message ends with the tail of its output."""
+
+
+def _die_with_parent():
+    """In the child, before exec: SIGKILL when the parent (the Ray worker) dies (Linux; elsewhere nothing)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def trial_command(trial, checkpoint_path=None):
+    return [sys.executable, "-u", os.path.join(REPO_ROOT, "src", "main.py"),
+            *trial_argv(trial, trial["label"], checkpoint_path)]
+
+
+class Progress:
+    """The latest t_env and metric value seen in a run's console output, and its last lines."""
+
+    def __init__(self, metric):
+        self.metric = re.compile(rf"\b{re.escape(metric)}:\s+{NUMBER}")
+        self.t_env = self.value = None
+        self.tail = collections.deque(maxlen=TAIL_LINES)
+        self.changed = threading.Event()
+
+    def feed(self, stream):
+        for line in stream:
+            self.tail.append(line.rstrip("\n"))
+            m = T_ENV.search(line)
+            if m:
+                self.t_env = int(m.group(1))
+                self.changed.set()
+            m = self.metric.search(line)
+            if m:
+                self.value = float(m.group(1))
+                self.changed.set()
+
+
+def run_trial(config):
+    """Ray Tune function trainable: config["trial"] is a validated trial of sweeps.spec with `label` and `metric`."""
+    import ray
+    from ray import tune
+
+    trial, start = config["trial"], time.time()
+    metric = trial["metric"]
+    base = {"trial_index": trial["index"], "node_id": ray.get_runtime_context().get_node_id(),
+            "hostname": socket.gethostname()}
+    state = trial_state(trial, metric)
+    if state["status"] == "COMPLETED":
+        tune.report({**base, "status": "COMPLETED", "t_env": state["t_env"], metric: state["value"],
+                     "sacred_run": state["sacred_run"], "already_complete": True})
+        return
+    resume_from = state["model_dir"]
+    cmd = trial_command(trial, resume_from)
+    progress = Progress(metric)
+    attempt = len(state["sacred_runs"]) + 1
+    tune.report({**base, "status": "RUNNING", "t_env": state["t_env"], metric: state["value"], "attempt": attempt,
+                 "resumed_from": resume_from, "sacred_run": None})
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace", bufsize=1, preexec_fn=_die_with_parent)
+    reader = threading.Thread(target=progress.feed, args=(proc.stdout,), daemon=True)
+    reader.start()
+    run_dir, last_report = None, 0.0
+    try:
+        while proc.poll() is None:
+            progress.changed.wait(1.0)
+            if run_dir is None:
+                runs = sacred_runs(trial)
+                run_dir = runs[-1] if len(runs) >= attempt else None
+            if progress.changed.is_set() and time.time() - last_report >= 1.0:
+                progress.changed.clear()
+                last_report = time.time()
+                tune.report({**base, "status": "RUNNING", "t_env": progress.t_env, metric: progress.value,
+                             "attempt": attempt, "resumed_from": resume_from, "sacred_run": run_dir})
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    final = trial_state(trial, metric)
+    run_dir = run_dir or final["sacred_run"]
+    t_env, value = run_progress(run_dir, metric) if run_dir else (None, None)
+    result = {**base, "t_env": t_env if t_env is not None else progress.t_env,
+              metric: value if value is not None else progress.value, "attempt": attempt, "sacred_run": run_dir,
+              "resumed_from": resume_from, "wall_s": time.time() - start}
+    if proc.returncode == 0 and final["status"] == "COMPLETED":
+        tune.report({**result, "status": "COMPLETED", "sacred_run": final["sacred_run"]})
+        return
+    tail = "\n".join(progress.tail)
+    tune.report({**result, "status": "ERROR", "error": tail})
+    raise TrialFailed(f"trial {trial['id']} failed (exit code {proc.returncode}, Sacred run {run_dir}):\n{tail}")
