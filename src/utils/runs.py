@@ -1,7 +1,8 @@
 """Which Sacred runs are compared, and how (the selection rules of scripts/plot.py and of any results tool).
 
-    runs, skipped = find_runs("results/sacred", "test_return_mean")
-    for group in group_runs(runs):
+    runs, skipped = find_runs("results/sacred", "test_return_mean")   # FileStorage folders
+    runs, skipped = find_mongo_runs(db, "test_return_mean")            # or Sacred's MongoObserver database
+    for group in group_runs(runs):                                     # or group_runs(runs, by=["lr"])
         grid, mean, std, n = aggregate(group.runs)
 
 Selection (`find_runs`, over results/sacred/<name>/<env>/<id>/): a run is used when it is a training run (`run:
@@ -16,6 +17,13 @@ steps; offline: x = gradient steps, plotted in panels of their own) and every co
 keys in IGNORED / IGNORED_PREFIXES (outputs, run identity, logging cadence, run length, the machine; see there).
 A group's label is the name followed by the keys whose values differ between the groups of its name, env and kind
 (`qllm tfcaf=my_tfcaf.py lr=0.001`: a `*_path` key loses the suffix and a path value shows its file name).
+`group_runs(runs, by=[...])` splits on the listed keys only (besides name, env and kind): runs that differ in
+other keys are pooled as seeds, and each group lists those keys in `pooled`.
+
+MongoDB (`find_mongo_runs`): the same rules over Sacred's MongoObserver layout (a `runs` collection with config,
+status, heartbeat and info; a `metrics` collection of {run_id, name, steps, values}, read when info lacks the
+metric); a run's name is its config's `name`, its env `utils.paths.env_label(config)`, its path
+`mongo://<db>/<_id>`.
 
 Aggregation (`aggregate`): the curves of a group's runs on one grid spanning all of them (not cut to the shortest
 run); a point averages the runs that reach it, and `n` says how many those are. A one-run group has no spread
@@ -66,6 +74,7 @@ class Group:
     kind: str
     settings: dict  # the config keys that tell this group from the others of its name, env and kind
     runs: list = field(default_factory=list)
+    pooled: tuple = ()  # with group_runs(by=...): keys whose values differ between this group's runs
 
     @property
     def label(self):
@@ -113,7 +122,7 @@ def _json(path):
 def run_status(run_json, now=None, stale_after=STALE_AFTER):
     """COMPLETED, RUNNING, STALE (RUNNING without a heartbeat for stale_after s; Sacred writes naive UTC times),
     or Sacred's other statuses."""
-    status = (run_json or {}).get("status", "UNKNOWN")
+    status = (run_json or {}).get("status") or "UNKNOWN"
     if status == "RUNNING" and run_json.get("heartbeat"):
         try:
             beat = datetime.fromisoformat(run_json["heartbeat"])
@@ -125,32 +134,75 @@ def run_status(run_json, now=None, stale_after=STALE_AFTER):
     return status
 
 
+def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER):
+    """(kind, status, T, values) of a run, or (None, why it is skipped, None, None): the selection rules, whatever
+    the storage."""
+    mode = "evaluate" if config.get("evaluate") else config.get("run", "online")
+    if mode not in TRAINING_KINDS:
+        return None, f"{'an' if mode[:1] in 'aeiou' else 'a'} {mode} run, not a training run", None, None
+    status = run_status(run_json, now, stale_after)
+    if status not in USED_STATUSES:
+        why = {"STALE": "RUNNING in run.json but without a heartbeat (the process died)",
+               "UNKNOWN": "no run.json status"}.get(status, status)
+        return None, why, None, None
+    info = info or {}
+    if not info.get(metric) or not info.get(f"{metric}_T"):
+        return None, f"no '{metric}' logged", None, None
+    T, values = np.asarray(info[f"{metric}_T"], float), np.asarray(info[metric], float)
+    order = np.argsort(T, kind="stable")
+    return mode, status, T[order], values[order]
+
+
+def read_run(run_dir, metric, now=None, stale_after=STALE_AFTER):
+    """(Run, None) for a FileStorage run folder <name>/<env>/<id>/ that is used, else (None, why skipped)."""
+    config = _json(os.path.join(run_dir, "config.json")) or {}
+    kind, status, T, values = classify(config, _json(os.path.join(run_dir, "run.json")),
+                                       _json(os.path.join(run_dir, "info.json")), metric, now, stale_after)
+    if kind is None:
+        return None, status
+    env_dir = os.path.dirname(os.path.normpath(run_dir))
+    return Run(run_dir, os.path.basename(os.path.dirname(env_dir)), os.path.basename(env_dir), kind,
+               flatten(config), status == "RUNNING", T, values), None
+
+
 def find_runs(sacred_root, metric, now=None, stale_after=STALE_AFTER):
     """([Run] used, [(run folder, why skipped)]) under sacred_root/<name>/<env>/<id>/."""
     runs, skipped = [], []
     for run_dir in sorted(glob.glob(os.path.join(sacred_root, "*", "*", "*"))):
         if not os.path.isdir(run_dir) or os.path.basename(run_dir) == "_sources":
             continue
-        config = _json(os.path.join(run_dir, "config.json")) or {}
-        mode = "evaluate" if config.get("evaluate") else config.get("run", "online")
-        if mode not in TRAINING_KINDS:
-            skipped.append((run_dir, f"a {mode} run, not a training run"))
-            continue
-        status = run_status(_json(os.path.join(run_dir, "run.json")), now, stale_after)
-        if status not in USED_STATUSES:
-            why = {"STALE": "RUNNING in run.json but without a heartbeat (the process died)",
-                   "UNKNOWN": "no run.json status"}.get(status, status)
+        run, why = read_run(run_dir, metric, now, stale_after)
+        if run is None:
             skipped.append((run_dir, why))
+        else:
+            runs.append(run)
+    return runs, skipped
+
+
+def find_mongo_runs(db, metric, now=None, stale_after=STALE_AFTER, query=None):
+    """([Run] used, [(mongo://<db>/<id>, why skipped)]) of the runs in a Sacred MongoObserver database `db` (a
+    pymongo or mongomock Database); `query` filters the runs collection."""
+    from utils.paths import env_label
+
+    runs, skipped = [], []
+    for doc in db["runs"].find(query or {}, sort=[("_id", 1)]):
+        path = f"mongo://{db.name}/{doc['_id']}"
+        config = doc.get("config") or {}
+        info = dict(doc.get("info") or {})
+        if not info.get(metric):  # logged with log_scalar only: the metrics collection
+            entry = db["metrics"].find_one({"run_id": doc["_id"], "name": metric})
+            if entry:
+                info[metric], info[f"{metric}_T"] = entry.get("values", []), entry.get("steps", [])
+        beat = doc.get("heartbeat")
+        run_json = {"status": doc.get("status"),
+                    "heartbeat": beat.isoformat() if isinstance(beat, datetime) else beat}
+        kind, status, T, values = classify(config, run_json, info, metric, now, stale_after)
+        if kind is None:
+            skipped.append((path, status))
             continue
-        info = _json(os.path.join(run_dir, "info.json")) or {}
-        if not info.get(metric) or not info.get(f"{metric}_T"):
-            skipped.append((run_dir, f"no '{metric}' logged"))
-            continue
-        T, values = np.asarray(info[f"{metric}_T"], float), np.asarray(info[metric], float)
-        order = np.argsort(T, kind="stable")
-        env_dir = os.path.dirname(run_dir)
-        runs.append(Run(run_dir, os.path.basename(os.path.dirname(env_dir)), os.path.basename(env_dir), mode,
-                        flatten(config), status == "RUNNING", T[order], values[order]))
+        name = config.get("name") or (doc.get("experiment") or {}).get("name") or "?"
+        runs.append(Run(path, str(name), env_label(config) if config.get("env") else "?", kind, flatten(config),
+                        status == "RUNNING", T, values))
     return runs, skipped
 
 
@@ -158,16 +210,24 @@ def value(run, key):
     return run.config.get(key, MISSING)
 
 
-def group_runs(runs, ignore=()):
-    """[Group] of the runs: one per name, env, kind and the values of every key that is not ignored."""
+def differs(runs, key):
+    return len({json.dumps(value(r, key), sort_keys=True, default=str) for r in runs}) > 1
+
+
+def group_runs(runs, ignore=(), by=None):
+    """[Group] of the runs: one per name, env, kind and the values of every key that is not ignored, or, with
+    `by` (config keys; "alg", "name" and "env" are always split on), of the listed keys only."""
+    split_always = {"alg", "name", "env"}
     families = {}
     for run in runs:
         families.setdefault((run.name, run.env, run.kind), []).append(run)
     groups = []
     for (name, env, kind), members in sorted(families.items()):
-        keys = sorted({k for r in members for k in r.config if not ignored(k, ignore)})
-        differing = [k for k in keys if len({json.dumps(value(r, k), sort_keys=True, default=str)
-                                             for r in members}) > 1]
+        if by is None:
+            keys = sorted({k for r in members for k in r.config if not ignored(k, ignore)})
+        else:
+            keys = [k for k in by if k not in split_always]
+        differing = [k for k in keys if differs(members, k)]
         by_setting = {}
         for run in members:
             setting = tuple((k, value(run, k)) for k in differing)
@@ -175,15 +235,19 @@ def group_runs(runs, ignore=()):
             if key not in by_setting:
                 by_setting[key] = Group(name, env, kind, {k: v for k, v in setting if v is not MISSING})
             by_setting[key].runs.append(run)
+        if by is not None:
+            for g in by_setting.values():
+                all_keys = sorted({k for r in g.runs for k in r.config if not ignored(k, ignore)})
+                g.pooled = tuple(k for k in all_keys if differs(g.runs, k))
         groups += sorted(by_setting.values(), key=lambda g: g.label)
     return groups
 
 
-def aggregate(runs, points=100):
-    """(grid, mean, std, n): the runs on one grid from the earliest first to the latest last step. Runs logged on
-    one schedule keep its steps (a shorter run stops earlier on it); others are interpolated onto `points` evenly
-    spaced steps. A run counts at the points it reaches (up to half its logging interval past its last point) and
-    nowhere else."""
+def curves(runs, points=100):
+    """(grid, values): the runs on one grid from the earliest first to the latest last step, values[i, j] the
+    run i at grid[j] or NaN where it does not reach. Runs logged on one schedule keep its steps (a shorter run stops
+    earlier on it); others are interpolated onto `points` evenly spaced steps. A run counts at the points it
+    reaches (up to half its logging interval past its last point) and nowhere else."""
     Ts = [r.T for r in runs]
     union = np.unique(np.concatenate(Ts))
     if len(union) == max(len(t) for t in Ts):  # one logging schedule (shorter runs stop earlier on it)
@@ -191,16 +255,21 @@ def aggregate(runs, points=100):
     else:
         start, end = min(t[0] for t in Ts), max(t[-1] for t in Ts)
         grid = np.linspace(start, end, points) if end > start else np.array([end])
-    curves = np.full((len(runs), len(grid)), np.nan)
+    values = np.full((len(runs), len(grid)), np.nan)
     for i, r in enumerate(runs):
         slack = 0.5 * float(np.median(np.diff(r.T))) if len(r.T) > 1 else 0.0
         reach = (grid >= r.T[0] - slack) & (grid <= r.T[-1] + slack)
-        curves[i, reach] = np.interp(grid[reach], r.T, r.values)
-    n = (~np.isnan(curves)).sum(0)
-    keep = n > 0
-    grid, curves, n = grid[keep], curves[:, keep], n[keep]
-    mean = np.nanmean(curves, axis=0)
-    std = np.sqrt(np.nanmean((curves - mean) ** 2, axis=0))
+        values[i, reach] = np.interp(grid[reach], r.T, r.values)
+    keep = (~np.isnan(values)).any(0)
+    return grid[keep], values[:, keep]
+
+
+def aggregate(runs, points=100):
+    """(grid, mean, std, n) of `curves(runs, points)`: n says how many runs each point averages."""
+    grid, values = curves(runs, points)
+    n = (~np.isnan(values)).sum(0)
+    mean = np.nanmean(values, axis=0)
+    std = np.sqrt(np.nanmean((values - mean) ** 2, axis=0))
     return grid, mean, std, n
 
 

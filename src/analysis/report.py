@@ -1,0 +1,103 @@
+"""Markdown and CSV tables of final scores (per group) and aggregates (per algorithm across tasks)."""
+import csv
+import json
+from collections import Counter
+
+import numpy as np
+
+from utils.runs import TRAINING_KINDS
+
+
+def fmt(x, digits=3):
+    return f"{x:.{digits}f}"
+
+
+def fmt_ci(ci, digits=3):
+    return "–" if ci is None else f"[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
+
+
+def fmt_mean_std(values, digits=3):
+    """`mean ± std` over runs; one run shows its value with no spread (the n column says n=1)."""
+    values = np.asarray(values, float)
+    if len(values) == 1:
+        return fmt(values[0], digits)
+    return f"{fmt(values.mean(), digits)} ± {fmt(values.std(), digits)}"
+
+
+def steps_range(steps):
+    steps = sorted({int(s) for s in steps})
+    return f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
+
+
+def runs_cell(gs):
+    g = gs.group
+    cell = f"{gs.n}" if gs.n > 1 else "1 (n=1)"
+    return cell + (f" ({g.n_running} running)" if g.n_running else "")
+
+
+def group_table(scores, metric, normaliser=None):
+    """One row per group: runs, final score mean ± std over runs (std with ddof=0), the 95% bootstrap CI of the
+    mean, and the normalised score when asked."""
+    head = ["group", "env", "x", "runs", f"final {metric} (mean ± std)", "95% CI"]
+    if normaliser is not None:
+        head += ["normalised (mean ± std)", "95% CI (normalised)"]
+    head.append("at step")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h == "runs" else "---" for h in head) + "|"]
+    for gs in scores:
+        g = gs.group
+        row = [g.label, g.env, TRAINING_KINDS[g.kind], runs_cell(gs), fmt_mean_std(gs.finals), fmt_ci(gs.ci)]
+        if normaliser is not None:
+            row += [fmt_mean_std(gs.normalised), fmt_ci(gs.normalised_ci)]
+        row.append(steps_range(gs.steps))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def aggregate_table(aggs, what):
+    """One row per algorithm: IQM and mean over its tasks with 95% stratified bootstrap CIs."""
+    lines = [f"| algorithm | x | tasks | runs | IQM of {what} | 95% CI | mean of {what} | 95% CI |",
+             "|---|---|---|---:|---|---|---|---|"]
+    for a in aggs:
+        runs = "+".join(str(n) for n in a.runs)
+        lines.append(f"| {a.label} | {TRAINING_KINDS[a.kind]} | {', '.join(a.tasks)} | {runs} | {fmt(a.iqm)} | "
+                     f"{fmt_ci(a.iqm_ci)} | {fmt(a.mean)} | {fmt_ci(a.mean_ci)} |")
+    return "\n".join(lines)
+
+
+def skipped_summary(skipped):
+    if not skipped:
+        return ""
+    counts = Counter(why for _, why in skipped)
+    return f"skipped {len(skipped)} run(s): " + "; ".join(f"{n} × {why}" for why, n in sorted(counts.items()))
+
+
+def pooled_note(groups):
+    notes = [f"{g.label} ({g.env}): {', '.join(g.pooled)}" for g in groups if g.pooled]
+    return ("runs pooled as seeds although these keys differ (not in --by): " + "; ".join(notes)) if notes else ""
+
+
+def write_group_csv(path, scores, metric):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["group", "name", "env", "kind", "settings", "runs", "running", f"{metric}_mean", f"{metric}_std",
+                    "ci_low", "ci_high", "normalised_mean", "normalised_std", "normalised_ci_low",
+                    "normalised_ci_high", "step_min", "step_max", "run_paths"])
+        for gs in scores:
+            g = gs.group
+            norm = gs.normalised
+            w.writerow([g.label, g.name, g.env, g.kind, json.dumps(g.settings, sort_keys=True, default=str), gs.n,
+                        g.n_running, gs.finals.mean(), gs.finals.std() if gs.n > 1 else "",
+                        *(gs.ci if gs.ci else ("", "")),
+                        norm.mean() if norm is not None else "", norm.std() if norm is not None and gs.n > 1 else "",
+                        *(gs.normalised_ci if gs.normalised_ci else ("", "")),
+                        int(gs.steps.min()), int(gs.steps.max()), " ".join(r.path for r in g.runs)])
+
+
+def write_aggregate_csv(path, aggs):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["algorithm", "kind", "tasks", "runs_per_task", "iqm", "iqm_ci_low", "iqm_ci_high", "mean",
+                    "mean_ci_low", "mean_ci_high"])
+        for a in aggs:
+            w.writerow([a.label, a.kind, " ".join(a.tasks), " ".join(map(str, a.runs)), a.iqm,
+                        *(a.iqm_ci or ("", "")), a.mean, *(a.mean_ci or ("", ""))])

@@ -1,0 +1,124 @@
+"""Which runs a results call reads: Sacred FileStorage folders, sweep folders and MongoDB.
+
+A path argument is one of
+  * a Sacred root (results/sacred: <name>/<env>/<id>/ below it), or a folder of one name or one env in it;
+  * a single run folder (it holds run.json or config.json);
+  * a sweep folder, results/sweeps/<name>/ with manifest.json: the Sacred run of each trial (`sacred_dir`,
+    `sacred_path`, `sacred_run` or `run_dir`; relative paths are taken from the working directory, then from the
+    manifest's folder). A trial without a Sacred run yet is counted as skipped with its status.
+The selection and grouping rules are utils/runs.py's (training runs that COMPLETED or are RUNNING; the rest is
+returned as skipped, with the reason).
+"""
+import json
+import os
+
+from utils.runs import STALE_AFTER, find_mongo_runs, find_runs, read_run
+
+MANIFEST = "manifest.json"
+RUN_KEYS = ("sacred_dir", "sacred_path", "sacred_run", "run_dir")
+
+
+def is_run_dir(path):
+    return any(os.path.isfile(os.path.join(path, f)) for f in ("run.json", "config.json"))
+
+
+def manifest_trials(manifest):
+    """The trial records of a sweep manifest: {"trials": [...]}, {"trials": {id: {...}}} or a plain list."""
+    trials = manifest.get("trials", manifest) if isinstance(manifest, dict) else manifest
+    if isinstance(trials, dict):
+        trials = [{"trial_id": k, **v} if isinstance(v, dict) else {"trial_id": k} for k, v in trials.items()]
+    return [t for t in trials if isinstance(t, dict)]
+
+
+def trial_run_dirs(trial):
+    """The Sacred run folders a manifest trial names (a trial retried from a checkpoint may list several:
+    `sacred_dirs`; the last one is the run that continues)."""
+    dirs = trial.get("sacred_dirs") or trial.get("sacred_runs")
+    if isinstance(dirs, list) and dirs:
+        return [dirs[-1]]
+    for key in RUN_KEYS:
+        if trial.get(key):
+            return [trial[key]]
+    return []
+
+
+def read_sweep(folder, metric, now=None, stale_after=STALE_AFTER):
+    path = os.path.join(folder, MANIFEST)
+    with open(path) as f:
+        manifest = json.load(f)
+    runs, skipped, seen = [], [], set()
+    for i, trial in enumerate(manifest_trials(manifest)):
+        name = trial.get("trial_id") or trial.get("id") or trial.get("name") or f"trial {i}"
+        dirs = trial_run_dirs(trial)
+        if not dirs:
+            status = trial.get("status") or "not started"
+            skipped.append((f"{folder}#{name}", f"no Sacred run in the manifest (trial {status})"))
+            continue
+        for d in dirs:
+            d = d if os.path.isabs(d) or os.path.isdir(d) else os.path.join(folder, d)
+            d = os.path.normpath(d)
+            if d in seen:
+                continue
+            seen.add(d)
+            if not os.path.isdir(d):
+                skipped.append((d, "the manifest's Sacred run folder does not exist (a trial on another node: "
+                                   "give its shared results path or --mongo-url)"))
+                continue
+            run, why = read_run(d, metric, now, stale_after)
+            (runs.append(run) if run else skipped.append((d, why)))
+    return runs, skipped
+
+
+def read_path(path, metric, now=None, stale_after=STALE_AFTER):
+    """([Run], [(where, why skipped)]) of one path argument (see the module's doc)."""
+    path = os.path.normpath(path)
+    if os.path.isfile(os.path.join(path, MANIFEST)):
+        return read_sweep(path, metric, now, stale_after)
+    if is_run_dir(path):
+        run, why = read_run(path, metric, now, stale_after)
+        return ([run], []) if run else ([], [(path, why)])
+    if not os.path.isdir(path):
+        raise SystemExit(f"{path}: no such folder (give results/sacred, a run folder or results/sweeps/<name>)")
+    for depth in (0, 1, 2):  # the root, one name's folder, one env's folder
+        if depth == 0:
+            runs, skipped = find_runs(path, metric, now, stale_after)
+        else:
+            parents = path
+            for _ in range(depth):
+                parents = os.path.dirname(parents)
+            runs, skipped = find_runs(parents, metric, now, stale_after)
+            prefix = path + os.sep
+            runs = [r for r in runs if r.path.startswith(prefix)]
+            skipped = [s for s in skipped if s[0].startswith(prefix)]
+        if runs or skipped:
+            return runs, skipped
+    return [], []
+
+
+def read_mongo(url, db_name, metric, now=None, stale_after=STALE_AFTER, client_factory=None):
+    """Runs of Sacred's MongoObserver database `db_name` at `url` (`client_factory(url)`: pymongo.MongoClient by
+    default; tests pass mongomock's)."""
+    import pymongo
+
+    client = (client_factory or (lambda u: pymongo.MongoClient(u, serverSelectionTimeoutMS=10000)))(url)
+    return find_mongo_runs(client[db_name], metric, now, stale_after)
+
+
+def load(paths, metric, mongo_url=None, mongo_db="pymarl", now=None, stale_after=STALE_AFTER,
+         mongo_client_factory=None):
+    """([Run], [(where, why skipped)]) of every path and, with mongo_url, of the Mongo database; a run found twice
+    (the same folder through two arguments) counts once."""
+    runs, skipped, seen = [], [], set()
+    for path in paths:
+        r, s = read_path(path, metric, now, stale_after)
+        for run in r:
+            key = os.path.realpath(run.path)
+            if key not in seen:
+                seen.add(key)
+                runs.append(run)
+        skipped += [x for x in s if os.path.realpath(x[0]) not in seen and not seen.add(os.path.realpath(x[0]))]
+    if mongo_url:
+        r, s = read_mongo(mongo_url, mongo_db, metric, now, stale_after, mongo_client_factory)
+        runs += r
+        skipped += s
+    return runs, skipped

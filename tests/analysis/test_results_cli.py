@@ -1,0 +1,249 @@
+"""src/results.py and its library (src/analysis) on synthetic Sacred runs with known numbers."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from analysis import stats
+from results import main
+from utils.runs import find_runs, group_runs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/analysis/ -> repo
+BASE = {"run": "online", "env": "matrix_game", "evaluate": False, "lr": 0.0005, "local_results_path": "results",
+        "t_max": 300}
+REPS = 300
+
+
+def write_run(root, alg, env, run_id, t, values, status="COMPLETED", **config):
+    """results/sacred/<alg>/<env>/<id>/ with config.json, run.json and info.json as Sacred writes them."""
+    d = os.path.join(root, alg, env, str(run_id))
+    os.makedirs(d)
+    config = {**BASE, "name": alg, "seed": run_id, "env_args": {"game": env, "seed": run_id}, **config}
+    json.dump(config, open(os.path.join(d, "config.json"), "w"))
+    beat = datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
+    json.dump({"status": status, "heartbeat": beat}, open(os.path.join(d, "run.json"), "w"))
+    json.dump({"test_return_mean": values, "test_return_mean_T": t}, open(os.path.join(d, "info.json"), "w"))
+    return d
+
+
+# final scores: qmix on penalty 1, 2, 6 (mean 3, std sqrt(14/3)); on climbing 10, 20, 30, 40;
+# vdn on penalty 0, 4; on climbing 5 (one run)
+FINALS = {("qmix", "penalty"): [1.0, 2.0, 6.0], ("qmix", "climbing"): [10.0, 20.0, 30.0, 40.0],
+          ("vdn", "penalty"): [0.0, 4.0], ("vdn", "climbing"): [5.0]}
+
+
+@pytest.fixture
+def sacred(tmp_path):
+    root = str(tmp_path / "sacred")
+    run_id = 0
+    for (alg, env), finals in FINALS.items():
+        for final in finals:
+            run_id += 1
+            write_run(root, alg, env, run_id, [0, 100, 200], [0.0, final / 2, final])
+    write_run(root, "qmix", "penalty", 90, [0, 100], [0.0, 50.0], status="FAILED")
+    write_run(root, "qmix", "penalty", 91, [0, 100], [0.0, 50.0], status="INTERRUPTED")
+    write_run(root, "qmix", "penalty", 92, [200], [99.0], evaluate=True)
+    return root
+
+
+def run_results(*argv, **kw):
+    return main([*map(str, argv), "--reps", str(REPS)], **kw)
+
+
+def test_exact_means_stds_counts_and_skipped(sacred, tmp_path, capsys):
+    out = tmp_path / "out"
+    result = run_results(sacred, "--out", out)
+    groups = {(s.group.name, s.group.env): s for s in result["scores"]}
+    assert set(groups) == set(FINALS)
+    for key, finals in FINALS.items():
+        s = groups[key]
+        assert s.n == len(finals) and s.finals.tolist() == finals
+        if len(finals) > 1:
+            assert s.ci[0] <= np.mean(finals) <= s.ci[1]
+        else:
+            assert s.ci is None
+    assert len(result["skipped"]) == 3
+    printed = capsys.readouterr().out
+    assert "| qmix | penalty | env steps | 3 | 3.000 ± 2.160 |" in printed  # std: population, sqrt(14/3)
+    assert "| qmix | climbing | env steps | 4 | 25.000 ± 11.180 |" in printed
+    assert "| vdn | climbing | env steps | 1 (n=1) | 5.000 | – |" in printed  # one run: no ±, no CI
+    assert "skipped 3 run(s): 1 × FAILED; 1 × INTERRUPTED; 1 × an evaluate run, not a training run" in printed
+    rows = {(r["name"], r["env"]): r for r in csv.DictReader(open(out / "scores.csv"))}
+    assert float(rows["qmix", "penalty"]["test_return_mean_mean"]) == 3.0
+    assert float(rows["qmix", "penalty"]["test_return_mean_std"]) == pytest.approx(np.sqrt(14 / 3))
+    assert rows["vdn", "climbing"]["runs"] == "1" and rows["vdn", "climbing"]["test_return_mean_std"] == ""
+    assert (out / "scores.md").read_text().startswith("# Results: test_return_mean")
+
+
+def test_iqm_and_mean_match_a_direct_computation(sacred, tmp_path):
+    result = run_results(sacred, "--out", tmp_path / "out", "--no-plots")
+    aggs = {a.label: a for a in result["aggregates"]}
+    pooled = FINALS["qmix", "penalty"] + FINALS["qmix", "climbing"]
+    qmix = aggs["qmix"]
+    assert qmix.tasks == ["climbing", "penalty"] and qmix.runs == [4, 3]
+    assert qmix.iqm == pytest.approx(scipy.stats.trim_mean(pooled, 0.25))
+    assert qmix.mean == pytest.approx((np.mean(FINALS["qmix", "penalty"]) + np.mean(FINALS["qmix", "climbing"])) / 2)
+    assert qmix.iqm_ci[0] <= qmix.iqm <= qmix.iqm_ci[1] and qmix.mean_ci[0] <= qmix.mean <= qmix.mean_ci[1]
+    # equal runs per task: rliable's matrix form, the same IQM
+    scores = [np.array([1.0, 2.0, 6.0, 7.0]), np.array([10.0, 20.0, 30.0, 40.0])]
+    matrix = stats.aggregates([_gs("a", "x", scores[0]), _gs("a", "y", scores[1])], normalised=False, reps=REPS)[0]
+    assert matrix.iqm == pytest.approx(scipy.stats.trim_mean(np.concatenate(scores), 0.25))
+    # the same inputs give the same intervals (a seeded bootstrap)
+    again = run_results(sacred, "--out", tmp_path / "again", "--no-plots")
+    assert {a.label: a.iqm_ci for a in again["aggregates"]} == {a.label: a.iqm_ci for a in result["aggregates"]}
+    assert "raw scores of envs on different scales" in result["markdown"]
+
+
+def _gs(label, env, finals):
+    from utils.runs import Group
+
+    g = Group(label, env, "online", {})
+    return stats.GroupScores(g, np.asarray(finals, float), np.zeros(len(finals)))
+
+
+def test_normalise_min_max_and_dataset_references(sacred, tmp_path):
+    result = run_results(sacred, "--out", tmp_path / "a", "--no-plots", "--normalise", "0,40")
+    s = {(x.group.name, x.group.env): x for x in result["scores"]}
+    assert s["qmix", "climbing"].normalised.tolist() == [0.25, 0.5, 0.75, 1.0]
+    assert "normalised (mean ± std)" in result["markdown"] and "min-max with low=0, high=40" in result["markdown"]
+    # CODI: (R - R_low) / (R_high - R_low) with the mean returns of a folder's imbalanced_1e and expert_all datasets
+    refs = tmp_path / "datasets"
+    for env, low, high in (("penalty", 2.0, 6.0), ("climbing", 0.0, 50.0)):
+        folder = refs / env / "qmix_seed1"
+        folder.mkdir(parents=True)
+        rows = [{"dataset": "expert_all", "return_mean": high}, {"dataset": "imbalanced_1e", "return_mean": low},
+                {"dataset": "random", "return_mean": -1.0}]
+        (folder / "returns.json").write_text(json.dumps({"datasets": rows}))
+    summary = {env: json.loads((refs / env / "qmix_seed1" / "returns.json").read_text())
+               for env in ("penalty", "climbing")}
+    (refs / "reference_returns.json").write_text(json.dumps(summary))
+    result = run_results(sacred, "--out", tmp_path / "b", "--no-plots", "--normalise", refs / "reference_returns.json")
+    s = {(x.group.name, x.group.env): x for x in result["scores"]}
+    assert s["qmix", "penalty"].normalised.tolist() == [-0.25, 0.0, 1.0]
+    assert s["vdn", "climbing"].normalised.tolist() == [0.1]
+    # one env's returns.json, other dataset names
+    penalty = os.path.join(os.path.dirname(sacred), "sacred", "qmix", "penalty")
+    result = run_results(penalty, "--out", tmp_path / "c", "--no-plots", "--normalise",
+                         f"{refs / 'penalty' / 'qmix_seed1' / 'returns.json'}:random,expert_all")
+    assert [x.normalised.tolist() for x in result["scores"]] == [[2 / 7, 3 / 7, 1.0]]
+    with pytest.raises(SystemExit, match="no dataset 'medium'"):
+        run_results(penalty, "--out", tmp_path / "d", "--normalise",
+                    f"{refs / 'penalty' / 'qmix_seed1' / 'returns.json'}:medium,expert_all")
+
+
+def test_plot_files_exist_and_are_not_empty(sacred, tmp_path):
+    out = tmp_path / "out"
+    write_run(sacred, "bc", "penalty", 50, [0, 10, 20], [0.0, 2.0, 4.0], run="offline")
+    result = run_results(sacred, "--out", out, "--band", "ci")
+    for stem in ("curves", "scores", "profile"):
+        assert (out / f"{stem}.png").read_bytes()[:4] == b"\x89PNG" and (out / f"{stem}.png").stat().st_size > 5000
+        assert (out / f"{stem}.pdf").read_bytes()[:4] == b"%PDF" and (out / f"{stem}.pdf").stat().st_size > 1000
+    assert {os.path.basename(f) for f in result["files"]} >= {"scores.md", "scores.csv", "aggregate.csv",
+                                                              "marl_eval.json", "curves.png", "profile.pdf"}
+    assert "| bc | penalty | gradient steps | 1 (n=1) | 4.000 | – |" in result["markdown"]
+
+
+def test_marl_eval_layout(sacred, tmp_path):
+    out = tmp_path / "out"
+    run_results(sacred, "--out", out, "--no-plots")
+    data = json.load(open(out / "marl_eval.json"))
+    assert list(data) == ["matrix_game"]  # env name: the env config; tasks: the env labels
+    assert set(data["matrix_game"]) == {"penalty", "climbing"}
+    qmix = data["matrix_game"]["climbing"]["qmix"]
+    assert sorted(qmix) == ["run_0", "run_1", "run_2", "run_3"]
+    assert qmix["run_0"]["step_0"] == {"step_count": 0, "return": [0.0]}
+    assert qmix["run_0"]["step_2"] == {"step_count": 200, "return": [10.0]}
+    assert sorted(v["absolute_metrics"]["return"][0] for v in qmix.values()) == [10.0, 20.0, 30.0, 40.0]
+    assert set(data["matrix_game"]["penalty"]) == {"qmix", "vdn"}
+
+
+def test_by_pools_and_splits_on_config_keys(tmp_path):
+    root = str(tmp_path / "sacred")
+    for i, (lr, mixer, final) in enumerate([(0.001, "qmix", 1.0), (0.001, "vdn", 3.0), (0.01, "qmix", 5.0)]):
+        write_run(root, "q", "penalty", i + 1, [0, 1], [0.0, final], lr=lr, mixer=mixer)
+    default = group_runs(find_runs(root, "test_return_mean")[0])
+    assert [g.label for g in default] == ["q lr=0.001 mixer=qmix", "q lr=0.001 mixer=vdn", "q lr=0.01 mixer=qmix"]
+    result = run_results(root, "--by", "alg,env,lr", "--out", tmp_path / "o", "--no-plots")
+    assert [(s.group.label, s.n, s.finals.mean()) for s in result["scores"]] == [("q lr=0.001", 2, 2.0),
+                                                                               ("q lr=0.01", 1, 5.0)]
+    assert "pooled as seeds although these keys differ (not in --by): q lr=0.001 (penalty): mixer" in \
+        result["markdown"]
+    result = run_results(root, "--by", "mixer", "--out", tmp_path / "p", "--no-plots")
+    assert [(s.group.label, s.n) for s in result["scores"]] == [("q mixer=qmix", 2), ("q mixer=vdn", 1)]
+
+
+def test_runs_logged_at_different_steps_share_a_grid(tmp_path):
+    root = str(tmp_path / "sacred")
+    write_run(root, "qmix", "penalty", 1, [0, 100, 200, 300, 400], [0.0, 1.0, 2.0, 3.0, 4.0])
+    write_run(root, "qmix", "penalty", 2, [0, 110, 220], [0.0, 3.0, 6.0])
+    result = run_results(root, "--out", tmp_path / "o")
+    [s] = result["scores"]
+    assert s.finals.tolist() == [4.0, 6.0] and s.steps.tolist() == [400, 220]
+    assert "| 220–400 |" in result["markdown"]
+
+
+def test_sweep_folder_reads_its_manifest(sacred, tmp_path):
+    sweep = tmp_path / "sweeps" / "demo"
+    sweep.mkdir(parents=True)
+    runs = sorted(os.path.join(sacred, "qmix", "penalty", d) for d in os.listdir(os.path.join(sacred, "qmix",
+                                                                                               "penalty")))
+    trials = [{"trial_id": f"t{i}", "status": "COMPLETED", "sacred_dir": d} for i, d in enumerate(runs)]
+    trials.append({"trial_id": "t9", "status": "PENDING"})
+    trials.append({"trial_id": "t10", "status": "COMPLETED", "sacred_dir": str(tmp_path / "elsewhere" / "7")})
+    (sweep / "manifest.json").write_text(json.dumps({"name": "demo", "trials": trials}))
+    result = run_results(sweep, "--no-plots")
+    assert [(s.group.label, s.n) for s in result["scores"]] == [("qmix", 3)]
+    why = sorted(w for _, w in result["skipped"])
+    assert len(why) == 5 and "no Sacred run in the manifest (trial PENDING)" in why
+    assert any("does not exist" in w for w in why)
+    assert os.path.isfile(sweep / "report" / "scores.md")  # a sweep's report lands in its folder
+
+
+def test_mongo_runs_with_mongomock(tmp_path):
+    import mongomock
+
+    client = mongomock.MongoClient()
+    db = client["pymarl"]
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    for i, (final, status) in enumerate([(2.0, "COMPLETED"), (4.0, "COMPLETED"), (9.0, "FAILED")]):
+        config = {**BASE, "name": "qmix", "seed": i, "env_args": {"game": "penalty", "seed": i}}
+        db["runs"].insert_one({"_id": i + 1, "config": config, "status": status, "heartbeat": now,
+                               "experiment": {"name": "pymarl"},
+                               "info": {"test_return_mean": [0.0, final], "test_return_mean_T": [0, 100]}})
+    # a run whose info lacks the metric: read from the metrics collection (log_scalar)
+    config = {**BASE, "name": "qmix", "seed": 7, "env_args": {"game": "penalty", "seed": 7}}
+    db["runs"].insert_one({"_id": 4, "config": config, "status": "RUNNING", "heartbeat": now, "info": {}})
+    db["metrics"].insert_one({"run_id": 4, "name": "test_return_mean", "steps": [0, 100], "values": [0.0, 6.0]})
+    result = run_results("--mongo-url", "mongodb://example:27017", "--out", tmp_path / "o", "--no-plots",
+                         mongo_client_factory=lambda url: client)
+    [s] = result["scores"]
+    assert (s.group.name, s.group.env, s.n, s.group.n_running) == ("qmix", "penalty", 3, 1)
+    assert s.finals.tolist() == [2.0, 4.0, 6.0]
+    assert result["skipped"] == [("mongo://pymarl/3", "FAILED")]
+    assert "| qmix | penalty | env steps | 3 (1 running) | 4.000 ± 1.633 |" in result["markdown"]
+
+
+def test_no_runs_is_a_clear_error(tmp_path):
+    write_run(str(tmp_path), "qmix", "climbing", 1, [0, 50], [1.0, 4.0], status="FAILED")
+    with pytest.raises(SystemExit, match=r"no runs with 'test_return_mean'.*1 × FAILED"):
+        run_results(tmp_path, "--out", tmp_path / "o")
+
+
+def test_command_lines_run(sacred, tmp_path):
+    """`python src/results.py`, `python scripts/plot.py` and the old `python src/plot.py` all still work."""
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "src", "results.py"), sacred, "--out",
+                          str(tmp_path / "r"), "--reps", "100", "--by", "alg,env"], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "| qmix | penalty | env steps | 3 |" in res.stdout and os.path.getsize(tmp_path / "r" / "curves.pdf") > 0
+    for tool in (os.path.join("scripts", "plot.py"), os.path.join("src", "plot.py")):
+        out = tmp_path / f"{os.path.dirname(tool)}.png"
+        res = subprocess.run([sys.executable, os.path.join(ROOT, tool), sacred, "--out", str(out)],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0 and out.stat().st_size > 1000, res.stderr[-2000:]
