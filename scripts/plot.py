@@ -1,6 +1,9 @@
-"""Learning curves (mean ± std over seeds, with the number of runs at each point) and a final-score table.
+"""Learning curves (mean ± std over seeds, with the number of runs at each point) and a final-score table: the
+quick form of `python src/results.py`, which adds bootstrap CIs, IQM across tasks, normalised scores, interval
+charts, performance profiles, CSV and marl-eval JSON, --by, sweep folders and MongoDB. Both use the same library
+(utils/runs.py for which runs and groups, src/analysis for the figures).
 
-    python scripts/plot.py                                   # results/sacred -> results/plots/test_return_mean.png
+    python scripts/plot.py                   # results/sacred -> results/plots/test_return_mean.png (and .pdf)
     python scripts/plot.py results/sacred --metric return_mean --out curves.png
     python scripts/plot.py --ignore lr                       # runs that differ only in lr become seeds of one group
 
@@ -19,7 +22,7 @@ from collections import Counter
 import _bootstrap  # noqa: F401 (src/ on sys.path)
 
 from utils.paths import RESULTS_ROOT
-from utils.runs import TRAINING_KINDS, aggregate, find_runs, format_score, group_runs
+from utils.runs import TRAINING_KINDS, find_runs, format_score, group_runs
 
 
 def score_table(groups, metric):
@@ -42,36 +45,11 @@ def skipped_summary(skipped):
 
 
 def plot(groups, metric, out):
-    import matplotlib
+    """The learning curves of src/results.py (analysis.plots) at `out` (and beside it as PDF)."""
+    from analysis.plots import learning_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = sorted({(g.kind, g.env) for g in groups})  # online panels first, then offline ones
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
-    for ax, (kind, env) in zip(axes[0], panels):
-        for g in groups:
-            if (g.kind, g.env) != (kind, env):
-                continue
-            grid, mean, std, n = aggregate(g.runs)
-            counts = f"n={n.max()}" if n.min() == n.max() else f"n={n.min()}–{n.max()}"
-            running = f", {g.n_running} running" if g.n_running else ""
-            (line,) = ax.plot(grid, mean, marker="." if len(grid) < 3 else None,
-                              label=f"{g.label} ({counts}{running})")
-            if n.max() > 1:
-                ax.fill_between(grid, mean - std, mean + std, alpha=0.2, color=line.get_color())
-            for i in range(1, len(n)):  # where the number of runs averaged changes
-                if n[i] != n[i - 1]:
-                    ax.annotate(f"n={n[i]}", (grid[i], mean[i]), fontsize=7, color=line.get_color(),
-                                xytext=(2, 4), textcoords="offset points")
-        ax.set_title(env if kind == "online" else f"{env} (offline)")
-        ax.set_xlabel(TRAINING_KINDS[kind])
-        ax.set_ylabel(metric)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    stem = os.path.splitext(os.path.basename(out))[0]
+    return learning_curves(groups, metric, os.path.dirname(os.path.abspath(out)), stem=stem)
 
 
 def main(argv=None):

@@ -3,9 +3,11 @@
 A path argument is one of
   * a Sacred root (results/sacred: <name>/<env>/<id>/ below it), or a folder of one name or one env in it;
   * a single run folder (it holds run.json or config.json);
-  * a sweep folder, results/sweeps/<name>/ with manifest.json: the Sacred run of each trial (`sacred_dir`,
-    `sacred_path`, `sacred_run` or `run_dir`; relative paths are taken from the working directory, then from the
-    manifest's folder). A trial without a Sacred run yet is counted as skipped with its status.
+  * a sweep folder, results/sweeps/<name>/ with manifest.json (src/sweeps/manifest.py): {"trials": [{"id",
+    "status", "sacred_run", "sacred_runs", ...}]}: each trial's `sacred_run` (the run that counts: its completed
+    one, else its latest attempt), else the last of `sacred_runs`, else `sacred_dir` / `run_dir`; relative paths
+    are taken from the working directory, then from the manifest's folder. A trial without a Sacred run yet is
+    counted as skipped with its status.
 The selection and grouping rules are utils/runs.py's (training runs that COMPLETED or are RUNNING; the rest is
 returned as skipped, with the reason).
 """
@@ -15,7 +17,7 @@ import os
 from utils.runs import STALE_AFTER, find_mongo_runs, find_runs, read_run
 
 MANIFEST = "manifest.json"
-RUN_KEYS = ("sacred_dir", "sacred_path", "sacred_run", "run_dir")
+RUN_KEYS = ("sacred_run", "sacred_dir", "sacred_path", "run_dir")
 
 
 def is_run_dir(path):
@@ -31,15 +33,13 @@ def manifest_trials(manifest):
 
 
 def trial_run_dirs(trial):
-    """The Sacred run folders a manifest trial names (a trial retried from a checkpoint may list several:
-    `sacred_dirs`; the last one is the run that continues)."""
-    dirs = trial.get("sacred_dirs") or trial.get("sacred_runs")
-    if isinstance(dirs, list) and dirs:
-        return [dirs[-1]]
+    """The Sacred run folder of a manifest trial, as a list (empty: none yet). A trial retried from a checkpoint
+    lists every attempt in `sacred_runs`; `sacred_run` is the one that counts (else the last attempt)."""
     for key in RUN_KEYS:
         if trial.get(key):
             return [trial[key]]
-    return []
+    dirs = trial.get("sacred_runs")
+    return [dirs[-1]] if isinstance(dirs, list) and dirs else []
 
 
 def read_sweep(folder, metric, now=None, stale_after=STALE_AFTER):

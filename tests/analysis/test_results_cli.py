@@ -193,9 +193,11 @@ def test_sweep_folder_reads_its_manifest(sacred, tmp_path):
     sweep.mkdir(parents=True)
     runs = sorted(os.path.join(sacred, "qmix", "penalty", d) for d in os.listdir(os.path.join(sacred, "qmix",
                                                                                                "penalty")))
-    trials = [{"trial_id": f"t{i}", "status": "COMPLETED", "sacred_dir": d} for i, d in enumerate(runs)]
-    trials.append({"trial_id": "t9", "status": "PENDING"})
-    trials.append({"trial_id": "t10", "status": "COMPLETED", "sacred_dir": str(tmp_path / "elsewhere" / "7")})
+    # src/sweeps/manifest.py's records: sacred_run (the run that counts) and sacred_runs (every attempt)
+    trials = [{"id": f"t{i}", "status": "COMPLETED", "sacred_run": d, "sacred_runs": [d]} for i, d in enumerate(runs)]
+    trials[0]["sacred_runs"] = [runs[1], runs[0]]  # an attempt that failed, then the one that counts
+    trials.append({"id": "t9", "status": "PENDING", "sacred_run": None, "sacred_runs": []})
+    trials.append({"id": "t10", "status": "COMPLETED", "sacred_run": str(tmp_path / "elsewhere" / "7")})
     (sweep / "manifest.json").write_text(json.dumps({"name": "demo", "trials": trials}))
     result = run_results(sweep, "--no-plots")
     assert [(s.group.label, s.n) for s in result["scores"]] == [("qmix", 3)]
