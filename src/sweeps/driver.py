@@ -230,6 +230,9 @@ def make_callback(sweep, display):
         def __init__(self):
             self.last_write = 0.0
 
+        def __reduce__(self):  # Tune saves its callbacks with the experiment; resuming goes through the manifest
+            return tune.Callback, ()
+
         def _record(self, trial):
             return sweep.records[trial.config["trial"]["index"]]
 
@@ -249,7 +252,7 @@ def make_callback(sweep, display):
                 r["_attempt"] = attempt
                 r["attempts"] = r.get("attempts", 0) + 1
                 r["started"] = r["started"] or now()
-            for key in ("node_id", "hostname", "t_env", "sacred_run", "resumed_from", "error"):
+            for key in ("node_id", "hostname", "t_env", "sacred_run", "resumed_from", "error", "wall_s", "run_s"):
                 if result.get(key) is not None:
                     r[key] = result[key]
             if result.get(sweep.metric) is not None:

@@ -87,6 +87,7 @@ def run_trial(config):
     tune.report({**base, "status": "RUNNING", "t_env": state["t_env"], metric: state["value"], "attempt": attempt,
                  "resumed_from": resume_from, "sacred_run": None})
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    run_start = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace", bufsize=1, preexec_fn=_die_with_parent)
     reader = threading.Thread(target=progress.feed, args=(proc.stdout,), daemon=True)
@@ -108,12 +109,13 @@ def run_trial(config):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    run_s = time.time() - run_start
     final = trial_state(trial, metric)
     run_dir = run_dir or final["sacred_run"]
     t_env, value = run_progress(run_dir, metric) if run_dir else (None, None)
     result = {**base, "t_env": t_env if t_env is not None else progress.t_env,
               metric: value if value is not None else progress.value, "attempt": attempt, "sacred_run": run_dir,
-              "resumed_from": resume_from, "wall_s": time.time() - start}
+              "resumed_from": resume_from, "wall_s": time.time() - start, "run_s": run_s}
     if proc.returncode == 0 and final["status"] == "COMPLETED":
         tune.report({**result, "status": "COMPLETED", "sacred_run": final["sacred_run"]})
         return

@@ -1,0 +1,73 @@
+"""Sweep files and the validation of every trial before any starts (no Ray needed)."""
+import glob
+import os
+
+import pytest
+from sweep_helpers import sacred_runs, sweep_file
+
+import sweep as sweep_cli
+from sweeps.spec import SWEEP_DIR, expand, load_sweep, validate
+from utils.config import ConfigError
+
+FILES = sorted(glob.glob(os.path.join(SWEEP_DIR, "*.yaml")))
+
+
+def test_the_shipped_studies_are_there():
+    names = {os.path.basename(f)[:-5] for f in FILES}
+    assert {"qllm_lbf", "offline_lbf", "online_core"} <= names
+
+
+@pytest.mark.parametrize("path", FILES, ids=[os.path.basename(f) for f in FILES])
+def test_every_trial_of_every_sweep_file_builds(path):
+    trials = validate(expand(load_sweep(path)))
+    assert trials and len({t["id"] for t in trials}) == len(trials)
+    for t in trials:
+        assert t["t_max"] > 0 and t["name"] and t["env_label"]
+
+
+def test_study_sizes():
+    sizes = {name: len(expand(load_sweep(name))) for name in ("qllm_lbf", "offline_lbf", "online_core")}
+    assert sizes == {"qllm_lbf": 3 * 5, "offline_lbf": 5 * 2 * 3, "online_core": 4 * 2 * 5}
+    qllm = expand(load_sweep("qllm_lbf"))
+    assert {t["overrides"]["t_max"] for t in qllm} == {400000}
+
+
+def test_inherit_and_grid_expand(tmp_path):
+    sweep_file(tmp_path, "base", algs=["qmix"], envs=["matrix_game"], seeds=2, grid={"lr": [0.001, 0.002]})
+    (tmp_path / "child.yaml").write_text("inherit: base\nseeds: [7]\ngrid: {hidden_dim: [16, 32]}\n")
+    spec = load_sweep(str(tmp_path / "child.yaml"))
+    trials = expand(spec)
+    assert spec["name"] == "child" and [t["seed"] for t in trials] == [7] * 4
+    assert {(t["grid"]["lr"], t["grid"]["hidden_dim"]) for t in trials} == {(a, b) for a in (0.001, 0.002)
+                                                                           for b in (16, 32)}
+
+
+def test_an_unknown_key_in_one_grid_entry_fails_before_any_trial_starts(tmp_path, capsys):
+    spec = sweep_file(tmp_path, "bad", seeds=2, entries=[
+        {"alg": "qmix", "env": "matrix_game"},
+        {"alg": "vdn", "env": "matrix_game", "grid": {"lrr": [0.001, 0.01]}}])
+    with pytest.raises(ConfigError, match=r"entry 2 \(vdn on matrix_game\), trial vdn-matrix_game-lrr=0.001-s0 "
+                                          r"\(grid lrr=0.001\): unknown config key 'lrr'.*Closest valid keys: lr"):
+        validate(expand(spec))
+    assert sweep_cli.main(["sweep.py", spec["file"]]) == 2  # the command: exit 2 before Ray or any run starts
+    assert "unknown config key 'lrr'" in capsys.readouterr().err
+    assert sacred_runs(str(tmp_path / "results")) == []
+    assert not os.path.exists(tmp_path / "results" / "sweeps")
+
+
+def test_an_unknown_env_or_sweep_key_is_named(tmp_path):
+    spec = sweep_file(tmp_path, "badenv", algs=["qmix"], envs=["matrix_gme"])
+    with pytest.raises(ConfigError, match="trial qmix-matrix_gme-s0.*no config 'matrix_gme'.*matrix_game"):
+        validate(expand(spec))
+    (tmp_path / "typo.yaml").write_text("algs: [qmix]\nenvs: [lbf]\nseed: 3\n")
+    with pytest.raises(ConfigError, match="unknown sweep key 'seed'.*seeds"):
+        load_sweep(str(tmp_path / "typo.yaml"))
+
+
+def test_inline_form_and_check(capsys):
+    argv = ["sweep.py", "--config=qmix,vdn", "--env-config=matrix_game", "--seeds", "2", "--grid", "lr=[0.001,0.002]",
+            "--check", "with", "t_max=500"]
+    assert sweep_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "8 trials, every config checked" in out and "qmix-matrix_game-lr=0.002-s1" in out
+    assert "t_max=500" in out and "torch_threads=1" in out and "use_cuda=False" in out

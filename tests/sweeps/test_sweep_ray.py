@@ -1,0 +1,132 @@
+"""Sweeps on a local Ray (one Ray for the module): runs and manifest, a failing trial, resume after kill -9."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from sweep_helpers import sacred_runs, sweep_file
+
+from sweeps import driver
+from sweeps.manifest import checkpoint_steps, read_json, read_manifest, sweep_folder, trial_state
+from sweeps.spec import expand, validate
+from utils.paths import REPO_ROOT
+
+pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    driver.start_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+def test_a_2x2_sweep_writes_four_sacred_runs_and_a_manifest_pointing_at_them(tmp_path, local_ray, capsys):
+    spec = sweep_file(tmp_path, "two_by_two", algs=["qmix", "vdn"], envs=["matrix_game"], seeds=2)
+    sweep = driver.prepare(spec)
+    assert driver.run(sweep) == 0
+    runs = sacred_runs(str(tmp_path / "results"))
+    assert len(runs) == 4
+    manifest = read_manifest(sweep_folder(spec))
+    assert manifest["status"] == "COMPLETED" and len(manifest["trials"]) == 4
+    assert sorted(r["sacred_run"] for r in manifest["trials"]) == runs
+    for r in manifest["trials"]:
+        assert r["status"] == "COMPLETED" and r["node_id"] and r["attempts"] == 1 and r["error"] is None
+        config = read_json(os.path.join(r["sacred_run"], "config.json"))
+        assert (config["name"], config["seed"], config["label"]) == (r["alg"], r["seed"], r["label"])
+        assert config["torch_threads"] == 1 and config["use_cuda"] is False
+        assert read_json(os.path.join(r["sacred_run"], "run.json"))["status"] == "COMPLETED"
+        assert r["t_env"] >= 1000 and r["value"] is not None and checkpoint_steps(r["model_dir"])
+    out = capsys.readouterr().out
+    assert out.count("COMPLETED ") == 4 and "4/4 trials completed" in out  # one line per status change (no TTY)
+    with pytest.raises(driver.ConfigError, match="already has a manifest.*--resume"):
+        driver.prepare(spec)
+
+
+def test_a_trial_that_raises_is_reported_and_the_others_complete(tmp_path, local_ray, capsys):
+    spec = sweep_file(tmp_path, "faulty", retries=1, entries=[
+        {"alg": "bc", "env": "matrix_game", "name": "broken", "with": {"offline_dataset": "/nonexistent/data.h5"}},
+        {"alg": "qmix", "env": "matrix_game"}])
+    sweep = driver.prepare(spec)
+    assert driver.run(sweep) == 1
+    broken, good = read_manifest(sweep_folder(spec))["trials"]
+    assert broken["status"] == "ERROR" and broken["attempts"] == 2  # retries: 1
+    assert "offline dataset /nonexistent/data.h5 does not exist" in broken["error"]
+    assert broken["sacred_run"] and read_json(os.path.join(broken["sacred_run"], "run.json"))["status"] == "FAILED"
+    assert good["status"] == "COMPLETED"
+    out = capsys.readouterr().out
+    assert "ERROR" in out and "1/2 trials completed" in out and "broken-s0 ERROR" in out
+
+
+def _processes_with(text):
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_resume_after_kill_9_of_the_driver(tmp_path, local_ray):
+    spec = sweep_file(tmp_path, "killed", max_concurrent=2, entries=[
+        {"alg": "qmix", "env": "matrix_game", "name": "short"},
+        {"alg": "vdn", "env": "matrix_game", "name": "long", "with": {"t_max": 12000}}])
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "src", "sweep.py"), spec["file"],
+                             "--num-cpus", "2"], cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = sweep_folder(spec)
+    deadline = time.time() + 60
+    short = long = None
+    while time.time() < deadline:
+        manifest = read_manifest(folder)
+        if manifest:
+            short, long = manifest["trials"]
+            long_dir = trial_state(long)["model_dir"]
+            if trial_state(short)["status"] == "COMPLETED" and long_dir and checkpoint_steps(long_dir)[-1] >= 1000:
+                break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the sweep did not get going in 60 s")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    label = f"sweep:killed:{manifest['uid']}:"
+    deadline = time.time() + 30
+    while _processes_with(label) and time.time() < deadline:  # the trial's run dies with its Ray worker
+        time.sleep(0.2)
+    assert not _processes_with(label), "a trial's run outlived the killed driver"
+    interrupted = trial_state(long)
+    assert interrupted["status"] == "INTERRUPTED" and len(interrupted["sacred_runs"]) == 1
+    checkpoint = checkpoint_steps(interrupted["model_dir"])[-1]
+    assert checkpoint < 12000
+
+    sweep = driver.prepare(spec, resume=True)
+    assert [r["status"] for r in sweep.records] == ["COMPLETED", "PENDING"]
+    assert driver.run(sweep) == 0
+    short_state, long_state = trial_state(short), trial_state(long)
+    assert len(short_state["sacred_runs"]) == 1  # not run again
+    assert len(long_state["sacred_runs"]) == 2 and long_state["status"] == "COMPLETED"
+    info = read_json(os.path.join(long_state["sacred_runs"][1], "info.json"))
+    assert info["resumed_from"]["step"] == checkpoint
+    assert info["resumed_from"]["model_dir"] == interrupted["model_dir"] == long_state["model_dir"]
+    assert min(info["episode_T"]) > checkpoint and long_state["t_env"] >= 12000  # t_env continues
+    assert len(sacred_runs(str(tmp_path / "results"))) == 3
+    manifest = read_manifest(folder)
+    assert manifest["status"] == "COMPLETED"
+    assert manifest["trials"][1]["sacred_runs"] == long_state["sacred_runs"]
+
+
+def test_validation_covers_every_trial_before_ray(tmp_path):
+    spec = sweep_file(tmp_path, "valid", algs=["qmix"], envs=["matrix_game"], seeds=[3, 4])
+    trials = validate(expand(spec))
+    assert [t["seed"] for t in trials] == [3, 4] and all(t["results"] == str(tmp_path / "results") for t in trials)
+    assert json.dumps(trials)  # trials travel to Ray workers as plain data
