@@ -165,9 +165,11 @@ def generate(tmp_path, answers, monkeypatch, expect=0, env_config="matrix_game",
 def test_refused_functions_never_come_out_of_generation(tmp_path, monkeypatch):
     before = host_state()
     assert generate(tmp_path, list(REFUSED.values()), monkeypatch, expect=1) == []
-    (failed,) = glob.glob(str(tmp_path / "tfcafs" / "penalty" / "*.failed"))
-    transcript = [json.loads(line) for line in open(os.path.join(failed, "llm_transcript.jsonl"))]
-    assert transcript  # the hostile answers did arrive over the wire
+    (failed,) = glob.glob(str(tmp_path / "tfcafs" / "penalty" / "*.failed"))  # one JSON record, no folder
+    assert os.listdir(tmp_path / "tfcafs" / "penalty") == [os.path.basename(failed)]
+    record = json.load(open(failed))
+    assert record["why"] == "no candidate passed validation"
+    assert record["llm_calls"]  # the hostile answers did arrive over the wire
     assert_no_leaks(tmp_path)
     assert_host_unchanged(before, rng=False)
 
