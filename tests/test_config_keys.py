@@ -19,7 +19,7 @@ FALLBACK_ALLOWED = {
 # command-line tools whose `args` is an argparse namespace, and modules where `args` is something else
 NOT_CONFIG = {"drop_episodes.py", "import_dataset.py", "plot.py", "reference_datasets.py", "llm/setup_local.py",
               "llm/local_server.py", "qllm/policy.py", "qllm/states.py", "qllm/validate.py", "qllm/explain.py",
-              "qllm/tfcafs/manifest.py"}
+              "qllm/tfcafs/manifest.py", "results.py", "sweep.py"}
 
 
 def yaml_keys():
