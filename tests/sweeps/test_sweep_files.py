@@ -71,3 +71,41 @@ def test_inline_form_and_check(capsys):
     out = capsys.readouterr().out
     assert "8 trials, every config checked" in out and "qmix-matrix_game-lr=0.002-s1" in out
     assert "t_max=500" in out and "torch_threads=1" in out and "use_cuda=False" in out
+
+
+def test_progress_is_a_line_per_status_change_or_a_live_table_on_a_terminal():
+    import io
+    from types import SimpleNamespace
+
+    from sweeps.driver import Display
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    records = [{"index": i, "id": f"qmix-lbf-s{i}", "status": s, "t_env": t, "value": v, "t_max": 1000,
+                "node_id": "ab" * 20, "hostname": "node1", "error": None}
+               for i, (s, t, v) in enumerate([("RUNNING", 500, 0.25), ("PENDING", None, None)])]
+    sweep = SimpleNamespace(name="demo", metric="test_return_mean", records=records)
+    plain = io.StringIO()
+    Display(sweep, plain).status_changed(records[0])
+    Display(sweep, plain).progress(records[0])  # no line for progress without a status change
+    assert plain.getvalue().count("\n") == 1
+    assert "demo RUNNING   qmix-lbf-s0  t_env 500  test_return_mean 0.25 node abababab (node1)" in plain.getvalue()
+    term = Terminal()
+    display = Display(sweep, term)
+    display.progress(records[0])
+    display.progress(records[0])
+    out = term.getvalue()
+    assert out.count("sweep demo: 0/2 done, 1 running, 0 failed") == 2 and "\x1b[1A\x1b[2K" in out
+    assert "qmix-lbf-s1" in out and "PENDING" in out
+
+
+def test_without_ray_the_command_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from sweeps import driver
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(SystemExit, match=r"Ray is not installed.*pip install 'ray\[tune\]==2.60.0'"):
+        driver.import_ray()
