@@ -19,7 +19,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 from utils.cli import split_argv  # noqa: E402
 from utils.config import ConfigError  # noqa: E402
 
-USAGE = """usage: python src/sweep.py SWEEP [--address auto|HOST:PORT|ray://HOST:PORT] [--resume] [--max-concurrent N]
+USAGE = """python src/sweep.py SWEEP [--address auto|HOST:PORT|ray://HOST:PORT] [--resume] [--max-concurrent N]
        python src/sweep.py --config=ALG[,ALG] --env-config=ENV[,ENV] [--seeds N] [--grid KEY=[V,...]] ... with K=V ...
   SWEEP: a sweep file (config/sweeps/<name>.yaml, or its name); with --resume also a folder results/sweeps/<name>"""
 
@@ -46,41 +46,41 @@ def parser():
     return p
 
 
-def load(args, alg, env, updates):
+def load(opts, alg, env, updates):
     from sweeps.manifest import read_manifest
     from sweeps.spec import inline_sweep, load_sweep
 
     if alg or env:
-        if args.sweep:
+        if opts.sweep:
             raise ConfigError("give a sweep file or --config/--env-config, not both")
         if not (alg and env):
             raise ConfigError("an inline sweep needs both --config=ALG[,ALG] and --env-config=ENV[,ENV]")
-        return inline_sweep(alg.split(","), env.split(","), args.seeds or 1, args.grid, updates, name=args.name,
-                            cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                            retries=args.retries, metric=args.metric)
-    if not args.sweep:
+        return inline_sweep(alg.split(","), env.split(","), opts.seeds or 1, opts.grid, updates, name=opts.name,
+                            cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
+                            retries=opts.retries, metric=opts.metric)
+    if not opts.sweep:
         raise ConfigError(f"give a sweep file or an inline sweep\n{USAGE}")
-    if updates or args.grid or args.seeds:
+    if updates or opts.grid or opts.seeds:
         raise ConfigError("--seeds, --grid and `with` belong to an inline sweep; a sweep file sets them itself")
-    if args.resume and os.path.isdir(args.sweep):
-        manifest = read_manifest(args.sweep)
+    if opts.resume and os.path.isdir(opts.sweep):
+        manifest = read_manifest(opts.sweep)
         if manifest is None:
-            raise ConfigError(f"{args.sweep} holds no manifest.json: not a sweep folder")
+            raise ConfigError(f"{opts.sweep} holds no manifest.json: not a sweep folder")
         return manifest["spec"]
-    spec = load_sweep(args.sweep)
-    if args.name:
-        spec["name"] = args.name
+    spec = load_sweep(opts.sweep)
+    if opts.name:
+        spec["name"] = opts.name
     return spec
 
 
 def main(argv):
     alg, env, updates, rest = split_argv(argv[1:])
-    args = parser().parse_args(rest)
+    opts = parser().parse_args(rest)
     try:
-        spec = load(args, alg, env, updates)
+        spec = load(opts, alg, env, updates)
         from sweeps import driver
 
-        if args.check:
+        if opts.check:
             from sweeps.spec import expand, validate
 
             trials = validate(expand(spec))
@@ -88,11 +88,11 @@ def main(argv):
                 print(f"{t['id']}: python src/main.py {' '.join(driver.trial_command({**t, 'label': 'sweep'})[3:])}")
             print(f"sweep {spec['name']}: {len(trials)} trials, every config checked")
             return 0
-        sweep = driver.prepare(spec, resume=args.resume)
+        sweep = driver.prepare(spec, resume=opts.resume)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    return driver.run(sweep, address=args.address, max_concurrent=args.max_concurrent, num_cpus=args.num_cpus)
+    return driver.run(sweep, address=opts.address, max_concurrent=opts.max_concurrent, num_cpus=opts.num_cpus)
 
 
 if __name__ == "__main__":

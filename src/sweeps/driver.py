@@ -328,7 +328,7 @@ def run(sweep, address=None, max_concurrent=None, num_cpus=None, stream=None):
         tuner = tune.Tuner(
             tune.with_resources(run_trial, trial_resources),
             param_space={"trial": tune.grid_search(pending)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=limit, reuse_actors=False,
+            tune_config=tune.TuneConfig(max_concurrent_trials=limit, reuse_actors=True,
                                         trial_dirname_creator=lambda t: f"trial_{t.config['trial']['index']}",
                                         trial_name_creator=lambda t: t.config["trial"]["id"]),
             run_config=tune.RunConfig(name=f"run_{datetime.datetime.now().strftime('%Y%m%d_%H%M%S_%f')}",

@@ -95,6 +95,8 @@ def run_trial(config):
     run_dir, last_report = None, 0.0
     try:
         while proc.poll() is None:
+            if progress.changed.is_set():  # at most one report a second
+                time.sleep(max(0.0, min(1.0, last_report + 1.0 - time.time())))
             progress.changed.wait(1.0)
             if run_dir is None:
                 runs = sacred_runs(trial)
