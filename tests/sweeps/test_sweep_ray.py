@@ -77,12 +77,25 @@ def _processes_with(text):
     return found
 
 
+def _end_session(sid):
+    """SIGKILL the processes left in session `sid` (the killed driver's, started by this test), by their ids."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:
+                os.kill(int(pid), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass
+
+
 def test_resume_after_kill_9_of_the_driver(tmp_path, local_ray):
     spec = sweep_file(tmp_path, "killed", max_concurrent=2, entries=[
         {"alg": "qmix", "env": "matrix_game", "name": "short"},
         {"alg": "vdn", "env": "matrix_game", "name": "long", "with": {"t_max": 12000}}])
     proc = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "src", "sweep.py"), spec["file"],
-                             "--num-cpus", "2"], cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--num-cpus", "2"], cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     folder = sweep_folder(spec)
     deadline = time.time() + 60
     short = long = None
@@ -104,6 +117,7 @@ def test_resume_after_kill_9_of_the_driver(tmp_path, local_ray):
     while _processes_with(label) and time.time() < deadline:  # the trial's run dies with its Ray worker
         time.sleep(0.2)
     assert not _processes_with(label), "a trial's run outlived the killed driver"
+    _end_session(proc.pid)  # the killed driver's own Ray (its agents would go by themselves within a minute or two)
     interrupted = trial_state(long)
     assert interrupted["status"] == "INTERRUPTED" and len(interrupted["sacred_runs"]) == 1
     checkpoint = checkpoint_steps(interrupted["model_dir"])[-1]
