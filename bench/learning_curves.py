@@ -1,95 +1,54 @@
-"""Learning curves of QLLM vs learned mixers, several seeds in parallel processes.
+"""Learning curves of QLLM vs learned mixers: the sweep files of a suite (src/sweep.py, on Ray) and one results call.
 
-    python bench/learning_curves.py --suite qllm --jobs 6           # the README's comparison
-    python bench/learning_curves.py --suite qllm --t-max 100000      # shorter
+    python bench/learning_curves.py                                  # suite qllm: the sweeps qllm_lbf, qllm_climbing
+    python bench/learning_curves.py --t-max 100000 --seeds 3         # shorter, seeds 1..3
+    python bench/learning_curves.py --envs climbing --jobs 2         # one env's sweep, 2 trials at a time
 
-Suite `qllm`: QMIX vs QLLM (shipped reference TFCAF) on LBF 8x8-2p-2f-coop, and on the climbing
-game QLLM with the IGM gate on vs off plus QMIX and VDN. Each run is a normal `src/main.py` job;
-the greedy test returns (info.json) are collected into results/bench/learning_curves.{json,md}.
-Each run keeps its Sacred folder under <out>/runs/.
+Suite `qllm`: config/sweeps/qllm_lbf.yaml (QLLM with the shipped TFCAF vs QMIX vs VDN on LBF 8x8-2p-2f-coop, 400k
+steps) and config/sweeps/qllm_climbing.yaml (QMIX, VDN, QLLM with the IGM gate on and off on climbing, 20k steps),
+5 seeds each. Options change them (`--t-max` sets t_max, and evaluation every t_max / 20 steps, at least 1000;
+`--seeds N` seeds 1..N): the sweep then gets a name of its own (src/study.py). Then `src/results.py` over the
+sweep folders writes tables, learning curves and marl-eval JSON to <out>/learning_curves/, its table to
+<out>/learning_curves.md and its rows to <out>/learning_curves.json. The same by hand:
+
+    python src/sweep.py qllm_lbf && python src/sweep.py qllm_climbing
+    python src/results.py results/sweeps/qllm_lbf results/sweeps/qllm_climbing --out results/bench/learning_curves
 """
 import argparse
-import concurrent.futures as cf
-import glob
-import json
 import os
-import statistics
-import subprocess
 import sys
-import time
 
-from report import write_report
+import study
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-SUITES = {
-    "qllm": [
-        # (label, alg, env config, overrides)
-        ("qmix", "qmix", "lbf_8x8_2p_2f_coop", []),
-        ("qllm", "qllm", "lbf_8x8_2p_2f_coop", []),
-        ("qmix", "qmix", "climbing", []),
-        ("vdn", "vdn", "climbing", []),
-        ("qllm gate on", "qllm", "climbing", ["igm_gate=True"]),
-        ("qllm gate off", "qllm", "climbing", ["igm_gate=False"]),
-    ],
-}
-T_MAX = {"lbf_8x8_2p_2f_coop": 400000, "climbing": 20000}
+# suite -> env config -> the sweep file that runs the suite on it
+SUITES = {"qllm": {"lbf_8x8_2p_2f_coop": "qllm_lbf", "climbing": "qllm_climbing"}}
 
 
-def one_run(label, alg, env, overrides, seed, t_max, out):
-    results = os.path.join(out, "runs", f"{alg}_{env}_{label.replace(' ', '_')}_s{seed}")
-    interval = max(t_max // 20, 1000)
-    cmd = [sys.executable, os.path.join(ROOT, "src", "main.py"), f"--config={alg}", f"--env-config={env}", "with",
-           f"seed={seed}", f"t_max={t_max}", f"test_interval={interval}", f"log_interval={interval}",
-           f"runner_log_interval={interval}", f"learner_log_interval={interval}", "save_model=False",
-           "use_tensorboard=False", f"local_results_path={results}", *overrides]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"label": label, "env": env, "seed": seed, "error": proc.stderr[-2000:]}
-    (info_path,) = glob.glob(os.path.join(results, "sacred", "*", "*", "*", "info.json"))
-    info = json.load(open(info_path))
-    return {"label": label, "env": env, "seed": seed, "wall_s": round(time.perf_counter() - start, 1),
-            "t": info["test_return_mean_T"], "test_return": info["test_return_mean"]}
-
-
-def summarise(runs):
-    rows = {}
-    for r in runs:
-        if "error" in r:
-            continue
-        key = (r["env"], r["label"])
-        rows.setdefault(key, []).append(r)
-    lines = ["| env | method | seeds | final test return (mean ± std) | per seed | best (mean over seeds) |",
-             "|---|---|---|---|---|---|"]
-    for (env, label), rs in sorted(rows.items()):
-        finals = [r["test_return"][-1] for r in rs]
-        best = [max(r["test_return"]) for r in rs]
-        std = statistics.stdev(finals) if len(finals) > 1 else 0.0
-        lines.append(f"| {env} | {label} | {len(rs)} | {statistics.mean(finals):.3f} ± {std:.3f} | "
-                     f"{', '.join(f'{f:.2f}' for f in finals)} | {statistics.mean(best):.3f} |")
-    return lines
-
-
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", default="qllm", choices=sorted(SUITES))
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 1))
-    p.add_argument("--t-max", type=int, default=None, help="override every run's t_max")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 1..N (default: the sweep files' seeds)")
+    p.add_argument("--t-max", type=int, default=None, help="every run's t_max (default: the sweep files')")
     p.add_argument("--envs", nargs="*", default=None, help="only these env configs of the suite")
-    p.add_argument("--out", default=os.path.join(ROOT, "results", "bench"))
-    a = p.parse_args()
-    jobs = [(label, alg, env, ov, seed, a.t_max or T_MAX.get(env, 100000), a.out)
-            for label, alg, env, ov in SUITES[a.suite] for seed in range(1, a.seeds + 1)
-            if a.envs is None or env in a.envs]
-    runs = []
-    with cf.ThreadPoolExecutor(a.jobs) as pool:
-        for r in pool.map(lambda j: one_run(*j), jobs):
-            runs.append(r)
-            print(json.dumps({k: v for k, v in r.items() if k not in ("t", "test_return")}), flush=True)
-    write_report(a.out, "learning_curves", runs, summarise(runs))
+    p.add_argument("--out", default=os.path.join(study.ROOT, "results", "bench"))
+    study.add_ray_options(p)
+    a = p.parse_args(argv)
+    suite = SUITES[a.suite]
+    unknown = sorted(set(a.envs or ()) - set(suite))
+    if unknown:
+        p.error(f"suite {a.suite} has no env {', '.join(unknown)} (it has: {', '.join(suite)})")
+    with_ = {}
+    if a.t_max:
+        interval = max(a.t_max // 20, 1000)
+        with_ = {"t_max": a.t_max, "test_interval": interval, "log_interval": interval}
+    seeds = list(range(1, a.seeds + 1)) if a.seeds else None
+    studies = [(base, study.changes(base, seeds=seeds, with_=with_)) for env, base in suite.items()
+               if a.envs is None or env in a.envs]
+    code, folders = study.run_sweeps(studies, a)
+    if not folders:
+        return code
+    return max(code, study.results(folders, a.out, "learning_curves"))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
