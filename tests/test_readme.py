@@ -156,7 +156,7 @@ PATH = re.compile(r"(?<![\w./<-])((?:%s)/[\w./*-]*[\w/*]|[\w-]+\.(?:sh|txt|toml|
 # named by the README as what an issue to come creates ("src/labeling/ (create it ...)"), not yet in the repo
 TO_BE_CREATED = {"src/labeling/", "src/augmenters/", "tests/labeling/", "tests/augmenters/"}
 # file names mentioned as names, not as paths from the repository root
-NAMES = {"README.md", "cout.txt", "returns.md", "reference_returns.md", "requirements-smax.txt"}
+NAMES = {"README.md", "cout.txt", "returns.md", "reference_returns.md", "requirements-smax.txt", "scores.md"}
 
 
 def mentioned_paths(path):
