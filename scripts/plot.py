@@ -17,10 +17,10 @@ and says n=1. Offline runs (x = gradient steps) get panels of their own.
 """
 import argparse
 import os
-from collections import Counter
 
 import _bootstrap  # noqa: F401 (src/ on sys.path)
 
+from analysis.report import skipped_summary
 from utils.paths import RESULTS_ROOT
 from utils.runs import TRAINING_KINDS, find_runs, format_score, group_runs
 
@@ -35,13 +35,6 @@ def score_table(groups, metric):
         lines.append(f"| {g.label} | {g.env} | {TRAINING_KINDS[g.kind]} | {len(g.runs)}{running} | "
                      f"{format_score(finals)} | {at} |")
     return "\n".join(lines)
-
-
-def skipped_summary(skipped):
-    if not skipped:
-        return ""
-    counts = Counter(why for _, why in skipped)
-    return "skipped: " + "; ".join(f"{n} × {why}" for why, n in sorted(counts.items()))
 
 
 def plot(groups, metric, out):

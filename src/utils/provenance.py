@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from importlib import metadata
 
 from utils.cli import parse_updates
-from utils.config import OPEN_KEYS, ConfigError, build_config, canonicalize
+from utils.config import OPEN_KEYS, ConfigError, build_config, canonicalize, recursive_update
 from utils.paths import REPO_ROOT, repo_relative
 
 # distributions whose versions a run records when installed (the envs' packages are optional extras)
@@ -176,7 +176,7 @@ def rerun_config(folder, new_updates=()):
     yaml_config.setdefault("name", alg)  # as main() sets it
     kept, dropped = _known_part(_without(recorded, new), yaml_config)
     kept.pop("env_config", None)
-    config = _overlay(yaml_config, kept)
+    config = recursive_update(yaml_config, kept)
     notes = [f"{k}: the run had {ran!r}, the current configs give {now!r} (the run's value is used)"
              for k, ran, now in _differences(config, yaml_config) if k != "seed"]
     notes += [f"'{k}' is no longer a config key: left out" for k in dropped]
@@ -199,11 +199,3 @@ def _without(recorded, updates):
     return out
 
 
-def _overlay(base, update):
-    out = dict(base)
-    for k, v in update.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = _overlay(out[k], v)
-        else:
-            out[k] = v
-    return out
