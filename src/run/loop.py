@@ -15,6 +15,7 @@ from utils.checkpoint import (
     save_checkpoint,
     save_run_config,
 )
+from utils.files import FolderLock
 from utils.progress import Bar, time_str  # noqa: F401 (time_str re-exported)
 from utils.seeding import rng_state, set_rng_state
 
@@ -73,6 +74,8 @@ def save(ctx, step, run_state, _log, buffer=None):
     model folder (args.model_dir: a resumed run's is the one it continues); returns the folder. The folder's
     config.json (written once, by the run that started it) holds the config and the env's shapes."""
     run_dir = ctx.args.model_dir
+    if ctx.model_lock is None:  # from the first checkpoint on, a resume elsewhere must not write here too
+        ctx.model_lock = FolderLock.try_acquire(run_dir)
     path = os.path.join(run_dir, str(step))
     save_checkpoint(ctx.learner, path, {**run_state, "rng": rng_state(), "sacred_run": ctx.sacred_run},
                     buffer=buffer)  # the replay buffer's state: kept in the latest checkpoint only
@@ -139,3 +142,5 @@ def stop_on_nonfinite(ctx, last_checkpoint, _log):
 def finish(ctx):
     ctx.runner.close_env()
     ctx.logger.finish()
+    if ctx.model_lock is not None:
+        ctx.model_lock.release()

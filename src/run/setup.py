@@ -16,6 +16,7 @@ from qllm.worker import prestart as prestart_worker
 from runners import REGISTRY as r_REGISTRY
 from shapers import REGISTRY as shaper_REGISTRY
 from utils.checkpoint import checkpoint_steps, locate_checkpoint
+from utils.files import FolderLock
 from utils.logging import Logger
 from utils.paths import RESULTS_ROOT, env_label, results_path  # noqa: F401 (RESULTS_ROOT re-exported)
 
@@ -64,7 +65,8 @@ def build(_run, config, _log):
     logger = Logger(_log)
     _log.info("Experiment parameters:\n" + pprint.pformat(config, indent=4, width=1))
     args.results_dir = results_path(config)
-    args.unique_token, args.model_dir = model_folder(args, config, _run, _log)
+    # the model folder's FolderLock: taken when resuming into it, else at the first save (loop.save)
+    args.unique_token, args.model_dir, model_lock = model_folder(args, config, _run, _log)
     if args.use_tensorboard:
         logger.setup_tb(os.path.join(args.results_dir, "tb_logs", args.unique_token))
     logger.setup_sacred(_run)
@@ -83,17 +85,22 @@ def build(_run, config, _log):
 
     features = []
     try:
-        return _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker_process, features, _log)
+        ctx = _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker_process, features, _log)
+        ctx.model_lock = model_lock
+        return ctx
     except BaseException:  # no worker process outlives a run that failed to build
         for provider in features:
             provider.close()
         if worker_process is not None:
             worker_process.close()
+        if model_lock is not None:
+            model_lock.release()
         raise
 
 
 def model_folder(args, config, _run, _log):
-    """(unique_token, model folder) of the run: results/models/<name>_seed<seed>_<env>_<time>, or, resuming
+    """(unique_token, model folder, its FolderLock when resuming into it, else None) of the run:
+    results/models/<name>_seed<seed>_<env>_<time>, or, resuming
     (checkpoint_path, not evaluating), the folder of the checkpoint it continues: its new checkpoints go beside the
     old ones, and TensorBoard continues in tb_logs/<the same token>. A checkpoint that is not its folder's latest
     would interleave two histories there: that run continues in a new folder (and says so). The run's info
@@ -101,8 +108,9 @@ def model_folder(args, config, _run, _log):
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     token = f"{args.name}_seed{args.seed}_{env_label(config)}_{stamp}"
     new_dir = os.path.join(args.results_dir, "models", token)
+    lock = None
     if not args.checkpoint_path or args.evaluate or args.run == "evaluate":
-        return token, new_dir
+        return token, new_dir, lock
     run_dir, path = locate_checkpoint(args.checkpoint_path, args.load_step)
     later = [s for s in checkpoint_steps(run_dir) if s > folder_step(path)]
     if later or not os.path.basename(os.path.normpath(path)).isdigit():
@@ -110,13 +118,17 @@ def model_folder(args, config, _run, _log):
                      f"model folder {new_dir}, so that the later checkpoints stay as they are" if later else
                      f"{path} is not in a run's model folder: continuing in a new model folder {new_dir}")
         model_dir = new_dir
+    elif (lock := FolderLock.try_acquire(run_dir)) is None:
+        _log.warning(f"another process is writing into {run_dir} (it holds the folder's lock): continuing in a new "
+                     f"model folder {new_dir}, so that two runs never interleave their checkpoints")
+        model_dir = new_dir
     else:
         model_dir = os.path.abspath(run_dir)
         token = os.path.basename(model_dir)
     if _run is not None:
         _run.info["resumed_from"] = {"checkpoint": os.path.abspath(path), "model_dir": model_dir,
                                      "same_model_dir": model_dir != new_dir}
-    return token, model_dir
+    return token, model_dir, lock
 
 
 def sacred_run_ref(_run):

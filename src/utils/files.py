@@ -142,3 +142,37 @@ def sha256_file(path, block=1 << 23):
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
+
+
+class FolderLock:
+    """An exclusive advisory lock (flock) on a folder itself, held by the one process that writes into it (a run's
+    model folder, a sweep's folder); no file is created. The kernel releases it when the process dies, even by
+    kill -9, so a stale lock cannot block anyone; a live writer is never joined by a second one."""
+
+    def __init__(self, fd, folder):
+        self.fd, self.folder = fd, folder
+
+    @classmethod
+    def try_acquire(cls, folder):
+        """The lock, or None when another process (or another open of this one) holds it."""
+        import fcntl
+
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return cls(fd, folder)
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+    def __deepcopy__(self, memo):  # a process's lock is not data: copies (e.g. of a config holding it) share it
+        return self
+
+    def __del__(self):
+        self.release()

@@ -119,3 +119,23 @@ def test_evaluating_on_an_env_of_other_shapes_names_them_and_leaves_no_run(tmp_p
     err = capsys.readouterr().err
     assert "trained on an env with n_actions 3, obs_shape 6" in err and "use --env-config=matrix_game" in err
     assert not os.path.exists(tmp_path / "sacred") and not glob.glob(str(tmp_path / "tb_logs" / "*"))
+
+
+def test_a_resume_never_writes_into_a_folder_another_process_writes(tmp_path, capsys):
+    """While the run that owns a model folder still holds its lock (it is running), a resume from its latest
+    checkpoint continues in a new folder instead of interleaving two histories there."""
+    from utils.files import FolderLock
+
+    run_main(tmp_path / "a", "vdn", "matrix_game", *TINY, "batch_size=4", "buffer_size=8")
+    models = glob.glob(str(tmp_path / "a" / "models" / "*"))[0]
+    before = sorted(os.listdir(models))
+    held = FolderLock.try_acquire(models)  # as the live writer would
+    assert held is not None and FolderLock.try_acquire(models) is None
+    capsys.readouterr()
+    run_main(tmp_path / "b", "vdn", "matrix_game", *TINY, "batch_size=4", "buffer_size=8", "t_max=120",
+             f"checkpoint_path={models}")
+    assert "another process is writing into" in capsys.readouterr().err
+    assert sorted(os.listdir(models)) == before
+    assert len(glob.glob(str(tmp_path / "b" / "models" / "*" / "125"))) == 1
+    held.release()
+    assert FolderLock.try_acquire(models) is not None  # released: the next resume may continue there
