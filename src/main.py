@@ -93,7 +93,7 @@ def make_experiment(config, mongo_client_factory=None, meta=None, info=None):
         run_name = "evaluate" if config["evaluate"] else config["run"]
         if run_name not in run_REGISTRY:
             raise ValueError(f"unknown run '{run_name}'; valid: {sorted(run_REGISTRY)}")
-        with config_failure_cleanup(ex, config):
+        with config_failure_cleanup(ex):
             run_REGISTRY[run_name](_run, config, _log)
 
     return ex
@@ -107,19 +107,15 @@ class RunConfigError(SacredError):
 
 
 @contextlib.contextmanager
-def config_failure_cleanup(ex, config):
-    """A ConfigError raised inside the run fails it as a RunConfigError and notes the TensorBoard folders the run
-    created in `ex.config_failure`; main() then removes them and the run's Sacred folder (remove_failed_run)."""
-    from utils.paths import results_path
-
-    tb_dir = os.path.join(results_path(config), "tb_logs")
-    before = set(os.listdir(tb_dir)) if os.path.isdir(tb_dir) else set()
+def config_failure_cleanup(ex):
+    """A ConfigError raised inside the run fails it as a RunConfigError and notes in `ex.config_failure` the
+    TensorBoard folder the run created (run.setup records it in the run's info; a resumed run's continued folder is
+    not its own); main() then removes it and the run's Sacred folder (remove_failed_run)."""
     try:
         yield
     except ConfigError as e:
-        prefix = f"{config['name']}_seed{config['seed']}_"  # run.setup's unique_token
-        new = (set(os.listdir(tb_dir)) - before) if os.path.isdir(tb_dir) else set()
-        ex.config_failure = [os.path.join(tb_dir, d) for d in sorted(new) if d.startswith(prefix)]
+        tb = ex.current_run.info.get("tensorboard") if ex.current_run is not None else None
+        ex.config_failure = [tb["dir"]] if tb and tb["created"] else []
         raise RunConfigError(f"config error: {e}") from e
 
 

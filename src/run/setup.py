@@ -68,7 +68,11 @@ def build(_run, config, _log):
     # the model folder's FolderLock: taken when resuming into it, else at the first save (loop.save)
     args.unique_token, args.model_dir, model_lock = model_folder(args, config, _run, _log)
     if args.use_tensorboard:
-        logger.setup_tb(os.path.join(args.results_dir, "tb_logs", args.unique_token))
+        tb_dir = os.path.join(args.results_dir, "tb_logs", args.unique_token)
+        created = not os.path.isdir(tb_dir)  # a resumed run continues its run's folder
+        logger.setup_tb(tb_dir)
+        if _run is not None:  # where the events are; a run failing on a config error removes the folder it created
+            _run.info["tensorboard"] = {"dir": tb_dir, "created": created}
     logger.setup_sacred(_run)
 
     # per-state batch fields the mixer declares (qllm: the TFCAF's w, b); evaluation trains nothing and needs none.
