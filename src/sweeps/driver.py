@@ -20,6 +20,7 @@ from sweeps.manifest import read_manifest, sweep_folder, trial_state, write_mani
 from sweeps.spec import expand, validate
 from sweeps.trial import trial_command
 from utils.config import ConfigError
+from utils.files import FolderLock
 from utils.paths import REPO_ROOT, SRC_DIR
 
 RAY_PIN = "ray[tune]==2.60.0"
@@ -88,6 +89,10 @@ def prepare(spec, resume=False):
                           f"status {manifest.get('status')}): --resume finishes it; --name NEW starts another sweep "
                           f"of the same file")
     trials = validate(expand(spec))
+    lock = FolderLock.try_acquire(folder)  # one driver per sweep: two would run every pending trial twice
+    if lock is None:
+        raise ConfigError(f"another driver is running sweep '{spec['name']}' ({folder} is locked): wait for it to "
+                          f"finish, or stop it and then --resume")
     uid = manifest["uid"] if resume else uuid.uuid4().hex[:8]
     for t in trials:
         t["label"] = f"sweep:{spec['name']}:{uid}:{t['index']}"
@@ -107,7 +112,9 @@ def prepare(spec, resume=False):
                 r.update(status="COMPLETED", t_env=state["t_env"], value=state["value"], error=None)
             else:
                 r["status"] = "PENDING"
-    return Sweep(spec, folder, uid, trials, records, manifest["created"] if resume else now())
+    sweep = Sweep(spec, folder, uid, trials, records, manifest["created"] if resume else now())
+    sweep.lock = lock  # held while this driver lives; the kernel releases it when the driver dies (even kill -9)
+    return sweep
 
 
 # ----- Ray -----

@@ -109,3 +109,16 @@ def test_without_ray_the_command_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(SystemExit, match=r"Ray is not installed.*pip install 'ray\[tune\]==2.60.0'"):
         driver.import_ray()
+
+
+def test_one_driver_per_sweep(tmp_path):
+    """A second driver of the same sweep (e.g. `--resume` in another terminal while the first still runs) is refused
+    instead of running every pending trial twice; the lock goes with the driver."""
+    from sweeps import driver
+
+    spec = sweep_file(tmp_path, "locked", algs=["qmix"], envs=["matrix_game"], seeds=1)
+    first = driver.prepare(spec)
+    with pytest.raises(ConfigError, match="another driver is running sweep 'locked'"):
+        driver.prepare(spec)
+    first.lock.release()
+    assert driver.prepare(spec).lock is not None
