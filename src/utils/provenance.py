@@ -171,6 +171,9 @@ def rerun_config(folder, new_updates=()):
         raise ConfigError(f"--rerun {folder}: its run.json does not say which --config / --env-config it ran with")
     tokens = list(meta.get("with_updates") or flatten(meta.get("config_updates") or {}))
     new = canonicalize(parse_updates(list(new_updates)))
+    if "label" not in new:  # a sweep's trial label is the trial's identity: a rerun is not that trial
+        tokens = [t for t in tokens if not t.startswith("label=")]
+        recorded = {k: v for k, v in recorded.items() if k != "label"}
     # the YAML with every override: the new ones are checked here like any `with` override
     yaml_config = build_config(alg, env, parse_updates(tokens + list(new_updates)))
     yaml_config.setdefault("name", alg)  # as main() sets it

@@ -94,3 +94,12 @@ def test_rerun_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
     assert main(["main.py", "--rerun", str(tmp_path), "--config=qmix"]) == 2
     assert "--rerun takes --config" in capsys.readouterr().err
+
+
+def test_a_rerun_of_a_sweep_trial_is_not_that_trial(tmp_path):
+    """A sweep finds its trials' runs by their `label`: a rerun (perhaps with other overrides) drops it."""
+    train(tmp_path, "label=sweep:study:abcd1234:0")
+    run = sacred_dir(tmp_path, "vdn", "penalty")
+    folder, alg, env, tokens, config, notes = rerun_config(run)
+    assert config["label"] == "default_label" and not any(t.startswith("label=") for t in tokens)
+    assert rerun_config(run, ["label=mine"])[4]["label"] == "mine"
