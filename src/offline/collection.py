@@ -360,19 +360,21 @@ def read_provenance(path):
 
 
 # ----- datasets -----
-def is_complete(path, env, env_args):
-    """Whether `path` is a complete dataset; one of another env is an error rather than something to replace."""
+def check_existing(path, env, env_args):
+    """An existing file at a dataset's path must be a readable dataset of this env; anything else is an error, never
+    replaced without collect_overwrite (the writer renames only complete files into place, so such a file is foreign
+    or damaged, and a damaged one may still be salvaged)."""
     try:
         ds = OfflineDataset.load(path, lazy=True)
-    except DatasetError:
-        return False
+    except DatasetError as e:
+        raise DatasetError(f"{path} exists but cannot be read as a dataset ({e}); it is kept as it is: move it away, "
+                           f"salvage it (scripts/drop_episodes.py) or set collect_overwrite=True to replace it") from e
     try:
         check_env(ds.attrs["env"], json.loads(ds.attrs["env_args"]), (env, env_args), path)
     except DatasetError as e:
         raise DatasetError(f"{e}: choose another dataset_dir, or collect_overwrite=True to replace it") from e
     finally:
         ds.close()
-    return True
 
 
 def collect_dataset(path, runner, mac, plan, policy_of, env_info, args, config, _log=None):
@@ -510,13 +512,12 @@ def collect(args, config, logger, _log, info):
         path = os.path.join(out_dir, f"{name}.h5")
         wanted = provenance(behaviour, hashes, run_dir, specs[name], args)
         if os.path.exists(path) and not args.collect_overwrite:
-            if is_complete(path, *_env_of(config)):
-                check_same_source(path, wanted)
-                _log.info(f"{path} exists, is complete and comes from the same behaviour and settings: kept "
-                          f"(collect_overwrite=True recollects it)")
-                rows.append(dataset_row(name, path))
-                continue
-            _log.warning(f"{path} exists but is not a complete dataset: recollecting it")
+            check_existing(path, *_env_of(config))
+            check_same_source(path, wanted)
+            _log.info(f"{path} exists, is complete and comes from the same behaviour and settings: kept "
+                      f"(collect_overwrite=True recollects it)")
+            rows.append(dataset_row(name, path))
+            continue
         plan = plans[name]
         used = sorted({chosen[q] for row in plan for q in row} - {RANDOM}, key=int)
         mac = BehaviourMAC({p: policy(p) for p in used}, greedy=args.collect_greedy, epsilon=args.collect_epsilon,

@@ -422,3 +422,14 @@ def test_datasets_collected_before_provenance_was_recorded(tmp_path, behaviour_r
     shutil.copytree(behaviour_run, moved)
     with pytest.raises(DatasetError, match="expert policy"):  # no hashes: the folder decides
         collect(tmp_path, str(moved), datasets)
+
+
+def test_an_unreadable_file_at_a_dataset_path_is_kept_and_named(tmp_path, behaviour_run):
+    """The writer renames only complete files into place, so a file there that does not load is foreign or damaged:
+    collection stops naming it instead of replacing it (collect_overwrite=True replaces it)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "first.h5").write_bytes(b"not an HDF5 file")
+    with pytest.raises(DatasetError, match="first.h5 exists but cannot be read as a dataset.*collect_overwrite=True"):
+        collect(tmp_path, behaviour_run, {"first": [{"episodes": 4, "agents": "expert"}]})
+    assert (data / "first.h5").read_bytes() == b"not an HDF5 file"
