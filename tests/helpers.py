@@ -153,3 +153,21 @@ def require_nothing_missing(problems, install):
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{message}, but CI must run these tests", pytrace=False)
     pytest.skip(message, allow_module_level=True)
+
+
+def install_record_v1(tmp_path, monkeypatch, name="v1"):
+    """tests/qllm/data/record_v1 (a TFCAF, its meta.json and the test-only key that signed it, written by the code
+    before issue 11) copied to tmp_path/<name>, with its key installed as this installation's: returns the folder."""
+    import shutil
+
+    from qllm import records
+
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "qllm", "data", "record_v1")
+    key_dir = tmp_path / "config" / "llm-pymarl"
+    key_dir.mkdir(parents=True)
+    shutil.copy(os.path.join(data, "test_only_validator.key"), key_dir / records.KEY_FILE)
+    os.chmod(key_dir / records.KEY_FILE, 0o600)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    folder = tmp_path / name
+    shutil.copytree(data, folder, ignore=shutil.ignore_patterns("*.key"))
+    return folder

@@ -2,12 +2,12 @@
 meta.json), signed records, the manifest."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
+from helpers import install_record_v1
 from qllm import records
 from qllm.loader import TFCAFLoadError, load_tfcaf
 from utils.files import sha256_bytes, sha256_file
@@ -20,13 +20,7 @@ REPORT = {"ok": True, "stage": "ok", "errors": [], "checks": {"form": "tfcaf"}}
 def test_a_record_signed_before_the_records_module_is_still_accepted(tmp_path, monkeypatch):
     """tests/qllm/data/record_v1: a TFCAF, its meta.json and the (test-only) key that signed it, all written by
     `python src/qllm/validate.py --write-meta`'s code before issue 11."""
-    config = tmp_path / "config" / "llm-pymarl"
-    config.mkdir(parents=True)
-    shutil.copy(os.path.join(DATA, "test_only_validator.key"), config / records.KEY_FILE)
-    os.chmod(config / records.KEY_FILE, 0o600)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    folder = tmp_path / "t"
-    shutil.copytree(DATA, folder, ignore=shutil.ignore_patterns("*.key"))
+    folder = install_record_v1(tmp_path, monkeypatch, "t")
     spec = load_tfcaf(folder / "tfcaf.py", env_config="lbf", n_agents=2, state_size=6)
     assert spec.trust == "signed record" and spec.sha256 == sha256_file(folder / "tfcaf.py")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "another_installation"))

@@ -8,11 +8,10 @@ gate and why it was trusted. An old generation folder (tfcaf.py + meta.json) sti
 import glob
 import json
 import os
-import shutil
 
 import pytest
 
-from helpers import run_main, sacred_dir
+from helpers import install_record_v1, run_main, sacred_dir
 from qllm import records
 from utils.files import sha256_file
 from utils.paths import REPO_ROOT
@@ -78,13 +77,7 @@ def test_an_old_generation_folder_with_meta_json_still_loads_and_trains(tmp_path
     this installation trains without being validated again."""
     from qllm.loader import load_tfcaf
 
-    key_dir = tmp_path / "config" / "llm-pymarl"
-    key_dir.mkdir(parents=True)
-    shutil.copy(os.path.join(DATA, "test_only_validator.key"), key_dir / records.KEY_FILE)
-    os.chmod(key_dir / records.KEY_FILE, 0o600)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    v1 = tmp_path / "v1"
-    shutil.copytree(DATA, v1, ignore=shutil.ignore_patterns("*.key"))
+    v1 = install_record_v1(tmp_path, monkeypatch)
     assert records.record_path(v1 / "tfcaf.py") == str(v1 / "meta.json")
     assert load_tfcaf(v1 / "tfcaf.py", env_config="lbf", n_agents=2, state_size=6).trust == "signed record"
 
