@@ -1,0 +1,279 @@
+"""Label data stored inside a dataset file: preference sets `preferences/<name>/` and per-episode results
+`labels/<name>` (the layout; the labeling layer, src/labeling, makes them).
+
+    preferences/<name>/pairs   [P, 2] int64    episode indices (rows of this file), first and second of each pair
+    preferences/<name>/label   [P]    float32  1 = first preferred, 0 = second, 0.5 = tie (equal), NaN = unlabeled
+    preferences/<name> attrs   every provenance key as JSON text, plus `content_fingerprint`, `n_pairs`, `created`
+    labels/<name>              [E, ...]        per-episode results (O-MAPL's <name>_return_hat, <name>_expert, ...);
+                                               attrs as above
+
+It lives here, beside the format, because both the reader (its checks, merges and subsets) and the offline samplers
+need it; labeling sits above offline and re-exports it from labeling/store.py.
+
+Pair indices name episodes of one particular file, so every set records the dataset's content fingerprint (a
+SHA-256 of the episode data, not of the file's bytes, so adding labels does not change it): reading a set against
+other data (a merge, a subset, another file) is refused, naming both fingerprints.
+
+Writes never edit a dataset in place: the file is copied to a temporary name in the target folder
+(utils.files.temp_path, so the litter of a killed writer is cleaned by the next one), the copy is edited, and it is
+renamed over the target when complete (the same file, or `out`): an interruption, even kill -9, leaves the original
+byte-identical. A folder lock serialises writers of the same folder, so two labeling runs never drop each other's
+sets.
+"""
+import json
+import os
+import re
+import shutil
+import time
+from datetime import datetime, timezone
+
+import h5py
+import numpy as np
+
+from offline.format import EPISODE_FIELDS, TRANSITION_FIELDS, DatasetError, to_json
+from utils.files import FolderLock, clean_stale_temps, remove, temp_path
+
+GROUP = "preferences"
+LABELS = "labels"
+NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_BLOCK = 1024  # episodes hashed per read
+LOCK_WAIT_S = 120  # how long a writer waits for another writer of the same folder
+
+
+def label_command(path, name="NAME"):
+    """The command that makes a preference set (named in errors about a missing one)."""
+    return (f"python src/main.py --config=label_preferences --env-config=<env> with offline_dataset={path} "
+            f"label_name={name} labeler=oracle")
+
+
+def check_name(name, what="label_name"):
+    if not isinstance(name, str) or not NAME.match(name or ""):
+        raise ValueError(f"{what} must be a non-empty name of letters, digits, '_', '-' or '.', got {name!r}")
+
+
+# ----- the content fingerprint -----
+def content_fingerprint(data):
+    """SHA-256 (hex) of a dataset's episode data: env name and shapes, then every transition and episode field in
+    the stored dtypes, episode by episode, and the quality-code mapping. `data`: an OfflineDataset (in memory or
+    lazy, a subset or a merge: its own episodes) or a path. Labels and preference sets are not part of it, nor are
+    compression, chunking or the creation time: the same episodes give the same fingerprint in any file."""
+    from offline.reader import OfflineDataset  # the reader imports this module for its checks
+
+    if isinstance(data, (str, os.PathLike)):
+        ds = OfflineDataset.load(data, lazy=True)
+        try:
+            return content_fingerprint(ds)
+        finally:
+            ds.close()
+    import hashlib
+    h = hashlib.sha256()
+    h.update(to_json({"env": data.attrs["env"], "env_info": data.env_info, "episodes": len(data),
+                      "quality_codes": data.quality_codes}).encode())
+    fields = [*TRANSITION_FIELDS, *EPISODE_FIELDS]
+    for start in range(0, len(data), _BLOCK):
+        arr = data.arrays(np.arange(start, min(len(data), start + _BLOCK)))
+        for k in fields:
+            dtype = TRANSITION_FIELDS[k][0] if k in TRANSITION_FIELDS else arr[k].dtype
+            h.update(np.ascontiguousarray(arr[k], dtype=dtype).tobytes())
+    return h.hexdigest()
+
+
+def _mismatch(path, recorded, actual, what):
+    return DatasetError(
+        f"{what} was made for other episodes: it records the dataset fingerprint {recorded[:16]}..., but {path} "
+        f"holds episodes with fingerprint {actual[:16]}... (a merged, subset or different file: pair indices would "
+        f"name other episodes). Label this file again ({label_command(path)}) or use the file it was made for")
+
+
+# ----- attrs -----
+def _write_attrs(obj, attrs):
+    for k, v in attrs.items():
+        obj.attrs[k] = to_json(v)
+
+
+def _read_attrs(obj):
+    out = {}
+    for k, v in obj.attrs.items():
+        v = v.decode() if isinstance(v, bytes) else v
+        try:
+            out[k] = json.loads(v) if isinstance(v, str) else (v.item() if isinstance(v, np.generic) else v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+# ----- reading -----
+def _path_of(source):
+    path = source if isinstance(source, (str, os.PathLike)) else getattr(source, "path", None)
+    if path is None:
+        raise DatasetError("preference sets are read from a file: pass its path, or a dataset loaded from one")
+    return os.fspath(path)
+
+
+def preference_names(source):
+    """Sorted names of the preference sets in a dataset file (a path, or a dataset loaded from one)."""
+    path = _path_of(source)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"offline dataset {path} does not exist")
+    with h5py.File(path, "r") as f:
+        return sorted(f[GROUP]) if GROUP in f else []
+
+
+def read_preferences(source, name, check=True):
+    """(pairs [P, 2] int64, label [P] float32, attrs dict) of preference set `name`.
+
+    `source`: a path, or an OfflineDataset. With check=True the set's recorded content fingerprint must equal that
+    of the data it is used with: the dataset given (so a subset or merge of the labelled file is refused), else the
+    file. A missing set is an error naming the sets present and the labeling command."""
+    path = _path_of(source)
+    names = preference_names(path)
+    if name not in names:
+        raise DatasetError(f"{path} has no preference set '{name}' (it has: {', '.join(names) or 'none'}); make it "
+                           f"with: {label_command(path, name)}")
+    with h5py.File(path, "r") as f:
+        g = f[GROUP][name]
+        pairs, label, attrs = g["pairs"][()].astype(np.int64), g["label"][()].astype(np.float32), _read_attrs(g)
+    if check:
+        actual = content_fingerprint(source)
+        recorded = attrs.get("content_fingerprint")
+        if recorded != actual:
+            where = path if isinstance(source, (str, os.PathLike)) else f"this dataset (derived from {path})"
+            raise _mismatch(where, str(recorded), actual, f"preference set '{name}' of {path}")
+        E = len(source) if not isinstance(source, (str, os.PathLike)) else None
+        if E is not None and len(pairs) and pairs.max() >= E:
+            raise DatasetError(f"preference set '{name}' of {path}: pair indices up to {pairs.max()} for {E} episodes")
+    return pairs, label, attrs
+
+
+def check_groups(f, path, E):
+    """The reader's check of a file's preference sets: shapes and indices in 0..E-1 (cheap: reads the pairs)."""
+    if GROUP not in f:
+        return
+    for name, g in f[GROUP].items():
+        if not isinstance(g, h5py.Group) or "pairs" not in g or "label" not in g:
+            raise DatasetError(f"{path}: '{GROUP}/{name}' is not a preference set (needs 'pairs' and 'label')")
+        P = g["pairs"].shape[0]
+        if g["pairs"].shape != (P, 2) or g["label"].shape != (P,):
+            raise DatasetError(f"{path}: '{GROUP}/{name}' has pairs {g['pairs'].shape} and label {g['label'].shape}; "
+                               f"expected [P, 2] and [P]")
+        pairs = g["pairs"][()]
+        if P and (pairs.min() < 0 or pairs.max() >= E):
+            raise DatasetError(f"{path}: '{GROUP}/{name}' names episodes up to {pairs.max()} (min {pairs.min()}) "
+                               f"in a file of {E}")
+
+
+# ----- writing -----
+def _check_pairs(pairs, label, E, where):
+    pairs, label = np.asarray(pairs), np.asarray(label, dtype=np.float32)
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "iu":
+        raise ValueError(f"{where}: pairs must be integer [P, 2], got {pairs.dtype} {pairs.shape}")
+    if label.shape != (len(pairs),):
+        raise ValueError(f"{where}: label must be [P] = [{len(pairs)}], got {label.shape}")
+    if len(pairs) and (pairs.min() < 0 or pairs.max() >= E):
+        raise DatasetError(f"{where}: pair indices must be episodes 0..{E - 1} of the file; got "
+                           f"{pairs.min()}..{pairs.max()}")
+    if (pairs[:, 0] == pairs[:, 1]).any():
+        raise ValueError(f"{where}: pairs {np.flatnonzero(pairs[:, 0] == pairs[:, 1])[:5].tolist()} compare an "
+                         f"episode with itself")
+    finite = label[np.isfinite(label)]
+    if np.isinf(label).any() or (finite < 0).any() or (finite > 1).any():
+        raise ValueError(f"{where}: labels must be in [0, 1] (1 first, 0 second, 0.5 tie) or NaN (unlabeled)")
+    return pairs.astype(np.int64), label
+
+
+def _lock(folder):
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        lock = FolderLock.try_acquire(folder)
+        if lock is not None:
+            return lock
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"another process has been writing in {folder} for over {LOCK_WAIT_S}s; retry later")
+        time.sleep(0.2)
+
+
+def edit_dataset(path, edit, expected_fingerprint=None, out=None):
+    """Apply `edit(h5py.File opened r+, n_episodes)` to a copy of dataset `path` and rename the copy to `out`
+    (default: over `path`) once complete. When `out` exists already it is the one edited (so several sets can be
+    added to one label_out file), and it must hold the same episodes. `expected_fingerprint`: the content
+    fingerprint the edit was made for (refused otherwise, naming both). Returns the path written."""
+    from offline.reader import OfflineDataset
+
+    path = os.fspath(path)
+    out = os.fspath(out) if out else path
+    base = out if os.path.exists(out) else path
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    lock = _lock(folder)
+    try:
+        clean_stale_temps(folder)
+        ds = OfflineDataset.load(base, lazy=True)
+        try:
+            E, actual = len(ds), content_fingerprint(ds)
+        finally:
+            ds.close()
+        if expected_fingerprint is not None and actual != expected_fingerprint:
+            raise _mismatch(base, expected_fingerprint, actual, f"the labels for {path}")
+        tmp = temp_path(out)
+        try:
+            shutil.copyfile(base, tmp)
+            with h5py.File(tmp, "r+") as f:
+                edit(f, E)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, out)
+        except BaseException:
+            remove(tmp)
+            raise
+    finally:
+        lock.release()
+    return out
+
+
+def write_preferences(path, name, pairs, label, attrs, expected_fingerprint, out=None, overwrite=False):
+    """Store preference set `name` (see the module docstring) in dataset `path` (or a copy at `out`); `attrs`
+    (JSON-able provenance) are stored as given, plus content_fingerprint, n_pairs and created. An existing set of
+    that name is an error unless overwrite=True. Returns the path written."""
+    check_name(name)
+
+    def edit(f, E):
+        p, lab = _check_pairs(pairs, label, E, f"preference set '{name}'")
+        root = f.require_group(GROUP)
+        if name in root:
+            if not overwrite:
+                raise DatasetError(f"{out or path} already has a preference set '{name}' (made "
+                                   f"{_read_attrs(root[name]).get('created', '?')}); choose another label_name or "
+                                   f"set label_overwrite=True to replace it")
+            del root[name]
+        g = root.create_group(name)
+        g.create_dataset("pairs", data=p, fletcher32=True)
+        g.create_dataset("label", data=lab, fletcher32=True)
+        _write_attrs(g, {**attrs, "content_fingerprint": expected_fingerprint, "n_pairs": int(len(p)),
+                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+    return edit_dataset(path, edit, expected_fingerprint, out)
+
+
+def write_episode_labels(path, labels, attrs, expected_fingerprint, out=None, overwrite=False):
+    """Store per-episode arrays `labels` {name: [E, ...]} as `labels/<name>` in dataset `path` (or a copy at `out`),
+    each with `attrs` (JSON-able provenance) plus content_fingerprint and created. The reader loads them as
+    dataset labels (OfflineDataset.arrays()["labels/<name>"], offline_expert=label:<name>). An existing label of a
+    given name is an error unless overwrite=True. Returns the path written."""
+    for name in labels:
+        check_name(name, "label name")
+
+    def edit(f, E):
+        root = f.require_group(LABELS)
+        for name, arr in labels.items():
+            arr = np.asarray(arr)
+            if arr.ndim == 0 or arr.shape[0] != E:
+                raise DatasetError(f"label '{name}' has shape {arr.shape}: its first axis must be the {E} episodes")
+            if name in root:
+                if not overwrite:
+                    raise DatasetError(f"{out or path} already has a label '{name}'; overwrite=True replaces it")
+                del root[name]
+            ds = root.create_dataset(name, data=arr, fletcher32=True)
+            _write_attrs(ds, {**attrs, "content_fingerprint": expected_fingerprint,
+                              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+    return edit_dataset(path, edit, expected_fingerprint, out)
