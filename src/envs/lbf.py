@@ -18,6 +18,7 @@ Episode ends: all food collected is a real terminal; the time limit is a truncat
 """
 import numpy as np
 
+from envs import episode as ep_text
 from envs.description import Field
 from envs.gymma import GymmaWrapper
 from envs.multiagentenv import EnvArgumentError
@@ -152,3 +153,51 @@ class ForagingEnv(GymmaWrapper):
                 f"items. Agents and food have levels; {rule}. An agent loads a food from an adjacent cell (north, "
                 f"south, west or east of it). Each agent observes {sight}. The team's goal is to collect all food "
                 f"quickly; episodes last at most {self.episode_limit} steps.")
+
+    def episode_sections(self, ep, max_steps):
+        """LBF's features (MisoDICE B.2.2): which food was picked, when and by whom, what was left, each agent's
+        load attempts; then the actions and a timeline of positions. The `obs` state layout gets the generic text."""
+        if self.layout == "obs":
+            return super().episode_sections(ep, max_steps)
+        n, m, s = self.n_agents, self.n_food, ep.states
+        agents = s[:, : 3 * n].reshape(-1, n, 3)
+        foods = s[:, 3 * n: 3 * n + 3 * m].reshape(-1, m, 3)
+        load = self._action_index("LOAD")
+        events, picked_by = [], np.zeros(n, dtype=int)
+        for t in range(ep.length):
+            for j in np.flatnonzero((foods[t, :, 2] > 0) & (foods[t + 1, :, 2] <= 0)):
+                r, c, level = foods[t, j]
+                near = np.abs(agents[t, :, :2] - (r, c)).sum(1) == 1
+                who = [i for i in range(n) if near[i] and ep.actions[t, i] == load]
+                picked_by[who] += 1
+                names = " and ".join(f"agent {i} (level {agents[t, i, 2]:g})" for i in who) or "unknown agents"
+                events.append(f"- step {t + 1}: food {j} (level {level:g} at row {r:g}, column {c:g}) picked up by "
+                              f"{names}")
+        left = [j for j in range(m) if foods[-1, j, 2] > 0]
+        total = int((foods[0, :, 2] > 0).sum())
+        lines = [f"Food collected: {total - len(left)} of {total}."]
+        lines += events or ["- no food was picked up"]
+        for j in left:
+            r, c, level = foods[-1, j]
+            dist = np.abs(agents[-1, :, :2] - (r, c)).sum(1)
+            lines.append(f"- food {j} (level {level:g} at row {r:g}, column {c:g}) was left; the closest agent at the "
+                         f"end is {dist.min():g} cells away")
+        attempts = (ep.actions == load).sum(0) if load is not None else np.zeros(n, dtype=int)
+        agent_lines = [f"- agent {i} (level {agents[0, i, 2]:g}): row/column ({agents[0, i, 0]:g}, {agents[0, i, 1]:g})"
+                       f" -> ({agents[-1, i, 0]:g}, {agents[-1, i, 1]:g}), {attempts[i]} load actions, shared in "
+                       f"{picked_by[i]} pickups" for i in range(n)]
+        timeline = []
+        steps = ep_text.sample_steps(ep.length, max_steps)
+        if steps:
+            timeline = [f"Timeline ({len(steps)} of {ep.length + 1} steps; agents as (row, column), food left):"]
+            for t in steps:
+                where = ", ".join(f"A{i} ({agents[t, i, 0]:g},{agents[t, i, 1]:g})" for i in range(n))
+                food = ", ".join(f"F{j} ({foods[t, j, 0]:g},{foods[t, j, 1]:g})" for j in range(m)
+                                 if foods[t, j, 2] > 0) or "none"
+                timeline.append(f"- step {t}: {where}; food {food}")
+        return [ep_text.ending(self, ep), "\n".join(lines), "Agents, start -> end:\n" + "\n".join(agent_lines),
+                ep_text.action_counts(self, ep), "\n".join(timeline)]
+
+    def _action_index(self, name):
+        names = [a.name for a in self._lbf_actions]
+        return names.index(name) if name in names else None

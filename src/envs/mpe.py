@@ -33,6 +33,7 @@ policies. QLLM's table lists an 8-dim adversary-task observation; mpe2's good ag
 """
 import numpy as np
 
+from envs import episode as ep_text
 from envs.description import Field
 from envs.pz_base import PettingZooTeamEnv, reject_unknown
 
@@ -240,6 +241,39 @@ class _Spread(_Scenario):
         pairs = [(i, k) for i in range(self.n) for k in range(i + 1, self.n) if dist_aa[i, k] < self.touch[i, k]]
         lines.append(f"sum of closest-agent distances: {dist.min(0).sum():.2f}; touching pairs: {pairs or 'none'}")
         return "\n".join(lines)
+
+
+    def episode_lines(self, ep, size, max_steps):
+        """Spread's features (MisoDICE B.2.2): landmark coverage, distances and collisions over the episode."""
+        frames = [self.decode(state, size) for state in ep.states]
+        P = np.stack([f["agents"] for f in frames])  # [L+1, n, 2]
+        L = frames[0]["landmarks"]
+        dist = np.sqrt(np.square(P[:, :, None] - L[None, None]).sum(-1))  # [L+1, agents, landmarks]
+        closest = dist.min(1)  # [L+1, landmarks]
+        total = closest.sum(1)
+        covered = (closest < 0.1).sum(1)
+        dist_aa = np.sqrt(np.square(P[:, :, None] - P[:, None]).sum(-1))
+        iu = np.triu_indices(self.n, 1)
+        touching = (dist_aa[:, iu[0], iu[1]] < self.touch[iu]).sum(1)[1:]  # after each transition
+        travelled = np.sqrt(np.square(np.diff(P, axis=0)).sum(-1)).sum(0)
+        end = dist[-1]
+        lines = [f"Landmarks covered (an agent within 0.1) at the end: {covered[-1]} of {self.n} (start {covered[0]}, "
+                 f"most at once {covered.max()}).",
+                 f"Sum over landmarks of the distance to the closest agent: start {total[0]:.2f}, end {total[-1]:.2f}, "
+                 f"mean over the episode {total[1:].mean():.2f}, best {total.min():.2f}.",
+                 f"Collisions: {int(touching.sum())} touching agent pairs summed over the steps, in "
+                 f"{int((touching > 0).sum())} of {ep.length} steps; touching at the end: {int(touching[-1])} pairs.",
+                 "Agents, start -> end:"]
+        for i in range(self.n):
+            j = int(end[i].argmin())
+            lines.append(f"- agent {i}: ({P[0, i, 0]:.2f}, {P[0, i, 1]:.2f}) -> "
+                         f"({P[-1, i, 0]:.2f}, {P[-1, i, 1]:.2f}), travelled {travelled[i]:.2f}; "
+                         f"nearest landmark at the end: {j} at {end[i, j]:.2f}")
+        steps = ep_text.sample_steps(ep.length, max_steps)
+        timeline = [f"Timeline ({len(steps)} of {ep.length + 1} steps; covered landmarks, distance sum):"
+                    ] if steps else []
+        timeline += [f"- step {t}: {covered[t]} covered, distance sum {total[t]:.2f}" for t in steps]
+        return ["\n".join(lines), "\n".join(timeline)]
 
 
 class _Tag(_Scenario):
@@ -603,6 +637,13 @@ class MPEEnv(PettingZooTeamEnv):
 
     def reward_description(self):
         return self._sc.reward_text(self.reward_scalarisation)
+
+    def episode_sections(self, ep, max_steps):
+        """Spread: coverage, distances, collisions (its own features); the other scenarios: the generic text."""
+        if not isinstance(self._sc, _Spread):
+            return super().episode_sections(ep, max_steps)
+        own = self._sc.episode_lines(ep, self.get_obs_size(), max_steps)
+        return [ep_text.ending(self, ep), own[0], ep_text.action_counts(self, ep), own[1]]
 
     def describe_state(self, state=None):
         """Positions of every entity (reconstructed from the state) and the quantities the reward uses."""

@@ -21,6 +21,7 @@ import inspect
 import numpy as np
 
 from envs.description import render_segment, render_state, task_prompt
+from envs.episode import as_episode, episode_text, generic_sections
 from utils.config import ConfigError
 
 REWARD_SCALARISATIONS = ("sum", "mean")
@@ -172,6 +173,18 @@ class MultiAgentEnv:
     def describe_task(self):
         """The task section of an LLM prompt (QLLM's task prompt, the labelers' context)."""
         return task_prompt(self)
+
+    def describe_episode(self, states, actions, filled, terminated, rewards=None, max_steps=8):
+        """A text summary of one stored episode for an LLM judge (envs/episode.py): `states [T+1, S]`,
+        `actions [T+1, n(, 1)]`, `filled [T+1(, 1)]`, `terminated` (bool or per-step flags). `rewards` ([T+1(, 1)])
+        adds the return (hidden unless the caller passes them); the timeline shows at most `max_steps` steps."""
+        ep = as_episode(states, actions, filled, terminated, rewards)
+        return episode_text(self.episode_sections(ep, max_steps), ep)
+
+    def episode_sections(self, ep, max_steps):
+        """The parts of `describe_episode`'s text (an envs.episode.Episode): the generic one from the state schema;
+        envs with better features override this."""
+        return generic_sections(self, ep, max_steps)
 
     def get_env_info(self):
         return {

@@ -43,6 +43,7 @@ import types
 
 import numpy as np
 
+from envs import episode as ep_text
 from envs.description import Field, render_state
 from envs.multiagentenv import MultiAgentEnv, reject_unknown_args
 
@@ -396,3 +397,49 @@ class SMAXEnv(MultiAgentEnv):
             lines.append(f"{name} ({kind}): health {block[0] * max_hp:.0f}/{max_hp:g}, "
                          f"position ({block[1]:.1f}, {block[2]:.1f}), weapon {cooldown}")
         return "\n".join(lines) + "\n" + render_state(self.state_schema(), state)
+
+    def episode_sections(self, ep, max_steps):
+        """SMAX's features (MisoDICE B.2.2, after O-MAPL's SMAC prompts): the outcome, deaths per side and when,
+        each unit's health at the start and end, the actions (attacks by target), and a timeline of both sides."""
+        sim = self._core.sim
+        n = self.n_agents + self.n_enemies
+        per_unit = len(sim.own_features)
+        s = ep.states
+        health = s[:, : n * per_unit].reshape(len(s), n, per_unit)[:, :, 0]  # fractions of max health
+        type_ids = s[0, n * per_unit + n:].astype(int)
+        max_hp = np.array([float(sim.unit_type_health[k]) for k in type_ids])
+        alive = health > 0
+        allies, enemies = slice(0, self.n_agents), slice(self.n_agents, n)
+        a_end, e_end = int(alive[-1, allies].sum()), int(alive[-1, enemies].sum())
+        if ep.terminated and e_end == 0 and a_end > 0:
+            outcome = "WON: every enemy died while allies were alive"
+        elif ep.terminated and a_end == 0 and e_end > 0:
+            outcome = "LOST: every allied unit died"
+        elif ep.terminated:
+            outcome = "DRAW: both sides were wiped out in the same step"
+        else:
+            outcome = "not decided: the time limit ended the battle with both sides alive"
+        names = self._unit_names()
+        deaths = {}
+        for u in range(n):
+            gone = np.flatnonzero(alive[:-1, u] & ~alive[1:, u])
+            if len(gone):
+                deaths[u] = int(gone[0]) + 1
+        lines = [f"Outcome: {outcome}.",
+                 f"Allies alive at the end: {a_end} of {self.n_agents}; enemies alive: {e_end} of {self.n_enemies}.",
+                 "Deaths (step): " + (", ".join(f"{names[u]} {t}" for u, t in sorted(deaths.items(),
+                                                                                     key=lambda x: x[1])) or "none"),
+                 "Health, start -> end (hit points):"]
+        for u in range(n):
+            kind = sim.unit_type_names[type_ids[u]]
+            lines.append(f"- {names[u]} ({kind}): {health[0, u] * max_hp[u]:.0f} -> {health[-1, u] * max_hp[u]:.0f} "
+                         f"of {max_hp[u]:g}")
+        side_hp = [(health[:, side] * max_hp[side]).sum(1) for side in (allies, enemies)]
+        lines.append(f"Total health lost: allies {side_hp[0][0] - side_hp[0][-1]:.0f} of {side_hp[0][0]:.0f}, "
+                     f"enemies {side_hp[1][0] - side_hp[1][-1]:.0f} of {side_hp[1][0]:.0f}.")
+        steps = ep_text.sample_steps(ep.length, max_steps)
+        timeline = [f"Timeline ({len(steps)} of {ep.length + 1} steps; units alive and total hit points per side):"
+                    ] if steps else []
+        timeline += [f"- step {t}: allies {int(alive[t, allies].sum())} alive, {side_hp[0][t]:.0f} hp; enemies "
+                     f"{int(alive[t, enemies].sum())} alive, {side_hp[1][t]:.0f} hp" for t in steps]
+        return [ep_text.ending(self, ep), "\n".join(lines), ep_text.action_counts(self, ep), "\n".join(timeline)]

@@ -1,0 +1,88 @@
+"""Reading a choice out of a model's reply: `#k`, `[k]`, "Trajectory k", `{"preferred": k}`.
+
+Rules (tests/labeling/test_parse.py is the table of documented outcomes):
+1. `<think>...</think>` blocks are dropped (llm.strip_thinking), then the text is NFKC-normalised, so full-width
+   `＃１` or `［２］` read as `#1`, `[2]`.
+2. A reply that is one JSON object (optionally in a ``` fence) is read by its key `preferred` only: a value in the
+   allowed choices (as a number, "2" or "#2") is the answer; any other value, or a wrong key ({"choice": 1}), is
+   unparsed. The reason text inside the JSON is never scanned, so "Trajectory 1 is worse" in it cannot leak.
+3. Otherwise the text is scanned for markers: strong ones (`#k`, `[k]`, `"preferred": k`, and "Trajectory k" when
+   it is the whole line or follows answer/prefer/choose/winner/better) on each line. The last line holding a
+   marker decides ("the last clear answer wins": a correction later in the reply overrides an earlier answer);
+   if that line names two different choices ("#1 or #2") the reply is unparsed (both). Mentions of
+   "Trajectory k" in running prose are not answers.
+4. Empty text, no marker, or only choices outside `choices` ("#3" when the choices are 0, 1, 2) is unparsed.
+
+Unparsed is `None`: the labeler asks once more, then leaves the item unlabeled (NaN). Nothing here ever falls
+back to a ground-truth answer.
+"""
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from llm.text_utils import strip_thinking
+
+# trajectory_preference: the reply's choice -> the stored label (1 = first preferred, 0 = second, 0.5 = equal)
+PREFERENCE_LABEL = {1: 1.0, 2: 0.0, 0: 0.5}
+
+_FENCE = re.compile(r"\A```[a-zA-Z]*\s*(.*?)\s*```\Z", re.DOTALL)
+_MARKERS = [
+    re.compile(r"#\s?(\d+)(?!\d|\.\d)"),  # #1 (not #1.5)
+    re.compile(r"\[\s*(\d+)\s*\]"),  # [1]
+    re.compile(r'"preferred"\s*:\s*"?#?(\d+)"?'),  # {"preferred": 1} inside prose
+    re.compile(r"(?:answer|prefer(?:red|ence)?|choose|choice|winner|better)\W{0,4}(?:is\W{1,3})?"
+               r"(?:trajectory|episode)\s*#?\s*(\d+)\b", re.IGNORECASE),
+    re.compile(r"^\W*(?:trajectory|episode)\s*#?\s*(\d+)\W*$", re.IGNORECASE),  # the whole line
+]
+
+
+@dataclass(frozen=True)
+class Parsed:
+    value: int | None  # the choice, None = unparsed
+    how: str  # "json", "marker", or why it is unparsed ("empty", "no answer", "both 1 and 2", "json key", ...)
+
+
+def parse_choice(text, choices=(0, 1, 2), key="preferred"):
+    """The choice a reply states (see the module rules), as a Parsed(value, how)."""
+    if not isinstance(text, str):
+        return Parsed(None, "not text")
+    text = unicodedata.normalize("NFKC", strip_thinking(text)).strip()
+    if not text:
+        return Parsed(None, "empty")
+    fenced = _FENCE.match(text)
+    body = fenced.group(1) if fenced else text
+    if body.startswith("{") and body.endswith("}"):
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            return _from_json(obj, choices, key)
+    for line in reversed(text.splitlines()):
+        found = {int(m.group(1)) for rx in _MARKERS for m in rx.finditer(line) if int(m.group(1)) in choices}
+        if len(found) == 1:
+            return Parsed(found.pop(), "marker")
+        if len(found) > 1:
+            return Parsed(None, "both " + " and ".join(str(v) for v in sorted(found)))
+    return Parsed(None, "no answer")
+
+
+def _from_json(obj, choices, key):
+    if key not in obj:
+        return Parsed(None, f"json without '{key}'")
+    value = obj[key]
+    if isinstance(value, str):
+        value = value.strip().lstrip("#")
+        value = int(value) if value.isdigit() else None
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        value = None
+    if value is None or int(value) not in choices:
+        return Parsed(None, f"json '{key}' not one of {list(choices)}")
+    return Parsed(int(value), "json")
+
+
+def parse_preference(text):
+    """trajectory_preference's label from a reply: 1.0 (#1), 0.0 (#2), 0.5 (#0, equal) or None (unparsed)."""
+    p = parse_choice(text)
+    return None if p.value is None else PREFERENCE_LABEL[p.value]
