@@ -54,11 +54,15 @@ class OfflineActorCritic(OfflineLearner):
     def losses(self, batch):
         raise NotImplementedError
 
-    def train(self, batches, t_env, episode_num):
+    def batch_losses(self, batches):
+        """(losses, stats) of one update from the batches the learner declared (default: the "data" batch)."""
         batch = batches["data"]
         # a dataset action unavailable in its own avail_actions would get log pi = -1e10: say so instead
         check_actions_available(batch, transition_mask(batch).expand(-1, -1, self.n_agents))
-        losses, stats = self.losses(batch)
+        return self.losses(batch)
+
+    def train(self, batches, t_env, episode_num):
+        losses, stats = self.batch_losses(batches)
         for _, opt in self.groups.values():
             opt.zero_grad(set_to_none=True)
         sum(losses[name] for name in self.groups).backward()

@@ -45,36 +45,30 @@ class OMIGALearner(OfflineActorCritic):
                      "v_loss": ([v_net], critic_lr)})
 
     @th.no_grad()
-    def td_targets(self, batch, inputs):
-        """[B,T-1,1] y = r + gamma (1 - terminated) V_tot'(s') from the target V and mixer."""
-        dev = self.device
-        w, b = self.target_critics["mixer"].weights(batch["state"][:, 1:].to(dev))
+    def bootstrap(self, batch, inputs):
+        """[B,T-1,1] gamma (1 - terminated) V_tot'(s') from the target V and mixer."""
+        w, b = self.target_critics["mixer"].weights(batch["state"][:, 1:].to(self.device))
         v_next = unroll(self.target_critics["v"], inputs)[:, 1:].squeeze(3)
-        v_tot_next = (w * v_next).sum(-1, keepdim=True) + b
-        rewards = batch["reward"][:, :-1].to(dev)
-        terminated = batch["terminated"][:, :-1].float().to(dev)
-        return rewards + self.args.gamma * (1 - terminated) * v_tot_next
+        terminated = batch["terminated"][:, :-1].float().to(self.device)
+        return self.args.gamma * (1 - terminated) * ((w * v_next).sum(-1, keepdim=True) + b)
 
-    def losses(self, batch):
-        n, dev = self.n_agents, self.device
-        mask = transition_mask(batch).to(dev)                                  # [B,T-1,1]
-        mask_n = mask.expand(-1, -1, n)
-        actions = batch["actions"][:, :-1].to(dev)                             # [B,T-1,n,1]
-        states = batch["state"].to(dev)
-        inputs = self.mac._build_inputs_seq(batch)                             # [B,T,n,I]
-        q_net, v_net, mixer = self.critics["q"], self.critics["v"], self.critics["mixer"]
-        tq, tmixer = self.target_critics["q"], self.target_critics["mixer"]
+    def td_targets(self, batch, inputs):
+        """[B,T-1,1] y = r + gamma (1 - terminated) V_tot'(s')."""
+        return batch["reward"][:, :-1].to(self.device) + self.bootstrap(batch, inputs)
 
-        q_taken = unroll(q_net, inputs)[:, :-1].gather(3, actions).squeeze(3)  # [B,T-1,n]
-        v = unroll(v_net, inputs)[:, :-1].squeeze(3)
-        w, b = mixer.weights(states[:, :-1])
-        q_tot = (w * q_taken).sum(-1, keepdim=True) + b
+    def q_tot(self, batch, inputs, actions):
+        """(Q_tot [B,T-1,1], Q_i(o_i, a_i) [B,T-1,n], w [B,T-1,n], b [B,T-1,1]) from the online Q and mixer."""
+        q_taken = unroll(self.critics["q"], inputs)[:, :-1].gather(3, actions).squeeze(3)
+        w, b = self.critics["mixer"].weights(batch["state"][:, :-1].to(self.device))
+        return (w * q_taken).sum(-1, keepdim=True) + b, q_taken, w, b
+
+    def value_policy_losses(self, batch, inputs, actions, mask):
+        """OMIGA's extreme-V loss and exp(z)-weighted BC (shared with O-MAPL): (v_loss, actor_loss, stats)."""
+        mask_n = mask.expand(-1, -1, self.n_agents)
+        v = unroll(self.critics["v"], inputs)[:, :-1].squeeze(3)
         with th.no_grad():
-            y = self.td_targets(batch, inputs)
-            w_t = tmixer.weights(states[:, :-1])[0]
-            q_t_taken = unroll(tq, inputs)[:, :-1].gather(3, actions).squeeze(3)
-        q_loss = masked_mean((q_tot - y).pow(2), mask)
-
+            w_t = self.target_critics["mixer"].weights(batch["state"][:, :-1].to(self.device))[0]
+            q_t_taken = unroll(self.target_critics["q"], inputs)[:, :-1].gather(3, actions).squeeze(3)
         z = (w_t * (q_t_taken - v) / self.alpha).clamp(-Z_CLIP, Z_CLIP)
         z_max = z.detach().masked_fill(mask_n == 0, -Z_CLIP).max().clamp(min=-1.0)
         v_loss = masked_mean(th.exp(z - z_max) + th.exp(-z_max) * w_t * v / self.alpha, mask_n)
@@ -82,11 +76,23 @@ class OMIGALearner(OfflineActorCritic):
         bc_weight = th.exp(z.detach())
         log_pi_taken = log_policy(self.mac, batch)[:, :-1].gather(3, actions).squeeze(3)
         actor_loss = -masked_mean(bc_weight * log_pi_taken, mask_n)
-
         with th.no_grad():
-            stats = {"q_taken_mean": masked_mean(q_taken, mask_n), "v_mean": masked_mean(v, mask_n),
-                     "q_tot_mean": masked_mean(q_tot, mask), "target_mean": masked_mean(y, mask),
-                     "mixer_w_mean": masked_mean(w, mask_n), "mixer_b_mean": masked_mean(b, mask),
-                     "bc_weight_mean": masked_mean(bc_weight, mask_n), "z_max": z_max,
-                     "log_pi_taken_mean": masked_mean(log_pi_taken, mask_n)}
+            stats = {"v_mean": masked_mean(v, mask_n), "bc_weight_mean": masked_mean(bc_weight, mask_n),
+                     "z_max": z_max, "log_pi_taken_mean": masked_mean(log_pi_taken, mask_n)}
+        return v_loss, actor_loss, stats
+
+    def losses(self, batch):
+        dev = self.device
+        mask = transition_mask(batch).to(dev)                                  # [B,T-1,1]
+        mask_n = mask.expand(-1, -1, self.n_agents)
+        actions = batch["actions"][:, :-1].to(dev)                             # [B,T-1,n,1]
+        inputs = self.mac._build_inputs_seq(batch)                             # [B,T,n,I]
+        q_tot, q_taken, w, b = self.q_tot(batch, inputs, actions)
+        y = self.td_targets(batch, inputs)
+        q_loss = masked_mean((q_tot - y).pow(2), mask)
+        v_loss, actor_loss, stats = self.value_policy_losses(batch, inputs, actions, mask)
+        with th.no_grad():
+            stats.update({"q_taken_mean": masked_mean(q_taken, mask_n), "q_tot_mean": masked_mean(q_tot, mask),
+                          "target_mean": masked_mean(y, mask), "mixer_w_mean": masked_mean(w, mask_n),
+                          "mixer_b_mean": masked_mean(b, mask)})
         return {"actor_loss": actor_loss, "q_loss": q_loss, "v_loss": v_loss}, stats

@@ -186,6 +186,27 @@ class OfflineDataset:
     def label_names(self):
         return sorted(self._labels)
 
+    def label(self, name):
+        """The per-episode label `labels/<name>` for this view's episodes, in their order."""
+        return self._rows(self._labels[name], np.arange(len(self)))
+
+    def with_reward(self, reward):
+        """This view with its per-step rewards replaced by `reward` [len, T+1, 1] (offline_reward=label:<name>,
+        e.g. MARL-SL's recovered rewards); episode_return keeps the ground truth (reported, never trained on)."""
+        reward = np.asarray(reward, dtype=np.float32)
+        want = (len(self), self.env_info["episode_limit"] + 1, 1)
+        if reward.shape != want:
+            raise DatasetError(f"a reward label must have shape {want} ([episodes, episode_limit + 1, 1]), got "
+                               f"{reward.shape}")
+        if not np.isfinite(reward).all():
+            raise DatasetError(f"the reward label has {int((~np.isfinite(reward)).sum())} non-finite values")
+        full = np.zeros((len(self._returns_all), *want[1:]), dtype=np.float32)
+        full[self._index] = reward
+        ds = OfflineDataset({**self._data, "reward": full}, self._returns_all, self._quality_all, self._labels,
+                            dict(self.attrs), self.quality_codes, index=self._index, file=self._file)
+        ds.path = getattr(self, "path", None)
+        return ds
+
     def _rows(self, source, rows):
         """Rows `rows` (indices into this dataset) of a source array, in the given order."""
         idx = self._index[np.asarray(rows, dtype=np.int64)]

@@ -1,6 +1,6 @@
 """Training data for offline learners (`run: offline`): the datasets a config names (`offline_dataset`, several
-merged), the expert subset D_E (`offline_expert`), the top fraction and the held-out split, and the seeded
-episode sampler whose state goes into checkpoints."""
+merged), the expert subset D_E (`offline_expert`), rewards from a label (`offline_reward`), the top fraction and the
+held-out split, and the seeded episode (and preference-pair) sampler whose state goes into checkpoints."""
 import numpy as np
 
 from offline.format import DatasetError
@@ -27,6 +27,8 @@ def load_training_data(args, env_info, _log):
     if data.env_info != shapes:
         raise DatasetError(f"the dataset's shapes {data.env_info} do not match the env's {shapes}: it was "
                            f"collected with other env settings")
+    if args.offline_reward:
+        data = data.with_reward(label_rows(data, args.offline_reward, "offline_reward", _REWARD_HINT))
     expert = select_expert(data, args.offline_expert, args, env_args)
     if args.offline_top_fraction < 1.0:
         data = data.top_fraction(args.offline_top_fraction)
@@ -39,11 +41,39 @@ def load_training_data(args, env_info, _log):
     return data, valid, expert
 
 
+LABEL_PREFIX = "label:"
+_EXPERT_HINT = ("label them with --config=label_preferences, then write <name>_expert with --config=omapl "
+                "(preference_set=<name>)")
+_REWARD_HINT = ("write <name>_reward_hat with --config=marl_sl (preference_set=<name>) after labeling the pairs with "
+                "--config=label_preferences")
+
+
+def label_rows(data, spec, key, hint):
+    """The per-episode label that `spec` = 'label:<label name>' names (rows = the dataset's episodes)."""
+    name = spec[len(LABEL_PREFIX):]
+    if not spec.startswith(LABEL_PREFIX) or not name:
+        raise ValueError(f"{key}={spec}: expected 'label:<label name>'")
+    if name not in data.label_names:
+        raise DatasetError(f"{key}={spec}: the dataset has no label '{name}' (labels present: "
+                           f"{data.label_names or 'none'}); {hint}")
+    return data.label(name)
+
+
 def select_expert(data, spec, args, env_args):
     """D_E for learners that weight expert data: 'quality:<name>' = the episodes whose agents all have that
-    ground-truth quality, or the path of a separate dataset."""
+    ground-truth quality, 'label:<name>' = the episodes a per-episode boolean label marks (O-MAPL's top-K:
+    label:<set>_expert), or the path of a separate dataset."""
     if not spec:
         return None
+    if spec.startswith(LABEL_PREFIX):
+        flags = np.asarray(label_rows(data, spec, "offline_expert", _EXPERT_HINT))
+        if flags.shape != (len(data),) or not np.isin(flags, (0, 1)).all():
+            raise DatasetError(f"offline_expert={spec}: an expert label is one 0/1 flag per episode ([{len(data)}]), "
+                               f"got shape {flags.shape} with values {np.unique(flags)[:5]}")
+        rows = np.flatnonzero(flags)
+        if len(rows) == 0:
+            raise DatasetError(f"offline_expert={spec}: the label marks no episode")
+        return data.subset(rows)
     if spec.startswith("quality:"):
         name = spec.split(":", 1)[1]
         if name not in data.quality_codes:
@@ -66,3 +96,7 @@ class Sampler:
         sample = dataset.sample(batch_size, rng=self.rng)
         sample = sample[:, : sample.max_t_filled()]
         return sample.to(device) if device != "cpu" else sample
+
+    def pairs(self, preferences, n_pairs, device):
+        """A PairBatch of `n_pairs` labeled pairs (offline.preferences.PreferencePairs)."""
+        return preferences.sample(n_pairs, self.rng, device)

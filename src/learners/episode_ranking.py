@@ -1,0 +1,57 @@
+"""Ranking a dataset's episodes by a recovered score and judging the top K against the ground truth (MisoDICE
+phase 1, B.2.3): plain numpy, shared by the learners that label datasets (O-MAPL, MARL-SL)."""
+import numpy as np
+
+
+def top_k(scores, k):
+    """Indices of the k highest scores, highest first; ties go to the lower index (a stable sort of -score)."""
+    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
+
+
+def spearman(a, b):
+    """Spearman rank correlation (average ranks for ties); nan when either side is constant."""
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _ranks(x):
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x))
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return (sums / counts)[inverse]  # tied values share their mean rank
+
+
+def precision_recall(selected, truth):
+    """(precision, recall) of the selected episode indices against the boolean ground-truth flags `truth` [E]
+    (None, None without ground truth)."""
+    if truth is None or not truth.any():
+        return None, None
+    hits = int(truth[np.asarray(selected)].sum())
+    return hits / max(len(selected), 1), hits / int(truth.sum())
+
+
+def ground_truth_expert(data, quality="expert"):
+    """[E] bool: episodes whose agents all have ground-truth quality `quality`; None when the dataset has none."""
+    if quality not in data.quality_codes:
+        return None
+    return (data.quality_code_array == data.quality_codes[quality]).all(axis=1)
+
+
+def ranking_report(scores, data, k):
+    """How well ranking by `scores` ({rank_by: [E]}) finds the dataset's expert episodes, beside the ceiling of
+    ranking by the true return (the return oracle's own score): precision/recall of the top k, Spearman with the
+    true return."""
+    truth, returns = ground_truth_expert(data), np.asarray(data.returns, dtype=np.float64)
+    ceiling_p, ceiling_r = precision_recall(top_k(returns, k), truth)
+    report = {"topk_expert": int(k), "episodes": len(returns), "true_experts": None if truth is None else
+              int(truth.sum()), "ceiling": {"precision": ceiling_p, "recall": ceiling_r}}
+    for name, s in scores.items():
+        p, r = precision_recall(top_k(s, k), truth)
+        report[name] = {"precision": p, "recall": r, "spearman_true_return": spearman(s, returns),
+                        "precision_of_ceiling": None if p is None or not ceiling_p else p / ceiling_p}
+    return report
