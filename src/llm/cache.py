@@ -22,8 +22,9 @@ def canonical_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def request_identity(model, messages, temperature, max_tokens, top_p=None, seed=None):
-    """The sampling-relevant part of a request (without the sample index), normalised for hashing."""
+def request_identity(model, messages, temperature, max_tokens, top_p=None, seed=None, response_format=None):
+    """The sampling-relevant part of a request (without the sample index), normalised for hashing. Optional parts
+    enter only when set, so the keys of requests without them stay what they were."""
     ident = {"model": model, "messages": messages,
              "temperature": None if temperature is None else float(temperature),
              "max_tokens": None if max_tokens is None else int(max_tokens)}
@@ -31,6 +32,8 @@ def request_identity(model, messages, temperature, max_tokens, top_p=None, seed=
         ident["top_p"] = float(top_p)
     if seed is not None:
         ident["seed"] = int(seed)
+    if response_format is not None:
+        ident["response_format"] = response_format
     return ident
 
 

@@ -69,7 +69,9 @@ class LLM:
             self.api = OpenAICompat(c)
 
     # --- public API ---
-    def chat(self, messages, n=1, temperature=None, max_tokens=None, tag=""):
+    def chat(self, messages, n=1, temperature=None, max_tokens=None, tag="", response_format=None):
+        """n samples for `messages`. `response_format` (an OpenAI `response_format` dict, e.g. a json_schema) is sent
+        as is and is part of the cache key; None sends none (and keeps the keys of calls made without it)."""
         if self._closed:
             raise LLMError("chat() called after close()")
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -78,7 +80,8 @@ class LLM:
         c = self.cfg
         temperature = c["temperature"] if temperature is None else temperature
         max_tokens = c["max_tokens"] if max_tokens is None else max_tokens
-        ident = request_identity(self.model, messages, temperature, max_tokens, c["top_p"], c["seed"])
+        ident = request_identity(self.model, messages, temperature, max_tokens, c["top_p"], c["seed"],
+                                 response_format)
         keys = [cache_key(ident, i) for i in range(n)]
         t0 = now()
         texts, cached = [None] * n, [False] * n
@@ -105,6 +108,30 @@ class LLM:
         finally:
             self._account(tag, messages, n, temperature, max_tokens, texts, cached, missing, stats, error, t0,
                           (self.cache.corrupt if self.cache else 0) - corrupt0)
+
+    def cached(self, messages, n=1, temperature=None, max_tokens=None, response_format=None, **_):
+        """Whether chat() with these arguments would be answered from the cache alone (no request)."""
+        if self.cache is None:
+            return False
+        c = self.cfg
+        ident = request_identity(self.model, check_messages(messages), c["temperature"] if temperature is None
+                                 else temperature, c["max_tokens"] if max_tokens is None else max_tokens,
+                                 c["top_p"], c["seed"], response_format)
+        return all(self.cache.get(cache_key(ident, i)) is not None for i in range(n))
+
+    def chat_many(self, requests, concurrency=None, stop=None):
+        """Many independent chat() calls, at most `concurrency` at a time (default and upper bound: llm.concurrency,
+        which backend local already caps at llm.local.parallel). `requests`: chat() keyword dicts (messages, n,
+        temperature, max_tokens, tag, response_format). Yields (index, texts) as each call completes, in completion
+        order; a call that fails with an LLMError yields (index, error) instead, so one bad request never loses the
+        others. `stop()` (optional) is asked before each call starts: once it returns True no new call starts, the
+        calls in flight finish and are yielded, and the requests never started are not yielded at all.
+        Answers do not depend on the concurrency: each call has its own cache entries and transcript line."""
+        from llm.batch import run_many  # the thread pool lives there; chat() stays the only way to the backends
+
+        limit = self.cfg["concurrency"] if concurrency is None else max(1, min(int(concurrency),
+                                                                                self.cfg["concurrency"]))
+        yield from run_many(self.chat, list(requests), limit, stop)
 
     def ledger(self):
         return self._ledger.snapshot()
@@ -134,7 +161,8 @@ class LLM:
     # --- internals ---
     def _request(self, messages, ident, n=1, sample_index=None):
         seed = None if ident.get("seed") is None else ident["seed"] + (sample_index or 0)
-        return self.api.request(messages, ident["temperature"], ident["max_tokens"], ident.get("top_p"), seed, n)
+        return self.api.request(messages, ident["temperature"], ident["max_tokens"], ident.get("top_p"), seed, n,
+                                response_format=ident.get("response_format"))
 
     def _store(self, key, ident, index, choice, result, texts):
         texts[index] = choice.text

@@ -121,8 +121,10 @@ class OpenAICompat:
             return exc.status_code in TRANSIENT_STATUS or exc.status_code >= 500
         return isinstance(exc, o.APIConnectionError)  # includes APITimeoutError
 
-    def request(self, messages, temperature, max_tokens, top_p=None, seed=None, n=1):
+    def request(self, messages, temperature, max_tokens, top_p=None, seed=None, n=1, response_format=None):
         body = {"model": self.model, "messages": messages, "max_tokens": max_tokens}
+        if response_format is not None:
+            body["response_format"] = response_format
         if temperature is not None:
             body["temperature"] = temperature
         if top_p is not None:

@@ -1,0 +1,45 @@
+"""Many independent chat() calls at once (LLM.chat_many): a bounded thread pool, results as they complete.
+
+Why a window instead of submitting everything: at most `limit` calls are in flight, so a stop condition (a budget
+reached, a replay cache miss) takes effect after those, not after the whole list; and a labeler sees (and journals)
+each answer as soon as it arrives, so a killed run loses only the calls in flight.
+"""
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+from llm.errors import LLMError
+
+
+def run_many(call, requests, limit, stop=None):
+    """Yield (index, call(**requests[index])) in completion order, `limit` calls at a time; an LLMError is yielded
+    in place of the texts; other exceptions propagate (after the calls in flight end). `stop()` is asked before
+    each new call; once True, nothing more starts."""
+    if not requests:
+        return
+    pending = iter(enumerate(requests))
+    stopped = False
+    with ThreadPoolExecutor(max_workers=max(1, int(limit)), thread_name_prefix="llm-many") as pool:
+        running = {}
+
+        def fill():
+            nonlocal stopped
+            while not stopped and len(running) < limit:
+                if stop is not None and stop():
+                    stopped = True
+                    return
+                nxt = next(pending, None)
+                if nxt is None:
+                    stopped = True
+                    return
+                running[pool.submit(call, **nxt[1])] = nxt[0]
+
+        fill()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in sorted(done, key=running.get):  # same-moment completions in index order
+                i = running.pop(f)
+                try:
+                    out = f.result()
+                except LLMError as e:
+                    out = e
+                yield i, out
+            fill()
