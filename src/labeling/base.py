@@ -111,6 +111,11 @@ class LabelTask:
         """Quality of `answers` against the ground truth (JSON-able dict: agreement, rates, ...)."""
         raise NotImplementedError
 
+    def stored(self, source: LabelSource, args) -> dict | None:
+        """The attrs of the result already stored under this run's name (where `store` would write), or None: the
+        run mode reuses it when its settings are the run's, and refuses to replace it otherwise (label_overwrite)."""
+        return None
+
     def store(self, source: LabelSource, items: list[Item], answers: np.ndarray, attrs: dict, args,
               overwrite: bool = False) -> str:
         """Write the answers with `attrs` (provenance) where the task keeps them (an existing result of the same

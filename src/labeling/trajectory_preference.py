@@ -9,10 +9,12 @@ the first is preferred, 0 the second, 0.5 a tie. The oracle (B.2.1) prefers the 
                                  < expert; the sum orders episodes as the mean does, every episode having n agents)
 equal scores = tie. Stored as the dataset's preference set `label_name` (labeling/store.py).
 """
+import os
+
 import numpy as np
 
 from labeling.base import Item, LabelTask
-from labeling.store import store_preferences
+from labeling.store import preference_names, read_preferences, store_preferences
 
 QUALITY_RANKS = {"random": 0, "poor": 1, "medium": 2, "expert": 3}  # ordinal ground-truth qualities
 ORACLE_KEYS = ("return", "discounted_return", "quality")
@@ -152,6 +154,12 @@ class TrajectoryPreference(LabelTask):
             out["expert_vs_poor_pairs"] = int(ep.sum())
             out["expert_vs_poor_accuracy"] = _rate((answers == right) & ep, labeled & ep)
         return out
+
+    def stored(self, source, args):
+        target = args.label_out or source.path
+        if not os.path.exists(target) or args.label_name not in preference_names(target):
+            return None
+        return read_preferences(target, args.label_name, check=False)[2]
 
     def store(self, source, items, answers, attrs, args, overwrite=False):
         return store_preferences(source, args.label_name, _pairs(items), np.asarray(answers, dtype=np.float32),

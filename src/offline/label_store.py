@@ -104,7 +104,8 @@ def _read_attrs(obj):
 
 # ----- reading -----
 def _path_of(source):
-    path = source if isinstance(source, (str, os.PathLike)) else getattr(source, "path", None)
+    path = source if isinstance(source, (str, os.PathLike)) else (getattr(source, "path", None)
+                                                                  or getattr(source, "source_path", None))
     if path is None:
         raise DatasetError("preference sets are read from a file: pass its path, or a dataset loaded from one")
     return os.fspath(path)

@@ -4,6 +4,7 @@ learners."""
 import json
 import math
 import os
+import warnings
 
 import h5py
 import numpy as np
@@ -21,6 +22,8 @@ from offline.format import (
     check_env,
     to_json,
 )
+from offline.label_store import GROUP as PREFERENCES
+from offline.label_store import check_groups, label_command
 from offline.writer import DatasetWriter
 from utils.files import is_temp, sha256_file
 
@@ -65,6 +68,7 @@ def _validate(f, path, expect_env=None):
         for name, ds in f["labels"].items():
             if ds.shape[0] != E:
                 raise DatasetError(f"{path}: 'labels/{name}' has {ds.shape[0]} rows, expected {E}")
+    check_groups(f, path, E)  # preference sets: shapes, pair indices < E
     if expect_env is not None:
         check_env(attrs["env"], json.loads(attrs["env_args"]), expect_env, path)
     return info
@@ -98,10 +102,12 @@ def load_salvage(path):
         for k in keys:
             arrays[k], bad = read_salvage(f[k])
             unreadable |= bad
+        preference_sets = sorted(f[PREFERENCES]) if PREFERENCES in f else []
     invalid = invalid_episodes(arrays, int(attrs["n_actions"]), bool(attrs.get("truncation_as_terminal")))
     codes = json.loads(attrs.get("quality_codes", to_json(QUALITY_CODES)))
     ds = OfflineDataset._from_arrays(arrays, attrs, codes)
-    ds.path = path
+    ds.path = ds.source_path = path
+    ds.preference_sets = preference_sets
     return ds, unreadable, invalid & ~unreadable
 
 
@@ -119,6 +125,11 @@ class OfflineDataset:
         self._index = np.arange(len(self._returns_all)) if index is None else np.asarray(index, dtype=np.int64)
         self._file = file
         self.env_info = {k: int(attrs[k]) for k in ENV_INFO_KEYS}
+        # names of the file's preference sets (offline/label_store.py): never carried into a derived file, where
+        # their pair indices would name other episodes; save() says so
+        self.preference_sets = []
+        self.path = None  # the file, for a dataset loaded from one (not for its subsets or merges)
+        self.source_path = None  # the file this view's episodes come from (a loaded dataset and its subsets)
 
     # ----- loading -----
     @classmethod
@@ -142,6 +153,7 @@ class OfflineDataset:
                 labels = {k: read(v, path) for k, v in labels_src.items()}
                 check_content(data, int(attrs["n_actions"]), path, bool(attrs.get("truncation_as_terminal")))
             ret, qual = read(f["episode_return"], path), read(f["agent_quality"], path)
+            preference_sets = sorted(f[PREFERENCES]) if PREFERENCES in f else []
         except BaseException:
             f.close()
             raise
@@ -149,7 +161,8 @@ class OfflineDataset:
             f.close()
         ds = cls(data, ret, qual, labels, attrs, json.loads(attrs.get("quality_codes", to_json(QUALITY_CODES))),
                  file=f if lazy else None)
-        ds.path = path
+        ds.path = ds.source_path = path
+        ds.preference_sets = preference_sets
         return ds
 
     def close(self):
@@ -234,9 +247,11 @@ class OfflineDataset:
 
     def subset(self, rows):
         """A dataset of the given rows (sharing the arrays or the open file)."""
-        return OfflineDataset(self._data, self._returns_all, self._quality_all, self._labels, dict(self.attrs),
-                              self.quality_codes, index=self._index[np.asarray(rows, dtype=np.int64)],
-                              file=self._file)
+        ds = OfflineDataset(self._data, self._returns_all, self._quality_all, self._labels, dict(self.attrs),
+                            self.quality_codes, index=self._index[np.asarray(rows, dtype=np.int64)],
+                            file=self._file)
+        ds.source_path, ds.preference_sets = self.source_path, list(self.preference_sets)
+        return ds
 
     def top_fraction(self, fraction):
         """The episodes whose return is in the top `fraction` (at least one), in their original order."""
@@ -282,7 +297,9 @@ class OfflineDataset:
         attrs["provenance"] = to_json(json.loads(self.attrs.get("provenance", "[]"))
                                     + json.loads(other.attrs.get("provenance", "[]")))
         attrs["quality_codes"] = to_json(codes)
-        return OfflineDataset._from_arrays(merged, attrs, codes)
+        out = OfflineDataset._from_arrays(merged, attrs, codes)
+        out.preference_sets = sorted(set(self.preference_sets) | set(other.preference_sets))
+        return out
 
     @classmethod
     def _from_arrays(cls, arrays, attrs, quality_codes):
@@ -291,7 +308,12 @@ class OfflineDataset:
         return cls(data, arrays["episode_return"], arrays["agent_quality"], labels, attrs, quality_codes)
 
     def save(self, path, compression="lzf", progress=False, attrs=None):
-        """Write this dataset (e.g. a merge or a top fraction) to a new file; `attrs`: extra file attrs."""
+        """Write this dataset (e.g. a merge or a top fraction) to a new file; `attrs`: extra file attrs.
+        Per-episode labels follow their episodes; preference sets are left out (with a warning naming them)."""
+        if self.preference_sets:
+            warnings.warn(f"the preference sets {self.preference_sets} of {self.source_path or 'the sources'} are not "
+                          f"written to {path}: their pair indices name the source file's episodes. Label the new "
+                          f"file again: {label_command(path)}", stacklevel=2)
         config = json.loads(self.attrs.get("config", "{}"))
         names = {v: k for k, v in self.quality_codes.items()}
         with DatasetWriter(path, self.env_info, self.attrs["env"], json.loads(self.attrs["env_args"]), config,

@@ -19,6 +19,11 @@ def run_offline(_run, config, _log):
     return run(_run, config, _log)
 
 
+def run_label(_run, config, _log):
+    from run.label import run_label as run
+    return run(_run, config, _log)
+
+
 REGISTRY = {
     "online": run_online,
     "evaluate": run_evaluate,
@@ -26,4 +31,5 @@ REGISTRY = {
     "tfcaf": run_tfcaf,  # the earlier name of the same run mode
     "collect": run_collect,
     "offline": run_offline,
+    "label": run_label,  # --config=label_preferences: label a dataset's items (labeling/)
 }

@@ -1,0 +1,121 @@
+"""Run mode `label` (`--config=label_preferences`): a labeler answers a task's items about a dataset and the answers
+are stored in the dataset file (labeling/; the layout: offline/label_store.py).
+
+    python src/main.py --config=label_preferences --env-config=lbf_8x8_2p_2f_coop \\
+        with offline_dataset=results/datasets/.../mix_200e_1000p.h5 labeler=noisy_oracle oracle_accuracy=0.75
+
+An existing result of the same `label_name` is kept when it was made with the same task and labeler settings from
+the same episodes (a rerun is a no-op, as `collect` keeps complete datasets), unless the labeler reported it
+incomplete (an LLM budget stop: the rerun labels again, its cache answering what was asked before). With other
+settings it is an error naming the differences; `label_overwrite=True` replaces it. A set is only ever written
+complete (copy, edit, rename), so an interrupted run leaves the file as it was.
+"""
+import difflib
+import json
+import os
+import time
+
+from envs import env_from_args
+from labeling import LABELERS, TASKS
+from labeling.base import LabelSource
+from labeling.store import check_name, content_fingerprint
+from offline.reader import OfflineDataset
+from run.setup import make_args
+from utils.files import clean_stale_temps
+from utils.logging import Logger
+from utils.progress import Bar
+
+
+def pick(registry, name, key):
+    if name not in registry:
+        close = difflib.get_close_matches(str(name), list(registry), n=3)
+        raise ValueError(f"unknown {key} '{name}'; choose one of {sorted(registry)}"
+                         + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    return registry[name]
+
+
+def dataset_path(value):
+    if not isinstance(value, str):
+        raise ValueError(f"offline_dataset must be one file for labeling (labels name its episodes), got {value!r}")
+    if not value:
+        raise ValueError("run=label needs a dataset: with offline_dataset=path/to/data.h5 (collect one with "
+                         "--config=collect)")
+    if not os.path.isfile(value):
+        raise FileNotFoundError(f"offline_dataset {value} does not exist; collect one with --config=collect or "
+                                f"check the path")
+    return value
+
+
+def differences(stored, wanted):
+    return [f"{k}: stored {stored.get(k)!r}, requested {wanted.get(k)!r}"
+            for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+
+
+def summary(accuracy):
+    """One console line of a task's accuracy dict."""
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+    return ", ".join(f"{k} {fmt(v)}" for k, v in accuracy.items())
+
+
+def run_label(_run, config, _log):
+    args = make_args(config, _log, _run)
+    logger = Logger(_log)
+    if _run is not None:
+        logger.setup_sacred(_run)
+    task = pick(TASKS, args.label_task, "label_task")()
+    labeler = pick(LABELERS, args.labeler, "labeler")(args)
+    check_name(args.label_name)
+    path = dataset_path(args.offline_dataset)
+    clean_stale_temps(os.path.dirname(os.path.abspath(args.label_out or path)))
+    env_args = {k: v for k, v in args.env_args.items() if k != "seed"}
+    dataset = OfflineDataset.load(path, expect_env=(args.env, env_args))
+    fingerprint = content_fingerprint(dataset)
+    source = LabelSource(dataset, path, fingerprint, env_factory=lambda: env_from_args(args))
+    settings = json.loads(json.dumps({**task.settings(args), **labeler.settings(), "dataset_fingerprint": fingerprint}))
+    info = {"task": task.name, "labeler": labeler.name, "label_name": args.label_name, "dataset": path,
+            "settings": settings}
+    if _run is not None:
+        _run.info["labeling"] = info
+    try:
+        stored = task.stored(source, args)
+        overwrite = bool(args.label_overwrite)
+        target = args.label_out or path
+        if stored is not None and not overwrite:
+            same = stored.get("settings") == settings
+            if not same:
+                raise ValueError(f"{target} already has '{args.label_name}' ({task.name}) made with other settings: "
+                                 + "; ".join(differences(stored.get("settings") or {}, settings))
+                                 + ". Choose another label_name, or set label_overwrite=True to replace it")
+            if stored.get("complete", True):
+                _log.info(f"'{args.label_name}' in {target} was made with the same settings from the same episodes "
+                          f"({stored.get('created', '?')}): kept (label_overwrite=True labels again)")
+                info.update(reused=True, path=target, accuracy=stored.get("accuracy"), counts=stored.get("counts"))
+                _log.info(f"Accuracy vs ground truth: {summary(stored.get('accuracy') or {})}")
+                return info
+            _log.info(f"'{args.label_name}' in {target} is incomplete ({stored.get('counts')}): labeling again")
+            overwrite = True
+        items = task.make_items(source, args)
+        _log.info(f"Labeling {len(items)} {task.name} items of {path} ({len(dataset)} episodes) with labeler "
+                  f"'{labeler.name}' -> '{args.label_name}'")
+        start = time.perf_counter()
+        with Bar(len(items), desc=f"labeling {args.label_name}", unit="item") as bar:
+            result = labeler.label(task, items, source, bar=bar)
+        seconds = time.perf_counter() - start
+        counts = {k: result.info.get(k) for k in ("labeled", "tie", "unparsed")}
+        rate = len(items) / max(seconds, 1e-9)
+        _log.info(f"Labeled {len(items)} items in {seconds:.2f}s ({rate:.0f} items/s): {counts['labeled']} labeled, "
+                  f"{counts['tie']} ties, {counts['unparsed']} unlabeled")
+        accuracy = task.accuracy(items, result.answers, source, args)
+        _log.info(f"Accuracy vs ground truth: {summary(accuracy)}")
+        attrs = {"task": task.name, "label_name": args.label_name, "settings": settings, "labeler_info": result.info,
+                 "accuracy": accuracy, "counts": counts, "complete": bool(result.info.get("complete", True)),
+                 "seconds": seconds}
+        written = task.store(source, items, result.answers, attrs, args, overwrite=overwrite)
+        _log.info(f"Stored '{args.label_name}' ({len(items)} items) in {written}")
+        info.update(reused=False, path=written, accuracy=accuracy, counts=counts, labeler_info=result.info,
+                    seconds=seconds, items_per_s=rate)
+        return info
+    finally:
+        source.close()
+        logger.finish()

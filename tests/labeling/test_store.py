@@ -1,0 +1,190 @@
+"""Labels in the dataset file: round trip with provenance, the content fingerprint, refusals, atomic writes (an
+exception or kill -9 midway leaves the original byte-identical), and what the reader, merges, subsets and
+scripts/drop_episodes.py do with a file holding preference sets."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+from tests.labeling.datasets import write_dataset
+
+from labeling.store import (
+    content_fingerprint,
+    preference_names,
+    read_preferences,
+    write_episode_labels,
+    write_preferences,
+)
+from offline import DatasetError, OfflineDataset
+from offline.label_store import edit_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PAIRS = np.array([[0, 1], [5, 2], [3, 9]])
+LABEL = np.array([1.0, 0.5, np.nan], dtype=np.float32)
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_dataset(tmp_path / "d.h5", E=12)
+
+
+def test_round_trip_with_provenance(data):
+    fp = content_fingerprint(data)
+    attrs = {"task": "trajectory_preference", "labeler": "llm", "model": "m", "counts": {"tie": 1}, "cost": 0.5}
+    assert write_preferences(data, "p", PAIRS, LABEL, attrs, fp) == data
+    assert preference_names(data) == ["p"]
+    pairs, label, got = read_preferences(data, "p")
+    np.testing.assert_array_equal(pairs, PAIRS)
+    np.testing.assert_array_equal(label, LABEL)  # NaN stays NaN
+    assert pairs.dtype == np.int64 and label.dtype == np.float32
+    assert {k: got[k] for k in attrs} == attrs and got["content_fingerprint"] == fp and got["n_pairs"] == 3
+    # adding labels does not change the fingerprint; the dataset still loads (with its set named) and reads
+    assert content_fingerprint(data) == fp
+    ds = OfflineDataset.load(data)
+    assert ds.preference_sets == ["p"] and content_fingerprint(ds) == fp
+    np.testing.assert_array_equal(read_preferences(ds, "p")[0], PAIRS)
+
+
+def test_refusals(data, tmp_path):
+    fp = content_fingerprint(data)
+    with pytest.raises(DatasetError, match=r"episodes 0\.\.11 of the file; got 0\.\.12"):
+        write_preferences(data, "p", np.array([[0, 12]]), [1.0], {}, fp)
+    with pytest.raises(ValueError, match="compare an episode with itself"):
+        write_preferences(data, "p", np.array([[3, 3]]), [1.0], {}, fp)
+    with pytest.raises(ValueError, match="labels must be in"):
+        write_preferences(data, "p", np.array([[0, 1]]), [2.0], {}, fp)
+    with pytest.raises(ValueError, match="label_name must be a non-empty name"):
+        write_preferences(data, "", PAIRS, LABEL, {}, fp)
+    other = write_dataset(tmp_path / "other.h5", E=12, seed=5)
+    with pytest.raises(DatasetError, match=f"fingerprint {fp[:16]}.*fingerprint {content_fingerprint(other)[:16]}"):
+        write_preferences(other, "p", PAIRS, LABEL, {}, fp)
+    write_preferences(data, "p", PAIRS, LABEL, {}, fp)
+    with pytest.raises(DatasetError, match="already has a preference set 'p'.*label_overwrite=True"):
+        write_preferences(data, "p", PAIRS, LABEL, {}, fp)
+    write_preferences(data, "p", PAIRS[:2], LABEL[:2], {}, fp, overwrite=True)
+    assert len(read_preferences(data, "p")[0]) == 2
+    with pytest.raises(DatasetError, match=r"has no preference set 'q' \(it has: p\).*label_preferences"):
+        read_preferences(data, "q")
+    assert not [f for f in os.listdir(os.path.dirname(data)) if ".tmp-" in f]  # no litter
+
+
+def test_derived_data_is_refused(data, tmp_path):
+    fp = content_fingerprint(data)
+    write_preferences(data, "p", PAIRS, LABEL, {}, fp)
+    ds = OfflineDataset.load(data)
+    sub = ds.subset(np.arange(1, 12))
+    with pytest.raises(DatasetError, match="was made for other episodes"):
+        read_preferences(sub, "p")
+    merged = ds.merge(OfflineDataset.load(write_dataset(tmp_path / "o.h5", E=3, seed=2)))
+    merged.path = data  # even when pointed at the file, the episodes are not the labelled ones
+    with pytest.raises(DatasetError, match="was made for other episodes"):
+        read_preferences(merged, "p")
+    # a copy of the file with other episodes but the same group (hand-edited) is refused too
+    other = write_dataset(tmp_path / "x.h5", E=12, seed=9)
+    with h5py.File(data, "r") as src, h5py.File(other, "r+") as dst:
+        src.copy("preferences", dst)
+    with pytest.raises(DatasetError, match="was made for other episodes"):
+        read_preferences(other, "p")
+
+
+def test_label_out_copy_and_episode_labels(data, tmp_path):
+    fp = content_fingerprint(data)
+    before = read_bytes(data)
+    out = str(tmp_path / "sub" / "labelled.h5")
+    assert write_preferences(data, "p", PAIRS, LABEL, {}, fp, out=out) == out
+    assert read_bytes(data) == before and preference_names(out) == ["p"]
+    write_preferences(data, "q", PAIRS, LABEL, {}, fp, out=out)  # added to the existing copy
+    assert preference_names(out) == ["p", "q"]
+    ret = np.arange(12, dtype=np.float32)
+    write_episode_labels(out, {"p_return_hat": ret, "p_expert": (ret > 8).astype(np.uint8)}, {"learner": "omapl"},
+                         fp)
+    ds = OfflineDataset.load(out)
+    assert ds.label_names == ["p_expert", "p_return_hat"]
+    np.testing.assert_array_equal(ds.arrays()["labels/p_return_hat"], ret)
+    with h5py.File(out, "r") as f:
+        assert f["labels/p_expert"].attrs["learner"] == '"omapl"'
+    with pytest.raises(DatasetError, match="first axis must be the 12 episodes"):
+        write_episode_labels(out, {"bad": np.zeros(11)}, {}, fp)
+    with pytest.raises(DatasetError, match="already has a label 'p_expert'"):
+        write_episode_labels(out, {"p_expert": np.zeros(12)}, {}, fp)
+    assert content_fingerprint(out) == fp
+
+
+def test_exception_midway_leaves_the_original(data):
+    before = read_bytes(data)
+
+    def edit(f, E):
+        f.create_group("preferences/x")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        edit_dataset(data, edit)
+    assert read_bytes(data) == before
+    assert not [f for f in os.listdir(os.path.dirname(data)) if ".tmp-" in f]
+
+
+def test_kill_midway_leaves_the_original(data):
+    before = read_bytes(data)
+    code = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {os.path.join(ROOT, 'src')!r})
+        import numpy as np
+        from offline.label_store import edit_dataset
+        def edit(f, E):
+            f.create_dataset("preferences/x/pairs", data=np.zeros((1000, 2), dtype=np.int64))
+            f.flush()
+            print("editing", flush=True)
+            time.sleep(60)
+        edit_dataset({data!r}, edit)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "editing"
+        temps = [f for f in os.listdir(os.path.dirname(data)) if ".tmp-" in f]
+        assert len(temps) == 1
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert read_bytes(data) == before
+    OfflineDataset.load(data)
+    # the next writer in the folder deletes the dead writer's temp
+    write_preferences(data, "p", PAIRS, LABEL, {}, content_fingerprint(data))
+    assert not [f for f in os.listdir(os.path.dirname(data)) if ".tmp-" in f]
+
+
+def test_reader_checks_preference_groups(data):
+    write_preferences(data, "p", PAIRS, LABEL, {}, content_fingerprint(data))
+    with h5py.File(data, "r+") as f:
+        f["preferences/p/pairs"][2] = [3, 40]
+    with pytest.raises(DatasetError, match=r"'preferences/p' names episodes up to 40 \(min 0\) in a file of 12"):
+        OfflineDataset.load(data)
+    with h5py.File(data, "r+") as f:
+        del f["preferences/p/label"]
+    with pytest.raises(DatasetError, match="is not a preference set"):
+        OfflineDataset.load(data)
+
+
+def test_subset_merge_and_drop_episodes_leave_preference_sets_out(data, tmp_path):
+    write_preferences(data, "p", PAIRS, LABEL, {}, content_fingerprint(data))
+    write_episode_labels(data, {"score": np.arange(12.0)}, {}, content_fingerprint(data))
+    ds = OfflineDataset.load(data)
+    with pytest.warns(UserWarning, match=r"preference sets \['p'\].*not written.*label_preferences"):
+        ds.subset([0, 2, 4]).save(tmp_path / "sub.h5")
+    sub = OfflineDataset.load(tmp_path / "sub.h5")
+    assert sub.preference_sets == [] and preference_names(tmp_path / "sub.h5") == []
+    np.testing.assert_array_equal(sub.arrays()["labels/score"], [0.0, 2.0, 4.0])  # per-episode labels follow
+    with pytest.warns(UserWarning, match="preference sets"):
+        ds.merge(ds).save(tmp_path / "merged.h5")
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "drop_episodes.py"), data,
+                          str(tmp_path / "dropped.h5"), "--episodes", "3"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "preference sets ['p']" in res.stderr and preference_names(tmp_path / "dropped.h5") == []
