@@ -3,6 +3,7 @@
 load_models(path, evaluate=False). What each learner is and needs (on_policy, offline, uses_replay_buffer, batches)
 and what it holds (state_parts) is declared on it."""
 from learners.bc_learner import BCLearner
+from learners.omapl_learner import OMAPLLearner
 from learners.omar_learner import OMARLearner
 from learners.omiga_learner import OMIGALearner
 from learners.ppo_learner import PPOLearner
@@ -14,4 +15,5 @@ REGISTRY = {
     "bc_learner": BCLearner,
     "omar_learner": OMARLearner,
     "omiga_learner": OMIGALearner,
+    "omapl_learner": OMAPLLearner,
 }

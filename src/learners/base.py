@@ -6,7 +6,9 @@
 - `uses_replay_buffer`: the run setup allocates a replay buffer only for such learners (read from the class);
 - `batches`: the batches `train` needs per update, by name. Online learners train on one EpisodeBatch ("data");
   offline learners take a dict {name: EpisodeBatch} holding every name in `batches` (BC(β): {"data", "expert"};
-  MisoDICE will add "preferences"). The offline loop fails before training when a needed kind of data was not given.
+  O-MAPL and MARL-SL: {"preferences"}, a PairBatch of labeled trajectory pairs). The offline loop fails before
+  training when a needed kind of data was not given;
+- `labels_at_end` (offline): the learner labels its training dataset at the end (OfflineLearner.label_dataset).
 
 A learner lists what it holds once, in `state_parts()`; moving between devices, saving and loading checkpoints
 (and so resuming) are written here from that list.
@@ -100,6 +102,25 @@ class OfflineLearner(Learner):
     def train(self, batches, t_env, episode_num):
         raise NotImplementedError
 
+    # True: the learner labels the episodes of its training dataset (O-MAPL's recovered returns and top-K expert
+    # flags, MARL-SL's rewards); run: offline then calls label_dataset at every evaluation (stats logged) and writes
+    # the labels of the last call into the dataset with the labeling store at the end of training.
+    labels_at_end = False
+
     def validation_loss(self, batch):
         """{stat name: value} on a held-out batch, logged by the offline loop (empty: nothing to validate)."""
         return {}
+
+    def fit_data(self, data):
+        """Called once by `run: offline` with the training dataset D_U before the first update of a fresh run (not
+        on resume: what a learner derives here, e.g. input statistics, belongs in its checkpoint)."""
+
+    def check_data(self, datasets):
+        """Called once the data is loaded ({name: dataset} for every name in `batches`), before any step: a learner
+        refuses data it cannot use (e.g. more top-K episodes than the dataset holds) before training on it."""
+
+    def label_dataset(self, data, step):
+        """Learners with `labels_at_end`: labels of every episode of `data` (the training dataset as stored) at
+        gradient step `step`, as {"labels": {name: array [E, ...]}, "stats": {name: float} (logged at `step`),
+        "info": {...} (the run's info.json, printed at the end)}."""
+        raise NotImplementedError(f"{type(self).__name__} sets labels_at_end but has no label_dataset")

@@ -55,3 +55,12 @@ def ranking_report(scores, data, k):
         report[name] = {"precision": p, "recall": r, "spearman_true_return": spearman(s, returns),
                         "precision_of_ceiling": None if p is None or not ceiling_p else p / ceiling_p}
     return report
+
+
+def check_new_labels(data, names, overwrite):
+    """Before training: labels this run would write that the dataset already holds are an error (the run would
+    fail at its end) unless `label_overwrite`."""
+    existing = [n for n in names if n in data.label_names]
+    if existing and not overwrite:
+        raise ValueError(f"the dataset already has label(s) {existing}; set label_overwrite=True to replace them, or "
+                         f"write under another name (omapl_label_name / marl_sl_label_name)")

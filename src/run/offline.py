@@ -9,6 +9,8 @@ With reference_return_low/high set, `test_normalised_score` = (R - low) / (high 
 """
 import numpy as np
 
+from offline.label_store import content_fingerprint, write_episode_labels
+from offline.preferences import check_stored_view, load_preferences
 from offline.reader import dataset_fingerprint
 from offline.sampling import Sampler, dataset_paths, load_training_data
 from run import loop
@@ -30,24 +32,41 @@ def run_offline(_run, config, _log):
     args, runner, learner, logger = ctx.args, ctx.runner, ctx.learner, ctx.logger
     if not learner.offline:
         raise ValueError(f"learner '{args.learner}' trains from its own rollouts, not from datasets: run: offline "
-                         f"needs an offline learner (bc, bc50, bc_beta, omar, omiga)")
+                         f"needs an offline learner (bc, bc50, bc_beta, omar, omiga, misodice, misodice_vdn, indd)")
     data, valid, expert = load_training_data(args, runner.get_env_info(), _log)
     datasets = {"data": data, "expert": expert}
+    if args.preference_set or learner.labels_at_end:
+        check_stored_view(f"preference_set={args.preference_set}" if args.preference_set else
+                          f"learner '{args.learner}' (it labels the dataset)", len(dataset_paths(args.offline_dataset)),
+                          args.offline_top_fraction, args.offline_valid_fraction, args.offline_reward)
+    if args.preference_set:
+        datasets["preferences"] = load_preferences(data, args.preference_set, args.max_unlabeled_fraction)
     missing = sorted(name for name in learner.batches if datasets.get(name) is None)
     if missing == ["expert"]:
         raise ValueError(f"learner '{args.learner}' needs expert data: set offline_expert=quality:expert "
-                         f"(episodes labelled expert in the dataset) or offline_expert=path/to/expert.h5")
+                         f"(episodes labelled expert in the dataset), offline_expert=label:<name>_expert (O-MAPL's "
+                         f"top-K) or offline_expert=path/to/expert.h5")
+    if missing == ["preferences"]:
+        raise ValueError(f"learner '{args.learner}' trains on trajectory preferences: set preference_set=<label_name> "
+                         f"(a set stored in the dataset by --config=label_preferences)")
     if missing:
         raise ValueError(f"learner '{args.learner}' needs batches {missing}, which run: offline does not provide")
+    learner.check_data({name: datasets[name] for name in learner.batches})
+    # the labels are written for the episodes as they are now (refused at the end if the file changed meanwhile)
+    fingerprint = content_fingerprint(data) if learner.labels_at_end else None
     if _run is not None:
         paths = dataset_paths(args.offline_dataset)
-        if args.offline_expert and not args.offline_expert.startswith("quality:"):
+        if args.offline_expert and not args.offline_expert.startswith(("quality:", "label:")):
             paths.append(args.offline_expert)
         _run.info["dataset"] = {"episodes": len(data), "mean_return": float(data.returns.mean()),
                                 "paths": dataset_paths(args.offline_dataset),
                                 "expert_episodes": len(expert) if expert is not None else 0,
                                 # path, bytes, SHA-256 of the file, episodes, created: of every file read
                                 "fingerprints": [dataset_fingerprint(p) for p in paths]}
+        if "preferences" in datasets:
+            prefs = datasets["preferences"]
+            _run.info["preferences"] = {"name": prefs.name, **prefs.counts, "batch_pairs": args.preference_batch_size,
+                                        "labeler": prefs.attrs.get("labeler")}
 
     sampler = Sampler(args.seed)
     step, last_test, last_log, last_save = 0, None, 0, 0
@@ -55,6 +74,8 @@ def run_offline(_run, config, _log):
     if args.checkpoint_path:
         step, last_checkpoint = resume(ctx, sampler, _log)
         last_test = last_log = last_save = step
+    else:
+        learner.fit_data(data)
     if args.checkpoint_path:
         _log.info(f"Resuming offline training at gradient step {step} of {args.offline_steps} (seed {args.seed}; "
                   f"checkpoints go to {args.model_dir})")
@@ -64,14 +85,15 @@ def run_offline(_run, config, _log):
     progress = Clock(step, args.offline_steps)
     clock = loop.UpdateClock()
     # the untrained policy's score (a resumed run was evaluated at its checkpoint's step, unless it had finished)
+    labels = None  # the latest labels of a learner that labels the dataset (written at the end)
     if last_test is None or step >= args.offline_steps:
         evaluate(ctx, step, valid)
+        labels = label(ctx, data, step, last_checkpoint, _log)
         last_test = step
     with Bar(args.offline_steps, initial=step, desc="offline training", unit="step") as bar:
         while step < args.offline_steps:
             # in a fixed order, so that the sampler's random stream is reproducible
-            batches = {name: sampler.batch(datasets[name], args.batch_size, args.device)
-                       for name in sorted(learner.batches)}
+            batches = {name: draw(sampler, name, datasets[name], args) for name in sorted(learner.batches)}
             with clock.update(), loop.stop_on_nonfinite(ctx, last_checkpoint, _log):
                 learner.train(batches, step, step * args.batch_size)
             step += 1
@@ -79,6 +101,7 @@ def run_offline(_run, config, _log):
             # evaluated before the summary, so that the summary at a step shows the test at that step
             if step - last_test >= args.offline_test_interval or step >= args.offline_steps:
                 evaluate(ctx, step, valid)
+                labels = label(ctx, data, step, last_checkpoint, _log) or labels
                 last_test = step
                 bar.set_postfix(test_return=f"{logger.latest('test_return_mean', float('nan')):.4g}")
             if step - last_log >= args.offline_log_interval or step == args.offline_steps:
@@ -94,10 +117,42 @@ def run_offline(_run, config, _log):
     _log.info(f"Finished offline training: {clock.updates} gradient steps ({clock.updates * args.batch_size} sampled "
               f"episodes) in {progress.elapsed():.1f}s ({clock.rate():.1f} updates/s in the learner)")
     loop.log_final_evaluation(ctx, _log, "gradient step")
+    if labels is not None:
+        write_labels(ctx, data, labels, fingerprint, step, _log)
     for d in (data, valid, expert):
         if d is not None:
             d.close()
     loop.finish(ctx)
+
+
+def draw(sampler, name, source, args):
+    """The batch `name` of one update: preference pairs (preference_batch_size of them) or episodes (batch_size)."""
+    if name == "preferences":
+        return sampler.pairs(source, args.preference_batch_size, args.device)
+    return sampler.batch(source, args.batch_size, args.device)
+
+
+def label(ctx, data, step, last_checkpoint, _log):
+    """A labeling learner's labels of the whole dataset at `step` (its stats logged); None for other learners."""
+    if not ctx.learner.labels_at_end:
+        return None
+    with loop.stop_on_nonfinite(ctx, last_checkpoint, _log):
+        result = ctx.learner.label_dataset(data, step)
+    for k, v in result["stats"].items():
+        ctx.logger.log_stat(k, float(v), step)
+    return result
+
+
+def write_labels(ctx, data, result, fingerprint, step, _log):
+    """The learner's last labels into the dataset file (labels/<name>, atomically, by the labeling store), their
+    report into the run's info and the console."""
+    args = ctx.args
+    attrs = {"learner": args.learner, "config": args.name, "step": step, "seed": args.seed,
+             "preference_set": args.preference_set, "sacred_run": ctx.sacred_run}
+    path = write_episode_labels(data.path, result["labels"], attrs, fingerprint, overwrite=args.label_overwrite)
+    ctx.run_info["labels"] = {"path": path, "names": sorted(result["labels"]), **result["info"]}
+    _log.info(f"Wrote labels {sorted(result['labels'])} into {path}" + (f": {result['summary']}"
+                                                                         if result.get("summary") else ""))
 
 
 def evaluate(ctx, step, valid):

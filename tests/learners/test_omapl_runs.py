@@ -1,0 +1,117 @@
+"""--config=omapl end to end through src/main.py on a dataset whose preference set the labeling store wrote: the
+labels it writes, what phase 2 reads from them (offline_expert=label:<set>_expert), exact resume, and refusals."""
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch as th
+from preference_fixtures import add_preference_set, oracle_pairs, write_skill_dataset
+
+from helpers import run_main, sacred_dir
+from offline import OfflineDataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = ["offline_steps=6", "offline_test_interval=3", "offline_log_interval=3", "offline_save_interval=3",
+        "preference_batch_size=8", "test_nepisode=2", "env_args.episode_limit=5", "hidden_dim=16",
+        "critic_hidden_dim=32", "mixing_embed_dim=8", "topk_expert=10", "preference_set=oracle"]
+
+
+@pytest.fixture(scope="module")
+def labeled(tmp_path_factory):
+    """10 expert + 30 poor climbing episodes with 60 oracle pairs (set 'oracle')."""
+    path = write_skill_dataset(tmp_path_factory.mktemp("data") / "mix.h5", 10, 30)
+    pairs, label = oracle_pairs(OfflineDataset.load(path).returns, 60)
+    add_preference_set(path, "oracle", pairs, label)
+    return path
+
+
+def copy(path, tmp_path, name="data.h5"):
+    out = str(tmp_path / name)
+    shutil.copyfile(path, out)
+    return out
+
+
+def test_omapl_end_to_end_writes_the_top_k_labels(tmp_path, labeled, capsys):
+    data = copy(labeled, tmp_path)
+    proc = subprocess.run([sys.executable, "src/main.py", "--config=omapl", "--env-config=climbing", "with",
+                           f"local_results_path={tmp_path}", "seed=3", f"offline_dataset={data}", *TINY],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Wrote labels ['oracle_expert', 'oracle_return_hat']" in proc.stderr
+    assert "ceiling (ranking by the true return): precision 1.000" in proc.stderr
+    info = json.load(open(os.path.join(sacred_dir(tmp_path, "omapl", "climbing"), "info.json")))
+    assert info["preferences"]["labeled"] == 60 and info["preferences"]["batch_pairs"] == 8
+    assert info["topk_precision_sum_T"] == [0, 3, 6] and len(info["topk_changed"]) == 3
+    labels = info["labels"]
+    assert labels["names"] == ["oracle_expert", "oracle_return_hat"] and labels["topk_expert"] == 10
+    assert labels["ceiling"] == {"precision": 1.0, "recall": 1.0} and labels["step"] == 6
+    assert set(labels["sum"]) == set(labels["mean"]) == {"precision", "recall", "spearman_true_return",
+                                                         "precision_of_ceiling"}
+    ds = OfflineDataset.load(data)
+    flags, g = ds.label("oracle_expert"), ds.label("oracle_return_hat")
+    assert flags.dtype == np.uint8 and flags.sum() == 10 and g.shape == (40,)
+    assert flags[np.argsort(-g, kind="stable")[:10]].all()
+    with h5py.File(data) as f:
+        assert json.loads(f["labels/oracle_expert"].attrs["learner"]) == "omapl_learner"
+
+    # phase 2 reads the top-K as D_E
+    run_main(tmp_path / "bc", "bc_beta", "climbing", "offline_steps=2", "offline_test_interval=2", "batch_size=4",
+             "test_nepisode=2", "env_args.episode_limit=5", f"offline_dataset={data}",
+             "offline_expert=label:oracle_expert")
+    info = json.load(open(os.path.join(sacred_dir(tmp_path / "bc", "bc_beta", "climbing"), "info.json")))
+    assert info["dataset"]["expert_episodes"] == 10
+
+    # a second run would replace the labels: refused before training unless label_overwrite
+    capsys.readouterr()
+    run_main(tmp_path / "again", "omapl", "climbing", f"offline_dataset={data}", *TINY, expect=1)
+    assert "already has label(s) ['oracle_return_hat', 'oracle_expert']; set label_overwrite=True" in \
+        capsys.readouterr().err
+    run_main(tmp_path / "again2", "omapl", "climbing", f"offline_dataset={data}", *TINY, "label_overwrite=True")
+
+
+def test_omapl_resumes_exactly(tmp_path, labeled):
+    args = [*TINY, "offline_steps=6", "label_overwrite=True"]
+    full_data, half_data = copy(labeled, tmp_path, "full.h5"), copy(labeled, tmp_path, "half.h5")
+    run_main(tmp_path / "full", "omapl", "climbing", *args, f"offline_dataset={full_data}")
+    run_main(tmp_path / "half", "omapl", "climbing", *[a for a in args if a != "offline_steps=6"], "offline_steps=3",
+             f"offline_dataset={half_data}")
+    half = glob.glob(os.path.join(tmp_path, "half", "models", "*"))[0]
+    run_main(tmp_path / "resumed", "omapl", "climbing", *args, f"offline_dataset={half_data}",
+             f"checkpoint_path={half}")
+    full = glob.glob(os.path.join(tmp_path, "full", "models", "*", "6"))[0]
+    for name in ("agent.th", "critics.th", "target_critics.th"):
+        a, b = th.load(os.path.join(full, name)), th.load(os.path.join(half, "6", name))
+        flat_a, flat_b = _flatten(a), _flatten(b)
+        assert flat_a.keys() == flat_b.keys()
+        for k in flat_a:
+            assert th.equal(flat_a[k], flat_b[k]), (name, k)
+    np.testing.assert_array_equal(OfflineDataset.load(full_data).label("oracle_return_hat"),
+                                  OfflineDataset.load(half_data).label("oracle_return_hat"))
+
+
+def _flatten(state, prefix=""):
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+@pytest.mark.parametrize("updates, match", [
+    (["preference_set=llm"], "no preference set 'llm'"),
+    (["preference_set="], "trains on trajectory preferences: set preference_set"),
+    (["offline_top_fraction=0.5"], "offline_top_fraction=0.5 keeps a renumbered subset"),
+    (["topk_expert=41"], r"topk_expert=41 must be in \[1, 40\]"),
+])
+def test_omapl_refusals(tmp_path, labeled, capsys, updates, match):
+    run_main(tmp_path, "omapl", "climbing", f"offline_dataset={labeled}", *TINY, *updates, expect=1)
+    assert re.search(match, capsys.readouterr().err)
