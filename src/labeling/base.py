@@ -60,8 +60,10 @@ class LabelSource:
 class LabelResult:
     """A labeler's answers [len(items)] float (NaN = unlabeled) and what it reports: provenance for the stored
     attrs (labeler, oracle key/accuracy, noise mode, backend, model, sampling, prompt hashes, ...) and counts
-    (parsed, tie, unparsed, requests, tokens, cost_usd, position_bias, ...). Everything in `info` must be
-    JSON-able: it is stored with the labels and in the run's Sacred info."""
+    (labeled, tie, unparsed, requests, tokens, cost_usd, position_bias_rate, ...). Everything in `info` must be
+    JSON-able: it is stored with the labels and in the run's Sacred info. A labeler that stopped before answering
+    every item says so (`complete: False`, or `stopped` / `failed` / `unasked`): the run mode then stores what it
+    has and a rerun with the same settings labels again instead of keeping the set."""
     answers: np.ndarray
     info: dict = field(default_factory=dict)
 

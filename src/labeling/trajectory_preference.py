@@ -84,6 +84,8 @@ class TrajectoryPreference(LabelTask):
         self._scores = {}  # (fingerprint, key, gamma) -> [E] scores
 
     def settings(self, args):
+        if args.oracle_key not in ORACLE_KEYS:
+            raise ValueError(f"unknown oracle_key '{args.oracle_key}'; choose one of {list(ORACLE_KEYS)}")
         out = {"task": self.name, "n_pairs": int(args.n_pairs), "pair_seed": int(args.pair_seed),
                "oracle_key": args.oracle_key}
         if args.oracle_key == "discounted_return":
@@ -117,11 +119,16 @@ class TrajectoryPreference(LabelTask):
         return 1.0 - answer
 
     def messages(self, item, source, args, swapped=False):
-        # the prompt is the LLM labeler's (labeling/prompts/), built from the env's describe_episode
-        raise NotImplementedError("trajectory_preference prompts are built by the llm labeler (labeling/prompts)")
+        # the llm labeler builds this task's prompts itself (labeling/prompting.PreferencePrompt: it needs the
+        # labeler's answer format); other tasks answer here
+        raise NotImplementedError("trajectory_preference prompts are built by the llm labeler "
+                                  "(labeling/prompting.PreferencePrompt)")
 
     def parse(self, text, item):
-        raise NotImplementedError("trajectory_preference replies are parsed by the llm labeler (labeling/parse.py)")
+        # the llm labeler builds this task's prompts itself (labeling/prompting.PreferencePrompt) and parses with
+        # labeling/parse.py; this is the same rule for callers that go through the task
+        from labeling.parse import parse_preference
+        return parse_preference(text)
 
     def accuracy(self, items, answers, source, args):
         """Agreement with the return oracle (over labeled items, and over those where it has no tie), accuracy on

@@ -51,6 +51,15 @@ def differences(stored, wanted):
             for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
 
 
+def is_complete(info):
+    """Whether a labeler answered every item it could: its own `complete` flag, else no stop (budget, replay cache
+    miss), no failed requests and no unasked items (the llm labeler's counts). Unparsed replies count as answered:
+    asking again gives the same reply."""
+    if "complete" in info:
+        return bool(info["complete"])
+    return not info.get("stopped") and not info.get("failed") and not info.get("unasked")
+
+
 def summary(accuracy):
     """One console line of a task's accuracy dict."""
     def fmt(v):
@@ -109,10 +118,13 @@ def run_label(_run, config, _log):
         accuracy = task.accuracy(items, result.answers, source, args)
         _log.info(f"Accuracy vs ground truth: {summary(accuracy)}")
         attrs = {"task": task.name, "label_name": args.label_name, "settings": settings, "labeler_info": result.info,
-                 "accuracy": accuracy, "counts": counts, "complete": bool(result.info.get("complete", True)),
+                 "accuracy": accuracy, "counts": counts, "complete": is_complete(result.info),
                  "seconds": seconds}
         written = task.store(source, items, result.answers, attrs, args, overwrite=overwrite)
         _log.info(f"Stored '{args.label_name}' ({len(items)} items) in {written}")
+        if not attrs["complete"]:
+            _log.warning(f"'{args.label_name}' is incomplete ({result.info.get('stopped') or 'failed requests'}): "
+                         f"the answers so far are stored; rerun the same command to ask the rest")
         info.update(reused=False, path=written, accuracy=accuracy, counts=counts, labeler_info=result.info,
                     seconds=seconds, items_per_s=rate)
         return info

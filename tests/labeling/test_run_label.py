@@ -1,0 +1,123 @@
+"""Run mode `label` (--config=label_preferences): end to end through src/main.py, reuse and refusal of an existing
+set, bad inputs with clear errors."""
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tests.labeling.datasets import write_dataset
+
+from labeling.store import preference_names, read_preferences
+from run.label import run_label
+from utils.config import build_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LOG = logging.getLogger("test_label")
+
+
+def label(tmp_path, **updates):
+    config = build_config("label_preferences", "climbing",
+                          {"local_results_path": str(tmp_path / "results"), "n_pairs": 100, **updates})
+    return run_label(None, config, LOG)
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_dataset(tmp_path / "mix.h5", E=40)
+
+
+def test_end_to_end_through_main(tmp_path, data):
+    res = subprocess.run([sys.executable, "src/main.py", "--config=label_preferences", "--env-config=climbing",
+                          "with", f"offline_dataset={data}", "labeler=oracle", "n_pairs=300", "label_name=gt",
+                          f"local_results_path={tmp_path / 'results'}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert "Labeling 300 trajectory_preference items" in out and "Stored 'gt' (300 items)" in out
+    pairs, label_, attrs = read_preferences(data, "gt")
+    assert pairs.shape == (300, 2) and not np.isnan(label_).any()
+    assert attrs["settings"]["labeler"] == "oracle" and attrs["accuracy"]["agreement_return"] == 1.0
+    assert attrs["code"]["commit"] and attrs["source_file"] == data
+    run_dir = tmp_path / "results" / "sacred" / "label_preferences" / "climbing" / "1"
+    info = json.load(open(run_dir / "info.json"))["labeling"]
+    assert info["path"] == data and info["counts"]["labeled"] == 300 and info["items_per_s"] > 0
+
+
+def test_rerun_keeps_refuses_or_overwrites(tmp_path, data, caplog):
+    caplog.set_level(logging.INFO, logger="test_label")
+    first = label(tmp_path, offline_dataset=data, labeler="noisy_oracle")
+    assert first["reused"] is False and first["counts"]["labeled"] == 100
+    before = read_preferences(data, "prefs")
+    again = label(tmp_path, offline_dataset=data, labeler="noisy_oracle")
+    assert again["reused"] is True and "kept" in caplog.text
+    np.testing.assert_array_equal(read_preferences(data, "prefs")[1], before[1])
+    with pytest.raises(ValueError, match="other settings: oracle_accuracy: stored 0.75, requested 0.9.*"
+                                         "label_overwrite=True"):
+        label(tmp_path, offline_dataset=data, labeler="noisy_oracle", oracle_accuracy=0.9)
+    res = label(tmp_path, offline_dataset=data, labeler="noisy_oracle", oracle_accuracy=0.9, label_overwrite=True)
+    assert res["reused"] is False and read_preferences(data, "prefs")[2]["settings"]["oracle_accuracy"] == 0.9
+    # another name is another set; label_out writes a copy and leaves the dataset as it was
+    out = str(tmp_path / "out" / "labelled.h5")
+    label(tmp_path, offline_dataset=data, label_name="gt2", label_out=out)
+    assert preference_names(data) == ["prefs"] and preference_names(out) == ["gt2", "prefs"]
+
+
+
+
+@pytest.mark.parametrize("updates, error, match", [
+    ({"labeler": "orcale"}, ValueError, r"unknown labeler 'orcale'; choose one of \[.*'oracle'.*did you mean oracle"),
+    ({"label_task": "nope"}, ValueError, "unknown label_task 'nope'"),
+    ({"label_name": ""}, ValueError, "label_name must be a non-empty name"),
+    ({"label_name": "a/b"}, ValueError, "label_name must be a non-empty name"),
+    ({"n_pairs": 781}, ValueError, "n_pairs=781 is more than the 780 distinct pairs of 40 episodes"),
+    ({"offline_dataset": "nowhere.h5"}, FileNotFoundError, "offline_dataset nowhere.h5 does not exist"),
+    ({"offline_dataset": ""}, ValueError, "run=label needs a dataset"),
+    ({"oracle_key": "score"}, ValueError, "unknown oracle_key 'score'"),
+])
+def test_bad_inputs(tmp_path, data, updates, error, match):
+    with pytest.raises(error, match=match):
+        label(tmp_path, **{"offline_dataset": data, **updates})
+    assert preference_names(data) == []
+
+
+def test_a_dataset_of_another_env_is_refused(tmp_path, data):
+    config = build_config("label_preferences", "climbing", {"offline_dataset": data, "env_args": {"game": "penalty"}})
+    with pytest.raises(ValueError, match="env_args"):
+        run_label(None, config, LOG)
+
+
+def test_a_stopped_labeler_stores_what_it_has_and_a_rerun_continues(tmp_path, data, monkeypatch):
+    import labeling
+    from labeling.oracle import OracleLabeler
+
+    class Budgeted(OracleLabeler):
+        """Answers the first `budget` items, as the llm labeler does when max_requests is reached."""
+        name = "budgeted"
+        budget = 40
+
+        def label(self, task, items, source, bar=None):
+            res = super().label(task, items, source, bar)
+            res.answers[self.budget:] = np.nan
+            stopped = "max_requests=40 reached" if self.budget < len(items) else None
+            res.info.update(stopped=stopped, labeled=int(np.isfinite(res.answers).sum()))
+            return res
+
+    monkeypatch.setitem(labeling.LABELERS, "budgeted", Budgeted)
+    first = label(tmp_path, offline_dataset=data, labeler="budgeted")
+    stored = read_preferences(data, "prefs")
+    assert first["counts"]["labeled"] == 40 and np.isnan(stored[1][40:]).all() and stored[2]["complete"] is False
+    assert first["accuracy"]["unlabeled_rate"] == pytest.approx(0.6)
+    Budgeted.budget = 1000
+    again = label(tmp_path, offline_dataset=data, labeler="budgeted")
+    assert again["reused"] is False and read_preferences(data, "prefs")[2]["complete"] is True
+    assert not np.isnan(read_preferences(data, "prefs")[1]).any()
+    assert label(tmp_path, offline_dataset=data, labeler="budgeted")["reused"] is True
+
+
+def test_the_task_parses_replies_with_the_llm_parser():
+    from labeling import TASKS
+    task = TASKS["trajectory_preference"]()
+    assert [task.parse(t, None) for t in ("I pick #1", "#2", "equal: #0", "no idea")] == [1.0, 0.0, 0.5, None]
