@@ -3,6 +3,7 @@
 load_models(path, evaluate=False). What each learner is and needs (on_policy, offline, uses_replay_buffer, batches)
 and what it holds (state_parts) is declared on it."""
 from learners.bc_learner import BCLearner
+from learners.marl_sl_learner import MARLSLLearner
 from learners.omapl_learner import OMAPLLearner
 from learners.omar_learner import OMARLearner
 from learners.omiga_learner import OMIGALearner
@@ -16,4 +17,5 @@ REGISTRY = {
     "omar_learner": OMARLearner,
     "omiga_learner": OMIGALearner,
     "omapl_learner": OMAPLLearner,
+    "marl_sl_learner": MARLSLLearner,
 }

@@ -2,6 +2,18 @@
 phase 1, B.2.3): plain numpy, shared by the learners that label datasets (O-MAPL, MARL-SL)."""
 import numpy as np
 
+from learners.common import NonFiniteError
+
+
+class RecoveredReturnError(NonFiniteError):
+    """Recovered returns or rewards that are NaN/inf: nothing is written; the loop names the last good checkpoint."""
+
+    def __str__(self):
+        bad = ", ".join(f"{k} = {v}" for k, v in self.stats.items())
+        msg = (f"{self.learner}: non-finite recovered returns ({bad}) at {self.step_name} {self.step}; no labels "
+               f"were written")
+        return msg + (f". {self.checkpoint}" if self.checkpoint else "")
+
 
 def top_k(scores, k):
     """Indices of the k highest scores, highest first; ties go to the lower index (a stable sort of -score)."""

@@ -21,22 +21,12 @@ import numpy as np
 import torch as th
 import torch.nn.functional as F
 
-from learners.common import NonFiniteError, check_actions_available, masked_mean, transition_mask
-from learners.episode_ranking import check_new_labels, ranking_report, top_k
+from learners.common import check_actions_available, masked_mean, transition_mask
+from learners.episode_ranking import RecoveredReturnError, check_new_labels, ranking_report, top_k
 from learners.omiga_learner import OMIGALearner
 
 LABEL_CHUNK = 256  # episodes per forward pass when the whole dataset is scored
 RANK_BY = ("sum", "mean")
-
-
-class RecoveredReturnError(NonFiniteError):
-    """Recovered returns that are NaN/inf: nothing is written; the loop names the last good checkpoint."""
-
-    def __str__(self):
-        bad = ", ".join(f"{k} = {v}" for k, v in self.stats.items())
-        msg = (f"{self.learner}: non-finite recovered returns ({bad}) at {self.step_name} {self.step}; no labels "
-               f"were written")
-        return msg + (f". {self.checkpoint}" if self.checkpoint else "")
 
 
 def implied_returns(r_hat, mask):
