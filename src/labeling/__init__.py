@@ -12,6 +12,7 @@ here; nothing else changes.
 Layer: above offline (it reads datasets and writes labels into them), below run.
 """
 from labeling.base import Item, Labeler, LabelResult, LabelSource, LabelTask
+from labeling.llm_labeler import LLMLabeler
 from labeling.oracle import NoisyOracleLabeler, OracleLabeler
 from labeling.trajectory_preference import TrajectoryPreference
 
@@ -22,6 +23,7 @@ TASKS = {
 LABELERS = {
     "oracle": OracleLabeler,
     "noisy_oracle": NoisyOracleLabeler,
+    "llm": LLMLabeler,
 }
 
 __all__ = ["LABELERS", "TASKS", "Item", "LabelResult", "LabelSource", "LabelTask", "Labeler"]

@@ -11,8 +11,8 @@ from llm.errors import LLMError
 
 def run_many(call, requests, limit, stop=None):
     """Yield (index, call(**requests[index])) in completion order, `limit` calls at a time; an LLMError is yielded
-    in place of the texts; other exceptions propagate (after the calls in flight end). `stop()` is asked before
-    each new call; once True, nothing more starts."""
+    in place of the texts; other exceptions propagate (after the calls in flight end). `stop(index)` is asked
+    before call `index` starts; once True, nothing more starts."""
     if not requests:
         return
     pending = iter(enumerate(requests))
@@ -23,11 +23,8 @@ def run_many(call, requests, limit, stop=None):
         def fill():
             nonlocal stopped
             while not stopped and len(running) < limit:
-                if stop is not None and stop():
-                    stopped = True
-                    return
                 nxt = next(pending, None)
-                if nxt is None:
+                if nxt is None or (stop is not None and stop(nxt[0])):
                     stopped = True
                     return
                 running[pool.submit(call, **nxt[1])] = nxt[0]

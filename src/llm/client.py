@@ -124,8 +124,8 @@ class LLM:
         which backend local already caps at llm.local.parallel). `requests`: chat() keyword dicts (messages, n,
         temperature, max_tokens, tag, response_format). Yields (index, texts) as each call completes, in completion
         order; a call that fails with an LLMError yields (index, error) instead, so one bad request never loses the
-        others. `stop()` (optional) is asked before each call starts: once it returns True no new call starts, the
-        calls in flight finish and are yielded, and the requests never started are not yielded at all.
+        others. `stop(index)` (optional) is asked before call `index` starts: once it returns True no new call starts,
+        the calls in flight finish and are yielded, and the requests never started are not yielded at all.
         Answers do not depend on the concurrency: each call has its own cache entries and transcript line."""
         from llm.batch import run_many  # the thread pool lives there; chat() stays the only way to the backends
 

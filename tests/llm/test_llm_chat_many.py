@@ -65,7 +65,7 @@ def test_an_error_is_yielded_in_place_and_the_others_complete(tmp_path):
 def test_stop_starts_nothing_more_and_keeps_what_is_in_flight(tmp_path):
     with LoopbackServer() as srv, llm_for(srv, tmp_path, concurrency=1) as llm:
         seen = []
-        for i, _texts in llm.chat_many(asks(10), stop=lambda: len(seen) >= 3):
+        for i, _texts in llm.chat_many(asks(10), stop=lambda i: len(seen) >= 3):
             seen.append(i)
         assert seen == [0, 1, 2] and srv.count == 3
 

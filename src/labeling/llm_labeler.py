@@ -1,0 +1,321 @@
+"""Labeler `llm`: a language model answers a task's items (MisoDICE B.2.2), through the project's LLM layer.
+
+How an item is answered:
+- The prompt: for trajectory_preference, labeling/prompting.py (env description + our role prompt, two episode
+  summaries from env.describe_episode, rewards hidden unless prompt_show_reward); other tasks bring their own
+  (task.messages / task.parse). Every prompt is token-estimated before anything is sent (context window check).
+- `swap_order`: the item is asked in both orders; the answers (in the stored order) agreeing give the label, a
+  disagreement gives a tie (0.5); the position-bias rate is reported. One order unreadable: the other decides.
+- The reply is parsed (labeling/parse.py); unreadable -> asked once more (the reply and a short reminder appended)
+  -> still unreadable: the item stays unlabeled (NaN). Never filled in from the oracle.
+- Items run concurrently (LLM.chat_many, bounded by llm.concurrency and llm.local.parallel); each answer is a
+  function of its own request only, so the labels do not depend on the concurrency.
+- Failures: an LLMError after the client's retries (timeouts, 429, 5xx, refused requests) leaves that item
+  unlabeled and the run goes on; a replay cache miss, max_requests or max_cost_usd stops starting new requests
+  (the ones in flight finish), keeps every answer so far, and names the reason in info["stopped"].
+- Resume: answers are in the LLM cache and in an append-only journal (labeling/journal.py); a rerun with the same
+  settings asks only the items missing from it.
+"""
+import logging
+import os
+
+import numpy as np
+
+from labeling.base import Labeler, LabelResult
+from labeling.journal import Journal
+from labeling.parse import PREFERENCE_LABEL, parse_choice
+from labeling.prompting import FORMATS, PreferencePrompt, check_fits, context_window, sha256
+from llm import LLMCacheMiss, LLMError, make_llm
+from llm.cache import canonical_json, request_identity
+from llm.config import local_model_name, resolve
+from utils.config import ConfigError
+from utils.paths import results_path
+from utils.progress import Bar
+
+log = logging.getLogger("labeling")
+REPLY_KEEP = 2000  # characters of each reply kept in the journal (the transcript has them whole)
+
+
+def answer_format(args, cfg):
+    """json (schema-constrained answer) or text (last line #k). auto: json where the backend is known to accept
+    json_schema (the local llama.cpp server, and replay of its answers), text otherwise."""
+    fmt = args.answer_format
+    if fmt == "auto":
+        local = cfg["backend"] == "local" or (cfg["backend"] == "replay"
+                                              and cfg["model"] == local_model_name(cfg["local"]["model_path"]))
+        return "json" if local else "text"
+    if fmt not in FORMATS:
+        raise ConfigError(f"answer_format must be auto, json or text, got {fmt!r}")
+    return fmt
+
+
+class LLMLabeler(Labeler):
+    name = "llm"
+
+    def __init__(self, args):
+        super().__init__(args)
+        self.cfg = resolve(args.llm)
+        self.fmt = answer_format(args, self.cfg)
+
+    def settings(self):
+        c, a = self.cfg, self.args
+        return {"labeler": self.name, "model": c["model"], "temperature": c["temperature"], "top_p": c["top_p"],
+                "seed": c["seed"], "max_tokens": c["max_tokens"], "answer_format": self.fmt,
+                "swap_order": bool(a.swap_order), "prompt_show_reward": bool(a.prompt_show_reward),
+                "summary_max_steps": int(a.summary_max_steps)}
+
+    def journal_path(self, source):
+        if self.args.label_journal:
+            return self.args.label_journal
+        root = results_path({"local_results_path": self.args.local_results_path})
+        return os.path.join(root, "labels", source.fingerprint[:16], f"{self.args.label_name}.journal.jsonl")
+
+    # --- the prompt of a task ---
+    def prompter(self, task, source):
+        """The task's prompt object (messages(item, swapped), reask, response_format, parse); ConfigError naming
+        the oracle labelers when the env cannot describe itself."""
+        try:
+            env = source.env
+            if task.name == "trajectory_preference":
+                a = self.args
+                arr = source.dataset.arrays()
+                p = PreferencePrompt(env, self.fmt, a.prompt_show_reward, a.summary_max_steps, arr)
+                p.summary(0)  # the env's describe_episode works (or says what it lacks) before any request
+                return p
+            return TaskPrompt(task, source, self.args)
+        except NotImplementedError as e:
+            raise ConfigError(f"labeler=llm needs an env that describes itself for its prompts (describe_task, "
+                              f"describe_episode) and a task with a prompt: {e}. Use labeler=oracle (the "
+                              f"ground-truth rule) or labeler=noisy_oracle (right with probability "
+                              f"oracle_accuracy) instead") from None
+
+    def label(self, task, items, source, bar=None):
+        a, c = self.args, self.cfg
+        prompt = self.prompter(task, source)
+        orders = (False, True) if a.swap_order and task.swappable else (False,)
+        window = context_window(c, a.context_tokens)
+        sampling = {"temperature": c["temperature"], "max_tokens": c["max_tokens"],
+                    "response_format": prompt.response_format()}
+        asks, hashes = {}, []
+        for k, item in enumerate(items):
+            msgs = [prompt.messages(item, o) for o in orders]
+            for o, m in zip(orders, msgs):
+                check_fits(m, window, c["max_tokens"], a.summary_max_steps, f"item {item.id}")
+                asks[k, o] = m
+            idents = [request_identity(c["model"], m, c["temperature"], c["max_tokens"], c["top_p"], c["seed"],
+                                       sampling["response_format"]) for m in msgs]
+            hashes.append(sha256(canonical_json(idents)))
+        run = _Run(self, task, items, prompt, orders, asks, hashes, sampling, self.journal_path(source), bar)
+        return run.go(c)
+
+
+class TaskPrompt:
+    """A task that brings its own prompt and parser (task.messages / task.parse), in the labeler's interface."""
+
+    def __init__(self, task, source, args):
+        self.task, self.source, self.args = task, source, args
+
+    def provenance(self):
+        return {"answer_format": "task"}
+
+    def messages(self, item, swapped=False):
+        return self.task.messages(item, self.source, self.args, swapped)
+
+    def reask(self, messages, reply):
+        return [*messages, {"role": "assistant", "content": reply},
+                {"role": "user", "content": "Your reply did not give a clear answer. Reply again with the answer "
+                                            "only, in the format asked."}]
+
+    def response_format(self):
+        return None
+
+    def parse(self, text, item):
+        value = self.task.parse(text, item)
+        return (None, "unparsed") if value is None else (float(value), "task")
+
+
+class _Run:
+    """One label() call: the journal, the requests in two rounds (asks, then re-asks), the counts."""
+
+    def __init__(self, labeler, task, items, prompt, orders, asks, hashes, sampling, journal_path, bar):
+        self.lab, self.task, self.items, self.prompt = labeler, task, items, prompt
+        self.orders, self.asks, self.hashes, self.sampling = orders, asks, hashes, sampling
+        self.journal = Journal(journal_path)
+        self.answers = np.full(len(items), np.nan)
+        self.state = {}  # item index -> {order: (raw choice, label or None, how, reply)} / "failed"
+        self.counts = dict.fromkeys(("asked", "from_journal", "reasked", "reask_recovered", "unparsed", "failed",
+                                     "swap_disagreements", "swap_both_parsed", "position_same", "first_position",
+                                     "non_tie_choices"), 0)
+        self.errors, self.stopped, self.uncached_started = [], None, 0
+        self.bar, self.own_bar = bar, bar is None
+        self.llm = None
+
+    # --- flow ---
+    def go(self, cfg):
+        todo = self._resume()
+        if self.own_bar:
+            self.bar = Bar(total=len(self.items), initial=len(self.items) - len(todo), desc="llm labels",
+                           unit="item")
+        elif len(self.items) - len(todo):
+            self.bar.update(len(self.items) - len(todo))
+        try:
+            if todo:
+                self.llm = make_llm(self.lab.args.llm, os.path.dirname(os.path.abspath(self.journal.path)))
+                reasks = self._round([(k, o, self.asks[k, o], "ask") for k in todo for o in self.orders])
+                self._round([r for r in reasks if self.state.get(r[0]) != "failed"])
+        finally:
+            self.journal.close()
+            if self.llm is not None:
+                self.llm.close()
+            if self.own_bar:
+                self.bar.close()
+        return LabelResult(self.answers, self._info(cfg, todo))
+
+    def _resume(self):
+        done = self.journal.read()
+        todo = []
+        for k, item in enumerate(self.items):
+            entry = done.get(item.id)
+            if entry is not None and entry.get("request") == self.hashes[k]:
+                self.answers[k] = np.nan if entry["answer"] is None else entry["answer"]
+                self._count(entry)
+                self.counts["from_journal"] += 1
+            else:
+                todo.append(k)
+        return todo
+
+    def _round(self, reqs):
+        """Run requests [(item index, order, messages, kind)]; returns the re-asks the unreadable replies need."""
+        if not reqs:
+            return []
+        calls = [{"messages": m, "n": 1, "tag": f"label:{self.task.name}:{kind}", **self.sampling}
+                 for _, _, m, kind in reqs]
+        reasks = []
+        for idx, out in self.llm.chat_many(calls, stop=lambda i: self._stop(calls[i])):
+            k, o, msgs, kind = reqs[idx]
+            self.counts["asked"] += kind == "ask"
+            if isinstance(out, LLMError):
+                self._fail(k, out)
+                continue
+            if self.state.get(k) == "failed":  # the item's other order failed: it stays unlabeled
+                continue
+            text = out[0]
+            label, how, raw = self._parse(text, k, o)
+            if label is None and kind == "ask":
+                self.counts["reasked"] += 1
+                reasks.append((k, o, self.prompt.reask(msgs, text), "reask"))
+                continue
+            self.counts["reask_recovered"] += label is not None and kind == "reask"
+            self.state.setdefault(k, {})[o] = (raw, label, how if kind == "ask" else f"reask:{how}", text)
+            self._maybe_finish(k)
+        return reasks
+
+    def _parse(self, text, k, swapped):
+        """(label in the item's stored order or None, how, the raw choice as asked)."""
+        item = self.items[k]
+        if isinstance(self.prompt, TaskPrompt):
+            label, how = self.prompt.parse(text, item)
+            raw = label
+        else:
+            p = parse_choice(text)
+            raw, how = p.value, p.how
+            label = None if raw is None else PREFERENCE_LABEL[raw]
+        if label is not None and swapped:
+            label = self.task.unswap(label)
+        return label, how, raw
+
+    def _fail(self, k, error):
+        if isinstance(error, LLMCacheMiss) and self.stopped is None:
+            self.stopped = f"replay cache miss: {error}"
+            log.warning(f"llm labeler: stopping, {self.stopped}")
+        if len(self.errors) < 5:
+            self.errors.append(f"{self.items[k].id}: {type(error).__name__}: {str(error)[:300]}")
+        if self.state.get(k) != "failed":
+            self.state[k] = "failed"
+            self.counts["failed"] += 1
+            self._progress()
+
+    def _maybe_finish(self, k):
+        got = self.state[k]
+        if got == "failed" or len(got) < len(self.orders):
+            return
+        labels = [got[o][1] for o in self.orders]
+        known = [v for v in labels if v is not None]
+        if not known:
+            answer = None
+        elif len(known) == 1 or known[0] == known[1]:
+            answer = known[0]
+        else:
+            answer = 0.5  # the two orders disagree: a tie
+        entry = {"item": self.items[k].id, "request": self.hashes[k], "answer": answer,
+                 "choices": [got[o][0] for o in self.orders], "labels": labels, "how": [got[o][2] for o in self.orders],
+                 "replies": [got[o][3][:REPLY_KEEP] for o in self.orders]}
+        self.journal.append(entry)
+        self.answers[k] = np.nan if answer is None else answer
+        self._count(entry)
+        self._progress()
+
+    def _count(self, entry):
+        c = self.counts
+        c["unparsed"] += entry["answer"] is None
+        labels, choices = entry["labels"], entry["choices"]
+        raw = [v for v in choices if v in (1, 2)]
+        c["non_tie_choices"] += len(raw)
+        c["first_position"] += sum(v == 1 for v in raw)
+        if len(labels) == 2 and None not in labels:
+            c["swap_both_parsed"] += 1
+            c["swap_disagreements"] += labels[0] != labels[1]
+            c["position_same"] += choices[0] == choices[1] and choices[0] in (1, 2)
+
+    def _progress(self):
+        self.bar.update(1)
+        led = self.llm.ledger() if self.llm is not None else {}
+        self.bar.set_postfix(hits=led.get("cache_hits", 0), unparsed=self.counts["unparsed"],
+                             failed=self.counts["failed"])
+
+    def _stop(self, call):
+        """Asked before each request: whether to start no more (a stop reason is set, or a budget is reached)."""
+        if self.stopped is not None:
+            return True
+        if self.llm.cached(**call):
+            return False  # free: answered from the cache
+        a = self.lab.args
+        if a.max_requests is not None and self.uncached_started >= a.max_requests:
+            self.stopped = f"max_requests={a.max_requests} reached"
+        elif a.max_cost_usd is not None and self.llm.ledger()["cost_usd"] >= a.max_cost_usd:
+            self.stopped = f"max_cost_usd={a.max_cost_usd} reached (spent {self.llm.ledger()['cost_usd']:.4f} USD)"
+        if self.stopped is not None:
+            log.warning(f"llm labeler: stopping, {self.stopped}; the answers so far are kept (journal "
+                        f"{self.journal.path}); rerun to ask the rest")
+            return True
+        self.uncached_started += 1
+        return False
+
+    def _info(self, cfg, todo):
+        c, n = self.counts, len(self.items)
+        labeled = np.isfinite(self.answers)
+        led = self.llm.ledger() if self.llm is not None else {}
+        answered = c["from_journal"] + sum(1 for k in todo if isinstance(self.state.get(k), dict)
+                                           and len(self.state[k]) == len(self.orders))
+        tokens = led.get("prompt_tokens", 0) + led.get("completion_tokens", 0)
+        info = {**self.lab.settings(), **self.prompt.provenance(), "backend": cfg["backend"],
+                "base_url": cfg["base_url"] if cfg["backend"] == "openai" else None,
+                "items": n, "labeled": int(labeled.sum()), "tie": int((self.answers == 0.5).sum()),
+                "parsed": int(labeled.sum()), "unparsed": c["unparsed"], "failed": c["failed"],
+                "unasked": n - answered - c["failed"], "from_journal": c["from_journal"],
+                "reasked": c["reasked"], "reask_recovered": c["reask_recovered"],
+                "swap_disagreements": c["swap_disagreements"],
+                "position_bias_rate": _rate(c["position_same"], c["swap_both_parsed"]),
+                "first_position_rate": _rate(c["first_position"], c["non_tie_choices"]),
+                "requests": led.get("requests", 0), "cache_hits": led.get("cache_hits", 0),
+                "prompt_tokens": led.get("prompt_tokens", 0), "completion_tokens": led.get("completion_tokens", 0),
+                "tokens_per_request": _rate(tokens, led.get("requests", 0)), "cost_usd": led.get("cost_usd", 0.0),
+                "stopped": self.stopped, "errors": self.errors, "journal": self.journal.path,
+                # complete: every item answered; else the run mode stores it as incomplete and a rerun asks the rest
+                "complete": self.stopped is None and c["failed"] == 0 and answered == n}
+        return info
+
+
+def _rate(a, b):
+    return float(a / b) if b else None
+

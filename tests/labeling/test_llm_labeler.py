@@ -1,0 +1,271 @@
+"""Labeler `llm` against the loopback OpenAI-compatible server (the real openai client on the wire): prompts, parsing
+and re-asks, swap_order, faults, budgets, replay misses, resume from the journal, concurrency independence."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from types import SimpleNamespace as SN
+
+import numpy as np
+import pytest
+from tests.labeling.datasets import ENV_ARGS, write_dataset
+
+from envs import make_env
+from envs.multiagentenv import MultiAgentEnv
+from labeling import LABELERS, TASKS, LabelSource
+from labeling.store import content_fingerprint, read_preferences
+from offline import OfflineDataset
+from utils.config import ConfigError, build_config
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "llm"))
+from loopback_server import LoopbackServer, delay, drop, reply, status  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LENGTH = re.compile(r"The episode lasted (\d+) steps")
+N_PAIRS = 16
+
+
+def judge(body):
+    """A deterministic 'model': the longer episode is better, equal = #0 (reads the summaries in the prompt)."""
+    a, b = (int(x) for x in LENGTH.findall(body["messages"][1]["content"])[:2])
+    return reply("Reasons.\n" + ("#1" if a > b else "#2" if b > a else "#0"))
+
+
+def user_text(request):
+    return request["body"]["messages"][1]["content"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("d") / "mix.h5", E=12, seed=4)
+
+
+def source_of(path, env_factory=lambda: make_env("matrix_game", **ENV_ARGS)):
+    ds = OfflineDataset.load(path)
+    return LabelSource(ds, str(path), content_fingerprint(ds), env_factory=env_factory)
+
+
+def args_for(srv, tmp_path, llm=None, **kw):
+    block = {"backend": "openai", "base_url": srv.base_url if srv else None, "model": "loop",
+             "cache_dir": str(tmp_path / "cache"), "timeout_s": 2.0, "max_retries": 1, "backoff_s": 0.01,
+             "backoff_max_s": 0.02, **(llm or {})}
+    cfg = build_config("label_preferences", "climbing", {"local_results_path": str(tmp_path / "results"),
+                                                         "n_pairs": N_PAIRS, "labeler": "llm", "llm": block, **kw})
+    return SN(**cfg)
+
+
+def run(args, path):
+    task = TASKS["trajectory_preference"]()
+    source = source_of(path)
+    try:
+        items = task.make_items(source, args)
+        return items, LABELERS["llm"](args).label(task, items, source)
+    finally:
+        source.close()
+
+
+def expected(path, items):
+    lengths = OfflineDataset.load(path).arrays()["filled"].reshape(12, -1).sum(1) - 1
+    return np.array([1.0 if lengths[a] > lengths[b] else 0.0 if lengths[a] < lengths[b] else 0.5
+                     for a, b in (it.data for it in items)])
+
+
+def same(a, b):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # NaN == NaN here
+
+
+def test_labels_read_from_the_prompts_and_independent_of_concurrency(tmp_path, data):
+    with LoopbackServer(responder=judge) as srv:
+        items, one = run(args_for(srv, tmp_path / "c1", llm={"concurrency": 1}), data)
+        n1 = srv.count
+        _, four = run(args_for(srv, tmp_path / "c4", llm={"concurrency": 4}), data)
+        assert srv.count - n1 == n1 == N_PAIRS
+        body = srv.requests[0]["body"]
+    same(one.answers, four.answers)
+    same(one.answers, expected(data, items))
+    system = body["messages"][0]["content"]
+    assert system.startswith(make_env("matrix_game", **ENV_ARGS).describe_task())
+    assert "#0 if they are equally good" in system
+    assert body["temperature"] == 0.0 and "response_format" not in body  # answer_format auto: text for openai
+    info = one.info
+    assert info["requests"] == N_PAIRS and info["prompt_tokens"] > 0 and info["completion_tokens"] > 0
+    assert info["labeled"] == N_PAIRS and info["unparsed"] == info["failed"] == 0 and info["complete"]
+    assert info["answer_format"] == "text" and len(info["prompt_template_sha256"]) == 64
+    assert "return" not in user_text(srv.requests[0]).lower()  # rewards hidden (prompt_show_reward false)
+    journal = [json.loads(line) for line in open(info["journal"])]
+    assert len(journal) == N_PAIRS and {e["item"] for e in journal} == {it.id for it in items}
+
+
+def test_garbage_is_asked_again_once_then_left_unlabeled(tmp_path, data):
+    bad = {}
+
+    def respond(body):
+        key = user_text({"body": body})
+        if len(bad) < 2 and key not in bad:
+            bad[key] = "garbage"  # the first two items: garbage for good
+        if len(bad) < 4 and key not in bad and len(body["messages"]) == 2:
+            bad[key] = "once"  # the next two: garbage, then an answer when asked again
+        if bad.get(key) == "garbage" or (bad.get(key) == "once" and len(body["messages"]) == 2):
+            return reply("Both trajectories have merit; neither is clearly better.")
+        return judge(body)
+
+    with LoopbackServer(responder=respond) as srv:
+        items, res = run(args_for(srv, tmp_path, llm={"concurrency": 1}), data)
+        reasks = [r["body"]["messages"] for r in srv.requests if len(r["body"]["messages"]) == 4]
+    truth = expected(data, items)
+    assert res.info["reasked"] == 4 and res.info["reask_recovered"] == 2 and res.info["unparsed"] == 2
+    assert srv.count == N_PAIRS + 4 and len(reasks) == 4
+    assert reasks[0][2] == {"role": "assistant", "content": "Both trajectories have merit; neither is clearly better."}
+    assert np.isnan(res.answers[:2]).all()  # never filled in from the oracle
+    same(res.answers[2:], truth[2:])
+    assert res.info["complete"]  # answered, though unparsed: a rerun does not ask again
+    _, again = run(args_for(srv, tmp_path, llm={"concurrency": 1}), data)
+    assert again.info["from_journal"] == N_PAIRS and again.info["requests"] == 0
+
+
+def test_server_faults_retry_then_leave_the_item_unlabeled(tmp_path, data):
+    seen = {}
+
+    def respond(body):
+        k = seen.setdefault(user_text({"body": body}), len(seen))
+        if k == 0:
+            return status(500, "always broken")
+        if k == 1:
+            return delay(3.0)  # beyond timeout_s=0.5
+        if k == 2 and srv.count <= 4:
+            return status(429, "slow down", retry_after=0.01)  # once, then fine
+        return judge(body)
+
+    with LoopbackServer(responder=respond) as srv:
+        items, res = run(args_for(srv, tmp_path, llm={"concurrency": 2, "timeout_s": 0.5}), data)
+    assert np.isnan(res.answers[:2]).all() and res.info["failed"] == 2 and not res.info["complete"]
+    same(res.answers[2:], expected(data, items)[2:])
+    assert any("HTTP 500" in e for e in res.info["errors"]) and any("LLMTimeout" in e for e in res.info["errors"])
+
+
+def test_swap_order_ties_on_disagreement_and_reports_position_bias(tmp_path, data):
+    with LoopbackServer(responder=lambda body: reply("#1")) as srv:  # always the first shown
+        _, biased = run(args_for(srv, tmp_path / "a", swap_order=True), data)
+        assert srv.count == 2 * N_PAIRS
+        swapped = [r for r in srv.requests if r["body"]["messages"][1]["content"] != user_text(srv.requests[0])]
+        assert swapped
+    assert (biased.answers == 0.5).all() and biased.info["position_bias_rate"] == 1.0
+    assert biased.info["swap_disagreements"] == N_PAIRS and biased.info["first_position_rate"] == 1.0
+    with LoopbackServer(responder=judge) as srv:
+        items, fair = run(args_for(srv, tmp_path / "b", swap_order=True), data)
+    same(fair.answers, expected(data, items))
+    assert fair.info["position_bias_rate"] == 0.0 and fair.info["swap_disagreements"] == 0
+
+
+def test_json_answers_where_the_backend_takes_a_schema(tmp_path, data):
+    def respond(body):
+        k = LENGTH.findall(body["messages"][1]["content"])
+        a, b = int(k[0]), int(k[1])
+        return reply(json.dumps({"reason": "Trajectory 1 is longer", "preferred": 1 if a > b else 2 if b > a else 0}))
+
+    with LoopbackServer(responder=respond) as srv:
+        items, res = run(args_for(srv, tmp_path, answer_format="json"), data)
+        fmt = srv.requests[0]["body"]["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["schema"]["properties"]["preferred"]["enum"] == [0, 1, 2]
+    same(res.answers, expected(data, items))
+
+
+def test_a_dead_server_fails_the_rest_and_a_rerun_asks_exactly_those(tmp_path, data):
+    with LoopbackServer(responder=judge) as srv:
+        items, whole = run(args_for(srv, tmp_path / "whole"), data)
+    n = 5
+
+    def dies(body):  # the server 'dies' after n answers: every later connection is dropped
+        return judge(body) if srv.count <= n else drop()
+
+    with LoopbackServer(responder=dies) as srv:
+        _, cut = run(args_for(srv, tmp_path / "cut", llm={"concurrency": 1, "max_retries": 0}), data)
+    assert cut.info["labeled"] == n and cut.info["failed"] == N_PAIRS - n and not cut.info["complete"]
+    with LoopbackServer(responder=judge) as srv:
+        _, rerun = run(args_for(srv, tmp_path / "cut", llm={"concurrency": 4}), data)
+        assert srv.count == N_PAIRS - n  # exactly the missing items
+    assert rerun.info["from_journal"] == n and rerun.info["complete"]
+    same(rerun.answers, whole.answers)
+
+
+def test_labeling_process_killed_after_n_answers_rerun_through_main_asks_exactly_the_missing(tmp_path, data):
+    """End to end through src/main.py: kill -9 the labeling run while its (n+1)-th request waits, rerun it."""
+    with LoopbackServer(responder=judge) as srv:
+        items, whole = run(args_for(srv, tmp_path / "whole"), data)
+    path = write_dataset(tmp_path / "mix.h5", E=12, seed=4)  # the same episodes, a file main may edit
+    n = 6
+    with LoopbackServer(responder=lambda body: judge(body) if srv.count <= n else delay(60)) as srv:
+        def cmd(url):
+            return [sys.executable, "src/main.py", "--config=label_preferences", "--env-config=climbing", "with",
+                    f"offline_dataset={path}", "labeler=llm", f"n_pairs={N_PAIRS}", "llm.backend=openai",
+                    f"llm.base_url={url}", "llm.model=loop", f"llm.cache_dir={tmp_path / 'cache'}",
+                    "llm.concurrency=1", f"local_results_path={tmp_path / 'results'}"]
+        proc = subprocess.Popen(cmd(srv.base_url), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while srv.count <= n and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            proc.kill()
+            err = proc.communicate()[1]
+        assert srv.count == n + 1, err[-3000:]
+    with LoopbackServer(responder=judge) as srv:
+        res = subprocess.run(cmd(srv.base_url), cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert srv.count == N_PAIRS - n  # exactly the missing items
+    pairs, label, attrs = read_preferences(path, "prefs")
+    same(pairs, [it.data for it in items])
+    same(label, whole.answers.astype(np.float32))
+    info = attrs["labeler_info"]
+    assert info["from_journal"] == n and info["requests"] == N_PAIRS - n and attrs["complete"]
+
+
+def test_budgets_stop_cleanly_and_the_rest_follows_on_rerun(tmp_path, data):
+    with LoopbackServer(responder=judge) as srv:
+        items, part = run(args_for(srv, tmp_path, llm={"concurrency": 1}, max_requests=3), data)
+        assert srv.count == 3 and part.info["stopped"] == "max_requests=3 reached"
+        assert np.isfinite(part.answers).sum() == 3 and part.info["unasked"] == N_PAIRS - 3
+        assert not part.info["complete"]
+        _, costly = run(args_for(srv, tmp_path / "cost", max_cost_usd=1e-9,
+                                 llm={"concurrency": 1, "price_in_per_m": 1.0}), data)
+        assert srv.count == 4 and costly.info["stopped"].startswith("max_cost_usd=1e-09 reached")
+        _, rest = run(args_for(srv, tmp_path, llm={"concurrency": 2}), data)
+        assert srv.count == 4 + N_PAIRS - 3
+    same(rest.answers, expected(data, items))
+
+
+def test_replay_miss_stops_naming_the_miss_and_keeps_the_answers(tmp_path, data):
+    with LoopbackServer(responder=judge) as srv:
+        run(args_for(srv, tmp_path / "fill", llm={"concurrency": 1, "cache_dir": str(tmp_path / "cache")},
+                     max_requests=4), data)
+    args = args_for(None, tmp_path / "replay", llm={"backend": "replay", "model": "loop", "concurrency": 1,
+                                                    "cache_dir": str(tmp_path / "cache")})
+    items, res = run(args, data)
+    assert np.isfinite(res.answers).sum() == 4 and res.info["stopped"].startswith("replay cache miss: backend replay "
+                                                                                  "has no cached answer")
+    assert res.info["cache_hits"] == 4 and res.info["requests"] == 0 and not res.info["complete"]
+
+
+class Mute(MultiAgentEnv):
+    """An env that does not describe itself."""
+    n_agents, episode_limit = 2, 25
+
+
+def test_env_without_self_description_names_the_oracle_labelers(tmp_path, data):
+    args = args_for(None, tmp_path, llm={"backend": "replay", "model": "m"})
+    task = TASKS["trajectory_preference"]()
+    source = source_of(data, env_factory=Mute)
+    with pytest.raises(ConfigError, match="labeler=llm needs an env that describes itself.*labeler=oracle.*"
+                                          "labeler=noisy_oracle"):
+        LABELERS["llm"](args).label(task, task.make_items(source, args), source)
+
+
+def test_a_prompt_over_the_context_window_is_refused_before_any_request(tmp_path, data):
+    with LoopbackServer(responder=judge) as srv:
+        with pytest.raises(ConfigError, match=r"about \d+ tokens \(estimate: characters / 3\).* context window of "
+                                              r"900 tokens\. Lower summary_max_steps \(now 8"):
+            run(args_for(srv, tmp_path, context_tokens=900), data)
+        assert srv.count == 0
