@@ -81,7 +81,8 @@ def run_offline(_run, config, _log):
                   f"checkpoints go to {args.model_dir})")
     else:
         _log.info(f"Beginning offline training for {args.offline_steps} gradient steps "
-                  f"(batch {args.batch_size} episodes)")
+                  f"(batch {batch_text(learner, args)})")
+    per_step = episodes_per_step(learner, args)
     progress = Clock(step, args.offline_steps)
     clock = loop.UpdateClock()
     # the untrained policy's score (a resumed run was evaluated at its checkpoint's step, unless it had finished)
@@ -95,7 +96,7 @@ def run_offline(_run, config, _log):
             # in a fixed order, so that the sampler's random stream is reproducible
             batches = {name: draw(sampler, name, datasets[name], args) for name in sorted(learner.batches)}
             with clock.update(), loop.stop_on_nonfinite(ctx, last_checkpoint, _log):
-                learner.train(batches, step, step * args.batch_size)
+                learner.train(batches, step, step * per_step)
             step += 1
             bar.update_to(step)
             # evaluated before the summary, so that the summary at a step shows the test at that step
@@ -105,7 +106,7 @@ def run_offline(_run, config, _log):
                 last_test = step
                 bar.set_postfix(test_return=f"{logger.latest('test_return_mean', float('nan')):.4g}")
             if step - last_log >= args.offline_log_interval or step == args.offline_steps:
-                logger.log_stat("episode", step * args.batch_size, step)  # episodes sampled (info.json: episode)
+                logger.log_stat("episode", step * per_step, step)  # episodes sampled (info.json: episode)
                 logger.log_stat("updates_per_s", clock.rate(), step)
                 logger.print_recent_stats(step_label="gradient step", count_label="samples (episodes)",
                                           progress=progress.line(step, "gradient steps"))
@@ -114,7 +115,7 @@ def run_offline(_run, config, _log):
                 last_checkpoint = loop.save(ctx, step, {"step": step, "sampler": sampler.rng.bit_generator.state},
                                             _log)
                 last_save = step
-    _log.info(f"Finished offline training: {clock.updates} gradient steps ({clock.updates * args.batch_size} sampled "
+    _log.info(f"Finished offline training: {clock.updates} gradient steps ({clock.updates * per_step} sampled "
               f"episodes) in {progress.elapsed():.1f}s ({clock.rate():.1f} updates/s in the learner)")
     loop.log_final_evaluation(ctx, _log, "gradient step")
     if labels is not None:
@@ -123,6 +124,18 @@ def run_offline(_run, config, _log):
         if d is not None:
             d.close()
     loop.finish(ctx)
+
+
+def episodes_per_step(learner, args):
+    """Episodes one update samples, as logged (`episode`): both episodes of each preference pair for learners on
+    pairs, else batch_size (the main batch; BC(β)'s expert batch is not counted)."""
+    return 2 * args.preference_batch_size if learner.needs("preferences") else args.batch_size
+
+
+def batch_text(learner, args):
+    parts = [f"{args.preference_batch_size} preference pairs" if name == "preferences" else
+             f"{args.batch_size} episodes ({name})" for name in sorted(learner.batches)]
+    return ", ".join(parts)
 
 
 def draw(sampler, name, source, args):

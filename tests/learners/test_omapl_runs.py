@@ -115,3 +115,23 @@ def _flatten(state, prefix=""):
 def test_omapl_refusals(tmp_path, labeled, capsys, updates, match):
     run_main(tmp_path, "omapl", "climbing", f"offline_dataset={labeled}", *TINY, *updates, expect=1)
     assert re.search(match, capsys.readouterr().err)
+
+
+def test_non_finite_recovered_returns_stop_the_run_naming_the_step_and_checkpoint(tmp_path, labeled, capsys,
+                                                                                  monkeypatch):
+    """Labels are recomputed at steps 0, 3 and 6; NaN at 6 stops the run before anything is written."""
+    from learners.omapl_learner import OMAPLLearner
+    real, calls = OMAPLLearner.recovered_returns, []
+
+    def nan_on_third_call(self, data):
+        calls.append(1)
+        g, lengths = real(self, data)
+        return (g * np.nan if len(calls) == 3 else g), lengths
+
+    monkeypatch.setattr(OMAPLLearner, "recovered_returns", nan_on_third_call)
+    data = copy(labeled, tmp_path)
+    run_main(tmp_path, "omapl", "climbing", f"offline_dataset={data}", *TINY, expect=1)
+    err = capsys.readouterr().err
+    assert re.search(r"non-finite recovered returns \(episodes = 40.*at gradient step 6; no labels were written\. "
+                     r"Last good checkpoint: \S+/3", err), err[-2000:]
+    assert "oracle_expert" not in OfflineDataset.load(data).label_names
