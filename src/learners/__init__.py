@@ -4,6 +4,7 @@ load_models(path, evaluate=False). What each learner is and needs (on_policy, of
 and what it holds (state_parts) is declared on it."""
 from learners.bc_learner import BCLearner
 from learners.marl_sl_learner import MARLSLLearner
+from learners.misodice_learner import INDDLearner, MisoDICELearner
 from learners.omapl_learner import OMAPLLearner
 from learners.omar_learner import OMARLearner
 from learners.omiga_learner import OMIGALearner
@@ -18,4 +19,6 @@ REGISTRY = {
     "omiga_learner": OMIGALearner,
     "omapl_learner": OMAPLLearner,
     "marl_sl_learner": MARLSLLearner,
+    "misodice_learner": MisoDICELearner,
+    "indd_learner": INDDLearner,
 }

@@ -25,7 +25,9 @@ OPEN_KEYS = ("env_args", "collect_datasets", "quality_fractions")
 
 
 # Keys with a fixed set of values (learners read on_nonfinite from here too).
-CHOICES = {"on_nonfinite": ("stop", "skip_batch")}
+CHOICES = {"on_nonfinite": ("stop", "skip_batch"),
+           # MisoDICE / INDD (config/algs/misodice.yaml)
+           "schedule": ("sequential", "joint"), "nu_loss": ("exp", "logsumexp"), "disc_mix": ("logits", "probs")}
 
 # key -> (integer only, test, allowed range in words, null allowed). Checked on the merged config, before anything runs.
 RANGES = {
@@ -47,6 +49,12 @@ RANGES = {
     "gae_lambda": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
     "tfcaf_timeout_s": (False, lambda v: v > 0, "> 0", False),
     "tfcaf_memory_mb": (True, lambda v: v >= 64, "an integer >= 64", False),
+    "misodice_alpha": (False, lambda v: v >= 0, ">= 0", False),
+    "ratio_clip": (False, lambda v: v > 0, "> 0", False),
+    "weight_max": (False, lambda v: v > 0, "> 0 (or null = no clip)", True),
+    "disc_steps": (True, lambda v: v >= 0, "an integer >= 0", False),
+    "nu_steps": (True, lambda v: v >= 0, "an integer >= 0", False),
+    "gp_samples": (True, lambda v: v >= 1, "an integer >= 1", False),
 }
 
 # Keys whose default is a whole number but which take any number (a float is not a type error there).

@@ -15,7 +15,7 @@ OBS_DIM = 6
 
 
 # the config each mixer comes with (its settings are those runs use: lmix is OMIGA's, with omiga.yaml's width)
-MIXER_ALG = {"lmix": "omiga"}
+MIXER_ALG = {"lmix": "omiga", "linear": "misodice"}
 
 
 def make_args(n_agents, state_dim, mixer="qmix", n_actions=N_ACTIONS, obs_dim=OBS_DIM, **kw):
@@ -43,7 +43,7 @@ LEARNED = sorted(k for k in REGISTRY if k != "qllm")
 
 
 def test_registry_contents():
-    assert set(REGISTRY) == {"vdn", "qmix", "qplex", "qatten", "qllm", "lmix"}
+    assert set(REGISTRY) == {"vdn", "qmix", "qplex", "qatten", "qllm", "lmix", "linear"}
 
 
 @pytest.mark.parametrize("name", LEARNED)
@@ -68,6 +68,18 @@ def test_vdn_is_sum():
     assert torch.allclose(q_tot, agent_qs.sum(-1, keepdim=True))
 
 
+def test_linear_mixer_is_state_independent_nonnegative_and_starts_as_vdn():
+    mixer = REGISTRY["linear"](make_args(3, 7, "linear"))
+    agent_qs, states, extras = make_batch(4, 5, 3, 7)
+    assert torch.allclose(mixer(agent_qs, states, **extras), agent_qs.sum(-1, keepdim=True))
+    with torch.no_grad():
+        mixer.raw_w.copy_(torch.tensor([-2.0, 0.5, 1.0]))
+        mixer.bias.fill_(0.3)
+    w, b = mixer.weights(states)
+    assert torch.equal(w[0, 0], torch.tensor([2.0, 0.5, 1.0])) and (w == w[0, 0]).all() and (b == 0.3).all()
+    assert torch.allclose(mixer(agent_qs, states), (w * agent_qs).sum(-1, keepdim=True) + 0.3)
+
+
 def test_batch_rows_are_independent():
     # A mixer must not mix information across batch/time entries.
     torch.manual_seed(0)
@@ -88,6 +100,7 @@ def test_batch_rows_are_independent():
         lambda: QattenMixer(make_args(4, 8, weighted_head=True)),
         lambda: QattenMixer(make_args(4, 8, weighted_head=False)),
         lambda: REGISTRY["lmix"](make_args(4, 8, "lmix")),
+        lambda: REGISTRY["linear"](make_args(4, 8, "linear")),
     ],
 )
 def test_monotonic(make):

@@ -1,3 +1,4 @@
+from modules.mixers.linear import LinearMixer
 from modules.mixers.lmix import LMixer
 from modules.mixers.qatten import QattenMixer
 from modules.mixers.qllm import FIELDS as QLLM_FIELDS
@@ -13,6 +14,7 @@ REGISTRY = {
     "qplex": QPLEXMixer,
     "qatten": QattenMixer,
     "lmix": LMixer,  # OMIGA: non-negative state-dependent linear mixer (exposes weights(states))
+    "linear": LinearMixer,  # MisoDICE Sec. 5.2: sum_i phi_i v_i + phi_0, phi >= 0, state-independent (weights(states))
     "qllm": QLLMMixer,  # training-free: weights from a TFCAF file (src/qllm), no learnable parameters
 }
 

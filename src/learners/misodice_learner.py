@@ -1,0 +1,294 @@
+"""MisoDICE phase 2 (Bui et al. 2025, Sec. 5-6, Algorithm 1/3) and its INDD baseline (appendix B.3.3): imitation
+of an expert set D_E inside an unlabeled union D_U ("expert" and "data" batches of `run: offline`).
+
+Local networks shared across agents (inputs: o_i standardised by D_U statistics + one-hot id): discriminator
+c_i(o_i, a_i) -> logit, value nu_i(o_i), actor pi_i = the mac. Mixers M_eta (`disc_mixer`) and M_phi (`mixer`) are
+non-negative linear: `linear` (sum_i phi_i x_i + phi_0), `lmix` (state-dependent weights, B.3.5) or `vdn`.
+
+    discriminator (Eq. 9, 13)  z = M_eta[c] (disc_mix: logits) | logit(sum_i eta~_i sigma(c_i)) (probs, eta~ convex)
+                               loss BCE(z_E, 1) + BCE(z_U, 0) + disc_grad_penalty (|grad c| - 1)^2
+    reward                     r = log D / (1 - D) = z, detached, clipped to +-ratio_clip
+    value (Eq. 6-7)            A = r + gamma (1 - terminated) nu_tot(s') - nu_tot(s),  nu_tot = M_phi[nu]
+                               loss (1 - gamma) E_s0[nu_tot] + (1 + alpha) E_U[exp(A / (1 + alpha) - 1)] (or logsumexp)
+                               + nu_grad_penalty |grad nu|^2
+    policy (Eq. 8, 11)         w = exp(A / (1 + alpha) - 1) detached (normalised, clipped), the same w for every agent:
+                               loss -E_U[w sum_i log pi_i(a_i | o_i)] over available actions
+
+s0: every data batch is a batch of whole D_U episodes, so its t = 0 rows are a uniform sample of D_U's initial
+states; E_s0 is their mean. `terminated` is a true terminal (no bootstrap), time-limit ends bootstrap, padded
+steps are masked by `filled`. `schedule: sequential` trains the discriminator for `disc_steps`, then nu for
+`nu_steps`, then the policy (Algorithm 1); the stage follows from the saved update counter, so resume is exact.
+`joint` trains all three every step.
+
+INDD (`indd_learner`) is the same code with the agent axis kept: per-agent discriminator logits c_i, rewards r_i,
+nu_i, advantages and weights w_i, no mixing (shared networks + id, as every learner here).
+"""
+import copy
+
+import torch as th
+import torch.nn.functional as F
+
+from learners.base import OfflineLearner
+from learners.common import (
+    NonFiniteGuard,
+    TargetUpdater,
+    check_actions_available,
+    log_policy,
+    make_optimizer,
+    masked_mean,
+    transition_mask,
+)
+from learners.dice import (
+    Normaliser,
+    dice_weights,
+    input_gradients,
+    interpolates,
+    masked_means,
+    nu_objective,
+    weight_stats,
+)
+from learners.offline_ac import unroll
+from modules.critics import make_agent_critic
+from modules.mixers import REGISTRY as mixer_REGISTRY
+from modules.mixers.vdn import VDNMixer
+
+LINEAR_MIXERS = ("linear", "lmix", "vdn")
+STAGES = ("disc", "nu", "actor")
+PROB_EPS = 1e-6  # disc_mix: probs keeps D inside [eps, 1 - eps] before its logit
+
+
+def drop_last_bias(net):
+    """DemoDICE: no bias in the last layer of c and nu (the last nn.Linear of the agent network)."""
+    last = [m for m in net.modules() if isinstance(m, th.nn.Linear)][-1]
+    last.register_parameter("bias", None)
+    return net
+
+
+def mixer_weights(mixer, states, n_agents):
+    """(w [..., n] >= 0, b [..., 1]) of a linear mixer."""
+    if isinstance(mixer, VDNMixer):
+        lead = states.shape[:-1]
+        return states.new_ones(*lead, n_agents), states.new_zeros(*lead, 1)
+    return mixer.weights(states)
+
+
+class MisoDICELearner(OfflineLearner):
+    batches = frozenset({"data", "expert"})
+    counters = ("log_stats_t", "train_steps")
+    independent = False
+
+    def __init__(self, mac, scheme, logger, args):
+        if mac.agent_output_type != "pi_logits":
+            raise ValueError(f"{type(self).__name__} needs a policy actor: agent_output_type: pi_logits "
+                             f"(got '{mac.agent_output_type}')")
+        self.mac, self.logger, self.args = mac, logger, args
+        self.n_agents, self.n_actions = args.n_agents, args.n_actions
+        self.alpha, self.gamma = float(args.misodice_alpha), float(args.gamma)
+        if args.schedule not in ("sequential", "joint"):
+            raise ValueError(f"schedule must be 'sequential' or 'joint', not '{args.schedule}'")
+        if args.disc_mix not in ("logits", "probs"):
+            raise ValueError(f"disc_mix must be 'logits' or 'probs', not '{args.disc_mix}'")
+        if args.nu_loss not in ("exp", "logsumexp"):
+            raise ValueError(f"nu_loss must be 'exp' or 'logsumexp', not '{args.nu_loss}'")
+        obs_dim = scheme["obs"]["vshape"]
+        obs_dim = obs_dim if isinstance(obs_dim, int) else obs_dim[0]
+        self.norm = Normaliser(obs_dim, int(args.state_shape), enabled=args.obs_normalise)
+        nu_in = obs_dim + self.n_agents
+        self.disc = make_agent_critic(args, nu_in + self.n_actions, 1)
+        self.nu = make_agent_critic(args, nu_in, 1)
+        if not args.last_layer_bias:
+            drop_last_bias(self.disc)
+            drop_last_bias(self.nu)
+        self.disc_mixer = None if self.independent else self._mixer(args.disc_mixer, "disc_mixer")
+        self.nu_mixer = None if self.independent else self._mixer(args.mixer, "mixer")
+        self.target_nu = self.target_nu_mixer = None
+        if args.nu_target:
+            self.target_nu = copy.deepcopy(self.nu).requires_grad_(False)
+            self.target_nu_mixer = copy.deepcopy(self.nu_mixer)
+            if self.target_nu_mixer is not None:
+                self.target_nu_mixer.requires_grad_(False)
+        critic_lr = args.critic_lr or args.lr
+        self.groups = {}
+        for name, modules, lr in (("disc_loss", [self.disc, self.disc_mixer], critic_lr),
+                                  ("nu_loss", [self.nu, self.nu_mixer], critic_lr),
+                                  ("actor_loss", [mac.agent], args.lr)):
+            params = [p for m in modules if m is not None for p in m.parameters()]
+            self.groups[name] = (params, make_optimizer(params, args, lr=lr))
+        self.targets = TargetUpdater(args.target_update_interval_or_tau)
+        self.log_stats_t = -args.learner_log_interval - 1
+        self.train_steps = 0
+        self.guard = NonFiniteGuard(self, args, logger)
+
+    def _mixer(self, name, key):
+        if name not in LINEAR_MIXERS:
+            raise ValueError(f"{key} must be a non-negative linear mixer ({', '.join(LINEAR_MIXERS)}), not '{name}'")
+        return mixer_REGISTRY[name](self.args)
+
+    @property
+    def device(self):
+        return self.mac.device
+
+    def fit_data(self, data):
+        self.norm.fit(data)
+
+    def stage(self):
+        """The schedule's stage at the next update: 'joint', or one of STAGES (sequential, from train_steps)."""
+        if self.args.schedule == "joint":
+            return "joint"
+        if self.train_steps < self.args.disc_steps:
+            return "disc"
+        return "nu" if self.train_steps < self.args.disc_steps + self.args.nu_steps else "actor"
+
+    # ----- pieces -----
+    def _nu_inputs(self, batch):
+        """[B, T, n, O + n]: standardised observations and the one-hot agent id."""
+        obs = self.norm.obs(batch["obs"].to(self.device))
+        b, t = obs.shape[:2]
+        ids = th.eye(self.n_agents, device=self.device).expand(b, t, -1, -1)
+        return th.cat([obs, ids], dim=-1)
+
+    def _disc_inputs(self, batch, nu_in):
+        """[B, T-1, n, O + n + A]: the nu inputs of every transition and its action, one-hot."""
+        actions = batch["actions"][:, :-1, :, 0].to(self.device)
+        return th.cat([nu_in[:, :-1], F.one_hot(actions, self.n_actions).float()], dim=-1)
+
+    def _mix(self, mixer, values, states):
+        """[B, T, n] -> [B, T, 1] mixed (INDD: unchanged)."""
+        if self.independent:
+            return values
+        w, b = mixer_weights(mixer, states, self.n_agents)
+        return (w * values).sum(-1, keepdim=True) + b
+
+    def _log_odds(self, c, states):
+        """The mixed logit z of D (Eq. 13) from local logits c [B, T-1, n]."""
+        if self.independent or self.args.disc_mix == "logits":
+            return self._mix(self.disc_mixer, c, states)
+        w, _ = mixer_weights(self.disc_mixer, states, self.n_agents)
+        d = ((w / w.sum(-1, keepdim=True).clamp(min=1e-8)) * th.sigmoid(c)).sum(-1, keepdim=True)
+        d = d.clamp(PROB_EPS, 1 - PROB_EPS)
+        return th.log(d) - th.log1p(-d)
+
+    def _states(self, batch):
+        return self.norm.state(batch["state"].to(self.device))
+
+    def _masks(self, batch):
+        mask = transition_mask(batch).to(self.device)  # [B, T-1, 1]
+        mask_n = mask.expand(-1, -1, self.n_agents)
+        return (mask_n if self.independent else mask), mask_n
+
+    def _nu_values(self, nu_net, mixer, nu_in, states):
+        return self._mix(mixer, unroll(nu_net, nu_in).squeeze(3), states)  # [B, T, k]
+
+    # ----- losses -----
+    def losses(self, data, expert, stage):
+        """({group: loss} for the groups trained at `stage`, stats)."""
+        train_disc, train_nu, train_actor = (stage in ("joint", s) for s in STAGES)
+        mask, mask_n = self._masks(data)
+        nu_in, states = self._nu_inputs(data), self._states(data)
+        x_u = self._disc_inputs(data, nu_in)
+        losses, stats = {}, {}
+        with th.set_grad_enabled(train_disc):
+            c_u = unroll(self.disc, x_u).squeeze(3)
+            z_u = self._log_odds(c_u, states[:, :-1])
+        if train_disc:
+            mask_e, mask_e_n = self._masks(expert)
+            x_e = self._disc_inputs(expert, self._nu_inputs(expert))
+            z_e = self._log_odds(unroll(self.disc, x_e).squeeze(3), self._states(expert)[:, :-1])
+            bce = masked_mean(F.softplus(-z_e), mask_e) + masked_mean(F.softplus(z_u), mask)
+            rows_e, rows_u = x_e[mask_e_n > 0], x_u[mask_n > 0]
+            x_gp = interpolates(rows_e, rows_u, self.args.gp_samples)
+            disc_gp = (input_gradients(self.disc, x_gp).norm(dim=-1) - 1).pow(2).mean()
+            losses["disc_loss"] = bce + self.args.disc_grad_penalty * disc_gp
+            with th.no_grad():
+                stats.update(disc_bce=bce, disc_gp=disc_gp,
+                             disc_acc=0.5 * (masked_mean((z_e > 0).float(), mask_e)
+                                             + masked_mean((z_u < 0).float(), mask)),
+                             r_expert_mean=masked_mean(z_e, mask_e))
+        if not (train_nu or train_actor):
+            return losses, stats
+        r = z_u.detach().clamp(-self.args.ratio_clip, self.args.ratio_clip)
+        with th.set_grad_enabled(train_nu):
+            nu_tot = self._nu_values(self.nu, self.nu_mixer, nu_in, states)
+        if self.target_nu is not None:
+            with th.no_grad():
+                nu_next = self._nu_values(self.target_nu, self.target_nu_mixer, nu_in, states)[:, 1:]
+        else:
+            nu_next = nu_tot[:, 1:]
+        terminated = data["terminated"][:, :-1].float().to(self.device)
+        adv = r + self.gamma * (1 - terminated) * nu_next - nu_tot[:, :-1]
+        if train_nu:
+            objective = nu_objective(adv, nu_tot[:, 0], mask, self.alpha, self.gamma, self.args.nu_loss,
+                                     self.args.exp_clip)
+            nu_rows = x_u[mask_n > 0][:, : nu_in.shape[-1]]
+            nu_gp = input_gradients(self.nu, interpolates(nu_rows, nu_rows, self.args.gp_samples)).pow(2).sum(-1)
+            losses["nu_loss"] = objective.mean() + self.args.nu_grad_penalty * nu_gp.mean()
+            stats["nu_gp"] = nu_gp.mean().detach()
+        w = dice_weights(adv.detach(), mask, self.alpha, self.args.weight_normalise, self.args.exp_clip,
+                         self.args.weight_max)
+        if train_actor:
+            actions = data["actions"][:, :-1].to(self.device)
+            log_pi = log_policy(self.mac, data)[:, :-1].gather(3, actions).squeeze(3)  # [B, T-1, n]
+            losses["actor_loss"] = -masked_mean(w * log_pi, mask_n)
+            stats["log_pi_taken_mean"] = masked_mean(log_pi.detach(), mask_n)
+        with th.no_grad():
+            stats.update(weight_stats(w, mask), r_union_mean=masked_mean(r, mask),
+                         adv_mean=masked_means(adv, mask).mean(), adv_std=masked_means(adv.pow(2), mask).mean().sqrt(),
+                         nu_tot_mean=masked_mean(nu_tot[:, :-1], mask), nu_s0_mean=nu_tot[:, 0].mean())
+            stats.update(self._mixer_stats(states[:, :-1], mask))
+        return losses, stats
+
+    def _mixer_stats(self, states, mask):
+        out = {}
+        for key, mixer in (("disc_mixer", self.disc_mixer), ("nu_mixer", self.nu_mixer)):
+            if mixer is not None:
+                w, b = mixer_weights(mixer, states, self.n_agents)
+                out[f"{key}_w_mean"], out[f"{key}_b_mean"] = masked_mean(w, mask), masked_mean(b, mask)
+        return out
+
+    # ----- training -----
+    def train(self, batches, t_env, episode_num):
+        data, expert = batches["data"], batches.get("expert")
+        if expert is None:
+            raise ValueError(f"{type(self).__name__} needs expert data D_E: set offline_expert (run: offline)")
+        check_actions_available(data, transition_mask(data).expand(-1, -1, self.n_agents))
+        stage = self.stage()
+        losses, stats = self.losses(data, expert, stage)
+        groups = {name: self.groups[name] for name in losses}
+        for _, opt in groups.values():
+            opt.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        norms = {f"{name.removesuffix('_loss')}_grad_norm": th.nn.utils.clip_grad_norm_(params,
+                                                                                         self.args.grad_norm_clip)
+                 for name, (params, _) in groups.items()}
+        optimisers = [opt for _, opt in groups.values()]
+        out = {k: v.item() for k, v in losses.items()}
+        if not self.guard.ok({**losses, **norms}, t_env, optimisers):
+            return out
+        for opt in optimisers:
+            opt.step()
+        if self.target_nu is not None and "nu_loss" in losses:
+            pairs = [(self.target_nu, self.nu)]
+            if self.target_nu_mixer is not None:
+                pairs.append((self.target_nu_mixer, self.nu_mixer))
+            self.targets.step(pairs)
+        self.train_steps += 1
+        if t_env - self.log_stats_t >= self.args.learner_log_interval:
+            stats["schedule_stage"] = -1 if stage == "joint" else STAGES.index(stage)
+            for key, value in {**out, **stats, **norms}.items():
+                self.logger.log_stat(key, float(value.detach()) if th.is_tensor(value) else float(value), t_env)
+            self.log_stats_t = t_env
+        return out
+
+    def state_parts(self):
+        return {"critics": {"disc": self.disc, "nu": self.nu, "disc_mixer": self.disc_mixer,
+                            "nu_mixer": self.nu_mixer, "normaliser": self.norm},
+                "target_critics": {"nu": self.target_nu, "nu_mixer": self.target_nu_mixer},
+                "opt": {name: opt for name, (_, opt) in self.groups.items()},
+                "learner": {"targets": self.targets}}
+
+
+class INDDLearner(MisoDICELearner):
+    """Individual DemoDICE (MisoDICE appendix B.3.3): each agent's own discriminator logit, reward, nu_i and
+    weight w_i on (o_i, a_i); no mixers."""
+
+    independent = True

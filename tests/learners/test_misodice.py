@@ -1,0 +1,313 @@
+"""MisoDICE and INDD (learners/misodice_learner.py, learners/dice.py): the discriminator's log-ratio and the local
+policies against the closed form on a one-state two-agent game, convexity and equivalence of the value
+objectives, extreme advantages, the climbing mixture against BC, and every config end to end with exact resume."""
+import glob
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch as th
+
+from helpers import make_ctx
+from learners.dice import dice_weights, exp_linear, nu_objective
+from learners.misodice_learner import mixer_weights
+from modules.mixers import REGISTRY as mixer_REGISTRY
+from offline import DatasetWriter, OfflineDataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = dict(hidden_dim=32, critic_hidden_dim=32, learner_log_interval=10**9)
+
+# one-state game: product-form distributions over 3 actions per agent; counts x 400 are integers, so the
+# datasets hold exactly these frequencies
+Q_U = (np.array([0.2, 0.3, 0.5]), np.array([0.5, 0.25, 0.25]))    # rho_U = q1 x q2
+P_E = (np.array([0.5, 0.25, 0.25]), np.array([0.2, 0.3, 0.5]))    # rho_E = p1 x p2
+N_ONE_STATE = 400
+
+
+def one_state_episodes(marginals, n=N_ONE_STATE):
+    """One-step episodes (zero observation and state, terminal) with joint actions in exact product frequencies."""
+    joint = []
+    for a0, a1 in itertools.product(range(3), repeat=2):
+        joint += [(a0, a1)] * int(round(n * marginals[0][a0] * marginals[1][a1]))
+    acts = np.array(joint)
+    m = len(acts)
+    actions = np.zeros((m, 2, 2, 1), np.int64)
+    actions[:, 0, :, 0] = acts
+    filled = np.ones((m, 2, 1), np.uint8)
+    terminated = np.zeros((m, 2, 1), np.uint8)
+    terminated[:, 0] = 1
+    return {"obs": np.zeros((m, 2, 2, 6), np.float32), "state": np.zeros((m, 2, 6), np.float32),
+            "reward": np.zeros((m, 2, 1), np.float32), "actions": actions,
+            "avail_actions": np.ones((m, 2, 2, 3), np.uint8), "terminated": terminated, "filled": filled}
+
+
+def write(path, parts, episode_limit):
+    ctx = make_ctx("qmix", "climbing", seed=0, env_args={"episode_limit": episode_limit})
+    with DatasetWriter(str(path), ctx.runner.get_env_info(), ctx.args.env, ctx.args.env_args) as w:
+        for arrays, quality in parts:
+            w.add_arrays(arrays, qualities=quality)
+    return OfflineDataset.load(str(path))
+
+
+@pytest.fixture(scope="module")
+def one_state(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("one_state")
+    union = write(tmp / "union.h5", [(one_state_episodes(Q_U), "random")], 1)
+    expert = write(tmp / "expert.h5", [(one_state_episodes(P_E), "expert")], 1)
+    return (union.episode_batch(np.arange(len(union))), expert.episode_batch(np.arange(len(expert))))
+
+
+def train_one_state(alg, batches, alpha, seed=0, **overrides):
+    th.manual_seed(seed)
+    settings = dict(TINY, misodice_alpha=alpha, schedule="sequential", disc_steps=250, nu_steps=50,
+                    critic_lr=0.01, lr=0.01, env_args={"episode_limit": 1}, weight_max=None)
+    ctx = make_ctx(alg, "climbing", seed=seed, **{**settings, **overrides})
+    ctx.learner.gamma = 0.0  # the closed form is for gamma = 0, which configs refuse (gamma in (0, 1])
+    union, expert = batches
+    for step in range(settings["disc_steps"] + settings["nu_steps"] + 200):
+        ctx.learner.train({"data": union, "expert": expert}, step, step)
+    return ctx.learner, union
+
+
+def local_log_ratio(learner, union):
+    """Agent-wise discriminator logits c_i(a_i) [2, 3] (independent) or the mixed logit per joint action [3, 3]."""
+    with th.no_grad():
+        nu_in = learner._nu_inputs(union)
+        c = learner.disc.forward_seq(learner._disc_inputs(union, nu_in), None)[0][:, 0, :, 0]  # [M, 2]
+        z = learner._log_odds(c[:, None], learner._states(union)[:, :1])[:, 0]                # [M, k]
+    acts = union["actions"][:, 0, :, 0]
+    return acts, z
+
+
+def policy_marginals(learner, union):
+    with th.no_grad():
+        return learner.mac.unroll(union)[0, 0]  # [2, 3]: one state, so any row
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_one_state_game_log_ratio_and_local_policies_match_the_closed_form(alpha, one_state):
+    learner, union = train_one_state("misodice", one_state, alpha)
+    acts, z = local_log_ratio(learner, union)
+    truth = np.log(P_E[0] / Q_U[0])[:, None] + np.log(P_E[1] / Q_U[1])[None, :]
+    for a0, a1 in itertools.product(range(3), repeat=2):
+        rows = (acts[:, 0] == a0) & (acts[:, 1] == a1)
+        assert abs(z[rows, 0].mean().item() - truth[a0, a1]) < 0.1, (a0, a1, z[rows, 0].mean().item())
+    # pi* ∝ mu (rho_E / rho_U)^(1 / (1 + alpha)) is a product here; its marginals are each factor normalised
+    pi = policy_marginals(learner, union).numpy()
+    for i in range(2):
+        star = Q_U[i] * (P_E[i] / Q_U[i]) ** (1 / (1 + alpha))
+        star /= star.sum()
+        tv = 0.5 * np.abs(pi[i] - star).sum()
+        assert tv < 0.05, (i, pi[i], star)
+
+
+def test_indd_learns_each_agents_own_log_ratio(one_state):
+    # without the gradient penalty, which biases one network's logits (errors 0.06-0.08 with it; MisoDICE's mixer
+    # weights absorb the scale: 0.02)
+    learner, union = train_one_state("indd", one_state, 0.0, disc_grad_penalty=0.0)
+    assert learner.disc_mixer is None and learner.nu_mixer is None
+    acts, z = local_log_ratio(learner, union)
+    assert z.shape[-1] == 2  # one logit per agent, no mixing
+    for i in range(2):
+        truth = np.log(P_E[i] / Q_U[i])
+        for a in range(3):
+            assert abs(z[acts[:, i] == a, i].mean().item() - truth[a]) < 0.1, (i, a)
+    pi = policy_marginals(learner, union).numpy()
+    assert all(0.5 * np.abs(pi[i] - P_E[i]).sum() < 0.05 for i in range(2)), pi
+
+
+# ----- the value objective -----
+def random_problem(seed, n_steps=64, n_agents=2, terminals=True):
+    g = th.Generator().manual_seed(seed)
+    r = th.randn(4, n_steps, 1, generator=g)
+    nu = th.randn(4, n_steps + 1, n_agents, generator=g)
+    term = (th.rand(4, n_steps, 1, generator=g) < 0.1).float() if terminals else th.zeros(4, n_steps, 1)
+    mask = th.ones(4, n_steps, 1)
+    mask[0, n_steps // 2:] = 0  # a shorter episode: padding
+    return r, nu, term, mask
+
+
+def objective(nu_local, phi, r, term, mask, form, gamma=0.9, alpha=0.05):
+    """The nu loss with mixer `linear` (weights phi[:-1] >= 0, bias phi[-1])."""
+    nu_tot = (phi[:-1] * nu_local).sum(-1, keepdim=True) + phi[-1]
+    adv = r + gamma * (1 - term) * nu_tot[:, 1:] - nu_tot[:, :-1]
+    return nu_objective(adv, nu_tot[:, 0], mask, alpha, gamma, form, exp_clip=10.0).sum()
+
+
+@pytest.mark.parametrize("form", ["exp", "logsumexp"])
+def test_nu_objective_with_the_linear_mixer_is_convex_along_random_segments(form):
+    """Prop. 5.1: convex in the local values (mixer fixed) and in the mixer's weights (values fixed)."""
+    mixer = mixer_REGISTRY["linear"](type("A", (), {"n_agents": 2})())
+    w, b = mixer_weights(mixer, th.zeros(1, 3), 2)
+    assert th.equal(w, th.ones(1, 2)) and th.equal(b, th.zeros(1, 1))  # starts as VDN
+    for seed in range(5):
+        r, nu, term, mask = random_problem(seed)
+        g = th.Generator().manual_seed(100 + seed)
+        nu_a, nu_b = nu, th.randn(nu.shape, generator=g)
+        phi_a, phi_b = th.rand(3, generator=g) * 2, th.rand(3, generator=g) * 2
+        for lam in (0.25, 0.5, 0.75):
+            f = [objective(x, phi_a, r, term, mask, form) for x in (nu_a, nu_b, lam * nu_a + (1 - lam) * nu_b)]
+            assert f[2] <= lam * f[0] + (1 - lam) * f[1] + 1e-5
+            f = [objective(nu_a, p, r, term, mask, form) for p in (phi_a, phi_b, lam * phi_a + (1 - lam) * phi_b)]
+            assert f[2] <= lam * f[0] + (1 - lam) * f[1] + 1e-5
+
+
+def test_exp_and_logsumexp_forms_give_the_same_normalised_weights():
+    """Minimised over free values nu(s) of 6 states (time-limit ends only: the forms then differ by a shift of nu),
+    both give the same weights once normalised."""
+    g = th.Generator().manual_seed(0)
+    states = th.randint(0, 6, (8, 17), generator=g)
+    r = th.randn(8, 16, 1, generator=g)
+    mask = th.ones(8, 16, 1, dtype=th.float64)
+    r = r.double()
+    weights = []
+    for form in ("exp", "logsumexp"):
+        table = th.zeros(6, 1, dtype=th.float64, requires_grad=True)
+        opt = th.optim.LBFGS([table], lr=1, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14,
+                             line_search_fn="strong_wolfe")
+
+        def closure(form=form, table=table, opt=opt):
+            opt.zero_grad()
+            nu = table[states]
+            loss = nu_objective(r + 0.9 * nu[:, 1:] - nu[:, :-1], nu[:, 0], mask, 0.05, 0.9, form, 10.0).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        nu = table[states].detach()
+        weights.append(dice_weights(r + 0.9 * nu[:, 1:] - nu[:, :-1], mask, 0.05, True, 10.0, None))
+    assert th.allclose(weights[0], weights[1], rtol=1e-5, atol=1e-6), (weights[0] - weights[1]).abs().max()
+    assert weights[0].std() > 0.1  # not trivially uniform
+
+
+@pytest.mark.parametrize("form", ["exp", "logsumexp"])
+@pytest.mark.parametrize("normalise", [True, False])
+def test_extreme_advantages_give_finite_losses_weights_and_gradients(form, normalise):
+    adv = th.tensor([[[1e4], [-1e4], [0.0], [5e3]]], requires_grad=True)
+    mask = th.ones(1, 4, 1)
+    loss = nu_objective(adv, th.zeros(1, 1), mask, 0.05, 0.99, form, 10.0).sum()
+    loss.backward()
+    assert th.isfinite(loss) and th.isfinite(adv.grad).all()
+    w = dice_weights(adv.detach(), mask, 0.05, normalise, 10.0, 20.0)
+    assert th.isfinite(w).all() and (w >= 0).all() and w.max() <= 20.0
+    assert exp_linear(th.tensor(1e4), 10.0).isfinite()
+
+
+# ----- the climbing mixture -----
+def constant_episodes(n, a0, a1, limit=10):
+    """Climbing episodes in which both agents always play (a0, a1); obs/state = one-hot of the last joint action
+    (zeros at the first step), time-limit end."""
+    payoff = [[11, -30, 0], [-30, 7, 6], [0, 0, 5]][a0][a1]
+    state = np.zeros((n, limit + 1, 6), np.float32)
+    state[:, 1:, a0] = state[:, 1:, 3 + a1] = 1
+    reward = np.zeros((n, limit + 1, 1), np.float32)
+    reward[:, :limit] = payoff
+    return {"obs": np.repeat(state[:, :, None], 2, axis=2), "state": state, "reward": reward,
+            "actions": np.tile(np.array([a0, a1]).reshape(1, 1, 2, 1), (n, limit + 1, 1, 1)),
+            "avail_actions": np.ones((n, limit + 1, 2, 3), np.uint8),
+            "terminated": np.zeros((n, limit + 1, 1), np.uint8), "filled": np.ones((n, limit + 1, 1), np.uint8)}
+
+
+@pytest.fixture(scope="module")
+def climbing_mixture(tmp_path_factory):
+    """A minority of expert episodes at the optimum (0, 0), a majority at the safe (2, 2): BC plays (2, 2)."""
+    path = tmp_path_factory.mktemp("climbing") / "mixture.h5"
+    data = write(path, [(constant_episodes(10, 0, 0), "expert"), (constant_episodes(20, 2, 2), "poor")], 10)
+    data.path = str(path)
+    return data, data.subset(np.flatnonzero(data.quality_code_array[:, 0] == data.quality_codes["expert"]))
+
+
+def greedy_joint_actions(alg, climbing_mixture, seed, steps, **overrides):
+    data, expert = climbing_mixture
+    th.manual_seed(seed)
+    tiny = TINY if alg != "bc" else {"hidden_dim": 32, "learner_log_interval": 10**9}
+    ctx = make_ctx(alg, "climbing", seed=seed, env_args={"episode_limit": 10}, **{**tiny, **overrides})
+    ctx.learner.fit_data(data)
+    rng = np.random.default_rng(seed)
+    for step in range(steps):
+        batches = {"data": data.sample(8, rng=rng), "expert": expert.sample(8, rng=rng)}
+        ctx.learner.train({k: batches[k] for k in ctx.learner.batches}, step, step)
+    return ctx.runner.run(test_mode=True)["actions"][0, :10, :, 0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_misodice_plays_the_optimum_held_by_a_data_minority(seed, climbing_mixture):
+    actions = greedy_joint_actions("misodice", climbing_mixture, seed, 240, disc_steps=80, nu_steps=80,
+                                   lr=0.003, critic_lr=0.003)
+    assert (actions == 0).all(), actions
+
+
+def test_bc_plays_the_majority_of_the_same_mixture(climbing_mixture):
+    actions = greedy_joint_actions("bc", climbing_mixture, 0, 80, lr=0.003)
+    assert (actions == 2).all(), actions
+
+
+# ----- end to end -----
+E2E = ["offline_test_interval=100", "offline_log_interval=2", "offline_save_interval=4", "batch_size=4",
+       "test_nepisode=1", "env_args.episode_limit=10", "hidden_dim=16", "critic_hidden_dim=16", "mixing_embed_dim=8",
+       "disc_steps=3", "nu_steps=3", "gp_samples=8"]
+
+
+def main_processes(runs):
+    """src/main.py runs [(results folder, alg, updates)] as concurrent subprocesses; their models folders (None for
+    a resumed run, which continues in the folder it resumes)."""
+    procs = [subprocess.Popen([sys.executable, "src/main.py", f"--config={alg}", "--env-config=climbing", "with",
+                               f"local_results_path={tmp}", "seed=3", *E2E, *updates], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for tmp, alg, updates in runs]
+    for proc in procs:
+        out = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, out[-3000:]
+    return [next(iter(glob.glob(os.path.join(tmp, "models", "*"))), None) for tmp, _, _ in runs]
+
+
+def checkpoint_files(folder):
+    return {os.path.basename(f): th.load(f, weights_only=False) for f in glob.glob(os.path.join(folder, "*.th"))
+            if os.path.basename(f) != "run_state.th"}
+
+
+def assert_same(a, b, where=""):
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    elif th.is_tensor(a):
+        assert th.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+RESUMED = {"misodice": ["nu_target=True", "mixer=lmix"], "indd": ["schedule=joint"]}
+
+
+def test_every_config_runs_end_to_end_and_resumes_exactly(tmp_path, climbing_mixture):
+    """Through src/main.py (subprocesses, run together): misodice_vdn for 8 steps; misodice (sequential, lmix,
+    target nu) and indd (joint) for 8 steps straight vs 4 + resumed 4. misodice's checkpoint at 4 falls in the
+    value stage (disc 3, nu 3, then the policy), so the resumed run must pick the schedule up where it was; every
+    learner file at 8 is identical, the D_U statistics of the normaliser included."""
+    data = f"offline_dataset={climbing_mixture[0].path}"
+    runs = [(tmp_path / "vdn", "misodice_vdn", ["offline_steps=8", data])]
+    for alg, extra in RESUMED.items():
+        runs += [(tmp_path / f"{alg}_full", alg, ["offline_steps=8", data, *extra]),
+                 (tmp_path / f"{alg}_half", alg, ["offline_steps=4", data, *extra])]
+    models = dict(zip([str(r[0]) for r in runs], main_processes(runs)))
+    main_processes([(tmp_path / f"{alg}_resumed", alg, ["offline_steps=8", data,
+                                                         f"checkpoint_path={models[str(tmp_path / f'{alg}_half')]}",
+                                                         *extra]) for alg, extra in RESUMED.items()])
+    vdn = checkpoint_files(os.path.join(models[str(tmp_path / "vdn")], "8"))
+    assert vdn["learner.th"]["train_steps"] == 8 and vdn["critics.th"]["nu_mixer"] == {}
+    for alg in RESUMED:
+        a = checkpoint_files(os.path.join(models[str(tmp_path / f"{alg}_full")], "8"))
+        b = checkpoint_files(os.path.join(models[str(tmp_path / f"{alg}_half")], "8"))
+        assert {"agent.th", "critics.th", "opt.th", "learner.th"} <= set(a)
+        assert a["learner.th"]["train_steps"] == 8
+        assert_same(a, b, alg)
+        norm = a["critics.th"]["normaliser"]
+        assert not th.equal(norm["obs_std"], th.ones_like(norm["obs_std"]))  # fitted on D_U, saved
