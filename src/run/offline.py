@@ -65,8 +65,11 @@ def run_offline(_run, config, _log):
                                 "fingerprints": [dataset_fingerprint(p) for p in paths]}
         if "preferences" in datasets:
             prefs = datasets["preferences"]
+            settings = prefs.attrs.get("settings") or {}  # as the label run mode records them
             _run.info["preferences"] = {"name": prefs.name, **prefs.counts, "batch_pairs": args.preference_batch_size,
-                                        "labeler": prefs.attrs.get("labeler")}
+                                        "labeler": settings.get("labeler", prefs.attrs.get("labeler")),
+                                        "complete": prefs.attrs.get("complete"),
+                                        "label_accuracy": prefs.attrs.get("accuracy")}
 
     sampler = Sampler(args.seed)
     step, last_test, last_log, last_save = 0, None, 0, 0

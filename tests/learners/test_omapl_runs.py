@@ -135,3 +135,16 @@ def test_non_finite_recovered_returns_stop_the_run_naming_the_step_and_checkpoin
     assert re.search(r"non-finite recovered returns \(episodes = 40.*at gradient step 6; no labels were written\. "
                      r"Last good checkpoint: \S+/3", err), err[-2000:]
     assert "oracle_expert" not in OfflineDataset.load(data).label_names
+
+
+def test_the_label_run_mode_feeds_omapl(tmp_path, labeled):
+    """The whole phase 1 through src/main.py: --config=label_preferences stores a set, --config=omapl ranks by it."""
+    data = copy(labeled, tmp_path)
+    run_main(tmp_path / "label", "label_preferences", "climbing", f"offline_dataset={data}", "label_name=rule",
+             "n_pairs=50", "labeler=oracle", "env_args.episode_limit=5")
+    run_main(tmp_path / "omapl", "omapl", "climbing", f"offline_dataset={data}",
+             *[a for a in TINY if not a.startswith("preference_set")], "preference_set=rule")
+    info = json.load(open(os.path.join(sacred_dir(tmp_path / "omapl", "omapl", "climbing"), "info.json")))
+    assert info["preferences"]["pairs"] == 50 and info["preferences"]["labeler"] == "oracle"
+    assert info["preferences"]["label_accuracy"]["agreement_return"] == 1.0
+    assert {"rule_expert", "rule_return_hat"} <= set(OfflineDataset.load(data).label_names)
