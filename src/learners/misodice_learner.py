@@ -179,6 +179,12 @@ class MisoDICELearner(OfflineLearner):
     def _nu_values(self, nu_net, mixer, nu_in, states):
         return self._mix(mixer, unroll(nu_net, nu_in).squeeze(3), states)  # [B, T, k]
 
+    def advantage(self, data, r, nu_s, nu_next):
+        """A = r + gamma (1 - terminated) nu_tot(s') - nu_tot(s) [B, T-1, k]: a true terminal does not bootstrap, a
+        time-limit end does (its s' is stored); padded steps are masked by the callers."""
+        terminated = data["terminated"][:, :-1].float().to(self.device)
+        return r + self.gamma * (1 - terminated) * nu_next - nu_s
+
     # ----- losses -----
     def losses(self, data, expert, stage):
         """({group: loss} for the groups trained at `stage`, stats)."""
@@ -214,8 +220,7 @@ class MisoDICELearner(OfflineLearner):
                 nu_next = self._nu_values(self.target_nu, self.target_nu_mixer, nu_in, states)[:, 1:]
         else:
             nu_next = nu_tot[:, 1:]
-        terminated = data["terminated"][:, :-1].float().to(self.device)
-        adv = r + self.gamma * (1 - terminated) * nu_next - nu_tot[:, :-1]
+        adv = self.advantage(data, r, nu_tot[:, :-1], nu_next)
         if train_nu:
             objective = nu_objective(adv, nu_tot[:, 0], mask, self.alpha, self.gamma, self.args.nu_loss,
                                      self.args.exp_clip)

@@ -311,3 +311,63 @@ def test_every_config_runs_end_to_end_and_resumes_exactly(tmp_path, climbing_mix
         assert_same(a, b, alg)
         norm = a["critics.th"]["normaliser"]
         assert not th.equal(norm["obs_std"], th.ones_like(norm["obs_std"]))  # fitted on D_U, saved
+
+
+# ----- terminals, padding, non-finite values -----
+@pytest.fixture(scope="module")
+def countdown(tmp_path_factory):
+    """Countdown episodes (tests/helpers.py): 2 end with a true terminal after 3 steps, 2 by the time limit at 6."""
+    path = str(tmp_path_factory.mktemp("countdown") / "countdown.h5")
+    ctxs = [make_ctx("qmix", "climbing", epsilon_start=1.0, epsilon_finish=1.0, seed=0, env="countdown",
+                     env_args={"episode_limit": 6, "terminal_at": terminal}) for terminal in (3, None)]
+    info, args = ctxs[0].runner.get_env_info(), ctxs[0].args
+    with DatasetWriter(path, info, args.env, args.env_args) as w:
+        for ctx in ctxs * 2:
+            w.add(ctx.runner.run(test_mode=False), qualities="expert")
+    ds = OfflineDataset.load(path)
+    return ds.episode_batch(np.arange(len(ds)))
+
+
+def countdown_learner(alg="misodice", **overrides):
+    th.manual_seed(0)
+    return make_ctx(alg, "climbing", seed=0, env="countdown", env_args={"episode_limit": 6},
+                    **{**TINY, "schedule": "joint", **overrides}).learner
+
+
+def test_terminals_stop_bootstrapping_and_time_limit_ends_bootstrap(countdown):
+    learner = countdown_learner()
+    nu_s, nu_next, r = th.full((4, 6, 1), 100.0), th.full((4, 6, 1), 100.0), th.zeros(4, 6, 1)
+    adv = learner.advantage(countdown, r, nu_s, nu_next)[..., 0]
+    terminal, truncated = countdown["terminated"][:, :-1, 0] > 0, countdown["truncated"][:, :-1, 0] > 0
+    assert terminal.sum() == 2 and truncated.sum() == 2
+    assert th.allclose(adv[terminal], th.full((2,), -100.0))
+    assert th.allclose(adv[truncated], th.full((2,), 100.0 * (learner.gamma - 1)))
+
+
+def with_padding(batch, extra):
+    from components.episode_buffer import EpisodeBatch
+    scheme = {k: v for k, v in batch.scheme.items() if k != "filled"}
+    longer = EpisodeBatch(scheme, batch.groups, batch.batch_size, batch.max_seq_length + extra)
+    for key, value in batch.data.transition_data.items():
+        longer.data.transition_data[key][:, : batch.max_seq_length] = value
+    return longer
+
+
+@pytest.mark.parametrize("alg", ["misodice", "indd"])
+def test_padding_changes_no_loss(alg, countdown):
+    learner = countdown_learner(alg)
+    th.manual_seed(5)
+    short, _ = learner.losses(countdown, countdown, "joint")
+    th.manual_seed(5)  # the same gradient-penalty interpolates
+    padded, _ = learner.losses(with_padding(countdown, 3), with_padding(countdown, 3), "joint")
+    for k in short:
+        assert padded[k].item() == pytest.approx(short[k].item(), rel=1e-5, abs=1e-6), k
+
+
+def test_a_non_finite_loss_stops_naming_the_step(countdown):
+    from learners.common import NonFiniteError
+    learner = countdown_learner()
+    bad = with_padding(countdown, 0)
+    bad.data.transition_data["obs"][0, 1] = float("nan")
+    with pytest.raises(NonFiniteError, match="gradient step 7|t_env 7"):
+        learner.train({"data": bad, "expert": countdown}, 7, 7)
