@@ -9,10 +9,15 @@ The system part is the same for every item, so a server's prompt cache reuses it
 asked once more with the reply and prompts/reask_<format>.md appended (a different conversation, so the cache does
 not hand back the same unreadable answer).
 
-Token counts are estimated before anything is sent: characters / 3 (CHARS_PER_TOKEN; conservative for these
-number-heavy texts: BPE tokenizers such as Qwen's split every digit, English prose runs at about 4 characters per
-token; bench/labeling.py compares it with the local server's count). No tokenizer is needed, so the check also works
-for the openai and replay backends.
+Token counts are estimated before anything is sent: characters / 2.2 (CHARS_PER_TOKEN). Summaries are
+number-heavy and BPE tokenizers such as Qwen's split every digit: the local server counted 2008 tokens for a
+4883-character climbing prompt (2.43 characters per token), where English prose runs at about 4; 2.2 keeps the
+estimate above the count (bench/labeling.py reports the ratio on LBF). No tokenizer is needed, so the check also
+works for the openai and replay backends.
+
+The JSON answer puts `preferred` before `reason`: the choice comes first (a small local model decodes ~30 tokens/s
+on a quiet core, so the answer should not wait for the reasons), and a reply cut by max_tokens inside the reason
+still holds `"preferred": k`, which the parser reads as a marker.
 """
 import hashlib
 import math
@@ -22,13 +27,13 @@ from llm.ledger import messages_text
 from utils.config import ConfigError
 
 PROMPT_DIR = os.path.join(os.path.dirname(__file__), "prompts")
-CHARS_PER_TOKEN = 3.0
+CHARS_PER_TOKEN = 2.2
 FORMATS = ("text", "json")
 PREFERENCE_SCHEMA = {
     "type": "json_schema",
     "json_schema": {"name": "trajectory_preference", "strict": True, "schema": {
-        "type": "object", "additionalProperties": False, "required": ["reason", "preferred"],
-        "properties": {"reason": {"type": "string"}, "preferred": {"type": "integer", "enum": [0, 1, 2]}}}},
+        "type": "object", "additionalProperties": False, "required": ["preferred", "reason"],
+        "properties": {"preferred": {"type": "integer", "enum": [0, 1, 2]}, "reason": {"type": "string"}}}},
 }
 
 

@@ -163,7 +163,7 @@ def test_json_answers_where_the_backend_takes_a_schema(tmp_path, data):
     def respond(body):
         k = LENGTH.findall(body["messages"][1]["content"])
         a, b = int(k[0]), int(k[1])
-        return reply(json.dumps({"reason": "Trajectory 1 is longer", "preferred": 1 if a > b else 2 if b > a else 0}))
+        return reply(json.dumps({"preferred": 1 if a > b else 2 if b > a else 0, "reason": "Trajectory 1 is longer"}))
 
     with LoopbackServer(responder=respond) as srv:
         items, res = run(args_for(srv, tmp_path, answer_format="json"), data)
@@ -265,7 +265,7 @@ def test_env_without_self_description_names_the_oracle_labelers(tmp_path, data):
 
 def test_a_prompt_over_the_context_window_is_refused_before_any_request(tmp_path, data):
     with LoopbackServer(responder=judge) as srv:
-        with pytest.raises(ConfigError, match=r"about \d+ tokens \(estimate: characters / 3\).* context window of "
+        with pytest.raises(ConfigError, match=r"about \d+ tokens \(estimate: characters / 2.2\).* context window of "
                                               r"900 tokens\. Lower summary_max_steps \(now 8"):
             run(args_for(srv, tmp_path, context_tokens=900), data)
         assert srv.count == 0

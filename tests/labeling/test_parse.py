@@ -19,6 +19,7 @@ CASES = [
     ('{"reason": "Trajectory 1 collects nothing", "preferred": 2}', 2, "json"),  # JSON text never scanned
     ('```json\n{"preferred": "#1"}\n```', 1, "json"),
     ('{"preferred": 0}', 0, "json"),
+    ('{"preferred": 1, "reason": "Trajectory 2 never reach', 1, "marker"),  # JSON cut by max_tokens: a marker
     ('The answer is {"preferred": 1} as shown.', 1, "marker"),  # JSON inside prose: a marker
     ("Trajectory 1 picks up both food items; trajectory 2 picks up none.\n#1", 1, "marker"),
     ("<think>maybe #2 since...</think>\n#1", 1, "marker"),  # reasoning blocks dropped
