@@ -213,9 +213,9 @@ class _Run:
     def _parse(self, text, k, swapped):
         """(label in the item's stored order or None, how, the raw choice as asked)."""
         item = self.items[k]
-        if isinstance(self.prompt, TaskPrompt):
+        if isinstance(self.prompt, TaskPrompt):  # a task's own answers have no positions to count
             label, how = self.prompt.parse(text, item)
-            raw = label
+            raw = None
         else:
             p = parse_choice(text)
             raw, how = p.value, p.how

@@ -4,6 +4,8 @@ a loopback llama.cpp server), `replay` (answers only from the cache).
     from llm import make_llm
     llm = make_llm(cfg["llm"], run_dir)          # cfg: the `llm:` block, see llm.config.DEFAULTS
     texts = llm.chat([{"role": "user", "content": "..."}], n=3, temperature=0.7, max_tokens=256, tag="coder")
+    for i, texts in llm.chat_many([{"messages": m1}, {"messages": m2}]):  # concurrent (llm.concurrency), as done
+        ...                                       # texts: the chat() result, or the LLMError of that call
     llm.ledger()                                  # calls, cache hits, tokens, cost
     llm.close()                                   # stops a local server, writes <run_dir>/llm_ledger.json
 """

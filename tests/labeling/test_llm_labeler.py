@@ -269,3 +269,14 @@ def test_a_prompt_over_the_context_window_is_refused_before_any_request(tmp_path
                                               r"900 tokens\. Lower summary_max_steps \(now 8"):
             run(args_for(srv, tmp_path, context_tokens=900), data)
         assert srv.count == 0
+
+
+def test_rewards_enter_the_prompt_only_when_asked(tmp_path, data):
+    task = TASKS["trajectory_preference"]()
+    source = source_of(data)
+    texts = {}
+    for show in (False, True):
+        args = args_for(None, tmp_path, llm={"backend": "replay", "model": "m"}, prompt_show_reward=show)
+        item = task.make_items(source, args)[0]
+        texts[show] = LABELERS["llm"](args).prompter(task, source).messages(item)[1]["content"]
+    assert "Team return" not in texts[False] and texts[True].count("Team return (sum of the rewards):") == 2
