@@ -1,0 +1,702 @@
+"""MisoDICE's tables (issue 14 §5): per env x labeler x seed, label -> O-MAPL -> top-K -> 8 methods, as sweeps
+(config/sweeps/, src/sweep.py's layer) and tables from src/results.py.
+
+    python bench/misodice_table.py --quick                      # LBF, 1 seed, oracle labels, reduced steps: <= 45 min
+    python bench/misodice_table.py                              # LBF, seeds 0-3, oracle + noisy_oracle:0.75 labels
+    python bench/misodice_table.py --labelers oracle noisy_oracle:0.75 llm --label-with llm.backend=local
+    python bench/misodice_table.py --tables gt k alpha          # + Tables 13, 6 and 8 analogues
+    python bench/misodice_table.py --envs lbf_8x8_2p_2f_coop mpe_spread smax --jobs 2
+    python bench/misodice_table.py --check                      # build and check every sweep, print the plan, run none
+    python bench/misodice_table.py --report-only                # tables from the sweeps run so far
+
+Phases, each a sweep run by the sweep layer (sweeps.driver, one Ray for all; resumable run by run: a sweep whose
+folder holds a manifest is finished with --resume, its completed trials kept):
+  1. misodice_<env>_label: one `--config=label_preferences` run per labeler (once per env x labeler, pair_seed 0),
+     reading <data-dir>/<dataset>.h5 and writing the preference sets into the study copy
+     <data-dir>/<dataset>_misodice.h5 (label_out; the reference dataset is left as it is).
+  2. misodice_<env>_<labeler>_omapl, per seed s: O-MAPL (preference_set=<labeler>, writes labels
+     <labeler>_s<s>_return_hat / _expert: its top-K is D_E; its own policy is the OMAPL row), MARL-SL's reward model
+     (name marl_sl_reward, writes <labeler>_s<s>_reward_hat) and BC(beta=0) (needs no D_E, so it runs here).
+  3. misodice_<env>_<labeler>, per seed s: BC(beta=0.5), BC(beta=1), INDD, MisoDICE-VDN, MisoDICE with
+     offline_expert=label:<labeler>_s<s>_expert, and MARL-SL = OMIGA on offline_reward=label:<labeler>_s<s>_reward_hat
+     (named marl_sl).
+  --tables gt:    misodice_<env>_gt: the D_E methods on the ground-truth expert episodes (offline_expert=quality:expert)
+  --tables k:     misodice_<env>_k_omapl (O-MAPL with topk_expert=K, first labeler) then misodice_<env>_k (MisoDICE,
+                  named misodice_k<K>); K = the main table's default comes from phase 3
+  --tables alpha: misodice_<env>_alpha: MisoDICE with misodice_alpha in a grid (first labeler's D_E)
+A sweep is named after its phase; when its trials differ from the shipped file config/sweeps/<name>.yaml (other
+seeds, steps, datasets, --quick) it gets a hash suffix and its file goes to <out>/misodice_<env>/sweeps/.
+
+Tables (src/results.py per labeler over phases 2+3, `--by bc_beta`, normalised with the data folder's returns.json,
+random -> 0, expert -> 1): final greedy test return (the last evaluation) mean ± std over seeds per method; SMAX:
+test_battle_won_mean too; label agreement from the label runs' info.json; O-MAPL top-K precision and Spearman
+(results.py --metric topk_precision_sum / return_hat_spearman_sum over phase 2). Written to
+<out>/misodice_<env>.{md,json} and the figure <out>/misodice.{png,pdf} (bars: mean ± std per method and env); the
+results.py reports (curves, CSVs, marl-eval JSON) under <out>/misodice_<env>/.
+"""
+import argparse
+import copy
+import datetime
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import warnings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(ROOT, "src")
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+import yaml  # noqa: E402
+
+from utils.config import ConfigError, build_config, load_alg, read_yaml  # noqa: E402
+from utils.paths import env_label  # noqa: E402
+
+RESULTS_ROOT = os.path.join(ROOT, "results")
+SWEEP_DIR = os.path.join(ROOT, "config", "sweeps")
+ENV_TAGS = {"lbf_8x8_2p_2f_coop": "lbf", "mpe_spread": "mpe", "smax": "smax"}
+DEFAULT_LABELERS = ["oracle", "noisy_oracle:0.75"]
+TABLES = ("gt", "k", "alpha")
+K_VALUES = (50, 200, 400, 800, 1200)          # Table 6
+ALPHAS = (0.0, 0.05, 0.1, 0.5, 1.0, 10.0)     # Table 8
+LLM_PAIRS = 200                               # Tables 1/4: the local LLM labels 200 pairs
+WIN_METRIC = "test_battle_won_mean"
+# rows of the main table: (label, group name, bc_beta or None)
+METHODS = (("BC(β=0)", "bc_beta", 0.0), ("BC(β=0.5)", "bc_beta", 0.5), ("BC(β=1)", "bc_beta", 1.0),
+           ("OMAPL", "omapl", None), ("INDD", "indd", None), ("MARL-SL", "marl_sl", None),
+           ("MisoDICE-VDN", "misodice_vdn", None), ("MisoDICE", "misodice", None))
+DE_METHODS = ("BC(β=0.5)", "BC(β=1)", "INDD", "MisoDICE-VDN", "MisoDICE")  # the methods that take D_E
+# --quick: reduced gradient steps (full: each config's own, O-MAPL/MARL-SL 6250 = 100 epochs of 2000 pairs; BC(β)
+# and OMIGA 10000; MisoDICE/INDD 7000)
+QUICK = {"preference_steps": 2000, "steps": 3000}
+# seconds per gradient step, measured here (2 shared cores, other jobs running, 1 torch thread, LBF 8x8 batches:
+# short runs of each config on 2026-xx, see the study README); evaluation adds ~10%
+SEC_PER_STEP = {"omapl": 1 / 3.4, "marl_sl": 1 / 19.6, "bc_beta": 1 / 8.0, "bc_beta0": 1 / 12.0, "omiga": 1 / 6.6,
+                "misodice": 1 / 18.0, "misodice_vdn": 1 / 18.0, "indd": 1 / 18.0}
+
+
+# ----------------------------------------------------------------------------------------------- labelers, plan
+def parse_labeler(text, pairs, llm_pairs):
+    """'oracle' | 'noisy_oracle[:ACC]' | 'llm' -> (tag, label run updates)."""
+    kind, _, arg = text.partition(":")
+    if kind == "oracle" and not arg:
+        return "oracle", {"labeler": "oracle", "n_pairs": pairs}
+    if kind == "noisy_oracle":
+        acc = float(arg or 0.75)
+        if not 0.0 <= acc <= 1.0:
+            raise SystemExit(f"--labelers {text}: the accuracy must be in [0, 1]")
+        return f"noisy{round(acc * 100):02d}", {"labeler": "noisy_oracle", "oracle_accuracy": acc, "n_pairs": pairs}
+    if kind == "llm" and not arg:
+        return "llm", {"labeler": "llm", "n_pairs": llm_pairs}
+    raise SystemExit(f"--labelers {text}: expected oracle, noisy_oracle[:ACCURACY] or llm")
+
+
+def rel(path):
+    path = os.path.abspath(path)
+    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+
+
+class Plan:
+    """The sweeps of one env: their specs (plain dicts, as sweep files hold them), in the order they run."""
+
+    def __init__(self, env, a):
+        self.env, self.a = env, a
+        self.tag = ENV_TAGS.get(env, env)
+        self.label = env_label(build_config("bc", env))
+        self.data_dir = os.path.abspath(a.data_dir or os.path.join(a.results, "datasets", self.label))
+        self.source = rel(os.path.join(self.data_dir, f"{a.dataset}.h5"))
+        self.data = rel(os.path.join(self.data_dir, f"{a.dataset}_misodice.h5"))
+        self.labelers = [parse_labeler(x, a.pairs, a.llm_pairs) for x in a.labelers]
+        tags = [t for t, _ in self.labelers]
+        if len(set(tags)) != len(tags):
+            raise SystemExit(f"--labelers: the same labeler twice ({', '.join(tags)})")
+        self.k_default = a.topk or int(load_alg("omapl")["topk_expert"])
+        self.alpha_default = float(load_alg("misodice")["misodice_alpha"])
+        self.steps = a.steps or (QUICK["steps"] if a.quick else None)
+        self.pref_steps = a.preference_steps or (QUICK["preference_steps"] if a.quick else None)
+        self.sweeps = []  # [(phase, base name, spec)]
+        self.build()
+
+    # --- `with` blocks
+    def common(self):
+        out = {"offline_dataset": self.data, **self.a.with_}
+        if self.a.results != RESULTS_ROOT:
+            out["local_results_path"] = os.path.abspath(self.a.results)
+        return out
+
+    @staticmethod
+    def length(steps):
+        """offline_steps and the cadences that go with a changed run length (6 evaluations, a mid checkpoint)."""
+        every = max(1, steps // 6)
+        return {"offline_steps": steps, "offline_test_interval": every, "offline_log_interval": every,
+                "offline_save_interval": max(1, steps // 2)}
+
+    def method(self, alg, expert=None, reward=None, **extra):
+        """The `with` of one method run: D_E / reward label, and the run length when changed."""
+        out = dict(extra)
+        if expert is not None:
+            out["offline_expert"] = expert
+        if reward is not None:
+            out["offline_reward"] = reward
+        if self.steps:
+            out.update(self.length(self.steps))
+            if alg in ("misodice", "misodice_vdn", "indd"):  # the sequential stages keep their 1:2:4 proportions
+                out.update(disc_steps=max(1, self.steps // 7), nu_steps=max(1, 2 * self.steps // 7))
+        return out
+
+    def preference(self, **extra):
+        out = {**extra, "label_overwrite": True}  # a retried run may find its own labels written
+        if self.pref_steps:
+            out.update(self.length(self.pref_steps))
+        if self.a.topk:
+            out["topk_expert"] = self.a.topk
+        return out
+
+    def spec(self, description, entries, with_=None):
+        return {"description": description, "entries": entries, "with": {**self.common(), **(with_ or {})},
+                "cpus_per_trial": 1, "metric": "test_return_mean", "retries": 1}
+
+    # --- the sweeps
+    def build(self):
+        env, seeds = self.env, list(self.a.seeds)
+        label_with = {"offline_dataset": self.source, "label_out": self.data, **self.a.label_with}
+        if self.a.results != RESULTS_ROOT:
+            label_with["local_results_path"] = os.path.abspath(self.a.results)
+        label_entries = [{"alg": "label_preferences", "env": env, "name": f"label_{tag}", "seeds": [0],
+                          "with": {"label_name": tag, **updates}} for tag, updates in self.labelers]
+        self.sweeps.append(("label", f"misodice_{self.tag}_label", {
+            "description": f"MisoDICE phase 1 on {env}: preference labels of {self.source} per labeler, stored in "
+                           f"{self.data} (bench/misodice_table.py)",
+            "entries": label_entries, "with": label_with, "cpus_per_trial": 1, "metric": "test_return_mean",
+            "retries": 1}))
+        for tag, _ in self.labelers:
+            p2, p3 = [], []
+            for s in seeds:
+                name = f"{tag}_s{s}"
+                p2 += [{"alg": "omapl", "env": env, "name": "omapl", "seeds": [s],
+                        "with": self.preference(preference_set=tag, omapl_label_name=name)},
+                       {"alg": "marl_sl", "env": env, "name": "marl_sl_reward", "seeds": [s],
+                        "with": self.preference(preference_set=tag, marl_sl_label_name=name, name="marl_sl_reward")},
+                       {"alg": "bc_beta", "env": env, "name": "bc_beta0", "seeds": [s],
+                        "with": self.method("bc_beta", expert="", bc_beta=0.0)}]
+                expert = f"label:{name}_expert"
+                p3 += [{"alg": "bc_beta", "env": env, "name": f"bc_beta{b:g}", "seeds": [s],
+                        "with": self.method("bc_beta", expert=expert, bc_beta=b)} for b in (0.5, 1.0)]
+                p3 += [{"alg": "omiga", "env": env, "name": "marl_sl", "seeds": [s],
+                        "with": self.method("omiga", reward=f"label:{name}_reward_hat", name="marl_sl")}]
+                p3 += [{"alg": alg, "env": env, "name": alg, "seeds": [s], "with": self.method(alg, expert=expert)}
+                       for alg in ("indd", "misodice_vdn", "misodice")]
+            self.sweeps.append(("omapl", f"misodice_{self.tag}_{tag}_omapl", self.spec(
+                f"MisoDICE phase 2 on {env}, labeler {tag}: O-MAPL (top-K = D_E), MARL-SL's reward model, BC(beta=0)",
+                p2)))
+            self.sweeps.append(("methods", f"misodice_{self.tag}_{tag}", self.spec(
+                f"MisoDICE phase 3 on {env}, labeler {tag}: the methods on O-MAPL's D_E (bench/misodice_table.py)",
+                p3)))
+        first = self.labelers[0][0]
+        if "gt" in self.a.tables:
+            entries = [{"alg": "bc_beta", "env": env, "name": f"bc_beta{b:g}",
+                        "with": self.method("bc_beta", expert="quality:expert", bc_beta=b)} for b in (0.5, 1.0)]
+            entries += [{"alg": alg, "env": env, "name": alg, "with": self.method(alg, expert="quality:expert")}
+                        for alg in ("indd", "misodice_vdn", "misodice")]
+            spec = self.spec(f"MisoDICE Table 13 analogue on {env}: ground-truth D_E (quality:expert)", entries)
+            spec["seeds"] = seeds
+            self.sweeps.append(("gt", f"misodice_{self.tag}_gt", spec))
+        if "k" in self.a.tables:
+            ks = [k for k in self.a.k_values if k != self.k_default]
+            p2, p3 = [], []
+            for k in ks:
+                for s in seeds:
+                    name = f"{first}_k{k}_s{s}"
+                    p2.append({"alg": "omapl", "env": env, "name": f"omapl_k{k}", "seeds": [s],
+                               "with": {**self.preference(preference_set=first, omapl_label_name=name),
+                                        "topk_expert": k, "name": f"omapl_k{k}"}})
+                    p3.append({"alg": "misodice", "env": env, "name": f"misodice_k{k}", "seeds": [s],
+                               "with": self.method("misodice", expert=f"label:{name}_expert", name=f"misodice_k{k}")})
+            if ks:
+                self.sweeps.append(("k_omapl", f"misodice_{self.tag}_k_omapl", self.spec(
+                    f"MisoDICE Table 6 analogue on {env}: O-MAPL top-K for K in {ks} ({first} labels)", p2)))
+                self.sweeps.append(("k", f"misodice_{self.tag}_k", self.spec(
+                    f"MisoDICE Table 6 analogue on {env}: MisoDICE on each K's D_E", p3)))
+        if "alpha" in self.a.tables:
+            alphas = [x for x in self.a.alphas if x != self.alpha_default]
+            entries = [{"alg": "misodice", "env": env, "name": "misodice", "seeds": [s],
+                        "grid": {"misodice_alpha": alphas},
+                        "with": self.method("misodice", expert=f"label:{first}_s{s}_expert")} for s in seeds]
+            if alphas:
+                self.sweeps.append(("alpha", f"misodice_{self.tag}_alpha", self.spec(
+                    f"MisoDICE Table 8 analogue on {env}: misodice_alpha in {alphas} ({first}'s D_E)", entries)))
+
+    def named(self, out):
+        """[(phase, base name, name, path of its sweep file)]: the shipped file when the spec is the same, else a
+        generated one (name + hash of the spec) in <out>/misodice_<env>/sweeps/."""
+        folder = os.path.join(out, f"misodice_{self.env}", "sweeps")
+        files = []
+        for phase, base, spec in self.sweeps:
+            shipped = os.path.join(SWEEP_DIR, f"{base}.yaml")
+            if os.path.isfile(shipped) and read_yaml(shipped) == spec:
+                files.append((phase, base, base, shipped))
+                continue
+            key = copy.deepcopy(spec)
+            key["with"].pop("local_results_path", None)
+            name = f"{base}-{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]}"
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, f"{name}.yaml")
+            write_sweep(path, {**spec, "name": name})
+            files.append((phase, base, name, path))
+        return files
+
+    def estimate(self):
+        """Estimated CPU seconds of every trial (SEC_PER_STEP x its gradient steps, +10% evaluation)."""
+        total = 0.0
+        for phase, _, spec in self.sweeps:
+            if phase == "label":
+                continue
+            for e in spec["entries"]:
+                alg, w = e["alg"], e.get("with", {})
+                key = "bc_beta0" if alg == "bc_beta" and w.get("bc_beta") == 0.0 else alg
+                steps = w.get("offline_steps") or int(load_alg(alg)["offline_steps"])
+                n_seeds = len(e.get("seeds", spec.get("seeds", [0])))
+                n_grid = max((len(v) for v in (e.get("grid") or {}).values()), default=1)
+                total += 1.1 * steps * SEC_PER_STEP[key] * n_seeds * n_grid
+        return total
+
+
+def write_sweep(path, spec):
+    head = ("# Generated by bench/misodice_table.py (Plan.build); edit the generator, not this file: "
+            "tests/sweeps/test_misodice_table.py checks that they agree.\n")
+    rest = {k: v for k, v in spec.items() if k not in ("entries", "description", "name")}
+    lines = [yaml.safe_dump({k: spec[k] for k in ("name", "description") if k in spec}, sort_keys=False,
+                            width=10 ** 6, allow_unicode=True).rstrip(), "entries:"]
+    lines += ["  - " + yaml.safe_dump(e, sort_keys=False, default_flow_style=True, width=10 ** 6,
+                                      allow_unicode=True).strip() for e in spec["entries"]]
+    with open(path, "w") as f:
+        f.write(head + "\n".join(lines) + "\n" + yaml.safe_dump(rest, sort_keys=False, width=120, allow_unicode=True))
+
+
+# ----------------------------------------------------------------------------------------------- running
+def run_sweep(path, name, a):
+    """One sweep through the sweep layer (sweeps.driver; Ray started once for all): a new one, or --resume of the
+    one whose folder already has a manifest. Returns (exit code, folder)."""
+    from sweeps import driver
+    from sweeps.manifest import read_manifest, sweep_folder
+    from sweeps.spec import load_sweep
+
+    spec = load_sweep(path)
+    spec["name"] = name
+    folder = sweep_folder(spec)
+    resume = read_manifest(folder) is not None
+    if resume:
+        print(f"{folder} exists: finishing that sweep (--resume keeps its completed trials)", flush=True)
+    sweep = driver.prepare(spec, resume=resume)
+    try:
+        code = driver.run(sweep, address=a.address, max_concurrent=a.jobs, num_cpus=a.num_cpus)
+    finally:
+        sweep.lock.release()
+    return code, folder
+
+
+def sweep_folder_of(path, name):
+    from sweeps.manifest import sweep_folder
+    from sweeps.spec import load_sweep
+
+    spec = load_sweep(path)
+    spec["name"] = name
+    return sweep_folder(spec)
+
+
+# ----------------------------------------------------------------------------------------------- results
+def results_call(folders, out, metric="test_return_mean", by="bc_beta", normalise=None, plots=False):
+    """src/results.py (in this process) over sweep folders; returns {(name, bc_beta or key value): GroupScores}
+    and the report."""
+    import results as results_cli
+
+    argv = [*folders, "--metric", metric, "--out", out]
+    if by:
+        argv += ["--by", by]
+    if normalise:
+        argv += ["--normalise", normalise]
+    if not plots:
+        argv.append("--no-plots")
+    print("+ python src/results.py " + " ".join(argv), flush=True)
+    try:
+        report = results_cli.report(results_cli.parse_args(argv))
+    except SystemExit as e:  # no runs with the metric yet
+        print(f"  {e}", flush=True)
+        return {}, None
+    scores = {}
+    for gs in report["scores"]:
+        g = gs.group
+        key = g.settings.get(by) if by else None
+        scores[(g.name, None if key is None else float(key) if isinstance(key, (int, float)) else key)] = gs
+    return scores, report
+
+
+def cell(gs, digits=3):
+    """{mean, std, n, values, normalised..., runs} of a group's final scores (the numbers src/results.py computed)."""
+    if gs is None:
+        return None
+    out = {"mean": float(gs.finals.mean()), "std": float(gs.finals.std()) if gs.n > 1 else None, "n": gs.n,
+           "finals": [float(x) for x in gs.finals], "ci": list(gs.ci) if gs.ci else None,
+           "at_step": [int(x) for x in gs.steps], "runs": [r.path for r in gs.group.runs]}
+    if gs.normalised is not None:
+        out.update(normalised_mean=float(gs.normalised.mean()),
+                   normalised_std=float(gs.normalised.std()) if gs.n > 1 else None)
+    return out
+
+
+def fmt_cell(c, normalised=False, digits=3):
+    from analysis.report import fmt_mean_std
+
+    if not c:
+        return "–"
+    text = fmt_mean_std(c["finals"], digits) + ("" if c["n"] > 1 else " (n=1)")
+    if normalised and c.get("normalised_mean") is not None:
+        norm = f"{c['normalised_mean']:.2f}" + (f" ± {c['normalised_std']:.2f}" if c.get("normalised_std") else "")
+        text += f" [{norm}]"
+    return text
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def label_info(label_folder, tag):
+    """The label run's accuracy and counts (its info.json), for labeler `tag`."""
+    manifest = read_json(os.path.join(label_folder, "manifest.json")) or {}
+    for r in manifest.get("trials", []):
+        if r.get("id", "").startswith(f"label_{tag}-") and r.get("sacred_run"):
+            info = (read_json(os.path.join(r["sacred_run"], "info.json")) or {}).get("labeling") or {}
+            return {"sacred_run": r["sacred_run"], "status": r.get("status"), "accuracy": info.get("accuracy"),
+                    "counts": info.get("counts"), "settings": info.get("settings"), "reused": info.get("reused")}
+    return None
+
+
+def omapl_ceiling(folder):
+    """The ceiling of top-K precision (ranking by the true return) from one O-MAPL run's info.json: the same data
+    and K give the same ceiling in every seed."""
+    manifest = read_json(os.path.join(folder, "manifest.json")) or {}
+    for r in manifest.get("trials", []):
+        if r.get("name", "").startswith("omapl") and r.get("sacred_run"):
+            labels = (read_json(os.path.join(r["sacred_run"], "info.json")) or {}).get("labels") or {}
+            if labels.get("ceiling"):
+                return {"topk_expert": labels.get("topk_expert"), "episodes": labels.get("episodes"),
+                        "true_experts": labels.get("true_experts"), **labels["ceiling"]}
+    return None
+
+
+def references(plan, refs):
+    """(normalise argument for results.py or None, {dataset: mean return} of random / expert / the mixture)."""
+    path = refs or os.path.join(plan.data_dir, "returns.json")
+    if not os.path.isfile(path.partition(":")[0]):
+        return None, {}
+    table = read_json(path.partition(":")[0]) or {}
+    if "datasets" not in table:
+        table = table.get(plan.label) or {}
+    rows = {r["dataset"]: r["return_mean"] for r in table.get("datasets", [])}
+    low, _, high = (path.partition(":")[2] or "random,expert").partition(",")
+    if low not in rows or high not in rows:
+        print(f"no normalisation: {path} lacks {low} or {high}", flush=True)
+        return None, rows
+    return f"{path.partition(':')[0]}:{low},{high}", {k: rows[k] for k in (low, high, plan.a.dataset) if k in rows}
+
+
+def env_report(plan, files, a):
+    """Every table of one env from src/results.py calls over its sweeps; returns (markdown, data)."""
+    out = os.path.join(os.path.abspath(a.out), f"misodice_{plan.env}")
+    folders = {(phase, base): sweep_folder_of(path, name) for phase, base, name, path in files}
+    normalise, refs = references(plan, a.refs)
+    smax = plan.env.startswith("smax")
+    data = {"env": plan.env, "env_label": plan.label, "dataset": plan.source, "labelled_copy": plan.data,
+            "references": refs, "normalise": normalise, "quick": a.quick, "seeds": list(a.seeds),
+            "settings": {"method_steps": plan.steps or "config defaults",
+                         "preference_steps": plan.pref_steps or "config defaults", "topk_expert": plan.k_default},
+            "labelers": {}, "tables": {}, "sweeps": {f"{p}:{b}": f for (p, b), f in folders.items()}}
+    label_folder = folders.get(("label", f"misodice_{plan.tag}_label"))
+    for tag, _ in plan.labelers:
+        p2 = folders.get(("omapl", f"misodice_{plan.tag}_{tag}_omapl"))
+        p3 = folders.get(("methods", f"misodice_{plan.tag}_{tag}"))
+        present = [f for f in (p2, p3) if f and os.path.isfile(os.path.join(f, "manifest.json"))]
+        entry = {"label": label_info(label_folder, tag) if label_folder else None, "methods": {}}
+        if present:
+            scores, _ = results_call(present, os.path.join(out, tag), normalise=normalise, plots=True)
+            wins = results_call(present, os.path.join(out, f"{tag}_win"), metric=WIN_METRIC)[0] if smax else {}
+            for label, name, beta in METHODS:
+                entry["methods"][label] = cell(scores.get((name, beta)))
+                if smax:
+                    entry["methods"][label + " win"] = cell(wins.get((name, beta)))
+        if p2 and os.path.isfile(os.path.join(p2, "manifest.json")):
+            prec = results_call([p2], os.path.join(out, f"{tag}_topk"), metric="topk_precision_sum", by=None)[0]
+            rho = results_call([p2], os.path.join(out, f"{tag}_spearman"), metric="return_hat_spearman_sum",
+                               by=None)[0]
+            entry["topk_precision"] = cell(prec.get(("omapl", None)))
+            entry["spearman"] = cell(rho.get(("omapl", None)))
+            entry["ceiling"] = omapl_ceiling(p2)
+        data["labelers"][tag] = entry
+    first = plan.labelers[0][0]
+    main_first = data["labelers"][first]["methods"]
+    gt = folders.get(("gt", f"misodice_{plan.tag}_gt"))
+    if gt and os.path.isfile(os.path.join(gt, "manifest.json")):
+        scores = results_call([gt], os.path.join(out, "gt"), normalise=normalise)[0]
+        data["tables"]["ground_truth"] = {label: cell(scores.get((name, beta))) for label, name, beta in METHODS
+                                          if label in DE_METHODS}
+    k_omapl, k = folders.get(("k_omapl", f"misodice_{plan.tag}_k_omapl")), folders.get(("k", f"misodice_{plan.tag}_k"))
+    if k and os.path.isfile(os.path.join(k, "manifest.json")):
+        scores = results_call([k], os.path.join(out, "k"), normalise=normalise, by=None)[0]
+        prec = results_call([k_omapl], os.path.join(out, "k_topk"), metric="topk_precision_sum", by=None)[0]
+        rows = {}
+        for kk in sorted({*a.k_values, plan.k_default}):
+            if kk == plan.k_default:
+                rows[str(kk)] = {"misodice": main_first.get("MisoDICE"),
+                                 "topk_precision": data["labelers"][first].get("topk_precision")}
+            else:
+                rows[str(kk)] = {"misodice": cell(scores.get((f"misodice_k{kk}", None))),
+                                 "topk_precision": cell(prec.get((f"omapl_k{kk}", None)))}
+        data["tables"]["k"] = rows
+    alpha = folders.get(("alpha", f"misodice_{plan.tag}_alpha"))
+    if alpha and os.path.isfile(os.path.join(alpha, "manifest.json")):
+        scores = results_call([alpha], os.path.join(out, "alpha"), normalise=normalise, by="misodice_alpha")[0]
+        data["tables"]["alpha"] = {f"{x:g}": (main_first.get("MisoDICE") if x == plan.alpha_default else
+                                              cell(scores.get(("misodice", float(x))))) for x in sorted(a.alphas)}
+    return markdown(plan, data), data
+
+
+def markdown(plan, data):
+    tags = list(data["labelers"])
+    norm = bool(data["normalise"])
+    refs = data["references"]
+    lines = [f"# MisoDICE table: {plan.env} ({plan.label})", ""]
+    if data["quick"]:
+        lines += [f"**--quick**: reduced gradient steps (methods {plan.steps}, O-MAPL / MARL-SL reward "
+                  f"{plan.pref_steps}; the full run uses each config's own: BC(β) and OMIGA 10000, MisoDICE/INDD "
+                  "7000, O-MAPL/MARL-SL 6250): a plumbing check, not the paper comparison.", ""]
+    lines += [f"Data: `{plan.source}` (labels in `{plan.data}`); seeds {', '.join(map(str, data['seeds']))}; "
+              f"D_E = O-MAPL's top {plan.k_default} per seed.",
+              "Final greedy test return (each run's last evaluation), mean ± std over seeds (population std), via "
+              "src/results.py" + (f"; [normalised] = (R − R_low) / (R_high − R_low) with {data['normalise']}" if norm
+                                  else "; no normalisation (no returns.json beside the data)") + ".", ""]
+    if refs:
+        lines += ["Dataset mean returns: " + ", ".join(f"{k} {v:.3f}" for k, v in refs.items()), ""]
+    lines += ["## Final return per method and labeler (Table 11: oracle; Tables 1/4: noisy 0.75, LLM)", "",
+              "| method | " + " | ".join(tags) + " |", "|---|" + "---|" * len(tags)]
+    for label, _, _ in METHODS:
+        lines.append(f"| {label} | " + " | ".join(fmt_cell(data["labelers"][t]["methods"].get(label), norm)
+                                                 for t in tags) + " |")
+    if plan.env.startswith("smax"):
+        lines += ["", "## Win rate (test_battle_won_mean)", "", "| method | " + " | ".join(tags) + " |",
+                  "|---|" + "---|" * len(tags)]
+        for label, _, _ in METHODS:
+            lines.append(f"| {label} | " + " | ".join(fmt_cell(data["labelers"][t]["methods"].get(label + " win"))
+                                                     for t in tags) + " |")
+    lines += ["", "## Labels and O-MAPL's top-K", "",
+              "Agreement: with the return oracle on non-tie pairs; expert-vs-poor: accuracy on pairs of a ground-truth "
+              "expert and a poor episode; top-K precision: O-MAPL's top K by Σ R̂ that are ground-truth expert "
+              "(mean ± std over seeds), beside the ceiling of ranking by the true return.", "",
+              "| labeler | pairs | ties | unlabeled | agreement | expert-vs-poor | top-K precision | ceiling | "
+              "Spearman(G, return) |", "|---|---:|---:|---:|---:|---:|---|---:|---|"]
+    for t in tags:
+        e = data["labelers"][t]
+        acc = (e.get("label") or {}).get("accuracy") or {}
+
+        def num(x):
+            return "–" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+        ceiling = (e.get("ceiling") or {}).get("precision")
+        lines.append(f"| {t} | {num(acc.get('items'))} | {num(acc.get('tie_rate'))} | {num(acc.get('unlabeled_rate'))} "
+                     f"| {num(acc.get('agreement_return_nontie'))} | {num(acc.get('expert_vs_poor_accuracy'))} | "
+                     f"{fmt_cell(e.get('topk_precision'))} | {num(ceiling)} | {fmt_cell(e.get('spearman'))} |")
+    tables = data["tables"]
+    if "ground_truth" in tables:
+        first = tags[0]
+        lines += ["", f"## Ground-truth D_E (Table 13): quality:expert vs O-MAPL's top-K ({first} labels)", "",
+                  "| method | ground-truth D_E | O-MAPL D_E |", "|---|---|---|"]
+        for label in DE_METHODS:
+            lines.append(f"| {label} | {fmt_cell(tables['ground_truth'].get(label), norm)} | "
+                         f"{fmt_cell(data['labelers'][first]['methods'].get(label), norm)} |")
+    if "k" in tables:
+        lines += ["", f"## Size K of D_E (Table 6): MisoDICE ({tags[0]} labels)", "",
+                  "| K | MisoDICE | O-MAPL top-K precision |", "|---:|---|---|"]
+        for kk, row in tables["k"].items():
+            lines.append(f"| {kk} | {fmt_cell(row['misodice'], norm)} | {fmt_cell(row['topk_precision'])} |")
+    if "alpha" in tables:
+        lines += ["", f"## α (Table 8): MisoDICE ({tags[0]} labels)", "", "| α | MisoDICE |", "|---:|---|"]
+        for x, c in tables["alpha"].items():
+            lines.append(f"| {x} | {fmt_cell(c, norm)} |")
+    lines += ["", f"Sweeps: {', '.join(sorted(data['sweeps'].values()))}; per-labeler reports (curves, CSVs, "
+                  f"marl-eval JSON) in {rel(os.path.join(plan.a.out, f'misodice_{plan.env}'))}/."]
+    return "\n".join(lines) + "\n"
+
+
+def figure(all_data, out):
+    """Bars: final return mean ± std per method (one panel per env, one bar colour per labeler)."""
+    from analysis import plots
+
+    plt = plots._pyplot()
+    envs = [d for d in all_data if d["labelers"]]
+    if not envs:
+        return []
+    fig, axes = plt.subplots(1, len(envs), figsize=(6.5 * len(envs), 3.8), squeeze=False)
+    for ax, d in zip(axes[0], envs):
+        tags = list(d["labelers"])
+        colour = plots.colours(tags)
+        width = 0.8 / len(tags)
+        for j, t in enumerate(tags):
+            cells = [d["labelers"][t]["methods"].get(label) for label, _, _ in METHODS]
+            xs = [i + (j - (len(tags) - 1) / 2) * width for i in range(len(METHODS))]
+            means = [c["mean"] if c else float("nan") for c in cells]
+            errs = [(c["std"] or 0.0) if c else 0.0 for c in cells]
+            ax.bar(xs, means, width, yerr=errs, capsize=2, color=colour[t], label=t)
+        for name, value in d["references"].items():
+            ax.axhline(value, linestyle="--", linewidth=0.8, color="grey")
+            ax.annotate(name, (len(METHODS) - 0.5, value), fontsize=7, color="grey", ha="right", va="bottom")
+        ax.set_xticks(range(len(METHODS)), [m[0] for m in METHODS], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("final greedy test return")
+        ax.set_title(f"{d['env']} ({len(d['seeds'])} seed(s){', quick' if d['quick'] else ''})", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, title="labels", title_fontsize=7)
+    fig.suptitle("MisoDICE and baselines: mean ± std over seeds (dashed: dataset mean returns)", fontsize=9)
+    fig.tight_layout()
+    return plots.save(fig, out, "misodice")
+
+
+def provenance():
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": commit,
+            "machine": f"{platform.node()} ({os.cpu_count()} CPUs)"}
+
+
+# ----------------------------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    from sweeps.spec import flatten
+    from utils.cli import parse_updates
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--envs", nargs="+", default=None, help="env configs (default lbf_8x8_2p_2f_coop)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 3 (--quick: 0)")
+    p.add_argument("--labelers", nargs="+", default=None,
+                   help=f"oracle | noisy_oracle[:ACC] | llm (default {' '.join(DEFAULT_LABELERS)}; --quick: oracle)")
+    p.add_argument("--tables", nargs="*", default=[], choices=[*TABLES, "all"],
+                   help="extra tables: gt (Table 13), k (Table 6), alpha (Table 8)")
+    p.add_argument("--quick", action="store_true", help=f"LBF, seed 0, oracle labels, reduced steps ({QUICK})")
+    p.add_argument("--dataset", default="mix_200e_1000p", help="dataset name in the data folder")
+    p.add_argument("--data-dir", default=None, help="the datasets' folder (default <results>/datasets/<env label>)")
+    p.add_argument("--refs", default=None, help="returns file for the normalised score, FILE[:LOW,HIGH] (default "
+                                                "<data dir>/returns.json:random,expert)")
+    p.add_argument("--pairs", type=int, default=2000, help="preference pairs of the oracle labelers (B.2: 2000)")
+    p.add_argument("--llm-pairs", type=int, default=LLM_PAIRS, help="pairs the llm labeler answers (200)")
+    p.add_argument("--topk", type=int, default=None, help="O-MAPL's K (default: the omapl config's, 200)")
+    p.add_argument("--k-values", nargs="+", type=int, default=list(K_VALUES))
+    p.add_argument("--alphas", nargs="+", type=float, default=list(ALPHAS))
+    p.add_argument("--steps", type=int, default=None, help="gradient steps of every method (default: each config's; "
+                                                           f"--quick {QUICK['steps']})")
+    p.add_argument("--preference-steps", type=int, default=None,
+                   help=f"gradient steps of O-MAPL and MARL-SL's reward model (--quick {QUICK['preference_steps']})")
+    p.add_argument("--label-with", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="updates of the label runs (e.g. llm.backend=local)")
+    p.add_argument("--jobs", type=int, default=None, help="at most N trials at once (the sweeps' max concurrency)")
+    p.add_argument("--address", default=None, help="join a running Ray cluster")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--results", default=RESULTS_ROOT, help="local_results_path of every run (default results/)")
+    p.add_argument("--out", default=os.path.join(RESULTS_ROOT, "bench"))
+    p.add_argument("--check", action="store_true", help="build and check every sweep, print the plan, run nothing")
+    p.add_argument("--report-only", action="store_true", help="tables from the sweeps run so far; run nothing")
+    p.add_argument("--write-sweeps", action="store_true",
+                   help="write the default plan's sweep files into config/sweeps/ (maintainers)")
+    p.add_argument("extra", nargs="*", help="`with` updates of every training run, e.g. test_nepisode=16")
+    a = p.parse_args(argv)
+    a.results = os.path.abspath(a.results)
+    a.envs = a.envs or ["lbf_8x8_2p_2f_coop"]
+    a.seeds = a.seeds if a.seeds is not None else ([0] if a.quick else [0, 1, 2, 3])
+    a.labelers = a.labelers or (["oracle"] if a.quick else list(DEFAULT_LABELERS))
+    a.tables = list(TABLES) if "all" in a.tables else a.tables
+    a.with_ = flatten(parse_updates(a.extra)) if a.extra else {}
+    a.label_with = flatten(parse_updates(a.label_with)) if a.label_with else {}
+    return a
+
+
+def check(plan, files):
+    """Every trial of every sweep built and checked as src/main.py would (ConfigError names the first bad one)."""
+    from sweeps.spec import expand, load_sweep, validate
+
+    n = 0
+    for phase, _, name, path in files:
+        spec = load_sweep(path)
+        spec["name"] = name
+        trials = validate(expand(spec))
+        n += len(trials)
+        print(f"  {phase:<8} {name}: {len(trials)} trials ({rel(path)})", flush=True)
+    return n
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    if a.write_sweeps:
+        for env in a.envs:
+            for _, base, spec in Plan(env, a).sweeps:
+                write_sweep(os.path.join(SWEEP_DIR, f"{base}.yaml"), spec)
+                print(f"wrote config/sweeps/{base}.yaml")
+        return 0
+    plans = [Plan(env, a) for env in a.envs]
+    files = {}
+    try:
+        for plan in plans:
+            files[plan.env] = plan.named(os.path.abspath(a.out))
+            print(f"{plan.env}: data {plan.source} -> labels in {plan.data}", flush=True)
+            n = check(plan, files[plan.env])
+            cpu = plan.estimate()
+            jobs = a.jobs or a.num_cpus or os.cpu_count()
+            print(f"{plan.env}: {n} trials; estimated {cpu / 3600:.1f} CPU-hours, about {cpu / 3600 / jobs:.1f} h on "
+                  f"{jobs} parallel trial(s) (rates measured on 2 shared cores; an idle machine is ~2-3x faster)"
+                  + (f"; --quick: methods {plan.steps} steps, O-MAPL/MARL-SL reward {plan.pref_steps}" if a.quick
+                     else ""), flush=True)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if a.check:
+        return 0
+    code = 0
+    if not a.report_only:
+        for plan in plans:
+            if not os.path.isfile(os.path.join(ROOT, plan.source)) and not os.path.isfile(plan.source):
+                print(f"{plan.env}: no dataset {plan.source}: make it with python scripts/reference_datasets.py "
+                      f"--envs {plan.env} (or give --data-dir)", file=sys.stderr)
+                return 2
+            for _, _, name, path in files[plan.env]:
+                rc, _ = run_sweep(path, name, a)
+                if rc != 0:
+                    print(f"{plan.env}: sweep {name} did not complete (exit {rc}); the phases after it wait: rerun "
+                          f"the same command to finish it", file=sys.stderr)
+                    code = max(code, rc)
+                    break
+    os.makedirs(a.out, exist_ok=True)
+    all_data, meta = [], provenance()
+    for plan in plans:
+        md, data = env_report(plan, files[plan.env], a)
+        data.update(meta)
+        md += f"\n{meta['date']}, commit {meta['commit']}, {meta['machine']}.\n"
+        base = os.path.join(a.out, f"misodice_{plan.env}")
+        with open(base + ".md", "w") as f:
+            f.write(md)
+        with open(base + ".json", "w") as f:
+            json.dump(data, f, indent=2)
+        print(md, flush=True)
+        print(f"wrote {base}.md and .json", flush=True)
+        all_data.append(data)
+    paths = figure(all_data, a.out)
+    if paths:
+        print(f"wrote {', '.join(paths)}", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
