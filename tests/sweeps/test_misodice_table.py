@@ -1,0 +1,121 @@
+"""bench/misodice_table.py: its sweeps are the shipped config/sweeps/misodice_lbf_*.yaml files and check like any
+sweep (no Ray), and the whole chain (label -> O-MAPL -> the 8 methods -> results.py tables) on a climbing-shaped
+mixture through a local Ray, whose table numbers are those of the Sacred runs underneath."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tests.labeling.datasets import INFO, write_dataset
+
+from sweeps.spec import expand, load_sweep, validate
+from utils.config import read_yaml
+from utils.paths import REPO_ROOT
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("misodice_table", os.path.join(REPO_ROOT, "bench",
+                                                                                 "misodice_table.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_shipped_sweep_files_are_the_default_plan_and_every_trial_checks(tmp_path):
+    bench = load_bench()
+    plan = bench.Plan("lbf_8x8_2p_2f_coop", bench.parse_args(["--tables", "all", "--out", str(tmp_path)]))
+    assert [base for _, base, _ in plan.sweeps] == [
+        "misodice_lbf_label", "misodice_lbf_oracle_omapl", "misodice_lbf_oracle", "misodice_lbf_noisy75_omapl",
+        "misodice_lbf_noisy75", "misodice_lbf_gt", "misodice_lbf_k_omapl", "misodice_lbf_k", "misodice_lbf_alpha"]
+    files = plan.named(str(tmp_path))
+    for (_, base, spec), (_, _, name, path) in zip(plan.sweeps, files):
+        assert name == base and path == os.path.join(bench.SWEEP_DIR, f"{base}.yaml"), (name, path)
+        assert read_yaml(path) == spec  # regenerate with: python bench/misodice_table.py --write-sweeps --tables all
+    counts = {name: len(validate(expand(load_sweep(path)))) for _, _, name, path in files}
+    assert counts == {"misodice_lbf_label": 2, "misodice_lbf_oracle_omapl": 12, "misodice_lbf_oracle": 24,
+                      "misodice_lbf_noisy75_omapl": 12, "misodice_lbf_noisy75": 24, "misodice_lbf_gt": 20,
+                      "misodice_lbf_k_omapl": 16, "misodice_lbf_k": 16, "misodice_lbf_alpha": 20}
+    methods = load_sweep(files[2][3])
+    seed1 = [e for e in methods["entries"] if e["seeds"] == [1]]
+    assert {e["with"].get("offline_expert") for e in seed1 if e["alg"] != "omiga"} == {"label:oracle_s1_expert"}
+    assert [e["with"] for e in seed1 if e["alg"] == "omiga"] == [
+        {"name": "marl_sl", "offline_reward": "label:oracle_s1_reward_hat"}]
+
+
+def test_quick_is_one_seed_of_oracle_labels_with_fewer_steps(tmp_path):
+    bench = load_bench()
+    plan = bench.Plan("lbf_8x8_2p_2f_coop", bench.parse_args(["--quick", "--out", str(tmp_path)]))
+    assert [base for _, base, _ in plan.sweeps] == ["misodice_lbf_label", "misodice_lbf_oracle_omapl",
+                                                    "misodice_lbf_oracle"]
+    files = plan.named(str(tmp_path))
+    assert all(name.startswith(f"{base}-") and path.startswith(str(tmp_path)) for _, base, name, path in files)
+    trials = [t for _, _, name, path in files for t in validate(expand({**load_sweep(path), "name": name}))]
+    assert {t["seed"] for t in trials} == {0} and len(trials) == 1 + 3 + 6
+    steps = {t["alg"] if t["alg"] != "bc_beta" else f"bc{t['overrides']['bc_beta']:g}": t["t_max"]
+             for t in trials if t["offline"]}
+    assert steps == {"omapl": 2000, "marl_sl": 2000, "bc0": 3000, "bc0.5": 3000, "bc1": 3000, "omiga": 3000,
+                     "indd": 3000, "misodice_vdn": 3000, "misodice": 3000}
+    dice = [t for t in trials if t["alg"] == "misodice"][0]["overrides"]
+    assert (dice["disc_steps"], dice["nu_steps"]) == (428, 857)
+    assert plan.estimate() < 2 * 3600  # CPU seconds: under 1 h on 2 cores at the rates measured under load
+
+
+def test_the_chain_on_climbing_gives_the_numbers_of_its_sacred_runs(tmp_path):
+    pytest.importorskip("ray")
+    data = tmp_path / "data"
+    data.mkdir()
+    E, T1 = 30, INFO["episode_limit"] + 1
+    rewards = np.random.default_rng(0).integers(-3, 1, size=(E, T1, 1))
+    rewards[: E // 5] += 4  # the first fifth (ground-truth expert) earns more
+    write_dataset(data / "mix.h5", E=E, rewards=rewards)
+    out, results = tmp_path / "bench", tmp_path / "results"
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "bench", "misodice_table.py"), "--envs", "climbing", "--data-dir",
+           str(data), "--dataset", "mix", "--results", str(results), "--out", str(out), "--seeds", "0",
+           "--labelers", "oracle", "--pairs", "60", "--topk", "6", "--steps", "6", "--preference-steps", "4",
+           "--jobs", "2", "--num-cpus", "2", "test_nepisode=1", "save_model=False"]
+    res = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=540)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    table = json.loads((out / "misodice_climbing.json").read_text())
+    md = (out / "misodice_climbing.md").read_text()
+    assert (out / "misodice.png").stat().st_size > 0
+    oracle = table["labelers"]["oracle"]
+
+    def info(run):
+        return json.loads(open(os.path.join(run, "info.json")).read())
+
+    def config(run):
+        return json.loads(open(os.path.join(run, "config.json")).read())
+
+    expected = {"BC(β=0)": ("bc_beta", ""), "BC(β=0.5)": ("bc_beta", "label:oracle_s0_expert"),
+                "BC(β=1)": ("bc_beta", "label:oracle_s0_expert"), "OMAPL": ("omapl", None),
+                "INDD": ("indd", "label:oracle_s0_expert"), "MARL-SL": ("marl_sl", None),
+                "MisoDICE-VDN": ("misodice_vdn", "label:oracle_s0_expert"),
+                "MisoDICE": ("misodice", "label:oracle_s0_expert")}
+    for label, (name, expert) in expected.items():
+        c = oracle["methods"][label]
+        assert c["n"] == 1 and len(c["runs"]) == 1, (label, c)
+        run = c["runs"][0]
+        cfg = config(run)
+        assert cfg["name"] == name and cfg["seed"] == 0 and cfg["env"] == "matrix_game"
+        if expert is not None:
+            assert cfg["offline_expert"] == expert
+        assert c["mean"] == info(run)["test_return_mean"][-1]  # the table's number is the run's last evaluation
+        assert f"| {label} | {c['mean']:.3f} (n=1) |" in md
+    assert config(oracle["methods"]["MARL-SL"]["runs"][0])["offline_reward"] == "label:oracle_s0_reward_hat"
+    assert config(oracle["methods"]["BC(β=0.5)"]["runs"][0])["bc_beta"] == 0.5
+    omapl = info(oracle["methods"]["OMAPL"]["runs"][0])
+    assert oracle["topk_precision"]["mean"] == omapl["topk_precision_sum"][-1]
+    assert oracle["ceiling"]["precision"] == omapl["labels"]["ceiling"]["precision"]
+    assert omapl["labels"]["names"] == ["oracle_s0_expert", "oracle_s0_return_hat"]
+    label_run = oracle["label"]["sacred_run"]
+    assert oracle["label"]["accuracy"] == info(label_run)["labeling"]["accuracy"]
+    assert oracle["label"]["accuracy"]["items"] == 60 and oracle["label"]["accuracy"]["agreement_return_nontie"] == 1
+    assert os.path.isfile(data / "mix_misodice.h5")  # labels went into the study copy
+    # rerun: every sweep is finished (--resume), nothing runs again, the same numbers come out
+    again = subprocess.run(cmd[:2] + ["--report-only"] + cmd[2:], cwd=REPO_ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "misodice_climbing.json").read_text())["labelers"] == table["labelers"]
