@@ -483,7 +483,10 @@ def markdown(plan, data):
               "src/results.py" + (f"; [normalised] = (R − R_low) / (R_high − R_low) with {data['normalise']}" if norm
                                   else "; no normalisation (no returns.json beside the data)") + ".", ""]
     if refs:
-        lines += ["Dataset mean returns: " + ", ".join(f"{k} {v:.3f}" for k, v in refs.items()), ""]
+        low, high = (data["normalise"].rpartition(":")[2].split(",") if norm else (None, None))
+        scale = (lambda v: f" [{(v - refs[low]) / (refs[high] - refs[low]):.2f}]") if norm else (lambda v: "")
+        lines += ["Dataset mean returns [normalised]: " + ", ".join(f"{k} {v:.3f}{scale(v)}" for k, v in refs.items()),
+                  ""]
     lines += ["## Final return per method and labeler (Table 11: oracle; Tables 1/4: noisy 0.75, LLM)", "",
               "| method | " + " | ".join(tags) + " |", "|---|" + "---|" * len(tags)]
     for label, _, _ in METHODS:

@@ -71,6 +71,10 @@ def test_the_chain_on_climbing_gives_the_numbers_of_its_sacred_runs(tmp_path):
     rewards = np.random.default_rng(0).integers(-3, 1, size=(E, T1, 1))
     rewards[: E // 5] += 4  # the first fifth (ground-truth expert) earns more
     write_dataset(data / "mix.h5", E=E, rewards=rewards)
+    refs = {"random": -40.0, "expert": 20.0, "mix": -10.0}  # the collect run's returns.json layout
+    (data / "returns.json").write_text(json.dumps({"datasets": [
+        {"dataset": k, "episodes": 10, "return_mean": v, "return_std": 1.0, "composition": k}
+        for k, v in refs.items()]}))
     out, results = tmp_path / "bench", tmp_path / "results"
     cmd = [sys.executable, os.path.join(REPO_ROOT, "bench", "misodice_table.py"), "--envs", "climbing", "--data-dir",
            str(data), "--dataset", "mix", "--results", str(results), "--out", str(out), "--seeds", "0",
@@ -103,7 +107,8 @@ def test_the_chain_on_climbing_gives_the_numbers_of_its_sacred_runs(tmp_path):
         if expert is not None:
             assert cfg["offline_expert"] == expert
         assert c["mean"] == info(run)["test_return_mean"][-1]  # the table's number is the run's last evaluation
-        assert f"| {label} | {c['mean']:.3f} (n=1) |" in md
+        assert c["normalised_mean"] == pytest.approx((c["mean"] + 40.0) / 60.0)  # random -> 0, expert -> 1
+        assert f"| {label} | {c['mean']:.3f} (n=1) [{c['normalised_mean']:.2f}] |" in md
     assert config(oracle["methods"]["MARL-SL"]["runs"][0])["offline_reward"] == "label:oracle_s0_reward_hat"
     assert config(oracle["methods"]["BC(β=0.5)"]["runs"][0])["bc_beta"] == 0.5
     omapl = info(oracle["methods"]["OMAPL"]["runs"][0])
@@ -114,6 +119,7 @@ def test_the_chain_on_climbing_gives_the_numbers_of_its_sacred_runs(tmp_path):
     assert oracle["label"]["accuracy"] == info(label_run)["labeling"]["accuracy"]
     assert oracle["label"]["accuracy"]["items"] == 60 and oracle["label"]["accuracy"]["agreement_return_nontie"] == 1
     assert os.path.isfile(data / "mix_misodice.h5")  # labels went into the study copy
+    assert "random -40.000 [0.00], expert 20.000 [1.00], mix -10.000 [0.50]" in md
     # rerun: every sweep is finished (--resume), nothing runs again, the same numbers come out
     again = subprocess.run(cmd[:2] + ["--report-only"] + cmd[2:], cwd=REPO_ROOT, capture_output=True, text=True,
                            timeout=300)
