@@ -249,20 +249,25 @@ class Plan:
             files.append((phase, base, name, path))
         return files
 
-    def estimate(self):
-        """Estimated CPU seconds of every trial (SEC_PER_STEP x its gradient steps, +10% evaluation)."""
-        total = 0.0
+    def estimate(self, jobs):
+        """(CPU seconds, wall seconds) of the training trials: SEC_PER_STEP x gradient steps (+10% evaluation) per
+        trial; a sweep's wall time is at least its longest trial and at least its total over `jobs`, and the sweeps
+        run one after another (label runs: seconds, left out)."""
+        cpu = wall = 0.0
         for phase, _, spec in self.sweeps:
             if phase == "label":
                 continue
+            times = []
             for e in spec["entries"]:
                 alg, w = e["alg"], e.get("with", {})
                 key = "bc_beta0" if alg == "bc_beta" and w.get("bc_beta") == 0.0 else alg
                 steps = w.get("offline_steps") or int(load_alg(alg)["offline_steps"])
                 n_seeds = len(e.get("seeds", spec.get("seeds", [0])))
                 n_grid = max((len(v) for v in (e.get("grid") or {}).values()), default=1)
-                total += 1.1 * steps * SEC_PER_STEP[key] * n_seeds * n_grid
-        return total
+                times += [1.1 * steps * SEC_PER_STEP[key]] * (n_seeds * n_grid)
+            cpu += sum(times)
+            wall += max(sum(times) / max(1, jobs), max(times, default=0.0))
+        return cpu, wall
 
 
 def write_sweep(path, spec):
@@ -656,10 +661,11 @@ def main(argv=None):
             files[plan.env] = plan.named(os.path.abspath(a.out))
             print(f"{plan.env}: data {plan.source} -> labels in {plan.data}", flush=True)
             n = check(plan, files[plan.env])
-            cpu = plan.estimate()
             jobs = a.jobs or a.num_cpus or os.cpu_count()
-            print(f"{plan.env}: {n} trials; estimated {cpu / 3600:.1f} CPU-hours, about {cpu / 3600 / jobs:.1f} h on "
-                  f"{jobs} parallel trial(s) (rates measured on 2 shared cores; an idle machine is ~2-3x faster)"
+            cpu, wall = plan.estimate(jobs)
+            print(f"{plan.env}: {n} trials; estimated {cpu / 3600:.1f} CPU-hours, about {wall / 60:.0f} min with "
+                  f"{jobs} trial(s) at a time (per-step rates measured on 2 cores shared with other jobs; an idle "
+                  f"machine is ~2-3x faster)"
                   + (f"; --quick: methods {plan.steps} steps, O-MAPL/MARL-SL reward {plan.pref_steps}" if a.quick
                      else ""), flush=True)
     except ConfigError as e:
