@@ -74,7 +74,7 @@ DE_METHODS = ("BC(β=0.5)", "BC(β=1)", "INDD", "MisoDICE-VDN", "MisoDICE")  # t
 # and OMIGA 10000; MisoDICE/INDD 7000)
 QUICK = {"preference_steps": 2000, "steps": 3000}
 # seconds per gradient step, measured here (2 shared cores, other jobs running, 1 torch thread, LBF 8x8 batches:
-# short runs of each config on 2026-xx, see the study README); evaluation adds ~10%
+# 200-step runs of each config on 2026-12-03, load average 4-5; see the study README); evaluation adds ~10%
 SEC_PER_STEP = {"omapl": 1 / 3.4, "marl_sl": 1 / 19.6, "bc_beta": 1 / 8.0, "bc_beta0": 1 / 12.0, "omiga": 1 / 6.6,
                 "misodice": 1 / 18.0, "misodice_vdn": 1 / 18.0, "indd": 1 / 18.0}
 
