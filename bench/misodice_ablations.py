@@ -97,6 +97,8 @@ for name in names:
         for step in range(STEPS):
             b = {"data": data.sample(bs, rng=rng), "expert": expert.sample(bs, rng=rng)}
             b = {k: v[:, : v.max_t_filled()] for k, v in b.items()}
+            if "init" in L.batches:  # DICE's s0 batch: the initial states of other D_U episodes
+                b["init"] = data.sample(ctx.args.s0_batch_size, rng=rng)[:, :1]
             L.train({k: b[k] for k in L.batches}, step, step)
         ep = ctx.runner.run(test_mode=True)
         ret = ep["reward"].sum().item()

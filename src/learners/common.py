@@ -116,6 +116,13 @@ def transition_mask(batch):
     return batch["filled"][:, 1:].float()
 
 
+def require_policy_actor(learner, mac):
+    """Offline actor learners imitate through log pi: the mac must output policy logits."""
+    if mac.agent_output_type != "pi_logits":
+        raise ValueError(f"{type(learner).__name__} needs a policy actor: agent_output_type: pi_logits "
+                         f"(got '{mac.agent_output_type}')")
+
+
 def log_policy(mac, batch):
     """[B, T, n, A] log pi of a policy mac from logits masked by avail_actions in log space, so unavailable actions
     have probability exactly 0 (masked here as well, in case mask_before_softmax is off). Never softmax

@@ -1,5 +1,7 @@
 """Ranking a dataset's episodes by a recovered score and judging the top K against the ground truth (MisoDICE
 phase 1, B.2.3): plain numpy, shared by the learners that label datasets (O-MAPL, MARL-SL)."""
+import os
+
 import numpy as np
 
 from learners.common import NonFiniteError
@@ -69,10 +71,20 @@ def ranking_report(scores, data, k):
     return report
 
 
-def check_new_labels(data, names, overwrite):
+def own_labels(data, names, model_dir):
+    """The labels among `names` that the dataset holds and that were written by the run saving checkpoints into
+    `model_dir` (a resumed run replaces its own labels; see run/offline.write_labels, which records model_dir)."""
+    return [n for n in names if n in data.label_names
+            and data.label_attrs(n).get("model_dir") == os.path.abspath(model_dir)]
+
+
+def check_new_labels(data, names, overwrite, model_dir):
     """Before training: labels this run would write that the dataset already holds are an error (the run would
-    fail at its end) unless `label_overwrite`."""
-    existing = [n for n in names if n in data.label_names]
+    fail at its end) unless `label_overwrite`, or unless this run wrote them itself (resumed into its model
+    folder `model_dir`, e.g. after finishing or being killed after writing them)."""
+    own = own_labels(data, names, model_dir)
+    existing = [n for n in names if n in data.label_names and n not in own]
     if existing and not overwrite:
-        raise ValueError(f"the dataset already has label(s) {existing}; set label_overwrite=True to replace them, or "
-                         f"write under another name (omapl_label_name / marl_sl_label_name)")
+        raise ValueError(f"the dataset already has label(s) {existing} written by another run; set "
+                         f"label_overwrite=True to replace them, or write under another name (omapl_label_name / "
+                         f"marl_sl_label_name)")

@@ -77,7 +77,8 @@ class MARLSLLearner(OfflineLearner):
         return {"loss": loss.item()}
 
     def check_data(self, datasets):
-        check_new_labels(datasets["preferences"].dataset, [f"{self.label_name}_reward_hat"], self.args.label_overwrite)
+        check_new_labels(datasets["preferences"].dataset, [f"{self.label_name}_reward_hat"], self.args.label_overwrite,
+                         self.args.model_dir)
 
     @th.no_grad()
     def label_dataset(self, data, step):

@@ -14,8 +14,10 @@ non-negative linear: `linear` (sum_i phi_i x_i + phi_0), `lmix` (state-dependent
     policy (Eq. 8, 11)         w = exp(A / (1 + alpha) - 1) detached (normalised, clipped), the same w for every agent:
                                loss -E_U[w sum_i log pi_i(a_i | o_i)] over available actions
 
-s0: every data batch is a batch of whole D_U episodes, so its t = 0 rows are a uniform sample of D_U's initial
-states; E_s0 is their mean. `terminated` is a true terminal (no bootstrap), time-limit ends bootstrap, padded
+s0 (`s0_source`): init_batch (default, as DemoDICE and the issue) = the initial states of a separate batch of
+`s0_batch_size` D_U episodes (the "init" batch run: offline draws); data_batch = the t = 0 rows of the data batch's
+own episodes (a uniform sample too, but only batch_size start states per step). E_s0 is their mean.
+`terminated` is a true terminal (no bootstrap), time-limit ends bootstrap, padded
 steps are masked by `filled`. `schedule: sequential` trains the discriminator for `disc_steps`, then nu for
 `nu_steps`, then the policy (Algorithm 1); the stage follows from the saved update counter, so resume is exact.
 `joint` trains all three every step.
@@ -36,6 +38,7 @@ from learners.common import (
     log_policy,
     make_optimizer,
     masked_mean,
+    require_policy_actor,
     transition_mask,
 )
 from learners.dice import (
@@ -78,9 +81,7 @@ class MisoDICELearner(OfflineLearner):
     independent = False
 
     def __init__(self, mac, scheme, logger, args):
-        if mac.agent_output_type != "pi_logits":
-            raise ValueError(f"{type(self).__name__} needs a policy actor: agent_output_type: pi_logits "
-                             f"(got '{mac.agent_output_type}')")
+        require_policy_actor(self, mac)
         self.mac, self.logger, self.args = mac, logger, args
         self.n_agents, self.n_actions = args.n_agents, args.n_actions
         self.alpha, self.gamma = float(args.misodice_alpha), float(args.gamma)
@@ -118,6 +119,9 @@ class MisoDICELearner(OfflineLearner):
         self.log_stats_t = -args.learner_log_interval - 1
         self.train_steps = 0
         self.guard = NonFiniteGuard(self, args, logger)
+        if args.s0_source not in ("init_batch", "data_batch"):
+            raise ValueError(f"s0_source must be 'init_batch' or 'data_batch', not '{args.s0_source}'")
+        self.batches = self.batches | {"init"} if args.s0_source == "init_batch" else self.batches
 
     def _mixer(self, name, key):
         if name not in LINEAR_MIXERS:
@@ -186,8 +190,9 @@ class MisoDICELearner(OfflineLearner):
         return r + self.gamma * (1 - terminated) * nu_next - nu_s
 
     # ----- losses -----
-    def losses(self, data, expert, stage):
-        """({group: loss} for the groups trained at `stage`, stats)."""
+    def losses(self, data, expert, stage, init=None):
+        """({group: loss} for the groups trained at `stage`, stats). init: a one-step batch of D_U initial states
+        for E_s0 (None: the data batch's t = 0 rows)."""
         train_disc, train_nu, train_actor = (stage in ("joint", s) for s in STAGES)
         mask, mask_n = self._masks(data)
         nu_in, states = self._nu_inputs(data), self._states(data)
@@ -222,12 +227,14 @@ class MisoDICELearner(OfflineLearner):
             nu_next = nu_tot[:, 1:]
         adv = self.advantage(data, r, nu_tot[:, :-1], nu_next)
         if train_nu:
-            objective = nu_objective(adv, nu_tot[:, 0], mask, self.alpha, self.gamma, self.args.nu_loss,
+            nu_s0 = nu_tot[:, 0] if init is None else \
+                self._nu_values(self.nu, self.nu_mixer, self._nu_inputs(init), self._states(init))[:, 0]
+            objective = nu_objective(adv, nu_s0, mask, self.alpha, self.gamma, self.args.nu_loss,
                                      self.args.exp_clip)
             nu_rows = x_u[mask_n > 0][:, : nu_in.shape[-1]]
             nu_gp = input_gradients(self.nu, interpolates(nu_rows, nu_rows, self.args.gp_samples)).pow(2).sum(-1)
             losses["nu_loss"] = objective.mean() + self.args.nu_grad_penalty * nu_gp.mean()
-            stats["nu_gp"] = nu_gp.mean().detach()
+            stats.update(nu_gp=nu_gp.mean().detach(), nu_s0_mean=nu_s0.mean().detach())
         w = dice_weights(adv.detach(), mask, self.alpha, self.args.weight_normalise, self.args.exp_clip,
                          self.args.weight_max)
         if train_actor:
@@ -237,8 +244,8 @@ class MisoDICELearner(OfflineLearner):
             stats["log_pi_taken_mean"] = masked_mean(log_pi.detach(), mask_n)
         with th.no_grad():
             stats.update(weight_stats(w, mask), r_union_mean=masked_mean(r, mask),
-                         adv_mean=masked_means(adv, mask).mean(), adv_std=masked_means(adv.pow(2), mask).mean().sqrt(),
-                         nu_tot_mean=masked_mean(nu_tot[:, :-1], mask), nu_s0_mean=nu_tot[:, 0].mean())
+                         adv_mean=masked_means(adv, mask).mean(), adv_rms=masked_means(adv.pow(2), mask).mean().sqrt(),
+                         nu_tot_mean=masked_mean(nu_tot[:, :-1], mask))
             stats.update(self._mixer_stats(states[:, :-1], mask))
         return losses, stats
 
@@ -257,7 +264,7 @@ class MisoDICELearner(OfflineLearner):
             raise ValueError(f"{type(self).__name__} needs expert data D_E: set offline_expert (run: offline)")
         check_actions_available(data, transition_mask(data).expand(-1, -1, self.n_agents))
         stage = self.stage()
-        losses, stats = self.losses(data, expert, stage)
+        losses, stats = self.losses(data, expert, stage, batches.get("init"))
         groups = {name: self.groups[name] for name in losses}
         for _, opt in groups.values():
             opt.zero_grad(set_to_none=True)

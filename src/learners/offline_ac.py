@@ -6,7 +6,14 @@ import copy
 import torch as th
 
 from learners.base import OfflineLearner
-from learners.common import NonFiniteGuard, TargetUpdater, check_actions_available, make_optimizer, transition_mask
+from learners.common import (
+    NonFiniteGuard,
+    TargetUpdater,
+    check_actions_available,
+    make_optimizer,
+    require_policy_actor,
+    transition_mask,
+)
 
 
 def unroll(net, inputs):
@@ -27,9 +34,7 @@ class OfflineActorCritic(OfflineLearner):
     counters = ("log_stats_t", "train_steps")
 
     def __init__(self, mac, scheme, logger, args):
-        if mac.agent_output_type != "pi_logits":
-            raise ValueError(f"{type(self).__name__} needs a policy actor: agent_output_type: pi_logits "
-                             f"(got '{mac.agent_output_type}')")
+        require_policy_actor(self, mac)
         self.mac, self.logger, self.args = mac, logger, args
         self.n_agents, self.n_actions = args.n_agents, args.n_actions
         self.log_stats_t = -args.learner_log_interval - 1

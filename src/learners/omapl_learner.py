@@ -54,8 +54,8 @@ class OMAPLLearner(OMIGALearner):
         actions = batch["actions"][:, :-1].to(dev)
         inputs = self.mac._build_inputs_seq(batch)
         q_tot, q_taken, w, b = self.q_tot(batch, inputs, actions)
-        return q_tot - self.bootstrap(batch, inputs), mask, inputs, actions, {"q_tot_mean": masked_mean(q_tot, mask),
-                                                                               "mixer_w_mean": w.mean()}
+        stats = {"q_tot_mean": masked_mean(q_tot, mask), "mixer_w_mean": masked_mean(w, mask.expand_as(w))}
+        return q_tot - self.bootstrap(batch, inputs), mask, inputs, actions, stats
 
     def preference_logits(self, pairs):
         """(logits [P] = G(sigma_1) - G(sigma_2), R_t, mask, inputs, actions, stats) of a PairBatch."""
@@ -99,7 +99,7 @@ class OMAPLLearner(OMIGALearner):
             raise ValueError(f"topk_expert={k} must be in [1, {episodes}] (the dataset has {episodes} episodes)")
         if k == episodes:
             logging.getLogger("pymarl").warning(f"topk_expert={k} = every episode of the dataset: D_E will equal D_U")
-        check_new_labels(data, self.label_names(), self.args.label_overwrite)
+        check_new_labels(data, self.label_names(), self.args.label_overwrite, self.args.model_dir)
 
     @th.no_grad()
     def recovered_returns(self, data):

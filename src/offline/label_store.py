@@ -255,6 +255,12 @@ def write_preferences(path, name, pairs, label, attrs, expected_fingerprint, out
     return edit_dataset(path, edit, expected_fingerprint, out)
 
 
+def episode_label_attrs(path, name):
+    """The provenance attrs of `labels/<name>` in dataset `path` ({} when the file has no such label)."""
+    with h5py.File(path, "r") as f:
+        return _read_attrs(f[LABELS][name]) if LABELS in f and name in f[LABELS] else {}
+
+
 def write_episode_labels(path, labels, attrs, expected_fingerprint, out=None, overwrite=False):
     """Store per-episode arrays `labels` {name: [E, ...]} as `labels/<name>` in dataset `path` (or a copy at `out`),
     each with `attrs` (JSON-able provenance) plus content_fingerprint and created. The reader loads them as

@@ -23,7 +23,7 @@ from offline.format import (
     to_json,
 )
 from offline.label_store import GROUP as PREFERENCES
-from offline.label_store import check_groups, label_command
+from offline.label_store import check_groups, episode_label_attrs, label_command
 from offline.writer import DatasetWriter
 from utils.files import is_temp, sha256_file
 
@@ -198,6 +198,11 @@ class OfflineDataset:
     @property
     def label_names(self):
         return sorted(self._labels)
+
+    def label_attrs(self, name):
+        """The provenance attrs stored with labels/<name> in this dataset's file ({} for a dataset not read from a
+        file, or a label without attrs)."""
+        return episode_label_attrs(self.path, name) if self.path and name in self._labels else {}
 
     def label(self, name):
         """The per-episode label `labels/<name>` for this view's episodes, in their order."""

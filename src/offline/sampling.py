@@ -28,6 +28,10 @@ def load_training_data(args, env_info, _log):
         raise DatasetError(f"the dataset's shapes {data.env_info} do not match the env's {shapes}: it was "
                            f"collected with other env settings")
     if args.offline_reward:
+        if args.offline_top_fraction < 1.0:  # it ranks by the stored (ground-truth) episode_return
+            raise DatasetError(f"offline_reward={args.offline_reward} with offline_top_fraction="
+                               f"{args.offline_top_fraction}: the top fraction would be chosen by the dataset's true "
+                               f"returns, which a learner on recovered rewards must not see; use one of the two")
         data = data.with_reward(label_rows(data, args.offline_reward, "offline_reward", _REWARD_HINT))
     expert = select_expert(data, args.offline_expert, args, env_args)
     if args.offline_top_fraction < 1.0:
@@ -95,6 +99,11 @@ class Sampler:
     def batch(self, dataset, batch_size, device):
         sample = dataset.sample(batch_size, rng=self.rng)
         sample = sample[:, : sample.max_t_filled()]
+        return sample.to(device) if device != "cpu" else sample
+
+    def initial(self, dataset, batch_size, device):
+        """The first step (initial obs/state) of `batch_size` episodes: a one-step EpisodeBatch (DICE's s0 batch)."""
+        sample = dataset.sample(batch_size, rng=self.rng)[:, :1]
         return sample.to(device) if device != "cpu" else sample
 
     def pairs(self, preferences, n_pairs, device):

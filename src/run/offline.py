@@ -7,8 +7,11 @@ Logging is the online runs' (Sacred info/metrics, TensorBoard, console) with the
 (`t_env` in the logs); checkpoints go to results/models/<run>/<step>/ and `checkpoint_path` resumes a run.
 With reference_return_low/high set, `test_normalised_score` = (R - low) / (high - low) is logged too.
 """
+import os
+
 import numpy as np
 
+from learners.episode_ranking import own_labels
 from offline.label_store import content_fingerprint, write_episode_labels
 from offline.preferences import check_stored_view, load_preferences
 from offline.reader import dataset_fingerprint
@@ -34,7 +37,7 @@ def run_offline(_run, config, _log):
         raise ValueError(f"learner '{args.learner}' trains from its own rollouts, not from datasets: run: offline "
                          f"needs an offline learner (bc, bc50, bc_beta, omar, omiga, misodice, misodice_vdn, indd)")
     data, valid, expert = load_training_data(args, runner.get_env_info(), _log)
-    datasets = {"data": data, "expert": expert}
+    datasets = {"data": data, "expert": expert, "init": data}  # init: D_U's initial states (DICE's s0 batch)
     if args.preference_set or learner.labels_at_end:
         check_stored_view(f"preference_set={args.preference_set}" if args.preference_set else
                           f"learner '{args.learner}' (it labels the dataset)", len(dataset_paths(args.offline_dataset)),
@@ -137,6 +140,7 @@ def episodes_per_step(learner, args):
 
 def batch_text(learner, args):
     parts = [f"{args.preference_batch_size} preference pairs" if name == "preferences" else
+             f"{args.s0_batch_size} initial states (init)" if name == "init" else
              f"{args.batch_size} episodes ({name})" for name in sorted(learner.batches)]
     return ", ".join(parts)
 
@@ -145,6 +149,8 @@ def draw(sampler, name, source, args):
     """The batch `name` of one update: preference pairs (preference_batch_size of them) or episodes (batch_size)."""
     if name == "preferences":
         return sampler.pairs(source, args.preference_batch_size, args.device)
+    if name == "init":
+        return sampler.initial(source, args.s0_batch_size, args.device)
     return sampler.batch(source, args.batch_size, args.device)
 
 
@@ -164,8 +170,12 @@ def write_labels(ctx, data, result, fingerprint, step, _log):
     report into the run's info and the console."""
     args = ctx.args
     attrs = {"learner": args.learner, "config": args.name, "step": step, "seed": args.seed,
-             "preference_set": args.preference_set, "sacred_run": ctx.sacred_run}
-    path = write_episode_labels(data.path, result["labels"], attrs, fingerprint, overwrite=args.label_overwrite)
+             "preference_set": args.preference_set, "sacred_run": ctx.sacred_run,
+             "model_dir": os.path.abspath(args.model_dir)}  # a run resumed into this folder may replace them
+    names = sorted(result["labels"])
+    existing = [n for n in names if n in data.label_names]  # as loaded: a label written meanwhile is refused
+    overwrite = args.label_overwrite or (bool(existing) and existing == own_labels(data, names, args.model_dir))
+    path = write_episode_labels(data.path, result["labels"], attrs, fingerprint, overwrite=overwrite)
     ctx.run_info["labels"] = {"path": path, "names": sorted(result["labels"]), **result["info"]}
     _log.info(f"Wrote labels {sorted(result['labels'])} into {path}" + (f": {result['summary']}"
                                                                          if result.get("summary") else ""))

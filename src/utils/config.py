@@ -27,7 +27,8 @@ OPEN_KEYS = ("env_args", "collect_datasets", "quality_fractions")
 # Keys with a fixed set of values (learners read on_nonfinite from here too).
 CHOICES = {"on_nonfinite": ("stop", "skip_batch"),
            # MisoDICE / INDD (config/algs/misodice.yaml)
-           "schedule": ("sequential", "joint"), "nu_loss": ("exp", "logsumexp"), "disc_mix": ("logits", "probs")}
+           "schedule": ("sequential", "joint"), "nu_loss": ("exp", "logsumexp"), "disc_mix": ("logits", "probs"),
+           "s0_source": ("init_batch", "data_batch"), "omapl_rank_by": ("sum", "mean")}
 
 # key -> (integer only, test, allowed range in words, null allowed). Checked on the merged config, before anything runs.
 RANGES = {
@@ -55,6 +56,12 @@ RANGES = {
     "disc_steps": (True, lambda v: v >= 0, "an integer >= 0", False),
     "nu_steps": (True, lambda v: v >= 0, "an integer >= 0", False),
     "gp_samples": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "s0_batch_size": (True, lambda v: v >= 1, "an integer >= 1", False),
+    # preference learners (O-MAPL, MARL-SL) and the labeling run mode
+    "preference_batch_size": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "max_unlabeled_fraction": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
+    "n_pairs": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "oracle_accuracy": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
 }
 
 # Keys whose default is a whole number but which take any number (a float is not a type error there).

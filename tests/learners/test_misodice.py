@@ -229,6 +229,8 @@ def greedy_joint_actions(alg, climbing_mixture, seed, steps, **overrides):
     rng = np.random.default_rng(seed)
     for step in range(steps):
         batches = {"data": data.sample(8, rng=rng), "expert": expert.sample(8, rng=rng)}
+        if "init" in ctx.learner.batches:  # DICE's s0 batch: initial states of other D_U episodes
+            batches["init"] = data.sample(ctx.args.s0_batch_size, rng=rng)[:, :1]
         ctx.learner.train({k: batches[k] for k in ctx.learner.batches}, step, step)
     return ctx.runner.run(test_mode=True)["actions"][0, :10, :, 0]
 

@@ -71,13 +71,16 @@ def test_omapl_end_to_end_writes_the_top_k_labels(tmp_path, labeled, capsys):
     # a second run would replace the labels: refused before training unless label_overwrite
     capsys.readouterr()
     run_main(tmp_path / "again", "omapl", "climbing", f"offline_dataset={data}", *TINY, expect=1)
-    assert "already has label(s) ['oracle_return_hat', 'oracle_expert']; set label_overwrite=True" in \
+    assert "already has label(s) ['oracle_return_hat', 'oracle_expert'] written by another run; set " \
+           "label_overwrite=True" in \
         capsys.readouterr().err
     run_main(tmp_path / "again2", "omapl", "climbing", f"offline_dataset={data}", *TINY, "label_overwrite=True")
 
 
 def test_omapl_resumes_exactly(tmp_path, labeled):
-    args = [*TINY, "offline_steps=6", "label_overwrite=True"]
+    # no label_overwrite: the half run wrote its labels at its end; resumed into its own model folder, the run
+    # replaces them (labels of another run are refused, above)
+    args = [*TINY, "offline_steps=6"]
     full_data, half_data = copy(labeled, tmp_path, "full.h5"), copy(labeled, tmp_path, "half.h5")
     run_main(tmp_path / "full", "omapl", "climbing", *args, f"offline_dataset={full_data}")
     run_main(tmp_path / "half", "omapl", "climbing", *[a for a in args if a != "offline_steps=6"], "offline_steps=3",
