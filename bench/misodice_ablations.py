@@ -68,6 +68,7 @@ VARIANTS = {
     "d_target": ("misodice", {"nu_target": True}),
     "e_batch2": ("misodice", {"batch_size": 2}),
     "f_joint": ("misodice", {"schedule": "joint"}),
+    "s0_data_batch": ("misodice", {"s0_source": "data_batch"}),
     "misodice_vdn": ("misodice_vdn", {}),
     "indd": ("indd", {}),
     "bc0": ("bc", {}),

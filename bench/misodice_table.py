@@ -43,20 +43,14 @@ import os
 import platform
 import subprocess
 import sys
-import warnings
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SRC = os.path.join(ROOT, "src")
-if SRC not in sys.path:
-    sys.path.insert(0, SRC)
-warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/ (its study helpers), also when imported
 import yaml  # noqa: E402
 
+from study import RESULTS_ROOT, ROOT, add_ray_options  # noqa: E402  (also puts src/ on sys.path)
 from utils.config import ConfigError, build_config, load_alg, read_yaml  # noqa: E402
 from utils.paths import env_label  # noqa: E402
 
-RESULTS_ROOT = os.path.join(ROOT, "results")
 SWEEP_DIR = os.path.join(ROOT, "config", "sweeps")
 ENV_TAGS = {"lbf_8x8_2p_2f_coop": "lbf", "mpe_spread": "mpe", "smax": "smax"}
 DEFAULT_LABELERS = ["oracle", "noisy_oracle:0.75"]
@@ -314,6 +308,9 @@ def sweep_folder_of(path, name):
 
 
 # ----------------------------------------------------------------------------------------------- results
+# Runs of one method differ per seed in their label names (omapl_label_name, offline_expert=label:<lab>_s<seed>_...):
+# grouped by run name and env only, so those pool as seeds instead of making one group per seed.
+SEED_POOLED = "alg,env"
 def results_call(folders, out, metric="test_return_mean", by="bc_beta", normalise=None, plots=False):
     """src/results.py (in this process) over sweep folders; returns {(name, bc_beta or key value): GroupScores}
     and the report."""
@@ -438,9 +435,9 @@ def env_report(plan, files, a):
                 if smax:
                     entry["methods"][label + " win"] = cell(wins.get((name, beta)))
         if p2 and os.path.isfile(os.path.join(p2, "manifest.json")):
-            prec = results_call([p2], os.path.join(out, f"{tag}_topk"), metric="topk_precision_sum", by=None)[0]
+            prec = results_call([p2], os.path.join(out, f"{tag}_topk"), metric="topk_precision_sum", by=SEED_POOLED)[0]
             rho = results_call([p2], os.path.join(out, f"{tag}_spearman"), metric="return_hat_spearman_sum",
-                               by=None)[0]
+                               by=SEED_POOLED)[0]
             entry["topk_precision"] = cell(prec.get(("omapl", None)))
             entry["spearman"] = cell(rho.get(("omapl", None)))
             entry["ceiling"] = omapl_ceiling(p2)
@@ -454,8 +451,8 @@ def env_report(plan, files, a):
                                           if label in DE_METHODS}
     k_omapl, k = folders.get(("k_omapl", f"misodice_{plan.tag}_k_omapl")), folders.get(("k", f"misodice_{plan.tag}_k"))
     if k and os.path.isfile(os.path.join(k, "manifest.json")):
-        scores = results_call([k], os.path.join(out, "k"), normalise=normalise, by=None)[0]
-        prec = results_call([k_omapl], os.path.join(out, "k_topk"), metric="topk_precision_sum", by=None)[0]
+        scores = results_call([k], os.path.join(out, "k"), normalise=normalise, by=SEED_POOLED)[0]
+        prec = results_call([k_omapl], os.path.join(out, "k_topk"), metric="topk_precision_sum", by=SEED_POOLED)[0]
         rows = {}
         for kk in sorted({*a.k_values, plan.k_default}):
             if kk == plan.k_default:
@@ -611,10 +608,7 @@ def parse_args(argv=None):
                    help=f"gradient steps of O-MAPL and MARL-SL's reward model (--quick {QUICK['preference_steps']})")
     p.add_argument("--label-with", nargs="*", default=[], metavar="KEY=VALUE",
                    help="updates of the label runs (e.g. llm.backend=local)")
-    p.add_argument("--jobs", type=int, default=None, help="at most N trials at once (the sweeps' max concurrency)")
-    p.add_argument("--address", default=None, help="join a running Ray cluster")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
-    p.add_argument("--results", default=RESULTS_ROOT, help="local_results_path of every run (default results/)")
+    add_ray_options(p)  # --jobs, --address, --num-cpus, --results, as every study bench
     p.add_argument("--out", default=os.path.join(RESULTS_ROOT, "bench"))
     p.add_argument("--check", action="store_true", help="build and check every sweep, print the plan, run nothing")
     p.add_argument("--report-only", action="store_true", help="tables from the sweeps run so far; run nothing")
