@@ -254,7 +254,7 @@ class MisoDICELearner(OfflineLearner):
         for key, mixer in (("disc_mixer", self.disc_mixer), ("nu_mixer", self.nu_mixer)):
             if mixer is not None:
                 w, b = mixer_weights(mixer, states, self.n_agents)
-                out[f"{key}_w_mean"], out[f"{key}_b_mean"] = masked_mean(w, mask), masked_mean(b, mask)
+                out[f"{key}_w_mean"], out[f"{key}_b_mean"] = masked_mean(w, mask.expand_as(w)), masked_mean(b, mask)
         return out
 
     # ----- training -----

@@ -24,7 +24,7 @@ def test_local_model_labels_ten_pairs(tmp_path):
     cfg = build_config("label_preferences", "climbing", {
         "local_results_path": str(tmp_path / "results"), "n_pairs": 10, "labeler": "llm", "summary_max_steps": 0,
         "llm": {"backend": "local", "cache_dir": str(tmp_path / "cache"), "max_tokens": 24, "timeout_s": 600.0,
-                "local": {"threads": 1, "ctx": 2048}}})
+                "local": {"threads": 2, "ctx": 2048}}})  # a test runs alone: both cores
     args = SN(**cfg)
     ds = OfflineDataset.load(path)
     source = LabelSource(ds, path, content_fingerprint(ds), env_factory=lambda: make_env("matrix_game", **ENV_ARGS))
