@@ -105,6 +105,13 @@ class LabelTask:
         """The answer in a model's reply text, or None when the reply gives no clear answer (unparsed)."""
         raise NotImplementedError(f"task '{self.name}' has no parser: only the oracle labelers can answer it")
 
+    def prompter(self, source: LabelSource, args, fmt: str):
+        """What the llm labeler asks of this task: an object with messages(item, swapped), reask(messages, reply),
+        response_format(), parse(text, item) -> (value or None, how) and provenance(). fmt: the labeler's answer
+        format (json | text). Default: this task's own messages/parse (labeling.prompting.TaskPrompt)."""
+        from labeling.prompting import TaskPrompt
+        return TaskPrompt(self, source, args)
+
     def unswap(self, answer: float) -> float:
         """An answer to the swapped question, as an answer to the item as stored."""
         return answer

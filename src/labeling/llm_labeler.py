@@ -24,7 +24,7 @@ import numpy as np
 from labeling.base import Labeler, LabelResult
 from labeling.journal import Journal
 from labeling.parse import PREFERENCE_LABEL, parse_choice
-from labeling.prompting import FORMATS, PreferencePrompt, check_fits, context_window, sha256
+from labeling.prompting import FORMATS, TaskPrompt, check_fits, context_window, sha256
 from llm import LLMCacheMiss, LLMError, make_llm
 from llm.cache import canonical_json, request_identity
 from llm.config import local_model_name, resolve
@@ -75,14 +75,7 @@ class LLMLabeler(Labeler):
         """The task's prompt object (messages(item, swapped), reask, response_format, parse); ConfigError naming
         the oracle labelers when the env cannot describe itself."""
         try:
-            env = source.env
-            if task.name == "trajectory_preference":
-                a = self.args
-                arr = source.dataset.arrays()
-                p = PreferencePrompt(env, self.fmt, a.prompt_show_reward, a.summary_max_steps, arr)
-                p.summary(0)  # the env's describe_episode works (or says what it lacks) before any request
-                return p
-            return TaskPrompt(task, source, self.args)
+            return task.prompter(source, self.args, self.fmt)
         except NotImplementedError as e:
             raise ConfigError(f"labeler=llm needs an env that describes itself for its prompts (describe_task, "
                               f"describe_episode) and a task with a prompt: {e}. Use labeler=oracle (the "
@@ -107,31 +100,6 @@ class LLMLabeler(Labeler):
             hashes.append(sha256(canonical_json(idents)))
         run = _Run(self, task, items, prompt, orders, asks, hashes, sampling, self.journal_path(source), bar)
         return run.go(c)
-
-
-class TaskPrompt:
-    """A task that brings its own prompt and parser (task.messages / task.parse), in the labeler's interface."""
-
-    def __init__(self, task, source, args):
-        self.task, self.source, self.args = task, source, args
-
-    def provenance(self):
-        return {"answer_format": "task"}
-
-    def messages(self, item, swapped=False):
-        return self.task.messages(item, self.source, self.args, swapped)
-
-    def reask(self, messages, reply):
-        return [*messages, {"role": "assistant", "content": reply},
-                {"role": "user", "content": "Your reply did not give a clear answer. Reply again with the answer "
-                                            "only, in the format asked."}]
-
-    def response_format(self):
-        return None
-
-    def parse(self, text, item):
-        value = self.task.parse(text, item)
-        return (None, "unparsed") if value is None else (float(value), "task")
 
 
 class _Run:

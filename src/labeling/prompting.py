@@ -116,3 +116,28 @@ class PreferencePrompt:
 
     def response_format(self):
         return PREFERENCE_SCHEMA if self.fmt == "json" else None
+
+
+class TaskPrompt:
+    """A task that brings its own prompt and parser (task.messages / task.parse), in the labeler's interface."""
+
+    def __init__(self, task, source, args):
+        self.task, self.source, self.args = task, source, args
+
+    def provenance(self):
+        return {"answer_format": "task"}
+
+    def messages(self, item, swapped=False):
+        return self.task.messages(item, self.source, self.args, swapped)
+
+    def reask(self, messages, reply):
+        return [*messages, {"role": "assistant", "content": reply},
+                {"role": "user", "content": "Your reply did not give a clear answer. Reply again with the answer "
+                                            "only, in the format asked."}]
+
+    def response_format(self):
+        return None
+
+    def parse(self, text, item):
+        value = self.task.parse(text, item)
+        return (None, "unparsed") if value is None else (float(value), "task")

@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from labeling.base import Item, LabelTask
+from labeling.prompting import PreferencePrompt
 from labeling.store import preference_names, read_preferences, store_preferences
 
 QUALITY_RANKS = {"random": 0, "poor": 1, "medium": 2, "expert": 3}  # ordinal ground-truth qualities
@@ -118,15 +119,19 @@ class TrajectoryPreference(LabelTask):
     def unswap(self, answer):
         return 1.0 - answer
 
+    def prompter(self, source, args, fmt):
+        """Our role prompt and the env's episode summaries in the labeler's answer format (PreferencePrompt); the
+        first summary is built now, so an env that cannot describe itself fails before any request."""
+        prompt = PreferencePrompt(source.env, fmt, args.prompt_show_reward, args.summary_max_steps,
+                                  source.dataset.arrays())
+        prompt.summary(0)
+        return prompt
+
     def messages(self, item, source, args, swapped=False):
-        # the llm labeler builds this task's prompts itself (labeling/prompting.PreferencePrompt: it needs the
-        # labeler's answer format); other tasks answer here
-        raise NotImplementedError("trajectory_preference prompts are built by the llm labeler "
-                                  "(labeling/prompting.PreferencePrompt)")
+        return self.prompter(source, args, "text").messages(item, swapped)
 
     def parse(self, text, item):
-        # the llm labeler builds this task's prompts itself (labeling/prompting.PreferencePrompt) and parses with
-        # labeling/parse.py; this is the same rule for callers that go through the task
+        # the same rule as the prompter's (PreferencePrompt parses JSON or text answers with labeling/parse.py)
         from labeling.parse import parse_preference
         return parse_preference(text)
 
