@@ -115,6 +115,20 @@ def write_random_dataset(path, env_config="climbing", n_episodes=8, qualities="r
     return path, ctx
 
 
+def constant_climbing_episodes(n, a0, a1, limit=25):
+    """Dataset arrays of n climbing episodes in which both agents always play (a0, a1): obs/state = one-hot of the
+    last joint action (zeros at the first step), the team payoff every step, time-limit end."""
+    payoff = [[11, -30, 0], [-30, 7, 6], [0, 0, 5]][a0][a1]
+    state = np.zeros((n, limit + 1, 6), np.float32)
+    state[:, 1:, a0] = state[:, 1:, 3 + a1] = 1
+    reward = np.zeros((n, limit + 1, 1), np.float32)
+    reward[:, :limit] = payoff
+    return {"obs": np.repeat(state[:, :, None], 2, axis=2), "state": state, "reward": reward,
+            "actions": np.tile(np.array([a0, a1]).reshape(1, 1, 2, 1), (n, limit + 1, 1, 1)),
+            "avail_actions": np.ones((n, limit + 1, 2, 3), np.uint8),
+            "terminated": np.zeros((n, limit + 1, 1), np.uint8), "filled": np.ones((n, limit + 1, 1), np.uint8)}
+
+
 def run_main(tmp_path, alg, env, *updates, expect=0):
     """Run src/main.py in-process with results under tmp_path."""
     argv = ["main.py", f"--config={alg}", f"--env-config={env}", "with", f"local_results_path={tmp_path}", "seed=3",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch as th
 
-from helpers import make_ctx
+from helpers import constant_climbing_episodes, make_ctx
 from learners.dice import dice_weights, exp_linear, nu_objective
 from learners.misodice_learner import mixer_weights
 from modules.mixers import REGISTRY as mixer_REGISTRY
@@ -197,25 +197,12 @@ def test_extreme_advantages_give_finite_losses_weights_and_gradients(form, norma
 
 
 # ----- the climbing mixture -----
-def constant_episodes(n, a0, a1, limit=10):
-    """Climbing episodes in which both agents always play (a0, a1); obs/state = one-hot of the last joint action
-    (zeros at the first step), time-limit end."""
-    payoff = [[11, -30, 0], [-30, 7, 6], [0, 0, 5]][a0][a1]
-    state = np.zeros((n, limit + 1, 6), np.float32)
-    state[:, 1:, a0] = state[:, 1:, 3 + a1] = 1
-    reward = np.zeros((n, limit + 1, 1), np.float32)
-    reward[:, :limit] = payoff
-    return {"obs": np.repeat(state[:, :, None], 2, axis=2), "state": state, "reward": reward,
-            "actions": np.tile(np.array([a0, a1]).reshape(1, 1, 2, 1), (n, limit + 1, 1, 1)),
-            "avail_actions": np.ones((n, limit + 1, 2, 3), np.uint8),
-            "terminated": np.zeros((n, limit + 1, 1), np.uint8), "filled": np.ones((n, limit + 1, 1), np.uint8)}
-
-
 @pytest.fixture(scope="module")
 def climbing_mixture(tmp_path_factory):
     """A minority of expert episodes at the optimum (0, 0), a majority at the safe (2, 2): BC plays (2, 2)."""
     path = tmp_path_factory.mktemp("climbing") / "mixture.h5"
-    data = write(path, [(constant_episodes(10, 0, 0), "expert"), (constant_episodes(20, 2, 2), "poor")], 10)
+    data = write(path, [(constant_climbing_episodes(10, 0, 0, limit=10), "expert"),
+                        (constant_climbing_episodes(20, 2, 2, limit=10), "poor")], 10)
     data.path = str(path)
     return data, data.subset(np.flatnonzero(data.quality_code_array[:, 0] == data.quality_codes["expert"]))
 

@@ -7,7 +7,7 @@ import pytest
 import torch as th
 
 from components.episode_buffer import EpisodeBatch
-from helpers import make_ctx, write_random_dataset
+from helpers import constant_climbing_episodes, make_ctx, write_random_dataset
 from learners.common import transition_mask
 from learners.omar_learner import expected_value, masked_argmax, masked_logsumexp
 from modules.mixers.lmix import LMixer
@@ -283,28 +283,14 @@ def test_cuda_training_matches_cpu(alg, countdown_data):
 
 
 # ----- learning -----
-def constant_episodes(n, a0, a1, limit=25):
-    """Climbing episodes in which both agents always play (a0, a1): obs/state = one-hot of the last joint
-    action (zeros at the first step), team payoff every step, time-limit end."""
-    payoff = [[11, -30, 0], [-30, 7, 6], [0, 0, 5]][a0][a1]
-    state = np.zeros((n, limit + 1, 6), np.float32)
-    state[:, 1:, a0] = state[:, 1:, 3 + a1] = 1
-    reward = np.zeros((n, limit + 1, 1), np.float32)
-    reward[:, :limit] = payoff
-    return {"obs": np.repeat(state[:, :, None], 2, axis=2), "state": state, "reward": reward,
-            "actions": np.tile(np.array([a0, a1]).reshape(1, 1, 2, 1), (n, limit + 1, 1, 1)),
-            "avail_actions": np.ones((n, limit + 1, 2, 3), np.uint8),
-            "terminated": np.zeros((n, limit + 1, 1), np.uint8), "filled": np.ones((n, limit + 1, 1), np.uint8)}
-
-
 def climbing_dataset(path, n_optimum, n_safe, n_random):
     """n_optimum episodes of (0, 0) (11 per step), n_safe of (2, 2) (5 per step), n_random uniformly random."""
     np.random.seed(0)  # the runner's random actions: the same episodes whatever ran before
     ctx = make_ctx("qmix", "climbing", epsilon_start=1.0, epsilon_finish=1.0, seed=0)
     with DatasetWriter(path, ctx.runner.get_env_info(), ctx.args.env, ctx.args.env_args) as w:
-        w.add_arrays(constant_episodes(n_optimum, 0, 0), qualities="expert")
+        w.add_arrays(constant_climbing_episodes(n_optimum, 0, 0), qualities="expert")
         if n_safe:
-            w.add_arrays(constant_episodes(n_safe, 2, 2), qualities="medium")
+            w.add_arrays(constant_climbing_episodes(n_safe, 2, 2), qualities="medium")
         for _ in range(n_random):
             w.add(ctx.runner.run(test_mode=False), qualities="random")
     return OfflineDataset.load(path)
