@@ -21,7 +21,7 @@ import numpy as np
 from envs import episode as ep_text
 from envs.description import Field
 from envs.gymma import GymmaWrapper
-from envs.multiagentenv import EnvArgumentError
+from envs.multiagentenv import EnvArgumentError, ObsHooksUnsupported, obs_array
 
 STATE_LAYOUTS = ("qllm", "obs")
 
@@ -102,6 +102,103 @@ class ForagingEnv(GymmaWrapper):
                             "action index each agent took at the previous step (agent 0 first); "
                             "-1 for every agent at the first step of an episode"))
         return fields
+
+    # --- obs hooks (CODI stitching): exact with full sight; generated obs are rounded to LBF's integer grid ---
+    def state_from_obs(self, obs, actions=None):
+        """`obs [..., T, n, O]`, a trajectory from an episode's first step, and `actions [..., T, n]` (the actions
+        taken; the last step's unused) -> `state [..., T, S]`. `state: qllm` needs both: food slots are fixed at the
+        first step (row-major, as at reset) and the state ends with the previous step's actions (-1 at step 0).
+        The agents' views are averaged, then rounded, so a generated view that wobbles still gives a grid state."""
+        if self.layout == "obs":
+            obs = self._full_sight_obs(obs, "state_from_obs")
+            return np.rint(obs).reshape(*obs.shape[:-2], -1).astype(np.float32)
+        obs = self._full_sight_obs(obs, "state_from_obs")
+        if obs.ndim < 3:
+            raise ValueError("state_from_obs: LBF's state (state: qllm) needs a time axis, obs [..., T, n, O] from "
+                             "an episode's first step: food slots are fixed at the first step")
+        if actions is None:
+            raise ValueError("state_from_obs: LBF's state (state: qllm) holds the previous step's actions; pass "
+                             "actions [..., T, n]")
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape == (*obs.shape[:-1], 1):
+            actions = actions[..., 0]
+        if actions.shape != obs.shape[:-1]:
+            raise ValueError(f"state_from_obs: actions must be [..., T, n] = {obs.shape[:-1]}, got {actions.shape}")
+        agents, agent_level, food, food_level = self._decode_obs(obs)
+        n, m = self.n_agents, self.n_food
+        # slots: the foods present at the first step in row-major order (padded slots stay empty)
+        rows_cols = self._unwrapped.field_size[1]
+        first, first_level = food[..., :1, :, :], food_level[..., :1, :]
+        key = np.where(first_level > 0, first[..., 0] * rows_cols + first[..., 1], np.iinfo(np.int64).max)
+        order = np.argsort(key, axis=-1, kind="stable")
+        slot = np.take_along_axis(first, order[..., None], axis=-2)  # [..., 1, m, 2]
+        slot_used = np.take_along_axis(first_level, order, axis=-1) > 0  # [..., 1, m]
+        same = (food[..., None, :, :] == slot[..., :, None, :]).all(-1) & (food_level[..., None, :] > 0)
+        level = np.where(same, food_level[..., None, :], 0).max(-1) * slot_used  # [..., T, m]: 0 = picked up
+        food_state = np.where((level > 0)[..., None], np.concatenate([np.broadcast_to(slot, (*level.shape, 2)),
+                                                                      level[..., None]], axis=-1), [-1, -1, 0])
+        last = np.concatenate([np.full_like(actions[..., :1, :], -1), actions[..., :-1, :]], axis=-2)
+        state = np.concatenate([np.concatenate([agents, agent_level[..., None]], -1).reshape(*obs.shape[:-2], 3 * n),
+                                food_state.reshape(*obs.shape[:-2], 3 * m), last], axis=-1)
+        return state.astype(np.float32)
+
+    def avail_actions_from_obs(self, obs):
+        """`obs [..., n, O]` -> `[..., n, 6]`, lbforaging's rule: a move is available when its target cell is on
+        the grid and holds no food (other agents do not block it), load when a food is in one of the 4
+        neighbouring cells, stay always."""
+        agents, _, food, food_level = self._decode_obs(self._full_sight_obs(obs, "avail_actions_from_obs"))
+        rows, cols = self._unwrapped.field_size
+        present = food_level > 0
+
+        def food_at(cell):  # cell [..., n, 2] -> [..., n] bool
+            return ((cell[..., :, None, :] == food[..., None, :, :]).all(-1) & present[..., None, :]).any(-1)
+
+        steps = {"NORTH": (-1, 0), "SOUTH": (1, 0), "WEST": (0, -1), "EAST": (0, 1)}
+        move = {}
+        for name, d in steps.items():
+            cell = agents + np.asarray(d)
+            inside = (cell[..., 0] >= 0) & (cell[..., 0] < rows) & (cell[..., 1] >= 0) & (cell[..., 1] < cols)
+            move[name] = (inside, food_at(cell))
+        avail = {"NONE": np.ones(agents.shape[:-1], dtype=bool),
+                 "LOAD": np.any([hit for _, hit in move.values()], axis=0)}
+        avail.update({name: inside & ~hit for name, (inside, hit) in move.items()})
+        return np.stack([avail[a.name] for a in self._lbf_actions], axis=-1).astype(np.int64)
+
+    def terminal_from_obs(self, obs):
+        """`obs [..., n, O]` -> `[...]` bool: every food has been picked up (LBF's only real terminal)."""
+        _, _, _, food_level = self._decode_obs(self._full_sight_obs(obs, "terminal_from_obs"))
+        return ~(food_level > 0).any(-1)
+
+    def _full_sight_obs(self, obs, hook):
+        """Refuse what the hooks cannot rebuild exactly; the obs as float64 `[..., n, O]`."""
+        game = self._unwrapped
+        rows, cols = game.field_size
+        if game._grid_observation:
+            raise ObsHooksUnsupported(self, hook, "its observations are grids (grid_observation=True)")
+        if not game._observe_agent_levels:
+            raise ObsHooksUnsupported(self, hook, "its observations hold no agent levels (observe_agent_levels=False)")
+        if game.sight < max(rows, cols) - 1:
+            raise ObsHooksUnsupported(self, hook, f"partial sight (sight={game.sight} on a {rows}x{cols} grid): an "
+                                                  f"agent sees only the cells within `sight` of it, so the grid "
+                                                  f"cannot be rebuilt from observations; use a key without '-2s'")
+        return obs_array(self, obs, hook)
+
+    def _decode_obs(self, obs):
+        """Integer grid quantities from `obs [..., n, O]` (lbforaging 2.0's vector obs: (row, col, level) per food,
+        row-major, then per player, self first): the agents' views averaged, then rounded and clipped to the grid.
+        Returns agents [..., n, 2], agent levels [..., n], foods [..., m, 2], food levels [..., m] (0: none)."""
+        n, m = self.n_agents, self.n_food
+        rows, cols = self._unwrapped.field_size
+        food = obs[..., : 3 * m].reshape(*obs.shape[:-1], m, 3).mean(-3)  # [..., m, 3]
+        players = obs[..., 3 * m: 3 * m + 3 * n].reshape(*obs.shape[:-1], n, 3)  # [..., view k, slot, 3]
+        k, i = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        slot = np.where(k == i, 0, np.where(i < k, i + 1, i))  # where view k lists agent i: self first, then in order
+        agents = players[..., k, slot, :].mean(-3)  # [..., n, 3]
+        limit = np.array([rows - 1, cols - 1])
+        grid = lambda a: np.clip(np.rint(a), 0, limit).astype(np.int64)  # noqa: E731
+        food_level = np.maximum(np.rint(food[..., 2]), 0).astype(np.int64)
+        return (grid(agents[..., :2]), np.maximum(np.rint(agents[..., 2]), 0).astype(np.int64),
+                grid(food[..., :2]), food_level)
 
     def edge_states(self):
         """States that random play rarely reaches, for validating credit functions (qllm.states): the

@@ -35,6 +35,7 @@ import numpy as np
 
 from envs import episode as ep_text
 from envs.description import Field
+from envs.multiagentenv import obs_array
 from envs.pz_base import PettingZooTeamEnv, reject_unknown
 
 SCENARIOS = ("spread", "tag", "adversary", "world")
@@ -615,6 +616,22 @@ class MPEEnv(PettingZooTeamEnv):
     def _set_obs(self):
         self._obs = self._sc.obs(self._P, self._V).astype(np.float32)
         self._state = self._obs.reshape(-1)
+
+    # --- obs hooks (CODI stitching): exact for every scenario ---
+    def state_from_obs(self, obs, actions=None):
+        """`obs [..., n, O]` -> `[..., n * O]`: the state is the controlled agents' observations concatenated
+        (_set_obs), so any leading dims work and `actions` are not needed."""
+        obs = obs_array(self, obs, "state_from_obs")
+        return obs.reshape(*obs.shape[:-2], -1).astype(np.float32)
+
+    def avail_actions_from_obs(self, obs):
+        """Every move is always available: ones `[..., n, 5]`."""
+        obs = obs_array(self, obs, "avail_actions_from_obs")
+        return np.ones((*obs.shape[:-1], self.n_actions), dtype=np.int64)
+
+    def terminal_from_obs(self, obs):
+        """No MPE scenario has a real terminal (episodes are truncated): all false `[...]`."""
+        return np.zeros(obs_array(self, obs, "terminal_from_obs").shape[:-2], dtype=bool)
 
     # --- self-description ---
     def task_summary(self):

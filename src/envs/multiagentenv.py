@@ -49,6 +49,30 @@ def reject_unknown_args(env, given, valid):
     raise EnvArgumentError(message + (f"; did you mean {', '.join(hints)}?" if hints else ""))
 
 
+class ObsHooksUnsupported(NotImplementedError):
+    """An env that cannot rebuild its state, available actions or terminals from observations (the obs hooks
+    `state_from_obs`, `avail_actions_from_obs`, `terminal_from_obs`), so generated observations cannot become a
+    dataset for it. `why` says what is missing when the env family has the hooks but this configuration does not."""
+
+    def __init__(self, env, hook, why=None):
+        variant = getattr(env, "key", None) or getattr(env, "scenario", None)  # gymma/lbf key, mpe scenario
+        name = f"{type(env).__name__} ({variant})" if variant else type(env).__name__
+        reason = why or "it has no obs hooks"
+        super().__init__(f"{hook}: env {name} is not supported: {reason}. CODI stitching supports MPE (env mpe, "
+                         f"every scenario) and full-sight LBF (env lbf with a key without '-2s', sight >= grid "
+                         f"size - 1, vector observations with agent levels); use one of those envs")
+
+
+def obs_array(env, obs, hook):
+    """`obs` as a float64 array `[..., n, O]`; ValueError naming the shape the env expects otherwise."""
+    obs = np.asarray(obs, dtype=np.float64)
+    want = (env.n_agents, env.get_obs_size())
+    if obs.ndim < 2 or obs.shape[-2:] != want:
+        raise ValueError(f"{hook}: observations of {type(env).__name__} are [..., n_agents, obs_size] = "
+                         f"[..., {want[0]}, {want[1]}], got shape {obs.shape}; pass the dataset's (denormalised) obs")
+    return obs
+
+
 def signature_args(function):
     """The keyword names `function` takes, or None when it takes **kwargs (anything)."""
     params = inspect.signature(function).parameters.values()
@@ -185,6 +209,24 @@ class MultiAgentEnv:
         """The parts of `describe_episode`'s text (an envs.episode.Episode): the generic one from the state schema;
         envs with better features override this."""
         return generic_sections(self, ep, max_steps)
+
+    # ----- obs hooks: what a generator that produces only observations needs (CODI stitching) -----
+    def state_from_obs(self, obs, actions=None):
+        """The global state from the agents' observations: `obs [..., T, n, O]` -> `[..., T, S]`, exactly as
+        `get_state()` would give on those steps. Axis -3 is time, from an episode's first step, for envs whose state
+        holds history (LBF: fixed food slots, last actions); `actions [..., T, n]` are the actions taken at each
+        step (the last one unused). Envs with a per-step state accept any leading dims and ignore `actions`."""
+        raise ObsHooksUnsupported(self, "state_from_obs")
+
+    def avail_actions_from_obs(self, obs):
+        """The available actions from the observations: `obs [..., n, O]` -> `[..., n, A]` (0/1 int64), as
+        `get_avail_actions()` gives them at those steps."""
+        raise ObsHooksUnsupported(self, "avail_actions_from_obs")
+
+    def terminal_from_obs(self, obs):
+        """`obs [..., n, O]` -> `[...]` bool: true where the observation is a real terminal (the episode has
+        ended there; a time limit is not one). The transition that reaches it is the one stored as terminated."""
+        raise ObsHooksUnsupported(self, "terminal_from_obs")
 
     def get_env_info(self):
         return {

@@ -1,0 +1,118 @@
+"""The obs hooks CODI stitching uses (state_from_obs, avail_actions_from_obs, terminal_from_obs) reproduce the env's
+own state, available actions and terminals on real rollouts; envs without them are refused by name."""
+import numpy as np
+import pytest
+
+from envs import make_env
+from envs.multiagentenv import ObsHooksUnsupported
+
+
+def rollout(env, policy, rng):
+    """One episode: obs [T+1, n, O], states [T+1, S], avail [T+1, n, A], actions [T+1, n] (last row 0), terminal
+    flags per observation [T+1] (true on the observation a terminating step produced)."""
+    obs, state = env.reset()
+    O, S, A, acts, term = [np.array(obs)], [np.array(state)], [np.array(env.get_avail_actions())], [], [False]
+    for _ in range(env.episode_limit):
+        a = policy(env, rng)
+        _, done, info = env.step(a)
+        acts.append(a)
+        O.append(np.array(env.get_obs()))
+        S.append(np.array(env.get_state()))
+        A.append(np.array(env.get_avail_actions()))
+        term.append(bool(done))
+        if done or info.get("episode_limit"):
+            break
+    acts.append([0] * env.n_agents)
+    return np.stack(O), np.stack(S), np.stack(A), np.array(acts), np.array(term)
+
+
+def random_policy(env, rng):
+    return [int(rng.integers(env.get_total_actions())) for _ in range(env.n_agents)]
+
+
+def lbf_policy(target_last):
+    """Mostly head for one food (the first or last in row-major order, so either end of the slots empties first) and
+    load it together, sometimes a random available action: episodes reach LBF's terminal (all food picked up)."""
+    def act(env, rng):
+        game = env._unwrapped
+        foods = list(zip(*np.nonzero(game.field)))
+        avail = np.array(env.get_avail_actions())
+        actions = []
+        for i, player in enumerate(game.players):
+            if not foods or rng.random() < 0.2:
+                actions.append(int(rng.choice(np.flatnonzero(avail[i]))))
+                continue
+            (fr, fc), (r, c) = foods[-1 if target_last else 0], player.position
+            if abs(fr - r) + abs(fc - c) == 1:
+                actions.append(5)  # LOAD
+                continue
+            towards = [a for a, ok in ((1, fr < r), (2, fr > r), (3, fc < c), (4, fc > c)) if ok and avail[i, a]]
+            actions.append(int(rng.choice(towards or list(np.flatnonzero(avail[i])))))
+        return actions
+    return act
+
+
+@pytest.mark.parametrize("scenario, extra", [("spread", {"N": 3}), ("world", {}), ("adversary", {})])
+def test_mpe_hooks_reproduce_rollouts(scenario, extra):
+    env = make_env("mpe", scenario=scenario, max_cycles=25, **extra)
+    for seed in range(3):
+        env.seed(seed)
+        obs, states, avail, actions, term = rollout(env, random_policy, np.random.default_rng(seed))
+        assert np.array_equal(env.state_from_obs(obs), states)
+        assert np.array_equal(env.state_from_obs(obs[None], actions[None])[0], states)  # any leading dims
+        assert np.array_equal(env.avail_actions_from_obs(obs), avail)
+        assert not term.any() and not env.terminal_from_obs(obs).any()
+    with pytest.raises(ValueError, match=rf"\[\.\.\., {env.n_agents}, {obs.shape[-1]}\], got shape"):
+        env.state_from_obs(obs[..., :-1])
+
+
+@pytest.mark.parametrize("key", ["Foraging-8x8-2p-2f-coop-v3", "Foraging-8x8-3p-3f-v3", "Foraging-6x6-2p-3f-v3"])
+def test_lbf_full_sight_hooks_reproduce_rollouts(key):
+    env = make_env("lbf", key=key, time_limit=50)
+    terminals = 0
+    for seed in range(6):
+        env.seed(seed)
+        obs, states, avail, actions, term = rollout(env, lbf_policy(target_last=seed % 2 == 1),
+                                                    np.random.default_rng(seed))
+        assert np.array_equal(env.state_from_obs(obs, actions), states), f"seed {seed}"
+        assert np.array_equal(env.avail_actions_from_obs(obs), avail), f"seed {seed}"
+        assert np.array_equal(env.terminal_from_obs(obs), term), f"seed {seed}"
+        terminals += int(term.any())
+        # generated observations are off the integer grid: the hooks round them to the same answers
+        noisy = obs + np.random.default_rng(seed).uniform(-0.3, 0.3, obs.shape)
+        assert np.array_equal(env.state_from_obs(noisy, actions), states)
+        assert np.array_equal(env.avail_actions_from_obs(noisy), avail)
+        assert np.array_equal(env.terminal_from_obs(noisy), term)
+    assert terminals >= 3  # the terminal and the food slots emptying were exercised, not only time limits
+
+
+def test_lbf_batched_episodes_and_obs_layout():
+    env = make_env("lbf", key="Foraging-8x8-2p-2f-coop-v3", time_limit=10)
+    runs = []
+    for seed in range(2):
+        env.seed(seed)
+        runs.append(rollout(env, random_policy, np.random.default_rng(seed)))
+    obs, states, _, actions, _ = (np.stack(x) for x in zip(*runs))  # [2, 11, ...]: time limit, same lengths
+    assert np.array_equal(env.state_from_obs(obs, actions), states)
+    with pytest.raises(ValueError, match="actions"):
+        env.state_from_obs(obs)
+    flat = make_env("lbf", key="Foraging-8x8-2p-2f-coop-v3", time_limit=10, state="obs")
+    flat.seed(0)
+    obs, states, *_ = rollout(flat, random_policy, np.random.default_rng(0))
+    assert np.array_equal(flat.state_from_obs(obs), states)
+
+
+def test_lbf_partial_sight_refused_naming_sight():
+    env = make_env("lbf", key="Foraging-2s-8x8-2p-2f-coop-v3", time_limit=10)
+    obs, _ = env.reset()
+    for hook in (env.avail_actions_from_obs, env.terminal_from_obs, lambda o: env.state_from_obs(o[None], None)):
+        with pytest.raises(ObsHooksUnsupported, match=r"sight=2.*-2s"):
+            hook(np.array(obs))
+
+
+def test_env_without_hooks_refused_by_name():
+    env = make_env("matrix_game")
+    obs = np.array(env.reset()[0])
+    for hook in ("state_from_obs", "avail_actions_from_obs", "terminal_from_obs"):
+        with pytest.raises(NotImplementedError, match=rf"{hook}: env MatrixGame .*MPE.*full-sight LBF"):
+            getattr(env, hook)(obs)
