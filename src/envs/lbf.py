@@ -298,3 +298,64 @@ class ForagingEnv(GymmaWrapper):
     def _action_index(self, name):
         names = [a.name for a in self._lbf_actions]
         return names.index(name) if name in names else None
+
+    def agent_segment_report(self, obs, actions, rewards, obs_valid, step_valid):
+        """Per-agent scorecards and timelines of a segment for CODI's agent-quality prompt (MultiAgentEnv's contract),
+        from each agent's own observation (food (row, col, level) then itself, so offsets hold for partial sight
+        too): Manhattan distance to the nearest food it sees, its change, its level, its loads and the food it
+        picked up (a food next to it that is gone after its load: loading does not move the agent)."""
+        obs, actions, obs_valid, step_valid = self.segment_arrays(obs, actions, obs_valid, step_valid)
+        m, n, H = self.n_food, self.n_agents, len(obs)
+        levels = self._unwrapped._observe_agent_levels
+        food = obs[:, :, :3 * m].reshape(H, n, m, 3)
+        me = obs[:, :, 3 * m:3 * m + (3 if levels else 2)]
+        offset = np.rint(food[..., :2] - me[:, :, None, :2]).astype(np.int64)  # [H, agent, food, (drow, dcol)]
+        present = food[..., 2] > 0
+        dist = np.where(present, np.abs(offset).sum(-1), np.iinfo(np.int64).max)
+        nearest = dist.argmin(-1)
+        d = np.where(present.any(-1), dist.min(-1), -1)  # -1: no food in sight
+        load = self._action_index("LOAD")
+        names = [a.name.lower() for a in self._lbf_actions]
+        steps = np.flatnonzero(obs_valid)
+        agents, pickup_steps = [], np.zeros(H, dtype=bool)
+        for i in range(n):
+            loads = next_to_food = picked = 0
+            timeline = []
+            for k, h in enumerate(steps):
+                acted = bool(step_valid[h])
+                row = {"t": int(h), "action": names[actions[h, i]] if acted else "none (episode over)",
+                       "food_distance": int(d[h, i]) if d[h, i] >= 0 else None,
+                       "nearest_food_offset": offset[h, i, nearest[h, i]].tolist() if d[h, i] >= 0 else None}
+                if k and d[h, i] >= 0 and d[h - 1, i] >= 0:
+                    row["delta_d"] = int(d[h, i] - d[h - 1, i])
+                if acted and actions[h, i] == load:
+                    loads += 1
+                    adjacent = [tuple(o) for o, p, dd in zip(offset[h, i], present[h, i], dist[h, i]) if p and dd == 1]
+                    next_to_food += bool(adjacent)
+                    if adjacent and h + 1 < H and obs_valid[h + 1]:
+                        after = {tuple(o) for o, p in zip(offset[h + 1, i], present[h + 1, i]) if p}
+                        gone = sum(o not in after for o in adjacent)
+                        picked += gone
+                        pickup_steps[h] |= gone > 0
+                        if gone:
+                            row["picked_up"] = gone
+                timeline.append(row)
+            seen = [int(d[h, i]) for h in steps if d[h, i] >= 0]
+            card = {"level": float(me[0, i, 2]) if levels else None,
+                    "food_distance_start": seen[0] if seen else None, "food_distance_end": seen[-1] if seen else None,
+                    "delta_d": seen[-1] - seen[0] if seen else None, "load_actions": loads,
+                    "loads_next_to_food": next_to_food, "food_picked_up": picked}
+            agents.append({"scorecard": card, "timeline": timeline})
+        seen_food = present[steps].sum(-1).max(-1)  # the most food items any agent sees
+        team = {"steps_with_a_pickup": int(pickup_steps.sum()), "food_in_sight_start": int(seen_food[0]),
+                "food_in_sight_end": int(seen_food[-1])}
+        legend = (
+            "Positions are grid cells (row, column). food_distance = Manhattan distance (cells) from the agent to the "
+            "nearest food it sees (null: none in sight; 1 = next to it, where it can load); nearest_food_offset = "
+            "that food's (row, column) minus the agent's; delta_d = food_distance now minus at the previous step "
+            "(negative: closer); scorecard delta_d = over the segment; level = the agent's level (the levels of the "
+            "agents loading a food together must add up to the food's level); load_actions = its load actions, "
+            "loads_next_to_food = those made next to a food; food_picked_up = foods next to it that were gone after "
+            "its load (picked_up in the timeline). Team: steps_with_a_pickup; food_in_sight = the most food items any "
+            "agent sees.")
+        return {"legend": legend, "agents": agents, "team": team}

@@ -127,6 +127,35 @@ class _NumpyPhysics:
         return P, V
 
 
+def _target_report(dist, obs_valid, actions, step_valid, names, target):
+    """Per-agent scorecards and timelines of a chase-the-nearest-target segment (spread: landmarks, world: prey).
+
+    dist [H, n, K]: each agent's distance to each target at each step (rows where obs_valid is False are ignored;
+    valid rows come first). The timeline's delta_d at step t is the distance at t minus at t-1 (the effect of the
+    action at t-1), as CODI's prompts (App. E) define it; the scorecard's delta_d is the change over the segment."""
+    steps = np.flatnonzero(obs_valid)
+    near, d = dist.argmin(-1), dist.min(-1)  # [H, n]
+    agents, K = [], dist.shape[-1]
+    for i in range(dist.shape[1]):
+        di = d[steps, i]
+        change = np.diff(di)
+        counts = np.bincount(near[steps, i], minlength=K)
+        favourite = int(counts.argmax())
+        timeline = []
+        for k, h in enumerate(steps):
+            row = {"t": int(h), "action": names[int(actions[h, i])] if step_valid[h] else "none (episode over)",
+                   f"nearest_{target}": int(near[h, i]), "distance": float(d[h, i])}
+            if k:
+                row["delta_d"] = float(change[k - 1])
+            timeline.append(row)
+        agents.append({"scorecard": {
+            "distance_start": float(di[0]), "distance_end": float(di[-1]), "delta_d": float(di[-1] - di[0]),
+            "steps_closer": int((change < 0).sum()), "steps_farther": int((change > 0).sum()),
+            f"favourite_{target}": favourite, "favourite_fraction": float(counts[favourite] / len(steps))},
+            "timeline": timeline})
+    shared = [len(set(near[h].tolist())) < near.shape[1] for h in steps]
+    return agents, float(np.mean(shared))
+
 class _Scenario:
     """One mpe2 scenario: which world agents the learner controls, their obs, rewards and texts."""
     controlled: list
@@ -276,6 +305,31 @@ class _Spread(_Scenario):
         timeline += [f"- step {t}: {covered[t]} covered, distance sum {total[t]:.2f}" for t in steps]
         return ["\n".join(lines), "\n".join(timeline)]
 
+    def segment_report(self, obs, actions, obs_valid, step_valid, names):
+        """agent_segment_report for spread, from the agents' own observations [H, n, O] (landmarks_rel,
+        others_rel): distance to the nearest landmark, its change, favourite landmark, collision steps."""
+        n = self.n
+        dist = np.sqrt(np.square(obs[:, :, 4:4 + 2 * n].reshape(len(obs), n, n, 2)).sum(-1))  # [H, agent, landmark]
+        others = np.sqrt(np.square(obs[:, :, 4 + 2 * n:4 + 2 * n + 2 * (n - 1)].reshape(len(obs), n, n - 1, 2)).sum(-1))
+        touching = others < self.touch[np.arange(n)[:, None], self.others][None]  # [H, agent, other]
+        agents, shared = _target_report(dist, obs_valid, actions, step_valid, names, "landmark")
+        steps = np.flatnonzero(obs_valid)
+        for i, a in enumerate(agents):
+            a["scorecard"]["collision_steps"] = int(touching[steps, i].any(-1).sum())
+        cover = dist[steps].min(1).sum(-1)  # the reward's distance term: landmarks' closest-agent distances summed
+        team = {"shared_nearest_landmark_fraction": shared, "landmark_distance_sum_start": float(cover[0]),
+                "landmark_distance_sum_end": float(cover[-1]),
+                "collision_steps": int(touching[steps].any(-1).any(-1).sum())}
+        legend = (
+            "distance = the agent's distance (world units) to its nearest landmark at that step; delta_d in the "
+            "timeline = distance now minus at the previous step (negative: it moved closer); scorecard delta_d = "
+            "distance_end - distance_start over the segment (negative: closer); steps_closer / steps_farther = steps "
+            "whose delta_d is negative / positive; favourite_landmark = the landmark most often nearest to it, "
+            "favourite_fraction = how often; collision_steps = steps at which it touches another agent. Team: "
+            "shared_nearest_landmark_fraction = fraction of steps at which two or more agents have the same nearest "
+            "landmark; landmark_distance_sum = sum over landmarks of the distance to the closest agent (the reward's "
+            "distance term: lower is better).")
+        return {"legend": legend, "agents": agents, "team": team}
 
 class _Tag(_Scenario):
     """simple_tag: adversaries (predators) are world agents 0..na-1, prey follow."""
@@ -394,6 +448,28 @@ class _Tag(_Scenario):
         lines += [f"obstacle {j}: position ({o[0]:.2f}, {o[1]:.2f})" for j, o in enumerate(d["obstacles"])]
         return "\n".join(lines)
 
+    def segment_report(self, obs, actions, obs_valid, step_valid, names):
+        """agent_segment_report for tag/world, from the predators' own observations [H, na, O] (the prey's
+        relative positions in others_rel): distance to the nearest prey, its change, favourite prey, contacts."""
+        na, ng = self.na, self.ng
+        start = 4 + 2 * self.nl + 2 * (na - 1)  # others_rel lists the other predators first, then the prey
+        dist = np.sqrt(np.square(obs[:, :, start:start + 2 * ng].reshape(len(obs), na, ng, 2)).sum(-1))
+        contact = dist < self.touch.T[None]  # [H, predator, prey]
+        agents, shared = _target_report(dist, obs_valid, actions, step_valid, names, "prey")
+        steps = np.flatnonzero(obs_valid)
+        for i, a in enumerate(agents):
+            a["scorecard"]["prey_contact_steps"] = int(contact[steps, i].any(-1).sum())
+        team = {"shared_nearest_prey_fraction": shared, "prey_contacts": int(contact[steps].sum()),
+                "steps_with_two_predators_on_a_prey": int((contact[steps].sum(1) >= 2).any(-1).sum())}
+        legend = (
+            "distance = the predator's distance (world units) to its nearest prey at that step; delta_d in the "
+            "timeline = distance now minus at the previous step (negative: it closed in); scorecard delta_d = "
+            "distance_end - distance_start over the segment (negative: closer); steps_closer / steps_farther = steps "
+            "whose delta_d is negative / positive; favourite_prey = the prey most often nearest to it, "
+            "favourite_fraction = how often; prey_contact_steps = steps at which it touches a prey (a catch, "
+            "rewarded). Team: shared_nearest_prey_fraction = fraction of steps at which two or more predators have "
+            "the same nearest prey; prey_contacts = (predator, prey) contacts summed over the steps.")
+        return {"legend": legend, "agents": agents, "team": team}
 
 class _Adversary(_Scenario):
     """simple_adversary: world agent 0 is the adversary, 1..N the good agents the learner controls."""
@@ -666,6 +742,16 @@ class MPEEnv(PettingZooTeamEnv):
         """Positions of every entity (reconstructed from the state) and the quantities the reward uses."""
         state = self.get_state() if state is None else np.asarray(state, dtype=np.float64)
         return self._sc.describe(np.asarray(state, dtype=np.float64), self.get_obs_size())
+
+    def agent_segment_report(self, obs, actions, rewards, obs_valid, step_valid):
+        """Per-agent scorecards and timelines of a segment for CODI's agent-quality prompt (MultiAgentEnv's
+        contract), computed from the observations: spread towards landmarks, tag/world towards prey."""
+        if not hasattr(self._sc, "segment_report"):
+            raise NotImplementedError(f"agent_segment_report: MPEEnv (scenario '{self.scenario}') has no segment "
+                                      f"report; spread, tag and world have one")
+        obs, actions, obs_valid, step_valid = self.segment_arrays(obs, actions, obs_valid, step_valid)
+        names = [ep_text.short_meaning(m) for m in ACTION_MEANINGS]
+        return self._sc.segment_report(obs, actions, obs_valid, step_valid, names)
 
     def close(self):
         # mpe2's close() calls pygame.quit(), which would tear pygame down for every other env in the process;

@@ -198,6 +198,37 @@ class MultiAgentEnv:
         """The task section of an LLM prompt (QLLM's task prompt, the labelers' context)."""
         return task_prompt(self)
 
+    # ----- CODI's agent-quality prompt -----
+    def agent_segment_report(self, obs, actions, rewards, obs_valid, step_valid):
+        """What each agent did in a segment of H steps, for an LLM that names the best agent (CODI, App. E):
+        `obs [H, n, O]`, `actions [H, n]`, team `rewards [H]`, `obs_valid [H]`, `step_valid [H]` (offline.segments:
+        valid steps first, padding after). Returns a JSON-able dict: "legend" (how to read the numbers), "agents"
+        (per agent {"scorecard": {name: value}, "timeline": [{"t": step, "action": name, ...} per valid step]}) and
+        "team" ({name: value})."""
+        variant = getattr(self, "key", None) or getattr(self, "scenario", None)
+        name = f"{type(self).__name__} ({variant})" if variant else type(self).__name__
+        raise NotImplementedError(f"agent_segment_report: env {name} has no per-agent segment report (MPE spread, "
+                                  f"tag and world and LBF have one); add the hook to the env, or label with "
+                                  f"labeler=oracle / noisy_oracle")
+
+    def segment_arrays(self, obs, actions, obs_valid, step_valid):
+        """agent_segment_report's inputs checked and converted: obs float64 [H, n, O], actions int64 [H, n] (or
+        [H, n, 1]), obs_valid and step_valid bool [H] with a valid first step; ValueError naming the shapes."""
+        obs = np.asarray(obs, dtype=np.float64)
+        actions = np.asarray(actions)
+        if actions.ndim == 3 and actions.shape[-1] == 1:
+            actions = actions[..., 0]
+        obs_valid, step_valid = np.asarray(obs_valid, dtype=bool), np.asarray(step_valid, dtype=bool)
+        H = len(obs)
+        if obs.shape[1:] != (self.n_agents, self.get_obs_size()) or actions.shape != (H, self.n_agents) \
+                or obs_valid.shape != (H,) or step_valid.shape != (H,):
+            raise ValueError(f"agent_segment_report: expected obs [H, {self.n_agents}, {self.get_obs_size()}], "
+                             f"actions [H, {self.n_agents}], obs_valid and step_valid [H]; got {obs.shape}, "
+                             f"{actions.shape}, {obs_valid.shape}, {step_valid.shape}")
+        if not obs_valid[:1].all():
+            raise ValueError("agent_segment_report: the segment's first observation must be valid (obs_valid[0])")
+        return obs, actions.astype(np.int64), obs_valid, step_valid
+
     def describe_episode(self, states, actions, filled, terminated, rewards=None, max_steps=8):
         """A text summary of one stored episode for an LLM judge (envs/episode.py): `states [T+1, S]`,
         `actions [T+1, n(, 1)]`, `filled [T+1(, 1)]`, `terminated` (bool or per-step flags). `rewards` ([T+1(, 1)])
