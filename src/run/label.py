@@ -1,5 +1,5 @@
-"""Run mode `label` (`--config=label_preferences`): a labeler answers a task's items about a dataset and the answers
-are stored in the dataset file (labeling/; the layout: offline/label_store.py).
+"""Run mode `label` (`--config=label_preferences`, `--config=label_agent_quality`): a labeler answers a task's items
+about a dataset and the answers are stored in the dataset file (labeling/; the layout: offline/label_store.py).
 
     python src/main.py --config=label_preferences --env-config=lbf_8x8_2p_2f_coop \\
         with offline_dataset=results/datasets/.../mix_200e_1000p.h5 labeler=noisy_oracle oracle_accuracy=0.75
@@ -113,8 +113,9 @@ def run_label(_run, config, _log):
         seconds = time.perf_counter() - start
         counts = {k: result.info.get(k) for k in ("labeled", "tie", "unparsed")}
         rate = len(items) / max(seconds, 1e-9)
+        ties = f"{counts['tie']} ties, " if task.swappable or counts["tie"] else ""  # only answers with a tie
         _log.info(f"Labeled {len(items)} items in {seconds:.2f}s ({rate:.0f} items/s): {counts['labeled']} labeled, "
-                  f"{counts['tie']} ties, {counts['unparsed']} unlabeled")
+                  f"{ties}{counts['unparsed']} unlabeled")
         accuracy = task.accuracy(items, result.answers, source, args)
         _log.info(f"Accuracy vs ground truth: {summary(accuracy)}")
         attrs = {"task": task.name, "label_name": args.label_name, "settings": settings, "labeler_info": result.info,

@@ -22,6 +22,8 @@ KEY_ALIASES = {
 
 # Keys under which any sub-key is accepted: their contents are checked by the env/module that uses them.
 OPEN_KEYS = ("env_args", "collect_datasets", "quality_fractions")
+# Keys that take one path or a list of paths (offline_dataset=[orig.h5, generated.h5] merges them in order).
+PATH_LIST_KEYS = ("offline_dataset",)
 
 
 # Keys with a fixed set of values (learners read on_nonfinite from here too).
@@ -62,6 +64,10 @@ RANGES = {
     "max_unlabeled_fraction": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
     "n_pairs": (True, lambda v: v >= 1, "an integer >= 1", False),
     "oracle_accuracy": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
+    # agent-quality labeling (CODI): a count of segments, or a fraction of all segment starts
+    "label_segments": (False, lambda v: v > 0, "> 0 (a count >= 1, or a fraction of all segment starts in (0, 1])",
+                       False),
+    "segment_horizon": (True, lambda v: v >= 1, "an integer >= 1", False),
 }
 
 # Keys whose default is a whole number but which take any number (a float is not a type error there).
@@ -255,6 +261,9 @@ def check_types(update, reference, where="", origin=""):
         kind = _kind(k, default)
         if kind is None or (k in OPEN_KEYS and not where and isinstance(v, Mapping)):
             out[k] = v
+            continue
+        if k in PATH_LIST_KEYS and not where and isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v):
+            out[k] = list(v)
             continue
         nullable = k in RANGES and RANGES[k][3]
         if v is None and nullable:

@@ -1,0 +1,295 @@
+"""Task `agent_quality`: which agent plays best in a short segment of an episode (CODI, Sec. 4.1 and App. E).
+
+Items are a random subset of the dataset's segment starts (offline/segments.py: a segment is `segment_horizon` steps
+from any real transition, padded past the episode's end): `label_segments` of them, a count (an int, or a whole
+float > 1) or a fraction of all starts (a float in (0, 1]), drawn with `segment_seed`; id "seg:<episode>:<start>".
+An answer is the best agent's index (0-based), NaN = unlabeled.
+
+The oracle is the dataset's ground truth: the one agent whose `agent_quality` is "expert" (CODI's data: one expert,
+teammates random). Episodes with no expert or several have no ground truth: the oracle labelers refuse them (the
+llm labeler still answers; accuracy is then reported over the items that have one). A wrong noisy_oracle answer is
+another agent.
+
+The llm labeler's prompt (AgentQualityPrompt): system = the env's describe_task() + our role prompt
+(prompts/agent_quality.md; with `label_protocol_hint` also prompts/agent_quality_hint.md: "exactly one agent is
+expert, the others random", as the paper's CN prompt says); user = per agent the scorecard and timeline of the env
+hook `agent_segment_report`, the team's statistics (and the segment's team reward with `prompt_show_reward`), then
+the question. The reply: at most 100 words, then the index as `[k]` on the last line (text), or
+{"reason", "best_agent"} (json). Parsing: parse_agent_index.
+
+Stored as `labels/<label_name>` [E, T+1] int16 in the dataset file: the answer at (episode, start), -1 where the
+start was not asked or its answer is unlabeled (counted in the attrs: counts.unparsed, unlabeled).
+"""
+import json
+import os
+import re
+import unicodedata
+
+import numpy as np
+
+from labeling.base import Item, LabelTask
+from labeling.prompting import TaskPrompt, read_prompt, sha256
+from labeling.store import code_version, write_episode_labels
+from llm.text_utils import strip_thinking
+from offline.label_store import episode_label_attrs
+from offline.segments import all_starts, segment_starts, segments
+
+NOT_ASKED = -1  # the stored value where no (parsed) answer exists
+ORACLE_KEY = "agent_quality"  # the only ground truth of this task (the dataset's per-agent quality)
+_BRACKET = re.compile(r"\[\s*(\d+)\s*\]")
+_FENCE = re.compile(r"\A```[a-zA-Z]*\s*(.*?)\s*```\Z", re.DOTALL)
+
+
+def segment_count(value, n_starts):
+    """How many of `n_starts` segment starts `label_segments` asks for: an int (or a whole float > 1) is a count, a
+    float in (0, 1] a fraction (rounded, at least 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"label_segments must be a count >= 1 or a fraction in (0, 1], got {value!r}")
+    if isinstance(value, float) and value <= 1:
+        return max(1, int(round(value * n_starts)))
+    if float(value) != int(value):
+        raise ValueError(f"label_segments={value!r} is neither a fraction in (0, 1] nor a whole count")
+    return int(value)
+
+
+def parse_agent_index(text, n_agents):
+    """The agent a reply names, 0-based, or None. A JSON object reply is read by its key "best_agent" only;
+    otherwise the last `[k]` with 0 <= k < n_agents wins (brackets out of range are ignored, so "[3]" of three
+    agents does not hide an earlier "[1]"). `<think>` blocks are dropped and the text NFKC-normalised (［１］ reads
+    as [1])."""
+    if not isinstance(text, str):
+        return None
+    text = unicodedata.normalize("NFKC", strip_thinking(text)).strip()
+    fenced = _FENCE.match(text)
+    body = fenced.group(1) if fenced else text
+    if body.startswith("{") and body.endswith("}"):
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            value = obj.get("best_agent")
+            if isinstance(value, str) and value.strip().strip("[]").isdigit():
+                value = int(value.strip().strip("[]"))
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == int(value)
+            return int(value) if ok and 0 <= int(value) < n_agents else None
+    found = [int(m.group(1)) for m in _BRACKET.finditer(text)]
+    found = [k for k in found if k < n_agents]
+    return found[-1] if found else None
+
+
+def expert_index(dataset, episodes):
+    """[len(episodes)] int64: the index of the one expert agent of each episode, -1 where there is none or several."""
+    codes = dataset.quality_code_array[np.asarray(episodes, dtype=np.int64)]
+    expert = dataset.quality_codes.get("expert")
+    if expert is None:
+        return np.full(len(codes), -1, dtype=np.int64)
+    is_expert = codes == expert
+    return np.where(is_expert.sum(1) == 1, is_expert.argmax(1), -1).astype(np.int64)
+
+
+class AgentQuality(LabelTask):
+    name = "agent_quality"
+
+    def settings(self, args):
+        if args.oracle_key != ORACLE_KEY:
+            raise ValueError(f"label_task=agent_quality has one ground truth, the dataset's agent_quality: set "
+                             f"oracle_key={ORACLE_KEY} (got {args.oracle_key!r})")
+        value = args.label_segments
+        return {"task": self.name, "label_segments": value, "segment_seed": int(args.segment_seed),
+                "segment_horizon": int(args.segment_horizon), "oracle_key": ORACLE_KEY,
+                "label_protocol_hint": bool(args.label_protocol_hint)}
+
+    def make_items(self, source, args):
+        ds = source.dataset
+        filled = ds.arrays()["filled"]
+        _check_horizon(args.segment_horizon, filled.shape[1] - 1)
+        count = segment_count(args.label_segments, len(all_starts(filled)))
+        starts = segment_starts(filled, np.random.default_rng(int(args.segment_seed)), count=count)
+        n = int(ds.env_info["n_agents"])
+        return [Item(f"seg:{int(e)}:{int(t)}", (int(e), int(t), n)) for e, t in starts]
+
+    def oracle_batch(self, items, source, args):
+        episodes = np.array([it.data[0] for it in items], dtype=np.int64)
+        truth = expert_index(source.dataset, episodes)
+        if (truth < 0).any():
+            raise ValueError(_no_single_expert(source, episodes[truth < 0]))
+        return truth.astype(np.float64)
+
+    def oracle(self, item, source, args):
+        return float(self.oracle_batch([item], source, args)[0])
+
+    def wrong_answers(self, item, correct):
+        return [float(k) for k in range(item.data[2]) if k != int(correct)]
+
+    def prompter(self, source, args, fmt):
+        """AgentQualityPrompt in the labeler's answer format; the env's report is built once now, so an env without
+        the agent_segment_report hook fails before any request."""
+        prompt = AgentQualityPrompt(self, source, args, fmt)
+        prompt.report(0, 0)
+        return prompt
+
+    def messages(self, item, source, args, swapped=False):
+        return self.prompter(source, args, "text").messages(item, swapped)
+
+    def parse(self, text, item):
+        return parse_agent_index(text, item.data[2])
+
+    def accuracy(self, items, answers, source, args):
+        """Agreement with the one-expert ground truth over the labeled items that have one, the confusion matrix
+        (rows: true expert, columns: answer, last column unlabeled), how often each agent was named, and the
+        unlabeled rate."""
+        answers = np.asarray(answers, dtype=np.float64)
+        n = int(source.dataset.env_info["n_agents"])
+        truth = expert_index(source.dataset, [it.data[0] for it in items])
+        labeled = np.isfinite(answers)
+        known = truth >= 0
+        picked = np.where(labeled, answers, -1).astype(np.int64)
+        confusion = np.zeros((n, n + 1), dtype=np.int64)
+        for t, a in zip(truth[known], picked[known]):
+            confusion[t, a if a >= 0 else n] += 1
+        both = labeled & known
+        return {"items": len(items), "labeled": int(labeled.sum()),
+                "unlabeled_rate": float((~labeled).mean()) if len(items) else None,
+                "with_ground_truth": int(known.sum()), "accuracy": _rate(picked == truth, both),
+                "confusion": confusion.tolist(), "answer_counts": np.bincount(picked[labeled], minlength=n).tolist()}
+
+    # --- storage: labels/<label_name> [E, T+1] ---
+    def stored(self, source, args):
+        target = args.label_out or source.path
+        if not os.path.exists(target):
+            return None
+        return episode_label_attrs(target, args.label_name) or None
+
+    def store(self, source, items, answers, attrs, args, overwrite=False):
+        answers = np.asarray(answers, dtype=np.float64)
+        ds = source.dataset
+        out = np.full((len(ds), ds.env_info["episode_limit"] + 1), NOT_ASKED, dtype=np.int16)
+        rows = np.array([it.data[:2] for it in items], dtype=np.int64).reshape(-1, 2)
+        labeled = np.isfinite(answers)
+        out[rows[labeled, 0], rows[labeled, 1]] = answers[labeled].astype(np.int16)
+        attrs = {**attrs, "code": code_version(), "source_file": source.path, "asked": len(items),
+                 "unlabeled": int((~labeled).sum()), "not_asked_value": NOT_ASKED,
+                 "meaning": "the best agent's index (0-based) at (episode, segment start); -1: not asked or "
+                            "unlabeled"}
+        return write_episode_labels(source.path, {args.label_name: out}, attrs, source.fingerprint,
+                                    out=args.label_out or None, overwrite=overwrite)
+
+
+class AgentQualityPrompt(TaskPrompt):
+    """agent_quality asked of a model (a TaskPrompt: its answers are the task's own, without positions to count)."""
+
+    def __init__(self, task, source, args, fmt):
+        super().__init__(task, source, args)
+        self.env, self.fmt = source.env, fmt
+        self.arrays = source.dataset.arrays()
+        self.n = int(source.dataset.env_info["n_agents"])
+        self.horizon = int(args.segment_horizon)
+        _check_horizon(self.horizon, self.arrays["filled"].shape[1] - 1)
+        self.hint, self.show_reward = bool(args.label_protocol_hint), bool(args.prompt_show_reward)
+        self.task_text = self.env.describe_task()
+        hint = "\n\n" + read_prompt("agent_quality_hint") if self.hint else ""  # a paragraph of its own
+        self.role = self._fill(read_prompt("agent_quality").replace("PROTOCOL_HINT", hint).replace(
+            "ANSWER_FORMAT", read_prompt(f"agent_quality_answer_{fmt}")))
+        self.system = f"{self.task_text}\n\n{self.role}"
+        self._reports = {}
+
+    def _fill(self, text):
+        return (text.replace("N_AGENTS", str(self.n)).replace("HORIZON", str(self.horizon))
+                .replace("LAST_INDEX", str(self.n - 1)))
+
+    def provenance(self):
+        return {"prompt_template_sha256": sha256(self.role + "\n" + read_prompt(f"agent_quality_reask_{self.fmt}")),
+                "env_description_sha256": sha256(self.task_text), "answer_format": self.fmt,
+                "label_protocol_hint": self.hint, "prompt_show_reward": self.show_reward}
+
+    def segment(self, e, t):
+        """The Segments (one row) of episode e from step t (computed from that episode's rows only)."""
+        one = {k: self.arrays[k][e:e + 1] for k in ("obs", "actions", "reward", "filled")}
+        return segments(one, self.horizon, [[0, t]])
+
+    def report(self, e, t):
+        if (e, t) not in self._reports:
+            s = self.segment(e, t)
+            self._reports[e, t] = (self.env.agent_segment_report(s.obs[0], s.actions[0], s.reward[0],
+                                                                 s.obs_valid[0], s.step_valid[0]), s)
+        return self._reports[e, t]
+
+    def user_text(self, item):
+        e, t, _ = item.data
+        rep, s = self.report(e, t)
+        valid = int(s.obs_valid[0].sum())
+        head = f"Segment: {self.horizon} steps of one episode, t = 0..{self.horizon - 1} from the segment's start."
+        if valid < self.horizon:
+            head += f" The episode ends at t = {valid - 1}: later steps do not exist."
+        parts = [head, f"How to read the reports: {rep['legend']}"]
+        for i, agent in enumerate(rep["agents"]):
+            lines = [f"Agent {i}", "Scorecard: " + _pairs(agent["scorecard"]), "Timeline:"]
+            lines += [f"- t={row['t']}: " + _pairs({k: v for k, v in row.items() if k != "t"})
+                      for row in agent["timeline"]]
+            parts.append("\n".join(lines))
+        team = dict(rep["team"])
+        if self.show_reward:
+            team["team_reward"] = float(s.reward[0][s.step_valid[0]].sum())
+        parts.append("Team: " + _pairs(team) + (" (team_reward: the team's reward summed over the segment's steps)"
+                                                if self.show_reward else ""))
+        ask = ("Answer with the JSON object." if self.fmt == "json" else
+               "Give at most 100 words of reasoning, then the agent's index as [k] on the last line.")
+        parts.append(f"Which agent plays best in this segment (0-based index, 0 to {self.n - 1})? {ask}")
+        return "\n\n".join(parts)
+
+    def messages(self, item, swapped=False):
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user_text(item)}]
+
+    def reask(self, messages, reply):
+        return [*messages, {"role": "assistant", "content": reply},
+                {"role": "user", "content": self._fill(read_prompt(f"agent_quality_reask_{self.fmt}"))}]
+
+    def response_format(self):
+        if self.fmt != "json":
+            return None
+        return {"type": "json_schema", "json_schema": {"name": "agent_quality", "strict": True, "schema": {
+            "type": "object", "additionalProperties": False, "required": ["reason", "best_agent"],
+            "properties": {"reason": {"type": "string"},
+                           "best_agent": {"type": "integer", "enum": list(range(self.n))}}}}}
+
+    def parse(self, text, item):
+        value = parse_agent_index(text, item.data[2])
+        return (None, "unparsed") if value is None else (float(value), self.fmt)
+
+
+def _check_horizon(horizon, limit):
+    if int(horizon) < 1 or int(horizon) > limit:
+        raise ValueError(f"segment_horizon={horizon} must be in 1..{limit} (the dataset's episode limit)")
+
+
+def _no_single_expert(source, bad):
+    ds = source.dataset
+    names = {v: k for k, v in ds.quality_codes.items()}
+    q = ds.quality_code_array[bad[0]]
+    expert = ds.quality_codes.get("expert")
+    n_expert = (ds.quality_code_array == expert).sum(1) if expert is not None else np.zeros(len(ds), int)
+    spread = {int(k): int(v) for k, v in zip(*np.unique(n_expert, return_counts=True))}
+    return (f"the agent_quality oracle needs episodes with exactly one expert agent (CODI's one-expert data); "
+            f"{len(np.unique(bad))} labelled episode(s) of {source.name} have none or several, e.g. episode "
+            f"{int(bad[0])} with qualities {[names.get(int(c), str(c)) for c in q]} (episodes by number of expert "
+            f"agents: {spread}). Use labeler=llm, which judges the agents from their observations")
+
+
+def _value(v):
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    if v is None:
+        return "n/a"
+    if isinstance(v, (list, tuple)):
+        return "(" + ", ".join(_value(x) for x in v) + ")"
+    return str(v)
+
+
+def _pairs(d):
+    return "; ".join(f"{k}={_value(v)}" for k, v in d.items())
+
+
+def _rate(hit, over):
+    n = int(np.sum(over))
+    return float(np.sum(hit & over) / n) if n else None
