@@ -315,7 +315,7 @@ class ForagingEnv(GymmaWrapper):
         nearest = dist.argmin(-1)
         d = np.where(present.any(-1), dist.min(-1), -1)  # -1: no food in sight
         load = self._action_index("LOAD")
-        names = [a.name.lower() for a in self._lbf_actions]
+        names = ["stay" if a.name == "NONE" else a.name.lower() for a in self._lbf_actions]
         steps = np.flatnonzero(obs_valid)
         agents, pickup_steps = [], np.zeros(H, dtype=bool)
         for i in range(n):
@@ -341,7 +341,7 @@ class ForagingEnv(GymmaWrapper):
                             row["picked_up"] = gone
                 timeline.append(row)
             seen = [int(d[h, i]) for h in steps if d[h, i] >= 0]
-            card = {"level": float(me[0, i, 2]) if levels else None,
+            card = {"level": int(round(me[0, i, 2])) if levels else None,
                     "food_distance_start": seen[0] if seen else None, "food_distance_end": seen[-1] if seen else None,
                     "delta_d": seen[-1] - seen[0] if seen else None, "load_actions": loads,
                     "loads_next_to_food": next_to_food, "food_picked_up": picked}
