@@ -173,3 +173,19 @@ def test_bad_shapes_and_settings_are_named():
     dyn = DynamicsModels(3, 18, 5, hidden=8)
     with pytest.raises(ValueError, match="quantile"):
         dyn.calibrate_delta(th.zeros(2, H, 3, 18), quantile=1.5)
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="CUDA not available")
+def test_cuda_matches_cpu(trained):
+    dyn, _, batch, _ = trained
+    gpu = DynamicsModels.from_state_dict(dyn.state_dict(), device="cuda")
+    x = batch["x"][:64]
+    delta = dyn.calibrate_delta(batch["x"], batch["step_valid"])
+    assert th.equal(gpu.infer_actions(x.cuda()).cpu(), dyn.infer_actions(x))
+    assert th.allclose(gpu.step_errors(x.cuda(), dyn.infer_actions(x).cuda()).cpu(),
+                       dyn.step_errors(x, dyn.infer_actions(x)), rtol=1e-3, atol=1e-7)
+    assert gpu.passes(x.cuda(), delta).device.type == "cuda"
+    losses = gpu.train_step({k: v[:32].cuda() for k, v in batch.items()})
+    assert np.isfinite(losses["total"])
+    back = DynamicsModels.from_state_dict(gpu.state_dict())  # a GPU checkpoint loads on the CPU
+    assert all(p.device.type == "cpu" for p in back.parameters())
