@@ -3,4 +3,8 @@ dataset. CODI and its baselines live in augmenters/codi/.
 
 Layer: beside offline and the learners (reads datasets, writes new ones), below labeling's users and run.
 """
-REGISTRY = {}
+from augmenters.codi.augmenter import VARIANTS
+
+# codi | codi_no_comp | codi_privileged | madiff_like (augmenters/codi/augmenter.py): one pipeline, the variants
+# differ in the labels the diffusion model is conditioned on and in the guidance at sampling time
+REGISTRY = dict(VARIANTS)

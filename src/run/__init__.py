@@ -24,6 +24,11 @@ def run_label(_run, config, _log):
     return run(_run, config, _log)
 
 
+def run_augment(_run, config, _log):
+    from run.augment import run_augment as run
+    return run(_run, config, _log)
+
+
 REGISTRY = {
     "online": run_online,
     "evaluate": run_evaluate,
@@ -32,4 +37,5 @@ REGISTRY = {
     "collect": run_collect,
     "offline": run_offline,
     "label": run_label,  # --config=label_preferences: label a dataset's items (labeling/)
+    "augment": run_augment,  # --config=codi (codi_no_comp, codi_privileged, madiff_like): generate episodes
 }

@@ -72,6 +72,9 @@ RANGES = {
 
 # Keys whose default is a whole number but which take any number (a float is not a type error there).
 NUMBER_KEYS = ("grad_norm_clip", "target_update_interval_or_tau", "tfcaf_timeout_s")
+# Keys that take a number or a word (CODI's augment configs: delta auto | 0.03, target_rtg -105 | quantile:0.9,
+# guidance_weights 1.2 | [1.2, 0, 0]): no type check here; the run mode that reads them checks their values.
+MIXED_KEYS = ("delta", "target_rtg", "guidance_weights")
 
 
 class ConfigError(ValueError):
@@ -205,7 +208,7 @@ _TYPE_WORDS = {bool: "True or False", int: "an integer", float: "a number", str:
 
 def _kind(key, default):
     """The type a value of `key` must have, judged from its default; None: anything goes."""
-    if default is None:
+    if default is None or key in MIXED_KEYS:
         return None
     if isinstance(default, bool):
         return bool

@@ -1,0 +1,499 @@
+"""The CODI pipeline and its baselines as augmenters (REGISTRY in augmenters/__init__.py), run in stages by
+`run: augment` (src/run/augment.py):
+
+    labeler   fit the GRU labeler (labeler.py) on the dataset's given labels labels/<augment_label_name> (the LLM's,
+              or an oracle's), label every segment start and store labels/codi_z [E, T+1, n] in the dataset file
+              (offline.label_store.write_episode_labels: atomic, fingerprinted); report its accuracy vs the given
+              labels and vs the ground truth, with confusion matrices
+    train     the segment diffusion model (diffusion.py) and the dynamics/reward models (dynamics.py) in one loop on
+              the same segment batches (Algorithm 1); checkpoints resume exactly; periodic losses, inverse-model
+              accuracy and real pass rate on held-out episodes
+    generate  δ (`delta: auto` = a quantile of the dynamics error on held-out real transitions, or a number), then
+              stitched episodes (stitching.py, generation.py) into a new HDF5 dataset
+
+Variants differ only in the labels the diffusion model is conditioned on and the guidance at sampling time (same
+network, steps and guidance weights):
+
+    codi             distilled labels codi_z, guidance compose (Eq. 8)
+    codi_no_comp     distilled labels codi_z, guidance all_ones (the paper's "w/o comp.")
+    codi_privileged  one-hot ground-truth labels (the one expert of agent_quality), guidance compose
+    madiff_like      no labels (R only), guidance return_only
+
+Artifacts: results/augment/<augmenter>/<env label>/<id>/ with id a hash of the source episodes, the given labels and
+the training settings (not train_steps: a longer run continues the folder), so rerunning a command continues its
+own folder: labeler.pt, train/checkpoint.pt, models/{diffusion.pt, dynamics.pt, normaliser.json,
+scheduler_config.json}, labeler_report.md, meta.json (env, shapes, hashes, settings, counters of every stage) and
+the generated datasets generated_<settings hash>.h5 (or `augment_out`).
+"""
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+import torch as th
+
+from augmenters.codi.dynamics import DynamicsModels, reward_stats, segment_avail, segment_batch
+from augmenters.codi.labeler import (
+    AgentQualityLabeler,
+    label_all_starts,
+    labeler_report,
+    labelled_segments,
+    preset,
+    report_markdown,
+)
+from augmenters.codi.normaliser import ObsNormaliser
+from offline.label_store import content_fingerprint, write_episode_labels
+from offline.reader import OfflineDataset
+from offline.segments import all_starts, episode_lengths, segments
+from utils.files import atomic_path, sha256_bytes, sha256_file, write_json_atomic, write_text_atomic
+
+CODI_Z = "codi_z"
+META = "meta.json"
+META_FORMAT = "codi_augment/1"
+VALID_SEGMENTS = 512  # held-out real segments for the dynamics accuracy, the real pass rate and delta: auto
+
+
+def label_command(path, env_config, name):
+    return (f"python src/main.py --config=label_agent_quality --env-config={env_config} with "
+            f"offline_dataset={path} label_name={name}")
+
+
+def expert_per_episode(dataset):
+    """[E] int64: the index of each episode's one expert agent (agent_quality), -1 where none or several."""
+    codes = dataset.quality_code_array
+    expert = dataset.quality_codes.get("expert")
+    if expert is None:
+        return np.full(len(codes), -1, np.int64)
+    is_expert = codes == expert
+    return np.where(is_expert.sum(1) == 1, is_expert.argmax(1), -1).astype(np.int64)
+
+
+def _save_torch(obj, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_path(path) as tmp:
+        th.save(obj, tmp)
+
+
+class GuidedSampler:
+    """stitching's sampler protocol over a SegmentDiffusion: sample(o0, R, generator) with this variant's guidance."""
+
+    def __init__(self, diffusion, guidance, weights, sampler, n_steps):
+        self.diffusion, self.guidance, self.weights = diffusion, guidance, weights
+        self.sampler, self.n_steps = sampler, n_steps
+
+    def sample(self, o0, R, generator):
+        return self.diffusion.sample(o0, R, guidance=self.guidance, guidance_weights=self.weights,
+                                     sampler=self.sampler, n_steps=self.n_steps, generator=generator)
+
+
+class CodiAugmenter:
+    """One augment run's pipeline. `dataset`: the source OfflineDataset (in memory, checked against the config's env
+    by the caller); `hooks`: the env (state_from_obs, ...); `stat(key, value, step)`: the run's Logger.log_stat;
+    `checkpoint`: an artifact folder to generate from (augment_checkpoint) instead of this run's own."""
+
+    name = "codi"
+    labels = "distilled"  # distilled (labels/codi_z) | privileged (ground truth one-hot) | none
+    guidance = "compose"
+
+    def __init__(self, settings, source_path, dataset, env_config, results_dir, env_label, hooks, device="cpu",
+                 log=None, stat=None, checkpoint="", out=""):
+        self.s, self.source_path, self.env_config = settings, os.path.abspath(source_path), env_config
+        self.hooks, self.device, self.out = hooks, th.device(device), out
+        self.log = log or (lambda msg: None)
+        self.stat = stat or (lambda key, value, step: None)
+        self._set_dataset(dataset)
+        info = self.env_info
+        if settings.horizon > info["episode_limit"]:
+            raise ValueError(f"segment_horizon={settings.horizon} is longer than the episode limit "
+                             f"{info['episode_limit']} of {source_path}: choose segment_horizon <= "
+                             f"{info['episode_limit']}")
+        self.fingerprint = content_fingerprint(dataset)
+        if checkpoint:
+            self.folder = os.path.abspath(checkpoint)
+            self._check_checkpoint(self.folder)
+        else:
+            self.folder = os.path.join(results_dir, "augment", self.name, env_label, self.run_id())
+        self.meta = self._read_meta(self.folder) or {}
+
+    # ------------------------------------------------------------------ data
+    def _set_dataset(self, dataset):
+        self.dataset = dataset
+        self.arrays = dataset.arrays()
+        self.env_info = dict(dataset.env_info)
+
+    def _given_labels(self):
+        name = self.s.label_name
+        if name not in self.dataset.label_names:
+            have = ", ".join(self.dataset.label_names) or "none"
+            raise ValueError(f"augmenter {self.name} fits its labeler on the segment labels labels/{name}, which "
+                             f"{self.source_path} does not have (its labels: {have}). Label segments first: "
+                             f"{label_command(self.source_path, self.env_config, name)} (labeler=oracle | "
+                             f"noisy_oracle | llm), or set augment_label_name to the labels it has")
+        return np.asarray(self.arrays["labels/" + name])
+
+    def privileged_labels(self):
+        """[E, T+1, n]: the one expert's one-hot at every step; refuses data that is not one-expert everywhere."""
+        ds = self.dataset
+        experts = expert_per_episode(ds)
+        if (experts < 0).any():
+            names = {v: k for k, v in ds.quality_codes.items()}
+            expert = ds.quality_codes.get("expert")
+            counts = (ds.quality_code_array == expert).sum(1) if expert is not None else np.zeros(len(ds), int)
+            spread = {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))}
+            present = sorted({names.get(int(c), f"code {int(c)}") for c in np.unique(ds.quality_code_array)})
+            raise ValueError(f"codi_privileged conditions on the ground-truth expert, so every episode needs exactly "
+                             f"one agent of quality 'expert'; {self.source_path} has qualities {present} and "
+                             f"episodes by number of expert agents {spread}. Use --config=codi (labels distilled "
+                             f"from --config=label_agent_quality with labeler=llm) or madiff_like for such data")
+        n, T1 = self.env_info["n_agents"], self.env_info["episode_limit"] + 1
+        z = np.zeros((len(ds), T1, n), np.float32)
+        z[np.arange(len(ds)), :, experts] = 1.0
+        return z
+
+    def conditions(self):
+        """z [E, T+1, n] the diffusion model is trained on, or None (madiff_like)."""
+        if self.labels == "none":
+            return None
+        if self.labels == "privileged":
+            return self.privileged_labels()
+        if CODI_Z not in self.dataset.label_names:
+            raise ValueError(f"{self.source_path} has no labels/{CODI_Z}: run the labeler stage first "
+                             f"(augment_stage=labeler, or augment_stage=all)")
+        made_by = self.dataset.label_attrs(CODI_Z).get("labeler_sha256")
+        want = self.meta.get("labeler", {}).get("labeler_sha256")
+        if want is None or made_by != want:
+            raise ValueError(f"labels/{CODI_Z} of {self.source_path} were made by another labeler ({made_by}) than "
+                             f"this run's ({want}): run the labeler stage again (augment_stage=labeler or all)")
+        return np.asarray(self.arrays["labels/" + CODI_Z], np.float32)
+
+    def split(self):
+        """(train episodes, held-out episodes): seeded; the held-out ones calibrate δ and measure the dynamics."""
+        E = len(self.dataset)
+        n_valid = int(round(self.s.valid_fraction * E))
+        if E < 2 or n_valid < 1 or n_valid >= E:
+            raise ValueError(f"{self.source_path} has {E} episodes: too few for a held-out split of "
+                             f"{self.s.valid_fraction:.0%} (augment_valid_fraction); use a larger dataset")
+        order = np.random.default_rng([self.s.seed, 7]).permutation(E)
+        return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+
+    def starts_of(self, episodes):
+        filled = np.asarray(self.arrays["filled"])
+        starts = all_starts(filled[episodes])
+        starts[:, 0] = np.asarray(episodes)[starts[:, 0]]
+        return starts
+
+    def valid_segments(self, normaliser):
+        """Held-out real segments (a seeded subset): (x [B, H, n, O] on the device, step_valid, avail)."""
+        _, valid_eps = self.split()
+        starts = self.starts_of(valid_eps)
+        rng = np.random.default_rng([self.s.seed, 11])
+        if len(starts) > VALID_SEGMENTS:
+            starts = starts[np.sort(rng.choice(len(starts), VALID_SEGMENTS, replace=False))]
+        seg = segments(self.arrays, self.s.horizon, starts)
+        batch = segment_batch(seg, normaliser, device=self.device, avail_actions=segment_avail(self.arrays, seg))
+        return batch
+
+    # ------------------------------------------------------------------ identity and artifacts
+    def run_id(self):
+        given = None
+        if self.labels == "distilled" and self.s.label_name in self.dataset.label_names:
+            given = sha256_bytes(np.ascontiguousarray(self.arrays["labels/" + self.s.label_name]).tobytes())
+        ident = {"augmenter_labels": self.labels, "fingerprint": self.fingerprint, "given_labels": given,
+                 "env": self.dataset.attrs["env"], "env_args": json.loads(self.dataset.attrs["env_args"]),
+                 "settings": self.s.training_identity()}
+        return sha256_bytes(json.dumps(ident, sort_keys=True, default=str))[:12]
+
+    def _read_meta(self, folder):
+        path = os.path.join(folder, META)
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def _write_meta(self, **stage):
+        self.meta.update({"format": META_FORMAT, "augmenter": self.meta.get("augmenter", self.name),
+                          "labels": self.labels, "env": self.dataset.attrs["env"],
+                          "env_args": json.loads(self.dataset.attrs["env_args"]), "env_info": self.env_info,
+                          "source": {"path": self.source_path, "content_fingerprint": self.fingerprint},
+                          "settings": self.meta.get("settings", self.s.training_identity())})
+        self.meta.update(stage)
+        os.makedirs(self.folder, exist_ok=True)
+        write_json_atomic(os.path.join(self.folder, META), self.meta)
+
+    def _check_checkpoint(self, folder):
+        meta = self._read_meta(folder)
+        if meta is None or meta.get("format") != META_FORMAT:
+            raise ValueError(f"augment_checkpoint={folder} is not a CODI artifact folder (no {META} of format "
+                             f"{META_FORMAT}); give a results/augment/<augmenter>/<env>/<id> folder")
+        env, env_args = self.dataset.attrs["env"], json.loads(self.dataset.attrs["env_args"])
+        if meta["env"] != env or meta["env_args"] != env_args:
+            raise ValueError(f"augment_checkpoint={folder} was trained on env {meta['env']} with env_args "
+                             f"{meta['env_args']}, but {self.source_path} is env {env} with env_args {env_args}: "
+                             f"use a dataset and --env-config of the checkpoint's env")
+        if meta["env_info"] != self.env_info:
+            raise ValueError(f"augment_checkpoint={folder} was trained on shapes {meta['env_info']}, but "
+                             f"{self.source_path} has {self.env_info}: use a dataset of the checkpoint's env")
+        if meta["settings"]["horizon"] != self.s.horizon:
+            raise ValueError(f"augment_checkpoint={folder} was trained with segment_horizon="
+                             f"{meta['settings']['horizon']}, this run asks for {self.s.horizon}: set "
+                             f"segment_horizon={meta['settings']['horizon']}")
+        if meta["labels"] != self.labels:
+            raise ValueError(f"augment_checkpoint={folder} was trained as {meta['augmenter']} (labels: "
+                             f"{meta['labels']}); {self.name} needs labels '{self.labels}': use the checkpoint's "
+                             f"--config={meta['augmenter']} (codi and codi_no_comp share their models)")
+        if "train" not in meta:
+            raise ValueError(f"augment_checkpoint={folder} holds no trained models (its train stage did not finish); "
+                             f"rerun its training")
+
+    # ------------------------------------------------------------------ stage: labeler
+    def fit_labeler(self):
+        if self.labels != "distilled":
+            self.log(f"augmenter {self.name} uses no distilled labels: nothing to fit in the labeler stage")
+            return None
+        given = self._given_labels()
+        H, info = self.s.horizon, self.env_info
+        seg, y = labelled_segments(self.arrays, H, given)
+        cfg = preset(self.s.preset, **self.s.labeler)
+        labeler = AgentQualityLabeler(info["obs_shape"], info["n_actions"], cfg, device=self.device)
+        self.log(f"labeler: fitting on {len(y)} segments labelled in labels/{self.s.label_name}")
+        start = time.perf_counter()
+        fit = labeler.fit(seg, y)
+        path = os.path.join(self.folder, "labeler.pt")
+        _save_torch(labeler.state_dict(), path)
+        z = label_all_starts(labeler, self.arrays, H)
+        starts = all_starts(self.arrays["filled"])
+        pred = z[starts[:, 0], starts[:, 1]]
+        truth = expert_per_episode(self.dataset)[starts[:, 0]]
+        report = labeler_report(pred, given=given[starts[:, 0], starts[:, 1]], truth=truth,
+                                n_agents=info["n_agents"])
+        write_text_atomic(os.path.join(self.folder, "labeler_report.md"), report_markdown(report))
+        best = fit.history[fit.best_epoch] if fit.history else {}
+        summary = {"labeler_sha256": labeler.weights_hash(), "segments": int(len(y)), "steps": fit.steps,
+                   "best_epoch": fit.best_epoch, "val_acc": best.get("val_acc"),
+                   "seconds": time.perf_counter() - start, "report": report}
+        stored = self.dataset.label_attrs(CODI_Z) if CODI_Z in self.dataset.label_names else {}
+        if stored.get("labeler_sha256") != summary["labeler_sha256"]:
+            if stored:
+                self.log(f"labels/{CODI_Z} of {self.source_path} (by {stored.get('artifacts')}) replaced")
+            attrs = {"labeler_sha256": summary["labeler_sha256"], "artifacts": self.folder, "augmenter": self.name,
+                     "given_labels": self.s.label_name, "horizon": H,
+                     "meaning": "z of the GRU labeler at every segment start (episode, t < L); zeros elsewhere"}
+            write_episode_labels(self.source_path, {CODI_Z: z}, attrs, self.fingerprint, overwrite=True)
+            self._set_dataset(OfflineDataset.load(self.source_path))
+        for key, ref in (("labeler_acc_given", "vs_given"), ("labeler_acc_truth", "vs_truth")):
+            if report[ref]["accuracy"] is not None:
+                self.stat(key, report[ref]["accuracy"], 0)
+        if summary["val_acc"] is not None:
+            self.stat("labeler_val_acc", summary["val_acc"], 0)
+        self.log("labeler: accuracy " + ", ".join(f"{k} {v['accuracy']}" for k, v in report.items())
+                 + f"; labels/{CODI_Z} in {self.source_path}")
+        self._write_meta(labeler=summary)
+        return summary
+
+    # ------------------------------------------------------------------ stage: train
+    def build_models(self, normaliser, returns_scale, reward_mean, reward_scale):
+        info, m = self.env_info, self.s.model
+        from augmenters.codi.diffusion import SegmentDiffusion  # diffusers: imported only when a model is built
+
+        diffusion = SegmentDiffusion(info["n_agents"], info["obs_shape"], self.s.horizon, normaliser.generated,
+                                     dim=m["dim"], dim_mults=tuple(m["dim_mults"]), n_timesteps=m["n_timesteps"],
+                                     returns_scale=returns_scale, label_drop=m["label_drop"],
+                                     p_uncond=m["p_uncond"], lr=m["lr"], ema_decay=m["ema_decay"],
+                                     device=self.device, seed=self.s.seed)
+        with th.random.fork_rng(devices=[]):  # seeded weights whatever ran before in this process
+            th.manual_seed(self.s.seed + 1)
+            dynamics = DynamicsModels(info["n_agents"], info["obs_shape"], info["n_actions"],
+                                      hidden=self.s.dynamics_hidden, generated=normaliser.generated,
+                                      reward_mean=reward_mean, reward_scale=reward_scale, lr=self.s.dynamics_lr,
+                                      device=self.device)
+        return diffusion, dynamics
+
+    def train(self):
+        z_all = self.conditions()
+        train_eps, _ = self.split()
+        starts = self.starts_of(train_eps)
+        filled = np.asarray(self.arrays["filled"]).reshape(len(self.dataset), -1).astype(bool)
+        normaliser = ObsNormaliser.fit(self.arrays["obs"][train_eps], filled[train_eps], per_agent=False)
+        rtg = _returns_to_go(self.arrays)[starts[:, 0], starts[:, 1]]
+        from augmenters.codi.diffusion import returns_scale_from
+
+        everything = segments(self.arrays, self.s.horizon, starts)
+        r_mean, r_scale = reward_stats(everything)
+        del everything
+        diffusion, dynamics = self.build_models(normaliser, returns_scale_from(rtg), r_mean, r_scale)
+        rng = np.random.default_rng([self.s.seed, 3])
+        ckpt_path = os.path.join(self.folder, "train", "checkpoint.pt")
+        step = 0
+        if os.path.exists(ckpt_path):
+            state = th.load(ckpt_path, map_location=self.device, weights_only=False)
+            diffusion.load_state_dict(state["diffusion"])
+            dynamics.load_state_dict(state["dynamics"])
+            rng.bit_generator.state = state["batch_rng"]
+            step = int(state["step"])
+            self.log(f"train: resuming from {ckpt_path} at step {step} of {self.s.train_steps}")
+        valid = self.valid_segments(normaliser)
+        self._write_meta(normaliser=normaliser.state_dict())
+        B, total, sums, count = self.s.batch_size, self.s.train_steps, {}, 0
+        start_time, start_step = time.perf_counter(), step
+        last_saved = step if os.path.exists(ckpt_path) else None
+        while step < total:
+            rows = rng.integers(len(starts), size=B)
+            seg = segments(self.arrays, self.s.horizon, starts[rows])
+            z = None if z_all is None else z_all[seg.episode, seg.start]
+            try:
+                d_loss = diffusion.train_step({"x": normaliser.normalise(seg.obs), "R": seg.rtg,
+                                               "obs_valid": seg.obs_valid, "z": z})
+                dyn = dynamics.train_step(segment_batch(seg, normaliser, device=self.device,
+                                                        avail_actions=segment_avail(self.arrays, seg)))
+            except FloatingPointError as e:
+                kept = (f"the last checkpoint {ckpt_path} (step {last_saved}) is kept" if last_saved is not None
+                        else "no checkpoint was saved yet")
+                raise FloatingPointError(f"training stopped at step {step}: {e}. {kept}; lower augment_lr / "
+                                         f"dynamics_lr (a new run folder) or check the dataset for NaN values") from e
+            step += 1
+            for k, v in {"diffusion_loss": d_loss["loss"], "dyn_inv_loss": dyn["inv"], "dyn_fwd_loss": dyn["fwd"],
+                         "dyn_rwd_loss": dyn["rwd"], "inv_acc": dyn["inv_acc"]}.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            if step % self.s.log_interval == 0 or step == total:
+                self._log_training(step, sums, count, dynamics, valid, start_time, start_step)
+                sums, count = {}, 0
+            if step % self.s.save_interval == 0 or step == total:
+                _save_torch({"diffusion": diffusion.state_dict(), "dynamics": dynamics.state_dict(),
+                             "batch_rng": rng.bit_generator.state, "step": step}, ckpt_path)
+                last_saved = step
+        hashes = self._save_models(diffusion, dynamics, normaliser)
+        summary = {"steps": step, "model_hashes": hashes, "returns_scale": diffusion.config["returns_scale"],
+                   "reward_mean": r_mean, "reward_scale": r_scale, "train_episodes": len(train_eps),
+                   "segments": int(len(starts)), "diffusion_parameters": diffusion.n_parameters(),
+                   "dynamics_parameters": dynamics.n_parameters(),
+                   "inv_acc_valid": dynamics.action_accuracy(valid)}
+        self._write_meta(train=summary)
+        self.log(f"train: {step} steps done; models in {self.folder}/models")
+        return summary
+
+    def _log_training(self, step, sums, count, dynamics, valid, start_time, start_step):
+        for k, v in sums.items():
+            self.stat(k, v / max(count, 1), step)
+        acc = dynamics.action_accuracy(valid)
+        delta = self.delta(dynamics, valid)
+        rate = dynamics.pass_rate(valid["x"], delta, valid["step_valid"], valid.get("avail_actions"))
+        self.stat("inv_acc_valid", acc, step)
+        self.stat("delta", delta, step)
+        self.stat("real_pass_rate", rate, step)
+        speed = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)
+        self.stat("train_steps_per_s", speed, step)
+        self.log(f"train step {step}/{self.s.train_steps}: diffusion loss "
+                 f"{sums.get('diffusion_loss', 0) / max(count, 1):.4g}, inverse accuracy (held out) {acc:.3f}, "
+                 f"real pass rate {rate:.3f} at delta {delta:.4g}, {speed:.1f} steps/s")
+
+    def _save_models(self, diffusion, dynamics, normaliser):
+        models = os.path.join(self.folder, "models")
+        _save_torch(diffusion.state_dict(), os.path.join(models, "diffusion.pt"))
+        _save_torch(dynamics.state_dict(), os.path.join(models, "dynamics.pt"))
+        write_json_atomic(os.path.join(models, "normaliser.json"), normaliser.state_dict())
+        write_json_atomic(os.path.join(models, "scheduler_config.json"), diffusion.scheduler_config())
+        names = ["diffusion.pt", "dynamics.pt", "normaliser.json", "scheduler_config.json"]
+        hashes = {n: sha256_file(os.path.join(models, n)) for n in names}
+        if os.path.exists(os.path.join(self.folder, "labeler.pt")):
+            hashes["labeler.pt"] = sha256_file(os.path.join(self.folder, "labeler.pt"))
+        return hashes
+
+    # ------------------------------------------------------------------ stage: generate
+    def load_models(self):
+        meta = self._read_meta(self.folder) or {}
+        if "train" not in meta:
+            raise ValueError(f"{self.folder} holds no trained models: run the train stage first (augment_stage=train "
+                             f"or all)")
+        models = os.path.join(self.folder, "models")
+        for name, want in meta["train"]["model_hashes"].items():
+            path = os.path.join(models if name != "labeler.pt" else self.folder, name)
+            if not os.path.exists(path) or sha256_file(path) != want:
+                raise ValueError(f"{path} is missing or differs from the hash in {META}: train again (delete "
+                                 f"{self.folder}) or restore the file")
+        normaliser = ObsNormaliser.from_state_dict(json.load(open(os.path.join(models, "normaliser.json"))))
+        d_state = th.load(os.path.join(models, "diffusion.pt"), map_location=self.device, weights_only=False)
+        dyn_state = th.load(os.path.join(models, "dynamics.pt"), map_location=self.device, weights_only=False)
+        t = meta["train"]
+        diffusion, dynamics = self.build_models(normaliser, t["returns_scale"], t["reward_mean"], t["reward_scale"])
+        diffusion.load_state_dict(d_state)
+        dynamics.load_state_dict(dyn_state)
+        return diffusion, dynamics, normaliser, meta
+
+    def delta(self, dynamics, valid):
+        g = self.s.generation
+        if g["delta"] != "auto":
+            return float(g["delta"])
+        return dynamics.calibrate_delta(valid["x"], valid["step_valid"], quantile=g["delta_quantile"],
+                                        per=g["delta_per"], avail=valid.get("avail_actions"))
+
+    def output_path(self, model_hashes):
+        if self.out:
+            return os.path.abspath(self.out)
+        key = json.dumps({"augmenter": self.name, "guidance": self.guidance, "generation": self.s.generation,
+                          "models": model_hashes}, sort_keys=True)
+        return os.path.join(self.folder, f"generated_{hashlib.sha256(key.encode()).hexdigest()[:12]}.h5")
+
+    def generate(self, config=None):
+        from augmenters.codi.generation import GenerationSettings, generate_dataset
+
+        diffusion, dynamics, normaliser, meta = self.load_models()
+        g = self.s.generation
+        valid = self.valid_segments(normaliser)
+        delta = self.delta(dynamics, valid)
+        real = dynamics.pass_rate(valid["x"], delta, valid["step_valid"], valid.get("avail_actions"))
+        out = self.output_path(meta["train"]["model_hashes"])
+        if os.path.exists(out):
+            self.log(f"generate: {out} exists (same settings and models): kept")
+            attrs = OfflineDataset.load(out, lazy=True)
+            try:
+                summary = json.loads(attrs.attrs["generation"])
+            finally:
+                attrs.close()
+            return {"path": out, "reused": True, "delta": delta, "real_pass_rate": real, **summary}
+        episodes = g["episodes"] or len(self.dataset)
+        self.log(f"generate: {episodes} episodes with guidance {self.guidance} (weights {g['guidance_weights']}), "
+                 f"delta {delta:.4g} (real pass rate {real:.3f}) -> {out}")
+        settings = GenerationSettings(n_episodes=episodes, horizon=self.s.horizon, target_rtg=g["target_rtg"],
+                                      delta=delta, seed=g["seed"], part_size=g["part_size"],
+                                      batch_size=g["batch_size"], max_resamples=g["max_resamples"],
+                                      max_attempts=g["max_attempts"])
+        sampler = GuidedSampler(diffusion, self.guidance, g["guidance_weights"], g["sampler"], g["sampling_steps"])
+        start = time.perf_counter()
+        result = generate_dataset(out, self.source_path, sampler, dynamics, normaliser, self.hooks, settings,
+                                  self.name, model_hashes=meta["train"]["model_hashes"],
+                                  config={**dict(config or {}), "augment_artifacts": self.folder,
+                                          "guidance": self.guidance, "delta": delta},
+                                  device=str(self.device))
+        result.update(reused=False, delta=delta, real_pass_rate=real, seconds=time.perf_counter() - start)
+        for key in ("pass_rate", "return_mean", "return_minus_target_mean"):
+            self.stat(f"gen_{key}", result[key], 0)
+        self.stat("gen_real_pass_rate", real, 0)
+        self.stat("gen_delta", delta, 0)
+        generated = [r for r in self.meta.get("generated", []) if r.get("path") != out]
+        self._write_meta(generated=generated + [{k: v for k, v in result.items()}])
+        return result
+
+
+def _returns_to_go(arrays):
+    """[E, T+1] float64: the undiscounted return from step t to the episode's end (real transitions only)."""
+    reward = np.asarray(arrays["reward"])[..., 0].astype(np.float64)
+    lengths = episode_lengths(arrays["filled"])
+    real = np.arange(reward.shape[1])[None, :] < lengths[:, None]
+    return np.cumsum((reward * real)[:, ::-1], axis=1)[:, ::-1]
+
+
+class CodiNoComp(CodiAugmenter):
+    name, labels, guidance = "codi_no_comp", "distilled", "all_ones"
+
+
+class CodiPrivileged(CodiAugmenter):
+    name, labels, guidance = "codi_privileged", "privileged", "compose"
+
+
+class MadiffLike(CodiAugmenter):
+    name, labels, guidance = "madiff_like", "none", "return_only"
+
+
+VARIANTS = {cls.name: cls for cls in (CodiAugmenter, CodiNoComp, CodiPrivileged, MadiffLike)}

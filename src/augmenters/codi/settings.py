@@ -1,0 +1,152 @@
+"""The settings of a CODI augment run (`run: augment`), resolved from the config: presets `cpu` and `paper`, and the
+explicit keys that override them (a key left null takes the preset's value).
+
+    s = resolve(args)          # args: the run's config namespace (config/runs/codi.yaml and its variants)
+    s.model["dim"], s.train_steps, s.generation["delta"], ...
+
+`paper` is MADiff's MPE setting (CODI trains its diffusion "as MADiTS", whose settings are unpublished): dim 128,
+mults 1-4-8, K = 200, DDIM 15, batch 32 x 2, lr 2e-4, EMA 0.995, guidance 1.2, 1e6 steps. `cpu` is sized for 2 CPU
+cores (measured numbers: augmenter.py's docstring): dim 32, mults 1-2, K = 50, DDIM 25 (DDIM 10 under-disperses the
+samples by about 15% on the exact-ε Gaussian test; 25 divides K and costs 2.5x the sampling time), batch 64,
+20k steps.
+"""
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+PRESETS = {
+    "cpu": {"dim": 32, "dim_mults": [1, 2], "n_timesteps": 50, "sampler": "ddim", "sampling_steps": 25,
+            "batch_size": 64, "lr": 2e-4, "ema_decay": 0.995, "guidance_weights": 1.2, "train_steps": 20_000,
+            "dynamics_hidden": 128, "dynamics_lr": 1e-3},
+    "paper": {"dim": 128, "dim_mults": [1, 4, 8], "n_timesteps": 200, "sampler": "ddim", "sampling_steps": 15,
+              "batch_size": 64, "lr": 2e-4, "ema_decay": 0.995, "guidance_weights": 1.2, "train_steps": 1_000_000,
+              "dynamics_hidden": 256, "dynamics_lr": 1e-3},
+}
+# config key -> preset entry (null in the config = the preset's value)
+PRESET_KEYS = {"diffusion_dim": "dim", "diffusion_dim_mults": "dim_mults", "diffusion_timesteps": "n_timesteps",
+               "sampler": "sampler", "sampling_steps": "sampling_steps", "augment_batch_size": "batch_size",
+               "augment_lr": "lr", "ema_decay": "ema_decay", "guidance_weights": "guidance_weights",
+               "augment_train_steps": "train_steps", "dynamics_hidden": "dynamics_hidden",
+               "dynamics_lr": "dynamics_lr"}
+LABELER_KEYS = {"labeler_hidden": "hidden", "labeler_max_epochs": "max_epochs", "labeler_max_steps": "max_steps",
+                "labeler_lr": "lr", "labeler_batch_size": "batch_size"}
+STAGES = ("all", "labeler", "train", "generate")
+
+
+@dataclass
+class AugmentSettings:
+    preset: str
+    horizon: int
+    seed: int
+    model: dict  # SegmentDiffusion keyword arguments (dim, dim_mults, n_timesteps, lr, ema_decay, label_drop, p_uncond)
+    batch_size: int
+    train_steps: int
+    dynamics_hidden: int
+    dynamics_lr: float
+    labeler: dict  # LabelerConfig overrides (labeler.preset(preset, **labeler))
+    valid_fraction: float  # held-out episodes: dynamics accuracy, real pass rate, delta: auto
+    log_interval: int
+    save_interval: int
+    label_name: str  # the given labels the labeler is fitted on (labels/<name>)
+    generation: dict = field(default_factory=dict)  # sampler, steps, weights, target, delta, episodes, ...
+
+    def training_identity(self):
+        """What decides the trained models (not train_steps: a longer run continues the same folder)."""
+        d = asdict(self)
+        for k in ("train_steps", "log_interval", "save_interval", "generation"):
+            d.pop(k)
+        return d
+
+    def generation_hash(self):
+        return hashlib.sha256(json.dumps(self.generation, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _int(name, value, low=1):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _num(name, value, positive=True):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and not value > 0):
+        raise ValueError(f"{name} must be a number{' > 0' if positive else ''}, got {value!r}")
+    return float(value)
+
+
+def resolve_delta(value):
+    """'auto' (or null) or a number >= 0."""
+    if value is None or value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"delta must be auto (a quantile of the dynamics error on held-out real transitions, "
+                         f"delta_quantile) or a number >= 0, got {value!r}")
+    return float(value)
+
+
+def resolve_weights(value):
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError("guidance_weights is an empty list: give a scalar or one weight per agent")
+        return [_num("guidance_weights", v, positive=False) for v in value]
+    return _num("guidance_weights", value, positive=False)
+
+
+def resolve(args):
+    """AugmentSettings from the run's args (see config/runs/codi.yaml for every key)."""
+    if args.augment_preset not in PRESETS:
+        raise ValueError(f"augment_preset must be one of {sorted(PRESETS)}, got {args.augment_preset!r}")
+    if args.augment_stage not in STAGES:
+        raise ValueError(f"augment_stage must be one of {', '.join(STAGES)}, got {args.augment_stage!r}")
+    p = dict(PRESETS[args.augment_preset])
+    for key, entry in PRESET_KEYS.items():
+        if getattr(args, key) is not None:
+            p[entry] = getattr(args, key)
+    if p["sampler"] not in ("ddim", "ddpm"):
+        raise ValueError(f"sampler must be ddim or ddpm, got {p['sampler']!r}")
+    mults = p["dim_mults"]
+    if not isinstance(mults, (list, tuple)) or not mults or not all(_int("diffusion_dim_mults", m) for m in mults):
+        raise ValueError(f"diffusion_dim_mults must be a list of integers >= 1, got {mults!r}")
+    K = _int("diffusion_timesteps", p["n_timesteps"], 2)
+    steps = _int("sampling_steps", p["sampling_steps"])
+    if steps > K:
+        raise ValueError(f"sampling_steps={steps} is more than diffusion_timesteps={K}: choose at most {K}")
+    labeler = {}
+    for key, entry in LABELER_KEYS.items():
+        if getattr(args, key) is not None:
+            labeler[entry] = getattr(args, key)
+    seed = int(args.seed) if args.seed is not None else 0
+    labeler["seed"] = seed
+    target = args.target_rtg
+    if target is None or isinstance(target, bool) or not isinstance(target, (int, float, str)):
+        raise ValueError(f"target_rtg must be a number (env units) or quantile:q of the source returns, got "
+                         f"{target!r}")
+    episodes = args.augment_episodes
+    if episodes is not None:
+        episodes = _int("augment_episodes", episodes)
+    generation = {"sampler": p["sampler"], "sampling_steps": steps,
+                  "guidance_weights": resolve_weights(p["guidance_weights"]),
+                  "target_rtg": target if isinstance(target, str) else float(target),
+                  "delta": resolve_delta(args.delta), "delta_quantile": _num("delta_quantile", args.delta_quantile),
+                  "delta_per": args.delta_per, "max_resamples": _int("max_resamples", args.max_resamples, 0),
+                  "max_attempts": _int("max_attempts", args.max_attempts), "episodes": episodes,
+                  "batch_size": _int("generation_batch_size", args.generation_batch_size),
+                  "part_size": _int("generation_part_size", args.generation_part_size), "seed": seed}
+    if not generation["delta_quantile"] <= 1:
+        raise ValueError(f"delta_quantile must be in (0, 1], got {args.delta_quantile!r}")
+    if args.delta_per not in ("step", "segment"):
+        raise ValueError(f"delta_per must be step or segment, got {args.delta_per!r}")
+    valid = _num("augment_valid_fraction", args.augment_valid_fraction)
+    if not valid < 1:
+        raise ValueError(f"augment_valid_fraction must be in (0, 1), got {valid!r}")
+    model = {"dim": _int("diffusion_dim", p["dim"]), "dim_mults": [int(m) for m in mults], "n_timesteps": K,
+             "lr": _num("augment_lr", p["lr"]), "ema_decay": _num("ema_decay", p["ema_decay"]),
+             "label_drop": float(args.label_drop), "p_uncond": float(args.p_uncond)}
+    return AugmentSettings(
+        preset=args.augment_preset, horizon=_int("segment_horizon", args.segment_horizon, 2), seed=seed,
+        model=model, batch_size=_int("augment_batch_size", p["batch_size"]),
+        train_steps=_int("augment_train_steps", p["train_steps"], 0),
+        dynamics_hidden=_int("dynamics_hidden", p["dynamics_hidden"]),
+        dynamics_lr=_num("dynamics_lr", p["dynamics_lr"]), labeler=labeler, valid_fraction=valid,
+        log_interval=_int("augment_log_interval", args.augment_log_interval),
+        save_interval=_int("augment_save_interval", args.augment_save_interval),
+        label_name=args.augment_label_name, generation=generation)

@@ -1,0 +1,69 @@
+"""Run mode `augment` (`--config=codi | codi_no_comp | codi_privileged | madiff_like`): enlarge an offline dataset
+with generated episodes (CODI, issue 15; the pipeline: augmenters/codi/augmenter.py).
+
+    python src/main.py --config=label_agent_quality --env-config=mpe_spread with offline_dataset=data.h5   # step 1
+    python src/main.py --config=codi --env-config=mpe_spread with offline_dataset=data.h5
+    python src/main.py --config=codi ... with offline_dataset=data.h5 augment_stage=generate target_rtg=-105
+    python src/main.py --config=codi_no_comp ... with offline_dataset=data.h5 augment_checkpoint=results/augment/...
+
+Stages (`augment_stage`): labeler, train, generate, or all in order. A rerun of the same command continues its
+artifact folder (the training checkpoint, the generation's finished parts). Losses, accuracies and pass rates go to
+Sacred (info.json, metrics.json) and TensorBoard; the run's info holds each stage's summary.
+"""
+import os
+
+from augmenters import REGISTRY
+from augmenters.codi.settings import resolve
+from augmenters.codi.stitching import check_hooks
+from envs import env_from_args
+from offline.reader import OfflineDataset
+from run.label import dataset_path, pick
+from run.setup import make_args
+from utils.files import clean_stale_temps
+from utils.logging import Logger
+from utils.paths import env_label, results_path
+
+
+def run_augment(_run, config, _log):
+    args = make_args(config, _log, _run)
+    logger = Logger(_log)
+    if _run is not None:
+        logger.setup_sacred(_run)
+    augmenter_class = pick(REGISTRY, args.augmenter, "augmenter")
+    settings = resolve(args)
+    path = dataset_path(args.offline_dataset)
+    results_dir = results_path(config)
+    env_args = {k: v for k, v in args.env_args.items() if k != "seed"}
+    dataset = OfflineDataset.load(path, expect_env=(args.env, env_args))
+    env = env_from_args(args)
+    try:
+        # an env without the obs hooks is refused before any training
+        check_hooks(env, dataset.arrays(rows=[0, min(1, len(dataset) - 1)])["obs"][:, 0], dataset.env_info)
+        augmenter = augmenter_class(settings, path, dataset, args.env_config, results_dir, env_label(config), env,
+                                    device=args.device, log=_log.info, stat=logger.log_stat,
+                                    checkpoint=args.augment_checkpoint, out=args.augment_out)
+        if args.use_tensorboard:
+            logger.setup_tb(os.path.join(results_dir, "tb_logs", f"augment_{augmenter.name}_"
+                                         f"{os.path.basename(augmenter.folder)}"))
+        clean_stale_temps(augmenter.folder, depth=2)
+        stages = ["labeler", "train", "generate"] if args.augment_stage == "all" else [args.augment_stage]
+        if args.augment_checkpoint and args.augment_stage == "all":
+            stages = ["generate"]  # a trained folder: generate again from its models
+        _log.info(f"Augmenter {augmenter.name} on {path} ({len(dataset)} episodes), stages {stages}, artifacts "
+                  f"{augmenter.folder}")
+        info = {"augmenter": augmenter.name, "dataset": path, "artifacts": augmenter.folder, "stages": stages}
+        if _run is not None:
+            _run.info["augment"] = info
+        if "labeler" in stages:
+            info["labeler"] = augmenter.fit_labeler()
+        if "train" in stages:
+            info["train"] = augmenter.train()
+        if "generate" in stages:
+            info["generate"] = augmenter.generate(config={"augmenter": augmenter.name,
+                                                          "augment_preset": settings.preset})
+            _log.info(f"Generated dataset: {info['generate']['path']} (pass rate "
+                      f"{info['generate']['pass_rate']:.2%}, mean return {info['generate']['return_mean']:.4g})")
+        return info
+    finally:
+        env.close()
+        logger.finish()
