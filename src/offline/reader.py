@@ -276,7 +276,8 @@ class OfflineDataset:
 
     def merge(self, other):
         """A new in-memory dataset: this one's episodes then `other`'s (same env, env_args and shapes).
-        Quality codes are remapped by name; the provenance lists both sources."""
+        Quality codes are remapped by name; the provenance lists both sources. Labels both have are kept; the
+        others are dropped with a warning naming them (also in the attr `dropped_labels`)."""
         if self.attrs["env"] != other.attrs["env"]:
             raise DatasetError(f"cannot merge datasets of envs '{self.attrs['env']}' and '{other.attrs['env']}'")
         a_args, b_args = json.loads(self.attrs["env_args"]), json.loads(other.attrs["env_args"])
@@ -286,10 +287,19 @@ class OfflineDataset:
             raise DatasetError(f"cannot merge datasets with different env_args: {a_args} vs {b_args}")
         if self.env_info != other.env_info:
             raise DatasetError(f"cannot merge datasets of different shapes: {self.env_info} vs {other.env_info}")
-        if self.label_names != other.label_names:
-            raise DatasetError(f"cannot merge datasets with different labels: {self.label_names} vs "
-                               f"{other.label_names}")
+        # labels both datasets have are kept; the others would have no value for some episodes: dropped, by name
+        dropped = sorted(set(self.label_names) ^ set(other.label_names))
+        if dropped:
+            warnings.warn(f"merging drops the labels {dropped}: only one of the datasets has them (kept: "
+                          f"{sorted(set(self.label_names) & set(other.label_names)) or 'none'})", stacklevel=2)
         a, b = self.arrays(), other.arrays()
+        for name in dropped:
+            a.pop("labels/" + name, None)
+            b.pop("labels/" + name, None)
+        for key in (k for k in a if k.startswith("labels/")):
+            if a[key].shape[1:] != b[key].shape[1:]:
+                raise DatasetError(f"cannot merge datasets whose label '{key[len('labels/'):]}' has other shapes per "
+                                   f"episode: {a[key].shape[1:]} vs {b[key].shape[1:]}")
         codes = dict(self.quality_codes)
         remap = np.zeros(256, dtype=np.uint8)
         for name, c in other.quality_codes.items():
@@ -302,6 +312,9 @@ class OfflineDataset:
         attrs["provenance"] = to_json(json.loads(self.attrs.get("provenance", "[]"))
                                     + json.loads(other.attrs.get("provenance", "[]")))
         attrs["quality_codes"] = to_json(codes)
+        if dropped:
+            earlier = json.loads(self.attrs.get("dropped_labels", "[]"))
+            attrs["dropped_labels"] = to_json(sorted(set(dropped) | set(earlier)))
         out = OfflineDataset._from_arrays(merged, attrs, codes)
         out.preference_sets = sorted(set(self.preference_sets) | set(other.preference_sets))
         return out

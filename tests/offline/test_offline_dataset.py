@@ -184,8 +184,9 @@ def test_merge_and_save(tmp_path, climbing):
     ctx, batches, path = climbing
     other = write(tmp_path / "aug.h5", ctx, batches[:2], qualities="poor",
                   labels={"score": np.array([0.5])})
-    with pytest.raises(DatasetError, match="different labels"):
-        OfflineDataset.load(path).merge(OfflineDataset.load(other))
+    with pytest.warns(UserWarning, match=r"drops the labels \['score'\]"):  # only one dataset has it
+        dropped = OfflineDataset.load(path).merge(OfflineDataset.load(other))
+    assert dropped.label_names == [] and json.loads(dropped.attrs["dropped_labels"]) == ["score"]
     other = write(tmp_path / "aug2.h5", ctx, batches[:2], qualities="poor")
     merged = OfflineDataset.load(path).merge(OfflineDataset.load(other, lazy=True))
     assert len(merged) == 6

@@ -1,0 +1,194 @@
+"""Generated datasets, written atomically and resumably (CODI's generation output).
+
+`generate_dataset` stitches episodes (stitching.py) in seeded parts of `part_size` episodes: part k is seeded by
+(seed, k) alone, so it is the same whether or not earlier parts ran in this process. Each finished part is written
+atomically (temp + rename) to `<out>.parts/part_<k>.npz`, beside a `spec.json` naming the generation (settings,
+source SHA-256, model hashes). The dataset file is assembled only when every part exists, through DatasetWriter
+(its own temp + rename), and the parts folder is removed afterwards. So an interrupted run leaves no file a reader
+accepts (parts are not HDF5 datasets), and a rerun skips the finished parts and writes exactly the file an
+uninterrupted run writes (the same arrays; attrs differ only in `created`). A rerun with other settings, models or
+source is refused by name instead of mixing parts. Generation only reads the source file.
+
+The file: the source's env, env_args and shapes; obs from the model (denormalised), state / avail_actions /
+terminals from the env hooks, actions = â, reward = r̂, episode_return = Σr̂, every agent's quality `generated`;
+attrs `generated` (true), `augmenter`, `source_path`, `source_sha256`, `model_hashes` (JSON), `generation` (JSON:
+the counters summed over parts, pass rate, target RTG and the Σr̂ statistics).
+"""
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass
+
+import h5py
+import numpy as np
+import torch as th
+
+from augmenters.codi.stitching import COUNTERS, GenerationError, StitchSettings, check_hooks, resolve_target_rtg, stitch
+from offline.format import to_json
+from offline.reader import OfflineDataset
+from offline.writer import DatasetWriter
+from utils.files import FolderLock, atomic_path, clean_stale_temps, sha256_file, write_json_atomic
+
+QUALITY = "generated"
+
+
+@dataclass
+class GenerationSettings:
+    n_episodes: int
+    horizon: int
+    target_rtg: object      # a number (env units) or "quantile:q" of the source's episode returns
+    delta: float
+    seed: int = 0
+    part_size: int = 1000
+    batch_size: int = 64
+    max_resamples: int = 4
+    max_attempts: int = 2000
+
+
+def parts_folder(out_path):
+    return os.fspath(out_path) + ".parts"
+
+
+def part_seeds(seed, k):
+    """(numpy Generator for the o_0 choices, torch seed for the sampler's noise) of part k."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(k), 0]))
+    torch_seed = int(np.random.SeedSequence([int(seed), int(k), 1]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return rng, torch_seed
+
+
+def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks, settings, augmenter,
+                     model_hashes=None, config=None, device="cpu", log=None):
+    """Write a generated dataset at `out_path` from the models (protocols: stitching.py); returns a summary dict
+    (path, counters, pass rate, Σr̂ statistics, parts written/reused). Raises GenerationError when nothing passes
+    (no file written; finished parts are kept for a rerun with the same settings)."""
+    log = log or logging.getLogger("augmenters.codi")
+    out_path, source_path = os.path.abspath(os.fspath(out_path)), os.path.abspath(os.fspath(source_path))
+    if os.path.realpath(out_path) == os.path.realpath(source_path):
+        raise ValueError(f"the generated dataset would overwrite its source {source_path}: choose another path")
+    if os.path.exists(out_path):
+        raise FileExistsError(f"{out_path} exists; generation never overwrites a dataset: delete it or choose "
+                              f"another output path")
+    if settings.part_size < 1:
+        raise ValueError(f"part_size must be >= 1, got {settings.part_size}")
+    source = _read_source(source_path)
+    target = resolve_target_rtg(settings.target_rtg, source["returns"])
+    info = source["env_info"]
+    check_hooks(hooks, source["initial_obs"], info)
+    StitchSettings(settings.n_episodes, settings.horizon, info["episode_limit"], target, float(settings.delta),
+                   settings.batch_size, settings.max_resamples, settings.max_attempts).check()
+    spec = {"settings": asdict(settings), "target_rtg": target, "source_sha256": source["sha256"],
+            "model_hashes": dict(model_hashes or {}), "augmenter": augmenter, "env": source["env"],
+            "env_args": source["env_args"]}
+    folder = parts_folder(out_path)
+    lock = FolderLock.try_acquire(folder)
+    if lock is None:
+        raise GenerationError(f"another process is generating into {folder}; wait for it or choose another output "
+                              f"path")
+    try:
+        clean_stale_temps(folder)  # parts of a run killed mid-write
+        _check_spec(folder, spec)
+        n_parts = -(-settings.n_episodes // settings.part_size)
+        written = 0
+        for k in range(n_parts):
+            path = _part_path(folder, k)
+            if os.path.exists(path):
+                continue
+            n = min(settings.part_size, settings.n_episodes - k * settings.part_size)
+            rng, torch_seed = part_seeds(settings.seed, k)
+            generator = th.Generator(device=th.device(device)).manual_seed(torch_seed)
+            part = StitchSettings(n, settings.horizon, info["episode_limit"], target, float(settings.delta),
+                                  settings.batch_size, settings.max_resamples, settings.max_attempts)
+            arrays, counters = stitch(sampler, dynamics, normaliser, hooks, source["initial_obs"], part, rng,
+                                      generator, device)
+            _write_part(path, arrays, counters)
+            written += 1
+            log.info(f"generation part {k + 1}/{n_parts}: {n} episodes, pass rate "
+                     f"{counters['accepted']}/{counters['segments']}, {counters['dropped']} trajectories dropped")
+        arrays, counters = _read_parts(folder, n_parts)
+        if sha256_file(source_path) != source["sha256"]:
+            raise GenerationError(f"the source {source_path} changed during generation; generate again")
+        summary = _summary(counters, arrays, target, n_parts)
+        writer_config = {**dict(config or {}), "generation": asdict(settings), "truncation_as_terminal": False}
+        attrs = {"generated": True, "augmenter": augmenter, "source_path": source_path,
+                 "source_sha256": source["sha256"], "model_hashes": to_json(dict(model_hashes or {})),
+                 "generation": to_json(summary)}
+        provenance = [{"file": os.path.basename(out_path), "env": source["env"], "n_episodes": settings.n_episodes,
+                       "generated_from": source_path, "augmenter": augmenter}]
+        with DatasetWriter(out_path, info, source["env"], source["env_args"], writer_config, provenance=provenance,
+                           attrs=attrs) as w:
+            w.add_arrays(arrays, qualities=QUALITY)
+    finally:
+        lock.release()
+    shutil.rmtree(folder, ignore_errors=True)
+    log.info(f"generated {settings.n_episodes} episodes into {out_path} (pass rate {summary['pass_rate']:.2%}, "
+             f"mean return {summary['return_mean']:.4g} vs target {target:.4g})")
+    return {"path": out_path, **summary, "parts_written": written, "parts_reused": n_parts - written}
+
+
+def _read_source(path):
+    """What generation needs of the source: env, env_args, env info, episode returns, first observations, SHA."""
+    ds = OfflineDataset.load(path, lazy=True)  # validates the layout and attrs; content is read below
+    try:
+        out = {"env": ds.attrs["env"], "env_args": json.loads(ds.attrs["env_args"]), "env_info": dict(ds.env_info),
+               "returns": np.asarray(ds.returns, dtype=np.float64)}
+    finally:
+        ds.close()
+    with h5py.File(path, "r") as f:  # only the first step of each episode: Fletcher32 checks these chunks on read
+        out["initial_obs"] = np.asarray(f["obs"][:, 0], dtype=np.float32)
+    if len(out["initial_obs"]) == 0:
+        raise ValueError(f"{path} has no episodes to take initial observations from")
+    out["sha256"] = sha256_file(path)
+    return out
+
+
+def _check_spec(folder, spec):
+    path = os.path.join(folder, "spec.json")
+    want = json.loads(to_json(spec))
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            have = json.load(f)
+        if have != want:
+            differ = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            raise GenerationError(f"{folder} holds the parts of another generation (it differs in {differ}); "
+                                  f"delete that folder to start over, or rerun with the same settings and models")
+        return
+    write_json_atomic(path, want)
+
+
+def _part_path(folder, k):
+    return os.path.join(folder, f"part_{k:05d}.npz")
+
+
+def _write_part(path, arrays, counters):
+    with atomic_path(path) as tmp:
+        with open(tmp, "xb") as f:
+            np.savez(f, counters=np.array(json.dumps(counters)), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _read_parts(folder, n_parts):
+    arrays, counters = [], dict.fromkeys(COUNTERS, 0)
+    for k in range(n_parts):
+        path = _part_path(folder, k)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays.append({key: z[key] for key in z.files if key != "counters"})
+                for key, v in json.loads(str(z["counters"])).items():
+                    counters[key] = counters.get(key, 0) + int(v)
+        except (OSError, ValueError, KeyError) as e:
+            raise GenerationError(f"generation part {path} cannot be read ({e}); delete it and rerun (it is "
+                                  f"generated again)") from e
+    return {key: np.concatenate([a[key] for a in arrays]) for key in arrays[0]}, counters
+
+
+def _summary(counters, arrays, target, n_parts):
+    returns = arrays["reward"].reshape(len(arrays["reward"]), -1).astype(np.float64).sum(1)
+    lengths = arrays["filled"].reshape(len(arrays["filled"]), -1).sum(1) - 1
+    return {"counters": counters, "parts": n_parts, "target_rtg": target,
+            "pass_rate": counters["accepted"] / max(1, counters["segments"]),
+            "return_mean": float(returns.mean()), "return_std": float(returns.std()),
+            "return_min": float(returns.min()), "return_max": float(returns.max()),
+            "return_minus_target_mean": float((returns - target).mean()),
+            "length_mean": float(lengths.mean())}
