@@ -6,6 +6,10 @@ climbing game, whose observation (the one-hot of the last joint action) determin
 exactly, so the generated file trains BC through src/main.py."""
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import h5py
 import numpy as np
@@ -297,12 +301,20 @@ def source(tmp_path_factory):
     return path, ObsNormaliser.fit(ds.arrays()["obs"], ds.arrays()["filled"][..., 0] == 1)
 
 
-def generate(out, source, always_fail=False, **overrides):
+GENERATION = {"n_episodes": 6, "horizon": 3, "target_rtg": "quantile:0.5", "delta": 0.5, "seed": 1, "part_size": 4,
+              "batch_size": 3, "max_resamples": 2, "max_attempts": 30}
+
+
+class SlowClimbingSampler(ClimbingSampler):
+    def sample(self, o0, R, generator):
+        time.sleep(0.2)  # so that a test can kill the process between two parts
+        return super().sample(o0, R, generator)
+
+
+def generate(out, source, always_fail=False, sampler=ClimbingSampler, **overrides):
     path, normaliser = source
-    settings = GenerationSettings(**{"n_episodes": 6, "horizon": 3, "target_rtg": "quantile:0.5", "delta": 0.5,
-                                     "seed": 1, "part_size": 4, "batch_size": 3, "max_resamples": 2,
-                                     "max_attempts": 30, **overrides})
-    return generate_dataset(out, path, ClimbingSampler(normaliser, settings.horizon),
+    settings = GenerationSettings(**{**GENERATION, **overrides})
+    return generate_dataset(out, path, sampler(normaliser, settings.horizon),
                             ClimbingDynamics(normaliser, always_fail), normaliser, ClimbingHooks(), settings, "codi",
                             model_hashes={"diffusion": "abc", "dynamics": "def"}, config={"augmenter": "codi"})
 
@@ -395,6 +407,44 @@ def test_interrupted_generation_leaves_no_accepted_file_and_the_rerun_equals_an_
         assert differ <= {"created"}
 
 
+KILLED_CHILD = """
+import sys
+sys.path[:0] = [{tests!r}, {here!r}, {src!r}]
+import numpy as np
+import test_codi_stitching as t
+from augmenters.codi.normaliser import ObsNormaliser
+from offline import OfflineDataset
+a = OfflineDataset.load({path!r}).arrays()
+t.generate({out!r}, ({path!r}, ObsNormaliser.fit(a["obs"], a["filled"][..., 0] == 1)), sampler=t.SlowClimbingSampler)
+"""
+
+
+def test_a_generation_killed_by_sigkill_leaves_no_accepted_file_and_the_rerun_completes_it(tmp_path, source):
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = tmp_path / "cut" / "gen.h5"
+    code = KILLED_CHILD.format(tests=os.path.dirname(here), here=here, src=os.path.join(os.path.dirname(os.path.dirname(
+        here)), "src"), path=source[0], out=str(out))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = os.path.join(generation.parts_folder(out), "part_00000.npz")
+    deadline = time.time() + 120
+    while not os.path.exists(first) and child.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert child.poll() is None, child.stderr.read().decode()[-2000:]  # still generating part 1
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert not os.path.exists(out)
+    with pytest.raises(FileNotFoundError):
+        OfflineDataset.load(out)
+    summary = generate(out, source)
+    assert summary["parts_reused"] == 1
+    whole = tmp_path / "whole" / "gen.h5"
+    generate(whole, source)
+    a, b = OfflineDataset.load(whole).arrays(), OfflineDataset.load(out).arrays()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert sorted(os.listdir(out.parent)) == ["gen.h5"]  # no parts folder, no temp left
+
+
 def test_nothing_passes_stops_with_the_pass_rates_and_writes_no_file(tmp_path, source):
     out = tmp_path / "gen.h5"
     with pytest.raises(GenerationError, match=r"pass rate 0/\d+ = 0\.00% .*Raise delta"):
@@ -405,3 +455,34 @@ def test_nothing_passes_stops_with_the_pass_rates_and_writes_no_file(tmp_path, s
     (tmp_path / "taken.h5").write_bytes(b"")
     with pytest.raises(FileExistsError, match="never overwrites"):
         generate(tmp_path / "taken.h5", source)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not th.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_the_real_sampler_and_dynamics_models_plug_into_generation(tmp_path, source, device):
+    """Untrained tiny SegmentDiffusion (through the run mode's GuidedSampler) and DynamicsModels, with a delta
+    everything passes: the protocols fit, the file loads, and the same seed gives the same file."""
+    from augmenters.codi.augmenter import GuidedSampler
+    from augmenters.codi.diffusion import SegmentDiffusion
+    from augmenters.codi.dynamics import DynamicsModels
+
+    path, normaliser = source
+    info = OfflineDataset.load(path).env_info
+    n, O, A = info["n_agents"], info["obs_shape"], info["n_actions"]
+    settings = GenerationSettings(n_episodes=4, horizon=3, target_rtg=10.0, delta=1e9, seed=2, part_size=2,
+                                  batch_size=3)
+    arrays = []
+    for run in ("a", "b"):
+        th.manual_seed(0)
+        diffusion = SegmentDiffusion(n, O, 3, normaliser.generated, dim=8, dim_mults=(1,), n_timesteps=10,
+                                     returns_scale=10.0, device=device, seed=0)
+        dynamics = DynamicsModels(n, O, A, hidden=16, generated=normaliser.generated, device=device)
+        sampler = GuidedSampler(diffusion, "compose", 1.2, "ddim", 5)
+        out = tmp_path / run / "gen.h5"
+        summary = generate_dataset(out, path, sampler, dynamics, normaliser, ClimbingHooks(), settings, "codi",
+                                   device=device)
+        assert summary["counters"]["episodes"] == 4 and summary["pass_rate"] == 1.0
+        arrays.append(OfflineDataset.load(out, expect_env="matrix_game").arrays())
+    for key in arrays[0]:
+        np.testing.assert_array_equal(arrays[0][key], arrays[1][key], err_msg=key)
+    assert (arrays[0]["obs"][:, 0] == 0).all() and np.abs(arrays[0]["obs"]).max() <= 1 + 1e-6
