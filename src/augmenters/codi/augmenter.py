@@ -46,7 +46,7 @@ from augmenters.codi.normaliser import ObsNormaliser
 from offline.label_store import content_fingerprint, write_episode_labels
 from offline.reader import OfflineDataset
 from offline.segments import all_starts, episode_lengths, segments
-from utils.files import atomic_path, sha256_bytes, sha256_file, write_json_atomic, write_text_atomic
+from utils.files import atomic_path, sha256_bytes, write_json_atomic, write_text_atomic
 
 CODI_Z = "codi_z"
 META = "meta.json"
@@ -67,6 +67,29 @@ def expert_per_episode(dataset):
         return np.full(len(codes), -1, np.int64)
     is_expert = codes == expert
     return np.where(is_expert.sum(1) == 1, is_expert.argmax(1), -1).astype(np.int64)
+
+
+def state_hash(obj):
+    """SHA-256 (hex) of a nested state (dicts, lists, tensors, arrays, plain values) by content: names, dtypes,
+    shapes and values, so equal weights hash equally whatever torch.save's byte layout (it is not canonical)."""
+    h = hashlib.sha256()
+
+    def walk(x, name):
+        if isinstance(x, dict):
+            for k in sorted(x, key=str):
+                walk(x[k], f"{name}/{k}")
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(v, f"{name}/{i}")
+        elif th.is_tensor(x) or isinstance(x, np.ndarray):
+            a = x.detach().cpu().contiguous().numpy() if th.is_tensor(x) else np.ascontiguousarray(x)
+            h.update(f"{name}|{a.dtype}|{a.shape}|".encode())
+            h.update(a.tobytes())
+        else:
+            h.update(f"{name}={x!r}|".encode())
+
+    walk(obj, "")
+    return h.hexdigest()
 
 
 def _save_torch(obj, path):
@@ -394,10 +417,10 @@ class CodiAugmenter:
         _save_torch(dynamics.state_dict(), os.path.join(models, "dynamics.pt"))
         write_json_atomic(os.path.join(models, "normaliser.json"), normaliser.state_dict())
         write_json_atomic(os.path.join(models, "scheduler_config.json"), diffusion.scheduler_config())
-        names = ["diffusion.pt", "dynamics.pt", "normaliser.json", "scheduler_config.json"]
-        hashes = {n: sha256_file(os.path.join(models, n)) for n in names}
-        if os.path.exists(os.path.join(self.folder, "labeler.pt")):
-            hashes["labeler.pt"] = sha256_file(os.path.join(self.folder, "labeler.pt"))
+        hashes = {"diffusion.pt": state_hash(diffusion.state_dict()), "dynamics.pt": state_hash(dynamics.state_dict()),
+                  "normaliser.json": state_hash(normaliser.state_dict())}
+        if self.labels == "distilled":
+            hashes["labeler"] = self.meta["labeler"]["labeler_sha256"]
         return hashes
 
     # ------------------------------------------------------------------ stage: generate
@@ -407,14 +430,21 @@ class CodiAugmenter:
             raise ValueError(f"{self.folder} holds no trained models: run the train stage first (augment_stage=train "
                              f"or all)")
         models = os.path.join(self.folder, "models")
-        for name, want in meta["train"]["model_hashes"].items():
-            path = os.path.join(models if name != "labeler.pt" else self.folder, name)
-            if not os.path.exists(path) or sha256_file(path) != want:
-                raise ValueError(f"{path} is missing or differs from the hash in {META}: train again (delete "
+        states = {}
+        for name in ("diffusion.pt", "dynamics.pt", "normaliser.json"):
+            path = os.path.join(models, name)
+            if not os.path.exists(path):
+                raise ValueError(f"{path} is missing: train again (augment_stage=train) or restore the file")
+            if name.endswith(".json"):
+                with open(path, encoding="utf-8") as f:
+                    states[name] = json.load(f)
+            else:
+                states[name] = th.load(path, map_location=self.device, weights_only=False)
+            if state_hash(states[name]) != meta["train"]["model_hashes"][name]:
+                raise ValueError(f"{path} differs from the hash recorded in {META}: train again (delete "
                                  f"{self.folder}) or restore the file")
-        normaliser = ObsNormaliser.from_state_dict(json.load(open(os.path.join(models, "normaliser.json"))))
-        d_state = th.load(os.path.join(models, "diffusion.pt"), map_location=self.device, weights_only=False)
-        dyn_state = th.load(os.path.join(models, "dynamics.pt"), map_location=self.device, weights_only=False)
+        normaliser = ObsNormaliser.from_state_dict(states["normaliser.json"])
+        d_state, dyn_state = states["diffusion.pt"], states["dynamics.pt"]
         t = meta["train"]
         diffusion, dynamics = self.build_models(normaliser, t["returns_scale"], t["reward_mean"], t["reward_scale"])
         diffusion.load_state_dict(d_state)

@@ -1,0 +1,245 @@
+"""Run mode `augment` (--config=codi | codi_no_comp | codi_privileged | madiff_like) end to end on a tiny one-expert
+MPE spread dataset (tests/labeling/codi_datasets.py): labelled with the oracle through src/main.py, augmented with
+tiny models and few steps, the generated file merged with the source and trained on with BC; each config; stages
+one by one equal `all`; an interrupted training resumed equals an uninterrupted one; every bad input of issue 15
+section 11 stops with an error naming the fix."""
+import glob
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch as th
+from tests.labeling.codi_datasets import LIMIT, spread_env_args, write_one_expert_spread
+
+from augmenters.codi.diffusion import SegmentDiffusion
+from augmenters.codi.dynamics import DynamicsModels
+from augmenters.codi.stitching import GenerationError
+from helpers import run_main, sacred_dir, write_random_dataset
+from offline import OfflineDataset
+from offline.format import DatasetError
+from run.augment import run_augment
+from utils.config import build_config
+
+LOG = logging.getLogger("test_augment")
+E = 30
+TINY = {"diffusion_dim": 8, "diffusion_dim_mults": [1, 2], "diffusion_timesteps": 10, "sampling_steps": 5,
+        "augment_batch_size": 16, "augment_train_steps": 40, "augment_log_interval": 20, "augment_save_interval": 20,
+        "dynamics_hidden": 16, "labeler_hidden": 8, "labeler_max_epochs": 3, "augment_episodes": 4, "delta": 1e9,
+        "generation_batch_size": 4, "use_tensorboard": False, "segment_horizon": 4, "augment_valid_fraction": 0.2,
+        "use_cuda": False}
+
+
+def tiny_updates(**changes):
+    """`with` tokens of TINY (and `changes`) for src/main.py."""
+    items = {**TINY, **changes}
+    return [f"{k}={json.dumps(v)}" for k, v in items.items()] + [f"env_args.max_cycles={LIMIT}"]
+
+
+def augment(tmp_path, alg, data, **changes):
+    """run_augment in-process (errors raise as they are) with the tiny settings."""
+    config = build_config(alg, "mpe_spread", {"local_results_path": str(tmp_path / "results"),
+                                              "offline_dataset": str(data), "env_args": {"max_cycles": LIMIT},
+                                              "seed": 3, **TINY, **changes})  # seed: run_main's
+    th.set_num_threads(1)  # as src/main.py does (torch_threads)
+    return run_augment(None, config, LOG)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """A one-expert spread dataset labelled by --config=label_agent_quality with the oracle (labels/best_agent)."""
+    tmp = tmp_path_factory.mktemp("source")
+    path, _ = write_one_expert_spread(tmp / "src.h5", E=E, N=3)
+    run_main(tmp, "label_agent_quality", "mpe_spread", f"offline_dataset={path}", f"env_args.max_cycles={LIMIT}",
+             "label_segments=0.3")
+    return path
+
+
+def copy_of(src, tmp_path, name="src.h5"):
+    os.makedirs(tmp_path, exist_ok=True)
+    return shutil.copyfile(src, tmp_path / name)
+
+
+@pytest.fixture(scope="module")
+def codi_run(labelled, tmp_path_factory):
+    """--config=codi through src/main.py (all stages) on a copy of the labelled source."""
+    tmp = tmp_path_factory.mktemp("codi")
+    src = copy_of(labelled, tmp)
+    run_main(tmp / "results", "codi", "mpe_spread", f"offline_dataset={src}", *tiny_updates())
+    info = json.load(open(os.path.join(sacred_dir(tmp / "results", "codi", "spread_N3"), "info.json")))
+    return tmp, src, info
+
+
+def arrays_of(path):
+    ds = OfflineDataset.load(path)
+    return {k: v for k, v in ds.arrays().items() if not k.startswith("labels/")}
+
+
+def test_codi_end_to_end_generates_a_dataset_that_merges_and_trains_bc(codi_run):
+    tmp, src, info = codi_run
+    aug = info["augment"]
+    gen = aug["generate"]["path"]
+    assert aug["stages"] == ["labeler", "train", "generate"] and gen.startswith(aug["artifacts"])
+    assert "/augment/codi/spread_N3/" in aug["artifacts"]
+    # the source gained labels/codi_z [E, T+1, n]; its episodes are untouched
+    source = OfflineDataset.load(src, expect_env=("mpe", spread_env_args()))
+    z = source.arrays()["labels/codi_z"]
+    assert z.shape == (E, LIMIT + 1, 3)
+    np.testing.assert_allclose(z[:, :LIMIT].sum(-1), 1.0, atol=1e-5)  # a distribution at every segment start
+    assert (z[:, LIMIT] == 0).all()  # no segment starts at the last observation
+    assert source.label_attrs("codi_z")["labeler_sha256"] == aug["labeler"]["labeler_sha256"]
+    assert set(aug["labeler"]["report"]) == {"vs_given", "vs_truth"}
+    assert len(aug["labeler"]["report"]["vs_truth"]["confusion"]) == 3
+    # the generated file: the source's env, generated quality, provenance
+    ds = OfflineDataset.load(gen, expect_env=("mpe", spread_env_args()))
+    assert len(ds) == 4 and ds.env_info == source.env_info
+    assert set(ds.qualities.ravel()) == {"generated"} and ds.attrs["augmenter"] == "codi"
+    assert json.loads(ds.attrs["generation"])["pass_rate"] == 1.0  # delta=1e9
+    # artifacts and logged statistics
+    meta = json.load(open(os.path.join(aug["artifacts"], "meta.json")))
+    assert meta["train"]["steps"] == 40 and meta["env_info"] == source.env_info
+    assert meta["generated"][0]["path"] == gen
+    for name in ("diffusion.pt", "dynamics.pt", "normaliser.json", "scheduler_config.json"):
+        assert os.path.exists(os.path.join(aug["artifacts"], "models", name))
+    assert os.path.exists(os.path.join(aug["artifacts"], "labeler_report.md"))
+    assert info["diffusion_loss_T"] == [20, 40] and len(info["real_pass_rate"]) == 2
+    assert {"labeler_acc_truth", "inv_acc_valid", "gen_pass_rate"} <= set(info)
+    # the source and the generated file merge and train BC through src/main.py
+    run_main(tmp / "bc", "bc", "mpe_spread", f"offline_dataset=['{src}', '{gen}']", "offline_steps=2",
+             "offline_test_interval=2", "offline_log_interval=2", "offline_save_interval=2", "batch_size=4",
+             "test_nepisode=1", f"env_args.max_cycles={LIMIT}", "use_tensorboard=False")
+    bc = json.load(open(os.path.join(sacred_dir(tmp / "bc", "bc", "spread_N3"), "info.json")))
+    assert bc["dataset"]["episodes"] == E + 4
+
+
+@pytest.mark.parametrize("alg,labels,guidance", [("codi_no_comp", "distilled", "all_ones"),
+                                                 ("codi_privileged", "privileged", "compose"),
+                                                 ("madiff_like", "none", "return_only")])
+def test_each_variant_runs(labelled, tmp_path, alg, labels, guidance):
+    info = augment(tmp_path, alg, copy_of(labelled, tmp_path))
+    assert os.path.basename(os.path.dirname(os.path.dirname(info["artifacts"]))) == alg
+    assert (info["labeler"] is None) == (labels != "distilled")
+    meta = json.load(open(os.path.join(info["artifacts"], "meta.json")))
+    assert meta["labels"] == labels and meta["augmenter"] == alg
+    gen = OfflineDataset.load(info["generate"]["path"])
+    assert len(gen) == 4 and gen.attrs["augmenter"] == alg
+    assert json.loads(gen.attrs["config"])["guidance"] == guidance
+
+
+def test_stage_by_stage_equals_all(labelled, codi_run, tmp_path):
+    _, _, info_all = codi_run
+    src = copy_of(labelled, tmp_path)
+    parts = {stage: augment(tmp_path, "codi", src, augment_stage=stage) for stage in ("labeler", "train", "generate")}
+    assert parts["labeler"]["labeler"]["labeler_sha256"] == info_all["augment"]["labeler"]["labeler_sha256"]
+    assert parts["train"]["train"]["model_hashes"] == info_all["augment"]["train"]["model_hashes"]
+    a, b = arrays_of(parts["generate"]["generate"]["path"]), arrays_of(info_all["augment"]["generate"]["path"])
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    # generating again with the same settings keeps the file; augment_checkpoint generates from the trained models
+    again = augment(tmp_path, "codi", src, augment_stage="generate")
+    assert again["generate"]["reused"] and again["generate"]["path"] == parts["generate"]["generate"]["path"]
+    other = augment(tmp_path, "codi_no_comp", src, augment_checkpoint=parts["train"]["artifacts"],
+                    augment_out=str(tmp_path / "no_comp.h5"))
+    assert other["stages"] == ["generate"] and len(OfflineDataset.load(tmp_path / "no_comp.h5")) == 4
+
+
+def test_interrupted_training_resumes_exactly(labelled, tmp_path, monkeypatch):
+    src = copy_of(labelled, tmp_path)
+    whole = augment(tmp_path / "whole", "madiff_like", src, augment_stage="train")
+    real_step = DynamicsModels.train_step
+    calls = {"n": 0}
+
+    def interrupted(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 27:  # after the checkpoint at step 20
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(DynamicsModels, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        augment(tmp_path / "cut", "madiff_like", src, augment_stage="train")
+    monkeypatch.setattr(DynamicsModels, "train_step", real_step)
+    folder = glob.glob(str(tmp_path / "cut" / "results" / "augment" / "madiff_like" / "*" / "*"))[0]
+    assert th.load(os.path.join(folder, "train", "checkpoint.pt"), weights_only=False)["step"] == 20
+    resumed = augment(tmp_path / "cut", "madiff_like", src, augment_stage="train")
+    assert resumed["artifacts"] == folder and resumed["train"]["steps"] == 40
+    assert resumed["train"]["model_hashes"] == whole["train"]["model_hashes"]  # byte-identical models
+
+
+# ----- bad inputs (issue 15, section 11) -----
+def test_a_dataset_without_the_labels_names_the_label_command(tmp_path):
+    path, _ = write_one_expert_spread(tmp_path / "raw.h5", E=8)
+    with pytest.raises(ValueError, match=r"labels/best_agent.*--config=label_agent_quality --env-config=mpe_spread "
+                                         rf"with offline_dataset={path}"):
+        augment(tmp_path, "codi", path)
+    with pytest.raises(ValueError, match="no labels/codi_z: run the labeler stage first"):
+        augment(tmp_path, "codi", path, augment_stage="train")
+    assert not glob.glob(str(tmp_path / "results" / "augment" / "*" / "*" / "*" / "models"))
+
+
+def test_codi_privileged_refuses_data_that_is_not_one_expert(tmp_path):
+    path, _ = write_one_expert_spread(tmp_path / "rand.h5", E=8, qualities=np.full((8, 3), "random"))
+    with pytest.raises(ValueError, match=r"qualities \['random'\] and episodes by number of expert agents \{0: 8\}"
+                                         r".*--config=codi"):
+        augment(tmp_path, "codi_privileged", path)
+    two, _ = write_one_expert_spread(tmp_path / "two.h5", E=8, qualities=np.tile(["expert", "expert", "random"],
+                                                                                   (8, 1)))
+    with pytest.raises(ValueError, match=r"\{2: 8\}"):
+        augment(tmp_path, "codi_privileged", two)
+
+
+def test_env_and_shape_mismatches_are_refused(labelled, codi_run, tmp_path):
+    with pytest.raises(DatasetError, match=r"env_args\['N'\] is 3, expected 4"):
+        augment(tmp_path, "madiff_like", labelled, env_args={"max_cycles": LIMIT, "N": 4})
+    _, _, info = codi_run
+    with pytest.raises(ValueError, match="trained with segment_horizon=4, this run asks for 5: set segment_horizon=4"):
+        augment(tmp_path, "codi", labelled, augment_checkpoint=info["augment"]["artifacts"], segment_horizon=5)
+    with pytest.raises(ValueError, match="trained as codi .*use the checkpoint's --config=codi"):
+        augment(tmp_path, "madiff_like", labelled, augment_checkpoint=info["augment"]["artifacts"])
+    fake = tmp_path / "fake"
+    shutil.copytree(info["augment"]["artifacts"], fake)
+    meta = json.load(open(fake / "meta.json"))
+    meta["env_info"]["obs_shape"] += 1
+    json.dump(meta, open(fake / "meta.json", "w"))
+    with pytest.raises(ValueError, match="was trained on shapes .*use a dataset of the checkpoint's env"):
+        augment(tmp_path, "codi", labelled, augment_checkpoint=str(fake))
+
+
+def test_a_horizon_longer_than_the_episodes_is_refused(labelled, tmp_path):
+    with pytest.raises(ValueError, match=f"segment_horizon=11 is longer than the episode limit {LIMIT}"):
+        augment(tmp_path, "madiff_like", labelled, segment_horizon=11)
+
+
+def test_a_nan_loss_stops_and_keeps_the_last_checkpoint(labelled, tmp_path, monkeypatch):
+    real_loss = SegmentDiffusion.loss
+
+    def nan_after_25(self, batch):
+        loss = real_loss(self, batch)
+        return loss * float("nan") if self.steps >= 25 else loss
+
+    monkeypatch.setattr(SegmentDiffusion, "loss", nan_after_25)
+    with pytest.raises(FloatingPointError, match=r"training stopped at step 25: .*checkpoint .*checkpoint.pt "
+                                                 r"\(step 20\) is kept"):
+        augment(tmp_path, "madiff_like", labelled, augment_stage="train")
+    ckpt = glob.glob(str(tmp_path / "results" / "augment" / "madiff_like" / "*" / "*" / "train" / "checkpoint.pt"))
+    assert th.load(ckpt[0], weights_only=False)["step"] == 20
+
+
+def test_a_delta_nothing_passes_stops_with_the_rates_and_writes_no_file(labelled, codi_run, tmp_path):
+    _, _, info = codi_run
+    out = tmp_path / "none.h5"
+    with pytest.raises(GenerationError, match=r"pass rate 0/\d+ = 0.00%.*No dataset was written"):
+        augment(tmp_path, "codi", labelled, augment_checkpoint=info["augment"]["artifacts"], delta=0.0,
+                max_attempts=8, augment_out=str(out))
+    assert not out.exists()
+
+
+def test_an_env_without_the_obs_hooks_is_refused_before_training(tmp_path):
+    path, _ = write_random_dataset(str(tmp_path / "climbing.h5"), "climbing", n_episodes=8)
+    config = build_config("madiff_like", "climbing", {"local_results_path": str(tmp_path / "results"),
+                                                      "offline_dataset": path, **TINY, "segment_horizon": 2})
+    with pytest.raises(ValueError, match="MatrixGame .*hooks.*(MPE|use one of those envs)"):
+        run_augment(None, config, LOG)
+    assert not (tmp_path / "results" / "augment").exists()
