@@ -13,9 +13,11 @@ Shapes are MPE spread's (config/envs/mpe_spread.yaml): N = 3 agents, 18 observat
 episode limit 25; N = 4 and 5 for the sampling scaling. The models see synthetic random data: the rates depend on
 the shapes, not the content. Every preset runs in a child process of its own, so its peak RSS is its own.
 
-Timing: a warm-up call, then the median of `--repeats` calls. A generation cell whose full step count would take
-longer than `--budget` seconds (the paper preset's DDPM on a CPU) is measured with fewer denoising steps and scaled
-(every step costs the same: one network call on all branches), and marked as extrapolated. Complete trajectories/s
+Timing: a warm-up call, then the median of `--repeats` calls; `--budget` seconds bound each measurement. A training
+call runs up to 20 steps, fewer when a first step shows that they would not fit the budget (the paper preset on a
+CPU). A generation cell whose full step count would not fit (the paper preset's DDPM on a CPU) is measured with
+fewer denoising steps and scaled (every step costs the same: one network call on all branches), and marked as
+extrapolated; where even one step is over budget, the one-step DDIM probe is the measurement. Complete trajectories/s
 is derived, not measured: segments/s / ceil(episode_limit / (H - 1)), assuming every segment passes the dynamics
 check (rejected segments are re-denoised, which lowers it by the pass rate). Writes
 results/bench/codi_speed.{json,md}.
@@ -34,7 +36,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from types import SimpleNamespace as SN
 
 import numpy as np
@@ -118,19 +120,38 @@ def measure(fn, device, repeats, warmup=1):
 
 
 # ----- training -----
-def labeler_training(shape, name, steps, device, repeats):
-    """AgentQualityLabeler.fit for one epoch of exactly `steps` batches (no validation split)."""
+def train_rate(steps_fn, max_steps, device, repeats, budget):
+    """Steps/s of `steps_fn(k)` (k training steps): one step first (the warm-up and a cost estimate), then as many
+    steps per call, up to `max_steps`, as let the warm-up call and `repeats` timed calls fit in `budget` seconds.
+    Returns {steps, seconds (median per call), steps_per_s, gpu_peak_mb}."""
+    sync(device)
+    start = time.perf_counter()
+    steps_fn(1)
+    sync(device)
+    one = time.perf_counter() - start
+    steps = max(1, min(max_steps, int(budget / (one * (1 + repeats)))))
+    s, gpu = measure(lambda: steps_fn(steps), device, repeats)
+    return {"steps": steps, "seconds": s, "steps_per_s": steps / s, "gpu_peak_mb": gpu}
+
+
+def labeler_training(shape, name, max_steps, device, repeats, budget):
+    """AgentQualityLabeler.fit for one epoch of exactly k batches (no validation split): the normaliser fit and the
+    best-weights copy of each fit are in the time, as in training."""
     lab = AgentQualityLabeler(shape["obs_dim"], shape["n_actions"],
-                              labeler_preset(name, max_epochs=1, max_steps=steps, valid_fraction=0.0), device=device)
-    B, n, rows = lab.config.batch_size, shape["n"], steps * lab.config.batch_size
+                              labeler_preset(name, max_epochs=1, valid_fraction=0.0), device=device)
+    B, n, rows = lab.config.batch_size, shape["n"], max_steps * lab.config.batch_size
     rng = np.random.default_rng(0)
     data = {"obs": rng.uniform(-1, 1, (rows, HORIZON, n, shape["obs_dim"])).astype(np.float32),
             "actions": rng.integers(0, shape["n_actions"], (rows, HORIZON, n)),
             "step_valid": np.ones((rows, HORIZON), bool)}
     y = rng.integers(0, n, rows)
-    s, gpu = measure(lambda: lab.fit(data, y, progress=Bar(1, enabled=False)), device, repeats)
-    return {"model": "labeler", "batch_size": B, "steps": steps, "seconds": s, "steps_per_s": steps / s,
-            "params": sum(p.numel() for p in lab.net.parameters()), "gpu_peak_mb": gpu}
+
+    def fit(k):
+        lab.config = replace(lab.config, max_steps=k)
+        lab.fit({key: v[:k * B] for key, v in data.items()}, y[:k * B], progress=Bar(1, enabled=False))
+
+    return {"model": "labeler", "batch_size": B, "params": sum(p.numel() for p in lab.net.parameters()),
+            **train_rate(fit, max_steps, device, repeats, budget)}
 
 
 def diffusion_model(shape, cfg, device):
@@ -138,7 +159,8 @@ def diffusion_model(shape, cfg, device):
                             device=device)
 
 
-def diffusion_training(shape, cfg, steps, device, repeats):
+def diffusion_training(shape, cfg, max_steps, device, repeats, budget):
+    """SegmentDiffusion.train_step (loss, Adam, EMA) on a batch already on the device."""
     sd = diffusion_model(shape, cfg, device)
     B, n, O = cfg["batch_size"], shape["n"], shape["obs_dim"]
     g = th.Generator(device=device).manual_seed(0)
@@ -146,12 +168,12 @@ def diffusion_training(shape, cfg, steps, device, repeats):
              "R": -100 * th.rand(B, generator=g, device=device),
              "z": th.softmax(th.randn(B, n, generator=g, device=device), dim=1),
              "obs_valid": th.ones(B, HORIZON, dtype=th.bool, device=device)}
-    s, gpu = measure(lambda: [sd.train_step(batch) for _ in range(steps)], device, repeats)
-    return {"model": "diffusion", "batch_size": B, "steps": steps, "seconds": s, "steps_per_s": steps / s,
-            "params": sd.n_parameters(), "gpu_peak_mb": gpu}
+    return {"model": "diffusion", "batch_size": B, "params": sd.n_parameters(),
+            **train_rate(lambda k: [sd.train_step(batch) for _ in range(k)], max_steps, device, repeats, budget)}
 
 
-def dynamics_training(shape, cfg, steps, device, repeats):
+def dynamics_training(shape, cfg, max_steps, device, repeats, budget):
+    """DynamicsModels.train_step (f_inv, f_fwd and f_rwd, one Adam) on a batch already on the device."""
     n, O, A, B = shape["n"], shape["obs_dim"], shape["n_actions"], cfg["batch_size"]
     dyn = DynamicsModels(n, O, A, hidden=cfg["dynamics_hidden"], device=device)
     g = th.Generator(device=device).manual_seed(0)
@@ -159,9 +181,8 @@ def dynamics_training(shape, cfg, steps, device, repeats):
              "actions": th.randint(0, A, (B, HORIZON, n), generator=g, device=device),
              "reward": -th.rand(B, HORIZON, generator=g, device=device),
              "step_valid": th.ones(B, HORIZON, dtype=th.bool, device=device)}
-    s, gpu = measure(lambda: [dyn.train_step(batch) for _ in range(steps)], device, repeats)
-    return {"model": "dynamics (f_inv, f_fwd, f_rwd)", "batch_size": B, "steps": steps, "seconds": s,
-            "steps_per_s": steps / s, "params": dyn.n_parameters(), "gpu_peak_mb": gpu}
+    return {"model": "dynamics (f_inv, f_fwd, f_rwd)", "batch_size": B, "params": dyn.n_parameters(),
+            **train_rate(lambda k: [dyn.train_step(batch) for _ in range(k)], max_steps, device, repeats, budget)}
 
 
 # ----- generation -----
@@ -199,14 +220,16 @@ def generation_cells(shape, cfg, batches, samplers, guidances, device, repeats, 
                 S = full_steps[sampler]
                 reps = repeats if probe * S * repeats <= budget else 1
                 m = S if probe * S * reps <= budget else max(1, min(S, int(budget / (probe * reps))))
-                if m == 1 and probe > budget:  # even one step is over budget: the probe is the measurement
+                from_probe = m == 1 and probe > budget  # even one step is over budget: the probe is the measurement
+                if from_probe:
                     s, gpu = probe, None
                 else:
                     s, gpu = measure(lambda sampler=sampler, m=m: sample(sampler, m), device, reps, warmup=0)
                 seg_s = b / (s * S / m)
                 rows.append({**base, "sampler": sampler, "steps": S, "steps_measured": m, "repeats": reps,
-                             "seconds_per_call": s * S / m, "extrapolated": m < S, "segments_per_s": seg_s,
-                             "trajectories_per_s_derived": seg_s / per_traj, "gpu_peak_mb": gpu})
+                             "seconds_per_call": s * S / m, "extrapolated": m < S, "from_ddim_probe": from_probe,
+                             "segments_per_s": seg_s, "trajectories_per_s_derived": seg_s / per_traj,
+                             "gpu_peak_mb": gpu})
     return rows
 
 
@@ -216,10 +239,10 @@ def run_preset(name, counts, device):
     shape = spread_shapes(3)
     out = {"preset": name, "config": cfg, "labeler_config": asdict(labeler_preset(cfg["labeler"])), "shape": shape,
            "horizon": HORIZON, "device": str(device)}
-    steps, reps = counts["train_steps"], counts["repeats"]
-    out["train"] = [labeler_training(shape, cfg["labeler"], steps, device, reps),
-                    diffusion_training(shape, cfg, steps, device, reps),
-                    dynamics_training(shape, cfg, steps, device, reps)]
+    steps, reps, budget = counts["train_steps"], counts["repeats"], counts["budget"]
+    out["train"] = [labeler_training(shape, cfg["labeler"], steps, device, reps, budget),
+                    diffusion_training(shape, cfg, steps, device, reps, budget),
+                    dynamics_training(shape, cfg, steps, device, reps, budget)]
     out["peak_rss_mb_after_training"] = peak_rss_mb()
     with warnings.catch_warnings():  # DDIM 15 of K = 200 warns (not a divisor); the paper's count is kept
         warnings.simplefilter("ignore", UserWarning)
@@ -351,9 +374,12 @@ def markdown(data):
              f"start, {m['load_end']:.2f} at the end; {m['date']}{'; --quick' if data['quick'] else ''}.",
              f"MPE spread shapes: N = 3 agents, {data['presets'][0]['shape']['obs_dim'] if data['presets'] else '?'} "
              f"obs dims, 5 actions, H = {HORIZON}, episode limit 25; synthetic random data. Timings: warm-up, then "
-             f"the median of {data['counts']['repeats']} repeat(s).", "",
+             f"the median of {data['counts']['repeats']} repeat(s), each bounded by a budget of "
+             f"{data['counts']['budget']:g} s (training: fewer steps per call; generation: fewer denoising steps, "
+             f"scaled).", "",
              "## Training", "",
-             "| preset | model | parameters | batch | steps/s |" + gcol, "|---|---|---:|---:|---:|" + gsep]
+             "| preset | model | parameters | batch | steps per call | steps/s |" + gcol,
+             "|---|---|---:|---:|---:|---:|" + gsep]
     for p in data["presets"]:
         for r in p["train"]:
             lines.append(f"| {p['preset']} | {r['model']} | {r['params']:,} | {r['batch_size']} | "

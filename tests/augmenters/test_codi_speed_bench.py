@@ -20,7 +20,7 @@ def test_quick_codi_speed_bench_writes_every_measurement(tmp_path):
     assert preset["preset"] == "cpu" and preset["shape"] == {"n": 3, "obs_dim": 18, "n_actions": 5,
                                                              "episode_limit": 25}
     assert [r["model"] for r in preset["train"]] == ["labeler", "diffusion", "dynamics (f_inv, f_fwd, f_rwd)"]
-    assert all(r["steps_per_s"] > 0 and r["params"] > 0 for r in preset["train"])
+    assert all(r["steps_per_s"] > 0 and r["params"] > 0 and 1 <= r["steps"] <= 2 for r in preset["train"])
     assert preset["peak_rss_mb"] >= preset["peak_rss_mb_after_training"] > 0
     cells = {(r["guidance"], r["sampler"]): r for r in preset["generation"]}
     assert set(cells) == {(g, s) for g in ("compose", "return_only") for s in ("ddim", "ddpm")}
