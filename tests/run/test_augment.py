@@ -53,7 +53,7 @@ def labelled(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("source")
     path, _ = write_one_expert_spread(tmp / "src.h5", E=E, N=3)
     run_main(tmp, "label_agent_quality", "mpe_spread", f"offline_dataset={path}", f"env_args.max_cycles={LIMIT}",
-             "label_segments=0.3")
+             "label_segments=0.3", f"segment_horizon={TINY['segment_horizon']}")
     return path
 
 
@@ -168,12 +168,34 @@ def test_interrupted_training_resumes_exactly(labelled, tmp_path, monkeypatch):
     assert resumed["train"]["model_hashes"] == whole["train"]["model_hashes"]  # byte-identical models
 
 
+def test_presets_and_explicit_keys():
+    from types import SimpleNamespace
+
+    from augmenters.codi.settings import resolve
+    paper = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"augment_preset": "paper",
+                                                                          "diffusion_dim": 64})))
+    assert paper.model["dim"] == 64 and paper.model["dim_mults"] == [1, 4, 8] and paper.model["n_timesteps"] == 200
+    assert paper.generation["sampling_steps"] == 15 and paper.train_steps == 1_000_000 and paper.batch_size == 64
+    cpu = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"guidance_weights": [1.0, 0, 0],
+                                                                        "target_rtg": -105, "delta": 0.03})))
+    assert cpu.model["dim"] == 32 and cpu.generation["sampling_steps"] == 25 and cpu.train_steps == 20_000
+    assert cpu.generation["guidance_weights"] == [1.0, 0.0, 0.0] and cpu.generation["target_rtg"] == -105.0
+    for bad, match in (({"delta": "often"}, "delta must be auto"), ({"augment_preset": "gpu"}, "augment_preset"),
+                       ({"sampling_steps": 60}, "more than diffusion_timesteps=50"),
+                       ({"augment_stage": "sample"}, "augment_stage must be one of all, labeler")):
+        with pytest.raises(ValueError, match=match):
+            resolve(SimpleNamespace(**build_config("codi", "mpe_spread", bad)))
+
+
 # ----- bad inputs (issue 15, section 11) -----
-def test_a_dataset_without_the_labels_names_the_label_command(tmp_path):
+def test_a_dataset_without_the_labels_names_the_label_command(labelled, tmp_path):
     path, _ = write_one_expert_spread(tmp_path / "raw.h5", E=8)
     with pytest.raises(ValueError, match=r"labels/best_agent.*--config=label_agent_quality --env-config=mpe_spread "
                                          rf"with offline_dataset={path}"):
         augment(tmp_path, "codi", path)
+    with pytest.raises(ValueError, match="judge segments of 4 steps, this run's segment_horizon is 5: set "
+                                         "segment_horizon=4, or label again"):
+        augment(tmp_path, "codi", labelled, segment_horizon=5)
     with pytest.raises(ValueError, match="no labels/codi_z: run the labeler stage first"):
         augment(tmp_path, "codi", path, augment_stage="train")
     assert not glob.glob(str(tmp_path / "results" / "augment" / "*" / "*" / "*" / "models"))
@@ -243,3 +265,13 @@ def test_an_env_without_the_obs_hooks_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match="MatrixGame .*hooks.*(MPE|use one of those envs)"):
         run_augment(None, config, LOG)
     assert not (tmp_path / "results" / "augment").exists()
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="needs a CUDA GPU")
+def test_codi_on_cuda_trains_generates_and_resumes_on_the_cpu(labelled, tmp_path):
+    src = copy_of(labelled, tmp_path)
+    info = augment(tmp_path, "codi", src, use_cuda=True)
+    assert OfflineDataset.load(info["generate"]["path"]).env_info["n_agents"] == 3
+    # the CUDA-trained models generate on the CPU too
+    cpu = augment(tmp_path, "codi", src, augment_checkpoint=info["artifacts"], augment_out=str(tmp_path / "cpu.h5"))
+    assert len(OfflineDataset.load(cpu["generate"]["path"])) == 4

@@ -153,6 +153,13 @@ class CodiAugmenter:
                              f"{self.source_path} does not have (its labels: {have}). Label segments first: "
                              f"{label_command(self.source_path, self.env_config, name)} (labeler=oracle | "
                              f"noisy_oracle | llm), or set augment_label_name to the labels it has")
+        made_with = (self.dataset.label_attrs(name).get("settings") or {}).get("segment_horizon")
+        if made_with is not None and int(made_with) != self.s.horizon:
+            # one H throughout: the labels judge H-step segments, the labeler reads and the diffusion model makes them
+            again = label_command(self.source_path, self.env_config, name)
+            raise ValueError(f"labels/{name} of {self.source_path} judge segments of {made_with} steps, this run's "
+                             f"segment_horizon is {self.s.horizon}: set segment_horizon={made_with}, or label again "
+                             f"({again} segment_horizon={self.s.horizon} label_overwrite=True)")
         return np.asarray(self.arrays["labels/" + name])
 
     def privileged_labels(self):
@@ -225,6 +232,9 @@ class CodiAugmenter:
         ident = {"augmenter_labels": self.labels, "fingerprint": self.fingerprint, "given_labels": given,
                  "env": self.dataset.attrs["env"], "env_args": json.loads(self.dataset.attrs["env_args"]),
                  "settings": self.s.training_identity()}
+        if self.labels != "distilled":  # no labeler: its settings and the given labels' name do not matter
+            for k in ("labeler", "label_name"):
+                ident["settings"].pop(k)
         return sha256_bytes(json.dumps(ident, sort_keys=True, default=str))[:12]
 
     def _read_meta(self, folder):
@@ -349,7 +359,7 @@ class CodiAugmenter:
         ckpt_path = os.path.join(self.folder, "train", "checkpoint.pt")
         step = 0
         if os.path.exists(ckpt_path):
-            state = th.load(ckpt_path, map_location=self.device, weights_only=False)
+            state = th.load(ckpt_path, map_location="cpu", weights_only=False)
             diffusion.load_state_dict(state["diffusion"])
             dynamics.load_state_dict(state["dynamics"])
             rng.bit_generator.state = state["batch_rng"]
@@ -439,7 +449,7 @@ class CodiAugmenter:
                 with open(path, encoding="utf-8") as f:
                     states[name] = json.load(f)
             else:
-                states[name] = th.load(path, map_location=self.device, weights_only=False)
+                states[name] = th.load(path, map_location="cpu", weights_only=False)
             if state_hash(states[name]) != meta["train"]["model_hashes"][name]:
                 raise ValueError(f"{path} differs from the hash recorded in {META}: train again (delete "
                                  f"{self.folder}) or restore the file")
@@ -447,7 +457,9 @@ class CodiAugmenter:
         d_state, dyn_state = states["diffusion.pt"], states["dynamics.pt"]
         t = meta["train"]
         diffusion, dynamics = self.build_models(normaliser, t["returns_scale"], t["reward_mean"], t["reward_scale"])
-        diffusion.load_state_dict(d_state)
+        # the training noise generator's state is kept out: it is device-specific (a CUDA-trained model generates on
+        # the CPU too), and sampling draws from its own seeded generator
+        diffusion.load_state_dict({**d_state, "rng": diffusion.rng.get_state()})
         dynamics.load_state_dict(dyn_state)
         return diffusion, dynamics, normaliser, meta
 
