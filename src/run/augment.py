@@ -10,6 +10,7 @@ Stages (`augment_stage`): labeler, train, generate, or all in order. A rerun of 
 artifact folder (the training checkpoint, the generation's finished parts). Losses, accuracies and pass rates go to
 Sacred (info.json, metrics.json) and TensorBoard; the run's info holds each stage's summary.
 """
+import contextlib
 import os
 
 from augmenters import REGISTRY
@@ -19,7 +20,7 @@ from envs import env_from_args
 from offline.reader import OfflineDataset
 from run.label import dataset_path, pick
 from run.setup import make_args
-from utils.files import clean_stale_temps
+from utils.files import FolderLock, clean_stale_temps
 from utils.logging import Logger
 from utils.paths import env_label, results_path
 
@@ -36,12 +37,19 @@ def run_augment(_run, config, _log):
     env_args = {k: v for k, v in args.env_args.items() if k != "seed"}
     dataset = OfflineDataset.load(path, expect_env=(args.env, env_args))
     env = env_from_args(args)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(logger.finish)
+        stack.callback(env.close)
         # an env without the obs hooks is refused before any training
         check_hooks(env, dataset.arrays(rows=[0, min(1, len(dataset) - 1)])["obs"][:, 0], dataset.env_info)
         augmenter = augmenter_class(settings, path, dataset, args.env_config, results_dir, env_label(config), env,
                                     device=args.device, log=_log.info, stat=logger.log_stat,
                                     checkpoint=args.augment_checkpoint, out=args.augment_out)
+        lock = FolderLock.try_acquire(augmenter.folder)
+        if lock is None:
+            raise RuntimeError(f"another process is running in {augmenter.folder} (the same augmenter, dataset and "
+                               f"settings): wait for it to finish, then rerun to continue from its checkpoint")
+        stack.callback(lock.release)
         if args.use_tensorboard:
             logger.setup_tb(os.path.join(results_dir, "tb_logs", f"augment_{augmenter.name}_"
                                          f"{os.path.basename(augmenter.folder)}"))
@@ -64,6 +72,3 @@ def run_augment(_run, config, _log):
             _log.info(f"Generated dataset: {info['generate']['path']} (pass rate "
                       f"{info['generate']['pass_rate']:.2%}, mean return {info['generate']['return_mean']:.4g})")
         return info
-    finally:
-        env.close()
-        logger.finish()

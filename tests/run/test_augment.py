@@ -22,6 +22,7 @@ from offline import OfflineDataset
 from offline.format import DatasetError
 from run.augment import run_augment
 from utils.config import build_config
+from utils.files import FolderLock
 
 LOG = logging.getLogger("test_augment")
 E = 30
@@ -227,6 +228,16 @@ def test_env_and_shape_mismatches_are_refused(labelled, codi_run, tmp_path):
     json.dump(meta, open(fake / "meta.json", "w"))
     with pytest.raises(ValueError, match="was trained on shapes .*use a dataset of the checkpoint's env"):
         augment(tmp_path, "codi", labelled, augment_checkpoint=str(fake))
+
+
+def test_a_second_run_in_the_same_folder_is_refused(labelled, codi_run, tmp_path):
+    folder = codi_run[2]["augment"]["artifacts"]
+    lock = FolderLock.try_acquire(folder)
+    try:
+        with pytest.raises(RuntimeError, match="another process is running in .*rerun to continue"):
+            augment(tmp_path, "codi", labelled, augment_checkpoint=folder)
+    finally:
+        lock.release()
 
 
 def test_a_horizon_longer_than_the_episodes_is_refused(labelled, tmp_path):
