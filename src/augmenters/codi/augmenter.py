@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch as th
@@ -351,9 +352,12 @@ class CodiAugmenter:
         rtg = _returns_to_go(self.arrays)[starts[:, 0], starts[:, 1]]
         from augmenters.codi.diffusion import returns_scale_from
 
-        everything = segments(self.arrays, self.s.horizon, starts)
-        r_mean, r_scale = reward_stats(everything)
-        del everything
+        # f_rwd's standardisation, over the real transitions of the training episodes (not of all segments, which
+        # would hold every transition up to H times in memory)
+        lengths = episode_lengths(self.arrays["filled"])[train_eps]
+        reward = np.asarray(self.arrays["reward"])[train_eps, :, 0]
+        r_mean, r_scale = reward_stats(SimpleNamespace(
+            reward=reward, step_valid=np.arange(reward.shape[1])[None, :] < lengths[:, None]))
         diffusion, dynamics = self.build_models(normaliser, returns_scale_from(rtg), r_mean, r_scale)
         rng = np.random.default_rng([self.s.seed, 3])
         ckpt_path = os.path.join(self.folder, "train", "checkpoint.pt")
