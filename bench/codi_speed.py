@@ -348,8 +348,9 @@ def local_model_rows(tmp, source, task, k, threads):
         rows.append({"what": what, "segments": len(items), "seconds_per_segment": s / len(items),
                      "seconds_per_100": 100 * s / len(items), "requests": i["requests"],
                      "cache_hits": i["cache_hits"], "labeled": i["labeled"], "answer_format": i["answer_format"],
-                     "prompt_tokens_per_segment": i["prompt_tokens"] / len(items),
-                     "completion_tokens_per_segment": i["completion_tokens"] / len(items),
+                     # the ledger counts tokens of requests only: none on a pass answered from the cache
+                     "prompt_tokens_per_segment": i["prompt_tokens"] / len(items) if i["requests"] else None,
+                     "completion_tokens_per_segment": i["completion_tokens"] / len(items) if i["requests"] else None,
                      "chars_per_token_measured": chars / i["prompt_tokens"] if i["prompt_tokens"] else None,
                      "estimate_over_real_tokens": est / i["prompt_tokens"] if i["prompt_tokens"] else None,
                      "llama_threads": threads, "load_average": os.getloadavg()[0]})
@@ -382,7 +383,7 @@ def markdown(data):
              "|---|---|---:|---:|---:|---:|" + gsep]
     for p in data["presets"]:
         for r in p["train"]:
-            lines.append(f"| {p['preset']} | {r['model']} | {r['params']:,} | {r['batch_size']} | "
+            lines.append(f"| {p['preset']} | {r['model']} | {r['params']:,} | {r['batch_size']} | {r['steps']} | "
                          f"{fmt(r['steps_per_s'])} |" + (f" {fmt(r['gpu_peak_mb'])} |" if gpu else ""))
     lines += ["", "## Generation (SegmentDiffusion.sample)", "",
               "Trajectories/s is derived: segments/s / ceil(25 / (H − 1)) = segments/s / 4, every segment passing. "
@@ -419,7 +420,8 @@ def markdown(data):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", nargs="+", default=["cpu", "paper"], choices=sorted(PRESETS))
+    p.add_argument("--presets", nargs="*", default=["cpu", "paper"], choices=sorted(PRESETS),
+                   help="none (`--presets` alone): only the prompt and local-model measurements")
     p.add_argument("--quick", action="store_true", help="tiny counts (a smoke test)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (and the local model's)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
