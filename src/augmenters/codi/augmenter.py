@@ -347,23 +347,30 @@ class CodiAugmenter:
         z_all = self.conditions()
         train_eps, _ = self.split()
         starts = self.starts_of(train_eps)
-        filled = np.asarray(self.arrays["filled"]).reshape(len(self.dataset), -1).astype(bool)
-        normaliser = ObsNormaliser.fit(self.arrays["obs"][train_eps], filled[train_eps], per_agent=False)
-        rtg = _returns_to_go(self.arrays)[starts[:, 0], starts[:, 1]]
-        from augmenters.codi.diffusion import returns_scale_from
-
-        # f_rwd's standardisation, over the real transitions of the training episodes (not of all segments, which
-        # would hold every transition up to H times in memory)
-        lengths = episode_lengths(self.arrays["filled"])[train_eps]
-        reward = np.asarray(self.arrays["reward"])[train_eps, :, 0]
-        r_mean, r_scale = reward_stats(SimpleNamespace(
-            reward=reward, step_valid=np.arange(reward.shape[1])[None, :] < lengths[:, None]))
-        diffusion, dynamics = self.build_models(normaliser, returns_scale_from(rtg), r_mean, r_scale)
         rng = np.random.default_rng([self.s.seed, 3])
         ckpt_path = os.path.join(self.folder, "train", "checkpoint.pt")
+        state = th.load(ckpt_path, map_location="cpu", weights_only=False) if os.path.exists(ckpt_path) else None
+        if state is not None and "normaliser" in state:  # the checkpoint's data statistics, as they were
+            normaliser = ObsNormaliser.from_state_dict(state["normaliser"])
+        else:
+            filled = np.asarray(self.arrays["filled"]).reshape(len(self.dataset), -1).astype(bool)
+            normaliser = ObsNormaliser.fit(self.arrays["obs"][train_eps], filled[train_eps], per_agent=False)
+        if state is not None:
+            scale = state["diffusion"]["config"]["returns_scale"]
+            r_mean, r_scale = (state["dynamics"]["config"][k] for k in ("reward_mean", "reward_scale"))
+        else:
+            from augmenters.codi.diffusion import returns_scale_from
+
+            scale = returns_scale_from(_returns_to_go(self.arrays)[starts[:, 0], starts[:, 1]])
+            # f_rwd's standardisation, over the real transitions of the training episodes (not of all segments,
+            # which would hold every transition up to H times in memory)
+            lengths = episode_lengths(self.arrays["filled"])[train_eps]
+            reward = np.asarray(self.arrays["reward"])[train_eps, :, 0]
+            r_mean, r_scale = reward_stats(SimpleNamespace(
+                reward=reward, step_valid=np.arange(reward.shape[1])[None, :] < lengths[:, None]))
+        diffusion, dynamics = self.build_models(normaliser, scale, r_mean, r_scale)
         step = 0
-        if os.path.exists(ckpt_path):
-            state = th.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state is not None:
             diffusion.load_state_dict(state["diffusion"])
             dynamics.load_state_dict(state["dynamics"])
             rng.bit_generator.state = state["batch_rng"]
@@ -373,7 +380,7 @@ class CodiAugmenter:
         self._write_meta(normaliser=normaliser.state_dict())
         B, total, sums, count = self.s.batch_size, self.s.train_steps, {}, 0
         start_time, start_step = time.perf_counter(), step
-        last_saved = step if os.path.exists(ckpt_path) else None
+        last_saved = step if state is not None else None
         while step < total:
             rows = rng.integers(len(starts), size=B)
             seg = segments(self.arrays, self.s.horizon, starts[rows])
@@ -398,10 +405,11 @@ class CodiAugmenter:
                 sums, count = {}, 0
             if step % self.s.save_interval == 0 or step == total:
                 _save_torch({"diffusion": diffusion.state_dict(), "dynamics": dynamics.state_dict(),
-                             "batch_rng": rng.bit_generator.state, "step": step}, ckpt_path)
+                             "batch_rng": rng.bit_generator.state, "step": step,
+                             "normaliser": normaliser.state_dict()}, ckpt_path)
                 last_saved = step
         hashes = self._save_models(diffusion, dynamics, normaliser)
-        summary = {"steps": step, "model_hashes": hashes, "returns_scale": diffusion.config["returns_scale"],
+        summary = {"steps": step, "model_hashes": hashes, "returns_scale": scale,
                    "reward_mean": r_mean, "reward_scale": r_scale, "train_episodes": len(train_eps),
                    "segments": int(len(starts)), "diffusion_parameters": diffusion.n_parameters(),
                    "dynamics_parameters": dynamics.n_parameters(),
