@@ -24,6 +24,19 @@ the training settings (not train_steps: a longer run continues the folder), so r
 own folder: labeler.pt, train/checkpoint.pt, models/{diffusion.pt, dynamics.pt, normaliser.json,
 scheduler_config.json}, labeler_report.md, meta.json (env, shapes, hashes, settings, counters of every stage) and
 the generated datasets generated_<settings hash>.h5 (or `augment_out`).
+
+Decisions (issue 15's "decide and document"; the model-level ones are in diffusion.py and dynamics.py):
+- One H throughout: the given labels must judge segments of this run's segment_horizon (refused otherwise), the
+  labeler reads H-step segments, the diffusion model makes them and stitching adds H-1 transitions per segment.
+- Labeler inputs: each agent's own observation and action one-hot over the segment's real transitions (labeler.py).
+- Held-out episodes (augment_valid_fraction, seeded) are not trained on: they measure f_inv's accuracy and the real
+  pass rate while training and calibrate `delta: auto` (default the 0.95 quantile of the per-step error).
+- The dynamics models are trained alongside the diffusion model (same loop, same segment batches, own optimiser).
+- Defaults: target_rtg quantile:0.9 of the source's returns (a return the data reaches; never from reference
+  datasets), M = max_resamples 4, o_0 = the first observation of a random source episode (stitching.py).
+- A resumed training keeps the data statistics of its checkpoint (normaliser, returns scale, reward statistics)
+  and continues the batch RNG, so an interrupted run ends with the same weights as an uninterrupted one; the
+  training noise RNG is device-specific, so resume on the device that trained (generation works on any device).
 """
 import hashlib
 import json
