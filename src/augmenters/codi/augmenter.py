@@ -236,6 +236,7 @@ class CodiAugmenter:
             starts = starts[np.sort(rng.choice(len(starts), VALID_SEGMENTS, replace=False))]
         seg = segments(self.arrays, self.s.horizon, starts)
         batch = segment_batch(seg, normaliser, device=self.device, avail_actions=segment_avail(self.arrays, seg))
+        batch["R"] = th.as_tensor(seg.rtg, device=self.device)
         return batch
 
     # ------------------------------------------------------------------ identity and artifacts
@@ -414,7 +415,7 @@ class CodiAugmenter:
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
             if step % self.s.log_interval == 0 or step == total:
-                self._log_training(step, sums, count, dynamics, valid, start_time, start_step)
+                self._log_training(step, sums, count, diffusion, dynamics, valid, start_time, start_step)
                 sums, count = {}, 0
             if step % self.s.save_interval == 0 or step == total:
                 _save_torch({"diffusion": diffusion.state_dict(), "dynamics": dynamics.state_dict(),
@@ -431,7 +432,7 @@ class CodiAugmenter:
         self.log(f"train: {step} steps done; models in {self.folder}/models")
         return summary
 
-    def _log_training(self, step, sums, count, dynamics, valid, start_time, start_step):
+    def _log_training(self, step, sums, count, diffusion, dynamics, valid, start_time, start_step):
         for k, v in sums.items():
             self.stat(k, v / max(count, 1), step)
         acc = dynamics.action_accuracy(valid)
@@ -440,11 +441,29 @@ class CodiAugmenter:
         self.stat("inv_acc_valid", acc, step)
         self.stat("delta", delta, step)
         self.stat("real_pass_rate", rate, step)
+        probe_rate, probe_error = self.probe(diffusion, dynamics, valid, delta)
+        self.stat("probe_pass_rate", probe_rate, step)
+        self.stat("probe_step_error", probe_error, step)
         speed = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)
         self.stat("train_steps_per_s", speed, step)
         self.log(f"train step {step}/{self.s.train_steps}: diffusion loss "
                  f"{sums.get('diffusion_loss', 0) / max(count, 1):.4g}, inverse accuracy (held out) {acc:.3f}, "
-                 f"real pass rate {rate:.3f} at delta {delta:.4g}, {speed:.1f} steps/s")
+                 f"real pass rate {rate:.3f} at delta {delta:.4g}, generated (probe) pass rate {probe_rate:.3f} "
+                 f"with median worst-step error {probe_error:.4g}, {speed:.1f} steps/s")
+
+    def probe(self, diffusion, dynamics, valid, delta, size=64):
+        """How generated segments fare now: up to `size` held-out real segments without padding are generated again
+        from their o_0 and return-to-go with this variant's guidance and sampler (EMA weights, a fixed seed; no
+        training state changes). Returns (the fraction whose worst step error is <= delta, the median worst error)."""
+        rows = th.nonzero(valid["step_valid"].all(1)).reshape(-1)[:size]
+        if len(rows) == 0:
+            return float("nan"), float("nan")
+        g = self.s.generation
+        x = diffusion.sample(valid["x"][rows, 0], valid["R"][rows], guidance=self.guidance,
+                             guidance_weights=g["guidance_weights"], sampler=g["sampler"],
+                             n_steps=g["sampling_steps"], generator=self.s.seed)
+        worst = dynamics.segment_errors(x).cpu().numpy()
+        return float((worst <= delta).mean()), float(np.median(worst))
 
     def _save_models(self, diffusion, dynamics, normaliser):
         models = os.path.join(self.folder, "models")
