@@ -20,24 +20,21 @@ the question. The reply: at most 100 words, then the index as `[k]` on the last 
 Stored as `labels/<label_name>` [E, T+1] int16 in the dataset file: the answer at (episode, start), -1 where the
 start was not asked or its answer is unlabeled (counted in the attrs: counts.unparsed, unlabeled).
 """
-import json
 import os
 import re
-import unicodedata
 
 import numpy as np
 
 from labeling.base import Item, LabelTask
+from labeling.parse import reply_text_and_json
 from labeling.prompting import TaskPrompt, read_prompt, sha256
 from labeling.store import code_version, write_episode_labels
-from llm.text_utils import strip_thinking
 from offline.label_store import episode_label_attrs
 from offline.segments import all_starts, segment_starts, segments
 
 NOT_ASKED = -1  # the stored value where no (parsed) answer exists
 ORACLE_KEY = "agent_quality"  # the only ground truth of this task (the dataset's per-agent quality)
 _BRACKET = re.compile(r"\[\s*(\d+)\s*\]")
-_FENCE = re.compile(r"\A```[a-zA-Z]*\s*(.*?)\s*```\Z", re.DOTALL)
 
 
 def segment_count(value, n_starts):
@@ -59,20 +56,13 @@ def parse_agent_index(text, n_agents):
     as [1])."""
     if not isinstance(text, str):
         return None
-    text = unicodedata.normalize("NFKC", strip_thinking(text)).strip()
-    fenced = _FENCE.match(text)
-    body = fenced.group(1) if fenced else text
-    if body.startswith("{") and body.endswith("}"):
-        try:
-            obj = json.loads(body)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict):
-            value = obj.get("best_agent")
-            if isinstance(value, str) and value.strip().strip("[]").isdigit():
-                value = int(value.strip().strip("[]"))
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == int(value)
-            return int(value) if ok and 0 <= int(value) < n_agents else None
+    text, obj = reply_text_and_json(text)
+    if obj is not None:
+        value = obj.get("best_agent")
+        if isinstance(value, str) and value.strip().strip("[]").isdigit():
+            value = int(value.strip().strip("[]"))
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == int(value)
+        return int(value) if ok and 0 <= int(value) < n_agents else None
     found = [int(m.group(1)) for m in _BRACKET.finditer(text)]
     found = [k for k in found if k < n_agents]
     return found[-1] if found else None

@@ -37,6 +37,21 @@ _MARKERS = [
 ]
 
 
+def reply_text_and_json(text):
+    """A reply's text with `<think>` blocks dropped and NFKC-normalised (［１］ reads as [1]), and the JSON object it
+    is (bare or in a ``` fence), or None when it is not one. Every task's parser starts here."""
+    text = unicodedata.normalize("NFKC", strip_thinking(text)).strip()
+    fenced = _FENCE.match(text)
+    body = fenced.group(1) if fenced else text
+    if body.startswith("{") and body.endswith("}"):
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            return text, None
+        return text, obj if isinstance(obj, dict) else None
+    return text, None
+
+
 @dataclass(frozen=True)
 class Parsed:
     value: int | None  # the choice, None = unparsed
@@ -47,18 +62,11 @@ def parse_choice(text, choices=(0, 1, 2), key="preferred"):
     """The choice a reply states (see the module rules), as a Parsed(value, how)."""
     if not isinstance(text, str):
         return Parsed(None, "not text")
-    text = unicodedata.normalize("NFKC", strip_thinking(text)).strip()
+    text, obj = reply_text_and_json(text)
     if not text:
         return Parsed(None, "empty")
-    fenced = _FENCE.match(text)
-    body = fenced.group(1) if fenced else text
-    if body.startswith("{") and body.endswith("}"):
-        try:
-            obj = json.loads(body)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict):
-            return _from_json(obj, choices, key)
+    if obj is not None:
+        return _from_json(obj, choices, key)
     for line in reversed(text.splitlines()):
         found = {int(m.group(1)) for rx in _MARKERS for m in rx.finditer(line) if int(m.group(1)) in choices}
         if len(found) == 1:

@@ -1,8 +1,8 @@
 """Labeler `llm` with the real local model (./install.sh llm; CI installs it): 4 pairs end to end.
 
 Short on purpose: summaries without a timeline (summary_max_steps=0) and a JSON answer cut at 24 tokens (the choice
-comes first in the schema, so a cut reason still parses). Four pairs (prompt processing dominates: ~10 s a pair on 2 threads) keep it under a minute; it asserts plumbing and
-parseability, never the small model's judgement.
+comes first in the schema, so a cut reason still parses), four pairs (prompt processing dominates). It asserts
+plumbing and parseability, never the small model's judgement.
 """
 from types import SimpleNamespace as SN
 
