@@ -181,6 +181,7 @@ def test_presets_and_explicit_keys():
     cpu = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"guidance_weights": [1.0, 0, 0],
                                                                         "target_rtg": -105, "delta": 0.03})))
     assert cpu.model["dim"] == 32 and cpu.generation["sampling_steps"] == 25 and cpu.train_steps == 20_000
+    assert cpu.model["lr"] == 1e-3 and paper.model["lr"] == 2e-4
     assert cpu.generation["guidance_weights"] == [1.0, 0.0, 0.0] and cpu.generation["target_rtg"] == -105.0
     for bad, match in (({"delta": "often"}, "delta must be auto"), ({"augment_preset": "gpu"}, "augment_preset"),
                        ({"sampling_steps": 60}, "more than diffusion_timesteps=50"),
