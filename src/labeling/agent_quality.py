@@ -68,16 +68,6 @@ def parse_agent_index(text, n_agents):
     return found[-1] if found else None
 
 
-def expert_index(dataset, episodes):
-    """[len(episodes)] int64: the index of the one expert agent of each episode, -1 where there is none or several."""
-    codes = dataset.quality_code_array[np.asarray(episodes, dtype=np.int64)]
-    expert = dataset.quality_codes.get("expert")
-    if expert is None:
-        return np.full(len(codes), -1, dtype=np.int64)
-    is_expert = codes == expert
-    return np.where(is_expert.sum(1) == 1, is_expert.argmax(1), -1).astype(np.int64)
-
-
 class AgentQuality(LabelTask):
     name = "agent_quality"
 
@@ -101,7 +91,7 @@ class AgentQuality(LabelTask):
 
     def oracle_batch(self, items, source, args):
         episodes = np.array([it.data[0] for it in items], dtype=np.int64)
-        truth = expert_index(source.dataset, episodes)
+        truth = source.dataset.one_expert_agent(episodes)
         if (truth < 0).any():
             raise ValueError(_no_single_expert(source, episodes[truth < 0]))
         return truth.astype(np.float64)
@@ -131,7 +121,7 @@ class AgentQuality(LabelTask):
         unlabeled rate."""
         answers = np.asarray(answers, dtype=np.float64)
         n = int(source.dataset.env_info["n_agents"])
-        truth = expert_index(source.dataset, [it.data[0] for it in items])
+        truth = source.dataset.one_expert_agent([it.data[0] for it in items])
         labeled = np.isfinite(answers)
         known = truth >= 0
         picked = np.where(labeled, answers, -1).astype(np.int64)

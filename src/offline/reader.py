@@ -195,6 +195,16 @@ class OfflineDataset:
             out[codes == c] = names.get(int(c), "unknown")
         return out.astype(str)
 
+    def one_expert_agent(self, rows=None):
+        """[len(rows)] int64 (default all episodes): the index of each episode's one expert agent (agent_quality),
+        -1 where it has none or several (CODI's one-expert data: the agent_quality oracle, codi_privileged)."""
+        codes = self.quality_code_array if rows is None else self.quality_code_array[np.asarray(rows, np.int64)]
+        expert = self.quality_codes.get("expert")
+        if expert is None:
+            return np.full(len(codes), -1, dtype=np.int64)
+        is_expert = codes == expert
+        return np.where(is_expert.sum(1) == 1, is_expert.argmax(1), -1).astype(np.int64)
+
     @property
     def label_names(self):
         return sorted(self._labels)

@@ -73,16 +73,6 @@ def label_command(path, env_config, name):
             f"offline_dataset={path} label_name={name}")
 
 
-def expert_per_episode(dataset):
-    """[E] int64: the index of each episode's one expert agent (agent_quality), -1 where none or several."""
-    codes = dataset.quality_code_array
-    expert = dataset.quality_codes.get("expert")
-    if expert is None:
-        return np.full(len(codes), -1, np.int64)
-    is_expert = codes == expert
-    return np.where(is_expert.sum(1) == 1, is_expert.argmax(1), -1).astype(np.int64)
-
-
 def state_hash(obj):
     """SHA-256 (hex) of a nested state (dicts, lists, tensors, arrays, plain values) by content: names, dtypes,
     shapes and values, so equal weights hash equally whatever torch.save's byte layout (it is not canonical)."""
@@ -179,7 +169,7 @@ class CodiAugmenter:
     def privileged_labels(self):
         """[E, T+1, n]: the one expert's one-hot at every step; refuses data that is not one-expert everywhere."""
         ds = self.dataset
-        experts = expert_per_episode(ds)
+        experts = ds.one_expert_agent()
         if (experts < 0).any():
             names = {v: k for k, v in ds.quality_codes.items()}
             expert = ds.quality_codes.get("expert")
@@ -312,7 +302,7 @@ class CodiAugmenter:
         z = label_all_starts(labeler, self.arrays, H)
         starts = all_starts(self.arrays["filled"])
         pred = z[starts[:, 0], starts[:, 1]]
-        truth = expert_per_episode(self.dataset)[starts[:, 0]]
+        truth = self.dataset.one_expert_agent()[starts[:, 0]]
         report = labeler_report(pred, given=given[starts[:, 0], starts[:, 1]], truth=truth,
                                 n_agents=info["n_agents"])
         write_text_atomic(os.path.join(self.folder, "labeler_report.md"), report_markdown(report))
