@@ -171,6 +171,10 @@ def test_save_load_roundtrip_and_input_checks(tmp_path):
         lab.fit(seg, np.full(len(seg), -1))
     with pytest.raises(ValueError, match="unknown labeler setting"):
         preset("cpu", hiden=3)
+    bad = {"obs": seg.obs.copy(), "actions": seg.actions, "step_valid": seg.step_valid}
+    bad["obs"][0, 0, 0, 0] = np.nan  # a NaN observation: the loss is NaN at the first step
+    with pytest.raises(FloatingPointError, match="lower labeler_lr .* NaN/inf"):
+        AgentQualityLabeler(4, 5, preset("cpu", hidden=8, mlp_hidden=8, max_epochs=3)).fit(bad, expert[seg.episode])
 
 
 def test_labelled_segments_take_the_asked_starts():

@@ -407,6 +407,34 @@ def test_interrupted_generation_leaves_no_accepted_file_and_the_rerun_equals_an_
         assert differ <= {"created"}
 
 
+def test_labels_written_into_the_source_do_not_invalidate_finished_parts(tmp_path, source, monkeypatch):
+    """Labeling rewrites the source file (a labels/ group) without changing an episode: the parts are keyed by the
+    episodes' content fingerprint, so a rerun still reuses them; other sampling settings are refused."""
+    import shutil
+
+    from offline.label_store import content_fingerprint, write_episode_labels
+    path = shutil.copyfile(source[0], tmp_path / "src.h5")
+    out = tmp_path / "gen.h5"
+    write_part = generation._write_part
+
+    def write_then_die(p, arrays, counters):
+        write_part(p, arrays, counters)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generation, "_write_part", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        generate(out, (path, source[1]))
+    monkeypatch.setattr(generation, "_write_part", write_part)
+    before = sha256_file(path)
+    E = len(OfflineDataset.load(path))
+    write_episode_labels(path, {"best_agent": np.full((E, LIMIT + 1), -1, np.int16)}, {"by": "test"},
+                         content_fingerprint(path))
+    assert sha256_file(path) != before  # the bytes changed, the episodes did not
+    summary = generate(out, (path, source[1]))
+    assert summary["parts_reused"] == 1 and summary["parts_written"] == 1
+    assert OfflineDataset.load(out).attrs["source_fingerprint"] == content_fingerprint(path)
+
+
 KILLED_CHILD = """
 import sys
 sys.path[:0] = [{tests!r}, {here!r}, {src!r}]

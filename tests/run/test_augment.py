@@ -145,6 +145,14 @@ def test_stage_by_stage_equals_all(labelled, codi_run, tmp_path):
     other = augment(tmp_path, "codi_no_comp", src, augment_checkpoint=parts["train"]["artifacts"],
                     augment_out=str(tmp_path / "no_comp.h5"))
     assert other["stages"] == ["generate"] and len(OfflineDataset.load(tmp_path / "no_comp.h5")) == 4
+    # an augment_out path is not keyed by the settings: the same ones reuse it, others are refused by name
+    same = augment(tmp_path, "codi_no_comp", src, augment_checkpoint=parts["train"]["artifacts"],
+                   augment_out=str(tmp_path / "no_comp.h5"))
+    assert same["generate"]["reused"]
+    with pytest.raises(ValueError, match=r"no_comp.h5 exists but was generated differently \(it differs in "
+                                         r"\['sampling'\]\): delete it or choose another augment_out"):
+        augment(tmp_path, "codi_no_comp", src, augment_checkpoint=parts["train"]["artifacts"],
+                augment_out=str(tmp_path / "no_comp.h5"), guidance_weights=2.0)
 
 
 def test_interrupted_training_resumes_exactly(labelled, tmp_path, monkeypatch):
@@ -182,6 +190,8 @@ def test_presets_and_explicit_keys():
                                                                         "target_rtg": -105, "delta": 0.03})))
     assert cpu.model["dim"] == 32 and cpu.generation["sampling_steps"] == 25 and cpu.train_steps == 20_000
     assert cpu.model["lr"] == 1e-3 and paper.model["lr"] == 2e-4
+    ddpm = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"sampler": "ddpm"})))
+    assert ddpm.generation["sampling_steps"] == 50  # ancestral sampling over every step unless asked for fewer
     assert cpu.generation["guidance_weights"] == [1.0, 0.0, 0.0] and cpu.generation["target_rtg"] == -105.0
     for bad, match in (({"delta": "often"}, "delta must be auto"), ({"augment_preset": "gpu"}, "augment_preset"),
                        ({"sampling_steps": 60}, "more than diffusion_timesteps=50"),

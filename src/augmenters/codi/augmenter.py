@@ -4,7 +4,8 @@
     labeler   fit the GRU labeler (labeler.py) on the dataset's given labels labels/<augment_label_name> (the LLM's,
               or an oracle's), label every segment start and store labels/codi_z [E, T+1, n] in the dataset file
               (offline.label_store.write_episode_labels: atomic, fingerprinted); report its accuracy vs the given
-              labels and vs the ground truth, with confusion matrices
+              labels of its validation rows (held out from its training) and vs the ground truth at every start,
+              with confusion matrices
     train     the segment diffusion model (diffusion.py) and the dynamics/reward models (dynamics.py) in one loop on
               the same segment batches (Algorithm 1); checkpoints resume exactly; periodic losses, inverse-model
               accuracy and real pass rate on held-out episodes
@@ -42,6 +43,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -57,6 +59,7 @@ from augmenters.codi.labeler import (
     report_markdown,
 )
 from augmenters.codi.normaliser import ObsNormaliser
+from offline.format import to_json
 from offline.label_store import content_fingerprint, write_episode_labels
 from offline.reader import OfflineDataset
 from offline.segments import all_starts, episode_lengths, segments
@@ -303,7 +306,11 @@ class CodiAugmenter:
         starts = all_starts(self.arrays["filled"])
         pred = z[starts[:, 0], starts[:, 1]]
         truth = self.dataset.one_expert_agent()[starts[:, 0]]
-        report = labeler_report(pred, given=given[starts[:, 0], starts[:, 1]], truth=truth,
+        # vs the given labels on the labeler's validation rows only: the others are its training data
+        held_out = np.full_like(given, -1)
+        val = np.asarray(fit.val_index, dtype=np.int64)
+        held_out[seg.episode[val], seg.start[val]] = given[seg.episode[val], seg.start[val]]
+        report = labeler_report(pred, given=held_out[starts[:, 0], starts[:, 1]], truth=truth,
                                 n_agents=info["n_agents"])
         write_text_atomic(os.path.join(self.folder, "labeler_report.md"), report_markdown(report))
         best = fit.history[fit.best_epoch] if fit.history else {}
@@ -504,12 +511,38 @@ class CodiAugmenter:
         return dynamics.calibrate_delta(valid["x"], valid["step_valid"], quantile=g["delta_quantile"],
                                         per=g["delta_per"], avail=valid.get("avail_actions"))
 
-    def output_path(self, model_hashes):
+    def output_path(self, model_hashes, source_fingerprint):
         if self.out:
             return os.path.abspath(self.out)
         key = json.dumps({"augmenter": self.name, "guidance": self.guidance, "generation": self.s.generation,
-                          "models": model_hashes}, sort_keys=True)
+                          "models": model_hashes, "source": source_fingerprint}, sort_keys=True)
         return os.path.join(self.folder, f"generated_{hashlib.sha256(key.encode()).hexdigest()[:12]}.h5")
+
+    def sampling(self):
+        """What decides the samples beside the models and the generation settings (stored with the output)."""
+        g = self.s.generation
+        return {"guidance": self.guidance, "guidance_weights": g["guidance_weights"], "sampler": g["sampler"],
+                "sampling_steps": g["sampling_steps"]}
+
+    def existing_output(self, out, identity):
+        """The generation summary of `out` when it was made exactly as this run would make it; an error naming
+        what differs otherwise (an `augment_out` path is not keyed by the settings, so it may hold another run's)."""
+        ds = OfflineDataset.load(out, lazy=True)
+        try:
+            attrs = ds.attrs
+            have = {"augmenter": attrs.get("augmenter"), "source_fingerprint": attrs.get("source_fingerprint"),
+                    "model_hashes": json.loads(attrs.get("model_hashes", "null")),
+                    "sampling": json.loads(attrs.get("sampling", "null")),
+                    "settings": json.loads(attrs.get("config", "{}")).get("generation")}
+            summary = json.loads(attrs["generation"]) if "generation" in attrs else {}
+        finally:
+            ds.close()
+        want = json.loads(to_json(identity))
+        differ = sorted(k for k in want if have.get(k) != want[k])
+        if differ:
+            raise ValueError(f"{out} exists but was generated differently (it differs in {differ}): delete it or "
+                             f"choose another augment_out")
+        return summary
 
     def generate(self, config=None):
         from augmenters.codi.generation import GenerationSettings, generate_dataset
@@ -519,29 +552,29 @@ class CodiAugmenter:
         valid = self.valid_segments(normaliser)
         delta = self.delta(dynamics, valid)
         real = dynamics.pass_rate(valid["x"], delta, valid["step_valid"], valid.get("avail_actions"))
-        out = self.output_path(meta["train"]["model_hashes"])
-        if os.path.exists(out):
-            self.log(f"generate: {out} exists (same settings and models): kept")
-            attrs = OfflineDataset.load(out, lazy=True)
-            try:
-                summary = json.loads(attrs.attrs["generation"])
-            finally:
-                attrs.close()
-            return {"path": out, "reused": True, "delta": delta, "real_pass_rate": real, **summary}
         episodes = g["episodes"] or len(self.dataset)
-        self.log(f"generate: {episodes} episodes with guidance {self.guidance} (weights {g['guidance_weights']}), "
-                 f"delta {delta:.4g} (real pass rate {real:.3f}) -> {out}")
         settings = GenerationSettings(n_episodes=episodes, horizon=self.s.horizon, target_rtg=g["target_rtg"],
                                       delta=delta, seed=g["seed"], part_size=g["part_size"],
                                       batch_size=g["batch_size"], max_resamples=g["max_resamples"],
                                       max_attempts=g["max_attempts"])
+        source_fingerprint = content_fingerprint(self.dataset)
+        out = self.output_path(meta["train"]["model_hashes"], source_fingerprint)
+        if os.path.exists(out):
+            identity = {"augmenter": self.name, "source_fingerprint": source_fingerprint,
+                        "model_hashes": meta["train"]["model_hashes"], "sampling": self.sampling(),
+                        "settings": asdict(settings)}
+            summary = self.existing_output(out, identity)
+            self.log(f"generate: {out} exists (same source, models and settings): kept")
+            return {"path": out, "reused": True, "delta": delta, "real_pass_rate": real, **summary}
+        self.log(f"generate: {episodes} episodes with guidance {self.guidance} (weights {g['guidance_weights']}), "
+                 f"delta {delta:.4g} (real pass rate {real:.3f}) -> {out}")
         sampler = GuidedSampler(diffusion, self.guidance, g["guidance_weights"], g["sampler"], g["sampling_steps"])
         start = time.perf_counter()
         result = generate_dataset(out, self.source_path, sampler, dynamics, normaliser, self.hooks, settings,
                                   self.name, model_hashes=meta["train"]["model_hashes"],
                                   config={**dict(config or {}), "augment_artifacts": self.folder,
                                           "guidance": self.guidance, "delta": delta},
-                                  device=str(self.device))
+                                  device=str(self.device), sampling=self.sampling())
         result.update(reused=False, delta=delta, real_pass_rate=real, seconds=time.perf_counter() - start)
         for key in ("pass_rate", "return_mean", "return_minus_target_mean"):
             self.stat(f"gen_{key}", result[key], 0)

@@ -3,16 +3,18 @@
 `generate_dataset` stitches episodes (stitching.py) in seeded parts of `part_size` episodes: part k is seeded by
 (seed, k) alone, so it is the same whether or not earlier parts ran in this process. Each finished part is written
 atomically (temp + rename) to `<out>.parts/part_<k>.npz`, beside a `spec.json` naming the generation (settings,
-source SHA-256, model hashes). The dataset file is assembled only when every part exists, through DatasetWriter
-(its own temp + rename), and the parts folder is removed afterwards. So an interrupted run leaves no file a reader
-accepts (parts are not HDF5 datasets), and a rerun skips the finished parts and writes exactly the file an
-uninterrupted run writes (the same arrays; attrs differ only in `created`). A rerun with other settings, models or
-source is refused by name instead of mixing parts. Generation only reads the source file.
+sampling, the source's content fingerprint, model hashes). The dataset file is assembled only when every part
+exists, through DatasetWriter (its own temp + rename), and the parts folder is removed afterwards. So an interrupted
+run leaves no file a reader accepts (parts are not HDF5 datasets), and a rerun skips the finished parts and writes
+exactly the file an uninterrupted run writes (the same arrays; attrs differ only in `created`). A rerun with other
+settings, models or source is refused by name instead of mixing parts. Generation only reads the source file.
 
 The file: the source's env, env_args and shapes; obs from the model (denormalised), state / avail_actions /
 terminals from the env hooks, actions = â, reward = r̂, episode_return = Σr̂, every agent's quality `generated`;
-attrs `generated` (true), `augmenter`, `source_path`, `source_sha256`, `model_hashes` (JSON), `generation` (JSON:
-the counters summed over parts, pass rate, target RTG and the Σr̂ statistics).
+attrs `generated` (true), `augmenter`, `source_path`, `source_sha256` (the file's bytes when generation started),
+`source_fingerprint` (its episodes: offline.label_store.content_fingerprint), `model_hashes` (JSON), `sampling`
+(JSON: guidance, weights, sampler, steps), `generation` (JSON: the counters summed over parts, pass rate, target RTG
+and the Σr̂ statistics).
 """
 import json
 import logging
@@ -26,6 +28,7 @@ import torch as th
 
 from augmenters.codi.stitching import COUNTERS, GenerationError, StitchSettings, check_hooks, resolve_target_rtg, stitch
 from offline.format import to_json
+from offline.label_store import content_fingerprint
 from offline.reader import OfflineDataset
 from offline.writer import DatasetWriter
 from utils.files import FolderLock, atomic_path, clean_stale_temps, sha256_file, write_json_atomic
@@ -58,10 +61,12 @@ def part_seeds(seed, k):
 
 
 def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks, settings, augmenter,
-                     model_hashes=None, config=None, device="cpu", log=None):
+                     model_hashes=None, config=None, device="cpu", log=None, sampling=None):
     """Write a generated dataset at `out_path` from the models (protocols: stitching.py); returns a summary dict
     (path, counters, pass rate, Σr̂ statistics, parts written/reused). Raises GenerationError when nothing passes
-    (no file written; finished parts are kept for a rerun with the same settings)."""
+    (no file written; finished parts are kept for a rerun with the same settings). `sampling`: what else decides
+    the samples (guidance mode and weights, sampler, steps): part of the parts' spec, so parts made with other
+    values are never mixed in, and stored as the attr `sampling`."""
     log = log or logging.getLogger("augmenters.codi")
     out_path, source_path = os.path.abspath(os.fspath(out_path)), os.path.abspath(os.fspath(source_path))
     if os.path.realpath(out_path) == os.path.realpath(source_path):
@@ -77,9 +82,11 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
     check_hooks(hooks, source["initial_obs"], info)
     StitchSettings(settings.n_episodes, settings.horizon, info["episode_limit"], target, float(settings.delta),
                    settings.batch_size, settings.max_resamples, settings.max_attempts).check()
-    spec = {"settings": asdict(settings), "target_rtg": target, "source_sha256": source["sha256"],
+    # the source by its episodes (content fingerprint), not its bytes: labeling rewrites the file in place (a
+    # labels/ group added) without changing an episode, and must not invalidate finished parts
+    spec = {"settings": asdict(settings), "target_rtg": target, "source_fingerprint": source["fingerprint"],
             "model_hashes": dict(model_hashes or {}), "augmenter": augmenter, "env": source["env"],
-            "env_args": source["env_args"]}
+            "env_args": source["env_args"], "sampling": dict(sampling or {})}
     folder = parts_folder(out_path)
     lock = FolderLock.try_acquire(folder)
     if lock is None:
@@ -106,12 +113,14 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
             log.info(f"generation part {k + 1}/{n_parts}: {n} episodes, pass rate "
                      f"{counters['accepted']}/{counters['segments']}, {counters['dropped']} trajectories dropped")
         arrays, counters = _read_parts(folder, n_parts)
-        if sha256_file(source_path) != source["sha256"]:
-            raise GenerationError(f"the source {source_path} changed during generation; generate again")
+        if content_fingerprint(source_path) != source["fingerprint"]:
+            raise GenerationError(f"the episodes of the source {source_path} changed during generation; generate "
+                                  f"again")
         summary = _summary(counters, arrays, target, n_parts)
         writer_config = {**dict(config or {}), "generation": asdict(settings), "truncation_as_terminal": False}
         attrs = {"generated": True, "augmenter": augmenter, "source_path": source_path,
-                 "source_sha256": source["sha256"], "model_hashes": to_json(dict(model_hashes or {})),
+                 "source_sha256": source["sha256"], "source_fingerprint": source["fingerprint"],
+                 "model_hashes": to_json(dict(model_hashes or {})), "sampling": to_json(dict(sampling or {})),
                  "generation": to_json(summary)}
         provenance = [{"file": os.path.basename(out_path), "env": source["env"], "n_episodes": settings.n_episodes,
                        "generated_from": source_path, "augmenter": augmenter}]
@@ -138,7 +147,8 @@ def _read_source(path):
         out["initial_obs"] = np.asarray(f["obs"][:, 0], dtype=np.float32)
     if len(out["initial_obs"]) == 0:
         raise ValueError(f"{path} has no episodes to take initial observations from")
-    out["sha256"] = sha256_file(path)
+    out["sha256"] = sha256_file(path)  # provenance: the file as generation started
+    out["fingerprint"] = content_fingerprint(path)
     return out
 
 

@@ -205,6 +205,10 @@ class AgentQualityLabeler:
                     batch = rows[b:b + cfg.batch_size]
                     logits = self.net(*self._tensors(obs, actions, valid, batch))
                     loss = F.cross_entropy(logits, y_t[batch])
+                    if not th.isfinite(loss):
+                        raise FloatingPointError(
+                            f"GRU labeler: the training loss is {float(loss)} at step {steps} (epoch {epoch}); "
+                            f"lower labeler_lr (now {cfg.lr}) or check the dataset's observations for NaN/inf")
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
@@ -369,7 +373,7 @@ def labeler_report(pred, given=None, truth=None, n_agents=None):
 
 def report_markdown(report, names=None):
     """A markdown section per reference of `labeler_report`: accuracy, then the confusion matrix."""
-    titles = {"vs_given": "vs the given labels", "vs_truth": "vs the ground truth"}
+    titles = {"vs_given": "vs the given labels (held out)", "vs_truth": "vs the ground truth"}
     lines = []
     for key, r in report.items():
         k = len(r["confusion"])

@@ -120,6 +120,8 @@ def resolve(args):
     if not isinstance(mults, (list, tuple)) or not mults or not all(_int("diffusion_dim_mults", m) for m in mults):
         raise ValueError(f"diffusion_dim_mults must be a list of integers >= 1, got {mults!r}")
     K = _int("diffusion_timesteps", p["n_timesteps"], 2)
+    if p["sampler"] == "ddpm" and args.sampling_steps is None:
+        p["sampling_steps"] = K  # ancestral sampling over every training step unless asked for fewer
     steps = _int("sampling_steps", p["sampling_steps"])
     if steps > K:
         raise ValueError(f"sampling_steps={steps} is more than diffusion_timesteps={K}: choose at most {K}")
