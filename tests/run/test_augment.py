@@ -139,6 +139,11 @@ def test_stage_by_stage_equals_all(labelled, codi_run, tmp_path):
     a, b = arrays_of(parts["generate"]["generate"]["path"]), arrays_of(info_all["augment"]["generate"]["path"])
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    # the labeler stage again keeps this folder's labeler and its labels (no refit under a trained checkpoint)
+    z = OfflineDataset.load(src).label("codi_z")
+    again_labeler = augment(tmp_path, "codi", src, augment_stage="labeler")
+    assert again_labeler["labeler"] == parts["labeler"]["labeler"]  # the stored summary (a refit's seconds differ)
+    np.testing.assert_array_equal(OfflineDataset.load(src).label("codi_z"), z)
     # generating again with the same settings keeps the file; augment_checkpoint generates from the trained models
     again = augment(tmp_path, "codi", src, augment_stage="generate")
     assert again["generate"]["reused"] and again["generate"]["path"] == parts["generate"]["generate"]["path"]

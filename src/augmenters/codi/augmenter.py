@@ -292,6 +292,13 @@ class CodiAugmenter:
         if self.labels != "distilled":
             self.log(f"augmenter {self.name} uses no distilled labels: nothing to fit in the labeler stage")
             return None
+        done = self.meta.get("labeler")
+        if done and CODI_Z in self.dataset.label_names and \
+                self.dataset.label_attrs(CODI_Z).get("labeler_sha256") == done["labeler_sha256"]:
+            # fitted before in this folder and its labels are in the dataset: a refit could differ (cuDNN's GRU is
+            # not deterministic) and would change the labels under a training checkpoint
+            self.log(f"labeler: kept (labels/{CODI_Z} of {self.source_path} are this folder's labeler's)")
+            return done
         given = self._given_labels()
         H, info = self.s.horizon, self.env_info
         seg, y = labelled_segments(self.arrays, H, given)
