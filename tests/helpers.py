@@ -3,6 +3,8 @@ import glob
 import importlib.util
 import logging
 import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -134,6 +136,30 @@ def run_main(tmp_path, alg, env, *updates, expect=0):
     argv = ["main.py", f"--config={alg}", f"--env-config={env}", "with", f"local_results_path={tmp_path}", "seed=3",
             *updates]
     assert main(argv) == expect
+
+
+SRC_MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "main.py")
+
+
+def run_main_concurrently(runs):
+    """Run src/main.py once per `(tmp_path, alg, env, *updates)` of `runs` (as run_main does), all at once in
+    separate processes, so a learning check's seeds share both cores; every run must exit 0 (its log tail is in the
+    assertion message otherwise; the full log is tmp_path/main.log)."""
+    procs = []
+    for tmp_path, alg, env, *updates in runs:
+        os.makedirs(tmp_path, exist_ok=True)
+        log = open(os.path.join(tmp_path, "main.log"), "w")
+        cmd = [sys.executable, SRC_MAIN, f"--config={alg}", f"--env-config={env}", "with",
+               f"local_results_path={tmp_path}", "seed=3", *updates]
+        procs.append((tmp_path, log, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)))
+    failed = []
+    for tmp_path, log, proc in procs:
+        proc.wait()
+        log.close()
+        if proc.returncode != 0:
+            with open(os.path.join(tmp_path, "main.log")) as f:
+                failed.append(f"{tmp_path}: exit {proc.returncode}\n" + f.read()[-2000:])
+    assert not failed, "\n\n".join(failed)
 
 
 def sacred_dir(tmp_path, name, env_label):

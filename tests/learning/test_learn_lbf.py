@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from helpers import run_main, sacred_dir
+from helpers import run_main_concurrently, sacred_dir
 
 COMMON = ["use_tensorboard=False", "save_model=False", "test_nepisode=32", "log_interval=100000",
           "runner_log_interval=10000", "learner_log_interval=100000", "seed=1"]
@@ -22,10 +22,17 @@ CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every case's run, all at once (they share both cores): alg -> its results folder."""
+    root = tmp_path_factory.mktemp("lbf")
+    run_main_concurrently([(root / alg, alg, "lbf", *COMMON, *updates) for alg, (updates, _) in CASES.items()])
+    return {alg: root / alg for alg in CASES}
+
+
 @pytest.mark.parametrize("alg", sorted(CASES))
-def test_lbf_learns_above_random(tmp_path, alg):
-    updates, threshold = CASES[alg]
-    run_main(tmp_path, alg, "lbf", *COMMON, *updates)
-    info = json.load(open(os.path.join(sacred_dir(tmp_path, alg, "Foraging-5x5-2p-1f-v3"), "info.json")))
+def test_lbf_learns_above_random(runs, alg):
+    _, threshold = CASES[alg]
+    info = json.load(open(os.path.join(sacred_dir(runs[alg], alg, "Foraging-5x5-2p-1f-v3"), "info.json")))
     assert info["test_return_mean_T"][-1] >= 24000
     assert info["test_return_mean"][-1] >= threshold, info["test_return_mean"]

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from helpers import run_main, sacred_dir
+from helpers import run_main_concurrently, sacred_dir
 
 RANDOM_RETURN = {"climbing": -31 / 9 * 5, "penalty": -178 / 9 * 5}
 THRESHOLD = {"climbing": 25.0, "penalty": 10.0}
@@ -34,11 +34,11 @@ def final_test_return(tmp_path, alg, game):
 @pytest.mark.parametrize("game", ["penalty", "climbing"])
 @pytest.mark.parametrize("alg", sorted(ALGS))
 def test_learns_well_above_random(tmp_path, alg, game):
+    seeds = (1, 2, 3)  # run at once: the seeds share both cores
+    run_main_concurrently([(tmp_path / str(seed), alg, game, *COMMON, *ALGS[alg], f"seed={seed}") for seed in seeds])
     returns = []
-    for seed in (1, 2, 3):
-        out = tmp_path / str(seed)
-        run_main(out, alg, game, *COMMON, *ALGS[alg], f"seed={seed}")
-        ret, t = final_test_return(out, alg, game)
+    for seed in seeds:
+        ret, t = final_test_return(tmp_path / str(seed), alg, game)
         assert t >= 6000
         returns.append(ret)
     assert min(returns) >= THRESHOLD[game], (returns, RANDOM_RETURN[game])
