@@ -62,6 +62,15 @@ def segment_starts(filled, rng, fraction=None, count=None):
     return starts[pick]
 
 
+def returns_to_go(arrays):
+    """[E, T+1] float64: the undiscounted return from step t to the episode's end, over real transitions only
+    (padding holds zeros, but is masked anyway)."""
+    reward = np.asarray(arrays["reward"])[..., 0].astype(np.float64)
+    lengths = episode_lengths(arrays["filled"])
+    real = np.arange(reward.shape[1])[None, :] < lengths[:, None]
+    return np.cumsum((reward * real)[:, ::-1], axis=1)[:, ::-1]
+
+
 def segments(arrays, horizon, starts):
     """The segments of `arrays` (OfflineDataset.arrays(): obs, actions, reward, filled) at `starts [N, 2]`."""
     if horizon < 1:
@@ -83,10 +92,6 @@ def segments(arrays, horizon, starts):
     out_obs = obs[ep[:, None], idx].astype(np.float32) * obs_valid[..., None, None]
     actions = np.asarray(arrays["actions"])[ep[:, None], idx][..., 0].astype(np.int64) * step_valid[..., None]
     reward = np.asarray(arrays["reward"])[ep[:, None], idx][..., 0].astype(np.float32) * step_valid
-    # return-to-go: the rewards of transitions t0..L-1 (padding holds zeros, but mask anyway)
-    rew_all = np.asarray(arrays["reward"])[..., 0].astype(np.float64)
-    real = np.arange(T1)[None, :] < lengths[:, None]
-    tail = np.cumsum((rew_all * real)[:, ::-1], axis=1)[:, ::-1]  # tail[e, t] = sum of rewards from t on
-    rtg = tail[ep, t0].astype(np.float32)
+    rtg = returns_to_go(arrays)[ep, t0].astype(np.float32)
     return Segments(episode=ep, start=t0, obs=out_obs, actions=actions, reward=reward,
                     obs_valid=obs_valid, step_valid=step_valid, rtg=rtg)

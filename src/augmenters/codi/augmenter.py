@@ -62,7 +62,7 @@ from augmenters.codi.normaliser import ObsNormaliser
 from offline.format import to_json
 from offline.label_store import content_fingerprint, write_episode_labels
 from offline.reader import OfflineDataset
-from offline.segments import all_starts, episode_lengths, segments
+from offline.segments import all_starts, episode_lengths, returns_to_go, segments
 from utils.files import atomic_path, sha256_bytes, write_json_atomic, write_text_atomic
 
 CODI_Z = "codi_z"
@@ -379,7 +379,7 @@ class CodiAugmenter:
         else:
             from augmenters.codi.diffusion import returns_scale_from
 
-            scale = returns_scale_from(_returns_to_go(self.arrays)[starts[:, 0], starts[:, 1]])
+            scale = returns_scale_from(returns_to_go(self.arrays)[starts[:, 0], starts[:, 1]])
             # f_rwd's standardisation, over the real transitions of the training episodes (not of all segments,
             # which would hold every transition up to H times in memory)
             lengths = episode_lengths(self.arrays["filled"])[train_eps]
@@ -590,14 +590,6 @@ class CodiAugmenter:
         generated = [r for r in self.meta.get("generated", []) if r.get("path") != out]
         self._write_meta(generated=generated + [{k: v for k, v in result.items()}])
         return result
-
-
-def _returns_to_go(arrays):
-    """[E, T+1] float64: the undiscounted return from step t to the episode's end (real transitions only)."""
-    reward = np.asarray(arrays["reward"])[..., 0].astype(np.float64)
-    lengths = episode_lengths(arrays["filled"])
-    real = np.arange(reward.shape[1])[None, :] < lengths[:, None]
-    return np.cumsum((reward * real)[:, ::-1], axis=1)[:, ::-1]
 
 
 class CodiNoComp(CodiAugmenter):
