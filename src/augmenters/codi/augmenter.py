@@ -564,7 +564,7 @@ class CodiAugmenter:
                                       delta=delta, seed=g["seed"], part_size=g["part_size"],
                                       batch_size=g["batch_size"], max_resamples=g["max_resamples"],
                                       max_attempts=g["max_attempts"])
-        source_fingerprint = content_fingerprint(self.dataset)
+        source_fingerprint = self.fingerprint  # labels written since do not change it
         out = self.output_path(meta["train"]["model_hashes"], source_fingerprint)
         if os.path.exists(out):
             identity = {"augmenter": self.name, "source_fingerprint": source_fingerprint,
