@@ -154,8 +154,8 @@ def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker
                                   config=config)
     if args.shaper not in shaper_REGISTRY:
         raise ValueError(f"unknown shaper '{args.shaper}'; valid: {sorted(shaper_REGISTRY)}")
-    shaper = shaper_REGISTRY[args.shaper](args)
-    extra = {k: v for provider in [*features, shaper] for k, v in provider.scheme.items()}
+    shaper = shaper_REGISTRY[args.shaper](args, env_info)
+    extra = {k: v for provider in features for k, v in provider.scheme.items()}
     scheme, groups, preprocess = episode_scheme(env_info, extra)
     learner_class = le_REGISTRY[args.learner]
     if not (isinstance(learner_class, type) and issubclass(learner_class, Learner)):
@@ -180,10 +180,10 @@ def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker
     runner.setup(scheme=scheme, groups=groups, preprocess=preprocess, mac=acting_mac)
 
     def annotate(batch, t_env=None):
-        """Before training episodes enter the buffer: fill the batch fields the mixer declares, then shape rewards."""
+        """Before training episodes enter the buffer: fill the batch fields the mixer declares."""
         for provider in features:
             provider.annotate(batch, t_env)
-        return shaper(batch, t_env)
+        return batch
 
     return SN(run_info={} if _run is None else _run.info, sacred_run=sacred_run_ref(_run),
               args=args, config=config, logger=logger, runner=runner, buffer=buffer, mac=mac,
