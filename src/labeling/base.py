@@ -4,7 +4,8 @@ where answers are stored) and a labeler (who answers: the rule oracle, a noisy o
 Any labeler answers any task, so a new task (CODI's agent quality, LCA's agent-specific rankings) needs no labeler
 code, and a new labeler needs no task code. Answers are floats, one per item, NaN = unlabeled (an LLM answer that
 could not be parsed stays unlabeled: it is never filled in from the oracle). A task decides what its numbers mean
-(trajectory_preference: 1 = first preferred, 0 = second, 0.5 = tie).
+(trajectory_preference: 1 = first preferred, 0 = second, 0.5 = tie). A task whose `queries(args)` is an int K gets
+K answers per item instead: answers [N, K] (lca_state_pair: K votes on each pair).
 
     task = TASKS["trajectory_preference"]()
     items = task.make_items(source, args)
@@ -58,7 +59,8 @@ class LabelSource:
 
 @dataclass
 class LabelResult:
-    """A labeler's answers [len(items)] float (NaN = unlabeled) and what it reports: provenance for the stored
+    """A labeler's answers [len(items)] float (or [len(items), K] for a task with K queries; NaN = unlabeled) and
+    what it reports: provenance for the stored
     attrs (labeler, oracle key/accuracy, noise mode, backend, model, sampling, prompt hashes, ...) and counts
     (labeled, tie, unparsed, requests, tokens, cost_usd, position_bias_rate, ...). Everything in `info` must be
     JSON-able: it is stored with the labels and in the run's Sacred info. A labeler that stopped before answering
@@ -75,6 +77,20 @@ class LabelTask:
     name = ""
     # whether an item can be asked with its two parts in the other order (swap_order); tasks without an order: False
     swappable = False
+    # the settings key of the source's fingerprint (an existing set is reused only when it is the same)
+    fingerprint_key = "dataset_fingerprint"
+
+    def queries(self, args) -> int | None:
+        """How many answers each item gets: None = one (answers [N], the default), an int K = K distinct samples
+        (answers [N, K]; the llm labeler asks them as n=K samples of one request, the noisy oracle draws K copies).
+        """
+        return None
+
+    def make_source(self, args, env_factory) -> LabelSource | None:
+        """The LabelSource of a labeling run (its `path` is where `store` writes, its fingerprint names the items);
+        None (default) = the run's offline_dataset (run/label.py loads it). A task that makes its own items from
+        the env (lca_state_pair) returns its own."""
+        return None
 
     def settings(self, args) -> dict:
         """The task's settings that decide its items and ground truth (stored as provenance; an existing set is

@@ -15,6 +15,11 @@ How an item is answered:
   (the ones in flight finish), keeps every answer so far, and names the reason in info["stopped"].
 - Resume: answers are in the LLM cache and in an append-only journal (labeling/journal.py); a rerun with the same
   settings asks only the items missing from it.
+- K queries per item (a task whose `queries(args)` is an int K, e.g. lca_state_pair): one request with n=K, so the
+  K answers are K distinct cache entries (sample indices 0..K-1 of the same request); each unreadable sample is
+  re-asked once on its own (samples with the same unreadable reply share one re-ask request with n = their count,
+  so they stay distinct samples); answers [N, K]; the journal line holds the K answers once all are final. At
+  temperature 0 the K samples are copies of one answer: a warning says so.
 """
 import logging
 import os
@@ -85,6 +90,11 @@ class LLMLabeler(Labeler):
     def label(self, task, items, source, bar=None):
         a, c = self.args, self.cfg
         prompt = self.prompter(task, source)
+        queries = task.queries(a)
+        if queries is not None and int(queries) > 1 and c["temperature"] == 0:
+            log.warning(f"llm labeler: {queries} queries per item at llm.temperature=0 are copies of one answer (a "
+                        f"deterministic server gives the same reply K times); set llm.temperature > 0 (e.g. 0.5, as "
+                        f"the LCA predecessor) for independent votes")
         orders = (False, True) if a.swap_order and task.swappable else (False,)
         window = context_window(c, a.context_tokens)
         sampling = {"temperature": c["temperature"], "max_tokens": c["max_tokens"],
@@ -97,20 +107,25 @@ class LLMLabeler(Labeler):
                 asks[k, o] = m
             idents = [request_identity(c["model"], m, c["temperature"], c["max_tokens"], c["top_p"], c["seed"],
                                        sampling["response_format"]) for m in msgs]
-            hashes.append(sha256(canonical_json(idents)))
-        run = _Run(self, task, items, prompt, orders, asks, hashes, sampling, self.journal_path(source), bar)
+            hashes.append(sha256(canonical_json(idents if queries is None else {"requests": idents,
+                                                                                "queries": int(queries)})))
+        run = _Run(self, task, items, prompt, orders, asks, hashes, sampling, self.journal_path(source), bar, queries)
         return run.go(c)
 
 
 class _Run:
     """One label() call: the journal, the requests in two rounds (asks, then re-asks), the counts."""
 
-    def __init__(self, labeler, task, items, prompt, orders, asks, hashes, sampling, journal_path, bar):
+    def __init__(self, labeler, task, items, prompt, orders, asks, hashes, sampling, journal_path, bar,
+                 queries=None):
         self.lab, self.task, self.items, self.prompt = labeler, task, items, prompt
         self.orders, self.asks, self.hashes, self.sampling = orders, asks, hashes, sampling
         self.journal = Journal(journal_path)
-        self.answers = np.full(len(items), np.nan)
-        self.state = {}  # item index -> {order: (raw choice, label or None, how, reply)} / "failed"
+        self.multi = queries is not None  # K answers per item: answers [N, K], journal answers lists
+        self.n = int(queries) if self.multi else 1
+        self.answers = np.full((len(items), self.n) if self.multi else len(items), np.nan)
+        # item index -> {(order, sample): (raw choice, label or None, how, reply)} / "failed"
+        self.state = {}
         self.counts = dict.fromkeys(("asked", "from_journal", "reasked", "reask_recovered", "unparsed", "failed",
                                      "swap_disagreements", "swap_both_parsed", "position_same", "first_position",
                                      "non_tie_choices"), 0)
@@ -126,10 +141,15 @@ class _Run:
                            unit="item")
         elif len(self.items) - len(todo):
             self.bar.update(len(self.items) - len(todo))
+        if self.multi or len(todo) < len(self.items):
+            log.info(f"llm labeler: {len(self.items) - len(todo)} of {len(self.items)} items answered in the journal; "
+                     f"asking {len(todo) * self.n * len(self.orders)} queries for the other {len(todo)} (the LLM "
+                     f"cache answers those it holds)")
         try:
             if todo:
                 self.llm = make_llm(self.lab.args.llm, os.path.dirname(os.path.abspath(self.journal.path)))
-                reasks = self._round([(k, o, self.asks[k, o], "ask") for k in todo for o in self.orders])
+                samples = tuple(range(self.n))
+                reasks = self._round([(k, o, samples, self.asks[k, o], "ask") for k in todo for o in self.orders])
                 self._round([r for r in reasks if self.state.get(r[0]) != "failed"])
         finally:
             self.journal.close()
@@ -145,7 +165,10 @@ class _Run:
         for k, item in enumerate(self.items):
             entry = done.get(item.id)
             if entry is not None and entry.get("request") == self.hashes[k]:
-                self.answers[k] = np.nan if entry["answer"] is None else entry["answer"]
+                if self.multi:
+                    self.answers[k] = [np.nan if v is None else v for v in entry["answer"]]
+                else:
+                    self.answers[k] = np.nan if entry["answer"] is None else entry["answer"]
                 self._count(entry)
                 self.counts["from_journal"] += 1
             else:
@@ -153,29 +176,34 @@ class _Run:
         return todo
 
     def _round(self, reqs):
-        """Run requests [(item index, order, messages, kind)]; returns the re-asks the unreadable replies need."""
+        """Run requests [(item index, order, sample indices, messages, kind)] (one call with n = len(samples));
+        returns the re-asks the unreadable replies need."""
         if not reqs:
             return []
-        calls = [{"messages": m, "n": 1, "tag": f"label:{self.task.name}:{kind}", **self.sampling}
-                 for _, _, m, kind in reqs]
+        calls = [{"messages": m, "n": len(js), "tag": f"label:{self.task.name}:{kind}", **self.sampling}
+                 for _, _, js, m, kind in reqs]
         reasks = []
         for idx, out in self.llm.chat_many(calls, stop=lambda i: self._stop(calls[i])):
-            k, o, msgs, kind = reqs[idx]
-            self.counts["asked"] += kind == "ask"
+            k, o, js, msgs, kind = reqs[idx]
+            self.counts["asked"] += len(js) if kind == "ask" else 0
             if isinstance(out, LLMError):
                 self._fail(k, out)
                 continue
             if self.state.get(k) == "failed":  # the item's other order failed: it stays unlabeled
                 continue
-            text = out[0]
-            label, how, raw = self._parse(text, k, o)
-            if label is None and kind == "ask":
-                self.counts["reasked"] += 1
-                reasks.append((k, o, self.prompt.reask(msgs, text), "reask"))
-                continue
-            self.counts["reask_recovered"] += label is not None and kind == "reask"
-            self.state.setdefault(k, {})[o] = (raw, label, how if kind == "ask" else f"reask:{how}", text)
-            self._maybe_finish(k)
+            unread = {}  # re-ask conversation -> the samples whose unreadable reply it repeats
+            for j, text in zip(js, out):
+                label, how, raw = self._parse(text, k, o)
+                if label is None and kind == "ask":
+                    self.counts["reasked"] += 1
+                    again = self.prompt.reask(msgs, text)
+                    unread.setdefault(canonical_json(again), (again, []))[1].append(j)
+                    continue
+                self.counts["reask_recovered"] += label is not None and kind == "reask"
+                self.state.setdefault(k, {})[o, j] = (raw, label, how if kind == "ask" else f"reask:{how}", text)
+            reasks += [(k, o, tuple(group), again, "reask") for again, group in unread.values()]
+            if k in self.state:
+                self._maybe_finish(k)
         return reasks
 
     def _parse(self, text, k, swapped):
@@ -205,9 +233,24 @@ class _Run:
 
     def _maybe_finish(self, k):
         got = self.state[k]
-        if got == "failed" or len(got) < len(self.orders):
+        if got == "failed" or len(got) < len(self.orders) * self.n:
             return
-        labels = [got[o][1] for o in self.orders]
+        samples = [self._sample_entry(got, j) for j in range(self.n)]
+        if self.multi:
+            entry = {"item": self.items[k].id, "request": self.hashes[k],
+                     "answer": [s.pop("answer") for s in samples], "samples": samples}
+            self.answers[k] = [np.nan if v is None else v for v in entry["answer"]]
+        else:
+            entry = {"item": self.items[k].id, "request": self.hashes[k], **samples[0]}
+            self.answers[k] = np.nan if entry["answer"] is None else entry["answer"]
+        self.journal.append(entry)
+        self._count(entry)
+        self._progress()
+
+    def _sample_entry(self, got, j):
+        """Sample j's answer from its orders (agreeing orders or one readable order decide; a disagreement is a
+        tie) with the raw choices, labels, parse notes and replies."""
+        labels = [got[o, j][1] for o in self.orders]
         known = [v for v in labels if v is not None]
         if not known:
             answer = None
@@ -215,18 +258,20 @@ class _Run:
             answer = known[0]
         else:
             answer = 0.5  # the two orders disagree: a tie
-        entry = {"item": self.items[k].id, "request": self.hashes[k], "answer": answer,
-                 "choices": [got[o][0] for o in self.orders], "labels": labels, "how": [got[o][2] for o in self.orders],
-                 "replies": [got[o][3][:REPLY_KEEP] for o in self.orders]}
-        self.journal.append(entry)
-        self.answers[k] = np.nan if answer is None else answer
-        self._count(entry)
-        self._progress()
+        return {"answer": answer, "choices": [got[o, j][0] for o in self.orders], "labels": labels,
+                "how": [got[o, j][2] for o in self.orders], "replies": [got[o, j][3][:REPLY_KEEP] for o in self.orders]}
 
     def _count(self, entry):
+        if "samples" in entry:  # K answers: each counts as one answer
+            self.counts["unparsed"] += sum(v is None for v in entry["answer"])
+            for sample in entry["samples"]:
+                self._count_orders(sample["labels"], sample["choices"])
+            return
+        self.counts["unparsed"] += entry["answer"] is None
+        self._count_orders(entry["labels"], entry["choices"])
+
+    def _count_orders(self, labels, choices):
         c = self.counts
-        c["unparsed"] += entry["answer"] is None
-        labels, choices = entry["labels"], entry["choices"]
         raw = [v for v in choices if v in (1, 2)]
         c["non_tie_choices"] += len(raw)
         c["first_position"] += sum(v == 1 for v in raw)
@@ -264,7 +309,7 @@ class _Run:
         labeled = np.isfinite(self.answers)
         led = self.llm.ledger() if self.llm is not None else {}
         answered = c["from_journal"] + sum(1 for k in todo if isinstance(self.state.get(k), dict)
-                                           and len(self.state[k]) == len(self.orders))
+                                           and len(self.state[k]) == len(self.orders) * self.n)
         tokens = led.get("prompt_tokens", 0) + led.get("completion_tokens", 0)
         info = {**self.lab.settings(), **self.prompt.provenance(), "backend": cfg["backend"],
                 "base_url": cfg["base_url"] if cfg["backend"] == "openai" else None,
@@ -279,6 +324,8 @@ class _Run:
                 "prompt_tokens": led.get("prompt_tokens", 0), "completion_tokens": led.get("completion_tokens", 0),
                 "tokens_per_request": _rate(tokens, led.get("requests", 0)), "cost_usd": led.get("cost_usd", 0.0),
                 "stopped": self.stopped, "errors": self.errors, "journal": self.journal.path,
+                "queries": self.n if self.multi else None,
+                "queries_to_ask": len(todo) * self.n * len(self.orders),
                 # complete: every item answered; else the run mode stores it as incomplete and a rerun asks the rest
                 "complete": self.stopped is None and c["failed"] == 0 and answered == n}
         return info

@@ -8,6 +8,9 @@ noisy_oracle gives the right answer with probability `oracle_accuracy`, else one
   noise_mode=exact      exactly round(oracle_accuracy * N) items right among the N whose true answer is not a tie
                         (those with the smallest u), and likewise among the tie items: the accuracy is exact
 Which wrong answer (a tie has two) is also hashed from the item. The same seed gives the same labels.
+A task with K queries per item (LabelTask.queries) gets K copies [N, K]: the oracle repeats its answer; the noisy
+oracle draws each copy on its own (salted by the copy index), so `exact` makes every copy exactly that accurate
+(LCA's "K copies, each with a fixed fraction flipped") and `bernoulli` flips each answer independently.
 """
 import hashlib
 
@@ -33,6 +36,9 @@ class OracleLabeler(Labeler):
 
     def label(self, task, items, source, bar=None):
         answers = np.asarray(task.oracle_batch(items, source, self.args), dtype=np.float64)
+        queries = task.queries(self.args)
+        if queries is not None:  # K answers per item: the rule gives the same one K times
+            answers = np.repeat(answers[:, None], int(queries), axis=1)
         if bar is not None:
             bar.update(len(items))
         return LabelResult(answers, {**self.settings(), **_counts(answers)})
@@ -55,8 +61,26 @@ class NoisyOracleLabeler(OracleLabeler):
 
     def label(self, task, items, source, bar=None):
         correct = np.asarray(task.oracle_batch(items, source, self.args), dtype=np.float64)
+        queries = task.queries(self.args)
+        if queries is None:
+            answers = self._copy(task, items, correct, "")
+        else:  # K copies, each noisy on its own (copy 0 draws as a one-answer task does)
+            answers = np.stack([self._copy(task, items, correct, f":{k}" if k else "") for k in range(int(queries))],
+                               axis=1)
+            correct = correct[:, None]
+        if bar is not None:
+            bar.update(len(items))
+        nontie = np.broadcast_to(correct != 0.5, answers.shape)
+        info = {**self.settings(), **_counts(answers),
+                "oracle_agreement": float((answers == correct).mean()) if len(items) else None,
+                "oracle_agreement_nontie": float((answers == correct)[nontie].mean()) if nontie.any() else None}
+        return LabelResult(answers, info)
+
+    def _copy(self, task, items, correct, salt):
+        """One noisy answer per item [N]: right with probability oracle_accuracy (bernoulli) or exactly
+        round(oracle_accuracy * N) right (exact); `salt` makes the K copies of a K-query task independent."""
         seed, acc = int(self.args.noise_seed), float(self.args.oracle_accuracy)
-        u = np.array([item_uniform(seed, it.id, "right") for it in items])
+        u = np.array([item_uniform(seed, it.id, "right" + salt) for it in items])
         if self.args.noise_mode == "bernoulli":
             right = u < acc
         else:
@@ -68,14 +92,8 @@ class NoisyOracleLabeler(OracleLabeler):
         answers = correct.copy()
         for r in np.flatnonzero(~right):
             wrong = task.wrong_answers(items[r], float(correct[r]))
-            answers[r] = wrong[int(item_uniform(seed, items[r].id, "wrong") * len(wrong))]
-        if bar is not None:
-            bar.update(len(items))
-        nontie = correct != 0.5
-        info = {**self.settings(), **_counts(answers),
-                "oracle_agreement": float((answers == correct).mean()) if len(items) else None,
-                "oracle_agreement_nontie": float((answers == correct)[nontie].mean()) if nontie.any() else None}
-        return LabelResult(answers, info)
+            answers[r] = wrong[int(item_uniform(seed, items[r].id, "wrong" + salt) * len(wrong))]
+        return answers
 
 
 def _counts(answers):
