@@ -13,6 +13,9 @@ Rules (tests/labeling/test_parse.py is the table of documented outcomes):
    "Trajectory k" in running prose are not answers.
 4. Empty text, no marker, or only choices outside `choices` ("#3" when the choices are 0, 1, 2) is unparsed.
 
+Yes/no tasks (lca_state_pair) use parse_binary_mark: `[1]` / `[0]` with the same last-line rule, and "the answer
+is yes/no" as a fallback when no mark is present.
+
 Unparsed is `None`: the labeler asks once more, then leaves the item unlabeled (NaN). Nothing here ever falls
 back to a ground-truth answer.
 """
@@ -94,3 +97,31 @@ def parse_preference(text):
     """trajectory_preference's label from a reply: 1.0 (#1), 0.0 (#2), 0.5 (#0, equal) or None (unparsed)."""
     p = parse_choice(text)
     return None if p.value is None else PREFERENCE_LABEL[p.value]
+
+
+_BINARY_MARK = re.compile(r"\[\s*([01])\s*\]")
+_ANSWER_IS = re.compile(r"\banswer\s+is\W{0,3}(yes|no)\b", re.IGNORECASE)
+
+
+def parse_binary_mark(text):
+    """A yes/no reply ending in `[1]` (yes) or `[0]` (no), as a Parsed(1 | 0 | None, how).
+
+    Rules: `<think>` blocks dropped and NFKC (reply_text_and_json); the last line holding a mark decides (a later
+    correction wins); that line holding both `[0]` and `[1]` is unparsed ("both"). With no mark anywhere, the last
+    "the answer is yes/no" (the LCA predecessor's format) decides ("answer is"). Otherwise unparsed ("empty", "no
+    answer"): a refusal or garbage is never read as an answer."""
+    if not isinstance(text, str):
+        return Parsed(None, "not text")
+    text, _ = reply_text_and_json(text)
+    if not text:
+        return Parsed(None, "empty")
+    for line in reversed(text.splitlines()):
+        found = {int(m.group(1)) for m in _BINARY_MARK.finditer(line)}
+        if len(found) == 1:
+            return Parsed(found.pop(), "marker")
+        if found:
+            return Parsed(None, "both 0 and 1")
+    said = _ANSWER_IS.findall(text)
+    if said:
+        return Parsed(1 if said[-1].lower() == "yes" else 0, "answer is")
+    return Parsed(None, "no answer")
