@@ -247,16 +247,21 @@ class ReplayBuffer(EpisodeBatch):
                 f"Keys:{self.scheme.keys()} Groups:{self.groups.keys()}")
 
 
-def episode_scheme(env_info, extra=None):
+def episode_scheme(env_info, extra=None, per_agent_rewards=False):
     """(scheme, groups, preprocess) of an episode batch for an env: what runners store and learners read (also the
     offline dataset reader and the behaviour controller). `extra`: more per-step fields, e.g. the qllm mixer's
-    {"tfcaf_w": {"vshape": (n,)}}, later per-agent rewards or labels."""
+    {"tfcaf_w": {"vshape": (n,)}}, or labels. `per_agent_rewards` (common_reward=False, or a per-agent shaper):
+    `reward` is [n_agents] (what the learner trains on) and `team_reward` [1] keeps the env's team reward beside it;
+    otherwise `reward` is the team reward [1] and there is no `team_reward`."""
+    n = env_info["n_agents"]
+    rewards = ({"reward": {"vshape": (n,)}, "team_reward": {"vshape": (1,)}} if per_agent_rewards
+               else {"reward": {"vshape": (1,)}})
     scheme = {
         "state": {"vshape": env_info["state_shape"]},
         "obs": {"vshape": env_info["obs_shape"], "group": "agents"},
         "actions": {"vshape": (1,), "group": "agents", "dtype": th.long},
         "avail_actions": {"vshape": (env_info["n_actions"],), "group": "agents", "dtype": th.int},
-        "reward": {"vshape": (1,)},
+        **rewards,
         "terminated": {"vshape": (1,), "dtype": th.uint8},
         **(extra or {}),
     }

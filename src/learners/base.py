@@ -8,7 +8,9 @@
   offline learners take a dict {name: EpisodeBatch} holding every name in `batches` (BC(β): {"data", "expert"};
   O-MAPL and MARL-SL: {"preferences"}, a PairBatch of labeled trajectory pairs). The offline loop fails before
   training when a needed kind of data was not given;
-- `labels_at_end` (offline): the learner labels its training dataset at the end (OfflineLearner.label_dataset).
+- `labels_at_end` (offline): the learner labels its training dataset at the end (OfflineLearner.label_dataset);
+- `per_agent_rewards`: the learner trains on per-agent rewards `reward` [B, T, n_agents] (common_reward=False, or
+  a per-agent shaper such as lca); the run setup refuses those for learners that train on one team reward.
 
 A learner lists what it holds once, in `state_parts()`; moving between devices, saving and loading checkpoints
 (and so resuming) are written here from that list.
@@ -23,6 +25,7 @@ class Learner:
     offline = False
     uses_replay_buffer = True
     batches = frozenset({"data"})
+    per_agent_rewards = False
     counters = ("log_stats_t",)  # plain values of the learner (attribute names) saved in learner.th
 
     def needs(self, kind):

@@ -14,7 +14,11 @@ Options (args keys; defaults in config/algs/ippo.yaml):
   use_value_norm (False)      critic predicts returns normalised by running statistics
   value_clip (False)          PPO value clipping around the pre-update predictions
   normalise_advantages (True) per-batch masked standardisation of advantages
-  standardise_rewards (False) running standardisation of the team reward
+  standardise_rewards (False) running standardisation of the reward (per agent when rewards are per-agent)
+
+Rewards: the team reward [B, T, 1] (shared by all agents) or per-agent rewards [B, T, n] (common_reward=False or a
+per-agent shaper; each agent's advantages then come from its own reward). The critics take the agent id (shared
+weights) or are one network per agent, so they fit a value per agent either way.
 """
 import torch as th
 import torch.nn.functional as F
@@ -24,6 +28,7 @@ from components.running_stats import RunningMeanStd
 from learners.base import Learner
 from learners.common import NonFiniteGuard, load_state, make_optimizer, masked_mean, transition_mask
 from modules.critics import make_critic
+from modules.critics.mlp import vdim
 from modules.parallel_mlp import ParallelMLP
 from utils.rl_utils import build_gae_targets
 
@@ -33,6 +38,7 @@ LOG_KEYS = ("pg_loss", "critic_loss", "entropy", "agent_grad_norm", "critic_grad
 
 class PPOLearner(Learner):
     on_policy = True
+    per_agent_rewards = True
     counters = ("train_steps", "log_stats_t")
 
     def __init__(self, mac, scheme, logger, args):
@@ -55,7 +61,10 @@ class PPOLearner(Learner):
         self.agent_optimiser = make_optimizer(self.agent_params, args)
         self.critic_optimiser = make_optimizer(self.critic_params, args, lr=args.critic_lr or args.lr)
         self.value_norm = RunningMeanStd() if args.use_value_norm else None
-        self.reward_stats = RunningMeanStd() if args.standardise_rewards else None
+        # per-agent rewards keep one running mean/std per agent (their scales may differ, e.g. roles)
+        n_rewards = vdim(scheme, "reward")
+        self.reward_stats = (RunningMeanStd(() if n_rewards == 1 else (n_rewards,))
+                             if args.standardise_rewards else None)
         self.train_steps = 0
         self.log_stats_t = -args.learner_log_interval - 1
         self.guard = NonFiniteGuard(self, args, logger)
@@ -68,7 +77,7 @@ class PPOLearner(Learner):
         if self.reward_stats is not None:
             self.reward_stats.update(rewards, mask)
             rewards = self.reward_stats.normalize(rewards)
-        # team reward and episode ends are shared by all agents
+        # a team reward [B, T-1, 1] and episode ends are shared by all agents; per-agent rewards are [B, T-1, n]
         rewards, terminated, mask = (x.expand(-1, -1, n) for x in
                                      (rewards, batch["terminated"][:, :-1].float(), mask))
         actions = batch["actions"][:, :-1]

@@ -77,6 +77,9 @@ def save(ctx, step, run_state, _log, buffer=None):
     if ctx.model_lock is None:  # from the first checkpoint on, a resume elsewhere must not write here too
         ctx.model_lock = FolderLock.try_acquire(run_dir)
     path = os.path.join(run_dir, str(step))
+    # the shaper's provenance (e.g. its potential's SHA-256): a resumed run refuses another shaper (resume_state)
+    shaper = getattr(ctx, "shaper", None)
+    run_state = {**run_state, **({} if shaper is None else {"shaper": shaper.provenance()})}
     save_checkpoint(ctx.learner, path, {**run_state, "rng": rng_state(), "sacred_run": ctx.sacred_run},
                     buffer=buffer)  # the replay buffer's state: kept in the latest checkpoint only
     save_run_config(run_dir, {**ctx.config, **{k: getattr(ctx.args, k) for k in ENV_SHAPE_KEYS}})
@@ -106,8 +109,12 @@ def load(ctx, evaluate=False):
 def resume_state(path, ctx=None):
     """The run state saved with a checkpoint, with the RNG states restored; None for a weights-only (pymarl-style)
     checkpoint. With `ctx`: the run's info `resumed_from` gains the checkpoint's step and the Sacred run that saved
-    it."""
+    it, and the run's shaper checks the one the checkpoint recorded (`check_resume`: a changed shaper, e.g. another
+    potential file, is refused; a checkpoint written before shapers recorded themselves is accepted)."""
     state = load_run_state(path)
+    shaper = getattr(ctx, "shaper", None)
+    if state is not None and shaper is not None:
+        shaper.check_resume(state.get("shaper"))
     if state is not None:
         set_rng_state(state["rng"])
         if ctx is not None and "resumed_from" in ctx.run_info:

@@ -44,8 +44,9 @@ def check_config(config):
     for key, (registry, nullable) in _registries().items():
         if key in config:
             check_name(key, config[key], registry, nullable)
-    if not config.get("common_reward", True):
-        raise ConfigError("common_reward=False (per-agent rewards) is not supported yet; use common_reward=True")
+    from run.setup import check_reward_settings
+
+    check_reward_settings(config)  # per-agent rewards (common_reward=False, a per-agent shaper) need a learner for them
     check_env_args(config["env"], dict(config.get("env_args") or {}))
     if config.get("run") == "qllm_generate":
         from llm.config import resolve

@@ -15,7 +15,9 @@ from qllm.features import make_features, wants_features
 from qllm.worker import prestart as prestart_worker
 from runners import REGISTRY as r_REGISTRY
 from shapers import REGISTRY as shaper_REGISTRY
+from shapers import NoShaper
 from utils.checkpoint import checkpoint_steps, locate_checkpoint
+from utils.config import ConfigError
 from utils.files import FolderLock
 from utils.logging import Logger
 from utils.paths import RESULTS_ROOT, env_label, results_path  # noqa: F401 (RESULTS_ROOT re-exported)
@@ -47,10 +49,26 @@ def _overrides(_run):
     return (meta.get("config_updates") if isinstance(meta, dict) else None) or {}
 
 
+# run modes that write offline datasets, which store one team reward per step
+DATASET_RUNS = ("collect", "augment")
+# run modes that build a learner (run.setup.build): its class says whether it trains on per-agent rewards
+LEARNER_RUNS = ("online", "offline", "evaluate")
+
+
+def check_reward_settings(config):
+    """Refuse (ConfigError) per-agent rewards where the run cannot use them: a dataset run, or a learner that trains
+    on one team reward (see per_agent_rewards). Run by src/main.py's preflight, before the Sacred run starts."""
+    run = "evaluate" if config.get("evaluate") else config.get("run", "online")
+    if not config.get("common_reward", True) and run in DATASET_RUNS:
+        raise ConfigError(f"run: {run} writes offline datasets, which store one team reward per step: "
+                          f"common_reward=False (per-agent rewards) cannot be stored there; use common_reward=True")
+    if run in LEARNER_RUNS and config.get("shaper") in shaper_REGISTRY and config.get("learner") in le_REGISTRY:
+        per_agent_rewards(config)
+
+
 def make_args(config, _log, _run=None):
     select_device(config, _log, _run)
-    if not config["common_reward"]:
-        raise ValueError("common_reward=False (per-agent rewards) is not supported yet; use common_reward=True")
+    check_reward_settings(config)
     if config["test_nepisode"] < config["batch_size_run"]:
         config["test_nepisode"] = config["batch_size_run"]
     else:
@@ -60,8 +78,29 @@ def make_args(config, _log, _run=None):
     return args
 
 
+def per_agent_rewards(config, shaper_per_agent=None):
+    """True when the run trains on per-agent rewards (common_reward=False, or a shaper with `per_agent`; by default
+    the shaper class's declaration). A learner that trains on one team reward (`per_agent_rewards = False` on its
+    class: q_learner, the offline learners) is refused (ConfigError), before anything is built."""
+    if config["shaper"] not in shaper_REGISTRY:
+        raise ConfigError(f"unknown shaper '{config['shaper']}'; valid: {sorted(shaper_REGISTRY)}")
+    if shaper_per_agent is None:
+        shaper_per_agent = shaper_REGISTRY[config["shaper"]].per_agent
+    reasons = ([] if config["common_reward"] else ["common_reward=False"]) + (
+        [f"shaper={config['shaper']}"] if shaper_per_agent else [])
+    learner_class = le_REGISTRY.get(config["learner"])
+    if reasons and learner_class is not None and not getattr(learner_class, "per_agent_rewards", False):
+        name = config.get("name", config["learner"])
+        raise ConfigError(f"{name} (learner: {config['learner']}) trains on one team reward: "
+                          f"{' and '.join(reasons)} gives per-agent rewards, which need an actor-critic learner "
+                          f"such as ippo/mappo (--config=ippo or --config=mappo); or keep common_reward=True and "
+                          f"shaper=none")
+    return bool(reasons)
+
+
 def build(_run, config, _log):
     args = make_args(config, _log, _run)
+    per_agent_rewards(config)  # refused before the envs and the learner are built
     logger = Logger(_log)
     _log.info("Experiment parameters:\n" + pprint.pformat(config, indent=4, width=1))
     args.results_dir = results_path(config)
@@ -152,11 +191,10 @@ def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker
     if not evaluating:
         features += make_features(args, _log, process=worker_process, run_info=None if _run is None else _run.info,
                                   config=config)
-    if args.shaper not in shaper_REGISTRY:
-        raise ValueError(f"unknown shaper '{args.shaper}'; valid: {sorted(shaper_REGISTRY)}")
     shaper = shaper_REGISTRY[args.shaper](args, env_info)
     extra = {k: v for provider in features for k, v in provider.scheme.items()}
-    scheme, groups, preprocess = episode_scheme(env_info, extra)
+    # per-agent rewards: `reward` [n_agents] and the env's team reward beside it (`team_reward`)
+    scheme, groups, preprocess = episode_scheme(env_info, extra, per_agent_rewards(config, shaper.per_agent))
     learner_class = le_REGISTRY[args.learner]
     if not (isinstance(learner_class, type) and issubclass(learner_class, Learner)):
         raise TypeError(f"learner '{args.learner}' ({getattr(learner_class, '__name__', learner_class)}) must subclass "
@@ -177,7 +215,9 @@ def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker
     if args.use_cuda:
         learner.cuda()
         acting_mac = copy.deepcopy(mac).to("cpu")
-    runner.setup(scheme=scheme, groups=groups, preprocess=preprocess, mac=acting_mac)
+    # the runner shapes every training batch in this process (`none` costs nothing: the runner gets no shaper)
+    runner.setup(scheme=scheme, groups=groups, preprocess=preprocess, mac=acting_mac,
+                 shaper=None if isinstance(shaper, NoShaper) else shaper)
 
     def annotate(batch, t_env=None):
         """Before training episodes enter the buffer: fill the batch fields the mixer declares."""

@@ -1,5 +1,8 @@
-"""What the runners share: `setup` (the batch factory and the controller) and the episode bookkeeping."""
+"""What the runners share: `setup` (the batch factory, the controller and the shaper), the episode bookkeeping and
+the end of a batch (per-agent reward statistics, shaping)."""
 from functools import partial
+
+import torch as th
 
 from components.episode_buffer import EpisodeBatch
 from runners.stats import EpisodeStats
@@ -7,8 +10,8 @@ from runners.stats import EpisodeStats
 
 class Runner:
     """A runner plays `batch_size` envs (known with `episode_limit` once its envs exist) and returns EpisodeBatches
-    on the CPU; `start_stats` begins the counters and the episode statistics, `setup` gives it the scheme and the
-    controller that acts."""
+    on the CPU; `start_stats` begins the counters and the episode statistics, `setup` gives it the scheme, the
+    controller that acts and the reward shaper (None: none)."""
 
     batch_size: int
     episode_limit: int
@@ -18,8 +21,61 @@ class Runner:
         self.t_env = 0
         self.stats = EpisodeStats(logger, args)
 
-    def setup(self, scheme, groups, preprocess, mac):
+    def setup(self, scheme, groups, preprocess, mac, shaper=None):
+        """`scheme` with a `team_reward` field (components.episode_buffer.episode_scheme(per_agent_rewards=True)):
+        the runner stores each agent's env reward in `reward` [n] and the team reward beside it. `shaper`: an object
+        with `shape(obs, next_obs, actions, env_reward, terminal) -> [N, n]` (shapers.Shaper; runners sit below
+        shapers, so the run setup passes it), applied to every finished training batch; None shapes nothing."""
         # the rollout batch lives on the CPU; it is moved to the learner's device once per sampled batch
         self.new_batch = partial(EpisodeBatch, scheme, groups, self.batch_size, self.episode_limit + 1,
                                  preprocess=preprocess, device="cpu")
         self.mac = mac
+        self.n_agents = groups["agents"]
+        self.per_agent_rewards = "team_reward" in scheme
+        self.shaper = shaper
+
+    def end_batch(self, batch, team_returns, test_mode):
+        """Once the batch's episodes are over: (the team return of each episode, {stat: value per episode}).
+        Per-agent rewards: fills `team_reward`, and the team returns and each agent's env return (`agent_<i>_return`,
+        common_reward=False) come from the batch (`team_returns`, summed by the runner step by step, is ignored).
+        Training batches with a shaper then get the shaped `reward` (`shaped_return`: its scalarised return)."""
+        extra = {}
+        if self.per_agent_rewards:
+            reward, team = batch["reward"], batch["team_reward"]
+            # with common_reward the env's team reward was stored for every agent
+            team.copy_(reward[..., :1] if self.args.common_reward else self.scalarise(reward))
+            team_returns = team.double().sum((1, 2)).tolist()
+            if not self.args.common_reward:
+                for i, agent_returns in enumerate(reward.double().sum(1).T.tolist()):
+                    extra[f"agent_{i}_return"] = agent_returns
+        if self.shaper is not None and not test_mode:
+            self.shape(batch)
+            extra["shaped_return"] = self.scalarise(batch["reward"].double()).sum((1, 2)).tolist()
+        return team_returns, extra
+
+    def scalarise(self, reward):
+        """[..., n] -> [..., 1] by `reward_scalarisation` (sum or mean), as the envs scalarise per-agent rewards."""
+        if self.args.reward_scalarisation == "mean":
+            return reward.mean(-1, keepdim=True)
+        return reward.sum(-1, keepdim=True)
+
+    def shape(self, batch):
+        """One shaper call on every transition of the batch, flattened to N = the number of transitions; its
+        [N, n] output replaces `reward` there."""
+        reward = batch["reward"]
+        mask = batch["filled"][:, 1:, 0].bool()  # [B, T-1]: step t happened iff a state was stored after it
+        obs = batch["obs"]
+        env_reward = reward[:, :-1][mask].expand(-1, self.n_agents)  # a team reward [N, 1] is repeated per agent
+        with th.no_grad():
+            shaped = self.shaper.shape(obs[:, :-1][mask], obs[:, 1:][mask], batch["actions"][:, :-1][mask][..., 0],
+                                       env_reward, batch["terminated"][:, :-1][mask][:, 0].bool())
+        name = getattr(self.shaper, "name", type(self.shaper).__name__)
+        if not isinstance(shaped, th.Tensor) or tuple(shaped.shape) != tuple(env_reward.shape):
+            raise ValueError(f"shaper '{name}' returned {getattr(shaped, 'shape', type(shaped).__name__)}; shape() "
+                             f"must return a tensor [N, n_agents] = {list(env_reward.shape)}")
+        if reward.shape[-1] == 1:  # a team-reward shaper (per_agent = False) must give every agent the same reward
+            if not th.equal(shaped, shaped[:, :1].expand_as(shaped)):
+                raise ValueError(f"shaper '{name}' has per_agent = False but returned different rewards per agent: "
+                                 f"set per_agent = True so that the batch stores per-agent rewards")
+            shaped = shaped[:, :1]
+        reward[:, :-1][mask] = shaped.to(reward.dtype).cpu()

@@ -75,6 +75,7 @@ class EpisodeRunner(Runner):
         if not test_mode:
             self.t_env += self.t
             self.stats.add_timing(env_time, self.t)
-        self.stats.add_episode(test_mode, episode_return, self.t, info)
+        (episode_return,), extra = self.end_batch(batch, [episode_return], test_mode)
+        self.stats.add_episode(test_mode, episode_return, self.t, info, {k: v[0] for k, v in extra.items()})
         self.stats.maybe_log(test_mode, self.t_env, self.mac.action_selector)
         return batch

@@ -27,7 +27,11 @@ class EnvBlock:
     def __init__(self, env_name, env_args_list):
         self.envs = [make_env(env_name, **env_args) for env_args in env_args_list]
         k = len(self.envs)
-        self.rewards, self.terminated, self.limit = np.zeros(k, np.float32), np.zeros(k, bool), np.zeros(k, bool)
+        # common_reward=False: the envs return each agent's reward (n_agents,) (an env with one team reward only
+        # gives it to every agent)
+        per_agent = not env_args_list[0].get("common_reward", True)
+        self.rewards = np.zeros((k, self.envs[0].n_agents) if per_agent else k, np.float32)
+        self.terminated, self.limit = np.zeros(k, bool), np.zeros(k, bool)
 
     def observe(self):
         envs = self.envs
@@ -194,12 +198,15 @@ class ParallelRunner(Runner):
                 # time-limit ends are not terminal (bootstrapped); the runner's own limit is a backstop
                 done = terminated | limit | (self.t + 1 >= self.episode_limit)
                 terminal = done if self.args.truncation_as_terminal else terminated & ~limit
-                batch.update({"reward": rewards[ids], "terminated": terminal[ids]}, bs=ids, ts=self.t,
+                # per-agent rewards [n]: a team reward (common_reward with a shaper) goes to every agent
+                step_rewards = rewards[ids, None] if self.per_agent_rewards and rewards.ndim == 1 else rewards[ids]
+                batch.update({"reward": step_rewards, "terminated": terminal[ids]}, bs=ids, ts=self.t,
                              mark_filled=False)
                 # next observations, including the final one of envs that just finished (bootstrap)
                 batch.update({"state": state[ids], "avail_actions": avail[ids], "obs": obs[ids]}, bs=ids,
                              ts=self.t + 1)
-                returns[ids] += rewards[ids]
+                if not self.per_agent_rewards:  # per-agent returns are summed from the batch at the end
+                    returns[ids] += rewards[ids]
                 lengths[ids] += 1
                 if not test_mode:
                     self.t_env += len(ids)
@@ -208,8 +215,10 @@ class ParallelRunner(Runner):
 
         if not test_mode:
             self.stats.add_timing(env_time, int(lengths.sum()))
+        returns, extra = self.end_batch(batch, returns, test_mode)
         for i in range(self.batch_size):
-            self.stats.add_episode(test_mode, returns[i], int(lengths[i]), final_infos[i])
+            self.stats.add_episode(test_mode, returns[i], int(lengths[i]), final_infos[i],
+                                   {k: v[i] for k, v in extra.items()})
         self.stats.maybe_log(test_mode, self.t_env, self.mac.action_selector)
         return batch
 

@@ -1,4 +1,8 @@
-"""Episode statistics shared by the runners (pymarl's stat names: return_mean, test_return_mean, ...)."""
+"""Episode statistics shared by the runners (pymarl's stat names: return_mean, test_return_mean, ...).
+
+`return_mean` is the team return (per-agent env rewards scalarised by `reward_scalarisation`); per-agent rewards add
+`agent_<i>_return_mean` (each agent's env return) and a shaper `shaped_return_mean` (training episodes only: test
+episodes are never shaped); env infos add `<key>_mean` (e.g. `success_mean` of the grid worlds)."""
 import numbers
 
 import numpy as np
@@ -21,11 +25,14 @@ class EpisodeStats:
 
     @staticmethod
     def _empty():
-        return {"returns": [], "infos": {}, "n_episodes": 0, "ep_length": 0}
+        return {"returns": [], "infos": {}, "n_episodes": 0, "ep_length": 0, "extra": {}}
 
-    def add_episode(self, test_mode, episode_return, length, info):
+    def add_episode(self, test_mode, episode_return, length, info, extra=None):
+        """`extra`: more per-episode values by stat name (e.g. {"agent_0_return": 1.0}), logged as `<name>_mean`."""
         cur = self.test if test_mode else self.train
         cur["returns"].append(float(episode_return))
+        for k, v in (extra or {}).items():
+            cur["extra"].setdefault(k, []).append(float(v))
         cur["n_episodes"] += 1
         cur["ep_length"] += length
         for k, v in numeric_info(info).items():
@@ -56,6 +63,8 @@ class EpisodeStats:
         if cur["returns"]:
             self.logger.log_stat(prefix + "return_mean", np.mean(cur["returns"]), t_env)
             self.logger.log_stat(prefix + "return_std", np.std(cur["returns"]), t_env)
+        for k, values in cur["extra"].items():
+            self.logger.log_stat(f"{prefix}{k}_mean", np.mean(values), t_env)
         self.logger.log_stat(prefix + "ep_length_mean", cur["ep_length"] / n, t_env)
         for k, v in cur["infos"].items():
             self.logger.log_stat(f"{prefix}{k}_mean", v / n, t_env)
