@@ -29,6 +29,11 @@ def run_augment(_run, config, _log):
     return run(_run, config, _log)
 
 
+def run_shape(_run, config, _log):
+    from run.shape import run_shape as run
+    return run(_run, config, _log)
+
+
 REGISTRY = {
     "online": run_online,
     "evaluate": run_evaluate,
@@ -38,4 +43,5 @@ REGISTRY = {
     "offline": run_offline,
     "label": run_label,  # --config=label_preferences: label a dataset's items (labeling/)
     "augment": run_augment,  # --config=codi (codi_no_comp, codi_privileged, madiff_like): generate episodes
+    "shape": run_shape,  # --config=lca_potential: train LCA potentials from a rankings file (shapers/lca/)
 }

@@ -50,4 +50,6 @@ class NoShaper(Shaper):
         return env_reward
 
 
-REGISTRY = {"none": NoShaper}
+from shapers.lca.shaper import LCAShaper  # noqa: E402 (after Shaper: the LCA shaper subclasses it)
+
+REGISTRY = {"none": NoShaper, "lca": LCAShaper}

@@ -62,5 +62,5 @@ def test_the_online_loop_applies_it_to_every_training_batch(tmp_path, double):
 
 
 def test_an_unknown_shaper_is_refused():
-    with pytest.raises(ValueError, match="unknown shaper 'nope'; valid: \\['none'\\]"):
+    with pytest.raises(ValueError, match="unknown shaper 'nope'; valid: \\['lca', 'none'\\]"):
         make_ctx("qmix", "climbing", shaper="nope")

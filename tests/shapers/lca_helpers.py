@@ -1,0 +1,47 @@
+"""Builders for the LCA potential and shaper tests: tiny Rankings, fast training settings, args of a shaper."""
+from types import SimpleNamespace
+
+import numpy as np
+
+from shapers.lca.rankings import Rankings
+from shapers.lca.train import TrainSettings
+
+TWO_SWITCH_ARGS = {"episode_limit": 100, "individual_reward": False, "interact_mode": "facing",
+                   "step_penalty": "on_success", "event_reward": 1.0, "success_reward": 1.0}
+
+
+def make_rankings(obs, next_obs, answers, agent=None, n_agents=1, groups=("all",), agent_groups=None,
+                  identity_dims=(), oracle=None, env="chain", env_args=None):
+    """Rankings of rows (obs [P, O], next_obs [P, O], answers [P, K]); the rest filled in plausibly."""
+    obs, next_obs = np.asarray(obs, np.float32), np.asarray(next_obs, np.float32)
+    answers = np.asarray(answers, np.float32)
+    P = len(obs)
+    agent = np.zeros(P, np.int16) if agent is None else np.asarray(agent, np.int16)
+    agent_groups = [0] * n_agents if agent_groups is None else list(agent_groups)
+    attrs = {"env": env, "env_args": env_args or {}, "n_agents": n_agents, "obs_shape": [obs.shape[1]],
+             "state_shape": [1], "groups": list(groups), "agent_groups": agent_groups,
+             "identity_dims": list(identity_dims), "queries": answers.shape[1], "pair_seed": 0,
+             "pair_source": "test"}
+    return Rankings(obs=obs, next_obs=next_obs, state=np.zeros((P, 1), np.float32),
+                    next_state=np.zeros((P, 1), np.float32), actions=np.ones((P, n_agents), np.int16), agent=agent,
+                    group=np.asarray(agent_groups, np.int16)[agent],
+                    answers=answers, oracle=np.full(P, np.nan, np.float32) if oracle is None else
+                    np.asarray(oracle, np.float32), attrs=attrs)
+
+
+def fast(**overrides):
+    """Training settings for tiny tabular problems: no held-out rows, no normalisation, a quick learning rate."""
+    base = dict(hidden_dim=32, lr=1e-2, epochs=300, batch_size=512, valid_fraction=0.0, patience=20,
+                normalise="none", seed=0)
+    return TrainSettings(**{**base, **overrides})
+
+
+def shaper_args(potential, env="chain", env_args=None, gamma=0.99, **lca):
+    """An args namespace with what LCAShaper reads."""
+    settings = {"potential": potential, "mode": "add", "coef": 1.0, "gamma_shaping": False,
+                "terminal_potential": "keep", **lca}
+    return SimpleNamespace(env=env, env_args=env_args or {}, gamma=gamma, lca=settings)
+
+
+def one_hot(index, size):
+    return np.eye(size, dtype=np.float32)[np.asarray(index)]
