@@ -45,3 +45,35 @@ def shaper_args(potential, env="chain", env_args=None, gamma=0.99, **lca):
 
 def one_hot(index, size):
     return np.eye(size, dtype=np.float32)[np.asarray(index)]
+
+
+def random_potential(folder, obs_dim, n_agents=1, groups=("all",), agent_groups=None, identity_dims=(), seed=0,
+                     out_scale=1.0, constant=None, env="chain", env_args=None, hidden_dim=8, scale=1.0):
+    """Write an artifact folder of random-weight potentials (head scaled by `out_scale`; `constant`: every score is
+    that value) for an env of `n_agents` agents with `obs_dim` observations. Returns the folder."""
+    import torch as th
+
+    from shapers.lca.potential import Potential, encoder_spec
+    from shapers.lca.train import write_artifact
+
+    attrs = {"n_agents": n_agents, "obs_shape": [obs_dim], "groups": list(groups),
+             "agent_groups": [0] * n_agents if agent_groups is None else list(agent_groups),
+             "identity_dims": list(identity_dims)}
+    spec = encoder_spec(attrs, "auto")
+    models = {}
+    with th.random.fork_rng(devices=[]):
+        th.manual_seed(seed)
+        for name in spec["groups"]:
+            model = Potential(len(spec["inputs"][name]), hidden_dim)
+            with th.no_grad():
+                model.net[-1].weight.mul_(out_scale)
+                if constant is not None:
+                    model.net[-1].weight.zero_()
+                    model.net[-1].bias.fill_(constant)
+            models[name] = model
+    meta = {"env": env, "env_args": env_args or {}, "n_agents": n_agents, "encoder": spec,
+            "model": {"hidden_dim": hidden_dim, "hidden_layers": 2, "activation": "relu", "head": "linear"},
+            "normalisation": {"mode": "none" if scale == 1.0 else "pair_std",
+                              "scale": {name: scale for name in spec["groups"]}}, "metrics": {}}
+    write_artifact(folder, models, meta)
+    return folder
