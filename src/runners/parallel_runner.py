@@ -199,7 +199,9 @@ class ParallelRunner(Runner):
                 done = terminated | limit | (self.t + 1 >= self.episode_limit)
                 terminal = done if self.args.truncation_as_terminal else terminated & ~limit
                 # per-agent rewards [n]: a team reward (common_reward with a shaper) goes to every agent
-                step_rewards = rewards[ids, None] if self.per_agent_rewards and rewards.ndim == 1 else rewards[ids]
+                step_rewards = rewards[ids]
+                if self.per_agent_rewards and rewards.ndim == 1:
+                    step_rewards = np.repeat(step_rewards[:, None], self.n_agents, axis=1)
                 batch.update({"reward": step_rewards, "terminated": terminal[ids]}, bs=ids, ts=self.t,
                              mark_filled=False)
                 # next observations, including the final one of envs that just finished (bootstrap)
