@@ -1,0 +1,73 @@
+"""shaper=lca in real runs on Two-Switch: both runners store team reward + coef * F_i with F_i = 0 on stay steps, test
+episodes are unshaped, and src/main.py trains IPPO with it, records the potential in checkpoints and refuses to
+resume with a tampered or changed potential."""
+import glob
+import json
+import os
+
+import pytest
+import torch as th
+from lca_helpers import random_potential
+
+from envs import make_env
+from helpers import make_ctx, run_main, sacred_dir
+from utils.config import build_config
+
+TINY = ["t_max=120", "test_interval=60", "test_nepisode=2", "use_tensorboard=False", "log_interval=60",
+        "runner_log_interval=60", "learner_log_interval=60", "hidden_dim=8", "env_args.episode_limit=20",
+        "batch_size_run=1", "batch_size=2", "buffer_size=2", "runner=episode"]
+
+
+def two_switch_potential(folder, seed=0, **env_args):
+    """A random potential fitting Two-Switch: one model shared by both agents, without the colour one-hot."""
+    env_args = {**build_config("ippo", "two_switch", {})["env_args"], **env_args}
+    env = make_env("two_switch", **env_args)
+    identity = [k for k in range(6, 6 + env.n_agents)]  # ego position and facing (6), then the colour one-hot
+    return random_potential(folder, env.get_obs_size(), n_agents=2, groups=["agent"], identity_dims=identity,
+                            out_scale=5.0, seed=seed, env="two_switch", env_args=env_args)
+
+
+@pytest.fixture(scope="module")
+def potential(tmp_path_factory):
+    return two_switch_potential(str(tmp_path_factory.mktemp("lca") / "potential"), episode_limit=20)
+
+
+@pytest.mark.parametrize("runner, n", [("episode", 1), ("parallel", 3)])
+def test_both_runners_shape_with_the_team_reward_kept_and_stays_zeroed(potential, runner, n):
+    ctx = make_ctx("ippo", "two_switch", shaper="lca", lca={"potential": potential, "coef": 100.0},
+                   env_args={"episode_limit": 20}, runner=runner, batch_size_run=n, hidden_dim=8)
+    try:
+        batch = ctx.runner.run()
+        test_batch = ctx.runner.run(test_mode=True)
+    finally:
+        ctx.runner.close_env()
+    mask = batch["filled"][:, 1:, 0].bool()
+    reward, team = batch["reward"][:, :-1][mask], batch["team_reward"][:, :-1][mask]
+    actions = batch["actions"][:, :-1][mask][..., 0]
+    obs = batch["obs"]
+    F = ctx.shaper.shaping(obs[:, :-1][mask], obs[:, 1:][mask], actions, batch["terminated"][:, :-1][mask][:, 0])
+    assert th.allclose(reward, team + 100.0 * F, atol=1e-3)
+    stay = actions == 0
+    assert stay.any() and (~stay).any() and th.equal(reward[stay], team.expand_as(reward)[stay])
+    assert (reward[~stay] != team.expand_as(reward)[~stay]).float().mean() > 0.5  # moves are shaped
+    # test episodes keep the env's reward, however large coef is
+    test_mask = test_batch["filled"][:, 1:, 0].bool()
+    assert th.equal(test_batch["reward"][:, :-1][test_mask],
+                    test_batch["team_reward"][:, :-1][test_mask].expand(-1, 2))
+
+
+def test_ippo_trains_with_it_and_refuses_a_changed_potential_on_resume(tmp_path, potential, capfd):
+    run_main(tmp_path, "ippo", "two_switch", "shaper=lca", f"lca.potential={potential}", "save_model=True",
+             "save_model_interval=60", *TINY)
+    info = json.load(open(os.path.join(sacred_dir(tmp_path, "ippo", "two_switch"), "info.json")))
+    assert "shaped_return_mean" in info and "test_return_mean" in info
+    checkpoint = glob.glob(os.path.join(tmp_path, "models", "*"))[0]
+    # the same potential resumes; another one (same env) is refused naming both hashes
+    run_main(tmp_path / "resume", "ippo", "two_switch", "shaper=lca", f"lca.potential={potential}",
+             f"checkpoint_path={checkpoint}", "save_model=False", *TINY, "t_max=180")
+    other = two_switch_potential(str(tmp_path / "other"), seed=1, episode_limit=20)
+    capfd.readouterr()
+    run_main(tmp_path / "changed", "ippo", "two_switch", "shaper=lca", f"lca.potential={other}",
+             f"checkpoint_path={checkpoint}", "save_model=False", *TINY, "t_max=180", expect=1)
+    hashes = [json.load(open(os.path.join(f, "meta.json")))["potential_sha256"] for f in (potential, other)]
+    assert f"trained with the LCA potential {hashes[0]}" in capfd.readouterr().err and hashes[1] != hashes[0]
