@@ -2,6 +2,7 @@
 
     TASKS["trajectory_preference"]   pairs of episodes of a dataset: which is better (MisoDICE / O-MAPL, B.2)
     TASKS["agent_quality"]           H-step segments of a dataset: which agent plays best (CODI, App. E)
+    TASKS["lca_state_pair"]          (transition, agent) items sampled from the env: does the action help (LCA)
     LABELERS["oracle"]               the ground-truth rule (B.2.1)
     LABELERS["noisy_oracle"]         the rule, right with probability oracle_accuracy (bernoulli | exact)
     LABELERS["llm"]                  a language model (labeling/llm_labeler.py)
@@ -14,6 +15,7 @@ Layer: above offline (it reads datasets and writes labels into them), below run.
 """
 from labeling.agent_quality import AgentQuality
 from labeling.base import Item, Labeler, LabelResult, LabelSource, LabelTask
+from labeling.lca_state_pair import LCAStatePair
 from labeling.llm_labeler import LLMLabeler
 from labeling.oracle import NoisyOracleLabeler, OracleLabeler
 from labeling.trajectory_preference import TrajectoryPreference
@@ -21,6 +23,7 @@ from labeling.trajectory_preference import TrajectoryPreference
 TASKS = {
     "trajectory_preference": TrajectoryPreference,
     "agent_quality": AgentQuality,
+    "lca_state_pair": LCAStatePair,
 }
 
 LABELERS = {

@@ -4,6 +4,10 @@ about a dataset and the answers are stored in the dataset file (labeling/; the l
     python src/main.py --config=label_preferences --env-config=lbf_8x8_2p_2f_coop \\
         with offline_dataset=results/datasets/.../mix_200e_1000p.h5 labeler=noisy_oracle oracle_accuracy=0.75
 
+A task may bring its own source instead of offline_dataset (LabelTask.make_source: lca_state_pair samples its items
+from the env and writes a rankings file under results/rankings/, --config=lca_label); its `path` is where the task
+stores, its fingerprint enters the settings under the task's `fingerprint_key`.
+
 An existing result of the same `label_name` is kept when it was made with the same task and labeler settings from
 the same episodes (a rerun is a no-op, as `collect` keeps complete datasets), unless the labeler reported it
 incomplete (an LLM budget stop: the rerun labels again, its cache answering what was asked before). With other
@@ -67,6 +71,15 @@ def summary(accuracy):
     return ", ".join(f"{k} {fmt(v)}" for k, v in accuracy.items())
 
 
+def dataset_source(args):
+    """The default LabelSource: the run's offline_dataset (checked against the run's env), its content
+    fingerprint, and the run's env for prompts."""
+    path = dataset_path(args.offline_dataset)
+    env_args = {k: v for k, v in args.env_args.items() if k != "seed"}
+    dataset = OfflineDataset.load(path, expect_env=(args.env, env_args))
+    return LabelSource(dataset, path, content_fingerprint(dataset), env_factory=lambda: env_from_args(args))
+
+
 def run_label(_run, config, _log):
     args = make_args(config, _log, _run)
     logger = Logger(_log)
@@ -75,13 +88,12 @@ def run_label(_run, config, _log):
     task = pick(TASKS, args.label_task, "label_task")()
     labeler = pick(LABELERS, args.labeler, "labeler")(args)
     check_name(args.label_name)
-    path = dataset_path(args.offline_dataset)
+    own = task.make_source(args, lambda: env_from_args(args))  # None: the task labels offline_dataset
+    source = own or dataset_source(args)
+    path = source.path
     clean_stale_temps(os.path.dirname(os.path.abspath(args.label_out or path)))
-    env_args = {k: v for k, v in args.env_args.items() if k != "seed"}
-    dataset = OfflineDataset.load(path, expect_env=(args.env, env_args))
-    fingerprint = content_fingerprint(dataset)
-    source = LabelSource(dataset, path, fingerprint, env_factory=lambda: env_from_args(args))
-    settings = json.loads(json.dumps({**task.settings(args), **labeler.settings(), "dataset_fingerprint": fingerprint}))
+    settings = json.loads(json.dumps({**task.settings(args), **labeler.settings(),
+                                      task.fingerprint_key: source.fingerprint}))
     info = {"task": task.name, "labeler": labeler.name, "label_name": args.label_name, "dataset": path,
             "settings": settings}
     if _run is not None:
@@ -97,20 +109,25 @@ def run_label(_run, config, _log):
                                  + "; ".join(differences(stored.get("settings") or {}, settings))
                                  + ". Choose another label_name, or set label_overwrite=True to replace it")
             if stored.get("complete", True):
-                _log.info(f"'{args.label_name}' in {target} was made with the same settings from the same episodes "
-                          f"({stored.get('created', '?')}): kept (label_overwrite=True labels again)")
+                _log.info(f"'{args.label_name}' in {target} was made with the same settings from the same items "
+                          f"({stored.get('created', '?')}): kept, 0 labels asked (label_overwrite=True labels again)")
                 info.update(reused=True, path=target, accuracy=stored.get("accuracy"), counts=stored.get("counts"))
                 _log.info(f"Accuracy vs ground truth: {summary(stored.get('accuracy') or {})}")
                 return info
             _log.info(f"'{args.label_name}' in {target} is incomplete ({stored.get('counts')}): labeling again")
             overwrite = True
         items = task.make_items(source, args)
-        _log.info(f"Labeling {len(items)} {task.name} items of {path} ({len(dataset)} episodes) with labeler "
-                  f"'{labeler.name}' -> '{args.label_name}'")
+        what = f"{path} ({len(source.dataset)} episodes)" if own is None else task.name
+        _log.info(f"Labeling {len(items)} {task.name} items of {what} with labeler '{labeler.name}' -> "
+                  f"'{args.label_name}'")
         start = time.perf_counter()
         with Bar(len(items), desc=f"labeling {args.label_name}", unit="item") as bar:
             result = labeler.label(task, items, source, bar=bar)
         seconds = time.perf_counter() - start
+        if "queries_to_ask" in result.info:  # the llm labeler: what a resumed run still had to ask
+            i = result.info
+            _log.info(f"{i['from_journal']} of {len(items)} items answered by the journal; {i['queries_to_ask']} "
+                      f"queries asked for the others ({i['requests']} server requests, {i['cache_hits']} cache hits)")
         counts = {k: result.info.get(k) for k in ("labeled", "tie", "unparsed")}
         rate = len(items) / max(seconds, 1e-9)
         ties = f"{counts['tie']} ties, " if task.swappable or counts["tie"] else ""  # only answers with a tie
