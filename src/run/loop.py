@@ -8,6 +8,7 @@ from learners.common import NonFiniteError
 from utils.checkpoint import (
     ENV_SHAPE_KEYS,
     CheckpointError,
+    CheckpointMismatch,
     check_checkpoint_config,
     find_checkpoint,
     load_mismatch_hint,
@@ -114,7 +115,10 @@ def resume_state(path, ctx=None):
     state = load_run_state(path)
     shaper = getattr(ctx, "shaper", None)
     if state is not None and shaper is not None:
-        shaper.check_resume(state.get("shaper"))
+        try:
+            shaper.check_resume(state.get("shaper"))
+        except ValueError as e:  # a config error: the run fails without litter
+            raise CheckpointMismatch(f"{path}: {e}") from e
     if state is not None:
         set_rng_state(state["rng"])
         if ctx is not None and "resumed_from" in ctx.run_info:
