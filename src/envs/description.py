@@ -13,26 +13,36 @@ import numpy as np
 @dataclass(frozen=True)
 class Field:
     name: str
-    start: int  # state[start:end]
+    start: int  # state[start:end] (or obs[start:end] in an observation schema)
     end: int
     meaning: str
+    identity: bool = False  # obs schemas: says who the agent is (role one-hot, agent id, colour), not where it is
 
     @property
     def size(self):
         return self.end - self.start
 
 
-def check_schema(fields, state_size):
-    """Raise ValueError unless the fields tile [0, state_size) exactly once."""
+def check_schema(fields, state_size, what="state"):
+    """Raise ValueError unless the fields tile [0, state_size) exactly once; `what`: "state" or "observation"."""
     count = np.zeros(state_size, dtype=int)
     for f in fields:
         if not 0 <= f.start < f.end <= state_size:
-            raise ValueError(f"field '{f.name}' [{f.start}:{f.end}] is outside the state (size {state_size})")
+            raise ValueError(f"field '{f.name}' [{f.start}:{f.end}] is outside the {what} (size {state_size})")
         count[f.start:f.end] += 1
     missing, doubled = np.flatnonzero(count == 0), np.flatnonzero(count > 1)
     if len(missing) or len(doubled):
-        raise ValueError(f"state schema does not cover the state exactly once: uncovered indices "
+        raise ValueError(f"{what} schema does not cover the {what} exactly once: uncovered indices "
                          f"{missing.tolist()}, indices in several fields {doubled.tolist()}")
+
+
+def identity_dims(env):
+    """Observation indices of the identity fields of `env.obs_schema()` (sorted ints; [] when there are none): what
+    a potential shared by interchangeable agents must not see (LCA Eq. 5). The schema is checked against
+    get_obs_size() first."""
+    fields = env.obs_schema()
+    check_schema(fields, env.get_obs_size(), "observation")
+    return sorted(k for f in fields if f.identity for k in range(f.start, f.end))
 
 
 def schema_text(fields):

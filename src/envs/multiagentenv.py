@@ -14,6 +14,27 @@ Arguments: `MultiAgentEnv.check_args(name, env_args)` rejects unknown constructo
 built (src/main.py calls it before the run starts). The accepted names come from the constructor's signature; a
 constructor that takes `**kwargs` declares `VALID_ARGS` (or overrides `accepted_args`) when it checks them itself,
 else anything is accepted. Constructors reject unknown arguments with `reject_unknown_args`, the same message.
+
+LCA hooks (agent-specific state rankings -> per-agent potentials; the base class raises MissingEnvHook naming the
+method, so LCA can refuse an env that lacks one):
+- `stay_action`: class attribute, the action index that means "stay still" (its shaped reward is 0), or None
+  (the default: nothing is zeroed; LCA warns). Grid worlds 0, Pistonball 1.
+- `agent_roles() -> list[str]` (n_agents): agents with the same role are interchangeable and may share a potential
+  (Two-Switch ["agent", "agent"], Pistonball ["piston"] * n, Victim-Rubble ["healer", "remover"]).
+- `obs_schema() -> list[envs.description.Field]`: the per-agent observation layout, ego first, tiling
+  [0, get_obs_size()) once; `Field.identity` flags the fields that say who the agent is (role one-hot, agent id,
+  colour). `envs.description.identity_dims(env)` lists their obs indices (a shared potential drops them).
+- `describe_agent_view(state, agent_id) -> str`: the global state (get_state layout; None = the current one) told
+  from agent_id's side, ego first, then its teammates.
+- `task_dependencies() -> str`: who must do what first, for LCA's task-dependence prompt ("" = none; the default).
+- `pair_oracle(state, actions, next_state, agent_id) -> "better" | "worse" | "equal"`: the rule-based ("human
+  heuristic") ranking of agent_id's action `actions[agent_id]` in the transition state -> next_state (state vectors
+  in get_state layout, `actions` the joint action [n_agents]). Each env's docstring writes its rule down.
+- `oracle_actions(state=None) -> int64 [n_agents]`: a greedy joint action following the same rule (keysteps,
+  tests); None = the current state.
+- optional, not on the base class (`hasattr` tells): `sample_state(rng) -> float32 [S]`, a random reachable state
+  (rng: numpy Generator or int seed) that set_state accepts, and `check_reachable(state)` (ValueError listing the
+  broken rules). Envs without them (Pistonball) give LCA pairs from rollouts only.
 """
 import difflib
 import inspect
@@ -63,6 +84,19 @@ class ObsHooksUnsupported(NotImplementedError):
                          f"size - 1, vector observations with agent levels); use one of those envs")
 
 
+class MissingEnvHook(NotImplementedError):
+    """An env that lacks a method a feature needs (LCA's agent_roles, obs_schema, pair_oracle, ...): names the env,
+    the method and what to do."""
+
+    def __init__(self, env, hook, feature="LCA"):
+        variant = getattr(env, "key", None) or getattr(env, "scenario", None)
+        name = f"{type(env).__name__} ({variant})" if variant else type(env).__name__
+        super().__init__(f"{feature} needs the env method {hook}(), which env {name} does not have; implement it "
+                         f"(see envs/multiagentenv.py for the contract) or use an env that has it (two_switch, "
+                         f"victim_rubble, pistonball)")
+        self.hook = hook
+
+
 def obs_array(env, obs, hook):
     """`obs` as a float64 array `[..., n, O]`; ValueError naming the shape the env expects otherwise."""
     obs = np.asarray(obs, dtype=np.float64)
@@ -84,6 +118,7 @@ def signature_args(function):
 class MultiAgentEnv:
     n_agents: int
     episode_limit: int
+    stay_action = None  # LCA: the "stay still" action index (shaped reward 0), None when the env has none
     common_reward: bool = True
     reward_scalarisation: str = "sum"
     VALID_ARGS: tuple = None  # a constructor taking **kwargs that checks them itself names what it accepts here
@@ -258,6 +293,31 @@ class MultiAgentEnv:
         """`obs [..., n, O]` -> `[...]` bool: true where the observation is a real terminal (the episode has
         ended there; a time limit is not one). The transition that reaches it is the one stored as terminated."""
         raise ObsHooksUnsupported(self, "terminal_from_obs")
+
+    # ----- LCA hooks (see the module docstring) -----
+    def agent_roles(self):
+        """One role name per agent; agents with the same role are interchangeable (may share a potential)."""
+        raise MissingEnvHook(self, "agent_roles")
+
+    def obs_schema(self):
+        """List of envs.description.Field covering get_obs_agent(i) exactly once, ego first, identity flagged."""
+        raise MissingEnvHook(self, "obs_schema")
+
+    def describe_agent_view(self, state, agent_id):
+        """The state told from agent_id's side (ego, then teammates), for LCA's prompts."""
+        raise MissingEnvHook(self, "describe_agent_view")
+
+    def task_dependencies(self):
+        """Who must do what before whom, in words, for LCA's task-dependence prompt; "" when the task has none."""
+        return ""
+
+    def pair_oracle(self, state, actions, next_state, agent_id):
+        """"better" | "worse" | "equal": the rule-based ranking of agent_id's action in state -> next_state."""
+        raise MissingEnvHook(self, "pair_oracle")
+
+    def oracle_actions(self, state=None):
+        """A greedy joint action (int64 [n_agents]) following the env's pair_oracle rule."""
+        raise MissingEnvHook(self, "oracle_actions")
 
     def get_env_info(self):
         return {

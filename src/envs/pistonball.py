@@ -20,7 +20,21 @@ Episode ends: the ball reaching the left wall is a real terminal (`terminated=Tr
 
 Deviations from LCA: the paper does not give its piston count per step or episode length; we use
 its 5 pistons and PettingZoo's default 125 steps. LCA's agents saw images or its own encodings;
-ours see the vectors below.
+ours see the vectors below. info carries `success` (1 on the step the ball reaches the left wall).
+
+LCA hooks (envs/multiagentenv.py): stay_action 1; agent_roles ["piston"] * n (one shared potential); obs_schema
+(no identity field: a piston's own x is where it stands, as a grid agent's cell, not who it is); describe_agent_view;
+no sample_state (LCA takes Pistonball pairs from rollouts only). The rule of pair_oracle and oracle_actions (our
+reading of the paper's "human heuristic"; the paper gives none): the contact point is the point under the ball's
+centre, X = n * ball_x piston widths from the left wall. Pistons at or right of it (piston i spans [i, i + 1], so
+i >= X) should rise: they tilt the surface under the ball towards the left wall. The others, the piston under
+the ball and those left of it, on its path to the wall, should sink. A piston's move is `better` when it goes the
+way it should, `worse` when it goes the other way, `equal` when it stays (action 1) or its move is blocked at the
+top or bottom limit (its height does not change). The greedy oracle policy moves every piston the way it should
+and stays where that way is blocked. Why the piston under the ball sinks: with it rising (i >= floor(X)) the
+pistons under and right of the ball all end at the top and the ball rests on that flat plateau; the greedy
+policy then reached the wall in 69 of 100 seeded episodes, with pistons whose centre is right of X rising in 87,
+with the rule above in 95 (uniform random: about 47).
 """
 import math
 
@@ -35,8 +49,19 @@ SPIN_SCALE = 6 * math.pi  # rad/s per state unit: the reset spin is uniform in [
 ACTION_MEANINGS = ["move down by 4 px (one of 16 height steps)", "stay", "move up by 4 px (one of 16 height steps)"]
 
 
+UP, STAY, DOWN = 2, 1, 0
+
+
+def _motion(vx, vy):
+    """The ball's velocity (state units) in words: 'it is moving left at 40 px/s and down at 3 px/s'."""
+    parts = [f"{name} at {abs(v) * VEL_SCALE:.0f} px/s" for v, name in
+             ((vx, "left" if vx < 0 else "right"), (vy, "up" if vy > 0 else "down")) if abs(v) * VEL_SCALE >= 0.5]
+    return f"it is moving {' and '.join(parts)}" if parts else "it is at rest"
+
+
 class PistonballEnv(PettingZooTeamEnv):
     family = "pistonball"
+    stay_action = STAY
     VALID_ARGS = ("n_pistons", "max_cycles", "reward", "time_penalty", "random_drop", "random_rotate", "ball_mass",
                   "ball_friction", "ball_elasticity", "seed", "common_reward", "reward_scalarisation")
 
@@ -91,6 +116,7 @@ class PistonballEnv(PettingZooTeamEnv):
         self._read()
         progress = 1.0 - (raw.ball_prev_pos - raw.wall_width) / raw.distance_to_wall_at_game_start
         terminated, info = self._end_step(terminated, {"ball_reached_wall": int(terminated),
+                                                       "success": int(terminated),
                                                        "ball_progress": float(progress)})
         return self.scalarise_reward(np.full(self.n_agents, r)), terminated, info
 
@@ -158,8 +184,86 @@ class PistonballEnv(PettingZooTeamEnv):
                 "ball centre x minus own centre x, in piston widths (40 px; positive = ball to the right)",
                 "ball_height", "ball_vx", "ball_vy", "ball_spin"]
 
+    def obs_schema(self):
+        """obs_meanings as fields (one value each, ego first); none is an identity field (see the module doc)."""
+        names = ["own_height", "left_neighbour_height", "right_neighbour_height", "own_x", "ball_dx", "ball_height",
+                 "ball_vx", "ball_vy", "ball_spin"]
+        return [Field(name, k, k + 1, meaning) for k, (name, meaning) in enumerate(zip(names, self.obs_meanings()))]
+
     def action_meanings(self):
         return list(ACTION_MEANINGS)
+
+    # --- LCA: roles, agent views, the rule-based ranking and its greedy policy (rule: module docstring) ---
+    def agent_roles(self):
+        return ["piston"] * self.n_pistons
+
+    def _state_array(self, state):
+        s = np.asarray(self.get_state() if state is None else state, dtype=np.float64)
+        if s.shape != (self.get_state_size(),):
+            raise ValueError(f"pistonball: expected a state vector of {self.get_state_size()} values (get_state "
+                             f"layout), got shape {s.shape}")
+        return s
+
+    def contact_piston(self, state=None):
+        """The piston under the ball's centre (0..n-1) in a state vector (None = now)."""
+        s = self._state_array(state)
+        return min(max(int(math.floor(s[0] * self.n_pistons)), 0), self.n_pistons - 1)
+
+    def should_rise(self, state=None):
+        """bool [n]: the pistons the rule (module docstring) wants up, at or right of the ball's contact point."""
+        s = self._state_array(state)
+        return np.arange(self.n_pistons) >= s[0] * self.n_pistons
+
+    def pair_oracle(self, state, actions, next_state, agent_id):
+        """"better" | "worse" | "equal" for piston agent_id's action in state -> next_state (module docstring)."""
+        i, acts = int(agent_id), self._int_actions(actions)
+        if not 0 <= i < self.n_pistons:
+            raise ValueError(f"pistonball.pair_oracle: agent must be in 0..{self.n_pistons - 1}, got {agent_id}")
+        s, after = self._state_array(state), self._state_array(next_state)
+        if acts[i] == STAY or abs(after[5 + i] - s[5 + i]) < 0.5 / 16:
+            return "equal"
+        return "better" if (acts[i] == UP) == bool(self.should_rise(s)[i]) else "worse"
+
+    def oracle_actions(self, state=None):
+        """Every piston moves the way the rule says it should, or stays where that way is blocked: int64 [n]."""
+        s = self._state_array(state)
+        acts = []
+        for h, rise in zip(s[5:5 + self.n_pistons], self.should_rise(s)):
+            blocked = h > 1 - 0.5 / 16 if rise else h < 0.5 / 16
+            acts.append(STAY if blocked else UP if rise else DOWN)
+        return np.asarray(acts, dtype=np.int64)
+
+    def task_dependencies(self):
+        return ("The pistons are interchangeable and each moves only itself: the ball rolls left only when the "
+                "surface under it slopes down to the left, so the pistons right of the ball should rise while the "
+                "one under it and those to its left, on its way to the wall, should sink.")
+
+    def describe_agent_view(self, state, agent_id):
+        """The state told from piston agent_id's side (ego first, then the other pistons and the ball)."""
+        s = self._state_array(state)
+        n, i = self.n_pistons, int(agent_id)
+        if not 0 <= i < n:
+            raise ValueError(f"pistonball.describe_agent_view: agent must be in 0..{n - 1}, got {agent_id}")
+        ball_x, ball_h, vx, vy, spin = s[:5]
+        steps = [int(round(h * 16)) for h in s[5:5 + n]]
+        end = {0: ", the leftmost", n - 1: ", the rightmost"}.get(i, "")
+        lines = [f"You are piston {i} of {n} (0 = leftmost{end}); your height is {steps[i]}/16 (0 = lowest, "
+                 f"16 = highest)."]
+        for j in range(n):
+            if j != i:
+                side = f"{abs(j - i)} piston{'s' * (abs(j - i) > 1)} to your {'left' if j < i else 'right'}"
+                lines.append(f"Teammate piston {j} ({side}): height {steps[j]}/16.")
+        c = self.contact_piston(s)
+        far = abs(c - i)
+        where = "directly above you" if c == i else f"{far} piston{'s' * (far > 1)} to your " \
+            + ("left" if c < i else "right")
+        offset = ball_x * n - (i + 0.5)
+        gap = max((ball_x * n - 1.0) * self.piston_width, 0.0)
+        lines.append(f"The ball: its centre is above piston {c}, {where} ({offset:+.2f} piston widths from your "
+                     f"centre); its left edge is {gap:.0f} px from the left wall (the goal); its bottom is "
+                     f"{ball_h * 16:.1f}/16 above the lowest piston top; {_motion(vx, vy)}, spin "
+                     f"{spin * SPIN_SCALE:+.1f} rad/s.")
+        return "\n".join(lines)
 
     def reward_description(self):
         n = self.n_pistons

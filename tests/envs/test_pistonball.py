@@ -33,7 +33,7 @@ def test_shapes_and_available_actions():
     assert env.get_avail_actions() == [[1, 1, 1]] * 5
     reward, terminated, info = env.step([1] * 5)
     assert isinstance(reward, float) and terminated is False
-    assert set(info) == {"ball_reached_wall", "ball_progress"}
+    assert set(info) == {"ball_reached_wall", "success", "ball_progress"}
     assert make_env("pistonball", n_pistons=20).get_env_info()["state_shape"] == 25
 
 

@@ -128,6 +128,10 @@ class Subgoal:
     name: str
     cell: tuple
     distance: float  # math.inf when it cannot be reached now
+    # how the distance is measured (oracle.py): interact = until facing the cell, approach = the same counting rubble
+    # as passable, stand = until standing on it, stand_open = the same with the door open, done = nothing left,
+    # park = back in the start room (the greedy policy's, policy.py)
+    kind: str = "interact"
 
 
 def _parse_layout(rows):
@@ -152,6 +156,8 @@ class GridWorldEnv(MultiAgentEnv):
     CHAMBERS: tuple = ()  # (name, x0, y0, x1, y1) inclusive rectangles
     START_CHAMBER: str = ""
     AGENT_NAMES = ("green agent", "orange agent")
+    ROLES = ("agent", "agent")  # agent_roles(): equal roles = interchangeable agents (one shared LCA potential)
+    stay_action = STAY
     DEFAULT_LIMIT = 100
     name = "gridworld"
     _BASE_ARGS = ("episode_limit", "individual_reward", "interact_mode", "step_penalty", "event_reward",
@@ -195,7 +201,7 @@ class GridWorldEnv(MultiAgentEnv):
         self._start_cells.sort()
         self._norm = (1.0 / (self.width - 1), 1.0 / (self.height - 1))
         self._s = None
-        self._cell_item = {}
+        self._cells_ref, self._cell_item = None, {}
         # a valid state right away; the first reset() then replays this same first episode start
         self._rng = random.Random(seed)
         self.reset()
@@ -254,7 +260,6 @@ class GridWorldEnv(MultiAgentEnv):
 
     def _set(self, s):
         self._s = s
-        self._cell_item = {c: k for k, c in enumerate(s.cells)}
 
     def step(self, actions):
         s = self._s
@@ -262,28 +267,8 @@ class GridWorldEnv(MultiAgentEnv):
         events = 0
         indiv = [0.0] * self.n_agents
         for i, a in enumerate(acts):
-            if a == STAY:
-                continue
-            if a == INTERACT:
-                k = self._interact_target(s, i)
-                if k is not None:
-                    e, r = self._interact(s, i, k)
-                    events += e
-                    indiv[i] += r
-                continue
-            if not 1 <= a <= 4:
-                raise ValueError(f"{self.name}: action {a} of agent {i} is not in 0..5")
-            dx, dy = MOVES[a - 1]
-            x, y = s.pos[i]
-            target = (x + dx, y + dy)
-            if self._is_wall(s, target):
-                continue  # masked; a forced wall move changes nothing
-            s.facing[i] = a - 1
-            if self._solid_item(s, target) is None and target not in s.pos:
-                s.pos[i] = target
-                e, r = self._on_enter(s, i)
-                events += e
-                indiv[i] += r
+            e, indiv[i] = self._act(s, i, a)
+            events += e
         s.t += 1
         success = self._success(s)
         team = self.event_reward * events + (self.success_reward if success else 0.0)
@@ -297,6 +282,27 @@ class GridWorldEnv(MultiAgentEnv):
             info["episode_limit"] = True
         return self._reward(team, indiv), bool(success), info
 
+    def _act(self, s, i, a):
+        """Agent i's action a applied to s in place (agents act one after the other); returns (team events,
+        individual reward) it caused."""
+        if a == STAY:
+            return 0, 0.0
+        if a == INTERACT:
+            k = self._interact_target(s, i)
+            return (0, 0.0) if k is None else self._interact(s, i, k)
+        if not 1 <= a <= 4:
+            raise ValueError(f"{self.name}: action {a} of agent {i} is not in 0..5")
+        dx, dy = MOVES[a - 1]
+        x, y = s.pos[i]
+        target = (x + dx, y + dy)
+        if self._is_wall(s, target):
+            return 0, 0.0  # masked; a forced wall move changes nothing
+        s.facing[i] = a - 1
+        if self._solid_item(s, target) is None and target not in s.pos:
+            s.pos[i] = target
+            return self._on_enter(s, i)
+        return 0, 0.0
+
     def _reward(self, team, indiv):
         if not self.individual_reward:
             indiv = [0.0] * self.n_agents
@@ -305,15 +311,22 @@ class GridWorldEnv(MultiAgentEnv):
         return self.scalarise_reward([team + r for r in indiv])
 
     # ----- geometry -----
+    def _item_at(self, s, cell):
+        """Index of the item at cell in state s (item cells may differ between episodes: random_free_objects, and
+        the oracle and sampler look at states other than the current one)."""
+        if s.cells is not self._cells_ref:
+            self._cells_ref, self._cell_item = s.cells, {c: k for k, c in enumerate(s.cells)}
+        return self._cell_item.get(cell)
+
     def _is_wall(self, s, cell):
         if cell in self._walls:
             return True
-        k = self._cell_item.get(cell)
+        k = self._item_at(s, cell)
         return k is not None and self.items[k].kind == "door" and not s.status[k]
 
     def _solid_item(self, s, cell):
         """Index of an item occupying the cell and blocking movement (switch, victim, present rubble)."""
-        k = self._cell_item.get(cell)
+        k = self._item_at(s, cell)
         if k is None:
             return None
         kind = self.items[k].kind
@@ -332,7 +345,10 @@ class GridWorldEnv(MultiAgentEnv):
 
     # ----- pymarl API -----
     def get_avail_agent_actions(self, agent_id):
-        s = self._s
+        return self._avail(self._s, agent_id)
+
+    def _avail(self, s, agent_id):
+        """Agent agent_id's action mask (6 ints) in GridState s."""
         x, y = s.pos[agent_id]
         avail = [1, 0, 0, 0, 0, 0]
         for f, (dx, dy) in enumerate(MOVES):
@@ -381,11 +397,38 @@ class GridWorldEnv(MultiAgentEnv):
     def get_obs_size(self):
         return 6 + self.n_agents + 6 * (self.n_agents - 1) + self._items_size()
 
+    def obs_schema(self):
+        """get_obs_agent's layout (ego first): the ego's place and facing, its role one-hot (the identity field:
+        the agent's colour, and in Victim-Rubble its abilities), the teammates' place and facing, the objects."""
+        size = f"divided by ({self.width - 1}, {self.height - 1}) (0..1); {self._COORDS}"
+        n = self.n_agents
+        colours = ", ".join(f"{self.AGENT_NAMES[i]}{self._role_text(i)}" for i in range(n))
+        fields = [Field("ego_position", 0, 2, f"the ego agent's position (x, y) {size}"),
+                  Field("ego_facing", 2, 6, "the ego agent's facing direction one-hot (up, down, left, right)"),
+                  Field("ego_role", 6, 6 + n, f"one-hot: which agent the ego is ({colours})", identity=True)]
+        off = 6 + n
+        for k in range(1, n):
+            who = "the teammate" if n == 2 else f"teammate {k} (the other agents in index order)"
+            fields += [Field(f"teammate_{k}_position", off, off + 2, f"{who}'s position (x, y) {size}"),
+                       Field(f"teammate_{k}_facing", off + 2, off + 6, f"{who}'s facing direction one-hot")]
+            off += 6
+        for f in self.state_schema()[2 * n:-1]:  # the objects: as in the state, cells normalised
+            meaning = f"{f.meaning.split(' (x, y)')[0]} (x, y) {size}" if f.name.endswith("_position") else f.meaning
+            fields.append(Field(f.name, off, off + f.size, meaning))
+            off += f.size
+        return fields
+
+    def agent_roles(self):
+        return list(self.ROLES)
+
     def _items_size(self):
         return sum(2 if it.kind == "home" else 3 for it in self.items)
 
     def get_state(self):
-        s = self._s
+        return self._state_vector(self._s)
+
+    def _state_vector(self, s):
+        """The get_state() vector of a GridState (float32 [S])."""
         feats = []
         for i in range(self.n_agents):
             feats += self._agent_feats(s, i, (1.0, 1.0))
@@ -546,12 +589,18 @@ class GridWorldEnv(MultiAgentEnv):
                 lines.append(f"Your teammate: the {self.AGENT_NAMES[j]} (agent {j}){self._role_text(j)}, at "
                              f"{self._where(s.pos[j])}, facing {DIR_NAMES[s.facing[j]]}.")
         lines += self._item_lines(s)
+        lines += self._constraint_lines(s)
         lines.append(f"Step {s.t} of {self.episode_limit}.")
         return "\n".join(lines)
 
+    def _constraint_lines(self, s):
+        """What the current state still forbids (a locked door, blocked victims), for the agent views."""
+        return []
+
     # ----- shortest paths (layout checks here; the progress oracle in envs/gridworld/oracle.py) -----
-    def _bfs(self, s, start, facing, goal, rubble_passable=False):
-        """Fewest moves/turns from (start, facing) until goal(cell, facing) holds; teammates ignored."""
+    def _bfs(self, s, start, facing, goal, rubble_passable=False, blocked=()):
+        """Fewest moves/turns from (start, facing) until goal(cell, facing) holds; teammates ignored unless their
+        cells are in `blocked` (cells a move only turns towards, like an object)."""
         if goal(start, facing):
             return 0
         seen = {(start, facing)}
@@ -563,8 +612,8 @@ class GridWorldEnv(MultiAgentEnv):
                 if self._is_wall(s, target):
                     continue
                 k = self._solid_item(s, target)
-                blocked = k is not None and not (rubble_passable and self.items[k].kind == "rubble")
-                nxt = ((x, y) if blocked else target, nf)
+                stop = target in blocked or (k is not None and not (rubble_passable and self.items[k].kind == "rubble"))
+                nxt = ((x, y) if stop else target, nf)
                 if nxt in seen:
                     continue
                 if goal(*nxt):

@@ -2,9 +2,11 @@
 through the door they open. The rules, rewards and state layout shared with Victim-Rubble are in base.py."""
 from envs.gridworld.base import GridWorldEnv, Item
 from envs.gridworld.oracle import TwoSwitchOracle
+from envs.gridworld.policy import OraclePolicy
+from envs.gridworld.sampling import StateSampler
 
 
-class TwoSwitchEnv(TwoSwitchOracle, GridWorldEnv):
+class TwoSwitchEnv(TwoSwitchOracle, OraclePolicy, StateSampler, GridWorldEnv):
     """Two-Switch: trigger both switches (any agent), then reach home through the opened door."""
     name = "two_switch"
     DEFAULT_LIMIT = 100
@@ -49,6 +51,9 @@ class TwoSwitchEnv(TwoSwitchOracle, GridWorldEnv):
             s.events["door_open"] = 1
         return 1, 1.0
 
+    def _derive_status(self, s):
+        s.status[self._door] = int(all(s.status[k] for k in self._switches))
+
     def _on_enter(self, s, agent_id):
         return (1, 1.0) if s.pos[agent_id] == s.cells[self._home] else (0, 0.0)
 
@@ -80,6 +85,20 @@ class TwoSwitchEnv(TwoSwitchOracle, GridWorldEnv):
         lines.append(f"{door.name}: {self._where(s.cells[self._door])}, {state}.")
         lines.append(f"Home (goal): {self._where(s.cells[self._home])}.")
         return lines
+
+    def _constraint_lines(self, s):
+        if s.status[self._door]:
+            return ["Current constraint: none; the door is open and home can be reached."]
+        todo = [self.items[k].name for k in self._switches if not s.status[k]]
+        return [f"Current constraint: the door stays locked, and home out of reach, until {' and '.join(todo)} "
+                f"{'is' if len(todo) == 1 else 'are'} triggered."]
+
+    def task_dependencies(self):
+        return ("Both agents have the same abilities. Home can be reached only through the door, which opens only "
+                "after both switches are triggered. The agents cannot communicate, so they must split the work: "
+                "each should commit to one switch (the one it can reach first) and trust its teammate to take the "
+                "other; both heading for the same switch, or switching targets whenever the teammate moves, wastes "
+                "steps. Once both switches are triggered either agent can walk home.")
 
     def _interact_meaning(self):
         where = "faced" if self.interact_mode == "facing" else "adjacent (faced first)"

@@ -5,13 +5,16 @@ from collections import deque
 
 from envs.gridworld.base import MOVES, GridState, GridWorldEnv, Item
 from envs.gridworld.oracle import VictimRubbleOracle
+from envs.gridworld.policy import OraclePolicy
+from envs.gridworld.sampling import StateSampler
 
 
-class VictimRubbleEnv(VictimRubbleOracle, GridWorldEnv):
+class VictimRubbleEnv(VictimRubbleOracle, OraclePolicy, StateSampler, GridWorldEnv):
     """Victim-Rubble: the green agent heals victims, the orange agent removes rubble."""
     name = "victim_rubble"
     DEFAULT_LIMIT = 150
     AGENT_ROLES = (" who can heal victims", " who can remove rubble")
+    ROLES = ("healer", "remover")
     HEALER, REMOVER = 0, 1
     # a = free victim (Victim1), b = blocked victim (Victim2); 1, 2 = rubble blocking Victim2, 3 = harmless rubble
     LAYOUT = (
@@ -102,14 +105,27 @@ class VictimRubbleEnv(VictimRubbleOracle, GridWorldEnv):
             if self._layout_ok(cells):
                 return cells
 
+    def _cell_problems(self, cells):
+        """The fixed objects at their layout cells; with random_free_objects Victim1 and Rubble3 where reset may
+        put them."""
+        if not self.random_free_objects:
+            return super()._cell_problems(cells)
+        layout = [it.cell for it in self.items]
+        if [cells[k] for k in (1, 2, 3)] != [layout[k] for k in (1, 2, 3)]:
+            return [f"Victim2, Rubble1 and Rubble2 must stay at {[layout[k] for k in (1, 2, 3)]}"]
+        if not all(self._chamber_of.get(cells[k]) in self.LEFT_ROOMS for k in (0, 4)) or \
+                any(self._is_passage(nb) for k in (0, 4) for nb in self._neighbours(cells[k])) or \
+                cells[0] == cells[4] or not self._layout_ok(cells):
+            return [f"Victim1 at {cells[0]} and Rubble3 at {cells[4]} are not a layout reset could draw"]
+        return []
+
     @staticmethod
     def _neighbours(cell):
         return [(cell[0] + dx, cell[1] + dy) for dx, dy in MOVES]
 
     def _layout_ok(self, cells):
         """The harmless rubble disconnects no floor cell and the free victim is reachable past all rubble."""
-        s = GridState([], [], self._initial_status(), cells)
-        self._set(s)
+        s = GridState([], [], self._initial_status(), list(cells))  # a fresh list: the item-cell cache keys on it
         start = self._start_cells[0]
         only3 = s.copy()
         only3.status[2] = only3.status[3] = 0
@@ -177,6 +193,53 @@ class VictimRubbleEnv(VictimRubbleOracle, GridWorldEnv):
                               f"{extra}")
             lines.append(f"{it.name}: {self._where(s.cells[k])}, present, {'; '.join(blocks) or 'blocking nothing'}.")
         return lines
+
+    def _blockers(self, s, v):
+        """Present rubble that alone keeps the green agent (from where it stands) from victim v."""
+        out = []
+        for r in self._rubble:
+            if s.status[r]:
+                alone = s.copy()
+                for k in self._rubble:
+                    alone.status[k] = int(k == r)
+                if self._bfs(alone, s.pos[self.HEALER], s.facing[self.HEALER],
+                             self._facing_goal(s.cells[v])) == math.inf:
+                    out.append(r)
+        return out
+
+    def _constraint_lines(self, s):
+        lines = []
+        for v in self._victims:
+            if s.status[v] >= self.heal_steps or self._item_distance(s, self.HEALER, v) < math.inf:
+                continue
+            names = " and ".join(self.items[r].name for r in self._blockers(s, v)) or "rubble"
+            lines.append(f"Current constraint: {self.items[v].name} ({self._chamber_of.get(s.cells[v])}) cannot be "
+                         f"reached yet: {names} still block{'s' * (' and ' not in names)} the only way to it, so "
+                         f"the orange agent must remove {'it' if ' and ' not in names else 'them'} before the "
+                         f"green agent can heal it.")
+        return lines or ["Current constraint: none; the green agent can reach every unhealed victim."]
+
+    def task_dependencies(self):
+        s = GridState([], [], self._initial_status(), list(self._s.cells))
+        s.pos, s.facing = [self._start_cells[0]] * 2, [0, 0]
+        blocked = [v for v in self._victims if self._blockers(s, v)]
+        free = [self.items[v].name for v in self._victims if v not in blocked]
+        harmless = [self.items[r].name for r in self._rubble
+                    if not any(r in self._blockers(s, v) for v in blocked)]
+        lines = ["The green agent alone can heal victims and the orange agent alone can remove rubble."]
+        for v in blocked:
+            names = " and ".join(self.items[r].name for r in self._blockers(s, v))
+            lines.append(f"The orange agent must remove {names} before the green agent can reach "
+                         f"{self.items[v].name} ({self._chamber_of.get(s.cells[v])}): they block the only passage "
+                         f"to it.")
+        if free:
+            lines.append(f"The green agent always prioritises rescuing victims whose path is free of any rubble "
+                         f"({', '.join(free)}), waiting for the orange agent to remove the rubble and clear the path.")
+        if harmless:
+            later = "is still needed for success but can wait" if self.success_requires_rubble else "is not needed"
+            lines.append(f"{', '.join(harmless)} block{'s' * (len(harmless) == 1)} nothing; removing "
+                         f"{'it' if len(harmless) == 1 else 'them'} {later}.")
+        return " ".join(lines)
 
     def _interact_meaning(self):
         where = "faced" if self.interact_mode == "facing" else "adjacent (faced first)"
