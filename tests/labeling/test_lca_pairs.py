@@ -129,3 +129,13 @@ def test_keysteps_random_and_oracle_and_the_cap_error():
     with pytest.raises(ValueError, match=r"lca.keystep_max_steps=3 steps.*lca.keystep_policy=oracle.*"
                                          r"lca.keysteps_file"):
         find_keysteps(make_env("two_switch", episode_limit=3, step_penalty="none"), "random", 3, seed=0)
+
+
+def test_pistonball_rollouts_report_ball_coverage():
+    env = make_env("pistonball")
+    assert resolve_pair_source("auto", env) == "rollouts"  # no sample_state
+    pairs = sample_pairs(env, "pistonball", "rollouts", 60, pair_seed=0)
+    cov = pairs.info["coverage"]
+    assert len(pairs.items) == 60 and cov["field"] == "ball_x" and sum(cov["counts"]) == len(pairs.state)
+    assert 0 < cov["visited_fraction"] <= 1 and cov["min"] <= cov["max"]
+    assert all(pairs.actions[t][i] != 1 for t, i in pairs.items)  # Pistonball's stay is 1

@@ -57,7 +57,7 @@ def test_oracle_rankings_file_match_pair_oracle_and_rerun_asks_nothing(tmp_path)
     r = read_rankings(path)
     env = make_env("two_switch")
     assert len(r) == 40 and r.answers.shape == (40, 2) and r.attrs["queries"] == 2
-    assert r.attrs["groups"] == ["agent"] or len(r.attrs["groups"]) == 1  # Two-Switch: one shared group
+    assert r.attrs["groups"] == ["agent"] and r.attrs["identity_dims"] == [6, 7]  # Two-Switch: one shared group
     assert r.attrs["agent_groups"] == [0, 0] and r.attrs["n_agents"] == 2 and r.attrs["pair_source"] == "random_states"
     assert r.attrs["obs_shape"] == [env.get_obs_size()] and r.attrs["state_shape"] == [env.get_state_size()]
     assert r.attrs["supervision_leak"] is False and r.attrs["complete"] is True
@@ -135,6 +135,8 @@ def test_llm_loopback_then_replay_reproduces_the_rankings(tmp_path, caplog):
     assert info["prompt_template_sha256"] and info["keysteps"].startswith("Key step 1")
     acc = first["accuracy"]
     assert acc["answers"] == 36 and acc["missing"] == 0 and 0 <= acc["self_consistency"] <= 1
+    # the K answers are K distinct cache entries (sample indices 0..2 of one request), plus one per re-ask
+    assert len(list((tmp_path / "cache").glob("*/*.json"))) == 36 + info["reasked"]
     # replay: the cache alone answers everything, identically (other results folder: no journal, no file)
     replayed = label(tmp_path / "replay", labeler="llm", llm=llm_block(None, tmp_path, backend="replay"),
                      lca={"n_pairs": 12, "queries": 3})
@@ -147,6 +149,15 @@ def test_llm_loopback_then_replay_reproduces_the_rankings(tmp_path, caplog):
     assert "model='other'" in missed["labeler_info"]["stopped"] and "tag='label:lca_state_pair:ask'" in \
         missed["labeler_info"]["stopped"]
     assert read_rankings(missed["path"]).attrs["complete"] is False
+
+
+def test_k_queries_at_temperature_0_warn_that_they_are_copies(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="labeling")
+    with LoopbackServer(responder=lambda body: reply(*["[1]"] * int(body.get("n") or 1))) as srv:
+        info = label(tmp_path, labeler="llm", llm=llm_block(srv, tmp_path, temperature=0.0),
+                     lca={"n_pairs": 2, "queries": 2})
+    assert "2 queries per item at llm.temperature=0 are copies of one answer" in caplog.text
+    assert info["accuracy"]["self_consistency"] == 1.0
 
 
 def test_a_budget_stop_resumes_asking_only_the_missing_queries(tmp_path):
