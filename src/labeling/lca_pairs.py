@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from envs.multiagentenv import MultiAgentEnv
 from utils.config import ConfigError
 
 PAIR_SOURCES = ("random_states", "rollouts", "mixed", "auto")
@@ -49,9 +50,12 @@ COVERAGE_BINS = 10
 
 
 def require(env, names, why):
-    """ConfigError naming the first of `names` (methods or attributes) the env lacks, and what needs it."""
+    """ConfigError naming the first of `names` (methods or attributes) the env lacks, and what needs it: absent,
+    None (stay_action), or the base class's stub that raises MissingEnvHook."""
     for name in names:
-        if getattr(env, name, None) is None:
+        value = getattr(env, name, None)
+        stub = getattr(MultiAgentEnv, name, None)
+        if value is None or (callable(stub) and getattr(type(env), name, None) is stub):
             raise ConfigError(f"env {type(env).__name__} has no {name}, which {why} needs; LCA needs an env with "
                               f"stay_action, agent_roles(), obs_schema(), pair_oracle(), describe_agent_view() and "
                               f"task_dependencies() (Two-Switch, Victim-Rubble and Pistonball have them)")

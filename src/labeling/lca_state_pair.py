@@ -233,7 +233,7 @@ class LCAPrompt(TaskPrompt):
     def __init__(self, task, source, args):
         super().__init__(task, source, args)
         env, c = source.env, args.lca
-        require(env, ("describe_agent_view", "task_dependencies"), "the lca_state_pair prompt")
+        require(env, ("describe_agent_view",), "the lca_state_pair prompt")
         self.env, self.mode = env, c["answer_mode"]
         self.meanings = _env_call(env, "action_meanings")
         self.keysteps = _keysteps(args)
@@ -242,7 +242,8 @@ class LCAPrompt(TaskPrompt):
         parts = {"TASK_TEXT": _env_call(env, "task_summary"),
                  "ACTIONS_TEXT": "\n".join(f"{k}: {m}" for k, m in enumerate(self.meanings)),
                  "REWARD_TEXT": _env_call(env, "reward_description"), "MAP_TEXT": _env_call(env, "describe_state"),
-                 "KEYSTEPS_TEXT": self.keysteps, "DEPENDENCIES_TEXT": _env_call(env, "task_dependencies"),
+                 "KEYSTEPS_TEXT": self.keysteps,
+                 "DEPENDENCIES_TEXT": _env_call(env, "task_dependencies") or "None given.",
                  "ANSWER_FORMAT": read_prompt(f"lca_answer_{self.mode}")}
         self.system = _fill(read_prompt("lca_state_pair"), parts)
         self.user_template = read_prompt("lca_state_pair_user")

@@ -111,8 +111,11 @@ def test_bad_inputs(tmp_path, updates, match):
         label(tmp_path, lca=lca, **updates)
 
 
-def test_an_env_without_the_lca_methods_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="env ClimbingEnv has no stay_action|has no stay_action"):
+def test_an_env_without_the_lca_methods_is_named(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="has no stay_action, which the lca_state_pair task needs"):
+        label(tmp_path, env="climbing", lca={"n_pairs": 5})
+    monkeypatch.setattr(type(make_env("matrix_game", game="climbing")), "stay_action", 0, raising=False)
+    with pytest.raises(ConfigError, match="has no agent_roles, which the lca_state_pair task needs"):
         label(tmp_path, env="climbing", lca={"n_pairs": 5})
 
 
