@@ -8,8 +8,8 @@
     LABELERS["llm"]                  a language model (labeling/llm_labeler.py)
 
 Interfaces: labeling/base.py (Item, LabelSource, LabelTask, Labeler, LabelResult); storage: labeling/store.py.
-Run mode: `run: label` (src/run/label.py, --config=label_preferences | label_agent_quality). A new task or labeler
-is a class registered here; nothing else changes.
+Run mode: `run: label` (src/run/label.py, --config=label_preferences | label_agent_quality | lca_label). A new task
+or labeler is a class registered here; nothing else changes.
 
 Layer: above offline (it reads datasets and writes labels into them), below run.
 """
