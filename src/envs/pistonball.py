@@ -33,8 +33,8 @@ way it should, `worse` when it goes the other way, `equal` when it stays (action
 top or bottom limit (its height does not change). The greedy oracle policy moves every piston the way it should
 and stays where that way is blocked. Why the piston under the ball sinks: with it rising (i >= floor(X)) the
 pistons under and right of the ball all end at the top and the ball rests on that flat plateau; the greedy
-policy then reached the wall in 69 of 100 seeded episodes, with pistons whose centre is right of X rising in 87,
-with the rule above in 95 (uniform random: about 47).
+policy then reached the wall in 69 of 100 seeded episodes (seeds 1000-1099), with pistons whose centre is right of
+X rising in 87, with the rule above in 95 (uniform random actions: 38).
 """
 import math
 
