@@ -31,7 +31,7 @@ method, so LCA can refuse an env that lacks one):
   heuristic") ranking of agent_id's action `actions[agent_id]` in the transition state -> next_state (state vectors
   in get_state layout, `actions` the joint action [n_agents]). Each env's docstring writes its rule down.
 - `oracle_actions(state=None) -> int64 [n_agents]`: a greedy joint action following the same rule (keysteps,
-  tests); None = the current state.
+  tests); None = the current state. The grid worlds also take `rng=` (Generator or int seed) for tie-breaks.
 - optional, not on the base class (`hasattr` tells): `sample_state(rng) -> float32 [S]`, a random reachable state
   (rng: numpy Generator or int seed) that set_state accepts, and `check_reachable(state)` (ValueError listing the
   broken rules). Envs without them (Pistonball) give LCA pairs from rollouts only.
