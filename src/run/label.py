@@ -117,7 +117,7 @@ def run_label(_run, config, _log):
             _log.info(f"'{args.label_name}' in {target} is incomplete ({stored.get('counts')}): labeling again")
             overwrite = True
         items = task.make_items(source, args)
-        what = f"{path} ({len(source.dataset)} episodes)" if own is None else task.name
+        what = f"{path} ({len(source.dataset)} episodes)" if own is None else f"env {args.env} (to {path})"
         _log.info(f"Labeling {len(items)} {task.name} items of {what} with labeler '{labeler.name}' -> "
                   f"'{args.label_name}'")
         start = time.perf_counter()
