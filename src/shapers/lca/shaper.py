@@ -25,6 +25,7 @@ from envs import env_class
 from shapers import Shaper
 from shapers.lca.potential import group_members
 from shapers.lca.train import load_artifact
+from utils.paths import repo_relative
 
 MODES = ("add", "replace")
 TERMINAL = ("keep", "zero")
@@ -57,7 +58,7 @@ class LCAShaper(Shaper):
         if not lca["potential"]:
             raise ValueError("shaper=lca needs trained potentials: lca.potential=results/potentials/<env>/<id> "
                              "(train them with --config=lca_potential from rankings of --config=lca_label)")
-        self.potential = load_artifact(lca["potential"], env=args.env, env_args=args.env_args,
+        self.potential = load_artifact(repo_relative(lca["potential"]), env=args.env, env_args=args.env_args,
                                        n_agents=env_info["n_agents"], obs_shape=env_info["obs_shape"],
                                        identity_dims=env_info.get("identity_dims"))
         self.stay_action = stay_action(args, env_info)

@@ -50,9 +50,9 @@ NORMALISE = ("pair_std", "none")
 class TrainSettings:
     groups: str = "auto"
     hidden_dim: int = 64
-    lr: float = 1e-3
+    lr: float = 1e-2
     epochs: int = 200
-    batch_size: int = 256
+    batch_size: int = 64
     score_l2: float = 0.0
     valid_fraction: float = 0.1
     patience: int = 20
