@@ -68,6 +68,24 @@ def test_ippo_trains_with_it_and_refuses_a_changed_potential_on_resume(tmp_path,
     other = two_switch_potential(str(tmp_path / "other"), seed=1, episode_limit=20)
     capfd.readouterr()
     run_main(tmp_path / "changed", "ippo", "two_switch", "shaper=lca", f"lca.potential={other}",
-             f"checkpoint_path={checkpoint}", "save_model=False", *TINY, "t_max=180", expect=1)
+             f"checkpoint_path={checkpoint}", "save_model=False", *TINY, "t_max=180", expect=2)  # a config error
     hashes = [json.load(open(os.path.join(f, "meta.json")))["potential_sha256"] for f in (potential, other)]
     assert f"trained with the LCA potential {hashes[0]}" in capfd.readouterr().err and hashes[1] != hashes[0]
+
+
+def test_the_pipeline_rankings_potentials_rl(tmp_path):
+    """--config=lca_label (noisy oracle, K = 4) -> --config=lca_potential -> IPPO with shaper=lca, all through main."""
+    rankings = str(tmp_path / "rankings.h5")
+    run_main(tmp_path, "lca_label", "two_switch", "labeler=noisy_oracle", "oracle_accuracy=0.75", "lca.queries=4",
+             "lca.n_pairs=300", f"label_out={rankings}", "env_args.episode_limit=20")
+    run_main(tmp_path, "lca_potential", "two_switch", f"lca.rankings={rankings}", "env_args.episode_limit=20")
+    info = json.load(open(os.path.join(sacred_dir(tmp_path, "lca_potential", "two_switch"), "info.json")))
+    shaped = info["lca_potential"]
+    meta = json.load(open(os.path.join(shaped["folder"], "meta.json")))
+    (group,) = meta["encoder"]["groups"]  # Two-Switch: one role, one shared model without the colour one-hot
+    assert meta["encoder"]["dropped"][group] == [6, 7]
+    assert meta["rankings"]["queries"] == 4 and shaped["metrics"]["pooled"]["valid_oracle_agreement"] > 0.6
+    run_main(tmp_path, "ippo", "two_switch", "shaper=lca", f"lca.potential={shaped['folder']}", "save_model=False",
+             *TINY)
+    assert "shaped_return_mean" in json.load(open(os.path.join(sacred_dir(tmp_path, "ippo", "two_switch"),
+                                                                "info.json")))
