@@ -37,12 +37,12 @@ def run_shape(_run, config, _log):
                                               progress=lambda total: Bar(total, desc="lca potentials", unit="epoch"),
                                               log=_log.info)
         seconds = time.perf_counter() - start
-        if reused:
+        if reused:  # (training logged each group's line as it finished)
             _log.info(f"LCA potentials for {path} with these settings exist: reused {folder}")
+            for group, metrics in meta["metrics"]["groups"].items():
+                _log.info(f"  {group}: {summary(metrics)}")
         else:
             _log.info(f"Trained LCA potentials in {seconds:.1f}s: {folder}")
-        for group, metrics in meta["metrics"]["groups"].items():
-            _log.info(f"  {group}: {summary(metrics)}")
         info = {"folder": folder, "reused": reused, "rankings": meta["rankings"],
                 "potential_sha256": meta["potential_sha256"], "metrics": meta["metrics"],
                 "normalisation": meta["normalisation"], "seconds": seconds}
