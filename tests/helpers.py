@@ -175,15 +175,20 @@ def require_extra(module, install):
         require_nothing_missing([f"optional extra '{module}' is not installed"], install)
 
 
-def require_local_llm():
-    """The local model file and its runtime (./install.sh llm), under the same skip-or-fail rule."""
+def local_llm_problems():
+    """What keeps the local model from running here: [] when its runtime and model file are installed."""
     from llm import default_model_path
     problems = []
     if importlib.util.find_spec("xllamacpp") is None:
         problems.append("xllamacpp is not installed")
     if not os.path.isfile(default_model_path()):
         problems.append(f"the model file {default_model_path()} is missing")
-    require_nothing_missing(problems, "./install.sh llm, or python scripts/setup_local.py")
+    return problems
+
+
+def require_local_llm():
+    """The local model file and its runtime (./install.sh llm), under the same skip-or-fail rule."""
+    require_nothing_missing(local_llm_problems(), "./install.sh llm, or python scripts/setup_local.py")
 
 
 def require_nothing_missing(problems, install):
