@@ -85,6 +85,17 @@ def run_label(_run, config, _log):
     logger = Logger(_log)
     if _run is not None:
         logger.setup_sacred(_run)
+    try:
+        return label(args, _log, _run)
+    finally:
+        logger.finish()
+
+
+def label(args, _log, _run=None):
+    """Label (or find already labeled) the items of args.label_task with args.labeler; returns the run info
+    (`labeling` in info.json): path, reused, accuracy, counts, labeler_info (the llm labeler's requests, tokens and
+    cost; on reuse, the stored run's), settings. Also called by other run modes that need a task's result
+    (run/lca_pipeline.py: the rankings of shaper=lca)."""
     task = pick(TASKS, args.label_task, "label_task")()
     labeler = pick(LABELERS, args.labeler, "labeler")(args)
     check_name(args.label_name)
@@ -111,7 +122,8 @@ def run_label(_run, config, _log):
             if stored.get("complete", True):
                 _log.info(f"'{args.label_name}' in {target} was made with the same settings from the same items "
                           f"({stored.get('created', '?')}): kept, 0 labels asked (label_overwrite=True labels again)")
-                info.update(reused=True, path=target, accuracy=stored.get("accuracy"), counts=stored.get("counts"))
+                info.update(reused=True, path=target, accuracy=stored.get("accuracy"), counts=stored.get("counts"),
+                            labeler_info=stored.get("labeler_info"))
                 _log.info(f"Accuracy vs ground truth: {summary(stored.get('accuracy') or {})}")
                 return info
             _log.info(f"'{args.label_name}' in {target} is incomplete ({stored.get('counts')}): labeling again")
@@ -148,4 +160,3 @@ def run_label(_run, config, _log):
         return info
     finally:
         source.close()
-        logger.finish()

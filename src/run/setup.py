@@ -191,7 +191,11 @@ def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker
     if not evaluating:
         features += make_features(args, _log, process=worker_process, run_info=None if _run is None else _run.info,
                                   config=config)
-    shaper = shaper_REGISTRY[args.shaper](args, env_info)
+    shaper_info = env_info
+    if args.shaper == "lca":  # its rankings and potentials, built when not given, and the env hooks it checks
+        from run.lca_pipeline import prepare_lca  # imported on use: it imports run.label, which imports this module
+        shaper_info = prepare_lca(args, env_info, evaluating, _log, _run)
+    shaper = shaper_REGISTRY[args.shaper](args, shaper_info)
     extra = {k: v for provider in features for k, v in provider.scheme.items()}
     # per-agent rewards: `reward` [n_agents] and the env's team reward beside it (`team_reward`)
     scheme, groups, preprocess = episode_scheme(env_info, extra, per_agent_rewards(config, shaper.per_agent))
