@@ -56,7 +56,7 @@ RUNNERS = {"episode": {"runner": "episode", "batch_size_run": 1},
 RANK_ENV = "two_switch"
 CONCURRENCY = (1, 4, 8)
 SLOT_CTX = 4096  # tokens per local server slot: the Two-Switch prompt is ~3100 estimated tokens + max_tokens 400
-FULL = {"repeats": 3, "runner_steps": 1000, "runner_pairs": 400, "env_args": {}, "rank_items": 2000,
+FULL = {"repeats": 3, "runner_steps": 3000, "runner_pairs": 400, "env_args": {}, "rank_items": 2000,
         "client_items": 200, "local_direct": 4, "local_cot": 2, "openai_items": 8, "paper_counts": True,
         "epochs": None}
 QUICK = {"repeats": 1, "runner_steps": 40, "runner_pairs": 60, "env_args": {"two_switch": {"episode_limit": 20},
