@@ -15,6 +15,7 @@ Writes to --out (default results/reports/<metric>/, or results/sweeps/<name>/rep
   curves.png/.pdf  learning curves, one panel per env (offline runs: gradient steps, panels of their own)
   scores.png/.pdf  IQM and mean with their CIs (interval chart); profile.png/.pdf: performance profiles
   marl_eval.json   marl-eval's raw data layout (compare with BenchMARL / Mava)
+  study.md/.json   with --study SPEC.json: a study's rows and figures (src/analysis/study.py)
 
 Which runs: training runs that COMPLETED or are RUNNING (flagged); evaluate, collection and generation runs,
 failed runs and runs whose process died are skipped and counted with the reason. Groups: runs are seeds of one
@@ -53,6 +54,9 @@ def parse_args(argv=None):
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (the same inputs give the same CIs)")
     parser.add_argument("--no-plots", action="store_true", help="tables and JSON only")
+    parser.add_argument("--study", default=None, metavar="SPEC.json",
+                        help="also a study's table and figures (analysis/study.py): named rows with final score, "
+                             "steps to a threshold, AUC, label accuracy and LLM tokens/cost; 'not run' rows kept")
     return parser.parse_args(argv)
 
 
@@ -125,6 +129,15 @@ def report(args, mongo_client_factory=None):
         files += plots.interval_chart(aggs, what, out)
         taus, profiles = stats.performance_profiles(aggs, reps=args.reps, seed=args.seed)
         files += plots.performance_profile(taus, profiles, what, out)
+    if args.study:
+        import json
+
+        from analysis.study import write_study
+
+        with open(args.study) as f:
+            study = write_study(paths, json.load(f), out, band=args.band, plots_on=not args.no_plots)
+        markdown += "\n" + study["markdown"]
+        files += study["files"]
     return {"markdown": markdown, "files": files, "groups": groups, "scores": scores, "aggregates": aggs,
             "skipped": skipped, "normaliser": normaliser}
 

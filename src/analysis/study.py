@@ -1,0 +1,229 @@
+"""A study's table and figures (`python src/results.py SWEEPS --study SPEC.json`): named rows (a sweep entry on an
+env), per row final score, steps to a threshold, AUC, label accuracy and LLM tokens/cost, mean ± std curves of
+several metrics, and figures that each show a chosen set of rows. A row the spec lists that has no runs is shown
+"not run" with its reason, never dropped or replaced.
+
+The spec (JSON; bench/learning_curves.py --suite lca writes one):
+    {"title": "LCA", "metric": "test_success_mean", "threshold": {"two_switch": 0.9, "pistonball": 0.8} or 0.9,
+     "curves": ["test_success_mean", "success_mean", "test_return_mean"],
+     "rows": [{"env": "two_switch", "row": "lca_oracle"}, {"env": "two_switch", "row": "lca_llm_k1",
+              "not_run": "why"}],
+     "figures": {"fig4_noise": {"title": "...", "rows": ["lca_oracle", "lca_noisy70_k1", ...]}}}
+A run's row is its sweep entry's `name` (the manifest's entry index into the sweep's entries; an entry without a name
+is its alg), its env the trial's env config; runs read from outside a sweep are rows named after the run.
+Label accuracy and LLM tokens/cost come from each run's info.json `lca` section (LCA runs; n/a elsewhere).
+"""
+import json
+import os
+
+import numpy as np
+
+from analysis import curve_metrics, sources
+from analysis.report import fmt_mean_std
+
+NA = "n/a"
+
+
+def sweep_rows(paths):
+    """{realpath of a run folder: (env, row)} for every trial run of the sweep folders among `paths`."""
+    out = {}
+    for path in paths:
+        manifest_path = os.path.join(path, sources.MANIFEST)
+        if not os.path.isfile(manifest_path):
+            continue
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        entries = ((manifest.get("spec") or {}).get("entries") or []) + [
+            {"alg": a, "env": e} for a in (manifest.get("spec") or {}).get("algs") or []
+            for e in (manifest.get("spec") or {}).get("envs") or []]
+        for trial in sources.manifest_trials(manifest):
+            index = trial.get("entry")
+            entry = entries[index - 1] if isinstance(index, int) and 0 < index <= len(entries) else {}
+            row = entry.get("name") or trial.get("alg") or entry.get("alg") or "?"
+            env = trial.get("env") or entry.get("env") or "?"
+            for key in ("sacred_runs", *sources.RUN_KEYS):
+                dirs = trial.get(key) or []
+                for d in ([dirs] if isinstance(dirs, str) else dirs):
+                    d = d if os.path.isabs(d) or os.path.isdir(d) else os.path.join(path, d)
+                    out[os.path.realpath(d)] = (env, row)
+    return out
+
+
+def _get(d, *keys):
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def label_info(run_dir):
+    """{label_accuracy, tokens, cost_usd} of an LCA run's info.json `lca` section (src/run/lca_pipeline.py):
+    lca.labeling.accuracy.accuracy (answers vs the oracle), prompt + completion tokens and cost_usd of the labeling
+    this run did; None where it does not say (not an LCA run, an oracle labeler, or rankings reused from an earlier
+    run, whose info holds the accuracy but not the tokens)."""
+    try:
+        with open(os.path.join(run_dir, "info.json")) as f:
+            lca = json.load(f).get("lca")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        lca = None
+    labeling = _get(lca, "labeling") or {}
+
+    def number(v):
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    tokens = [number(labeling.get(k)) for k in ("prompt_tokens", "completion_tokens")]
+    return {"label_accuracy": number(_get(labeling, "accuracy", "accuracy")),
+            "tokens": sum(tokens) if all(t is not None for t in tokens) else None,
+            "cost_usd": number(labeling.get("cost_usd"))}
+
+
+def load_rows(paths, metrics):
+    """{(env, row): {metric: [Run]}} and the skipped runs of the first metric, every metric read from `paths`."""
+    rows_of = sweep_rows(paths)
+    table, skipped = {}, []
+    for i, metric in enumerate(metrics):
+        runs, skip = sources.load(paths, metric)
+        if i == 0:
+            skipped = skip
+        for run in runs:
+            key = rows_of.get(os.path.realpath(run.path), (run.env, run.name))
+            table.setdefault(key, {}).setdefault(metric, []).append(run)
+    return table, skipped
+
+
+def row_metrics(runs, threshold=None):
+    """Per row (one Run per seed of the study metric): final mean ± std, steps to threshold, AUC (budget: each run's
+    t_max), label accuracy (mean over seeds), LLM tokens and cost (summed: only the seed that labeled spent any);
+    None where no run says."""
+    finals = np.array([r.values[-1] for r in runs], float)
+    aucs = np.array([curve_metrics.auc(r.T, r.values, r.config.get("t_max") or r.T[-1]) for r in runs], float)
+    out = {"runs": len(runs), "running": sum(r.running for r in runs), "final": finals.tolist(),
+           "final_mean": float(finals.mean()), "final_std": float(finals.std()), "auc": aucs.tolist(),
+           "auc_mean": float(aucs.mean()), "auc_std": float(aucs.std()),
+           "steps": [int(r.T[-1]) for r in runs], "seeds": [r.config.get("seed") for r in runs],
+           "paths": [r.path for r in runs]}
+    if threshold is not None:
+        out["to_threshold"] = curve_metrics.threshold_summary([(r.T, r.values) for r in runs], threshold).as_dict()
+    infos = [label_info(r.path) for r in runs]
+    for key, pool in (("label_accuracy", np.mean), ("tokens", np.sum), ("cost_usd", np.sum)):
+        # accuracy: the seeds share one rankings file; tokens and cost: spent by the seed that built it
+        values = [i[key] for i in infos if i[key] is not None]
+        out[key] = float(pool(values)) if values else None
+    return out
+
+
+def _cell(value, digits=3):
+    return NA if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def study_table(spec, table):
+    """[row dict] in the spec's order (then rows found but not listed): env, row, status ('ok', 'running' or
+    'not run: <why>') and row_metrics' values."""
+    metric = spec.get("metric", "test_success_mean")
+    thresholds = curve_metrics.parse_thresholds(spec["threshold"]) if isinstance(spec.get("threshold"), (int, float,
+                                                                                                          str)) \
+        else {k: float(v) for k, v in (spec.get("threshold") or {}).items()}
+    listed = [(r["env"], r["row"], r.get("not_run")) for r in spec.get("rows") or []]
+    seen = {(e, r) for e, r, _ in listed}
+    listed += [(e, r, None) for (e, r) in sorted(table) if (e, r) not in seen]
+    out = []
+    for env, row, why in listed:
+        runs = (table.get((env, row)) or {}).get(metric) or []
+        if not runs:
+            reason = why or f"no runs with '{metric}' found"
+            out.append({"env": env, "row": row, "status": f"not run: {reason}"})
+            continue
+        values = row_metrics(runs, curve_metrics.threshold_for(thresholds, env))
+        status = f"running ({values['running']} of {values['runs']})" if values["running"] else "ok"
+        out.append({"env": env, "row": row, "status": status, **values})
+    return out
+
+
+def markdown(spec, rows):
+    metric = spec.get("metric", "test_success_mean")
+    head = ["env", "row", "runs", f"final {metric}", "steps to threshold", "AUC", "label accuracy", "LLM tokens",
+            "LLM cost (USD)", "status"]
+    lines = [f"# {spec.get('title', 'Study')}", "",
+             f"Final: each run's last evaluation, mean ± std over seeds. Steps to threshold: the first evaluation with "
+             f"{metric} >= the env's threshold ({_thresholds_text(spec)}), mean ± std over the seeds that reached it "
+             f"(reached/seeds; 'not reached' when none did). AUC: the area under the {metric} curve over [0, t_max] / "
+             f"t_max. Label accuracy and LLM tokens/cost: the LCA runs' info.json 'lca' (n/a: not an LCA run or not "
+             f"recorded).", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if "final" not in r:
+            lines.append(f"| {r['env']} | {r['row']} | 0 | – | – | – | – | – | – | {r['status']} |")
+            continue
+        thr = r.get("to_threshold")
+        thr_cell = "–" if thr is None else curve_metrics.ThresholdSummary(
+            thr["threshold"], np.array([np.nan if s is None else s for s in thr["steps"]], float)).cell()
+        lines.append(f"| {r['env']} | {r['row']} | {r['runs']} | {fmt_mean_std(r['final'])} | {thr_cell} | "
+                     f"{fmt_mean_std(r['auc'])} | {_cell(r['label_accuracy'])} | {_cell(r['tokens'], 0)} | "
+                     f"{_cell(r['cost_usd'], 4)} | {r['status']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _thresholds_text(spec):
+    t = spec.get("threshold")
+    if t is None:
+        return "none given"
+    if isinstance(t, dict):
+        return ", ".join(f"{k} {v:g}" for k, v in t.items())
+    return str(t)
+
+
+def figures(spec, table, out, band="std"):
+    """Per spec figure: a grid of panels, one row per curve metric and one column per env, each selected row's mean
+    ± std over seeds; rows without runs are named in the panel title as not run. Returns the files written."""
+    from analysis import plots
+
+    plt = plots._pyplot()
+    metrics = spec.get("curves") or [spec.get("metric", "test_success_mean")]
+    envs = list(dict.fromkeys(r["env"] for r in spec.get("rows") or [])) or sorted({e for e, _ in table})
+    files = []
+    for stem, fig_spec in (spec.get("figures") or {}).items():
+        wanted = fig_spec.get("rows") or []
+        colour = plots.colours(wanted)
+        fig, axes = plt.subplots(len(metrics), len(envs), figsize=(5 * len(envs), 3.2 * len(metrics)), squeeze=False,
+                                 layout="constrained")
+        for j, env in enumerate(envs):
+            missing = [row for row in wanted if not (table.get((env, row)) or {}).get(metrics[0])]
+            for i, metric in enumerate(metrics):
+                ax = axes[i, j]
+                for row in wanted:
+                    runs = (table.get((env, row)) or {}).get(metric) or []
+                    if not runs:
+                        continue
+                    grid, mean, low, high, n = plots.curve_band(runs, band, 200, 0)
+                    ax.plot(grid, mean, color=colour[row], label=f"{row} (n={n.max()})")
+                    if n.max() > 1:
+                        ax.fill_between(grid, low, high, alpha=0.2, color=colour[row], linewidth=0)
+                ax.set_xlabel("env steps")
+                ax.set_ylabel(metric)
+                if i == 0:  # the rows without runs, once per env
+                    ax.set_title(env if not missing else f"{env}\nnot run: {', '.join(missing)}",
+                                 fontsize=8 if missing else 10)
+                if ax.lines:
+                    ax.legend(fontsize=7)
+        fig.suptitle(fig_spec.get("title", stem))
+        files += plots.save(fig, out, stem)
+    return files
+
+
+def write_study(paths, spec, out, band="std", plots_on=True):
+    """The study's files in `out`: study.md, study.json (rows and curves' sources) and one PNG/PDF per figure.
+    Returns {"markdown", "rows", "files"}."""
+    metric = spec.get("metric", "test_success_mean")
+    metrics = list(dict.fromkeys([metric, *(spec.get("curves") or [])]))
+    table, skipped = load_rows(paths, metrics)
+    rows = study_table(spec, table)
+    md = markdown(spec, rows)
+    os.makedirs(out, exist_ok=True)
+    files = [os.path.join(out, "study.md"), os.path.join(out, "study.json")]
+    with open(files[0], "w") as f:
+        f.write(md)
+    with open(files[1], "w") as f:
+        json.dump({"spec": spec, "rows": rows, "skipped": [list(s) for s in skipped]}, f, indent=2)
+    if plots_on:
+        files += figures(spec, table, out, band)
+    return {"markdown": md, "rows": rows, "files": files}

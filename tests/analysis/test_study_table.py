@@ -1,0 +1,100 @@
+"""src/results.py --study (analysis/study.py) on a synthetic sweep folder: rows named by the sweep entries, final
+score, steps to the env's threshold, AUC, label accuracy and LLM tokens/cost from info.json's lca section, rows the
+spec lists without runs shown 'not run' with their reason, and the figures."""
+import json
+import os
+from datetime import datetime, timezone
+
+import pytest
+
+from analysis.study import label_info
+from results import main
+
+T = [0, 1000, 2000, 3000, 4000]
+# (entry name, alg, seed) -> test_success_mean curve
+CURVES = {("mappo", "mappo", 1): [0, 0, 0.5, 0.9, 1.0], ("mappo", "mappo", 2): [0, 0, 0, 0, 0.5],
+          ("lca_oracle", "lca_ippo", 1): [0, 0.9, 1, 1, 1], ("lca_oracle", "lca_ippo", 2): [0, 0, 0.95, 1, 1],
+          ("lca_noisy70_k1", "lca_ippo", 1): [0, 0, 0, 0.2, 0.4]}
+LCA = {"lca_oracle": {"labeling": {"labeler": "oracle", "accuracy": {"accuracy": 1.0}}},
+       "lca_noisy70_k1": {"labeling": {"labeler": "llm", "accuracy": {"accuracy": 0.7}, "prompt_tokens": 900,
+                                       "completion_tokens": 100, "cost_usd": 0.25}}}
+
+
+def write_sweep(tmp_path):
+    sacred, sweep = tmp_path / "sacred", tmp_path / "sweeps" / "lca_two_switch"
+    sweep.mkdir(parents=True)
+    entries = [{"alg": "mappo", "env": "two_switch", "name": "mappo"},
+               {"alg": "lca_ippo", "env": "two_switch", "name": "lca_oracle", "with": {"labeler": "oracle"}},
+               {"alg": "lca_ippo", "env": "two_switch", "name": "lca_noisy70_k1"}]
+    trials = []
+    for run_id, ((row, alg, seed), values) in enumerate(CURVES.items(), 1):
+        d = sacred / alg / "two_switch" / str(run_id)
+        d.mkdir(parents=True)
+        # the two LCA rows differ in a config key (as the labeler settings do), like real runs
+        config = {"run": "online", "env": "two_switch", "name": alg, "seed": seed, "t_max": 4000,
+                  "labeler": row, "env_args": {"seed": seed}}
+        json.dump(config, open(d / "config.json", "w"))
+        beat = datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
+        json.dump({"status": "COMPLETED", "heartbeat": beat}, open(d / "run.json", "w"))
+        info = {"test_success_mean": values, "test_success_mean_T": T, "success_mean": values,
+                "success_mean_T": T, "test_return_mean": [2 * v - 1 for v in values], "test_return_mean_T": T}
+        if row in LCA:
+            info["lca"] = LCA[row]
+        json.dump(info, open(d / "info.json", "w"))
+        index = [e["name"] for e in entries].index(row) + 1
+        trials.append({"id": f"{row}-s{seed}", "entry": index, "alg": alg, "env": "two_switch", "seed": seed,
+                       "status": "COMPLETED", "sacred_run": str(d), "sacred_runs": [str(d)]})
+    json.dump({"name": "lca_two_switch", "spec": {"entries": entries}, "trials": trials},
+              open(sweep / "manifest.json", "w"))
+    return str(sweep)
+
+
+SPEC = {"title": "LCA test", "metric": "test_success_mean", "threshold": {"two_switch": 0.9},
+        "curves": ["test_success_mean", "success_mean", "test_return_mean"],
+        "rows": [{"env": "two_switch", "row": "mappo"}, {"env": "two_switch", "row": "qmix",
+                                                         "not_run": "not asked for (--baselines)"},
+                 {"env": "two_switch", "row": "lca_oracle"}, {"env": "two_switch", "row": "lca_noisy70_k1"},
+                 {"env": "two_switch", "row": "lca_llm_k1", "not_run": "slow local LLM labeling"}],
+        "figures": {"fig4_noise": {"title": "noise", "rows": ["lca_oracle", "lca_noisy70_k1", "lca_noisy80_k4"]}}}
+
+
+@pytest.fixture
+def study_files(tmp_path):
+    sweep = write_sweep(tmp_path)
+    spec_path = tmp_path / "spec.json"
+    json.dump(SPEC, open(spec_path, "w"))
+    out = tmp_path / "report"
+    main([sweep, "--metric", "test_success_mean", "--study", str(spec_path), "--out", str(out), "--reps", "50"])
+    return out
+
+
+def test_rows_metrics_and_not_run_rows(study_files):
+    rows = {r["row"]: r for r in json.load(open(study_files / "study.json"))["rows"]}
+    assert list(rows) == ["mappo", "qmix", "lca_oracle", "lca_noisy70_k1", "lca_llm_k1"]  # the spec's order
+    assert rows["qmix"]["status"] == "not run: not asked for (--baselines)" and "final" not in rows["qmix"]
+    assert rows["lca_llm_k1"]["status"] == "not run: slow local LLM labeling"
+    m, o, n = rows["mappo"], rows["lca_oracle"], rows["lca_noisy70_k1"]
+    assert m["runs"] == 2 and m["final_mean"] == pytest.approx(0.75) and m["final_std"] == pytest.approx(0.25)
+    assert m["to_threshold"]["steps"] == [3000.0, None] and m["to_threshold"]["reached"] == 1
+    assert o["to_threshold"]["mean"] == 1500 and o["to_threshold"]["reached"] == 2
+    assert n["to_threshold"]["reached"] == 0
+    # AUC: trapezoids over [0, 4000] / 4000
+    assert o["auc"][0] == pytest.approx((0.45 + 0.95 + 1 + 1) / 4) and o["auc_mean"] > m["auc_mean"]
+    assert o["label_accuracy"] == 1.0 and o["tokens"] is None and o["cost_usd"] is None
+    assert n["label_accuracy"] == 0.7 and n["tokens"] == 1000 and n["cost_usd"] == 0.25
+    assert m["label_accuracy"] is None
+    md = open(study_files / "study.md").read()
+    assert "| two_switch | qmix | 0 |" in md and "not run: slow local LLM labeling" in md
+    assert "1500 ± 500 (2/2)" in md and "3000 (1/2)" in md and "not reached (0/1)" in md
+    assert "| 0.700 | 1000 | 0.2500 |" in md  # label accuracy, tokens, cost of the noisy row
+
+
+def test_figures_are_written(study_files):
+    assert (study_files / "fig4_noise.png").stat().st_size > 1000 and (study_files / "fig4_noise.pdf").exists()
+
+
+def test_label_info_of_a_run_without_lca_is_n_a(tmp_path):
+    assert label_info(str(tmp_path)) == {"label_accuracy": None, "tokens": None, "cost_usd": None}
+    json.dump({"lca": {"labeling": {"accuracy": {"accuracy": 0.8}, "prompt_tokens": 5}}},
+              open(os.path.join(tmp_path, "info.json"), "w"))
+    assert label_info(str(tmp_path)) == {"label_accuracy": 0.8, "tokens": None, "cost_usd": None}
