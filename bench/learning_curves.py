@@ -15,13 +15,16 @@ sweep folders writes tables, learning curves and marl-eval JSON to <out>/learnin
     python src/results.py results/sweeps/qllm_lbf results/sweeps/qllm_climbing --out results/bench/learning_curves
 """
 import argparse
+import json
 import os
 import sys
 
+import lca_suite
 import study
 
 # suite -> env config -> the sweep file that runs the suite on it
-SUITES = {"qllm": {"lbf_8x8_2p_2f_coop": "qllm_lbf", "climbing": "qllm_climbing"}}
+SUITES = {"qllm": {"lbf_8x8_2p_2f_coop": "qllm_lbf", "climbing": "qllm_climbing"},
+          "lca": {env: f"lca_{env}" for env in lca_suite.ENVS}}
 
 
 def main(argv=None):
@@ -30,13 +33,26 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=None, help="seeds 1..N (default: the sweep files' seeds)")
     p.add_argument("--t-max", type=int, default=None, help="every run's t_max (default: the sweep files')")
     p.add_argument("--envs", nargs="*", default=None, help="only these env configs of the suite")
-    p.add_argument("--out", default=os.path.join(study.ROOT, "results", "bench"))
+    p.add_argument("--out", default=None, help="default results/bench (suite lca: results/bench/lca)")
+    lca = p.add_argument_group("suite lca (bench/lca_suite.py)")
+    lca.add_argument("--rankers", nargs="*", default=None, metavar="RANKER",
+                     help=f"LCA rows (default: {' '.join(lca_suite.DEFAULT_RANKERS)}; all: "
+                          f"{' '.join(lca_suite.RANKERS)})")
+    lca.add_argument("--baselines", nargs="*", default=None, metavar="ALG",
+                     help=f"baseline rows (default all: {' '.join(lca_suite.BASELINES)})")
+    lca.add_argument("--openai-url", default=None, help="openai_k1: the server's /v1 URL (default api.openai.com)")
+    lca.add_argument("--openai-model", default=None, help="openai_k1: the model; without it the row is not run")
     study.add_ray_options(p)
     a = p.parse_args(argv)
     suite = SUITES[a.suite]
     unknown = sorted(set(a.envs or ()) - set(suite))
     if unknown:
         p.error(f"suite {a.suite} has no env {', '.join(unknown)} (it has: {', '.join(suite)})")
+    if a.suite == "lca":
+        return run_lca(a, p)
+    if a.rankers is not None or a.baselines is not None or a.openai_model or a.openai_url:
+        p.error("--rankers, --baselines, --openai-url and --openai-model belong to --suite lca")
+    a.out = a.out or os.path.join(study.ROOT, "results", "bench")
     with_ = {}
     if a.t_max:
         interval = max(a.t_max // 20, 1000)
@@ -48,6 +64,33 @@ def main(argv=None):
     if not folders:
         return code
     return max(code, study.results(folders, a.out, "learning_curves"))
+
+
+def run_lca(a, p):
+    """Suite lca: the selected rows' sweeps, then src/results.py with the study spec (every row, 'not run' ones
+    with their reason) into <out>/lca/ and <out>/lca.md, lca.json."""
+    rankers = lca_suite.DEFAULT_RANKERS if a.rankers is None else tuple(a.rankers)
+    baselines = lca_suite.BASELINES if a.baselines is None else tuple(a.baselines)
+    for given, valid, option in ((rankers, lca_suite.RANKERS, "--rankers"),
+                                 (baselines, lca_suite.BASELINES, "--baselines")):
+        bad = sorted(set(given) - set(valid))
+        if bad:
+            p.error(f"{option}: unknown {', '.join(bad)} (valid: {' '.join(valid)})")
+    envs = tuple(a.envs) if a.envs else lca_suite.ENVS
+    seeds = list(range(1, a.seeds + 1)) if a.seeds else None
+    with_ = lca_suite.t_max_changes(a.t_max) if a.t_max else None
+    out = a.out or lca_suite.default_out(study.ROOT)
+    os.makedirs(out, exist_ok=True)
+    spec_path = os.path.join(out, "lca_study_spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(lca_suite.study_spec(envs, baselines, rankers, a.openai_model), f, indent=2)
+    studies = lca_suite.studies(envs, baselines, rankers, seeds, with_, a.openai_url, a.openai_model)
+    if not studies:
+        p.error("nothing to run: every row of the selection is 'not run' (see --rankers, --baselines)")
+    code, folders = study.run_sweeps(studies, a)
+    if not folders:
+        return code
+    return max(code, study.results(folders, out, "lca", ["--metric", "test_success_mean", "--study", spec_path]))
 
 
 if __name__ == "__main__":

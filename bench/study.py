@@ -114,6 +114,11 @@ def results(folders, out, name, options=()):
     data = {"command": " ".join(cmd), "sweeps": folders, "report": report,
             "scores": read_csv(os.path.join(report, "scores.csv")),
             "aggregate": read_csv(os.path.join(report, "aggregate.csv"))}
+    if os.path.isfile(os.path.join(report, "study.md")):  # results.py --study: the study's table first
+        with open(os.path.join(report, "study.md")) as f:
+            markdown = f"{f.read().rstrip()}\n\n{markdown}"
+        with open(os.path.join(report, "study.json")) as f:
+            data["study"] = json.load(f)["rows"]
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write(f"{markdown.rstrip()}\n\nSweeps: {', '.join(folders)}; figures and CSVs: {report}\n")
     with open(os.path.join(out, f"{name}.json"), "w") as f:
