@@ -1,4 +1,5 @@
-"""Learning curves of QLLM vs learned mixers: the sweep files of a suite (src/sweep.py, on Ray) and one results call.
+"""Learning curves of a suite: its sweep files (src/sweep.py, on Ray) and one results call. Suites: qllm (QLLM vs
+learned mixers) and lca (issue 16's study: bench/lca_suite.py).
 
     python bench/learning_curves.py                                  # suite qllm: the sweeps qllm_lbf, qllm_climbing
     python bench/learning_curves.py --t-max 100000 --seeds 3         # shorter, seeds 1..3
@@ -13,6 +14,18 @@ sweep folders writes tables, learning curves and marl-eval JSON to <out>/learnin
 
     python src/sweep.py qllm_lbf && python src/sweep.py qllm_climbing
     python src/results.py results/sweeps/qllm_lbf results/sweeps/qllm_climbing --out results/bench/learning_curves
+
+Suite `lca` (config/sweeps/lca_<env>.yaml, lca_llm_local.yaml, lca_openai.yaml; rows and defaults: bench/lca_suite.py):
+
+    python bench/learning_curves.py --suite lca                          # 3 envs, baselines + oracle + noisy rows
+    python bench/learning_curves.py --suite lca --envs two_switch --seeds 3 --rankers oracle noisy70_k1
+    python bench/learning_curves.py --suite lca --rankers llm_k1 llm_k2  # the local LLM: hours of labeling per env
+    python bench/learning_curves.py --suite lca --rankers openai_k1 --openai-url http://HOST:8000/v1 --openai-model M
+
+writes results/bench/lca/lca.md and lca.json (the study table: final test success, steps to 0.9 success (Pistonball
+0.8), AUC, label accuracy, LLM tokens/cost; every suite row, 'not run' with the reason where it did not run), and in
+results/bench/lca/lca/ the figures fig3_panels, fig4_noise, fig5_queries (mean ± std of test and train success and
+return) beside src/results.py's usual report. `--t-max N` sets every row's budget (20 evaluations).
 """
 import argparse
 import json

@@ -7,6 +7,8 @@
     report.py    markdown and CSV tables
     plots.py     learning curves, final-score interval charts, performance profiles (PNG and PDF)
     marl_eval.py marl-eval's raw JSON layout (to compare with BenchMARL and other marl-eval users)
+    curve_metrics.py  steps to a threshold and the AUC of learning curves
+    study.py     a study's table and figures (results.py --study): named rows, 'not run' rows, label accuracy/cost
 
 Layer: above utils, imported by entry points (src/results.py, scripts/plot.py) only.
 """
