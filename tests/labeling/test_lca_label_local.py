@@ -1,0 +1,35 @@
+"""--config=lca_label with the real local model (./install.sh llm; CI installs it): 10 Two-Switch items ranked end to
+end through src/main.py, direct answers ([1]/[0] only, 8 tokens at most).
+
+Time: the system part (~1800 tokens: task, map, key steps) is processed once and kept in the server's prompt cache;
+each item adds ~440 tokens. Measured on 2 cores: ~110 s with the cores to itself (~57 prompt tokens/s), 4.3 min
+while other processes ran (~20 tokens/s). It asserts plumbing and the stored file, never the small model's judgement
+(its accuracy is printed: 0.6 on the measured run, half of the items being oracle-equal ones whose answer is [0]).
+"""
+import glob
+import json
+import os
+
+from helpers import require_local_llm, run_main
+from shapers.lca.rankings import read_rankings
+
+require_local_llm()
+
+
+def test_local_model_ranks_ten_two_switch_items(tmp_path, capsys):
+    run_main(tmp_path, "lca_label", "two_switch", "labeler=llm", "llm.backend=local", "lca.n_pairs=10",
+             "lca.answer_mode=direct", "llm.max_tokens=8", "llm.local.threads=2", "llm.timeout_s=600.0",
+             f"llm.cache_dir={tmp_path / 'cache'}")  # a test runs alone: both cores
+    (path,) = glob.glob(os.path.join(tmp_path, "rankings", "two_switch", "*", "rankings.h5"))
+    rankings = read_rankings(path)
+    assert len(rankings) == 10 and rankings.answers.shape == (10, 1)
+    (run,) = glob.glob(os.path.join(tmp_path, "sacred", "lca_label", "two_switch", "[0-9]*"))
+    info = json.load(open(os.path.join(run, "info.json")))["labeling"]
+    labeler = info["labeler_info"]
+    assert labeler["backend"] == "local" and labeler["complete"] and labeler["requests"] >= 10
+    assert labeler["prompt_tokens"] > 0 and labeler["completion_tokens"] > 0
+    accuracy = info["accuracy"]
+    assert accuracy["items"] == 10 and accuracy["answers"] >= 8  # direct [1]/[0] replies parse (a re-ask for the rest)
+    with capsys.disabled():
+        print(f"\nlocal model on 10 Two-Switch items: accuracy {accuracy['accuracy']}, "
+              f"{labeler['prompt_tokens']} prompt + {labeler['completion_tokens']} completion tokens")

@@ -1,0 +1,133 @@
+"""The one-command LCA pipeline (run/lca_pipeline.py, --config=lca_ippo / lca_mappo) through src/main.py on
+Two-Switch with the oracle at tiny counts: a training run ranks pairs and trains potentials itself, a rerun (another
+RL seed too) asks 0 labels and trains nothing, evaluation builds nothing, two concurrent starts build one artifact, and
+the shaper gets the env's stay action and identity fields."""
+import glob
+import json
+import os
+
+import pytest
+from tests.shapers.lca_helpers import random_potential
+
+from envs import make_env
+from helpers import config_args, make_ctx, run_main, run_main_concurrently
+from run.lca_pipeline import shaper_env_info
+from shapers.lca.rankings import rankings_hash
+from utils.config import ConfigError, build_config
+
+ORACLE = ["lca.n_pairs=60", "env_args.episode_limit=20"]
+TINY = ["t_max=200", "test_interval=100", "test_nepisode=2", "use_tensorboard=False", "log_interval=100",
+        "runner_log_interval=100", "learner_log_interval=100", "hidden_dim=8", "save_model=False"]
+EPISODE = ["runner=episode", "batch_size_run=1", "batch_size=2", "buffer_size=2"]
+PARALLEL = ["runner=parallel", "batch_size_run=3", "batch_size=3", "buffer_size=3"]
+
+
+def infos(results, name="lca_ippo"):
+    """info.json of every run of `name` under `results`, oldest first."""
+    runs = sorted(glob.glob(os.path.join(results, "sacred", name, "two_switch", "[0-9]*")),
+                  key=lambda d: int(os.path.basename(d)))
+    return [json.load(open(os.path.join(d, "info.json"))) for d in runs]
+
+
+def artifacts(results):
+    return (sorted(glob.glob(os.path.join(results, "rankings", "two_switch", "*", "rankings.h5"))),
+            sorted(glob.glob(os.path.join(results, "potentials", "two_switch", "*", "meta.json"))))
+
+
+@pytest.mark.parametrize("runner", [EPISODE, PARALLEL], ids=["episode", "parallel"])
+def test_lca_ippo_ranks_and_trains_once_then_reuses(tmp_path, runner):
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *runner)
+    (info,) = infos(tmp_path)
+    lca = info["lca"]
+    assert lca["built_by_run"] and not lca["rankings"]["reused"] and not lca["potential"]["reused"]
+    assert lca["labeling"]["labeler"] == "oracle" and lca["labeling"]["labels_asked"] == 60
+    assert lca["labeling"]["accuracy"]["items"] == 60 and lca["labeling"]["accuracy"]["accuracy"] == 1.0
+    (rankings,), (meta_path,) = artifacts(tmp_path)
+    meta = json.load(open(meta_path))
+    assert lca["rankings"]["path"] == rankings and lca["rankings"]["sha256"] == rankings_hash(rankings)
+    assert lca["potential"]["folder"] == os.path.dirname(meta_path)
+    assert lca["potential"]["sha256"] == meta["potential_sha256"] and meta["rankings"]["sha256"] == rankings_hash(
+        rankings)
+    for key in ("shaped_return_mean", "return_mean", "test_return_mean"):  # (agent_<i>_return: common_reward=False)
+        assert key in info, key
+    # the same settings with another RL seed: the same artifacts, 0 labels asked, nothing trained
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *runner, "seed=4")
+    again = infos(tmp_path)[-1]["lca"]
+    assert again["rankings"]["reused"] and again["potential"]["reused"] and again["labeling"]["labels_asked"] == 0
+    assert again["rankings"]["sha256"] == lca["rankings"]["sha256"]
+    assert again["potential"]["sha256"] == lca["potential"]["sha256"]
+    assert artifacts(tmp_path) == ([rankings], [meta_path])
+
+
+def test_a_rerun_logs_that_it_asked_and_trained_nothing(tmp_path, capfd):
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE)
+    assert "trained in" in capfd.readouterr().err
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE)
+    err = capfd.readouterr().err
+    assert "(reused, 0 labels asked)" in err and "(reused, nothing trained)" in err and "Labeling" not in err
+
+
+def test_lca_mappo_runs_and_shares_the_artifacts_of_lca_ippo(tmp_path):
+    run_main(tmp_path, "lca_mappo", "two_switch", *ORACLE, *TINY, *EPISODE)
+    (info,) = infos(tmp_path, "lca_mappo")
+    assert info["lca"]["built_by_run"] and not info["lca"]["potential"]["reused"]
+    assert "shaped_return_mean" in info and "test_return_mean" in info
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE)
+    assert infos(tmp_path)[-1]["lca"]["potential"] == {**info["lca"]["potential"], "reused": True,
+                                                       "seconds": infos(tmp_path)[-1]["lca"]["potential"]["seconds"]}
+
+
+def test_evaluation_labels_and_trains_nothing(tmp_path, capfd):
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, "save_model=True",
+             "save_model_interval=100")
+    trained = infos(tmp_path)[-1]["lca"]
+    built = artifacts(tmp_path)
+    checkpoint = glob.glob(os.path.join(tmp_path, "models", "*"))[0]
+    capfd.readouterr()
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, "evaluate=True",
+             f"checkpoint_path={checkpoint}")
+    err = capfd.readouterr().err
+    assert "Labeling" not in err and "LCA: rankings" not in err and "lca pairs" not in err
+    evaluated = infos(tmp_path)[-1]["lca"]
+    assert not evaluated["built_by_run"] and evaluated["potential"]["folder"] == trained["potential"]["folder"]
+    assert "test_return_mean" in infos(tmp_path)[-1]
+    # other ranking settings have no artifacts: refused (a config error), nothing labeled or trained
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, "evaluate=True", "lca.pair_seed=1",
+             f"checkpoint_path={checkpoint}", expect=2)
+    assert "evaluation labels and trains nothing" in capfd.readouterr().err
+    assert artifacts(tmp_path) == built
+
+
+def test_two_concurrent_starts_build_one_artifact(tmp_path):
+    results = str(tmp_path / "results")
+    run_main_concurrently([(tmp_path / f"run{k}", "lca_ippo", "two_switch", "lca.n_pairs=600",
+                            "env_args.episode_limit=20", *TINY, *EPISODE, f"local_results_path={results}")
+                           for k in (0, 1)])
+    rankings, metas = artifacts(results)
+    assert len(rankings) == 1 and len(metas) == 1
+    built = [info["lca"] for info in infos(results)]
+    assert len(built) == 2 and {b["potential"]["sha256"] for b in built} == {
+        json.load(open(metas[0]))["potential_sha256"]}
+    assert sorted(b["potential"]["reused"] for b in built) == [False, True]  # one trained, the other waited
+    assert sorted(b["rankings"]["reused"] for b in built) == [False, True]
+
+
+def test_the_shaper_gets_the_stay_action_and_identity_fields(tmp_path):
+    args = config_args("ippo", "two_switch", env_args={"episode_limit": 20})
+    info = shaper_env_info(args, {"n_agents": 2})
+    assert info["stay_action"] == 0 and info["identity_dims"] == [6, 7] and info["n_agents"] == 2
+    # a potential whose identity fields are elsewhere is refused, naming them
+    env_args = {**build_config("ippo", "two_switch", {})["env_args"], "episode_limit": 20}
+    obs_size = make_env("two_switch", **env_args).get_obs_size()
+    folder = random_potential(str(tmp_path / "potential"), obs_size, n_agents=2, groups=["agent"],
+                              identity_dims=[4, 5], seed=0, env="two_switch", env_args=env_args)
+    with pytest.raises(ValueError, match=r"identity fields at \[4, 5\].*at \[6, 7\]"):
+        make_ctx("lca_ippo", "two_switch", lca={"potential": folder}, env_args={"episode_limit": 20}, hidden_dim=8,
+                 runner="episode", batch_size_run=1)
+
+
+@pytest.mark.parametrize("alg", ["qmix", "vdn"])
+def test_lca_with_a_q_learner_is_refused_naming_shaper_and_common_reward(alg):
+    with pytest.raises(ConfigError, match=rf"{alg} \(learner: q_learner\) trains on one team reward: shaper=lca .*"
+                                          rf"common_reward=True and shaper=none"):
+        make_ctx(alg, "two_switch", shaper="lca", lca={"potential": "unused: refused before it is read"})
