@@ -3,8 +3,14 @@ normalised by the budget, and the threshold option's parsing."""
 import numpy as np
 import pytest
 
-from analysis.curve_metrics import ThresholdSummary, auc, parse_thresholds, steps_to_threshold, threshold_for, \
-    threshold_summary
+from analysis.curve_metrics import (
+    ThresholdSummary,
+    auc,
+    parse_thresholds,
+    steps_to_threshold,
+    threshold_for,
+    threshold_summary,
+)
 
 T = [0, 1000, 2000, 3000, 4000]
 
