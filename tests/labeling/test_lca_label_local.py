@@ -2,9 +2,10 @@
 end through src/main.py, direct answers ([1]/[0] only, 8 tokens at most).
 
 Time: the system part (~1800 tokens: task, map, key steps) is processed once and kept in the server's prompt cache;
-each item adds ~440 tokens. Measured on 2 cores: ~110 s with the cores to itself (~57 prompt tokens/s), 4.3 min
-while other processes ran (~20 tokens/s). It asserts plumbing and the stored file, never the small model's judgement
-(its accuracy is printed: 0.6 on the measured run, half of the items being oracle-equal ones whose answer is [0]).
+each item adds ~440 tokens. On 2 cores the server processed ~57 prompt tokens/s while nothing else ran (about 110 s
+for the test, estimated from its timings) and ~20 tokens/s while two other training runs shared the cores (measured:
+4.3 min for the command, 6.1 min for this test). It asserts plumbing and the stored file, never the small model's
+judgement (its accuracy is printed: 0.6 and 0.4 in two runs at temperature 0.5; half of the items were oracle-equal).
 """
 import glob
 import json

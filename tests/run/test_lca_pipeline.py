@@ -98,6 +98,32 @@ def test_evaluation_labels_and_trains_nothing(tmp_path, capfd):
     assert artifacts(tmp_path) == built
 
 
+def test_given_rankings_are_trained_not_labeled_and_a_resume_reuses_everything(tmp_path, capfd):
+    rankings = str(tmp_path / "given" / "rankings.h5")
+    run_main(tmp_path, "lca_label", "two_switch", *ORACLE, f"label_out={rankings}")
+    capfd.readouterr()
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.rankings={rankings}",
+             "save_model=True", "save_model_interval=100")
+    assert "Labeling" not in capfd.readouterr().err
+    lca = infos(tmp_path)[-1]["lca"]
+    assert lca["rankings"] == {"path": rankings, "given": True, "sha256": rankings_hash(rankings)}
+    assert "labeling" not in lca and not lca["potential"]["reused"]
+    checkpoint = glob.glob(os.path.join(tmp_path, "models", "*"))[0]
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.rankings={rankings}",
+             f"checkpoint_path={checkpoint}", "t_max=300")  # the same potential: the shaper's resume check passes
+    assert infos(tmp_path)[-1]["lca"]["potential"]["reused"]
+
+
+def test_incomplete_rankings_stop_the_run_before_training(tmp_path, capfd):
+    """An llm labeling that stops early (here a replay cache miss) keeps its answers and fails the run: no potential
+    is trained on a part of the rankings."""
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, "labeler=llm", "llm.backend=replay",
+             f"llm.cache_dir={tmp_path / 'cache'}", "lca.n_pairs=4", expect=1)
+    assert "are incomplete" in capfd.readouterr().err
+    rankings, metas = artifacts(tmp_path)
+    assert len(rankings) == 1 and metas == []
+
+
 def test_two_concurrent_starts_build_one_artifact(tmp_path):
     results = str(tmp_path / "results")
     run_main_concurrently([(tmp_path / f"run{k}", "lca_ippo", "two_switch", "lca.n_pairs=600",
