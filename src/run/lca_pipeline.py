@@ -17,8 +17,9 @@ Evaluation (evaluate=True, run=evaluate) never labels or trains: it uses the art
 settings built (looked up, not built), or the given lca.potential; it refuses when there are none.
 
 The run's info (info.json: lca) records the rankings (path, SHA-256, reused), the labeling (labeler, accuracy,
-counts, LLM requests, tokens, cost), the potential (folder, potential_sha256, reused, metrics) and the seconds each
-step took, so a study can tabulate them.
+counts, labels_asked by this run, and the LLM requests, tokens and cost of making the rankings: on reuse the stored
+labeling's), the potential (folder, potential_sha256, reused, metrics) and the seconds each step took here, so a
+study can tabulate them.
 """
 import contextlib
 import os

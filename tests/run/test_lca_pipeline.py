@@ -5,6 +5,7 @@ the shaper gets the env's stay action and identity fields."""
 import glob
 import json
 import os
+import sys
 
 import pytest
 from tests.shapers.lca_helpers import random_potential
@@ -14,6 +15,9 @@ from helpers import config_args, make_ctx, run_main, run_main_concurrently
 from run.lca_pipeline import shaper_env_info
 from shapers.lca.rankings import rankings_hash
 from utils.config import ConfigError, build_config
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "llm"))
+from loopback_server import LoopbackServer, reply  # noqa: E402
 
 ORACLE = ["lca.n_pairs=60", "env_args.episode_limit=20"]
 TINY = ["t_max=200", "test_interval=100", "test_nepisode=2", "use_tensorboard=False", "log_interval=100",
@@ -112,6 +116,24 @@ def test_given_rankings_are_trained_not_labeled_and_a_resume_reuses_everything(t
     run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.rankings={rankings}",
              f"checkpoint_path={checkpoint}", "t_max=300")  # the same potential: the shaper's resume check passes
     assert infos(tmp_path)[-1]["lca"]["potential"]["reused"]
+
+
+def test_llm_labeling_cost_is_recorded_and_kept_on_reuse(tmp_path):
+    """labeler=llm over the loopback server: info.json's lca.labeling holds the requests, tokens and cost; a rerun
+    asks nothing and records the stored labeling's cost (what the rankings cost to make)."""
+    llm = ["labeler=llm", "llm.backend=openai", "llm.model=loop", f"llm.cache_dir={tmp_path / 'cache'}",
+           "llm.price_in_per_m=1.0", "llm.price_out_per_m=2.0", "lca.n_pairs=6", "lca.answer_mode=direct"]
+    with LoopbackServer(responder=lambda body: reply(*["[1]"] * int(body.get("n") or 1),
+                                                     usage={"prompt_tokens": 100, "completion_tokens": 2})) as srv:
+        run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, *llm, f"llm.base_url={srv.base_url}")
+        run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, *llm, f"llm.base_url={srv.base_url}")
+        asked = srv.count
+    first, second = (info["lca"]["labeling"] for info in infos(tmp_path))
+    assert asked == 6 and first["requests"] == 6 and first["labels_asked"] == 6 and first["backend"] == "openai"
+    assert first["prompt_tokens"] == 600 and first["completion_tokens"] == 12
+    assert first["cost_usd"] == pytest.approx((600 * 1.0 + 12 * 2.0) / 1e6)
+    assert second["labels_asked"] == 0 and second["cost_usd"] == first["cost_usd"]
+    assert first["accuracy"]["helps_rate"] == 1.0
 
 
 def test_incomplete_rankings_stop_the_run_before_training(tmp_path, capfd):
