@@ -149,7 +149,8 @@ def test_incomplete_rankings_stop_the_run_before_training(tmp_path, capfd):
 def test_two_concurrent_starts_build_one_artifact(tmp_path):
     results = str(tmp_path / "results")
     run_main_concurrently([(tmp_path / f"run{k}", "lca_ippo", "two_switch", "lca.n_pairs=600",
-                            "env_args.episode_limit=20", *TINY, *EPISODE, f"local_results_path={results}")
+                            "env_args.episode_limit=20", *TINY, *EPISODE, f"local_results_path={results}",
+                            f"seed={3 + k}")  # two trials of a sweep: RL seeds differ, the ranking settings do not
                            for k in (0, 1)])
     rankings, metas = artifacts(results)
     assert len(rankings) == 1 and len(metas) == 1
