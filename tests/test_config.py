@@ -200,3 +200,11 @@ def test_inherit_works_across_algs_and_runs(config_dir):
     (config_dir / "algs" / "loop2.yaml").write_text("inherit: loop\n")
     with pytest.raises(ConfigError, match="inherit cycle loop -> loop2 -> loop"):
         build_config("loop", "e")
+
+
+def test_inherit_a_list_merges_left_to_right_then_the_file(config_dir):
+    (config_dir / "algs" / "alg.yaml").write_text("lr: 0.2\nname: alg\nbatch_size: 8\n")
+    (config_dir / "runs" / "labels.yaml").write_text("run: label\nname: labels\nlr: 0.3\n")
+    (config_dir / "runs" / "both.yaml").write_text("inherit: [alg, labels]\nrun: online\n")
+    cfg = build_config("both", "e")
+    assert (cfg["lr"], cfg["batch_size"], cfg["name"], cfg["run"]) == (0.3, 8, "labels", "online")

@@ -167,12 +167,16 @@ def run_config_path(name):
 def load_alg(name, _seen=()):
     """The `--config=<name>` settings (config/algs/ or config/runs/); `inherit: <other name>` starts from that
     config's settings, in either folder (a variant lists only what it changes, e.g. bc50 = bc with
-    offline_top_fraction 0.5)."""
+    offline_top_fraction 0.5); `inherit: [a, b]` merges a, then b over it (lca_ippo = ippo's algorithm + lca_label's
+    labeling keys, each written once)."""
     if name in _seen:
         raise ConfigError(f"config inherit cycle {' -> '.join((*_seen, name))}")
     data = read_yaml(run_config_path(name))
-    base = data.pop("inherit", None)
-    return recursive_update(load_alg(base, (*_seen, name)), data) if base else data
+    bases = data.pop("inherit", None) or []
+    merged = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = recursive_update(merged, load_alg(base, (*_seen, name)))
+    return recursive_update(merged, data)
 
 
 def suggest(key, valid):
