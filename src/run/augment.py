@@ -19,17 +19,17 @@ from augmenters.codi.stitching import check_hooks
 from envs import env_from_args
 from offline.reader import OfflineDataset
 from run.label import dataset_path, pick
-from run.setup import make_args
+from run.setup import simple_run
 from utils.files import FolderLock, clean_stale_temps
-from utils.logging import Logger
 from utils.paths import env_label, results_path
 
 
 def run_augment(_run, config, _log):
-    args = make_args(config, _log, _run)
-    logger = Logger(_log)
-    if _run is not None:
-        logger.setup_sacred(_run)
+    with simple_run(config, _log, _run) as (args, logger):
+        return _augment(args, config, logger, _log, _run)
+
+
+def _augment(args, config, logger, _log, _run):
     augmenter_class = pick(REGISTRY, args.augmenter, "augmenter")
     settings = resolve(args)
     path = dataset_path(args.offline_dataset)
@@ -38,7 +38,6 @@ def run_augment(_run, config, _log):
     dataset = OfflineDataset.load(path, expect_env=(args.env, env_args))
     env = env_from_args(args)
     with contextlib.ExitStack() as stack:
-        stack.callback(logger.finish)
         stack.callback(env.close)
         # an env without the obs hooks is refused before any training
         check_hooks(env, dataset.arrays(rows=[0, min(1, len(dataset) - 1)])["obs"][:, 0], dataset.env_info)

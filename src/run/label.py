@@ -24,9 +24,8 @@ from labeling import LABELERS, TASKS
 from labeling.base import LabelSource
 from labeling.store import check_name, content_fingerprint
 from offline.reader import OfflineDataset
-from run.setup import make_args
+from run.setup import simple_run
 from utils.files import clean_stale_temps
-from utils.logging import Logger
 from utils.progress import Bar
 
 
@@ -81,14 +80,8 @@ def dataset_source(args):
 
 
 def run_label(_run, config, _log):
-    args = make_args(config, _log, _run)
-    logger = Logger(_log)
-    if _run is not None:
-        logger.setup_sacred(_run)
-    try:
+    with simple_run(config, _log, _run) as (args, _):
         return label(args, _log, _run)
-    finally:
-        logger.finish()
 
 
 def label(args, _log, _run=None):

@@ -1,4 +1,5 @@
 """Builds what every run mode needs from the config: args, logger, runner, buffer, controller, learner."""
+import contextlib
 import copy
 import os
 import pprint
@@ -96,6 +97,20 @@ def per_agent_rewards(config, shaper_per_agent=None):
                           f"such as ippo/mappo (--config=ippo or --config=mappo); or keep common_reward=True and "
                           f"shaper=none")
     return bool(reasons)
+
+
+@contextlib.contextmanager
+def simple_run(config, _log, _run=None):
+    """(args, logger) of a run mode that builds no runner or learner (label, shape, augment): the checked args and a
+    logger connected to the Sacred run, finished when the block ends (also when it raises)."""
+    args = make_args(config, _log, _run)
+    logger = Logger(_log)
+    if _run is not None:
+        logger.setup_sacred(_run)
+    try:
+        yield args, logger
+    finally:
+        logger.finish()
 
 
 def build(_run, config, _log):

@@ -10,20 +10,15 @@ potential's SHA-256; RL runs use the folder as lca.potential=... with shaper=lca
 """
 import time
 
-from run.setup import make_args
+from run.setup import simple_run
 from shapers.lca.train import TrainSettings, summary, train_or_reuse
 from utils.config import ConfigError
-from utils.logging import Logger
 from utils.paths import repo_relative, results_path
 from utils.progress import Bar
 
 
 def run_shape(_run, config, _log):
-    args = make_args(config, _log, _run)
-    logger = Logger(_log)
-    if _run is not None:
-        logger.setup_sacred(_run)
-    try:
+    with simple_run(config, _log, _run) as (args, _):
         path = args.lca["rankings"]
         if not path:
             raise ConfigError("run=shape needs a rankings file: lca.rankings=results/rankings/<env>/<id>/rankings.h5 "
@@ -49,5 +44,3 @@ def run_shape(_run, config, _log):
         if _run is not None:
             _run.info["lca_potential"] = info
         return info
-    finally:
-        logger.finish()
