@@ -83,12 +83,34 @@ def potential(tmp, env, env_args, rankings_path, epochs=None, use_cuda=False):
 
 
 # ----- 1. runners -----
-def steps_per_s(ctx, steps):
-    """Env steps/s of runner.run() (training mode: the shaper runs on each batch) over at least `steps` steps."""
-    t0, start = ctx.runner.t_env, time.perf_counter()
+def time_shaper(runner):
+    """Wrap runner.shaper.shape so that its calls' seconds add up in the returned dict (the runner calls it once per
+    training batch); a runner without a shaper gets a dict that stays at 0."""
+    clock = {"seconds": 0.0, "calls": 0}
+    if runner.shaper is None:
+        return clock
+    inner = runner.shaper.shape
+
+    def shape(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            clock["seconds"] += time.perf_counter() - start
+            clock["calls"] += 1
+
+    runner.shaper.shape = shape
+    return clock
+
+
+def steps_per_s(ctx, clock, steps):
+    """(env steps/s, steps, seconds, shaper seconds) of runner.run() (training mode: the shaper runs on each batch)
+    over at least `steps` steps."""
+    t0, shaped, start = ctx.runner.t_env, clock["seconds"], time.perf_counter()
     while ctx.runner.t_env - t0 < steps:
         ctx.runner.run()
-    return (ctx.runner.t_env - t0) / (time.perf_counter() - start), ctx.runner.t_env - t0
+    seconds = time.perf_counter() - start
+    return (ctx.runner.t_env - t0) / seconds, ctx.runner.t_env - t0, seconds, clock["seconds"] - shaped
 
 
 def runner_rows(tmp, counts):
@@ -102,21 +124,26 @@ def runner_rows(tmp, counts):
                                      **({"lca": {"potential": pot["folder"]}} if shaper == "lca" else {}))
                     for shaper in ("none", "lca")}
             rates = {shaper: [] for shaper in ctxs}
+            clocks = {shaper: time_shaper(ctx.runner) for shaper, ctx in ctxs.items()}
             try:
                 for ctx in ctxs.values():
                     ctx.runner.run()  # warm-up: worker start, first forward passes
                 for _ in range(counts["repeats"]):
                     for shaper, ctx in ctxs.items():
-                        rates[shaper].append(steps_per_s(ctx, counts["runner_steps"]))
+                        rates[shaper].append(steps_per_s(ctx, clocks[shaper], counts["runner_steps"]))
             finally:
                 for ctx in ctxs.values():
                     ctx.runner.close_env()
-            best = {shaper: max(r for r, _ in rs) for shaper, rs in rates.items()}
+            best = {shaper: max(r[0] for r in rs) for shaper, rs in rates.items()}
+            lca = rates["lca"]  # the shaper's own time, over every timed repeat: not hidden by the load's noise
+            steps, seconds, shaping = (sum(r[i] for r in lca) for i in (1, 2, 3))
             rows.append({"env": env, "runner": runner, "batch_size_run": settings["batch_size_run"],
                          "steps_per_repeat": rates["none"][0][1], "repeats": counts["repeats"],
                          "none_steps_per_s": best["none"], "lca_steps_per_s": best["lca"],
                          "lca_overhead": 1 - best["lca"] / best["none"],
-                         "all_steps_per_s": {s: [r for r, _ in rs] for s, rs in rates.items()},
+                         "lca_shaper_share": shaping / seconds, "lca_shaper_ms_per_1000_steps": 1000 * shaping
+                         / steps * 1000, "lca_shaper_calls": clocks["lca"]["calls"],
+                         "all_steps_per_s": {s: [r[0] for r in rs] for s, rs in rates.items()},
                          "potential_pairs": pot["rankings"]["rows"],
                          "potential_valid_oracle_agreement": pot["metrics"]["pooled"]["valid_oracle_agreement"]})
             print(f"runner {env} {runner}: none {best['none']:.0f}, lca {best['lca']:.0f} steps/s", flush=True)
@@ -204,7 +231,7 @@ def ranking_rows(tmp, counts, threads):
     for mode in ("direct", "cot"):
         k = counts[f"local_{mode}"]
         if missing or not k:
-            rows += not_run("local", missing or f"--local-{mode} 0 (--quick skips the local model)", mode)
+            rows += not_run("local", missing or f"--local-{mode} 0 (the default under --quick)", mode)
             continue
         for c in CONCURRENCY:
             llm = {"backend": "local", "concurrency": c, "cache_dir": os.path.join(tmp, f"local_{mode}{c}"),
@@ -273,18 +300,24 @@ def markdown(data):
              f"{'; --quick' if data['quick'] else ''}.", "",
              "## Runner env steps/s, IPPO acting in training mode (no learner updates), shaper none vs lca", "",
              f"Same seed, alternating, best of {c['repeats']} repeat(s) of >= {c['runner_steps']} env steps after a "
-             f"warm-up batch; the potential: oracle rankings of {c['runner_pairs']} pairs -> --config=lca_potential.",
-             "", "| env | runner | steps/repeat | none steps/s | lca steps/s | lca overhead | potential held-out "
-             "oracle agreement |", "|---|---|---:|---:|---:|---:|---:|"]
+             f"warm-up batch; the potential: oracle rankings of {c['runner_pairs']} pairs -> --config=lca_potential. "
+             "The shaper's share: its shape() calls' seconds over the lca runs' seconds, all timed repeats (the "
+             "steps/s differences are within the load's noise where they are smaller than the repeats' spread).",
+             "", "| env | runner | steps/repeat | none steps/s | lca steps/s | lca overhead | shaper share of lca's "
+             "time | shaper ms per 1000 steps | potential held-out oracle agreement |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in data["runners"]:
         lines.append(f"| {r['env']} | {r['runner']} ({r['batch_size_run']}) | {r['steps_per_repeat']} | "
                      f"{r['none_steps_per_s']:.0f} | {r['lca_steps_per_s']:.0f} | {100 * r['lca_overhead']:.1f}% | "
+                     f"{100 * r['lca_shaper_share']:.2f}% | {fmt(r['lca_shaper_ms_per_1000_steps'])} | "
                      f"{fmt(r['potential_valid_oracle_agreement'])} |")
     lines += ["", f"## Ranking throughput (lca_state_pair on {RANK_ENV}, K = 1)", "",
               f"Oracle and noisy oracle: {c['rank_items']} items, no requests. Loopback and replay: "
               f"{c['client_items']} items. Local model: {c['local_direct']} items per level in direct mode, "
-              f"{c['local_cot']} in cot (few: ~30-55 s per cot item on 2 cores), so at concurrency above the item "
-              f"count only that many are in flight; server start left out. Tokens per query: the LLM ledger's.", "",
+              f"{c['local_cot']} in cot (few: about a minute per item here), llama.cpp on {m['threads']} thread(s), "
+              f"so at concurrency above the item count only that many are in flight; server start left out. Tokens per "
+              f"query: the LLM ledger's (the loopback server counts 4 characters a token; the local model's are its "
+              f"tokenizer's). The loopback server answers [1] to everything (accuracy: the share of [1] pairs).", "",
               "| backend | mode | concurrency | items | seconds | items/s | prompt tokens/query | completion "
               "tokens/query | notes |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     lines += table_lines(data["ranking"],
@@ -315,7 +348,7 @@ def main():
         if getattr(a, key) is not None:
             counts[key] = getattr(a, key)
     th.set_num_threads(a.threads)
-    load_start = os.getloadavg()[0]
+    load_start, git = os.getloadavg()[0], git_info()  # the code that runs
     tmp = tempfile.mkdtemp(prefix="bench_lca_speed_")
     data = {"quick": a.quick, "counts": counts, "runners": [], "ranking": [], "potentials": []}
     try:
@@ -330,8 +363,8 @@ def main():
     data["machine"] = {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                        "threads": a.threads, "torch": th.__version__,
                        "gpu": th.cuda.get_device_name(0) if th.cuda.is_available() else None,
-                       "load_start": load_start, "load_end": os.getloadavg()[0], "commit": git_info().get("commit"),
-                       "dirty": git_info().get("dirty"),
+                       "load_start": load_start, "load_end": os.getloadavg()[0], "commit": git.get("commit"),
+                       "dirty": git.get("dirty"),
                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     write_report(a.out, "lca_speed", data, markdown(data))
 

@@ -24,6 +24,8 @@ def test_quick_lca_speed_bench_writes_every_measurement(tmp_path):
         assert r["none_steps_per_s"] > 0 and r["lca_steps_per_s"] > 0 and r["steps_per_repeat"] >= 40
         assert r["lca_overhead"] == 1 - r["lca_steps_per_s"] / r["none_steps_per_s"]
         assert r["potential_pairs"] > 0 and 0 <= r["potential_valid_oracle_agreement"] <= 1
+        # the shaper ran once per training batch (warm-up + timed ones) and took some, not all, of the time
+        assert r["lca_shaper_calls"] >= 2 and 0 < r["lca_shaper_share"] < 1 and r["lca_shaper_ms_per_1000_steps"] > 0
     assert runners["two_switch", "parallel"]["batch_size_run"] == 8
 
     ranking = data["ranking"]
