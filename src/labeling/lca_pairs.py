@@ -4,10 +4,23 @@ Pairs. A transition (s, a, s') comes from `lca.pair_source`:
   random_states  env.sample_state(rng) (a random reachable state) -> env.set_state -> one random AVAILABLE joint
                  action (each agent uniform over its available actions) -> step -> (s, a, s'); the predecessor's way;
   rollouts       episodes of a uniform random policy over the available actions (env.reset seeded by lca.pair_seed;
-                 a new episode after a terminal or the time limit); `lca.rollout_checkpoint` (a trained policy) is
-                 not supported yet and is refused by name;
+                 a new episode after a terminal or the time limit), or with `lca.rollout_checkpoint` episodes of a
+                 trained policy (see below);
   mixed          alternating: even transitions from random_states, odd ones from rollouts (two seeded streams);
   auto           random_states where the env has sample_state, else rollouts (Pistonball has no sample_state).
+A checkpoint with pair_source random_states (or auto resolving to it) is refused: it would not be used.
+
+Trained-policy rollouts (`lca.rollout_checkpoint`): a model folder, results/models/<run>/<t_env>/ or the run folder
+meaning its latest step (utils.checkpoint.locate_checkpoint, as checkpoint_path), relative to the repository like
+other paths; its run's saved config.json must be for the same env and env_args (seed aside), else an error names
+both. The policy is rebuilt as dataset collection does (controllers.behaviour_mac.load_policy) and plays episodes in
+its own episode runner (offline.collection.make_runner / play; env seeded by lca.pair_seed) ACTING STOCHASTICALLY: its
+own action selector in train mode at the checkpoint's step (collect_greedy=False in collection): PPO-style policies
+sample from pi, Q-learners act epsilon-greedily at the epsilon their schedule has at that step. The torch / numpy /
+python RNGs it draws from are seeded by lca.pair_seed and kept apart from the run's (saved and restored around each
+episode), so the items are the same for the same seed and the caller's random streams are untouched. The pair set
+records the checkpoint folder, its step and the SHA-256 of its agent.th (info["rollout_policy"]); the task puts the
+hash into the rankings id, so another checkpoint gives another file.
 An item is (transition, agent i), made only for agents that acted (a_i != env.stay_action: staying still gets reward
 0 in LCA, so it is never asked) and only once per (s, a, s', i) (exact bytes of the state vectors). Counts: lca.n_pairs
 items in total, or when null the paper's: Two-Switch 4400 in total (one shared potential), Victim-Rubble 2000 per
@@ -34,12 +47,21 @@ instead of random actions; `lca.keysteps_file` gives the text directly. No episo
 cap and both alternatives.
 """
 import hashlib
+import json
+import os
 from dataclasses import dataclass, field
+from types import SimpleNamespace as SN
 
 import numpy as np
 
+from controllers.behaviour_mac import BehaviourMAC, load_policy
 from envs.multiagentenv import MultiAgentEnv
+from offline.collection import checkpoint_hashes, make_runner, play
+from utils.checkpoint import CheckpointError, load_run_config, locate_checkpoint
 from utils.config import ConfigError
+from utils.logging import Logger
+from utils.paths import repo_relative
+from utils.seeding import rng_state, set_rng_state, set_seeds
 
 PAIR_SOURCES = ("random_states", "rollouts", "mixed", "auto")
 PAPER_COUNTS = {"two_switch": ("total", 4400), "victim_rubble": ("per_agent", 2000), "pistonball": ("total", 1000)}
@@ -47,6 +69,10 @@ ORACLE_ANSWERS = ("better", "worse", "equal")
 MAX_TRANSITIONS_PER_ITEM = 50
 KEYSTEP_EPISODES = 3
 COVERAGE_BINS = 10
+ROLLOUT_POLICY = "checkpoint"  # the BehaviourMAC name of the loaded policy
+UNIFORM_ROLLOUTS = "uniform random over the available actions"
+ACTING = ("sampled: the policy's own action selector in train mode at the checkpoint's step (pi for PPO-style "
+          "policies, epsilon-greedy at that step's epsilon for Q-learners)")
 
 
 def require(env, names, why):
@@ -140,18 +166,115 @@ def _rollout_stream(env, rng, seed, restore):
         current = env.get_state()
 
 
-def sample_pairs(env, env_name, pair_source, n_pairs, pair_seed, rollout_checkpoint=""):
-    """The PairSet of these settings (see the module docstring); `pair_source` resolved (not auto)."""
+@dataclass
+class RolloutCheckpoint:
+    """The trained policy of `lca.rollout_checkpoint`: its checkpoint folder, step, run config and agent.th hash."""
+    given: str  # lca.rollout_checkpoint as set
+    path: str  # the checkpoint folder (results/models/<run>/<t_env>), absolute
+    step: int  # its t_env (the epsilon schedule's step for Q-learners)
+    run_config: dict  # the run's saved config.json
+    sha256: str  # of its agent.th: what identifies the policy (the folder may move)
+
+    def provenance(self):
+        return {"checkpoint": self.path, "step": self.step, "sha256": self.sha256, "acting": ACTING}
+
+
+def _env_args(env_args):
+    return json.loads(json.dumps({k: v for k, v in (env_args or {}).items() if k != "seed"}))
+
+
+def locate_rollout_checkpoint(given, env_name, env_args):
+    """The RolloutCheckpoint `given` names (a run folder: its latest step), checked to be of env `env_name` with
+    `env_args` (seed aside); ConfigError naming what is wrong otherwise."""
+    folder = repo_relative(given)
+    if not os.path.isdir(folder):
+        raise ConfigError(f"lca.rollout_checkpoint={given!r} is not a folder; pass a trained run's "
+                          f"results/models/<run> folder (its latest step) or one of its numbered step folders, or "
+                          f"leave it empty for a uniform random rollout policy")
+    try:
+        run_dir, path = locate_checkpoint(folder)
+    except (FileNotFoundError, CheckpointError) as e:
+        raise ConfigError(f"lca.rollout_checkpoint={given!r}: {e}") from None
+    run_config = load_run_config(run_dir)
+    if run_config is None:
+        raise ConfigError(f"lca.rollout_checkpoint={given!r}: {run_dir} has no config.json (checkpoints written before "
+                          f"configs were saved); copy the config.json of the run that trained it "
+                          f"(results/sacred/<alg>/<env>/<id>/config.json) into {run_dir}, or retrain")
+    theirs, ours = (run_config.get("env"), _env_args(run_config.get("env_args"))), (env_name, _env_args(env_args))
+    if theirs != ours:
+        diff = sorted(k for k in set(theirs[1]) | set(ours[1]) if theirs[1].get(k) != ours[1].get(k))
+        raise ConfigError(f"lca.rollout_checkpoint {path} was trained on env '{theirs[0]}' with env_args {theirs[1]}, "
+                          f"but these pairs are of env '{ours[0]}' with env_args {ours[1]} (differing: "
+                          f"{diff or 'env'}); pass a checkpoint of the same env and env_args")
+    step = os.path.basename(os.path.normpath(path))
+    return RolloutCheckpoint(str(given), os.path.abspath(path), int(step), run_config,
+                             checkpoint_hashes(run_dir, [step])[step])
+
+
+class _OwnRNG:
+    """The python / numpy / torch global RNG states of one seeded stream, swapped in only while it draws, so the
+    caller's streams are untouched and the stream's draws do not depend on what ran in between."""
+
+    def __init__(self, seed):
+        outer = rng_state()
+        set_seeds(int(seed))
+        self.state = rng_state()
+        set_rng_state(outer)
+
+    def __enter__(self):
+        self.outer = rng_state()
+        set_rng_state(self.state)
+
+    def __exit__(self, *exc):
+        self.state = rng_state()
+        set_rng_state(self.outer)
+
+
+def _policy_rollout_stream(checkpoint, run_args, env_info, seed):
+    """(s, a, s', obs, obs') of episodes the checkpoint's policy plays in its own episode runner (env seeded by
+    `seed`), acting as ACTING says."""
+    rng = _OwnRNG(seed)
+    with rng:  # building the networks draws their (overwritten) initial weights
+        policy = load_policy(checkpoint.run_config, checkpoint.path, env_info)
+    mac = BehaviourMAC({ROLLOUT_POLICY: policy}, greedy=False, policy_t_env={ROLLOUT_POLICY: checkpoint.step})
+    args = SN(**{**vars(run_args), "runner": "episode", "batch_size_run": 1})  # one env in-process: no workers
+    runner = make_runner(args, Logger(None), int(seed), mac, env_info)  # a silent logger
+    try:
+        while True:
+            with rng:
+                _, batch = next(play(runner, mac, [[ROLLOUT_POLICY] * env_info["n_agents"]], test_mode=False))
+            T = batch.max_t_filled() - 1  # steps played; the batch holds T + 1 states
+            state, obs = batch["state"][0].numpy(), batch["obs"][0].numpy()
+            actions = batch["actions"][0, :, :, 0].numpy().astype(np.int64)
+            for t in range(T):
+                yield state[t], actions[t], state[t + 1], obs[t], obs[t + 1]
+    finally:
+        runner.close_env()
+
+
+def sample_pairs(env, env_name, pair_source, n_pairs, pair_seed, rollout_checkpoint="", run_args=None):
+    """The PairSet of these settings (see the module docstring); `pair_source` resolved (not auto).
+    `rollout_checkpoint`: "" (uniform random rollouts), lca.rollout_checkpoint as set, or its RolloutCheckpoint;
+    a checkpoint needs `run_args` (the run's args: env_args, truncation_as_terminal, ... for its runner)."""
     require(env, ("stay_action", "pair_oracle"), "LCA's pair sampling")
-    if rollout_checkpoint and pair_source in ("rollouts", "mixed"):
-        raise ConfigError(f"lca.rollout_checkpoint={rollout_checkpoint!r}: rollouts of a trained policy are not "
-                          f"supported yet; leave it empty (a uniform random policy plays) or use "
-                          f"lca.pair_source=random_states")
+    checkpoint = None
+    if rollout_checkpoint:
+        if pair_source not in ("rollouts", "mixed"):
+            raise ConfigError(f"lca.rollout_checkpoint={getattr(rollout_checkpoint, 'given', rollout_checkpoint)!r} "
+                              f"plays rollouts, but lca.pair_source is {pair_source} here; use lca.pair_source="
+                              f"rollouts or mixed, or leave lca.rollout_checkpoint empty")
+        if run_args is None:
+            raise ValueError("sample_pairs: a rollout_checkpoint needs run_args (the run's args) for its runner")
+        checkpoint = rollout_checkpoint if isinstance(rollout_checkpoint, RolloutCheckpoint) else \
+            locate_rollout_checkpoint(rollout_checkpoint, env_name, run_args.env_args)
     mode, count = pair_target(n_pairs, env_name)
     n = env.n_agents
     stay = int(env.stay_action)
     rng = np.random.default_rng([int(pair_seed), 0])
-    rollouts = _rollout_stream(env, np.random.default_rng([int(pair_seed), 1]), pair_seed, pair_source == "mixed")
+    if checkpoint is None:
+        rollouts = _rollout_stream(env, np.random.default_rng([int(pair_seed), 1]), pair_seed, pair_source == "mixed")
+    else:
+        rollouts = _policy_rollout_stream(checkpoint, run_args, env.get_env_info(), pair_seed)
     sources = {"random_states": [_random_state_stream(env, rng)], "rollouts": [rollouts],
                "mixed": [_random_state_stream(env, rng), rollouts]}[pair_source]
     wanted = count * n if mode == "per_agent" else count
@@ -197,6 +320,10 @@ def sample_pairs(env, env_name, pair_source, n_pairs, pair_seed, rollout_checkpo
     info = {"pair_source": pair_source, "target": {"mode": mode, "count": count}, "items": len(items),
             "items_per_agent": per_agent.tolist(), "kept_transitions": len(kept), **stats,
             "oracle_counts": {k: oracle.count(k) for k in ORACLE_ANSWERS}}
+    if pair_source in ("rollouts", "mixed"):
+        info["rollout_policy"] = UNIFORM_ROLLOUTS if checkpoint is None else checkpoint.provenance()
+    if checkpoint is not None:
+        rollouts.close()  # its runner's env
     coverage = ball_coverage(env, state)
     if coverage is not None:
         info["coverage"] = coverage

@@ -4,10 +4,11 @@
     ... with labeler=noisy_oracle oracle_accuracy=0.7 noise_mode=exact lca.queries=4  (the paper's noise study)
     ... with labeler=llm llm.backend=openai llm.base_url=... lca.queries=2           (an LLM ranks)
 
-Items: (transition, agent i) from labeling/lca_pairs.py (pair sources, stay filter, dedup, the paper's counts,
-seeded; id "pair:<transition:05d>:a<i>"). An answer is 1 ("[1]": i's action helps the team) or 0 ("[0]"); each item
-gets K = lca.queries answers (LabelTask.queries: answers [N, K]; the llm labeler asks one request with n=K, so the K
-answers are K distinct cache samples; at temperature 0 they are copies and the labeler warns).
+Items: (transition, agent i) from labeling/lca_pairs.py (pair sources, rollouts of a uniform or a trained policy
+(lca.rollout_checkpoint), stay filter, dedup, the paper's counts, seeded; id "pair:<transition:05d>:a<i>"). An
+answer is 1 ("[1]": i's action helps the team) or 0 ("[0]"); each item gets K = lca.queries answers
+(LabelTask.queries: answers [N, K]; the llm labeler asks one request with n=K, so the K answers are K distinct cache
+samples; at temperature 0 they are copies and the labeler warns).
 
 Rankers (labeling.LABELERS): `oracle` answers env.pair_oracle (better -> 1, worse -> 0, equal -> 0 with
 lca.oracle_ties=worse; with lca.oracle_ties=drop the equal items are not asked at all: the predecessor's filter, a
@@ -33,8 +34,10 @@ labeler re-asks an unreadable reply once (prompts/lca_reask.md), then the answer
 
 Storage: one rankings file (shapers/lca/rankings.py) at results/rankings/<env label>/<id>/rankings.h5 (label_out
 overrides), id = the first 12 hex digits of a SHA-256 of the task's and the labeler's settings (everything that
-decides the items and answers), so a rerun with the same settings finds it and asks nothing; other settings get
-another id. Interrupted llm runs resume from the labeler's journal and the LLM cache (only missing queries asked).
+decides the items and answers; with lca.rollout_checkpoint also the SHA-256 of its agent.th, so another checkpoint,
+or a newer latest step of a run folder, gives another file; the pair set's info records the folder, step and hash),
+so a rerun with the same settings finds it and asks nothing; other settings get another id. Interrupted llm runs
+resume from the labeler's journal and the LLM cache (only missing queries asked).
 Reported (accuracy): answer accuracy vs the oracle over answered queries, majority accuracy, self-consistency (share
 of items with >= 2 answers whose answers all agree), vote tie rate (yes == no), the oracle's equal rate, missing
 answers.
@@ -48,7 +51,14 @@ import h5py
 import numpy as np
 
 from labeling.base import Item, LabelSource, LabelTask
-from labeling.lca_pairs import find_keysteps, keystep_overrides, require, resolve_pair_source, sample_pairs
+from labeling.lca_pairs import (
+    find_keysteps,
+    keystep_overrides,
+    locate_rollout_checkpoint,
+    require,
+    resolve_pair_source,
+    sample_pairs,
+)
 from labeling.parse import parse_binary_mark
 from labeling.prompting import TaskPrompt, read_prompt, sha256
 from labeling.store import code_version
@@ -112,6 +122,9 @@ class LCAStatePair(LabelTask):
         out = {"task": self.name, "env": args.env, "env_args": env_args, "pair_source": c["pair_source"],
                "n_pairs": c["n_pairs"], "pair_seed": int(c["pair_seed"]), "rollout_checkpoint": c["rollout_checkpoint"],
                "queries": K, "oracle_ties": c["oracle_ties"]}
+        if c["rollout_checkpoint"]:  # the policy's weights, not only its folder's name, decide the items
+            out["rollout_checkpoint_sha256"] = locate_rollout_checkpoint(c["rollout_checkpoint"], args.env,
+                                                                         args.env_args).sha256
         if args.labeler == "llm":  # what only the prompt depends on
             out.update(answer_mode=c["answer_mode"], keystep_policy=c["keystep_policy"],
                        keystep_max_steps=int(c["keystep_max_steps"]), keysteps_file=c["keysteps_file"],
@@ -134,7 +147,8 @@ class LCAStatePair(LabelTask):
         require(env, ("stay_action", "agent_roles", "obs_schema", "pair_oracle"), "the lca_state_pair task")
         pair_source = resolve_pair_source(c["pair_source"], env)
         start = time.perf_counter()
-        pairs = sample_pairs(env, args.env, pair_source, c["n_pairs"], c["pair_seed"], c["rollout_checkpoint"])
+        pairs = sample_pairs(env, args.env, pair_source, c["n_pairs"], c["pair_seed"], c["rollout_checkpoint"],
+                             run_args=args)
         keep = range(len(pairs.items))
         if c["oracle_ties"] == "drop":
             keep = [k for k in keep if pairs.oracle[k] != "equal"]

@@ -99,8 +99,9 @@ def test_target_and_source_errors(two_switch):
     with pytest.raises(ConfigError, match="lca.pair_source must be one of"):
         resolve_pair_source("random", two_switch)
     assert resolve_pair_source("auto", two_switch) == "random_states"
-    with pytest.raises(ConfigError, match="rollout_checkpoint.*not supported yet"):
-        sample_pairs(two_switch, "two_switch", "rollouts", 5, 0, rollout_checkpoint="results/models/x")
+    with pytest.raises(ConfigError, match="lca.rollout_checkpoint='results/models/x' is not a folder"):
+        sample_pairs(two_switch, "two_switch", "rollouts", 5, 0, rollout_checkpoint="results/models/x",
+                     run_args=type("Args", (), {"env_args": {}})())
 
     class NoStay:
         n_agents = 2
