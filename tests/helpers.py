@@ -216,3 +216,15 @@ def install_record_v1(tmp_path, monkeypatch, name="v1"):
     folder = tmp_path / name
     shutil.copytree(data, folder, ignore=shutil.ignore_patterns("*.key"))
     return folder
+
+
+def assert_tables_well_formed(markdown):
+    """Every row of every markdown table in `markdown` has its header's number of cells (bench reports)."""
+    cells_per_row = None
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            cells_per_row = None
+        elif cells_per_row is None:
+            cells_per_row = line.count("|")
+        else:
+            assert line.count("|") == cells_per_row, line

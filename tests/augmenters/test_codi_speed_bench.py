@@ -6,6 +6,7 @@ import math
 import subprocess
 import sys
 
+from helpers import assert_tables_well_formed
 from utils.paths import REPO_ROOT
 
 
@@ -36,11 +37,4 @@ def test_quick_codi_speed_bench_writes_every_measurement(tmp_path):
     md = (tmp_path / "codi_speed.md").read_text()
     assert f"{data['machine']['cpu_count']} CPUs" in md and "1 thread(s)" in md
     assert "| cpu | 3 | compose | 4 | ddim |" in md and "torch" in md
-    cells_per_row = None
-    for line in md.splitlines():  # every row of a table has its header's number of cells
-        if not line.startswith("|"):
-            cells_per_row = None
-        elif cells_per_row is None:
-            cells_per_row = line.count("|")
-        else:
-            assert line.count("|") == cells_per_row, line
+    assert_tables_well_formed(md)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from helpers import assert_tables_well_formed
 from utils.paths import REPO_ROOT
 
 
@@ -53,11 +54,4 @@ def test_quick_lca_speed_bench_writes_every_measurement(tmp_path):
 
     md = (tmp_path / "lca_speed.md").read_text()
     assert "| two_switch | parallel (8) |" in md and "not run: no server configured" in md
-    cells_per_row = None
-    for line in md.splitlines():  # every row of a table has its header's number of cells
-        if not line.startswith("|"):
-            cells_per_row = None
-        elif cells_per_row is None:
-            cells_per_row = line.count("|")
-        else:
-            assert line.count("|") == cells_per_row, line
+    assert_tables_well_formed(md)
