@@ -1,0 +1,756 @@
+"""CODI's Table 1, Fig. 4c and Fig. 5 (issue 15 §9) as sweeps (config/sweeps/codi_*.yaml, src/sweep.py's layer) with
+tables and learning curves from src/results.py.
+
+    python bench/codi_table.py --envs mpe_spread lbf_8x8_2p_2f_coop --n-agents 3 4 5 --seeds 1 2 3 --preset cpu
+    python bench/codi_table.py ... --check              # build and check every sweep, print the plan and estimate
+    python bench/codi_table.py ... --report-only        # tables and figures from what has run so far
+    python bench/codi_table.py --quick                  # spread N=3, seed 1, short training: a plumbing check
+    python bench/codi_table.py --labeler llm --label-with llm.backend=local label_segments=200
+    python bench/codi_table.py --augment-with delta=0.2 --privileged     # + the codi_privileged row
+
+Cells are env x N. mpe_spread takes N as env_args.N (only set where it differs from the env config's); the other
+envs have a fixed agent count (LBF 8x8-2p: 2, World: 3 predators) and run once, at their own N, whatever --n-agents
+says. Per cell, in order (every step resumable: a rerun skips what is complete):
+  0. data     scripts/reference_datasets.py --envs <env> [--env-arg N=<n>] --datasets imbalanced_1e expert_2
+              expert_all: the behaviour policy (trained unless a finished run is there) and three datasets of equal
+              size (1, 2 and all agents expert) in <results>/datasets/<env label>/ with their returns.json
+  1. label    codi_label (one sweep, every cell): --config=label_agent_quality on imbalanced_1e.h5 with --labeler,
+              stored in the study copy imbalanced_1e_codi_<labeler>.h5 (label_out; the reference file is untouched)
+  2. augment  codi_augment (one sweep, every cell): codi, madiff_like (--privileged: codi_privileged) on the study copy,
+              augment_preset=--preset, as many episodes as the source, the run's seed = the first of --seeds
+  3. no_comp  codi_no_comp (one sweep per cell, once codi's run completed): generates from codi's trained models
+              (augment_checkpoint = the artifact folder codi's run names in its info.json): the same labels, network
+              and weights, one guidance term with every label 1 (the paper's "w/o comp."), no second training
+  4. learn    codi_learn (one sweep per cell x dataset, once its input exists): --learners x --seeds on the original
+              imbalanced_1e.h5 or [imbalanced_1e.h5, <generated>.h5], the generated file being the path its augment
+              run's info.json gives (augment.generate.path), never a guessed one
+A sweep whose folder holds a manifest is finished with --resume (bench/study.py); its name is the shipped file's
+(config/sweeps/codi_<phase>.yaml) or, when the options change it, that name plus a hash of the changes.
+
+Score (src/results.py --by alg,env --normalise <data dir>/returns.json:imbalanced_1e,expert_all): each run's last
+greedy evaluation, mean ± std over seeds, and (R - R_imb) / (R_bal - R_imb) with the 1-expert and all-expert datasets'
+mean returns. Written to --out (default results/bench/codi/<preset>/):
+  table.md / table.json   per env x N x learner x dataset, an averages row, the paper's Table 1 numbers beside (read
+                          from the paper's text in ../shared/papers/000_*.txt)
+  cn_score.png            Fig. 4c (spread): coverage -sum_l min_i dist(agent i, landmark l) at the first and last step
+                          and the gain, for the original data, each augmenter's episodes, expert_2 and expert_all
+  scaling.png             Fig. 5 (spread): normalised gain over the original data vs N, per learner
+  labels.md               the label runs' accuracy (info.json) and the GRU labeler's (codi's run info)
+  generation.md           pass rates, resamples, dropped trajectories, sum r_hat vs the target (the augment runs' info)
+  <cell>/                 results.py's report per cell: scores, learning curves (curves.png), marl-eval JSON
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/ (its study helpers), also when imported
+import study  # noqa: E402  (puts src/ on sys.path)
+from misodice_table import cell as score_cell  # noqa: E402  (the results.py numbers of one group)
+from misodice_table import fmt_cell, provenance, read_json, rel, results_call  # noqa: E402
+from study import RESULTS_ROOT, ROOT  # noqa: E402
+from sweeps.spec import expand, flatten, load_sweep, validate  # noqa: E402
+from utils.config import ConfigError, build_config  # noqa: E402
+from utils.paths import env_label  # noqa: E402
+
+LEARNERS = {"bc": "BC", "bc50": "50%BC", "omar": "OMAR", "omiga": "OMIGA"}
+AUGMENTERS = ("madiff_like", "codi_no_comp", "codi")  # the paper's column order (MADiff, w/o comp., CODI)
+PRIVILEGED = "codi_privileged"
+TRAINED = ("codi", "madiff_like", PRIVILEGED)  # phase 2; codi_no_comp generates from codi's models (phase 3)
+DATASET_NAMES = {"original": "original", "madiff_like": "MADiff-like", "codi_no_comp": "CODI w/o comp.",
+                 "codi": "CODI", PRIVILEGED: "CODI privileged"}
+SOURCE, TWO, ALL = "imbalanced_1e", "expert_2", "expert_all"
+N_ARG = {"mpe_spread": "N"}  # envs whose agent count is an env arg
+TAGS = {"mpe_spread": "spread", "lbf_8x8_2p_2f_coop": "lbf", "mpe_world": "world"}
+PAPER_TASKS = {("mpe_spread", 3): "CN", ("mpe_world", 3): "World"}  # our cell -> the paper's task of Table 1
+PAPER_COLUMNS = ("original", "MBTS", "madiff_like", "MADiTS", "codi_no_comp", "codi_privileged", "codi")
+PAPER_ROWS = ("CN", "World", "3m", "Zerg_3v4")
+LEARN_STEPS = 3000  # config/sweeps/codi_learn.yaml's offline_steps
+QUICK = {"seeds": [1], "envs": ["mpe_spread"], "n_agents": [3], "steps": 600,
+         "augment_with": {"augment_train_steps": 2000}}
+# Measured per-run times on this machine's 2 shared cores, for --check's estimate:
+# behaviour training + collection (README "Offline MARL": LBF MAPPO 1M 13 min, spread N=3 MAPPO 1.5M 15 min,
+# collection 1-2.5 min per env), scaled with N for spread (more agents, longer steps);
+# an offline run: config/sweeps/offline_lbf.yaml's 30 runs of 3000 steps took ~40 min on 2 cores (~160 s each);
+# augment (augmenters/codi/settings.py): 6.6 training steps/s alone (3.1 while other jobs ran), generation ~16
+# composed segments/s (DDIM 25), each segment adding H - 1 = 7 steps; labeler <= 20k steps at ~75 steps/s.
+BEHAVIOUR_S = {"lbf_8x8_2p_2f_coop": 13 * 60, "mpe_spread": 15 * 60, "mpe_world": 15 * 60}
+COLLECT_S = 90
+OFFLINE_S_PER_STEP = 160 / 3000
+AUGMENT_STEPS_PER_S = (6.6, 3.1)
+SEGMENTS_PER_S = 16
+LABELER_S = 20000 / 75
+
+
+# ----------------------------------------------------------------------------------------------- the paper
+def paper_table(path=None):
+    """{"rows": {task: {learner label: {column: mean}}}, "average": {column: mean}} of the paper's Table 1, read from
+    its text (../shared/papers/000_*.txt; OCR'd: only each entry's mean is reliable), or None when not found."""
+    if path is None:
+        found = sorted(glob.glob(os.path.join(os.path.dirname(ROOT), "shared", "papers", "000_*.txt")))
+        path = found[0] if found else None
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Table 1:")), None)
+    if start is None:
+        return None
+    number = re.compile(r"^[-—–]?\d+\.\d\d")  # an entry is "mean±std" OCR'd into one token: its first number
+
+    def means(tokens):
+        out = [number.match(t) for t in tokens]
+        return [float(m.group().replace("—", "-").replace("–", "-")) for m in out if m]
+
+    rows, average = [], None
+    for line in lines[start:start + 80]:
+        tokens = line.split()
+        hit = [i for i, t in enumerate(tokens) if t in LEARNERS.values()]
+        if hit and len(means(tokens[hit[0] + 1:])) == len(PAPER_COLUMNS):
+            rows.append((tokens[hit[0]], means(tokens[hit[0] + 1:])))
+        elif tokens and tokens[0] == "Average" and len(means(tokens[1:])) == len(PAPER_COLUMNS):
+            average = means(tokens[1:])
+            break
+    if len(rows) != 4 * len(PAPER_ROWS) or average is None:
+        print(f"the paper's Table 1 in {path} did not parse ({len(rows)} rows); it is left out", flush=True)
+        return None
+    table = {}
+    for i, (learner, values) in enumerate(rows):
+        table.setdefault(PAPER_ROWS[i // 4], {})[learner] = dict(zip(PAPER_COLUMNS, values))
+    return {"file": path, "rows": table, "average": dict(zip(PAPER_COLUMNS, average))}
+
+
+# ----------------------------------------------------------------------------------------------- the plan
+class Cell:
+    """One env x N: its env args, label, data folder and files."""
+
+    def __init__(self, env, n, a):
+        self.env = env
+        key = N_ARG.get(env)
+        base = build_config("bc", env)
+        self.env_args = {} if key is None or base["env_args"].get(key) == n else {f"env_args.{key}": n}
+        config = build_config("bc", env, {"env_args": {key: n}} if self.env_args else None)
+        self.n = n if key else own_agents(config)
+        self.label = env_label(config)
+        self.tag = f"{TAGS.get(env, env)}{self.n}"
+        self.data_dir = os.path.join(a.results, "datasets", self.label)
+        self.source = rel(os.path.join(self.data_dir, f"{SOURCE}.h5"))
+        self.copy = rel(os.path.join(self.data_dir, f"{SOURCE}_codi_{a.labeler_tag}.h5"))
+
+    def file(self, name):
+        return os.path.join(self.data_dir, f"{name}.h5")
+
+
+def own_agents(config):
+    """The agent count of an env config with a fixed one (its env's get_env_info)."""
+    from envs import make_env
+
+    env = make_env(config["env"], **{k: v for k, v in config["env_args"].items() if k != "seed"})
+    try:
+        return int(env.get_env_info()["n_agents"])
+    finally:
+        env.close()
+
+
+def cells_of(a):
+    out, seen = [], set()
+    for env in a.envs:
+        for n in (a.n_agents if env in N_ARG else [None]):
+            c = Cell(env, n, a)
+            if c.tag not in seen:
+                seen.add(c.tag)
+                out.append(c)
+    return out
+
+
+def diff_from(base, spec):
+    """The changes of `spec` (entries, seeds, with) against the shipped sweep file `base` (bench/study.py's form)."""
+    shipped = load_sweep(base)
+    out = {k: spec[k] for k in ("entries", "seeds") if k in spec and spec[k] != shipped[k]}
+    old = flatten(shipped["with"])
+    changed = {k: v for k, v in flatten(spec.get("with", {})).items() if old.get(k) != v}
+    if changed:
+        out["with"] = changed
+    return out
+
+
+class Plan:
+    """The sweeps of the study as (phase, cell tag or None, base, diff), built from the options and, for phases 3-4,
+    from the runs of phases 2 (their info.json); a sweep whose input is not there yet is `pending` (--check builds
+    it with a placeholder path)."""
+
+    def __init__(self, a):
+        self.a = a
+        self.cells = cells_of(a)
+        self.seed0 = a.seeds[0]
+        self.trained = [x for x in TRAINED if x != PRIVILEGED or a.privileged]
+        self.datasets = ["original", *[x for x in AUGMENTERS], *([PRIVILEGED] if a.privileged else [])]
+
+    # --- phases 1 and 2: one sweep each over every cell (their specs depend on the options only)
+    def label(self):
+        entries = [{"alg": "label_agent_quality", "env": c.env, "name": f"label_{c.tag}", "seeds": [self.seed0],
+                    "with": {**c.env_args, "offline_dataset": c.source, "label_out": c.copy,
+                             "label_name": self.a.labeler_tag, **self.a.label_updates, **self.a.label_with}}
+                   for c in self.cells]
+        return diff_from("codi_label", {"entries": entries})
+
+    def augment(self):
+        entries = []
+        for c in self.cells:
+            for aug in self.trained:
+                w = {**c.env_args, "offline_dataset": c.copy, "augment_preset": self.a.preset}
+                if aug == "codi":
+                    w["augment_label_name"] = self.a.labeler_tag
+                entries.append({"alg": aug, "env": c.env, "name": f"{aug}_{c.tag}", "seeds": [self.seed0],
+                                "with": {**w, **self.a.augment_with}})
+        return diff_from("codi_augment", {"entries": entries})
+
+    # --- phases 3 and 4: per cell (and dataset), once their inputs exist
+    def no_comp(self, c, artifacts):
+        w = {**c.env_args, "offline_dataset": c.copy, "augment_preset": self.a.preset,
+             "augment_label_name": self.a.labeler_tag, "augment_checkpoint": artifacts, **self.a.augment_with}
+        return diff_from("codi_no_comp", {"entries": [{"alg": "codi_no_comp", "env": c.env,
+                                                       "name": f"codi_no_comp_{c.tag}", "seeds": [self.seed0],
+                                                       "with": w}]})
+
+    def learn(self, c, dataset, generated=None):
+        data = c.source if dataset == "original" else [c.source, rel(generated)]
+        entries = [{"alg": alg, "env": c.env, "name": f"{dataset}__{alg}",
+                    "with": {**c.env_args, "name": f"{dataset}__{alg}", "offline_dataset": data}}
+                   for alg in self.a.learners]
+        w = dict(self.a.with_)
+        if self.a.steps:
+            every = max(1, self.a.steps // 6)
+            w = {"offline_steps": self.a.steps, "offline_test_interval": every, "offline_log_interval": every, **w}
+        return diff_from("codi_learn", {"entries": entries, "seeds": list(self.a.seeds), "with": w})
+
+
+def placeholder(c, what):
+    return os.path.join(RESULTS_ROOT, "augment", what, c.label, "PENDING", "generated_PENDING.h5")
+
+
+# ----------------------------------------------------------------------------------------------- sweeps on disk
+def sweep_name(base, diff):
+    with tempfile.TemporaryDirectory() as tmp:
+        return study.derive(base, diff, RESULTS_ROOT, tmp)[1]
+
+
+def sweep_folder(a, base, diff):
+    return os.path.join(a.results, "sweeps", sweep_name(base, diff))
+
+
+def completed_run(folder, trial_id):
+    """The Sacred run folder of a sweep trial that completed (its manifest record), else None."""
+    manifest = read_json(os.path.join(folder, "manifest.json")) or {}
+    for r in manifest.get("trials", []):
+        if r.get("id") == trial_id and r.get("status") == "COMPLETED" and r.get("sacred_run"):
+            return r["sacred_run"]
+    return None
+
+
+def run_info(run_dir, key):
+    return ((read_json(os.path.join(run_dir, "info.json")) or {}).get(key) or {}) if run_dir else {}
+
+
+class State:
+    """What the runs of phases 1-3 left: per cell, the label run, each augment run and its generated file."""
+
+    def __init__(self, plan):
+        a = plan.a
+        self.label_folder = sweep_folder(a, "codi_label", plan.label())
+        self.augment_folder = sweep_folder(a, "codi_augment", plan.augment())
+        self.runs, self.generated, self.no_comp_folder = {}, {}, {}
+        for c in plan.cells:
+            runs = {"label": completed_run(self.label_folder, f"label_{c.tag}-s{plan.seed0}")}
+            for aug in plan.trained:
+                runs[aug] = completed_run(self.augment_folder, f"{aug}_{c.tag}-s{plan.seed0}")
+            codi = run_info(runs["codi"], "augment")
+            if codi.get("artifacts"):
+                diff = plan.no_comp(c, rel(codi["artifacts"]))
+                self.no_comp_folder[c.tag] = sweep_folder(a, "codi_no_comp", diff)
+                runs["codi_no_comp"] = completed_run(self.no_comp_folder[c.tag], f"codi_no_comp_{c.tag}-s{plan.seed0}")
+            self.runs[c.tag] = runs
+            for aug, run in runs.items():
+                path = run_info(run, "augment").get("generate", {}).get("path") if aug != "label" else None
+                if path:
+                    self.generated[(c.tag, aug)] = path
+
+
+# ----------------------------------------------------------------------------------------------- check, estimate
+def check_sweep(base, diff, results):
+    """Validate every trial of a derived sweep as src/main.py would (ConfigError names the first bad one)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path, name = study.derive(base, diff, results, tmp)
+        return name, validate(expand(load_sweep(path)))
+
+
+def all_sweeps(plan, state):
+    """[(phase, cell tag, base, diff, pending)] in the order they run; pending: built with a placeholder input."""
+    out = [("label", None, "codi_label", plan.label(), False), ("augment", None, "codi_augment", plan.augment(), False)]
+    for c in plan.cells:
+        codi = run_info(state.runs[c.tag].get("codi"), "augment").get("artifacts") if state else None
+        out.append(("no_comp", c.tag, "codi_no_comp",
+                    plan.no_comp(c, rel(codi) if codi else os.path.dirname(placeholder(c, "codi"))), not codi))
+        for ds in plan.datasets:
+            gen = None if ds == "original" else (state.generated.get((c.tag, ds)) if state else None)
+            pending = ds != "original" and gen is None
+            out.append(("learn", c.tag, "codi_learn", plan.learn(c, ds, gen or placeholder(c, ds)), pending))
+    return out
+
+
+def estimate(plan, counts):
+    """(CPU seconds, wall seconds at --jobs) of the whole study, from the per-run times measured here."""
+    a = plan.a
+    jobs = a.jobs or a.num_cpus or os.cpu_count() or 1
+    from augmenters.codi.settings import PRESETS
+
+    train_steps = int(a.augment_with.get("augment_train_steps") or PRESETS[a.preset]["train_steps"])
+    steps = a.steps or LEARN_STEPS
+    cpu = {"data": 0.0, "augment": 0.0, "learn": 0.0}
+    for c in plan.cells:
+        if not all(os.path.isfile(c.file(x)) for x in (SOURCE, TWO, ALL)):  # made already: nothing to do
+            cpu["data"] += BEHAVIOUR_S.get(c.env, 15 * 60) * (c.n / 3 if c.env in N_ARG else 1) + COLLECT_S
+        limit = int(build_config("bc", c.env, {"env_args": {N_ARG[c.env]: c.n}} if c.env in N_ARG else None)
+                    ["env_args"].get("max_cycles") or 50)
+        segments = (a.dataset_episodes or 1000) * -(-limit // 7)
+        generate = segments / SEGMENTS_PER_S
+        cpu["augment"] += len(plan.trained) * (train_steps / AUGMENT_STEPS_PER_S[0] + generate) + LABELER_S + generate
+    cpu["learn"] = counts.get("learn", 0) * steps * OFFLINE_S_PER_STEP * 1.1
+    slow = AUGMENT_STEPS_PER_S[0] / AUGMENT_STEPS_PER_S[1]
+    wall = cpu["data"] + cpu["augment"] / min(jobs, max(1, len(plan.trained) * len(plan.cells))) + cpu["learn"] / jobs
+    return cpu, wall, slow
+
+
+# ----------------------------------------------------------------------------------------------- running
+def collect_data(c, a):
+    """Phase 0: scripts/reference_datasets.py for one cell (it skips a finished behaviour run and datasets already
+    collected from it)."""
+    if a.no_collect:
+        return 0
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "reference_datasets.py"), "--envs", c.env, "--results",
+           a.results, "--datasets", SOURCE, TWO, ALL]
+    if c.env_args:
+        cmd += ["--env-arg", *(f"{k.split('.', 1)[1]}={v}" for k, v in c.env_args.items())]
+    for option, value in (("--t-max", a.dataset_t_max), ("--episodes", a.dataset_episodes)):
+        if value is not None:
+            cmd += [option, str(value)]
+    return study.run(cmd)
+
+
+def run_phase(sweeps, a):
+    """study.run_sweeps over [(base, diff)]; returns its exit code (2: a config error, stop)."""
+    code, _ = study.run_sweeps(sweeps, a)
+    return code
+
+
+def run_study(plan, a):
+    code = 0
+    for c in plan.cells:
+        rc = collect_data(c, a)
+        missing = [n for n in (SOURCE, TWO, ALL) if not os.path.isfile(c.file(n))]
+        if rc != 0 or missing:
+            print(f"{c.tag}: the datasets are not complete ({', '.join(missing) or f'exit {rc}'} in {c.data_dir}); "
+                  f"the later phases need them: rerun to finish", file=sys.stderr)
+            return rc or 1
+    for base, diff in (("codi_label", plan.label()), ("codi_augment", plan.augment())):
+        rc = run_phase([(base, diff)], a)
+        if rc not in (0, 1):
+            return rc
+        code = max(code, rc)
+    state = State(plan)
+    for c in plan.cells:
+        codi = run_info(state.runs[c.tag].get("codi"), "augment").get("artifacts")
+        if codi:
+            rc = run_phase([("codi_no_comp", plan.no_comp(c, rel(codi)))], a)
+            if rc not in (0, 1):
+                return rc
+            code = max(code, rc)
+    state = State(plan)
+    for c in plan.cells:
+        for ds in plan.datasets:
+            gen = state.generated.get((c.tag, ds))
+            if ds != "original" and gen is None:
+                print(f"{c.tag}: {ds} has no generated dataset yet (its augment run did not complete): its learners "
+                      f"wait; rerun to finish", flush=True)
+                code = max(code, 1)
+                continue
+            rc = run_phase([("codi_learn", plan.learn(c, ds, gen))], a)
+            if rc not in (0, 1):
+                return rc
+            code = max(code, rc)
+    return code
+
+
+# ----------------------------------------------------------------------------------------------- results
+def references(c):
+    """{dataset: mean return} of the cell's returns.json (imbalanced_1e, expert_2, expert_all)."""
+    table = read_json(os.path.join(c.data_dir, "returns.json")) or {}
+    return {r["dataset"]: r["return_mean"] for r in table.get("datasets", []) if r["dataset"] in (SOURCE, TWO, ALL)}
+
+
+def cell_scores(plan, state, c):
+    """{learner: {dataset: score cell}} of one cell: one src/results.py call over its learn sweeps."""
+    folders = {}
+    for ds in plan.datasets:
+        gen = state.generated.get((c.tag, ds))
+        if ds == "original" or gen:
+            folder = sweep_folder(plan.a, "codi_learn", plan.learn(c, ds, gen))
+            if os.path.isfile(os.path.join(folder, "manifest.json")):
+                folders[ds] = folder
+    if not folders:
+        return {}, folders
+    refs = references(c)
+    normalise = (f"{os.path.join(c.data_dir, 'returns.json')}:{SOURCE},{ALL}"
+                 if SOURCE in refs and ALL in refs and refs[SOURCE] != refs[ALL] else None)
+    scores, _ = results_call(list(folders.values()), os.path.join(plan.a.out, c.tag), by="alg,env",
+                             normalise=normalise, plots=True)
+    return {LEARNERS[alg]: {ds: score_cell(scores.get((f"{ds}__{alg}", None))) for ds in plan.datasets}
+            for alg in plan.a.learners}, folders
+
+
+def normalised(cell):
+    return None if not cell else cell.get("normalised_mean")
+
+
+def build_table(plan, state, paper):
+    """table.json's content: per cell the references and scores; averages of the normalised scores per dataset."""
+    data = {"preset": plan.a.preset, "labeler": plan.a.labeler_desc, "seeds": list(plan.a.seeds),
+            "learners": [LEARNERS[x] for x in plan.a.learners], "datasets": plan.datasets,
+            "offline_steps": plan.a.steps or LEARN_STEPS, "augment_with": plan.a.augment_with, "cells": {},
+            "paper": paper}
+    for c in plan.cells:
+        scores, folders = cell_scores(plan, state, c)
+        data["cells"][c.tag] = {"env": c.env, "n_agents": c.n, "env_label": c.label, "fixed_n": c.env not in N_ARG,
+                                "references": references(c), "scores": scores, "sweeps": folders,
+                                "generated": {k[1]: v for k, v in state.generated.items() if k[0] == c.tag},
+                                "paper_task": PAPER_TASKS.get((c.env, c.n))}
+    data["averages"] = averages(data)
+    return data
+
+
+def averages(data):
+    """{dataset: mean of the normalised scores over every env x N x learner that has one, and how many}."""
+    out = {}
+    for ds in data["datasets"]:
+        vals = [normalised(s.get(ds)) for cell in data["cells"].values() for s in cell["scores"].values()]
+        vals = [v for v in vals if v is not None]
+        out[ds] = {"mean": sum(vals) / len(vals) if vals else None, "rows": len(vals)}
+    return out
+
+
+def markdown(data):
+    dsets = data["datasets"]
+    head = ["# CODI table: offline learners on one-expert data, original vs augmented", "",
+            f"Preset `{data['preset']}`; labels: {data['labeler']}; seeds {', '.join(map(str, data['seeds']))}; "
+            f"{data['offline_steps']} gradient steps per learner run"
+            + (f"; augment runs with {data['augment_with']}" if data["augment_with"] else "") + ".",
+            "Score: each run's last greedy evaluation, mean ± std over seeds (src/results.py); in brackets "
+            "(R − R_imb) / (R_bal − R_imb) with R_imb, R_bal = the mean returns of the cell's imbalanced_1e and "
+            "expert_all datasets."]
+    fixed = [f"{c['env']} (N = {c['n_agents']})" for c in data["cells"].values() if c["fixed_n"]]
+    if fixed:
+        head.append(f"Fixed agent count, run once at its own N whatever --n-agents says: {', '.join(fixed)}.")
+    paper = data.get("paper")
+    cols = [DATASET_NAMES[d] for d in dsets]
+    lines = head + ["", "| env (N) | learner | " + " | ".join(cols) + " | paper: " + " / ".join(
+        DATASET_NAMES[d] for d in dsets if d in PAPER_COLUMNS) + " |", "|---|---|" + "---|" * (len(cols) + 1)]
+    for c in data["cells"].values():
+        refs = c["references"]
+        where = f"{c['env']} (N = {c['n_agents']})"
+        for learner in data["learners"]:
+            row = c["scores"].get(learner, {})
+            ours = [fmt_cell(row.get(d), normalised=True) for d in dsets]
+            ref = "–"
+            task = c.get("paper_task")
+            if paper and task and learner in paper["rows"].get(task, {}):
+                p = paper["rows"][task][learner]
+                ref = f"{task}: " + " / ".join(f"{p[d]:.2f}" for d in dsets if d in PAPER_COLUMNS)
+            lines.append(f"| {where} | {learner} | " + " | ".join(ours) + f" | {ref} |")
+        if refs:
+            lines.append(f"| {where} | dataset returns | " + ", ".join(f"{k} {v:.3f}" for k, v in refs.items())
+                         + " |" + " |" * len(cols))
+    avg = data["averages"]
+    p_avg = " / ".join(f"{paper['average'][d]:.2f}" for d in dsets if d in PAPER_COLUMNS) if paper else "–"
+    lines.append("| **average** (normalised) | all | " + " | ".join(
+        "–" if avg[d]["mean"] is None else f"{avg[d]['mean']:.2f} ({avg[d]['rows']} rows)" for d in dsets)
+        + f" | {p_avg} |")
+    if paper:
+        lines += ["", f"Paper numbers: Table 1 of {os.path.basename(paper['file'])} (means; CN = spread N = 3; its "
+                      "average is over CN, World, 3m and Zerg_3v4 with MBTS and MADiTS left out here); ours is "
+                      "over the cells above."]
+    lines += ["", "Per-cell reports (scores, learning curves curves.png, marl-eval JSON): "
+                  + ", ".join(f"{tag}/" for tag in data["cells"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+# --- labels.md, generation.md
+def labels_markdown(plan, state):
+    lines = ["# Agent-quality labels", "", f"Labeler: {plan.a.labeler_desc}. Label runs: accuracy vs the one expert "
+             "of agent_quality over the asked segments (info.json `labeling`); GRU: codi's labeler at every segment "
+             "start vs the given labels (its held-out rows) and vs the ground truth (its run's info.json).", "",
+             "| env (N) | labeler | protocol hint | segments asked | labeled | accuracy | GRU vs given | "
+             "GRU vs truth |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    out = {}
+    for c in plan.cells:
+        runs = state.runs[c.tag]
+        lab = run_info(runs.get("label"), "labeling")
+        acc = lab.get("accuracy") or {}
+        gru = (run_info(runs.get("codi"), "augment").get("labeler") or {}).get("report") or {}
+        settings = lab.get("settings") or {}
+
+        def num(x):
+            return "–" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+        row = {"labeler": lab.get("labeler"), "hint": settings.get("label_protocol_hint"),
+               "items": acc.get("items"), "labeled": acc.get("labeled"), "accuracy": acc.get("accuracy"),
+               "confusion": acc.get("confusion"), "gru_vs_given": (gru.get("vs_given") or {}).get("accuracy"),
+               "gru_vs_truth": (gru.get("vs_truth") or {}).get("accuracy"), "run": runs.get("label")}
+        out[c.tag] = row
+        lines.append(f"| {c.env} ({c.n}) | {num(row['labeler'])} | {num(row['hint'])} | {num(row['items'])} | "
+                     f"{num(row['labeled'])} | {num(row['accuracy'])} | {num(row['gru_vs_given'])} | "
+                     f"{num(row['gru_vs_truth'])} |")
+    return "\n".join(lines) + "\n", out
+
+
+def generation_markdown(plan, state):
+    lines = ["# Generation", "", "Per augment run (info.json `augment.generate`): episodes generated, segment pass "
+             "rate (accepted / denoised), the real pass rate at the same δ (held-out real segments), re-denoised "
+             "segments, dropped trajectories, Σr̂ per episode vs the target R, mean length.", "",
+             "| env (N) | augmenter | episodes | δ | pass rate | real pass rate | resamples | dropped | "
+             "Σr̂ mean ± std | target | length | file |", "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+    out = {}
+    for c in plan.cells:
+        for aug in [x for x in plan.datasets if x != "original"]:
+            g = run_info(state.runs[c.tag].get(aug), "augment").get("generate")
+            if not g:
+                lines.append(f"| {c.env} ({c.n}) | {aug} | not run | | | | | | | | | |")
+                continue
+            k = g.get("counters", {})
+            out[f"{c.tag}/{aug}"] = g
+            lines.append(f"| {c.env} ({c.n}) | {aug} | {k.get('episodes', '–')} | {g.get('delta', 0):.3g} | "
+                         f"{g.get('pass_rate', 0):.3f} | {g.get('real_pass_rate', 0):.3f} | {k.get('resamples', '–')} "
+                         f"| {k.get('dropped', '–')} | {g.get('return_mean', 0):.3g} ± {g.get('return_std', 0):.3g} | "
+                         f"{g.get('target_rtg', 0):.3g} | {g.get('length_mean', 0):.1f} | {rel(g['path'])} |")
+    return "\n".join(lines) + "\n", out
+
+
+# --- figures
+def coverage(path):
+    """(first, last): mean over episodes of -sum_l min_i dist(agent i, landmark l) at the first and the last filled
+    step, from MPE spread observations (each agent's landmark offsets at obs[4 : 4 + 2n], as envs/mpe.py lays
+    them out and its segment report reads them)."""
+    import numpy as np
+
+    from offline.reader import OfflineDataset
+
+    arrays = OfflineDataset.load(path).arrays()
+    obs, filled = np.asarray(arrays["obs"]), np.asarray(arrays["filled"])[..., 0]
+    E, _, n, _ = obs.shape
+    last = filled.sum(1).astype(int) - 1
+    rel_l = obs[..., 4:4 + 2 * n].reshape(E, -1, n, n, 2)  # [E, T+1, agent, landmark, xy]
+    cover = -np.sqrt(np.square(rel_l).sum(-1)).min(2).sum(-1)  # [E, T+1]
+    return float(cover[:, 0].mean()), float(cover[np.arange(E), last].mean())
+
+
+def coverage_table(plan, state):
+    out = {}
+    for c in plan.cells:
+        if c.env != "mpe_spread":
+            continue
+        files = {"original": c.file(SOURCE), **{aug: state.generated.get((c.tag, aug))
+                                                for aug in plan.datasets if aug != "original"},
+                 TWO: c.file(TWO), ALL: c.file(ALL)}
+        row = {}
+        for name, path in files.items():
+            if path and os.path.isfile(path):
+                first, last = coverage(path)
+                row[name] = {"first": first, "last": last, "gain": last - first}
+        if row:
+            out[c.tag] = row
+    return out
+
+
+def cn_figure(cov, out):
+    if not cov:
+        return []
+    from analysis import plots
+
+    plt = plots._pyplot()
+    fig, axes = plt.subplots(1, len(cov), figsize=(5.5 * len(cov), 3.6), squeeze=False)
+    for ax, (tag, row) in zip(axes[0], cov.items()):
+        names = list(row)
+        for j, key in enumerate(("first", "last", "gain")):
+            ax.bar([i + (j - 1) * 0.27 for i in range(len(names))], [row[x][key] for x in names], 0.27, label=key)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.axhline(0, color="grey", linewidth=0.6)
+        ax.set_title(f"{tag}: coverage −Σ_l min_i dist", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return plots.save(fig, out, "cn_score")
+
+
+def scaling(data):
+    """{learner: {dataset: [(N, normalised gain over original)]}} over the spread cells."""
+    out = {}
+    for c in data["cells"].values():
+        if c["env"] != "mpe_spread":
+            continue
+        for learner, row in c["scores"].items():
+            base = normalised(row.get("original"))
+            for ds in data["datasets"]:
+                if ds != "original" and base is not None and normalised(row.get(ds)) is not None:
+                    out.setdefault(learner, {}).setdefault(ds, []).append((c["n_agents"], normalised(row[ds]) - base))
+    return out
+
+
+def scaling_figure(gains, out):
+    if not gains:
+        return []
+    from analysis import plots
+
+    plt = plots._pyplot()
+    fig, axes = plt.subplots(1, len(gains), figsize=(4 * len(gains), 3.2), squeeze=False)
+    for ax, (learner, rows) in zip(axes[0], gains.items()):
+        for ds, points in rows.items():
+            points = sorted(points)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=DATASET_NAMES[ds])
+        ax.axhline(0, color="grey", linewidth=0.6)
+        ax.set_xlabel("N agents")
+        ax.set_title(learner, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("normalised score − original's")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle("Gain over the original one-expert data vs N (MPE spread)", fontsize=9)
+    fig.tight_layout()
+    return plots.save(fig, out, "scaling")
+
+
+def report(plan, a):
+    os.makedirs(a.out, exist_ok=True)
+    state = State(plan)
+    data = build_table(plan, state, paper_table(a.paper))
+    data.update(provenance())
+    data["coverage"] = coverage_table(plan, state)
+    data["scaling"] = scaling(data)
+    labels_md, data["labels"] = labels_markdown(plan, state)
+    gen_md, data["generation"] = generation_markdown(plan, state)
+    md = markdown(data) + f"\n{data['date']}, commit {data['commit']}, {data['machine']}.\n"
+    for name, text in (("table.md", md), ("labels.md", labels_md), ("generation.md", gen_md)):
+        with open(os.path.join(a.out, name), "w") as f:
+            f.write(text)
+    with open(os.path.join(a.out, "table.json"), "w") as f:
+        json.dump(data, f, indent=2)
+    figures = cn_figure(data["coverage"], a.out) + scaling_figure(data["scaling"], a.out)
+    print(md, flush=True)
+    print(f"wrote {', '.join(os.path.join(a.out, x) for x in ('table.md', 'table.json', 'labels.md', 'generation.md'))}"
+          + (f", {', '.join(figures)}" if figures else ""), flush=True)
+    return data
+
+
+# ----------------------------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    from utils.cli import parse_updates
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--envs", nargs="+", default=None, help="env configs (default mpe_spread lbf_8x8_2p_2f_coop; "
+                                                           "mpe_world optional)")
+    p.add_argument("--n-agents", nargs="+", type=int, default=None,
+                   help="N of the envs that take it (mpe_spread; default 3 4 5); the others run at their own N")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="learner seeds (default 1 2 3); the label and "
+                                                                      "augment runs use the first")
+    p.add_argument("--preset", default="cpu", choices=("cpu", "paper"), help="augment_preset (default cpu)")
+    p.add_argument("--labeler", default="noisy_oracle", choices=("noisy_oracle", "oracle", "llm"),
+                   help="the segment labels codi distils (default noisy_oracle at --oracle-accuracy)")
+    p.add_argument("--oracle-accuracy", type=float, default=0.8,
+                   help="noisy_oracle's probability of naming the expert (default 0.8)")
+    p.add_argument("--label-with", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="updates of the label runs (e.g. llm.backend=local label_segments=200)")
+    p.add_argument("--augment-with", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="updates of the augment runs (e.g. delta=0.2 augment_train_steps=5000)")
+    p.add_argument("--privileged", action="store_true", help="add codi_privileged (ground-truth labels) as a row")
+    p.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=list(LEARNERS))
+    p.add_argument("--steps", type=int, default=None, help=f"gradient steps of each learner run (default "
+                                                           f"{LEARN_STEPS}, the codi_learn sweep's)")
+    p.add_argument("--dataset-episodes", type=int, default=None,
+                   help="episodes per dataset (scripts/reference_datasets.py --episodes; default its 1000)")
+    p.add_argument("--dataset-t-max", type=int, default=None,
+                   help="behaviour policy training steps (scripts/reference_datasets.py --t-max; smoke runs)")
+    p.add_argument("--no-collect", action="store_true",
+                   help="use the datasets in <results>/datasets/<env label>/ as they are (no reference_datasets.py)")
+    p.add_argument("--quick", action="store_true", help=f"spread N=3, seed 1, {QUICK['steps']} learner steps, "
+                                                        f"{QUICK['augment_with']}: a plumbing check")
+    p.add_argument("--paper", default=None, help="the paper's text (default ../shared/papers/000_*.txt)")
+    study.add_ray_options(p)  # --jobs, --address, --num-cpus, --results
+    p.add_argument("--out", default=None, help="default results/bench/codi/<preset>")
+    p.add_argument("--check", action="store_true", help="build and check every sweep, print the plan, run nothing")
+    p.add_argument("--report-only", action="store_true", help="tables and figures from the runs so far")
+    p.add_argument("extra", nargs="*", help="`with` updates of every learner run, e.g. test_nepisode=16")
+    a = p.parse_args(argv)
+    a.results = os.path.abspath(a.results)
+    a.envs = a.envs or (QUICK["envs"] if a.quick else ["mpe_spread", "lbf_8x8_2p_2f_coop"])
+    a.n_agents = a.n_agents or (QUICK["n_agents"] if a.quick else [3, 4, 5])
+    a.seeds = a.seeds or (QUICK["seeds"] if a.quick else [1, 2, 3])
+    a.steps = a.steps or (QUICK["steps"] if a.quick else None)
+    a.out = os.path.abspath(a.out or os.path.join(RESULTS_ROOT, "bench", "codi", a.preset))
+    a.with_ = flatten(parse_updates(a.extra)) if a.extra else {}
+    a.label_with = flatten(parse_updates(a.label_with)) if a.label_with else {}
+    a.augment_with = {**(QUICK["augment_with"] if a.quick else {}),
+                      **(flatten(parse_updates(a.augment_with)) if a.augment_with else {})}
+    if a.labeler == "noisy_oracle":
+        if not 0.0 <= a.oracle_accuracy <= 1.0:
+            p.error("--oracle-accuracy must be in [0, 1]")
+        a.labeler_tag = f"noisy{round(a.oracle_accuracy * 100):02d}"
+        a.label_updates = {"labeler": "noisy_oracle", "oracle_accuracy": a.oracle_accuracy}
+        a.labeler_desc = f"noisy_oracle at accuracy {a.oracle_accuracy:g} (`{a.labeler_tag}`)"
+    else:
+        a.labeler_tag, a.label_updates = a.labeler, {"labeler": a.labeler}
+        a.labeler_desc = f"{a.labeler}" + (f" ({', '.join(f'{k}={v}' for k, v in a.label_with.items())})"
+                                           if a.label_with else "")
+    return a
+
+
+def print_plan(plan, state):
+    counts, pending = {}, 0
+    for phase, tag, base, diff, wait in all_sweeps(plan, state):
+        name, trials = check_sweep(base, diff, plan.a.results)
+        counts[phase] = counts.get(phase, 0) + len(trials)
+        pending += len(trials) if wait else 0
+        print(f"  {phase:<8} {tag or 'all cells':<10} {name}: {len(trials)} trials"
+              + (" (input pending: built with a placeholder path)" if wait else ""), flush=True)
+    return counts, pending
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    try:
+        plan = Plan(a)
+        state = State(plan)
+        for c in plan.cells:
+            print(f"{c.tag}: {c.env}{' ' + str(c.env_args) if c.env_args else ''} (N = {c.n}, label {c.label}); data "
+                  f"{c.source}, labels in {c.copy}" + ("; fixed N" if c.env not in N_ARG else ""), flush=True)
+        counts, pending = print_plan(plan, state)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    cpu, wall, slow = estimate(plan, counts)
+    jobs = a.jobs or a.num_cpus or os.cpu_count()
+    print(f"{sum(counts.values())} trials ({', '.join(f'{k} {v}' for k, v in counts.items())}; {pending} wait for "
+          f"inputs) + {len(plan.cells)} dataset recipe(s). Estimated CPU: data {cpu['data'] / 3600:.1f} h, augment "
+          f"{cpu['augment'] / 3600:.1f} h, learners {cpu['learn'] / 3600:.1f} h; about {wall / 3600:.1f} h wall with "
+          f"{jobs} trial(s) at a time on an idle machine, up to {slow:.1f}x the augment time while other jobs share "
+          f"the cores (per-run times measured here: bench/codi_table.py's constants)", flush=True)
+    if a.check:
+        return 0
+    code = 0 if a.report_only else run_study(plan, a)
+    if code == 2:
+        return code
+    report(plan, a)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
