@@ -154,8 +154,11 @@ def start_ray(address=None, num_cpus=None):
     if address:
         ray.init(address=address, runtime_env=runtime_env(), logging_level=logging.ERROR, log_to_driver=False)
     else:
+        # Ray nices its workers to 15 by default, so a trial (the worker's child) got a fraction of a core whenever
+        # anything else ran on the machine; ours run at the driver's priority. (A cluster: `ray start` with
+        # RAY_worker_niceness=0 in its environment, README "Sweeps and results".)
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=runtime_env(),
-                 logging_level=logging.ERROR, log_to_driver=False)
+                 logging_level=logging.ERROR, log_to_driver=False, _system_config={"worker_niceness": 0})
     return ray
 
 

@@ -28,6 +28,16 @@ def local_ray():
     ray.shutdown()
 
 
+def test_trials_run_at_the_drivers_priority(local_ray):
+    """Ray nices workers (and so the trial processes they start) to 15 by default: on a shared machine a trial then
+    got a fraction of a core beside any ordinary process. The local Ray of start_ray keeps the driver's niceness."""
+    @local_ray.remote(num_cpus=1)
+    def niceness():
+        return os.nice(0)
+
+    assert local_ray.get(niceness.remote()) == os.nice(0)
+
+
 def test_a_2x2_sweep_writes_four_sacred_runs_and_a_manifest_pointing_at_them(tmp_path, local_ray, capsys):
     spec = sweep_file(tmp_path, "two_by_two", algs=["qmix", "vdn"], envs=["matrix_game"], seeds=2)
     sweep = driver.prepare(spec)
