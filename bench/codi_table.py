@@ -340,10 +340,19 @@ def collect_data(c, a):
     return study.run(cmd)
 
 
+def finished(a, base, diff):
+    """Whether the sweep's manifest says every trial completed (a rerun then skips it without starting Ray)."""
+    trials = (read_json(os.path.join(sweep_folder(a, base, diff), "manifest.json")) or {}).get("trials") or []
+    return bool(trials) and all(t.get("status") == "COMPLETED" for t in trials)
+
+
 def run_phase(sweeps, a):
-    """study.run_sweeps over [(base, diff)]; returns its exit code (2: a config error, stop)."""
-    code, _ = study.run_sweeps(sweeps, a)
-    return code
+    """study.run_sweeps over [(base, diff)] that are not finished; returns its exit code (2: a config error)."""
+    todo = [(base, diff) for base, diff in sweeps if not finished(a, base, diff)]
+    for base, diff in sweeps:
+        if (base, diff) not in todo:
+            print(f"{sweep_name(base, diff)}: every trial completed (results/sweeps/ manifest): skipped", flush=True)
+    return study.run_sweeps(todo, a)[0] if todo else 0
 
 
 def run_study(plan, a):

@@ -1,0 +1,224 @@
+"""bench/codi_table.py: its sweeps derive from the shipped config/sweeps/codi_*.yaml and check on every env (no Ray,
+nothing run); the table, scores, labels and generation reports assembled from synthetic sweep folders and Sacred runs
+with known numbers; the paper's Table 1 read from its text; the coverage of MPE spread observations."""
+import importlib.util
+import json
+import os
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from offline import DatasetWriter
+from sweeps.spec import expand, load_sweep, validate
+from utils.paths import REPO_ROOT
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("codi_table", os.path.join(REPO_ROOT, "bench", "codi_table.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def trials_of(bench, base, diff, tmp_path):
+    return bench.check_sweep(base, diff, str(tmp_path / "results"))
+
+
+def test_the_shipped_files_are_the_plan_of_spread_n3(tmp_path):
+    bench = load_bench()
+    a = bench.parse_args(["--envs", "mpe_spread", "--n-agents", "3", "--out", str(tmp_path)])
+    plan = bench.Plan(a)
+    cell = plan.cells[0]
+    assert (cell.tag, cell.label, cell.env_args) == ("spread3", "spread_N3", {})  # N=3 is the env config's own
+    assert plan.label() == {} and plan.augment() == {} and plan.learn(cell, "original") == {}
+    assert plan.no_comp(cell, "/art/codi") == {"entries": [{
+        "alg": "codi_no_comp", "env": "mpe_spread", "name": "codi_no_comp_spread3", "seeds": [1],
+        "with": {"offline_dataset": "results/datasets/spread_N3/imbalanced_1e_codi_noisy80.h5", "augment_preset": "cpu",
+                 "augment_label_name": "noisy80", "augment_checkpoint": "/art/codi"}}]}
+    assert bench.sweep_name("codi_learn", {}) == "codi_learn"
+    for base in ("codi_label", "codi_augment", "codi_no_comp", "codi_learn"):  # each runs alone, as shipped
+        assert validate(expand(load_sweep(base)))
+    learn = plan.learn(cell, "codi", "/gen/codi.h5")
+    assert [e["with"]["offline_dataset"] for e in learn["entries"]] == [
+        ["results/datasets/spread_N3/imbalanced_1e.h5", "/gen/codi.h5"]] * 4
+    assert [e["name"] for e in learn["entries"]] == ["codi__bc", "codi__bc50", "codi__omar", "codi__omiga"]
+
+
+def test_check_builds_every_sweep_of_every_env_and_runs_nothing(tmp_path, capsys):
+    bench = load_bench()
+    args = ["--envs", "mpe_spread", "lbf_8x8_2p_2f_coop", "mpe_world", "--n-agents", "3", "4", "--seeds", "1", "2",
+            "3", "--privileged", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "out")]
+    assert bench.main(["--check", *args]) == 0
+    out = capsys.readouterr().out
+    # cells spread3, spread4, lbf2 (fixed N), world3 (fixed N); augment: codi, madiff_like, codi_privileged per cell;
+    # learn: 5 datasets x 4 learners x 3 seeds per cell
+    assert "260 trials (label 4, augment 12, no_comp 4, learn 240; 196 wait for inputs) + 4 dataset recipe(s)" in out
+    assert not (tmp_path / "results").exists() and not (tmp_path / "out").exists()
+    plan = bench.Plan(bench.parse_args(args))
+    assert [(c.tag, c.n, c.label) for c in plan.cells] == [
+        ("spread3", 3, "spread_N3"), ("spread4", 4, "spread_N4"), ("lbf2", 2, "Foraging-8x8-2p-2f-coop-v3"),
+        ("world3", 3, "world")]
+    _, trials = trials_of(bench, "codi_augment", plan.augment(), tmp_path)
+    by_id = {t["id"]: t for t in trials}
+    assert by_id["codi_spread4-s1"]["env_label"] == "spread_N4"  # env_args.N reaches the run config
+    assert by_id["codi_spread4-s1"]["overrides"]["env_args.N"] == 4
+    assert "env_args.N" not in by_id["codi_spread3-s1"]["overrides"]
+    assert by_id["codi_spread4-s1"]["overrides"]["augment_label_name"] == "noisy80"
+    assert "augment_label_name" not in by_id["madiff_like_lbf2-s1"]["overrides"]
+    assert by_id["codi_privileged_world3-s1"]["run"] == "augment"
+    _, label = trials_of(bench, "codi_label", plan.label(), tmp_path)
+    spread4 = [t for t in label if t["id"] == "label_spread4-s1"][0]["overrides"]
+    assert spread4["label_out"].endswith("spread_N4/imbalanced_1e_codi_noisy80.h5")
+    assert (spread4["labeler"], spread4["oracle_accuracy"]) == ("noisy_oracle", 0.8)
+
+
+def test_llm_labels_pass_through_and_quick_is_small(tmp_path):
+    bench = load_bench()
+    a = bench.parse_args(["--labeler", "llm", "--label-with", "llm.backend=local", "label_segments=200", "--quick",
+                          "--out", str(tmp_path)])
+    plan = bench.Plan(a)
+    entry = plan.label()["entries"][0]
+    assert entry["with"]["labeler"] == "llm" and entry["with"]["llm.backend"] == "local"
+    assert entry["with"]["label_out"].endswith("imbalanced_1e_codi_llm.h5") and "oracle_accuracy" not in entry["with"]
+    assert [c.tag for c in plan.cells] == ["spread3"] and a.seeds == [1]
+    _, trials = trials_of(bench, "codi_learn", plan.learn(plan.cells[0], "original"), tmp_path)
+    assert len(trials) == 4 and {t["t_max"] for t in trials} == {600}
+
+
+# ------------------------------------------------------------------------------ synthetic runs with known numbers
+REFS = {"imbalanced_1e": -100.0, "expert_2": -80.0, "expert_all": -60.0}
+# mean final test return per (dataset, learner); seeds 1 and 2 score mean - 5 and mean + 5
+MEANS = {("original", "bc"): -90.0, ("original", "bc50"): -85.0, ("madiff_like", "bc"): -88.0,
+         ("madiff_like", "bc50"): -84.0, ("codi_no_comp", "bc"): -80.0, ("codi_no_comp", "bc50"): -76.0,
+         ("codi", "bc"): -70.0, ("codi", "bc50"): -66.0}
+
+
+def write_run(root, name, label, run_id, config, info):
+    d = os.path.join(root, "sacred", name, label, str(run_id))
+    os.makedirs(d)
+    beat = datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
+    for file, data in (("config.json", {"name": name, **config}), ("run.json", {"status": "COMPLETED",
+                                                                              "heartbeat": beat}),
+                       ("info.json", info)):
+        with open(os.path.join(d, file), "w") as f:
+            json.dump(data, f)
+    return d
+
+
+def write_sweep(folder, trials):
+    os.makedirs(folder)
+    with open(os.path.join(folder, "manifest.json"), "w") as f:
+        json.dump({"name": os.path.basename(folder), "trials": [
+            {"id": i, "status": "COMPLETED", "sacred_run": run} for i, run in trials]}, f)
+
+
+def generate_info(path, artifacts, pass_rate):
+    return {"augment": {"artifacts": artifacts, "labeler": {"report": {"vs_given": {"accuracy": 0.81},
+                                                                       "vs_truth": {"accuracy": 0.95}}},
+                        "generate": {"path": path, "pass_rate": pass_rate, "real_pass_rate": 0.9, "delta": 0.03,
+                                     "target_rtg": -70.0, "return_mean": -75.0, "return_std": 3.0, "length_mean": 25.0,
+                                     "counters": {"episodes": 10, "resamples": 4, "dropped": 1}}}}
+
+
+def test_the_table_is_assembled_from_the_runs(tmp_path):
+    bench = load_bench()
+    res, out = tmp_path / "results", tmp_path / "out"
+    args = ["--envs", "mpe_spread", "--n-agents", "3", "--seeds", "1", "2", "--learners", "bc", "bc50", "--results",
+            str(res), "--out", str(out), "--no-collect"]
+    a = bench.parse_args(args)
+    plan = bench.Plan(a)
+    c = plan.cells[0]
+    os.makedirs(c.data_dir)
+    with open(os.path.join(c.data_dir, "returns.json"), "w") as f:
+        json.dump({"datasets": [{"dataset": k, "episodes": 10, "return_mean": v, "return_std": 1.0,
+                                 "composition": k} for k, v in REFS.items()]}, f)
+    root, run_id = str(res), iter(range(1, 100))
+    label_run = write_run(root, "label_agent_quality", c.label, next(run_id), {"run": "label"}, {"labeling": {
+        "labeler": "noisy_oracle", "settings": {"label_protocol_hint": False},
+        "accuracy": {"items": 50, "labeled": 50, "accuracy": 0.78, "confusion": [[1]]}}})
+    write_sweep(bench.sweep_folder(a, "codi_label", plan.label()), [(f"label_{c.tag}-s1", label_run)])
+    art = str(tmp_path / "augment" / "codi" / "abc")
+    gen = {"codi": os.path.join(art, "generated_1.h5"), "codi_no_comp": os.path.join(art, "generated_2.h5"),
+           "madiff_like": str(tmp_path / "augment" / "madiff_like" / "def" / "generated_3.h5")}
+    runs = {aug: write_run(root, aug, c.label, next(run_id), {"run": "augment"},
+                           generate_info(gen[aug], os.path.dirname(gen[aug]), rate))
+            for aug, rate in (("codi", 0.5), ("madiff_like", 0.7), ("codi_no_comp", 0.6))}
+    write_sweep(bench.sweep_folder(a, "codi_augment", plan.augment()),
+                [(f"{aug}_{c.tag}-s1", runs[aug]) for aug in ("codi", "madiff_like")])
+    write_sweep(bench.sweep_folder(a, "codi_no_comp", plan.no_comp(c, art)),
+                [(f"codi_no_comp_{c.tag}-s1", runs["codi_no_comp"])])
+    for ds in plan.datasets:
+        trials = []
+        for alg in ("bc", "bc50"):
+            for seed, delta in ((1, -5.0), (2, 5.0)):
+                name = f"{ds}__{alg}"
+                final = MEANS[(ds, alg)] + delta
+                config = {"run": "offline", "env": "mpe", "seed": seed, "env_args": {"scenario": "spread", "N": 3},
+                          "offline_steps": 20}
+                trials.append((f"{name}-s{seed}", write_run(root, name, c.label, next(run_id), config, {
+                    "test_return_mean": [-100.0, final], "test_return_mean_T": [0, 20]})))
+        write_sweep(bench.sweep_folder(a, "codi_learn", plan.learn(c, ds, gen.get(ds))), trials)
+
+    assert bench.main(["--report-only", *args]) == 0
+    table = json.loads((out / "table.json").read_text())
+    cell = table["cells"]["spread3"]
+    assert cell["references"] == REFS and cell["generated"] == gen
+    for (ds, alg), mean in MEANS.items():
+        s = cell["scores"][bench.LEARNERS[alg]][ds]
+        assert s["n"] == 2 and s["mean"] == mean and s["std"] == 5.0, (ds, alg, s)
+        assert s["normalised_mean"] == pytest.approx((mean + 100.0) / 40.0)
+        assert s["normalised_std"] == pytest.approx(5.0 / 40.0)
+    expected = {ds: np.mean([(MEANS[(ds, alg)] + 100.0) / 40.0 for alg in ("bc", "bc50")]) for ds in plan.datasets}
+    for ds, avg in table["averages"].items():
+        assert avg["rows"] == 2 and avg["mean"] == pytest.approx(expected[ds])
+    assert table["scaling"]["BC"]["codi"] == [[3, pytest.approx(0.5)]]  # (-70 + 100)/40 - (-90 + 100)/40
+    md = (out / "table.md").read_text()
+    assert "| mpe_spread (N = 3) | BC | -90.000 ± 5.000 [0.25 ± 0.12] |" in md
+    assert "CN: 0.21 / 0.33 / 0.36 / 0.58 |" in md  # the paper's BC row beside ours
+    assert "noisy_oracle at accuracy 0.8" in md
+    assert "| **average** (normalised) | all | 0.31 (2 rows) | 0.35 (2 rows) | 0.55 (2 rows) | 0.80 (2 rows) |" in md
+    assert os.path.isfile(out / "scaling.png") and os.path.isfile(out / "spread3" / "curves.png")
+    labels = (out / "labels.md").read_text()
+    assert "| mpe_spread (3) | noisy_oracle | False | 50 | 50 | 0.780 | 0.810 | 0.950 |" in labels
+    generation = (out / "generation.md").read_text()
+    assert "| mpe_spread (3) | codi | 10 | 0.03 | 0.500 | 0.900 | 4 | 1 | -75 ± 3 | -70 | 25.0 |" in generation
+    assert "| mpe_spread (3) | madiff_like | 10 | 0.03 | 0.700 |" in generation
+
+
+def test_the_papers_table_1_is_read_from_its_text():
+    bench = load_bench()
+    paper = bench.paper_table()
+    if paper is None:
+        pytest.skip("the paper's text (../shared/papers/000_*.txt) is not here")
+    cn = paper["rows"]["CN"]
+    # the issue's anchors for CN: BC / 50%BC / OMAR / OMIGA per column
+    anchors = {"original": (0.21, -0.02, -4.06, 0.66), "madiff_like": (0.33, -0.25, 0.26, 0.93),
+               "codi_no_comp": (0.36, 0.11, 0.35, 0.94), "codi_privileged": (0.59, 0.56, 0.76, 1.01),
+               "codi": (0.58, 0.43, 0.50, 0.96)}
+    for column, values in anchors.items():
+        assert tuple(cn[learner][column] for learner in ("BC", "50%BC", "OMAR", "OMIGA")) == values, column
+    assert paper["rows"]["World"]["OMAR"]["codi"] == -0.40 and set(paper["rows"]) == {"CN", "World", "3m", "Zerg_3v4"}
+    assert paper["average"] == {"original": 0.08, "MBTS": -0.21, "madiff_like": 0.05, "MADiTS": 0.04,
+                                "codi_no_comp": 0.24, "codi_privileged": 0.45, "codi": 0.63}
+
+
+def test_coverage_of_spread_observations(tmp_path):
+    bench = load_bench()
+    n, T1 = 2, 4
+    info = {"n_agents": n, "n_actions": 5, "obs_shape": 12, "state_shape": 24, "episode_limit": T1 - 1}
+    obs = np.zeros((2, T1, n, 12), np.float32)  # landmark offsets at obs[4:8]; zero at later steps (covered)
+    obs[0, 0, 0, 4:8] = [3, 4, 0, 1]  # agent 0: landmark 0 at 5, landmark 1 at 1
+    obs[0, 0, 1, 4:8] = [0, 2, 6, 8]  # agent 1: at 2 and 10 -> closest 2 and 1: coverage -3
+    obs[1, 0, :, 4:8] = [0, 1, 1, 0]  # both agents at 1 from each landmark: coverage -2
+    obs[1, 1, :, 4:8] = [0, 3, 0, 4]  # episode 1 ends after 1 transition: its last step is t = 1 (coverage -7)
+    filled = np.ones((2, T1, 1), np.uint8)
+    filled[1, 2:] = 0
+    arrays = {"obs": obs, "state": obs.reshape(2, T1, -1), "actions": np.zeros((2, T1, n, 1), np.int64),
+              "avail_actions": np.ones((2, T1, n, 5), np.uint8), "reward": np.zeros((2, T1, 1), np.float32),
+              "terminated": np.zeros((2, T1, 1), np.uint8), "filled": filled}
+    path = str(tmp_path / "spread.h5")
+    with DatasetWriter(path, info, "mpe", {"scenario": "spread", "N": n}, {"env": "mpe"}) as w:
+        w.add_arrays(arrays, qualities=np.array([["expert", "random"], ["random", "expert"]]))
+    first, last = bench.coverage(path)
+    assert first == pytest.approx(-2.5) and last == pytest.approx((0.0 - 7.0) / 2)
