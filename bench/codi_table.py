@@ -68,7 +68,6 @@ TAGS = {"mpe_spread": "spread", "lbf_8x8_2p_2f_coop": "lbf", "mpe_world": "world
 PAPER_TASKS = {("mpe_spread", 3): "CN", ("mpe_world", 3): "World"}  # our cell -> the paper's task of Table 1
 PAPER_COLUMNS = ("original", "MBTS", "madiff_like", "MADiTS", "codi_no_comp", "codi_privileged", "codi")
 PAPER_ROWS = ("CN", "World", "3m", "Zerg_3v4")
-LEARN_STEPS = 3000  # config/sweeps/codi_learn.yaml's offline_steps
 QUICK = {"seeds": [1], "envs": ["mpe_spread"], "n_agents": [3], "steps": 600,
          "augment_with": {"augment_train_steps": 2000}}
 # Measured per-run times on this machine's 2 shared cores, for --check's estimate:
@@ -308,7 +307,7 @@ def estimate(plan, counts):
     from augmenters.codi.settings import PRESETS
 
     train_steps = int(a.augment_with.get("augment_train_steps") or PRESETS[a.preset]["train_steps"])
-    steps = a.steps or LEARN_STEPS
+    steps = a.steps or int(load_sweep("codi_learn")["with"]["offline_steps"])
     cpu = {"data": 0.0, "augment": 0.0, "learn": 0.0}
     for c in plan.cells:
         if not all(os.path.isfile(c.file(x)) for x in (SOURCE, TWO, ALL)):  # made already: nothing to do
@@ -318,7 +317,7 @@ def estimate(plan, counts):
         segments = (a.dataset_episodes or 1000) * -(-limit // 7)
         generate = segments / SEGMENTS_PER_S
         cpu["augment"] += len(plan.trained) * (train_steps / AUGMENT_STEPS_PER_S[0] + generate) + LABELER_S + generate
-    cpu["learn"] = counts.get("learn", 0) * steps * OFFLINE_S_PER_STEP * 1.1
+    cpu["learn"] = counts.get("learn", 0) * steps * OFFLINE_S_PER_STEP  # evaluations included
     slow = AUGMENT_STEPS_PER_S[0] / AUGMENT_STEPS_PER_S[1]
     wall = cpu["data"] + cpu["augment"] / min(jobs, max(1, len(plan.trained) * len(plan.cells))) + cpu["learn"] / jobs
     return cpu, wall, slow
@@ -428,7 +427,8 @@ def build_table(plan, state, paper):
     """table.json's content: per cell the references and scores; averages of the normalised scores per dataset."""
     data = {"preset": plan.a.preset, "labeler": plan.a.labeler_desc, "seeds": list(plan.a.seeds),
             "learners": [LEARNERS[x] for x in plan.a.learners], "datasets": plan.datasets,
-            "offline_steps": plan.a.steps or LEARN_STEPS, "augment_with": plan.a.augment_with, "cells": {},
+            "offline_steps": plan.a.steps or load_sweep("codi_learn")["with"]["offline_steps"],
+            "augment_with": plan.a.augment_with, "cells": {},
             "paper": paper}
     for c in plan.cells:
         scores, folders = cell_scores(plan, state, c)
@@ -496,6 +496,10 @@ def markdown(data):
 
 
 # --- labels.md, generation.md
+def num(x):
+    return "–" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
 def labels_markdown(plan, state):
     lines = ["# Agent-quality labels", "", f"Labeler: {plan.a.labeler_desc}. Label runs: accuracy vs the one expert "
              "of agent_quality over the asked segments (info.json `labeling`); GRU: codi's labeler at every segment "
@@ -510,9 +514,6 @@ def labels_markdown(plan, state):
         acc = lab.get("accuracy") or {}
         gru = (run_info(runs.get("codi"), "augment").get("labeler") or {}).get("report") or {}
         settings = lab.get("settings") or {}
-
-        def num(x):
-            return "–" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
         row = {"labeler": lab.get("labeler"), "hint": settings.get("label_protocol_hint"),
                "items": acc.get("items"), "labeled": acc.get("labeled"), "accuracy": acc.get("accuracy"),
                "confusion": acc.get("confusion"), "gru_vs_given": (gru.get("vs_given") or {}).get("accuracy"),
@@ -521,7 +522,38 @@ def labels_markdown(plan, state):
         lines.append(f"| {c.env} ({c.n}) | {num(row['labeler'])} | {num(row['hint'])} | {num(row['items'])} | "
                      f"{num(row['labeled'])} | {num(row['accuracy'])} | {num(row['gru_vs_given'])} | "
                      f"{num(row['gru_vs_truth'])} |")
-    return "\n".join(lines) + "\n", out
+    others = every_label_run(plan)
+    if others:
+        lines += ["", "## Every labeler run on these datasets", "",
+                  f"The completed runs of every codi_label sweep under {rel(os.path.join(plan.a.results, 'sweeps'))}/ "
+                  "(other --labeler / --oracle-accuracy / --label-with choices, e.g. the LLM with and without "
+                  "label_protocol_hint): the LLM's accuracy here is the noisy oracle's accuracy to use "
+                  "(--oracle-accuracy).", "",
+                  "| env (N) | label name | labeler | model | oracle accuracy | protocol hint | segments asked | "
+                  "labeled | accuracy |", "|---|---|---|---|---:|---|---:|---:|---:|"]
+        for r in others:
+            lines.append(f"| {r['env']} ({r['n']}) | {num(r['label_name'])} | {num(r['labeler'])} | "
+                         f"{num(r['model'])} | {num(r['oracle_accuracy'])} | {num(r['hint'])} | {num(r['items'])} | "
+                         f"{num(r['labeled'])} | {num(r['accuracy'])} |")
+    return "\n".join(lines) + "\n", {"runs": out, "every_run": others}
+
+
+def every_label_run(plan):
+    """The completed label runs of every codi_label* sweep of --results whose dataset is one of the cells' sources."""
+    cells = {os.path.normpath(os.path.join(ROOT, c.source)): c for c in plan.cells}
+    rows = []
+    for manifest in sorted(glob.glob(os.path.join(plan.a.results, "sweeps", "codi_label*", "manifest.json"))):
+        for r in (read_json(manifest) or {}).get("trials", []):
+            lab = run_info(r.get("sacred_run"), "labeling") if r.get("status") == "COMPLETED" else {}
+            c = cells.get(os.path.normpath(os.path.join(ROOT, lab.get("dataset") or "")))
+            if c is None:
+                continue
+            settings, acc = lab.get("settings") or {}, lab.get("accuracy") or {}
+            rows.append({"env": c.env, "n": c.n, "label_name": lab.get("label_name"), "labeler": lab.get("labeler"),
+                         "model": settings.get("model"), "oracle_accuracy": settings.get("oracle_accuracy"),
+                         "hint": settings.get("label_protocol_hint"), "items": acc.get("items"),
+                         "labeled": acc.get("labeled"), "accuracy": acc.get("accuracy"), "run": r["sacred_run"]})
+    return rows
 
 
 def generation_markdown(plan, state):
@@ -682,8 +714,8 @@ def parse_args(argv=None):
                    help="updates of the augment runs (e.g. delta=0.2 augment_train_steps=5000)")
     p.add_argument("--privileged", action="store_true", help="add codi_privileged (ground-truth labels) as a row")
     p.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=list(LEARNERS))
-    p.add_argument("--steps", type=int, default=None, help=f"gradient steps of each learner run (default "
-                                                           f"{LEARN_STEPS}, the codi_learn sweep's)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="gradient steps of each learner run (default: config/sweeps/codi_learn.yaml's, 3000)")
     p.add_argument("--dataset-episodes", type=int, default=None,
                    help="episodes per dataset (scripts/reference_datasets.py --episodes; default its 1000)")
     p.add_argument("--dataset-t-max", type=int, default=None,

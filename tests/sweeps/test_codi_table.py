@@ -135,7 +135,8 @@ def test_the_table_is_assembled_from_the_runs(tmp_path):
                                  "composition": k} for k, v in REFS.items()]}, f)
     root, run_id = str(res), iter(range(1, 100))
     label_run = write_run(root, "label_agent_quality", c.label, next(run_id), {"run": "label"}, {"labeling": {
-        "labeler": "noisy_oracle", "settings": {"label_protocol_hint": False},
+        "labeler": "noisy_oracle", "label_name": "noisy80", "dataset": os.path.join(c.data_dir, "imbalanced_1e.h5"),
+        "settings": {"label_protocol_hint": False, "oracle_accuracy": 0.8},
         "accuracy": {"items": 50, "labeled": 50, "accuracy": 0.78, "confusion": [[1]]}}})
     write_sweep(bench.sweep_folder(a, "codi_label", plan.label()), [(f"label_{c.tag}-s1", label_run)])
     art = str(tmp_path / "augment" / "codi" / "abc")
@@ -181,6 +182,7 @@ def test_the_table_is_assembled_from_the_runs(tmp_path):
     assert os.path.isfile(out / "scaling.png") and os.path.isfile(out / "spread3" / "curves.png")
     labels = (out / "labels.md").read_text()
     assert "| mpe_spread (3) | noisy_oracle | False | 50 | 50 | 0.780 | 0.810 | 0.950 |" in labels
+    assert "| mpe_spread (3) | noisy80 | noisy_oracle | – | 0.800 | False | 50 | 50 | 0.780 |" in labels  # every run
     generation = (out / "generation.md").read_text()
     assert "| mpe_spread (3) | codi | 10 | 0.03 | 0.500 | 0.900 | 4 | 1 | -75 ± 3 | -70 | 25.0 |" in generation
     assert "| mpe_spread (3) | madiff_like | 10 | 0.03 | 0.700 |" in generation
