@@ -481,6 +481,9 @@ def markdown(data):
         if refs:
             lines.append(f"| {where} | dataset returns | " + ", ".join(f"{k} {v:.3f}" for k, v in refs.items())
                          + " |" + " |" * len(cols))
+            if SOURCE in refs and ALL in refs and refs[ALL] <= refs[SOURCE]:
+                lines.append(f"| {where} | **note** | expert_all does not beat imbalanced_1e here: its normalised "
+                             "scores mean nothing (a behaviour policy trained too briefly?) |" + " |" * len(cols))
     avg = data["averages"]
     p_avg = " / ".join(f"{paper['average'][d]:.2f}" for d in dsets if d in PAPER_COLUMNS) if paper else "–"
     lines.append("| **average** (normalised) | all | " + " | ".join(
@@ -746,7 +749,8 @@ def parse_args(argv=None):
             p.error("--oracle-accuracy must be in [0, 1]")
         a.labeler_tag = f"noisy{round(a.oracle_accuracy * 100):02d}"
         a.label_updates = {"labeler": "noisy_oracle", "oracle_accuracy": a.oracle_accuracy}
-        a.labeler_desc = f"noisy_oracle at accuracy {a.oracle_accuracy:g} (`{a.labeler_tag}`)"
+        a.labeler_desc = (f"noisy_oracle at accuracy {a.oracle_accuracy:g} (`{a.labeler_tag}`; --oracle-accuracy, "
+                          f"meant to be the LLM labeler's measured accuracy: labels.md lists every labeler run)")
     else:
         a.labeler_tag, a.label_updates = a.labeler, {"labeler": a.labeler}
         a.labeler_desc = f"{a.labeler}" + (f" ({', '.join(f'{k}={v}' for k, v in a.label_with.items())})"
