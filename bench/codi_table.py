@@ -21,7 +21,8 @@ says. Per cell, in order (every step resumable: a rerun skips what is complete):
   3. no_comp  codi_no_comp (one sweep per cell, once codi's run completed): generates from codi's trained models
               (augment_checkpoint = the artifact folder codi's run names in its info.json): the same labels, network
               and weights, one guidance term with every label 1 (the paper's "w/o comp."), no second training
-  4. learn    codi_learn (one sweep per cell x dataset, once its input exists): --learners x --seeds on the original
+  4. learn    codi_learn (one sweep per cell x dataset, once its input exists): --learners (--scaling-learners on
+              spread N != 3) x --seeds on the original
               imbalanced_1e.h5 or [imbalanced_1e.h5, <generated>.h5], the generated file being the path its augment
               run's info.json gives (augment.generate.path), never a guessed one
 A sweep whose folder holds a manifest is finished with --resume (bench/study.py); its name is the shipped file's
@@ -207,6 +208,10 @@ class Plan:
                                 "with": {**w, **self.a.augment_with}})
         return diff_from("codi_augment", {"entries": entries})
 
+    def learners(self, c):
+        """--learners, or --scaling-learners on the cells of another N than the env config's (spread N = 4, 5)."""
+        return self.a.scaling_learners if c.env_args and self.a.scaling_learners else self.a.learners
+
     # --- phases 3 and 4: per cell (and dataset), once their inputs exist
     def no_comp(self, c, artifacts):
         w = {**c.env_args, "offline_dataset": c.copy, "augment_preset": self.a.preset,
@@ -219,7 +224,7 @@ class Plan:
         data = c.source if dataset == "original" else [c.source, rel(generated)]
         entries = [{"alg": alg, "env": c.env, "name": f"{dataset}__{alg}",
                     "with": {**c.env_args, "name": f"{dataset}__{alg}", "offline_dataset": data}}
-                   for alg in self.a.learners]
+                   for alg in self.learners(c)]
         w = dict(self.a.with_)
         if self.a.steps:
             every = max(1, self.a.steps // 6)
@@ -416,7 +421,7 @@ def cell_scores(plan, state, c):
     scores, _ = results_call(list(folders.values()), os.path.join(plan.a.out, c.tag), by="alg,env",
                              normalise=normalise, plots=True)
     return {LEARNERS[alg]: {ds: score_cell(scores.get((f"{ds}__{alg}", None))) for ds in plan.datasets}
-            for alg in plan.a.learners}, folders
+            for alg in plan.learners(c)}, folders
 
 
 def normalised(cell):
@@ -469,7 +474,7 @@ def markdown(data):
     for c in data["cells"].values():
         refs = c["references"]
         where = f"{c['env']} (N = {c['n_agents']})"
-        for learner in data["learners"]:
+        for learner in list(c["scores"]) or data["learners"]:
             row = c["scores"].get(learner, {})
             ours = [fmt_cell(row.get(d), normalised=True) for d in dsets]
             ref = "–"
@@ -717,6 +722,9 @@ def parse_args(argv=None):
                    help="updates of the augment runs (e.g. delta=0.2 augment_train_steps=5000)")
     p.add_argument("--privileged", action="store_true", help="add codi_privileged (ground-truth labels) as a row")
     p.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=list(LEARNERS))
+    p.add_argument("--scaling-learners", nargs="+", default=None, choices=list(LEARNERS),
+                   help="the learners of the cells of another N than the env config's (spread N = 4, 5; the issue "
+                        "asks for BC and 50%%BC at least there); default: --learners")
     p.add_argument("--steps", type=int, default=None,
                    help="gradient steps of each learner run (default: config/sweeps/codi_learn.yaml's, 3000)")
     p.add_argument("--dataset-episodes", type=int, default=None,

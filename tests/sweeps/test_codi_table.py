@@ -73,6 +73,15 @@ def test_check_builds_every_sweep_of_every_env_and_runs_nothing(tmp_path, capsys
     assert (spread4["labeler"], spread4["oracle_accuracy"]) == ("noisy_oracle", 0.8)
 
 
+def test_scaling_learners_train_on_the_other_n_only(tmp_path):
+    bench = load_bench()
+    plan = bench.Plan(bench.parse_args(["--envs", "mpe_spread", "lbf_8x8_2p_2f_coop", "--n-agents", "3", "5",
+                                        "--scaling-learners", "bc", "bc50", "--out", str(tmp_path)]))
+    algs = {c.tag: [e["alg"] for e in plan.learn(c, "codi", "/g.h5")["entries"]] for c in plan.cells}
+    assert algs == {"spread3": ["bc", "bc50", "omar", "omiga"], "spread5": ["bc", "bc50"],
+                    "lbf2": ["bc", "bc50", "omar", "omiga"]}
+
+
 def test_llm_labels_pass_through_and_quick_is_small(tmp_path):
     bench = load_bench()
     a = bench.parse_args(["--labeler", "llm", "--label-with", "llm.backend=local", "label_segments=200", "--quick",
