@@ -178,16 +178,15 @@ def diff_from(base, spec):
 
 
 class Plan:
-    """The sweeps of the study as (phase, cell tag or None, base, diff), built from the options and, for phases 3-4,
-    from the runs of phases 2 (their info.json); a sweep whose input is not there yet is `pending` (--check builds
-    it with a placeholder path)."""
+    """The study's sweeps: each method returns one sweep's changes of its shipped file (bench/study.py's diff), from
+    the options and, for phases 3-4, the input that phase 2's runs name (their info.json)."""
 
     def __init__(self, a):
         self.a = a
         self.cells = cells_of(a)
         self.seed0 = a.seeds[0]
         self.trained = [x for x in TRAINED if x != PRIVILEGED or a.privileged]
-        self.datasets = ["original", *[x for x in AUGMENTERS], *([PRIVILEGED] if a.privileged else [])]
+        self.datasets = ["original", *AUGMENTERS, *([PRIVILEGED] if a.privileged else [])]
 
     # --- phases 1 and 2: one sweep each over every cell (their specs depend on the options only)
     def label(self):
@@ -205,8 +204,12 @@ class Plan:
                 if aug == "codi":
                     w["augment_label_name"] = self.a.labeler_tag
                 entries.append({"alg": aug, "env": c.env, "name": f"{aug}_{c.tag}", "seeds": [self.seed0],
-                                "with": {**w, **self.a.augment_with}})
+                                "with": {**w, **self.a.augment_with}, **self.gpus()})
         return diff_from("codi_augment", {"entries": entries})
+
+    def gpus(self):
+        """An augment entry's GPU share (--augment-gpus; use_cuda follows it), none by default."""
+        return {"gpus_per_trial": self.a.augment_gpus} if self.a.augment_gpus else {}
 
     def learners(self, c):
         """--learners, or --scaling-learners on the cells of another N than the env config's (spread N = 4, 5)."""
@@ -218,7 +221,7 @@ class Plan:
              "augment_label_name": self.a.labeler_tag, "augment_checkpoint": artifacts, **self.a.augment_with}
         return diff_from("codi_no_comp", {"entries": [{"alg": "codi_no_comp", "env": c.env,
                                                        "name": f"codi_no_comp_{c.tag}", "seeds": [self.seed0],
-                                                       "with": w}]})
+                                                       "with": w, **self.gpus()}]})
 
     def learn(self, c, dataset, generated=None):
         data = c.source if dataset == "original" else [c.source, rel(generated)]
@@ -720,6 +723,8 @@ def parse_args(argv=None):
                    help="updates of the label runs (e.g. llm.backend=local label_segments=200)")
     p.add_argument("--augment-with", nargs="*", default=[], metavar="KEY=VALUE",
                    help="updates of the augment runs (e.g. delta=0.2 augment_train_steps=5000)")
+    p.add_argument("--augment-gpus", type=float, default=0.0,
+                   help="GPUs per augment run (e.g. 1 with --preset paper; the sweep sets use_cuda from it)")
     p.add_argument("--privileged", action="store_true", help="add codi_privileged (ground-truth labels) as a row")
     p.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=list(LEARNERS))
     p.add_argument("--scaling-learners", nargs="+", default=None, choices=list(LEARNERS),

@@ -80,6 +80,9 @@ def test_scaling_learners_train_on_the_other_n_only(tmp_path):
     algs = {c.tag: [e["alg"] for e in plan.learn(c, "codi", "/g.h5")["entries"]] for c in plan.cells}
     assert algs == {"spread3": ["bc", "bc50", "omar", "omiga"], "spread5": ["bc", "bc50"],
                     "lbf2": ["bc", "bc50", "omar", "omiga"]}
+    gpu = bench.Plan(bench.parse_args(["--augment-gpus", "1", "--preset", "paper", "--out", str(tmp_path)]))
+    _, trials = trials_of(bench, "codi_augment", gpu.augment(), tmp_path)
+    assert {(t["resources"]["gpu"], t["overrides"]["augment_preset"]) for t in trials} == {(1.0, "paper")}
 
 
 def test_llm_labels_pass_through_and_quick_is_small(tmp_path):
