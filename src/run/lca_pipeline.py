@@ -29,7 +29,7 @@ from envs import env_from_args
 from envs.description import identity_dims
 from envs.multiagentenv import MissingEnvHook
 from shapers.lca.rankings import rankings_hash, read_rankings
-from shapers.lca.train import TrainSettings, artifact_folder, artifact_id, read_meta, train_or_reuse
+from shapers.lca.train import TrainSettings, artifact_folder, artifact_id, check_episodes, read_meta, train_or_reuse
 from utils.config import ConfigError
 from utils.files import FolderLock
 from utils.paths import env_label, repo_relative, results_path
@@ -159,7 +159,7 @@ def build_artifacts(args, _log):
                                                                             args.local_results_path}),
                                               expect_env=(args.env, args.env_args), device="cpu",
                                               progress=lambda total: Bar(total, desc="lca potentials", unit="epoch"),
-                                              log=_log.info)
+                                              log=_log.info, check_episodes=check_episodes(args))
         seconds = time.perf_counter() - start
     info["potential"] = {"folder": os.path.abspath(folder), "sha256": meta["potential_sha256"], "reused": reused,
                          "metrics": meta["metrics"], "seconds": round(seconds, 3)}

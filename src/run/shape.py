@@ -11,7 +11,7 @@ potential's SHA-256; RL runs use the folder as lca.potential=... with shaper=lca
 import time
 
 from run.setup import simple_run
-from shapers.lca.train import TrainSettings, summary, train_or_reuse
+from shapers.lca.train import TrainSettings, check_episodes, summary, train_or_reuse
 from utils.config import ConfigError
 from utils.paths import repo_relative, results_path
 from utils.progress import Bar
@@ -30,7 +30,7 @@ def run_shape(_run, config, _log):
         folder, meta, reused = train_or_reuse(path, settings, results_path(config),
                                               expect_env=(args.env, args.env_args), device=args.device,
                                               progress=lambda total: Bar(total, desc="lca potentials", unit="epoch"),
-                                              log=_log.info)
+                                              log=_log.info, check_episodes=check_episodes(args))
         seconds = time.perf_counter() - start
         if reused:  # (training logged each group's line as it finished)
             _log.info(f"LCA potentials for {path} with these settings exist: reused {folder}")

@@ -3,6 +3,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from envs.description import identity_dims
 from shapers.lca.rankings import Rankings
 from shapers.lca.train import TrainSettings
 
@@ -77,3 +78,27 @@ def random_potential(folder, obs_dim, n_agents=1, groups=("all",), agent_groups=
                               "scale": {name: scale for name in spec["groups"]}}, "metrics": {}}
     write_artifact(folder, models, meta)
     return folder
+
+
+ORACLE = {"better": 1.0, "worse": 0.0, "equal": 0.5}
+
+
+def oracle_pairs(env, n_transitions, seed):
+    """Two-Switch rankings of (transition, agent) items for the agents that moved (random reachable states, a random
+    available joint action); answer 1 iff the oracle says better."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n_transitions):
+        state = env.sample_state(rng)
+        env.set_state(state)
+        obs = np.array(env.get_obs())
+        actions = [int(rng.choice(np.flatnonzero(env.get_avail_agent_actions(i)))) for i in range(env.n_agents)]
+        env.step(actions)
+        next_obs, next_state = np.array(env.get_obs()), env.get_state()
+        for i in range(env.n_agents):
+            if actions[i] != env.stay_action:
+                rows.append((obs[i], next_obs[i], i, ORACLE[env.pair_oracle(state, actions, next_state, i)]))
+    obs, next_obs, agent, oracle = map(np.array, zip(*rows))
+    return make_rankings(obs, next_obs, (oracle == 1).astype(np.float32)[:, None], agent=agent, n_agents=2,
+                         groups=["agent"], agent_groups=[0, 0], identity_dims=identity_dims(env), oracle=oracle,
+                         env="two_switch")

@@ -240,6 +240,10 @@ def test_a_missing_folder_names_the_config(tmp_path):
 def test_run_shape_trains_writes_and_reuses(tmp_path):
     path = write_chain(tmp_path, env="two_switch", env_args=TWO_SWITCH_ARGS)
     updates = [f"lca.rankings={path}", "lca.epochs=5", "lca.hidden_dim=8"]
+    # chain rows labelled as Two-Switch: its oracle-episode check refuses them (they are not its observations)
+    with pytest.raises(ValueError, match="hold 1 agents with observations .*lca.check_episodes=0"):
+        run_shape(None, shape_config(tmp_path, rankings=path, epochs=5, hidden_dim=8), logging.getLogger("test"))
+    updates.append("lca.check_episodes=0")
     run_main(tmp_path, "lca_potential", "two_switch", *updates)
     info = json.load(open(os.path.join(sacred_dir(tmp_path, "lca_potential", "two_switch"), "info.json")))
     shaped = info["lca_potential"]

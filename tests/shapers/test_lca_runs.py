@@ -85,6 +85,8 @@ def test_the_pipeline_rankings_potentials_rl(tmp_path):
     (group,) = meta["encoder"]["groups"]  # Two-Switch: one role, one shared model without the colour one-hot
     assert meta["encoder"]["dropped"][group] == [6, 7]
     assert meta["rankings"]["queries"] == 4 and shaped["metrics"]["pooled"]["valid_oracle_agreement"] > 0.6
+    check = meta["metrics"]["oracle_episodes"]  # lca.check_episodes (20) oracle episodes, in meta.json and info
+    assert check == shaped["metrics"]["oracle_episodes"] and check["episodes"] == 20 and check["judged"] > 0
     run_main(tmp_path, "ippo", "two_switch", "shaper=lca", f"lca.potential={shaped['folder']}", "save_model=False",
              *TINY)
     assert "shaped_return_mean" in json.load(open(os.path.join(sacred_dir(tmp_path, "ippo", "two_switch"),

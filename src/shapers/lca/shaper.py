@@ -23,7 +23,6 @@ import torch as th
 
 from envs import env_class
 from shapers import Shaper
-from shapers.lca.potential import group_members
 from shapers.lca.train import load_artifact
 from utils.paths import repo_relative
 
@@ -65,27 +64,13 @@ class LCAShaper(Shaper):
         if self.stay_action is None:
             log.warning(f"shaper=lca: env {args.env} has no stay action (stay_action None): nothing is zeroed, "
                         f"every step of every agent is shaped")
-        spec = self.potential.meta["encoder"]
-        # (model, scale, agents [k], input dims [D]) per group: the index tensors are built once
-        self.groups = [(self.potential.models[name], self.potential.scales[name], th.tensor(agents),
-                        th.tensor(spec["inputs"][name]))
-                       for name, agents in group_members(spec).items()]
-
-    def potentials(self, obs):
-        """[N, n, O] observations -> [N, n] potentials sigma_g(o_i) / scale_g."""
-        out = th.empty(obs.shape[:2], dtype=th.float32)
-        with th.no_grad():
-            for model, scale, agents, dims in self.groups:
-                x = obs.index_select(1, agents).index_select(2, dims)
-                out[:, agents] = model(x) / scale
-        return out
 
     def shaping(self, obs, next_obs, actions, terminal):
         """[N, n] F_i (before coef)."""
         obs = th.as_tensor(obs, dtype=th.float32, device="cpu")
         next_obs = th.as_tensor(next_obs, dtype=th.float32, device="cpu")
         n = obs.shape[0]
-        phi = self.potentials(th.cat([obs, next_obs]))
+        phi = self.potential.scores(th.cat([obs, next_obs]))
         phi, phi_next = phi[:n], phi[n:]
         if not th.isfinite(phi).all() or not th.isfinite(phi_next).all():
             raise FloatingPointError(f"the LCA potential {self.potential.folder} gave NaN or infinite scores on this "

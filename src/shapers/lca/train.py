@@ -35,7 +35,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch as th
 
+from envs import make_env
 from envs.multiagentenv import RUN_ARGS
+from shapers.lca.oracle_check import describe as describe_check
+from shapers.lca.oracle_check import oracle_episode_check
 from shapers.lca.potential import Potential, bt_loss, encoder_spec, file_name, group_members
 from shapers.lca.rankings import Rankings, rankings_hash, read_rankings
 from utils.files import atomic_path, clean_stale_temps, sha256_bytes, sha256_file, write_json_atomic
@@ -278,6 +281,21 @@ class LoadedPotential:
     scales: dict      # group name -> divisor
     sha256: str       # potential_hash(meta)
 
+    def __post_init__(self):
+        spec = self.meta["encoder"]  # (model, scale, agents, input dims) per group: index tensors built once
+        self._groups = [(self.models[name], self.scales[name], th.tensor(agents), th.tensor(spec["inputs"][name]))
+                        for name, agents in group_members(spec).items()]
+
+    def scores(self, obs):
+        """[N, n, O] observations -> [N, n] potentials sigma_g(o_i) / scale_g (CPU, no gradient)."""
+        obs = th.as_tensor(obs, dtype=th.float32, device="cpu")
+        out = th.empty(obs.shape[:2], dtype=th.float32)
+        with th.no_grad():
+            for model, scale, agents, dims in self._groups:
+                x = obs.index_select(1, agents).index_select(2, dims)
+                out[:, agents] = model(x) / scale
+        return out
+
 
 def read_meta(folder):
     path = os.path.join(folder, META)
@@ -342,11 +360,36 @@ def load_artifact(folder, **expect):
     return LoadedPotential(folder, meta, models, scales, potential_hash(meta))
 
 
+def check_episodes(args):
+    """lca.check_episodes, checked: oracle episodes to play after training a potential (0 = none)."""
+    value = args.lca["check_episodes"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"lca.check_episodes must be a whole number >= 0 (0 skips the oracle-episode check), got "
+                         f"{value!r}")
+    return value
+
+
+def check_env(attrs, rankings_path):
+    """The rankings' env for the oracle-episode check, refused (before any training) when its agents or observations
+    are not the ones the rankings hold."""
+    env = make_env(attrs["env"], **plain_env_args(attrs["env_args"]))
+    shape = [int(d) for d in np.atleast_1d(attrs["obs_shape"])]
+    if env.n_agents != int(attrs["n_agents"]) or [env.get_obs_size()] != shape:
+        env.close()
+        raise ValueError(f"the rankings {rankings_path} hold {attrs['n_agents']} agents with observations {shape}, but "
+                         f"env {attrs['env']} with their env_args has {env.n_agents} agents with observations "
+                         f"[{env.get_obs_size()}]: rebuild the rankings with --config=lca_label, or skip the "
+                         f"oracle-episode check with lca.check_episodes=0")
+    return env
+
+
 def train_or_reuse(rankings_path, settings: TrainSettings, results_dir, expect_env=None, device="cpu", progress=None,
-                   log=None):
+                   log=None, check_episodes=0):
     """(folder, meta, reused): the potential trained from the rankings file with `settings`, trained now and written
     to results_dir/potentials/<env>/<id> unless that folder already holds it. `expect_env`: (env, env_args) the
-    rankings must be of; `progress`: total epochs -> a progress bar (utils.progress.Bar), closed here."""
+    rankings must be of; `progress`: total epochs -> a progress bar (utils.progress.Bar), closed here;
+    `check_episodes`: oracle episodes of oracle_check.oracle_episode_check on a new potential (0 = none), stored in
+    meta metrics["oracle_episodes"] (not part of the id: it describes the potential, it does not change it)."""
     settings.check()
     rankings = read_rankings(rankings_path)
     attrs = rankings.attrs
@@ -361,6 +404,7 @@ def train_or_reuse(rankings_path, settings: TrainSettings, results_dir, expect_e
     folder = artifact_folder(results_dir, attrs["env"], attrs["env_args"], artifact_id(sha, settings))
     if os.path.isfile(os.path.join(folder, META)):
         return folder, load_artifact(folder).meta, True
+    env = check_env(attrs, rankings_path) if check_episodes else None
     bar = None if progress is None else progress(settings.epochs * len(encoder_spec(attrs, settings.groups)["groups"]))
     try:
         result = train_potentials(rankings, settings, device=device, bar=bar, log=log)
@@ -375,6 +419,16 @@ def train_or_reuse(rankings_path, settings: TrainSettings, results_dir, expect_e
                                               "activation": "relu", "head": "linear"},
             "settings": settings.identity(), "metrics": result.metrics,
             "normalisation": {"mode": settings.normalise, "scale": result.scales}}
+    if env is not None:
+        models = {name: model.cpu().eval() for name, model in result.models.items()}
+        try:
+            check = oracle_episode_check(LoadedPotential(folder, meta, models, result.scales, ""), env,
+                                         episodes=check_episodes, seed=settings.seed)
+        finally:
+            env.close()
+        meta["metrics"]["oracle_episodes"] = check
+        if log is not None:
+            log(describe_check(check))
     if os.path.isfile(os.path.join(folder, META)):  # another process finished the same potential meanwhile
         return folder, load_artifact(folder).meta, True
     return folder, write_artifact(folder, result.models, meta), False
