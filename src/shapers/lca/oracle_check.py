@@ -6,7 +6,7 @@ episodes, against the pair oracle's verdict on each of those moves (the paper's 
 
 Held-out agreement on the ranked pairs measures the fit where the pairs were sampled (random reachable states);
 this measures it where a policy that solves the task goes. On Victim-Rubble at the paper's 2000 pairs per agent the
-first was 0.87 and this 0.71, and the remover's walk to the last rubble got the right sign on under half of its
+first was 0.87 and this 0.70, and the remover's walk to the last rubble got the right sign on under half of its
 moves: a potential can look fine on its pairs and still mislead the last stretch of the task.
 
 Decisions:
