@@ -22,6 +22,7 @@ from utils.config import ConfigError
 from utils.files import FolderLock
 from utils.logging import Logger
 from utils.paths import RESULTS_ROOT, env_label, results_path  # noqa: F401 (RESULTS_ROOT re-exported)
+from utils.seeding import preserved_rng
 
 
 def select_device(config, _log, _run=None):
@@ -209,7 +210,8 @@ def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker
     shaper_info = env_info
     if args.shaper == "lca":  # its rankings and potentials, built when not given, and the env hooks it checks
         from run.lca_pipeline import prepare_lca  # imported on use: it imports run.label, which imports this module
-        shaper_info = prepare_lca(args, env_info, evaluating, _log, _run)
+        with preserved_rng():  # built, reused or given, the artifacts leave the run's random draws as they were
+            shaper_info = prepare_lca(args, env_info, evaluating, _log, _run)
     shaper = shaper_REGISTRY[args.shaper](args, shaper_info)
     extra = {k: v for provider in features for k, v in provider.scheme.items()}
     # per-agent rewards: `reward` [n_agents] and the env's team reward beside it (`team_reward`)

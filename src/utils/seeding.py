@@ -1,4 +1,5 @@
 """Seeding and RNG state capture (python, numpy, torch incl. CUDA) for reproducible and resumable runs."""
+import contextlib
 import random
 
 import numpy as np
@@ -28,3 +29,14 @@ def set_rng_state(state):
     th.set_rng_state(state["torch"])
     if "cuda" in state and th.cuda.is_available():
         th.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Run a block without moving the global RNGs: what it draws (or seeds) does not change what the run draws after
+    it, so optional work (building a cached artifact or reusing it) cannot change a seeded run."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)

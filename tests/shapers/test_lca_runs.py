@@ -91,3 +91,23 @@ def test_the_pipeline_rankings_potentials_rl(tmp_path):
              *TINY)
     assert "shaped_return_mean" in json.load(open(os.path.join(sacred_dir(tmp_path, "ippo", "two_switch"),
                                                                 "info.json")))
+
+
+def test_built_reused_or_given_artifacts_leave_the_seeded_run_alike(tmp_path):
+    """Ranking pairs, training and checking the potential happen inside the run when lca.potential is not given, and
+    draw random numbers; the run's own draws must not depend on whether the artifacts were built, reused or given."""
+    def curves(folder):
+        runs = glob.glob(os.path.join(folder, "sacred", "lca_ippo", "two_switch", "[0-9]*"))
+        runs.sort(key=lambda run: int(os.path.basename(run)))
+        info = json.load(open(os.path.join(runs[-1], "info.json")))
+        return info, [info[k] for k in ("return_mean", "shaped_return_mean", "test_return_mean")]
+
+    settings = ["labeler=oracle", "lca.n_pairs=200", "lca.check_episodes=2", *TINY]
+    run_main(tmp_path / "run", "lca_ippo", "two_switch", *settings)
+    built, built_curves = curves(tmp_path / "run")
+    run_main(tmp_path / "run", "lca_ippo", "two_switch", *settings)
+    reused, reused_curves = curves(tmp_path / "run")
+    assert not built["lca"]["potential"]["reused"] and reused["lca"]["potential"]["reused"]
+    run_main(tmp_path / "given", "lca_ippo", "two_switch", *settings,
+             f"lca.potential={built['lca']['potential']['folder']}")
+    assert built_curves == reused_curves == curves(tmp_path / "given")[1]
