@@ -2,7 +2,7 @@
 on Ray) and one results call with the datasets' normalised scores.
 
     python bench/offline_learning.py                                   # LBF 8x8-2p-2f-coop, 5 learners x 2 datasets
-    python bench/offline_learning.py --seeds 1 2 3 --steps 3000        # shorter runs, seeds 1, 2, 3
+    python bench/offline_learning.py --seeds 1 2 3 --steps 1000        # shorter runs (the file: 3000 steps), seeds 1-3
     python bench/offline_learning.py --env mpe_spread --datasets expert imbalanced_1e --seeds 1 2 3
     python bench/offline_learning.py --env climbing --dataset-t-max 4000 --dataset-episodes 100 --steps 60 \\
         --algs bc --seeds 1 --results /tmp/res --out /tmp/bench test_nepisode=4    # a smoke run
