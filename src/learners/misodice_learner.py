@@ -13,6 +13,7 @@ non-negative linear: `linear` (sum_i phi_i x_i + phi_0), `lmix` (state-dependent
                                + nu_grad_penalty |grad nu|^2
     policy (Eq. 8, 11)         w = exp(A / (1 + alpha) - 1) detached (normalised, clipped), the same w for every agent:
                                loss -E_U[w sum_i log pi_i(a_i | o_i)] over available actions
+    diagnostic                 w_expert_mean: the mean weight of D_E's transitions on the union's scale (1 = none)
 
 s0 (`s0_source`): init_batch (default, as DemoDICE and the issue) = the initial states of a separate batch of
 `s0_batch_size` D_U episodes (the "init" batch run: offline draws); data_batch = the t = 0 rows of the data batch's
@@ -46,6 +47,7 @@ from learners.dice import (
     dice_weights,
     input_gradients,
     interpolates,
+    masked_logmeanexp,
     masked_means,
     nu_objective,
     weight_stats,
@@ -249,6 +251,33 @@ class MisoDICELearner(OfflineLearner):
             stats.update(self._mixer_stats(states[:, :-1], mask))
         return losses, stats
 
+    @th.no_grad()
+    def _weight_exponents(self, batch):
+        """(A / (1 + alpha) - 1 [B, T-1, k], mask) of a batch's transitions, from the current networks (no grad)."""
+        mask, _ = self._masks(batch)
+        nu_in, states = self._nu_inputs(batch), self._states(batch)
+        z = self._log_odds(unroll(self.disc, self._disc_inputs(batch, nu_in)).squeeze(3), states[:, :-1])
+        r = z.clamp(-self.args.ratio_clip, self.args.ratio_clip)
+        nu_tot = self._nu_values(self.nu, self.nu_mixer, nu_in, states)
+        nu_next = nu_tot[:, 1:] if self.target_nu is None else \
+            self._nu_values(self.target_nu, self.target_nu_mixer, nu_in, states)[:, 1:]
+        return self.advantage(batch, r, nu_tot[:, :-1], nu_next) / (1 + self.alpha) - 1, mask
+
+    @th.no_grad()
+    def expert_weight_mean(self, data, expert):
+        """[k] the mean BC weight the union batch's weighting gives D_E's transitions (logged as w_expert_mean; the
+        union's own mean is 1 when normalised). It shows whether the weights find the expert data: 1 = no
+        preference; a perfect split gives 1 / (D_E's share of D_U's transitions), e.g. ~6 for 200 of 1200 episodes."""
+        x_u, mask_u = self._weight_exponents(data)
+        x_e, mask_e = self._weight_exponents(expert)
+        if self.args.weight_normalise:
+            w = th.exp(x_e - masked_logmeanexp(x_u, mask_u))
+        else:
+            w = th.exp(x_e.clamp(max=self.args.exp_clip))
+        if self.args.weight_max is not None:
+            w = w.clamp(max=float(self.args.weight_max))
+        return masked_means(w, mask_e)
+
     def _mixer_stats(self, states, mask):
         out = {}
         for key, mixer in (("disc_mixer", self.disc_mixer), ("nu_mixer", self.nu_mixer)):
@@ -286,6 +315,8 @@ class MisoDICELearner(OfflineLearner):
         self.train_steps += 1
         if t_env - self.log_stats_t >= self.args.learner_log_interval:
             stats["schedule_stage"] = -1 if stage == "joint" else STAGES.index(stage)
+            if stage != "disc":  # once nu trains, the weights mean something
+                stats["w_expert_mean"] = self.expert_weight_mean(data, expert).mean()
             for key, value in {**out, **stats, **norms}.items():
                 self.logger.log_stat(key, float(value.detach()) if th.is_tensor(value) else float(value), t_env)
             self.log_stats_t = t_env

@@ -204,9 +204,10 @@ def folder_step(path):
 
 
 def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker_process, features, _log):
-    if not evaluating:
-        features += make_features(args, _log, process=worker_process, run_info=None if _run is None else _run.info,
-                                  config=config)
+    if not evaluating:  # a function validated again here, or one already trusted, leaves the run's draws alike
+        with preserved_rng():
+            features += make_features(args, _log, process=worker_process,
+                                      run_info=None if _run is None else _run.info, config=config)
     shaper_info = env_info
     if args.shaper == "lca":  # its rankings and potentials, built when not given, and the env hooks it checks
         from run.lca_pipeline import prepare_lca  # imported on use: it imports run.label, which imports this module

@@ -102,6 +102,12 @@ def test_one_state_game_log_ratio_and_local_policies_match_the_closed_form(alpha
         star /= star.sum()
         tv = 0.5 * np.abs(pi[i] - star).sum()
         assert tv < 0.05, (i, pi[i], star)
+    # the diagnostic w_expert_mean: E_E[w] with w = (rho_E / rho_U)^(1 / (1 + alpha)) normalised over D_U
+    beta = 1 / (1 + alpha)
+    truth_w = np.prod([(P_E[i] * (P_E[i] / Q_U[i]) ** beta).sum() / (Q_U[i] * (P_E[i] / Q_U[i]) ** beta).sum()
+                       for i in range(2)])
+    measured = learner.expert_weight_mean(union, one_state[1]).item()
+    assert abs(measured - truth_w) < 0.1 * truth_w, (measured, truth_w)
 
 
 def test_indd_learns_each_agents_own_log_ratio(one_state):

@@ -129,6 +129,25 @@ def test_main_revalidates_a_tampered_file_and_refuses_a_hostile_edit(tmp_path, c
     assert "failed validation at the 'finite' check" in capsys.readouterr().err
 
 
+def test_a_revalidated_function_trains_like_a_signed_one(tmp_path):
+    """Validating an unsigned file again samples env states inside the run; the run's own random draws must not
+    depend on it: same seed, same function, signed or re-validated -> the same curves."""
+    signed = write_signed(tmp_path / "signed", env_config="matrix_game", igm_gate=False)
+    unsigned = write_signed(tmp_path / "unsigned", env_config="matrix_game", igm_gate=False)
+    with open(unsigned, "a") as f:  # the same function, no longer the signed file
+        f.write("# edited\n")
+    common = ["t_max=80", "env_args.episode_limit=5", "test_nepisode=2", "test_interval=40", "log_interval=40",
+              "runner_log_interval=40", "learner_log_interval=40", "save_model=False", "batch_size=2",
+              "buffer_size=8", "use_tensorboard=False", "igm_gate=False", "seed=3"]
+    curves = {}
+    for name, path in (("signed", signed), ("unsigned", unsigned)):
+        run_main(tmp_path / name, "qllm", "matrix_game", *common, f"tfcaf_path={path}")
+        info = json.load(open(os.path.join(sacred_dir(tmp_path / name, "qllm", "penalty"), "info.json")))
+        curves[name] = (info["tfcaf"]["trust"], [info[k] for k in ("return_mean", "test_return_mean", "loss")])
+    assert curves["signed"][0] == "signed record" and curves["unsigned"][0] == "re-validated"
+    assert curves["signed"][1] == curves["unsigned"][1]
+
+
 def test_mixer_qllm_drops_into_another_value_based_config(tmp_path):
     """pymarl habit: keep --config=vdn and swap the mixer; the shipped climbing reference is used."""
     run_main(tmp_path, "vdn", "climbing", "mixer=qllm", "t_max=60", "test_interval=30", "test_nepisode=2",
