@@ -1,8 +1,11 @@
 """What Ray Tune costs a sweep: N short CPU-bound trials run one after another as plain processes vs through a sweep
 with 2 concurrent trials (local Ray, 2 CPUs).
 
-    python bench/sweep_overhead.py                      # 8 trials of QMIX on the matrix game, t_max=16000 each (~12 s)
-    python bench/sweep_overhead.py --trials 8 --t-max 4000     # ~3 s trials: Ray's start weighs more
+    python bench/sweep_overhead.py                      # 8 trials of QMIX on the matrix game, t_max=16000 each
+    python bench/sweep_overhead.py --t-max 160000       # ~52 s trials (idle 2-core machine): the README's 1.90x
+    python bench/sweep_overhead.py --trials 8 --t-max 4000     # ~2 s trials: Ray's start weighs more
+
+Trial length on the idle 2-core machine: about 0.33 ms per env step (t_max 16000: ~6 s; 32000: ~12 s).
 
 Reports the speed-up (sequential wall time / sweep wall time, Ray's start included; target >= 1.8x on 2 cores),
 Ray's fixed overhead per sweep (starting Ray, checking the trials, writing the manifest: the sweep's wall time outside
@@ -35,7 +38,7 @@ from sweeps.trial import trial_command  # noqa: E402
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--trials", type=int, default=8)
-    p.add_argument("--t-max", type=int, default=16000)  # a trial of ~12 s on one core
+    p.add_argument("--t-max", type=int, default=16000)  # a trial of ~6 s on an idle core
     p.add_argument("--alg", default="qmix")
     p.add_argument("--env", default="matrix_game")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "bench"))
