@@ -98,6 +98,47 @@ def input_gradients(net, x):
     return th.autograd.grad(out.sum(), x, create_graph=True)[0]
 
 
+class Absorbing(nn.Module):
+    """The absorbing state after a true terminal (DAC, Kostrikov et al. 2019): its discriminator logit and its value,
+    one per column k (1 mixed, n independent); it fills the rest of a terminated episode's time limit. Without it a
+    terminal ends the occupancy's flow, so the DICE value turns the weights away from episodes that finish early: on
+    LBF's mixture, the expert's (95% of them end by a terminal at ~15 steps, the poor ones mostly at the 50-step
+    time limit).
+
+    Two scalars per column, each a raw parameter times its natural scale (logits up to ratio_clip, values up to
+    ratio_clip / (1 - gamma)): Adam moves a raw parameter by about lr per step, so unscaled they would take ~10^5
+    steps to reach LBF's nu values (~50). The learner leaves them out of gradient clipping."""
+
+    def __init__(self, k, logit_scale, value_scale):
+        super().__init__()
+        self.logit_raw = nn.Parameter(th.zeros(k))
+        self.value_raw = nn.Parameter(th.zeros(k))
+        self.logit_scale, self.value_scale = float(logit_scale), float(value_scale)
+
+    @property
+    def logit(self):
+        return self.logit_raw * self.logit_scale
+
+    @property
+    def value(self):
+        return self.value_raw * self.value_scale
+
+
+def absorbing_rows(batch, mask, episode_limit):
+    """[B, 1, m]: how many absorbing steps each episode has: an episode that ended by a true terminal after L
+    transitions stays in the absorbing state for the rest of its time limit, max(episode_limit - L, 1) steps (so
+    every episode spans the same horizon in D_E's and D_U's visitation); others 0. mask: [B, T-1, m]."""
+    terminated = (batch["terminated"][:, :-1].float().to(mask.device) * mask).amax(1, keepdim=True)
+    return terminated * (episode_limit - mask.sum(1, keepdim=True)).clamp(min=1)
+
+
+def append_absorbing(x, mask, x_abs, rows):
+    """(x, mask) with one more step per episode: the absorbing value x_abs [k], weighted by `rows` [B, 1, m] (the
+    masked means read masks as weights)."""
+    b, _, k = x.shape
+    return th.cat([x, x_abs.expand(b, 1, k)], 1), th.cat([mask, rows], 1)
+
+
 class Normaliser(nn.Module):
     """Observation and state standardisation by the statistics of the union data D_U (DemoDICE: mean/std of the
     imperfect data + 1e-3), fitted once before training and kept in checkpoints (buffers). Unfitted it is the

@@ -8,7 +8,7 @@ non-negative linear: `linear` (sum_i phi_i x_i + phi_0), `lmix` (state-dependent
     discriminator (Eq. 9, 13)  z = M_eta[c] (disc_mix: logits) | logit(sum_i eta~_i sigma(c_i)) (probs, eta~ convex)
                                loss BCE(z_E, 1) + BCE(z_U, 0) + disc_grad_penalty (|grad c| - 1)^2
     reward                     r = log D / (1 - D) = z, detached, clipped to +-ratio_clip
-    value (Eq. 6-7)            A = r + gamma (1 - terminated) nu_tot(s') - nu_tot(s),  nu_tot = M_phi[nu]
+    value (Eq. 6-7)            A = r + gamma nu_tot(s') - nu_tot(s),  nu_tot = M_phi[nu]
                                loss (1 - gamma) E_s0[nu_tot] + (1 + alpha) E_U[exp(A / (1 + alpha) - 1)] (or logsumexp)
                                + nu_grad_penalty |grad nu|^2
     policy (Eq. 8, 11)         w = exp(A / (1 + alpha) - 1) detached (normalised, clipped), the same w for every agent:
@@ -18,9 +18,15 @@ non-negative linear: `linear` (sum_i phi_i x_i + phi_0), `lmix` (state-dependent
 s0 (`s0_source`): init_batch (default, as DemoDICE and the issue) = the initial states of a separate batch of
 `s0_batch_size` D_U episodes (the "init" batch run: offline draws); data_batch = the t = 0 rows of the data batch's
 own episodes (a uniform sample too, but only batch_size start states per step). E_s0 is their mean.
-`terminated` is a true terminal (no bootstrap), time-limit ends bootstrap, padded
-steps are masked by `filled`. `schedule: sequential` trains the discriminator for `disc_steps`, then nu for
-`nu_steps`, then the policy (Algorithm 1); the stage follows from the saved update counter, so resume is exact.
+`terminated` is a true terminal, time-limit ends bootstrap, padded steps are masked by `filled`. With `absorbing`
+(default) a true terminal leads to an absorbing state, as DAC (Kostrikov et al. 2019) does for imitation, which
+fills the rest of the episode's time limit (episode_limit - L steps after L transitions): its logit c_abs gets those
+discriminator rows (expert and union batches), its value nu_abs is the bootstrap after a terminal, and its self-loop
+A_abs = r_abs - (1 - gamma) nu_abs gets those rows of the nu objective.
+Without it (absorbing=False: no bootstrap after a terminal, the paper's and DemoDICE's form) the value objective
+pushes the weights away from episodes that end early; on LBF those are the expert's. `schedule: sequential` trains
+the discriminator for `disc_steps`, then nu for `nu_steps`, then the policy (Algorithm 1); the stage follows from the
+saved update counter, so resume is exact.
 `joint` trains all three every step.
 
 INDD (`indd_learner`) is the same code with the agent axis kept: per-agent discriminator logits c_i, rewards r_i,
@@ -43,7 +49,10 @@ from learners.common import (
     transition_mask,
 )
 from learners.dice import (
+    Absorbing,
     Normaliser,
+    absorbing_rows,
+    append_absorbing,
     dice_weights,
     input_gradients,
     interpolates,
@@ -102,6 +111,9 @@ class MisoDICELearner(OfflineLearner):
         if not args.last_layer_bias:
             drop_last_bias(self.disc)
             drop_last_bias(self.nu)
+        # absorbing state after true terminals: its logit trains with the discriminator, its value with nu
+        self.absorbing = None if not args.absorbing else \
+            Absorbing(self.n_agents if self.independent else 1, args.ratio_clip, args.ratio_clip / (1 - self.gamma))
         self.disc_mixer = None if self.independent else self._mixer(args.disc_mixer, "disc_mixer")
         self.nu_mixer = None if self.independent else self._mixer(args.mixer, "mixer")
         self.target_nu = self.target_nu_mixer = None
@@ -112,11 +124,14 @@ class MisoDICELearner(OfflineLearner):
                 self.target_nu_mixer.requires_grad_(False)
         critic_lr = args.critic_lr or args.lr
         self.groups = {}
+        absorbing = {} if self.absorbing is None else {"disc_loss": [self.absorbing.logit_raw],
+                                                        "nu_loss": [self.absorbing.value_raw]}
         for name, modules, lr in (("disc_loss", [self.disc, self.disc_mixer], critic_lr),
                                   ("nu_loss", [self.nu, self.nu_mixer], critic_lr),
                                   ("actor_loss", [mac.agent], args.lr)):
+            # (clipped params, optimiser): the absorbing scalars are optimised with their group but not clipped
             params = [p for m in modules if m is not None for p in m.parameters()]
-            self.groups[name] = (params, make_optimizer(params, args, lr=lr))
+            self.groups[name] = (params, make_optimizer(params + absorbing.get(name, []), args, lr=lr))
         self.targets = TargetUpdater(args.target_update_interval_or_tau)
         self.log_stats_t = -args.learner_log_interval - 1
         self.train_steps = 0
@@ -186,10 +201,25 @@ class MisoDICELearner(OfflineLearner):
         return self._mix(mixer, unroll(nu_net, nu_in).squeeze(3), states)  # [B, T, k]
 
     def advantage(self, data, r, nu_s, nu_next):
-        """A = r + gamma (1 - terminated) nu_tot(s') - nu_tot(s) [B, T-1, k]: a true terminal does not bootstrap, a
-        time-limit end does (its s' is stored); padded steps are masked by the callers."""
+        """A = r + gamma nu_tot(s') - nu_tot(s) [B, T-1, k]: after a true terminal s' is the absorbing state (its value
+        nu_abs; 0 with absorbing off: no bootstrap), a time-limit end bootstraps from its stored s'; padded steps are
+        masked by the callers."""
         terminated = data["terminated"][:, :-1].float().to(self.device)
-        return r + self.gamma * (1 - terminated) * nu_next - nu_s
+        after = (1 - terminated) * nu_next
+        if self.absorbing is not None:
+            after = after + terminated * self.absorbing.value
+        return r + self.gamma * after - nu_s
+
+    def absorbing_advantage(self):
+        """[k] A of the absorbing state's self-loop: r_abs + gamma nu_abs - nu_abs (r_abs: its logit, detached)."""
+        r = self.absorbing.logit.detach().clamp(-self.args.ratio_clip, self.args.ratio_clip)
+        return r - (1 - self.gamma) * self.absorbing.value
+
+    def _with_absorbing(self, x, mask, x_abs, batch):
+        """x [B, T-1, k] and its mask with each terminated episode's absorbing row appended (absorbing off: as is)."""
+        if self.absorbing is None:
+            return x, mask
+        return append_absorbing(x, mask, x_abs, absorbing_rows(batch, mask, self.args.episode_limit))
 
     # ----- losses -----
     def losses(self, data, expert, stage, init=None):
@@ -207,7 +237,9 @@ class MisoDICELearner(OfflineLearner):
             mask_e, mask_e_n = self._masks(expert)
             x_e = self._disc_inputs(expert, self._nu_inputs(expert))
             z_e = self._log_odds(unroll(self.disc, x_e).squeeze(3), self._states(expert)[:, :-1])
-            bce = masked_mean(F.softplus(-z_e), mask_e) + masked_mean(F.softplus(z_u), mask)
+            c_abs = self.absorbing.logit if self.absorbing is not None else th.zeros(1)  # (unused when off)
+            bce = masked_mean(*self._with_absorbing(F.softplus(-z_e), mask_e, F.softplus(-c_abs), expert)) \
+                + masked_mean(*self._with_absorbing(F.softplus(z_u), mask, F.softplus(c_abs), data))
             rows_e, rows_u = x_e[mask_e_n > 0], x_u[mask_n > 0]
             x_gp = interpolates(rows_e, rows_u, self.args.gp_samples)
             disc_gp = (input_gradients(self.disc, x_gp).norm(dim=-1) - 1).pow(2).mean()
@@ -231,7 +263,9 @@ class MisoDICELearner(OfflineLearner):
         if train_nu:
             nu_s0 = nu_tot[:, 0] if init is None else \
                 self._nu_values(self.nu, self.nu_mixer, self._nu_inputs(init), self._states(init))[:, 0]
-            objective = nu_objective(adv, nu_s0, mask, self.alpha, self.gamma, self.args.nu_loss,
+            adv_abs = self.absorbing_advantage() if self.absorbing is not None else None
+            adv_x, mask_x = self._with_absorbing(adv, mask, adv_abs, data)
+            objective = nu_objective(adv_x, nu_s0, mask_x, self.alpha, self.gamma, self.args.nu_loss,
                                      self.args.exp_clip)
             nu_rows = x_u[mask_n > 0][:, : nu_in.shape[-1]]
             nu_gp = input_gradients(self.nu, interpolates(nu_rows, nu_rows, self.args.gp_samples)).pow(2).sum(-1)
@@ -249,7 +283,14 @@ class MisoDICELearner(OfflineLearner):
                          adv_mean=masked_means(adv, mask).mean(), adv_rms=masked_means(adv.pow(2), mask).mean().sqrt(),
                          nu_tot_mean=masked_mean(nu_tot[:, :-1], mask))
             stats.update(self._mixer_stats(states[:, :-1], mask))
+            if self.absorbing is not None:
+                stats.update(absorbing_logit=self.absorbing.logit.mean(), absorbing_value=self.absorbing.value.mean())
         return losses, stats
+
+    def upgrade_state(self, name, state, path):
+        if name == "critics":  # checkpoints from before the absorbing state: it was off
+            state.setdefault("absorbing", None)
+        return state
 
     @th.no_grad()
     def _weight_exponents(self, batch):
@@ -267,7 +308,8 @@ class MisoDICELearner(OfflineLearner):
     def expert_weight_mean(self, data, expert):
         """[k] the mean BC weight the union batch's weighting gives D_E's transitions (logged as w_expert_mean; the
         union's own mean is 1 when normalised). It shows whether the weights find the expert data: 1 = no
-        preference; a perfect split gives 1 / (D_E's share of D_U's transitions), e.g. ~6 for 200 of 1200 episodes."""
+        preference; a perfect split gives 1 / (D_E's share of D_U's transitions): ~16 on LBF's mix_200e_1000p, whose
+        200 expert episodes hold 6.4% of the transitions (weight_max 20 caps it)."""
         x_u, mask_u = self._weight_exponents(data)
         x_e, mask_e = self._weight_exponents(expert)
         if self.args.weight_normalise:
@@ -324,7 +366,7 @@ class MisoDICELearner(OfflineLearner):
 
     def state_parts(self):
         return {"critics": {"disc": self.disc, "nu": self.nu, "disc_mixer": self.disc_mixer,
-                            "nu_mixer": self.nu_mixer, "normaliser": self.norm},
+                            "nu_mixer": self.nu_mixer, "normaliser": self.norm, "absorbing": self.absorbing},
                 "target_critics": {"nu": self.target_nu, "nu_mixer": self.target_nu_mixer},
                 "opt": {name: opt for name, (_, opt) in self.groups.items()},
                 "learner": {"targets": self.targets}}

@@ -323,6 +323,39 @@ def countdown(tmp_path_factory):
     return ds.episode_batch(np.arange(len(ds)))
 
 
+@pytest.fixture(scope="module")
+def countdown_mixture(tmp_path_factory):
+    """(union, expert): 4 'expert' countdown episodes that end by a terminal after 3 steps, 4 'poor' ones cut by the
+    time limit at 6 (the same observations up to step 3): LBF's pattern, where the expert finishes early."""
+    path = str(tmp_path_factory.mktemp("countdown_mixture") / "mixture.h5")
+    ctxs = [make_ctx("qmix", "climbing", epsilon_start=1.0, epsilon_finish=1.0, seed=0, env="countdown",
+                     env_args={"episode_limit": 6, "terminal_at": terminal}) for terminal in (3, None)]
+    info, args = ctxs[0].runner.get_env_info(), ctxs[0].args
+    with DatasetWriter(path, info, args.env, args.env_args) as w:
+        for ctx, quality in ((ctxs[0], "expert"), (ctxs[1], "poor")) * 4:
+            w.add(ctx.runner.run(test_mode=False), qualities=quality)
+    ds = OfflineDataset.load(path)
+    expert = np.flatnonzero(ds.quality_code_array[:, 0] == ds.quality_codes["expert"])
+    return ds.episode_batch(np.arange(len(ds))), ds.episode_batch(expert)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_absorbing_state_keeps_the_weights_on_experts_that_finish_early(seed, countdown_mixture):
+    """The absorbing state fills each expert episode's last 3 steps: its logit is the closed-form log-ratio of
+    absorbing rows (12 of 24 expert rows, 12 of 48 union rows: log 2), and the weights favour D_E's transitions
+    (without the absorbing state the same runs give w_expert_mean 0.25 and 1.9: the value objective steers the
+    weights away from episodes that end early)."""
+    union, expert = countdown_mixture
+    th.manual_seed(seed)
+    learner = make_ctx("misodice", "climbing", seed=seed, env="countdown", env_args={"episode_limit": 6},
+                       **{**TINY, "schedule": "sequential", "disc_steps": 300, "nu_steps": 300, "critic_lr": 0.01,
+                          "lr": 0.01, "gamma": 0.9}).learner
+    for step in range(700):
+        learner.train({"data": union, "expert": expert}, step, step)
+    assert abs(learner.absorbing.logit.item() - np.log(2.0)) < 0.05
+    assert learner.expert_weight_mean(union, expert).item() > 2.0
+
+
 def countdown_learner(alg="misodice", **overrides):
     th.manual_seed(0)
     return make_ctx(alg, "climbing", seed=0, env="countdown", env_args={"episode_limit": 6},
@@ -335,8 +368,14 @@ def test_terminals_stop_bootstrapping_and_time_limit_ends_bootstrap(countdown):
     adv = learner.advantage(countdown, r, nu_s, nu_next)[..., 0]
     terminal, truncated = countdown["terminated"][:, :-1, 0] > 0, countdown["truncated"][:, :-1, 0] > 0
     assert terminal.sum() == 2 and truncated.sum() == 2
-    assert th.allclose(adv[terminal], th.full((2,), -100.0))
     assert th.allclose(adv[truncated], th.full((2,), 100.0 * (learner.gamma - 1)))
+    with th.no_grad():  # after a terminal: the absorbing state's value
+        learner.absorbing.value_raw.fill_(7.0 / learner.absorbing.value_scale)
+    adv = learner.advantage(countdown, r, nu_s, nu_next)[..., 0]
+    assert th.allclose(adv[terminal], th.full((2,), 7.0 * learner.gamma - 100.0), atol=1e-4)
+    no_absorbing = countdown_learner(absorbing=False)  # the paper's form: no bootstrap at all
+    adv = no_absorbing.advantage(countdown, r, nu_s, nu_next)[..., 0]
+    assert th.allclose(adv[terminal], th.full((2,), -100.0))
 
 
 def with_padding(batch, extra):
