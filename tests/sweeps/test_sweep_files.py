@@ -87,6 +87,17 @@ def test_inline_form_and_check(capsys):
     assert "t_max=500" in out and "torch_threads=1" in out and "use_cuda=False" in out
 
 
+def test_a_gpu_share_turns_use_cuda_on(capsys, tmp_path):
+    """gpus_per_trial (fractional: 4 trials per GPU) is the trial's Ray resource, and its runs get use_cuda=True."""
+    argv = ["sweep.py", "--config=qmix", "--env-config=matrix_game", "--gpus-per-trial", "0.25", "--check", "with",
+            "t_max=500"]
+    assert sweep_cli.main(argv) == 0
+    assert "use_cuda=True" in capsys.readouterr().out
+    spec = sweep_file(tmp_path, "gpu", algs=["qmix"], envs=["matrix_game"], seeds=4, gpus_per_trial=0.25)
+    trials = expand(spec)
+    assert len(trials) == 4 and all(t["resources"]["gpu"] == 0.25 for t in trials)
+
+
 def test_progress_is_a_line_per_status_change_or_a_live_table_on_a_terminal():
     import io
     from types import SimpleNamespace
