@@ -127,7 +127,9 @@ class Absorbing(nn.Module):
 def absorbing_rows(batch, mask, episode_limit):
     """[B, 1, m]: how many absorbing steps each episode has: an episode that ended by a true terminal after L
     transitions stays in the absorbing state for the rest of its time limit, max(episode_limit - L, 1) steps (so
-    every episode spans the same horizon in D_E's and D_U's visitation); others 0. mask: [B, T-1, m]."""
+    every episode spans the same horizon in D_E's and D_U's visitation); others 0. mask: [B, T-1, m]. At least one
+    row, also for a terminal at the limit: without a self-loop row nu_abs's only gradient (from the terminal
+    bootstrap) pushes it down."""
     terminated = (batch["terminated"][:, :-1].float().to(mask.device) * mask).amax(1, keepdim=True)
     return terminated * (episode_limit - mask.sum(1, keepdim=True)).clamp(min=1)
 

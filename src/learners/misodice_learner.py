@@ -65,6 +65,7 @@ from learners.offline_ac import unroll
 from modules.critics import make_agent_critic
 from modules.mixers import REGISTRY as mixer_REGISTRY
 from modules.mixers.vdn import VDNMixer
+from utils.checkpoint import CheckpointError
 
 LINEAR_MIXERS = ("linear", "lmix", "vdn")
 STAGES = ("disc", "nu", "actor")
@@ -203,7 +204,7 @@ class MisoDICELearner(OfflineLearner):
     def advantage(self, data, r, nu_s, nu_next):
         """A = r + gamma nu_tot(s') - nu_tot(s) [B, T-1, k]: after a true terminal s' is the absorbing state (its value
         nu_abs; 0 with absorbing off: no bootstrap), a time-limit end bootstraps from its stored s'; padded steps are
-        masked by the callers."""
+        masked by the callers. nu_abs has no target copy: with nu_target the terminal bootstrap is the online one."""
         terminated = data["terminated"][:, :-1].float().to(self.device)
         after = (1 - terminated) * nu_next
         if self.absorbing is not None:
@@ -245,6 +246,8 @@ class MisoDICELearner(OfflineLearner):
             disc_gp = (input_gradients(self.disc, x_gp).norm(dim=-1) - 1).pow(2).mean()
             losses["disc_loss"] = bce + self.args.disc_grad_penalty * disc_gp
             with th.no_grad():
+                if self.absorbing is not None:
+                    stats["absorbing_logit"] = self.absorbing.logit.mean()
                 stats.update(disc_bce=bce, disc_gp=disc_gp,
                              disc_acc=0.5 * (masked_mean((z_e > 0).float(), mask_e)
                                              + masked_mean((z_u < 0).float(), mask)),
@@ -288,8 +291,13 @@ class MisoDICELearner(OfflineLearner):
         return losses, stats
 
     def upgrade_state(self, name, state, path):
-        if name == "critics":  # checkpoints from before the absorbing state: it was off
-            state.setdefault("absorbing", None)
+        """Checkpoints from before the absorbing state had it off; resuming must keep it as it was (its parameters
+        are in the critics and in the optimisers' state)."""
+        if name == "critics":
+            saved_on = state.setdefault("absorbing", None) is not None
+            if saved_on != (self.absorbing is not None):
+                raise CheckpointError(f"{path} was trained with absorbing={saved_on} (older checkpoints: False); "
+                                      f"resume it with absorbing={saved_on}")
         return state
 
     @th.no_grad()
@@ -343,6 +351,10 @@ class MisoDICELearner(OfflineLearner):
         norms = {f"{name.removesuffix('_loss')}_grad_norm": th.nn.utils.clip_grad_norm_(params,
                                                                                          self.args.grad_norm_clip)
                  for name, (params, _) in groups.items()}
+        if self.absorbing is not None:  # not clipped, but seen by the non-finite guard and the logs
+            grads = [p.grad for p in self.absorbing.parameters() if p.grad is not None]
+            if grads:
+                norms["absorbing_grad_norm"] = th.linalg.vector_norm(th.stack([g.norm() for g in grads]))
         optimisers = [opt for _, opt in groups.values()]
         out = {k: v.item() for k, v in losses.items()}
         if not self.guard.ok({**losses, **norms}, t_env, optimisers):
@@ -357,7 +369,7 @@ class MisoDICELearner(OfflineLearner):
         self.train_steps += 1
         if t_env - self.log_stats_t >= self.args.learner_log_interval:
             stats["schedule_stage"] = -1 if stage == "joint" else STAGES.index(stage)
-            if stage != "disc":  # once nu trains, the weights mean something
+            if stage != "disc":  # once nu trains, the weights mean something (networks after this step)
                 stats["w_expert_mean"] = self.expert_weight_mean(data, expert).mean()
             for key, value in {**out, **stats, **norms}.items():
                 self.logger.log_stat(key, float(value.detach()) if th.is_tensor(value) else float(value), t_env)

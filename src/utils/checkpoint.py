@@ -210,7 +210,8 @@ AGENT_SHAPE_KEYS = ("hidden_dim", "use_rnn", "obs_agent_id", "obs_last_action")
 TRAINING_SHAPE_KEYS = ("critic_hidden_dim", "obs_individual_obs", "omar_critic_state", "mixing_embed_dim",
                        "hypernet_layers", "hypernet_embed", "adv_hypernet_layers", "adv_hypernet_embed", "num_kernel",
                        "n_query_embedding_layer1", "n_query_embedding_layer2", "n_key_embedding_layer1",
-                       "n_head_embedding_layer1", "n_head_embedding_layer2", "n_attention_head", "n_constrant_value")
+                       "n_head_embedding_layer1", "n_head_embedding_layer2", "n_attention_head", "n_constrant_value",
+                       "absorbing")
 # what the env gives (saved with the checkpoints' config since issue 12; absent from older config.json files)
 ENV_SHAPE_KEYS = ("n_agents", "n_actions", "obs_shape", "state_shape")
 ACTOR_ENV_KEYS = ("n_agents", "n_actions", "obs_shape")

@@ -12,7 +12,7 @@ import pytest
 import torch as th
 
 from helpers import constant_climbing_episodes, make_ctx
-from learners.dice import dice_weights, exp_linear, nu_objective
+from learners.dice import absorbing_rows, dice_weights, exp_linear, nu_objective
 from learners.misodice_learner import mixer_weights
 from modules.mixers import REGISTRY as mixer_REGISTRY
 from offline import DatasetWriter, OfflineDataset
@@ -328,6 +328,8 @@ def countdown_mixture(tmp_path_factory):
     """(union, expert): 4 'expert' countdown episodes that end by a terminal after 3 steps, 4 'poor' ones cut by the
     time limit at 6 (the same observations up to step 3): LBF's pattern, where the expert finishes early."""
     path = str(tmp_path_factory.mktemp("countdown_mixture") / "mixture.h5")
+    th.manual_seed(0)  # the random actions: the same data in every process
+    np.random.seed(0)
     ctxs = [make_ctx("qmix", "climbing", epsilon_start=1.0, epsilon_finish=1.0, seed=0, env="countdown",
                      env_args={"episode_limit": 6, "terminal_at": terminal}) for terminal in (3, None)]
     info, args = ctxs[0].runner.get_env_info(), ctxs[0].args
@@ -342,9 +344,7 @@ def countdown_mixture(tmp_path_factory):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_absorbing_state_keeps_the_weights_on_experts_that_finish_early(seed, countdown_mixture):
     """The absorbing state fills each expert episode's last 3 steps: its logit is the closed-form log-ratio of
-    absorbing rows (12 of 24 expert rows, 12 of 48 union rows: log 2), and the weights favour D_E's transitions
-    (without the absorbing state the same runs give w_expert_mean 0.25 and 1.9: the value objective steers the
-    weights away from episodes that end early)."""
+    absorbing rows (12 of 24 expert rows, 12 of 48 union rows: log 2), and the weights favour D_E's transitions."""
     union, expert = countdown_mixture
     th.manual_seed(seed)
     learner = make_ctx("misodice", "climbing", seed=seed, env="countdown", env_args={"episode_limit": 6},
@@ -354,6 +354,52 @@ def test_the_absorbing_state_keeps_the_weights_on_experts_that_finish_early(seed
         learner.train({"data": union, "expert": expert}, step, step)
     assert abs(learner.absorbing.logit.item() - np.log(2.0)) < 0.05
     assert learner.expert_weight_mean(union, expert).item() > 2.0
+
+
+@pytest.mark.parametrize("alg", ["misodice", "indd"])
+def test_absorbing_rows_fill_the_time_limit_of_terminated_episodes_only(alg, countdown):
+    learner = countdown_learner(alg)
+    for batch in (countdown, with_padding(countdown, 3)):  # padding adds no rows
+        mask, _ = learner._masks(batch)
+        rows = absorbing_rows(batch, mask, 6)
+        assert rows.shape == (4, 1, mask.shape[-1])
+        ended = batch["terminated"][:, :-1, 0].amax(1) > 0  # 2 end by a terminal after 3 steps, 2 by the limit
+        assert (rows[ended] == 3).all() and (rows[~ended] == 0).all()
+    mask, _ = learner._masks(countdown)
+    assert (absorbing_rows(countdown, mask, 3)[ended] == 1).all()  # a terminal at the limit: one self-loop row
+
+
+def test_the_nu_objective_with_the_absorbing_state_ignores_a_shift_of_every_value(countdown):
+    """(1 - gamma) E_s0[nu] + (1 + alpha) log E exp(A / (1 + alpha)) is invariant to nu -> nu + c when nu_abs
+    shifts too: every A, the absorbing self-loop's included, drops by (1 - gamma) c. A wrong sign or a missing
+    bootstrap in the absorbing terms breaks it."""
+    learner = countdown_learner()
+    g = th.Generator().manual_seed(0)
+    nu, r = th.randn(4, 7, 1, generator=g), th.randn(4, 6, 1, generator=g)
+    mask, _ = learner._masks(countdown)
+
+    def objective(shift):
+        with th.no_grad():
+            learner.absorbing.value_raw.fill_((1.5 + shift) / learner.absorbing.value_scale)
+        v = nu + shift
+        adv = learner.advantage(countdown, r, v[:, :-1], v[:, 1:])
+        adv_x, mask_x = learner._with_absorbing(adv, mask, learner.absorbing_advantage(), countdown)
+        assert mask_x.sum() == mask.sum() + 6  # two terminated episodes, 3 absorbing steps each
+        return nu_objective(adv_x, v[:, 0], mask_x, learner.alpha, learner.gamma, "logsumexp", 10.0).item()
+
+    assert objective(0.0) == pytest.approx(objective(7.0), abs=1e-4)
+    assert objective(0.0) == pytest.approx(objective(-3.0), abs=1e-4)
+
+
+def test_a_checkpoint_resumes_only_with_the_absorbing_state_it_was_trained_with(countdown):
+    from utils.checkpoint import CheckpointError
+    on, off = countdown_learner(), countdown_learner(absorbing=False)
+    older = {"disc": {}, "nu": {}}  # critics saved before the absorbing state existed: it was off
+    assert off.upgrade_state("critics", dict(older), "ckpt")["absorbing"] is None
+    with pytest.raises(CheckpointError, match="absorbing=False"):
+        on.upgrade_state("critics", dict(older), "ckpt")
+    with pytest.raises(CheckpointError, match="absorbing=True"):
+        off.upgrade_state("critics", {**older, "absorbing": on.absorbing.state_dict()}, "ckpt")
 
 
 def countdown_learner(alg="misodice", **overrides):
