@@ -79,15 +79,21 @@ def weight_stats(w, mask):
     return {"w_mean": s / n, "w_max": (w * mask).max(), "w_ess": s * s / (n * s2)}
 
 
-def interpolates(x_e, x_u, k):
+def interpolates(x_e, x_u, k, discrete=0):
     """[2k, I] rows for a gradient penalty, as DemoDICE: k expert-union and k union-union interpolations of
-    random real rows (global torch RNG, saved in checkpoints)."""
+    random real rows (global torch RNG, saved in checkpoints). The last `discrete` columns (a one-hot action) are
+    not blended but taken whole from one endpoint, the first with probability u: a categorical action has no
+    points between two actions."""
     ie = th.randint(len(x_e), (k,), device=x_e.device)
     iu = th.randint(len(x_u), (2, k), device=x_u.device)
     u = th.rand(2, k, 1, device=x_u.device)
-    first = u[0] * x_e[ie] + (1 - u[0]) * x_u[iu[0]]
-    second = u[1] * x_u[iu[1]] + (1 - u[1]) * x_u[iu[0]]
-    return th.cat([first, second]).detach()
+    pairs = ((x_e[ie], x_u[iu[0]]), (x_u[iu[1]], x_u[iu[0]]))
+    rows = [ui * a + (1 - ui) * b for ui, (a, b) in zip(u, pairs)]
+    if discrete:
+        pick = th.rand(2, k, 1, device=x_u.device) < u  # endpoint a with probability u
+        rows = [th.cat([r[:, :-discrete], th.where(p, a[:, -discrete:], b[:, -discrete:])], -1)
+                for r, p, (a, b) in zip(rows, pick, pairs)]
+    return th.cat(rows).detach()
 
 
 def input_gradients(net, x):

@@ -7,6 +7,7 @@ non-negative linear: `linear` (sum_i phi_i x_i + phi_0), `lmix` (state-dependent
 
     discriminator (Eq. 9, 13)  z = M_eta[c] (disc_mix: logits) | logit(sum_i eta~_i sigma(c_i)) (probs, eta~ convex)
                                loss BCE(z_E, 1) + BCE(z_U, 0) + disc_grad_penalty (|grad c| - 1)^2
+                               (disc_gp_inputs=obs: the gradient in the observation only, actions kept one-hot)
     reward                     r = log D / (1 - D) = z, detached, clipped to +-ratio_clip
     value (Eq. 6-7)            A = r + gamma nu_tot(s') - nu_tot(s),  nu_tot = M_phi[nu]
                                loss (1 - gamma) E_s0[nu_tot] + (1 + alpha) E_U[exp(A / (1 + alpha) - 1)] (or logsumexp)
@@ -101,6 +102,8 @@ class MisoDICELearner(OfflineLearner):
             raise ValueError(f"schedule must be 'sequential' or 'joint', not '{args.schedule}'")
         if args.disc_mix not in ("logits", "probs"):
             raise ValueError(f"disc_mix must be 'logits' or 'probs', not '{args.disc_mix}'")
+        if args.disc_gp_inputs not in ("all", "obs"):
+            raise ValueError(f"disc_gp_inputs must be 'all' or 'obs', not '{args.disc_gp_inputs}'")
         if args.nu_loss not in ("exp", "logsumexp"):
             raise ValueError(f"nu_loss must be 'exp' or 'logsumexp', not '{args.nu_loss}'")
         obs_dim = scheme["obs"]["vshape"]
@@ -190,6 +193,16 @@ class MisoDICELearner(OfflineLearner):
         d = d.clamp(PROB_EPS, 1 - PROB_EPS)
         return th.log(d) - th.log1p(-d)
 
+    def _disc_gp_gradients(self, rows_e, rows_u):
+        """Input gradients of c at the penalty's interpolates. disc_gp_inputs=obs: only the observation part is
+        interpolated and penalised, the one-hot action is one endpoint's (DemoDICE's penalty, written for continuous
+        actions, otherwise holds |c(o, a) - c(o, a')| near |a - a'| = sqrt 2: the ratio between two actions in
+        the same observation, which is what imitation needs, is capped near e^1.4 per agent)."""
+        if self.args.disc_gp_inputs == "all":
+            return input_gradients(self.disc, interpolates(rows_e, rows_u, self.args.gp_samples))
+        x_gp = interpolates(rows_e, rows_u, self.args.gp_samples, discrete=self.n_actions)
+        return input_gradients(self.disc, x_gp)[:, : -self.n_actions]
+
     def _states(self, batch):
         return self.norm.state(batch["state"].to(self.device))
 
@@ -242,8 +255,8 @@ class MisoDICELearner(OfflineLearner):
             bce = masked_mean(*self._with_absorbing(F.softplus(-z_e), mask_e, F.softplus(-c_abs), expert)) \
                 + masked_mean(*self._with_absorbing(F.softplus(z_u), mask, F.softplus(c_abs), data))
             rows_e, rows_u = x_e[mask_e_n > 0], x_u[mask_n > 0]
-            x_gp = interpolates(rows_e, rows_u, self.args.gp_samples)
-            disc_gp = (input_gradients(self.disc, x_gp).norm(dim=-1) - 1).pow(2).mean()
+            grads = self._disc_gp_gradients(rows_e, rows_u)
+            disc_gp = (grads.norm(dim=-1) - 1).pow(2).mean()
             losses["disc_loss"] = bce + self.args.disc_grad_penalty * disc_gp
             with th.no_grad():
                 if self.absorbing is not None:

@@ -12,7 +12,7 @@ import pytest
 import torch as th
 
 from helpers import constant_climbing_episodes, make_ctx
-from learners.dice import absorbing_rows, dice_weights, exp_linear, nu_objective
+from learners.dice import absorbing_rows, dice_weights, exp_linear, interpolates, nu_objective
 from learners.misodice_learner import mixer_weights
 from modules.mixers import REGISTRY as mixer_REGISTRY
 from offline import DatasetWriter, OfflineDataset
@@ -123,6 +123,49 @@ def test_indd_learns_each_agents_own_log_ratio(one_state):
             assert abs(z[acts[:, i] == a, i].mean().item() - truth[a]) < 0.1, (i, a)
     pi = policy_marginals(learner, union).numpy()
     assert all(0.5 * np.abs(pi[i] - P_E[i]).sum() < 0.05 for i in range(2)), pi
+
+
+# a sharp expert: its favourite action is 8x likelier than the union's, the others 4.5x less (log-ratio spread 3.6)
+Q_SHARP = (np.array([0.1, 0.45, 0.45]),) * 2
+P_SHARP = (np.array([0.8, 0.1, 0.1]),) * 2
+
+
+@pytest.fixture(scope="module")
+def sharp_state(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sharp")
+    union = write(tmp / "union.h5", [(one_state_episodes(Q_SHARP), "random")], 1)
+    expert = write(tmp / "expert.h5", [(one_state_episodes(P_SHARP), "expert")], 1)
+    return (union.episode_batch(np.arange(len(union))), expert.episode_batch(np.arange(len(expert))))
+
+
+def test_blended_action_penalty_caps_the_log_ratio_between_actions_and_the_observation_only_one_does_not(
+        sharp_state):
+    # DemoDICE's penalty (0.1) on blended one-hot actions holds |c(a) - c(a')| near |a - a'| = sqrt 2, below the
+    # 3.6 this expert needs (measured: error 0.97); disc_gp_inputs=obs penalises the observation part only (0.001)
+    errors = {}
+    for mode in ("all", "obs"):
+        learner, union = train_one_state("indd", sharp_state, 0.0, disc_gp_inputs=mode)
+        acts, z = local_log_ratio(learner, union)
+        errors[mode] = max(abs(z[acts[:, i] == a, i].mean().item() - np.log(P_SHARP[i][a] / Q_SHARP[i][a]))
+                           for i in range(2) for a in range(3))
+    assert errors["obs"] < 0.1 < 0.3 < errors["all"], errors
+
+
+def test_penalty_interpolates_blend_observations_and_keep_one_endpoints_action():
+    th.manual_seed(0)
+    x_e = th.cat([th.zeros(50, 4), th.nn.functional.one_hot(th.zeros(50, dtype=th.long), 3).float()], -1)
+    x_u = th.cat([th.ones(50, 4), th.nn.functional.one_hot(th.full((50,), 2), 3).float()], -1)
+    rows = interpolates(x_e, x_u, 400, discrete=3)
+    first, second = rows[:400], rows[400:]
+    assert th.equal(rows[:, 4:].sum(-1), th.ones(800)) and set(rows[:, 4:].unique().tolist()) == {0.0, 1.0}
+    assert th.all(second[:, :4] == 1) and th.all(second[:, 6] == 1)  # union-union: both endpoints alike
+    # expert-union: the observation is u * 0 + (1 - u) * 1, the action the expert's with probability u
+    u = 1 - first[:, 0]
+    assert 0.4 < u.mean().item() < 0.6 and 0 < u.min() and u.max() < 1
+    took_expert = first[:, 4] == 1
+    assert u[took_expert].mean() > 0.6 > 0.4 > u[~took_expert].mean()
+    blended = interpolates(x_e, x_u, 400)  # DemoDICE's: actions blended like the rest
+    assert (blended[:400, 4:] % 1 != 0).any()
 
 
 # ----- the value objective -----
