@@ -556,10 +556,12 @@ def figure(all_data, out):
             xs = [i + (j - (len(tags) - 1) / 2) * width for i in range(len(METHODS))]
             means = [c["mean"] if c else float("nan") for c in cells]
             errs = [(c["std"] or 0.0) if c else 0.0 for c in cells]
-            ax.bar(xs, means, width, yerr=errs, capsize=2, color=colour[t], label=t)
+            label = t if any(cells) else f"{t} (not run)"
+            ax.bar(xs, means, width, yerr=errs, capsize=2, color=colour[t], label=label)
         for name, value in d["references"].items():
             ax.axhline(value, linestyle="--", linewidth=0.8, color="grey")
-            ax.annotate(name, (len(METHODS) - 0.5, value), fontsize=7, color="grey", ha="right", va="bottom")
+            ax.text(0.99, value, name, transform=ax.get_yaxis_transform(), fontsize=7, color="grey", ha="right",
+                    va="bottom")
         ax.set_xticks(range(len(METHODS)), [m[0] for m in METHODS], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("final greedy test return")
         ax.set_title(f"{d['env']} ({len(d['seeds'])} seed(s){', quick' if d['quick'] else ''})", fontsize=9)
