@@ -181,3 +181,19 @@ def test_offline_expert_label_selects_the_flagged_episodes(mixture, tmp_path):
     with pytest.raises(DatasetError, match=r"no label 'llm_expert' \(labels present: \['oracle_expert'\]\).*"
                                            r"--config=label_preferences.*--config=omapl"):
         select_expert(ds, "label:llm_expert", None, None)
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="CUDA not available")
+def test_cuda_training_matches_cpu(mixture):
+    _, ds = mixture
+    prefs = load_preferences(ds, "oracle", 0.5)
+    runs, returns = [], []
+    for use_cuda in (False, True):
+        learner = omapl_ctx(use_cuda=use_cuda).learner  # same seed: same initial weights
+        assert learner.device.type == ("cuda" if use_cuda else "cpu")
+        sampler = Sampler(0)
+        runs.append([learner.train({"preferences": sampler.pairs(prefs, 16, "cpu")}, step, 0) for step in range(3)])
+        returns.append(learner.recovered_returns(ds)[0])
+    for cpu, gpu in zip(*runs):
+        assert gpu == pytest.approx(cpu, rel=1e-3, abs=1e-5)
+    np.testing.assert_allclose(returns[1], returns[0], rtol=1e-3, atol=1e-4)

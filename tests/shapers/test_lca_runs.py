@@ -111,3 +111,15 @@ def test_built_reused_or_given_artifacts_leave_the_seeded_run_alike(tmp_path):
     run_main(tmp_path / "given", "lca_ippo", "two_switch", *settings,
              f"lca.potential={built['lca']['potential']['folder']}")
     assert built_curves == reused_curves == curves(tmp_path / "given")[1]
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("alg, runner, n", [("ippo", "episode", 1), ("mappo", "parallel", 2)])
+def test_ippo_and_mappo_train_on_cuda_with_per_agent_rewards(tmp_path, potential, alg, runner, n):
+    run_main(tmp_path, alg, "two_switch", "shaper=lca", f"lca.potential={potential}", "use_cuda=True", *TINY,
+             f"runner={runner}", f"batch_size_run={n}")
+    info = json.load(open(os.path.join(sacred_dir(tmp_path, alg, "two_switch"), "info.json")))
+    assert info["device"]["device"] == "cuda"
+    assert {"shaped_return_mean", "test_return_mean"} <= set(info)  # agent_<i>_return_mean: per-agent env rewards
+    assert all(th.isfinite(th.tensor([v["value"] if isinstance(v, dict) else v for v in info[k]], dtype=th.float)).all()
+               for k in ("shaped_return_mean", "test_return_mean"))
