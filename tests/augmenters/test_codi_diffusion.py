@@ -198,7 +198,9 @@ def test_nan_loss_stops_before_the_update():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_sampling_has_no_per_step_host_sync():
-    """The sync warnings of one sample() do not grow with the number of denoising steps."""
+    """The sync warnings of one sample() do not grow with the number of denoising steps. Measured twice each way,
+    in turn: a sync that happens once per process (seen on an H200: the first measured call has one more) only
+    lowers later counts, while one per step would add 10 to each 12-step call."""
     model = SegmentDiffusion(2, 3, 8, dim=8, n_timesteps=K, device="cuda")
     o0 = torch.rand(16, 2, 3, device="cuda")
     model.sample(o0, 1.0, "compose", 1.2, sampler="ddpm", n_steps=2, generator=0)  # lazy CUDA initialisation
@@ -213,9 +215,11 @@ def test_cuda_sampling_has_no_per_step_host_sync():
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         assert x.device.type == "cuda" and torch.equal(x[:, 0], o0)
-        return sum("synchroniz" in str(w.message) for w in caught)
+        return [f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
 
-    assert sync_warnings(2) == sync_warnings(12)
+    calls = [(n, sync_warnings(n)) for n in (2, 12, 2, 12)]
+    counts = [len(where) for _, where in calls]
+    assert counts[1] <= counts[0] and counts[3] <= counts[2], calls
 
 # ---------------------------------------------------------------- composition on a 2-agent toy
 #
