@@ -21,8 +21,10 @@ folder holds a manifest is finished with --resume, its completed trials kept):
      offline_expert=label:<labeler>_s<s>_expert, and MARL-SL = OMIGA on offline_reward=label:<labeler>_s<s>_reward_hat
      (named marl_sl).
   --tables gt:    misodice_<env>_gt: the D_E methods on the ground-truth expert episodes (offline_expert=quality:expert)
-  --tables k:     misodice_<env>_k_omapl (O-MAPL with topk_expert=K, first labeler) then misodice_<env>_k (MisoDICE,
-                  named misodice_k<K>); K = the main table's default comes from phase 3
+  --tables k:     misodice_<env>_k: MisoDICE (named misodice_k<K>) on
+                  offline_expert=top:<first labeler>_s<s>_return_hat:K, the top K of phase 2's O-MAPL ranking (K only
+                  selects, so O-MAPL is not trained again per K); its top-K precision comes from those labels and the
+                  dataset's qualities; K = the default is phase 3
   --tables alpha: misodice_<env>_alpha: MisoDICE with misodice_alpha in a grid (first labeler's D_E)
 A sweep is named after its phase; when its trials differ from the shipped file config/sweeps/<name>.yaml (other
 seeds, steps, datasets, --quick) it gets a hash suffix and its file goes to <out>/misodice_<env>/sweeps/.
@@ -43,6 +45,8 @@ import os
 import platform
 import subprocess
 import sys
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/ (its study helpers), also when imported
 import yaml  # noqa: E402
@@ -200,21 +204,16 @@ class Plan:
             spec["seeds"] = seeds
             self.sweeps.append(("gt", f"misodice_{self.tag}_gt", spec))
         if "k" in self.a.tables:
+            # K only picks D_E from O-MAPL's ranking, so each K's D_E is the top K of phase 2's recovered returns
+            # (offline_expert=top:<set>_return_hat:K): no O-MAPL run per K
             ks = [k for k in self.a.k_values if k != self.k_default]
-            p2, p3 = [], []
-            for k in ks:
-                for s in seeds:
-                    name = f"{first}_k{k}_s{s}"
-                    p2.append({"alg": "omapl", "env": env, "name": f"omapl_k{k}", "seeds": [s],
-                               "with": {**self.preference(preference_set=first, omapl_label_name=name),
-                                        "topk_expert": k, "name": f"omapl_k{k}"}})
-                    p3.append({"alg": "misodice", "env": env, "name": f"misodice_k{k}", "seeds": [s],
-                               "with": self.method("misodice", expert=f"label:{name}_expert", name=f"misodice_k{k}")})
+            entries = [{"alg": "misodice", "env": env, "name": f"misodice_k{k}", "seeds": [s],
+                        "with": self.method("misodice", expert=f"top:{first}_s{s}_return_hat:{k}",
+                                            name=f"misodice_k{k}")} for k in ks for s in seeds]
             if ks:
-                self.sweeps.append(("k_omapl", f"misodice_{self.tag}_k_omapl", self.spec(
-                    f"MisoDICE Table 6 analogue on {env}: O-MAPL top-K for K in {ks} ({first} labels)", p2)))
                 self.sweeps.append(("k", f"misodice_{self.tag}_k", self.spec(
-                    f"MisoDICE Table 6 analogue on {env}: MisoDICE on each K's D_E", p3)))
+                    f"MisoDICE Table 6 analogue on {env}: MisoDICE on the top K of {first}'s O-MAPL ranking for K in "
+                    f"{ks}", entries)))
         if "alpha" in self.a.tables:
             alphas = [x for x in self.a.alphas if x != self.alpha_default]
             entries = [{"alg": "misodice", "env": env, "name": "misodice", "seeds": [s],
@@ -394,6 +393,26 @@ def omapl_ceiling(folder):
     return None
 
 
+def label_precision(plan, labeler, seeds, k):
+    """{topk_precision: cell over seeds, ceiling: precision of the true-return top K} of the top K of O-MAPL's
+    recovered returns (<labeler>_s<s>_return_hat in the study copy) against the episodes whose agents are all expert;
+    the cell is None for seeds whose label is missing."""
+    from learners.episode_ranking import precision_recall, top_k
+    from offline import OfflineDataset
+
+    path = os.path.join(ROOT, plan.data) if not os.path.isabs(plan.data) else plan.data
+    if not os.path.isfile(path):
+        return {"topk_precision": None, "ceiling": None}
+    ds = OfflineDataset.load(path)
+    truth = (ds.quality_code_array == ds.quality_codes["expert"]).all(axis=1) if "expert" in ds.quality_codes else None
+    values = [precision_recall(top_k(ds.label(f"{labeler}_s{s}_return_hat"), k), truth)[0] for s in seeds
+              if f"{labeler}_s{s}_return_hat" in ds.label_names]
+    values = [v for v in values if v is not None]
+    prec = {"mean": float(np.mean(values)), "std": float(np.std(values)) if len(values) > 1 else None,
+            "n": len(values), "finals": values} if values else None
+    return {"topk_precision": prec, "ceiling": precision_recall(top_k(ds.returns, k), truth)[0]}
+
+
 def references(plan, refs):
     """(normalise argument for results.py or None, {dataset: mean return} of random / expert / the mixture)."""
     path = refs or os.path.join(plan.data_dir, "returns.json")
@@ -449,18 +468,13 @@ def env_report(plan, files, a):
         scores = results_call([gt], os.path.join(out, "gt"), normalise=normalise)[0]
         data["tables"]["ground_truth"] = {label: cell(scores.get((name, beta))) for label, name, beta in METHODS
                                           if label in DE_METHODS}
-    k_omapl, k = folders.get(("k_omapl", f"misodice_{plan.tag}_k_omapl")), folders.get(("k", f"misodice_{plan.tag}_k"))
+    k = folders.get(("k", f"misodice_{plan.tag}_k"))
     if k and os.path.isfile(os.path.join(k, "manifest.json")):
         scores = results_call([k], os.path.join(out, "k"), normalise=normalise, by=SEED_POOLED)[0]
-        prec = results_call([k_omapl], os.path.join(out, "k_topk"), metric="topk_precision_sum", by=SEED_POOLED)[0]
         rows = {}
         for kk in sorted({*a.k_values, plan.k_default}):
-            if kk == plan.k_default:
-                rows[str(kk)] = {"misodice": main_first.get("MisoDICE"),
-                                 "topk_precision": data["labelers"][first].get("topk_precision")}
-            else:
-                rows[str(kk)] = {"misodice": cell(scores.get((f"misodice_k{kk}", None))),
-                                 "topk_precision": cell(prec.get((f"omapl_k{kk}", None)))}
+            rows[str(kk)] = {"misodice": main_first.get("MisoDICE") if kk == plan.k_default else
+                             cell(scores.get((f"misodice_k{kk}", None))), **label_precision(plan, first, a.seeds, kk)}
         data["tables"]["k"] = rows
     alpha = folders.get(("alpha", f"misodice_{plan.tag}_alpha"))
     if alpha and os.path.isfile(os.path.join(alpha, "manifest.json")):
@@ -526,9 +540,13 @@ def markdown(plan, data):
                          f"{fmt_cell(data['labelers'][first]['methods'].get(label), norm)} |")
     if "k" in tables:
         lines += ["", f"## Size K of D_E (Table 6): MisoDICE ({tags[0]} labels)", "",
-                  "| K | MisoDICE | O-MAPL top-K precision |", "|---:|---|---|"]
+                  "D_E = the top K of each seed's O-MAPL ranking (its recovered returns); precision against the "
+                  "episodes whose agents are all expert; ceiling = the precision of the top K by true return.", "",
+                  "| K | MisoDICE | O-MAPL top-K precision | ceiling |", "|---:|---|---|---:|"]
         for kk, row in tables["k"].items():
-            lines.append(f"| {kk} | {fmt_cell(row['misodice'], norm)} | {fmt_cell(row['topk_precision'])} |")
+            ceiling = "–" if row.get("ceiling") is None else f"{row['ceiling']:.3f}"
+            lines.append(f"| {kk} | {fmt_cell(row['misodice'], norm)} | {fmt_cell(row['topk_precision'])} | "
+                         f"{ceiling} |")
     if "alpha" in tables:
         lines += ["", f"## α (Table 8): MisoDICE ({tags[0]} labels)", "", "| α | MisoDICE |", "|---:|---|"]
         for x, c in tables["alpha"].items():

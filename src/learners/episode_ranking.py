@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from learners.common import NonFiniteError
+from utils.ranking import top_k
 
 
 class RecoveredReturnError(NonFiniteError):
@@ -15,11 +16,6 @@ class RecoveredReturnError(NonFiniteError):
         msg = (f"{self.learner}: non-finite recovered returns ({bad}) at {self.step_name} {self.step}; no labels "
                f"were written")
         return msg + (f". {self.checkpoint}" if self.checkpoint else "")
-
-
-def top_k(scores, k):
-    """Indices of the k highest scores, highest first; ties go to the lower index (a stable sort of -score)."""
-    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
 
 
 def spearman(a, b):

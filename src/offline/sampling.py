@@ -1,10 +1,13 @@
 """Training data for offline learners (`run: offline`): the datasets a config names (`offline_dataset`, several
 merged), the expert subset D_E (`offline_expert`), rewards from a label (`offline_reward`), the top fraction and the
 held-out split, and the seeded episode (and preference-pair) sampler whose state goes into checkpoints."""
+import logging
+
 import numpy as np
 
 from offline.format import DatasetError
 from offline.reader import OfflineDataset
+from utils.ranking import top_k
 
 
 def dataset_paths(value):
@@ -46,29 +49,61 @@ def load_training_data(args, env_info, _log):
 
 
 LABEL_PREFIX = "label:"
+TOP_PREFIX = "top:"
 _EXPERT_HINT = ("label them with --config=label_preferences, then write <name>_expert with --config=omapl "
                 "(preference_set=<name>)")
+_SCORE_HINT = ("write <name>_return_hat with --config=omapl (preference_set=<name>) after labeling the pairs with "
+               "--config=label_preferences")
 _REWARD_HINT = ("write <name>_reward_hat with --config=marl_sl (preference_set=<name>) after labeling the pairs with "
                 "--config=label_preferences")
 
 
-def label_rows(data, spec, key, hint):
-    """The per-episode label that `spec` = 'label:<label name>' names (rows = the dataset's episodes)."""
-    name = spec[len(LABEL_PREFIX):]
-    if not spec.startswith(LABEL_PREFIX) or not name:
-        raise ValueError(f"{key}={spec}: expected 'label:<label name>'")
+def label_rows(data, spec, key, hint, name=None):
+    """The per-episode label that `spec` = 'label:<label name>' names (rows = the dataset's episodes); `name` gives
+    the label when the spec has another form (top:<name>:<K>)."""
+    if name is None:
+        name = spec[len(LABEL_PREFIX):]
+        if not spec.startswith(LABEL_PREFIX) or not name:
+            raise ValueError(f"{key}={spec}: expected 'label:<label name>'")
     if name not in data.label_names:
         raise DatasetError(f"{key}={spec}: the dataset has no label '{name}' (labels present: "
                            f"{data.label_names or 'none'}); {hint}")
     return data.label(name)
 
 
+def parse_top(spec):
+    """'top:<label name>:<K>' -> (label name, K)."""
+    name, _, k = spec[len(TOP_PREFIX):].rpartition(":")
+    if not name or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"offline_expert={spec}: expected 'top:<label name>:<K>' with an integer K >= 1, e.g. "
+                         f"top:oracle_s0_return_hat:400 (the 400 episodes with the highest recovered return)")
+    return name, int(k)
+
+
+def top_episodes(data, spec):
+    """The K episodes with the highest per-episode score label (O-MAPL's <set>_return_hat): the same choice as
+    O-MAPL's own top-K flags for that K, without training O-MAPL again for each K."""
+    name, k = parse_top(spec)
+    scores = np.asarray(label_rows(data, spec, "offline_expert", _SCORE_HINT, name=name), dtype=np.float64)
+    if scores.shape != (len(data),) or not np.isfinite(scores).all():
+        raise DatasetError(f"offline_expert={spec}: a score label is one finite number per episode ([{len(data)}]), "
+                           f"got shape {scores.shape} with {int((~np.isfinite(scores)).sum())} non-finite values")
+    if k > len(data):
+        raise DatasetError(f"offline_expert={spec}: K = {k} is more than the dataset's {len(data)} episodes")
+    if k == len(data):
+        logging.getLogger("pymarl").warning(f"offline_expert={spec}: K = every episode of the dataset: D_E = D_U")
+    return np.sort(top_k(scores, k))
+
+
 def select_expert(data, spec, args, env_args):
     """D_E for learners that weight expert data: 'quality:<name>' = the episodes whose agents all have that
     ground-truth quality, 'label:<name>' = the episodes a per-episode boolean label marks (O-MAPL's top-K:
-    label:<set>_expert), or the path of a separate dataset."""
+    label:<set>_expert), 'top:<name>:<K>' = the K episodes with the highest score label (O-MAPL's
+    <set>_return_hat, for another K than it was trained with), or the path of a separate dataset."""
     if not spec:
         return None
+    if spec.startswith(TOP_PREFIX):
+        return data.subset(top_episodes(data, spec))
     if spec.startswith(LABEL_PREFIX):
         flags = np.asarray(label_rows(data, spec, "offline_expert", _EXPERT_HINT))
         if flags.shape != (len(data),) or not np.isin(flags, (0, 1)).all():

@@ -48,7 +48,8 @@ def run_offline(_run, config, _log):
     if missing == ["expert"]:
         raise ValueError(f"learner '{args.learner}' needs expert data: set offline_expert=quality:expert "
                          f"(episodes labelled expert in the dataset), offline_expert=label:<name>_expert (O-MAPL's "
-                         f"top-K) or offline_expert=path/to/expert.h5")
+                         f"top-K), offline_expert=top:<name>_return_hat:<K> (another K) or "
+                         f"offline_expert=path/to/expert.h5")
     if missing == ["preferences"]:
         raise ValueError(f"learner '{args.learner}' trains on trajectory preferences: set preference_set=<label_name> "
                          f"(a set stored in the dataset by --config=label_preferences)")
@@ -59,7 +60,7 @@ def run_offline(_run, config, _log):
     fingerprint = content_fingerprint(data) if learner.labels_at_end else None
     if _run is not None:
         paths = dataset_paths(args.offline_dataset)
-        if args.offline_expert and not args.offline_expert.startswith(("quality:", "label:")):
+        if args.offline_expert and not args.offline_expert.startswith(("quality:", "label:", "top:")):
             paths.append(args.offline_expert)
         _run.info["dataset"] = {"episodes": len(data), "mean_return": float(data.returns.mean()),
                                 "paths": dataset_paths(args.offline_dataset),

@@ -168,9 +168,7 @@ def test_non_finite_recovered_returns_name_the_step(mixture):
 
 # ----- label: selectors -----
 def test_offline_expert_label_selects_the_flagged_episodes(mixture, tmp_path):
-    path = str(tmp_path / "mix.h5")
-    with open(mixture[0], "rb") as src, open(path, "wb") as dst:
-        dst.write(src.read())
+    path = copy_of(mixture, tmp_path)
     flags = np.zeros(N_EXPERT + N_POOR, dtype=np.uint8)
     flags[[3, 50, 199]] = 1
     write_episode_labels(path, {"oracle_expert": flags}, {"learner": "test"}, content_fingerprint(path))
@@ -181,6 +179,53 @@ def test_offline_expert_label_selects_the_flagged_episodes(mixture, tmp_path):
     with pytest.raises(DatasetError, match=r"no label 'llm_expert' \(labels present: \['oracle_expert'\]\).*"
                                            r"--config=label_preferences.*--config=omapl"):
         select_expert(ds, "label:llm_expert", None, None)
+
+
+def copy_of(mixture, tmp_path):
+    path = str(tmp_path / "mix.h5")
+    with open(mixture[0], "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read())
+    return path
+
+
+def test_offline_expert_top_k_of_the_recovered_return_is_omapls_own_choice_for_any_k(mixture, tmp_path):
+    """top:<set>_return_hat:K picks what O-MAPL would flag with topk_expert=K, so the K table needs one O-MAPL run."""
+    path = copy_of(mixture, tmp_path)
+    ds = OfflineDataset.load(path)
+    ctx = omapl_ctx()
+    train(ctx.learner, load_preferences(ds, "oracle", 0.5), 20)
+    labels = ctx.learner.label_dataset(ds, 20)["labels"]
+    write_episode_labels(path, labels, {"learner": "test"}, content_fingerprint(path))
+    ds = OfflineDataset.load(path)
+    flagged = np.flatnonzero(ds.label("oracle_expert"))
+    assert len(flagged) == N_EXPERT
+    chosen = select_expert(ds, f"top:oracle_return_hat:{N_EXPERT}", None, None)
+    np.testing.assert_array_equal(chosen.returns, ds.returns[flagged])
+    g = np.asarray(ds.label("oracle_return_hat"))
+    for k in (1, 10, 150):
+        rows = np.sort(np.argsort(-g, kind="stable")[:k])
+        np.testing.assert_array_equal(select_expert(ds, f"top:oracle_return_hat:{k}", None, None).returns,
+                                      ds.returns[rows])
+        assert g[rows].min() >= np.delete(g, rows).max()
+
+
+def test_offline_expert_top_k_ties_go_to_the_lower_index_and_bad_specs_are_refused(mixture, tmp_path):
+    path = copy_of(mixture, tmp_path)
+    scores = np.zeros(N_EXPERT + N_POOR)
+    scores[[5, 7, 9, 150]] = [2.0, 1.0, 1.0, 1.0]
+    bad = scores.copy()
+    bad[3] = np.nan
+    write_episode_labels(path, {"s_return_hat": scores, "bad_return_hat": bad}, {"learner": "test"},
+                         content_fingerprint(path))
+    ds = OfflineDataset.load(path)
+    np.testing.assert_array_equal(select_expert(ds, "top:s_return_hat:3", None, None).returns, ds.returns[[5, 7, 9]])
+    for spec, match in (("top:s_return_hat", "expected 'top:<label name>:<K>'"),
+                        ("top:s_return_hat:0", "integer K >= 1"), ("top::5", "expected 'top:<label name>:<K>'"),
+                        ("top:s_return_hat:201", "K = 201 is more than the dataset's 200 episodes"),
+                        ("top:llm_return_hat:5", r"no label 'llm_return_hat'.*--config=omapl"),
+                        ("top:bad_return_hat:5", "1 non-finite values")):
+        with pytest.raises((ValueError, DatasetError), match=match):
+            select_expert(ds, spec, None, None)
 
 
 @pytest.mark.skipif(not th.cuda.is_available(), reason="CUDA not available")

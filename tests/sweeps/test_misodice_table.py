@@ -29,7 +29,7 @@ def test_the_shipped_sweep_files_are_the_default_plan_and_every_trial_checks(tmp
     plan = bench.Plan("lbf_8x8_2p_2f_coop", bench.parse_args(["--tables", "all", "--out", str(tmp_path)]))
     assert [base for _, base, _ in plan.sweeps] == [
         "misodice_lbf_label", "misodice_lbf_oracle_omapl", "misodice_lbf_oracle", "misodice_lbf_noisy75_omapl",
-        "misodice_lbf_noisy75", "misodice_lbf_gt", "misodice_lbf_k_omapl", "misodice_lbf_k", "misodice_lbf_alpha"]
+        "misodice_lbf_noisy75", "misodice_lbf_gt", "misodice_lbf_k", "misodice_lbf_alpha"]
     files = plan.named(str(tmp_path))
     for (_, base, spec), (_, _, name, path) in zip(plan.sweeps, files):
         assert name == base and path == os.path.join(bench.SWEEP_DIR, f"{base}.yaml"), (name, path)
@@ -37,7 +37,7 @@ def test_the_shipped_sweep_files_are_the_default_plan_and_every_trial_checks(tmp
     counts = {name: len(validate(expand(load_sweep(path)))) for _, _, name, path in files}
     assert counts == {"misodice_lbf_label": 2, "misodice_lbf_oracle_omapl": 12, "misodice_lbf_oracle": 24,
                       "misodice_lbf_noisy75_omapl": 12, "misodice_lbf_noisy75": 24, "misodice_lbf_gt": 20,
-                      "misodice_lbf_k_omapl": 16, "misodice_lbf_k": 16, "misodice_lbf_alpha": 20}
+                      "misodice_lbf_k": 16, "misodice_lbf_alpha": 20}
     methods = load_sweep(files[2][3])
     seed1 = [e for e in methods["entries"] if e["seeds"] == [1]]
     assert {e["with"].get("offline_expert") for e in seed1 if e["alg"] != "omiga"} == {"label:oracle_s1_expert"}
@@ -80,7 +80,8 @@ def test_the_chain_on_climbing_gives_the_numbers_of_its_sacred_runs(tmp_path):
     cmd = [sys.executable, os.path.join(REPO_ROOT, "bench", "misodice_table.py"), "--envs", "climbing", "--data-dir",
            str(data), "--dataset", "mix", "--results", str(results), "--out", str(out), "--seeds", "0",
            "--labelers", "oracle", "--pairs", "60", "--topk", "6", "--steps", "6", "--preference-steps", "4",
-           "--jobs", "2", "--num-cpus", "2", "test_nepisode=1", "save_model=False"]
+           "--tables", "k", "--k-values", "3", "--jobs", "2", "--num-cpus", "2", "test_nepisode=1",
+           "save_model=False"]
     res = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=540)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     table = json.loads((out / "misodice_climbing.json").read_text())
@@ -116,6 +117,16 @@ def test_the_chain_on_climbing_gives_the_numbers_of_its_sacred_runs(tmp_path):
     assert oracle["topk_precision"]["mean"] == omapl["topk_precision_sum"][-1]
     assert oracle["ceiling"]["precision"] == omapl["labels"]["ceiling"]["precision"]
     assert omapl["labels"]["names"] == ["oracle_s0_expert", "oracle_s0_return_hat"]
+    # Table 6: K = 3 is MisoDICE on the top 3 of the same O-MAPL ranking (no O-MAPL run of its own); K = 6 is phase 3
+    k3, k6 = table["tables"]["k"]["3"], table["tables"]["k"]["6"]
+    assert config(k3["misodice"]["runs"][0])["offline_expert"] == "top:oracle_s0_return_hat:3"
+    assert k6["misodice"] == oracle["methods"]["MisoDICE"]
+    from offline import OfflineDataset
+    ds = OfflineDataset.load(str(data / "mix_misodice.h5"))
+    top3 = np.argsort(-np.asarray(ds.label("oracle_s0_return_hat")), kind="stable")[:3]
+    assert k3["topk_precision"]["finals"] == [float(np.mean(top3 < E // 5))]  # ground-truth experts: the first fifth
+    assert k6["topk_precision"]["finals"] == pytest.approx([omapl["topk_precision_sum"][-1]])
+    assert k3["ceiling"] == 1.0 and f"| 3 | {k3['misodice']['mean']:.3f} (n=1)" in md
     label_run = oracle["label"]["sacred_run"]
     assert oracle["label"]["accuracy"] == info(label_run)["labeling"]["accuracy"]
     assert oracle["label"]["accuracy"]["items"] == 60 and oracle["label"]["accuracy"]["agreement_return_nontie"] == 1
