@@ -62,7 +62,7 @@ from learners.dice import (
     nu_objective,
     weight_stats,
 )
-from learners.offline_ac import unroll
+from learners.offline_ac import unroll, unroll_rows
 from modules.critics import make_agent_critic
 from modules.mixers import REGISTRY as mixer_REGISTRY
 from modules.mixers.vdn import VDNMixer
@@ -211,8 +211,16 @@ class MisoDICELearner(OfflineLearner):
         mask_n = mask.expand(-1, -1, self.n_agents)
         return (mask_n if self.independent else mask), mask_n
 
-    def _nu_values(self, nu_net, mixer, nu_in, states):
-        return self._mix(mixer, unroll(nu_net, nu_in).squeeze(3), states)  # [B, T, k]
+    def _nu_values(self, nu_net, mixer, nu_in, states, rows=None):
+        """[B, T, k] mixed values; rows [B, T, n]: the steps whose value is used (None: all)."""
+        values = unroll(nu_net, nu_in) if rows is None else unroll_rows(nu_net, nu_in, rows)
+        return self._mix(mixer, values.squeeze(3), states)
+
+    @staticmethod
+    def _value_rows(mask_n):
+        """[B, T, n] steps whose nu is used: the state of every real transition and its next state."""
+        pad = th.zeros_like(mask_n[:, :1])
+        return (th.cat([mask_n, pad], 1) > 0) | (th.cat([pad, mask_n], 1) > 0)
 
     def advantage(self, data, r, nu_s, nu_next):
         """A = r + gamma nu_tot(s') - nu_tot(s) [B, T-1, k]: after a true terminal s' is the absorbing state (its value
@@ -245,12 +253,12 @@ class MisoDICELearner(OfflineLearner):
         x_u = self._disc_inputs(data, nu_in)
         losses, stats = {}, {}
         with th.set_grad_enabled(train_disc):
-            c_u = unroll(self.disc, x_u).squeeze(3)
+            c_u = unroll_rows(self.disc, x_u, mask_n > 0).squeeze(3)
             z_u = self._log_odds(c_u, states[:, :-1])
         if train_disc:
             mask_e, mask_e_n = self._masks(expert)
             x_e = self._disc_inputs(expert, self._nu_inputs(expert))
-            z_e = self._log_odds(unroll(self.disc, x_e).squeeze(3), self._states(expert)[:, :-1])
+            z_e = self._log_odds(unroll_rows(self.disc, x_e, mask_e_n > 0).squeeze(3), self._states(expert)[:, :-1])
             c_abs = self.absorbing.logit if self.absorbing is not None else th.zeros(1)  # (unused when off)
             bce = masked_mean(*self._with_absorbing(F.softplus(-z_e), mask_e, F.softplus(-c_abs), expert)) \
                 + masked_mean(*self._with_absorbing(F.softplus(z_u), mask, F.softplus(c_abs), data))
@@ -268,11 +276,12 @@ class MisoDICELearner(OfflineLearner):
         if not (train_nu or train_actor):
             return losses, stats
         r = z_u.detach().clamp(-self.args.ratio_clip, self.args.ratio_clip)
+        value_rows = self._value_rows(mask_n)
         with th.set_grad_enabled(train_nu):
-            nu_tot = self._nu_values(self.nu, self.nu_mixer, nu_in, states)
+            nu_tot = self._nu_values(self.nu, self.nu_mixer, nu_in, states, value_rows)
         if self.target_nu is not None:
             with th.no_grad():
-                nu_next = self._nu_values(self.target_nu, self.target_nu_mixer, nu_in, states)[:, 1:]
+                nu_next = self._nu_values(self.target_nu, self.target_nu_mixer, nu_in, states, value_rows)[:, 1:]
         else:
             nu_next = nu_tot[:, 1:]
         adv = self.advantage(data, r, nu_tot[:, :-1], nu_next)
@@ -316,13 +325,15 @@ class MisoDICELearner(OfflineLearner):
     @th.no_grad()
     def _weight_exponents(self, batch):
         """(A / (1 + alpha) - 1 [B, T-1, k], mask) of a batch's transitions, from the current networks (no grad)."""
-        mask, _ = self._masks(batch)
+        mask, mask_n = self._masks(batch)
         nu_in, states = self._nu_inputs(batch), self._states(batch)
-        z = self._log_odds(unroll(self.disc, self._disc_inputs(batch, nu_in)).squeeze(3), states[:, :-1])
+        c = unroll_rows(self.disc, self._disc_inputs(batch, nu_in), mask_n > 0).squeeze(3)
+        z = self._log_odds(c, states[:, :-1])
         r = z.clamp(-self.args.ratio_clip, self.args.ratio_clip)
-        nu_tot = self._nu_values(self.nu, self.nu_mixer, nu_in, states)
+        rows = self._value_rows(mask_n)
+        nu_tot = self._nu_values(self.nu, self.nu_mixer, nu_in, states, rows)
         nu_next = nu_tot[:, 1:] if self.target_nu is None else \
-            self._nu_values(self.target_nu, self.target_nu_mixer, nu_in, states)[:, 1:]
+            self._nu_values(self.target_nu, self.target_nu_mixer, nu_in, states, rows)[:, 1:]
         return self.advantage(batch, r, nu_tot[:, :-1], nu_next) / (1 + self.alpha) - 1, mask
 
     @th.no_grad()

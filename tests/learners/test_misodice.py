@@ -487,6 +487,38 @@ def test_padding_changes_no_loss(alg, countdown):
         assert padded[k].item() == pytest.approx(short[k].item(), rel=1e-5, abs=1e-6), k
 
 
+@pytest.mark.parametrize("alg", ["misodice", "indd"])
+def test_feed_forward_critics_on_the_real_rows_only_give_the_full_unrolls_losses_and_gradients(alg, countdown_mixture):
+    """MLP critics see only the real transitions (and their next states); the losses, gradients and the weights'
+    statistics equal those of running them over every padded step, the path a recurrent critic takes."""
+    union, expert = countdown_mixture
+    results = []
+    for full in (False, True):
+        learner = countdown_learner(alg)
+        assert not learner.disc.recurrent and not learner.nu.recurrent  # the config's critic_agent: mlp
+        if full:
+            for net in (learner.disc, learner.nu, learner.target_nu):
+                if net is not None:
+                    net.recurrent = True
+        padded_u, padded_e = with_padding(union, 4), with_padding(expert, 7)
+        seen, forward = [], learner.disc.forward_seq  # rows per call (forward_seq bypasses module hooks)
+        learner.disc.forward_seq = lambda x, h, seen=seen, forward=forward: (seen.append(x.shape[:-1].numel()),
+                                                                             forward(x, h))[1]
+        th.manual_seed(3)
+        losses, _ = learner.losses(padded_u, padded_e, "joint")
+        learner.disc.forward_seq = forward
+        real = int(learner._masks(padded_u)[1].sum() + learner._masks(padded_e)[1].sum())
+        assert (sum(seen[:2]) == real) != full  # the union and expert rows: packed, or every padded step
+        sum(losses.values()).backward()
+        grads = [p.grad.clone() for p in [*learner.disc.parameters(), *learner.nu.parameters()]]
+        results.append(({k: v.item() for k, v in losses.items()}, grads,
+                        learner.expert_weight_mean(padded_u, padded_e).numpy()))
+    (packed, g_packed, w_packed), (full, g_full, w_full) = results
+    assert packed == pytest.approx(full, rel=1e-5, abs=1e-6)
+    assert all(th.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g_packed, g_full))
+    np.testing.assert_allclose(w_packed, w_full, rtol=1e-5)
+
+
 def test_a_non_finite_loss_stops_naming_the_step(countdown):
     from learners.common import NonFiniteError
     learner = countdown_learner()

@@ -5,6 +5,8 @@ from torch import nn
 class MLPAgent(nn.Module):
     """Feed-forward agent (no memory); the hidden state is carried through unchanged."""
 
+    recurrent = False  # each row on its own: learners may evaluate only the real (unpadded) steps
+
     def __init__(self, input_shape, args, n_outputs=None):
         super().__init__()
         self.hidden_dim = args.hidden_dim

@@ -5,6 +5,8 @@ from torch import nn
 class RNNAgent(nn.Module):
     """fc -> ReLU -> GRU -> fc, as pymarl's RNNAgent, with `use_rnn: False` giving an MLP body."""
 
+    recurrent = True  # learners run it over whole sequences (use_rnn False included: the safe default)
+
     def __init__(self, input_shape, args, n_outputs=None):
         super().__init__()
         self.hidden_dim = args.hidden_dim

@@ -7,6 +7,8 @@ from modules.agents.rnn import RNNAgent
 class RNNNSAgent(nn.Module):
     """One RNNAgent per agent (no parameter sharing), for `mac: non_shared_mac`."""
 
+    recurrent = True  # learners run it over whole sequences (use_rnn False included: the safe default)
+
     def __init__(self, input_shape, args, n_outputs=None):
         super().__init__()
         self.n_agents = args.n_agents
