@@ -218,9 +218,12 @@ class MisoDICELearner(OfflineLearner):
 
     @staticmethod
     def _value_rows(mask_n):
-        """[B, T, n] steps whose nu is used: the state of every real transition and its next state."""
+        """[B, T, n] steps whose nu is used: the state of every real transition and its next state, and every
+        episode's first state (E_s0[nu] averages it over the whole batch)."""
         pad = th.zeros_like(mask_n[:, :1])
-        return (th.cat([mask_n, pad], 1) > 0) | (th.cat([pad, mask_n], 1) > 0)
+        rows = (th.cat([mask_n, pad], 1) > 0) | (th.cat([pad, mask_n], 1) > 0)
+        rows[:, 0] = True
+        return rows
 
     def advantage(self, data, r, nu_s, nu_next):
         """A = r + gamma nu_tot(s') - nu_tot(s) [B, T-1, k]: after a true terminal s' is the absorbing state (its value

@@ -121,6 +121,7 @@ class OMAPLLearner(OMIGALearner):
             first = int(np.flatnonzero(bad)[0])
             raise RecoveredReturnError(self.guard.learner, {"episodes": int(bad.sum()), f"G[{first}]": g[first]},
                                        step, self.guard.step_name)
+        g = g.astype(np.float32)  # ranked as stored (labels/<set>_return_hat), so top:<set>_return_hat:K picks alike
         scores = {"sum": g, "mean": g / np.maximum(lengths, 1)}
         k = int(self.args.topk_expert)
         chosen = top_k(scores[self.args.omapl_rank_by], k)
@@ -138,8 +139,9 @@ class OMAPLLearner(OMIGALearner):
             stats[f"return_hat_spearman_{name}"] = report[name]["spearman_true_return"]
         info = {"label_name": self.label_name, "rank_by": self.args.omapl_rank_by, "step": step,
                 "topk_stable_since": self.topk_stable_since, **report}
-        labels = dict(zip(self.label_names(), (g.astype(np.float32), flags)))
-        return {"labels": labels, "stats": stats, "info": info, "summary": summary(report, self.args.omapl_rank_by)}
+        labels = dict(zip(self.label_names(), (g, flags)))
+        return {"labels": labels, "stats": stats, "info": info, "summary": summary(report, self.args.omapl_rank_by),
+                "attrs": {"rank_by": self.args.omapl_rank_by}}
 
 
 def summary(report, rank_by):

@@ -2,6 +2,7 @@
 merged), the expert subset D_E (`offline_expert`), rewards from a label (`offline_reward`), the top fraction and the
 held-out split, and the seeded episode (and preference-pair) sampler whose state goes into checkpoints."""
 import logging
+import re
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def label_rows(data, spec, key, hint, name=None):
 def parse_top(spec):
     """'top:<label name>:<K>' -> (label name, K)."""
     name, _, k = spec[len(TOP_PREFIX):].rpartition(":")
-    if not name or not k.isdigit() or int(k) < 1:
+    if not name or not re.fullmatch(r"[0-9]+", k) or int(k) < 1:
         raise ValueError(f"offline_expert={spec}: expected 'top:<label name>:<K>' with an integer K >= 1, e.g. "
                          f"top:oracle_s0_return_hat:400 (the 400 episodes with the highest recovered return)")
     return name, int(k)
@@ -85,6 +86,11 @@ def top_episodes(data, spec):
     O-MAPL's own top-K flags for that K, without training O-MAPL again for each K."""
     name, k = parse_top(spec)
     scores = np.asarray(label_rows(data, spec, "offline_expert", _SCORE_HINT, name=name), dtype=np.float64)
+    rank_by = data.label_attrs(name).get("rank_by", "sum")
+    if rank_by != "sum":  # <set>_return_hat holds the sum G; O-MAPL chose by G / length
+        raise DatasetError(f"offline_expert={spec}: '{name}' comes from an O-MAPL run with omapl_rank_by={rank_by}, "
+                           f"whose top K is not the top K of this label (the summed return); use "
+                           f"offline_expert=label:<set>_expert for its own K, or rerun O-MAPL with omapl_rank_by=sum")
     if scores.shape != (len(data),) or not np.isfinite(scores).all():
         raise DatasetError(f"offline_expert={spec}: a score label is one finite number per episode ([{len(data)}]), "
                            f"got shape {scores.shape} with {int((~np.isfinite(scores)).sum())} non-finite values")

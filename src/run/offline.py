@@ -172,7 +172,8 @@ def write_labels(ctx, data, result, fingerprint, step, _log):
     args = ctx.args
     attrs = {"learner": args.learner, "config": args.name, "step": step, "seed": args.seed,
              "preference_set": args.preference_set, "sacred_run": ctx.sacred_run,
-             "model_dir": os.path.abspath(args.model_dir)}  # a run resumed into this folder may replace them
+             "model_dir": os.path.abspath(args.model_dir),  # a run resumed into this folder may replace them
+             **result.get("attrs", {})}  # the learner's own (O-MAPL: rank_by)
     names = sorted(result["labels"])
     existing = [n for n in names if n in data.label_names]  # as loaded: a label written meanwhile is refused
     overwrite = args.label_overwrite or (bool(existing) and existing == own_labels(data, names, args.model_dir))

@@ -487,14 +487,17 @@ def test_padding_changes_no_loss(alg, countdown):
         assert padded[k].item() == pytest.approx(short[k].item(), rel=1e-5, abs=1e-6), k
 
 
-@pytest.mark.parametrize("alg", ["misodice", "indd"])
-def test_feed_forward_critics_on_the_real_rows_only_give_the_full_unrolls_losses_and_gradients(alg, countdown_mixture):
+@pytest.mark.parametrize("alg, overrides", [("misodice", {}), ("indd", {}),
+                                             ("misodice", {"nu_target": True, "disc_mix": "probs"})])
+def test_feed_forward_critics_on_the_real_rows_only_give_the_full_unrolls_losses_and_gradients(alg, overrides,
+                                                                                             countdown_mixture):
     """MLP critics see only the real transitions (and their next states); the losses, gradients and the weights'
     statistics equal those of running them over every padded step, the path a recurrent critic takes."""
     union, expert = countdown_mixture
     results = []
     for full in (False, True):
-        learner = countdown_learner(alg)
+        learner = countdown_learner(alg, **overrides)
+        assert (learner.target_nu is not None) == overrides.get("nu_target", False)
         assert not learner.disc.recurrent and not learner.nu.recurrent  # the config's critic_agent: mlp
         if full:
             for net in (learner.disc, learner.nu, learner.target_nu):
@@ -538,9 +541,9 @@ def all_weights(learner):
 def test_cuda_training_matches_cpu_and_checkpoints_cross_devices(alg, countdown_mixture, tmp_path):
     union, expert = countdown_mixture
     learners, runs = [], []
-    for use_cuda in (False, True):  # same seed: same initial weights. The penalty's interpolates are drawn from the
-        # device's own generator, so it is off here and checked for finiteness below
-        learner = countdown_learner(alg, use_cuda=use_cuda, disc_grad_penalty=0.0)
+    for use_cuda in (False, True):  # same seed: same initial weights. The penalties' interpolates are drawn from the
+        # device's own generator, so they are off here and checked for finiteness below
+        learner = countdown_learner(alg, use_cuda=use_cuda, disc_grad_penalty=0.0, nu_grad_penalty=0.0)
         assert learner.device.type == ("cuda" if use_cuda else "cpu")
         runs.append([learner.train({"data": union, "expert": expert}, step, step) for step in range(3)])
         learners.append(learner)
@@ -551,7 +554,7 @@ def test_cuda_training_matches_cpu_and_checkpoints_cross_devices(alg, countdown_
                                cpu.expert_weight_mean(union, expert).numpy(), rtol=1e-3)
     # a checkpoint written on the GPU resumes on the CPU with the same weights, and the next update matches
     gpu.save_models(str(tmp_path))
-    resumed = countdown_learner(alg, disc_grad_penalty=0.0)
+    resumed = countdown_learner(alg, disc_grad_penalty=0.0, nu_grad_penalty=0.0)
     resumed.load_models(str(tmp_path))
     assert all(th.equal(a, b) for a, b in zip(all_weights(gpu).values(), all_weights(resumed).values()))
     assert resumed.train({"data": union, "expert": expert}, 3, 3) == pytest.approx(

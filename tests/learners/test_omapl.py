@@ -14,7 +14,7 @@ from offline import OfflineDataset
 from offline.format import DatasetError
 from offline.label_store import content_fingerprint, write_episode_labels
 from offline.preferences import PreferencePairs, check_stored_view, load_preferences
-from offline.sampling import Sampler, select_expert
+from offline.sampling import Sampler, select_expert, top_episodes
 
 N_EXPERT, N_POOR, N_PAIRS = 40, 160, 300  # chance precision of the top 40 = 40 / 200 = 0.2
 TINY = dict(hidden_dim=16, critic_hidden_dim=32, mixing_embed_dim=8, learner_log_interval=10**9)
@@ -199,14 +199,21 @@ def test_offline_expert_top_k_of_the_recovered_return_is_omapls_own_choice_for_a
     ds = OfflineDataset.load(path)
     flagged = np.flatnonzero(ds.label("oracle_expert"))
     assert len(flagged) == N_EXPERT
+    np.testing.assert_array_equal(top_episodes(ds, f"top:oracle_return_hat:{N_EXPERT}"), flagged)  # episode indices
     chosen = select_expert(ds, f"top:oracle_return_hat:{N_EXPERT}", None, None)
-    np.testing.assert_array_equal(chosen.returns, ds.returns[flagged])
+    np.testing.assert_array_equal(chosen.arrays()["obs"], ds.arrays(flagged)["obs"])
     g = np.asarray(ds.label("oracle_return_hat"))
     for k in (1, 10, 150):
         rows = np.sort(np.argsort(-g, kind="stable")[:k])
-        np.testing.assert_array_equal(select_expert(ds, f"top:oracle_return_hat:{k}", None, None).returns,
-                                      ds.returns[rows])
+        np.testing.assert_array_equal(top_episodes(ds, f"top:oracle_return_hat:{k}"), rows)
         assert g[rows].min() >= np.delete(g, rows).max()
+    # O-MAPL ranking by G / length flags another top K than the summed return_hat: top: refuses that label
+    ctx_mean = omapl_ctx(omapl_rank_by="mean", omapl_label_name="bymean")
+    out = ctx_mean.learner.label_dataset(ds, 0)
+    assert out["attrs"] == {"rank_by": "mean"}
+    write_episode_labels(path, out["labels"], {"learner": "test", **out["attrs"]}, content_fingerprint(path))
+    with pytest.raises(DatasetError, match="omapl_rank_by=mean.*label:<set>_expert"):
+        top_episodes(OfflineDataset.load(path), "top:bymean_return_hat:10")
 
 
 def test_offline_expert_top_k_ties_go_to_the_lower_index_and_bad_specs_are_refused(mixture, tmp_path):
@@ -218,9 +225,11 @@ def test_offline_expert_top_k_ties_go_to_the_lower_index_and_bad_specs_are_refus
     write_episode_labels(path, {"s_return_hat": scores, "bad_return_hat": bad}, {"learner": "test"},
                          content_fingerprint(path))
     ds = OfflineDataset.load(path)
+    np.testing.assert_array_equal(top_episodes(ds, "top:s_return_hat:3"), [5, 7, 9])
     np.testing.assert_array_equal(select_expert(ds, "top:s_return_hat:3", None, None).returns, ds.returns[[5, 7, 9]])
     for spec, match in (("top:s_return_hat", "expected 'top:<label name>:<K>'"),
                         ("top:s_return_hat:0", "integer K >= 1"), ("top::5", "expected 'top:<label name>:<K>'"),
+                        ("top:s_return_hat:\u00b2", "integer K >= 1"),
                         ("top:s_return_hat:201", "K = 201 is more than the dataset's 200 episodes"),
                         ("top:llm_return_hat:5", r"no label 'llm_return_hat'.*--config=omapl"),
                         ("top:bad_return_hat:5", "1 non-finite values")):

@@ -115,7 +115,7 @@ def test_built_reused_or_given_artifacts_leave_the_seeded_run_alike(tmp_path):
 
 @pytest.mark.skipif(not th.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("alg, runner, n", [("ippo", "episode", 1), ("mappo", "parallel", 2)])
-def test_ippo_and_mappo_train_on_cuda_with_per_agent_rewards(tmp_path, potential, alg, runner, n):
+def test_ippo_and_mappo_train_on_cuda_with_lca_shaped_per_agent_rewards(tmp_path, potential, alg, runner, n):
     run_main(tmp_path, alg, "two_switch", "shaper=lca", f"lca.potential={potential}", "use_cuda=True", *TINY,
              f"runner={runner}", f"batch_size_run={n}")
     info = json.load(open(os.path.join(sacred_dir(tmp_path, alg, "two_switch"), "info.json")))
