@@ -399,14 +399,15 @@ def label_precision(plan, labeler, seeds, k):
     the cell is None for seeds whose label is missing."""
     from learners.episode_ranking import precision_recall, top_k
     from offline import OfflineDataset
+    from offline.sampling import top_episodes
 
     path = os.path.join(ROOT, plan.data) if not os.path.isabs(plan.data) else plan.data
     if not os.path.isfile(path):
         return {"topk_precision": None, "ceiling": None}
     ds = OfflineDataset.load(path)
     truth = (ds.quality_code_array == ds.quality_codes["expert"]).all(axis=1) if "expert" in ds.quality_codes else None
-    values = [precision_recall(top_k(ds.label(f"{labeler}_s{s}_return_hat"), k), truth)[0] for s in seeds
-              if f"{labeler}_s{s}_return_hat" in ds.label_names]
+    values = [precision_recall(top_episodes(ds, f"top:{labeler}_s{s}_return_hat:{k}"), truth)[0] for s in seeds
+              if f"{labeler}_s{s}_return_hat" in ds.label_names]  # D_E exactly as the runs' offline_expert picks it
     values = [v for v in values if v is not None]
     prec = {"mean": float(np.mean(values)), "std": float(np.std(values)) if len(values) > 1 else None,
             "n": len(values), "finals": values} if values else None
