@@ -340,10 +340,14 @@ def provenance_differences(stored, wanted):
 
 
 def from_behaviour_run(stored, run_dir, hashes):
-    """Whether a file's provenance names this behaviour run (by its checkpoints' hashes, else its folder)."""
+    """Whether a file's provenance names this behaviour run (by its checkpoints' hashes, else its folder). A file of
+    the uniform random policy alone belongs to every behaviour run of its env (no checkpoint played in it)."""
     if stored is None:
         return False
-    if os.path.abspath(str(stored.get("behaviour_checkpoint"))) == os.path.abspath(run_dir):
+    # realpath: the same run reached through a symlinked folder (a worktree, a mounted results dir) is the same run
+    if os.path.realpath(str(stored.get("behaviour_checkpoint"))) == os.path.realpath(run_dir):
+        return True
+    if stored.get("policies") and not any(p.get("checkpoint") for p in stored["policies"].values()):
         return True
     # a moved or copied run: each checkpoint policy has the hash of the same step here
     policies = [p for p in stored.get("policies", {}).values() if p.get("checkpoint")]

@@ -407,6 +407,20 @@ def test_returns_table_lists_only_the_behaviour_runs_datasets(tmp_path, behaviou
     assert "| b |" not in (tmp_path / "data" / "returns.md").read_text()
 
 
+def test_returns_table_keeps_random_data_and_sees_through_symlinks(tmp_path, behaviour_run):
+    """A random-only file belongs to every behaviour run (no checkpoint plays in it); the same run reached through a
+    symlinked folder (a git worktree sharing results/) is the same run."""
+    collect(tmp_path, behaviour_run, {"random": [{"episodes": 1, "agents": "random"}],
+                                      "a": [{"episodes": 1, "agents": "expert"}]})
+    other = write_behaviour_run(str(tmp_path / "other"), steps={100: (0, 1), 200: (2, 2)})
+    collect(tmp_path, other, {"b": [{"episodes": 1, "agents": "expert"}]})
+    assert [r["dataset"] for r in json.load(open(tmp_path / "data" / "returns.json"))["datasets"]] == ["random", "b"]
+    os.symlink(os.path.dirname(os.path.dirname(behaviour_run)), tmp_path / "linked")
+    collect(tmp_path, str(tmp_path / "linked" / "models" / "run"), {"c": [{"episodes": 1, "agents": "expert"}]})
+    assert sorted(r["dataset"] for r in json.load(open(tmp_path / "data" / "returns.json"))["datasets"]) == [
+        "a", "c", "random"]
+
+
 def test_datasets_collected_before_provenance_was_recorded(tmp_path, behaviour_run):
     """Older files have no `collection` attr: their behaviour checkpoint folders and settings are compared."""
     import h5py
