@@ -16,7 +16,8 @@ folder holds a manifest is finished with --resume, its completed trials kept):
      <data-dir>/<dataset>_misodice.h5 (label_out; the reference dataset is left as it is).
   2. misodice_<env>_<labeler>_omapl, per seed s: O-MAPL (preference_set=<labeler>, writes labels
      <labeler>_s<s>_return_hat / _expert: its top-K is D_E; its own policy is the OMAPL row), MARL-SL's reward model
-     (name marl_sl_reward, writes <labeler>_s<s>_reward_hat) and BC(beta=0) (needs no D_E, so it runs here).
+     (name marl_sl_reward, writes <labeler>_s<s>_reward_hat); the first labeler's also BC(beta=0): it needs no
+     labels, so it runs once per env x seed and its row is shared by every labeler's table.
   3. misodice_<env>_<labeler>, per seed s: BC(beta=0.5), BC(beta=1), INDD, MisoDICE-VDN, MisoDICE with
      offline_expert=label:<labeler>_s<s>_expert, and MARL-SL = OMIGA on offline_reward=label:<labeler>_s<s>_reward_hat
      (named marl_sl).
@@ -171,16 +172,17 @@ class Plan:
                            f"{self.data} (bench/misodice_table.py)",
             "entries": label_entries, "with": label_with, "cpus_per_trial": 1, "metric": "test_return_mean",
             "retries": 1}))
-        for tag, _ in self.labelers:
+        for i, (tag, _) in enumerate(self.labelers):
             p2, p3 = [], []
             for s in seeds:
                 name = f"{tag}_s{s}"
                 p2 += [{"alg": "omapl", "env": env, "name": "omapl", "seeds": [s],
                         "with": self.preference(preference_set=tag, omapl_label_name=name)},
                        {"alg": "marl_sl", "env": env, "name": "marl_sl_reward", "seeds": [s],
-                        "with": self.preference(preference_set=tag, marl_sl_label_name=name, name="marl_sl_reward")},
-                       {"alg": "bc_beta", "env": env, "name": "bc_beta0", "seeds": [s],
-                        "with": self.method("bc_beta", expert="", bc_beta=0.0)}]
+                        "with": self.preference(preference_set=tag, marl_sl_label_name=name, name="marl_sl_reward")}]
+                if i == 0:  # BC(beta=0) reads no labels: once, not once per labeler
+                    p2 += [{"alg": "bc_beta", "env": env, "name": "bc_beta0", "seeds": [s],
+                            "with": self.method("bc_beta", expert="", bc_beta=0.0)}]
                 expert = f"label:{name}_expert"
                 p3 += [{"alg": "bc_beta", "env": env, "name": f"bc_beta{b:g}", "seeds": [s],
                         "with": self.method("bc_beta", expert=expert, bc_beta=b)} for b in (0.5, 1.0)]
@@ -189,8 +191,8 @@ class Plan:
                 p3 += [{"alg": alg, "env": env, "name": alg, "seeds": [s], "with": self.method(alg, expert=expert)}
                        for alg in ("indd", "misodice_vdn", "misodice")]
             self.sweeps.append(("omapl", f"misodice_{self.tag}_{tag}_omapl", self.spec(
-                f"MisoDICE phase 2 on {env}, labeler {tag}: O-MAPL (top-K = D_E), MARL-SL's reward model, BC(beta=0)",
-                p2)))
+                f"MisoDICE phase 2 on {env}, labeler {tag}: O-MAPL (top-K = D_E), MARL-SL's reward model"
+                + (", BC(beta=0)" if i == 0 else ""), p2)))
             self.sweeps.append(("methods", f"misodice_{self.tag}_{tag}", self.spec(
                 f"MisoDICE phase 3 on {env}, labeler {tag}: the methods on O-MAPL's D_E (bench/misodice_table.py)",
                 p3)))
@@ -415,29 +417,33 @@ def label_precision(plan, labeler, seeds, k):
 
 
 def references(plan, refs):
-    """(normalise argument for results.py or None, {dataset: mean return} of random / expert / the mixture)."""
+    """(normalise argument for results.py or None, {dataset: mean return} of random / expert / the mixture, why
+    there is no normalisation or None)."""
     path = refs or os.path.join(plan.data_dir, "returns.json")
     if not os.path.isfile(path.partition(":")[0]):
-        return None, {}
+        return None, {}, f"no {path.partition(':')[0]}"
     table = read_json(path.partition(":")[0]) or {}
     if "datasets" not in table:
         table = table.get(plan.label) or {}
     rows = {r["dataset"]: r["return_mean"] for r in table.get("datasets", [])}
     low, _, high = (path.partition(":")[2] or "random,expert").partition(",")
     if low not in rows or high not in rows:
-        print(f"no normalisation: {path} lacks {low} or {high}", flush=True)
-        return None, rows
-    return f"{path.partition(':')[0]}:{low},{high}", {k: rows[k] for k in (low, high, plan.a.dataset) if k in rows}
+        why = f"{path.partition(':')[0]} has no row '{' or '.join(k for k in (low, high) if k not in rows)}'"
+        print(f"no normalisation: {why}", flush=True)
+        return None, rows, why
+    return (f"{path.partition(':')[0]}:{low},{high}", {k: rows[k] for k in (low, high, plan.a.dataset) if k in rows},
+            None)
 
 
 def env_report(plan, files, a):
     """Every table of one env from src/results.py calls over its sweeps; returns (markdown, data)."""
     out = os.path.join(os.path.abspath(a.out), f"misodice_{plan.env}")
     folders = {(phase, base): sweep_folder_of(path, name) for phase, base, name, path in files}
-    normalise, refs = references(plan, a.refs)
+    normalise, refs, no_norm = references(plan, a.refs)
     smax = plan.env.startswith("smax")
     data = {"env": plan.env, "env_label": plan.label, "dataset": plan.source, "labelled_copy": plan.data,
-            "references": refs, "normalise": normalise, "quick": a.quick, "seeds": list(a.seeds),
+            "references": refs, "normalise": normalise, "no_normalisation": no_norm, "quick": a.quick,
+            "seeds": list(a.seeds),
             "settings": {"method_steps": plan.steps or "config defaults",
                          "preference_steps": plan.pref_steps or "config defaults", "topk_expert": plan.k_default},
             "labelers": {}, "tables": {}, "sweeps": {f"{p}:{b}": f for (p, b), f in folders.items()}}
@@ -463,6 +469,10 @@ def env_report(plan, files, a):
             entry["ceiling"] = omapl_ceiling(p2)
         data["labelers"][tag] = entry
     first = plan.labelers[0][0]
+    for tag in data["labelers"]:  # BC(beta=0) reads no labels: its runs are in the first labeler's phase 2
+        for key in ("BC(β=0)", "BC(β=0) win"):
+            if key in data["labelers"][first]["methods"]:
+                data["labelers"][tag]["methods"][key] = data["labelers"][first]["methods"][key]
     main_first = data["labelers"][first]["methods"]
     gt = folders.get(("gt", f"misodice_{plan.tag}_gt"))
     if gt and os.path.isfile(os.path.join(gt, "manifest.json")):
@@ -498,7 +508,7 @@ def markdown(plan, data):
               f"D_E = O-MAPL's top {plan.k_default} per seed.",
               "Final greedy test return (each run's last evaluation), mean ± std over seeds (population std), via "
               "src/results.py" + (f"; [normalised] = (R − R_low) / (R_high − R_low) with {data['normalise']}" if norm
-                                  else "; no normalisation (no returns.json beside the data)") + ".", ""]
+                                  else f"; no normalisation ({data.get('no_normalisation')})") + ".", ""]
     if refs:
         low, high = (data["normalise"].rpartition(":")[2].split(",") if norm else (None, None))
         scale = (lambda v: f" [{(v - refs[low]) / (refs[high] - refs[low]):.2f}]") if norm else (lambda v: "")

@@ -36,8 +36,11 @@ def test_the_shipped_sweep_files_are_the_default_plan_and_every_trial_checks(tmp
         assert read_yaml(path) == spec  # regenerate with: python bench/misodice_table.py --write-sweeps --tables all
     counts = {name: len(validate(expand(load_sweep(path)))) for _, _, name, path in files}
     assert counts == {"misodice_lbf_label": 2, "misodice_lbf_oracle_omapl": 12, "misodice_lbf_oracle": 24,
-                      "misodice_lbf_noisy75_omapl": 12, "misodice_lbf_noisy75": 24, "misodice_lbf_gt": 20,
+                      "misodice_lbf_noisy75_omapl": 8, "misodice_lbf_noisy75": 24, "misodice_lbf_gt": 20,
                       "misodice_lbf_k": 16, "misodice_lbf_alpha": 20}
+    # BC(beta=0) reads no labels: it runs once per seed, in the first labeler's phase 2 only
+    bc0 = {name: sum(e["name"] == "bc_beta0" for e in load_sweep(path)["entries"]) for _, _, name, path in files}
+    assert {k: v for k, v in bc0.items() if v} == {"misodice_lbf_oracle_omapl": 4}
     methods = load_sweep(files[2][3])
     seed1 = [e for e in methods["entries"] if e["seeds"] == [1]]
     assert {e["with"].get("offline_expert") for e in seed1 if e["alg"] != "omiga"} == {"label:oracle_s1_expert"}
@@ -132,8 +135,15 @@ def test_the_chain_on_climbing_gives_the_numbers_of_its_sacred_runs(tmp_path):
     assert oracle["label"]["accuracy"]["items"] == 60 and oracle["label"]["accuracy"]["agreement_return_nontie"] == 1
     assert os.path.isfile(data / "mix_misodice.h5")  # labels went into the study copy
     assert "random -40.000 [0.00], expert 20.000 [1.00], mix -10.000 [0.50]" in md
-    # rerun: every sweep is finished (--resume), nothing runs again, the same numbers come out
-    again = subprocess.run(cmd[:2] + ["--report-only"] + cmd[2:], cwd=REPO_ROOT, capture_output=True, text=True,
-                           timeout=300)
+    # rerun: every sweep is finished (--resume), nothing runs again, the same numbers come out; a second labeler
+    # (not run) shares the first one's BC(beta=0) row, which reads no labels and so runs once
+    i = cmd.index("--labelers") + 2
+    again = subprocess.run(cmd[:2] + ["--report-only"] + cmd[2:i] + ["noisy_oracle:0.9"] + cmd[i:], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads((out / "misodice_climbing.json").read_text())["labelers"] == table["labelers"]
+    labelers = json.loads((out / "misodice_climbing.json").read_text())["labelers"]
+    # everything but the label run's info (the label sweep now has a second, unrun entry: another sweep)
+    assert {k: v for k, v in labelers["oracle"].items() if k != "label"} == {
+        k: v for k, v in oracle.items() if k != "label"}
+    assert {k for k, v in labelers["noisy90"]["methods"].items() if v} == {"BC(β=0)"}
+    assert labelers["noisy90"]["methods"]["BC(β=0)"] == oracle["methods"]["BC(β=0)"]
