@@ -258,7 +258,7 @@ def behaviour_scores(args, env_info, run_dir, steps, policy, out_dir, _log, hash
               f"episodes each, collect_epsilon={args.collect_epsilon})")
     policies = {RANDOM: None, **{str(s): policy(str(s)) for s in steps}}
     scores = score(args, env_info, policies, args.collect_eval_episodes)
-    write_json_atomic(path, {"key": key, "behaviour_checkpoint": os.path.abspath(run_dir), "scores": scores})
+    write_json_atomic(path, {"key": key, "behaviour_checkpoint": os.path.realpath(run_dir), "scores": scores})
     return scores
 
 
@@ -284,7 +284,7 @@ def provenance(behaviour, hashes, run_dir, parts, args):
     for q in sorted(part_qualities(parts)):
         step = behaviour[q]["policy"]
         policies[q] = {"checkpoint": behaviour[q]["checkpoint"], "sha256": None if step == RANDOM else hashes[step]}
-    return {"behaviour_checkpoint": os.path.abspath(run_dir), "policies": policies, "dataset_parts": parts,
+    return {"behaviour_checkpoint": os.path.realpath(run_dir), "policies": policies, "dataset_parts": parts,
             "collect_greedy": bool(args.collect_greedy), "collect_epsilon": float(args.collect_epsilon)}
 
 
@@ -318,7 +318,9 @@ def _same_policy(a, b):
         return a is b
     if a.get("sha256") and b.get("sha256"):
         return a["sha256"] == b["sha256"]  # the same weights, even if the behaviour run's folder moved
-    return a.get("checkpoint") == b.get("checkpoint")
+    if a.get("checkpoint") is None or b.get("checkpoint") is None:
+        return a.get("checkpoint") == b.get("checkpoint")
+    return os.path.realpath(a["checkpoint"]) == os.path.realpath(b["checkpoint"])  # one folder by any path
 
 
 def provenance_differences(stored, wanted):
@@ -507,7 +509,7 @@ def collect(args, config, logger, _log, info):
     chosen, normalised = select_qualities({k: v["mean"] for k, v in scores.items()}, fractions)
     chosen = {q: str(p) for q, p in chosen.items()}
     _log.info(scores_table(scores, normalised, chosen, args.collect_eval_episodes))
-    behaviour = {q: {"policy": p, "checkpoint": None if p == RANDOM else os.path.abspath(os.path.join(run_dir, p)),
+    behaviour = {q: {"policy": p, "checkpoint": None if p == RANDOM else os.path.realpath(os.path.join(run_dir, p)),
                      "return": scores[p]["mean"], "normalised": normalised[p]} for q, p in chosen.items()}
     info["behaviour"] = behaviour
 

@@ -416,7 +416,11 @@ def test_returns_table_keeps_random_data_and_sees_through_symlinks(tmp_path, beh
     collect(tmp_path, other, {"b": [{"episodes": 1, "agents": "expert"}]})
     assert [r["dataset"] for r in json.load(open(tmp_path / "data" / "returns.json"))["datasets"]] == ["random", "b"]
     os.symlink(os.path.dirname(os.path.dirname(behaviour_run)), tmp_path / "linked")
-    collect(tmp_path, str(tmp_path / "linked" / "models" / "run"), {"c": [{"episodes": 1, "agents": "expert"}]})
+    linked = str(tmp_path / "linked" / "models" / "run")
+    collect(tmp_path, linked, {"c": [{"episodes": 1, "agents": "expert"}]})
+    collect(tmp_path, linked, {"a": [{"episodes": 1, "agents": "expert"}]})  # the same source: kept, not an error
+    from offline.collection import read_provenance
+    assert read_provenance(tmp_path / "data" / "c.h5")["behaviour_checkpoint"] == os.path.realpath(behaviour_run)
     assert sorted(r["dataset"] for r in json.load(open(tmp_path / "data" / "returns.json"))["datasets"]) == [
         "a", "c", "random"]
 
