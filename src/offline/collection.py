@@ -95,6 +95,30 @@ def select_qualities(scores, fractions):
     return chosen, normalised
 
 
+QUALITY_GAP = 0.2  # a quality's policy scoring more than this above its fraction (normalised) is reported
+
+
+def quality_gaps(chosen, normalised, fractions):
+    """Messages for qualities whose policy overshoots its fraction by more than QUALITY_GAP: the behaviour run has
+    no checkpoint in between (checkpoints too sparse while it learned fast), and qualities that share one policy."""
+    out = []
+    for quality, fraction in sorted(fractions.items(), key=lambda kv: kv[1]):
+        step = chosen[quality]
+        if normalised[step] - fraction > QUALITY_GAP:
+            before = max((k for k in normalised if k != RANDOM and int(k) < int(step)), key=int, default=None)
+            out.append(f"quality '{quality}' (fraction {fraction:g}) is the checkpoint at step {step}, normalised "
+                       f"{normalised[step]:.3f}: no checkpoint scores between {fraction:g} and that"
+                       + (f" (the one before, step {before}, scores {normalised[before]:.3f})" if before else "")
+                       + "; save checkpoints more often while the behaviour run learns (save_model_interval) to get "
+                       "a policy of that quality")
+    shared = {}
+    for quality in fractions:
+        shared.setdefault(chosen[quality], []).append(quality)
+    out += [f"qualities {', '.join(sorted(qs))} are one policy (checkpoint {step}): their datasets differ only by "
+            f"their episodes" for step, qs in shared.items() if len(qs) > 1]
+    return out
+
+
 def check_fractions(fractions):
     for quality, fraction in fractions.items():
         if quality in (RANDOM, EXPERT):
@@ -509,6 +533,9 @@ def collect(args, config, logger, _log, info):
     chosen, normalised = select_qualities({k: v["mean"] for k, v in scores.items()}, fractions)
     chosen = {q: str(p) for q, p in chosen.items()}
     _log.info(scores_table(scores, normalised, chosen, args.collect_eval_episodes))
+    info["quality_warnings"] = quality_gaps(chosen, normalised, fractions)
+    for message in info["quality_warnings"]:
+        _log.warning(message)
     behaviour = {q: {"policy": p, "checkpoint": None if p == RANDOM else os.path.realpath(os.path.join(run_dir, p)),
                      "return": scores[p]["mean"], "normalised": normalised[p]} for q, p in chosen.items()}
     info["behaviour"] = behaviour

@@ -18,7 +18,7 @@ from components.episode_buffer import EpisodeBatch
 from controllers.behaviour_mac import RANDOM, BehaviourMAC
 from helpers import FakeSacredRun, make_ctx, run_main, sacred_dir, write_random_dataset
 from offline import DatasetError, OfflineDataset
-from offline.collection import episode_plan, select_qualities
+from offline.collection import episode_plan, quality_gaps, select_qualities
 from run.collect import run_collect
 from run.setup import episode_scheme
 from runners.episode_runner import EpisodeRunner
@@ -110,6 +110,23 @@ def test_quality_selection_on_fabricated_scores():
     assert chosen["poor"] == "1025"
     with pytest.raises(ValueError, match="does not beat the random policy"):
         select_qualities({"random": 5.0, "10": 7.0, "20": 5.0}, {"medium": 0.5})
+
+
+def test_sparse_checkpoints_are_reported():
+    """MPE spread's recipe: the first checkpoint after the untrained one already scores 0.72, so poor (0.15) and
+    medium (0.5) are both that policy; the collection says so and names the fix."""
+    scores = {"random": -148.5, "250": -152.3, "100250": -116.0, "200250": -113.2, "1500250": -103.1}
+    fractions = {"medium": 0.5, "poor": 0.15}
+    chosen, normalised = select_qualities(scores, fractions)
+    messages = quality_gaps(chosen, normalised, fractions)
+    assert len(messages) == 3
+    assert messages[0].startswith("quality 'poor' (fraction 0.15) is the checkpoint at step 100250, normalised 0.7")
+    assert "the one before, step 250, scores -0.084" in messages[0] and "save_model_interval" in messages[0]
+    assert messages[2] == ("qualities medium, poor are one policy (checkpoint 100250): their datasets differ only by "
+                           "their episodes")
+    # checkpoints close to each fraction: nothing to report
+    dense = {"random": 0.0, "10": 0.2, "20": 0.55, "30": 1.0}
+    assert quality_gaps(*select_qualities(dense, fractions), fractions) == []
 
 
 def test_episode_plan_mixture_counts_shuffle_and_n_expert():
