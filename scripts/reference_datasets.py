@@ -39,7 +39,9 @@ RECIPES = {
     "climbing": {"alg": "qmix", "t_max": 20000, "save_model_interval": 1000,
                  "train": lambda t_max: [f"epsilon_anneal_time={t_max // 2}"], "collect": ["collect_greedy=False"]},
     "lbf_8x8_2p_2f_coop": {"alg": "mappo", "t_max": 1000000, "save_model_interval": 50000},
-    "mpe_spread": {"alg": "mappo", "t_max": 1500000, "save_model_interval": 100000},
+    # spread: MAPPO scores 0.72 (normalised) by 100k steps, so checkpoints every 100k left poor = medium = that
+    # policy (2026-12-04); every 10k gives the early, weaker policies (150 checkpoints, ~1 min to score)
+    "mpe_spread": {"alg": "mappo", "t_max": 1500000, "save_model_interval": 10000},
     # SMAX 3m (MisoDICE's SMAC stand-in; needs ./install.sh smax). Not yet run here: 1.5M MAPPO steps are sized from
     # the LBF + MPE recipes (2.5M MAPPO steps in ~25 min on 2 cores) and SMAX's ~2x slower env step (4,027 random
     # steps/s vs 5.7-14k): ~30 min expected, <= 45 min. Evaluations every 50k steps instead of the env config's 10k
@@ -53,13 +55,21 @@ RECIPES = {
 OPT_IN = ("smax", "mpe_world")  # recipes run only when named with --envs
 
 
-def finished_run(models_root, t_max):
-    """The newest behaviour run under models_root whose last checkpoint reached t_max, or None."""
+def finished_run(models_root, t_max, save_model_interval=None):
+    """The newest behaviour run under models_root whose last checkpoint reached t_max, or None. With
+    save_model_interval, a run that saved its checkpoints at another interval is not the recipe's (its qualities come
+    from other checkpoints): it is named and passed over."""
     best = None
     for run in sorted(glob.glob(os.path.join(models_root, "*"))):
         steps = [int(d) for d in os.listdir(run) if d.isdigit()]
-        if steps and max(steps) >= t_max and load_run_config(run) is not None:
-            best = run
+        config = load_run_config(run)
+        if not steps or max(steps) < t_max or config is None:
+            continue
+        if save_model_interval is not None and config.get("save_model_interval") != save_model_interval:
+            print(f"passing over {run}: it saved checkpoints every {config.get('save_model_interval')} steps, the "
+                  f"recipe every {save_model_interval} (its qualities come from those checkpoints)", flush=True)
+            continue
+        best = run
     return best
 
 
@@ -75,12 +85,12 @@ def reference_datasets(env, recipe, results, seed, episodes=None, overwrite=Fals
     args = [f"env_args.{a}" for a in env_args]
     label = env_label(build_config(recipe["alg"], env, parse_updates(args)))
     behaviour_dir = os.path.join(results, "reference", f"{env}-{label}" if args else env)
-    run = finished_run(os.path.join(behaviour_dir, "models"), recipe["t_max"])
+    run = finished_run(os.path.join(behaviour_dir, "models"), recipe["t_max"], recipe["save_model_interval"])
     if run is None:
         main_py(f"--config={recipe['alg']}", f"--env-config={env}", "with", f"seed={seed}",
                 f"t_max={recipe['t_max']}", f"save_model_interval={recipe['save_model_interval']}",
                 f"local_results_path={behaviour_dir}", *args, *recipe.get("train", lambda t: [])(recipe["t_max"]))
-        run = finished_run(os.path.join(behaviour_dir, "models"), recipe["t_max"])
+        run = finished_run(os.path.join(behaviour_dir, "models"), recipe["t_max"], recipe["save_model_interval"])
     else:
         print(f"{env}: using the finished behaviour run {run}", flush=True)
     dataset_dir = os.path.join(results, "datasets", label)

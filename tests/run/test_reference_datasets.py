@@ -4,7 +4,7 @@ import json
 import os
 
 from offline import OfflineDataset
-from reference_datasets import main
+from reference_datasets import finished_run, main
 
 DATASETS = {"expert", "medium", "poor", "random", "mix_200e_1000p", "imbalanced_1e", "expert_2", "expert_all"}
 
@@ -28,3 +28,17 @@ def test_recipe_trains_collects_and_resumes(tmp_path):
     main(args)  # everything is complete: no new training run, no dataset rewritten
     assert glob.glob(os.path.join(tmp_path, "reference", "climbing", "models", "*")) == runs
     assert {p: os.path.getmtime(p) for p in stamps} == stamps
+
+
+def test_a_run_saved_at_another_interval_is_not_the_recipes(tmp_path, capsys):
+    """A finished behaviour run whose checkpoints are sparser (or denser) than the recipe's is passed over, named:
+    the qualities come from its checkpoints (MPE spread's 100k interval gave poor = medium)."""
+    from utils.checkpoint import save_run_config
+    run = tmp_path / "models" / "run"
+    for step in (0, 100, 200):
+        (run / str(step)).mkdir(parents=True)
+    save_run_config(str(run), {"save_model_interval": 100, "t_max": 200})
+    assert finished_run(str(tmp_path / "models"), 200, 100) == str(run)
+    assert finished_run(str(tmp_path / "models"), 200) == str(run)
+    assert finished_run(str(tmp_path / "models"), 200, 10) is None
+    assert "it saved checkpoints every 100 steps, the recipe every 10" in capsys.readouterr().out
