@@ -95,8 +95,15 @@ def parse_labeler(text, pairs, llm_pairs):
 
 
 def rel(path):
+    """A path as sweep files hold it: relative to the checkout when inside it (also when it is the real path of this
+    checkout's results folder, e.g. a symlink to a shared one), else absolute; one file, one spelling, one hash."""
     path = os.path.abspath(path)
-    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+    if path.startswith(ROOT + os.sep):
+        return os.path.relpath(path, ROOT)
+    real, results = os.path.realpath(path), os.path.realpath(RESULTS_ROOT)
+    if real.startswith(results + os.sep):
+        return os.path.join(os.path.relpath(RESULTS_ROOT, ROOT), os.path.relpath(real, results))
+    return path
 
 
 class Plan:

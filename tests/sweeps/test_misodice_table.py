@@ -147,3 +147,18 @@ def test_the_chain_on_climbing_gives_the_numbers_of_its_sacred_runs(tmp_path):
         k: v for k, v in oracle.items() if k != "label"}
     assert {k for k, v in labelers["noisy90"]["methods"].items() if v} == {"BC(β=0)"}
     assert labelers["noisy90"]["methods"]["BC(β=0)"] == oracle["methods"]["BC(β=0)"]
+
+
+def test_paths_in_sweep_files_are_spelt_one_way_from_any_checkout(tmp_path, monkeypatch):
+    """A checkout whose results/ is a symlink to a shared folder (a worktree) names the shared files as results/...,
+    as the main checkout does: the sweeps' specs, and so their names, agree."""
+    bench = load_bench()
+    shared, checkout = tmp_path / "main" / "results", tmp_path / "worktree"
+    (shared / "augment").mkdir(parents=True)
+    checkout.mkdir()
+    os.symlink(shared, checkout / "results")
+    monkeypatch.setattr(bench, "ROOT", str(checkout))
+    monkeypatch.setattr(bench, "RESULTS_ROOT", str(checkout / "results"))
+    for spelling in (checkout / "results" / "augment" / "g.h5", shared / "augment" / "g.h5"):
+        assert bench.rel(str(spelling)) == os.path.join("results", "augment", "g.h5")
+    assert bench.rel(str(tmp_path / "elsewhere.h5")) == str(tmp_path / "elsewhere.h5")

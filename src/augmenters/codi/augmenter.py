@@ -139,11 +139,13 @@ class CodiAugmenter:
                              f"{info['episode_limit']} of {source_path}: choose segment_horizon <= "
                              f"{info['episode_limit']}")
         self.fingerprint = content_fingerprint(dataset)
+        # the real path: a results folder reached through a symlink (a worktree, a scratch mount) is recorded
+        # (info.json, the generated file's path) as where it is, so the records stay valid from any checkout
         if checkpoint:
-            self.folder = os.path.abspath(checkpoint)
+            self.folder = os.path.realpath(checkpoint)
             self._check_checkpoint(self.folder)
         else:
-            self.folder = os.path.join(results_dir, "augment", self.name, env_label, self.run_id())
+            self.folder = os.path.realpath(os.path.join(results_dir, "augment", self.name, env_label, self.run_id()))
         self.meta = self._read_meta(self.folder) or {}
 
     # ------------------------------------------------------------------ data
