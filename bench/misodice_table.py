@@ -476,10 +476,10 @@ def env_report(plan, files, a):
             entry["ceiling"] = omapl_ceiling(p2)
         data["labelers"][tag] = entry
     first = plan.labelers[0][0]
-    for tag in data["labelers"]:  # BC(beta=0) reads no labels: its runs are in the first labeler's phase 2
-        for key in ("BC(β=0)", "BC(β=0) win"):
-            if key in data["labelers"][first]["methods"]:
-                data["labelers"][tag]["methods"][key] = data["labelers"][first]["methods"][key]
+    # BC(beta=0) reads no labels: its runs are in the first labeler's phase 2, its row is every labeler's
+    shared = {k: v for k, v in data["labelers"][first]["methods"].items() if k in ("BC(β=0)", "BC(β=0) win")}
+    for tag in data["labelers"]:
+        data["labelers"][tag]["methods"].update(shared)
     main_first = data["labelers"][first]["methods"]
     gt = folders.get(("gt", f"misodice_{plan.tag}_gt"))
     if gt and os.path.isfile(os.path.join(gt, "manifest.json")):
