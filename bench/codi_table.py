@@ -24,7 +24,9 @@ says. Per cell, in order (every step resumable: a rerun skips what is complete):
   4. learn    codi_learn (one sweep per cell x dataset, once its input exists): --learners (--scaling-learners on
               spread N != 3) x --seeds on the original
               imbalanced_1e.h5 or [imbalanced_1e.h5, <generated>.h5], the generated file being the path its augment
-              run's info.json gives (augment.generate.path), never a guessed one
+              run's info.json gives (augment.generate.path), never a guessed one. Learners already in a learn
+              sweep of an earlier command with fewer --learners are taken from it (a report of all four learners
+              combines `--learners bc bc50` and `--learners omar omiga`; nothing is run twice)
 A sweep whose folder holds a manifest is finished with --resume (bench/study.py); its name is the shipped file's
 (config/sweeps/codi_<phase>.yaml) or, when the options change it, that name plus a hash of the changes.
 
@@ -42,6 +44,7 @@ mean returns. Written to --out (default results/bench/codi/<preset>/):
 """
 import argparse
 import glob
+import itertools
 import json
 import os
 import re
@@ -223,16 +226,32 @@ class Plan:
                                                        "name": f"codi_no_comp_{c.tag}", "seeds": [self.seed0],
                                                        "with": w, **self.gpus()}]})
 
-    def learn(self, c, dataset, generated=None):
+    def learn(self, c, dataset, generated=None, learners=None):
+        """The learn sweep of `learners` (default: the cell's) on one dataset."""
         data = c.source if dataset == "original" else [c.source, rel(generated)]
         entries = [{"alg": alg, "env": c.env, "name": f"{dataset}__{alg}",
                     "with": {**c.env_args, "name": f"{dataset}__{alg}", "offline_dataset": data}}
-                   for alg in self.learners(c)]
+                   for alg in (learners or self.learners(c))]
         w = dict(self.a.with_)
         if self.a.steps:
             every = max(1, self.a.steps // 6)
             w = {"offline_steps": self.a.steps, "offline_test_interval": every, "offline_log_interval": every, **w}
         return diff_from("codi_learn", {"entries": entries, "seeds": list(self.a.seeds), "with": w})
+
+    def learn_groups(self, c, dataset, generated=None):
+        """[diff] of the learn sweeps that cover the cell's learners on one dataset: those on disk for a subset of
+        them (made by a command with fewer --learners; largest first), then one for the learners none of them holds.
+        So `--learners bc bc50` and a later `--learners omar omiga` report together under all four."""
+        todo, groups = list(self.learners(c)), []
+        for size in range(len(todo), 0, -1):
+            for subset in itertools.combinations(list(todo), size):
+                if not set(subset) <= set(todo):
+                    continue
+                diff = self.learn(c, dataset, generated, list(subset))
+                if os.path.isfile(os.path.join(sweep_folder(self.a, "codi_learn", diff), "manifest.json")):
+                    groups.append(diff)
+                    todo = [x for x in todo if x not in subset]
+        return groups + ([self.learn(c, dataset, generated, todo)] if todo else [])
 
 
 def placeholder(c, what):
@@ -240,9 +259,7 @@ def placeholder(c, what):
 
 
 # ----------------------------------------------------------------------------------------------- sweeps on disk
-def sweep_name(base, diff):
-    with tempfile.TemporaryDirectory() as tmp:
-        return study.derive(base, diff, RESULTS_ROOT, tmp)[1]
+sweep_name = study.sweep_name
 
 
 def sweep_folder(a, base, diff):
@@ -304,7 +321,8 @@ def all_sweeps(plan, state):
         for ds in plan.datasets:
             gen = None if ds == "original" else (state.generated.get((c.tag, ds)) if state else None)
             pending = ds != "original" and gen is None
-            out.append(("learn", c.tag, "codi_learn", plan.learn(c, ds, gen or placeholder(c, ds)), pending))
+            out += [("learn", c.tag, "codi_learn", diff, pending)
+                    for diff in plan.learn_groups(c, ds, gen or placeholder(c, ds))]
     return out
 
 
@@ -393,7 +411,7 @@ def run_study(plan, a):
                       f"wait; rerun to finish", flush=True)
                 code = max(code, 1)
                 continue
-            rc = run_phase([("codi_learn", plan.learn(c, ds, gen))], a)
+            rc = run_phase([("codi_learn", diff) for diff in plan.learn_groups(c, ds, gen)], a)
             if rc not in (0, 1):
                 return rc
             code = max(code, rc)
@@ -408,21 +426,23 @@ def references(c):
 
 
 def cell_scores(plan, state, c):
-    """{learner: {dataset: score cell}} of one cell: one src/results.py call over its learn sweeps."""
+    """{learner: {dataset: score cell}} of one cell: one src/results.py call over its learn sweeps; and {dataset:
+    [sweep folder]}."""
     folders = {}
     for ds in plan.datasets:
         gen = state.generated.get((c.tag, ds))
         if ds == "original" or gen:
-            folder = sweep_folder(plan.a, "codi_learn", plan.learn(c, ds, gen))
-            if os.path.isfile(os.path.join(folder, "manifest.json")):
-                folders[ds] = folder
+            found = [sweep_folder(plan.a, "codi_learn", diff) for diff in plan.learn_groups(c, ds, gen)]
+            found = [f for f in found if os.path.isfile(os.path.join(f, "manifest.json"))]
+            if found:
+                folders[ds] = found
     if not folders:
         return {}, folders
     refs = references(c)
     normalise = (f"{os.path.join(c.data_dir, 'returns.json')}:{SOURCE},{ALL}"
                  if SOURCE in refs and ALL in refs and refs[SOURCE] != refs[ALL] else None)
-    scores, _ = results_call(list(folders.values()), os.path.join(plan.a.out, c.tag), by="alg,env",
-                             normalise=normalise, plots=True)
+    every = [f for found in folders.values() for f in found]
+    scores, _ = results_call(every, os.path.join(plan.a.out, c.tag), by="alg,env", normalise=normalise, plots=True)
     return {LEARNERS[alg]: {ds: score_cell(scores.get((f"{ds}__{alg}", None))) for ds in plan.datasets}
             for alg in plan.learners(c)}, folders
 
@@ -748,6 +768,9 @@ def parse_args(argv=None):
     p.add_argument("extra", nargs="*", help="`with` updates of every learner run, e.g. test_nepisode=16")
     a = p.parse_args(argv)
     a.results = os.path.abspath(a.results)
+    # in LEARNERS' order, so the same set names the same learn sweeps however it is spelled
+    a.learners = [x for x in LEARNERS if x in a.learners]
+    a.scaling_learners = a.scaling_learners and [x for x in LEARNERS if x in a.scaling_learners]
     a.envs = a.envs or (QUICK["envs"] if a.quick else ["mpe_spread", "lbf_8x8_2p_2f_coop"])
     a.n_agents = a.n_agents or (QUICK["n_agents"] if a.quick else [3, 4, 5])
     a.seeds = a.seeds or (QUICK["seeds"] if a.quick else [1, 2, 3])

@@ -54,10 +54,15 @@ def changes(base, algs=None, envs=None, seeds=None, with_=None, grid=None):
     return out
 
 
+def sweep_name(base, diff):
+    """The name (and results/sweeps/ folder) of the sweep that runs `base` with `diff`: base plus a hash of diff."""
+    return base if not diff else f"{base}-{hashlib.sha1(json.dumps(diff, sort_keys=True).encode()).hexdigest()[:8]}"
+
+
 def derive(base, diff, results_root, folder):
     """Write the sweep file that runs `base` with `diff` (changes()) and its trials' outputs under results_root;
     returns (path, name)."""
-    name = base if not diff else f"{base}-{hashlib.sha1(json.dumps(diff, sort_keys=True).encode()).hexdigest()[:8]}"
+    name = sweep_name(base, diff)
     data = {"inherit": os.path.abspath(sweep_path(base)), "name": name,
             **{k: v for k, v in diff.items() if k not in ("with", "grid")},
             "with": {**diff.get("with", {}), "local_results_path": os.path.abspath(results_root)}}

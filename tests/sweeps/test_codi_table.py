@@ -236,3 +236,23 @@ def test_coverage_of_spread_observations(tmp_path):
         w.add_arrays(arrays, qualities=np.array([["expert", "random"], ["random", "expert"]]))
     first, last = bench.coverage(path)
     assert first == pytest.approx(-2.5) and last == pytest.approx((0.0 - 7.0) / 2)
+
+
+def test_learners_of_earlier_commands_are_reused_not_rerun(tmp_path):
+    """`--learners bc bc50` then `--learners omar omiga`: a run or report of all four finds both learn sweeps and
+    plans a new one only for a learner neither holds."""
+    bench = load_bench()
+    base = ["--envs", "mpe_spread", "--n-agents", "3", "--results", str(tmp_path / "results"), "--out", str(tmp_path)]
+    all_four = bench.Plan(bench.parse_args(base))
+    c = all_four.cells[0]
+    assert all_four.learn_groups(c, "original") == [all_four.learn(c, "original")]  # nothing on disk
+    for learners in (["bc50", "bc"], ["omar"]):  # spelled in any order
+        plan = bench.Plan(bench.parse_args([*base, "--learners", *learners]))
+        (diff,) = plan.learn_groups(c, "original")
+        assert [e["alg"] for e in diff["entries"]] == sorted(learners)
+        write_sweep(bench.sweep_folder(plan.a, "codi_learn", diff), [])
+    groups = all_four.learn_groups(c, "original")
+    assert [[e["alg"] for e in g["entries"]] for g in groups] == [["bc", "bc50"], ["omar"], ["omiga"]]
+    assert [os.path.isdir(bench.sweep_folder(all_four.a, "codi_learn", g)) for g in groups] == [True, True, False]
+    # a dataset without sweeps on disk still runs as one sweep of all four
+    assert len(all_four.learn_groups(c, "codi", "/g.h5")) == 1
