@@ -25,8 +25,8 @@ says. Per cell, in order (every step resumable: a rerun skips what is complete):
               spread N != 3) x --seeds on the original
               imbalanced_1e.h5 or [imbalanced_1e.h5, <generated>.h5], the generated file being the path its augment
               run's info.json gives (augment.generate.path), never a guessed one. Learners already in a learn
-              sweep of an earlier command with fewer --learners are taken from it (a report of all four learners
-              combines `--learners bc bc50` and `--learners omar omiga`; nothing is run twice)
+              sweep of an earlier command with other --learners are taken from it (a report of all four learners
+              combines `--learners bc bc50` and `--learners omar omiga`; no learner's runs are counted twice)
 A sweep whose folder holds a manifest is finished with --resume (bench/study.py); its name is the shipped file's
 (config/sweeps/codi_<phase>.yaml) or, when the options change it, that name plus a hash of the changes.
 
@@ -231,7 +231,7 @@ class Plan:
         data = c.source if dataset == "original" else [c.source, rel(generated)]
         entries = [{"alg": alg, "env": c.env, "name": f"{dataset}__{alg}",
                     "with": {**c.env_args, "name": f"{dataset}__{alg}", "offline_dataset": data}}
-                   for alg in (learners or self.learners(c))]
+                   for alg in (self.learners(c) if learners is None else learners)]
         w = dict(self.a.with_)
         if self.a.steps:
             every = max(1, self.a.steps // 6)
@@ -239,17 +239,20 @@ class Plan:
         return diff_from("codi_learn", {"entries": entries, "seeds": list(self.a.seeds), "with": w})
 
     def learn_groups(self, c, dataset, generated=None):
-        """[diff] of the learn sweeps that cover the cell's learners on one dataset: those on disk for a subset of
-        them (made by a command with fewer --learners; largest first), then one for the learners none of them holds.
-        So `--learners bc bc50` and a later `--learners omar omiga` report together under all four."""
-        todo, groups = list(self.learners(c)), []
-        for size in range(len(todo), 0, -1):
-            for subset in itertools.combinations(list(todo), size):
-                if not set(subset) <= set(todo):
+        """[diff] of the learn sweeps that cover the cell's learners on one dataset: those on disk that an earlier
+        command made for another set of learners (largest first; any set holding a wanted learner and none already
+        taken, so no learner's runs are counted twice), then one for the learners none of them holds. So `--learners
+        bc bc50` and a later `--learners omar omiga` report together under all four, and a later `--learners bc`
+        reads the four-learner sweep."""
+        todo, taken, groups = list(self.learners(c)), set(), []
+        for size in range(len(LEARNERS), 0, -1):
+            for subset in itertools.combinations(LEARNERS, size):
+                if taken & set(subset) or not set(todo) & set(subset):
                     continue
                 diff = self.learn(c, dataset, generated, list(subset))
                 if os.path.isfile(os.path.join(sweep_folder(self.a, "codi_learn", diff), "manifest.json")):
                     groups.append(diff)
+                    taken |= set(subset)
                     todo = [x for x in todo if x not in subset]
         return groups + ([self.learn(c, dataset, generated, todo)] if todo else [])
 

@@ -161,17 +161,22 @@ def test_the_table_is_assembled_from_the_runs(tmp_path):
                 [(f"{aug}_{c.tag}-s1", runs[aug]) for aug in ("codi", "madiff_like")])
     write_sweep(bench.sweep_folder(a, "codi_no_comp", plan.no_comp(c, art)),
                 [(f"codi_no_comp_{c.tag}-s1", runs["codi_no_comp"])])
-    for ds in plan.datasets:
-        trials = []
+    for k, ds in enumerate(plan.datasets):
+        trials = {}
         for alg in ("bc", "bc50"):
             for seed, delta in ((1, -5.0), (2, 5.0)):
                 name = f"{ds}__{alg}"
                 final = MEANS[(ds, alg)] + delta
                 config = {"run": "offline", "env": "mpe", "seed": seed, "env_args": {"scenario": "spread", "N": 3},
                           "offline_steps": 20}
-                trials.append((f"{name}-s{seed}", write_run(root, name, c.label, next(run_id), config, {
-                    "test_return_mean": [-100.0, final], "test_return_mean_T": [0, 20]})))
-        write_sweep(bench.sweep_folder(a, "codi_learn", plan.learn(c, ds, gen.get(ds))), trials)
+                run = write_run(root, name, c.label, next(run_id), config, {
+                    "test_return_mean": [-100.0, final], "test_return_mean_T": [0, 20]})
+                trials.setdefault(alg, []).append((f"{name}-s{seed}", run))
+        if k % 2:  # as two commands with one learner each made them: the report pools both sweeps
+            for alg, runs in trials.items():
+                write_sweep(bench.sweep_folder(a, "codi_learn", plan.learn(c, ds, gen.get(ds), [alg])), runs)
+        else:
+            write_sweep(bench.sweep_folder(a, "codi_learn", plan.learn(c, ds, gen.get(ds))), sum(trials.values(), []))
 
     assert bench.main(["--report-only", *args]) == 0
     table = json.loads((out / "table.json").read_text())
@@ -256,3 +261,9 @@ def test_learners_of_earlier_commands_are_reused_not_rerun(tmp_path):
     assert [os.path.isdir(bench.sweep_folder(all_four.a, "codi_learn", g)) for g in groups] == [True, True, False]
     # a dataset without sweeps on disk still runs as one sweep of all four
     assert len(all_four.learn_groups(c, "codi", "/g.h5")) == 1
+    # a later command with fewer learners reads a larger sweep; one overlapping a taken sweep is not read twice
+    bc_only = bench.Plan(bench.parse_args([*base, "--learners", "bc"]))
+    assert bc_only.learn_groups(c, "original") == [groups[0]]
+    write_sweep(bench.sweep_folder(plan.a, "codi_learn", all_four.learn(c, "original", None, ["bc50", "omar"])), [])
+    again = [[e["alg"] for e in g["entries"]] for g in all_four.learn_groups(c, "original")]
+    assert again == [["bc", "bc50"], ["omar"], ["omiga"]]
