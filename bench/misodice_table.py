@@ -40,7 +40,6 @@ results.py reports (curves, CSVs, marl-eval JSON) under <out>/misodice_<env>/.
 import argparse
 import copy
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -52,7 +51,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/ (its study helpers), also when imported
 import yaml  # noqa: E402
 
-from study import RESULTS_ROOT, ROOT, add_ray_options  # noqa: E402  (also puts src/ on sys.path)
+from study import RESULTS_ROOT, ROOT, add_ray_options, sweep_name  # noqa: E402  (also puts src/ on sys.path)
 from utils.config import ConfigError, build_config, load_alg, read_yaml  # noqa: E402
 from utils.paths import env_label  # noqa: E402
 
@@ -244,7 +243,7 @@ class Plan:
                 continue
             key = copy.deepcopy(spec)
             key["with"].pop("local_results_path", None)
-            name = f"{base}-{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]}"
+            name = sweep_name(base, key)
             os.makedirs(folder, exist_ok=True)
             path = os.path.join(folder, f"{name}.yaml")
             write_sweep(path, {**spec, "name": name})
