@@ -14,10 +14,14 @@ says. Per cell, in order (every step resumable: a rerun skips what is complete):
   0. data     scripts/reference_datasets.py --envs <env> [--env-arg N=<n>] --datasets imbalanced_1e expert_2
               expert_all: the behaviour policy (trained unless a finished run is there) and three datasets of equal
               size (1, 2 and all agents expert) in <results>/datasets/<env label>/ with their returns.json
-  1. label    codi_label (one sweep, every cell): --config=label_agent_quality on imbalanced_1e.h5 with --labeler,
-              stored in the study copy imbalanced_1e_codi_<labeler>.h5 (label_out; the reference file is untouched)
-  2. augment  codi_augment (one sweep, every cell): codi, madiff_like (--privileged: codi_privileged) on the study copy,
-              augment_preset=--preset, as many episodes as the source, the run's seed = the first of --seeds
+  1. label    codi_label (one sweep over the cells left): --config=label_agent_quality on imbalanced_1e.h5 with
+              --labeler, stored in the study copy imbalanced_1e_codi_<labeler>.h5 (label_out; the reference file is
+              untouched)
+  2. augment  codi_augment (one sweep over the runs left): codi, madiff_like (--privileged: codi_privileged) on the
+              study copy, augment_preset=--preset, as many episodes as the source, the run's seed = the first of
+              --seeds. A label or augment run that a command over other cells completed (same trial: id, algorithm,
+              env, seed, overrides, in its sweep's manifest) counts: `--n-agents 3`, then `--n-agents 4 5`, then a
+              report of `--n-agents 3 4 5` runs each cell once
   3. no_comp  codi_no_comp (one sweep per cell, once codi's run completed): generates from codi's trained models
               (augment_checkpoint = the artifact folder codi's run names in its info.json): the same labels, network
               and weights, one guidance term with every label 1 (the paper's "w/o comp."), no second training
@@ -74,17 +78,20 @@ PAPER_COLUMNS = ("original", "MBTS", "madiff_like", "MADiTS", "codi_no_comp", "c
 PAPER_ROWS = ("CN", "World", "3m", "Zerg_3v4")
 QUICK = {"seeds": [1], "envs": ["mpe_spread"], "n_agents": [3], "steps": 600,
          "augment_with": {"augment_train_steps": 2000}}
-# Measured per-run times on this machine's 2 shared cores, for --check's estimate:
+# Measured per-run times on this machine's 2 cores, two runs at a time, for --check's estimate of what is left:
 # behaviour training + collection (README "Offline MARL": LBF MAPPO 1M 13 min, spread N=3 MAPPO 1.5M 15 min,
 # collection 1-2.5 min per env), scaled with N for spread (more agents, longer steps);
-# an offline run: config/sweeps/offline_lbf.yaml's 30 runs of 3000 steps took ~40 min on 2 cores (~160 s each);
-# augment (augmenters/codi/settings.py): 6.6 training steps/s alone (3.1 while other jobs ran), generation ~16
-# composed segments/s (DDIM 25), each segment adding H - 1 = 7 steps; labeler <= 20k steps at ~75 steps/s.
+# an offline run's seconds per step, evaluations included (the codi_learn sweeps of spread N=3 and LBF, 3000 steps,
+# 2026-12-04/05; original and merged data alike), scaled with N for spread; an env not measured takes the largest;
+# augment (the codi_augment sweeps, cpu preset, spread N=3 side by side: 16000 steps + 1000 episodes in 27 min):
+# ~10.7 training steps/s, generation ~75 composed segments/s (codi_no_comp's 4000 in 0.9 min), each segment adding
+# H - 1 = 7 steps; codi's labeler <= 20k steps at ~75 steps/s.
 BEHAVIOUR_S = {"lbf_8x8_2p_2f_coop": 13 * 60, "mpe_spread": 15 * 60, "mpe_world": 15 * 60}
 COLLECT_S = 90
-OFFLINE_S_PER_STEP = 160 / 3000
-AUGMENT_STEPS_PER_S = (6.6, 3.1)
-SEGMENTS_PER_S = 16
+OFFLINE_S_PER_STEP = {"mpe_spread": {"bc": 0.013, "bc50": 0.013, "omar": 0.052, "omiga": 0.057},
+                      "lbf_8x8_2p_2f_coop": {"bc": 0.035, "bc50": 0.035, "omar": 0.105, "omiga": 0.114}}
+AUGMENT_STEPS_PER_S = 10.7
+SEGMENTS_PER_S = 75
 LABELER_S = 20000 / 75
 
 
@@ -137,6 +144,7 @@ class Cell:
         self.env_args = {} if key is None or base["env_args"].get(key) == n else {f"env_args.{key}": n}
         config = build_config("bc", env, {"env_args": {key: n}} if self.env_args else None)
         self.n = n if key else own_agents(config)
+        self.limit = int(config["env_args"].get("max_cycles") or 50)  # episode steps, for the estimate
         self.label = env_label(config)
         self.tag = f"{TAGS.get(env, env)}{self.n}"
         self.data_dir = os.path.join(a.results, "datasets", self.label)
@@ -191,18 +199,21 @@ class Plan:
         self.trained = [x for x in TRAINED if x != PRIVILEGED or a.privileged]
         self.datasets = ["original", *AUGMENTERS, *([PRIVILEGED] if a.privileged else [])]
 
-    # --- phases 1 and 2: one sweep each over every cell (their specs depend on the options only)
-    def label(self):
+    # --- phases 1 and 2: one sweep each over every cell (their specs depend on the options only), or over the cells
+    # (label) or (cell tag, augmenter) pairs (augment) that no earlier sweep completed (State.todo)
+    def label(self, cells=None):
         entries = [{"alg": "label_agent_quality", "env": c.env, "name": f"label_{c.tag}", "seeds": [self.seed0],
                     "with": {**c.env_args, "offline_dataset": c.source, "label_out": c.copy,
                              "label_name": self.a.labeler_tag, **self.a.label_updates, **self.a.label_with}}
-                   for c in self.cells]
+                   for c in (self.cells if cells is None else cells)]
         return diff_from("codi_label", {"entries": entries})
 
-    def augment(self):
+    def augment(self, pairs=None):
         entries = []
         for c in self.cells:
             for aug in self.trained:
+                if pairs is not None and (c.tag, aug) not in pairs:
+                    continue
                 w = {**c.env_args, "offline_dataset": c.copy, "augment_preset": self.a.preset}
                 if aug == "codi":
                     w["augment_label_name"] = self.a.labeler_tag
@@ -283,17 +294,24 @@ def run_info(run_dir, key):
 
 
 class State:
-    """What the runs of phases 1-3 left: per cell, the label run, each augment run and its generated file."""
+    """What the runs of phases 1-3 left: per cell, the label run, each augment run and its generated file. A label or
+    augment run counts wherever it completed: in this plan's sweep over every cell, or (same trial id, algorithm,
+    env, seed and overrides) in a sweep an earlier command ran over other cells (`--n-agents 3`, then `4 5`, then a
+    report of `3 4 5`)."""
 
     def __init__(self, plan):
         a = plan.a
         self.label_folder = sweep_folder(a, "codi_label", plan.label())
         self.augment_folder = sweep_folder(a, "codi_augment", plan.augment())
+        planned = {base: {t["id"]: t for t in expanded(base, diff, a.results)}
+                   for base, diff in (("codi_label", plan.label()), ("codi_augment", plan.augment()))}
         self.runs, self.generated, self.no_comp_folder = {}, {}, {}
         for c in plan.cells:
-            runs = {"label": completed_run(self.label_folder, f"label_{c.tag}-s{plan.seed0}")}
+            label_id = f"label_{c.tag}-s{plan.seed0}"
+            runs = {"label": completed_anywhere(a, "codi_label", self.label_folder, planned["codi_label"][label_id])}
             for aug in plan.trained:
-                runs[aug] = completed_run(self.augment_folder, f"{aug}_{c.tag}-s{plan.seed0}")
+                runs[aug] = completed_anywhere(a, "codi_augment", self.augment_folder,
+                                               planned["codi_augment"][f"{aug}_{c.tag}-s{plan.seed0}"])
             codi = run_info(runs["codi"], "augment")
             if codi.get("artifacts"):
                 diff = plan.no_comp(c, rel(codi["artifacts"]))
@@ -304,6 +322,34 @@ class State:
                 path = run_info(run, "augment").get("generate", {}).get("path") if aug != "label" else None
                 if path:
                     self.generated[(c.tag, aug)] = path
+        self.todo_label = [c for c in plan.cells if not self.runs[c.tag]["label"]]
+        self.todo_augment = {(c.tag, aug) for c in plan.cells for aug in plan.trained if not self.runs[c.tag][aug]}
+
+
+def expanded(base, diff, results):
+    """The trials of a derived sweep as src/sweep.py expands them (no config checks)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path, _ = study.derive(base, diff, results, tmp)
+        return expand(load_sweep(path))
+
+
+SAME_TRIAL = ("id", "alg", "env", "seed", "overrides")
+
+
+def completed_anywhere(a, base, folder, trial):
+    """The Sacred run of `trial` completed in `folder` (matched by id), else in any other sweep of `base` under
+    <results>/sweeps/ whose manifest records the same trial (SAME_TRIAL fields equal), else None."""
+    found = completed_run(folder, trial["id"])
+    if found:
+        return found
+    for path in sorted(glob.glob(os.path.join(a.results, "sweeps", f"{base}*", "manifest.json"))):
+        if not re.fullmatch(rf"{re.escape(base)}(-[0-9a-f]{{8}})?", os.path.basename(os.path.dirname(path))):
+            continue
+        for r in (read_json(path) or {}).get("trials", []):
+            if (r.get("status") == "COMPLETED" and r.get("sacred_run")
+                    and all(r.get(k) == trial[k] for k in SAME_TRIAL)):
+                return r["sacred_run"]
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- check, estimate
@@ -316,7 +362,11 @@ def check_sweep(base, diff, results):
 
 def all_sweeps(plan, state):
     """[(phase, cell tag, base, diff, pending)] in the order they run; pending: built with a placeholder input."""
-    out = [("label", None, "codi_label", plan.label(), False), ("augment", None, "codi_augment", plan.augment(), False)]
+    out = []
+    if state is None or state.todo_label:
+        out.append(("label", None, "codi_label", plan.label(state and state.todo_label), False))
+    if state is None or state.todo_augment:
+        out.append(("augment", None, "codi_augment", plan.augment(state and state.todo_augment), False))
     for c in plan.cells:
         codi = run_info(state.runs[c.tag].get("codi"), "augment").get("artifacts") if state else None
         out.append(("no_comp", c.tag, "codi_no_comp",
@@ -329,27 +379,43 @@ def all_sweeps(plan, state):
     return out
 
 
-def estimate(plan, counts):
-    """(CPU seconds, wall seconds at --jobs) of the whole study, from the per-run times measured here."""
+def cell_of(plan, trial):
+    """The plan's cell a trial runs in (its env and, for envs with an agent-count argument, that argument)."""
+    key = f"env_args.{N_ARG[trial['env']]}" if trial["env"] in N_ARG else None
+    return next(c for c in plan.cells if c.env == trial["env"]
+                and (key is None or trial["overrides"].get(key) == c.env_args.get(key)))
+
+
+def offline_s_per_step(alg, c):
+    measured = OFFLINE_S_PER_STEP.get(c.env) or {alg: max(m[alg] for m in OFFLINE_S_PER_STEP.values())}
+    return measured[alg] * (c.n / 3 if c.env in N_ARG else 1)
+
+
+def estimate(plan, left):
+    """(CPU seconds by phase, wall seconds at --jobs) of what is left: the datasets not yet collected and the
+    [(phase, trial)] not completed in their sweep's manifest, from the per-run times measured here."""
     a = plan.a
     jobs = a.jobs or a.num_cpus or os.cpu_count() or 1
     from augmenters.codi.settings import PRESETS
 
     train_steps = int(a.augment_with.get("augment_train_steps") or PRESETS[a.preset]["train_steps"])
-    steps = a.steps or int(load_sweep("codi_learn")["with"]["offline_steps"])
     cpu = {"data": 0.0, "augment": 0.0, "learn": 0.0}
     for c in plan.cells:
-        if not all(os.path.isfile(c.file(x)) for x in (SOURCE, TWO, ALL)):  # made already: nothing to do
+        if not all(os.path.isfile(c.file(x)) for x in (SOURCE, TWO, ALL)):
             cpu["data"] += BEHAVIOUR_S.get(c.env, 15 * 60) * (c.n / 3 if c.env in N_ARG else 1) + COLLECT_S
-        limit = int(build_config("bc", c.env, {"env_args": {N_ARG[c.env]: c.n}} if c.env in N_ARG else None)
-                    ["env_args"].get("max_cycles") or 50)
-        segments = (a.dataset_episodes or 1000) * -(-limit // 7)
-        generate = segments / SEGMENTS_PER_S
-        cpu["augment"] += len(plan.trained) * (train_steps / AUGMENT_STEPS_PER_S[0] + generate) + LABELER_S + generate
-    cpu["learn"] = counts.get("learn", 0) * steps * OFFLINE_S_PER_STEP  # evaluations included
-    slow = AUGMENT_STEPS_PER_S[0] / AUGMENT_STEPS_PER_S[1]
-    wall = cpu["data"] + cpu["augment"] / min(jobs, max(1, len(plan.trained) * len(plan.cells))) + cpu["learn"] / jobs
-    return cpu, wall, slow
+    augment_runs = 0
+    for phase, t in left:
+        c = cell_of(plan, t)
+        generate = (a.dataset_episodes or 1000) * -(-c.limit // 7) / SEGMENTS_PER_S
+        if phase == "no_comp":
+            cpu["augment"] += generate
+        elif phase == "augment":
+            augment_runs += 1
+            cpu["augment"] += train_steps / AUGMENT_STEPS_PER_S + generate + (LABELER_S if t["alg"] == "codi" else 0)
+        elif phase == "learn":
+            cpu["learn"] += t["t_max"] * offline_s_per_step(t["alg"], c)
+    wall = cpu["data"] + cpu["augment"] / min(jobs, max(1, augment_runs)) + cpu["learn"] / jobs
+    return cpu, wall
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -392,8 +458,13 @@ def run_study(plan, a):
             print(f"{c.tag}: the datasets are not complete ({', '.join(missing) or f'exit {rc}'} in {c.data_dir}); "
                   f"the later phases need them: rerun to finish", file=sys.stderr)
             return rc or 1
-    for base, diff in (("codi_label", plan.label()), ("codi_augment", plan.augment())):
-        rc = run_phase([(base, diff)], a)
+    for phase in ("label", "augment"):
+        state = State(plan)  # runs that earlier sweeps (over other cells) completed are not run again
+        todo = state.todo_label if phase == "label" else state.todo_augment
+        if not todo:
+            print(f"{phase}: every cell's runs completed (results/sweeps/ manifests): skipped", flush=True)
+            continue
+        rc = run_phase([(f"codi_{phase}", plan.label(todo) if phase == "label" else plan.augment(todo))], a)
         if rc not in (0, 1):
             return rc
         code = max(code, rc)
@@ -798,14 +869,24 @@ def parse_args(argv=None):
 
 
 def print_plan(plan, state):
-    counts, pending = {}, 0
+    """Print every sweep with its trial count and how many of them completed; returns the trial counts per phase,
+    how many wait for an input, and the [(phase, trial)] left to run."""
+    counts, pending, left = {}, 0, []
+    for phase, todo in (("label", state.todo_label), ("augment", state.todo_augment)):
+        if not todo:
+            print(f"  {phase:<8} {'all cells':<10} every run completed (results/sweeps/ manifests)", flush=True)
     for phase, tag, base, diff, wait in all_sweeps(plan, state):
         name, trials = check_sweep(base, diff, plan.a.results)
+        manifest = read_json(os.path.join(plan.a.results, "sweeps", name, "manifest.json")) or {}
+        done = {r.get("id") for r in manifest.get("trials", []) if r.get("status") == "COMPLETED"}
+        todo = [t for t in trials if t["id"] not in done]
         counts[phase] = counts.get(phase, 0) + len(trials)
         pending += len(trials) if wait else 0
+        left += [(phase, t) for t in todo]
         print(f"  {phase:<8} {tag or 'all cells':<10} {name}: {len(trials)} trials"
+              + (f", {len(trials) - len(todo)} completed" if len(todo) < len(trials) else "")
               + (" (input pending: built with a placeholder path)" if wait else ""), flush=True)
-    return counts, pending
+    return counts, pending, left
 
 
 def main(argv=None):
@@ -816,17 +897,17 @@ def main(argv=None):
         for c in plan.cells:
             print(f"{c.tag}: {c.env}{' ' + str(c.env_args) if c.env_args else ''} (N = {c.n}, label {c.label}); data "
                   f"{c.source}, labels in {c.copy}" + ("; fixed N" if c.env not in N_ARG else ""), flush=True)
-        counts, pending = print_plan(plan, state)
+        counts, pending, left = print_plan(plan, state)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    cpu, wall, slow = estimate(plan, counts)
+    cpu, wall = estimate(plan, left)
     jobs = a.jobs or a.num_cpus or os.cpu_count()
     print(f"{sum(counts.values())} trials ({', '.join(f'{k} {v}' for k, v in counts.items())}; {pending} wait for "
-          f"inputs) + {len(plan.cells)} dataset recipe(s). Estimated CPU: data {cpu['data'] / 3600:.1f} h, augment "
-          f"{cpu['augment'] / 3600:.1f} h, learners {cpu['learn'] / 3600:.1f} h; about {wall / 3600:.1f} h wall with "
-          f"{jobs} trial(s) at a time on an idle machine, up to {slow:.1f}x the augment time while other jobs share "
-          f"the cores (per-run times measured here: bench/codi_table.py's constants)", flush=True)
+          f"inputs; {len(left)} left to run) + {len(plan.cells)} dataset recipe(s). Estimated CPU left: data "
+          f"{cpu['data'] / 3600:.1f} h, augment {cpu['augment'] / 3600:.1f} h, learners {cpu['learn'] / 3600:.1f} h; "
+          f"about {wall / 3600:.1f} h wall with {jobs} trial(s) at a time (per-run times measured on 2 cores, two "
+          f"runs at a time: bench/codi_table.py's constants)", flush=True)
     if a.check:
         return 0
     code = 0 if a.report_only else run_study(plan, a)

@@ -53,7 +53,8 @@ def test_check_builds_every_sweep_of_every_env_and_runs_nothing(tmp_path, capsys
     out = capsys.readouterr().out
     # cells spread3, spread4, lbf2 (fixed N), world3 (fixed N); augment: codi, madiff_like, codi_privileged per cell;
     # learn: 5 datasets x 4 learners x 3 seeds per cell
-    assert "260 trials (label 4, augment 12, no_comp 4, learn 240; 196 wait for inputs) + 4 dataset recipe(s)" in out
+    assert ("260 trials (label 4, augment 12, no_comp 4, learn 240; 196 wait for inputs; 260 left to run) + 4 dataset "
+            "recipe(s)") in out
     assert not (tmp_path / "results").exists() and not (tmp_path / "out").exists()
     plan = bench.Plan(bench.parse_args(args))
     assert [(c.tag, c.n, c.label) for c in plan.cells] == [
@@ -267,3 +268,53 @@ def test_learners_of_earlier_commands_are_reused_not_rerun(tmp_path):
     write_sweep(bench.sweep_folder(plan.a, "codi_learn", all_four.learn(c, "original", None, ["bc50", "omar"])), [])
     again = [[e["alg"] for e in g["entries"]] for g in all_four.learn_groups(c, "original")]
     assert again == [["bc", "bc50"], ["omar"], ["omiga"]]
+
+
+def write_manifest(folder, trials, runs):
+    """A manifest as src/sweep.py records it: each planned trial's fields, completed with its Sacred run."""
+    os.makedirs(folder)
+    with open(os.path.join(folder, "manifest.json"), "w") as f:
+        json.dump({"name": os.path.basename(folder), "trials": [
+            {**{k: t[k] for k in ("id", "alg", "env", "seed", "overrides")}, "status": "COMPLETED",
+             "sacred_run": runs[t["id"]]} for t in trials]}, f)
+
+
+def test_label_and_augment_runs_of_other_cell_sets_are_found_not_rerun(tmp_path):
+    """`--n-agents 3`, then `--n-agents 3 4`: the second command finds N = 3's label and augment runs in the first
+    command's sweeps (same trial, same overrides), runs its phases 1-2 for N = 4 only, and its --check estimate counts
+    only what is left; a run with other overrides (another delta) is not taken for this one."""
+    bench = load_bench()
+    res = tmp_path / "results"
+    base = ["--seeds", "1", "2", "--learners", "bc", "--results", str(res), "--out", str(tmp_path / "out")]
+    first = bench.Plan(bench.parse_args(["--envs", "mpe_spread", "--n-agents", "3", *base]))
+    root, run_id = str(res), iter(range(1, 100))
+    for base_name, diff in (("codi_label", first.label()), ("codi_augment", first.augment())):
+        trials = bench.expanded(base_name, diff, root)
+        runs = {t["id"]: write_run(root, t["alg"], "spread_N3", next(run_id), {}, {}) for t in trials}
+        write_manifest(bench.sweep_folder(first.a, base_name, diff), trials, runs)
+    # the same cell with another delta: its own sweep, whose runs must not stand in for the plain ones
+    other = bench.Plan(bench.parse_args(["--envs", "mpe_spread", "--n-agents", "3", "--augment-with", "delta=0.5",
+                                         *base]))
+    assert bench.sweep_name("codi_augment", other.augment()) != bench.sweep_name("codi_augment", first.augment())
+
+    both = bench.Plan(bench.parse_args(["--envs", "mpe_spread", "--n-agents", "3", "4", *base]))
+    state = bench.State(both)
+    assert state.runs["spread3"]["label"].endswith("/1") and state.runs["spread3"]["madiff_like"]
+    assert state.runs["spread4"]["label"] is None and state.runs["spread4"]["codi"] is None
+    assert [c.tag for c in state.todo_label] == ["spread4"]
+    assert state.todo_augment == {("spread4", "codi"), ("spread4", "madiff_like")}
+    todo = bench.expanded("codi_augment", both.augment(state.todo_augment), root)
+    assert sorted(t["id"] for t in todo) == ["codi_spread4-s1", "madiff_like_spread4-s1"]
+    assert all(t["overrides"]["env_args.N"] == 4 for t in todo)
+    # every cell planned from nothing when no sweep holds them
+    assert bench.State(other).todo_augment == {("spread3", "codi"), ("spread3", "madiff_like")}
+
+    counts, pending, left = bench.print_plan(both, state)
+    assert counts["label"] == 1 and counts["augment"] == 2
+    assert sorted(t["id"] for phase, t in left if phase in ("label", "augment")) == [
+        "codi_spread4-s1", "label_spread4-s1", "madiff_like_spread4-s1"]
+    cpu, wall = bench.estimate(both, left)
+    learn_left = [t for phase, t in left if phase == "learn"]
+    assert cpu["learn"] == pytest.approx(sum(t["t_max"] * 0.013 * (4 / 3 if t["overrides"].get("env_args.N") == 4
+                                                                   else 1) for t in learn_left))
+    assert cpu["augment"] > 0 and wall > 0
