@@ -45,7 +45,8 @@ def sync_acting_mac(ctx):
 
 
 def run_test_episodes(ctx, bar=False):
-    """`test_nepisode` greedy episodes, logged by the runner at runner.t_env; returns the number of runs.
+    """`test_nepisode` test episodes (acting as test_policy says), logged by the runner at runner.t_env; returns the
+    number of runs.
     bar=True: a progress bar over the episodes (on a terminal; for evaluation runs, not the tests within training)."""
     n_runs = max(1, ctx.args.test_nepisode // ctx.runner.batch_size)
     with Bar(n_runs * ctx.runner.batch_size, desc="evaluating", unit="episode", enabled=None if bar else False) as b:
@@ -58,14 +59,25 @@ def run_test_episodes(ctx, bar=False):
 FINAL_STATS = ("test_return_mean", "test_return_std", "test_normalised_score", "test_ep_length_mean")
 
 
-def log_final_evaluation(ctx, _log, step_label="t_env"):
-    """The run's last evaluation (the latest test stats and the step they were logged at), printed at its end."""
+def test_policy(args):
+    """How test episodes act, for the console: greedy, sampled from the policy, or epsilon-greedy."""
+    if args.action_selector == "epsilon_greedy":
+        return f"epsilon-greedy ({args.evaluation_epsilon:g})" if args.evaluation_epsilon else "greedy"
+    return "greedy" if args.test_greedy else "sampled"
+
+
+def log_final_evaluation(ctx, _log, step_label="t_env", end=None, interval=None):
+    """The run's last evaluation (the latest test stats and the step they were logged at), printed at its end.
+    end: the run's last step; when the latest evaluation came before it (the test interval did not come round
+    again), the line says "Latest evaluation" and where the run ended, so no one reads it as the end's."""
     logger = ctx.logger
     rows = [(k, logger.stats[k][-1]) for k in FINAL_STATS if logger.stats.get(k)]
     if not rows:
         return
     step = rows[0][1][0]
-    _log.info(f"Final evaluation ({step_label} {step}, {ctx.args.test_nepisode} greedy episodes): "
+    title = "Final evaluation" if end is None or step >= end else (
+        f"Latest evaluation (the run ended at {step_label} {end}, less than the test interval {interval} after it)")
+    _log.info(f"{title} ({step_label} {step}, {ctx.args.test_nepisode} {test_policy(ctx.args)} episodes): "
               + ", ".join(f"{k} {v:.4f}" for k, (_, v) in rows))
 
 

@@ -66,7 +66,7 @@ def _train(ctx, _log):
     steps, total = runner.t_env - progress.start, progress.elapsed()
     _log.info(f"Finished training: {steps} env steps in {total:.1f}s "
               f"({steps / max(total, 1e-9):.0f} env steps/s, {counters.n_updates} updates)")
-    loop.log_final_evaluation(ctx, _log, "t_env")
+    loop.log_final_evaluation(ctx, _log, "t_env", end=runner.t_env, interval=args.test_interval)
     loop.finish(ctx)
 
 

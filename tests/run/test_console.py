@@ -63,10 +63,10 @@ def test_online_summaries_show_the_latest_logged_values_and_cout_holds_the_conso
         assert step in info["epsilon_T"] and step in info["test_return_mean_T"]
     assert printed[-1][4]["epsilon"] < 1.0
 
-    # the final evaluation is printed
+    # the final evaluation is printed: the last test ran in the last iteration (t_env 305), so it is the end's
     final = [line for line in err.splitlines() if "Final evaluation" in line]
-    assert len(final) == 1
-    assert f"t_env {info['test_return_mean_T'][-1]}," in final[0]
+    assert len(final) == 1 and "Latest evaluation" not in err
+    assert f"(t_env {info['test_return_mean_T'][-1]}, 2 greedy episodes)" in final[0]
     assert f"test_return_mean {info['test_return_mean'][-1]:.4f}" in final[0]
 
     # cout.txt: the whole console log of the run, from its start to its last line
@@ -77,6 +77,21 @@ def test_online_summaries_show_the_latest_logged_values_and_cout_holds_the_conso
     assert "Recent Stats" in cout and "Final evaluation" in cout and "Experiment parameters" in cout
     assert summaries(cout) == printed
     assert "\r" not in cout  # no progress bar redraws (stderr is no terminal here, and bars never go to cout)
+
+
+def test_a_last_evaluation_before_the_end_is_not_called_final_and_sampled_tests_say_so(tmp_path, capsys):
+    """test_interval 200 over 300 steps: the one test ran at t_env ~200, so the closing line names it the latest
+    evaluation and says where the run ended; test_greedy=False episodes are named sampled, not greedy."""
+    tiny = [s for s in TINY if not s.startswith(("test_interval=", "epsilon_anneal_time=", "buffer_size="))]
+    run_main(tmp_path, "ippo", "matrix_game", *tiny, "test_interval=200", "test_greedy=False")
+    err = capsys.readouterr().err
+    info = json.load(open(os.path.join(sacred_dir(tmp_path, "ippo", "penalty"), "info.json")))
+    (line,) = [x for x in err.splitlines() if "evaluation (" in x]
+    step, end = info["test_return_mean_T"][-1], int(re.search(r"Finished training: (\d+) env steps", err).group(1))
+    assert 200 <= step < end
+    title = f"Latest evaluation (the run ended at t_env {end}, less than the test interval 200 after it)"
+    assert f"{title} (t_env {step}, " in line and "Final evaluation" not in err
+    assert re.search(r", \d+ sampled episodes\): test_return_mean", line)
 
 
 def test_offline_summaries_count_gradient_steps_and_samples(tmp_path, capsys):
