@@ -633,13 +633,16 @@ def labels_markdown(plan, state):
                   f"The completed runs of every codi_label sweep under {rel(os.path.join(plan.a.results, 'sweeps'))}/ "
                   "(other --labeler / --oracle-accuracy / --label-with choices, e.g. the LLM with and without "
                   "label_protocol_hint): the LLM's accuracy here is the noisy oracle's accuracy to use "
-                  "(--oracle-accuracy).", "",
-                  "| env (N) | label name | labeler | model | oracle accuracy | protocol hint | segments asked | "
-                  "labeled | accuracy |", "|---|---|---|---|---:|---|---:|---:|---:|"]
+                  "(--oracle-accuracy). Shuffled: label_shuffle_agents (each segment's agents in its own order, so a "
+                  "model's position bias cannot pass for accuracy); positions named: how often each prompt position "
+                  "was the answer.", "",
+                  "| env (N) | label name | labeler | model | oracle accuracy | protocol hint | shuffled | segments "
+                  "asked | labeled | accuracy | positions named |", "|---|---|---|---|---:|---|---|---:|---:|---:|---|"]
         for r in others:
             lines.append(f"| {r['env']} ({r['n']}) | {num(r['label_name'])} | {num(r['labeler'])} | "
-                         f"{num(r['model'])} | {num(r['oracle_accuracy'])} | {num(r['hint'])} | {num(r['items'])} | "
-                         f"{num(r['labeled'])} | {num(r['accuracy'])} |")
+                         f"{num(r['model'])} | {num(r['oracle_accuracy'])} | {num(r['hint'])} | {num(r['shuffled'])} | "
+                         f"{num(r['items'])} | {num(r['labeled'])} | {num(r['accuracy'])} | "
+                         f"{num(r['positions'])} |")
     return "\n".join(lines) + "\n", {"runs": out, "every_run": others}
 
 
@@ -656,7 +659,9 @@ def every_label_run(plan):
             settings, acc = lab.get("settings") or {}, lab.get("accuracy") or {}
             rows.append({"env": c.env, "n": c.n, "label_name": lab.get("label_name"), "labeler": lab.get("labeler"),
                          "model": settings.get("model"), "oracle_accuracy": settings.get("oracle_accuracy"),
-                         "hint": settings.get("label_protocol_hint"), "items": acc.get("items"),
+                         "hint": settings.get("label_protocol_hint"),
+                         "shuffled": bool(settings.get("label_shuffle_agents")),
+                         "positions": acc.get("position_counts"), "items": acc.get("items"),
                          "labeled": acc.get("labeled"), "accuracy": acc.get("accuracy"), "run": r["sacred_run"]})
     return rows
 

@@ -15,11 +15,15 @@ The llm labeler's prompt (AgentQualityPrompt): system = the env's describe_task(
 expert, the others random", as the paper's CN prompt says); user = per agent the scorecard and timeline of the env
 hook `agent_segment_report`, the team's statistics (and the segment's team reward with `prompt_show_reward`), then
 the question. The reply: at most 100 words, then the index as `[k]` on the last line (text), or
-{"reason", "best_agent"} (json). Parsing: parse_agent_index.
+{"reason", "best_agent"} (json). Parsing: parse_agent_index. With `label_shuffle_agents` each item shows the agents
+in its own order (agent_order: seeded by the item id and `segment_seed`) and the answer is mapped back to the
+dataset's index, so a model that always names the first agent (the bundled 1.5B model does) is right 1/n of the time,
+not whenever agent 0 is the expert; the accuracy report then counts the positions named (`position_counts`).
 
 Stored as `labels/<label_name>` [E, T+1] int16 in the dataset file: the answer at (episode, start), -1 where the
 start was not asked or its answer is unlabeled (counted in the attrs: counts.unparsed, unlabeled).
 """
+import hashlib
 import os
 import re
 
@@ -35,6 +39,15 @@ from offline.segments import all_starts, segment_starts, segments
 NOT_ASKED = -1  # the stored value where no (parsed) answer exists
 ORACLE_KEY = "agent_quality"  # the only ground truth of this task (the dataset's per-agent quality)
 _BRACKET = re.compile(r"\[\s*(\d+)\s*\]")
+
+
+def agent_order(item_id, n, seed, shuffle):
+    """The dataset's agent index shown as agent j of the item's prompt (order[j]): the identity, or with `shuffle`
+    a permutation seeded by the item id and `seed` (the same item gets the same order in every run)."""
+    if not shuffle:
+        return list(range(n))
+    key = int.from_bytes(hashlib.sha256(f"{int(seed)}:{item_id}".encode()).digest()[:8], "little")
+    return [int(k) for k in np.random.default_rng(key).permutation(n)]
 
 
 def segment_count(value, n_starts):
@@ -78,7 +91,9 @@ class AgentQuality(LabelTask):
         value = args.label_segments
         return {"task": self.name, "label_segments": value, "segment_seed": int(args.segment_seed),
                 "segment_horizon": int(args.segment_horizon), "oracle_key": ORACLE_KEY,
-                "label_protocol_hint": bool(args.label_protocol_hint)}
+                "label_protocol_hint": bool(args.label_protocol_hint),
+                # only when on: labels stored before the key existed keep matching their settings
+                **({"label_shuffle_agents": True} if args.label_shuffle_agents else {})}
 
     def make_items(self, source, args):
         ds = source.dataset
@@ -117,8 +132,8 @@ class AgentQuality(LabelTask):
 
     def accuracy(self, items, answers, source, args):
         """Agreement with the one-expert ground truth over the labeled items that have one, the confusion matrix
-        (rows: true expert, columns: answer, last column unlabeled), how often each agent was named, and the
-        unlabeled rate."""
+        (rows: true expert, columns: answer, last column unlabeled), how often each agent was named (and, with
+        label_shuffle_agents, each prompt position), and the unlabeled rate."""
         answers = np.asarray(answers, dtype=np.float64)
         n = int(source.dataset.env_info["n_agents"])
         truth = source.dataset.one_expert_agent([it.data[0] for it in items])
@@ -129,10 +144,15 @@ class AgentQuality(LabelTask):
         for t, a in zip(truth[known], picked[known]):
             confusion[t, a if a >= 0 else n] += 1
         both = labeled & known
-        return {"items": len(items), "labeled": int(labeled.sum()),
-                "unlabeled_rate": float((~labeled).mean()) if len(items) else None,
-                "with_ground_truth": int(known.sum()), "accuracy": _rate(picked == truth, both),
-                "confusion": confusion.tolist(), "answer_counts": np.bincount(picked[labeled], minlength=n).tolist()}
+        out = {"items": len(items), "labeled": int(labeled.sum()),
+               "unlabeled_rate": float((~labeled).mean()) if len(items) else None,
+               "with_ground_truth": int(known.sum()), "accuracy": _rate(picked == truth, both),
+               "confusion": confusion.tolist(), "answer_counts": np.bincount(picked[labeled], minlength=n).tolist()}
+        if args.label_shuffle_agents:
+            shown = [agent_order(it.id, n, args.segment_seed, True).index(int(a))
+                     for it, a, ok in zip(items, picked, labeled) if ok]
+            out["position_counts"] = np.bincount(np.asarray(shown, dtype=np.int64), minlength=n).tolist()
+        return out
 
     # --- storage: labels/<label_name> [E, T+1] ---
     def stored(self, source, args):
@@ -167,6 +187,7 @@ class AgentQualityPrompt(TaskPrompt):
         self.horizon = int(args.segment_horizon)
         _check_horizon(self.horizon, self.arrays["filled"].shape[1] - 1)
         self.hint, self.show_reward = bool(args.label_protocol_hint), bool(args.prompt_show_reward)
+        self.shuffle, self.order_seed = bool(args.label_shuffle_agents), int(args.segment_seed)
         self.task_text = self.env.describe_task()
         hint = "\n\n" + read_prompt("agent_quality_hint") if self.hint else ""  # a paragraph of its own
         self.role = self._fill(read_prompt("agent_quality").replace("PROTOCOL_HINT", hint).replace(
@@ -181,7 +202,8 @@ class AgentQualityPrompt(TaskPrompt):
     def provenance(self):
         return {"prompt_template_sha256": sha256(self.role + "\n" + read_prompt(f"agent_quality_reask_{self.fmt}")),
                 "env_description_sha256": sha256(self.task_text), "answer_format": self.fmt,
-                "label_protocol_hint": self.hint, "prompt_show_reward": self.show_reward}
+                "label_protocol_hint": self.hint, "prompt_show_reward": self.show_reward,
+                **({"label_shuffle_agents": True} if self.shuffle else {})}
 
     def segment(self, e, t):
         """The Segments (one row) of episode e from step t (computed from that episode's rows only)."""
@@ -203,8 +225,9 @@ class AgentQualityPrompt(TaskPrompt):
         if valid < self.horizon:
             head += f" The episode ends at t = {valid - 1}: later steps do not exist."
         parts = [head, f"How to read the reports: {rep['legend']}"]
-        for i, agent in enumerate(rep["agents"]):
-            lines = [f"Agent {i}", "Scorecard: " + _pairs(agent["scorecard"]), "Timeline:"]
+        for shown, i in enumerate(self.order(item)):
+            agent = rep["agents"][i]
+            lines = [f"Agent {shown}", "Scorecard: " + _pairs(agent["scorecard"]), "Timeline:"]
             lines += [f"- t={row['t']}: " + _pairs({k: v for k, v in row.items() if k != "t"})
                       for row in agent["timeline"]]
             parts.append("\n".join(lines))
@@ -217,6 +240,9 @@ class AgentQualityPrompt(TaskPrompt):
                "Give at most 100 words of reasoning, then the agent's index as [k] on the last line.")
         parts.append(f"Which agent plays best in this segment (0-based index, 0 to {self.n - 1})? {ask}")
         return "\n\n".join(parts)
+
+    def order(self, item):
+        return agent_order(item.id, self.n, self.order_seed, self.shuffle)
 
     def messages(self, item, swapped=False):
         return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user_text(item)}]
@@ -234,8 +260,8 @@ class AgentQualityPrompt(TaskPrompt):
                            "best_agent": {"type": "integer", "enum": list(range(self.n))}}}}}
 
     def parse(self, text, item):
-        value = parse_agent_index(text, item.data[2])
-        return (None, "unparsed") if value is None else (float(value), self.fmt)
+        value = parse_agent_index(text, item.data[2])  # the agent as the prompt numbered it
+        return (None, "unparsed") if value is None else (float(self.order(item)[value]), self.fmt)
 
 
 def _check_horizon(horizon, limit):

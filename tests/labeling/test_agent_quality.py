@@ -15,7 +15,7 @@ from tests.labeling.datasets import ENV_ARGS, write_dataset
 
 from envs import make_env
 from labeling import LABELERS, TASKS, LabelSource
-from labeling.agent_quality import NOT_ASKED, parse_agent_index, segment_count
+from labeling.agent_quality import NOT_ASKED, agent_order, parse_agent_index, segment_count
 from labeling.store import content_fingerprint
 from offline import OfflineDataset
 from offline.label_store import episode_label_attrs
@@ -301,6 +301,36 @@ def test_llm_prompt_hint_json_answers_and_hidden_reward(spread, tmp_path):
     assert "exactly one agent follows an expert policy" in body["messages"][0]["content"]
     assert "team_reward" not in body["messages"][1]["content"]
     assert res.info["label_protocol_hint"] is True and res.info["answer_format"] == "json"
+
+
+def test_shuffled_agent_order_maps_answers_back_and_exposes_position_bias(spread, tmp_path):
+    """label_shuffle_agents: each item shows its agents in its own seeded order; a model reading the reports still
+    gets the dataset's agent (the answer is mapped back), while one that always says [0] names every agent, not
+    agent 0, and the report counts the positions it named."""
+    path, _ = spread
+    src, task = spread_source(path), TASK()
+    try:
+        with LoopbackServer(responder=judge) as srv:
+            a = llm_args(srv, tmp_path, label_shuffle_agents=True)
+            items = task.make_items(src, a)
+            res = LABELERS["llm"](a).label(task, items, src)
+            shown = [[int(i) for i, _ in CARD.findall(r["body"]["messages"][1]["content"])] for r in srv.requests]
+        with LoopbackServer(responder=lambda body: reply("The first one.\n[0]")) as srv:
+            b = llm_args(srv, tmp_path / "biased", label_shuffle_agents=True)
+            biased = LABELERS["llm"](b).label(task, items, src)
+            first_user = srv.requests[0]["body"]["messages"][1]["content"]
+        want = expected_choice(src, items)
+        orders = [agent_order(it.id, 3, a.segment_seed, True) for it in items]
+        report = task.accuracy(items, biased.answers, src, b)
+    finally:
+        src.close()
+    assert all(s == [0, 1, 2] for s in shown)  # the prompt numbers agents 0..n-1 whatever it shows
+    np.testing.assert_array_equal(res.answers, want)  # mapped back to the dataset's indices
+    assert len({tuple(o) for o in orders}) > 1 and any(o != [0, 1, 2] for o in orders)
+    np.testing.assert_array_equal(biased.answers, [o[0] for o in orders])  # "[0]" = whoever was shown first
+    assert len(set(biased.answers.tolist())) > 1
+    assert report["position_counts"] == [len(items), 0, 0] and sum(report["answer_counts"]) == len(items)
+    assert res.info["label_shuffle_agents"] is True and "Agent 0\nScorecard: " in first_user
 
 
 def test_llm_labeler_refuses_an_env_without_the_hook(tmp_path):
