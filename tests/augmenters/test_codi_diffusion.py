@@ -280,3 +280,32 @@ def test_per_agent_weights_move_quality_to_the_weighted_agent(toy_model):
     _, second = good_rates(model, o0, "compose", [0.0, 2.0])
     assert first[0] > 0.9 and first[1] < 0.5
     assert second[1] > 0.9 and second[0] < 0.5
+
+
+def test_label_keep_one_trains_the_composed_branches_input():
+    """label_keep_one = 1: every conditioned row gives exactly one agent's label (z_i given, the others masked), as
+    each composed branch asks; 0 (default) draws nothing more, so the training stream is the one without the option,
+    and a checkpoint's config carries the key only when it is on."""
+    given = []
+
+    class Record(nn.Module):
+        def forward(self, x, k, R, r_given, z, z_given):
+            given.append((r_given.clone(), z_given.clone()))
+            return torch.zeros_like(x)
+
+    batch = dict(x=torch.rand(256, 4, 5, 2), R=torch.zeros(256), z=torch.ones(256, 5))
+    SegmentDiffusion(5, 2, 4, network=Record(), label_keep_one=1.0, seed=3).loss(batch)
+    r_given, z_given = given[-1]
+    assert torch.equal(z_given.sum(1)[r_given], torch.ones(int(r_given.sum()), dtype=torch.long))
+    assert not z_given[~r_given].any() and 0 < int((~r_given).sum()) < 64  # p_uncond 0.1 still drops everything
+    assert len(set(z_given[r_given].float().argmax(1).tolist())) == 5  # every agent gets its turn
+    SegmentDiffusion(5, 2, 4, network=Record(), seed=3).loss(batch)
+    plain = given[-1][1]
+    assert (plain.sum(1) == 1).float().mean() < 0.05  # per-label drops alone: 5 * 0.75 * 0.25^4 = 1.5 %
+    before = SegmentDiffusion(5, 2, 4, network=Record(), label_keep_one=0.0, seed=3)
+    before.loss(batch)
+    assert torch.equal(given[-1][1], plain) and "label_keep_one" not in before.state_dict()["config"]
+    on = SegmentDiffusion(5, 2, 4, network=Record(), label_keep_one=0.5)
+    assert on.state_dict()["config"]["label_keep_one"] == 0.5
+    with pytest.raises(ValueError, match="label_keep_one"):
+        SegmentDiffusion(5, 2, 4, network=Record(), label_keep_one=1.5)

@@ -198,7 +198,13 @@ def test_presets_and_explicit_keys():
     ddpm = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"sampler": "ddpm"})))
     assert ddpm.generation["sampling_steps"] == 50  # ancestral sampling over every step unless asked for fewer
     assert cpu.generation["guidance_weights"] == [1.0, 0.0, 0.0] and cpu.generation["target_rtg"] == -105.0
+    # label_keep_one enters the settings (and so the artifact id) only when on: earlier runs keep their folders
+    assert "label_keep_one" not in cpu.model
+    keep = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"label_keep_one": 0.25})))
+    assert keep.model["label_keep_one"] == 0.25
     for bad, match in (({"delta": "often"}, "delta must be auto"), ({"augment_preset": "gpu"}, "augment_preset"),
+                       ({"label_keep_one": 1.5}, "label_keep_one is a probability"),
+                       ({"label_keep_one": -0.1}, "label_keep_one must be a number > 0"),
                        ({"sampling_steps": 60}, "more than diffusion_timesteps=50"),
                        ({"augment_stage": "sample"}, "augment_stage must be one of all, labeler")):
         with pytest.raises(ValueError, match=match):

@@ -353,7 +353,8 @@ class CodiAugmenter:
         diffusion = SegmentDiffusion(info["n_agents"], info["obs_shape"], self.s.horizon, normaliser.generated,
                                      dim=m["dim"], dim_mults=tuple(m["dim_mults"]), n_timesteps=m["n_timesteps"],
                                      returns_scale=returns_scale, label_drop=m["label_drop"],
-                                     p_uncond=m["p_uncond"], lr=m["lr"], ema_decay=m["ema_decay"],
+                                     p_uncond=m["p_uncond"], label_keep_one=m.get("label_keep_one", 0.0),
+                                     lr=m["lr"], ema_decay=m["ema_decay"],
                                      device=self.device, seed=self.s.seed)
         with th.random.fork_rng(devices=[]):  # seeded weights whatever ran before in this process
             th.manual_seed(self.s.seed + 1)

@@ -28,6 +28,11 @@ Decisions:
 * p_uncond = 0.1 (not in the paper). With only per-dimension drops the fully unconditional input would occur with
   probability 0.25^n (1.6 % for n = 3), too rarely to learn ε(x, k); 0.1 is the usual classifier-free rate
   (composable diffusion drops 5-10 %), and it leaves 90 % of the batches for the conditional branches.
+* `label_keep_one` (default 0, the paper): the probability that a training row keeps exactly one random agent's
+  label and masks the others, the input each composed branch z⁽ⁱ⁾ gives. Per-dimension drops alone give that
+  pattern in 0.75 · 0.25^(n-1) of the rows (14 % at n = 3, 1.2 % at n = 4, 0.3 % at n = 5), so at larger n the
+  composed branches ask for an input the network has barely seen. Set only when on (a checkpoint made before the
+  option existed keeps matching), and the RNG draws it needs are made only then (default runs are unchanged).
 * Σ w_i grows with n: the default is w_i = w for every agent (Eq. 8 as written, "equal weights"), so composing
   n agents pushes n times as hard as one term. A per-agent list can keep the total fixed (w_i = w / n) or favour
   agents. The single-term modes take a scalar w.
@@ -115,20 +120,23 @@ class SegmentDiffusion:
 
     def __init__(self, n_agents, obs_dim, horizon, generated=None, *, dim=32, dim_mults=(1, 2), kernel_size=5,
                  attention=True, n_timesteps=50, beta_schedule="squaredcos_cap_v2", clip_sample=True,
-                 returns_scale=1.0, label_drop=0.25, p_uncond=0.1, lr=2e-4, ema_decay=0.995, ema_every=10,
-                 ema_start=2000, device="cpu", seed=0, network=None):
+                 returns_scale=1.0, label_drop=0.25, p_uncond=0.1, label_keep_one=0.0, lr=2e-4, ema_decay=0.995,
+                 ema_every=10, ema_start=2000, device="cpu", seed=0, network=None):
         if horizon < 2:
             raise ValueError(f"horizon must be >= 2 (step 0 is the given o_0), got {horizon}")
         if not returns_scale > 0:
             raise ValueError(f"returns_scale must be > 0, got {returns_scale}: use returns_scale_from(rtg)")
-        if not (0 <= label_drop <= 1 and 0 <= p_uncond <= 1):
-            raise ValueError(f"label_drop and p_uncond are probabilities, got {label_drop}, {p_uncond}")
+        if not (0 <= label_drop <= 1 and 0 <= p_uncond <= 1 and 0 <= label_keep_one <= 1):
+            raise ValueError(f"label_drop, p_uncond and label_keep_one are probabilities, got {label_drop}, "
+                             f"{p_uncond}, {label_keep_one}")
         self.device = torch.device(device)
         self.config = dict(n_agents=n_agents, obs_dim=obs_dim, horizon=horizon, dim=dim, dim_mults=list(dim_mults),
                            kernel_size=kernel_size, attention=attention, n_timesteps=n_timesteps,
                            beta_schedule=beta_schedule, clip_sample=clip_sample, returns_scale=float(returns_scale),
                            label_drop=label_drop, p_uncond=p_uncond, lr=lr, ema_decay=ema_decay,
                            ema_every=ema_every, ema_start=ema_start)
+        if label_keep_one:
+            self.config["label_keep_one"] = float(label_keep_one)
         gen = np.ones((n_agents, obs_dim), bool) if generated is None else np.asarray(generated, bool)
         gen = np.broadcast_to(gen, (n_agents, obs_dim))
         # True where a value is given, not generated: step 0 (o_0) and the constant dimensions
@@ -177,6 +185,10 @@ class SegmentDiffusion:
         xk = torch.where(self.fixed, x0, self.noise_scheduler.add_noise(x0, noise, k))
         uncond = torch.rand(B, generator=self.rng, device=self.device) < self.config["p_uncond"]
         label_kept = torch.rand(B, n, generator=self.rng, device=self.device) >= self.config["label_drop"]
+        if self.config.get("label_keep_one"):  # the composed branches' input: one agent's label, the others masked
+            one = torch.rand(B, generator=self.rng, device=self.device) < self.config["label_keep_one"]
+            pick = torch.randint(0, n, (B,), generator=self.rng, device=self.device)
+            label_kept = torch.where(one[:, None], torch.nn.functional.one_hot(pick, n).bool(), label_kept)
         if z is None:
             z, z_given = torch.zeros(B, n, device=self.device), torch.zeros(B, n, dtype=torch.bool, device=self.device)
         else:

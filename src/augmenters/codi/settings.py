@@ -155,7 +155,11 @@ def resolve(args):
         raise ValueError(f"augment_valid_fraction must be in (0, 1), got {valid!r}")
     model = {"dim": _int("diffusion_dim", p["dim"]), "dim_mults": [int(m) for m in mults], "n_timesteps": K,
              "lr": _num("augment_lr", p["lr"]), "ema_decay": _num("ema_decay", p["ema_decay"]),
-             "label_drop": float(args.label_drop), "p_uncond": float(args.p_uncond)}
+             "label_drop": float(args.label_drop), "p_uncond": float(args.p_uncond),
+             # only when on: the artifact folders and checkpoints of runs made before the option keep their ids
+             **({"label_keep_one": _num("label_keep_one", args.label_keep_one)} if args.label_keep_one else {})}
+    if not model.get("label_keep_one", 0.0) <= 1:
+        raise ValueError(f"label_keep_one is a probability in [0, 1], got {args.label_keep_one!r}")
     return AugmentSettings(
         preset=args.augment_preset, horizon=_int("segment_horizon", args.segment_horizon, 2), seed=seed,
         model=model, batch_size=_int("augment_batch_size", p["batch_size"]),
