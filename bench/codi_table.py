@@ -15,8 +15,8 @@ says. Per cell, in order (every step resumable: a rerun skips what is complete):
               expert_all: the behaviour policy (trained unless a finished run is there) and three datasets of equal
               size (1, 2 and all agents expert) in <results>/datasets/<env label>/ with their returns.json
   1. label    codi_label (one sweep over the cells left): --config=label_agent_quality on imbalanced_1e.h5 with
-              --labeler, stored in the study copy imbalanced_1e_codi_<labeler>.h5 (label_out; the reference file is
-              untouched)
+              --labeler, stored in the study copy imbalanced_1e_codi_<label name>.h5 (label_out; the reference file
+              is untouched); the label name is the labeler's tag (noisy80, llm), plus a hash of --label-with if given
   2. augment  codi_augment (one sweep over the runs left): codi, madiff_like (--privileged: codi_privileged) on the
               study copy, augment_preset=--preset, as many episodes as the source, the run's seed = the first of
               --seeds. A label or augment run that a command over other cells completed (same trial: id, algorithm,
@@ -48,6 +48,7 @@ mean returns. Written to --out (default results/bench/codi/<preset>/):
 """
 import argparse
 import glob
+import hashlib
 import itertools
 import json
 import os
@@ -870,6 +871,8 @@ def parse_args(argv=None):
         a.labeler_tag, a.label_updates = a.labeler, {"labeler": a.labeler}
         a.labeler_desc = f"{a.labeler}" + (f" ({', '.join(f'{k}={v}' for k, v in a.label_with.items())})"
                                            if a.label_with else "")
+    if a.label_with:  # other label settings are other labels: their own label name, study copy and augment runs
+        a.labeler_tag += "-" + hashlib.sha1(json.dumps(a.label_with, sort_keys=True).encode()).hexdigest()[:6]
     return a
 
 
@@ -877,15 +880,20 @@ def print_plan(plan, state):
     """Print every sweep with its trial count and how many of them completed; returns the trial counts per phase,
     how many wait for an input, and the [(phase, trial)] left to run."""
     counts, pending, left = {}, 0, []
-    for phase, todo in (("label", state.todo_label), ("augment", state.todo_augment)):
-        if not todo:
-            print(f"  {phase:<8} {'all cells':<10} every run completed (results/sweeps/ manifests)", flush=True)
+    # label and augment: the plan's every run counts; the sweep printed holds only those no sweep completed yet
+    for phase, total, todo in (("label", len(plan.cells), len(state.todo_label)),
+                               ("augment", len(plan.cells) * len(plan.trained), len(state.todo_augment))):
+        counts[phase] = total
+        if todo < total:
+            print(f"  {phase:<8} {'all cells':<10} {total - todo} of {total} runs completed (results/sweeps/ "
+                  f"manifests)" + ("" if todo else ": nothing to run"), flush=True)
     for phase, tag, base, diff, wait in all_sweeps(plan, state):
         name, trials = check_sweep(base, diff, plan.a.results)
         manifest = read_json(os.path.join(plan.a.results, "sweeps", name, "manifest.json")) or {}
         done = {r.get("id") for r in manifest.get("trials", []) if r.get("status") == "COMPLETED"}
         todo = [t for t in trials if t["id"] not in done]
-        counts[phase] = counts.get(phase, 0) + len(trials)
+        if phase not in ("label", "augment"):
+            counts[phase] = counts.get(phase, 0) + len(trials)
         pending += len(trials) if wait else 0
         left += [(phase, t) for t in todo]
         print(f"  {phase:<8} {tag or 'all cells':<10} {name}: {len(trials)} trials"

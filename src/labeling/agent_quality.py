@@ -43,11 +43,11 @@ _BRACKET = re.compile(r"\[\s*(\d+)\s*\]")
 
 def agent_order(item_id, n, seed, shuffle):
     """The dataset's agent index shown as agent j of the item's prompt (order[j]): the identity, or with `shuffle`
-    a permutation seeded by the item id and `seed` (the same item gets the same order in every run)."""
+    agents sorted by a SHA-256 of (seed, item id, agent): the same item gets the same order in every run and with
+    any library version, so cached answers stay valid."""
     if not shuffle:
-        return list(range(n))
-    key = int.from_bytes(hashlib.sha256(f"{int(seed)}:{item_id}".encode()).digest()[:8], "little")
-    return [int(k) for k in np.random.default_rng(key).permutation(n)]
+        return tuple(range(n))
+    return tuple(sorted(range(n), key=lambda k: hashlib.sha256(f"{int(seed)}:{item_id}:{k}".encode()).digest()))
 
 
 def segment_count(value, n_starts):
@@ -88,6 +88,9 @@ class AgentQuality(LabelTask):
         if args.oracle_key != ORACLE_KEY:
             raise ValueError(f"label_task=agent_quality has one ground truth, the dataset's agent_quality: set "
                              f"oracle_key={ORACLE_KEY} (got {args.oracle_key!r})")
+        if args.label_shuffle_agents and args.labeler != "llm":
+            raise ValueError(f"label_shuffle_agents orders the agents of the llm labeler's prompts; labeler="
+                             f"{args.labeler} shows no prompt: remove label_shuffle_agents")
         value = args.label_segments
         return {"task": self.name, "label_segments": value, "segment_seed": int(args.segment_seed),
                 "segment_horizon": int(args.segment_horizon), "oracle_key": ORACLE_KEY,
@@ -102,7 +105,10 @@ class AgentQuality(LabelTask):
         count = segment_count(args.label_segments, len(all_starts(filled)))
         starts = segment_starts(filled, np.random.default_rng(int(args.segment_seed)), count=count)
         n = int(ds.env_info["n_agents"])
-        return [Item(f"seg:{int(e)}:{int(t)}", (int(e), int(t), n)) for e, t in starts]
+        shuffle, seed = bool(args.label_shuffle_agents), int(args.segment_seed)
+        # data: (episode, start, n_agents, the order the prompt shows the agents in: agent_order)
+        return [Item(f"seg:{int(e)}:{int(t)}", (int(e), int(t), n, agent_order(f"seg:{int(e)}:{int(t)}", n, seed,
+                                                                                 shuffle))) for e, t in starts]
 
     def oracle_batch(self, items, source, args):
         episodes = np.array([it.data[0] for it in items], dtype=np.int64)
@@ -128,7 +134,9 @@ class AgentQuality(LabelTask):
         return self.prompter(source, args, "text").messages(item, swapped)
 
     def parse(self, text, item):
-        return parse_agent_index(text, item.data[2])
+        """The dataset's agent index of the answer (the prompt's numbering mapped back through the item's order)."""
+        value = parse_agent_index(text, item.data[2])
+        return None if value is None else item.data[3][value]
 
     def accuracy(self, items, answers, source, args):
         """Agreement with the one-expert ground truth over the labeled items that have one, the confusion matrix
@@ -149,8 +157,7 @@ class AgentQuality(LabelTask):
                "with_ground_truth": int(known.sum()), "accuracy": _rate(picked == truth, both),
                "confusion": confusion.tolist(), "answer_counts": np.bincount(picked[labeled], minlength=n).tolist()}
         if args.label_shuffle_agents:
-            shown = [agent_order(it.id, n, args.segment_seed, True).index(int(a))
-                     for it, a, ok in zip(items, picked, labeled) if ok]
+            shown = [it.data[3].index(int(a)) for it, a, ok in zip(items, picked, labeled) if ok]
             out["position_counts"] = np.bincount(np.asarray(shown, dtype=np.int64), minlength=n).tolist()
         return out
 
@@ -187,7 +194,7 @@ class AgentQualityPrompt(TaskPrompt):
         self.horizon = int(args.segment_horizon)
         _check_horizon(self.horizon, self.arrays["filled"].shape[1] - 1)
         self.hint, self.show_reward = bool(args.label_protocol_hint), bool(args.prompt_show_reward)
-        self.shuffle, self.order_seed = bool(args.label_shuffle_agents), int(args.segment_seed)
+        self.shuffle = bool(args.label_shuffle_agents)
         self.task_text = self.env.describe_task()
         hint = "\n\n" + read_prompt("agent_quality_hint") if self.hint else ""  # a paragraph of its own
         self.role = self._fill(read_prompt("agent_quality").replace("PROTOCOL_HINT", hint).replace(
@@ -218,14 +225,14 @@ class AgentQualityPrompt(TaskPrompt):
         return self._reports[e, t]
 
     def user_text(self, item):
-        e, t, _ = item.data
+        e, t, _, order = item.data
         rep, s = self.report(e, t)
         valid = int(s.obs_valid[0].sum())
         head = f"Segment: {self.horizon} steps of one episode, t = 0..{self.horizon - 1} from the segment's start."
         if valid < self.horizon:
             head += f" The episode ends at t = {valid - 1}: later steps do not exist."
         parts = [head, f"How to read the reports: {rep['legend']}"]
-        for shown, i in enumerate(self.order(item)):
+        for shown, i in enumerate(order):
             agent = rep["agents"][i]
             lines = [f"Agent {shown}", "Scorecard: " + _pairs(agent["scorecard"]), "Timeline:"]
             lines += [f"- t={row['t']}: " + _pairs({k: v for k, v in row.items() if k != "t"})
@@ -240,9 +247,6 @@ class AgentQualityPrompt(TaskPrompt):
                "Give at most 100 words of reasoning, then the agent's index as [k] on the last line.")
         parts.append(f"Which agent plays best in this segment (0-based index, 0 to {self.n - 1})? {ask}")
         return "\n\n".join(parts)
-
-    def order(self, item):
-        return agent_order(item.id, self.n, self.order_seed, self.shuffle)
 
     def messages(self, item, swapped=False):
         return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user_text(item)}]
@@ -260,8 +264,8 @@ class AgentQualityPrompt(TaskPrompt):
                            "best_agent": {"type": "integer", "enum": list(range(self.n))}}}}}
 
     def parse(self, text, item):
-        value = parse_agent_index(text, item.data[2])  # the agent as the prompt numbered it
-        return (None, "unparsed") if value is None else (float(self.order(item)[value]), self.fmt)
+        value = self.task.parse(text, item)  # mapped back to the dataset's agent index
+        return (None, "unparsed") if value is None else (float(value), self.fmt)
 
 
 def _check_horizon(horizon, limit):

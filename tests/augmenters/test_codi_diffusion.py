@@ -284,8 +284,8 @@ def test_per_agent_weights_move_quality_to_the_weighted_agent(toy_model):
 
 def test_label_keep_one_trains_the_composed_branches_input():
     """label_keep_one = 1: every conditioned row gives exactly one agent's label (z_i given, the others masked), as
-    each composed branch asks; 0 (default) draws nothing more, so the training stream is the one without the option,
-    and a checkpoint's config carries the key only when it is on."""
+    each composed branch asks; 0 (default) makes exactly the draws of the model before the option, and a checkpoint's
+    config carries the key only when it is on (one made with it does not load into a model without it)."""
     given = []
 
     class Record(nn.Module):
@@ -299,13 +299,22 @@ def test_label_keep_one_trains_the_composed_branches_input():
     assert torch.equal(z_given.sum(1)[r_given], torch.ones(int(r_given.sum()), dtype=torch.long))
     assert not z_given[~r_given].any() and 0 < int((~r_given).sum()) < 64  # p_uncond 0.1 still drops everything
     assert len(set(z_given[r_given].float().argmax(1).tolist())) == 5  # every agent gets its turn
-    SegmentDiffusion(5, 2, 4, network=Record(), seed=3).loss(batch)
-    plain = given[-1][1]
-    assert (plain.sum(1) == 1).float().mean() < 0.05  # per-label drops alone: 5 * 0.75 * 0.25^4 = 1.5 %
+    # off: exactly the draws the model made before the option existed (noise, k, whole-condition drop, label drops)
     before = SegmentDiffusion(5, 2, 4, network=Record(), label_keep_one=0.0, seed=3)
     before.loss(batch)
-    assert torch.equal(given[-1][1], plain) and "label_keep_one" not in before.state_dict()["config"]
+    rng = torch.Generator().manual_seed(3)
+    torch.randn(batch["x"].shape, generator=rng)
+    torch.randint(0, 50, (256,), generator=rng)
+    uncond = torch.rand(256, generator=rng) < 0.1
+    kept = torch.rand(256, 5, generator=rng) >= 0.25
+    assert torch.equal(given[-1][1], kept & ~uncond[:, None]) and "label_keep_one" not in before.state_dict()["config"]
+    assert ((kept & ~uncond[:, None]).sum(1) == 1).float().mean() < 0.05  # alone: 5 * 0.75 * 0.25^4 = 1.5 % of rows
+    # no labels (madiff_like): nothing drawn for it, nothing given
+    SegmentDiffusion(5, 2, 4, network=Record(), label_keep_one=1.0, seed=3).loss({**batch, "z": None})
+    assert not given[-1][1].any()
     on = SegmentDiffusion(5, 2, 4, network=Record(), label_keep_one=0.5)
     assert on.state_dict()["config"]["label_keep_one"] == 0.5
+    with pytest.raises(ValueError, match=r"label_keep_one=None vs 0.5"):
+        SegmentDiffusion(5, 2, 4, network=Record()).load_state_dict(on.state_dict())
     with pytest.raises(ValueError, match="label_keep_one"):
         SegmentDiffusion(5, 2, 4, network=Record(), label_keep_one=1.5)

@@ -171,6 +171,8 @@ def test_storage_reuse_refusal_and_overwrite(tmp_path):
         run(tmp_path, path, label_segments=50, labeler="noisy_oracle")
     with pytest.raises(ValueError, match="segment_seed: stored 0, requested 3"):
         run(tmp_path, path, label_segments=40, labeler="noisy_oracle", segment_seed=3)
+    with pytest.raises(ValueError, match="label_shuffle_agents orders the agents of the llm labeler's prompts"):
+        run(tmp_path, path, label_segments=40, labeler="noisy_oracle", label_shuffle_agents=True)
     res = run(tmp_path, path, label_segments=50, labeler="oracle", label_overwrite=True)
     relabelled = OfflineDataset.load(path).label("best_agent")
     assert res["reused"] is False and (relabelled != NOT_ASKED).sum() == 50
@@ -320,7 +322,8 @@ def test_shuffled_agent_order_maps_answers_back_and_exposes_position_bias(spread
             biased = LABELERS["llm"](b).label(task, items, src)
             first_user = srv.requests[0]["body"]["messages"][1]["content"]
         want = expected_choice(src, items)
-        orders = [agent_order(it.id, 3, a.segment_seed, True) for it in items]
+        orders = [list(agent_order(it.id, 3, a.segment_seed, True)) for it in items]
+        assert orders == [list(it.data[3]) for it in items]
         report = task.accuracy(items, biased.answers, src, b)
     finally:
         src.close()
@@ -331,6 +334,8 @@ def test_shuffled_agent_order_maps_answers_back_and_exposes_position_bias(spread
     assert len(set(biased.answers.tolist())) > 1
     assert report["position_counts"] == [len(items), 0, 0] and sum(report["answer_counts"]) == len(items)
     assert res.info["label_shuffle_agents"] is True and "Agent 0\nScorecard: " in first_user
+    it = next(i for i in items if i.data[3] != (0, 1, 2))
+    assert [task.parse(f"[{j}]", it) for j in range(3)] == list(it.data[3])  # the task's own parser maps back too
 
 
 def test_llm_labeler_refuses_an_env_without_the_hook(tmp_path):

@@ -202,6 +202,8 @@ def test_presets_and_explicit_keys():
     assert "label_keep_one" not in cpu.model
     keep = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"label_keep_one": 0.25})))
     assert keep.model["label_keep_one"] == 0.25
+    madiff = resolve(SimpleNamespace(**build_config("madiff_like", "mpe_spread", {"label_keep_one": 0.25})))
+    assert "label_keep_one" not in madiff.model  # no labels to keep: the same madiff_like run and artifacts
     for bad, match in (({"delta": "often"}, "delta must be auto"), ({"augment_preset": "gpu"}, "augment_preset"),
                        ({"label_keep_one": 1.5}, "label_keep_one is a probability"),
                        ({"label_keep_one": -0.1}, "label_keep_one must be a number > 0"),

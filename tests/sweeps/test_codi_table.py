@@ -93,7 +93,14 @@ def test_llm_labels_pass_through_and_quick_is_small(tmp_path):
     plan = bench.Plan(a)
     entry = plan.label()["entries"][0]
     assert entry["with"]["labeler"] == "llm" and entry["with"]["llm.backend"] == "local"
-    assert entry["with"]["label_out"].endswith("imbalanced_1e_codi_llm.h5") and "oracle_accuracy" not in entry["with"]
+    # other label settings are other labels: the tag (label name, study copy) carries a hash of --label-with
+    assert entry["with"]["label_name"].startswith("llm-") and entry["with"]["label_name"] != "llm"
+    assert entry["with"]["label_out"].endswith(f"imbalanced_1e_codi_{entry['with']['label_name']}.h5")
+    assert "oracle_accuracy" not in entry["with"]
+    shuffled = bench.parse_args(["--labeler", "llm", "--label-with", "llm.backend=local", "label_segments=200",
+                                 "label_shuffle_agents=True", "--quick", "--out", str(tmp_path)])
+    assert shuffled.labeler_tag not in (a.labeler_tag, "llm")
+    assert bench.parse_args(["--labeler", "llm", "--quick", "--out", str(tmp_path)]).labeler_tag == "llm"
     assert [c.tag for c in plan.cells] == ["spread3"] and a.seeds == [1]
     _, trials = trials_of(bench, "codi_learn", plan.learn(plan.cells[0], "original"), tmp_path)
     assert len(trials) == 4 and {t["t_max"] for t in trials} == {600}
@@ -311,7 +318,7 @@ def test_label_and_augment_runs_of_other_cell_sets_are_found_not_rerun(tmp_path)
     assert bench.State(other).todo_augment == {("spread3", "codi"), ("spread3", "madiff_like")}
 
     counts, pending, left = bench.print_plan(both, state)
-    assert counts["label"] == 1 and counts["augment"] == 2
+    assert counts["label"] == 2 and counts["augment"] == 4  # every run of the plan; N = 3's were done before
     assert sorted(t["id"] for phase, t in left if phase in ("label", "augment")) == [
         "codi_spread4-s1", "label_spread4-s1", "madiff_like_spread4-s1"]
     cpu, wall = bench.estimate(both, left)

@@ -29,10 +29,11 @@ Decisions:
   probability 0.25^n (1.6 % for n = 3), too rarely to learn ε(x, k); 0.1 is the usual classifier-free rate
   (composable diffusion drops 5-10 %), and it leaves 90 % of the batches for the conditional branches.
 * `label_keep_one` (default 0, the paper): the probability that a training row keeps exactly one random agent's
-  label and masks the others, the input each composed branch z⁽ⁱ⁾ gives. Per-dimension drops alone give that
-  pattern in 0.75 · 0.25^(n-1) of the rows (14 % at n = 3, 1.2 % at n = 4, 0.3 % at n = 5), so at larger n the
-  composed branches ask for an input the network has barely seen. Set only when on (a checkpoint made before the
-  option existed keeps matching), and the RNG draws it needs are made only then (default runs are unchanged).
+  label and masks the others, the input each composed branch z⁽ⁱ⁾ gives. Per-dimension drops alone give branch i's
+  pattern (z_i kept, every other label masked) in 0.75 · 0.25^(n-1) of the rows (4.7 % at n = 3, 1.2 % at n = 4,
+  0.3 % at n = 5), so at larger n the composed branches ask for an input the network has barely seen. In the config
+  only when on (a checkpoint made before the option existed keeps matching); its RNG draws are made only when on and
+  labels are given (default runs and madiff_like are unchanged).
 * Σ w_i grows with n: the default is w_i = w for every agent (Eq. 8 as written, "equal weights"), so composing
   n agents pushes n times as hard as one term. A per-agent list can keep the total fixed (w_i = w / n) or favour
   agents. The single-term modes take a scalar w.
@@ -185,7 +186,7 @@ class SegmentDiffusion:
         xk = torch.where(self.fixed, x0, self.noise_scheduler.add_noise(x0, noise, k))
         uncond = torch.rand(B, generator=self.rng, device=self.device) < self.config["p_uncond"]
         label_kept = torch.rand(B, n, generator=self.rng, device=self.device) >= self.config["label_drop"]
-        if self.config.get("label_keep_one"):  # the composed branches' input: one agent's label, the others masked
+        if z is not None and self.config.get("label_keep_one"):  # the composed branches' input: one label given
             one = torch.rand(B, generator=self.rng, device=self.device) < self.config["label_keep_one"]
             pick = torch.randint(0, n, (B,), generator=self.rng, device=self.device)
             label_kept = torch.where(one[:, None], torch.nn.functional.one_hot(pick, n).bool(), label_kept)
@@ -318,7 +319,9 @@ class SegmentDiffusion:
                 "steps": self.steps, "rng": self.rng.get_state()}
 
     def load_state_dict(self, state):
-        mismatch = {k: (v, state["config"].get(k)) for k, v in self.config.items() if state["config"].get(k) != v}
+        keys = dict.fromkeys([*self.config, *state["config"]])  # both ways: an option on in only one of them differs
+        mismatch = {k: (self.config.get(k), state["config"].get(k)) for k in keys
+                    if state["config"].get(k) != self.config.get(k)}
         if mismatch:
             raise ValueError("diffusion checkpoint does not match this model's config (this, checkpoint): "
                              + ", ".join(f"{k}={a!r} vs {b!r}" for k, (a, b) in mismatch.items())

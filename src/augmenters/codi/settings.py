@@ -157,7 +157,9 @@ def resolve(args):
              "lr": _num("augment_lr", p["lr"]), "ema_decay": _num("ema_decay", p["ema_decay"]),
              "label_drop": float(args.label_drop), "p_uncond": float(args.p_uncond),
              # only when on: the artifact folders and checkpoints of runs made before the option keep their ids
-             **({"label_keep_one": _num("label_keep_one", args.label_keep_one)} if args.label_keep_one else {})}
+             # madiff_like has no labels to keep: there it changes nothing, so it stays out of its artifact id
+             **({"label_keep_one": _num("label_keep_one", args.label_keep_one)}
+                if args.label_keep_one and args.augmenter != "madiff_like" else {})}
     if not model.get("label_keep_one", 0.0) <= 1:
         raise ValueError(f"label_keep_one is a probability in [0, 1], got {args.label_keep_one!r}")
     return AugmentSettings(
