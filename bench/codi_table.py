@@ -198,6 +198,13 @@ class Plan:
         self.cells = cells_of(a)
         self.seed0 = a.seeds[0]
         self.trained = [x for x in TRAINED if x != PRIVILEGED or a.privileged]
+        from augmenters.codi.settings import PRESETS
+
+        # the preset's width and length as explicit keys: a sweep's manifest records them, and runs made under an
+        # earlier version of the preset (the cpu preset was dim 32, 20k steps until 2026-12-05) are not taken for
+        # this one's (State matches completed runs by their overrides)
+        self.preset_keys = {"diffusion_dim": PRESETS[a.preset]["dim"],
+                            "augment_train_steps": PRESETS[a.preset]["train_steps"]}
         self.datasets = ["original", *AUGMENTERS, *([PRIVILEGED] if a.privileged else [])]
 
     # --- phases 1 and 2: one sweep each over every cell (their specs depend on the options only), or over the cells
@@ -215,7 +222,7 @@ class Plan:
             for aug in self.trained:
                 if pairs is not None and (c.tag, aug) not in pairs:
                     continue
-                w = {**c.env_args, "offline_dataset": c.copy, "augment_preset": self.a.preset}
+                w = {**c.env_args, "offline_dataset": c.copy, "augment_preset": self.a.preset, **self.preset_keys}
                 if aug == "codi":
                     w["augment_label_name"] = self.a.labeler_tag
                 entries.append({"alg": aug, "env": c.env, "name": f"{aug}_{c.tag}", "seeds": [self.seed0],
@@ -232,7 +239,7 @@ class Plan:
 
     # --- phases 3 and 4: per cell (and dataset), once their inputs exist
     def no_comp(self, c, artifacts):
-        w = {**c.env_args, "offline_dataset": c.copy, "augment_preset": self.a.preset,
+        w = {**c.env_args, "offline_dataset": c.copy, "augment_preset": self.a.preset, **self.preset_keys,
              "augment_label_name": self.a.labeler_tag, "augment_checkpoint": artifacts, **self.a.augment_with}
         return diff_from("codi_no_comp", {"entries": [{"alg": "codi_no_comp", "env": c.env,
                                                        "name": f"codi_no_comp_{c.tag}", "seeds": [self.seed0],

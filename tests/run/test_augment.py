@@ -193,7 +193,7 @@ def test_presets_and_explicit_keys():
     assert paper.generation["sampling_steps"] == 15 and paper.train_steps == 1_000_000 and paper.batch_size == 64
     cpu = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"guidance_weights": [1.0, 0, 0],
                                                                         "target_rtg": -105, "delta": 0.03})))
-    assert cpu.model["dim"] == 32 and cpu.generation["sampling_steps"] == 25 and cpu.train_steps == 20_000
+    assert cpu.model["dim"] == 64 and cpu.generation["sampling_steps"] == 25 and cpu.train_steps == 10_000
     assert cpu.model["lr"] == 1e-3 and paper.model["lr"] == 2e-4
     ddpm = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"sampler": "ddpm"})))
     assert ddpm.generation["sampling_steps"] == 50  # ancestral sampling over every step unless asked for fewer

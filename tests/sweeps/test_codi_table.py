@@ -35,7 +35,8 @@ def test_the_shipped_files_are_the_plan_of_spread_n3(tmp_path):
     assert plan.no_comp(cell, "/art/codi") == {"entries": [{
         "alg": "codi_no_comp", "env": "mpe_spread", "name": "codi_no_comp_spread3", "seeds": [1],
         "with": {"offline_dataset": "results/datasets/spread_N3/imbalanced_1e_codi_noisy80.h5", "augment_preset": "cpu",
-                 "augment_label_name": "noisy80", "augment_checkpoint": "/art/codi"}}]}
+                 "diffusion_dim": 64, "augment_train_steps": 10000, "augment_label_name": "noisy80",
+                 "augment_checkpoint": "/art/codi"}}]}
     assert bench.sweep_name("codi_learn", {}) == "codi_learn"
     for base in ("codi_label", "codi_augment", "codi_no_comp", "codi_learn"):  # each runs alone, as shipped
         assert validate(expand(load_sweep(base)))

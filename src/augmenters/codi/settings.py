@@ -4,32 +4,38 @@ explicit keys that override them (a key left null takes the preset's value).
     s = resolve(args)          # args: the run's config namespace (config/runs/codi.yaml and its variants)
     s.model["dim"], s.train_steps, s.generation["delta"], ...
 
-`paper` is MADiff's MPE setting (CODI trains its diffusion "as MADiTS", whose settings are unpublished): dim 128,
-mults 1-4-8, K = 200, DDIM 15, batch 32 x 2, lr 2e-4, EMA 0.995, guidance 1.2, 1e6 steps. `cpu` is sized for 2 CPU
-cores: dim 32, mults 1-2 (350k parameters), K = 50, DDIM 25 (DDIM 10 under-disperses the samples by about 15% on
-the exact-ε Gaussian test of tests/augmenters/test_codi_diffusion.py; 25 divides K, so trailing spacing is exact),
-batch 64, lr 1e-3 (not the paper's 2e-4: a 20k-step budget needs the faster rate), 20k steps.
-
+`paper` is MADiff's MPE setting (CODI trains its diffusion "as MADiTS", whose settings are unpublished): dim 128, mults
+1-4-8, K = 200, DDIM 15, batch 32 x 2, lr 2e-4, EMA 0.995, guidance 1.2, 1e6 steps. `cpu` is sized for 2 CPU cores: dim
+64, mults 1-2 (1.4 M parameters), 10k steps, K = 50, DDIM 25 (DDIM 10 under-disperses the samples by about 15% on the
+exact-ε Gaussian test of tests/augmenters/test_codi_diffusion.py; 25 divides K, so trailing spacing is exact), batch 64,
+lr 1e-3 (not the paper's 2e-4: a short budget needs the faster rate).
+Why dim 64 (2026-12-05; it was 32 with 20k steps, the CODI spread N = 3 and LBF tables of docs/studies were made so): at
+dim 32 the model does not fit spread N = 4. madiff_like and codi both plateaued at an ε-loss of 0.12 over 20k steps (N =
+3 reached 0.012), the training probe's median worst-step dynamics error grew to 0.99, and generation stopped with no
+segment passing δ = 0.01 (90% of the rejected segments' errors above 0.73). lr 2e-4 and another seed did not help (4000
+/ 3000 steps: 0.32 / 0.24). At dim 64 the same N = 4 data reach 0.037 after 1000 steps and 0.020 after 2500, with a
+probe error of 0.0015 (passing δ = 0.01): a capacity limit, not an optimisation one. A dim-64 step costs about twice a
+dim-32 one, so 10k steps take the time 20k did.
 Why lr 1e-3: madiff_like on 300 one-expert spread N=3 episodes of 25 steps (H = 8, seed 3), 3,000 steps: ε-loss 0.098
-with lr 1e-3 vs 0.239 with 2e-4 (0.175 after 8,000 steps of codi at 2e-4). Segments generated again from held-out
-o_0 (DDIM 25, w = 1.2) by the raw network after 3,000 steps at 1e-3 have a median worst-step dynamics error of 0.050
-(the training log's probe); at 2e-4 the models' errors stayed at 0.16-0.34 through 8,000 steps. Early in training
-the EMA weights lag far behind (0.33 vs the raw network's 0.050 at step 3,000 with lr 1e-3: EMA 0.995 every 10
-steps after step 2,000 averages over ~2,000 steps of a fast-moving network), so short runs (tests, smoke runs)
-generate from an EMA that is worse than the network; at 20k steps the lag is a tenth of the run.
-
-Measured on this machine's 2 shared cores, 1 torch thread, spread N=3 (O = 18, H = 8), batch 64: a diffusion step
-127 ms + a dynamics step 26 ms = 6.6 training steps/s alone (3.1 steps/s while other jobs ran), so the cpu preset's
-20k steps take 50-110 min; one guided sampler call (compose, 4 branches, 64 segments) takes 1.7 s with DDIM 10 and
-4.1 s with DDIM 25 (about 16 segments/s): DDIM 25 is chosen for fidelity at 2.4x the generation time.
+with lr 1e-3 vs 0.239 with 2e-4 (0.175 after 8,000 steps of codi at 2e-4). Segments generated again from held-out o_0
+(DDIM 25, w = 1.2) by the raw network after 3,000 steps at 1e-3 have a median worst-step dynamics error of 0.050 (the
+training log's probe); at 2e-4 the models' errors stayed at 0.16-0.34 through 8,000 steps. Early in training the EMA
+weights lag far behind (0.33 vs the raw network's 0.050 at step 3,000 with lr 1e-3: EMA 0.995 every 10 steps after step
+2,000 averages over ~2,000 steps of a fast-moving network), so short runs (tests, smoke runs) generate from an EMA that
+is worse than the network; at 20k steps the lag is a tenth of the run.
+Measured on this machine's 2 shared cores, 1 torch thread, spread N=3 (O = 18, H = 8), batch 64, at dim 32: a diffusion
+step 127 ms + a dynamics step 26 ms = 6.6 training steps/s alone (3.1 steps/s while other jobs ran; ~10.7 with two
+augment runs side by side in the study); at dim 64 ~5 steps/s (spread N = 4, another run on the other core), so the cpu
+preset's 10k steps take ~35 min; one guided sampler call (compose, 4 branches, 64 segments, dim 32) takes 1.7 s with
+DDIM 10 and 4.1 s with DDIM 25 (about 16 segments/s): DDIM 25 is chosen for fidelity at 2.4x the generation time.
 """
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
 PRESETS = {
-    "cpu": {"dim": 32, "dim_mults": [1, 2], "n_timesteps": 50, "sampler": "ddim", "sampling_steps": 25,
-            "batch_size": 64, "lr": 1e-3, "ema_decay": 0.995, "guidance_weights": 1.2, "train_steps": 20_000,
+    "cpu": {"dim": 64, "dim_mults": [1, 2], "n_timesteps": 50, "sampler": "ddim", "sampling_steps": 25,
+            "batch_size": 64, "lr": 1e-3, "ema_decay": 0.995, "guidance_weights": 1.2, "train_steps": 10_000,
             "dynamics_hidden": 128, "dynamics_lr": 1e-3},
     "paper": {"dim": 128, "dim_mults": [1, 4, 8], "n_timesteps": 200, "sampler": "ddim", "sampling_steps": 15,
               "batch_size": 64, "lr": 2e-4, "ema_decay": 0.995, "guidance_weights": 1.2, "train_steps": 1_000_000,
