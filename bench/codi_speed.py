@@ -52,6 +52,7 @@ from augmenters.codi.diffusion import SegmentDiffusion  # noqa: E402
 from augmenters.codi.dynamics import DynamicsModels  # noqa: E402
 from augmenters.codi.labeler import AgentQualityLabeler  # noqa: E402
 from augmenters.codi.labeler import preset as labeler_preset  # noqa: E402
+from augmenters.codi.settings import PRESETS as AUGMENT_PRESETS  # noqa: E402
 from envs import make_env  # noqa: E402
 from labeling import LABELERS, TASKS, LabelSource  # noqa: E402
 from labeling.prompting import CHARS_PER_TOKEN, estimate_tokens  # noqa: E402
@@ -62,14 +63,12 @@ from utils.config import build_config  # noqa: E402
 from utils.progress import Bar  # noqa: E402
 
 HORIZON = 8  # H: the paper's segment length (labeling and diffusion alike)
-# The issue's presets (§8). `dynamics_hidden`: DynamicsModels' default width, until the augment run mode's config
-# settles its own; the labeler uses its own presets (augmenters/codi/labeler.py), batch size included.
-PRESETS = {
-    "cpu": {"diffusion": {"dim": 32, "dim_mults": [1, 2], "n_timesteps": 50}, "ddim_steps": 10, "batch_size": 32,
-            "labeler": "cpu", "dynamics_hidden": 128},
-    "paper": {"diffusion": {"dim": 128, "dim_mults": [1, 4, 8], "n_timesteps": 200}, "ddim_steps": 15,
-              "batch_size": 64, "labeler": "paper", "dynamics_hidden": 128},
-}
+# The augment run mode's presets (augmenters/codi/settings.py, issue 15 §8), in this bench's terms; the labeler
+# uses its own presets (augmenters/codi/labeler.py), batch size included.
+PRESETS = {name: {"diffusion": {k: p[k] for k in ("dim", "dim_mults", "n_timesteps")},
+                  "ddim_steps": p["sampling_steps"], "batch_size": p["batch_size"], "labeler": name,
+                  "dynamics_hidden": p["dynamics_hidden"]}
+           for name, p in AUGMENT_PRESETS.items()}
 GUIDANCE_BRANCHES = {"compose": lambda n: n + 1, "return_only": lambda n: 2}
 FULL = {"train_steps": 20, "repeats": 3, "batches": [32, 128, 512], "scaling_agents": [4, 5], "budget": 30.0,
         "episodes": 40, "prompt_segments": 100, "local_segments": 3}

@@ -26,7 +26,7 @@ def test_quick_codi_speed_bench_writes_every_measurement(tmp_path):
     cells = {(r["guidance"], r["sampler"]): r for r in preset["generation"]}
     assert set(cells) == {(g, s) for g in ("compose", "return_only") for s in ("ddim", "ddpm")}
     assert cells["compose", "ddim"]["branches"] == 4 and cells["return_only", "ddim"]["branches"] == 2
-    assert cells["compose", "ddpm"]["steps"] == 50 and cells["compose", "ddim"]["steps"] == 10
+    assert cells["compose", "ddpm"]["steps"] == 50 and cells["compose", "ddim"]["steps"] == 25  # the preset's DDIM
     per_trajectory = math.ceil(25 / (8 - 1))
     for r in cells.values():
         assert r["segments_per_s"] > 0 and 1 <= r["steps_measured"] <= r["steps"]
