@@ -85,14 +85,15 @@ QUICK = {"seeds": [1], "envs": ["mpe_spread"], "n_agents": [3], "steps": 600,
 # an offline run's seconds per step, evaluations included (the codi_learn sweeps of spread N=3 and LBF, 3000 steps,
 # 2026-12-04/05; original and merged data alike), scaled with N for spread; an env not measured takes the largest;
 # augment (the codi_augment sweeps side by side, cpu preset): dim 64 (since 2026-12-05) 5.0 training steps/s on
-# spread N=4 (dim 32 was ~10.7 on N=3), generation ~75 composed segments/s at dim 32 (codi_no_comp's 4000 in 0.9 min),
-# each segment adding H - 1 = 7 steps; codi's labeler <= 20k steps at ~75 steps/s.
+# spread N=4 (dim 32 was ~10.7 on N=3); generation at dim 64, N=4: composed (5 branches) 4000 segments in 5.2 min,
+# ~13/s, return-only ~52/s (dim 32, N=3: ~75 composed), each segment adding H - 1 = 7 steps; codi's labeler <= 20k
+# steps at ~75 steps/s.
 BEHAVIOUR_S = {"lbf_8x8_2p_2f_coop": 13 * 60, "mpe_spread": 15 * 60, "mpe_world": 15 * 60}
 COLLECT_S = 90
 OFFLINE_S_PER_STEP = {"mpe_spread": {"bc": 0.013, "bc50": 0.013, "omar": 0.052, "omiga": 0.057},
                       "lbf_8x8_2p_2f_coop": {"bc": 0.035, "bc50": 0.035, "omar": 0.105, "omiga": 0.114}}
 AUGMENT_STEPS_PER_S = 5.0
-SEGMENTS_PER_S = 75
+SEGMENTS_PER_S = 13
 LABELER_S = 20000 / 75
 
 
