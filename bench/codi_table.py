@@ -314,13 +314,14 @@ class State:
         self.augment_folder = sweep_folder(a, "codi_augment", plan.augment())
         planned = {base: {t["id"]: t for t in expanded(base, diff, a.results)}
                    for base, diff in (("codi_label", plan.label()), ("codi_augment", plan.augment()))}
+        done = {base: completed_trials(a.results, base) for base in planned}  # every manifest read once
         self.runs, self.generated, self.no_comp_folder = {}, {}, {}
         for c in plan.cells:
             label_id = f"label_{c.tag}-s{plan.seed0}"
-            runs = {"label": completed_anywhere(a, "codi_label", self.label_folder, planned["codi_label"][label_id])}
+            runs = {"label": completed_anywhere(self.label_folder, planned["codi_label"][label_id], done["codi_label"])}
             for aug in plan.trained:
-                runs[aug] = completed_anywhere(a, "codi_augment", self.augment_folder,
-                                               planned["codi_augment"][f"{aug}_{c.tag}-s{plan.seed0}"])
+                trial = planned["codi_augment"][f"{aug}_{c.tag}-s{plan.seed0}"]
+                runs[aug] = completed_anywhere(self.augment_folder, trial, done["codi_augment"])
             codi = run_info(runs["codi"], "augment")
             if codi.get("artifacts"):
                 diff = plan.no_comp(c, rel(codi["artifacts"]))
@@ -345,19 +346,28 @@ def expanded(base, diff, results):
 SAME_TRIAL = ("id", "alg", "env", "seed", "overrides")
 
 
-def completed_anywhere(a, base, folder, trial):
-    """The Sacred run of `trial` completed in `folder` (matched by id), else in any other sweep of `base` under
-    <results>/sweeps/ whose manifest records the same trial (SAME_TRIAL fields equal), else None."""
+def completed_trials(results, base):
+    """The records of every completed trial in the sweeps of `base` under <results>/sweeps/
+    (the study's generated names: base or base-<8 hex>), in folder order."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(results, "sweeps", f"{base}*", "manifest.json"))):
+        folder = os.path.dirname(path)
+        if not re.fullmatch(rf"{re.escape(base)}(-[0-9a-f]{{8}})?", os.path.basename(folder)):
+            continue
+        out += [r for r in (read_json(path) or {}).get("trials", [])
+                if r.get("status") == "COMPLETED" and r.get("sacred_run")]
+    return out
+
+
+def completed_anywhere(folder, trial, done):
+    """The Sacred run of `trial` completed in `folder` (matched by id), else in another sweep of `done`
+    (completed_trials) that records the same trial (SAME_TRIAL fields equal), else None."""
     found = completed_run(folder, trial["id"])
     if found:
         return found
-    for path in sorted(glob.glob(os.path.join(a.results, "sweeps", f"{base}*", "manifest.json"))):
-        if not re.fullmatch(rf"{re.escape(base)}(-[0-9a-f]{{8}})?", os.path.basename(os.path.dirname(path))):
-            continue
-        for r in (read_json(path) or {}).get("trials", []):
-            if (r.get("status") == "COMPLETED" and r.get("sacred_run")
-                    and all(r.get(k) == trial[k] for k in SAME_TRIAL)):
-                return r["sacred_run"]
+    for r in done:
+        if all(r.get(k) == trial[k] for k in SAME_TRIAL):
+            return r["sacred_run"]
     return None
 
 
