@@ -43,7 +43,9 @@ mean returns. Written to --out (default results/bench/codi/<preset>/):
                           and the gain, for the original data, each augmenter's episodes, expert_2 and expert_all
   scaling.png             Fig. 5 (spread): normalised gain over the original data vs N, per learner
   labels.md               the label runs' accuracy (info.json) and the GRU labeler's (codi's run info)
-  generation.md           pass rates, resamples, dropped trajectories, sum r_hat vs the target (the augment runs' info)
+  generation.md           pass rates, resamples, dropped trajectories, sum r_hat vs the target (the augment runs' info);
+                          spread: every file judged by its observations (the env's return for the observed positions,
+                          collisions, coverage)
   <cell>/                 results.py's report per cell: scores, learning curves (curves.png), marl-eval JSON
 """
 import argparse
@@ -146,6 +148,7 @@ class Cell:
         self.env_args = {} if key is None or base["env_args"].get(key) == n else {f"env_args.{key}": n}
         config = build_config("bc", env, {"env_args": {key: n}} if self.env_args else None)
         self.n = n if key else own_agents(config)
+        self.env_kwargs = {"env": config["env"], **{k: v for k, v in config["env_args"].items() if k != "seed"}}
         self.limit = int(config["env_args"].get("max_cycles") or 50)  # episode steps, for the estimate
         self.label = env_label(config)
         self.tag = f"{TAGS.get(env, env)}{self.n}"
@@ -708,24 +711,34 @@ def generation_markdown(plan, state):
 
 
 # --- figures
-def coverage(path):
-    """(first, last): mean over episodes of -sum_l min_i dist(agent i, landmark l) at the first and the last filled
-    step, from MPE spread observations (each agent's landmark offsets at obs[4 : 4 + 2n], as envs/mpe.py lays
-    them out and its segment report reads them)."""
+def spread_check(path, env):
+    """MPE spread data judged by their observations alone (MPEEnv.spread_terms_from_obs, the env's own reward
+    terms): coverage -sum_l min_i dist(agent i, landmark l) at the first and the last observation (Fig. 4c), the
+    return the env pays for the observed positions, colliding pairs per episode, and the stored return beside them
+    (sum r_hat for generated files: f_rwd's view). Means over episodes."""
     import numpy as np
 
     from offline.reader import OfflineDataset
 
-    arrays = OfflineDataset.load(path).arrays()
-    obs, filled = np.asarray(arrays["obs"]), np.asarray(arrays["filled"])[..., 0]
-    E, _, n, _ = obs.shape
+    dataset = OfflineDataset.load(path)
+    arrays = dataset.arrays()
+    obs, filled = np.asarray(arrays["obs"]), np.asarray(arrays["filled"])[..., 0] > 0  # filled: observation rows
+    E = obs.shape[0]
+    closest, own = env.spread_terms_from_obs(obs)  # [E, T+1, n] each
+    cover = -closest.sum(-1)
+    arrived = filled[:, 1:]  # transition t is in the episode iff the observation it reaches is
     last = filled.sum(1).astype(int) - 1
-    rel_l = obs[..., 4:4 + 2 * n].reshape(E, -1, n, n, 2)  # [E, T+1, agent, landmark, xy]
-    cover = -np.sqrt(np.square(rel_l).sum(-1)).min(2).sum(-1)  # [E, T+1]
-    return float(cover[:, 0].mean()), float(cover[np.arange(E), last].mean())
+    return {"first": float(cover[:, 0].mean()), "last": float(cover[np.arange(E), last].mean()),
+            "gain": float((cover[np.arange(E), last] - cover[:, 0]).mean()),
+            "stored_return": float(np.asarray(arrays["episode_return"]).mean()),
+            "obs_return": float((env.reward_from_obs(obs[:, 1:]) * arrived).sum(1).mean()),
+            "collisions": float((own[:, 1:].sum(-1) / 2 * arrived).sum(1).mean())}
 
 
 def coverage_table(plan, state):
+    """{cell tag: {dataset: spread_check}} for the spread cells: original, each augmenter's file, 2- and all-expert."""
+    from envs import make_env
+
     out = {}
     for c in plan.cells:
         if c.env != "mpe_spread":
@@ -733,14 +746,34 @@ def coverage_table(plan, state):
         files = {"original": c.file(SOURCE), **{aug: state.generated.get((c.tag, aug))
                                                 for aug in plan.datasets if aug != "original"},
                  TWO: c.file(TWO), ALL: c.file(ALL)}
-        row = {}
-        for name, path in files.items():
-            if path and os.path.isfile(path):
-                first, last = coverage(path)
-                row[name] = {"first": first, "last": last, "gain": last - first}
+        kwargs = dict(c.env_kwargs)
+        env = make_env(kwargs.pop("env"), **kwargs)
+        try:
+            row = {name: spread_check(path, env) for name, path in files.items() if path and os.path.isfile(path)}
+        finally:
+            env.close()
         if row:
             out[c.tag] = row
     return out
+
+
+def coverage_markdown(cov):
+    """generation.md's second table: every spread file judged by its observations (spread_check)."""
+    if not cov:
+        return ""
+    lines = ["", "## Judged by the observations (MPE spread)", "",
+             "Means over episodes, from each file's observations alone with the env's reward terms "
+             "(MPEEnv.spread_terms_from_obs): the stored return (Σr̂ for generated files), the return the env pays "
+             "for the observed positions, colliding agent pairs per episode, coverage −Σ_l min_i dist at the first "
+             "and last observation and its gain (Fig. 4c).", "",
+             "| cell | data | stored return | return from the observations | collisions | coverage first | last | "
+             "gain |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for tag, row in cov.items():
+        for name, r in row.items():
+            lines.append(f"| {tag} | {DATASET_NAMES.get(name, name)} | {r['stored_return']:.1f} | "
+                         f"{r['obs_return']:.1f} | {r['collisions']:.1f} | {r['first']:.2f} | {r['last']:.2f} | "
+                         f"{r['gain']:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def cn_figure(cov, out):
@@ -808,6 +841,7 @@ def report(plan, a):
     data["scaling"] = scaling(data)
     labels_md, data["labels"] = labels_markdown(plan, state)
     gen_md, data["generation"] = generation_markdown(plan, state)
+    gen_md += coverage_markdown(data["coverage"])
     md = markdown(data) + f"\n{data['date']}, commit {data['commit']}, {data['machine']}.\n"
     for name, text in (("table.md", md), ("labels.md", labels_md), ("generation.md", gen_md)):
         with open(os.path.join(a.out, name), "w") as f:

@@ -35,7 +35,7 @@ import numpy as np
 
 from envs import episode as ep_text
 from envs.description import Field
-from envs.multiagentenv import obs_array
+from envs.multiagentenv import NoRewardFromObs, obs_array
 from envs.pz_base import PettingZooTeamEnv, reject_unknown
 
 SCENARIOS = ("spread", "tag", "adversary", "world")
@@ -198,19 +198,28 @@ class _Spread(_Scenario):
         others = (P[None] - P[:, None])[rows, self.others].reshape(self.n, -1)
         return np.concatenate([V, P, landmarks, others, self.comm], axis=1)
 
-    def rewards(self, P):
-        dist_lm = np.sqrt(np.square(P[:, None] - self.L[None]).sum(-1))  # (agents, landmarks)
-        closest = dist_lm.min(0)
-        global_rew = -float(closest.sum())
-        dist_aa = np.sqrt(np.square(P[:, None] - P[None]).sum(-1))
-        contact = dist_aa < self.touch
-        np.fill_diagonal(contact, False)
-        own = contact.sum(1).astype(np.float64)
-        self.collisions += int(own.sum()) // 2
-        self.occupied = int((closest < 0.1).sum())
+    def terms(self, P, L):
+        """What the reward is made of, for positions P `[..., n, 2]` and landmarks L `[..., n, 2]` (any leading
+        dims): (closest `[..., n]`: each landmark's distance to its nearest agent, contacts `[..., n]`: how many
+        other agents touch each agent)."""
+        closest = np.sqrt(np.square(P[..., :, None, :] - L[..., None, :, :]).sum(-1)).min(-2)
+        contact = np.sqrt(np.square(P[..., :, None, :] - P[..., None, :, :]).sum(-1)) < self.touch
+        contact[..., np.arange(self.n), np.arange(self.n)] = False
+        return closest, contact.sum(-1).astype(np.float64)
+
+    def agent_rewards(self, closest, own):
+        """Each agent's reward `[..., n]` from `terms`: the team's coverage -sum_l closest, minus its own contacts
+        (or mpe2's local_ratio mix of the two)."""
+        global_rew = -closest.sum(-1, keepdims=True)
         if self.local_ratio is None:
             return global_rew - own
         return global_rew * (1 - self.local_ratio) - own * self.local_ratio
+
+    def rewards(self, P):
+        closest, own = self.terms(P, self.L)
+        self.collisions += int(own.sum()) // 2
+        self.occupied = int((closest < 0.1).sum())
+        return self.agent_rewards(closest, own)
 
     def info(self):
         return {"collisions": self.collisions, "occupied_landmarks": self.occupied}
@@ -708,6 +717,25 @@ class MPEEnv(PettingZooTeamEnv):
     def terminal_from_obs(self, obs):
         """No MPE scenario has a real terminal (episodes are truncated): all false `[...]`."""
         return np.zeros(obs_array(self, obs, "terminal_from_obs").shape[:-2], dtype=bool)
+
+    def spread_terms_from_obs(self, obs):
+        """Spread's reward terms (`_Spread.terms`: closest `[..., n]`, contacts `[..., n]`) from observations
+        `[..., n, O]`: positions at obs[2:4], the landmarks from agent 0's offsets at obs[4:4 + 2n] (_Spread.obs)."""
+        if not isinstance(self._sc, _Spread):
+            raise NoRewardFromObs(self, "only spread's reward is computed from the observations here")
+        obs = obs_array(self, obs, "spread_terms_from_obs")
+        P = obs[..., 2:4]
+        L = P[..., :1, :] + obs[..., :1, 4:4 + 2 * self.n_agents].reshape(*obs.shape[:-2], self.n_agents, 2)
+        return self._sc.terms(P, L)
+
+    def reward_from_obs(self, obs):
+        """Spread: the reward `step` returns on arriving at observations `[..., n, O]`: `[...]` with common_reward
+        (sum or mean per reward_scalarisation), else `[..., n]`. Exact up to float32 observations."""
+        closest, own = self.spread_terms_from_obs(obs)
+        rewards = self._sc.agent_rewards(closest, own)
+        if not self.common_reward:
+            return rewards
+        return rewards.mean(-1) if self.reward_scalarisation == "mean" else rewards.sum(-1)
 
     # --- self-description ---
     def task_summary(self):

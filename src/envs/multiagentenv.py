@@ -70,15 +70,26 @@ def reject_unknown_args(env, given, valid):
     raise EnvArgumentError(message + (f"; did you mean {', '.join(hints)}?" if hints else ""))
 
 
+def env_name(env):
+    """The env's class and variant for messages, e.g. 'MPEEnv (simple_spread_v3)'."""
+    variant = getattr(env, "key", None) or getattr(env, "scenario", None)  # gymma/lbf key, mpe scenario
+    return f"{type(env).__name__} ({variant})" if variant else type(env).__name__
+
+
+class NoRewardFromObs(NotImplementedError):
+    """An env whose reward is not computed from its observations (the optional hook `reward_from_obs`)."""
+
+    def __init__(self, env, why="its reward is not a function of the observations here"):
+        super().__init__(f"reward_from_obs: env {env_name(env)}: {why}; MPE spread has it")
+
+
 class ObsHooksUnsupported(NotImplementedError):
     """An env that cannot rebuild its state, available actions or terminals from observations (the obs hooks
     `state_from_obs`, `avail_actions_from_obs`, `terminal_from_obs`), so generated observations cannot become a
     dataset for it. `why` says what is missing when the env family has the hooks but this configuration does not."""
 
     def __init__(self, env, hook, why=None):
-        variant = getattr(env, "key", None) or getattr(env, "scenario", None)  # gymma/lbf key, mpe scenario
-        name = f"{type(env).__name__} ({variant})" if variant else type(env).__name__
-        reason = why or "it has no obs hooks"
+        name, reason = env_name(env), why or "it has no obs hooks"
         super().__init__(f"{hook}: env {name} is not supported: {reason}. CODI stitching supports MPE (env mpe, "
                          f"every scenario) and full-sight LBF (env lbf with a key without '-2s', sight >= grid "
                          f"size - 1, vector observations with agent levels); use one of those envs")
@@ -89,11 +100,9 @@ class MissingEnvHook(NotImplementedError):
     the method and what to do."""
 
     def __init__(self, env, hook, feature="LCA"):
-        variant = getattr(env, "key", None) or getattr(env, "scenario", None)
-        name = f"{type(env).__name__} ({variant})" if variant else type(env).__name__
-        super().__init__(f"{feature} needs the env method {hook}(), which env {name} does not have; implement it "
-                         f"(see envs/multiagentenv.py for the contract) or use an env that has it (two_switch, "
-                         f"victim_rubble, pistonball)")
+        super().__init__(f"{feature} needs the env method {hook}(), which env {env_name(env)} does not have; "
+                         f"implement it (see envs/multiagentenv.py for the contract) or use an env that has it "
+                         f"(two_switch, victim_rubble, pistonball)")
         self.hook = hook
 
 
@@ -293,6 +302,12 @@ class MultiAgentEnv:
         """`obs [..., n, O]` -> `[...]` bool: true where the observation is a real terminal (the episode has
         ended there; a time limit is not one). The transition that reaches it is the one stored as terminated."""
         raise ObsHooksUnsupported(self, "terminal_from_obs")
+
+    def reward_from_obs(self, obs):
+        """The reward `step` returns on arriving at observations `obs [..., n, O]`, for envs whose reward is a
+        function of the observations: `[...]` with common_reward, else `[..., n]`. Optional (CODI's reports check
+        generated episodes with it); envs without it raise NoRewardFromObs."""
+        raise NoRewardFromObs(self)
 
     # ----- LCA hooks (see the module docstring) -----
     def agent_roles(self):

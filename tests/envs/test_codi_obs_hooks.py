@@ -116,3 +116,46 @@ def test_env_without_hooks_refused_by_name():
     for hook in ("state_from_obs", "avail_actions_from_obs", "terminal_from_obs"):
         with pytest.raises(NotImplementedError, match=rf"{hook}: env MatrixGame .*MPE.*full-sight LBF"):
             getattr(env, hook)(obs)
+
+
+def towards_each_other(env, rng):
+    """Every agent heads for agent 0 (spread's moves 1-4: -x, +x, -y, +y), so random episodes also collide."""
+    obs = np.array(env.get_obs())
+    actions = [int(rng.integers(5))]
+    for i in range(1, env.n_agents):
+        dx, dy = obs[0, 2:4] - obs[i, 2:4]
+        actions.append((2 if dx > 0 else 1) if abs(dx) > abs(dy) else (4 if dy > 0 else 3))
+    return actions
+
+
+@pytest.mark.parametrize("extra", [{"N": 3}, {"N": 4, "common_reward": False}, {"N": 3, "local_ratio": 0.5},
+                                   {"N": 3, "reward_scalarisation": "mean"}])
+def test_spread_reward_from_obs_reproduces_step_rewards(extra):
+    env = make_env("mpe", scenario="spread", max_cycles=25, **extra)
+    contacts = 0
+    for seed in range(3):
+        env.seed(seed)
+        rng = np.random.default_rng(seed)
+        obs, rewards = [np.array(env.reset()[0])], []
+        for _ in range(env.episode_limit):
+            r, done, info = env.step(towards_each_other(env, rng) if seed else random_policy(env, rng))
+            obs.append(np.array(env.get_obs()))
+            rewards.append(r)
+            if done or info.get("episode_limit"):
+                break
+        obs = np.stack(obs)
+        np.testing.assert_allclose(env.reward_from_obs(obs[1:]), np.array(rewards), atol=1e-4)  # float32 obs
+        closest, own = env.spread_terms_from_obs(obs[1:])
+        assert own.sum() / 2 == info["collisions"] and closest.shape == own.shape == (len(rewards), env.n_agents)
+        contacts += info["collisions"]
+    assert contacts > 0  # the check covered the collision term
+
+
+def test_reward_from_obs_refused_by_name():
+    from envs.multiagentenv import NoRewardFromObs
+
+    for env, name in ((make_env("mpe", scenario="world", max_cycles=25), "MPEEnv"),
+                      (make_env("lbf", key="Foraging-8x8-2p-2f-coop-v3", time_limit=50), "ForagingEnv")):
+        obs = np.zeros((2, env.n_agents, env.get_obs_size()))
+        with pytest.raises(NoRewardFromObs, match=rf"reward_from_obs: env {name}.*MPE spread has it"):
+            env.reward_from_obs(obs)

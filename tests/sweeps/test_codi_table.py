@@ -232,25 +232,36 @@ def test_the_papers_table_1_is_read_from_its_text():
                                 "codi_no_comp": 0.24, "codi_privileged": 0.45, "codi": 0.63}
 
 
-def test_coverage_of_spread_observations(tmp_path):
+def test_spread_check_judges_files_by_their_observations(tmp_path):
+    """Coverage (Fig. 4c), the return the env pays for the observed positions and collisions, by hand."""
+    from envs import make_env
+
     bench = load_bench()
     n, T1 = 2, 4
     info = {"n_agents": n, "n_actions": 5, "obs_shape": 12, "state_shape": 24, "episode_limit": T1 - 1}
-    obs = np.zeros((2, T1, n, 12), np.float32)  # landmark offsets at obs[4:8]; zero at later steps (covered)
-    obs[0, 0, 0, 4:8] = [3, 4, 0, 1]  # agent 0: landmark 0 at 5, landmark 1 at 1
-    obs[0, 0, 1, 4:8] = [0, 2, 6, 8]  # agent 1: at 2 and 10 -> closest 2 and 1: coverage -3
-    obs[1, 0, :, 4:8] = [0, 1, 1, 0]  # both agents at 1 from each landmark: coverage -2
-    obs[1, 1, :, 4:8] = [0, 3, 0, 4]  # episode 1 ends after 1 transition: its last step is t = 1 (coverage -7)
+    obs = np.zeros((2, T1, n, 12), np.float32)  # position at obs[2:4], landmark offsets at obs[4:8]
+
+    def place(e, t, agents, landmarks):
+        for i, p in enumerate(agents):
+            obs[e, t, i, 2:4] = p
+            obs[e, t, i, 4:8] = (np.array(landmarks) - p).reshape(-1)
+
+    place(0, 0, [(0, 0), (3, 2)], [(3, 4), (0, 1)])  # closest: landmark 0 at 2 (agent 1), 1 at 1 (agent 0): -3
+    for t in (1, 2, 3):
+        place(0, t, [(0, 1), (3, 4)], [(3, 4), (0, 1)])  # covered, apart: reward 0
+    place(1, 0, [(0, 0), (0, 0)], [(1, 0), (0, 1)])  # coverage -2, the agents touch
+    place(1, 1, [(0, 0), (0, 0)], [(0, 3), (4, 0)])  # coverage -7, touching: reward 2 x (-7) - 2 x 1 = -16
     filled = np.ones((2, T1, 1), np.uint8)
-    filled[1, 2:] = 0
+    filled[1, 2:] = 0  # episode 1 ends after one transition
     arrays = {"obs": obs, "state": obs.reshape(2, T1, -1), "actions": np.zeros((2, T1, n, 1), np.int64),
               "avail_actions": np.ones((2, T1, n, 5), np.uint8), "reward": np.zeros((2, T1, 1), np.float32),
               "terminated": np.zeros((2, T1, 1), np.uint8), "filled": filled}
     path = str(tmp_path / "spread.h5")
     with DatasetWriter(path, info, "mpe", {"scenario": "spread", "N": n}, {"env": "mpe"}) as w:
         w.add_arrays(arrays, qualities=np.array([["expert", "random"], ["random", "expert"]]))
-    first, last = bench.coverage(path)
-    assert first == pytest.approx(-2.5) and last == pytest.approx((0.0 - 7.0) / 2)
+    got = bench.spread_check(path, make_env("mpe", scenario="spread", N=n, max_cycles=T1 - 1))
+    assert got == pytest.approx({"first": -2.5, "last": (0.0 - 7.0) / 2, "gain": (3 - 5) / 2, "stored_return": 0.0,
+                                 "obs_return": (0 - 16) / 2, "collisions": (0 + 1) / 2})
 
 
 def test_learners_of_earlier_commands_are_reused_not_rerun(tmp_path):
