@@ -148,7 +148,9 @@ class Cell:
         self.env_args = {} if key is None or base["env_args"].get(key) == n else {f"env_args.{key}": n}
         config = build_config("bc", env, {"env_args": {key: n}} if self.env_args else None)
         self.n = n if key else own_agents(config)
-        self.env_kwargs = {"env": config["env"], **{k: v for k, v in config["env_args"].items() if k != "seed"}}
+        # the env as a dataset run makes it (src/envs.env_from_args; datasets hold team rewards only)
+        self.env_kwargs = {"env": config["env"], **{k: v for k, v in config["env_args"].items() if k != "seed"},
+                           "common_reward": True, "reward_scalarisation": config["reward_scalarisation"]}
         self.limit = int(config["env_args"].get("max_cycles") or 50)  # episode steps, for the estimate
         self.label = env_label(config)
         self.tag = f"{TAGS.get(env, env)}{self.n}"
@@ -350,25 +352,25 @@ SAME_TRIAL = ("id", "alg", "env", "seed", "overrides")
 
 
 def completed_trials(results, base):
-    """The records of every completed trial in the sweeps of `base` under <results>/sweeps/
-    (the study's generated names: base or base-<8 hex>), in folder order."""
+    """[(sweep folder, trial record)] of every completed trial in the sweeps of `base` under <results>/sweeps/ (the
+    study's generated names: base or base-<8 hex>), in folder order: each manifest read once."""
     out = []
     for path in sorted(glob.glob(os.path.join(results, "sweeps", f"{base}*", "manifest.json"))):
         folder = os.path.dirname(path)
         if not re.fullmatch(rf"{re.escape(base)}(-[0-9a-f]{{8}})?", os.path.basename(folder)):
             continue
-        out += [r for r in (read_json(path) or {}).get("trials", [])
+        out += [(folder, r) for r in (read_json(path) or {}).get("trials", [])
                 if r.get("status") == "COMPLETED" and r.get("sacred_run")]
     return out
 
 
 def completed_anywhere(folder, trial, done):
-    """The Sacred run of `trial` completed in `folder` (matched by id), else in another sweep of `done`
+    """The Sacred run of `trial` completed in the sweep `folder` (matched by id), else in another sweep of `done`
     (completed_trials) that records the same trial (SAME_TRIAL fields equal), else None."""
-    found = completed_run(folder, trial["id"])
-    if found:
-        return found
-    for r in done:
+    own = [r for f, r in done if os.path.abspath(f) == os.path.abspath(folder) and r.get("id") == trial["id"]]
+    if own:
+        return own[0]["sacred_run"]
+    for _, r in done:
         if all(r.get(k) == trial[k] for k in SAME_TRIAL):
             return r["sacred_run"]
     return None
@@ -715,7 +717,9 @@ def spread_check(path, env):
     """MPE spread data judged by their observations alone (MPEEnv.spread_terms_from_obs, the env's own reward
     terms): coverage -sum_l min_i dist(agent i, landmark l) at the first and the last observation (Fig. 4c), the
     return the env pays for the observed positions, colliding pairs per episode, and the stored return beside them
-    (sum r_hat for generated files: f_rwd's view). Means over episodes."""
+    (sum r_hat for generated files: f_rwd's view). Means over episodes. The env places the landmarks from agent 0's
+    offsets; `view_gap` says how far the other agents' offsets put them (mean over observations of the largest
+    distance): 0 up to float32 for real data, nonzero where a generator's agents disagree."""
     import numpy as np
 
     from offline.reader import OfflineDataset
@@ -725,6 +729,9 @@ def spread_check(path, env):
     obs, filled = np.asarray(arrays["obs"]), np.asarray(arrays["filled"])[..., 0] > 0  # filled: observation rows
     E = obs.shape[0]
     closest, own = env.spread_terms_from_obs(obs)  # [E, T+1, n] each
+    n = obs.shape[2]
+    landmarks = obs[..., 2:4][..., None, :] + obs[..., 4:4 + 2 * n].reshape(*obs.shape[:3], n, 2)  # each agent's view
+    gap = np.sqrt(np.square(landmarks - landmarks[:, :, :1]).sum(-1)).max((-2, -1))  # [E, T+1]
     cover = -closest.sum(-1)
     arrived = filled[:, 1:]  # transition t is in the episode iff the observation it reaches is
     last = filled.sum(1).astype(int) - 1
@@ -732,7 +739,8 @@ def spread_check(path, env):
             "gain": float((cover[np.arange(E), last] - cover[:, 0]).mean()),
             "stored_return": float(np.asarray(arrays["episode_return"]).mean()),
             "obs_return": float((env.reward_from_obs(obs[:, 1:]) * arrived).sum(1).mean()),
-            "collisions": float((own[:, 1:].sum(-1) / 2 * arrived).sum(1).mean())}
+            "collisions": float((own[:, 1:].sum(-1) / 2 * arrived).sum(1).mean()),
+            "view_gap": float(gap[filled].mean())}
 
 
 def coverage_table(plan, state):
@@ -765,14 +773,15 @@ def coverage_markdown(cov):
              "Means over episodes, from each file's observations alone with the env's reward terms "
              "(MPEEnv.spread_terms_from_obs): the stored return (Σr̂ for generated files), the return the env pays "
              "for the observed positions, colliding agent pairs per episode, coverage −Σ_l min_i dist at the first "
-             "and last observation and its gain (Fig. 4c).", "",
-             "| cell | data | stored return | return from the observations | collisions | coverage first | last | "
-             "gain |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "and last observation and its gain (Fig. 4c); the landmarks are placed by agent 0's offsets, and the "
+             "view gap is how far the other agents' offsets place them (mean largest distance; 0 for real data).",
+             "", "| cell | data | stored return | return from the observations | collisions | coverage first | last | "
+             "gain | view gap |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for tag, row in cov.items():
         for name, r in row.items():
             lines.append(f"| {tag} | {DATASET_NAMES.get(name, name)} | {r['stored_return']:.1f} | "
                          f"{r['obs_return']:.1f} | {r['collisions']:.1f} | {r['first']:.2f} | {r['last']:.2f} | "
-                         f"{r['gain']:.2f} |")
+                         f"{r['gain']:.2f} | {r['view_gap']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -199,9 +199,9 @@ class _Spread(_Scenario):
         return np.concatenate([V, P, landmarks, others, self.comm], axis=1)
 
     def terms(self, P, L):
-        """What the reward is made of, for positions P `[..., n, 2]` and landmarks L `[..., n, 2]` (any leading
-        dims): (closest `[..., n]`: each landmark's distance to its nearest agent, contacts `[..., n]`: how many
-        other agents touch each agent)."""
+        """What the reward is made of, for agent positions P `[..., n, 2]` and landmarks L `[..., n, 2]` (spread has
+        as many landmarks as agents; any leading dims): (closest `[..., n]`: each landmark's distance to its nearest
+        agent, contacts `[..., n]`: how many other agents touch each agent)."""
         closest = np.sqrt(np.square(P[..., :, None, :] - L[..., None, :, :]).sum(-1)).min(-2)
         contact = np.sqrt(np.square(P[..., :, None, :] - P[..., None, :, :]).sum(-1)) < self.touch
         contact[..., np.arange(self.n), np.arange(self.n)] = False
@@ -730,7 +730,7 @@ class MPEEnv(PettingZooTeamEnv):
 
     def reward_from_obs(self, obs):
         """Spread: the reward `step` returns on arriving at observations `[..., n, O]`: `[...]` with common_reward
-        (sum or mean per reward_scalarisation), else `[..., n]`. Exact up to float32 observations."""
+        (sum or mean per reward_scalarisation), else `[..., n]`; float64, exact up to float32 observations."""
         closest, own = self.spread_terms_from_obs(obs)
         rewards = self._sc.agent_rewards(closest, own)
         if not self.common_reward:
