@@ -43,7 +43,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 
 import numpy as np
@@ -608,13 +607,14 @@ def figure(all_data, out):
 
 
 def provenance():
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip()
-    except OSError:
-        commit = "?"
+    """Date, commit (with '+changes' when tracked files differ from it) and machine, CPU model included: RL training
+    diverges across CPU types (float rounding), so numbers compare on the same model."""
+    from utils.provenance import cpu_model, git_info
+
+    git = git_info(ROOT)
+    commit = (git["commit"][:7] + ("+changes" if git.get("dirty") else "")) if git.get("commit") else "?"
     return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": commit,
-            "machine": f"{platform.node()} ({os.cpu_count()} CPUs)"}
+            "machine": f"{platform.node()} ({os.cpu_count()} CPUs, {cpu_model()})"}
 
 
 # ----------------------------------------------------------------------------------------------- main
