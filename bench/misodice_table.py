@@ -608,7 +608,7 @@ def figure(all_data, out):
 
 def provenance():
     """Date, commit (with '+changes' when tracked files differ from it) and machine, CPU model included: RL training
-    diverges across CPU types (float rounding), so numbers compare on the same model."""
+    can diverge across CPU types (kernels round differently), so numbers compare best on one model."""
     from utils.provenance import cpu_model, git_info
 
     git = git_info(ROOT)
