@@ -724,13 +724,11 @@ def spread_check(path, env):
 
     from offline.reader import OfflineDataset
 
-    dataset = OfflineDataset.load(path)
-    arrays = dataset.arrays()
+    arrays = OfflineDataset.load(path).arrays()
     obs, filled = np.asarray(arrays["obs"]), np.asarray(arrays["filled"])[..., 0] > 0  # filled: observation rows
     E = obs.shape[0]
     closest, own = env.spread_terms_from_obs(obs)  # [E, T+1, n] each
-    n = obs.shape[2]
-    landmarks = obs[..., 2:4][..., None, :] + obs[..., 4:4 + 2 * n].reshape(*obs.shape[:3], n, 2)  # each agent's view
+    landmarks = env.landmarks_from_obs(obs)  # [E, T+1, viewer, landmark, 2]
     gap = np.sqrt(np.square(landmarks - landmarks[:, :, :1]).sum(-1)).max((-2, -1))  # [E, T+1]
     cover = -closest.sum(-1)
     arrived = filled[:, 1:]  # transition t is in the episode iff the observation it reaches is

@@ -718,15 +718,20 @@ class MPEEnv(PettingZooTeamEnv):
         """No MPE scenario has a real terminal (episodes are truncated): all false `[...]`."""
         return np.zeros(obs_array(self, obs, "terminal_from_obs").shape[:-2], dtype=bool)
 
-    def spread_terms_from_obs(self, obs):
-        """Spread's reward terms (`_Spread.terms`: closest `[..., n]`, contacts `[..., n]`) from observations
-        `[..., n, O]`: positions at obs[2:4], the landmarks from agent 0's offsets at obs[4:4 + 2n] (_Spread.obs)."""
+    def landmarks_from_obs(self, obs):
+        """Spread: where each agent's observation places the landmarks, `[..., n (viewer), n (landmark), 2]`: its
+        position at obs[2:4] plus its offsets at obs[4:4 + 2n] (_Spread.obs). Real observations agree across viewers."""
         if not isinstance(self._sc, _Spread):
             raise NoRewardFromObs(self, "only spread's reward is computed from the observations here")
-        obs = obs_array(self, obs, "spread_terms_from_obs")
-        P = obs[..., 2:4]
-        L = P[..., :1, :] + obs[..., :1, 4:4 + 2 * self.n_agents].reshape(*obs.shape[:-2], self.n_agents, 2)
-        return self._sc.terms(P, L)
+        obs = obs_array(self, obs, "landmarks_from_obs")
+        n = self.n_agents
+        return obs[..., 2:4][..., None, :] + obs[..., 4:4 + 2 * n].reshape(*obs.shape[:-1], n, 2)
+
+    def spread_terms_from_obs(self, obs):
+        """Spread's reward terms (`_Spread.terms`: closest `[..., n]`, contacts `[..., n]`) from observations
+        `[..., n, O]`: the agents' positions, the landmarks as agent 0's observation places them."""
+        L = self.landmarks_from_obs(obs)[..., 0, :, :]
+        return self._sc.terms(np.asarray(obs, dtype=np.float64)[..., 2:4], L)
 
     def reward_from_obs(self, obs):
         """Spread: the reward `step` returns on arriving at observations `[..., n, O]`: `[...]` with common_reward
