@@ -693,21 +693,25 @@ def every_label_run(plan):
 def generation_markdown(plan, state):
     lines = ["# Generation", "", "Per augment run (info.json `augment.generate`): episodes generated, segment pass "
              "rate (accepted / denoised), the real pass rate at the same δ (held-out real segments), re-denoised "
-             "segments, dropped trajectories, Σr̂ per episode vs the target R, mean length.", "",
-             "| env (N) | augmenter | episodes | δ | pass rate | real pass rate | resamples | dropped | "
-             "Σr̂ mean ± std | target | length | file |", "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+             "segments, dropped trajectories, the view-gap filter (max_view_gap, and the segments it rejected that "
+             "passed δ), Σr̂ per episode vs the target R, mean length.", "",
+             "| env (N) | augmenter | episodes | δ | pass rate | real pass rate | resamples | dropped | view gap ≤ "
+             "(rejected) | Σr̂ mean ± std | target | length | file |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     out = {}
     for c in plan.cells:
         for aug in [x for x in plan.datasets if x != "original"]:
             g = run_info(state.runs[c.tag].get(aug), "augment").get("generate")
             if not g:
-                lines.append(f"| {c.env} ({c.n}) | {aug} | not run | | | | | | | | | |")
+                lines.append(f"| {c.env} ({c.n}) | {aug} | not run | | | | | | | | | | |")
                 continue
             k = g.get("counters", {})
             out[f"{c.tag}/{aug}"] = g
+            gap = "off" if g.get("max_view_gap") is None else f"{g['max_view_gap']:g} ({k.get('rejected_view_gap')})"
             lines.append(f"| {c.env} ({c.n}) | {aug} | {k.get('episodes', '–')} | {g.get('delta', 0):.3g} | "
                          f"{g.get('pass_rate', 0):.3f} | {g.get('real_pass_rate', 0):.3f} | {k.get('resamples', '–')} "
-                         f"| {k.get('dropped', '–')} | {g.get('return_mean', 0):.3g} ± {g.get('return_std', 0):.3g} | "
+                         f"| {k.get('dropped', '–')} | {gap} | "
+                         f"{g.get('return_mean', 0):.3g} ± {g.get('return_std', 0):.3g} | "
                          f"{g.get('target_rtg', 0):.3g} | {g.get('length_mean', 0):.1f} | {rel(g['path'])} |")
     return "\n".join(lines) + "\n", out
 
@@ -718,8 +722,8 @@ def spread_check(path, env):
     terms): coverage -sum_l min_i dist(agent i, landmark l) at the first and the last observation (Fig. 4c), the
     return the env pays for the observed positions, colliding pairs per episode, and the stored return beside them
     (sum r_hat for generated files: f_rwd's view). Means over episodes. The env places the landmarks from agent 0's
-    offsets; `view_gap` says how far the other agents' offsets put them (mean over observations of the largest
-    distance): 0 up to float32 for real data, nonzero where a generator's agents disagree."""
+    offsets; `view_gap` (the env's view_gap_from_obs, mean over observations) says how far the other agents' offsets
+    put them or their teammates: 0 up to float32 for real data, nonzero where a generator's agents disagree."""
     import numpy as np
 
     from offline.reader import OfflineDataset
@@ -728,8 +732,7 @@ def spread_check(path, env):
     obs, filled = np.asarray(arrays["obs"]), np.asarray(arrays["filled"])[..., 0] > 0  # filled: observation rows
     E = obs.shape[0]
     closest, own = env.spread_terms_from_obs(obs)  # [E, T+1, n] each
-    landmarks = env.landmarks_from_obs(obs)  # [E, T+1, viewer, landmark, 2]
-    gap = np.sqrt(np.square(landmarks - landmarks[:, :, :1]).sum(-1)).max((-2, -1))  # [E, T+1]
+    gap = env.view_gap_from_obs(obs)  # [E, T+1]
     cover = -closest.sum(-1)
     arrived = filled[:, 1:]  # transition t is in the episode iff the observation it reaches is
     last = filled.sum(1).astype(int) - 1
@@ -772,7 +775,8 @@ def coverage_markdown(cov):
              "(MPEEnv.spread_terms_from_obs): the stored return (Σr̂ for generated files), the return the env pays "
              "for the observed positions, colliding agent pairs per episode, coverage −Σ_l min_i dist at the first "
              "and last observation and its gain (Fig. 4c); the landmarks are placed by agent 0's offsets, and the "
-             "view gap is how far the other agents' offsets place them (mean largest distance; 0 for real data).",
+             "view gap (MPEEnv.view_gap_from_obs) is how far the other agents' offsets place them or their teammates "
+             "(mean largest distance; 0 for real data).",
              "", "| cell | data | stored return | return from the observations | collisions | coverage first | last | "
              "gain | view gap |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for tag, row in cov.items():

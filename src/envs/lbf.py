@@ -187,18 +187,31 @@ class ForagingEnv(GymmaWrapper):
         """Integer grid quantities from `obs [..., n, O]` (lbforaging 2.0's vector obs: (row, col, level) per food,
         row-major, then per player, self first): the agents' views averaged, then rounded and clipped to the grid.
         Returns agents [..., n, 2], agent levels [..., n], foods [..., m, 2], food levels [..., m] (0: none)."""
-        n, m = self.n_agents, self.n_food
         rows, cols = self._unwrapped.field_size
-        food = obs[..., : 3 * m].reshape(*obs.shape[:-1], m, 3).mean(-3)  # [..., m, 3]
-        players = obs[..., 3 * m: 3 * m + 3 * n].reshape(*obs.shape[:-1], n, 3)  # [..., view k, slot, 3]
-        k, i = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-        slot = np.where(k == i, 0, np.where(i < k, i + 1, i))  # where view k lists agent i: self first, then in order
-        agents = players[..., k, slot, :].mean(-3)  # [..., n, 3]
+        food, agents = (views.mean(-3) for views in self._views(obs))  # [..., m, 3], [..., n, 3]
         limit = np.array([rows - 1, cols - 1])
         grid = lambda a: np.clip(np.rint(a), 0, limit).astype(np.int64)  # noqa: E731
         food_level = np.maximum(np.rint(food[..., 2]), 0).astype(np.int64)
         return (grid(agents[..., :2]), np.maximum(np.rint(agents[..., 2]), 0).astype(np.int64),
                 grid(food[..., :2]), food_level)
+
+    def _views(self, obs):
+        """Each agent's view of the grid from `obs [..., n, O]`: foods `[..., view k, m, 3]` and agents
+        `[..., view k, n, 3]` as (row, col, level), agents reordered from self-first to agent order."""
+        n, m = self.n_agents, self.n_food
+        food = obs[..., : 3 * m].reshape(*obs.shape[:-1], m, 3)
+        players = obs[..., 3 * m: 3 * m + 3 * n].reshape(*obs.shape[:-1], n, 3)  # [..., view k, slot, 3]
+        k, i = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        slot = np.where(k == i, 0, np.where(i < k, i + 1, i))  # where view k lists agent i: self first, then in order
+        return food, players[..., k, slot, :]
+
+    def view_gap_from_obs(self, obs):
+        """Full-sight LBF: `[...]`, the largest difference, in cells or levels, between a coordinate or level of a
+        food or an agent in one agent's view and in the grid the state keeps (state_from_obs: the views averaged,
+        then rounded). 0 on real observations."""
+        obs = self._full_sight_obs(obs, "view_gap_from_obs")
+        return np.max([np.abs(views - np.rint(views.mean(-3, keepdims=True))).max((-3, -2, -1))
+                       for views in self._views(obs)], axis=0)
 
     def edge_states(self):
         """States that random play rarely reaches, for validating credit functions (qllm.states): the

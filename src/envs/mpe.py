@@ -35,7 +35,7 @@ import numpy as np
 
 from envs import episode as ep_text
 from envs.description import Field
-from envs.multiagentenv import NoRewardFromObs, obs_array
+from envs.multiagentenv import NoObsHook, NoRewardFromObs, obs_array
 from envs.pz_base import PettingZooTeamEnv, reject_unknown
 
 SCENARIOS = ("spread", "tag", "adversary", "world")
@@ -726,6 +726,22 @@ class MPEEnv(PettingZooTeamEnv):
         obs = obs_array(self, obs, "landmarks_from_obs")
         n = self.n_agents
         return obs[..., 2:4][..., None, :] + obs[..., 4:4 + 2 * n].reshape(*obs.shape[:-1], n, 2)
+
+    def view_gap_from_obs(self, obs):
+        """Spread: `[...]`, the largest distance between where an agent's observation puts a landmark and where agent
+        0's puts it (the landmarks the reward hooks use), or puts a teammate (its offset) and where that teammate's
+        own position is. 0 up to float32 on real observations."""
+        if not isinstance(self._sc, _Spread):
+            raise NoObsHook(self, "view_gap_from_obs", "only spread's observation layout is checked here",
+                            "MPE spread")
+        obs = obs_array(self, obs, "view_gap_from_obs")
+        n, P = self.n_agents, obs[..., 2:4]
+        L = self.landmarks_from_obs(obs)  # [..., viewer, landmark, 2]
+        landmark_gap = np.sqrt(np.square(L - L[..., :1, :, :]).sum(-1)).max((-2, -1))
+        seen = P[..., None, :] + obs[..., 4 + 2 * n:4 + 2 * n + 2 * (n - 1)].reshape(*obs.shape[:-1], n - 1, 2)
+        true = P[..., self._sc.others, :]  # [..., viewer, other, 2]: the others in _Spread.obs's order
+        teammate_gap = np.sqrt(np.square(seen - true).sum(-1)).max((-2, -1))
+        return np.maximum(landmark_gap, teammate_gap)
 
     def spread_terms_from_obs(self, obs):
         """Spread's reward terms (`_Spread.terms`: closest `[..., n]`, contacts `[..., n]`) from observations

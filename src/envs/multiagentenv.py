@@ -76,11 +76,19 @@ def env_name(env):
     return f"{type(env).__name__} ({variant})" if variant else type(env).__name__
 
 
-class NoRewardFromObs(NotImplementedError):
+class NoObsHook(NotImplementedError):
+    """An env without one of the optional obs hooks (`reward_from_obs`, `view_gap_from_obs`): the message names the
+    hook, the env, why, and the envs that have it."""
+
+    def __init__(self, env, hook, why, supported):
+        super().__init__(f"{hook}: env {env_name(env)}: {why}; {supported} has it")
+
+
+class NoRewardFromObs(NoObsHook):
     """An env whose reward is not computed from its observations (the optional hook `reward_from_obs`)."""
 
     def __init__(self, env, why="its reward is not a function of the observations here"):
-        super().__init__(f"reward_from_obs: env {env_name(env)}: {why}; MPE spread has it")
+        super().__init__(env, "reward_from_obs", why, "MPE spread")
 
 
 class ObsHooksUnsupported(NotImplementedError):
@@ -308,6 +316,15 @@ class MultiAgentEnv:
         function of the observations: `[...]` with common_reward, else `[..., n]`. Optional (CODI's reports check
         generated episodes with it); envs without it raise NoRewardFromObs."""
         raise NoRewardFromObs(self)
+
+    def view_gap_from_obs(self, obs):
+        """How far the agents' observations `[..., n, O]` disagree with the world state the dataset keeps for
+        them: `[...]`, the largest distance, in the env's own units, between where one agent's observation puts a
+        shared thing (a landmark, a teammate, a food) and where the state has it. 0 up to float32 on real data; a
+        generator that models each agent's view on its own can make views that no single world explains.
+        Optional (CODI's `max_view_gap` filter and reports); envs without it raise NoObsHook."""
+        raise NoObsHook(self, "view_gap_from_obs", "no cross-agent check of the observations here",
+                        "MPE spread and full-sight LBF")
 
     # ----- LCA hooks (see the module docstring) -----
     def agent_roles(self):

@@ -88,11 +88,19 @@ def line_initial_obs(E=5):
     return o
 
 
+class LineHooksWithViews(LineHooks):
+    """The view gap of an observation is its noise u (so it can be told from the dynamics error only by threshold)."""
+
+    def view_gap_from_obs(self, obs):
+        return obs[..., 0, 2]
+
+
 def run_line(H=4, T=10, n=2, batch=2, target=100.0, delta=1.0, M=4, max_attempts=200, fail=None, terminal_at=None,
-             seed=0):
+             seed=0, max_view_gap=None):
     sampler, dynamics = LineSampler(H), LineDynamics(fail)
-    settings = StitchSettings(n, H, T, target, delta, batch, M, max_attempts)
-    arrays, counters = stitch(sampler, dynamics, IDENTITY, LineHooks(terminal_at), line_initial_obs(), settings,
+    settings = StitchSettings(n, H, T, target, delta, batch, M, max_attempts, max_view_gap)
+    hooks = LineHooksWithViews(terminal_at) if max_view_gap is not None else LineHooks(terminal_at)
+    arrays, counters = stitch(sampler, dynamics, IDENTITY, hooks, line_initial_obs(), settings,
                               np.random.default_rng(seed), th.Generator().manual_seed(seed))
     return arrays, counters, sampler, dynamics
 
@@ -164,6 +172,36 @@ def test_unavailable_inferred_actions_reject_the_segment():
                                               r"rejected for unavailable actions"):
         stitch(sampler, dynamics, IDENTITY, NoAction2(), line_initial_obs(),
                StitchSettings(1, 4, 10, 0.0, 1.0, 1, 1, 8), np.random.default_rng(0), th.Generator().manual_seed(0))
+
+
+def test_max_view_gap_rejects_segments_whose_used_observations_disagree():
+    # view gap = u ~ U[0, 1): at 0.7 most segments of 3 fresh observations fail it and are denoised again
+    arrays, counters, _, _ = run_line(H=4, T=10, n=6, batch=3, M=50, max_view_gap=0.7)
+    u = arrays["obs"][:, 1:, 0, 2]
+    assert counters["episodes"] == 6 and u.max() <= 0.7
+    assert counters["rejected_view_gap"] == counters["rejected"] > 0 and counters["rejected_unavailable"] == 0
+    # off: the same draws keep observations above it, and nothing is counted
+    arrays, counters, _, _ = run_line(H=4, T=10, n=6, batch=3, M=50)
+    assert arrays["obs"][:, 1:, 0, 2].max() > 0.7 and counters["rejected_view_gap"] == counters["rejected"] == 0
+
+
+def test_a_view_gap_nothing_passes_stops_with_a_message_naming_it():
+    sampler, dynamics = LineSampler(4), LineDynamics()
+    with pytest.raises(GenerationError, match=r"the last 20 segments all failed the checks .* 20 passed the "
+                                              r"dynamics check but failed max_view_gap=0, .* or max_view_gap "
+                                              r"\(null: off\)"):
+        stitch(sampler, dynamics, IDENTITY, LineHooksWithViews(), line_initial_obs(),
+               StitchSettings(1, 4, 10, 0.0, 1.0, 1, 100, 20, max_view_gap=0.0), np.random.default_rng(0),
+               th.Generator().manual_seed(0))
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="max_view_gap must be null"):
+            StitchSettings(1, 4, 10, 0.0, 1.0, max_view_gap=bad).check()
+    info = {"n_agents": 2, "n_actions": 3, "state_shape": 2}
+    check_hooks(LineHooks(), line_initial_obs(), info)  # not needed without max_view_gap
+    with pytest.raises(ValueError, match="max_view_gap needs the env hook view_gap_from_obs, which LineHooks lacks"
+                                         ".*max_view_gap: null"):
+        check_hooks(LineHooks(), line_initial_obs(), info, view_gap=True)
+    check_hooks(LineHooksWithViews(), line_initial_obs(), info, view_gap=True)
 
 
 def test_target_rtg_and_hooks_are_checked():

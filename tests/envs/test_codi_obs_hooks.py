@@ -1,5 +1,7 @@
 """The obs hooks CODI stitching uses (state_from_obs, avail_actions_from_obs, terminal_from_obs) reproduce the env's
-own state, available actions and terminals on real rollouts; envs without them are refused by name."""
+own state, available actions and terminals on real rollouts; envs without them are refused by name. The optional
+hooks: reward_from_obs reproduces step rewards, view_gap_from_obs is 0 on real observations and measures a view that
+disagrees."""
 import numpy as np
 import pytest
 
@@ -159,3 +161,40 @@ def test_reward_from_obs_refused_by_name():
         obs = np.zeros((2, env.n_agents, env.get_obs_size()))
         with pytest.raises(NoRewardFromObs, match=rf"reward_from_obs: env {name}.*MPE spread has it"):
             env.reward_from_obs(obs)
+
+
+def test_view_gap_is_zero_on_real_observations_and_measures_a_disagreeing_view():
+    spread = make_env("mpe", scenario="spread", N=3, max_cycles=25)
+    spread.seed(0)
+    obs = rollout(spread, towards_each_other, np.random.default_rng(0))[0]  # [26, 3, 18]
+    assert obs.shape[-1] == 18 and spread.view_gap_from_obs(obs).max() < 1e-6
+    moved = obs.copy()
+    moved[4, 2, 4 + 2 * 1] += 0.3  # agent 2 puts landmark 1 0.3 further along x than agent 0 does
+    moved[7, 1, 4 + 6 + 1] -= 0.4  # agent 1 puts agent 2 (its second teammate) 0.4 lower than agent 2 is
+    moved[9, 0, 4] += 0.5          # agent 0 (the reference) moves landmark 0: the others now disagree with it
+    gap = spread.view_gap_from_obs(moved[None])[0]  # any leading dims
+    np.testing.assert_allclose(gap[[4, 7, 9]], [0.3, 0.4, 0.5], atol=1e-6)
+    assert np.delete(gap, [4, 7, 9]).max() < 1e-6
+
+    lbf = make_env("lbf", key="Foraging-8x8-3p-3f-v3", time_limit=50)
+    lbf.seed(1)
+    obs = rollout(lbf, lbf_policy(target_last=False), np.random.default_rng(1))[0]
+    assert lbf.view_gap_from_obs(obs).max() == 0.0
+    moved = obs.copy()
+    moved[2, 1, 3 * 3 + 3 + 1] += 2.2  # agent 1's view of agent 0 (listed after itself): col 2.2 cells off
+    # the grid keeps the rounded mean of the 3 views: agent 0's col moves by rint(2.2 / 3) = 1, so views differ by
+    # 1.2 (agent 1) and 1 (the others)
+    np.testing.assert_allclose(lbf.view_gap_from_obs(moved)[[1, 2, 3]], [0.0, 1.2, 0.0], atol=1e-6)
+
+
+def test_view_gap_refused_by_name():
+    from envs.multiagentenv import NoObsHook
+
+    for env, name in ((make_env("mpe", scenario="world", max_cycles=25), "MPEEnv"),
+                      (make_env("matrix_game"), "MatrixGame")):
+        obs = np.zeros((2, env.n_agents, env.get_obs_size()))
+        with pytest.raises(NoObsHook, match=rf"view_gap_from_obs: env {name}.*MPE spread"):
+            env.view_gap_from_obs(obs)
+    partial = make_env("lbf", key="Foraging-2s-8x8-2p-2f-coop-v3", time_limit=10)
+    with pytest.raises(ObsHooksUnsupported, match="sight=2"):
+        partial.view_gap_from_obs(np.array(partial.reset()[0]))

@@ -204,11 +204,18 @@ def test_presets_and_explicit_keys():
     assert keep.model["label_keep_one"] == 0.25
     madiff = resolve(SimpleNamespace(**build_config("madiff_like", "mpe_spread", {"label_keep_one": 0.25})))
     assert "label_keep_one" not in madiff.model  # no labels to keep: the same madiff_like run and artifacts
+    # max_view_gap likewise enters the generation settings (and so the output's hash) only when on
+    assert "max_view_gap" not in cpu.generation
+    gap = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"max_view_gap": 0.05})))
+    assert gap.generation["max_view_gap"] == 0.05 and gap.generation_hash() != cpu.generation_hash()
     for bad, match in (({"delta": "often"}, "delta must be auto"), ({"augment_preset": "gpu"}, "augment_preset"),
                        ({"label_keep_one": 1.5}, "label_keep_one is a probability"),
                        ({"label_keep_one": -0.1}, "label_keep_one must be a number > 0"),
                        ({"sampling_steps": 60}, "more than diffusion_timesteps=50"),
-                       ({"augment_stage": "sample"}, "augment_stage must be one of all, labeler")):
+                       ({"augment_stage": "sample"}, "augment_stage must be one of all, labeler"),
+                       ({"max_view_gap": -0.1}, "max_view_gap must be null"),
+                       ({"max_view_gap": float("inf")}, "max_view_gap must be null"),
+                       ({"max_view_gap": "small"}, "max_view_gap must be a number")):
         with pytest.raises(ValueError, match=match):
             resolve(SimpleNamespace(**build_config("codi", "mpe_spread", bad)))
 
@@ -292,6 +299,19 @@ def test_a_delta_nothing_passes_stops_with_the_rates_and_writes_no_file(labelled
         augment(tmp_path, "codi", labelled, augment_checkpoint=info["augment"]["artifacts"], delta=0.0,
                 max_attempts=8, augment_out=str(out))
     assert not out.exists()
+
+
+def test_max_view_gap_filters_generation_through_the_config(labelled, codi_run, tmp_path):
+    _, _, info = codi_run
+    with pytest.raises(GenerationError, match=r"\d+ passed the dynamics check but failed max_view_gap=0,.*No dataset"):
+        augment(tmp_path, "codi", labelled, augment_checkpoint=info["augment"]["artifacts"], max_view_gap=0.0,
+                max_attempts=8, augment_out=str(tmp_path / "none.h5"))  # tiny models' agents never agree exactly
+    assert not (tmp_path / "none.h5").exists()
+    wide = augment(tmp_path, "codi", labelled, augment_checkpoint=info["augment"]["artifacts"], max_view_gap=1e9)
+    g = wide["generate"]
+    assert g["max_view_gap"] == 1e9 and g["counters"]["rejected_view_gap"] == 0 and g["pass_rate"] == 1.0
+    assert g["path"] != info["augment"]["generate"]["path"]  # another setting, another file; the first is kept
+    assert info["augment"]["generate"]["max_view_gap"] is None
 
 
 def test_an_env_without_the_obs_hooks_is_refused_before_training(tmp_path):

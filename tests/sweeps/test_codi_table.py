@@ -211,7 +211,7 @@ def test_the_table_is_assembled_from_the_runs(tmp_path):
     every_run = "| mpe_spread (3) | noisy80 | noisy_oracle | – | 0.800 | False | False | 50 | 50 | 0.780 | – |"
     assert every_run in labels
     generation = (out / "generation.md").read_text()
-    assert "| mpe_spread (3) | codi | 10 | 0.03 | 0.500 | 0.900 | 4 | 1 | -75 ± 3 | -70 | 25.0 |" in generation
+    assert "| mpe_spread (3) | codi | 10 | 0.03 | 0.500 | 0.900 | 4 | 1 | off | -75 ± 3 | -70 | 25.0 |" in generation
     assert "| mpe_spread (3) | madiff_like | 10 | 0.03 | 0.700 |" in generation
 
 
@@ -239,12 +239,13 @@ def test_spread_check_judges_files_by_their_observations(tmp_path):
     bench = load_bench()
     n, T1 = 2, 4
     info = {"n_agents": n, "n_actions": 5, "obs_shape": 12, "state_shape": 24, "episode_limit": T1 - 1}
-    obs = np.zeros((2, T1, n, 12), np.float32)  # position at obs[2:4], landmark offsets at obs[4:8]
+    obs = np.zeros((2, T1, n, 12), np.float32)  # position at obs[2:4], landmark offsets at obs[4:8], teammate's [8:10]
 
     def place(e, t, agents, landmarks):
         for i, p in enumerate(agents):
             obs[e, t, i, 2:4] = p
             obs[e, t, i, 4:8] = (np.array(landmarks) - p).reshape(-1)
+            obs[e, t, i, 8:10] = np.array(agents[1 - i]) - p
 
     place(0, 0, [(0, 0), (3, 2)], [(3, 4), (0, 1)])  # closest: landmark 0 at 2 (agent 1), 1 at 1 (agent 0): -3
     for t in (1, 2, 3):

@@ -43,7 +43,6 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -566,16 +565,17 @@ class CodiAugmenter:
         settings = GenerationSettings(n_episodes=episodes, horizon=self.s.horizon, target_rtg=g["target_rtg"],
                                       delta=delta, seed=g["seed"], part_size=g["part_size"],
                                       batch_size=g["batch_size"], max_resamples=g["max_resamples"],
-                                      max_attempts=g["max_attempts"])
+                                      max_attempts=g["max_attempts"], max_view_gap=g.get("max_view_gap"))
         source_fingerprint = self.fingerprint  # labels written since do not change it
         out = self.output_path(meta["train"]["model_hashes"], source_fingerprint)
         if os.path.exists(out):
             identity = {"augmenter": self.name, "source_fingerprint": source_fingerprint,
                         "model_hashes": meta["train"]["model_hashes"], "sampling": self.sampling(),
-                        "settings": asdict(settings)}
+                        "settings": settings.identity()}
             summary = self.existing_output(out, identity)
             self.log(f"generate: {out} exists (same source, models and settings): kept")
-            return {"path": out, "reused": True, "delta": delta, "real_pass_rate": real, **summary}
+            return {"path": out, "reused": True, "delta": delta, "real_pass_rate": real,
+                    "max_view_gap": settings.max_view_gap, **summary}
         self.log(f"generate: {episodes} episodes with guidance {self.guidance} (weights {g['guidance_weights']}), "
                  f"delta {delta:.4g} (real pass rate {real:.3f}) -> {out}")
         sampler = GuidedSampler(diffusion, self.guidance, g["guidance_weights"], g["sampler"], g["sampling_steps"])
@@ -585,7 +585,8 @@ class CodiAugmenter:
                                   config={**dict(config or {}), "augment_artifacts": self.folder,
                                           "guidance": self.guidance, "delta": delta},
                                   device=str(self.device), sampling=self.sampling())
-        result.update(reused=False, delta=delta, real_pass_rate=real, seconds=time.perf_counter() - start)
+        result.update(reused=False, delta=delta, real_pass_rate=real, max_view_gap=settings.max_view_gap,
+                      seconds=time.perf_counter() - start)
         for key in ("pass_rate", "return_mean", "return_minus_target_mean"):
             self.stat(f"gen_{key}", result[key], 0)
         self.stat("gen_real_pass_rate", real, 0)

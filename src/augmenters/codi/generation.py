@@ -47,6 +47,15 @@ class GenerationSettings:
     batch_size: int = 64
     max_resamples: int = 4
     max_attempts: int = 2000
+    max_view_gap: float | None = None  # off (None) or the largest view gap a passing segment may have (stitching.py)
+
+    def identity(self):
+        """The settings that decide the output: asdict, less max_view_gap while it is off, so that parts and files
+        made before the option existed are still recognised as the same generation."""
+        d = asdict(self)
+        if d["max_view_gap"] is None:
+            d.pop("max_view_gap")
+        return d
 
 
 def parts_folder(out_path):
@@ -79,12 +88,12 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
     source = _read_source(source_path)
     target = resolve_target_rtg(settings.target_rtg, source["returns"])
     info = source["env_info"]
-    check_hooks(hooks, source["initial_obs"], info)
+    check_hooks(hooks, source["initial_obs"], info, view_gap=settings.max_view_gap is not None)
     StitchSettings(settings.n_episodes, settings.horizon, info["episode_limit"], target, float(settings.delta),
-                   settings.batch_size, settings.max_resamples, settings.max_attempts).check()
+                   settings.batch_size, settings.max_resamples, settings.max_attempts, settings.max_view_gap).check()
     # the source by its episodes (content fingerprint), not its bytes: labeling rewrites the file in place (a
     # labels/ group added) without changing an episode, and must not invalidate finished parts
-    spec = {"settings": asdict(settings), "target_rtg": target, "source_fingerprint": source["fingerprint"],
+    spec = {"settings": settings.identity(), "target_rtg": target, "source_fingerprint": source["fingerprint"],
             "model_hashes": dict(model_hashes or {}), "augmenter": augmenter, "env": source["env"],
             "env_args": source["env_args"], "sampling": dict(sampling or {})}
     folder = parts_folder(out_path)
@@ -105,7 +114,8 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
             rng, torch_seed = part_seeds(settings.seed, k)
             generator = th.Generator(device=th.device(device)).manual_seed(torch_seed)
             part = StitchSettings(n, settings.horizon, info["episode_limit"], target, float(settings.delta),
-                                  settings.batch_size, settings.max_resamples, settings.max_attempts)
+                                  settings.batch_size, settings.max_resamples, settings.max_attempts,
+                                  settings.max_view_gap)
             arrays, counters = stitch(sampler, dynamics, normaliser, hooks, source["initial_obs"], part, rng,
                                       generator, device)
             _write_part(path, arrays, counters)
@@ -117,7 +127,7 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
             raise GenerationError(f"the episodes of the source {source_path} changed during generation; generate "
                                   f"again")
         summary = _summary(counters, arrays, target, n_parts)
-        writer_config = {**dict(config or {}), "generation": asdict(settings), "truncation_as_terminal": False}
+        writer_config = {**dict(config or {}), "generation": settings.identity(), "truncation_as_terminal": False}
         attrs = {"generated": True, "augmenter": augmenter, "source_path": source_path,
                  "source_sha256": source["sha256"], "source_fingerprint": source["fingerprint"],
                  "model_hashes": to_json(dict(model_hashes or {})), "sampling": to_json(dict(sampling or {})),

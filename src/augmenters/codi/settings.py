@@ -31,6 +31,7 @@ DDIM 10 and 4.1 s with DDIM 25 (about 16 segments/s): DDIM 25 is chosen for fide
 """
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 PRESETS = {
@@ -152,6 +153,10 @@ def resolve(args):
                   "max_attempts": _int("max_attempts", args.max_attempts), "episodes": episodes,
                   "batch_size": _int("generation_batch_size", args.generation_batch_size),
                   "part_size": _int("generation_part_size", args.generation_part_size), "seed": seed}
+    if args.max_view_gap is not None:  # only when on: the output paths of runs made without it keep their hash
+        generation["max_view_gap"] = _num("max_view_gap", args.max_view_gap, positive=False)
+        if not (generation["max_view_gap"] >= 0 and math.isfinite(generation["max_view_gap"])):
+            raise ValueError(f"max_view_gap must be null (off) or a finite number >= 0, got {args.max_view_gap!r}")
     if not generation["delta_quantile"] <= 1:
         raise ValueError(f"delta_quantile must be in (0, 1], got {args.delta_quantile!r}")
     if args.delta_per not in ("step", "segment"):

@@ -12,7 +12,11 @@ transition is the last, terminated=1). Finished and dropped slots are refilled u
 
 A segment passes iff every transition that enters the episode (up to the cut or the terminal; steps after them are
 not checked) has a dynamics step error <= delta (the rule of `dynamics.passes`, restricted to the used steps) and
-takes actions the env allows at that observation (an unavailable â would make an invalid dataset).
+takes actions the env allows at that observation (an unavailable â would make an invalid dataset). With
+`max_view_gap` set, its used observations must also be ones a single world explains: the env's view gap (the largest
+distance between where one agent's observation puts a shared thing and where the state has it; 0 on real data) must
+be <= max_view_gap. The dynamics check cannot see this: f_inv is per agent and f_fwd learns the joint obs as given,
+so agents that each move plausibly through different worlds pass it (CODI spread N = 5: view gap 0.36).
 
 If `max_attempts` segments in a row are rejected, or `max_attempts` trajectories are dropped with no episode finished
 in between (segments pass but never a whole episode), generation stops with a GenerationError that gives the pass
@@ -29,7 +33,8 @@ Protocols (duck-typed; the real ones are diffusion.py, dynamics.py and the env c
     normaliser: augmenters/codi/normaliser.py ObsNormaliser (normalise / denormalise)
     hooks (an env: envs/multiagentenv.py, or any object), called with numpy arrays in env units:
         state_from_obs(obs [N, T, n, O] from an episode's first step, actions [N, T, n]) -> [N, T, S],
-        avail_actions_from_obs(obs [..., n, O]) -> [..., n, A], terminal_from_obs(obs [..., n, O]) -> [...] bool.
+        avail_actions_from_obs(obs [..., n, O]) -> [..., n, A], terminal_from_obs(obs [..., n, O]) -> [...] bool;
+        with max_view_gap: view_gap_from_obs(obs [..., n, O]) -> [...] float.
 """
 import inspect
 from dataclasses import dataclass
@@ -54,6 +59,7 @@ class StitchSettings:
     batch_size: int = 64    # trajectories in flight
     max_resamples: int = 4  # M: re-denoisings of one failing segment before its trajectory is dropped
     max_attempts: int = 2000  # consecutive rejections, or drops with no episode finished, that stop generation
+    max_view_gap: float | None = None  # largest view gap (hooks.view_gap_from_obs) of a passing segment; None: off
 
     def check(self):
         if self.n_episodes < 1:
@@ -69,10 +75,12 @@ class StitchSettings:
         if not np.isfinite(self.target_rtg) or not np.isfinite(self.delta) or self.delta < 0:
             raise ValueError(f"target_rtg must be finite and delta finite and >= 0; got {self.target_rtg}, "
                              f"{self.delta}")
+        if self.max_view_gap is not None and not (np.isfinite(self.max_view_gap) and self.max_view_gap >= 0):
+            raise ValueError(f"max_view_gap must be null (off) or a finite number >= 0, got {self.max_view_gap}")
 
 
-COUNTERS = ("segments", "accepted", "rejected", "rejected_unavailable", "resamples", "dropped", "started",
-            "episodes", "terminated", "truncated", "sampler_calls")
+COUNTERS = ("segments", "accepted", "rejected", "rejected_unavailable", "rejected_view_gap", "resamples", "dropped",
+            "started", "episodes", "terminated", "truncated", "sampler_calls")
 
 
 def resolve_target_rtg(spec, returns):
@@ -98,8 +106,9 @@ def resolve_target_rtg(spec, returns):
     return value
 
 
-def check_hooks(hooks, initial_obs, env_info):
-    """Refuse an env without the hooks, or hooks whose outputs do not fit the dataset's shapes, by name."""
+def check_hooks(hooks, initial_obs, env_info, view_gap=False):
+    """Refuse an env without the hooks (with view_gap: also view_gap_from_obs, for max_view_gap), or hooks whose
+    outputs do not fit the dataset's shapes, by name."""
     missing = [h for h in HOOKS if not callable(getattr(hooks, h, None))]
     name = type(hooks).__name__
     if missing:
@@ -114,6 +123,13 @@ def check_hooks(hooks, initial_obs, env_info):
     except NotImplementedError as e:  # envs.multiagentenv.ObsHooksUnsupported says which envs are supported
         raise ValueError(f"{name} cannot rebuild a dataset from generated observations: {e}") from e
     want = {"state_from_obs": (1, 1, S), "avail_actions_from_obs": (1, n, A), "terminal_from_obs": (1,)}
+    if view_gap:
+        try:
+            got["view_gap_from_obs"] = np.shape(hooks.view_gap_from_obs(o))
+        except (AttributeError, NotImplementedError) as e:
+            raise ValueError(f"max_view_gap needs the env hook view_gap_from_obs, which {name} lacks ({e}); set "
+                             f"max_view_gap: null to generate without the view check") from e
+        want["view_gap_from_obs"] = (1,)
     bad = {k: (got[k], want[k]) for k in want if tuple(got[k]) != want[k]}
     if bad:
         raise ValueError(f"{name}'s hooks return shapes that do not fit the dataset (got, expected): {bad}")
@@ -199,6 +215,11 @@ def stitch(sampler, dynamics, normaliser, hooks, initial_obs, settings, rng, gen
         ok_avail = (taken.all(2) | ~mask).all(1)
         ok_err = ((err <= s.delta) | ~mask).all(1)
         ok = ok_avail & ok_err
+        if s.max_view_gap is not None:
+            gap = np.asarray(hooks.view_gap_from_obs(env_next), dtype=np.float64).reshape(len(rows), H - 1)
+            ok_view = ((gap <= s.max_view_gap) | ~mask).all(1)
+            counters["rejected_view_gap"] += int((ok_avail & ok_err & ~ok_view).sum())
+            ok &= ok_view
         counters["accepted"] += int(ok.sum())
         counters["rejected"] += int((~ok).sum())
         counters["rejected_unavailable"] += int((~ok_avail).sum())
@@ -209,8 +230,8 @@ def stitch(sampler, dynamics, normaliser, hooks, initial_obs, settings, rng, gen
         worst = np.where(mask, err, -np.inf).max(1)
         rejected_errors = (rejected_errors + worst[~ok_err].tolist())[-1000:]
         if run_of_rejections >= s.max_attempts:
-            raise GenerationError(_stuck(f"the last {run_of_rejections} segments all failed the dynamics check",
-                                         counters, rejected_errors, s.delta))
+            raise GenerationError(_stuck(f"the last {run_of_rejections} segments all failed the checks",
+                                         counters, rejected_errors, s))
 
         for i, b in enumerate(rows):
             if not ok[i]:
@@ -221,7 +242,7 @@ def stitch(sampler, dynamics, normaliser, hooks, initial_obs, settings, rng, gen
                     if drops_since_finish >= s.max_attempts:
                         raise GenerationError(_stuck(f"{drops_since_finish} trajectories were dropped (each after "
                                                      f"{s.max_resamples} re-denoisings of a failing segment) and no "
-                                                     f"episode finished", counters, rejected_errors, s.delta))
+                                                     f"episode finished", counters, rejected_errors, s))
                     slots.active[b] = False
                     start(b)
                 continue
@@ -275,7 +296,7 @@ def episode_arrays(finished, normaliser, hooks, T):
             "terminated": terminated, "filled": filled, "truncated": truncated}
 
 
-def _stuck(what, counters, rejected_errors, delta):
+def _stuck(what, counters, rejected_errors, settings):
     errs = np.asarray(rejected_errors, dtype=np.float64)
     errs = errs[np.isfinite(errs)]
     seen = (f"; the largest step error of rejected segments: 10%/50%/90% quantiles "
@@ -283,9 +304,13 @@ def _stuck(what, counters, rejected_errors, delta):
             if len(errs) else "")
     suggest = f" (e.g. delta={np.quantile(errs, 0.5):.3g} would pass about half of them)" if len(errs) else ""
     rate = counters["accepted"] / max(1, counters["segments"])
+    delta, gap = settings.delta, settings.max_view_gap
+    view = (f", {counters['rejected_view_gap']} passed the dynamics check but failed max_view_gap={gap:g}"
+            if gap is not None else "")
+    raise_gap = " or max_view_gap (null: off)" if gap is not None and counters["rejected_view_gap"] else ""
     return (f"generation stopped: {what} (delta={delta:g}); pass rate "
             f"{counters['accepted']}/{counters['segments']} = {rate:.2%} overall, "
-            f"{counters['rejected_unavailable']} rejected for unavailable actions, {counters['dropped']} trajectories "
-            f"dropped{seen}. Raise delta{suggest}, use delta=auto (a quantile of the error on real transitions), "
-            f"or train the diffusion and dynamics models longer. No dataset was written.")
+            f"{counters['rejected_unavailable']} rejected for unavailable actions{view}, {counters['dropped']} "
+            f"trajectories dropped{seen}. Raise delta{suggest}{raise_gap}, use delta=auto (a quantile of the error on "
+            f"real transitions), or train the diffusion and dynamics models longer. No dataset was written.")
 
