@@ -39,8 +39,10 @@ def _augment(args, config, logger, _log, _run):
     env = env_from_args(args)
     with contextlib.ExitStack() as stack:
         stack.callback(env.close)
-        # an env without the obs hooks is refused before any training
-        check_hooks(env, dataset.arrays(rows=[0, min(1, len(dataset) - 1)])["obs"][:, 0], dataset.env_info)
+        # an env without the obs hooks (or without view_gap_from_obs when max_view_gap is on) is refused before any
+        # training
+        check_hooks(env, dataset.arrays(rows=[0, min(1, len(dataset) - 1)])["obs"][:, 0], dataset.env_info,
+                    view_gap=settings.generation.get("max_view_gap") is not None)
         augmenter = augmenter_class(settings, path, dataset, args.env_config, results_dir, env_label(config), env,
                                     device=args.device, log=_log.info, stat=logger.log_stat,
                                     checkpoint=args.augment_checkpoint, out=args.augment_out)

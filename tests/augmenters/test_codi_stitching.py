@@ -187,9 +187,9 @@ def test_max_view_gap_rejects_segments_whose_used_observations_disagree():
 
 def test_a_view_gap_nothing_passes_stops_with_a_message_naming_it():
     sampler, dynamics = LineSampler(4), LineDynamics()
-    with pytest.raises(GenerationError, match=r"the last 20 segments all failed the checks .* 20 passed the "
-                                              r"dynamics check but failed max_view_gap=0, .* or max_view_gap "
-                                              r"\(null: off\)"):
+    with pytest.raises(GenerationError, match=r"the last 20 segments all failed the checks .* 20 passed δ and "
+                                              r"the action check but failed max_view_gap=0, .*To go on: raise "
+                                              r"max_view_gap \(null: off\); or train"):
         stitch(sampler, dynamics, IDENTITY, LineHooksWithViews(), line_initial_obs(),
                StitchSettings(1, 4, 10, 0.0, 1.0, 1, 100, 20, max_view_gap=0.0), np.random.default_rng(0),
                th.Generator().manual_seed(0))
@@ -513,7 +513,7 @@ def test_a_generation_killed_by_sigkill_leaves_no_accepted_file_and_the_rerun_co
 
 def test_nothing_passes_stops_with_the_pass_rates_and_writes_no_file(tmp_path, source):
     out = tmp_path / "gen.h5"
-    with pytest.raises(GenerationError, match=r"pass rate 0/\d+ = 0\.00% .*Raise delta"):
+    with pytest.raises(GenerationError, match=r"pass rate 0/\d+ = 0\.00% .*raise delta"):
         generate(out, source, always_fail=True, max_attempts=12)
     assert not os.path.exists(out)
     with pytest.raises(ValueError, match="would overwrite its source"):

@@ -170,7 +170,7 @@ def test_view_gap_is_zero_on_real_observations_and_measures_a_disagreeing_view()
     assert obs.shape[-1] == 18 and spread.view_gap_from_obs(obs).max() < 1e-6
     moved = obs.copy()
     moved[4, 2, 4 + 2 * 1] += 0.3  # agent 2 puts landmark 1 0.3 further along x than agent 0 does
-    moved[7, 1, 4 + 6 + 1] -= 0.4  # agent 1 puts agent 2 (its second teammate) 0.4 lower than agent 2 is
+    moved[7, 1, 4 + 6 + 3] -= 0.4  # agent 1 puts agent 2 (its teammates: 0, 2) 0.4 lower than agent 2 is
     moved[9, 0, 4] += 0.5          # agent 0 (the reference) moves landmark 0: the others now disagree with it
     gap = spread.view_gap_from_obs(moved[None])[0]  # any leading dims
     np.testing.assert_allclose(gap[[4, 7, 9]], [0.3, 0.4, 0.5], atol=1e-6)

@@ -303,7 +303,7 @@ def test_a_delta_nothing_passes_stops_with_the_rates_and_writes_no_file(labelled
 
 def test_max_view_gap_filters_generation_through_the_config(labelled, codi_run, tmp_path):
     _, _, info = codi_run
-    with pytest.raises(GenerationError, match=r"\d+ passed the dynamics check but failed max_view_gap=0,.*No dataset"):
+    with pytest.raises(GenerationError, match=r"\d+ passed δ and the action check but failed max_view_gap=0,.*No dataset"):
         augment(tmp_path, "codi", labelled, augment_checkpoint=info["augment"]["artifacts"], max_view_gap=0.0,
                 max_attempts=8, augment_out=str(tmp_path / "none.h5"))  # tiny models' agents never agree exactly
     assert not (tmp_path / "none.h5").exists()
@@ -312,6 +312,16 @@ def test_max_view_gap_filters_generation_through_the_config(labelled, codi_run, 
     assert g["max_view_gap"] == 1e9 and g["counters"]["rejected_view_gap"] == 0 and g["pass_rate"] == 1.0
     assert g["path"] != info["augment"]["generate"]["path"]  # another setting, another file; the first is kept
     assert info["augment"]["generate"]["max_view_gap"] is None
+
+
+def test_max_view_gap_on_an_env_without_the_hook_is_refused_before_training(tmp_path):
+    # MPE world has the obs hooks, not view_gap_from_obs
+    path, _ = write_random_dataset(str(tmp_path / "world.h5"), "mpe_world", n_episodes=4)
+    config = build_config("madiff_like", "mpe_world", {"local_results_path": str(tmp_path / "results"),
+                                                       "offline_dataset": path, **TINY, "max_view_gap": 0.1})
+    with pytest.raises(ValueError, match="max_view_gap needs the env hook view_gap_from_obs.*max_view_gap: null"):
+        run_augment(None, config, LOG)
+    assert not (tmp_path / "results" / "augment").exists()
 
 
 def test_an_env_without_the_obs_hooks_is_refused_before_training(tmp_path):

@@ -16,7 +16,8 @@ takes actions the env allows at that observation (an unavailable â would make a
 `max_view_gap` set, its used observations must also be ones a single world explains: the env's view gap (the largest
 distance between where one agent's observation puts a shared thing and where the state has it; 0 on real data) must
 be <= max_view_gap. The dynamics check cannot see this: f_inv is per agent and f_fwd learns the joint obs as given,
-so agents that each move plausibly through different worlds pass it (CODI spread N = 5: view gap 0.36).
+so agents that each move plausibly through different worlds pass it (CODI spread N = 5: the landmark views
+disagreed by 0.36 on average).
 
 If `max_attempts` segments in a row are rejected, or `max_attempts` trajectories are dropped with no episode finished
 in between (segments pass but never a whole episode), generation stops with a GenerationError that gives the pass
@@ -124,11 +125,14 @@ def check_hooks(hooks, initial_obs, env_info, view_gap=False):
         raise ValueError(f"{name} cannot rebuild a dataset from generated observations: {e}") from e
     want = {"state_from_obs": (1, 1, S), "avail_actions_from_obs": (1, n, A), "terminal_from_obs": (1,)}
     if view_gap:
+        fix = "set max_view_gap: null to generate without the view check"
+        if not callable(getattr(hooks, "view_gap_from_obs", None)):
+            raise ValueError(f"max_view_gap needs the env hook view_gap_from_obs, which {name} lacks; {fix}")
         try:
             got["view_gap_from_obs"] = np.shape(hooks.view_gap_from_obs(o))
-        except (AttributeError, NotImplementedError) as e:
-            raise ValueError(f"max_view_gap needs the env hook view_gap_from_obs, which {name} lacks ({e}); set "
-                             f"max_view_gap: null to generate without the view check") from e
+        except NotImplementedError as e:
+            raise ValueError(f"max_view_gap needs the env hook view_gap_from_obs, which {name} lacks ({e}); "
+                             f"{fix}") from e
         want["view_gap_from_obs"] = (1,)
     bad = {k: (got[k], want[k]) for k in want if tuple(got[k]) != want[k]}
     if bad:
@@ -305,12 +309,16 @@ def _stuck(what, counters, rejected_errors, settings):
     suggest = f" (e.g. delta={np.quantile(errs, 0.5):.3g} would pass about half of them)" if len(errs) else ""
     rate = counters["accepted"] / max(1, counters["segments"])
     delta, gap = settings.delta, settings.max_view_gap
-    view = (f", {counters['rejected_view_gap']} passed the dynamics check but failed max_view_gap={gap:g}"
+    view = (f", {counters['rejected_view_gap']} passed δ and the action check but failed max_view_gap={gap:g}"
             if gap is not None else "")
-    raise_gap = " or max_view_gap (null: off)" if gap is not None and counters["rejected_view_gap"] else ""
+    advice = []
+    if gap is not None and counters["rejected_view_gap"]:
+        advice.append("raise max_view_gap (null: off)")
+    if len(errs) or not advice:  # some segments failed δ
+        advice.append(f"raise delta{suggest} or use delta=auto (a quantile of the error on real transitions)")
     return (f"generation stopped: {what} (delta={delta:g}); pass rate "
             f"{counters['accepted']}/{counters['segments']} = {rate:.2%} overall, "
             f"{counters['rejected_unavailable']} rejected for unavailable actions{view}, {counters['dropped']} "
-            f"trajectories dropped{seen}. Raise delta{suggest}{raise_gap}, use delta=auto (a quantile of the error on "
-            f"real transitions), or train the diffusion and dynamics models longer. No dataset was written.")
+            f"trajectories dropped{seen}. To go on: {'; '.join(advice)}; or train the diffusion and dynamics models "
+            f"longer. No dataset was written.")
 
