@@ -303,7 +303,7 @@ def test_a_delta_nothing_passes_stops_with_the_rates_and_writes_no_file(labelled
 
 def test_max_view_gap_filters_generation_through_the_config(labelled, codi_run, tmp_path):
     _, _, info = codi_run
-    with pytest.raises(GenerationError, match=r"\d+ passed δ and the action check but failed max_view_gap=0,.*No dataset"):
+    with pytest.raises(GenerationError, match=r"\d+ passed δ and the action check but failed max_view_gap=0"):
         augment(tmp_path, "codi", labelled, augment_checkpoint=info["augment"]["artifacts"], max_view_gap=0.0,
                 max_attempts=8, augment_out=str(tmp_path / "none.h5"))  # tiny models' agents never agree exactly
     assert not (tmp_path / "none.h5").exists()
