@@ -1,8 +1,9 @@
-"""Labeler `llm` with the real local model (./install.sh llm; CI installs it): 4 pairs end to end.
+"""Labeler `llm` with the real local model (./install.sh llm; CI installs it): 2 pairs end to end.
 
 Short on purpose: summaries without a timeline (summary_max_steps=0) and a JSON answer cut at 24 tokens (the choice
-comes first in the schema, so a cut reason still parses), four pairs (prompt processing dominates). It asserts
-plumbing and parseability, never the small model's judgement.
+comes first in the schema, so a cut reason still parses), two pairs (prompt processing dominates: four took 4.4 min on
+2026-12-05's AMD EPYC VM beside a diffusion training). It asserts plumbing and parseability, never the small model's
+judgement.
 """
 from types import SimpleNamespace as SN
 
@@ -19,10 +20,10 @@ from utils.config import build_config
 require_local_llm()
 
 
-def test_local_model_labels_four_pairs(tmp_path):
+def test_local_model_labels_two_pairs(tmp_path):
     path = write_dataset(tmp_path / "mix.h5", E=12, seed=4)
     cfg = build_config("label_preferences", "climbing", {
-        "local_results_path": str(tmp_path / "results"), "n_pairs": 4, "labeler": "llm", "summary_max_steps": 0,
+        "local_results_path": str(tmp_path / "results"), "n_pairs": 2, "labeler": "llm", "summary_max_steps": 0,
         "llm": {"backend": "local", "cache_dir": str(tmp_path / "cache"), "max_tokens": 24, "timeout_s": 600.0,
                 "local": {"threads": 2, "ctx": 2048}}})  # a test runs alone: both cores
     args = SN(**cfg)
@@ -33,9 +34,9 @@ def test_local_model_labels_four_pairs(tmp_path):
     res = LABELERS["llm"](args).label(task, items, source)
     info = res.info
     assert info["answer_format"] == "json" and info["backend"] == "local" and info["failed"] == 0 and info["complete"]
-    assert info["labeled"] >= 3, info  # constrained JSON: every reply should parse
+    assert info["labeled"] >= 1, info  # constrained JSON: every reply should parse
     assert set(np.unique(res.answers[np.isfinite(res.answers)])) <= {0.0, 0.5, 1.0}
-    assert info["requests"] == 4 + info["reasked"] and info["prompt_tokens"] > 0 and info["completion_tokens"] > 0
+    assert info["requests"] == 2 + info["reasked"] and info["prompt_tokens"] > 0 and info["completion_tokens"] > 0
     again = LABELERS["llm"](args).label(task, items, source)  # the journal answers; the server is not even started
     np.testing.assert_array_equal(again.answers, res.answers)
-    assert again.info["from_journal"] == 4 and again.info["requests"] == 0
+    assert again.info["from_journal"] == 2 and again.info["requests"] == 0
