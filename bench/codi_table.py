@@ -717,22 +717,36 @@ def generation_markdown(plan, state):
 
 
 # --- figures
+SEGMENT_GAPS = (0.15, 0.3)  # max_view_gap values whose pass fraction generation.md gives (agent radius 0.15)
+
+
 def spread_check(path, env):
     """MPE spread data judged by their observations alone (MPEEnv.spread_terms_from_obs, the env's own reward
     terms): coverage -sum_l min_i dist(agent i, landmark l) at the first and the last observation (Fig. 4c), the
     return the env pays for the observed positions, colliding pairs per episode, and the stored return beside them
     (sum r_hat for generated files: f_rwd's view). Means over episodes. The env places the landmarks from agent 0's
     offsets; `view_gap` (the env's view_gap_from_obs, mean over observations) says how far the other agents' offsets
-    put them or their teammates: 0 up to float32 for real data, nonzero where a generator's agents disagree."""
+    put them or their teammates: 0 up to float32 for real data, nonzero where a generator's agents disagree.
+    `segment_gap` is what `max_view_gap` would see: per generated segment (the H-1 observations it adds, H from the
+    file's generation settings, else 8) the largest view gap; its 10/50/90% quantiles and the fraction of segments
+    at or under each of SEGMENT_GAPS (world units; an agent's radius is 0.15)."""
+    import json
+
     import numpy as np
 
     from offline.reader import OfflineDataset
 
-    arrays = OfflineDataset.load(path).arrays()
+    ds = OfflineDataset.load(path)
+    arrays = ds.arrays()
+    horizon = int((json.loads(ds.attrs.get("config") or "{}").get("generation") or {}).get("horizon", 8))
     obs, filled = np.asarray(arrays["obs"]), np.asarray(arrays["filled"])[..., 0] > 0  # filled: observation rows
     E = obs.shape[0]
     closest, own = env.spread_terms_from_obs(obs)  # [E, T+1, n] each
     gap = env.view_gap_from_obs(obs)  # [E, T+1]
+    T = obs.shape[1] - 1
+    starts = range(1, T + 1, horizon - 1)  # a segment adds observations k .. k + H - 2; it exists iff obs k does
+    segment_gap = np.stack([np.where(filled[:, k:k + horizon - 1], gap[:, k:k + horizon - 1], 0).max(1)
+                            for k in starts], 1)[filled[:, list(starts)]]
     cover = -closest.sum(-1)
     arrived = filled[:, 1:]  # transition t is in the episode iff the observation it reaches is
     last = filled.sum(1).astype(int) - 1
@@ -741,7 +755,9 @@ def spread_check(path, env):
             "stored_return": float(np.asarray(arrays["episode_return"]).mean()),
             "obs_return": float((env.reward_from_obs(obs[:, 1:]) * arrived).sum(1).mean()),
             "collisions": float((own[:, 1:].sum(-1) / 2 * arrived).sum(1).mean()),
-            "view_gap": float(gap[filled].mean())}
+            "view_gap": float(gap[filled].mean()),
+            "segment_gap": {"horizon": horizon, "quantiles": [float(q) for q in np.quantile(segment_gap, [.1, .5, .9])],
+                            "at_or_under": {str(x): float((segment_gap <= x).mean()) for x in SEGMENT_GAPS}}}
 
 
 def coverage_table(plan, state):
@@ -777,13 +793,18 @@ def coverage_markdown(cov):
              "and last observation and its gain (Fig. 4c); the landmarks are placed by agent 0's offsets, and the "
              "view gap (MPEEnv.view_gap_from_obs) is how far the other agents' offsets place them or their teammates "
              "(mean largest distance; 0 for real data).",
+             "Per segment (the H-1 observations a generated segment adds), the largest view gap: its 10/50/90% "
+             "quantiles and the fraction of segments a `max_view_gap` of 0.15 (an agent's radius) or 0.3 would pass.",
              "", "| cell | data | stored return | return from the observations | collisions | coverage first | last | "
-             "gain | view gap |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "gain | view gap | segment view gap q10 / q50 / q90 | segments ≤ 0.15 / ≤ 0.3 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for tag, row in cov.items():
         for name, r in row.items():
             lines.append(f"| {tag} | {DATASET_NAMES.get(name, name)} | {r['stored_return']:.1f} | "
                          f"{r['obs_return']:.1f} | {r['collisions']:.1f} | {r['first']:.2f} | {r['last']:.2f} | "
-                         f"{r['gain']:.2f} | {r['view_gap']:.3f} |")
+                         f"{r['gain']:.2f} | {r['view_gap']:.3f} | "
+                         f"{' / '.join(f'{q:.2f}' for q in r['segment_gap']['quantiles'])} | "
+                         f"{' / '.join(f'{v:.3f}' for v in r['segment_gap']['at_or_under'].values())} |")
     return "\n".join(lines) + "\n"
 
 

@@ -261,6 +261,8 @@ def test_spread_check_judges_files_by_their_observations(tmp_path):
     with DatasetWriter(path, info, "mpe", {"scenario": "spread", "N": n}, {"env": "mpe"}) as w:
         w.add_arrays(arrays, qualities=np.array([["expert", "random"], ["random", "expert"]]))
     got = bench.spread_check(path, make_env("mpe", scenario="spread", N=n, max_cycles=T1 - 1))
+    assert got.pop("segment_gap") == {"horizon": 8, "quantiles": [0.0, 0.0, 0.0],
+                                      "at_or_under": {"0.15": 1.0, "0.3": 1.0}}
     assert got == pytest.approx({"first": -2.5, "last": (0.0 - 7.0) / 2, "gain": (3 - 5) / 2, "stored_return": 0.0,
                                  "obs_return": (0 - 16) / 2, "collisions": (0 + 1) / 2, "view_gap": 0.0})
     obs[1, 1, 1, 4:6] += [3, 4]  # agent 1 sees landmark 0 five away from where agent 0 does, on 1 of 6 rows
@@ -268,6 +270,9 @@ def test_spread_check_judges_files_by_their_observations(tmp_path):
         w.add_arrays(arrays, qualities=np.array([["expert", "random"], ["random", "expert"]]))
     got = bench.spread_check(str(tmp_path / "gap.h5"), make_env("mpe", scenario="spread", N=n, max_cycles=T1 - 1))
     assert got["view_gap"] == pytest.approx(5 / 6) and got["obs_return"] == pytest.approx(-8)
+    # one segment per episode (H = 8 > 3 transitions); episode 1's holds the disagreeing observation
+    assert got["segment_gap"]["quantiles"] == pytest.approx([0.5, 2.5, 4.5])
+    assert got["segment_gap"]["at_or_under"] == {"0.15": 0.5, "0.3": 0.5}
 
 
 def test_learners_of_earlier_commands_are_reused_not_rerun(tmp_path):
