@@ -6,6 +6,7 @@ climbing game, whose observation (the one-hot of the last joint action) determin
 exactly, so the generated file trains BC through src/main.py."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -349,12 +350,42 @@ class SlowClimbingSampler(ClimbingSampler):
         return super().sample(o0, R, generator)
 
 
-def generate(out, source, always_fail=False, sampler=ClimbingSampler, **overrides):
+def generate(out, source, always_fail=False, sampler=ClimbingSampler, log=None, log_every_s=60.0, **overrides):
     path, normaliser = source
     settings = GenerationSettings(**{**GENERATION, **overrides})
     return generate_dataset(out, path, sampler(normaliser, settings.horizon),
                             ClimbingDynamics(normaliser, always_fail), normaliser, ClimbingHooks(), settings, "codi",
-                            model_hashes={"diffusion": "abc", "dynamics": "def"}, config={"augmenter": "codi"})
+                            model_hashes={"diffusion": "abc", "dynamics": "def"}, config={"augmenter": "codi"},
+                            log=log, log_every_s=log_every_s)
+
+
+def test_generation_reports_its_progress_counting_the_parts_already_written(tmp_path, source, monkeypatch):
+    class Lines:
+        def __init__(self):
+            self.lines = []
+
+        def info(self, line):
+            self.lines.append(line)
+
+    out, first = tmp_path / "gen.h5", Lines()
+    write_part = generation._write_part
+
+    def write_then_die(path, arrays, counters):
+        write_part(path, arrays, counters)
+        raise KeyboardInterrupt  # killed right after part 0 (4 of the 6 episodes)
+
+    monkeypatch.setattr(generation, "_write_part", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        generate(out, source, log=first, log_every_s=0.0)
+    monkeypatch.setattr(generation, "_write_part", write_part)
+    progress = [line for line in first.lines if line.startswith("generation: ")]
+    assert progress and re.match(r"generation: \d / 6 episodes \(\d+%\), .* left, .*; this part's pass rate "
+                                 r"[01]\.\d{3}, \d+ trajectories dropped", progress[0])
+    assert progress[-1].startswith("generation: 4 / 6 episodes (67%)")
+    rest = Lines()
+    generate(out, source, log=rest, log_every_s=0.0)  # the rerun starts its count at the 4 already written
+    counts = [int(line.split()[1]) for line in rest.lines if line.startswith("generation: ")]
+    assert counts[0] >= 4 and counts[-1] == 6 and counts == sorted(counts)
 
 
 def test_generated_file_loads_merges_and_trains_bc(tmp_path, source):

@@ -108,6 +108,8 @@ def test_codi_end_to_end_generates_a_dataset_that_merges_and_trains_bc(codi_run)
     assert info["diffusion_loss_T"] == [20, 40] and len(info["real_pass_rate"]) == 2
     assert {"labeler_acc_truth", "inv_acc_valid", "probe_pass_rate", "probe_step_error", "gen_pass_rate"} <= set(info)
     assert info["probe_pass_rate"] == [1.0, 1.0]  # delta=1e9
+    cout = open(os.path.join(sacred_dir(tmp / "results", "codi", "spread_N3"), "cout.txt")).read()
+    assert "generation part 1/1: 4 episodes" in cout  # generation's own lines reach the run's log
     # the source and the generated file merge and train BC through src/main.py
     run_main(tmp / "bc", "bc", "mpe_spread", f"offline_dataset=['{src}', '{gen}']", "offline_steps=2",
              "offline_test_interval=2", "offline_log_interval=2", "offline_save_interval=2", "batch_size=4",

@@ -584,7 +584,8 @@ class CodiAugmenter:
                                   self.name, model_hashes=meta["train"]["model_hashes"],
                                   config={**dict(config or {}), "augment_artifacts": self.folder,
                                           "guidance": self.guidance, "delta": delta},
-                                  device=str(self.device), sampling=self.sampling())
+                                  device=str(self.device), sampling=self.sampling(),
+                                  log=SimpleNamespace(info=self.log))  # its part and progress lines in the run's log
         result.update(reused=False, delta=delta, real_pass_rate=real, max_view_gap=settings.max_view_gap,
                       seconds=time.perf_counter() - start)
         for key in ("pass_rate", "return_mean", "return_minus_target_mean"):

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass
 
 import h5py
@@ -32,6 +33,7 @@ from offline.label_store import content_fingerprint
 from offline.reader import OfflineDataset
 from offline.writer import DatasetWriter
 from utils.files import FolderLock, atomic_path, clean_stale_temps, sha256_file, write_json_atomic
+from utils.progress import Bar, Clock
 
 QUALITY = "generated"
 
@@ -70,12 +72,13 @@ def part_seeds(seed, k):
 
 
 def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks, settings, augmenter,
-                     model_hashes=None, config=None, device="cpu", log=None, sampling=None):
+                     model_hashes=None, config=None, device="cpu", log=None, sampling=None, log_every_s=60.0):
     """Write a generated dataset at `out_path` from the models (protocols: stitching.py); returns a summary dict
     (path, counters, pass rate, Σr̂ statistics, parts written/reused). Raises GenerationError when nothing passes
     (no file written; finished parts are kept for a rerun with the same settings). `sampling`: what else decides
     the samples (guidance mode and weights, sampler, steps): part of the parts' spec, so parts made with other
-    values are never mixed in, and stored as the attr `sampling`."""
+    values are never mixed in, and stored as the attr `sampling`. Progress: a bar over the episodes on a terminal,
+    and a log line every `log_every_s` seconds (episodes, rate, time left, pass rate, dropped trajectories)."""
     log = log or logging.getLogger("augmenters.codi")
     out_path, source_path = os.path.abspath(os.fspath(out_path)), os.path.abspath(os.fspath(source_path))
     if os.path.realpath(out_path) == os.path.realpath(source_path):
@@ -97,6 +100,7 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
             "model_hashes": dict(model_hashes or {}), "augmenter": augmenter, "env": source["env"],
             "env_args": source["env_args"], "sampling": dict(sampling or {})}
     folder = parts_folder(out_path)
+    bar = None
     lock = FolderLock.try_acquire(folder)
     if lock is None:
         raise GenerationError(f"another process is generating into {folder}; wait for it or choose another output "
@@ -106,6 +110,21 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
         _check_spec(folder, spec)
         n_parts = -(-settings.n_episodes // settings.part_size)
         written = 0
+        done = sum(min(settings.part_size, settings.n_episodes - k * settings.part_size) for k in range(n_parts)
+                   if os.path.exists(_part_path(folder, k)))
+        bar = Bar(settings.n_episodes, initial=done, desc="generate", unit="episode")
+        clock, last_line = Clock(done, settings.n_episodes), [time.time()]
+
+        def progress(counters, before):
+            n = before + counters["episodes"]
+            rate = counters["accepted"] / max(1, counters["segments"])
+            bar.update_to(n)
+            bar.set_postfix(pass_rate=f"{rate:.3f}", dropped=counters["dropped"])
+            if time.time() - last_line[0] >= log_every_s:
+                last_line[0] = time.time()
+                log.info(f"generation: {clock.line(n, 'episodes')}; this part's pass rate {rate:.3f}, "
+                         f"{counters['dropped']} trajectories dropped")
+
         for k in range(n_parts):
             path = _part_path(folder, k)
             if os.path.exists(path):
@@ -117,9 +136,10 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
                                   settings.batch_size, settings.max_resamples, settings.max_attempts,
                                   settings.max_view_gap)
             arrays, counters = stitch(sampler, dynamics, normaliser, hooks, source["initial_obs"], part, rng,
-                                      generator, device)
+                                      generator, device, progress=lambda c, before=done: progress(c, before))
             _write_part(path, arrays, counters)
             written += 1
+            done += n
             log.info(f"generation part {k + 1}/{n_parts}: {n} episodes, pass rate "
                      f"{counters['accepted']}/{counters['segments']}, {counters['dropped']} trajectories dropped")
         arrays, counters = _read_parts(folder, n_parts)
@@ -138,6 +158,8 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
                            attrs=attrs) as w:
             w.add_arrays(arrays, qualities=QUALITY)
     finally:
+        if bar is not None:
+            bar.close()
         lock.release()
     shutil.rmtree(folder, ignore_errors=True)
     log.info(f"generated {settings.n_episodes} episodes into {out_path} (pass rate {summary['pass_rate']:.2%}, "

@@ -152,9 +152,10 @@ class _Slots:
         self.tries = np.zeros(B, dtype=np.int64)    # failed attempts at the current segment
 
 
-def stitch(sampler, dynamics, normaliser, hooks, initial_obs, settings, rng, generator, device="cpu"):
+def stitch(sampler, dynamics, normaliser, hooks, initial_obs, settings, rng, generator, device="cpu", progress=None):
     """Generate `settings.n_episodes` episodes. initial_obs [E0, n, O] (env units): the o_0 pool; rng: a
-    np.random.Generator (o_0 choices); generator: the torch.Generator handed to the sampler.
+    np.random.Generator (o_0 choices); generator: the torch.Generator handed to the sampler; progress: called with
+    the counters after every sampler call (generation.py draws a bar and logs a line from them).
 
     Returns (arrays, counters): arrays in the dataset layout, episodes in the order they finished:
     obs [N, T+1, n, O], state [N, T+1, S], actions [N, T+1, n, 1], avail_actions [N, T+1, n, A] uint8,
@@ -267,6 +268,8 @@ def stitch(sampler, dynamics, normaliser, hooks, initial_obs, settings, rng, gen
                 slots.active[b] = False
                 if len(finished) + int(slots.active.sum()) < s.n_episodes:
                     start(b)
+        if progress is not None:
+            progress(counters)
     return episode_arrays(finished, normaliser, hooks, T), counters
 
 
