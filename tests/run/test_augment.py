@@ -316,21 +316,15 @@ def test_max_view_gap_filters_generation_through_the_config(labelled, codi_run, 
     assert info["augment"]["generate"]["max_view_gap"] is None
 
 
-def test_max_view_gap_on_an_env_without_the_hook_is_refused_before_training(tmp_path):
+@pytest.mark.parametrize("env_config, changes, match", [
+    ("climbing", {"segment_horizon": 2}, "MatrixGame .*hooks.*(MPE|use one of those envs)"),
     # MPE world has the obs hooks, not view_gap_from_obs
-    path, _ = write_random_dataset(str(tmp_path / "world.h5"), "mpe_world", n_episodes=4)
-    config = build_config("madiff_like", "mpe_world", {"local_results_path": str(tmp_path / "results"),
-                                                       "offline_dataset": path, **TINY, "max_view_gap": 0.1})
-    with pytest.raises(ValueError, match="max_view_gap needs the env hook view_gap_from_obs.*max_view_gap: null"):
-        run_augment(None, config, LOG)
-    assert not (tmp_path / "results" / "augment").exists()
-
-
-def test_an_env_without_the_obs_hooks_is_refused_before_training(tmp_path):
-    path, _ = write_random_dataset(str(tmp_path / "climbing.h5"), "climbing", n_episodes=8)
-    config = build_config("madiff_like", "climbing", {"local_results_path": str(tmp_path / "results"),
-                                                      "offline_dataset": path, **TINY, "segment_horizon": 2})
-    with pytest.raises(ValueError, match="MatrixGame .*hooks.*(MPE|use one of those envs)"):
+    ("mpe_world", {"max_view_gap": 0.1}, "max_view_gap needs the env hook view_gap_from_obs.*max_view_gap: null")])
+def test_an_env_without_the_hooks_it_needs_is_refused_before_training(tmp_path, env_config, changes, match):
+    path, _ = write_random_dataset(str(tmp_path / "data.h5"), env_config, n_episodes=4)
+    config = build_config("madiff_like", env_config, {"local_results_path": str(tmp_path / "results"),
+                                                      "offline_dataset": path, **TINY, **changes})
+    with pytest.raises(ValueError, match=match):
         run_augment(None, config, LOG)
     assert not (tmp_path / "results" / "augment").exists()
 
