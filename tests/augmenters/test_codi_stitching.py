@@ -379,8 +379,9 @@ def test_generation_reports_its_progress_counting_the_parts_already_written(tmp_
         generate(out, source, log=first, log_every_s=0.0)
     monkeypatch.setattr(generation, "_write_part", write_part)
     progress = [line for line in first.lines if line.startswith("generation: ")]
-    assert progress and re.match(r"generation: \d / 6 episodes \(\d+%\), .* left, .*; this part's pass rate "
-                                 r"[01]\.\d{3}, \d+ trajectories dropped", progress[0])
+    assert progress and re.match(r"generation: \d / 6 episodes \(\d+%\), \d+:\d\d:\d\d elapsed, about "
+                                 r"\d+:\d\d:\d\d left, [\d.e+]+ episodes/min; this part: pass rate [01]\.\d{3}, "
+                                 r"\d+ trajectories dropped", progress[0])
     assert progress[-1].startswith("generation: 4 / 6 episodes (67%)")
     rest = Lines()
     generate(out, source, log=rest, log_every_s=0.0)  # the rerun starts its count at the 4 already written

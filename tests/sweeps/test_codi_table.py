@@ -266,13 +266,16 @@ def test_spread_check_judges_files_by_their_observations(tmp_path):
     assert got == pytest.approx({"first": -2.5, "last": (0.0 - 7.0) / 2, "gain": (3 - 5) / 2, "stored_return": 0.0,
                                  "obs_return": (0 - 16) / 2, "collisions": (0 + 1) / 2, "view_gap": 0.0})
     obs[1, 1, 1, 4:6] += [3, 4]  # agent 1 sees landmark 0 five away from where agent 0 does, on 1 of 6 rows
-    with DatasetWriter(str(tmp_path / "gap.h5"), info, "mpe", {"scenario": "spread", "N": n}, {"env": "mpe"}) as w:
+    generated = {"env": "mpe", "generation": {"horizon": 2}}  # a generated file's settings: 1 observation a segment
+    with DatasetWriter(str(tmp_path / "gap.h5"), info, "mpe", {"scenario": "spread", "N": n}, generated) as w:
         w.add_arrays(arrays, qualities=np.array([["expert", "random"], ["random", "expert"]]))
     got = bench.spread_check(str(tmp_path / "gap.h5"), make_env("mpe", scenario="spread", N=n, max_cycles=T1 - 1))
     assert got["view_gap"] == pytest.approx(5 / 6) and got["obs_return"] == pytest.approx(-8)
-    # one segment per episode (H = 8 > 3 transitions); episode 1's holds the disagreeing observation
-    assert got["segment_gap"]["quantiles"] == pytest.approx([0.5, 2.5, 4.5])
-    assert got["segment_gap"]["at_or_under"] == {"0.15": 0.5, "0.3": 0.5}
+    # H = 2: episode 0 has segments at observations 1, 2, 3 (gap 0), episode 1 (one transition) one at observation 1
+    # (gap 5); the first observation is never a segment's (it is inpainted)
+    assert got["segment_gap"]["horizon"] == 2
+    assert got["segment_gap"]["quantiles"] == pytest.approx([0.0, 0.0, 3.5])
+    assert got["segment_gap"]["at_or_under"] == {"0.15": 0.75, "0.3": 0.75}
 
 
 def test_learners_of_earlier_commands_are_reused_not_rerun(tmp_path):

@@ -33,7 +33,7 @@ from offline.label_store import content_fingerprint
 from offline.reader import OfflineDataset
 from offline.writer import DatasetWriter
 from utils.files import FolderLock, atomic_path, clean_stale_temps, sha256_file, write_json_atomic
-from utils.progress import Bar, Clock
+from utils.progress import Bar, Clock, time_str
 
 QUALITY = "generated"
 
@@ -122,8 +122,11 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
             bar.set_postfix(pass_rate=f"{rate:.3f}", dropped=counters["dropped"])
             if time.time() - last_line[0] >= log_every_s:
                 last_line[0] = time.time()
-                log.info(f"generation: {clock.line(n, 'episodes')}; this part's pass rate {rate:.3f}, "
-                         f"{counters['dropped']} trajectories dropped")
+                per_min = 60 * clock.rate(n)  # episodes are slow: per minute, not Clock.line's whole units per second
+                log.info(f"generation: {n} / {settings.n_episodes} episodes ({100 * n / settings.n_episodes:.0f}%), "
+                         f"{time_str(clock.elapsed())} elapsed, about {time_str(clock.left(n))} left, "
+                         f"{per_min:.3g} episodes/min; this part: pass rate {rate:.3f}, {counters['dropped']} "
+                         f"trajectories dropped")
 
         for k in range(n_parts):
             path = _part_path(folder, k)
