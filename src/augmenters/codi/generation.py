@@ -110,8 +110,7 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
         _check_spec(folder, spec)
         n_parts = -(-settings.n_episodes // settings.part_size)
         written = 0
-        done = sum(min(settings.part_size, settings.n_episodes - k * settings.part_size) for k in range(n_parts)
-                   if os.path.exists(_part_path(folder, k)))
+        done = sum(_part_episodes(settings, k) for k in range(n_parts) if os.path.exists(_part_path(folder, k)))
         bar = Bar(settings.n_episodes, initial=done, desc="generate", unit="episode")
         clock, last_line = Clock(done, settings.n_episodes), [time.time()]
 
@@ -132,7 +131,7 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
             path = _part_path(folder, k)
             if os.path.exists(path):
                 continue
-            n = min(settings.part_size, settings.n_episodes - k * settings.part_size)
+            n = _part_episodes(settings, k)
             rng, torch_seed = part_seeds(settings.seed, k)
             generator = th.Generator(device=th.device(device)).manual_seed(torch_seed)
             part = StitchSettings(n, settings.horizon, info["episode_limit"], target, float(settings.delta),
@@ -199,6 +198,11 @@ def _check_spec(folder, spec):
                                   f"delete that folder to start over, or rerun with the same settings and models")
         return
     write_json_atomic(path, want)
+
+
+def _part_episodes(settings, k):
+    """Episodes in part k (the last part holds the remainder)."""
+    return min(settings.part_size, settings.n_episodes - k * settings.part_size)
 
 
 def _part_path(folder, k):
