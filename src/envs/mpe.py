@@ -718,6 +718,12 @@ class MPEEnv(PettingZooTeamEnv):
         """No MPE scenario has a real terminal (episodes are truncated): all false `[...]`."""
         return np.zeros(obs_array(self, obs, "terminal_from_obs").shape[:-2], dtype=bool)
 
+    def positions_from_obs(self, obs):
+        """Spread: each agent's own position `[..., n, 2]` (obs[2:4], _Spread.obs)."""
+        if not isinstance(self._sc, _Spread):
+            raise NoRewardFromObs(self, "only spread's reward is computed from the observations here")
+        return obs_array(self, obs, "positions_from_obs")[..., 2:4]
+
     def landmarks_from_obs(self, obs):
         """Spread: where each agent's observation places the landmarks, `[..., n (viewer), n (landmark), 2]`: its
         position at obs[2:4] plus its offsets at obs[4:4 + 2n] (_Spread.obs). Real observations agree across viewers."""
@@ -725,7 +731,7 @@ class MPEEnv(PettingZooTeamEnv):
             raise NoRewardFromObs(self, "only spread's reward is computed from the observations here")
         obs = obs_array(self, obs, "landmarks_from_obs")
         n = self.n_agents
-        return obs[..., 2:4][..., None, :] + obs[..., 4:4 + 2 * n].reshape(*obs.shape[:-1], n, 2)
+        return self.positions_from_obs(obs)[..., None, :] + obs[..., 4:4 + 2 * n].reshape(*obs.shape[:-1], n, 2)
 
     def view_gap_from_obs(self, obs):
         """Spread: `[...]`, the largest distance between where an agent's observation puts a landmark and where agent
@@ -735,7 +741,7 @@ class MPEEnv(PettingZooTeamEnv):
             raise NoObsHook(self, "view_gap_from_obs", "only spread's observation layout is checked here",
                             "MPE spread")
         obs = obs_array(self, obs, "view_gap_from_obs")
-        n, P = self.n_agents, obs[..., 2:4]
+        n, P = self.n_agents, self.positions_from_obs(obs)
         L = self.landmarks_from_obs(obs)  # [..., viewer, landmark, 2]
         landmark_gap = np.sqrt(np.square(L - L[..., :1, :, :]).sum(-1)).max((-2, -1))
         seen = P[..., None, :] + obs[..., 4 + 2 * n:4 + 2 * n + 2 * (n - 1)].reshape(*obs.shape[:-1], n - 1, 2)
@@ -743,11 +749,35 @@ class MPEEnv(PettingZooTeamEnv):
         teammate_gap = np.sqrt(np.square(seen - true).sum(-1)).max((-2, -1))
         return np.maximum(landmark_gap, teammate_gap)
 
+    def view_projection(self):
+        """Spread: M `[n*O, n*O]` (new joint obs = M @ old, agents one after another) that places each landmark where
+        the agents put it on average and each teammate at its own position: agent i's landmark offsets become
+        mean_j(p_j + offset_jk) - p_i and its teammate offsets p_j - p_i. Velocities, positions and comm are kept."""
+        if not isinstance(self._sc, _Spread):
+            raise NoObsHook(self, "view_projection", "only spread's observation layout is projected here", "MPE spread")
+        n, O = self.n_agents, self.get_obs_size()
+        M = np.eye(n * O)
+        for i in range(n):
+            pos_i = i * O + np.arange(2, 4)
+            for k in range(n):  # landmark k's offset (x, y) in agent i's view
+                rows = i * O + 4 + 2 * k + np.arange(2)
+                M[rows] = 0.0
+                for j in range(n):
+                    M[rows, j * O + np.arange(2, 4)] += 1.0 / n
+                    M[rows, j * O + 4 + 2 * k + np.arange(2)] += 1.0 / n
+                M[rows, pos_i] -= 1.0
+            for m, j in enumerate(self._sc.others[i]):  # teammate j, in _Spread.obs's order
+                rows = i * O + 4 + 2 * n + 2 * m + np.arange(2)
+                M[rows] = 0.0
+                M[rows, j * O + np.arange(2, 4)] += 1.0
+                M[rows, pos_i] -= 1.0
+        return M
+
     def spread_terms_from_obs(self, obs):
         """Spread's reward terms (`_Spread.terms`: closest `[..., n]`, contacts `[..., n]`) from observations
         `[..., n, O]`: the agents' positions, the landmarks as agent 0's observation places them."""
         L = self.landmarks_from_obs(obs)[..., 0, :, :]
-        return self._sc.terms(np.asarray(obs, dtype=np.float64)[..., 2:4], L)
+        return self._sc.terms(self.positions_from_obs(np.asarray(obs, dtype=np.float64)), L)
 
     def reward_from_obs(self, obs):
         """Spread: the reward `step` returns on arriving at observations `[..., n, O]`: `[...]` with common_reward

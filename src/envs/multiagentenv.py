@@ -77,8 +77,8 @@ def env_name(env):
 
 
 class NoObsHook(NotImplementedError):
-    """An env without one of the optional obs hooks (`reward_from_obs`, `view_gap_from_obs`): the message names the
-    hook, the env, why, and the envs that have it."""
+    """An env without one of the optional obs hooks (`reward_from_obs`, `view_gap_from_obs`, `view_projection`): the
+    message names the hook, the env, why, and the envs that have it."""
 
     def __init__(self, env, hook, why, supported):
         super().__init__(f"{hook}: env {env_name(env)}: {why}; {supported} has it")
@@ -325,6 +325,14 @@ class MultiAgentEnv:
         Optional (CODI's `max_view_gap` filter and reports); envs without it raise NoObsHook."""
         raise NoObsHook(self, "view_gap_from_obs", "no cross-agent check of the observations here",
                         "MPE spread and full-sight LBF")
+
+    def view_projection(self):
+        """The linear map M `[n*O, n*O]` (float64, env units; joint observations flattened agent by agent, new =
+        M @ old) that puts every agent's view of the shared things in one world, leaving what each agent alone
+        knows (its position, its velocity) as it is. Identity on real observations and M @ M = M. Optional (CODI's
+        `project_views`: generated views that no single world explains are pulled into one during denoising);
+        envs without it raise NoObsHook."""
+        raise NoObsHook(self, "view_projection", "no shared-world projection of the observations here", "MPE spread")
 
     # ----- LCA hooks (see the module docstring) -----
     def agent_roles(self):

@@ -16,6 +16,7 @@ import os
 from augmenters import REGISTRY
 from augmenters.codi.settings import resolve
 from augmenters.codi.stitching import check_hooks
+from augmenters.codi.views import checked_projection
 from envs import env_from_args
 from offline.reader import OfflineDataset
 from run.label import dataset_path, pick
@@ -39,10 +40,12 @@ def _augment(args, config, logger, _log, _run):
     env = env_from_args(args)
     with contextlib.ExitStack() as stack:
         stack.callback(env.close)
-        # an env without the obs hooks (or without view_gap_from_obs when max_view_gap is on) is refused before any
-        # training
-        check_hooks(env, dataset.arrays(rows=[0, min(1, len(dataset) - 1)])["obs"][:, 0], dataset.env_info,
-                    view_gap=settings.generation.get("max_view_gap") is not None)
+        # an env without the obs hooks (or without view_gap_from_obs when max_view_gap is on, view_projection when
+        # project_views is) is refused before any training
+        first_obs = dataset.arrays(rows=[0, min(1, len(dataset) - 1)])["obs"][:, 0]
+        check_hooks(env, first_obs, dataset.env_info, view_gap=settings.generation.get("max_view_gap") is not None)
+        if settings.generation.get("project_views"):
+            checked_projection(env, first_obs, "set project_views: False to sample without it")
         augmenter = augmenter_class(settings, path, dataset, args.env_config, results_dir, env_label(config), env,
                                     device=args.device, log=_log.info, stat=logger.log_stat,
                                     checkpoint=args.augment_checkpoint, out=args.augment_out)

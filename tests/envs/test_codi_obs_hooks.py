@@ -187,6 +187,30 @@ def test_view_gap_is_zero_on_real_observations_and_measures_a_disagreeing_view()
     np.testing.assert_allclose(lbf.view_gap_from_obs(moved)[[1, 2, 3]], [0.0, 1.2, 0.0], atol=1e-6)
 
 
+def test_view_projection_is_identity_on_real_views_and_puts_generated_ones_in_one_world():
+    spread = make_env("mpe", scenario="spread", N=3, max_cycles=25)
+    spread.seed(0)
+    obs = rollout(spread, towards_each_other, np.random.default_rng(0))[0]  # [26, 3, 18]
+    M = spread.view_projection()
+    n, O = obs.shape[1:]
+    assert M.shape == (n * O, n * O) and np.allclose(M @ M, M)
+
+    def project(o):
+        return (o.reshape(len(o), -1) @ M.T).reshape(o.shape)
+
+    np.testing.assert_allclose(project(obs), obs, atol=1e-5)  # real views already agree
+    rng = np.random.default_rng(1)
+    noisy = obs + rng.normal(0, 0.2, obs.shape)  # each agent's view perturbed on its own
+    fixed = project(noisy)
+    assert spread.view_gap_from_obs(noisy).min() > 0.1 and spread.view_gap_from_obs(fixed).max() < 1e-6
+    np.testing.assert_array_equal(fixed[..., :4], noisy[..., :4])  # velocity and position are the agent's own
+    comm = 4 + 2 * n + 2 * (n - 1)
+    np.testing.assert_array_equal(fixed[..., comm:], noisy[..., comm:])
+    # a landmark lands where the agents place it on average
+    L = spread.landmarks_from_obs(noisy).mean(-3)
+    np.testing.assert_allclose(spread.landmarks_from_obs(fixed)[:, 1], L, atol=1e-9)
+
+
 def test_view_gap_refused_by_name():
     from envs.multiagentenv import NoObsHook
 
@@ -195,6 +219,8 @@ def test_view_gap_refused_by_name():
         obs = np.zeros((2, env.n_agents, env.get_obs_size()))
         with pytest.raises(NoObsHook, match=rf"view_gap_from_obs: env {name}.*MPE spread"):
             env.view_gap_from_obs(obs)
+        with pytest.raises(NoObsHook, match=rf"view_projection: env {name}.*MPE spread has it"):
+            env.view_projection()
     partial = make_env("lbf", key="Foraging-2s-8x8-2p-2f-coop-v3", time_limit=10)
     with pytest.raises(ObsHooksUnsupported, match="sight=2"):
         partial.view_gap_from_obs(np.array(partial.reset()[0]))

@@ -210,6 +210,9 @@ def test_presets_and_explicit_keys():
     assert "max_view_gap" not in cpu.generation
     gap = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"max_view_gap": 0.05})))
     assert gap.generation["max_view_gap"] == 0.05 and gap.generation_hash() != cpu.generation_hash()
+    assert "project_views" not in cpu.generation  # and project_views
+    projected = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"project_views": True})))
+    assert projected.generation["project_views"] is True and projected.generation_hash() != cpu.generation_hash()
     for bad, match in (({"delta": "often"}, "delta must be auto"), ({"augment_preset": "gpu"}, "augment_preset"),
                        ({"label_keep_one": 1.5}, "label_keep_one is a probability"),
                        ({"label_keep_one": -0.1}, "label_keep_one must be a number > 0"),
@@ -217,7 +220,8 @@ def test_presets_and_explicit_keys():
                        ({"augment_stage": "sample"}, "augment_stage must be one of all, labeler"),
                        ({"max_view_gap": -0.1}, "max_view_gap must be null"),
                        ({"max_view_gap": float("inf")}, "max_view_gap must be null"),
-                       ({"max_view_gap": "small"}, "max_view_gap must be a number")):
+                       ({"max_view_gap": "small"}, "max_view_gap must be a number"),
+                       ({"project_views": 1}, "project_views must be True or False")):
         with pytest.raises(ValueError, match=match):
             resolve(SimpleNamespace(**build_config("codi", "mpe_spread", bad)))
 
@@ -316,10 +320,34 @@ def test_max_view_gap_filters_generation_through_the_config(labelled, codi_run, 
     assert info["augment"]["generate"]["max_view_gap"] is None
 
 
+def test_project_views_generates_views_of_one_world_through_the_config(labelled, codi_run, tmp_path):
+    """The tiny models' agents disagree about the world (previous test); with project_views every generated
+    observation is one a single world explains, and the file says how it was sampled."""
+    from envs import make_env
+
+    _, _, info = codi_run
+    spread = make_env("mpe", **spread_env_args(3))
+    plain = arrays_of(info["augment"]["generate"]["path"])
+    got = augment(tmp_path, "codi", labelled, augment_checkpoint=info["augment"]["artifacts"], project_views=True)
+    g = got["generate"]
+    assert g["path"] != info["augment"]["generate"]["path"] and g["pass_rate"] > 0
+    projected = arrays_of(g["path"])
+    assert len(projected["obs"]) == len(plain["obs"])
+    filled = projected["filled"][..., 0].astype(bool)
+    assert spread.view_gap_from_obs(plain["obs"][plain["filled"][..., 0].astype(bool)]).max() > 0.05
+    assert spread.view_gap_from_obs(projected["obs"][filled]).max() < 1e-4
+    ds = OfflineDataset.load(g["path"], lazy=True)
+    try:
+        assert json.loads(ds.attrs["sampling"])["project_views"] is True
+    finally:
+        ds.close()
+
+
 @pytest.mark.parametrize("env_config, changes, match", [
     ("climbing", {"segment_horizon": 2}, "MatrixGame .*hooks.*(MPE|use one of those envs)"),
     # MPE world has the obs hooks, not view_gap_from_obs
-    ("mpe_world", {"max_view_gap": 0.1}, "max_view_gap needs the env hook view_gap_from_obs.*max_view_gap: null")])
+    ("mpe_world", {"max_view_gap": 0.1}, "max_view_gap needs the env hook view_gap_from_obs.*max_view_gap: null"),
+    ("mpe_world", {"project_views": True}, "project_views needs the env hook view_projection.*project_views: False")])
 def test_an_env_without_the_hooks_it_needs_is_refused_before_training(tmp_path, env_config, changes, match):
     path, _ = write_random_dataset(str(tmp_path / "data.h5"), env_config, n_episodes=4)
     config = build_config("madiff_like", env_config, {"local_results_path": str(tmp_path / "results"),

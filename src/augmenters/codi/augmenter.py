@@ -58,6 +58,7 @@ from augmenters.codi.labeler import (
     report_markdown,
 )
 from augmenters.codi.normaliser import ObsNormaliser
+from augmenters.codi.views import ViewProjection, checked_projection
 from offline.format import to_json
 from offline.label_store import content_fingerprint, write_episode_labels
 from offline.reader import OfflineDataset
@@ -107,13 +108,14 @@ def _save_torch(obj, path):
 class GuidedSampler:
     """stitching's sampler protocol over a SegmentDiffusion: sample(o0, R, generator) with this variant's guidance."""
 
-    def __init__(self, diffusion, guidance, weights, sampler, n_steps):
+    def __init__(self, diffusion, guidance, weights, sampler, n_steps, project=None):
         self.diffusion, self.guidance, self.weights = diffusion, guidance, weights
-        self.sampler, self.n_steps = sampler, n_steps
+        self.sampler, self.n_steps, self.project = sampler, n_steps, project
 
     def sample(self, o0, R, generator):
         return self.diffusion.sample(o0, R, guidance=self.guidance, guidance_weights=self.weights,
-                                     sampler=self.sampler, n_steps=self.n_steps, generator=generator)
+                                     sampler=self.sampler, n_steps=self.n_steps, generator=generator,
+                                     project=self.project)
 
 
 class CodiAugmenter:
@@ -421,7 +423,8 @@ class CodiAugmenter:
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
             if step % self.s.log_interval == 0 or step == total:
-                self._log_training(step, sums, count, diffusion, dynamics, valid, start_time, start_step)
+                self._log_training(step, sums, count, diffusion, dynamics, valid, start_time, start_step,
+                                   self.projection(normaliser))
                 sums, count = {}, 0
             if step % self.s.save_interval == 0 or step == total:
                 _save_torch({"diffusion": diffusion.state_dict(), "dynamics": dynamics.state_dict(),
@@ -438,7 +441,7 @@ class CodiAugmenter:
         self.log(f"train: {step} steps done; models in {self.folder}/models")
         return summary
 
-    def _log_training(self, step, sums, count, diffusion, dynamics, valid, start_time, start_step):
+    def _log_training(self, step, sums, count, diffusion, dynamics, valid, start_time, start_step, project=None):
         for k, v in sums.items():
             self.stat(k, v / max(count, 1), step)
         acc = dynamics.action_accuracy(valid)
@@ -447,7 +450,7 @@ class CodiAugmenter:
         self.stat("inv_acc_valid", acc, step)
         self.stat("delta", delta, step)
         self.stat("real_pass_rate", rate, step)
-        probe_rate, probe_error = self.probe(diffusion, dynamics, valid, delta)
+        probe_rate, probe_error = self.probe(diffusion, dynamics, valid, delta, project=project)
         self.stat("probe_pass_rate", probe_rate, step)
         self.stat("probe_step_error", probe_error, step)
         speed = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)
@@ -457,7 +460,7 @@ class CodiAugmenter:
                  f"real pass rate {rate:.3f} at delta {delta:.4g}, generated (probe) pass rate {probe_rate:.3f} "
                  f"with median worst-step error {probe_error:.4g}, {speed:.1f} steps/s")
 
-    def probe(self, diffusion, dynamics, valid, delta, size=64):
+    def probe(self, diffusion, dynamics, valid, delta, size=64, project=None):
         """How generated segments fare now: up to `size` held-out real segments without padding are generated again
         from their o_0 and return-to-go with this variant's guidance and sampler (EMA weights, a fixed seed; no
         training state changes). Returns (the fraction whose worst step error is <= delta, the median worst error)."""
@@ -467,7 +470,7 @@ class CodiAugmenter:
         g = self.s.generation
         x = diffusion.sample(valid["x"][rows, 0], valid["R"][rows], guidance=self.guidance,
                              guidance_weights=g["guidance_weights"], sampler=g["sampler"],
-                             n_steps=g["sampling_steps"], generator=self.s.seed)
+                             n_steps=g["sampling_steps"], generator=self.s.seed, project=project)
         worst = dynamics.segment_errors(x).cpu().numpy()
         return float((worst <= delta).mean()), float(np.median(worst))
 
@@ -528,10 +531,18 @@ class CodiAugmenter:
         return os.path.join(self.folder, f"generated_{hashlib.sha256(key.encode()).hexdigest()[:12]}.h5")
 
     def sampling(self):
-        """What decides the samples beside the models and the generation settings (stored with the output)."""
+        """What decides the samples beside the models and the generation settings (stored with the output;
+        project_views only when on, so that outputs made before the option keep matching)."""
         g = self.s.generation
         return {"guidance": self.guidance, "guidance_weights": g["guidance_weights"], "sampler": g["sampler"],
-                "sampling_steps": g["sampling_steps"]}
+                "sampling_steps": g["sampling_steps"], **({"project_views": True} if g.get("project_views") else {})}
+
+    def projection(self, normaliser):
+        """The shared-world projection of sampling (views.py) when project_views is on, else None."""
+        if not self.s.generation.get("project_views"):
+            return None
+        M = checked_projection(self.hooks, self.arrays["obs"][:, 0], "set project_views: False to sample without it")
+        return ViewProjection(normaliser, M, device=self.device)
 
     def existing_output(self, out, identity):
         """The generation summary of `out` when it was made exactly as this run would make it; an error naming
@@ -578,7 +589,8 @@ class CodiAugmenter:
                     "max_view_gap": settings.max_view_gap, **summary}
         self.log(f"generate: {episodes} episodes with guidance {self.guidance} (weights {g['guidance_weights']}), "
                  f"delta {delta:.4g} (real pass rate {real:.3f}) -> {out}")
-        sampler = GuidedSampler(diffusion, self.guidance, g["guidance_weights"], g["sampler"], g["sampling_steps"])
+        sampler = GuidedSampler(diffusion, self.guidance, g["guidance_weights"], g["sampler"], g["sampling_steps"],
+                                project=self.projection(normaliser))
         start = time.perf_counter()
         result = generate_dataset(out, self.source_path, sampler, dynamics, normaliser, self.hooks, settings,
                                   self.name, model_hashes=meta["train"]["model_hashes"],

@@ -274,11 +274,13 @@ class SegmentDiffusion:
 
     @torch.no_grad()
     def sample(self, o0, R, guidance="compose", guidance_weights=1.2, sampler="ddim", n_steps=None, generator=None,
-               ema=True):
+               ema=True, project=None):
         """Segments starting at `o0 [B, n, O]` (normalised) for target returns `R` ([B] or a scalar, raw RTG).
 
         Returns x [B, H, n, O] on the model's device with x[:, 0] == o0 exactly and the constant dimensions copied
         from o0. `generator`: a torch.Generator on the model's device, an int seed, or None (global RNG).
+        `project`: None, or a linear projection of normalised segments (views.ViewProjection) applied to the clean
+        estimate x̂_0 of every denoising step (the step then goes on from the projected x̂_0) and to the result.
         """
         o0 = torch.as_tensor(o0, dtype=torch.float32, device=self.device)
         H, n, O = self.fixed.shape
@@ -299,9 +301,21 @@ class SegmentDiffusion:
         for t in scheduler.timesteps.tolist():  # Python ints: nothing in the loop waits for the device
             k = torch.full((B,), t, dtype=torch.long, device=self.device)
             eps = self.guided_eps(x, k, R, ema=ema, branches=branches, weights=weights)
+            if project is not None:
+                eps = self._projected_eps(x, eps, float(scheduler.alphas_cumprod[t]), project, given)
             x = scheduler.step(eps, t, x, generator=gen).prev_sample
             x = torch.where(self.fixed, given, x)
+        if project is not None:
+            x = torch.where(self.fixed, given, project(x))
         return x
+
+    def _projected_eps(self, x, eps, alpha_bar, project, given):
+        """The ε whose clean estimate x̂_0 = (x - √(1-ᾱ) ε) / √ᾱ is project(x̂_0) (the inpainted dims kept): the
+        scheduler's step from it is the step from the projected estimate, for DDPM and DDIM alike. Projecting x̂_0
+        rather than the noisy x lets every later step denoise the agents in one shared world."""
+        a, b = alpha_bar ** 0.5, (1.0 - alpha_bar) ** 0.5
+        x0 = torch.where(self.fixed, given, project((x - b * eps) / a))
+        return (x - a * x0) / b
 
     # ------------------------------------------------------------------ checkpoints
 

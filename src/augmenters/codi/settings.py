@@ -157,6 +157,10 @@ def resolve(args):
         generation["max_view_gap"] = _num("max_view_gap", args.max_view_gap, positive=False)
         if not (generation["max_view_gap"] >= 0 and math.isfinite(generation["max_view_gap"])):
             raise ValueError(f"max_view_gap must be null (off) or a finite number >= 0, got {args.max_view_gap!r}")
+    if args.project_views not in (True, False):
+        raise ValueError(f"project_views must be True or False, got {args.project_views!r}")
+    if args.project_views:  # only when on, as max_view_gap
+        generation["project_views"] = True
     if not generation["delta_quantile"] <= 1:
         raise ValueError(f"delta_quantile must be in (0, 1], got {args.delta_quantile!r}")
     if args.delta_per not in ("step", "segment"):
