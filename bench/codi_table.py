@@ -731,7 +731,8 @@ def spread_check(path, env):
     file's generation settings, else 8) the largest view gap; its 10/50/90% quantiles and the fraction of segments
     at or under each of SEGMENT_GAPS (world units; an agent's radius is 0.15). Where the agents end up, at each
     episode's last observation: `claimed`, how many different landmarks are some agent's nearest (n: every agent
-    heads for its own; 1: all pile onto one), and `end_pair`, the median distance of the closest two agents."""
+    heads for its own; 1: all on one), `end_pair`, the median distance of the closest two agents, and `end_reach`,
+    the median distance of an agent to its nearest landmark."""
     import json
 
     import numpy as np
@@ -754,7 +755,8 @@ def spread_check(path, env):
     last = filled.sum(1).astype(int) - 1
     end = obs[np.arange(E), last]  # [E, n, O]
     P, L = env.positions_from_obs(end), env.landmarks_from_obs(end)[:, 0]  # [E, n, 2] each
-    nearest = np.sqrt(np.square(P[:, :, None] - L[:, None]).sum(-1)).argmin(-1)  # [E, n]: each agent's landmark
+    to_landmarks = np.sqrt(np.square(P[:, :, None] - L[:, None]).sum(-1))  # [E, agent, landmark]
+    nearest = to_landmarks.argmin(-1)  # [E, n]: each agent's landmark
     pairs = np.sqrt(np.square(P[:, :, None] - P[:, None]).sum(-1)) + np.diag(np.full(P.shape[1], np.inf))
     return {"first": float(cover[:, 0].mean()), "last": float(cover[np.arange(E), last].mean()),
             "gain": float((cover[np.arange(E), last] - cover[:, 0]).mean()),
@@ -764,6 +766,7 @@ def spread_check(path, env):
             "view_gap": float(gap[filled].mean()),
             "claimed": float(np.mean([len(set(row)) for row in nearest.tolist()])),
             "end_pair": float(np.median(pairs.min((1, 2)))),
+            "end_reach": float(np.median(to_landmarks.min(-1))),
             "segment_gap": {"horizon": horizon, "quantiles": [float(q) for q in np.quantile(segment_gap, [.1, .5, .9])],
                             "at_or_under": {str(x): float((segment_gap <= x).mean()) for x in SEGMENT_GAPS}}}
 
@@ -804,17 +807,18 @@ def coverage_markdown(cov):
              "Per segment (the H-1 observations a generated segment adds), the largest view gap: its 10/50/90% "
              "quantiles and the fraction of segments a `max_view_gap` of 0.15 (an agent's radius) or 0.3 would pass.",
              "Where the agents end (last observation): landmarks claimed, how many different landmarks are some "
-             "agent's nearest (n: each agent has its own; 1: all on one), and the median distance of the closest "
-             "pair.",
+             "agent's nearest (n: each agent has its own; 1: all on one), the median distance of the closest pair, "
+             "and the median distance of an agent to its nearest landmark.",
              "", "| cell | data | stored return | return from the observations | collisions | coverage first | last | "
-             "gain | landmarks claimed | closest pair | view gap | segment view gap q10 / q50 / q90 | "
-             "segments ≤ 0.15 / ≤ 0.3 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "gain | landmarks claimed | closest pair | to its landmark | view gap | "
+             "segment view gap q10 / q50 / q90 | segments ≤ 0.15 / ≤ 0.3 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for tag, row in cov.items():
         for name, r in row.items():
             lines.append(f"| {tag} | {DATASET_NAMES.get(name, name)} | {r['stored_return']:.1f} | "
                          f"{r['obs_return']:.1f} | {r['collisions']:.1f} | {r['first']:.2f} | {r['last']:.2f} | "
-                         f"{r['gain']:.2f} | {r['claimed']:.2f} | {r['end_pair']:.2f} | {r['view_gap']:.3f} | "
+                         f"{r['gain']:.2f} | {r['claimed']:.2f} | {r['end_pair']:.2f} | "
+                         f"{r['end_reach']:.2f} | {r['view_gap']:.3f} | "
                          f"{' / '.join(f'{q:.2f}' for q in r['segment_gap']['quantiles'])} | "
                          f"{' / '.join(f'{v:.3f}' for v in r['segment_gap']['at_or_under'].values())} |")
     return "\n".join(lines) + "\n"

@@ -721,7 +721,7 @@ class MPEEnv(PettingZooTeamEnv):
     def positions_from_obs(self, obs):
         """Spread: each agent's own position `[..., n, 2]` (obs[2:4], _Spread.obs)."""
         if not isinstance(self._sc, _Spread):
-            raise NoRewardFromObs(self, "only spread's reward is computed from the observations here")
+            raise NoObsHook(self, "positions_from_obs", "only spread's observation layout is read here", "MPE spread")
         return obs_array(self, obs, "positions_from_obs")[..., 2:4]
 
     def landmarks_from_obs(self, obs):

@@ -42,10 +42,10 @@ def _augment(args, config, logger, _log, _run):
         stack.callback(env.close)
         # an env without the obs hooks (or without view_gap_from_obs when max_view_gap is on, view_projection when
         # project_views is) is refused before any training
-        first_obs = dataset.arrays(rows=[0, min(1, len(dataset) - 1)])["obs"][:, 0]
-        check_hooks(env, first_obs, dataset.env_info, view_gap=settings.generation.get("max_view_gap") is not None)
+        episodes = dataset.arrays(rows=[0, min(1, len(dataset) - 1)])["obs"]
+        check_hooks(env, episodes[:, 0], dataset.env_info, view_gap=settings.generation.get("max_view_gap") is not None)
         if settings.generation.get("project_views"):
-            checked_projection(env, first_obs, "set project_views: False to sample without it")
+            checked_projection(env, episodes, "set project_views: False to sample without it")
         augmenter = augmenter_class(settings, path, dataset, args.env_config, results_dir, env_label(config), env,
                                     device=args.device, log=_log.info, stat=logger.log_stat,
                                     checkpoint=args.augment_checkpoint, out=args.augment_out)

@@ -76,6 +76,19 @@ def test_projected_sampling_samples_the_gaussian_given_the_constraint():
     shared, free = x[:, 1:, 0, 0], x[:, 1:, :, 1:]
     assert abs(shared.mean().item() - mu) < 0.015 and abs(shared.std().item() * 2 ** 0.5 / sigma - 1) < 0.03
     assert abs(free.std().item() / sigma - 1) < 0.03
+    # with the default clipping and DDIM: projected at each of the 10 steps and at the end, and not the same as
+    # projecting only the result (later steps start from the projected estimates)
+    calls = []
+
+    def spy(x):
+        calls.append(x.shape)
+        return agents_agree(x)
+
+    clipped = SegmentDiffusion(2, 3, 4, n_timesteps=K2, network=GaussianEps(mu, sigma, K2))
+    y = clipped.sample(o0[:200], 0.0, "compose", 1.5, sampler="ddim", n_steps=10, generator=1, project=spy)
+    assert len(calls) == 11 and torch.equal(y[:, 1:, 0, 0], y[:, 1:, 1, 0]) and torch.equal(y[:, 0], o0[:200])
+    final_only = agents_agree(clipped.sample(o0[:200], 0.0, "compose", 1.5, sampler="ddim", n_steps=10, generator=1))
+    assert (y - final_only).abs().max() > 0.05
 
 
 def test_fewer_steps_shrink_the_variance_more():

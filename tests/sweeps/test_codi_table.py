@@ -267,7 +267,8 @@ def test_spread_check_judges_files_by_their_observations(tmp_path):
                                  "obs_return": (0 - 16) / 2, "collisions": (0 + 1) / 2, "view_gap": 0.0,
                                  # at the end: episode 0's agents on different landmarks 18 ** 0.5 apart, episode 1's
                                  # both nearest landmark 0 (3 away, landmark 1 is 4), on the same spot
-                                 "claimed": (2 + 1) / 2, "end_pair": (18 ** 0.5 + 0) / 2})
+                                 # reach: episode 0's agents on their landmarks (0), episode 1's 3 from landmark 0
+                                 "claimed": (2 + 1) / 2, "end_pair": (18 ** 0.5 + 0) / 2, "end_reach": (0 + 3) / 2})
     obs[1, 1, 1, 4:6] += [3, 4]  # agent 1 sees landmark 0 five away from where agent 0 does, on 1 of 6 rows
     generated = {"env": "mpe", "generation": {"horizon": 2}}  # a generated file's settings: 1 observation a segment
     with DatasetWriter(str(tmp_path / "gap.h5"), info, "mpe", {"scenario": "spread", "N": n}, generated) as w:

@@ -391,6 +391,7 @@ class CodiAugmenter:
             r_mean, r_scale = reward_stats(SimpleNamespace(
                 reward=reward, step_valid=np.arange(reward.shape[1])[None, :] < lengths[:, None]))
         diffusion, dynamics = self.build_models(normaliser, scale, r_mean, r_scale)
+        project = self.projection(normaliser)  # the probe samples as generation will
         step = 0
         if state is not None:
             diffusion.load_state_dict(state["diffusion"])
@@ -423,8 +424,7 @@ class CodiAugmenter:
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
             if step % self.s.log_interval == 0 or step == total:
-                self._log_training(step, sums, count, diffusion, dynamics, valid, start_time, start_step,
-                                   self.projection(normaliser))
+                self._log_training(step, sums, count, diffusion, dynamics, valid, start_time, start_step, project)
                 sums, count = {}, 0
             if step % self.s.save_interval == 0 or step == total:
                 _save_torch({"diffusion": diffusion.state_dict(), "dynamics": dynamics.state_dict(),
@@ -541,7 +541,7 @@ class CodiAugmenter:
         """The shared-world projection of sampling (views.py) when project_views is on, else None."""
         if not self.s.generation.get("project_views"):
             return None
-        M = checked_projection(self.hooks, self.arrays["obs"][:, 0], "set project_views: False to sample without it")
+        M = checked_projection(self.hooks, self.arrays["obs"], "set project_views: False to sample without it")
         return ViewProjection(normaliser, M, device=self.device)
 
     def existing_output(self, out, identity):

@@ -310,11 +310,18 @@ class SegmentDiffusion:
         return x
 
     def _projected_eps(self, x, eps, alpha_bar, project, given):
-        """The ε whose clean estimate x̂_0 = (x - √(1-ᾱ) ε) / √ᾱ is project(x̂_0) (the inpainted dims kept): the
-        scheduler's step from it is the step from the projected estimate, for DDPM and DDIM alike. Projecting x̂_0
-        rather than the noisy x lets every later step denoise the agents in one shared world."""
+        """The ε whose clean estimate x̂_0 = (x - √(1-ᾱ) ε) / √ᾱ is project(x̂_0) (clipped first when the schedule
+        clips, the inpainted dims kept), for DDPM and DDIM alike. Projecting x̂_0 rather than the noisy x lets every
+        later step denoise the agents in one shared world. The scheduler clips again, which can move a projected
+        value that left [-1, 1]; sample() projects its result once more, so the constraint holds at the end."""
+        if not 0.0 < alpha_bar < 1.0:
+            raise ValueError(f"project needs 0 < alpha_bar < 1 at every sampled step, got {alpha_bar} (a zero-SNR "
+                             f"schedule): sample without project")
         a, b = alpha_bar ** 0.5, (1.0 - alpha_bar) ** 0.5
-        x0 = torch.where(self.fixed, given, project((x - b * eps) / a))
+        x0 = (x - b * eps) / a
+        if self.schedule["clip_sample"]:
+            x0 = x0.clamp(-1.0, 1.0)
+        x0 = torch.where(self.fixed, given, project(x0))
         return (x - a * x0) / b
 
     # ------------------------------------------------------------------ checkpoints

@@ -24,10 +24,11 @@ class ViewProjection:
         return self.normaliser.normalise(flat.reshape(env.shape))
 
 
-def checked_projection(hooks, initial_obs, fix):
+def checked_projection(hooks, real_obs, fix):
     """The env's `view_projection()` M, checked against the dataset: shape [n*O, n*O], finite, and the identity on
-    its real first observations `initial_obs [E, n, O]` (real views agree, so a map that moves them does not fit
-    this observation layout). `fix` ends every error message (what to set to go on without it)."""
+    its real observations `real_obs [..., n, O]` (whole episodes, so that moving agents are seen too; real views
+    agree, so a map that moves them does not fit this observation layout). `fix` ends every error message (what to
+    set to go on without it)."""
     name = type(hooks).__name__
     if not callable(getattr(hooks, "view_projection", None)):
         raise ValueError(f"project_views needs the env hook view_projection, which {name} lacks; {fix}")
@@ -35,13 +36,13 @@ def checked_projection(hooks, initial_obs, fix):
         M = np.asarray(hooks.view_projection(), dtype=np.float64)
     except NotImplementedError as e:
         raise ValueError(f"project_views needs the env hook view_projection, which {name} lacks ({e}); {fix}") from e
-    o = np.asarray(initial_obs, dtype=np.float64)
+    o = np.asarray(real_obs, dtype=np.float64)
     size = o.shape[-2] * o.shape[-1]
     if M.shape != (size, size) or not np.isfinite(M).all():
         raise ValueError(f"{name}.view_projection() must be a finite [{size}, {size}] matrix (n_agents x obs), got "
                          f"shape {M.shape}; {fix}")
-    flat = o.reshape(len(o), size)
-    moved = np.abs(flat @ M.T - flat).max() if len(o) else 0.0
+    flat = o.reshape(-1, size)
+    moved = np.abs(flat @ M.T - flat).max() if len(flat) else 0.0
     if moved > 1e-4 * max(1.0, np.abs(flat).max()):
         raise ValueError(f"{name}.view_projection() moves the dataset's real observations (by up to {moved:.3g}): "
                          f"it does not fit this observation layout; {fix}")
