@@ -8,7 +8,8 @@ A sweep's table reads each run's last evaluation, often 32 episodes; where retur
 this runs src/main.py with the trial's own arguments (sweeps.spec.trial_argv) plus evaluate=True,
 checkpoint_path=<its model folder>, test_nepisode=--episodes (greedy unless --sampled), with its Sacred runs in a
 scratch results folder (<out>/results) so that the sweep's own runs stay as they were. Trials with the same seed meet
-the same start states wherever the env draws them from its seed alone (MPE, LBF), so methods compare paired.
+the same start states where the env draws them from the seed and its steps are deterministic (MPE spread), so there
+methods compare paired.
 Writes <out>/reevaluate.json and reevaluate.md: per trial the mean, std and standard error of test_return_mean.
 """
 import argparse
