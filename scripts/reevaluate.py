@@ -25,8 +25,9 @@ from sweeps.spec import trial_argv
 from utils.files import write_json_atomic, write_text_atomic
 from utils.paths import REPO_ROOT, SRC_DIR
 
-FINAL = re.compile(r"Final evaluation \(.*?(\d+) (greedy|sampled) episodes\): test_return_mean (-?[\d.eE+-]+), "
-                   r"test_return_std ([\d.eE+-]+)")
+# run/loop.py's log_final_evaluation: "Final evaluation (t_env 10000, 256 greedy episodes): test_return_mean -1.0, ..."
+FINAL = re.compile(r"Final evaluation \(\w+ (\d+), (\d+) (greedy|sampled|epsilon-greedy \([^)]*\)) episodes\): "
+                   r"test_return_mean (-?[\d.]+|nan), test_return_std ([\d.]+|nan)")
 
 
 def evaluation_argv(trial, episodes, sampled, results):
@@ -36,14 +37,26 @@ def evaluation_argv(trial, episodes, sampled, results):
 
 
 def reevaluate(trial, episodes, sampled, results):
-    """(mean, std) of the trial's final model over `episodes` test episodes; RuntimeError with the run's last lines."""
+    """The trial's final model over `episodes` test episodes: {mean, std, episodes (as run: the runner may round
+    them to its batch), policy, step (of the checkpoint loaded)}. RuntimeError with the run's last lines when it
+    fails, when it loaded an earlier checkpoint than the trial's last (the final one is missing), or when --sampled
+    meets an algorithm whose test policy is not sampled (epsilon-greedy learners ignore test_greedy)."""
     cmd = [sys.executable, os.path.join(SRC_DIR, "main.py"), *evaluation_argv(trial, episodes, sampled, results)]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
-    hit = FINAL.search(proc.stdout + proc.stderr)
+    text = proc.stdout + proc.stderr
+    hit = FINAL.search(text)
     if proc.returncode or not hit:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        tail = "\n".join(text.strip().splitlines()[-15:])
         raise RuntimeError(f"the evaluation of {trial['id']} failed (exit {proc.returncode}):\n{tail}")
-    return float(hit.group(3)), float(hit.group(4))
+    step, policy = int(hit.group(1)), hit.group(3)
+    if trial.get("t_env") is not None and step < int(trial["t_env"]):
+        raise RuntimeError(f"the evaluation of {trial['id']} loaded the checkpoint of step {step}, but the trial ended "
+                           f"at {trial['t_env']}: its final checkpoint in {trial['model_dir']} is missing")
+    if sampled and policy != "sampled":
+        raise RuntimeError(f"{trial['id']} ({trial['alg']}) tests with a {policy} policy, which test_greedy does not "
+                           f"change: drop --sampled for this sweep")
+    return {"mean": float(hit.group(4)), "std": float(hit.group(5)), "episodes": int(hit.group(2)), "policy": policy,
+            "step": step}
 
 
 def main(argv=None):
@@ -66,22 +79,27 @@ def main(argv=None):
         print(f"{manifest['name']}: {len(done)} finished trials with a model folder"
               + (f" ({skipped} others skipped)" if skipped else ""), flush=True)
         for t in done:
-            mean, std = reevaluate(t, args.episodes, args.sampled, os.path.join(out, "results"))
-            rows.append({"sweep": manifest["name"], "trial": t["id"], "alg": t["alg"], "seed": t["seed"],
-                         "episodes": args.episodes, "policy": "sampled" if args.sampled else "greedy",
-                         "mean": mean, "std": std, "se": std / args.episodes ** 0.5, "model_dir": t["model_dir"]})
-            print(f"  {t['id']}: test_return_mean {mean:.2f} (std {std:.2f}, se {rows[-1]['se']:.2f})", flush=True)
-    os.makedirs(out, exist_ok=True)
-    write_json_atomic(os.path.join(out, "reevaluate.json"), rows)
-    lines = [f"Final models evaluated again: {args.episodes} {'sampled' if args.sampled else 'greedy'} episodes each "
-             f"(`python scripts/reevaluate.py {' '.join(args.sweeps)} --episodes {args.episodes}"
-             f"{' --sampled' if args.sampled else ''}`).", "",
-             "| sweep | trial | seed | test_return_mean | std | standard error |", "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['sweep']} | {r['trial']} | {r['seed']} | {r['mean']:.2f} | {r['std']:.2f} | {r['se']:.2f} |"
-              for r in rows]
-    write_text_atomic(os.path.join(out, "reevaluate.md"), "\n".join(lines) + "\n")
+            got = reevaluate(t, args.episodes, args.sampled, os.path.join(out, "results"))
+            rows.append({"sweep": manifest["name"], "trial": t["id"], "alg": t["alg"], "seed": t["seed"], **got,
+                         "se": got["std"] / got["episodes"] ** 0.5, "model_dir": t["model_dir"]})
+            print(f"  {t['id']}: test_return_mean {got['mean']:.2f} (std {got['std']:.2f}, se {rows[-1]['se']:.2f}, "
+                  f"{got['episodes']} {got['policy']} episodes, step {got['step']})", flush=True)
+            write(out, rows, args)  # after every trial: a later failure keeps the rows done
+    write(out, rows, args)
     print(f"wrote {os.path.join(out, 'reevaluate.json')} and reevaluate.md", flush=True)
     return 0
+
+
+def write(out, rows, args):
+    os.makedirs(out, exist_ok=True)
+    write_json_atomic(os.path.join(out, "reevaluate.json"), rows)
+    lines = [f"Final models evaluated again (`python scripts/reevaluate.py {' '.join(args.sweeps)} --episodes "
+             f"{args.episodes}{' --sampled' if args.sampled else ''}`).", "",
+             "| sweep | trial | seed | step | episodes | policy | test_return_mean | std | standard error |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|"]
+    lines += [f"| {r['sweep']} | {r['trial']} | {r['seed']} | {r['step']} | {r['episodes']} | {r['policy']} | "
+              f"{r['mean']:.2f} | {r['std']:.2f} | {r['se']:.2f} |" for r in rows]
+    write_text_atomic(os.path.join(out, "reevaluate.md"), "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import glob
 import importlib.util
 import json
 import os
+import shutil
 
 import pytest
 
@@ -31,7 +32,7 @@ def test_reevaluate_runs_each_finished_trial_again_on_more_episodes(tmp_path):
     sweep = tmp_path / "sweeps" / "tiny"
     os.makedirs(sweep)
     trials = [{"id": "iql-s3", "alg": "iql", "env": "climbing", "overrides": overrides, "seed": 3,
-               "resources": {"cpu": 1, "gpu": 0}, "status": "COMPLETED", "model_dir": model_dir},
+               "resources": {"cpu": 1, "gpu": 0}, "status": "COMPLETED", "model_dir": model_dir, "t_env": 225},
               {"id": "iql-s4", "alg": "iql", "env": "climbing", "overrides": overrides, "seed": 4,
                "resources": {"cpu": 1, "gpu": 0}, "status": "ERROR", "model_dir": None}]
     json.dump({"name": "tiny", "trials": trials}, open(sweep / "manifest.json", "w"))
@@ -39,14 +40,22 @@ def test_reevaluate_runs_each_finished_trial_again_on_more_episodes(tmp_path):
     out = tmp_path / "out"
     assert load_script().main([str(sweep), "--episodes", "5", "--out", str(out)]) == 0
     (row,) = json.load(open(out / "reevaluate.json"))  # the ERROR trial is skipped
-    assert row["trial"] == "iql-s3" and row["episodes"] == 5 and row["policy"] == "greedy"
-    assert row["se"] == pytest.approx(row["std"] / 5 ** 0.5) and -1000 < row["mean"] <= 275  # climbing's payoffs
-    assert "| tiny | iql-s3 | 3 |" in (out / "reevaluate.md").read_text()
-    # the evaluation's Sacred run is in the scratch folder; the sweep's results are as they were
+    # iql tests epsilon-greedily with evaluation_epsilon 0: "greedy"; the last checkpoint (225, not 125) was loaded
+    assert row["trial"] == "iql-s3" and row["episodes"] == 5 and row["policy"] == "greedy" and row["step"] == 225
+    assert row["se"] == pytest.approx(row["std"] / 5 ** 0.5)
+    assert "| tiny | iql-s3 | 3 | 225 | 5 | greedy |" in (out / "reevaluate.md").read_text()
+    # the evaluation's Sacred run is in the scratch folder, and its own numbers are the row's; the sweep's results
+    # are as they were
     assert sorted(glob.glob(str(results / "sacred" / "**" / "run.json"), recursive=True)) == sacred_before
     (run,) = glob.glob(str(out / "results" / "sacred" / "**" / "config.json"), recursive=True)
     config = json.load(open(run))
     assert config["evaluate"] is True and config["test_nepisode"] == 5 and config["checkpoint_path"] == model_dir
+    metrics = json.load(open(os.path.join(os.path.dirname(run), "metrics.json")))
+    assert metrics["test_return_mean"]["values"][-1] == pytest.approx(row["mean"], abs=1e-3)
+    # a final checkpoint that has gone is named, not replaced by an earlier one
+    shutil.rmtree(os.path.join(model_dir, "225"))
+    with pytest.raises(RuntimeError, match=r"loaded the checkpoint of step 125, but the trial ended at 225"):
+        load_script().main([str(sweep), "--episodes", "5", "--out", str(tmp_path / "out2")])
 
 
 def test_reevaluate_refuses_a_folder_without_a_manifest(tmp_path, capsys):
