@@ -4,8 +4,8 @@
     python scripts/reevaluate.py results/sweeps/<sweep> --episodes 256 --sampled --out results/bench/reeval
 
 A sweep's table reads each run's last evaluation, often 32 episodes; where returns vary a lot from episode to episode
-(MPE spread N = 3: per-episode std 27-54) that leaves a standard error as large as the gaps between methods. For every COMPLETED trial
-this runs src/main.py with the trial's own arguments (sweeps.spec.trial_argv) plus evaluate=True,
+(MPE spread N = 3: per-episode std 27-54) that leaves a standard error as large as the gaps between methods. For
+every COMPLETED trial this runs src/main.py with the trial's own arguments (sweeps.spec.trial_argv) plus evaluate=True,
 checkpoint_path=<its model folder>, test_nepisode=--episodes (greedy unless --sampled), with its Sacred runs in a
 scratch results folder (<out>/results) so that the sweep's own runs stay as they were. Trials with the same seed meet
 the same start states where the env draws them from the seed and its steps are deterministic (MPE spread), so there
