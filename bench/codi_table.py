@@ -4,6 +4,7 @@ tables and learning curves from src/results.py.
     python bench/codi_table.py --envs mpe_spread lbf_8x8_2p_2f_coop --n-agents 3 4 5 --seeds 1 2 3 --preset cpu
     python bench/codi_table.py ... --check              # build and check every sweep, print the plan and estimate
     python bench/codi_table.py ... --report-only        # tables and figures from what has run so far
+    python bench/codi_table.py ... --report-only --reevaluate 256   # scored on 256 episodes per final model
     python bench/codi_table.py --quick                  # spread N=3, seed 1, short training: a plumbing check
     python bench/codi_table.py --labeler llm --label-with llm.backend=local label_segments=200
     python bench/codi_table.py --augment-with delta=0.2 --privileged     # + the codi_privileged row
@@ -35,7 +36,8 @@ A sweep whose folder holds a manifest is finished with --resume (bench/study.py)
 (config/sweeps/codi_<phase>.yaml) or, when the options change it, that name plus a hash of the changes.
 
 Score (src/results.py --by alg,env --normalise <data dir>/returns.json:imbalanced_1e,expert_all): each run's last
-greedy evaluation, mean ± std over seeds, and (R - R_imb) / (R_bal - R_imb) with the 1-expert and all-expert datasets'
+greedy evaluation (--reevaluate N: its final model evaluated again on N greedy episodes, sweeps/reevaluate.py, rows in
+<cell>/reevaluate/), mean ± std over seeds, and (R - R_imb) / (R_bal - R_imb) with the 1-expert and all-expert datasets'
 mean returns. Written to --out (default results/bench/codi/<preset>/):
   table.md / table.json   per env x N x learner x dataset, an averages row, the paper's Table 1 numbers beside (read
                           from the paper's text in ../shared/papers/000_*.txt)
@@ -61,7 +63,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/ (its study helpers), also when imported
 import study  # noqa: E402  (puts src/ on sys.path)
 from misodice_table import cell as score_cell  # noqa: E402  (the results.py numbers of one group)
-from misodice_table import fmt_cell, provenance, read_json, rel, results_call  # noqa: E402
+from misodice_table import final_words, fmt_cell, provenance, read_json, reevaluated, rel, results_call  # noqa: E402
 from study import RESULTS_ROOT, ROOT  # noqa: E402
 from sweeps.spec import expand, flatten, load_sweep, validate  # noqa: E402
 from utils.config import ConfigError, build_config  # noqa: E402
@@ -540,7 +542,9 @@ def cell_scores(plan, state, c):
     normalise = (f"{os.path.join(c.data_dir, 'returns.json')}:{SOURCE},{ALL}"
                  if SOURCE in refs and ALL in refs and refs[SOURCE] != refs[ALL] else None)
     every = [f for found in folders.values() for f in found]
-    scores, _ = results_call(every, os.path.join(plan.a.out, c.tag), by="alg,env", normalise=normalise, plots=True)
+    finals = reevaluated(every, plan.a.reevaluate, os.path.join(plan.a.out, c.tag, "reevaluate"), plan.a.jobs)
+    scores, _ = results_call(every, os.path.join(plan.a.out, c.tag), by="alg,env", normalise=normalise, plots=True,
+                             finals=finals)
     return {LEARNERS[alg]: {ds: score_cell(scores.get((f"{ds}__{alg}", None))) for ds in plan.datasets}
             for alg in plan.learners(c)}, folders
 
@@ -554,6 +558,7 @@ def build_table(plan, state, paper):
     data = {"preset": plan.a.preset, "labeler": plan.a.labeler_desc, "seeds": list(plan.a.seeds),
             "learners": [LEARNERS[x] for x in plan.a.learners], "datasets": plan.datasets,
             "offline_steps": plan.a.steps or load_sweep("codi_learn")["with"]["offline_steps"],
+            "reevaluate": plan.a.reevaluate or None,
             "augment_with": plan.a.augment_with, "cells": {},
             "paper": paper}
     for c in plan.cells:
@@ -582,7 +587,8 @@ def markdown(data):
             f"Preset `{data['preset']}`; labels: {data['labeler']}; seeds {', '.join(map(str, data['seeds']))}; "
             f"{data['offline_steps']} gradient steps per learner run"
             + (f"; augment runs with {data['augment_with']}" if data["augment_with"] else "") + ".",
-            "Score: each run's last greedy evaluation, mean ± std over seeds (src/results.py); in brackets "
+            f"Score: greedy return, {final_words(data.get('reevaluate'))}, mean ± std over seeds (src/results.py); "
+            "in brackets "
             "(R − R_imb) / (R_bal − R_imb) with R_imb, R_bal = the mean returns of the cell's imbalanced_1e and "
             "expert_all datasets."]
     fixed = [f"{c['env']} (N = {c['n_agents']})" for c in data["cells"].values() if c["fixed_n"]]
@@ -945,8 +951,13 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="default results/bench/codi/<preset>")
     p.add_argument("--check", action="store_true", help="build and check every sweep, print the plan, run nothing")
     p.add_argument("--report-only", action="store_true", help="tables and figures from the runs so far")
+    p.add_argument("--reevaluate", type=int, default=0, metavar="N",
+                   help="before the tables, evaluate every finished learner run's final model again on N greedy "
+                        "episodes (--jobs at a time; kept for the next call) and score runs by that (default 0: off)")
     p.add_argument("extra", nargs="*", help="`with` updates of every learner run, e.g. test_nepisode=16")
     a = p.parse_args(argv)
+    if a.reevaluate < 0:
+        p.error(f"--reevaluate must be >= 0 (0: off), got {a.reevaluate}")
     a.results = os.path.abspath(a.results)
     # in LEARNERS' order, so the same set names the same learn sweeps however it is spelled
     a.learners = [x for x in LEARNERS if x in a.learners]

@@ -8,6 +8,7 @@
     python bench/misodice_table.py --envs lbf_8x8_2p_2f_coop mpe_spread smax --jobs 2
     python bench/misodice_table.py --check                      # build and check every sweep, print the plan, run none
     python bench/misodice_table.py --report-only                # tables from the sweeps run so far
+    python bench/misodice_table.py --report-only --reevaluate 256  # the same, final models on 256 episodes
 
 Phases, each a sweep run by the sweep layer (sweeps.driver, one Ray for all; resumable run by run: a sweep whose
 folder holds a manifest is finished with --resume, its completed trials kept):
@@ -31,7 +32,9 @@ A sweep is named after its phase; when its trials differ from the shipped file c
 seeds, steps, datasets, --quick) it gets a hash suffix and its file goes to <out>/misodice_<env>/sweeps/.
 
 Tables (src/results.py per labeler over phases 2+3, `--by bc_beta`, normalised with the data folder's returns.json,
-random -> 0, expert -> 1): final greedy test return (the last evaluation) mean ± std over seeds per method; SMAX:
+random -> 0, expert -> 1): final greedy test return (the last evaluation; with --reevaluate N each finished run's final
+model evaluated again on N greedy episodes by sweeps/reevaluate.py, into <out>/misodice_<env>/reevaluate/, and
+results.py --finals) mean ± std over seeds per method; SMAX:
 test_battle_won_mean too; label agreement from the label runs' info.json; O-MAPL top-K precision and Spearman
 (results.py --metric topk_precision_sum / return_hat_spearman_sum over phase 2). Written to
 <out>/misodice_<env>.{md,json} and the figure <out>/misodice.{png,pdf} (bars: mean ± std per method and env); the
@@ -317,12 +320,15 @@ def sweep_folder_of(path, name):
 # Runs of one method differ per seed in their label names (omapl_label_name, offline_expert=label:<lab>_s<seed>_...):
 # grouped by run name and env only, so those pool as seeds instead of making one group per seed.
 SEED_POOLED = "alg,env"
-def results_call(folders, out, metric="test_return_mean", by="bc_beta", normalise=None, plots=False):
+def results_call(folders, out, metric="test_return_mean", by="bc_beta", normalise=None, plots=False, finals=None):
     """src/results.py (in this process) over sweep folders; returns {(name, bc_beta or key value): GroupScores}
-    and the report."""
+    and the report. `finals`: a reevaluate.json whose re-evaluated test returns replace the runs' last evaluations
+    (only for the metric they measure, test_return_mean)."""
     import results as results_cli
 
     argv = [*folders, "--metric", metric, "--out", out]
+    if finals and metric == "test_return_mean":
+        argv += ["--finals", finals]
     if by:
         argv += ["--by", by]
     if normalise:
@@ -341,6 +347,30 @@ def results_call(folders, out, metric="test_return_mean", by="bc_beta", normalis
         key = g.settings.get(by) if by else None
         scores[(g.name, None if key is None else float(key) if isinstance(key, (int, float)) else key)] = gs
     return scores, report
+
+
+def reevaluated(folders, episodes, out, jobs):
+    """--reevaluate N: every finished trial of the sweep folders evaluated again on N greedy episodes
+    (sweeps.reevaluate; rows already in <out>/reevaluate.json for the same request are kept). Returns the
+    reevaluate.json for results_call(finals=...), or None when off or there is nothing to evaluate."""
+    from sweeps.reevaluate import ROWS, reevaluate_sweeps
+
+    folders = [f for f in folders if f and os.path.isfile(os.path.join(f, "manifest.json"))]
+    if not episodes or not folders:
+        return None
+    print(f"+ re-evaluating the final models of {len(folders)} sweep(s) on {episodes} greedy episodes -> {out}",
+          flush=True)
+    reevaluate_sweeps(folders, episodes, out, jobs=jobs or 1, log=lambda line: print(line, flush=True),
+                      command=f"python scripts/reevaluate.py {' '.join(folders)} --episodes {episodes}")
+    return os.path.join(out, ROWS)
+
+
+def final_words(episodes):
+    """How a table's final return was measured."""
+    if episodes:
+        return (f"each run's final model evaluated again on {episodes} greedy episodes (--reevaluate; "
+                "scripts/reevaluate.py, rows in reevaluate/reevaluate.md)")
+    return "each run's last evaluation"
 
 
 def cell(gs, digits=3):
@@ -453,13 +483,16 @@ def env_report(plan, files, a):
                          "preference_steps": plan.pref_steps or "config defaults", "topk_expert": plan.k_default},
             "labelers": {}, "tables": {}, "sweeps": {f"{p}:{b}": f for (p, b), f in folders.items()}}
     label_folder = folders.get(("label", f"misodice_{plan.tag}_label"))
+    finals = reevaluated([f for (phase, _), f in folders.items() if phase != "label"], a.reevaluate,
+                         os.path.join(out, "reevaluate"), a.jobs)
+    data["reevaluate"] = a.reevaluate if finals else None
     for tag, _ in plan.labelers:
         p2 = folders.get(("omapl", f"misodice_{plan.tag}_{tag}_omapl"))
         p3 = folders.get(("methods", f"misodice_{plan.tag}_{tag}"))
         present = [f for f in (p2, p3) if f and os.path.isfile(os.path.join(f, "manifest.json"))]
         entry = {"label": label_info(label_folder, tag) if label_folder else None, "methods": {}}
         if present:
-            scores, _ = results_call(present, os.path.join(out, tag), normalise=normalise, plots=True)
+            scores, _ = results_call(present, os.path.join(out, tag), normalise=normalise, plots=True, finals=finals)
             wins = results_call(present, os.path.join(out, f"{tag}_win"), metric=WIN_METRIC)[0] if smax else {}
             for label, name, beta in METHODS:
                 entry["methods"][label] = cell(scores.get((name, beta)))
@@ -481,12 +514,12 @@ def env_report(plan, files, a):
     main_first = data["labelers"][first]["methods"]
     gt = folders.get(("gt", f"misodice_{plan.tag}_gt"))
     if gt and os.path.isfile(os.path.join(gt, "manifest.json")):
-        scores = results_call([gt], os.path.join(out, "gt"), normalise=normalise)[0]
+        scores = results_call([gt], os.path.join(out, "gt"), normalise=normalise, finals=finals)[0]
         data["tables"]["ground_truth"] = {label: cell(scores.get((name, beta))) for label, name, beta in METHODS
                                           if label in DE_METHODS}
     k = folders.get(("k", f"misodice_{plan.tag}_k"))
     if k and os.path.isfile(os.path.join(k, "manifest.json")):
-        scores = results_call([k], os.path.join(out, "k"), normalise=normalise, by=SEED_POOLED)[0]
+        scores = results_call([k], os.path.join(out, "k"), normalise=normalise, by=SEED_POOLED, finals=finals)[0]
         rows = {}
         for kk in sorted({*a.k_values, plan.k_default}):
             rows[str(kk)] = {"misodice": main_first.get("MisoDICE") if kk == plan.k_default else
@@ -494,7 +527,8 @@ def env_report(plan, files, a):
         data["tables"]["k"] = rows
     alpha = folders.get(("alpha", f"misodice_{plan.tag}_alpha"))
     if alpha and os.path.isfile(os.path.join(alpha, "manifest.json")):
-        scores = results_call([alpha], os.path.join(out, "alpha"), normalise=normalise, by="misodice_alpha")[0]
+        scores = results_call([alpha], os.path.join(out, "alpha"), normalise=normalise, by="misodice_alpha",
+                               finals=finals)[0]
         data["tables"]["alpha"] = {f"{x:g}": (main_first.get("MisoDICE") if x == plan.alpha_default else
                                               cell(scores.get(("misodice", float(x))))) for x in sorted(a.alphas)}
     return markdown(plan, data), data
@@ -511,7 +545,8 @@ def markdown(plan, data):
                   "7000, O-MAPL/MARL-SL 6250): a plumbing check, not the paper comparison.", ""]
     lines += [f"Data: `{plan.source}` (labels in `{plan.data}`); seeds {', '.join(map(str, data['seeds']))}; "
               f"D_E = O-MAPL's top {plan.k_default} per seed.",
-              "Final greedy test return (each run's last evaluation), mean ± std over seeds (population std), via "
+              f"Final greedy test return ({final_words(data.get('reevaluate'))}), mean ± std over seeds "
+              "(population std), via "
               "src/results.py" + (f"; [normalised] = (R − R_low) / (R_high − R_low) with {data['normalise']}" if norm
                                   else f"; no normalisation ({data.get('no_normalisation')})") + ".", ""]
     if refs:
@@ -525,7 +560,8 @@ def markdown(plan, data):
         lines.append(f"| {label} | " + " | ".join(fmt_cell(data["labelers"][t]["methods"].get(label), norm)
                                                  for t in tags) + " |")
     if plan.env.startswith("smax"):
-        lines += ["", "## Win rate (test_battle_won_mean)", "", "| method | " + " | ".join(tags) + " |",
+        lines += ["", "## Win rate (test_battle_won_mean, each run's last evaluation)", "",
+                  "| method | " + " | ".join(tags) + " |",
                   "|---|" + "---|" * len(tags)]
         for label, _, _ in METHODS:
             lines.append(f"| {label} | " + " | ".join(fmt_cell(data["labelers"][t]["methods"].get(label + " win"))
@@ -649,10 +685,15 @@ def parse_args(argv=None):
     p.add_argument("--out", default=os.path.join(RESULTS_ROOT, "bench"))
     p.add_argument("--check", action="store_true", help="build and check every sweep, print the plan, run nothing")
     p.add_argument("--report-only", action="store_true", help="tables from the sweeps run so far; run nothing")
+    p.add_argument("--reevaluate", type=int, default=0, metavar="N",
+                   help="before the tables, evaluate every finished run's final model again on N greedy episodes "
+                        "(--jobs at a time; kept for the next call) and score runs by that (default 0: off)")
     p.add_argument("--write-sweeps", action="store_true",
                    help="write the default plan's sweep files into config/sweeps/ (maintainers)")
     p.add_argument("extra", nargs="*", help="`with` updates of every training run, e.g. test_nepisode=16")
     a = p.parse_args(argv)
+    if a.reevaluate < 0:
+        p.error(f"--reevaluate must be >= 0 (0: off), got {a.reevaluate}")
     a.results = os.path.abspath(a.results)
     a.envs = a.envs or ["lbf_8x8_2p_2f_coop"]
     a.seeds = a.seeds if a.seeds is not None else ([0] if a.quick else [0, 1, 2, 3])

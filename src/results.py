@@ -15,6 +15,9 @@ Writes to --out (default results/reports/<metric>/, or results/sweeps/<name>/rep
   curves.png/.pdf  learning curves, one panel per env (offline runs: gradient steps, panels of their own)
   scores.png/.pdf  IQM and mean with their CIs (interval chart); profile.png/.pdf: performance profiles
   marl_eval.json   marl-eval's raw data layout (compare with BenchMARL / Mava)
+
+--finals results/bench/reevaluate/reevaluate.json (scripts/reevaluate.py) replaces each listed run's final score by
+its final model's re-evaluation on more episodes (the curves stay the runs' own evaluations).
   study.md/.json   with --study SPEC.json: a study's rows and figures (src/analysis/study.py)
 
 Which runs: training runs that COMPLETED or are RUNNING (flagged); evaluate, collection and generation runs,
@@ -49,6 +52,9 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None, help="output folder")
     parser.add_argument("--mongo-url", default=None, help="also read Sacred's MongoObserver database at this URL")
     parser.add_argument("--mongo-db", default="pymarl", help="its database (default pymarl, like mongo_db)")
+    parser.add_argument("--finals", action="append", default=[], metavar="reevaluate.json",
+                        help="final scores from scripts/reevaluate.py (the final models evaluated on more episodes) "
+                             "in place of the runs' last evaluations; repeat for several files")
     parser.add_argument("--band", choices=("std", "ci"), default="std",
                         help="learning-curve band: ± std over runs (default) or the 95%% bootstrap CI of the mean")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
@@ -84,11 +90,12 @@ def report(args, mongo_client_factory=None):
     if not runs:
         summary = tables.skipped_summary(skipped)
         raise SystemExit(f"no runs with '{args.metric}' in {where}" + (f" ({summary})" if summary else ""))
+    finals_note = sources.apply_finals(runs, args.finals) if args.finals else None
     by = split_keys(args.by) if args.by is not None else None
     groups = group_runs(runs, ignore=set(split_keys(args.ignore)), by=by)
     finals_by_env = {}
     for g in groups:
-        finals_by_env.setdefault(g.env, []).extend(r.values[-1] for r in g.runs)
+        finals_by_env.setdefault(g.env, []).extend(r.final for r in g.runs)
     normaliser = stats.make_normaliser(args.normalise, finals_by_env)
     scores = stats.group_scores(groups, normaliser, args.reps, args.seed)
     aggs = stats.aggregates(scores, normalised=normaliser is not None, reps=args.reps, seed=args.seed)
@@ -96,13 +103,14 @@ def report(args, mongo_client_factory=None):
 
     md = [f"# Results: {args.metric}", "", f"Runs from {where}: {len(runs)} used in {len(groups)} group(s).", "",
           "## Final score per group", "",
-          "Final = each run's last evaluation; mean ± std over runs (population std); 95% CI: bootstrap of the mean "
-          "over runs (rliable, percentile). One-run groups: n=1, no spread.", "",
+          ("Final = the final model's re-evaluation where --finals gives one (see the notes), else "
+           if finals_note else "Final = ") + "each run's last evaluation; mean ± std over runs (population std); "
+          "95% CI: bootstrap of the mean over runs (rliable, percentile). One-run groups: n=1, no spread.", "",
           tables.group_table(scores, args.metric, normaliser), "",
           f"## Across tasks: IQM and mean of {what}", "",
           "Per algorithm over the envs it ran on; 95% CIs: stratified bootstrap (rliable: runs resampled within "
           "each task). Runs column: runs per task.", "", tables.aggregate_table(aggs, what), ""]
-    notes = []
+    notes = [finals_note] if finals_note else []
     if normaliser:
         notes.append(f"normalised scores: {normaliser.description}; per env (low, high): "
                      + ", ".join(f"{env}: ({lo:g}, {hi:g})" for env in sorted(finals_by_env)

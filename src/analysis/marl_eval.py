@@ -33,7 +33,7 @@ def to_marl_eval(groups, metric):
             algos = out.setdefault(env_name, {}).setdefault(g.env, {}).setdefault(g.label, {})
             record = {f"step_{j}": {"step_count": int(t), name: [float(v)]}
                       for j, (t, v) in enumerate(zip(run.T, run.values))}
-            record["absolute_metrics"] = {name: [float(run.values[-1])]}
+            record["absolute_metrics"] = {name: [run.final]}
             algos[f"run_{len(algos)}"] = record
     return out
 

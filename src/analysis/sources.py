@@ -122,3 +122,32 @@ def load(paths, metric, mongo_url=None, mongo_db="pymarl", now=None, stale_after
         runs += r
         skipped += s
     return runs, skipped
+
+
+def apply_finals(runs, files):
+    """Put re-evaluated final scores (scripts/reevaluate.py's reevaluate.json: rows with sacred_run, mean, episodes,
+    policy) in place of the runs' last evaluations, matched by run folder. Returns a note on what was replaced;
+    SystemExit when a file is unreadable or its rows do not name their runs."""
+    by_run = {}
+    for path in files:
+        try:
+            with open(path) as f:
+                rows = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"--finals {path}: not a readable reevaluate.json ({e})") from None
+        if not isinstance(rows, list) or any(not isinstance(r, dict) or not r.get("sacred_run") for r in rows):
+            raise SystemExit(f"--finals {path}: its rows do not name their Sacred runs (sacred_run): run "
+                             f"scripts/reevaluate.py again to rewrite it")
+        by_run.update({os.path.realpath(r["sacred_run"]): r for r in rows})
+    used = []
+    for run in runs:
+        row = by_run.get(os.path.realpath(run.path))
+        if row is not None:
+            run.final_override = float(row["mean"])
+            used.append(row)
+    kinds = sorted({f"{r['episodes']} {r['policy']}" for r in used})
+    note = (f"final scores of {len(used)} of {len(runs)} runs: their final models evaluated again on "
+            f"{' / '.join(kinds) or 'no'} episodes (--finals {', '.join(files)})")
+    if len(used) < len(runs):
+        note += f"; the other {len(runs) - len(used)}: their last evaluation"
+    return note

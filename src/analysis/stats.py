@@ -172,7 +172,7 @@ def group_scores(groups, normaliser=None, reps=2000, seed=0):
     resampling runs)."""
     out = []
     for g in groups:
-        finals = np.array([r.values[-1] for r in g.runs], float)
+        finals = np.array([r.final for r in g.runs], float)
         steps = np.array([r.T[-1] for r in g.runs], float)
         gs = GroupScores(g, finals, steps)
         if normaliser is not None:

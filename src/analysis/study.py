@@ -96,7 +96,7 @@ def row_metrics(runs, threshold=None):
     """Per row (one Run per seed of the study metric): final mean ± std, steps to threshold, AUC (budget: each run's
     t_max), label accuracy (mean over seeds), LLM tokens and cost (summed: only the seed that labeled spent any);
     None where no run says."""
-    finals = np.array([r.values[-1] for r in runs], float)
+    finals = np.array([r.final for r in runs], float)
     aucs = np.array([curve_metrics.auc(r.T, r.values, r.config.get("t_max") or r.T[-1]) for r in runs], float)
     out = {"runs": len(runs), "running": sum(r.running for r in runs), "final": finals.tolist(),
            "final_mean": float(finals.mean()), "final_std": float(finals.std()), "auc": aucs.tolist(),

@@ -65,6 +65,12 @@ class Run:
     running: bool
     T: np.ndarray
     values: np.ndarray
+    final_override: float = None  # its final model re-evaluated on more episodes (src/results.py --finals)
+
+    @property
+    def final(self):
+        """The run's final score: its last evaluation, or the re-evaluation of its final model where one is given."""
+        return float(self.values[-1]) if self.final_override is None else self.final_override
 
 
 @dataclass

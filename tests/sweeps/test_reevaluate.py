@@ -1,5 +1,6 @@
-"""scripts/reevaluate.py: a finished trial's final model evaluated again on more episodes, from the sweep's manifest,
-with its Sacred runs kept apart from the sweep's."""
+"""scripts/reevaluate.py (sweeps/reevaluate.py): a finished trial's final model evaluated again on more episodes, from
+the sweep's manifest, with its Sacred runs kept apart from the sweep's; src/results.py --finals and the bench tables'
+--reevaluate score runs by those numbers."""
 import glob
 import importlib.util
 import json
@@ -17,8 +18,8 @@ TINY = ["t_max=200", "test_interval=100", "test_nepisode=2", "log_interval=100",
         "save_model_interval=100"]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("reevaluate", SCRIPT)
+def load_script(path=SCRIPT):
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -28,11 +29,14 @@ def test_reevaluate_runs_each_finished_trial_again_on_more_episodes(tmp_path):
     results = tmp_path / "results"
     run_main(results, "iql", "climbing", *TINY)
     (model_dir,) = glob.glob(str(results / "models" / "*"))
+    (sacred_run,) = [os.path.dirname(p) for p in glob.glob(str(results / "sacred" / "**" / "run.json"),
+                                                             recursive=True)]
     overrides = {"local_results_path": str(results), **parse_updates(TINY)}  # typed, as a manifest holds them
     sweep = tmp_path / "sweeps" / "tiny"
     os.makedirs(sweep)
     trials = [{"id": "iql-s3", "alg": "iql", "env": "climbing", "overrides": overrides, "seed": 3,
-               "resources": {"cpu": 1, "gpu": 0}, "status": "COMPLETED", "model_dir": model_dir, "t_env": 225},
+               "resources": {"cpu": 1, "gpu": 0}, "status": "COMPLETED", "model_dir": model_dir, "t_env": 225,
+               "sacred_run": sacred_run},
               {"id": "iql-s4", "alg": "iql", "env": "climbing", "overrides": overrides, "seed": 4,
                "resources": {"cpu": 1, "gpu": 0}, "status": "ERROR", "model_dir": None}]
     json.dump({"name": "tiny", "trials": trials}, open(sweep / "manifest.json", "w"))
@@ -52,6 +56,33 @@ def test_reevaluate_runs_each_finished_trial_again_on_more_episodes(tmp_path):
     assert config["evaluate"] is True and config["test_nepisode"] == 5 and config["checkpoint_path"] == model_dir
     metrics = json.load(open(os.path.join(os.path.dirname(run), "metrics.json")))
     assert metrics["test_return_mean"]["values"][-1] == pytest.approx(row["mean"], abs=1e-3)
+    assert row["sacred_run"] == sacred_run and row["requested"] == 5 and row["sampled"] is False
+    # asked again for the same: the row is kept, nothing runs; src/results.py --finals scores the run by it
+    assert load_script().main([str(sweep), "--episodes", "5", "--out", str(out)]) == 0
+    assert json.load(open(out / "reevaluate.json")) == [row]
+    assert len(glob.glob(str(out / "results" / "sacred" / "**" / "config.json"), recursive=True)) == 1
+    import results as results_cli
+
+    plain = results_cli.report(results_cli.parse_args([str(sweep), "--out", str(tmp_path / "r0"), "--no-plots"]))
+    scored = results_cli.report(results_cli.parse_args([str(sweep), "--out", str(tmp_path / "r1"), "--no-plots",
+                                                        "--finals", str(out / "reevaluate.json")]))
+    (run,) = scored["groups"][0].runs
+    assert plain["scores"][0].finals.tolist() == [run.values[-1]]  # without --finals: the run's last evaluation
+    assert scored["scores"][0].finals.tolist() == [row["mean"]] and run.final == row["mean"]
+    assert "final scores of 1 of 1 runs: their final models evaluated again on 5 greedy episodes" in \
+        scored["markdown"]
+    # the bench tables' --reevaluate: the same rows (kept), the cell's number is the re-evaluation
+    misodice_table = load_script(os.path.join(os.path.dirname(SCRIPT), "..", "bench", "misodice_table.py"))
+    finals = misodice_table.reevaluated([str(sweep)], 5, str(out), jobs=2)
+    scores, _ = misodice_table.results_call([str(sweep)], str(tmp_path / "r2"), by=None, finals=finals)
+    assert [misodice_table.cell(gs)["mean"] for gs in scores.values()] == [row["mean"]]
+    assert misodice_table.reevaluated([str(sweep)], 0, str(out), jobs=2) is None  # --reevaluate 0: off
+    assert "evaluated again on 5 greedy episodes" in misodice_table.final_words(5)
+    # rows that do not name their runs (an older reevaluate.json) are refused with what to do
+    (tmp_path / "old.json").write_text(json.dumps([{k: v for k, v in row.items() if k != "sacred_run"}]))
+    with pytest.raises(SystemExit, match="run scripts/reevaluate.py again"):
+        results_cli.report(results_cli.parse_args([str(sweep), "--finals", str(tmp_path / "old.json"),
+                                                   "--out", str(tmp_path / "r3"), "--no-plots"]))
     # a final checkpoint that has gone is named, not replaced by an earlier one
     shutil.rmtree(os.path.join(model_dir, "225"))
     with pytest.raises(RuntimeError, match=r"loaded the checkpoint of step 125, but the trial ended at 225"):

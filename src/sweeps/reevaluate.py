@@ -1,0 +1,125 @@
+"""The final models of finished sweeps evaluated again, on more episodes than their runs did.
+
+A sweep's table reads each run's last evaluation, often 32 episodes; where returns vary a lot from episode to episode
+(MPE spread N = 3: per-episode std 27-54) that leaves a standard error as large as the gaps between methods. For
+every COMPLETED trial with a model folder this runs src/main.py with the trial's own arguments (spec.trial_argv)
+plus evaluate=True, checkpoint_path=<its model folder>, test_nepisode=<episodes> (greedy unless sampled), with its
+Sacred runs in a scratch results folder (<out>/results) so that the sweep's own runs stay as they were. Trials with
+the same seed meet the same start states where the env draws them from the seed and its steps are deterministic (MPE
+spread), so there methods compare paired.
+
+<out>/reevaluate.json (rewritten after every trial, so a failure keeps what is done) holds one row per trial: sweep,
+trial, alg, seed, sacred_run (the trial's run that counts: src/results.py --finals matches runs by it), the mean, std
+and standard error of test_return_mean, the episodes run and requested, the policy and the checkpoint step loaded.
+A row whose trial, model folder, request and final step are unchanged is reused, not run again.
+"""
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from sweeps.manifest import read_json, read_manifest
+from sweeps.spec import trial_argv
+from utils.files import write_json_atomic, write_text_atomic
+from utils.paths import REPO_ROOT, SRC_DIR
+
+ROWS = "reevaluate.json"
+# run/loop.py's log_final_evaluation: "Final evaluation (t_env 10000, 256 greedy episodes): test_return_mean -1.0, ..."
+FINAL = re.compile(r"Final evaluation \(\w+ (\d+), (\d+) (greedy|sampled|epsilon-greedy \([^)]*\)) episodes\): "
+                   r"test_return_mean (-?[\d.]+|nan), test_return_std ([\d.]+|nan)")
+
+
+def evaluation_argv(trial, episodes, sampled, results):
+    overrides = {**trial["overrides"], "evaluate": True, "test_nepisode": episodes, "test_greedy": not sampled,
+                 "local_results_path": results, "use_tensorboard": False, "save_model": False}
+    return trial_argv({**trial, "overrides": overrides}, f"reevaluate:{trial['id']}", trial["model_dir"])
+
+
+def evaluate_trial(trial, episodes, sampled, results):
+    """The trial's final model over `episodes` test episodes: {mean, std, episodes (as run: the runner may round
+    them to its batch), policy, step (of the checkpoint loaded)}. RuntimeError with the run's last lines when it
+    fails, when it loaded an earlier checkpoint than the trial's last (the final one is missing), or when `sampled`
+    meets an algorithm whose test policy is not sampled (epsilon-greedy learners ignore test_greedy)."""
+    cmd = [sys.executable, os.path.join(SRC_DIR, "main.py"), *evaluation_argv(trial, episodes, sampled, results)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    text = proc.stdout + proc.stderr
+    hit = FINAL.search(text)
+    if proc.returncode or not hit:
+        tail = "\n".join(text.strip().splitlines()[-15:])
+        raise RuntimeError(f"the evaluation of {trial['id']} failed (exit {proc.returncode}):\n{tail}")
+    step, policy = int(hit.group(1)), hit.group(3)
+    if trial.get("t_env") is not None and step < int(trial["t_env"]):
+        raise RuntimeError(f"the evaluation of {trial['id']} loaded the checkpoint of step {step}, but the trial ended "
+                           f"at {trial['t_env']}: its final checkpoint in {trial['model_dir']} is missing")
+    if sampled and policy != "sampled":
+        raise RuntimeError(f"{trial['id']} ({trial['alg']}) tests with a {policy} policy, which test_greedy does not "
+                           f"change: drop --sampled for this sweep")
+    mean, std, ran = float(hit.group(4)), float(hit.group(5)), int(hit.group(2))
+    return {"mean": mean, "std": std, "se": std / ran ** 0.5, "episodes": ran, "policy": policy, "step": step}
+
+
+def finished_trials(folder):
+    """(sweep name, [COMPLETED trials with a model folder], how many others) of a sweep folder; ValueError when it
+    holds no manifest."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise ValueError(f"{folder} holds no readable manifest.json: pass a sweep folder (results/sweeps/<name>)")
+    done = [t for t in manifest["trials"] if t.get("status") == "COMPLETED" and t.get("model_dir")]
+    return manifest["name"], done, len(manifest["trials"]) - len(done)
+
+
+def reusable(row, trial, episodes, sampled):
+    return (row.get("requested") == episodes and row.get("sampled") == sampled
+            and row.get("model_dir") == trial["model_dir"] and row.get("step") == trial.get("t_env"))
+
+
+def reevaluate_sweeps(folders, episodes, out, sampled=False, jobs=1, log=print, command=None):
+    """Rows of every finished trial of the sweep folders (see the module's doc), `jobs` evaluations at a time;
+    writes <out>/reevaluate.json and .md after each. `command` is the line the .md names as its source."""
+    out = os.path.abspath(out)
+    old = {(r["sweep"], r["trial"]): r for r in read_json(os.path.join(out, ROWS)) or []}
+    keys, todo, rows = [], [], {}  # keys: every finished trial in sweep and manifest order
+    for folder in folders:
+        name, done, skipped = finished_trials(folder)
+        log(f"{name}: {len(done)} finished trials with a model folder"
+            + (f" ({skipped} others skipped)" if skipped else ""))
+        for t in done:
+            key = (name, t["id"])
+            keys.append(key)
+            prev = old.get(key)
+            if prev and reusable(prev, t, episodes, sampled):
+                rows[key] = prev
+            else:
+                todo.append((key, t))
+    if rows:
+        log(f"  {len(rows)} trial(s) already evaluated on {episodes} episodes in {out}: kept")
+
+    def one(item):
+        (sweep, trial_id), t = item
+        got = evaluate_trial(t, episodes, sampled, os.path.join(out, "results"))
+        return {"sweep": sweep, "trial": trial_id, "alg": t["alg"], "seed": t["seed"], **got, "requested": episodes,
+                "sampled": sampled, "model_dir": t["model_dir"], "sacred_run": t.get("sacred_run")}
+
+    def ordered():
+        return [rows[k] for k in keys if k in rows]
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:  # the threads only wait on src/main.py processes
+        for (key, _), row in zip(todo, pool.map(one, todo)):
+            rows[key] = row
+            log(f"  {row['trial']}: test_return_mean {row['mean']:.2f} (std {row['std']:.2f}, se {row['se']:.2f}, "
+                f"{row['episodes']} {row['policy']} episodes, step {row['step']})")
+            write(out, ordered(), command)  # after every trial: a later failure keeps the rows done
+    write(out, ordered(), command)
+    return ordered()
+
+
+def write(out, rows, command=None):
+    os.makedirs(out, exist_ok=True)
+    write_json_atomic(os.path.join(out, ROWS), rows)
+    lines = [f"Final models evaluated again{f' (`{command}`)' if command else ''}.", "",
+             "| sweep | trial | seed | step | episodes | policy | test_return_mean | std | standard error |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|"]
+    lines += [f"| {r['sweep']} | {r['trial']} | {r['seed']} | {r['step']} | {r['episodes']} | {r['policy']} | "
+              f"{r['mean']:.2f} | {r['std']:.2f} | {r['se']:.2f} |" for r in rows]
+    write_text_atomic(os.path.join(out, "reevaluate.md"), "\n".join(lines) + "\n")
