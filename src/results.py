@@ -53,8 +53,9 @@ def parse_args(argv=None):
     parser.add_argument("--mongo-url", default=None, help="also read Sacred's MongoObserver database at this URL")
     parser.add_argument("--mongo-db", default="pymarl", help="its database (default pymarl, like mongo_db)")
     parser.add_argument("--finals", action="append", default=[], metavar="reevaluate.json",
-                        help="final scores from scripts/reevaluate.py (the final models evaluated on more episodes) "
-                             "in place of the runs' last evaluations; repeat for several files")
+                        help="final test_return_mean scores from scripts/reevaluate.py (the final models evaluated "
+                             "on more episodes) in place of the runs' last evaluations, in the tables and aggregates "
+                             "(not --study's); repeat for several files")
     parser.add_argument("--band", choices=("std", "ci"), default="std",
                         help="learning-curve band: ± std over runs (default) or the 95%% bootstrap CI of the mean")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
@@ -90,7 +91,7 @@ def report(args, mongo_client_factory=None):
     if not runs:
         summary = tables.skipped_summary(skipped)
         raise SystemExit(f"no runs with '{args.metric}' in {where}" + (f" ({summary})" if summary else ""))
-    finals_note = sources.apply_finals(runs, args.finals) if args.finals else None
+    finals_note = sources.apply_finals(runs, args.finals, args.metric) if args.finals else None
     by = split_keys(args.by) if args.by is not None else None
     groups = group_runs(runs, ignore=set(split_keys(args.ignore)), by=by)
     finals_by_env = {}

@@ -18,6 +18,7 @@ from utils.runs import STALE_AFTER, find_mongo_runs, find_runs, read_run
 
 MANIFEST = "manifest.json"
 RUN_KEYS = ("sacred_run", "sacred_dir", "sacred_path", "run_dir")
+REEVALUATED = "test_return_mean"  # the metric scripts/reevaluate.py measures
 
 
 def is_run_dir(path):
@@ -124,10 +125,14 @@ def load(paths, metric, mongo_url=None, mongo_db="pymarl", now=None, stale_after
     return runs, skipped
 
 
-def apply_finals(runs, files):
+def apply_finals(runs, files, metric):
     """Put re-evaluated final scores (scripts/reevaluate.py's reevaluate.json: rows with sacred_run, mean, episodes,
-    policy) in place of the runs' last evaluations, matched by run folder. Returns a note on what was replaced;
-    SystemExit when a file is unreadable or its rows do not name their runs."""
+    policy, of test_return_mean) in place of the runs' last evaluations, matched by run folder. Returns a note on
+    what was replaced; SystemExit when a file is unreadable, its rows do not name their runs, or `metric` is not
+    the one they measured."""
+    if metric != REEVALUATED:
+        raise SystemExit(f"--finals holds re-evaluations of {REEVALUATED}, not of {metric}: drop --finals or use "
+                         f"--metric {REEVALUATED}")
     by_run = {}
     for path in files:
         try:

@@ -83,6 +83,9 @@ def test_reevaluate_runs_each_finished_trial_again_on_more_episodes(tmp_path):
     with pytest.raises(SystemExit, match="run scripts/reevaluate.py again"):
         results_cli.report(results_cli.parse_args([str(sweep), "--finals", str(tmp_path / "old.json"),
                                                    "--out", str(tmp_path / "r3"), "--no-plots"]))
+    with pytest.raises(SystemExit, match="re-evaluations of test_return_mean, not of test_return_std"):
+        results_cli.report(results_cli.parse_args([str(sweep), "--finals", str(out / "reevaluate.json"),
+                                                   "--metric", "test_return_std", "--out", str(tmp_path / "r4")]))
     # a final checkpoint that has gone is named, not replaced by an earlier one
     shutil.rmtree(os.path.join(model_dir, "225"))
     with pytest.raises(RuntimeError, match=r"loaded the checkpoint of step 125, but the trial ended at 225"):
