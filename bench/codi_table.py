@@ -63,7 +63,16 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/ (its study helpers), also when imported
 import study  # noqa: E402  (puts src/ on sys.path)
 from misodice_table import cell as score_cell  # noqa: E402  (the results.py numbers of one group)
-from misodice_table import final_words, fmt_cell, provenance, read_json, reevaluated, rel, results_call  # noqa: E402
+from misodice_table import (  # noqa: E402
+    count_rescored,
+    final_words,
+    fmt_cell,
+    provenance,
+    read_json,
+    reevaluated,
+    rel,
+    results_call,  # noqa: E402
+)
 from study import RESULTS_ROOT, ROOT  # noqa: E402
 from sweeps.spec import expand, flatten, load_sweep, validate  # noqa: E402
 from utils.config import ConfigError, build_config  # noqa: E402
@@ -525,7 +534,7 @@ def references(c):
     return {r["dataset"]: r["return_mean"] for r in table.get("datasets", []) if r["dataset"] in (SOURCE, TWO, ALL)}
 
 
-def cell_scores(plan, state, c):
+def cell_scores(plan, state, c, tally=None):
     """{learner: {dataset: score cell}} of one cell: one src/results.py call over its learn sweeps; and {dataset:
     [sweep folder]}."""
     folders = {}
@@ -543,8 +552,9 @@ def cell_scores(plan, state, c):
                  if SOURCE in refs and ALL in refs and refs[SOURCE] != refs[ALL] else None)
     every = [f for found in folders.values() for f in found]
     finals = reevaluated(every, plan.a.reevaluate, os.path.join(plan.a.out, c.tag, "reevaluate"), plan.a.jobs)
-    scores, _ = results_call(every, os.path.join(plan.a.out, c.tag), by="alg,env", normalise=normalise, plots=True,
-                             finals=finals)
+    scores, report = results_call(every, os.path.join(plan.a.out, c.tag), by="alg,env", normalise=normalise,
+                                  plots=True, finals=finals)
+    count_rescored(tally, report)
     return {LEARNERS[alg]: {ds: score_cell(scores.get((f"{ds}__{alg}", None))) for ds in plan.datasets}
             for alg in plan.learners(c)}, folders
 
@@ -558,11 +568,11 @@ def build_table(plan, state, paper):
     data = {"preset": plan.a.preset, "labeler": plan.a.labeler_desc, "seeds": list(plan.a.seeds),
             "learners": [LEARNERS[x] for x in plan.a.learners], "datasets": plan.datasets,
             "offline_steps": plan.a.steps or load_sweep("codi_learn")["with"]["offline_steps"],
-            "reevaluate": plan.a.reevaluate or None,
+            "reevaluate": {"episodes": plan.a.reevaluate, "rescored": 0, "runs": 0} if plan.a.reevaluate else None,
             "augment_with": plan.a.augment_with, "cells": {},
             "paper": paper}
     for c in plan.cells:
-        scores, folders = cell_scores(plan, state, c)
+        scores, folders = cell_scores(plan, state, c, data["reevaluate"])
         data["cells"][c.tag] = {"env": c.env, "n_agents": c.n, "env_label": c.label, "fixed_n": c.env not in N_ARG,
                                 "references": references(c), "scores": scores, "sweeps": folders,
                                 "generated": {k[1]: v for k, v in state.generated.items() if k[0] == c.tag},

@@ -365,12 +365,23 @@ def reevaluated(folders, episodes, out, jobs):
     return os.path.join(out, ROWS)
 
 
-def final_words(episodes):
-    """How a table's final return was measured."""
-    if episodes:
-        return (f"each run's final model evaluated again on {episodes} greedy episodes (--reevaluate; "
-                "scripts/reevaluate.py, rows in reevaluate/reevaluate.md)")
-    return "each run's last evaluation"
+def count_rescored(tally, report):
+    """Add a results_call report's runs, and those --finals re-scored, to `tally` ({"rescored", "runs"}; None: off)."""
+    if tally is not None and report:
+        tally["rescored"] += report["rescored"]
+        tally["runs"] += sum(len(g.runs) for g in report["groups"])
+
+
+def final_words(tally):
+    """How a table's final return was measured: tally = {"episodes", "rescored", "runs"} of --reevaluate, or None."""
+    if not tally or not tally["rescored"]:
+        return "each run's last evaluation"
+    how = (f"evaluated again on {tally['episodes']} greedy episodes (--reevaluate; scripts/reevaluate.py, rows in "
+           "reevaluate/reevaluate.md)")
+    if tally["rescored"] == tally["runs"]:
+        return f"each run's final model {how}"
+    return (f"{tally['rescored']} of {tally['runs']} runs' final models {how}, the other runs' last evaluation (not "
+            "finished, or no model folder)")
 
 
 def cell(gs, digits=3):
@@ -485,14 +496,16 @@ def env_report(plan, files, a):
     label_folder = folders.get(("label", f"misodice_{plan.tag}_label"))
     finals = reevaluated([f for (phase, _), f in folders.items() if phase != "label"], a.reevaluate,
                          os.path.join(out, "reevaluate"), a.jobs)
-    data["reevaluate"] = a.reevaluate if finals else None
+    tally = data["reevaluate"] = {"episodes": a.reevaluate, "rescored": 0, "runs": 0} if finals else None
     for tag, _ in plan.labelers:
         p2 = folders.get(("omapl", f"misodice_{plan.tag}_{tag}_omapl"))
         p3 = folders.get(("methods", f"misodice_{plan.tag}_{tag}"))
         present = [f for f in (p2, p3) if f and os.path.isfile(os.path.join(f, "manifest.json"))]
         entry = {"label": label_info(label_folder, tag) if label_folder else None, "methods": {}}
         if present:
-            scores, _ = results_call(present, os.path.join(out, tag), normalise=normalise, plots=True, finals=finals)
+            scores, report = results_call(present, os.path.join(out, tag), normalise=normalise, plots=True,
+                                          finals=finals)
+            count_rescored(tally, report)
             wins = results_call(present, os.path.join(out, f"{tag}_win"), metric=WIN_METRIC)[0] if smax else {}
             for label, name, beta in METHODS:
                 entry["methods"][label] = cell(scores.get((name, beta)))
@@ -514,12 +527,15 @@ def env_report(plan, files, a):
     main_first = data["labelers"][first]["methods"]
     gt = folders.get(("gt", f"misodice_{plan.tag}_gt"))
     if gt and os.path.isfile(os.path.join(gt, "manifest.json")):
-        scores = results_call([gt], os.path.join(out, "gt"), normalise=normalise, finals=finals)[0]
+        scores, report = results_call([gt], os.path.join(out, "gt"), normalise=normalise, finals=finals)
+        count_rescored(tally, report)
         data["tables"]["ground_truth"] = {label: cell(scores.get((name, beta))) for label, name, beta in METHODS
                                           if label in DE_METHODS}
     k = folders.get(("k", f"misodice_{plan.tag}_k"))
     if k and os.path.isfile(os.path.join(k, "manifest.json")):
-        scores = results_call([k], os.path.join(out, "k"), normalise=normalise, by=SEED_POOLED, finals=finals)[0]
+        scores, report = results_call([k], os.path.join(out, "k"), normalise=normalise, by=SEED_POOLED,
+                                      finals=finals)
+        count_rescored(tally, report)
         rows = {}
         for kk in sorted({*a.k_values, plan.k_default}):
             rows[str(kk)] = {"misodice": main_first.get("MisoDICE") if kk == plan.k_default else
@@ -527,8 +543,9 @@ def env_report(plan, files, a):
         data["tables"]["k"] = rows
     alpha = folders.get(("alpha", f"misodice_{plan.tag}_alpha"))
     if alpha and os.path.isfile(os.path.join(alpha, "manifest.json")):
-        scores = results_call([alpha], os.path.join(out, "alpha"), normalise=normalise, by="misodice_alpha",
-                               finals=finals)[0]
+        scores, report = results_call([alpha], os.path.join(out, "alpha"), normalise=normalise,
+                                      by="misodice_alpha", finals=finals)
+        count_rescored(tally, report)
         data["tables"]["alpha"] = {f"{x:g}": (main_first.get("MisoDICE") if x == plan.alpha_default else
                                               cell(scores.get(("misodice", float(x))))) for x in sorted(a.alphas)}
     return markdown(plan, data), data

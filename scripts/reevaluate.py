@@ -38,6 +38,9 @@ def main(argv=None):
                           log=lambda line: print(line, flush=True), command=command)
     except ValueError as e:
         parser.error(str(e))
+    except RuntimeError as e:  # evaluations that failed; the rows of the others are written
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"wrote {os.path.join(out, 'reevaluate.json')} and reevaluate.md", flush=True)
     return 0
 

@@ -15,9 +15,6 @@ Writes to --out (default results/reports/<metric>/, or results/sweeps/<name>/rep
   curves.png/.pdf  learning curves, one panel per env (offline runs: gradient steps, panels of their own)
   scores.png/.pdf  IQM and mean with their CIs (interval chart); profile.png/.pdf: performance profiles
   marl_eval.json   marl-eval's raw data layout (compare with BenchMARL / Mava)
-
---finals results/bench/reevaluate/reevaluate.json (scripts/reevaluate.py) replaces each listed run's final score by
-its final model's re-evaluation on more episodes (the curves stay the runs' own evaluations).
   study.md/.json   with --study SPEC.json: a study's rows and figures (src/analysis/study.py)
 
 Which runs: training runs that COMPLETED or are RUNNING (flagged); evaluate, collection and generation runs,
@@ -31,6 +28,9 @@ and highest final score of any run), or a dataset returns file: results/datasets
 or results/datasets/reference_returns.json, optionally FILE:LOW,HIGH with dataset names (default CODI's
 imbalanced_1e and expert_all, else random and expert): (R - R_low) / (R_high - R_low) with those datasets' mean
 returns. The aggregates (IQM, mean, profiles) use normalised scores when given, raw ones otherwise.
+
+--finals results/bench/reevaluate/reevaluate.json (scripts/reevaluate.py) replaces each listed run's final score by
+its final model's re-evaluation on more episodes (the curves stay the runs' own evaluations).
 """
 import argparse
 import os
@@ -91,7 +91,7 @@ def report(args, mongo_client_factory=None):
     if not runs:
         summary = tables.skipped_summary(skipped)
         raise SystemExit(f"no runs with '{args.metric}' in {where}" + (f" ({summary})" if summary else ""))
-    finals_note = sources.apply_finals(runs, args.finals, args.metric) if args.finals else None
+    finals_note, rescored = sources.apply_finals(runs, args.finals, args.metric) if args.finals else (None, 0)
     by = split_keys(args.by) if args.by is not None else None
     groups = group_runs(runs, ignore=set(split_keys(args.ignore)), by=by)
     finals_by_env = {}
@@ -148,7 +148,7 @@ def report(args, mongo_client_factory=None):
         markdown += "\n" + study["markdown"]
         files += study["files"]
     return {"markdown": markdown, "files": files, "groups": groups, "scores": scores, "aggregates": aggs,
-            "skipped": skipped, "normaliser": normaliser}
+            "skipped": skipped, "normaliser": normaliser, "rescored": rescored}
 
 
 def main(argv=None, mongo_client_factory=None):

@@ -14,6 +14,8 @@ returned as skipped, with the reason).
 import json
 import os
 
+import numpy as np
+
 from utils.runs import STALE_AFTER, find_mongo_runs, find_runs, read_run
 
 MANIFEST = "manifest.json"
@@ -143,16 +145,28 @@ def apply_finals(runs, files, metric):
         if not isinstance(rows, list) or any(not isinstance(r, dict) or not r.get("sacred_run") for r in rows):
             raise SystemExit(f"--finals {path}: its rows do not name their Sacred runs (sacred_run): run "
                              f"scripts/reevaluate.py again to rewrite it")
-        by_run.update({os.path.realpath(r["sacred_run"]): r for r in rows})
+        for r in rows:
+            try:
+                mean, episodes, policy = float(r["mean"]), int(r["episodes"]), str(r["policy"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise SystemExit(f"--finals {path}: the row of {r['sacred_run']} lacks a valid mean, episodes or "
+                                 f"policy ({e!r}): run scripts/reevaluate.py again to rewrite it") from None
+            if not np.isfinite(mean):
+                raise SystemExit(f"--finals {path}: the re-evaluation of {r['sacred_run']} is {mean}, not a score")
+            key = os.path.realpath(r["sacred_run"])
+            if key in by_run and by_run[key][0] != mean:
+                raise SystemExit(f"--finals: {r['sacred_run']} has two re-evaluations ({by_run[key][0]:g} in "
+                                 f"{by_run[key][3]}, {mean:g} in {path}): give one file per run")
+            by_run[key] = (mean, episodes, policy, path)
     used = []
     for run in runs:
-        row = by_run.get(os.path.realpath(run.path))
-        if row is not None:
-            run.final_override = float(row["mean"])
-            used.append(row)
-    kinds = sorted({f"{r['episodes']} {r['policy']}" for r in used})
+        hit = by_run.get(os.path.realpath(run.path))
+        if hit is not None:
+            run.final_override = hit[0]
+            used.append(hit)
+    kinds = sorted({f"{episodes} {policy}" for _, episodes, policy, _ in used})
     note = (f"final scores of {len(used)} of {len(runs)} runs: their final models evaluated again on "
             f"{' / '.join(kinds) or 'no'} episodes (--finals {', '.join(files)})")
     if len(used) < len(runs):
         note += f"; the other {len(runs) - len(used)}: their last evaluation"
-    return note
+    return note, len(used)

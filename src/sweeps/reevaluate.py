@@ -11,13 +11,15 @@ spread), so there methods compare paired.
 <out>/reevaluate.json (rewritten after every trial, so a failure keeps what is done) holds one row per trial: sweep,
 trial, alg, seed, sacred_run (the trial's run that counts: src/results.py --finals matches runs by it), the mean, std
 and standard error of test_return_mean, the episodes run and requested, the policy and the checkpoint step loaded.
-A row whose trial, model folder, request and final step are unchanged is reused, not run again.
+A row whose trial, model folder, Sacred run, request and final step are unchanged is reused, not run again; rows of
+other sweeps in the file stay.
 """
+import math
 import os
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from sweeps.manifest import read_json, read_manifest
 from sweeps.spec import trial_argv
@@ -56,33 +58,41 @@ def evaluate_trial(trial, episodes, sampled, results):
         raise RuntimeError(f"{trial['id']} ({trial['alg']}) tests with a {policy} policy, which test_greedy does not "
                            f"change: drop --sampled for this sweep")
     mean, std, ran = float(hit.group(4)), float(hit.group(5)), int(hit.group(2))
+    if not math.isfinite(mean):
+        raise RuntimeError(f"the evaluation of {trial['id']} gave test_return_mean {mean}: its final model "
+                           f"({trial['model_dir']}) has no score to replace the last evaluation with")
     return {"mean": mean, "std": std, "se": std / ran ** 0.5, "episodes": ran, "policy": policy, "step": step}
 
 
 def finished_trials(folder):
-    """(sweep name, [COMPLETED trials with a model folder], how many others) of a sweep folder; ValueError when it
-    holds no manifest."""
+    """(sweep name, [COMPLETED trials with a model folder and a Sacred run], how many others) of a sweep folder;
+    ValueError when it holds no manifest."""
     manifest = read_manifest(folder)
     if manifest is None:
         raise ValueError(f"{folder} holds no readable manifest.json: pass a sweep folder (results/sweeps/<name>)")
-    done = [t for t in manifest["trials"] if t.get("status") == "COMPLETED" and t.get("model_dir")]
+    done = [t for t in manifest["trials"]
+            if t.get("status") == "COMPLETED" and t.get("model_dir") and t.get("sacred_run")]
     return manifest["name"], done, len(manifest["trials"]) - len(done)
 
 
 def reusable(row, trial, episodes, sampled):
     return (row.get("requested") == episodes and row.get("sampled") == sampled
-            and row.get("model_dir") == trial["model_dir"] and row.get("step") == trial.get("t_env"))
+            and row.get("model_dir") == trial["model_dir"] and row.get("sacred_run") == trial["sacred_run"]
+            and row.get("step") == trial.get("t_env"))
 
 
 def reevaluate_sweeps(folders, episodes, out, sampled=False, jobs=1, log=print, command=None):
     """Rows of every finished trial of the sweep folders (see the module's doc), `jobs` evaluations at a time;
-    writes <out>/reevaluate.json and .md after each. `command` is the line the .md names as its source."""
+    writes <out>/reevaluate.json and .md after each (rows of other sweeps already there are kept). `command` is the
+    line the .md names as its source. A failed evaluation is raised after the others have finished and been
+    written."""
     out = os.path.abspath(out)
     old = {(r["sweep"], r["trial"]): r for r in read_json(os.path.join(out, ROWS)) or []}
-    keys, todo, rows = [], [], {}  # keys: every finished trial in sweep and manifest order
+    keys, todo, rows, names = [], [], {}, set()  # keys: every finished trial, in sweep and manifest order
     for folder in folders:
         name, done, skipped = finished_trials(folder)
-        log(f"{name}: {len(done)} finished trials with a model folder"
+        names.add(name)
+        log(f"{name}: {len(done)} finished trials with a model folder and a Sacred run"
             + (f" ({skipped} others skipped)" if skipped else ""))
         for t in done:
             key = (name, t["id"])
@@ -94,23 +104,34 @@ def reevaluate_sweeps(folders, episodes, out, sampled=False, jobs=1, log=print, 
                 todo.append((key, t))
     if rows:
         log(f"  {len(rows)} trial(s) already evaluated on {episodes} episodes in {out}: kept")
+    others = [r for k, r in old.items() if k[0] not in names]  # other sweeps' rows stay in the file
 
-    def one(item):
-        (sweep, trial_id), t = item
+    def one(key, t):
         got = evaluate_trial(t, episodes, sampled, os.path.join(out, "results"))
-        return {"sweep": sweep, "trial": trial_id, "alg": t["alg"], "seed": t["seed"], **got, "requested": episodes,
-                "sampled": sampled, "model_dir": t["model_dir"], "sacred_run": t.get("sacred_run")}
+        return {"sweep": key[0], "trial": key[1], "alg": t["alg"], "seed": t["seed"], **got, "requested": episodes,
+                "sampled": sampled, "model_dir": t["model_dir"], "sacred_run": t["sacred_run"]}
 
     def ordered():
         return [rows[k] for k in keys if k in rows]
 
+    errors = []
     with ThreadPoolExecutor(max(1, jobs)) as pool:  # the threads only wait on src/main.py processes
-        for (key, _), row in zip(todo, pool.map(one, todo)):
-            rows[key] = row
+        futures = {pool.submit(one, key, t): key for key, t in todo}
+        for future in as_completed(futures):
+            try:
+                row = future.result()
+            except RuntimeError as e:
+                errors.append(str(e))
+                log(f"  {futures[future][1]}: FAILED ({str(e).splitlines()[0]})")
+                continue
+            rows[futures[future]] = row
             log(f"  {row['trial']}: test_return_mean {row['mean']:.2f} (std {row['std']:.2f}, se {row['se']:.2f}, "
                 f"{row['episodes']} {row['policy']} episodes, step {row['step']})")
-            write(out, ordered(), command)  # after every trial: a later failure keeps the rows done
-    write(out, ordered(), command)
+            write(out, ordered() + others, command)  # after every trial: a later failure keeps the rows done
+    write(out, ordered() + others, command)
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {len(todo)} evaluations failed (the others are in {out}):\n\n"
+                           + "\n\n".join(errors))
     return ordered()
 
 

@@ -25,7 +25,7 @@ def load_script(path=SCRIPT):
     return module
 
 
-def test_reevaluate_runs_each_finished_trial_again_on_more_episodes(tmp_path):
+def test_reevaluate_runs_each_finished_trial_again_on_more_episodes(tmp_path, capsys):
     results = tmp_path / "results"
     run_main(results, "iql", "climbing", *TINY)
     (model_dir,) = glob.glob(str(results / "models" / "*"))
@@ -77,7 +77,18 @@ def test_reevaluate_runs_each_finished_trial_again_on_more_episodes(tmp_path):
     scores, _ = misodice_table.results_call([str(sweep)], str(tmp_path / "r2"), by=None, finals=finals)
     assert [misodice_table.cell(gs)["mean"] for gs in scores.values()] == [row["mean"]]
     assert misodice_table.reevaluated([str(sweep)], 0, str(out), jobs=2) is None  # --reevaluate 0: off
-    assert "evaluated again on 5 greedy episodes" in misodice_table.final_words(5)
+    assert scored["rescored"] == 1 and plain["rescored"] == 0
+    assert misodice_table.final_words({"episodes": 5, "rescored": 1, "runs": 1}).startswith(
+        "each run's final model evaluated again on 5 greedy episodes")
+    assert misodice_table.final_words({"episodes": 5, "rescored": 1, "runs": 3}).startswith(
+        "1 of 3 runs' final models evaluated again")  # never claimed for runs it did not re-score
+    assert misodice_table.final_words(None) == "each run's last evaluation"
+    # another sweep's call into the same folder keeps this sweep's row
+    other = tmp_path / "sweeps" / "other"
+    os.makedirs(other)
+    json.dump({"name": "other", "trials": [{**trials[1], "id": "x"}]}, open(other / "manifest.json", "w"))
+    assert load_script().main([str(other), "--episodes", "5", "--out", str(out)]) == 0
+    assert json.load(open(out / "reevaluate.json")) == [row]
     # rows that do not name their runs (an older reevaluate.json) are refused with what to do
     (tmp_path / "old.json").write_text(json.dumps([{k: v for k, v in row.items() if k != "sacred_run"}]))
     with pytest.raises(SystemExit, match="run scripts/reevaluate.py again"):
@@ -88,8 +99,10 @@ def test_reevaluate_runs_each_finished_trial_again_on_more_episodes(tmp_path):
                                                    "--metric", "test_return_std", "--out", str(tmp_path / "r4")]))
     # a final checkpoint that has gone is named, not replaced by an earlier one
     shutil.rmtree(os.path.join(model_dir, "225"))
-    with pytest.raises(RuntimeError, match=r"loaded the checkpoint of step 125, but the trial ended at 225"):
-        load_script().main([str(sweep), "--episodes", "5", "--out", str(tmp_path / "out2")])
+    capsys.readouterr()
+    assert load_script().main([str(sweep), "--episodes", "5", "--out", str(tmp_path / "out2")]) == 1
+    assert "loaded the checkpoint of step 125, but the trial ended at 225" in capsys.readouterr().err
+    assert json.load(open(tmp_path / "out2" / "reevaluate.json")) == []  # no row for it
 
 
 def test_reevaluate_refuses_a_folder_without_a_manifest(tmp_path, capsys):
