@@ -8,4 +8,6 @@ a Ray cluster, with a manifest of trials that a killed sweep resumes from.
     trial.py     the Ray Tune function trainable: one `python src/main.py ...` process per trial, resumed from the
                  trial's latest checkpoint when an earlier attempt left one
     driver.py    starting or joining Ray, running the Tuner, progress lines, the manifest
+    reevaluate.py  finished trials' final models evaluated again on more episodes (scripts/reevaluate.py,
+                 src/results.py --finals, the bench tables' --reevaluate)
 """
