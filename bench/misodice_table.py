@@ -638,19 +638,23 @@ def figure(all_data, out):
         tags = list(d["labelers"])
         colour = plots.colours(tags)
         width = 0.8 / len(tags)
+        # bars rise from the lowest dataset reference (random), not from 0: returns may be all negative (spread)
+        base = min(d["references"].values()) if d["references"] else 0.0
         for j, t in enumerate(tags):
             cells = [d["labelers"][t]["methods"].get(label) for label, _, _ in METHODS]
             xs = [i + (j - (len(tags) - 1) / 2) * width for i in range(len(METHODS))]
-            means = [c["mean"] if c else float("nan") for c in cells]
+            means = [c["mean"] - base if c else float("nan") for c in cells]
             errs = [(c["std"] or 0.0) if c else 0.0 for c in cells]
             label = t if any(cells) else f"{t} (not run)"
-            ax.bar(xs, means, width, yerr=errs, capsize=2, color=colour[t], label=label)
+            ax.bar(xs, means, width, bottom=base, yerr=errs, capsize=2, color=colour[t], label=label)
         for name, value in d["references"].items():
             ax.axhline(value, linestyle="--", linewidth=0.8, color="grey")
             ax.text(0.99, value, name, transform=ax.get_yaxis_transform(), fontsize=7, color="grey", ha="right",
                     va="bottom")
         ax.set_xticks(range(len(METHODS)), [m[0] for m in METHODS], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("final greedy test return")
+        tally = d.get("reevaluate")
+        ax.set_ylabel("final greedy test return" + (f"\n({tally['episodes']} episodes per final model)"
+                                                    if tally and tally["rescored"] else ""))
         ax.set_title(f"{d['env']} ({len(d['seeds'])} seed(s){', quick' if d['quick'] else ''})", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, title="labels", title_fontsize=7)
