@@ -382,9 +382,21 @@ def completed_anywhere(folder, trial, done):
     if own:
         return own[0]["sacred_run"]
     for _, r in done:
-        if all(r.get(k) == trial[k] for k in SAME_TRIAL):
+        if all(same_value(k, r.get(k), trial[k]) for k in SAME_TRIAL):
             return r["sacred_run"]
     return None
+
+
+def same_value(key, recorded, planned):
+    """SAME_TRIAL's comparison; the results folder counts as one wherever it is reached from (a checkout whose
+    results/ links to another's records the other's real path in its runs)."""
+    if key != "overrides" or not isinstance(recorded, dict) or not isinstance(planned, dict):
+        return recorded == planned
+
+    def real(overrides):
+        path = overrides.get("local_results_path")
+        return {**overrides, "local_results_path": os.path.realpath(path)} if isinstance(path, str) else overrides
+    return real(recorded) == real(planned)
 
 
 # ----------------------------------------------------------------------------------------------- check, estimate

@@ -356,3 +356,21 @@ def test_label_and_augment_runs_of_other_cell_sets_are_found_not_rerun(tmp_path)
     assert cpu["learn"] == pytest.approx(sum(t["t_max"] * 0.013 * (4 / 3 if t["overrides"].get("env_args.N") == 4
                                                                    else 1) for t in learn_left))
     assert cpu["augment"] > 0 and wall > 0
+
+
+def test_a_run_recorded_through_a_linked_results_folder_is_the_same_trial(tmp_path):
+    """A checkout whose results/ is a link to another's plans trials with its own path; the runs another command
+    completed record the real one. Both name one folder, so the run counts (the Fig. 5 report over cells run
+    separately depends on it)."""
+    bench = load_bench()
+    real = tmp_path / "results"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    trial = {"id": "label_spread3-s1", "alg": "label_agent_quality", "env": "mpe_spread", "seed": 1,
+             "overrides": {"local_results_path": str(tmp_path / "link"), "label_name": "noisy80"}}
+    recorded = {**trial, "overrides": {**trial["overrides"], "local_results_path": str(real)},
+                "status": "COMPLETED", "sacred_run": "run/1"}
+    done = [(str(tmp_path / "sweeps" / "codi_label"), recorded)]
+    assert bench.completed_anywhere(str(tmp_path / "sweeps" / "codi_label-0123abcd"), trial, done) == "run/1"
+    other = {**recorded, "overrides": {**recorded["overrides"], "label_name": "noisy70"}}
+    assert bench.completed_anywhere(str(tmp_path / "sweeps" / "x"), trial, [(done[0][0], other)]) is None
