@@ -898,6 +898,7 @@ def scaling_figure(gains, out):
             points = sorted(points)
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=DATASET_NAMES[ds])
         ax.axhline(0, color="grey", linewidth=0.6)
+        ax.set_xticks(sorted({n for points in rows.values() for n, _ in points}))  # the Ns run, no fractions
         ax.set_xlabel("N agents")
         ax.set_title(learner, fontsize=9)
         ax.grid(alpha=0.3)
