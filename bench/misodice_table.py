@@ -360,8 +360,7 @@ def reevaluated(folders, episodes, out, jobs):
         return None
     print(f"+ re-evaluating the final models of {len(folders)} sweep(s) on {episodes} greedy episodes -> {out}",
           flush=True)
-    reevaluate_sweeps(folders, episodes, out, jobs=jobs or 1, log=lambda line: print(line, flush=True),
-                      command=f"python scripts/reevaluate.py {' '.join(folders)} --episodes {episodes}")
+    reevaluate_sweeps(folders, episodes, out, jobs=jobs or 1, log=lambda line: print(line, flush=True))
     return os.path.join(out, ROWS)
 
 

@@ -31,11 +31,9 @@ def main(argv=None):
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
     out = os.path.abspath(args.out or os.path.join(REPO_ROOT, "results", "bench", "reevaluate"))
-    command = (f"python scripts/reevaluate.py {' '.join(args.sweeps)} --episodes {args.episodes}"
-               + (" --sampled" if args.sampled else ""))
     try:
         reevaluate_sweeps(args.sweeps, args.episodes, out, sampled=args.sampled, jobs=args.jobs,
-                          log=lambda line: print(line, flush=True), command=command)
+                          log=lambda line: print(line, flush=True))
     except ValueError as e:
         parser.error(str(e))
     except RuntimeError as e:  # evaluations that failed; the rows of the others are written

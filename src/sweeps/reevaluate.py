@@ -81,12 +81,14 @@ def reusable(row, trial, episodes, sampled):
             and row.get("step") == trial.get("t_env"))
 
 
-def reevaluate_sweeps(folders, episodes, out, sampled=False, jobs=1, log=print, command=None):
+def reevaluate_sweeps(folders, episodes, out, sampled=False, jobs=1, log=print):
     """Rows of every finished trial of the sweep folders (see the module's doc), `jobs` evaluations at a time;
-    writes <out>/reevaluate.json and .md after each (rows of other sweeps already there are kept). `command` is the
-    line the .md names as its source. A failed evaluation is raised after the others have finished and been
+    writes <out>/reevaluate.json and .md after each (rows of other sweeps already there are kept; the .md names the
+    scripts/reevaluate.py line that makes them). A failed evaluation is raised after the others have finished and been
     written."""
     out = os.path.abspath(out)
+    command = (f"python scripts/reevaluate.py {' '.join(folders)} --episodes {episodes}"
+               + (" --sampled" if sampled else ""))
     old = {(r["sweep"], r["trial"]): r for r in read_json(os.path.join(out, ROWS)) or []}
     keys, todo, rows, names = [], [], {}, set()  # keys: every finished trial, in sweep and manifest order
     for folder in folders:
@@ -135,10 +137,10 @@ def reevaluate_sweeps(folders, episodes, out, sampled=False, jobs=1, log=print, 
     return ordered()
 
 
-def write(out, rows, command=None):
+def write(out, rows, command):
     os.makedirs(out, exist_ok=True)
     write_json_atomic(os.path.join(out, ROWS), rows)
-    lines = [f"Final models evaluated again{f' (`{command}`)' if command else ''}.", "",
+    lines = [f"Final models evaluated again (`{command}`).", "",
              "| sweep | trial | seed | step | episodes | policy | test_return_mean | std | standard error |",
              "|---|---|---:|---:|---:|---|---:|---:|---:|"]
     lines += [f"| {r['sweep']} | {r['trial']} | {r['seed']} | {r['step']} | {r['episodes']} | {r['policy']} | "
