@@ -93,7 +93,7 @@ def make_experiment(config, mongo_client_factory=None, meta=None, info=None):
         run_name = "evaluate" if config["evaluate"] else config["run"]
         if run_name not in run_REGISTRY:
             raise ValueError(f"unknown run '{run_name}'; valid: {sorted(run_REGISTRY)}")
-        with config_failure_cleanup(ex):
+        with config_failure_cleanup(ex), failure_recorded(_run):
             run_REGISTRY[run_name](_run, config, _log)
 
     return ex
@@ -117,6 +117,20 @@ def config_failure_cleanup(ex):
         tb = ex.current_run.info.get("tensorboard") if ex.current_run is not None else None
         ex.config_failure = [tb["dir"]] if tb and tb["created"] else []
         raise RunConfigError(f"config error: {e}") from e
+
+
+@contextlib.contextmanager
+def failure_recorded(run):
+    """A run that raises records the error in its info (`failure`: class, message, repeats_on_retry). An error class
+    that sets `repeats_on_retry` (the same config and data would fail the same way: a NaN loss replayed from the
+    checkpoint, a dataset the run cannot use, generation that cannot go on) tells a sweep not to retry the trial
+    (sweeps.trial); the info is saved by Sacred's last heartbeat, before the run is marked FAILED."""
+    try:
+        yield
+    except Exception as e:
+        run.info["failure"] = {"error": type(e).__name__, "message": str(e)[:4000],
+                               "repeats_on_retry": bool(getattr(e, "repeats_on_retry", False))}
+        raise
 
 
 def remove_failed_run(ex):

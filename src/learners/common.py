@@ -59,6 +59,7 @@ NONFINITE_MODES = CHOICES["on_nonfinite"]
 class NonFiniteError(RuntimeError):
     """A loss or gradient norm became NaN/inf. The run loop fills in `checkpoint` (the last good one it saved),
     which the learner cannot know."""
+    repeats_on_retry = True  # exact resume replays the same updates from the last checkpoint
 
     def __init__(self, learner, stats, step, step_name):
         self.learner, self.stats, self.step, self.step_name = learner, stats, step, step_name

@@ -56,6 +56,7 @@ ENV_INFO_KEYS = ("n_agents", "n_actions", "obs_shape", "state_shape", "episode_l
 
 class DatasetError(ValueError):
     """A dataset file that cannot be used, with a message naming the problem."""
+    repeats_on_retry = True
 
 
 def to_json(obj):

@@ -14,7 +14,8 @@ A sweep file (config/sweeps/<name>.yaml, or any path) says which runs to make:
     gpus_per_trial: 0             # fractional is fine (0.25: four trials per GPU); use_cuda follows it
     metric: test_return_mean      # reported to Ray Tune and shown in progress lines
     mode: max
-    retries: 0                    # re-runs of a failed trial, each from its latest checkpoint
+    retries: 0                    # re-runs of a failed trial from its latest checkpoint (not when the same
+                                  # error would repeat: sweeps.trial)
     max_concurrent: null          # at most this many trials at once (null: as many as resources allow)
 
 Each trial is `python src/main.py --config=<alg> --env-config=<env> with <overrides> seed=<seed>` with the sweep's

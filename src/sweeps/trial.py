@@ -5,7 +5,9 @@ The child writes its Sacred folder and checkpoints as any run does. It dies with
 disk decide what to do: a trial whose Sacred run COMPLETED is not run again (a Tune retry or `--resume` after it
 finished); one whose earlier attempt left checkpoints resumes from the latest (checkpoint_path=<its model folder>:
 the project's resume, which continues the same run and model folder). Progress (t_env, the metric) is read from the
-child's console lines and reported to Tune; a failed child raises TrialFailed with the tail of its output.
+child's console lines and reported to Tune; a failed child raises TrialFailed with the tail of its output. A run
+that failed with an error a rerun would repeat (a NaN loss, an unusable dataset, generation that cannot go on: see
+main.failure_recorded) is not retried by the same sweep call; `--resume` after the cause is fixed runs it again.
 """
 import collections
 import ctypes
@@ -18,11 +20,12 @@ import sys
 import threading
 import time
 
-from sweeps.manifest import run_progress, sacred_runs, trial_state
+from sweeps.manifest import read_json, run_progress, sacred_runs, trial_state
 from sweeps.spec import trial_argv
 from utils.paths import REPO_ROOT
 
 TAIL_LINES = 40
+NOT_RETRIED = "not_retried.txt"  # in Tune's folder of the trial (new for each sweep call): why it is not retried
 T_ENV = re.compile(r"\bt_env:\s+(\d+)")
 NUMBER = r"(-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
 
@@ -80,6 +83,11 @@ def run_trial(config):
         tune.report({**base, "status": "COMPLETED", "t_env": state["t_env"], metric: state["value"],
                      "sacred_run": state["sacred_run"], "already_complete": True})
         return
+    trial_dir = tune.get_context().get_trial_dir()
+    refused = os.path.join(trial_dir, NOT_RETRIED) if trial_dir else None
+    if refused and os.path.isfile(refused):  # Tune's retry of a trial whose run failed in a way a rerun would repeat
+        with open(refused) as f:
+            raise TrialFailed(f.read())
     resume_from = state["model_dir"]
     cmd = trial_command(trial, resume_from)
     progress = Progress(metric)
@@ -122,5 +130,24 @@ def run_trial(config):
         tune.report({**result, "status": "COMPLETED", "sacred_run": final["sacred_run"]})
         return
     tail = "\n".join(progress.tail)
+    failure = repeated_failure(run_dir)
+    if failure:
+        tail += f"\n{failure}"
+    message = f"trial {trial['id']} failed (exit code {proc.returncode}, Sacred run {run_dir}):\n{tail}"
+    if failure and refused:  # this call's later retries of the trial refuse at once (the trial folder is its own)
+        os.makedirs(os.path.dirname(refused), exist_ok=True)
+        with open(refused, "w") as f:
+            f.write(message)
     tune.report({**result, "status": "ERROR", "error": tail})
-    raise TrialFailed(f"trial {trial['id']} failed (exit code {proc.returncode}, Sacred run {run_dir}):\n{tail}")
+    raise TrialFailed(message)
+
+
+def repeated_failure(run_dir):
+    """The line that says a run's failure is one a rerun would repeat (main.failure_recorded: its error class sets
+    repeats_on_retry), or None."""
+    info = read_json(os.path.join(run_dir, "info.json")) if run_dir else None
+    failure = (info or {}).get("failure") or {}
+    if not failure.get("repeats_on_retry"):
+        return None
+    return (f"{failure['error']} (not retried: a rerun of this trial would fail the same way; fix the cause, then "
+            f"resume the sweep): {failure['message'].strip().splitlines()[-1] if failure['message'].strip() else ''}")

@@ -26,7 +26,7 @@ from helpers import run_main, sacred_dir, write_random_dataset
 from offline import DatasetWriter, OfflineDataset
 from offline.checks import content_problems
 from offline.format import DatasetError
-from utils.files import sha256_file
+from utils.files import FolderLock, sha256_file
 
 N_AGENTS = 2
 IDENTITY = ObsNormaliser(-np.ones((N_AGENTS, 3)), np.ones((N_AGENTS, 3)))  # centre 0, scale 1
@@ -545,9 +545,17 @@ def test_a_generation_killed_by_sigkill_leaves_no_accepted_file_and_the_rerun_co
 
 def test_nothing_passes_stops_with_the_pass_rates_and_writes_no_file(tmp_path, source):
     out = tmp_path / "gen.h5"
-    with pytest.raises(GenerationError, match=r"pass rate 0/\d+ = 0\.00% .*raise delta"):
+    with pytest.raises(GenerationError, match=r"pass rate 0/\d+ = 0\.00% .*raise delta") as failed:
         generate(out, source, always_fail=True, max_attempts=12)
+    assert failed.value.repeats_on_retry  # a sweep does not retry it (the same seed rejects the same segments)
     assert not os.path.exists(out)
+    lock = FolderLock.try_acquire(generation.parts_folder(out))
+    try:  # another process generating into the folder: a retry once it is done may go through
+        with pytest.raises(GenerationError, match="another process is generating into") as held:
+            generate(out, source)
+        assert not held.value.repeats_on_retry
+    finally:
+        lock.release()
     with pytest.raises(ValueError, match="would overwrite its source"):
         generate(source[0], source)
     (tmp_path / "taken.h5").write_bytes(b"")

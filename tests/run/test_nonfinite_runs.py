@@ -34,6 +34,10 @@ def test_online_run_with_nan_fails_and_names_the_last_checkpoint(tmp_path, capsy
     steps = saved_steps(tmp_path)
     assert steps and max(steps) < fail_step and last.endswith(os.sep + str(max(steps)))  # none after the NaN
     assert "non-finite loss" in capsys.readouterr().err
+    # recorded for a sweep, which does not retry a trial whose rerun would replay the same NaN (sweeps.trial)
+    failure = json.load(open(os.path.join(sacred_dir(tmp_path, "qmix", "penalty"), "info.json")))["failure"]
+    assert failure["error"] == "NonFiniteError" and failure["repeats_on_retry"] is True
+    assert "QLearner (qmix): non-finite loss" in failure["message"] and last in failure["message"]
 
 
 def test_without_checkpoints_the_message_says_so(tmp_path):

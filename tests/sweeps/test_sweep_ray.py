@@ -1,4 +1,5 @@
 """Sweeps on a local Ray (one Ray for the module): runs and manifest, a failing trial, resume after kill -9."""
+import glob
 import json
 import os
 import signal
@@ -70,9 +71,33 @@ def test_a_trial_that_raises_is_reported_and_the_others_complete(tmp_path, local
     assert broken["status"] == "ERROR" and broken["attempts"] == 2  # retries: 1
     assert "offline dataset /nonexistent/data.h5 does not exist" in broken["error"]
     assert broken["sacred_run"] and read_json(os.path.join(broken["sacred_run"], "run.json"))["status"] == "FAILED"
+    assert read_json(os.path.join(broken["sacred_run"], "info.json"))["failure"] == {
+        "error": "FileNotFoundError", "message": "offline dataset /nonexistent/data.h5 does not exist",
+        "repeats_on_retry": False}
     assert good["status"] == "COMPLETED"
     out = capsys.readouterr().out
     assert "ERROR" in out and "1/2 trials completed" in out and "broken-s0 ERROR" in out
+
+
+def test_a_failure_a_rerun_would_repeat_is_not_retried(tmp_path, local_ray, capsys):
+    """A run that fails with a DatasetError (repeats_on_retry) records it in its info, and Tune's retries of the trial
+    refuse at once instead of running it again; a missing file (it may yet appear) is retried as before."""
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_text("not an HDF5 file")
+    spec = sweep_file(tmp_path, "repeats", retries=2, entries=[
+        {"alg": "bc", "env": "matrix_game", "name": "garbage", "with": {"offline_dataset": str(garbage)}}])
+    sweep = driver.prepare(spec)
+    assert driver.run(sweep) == 1
+    (r,) = read_manifest(sweep_folder(spec))["trials"]
+    # retries: 2 would have started two more runs of the trial (the test above: a retried trial runs again)
+    assert r["status"] == "ERROR" and r["attempts"] == 1 and len(sacred_runs(str(tmp_path / "results"))) == 1
+    assert len(glob.glob(os.path.join(sweep_folder(spec), "ray", "*", "*", "not_retried.txt"))) == 1
+    failure = read_json(os.path.join(r["sacred_run"], "info.json"))["failure"]
+    assert failure["error"] == "DatasetError" and failure["repeats_on_retry"] is True
+    assert "not a readable HDF5 file" in failure["message"]
+    last = r["error"].strip().splitlines()[-1]
+    assert last.startswith("DatasetError (not retried") and "not a readable HDF5 file" in last
+    assert "garbage-s0 ERROR (DatasetError (not retried" in capsys.readouterr().out
 
 
 def _processes_with(text):

@@ -104,7 +104,7 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
     lock = FolderLock.try_acquire(folder)
     if lock is None:
         raise GenerationError(f"another process is generating into {folder}; wait for it or choose another output "
-                              f"path")
+                              f"path", repeats_on_retry=False)
     try:
         clean_stale_temps(folder)  # parts of a run killed mid-write
         _check_spec(folder, spec)

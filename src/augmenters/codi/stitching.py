@@ -47,7 +47,13 @@ HOOKS = ("state_from_obs", "avail_actions_from_obs", "terminal_from_obs")
 
 
 class GenerationError(RuntimeError):
-    """Generation cannot go on (e.g. no segment passes the dynamics check); the message says what to change."""
+    """Generation cannot go on (e.g. no segment passes the dynamics check); the message says what to change.
+    repeats_on_retry (main.failure_recorded): the same model, settings and seed reject the same segments; a folder
+    another process holds is the exception (False: a retry after it finishes may go through)."""
+
+    def __init__(self, message, repeats_on_retry=True):
+        super().__init__(message)
+        self.repeats_on_retry = repeats_on_retry
 
 
 @dataclass
