@@ -79,6 +79,24 @@ def weight_stats(w, mask):
     return {"w_mean": s / n, "w_max": (w * mask).max(), "w_ess": s * s / (n * s2)}
 
 
+@th.no_grad()
+def separation(z_e, z_u):
+    """(accuracy at 0, AUC) of log-odds z_e [N_e] (expert rows) against z_u [N_u] (union rows): the accuracy the
+    discriminator's loss sees, and the chance that a random expert row outranks a random union row (ties count
+    half), which no shift of the log-odds changes. D_U holds D_E, so even an exact ratio stays below 1."""
+    acc = 0.5 * ((z_e > 0).float().mean() + (z_u < 0).float().mean())
+    both = th.cat([z_e, z_u])
+    order = both.argsort()
+    ranks = th.empty_like(both)
+    ranks[order] = th.arange(1, len(both) + 1, dtype=both.dtype, device=both.device)
+    _, inverse, counts = both.unique(return_inverse=True, return_counts=True)  # average ranks over ties
+    first = th.zeros_like(counts, dtype=both.dtype).scatter_reduce(0, inverse, ranks, "amin", include_self=False)
+    ranks = first[inverse] + (counts[inverse] - 1) / 2
+    n_e, n_u = len(z_e), len(z_u)
+    auc = (ranks[:n_e].sum() - n_e * (n_e + 1) / 2) / max(n_e * n_u, 1)
+    return acc, auc
+
+
 def interpolates(x_e, x_u, k, discrete=0):
     """[2k, I] rows for a gradient penalty, as DemoDICE: k expert-union and k union-union interpolations of
     random real rows (global torch RNG, saved in checkpoints). The last `discrete` columns (a one-hot action) are

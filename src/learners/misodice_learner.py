@@ -60,6 +60,7 @@ from learners.dice import (
     masked_logmeanexp,
     masked_means,
     nu_objective,
+    separation,
     weight_stats,
 )
 from learners.offline_ac import unroll, unroll_rows
@@ -272,10 +273,7 @@ class MisoDICELearner(OfflineLearner):
             with th.no_grad():
                 if self.absorbing is not None:
                     stats["absorbing_logit"] = self.absorbing.logit.mean()
-                stats.update(disc_bce=bce, disc_gp=disc_gp,
-                             disc_acc=0.5 * (masked_mean((z_e > 0).float(), mask_e)
-                                             + masked_mean((z_u < 0).float(), mask)),
-                             r_expert_mean=masked_mean(z_e, mask_e))
+                stats.update(disc_bce=bce, disc_gp=disc_gp, r_expert_mean=masked_mean(z_e, mask_e))
         if not (train_nu or train_actor):
             return losses, stats
         r = z_u.detach().clamp(-self.args.ratio_clip, self.args.ratio_clip)
@@ -355,6 +353,21 @@ class MisoDICELearner(OfflineLearner):
             w = w.clamp(max=float(self.args.weight_max))
         return masked_means(w, mask_e)
 
+    @th.no_grad()
+    def disc_separation(self, data, expert):
+        """{disc_acc, disc_auc}: how well the current discriminator's log-odds tell this step's D_E batch from its
+        D_U batch (real transitions; logged in every stage, so the value the weights were computed from is seen
+        after the discriminator stage too). INDD: pooled over agents."""
+        z = []
+        for batch in (expert, data):
+            mask, mask_n = self._masks(batch)
+            nu_in = self._nu_inputs(batch)
+            c = unroll_rows(self.disc, self._disc_inputs(batch, nu_in), mask_n > 0).squeeze(3)
+            logits = self._log_odds(c, self._states(batch)[:, :-1])
+            z.append(logits[mask.expand_as(logits) > 0])
+        acc, auc = separation(*z)
+        return {"disc_acc": acc, "disc_auc": auc}
+
     def _mixer_stats(self, states, mask):
         out = {}
         for key, mixer in (("disc_mixer", self.disc_mixer), ("nu_mixer", self.nu_mixer)):
@@ -396,7 +409,8 @@ class MisoDICELearner(OfflineLearner):
         self.train_steps += 1
         if t_env - self.log_stats_t >= self.args.learner_log_interval:
             stats["schedule_stage"] = -1 if stage == "joint" else STAGES.index(stage)
-            if stage != "disc":  # once nu trains, the weights mean something (networks after this step)
+            stats.update(self.disc_separation(data, expert))  # networks after this step
+            if stage != "disc":  # once nu trains, the weights mean something
                 stats["w_expert_mean"] = self.expert_weight_mean(data, expert).mean()
             for key, value in {**out, **stats, **norms}.items():
                 self.logger.log_stat(key, float(value.detach()) if th.is_tensor(value) else float(value), t_env)

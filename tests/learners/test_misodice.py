@@ -12,7 +12,7 @@ import pytest
 import torch as th
 
 from helpers import constant_climbing_episodes, make_ctx
-from learners.dice import absorbing_rows, dice_weights, exp_linear, interpolates, nu_objective
+from learners.dice import absorbing_rows, dice_weights, exp_linear, interpolates, nu_objective, separation
 from learners.misodice_learner import mixer_weights
 from modules.mixers import REGISTRY as mixer_REGISTRY
 from offline import DatasetWriter, OfflineDataset
@@ -108,6 +108,18 @@ def test_one_state_game_log_ratio_and_local_policies_match_the_closed_form(alpha
                        for i in range(2)])
     measured = learner.expert_weight_mean(union, one_state[1]).item()
     assert abs(measured - truth_w) < 0.1 * truth_w, (measured, truth_w)
+    # the logged disc_auc: the same as the exact log-ratio's AUC of these expert rows against these union rows
+    expert = one_state[1]
+    true_z = [th.tensor(truth[b["actions"][:, 0, 0, 0].numpy(), b["actions"][:, 0, 1, 0].numpy()]) for b in
+              (expert, union)]
+    logged = learner.disc_separation(union, expert)
+    assert abs(logged["disc_auc"].item() - separation(*true_z)[1].item()) < 0.02
+
+
+def test_separation_counts_pairs_and_ties():
+    acc, auc = separation(th.tensor([2.0, 0.0, -1.0]), th.tensor([0.0, -1.0, -3.0, 1.0]))
+    # expert 2 beats all 4; 0 beats 2, ties 1; -1 beats 1, ties 1: (4 + 2.5 + 1.5) / 12
+    assert auc.item() == pytest.approx(8 / 12) and acc.item() == pytest.approx(0.5 * (1 / 3 + 2 / 4))
 
 
 def test_indd_learns_each_agents_own_log_ratio(one_state):
