@@ -21,7 +21,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from sweeps.manifest import read_json, read_manifest
+from sweeps.manifest import model_dir, read_json, read_manifest
 from sweeps.spec import trial_argv
 from utils.files import write_json_atomic, write_text_atomic
 from utils.paths import REPO_ROOT, SRC_DIR
@@ -70,8 +70,12 @@ def finished_trials(folder):
     manifest = read_manifest(folder)
     if manifest is None:
         raise ValueError(f"{folder} holds no readable manifest.json: pass a sweep folder (results/sweeps/<name>)")
-    done = [t for t in manifest["trials"]
-            if t.get("status") == "COMPLETED" and t.get("model_dir") and t.get("sacred_run")]
+    done = []
+    for t in manifest["trials"]:
+        if t.get("status") == "COMPLETED" and not t.get("model_dir"):  # the driver fills it in when the sweep ends:
+            t = dict(t, model_dir=model_dir(t))                         # a sweep still running has only the status
+        if t.get("status") == "COMPLETED" and t.get("model_dir") and t.get("sacred_run"):
+            done.append(t)
     return manifest["name"], done, len(manifest["trials"]) - len(done)
 
 

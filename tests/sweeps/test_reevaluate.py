@@ -109,3 +109,24 @@ def test_reevaluate_refuses_a_folder_without_a_manifest(tmp_path, capsys):
     with pytest.raises(SystemExit):
         load_script().main([str(tmp_path), "--out", str(tmp_path / "out")])
     assert "holds no readable manifest.json" in capsys.readouterr().err
+
+
+def test_a_sweep_still_running_offers_its_completed_trials(tmp_path):
+    """The driver writes a trial's model folder into the manifest when the sweep ends; until then a COMPLETED record
+    has only its status, and the folder is found as the driver would find it (sweeps.manifest.model_dir)."""
+    from sweeps.reevaluate import finished_trials
+
+    results = tmp_path / "results"
+    folder = results / "models" / "misodice_seed0_spread_N3_2026-12-05_18-17-23"
+    os.makedirs(folder / "7000")
+    (folder / "7000" / "agent.th").write_bytes(b"")
+    (folder / "config.json").write_text(json.dumps({"label": "sweep:diag:abc:misodice-s0"}))
+    record = {"id": "misodice-s0", "name": "misodice", "seed": 0, "env_label": "spread_N3", "results": str(results),
+              "label": "sweep:diag:abc:misodice-s0", "status": "COMPLETED", "model_dir": None,
+              "sacred_run": "results/sacred/misodice/spread_N3/7"}
+    running = {**record, "id": "other-s1", "status": "RUNNING"}
+    sweep = tmp_path / "sweeps" / "diag"
+    os.makedirs(sweep)
+    json.dump({"name": "diag", "status": "RUNNING", "trials": [record, running]}, open(sweep / "manifest.json", "w"))
+    name, done, skipped = finished_trials(str(sweep))
+    assert (name, skipped) == ("diag", 1) and [t["model_dir"] for t in done] == [str(folder)]
