@@ -124,12 +124,13 @@ def failure_recorded(run):
     """A run that raises records the error in its info (`failure`: class, message, repeats_on_retry). An error class
     that sets `repeats_on_retry` (the same config and data would fail the same way: a NaN loss replayed from the
     checkpoint, a dataset the run cannot use, generation that cannot go on) tells a sweep not to retry the trial
-    (sweeps.trial); the info is saved by Sacred's last heartbeat, before the run is marked FAILED."""
+    (sweeps.trial); the info is saved by Sacred's last heartbeat, before the process exits."""
     try:
         yield
     except Exception as e:
-        run.info["failure"] = {"error": type(e).__name__, "message": str(e)[:4000],
-                               "repeats_on_retry": bool(getattr(e, "repeats_on_retry", False))}
+        with contextlib.suppress(Exception):  # recording must never replace the run's own error
+            run.info["failure"] = {"error": type(e).__name__, "message": str(e)[:4000],
+                                   "repeats_on_retry": bool(getattr(e, "repeats_on_retry", False))}
         raise
 
 

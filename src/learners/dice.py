@@ -84,7 +84,11 @@ def separation(z_e, z_u):
     """(accuracy at 0, AUC) of log-odds z_e [N_e] (expert rows) against z_u [N_u] (union rows): the accuracy the
     discriminator's loss sees, and the chance that a random expert row outranks a random union row (ties count
     half), which no shift of the log-odds changes. D_U holds D_E, so even an exact ratio stays below 1."""
-    acc = 0.5 * ((z_e > 0).float().mean() + (z_u < 0).float().mean())
+    if not len(z_e) or not len(z_u):
+        nan = th.tensor(float("nan"))
+        return nan, nan
+    z_e, z_u = z_e.double(), z_u.double()  # ranks stay exact for any batch
+    acc = 0.5 * ((z_e > 0).double().mean() + (z_u < 0).double().mean())
     both = th.cat([z_e, z_u])
     order = both.argsort()
     ranks = th.empty_like(both)

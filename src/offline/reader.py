@@ -34,7 +34,9 @@ def _open_h5(path):
     try:
         return h5py.File(path, "r")
     except OSError as e:
-        raise DatasetError(f"{path}: not a readable HDF5 file (truncated or corrupted?): {e}") from e
+        error = DatasetError(f"{path}: not a readable HDF5 file (truncated or corrupted?): {e}")
+        error.repeats_on_retry = False  # an OSError may be passing (a network disk); a retry costs one failed open
+        raise error from e
 
 
 def _validate(f, path, expect_env=None):

@@ -335,13 +335,14 @@ def run(sweep, address=None, max_concurrent=None, num_cpus=None, stream=None):
           f"manifest {os.path.join(sweep.folder, 'manifest.json')}", file=out, flush=True)
     if pending:
         limit = max_concurrent or sweep.spec.get("max_concurrent") or None
-        tuner = tune.Tuner(
+        call = f"run_{datetime.datetime.now().strftime('%Y%m%d_%H%M%S_%f')}"  # this call: Tune's run folder, and
+        tuner = tune.Tuner(                                                 # which retries a trial refuses
             tune.with_resources(run_trial, trial_resources),
-            param_space={"trial": tune.grid_search(pending)},
+            param_space={"trial": tune.grid_search(pending), "call": call},
             tune_config=tune.TuneConfig(max_concurrent_trials=limit, reuse_actors=True,
                                         trial_dirname_creator=lambda t: f"trial_{t.config['trial']['index']}",
                                         trial_name_creator=lambda t: t.config["trial"]["id"]),
-            run_config=tune.RunConfig(name=f"run_{datetime.datetime.now().strftime('%Y%m%d_%H%M%S_%f')}",
+            run_config=tune.RunConfig(name=call,
                                       storage_path=os.path.join(sweep.folder, "ray"), verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=int(sweep.spec["retries"])),
                                       callbacks=[make_callback(sweep, display)]),

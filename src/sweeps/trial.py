@@ -7,7 +7,8 @@ finished); one whose earlier attempt left checkpoints resumes from the latest (c
 the project's resume, which continues the same run and model folder). Progress (t_env, the metric) is read from the
 child's console lines and reported to Tune; a failed child raises TrialFailed with the tail of its output. A run
 that failed with an error a rerun would repeat (a NaN loss, an unusable dataset, generation that cannot go on: see
-main.failure_recorded) is not retried by the same sweep call; `--resume` after the cause is fixed runs it again.
+main.failure_recorded) is not retried by the same sweep call (a marker beside its Sacred run names the call);
+`--resume` after the cause is fixed runs it again.
 """
 import collections
 import ctypes
@@ -22,10 +23,11 @@ import time
 
 from sweeps.manifest import read_json, run_progress, sacred_runs, trial_state
 from sweeps.spec import trial_argv
+from utils.files import write_json_atomic
 from utils.paths import REPO_ROOT
 
 TAIL_LINES = 40
-NOT_RETRIED = "not_retried.txt"  # in Tune's folder of the trial (new for each sweep call): why it is not retried
+NOT_RETRIED = "not_retried.json"  # in the failed Sacred run's folder: {call, message}; this sweep call retries no more
 T_ENV = re.compile(r"\bt_env:\s+(\d+)")
 NUMBER = r"(-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
 
@@ -83,11 +85,11 @@ def run_trial(config):
         tune.report({**base, "status": "COMPLETED", "t_env": state["t_env"], metric: state["value"],
                      "sacred_run": state["sacred_run"], "already_complete": True})
         return
-    trial_dir = tune.get_context().get_trial_dir()
-    refused = os.path.join(trial_dir, NOT_RETRIED) if trial_dir else None
-    if refused and os.path.isfile(refused):  # Tune's retry of a trial whose run failed in a way a rerun would repeat
-        with open(refused) as f:
-            raise TrialFailed(f.read())
+    call = config.get("call")  # this sweep call's id (sweeps.driver): its retries refuse, a later --resume runs again
+    if state["status"] == "FAILED":
+        marker = read_json(os.path.join(state["sacred_run"], NOT_RETRIED)) or {}
+        if call and marker.get("call") == call:  # Tune's retry of a run that failed in a way a rerun would repeat
+            raise TrialFailed(marker.get("message", ""))
     resume_from = state["model_dir"]
     cmd = trial_command(trial, resume_from)
     progress = Progress(metric)
@@ -130,14 +132,18 @@ def run_trial(config):
         tune.report({**result, "status": "COMPLETED", "sacred_run": final["sacred_run"]})
         return
     tail = "\n".join(progress.tail)
-    failure = repeated_failure(run_dir)
+    # only this attempt's own run: one that failed before Sacred started (or on a config error, whose folder is
+    # removed) must not be blamed on an earlier run's failure
+    own_run = final["sacred_runs"][-1] if len(final["sacred_runs"]) >= attempt else None
+    failure = repeated_failure(own_run)
     if failure:
         tail += f"\n{failure}"
     message = f"trial {trial['id']} failed (exit code {proc.returncode}, Sacred run {run_dir}):\n{tail}"
-    if failure and refused:  # this call's later retries of the trial refuse at once (the trial folder is its own)
-        os.makedirs(os.path.dirname(refused), exist_ok=True)
-        with open(refused, "w") as f:
-            f.write(message)
+    if failure and call:
+        try:  # on the results disk beside the run, so a retry on any node sees it
+            write_json_atomic(os.path.join(own_run, NOT_RETRIED), {"call": call, "message": message})
+        except OSError:
+            pass  # then Tune retries it once more: the same failure again, nothing lost
     tune.report({**result, "status": "ERROR", "error": tail})
     raise TrialFailed(message)
 

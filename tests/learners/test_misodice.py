@@ -120,6 +120,7 @@ def test_separation_counts_pairs_and_ties():
     acc, auc = separation(th.tensor([2.0, 0.0, -1.0]), th.tensor([0.0, -1.0, -3.0, 1.0]))
     # expert 2 beats all 4; 0 beats 2, ties 1; -1 beats 1, ties 1: (4 + 2.5 + 1.5) / 12
     assert auc.item() == pytest.approx(8 / 12) and acc.item() == pytest.approx(0.5 * (1 / 3 + 2 / 4))
+    assert all(th.isnan(x) for x in separation(th.tensor([]), th.tensor([1.0])))  # nothing to compare: not 0
 
 
 def test_indd_learns_each_agents_own_log_ratio(one_state):

@@ -1,5 +1,4 @@
 """Sweeps on a local Ray (one Ray for the module): runs and manifest, a failing trial, resume after kill -9."""
-import glob
 import json
 import os
 import signal
@@ -81,23 +80,32 @@ def test_a_trial_that_raises_is_reported_and_the_others_complete(tmp_path, local
 
 def test_a_failure_a_rerun_would_repeat_is_not_retried(tmp_path, local_ray, capsys):
     """A run that fails with a DatasetError (repeats_on_retry) records it in its info, and Tune's retries of the trial
-    refuse at once instead of running it again; a missing file (it may yet appear) is retried as before."""
-    garbage = tmp_path / "garbage.h5"
-    garbage.write_text("not an HDF5 file")
-    spec = sweep_file(tmp_path, "repeats", retries=2, entries=[
-        {"alg": "bc", "env": "matrix_game", "name": "garbage", "with": {"offline_dataset": str(garbage)}}])
+    in this sweep call refuse at once instead of running it again (here on a worker reused after another trial);
+    `--resume` is a new call and runs it again."""
+    import h5py
+
+    broken = tmp_path / "empty.h5"
+    h5py.File(broken, "w").close()  # HDF5, but not a dataset of this project: no schema_version
+    spec = sweep_file(tmp_path, "repeats", retries=2, max_concurrent=1, entries=[
+        {"alg": "qmix", "env": "matrix_game"},
+        {"alg": "bc", "env": "matrix_game", "name": "empty", "with": {"offline_dataset": str(broken)}}])
     sweep = driver.prepare(spec)
     assert driver.run(sweep) == 1
-    (r,) = read_manifest(sweep_folder(spec))["trials"]
+    good, r = read_manifest(sweep_folder(spec))["trials"]
     # retries: 2 would have started two more runs of the trial (the test above: a retried trial runs again)
-    assert r["status"] == "ERROR" and r["attempts"] == 1 and len(sacred_runs(str(tmp_path / "results"))) == 1
-    assert len(glob.glob(os.path.join(sweep_folder(spec), "ray", "*", "*", "not_retried.txt"))) == 1
+    assert good["status"] == "COMPLETED" and r["status"] == "ERROR" and r["attempts"] == 1
+    assert len(sacred_runs(str(tmp_path / "results"))) == 2
     failure = read_json(os.path.join(r["sacred_run"], "info.json"))["failure"]
     assert failure["error"] == "DatasetError" and failure["repeats_on_retry"] is True
-    assert "not a readable HDF5 file" in failure["message"]
+    assert "no schema_version attr" in failure["message"]
+    assert read_json(os.path.join(r["sacred_run"], "not_retried.json"))["call"].startswith("run_")
     last = r["error"].strip().splitlines()[-1]
-    assert last.startswith("DatasetError (not retried") and "not a readable HDF5 file" in last
-    assert "garbage-s0 ERROR (DatasetError (not retried" in capsys.readouterr().out
+    assert last.startswith("DatasetError (not retried") and "no schema_version attr" in last
+    assert "empty-s0 ERROR (DatasetError (not retried" in capsys.readouterr().out
+    sweep.lock.release()  # as the driver's exit would
+    assert driver.run(driver.prepare(spec, resume=True)) == 1  # a new call: the trial runs once more
+    assert len(sacred_runs(str(tmp_path / "results"))) == 3
+    assert read_manifest(sweep_folder(spec))["trials"][1]["attempts"] == 2
 
 
 def _processes_with(text):
