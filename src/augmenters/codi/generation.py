@@ -146,8 +146,8 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
                      f"{counters['accepted']}/{counters['segments']}, {counters['dropped']} trajectories dropped")
         arrays, counters = _read_parts(folder, n_parts)
         if content_fingerprint(source_path) != source["fingerprint"]:
-            raise GenerationError(f"the episodes of the source {source_path} changed during generation; generate "
-                                  f"again")
+            raise GenerationError(f"the episodes of the source {source_path} changed during generation: delete "
+                                  f"{folder} (its parts come from the old episodes) and generate again")
         summary = _summary(counters, arrays, target, n_parts)
         writer_config = {**dict(config or {}), "generation": settings.identity(), "truncation_as_terminal": False}
         attrs = {"generated": True, "augmenter": augmenter, "source_path": source_path,
