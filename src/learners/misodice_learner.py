@@ -328,9 +328,7 @@ class MisoDICELearner(OfflineLearner):
         """(A / (1 + alpha) - 1 [B, T-1, k], mask) of a batch's transitions, from the current networks (no grad)."""
         mask, mask_n = self._masks(batch)
         nu_in, states = self._nu_inputs(batch), self._states(batch)
-        c = unroll_rows(self.disc, self._disc_inputs(batch, nu_in), mask_n > 0).squeeze(3)
-        z = self._log_odds(c, states[:, :-1])
-        r = z.clamp(-self.args.ratio_clip, self.args.ratio_clip)
+        r = self._batch_log_odds(batch, nu_in).clamp(-self.args.ratio_clip, self.args.ratio_clip)
         rows = self._value_rows(mask_n)
         nu_tot = self._nu_values(self.nu, self.nu_mixer, nu_in, states, rows)
         nu_next = nu_tot[:, 1:] if self.target_nu is None else \
@@ -360,13 +358,16 @@ class MisoDICELearner(OfflineLearner):
         after the discriminator stage too). INDD: pooled over agents."""
         z = []
         for batch in (expert, data):
-            mask, mask_n = self._masks(batch)
-            nu_in = self._nu_inputs(batch)
-            c = unroll_rows(self.disc, self._disc_inputs(batch, nu_in), mask_n > 0).squeeze(3)
-            logits = self._log_odds(c, self._states(batch)[:, :-1])
+            logits, mask = self._batch_log_odds(batch), self._masks(batch)[0]
             z.append(logits[mask.expand_as(logits) > 0])
         acc, auc = separation(*z)
         return {"disc_acc": acc, "disc_auc": auc}
+
+    def _batch_log_odds(self, batch, nu_in=None):
+        """[B, T-1, k] the current discriminator's mixed log-odds of a batch's transitions (the caller sets grad)."""
+        nu_in = self._nu_inputs(batch) if nu_in is None else nu_in
+        c = unroll_rows(self.disc, self._disc_inputs(batch, nu_in), self._masks(batch)[1] > 0).squeeze(3)
+        return self._log_odds(c, self._states(batch)[:, :-1])
 
     def _mixer_stats(self, states, mask):
         out = {}
