@@ -152,14 +152,14 @@ class Absorbing(nn.Module):
         return self.value_raw * self.value_scale
 
 
-def absorbing_rows(batch, mask, episode_limit):
-    """[B, 1, m]: how many absorbing steps each episode has: an episode that ended by a true terminal after L
-    transitions stays in the absorbing state for the rest of its time limit, max(episode_limit - L, 1) steps (so
-    every episode spans the same horizon in D_E's and D_U's visitation); others 0. mask: [B, T-1, m]. At least one
-    row, also for a terminal at the limit: without a self-loop row nu_abs's only gradient (from the terminal
-    bootstrap) pushes it down."""
-    terminated = (batch["terminated"][:, :-1].float().to(mask.device) * mask).amax(1, keepdim=True)
-    return terminated * (episode_limit - mask.sum(1, keepdim=True)).clamp(min=1)
+def absorbing_rows(ends, mask, episode_limit):
+    """[B, 1, m]: how many absorbing steps each episode has: an episode whose transitions lead to the absorbing
+    state (`ends` [B, T-1, 1]: a true terminal, or also a time-limit end with time_limit_end=terminal) after L
+    transitions stays there for the rest of its time limit, max(episode_limit - L, 1) steps (so every episode spans
+    the same horizon in D_E's and D_U's visitation); others 0. mask: [B, T-1, m]. At least one row, also for an end
+    at the limit: without a self-loop row nu_abs's only gradient (from the terminal bootstrap) pushes it down."""
+    ended = (ends.to(mask.device) * mask).amax(1, keepdim=True)
+    return ended * (episode_limit - mask.sum(1, keepdim=True)).clamp(min=1)
 
 
 def append_absorbing(x, mask, x_abs, rows):

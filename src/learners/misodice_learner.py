@@ -19,11 +19,13 @@ non-negative linear: `linear` (sum_i phi_i x_i + phi_0), `lmix` (state-dependent
 s0 (`s0_source`): init_batch (default, as DemoDICE and the issue) = the initial states of a separate batch of
 `s0_batch_size` D_U episodes (the "init" batch run: offline draws); data_batch = the t = 0 rows of the data batch's
 own episodes (a uniform sample too, but only batch_size start states per step). E_s0 is their mean.
-`terminated` is a true terminal, time-limit ends bootstrap, padded steps are masked by `filled`. With `absorbing`
-(default) a true terminal leads to an absorbing state, as DAC (Kostrikov et al. 2019) does for imitation, which
-fills the rest of the episode's time limit (episode_limit - L steps after L transitions): its logit c_abs gets those
-discriminator rows (expert and union batches), its value nu_abs is the bootstrap after a terminal, and its self-loop
-A_abs = r_abs - (1 - gamma) nu_abs gets those rows of the nu objective.
+`terminated` is a true terminal, time-limit ends bootstrap (`time_limit_end: bootstrap`; `terminal` ends them as a
+true terminal does: on MPE spread it changed neither the weights nor the return, README MisoDICE), padded steps are
+masked by `filled`. With `absorbing` (default) a true terminal leads to an absorbing state, as DAC (Kostrikov et al.
+2019) does for imitation, which fills the rest of the episode's time limit (episode_limit - L steps after L
+transitions): its logit c_abs gets those discriminator rows (expert and union batches), its value nu_abs is the
+bootstrap after a terminal, and its self-loop A_abs = r_abs - (1 - gamma) nu_abs gets those rows of the nu
+objective.
 Without it (absorbing=False: no bootstrap after a terminal, the paper's and DemoDICE's form) the value objective
 pushes the weights away from episodes that end early; on LBF those are the expert's. `schedule: sequential` trains
 the discriminator for `disc_steps`, then nu for `nu_steps`, then the policy (Algorithm 1); the stage follows from the
@@ -35,6 +37,7 @@ nu_i, advantages and weights w_i, no mixing (shared networks + id, as every lear
 """
 import copy
 
+import numpy as np
 import torch as th
 import torch.nn.functional as F
 
@@ -105,6 +108,8 @@ class MisoDICELearner(OfflineLearner):
             raise ValueError(f"disc_mix must be 'logits' or 'probs', not '{args.disc_mix}'")
         if args.disc_gp_inputs not in ("all", "obs"):
             raise ValueError(f"disc_gp_inputs must be 'all' or 'obs', not '{args.disc_gp_inputs}'")
+        if args.time_limit_end not in ("bootstrap", "terminal"):
+            raise ValueError(f"time_limit_end must be 'bootstrap' or 'terminal', not '{args.time_limit_end}'")
         if args.nu_loss not in ("exp", "logsumexp"):
             raise ValueError(f"nu_loss must be 'exp' or 'logsumexp', not '{args.nu_loss}'")
         obs_dim = scheme["obs"]["vshape"]
@@ -230,7 +235,7 @@ class MisoDICELearner(OfflineLearner):
         """A = r + gamma nu_tot(s') - nu_tot(s) [B, T-1, k]: after a true terminal s' is the absorbing state (its value
         nu_abs; 0 with absorbing off: no bootstrap), a time-limit end bootstraps from its stored s'; padded steps are
         masked by the callers. nu_abs has no target copy: with nu_target the terminal bootstrap is the online one."""
-        terminated = data["terminated"][:, :-1].float().to(self.device)
+        terminated = self._ends(data)
         after = (1 - terminated) * nu_next
         if self.absorbing is not None:
             after = after + terminated * self.absorbing.value
@@ -245,7 +250,15 @@ class MisoDICELearner(OfflineLearner):
         """x [B, T-1, k] and its mask with each terminated episode's absorbing row appended (absorbing off: as is)."""
         if self.absorbing is None:
             return x, mask
-        return append_absorbing(x, mask, x_abs, absorbing_rows(batch, mask, self.args.episode_limit))
+        return append_absorbing(x, mask, x_abs, absorbing_rows(self._ends(batch), mask, self.args.episode_limit))
+
+    def _ends(self, batch):
+        """[B, T-1, 1] transitions after which nothing is bootstrapped: true terminals, and with
+        time_limit_end=terminal also time-limit ends (to the absorbing state, or to 0 with absorbing off)."""
+        ends = batch["terminated"][:, :-1].float()
+        if self.args.time_limit_end == "terminal":
+            ends = th.maximum(ends, batch["truncated"][:, :-1].float())
+        return ends.to(self.device)
 
     # ----- losses -----
     def losses(self, data, expert, stage, init=None):
@@ -324,8 +337,8 @@ class MisoDICELearner(OfflineLearner):
         return state
 
     @th.no_grad()
-    def _weight_exponents(self, batch):
-        """(A / (1 + alpha) - 1 [B, T-1, k], mask) of a batch's transitions, from the current networks (no grad)."""
+    def _batch_advantages(self, batch):
+        """(A [B, T-1, k], mask, r [B, T-1, k]) of a batch's transitions, from the current networks (no grad)."""
         mask, mask_n = self._masks(batch)
         nu_in, states = self._nu_inputs(batch), self._states(batch)
         r = self._batch_log_odds(batch, nu_in).clamp(-self.args.ratio_clip, self.args.ratio_clip)
@@ -333,7 +346,7 @@ class MisoDICELearner(OfflineLearner):
         nu_tot = self._nu_values(self.nu, self.nu_mixer, nu_in, states, rows)
         nu_next = nu_tot[:, 1:] if self.target_nu is None else \
             self._nu_values(self.target_nu, self.target_nu_mixer, nu_in, states, rows)[:, 1:]
-        return self.advantage(batch, r, nu_tot[:, :-1], nu_next) / (1 + self.alpha) - 1, mask
+        return self.advantage(batch, r, nu_tot[:, :-1], nu_next), mask, r
 
     @th.no_grad()
     def expert_weight_mean(self, data, expert):
@@ -341,8 +354,8 @@ class MisoDICELearner(OfflineLearner):
         union's own mean is 1 when normalised). It shows whether the weights find the expert data: 1 = no
         preference; a perfect split gives 1 / (D_E's share of D_U's transitions): ~16 on LBF's mix_200e_1000p, whose
         200 expert episodes hold 6.4% of the transitions (weight_max 20 caps it)."""
-        x_u, mask_u = self._weight_exponents(data)
-        x_e, mask_e = self._weight_exponents(expert)
+        (a_u, mask_u, _), (a_e, mask_e, _) = self._batch_advantages(data), self._batch_advantages(expert)
+        x_u, x_e = a_u / (1 + self.alpha) - 1, a_e / (1 + self.alpha) - 1
         if self.args.weight_normalise:
             w = th.exp(x_e - masked_logmeanexp(x_u, mask_u))
         else:
@@ -350,6 +363,20 @@ class MisoDICELearner(OfflineLearner):
         if self.args.weight_max is not None:
             w = w.clamp(max=float(self.args.weight_max))
         return masked_means(w, mask_e)
+
+    @th.no_grad()
+    def dataset_weights(self, dataset, chunk=256):
+        """{w, r, mask} numpy [E, T-1, k] (mask [E, T-1, k]): the BC weight and the clipped log-ratio reward of every
+        transition of a whole dataset (D_U) from the current networks, the weights on the scale the training batches
+        see them (normalised: divided by the mean over all of D_U's real transitions, then clipped at weight_max;
+        else as dice_weights). scripts/dice_weights.py reports where they go."""
+        parts = []
+        for start in range(0, len(dataset), chunk):
+            batch = dataset.episode_batch(np.arange(start, min(len(dataset), start + chunk)), device=self.device)
+            parts.append([x.cpu() for x in self._batch_advantages(batch)])
+        adv, mask, r = (th.cat(x) for x in zip(*parts))
+        w = dice_weights(adv, mask, self.alpha, self.args.weight_normalise, self.args.exp_clip, self.args.weight_max)
+        return {"w": w.numpy(), "r": r.numpy(), "mask": mask.expand_as(w).numpy()}
 
     @th.no_grad()
     def disc_separation(self, data, expert):

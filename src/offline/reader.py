@@ -262,6 +262,11 @@ class OfflineDataset:
             out["labels/" + k] = self._rows(v, rows)
         return out
 
+    @property
+    def source_rows(self):
+        """[E] the rows of this view's episodes in the file they come from (source_path)."""
+        return self._index.copy()
+
     def subset(self, rows):
         """A dataset of the given rows (sharing the arrays or the open file)."""
         ds = OfflineDataset(self._data, self._returns_all, self._quality_all, self._labels, dict(self.attrs),

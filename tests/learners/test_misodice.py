@@ -3,6 +3,7 @@ policies against the closed form on a one-state two-agent game, convexity and eq
 objectives, extreme advantages, the climbing mixture against BC, and every config end to end with exact resume."""
 import glob
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -352,6 +353,16 @@ def test_every_config_runs_end_to_end_and_resumes_exactly(tmp_path, climbing_mix
     main_processes([(tmp_path / f"{alg}_resumed", alg, ["offline_steps=8", data,
                                                          f"checkpoint_path={models[str(tmp_path / f'{alg}_half')]}",
                                                          *extra]) for alg, extra in RESUMED.items()])
+    for alg in ("vdn", "indd_full"):  # scripts/dice_weights.py rebuilds the learner from the run's folder
+        out = subprocess.run([sys.executable, "scripts/dice_weights.py", models[str(tmp_path / alg)], "--json",
+                              str(tmp_path / f"{alg}.json")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-3000:]
+        report = json.load(open(tmp_path / f"{alg}.json"))
+        assert report["checkpoint"].endswith(os.path.join(os.path.basename(models[str(tmp_path / alg)]), "8"))
+        assert report["episodes"] == len(climbing_mixture[0]) and 0 < report["expert_episodes"] < report["episodes"]
+        assert len(report["w_by_step_expert"]) == len(report["r_by_step_rest"]) == 10
+        assert 0 < report["expert_weight_share"] < 1
+        assert "| t | w all | w D_E | w rest | r all | r D_E | r rest |" in out.stdout
     vdn = checkpoint_files(os.path.join(models[str(tmp_path / "vdn")], "8"))
     assert vdn["learner.th"]["train_steps"] == 8 and vdn["critics.th"]["nu_mixer"] == {}
     for alg in RESUMED:
@@ -380,9 +391,9 @@ def countdown(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def countdown_mixture(tmp_path_factory):
-    """(union, expert): 4 'expert' countdown episodes that end by a terminal after 3 steps, 4 'poor' ones cut by the
-    time limit at 6 (the same observations up to step 3): LBF's pattern, where the expert finishes early."""
+def countdown_mixture_file(tmp_path_factory):
+    """4 'expert' countdown episodes that end by a terminal after 3 steps, 4 'poor' ones cut by the time limit at 6
+    (the same observations up to step 3): LBF's pattern, where the expert finishes early."""
     path = str(tmp_path_factory.mktemp("countdown_mixture") / "mixture.h5")
     th.manual_seed(0)  # the random actions: the same data in every process
     np.random.seed(0)
@@ -392,9 +403,37 @@ def countdown_mixture(tmp_path_factory):
     with DatasetWriter(path, info, args.env, args.env_args) as w:
         for ctx, quality in ((ctxs[0], "expert"), (ctxs[1], "poor")) * 4:
             w.add(ctx.runner.run(test_mode=False), qualities=quality)
-    ds = OfflineDataset.load(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def countdown_mixture(countdown_mixture_file):
+    """(union, expert) batches of the countdown mixture."""
+    ds = OfflineDataset.load(countdown_mixture_file)
     expert = np.flatnonzero(ds.quality_code_array[:, 0] == ds.quality_codes["expert"])
     return ds.episode_batch(np.arange(len(ds))), ds.episode_batch(expert)
+
+
+@pytest.mark.parametrize("alg", ["misodice", "indd"])
+def test_dataset_weights_are_the_weights_of_one_batch_of_the_whole_dataset(alg, countdown_mixture_file):
+    """scripts/dice_weights.py's numbers: the weights of D_U read in chunks equal dice_weights on one batch of all
+    of it, and D_E's mean among them is expert_weight_mean's."""
+    ds = OfflineDataset.load(countdown_mixture_file)
+    expert_rows = np.flatnonzero(ds.quality_code_array[:, 0] == ds.quality_codes["expert"])
+    union, expert = ds.episode_batch(np.arange(len(ds))), ds.episode_batch(expert_rows)
+    learner = countdown_learner(alg, weight_max=3.0)
+    for step in range(30):
+        learner.train({"data": union, "expert": expert}, step, step)
+    out = learner.dataset_weights(ds, chunk=3)
+    w, mask = out["w"], out["mask"]
+    assert w.shape == mask.shape == out["r"].shape == (8, 6, 1 if alg == "misodice" else 2)
+    adv, batch_mask, r = learner._batch_advantages(union)
+    ref = dice_weights(adv, batch_mask, learner.alpha, True, learner.args.exp_clip, 3.0)
+    np.testing.assert_allclose(w, ref.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out["r"][mask > 0], r.expand_as(ref).numpy()[mask > 0], rtol=1e-5, atol=1e-6)
+    assert w.max() <= 3.0 and np.ptp(w[mask > 0]) > 0.01  # trained: not all alike
+    expert_mean = (w * mask)[expert_rows].sum((0, 1)) / mask[expert_rows].sum((0, 1))
+    np.testing.assert_allclose(expert_mean, learner.expert_weight_mean(union, expert).numpy(), rtol=1e-5)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -417,12 +456,16 @@ def test_absorbing_rows_fill_the_time_limit_of_terminated_episodes_only(alg, cou
     learner = countdown_learner(alg)
     for batch in (countdown, with_padding(countdown, 3)):  # padding adds no rows
         mask, _ = learner._masks(batch)
-        rows = absorbing_rows(batch, mask, 6)
+        rows = absorbing_rows(learner._ends(batch), mask, 6)
         assert rows.shape == (4, 1, mask.shape[-1])
         ended = batch["terminated"][:, :-1, 0].amax(1) > 0  # 2 end by a terminal after 3 steps, 2 by the limit
         assert (rows[ended] == 3).all() and (rows[~ended] == 0).all()
     mask, _ = learner._masks(countdown)
-    assert (absorbing_rows(countdown, mask, 3)[ended] == 1).all()  # a terminal at the limit: one self-loop row
+    assert (absorbing_rows(learner._ends(countdown), mask, 3)[ended] == 1).all()  # a terminal at the limit: one row
+    # time_limit_end=terminal: the episodes cut by the 6-step limit end in the absorbing state too, with one row
+    limit_ends = countdown_learner(alg, time_limit_end="terminal")
+    rows = absorbing_rows(limit_ends._ends(countdown), mask, 6)
+    assert (rows[ended] == 3).all() and (rows[~ended] == 1).all()
 
 
 def test_the_nu_objective_with_the_absorbing_state_ignores_a_shift_of_every_value(countdown):
@@ -478,6 +521,17 @@ def test_terminals_stop_bootstrapping_and_time_limit_ends_bootstrap(countdown):
     no_absorbing = countdown_learner(absorbing=False)  # the paper's form: no bootstrap at all
     adv = no_absorbing.advantage(countdown, r, nu_s, nu_next)[..., 0]
     assert th.allclose(adv[terminal], th.full((2,), -100.0))
+    assert th.allclose(adv[truncated], th.full((2,), 100.0 * (learner.gamma - 1)))
+    # time_limit_end=terminal: a time-limit end is a terminal as well (absorbing value, or nothing with it off)
+    for absorbing, after in ((True, 7.0), (False, 0.0)):
+        ends = countdown_learner(absorbing=absorbing, time_limit_end="terminal")
+        if absorbing:
+            with th.no_grad():
+                ends.absorbing.value_raw.fill_(7.0 / ends.absorbing.value_scale)
+        adv = ends.advantage(countdown, r, nu_s, nu_next)[..., 0]
+        assert th.allclose(adv[terminal | truncated], th.full((4,), after * ends.gamma - 100.0), atol=1e-4)
+    with pytest.raises(ValueError, match="time_limit_end must be 'bootstrap' or 'terminal'"):
+        countdown_learner(time_limit_end="truncate")
 
 
 def with_padding(batch, extra):

@@ -1,0 +1,148 @@
+"""Where a trained MisoDICE / INDD model puts its behaviour-cloning weights over its own dataset D_U.
+
+    python scripts/dice_weights.py results/models/<misodice run> [--step 7000] [--json out.json]
+
+Rebuilds the run's learner from the model folder's config.json, loads the checkpoint (the latest, or the one
+nearest --step), reads D_U and D_E as the run did (offline_dataset, offline_expert, offline_valid_fraction) and
+prints, on the scale the training batches see (weights normalised by D_U's mean, clipped at weight_max):
+D_E's share of the weight and of the transitions, the effective sample size fraction (sum w)^2 / (N sum w^2)
+overall and within D_E and the rest, the mean weight at each step t of an episode, and the spread of D_E's
+per-episode mean weights. Weighted BC learns from where the weight is: a profile rising along t trains the policy
+mostly on the episodes' ends (README, MisoDICE: time_limit_end).
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+from types import SimpleNamespace as SN
+
+import _bootstrap  # noqa: F401 (src/ on sys.path)
+import numpy as np
+import torch as th
+
+from components.episode_buffer import EpisodeBatch
+from controllers import REGISTRY as mac_REGISTRY
+from controllers.behaviour_mac import ENV_INFO_KEYS
+from learners import REGISTRY as le_REGISTRY
+from learners.misodice_learner import MisoDICELearner
+from offline.reader import OfflineDataset
+from offline.sampling import load_training_data
+from utils.checkpoint import RUN_CONFIG, locate_checkpoint
+from utils.config import ConfigError, load_alg, load_yaml
+from utils.logging import Logger
+from utils.paths import repo_relative
+
+
+def load_learner(model_dir, step):
+    """(args, learner, checkpoint folder) of a MisoDICE-family run, from its saved config. Keys the saved config
+    lacks (written before they existed) take the algorithm's and default.yaml's values."""
+    with open(os.path.join(model_dir, RUN_CONFIG)) as f:
+        saved = json.load(f)
+    learner_class = le_REGISTRY.get(saved.get("learner"))
+    if not (isinstance(learner_class, type) and issubclass(learner_class, MisoDICELearner)):
+        raise ValueError(f"{model_dir} is a '{saved.get('learner')}' run: only MisoDICE-family learners "
+                         f"(misodice, misodice_vdn, indd) weight their data")
+    try:
+        alg = load_alg(saved["name"])
+    except ConfigError:  # a run renamed with name=...: default.yaml fills what the saved config lacks
+        alg = {}
+    args = SN(**{**load_yaml("", "default"), **alg, **saved})
+    args.use_cuda, args.device = False, "cpu"
+    args.offline_dataset = [repo_relative(p) for p in np.atleast_1d(args.offline_dataset)]
+    if args.offline_expert and not args.offline_expert.startswith(("quality:", "label:", "top:")):
+        args.offline_expert = repo_relative(args.offline_expert)
+    _, checkpoint = locate_checkpoint(model_dir, step)
+    return args, learner_class, checkpoint
+
+
+def per_step(x, mask):
+    """[T-1]: the mean of x at each step of an episode over the rows given (NaN where none is real)."""
+    n = mask.sum(0)
+    return np.where(n > 0, (x * mask).sum(0) / np.maximum(n, 1), np.nan)
+
+
+def ess(w, mask):
+    v = w[mask > 0]
+    return float(v.sum() ** 2 / (len(v) * np.square(v).sum())) if len(v) and v.any() else float("nan")
+
+
+def report(terms, expert_rows):
+    """The numbers scripts/dice_weights.py prints, as a dict (INDD's k = n columns are averaged over agents)."""
+    w, r, mask = (terms[k].mean(-1) for k in ("w", "r", "mask"))
+    rest = ~expert_rows
+    out = {"episodes": int(len(w)), "expert_episodes": int(expert_rows.sum()), "ess_all": ess(w, mask),
+           "w_by_step_all": per_step(w, mask).tolist(), "r_by_step_all": per_step(r, mask).tolist()}
+    if expert_rows.any() and rest.any():
+        ep_mean = (w * mask)[expert_rows].sum(1) / np.maximum(mask[expert_rows].sum(1), 1)
+        out.update(expert_weight_share=float((w * mask)[expert_rows].sum() / (w * mask).sum()),
+                   expert_transition_share=float(mask[expert_rows].sum() / mask.sum()),
+                   ess_expert=ess(w[expert_rows], mask[expert_rows]), ess_rest=ess(w[rest], mask[rest]),
+                   expert_episode_mean_quantiles=dict(zip(("0", "10", "50", "90", "100"), np.quantile(
+                       ep_mean, [0, 0.1, 0.5, 0.9, 1]).tolist())))
+        for name, rows in (("expert", expert_rows), ("rest", rest)):
+            out[f"w_by_step_{name}"] = per_step(w[rows], mask[rows]).tolist()
+            out[f"r_by_step_{name}"] = per_step(r[rows], mask[rows]).tolist()
+    return out
+
+
+def print_report(out, checkpoint):
+    print(f"{checkpoint}: {out['episodes']} episodes in D_U, {out['expert_episodes']} of them in D_E")
+    print(f"effective sample size fraction: all {out['ess_all']:.3f}", end="")
+    split = "ess_expert" in out
+    if split:
+        print(f", within D_E {out['ess_expert']:.3f}, within the rest {out['ess_rest']:.3f}")
+        print(f"D_E holds {out['expert_weight_share']:.3f} of the weight and "
+              f"{out['expert_transition_share']:.3f} of the transitions")
+        q = out["expert_episode_mean_quantiles"]
+        print("D_E episodes' mean weight, quantiles 0/10/50/90/100%: " + " / ".join(f"{v:.2f}" for v in q.values()))
+    else:
+        print(" (D_E is not a part of this D_U file, or is all of it: no split)")
+    groups = ["all"] + (["expert", "rest"] if split else [])
+    names = {"all": "all", "expert": "D_E", "rest": "rest"}
+    print("\nmean BC weight w and log-ratio reward r at each step t of an episode:\n")
+    print("| t | " + " | ".join(f"w {names[g]}" for g in groups) + " | " + " | ".join(f"r {names[g]}" for g in groups)
+          + " |")
+    print("|---:|" + "---:|" * (2 * len(groups)))
+    for t in range(len(out["w_by_step_all"])):
+        print(f"| {t} | " + " | ".join(f"{out[f'{k}_by_step_{g}'][t]:.2f}" for k in ("w", "r") for g in groups)
+              + " |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model_dir", help="a MisoDICE / MisoDICE-VDN / INDD run's folder, results/models/<run>")
+    parser.add_argument("--step", type=int, default=0, help="the checkpoint nearest this step (default: latest)")
+    parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    a = parser.parse_args(argv)
+    th.set_num_threads(1)
+    log = logging.getLogger("dice_weights")
+    try:
+        args, learner_class, checkpoint = load_learner(a.model_dir, a.step)
+    except (OSError, ValueError) as e:
+        parser.error(str(e))
+    first = OfflineDataset.load(args.offline_dataset[0], lazy=True)
+    env_info = dict(first.env_info)
+    scheme, groups, preprocess = first.scheme()
+    first.close()
+    for k in ENV_INFO_KEYS:
+        setattr(args, k, env_info[k])
+    data, _, expert = load_training_data(args, env_info, log)
+    batch_scheme = EpisodeBatch(scheme, groups, 1, 1, preprocess=preprocess).scheme
+    mac = mac_REGISTRY[args.mac](batch_scheme, groups, args)
+    learner = learner_class(mac, batch_scheme, Logger(log), args)
+    learner.load_models(checkpoint)
+    terms = learner.dataset_weights(data)
+    expert_rows = np.zeros(len(data), bool)
+    if expert is not None and expert.source_path is not None and expert.source_path == data.source_path:
+        expert_rows = np.isin(data.source_rows, expert.source_rows)
+    out = report(terms, expert_rows)
+    print_report(out, checkpoint)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"checkpoint": os.path.abspath(checkpoint), **out}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
