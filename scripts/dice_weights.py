@@ -28,43 +28,49 @@ from learners import REGISTRY as le_REGISTRY
 from learners.misodice_learner import MisoDICELearner
 from offline.reader import OfflineDataset
 from offline.sampling import load_training_data
-from utils.checkpoint import RUN_CONFIG, locate_checkpoint
+from utils.checkpoint import RUN_CONFIG, CheckpointError, locate_checkpoint
 from utils.config import ConfigError, load_alg, load_yaml
 from utils.logging import Logger
 from utils.paths import repo_relative
 
+# the config of a renamed run (name=...), by learner: its keys fill what a config saved before them lacks
+BASE_CONFIG = {"misodice_learner": "misodice", "indd_learner": "indd"}
+# keys added after runs were saved, with the value those runs trained with (absorbing: upgrade_state's rule)
+LEGACY = {"absorbing": False}
 
-def load_learner(model_dir, step):
-    """(args, learner, checkpoint folder) of a MisoDICE-family run, from its saved config. Keys the saved config
-    lacks (written before they existed) take the algorithm's and default.yaml's values."""
-    with open(os.path.join(model_dir, RUN_CONFIG)) as f:
+
+def load_learner(path, step):
+    """(args, learner class, checkpoint folder) of a MisoDICE-family run (its folder or one of its checkpoints), from
+    the run's saved config. Keys the saved config lacks take the value the run trained with (LEGACY), else the
+    algorithm's."""
+    run_dir, checkpoint = locate_checkpoint(path, step)
+    with open(os.path.join(run_dir, RUN_CONFIG)) as f:
         saved = json.load(f)
     learner_class = le_REGISTRY.get(saved.get("learner"))
     if not (isinstance(learner_class, type) and issubclass(learner_class, MisoDICELearner)):
-        raise ValueError(f"{model_dir} is a '{saved.get('learner')}' run: only MisoDICE-family learners "
+        raise ValueError(f"{run_dir} is a '{saved.get('learner')}' run: only MisoDICE-family learners "
                          f"(misodice, misodice_vdn, indd) weight their data")
     try:
         alg = load_alg(saved["name"])
-    except ConfigError:  # a run renamed with name=...: default.yaml fills what the saved config lacks
-        alg = {}
-    args = SN(**{**load_yaml("", "default"), **alg, **saved})
+    except ConfigError:  # a renamed run (name=misodice_k400): its learner's config
+        alg = load_alg(BASE_CONFIG.get(saved["learner"], "misodice"))
+    args = SN(**{**load_yaml("", "default"), **alg, **LEGACY, **saved})
     args.use_cuda, args.device = False, "cpu"
     args.offline_dataset = [repo_relative(p) for p in np.atleast_1d(args.offline_dataset)]
     if args.offline_expert and not args.offline_expert.startswith(("quality:", "label:", "top:")):
         args.offline_expert = repo_relative(args.offline_expert)
-    _, checkpoint = locate_checkpoint(model_dir, step)
     return args, learner_class, checkpoint
 
 
 def per_step(x, mask):
-    """[T-1]: the mean of x at each step of an episode over the rows given (NaN where none is real)."""
+    """[T-1]: the mean of x at each step of an episode over the rows given (None where none is real)."""
     n = mask.sum(0)
-    return np.where(n > 0, (x * mask).sum(0) / np.maximum(n, 1), np.nan)
+    return [float(v) if k > 0 else None for v, k in zip((x * mask).sum(0) / np.maximum(n, 1), n)]
 
 
 def ess(w, mask):
     v = w[mask > 0]
-    return float(v.sum() ** 2 / (len(v) * np.square(v).sum())) if len(v) and v.any() else float("nan")
+    return float(v.sum() ** 2 / (len(v) * np.square(v).sum())) if len(v) and v.any() else None
 
 
 def report(terms, expert_rows):
@@ -72,7 +78,7 @@ def report(terms, expert_rows):
     w, r, mask = (terms[k].mean(-1) for k in ("w", "r", "mask"))
     rest = ~expert_rows
     out = {"episodes": int(len(w)), "expert_episodes": int(expert_rows.sum()), "ess_all": ess(w, mask),
-           "w_by_step_all": per_step(w, mask).tolist(), "r_by_step_all": per_step(r, mask).tolist()}
+           "w_by_step_all": per_step(w, mask), "r_by_step_all": per_step(r, mask)}
     if expert_rows.any() and rest.any():
         ep_mean = (w * mask)[expert_rows].sum(1) / np.maximum(mask[expert_rows].sum(1), 1)
         out.update(expert_weight_share=float((w * mask)[expert_rows].sum() / (w * mask).sum()),
@@ -81,23 +87,27 @@ def report(terms, expert_rows):
                    expert_episode_mean_quantiles=dict(zip(("0", "10", "50", "90", "100"), np.quantile(
                        ep_mean, [0, 0.1, 0.5, 0.9, 1]).tolist())))
         for name, rows in (("expert", expert_rows), ("rest", rest)):
-            out[f"w_by_step_{name}"] = per_step(w[rows], mask[rows]).tolist()
-            out[f"r_by_step_{name}"] = per_step(r[rows], mask[rows]).tolist()
+            out[f"w_by_step_{name}"] = per_step(w[rows], mask[rows])
+            out[f"r_by_step_{name}"] = per_step(r[rows], mask[rows])
     return out
+
+
+def fmt(v, digits=2):
+    return "-" if v is None else f"{v:.{digits}f}"
 
 
 def print_report(out, checkpoint):
     print(f"{checkpoint}: {out['episodes']} episodes in D_U, {out['expert_episodes']} of them in D_E")
-    print(f"effective sample size fraction: all {out['ess_all']:.3f}", end="")
+    print(f"effective sample size fraction: all {fmt(out['ess_all'], 3)}", end="")
     split = "ess_expert" in out
     if split:
-        print(f", within D_E {out['ess_expert']:.3f}, within the rest {out['ess_rest']:.3f}")
+        print(f", within D_E {fmt(out['ess_expert'], 3)}, within the rest {fmt(out['ess_rest'], 3)}")
         print(f"D_E holds {out['expert_weight_share']:.3f} of the weight and "
               f"{out['expert_transition_share']:.3f} of the transitions")
         q = out["expert_episode_mean_quantiles"]
         print("D_E episodes' mean weight, quantiles 0/10/50/90/100%: " + " / ".join(f"{v:.2f}" for v in q.values()))
     else:
-        print(" (D_E is not a part of this D_U file, or is all of it: no split)")
+        print(" (D_E is a separate file, or all of D_U: no split)")
     groups = ["all"] + (["expert", "rest"] if split else [])
     names = {"all": "all", "expert": "D_E", "rest": "rest"}
     print("\nmean BC weight w and log-ratio reward r at each step t of an episode:\n")
@@ -105,13 +115,14 @@ def print_report(out, checkpoint):
           + " |")
     print("|---:|" + "---:|" * (2 * len(groups)))
     for t in range(len(out["w_by_step_all"])):
-        print(f"| {t} | " + " | ".join(f"{out[f'{k}_by_step_{g}'][t]:.2f}" for k in ("w", "r") for g in groups)
+        print(f"| {t} | " + " | ".join(fmt(out[f"{k}_by_step_{g}"][t]) for k in ("w", "r") for g in groups)
               + " |")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model_dir", help="a MisoDICE / MisoDICE-VDN / INDD run's folder, results/models/<run>")
+    parser.add_argument("model_dir", help="a MisoDICE / MisoDICE-VDN / INDD run's folder, results/models/<run> "
+                                          "(or one of its numbered checkpoints)")
     parser.add_argument("--step", type=int, default=0, help="the checkpoint nearest this step (default: latest)")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     a = parser.parse_args(argv)
@@ -119,7 +130,7 @@ def main(argv=None):
     log = logging.getLogger("dice_weights")
     try:
         args, learner_class, checkpoint = load_learner(a.model_dir, a.step)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, CheckpointError) as e:
         parser.error(str(e))
     first = OfflineDataset.load(args.offline_dataset[0], lazy=True)
     env_info = dict(first.env_info)
@@ -131,16 +142,20 @@ def main(argv=None):
     batch_scheme = EpisodeBatch(scheme, groups, 1, 1, preprocess=preprocess).scheme
     mac = mac_REGISTRY[args.mac](batch_scheme, groups, args)
     learner = learner_class(mac, batch_scheme, Logger(log), args)
-    learner.load_models(checkpoint)
+    try:
+        learner.load_models(checkpoint)
+    except (CheckpointError, RuntimeError) as e:  # RuntimeError: torch's mis-sized or missing keys
+        parser.error(f"cannot load {checkpoint} into the learner its config.json describes: {e}")
     terms = learner.dataset_weights(data)
     expert_rows = np.zeros(len(data), bool)
-    if expert is not None and expert.source_path is not None and expert.source_path == data.source_path:
-        expert_rows = np.isin(data.source_rows, expert.source_rows)
+    positions = None if expert is None else data.positions_of(expert)
+    if positions is not None:  # D_E inside D_U (quality:, label:, top:); with a validation split, its training part
+        expert_rows[positions] = True
     out = report(terms, expert_rows)
     print_report(out, checkpoint)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"checkpoint": os.path.abspath(checkpoint), **out}, f, indent=1)
+            json.dump({"checkpoint": os.path.abspath(checkpoint), **out}, f, indent=1, allow_nan=False)
     return 0
 
 

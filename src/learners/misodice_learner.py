@@ -20,12 +20,12 @@ s0 (`s0_source`): init_batch (default, as DemoDICE and the issue) = the initial 
 `s0_batch_size` D_U episodes (the "init" batch run: offline draws); data_batch = the t = 0 rows of the data batch's
 own episodes (a uniform sample too, but only batch_size start states per step). E_s0 is their mean.
 `terminated` is a true terminal, time-limit ends bootstrap (`time_limit_end: bootstrap`; `terminal` ends them as a
-true terminal does: on MPE spread it changed neither the weights nor the return, README MisoDICE), padded steps are
-masked by `filled`. With `absorbing` (default) a true terminal leads to an absorbing state, as DAC (Kostrikov et al.
-2019) does for imitation, which fills the rest of the episode's time limit (episode_limit - L steps after L
-transitions): its logit c_abs gets those discriminator rows (expert and union batches), its value nu_abs is the
-bootstrap after a terminal, and its self-loop A_abs = r_abs - (1 - gamma) nu_abs gets those rows of the nu
-objective.
+true terminal does: on MPE spread, 2 seeds, it changed neither the weights nor the return, README MisoDICE), padded
+steps are masked by `filled`. With `absorbing` (default) a true terminal leads to an absorbing state, as DAC
+(Kostrikov et al. 2019) does for imitation, which fills the rest of the episode's time limit (episode_limit - L
+steps after L transitions): its logit c_abs gets those discriminator rows (expert and union batches), its value
+nu_abs is the bootstrap after a terminal, and its self-loop A_abs = r_abs - (1 - gamma) nu_abs gets those rows of
+the nu objective.
 Without it (absorbing=False: no bootstrap after a terminal, the paper's and DemoDICE's form) the value objective
 pushes the weights away from episodes that end early; on LBF those are the expert's. `schedule: sequential` trains
 the discriminator for `disc_steps`, then nu for `nu_steps`, then the policy (Algorithm 1); the stage follows from the
@@ -233,8 +233,9 @@ class MisoDICELearner(OfflineLearner):
 
     def advantage(self, data, r, nu_s, nu_next):
         """A = r + gamma nu_tot(s') - nu_tot(s) [B, T-1, k]: after a true terminal s' is the absorbing state (its value
-        nu_abs; 0 with absorbing off: no bootstrap), a time-limit end bootstraps from its stored s'; padded steps are
-        masked by the callers. nu_abs has no target copy: with nu_target the terminal bootstrap is the online one."""
+        nu_abs; 0 with absorbing off: no bootstrap), a time-limit end bootstraps from its stored s'
+        (time_limit_end: terminal: as a true terminal); padded steps are masked by the callers. nu_abs has
+        no target copy: with nu_target the terminal bootstrap is the online one."""
         terminated = self._ends(data)
         after = (1 - terminated) * nu_next
         if self.absorbing is not None:

@@ -262,10 +262,13 @@ class OfflineDataset:
             out["labels/" + k] = self._rows(v, rows)
         return out
 
-    @property
-    def source_rows(self):
-        """[E] the rows of this view's episodes in the file they come from (source_path)."""
-        return self._index.copy()
+    def positions_of(self, other):
+        """The positions in this view of the episodes of `other` that it holds, ascending, when `other` is a view of
+        the same arrays (a subset, split or top fraction of this dataset or of the same parent); None when it is not
+        (another file)."""
+        if other._data is not self._data:
+            return None
+        return np.flatnonzero(np.isin(self._index, other._index))
 
     def subset(self, rows):
         """A dataset of the given rows (sharing the arrays or the open file)."""

@@ -30,7 +30,7 @@ PATH_LIST_KEYS = ("offline_dataset",)
 CHOICES = {"on_nonfinite": ("stop", "skip_batch"),
            # MisoDICE / INDD (config/algs/misodice.yaml)
            "schedule": ("sequential", "joint"), "nu_loss": ("exp", "logsumexp"), "disc_mix": ("logits", "probs"),
-           "disc_gp_inputs": ("obs", "all"),
+           "disc_gp_inputs": ("obs", "all"), "time_limit_end": ("bootstrap", "terminal"),
            "s0_source": ("init_batch", "data_batch"), "omapl_rank_by": ("sum", "mean")}
 
 # key -> (integer only, test, allowed range in words, null allowed). Checked on the merged config, before anything runs.

@@ -5,6 +5,7 @@ import glob
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import pytest
 import torch as th
 
 from helpers import constant_climbing_episodes, make_ctx
+from learners.common import log_policy
 from learners.dice import absorbing_rows, dice_weights, exp_linear, interpolates, nu_objective, separation
 from learners.misodice_learner import mixer_weights
 from modules.mixers import REGISTRY as mixer_REGISTRY
@@ -363,6 +365,20 @@ def test_every_config_runs_end_to_end_and_resumes_exactly(tmp_path, climbing_mix
         assert len(report["w_by_step_expert"]) == len(report["r_by_step_rest"]) == 10
         assert 0 < report["expert_weight_share"] < 1
         assert "| t | w all | w D_E | w rest | r all | r D_E | r rest |" in out.stdout
+    # a renamed run saved before time_limit_end existed: its learner's config fills the key; one saved before the
+    # absorbing state trained without it, which this checkpoint contradicts: a clear error, no traceback
+    old = tmp_path / "old_run"
+    shutil.copytree(models[str(tmp_path / "indd_full")], old)
+    config = json.load(open(old / "config.json"))
+    config.pop("time_limit_end")
+    json.dump({**config, "name": "indd_renamed"}, open(old / "config.json", "w"))
+    script = [sys.executable, "scripts/dice_weights.py", str(old / "8")]
+    out = subprocess.run(script, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "of them in D_E" in out.stdout, out.stderr[-3000:]
+    config.pop("absorbing")
+    json.dump(config, open(old / "config.json", "w"))
+    out = subprocess.run(script, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "trained with absorbing=True" in out.stderr and "Traceback" not in out.stderr
     vdn = checkpoint_files(os.path.join(models[str(tmp_path / "vdn")], "8"))
     assert vdn["learner.th"]["train_steps"] == 8 and vdn["critics.th"]["nu_mixer"] == {}
     for alg in RESUMED:
@@ -416,8 +432,8 @@ def countdown_mixture(countdown_mixture_file):
 
 @pytest.mark.parametrize("alg", ["misodice", "indd"])
 def test_dataset_weights_are_the_weights_of_one_batch_of_the_whole_dataset(alg, countdown_mixture_file):
-    """scripts/dice_weights.py's numbers: the weights of D_U read in chunks equal dice_weights on one batch of all
-    of it, and D_E's mean among them is expert_weight_mean's."""
+    """scripts/dice_weights.py's numbers: the weights of D_U read in chunks are the weights the policy loss uses on
+    one batch of all of it, and D_E's mean among them is expert_weight_mean's."""
     ds = OfflineDataset.load(countdown_mixture_file)
     expert_rows = np.flatnonzero(ds.quality_code_array[:, 0] == ds.quality_codes["expert"])
     union, expert = ds.episode_batch(np.arange(len(ds))), ds.episode_batch(expert_rows)
@@ -427,10 +443,14 @@ def test_dataset_weights_are_the_weights_of_one_batch_of_the_whole_dataset(alg, 
     out = learner.dataset_weights(ds, chunk=3)
     w, mask = out["w"], out["mask"]
     assert w.shape == mask.shape == out["r"].shape == (8, 6, 1 if alg == "misodice" else 2)
-    adv, batch_mask, r = learner._batch_advantages(union)
-    ref = dice_weights(adv, batch_mask, learner.alpha, True, learner.args.exp_clip, 3.0)
-    np.testing.assert_allclose(w, ref.numpy(), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(out["r"][mask > 0], r.expand_as(ref).numpy()[mask > 0], rtol=1e-5, atol=1e-6)
+    # the policy loss of a batch of the whole dataset is -mean(w log pi) with these w (its normalisation is D_U's)
+    actor_loss = learner.losses(union, expert, "actor")[0]["actor_loss"].item()
+    actions = union["actions"][:, :-1]
+    log_pi = log_policy(learner.mac, union)[:, :-1].gather(3, actions).squeeze(3).detach().numpy()  # [B, T-1, n]
+    mask_n = np.broadcast_to(mask[..., :1], log_pi.shape)
+    assert -(w * log_pi * mask_n).sum() / mask_n.sum() == pytest.approx(actor_loss, rel=1e-5)
+    _, _, r = learner._batch_advantages(union)
+    np.testing.assert_allclose(out["r"][mask > 0], r.expand_as(th.as_tensor(w)).numpy()[mask > 0], rtol=1e-5)
     assert w.max() <= 3.0 and np.ptp(w[mask > 0]) > 0.01  # trained: not all alike
     expert_mean = (w * mask)[expert_rows].sum((0, 1)) / mask[expert_rows].sum((0, 1))
     np.testing.assert_allclose(expert_mean, learner.expert_weight_mean(union, expert).numpy(), rtol=1e-5)

@@ -180,6 +180,26 @@ def test_lazy_equals_memory_and_views(tmp_path, climbing):
     lazy.close()
 
 
+def test_positions_of_finds_a_views_episodes_in_another_view_of_the_same_arrays(tmp_path, climbing):
+    ctx, batches, path = climbing
+    for lazy in (False, True):
+        ds = OfflineDataset.load(path, lazy=lazy)
+        sub = ds.subset([3, 1])
+        np.testing.assert_array_equal(ds.positions_of(sub), [1, 3])
+        train, valid = ds.split(0.25, seed=1)
+        parts = [(part, part.positions_of(sub)) for part in (train, valid)]
+        assert sum(len(pos) for _, pos in parts) == 2  # each of sub's episodes is in one part
+        found = np.concatenate([part.arrays(pos)["actions"] for part, pos in parts if len(pos)])
+        key = lambda actions: sorted(map(bytes, actions))  # noqa: E731 (episodes as a multiset)
+        assert key(found) == key(sub.arrays()["actions"]) != key(ds.subset([0, 2]).arrays()["actions"])
+        assert ds.positions_of(OfflineDataset.load(path)) is None  # another load: other arrays
+        ds.close()
+    other = write(tmp_path / "aug.h5", ctx, batches[:2], qualities="poor")
+    merged = OfflineDataset.load(path).merge(OfflineDataset.load(other))
+    np.testing.assert_array_equal(merged.positions_of(merged.subset([4, 0, 5])), [0, 4, 5])
+    assert merged.positions_of(OfflineDataset.load(other).subset([0])) is None
+
+
 def test_merge_and_save(tmp_path, climbing):
     ctx, batches, path = climbing
     other = write(tmp_path / "aug.h5", ctx, batches[:2], qualities="poor",
