@@ -114,7 +114,15 @@ class Clock:
         return time.time() - self.started
 
     def left(self, step):
-        return max(self.total - step, 0) * self.elapsed() / max(step - self.start, 1)
+        """Seconds to `total` at the rate since the start; None before the first unit is done (no rate yet)."""
+        if step <= self.start:
+            return None
+        return max(self.total - step, 0) * self.elapsed() / (step - self.start)
+
+    def left_str(self, step):
+        """'about 0:00:30 left', or 'time left not known yet' before the first unit is done."""
+        left = self.left(step)
+        return "time left not known yet" if left is None else f"about {time_str(left)} left"
 
     def rate(self, step):
         return (step - self.start) / max(self.elapsed(), 1e-9)
@@ -123,4 +131,4 @@ class Clock:
         """'2025 / 10000 env steps (20%), 0:00:01 elapsed, about 0:00:03 left, 1500 env steps/s'"""
         percent = min(100.0, 100.0 * step / self.total) if self.total else 100.0
         return (f"{step} / {self.total} {unit} ({percent:.0f}%), {time_str(self.elapsed())} elapsed, "
-                f"about {time_str(self.left(step))} left, {self.rate(step):.0f} {unit}/s")
+                f"{self.left_str(step)}, {self.rate(step):.0f} {unit}/s")

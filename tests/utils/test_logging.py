@@ -125,3 +125,9 @@ def test_clock_line():
     clock.started -= 10
     line = clock.line(250, "env steps")
     assert line.startswith("250 / 1000 env steps (25%), 0:00:10 elapsed, about 0:00:30 left, 25 env steps/s")
+    # resumed at 400 with nothing done since: no rate yet, so no made-up time left (it once said days)
+    resumed = progress.Clock(400, 1000)
+    resumed.started -= 67
+    assert resumed.left(400) is None
+    assert resumed.line(400, "episodes").startswith(
+        "400 / 1000 episodes (40%), 0:01:07 elapsed, time left not known yet")

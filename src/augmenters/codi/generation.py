@@ -123,7 +123,7 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
                 last_line[0] = time.time()
                 per_min = 60 * clock.rate(n)  # episodes are slow: per minute, not Clock.line's whole units per second
                 log.info(f"generation: {n} / {settings.n_episodes} episodes ({100 * n / settings.n_episodes:.0f}%), "
-                         f"{time_str(clock.elapsed())} elapsed, about {time_str(clock.left(n))} left, "
+                         f"{time_str(clock.elapsed())} elapsed, {clock.left_str(n)}, "
                          f"{per_min:.3g} episodes/min; this part: pass rate {rate:.3f}, {counters['dropped']} "
                          f"trajectories dropped")
 
