@@ -550,7 +550,7 @@ def test_terminals_stop_bootstrapping_and_time_limit_ends_bootstrap(countdown):
                 ends.absorbing.value_raw.fill_(7.0 / ends.absorbing.value_scale)
         adv = ends.advantage(countdown, r, nu_s, nu_next)[..., 0]
         assert th.allclose(adv[terminal | truncated], th.full((4,), after * ends.gamma - 100.0), atol=1e-4)
-    with pytest.raises(ValueError, match="time_limit_end must be 'bootstrap' or 'terminal'"):
+    with pytest.raises(ValueError, match="'time_limit_end' must be one of bootstrap, terminal; got 'truncate'"):
         countdown_learner(time_limit_end="truncate")
 
 
