@@ -25,6 +25,7 @@ from components.episode_buffer import EpisodeBatch
 from controllers import REGISTRY as mac_REGISTRY
 from controllers.behaviour_mac import ENV_INFO_KEYS
 from learners import REGISTRY as le_REGISTRY
+from learners.dice import masked_means, weight_stats
 from learners.misodice_learner import MisoDICELearner
 from offline.reader import OfflineDataset
 from offline.sampling import load_training_data
@@ -64,13 +65,15 @@ def load_learner(path, step):
 
 def per_step(x, mask):
     """[T-1]: the mean of x at each step of an episode over the rows given (None where none is real)."""
-    n = mask.sum(0)
-    return [float(v) if k > 0 else None for v, k in zip((x * mask).sum(0) / np.maximum(n, 1), n)]
+    means = masked_means(th.as_tensor(x), th.as_tensor(mask))  # over every axis but the last: the episodes
+    return [float(v) if k > 0 else None for v, k in zip(means, mask.sum(0))]
 
 
 def ess(w, mask):
-    v = w[mask > 0]
-    return float(v.sum() ** 2 / (len(v) * np.square(v).sum())) if len(v) and v.any() else None
+    """The effective sample size fraction of the real entries, as the learner logs it (w_ess); None if none."""
+    if not (mask > 0).any():
+        return None
+    return float(weight_stats(th.as_tensor(w), th.as_tensor(mask))["w_ess"])
 
 
 def report(terms, expert_rows):
