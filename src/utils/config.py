@@ -69,10 +69,11 @@ RANGES = {
     "label_segments": (False, lambda v: v > 0, "> 0 (a count >= 1, or a fraction of all segment starts in (0, 1])",
                        False),
     "segment_horizon": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "augment_save_minutes": (False, lambda v: v >= 0, ">= 0 (0 = checkpoints by augment_save_interval only)", False),
 }
 
 # Keys whose default is a whole number but which take any number (a float is not a type error there).
-NUMBER_KEYS = ("grad_norm_clip", "target_update_interval_or_tau", "tfcaf_timeout_s")
+NUMBER_KEYS = ("grad_norm_clip", "target_update_interval_or_tau", "tfcaf_timeout_s", "augment_save_minutes")
 # Keys that take a number or a word (CODI's augment configs: delta auto | 0.03, target_rtg -105 | quantile:0.9,
 # guidance_weights 1.2 | [1.2, 0, 0]): no type check here; the run mode that reads them checks their values.
 MIXED_KEYS = ("delta", "target_rtg", "guidance_weights")

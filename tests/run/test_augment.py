@@ -185,6 +185,32 @@ def test_interrupted_training_resumes_exactly(labelled, tmp_path, monkeypatch):
     assert resumed["train"]["model_hashes"] == whole["train"]["model_hashes"]  # byte-identical models
 
 
+def test_a_checkpoint_is_also_written_by_wall_time_and_resumes_exactly(labelled, tmp_path, monkeypatch):
+    """augment_save_minutes saves between augment_save_interval's steps (here: every step, as any time is overdue);
+    the resume from such an off-interval step gives the same models, and the setting is not in the artifact id."""
+    src = copy_of(labelled, tmp_path)
+    whole = augment(tmp_path / "whole", "madiff_like", src, augment_stage="train", augment_save_minutes=0)
+    real_step = DynamicsModels.train_step
+    calls = {"n": 0}
+
+    def interrupted(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 27:
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(DynamicsModels, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        augment(tmp_path / "cut", "madiff_like", src, augment_stage="train", augment_save_interval=1000,
+                augment_save_minutes=1e-9)
+    monkeypatch.setattr(DynamicsModels, "train_step", real_step)
+    folder = glob.glob(str(tmp_path / "cut" / "results" / "augment" / "madiff_like" / "*" / "*"))[0]
+    assert th.load(os.path.join(folder, "train", "checkpoint.pt"), weights_only=False)["step"] == 26
+    resumed = augment(tmp_path / "cut", "madiff_like", src, augment_stage="train")
+    assert resumed["artifacts"].split(os.sep)[-1] == whole["artifacts"].split(os.sep)[-1]
+    assert resumed["train"]["steps"] == 40 and resumed["train"]["model_hashes"] == whole["train"]["model_hashes"]
+
+
 def test_presets_and_explicit_keys():
     from types import SimpleNamespace
 
@@ -221,7 +247,8 @@ def test_presets_and_explicit_keys():
                        ({"max_view_gap": -0.1}, "max_view_gap must be null"),
                        ({"max_view_gap": float("inf")}, "max_view_gap must be null"),
                        ({"max_view_gap": "small"}, "max_view_gap must be a number"),
-                       ({"project_views": 1}, "project_views must be True or False")):
+                       ({"project_views": 1}, "project_views must be True or False"),
+                       ({"augment_save_minutes": -1}, "augment_save_minutes' must be >= 0")):
         with pytest.raises(ValueError, match=match):
             resolve(SimpleNamespace(**build_config("codi", "mpe_spread", bad)))
 

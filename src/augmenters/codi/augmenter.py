@@ -404,6 +404,7 @@ class CodiAugmenter:
         B, total, sums, count = self.s.batch_size, self.s.train_steps, {}, 0
         start_time, start_step = time.perf_counter(), step
         last_saved = step if state is not None else None
+        saved_at = time.perf_counter()
         while step < total:
             rows = rng.integers(len(starts), size=B)
             seg = segments(self.arrays, self.s.horizon, starts[rows])
@@ -426,11 +427,12 @@ class CodiAugmenter:
             if step % self.s.log_interval == 0 or step == total:
                 self._log_training(step, sums, count, diffusion, dynamics, valid, start_time, start_step, project)
                 sums, count = {}, 0
-            if step % self.s.save_interval == 0 or step == total:
+            overdue = self.s.save_minutes and time.perf_counter() - saved_at >= 60 * self.s.save_minutes
+            if step % self.s.save_interval == 0 or step == total or overdue:
                 _save_torch({"diffusion": diffusion.state_dict(), "dynamics": dynamics.state_dict(),
                              "batch_rng": rng.bit_generator.state, "step": step,
                              "normaliser": normaliser.state_dict()}, ckpt_path)
-                last_saved = step
+                last_saved, saved_at = step, time.perf_counter()
         hashes = self._save_models(diffusion, dynamics, normaliser)
         summary = {"steps": step, "model_hashes": hashes, "returns_scale": scale,
                    "reward_mean": r_mean, "reward_scale": r_scale, "train_episodes": len(train_eps),

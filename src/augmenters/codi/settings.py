@@ -67,13 +67,14 @@ class AugmentSettings:
     valid_fraction: float  # held-out episodes: dynamics accuracy, real pass rate, delta: auto
     log_interval: int
     save_interval: int
+    save_minutes: float  # also a checkpoint once this much wall time passed since the last (0 = off)
     label_name: str  # the given labels the labeler is fitted on (labels/<name>)
     generation: dict = field(default_factory=dict)  # sampler, steps, weights, target, delta, episodes, ...
 
     def training_identity(self):
         """What decides the trained models (not train_steps: a longer run continues the same folder)."""
         d = asdict(self)
-        for k in ("train_steps", "log_interval", "save_interval", "generation"):
+        for k in ("train_steps", "log_interval", "save_interval", "save_minutes", "generation"):
             d.pop(k)
         return d
 
@@ -185,4 +186,5 @@ def resolve(args):
         dynamics_lr=_num("dynamics_lr", p["dynamics_lr"]), labeler=labeler, valid_fraction=valid,
         log_interval=_int("augment_log_interval", args.augment_log_interval),
         save_interval=_int("augment_save_interval", args.augment_save_interval),
+        save_minutes=float(args.augment_save_minutes),  # range checked with the config (RANGES)
         label_name=args.augment_label_name, generation=generation)
