@@ -73,10 +73,13 @@ DE_METHODS = ("BC(β=0.5)", "BC(β=1)", "INDD", "MisoDICE-VDN", "MisoDICE")  # t
 # --quick: reduced gradient steps (full: each config's own, O-MAPL/MARL-SL 6250 = 100 epochs of 2000 pairs; BC(β)
 # and OMIGA 10000; MisoDICE/INDD 7000)
 QUICK = {"preference_steps": 2000, "steps": 3000}
-# seconds per gradient step, measured here (2 shared cores, other jobs running, 1 torch thread, LBF 8x8 batches:
-# 200-step runs of each config on 2026-12-03, load average 4-5; see the study README); evaluation adds ~10%
-SEC_PER_STEP = {"omapl": 1 / 3.4, "marl_sl": 1 / 19.6, "bc_beta": 1 / 8.0, "bc_beta0": 1 / 12.0, "omiga": 1 / 6.6,
-                "misodice": 1 / 18.0, "misodice_vdn": 1 / 18.0, "indd": 1 / 18.0}
+# wall seconds per gradient step of one LBF 8x8 trial, start-up and evaluations included, two trials at a time on
+# this 2-core VM with nothing else running (2026-12-05/06, sweeps of the study README): O-MAPL 6250 steps in
+# 14.1-14.5 min, MARL-SL's reward model 6250 in 2.2-2.5 min, BC(β=0) 10000 in 3.5-3.8 min, BC(β>0) (two batches per
+# step) 10000 in ~4.4 min, MisoDICE / -VDN / INDD 7000 in ~2.2 min; OMIGA from BC(β>0) by bench/offline_learners.py's
+# update rates (17 vs 30 per s). Other envs, or a busier machine, take longer.
+SEC_PER_STEP = {"omapl": 1 / 7.3, "marl_sl": 1 / 46.0, "bc_beta": 1 / 38.0, "bc_beta0": 1 / 46.0, "omiga": 1 / 21.0,
+                "misodice": 1 / 54.0, "misodice_vdn": 1 / 54.0, "indd": 1 / 54.0}
 
 
 # ----------------------------------------------------------------------------------------------- labelers, plan
@@ -253,9 +256,9 @@ class Plan:
         return files
 
     def estimate(self, jobs):
-        """(CPU seconds, wall seconds) of the training trials: SEC_PER_STEP x gradient steps (+10% evaluation) per
-        trial; a sweep's wall time is at least its longest trial and at least its total over `jobs`, and the sweeps
-        run one after another (label runs: seconds, left out)."""
+        """(CPU seconds, wall seconds) of the training trials: SEC_PER_STEP x gradient steps per trial; a sweep's
+        wall time is at least its longest trial and at least its total over `jobs`, and the sweeps run one after
+        another (label runs: seconds, left out)."""
         cpu = wall = 0.0
         for phase, _, spec in self.sweeps:
             if phase == "label":
@@ -267,7 +270,7 @@ class Plan:
                 steps = w.get("offline_steps") or int(load_alg(alg)["offline_steps"])
                 n_seeds = len(e.get("seeds", spec.get("seeds", [0])))
                 n_grid = max((len(v) for v in (e.get("grid") or {}).values()), default=1)
-                times += [1.1 * steps * SEC_PER_STEP[key]] * (n_seeds * n_grid)
+                times += [steps * SEC_PER_STEP[key]] * (n_seeds * n_grid)
             cpu += sum(times)
             wall += max(sum(times) / max(1, jobs), max(times, default=0.0))
         return cpu, wall
@@ -756,8 +759,8 @@ def main(argv=None):
             jobs = a.jobs or a.num_cpus or os.cpu_count()
             cpu, wall = plan.estimate(jobs)
             print(f"{plan.env}: {n} trials; estimated {cpu / 3600:.1f} CPU-hours, about {wall / 60:.0f} min with "
-                  f"{jobs} trial(s) at a time (per-step rates measured on 2 cores shared with other jobs; an idle "
-                  f"machine is ~2-3x faster)"
+                  f"{jobs} trial(s) at a time (LBF's per-step rates, measured two trials at a time on an otherwise "
+                  f"idle 2-core machine; other envs and busier machines take longer)"
                   + (f"; --quick: methods {plan.steps} steps, O-MAPL/MARL-SL reward {plan.pref_steps}" if a.quick
                      else ""), flush=True)
     except ConfigError as e:
