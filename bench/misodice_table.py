@@ -75,11 +75,11 @@ DE_METHODS = ("BC(β=0.5)", "BC(β=1)", "INDD", "MisoDICE-VDN", "MisoDICE")  # t
 QUICK = {"preference_steps": 2000, "steps": 3000}
 # wall seconds per gradient step of one LBF 8x8 trial, start-up and evaluations included, two trials at a time on
 # this 2-core VM with nothing else running (2026-12-05/06, sweeps of the study README): O-MAPL 6250 steps in
-# 14.1-14.5 min, MARL-SL's reward model 6250 in 2.2-2.5 min, BC(β=0) 10000 in 3.5-3.8 min, BC(β>0) (two batches per
-# step) 10000 in ~4.4 min, MisoDICE / -VDN / INDD 7000 in ~2.2 min; OMIGA from BC(β>0) by bench/offline_learners.py's
-# update rates (17 vs 30 per s). Other envs, or a busier machine, take longer.
-SEC_PER_STEP = {"omapl": 1 / 7.3, "marl_sl": 1 / 46.0, "bc_beta": 1 / 38.0, "bc_beta0": 1 / 46.0, "omiga": 1 / 21.0,
-                "misodice": 1 / 54.0, "misodice_vdn": 1 / 54.0, "indd": 1 / 54.0}
+# 14.1-15.5 min, MARL-SL's reward model 6250 in 2.2-2.5 min, BC(β=0) 10000 in 3.5-3.8 min, BC(β=1) (two batches per
+# step) 10000 in ~7 min, MisoDICE 7000 in 2.7-3.0 min (MisoDICE-VDN and INDD: the same stages); OMIGA from BC(β>0)
+# by bench/offline_learners.py's update rates (17 vs 30 per s). Other envs, or a busier machine, take longer.
+SEC_PER_STEP = {"omapl": 1 / 7.0, "marl_sl": 1 / 46.0, "bc_beta": 1 / 23.0, "bc_beta0": 1 / 46.0, "omiga": 1 / 13.0,
+                "misodice": 1 / 42.0, "misodice_vdn": 1 / 42.0, "indd": 1 / 42.0}
 
 
 # ----------------------------------------------------------------------------------------------- labelers, plan
