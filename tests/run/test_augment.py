@@ -162,34 +162,9 @@ def test_stage_by_stage_equals_all(labelled, codi_run, tmp_path):
                 augment_out=str(tmp_path / "no_comp.h5"), guidance_weights=2.0)
 
 
-def test_interrupted_training_resumes_exactly(labelled, tmp_path, monkeypatch):
-    src = copy_of(labelled, tmp_path)
-    whole = augment(tmp_path / "whole", "madiff_like", src, augment_stage="train")
-    real_step = DynamicsModels.train_step
-    calls = {"n": 0}
-
-    def interrupted(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 27:  # after the checkpoint at step 20
-            raise KeyboardInterrupt
-        return real_step(self, batch)
-
-    monkeypatch.setattr(DynamicsModels, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        augment(tmp_path / "cut", "madiff_like", src, augment_stage="train")
-    monkeypatch.setattr(DynamicsModels, "train_step", real_step)
-    folder = glob.glob(str(tmp_path / "cut" / "results" / "augment" / "madiff_like" / "*" / "*"))[0]
-    assert th.load(os.path.join(folder, "train", "checkpoint.pt"), weights_only=False)["step"] == 20
-    resumed = augment(tmp_path / "cut", "madiff_like", src, augment_stage="train")
-    assert resumed["artifacts"] == folder and resumed["train"]["steps"] == 40
-    assert resumed["train"]["model_hashes"] == whole["train"]["model_hashes"]  # byte-identical models
-
-
-def test_a_checkpoint_is_also_written_by_wall_time_and_resumes_exactly(labelled, tmp_path, monkeypatch):
-    """augment_save_minutes saves between augment_save_interval's steps (here: every step, as any time is overdue);
-    the resume from such an off-interval step gives the same models, and the setting is not in the artifact id."""
-    src = copy_of(labelled, tmp_path)
-    whole = augment(tmp_path / "whole", "madiff_like", src, augment_stage="train", augment_save_minutes=0)
+def train_cut_at_step_27(tmp_path, src, monkeypatch, **changes):
+    """madiff_like's training interrupted inside step 27 (KeyboardInterrupt); returns its artifact folder and the
+    step of the checkpoint it left."""
     real_step = DynamicsModels.train_step
     calls = {"n": 0}
 
@@ -201,11 +176,30 @@ def test_a_checkpoint_is_also_written_by_wall_time_and_resumes_exactly(labelled,
 
     monkeypatch.setattr(DynamicsModels, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        augment(tmp_path / "cut", "madiff_like", src, augment_stage="train", augment_save_interval=1000,
-                augment_save_minutes=1e-9)
+        augment(tmp_path / "cut", "madiff_like", src, augment_stage="train", **changes)
     monkeypatch.setattr(DynamicsModels, "train_step", real_step)
     folder = glob.glob(str(tmp_path / "cut" / "results" / "augment" / "madiff_like" / "*" / "*"))[0]
-    assert th.load(os.path.join(folder, "train", "checkpoint.pt"), weights_only=False)["step"] == 26
+    return folder, th.load(os.path.join(folder, "train", "checkpoint.pt"), weights_only=False)["step"]
+
+
+def test_interrupted_training_resumes_exactly(labelled, tmp_path, monkeypatch):
+    src = copy_of(labelled, tmp_path)
+    whole = augment(tmp_path / "whole", "madiff_like", src, augment_stage="train")
+    folder, saved_step = train_cut_at_step_27(tmp_path, src, monkeypatch)
+    assert saved_step == 20  # the last checkpoint by augment_save_interval
+    resumed = augment(tmp_path / "cut", "madiff_like", src, augment_stage="train")
+    assert resumed["artifacts"] == folder and resumed["train"]["steps"] == 40
+    assert resumed["train"]["model_hashes"] == whole["train"]["model_hashes"]  # byte-identical models
+
+
+def test_a_checkpoint_is_also_written_by_wall_time_and_resumes_exactly(labelled, tmp_path, monkeypatch):
+    """augment_save_minutes saves between augment_save_interval's steps (here: every step, as any time is overdue);
+    the resume from such an off-interval step gives the same models, and the setting is not in the artifact id."""
+    src = copy_of(labelled, tmp_path)
+    whole = augment(tmp_path / "whole", "madiff_like", src, augment_stage="train", augment_save_minutes=0)
+    _, saved_step = train_cut_at_step_27(tmp_path, src, monkeypatch, augment_save_interval=1000,
+                                         augment_save_minutes=1e-9)
+    assert saved_step == 26
     resumed = augment(tmp_path / "cut", "madiff_like", src, augment_stage="train")
     assert resumed["artifacts"].split(os.sep)[-1] == whole["artifacts"].split(os.sep)[-1]
     assert resumed["train"]["steps"] == 40 and resumed["train"]["model_hashes"] == whole["train"]["model_hashes"]
