@@ -325,12 +325,12 @@ def sweep_folder_of(path, name):
 SEED_POOLED = "alg,env"
 def results_call(folders, out, metric="test_return_mean", by="bc_beta", normalise=None, plots=False, finals=None):
     """src/results.py (in this process) over sweep folders; returns {(name, bc_beta or key value): GroupScores}
-    and the report. `finals`: a reevaluate.json whose re-evaluated test returns replace the runs' last evaluations
-    (only for the metric they measure, test_return_mean)."""
+    and the report. `finals`: a reevaluate.json whose re-evaluations replace the runs' last evaluations of a test
+    metric (test_return_mean, or another stat its rows hold, e.g. SMAX's test_battle_won_mean)."""
     import results as results_cli
 
     argv = [*folders, "--metric", metric, "--out", out]
-    if finals and metric == "test_return_mean":
+    if finals and metric.startswith("test_"):
         argv += ["--finals", finals]
     if by:
         argv += ["--by", by]
@@ -508,7 +508,8 @@ def env_report(plan, files, a):
             scores, report = results_call(present, os.path.join(out, tag), normalise=normalise, plots=True,
                                           finals=finals)
             count_rescored(tally, report)
-            wins = results_call(present, os.path.join(out, f"{tag}_win"), metric=WIN_METRIC)[0] if smax else {}
+            wins = (results_call(present, os.path.join(out, f"{tag}_win"), metric=WIN_METRIC, finals=finals)[0]
+                    if smax else {})
             for label, name, beta in METHODS:
                 entry["methods"][label] = cell(scores.get((name, beta)))
                 if smax:
@@ -579,7 +580,7 @@ def markdown(plan, data):
         lines.append(f"| {label} | " + " | ".join(fmt_cell(data["labelers"][t]["methods"].get(label), norm)
                                                  for t in tags) + " |")
     if plan.env.startswith("smax"):
-        lines += ["", "## Win rate (test_battle_won_mean, each run's last evaluation)", "",
+        lines += ["", f"## Win rate (test_battle_won_mean, {final_words(data.get('reevaluate'))})", "",
                   "| method | " + " | ".join(tags) + " |",
                   "|---|" + "---|" * len(tags)]
         for label, _, _ in METHODS:

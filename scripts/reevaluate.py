@@ -6,8 +6,9 @@
 
 For every COMPLETED trial: src/main.py with the trial's own arguments plus evaluate=True, its final checkpoint and
 test_nepisode=--episodes, its Sacred runs in <out>/results (src/sweeps/reevaluate.py says why and how). Writes
-<out>/reevaluate.json and reevaluate.md: per trial the mean, std and standard error of test_return_mean; a trial
-already evaluated there with the same request is kept. src/results.py --finals <out>/reevaluate.json puts these
+<out>/reevaluate.json and reevaluate.md: per trial the mean, std and standard error of test_return_mean (the json
+also every other test stat of the evaluation, e.g. SMAX's win rate); a trial already evaluated there with the same
+request is kept. src/results.py --finals <out>/reevaluate.json puts these
 numbers in place of each run's last evaluation in its tables.
 """
 import argparse

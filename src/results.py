@@ -30,7 +30,8 @@ imbalanced_1e and expert_all, else random and expert): (R - R_low) / (R_high - R
 returns. The aggregates (IQM, mean, profiles) use normalised scores when given, raw ones otherwise.
 
 --finals results/bench/reevaluate/reevaluate.json (scripts/reevaluate.py) replaces each listed run's final score by
-its final model's re-evaluation on more episodes (the curves stay the runs' own evaluations).
+its final model's re-evaluation on more episodes (the curves stay the runs' own evaluations): test_return_mean, or
+with --metric another test stat the re-evaluation logged (SMAX: test_battle_won_mean).
 """
 import argparse
 import os
@@ -53,9 +54,10 @@ def parse_args(argv=None):
     parser.add_argument("--mongo-url", default=None, help="also read Sacred's MongoObserver database at this URL")
     parser.add_argument("--mongo-db", default="pymarl", help="its database (default pymarl, like mongo_db)")
     parser.add_argument("--finals", action="append", default=[], metavar="reevaluate.json",
-                        help="final test_return_mean scores from scripts/reevaluate.py (the final models evaluated "
-                             "on more episodes) in place of the runs' last evaluations, in the tables and aggregates "
-                             "(not --study's); repeat for several files")
+                        help="final scores of --metric (test_return_mean or another test stat) from "
+                             "scripts/reevaluate.py (the final models evaluated on more episodes) in place of the "
+                             "runs' last evaluations, in the tables and aggregates (not --study's); repeat for several "
+                             "files")
     parser.add_argument("--band", choices=("std", "ci"), default="std",
                         help="learning-curve band: ± std over runs (default) or the 95%% bootstrap CI of the mean")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")

@@ -20,7 +20,7 @@ from utils.runs import STALE_AFTER, find_mongo_runs, find_runs, read_run
 
 MANIFEST = "manifest.json"
 RUN_KEYS = ("sacred_run", "sacred_dir", "sacred_path", "run_dir")
-REEVALUATED = "test_return_mean"  # the metric scripts/reevaluate.py measures
+REEVALUATED = "test_return_mean"  # the metric of scripts/reevaluate.py's `mean` (its `metrics` hold the rest)
 
 
 def is_run_dir(path):
@@ -129,13 +129,10 @@ def load(paths, metric, mongo_url=None, mongo_db="pymarl", now=None, stale_after
 
 def apply_finals(runs, files, metric):
     """Put re-evaluated final scores (scripts/reevaluate.py's reevaluate.json: rows with sacred_run, mean, episodes,
-    policy, of test_return_mean) in place of the runs' last evaluations, matched by run folder. Returns a note on
-    what was replaced; SystemExit when a file is unreadable, its rows do not name their runs, or `metric` is not
-    the one they measured."""
-    if metric != REEVALUATED:
-        raise SystemExit(f"--finals holds re-evaluations of {REEVALUATED}, not of {metric}: drop --finals or use "
-                         f"--metric {REEVALUATED}")
-    by_run = {}
+    policy, of test_return_mean, and `metrics`, every test stat of the evaluation) in place of the runs' last
+    evaluations of `metric`, matched by run folder. Returns a note on what was replaced; SystemExit when a file is
+    unreadable, its rows do not name their runs, or none of them measured `metric`."""
+    by_run, held = {}, set()
     for path in files:
         try:
             with open(path) as f:
@@ -146,18 +143,26 @@ def apply_finals(runs, files, metric):
             raise SystemExit(f"--finals {path}: its rows do not name their Sacred runs (sacred_run): run "
                              f"scripts/reevaluate.py again to rewrite it")
         for r in rows:
+            metrics = {REEVALUATED: r.get("mean"), **(r.get("metrics") or {})}
+            held.update(metrics)
+            if metric not in metrics:
+                continue  # an older row, or an env that does not log it: the run keeps its last evaluation
             try:
-                mean, episodes, policy = float(r["mean"]), int(r["episodes"]), str(r["policy"])
+                value, episodes, policy = float(metrics[metric]), int(r["episodes"]), str(r["policy"])
             except (KeyError, TypeError, ValueError) as e:
-                raise SystemExit(f"--finals {path}: the row of {r['sacred_run']} lacks a valid mean, episodes or "
+                raise SystemExit(f"--finals {path}: the row of {r['sacred_run']} lacks a valid {metric}, episodes or "
                                  f"policy ({e!r}): run scripts/reevaluate.py again to rewrite it") from None
-            if not np.isfinite(mean):
-                raise SystemExit(f"--finals {path}: the re-evaluation of {r['sacred_run']} is {mean}, not a score")
+            if not np.isfinite(value):
+                raise SystemExit(f"--finals {path}: the re-evaluation of {r['sacred_run']} is {value}, not a score")
             key = os.path.realpath(r["sacred_run"])
-            if key in by_run and by_run[key][0] != mean:
+            if key in by_run and by_run[key][0] != value:
                 raise SystemExit(f"--finals: {r['sacred_run']} has two re-evaluations ({by_run[key][0]:g} in "
-                                 f"{by_run[key][3]}, {mean:g} in {path}): give one file per run")
-            by_run[key] = (mean, episodes, policy, path)
+                                 f"{by_run[key][3]}, {value:g} in {path}): give one file per run")
+            by_run[key] = (value, episodes, policy, path)
+    if metric != REEVALUATED and metric not in held:
+        raise SystemExit(f"--finals holds re-evaluations of {', '.join(sorted(held)) or REEVALUATED}, not of "
+                         f"{metric}: drop --finals, use one of those with --metric, or run scripts/reevaluate.py "
+                         f"again (older rows hold test_return_mean only)")
     used = []
     for run in runs:
         hit = by_run.get(os.path.realpath(run.path))

@@ -75,6 +75,10 @@ def log_final_evaluation(ctx, _log, step_label="t_env", end=None, interval=None)
     if not rows:
         return
     step = rows[0][1][0]
+    # then the env's own test means of that evaluation (SMAX: test_battle_won_mean), which sweeps/reevaluate.py
+    # reads from this line too
+    rows += [(k, v[-1]) for k, v in sorted(logger.stats.items())
+             if k.startswith("test_") and k.endswith("_mean") and k not in FINAL_STATS and v and v[-1][0] == step]
     title = "Final evaluation" if end is None or step >= end else (
         f"Latest evaluation (the run ended at {step_label} {end}, less than the test interval {interval} after it)")
     _log.info(f"{title} ({step_label} {step}, {ctx.args.test_nepisode} {test_policy(ctx.args)} episodes): "

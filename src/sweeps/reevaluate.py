@@ -10,8 +10,11 @@ spread), so there methods compare paired.
 
 <out>/reevaluate.json (rewritten after every trial, so a failure keeps what is done) holds one row per trial: sweep,
 trial, alg, seed, sacred_run (the trial's run that counts: src/results.py --finals matches runs by it), the mean, std
-and standard error of test_return_mean, the episodes run and requested, the policy and the checkpoint step loaded.
-A row whose trial, model folder, Sacred run, request and final step are unchanged is reused, not run again; rows of
+and standard error of test_return_mean, every test stat of its final line (`metrics`: the env's own too, e.g.
+SMAX's test_battle_won_mean, which --finals then replaces with `--metric`), the episodes run and requested, the
+policy and the checkpoint step loaded.
+A row whose trial, model folder, Sacred run, request and final step are unchanged is reused, not run again (one
+without `metrics`, written before they were kept, runs again); rows of
 other sweeps in the file stay.
 """
 import math
@@ -30,6 +33,7 @@ ROWS = "reevaluate.json"
 # run/loop.py's log_final_evaluation: "Final evaluation (t_env 10000, 256 greedy episodes): test_return_mean -1.0, ..."
 FINAL = re.compile(r"Final evaluation \(\w+ (\d+), (\d+) (greedy|sampled|epsilon-greedy \([^)]*\)) episodes\): "
                    r"test_return_mean (-?[\d.]+|nan), test_return_std ([\d.]+|nan)")
+METRIC = re.compile(r"(test_\w+) (-?[\d.]+|nan|-?inf)\b")  # every "name value" of that line
 
 
 def evaluation_argv(trial, episodes, sampled, results):
@@ -39,10 +43,11 @@ def evaluation_argv(trial, episodes, sampled, results):
 
 
 def evaluate_trial(trial, episodes, sampled, results):
-    """The trial's final model over `episodes` test episodes: {mean, std, episodes (as run: the runner may round
-    them to its batch), policy, step (of the checkpoint loaded)}. RuntimeError with the run's last lines when it
-    fails, when it loaded an earlier checkpoint than the trial's last (the final one is missing), or when `sampled`
-    meets an algorithm whose test policy is not sampled (epsilon-greedy learners ignore test_greedy)."""
+    """The trial's final model over `episodes` test episodes: {mean, std, metrics (every test stat of the final
+    line), episodes (as run: the runner may round them to its batch), policy, step (of the checkpoint loaded)}.
+    RuntimeError with the run's last lines when it fails, when it loaded an earlier checkpoint than the trial's last
+    (the final one is missing), or when `sampled` meets an algorithm whose test policy is not sampled
+    (epsilon-greedy learners ignore test_greedy)."""
     cmd = [sys.executable, os.path.join(SRC_DIR, "main.py"), *evaluation_argv(trial, episodes, sampled, results)]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
     text = proc.stdout + proc.stderr
@@ -61,7 +66,11 @@ def evaluate_trial(trial, episodes, sampled, results):
     if not math.isfinite(mean):
         raise RuntimeError(f"the evaluation of {trial['id']} gave test_return_mean {mean}: its final model "
                            f"({trial['model_dir']}) has no score to replace the last evaluation with")
-    return {"mean": mean, "std": std, "se": std / ran ** 0.5, "episodes": ran, "policy": policy, "step": step}
+    end = text.find("\n", hit.start())
+    line = text[hit.start():end if end >= 0 else None]
+    metrics = {k: float(v) for k, v in METRIC.findall(line)}
+    return {"mean": mean, "std": std, "se": std / ran ** 0.5, "metrics": metrics, "episodes": ran, "policy": policy,
+            "step": step}
 
 
 def finished_trials(folder):
@@ -80,7 +89,7 @@ def finished_trials(folder):
 
 
 def reusable(row, trial, episodes, sampled):
-    return (row.get("requested") == episodes and row.get("sampled") == sampled
+    return (row.get("requested") == episodes and row.get("sampled") == sampled and "metrics" in row
             and row.get("model_dir") == trial["model_dir"] and row.get("sacred_run") == trial["sacred_run"]
             and row.get("step") == trial.get("t_env"))
 

@@ -163,3 +163,23 @@ def test_collection_prints_a_plain_line_per_quarter(monkeypatch, caplog):
     assert [line.split(" episodes")[0] for line in lines] == ["expert.h5: 56 / 200", "expert.h5: 104 / 200",
                                                               "expert.h5: 152 / 200"]
     assert all("elapsed, about" in line for line in lines)  # a small dataset prints none
+
+
+def test_the_final_line_adds_the_envs_own_test_means_of_that_evaluation():
+    """SMAX logs test_battle_won_mean beside the return: the closing line carries it (scripts/reevaluate.py reads it
+    from there), but not a test stat from an earlier evaluation, nor a training stat."""
+    from types import SimpleNamespace as SN
+
+    from run.loop import log_final_evaluation
+    from sweeps.reevaluate import FINAL, METRIC
+
+    stats = {"test_return_mean": [(5, 0.1), (10, 1.5)], "test_return_std": [(5, 0.2), (10, 0.5)],
+             "test_battle_won_mean": [(5, 0.25), (10, 0.75)], "test_dead_allies_mean": [(5, 2.0)],
+             "battle_won_mean": [(10, 0.5)]}
+    ctx = SN(logger=SN(stats=stats), args=SN(test_nepisode=32, action_selector="soft_policies", test_greedy=True))
+    lines = []
+    log_final_evaluation(ctx, SN(info=lines.append), end=10)
+    (line,) = lines
+    assert FINAL.search(line)
+    assert {k: float(v) for k, v in METRIC.findall(line)} == {"test_return_mean": 1.5, "test_return_std": 0.5,
+                                                              "test_battle_won_mean": 0.75}

@@ -56,6 +56,11 @@ def test_reevaluate_runs_each_finished_trial_again_on_more_episodes(tmp_path, ca
     assert config["evaluate"] is True and config["test_nepisode"] == 5 and config["checkpoint_path"] == model_dir
     metrics = json.load(open(os.path.join(os.path.dirname(run), "metrics.json")))
     assert metrics["test_return_mean"]["values"][-1] == pytest.approx(row["mean"], abs=1e-3)
+    # every test stat of the evaluation's final line is kept (an env's own, such as SMAX's win rate, too)
+    assert set(row["metrics"]) >= {"test_return_mean", "test_return_std", "test_ep_length_mean"}
+    assert row["metrics"]["test_return_mean"] == row["mean"]
+    assert row["metrics"]["test_ep_length_mean"] == pytest.approx(metrics["test_ep_length_mean"]["values"][-1],
+                                                                  abs=1e-3)
     assert row["sacred_run"] == sacred_run and row["requested"] == 5 and row["sampled"] is False
     # asked again for the same: the row is kept, nothing runs; src/results.py --finals scores the run by it
     assert load_script().main([str(sweep), "--episodes", "5", "--out", str(out)]) == 0
@@ -94,9 +99,18 @@ def test_reevaluate_runs_each_finished_trial_again_on_more_episodes(tmp_path, ca
     with pytest.raises(SystemExit, match="run scripts/reevaluate.py again"):
         results_cli.report(results_cli.parse_args([str(sweep), "--finals", str(tmp_path / "old.json"),
                                                    "--out", str(tmp_path / "r3"), "--no-plots"]))
-    with pytest.raises(SystemExit, match="re-evaluations of test_return_mean, not of test_return_std"):
+    # another test stat of the rows scores the runs by --metric; one they lack is refused, naming those they hold
+    lengths = results_cli.report(results_cli.parse_args([str(sweep), "--finals", str(out / "reevaluate.json"),
+                                                         "--metric", "test_ep_length_mean", "--out",
+                                                         str(tmp_path / "r4"), "--no-plots"]))
+    assert lengths["scores"][0].finals.tolist() == [row["metrics"]["test_ep_length_mean"]]
+    with pytest.raises(SystemExit, match="re-evaluations of test_ep_length_mean, .*not of return_mean"):
         results_cli.report(results_cli.parse_args([str(sweep), "--finals", str(out / "reevaluate.json"),
-                                                   "--metric", "test_return_std", "--out", str(tmp_path / "r4")]))
+                                                   "--metric", "return_mean", "--out", str(tmp_path / "r5")]))
+    # a row written before the stats were kept is evaluated again, and gains them
+    json.dump([{k: v for k, v in row.items() if k != "metrics"}], open(out / "reevaluate.json", "w"))
+    assert load_script().main([str(sweep), "--episodes", "5", "--out", str(out)]) == 0
+    assert json.load(open(out / "reevaluate.json")) == [row]
     # a final checkpoint that has gone is named, not replaced by an earlier one
     shutil.rmtree(os.path.join(model_dir, "225"))
     capsys.readouterr()
