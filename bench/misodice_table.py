@@ -77,7 +77,8 @@ QUICK = {"preference_steps": 2000, "steps": 3000}
 # this 2-core VM with nothing else running (2026-12-05/06, sweeps of the study README): O-MAPL 6250 steps in
 # 14.1-15.5 min, MARL-SL's reward model 6250 in 2.2-2.5 min, BC(β=0) 10000 in 3.5-3.8 min, BC(β=1) (two batches per
 # step) 10000 in ~7 min, MisoDICE 7000 in 2.7-3.0 min (MisoDICE-VDN and INDD: the same stages); OMIGA from BC(β>0)
-# by bench/offline_learners.py's update rates (17 vs 30 per s). Other envs, or a busier machine, take longer.
+# by bench/offline_learners.py's update rates (17 vs 30 per s). A busier machine takes longer; SMAX 3m took 0.73x
+# (2026-12-06: phases 1-3, two seeds, oracle labels, in 41 min against 56 estimated).
 SEC_PER_STEP = {"omapl": 1 / 7.0, "marl_sl": 1 / 46.0, "bc_beta": 1 / 23.0, "bc_beta0": 1 / 46.0, "omiga": 1 / 13.0,
                 "misodice": 1 / 42.0, "misodice_vdn": 1 / 42.0, "indd": 1 / 42.0}
 
@@ -254,26 +255,6 @@ class Plan:
             write_sweep(path, {**spec, "name": name})
             files.append((phase, base, name, path))
         return files
-
-    def estimate(self, jobs):
-        """(CPU seconds, wall seconds) of the training trials: SEC_PER_STEP x gradient steps per trial; a sweep's
-        wall time is at least its longest trial and at least its total over `jobs`, and the sweeps run one after
-        another (label runs: seconds, left out)."""
-        cpu = wall = 0.0
-        for phase, _, spec in self.sweeps:
-            if phase == "label":
-                continue
-            times = []
-            for e in spec["entries"]:
-                alg, w = e["alg"], e.get("with", {})
-                key = "bc_beta0" if alg == "bc_beta" and w.get("bc_beta") == 0.0 else alg
-                steps = w.get("offline_steps") or int(load_alg(alg)["offline_steps"])
-                n_seeds = len(e.get("seeds", spec.get("seeds", [0])))
-                n_grid = max((len(v) for v in (e.get("grid") or {}).values()), default=1)
-                times += [steps * SEC_PER_STEP[key]] * (n_seeds * n_grid)
-            cpu += sum(times)
-            wall += max(sum(times) / max(1, jobs), max(times, default=0.0))
-        return cpu, wall
 
 
 def write_sweep(path, spec):
@@ -729,17 +710,42 @@ def parse_args(argv=None):
 
 
 def check(plan, files):
-    """Every trial of every sweep built and checked as src/main.py would (ConfigError names the first bad one)."""
+    """Every trial of every sweep built and checked as src/main.py would (ConfigError names the first bad one).
+    Returns [(phase, trials, ids of those already COMPLETED in the sweep's manifest)]."""
+    from sweeps.manifest import read_manifest, sweep_folder
     from sweeps.spec import expand, load_sweep, validate
 
-    n = 0
+    checked = []
     for phase, _, name, path in files:
         spec = load_sweep(path)
         spec["name"] = name
         trials = validate(expand(spec))
-        n += len(trials)
-        print(f"  {phase:<8} {name}: {len(trials)} trials ({rel(path)})", flush=True)
-    return n
+        manifest = read_manifest(sweep_folder(spec)) or {}
+        done = {t["id"] for t in manifest.get("trials", []) if t.get("status") == "COMPLETED"}
+        checked.append((phase, trials, done))
+        print(f"  {phase:<8} {name}: {len(trials)} trials" + (f", {len(done)} complete" if done else "")
+              + f" ({rel(path)})", flush=True)
+    return checked
+
+
+def trial_seconds(trial):
+    alg = trial["alg"]
+    key = "bc_beta0" if alg == "bc_beta" and trial["overrides"].get("bc_beta") == 0.0 else alg
+    return trial["t_max"] * SEC_PER_STEP[key]
+
+
+def estimate(checked, jobs):
+    """(CPU seconds, wall seconds) of the training trials left to run (not COMPLETED in their sweep's manifest):
+    SEC_PER_STEP x gradient steps per trial; a sweep's wall time is at least its longest trial and at least its
+    total over `jobs`, and the sweeps run one after another (label runs: seconds, left out)."""
+    cpu = wall = 0.0
+    for phase, trials, done in checked:
+        if phase == "label":
+            continue
+        times = [trial_seconds(t) for t in trials if t["id"] not in done]
+        cpu += sum(times)
+        wall += max(sum(times) / max(1, jobs), max(times, default=0.0))
+    return cpu, wall
 
 
 def main(argv=None):
@@ -756,12 +762,14 @@ def main(argv=None):
         for plan in plans:
             files[plan.env] = plan.named(os.path.abspath(a.out))
             print(f"{plan.env}: data {plan.source} -> labels in {plan.data}", flush=True)
-            n = check(plan, files[plan.env])
+            checked = check(plan, files[plan.env])
             jobs = a.jobs or a.num_cpus or os.cpu_count()
-            cpu, wall = plan.estimate(jobs)
-            print(f"{plan.env}: {n} trials; estimated {cpu / 3600:.1f} CPU-hours, about {wall / 60:.0f} min with "
-                  f"{jobs} trial(s) at a time (LBF's per-step rates, measured two trials at a time on an otherwise "
-                  f"idle 2-core machine; other envs and busier machines take longer)"
+            cpu, wall = estimate(checked, jobs)
+            n, done = sum(len(t) for _, t, _ in checked), sum(len(d) for _, _, d in checked)
+            print(f"{plan.env}: {n} trials" + (f" ({done} complete)" if done else "") + f"; estimated "
+                  f"{cpu / 3600:.1f} CPU-hours for the {n - done} left, about {wall / 60:.0f} min with {jobs} "
+                  f"trial(s) at a time (LBF's per-step rates, measured two trials at a time on an otherwise idle "
+                  f"2-core machine; SMAX 3m took 0.73x that, busier machines take longer)"
                   + (f"; --quick: methods {plan.steps} steps, O-MAPL/MARL-SL reward {plan.pref_steps}" if a.quick
                      else ""), flush=True)
     except ConfigError as e:

@@ -50,7 +50,9 @@ def test_the_shipped_sweep_files_are_the_default_plan_and_every_trial_checks(tmp
 
 def test_quick_is_one_seed_of_oracle_labels_with_fewer_steps(tmp_path):
     bench = load_bench()
-    plan = bench.Plan("lbf_8x8_2p_2f_coop", bench.parse_args(["--quick", "--out", str(tmp_path)]))
+    results = tmp_path / "results"
+    plan = bench.Plan("lbf_8x8_2p_2f_coop", bench.parse_args(["--quick", "--out", str(tmp_path), "--results",
+                                                             str(results)]))
     assert [base for _, base, _ in plan.sweeps] == ["misodice_lbf_label", "misodice_lbf_oracle_omapl",
                                                     "misodice_lbf_oracle"]
     files = plan.named(str(tmp_path))
@@ -63,8 +65,20 @@ def test_quick_is_one_seed_of_oracle_labels_with_fewer_steps(tmp_path):
                      "indd": 3000, "misodice_vdn": 3000, "misodice": 3000}
     dice = [t for t in trials if t["alg"] == "misodice"][0]["overrides"]
     assert (dice["disc_steps"], dice["nu_steps"]) == (428, 857)
-    cpu, wall = plan.estimate(jobs=2)
-    assert cpu < 2 * 3600 and wall < 40 * 60  # at the per-step rates measured on the loaded 2-core machine
+    checked = bench.check(plan, files)
+    assert [(phase, len(trials), done) for phase, trials, done in checked] == [
+        ("label", 1, set()), ("omapl", 3, set()), ("methods", 6, set())]
+    cpu, wall = bench.estimate(checked, jobs=2)
+    assert cpu < 2 * 3600 and wall < 40 * 60  # at the per-step rates measured on the 2-core machine
+    # a resumed study estimates what is left: trials COMPLETED in their sweep's manifest are not counted again
+    _, _, name, _ = files[1]
+    os.makedirs(results / "sweeps" / name)
+    (results / "sweeps" / name / "manifest.json").write_text(json.dumps({"trials": [
+        {"id": t["id"], "status": "COMPLETED" if t["alg"] == "omapl" else "ERROR"} for t in checked[1][1]]}))
+    left = bench.check(plan, files)
+    assert left[1][2] == {t["id"] for t in checked[1][1] if t["alg"] == "omapl"}
+    cpu_left, _ = bench.estimate(left, jobs=2)
+    assert cpu - cpu_left == pytest.approx(2000 * bench.SEC_PER_STEP["omapl"])
 
 
 def test_the_chain_on_climbing_gives_the_numbers_of_its_sacred_runs(tmp_path):
