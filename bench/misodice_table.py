@@ -480,6 +480,8 @@ def env_report(plan, files, a):
     finals = reevaluated([f for (phase, _), f in folders.items() if phase != "label"], a.reevaluate,
                          os.path.join(out, "reevaluate"), a.jobs)
     tally = data["reevaluate"] = {"episodes": a.reevaluate, "rescored": 0, "runs": 0} if finals else None
+    # the win table's own tally: a re-evaluation row without the win rate leaves that run's last evaluation
+    win_tally = data["reevaluate_win"] = dict(tally) if tally and smax else None
     for tag, _ in plan.labelers:
         p2 = folders.get(("omapl", f"misodice_{plan.tag}_{tag}_omapl"))
         p3 = folders.get(("methods", f"misodice_{plan.tag}_{tag}"))
@@ -489,8 +491,9 @@ def env_report(plan, files, a):
             scores, report = results_call(present, os.path.join(out, tag), normalise=normalise, plots=True,
                                           finals=finals)
             count_rescored(tally, report)
-            wins = (results_call(present, os.path.join(out, f"{tag}_win"), metric=WIN_METRIC, finals=finals)[0]
-                    if smax else {})
+            wins, win_report = (results_call(present, os.path.join(out, f"{tag}_win"), metric=WIN_METRIC,
+                                             finals=finals) if smax else ({}, None))
+            count_rescored(win_tally, win_report)
             for label, name, beta in METHODS:
                 entry["methods"][label] = cell(scores.get((name, beta)))
                 if smax:
@@ -561,7 +564,7 @@ def markdown(plan, data):
         lines.append(f"| {label} | " + " | ".join(fmt_cell(data["labelers"][t]["methods"].get(label), norm)
                                                  for t in tags) + " |")
     if plan.env.startswith("smax"):
-        lines += ["", f"## Win rate (test_battle_won_mean, {final_words(data.get('reevaluate'))})", "",
+        lines += ["", f"## Win rate (test_battle_won_mean, {final_words(data.get('reevaluate_win'))})", "",
                   "| method | " + " | ".join(tags) + " |",
                   "|---|" + "---|" * len(tags)]
         for label, _, _ in METHODS:
@@ -765,8 +768,9 @@ def main(argv=None):
             checked = check(plan, files[plan.env])
             jobs = a.jobs or a.num_cpus or os.cpu_count()
             cpu, wall = estimate(checked, jobs)
-            n, done = sum(len(t) for _, t, _ in checked), sum(len(d) for _, _, d in checked)
-            print(f"{plan.env}: {n} trials" + (f" ({done} complete)" if done else "") + f"; estimated "
+            n, done = (sum(len(t) for p, t, _ in checked if p != "label"),
+                       sum(len(d) for p, _, d in checked if p != "label"))
+            print(f"{plan.env}: {n} training trials" + (f" ({done} complete)" if done else "") + f"; estimated "
                   f"{cpu / 3600:.1f} CPU-hours for the {n - done} left, about {wall / 60:.0f} min with {jobs} "
                   f"trial(s) at a time (LBF's per-step rates, measured two trials at a time on an otherwise idle "
                   f"2-core machine; SMAX 3m took 0.73x that, busier machines take longer)"

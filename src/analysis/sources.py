@@ -160,9 +160,9 @@ def apply_finals(runs, files, metric):
                                  f"{by_run[key][3]}, {value:g} in {path}): give one file per run")
             by_run[key] = (value, episodes, policy, path)
     if metric != REEVALUATED and metric not in held:
-        raise SystemExit(f"--finals holds re-evaluations of {', '.join(sorted(held)) or REEVALUATED}, not of "
-                         f"{metric}: drop --finals, use one of those with --metric, or run scripts/reevaluate.py "
-                         f"again (older rows hold test_return_mean only)")
+        what = f"re-evaluations of {', '.join(sorted(held))}" if held else "no re-evaluations"
+        raise SystemExit(f"--finals holds {what}, not of {metric}: drop --finals, use one of those with --metric, or "
+                         f"run scripts/reevaluate.py again (older rows hold test_return_mean only)")
     used = []
     for run in runs:
         hit = by_run.get(os.path.realpath(run.path))

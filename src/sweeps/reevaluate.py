@@ -33,7 +33,7 @@ ROWS = "reevaluate.json"
 # run/loop.py's log_final_evaluation: "Final evaluation (t_env 10000, 256 greedy episodes): test_return_mean -1.0, ..."
 FINAL = re.compile(r"Final evaluation \(\w+ (\d+), (\d+) (greedy|sampled|epsilon-greedy \([^)]*\)) episodes\): "
                    r"test_return_mean (-?[\d.]+|nan), test_return_std ([\d.]+|nan)")
-METRIC = re.compile(r"(test_\w+) (-?[\d.]+|nan|-?inf)\b")  # every "name value" of that line
+METRIC = re.compile(r"\b(test_\w+) (-?\d[\d.]*(?:e[-+]?\d+)?|nan|-?inf)\b")  # every "name value" of that line
 
 
 def evaluation_argv(trial, episodes, sampled, results):

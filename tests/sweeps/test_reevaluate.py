@@ -144,3 +144,30 @@ def test_a_sweep_still_running_offers_its_completed_trials(tmp_path):
     json.dump({"name": "diag", "status": "RUNNING", "trials": [record, running]}, open(sweep / "manifest.json", "w"))
     name, done, skipped = finished_trials(str(sweep))
     assert (name, skipped) == ("diag", 1) and [t["model_dir"] for t in done] == [str(folder)]
+
+
+def test_finals_of_another_metric_leave_runs_whose_row_lacks_it_at_their_last_evaluation(tmp_path):
+    from types import SimpleNamespace as SN
+
+    from analysis.sources import apply_finals
+
+    new, old = str(tmp_path / "new"), str(tmp_path / "old")
+    rows = [{"sacred_run": new, "mean": 1.5, "episodes": 256, "policy": "greedy",
+             "metrics": {"test_return_mean": 1.5, "test_battle_won_mean": 0.75}},
+            {"sacred_run": old, "mean": 2.0, "episodes": 256, "policy": "greedy"}]  # written before `metrics`
+    path = tmp_path / "reevaluate.json"
+    path.write_text(json.dumps(rows))
+
+    def runs():
+        return [SN(path=new, final_override=None), SN(path=old, final_override=None)]
+
+    wins = runs()
+    note, rescored = apply_finals(wins, [str(path)], "test_battle_won_mean")
+    assert rescored == 1 and [r.final_override for r in wins] == [0.75, None]
+    assert "final scores of 1 of 2 runs" in note and "the other 1: their last evaluation" in note
+    returns = runs()
+    assert apply_finals(returns, [str(path)], "test_return_mean")[1] == 2
+    assert [r.final_override for r in returns] == [1.5, 2.0]
+    path.write_text("[]")
+    with pytest.raises(SystemExit, match="holds no re-evaluations, not of test_battle_won_mean"):
+        apply_finals(runs(), [str(path)], "test_battle_won_mean")
