@@ -30,6 +30,7 @@ SHARED = {
     "lbf_8x8_2p_2f_coop": "lbf", "lbf_2s_8x8_2p_2f_coop": "lbf", "lbf_2s_10x10_3p_3f": "lbf",
     "lbf_2s_15x15_4p_3f": "lbf", "mpe_spread_6": "mpe_spread", "mpe_world": "mpe_tag", "matrix_game": "penalty",
     "gfootball_3v1": "gfootball", "gfootball_counterattack_easy": "gfootball", "gfootball_pass_shoot": "gfootball",
+    "smax_5m_vs_6m": "smax",
 }
 
 
