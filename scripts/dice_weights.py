@@ -6,9 +6,11 @@ Rebuilds the run's learner from the model folder's config.json, loads the checkp
 nearest --step), reads D_U and D_E as the run did (offline_dataset, offline_expert, offline_valid_fraction) and
 prints, on the scale the training batches see (weights normalised by D_U's mean, clipped at weight_max):
 D_E's share of the weight and of the transitions, the effective sample size fraction (sum w)^2 / (N sum w^2)
-overall and within D_E and the rest, the mean weight at each step t of an episode, and the spread of D_E's
-per-episode mean weights. Weighted BC learns from where the weight is: a profile rising along t trains the policy
-mostly on the episodes' ends (README, MisoDICE: time_limit_end).
+overall and within D_E and the rest, the mean weight at each step t of an episode, the spread of D_E's
+per-episode mean weights, and what the weights train on: their share on ground-truth expert episodes and the
+weight-averaged episode return, beside D_E alone (BC(β=1)) and D_U unweighted (BC(β=0)). Weighted BC learns from
+where the weight is: a profile rising along t trains the policy mostly on the episodes' ends (README, MisoDICE:
+time_limit_end).
 """
 import argparse
 import json
@@ -76,12 +78,30 @@ def ess(w, mask):
     return float(weight_stats(th.as_tensor(w), th.as_tensor(mask))["w_ess"])
 
 
-def report(terms, expert_rows):
-    """The numbers scripts/dice_weights.py prints, as a dict (INDD's k = n columns are averaged over agents)."""
+def training_mix(w, mask, rows, returns, true_expert):
+    """What weighted BC learns from when it draws transitions with weight w from `rows` (w = 1: plain BC on them):
+    the share of the weight on ground-truth expert episodes (None without qualities) and the weight-averaged return
+    of the episode a transition comes from."""
+    mass = (np.asarray(w, np.float64) * np.asarray(mask, np.float64))[rows].sum(1)  # [episodes]: each one's weight
+    total = mass.sum()
+    return {"true_expert_share": None if true_expert is None else float(mass[true_expert[rows]].sum() / total),
+            "episode_return": float((mass * returns[rows]).sum() / total)}
+
+
+def report(terms, expert_rows, returns=None, true_expert=None):
+    """The numbers scripts/dice_weights.py prints, as a dict (INDD's k = n columns are averaged over agents).
+    `returns` [episodes] and `true_expert` [episodes] bool (the dataset's ground-truth qualities, None if it has
+    none) add `training_mix`: what the learned weights train on beside BC(β=1) on D_E and BC(β=0) on D_U."""
     w, r, mask = (terms[k].mean(-1) for k in ("w", "r", "mask"))
     rest = ~expert_rows
     out = {"episodes": int(len(w)), "expert_episodes": int(expert_rows.sum()), "ess_all": ess(w, mask),
            "w_by_step_all": per_step(w, mask), "r_by_step_all": per_step(r, mask)}
+    if returns is not None:
+        every, ones = np.ones(len(w), bool), np.ones_like(w)
+        out["training_mix"] = {"weights": training_mix(w, mask, every, returns, true_expert),
+                               "D_U": training_mix(ones, mask, every, returns, true_expert)}
+        if expert_rows.any():
+            out["training_mix"]["D_E"] = training_mix(ones, mask, expert_rows, returns, true_expert)
     if expert_rows.any() and rest.any():
         ep_mean = (w * mask)[expert_rows].sum(1) / np.maximum(mask[expert_rows].sum(1), 1)
         out.update(expert_weight_share=float((w * mask)[expert_rows].sum() / (w * mask).sum()),
@@ -111,6 +131,13 @@ def print_report(out, checkpoint):
         print("D_E episodes' mean weight, quantiles 0/10/50/90/100%: " + " / ".join(f"{v:.2f}" for v in q.values()))
     else:
         print(" (D_E is a separate file, or all of D_U: no split)")
+    if "training_mix" in out:
+        print("\nwhat weighted BC trains on (transitions drawn by weight): share of the weight on ground-truth expert "
+              "episodes, and the weight-averaged return of a transition's episode:")
+        names = {"weights": "these weights", "D_E": "D_E alone (BC(β=1))", "D_U": "D_U unweighted (BC(β=0))"}
+        for key, mix in out["training_mix"].items():
+            print(f"  {names[key]:<26} true expert {fmt(mix['true_expert_share'], 3)}   "
+                  f"return {mix['episode_return']:.4g}")
     groups = ["all"] + (["expert", "rest"] if split else [])
     names = {"all": "all", "expert": "D_E", "rest": "rest"}
     print("\nmean BC weight w and log-ratio reward r at each step t of an episode:\n")
@@ -154,7 +181,10 @@ def main(argv=None):
     positions = None if expert is None else data.positions_of(expert)
     if positions is not None:  # D_E inside D_U (quality:, label:, top:); with a validation split, its training part
         expert_rows[positions] = True
-    out = report(terms, expert_rows)
+    true_expert = None
+    if "expert" in data.quality_codes:  # ground truth: every agent of the episode expert (offline_expert=quality:)
+        true_expert = (data.quality_code_array == data.quality_codes["expert"]).all(axis=1)
+    out = report(terms, expert_rows, np.asarray(data.returns, np.float64), true_expert)
     print_report(out, checkpoint)
     if a.json:
         with open(a.json, "w") as f:

@@ -365,6 +365,10 @@ def test_every_config_runs_end_to_end_and_resumes_exactly(tmp_path, climbing_mix
         assert len(report["w_by_step_expert"]) == len(report["r_by_step_rest"]) == 10
         assert 0 < report["expert_weight_share"] < 1
         assert "| t | w all | w D_E | w rest | r all | r D_E | r rest |" in out.stdout
+        mix = report["training_mix"]  # the climbing mixture has ground-truth qualities: every view is reported
+        assert set(mix) == {"weights", "D_U", "D_E"} and 0 < mix["D_U"]["true_expert_share"] < 1
+        assert 0 < mix["weights"]["true_expert_share"] <= mix["D_E"]["true_expert_share"] <= 1
+        assert "D_E alone (BC(β=1))" in out.stdout
     # a renamed run saved before time_limit_end existed: its learner's config fills the key; one saved before the
     # absorbing state trained without it, which this checkpoint contradicts: a clear error, no traceback
     old = tmp_path / "old_run"
@@ -389,6 +393,24 @@ def test_every_config_runs_end_to_end_and_resumes_exactly(tmp_path, climbing_mix
         assert_same(a, b, alg)
         norm = a["critics.th"]["normaliser"]
         assert not th.equal(norm["obs_std"], th.ones_like(norm["obs_std"]))  # fitted on D_U, saved
+
+
+def test_training_mix_is_the_weighted_share_and_return():
+    """scripts/dice_weights.py's training_mix by hand: episode 0 (expert, return 2, 2 real steps), 1 (poor, return 0,
+    1 real step), 2 (poor, return 1, 2 real steps, one weighted 3)."""
+    from dice_weights import report, training_mix
+    mask = np.array([[1, 1], [1, 0], [1, 1]], np.float32)
+    w = np.array([[1, 1], [5, 5], [3, 1]], np.float32)  # episode 1's padded step (weight 5) must not count
+    returns, expert = np.array([2.0, 0.0, 1.0]), np.array([True, False, False])
+    every = np.ones(3, bool)
+    assert training_mix(w, mask, every, returns, expert) == pytest.approx(
+        {"true_expert_share": 2 / 11, "episode_return": (2 * 2 + 0 * 5 + 1 * 4) / 11})
+    assert training_mix(np.ones_like(w), mask, every, returns, None) == {"true_expert_share": None,
+                                                                          "episode_return": pytest.approx(6 / 5)}
+    terms = {"w": w[..., None], "r": np.zeros((3, 2, 1), np.float32), "mask": mask[..., None]}  # as dataset_weights
+    out = report(terms, np.array([True, True, False]), returns, expert)["training_mix"]
+    assert out["D_E"] == pytest.approx({"true_expert_share": 2 / 3, "episode_return": 4 / 3})
+    assert out["D_U"]["true_expert_share"] == pytest.approx(2 / 5)
 
 
 # ----- terminals, padding, non-finite values -----
