@@ -81,7 +81,8 @@ def ess(w, mask):
 def training_mix(w, mask, rows, returns, true_expert):
     """What weighted BC learns from when it draws transitions with weight w from `rows` (w = 1: plain BC on them):
     the share of the weight on ground-truth expert episodes (None without qualities) and the weight-averaged return
-    of the episode a transition comes from."""
+    of the episode a transition comes from. Both count transitions, so with w = 1 a long episode counts more than a
+    short one (D_E's expert share here differs from its share of expert episodes)."""
     mass = (np.asarray(w, np.float64) * np.asarray(mask, np.float64))[rows].sum(1)  # [episodes]: each one's weight
     total = mass.sum()
     return {"true_expert_share": None if true_expert is None else float(mass[true_expert[rows]].sum() / total),
@@ -181,9 +182,10 @@ def main(argv=None):
     positions = None if expert is None else data.positions_of(expert)
     if positions is not None:  # D_E inside D_U (quality:, label:, top:); with a validation split, its training part
         expert_rows[positions] = True
-    true_expert = None
-    if "expert" in data.quality_codes:  # ground truth: every agent of the episode expert (offline_expert=quality:)
-        true_expert = (data.quality_code_array == data.quality_codes["expert"]).all(axis=1)
+    # ground truth: every agent of the episode expert (offline_expert=quality:); None for data without expert episodes
+    # (an imported dataset's agents are all "unknown": a share of 0 would read as a measurement)
+    true_expert = (data.quality_code_array == data.quality_codes.get("expert", -1)).all(axis=1)
+    true_expert = true_expert if true_expert.any() else None
     out = report(terms, expert_rows, np.asarray(data.returns, np.float64), true_expert)
     print_report(out, checkpoint)
     if a.json:

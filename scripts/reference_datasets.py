@@ -53,6 +53,8 @@ RECIPES = {
     "smax": {"alg": "mappo", "t_max": 1500000, "save_model_interval": 150000,
              "train": lambda t_max: ["test_interval=50000", "log_interval=50000"]},
     # SMAX 5m_vs_6m (MisoDICE's main SMAC map; the issue allows it if a useful behaviour trains in <= 2 h on 2 cores).
+    # `--envs smax --env-arg map_name=5m_vs_6m` trains another behaviour run (reference/smax-5m_vs_6m) for the same
+    # datasets/5m_vs_6m/ folder; the collection then refuses data of the other run (--overwrite replaces it): use one.
     # MEASURED-5M6M
     "smax_5m_vs_6m": {"alg": "mappo", "t_max": 5000000, "save_model_interval": 250000},
     # CODI's World (MPE predator-prey, 3 predators vs 3 random prey; bench/codi_table.py --envs mpe_world). Not yet

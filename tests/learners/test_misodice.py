@@ -366,8 +366,10 @@ def test_every_config_runs_end_to_end_and_resumes_exactly(tmp_path, climbing_mix
         assert 0 < report["expert_weight_share"] < 1
         assert "| t | w all | w D_E | w rest | r all | r D_E | r rest |" in out.stdout
         mix = report["training_mix"]  # the climbing mixture has ground-truth qualities: every view is reported
-        assert set(mix) == {"weights", "D_U", "D_E"} and 0 < mix["D_U"]["true_expert_share"] < 1
-        assert 0 < mix["weights"]["true_expert_share"] <= mix["D_E"]["true_expert_share"] <= 1
+        # D_E = quality:expert: its ground-truth share is 1, and the weights' share on it is expert_weight_share
+        assert set(mix) == {"weights", "D_U", "D_E"} and mix["D_E"]["true_expert_share"] == 1
+        assert 0 < mix["D_U"]["true_expert_share"] < 1
+        assert mix["weights"]["true_expert_share"] == pytest.approx(report["expert_weight_share"], rel=1e-5)
         assert "D_E alone (BC(β=1))" in out.stdout
     # a renamed run saved before time_limit_end existed: its learner's config fills the key; one saved before the
     # absorbing state trained without it, which this checkpoint contradicts: a clear error, no traceback
@@ -411,6 +413,11 @@ def test_training_mix_is_the_weighted_share_and_return():
     out = report(terms, np.array([True, True, False]), returns, expert)["training_mix"]
     assert out["D_E"] == pytest.approx({"true_expert_share": 2 / 3, "episode_return": 4 / 3})
     assert out["D_U"]["true_expert_share"] == pytest.approx(2 / 5)
+    # INDD's weights have one column per agent: an agent's step counts by its own weight, the mix by their mean
+    per_agent = {"w": np.stack([w, np.array([[3, 3], [1, 1], [1, 1]], np.float32)], -1),
+                 "r": np.zeros((3, 2, 2), np.float32), "mask": np.stack([mask, mask], -1)}
+    weights = report(per_agent, np.zeros(3, bool), returns, expert)["training_mix"]["weights"]
+    assert weights["true_expert_share"] == pytest.approx((2 + 6) / 2 / ((11 + 9) / 2))  # agent 1: 6 + 1 + 2
 
 
 # ----- terminals, padding, non-finite values -----
