@@ -57,16 +57,21 @@ def nu_objective(adv, nu_s0, mask, alpha, gamma, form, exp_clip):
 
 
 @th.no_grad()
-def dice_weights(adv, mask, alpha, normalise, exp_clip, weight_max):
+def dice_weights(adv, mask, alpha, normalise, exp_clip, weight_max, pooling="transition"):
     """w = exp(A / (1 + alpha) - 1) (Eq. 8), detached. normalise: divided by its mean over real transitions
-    (computed max-shifted, so any A is finite); else the exponent is clamped at exp_clip. Then clipped at
-    weight_max (null: no clip). Padded entries are 0."""
+    (computed max-shifted, so any A is finite); else the exponent is clamped at exp_clip. pooling 'episode': each
+    transition then takes its episode's mean weight (rows = episodes; the sum over real transitions is unchanged),
+    a diagnostic against the paper's per-transition weights. Then clipped at weight_max (null: no clip). Padded
+    entries are 0."""
     x = adv / (1 + alpha) - 1
     if normalise:
         w = th.exp((x - masked_max(x, mask)).masked_fill(mask.expand_as(x) == 0, -float("inf")))
         w = w / masked_means(w, mask).clamp(min=1e-30)
     else:
         w = th.exp(x.clamp(max=exp_clip)) * mask
+    if pooling == "episode":
+        m = mask.expand_as(w)
+        w = (w * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1) * m
     return w if weight_max is None else w.clamp(max=float(weight_max))
 
 

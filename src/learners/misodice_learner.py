@@ -112,6 +112,8 @@ class MisoDICELearner(OfflineLearner):
             raise ValueError(f"time_limit_end must be 'bootstrap' or 'terminal', not '{args.time_limit_end}'")
         if args.nu_loss not in ("exp", "logsumexp"):
             raise ValueError(f"nu_loss must be 'exp' or 'logsumexp', not '{args.nu_loss}'")
+        if args.weight_pooling not in ("transition", "episode"):
+            raise ValueError(f"weight_pooling must be 'transition' or 'episode', not '{args.weight_pooling}'")
         obs_dim = scheme["obs"]["vshape"]
         obs_dim = obs_dim if isinstance(obs_dim, int) else obs_dim[0]
         self.norm = Normaliser(obs_dim, int(args.state_shape), enabled=args.obs_normalise)
@@ -312,7 +314,7 @@ class MisoDICELearner(OfflineLearner):
             losses["nu_loss"] = objective.mean() + self.args.nu_grad_penalty * nu_gp.mean()
             stats.update(nu_gp=nu_gp.mean().detach(), nu_s0_mean=nu_s0.mean().detach())
         w = dice_weights(adv.detach(), mask, self.alpha, self.args.weight_normalise, self.args.exp_clip,
-                         self.args.weight_max)
+                         self.args.weight_max, self.args.weight_pooling)
         if train_actor:
             actions = data["actions"][:, :-1].to(self.device)
             log_pi = log_policy(self.mac, data)[:, :-1].gather(3, actions).squeeze(3)  # [B, T-1, n]
@@ -376,7 +378,8 @@ class MisoDICELearner(OfflineLearner):
             batch = dataset.episode_batch(np.arange(start, min(len(dataset), start + chunk)), device=self.device)
             parts.append([x.cpu() for x in self._batch_advantages(batch)])
         adv, mask, r = (th.cat(x) for x in zip(*parts))
-        w = dice_weights(adv, mask, self.alpha, self.args.weight_normalise, self.args.exp_clip, self.args.weight_max)
+        w = dice_weights(adv, mask, self.alpha, self.args.weight_normalise, self.args.exp_clip, self.args.weight_max,
+                         self.args.weight_pooling)
         return {"w": w.numpy(), "r": r.numpy(), "mask": mask.expand_as(w).numpy()}
 
     @th.no_grad()

@@ -31,7 +31,8 @@ CHOICES = {"on_nonfinite": ("stop", "skip_batch"),
            # MisoDICE / INDD (config/algs/misodice.yaml)
            "schedule": ("sequential", "joint"), "nu_loss": ("exp", "logsumexp"), "disc_mix": ("logits", "probs"),
            "disc_gp_inputs": ("obs", "all"), "time_limit_end": ("bootstrap", "terminal"),
-           "s0_source": ("init_batch", "data_batch"), "omapl_rank_by": ("sum", "mean")}
+           "s0_source": ("init_batch", "data_batch"), "omapl_rank_by": ("sum", "mean"),
+           "weight_pooling": ("transition", "episode")}
 
 # key -> (integer only, test, allowed range in words, null allowed). Checked on the merged config, before anything runs.
 RANGES = {

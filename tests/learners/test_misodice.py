@@ -261,6 +261,23 @@ def test_extreme_advantages_give_finite_losses_weights_and_gradients(form, norma
     assert exp_linear(th.tensor(1e4), 10.0).isfinite()
 
 
+def test_episode_pooling_gives_each_step_its_episode_mean_weight():
+    """weight_pooling=episode: a transition's weight is its episode's mean over real steps (padding stays 0, the total
+    is unchanged), per agent column; then the clip. transition (default) keeps each step's own weight."""
+    adv = th.log(th.tensor([[[1.0, 2.0], [3.0, 2.0], [9.0, 9.0]], [[4.0, 1.0], [2.0, 1.0], [6.0, 1.0]]])) + 1
+    mask = th.tensor([[[1.0], [1.0], [0.0]], [[1.0], [1.0], [1.0]]])  # episode 0's last step is padding
+    own = dice_weights(adv, mask, 0.0, False, 10.0, None)
+    assert th.allclose(own, th.tensor([[[1.0, 2.0], [3.0, 2.0], [0.0, 0.0]], [[4.0, 1.0], [2.0, 1.0], [6.0, 1.0]]]))
+    pooled = dice_weights(adv, mask, 0.0, False, 10.0, None, "episode")
+    assert th.allclose(pooled, th.tensor([[[2.0, 2.0], [2.0, 2.0], [0.0, 0.0]], [[4.0, 1.0], [4.0, 1.0], [4.0, 1.0]]]))
+    assert th.allclose(pooled.sum((0, 1)), own.sum((0, 1)))
+    assert dice_weights(adv, mask, 0.0, False, 10.0, 3.0, "episode").max() == 3.0
+    learner = countdown_learner(weight_pooling="episode")
+    assert learner.args.weight_pooling == "episode"
+    with pytest.raises(ValueError, match="'weight_pooling' must be one of transition, episode; got 'step'"):
+        countdown_learner(weight_pooling="step")
+
+
 # ----- the climbing mixture -----
 @pytest.fixture(scope="module")
 def climbing_mixture(tmp_path_factory):
