@@ -46,6 +46,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import sys
 
 import numpy as np
@@ -78,7 +79,8 @@ QUICK = {"preference_steps": 2000, "steps": 3000}
 # 14.1-15.5 min, MARL-SL's reward model 6250 in 2.2-2.5 min, BC(β=0) 10000 in 3.5-3.8 min, BC(β=1) (two batches per
 # step) 10000 in ~7 min, MisoDICE 7000 in 2.7-3.0 min (MisoDICE-VDN and INDD: the same stages); OMIGA from BC(β>0)
 # by bench/offline_learners.py's update rates (17 vs 30 per s). A busier machine takes longer; SMAX 3m took 0.73x
-# (2026-12-06: phases 1-3, two seeds, oracle labels, in 41 min against 56 estimated).
+# (2026-12-06: phases 1-3, two seeds, oracle labels, in 41 min against 56 estimated), 5m_vs_6m's O-MAPL 2.1x (31 min
+# beside another trial). A resumed study estimates from its own completed trials instead (step_rates).
 SEC_PER_STEP = {"omapl": 1 / 7.0, "marl_sl": 1 / 46.0, "bc_beta": 1 / 23.0, "bc_beta0": 1 / 46.0, "omiga": 1 / 13.0,
                 "misodice": 1 / 42.0, "misodice_vdn": 1 / 42.0, "indd": 1 / 42.0}
 
@@ -714,7 +716,8 @@ def parse_args(argv=None):
 
 def check(plan, files):
     """Every trial of every sweep built and checked as src/main.py would (ConfigError names the first bad one).
-    Returns [(phase, trials, ids of those already COMPLETED in the sweep's manifest)]."""
+    Returns [(phase, trials, ids of those already COMPLETED in the sweep's manifest, {id: wall seconds} of those
+    completed trials whose manifest entry has start and end times)]."""
     from sweeps.manifest import read_manifest, sweep_folder
     from sweeps.spec import expand, load_sweep, validate
 
@@ -724,31 +727,64 @@ def check(plan, files):
         spec["name"] = name
         trials = validate(expand(spec))
         manifest = read_manifest(sweep_folder(spec)) or {}
-        done = {t["id"] for t in manifest.get("trials", []) if t.get("status") == "COMPLETED"}
-        checked.append((phase, trials, done))
+        completed = [t for t in manifest.get("trials", []) if t.get("status") == "COMPLETED"]
+        done = {t["id"] for t in completed}
+        walls = {t["id"]: wall_seconds(t) for t in completed if wall_seconds(t) is not None}
+        checked.append((phase, trials, done, walls))
         print(f"  {phase:<8} {name}: {len(trials)} trials" + (f", {len(done)} complete" if done else "")
               + f" ({rel(path)})", flush=True)
     return checked
 
 
-def trial_seconds(trial):
+def wall_seconds(record):
+    """A manifest trial's wall time from its 'started'/'ended' stamps (None when either is missing)."""
+    try:
+        start, end = (datetime.datetime.fromisoformat(record[k]) for k in ("started", "ended"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (end - start).total_seconds()
+
+
+def rate_key(trial):
     alg = trial["alg"]
-    key = "bc_beta0" if alg == "bc_beta" and trial["overrides"].get("bc_beta") == 0.0 else alg
-    return trial["t_max"] * SEC_PER_STEP[key]
+    return "bc_beta0" if alg == "bc_beta" and trial["overrides"].get("bc_beta") == 0.0 else alg
+
+
+def step_rates(checked):
+    """Seconds per gradient step for each rate key: the median over this study's own completed trials where it has
+    some, else SEC_PER_STEP (LBF's) times this study's median measured/LBF ratio (1 with nothing measured).
+    Returns (rates, number of trials measured, ratio)."""
+    measured = {}
+    for _, trials, _, walls in checked:
+        for t in trials:
+            if t["id"] in walls and t["t_max"]:
+                measured.setdefault(rate_key(t), []).append(walls[t["id"]] / t["t_max"])
+    own = {k: statistics.median(v) for k, v in measured.items() if k in SEC_PER_STEP}  # label runs: not steps
+    ratio = statistics.median([own[k] / SEC_PER_STEP[k] for k in own]) if own else 1.0
+    rates = {k: own.get(k, v * ratio) for k, v in SEC_PER_STEP.items()}
+    return rates, sum(len(measured[k]) for k in own), ratio
 
 
 def estimate(checked, jobs):
-    """(CPU seconds, wall seconds) of the training trials left to run (not COMPLETED in their sweep's manifest):
-    SEC_PER_STEP x gradient steps per trial; a sweep's wall time is at least its longest trial and at least its
-    total over `jobs`, and the sweeps run one after another (label runs: seconds, left out)."""
+    """(CPU seconds, wall seconds, basis) of the training trials left to run (not COMPLETED in their sweep's
+    manifest): step_rates x gradient steps per trial; a sweep's wall time is at least its longest trial and at least
+    its total over `jobs`, and the sweeps run one after another (label runs: seconds, left out). `basis` says where
+    the rates came from."""
+    rates, n_measured, ratio = step_rates(checked)
     cpu = wall = 0.0
-    for phase, trials, done in checked:
+    for phase, trials, done, _ in checked:
         if phase == "label":
             continue
-        times = [trial_seconds(t) for t in trials if t["id"] not in done]
+        times = [t["t_max"] * rates[rate_key(t)] for t in trials if t["id"] not in done]
         cpu += sum(times)
         wall += max(sum(times) / max(1, jobs), max(times, default=0.0))
-    return cpu, wall
+    if n_measured:
+        basis = (f"per-step rates of this study's {n_measured} completed trial(s) as they ran; methods not yet run "
+                 f"at LBF's rates x {ratio:.2f}")
+    else:
+        basis = ("LBF's per-step rates, measured two trials at a time on an otherwise idle 2-core machine; SMAX 3m "
+                 "took 0.73x that, 5m_vs_6m about 2x, busier machines take longer")
+    return cpu, wall, basis
 
 
 def main(argv=None):
@@ -767,13 +803,12 @@ def main(argv=None):
             print(f"{plan.env}: data {plan.source} -> labels in {plan.data}", flush=True)
             checked = check(plan, files[plan.env])
             jobs = a.jobs or a.num_cpus or os.cpu_count()
-            cpu, wall = estimate(checked, jobs)
-            n, done = (sum(len(t) for p, t, _ in checked if p != "label"),
-                       sum(len(d) for p, _, d in checked if p != "label"))
+            cpu, wall, basis = estimate(checked, jobs)
+            n, done = (sum(len(t) for p, t, _, _ in checked if p != "label"),
+                       sum(len(d) for p, _, d, _ in checked if p != "label"))
             print(f"{plan.env}: {n} training trials" + (f" ({done} complete)" if done else "") + f"; estimated "
                   f"{cpu / 3600:.1f} CPU-hours for the {n - done} left, about {wall / 60:.0f} min with {jobs} "
-                  f"trial(s) at a time (LBF's per-step rates, measured two trials at a time on an otherwise idle "
-                  f"2-core machine; SMAX 3m took 0.73x that, busier machines take longer)"
+                  f"trial(s) at a time ({basis})"
                   + (f"; --quick: methods {plan.steps} steps, O-MAPL/MARL-SL reward {plan.pref_steps}" if a.quick
                      else ""), flush=True)
     except ConfigError as e:

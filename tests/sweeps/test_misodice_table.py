@@ -1,6 +1,7 @@
 """bench/misodice_table.py: its sweeps are the shipped config/sweeps/misodice_lbf_*.yaml files and check like any
 sweep (no Ray), and the whole chain (label -> O-MAPL -> the 8 methods -> results.py tables) on a climbing-shaped
 mixture through a local Ray, whose table numbers are those of the Sacred runs underneath."""
+import datetime
 import importlib.util
 import json
 import os
@@ -66,19 +67,31 @@ def test_quick_is_one_seed_of_oracle_labels_with_fewer_steps(tmp_path):
     dice = [t for t in trials if t["alg"] == "misodice"][0]["overrides"]
     assert (dice["disc_steps"], dice["nu_steps"]) == (428, 857)
     checked = bench.check(plan, files)
-    assert [(phase, len(trials), done) for phase, trials, done in checked] == [
-        ("label", 1, set()), ("omapl", 3, set()), ("methods", 6, set())]
-    cpu, wall = bench.estimate(checked, jobs=2)
-    assert cpu < 2 * 3600 and wall < 40 * 60  # at the per-step rates measured on the 2-core machine
-    # a resumed study estimates what is left: trials COMPLETED in their sweep's manifest are not counted again
+    assert [(phase, len(trials), done, walls) for phase, trials, done, walls in checked] == [
+        ("label", 1, set(), {}), ("omapl", 3, set(), {}), ("methods", 6, set(), {})]
+    cpu, wall, basis = bench.estimate(checked, jobs=2)
+    assert cpu < 2 * 3600 and wall < 40 * 60 and basis.startswith("LBF's")  # the rates measured on the 2-core VM
+    # a resumed study estimates what is left: trials COMPLETED in their sweep's manifest are not counted again, and
+    # the completed ones' own wall times replace LBF's rates (here O-MAPL took 3x LBF's: 2000 steps in 1/7 x 6000 s)
     _, _, name, _ = files[1]
     os.makedirs(results / "sweeps" / name)
+    start = datetime.datetime(2026, 12, 6, 7)
     (results / "sweeps" / name / "manifest.json").write_text(json.dumps({"trials": [
-        {"id": t["id"], "status": "COMPLETED" if t["alg"] == "omapl" else "ERROR"} for t in checked[1][1]]}))
+        {"id": t["id"], "status": "COMPLETED" if t["alg"] == "omapl" else "ERROR",
+         "started": start.isoformat(), "ended": (start + datetime.timedelta(seconds=2000 * 3 / 7)).isoformat()}
+        for t in checked[1][1]]}))
     left = bench.check(plan, files)
-    assert left[1][2] == {t["id"] for t in checked[1][1] if t["alg"] == "omapl"}
-    cpu_left, _ = bench.estimate(left, jobs=2)
-    assert cpu - cpu_left == pytest.approx(2000 * bench.SEC_PER_STEP["omapl"])
+    omapl = {t["id"] for t in checked[1][1] if t["alg"] == "omapl"}
+    assert left[1][2] == omapl and left[1][3] == pytest.approx({i: 2000 * 3 / 7 for i in omapl})
+    rates, n_measured, ratio = bench.step_rates(left)
+    assert n_measured == 1 and ratio == pytest.approx(3.0)
+    assert rates["omapl"] == pytest.approx(3 * bench.SEC_PER_STEP["omapl"])
+    assert rates["misodice"] == pytest.approx(3 * bench.SEC_PER_STEP["misodice"])  # not yet run: LBF's x the ratio
+    cpu_left, _, basis = bench.estimate(left, jobs=2)
+    assert "1 completed trial" in basis and "x 3.00" in basis
+    assert cpu_left == pytest.approx(3 * (cpu - 2000 * bench.SEC_PER_STEP["omapl"]))
+    # a manifest without times (older sweeps) still counts the trial as done, at LBF's rates
+    assert bench.wall_seconds({"started": "2026-12-06T07:00:00"}) is None
 
 
 def test_the_chain_on_climbing_gives_the_numbers_of_its_sacred_runs(tmp_path):
