@@ -39,7 +39,7 @@ Key steps (§4.1). Random episodes (at most KEYSTEP_EPISODES, each of at most lc
 in an env built with no time limit that ends earlier and no step penalty where its env_args have them
 (episode_limit / max_cycles = the cap, step_penalty none, time_penalty 0, individual_reward off, Pistonball's reward
 sparse so it fires only at the wall). The first episode that ends in a terminal gives the key steps: every step where
-the team reward fired, in order, with the counters of the step info that rose (e.g. switches_triggered 0 -> 1) and
+the team reward fired (non-zero: a negative one is marked "a state to avoid", as §4.1 reads r < 0), in order, with the counters of the step info that rose (e.g. switches_triggered 0 -> 1) and
 the labelled lines ("Switch1: ...", "Agent 0 (...): at ...": those with a colon) of env.describe_state that changed
 since the previous key step; drawings such as the grid's map rows are left out (partial map rows read badly; the
 start state is shown in full in the prompt as the map). `lca.keystep_policy=oracle` plays env.oracle_actions()
@@ -378,12 +378,14 @@ def find_keysteps(env, policy, cap, seed):
             actions = env.oracle_actions() if policy == "oracle" else random_actions(env, rng)
             reward, terminated, info = env.step(actions)
             now = _counters(info)
-            if float(np.sum(reward)) > 0:
+            team = float(np.sum(reward))
+            if team != 0:  # §4.1: r > 0 marks a landmark of the task, r < 0 a state to avoid
                 rose = [f"{k} {counters.get(k, 0):g} -> {v:g}" for k, v in now.items() if v > counters.get(k, 0)]
                 lines = env.describe_state().splitlines()
                 # labelled facts only ("Switch1: ..."): drawing rows (the grid's map) have no colon and are shown once
                 changed = [line for line in lines if line not in previous and ":" in line]
-                events.append(f"Key step {len(events) + 1} (step {t + 1}, team reward {float(np.sum(reward)):+g}"
+                events.append(f"Key step {len(events) + 1} (step {t + 1}, team reward {team:+g}"
+                              + ("; a state to avoid" if team < 0 else "")
                               + (f"; {', '.join(rose)}" if rose else "") + "):\n" + "\n".join(changed))
                 previous = lines
             counters = now

@@ -132,6 +132,34 @@ def test_keysteps_random_and_oracle_and_the_cap_error():
         find_keysteps(make_env("two_switch", episode_limit=3, step_penalty="none"), "random", 3, seed=0)
 
 
+class HazardWalk:
+    """One agent walks right: step 2 costs the team -1 (a hazard), step 4 pays +1 and ends the episode."""
+    n_agents = 1
+
+    def seed(self, seed):
+        pass
+
+    def reset(self):
+        self.t = 0
+
+    def describe_state(self):
+        return f"Walker: x={self.t}"
+
+    def get_avail_agent_actions(self, i):
+        return [1]
+
+    def step(self, actions):
+        self.t += 1
+        return {2: -1.0, 4: 1.0}.get(self.t, 0.0), self.t == 4, {}
+
+
+def test_keysteps_keep_negative_team_rewards_as_states_to_avoid():
+    # §4.1: r > 0 marks a landmark of the task, r < 0 a state to avoid; both are key steps, in order
+    text = find_keysteps(HazardWalk(), "random", 10, seed=0)
+    assert text.split("\n\n") == ["Key step 1 (step 2, team reward -1; a state to avoid):\nWalker: x=2",
+                                  "Key step 2 (step 4, team reward +1):\nWalker: x=4"]
+
+
 def test_pistonball_rollouts_report_ball_coverage():
     env = make_env("pistonball")
     assert resolve_pair_source("auto", env) == "rollouts"  # no sample_state
