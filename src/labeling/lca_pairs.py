@@ -39,11 +39,12 @@ Key steps (§4.1). Random episodes (at most KEYSTEP_EPISODES, each of at most lc
 in an env built with no time limit that ends earlier and no step penalty where its env_args have them
 (episode_limit / max_cycles = the cap, step_penalty none, time_penalty 0, individual_reward off, Pistonball's reward
 sparse so it fires only at the wall). The first episode that ends in a terminal gives the key steps: every step where
-the team reward fired (non-zero: a negative one is marked "a state to avoid", as §4.1 reads r < 0), in order, with the counters of the step info that rose (e.g. switches_triggered 0 -> 1) and
-the labelled lines ("Switch1: ...", "Agent 0 (...): at ...": those with a colon) of env.describe_state that changed
-since the previous key step; drawings such as the grid's map rows are left out (partial map rows read badly; the
-start state is shown in full in the prompt as the map). `lca.keystep_policy=oracle` plays env.oracle_actions()
-instead of random actions; `lca.keysteps_file` gives the text directly. No episode finishing is an error naming the
+the team reward fired (non-zero: a negative one is marked "a state to avoid", as §4.1 reads r < 0), in order, with
+the counters of the step info that rose (e.g. switches_triggered 0 -> 1) and the labelled lines ("Switch1: ...",
+"Agent 0 (...): at ...": those with a colon) of env.describe_state that changed since the previous key step;
+drawings such as the grid's map rows are left out (partial map rows read badly; the start state is shown in full in
+the prompt as the map). `lca.keystep_policy=oracle` plays env.oracle_actions() instead of random actions;
+`lca.keysteps_file` gives the text directly. No episode finishing is an error naming the
 cap and both alternatives.
 """
 import hashlib

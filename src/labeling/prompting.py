@@ -77,6 +77,17 @@ def check_fits(messages, window, max_tokens, summary_max_steps, what):
             f"(context_tokens, or llm.local.ctx / llm.local.parallel for backend local)")
 
 
+# the role prompt's sentence on rewards, by prompt_show_reward (the summaries carry the team return only when True)
+REWARD_NOTE = {False: "Rewards are not shown; judge the play itself.",
+               True: "Each summary also gives the team's return (the sum of its rewards); still judge the play itself."}
+
+
+def question(fmt):
+    """The user message's closing question (part of prompt_template_sha256 with the role and re-ask texts)."""
+    return "Which trajectory shows the better team play? " + (
+        "Answer with the JSON object." if fmt == "json" else "End with #1, #2 or #0 on the last line.")
+
+
 class PreferencePrompt:
     """trajectory_preference asked of a model: the messages of an item in either order and the re-ask."""
 
@@ -85,12 +96,13 @@ class PreferencePrompt:
         self.show_reward, self.max_steps = show_reward, int(max_steps)
         self.arrays = arrays  # {field: [E, T+1, ...]} of the dataset: state, actions, filled, terminated, reward
         self.task_text = env.describe_task()
-        self.role = role_prompt("trajectory_preference", fmt)
+        self.role = role_prompt("trajectory_preference", fmt).replace("REWARD_NOTE", REWARD_NOTE[bool(show_reward)])
         self.system = f"{self.task_text}\n\n{self.role}"
         self._summaries = {}
 
     def provenance(self):
-        return {"prompt_template_sha256": sha256(self.role + "\n" + read_prompt(f"reask_{self.fmt}")),
+        template = "\n".join((self.role, question(self.fmt), read_prompt(f"reask_{self.fmt}")))
+        return {"prompt_template_sha256": sha256(template),
                 "env_description_sha256": sha256(self.task_text), "answer_format": self.fmt,
                 "prompt_show_reward": bool(self.show_reward), "summary_max_steps": self.max_steps}
 
@@ -105,9 +117,7 @@ class PreferencePrompt:
     def messages(self, item, swapped=False):
         first, second = item.data[::-1] if swapped else item.data
         user = (f"Trajectory 1:\n{self.summary(int(first))}\n\nTrajectory 2:\n{self.summary(int(second))}\n\n"
-                f"Which trajectory shows the better team play? " + ("Answer with the JSON object."
-                                                                   if self.fmt == "json" else
-                                                                   "End with #1, #2 or #0 on the last line."))
+                + question(self.fmt))
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
     def reask(self, messages, reply):

@@ -75,6 +75,17 @@ class PreferencePairs:
                                f"of the labeling asks only the missing items) or raise max_unlabeled_fraction")
         self.pairs, self.label = pairs[~unlabeled].astype(np.int64), label[~unlabeled].astype(np.float32)
 
+    def incomplete(self):
+        """A warning when the set's labeling run stopped before it was complete (a budget, a replay miss, failed
+        requests: its attrs say complete=False), else ''. Training goes on with the labeled pairs."""
+        if self.attrs.get("complete", True) in (True, 1):
+            return ""
+        labeler = (self.attrs.get("settings") or {}).get("labeler", self.attrs.get("labeler"))
+        return (f"preference set '{self.name}' comes from a labeling run that stopped before it was complete: "
+                f"training on its {self.counts['labeled']} labeled pairs ({self.counts['unlabeled']} unlabeled). To "
+                f"finish it, rerun the labeling with the same settings (label_name={self.name}, labeler={labeler}): "
+                f"it asks only the missing items")
+
     def __len__(self):
         return len(self.pairs)
 

@@ -274,9 +274,14 @@ def test_a_prompt_over_the_context_window_is_refused_before_any_request(tmp_path
 def test_rewards_enter_the_prompt_only_when_asked(tmp_path, data):
     task = TASKS["trajectory_preference"]()
     source = source_of(data)
-    texts = {}
+    texts, systems, hashes = {}, {}, {}
     for show in (False, True):
         args = args_for(None, tmp_path, llm={"backend": "replay", "model": "m"}, prompt_show_reward=show)
         item = task.make_items(source, args)[0]
-        texts[show] = LABELERS["llm"](args).prompter(task, source).messages(item)[1]["content"]
+        prompter = LABELERS["llm"](args).prompter(task, source)
+        systems[show], texts[show] = (m["content"] for m in prompter.messages(item))
+        hashes[show] = prompter.provenance()["prompt_template_sha256"]
     assert "Team return" not in texts[False] and texts[True].count("Team return (sum of the rewards):") == 2
+    # the role prompt says what the summaries hold, and its hash (provenance) tells the two prompts apart
+    assert "Rewards are not shown" in systems[False] and "Rewards are not shown" not in systems[True]
+    assert "also gives the team's return" in systems[True] and hashes[False] != hashes[True]

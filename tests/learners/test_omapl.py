@@ -130,6 +130,15 @@ def test_unlabeled_pairs_are_skipped_and_counted(mixture):
                             "second_preferred": 1}
 
 
+def test_a_set_from_a_stopped_labeling_run_warns_naming_the_rerun(mixture):
+    pairs, label = np.stack([np.arange(5), np.arange(5, 10)], 1), np.array([1, np.nan, 0, 0.5, np.nan])
+    assert PreferencePairs("s", pairs, label, mixture[1], 0.5, {"complete": True}).incomplete() == ""
+    assert PreferencePairs("s", pairs, label, mixture[1], 0.5).incomplete() == ""  # sets written before the flag
+    stopped = PreferencePairs("s", pairs, label, mixture[1], 0.5, {"complete": False, "settings": {"labeler": "llm"}})
+    assert stopped.incomplete().startswith("preference set 's' comes from a labeling run that stopped")
+    assert "its 3 labeled pairs (2 unlabeled)" in stopped.incomplete() and "labeler=llm" in stopped.incomplete()
+
+
 def test_views_that_renumber_episodes_are_refused():
     check_stored_view("preference_set=x", 1, 1.0, 0.0, "")
     for args, match in (((2, 1.0, 0.0, ""), "2 datasets are merged"), ((1, 0.5, 0.0, ""), "offline_top_fraction"),
