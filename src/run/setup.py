@@ -213,7 +213,8 @@ def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker
         from run.lca_pipeline import prepare_lca  # imported on use: it imports run.label, which imports this module
         with preserved_rng():  # built, reused or given, the artifacts leave the run's random draws as they were
             shaper_info = prepare_lca(args, env_info, evaluating, _log, _run)
-    shaper = shaper_REGISTRY[args.shaper](args, shaper_info)
+    with preserved_rng():  # loading a potential builds modules (random inits): the agents' own init stays the same
+        shaper = shaper_REGISTRY[args.shaper](args, shaper_info)
     extra = {k: v for provider in features for k, v in provider.scheme.items()}
     # per-agent rewards: `reward` [n_agents] and the env's team reward beside it (`team_reward`)
     scheme, groups, preprocess = episode_scheme(env_info, extra, per_agent_rewards(config, shaper.per_agent))

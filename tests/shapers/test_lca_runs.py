@@ -123,3 +123,30 @@ def test_ippo_and_mappo_train_on_cuda_with_lca_shaped_per_agent_rewards(tmp_path
     assert {"shaped_return_mean", "test_return_mean"} <= set(info)  # agent_<i>_return_mean: per-agent env rewards
     assert all(th.isfinite(th.tensor([v["value"] if isinstance(v, dict) else v for v in info[k]], dtype=th.float)).all()
                for k in ("shaped_return_mean", "test_return_mean"))
+
+
+@pytest.mark.parametrize("alg", ["ippo", "mappo"])
+def test_a_constant_potential_trains_exactly_as_no_shaper(tmp_path, alg):
+    """F_i = c - c = 0, so the weights after training equal shaper=none's bit for bit, with reward standardisation
+    and value normalisation on: storing the reward as [n] per agent must not change the learning, nor loading the
+    potential (its modules' random init) the agents' initial weights."""
+    env_args = {**build_config(alg, "two_switch", {})["env_args"], "episode_limit": 20}
+    env = make_env("two_switch", **env_args)
+    constant = random_potential(str(tmp_path / "constant"), env.get_obs_size(), n_agents=2, groups=["agent"],
+                                identity_dims=[6, 7], constant=3.0, env="two_switch", env_args=env_args)
+    settings = [*TINY, "t_max=200", "save_model=True", "save_model_interval=1000", "standardise_rewards=True",
+                "use_value_norm=True"]
+    run_main(tmp_path / "none", alg, "two_switch", *settings)
+    run_main(tmp_path / "lca", alg, "two_switch", "shaper=lca", f"lca.potential={constant}", "lca.coef=100.0",
+             *settings)
+
+    def weights(folder):
+        model = max(glob.glob(os.path.join(folder, "models", "*", "[0-9]*")), key=lambda d: int(os.path.basename(d)))
+        return {f: th.load(os.path.join(model, f), map_location="cpu") for f in ("agent.th", "critic.th")}
+
+    none, lca = weights(tmp_path / "none"), weights(tmp_path / "lca")
+    for f in none:
+        assert none[f].keys() == lca[f].keys() and all(th.equal(none[f][k], lca[f][k]) for k in none[f]), f
+    shaped = json.load(open(os.path.join(sacred_dir(tmp_path / "lca", alg, "two_switch"), "info.json")))
+    assert "shaped_return_mean" in shaped and "shaped_return_mean" not in json.load(open(os.path.join(
+        sacred_dir(tmp_path / "none", alg, "two_switch"), "info.json")))  # the shaper really ran
