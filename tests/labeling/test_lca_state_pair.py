@@ -5,6 +5,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from shapers.lca.rankings import read_rankings
 from utils.config import ConfigError, build_config
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "llm"))
-from loopback_server import LoopbackServer, reply, status  # noqa: E402
+from loopback_server import LoopbackServer, delay, reply, status  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOG = logging.getLogger("test_lca")
@@ -178,6 +179,47 @@ def test_a_budget_stop_resumes_asking_only_the_missing_queries(tmp_path):
     info = second["labeler_info"]
     assert info["from_journal"] == 4 and info["queries_to_ask"] == 12 and info["complete"]
     assert not np.isnan(read_rankings(second["path"]).answers).any()
+
+
+def test_a_run_killed_after_n_answers_resumes_with_exactly_the_missing_requests(tmp_path):
+    """kill -9 through src/main.py while the (n+1)-th item's request (K = 2 answers) waits; the rerun asks only the
+    missing items and stores the rankings an uninterrupted run stores."""
+    items, n = 10, 4
+
+    def cmd(url, out):
+        return [sys.executable, "src/main.py", "--config=lca_label", "--env-config=two_switch", "with",
+                f"lca.n_pairs={items}", "lca.queries=2", "labeler=llm", "llm.backend=openai", f"llm.base_url={url}",
+                "llm.model=loop", "llm.concurrency=1", "llm.temperature=1.0", f"llm.cache_dir={out / 'cache'}",
+                f"local_results_path={out / 'results'}"]
+
+    def rankings(out):
+        (path,) = (out / "results" / "rankings" / "two_switch").glob("*/rankings.h5")
+        return read_rankings(str(path))
+
+    with LoopbackServer(responder=fake_model) as srv:
+        whole = subprocess.run(cmd(srv.base_url, tmp_path / "whole"), cwd=ROOT, capture_output=True, text=True,
+                               timeout=120)
+        assert whole.returncode == 0, whole.stderr[-3000:]
+    with LoopbackServer(responder=lambda body: fake_model(body) if srv.count <= n else delay(60)) as srv:
+        proc = subprocess.Popen(cmd(srv.base_url, tmp_path / "cut"), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while srv.count <= n and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            proc.kill()
+            err = proc.communicate()[1]
+        assert srv.count == n + 1, err[-3000:]
+    with LoopbackServer(responder=fake_model) as srv:
+        rerun = subprocess.run(cmd(srv.base_url, tmp_path / "cut"), cwd=ROOT, capture_output=True, text=True,
+                               timeout=120)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        first_asks = sum(len(r["body"]["messages"]) == 2 for r in srv.requests)  # re-asks of garbage come on top
+    cut, full = rankings(tmp_path / "cut"), rankings(tmp_path / "whole")
+    assert first_asks == items - n and cut.attrs["complete"]
+    np.testing.assert_array_equal(cut.answers, full.answers)
+    assert cut.answers.shape == (items, 2) and not np.isnan(cut.answers).any()
 
 
 def test_end_to_end_through_main_and_rerun_asks_nothing(tmp_path):
