@@ -3,6 +3,8 @@
     python bench/offline_learners.py                                  # every run=offline config, LBF + MPE
     python bench/offline_learners.py --algs bc omiga --envs mpe_spread --steps 50
     python bench/offline_learners.py --algs omiga misodice misodice_vdn indd --set hidden_dim=128   # same widths
+    ... --set disc_steps=0             # the DICE learners' nu stage (disc_steps=0 nu_steps=0: the policy stage;
+                                       # schedule=joint: all three each step); the report names the stage timed
 
 For each env a dataset of random-policy episodes is collected once (full-length episodes, so every batch
 has the env's longest shape), then each learner is built as `run: offline` builds it and timed on
@@ -77,7 +79,10 @@ def time_learner(alg, env, data, steps, batch_size, overrides=None):
     # learners on preference pairs (omapl, marl_sl) get preference_batch_size pairs per step (2 episodes each)
     sources = {"data": data, "preferences": load_preferences(data, PREFERENCES, 0.5)}
     train_s = total_s = 0.0
+    stages = []  # the DICE learners' schedule stage of each timed update (disc, nu, actor or joint)
     for i in range(steps + 5):
+        if i >= 5 and hasattr(learner, "stage") and learner.stage() not in stages:
+            stages.append(learner.stage())
         t0 = time.perf_counter()
         batches = {name: draw(sampler, name, sources.get(name, data), ctx.args) for name in sorted(learner.batches)}
         t1 = time.perf_counter()
@@ -89,7 +94,8 @@ def time_learner(alg, env, data, steps, batch_size, overrides=None):
     ctx.runner.close_env()
     first = next(iter(batches.values()))
     first = first if "preferences" not in batches else first.episodes
-    return {"alg": alg, "env": env, "batch_episodes": first.batch_size, "T": int(first.max_seq_length),
+    return {"alg": alg, "env": env, "stage": "+".join(stages) or "-", "batch_episodes": first.batch_size,
+            "T": int(first.max_seq_length),
             "updates_per_s": steps / train_s, "steps_per_s_with_sampling": steps / total_s}
 
 
@@ -118,10 +124,10 @@ def main():
                 print(rows[-1], flush=True)
     lines = [f"Offline learners, batch {a.batch_size} episodes, {a.steps} timed steps, 1 torch thread, CPU"
              + (f", overrides {' '.join(a.set)}" if a.set else ""),
-             "", "| env | alg | episodes/step | T | updates/s (train) | steps/s (sample + train) |",
-             "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['env']} | {r['alg']} | {r['batch_episodes']} | {r['T']} | {r['updates_per_s']:.1f} | "
-              f"{r['steps_per_s_with_sampling']:.1f} |" for r in rows]
+             "", "| env | alg | stage timed | episodes/step | T | updates/s (train) | steps/s (sample + train) |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['env']} | {r['alg']} | {r['stage']} | {r['batch_episodes']} | {r['T']} | "
+              f"{r['updates_per_s']:.1f} | {r['steps_per_s_with_sampling']:.1f} |" for r in rows]
     write_report(a.out, "offline_learners", rows, lines)
 
 
