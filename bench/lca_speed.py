@@ -231,7 +231,7 @@ def ranking_rows(tmp, counts, threads):
     for mode in ("direct", "cot"):
         k = counts[f"local_{mode}"]
         if missing or not k:
-            rows += not_run("local", missing or f"--local-{mode} 0 (the default under --quick)", mode)
+            rows += not_run("local", missing or f"--local-{mode} 0 (given, or --quick's default)", mode)
             continue
         for c in CONCURRENCY:
             llm = {"backend": "local", "concurrency": c, "cache_dir": os.path.join(tmp, f"local_{mode}{c}"),
