@@ -80,7 +80,7 @@ QUICK = {"preference_steps": 2000, "steps": 3000}
 # step) 10000 in ~7 min, MisoDICE 7000 in 2.7-3.0 min (MisoDICE-VDN and INDD: the same stages); OMIGA from BC(β>0)
 # by bench/offline_learners.py's update rates (17 vs 30 per s). A busier machine takes longer; SMAX 3m took 0.73x
 # (2026-12-06: phases 1-3, two seeds, oracle labels, in 41 min against 56 estimated), 5m_vs_6m's O-MAPL 2.1x (31 min
-# beside another trial). A resumed study estimates from its own completed trials instead (step_rates).
+# beside another trial; its methods ~1.6x). A resumed study estimates from its own completed trials (step_rates).
 SEC_PER_STEP = {"omapl": 1 / 7.0, "marl_sl": 1 / 46.0, "bc_beta": 1 / 23.0, "bc_beta0": 1 / 46.0, "omiga": 1 / 13.0,
                 "misodice": 1 / 42.0, "misodice_vdn": 1 / 42.0, "indd": 1 / 42.0}
 
@@ -717,7 +717,7 @@ def parse_args(argv=None):
 def check(plan, files):
     """Every trial of every sweep built and checked as src/main.py would (ConfigError names the first bad one).
     Returns [(phase, trials, ids of those already COMPLETED in the sweep's manifest, {id: wall seconds} of those
-    completed trials whose manifest entry has start and end times)]."""
+    completed trials that ran in one uninterrupted attempt (wall_seconds))]."""
     from sweeps.manifest import read_manifest, sweep_folder
     from sweeps.spec import expand, load_sweep, validate
 
@@ -737,12 +737,12 @@ def check(plan, files):
 
 
 def wall_seconds(record):
-    """A manifest trial's wall time from its 'started'/'ended' stamps (None when either is missing)."""
-    try:
-        start, end = (datetime.datetime.fromisoformat(record[k]) for k in ("started", "ended"))
-    except (KeyError, TypeError, ValueError):
+    """A completed manifest trial's own seconds: its subprocess's run_s, when one uninterrupted attempt ran the whole
+    trial (a resumed or retried one ran part of it, or its stamps span the time the sweep was down); else None."""
+    run_s = record.get("run_s")
+    if record.get("resumed_from") or int(record.get("attempts") or 1) > 1 or not run_s or run_s <= 0:
         return None
-    return (end - start).total_seconds()
+    return float(run_s)
 
 
 def rate_key(trial):
@@ -783,7 +783,7 @@ def estimate(checked, jobs):
                  f"at LBF's rates x {ratio:.2f}")
     else:
         basis = ("LBF's per-step rates, measured two trials at a time on an otherwise idle 2-core machine; SMAX 3m "
-                 "took 0.73x that, 5m_vs_6m about 2x, busier machines take longer")
+                 "took 0.73x that, 5m_vs_6m 1.6-2.1x, busier machines take longer")
     return cpu, wall, basis
 
 

@@ -207,7 +207,8 @@ class AgentQualityPrompt(TaskPrompt):
                 .replace("LAST_INDEX", str(self.n - 1)))
 
     def provenance(self):
-        return {"prompt_template_sha256": sha256(self.role + "\n" + read_prompt(f"agent_quality_reask_{self.fmt}")),
+        template = "\n".join((self.role, self.question(), read_prompt(f"agent_quality_reask_{self.fmt}")))
+        return {"prompt_template_sha256": sha256(template),
                 "env_description_sha256": sha256(self.task_text), "answer_format": self.fmt,
                 "label_protocol_hint": self.hint, "prompt_show_reward": self.show_reward,
                 **({"label_shuffle_agents": True} if self.shuffle else {})}
@@ -243,10 +244,14 @@ class AgentQualityPrompt(TaskPrompt):
             team["team_reward"] = float(s.reward[0][s.step_valid[0]].sum())
         parts.append("Team: " + _pairs(team) + (" (team_reward: the team's reward summed over the segment's steps)"
                                                 if self.show_reward else ""))
+        parts.append(self.question())
+        return "\n\n".join(parts)
+
+    def question(self):
+        """The user message's closing question (part of prompt_template_sha256 with the role and re-ask texts)."""
         ask = ("Answer with the JSON object." if self.fmt == "json" else
                "Give at most 100 words of reasoning, then the agent's index as [k] on the last line.")
-        parts.append(f"Which agent plays best in this segment (0-based index, 0 to {self.n - 1})? {ask}")
-        return "\n\n".join(parts)
+        return f"Which agent plays best in this segment (0-based index, 0 to {self.n - 1})? {ask}"
 
     def messages(self, item, swapped=False):
         return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user_text(item)}]

@@ -44,8 +44,9 @@ the counters of the step info that rose (e.g. switches_triggered 0 -> 1) and the
 "Agent 0 (...): at ...": those with a colon) of env.describe_state that changed since the previous key step;
 drawings such as the grid's map rows are left out (partial map rows read badly; the start state is shown in full in
 the prompt as the map). `lca.keystep_policy=oracle` plays env.oracle_actions() instead of random actions;
-`lca.keysteps_file` gives the text directly. No episode finishing is an error naming the
-cap and both alternatives.
+`lca.keysteps_file` gives the text directly. No episode finishing is an error naming the cap and both alternatives.
+The key steps assume a sparse team reward: an env whose per-step penalty keystep_overrides does not switch off would
+make every step "a state to avoid"; give such an env its key steps as text.
 """
 import hashlib
 import json

@@ -40,10 +40,10 @@ _BLOCK = 1024  # episodes hashed per read
 LOCK_WAIT_S = 120  # how long a writer waits for another writer of the same folder
 
 
-def label_command(path, name="NAME"):
-    """The command that makes a preference set (named in errors about a missing one)."""
+def label_command(path, name="NAME", labeler="oracle"):
+    """The command that makes a preference set (named in errors about a missing one) or finishes it."""
     return (f"python src/main.py --config=label_preferences --env-config=<env> with offline_dataset={path} "
-            f"label_name={name} labeler=oracle")
+            f"label_name={name} labeler={labeler}")
 
 
 def check_name(name, what="label_name"):

@@ -78,13 +78,15 @@ class PreferencePairs:
     def incomplete(self):
         """A warning when the set's labeling run stopped before it was complete (a budget, a replay miss, failed
         requests: its attrs say complete=False), else ''. Training goes on with the labeled pairs."""
-        if self.attrs.get("complete", True) in (True, 1):
+        if bool(self.attrs.get("complete", True)):
             return ""
-        labeler = (self.attrs.get("settings") or {}).get("labeler", self.attrs.get("labeler"))
+        settings = self.attrs.get("settings")
+        labeler = (settings if isinstance(settings, dict) else {}).get("labeler", self.attrs.get("labeler"))
+        path = getattr(self.dataset, "path", None) or "<path>"
         return (f"preference set '{self.name}' comes from a labeling run that stopped before it was complete: "
                 f"training on its {self.counts['labeled']} labeled pairs ({self.counts['unlabeled']} unlabeled). To "
-                f"finish it, rerun the labeling with the same settings (label_name={self.name}, labeler={labeler}): "
-                f"it asks only the missing items")
+                f"finish it, rerun the labeling with its other settings as they were (it asks only the missing "
+                f"items): {label_command(path, self.name, labeler or 'oracle')}")
 
     def __len__(self):
         return len(self.pairs)

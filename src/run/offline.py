@@ -44,8 +44,9 @@ def run_offline(_run, config, _log):
                           args.offline_top_fraction, args.offline_valid_fraction, args.offline_reward)
     if args.preference_set:
         datasets["preferences"] = load_preferences(data, args.preference_set, args.max_unlabeled_fraction)
-        if datasets["preferences"].incomplete():
-            _log.warning(datasets["preferences"].incomplete())
+        warning = datasets["preferences"].incomplete()
+        if warning:
+            _log.warning(warning)
     missing = sorted(name for name in learner.batches if datasets.get(name) is None)
     if missing == ["expert"]:
         raise ValueError(f"learner '{args.learner}' needs expert data: set offline_expert=quality:expert "

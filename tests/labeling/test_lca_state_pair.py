@@ -1,8 +1,10 @@
 """Task lca_state_pair (labeling/lca_state_pair.py): rankers (oracle, noisy_oracle exact/bernoulli, llm over the
 loopback server, replay), the rankings file, reuse, resume after a budget stop, bad inputs, the prompt."""
 import hashlib
+import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -200,26 +202,37 @@ def test_a_run_killed_after_n_answers_resumes_with_exactly_the_missing_requests(
         whole = subprocess.run(cmd(srv.base_url, tmp_path / "whole"), cwd=ROOT, capture_output=True, text=True,
                                timeout=120)
         assert whole.returncode == 0, whole.stderr[-3000:]
-    with LoopbackServer(responder=lambda body: fake_model(body) if srv.count <= n else delay(60)) as srv:
+    served = {"count": 0}
+
+    def dies(body):  # answers n requests, then hangs until the run is killed
+        served["count"] += 1
+        return fake_model(body) if served["count"] <= n else delay(60)
+
+    with LoopbackServer(responder=dies) as srv:
         proc = subprocess.Popen(cmd(srv.base_url, tmp_path / "cut"), cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120
             while srv.count <= n and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
             proc.kill()
             err = proc.communicate()[1]
         assert srv.count == n + 1, err[-3000:]
+    shutil.rmtree(tmp_path / "cut" / "cache")  # only the journal may carry answers over: no cache hits on the rerun
     with LoopbackServer(responder=fake_model) as srv:
         rerun = subprocess.run(cmd(srv.base_url, tmp_path / "cut"), cwd=ROOT, capture_output=True, text=True,
                                timeout=120)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         first_asks = sum(len(r["body"]["messages"]) == 2 for r in srv.requests)  # re-asks of garbage come on top
+    run = max((tmp_path / "cut" / "results" / "sacred" / "lca_label" / "two_switch").glob("[0-9]*"),
+              key=lambda d: int(d.name))  # the rerun (the killed run is the first)
+    info = json.load(open(run / "info.json"))["labeling"]["labeler_info"]
+    # the journal kept every item finished before the kill (an item waiting on a re-ask is not finished)
+    assert 0 < info["from_journal"] <= n and first_asks == items - info["from_journal"], (info, first_asks)
     cut, full = rankings(tmp_path / "cut"), rankings(tmp_path / "whole")
-    assert first_asks == items - n and cut.attrs["complete"]
+    assert cut.attrs["complete"] and cut.answers.shape == (items, 2) and not np.isnan(cut.answers).any()
     np.testing.assert_array_equal(cut.answers, full.answers)
-    assert cut.answers.shape == (items, 2) and not np.isnan(cut.answers).any()
 
 
 def test_end_to_end_through_main_and_rerun_asks_nothing(tmp_path):

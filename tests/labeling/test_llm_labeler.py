@@ -285,3 +285,21 @@ def test_rewards_enter_the_prompt_only_when_asked(tmp_path, data):
     # the role prompt says what the summaries hold, and its hash (provenance) tells the two prompts apart
     assert "Rewards are not shown" in systems[False] and "Rewards are not shown" not in systems[True]
     assert "also gives the team's return" in systems[True] and hashes[False] != hashes[True]
+
+
+def test_the_template_hash_covers_the_closing_question(tmp_path, data, monkeypatch):
+    import labeling.prompting as prompting
+
+    task, source = TASKS["trajectory_preference"](), source_of(data)
+    args = args_for(None, tmp_path, llm={"backend": "replay", "model": "m"})
+    item = task.make_items(source, args)[0]
+
+    def asked():
+        prompter = LABELERS["llm"](args).prompter(task, source)
+        return prompter.messages(item)[1]["content"], prompter.provenance()["prompt_template_sha256"]
+
+    text, before = asked()
+    assert text.endswith(prompting.question("text"))
+    monkeypatch.setattr(prompting, "question", lambda fmt: "Which one? Say #1 or #2.")
+    text, after = asked()
+    assert text.endswith("Which one? Say #1 or #2.") and after != before

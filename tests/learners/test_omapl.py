@@ -136,7 +136,8 @@ def test_a_set_from_a_stopped_labeling_run_warns_naming_the_rerun(mixture):
     assert PreferencePairs("s", pairs, label, mixture[1], 0.5).incomplete() == ""  # sets written before the flag
     stopped = PreferencePairs("s", pairs, label, mixture[1], 0.5, {"complete": False, "settings": {"labeler": "llm"}})
     assert stopped.incomplete().startswith("preference set 's' comes from a labeling run that stopped")
-    assert "its 3 labeled pairs (2 unlabeled)" in stopped.incomplete() and "labeler=llm" in stopped.incomplete()
+    assert "its 3 labeled pairs (2 unlabeled)" in stopped.incomplete()
+    assert "--config=label_preferences" in stopped.incomplete() and "label_name=s labeler=llm" in stopped.incomplete()
 
 
 def test_views_that_renumber_episodes_are_refused():

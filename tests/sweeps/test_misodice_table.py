@@ -1,7 +1,6 @@
 """bench/misodice_table.py: its sweeps are the shipped config/sweeps/misodice_lbf_*.yaml files and check like any
 sweep (no Ray), and the whole chain (label -> O-MAPL -> the 8 methods -> results.py tables) on a climbing-shaped
 mixture through a local Ray, whose table numbers are those of the Sacred runs underneath."""
-import datetime
 import importlib.util
 import json
 import os
@@ -75,11 +74,9 @@ def test_quick_is_one_seed_of_oracle_labels_with_fewer_steps(tmp_path):
     # the completed ones' own wall times replace LBF's rates (here O-MAPL took 3x LBF's: 2000 steps in 1/7 x 6000 s)
     _, _, name, _ = files[1]
     os.makedirs(results / "sweeps" / name)
-    start = datetime.datetime(2026, 12, 6, 7)
     (results / "sweeps" / name / "manifest.json").write_text(json.dumps({"trials": [
-        {"id": t["id"], "status": "COMPLETED" if t["alg"] == "omapl" else "ERROR",
-         "started": start.isoformat(), "ended": (start + datetime.timedelta(seconds=2000 * 3 / 7)).isoformat()}
-        for t in checked[1][1]]}))
+        {"id": t["id"], "status": "COMPLETED" if t["alg"] == "omapl" else "ERROR", "attempts": 1,
+         "resumed_from": None, "run_s": 2000 * 3 / 7} for t in checked[1][1]]}))
     left = bench.check(plan, files)
     omapl = {t["id"] for t in checked[1][1] if t["alg"] == "omapl"}
     assert left[1][2] == omapl and left[1][3] == pytest.approx({i: 2000 * 3 / 7 for i in omapl})
@@ -90,8 +87,12 @@ def test_quick_is_one_seed_of_oracle_labels_with_fewer_steps(tmp_path):
     cpu_left, _, basis = bench.estimate(left, jobs=2)
     assert "1 completed trial" in basis and "x 3.00" in basis
     assert cpu_left == pytest.approx(3 * (cpu - 2000 * bench.SEC_PER_STEP["omapl"]))
-    # a manifest without times (older sweeps) still counts the trial as done, at LBF's rates
-    assert bench.wall_seconds({"started": "2026-12-06T07:00:00"}) is None
+    # only one uninterrupted attempt measures a trial: a resumed or retried one ran part of it (its stamps may span
+    # the hours the sweep was down), and an entry without run_s (older sweeps) counts as done at LBF's rates
+    assert bench.wall_seconds({"run_s": 90.0, "attempts": 1, "resumed_from": None}) == 90.0
+    for record in ({"run_s": 90.0, "resumed_from": "/m/100"}, {"run_s": 90.0, "attempts": 2}, {"run_s": 0.0},
+                   {"started": "2026-12-05T07:00:00", "ended": "2026-12-06T07:00:00"}):
+        assert bench.wall_seconds(record) is None, record
 
 
 def test_the_chain_on_climbing_gives_the_numbers_of_its_sacred_runs(tmp_path):
