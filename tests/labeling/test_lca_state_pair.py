@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from shapers.lca.rankings import read_rankings
 from utils.config import ConfigError, build_config
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "llm"))
-from loopback_server import LoopbackServer, delay, reply, status  # noqa: E402
+from loopback_server import LoopbackServer, delay, kill_after, reply, status  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOG = logging.getLogger("test_lca")
@@ -209,16 +208,7 @@ def test_a_run_killed_after_n_answers_resumes_with_exactly_the_missing_requests(
         return fake_model(body) if served["count"] <= n else delay(60)
 
     with LoopbackServer(responder=dies) as srv:
-        proc = subprocess.Popen(cmd(srv.base_url, tmp_path / "cut"), cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 120
-            while srv.count <= n and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-        finally:
-            proc.kill()
-            err = proc.communicate()[1]
-        assert srv.count == n + 1, err[-3000:]
+        kill_after(cmd(srv.base_url, tmp_path / "cut"), srv, n, ROOT)
     shutil.rmtree(tmp_path / "cut" / "cache")  # only the journal may carry answers over: no cache hits on the rerun
     with LoopbackServer(responder=fake_model) as srv:
         rerun = subprocess.run(cmd(srv.base_url, tmp_path / "cut"), cwd=ROOT, capture_output=True, text=True,

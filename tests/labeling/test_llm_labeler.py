@@ -5,7 +5,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from types import SimpleNamespace as SN
 
 import numpy as np
@@ -20,7 +19,7 @@ from offline import OfflineDataset
 from utils.config import ConfigError, build_config
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "llm"))
-from loopback_server import LoopbackServer, delay, drop, reply, status  # noqa: E402
+from loopback_server import LoopbackServer, delay, drop, kill_after, reply, status  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LENGTH = re.compile(r"The episode lasted (\d+) steps")
@@ -202,16 +201,7 @@ def test_labeling_process_killed_after_n_answers_rerun_through_main_asks_exactly
                     f"offline_dataset={path}", "labeler=llm", f"n_pairs={N_PAIRS}", "llm.backend=openai",
                     f"llm.base_url={url}", "llm.model=loop", f"llm.cache_dir={tmp_path / 'cache'}",
                     "llm.concurrency=1", f"local_results_path={tmp_path / 'results'}"]
-        proc = subprocess.Popen(cmd(srv.base_url), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
-        try:
-            deadline = time.monotonic() + 60
-            while srv.count <= n and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-        finally:
-            proc.kill()
-            err = proc.communicate()[1]
-        assert srv.count == n + 1, err[-3000:]
+        kill_after(cmd(srv.base_url), srv, n, ROOT)
     with LoopbackServer(responder=judge) as srv:
         res = subprocess.run(cmd(srv.base_url), cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr[-3000:]

@@ -30,6 +30,7 @@ requested sample when `support_n=True` (default) and a single choice otherwise, 
 GET /v1/models lists `model_id`; GET /health answers {"status": "ok"}.
 """
 import json
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,6 +66,20 @@ def raw(body, code=200, content_type="application/json"):
 
 def drop():
     return _Action("drop")
+
+
+def kill_after(cmd, srv, n, cwd, timeout_s=120.0):
+    """Start the process `cmd` (a labeling run asking `srv`, whose responder hangs after n answers) and kill -9 it
+    while its (n+1)-th request waits; asserts the kill came then (the run's stderr tail in the message)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while srv.count <= n and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        err = proc.communicate()[1]
+    assert srv.count == n + 1, err[-3000:]
 
 
 def _tokens(text):
