@@ -729,7 +729,7 @@ def check(plan, files):
         manifest = read_manifest(sweep_folder(spec)) or {}
         completed = [t for t in manifest.get("trials", []) if t.get("status") == "COMPLETED"]
         done = {t["id"] for t in completed}
-        walls = {t["id"]: wall_seconds(t) for t in completed if wall_seconds(t) is not None}
+        walls = {t["id"]: w for t in completed if (w := wall_seconds(t)) is not None}
         checked.append((phase, trials, done, walls))
         print(f"  {phase:<8} {name}: {len(trials)} trials" + (f", {len(done)} complete" if done else "")
               + f" ({rel(path)})", flush=True)

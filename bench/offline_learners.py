@@ -81,8 +81,9 @@ def time_learner(alg, env, data, steps, batch_size, overrides=None):
     train_s = total_s = 0.0
     stages = []  # the DICE learners' schedule stage of each timed update (disc, nu, actor or joint)
     for i in range(steps + 5):
-        if i >= 5 and hasattr(learner, "stage") and learner.stage() not in stages:
-            stages.append(learner.stage())
+        stage = learner.stage() if i >= 5 and hasattr(learner, "stage") else None
+        if stage and stage not in stages:
+            stages.append(stage)
         t0 = time.perf_counter()
         batches = {name: draw(sampler, name, sources.get(name, data), ctx.args) for name in sorted(learner.batches)}
         t1 = time.perf_counter()

@@ -208,12 +208,13 @@ def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker
         with preserved_rng():
             features += make_features(args, _log, process=worker_process,
                                       run_info=None if _run is None else _run.info, config=config)
-    shaper_info = env_info
-    if args.shaper == "lca":  # its rankings and potentials, built when not given, and the env hooks it checks
-        from run.lca_pipeline import prepare_lca  # imported on use: it imports run.label, which imports this module
-        with preserved_rng():  # built, reused or given, the artifacts leave the run's random draws as they were
+    # the shaper's artifacts (built, reused or given) and loading them (a potential's modules draw random inits)
+    # leave the run's random draws as they were, so the agents start as a shaper=none run of the same seed
+    with preserved_rng():
+        shaper_info = env_info
+        if args.shaper == "lca":  # its rankings and potentials, built when not given, and the env hooks it checks
+            from run.lca_pipeline import prepare_lca  # imported on use: it imports run.label, which imports this
             shaper_info = prepare_lca(args, env_info, evaluating, _log, _run)
-    with preserved_rng():  # loading a potential builds modules (random inits): the agents' own init stays the same
         shaper = shaper_REGISTRY[args.shaper](args, shaper_info)
     extra = {k: v for provider in features for k, v in provider.scheme.items()}
     # per-agent rewards: `reward` [n_agents] and the env's team reward beside it (`team_reward`)
