@@ -414,8 +414,8 @@ def label_info(label_folder, tag):
 
 
 def omapl_ceiling(folder):
-    """The ceiling of top-K precision (ranking by the true return) from one O-MAPL run's info.json: the same data
-    and K give the same ceiling in every seed."""
+    """The ceiling of top-K precision (ranking by the labels' oracle score, `oracle_key`: the return unless the
+    labeling set another) from one O-MAPL run's info.json: the same data and K give the same ceiling in every seed."""
     manifest = read_json(os.path.join(folder, "manifest.json")) or {}
     for r in manifest.get("trials", []):
         if r.get("name", "").startswith("omapl") and r.get("sacred_run"):
@@ -575,7 +575,8 @@ def markdown(plan, data):
     lines += ["", "## Labels and O-MAPL's top-K", "",
               "Agreement: with the return oracle on non-tie pairs; expert-vs-poor: accuracy on pairs of a ground-truth "
               "expert and a poor episode; top-K precision: O-MAPL's top K by Σ R̂ that are ground-truth expert "
-              "(mean ± std over seeds), beside the ceiling of ranking by the true return.", "",
+              "(mean ± std over seeds), beside the ceiling of ranking by the labels' oracle score (the return unless "
+              "the labeling set another oracle_key).", "",
               "| labeler | pairs | ties | unlabeled | agreement | expert-vs-poor | top-K precision | ceiling | "
               "Spearman(G, return) |", "|---|---:|---:|---:|---:|---:|---|---:|---|"]
     for t in tags:

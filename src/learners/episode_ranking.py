@@ -52,14 +52,16 @@ def ground_truth_expert(data, quality="expert"):
     return (data.quality_code_array == data.quality_codes[quality]).all(axis=1)
 
 
-def ranking_report(scores, data, k):
+def ranking_report(scores, data, k, ceiling=None):
     """How well ranking by `scores` ({rank_by: [E]}) finds the dataset's expert episodes, beside the ceiling of
-    ranking by the true return (the return oracle's own score): precision/recall of the top k, Spearman with the
-    true return."""
+    ranking by the labeler's own oracle score (`ceiling` = (oracle_key, [E] scores), as run: offline passes for the
+    preference set trained on; None = the true return): precision/recall of the top k, Spearman with the true
+    return."""
     truth, returns = ground_truth_expert(data), np.asarray(data.returns, dtype=np.float64)
-    ceiling_p, ceiling_r = precision_recall(top_k(returns, k), truth)
+    key, oracle = ceiling if ceiling is not None else ("return", returns)
+    ceiling_p, ceiling_r = precision_recall(top_k(np.asarray(oracle, dtype=np.float64), k), truth)
     report = {"topk_expert": int(k), "episodes": len(returns), "true_experts": None if truth is None else
-              int(truth.sum()), "ceiling": {"precision": ceiling_p, "recall": ceiling_r}}
+              int(truth.sum()), "ceiling": {"precision": ceiling_p, "recall": ceiling_r, "oracle_key": key}}
     for name, s in scores.items():
         p, r = precision_recall(top_k(s, k), truth)
         report[name] = {"precision": p, "recall": r, "spearman_true_return": spearman(s, returns),

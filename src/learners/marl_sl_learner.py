@@ -37,6 +37,7 @@ class MARLSLLearner(OfflineLearner):
         self.params = list(self.reward_model.parameters())
         self.optimiser = make_optimizer(self.params, args)
         self.label_name = args.marl_sl_label_name or args.preference_set
+        self.ceiling = None  # the preference set's oracle score (check_data); None = the true return
         self.log_stats_t = -args.learner_log_interval - 1
         self.guard = NonFiniteGuard(self, args, logger)
 
@@ -79,6 +80,7 @@ class MARLSLLearner(OfflineLearner):
     def check_data(self, datasets):
         check_new_labels(datasets["preferences"].dataset, [f"{self.label_name}_reward_hat"], self.args.label_overwrite,
                          self.args.model_dir)
+        self.ceiling = datasets["preferences"].ceiling
 
     @th.no_grad()
     def label_dataset(self, data, step):
@@ -93,7 +95,7 @@ class MARLSLLearner(OfflineLearner):
         bad = ~np.isfinite(out).all(axis=(1, 2))
         if bad.any():
             raise RecoveredReturnError(self.guard.learner, {"episodes": int(bad.sum())}, step, self.guard.step_name)
-        report = ranking_report({"sum": out.sum(axis=(1, 2))}, data, int(self.args.topk_expert))
+        report = ranking_report({"sum": out.sum(axis=(1, 2))}, data, int(self.args.topk_expert), self.ceiling)
         stats = {"return_hat_spearman": report["sum"]["spearman_true_return"]}
         if report["sum"]["precision"] is not None:
             stats["topk_precision"] = report["sum"]["precision"]

@@ -45,6 +45,7 @@ class OMAPLLearner(OMIGALearner):
             raise ValueError(f"omapl_rank_by must be one of {RANK_BY}, not '{args.omapl_rank_by}'")
         self.label_name = args.omapl_label_name or args.preference_set
         self.topk_prev, self.topk_stable_since = [], 0  # the last evaluation's top-K, and since when it holds
+        self.ceiling = None  # the preference set's oracle score (check_data); None = the true return
 
     # ----- training -----
     def implied_reward(self, batch):
@@ -100,6 +101,7 @@ class OMAPLLearner(OMIGALearner):
         if k == episodes:
             logging.getLogger("pymarl").warning(f"topk_expert={k} = every episode of the dataset: D_E will equal D_U")
         check_new_labels(data, self.label_names(), self.args.label_overwrite, self.args.model_dir)
+        self.ceiling = datasets["preferences"].ceiling
 
     @th.no_grad()
     def recovered_returns(self, data):
@@ -129,7 +131,7 @@ class OMAPLLearner(OMIGALearner):
         if changed:
             self.topk_stable_since = step
         self.topk_prev = sorted(chosen.tolist())
-        report = ranking_report(scores, data, k)
+        report = ranking_report(scores, data, k, self.ceiling)
         flags = np.zeros(len(data), dtype=np.uint8)
         flags[chosen] = 1
         stats = {"topk_changed": changed, "topk_stable_since": self.topk_stable_since}
@@ -145,11 +147,12 @@ class OMAPLLearner(OMIGALearner):
 
 
 def summary(report, rank_by):
-    """One console line: top-K precision and recall per ranking beside the true-return ceiling, and Spearman."""
+    """One console line: top-K precision and recall per ranking beside the ceiling (ranking by the labeler's oracle
+    score), and Spearman with the true return."""
     def pr(d):
         return "n/a (no ground truth)" if d["precision"] is None else f"precision {d['precision']:.3f} recall " \
             f"{d['recall']:.3f}"
     parts = [f"{name}{' (used)' if name == rank_by else ''}: {pr(report[name])}, Spearman with the true return "
              f"{report[name]['spearman_true_return']:.3f}" for name in RANK_BY]
     return (f"top-{report['topk_expert']} of {report['episodes']} episodes by recovered return: " + "; ".join(parts)
-            + f"; ceiling (ranking by the true return): {pr(report['ceiling'])}")
+            + f"; ceiling (ranking by the oracle's {report['ceiling']['oracle_key']}): {pr(report['ceiling'])}")

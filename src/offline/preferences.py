@@ -47,6 +47,9 @@ class PreferencePairs:
     def __init__(self, name, pairs, label, dataset, max_unlabeled_fraction, attrs=None):
         pairs, label = np.asarray(pairs), np.asarray(label, dtype=np.float64)
         self.name, self.dataset, self.attrs = name, dataset, dict(attrs or {})
+        # (oracle_key, [E] scores): the score the set's labels are judged by, set by run: offline (which may read the
+        # labeling layer); a labeling learner's top-K ceiling ranks by it. None = the true return.
+        self.ceiling = None
         E = len(dataset)
         if pairs.ndim != 2 or pairs.shape[1] != 2 or label.shape != (len(pairs),):
             raise DatasetError(f"preference set '{name}': pairs must be [P, 2] and label [P], got {pairs.shape} and "

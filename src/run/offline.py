@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from labeling.trajectory_preference import episode_scores
 from learners.episode_ranking import own_labels
 from offline.label_store import content_fingerprint, write_episode_labels
 from offline.preferences import check_stored_view, load_preferences
@@ -44,6 +45,7 @@ def run_offline(_run, config, _log):
                           args.offline_top_fraction, args.offline_valid_fraction, args.offline_reward)
     if args.preference_set:
         datasets["preferences"] = load_preferences(data, args.preference_set, args.max_unlabeled_fraction)
+        datasets["preferences"].ceiling = oracle_score(datasets["preferences"], args.gamma)
         warning = datasets["preferences"].incomplete()
         if warning:
             _log.warning(warning)
@@ -134,6 +136,16 @@ def run_offline(_run, config, _log):
         if d is not None:
             d.close()
     loop.finish(ctx)
+
+
+def oracle_score(prefs, gamma):
+    """(oracle_key, [E] scores) of the score the preference set's labels were judged by (its labeling settings:
+    `oracle_key` and, for discounted_return, its gamma): the top-K ceiling of a learner that ranks episodes. Sets
+    labeled before oracle_key was recorded were judged by the return."""
+    settings = prefs.attrs.get("settings")
+    settings = settings if isinstance(settings, dict) else {}
+    key = settings.get("oracle_key", "return")
+    return key, episode_scores(prefs.dataset, key, float(settings.get("gamma", gamma)))
 
 
 def episodes_per_step(learner, args):

@@ -9,12 +9,14 @@ from preference_fixtures import add_preference_set, oracle_pairs, write_skill_da
 from test_omar_omiga import with_padding
 
 from helpers import make_ctx
-from learners.episode_ranking import RecoveredReturnError, precision_recall, spearman, top_k
+from labeling.trajectory_preference import episode_scores
+from learners.episode_ranking import RecoveredReturnError, precision_recall, ranking_report, spearman, top_k
 from offline import OfflineDataset
 from offline.format import DatasetError
 from offline.label_store import content_fingerprint, write_episode_labels
 from offline.preferences import PreferencePairs, check_stored_view, load_preferences
 from offline.sampling import Sampler, select_expert, top_episodes
+from run.offline import oracle_score
 
 N_EXPERT, N_POOR, N_PAIRS = 40, 160, 300  # chance precision of the top 40 = 40 / 200 = 0.2
 TINY = dict(hidden_dim=16, critic_hidden_dim=32, mixing_embed_dim=8, learner_log_interval=10**9)
@@ -94,6 +96,25 @@ def test_top_k_finds_the_experts_of_a_synthetic_mixture(mixture):
     assert flags.dtype == np.uint8 and flags.sum() == N_EXPERT
     np.testing.assert_array_equal(np.flatnonzero(flags), np.sort(top_k(result["labels"]["oracle_return_hat"],
                                                                          N_EXPERT)))
+
+
+def test_the_ceiling_ranks_by_the_score_the_sets_labels_were_judged_by(mixture):
+    """run: offline gives a labeling learner the preference set's oracle score (its labeling settings' oracle_key and
+    gamma) as the top-K ceiling; a set without settings was judged by the return."""
+    _, ds = mixture
+    prefs = load_preferences(ds, "oracle", 0.5)
+    assert prefs.ceiling is None and oracle_score(prefs, 0.99)[0] == "return"
+    np.testing.assert_array_equal(oracle_score(prefs, 0.99)[1], ds.returns)
+    prefs.attrs["settings"] = {"oracle_key": "quality"}
+    key, s = oracle_score(prefs, 0.99)
+    assert key == "quality"
+    np.testing.assert_array_equal(s, episode_scores(ds, "quality", 0.99))
+    prefs.attrs["settings"] = {"oracle_key": "discounted_return", "gamma": 0.5}  # the labeling run's gamma, not ours
+    np.testing.assert_array_equal(oracle_score(prefs, 0.99)[1], episode_scores(ds, "discounted_return", 0.5))
+    report = ranking_report({"sum": ds.returns}, ds, N_EXPERT, ("quality", -episode_scores(ds, "quality", 0.99)))
+    assert report["ceiling"] == {"precision": 0.0, "recall": 0.0, "oracle_key": "quality"}
+    assert report["sum"]["precision"] == 1.0 and report["sum"]["precision_of_ceiling"] is None
+    assert ranking_report({"sum": ds.returns}, ds, N_EXPERT)["ceiling"]["oracle_key"] == "return"
 
 
 def test_ranking_helpers():

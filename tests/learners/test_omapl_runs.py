@@ -45,13 +45,13 @@ def test_omapl_end_to_end_writes_the_top_k_labels(tmp_path, labeled, capsys):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Wrote labels ['oracle_expert', 'oracle_return_hat']" in proc.stderr
-    assert "ceiling (ranking by the true return): precision 1.000" in proc.stderr
+    assert "ceiling (ranking by the oracle's return): precision 1.000" in proc.stderr
     info = json.load(open(os.path.join(sacred_dir(tmp_path, "omapl", "climbing"), "info.json")))
     assert info["preferences"]["labeled"] == 60 and info["preferences"]["batch_pairs"] == 8
     assert info["topk_precision_sum_T"] == [0, 3, 6] and len(info["topk_changed"]) == 3
     labels = info["labels"]
     assert labels["names"] == ["oracle_expert", "oracle_return_hat"] and labels["topk_expert"] == 10
-    assert labels["ceiling"] == {"precision": 1.0, "recall": 1.0} and labels["step"] == 6
+    assert labels["ceiling"] == {"precision": 1.0, "recall": 1.0, "oracle_key": "return"} and labels["step"] == 6
     assert set(labels["sum"]) == set(labels["mean"]) == {"precision", "recall", "spearman_true_return",
                                                          "precision_of_ceiling"}
     ds = OfflineDataset.load(data)
