@@ -45,7 +45,8 @@ def run_offline(_run, config, _log):
                           args.offline_top_fraction, args.offline_valid_fraction, args.offline_reward)
     if args.preference_set:
         datasets["preferences"] = load_preferences(data, args.preference_set, args.max_unlabeled_fraction)
-        datasets["preferences"].ceiling = oracle_score(datasets["preferences"], args.gamma)
+        if learner.labels_at_end:  # only a learner that ranks episodes reports a ceiling
+            datasets["preferences"].ceiling = oracle_score(datasets["preferences"], args.gamma)
         warning = datasets["preferences"].incomplete()
         if warning:
             _log.warning(warning)
