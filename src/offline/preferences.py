@@ -78,13 +78,19 @@ class PreferencePairs:
                                f"of the labeling asks only the missing items) or raise max_unlabeled_fraction")
         self.pairs, self.label = pairs[~unlabeled].astype(np.int64), label[~unlabeled].astype(np.float32)
 
+    @property
+    def settings(self):
+        """The labeling run's settings as the label run mode records them (labeler, oracle_key, ...); {} for sets
+        written without them."""
+        settings = self.attrs.get("settings")
+        return settings if isinstance(settings, dict) else {}
+
     def incomplete(self):
         """A warning when the set's labeling run stopped before it was complete (a budget, a replay miss, failed
         requests: its attrs say complete=False), else ''. Training goes on with the labeled pairs."""
         if bool(self.attrs.get("complete", True)):
             return ""
-        settings = self.attrs.get("settings")
-        labeler = (settings if isinstance(settings, dict) else {}).get("labeler", self.attrs.get("labeler"))
+        labeler = self.settings.get("labeler", self.attrs.get("labeler"))
         path = getattr(self.dataset, "path", None) or "<path>"
         return (f"preference set '{self.name}' comes from a labeling run that stopped before it was complete: "
                 f"training on its {self.counts['labeled']} labeled pairs ({self.counts['unlabeled']} unlabeled). To "

@@ -75,7 +75,7 @@ def run_offline(_run, config, _log):
                                 "fingerprints": [dataset_fingerprint(p) for p in paths]}
         if "preferences" in datasets:
             prefs = datasets["preferences"]
-            settings = prefs.attrs.get("settings") or {}  # as the label run mode records them
+            settings = prefs.settings
             _run.info["preferences"] = {"name": prefs.name, **prefs.counts, "batch_pairs": args.preference_batch_size,
                                         "labeler": settings.get("labeler", prefs.attrs.get("labeler")),
                                         "complete": prefs.attrs.get("complete"),
@@ -143,10 +143,8 @@ def oracle_score(prefs, gamma):
     """(oracle_key, [E] scores) of the score the preference set's labels were judged by (its labeling settings:
     `oracle_key` and, for discounted_return, its gamma): the top-K ceiling of a learner that ranks episodes. Sets
     labeled before oracle_key was recorded were judged by the return."""
-    settings = prefs.attrs.get("settings")
-    settings = settings if isinstance(settings, dict) else {}
-    key = settings.get("oracle_key", "return")
-    return key, episode_scores(prefs.dataset, key, float(settings.get("gamma", gamma)))
+    key = prefs.settings.get("oracle_key", "return")
+    return key, episode_scores(prefs.dataset, key, float(prefs.settings.get("gamma", gamma)))
 
 
 def episodes_per_step(learner, args):
