@@ -20,10 +20,13 @@ from utils.config import build_config
 require_local_llm()
 
 
-def test_local_model_labels_two_pairs(tmp_path):
+N_PAIRS = 10
+
+
+def test_local_model_labels_ten_pairs(tmp_path):
     path = write_dataset(tmp_path / "mix.h5", E=12, seed=4)
     cfg = build_config("label_preferences", "climbing", {
-        "local_results_path": str(tmp_path / "results"), "n_pairs": 2, "labeler": "llm", "summary_max_steps": 0,
+        "local_results_path": str(tmp_path / "results"), "n_pairs": N_PAIRS, "labeler": "llm", "summary_max_steps": 0,
         "llm": {"backend": "local", "cache_dir": str(tmp_path / "cache"), "max_tokens": 24, "timeout_s": 600.0,
                 "local": {"threads": 2, "ctx": 2048}}})  # a test runs alone: both cores
     args = SN(**cfg)
@@ -36,7 +39,7 @@ def test_local_model_labels_two_pairs(tmp_path):
     assert info["answer_format"] == "json" and info["backend"] == "local" and info["failed"] == 0 and info["complete"]
     assert info["labeled"] >= 1, info  # constrained JSON: every reply should parse
     assert set(np.unique(res.answers[np.isfinite(res.answers)])) <= {0.0, 0.5, 1.0}
-    assert info["requests"] == 2 + info["reasked"] and info["prompt_tokens"] > 0 and info["completion_tokens"] > 0
+    assert info["requests"] == N_PAIRS + info["reasked"] and info["prompt_tokens"] > 0 and info["completion_tokens"] > 0
     again = LABELERS["llm"](args).label(task, items, source)  # the journal answers; the server is not even started
     np.testing.assert_array_equal(again.answers, res.answers)
-    assert again.info["from_journal"] == 2 and again.info["requests"] == 0
+    assert again.info["from_journal"] == N_PAIRS and again.info["requests"] == 0
