@@ -5,8 +5,8 @@ Time: the system part (~1800 tokens: task, map, key steps) is processed once and
 each item adds ~440 tokens. On 2 cores the server processed ~57 prompt tokens/s while nothing else ran (about 110 s
 for the test, estimated from its timings) and ~20 tokens/s while two other training runs shared the cores (measured:
 4.3 min for the command, 6.1 min for this test, with 10 items; 5.1 min on 2026-12-05's AMD EPYC VM beside a
-diffusion training, 17,700 prompt tokens). Hence 4 items: the plumbing is the same for 4 as for 10. It asserts plumbing
-and the stored file, never the small model's judgement (its accuracy is printed: 0.6, 0.4 and 0.5 in three runs of 10
+diffusion training, 17,700 prompt tokens; 117 s alone on 2026-12-06's AMD EPYC VM). It asserts plumbing and the
+stored file, never the small model's judgement (its accuracy is printed: 0.6, 0.4 and 0.5 in three runs of 10
 items at temperature 0.5; half of the items were oracle-equal).
 """
 import glob

@@ -1,9 +1,9 @@
-"""Labeler `llm` with the real local model (./install.sh llm; CI installs it): 2 pairs end to end.
+"""Labeler `llm` with the real local model (./install.sh llm; CI installs it): 10 pairs end to end (the issue's count).
 
-Short on purpose: summaries without a timeline (summary_max_steps=0) and a JSON answer cut at 24 tokens (the choice
-comes first in the schema, so a cut reason still parses), two pairs (prompt processing dominates: four took 4.4 min on
-2026-12-05's AMD EPYC VM beside a diffusion training). It asserts plumbing and parseability, never the small model's
-judgement.
+Short prompts on purpose: summaries without a timeline (summary_max_steps=0) and a JSON answer cut at 24 tokens (the
+choice comes first in the schema, so a cut reason still parses); prompt processing dominates (10 pairs: 93 s alone on
+2026-12-06's AMD EPYC VM; four took 4.4 min on 2026-12-05 beside a diffusion training). It asserts plumbing and
+parseability, never the small model's judgement.
 """
 from types import SimpleNamespace as SN
 
