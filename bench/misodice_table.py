@@ -427,16 +427,21 @@ def omapl_ceiling(folder):
 
 
 def label_precision(plan, labeler, seeds, k):
-    """{topk_precision: cell over seeds, ceiling: precision of the true-return top K} of the top K of O-MAPL's
-    recovered returns (<labeler>_s<s>_return_hat in the study copy) against the episodes whose agents are all expert;
-    the cell is None for seeds whose label is missing."""
+    """{topk_precision: cell over seeds, ceiling: precision of the top K by the oracle score <labeler>'s preference
+    set was judged by (run: offline's oracle_score, as O-MAPL's own report; the return for sets without settings),
+    ceiling_key} of the top K of O-MAPL's recovered returns (<labeler>_s<s>_return_hat in the study copy) against the
+    episodes whose agents are all expert; the cell is None for seeds whose label is missing."""
     from learners.episode_ranking import precision_recall, top_k
     from offline import OfflineDataset
+    from offline.label_store import preference_names
+    from offline.preferences import load_preferences
     from offline.sampling import top_episodes
+    from run.offline import oracle_score
+    from utils.config import build_config
 
     path = os.path.join(ROOT, plan.data) if not os.path.isabs(plan.data) else plan.data
     if not os.path.isfile(path):
-        return {"topk_precision": None, "ceiling": None}
+        return {"topk_precision": None, "ceiling": None, "ceiling_key": None}
     ds = OfflineDataset.load(path)
     truth = (ds.quality_code_array == ds.quality_codes["expert"]).all(axis=1) if "expert" in ds.quality_codes else None
     values = [precision_recall(top_episodes(ds, f"top:{labeler}_s{s}_return_hat:{k}"), truth)[0] for s in seeds
@@ -444,7 +449,11 @@ def label_precision(plan, labeler, seeds, k):
     values = [v for v in values if v is not None]
     prec = {"mean": float(np.mean(values)), "std": float(np.std(values)) if len(values) > 1 else None,
             "n": len(values), "finals": values} if values else None
-    return {"topk_precision": prec, "ceiling": precision_recall(top_k(ds.returns, k), truth)[0]}
+    key, score = "return", ds.returns
+    if labeler in preference_names(path):  # gamma: O-MAPL's on this env unless the labeling recorded its own
+        gamma = build_config("omapl", plan.env)["gamma"]
+        key, score = oracle_score(load_preferences(ds, labeler, max_unlabeled_fraction=1.0), gamma)
+    return {"topk_precision": prec, "ceiling": precision_recall(top_k(score, k), truth)[0], "ceiling_key": key}
 
 
 def references(plan, refs):
@@ -598,9 +607,11 @@ def markdown(plan, data):
             lines.append(f"| {label} | {fmt_cell(tables['ground_truth'].get(label), norm)} | "
                          f"{fmt_cell(data['labelers'][first]['methods'].get(label), norm)} |")
     if "k" in tables:
+        keys = sorted({row.get("ceiling_key") or "return" for row in tables["k"].values()})
         lines += ["", f"## Size K of D_E (Table 6): MisoDICE ({tags[0]} labels)", "",
                   "D_E = the top K of each seed's O-MAPL ranking (its recovered returns); precision against the "
-                  "episodes whose agents are all expert; ceiling = the precision of the top K by true return.", "",
+                  "episodes whose agents are all expert; ceiling = the precision of the top K by the labels' oracle "
+                  f"score ({', '.join(keys)}).", "",
                   "| K | MisoDICE | O-MAPL top-K precision | ceiling |", "|---:|---|---|---:|"]
         for kk, row in tables["k"].items():
             ceiling = "–" if row.get("ceiling") is None else f"{row['ceiling']:.3f}"

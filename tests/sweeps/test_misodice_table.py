@@ -158,6 +158,9 @@ def test_the_chain_on_climbing_gives_the_numbers_of_its_sacred_runs(tmp_path):
     assert k3["topk_precision"]["finals"] == [float(np.mean(top3 < E // 5))]  # ground-truth experts: the first fifth
     assert k6["topk_precision"]["finals"] == pytest.approx([omapl["topk_precision_sum"][-1]])
     assert k3["ceiling"] == 1.0 and f"| 3 | {k3['misodice']['mean']:.3f} (n=1)" in md
+    # the K table's ceiling ranks by the score the labels were judged by, as O-MAPL's own report at its K
+    assert k6["ceiling"] == omapl["labels"]["ceiling"]["precision"]
+    assert k3["ceiling_key"] == k6["ceiling_key"] == omapl["labels"]["ceiling"]["oracle_key"] == "return"
     label_run = oracle["label"]["sacred_run"]
     assert oracle["label"]["accuracy"] == info(label_run)["labeling"]["accuracy"]
     assert oracle["label"]["accuracy"]["items"] == 60 and oracle["label"]["accuracy"]["agreement_return_nontie"] == 1
