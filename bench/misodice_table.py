@@ -426,34 +426,46 @@ def omapl_ceiling(folder):
     return None
 
 
-def label_precision(plan, labeler, seeds, k):
-    """{topk_precision: cell over seeds, ceiling: precision of the top K by the oracle score <labeler>'s preference
-    set was judged by (run: offline's oracle_score, as O-MAPL's own report; the return for sets without settings),
-    ceiling_key} of the top K of O-MAPL's recovered returns (<labeler>_s<s>_return_hat in the study copy) against the
-    episodes whose agents are all expert; the cell is None for seeds whose label is missing."""
+def ceiling_score(plan, ds, labeler):
+    """(oracle_key, [E] scores) that <labeler>'s preference set was judged by (run: offline's oracle_score, as O-MAPL's
+    own report: its labeling settings' oracle_key, and gamma for discounted_return), or the return where the set is
+    missing or unreadable (then named in the key)."""
+    from offline.format import DatasetError
+    from offline.preferences import load_preferences
+    from run.offline import oracle_score
+
+    try:
+        prefs = load_preferences(ds, labeler, max_unlabeled_fraction=1.0)
+    except DatasetError as e:
+        return f"return (preference set '{labeler}' unreadable: {str(e).splitlines()[0]})", ds.returns
+    gamma = plan.a.with_["gamma"] if "gamma" in plan.a.with_ else build_config("omapl", plan.env)["gamma"]
+    return oracle_score(prefs, float(gamma))  # gamma: the O-MAPL runs'; used only if the labeling recorded none
+
+
+def label_precisions(plan, labeler, seeds, ks):
+    """{K: {topk_precision: cell over seeds, ceiling: precision of the top K by the score <labeler>'s preference set
+    was judged by (ceiling_score), ceiling_key}} of the top K of O-MAPL's recovered returns (<labeler>_s<s>_return_hat
+    in the study copy) against the episodes whose agents are all expert; a cell is None for seeds whose label is
+    missing."""
     from learners.episode_ranking import precision_recall, top_k
     from offline import OfflineDataset
-    from offline.label_store import preference_names
-    from offline.preferences import load_preferences
     from offline.sampling import top_episodes
-    from run.offline import oracle_score
-    from utils.config import build_config
 
     path = os.path.join(ROOT, plan.data) if not os.path.isabs(plan.data) else plan.data
     if not os.path.isfile(path):
-        return {"topk_precision": None, "ceiling": None, "ceiling_key": None}
+        return {k: {"topk_precision": None, "ceiling": None, "ceiling_key": None} for k in ks}
     ds = OfflineDataset.load(path)
     truth = (ds.quality_code_array == ds.quality_codes["expert"]).all(axis=1) if "expert" in ds.quality_codes else None
-    values = [precision_recall(top_episodes(ds, f"top:{labeler}_s{s}_return_hat:{k}"), truth)[0] for s in seeds
-              if f"{labeler}_s{s}_return_hat" in ds.label_names]  # D_E exactly as the runs' offline_expert picks it
-    values = [v for v in values if v is not None]
-    prec = {"mean": float(np.mean(values)), "std": float(np.std(values)) if len(values) > 1 else None,
-            "n": len(values), "finals": values} if values else None
-    key, score = "return", ds.returns
-    if labeler in preference_names(path):  # gamma: O-MAPL's on this env unless the labeling recorded its own
-        gamma = build_config("omapl", plan.env)["gamma"]
-        key, score = oracle_score(load_preferences(ds, labeler, max_unlabeled_fraction=1.0), gamma)
-    return {"topk_precision": prec, "ceiling": precision_recall(top_k(score, k), truth)[0], "ceiling_key": key}
+    key, score = ceiling_score(plan, ds, labeler)
+    out = {}
+    for k in ks:
+        values = [precision_recall(top_episodes(ds, f"top:{labeler}_s{s}_return_hat:{k}"), truth)[0] for s in seeds
+                  if f"{labeler}_s{s}_return_hat" in ds.label_names]  # D_E exactly as the runs' offline_expert picks it
+        values = [v for v in values if v is not None]
+        prec = {"mean": float(np.mean(values)), "std": float(np.std(values)) if len(values) > 1 else None,
+                "n": len(values), "finals": values} if values else None
+        out[k] = {"topk_precision": prec, "ceiling": precision_recall(top_k(score, k), truth)[0], "ceiling_key": key}
+    return out
 
 
 def references(plan, refs):
@@ -535,9 +547,11 @@ def env_report(plan, files, a):
                                       finals=finals)
         count_rescored(tally, report)
         rows = {}
-        for kk in sorted({*a.k_values, plan.k_default}):
+        ks = sorted({*a.k_values, plan.k_default})
+        precisions = label_precisions(plan, first, a.seeds, ks)
+        for kk in ks:
             rows[str(kk)] = {"misodice": main_first.get("MisoDICE") if kk == plan.k_default else
-                             cell(scores.get((f"misodice_k{kk}", None))), **label_precision(plan, first, a.seeds, kk)}
+                             cell(scores.get((f"misodice_k{kk}", None))), **precisions[kk]}
         data["tables"]["k"] = rows
     alpha = folders.get(("alpha", f"misodice_{plan.tag}_alpha"))
     if alpha and os.path.isfile(os.path.join(alpha, "manifest.json")):
@@ -607,7 +621,7 @@ def markdown(plan, data):
             lines.append(f"| {label} | {fmt_cell(tables['ground_truth'].get(label), norm)} | "
                          f"{fmt_cell(data['labelers'][first]['methods'].get(label), norm)} |")
     if "k" in tables:
-        keys = sorted({row.get("ceiling_key") or "return" for row in tables["k"].values()})
+        keys = sorted({row["ceiling_key"] for row in tables["k"].values() if row.get("ceiling_key")}) or ["return"]
         lines += ["", f"## Size K of D_E (Table 6): MisoDICE ({tags[0]} labels)", "",
                   "D_E = the top K of each seed's O-MAPL ranking (its recovered returns); precision against the "
                   "episodes whose agents are all expert; ceiling = the precision of the top K by the labels' oracle "

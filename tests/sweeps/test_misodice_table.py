@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from tests.labeling.datasets import INFO, write_dataset
 
-from sweeps.spec import expand, load_sweep, validate
+import run.offline  # noqa: F401  (src's labeling package cached before load_bench puts bench/, whose labeling.py
+from sweeps.spec import expand, load_sweep, validate  # would shadow it, first on sys.path)
 from utils.config import read_yaml
 from utils.paths import REPO_ROOT
 
@@ -22,6 +23,35 @@ def load_bench():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_the_k_tables_ceiling_ranks_by_the_score_the_sets_labels_were_judged_by(tmp_path):
+    """Table 6's ceiling (label_precisions) ranks by the preference set's oracle score, as O-MAPL's own report: on a
+    mixture whose poor episodes earn more, the quality-judged set's ceiling finds every expert, the return's none."""
+    from types import SimpleNamespace as SN
+
+    from offline.label_store import content_fingerprint, write_episode_labels, write_preferences
+    bench = load_bench()
+    E, T1 = 30, INFO["episode_limit"] + 1
+    rewards = np.ones((E, T1, 1))
+    rewards[: E // 5] = -1  # the first fifth is expert (write_dataset's default qualities) and earns less
+    path = write_dataset(tmp_path / "mix_misodice.h5", E=E, rewards=rewards)
+    fp = content_fingerprint(path)
+    write_episode_labels(path, {"q_s0_return_hat": -np.arange(E, dtype=np.float64)}, {}, fp)  # O-MAPL: first = best
+    pairs = np.stack([np.arange(0, E, 2), np.arange(1, E, 2)], 1)
+    label = np.ones(len(pairs), dtype=np.float32)
+    write_preferences(path, "q", pairs, label, {"settings": {"oracle_key": "quality"}}, fp)
+    write_preferences(path, "r", pairs, label, {}, fp)  # no settings: judged by the return
+    plan = SN(data=path, env="climbing", a=SN(with_={}))
+    k = E // 5
+    q = bench.label_precisions(plan, "q", [0], [k, 2 * k])
+    assert q[k]["ceiling_key"] == "quality" and q[k]["ceiling"] == 1.0 and q[2 * k]["ceiling"] == 0.5
+    assert q[k]["topk_precision"]["finals"] == [1.0]  # the ranking itself is the runs' label, whatever the ceiling
+    r = bench.label_precisions(plan, "r", [0], [k])
+    assert r[k]["ceiling_key"] == "return" and r[k]["ceiling"] == 0.0
+    missing = bench.label_precisions(plan, "llm", [0], [k])[k]  # no such set: the return, and the key says why
+    assert missing["ceiling"] == 0.0 and missing["ceiling_key"].startswith("return (preference set 'llm' unreadable")
+    assert missing["topk_precision"] is None  # no llm_s0_return_hat label
 
 
 def test_the_shipped_sweep_files_are_the_default_plan_and_every_trial_checks(tmp_path):
