@@ -12,7 +12,7 @@ not hand back the same unreadable answer).
 Token counts are estimated before anything is sent: characters / 2.2 (CHARS_PER_TOKEN). Summaries are
 number-heavy and BPE tokenizers such as Qwen's split every digit: the local server counted 2008 tokens for a
 4883-character climbing prompt (2.43 characters per token), where English prose runs at about 4; 2.2 keeps the
-estimate above the count (bench/labeling.py reports the ratio on LBF). No tokenizer is needed, so the check also
+estimate above the count (bench/labeling_speed.py reports the ratio on LBF). No tokenizer is needed, so the check also
 works for the openai and replay backends.
 
 The JSON answer puts `preferred` before `reason`: the choice comes first (a small local model decodes ~30 tokens/s

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from tests.labeling.datasets import INFO, write_dataset
 
-import run.offline  # noqa: F401  (src's labeling package cached before load_bench puts bench/, whose labeling.py
-from sweeps.spec import expand, load_sweep, validate  # would shadow it, first on sys.path)
+from sweeps.spec import expand, load_sweep, validate
 from utils.config import read_yaml
 from utils.paths import REPO_ROOT
 

@@ -2,8 +2,8 @@
 answering from the LLM cache and from its journal; the llm labeler against a loopback server with 200 ms latency at
 concurrency 1 and 4; the local model's pairs/min and tokens per pair when it is installed.
 
-    python bench/labeling.py                       # LBF 8x8 2p 2f coop, 120 random episodes, 2000 pairs
-    python bench/labeling.py --pairs 500 --local-pairs 0
+    python bench/labeling_speed.py                       # LBF 8x8 2p 2f coop, 120 random episodes, 2000 pairs
+    python bench/labeling_speed.py --pairs 500 --local-pairs 0
 
 The dataset is collected here with a uniformly random policy (its content does not change the rates except through
 the summaries' length). The loopback server answers by reading the two episode lengths in the prompt, so the
