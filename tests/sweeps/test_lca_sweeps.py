@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from sweeps.spec import expand, load_sweep, validate
+from sweeps.spec import expand, load_sweep, trial_config, validate
+from utils.config import load_alg
 from utils.paths import REPO_ROOT
 
 BUDGET = {"two_switch": 250000, "victim_rubble": 210000, "pistonball": 18000}
@@ -51,6 +52,20 @@ def test_sweep_files_check_at_the_papers_settings(name):
         individual = [t for t in trials if t["entry_name"] == "mappo_individual"]
         assert all(t["overrides"]["env_args.individual_reward"] is True and t["overrides"]["common_reward"] is False
                    for t in individual)
+
+
+@pytest.mark.parametrize("name", ["lca_two_switch", "lca_victim_rubble", "lca_pistonball"])
+def test_the_studys_ppo_rows_differ_only_in_the_reward(name):
+    """LCA's rows and the team-reward IPPO/MAPPO baselines train with the same PPO settings (lca_ippo's: 15 epochs,
+    not ippo.yaml's 4), so a gap between them is the reward's, not the optimiser's."""
+    keys = ("epochs", "lr", "batch_size_run", "batch_size", "entropy_coef", "gae_lambda", "eps_clip", "hidden_dim")
+    lca = {k: load_alg("lca_ippo")[k] for k in keys}
+    assert lca["epochs"] == 15 and load_alg("ippo")["epochs"] == 4  # ippo.yaml keeps epymarl's value
+    ppo = [t for t in expand(load_sweep(name)) if t["alg"] in ("ippo", "mappo", "lca_ippo") and t["seed"] == 1]
+    assert len(ppo) == (7 if name == "lca_pistonball" else 8)
+    for t in ppo:
+        config = trial_config(t)
+        assert {k: config[k] for k in keys} == lca, t["entry_name"]
 
 
 def test_suite_selects_rows_and_marks_the_rest_not_run(tmp_path):
