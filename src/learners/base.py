@@ -9,6 +9,9 @@
   O-MAPL and MARL-SL: {"preferences"}, a PairBatch of labeled trajectory pairs). The offline loop fails before
   training when a needed kind of data was not given;
 - `labels_at_end` (offline): the learner labels its training dataset at the end (OfflineLearner.label_dataset);
+- `trains_actor`: False for a learner whose run trains no policy (MARL-SL step 1 learns a reward model): the
+  offline loop then runs no test episodes (the untrained actor's score would read as the method's) and
+  `evaluate=True` is refused;
 - `per_agent_rewards`: the learner trains on per-agent rewards `reward` [B, T, n_agents] (common_reward=False, or
   a per-agent shaper such as lca); the run setup refuses those for learners that train on one team reward.
 
@@ -26,6 +29,7 @@ class Learner:
     uses_replay_buffer = True
     batches = frozenset({"data"})
     per_agent_rewards = False
+    trains_actor = True
     counters = ("log_stats_t",)  # plain values of the learner (attribute names) saved in learner.th
 
     def needs(self, kind):

@@ -12,7 +12,7 @@ change the target. The reward is a team reward because step 2 (OMIGA) trains on 
 Two learners, not one doing both phases: step 2 is the existing OMIGA learner unchanged, and the reward label in the
 dataset can be inspected, reused or swapped. At the end the run writes labels/<name>_reward_hat [E, T+1, 1] (row t =
 the reward of transition t, zero on padding; <name> = marl_sl_label_name or the preference set's). The run's own
-actor is not trained (its evaluations are of the initial policy).
+actor is not trained (`trains_actor` False): the run plays no test episodes; evaluate step 2's policy.
 """
 import numpy as np
 import torch as th
@@ -29,6 +29,7 @@ LABEL_CHUNK = 256
 class MARLSLLearner(OfflineLearner):
     batches = frozenset({"preferences"})
     labels_at_end = True
+    trains_actor = False  # step 1 learns a reward, not a policy
 
     def __init__(self, mac, scheme, logger, args):
         self.mac, self.logger, self.args = mac, logger, args

@@ -8,6 +8,10 @@ def evaluate_sequential(ctx, _log):
     if not args.checkpoint_path:
         raise ValueError("evaluation needs a trained model: pass checkpoint_path=results/models/<run> "
                          "(evaluate=True never trains)")
+    if not ctx.learner.trains_actor:
+        raise ValueError(f"--config={args.name}: its learner ({args.learner}) trains no policy, so there is nothing to "
+                         "evaluate; evaluate the run that trains on what it learned (MARL-SL: --config=omiga with "
+                         "offline_reward=label:<name>_reward_hat)")
     path = loop.load(ctx, evaluate=True)
     _log.info(f"Evaluating {path} for {args.test_nepisode} episodes")
     runner.t_env = loop.folder_step(path)

@@ -117,7 +117,8 @@ def run_offline(_run, config, _log):
                 evaluate(ctx, step, valid)
                 labels = label(ctx, data, step, last_checkpoint, _log) or labels
                 last_test = step
-                bar.set_postfix(test_return=f"{logger.latest('test_return_mean', float('nan')):.4g}")
+                if learner.trains_actor:
+                    bar.set_postfix(test_return=f"{logger.latest('test_return_mean', float('nan')):.4g}")
             if step - last_log >= args.offline_log_interval or step == args.offline_steps:
                 logger.log_stat("episode", step * per_step, step)  # episodes sampled (info.json: episode)
                 logger.log_stat("updates_per_s", clock.rate(), step)
@@ -198,11 +199,13 @@ def write_labels(ctx, data, result, fingerprint, step, _log):
 
 
 def evaluate(ctx, step, valid):
-    """Test episodes at gradient step `step` (and the normalised score), and the learner's validation loss."""
+    """Test episodes at gradient step `step` (and the normalised score), and the learner's validation loss; a
+    learner that trains no policy (`trains_actor` False) plays no test episodes."""
     args, runner, logger = ctx.args, ctx.runner, ctx.logger
-    loop.sync_acting_mac(ctx)
-    runner.t_env = step  # test statistics are logged at the current gradient step
-    loop.run_test_episodes(ctx)
+    if ctx.learner.trains_actor:
+        loop.sync_acting_mac(ctx)
+        runner.t_env = step  # test statistics are logged at the current gradient step
+        loop.run_test_episodes(ctx)
     returns = logger.stats.get("test_return_mean")
     if returns and args.reference_return_low is not None and args.reference_return_high is not None:
         low, high = float(args.reference_return_low), float(args.reference_return_high)

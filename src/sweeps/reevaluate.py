@@ -74,8 +74,8 @@ def evaluate_trial(trial, episodes, sampled, results):
 
 
 def finished_trials(folder):
-    """(sweep name, [COMPLETED trials with a model folder and a Sacred run], how many others) of a sweep folder;
-    ValueError when it holds no manifest."""
+    """(sweep name, [COMPLETED trials with a model folder, a Sacred run and a policy that played], how many others)
+    of a sweep folder; ValueError when it holds no manifest."""
     manifest = read_manifest(folder)
     if manifest is None:
         raise ValueError(f"{folder} holds no readable manifest.json: pass a sweep folder (results/sweeps/<name>)")
@@ -83,9 +83,15 @@ def finished_trials(folder):
     for t in manifest["trials"]:
         if t.get("status") == "COMPLETED" and not t.get("model_dir"):  # the driver fills it in when the sweep ends:
             t = dict(t, model_dir=model_dir(t))                         # a sweep still running has only the status
-        if t.get("status") == "COMPLETED" and t.get("model_dir") and t.get("sacred_run"):
+        if t.get("status") == "COMPLETED" and t.get("model_dir") and t.get("sacred_run") and plays(t):
             done.append(t)
     return manifest["name"], done, len(manifest["trials"]) - len(done)
+
+
+def plays(trial):
+    """False for a trial whose run played no test episodes: its learner trains no policy (MARL-SL step 1)."""
+    info = read_json(os.path.join(trial["sacred_run"], "info.json"))
+    return info is None or "test_return_mean" in info
 
 
 def reusable(row, trial, episodes, sampled):

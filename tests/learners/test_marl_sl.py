@@ -1,5 +1,6 @@
 """MARL-SL: a Bradley-Terry team reward model from preferences (step 1, --config=marl_sl) whose reward label OMIGA
 trains on (step 2, offline_reward=label:<set>_reward_hat)."""
+import glob
 import json
 import os
 import shutil
@@ -53,6 +54,12 @@ def test_marl_sl_then_omiga_on_the_learned_reward(tmp_path, mixture, capsys):
     run_main(tmp_path / "sl", "marl_sl", "climbing", f"offline_dataset={data}", *TINY)
     info = json.load(open(os.path.join(sacred_dir(tmp_path / "sl", "marl_sl", "climbing"), "info.json")))
     assert info["labels"]["names"] == ["oracle_reward_hat"] and "spearman_true_return" in info["labels"]["sum"]
+    assert not [k for k in info if k.startswith("test_")]  # its actor is untrained: no test episodes (trains_actor)
+    (model,) = glob.glob(os.path.join(tmp_path / "sl", "models", "*"))
+    capsys.readouterr()
+    run_main(tmp_path / "sl", "marl_sl", "climbing", f"offline_dataset={data}", *TINY, "evaluate=True",
+             f"checkpoint_path={model}", expect=1)
+    assert "trains no policy, so there is nothing to evaluate" in capsys.readouterr().err
     ds = OfflineDataset.load(data)
     r_hat = ds.label("oracle_reward_hat")
     assert r_hat.shape == (200, 6, 1) and np.isfinite(r_hat).all()
