@@ -89,7 +89,15 @@ def finished_trials(folder):
 
 
 def plays(trial):
-    """False for a trial whose run played no test episodes: its learner trains no policy (MARL-SL step 1)."""
+    """False for a trial whose learner trains no policy (`trains_actor`: MARL-SL step 1), read from its Sacred run's
+    config (runs from before learners declared it logged test episodes of the untrained actor), or whose run logged
+    no test episodes."""
+    from learners import REGISTRY  # lazy: torch only when a sweep has finished trials
+
+    config = read_json(os.path.join(trial["sacred_run"], "config.json")) or {}
+    learner = REGISTRY.get(config.get("learner"))
+    if learner is not None and not learner.trains_actor:
+        return False
     info = read_json(os.path.join(trial["sacred_run"], "info.json"))
     return info is None or "test_return_mean" in info
 

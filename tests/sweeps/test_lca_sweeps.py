@@ -58,13 +58,14 @@ def test_sweep_files_check_at_the_papers_settings(name):
 def test_the_studys_ppo_rows_differ_only_in_the_reward(name):
     """LCA's rows and the team-reward IPPO/MAPPO baselines train with the same PPO settings (lca_ippo's: 15 epochs,
     not ippo.yaml's 4), so a gap between them is the reward's, not the optimiser's."""
-    keys = ("epochs", "lr", "batch_size_run", "batch_size", "entropy_coef", "gae_lambda", "eps_clip", "hidden_dim")
+    keys = set(load_alg("ippo")) - {"name", "critic_type", "obs_individual_obs"}  # IPPO vs MAPPO: the critic
     lca = {k: load_alg("lca_ippo")[k] for k in keys}
-    assert lca["epochs"] == 15 and load_alg("ippo")["epochs"] == 4  # ippo.yaml keeps epymarl's value
-    ppo = [t for t in expand(load_sweep(name)) if t["alg"] in ("ippo", "mappo", "lca_ippo") and t["seed"] == 1]
+    assert lca["epochs"] == 15 and load_alg("lca_mappo")["epochs"] == 15
+    assert load_alg("ippo")["epochs"] == 4  # ippo.yaml keeps epymarl's value
+    configs = [(t, trial_config(t)) for t in expand(load_sweep(name)) if t["seed"] == 1]
+    ppo = [(t, c) for t, c in configs if c["learner"] == "ppo_learner"]
     assert len(ppo) == (7 if name == "lca_pistonball" else 8)
-    for t in ppo:
-        config = trial_config(t)
+    for t, config in ppo:
         assert {k: config[k] for k in keys} == lca, t["entry_name"]
 
 

@@ -148,22 +148,27 @@ def test_a_sweep_still_running_offers_its_completed_trials(tmp_path):
 
 def test_a_trial_whose_run_played_no_test_episodes_is_skipped(tmp_path):
     """MARL-SL step 1 trains a reward model, not a policy (trains_actor False): its run logs no test_return_mean,
-    so re-evaluating its untrained actor would only waste time; a trial whose info.json is unreadable is kept."""
+    and one from before that (which logged the untrained actor's tests) is known by its learner; evaluate=True would
+    refuse both. A trial whose info.json is unreadable is kept."""
     from sweeps.reevaluate import finished_trials
 
     trials = []
-    for k, info in enumerate([{"test_return_mean": [1.0]}, {"loss": [0.1]}, None]):
+    runs = [({"test_return_mean": [1.0]}, "ppo_learner"), ({"loss": [0.1]}, None), (None, None),
+            ({"test_return_mean": [0.0]}, "marl_sl_learner")]
+    for k, (info, learner) in enumerate(runs):
         run, model = tmp_path / "sacred" / str(k), tmp_path / "models" / str(k)
         os.makedirs(run)
         os.makedirs(model)
         if info is not None:
             (run / "info.json").write_text(json.dumps(info))
+        if learner is not None:
+            (run / "config.json").write_text(json.dumps({"learner": learner}))
         trials.append({"id": f"t{k}", "status": "COMPLETED", "model_dir": str(model), "sacred_run": str(run)})
     sweep = tmp_path / "sweeps" / "mixed"
     os.makedirs(sweep)
     json.dump({"name": "mixed", "status": "COMPLETED", "trials": trials}, open(sweep / "manifest.json", "w"))
     name, done, skipped = finished_trials(str(sweep))
-    assert [t["id"] for t in done] == ["t0", "t2"] and skipped == 1
+    assert [t["id"] for t in done] == ["t0", "t2"] and skipped == 2
 
 
 def test_finals_of_another_metric_leave_runs_whose_row_lacks_it_at_their_last_evaluation(tmp_path):
