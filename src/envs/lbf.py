@@ -213,6 +213,27 @@ class ForagingEnv(GymmaWrapper):
         return np.max([np.abs(views - np.rint(views.mean(-3, keepdims=True))).max((-3, -2, -1))
                        for views in self._views(obs)], axis=0)
 
+    def snap_obs(self, obs):
+        """Full-sight LBF: `obs [..., n, O]` -> what lbforaging shows every agent of the one grid the views describe
+        (state_from_obs's: the views averaged, then rounded and clipped to the grid): the foods left, listed
+        row-major, then (-1, -1, 0) for each one gone; then the players, self first, as (row, column, level). The
+        identity on real observations; CODI's `snap_obs` puts generated observations back on the grid."""
+        shape = np.shape(obs)
+        agents, agent_level, food, food_level = self._decode_obs(self._full_sight_obs(obs, "snap_obs"))
+        cols = self._unwrapped.field_size[1]
+        key = np.where(food_level > 0, food[..., 0] * cols + food[..., 1], np.iinfo(np.int64).max)
+        order = np.argsort(key, axis=-1, kind="stable")  # lbforaging lists the foods by np.nonzero of the field
+        food = np.take_along_axis(food, order[..., None], axis=-2)
+        food_level = np.take_along_axis(food_level, order, axis=-1)
+        foods = np.where((food_level > 0)[..., None], np.concatenate([food, food_level[..., None]], -1), [-1, -1, 0])
+        players = np.concatenate([agents, agent_level[..., None]], -1)  # [..., n, 3] in agent order
+        n = self.n_agents
+        self_first = np.array([[k] + [i for i in range(n) if i != k] for k in range(n)])  # view k's player slots
+        views = players[..., self_first, :].reshape(*players.shape[:-2], n, 3 * n)
+        food_row = foods.reshape(*foods.shape[:-2], 1, -1)
+        out = np.concatenate([np.broadcast_to(food_row, (*food_row.shape[:-2], n, food_row.shape[-1])), views], -1)
+        return out.astype(np.float32).reshape(shape)
+
     def edge_states(self):
         """States that random play rarely reaches, for validating credit functions (qllm.states): the
         current state with each food picked up, with all food picked up, and those at an episode's first step."""

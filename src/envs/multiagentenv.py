@@ -77,7 +77,8 @@ def env_name(env):
 
 
 class NoObsHook(NotImplementedError):
-    """An env without one of the optional obs hooks (`reward_from_obs`, `view_gap_from_obs`, `view_projection`): the
+    """An env without one of the optional obs hooks (`reward_from_obs`, `view_gap_from_obs`, `view_projection`,
+    `snap_obs`): the
     message names the hook, the env, why, and the envs that have it."""
 
     def __init__(self, env, hook, why, supported):
@@ -333,6 +334,13 @@ class MultiAgentEnv:
         `project_views`: generated views that no single world explains are pulled into one during denoising);
         envs without it raise NoObsHook."""
         raise NoObsHook(self, "view_projection", "no shared-world projection of the observations here", "MPE spread")
+
+    def snap_obs(self, obs):
+        """The observations the env itself would give for the world that `obs [..., n, O]` (env units) describes:
+        the same shape, the identity on real observations, and snap_obs(snap_obs(o)) = snap_obs(o). For envs
+        whose observations take discrete values that a generator makes continuous. Optional (CODI's `snap_obs`:
+        each generated segment is snapped before the dynamics check); envs without it raise NoObsHook."""
+        raise NoObsHook(self, "snap_obs", "its observations are not snapped to a discrete set here", "full-sight LBF")
 
     # ----- LCA hooks (see the module docstring) -----
     def agent_roles(self):

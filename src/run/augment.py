@@ -41,9 +41,10 @@ def _augment(args, config, logger, _log, _run):
     with contextlib.ExitStack() as stack:
         stack.callback(env.close)
         # an env without the obs hooks (or without view_gap_from_obs when max_view_gap is on, view_projection when
-        # project_views is) is refused before any training
+        # project_views is, snap_obs when snap_obs is) is refused before any training
         episodes = dataset.arrays(rows=[0, min(1, len(dataset) - 1)])["obs"]
-        check_hooks(env, episodes[:, 0], dataset.env_info, view_gap=settings.generation.get("max_view_gap") is not None)
+        check_hooks(env, episodes[:, 0], dataset.env_info, view_gap=settings.generation.get("max_view_gap") is not None,
+                    snap=bool(settings.generation.get("snap_obs")))
         if settings.generation.get("project_views"):
             checked_projection(env, episodes, "set project_views: False to sample without it")
         augmenter = augmenter_class(settings, path, dataset, args.env_config, results_dir, env_label(config), env,

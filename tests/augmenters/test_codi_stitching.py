@@ -205,6 +205,39 @@ def test_a_view_gap_nothing_passes_stops_with_a_message_naming_it():
     check_hooks(LineHooksWithViews(), line_initial_obs(), info, view_gap=True)
 
 
+class LineHooksSnapped(LineHooks):
+    """snap_obs puts the noise u on the quarters (0, 0.25, .., 1); the real o_0 (u = 0) stays as it is."""
+
+    def snap_obs(self, obs):
+        out = np.array(obs, copy=True)
+        out[..., 2] = np.round(out[..., 2] * 4) / 4
+        return out
+
+
+def test_snap_obs_snaps_the_generated_steps_before_the_checks():
+    sampler, dynamics = LineSampler(4), LineDynamics()
+    settings = StitchSettings(6, 4, 9, 100.0, 0.6, 3, 50, 200, snap_obs=True)  # T = 9: 3 whole segments each
+    arrays, counters = stitch(sampler, dynamics, IDENTITY, LineHooksSnapped(), line_initial_obs(), settings,
+                              np.random.default_rng(0), th.Generator().manual_seed(0))
+    u = arrays["obs"][:, :, :, 2][arrays["filled"][..., 0] == 1]
+    assert set(np.unique(u)) <= {0.0, 0.25, 0.5} and counters["episodes"] == 6
+    # the check judged the snapped steps: a segment passes delta = 0.6 iff its raw draws all round below 0.75
+    raw = [c["x"][:, 1:, 0, 2].numpy() for c in sampler.calls]
+    assert counters["accepted"] == sum(int((r < 0.625).all(1).sum()) for r in raw)
+    info = {"n_agents": 2, "n_actions": 3, "state_shape": 2}
+    with pytest.raises(ValueError, match="snap_obs needs the env hook snap_obs, which LineHooks lacks.*snap_obs: "
+                                         "False"):
+        check_hooks(LineHooks(), line_initial_obs(), info, snap=True)
+    off_grid = line_initial_obs()
+    off_grid[:, :, 2] = 0.1  # real observations the hook would move: it does not fit this layout
+    with pytest.raises(ValueError, match=r"LineHooksSnapped.snap_obs moves the dataset's real observations \(by up "
+                                         r"to 0.1\)"):
+        check_hooks(LineHooksSnapped(), off_grid, info, snap=True)
+    check_hooks(LineHooksSnapped(), line_initial_obs(), info, snap=True)
+    with pytest.raises(ValueError, match="snap_obs must be True or False"):
+        StitchSettings(1, 4, 10, 0.0, 1.0, snap_obs=1).check()
+
+
 def test_target_rtg_and_hooks_are_checked():
     returns = np.array([-10.0, -5.0, 0.0, 5.0])
     assert resolve_target_rtg("quantile:0.5", returns) == -2.5 and resolve_target_rtg(-105, returns) == -105.0
@@ -282,6 +315,35 @@ def test_replayed_lbf_episodes_come_back_exactly_through_the_real_env_hooks(tmp_
         for key in ("obs", "state", "avail_actions", "reward", "filled", "truncated"):
             np.testing.assert_array_equal(out[key][i], src[key][e], err_msg=key)
         np.testing.assert_array_equal(out["actions"][i, :12], src["actions"][e, :12])  # step 12: a placeholder
+
+
+class WobblyReplay(Replay):
+    """Replay whose generated steps are off LBF's grid by up to 0.3 (a diffusion model's gliding agents)."""
+
+    def sample(self, o0, R, generator):
+        x = super().sample(o0, R, generator).float()
+        x[:, 1:] += th.rand(x[:, 1:].shape, generator=generator) * 0.6 - 0.3
+        return x
+
+
+def test_snap_obs_puts_wobbly_lbf_segments_back_on_the_grid_through_the_real_env_hook(tmp_path):
+    """With snap_obs the real LBF hook turns off-grid generated observations into the recorded ones, so the
+    stitched episodes equal the source's exactly (the replay finds each next o_0 again only because of it)."""
+    path, ctx = write_random_dataset(str(tmp_path / "lbf.h5"), "lbf_8x8_2p_2f_coop", 120,
+                                     env_args={"time_limit": 12})
+    src = OfflineDataset.load(path).arrays()
+    replay = WobblyReplay(src, H=6)
+    pool = replay.unique_episodes()
+    env = ctx.runner.env
+    identity = ObsNormaliser(-np.ones(src["obs"].shape[2:]), np.ones(src["obs"].shape[2:]))
+    out, counters = stitch(replay, replay, identity, env, src["obs"][pool, 0],
+                           StitchSettings(4, 6, 12, 0.0, 0.1, 2, snap_obs=True), np.random.default_rng(0),
+                           th.Generator().manual_seed(0))
+    assert counters["truncated"] == 4 and content_problems(out, 6) == []
+    for i in range(4):
+        e = pool[np.flatnonzero((src["obs"][pool, 0] == out["obs"][i, 0]).all((1, 2)))[0]]
+        for key in ("obs", "state", "avail_actions", "reward"):
+            np.testing.assert_array_equal(out[key][i], src[key][e], err_msg=key)
 
 
 # ----- the generated file (climbing: the observation is the one-hot of the last joint action) -----

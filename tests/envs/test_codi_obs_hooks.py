@@ -224,3 +224,43 @@ def test_view_gap_refused_by_name():
     partial = make_env("lbf", key="Foraging-2s-8x8-2p-2f-coop-v3", time_limit=10)
     with pytest.raises(ObsHooksUnsupported, match="sight=2"):
         partial.view_gap_from_obs(np.array(partial.reset()[0]))
+
+
+@pytest.mark.parametrize("key", ["Foraging-8x8-2p-2f-coop-v3", "Foraging-8x8-3p-3f-v3"])
+def test_lbf_snap_obs_is_identity_on_real_observations_and_puts_generated_ones_on_the_grid(key):
+    env = make_env("lbf", key=key, time_limit=50)
+    emptied = 0
+    for seed in range(4):
+        env.seed(seed)
+        obs = rollout(env, lbf_policy(target_last=seed % 2 == 1), np.random.default_rng(seed))[0]
+        assert np.array_equal(env.snap_obs(obs), obs), f"seed {seed}"  # foods gone from either end of the slots
+        emptied += int((obs[-1, 0, 2::3][:env.n_food] == 0).any())
+        noisy = obs + np.random.default_rng(seed).uniform(-0.3, 0.3, obs.shape)
+        assert np.array_equal(env.snap_obs(noisy[None])[0], obs)  # any leading dims; back to the real ones
+        # views that disagree by more than rounding: one grid, the views' rounded mean, in every agent's view
+        wobbly = obs.copy()
+        wobbly[:, 0, env.n_food * 3 + 1] += 1.4  # agent 0's own column, in its view only
+        snapped = env.snap_obs(wobbly)
+        assert env.view_gap_from_obs(snapped).max() == 0.0
+        assert np.array_equal(env.snap_obs(snapped), snapped)
+        assert np.array_equal(env.state_from_obs(snapped, np.zeros(snapped.shape[:2])),
+                              env.state_from_obs(wobbly, np.zeros(snapped.shape[:2])))
+    assert emptied >= 2
+    # a food whose level rounds to 0 is gone: the foods left move up, row-major, as lbforaging lists them
+    env.seed(0)
+    first = np.array(env.reset()[0])
+    fading = first.copy()
+    fading[:, 2] = 0.4
+    want = first.copy()
+    m = env.n_food
+    want[:, :3 * (m - 1)] = first[:, 3:3 * m]
+    want[:, 3 * (m - 1):3 * m] = (-1, -1, 0)
+    assert np.array_equal(env.snap_obs(fading), want)
+
+
+def test_snap_obs_refused_by_name():
+    with pytest.raises(NotImplementedError, match="snap_obs: env .*full-sight LBF has it"):
+        make_env("mpe", scenario="spread", N=3, max_cycles=25).snap_obs(np.zeros((3, 18)))
+    env = make_env("lbf", key="Foraging-2s-8x8-2p-2f-coop-v3", time_limit=10)
+    with pytest.raises(ObsHooksUnsupported, match=r"sight=2.*-2s"):
+        env.snap_obs(np.array(env.reset()[0]))

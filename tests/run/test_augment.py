@@ -233,6 +233,10 @@ def test_presets_and_explicit_keys():
     assert "project_views" not in cpu.generation  # and project_views
     projected = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"project_views": True})))
     assert projected.generation["project_views"] is True and projected.generation_hash() != cpu.generation_hash()
+    assert "snap_obs" not in cpu.generation  # and snap_obs
+    snapped = resolve(SimpleNamespace(**build_config("codi", "lbf_8x8_2p_2f_coop", {"snap_obs": True})))
+    plain = resolve(SimpleNamespace(**build_config("codi", "lbf_8x8_2p_2f_coop", {})))
+    assert snapped.generation["snap_obs"] is True and snapped.generation_hash() != plain.generation_hash()
     for bad, match in (({"delta": "often"}, "delta must be auto"), ({"augment_preset": "gpu"}, "augment_preset"),
                        ({"label_keep_one": 1.5}, "label_keep_one is a probability"),
                        ({"label_keep_one": -0.1}, "label_keep_one must be a number > 0"),
@@ -242,6 +246,7 @@ def test_presets_and_explicit_keys():
                        ({"max_view_gap": float("inf")}, "max_view_gap must be null"),
                        ({"max_view_gap": "small"}, "max_view_gap must be a number"),
                        ({"project_views": 1}, "project_views must be True or False"),
+                       ({"snap_obs": 1}, "snap_obs must be True or False"),
                        ({"augment_save_minutes": -1}, "augment_save_minutes' must be >= 0")):
         with pytest.raises(ValueError, match=match):
             resolve(SimpleNamespace(**build_config("codi", "mpe_spread", bad)))
@@ -368,7 +373,9 @@ def test_project_views_generates_views_of_one_world_through_the_config(labelled,
     ("climbing", {"segment_horizon": 2}, "MatrixGame .*hooks.*(MPE|use one of those envs)"),
     # MPE world has the obs hooks, not view_gap_from_obs
     ("mpe_world", {"max_view_gap": 0.1}, "max_view_gap needs the env hook view_gap_from_obs.*max_view_gap: null"),
-    ("mpe_world", {"project_views": True}, "project_views needs the env hook view_projection.*project_views: False")])
+    ("mpe_world", {"project_views": True}, "project_views needs the env hook view_projection.*project_views: False"),
+    ("mpe_spread", {"snap_obs": True}, "snap_obs needs the env hook snap_obs.*full-sight LBF has it.*snap_obs: "
+                                       "False")])
 def test_an_env_without_the_hooks_it_needs_is_refused_before_training(tmp_path, env_config, changes, match):
     path, _ = write_random_dataset(str(tmp_path / "data.h5"), env_config, n_episodes=4)
     config = build_config("madiff_like", env_config, {"local_results_path": str(tmp_path / "results"),

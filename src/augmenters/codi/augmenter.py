@@ -578,7 +578,8 @@ class CodiAugmenter:
         settings = GenerationSettings(n_episodes=episodes, horizon=self.s.horizon, target_rtg=g["target_rtg"],
                                       delta=delta, seed=g["seed"], part_size=g["part_size"],
                                       batch_size=g["batch_size"], max_resamples=g["max_resamples"],
-                                      max_attempts=g["max_attempts"], max_view_gap=g.get("max_view_gap"))
+                                      max_attempts=g["max_attempts"], max_view_gap=g.get("max_view_gap"),
+                                      snap_obs=bool(g.get("snap_obs")))
         source_fingerprint = self.fingerprint  # labels written since do not change it
         out = self.output_path(meta["train"]["model_hashes"], source_fingerprint)
         if os.path.exists(out):

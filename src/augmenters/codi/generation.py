@@ -50,13 +50,16 @@ class GenerationSettings:
     max_resamples: int = 4
     max_attempts: int = 2000
     max_view_gap: float | None = None  # off (None) or the largest view gap a passing segment may have (stitching.py)
+    snap_obs: bool = False  # generated observations snapped by the env hook before the checks (stitching.py)
 
     def identity(self):
-        """The settings that decide the output: asdict, less max_view_gap while it is off, so that parts and files
-        made before the option existed are still recognised as the same generation."""
+        """The settings that decide the output: asdict, less max_view_gap and snap_obs while they are off, so that
+        parts and files made before the options existed are still recognised as the same generation."""
         d = asdict(self)
         if d["max_view_gap"] is None:
             d.pop("max_view_gap")
+        if not d["snap_obs"]:
+            d.pop("snap_obs")
         return d
 
 
@@ -91,9 +94,11 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
     source = _read_source(source_path)
     target = resolve_target_rtg(settings.target_rtg, source["returns"])
     info = source["env_info"]
-    check_hooks(hooks, source["initial_obs"], info, view_gap=settings.max_view_gap is not None)
+    check_hooks(hooks, source["initial_obs"], info, view_gap=settings.max_view_gap is not None,
+                snap=settings.snap_obs)
     StitchSettings(settings.n_episodes, settings.horizon, info["episode_limit"], target, float(settings.delta),
-                   settings.batch_size, settings.max_resamples, settings.max_attempts, settings.max_view_gap).check()
+                   settings.batch_size, settings.max_resamples, settings.max_attempts, settings.max_view_gap,
+                   settings.snap_obs).check()
     # the source by its episodes (content fingerprint), not its bytes: labeling rewrites the file in place (a
     # labels/ group added) without changing an episode, and must not invalidate finished parts
     spec = {"settings": settings.identity(), "target_rtg": target, "source_fingerprint": source["fingerprint"],
@@ -136,7 +141,7 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
             generator = th.Generator(device=th.device(device)).manual_seed(torch_seed)
             part = StitchSettings(n, settings.horizon, info["episode_limit"], target, float(settings.delta),
                                   settings.batch_size, settings.max_resamples, settings.max_attempts,
-                                  settings.max_view_gap)
+                                  settings.max_view_gap, settings.snap_obs)
             arrays, counters = stitch(sampler, dynamics, normaliser, hooks, source["initial_obs"], part, rng,
                                       generator, device, progress=lambda c, before=done: progress(c, before))
             _write_part(path, arrays, counters)

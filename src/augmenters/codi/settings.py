@@ -162,6 +162,10 @@ def resolve(args):
         raise ValueError(f"project_views must be True or False, got {args.project_views!r}")
     if args.project_views:  # only when on, as max_view_gap
         generation["project_views"] = True
+    if not isinstance(args.snap_obs, bool):
+        raise ValueError(f"snap_obs must be True or False, got {args.snap_obs!r}")
+    if args.snap_obs:  # only when on, as max_view_gap
+        generation["snap_obs"] = True
     if not generation["delta_quantile"] <= 1:
         raise ValueError(f"delta_quantile must be in (0, 1], got {args.delta_quantile!r}")
     if args.delta_per not in ("step", "segment"):

@@ -19,6 +19,10 @@ be <= max_view_gap. The dynamics check cannot see this: f_inv is per agent and f
 so agents that each move plausibly through different worlds pass it (CODI spread N = 5: the landmark views
 disagreed by 0.36 on average).
 
+With `snap_obs`, every generated observation of a segment is first replaced by the one the env would show for the
+world it describes (the env hook `snap_obs`: LBF's integer grid, where a Gaussian diffusion makes agents glide
+between cells), and the checks, the actions and the rewards are computed on the snapped segment.
+
 If `max_attempts` segments in a row are rejected, or `max_attempts` trajectories are dropped with no episode finished
 in between (segments pass but never a whole episode), generation stops with a GenerationError that gives the pass
 rates and the errors seen, so that a delta nothing passes never loops forever (and writes no file: generation.py).
@@ -35,7 +39,8 @@ Protocols (duck-typed; the real ones are diffusion.py, dynamics.py and the env c
     hooks (an env: envs/multiagentenv.py, or any object), called with numpy arrays in env units:
         state_from_obs(obs [N, T, n, O] from an episode's first step, actions [N, T, n]) -> [N, T, S],
         avail_actions_from_obs(obs [..., n, O]) -> [..., n, A], terminal_from_obs(obs [..., n, O]) -> [...] bool;
-        with max_view_gap: view_gap_from_obs(obs [..., n, O]) -> [...] float.
+        with max_view_gap: view_gap_from_obs(obs [..., n, O]) -> [...] float;
+        with snap_obs: snap_obs(obs [..., n, O]) -> [..., n, O], the identity on real observations.
 """
 import inspect
 from dataclasses import dataclass
@@ -67,6 +72,7 @@ class StitchSettings:
     max_resamples: int = 4  # M: re-denoisings of one failing segment before its trajectory is dropped
     max_attempts: int = 2000  # consecutive rejections, or drops with no episode finished, that stop generation
     max_view_gap: float | None = None  # largest view gap (hooks.view_gap_from_obs) of a passing segment; None: off
+    snap_obs: bool = False  # generated observations replaced by hooks.snap_obs before the checks
 
     def check(self):
         if self.n_episodes < 1:
@@ -84,6 +90,8 @@ class StitchSettings:
                              f"{self.delta}")
         if self.max_view_gap is not None and not (np.isfinite(self.max_view_gap) and self.max_view_gap >= 0):
             raise ValueError(f"max_view_gap must be null (off) or a finite number >= 0, got {self.max_view_gap}")
+        if not isinstance(self.snap_obs, bool):
+            raise ValueError(f"snap_obs must be True or False, got {self.snap_obs!r}")
 
 
 COUNTERS = ("segments", "accepted", "rejected", "rejected_unavailable", "rejected_view_gap", "resamples", "dropped",
@@ -113,9 +121,10 @@ def resolve_target_rtg(spec, returns):
     return value
 
 
-def check_hooks(hooks, initial_obs, env_info, view_gap=False):
-    """Refuse an env without the hooks (with view_gap: also view_gap_from_obs, for max_view_gap), or hooks whose
-    outputs do not fit the dataset's shapes, by name."""
+def check_hooks(hooks, initial_obs, env_info, view_gap=False, snap=False):
+    """Refuse an env without the hooks (with view_gap: also view_gap_from_obs, for max_view_gap; with snap: also
+    snap_obs, which must leave the dataset's `initial_obs` as they are), or hooks whose outputs do not fit the
+    dataset's shapes, by name."""
     missing = [h for h in HOOKS if not callable(getattr(hooks, h, None))]
     name = type(hooks).__name__
     if missing:
@@ -140,9 +149,28 @@ def check_hooks(hooks, initial_obs, env_info, view_gap=False):
             raise ValueError(f"max_view_gap needs the env hook view_gap_from_obs, which {name} lacks ({e}); "
                              f"{fix}") from e
         want["view_gap_from_obs"] = (1,)
+    if snap:
+        _check_snap(hooks, initial_obs, name)
     bad = {k: (got[k], want[k]) for k in want if tuple(got[k]) != want[k]}
     if bad:
         raise ValueError(f"{name}'s hooks return shapes that do not fit the dataset (got, expected): {bad}")
+
+
+def _check_snap(hooks, real_obs, name):
+    fix = "set snap_obs: False to generate without it"
+    if not callable(getattr(hooks, "snap_obs", None)):
+        raise ValueError(f"snap_obs needs the env hook snap_obs, which {name} lacks; {fix}")
+    o = np.asarray(real_obs, dtype=np.float32)
+    try:
+        snapped = np.asarray(hooks.snap_obs(o), dtype=np.float32)
+    except NotImplementedError as e:
+        raise ValueError(f"snap_obs needs the env hook snap_obs, which {name} lacks ({e}); {fix}") from e
+    if snapped.shape != o.shape:
+        raise ValueError(f"{name}.snap_obs returns shape {snapped.shape} for observations of shape {o.shape}; {fix}")
+    moved = float(np.abs(snapped - o).max()) if o.size else 0.0
+    if moved > 1e-5 * max(1.0, float(np.abs(o).max())):
+        raise ValueError(f"{name}.snap_obs moves the dataset's real observations (by up to {moved:.3g}): it does not "
+                         f"fit this observation layout; {fix}")
 
 
 class _Slots:
@@ -197,6 +225,10 @@ def stitch(sampler, dynamics, normaliser, hooks, initial_obs, settings, rng, gen
                 raise ValueError(f"the sampler returned segments of shape {tuple(x.shape)}, expected "
                                  f"{(len(rows), H, n, O)} (batch, H, n_agents, obs)")
             x_host = x.detach().cpu().numpy().astype(np.float32)
+            if s.snap_obs:  # o_0 is real (and x[:, 0] must stay o0 exactly): only the generated steps are snapped
+                snapped = hooks.snap_obs(normaliser.denormalise(x_host[:, 1:]))
+                x_host[:, 1:] = np.asarray(normaliser.normalise(np.asarray(snapped, dtype=np.float32)), np.float32)
+                x = th.as_tensor(x_host, dtype=x.dtype, device=x.device)
             # the env's allowed actions at o_t (from the observation), so that â can be restricted to them
             avail = np.asarray(hooks.avail_actions_from_obs(normaliser.denormalise(x_host[:, :-1])))
             if infer_takes_avail:
