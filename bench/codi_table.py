@@ -47,7 +47,7 @@ mean returns. Written to --out (default results/bench/codi/<preset>/):
   labels.md               the label runs' accuracy (info.json) and the GRU labeler's (codi's run info)
   generation.md           pass rates, resamples, dropped trajectories, sum r_hat vs the target (the augment runs' info);
                           spread: every file judged by its observations (the env's return for the observed positions,
-                          collisions, coverage)
+                          collisions, coverage); LBF: how much of each file is on the grid, food collected, terminals
   <cell>/                 results.py's report per cell: scores, learning curves (curves.png), marl-eval JSON
 """
 import argparse
@@ -799,6 +799,72 @@ def spread_check(path, env):
                             "at_or_under": {str(x): float((segment_gap <= x).mean()) for x in SEGMENT_GAPS}}}
 
 
+def grid_check(path, env):
+    """Data of an env whose observations take discrete values (`snap_obs`: full-sight LBF's grid) judged by their
+    observations: `on_grid`, the fraction of observations within 0.1 of what the env would show (env.snap_obs) in
+    every entry, and `off_grid`, the mean largest distance to it; `food`, the items collected per episode (food
+    slots of state_from_obs full at the first observation and empty at the last); `terminal`, the fraction of
+    episodes that end in the env's terminal (all food collected); the stored return (Σr̂ for generated files) and
+    the mean number of transitions. Means over episodes; observations past an episode's end are not counted."""
+    import numpy as np
+
+    from offline.reader import OfflineDataset
+
+    arrays = OfflineDataset.load(path).arrays()
+    obs, filled = np.asarray(arrays["obs"]), np.asarray(arrays["filled"])[..., 0] > 0
+    E = obs.shape[0]
+    dist = np.abs(obs - env.snap_obs(obs)).max((-2, -1))[filled]
+    last = filled.sum(1).astype(int) - 1
+    state = env.state_from_obs(obs, np.asarray(arrays["actions"])[..., 0])
+    levels = np.stack([state[..., f.end - 1] for f in env.state_schema() if f.name.startswith("food_")], -1)
+    collected = (levels[:, 0] > 0) & (levels[np.arange(E), last] <= 0)  # [E, foods]
+    return {"on_grid": float((dist <= 0.1).mean()), "off_grid": float(dist.mean()),
+            "food": float(collected.sum(1).mean()),
+            "terminal": float(np.asarray(arrays["terminated"])[..., 0].any(1).mean()),
+            "stored_return": float(np.asarray(arrays["episode_return"]).mean()), "length": float(last.mean())}
+
+
+def grid_table(plan, state):
+    """{cell tag: {dataset: grid_check}} for the LBF cells: original, each augmenter's file, 2- and all-expert."""
+    from envs import make_env
+
+    out = {}
+    for c in plan.cells:
+        if not c.env.startswith("lbf"):
+            continue
+        files = {"original": c.file(SOURCE), **{aug: state.generated.get((c.tag, aug))
+                                                for aug in plan.datasets if aug != "original"},
+                 TWO: c.file(TWO), ALL: c.file(ALL)}
+        kwargs = dict(c.env_kwargs)
+        env = make_env(kwargs.pop("env"), **kwargs)
+        try:
+            row = {name: grid_check(path, env) for name, path in files.items() if path and os.path.isfile(path)}
+        finally:
+            env.close()
+        if row:
+            out[c.tag] = row
+    return out
+
+
+def grid_markdown(grid):
+    """generation.md's LBF table: every file judged by its observations (grid_check)."""
+    if not grid:
+        return ""
+    lines = ["", "## Judged by the observations (LBF)", "",
+             "Means over episodes, from each file's observations with the env's hooks: the fraction of observations "
+             "on LBF's grid (every entry within 0.1 of what the env would show for the grid the views describe, "
+             "LBFEnv.snap_obs) and the mean largest distance from it; food collected per episode (a food present at "
+             "the first observation and gone at the last, state_from_obs); episodes ending in the terminal (all food "
+             "collected); the stored return (Σr̂ for generated files); transitions per episode.",
+             "", "| cell | data | on the grid | off by (mean) | food collected | terminal | stored return | length |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for tag, row in grid.items():
+        for name, r in row.items():
+            lines.append(f"| {tag} | {DATASET_NAMES.get(name, name)} | {r['on_grid']:.3f} | {r['off_grid']:.3f} | "
+                         f"{r['food']:.3f} | {r['terminal']:.3f} | {r['stored_return']:.3f} | {r['length']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def coverage_table(plan, state):
     """{cell tag: {dataset: spread_check}} for the spread cells: original, each augmenter's file, 2- and all-expert."""
     from envs import make_env
@@ -915,10 +981,12 @@ def report(plan, a):
     data = build_table(plan, state, paper_table(a.paper))
     data.update(provenance())
     data["coverage"] = coverage_table(plan, state)
+    data["grid"] = grid_table(plan, state)
     data["scaling"] = scaling(data)
     labels_md, data["labels"] = labels_markdown(plan, state)
     gen_md, data["generation"] = generation_markdown(plan, state)
     gen_md += coverage_markdown(data["coverage"])
+    gen_md += grid_markdown(data["grid"])
     md = markdown(data) + f"\n{data['date']}, commit {data['commit']}, {data['machine']}.\n"
     for name, text in (("table.md", md), ("labels.md", labels_md), ("generation.md", gen_md)):
         with open(os.path.join(a.out, name), "w") as f:

@@ -374,3 +374,38 @@ def test_a_run_recorded_through_a_linked_results_folder_is_the_same_trial(tmp_pa
     assert bench.completed_anywhere(str(tmp_path / "sweeps" / "codi_label-0123abcd"), trial, done) == "run/1"
     other = {**recorded, "overrides": {**recorded["overrides"], "label_name": "noisy70"}}
     assert bench.completed_anywhere(str(tmp_path / "sweeps" / "x"), trial, [(done[0][0], other)]) is None
+
+
+def test_grid_check_judges_lbf_files_by_their_observations(tmp_path):
+    """On the grid, food collected and terminals against the dataset's own recorded states; an episode moved off
+    the grid by up to 0.3 counts as off it and still collects the same food (the hooks round)."""
+    from envs import make_env
+    from helpers import write_random_dataset
+    from offline import OfflineDataset
+
+    bench = load_bench()
+    args = {"key": "Foraging-6x6-2p-3f-v3", "time_limit": 30}
+    path, _ = write_random_dataset(str(tmp_path / "real.h5"), "lbf_8x8_2p_2f_coop", 30, env_args=args)
+    env = make_env("lbf", **args)
+    real = OfflineDataset.load(path).arrays()
+    filled = real["filled"][..., 0] > 0
+    last = filled.sum(1) - 1
+    food = real["state"][..., 6:15].reshape(*filled.shape, 3, 3)[..., 2]  # state: agents (2 x 3), then 3 foods
+    collected = ((food[:, 0] > 0) & (food[np.arange(len(last)), last] <= 0)).sum(1)
+    assert collected.sum() > 0  # random play on the 6x6 grid collects some food
+    got = bench.grid_check(path, env)
+    assert got == pytest.approx({"on_grid": 1.0, "off_grid": 0.0, "food": collected.mean(),
+                                 "terminal": real["terminated"][..., 0].any(1).mean(),
+                                 "stored_return": real["episode_return"].mean(), "length": last.mean()})
+    wobbly = {k: v for k, v in real.items() if k in ("obs", "state", "actions", "avail_actions", "reward",
+                                                     "terminated", "filled")}
+    wobbly["obs"] = real["obs"].copy()
+    wobbly["obs"][0] += np.random.default_rng(0).uniform(-0.3, 0.3, wobbly["obs"][0].shape) * filled[0, :, None, None]
+    ds = OfflineDataset.load(path, lazy=True)
+    info, env_args = dict(ds.env_info), json.loads(ds.attrs["env_args"])
+    ds.close()
+    with DatasetWriter(str(tmp_path / "wobbly.h5"), info, "lbf", env_args, {"env": "lbf"}) as w:
+        w.add_arrays(wobbly, qualities="random")
+    got = bench.grid_check(str(tmp_path / "wobbly.h5"), env)
+    assert got["on_grid"] == pytest.approx(1 - filled[0].sum() / filled.sum(), abs=0.02)  # episode 0 is off it
+    assert 0 < got["off_grid"] <= 0.3 and got["food"] == pytest.approx(collected.mean())
