@@ -801,11 +801,11 @@ def spread_check(path, env):
 
 def grid_check(path, env):
     """Data of an env whose observations take discrete values (`snap_obs`: full-sight LBF's grid) judged by their
-    observations: `on_grid`, the fraction of observations within 0.1 of what the env would show (env.snap_obs) in
-    every entry, and `off_grid`, the mean largest distance to it; `food`, the items collected per episode (food
-    slots of state_from_obs full at the first observation and empty at the last); `terminal`, the fraction of
-    episodes that end in the env's terminal (all food collected); the stored return (Σr̂ for generated files) and
-    the mean number of transitions. Means over episodes; observations past an episode's end are not counted."""
+    observations: `on_grid`, the fraction of observations (past an episode's end not counted) within 0.1 of what
+    the env would show for them (env.snap_obs) in every entry, and `off_grid`, their mean largest distance to it;
+    per episode: `food`, the items collected (food slots of state_from_obs full at the first observation and empty
+    at the last: a food that a generator moves off its cell counts too), `terminal` (the episode ends in the env's
+    terminal: all food collected), the stored return (Σr̂ for generated files) and the number of transitions."""
     import numpy as np
 
     from offline.reader import OfflineDataset
@@ -816,7 +816,10 @@ def grid_check(path, env):
     dist = np.abs(obs - env.snap_obs(obs)).max((-2, -1))[filled]
     last = filled.sum(1).astype(int) - 1
     state = env.state_from_obs(obs, np.asarray(arrays["actions"])[..., 0])
-    levels = np.stack([state[..., f.end - 1] for f in env.state_schema() if f.name.startswith("food_")], -1)
+    foods = [f for f in env.state_schema() if f.name.startswith("food_")]
+    if not foods:
+        raise ValueError("its state has no food fields to count collected food with (LBF's state: qllm has them)")
+    levels = np.stack([state[..., f.end - 1] for f in foods], -1)
     collected = (levels[:, 0] > 0) & (levels[np.arange(E), last] <= 0)  # [E, foods]
     return {"on_grid": float((dist <= 0.1).mean()), "off_grid": float(dist.mean()),
             "food": float(collected.sum(1).mean()),
@@ -825,25 +828,8 @@ def grid_check(path, env):
 
 
 def grid_table(plan, state):
-    """{cell tag: {dataset: grid_check}} for the LBF cells: original, each augmenter's file, 2- and all-expert."""
-    from envs import make_env
-
-    out = {}
-    for c in plan.cells:
-        if not c.env.startswith("lbf"):
-            continue
-        files = {"original": c.file(SOURCE), **{aug: state.generated.get((c.tag, aug))
-                                                for aug in plan.datasets if aug != "original"},
-                 TWO: c.file(TWO), ALL: c.file(ALL)}
-        kwargs = dict(c.env_kwargs)
-        env = make_env(kwargs.pop("env"), **kwargs)
-        try:
-            row = {name: grid_check(path, env) for name, path in files.items() if path and os.path.isfile(path)}
-        finally:
-            env.close()
-        if row:
-            out[c.tag] = row
-    return out
+    """{cell tag: {dataset: grid_check}} for the LBF cells whose env has `snap_obs` (full sight, state: qllm)."""
+    return judge_cells(plan, state, lambda c: c.env.startswith("lbf"), grid_check)
 
 
 def grid_markdown(grid):
@@ -866,12 +852,19 @@ def grid_markdown(grid):
 
 
 def coverage_table(plan, state):
-    """{cell tag: {dataset: spread_check}} for the spread cells: original, each augmenter's file, 2- and all-expert."""
+    """{cell tag: {dataset: spread_check}} for the spread cells."""
+    return judge_cells(plan, state, lambda c: c.env == "mpe_spread", spread_check)
+
+
+def judge_cells(plan, state, accept, check):
+    """{cell tag: {dataset: check(path, env)}} over the cells `accept` takes: the original data, each augmenter's
+    file, the 2- and all-expert datasets. A cell whose env cannot be judged so (a hook it lacks, e.g. LBF with
+    partial sight) is left out with a line saying why."""
     from envs import make_env
 
     out = {}
     for c in plan.cells:
-        if c.env != "mpe_spread":
+        if not accept(c):
             continue
         files = {"original": c.file(SOURCE), **{aug: state.generated.get((c.tag, aug))
                                                 for aug in plan.datasets if aug != "original"},
@@ -879,7 +872,10 @@ def coverage_table(plan, state):
         kwargs = dict(c.env_kwargs)
         env = make_env(kwargs.pop("env"), **kwargs)
         try:
-            row = {name: spread_check(path, env) for name, path in files.items() if path and os.path.isfile(path)}
+            row = {name: check(path, env) for name, path in files.items() if path and os.path.isfile(path)}
+        except (NotImplementedError, ValueError) as e:
+            print(f"{c.tag}: not judged by its observations ({check.__name__}): {e}", flush=True)
+            continue
         finally:
             env.close()
         if row:

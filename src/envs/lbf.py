@@ -127,12 +127,8 @@ class ForagingEnv(GymmaWrapper):
         agents, agent_level, food, food_level = self._decode_obs(obs)
         n, m = self.n_agents, self.n_food
         # slots: the foods present at the first step in row-major order (padded slots stay empty)
-        rows_cols = self._unwrapped.field_size[1]
-        first, first_level = food[..., :1, :, :], food_level[..., :1, :]
-        key = np.where(first_level > 0, first[..., 0] * rows_cols + first[..., 1], np.iinfo(np.int64).max)
-        order = np.argsort(key, axis=-1, kind="stable")
-        slot = np.take_along_axis(first, order[..., None], axis=-2)  # [..., 1, m, 2]
-        slot_used = np.take_along_axis(first_level, order, axis=-1) > 0  # [..., 1, m]
+        slot, slot_level = self._row_major(food[..., :1, :, :], food_level[..., :1, :])  # [..., 1, m, 2], [..., 1, m]
+        slot_used = slot_level > 0
         same = (food[..., None, :, :] == slot[..., :, None, :]).all(-1) & (food_level[..., None, :] > 0)
         level = np.where(same, food_level[..., None, :], 0).max(-1) * slot_used  # [..., T, m]: 0 = picked up
         food_state = np.where((level > 0)[..., None], np.concatenate([np.broadcast_to(slot, (*level.shape, 2)),
@@ -213,18 +209,32 @@ class ForagingEnv(GymmaWrapper):
         return np.max([np.abs(views - np.rint(views.mean(-3, keepdims=True))).max((-3, -2, -1))
                        for views in self._views(obs)], axis=0)
 
-    def snap_obs(self, obs):
+    def snap_obs(self, obs, first=None):
         """Full-sight LBF: `obs [..., n, O]` -> what lbforaging shows every agent of the one grid the views describe
         (state_from_obs's: the views averaged, then rounded and clipped to the grid): the foods left, listed
-        row-major, then (-1, -1, 0) for each one gone; then the players, self first, as (row, column, level). The
-        identity on real observations; CODI's `snap_obs` puts generated observations back on the grid."""
-        shape = np.shape(obs)
-        agents, agent_level, food, food_level = self._decode_obs(self._full_sight_obs(obs, "snap_obs"))
-        cols = self._unwrapped.field_size[1]
-        key = np.where(food_level > 0, food[..., 0] * cols + food[..., 1], np.iinfo(np.int64).max)
-        order = np.argsort(key, axis=-1, kind="stable")  # lbforaging lists the foods by np.nonzero of the field
-        food = np.take_along_axis(food, order[..., None], axis=-2)
-        food_level = np.take_along_axis(food_level, order, axis=-1)
+        row-major, then (-1, -1, 0) for each one gone; then the players, self first, as (row, column, level).
+        With `first [..., n, O]`, the real observation before the steps `obs [..., T, n, O]`, LBF's rules hold
+        too: the foods are first's, each at its cell and level while the views still show it there and gone for
+        good once they do not, and the agents keep first's levels. The identity on real observations. Not fixed:
+        two agents on one cell or an agent on a food (the dynamics check judges those moves)."""
+        obs = self._full_sight_obs(obs, "snap_obs")
+        shape = obs.shape
+        if first is not None:
+            first = self._full_sight_obs(first, "snap_obs")
+            if obs.ndim < 3 or first.shape != obs.shape[:-3] + obs.shape[-2:]:
+                raise ValueError(f"snap_obs: first must be the observation before the steps, [..., n, O] for obs "
+                                 f"[..., T, n, O]; got obs {obs.shape} and first {first.shape}")
+            obs = np.concatenate([first[..., None, :, :], obs], axis=-3)
+        agents, agent_level, food, food_level = self._decode_obs(obs)
+        if first is not None:
+            slot, slot_level = self._row_major(food[..., :1, :, :], food_level[..., :1, :])
+            shown = (food[..., None, :, :] == slot[..., :, None, :]).all(-1) & (food_level[..., None, :] > 0)
+            here = np.logical_and.accumulate(shown.any(-1) & (slot_level > 0), axis=-2)[..., 1:, :]  # [..., T, m]
+            food = np.broadcast_to(slot, (*here.shape, 2))
+            food_level = np.where(here, slot_level, 0)
+            agents = agents[..., 1:, :, :]
+            agent_level = np.broadcast_to(agent_level[..., :1, :], agents.shape[:-1])
+        food, food_level = self._row_major(food, food_level)  # lbforaging lists the foods by np.nonzero of the field
         foods = np.where((food_level > 0)[..., None], np.concatenate([food, food_level[..., None]], -1), [-1, -1, 0])
         players = np.concatenate([agents, agent_level[..., None]], -1)  # [..., n, 3] in agent order
         n = self.n_agents
@@ -233,6 +243,14 @@ class ForagingEnv(GymmaWrapper):
         food_row = foods.reshape(*foods.shape[:-2], 1, -1)
         out = np.concatenate([np.broadcast_to(food_row, (*food_row.shape[:-2], n, food_row.shape[-1])), views], -1)
         return out.astype(np.float32).reshape(shape)
+
+    def _row_major(self, food, level):
+        """Foods `[..., m, 2]` and their levels `[..., m]` in lbforaging's order: the present ones (level > 0)
+        row-major, then the empty slots."""
+        cols = self._unwrapped.field_size[1]
+        key = np.where(level > 0, food[..., 0] * cols + food[..., 1], np.iinfo(np.int64).max)
+        order = np.argsort(key, axis=-1, kind="stable")
+        return np.take_along_axis(food, order[..., None], axis=-2), np.take_along_axis(level, order, axis=-1)
 
     def edge_states(self):
         """States that random play rarely reaches, for validating credit functions (qllm.states): the

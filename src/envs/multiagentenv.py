@@ -335,11 +335,13 @@ class MultiAgentEnv:
         envs without it raise NoObsHook."""
         raise NoObsHook(self, "view_projection", "no shared-world projection of the observations here", "MPE spread")
 
-    def snap_obs(self, obs):
-        """The observations the env itself would give for the world that `obs [..., n, O]` (env units) describes:
-        the same shape, the identity on real observations, and snap_obs(snap_obs(o)) = snap_obs(o). For envs
-        whose observations take discrete values that a generator makes continuous. Optional (CODI's `snap_obs`:
-        each generated segment is snapped before the dynamics check); envs without it raise NoObsHook."""
+    def snap_obs(self, obs, first=None):
+        """The observations the env would give for the world that `obs [..., n, O]` (env units) describes, as
+        far as one observation can say: the same shape, the identity on real observations, and idempotent. With
+        `first [..., n, O]`, the real observation before the steps `obs [..., T, n, O]`, what the env's rules keep
+        from it is kept too. For envs whose observations take discrete values that a generator makes continuous.
+        Optional (CODI's `snap_obs`: each generated segment is snapped, from its first observation, before the
+        dynamics check); envs without it raise NoObsHook."""
         raise NoObsHook(self, "snap_obs", "its observations are not snapped to a discrete set here", "full-sight LBF")
 
     # ----- LCA hooks (see the module docstring) -----

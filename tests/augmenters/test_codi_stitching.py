@@ -208,22 +208,37 @@ def test_a_view_gap_nothing_passes_stops_with_a_message_naming_it():
 class LineHooksSnapped(LineHooks):
     """snap_obs puts the noise u on the quarters (0, 0.25, .., 1); the real o_0 (u = 0) stays as it is."""
 
-    def snap_obs(self, obs):
+    def snap_obs(self, obs, first=None):
         out = np.array(obs, copy=True)
         out[..., 2] = np.round(out[..., 2] * 4) / 4
         return out
 
 
+class LineHooksSnappedWithViews(LineHooksSnapped, LineHooksWithViews):
+    pass
+
+
 def test_snap_obs_snaps_the_generated_steps_before_the_checks():
     sampler, dynamics = LineSampler(4), LineDynamics()
-    settings = StitchSettings(6, 4, 9, 100.0, 0.6, 3, 50, 200, snap_obs=True)  # T = 9: 3 whole segments each
+    settings = StitchSettings(6, 4, 9, 100.0, 0.55, 3, 50, 200, snap_obs=True)  # T = 9: 3 whole segments each
     arrays, counters = stitch(sampler, dynamics, IDENTITY, LineHooksSnapped(), line_initial_obs(), settings,
                               np.random.default_rng(0), th.Generator().manual_seed(0))
     u = arrays["obs"][:, :, :, 2][arrays["filled"][..., 0] == 1]
     assert set(np.unique(u)) <= {0.0, 0.25, 0.5} and counters["episodes"] == 6
-    # the check judged the snapped steps: a segment passes delta = 0.6 iff its raw draws all round below 0.75
+    # the check judged the snapped steps: a segment passes delta = 0.55 iff its raw draws all round to 0.5 or less
     raw = [c["x"][:, 1:, 0, 2].numpy() for c in sampler.calls]
     assert counters["accepted"] == sum(int((r < 0.625).all(1).sum()) for r in raw)
+    assert sum(int((r <= 0.55).all(1).sum()) for r in raw) < counters["accepted"]  # raw steps: fewer would pass
+    # max_view_gap judges the generator's own views (snapped ones always agree): raw u <= 0.7 passes, snapped 0.75
+    sampler = LineSampler(4)
+    arrays, counters = stitch(sampler, LineDynamics(), IDENTITY, LineHooksSnappedWithViews(), line_initial_obs(),
+                              StitchSettings(6, 4, 9, 100.0, 1.0, 3, 50, 200, max_view_gap=0.7, snap_obs=True),
+                              np.random.default_rng(0), th.Generator().manual_seed(0))
+    raw = [c["x"][:, 1:, 0, 2].numpy() for c in sampler.calls]
+    assert counters["accepted"] == sum(int((r <= 0.7).all(1).sum()) for r in raw)
+    assert counters["rejected_view_gap"] == counters["rejected"] > 0
+    assert "snap_obs" not in GenerationSettings(1, 4, 0.0, 0.1).identity()  # off: earlier parts and files match
+    assert GenerationSettings(1, 4, 0.0, 0.1, snap_obs=True).identity()["snap_obs"] is True
     info = {"n_agents": 2, "n_actions": 3, "state_shape": 2}
     with pytest.raises(ValueError, match="snap_obs needs the env hook snap_obs, which LineHooks lacks.*snap_obs: "
                                          "False"):

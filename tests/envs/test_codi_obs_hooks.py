@@ -258,6 +258,33 @@ def test_lbf_snap_obs_is_identity_on_real_observations_and_puts_generated_ones_o
     assert np.array_equal(env.snap_obs(fading), want)
 
 
+def test_lbf_snap_obs_from_the_first_observation_keeps_lbfs_rules():
+    env = make_env("lbf", key="Foraging-8x8-3p-3f-v3", time_limit=50)
+    m = env.n_food
+    env.seed(1)
+    obs = rollout(env, lbf_policy(target_last=False), np.random.default_rng(1))[0]
+    gone = np.flatnonzero((obs[:, 0, 2::3][:, :m] == 0).any(1))
+    assert len(gone) and gone[0] > 2  # a food is collected during the episode
+    assert np.array_equal(env.snap_obs(obs[1:], first=obs[0]), obs[1:])  # identity on real steps
+    segments = np.stack([obs[t:t + 4] for t in range(0, len(obs) - 4, 3)])  # [S, 4, n, O]
+    assert np.array_equal(env.snap_obs(segments[:, 1:], first=segments[:, 0]), segments[:, 1:])
+    t = gone[0]  # the first observation with an empty food slot (lbforaging lists the foods left first)
+    x = obs[t - 2:t + 3].copy()  # first = obs[t-2]; the steps t-1 .. t+2
+    before, after = (set(map(tuple, o[0, :3 * m].reshape(m, 3))) for o in (x[0], obs[t]))
+    (collected,) = before - after
+    steps = x[1:].copy()
+    last = slice(3 * (m - 1), 3 * m)  # the empty slot from step t on
+    steps[2, :, last] = (0, 0, 1.2)  # a food appears at step t+1 where none was
+    steps[3, :, last] = collected  # the collected food shows again at step t+2
+    steps[:, :, 3 * m + 2::3] += 0.75  # every level of an agent, in every view, drifts by more than half a level
+    got = env.snap_obs(steps, first=x[0])
+    assert np.array_equal(got, obs[t - 1:t + 3])
+    alone = env.snap_obs(steps)  # one observation at a time: the new food and the levels stay
+    assert (alone[2, 0, 2:3 * m:3] > 0).sum() == m and (alone[:, 0, 3 * m + 2] != obs[t - 1:t + 3, 0, 3 * m + 2]).all()
+    with pytest.raises(ValueError, match=r"first must be the observation before the steps"):
+        env.snap_obs(steps, first=x[:2])
+
+
 def test_snap_obs_refused_by_name():
     with pytest.raises(NotImplementedError, match="snap_obs: env .*full-sight LBF has it"):
         make_env("mpe", scenario="spread", N=3, max_cycles=25).snap_obs(np.zeros((3, 18)))

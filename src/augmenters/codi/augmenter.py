@@ -589,7 +589,7 @@ class CodiAugmenter:
             summary = self.existing_output(out, identity)
             self.log(f"generate: {out} exists (same source, models and settings): kept")
             return {"path": out, "reused": True, "delta": delta, "real_pass_rate": real,
-                    "max_view_gap": settings.max_view_gap, **summary}
+                    "max_view_gap": settings.max_view_gap, "snap_obs": settings.snap_obs, **summary}
         self.log(f"generate: {episodes} episodes with guidance {self.guidance} (weights {g['guidance_weights']}), "
                  f"delta {delta:.4g} (real pass rate {real:.3f}) -> {out}")
         sampler = GuidedSampler(diffusion, self.guidance, g["guidance_weights"], g["sampler"], g["sampling_steps"],
@@ -602,7 +602,7 @@ class CodiAugmenter:
                                   device=str(self.device), sampling=self.sampling(),
                                   log=SimpleNamespace(info=self.log))  # its part and progress lines in the run's log
         result.update(reused=False, delta=delta, real_pass_rate=real, max_view_gap=settings.max_view_gap,
-                      seconds=time.perf_counter() - start)
+                      snap_obs=settings.snap_obs, seconds=time.perf_counter() - start)
         for key in ("pass_rate", "return_mean", "return_minus_target_mean"):
             self.stat(f"gen_{key}", result[key], 0)
         self.stat("gen_real_pass_rate", real, 0)

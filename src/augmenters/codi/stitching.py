@@ -19,9 +19,11 @@ be <= max_view_gap. The dynamics check cannot see this: f_inv is per agent and f
 so agents that each move plausibly through different worlds pass it (CODI spread N = 5: the landmark views
 disagreed by 0.36 on average).
 
-With `snap_obs`, every generated observation of a segment is first replaced by the one the env would show for the
-world it describes (the env hook `snap_obs`: LBF's integer grid, where a Gaussian diffusion makes agents glide
-between cells), and the checks, the actions and the rewards are computed on the snapped segment.
+With `snap_obs`, the generated observations of a segment are first replaced by the ones the env would show for the
+world they describe, given the segment's first (real or accepted) observation (the env hook `snap_obs`: LBF's
+integer grid, where a Gaussian diffusion makes agents glide between cells; foods only vanish; levels stay), and the
+checks, the actions and the rewards are computed on the snapped segment. `max_view_gap` still judges the generator's
+own views, before snapping (snapped views always agree).
 
 If `max_attempts` segments in a row are rejected, or `max_attempts` trajectories are dropped with no episode finished
 in between (segments pass but never a whole episode), generation stops with a GenerationError that gives the pass
@@ -40,7 +42,8 @@ Protocols (duck-typed; the real ones are diffusion.py, dynamics.py and the env c
         state_from_obs(obs [N, T, n, O] from an episode's first step, actions [N, T, n]) -> [N, T, S],
         avail_actions_from_obs(obs [..., n, O]) -> [..., n, A], terminal_from_obs(obs [..., n, O]) -> [...] bool;
         with max_view_gap: view_gap_from_obs(obs [..., n, O]) -> [...] float;
-        with snap_obs: snap_obs(obs [..., n, O]) -> [..., n, O], the identity on real observations.
+        with snap_obs: snap_obs(obs [..., n, O], first=None) -> [..., n, O], the identity on real observations;
+        stitching passes a segment's steps obs [B, H-1, n, O] with first = its first observation [B, n, O].
 """
 import inspect
 from dataclasses import dataclass
@@ -161,13 +164,15 @@ def _check_snap(hooks, real_obs, name):
     if not callable(getattr(hooks, "snap_obs", None)):
         raise ValueError(f"snap_obs needs the env hook snap_obs, which {name} lacks; {fix}")
     o = np.asarray(real_obs, dtype=np.float32)
-    try:
+    try:  # alone, and as the one step after itself (stitching passes each segment's first observation)
         snapped = np.asarray(hooks.snap_obs(o), dtype=np.float32)
+        after_first = np.asarray(hooks.snap_obs(o[:, None], first=o), dtype=np.float32)
     except NotImplementedError as e:
         raise ValueError(f"snap_obs needs the env hook snap_obs, which {name} lacks ({e}); {fix}") from e
-    if snapped.shape != o.shape:
-        raise ValueError(f"{name}.snap_obs returns shape {snapped.shape} for observations of shape {o.shape}; {fix}")
-    moved = float(np.abs(snapped - o).max()) if o.size else 0.0
+    if snapped.shape != o.shape or after_first.shape != o[:, None].shape:
+        raise ValueError(f"{name}.snap_obs returns shapes {snapped.shape} and {after_first.shape} for observations "
+                         f"of shape {o.shape} and {o[:, None].shape} (with first); {fix}")
+    moved = max(float(np.abs(snapped - o).max()), float(np.abs(after_first[:, 0] - o).max())) if o.size else 0.0
     if moved > 1e-5 * max(1.0, float(np.abs(o).max())):
         raise ValueError(f"{name}.snap_obs moves the dataset's real observations (by up to {moved:.3g}): it does not "
                          f"fit this observation layout; {fix}")
@@ -225,8 +230,9 @@ def stitch(sampler, dynamics, normaliser, hooks, initial_obs, settings, rng, gen
                 raise ValueError(f"the sampler returned segments of shape {tuple(x.shape)}, expected "
                                  f"{(len(rows), H, n, O)} (batch, H, n_agents, obs)")
             x_host = x.detach().cpu().numpy().astype(np.float32)
+            raw_next = normaliser.denormalise(x_host[:, 1:])  # the generator's own steps (max_view_gap's)
             if s.snap_obs:  # o_0 is real (and x[:, 0] must stay o0 exactly): only the generated steps are snapped
-                snapped = hooks.snap_obs(normaliser.denormalise(x_host[:, 1:]))
+                snapped = hooks.snap_obs(raw_next, first=normaliser.denormalise(x_host[:, 0]))
                 x_host[:, 1:] = np.asarray(normaliser.normalise(np.asarray(snapped, dtype=np.float32)), np.float32)
                 x = th.as_tensor(x_host, dtype=x.dtype, device=x.device)
             # the env's allowed actions at o_t (from the observation), so that â can be restricted to them
@@ -259,7 +265,7 @@ def stitch(sampler, dynamics, normaliser, hooks, initial_obs, settings, rng, gen
         ok_err = ((err <= s.delta) | ~mask).all(1)
         ok = ok_avail & ok_err
         if s.max_view_gap is not None:
-            gap = np.asarray(hooks.view_gap_from_obs(env_next), dtype=np.float64).reshape(len(rows), H - 1)
+            gap = np.asarray(hooks.view_gap_from_obs(raw_next), dtype=np.float64).reshape(len(rows), H - 1)
             ok_view = ((gap <= s.max_view_gap) | ~mask).all(1)
             counters["rejected_view_gap"] += int((ok_avail & ok_err & ~ok_view).sum())
             ok &= ok_view
