@@ -840,7 +840,8 @@ def grid_markdown(grid):
              "Means over episodes, from each file's observations with the env's hooks: the fraction of observations "
              "on LBF's grid (every entry within 0.1 of what the env would show for the grid the views describe, "
              "LBFEnv.snap_obs) and the mean largest distance from it; food collected per episode (a food present at "
-             "the first observation and gone at the last, state_from_obs); episodes ending in the terminal (all food "
+             "the first observation and gone from its cell at the last, state_from_obs: for data off the grid an "
+             "upper bound, as a food a generator moves counts); episodes ending in the terminal (all food "
              "collected); the stored return (Σr̂ for generated files); transitions per episode.",
              "", "| cell | data | on the grid | off by (mean) | food collected | terminal | stored return | length |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
