@@ -254,7 +254,7 @@ def stitch(sampler, dynamics, normaliser, hooks, initial_obs, settings, rng, gen
         counters["resamples"] += int((slots.tries[rows] > 0).sum())
 
         # how many transitions of each segment enter its episode: up to the cut at T or the first terminal
-        env_next = normaliser.denormalise(x[:, 1:])
+        env_next = normaliser.denormalise(x[:, 1:]) if s.snap_obs else raw_next  # unsnapped: the same array
         terminal = np.asarray(hooks.terminal_from_obs(env_next), dtype=bool).reshape(len(rows), H - 1)
         first_terminal = np.where(terminal.any(1), terminal.argmax(1) + 1, H)
         used = np.minimum(np.minimum(H - 1, T - slots.length[rows]), first_terminal)
