@@ -438,6 +438,16 @@ def offline_s_per_step(alg, c):
     return measured[alg] * (c.n / 3 if c.env in N_ARG else 1)
 
 
+def augment_s(trial, train_steps, generate):
+    """CPU seconds of one augment run: the stages its overrides leave to run (config/runs/codi.yaml: a run given
+    augment_checkpoint only generates; augment_stage=labeler | train | generate runs that one stage)."""
+    o = trial["overrides"]
+    stage = "generate" if o.get("augment_checkpoint") else o.get("augment_stage", "all")
+    labeler = LABELER_S if trial["alg"] == "codi" else 0
+    return {"labeler": labeler, "train": train_steps / AUGMENT_STEPS_PER_S, "generate": generate,
+            "all": labeler + train_steps / AUGMENT_STEPS_PER_S + generate}[stage]
+
+
 def estimate(plan, left):
     """(CPU seconds by phase, wall seconds at --jobs) of what is left: the datasets not yet collected and the
     [(phase, trial)] not completed in their sweep's manifest, from the per-run times measured here."""
@@ -458,7 +468,7 @@ def estimate(plan, left):
             cpu["augment"] += generate
         elif phase == "augment":
             augment_runs += 1
-            cpu["augment"] += train_steps / AUGMENT_STEPS_PER_S + generate + (LABELER_S if t["alg"] == "codi" else 0)
+            cpu["augment"] += augment_s(t, train_steps, generate)
         elif phase == "learn":
             cpu["learn"] += t["t_max"] * offline_s_per_step(t["alg"], c)
     wall = cpu["data"] + cpu["augment"] / min(jobs, max(1, augment_runs)) + cpu["learn"] / jobs

@@ -409,3 +409,17 @@ def test_grid_check_judges_lbf_files_by_their_observations(tmp_path):
     got = bench.grid_check(str(tmp_path / "wobbly.h5"), env)
     assert got["on_grid"] == pytest.approx(1 - filled[0].sum() / filled.sum(), abs=0.02)  # episode 0 is off it
     assert 0 < got["off_grid"] <= 0.3 and got["food"] == pytest.approx(collected.mean())
+
+
+def test_the_estimate_counts_only_the_stages_an_augment_run_has_left():
+    """A run given augment_checkpoint only generates (config/runs/codi.yaml), augment_stage=<stage> runs that stage:
+    --check must not price either as a full training."""
+    bench = load_bench()
+    full = bench.augment_s({"alg": "codi", "overrides": {}}, 10000, 60.0)
+    assert full == pytest.approx(bench.LABELER_S + 10000 / bench.AUGMENT_STEPS_PER_S + 60.0)
+    assert bench.augment_s({"alg": "madiff_like", "overrides": {}}, 10000, 60.0) == pytest.approx(full - bench.LABELER_S)
+    assert bench.augment_s({"alg": "codi", "overrides": {"augment_checkpoint": "results/augment/codi/x/abc"}},
+                           10000, 60.0) == 60.0
+    assert bench.augment_s({"alg": "codi", "overrides": {"augment_stage": "train"}}, 10000, 60.0) == \
+        pytest.approx(10000 / bench.AUGMENT_STEPS_PER_S)
+    assert bench.augment_s({"alg": "codi", "overrides": {"augment_stage": "labeler"}}, 10000, 60.0) == bench.LABELER_S

@@ -94,6 +94,13 @@ def _num(name, value, positive=True):
     return float(value)
 
 
+def _flag(name, value):
+    """A YAML switch: exactly True or False (1/0 or "yes" are refused, as elsewhere in the configs)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def resolve_delta(value):
     """'auto' (or null) or a number >= 0."""
     if value is None or value == "auto":
@@ -158,13 +165,9 @@ def resolve(args):
         generation["max_view_gap"] = _num("max_view_gap", args.max_view_gap, positive=False)
         if not (generation["max_view_gap"] >= 0 and math.isfinite(generation["max_view_gap"])):
             raise ValueError(f"max_view_gap must be null (off) or a finite number >= 0, got {args.max_view_gap!r}")
-    if args.project_views not in (True, False):
-        raise ValueError(f"project_views must be True or False, got {args.project_views!r}")
-    if args.project_views:  # only when on, as max_view_gap
+    if _flag("project_views", args.project_views):  # only when on, as max_view_gap
         generation["project_views"] = True
-    if not isinstance(args.snap_obs, bool):
-        raise ValueError(f"snap_obs must be True or False, got {args.snap_obs!r}")
-    if args.snap_obs:  # only when on, as max_view_gap
+    if _flag("snap_obs", args.snap_obs):  # only when on, as max_view_gap
         generation["snap_obs"] = True
     if not generation["delta_quantile"] <= 1:
         raise ValueError(f"delta_quantile must be in (0, 1], got {args.delta_quantile!r}")
