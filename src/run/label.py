@@ -134,10 +134,19 @@ def label(args, _log, _run=None):
             _log.info(f"{i['from_journal']} of {len(items)} items answered by the journal; {i['queries_to_ask']} "
                       f"queries asked for the others ({i['requests']} server requests, {i['cache_hits']} cache hits)")
         counts = {k: result.info.get(k) for k in ("labeled", "tie", "unparsed")}
+        counts.update({k: result.info[k] for k in ("failed", "unasked") if result.info.get(k)})  # the llm labeler's
         rate = len(items) / max(seconds, 1e-9)
         ties = f"{counts['tie']} ties, " if task.swappable or counts["tie"] else ""  # only answers with a tie
+        missing = "".join(f", {counts[k]} {what}" for k, what in (("failed", "failed (no answer: request errors)"),
+                                                                  ("unasked", "not asked")) if k in counts)
         _log.info(f"Labeled {len(items)} items in {seconds:.2f}s ({rate:.0f} items/s): {counts['labeled']} labeled, "
-                  f"{ties}{counts['unparsed']} unlabeled")
+                  f"{ties}{counts['unparsed']} unparsed{missing}")
+        errors = result.info.get("errors") or []
+        if counts.get("failed") == len(items) and not result.info.get("stopped"):  # every request errored: say why,
+            # and store no empty set (a stop, e.g. a replay cache miss, stores what it has and says why itself)
+            raise RuntimeError(f"every one of the {len(items)} items failed, nothing was stored; the first error: "
+                               f"{errors[0] if errors else 'unknown'}. Fix the cause (llm.base_url, the server, the "
+                               f"API key) and rerun the same command")
         accuracy = task.accuracy(items, result.answers, source, args)
         _log.info(f"Accuracy vs ground truth: {summary(accuracy)}")
         attrs = {"task": task.name, "label_name": args.label_name, "settings": settings, "labeler_info": result.info,
@@ -146,8 +155,10 @@ def label(args, _log, _run=None):
         written = task.store(source, items, result.answers, attrs, args, overwrite=overwrite)
         _log.info(f"Stored '{args.label_name}' ({len(items)} items) in {written}")
         if not attrs["complete"]:
-            _log.warning(f"'{args.label_name}' is incomplete ({result.info.get('stopped') or 'failed requests'}): "
-                         f"the answers so far are stored; rerun the same command to ask the rest")
+            why = result.info.get("stopped") or (f"failed requests, the first: {errors[0]}" if errors
+                                                 else "failed requests")
+            _log.warning(f"'{args.label_name}' is incomplete ({why}): the answers so far are stored; rerun the same "
+                         f"command to ask the rest")
         info.update(reused=False, path=written, accuracy=accuracy, counts=counts, labeler_info=result.info,
                     seconds=seconds, items_per_s=rate)
         return info

@@ -141,10 +141,14 @@ def build_artifacts(args, _log):
             seconds = time.perf_counter() - start
         labeler_info = labeled.get("labeler_info") or {}
         if not labeled["reused"] and not is_complete(labeler_info):
-            why = labeler_info.get("stopped") or "failed requests"
-            raise RuntimeError(f"the rankings {labeled['path']} are incomplete ({why}): rerun the same command to ask "
-                               f"the missing queries (the answers so far are kept), or raise max_requests / "
-                               f"max_cost_usd")
+            errors = labeler_info.get("errors") or []
+            why = labeler_info.get("stopped") or (f"failed requests, the first: {errors[0]}" if errors
+                                                  else "failed requests")
+            stopped = labeler_info.get("stopped") or ""
+            fix = ("raise max_requests / max_cost_usd" if "max_" in stopped
+                   else "remove the cause above" if stopped else "fix the failing requests")
+            raise RuntimeError(f"the rankings {labeled['path']} are incomplete ({why}): {fix} and rerun the same "
+                               f"command to ask the missing queries (the answers so far are kept)")
         path = labeled["path"]
         info["rankings"] = {"path": os.path.abspath(path), "reused": labeled["reused"]}
         info["labeling"] = {"labeler": args.labeler, "accuracy": labeled.get("accuracy"),

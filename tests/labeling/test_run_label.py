@@ -121,3 +121,15 @@ def test_the_task_parses_replies_with_the_llm_parser():
     from labeling import TASKS
     task = TASKS["trajectory_preference"]()
     assert [task.parse(t, None) for t in ("I pick #1", "#2", "equal: #0", "no idea")] == [1.0, 0.0, 0.5, None]
+
+
+def test_an_unreachable_server_fails_the_run_with_its_error_and_stores_nothing(tmp_path, data, caplog):
+    """Every request refused (nothing listens on port 9): the run fails and says why, instead of storing an empty
+    set with exit 0; nothing is written to the dataset."""
+    before = open(data, "rb").read()
+    with pytest.raises(RuntimeError, match=r"every one of the 6 items failed, nothing was stored; the first error: "
+                                           r".*LLMUnavailable.*127\.0\.0\.1:9.*llm\.base_url"):
+        label(tmp_path, offline_dataset=data, labeler="llm", n_pairs=6, label_name="llm1",
+              llm={"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "max_retries": 0,
+                   "timeout_s": 2, "cache_dir": str(tmp_path / "cache")})
+    assert open(data, "rb").read() == before and "llm1" not in preference_names(data)
