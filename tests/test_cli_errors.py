@@ -106,3 +106,32 @@ def test_a_config_error_found_while_building_leaves_no_run_folder(tmp_path, caps
     assert "config error: bad value found while building" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "sacred")
     assert os.listdir(tmp_path / "tb_logs") == ["someone_elses_run"]
+
+
+@pytest.mark.parametrize("alg, env, updates, message", [
+    ("bc", "lbf_8x8_2p_2f_coop", ["offline_steps=-1"], "config key 'offline_steps' must be an integer >= 1; got -1"),
+    ("bc", "lbf_8x8_2p_2f_coop", ["offline_top_fraction=2"], "config key 'offline_top_fraction' must be in (0, 1]"),
+    ("bc", "lbf_8x8_2p_2f_coop", ["offline_valid_fraction=1.0"], "'offline_valid_fraction' must be in [0, 1)"),
+    ("label_preferences", "climbing", ["labeler=nosy_oracle"],
+     "config key labeler names no labeler: 'nosy_oracle'; valid: llm, noisy_oracle, oracle; did you mean "
+     "'noisy_oracle'?"),
+    ("label_preferences", "climbing", ["noise_mode=exactt"], "'noise_mode' must be one of bernoulli, exact"),
+    ("label_preferences", "climbing", ["max_requests=-3"], "'max_requests' must be an integer >= 1 (or null"),
+    ("label_preferences", "climbing", ["max_cost_usd=-1"], "'max_cost_usd' must be > 0 (or null"),
+    ("label_preferences", "climbing", ["labeler=llm", "llm.backend=openai", "llm.model=m", "llm.base_url=127.0.0.1:9"],
+     "llm.base_url must be an http(s) URL with a host, e.g. http://127.0.0.1:8000/v1; got '127.0.0.1:9'"),
+    ("label_preferences", "climbing", ["labeler=llm", "llm.backend=openai", "llm.model=m", "llm.temperature=-1"],
+     "llm.temperature must be null (the server's default) or a number >= 0, got -1"),
+    ("lca_label", "two_switch", ["labeler=llm", "llm.backend=openai", "llm.model=m", "llm.top_p=0"],
+     "llm.top_p must be null (the server's default) or a number in (0, 1], got 0"),
+    ("codi", "mpe_spread", ["augment_stage=genrate"], "'augment_stage' must be one of all, labeler, train, generate"),
+    ("codi", "mpe_spread", ["target_rtg=lots"], "target_rtg='lots': expected a number"),
+    ("codi", "mpe_spread", ["target_rtg=quantile:1.5"],
+     "target_rtg=quantile:1.5: expected quantile:q with q in [0, 1]"),
+    ("madiff_like", "mpe_spread", ["delta=-1"], "delta must be auto"),
+    ("codi", "mpe_spread", ["augment_episodes=-2"], "'augment_episodes' must be an integer >= 1"),
+])
+def test_method_settings_out_of_range_are_config_errors(tmp_path, capsys, alg, env, updates, message):
+    """The LLM methods' keys (offline training, labeling, the llm block of an llm labeler, CODI's settings) are checked
+    before the run starts, as the core keys are: one line, the key, the value and what is allowed."""
+    assert message in cli(tmp_path, capsys, "with", *updates, alg=alg, env=env)

@@ -211,7 +211,15 @@ class LCAStatePair(LabelTask):
         if not os.path.exists(source.path):
             return None
         with h5py.File(source.path, "r") as f:
-            return {k: json.loads(v) for k, v in f.attrs.items() if k != "schema_version"}
+            attrs = dict(f.attrs)
+        try:
+            stored = {k: json.loads(v) for k, v in attrs.items() if k != "schema_version"}
+        except (TypeError, ValueError):  # attributes that are not JSON text: another kind of HDF5 file
+            stored = None
+        if not stored or stored.get("task") != self.name:
+            raise ConfigError(f"{source.path} exists and is not a rankings file of {self.name}: label_out must "
+                              f"name a new file or earlier rankings (choose another path; this file is left as it is)")
+        return stored
 
     def store(self, source, items, answers, attrs, args, overwrite=False):
         from envs.description import identity_dims

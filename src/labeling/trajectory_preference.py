@@ -16,6 +16,7 @@ import numpy as np
 from labeling.base import Item, LabelTask
 from labeling.prompting import PreferencePrompt
 from labeling.store import preference_names, read_preferences, store_preferences
+from utils.config import ConfigError
 
 QUALITY_RANKS = {"random": 0, "poor": 1, "medium": 2, "expert": 3}  # ordinal ground-truth qualities
 ORACLE_KEYS = ("return", "discounted_return", "quality")
@@ -28,7 +29,7 @@ def sample_pairs(n_episodes, n_pairs, seed):
     if n < 1:
         raise ValueError(f"n_pairs must be >= 1, got {n}")
     if n > possible:
-        raise ValueError(f"n_pairs={n} is more than the {possible} distinct pairs of {E} episodes; lower n_pairs")
+        raise ConfigError(f"n_pairs={n} is more than the {possible} distinct pairs of {E} episodes; lower n_pairs")
     rng = np.random.default_rng(seed)
     k = rng.choice(possible, size=n, replace=False)  # indices of unordered pairs j > i: k = j(j-1)/2 + i
     j = np.floor((1 + np.sqrt(1 + 8 * k.astype(np.float64))) / 2).astype(np.int64)

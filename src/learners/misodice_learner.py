@@ -36,6 +36,7 @@ INDD (`indd_learner`) is the same code with the agent axis kept: per-agent discr
 nu_i, advantages and weights w_i, no mixing (shared networks + id, as every learner here).
 """
 import copy
+import logging
 
 import numpy as np
 import torch as th
@@ -104,6 +105,14 @@ class MisoDICELearner(OfflineLearner):
         self.alpha, self.gamma = float(args.misodice_alpha), float(args.gamma)
         if args.schedule not in ("sequential", "joint"):
             raise ValueError(f"schedule must be 'sequential' or 'joint', not '{args.schedule}'")
+        policy_from = args.disc_steps + args.nu_steps  # the sequential schedule's first policy update
+        if args.schedule == "sequential" and not args.evaluate and args.offline_steps <= policy_from:
+            # allowed (a run in parts resumes into the policy stage), but its policy is the untrained one
+            console = getattr(logger, "console_logger", None) or logging.getLogger("pymarl")
+            console.warning(f"offline_steps={args.offline_steps} ends before the policy stage, which starts after "
+                            f"disc_steps={args.disc_steps} + nu_steps={args.nu_steps} = {policy_from} steps: this "
+                            f"run's policy is not trained (its evaluations are of the initial policy). Resume with "
+                            f"offline_steps > {policy_from}, or lower disc_steps / nu_steps")
         if args.disc_mix not in ("logits", "probs"):
             raise ValueError(f"disc_mix must be 'logits' or 'probs', not '{args.disc_mix}'")
         if args.disc_gp_inputs not in ("all", "obs"):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from learners.common import check_actions_available, masked_mean, transition_mask
 from learners.episode_ranking import RecoveredReturnError, check_new_labels, ranking_report, top_k
 from learners.omiga_learner import OMIGALearner
+from utils.config import ConfigError
 
 LABEL_CHUNK = 256  # episodes per forward pass when the whole dataset is scored
 RANK_BY = ("sum", "mean")
@@ -97,7 +98,7 @@ class OMAPLLearner(OMIGALearner):
         data = datasets["preferences"].dataset
         k, episodes = int(self.args.topk_expert), len(data)
         if k <= 0 or k > episodes:
-            raise ValueError(f"topk_expert={k} must be in [1, {episodes}] (the dataset has {episodes} episodes)")
+            raise ConfigError(f"topk_expert={k} must be in [1, {episodes}] (the dataset has {episodes} episodes)")
         if k == episodes:
             logging.getLogger("pymarl").warning(f"topk_expert={k} = every episode of the dataset: D_E will equal D_U")
         check_new_labels(data, self.label_names(), self.args.label_overwrite, self.args.model_dir)

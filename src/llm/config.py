@@ -64,8 +64,9 @@ def is_loopback(url):
     return (urlparse(url).hostname or "") in LOOPBACK_HOSTS
 
 
-def resolve(cfg):
-    """Defaults <- cfg, checked. Returns a new dict with every key set (backend-independent values resolved)."""
+def resolve(cfg, require_model=True):
+    """Defaults <- cfg, checked. Returns a new dict with every key set (backend-independent values resolved).
+    require_model=False skips the one check a sweep file may leave to its launcher: llm.model for backend openai."""
     cfg = dict(cfg or {})
     _check_keys(cfg, DEFAULTS, "llm.")
     c = _merge(DEFAULTS, cfg)
@@ -83,6 +84,10 @@ def resolve(cfg):
             raise LLMConfigError(f"llm.local.{k} must be an integer >= 1, got {v!r}")
     if c["seed"] is not None and (not isinstance(c["seed"], int) or isinstance(c["seed"], bool)):
         raise LLMConfigError(f"llm.seed must be null or an integer, got {c['seed']!r}")
+    for k, ok, allowed in (("temperature", lambda v: v >= 0, ">= 0"), ("top_p", lambda v: 0 < v <= 1, "in (0, 1]")):
+        v = c[k]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v)):
+            raise LLMConfigError(f"llm.{k} must be null (the server's default) or a number {allowed}, got {v!r}")
     if not c["api_key_env"] or not isinstance(c["api_key_env"], str):
         raise LLMConfigError("llm.api_key_env must name an environment variable (e.g. OPENAI_API_KEY)")
     if c["local"]["model_path"]:
@@ -91,7 +96,11 @@ def resolve(cfg):
         c["local"]["model_path"] = default_model_path()
     if c["backend"] == "openai":
         c["base_url"] = c["base_url"] or OPENAI_URL
-        if not c["model"]:
+        url = urlparse(str(c["base_url"]))
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise LLMConfigError(f"llm.base_url must be an http(s) URL with a host, e.g. http://127.0.0.1:8000/v1; "
+                                 f"got {c['base_url']!r}")
+        if not c["model"] and require_model:
             raise LLMConfigError("llm.model must name the server's model for backend openai "
                                  "(e.g. llm.model=gpt-4o-mini, or the name your vLLM/Ollama server serves)")
     if c["backend"] == "local":

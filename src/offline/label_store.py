@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 
 from offline.format import EPISODE_FIELDS, TRANSITION_FIELDS, DatasetError, to_json
+from utils.config import ConfigError
 from utils.files import FolderLock, clean_stale_temps, remove, temp_path
 
 GROUP = "preferences"
@@ -48,7 +49,7 @@ def label_command(path, name="NAME", labeler="oracle"):
 
 def check_name(name, what="label_name"):
     if not isinstance(name, str) or not NAME.match(name or ""):
-        raise ValueError(f"{what} must be a non-empty name of letters, digits, '_', '-' or '.', got {name!r}")
+        raise ConfigError(f"{what} must be a non-empty name of letters, digits, '_', '-' or '.', got {name!r}")
 
 
 # ----- the content fingerprint -----
@@ -214,6 +215,10 @@ def edit_dataset(path, edit, expected_fingerprint=None, out=None):
         finally:
             ds.close()
         if expected_fingerprint is not None and actual != expected_fingerprint:
+            if base != path:  # label_out names an existing file that is not a copy of this dataset
+                raise DatasetError(f"label_out={out} exists and holds other episodes than {path} (dataset "
+                                   f"fingerprints {actual[:16]}... and {expected_fingerprint[:16]}...): choose another "
+                                   f"label_out (a new path, or an earlier copy of {path}); {out} is left as it is")
             raise _mismatch(base, expected_fingerprint, actual, f"the labels for {path}")
         tmp = temp_path(out)
         try:

@@ -70,8 +70,10 @@ class PreferencePairs:
                        "ties": int((label == 0.5).sum()), "first_preferred": int((label == 1).sum()),
                        "second_preferred": int((label == 0).sum())}
         if n == 0 or n_unlabeled == n:
-            raise DatasetError(f"preference set '{name}': all {n} pairs are unlabeled (nothing to learn from); label "
-                               f"them first: {label_command(getattr(dataset, 'path', None) or '<path>', name)}")
+            raise DatasetError(f"preference set '{name}': all {n} pairs are unlabeled (nothing to learn from). Rerun "
+                               f"the labeling that made it (a rerun asks only the missing items), or replace it: "
+                               f"{label_command(getattr(dataset, 'path', None) or '<path>', name)} "
+                               f"label_overwrite=True")
         if n_unlabeled / n > max_unlabeled_fraction:
             raise DatasetError(f"preference set '{name}': {n_unlabeled} of {n} pairs ({n_unlabeled / n:.1%}) are "
                                f"unlabeled, above max_unlabeled_fraction={max_unlabeled_fraction}; relabel (a rerun "

@@ -2,18 +2,27 @@
 merged), the expert subset D_E (`offline_expert`), rewards from a label (`offline_reward`), the top fraction and the
 held-out split, and the seeded episode (and preference-pair) sampler whose state goes into checkpoints."""
 import logging
+import os
 import re
 
 import numpy as np
 
 from offline.format import DatasetError
 from offline.reader import OfflineDataset
+from utils.config import ConfigError
 from utils.ranking import top_k
 
 
 def dataset_paths(value):
     paths = [value] if isinstance(value, str) else list(value or [])
     paths = [p for p in paths if p]
+    seen = {}
+    for p in paths:  # the same file twice would silently double every episode
+        real = os.path.realpath(p)
+        if real in seen:
+            same = f"{p} twice" if seen[real] == p else f"{seen[real]} and {p}, one file"
+            raise ConfigError(f"offline_dataset lists {same}: list each dataset once (it would double its episodes)")
+        seen[real] = p
     if not paths:
         raise ValueError("run=offline needs a dataset: with offline_dataset=path/to/data.h5 (collect one with "
                          "--config=collect, see the README's offline section)")

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from utils.config import ConfigError
+
 
 @dataclass
 class Segments:
@@ -56,7 +58,7 @@ def segment_starts(filled, rng, fraction=None, count=None):
         return starts
     n = int(round(fraction * len(starts))) if count is None else int(count)
     if not 0 < n <= len(starts):
-        raise ValueError(f"segment_starts: asked for {n} of {len(starts)} segment starts; "
+        raise ConfigError(f"segment_starts: asked for {n} of {len(starts)} segment starts; "
                          f"choose 0 < label_segments <= {len(starts)} (or a fraction in (0, 1])")
     pick = np.sort(rng.choice(len(starts), size=n, replace=False))
     return starts[pick]

@@ -45,6 +45,11 @@ def _augment(args, config, logger, _log, _run):
         episodes = dataset.arrays(rows=[0, min(1, len(dataset) - 1)])["obs"]
         check_hooks(env, episodes[:, 0], dataset.env_info, view_gap=settings.generation.get("max_view_gap") is not None,
                     snap=bool(settings.generation.get("snap_obs")))
+        # per-agent guidance weights must fit this dataset's agents: refused now, not after hours of training
+        from augmenters.codi.diffusion import guidance_weight_vector  # diffusers: imported only where it is used
+
+        guidance_weight_vector(augmenter_class.guidance, settings.generation["guidance_weights"],
+                               dataset.env_info["n_agents"])
         if settings.generation.get("project_views"):
             checked_projection(env, episodes, "set project_views: False to sample without it")
         augmenter = augmenter_class(settings, path, dataset, args.env_config, results_dir, env_label(config), env,

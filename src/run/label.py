@@ -25,6 +25,7 @@ from labeling.base import LabelSource
 from labeling.store import check_name, content_fingerprint
 from offline.reader import OfflineDataset
 from run.setup import simple_run
+from utils.config import ConfigError
 from utils.files import clean_stale_temps
 from utils.progress import Bar
 
@@ -39,12 +40,12 @@ def pick(registry, name, key):
 
 def dataset_path(value):
     if not isinstance(value, str):
-        raise ValueError(f"offline_dataset must be one file for labeling (labels name its episodes), got {value!r}")
+        raise ConfigError(f"offline_dataset must be one file for labeling (labels name its episodes), got {value!r}")
     if not value:
-        raise ValueError("run=label needs a dataset: with offline_dataset=path/to/data.h5 (collect one with "
+        raise ConfigError("run=label needs a dataset: with offline_dataset=path/to/data.h5 (collect one with "
                          "--config=collect)")
     if not os.path.isfile(value):
-        raise FileNotFoundError(f"offline_dataset {value} does not exist; collect one with --config=collect or "
+        raise ConfigError(f"offline_dataset {value} does not exist; collect one with --config=collect or "
                                 f"check the path")
     return value
 
@@ -106,6 +107,9 @@ def label(args, _log, _run=None):
         stored = task.stored(source, args)
         overwrite = bool(args.label_overwrite)
         target = args.label_out or path
+        if stored is not None and "settings" not in stored:  # e.g. CODI's distilled labels/codi_z: never replaced
+            raise ValueError(f"{target} already has '{args.label_name}', which no labeling run made (labels another "
+                             f"tool wrote, such as CODI's distilled labels codi_z): choose another label_name")
         if stored is not None and not overwrite:
             same = stored.get("settings") == settings
             if not same:

@@ -30,7 +30,7 @@ from envs.description import identity_dims
 from envs.multiagentenv import MissingEnvHook
 from shapers.lca.rankings import rankings_hash, read_rankings
 from shapers.lca.train import TrainSettings, artifact_folder, artifact_id, check_episodes, read_meta, train_or_reuse
-from utils.config import ConfigError
+from utils.config import ConfigError, load_yaml
 from utils.files import FolderLock
 from utils.paths import env_label, repo_relative, results_path
 from utils.progress import Bar
@@ -96,6 +96,12 @@ def prepare_lca(args, env_info, evaluating, _log, _run=None):
     return shaper_env_info(args, env_info)
 
 
+# lca.* keys that decide the rankings only (not the potential): unused when lca.rankings names a finished file
+RANKING_KEYS = ("pair_source", "rollout_checkpoint", "n_pairs", "queries", "answer_mode", "oracle_ties",
+                "keystep_policy", "keystep_max_steps", "keysteps_file")
+DEFAULT_LCA = load_yaml("", "default")["lca"]
+
+
 def check_label_keys(args):
     missing = [k for k in LABEL_KEYS if not hasattr(args, k)]
     if missing:
@@ -131,6 +137,10 @@ def build_artifacts(args, _log):
             raise FileNotFoundError(f"lca.rankings {path} does not exist: rank pairs with --config=lca_label, or "
                                     f"leave lca.rankings empty to rank them in this run")
         info["rankings"] = {"path": os.path.abspath(path), "given": True}
+        unused = [f"lca.{k}={args.lca[k]!r}" for k in RANKING_KEYS if args.lca.get(k) != DEFAULT_LCA.get(k)]
+        if unused:  # the given file was ranked with its own settings (its attrs): these would change nothing
+            _log.warning(f"lca.rankings is given, so {', '.join(unused)} (settings of ranking) are not used: the "
+                         f"rankings file's own settings hold; leave lca.rankings empty to rank with them")
     else:
         from run.label import is_complete, label  # imported on use: run.label imports run.setup
 

@@ -3,7 +3,8 @@ mistake is reported before anything is written (no run folder, no TensorBoard fo
 
 `check_config(config)` raises ConfigError naming the key, the value, the valid values and the closest one: the run
 mode, the component names (runner, mac, learner, agent, mixer, critic, shaper, action selector), the env and its
-arguments (envs.check_env_args: unknown arguments, gymma ids), and for a generation run the `llm:` settings.
+arguments (envs.check_env_args: unknown arguments, gymma ids), the labeler and augmenter names, the `llm:` settings
+of a generation run or an llm labeler, and an augment run's CODI settings.
 """
 import difflib
 
@@ -11,8 +12,10 @@ from utils.config import ConfigError
 
 
 def _registries():
+    from augmenters import REGISTRY as augmenters
     from components.action_selectors import REGISTRY as selectors
     from controllers import REGISTRY as macs
+    from labeling import LABELERS as labelers
     from learners import REGISTRY as learners
     from modules.agents import REGISTRY as agents
     from modules.critics import REGISTRY as critics
@@ -24,7 +27,8 @@ def _registries():
     # key -> (registry, null allowed)
     return {"run": (runs, False), "runner": (runners, False), "mac": (macs, False), "learner": (learners, False),
             "agent": (agents, False), "mixer": (mixers, True), "critic_type": (critics, False),
-            "critic_agent": (agents, False), "shaper": (shapers, False), "action_selector": (selectors, False)}
+            "critic_agent": (agents, False), "shaper": (shapers, False), "action_selector": (selectors, False),
+            "labeler": (labelers, False), "augmenter": (augmenters, False)}
 
 
 def check_name(key, value, registry, nullable=False):
@@ -48,7 +52,18 @@ def check_config(config):
 
     check_reward_settings(config)  # per-agent rewards (common_reward=False, a per-agent shaper) need a learner for them
     check_env_args(config["env"], dict(config.get("env_args") or {}))
-    if config.get("run") == "qllm_generate":
+    if config.get("run") == "qllm_generate" or config.get("labeler") == "llm":
         from llm.config import resolve
 
-        resolve(config.get("llm"))  # LLMConfigError is a ConfigError
+        # LLMConfigError is a ConfigError; an llm labeler's run names its model when it starts (a sweep file, e.g.
+        # config/sweeps/lca_openai.yaml, leaves llm.model to the command that launches it)
+        resolve(config.get("llm"), require_model=config.get("run") == "qllm_generate")
+    if config.get("run") == "augment":  # CODI's settings, all checked before any stage starts
+        from types import SimpleNamespace
+
+        from augmenters.codi.settings import resolve as resolve_augment
+
+        try:
+            resolve_augment(SimpleNamespace(**config))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None

@@ -32,7 +32,9 @@ CHOICES = {"on_nonfinite": ("stop", "skip_batch"),
            "schedule": ("sequential", "joint"), "nu_loss": ("exp", "logsumexp"), "disc_mix": ("logits", "probs"),
            "disc_gp_inputs": ("obs", "all"), "time_limit_end": ("bootstrap", "terminal"),
            "s0_source": ("init_batch", "data_batch"), "omapl_rank_by": ("sum", "mean"),
-           "weight_pooling": ("transition", "episode")}
+           "weight_pooling": ("transition", "episode"),
+           # labeling (config/runs/label_*.yaml, lca_label.yaml) and CODI (config/runs/codi.yaml)
+           "noise_mode": ("bernoulli", "exact"), "augment_stage": ("all", "labeler", "train", "generate")}
 
 # key -> (integer only, test, allowed range in words, null allowed). Checked on the merged config, before anything runs.
 RANGES = {
@@ -71,6 +73,14 @@ RANGES = {
                        False),
     "segment_horizon": (True, lambda v: v >= 1, "an integer >= 1", False),
     "augment_save_minutes": (False, lambda v: v >= 0, ">= 0 (0 = checkpoints by augment_save_interval only)", False),
+    "augment_episodes": (True, lambda v: v >= 1, "an integer >= 1 (or null = as many as the source)", True),
+    # offline training (config/default.yaml)
+    "offline_steps": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "offline_top_fraction": (False, lambda v: 0 < v <= 1, "in (0, 1] (1 = every episode, 0.5 = 50%BC)", False),
+    "offline_valid_fraction": (False, lambda v: 0 <= v < 1, "in [0, 1) (0 = no held-out episodes)", False),
+    # LLM budgets of the labeling runs
+    "max_requests": (True, lambda v: v >= 1, "an integer >= 1 (or null = no limit)", True),
+    "max_cost_usd": (False, lambda v: v > 0, "> 0 (or null = no limit)", True),
 }
 
 # Keys whose default is a whole number but which take any number (a float is not a type error there).

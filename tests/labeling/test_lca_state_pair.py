@@ -113,6 +113,23 @@ def test_bad_inputs(tmp_path, updates, match):
         label(tmp_path, lca=lca, **updates)
 
 
+def test_label_out_naming_another_kind_of_file_is_refused_and_left_as_it_is(tmp_path):
+    """An existing HDF5 file that is not a rankings file (here a bare one with a non-JSON attribute, as a dataset
+    has): refused by name before any labeling, the file byte for byte as it was."""
+    import h5py
+
+    other = tmp_path / "dataset.h5"
+    with h5py.File(other, "w") as f:
+        f.attrs["generated"] = True
+        f.create_dataset("obs", data=np.zeros(3))
+    before = other.read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match=r"dataset.h5 exists and is not a rankings file of lca_state_pair: "
+                                              r"label_out must name a new file or earlier rankings"):
+            label(tmp_path, label_out=str(other), label_overwrite=overwrite)
+    assert other.read_bytes() == before
+
+
 def test_an_env_without_the_lca_methods_is_named(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="has no stay_action, which the lca_state_pair task needs"):
         label(tmp_path, env="climbing", lca={"n_pairs": 5})

@@ -12,7 +12,7 @@ from tests.labeling.datasets import write_dataset
 
 from labeling.store import preference_names, read_preferences
 from run.label import run_label
-from utils.config import build_config
+from utils.config import ConfigError, build_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOG = logging.getLogger("test_label")
@@ -73,7 +73,7 @@ def test_rerun_keeps_refuses_or_overwrites(tmp_path, data, caplog):
     ({"label_name": ""}, ValueError, "label_name must be a non-empty name"),
     ({"label_name": "a/b"}, ValueError, "label_name must be a non-empty name"),
     ({"n_pairs": 781}, ValueError, "n_pairs=781 is more than the 780 distinct pairs of 40 episodes"),
-    ({"offline_dataset": "nowhere.h5"}, FileNotFoundError, "offline_dataset nowhere.h5 does not exist"),
+    ({"offline_dataset": "nowhere.h5"}, ConfigError, "offline_dataset nowhere.h5 does not exist"),
     ({"offline_dataset": ""}, ValueError, "run=label needs a dataset"),
     ({"oracle_key": "score"}, ValueError, "unknown oracle_key 'score'"),
 ])
@@ -133,3 +133,12 @@ def test_an_unreachable_server_fails_the_run_with_its_error_and_stores_nothing(t
               llm={"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "max_retries": 0,
                    "timeout_s": 2, "cache_dir": str(tmp_path / "cache")})
     assert open(data, "rb").read() == before and "llm1" not in preference_names(data)
+
+
+def test_label_out_holding_another_dataset_is_refused_and_left_as_it_is(tmp_path, data):
+    other = write_dataset(tmp_path / "other.h5", E=30)
+    before = open(other, "rb").read()
+    with pytest.raises(ValueError, match=r"label_out=.*other.h5 exists and holds other episodes than .*mix.h5 .*"
+                                         r"choose another label_out .*other.h5 is left as it is"):
+        label(tmp_path, offline_dataset=data, labeler="oracle", n_pairs=10, label_out=other)
+    assert open(other, "rb").read() == before

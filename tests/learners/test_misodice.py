@@ -4,6 +4,7 @@ objectives, extreme advantages, the climbing mixture against BC, and every confi
 import glob
 import itertools
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -697,3 +698,16 @@ def test_cuda_training_matches_cpu_and_checkpoints_cross_devices(alg, countdown_
     for step in range(3):
         stats = penalised.train({"data": union, "expert": expert}, step, step)
     assert all(np.isfinite(v) for v in stats.values() if isinstance(v, float))
+
+
+def test_a_run_that_ends_before_the_policy_stage_warns(caplog):
+    """offline_steps within the discriminator and value stages: allowed (a run in parts resumes into the policy
+    stage), but the run says that its policy is not trained; past them, no warning."""
+    caplog.set_level(logging.WARNING)
+    make_ctx("misodice", "climbing", env_args={"episode_limit": 10}, **TINY, offline_steps=6, disc_steps=3,
+             nu_steps=3)
+    assert "offline_steps=6 ends before the policy stage" in caplog.text and "offline_steps > 6" in caplog.text
+    caplog.clear()
+    make_ctx("misodice", "climbing", env_args={"episode_limit": 10}, **TINY, offline_steps=7, disc_steps=3,
+             nu_steps=3)
+    assert "policy stage" not in caplog.text

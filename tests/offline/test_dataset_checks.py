@@ -167,3 +167,18 @@ def test_file_without_checksums_loads(path, tmp_path):
             dst.create_dataset(key, data=ds[()], chunks=ds.chunks, maxshape=ds.maxshape, compression="lzf")
         assert not dst["obs"].fletcher32
     np.testing.assert_array_equal(OfflineDataset.load(old).arrays()["obs"], OfflineDataset.load(path).arrays()["obs"])
+
+
+def test_a_dataset_listed_twice_is_refused(tmp_path):
+    """offline_dataset=[a, a] (or a and a link to it) would train on every episode twice: refused by name."""
+    from offline.sampling import dataset_paths
+    from utils.config import ConfigError
+
+    a = tmp_path / "a.h5"
+    a.write_bytes(b"")
+    (tmp_path / "link.h5").symlink_to(a)
+    assert dataset_paths([str(a), str(tmp_path / "b.h5")]) == [str(a), str(tmp_path / "b.h5")]
+    with pytest.raises(ConfigError, match=r"offline_dataset lists .*a.h5 twice: list each dataset once"):
+        dataset_paths([str(a), str(a)])
+    with pytest.raises(ConfigError, match=r"lists .*a.h5 and .*link.h5, one file"):
+        dataset_paths([str(a), str(tmp_path / "link.h5")])

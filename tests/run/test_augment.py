@@ -213,6 +213,10 @@ def test_presets_and_explicit_keys():
                                                                           "diffusion_dim": 64})))
     assert paper.model["dim"] == 64 and paper.model["dim_mults"] == [1, 4, 8] and paper.model["n_timesteps"] == 200
     assert paper.generation["sampling_steps"] == 15 and paper.train_steps == 1_000_000 and paper.batch_size == 64
+    # a fixed default seed (not Sacred's random draw, which would key a new artifact folder on every rerun)
+    for alg in ("codi", "codi_no_comp", "codi_privileged", "madiff_like"):
+        plain = resolve(SimpleNamespace(**build_config(alg, "mpe_spread", {})))
+        assert build_config(alg, "mpe_spread", {})["seed"] == 0 and plain.seed == 0
     cpu = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"guidance_weights": [1.0, 0, 0],
                                                                         "target_rtg": -105, "delta": 0.03})))
     assert cpu.model["dim"] == 64 and cpu.generation["sampling_steps"] == 25 and cpu.train_steps == 10_000
@@ -241,7 +245,7 @@ def test_presets_and_explicit_keys():
                        ({"label_keep_one": 1.5}, "label_keep_one is a probability"),
                        ({"label_keep_one": -0.1}, "label_keep_one must be a number > 0"),
                        ({"sampling_steps": 60}, "more than diffusion_timesteps=50"),
-                       ({"augment_stage": "sample"}, "augment_stage must be one of all, labeler"),
+                       ({"augment_stage": "sample"}, "'augment_stage' must be one of all, labeler"),  # build_config
                        ({"max_view_gap": -0.1}, "max_view_gap must be null"),
                        ({"max_view_gap": float("inf")}, "max_view_gap must be null"),
                        ({"max_view_gap": "small"}, "max_view_gap must be a number"),
@@ -292,6 +296,19 @@ def test_env_and_shape_mismatches_are_refused(labelled, codi_run, tmp_path):
     json.dump(meta, open(fake / "meta.json", "w"))
     with pytest.raises(ValueError, match="was trained on shapes .*use a dataset of the checkpoint's env"):
         augment(tmp_path, "codi", labelled, augment_checkpoint=str(fake))
+    # the env arguments must match, except the seed that collected the episodes (offline datasets compare alike)
+    for name, change, refused in (("reseeded", {"seed": 12345}, False), ("longer", {"max_cycles": LIMIT + 1}, True)):
+        other = tmp_path / name
+        shutil.copytree(info["augment"]["artifacts"], other)
+        meta = json.load(open(other / "meta.json"))
+        meta["env_args"].update(change)
+        json.dump(meta, open(other / "meta.json", "w"))
+        if refused:
+            with pytest.raises(ValueError, match="was trained on env mpe with env_args .*use a dataset and "
+                                                 "--env-config of the checkpoint's env"):
+                augment(tmp_path, "codi", labelled, augment_checkpoint=str(other))
+        else:
+            assert augment(tmp_path, "codi", labelled, augment_checkpoint=str(other))["generate"]["path"]
 
 
 def test_a_second_run_in_the_same_folder_is_refused(labelled, codi_run, tmp_path):

@@ -108,7 +108,9 @@ def test_given_rankings_are_trained_not_labeled_and_a_resume_reuses_everything(t
     capfd.readouterr()
     run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.rankings={rankings}",
              "save_model=True", "save_model_interval=100")
-    assert "Labeling" not in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "Labeling" not in err  # and lca.n_pairs=60 (ORACLE) ranks nothing here: the run says so
+    assert "lca.rankings is given, so lca.n_pairs=60 (settings of ranking) are not used" in err
     lca = infos(tmp_path)[-1]["lca"]
     assert lca["rankings"] == {"path": rankings, "given": True, "sha256": rankings_hash(rankings)}
     assert "labeling" not in lca and not lca["potential"]["reused"]

@@ -150,6 +150,9 @@ def resolve(args):
     if target is None or isinstance(target, bool) or not isinstance(target, (int, float, str)):
         raise ValueError(f"target_rtg must be a number (env units) or quantile:q of the source returns, got "
                          f"{target!r}")
+    from augmenters.codi.stitching import resolve_target_rtg
+
+    resolve_target_rtg(target, [0.0])  # the form (a number, or quantile:q with q in [0, 1]), before any training
     episodes = args.augment_episodes
     if episodes is not None:
         episodes = _int("augment_episodes", episodes)

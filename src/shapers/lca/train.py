@@ -197,9 +197,13 @@ def train_potentials(rankings: Rankings, settings: TrainSettings, device="cpu", 
         rows = np.flatnonzero((row_group == index) & ~np.isnan(p_all))
         skipped = int(((row_group == index) & np.isnan(p_all)).sum())
         if not len(rows):
-            raise ValueError(f"potential '{name}': no ranked rows with a vote ({skipped} without any answer); the "
-                             f"rankings must rank agents {group_members(spec).get(name, [])} "
-                             f"(rerun --config=lca_label, or choose lca.groups=shared)")
+            incomplete = not rankings.attrs.get("complete", True)
+            why = ("the rankings are incomplete (their labeling stopped or failed before these items were "
+                   "answered): rerun the --config=lca_label command that made them, which asks only the missing "
+                   "queries" if incomplete else
+                   f"the rankings must rank agents {group_members(spec).get(name, [])} (rerun --config=lca_label"
+                   + (")" if settings.groups == "shared" else ", or choose lca.groups=shared)"))
+            raise ValueError(f"potential '{name}': no ranked rows with a vote ({skipped} without any answer); {why}")
         dims = spec["inputs"][name]
         x = rankings.obs[rows][:, dims].astype(np.float32)
         x_next = rankings.next_obs[rows][:, dims].astype(np.float32)
