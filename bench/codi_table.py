@@ -439,10 +439,13 @@ def offline_s_per_step(alg, c):
 
 
 def augment_s(trial, train_steps, generate):
-    """CPU seconds of one augment run: the stages its overrides leave to run (config/runs/codi.yaml: a run given
-    augment_checkpoint only generates; augment_stage=labeler | train | generate runs that one stage)."""
+    """CPU seconds of one augment run: the stages its overrides leave to run (src/run/augment.py: augment_stage=
+    labeler | train | generate runs that one stage; all runs every stage, or only generate when augment_checkpoint
+    names trained models)."""
     o = trial["overrides"]
-    stage = "generate" if o.get("augment_checkpoint") else o.get("augment_stage", "all")
+    stage = o.get("augment_stage", "all")
+    if stage == "all" and o.get("augment_checkpoint"):
+        stage = "generate"
     labeler = LABELER_S if trial["alg"] == "codi" else 0
     return {"labeler": labeler, "train": train_steps / AUGMENT_STEPS_PER_S, "generate": generate,
             "all": labeler + train_steps / AUGMENT_STEPS_PER_S + generate}[stage]

@@ -8,7 +8,8 @@ held-out episodes' segments: the real segments, then generated ones from the sam
 return-to-go, with the augmenter's guidance and the sampling settings a generate command would use (the config's,
 or --set KEY=VALUE as `with` would take them). Each row reports the share of segments in which a food of the first
 observation is gone by the last (`food collected`: the env's state_from_obs, on the grid the views describe), the
-dynamics check's pass rate at δ (an available â at every step and the step error ≤ δ, as stitching judges), and the
+dynamics check's pass rate at δ (an available â and the step error ≤ δ at every transition stitching judges: those
+of the episode, up to the first terminal), and the
 pass rate of the segments that collect food, and the share of those whose every collection LBF's rule allows
 (agents next to the food that stay put, their levels summing to at least its level: the check f_fwd learnt to
 make). Generated rows:
@@ -80,41 +81,57 @@ def nearest_food_snap(env):
     return snap
 
 
-def grid_projection(normaliser, snap):
-    """The sampler's `project` hook: normalised segments [B, H, n, O] (step 0 the given o0) snapped from step 0."""
+def grid_projection(normaliser, snap, o0):
+    """The sampler's `project` hook: normalised segments [B, H, n, O] snapped from the real first observations `o0`
+    [B, n, O] (normalised). Inside the denoising loop step 0 holds the network's estimate of o0, not o0 itself."""
+    first = normaliser.denormalise(o0.detach().cpu().numpy())
+
     def project(x):
         o = normaliser.denormalise(x.detach().cpu().numpy())
-        o[:, 1:] = snap(o[:, 1:], first=o[:, 0])
+        o[:, 0] = first
+        o[:, 1:] = snap(o[:, 1:], first=first)
         return th.as_tensor(np.asarray(normaliser.normalise(o), np.float32), device=x.device)
     return project
 
 
-def judge(env, dynamics, normaliser, x, delta, valid=None):
-    """(food collected [B] bool, passes [B] bool) for normalised segments x [B, H, n, O]."""
+def judged_transitions(terminal, step_valid=None):
+    """[B, H-1] bool: the transitions stitching judges (stitching.stitch): up to and including the first into a
+    terminal observation (`terminal` [B, H-1], of observations 1..H-1); for real segments also only those their
+    episode has (`step_valid` [B, H]: step_valid[:, h] = the transition h -> h+1 exists)."""
+    B, steps = terminal.shape
+    first = np.where(terminal.any(1), terminal.argmax(1) + 1, steps)
+    judged = np.arange(steps)[None, :] < first[:, None]
+    return judged if step_valid is None else judged & np.asarray(step_valid, bool)[:, :steps]
+
+
+def judge(env, dynamics, normaliser, x, delta, step_valid=None):
+    """(food collected [B], passes [B], every collection by LBF's rule [B]) for normalised segments x [B, H, n, O],
+    over the transitions stitching would judge."""
     o = normaliser.denormalise(x.detach().cpu().numpy())
     B, H, n = o.shape[:3]
+    terminal = np.asarray(env.terminal_from_obs(o[:, 1:]), bool).reshape(B, H - 1)
+    judged = judged_transitions(terminal, None if step_valid is None else step_valid.cpu().numpy())
     state = env.state_from_obs(o, np.zeros((B, H, n)))
-    start, m = 3 * n, env.n_food
-    levels = state[..., start + 2: start + 3 * m: 3]  # [B, H, m] (0: gone)
-    valid_obs = np.ones((B, H), bool) if valid is None else valid.cpu().numpy().astype(bool)
-    last = np.where(valid_obs, np.arange(H), 0).max(1)
+    m = env.n_food
+    levels = state[..., 3 * n + 2: 3 * n + 3 * m: 3]  # [B, H, m] (0: gone)
+    last = judged.sum(1)  # the last observation a judged transition reaches
     collected = ((levels[:, 0] > 0) & (levels[np.arange(B), last] == 0)).any(-1)
-    lawful = lawful_collections(state, n, m, valid_obs)
+    lawful = lawful_collections(state, n, m, judged)
     avail = np.asarray(env.avail_actions_from_obs(o[:, :-1]))
     a_hat = dynamics.infer_actions(x, avail=th.as_tensor(avail, device=x.device))
     err = dynamics.step_errors(x, a_hat).cpu().numpy()
     taken = np.take_along_axis(avail, a_hat.cpu().numpy()[..., None], axis=-1)[..., 0] != 0  # [B, H-1, n]
-    steps = valid_obs[:, 1:]
-    ok = ((err <= delta) & taken.all(-1) | ~steps).all(1)
+    ok = ((err <= delta) & taken.all(-1) | ~judged).all(1)
     return collected, ok, lawful
 
 
-def lawful_collections(state, n, m, valid_obs):
-    """[B] bool: every food that goes between two valid steps went by LBF's rule: at the step before, agents on the
-    cells next to it (4-neighbourhood) whose levels sum to at least the food's, and those agents did not move."""
+def lawful_collections(state, n, m, judged):
+    """[B] bool: every food that goes in a judged transition (`judged` [B, H-1]) went by LBF's rule: at the step
+    before, agents on the cells next to it (4-neighbourhood) that did not move, their levels summing to at least the
+    food's level."""
     agents = state[..., : 3 * n].reshape(*state.shape[:-1], n, 3)  # [B, H, n, (row, col, level)]
     foods = state[..., 3 * n: 3 * n + 3 * m].reshape(*state.shape[:-1], m, 3)
-    gone = (foods[:, :-1, :, 2] > 0) & (foods[:, 1:, :, 2] == 0) & valid_obs[:, 1:, None]  # [B, H-1, m]
+    gone = (foods[:, :-1, :, 2] > 0) & (foods[:, 1:, :, 2] == 0) & judged[..., None]  # [B, H-1, m]
     dist = np.abs(agents[:, :-1, :, None, :2] - foods[:, :-1, None, :, :2]).sum(-1)  # [B, H-1, n, m]
     stayed = (agents[:, 1:, :, :2] == agents[:, :-1, :, :2]).all(-1)[..., None]  # [B, H-1, n, 1]
     loaders = (dist == 1) & stayed
@@ -172,12 +189,12 @@ def main(argv=None):
     out = {k: ([], [], []) for k in ("raw", "snap_obs", "snap, nearest", "snap every step", "snap every step, nearest")}
     for seed in a.seeds:
         raw = diffusion.sample(o0, target, generator=seed, **kw)
-        runs = {"raw": raw, "snap_obs": grid_projection(normaliser, exact)(raw),
-                "snap, nearest": grid_projection(normaliser, nearest)(raw),
+        runs = {"raw": raw, "snap_obs": grid_projection(normaliser, exact, o0)(raw),
+                "snap, nearest": grid_projection(normaliser, nearest, o0)(raw),
                 "snap every step": diffusion.sample(o0, target, generator=seed,
-                                                    project=grid_projection(normaliser, exact), **kw),
+                                                    project=grid_projection(normaliser, exact, o0), **kw),
                 "snap every step, nearest": diffusion.sample(o0, target, generator=seed,
-                                                             project=grid_projection(normaliser, nearest), **kw)}
+                                                             project=grid_projection(normaliser, nearest, o0), **kw)}
         for k, x in runs.items():
             for acc, got in zip(out[k], judge(env, dynamics, normaliser, x, delta)):
                 acc.append(got)

@@ -116,8 +116,8 @@ def test_a_config_error_found_while_building_leaves_no_run_folder(tmp_path, caps
      "config key labeler names no labeler: 'nosy_oracle'; valid: llm, noisy_oracle, oracle; did you mean "
      "'noisy_oracle'?"),
     ("label_preferences", "climbing", ["noise_mode=exactt"], "'noise_mode' must be one of bernoulli, exact"),
-    ("label_preferences", "climbing", ["max_requests=-3"], "'max_requests' must be an integer >= 1 (or null"),
-    ("label_preferences", "climbing", ["max_cost_usd=-1"], "'max_cost_usd' must be > 0 (or null"),
+    ("label_preferences", "climbing", ["max_requests=-3"], "'max_requests' must be an integer >= 0 (0 = cached"),
+    ("label_preferences", "climbing", ["max_cost_usd=-1"], "'max_cost_usd' must be >= 0 (null = no limit)"),
     ("label_preferences", "climbing", ["labeler=llm", "llm.backend=openai", "llm.model=m", "llm.base_url=127.0.0.1:9"],
      "llm.base_url must be an http(s) URL with a host, e.g. http://127.0.0.1:8000/v1; got '127.0.0.1:9'"),
     ("label_preferences", "climbing", ["labeler=llm", "llm.backend=openai", "llm.model=m", "llm.temperature=-1"],

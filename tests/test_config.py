@@ -208,3 +208,13 @@ def test_inherit_a_list_merges_left_to_right_then_the_file(config_dir):
     (config_dir / "runs" / "both.yaml").write_text("inherit: [alg, labels]\nrun: online\n")
     cfg = build_config("both", "e")
     assert (cfg["lr"], cfg["batch_size"], cfg["name"], cfg["run"]) == (0.3, 8, "labels", "online")
+
+
+def test_the_config_choices_of_the_method_keys_are_their_modules_own():
+    """utils.config.CHOICES checks noise_mode and augment_stage before a run starts; the layers keep utils from
+    importing the modules that define them, so this test keeps the two lists equal."""
+    from augmenters.codi.settings import STAGES
+    from labeling.oracle import NOISE_MODES
+    from utils.config import CHOICES
+
+    assert CHOICES["noise_mode"] == NOISE_MODES and CHOICES["augment_stage"] == STAGES

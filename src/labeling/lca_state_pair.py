@@ -210,8 +210,11 @@ class LCAStatePair(LabelTask):
     def stored(self, source, args):
         if not os.path.exists(source.path):
             return None
-        with h5py.File(source.path, "r") as f:
-            attrs = dict(f.attrs)
+        try:
+            with h5py.File(source.path, "r") as f:
+                attrs = dict(f.attrs)
+        except OSError:  # not an HDF5 file at all
+            attrs = {}
         try:
             stored = {k: json.loads(v) for k, v in attrs.items() if k != "schema_version"}
         except (TypeError, ValueError):  # attributes that are not JSON text: another kind of HDF5 file

@@ -215,7 +215,7 @@ def edit_dataset(path, edit, expected_fingerprint=None, out=None):
         finally:
             ds.close()
         if expected_fingerprint is not None and actual != expected_fingerprint:
-            if base != path:  # label_out names an existing file that is not a copy of this dataset
+            if not os.path.samefile(base, path):  # label_out names an existing file, not a copy of this dataset
                 raise DatasetError(f"label_out={out} exists and holds other episodes than {path} (dataset "
                                    f"fingerprints {actual[:16]}... and {expected_fingerprint[:16]}...): choose another "
                                    f"label_out (a new path, or an earlier copy of {path}); {out} is left as it is")

@@ -108,7 +108,7 @@ def label(args, _log, _run=None):
         overwrite = bool(args.label_overwrite)
         target = args.label_out or path
         if stored is not None and "settings" not in stored:  # e.g. CODI's distilled labels/codi_z: never replaced
-            raise ValueError(f"{target} already has '{args.label_name}', which no labeling run made (labels another "
+            raise ConfigError(f"{target} already has '{args.label_name}', which no labeling run made (labels another "
                              f"tool wrote, such as CODI's distilled labels codi_z): choose another label_name")
         if stored is not None and not overwrite:
             same = stored.get("settings") == settings

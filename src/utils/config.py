@@ -79,8 +79,8 @@ RANGES = {
     "offline_top_fraction": (False, lambda v: 0 < v <= 1, "in (0, 1] (1 = every episode, 0.5 = 50%BC)", False),
     "offline_valid_fraction": (False, lambda v: 0 <= v < 1, "in [0, 1) (0 = no held-out episodes)", False),
     # LLM budgets of the labeling runs
-    "max_requests": (True, lambda v: v >= 1, "an integer >= 1 (or null = no limit)", True),
-    "max_cost_usd": (False, lambda v: v > 0, "> 0 (or null = no limit)", True),
+    "max_requests": (True, lambda v: v >= 0, "an integer >= 0 (0 = cached answers only; null = no limit)", True),
+    "max_cost_usd": (False, lambda v: v >= 0, ">= 0 (null = no limit)", True),
 }
 
 # Keys whose default is a whole number but which take any number (a float is not a type error there).

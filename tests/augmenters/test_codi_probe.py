@@ -51,7 +51,7 @@ def test_lbfs_rule_holds_on_real_collections_and_not_on_a_food_that_vanishes_alo
         obs, _ = collecting_episode(env, seed)
         state = env.state_from_obs(obs[None], np.zeros((1, len(obs), n)))
         levels = state[0, :, 3 * n + 2: 3 * n + 3 * m: 3]
-        valid = np.ones((1, len(obs)), bool)
+        valid = np.ones((1, len(obs) - 1), bool)
         assert probe.lawful_collections(state, n, m, valid).all(), seed
         if (levels[-1] == 0).any():
             collected += 1
@@ -63,6 +63,42 @@ def test_lbfs_rule_holds_on_real_collections_and_not_on_a_food_that_vanishes_alo
                 assert not probe.lawful_collections(tampered, n, m, valid).any(), seed
                 refused += 1
     assert collected >= 3 and refused >= 3  # the scripted team collects food in some episodes
+    # loaders next to the food but too weak: its level above the sum of theirs
+    weak = collect_once(env, probe)
+    assert weak is not None
+    state, t, k = weak
+    assert probe.lawful_collections(state, n, m, np.ones((1, state.shape[1] - 1), bool)).all()
+    state[0, : t + 1, 3 * n + 3 * k + 2] = 100  # the food's level before it went
+    assert not probe.lawful_collections(state, n, m, np.ones((1, state.shape[1] - 1), bool)).any()
+    # a transition that is not judged (past the episode, or past a terminal) does not count
+    judged = np.ones((1, state.shape[1] - 1), bool)
+    judged[0, t:] = False
+    assert probe.lawful_collections(state, n, m, judged).all()
+
+
+def collect_once(env, probe):
+    """(state [1, T+1, S], t, k): a scripted episode's state in which food k goes between steps t and t+1."""
+    n, m = env.n_agents, env.n_food
+    for seed in range(40):
+        obs, _ = collecting_episode(env, seed)
+        state = env.state_from_obs(obs[None], np.zeros((1, len(obs), n)))
+        levels = state[0, :, 3 * n + 2: 3 * n + 3 * m: 3]
+        went = np.argwhere((levels[:-1] > 0) & (levels[1:] == 0))
+        if len(went):
+            return state, int(went[0, 0]), int(went[0, 1])
+    return None
+
+
+def test_judged_transitions_are_the_episodes_up_to_its_first_terminal():
+    """As stitching judges: the transition into the first terminal observation counts, later ones do not; a real
+    segment's step_valid[:, h] says the transition h -> h+1 exists (the last column is not a transition)."""
+    probe = load_probe()
+    terminal = np.array([[False, False, False], [False, True, False], [True, True, False]])
+    np.testing.assert_array_equal(probe.judged_transitions(terminal),
+                                  [[True, True, True], [True, True, False], [True, False, False]])
+    step_valid = np.array([[True, True, False, False], [True, True, True, True], [True, True, True, False]])
+    np.testing.assert_array_equal(probe.judged_transitions(np.zeros((3, 3), bool), step_valid),
+                                  [[True, True, False], [True, True, True], [True, True, True]])
 
 
 def test_the_nearest_food_snap_keeps_a_drifted_food_that_the_exact_snap_drops():

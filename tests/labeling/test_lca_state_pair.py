@@ -122,12 +122,15 @@ def test_label_out_naming_another_kind_of_file_is_refused_and_left_as_it_is(tmp_
     with h5py.File(other, "w") as f:
         f.attrs["generated"] = True
         f.create_dataset("obs", data=np.zeros(3))
-    before = other.read_bytes()
-    for overwrite in (False, True):
-        with pytest.raises(ConfigError, match=r"dataset.h5 exists and is not a rankings file of lca_state_pair: "
-                                              r"label_out must name a new file or earlier rankings"):
-            label(tmp_path, label_out=str(other), label_overwrite=overwrite)
-    assert other.read_bytes() == before
+    text = tmp_path / "notes.h5"
+    text.write_text("not HDF5 at all")
+    for path in (other, text):
+        before = path.read_bytes()
+        for overwrite in (False, True):
+            with pytest.raises(ConfigError, match=rf"{path.name} exists and is not a rankings file of lca_state_pair: "
+                                                  r"label_out must name a new file or earlier rankings"):
+                label(tmp_path, label_out=str(path), label_overwrite=overwrite)
+        assert path.read_bytes() == before
 
 
 def test_an_env_without_the_lca_methods_is_named(tmp_path, monkeypatch):

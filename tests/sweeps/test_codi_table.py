@@ -424,3 +424,6 @@ def test_the_estimate_counts_only_the_stages_an_augment_run_has_left():
     assert bench.augment_s({"alg": "codi", "overrides": {"augment_stage": "train"}}, 10000, 60.0) == \
         pytest.approx(10000 / bench.AUGMENT_STEPS_PER_S)
     assert bench.augment_s({"alg": "codi", "overrides": {"augment_stage": "labeler"}}, 10000, 60.0) == bench.LABELER_S
+    staged = {"augment_checkpoint": "results/augment/codi/x/abc", "augment_stage": "train"}  # the stage decides
+    train_only = bench.augment_s({"alg": "codi", "overrides": staged}, 10000, 60.0)
+    assert train_only == pytest.approx(10000 / bench.AUGMENT_STEPS_PER_S)

@@ -199,8 +199,8 @@ def train_potentials(rankings: Rankings, settings: TrainSettings, device="cpu", 
         if not len(rows):
             incomplete = not rankings.attrs.get("complete", True)
             why = ("the rankings are incomplete (their labeling stopped or failed before these items were "
-                   "answered): rerun the --config=lca_label command that made them, which asks only the missing "
-                   "queries" if incomplete else
+                   "answered): rerun the command that made them (--config=lca_label, or the lca_ippo / lca_mappo "
+                   "run that ranked them), which asks only the missing queries" if incomplete else
                    f"the rankings must rank agents {group_members(spec).get(name, [])} (rerun --config=lca_label"
                    + (")" if settings.groups == "shared" else ", or choose lca.groups=shared)"))
             raise ValueError(f"potential '{name}': no ranked rows with a vote ({skipped} without any answer); {why}")
