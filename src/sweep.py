@@ -55,12 +55,13 @@ def load(opts, alg, env, updates):
             raise ConfigError("give a sweep file or --config/--env-config, not both")
         if not (alg and env):
             raise ConfigError("an inline sweep needs both --config=ALG[,ALG] and --env-config=ENV[,ENV]")
-        return inline_sweep(alg.split(","), env.split(","), opts.seeds or 1, opts.grid, updates, name=opts.name,
+        return inline_sweep(alg.split(","), env.split(","), 1 if opts.seeds is None else opts.seeds, opts.grid,
+                            updates, name=opts.name,
                             cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
                             retries=opts.retries, metric=opts.metric)
     if not opts.sweep:
         raise ConfigError(f"give a sweep file or an inline sweep\n{USAGE}")
-    if updates or opts.grid or opts.seeds:
+    if updates or opts.grid or opts.seeds is not None:
         raise ConfigError("--seeds, --grid and `with` belong to an inline sweep; a sweep file sets them itself")
     if opts.resume and os.path.isdir(opts.sweep):
         manifest = read_manifest(opts.sweep)

@@ -82,7 +82,14 @@ def load_sweep(name_or_path, _seen=()):
 
 def inline_sweep(algs, envs, seeds, grid_tokens, with_tokens, name=None, **settings):
     """The sweep of the inline form (`--config=qmix,vdn --env-config=lbf --seeds 5 --grid lr=[...] with ...`)."""
-    grid = flatten(parse_updates(grid_tokens)) if grid_tokens else {}
+    grid = {}
+    for tok in grid_tokens or []:
+        axis = flatten(parse_updates([tok]))
+        again = sorted(set(axis) & set(grid))
+        if again:
+            raise ConfigError(f"--grid {again[0]}=... is given twice: put every value in one list, e.g. "
+                              f"--grid {again[0]}=[0.1,0.2,0.3]")
+        grid.update(axis)
     for key, values in grid.items():
         if not isinstance(values, (list, tuple)) or not values:
             raise ConfigError(f"--grid {key}=... needs a non-empty list of values, e.g. --grid {key}=[0.1,0.2]")
@@ -124,8 +131,36 @@ def seed_list(seeds, where):
     return list(seeds)
 
 
+def check_settings(spec):
+    """The sweep-wide settings: types and ranges, the name a folder name (it becomes results/sweeps/<name>)."""
+    where = f"sweep {spec['name']}"
+    name = str(spec["name"])
+    if not name or name in (".", "..") or _safe(name) != name:
+        raise ConfigError(f"{where}: the name must be a folder name of letters, digits and _ . = + - (it becomes "
+                          f"results/sweeps/<name>), got {name!r}")
+    retries = spec.get("retries")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"{where}: retries must be an integer >= 0 (Ray's -1, retry forever, is not offered), "
+                          f"got {retries!r}")
+    most = spec.get("max_concurrent")
+    if most is not None and (isinstance(most, bool) or not isinstance(most, int) or most < 1):
+        raise ConfigError(f"{where}: max_concurrent must be null (as resources allow) or an integer >= 1, got {most!r}")
+    if spec.get("mode") not in ("max", "min"):
+        raise ConfigError(f"{where}: mode must be max or min, got {spec.get('mode')!r}")
+    if not isinstance(spec.get("metric"), str) or not spec["metric"]:
+        raise ConfigError(f"{where}: metric must name an info.json key (e.g. test_return_mean), got "
+                          f"{spec.get('metric')!r}")
+    for key in ("with", "grid"):
+        if not isinstance(spec.get(key) or {}, Mapping):
+            raise ConfigError(f"{where}: `{key}` must be a mapping of config keys, got {spec.get(key)!r}")
+    for key in ("algs", "envs"):
+        if not isinstance(spec.get(key) or [], list):
+            raise ConfigError(f"{where}: {key} must be a list (e.g. [{spec.get(key)}]), got {spec.get(key)!r}")
+
+
 def entries(spec):
     """[(entry index, entry)]: `entries` first, then every alg x env of `algs` / `envs`."""
+    check_settings(spec)
     out = []
     where = f"sweep {spec['name']}"
     if not isinstance(spec.get("entries") or [], list):
@@ -163,12 +198,25 @@ def expand(spec):
         for key, values in grid.items():
             if not isinstance(values, (list, tuple)) or not values:
                 raise ConfigError(f"{where}: grid axis '{key}' needs a non-empty list of values, got {values!r}")
-        for key in fixed:
-            if key in ("seed", "label", "checkpoint_path"):
-                raise ConfigError(f"{where}: '{key}' is set by the sweep (seeds: for seeds); remove it from `with`")
+        for part, keys in (("with", fixed), ("grid", grid)):
+            for key in keys:
+                if key in ("seed", "label", "checkpoint_path"):
+                    how = "seeds: for seeds" if key == "seed" else "each trial gets its own"
+                    raise ConfigError(f"{where}: '{key}' is set by the sweep ({how}); remove it from `{part}`")
+            for key, values in (keys.items() if part == "grid" else ()):
+                repeated = [v for k, v in enumerate(values) if v in list(values)[:k]]
+                if repeated:
+                    raise ConfigError(f"{where}: grid axis '{key}' lists {repeated[0]!r} twice: each value once")
         seeds = seed_list(entry.get("seeds", spec.get("seeds", 1)), where)
-        resources = {"cpu": float(entry.get("cpus_per_trial", spec["cpus_per_trial"])),
-                     "gpu": float(entry.get("gpus_per_trial", spec["gpus_per_trial"]))}
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"{where}: seeds {seeds} repeat a seed: each seed once (a repeat is the same run)")
+        try:
+            resources = {"cpu": float(entry.get("cpus_per_trial", spec["cpus_per_trial"])),
+                         "gpu": float(entry.get("gpus_per_trial", spec["gpus_per_trial"]))}
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: cpus_per_trial and gpus_per_trial must be numbers, got "
+                              f"{entry.get('cpus_per_trial', spec['cpus_per_trial'])!r} and "
+                              f"{entry.get('gpus_per_trial', spec['gpus_per_trial'])!r}") from None
         if resources["cpu"] <= 0 or resources["gpu"] < 0:
             raise ConfigError(f"{where}: cpus_per_trial must be > 0 and gpus_per_trial >= 0, got {resources}")
         keys = list(grid)
@@ -178,6 +226,13 @@ def expand(spec):
                 trials.append({"entry": i + 1, "entry_name": entry.get("name"), "alg": entry["alg"],
                                "env": entry["env"], "grid": point, "overrides": {**fixed, **point}, "seed": seed,
                                "resources": resources, "where": where})
+    same = {}
+    for t in trials:  # two trials that would run the same command are one run counted twice
+        key = (t["alg"], t["env"], repr(sorted(t["overrides"].items())), t["seed"])
+        if key in same:
+            raise ConfigError(f"{t['where']} runs the same trial as {same[key]} (seed {t['seed']}, the same config): "
+                              f"remove the repeat, or make the entries differ")
+        same[key] = t["where"]
     trials.sort(key=lambda t: seeds_rank(t, spec))
     names = [trial_name(t) for t in trials]
     clash = {n for n in names if names.count(n) > 1}

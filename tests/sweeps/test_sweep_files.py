@@ -78,6 +78,35 @@ def test_an_unknown_env_or_sweep_key_is_named(tmp_path):
         load_sweep(str(tmp_path / "typo.yaml"))
 
 
+@pytest.mark.parametrize("text, match", [
+    ("algs: qmix\nenvs: [matrix_game]\n", r"algs must be a list \(e.g. \[qmix\]\)"),
+    ("algs: [qmix]\nenvs: [matrix_game]\nseeds: [1, 1]\n", r"seeds \[1, 1\] repeat a seed"),
+    ("algs: [qmix]\nenvs: [matrix_game]\ngrid: {lr: [0.1, 0.1]}\n", "grid axis 'lr' lists 0.1 twice"),
+    ("algs: [qmix]\nenvs: [matrix_game]\ngrid: {seed: [7, 8]}\n", "'seed' is set by the sweep .*from `grid`"),
+    ("algs: [qmix]\nenvs: [matrix_game]\nretries: -1\n", "retries must be an integer >= 0"),
+    ("algs: [qmix]\nenvs: [matrix_game]\nmax_concurrent: 0\n", "max_concurrent must be null"),
+    ("algs: [qmix]\nenvs: [matrix_game]\nmode: maximum\n", "mode must be max or min"),
+    ("algs: [qmix]\nenvs: [matrix_game]\ncpus_per_trial: two\n", "cpus_per_trial and gpus_per_trial must be numbers"),
+    ("algs: [qmix]\nenvs: [matrix_game]\nwith: [t_max, 100]\n", "`with` must be a mapping"),
+    ("entries:\n  - {alg: qmix, env: matrix_game}\n  - {alg: qmix, env: matrix_game}\n",
+     r"entry 2 \(qmix on matrix_game\) runs the same trial as .*entry 1"),
+])
+def test_sweep_files_that_would_run_a_trial_twice_or_misconfigure_ray_are_refused(tmp_path, text, match):
+    """Caught before any trial starts: repeated seeds, grid values or entries (one run counted as two seeds),
+    keys the sweep sets itself in `grid`, Ray settings out of range, and values of the wrong type."""
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        validate(expand(load_sweep(str(tmp_path / "bad.yaml"))))
+
+
+def test_inline_mistakes_are_refused(capsys):
+    for extra, message in ((["--seeds", "0"], "seeds must be >= 1, got 0"),
+                           (["--grid", "lr=[0.1]", "--grid", "lr=[0.2]"], "--grid lr=... is given twice"),
+                           (["--name", "../../x"], "the name must be a folder name")):
+        assert sweep_cli.main(["sweep.py", "--config=qmix", "--env-config=matrix_game", *extra, "--check"]) != 0
+        assert message in capsys.readouterr().err
+
+
 def test_inline_form_and_check(capsys):
     argv = ["sweep.py", "--config=qmix,vdn", "--env-config=matrix_game", "--seeds", "2", "--grid", "lr=[0.001,0.002]",
             "--check", "with", "t_max=500"]
