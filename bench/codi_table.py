@@ -1068,10 +1068,13 @@ def parse_args(argv=None):
     a.seeds = a.seeds or (QUICK["seeds"] if a.quick else [1, 2, 3])
     a.steps = a.steps or (QUICK["steps"] if a.quick else None)
     a.out = os.path.abspath(a.out or os.path.join(RESULTS_ROOT, "bench", "codi", a.preset))
-    a.with_ = flatten(parse_updates(a.extra)) if a.extra else {}
-    a.label_with = flatten(parse_updates(a.label_with)) if a.label_with else {}
-    a.augment_with = {**(QUICK["augment_with"] if a.quick else {}),
-                      **(flatten(parse_updates(a.augment_with)) if a.augment_with else {})}
+    try:  # KEY=VALUE tokens as src/main.py reads them: a malformed one is an option error, not a traceback
+        a.with_ = flatten(parse_updates(a.extra)) if a.extra else {}
+        a.label_with = flatten(parse_updates(a.label_with)) if a.label_with else {}
+        a.augment_with = {**(QUICK["augment_with"] if a.quick else {}),
+                          **(flatten(parse_updates(a.augment_with)) if a.augment_with else {})}
+    except ConfigError as e:
+        p.error(str(e))
     if a.labeler == "noisy_oracle":
         if not 0.0 <= a.oracle_accuracy <= 1.0:
             p.error("--oracle-accuracy must be in [0, 1]")

@@ -92,7 +92,11 @@ def parse_labeler(text, pairs, llm_pairs):
     if kind == "oracle" and not arg:
         return "oracle", {"labeler": "oracle", "n_pairs": pairs}
     if kind == "noisy_oracle":
-        acc = float(arg or 0.75)
+        try:
+            acc = float(arg or 0.75)
+        except ValueError:
+            raise SystemExit(f"--labelers {text}: the accuracy after ':' must be a number, e.g. noisy_oracle:0.75") \
+                from None
         if not 0.0 <= acc <= 1.0:
             raise SystemExit(f"--labelers {text}: the accuracy must be in [0, 1]")
         return f"noisy{round(acc * 100):02d}", {"labeler": "noisy_oracle", "oracle_accuracy": acc, "n_pairs": pairs}
@@ -735,8 +739,11 @@ def parse_args(argv=None):
     a.seeds = a.seeds if a.seeds is not None else ([0] if a.quick else [0, 1, 2, 3])
     a.labelers = a.labelers or (["oracle"] if a.quick else list(DEFAULT_LABELERS))
     a.tables = list(TABLES) if "all" in a.tables else a.tables
-    a.with_ = flatten(parse_updates(a.extra)) if a.extra else {}
-    a.label_with = flatten(parse_updates(a.label_with)) if a.label_with else {}
+    try:  # KEY=VALUE tokens as src/main.py reads them: a malformed one is an option error, not a traceback
+        a.with_ = flatten(parse_updates(a.extra)) if a.extra else {}
+        a.label_with = flatten(parse_updates(a.label_with)) if a.label_with else {}
+    except ConfigError as e:
+        p.error(str(e))
     return a
 
 

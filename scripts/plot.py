@@ -1,7 +1,8 @@
 """Learning curves (mean ± std over seeds, with the number of runs at each point) and a final-score table: the
 quick form of `python src/results.py`, which adds bootstrap CIs, IQM across tasks, normalised scores, interval
-charts, performance profiles, CSV and marl-eval JSON, --by, sweep folders and MongoDB. Both use the same library
-(utils/runs.py for which runs and groups, src/analysis for the figures).
+charts, performance profiles, CSV and marl-eval JSON, --by and MongoDB. Both use the same library (utils/runs.py for
+which runs and groups, src/analysis for reading them and for the figures), so both read a Sacred root, a name or run
+folder under it, and a sweep folder (its manifest).
 
     python scripts/plot.py                   # results/sacred -> results/plots/test_return_mean.png (and .pdf)
     python scripts/plot.py results/sacred --metric return_mean --out curves.png
@@ -21,8 +22,9 @@ import os
 import _bootstrap  # noqa: F401 (src/ on sys.path)
 
 from analysis.report import skipped_summary
+from analysis.sources import load
 from utils.paths import RESULTS_ROOT
-from utils.runs import TRAINING_KINDS, find_runs, format_score, group_runs
+from utils.runs import TRAINING_KINDS, format_score, group_runs
 
 
 def score_table(groups, metric):
@@ -47,23 +49,29 @@ def plot(groups, metric, out):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sacred_root", nargs="?", default=os.path.join(RESULTS_ROOT, "sacred"))
+    parser.add_argument("sacred_root", nargs="?", default=os.path.join(RESULTS_ROOT, "sacred"),
+                        help="a Sacred root, a name or run folder under it, or a sweep folder (default results/sacred)")
     parser.add_argument("--metric", default="test_return_mean")
-    parser.add_argument("--out", default=None, help="image path (default results/plots/<metric>.png)")
+    parser.add_argument("--out", default=None, help="image path, written as .png and .pdf (default "
+                                                    "results/plots/<metric>.png; a folder: <folder>/<metric>.png)")
     parser.add_argument("--ignore", nargs="*", default=[], metavar="KEY",
                         help="more config keys (dotted: env_args.time_limit) that do not split groups")
     args = parser.parse_args(argv)
-    runs, skipped = find_runs(args.sacred_root, args.metric)
+    if not os.path.exists(args.sacred_root):
+        raise SystemExit(f"{args.sacred_root} does not exist: give results/sacred, a run folder or a sweep folder")
+    runs, skipped = load([args.sacred_root], args.metric)
     if not runs:
         raise SystemExit(f"no runs with '{args.metric}' under {args.sacred_root}"
                          + (f" ({skipped_summary(skipped)})" if skipped else ""))
     groups = group_runs(runs, ignore=set(args.ignore))
     out = args.out or os.path.join(RESULTS_ROOT, "plots", f"{args.metric}.png")
-    plot(groups, args.metric, out)
+    if os.path.isdir(out):
+        out = os.path.join(out, f"{args.metric}.png")
+    files = plot(groups, args.metric, out)
     print(score_table(groups, args.metric))
     if skipped:
         print("\n" + skipped_summary(skipped))
-    print(f"\nwrote {out}")
+    print("\nwrote " + ", ".join(files))
 
 
 if __name__ == "__main__":

@@ -31,14 +31,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     out = os.path.abspath(args.out or os.path.join(REPO_ROOT, "results", "bench", "reevaluate"))
     try:
-        reevaluate_sweeps(args.sweeps, args.episodes, out, sampled=args.sampled, jobs=args.jobs,
-                          log=lambda line: print(line, flush=True))
+        rows = reevaluate_sweeps(args.sweeps, args.episodes, out, sampled=args.sampled, jobs=args.jobs,
+                                 log=lambda line: print(line, flush=True))
     except ValueError as e:
         parser.error(str(e))
     except RuntimeError as e:  # evaluations that failed; the rows of the others are written
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    if not rows:
+        print(f"error: no finished trial to evaluate in {', '.join(args.sweeps)}: a trial counts once it COMPLETED "
+              f"with a model folder (save_model) and played test episodes; finish the sweep first (src/sweep.py "
+              f"--resume). Rows of other sweeps in {out} are kept.", file=sys.stderr)
         return 1
     print(f"wrote {os.path.join(out, 'reevaluate.json')} and reevaluate.md", flush=True)
     return 0

@@ -66,7 +66,10 @@ def parse_args(argv=None):
     parser.add_argument("--study", default=None, metavar="SPEC.json",
                         help="also a study's table and figures (analysis/study.py): named rows with final score, "
                              "steps to a threshold, AUC, label accuracy and LLM tokens/cost; 'not run' rows kept")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.reps < 1:
+        parser.error(f"--reps must be >= 1 (bootstrap resamples), got {args.reps}")
+    return args
 
 
 def default_out(args):
@@ -79,6 +82,21 @@ def split_keys(text):
     return [k.strip() for k in (text or "").split(",") if k.strip()]
 
 
+def check_keys(runs, by, ignore):
+    """--by and --ignore keys that no run's config has are typos: refused, naming the closest keys."""
+    import difflib
+
+    from utils.runs import MISSING, value
+
+    known = sorted({"alg", "env", "name"} | {k for r in runs for k in r.config})
+    for option, keys in (("--by", [k for k in by or () if k not in ("alg", "env", "name")]), ("--ignore", ignore)):
+        for key in keys:
+            if all(value(r, key) is MISSING for r in runs):
+                close = difflib.get_close_matches(key, known, n=3)
+                raise SystemExit(f"{option} {key}: no run's config has this key"
+                                 + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
 def report(args, mongo_client_factory=None):
     """Read, group, compute and write everything; returns {"markdown": str, "files": [paths], "groups": [...],
     "scores": [...], "aggregates": [...], "skipped": [...]}."""
@@ -87,6 +105,17 @@ def report(args, mongo_client_factory=None):
     from utils.runs import group_runs
 
     paths = args.paths or ([] if args.mongo_url else [os.path.join(RESULTS_ROOT, "sacred")])
+    out = args.out or default_out(args)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SystemExit(f"--out {out} is a file: give a folder (it gets scores.md, scores.csv, ... and the figures)")
+    study_spec = None
+    if args.study:  # checked before any work, so that a bad spec leaves no half-written report
+        from analysis.study import read_spec
+
+        try:
+            study_spec = read_spec(args.study)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
     runs, skipped = sources.load(paths, args.metric, args.mongo_url, args.mongo_db,
                                  mongo_client_factory=mongo_client_factory)
     where = " and ".join([*paths, *([f"{args.mongo_url} ({args.mongo_db})"] if args.mongo_url else [])])
@@ -95,6 +124,7 @@ def report(args, mongo_client_factory=None):
         raise SystemExit(f"no runs with '{args.metric}' in {where}" + (f" ({summary})" if summary else ""))
     finals_note, rescored = sources.apply_finals(runs, args.finals, args.metric) if args.finals else (None, 0)
     by = split_keys(args.by) if args.by is not None else None
+    check_keys(runs, by, split_keys(args.ignore))
     groups = group_runs(runs, ignore=set(split_keys(args.ignore)), by=by)
     finals_by_env = {}
     for g in groups:
@@ -126,7 +156,6 @@ def report(args, mongo_client_factory=None):
         md += ["## Notes", "", *(f"- {n}" for n in notes), ""]
     markdown = "\n".join(md)
 
-    out = args.out or default_out(args)
     os.makedirs(out, exist_ok=True)
     files = [os.path.join(out, "scores.md"), os.path.join(out, "scores.csv"), os.path.join(out, "aggregate.csv")]
     with open(files[0], "w") as f:
@@ -140,13 +169,10 @@ def report(args, mongo_client_factory=None):
         files += plots.interval_chart(aggs, what, out)
         taus, profiles = stats.performance_profiles(aggs, reps=args.reps, seed=args.seed)
         files += plots.performance_profile(taus, profiles, what, out)
-    if args.study:
-        import json
-
+    if study_spec is not None:
         from analysis.study import write_study
 
-        with open(args.study) as f:
-            study = write_study(paths, json.load(f), out, band=args.band, plots_on=not args.no_plots)
+        study = write_study(paths, study_spec, out, band=args.band, plots_on=not args.no_plots)
         markdown += "\n" + study["markdown"]
         files += study["files"]
     return {"markdown": markdown, "files": files, "groups": groups, "scores": scores, "aggregates": aggs,

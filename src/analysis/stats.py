@@ -99,9 +99,18 @@ def reference_normaliser(spec, envs):
             if os.path.isfile(os.path.join(path, candidate)):
                 path = os.path.join(path, candidate)
                 break
-    with open(path) as f:
-        data = json.load(f)
-    low_name, high_name = (names.split(",") + [None])[:2] if names else (None, None)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--normalise: {path} is not JSON ({e})") from None
+    if not isinstance(data, dict) or ("datasets" not in data and not all(isinstance(t, dict) for t in data.values())):
+        raise SystemExit(f"--normalise: {path} is not a dataset returns file (results/datasets/<env>/returns.json or "
+                         f"results/datasets/reference_returns.json)")
+    if names and len(names.split(",")) != 2:
+        raise SystemExit(f"--normalise {spec}: after the file, two dataset names LOW,HIGH (e.g. :random,expert), got "
+                         f"{names!r}")
+    low_name, high_name = names.split(",") if names else (None, None)
     if "datasets" in data:  # one env's folder: its env is the folder above the behaviour run (or the only env)
         parts = os.path.abspath(path).split(os.sep)
         env = next((p for p in reversed(parts[:-1]) if p in envs), None)
@@ -138,8 +147,8 @@ def make_normaliser(spec, finals_by_env):
         except ValueError:
             pass
         else:
-            if low == high:
-                raise SystemExit("--normalise low,high: low and high must differ")
+            if low == high or not np.isfinite([low, high]).all():
+                raise SystemExit(f"--normalise low,high: two different finite numbers, got {spec}")
             return Normaliser(f"min-max with low={low:g}, high={high:g}", {None: (low, high)})
     if spec == "minmax":
         refs = {}

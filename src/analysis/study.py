@@ -117,6 +117,59 @@ def _cell(value, digits=3):
     return NA if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+SPEC_KEYS = ("title", "metric", "threshold", "curves", "rows", "figures")
+
+
+def read_spec(path):
+    """The study spec at `path`, checked (check_spec); ValueError naming the file and the first problem."""
+    try:
+        with open(path) as f:
+            spec = json.load(f)
+    except OSError as e:
+        raise ValueError(f"--study {path}: cannot read it ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--study {path} is not JSON ({e})") from None
+    try:
+        check_spec(spec)
+    except ValueError as e:
+        raise ValueError(f"--study {path}: {e}") from None
+    return spec
+
+
+def check_spec(spec):
+    """The layout in the module doc: an unknown key, a row without env / row, figure rows that are not a list of row
+    names, a threshold that is not a number or a mapping of numbers, each raise ValueError saying which."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"a study spec is a JSON object with {', '.join(SPEC_KEYS)}; got {type(spec).__name__}")
+    unknown = [k for k in spec if k not in SPEC_KEYS]
+    if unknown:
+        raise ValueError(f"unknown key '{unknown[0]}' (valid: {', '.join(SPEC_KEYS)})")
+    for key in ("title", "metric"):
+        if key in spec and not isinstance(spec[key], str):
+            raise ValueError(f"'{key}' must be a string, got {spec[key]!r}")
+    if not isinstance(spec.get("curves") or [], list):
+        raise ValueError(f"'curves' must be a list of metric names, got {spec['curves']!r}")
+    for i, row in enumerate(spec.get("rows") or []):
+        if not isinstance(row, dict) or not isinstance(row.get("env"), str) or not isinstance(row.get("row"), str):
+            raise ValueError(f"rows[{i}] must be an object with env and row (strings), got {row!r}")
+    if not isinstance(spec.get("rows") or [], list):
+        raise ValueError(f"'rows' must be a list of {{env, row}} objects, got {spec['rows']!r}")
+    figures = spec.get("figures") or {}
+    if not isinstance(figures, dict):
+        raise ValueError(f"'figures' must map a file stem to {{title, rows}}, got {figures!r}")
+    for stem, fig in figures.items():
+        if not isinstance(fig, dict) or not isinstance(fig.get("rows") or [], list) \
+                or not all(isinstance(r, str) for r in fig.get("rows") or []):
+            raise ValueError(f"figures.{stem} must be {{\"title\": ..., \"rows\": [row names]}}, got {fig!r}")
+    threshold = spec.get("threshold")
+    if isinstance(threshold, dict):
+        bad = {k: v for k, v in threshold.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
+        if bad:
+            raise ValueError(f"threshold values must be numbers, got {bad}")
+    elif threshold is not None:
+        curve_metrics.parse_thresholds(threshold)
+
+
 def study_table(spec, table):
     """[row dict] in the spec's order (then rows found but not listed): env, row, status ('ok', 'running' or
     'not run: <why>') and row_metrics' values."""

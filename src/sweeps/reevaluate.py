@@ -79,6 +79,10 @@ def finished_trials(folder):
     manifest = read_manifest(folder)
     if manifest is None:
         raise ValueError(f"{folder} holds no readable manifest.json: pass a sweep folder (results/sweeps/<name>)")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("name"), str) \
+            or not isinstance(manifest.get("trials"), list):
+        raise ValueError(f"{folder}/manifest.json is not a sweep manifest (an object with name and trials, as "
+                         f"src/sweep.py writes it)")
     done = []
     for t in manifest["trials"]:
         if t.get("status") == "COMPLETED" and not t.get("model_dir"):  # the driver fills it in when the sweep ends:
@@ -114,6 +118,8 @@ def reevaluate_sweeps(folders, episodes, out, sampled=False, jobs=1, log=print):
     scripts/reevaluate.py line that makes them). A failed evaluation is raised after the others have finished and been
     written."""
     out = os.path.abspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):  # found now, not when the first evaluation is written
+        raise ValueError(f"--out {out} is a file: give a folder (it gets reevaluate.json and reevaluate.md)")
     command = (f"python scripts/reevaluate.py {' '.join(folders)} --episodes {episodes}"
                + (" --sampled" if sampled else ""))
     old = {(r["sweep"], r["trial"]): r for r in read_json(os.path.join(out, ROWS)) or []}

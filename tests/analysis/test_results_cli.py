@@ -237,6 +237,27 @@ def test_no_runs_is_a_clear_error(tmp_path):
         run_results(tmp_path, "--out", tmp_path / "o")
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--by", "alg,lrr"], "--by lrr: no run's config has this key"),
+    (["--ignore", "seedd"], "--ignore seedd: no run's config has this key"),
+    (["--normalise", "0,nan"], "--normalise low,high: two different finite numbers, got 0,nan"),
+    (["--study", "{spec}"], r"rows\[0\] must be an object with env and row"),
+    (["--study", "{missing}"], "cannot read it"),
+    (["--out", "{file}"], "is a file: give a folder"),
+])
+def test_option_mistakes_fail_before_any_report_is_written(sacred, tmp_path, extra, message):
+    """A typo in --by / --ignore, a nonsense range, a bad study spec or an --out that is a file: one clear line, and no
+    half-written report."""
+    (tmp_path / "spec.json").write_text(json.dumps({"rows": [{"env": "climbing"}]}))
+    (tmp_path / "a_file").write_text("")
+    paths = {"{spec}": tmp_path / "spec.json", "{missing}": tmp_path / "nope.json", "{file}": tmp_path / "a_file"}
+    extra = [str(paths.get(x, x)) for x in extra]
+    out = ["--out", str(tmp_path / "out")] if "--out" not in extra else []
+    with pytest.raises(SystemExit, match=message):
+        run_results(sacred, *out, *extra)
+    assert not (tmp_path / "out").exists()
+
+
 def test_command_lines_run(sacred, tmp_path):
     """`python src/results.py`, `python scripts/plot.py` and the old `python src/plot.py` all still work."""
     res = subprocess.run([sys.executable, os.path.join(ROOT, "src", "results.py"), sacred, "--out",

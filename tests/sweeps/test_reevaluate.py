@@ -92,8 +92,11 @@ def test_reevaluate_runs_each_finished_trial_again_on_more_episodes(tmp_path, ca
     other = tmp_path / "sweeps" / "other"
     os.makedirs(other)
     json.dump({"name": "other", "trials": [{**trials[1], "id": "x"}]}, open(other / "manifest.json", "w"))
-    assert load_script().main([str(other), "--episodes", "5", "--out", str(out)]) == 0
-    assert json.load(open(out / "reevaluate.json")) == [row]
+    assert load_script().main([str(other), "--episodes", "5", "--out", str(out)]) == 1  # nothing of its own to do:
+    assert json.load(open(out / "reevaluate.json")) == [row]                            # an error, the file kept
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit):  # --out naming a file: refused before any evaluation
+        load_script().main([str(sweep), "--episodes", "5", "--out", str(tmp_path / "a_file")])
     # rows that do not name their runs (an older reevaluate.json) are refused with what to do
     (tmp_path / "old.json").write_text(json.dumps([{k: v for k, v in row.items() if k != "sacred_run"}]))
     with pytest.raises(SystemExit, match="run scripts/reevaluate.py again"):
