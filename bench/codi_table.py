@@ -1059,6 +1059,13 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     if a.reevaluate < 0:
         p.error(f"--reevaluate must be >= 0 (0: off), got {a.reevaluate}")
+    for option, values in (("--n-agents", a.n_agents), ("--seeds", a.seeds)):
+        if values and len(set(values)) != len(values):
+            p.error(f"{option} {' '.join(map(str, values))} repeats a value: each once")
+    if a.n_agents and min(a.n_agents) < 1:
+        p.error(f"--n-agents must be >= 1, got {a.n_agents}")
+    if a.steps is not None and a.steps < 1:
+        p.error(f"--steps must be >= 1 (gradient steps of each learner run), got {a.steps}")
     a.results = os.path.abspath(a.results)
     # in LEARNERS' order, so the same set names the same learn sweeps however it is spelled
     a.learners = [x for x in LEARNERS if x in a.learners]

@@ -736,6 +736,13 @@ def parse_args(argv=None):
         p.error(f"--reevaluate must be >= 0 (0: off), got {a.reevaluate}")
     a.results = os.path.abspath(a.results)
     a.envs = a.envs or ["lbf_8x8_2p_2f_coop"]
+    for option, values in (("--seeds", a.seeds), ("--envs", a.envs), ("--labelers", a.labelers)):
+        if values and len(set(values)) != len(values):
+            p.error(f"{option} {' '.join(map(str, values))} repeats a value: each once")
+    if any(k < 1 for k in a.k_values):
+        p.error(f"--k-values must be >= 1 (the top K of the O-MAPL ranking), got {a.k_values}")
+    if a.steps is not None and a.steps < 1:
+        p.error(f"--steps must be >= 1, got {a.steps}")
     a.seeds = a.seeds if a.seeds is not None else ([0] if a.quick else [0, 1, 2, 3])
     a.labelers = a.labelers or (["oracle"] if a.quick else list(DEFAULT_LABELERS))
     a.tables = list(TABLES) if "all" in a.tables else a.tables
