@@ -109,14 +109,14 @@ def _flatten(state, prefix=""):
     return out
 
 
-@pytest.mark.parametrize("updates, match", [
-    (["preference_set=llm"], "no preference set 'llm'"),
-    (["preference_set="], "trains on trajectory preferences: set preference_set"),
-    (["offline_top_fraction=0.5"], "offline_top_fraction=0.5 keeps a renumbered subset"),
-    (["topk_expert=41"], r"topk_expert=41 must be in \[1, 40\]"),
+@pytest.mark.parametrize("updates, match, code", [
+    (["preference_set=llm"], "no preference set 'llm'", 1),
+    (["preference_set="], "trains on trajectory preferences: set preference_set", 1),
+    (["offline_top_fraction=0.5"], "offline_top_fraction=0.5 keeps a renumbered subset", 1),
+    (["topk_expert=41"], r"config error: topk_expert=41 must be in \[1, 40\]", 2),  # a config mistake: exit 2
 ])
-def test_omapl_refusals(tmp_path, labeled, capsys, updates, match):
-    run_main(tmp_path, "omapl", "climbing", f"offline_dataset={labeled}", *TINY, *updates, expect=1)
+def test_omapl_refusals(tmp_path, labeled, capsys, updates, match, code):
+    run_main(tmp_path, "omapl", "climbing", f"offline_dataset={labeled}", *TINY, *updates, expect=code)
     assert re.search(match, capsys.readouterr().err)
 
 
