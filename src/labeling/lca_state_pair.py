@@ -65,7 +65,7 @@ from labeling.store import code_version
 from llm.cache import canonical_json
 from shapers.lca.rankings import Rankings, write_rankings
 from utils.config import ConfigError
-from utils.paths import env_label, repo_relative, results_path
+from utils.paths import env_label, repo_relative, results_path, unseeded
 
 log = logging.getLogger("pymarl.labeling")  # shown with the run's own messages
 ANSWER_MODES = ("cot", "direct")
@@ -118,7 +118,7 @@ class LCAStatePair(LabelTask):
         if c["oracle_ties"] == "drop" and args.labeler not in ("oracle", "noisy_oracle"):
             raise ConfigError("lca.oracle_ties=drop removes the items the oracle calls equal, which must never choose "
                               "what an LLM is asked; use lca.oracle_ties=worse with labeler=llm")
-        env_args = {k: v for k, v in args.env_args.items() if k != "seed"}
+        env_args = unseeded(args.env_args)
         out = {"task": self.name, "env": args.env, "env_args": env_args, "pair_source": c["pair_source"],
                "n_pairs": c["n_pairs"], "pair_seed": int(c["pair_seed"]), "rollout_checkpoint": c["rollout_checkpoint"],
                "queries": K, "oracle_ties": c["oracle_ties"]}
@@ -239,7 +239,7 @@ class LCAStatePair(LabelTask):
             actions=pairs.actions[t], agent=i, group=np.array([agent_groups[a] for a in i], dtype=np.int64),
             answers=np.asarray(answers, dtype=np.float32).reshape(len(items), K),
             oracle=np.array([ORACLE_STORED[pairs.oracle[it.data]] for it in items], dtype=np.float32),
-            attrs={**attrs, "env": args.env, "env_args": {k: v for k, v in args.env_args.items() if k != "seed"},
+            attrs={**attrs, "env": args.env, "env_args": unseeded(args.env_args),
                    "n_agents": int(env.n_agents), "obs_shape": [int(pairs.obs.shape[-1])],
                    "state_shape": [int(pairs.state.shape[-1])], "groups": groups, "agent_groups": agent_groups,
                    "identity_dims": [int(d) for d in identity_dims(env)], "queries": K,

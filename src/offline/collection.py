@@ -29,7 +29,7 @@ from runners import REGISTRY as r_REGISTRY
 from utils.checkpoint import load_run_config
 from utils.files import clean_stale_temps, is_temp, sha256_file, write_json_atomic, write_text_atomic
 from utils.logging import Logger
-from utils.paths import env_label, results_path
+from utils.paths import env_label, results_path, unseeded
 from utils.progress import Clock, interactive
 from utils.seeding import set_seeds
 
@@ -46,7 +46,7 @@ def checkpoint_steps(run_dir):
 
 
 def _env_of(config):
-    return config["env"], {k: v for k, v in config.get("env_args", {}).items() if k != "seed"}
+    return config["env"], unseeded(config.get("env_args", {}))
 
 
 def load_behaviour_run(run_dir, config):

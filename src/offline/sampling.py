@@ -10,6 +10,7 @@ import numpy as np
 from offline.format import DatasetError
 from offline.reader import OfflineDataset
 from utils.config import ConfigError
+from utils.paths import unseeded
 from utils.ranking import top_k
 
 
@@ -31,7 +32,7 @@ def dataset_paths(value):
 
 def load_training_data(args, env_info, _log):
     """(train, valid or None, expert or None) datasets as the config asks for them."""
-    env_args = {k: v for k, v in args.env_args.items() if k != "seed"}
+    env_args = unseeded(args.env_args)
     data = None
     for path in dataset_paths(args.offline_dataset):
         ds = OfflineDataset.load(path, lazy=args.offline_lazy, expect_env=(args.env, env_args))

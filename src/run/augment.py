@@ -22,7 +22,7 @@ from offline.reader import OfflineDataset
 from run.label import dataset_path, pick
 from run.setup import simple_run
 from utils.files import FolderLock, clean_stale_temps
-from utils.paths import env_label, results_path
+from utils.paths import env_label, results_path, unseeded
 
 
 def run_augment(_run, config, _log):
@@ -35,7 +35,7 @@ def _augment(args, config, logger, _log, _run):
     settings = resolve(args)
     path = dataset_path(args.offline_dataset)
     results_dir = results_path(config)
-    env_args = {k: v for k, v in args.env_args.items() if k != "seed"}
+    env_args = unseeded(args.env_args)
     dataset = OfflineDataset.load(path, expect_env=(args.env, env_args))
     env = env_from_args(args)
     with contextlib.ExitStack() as stack:

@@ -27,6 +27,7 @@ from offline.reader import OfflineDataset
 from run.setup import simple_run
 from utils.config import ConfigError
 from utils.files import clean_stale_temps
+from utils.paths import unseeded
 from utils.progress import Bar
 
 
@@ -75,7 +76,7 @@ def dataset_source(args):
     """The default LabelSource: the run's offline_dataset (checked against the run's env), its content
     fingerprint, and the run's env for prompts."""
     path = dataset_path(args.offline_dataset)
-    env_args = {k: v for k, v in args.env_args.items() if k != "seed"}
+    env_args = unseeded(args.env_args)
     dataset = OfflineDataset.load(path, expect_env=(args.env, env_args))
     return LabelSource(dataset, path, content_fingerprint(dataset), env_factory=lambda: env_from_args(args))
 

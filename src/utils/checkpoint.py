@@ -13,6 +13,7 @@ import torch as th
 
 from utils.config import ConfigError
 from utils.files import atomic_path, clean_stale_temps, is_temp, write_json_atomic
+from utils.paths import unseeded
 
 RUN_STATE = "run_state.th"
 BUFFER = "buffer.th"  # the replay buffer (save_replay_buffer=True): in the run's latest checkpoint only
@@ -232,7 +233,7 @@ def _value(v):
 
 
 def _env_args(config):
-    return {k: v for k, v in (config.get("env_args") or {}).items() if k != "seed"}
+    return unseeded(config.get("env_args"))
 
 
 def _describe(config, keys):

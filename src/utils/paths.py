@@ -21,6 +21,12 @@ def repo_relative(path):
     return path
 
 
+def unseeded(env_args):
+    """env_args without the seed: what makes two datasets, checkpoints or label sets the same env (the seed only says
+    which episodes were drawn)."""
+    return {k: v for k, v in (env_args or {}).items() if k != "seed"}
+
+
 def env_label(config):
     """The task's name in results paths: SMAC map, gym key, matrix game, or scenario (MPE: with its N)."""
     env_args = config.get("env_args", {})

@@ -64,6 +64,7 @@ from offline.label_store import content_fingerprint, write_episode_labels
 from offline.reader import OfflineDataset
 from offline.segments import all_starts, episode_lengths, returns_to_go, segments
 from utils.files import atomic_path, sha256_bytes, write_json_atomic, write_text_atomic
+from utils.paths import unseeded
 
 CODI_Z = "codi_z"
 META = "meta.json"
@@ -271,8 +272,6 @@ class CodiAugmenter:
             raise ValueError(f"augment_checkpoint={folder} is not a CODI artifact folder (no {META} of format "
                              f"{META_FORMAT}); give a results/augment/<augmenter>/<env>/<id> folder")
         env, env_args = self.dataset.attrs["env"], json.loads(self.dataset.attrs["env_args"])
-        unseeded = lambda a: {k: v for k, v in a.items() if k != "seed"}  # noqa: E731 (the collection seed, as
-        # offline/sampling.py compares datasets: the same env whatever seed collected the episodes)
         if meta["env"] != env or unseeded(meta["env_args"]) != unseeded(env_args):
             raise ValueError(f"augment_checkpoint={folder} was trained on env {meta['env']} with env_args "
                              f"{meta['env_args']}, but {self.source_path} is env {env} with env_args {env_args}: "
