@@ -1024,8 +1024,9 @@ def parse_args(argv=None):
     p.add_argument("--preset", default="cpu", choices=("cpu", "paper"), help="augment_preset (default cpu)")
     p.add_argument("--labeler", default="noisy_oracle", choices=("noisy_oracle", "oracle", "llm"),
                    help="the segment labels codi distils (default noisy_oracle at --oracle-accuracy)")
-    p.add_argument("--oracle-accuracy", type=float, default=0.8,
-                   help="noisy_oracle's probability of naming the expert (default 0.8)")
+    p.add_argument("--oracle-accuracy", type=float, default=None,
+                   help="noisy_oracle's probability of naming the expert (default 0.8; only with --labeler "
+                        "noisy_oracle)")
     p.add_argument("--label-with", nargs="*", default=[], metavar="KEY=VALUE",
                    help="updates of the label runs (e.g. llm.backend=local label_segments=200)")
     p.add_argument("--augment-with", nargs="*", default=[], metavar="KEY=VALUE",
@@ -1082,7 +1083,11 @@ def parse_args(argv=None):
                           **(flatten(parse_updates(a.augment_with)) if a.augment_with else {})}
     except ConfigError as e:
         p.error(str(e))
+    if a.oracle_accuracy is not None and a.labeler != "noisy_oracle":
+        p.error(f"--oracle-accuracy is noisy_oracle's setting; --labeler {a.labeler} would ignore it: drop it, or "
+                f"use --labeler noisy_oracle")
     if a.labeler == "noisy_oracle":
+        a.oracle_accuracy = 0.8 if a.oracle_accuracy is None else a.oracle_accuracy
         if not 0.0 <= a.oracle_accuracy <= 1.0:
             p.error("--oracle-accuracy must be in [0, 1]")
         a.labeler_tag = f"noisy{round(a.oracle_accuracy * 100):02d}"

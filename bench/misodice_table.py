@@ -854,15 +854,19 @@ def main(argv=None):
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    if not a.report_only:
+        missing = [p for p in plans if not os.path.isfile(os.path.join(ROOT, p.source)) and not os.path.isfile(
+            p.source)]
+        for plan in missing:
+            print(f"{plan.env}: no dataset {plan.source}: make it with python scripts/reference_datasets.py "
+                  f"--envs {plan.env} (or give --data-dir)", file=sys.stderr)
+        if missing:
+            return 2
     if a.check:
         return 0
     code = 0
     if not a.report_only:
         for plan in plans:
-            if not os.path.isfile(os.path.join(ROOT, plan.source)) and not os.path.isfile(plan.source):
-                print(f"{plan.env}: no dataset {plan.source}: make it with python scripts/reference_datasets.py "
-                      f"--envs {plan.env} (or give --data-dir)", file=sys.stderr)
-                return 2
             for _, _, name, path in files[plan.env]:
                 rc, _ = run_sweep(path, name, a)
                 if rc != 0:

@@ -110,10 +110,11 @@ def report(args, mongo_client_factory=None):
         raise SystemExit(f"--out {out} is a file: give a folder (it gets scores.md, scores.csv, ... and the figures)")
     study_spec = None
     if args.study:  # checked before any work, so that a bad spec leaves no half-written report
-        from analysis.study import read_spec
+        from analysis.study import load_study, read_spec
 
         try:
             study_spec = read_spec(args.study)
+            study_loaded = load_study(paths, study_spec)
         except ValueError as e:
             raise SystemExit(str(e)) from None
     runs, skipped = sources.load(paths, args.metric, args.mongo_url, args.mongo_db,
@@ -172,7 +173,7 @@ def report(args, mongo_client_factory=None):
     if study_spec is not None:
         from analysis.study import write_study
 
-        study = write_study(paths, study_spec, out, band=args.band, plots_on=not args.no_plots)
+        study = write_study(paths, study_spec, out, band=args.band, plots_on=not args.no_plots, loaded=study_loaded)
         markdown += "\n" + study["markdown"]
         files += study["files"]
     return {"markdown": markdown, "files": files, "groups": groups, "scores": scores, "aggregates": aggs,

@@ -169,6 +169,11 @@ def apply_finals(runs, files, metric):
         if hit is not None:
             run.final_override = hit[0]
             used.append(hit)
+    if runs and not used:  # a file of other runs: the tables would silently show last evaluations
+        example = next(iter(by_run), None) or "none"
+        raise SystemExit(f"--finals {', '.join(files)} re-evaluated none of the {len(runs)} runs read (it names "
+                         f"runs such as {example}): give the reevaluate.json of these runs' sweep "
+                         f"(scripts/reevaluate.py <sweep folder>), or drop --finals")
     kinds = sorted({f"{episodes} {policy}" for _, episodes, policy, _ in used})
     note = (f"final scores of {len(used)} of {len(runs)} runs: their final models evaluated again on "
             f"{' / '.join(kinds) or 'no'} episodes (--finals {', '.join(files)})")

@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from analysis import curve_metrics, sources
-from analysis.report import fmt_mean_std
+from analysis.report import fmt_mean_std, skipped_summary
 
 NA = "n/a"
 
@@ -263,12 +263,26 @@ def figures(spec, table, out, band="std"):
     return files
 
 
-def write_study(paths, spec, out, band="std", plots_on=True):
-    """The study's files in `out`: study.md, study.json (rows and curves' sources) and one PNG/PDF per figure.
-    Returns {"markdown", "rows", "files"}."""
+def load_study(paths, spec):
+    """(table, skipped) of the spec's metric and curves read from `paths`. A metric that no run there logs is a
+    typo or the wrong folder, not a study whose every row is "not run": ValueError naming it."""
     metric = spec.get("metric", "test_success_mean")
     metrics = list(dict.fromkeys([metric, *(spec.get("curves") or [])]))
     table, skipped = load_rows(paths, metrics)
+    found = {m for runs in table.values() for m in runs}
+    missing = [m for m in metrics if m not in found]
+    if missing:
+        which = "the study's 'metric'" if missing[0] == metric else "a 'curves' entry"
+        raise ValueError(f"no run in {' '.join(paths)} logs '{missing[0]}' ({which}): check its spelling against "
+                         f"the runs' metrics.json (e.g. test_return_mean, test_success_mean) and the paths"
+                         + (f"; {skipped_summary(skipped)}" if skipped else ""))
+    return table, skipped
+
+
+def write_study(paths, spec, out, band="std", plots_on=True, loaded=None):
+    """The study's files in `out`: study.md, study.json (rows and curves' sources) and one PNG/PDF per figure.
+    `loaded`: load_study's answer when the caller checked it first. Returns {"markdown", "rows", "files"}."""
+    table, skipped = loaded or load_study(paths, spec)
     rows = study_table(spec, table)
     md = markdown(spec, rows)
     os.makedirs(out, exist_ok=True)

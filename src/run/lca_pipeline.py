@@ -28,7 +28,7 @@ import time
 from envs import env_from_args
 from envs.description import identity_dims
 from envs.multiagentenv import MissingEnvHook
-from shapers.lca.rankings import rankings_hash, read_rankings
+from shapers.lca.rankings import ranked_with, rankings_hash, read_rankings
 from shapers.lca.train import TrainSettings, artifact_folder, artifact_id, check_episodes, read_meta, train_or_reuse
 from utils.config import ConfigError, load_yaml
 from utils.files import FolderLock
@@ -137,8 +137,12 @@ def build_artifacts(args, _log):
             raise FileNotFoundError(f"lca.rankings {path} does not exist: rank pairs with --config=lca_label, or "
                                     f"leave lca.rankings empty to rank them in this run")
         info["rankings"] = {"path": os.path.abspath(path), "given": True}
-        unused = [f"lca.{k}={args.lca[k]!r}" for k in RANKING_KEYS if args.lca.get(k) != DEFAULT_LCA.get(k)]
-        if unused:  # the given file was ranked with its own settings (its attrs): these would change nothing
+        # the given file was ranked with its own settings: name this run's that differ (from what the file records,
+        # else from the defaults, since an alg config's own values are not the user's doing)
+        ranked = ranked_with(path)
+        unused = [f"lca.{k}={args.lca[k]!r}" + (f" (the file: {ranked[k]!r})" if k in ranked else "")
+                  for k in RANKING_KEYS if args.lca.get(k) != ranked.get(k, DEFAULT_LCA.get(k))]
+        if unused:
             _log.warning(f"lca.rankings is given, so {', '.join(unused)} (settings of ranking) are not used: the "
                          f"rankings file's own settings hold; leave lca.rankings empty to rank with them")
     else:

@@ -9,6 +9,8 @@ head's HOST:PORT or ray://HOST:PORT) joins a running cluster. Workers import thi
 folder (PYTHONPATH in the job's runtime_env): every node needs the checkout at the same path.
 """
 import datetime
+import difflib
+import json
 import logging
 import os
 import shutil
@@ -185,6 +187,7 @@ class Display:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.drawn = 0
         self.first = {}  # index -> (time, t_env) of the first progress seen in this driver
+        self.warned, self.notes = False, []  # metric_note, said once
 
     def eta(self, r):
         if r["status"] != "RUNNING" or r["t_env"] is None:
@@ -206,10 +209,16 @@ class Display:
                 f"  {self.sweep.metric} {fmt(r['value'])}{node}{error}  ({self.counts()})")
 
     def status_changed(self, r):
+        note = None if self.warned else metric_note(self.sweep.metric, r)
+        if note:
+            self.warned = True
+            self.notes.append(note)
         if self.tty:
             self.table()
         else:
             print(self.line(r), file=self.stream, flush=True)
+            if note:
+                print(note, file=self.stream, flush=True)
 
     def progress(self, r):
         self.eta(r)
@@ -226,9 +235,28 @@ class Display:
         for r in rows:
             lines.append(f"{r['id'][:40]:<40} {r['status']:<9} {fmt(r['t_env']):>9} {fmt(r['value']):>16} "
                          f"{fmt_eta(self.eta(r)):>9}  {(r.get('hostname') or '-')}")
+        lines += self.notes
         out = "".join("\x1b[1A\x1b[2K" for _ in range(self.drawn)) + "\n".join(l[:width.columns] for l in lines)
         print(out, file=self.stream, flush=True)
         self.drawn = len(lines)
+
+
+def metric_note(metric, r):
+    """A warning when a completed trial's run logged metrics but not the sweep's `metric` (a misspelt name leaves
+    every value column empty while the runs are fine); None otherwise, e.g. for runs that log no metrics."""
+    if r["status"] != "COMPLETED" or r.get("value") is not None or not r.get("sacred_run"):
+        return None
+    try:
+        with open(os.path.join(r["sacred_run"], "info.json")) as f:
+            logged = [k for k, v in json.load(f).items() if isinstance(v, list) and not k.endswith("_T")]
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not logged or metric in logged:
+        return None
+    close = difflib.get_close_matches(metric, logged, n=3)
+    return (f"note: {r['id']} completed without logging '{metric}', the sweep's metric (its run logs "
+            f"{', '.join(close or sorted(logged)[:5])}{', ...' if not close and len(logged) > 5 else ''}): the "
+            f"manifest's values stay empty; fix `metric` in the sweep file or --metric. The runs are unaffected.")
 
 
 def make_callback(sweep, display):

@@ -98,3 +98,19 @@ def test_label_info_of_a_run_without_lca_is_n_a(tmp_path):
     json.dump({"lca": {"labeling": {"accuracy": {"accuracy": 0.8}, "prompt_tokens": 5}}},
               open(os.path.join(tmp_path, "info.json"), "w"))
     assert label_info(str(tmp_path)) == {"label_accuracy": 0.8, "tokens": None, "cost_usd": None}
+
+
+@pytest.mark.parametrize("key, value, named", [("metric", "test_sucess_mean", "the study's 'metric'"),
+                                               ("curves", ["test_success_mean", "sucess_mean"], "a 'curves' entry")])
+def test_a_metric_no_run_logs_is_refused_before_any_file(tmp_path, key, value, named):
+    """A typo in the spec's metric once gave every row 'not run' and exit 0: it is an error, and no report is
+    half-written."""
+    sweep = write_sweep(tmp_path)
+    spec_path = tmp_path / "spec.json"
+    json.dump({**SPEC, key: value}, open(spec_path, "w"))
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as e:
+        main([sweep, "--metric", "test_success_mean", "--study", str(spec_path), "--out", str(out), "--reps", "50"])
+    missing = value if isinstance(value, str) else value[1]
+    assert f"logs '{missing}' ({named})" in str(e.value) and "check its spelling" in str(e.value)
+    assert not out.exists()

@@ -109,15 +109,19 @@ def test_given_rankings_are_trained_not_labeled_and_a_resume_reuses_everything(t
     run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.rankings={rankings}",
              "save_model=True", "save_model_interval=100")
     err = capfd.readouterr().err
-    assert "Labeling" not in err  # and lca.n_pairs=60 (ORACLE) ranks nothing here: the run says so
-    assert "lca.rankings is given, so lca.n_pairs=60 (settings of ranking) are not used" in err
+    assert "Labeling" not in err  # and the file was ranked with these settings: nothing to warn about
+    assert "settings of ranking" not in err
     lca = infos(tmp_path)[-1]["lca"]
     assert lca["rankings"] == {"path": rankings, "given": True, "sha256": rankings_hash(rankings)}
     assert "labeling" not in lca and not lca["potential"]["reused"]
     checkpoint = glob.glob(os.path.join(tmp_path, "models", "*"))[0]
+    capfd.readouterr()
     run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.rankings={rankings}",
-             f"checkpoint_path={checkpoint}", "t_max=300")  # the same potential: the shaper's resume check passes
+             f"checkpoint_path={checkpoint}", "t_max=300", "lca.n_pairs=80")  # the same potential: resume passes
     assert infos(tmp_path)[-1]["lca"]["potential"]["reused"]
+    # a ranking setting other than the file's ranks nothing here: the run says so, with the file's value
+    assert "lca.rankings is given, so lca.n_pairs=80 (the file: 60) (settings of ranking) are not used" in \
+        capfd.readouterr().err
 
 
 def test_llm_labeling_cost_is_recorded_and_kept_on_reuse(tmp_path):

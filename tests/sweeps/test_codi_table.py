@@ -102,6 +102,8 @@ def test_llm_labels_pass_through_and_quick_is_small(tmp_path):
                                  "label_shuffle_agents=True", "--quick", "--out", str(tmp_path)])
     assert shuffled.labeler_tag not in (a.labeler_tag, "llm")
     assert bench.parse_args(["--labeler", "llm", "--quick", "--out", str(tmp_path)]).labeler_tag == "llm"
+    with pytest.raises(SystemExit):  # the oracle or the LLM would ignore it
+        bench.parse_args(["--labeler", "oracle", "--oracle-accuracy", "0.6", "--out", str(tmp_path)])
     assert [c.tag for c in plan.cells] == ["spread3"] and a.seeds == [1]
     _, trials = trials_of(bench, "codi_learn", plan.learn(plan.cells[0], "original"), tmp_path)
     assert len(trials) == 4 and {t["t_max"] for t in trials} == {600}

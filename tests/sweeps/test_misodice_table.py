@@ -222,3 +222,12 @@ def test_paths_in_sweep_files_are_spelt_one_way_from_any_checkout(tmp_path, monk
     for spelling in (checkout / "results" / "augment" / "g.h5", shared / "augment" / "g.h5"):
         assert bench.rel(str(spelling)) == os.path.join("results", "augment", "g.h5")
     assert bench.rel(str(tmp_path / "elsewhere.h5")) == str(tmp_path / "elsewhere.h5")
+
+
+def test_check_names_a_missing_source_dataset(tmp_path, capsys):
+    """--check once printed the plan and exited 0 for a dataset that does not exist: the run would then stop."""
+    bench = load_bench()
+    assert bench.main(["--check", "--dataset", "no_such_mixture", "--data-dir", str(tmp_path),
+                       "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no dataset" in err and "no_such_mixture.h5" in err and "scripts/reference_datasets.py" in err

@@ -199,3 +199,17 @@ def test_finals_of_another_metric_leave_runs_whose_row_lacks_it_at_their_last_ev
     path.write_text("[]")
     with pytest.raises(SystemExit, match="holds no re-evaluations, not of test_battle_won_mean"):
         apply_finals(runs(), [str(path)], "test_battle_won_mean")
+
+
+def test_finals_that_match_none_of_the_runs_are_refused(tmp_path):
+    """A reevaluate.json of another sweep once left every table at the last evaluations with only a note."""
+    from types import SimpleNamespace as SN
+
+    from analysis.sources import apply_finals
+
+    path = tmp_path / "reevaluate.json"
+    path.write_text(json.dumps([{"sacred_run": str(tmp_path / "elsewhere"), "mean": 1.0, "episodes": 256,
+                                 "policy": "greedy"}]))
+    with pytest.raises(SystemExit, match="re-evaluated none of the 2 runs read .*elsewhere"):
+        apply_finals([SN(path=str(tmp_path / "a"), final_override=None),
+                      SN(path=str(tmp_path / "b"), final_override=None)], [str(path)], "test_return_mean")

@@ -155,6 +155,32 @@ def test_progress_is_a_line_per_status_change_or_a_live_table_on_a_terminal():
     assert "qmix-lbf-s1" in out and "PENDING" in out
 
 
+def test_a_metric_the_runs_never_log_is_named_once(tmp_path):
+    """A misspelt sweep metric leaves every value empty: the first completed trial whose run logged other metrics
+    says so, once; a run that logs no metrics at all (a label run) says nothing."""
+    import io
+    import json
+    from types import SimpleNamespace
+
+    from sweeps.driver import Display, metric_note
+
+    run = tmp_path / "1"
+    run.mkdir()
+    (run / "info.json").write_text(json.dumps({"test_return_mean": [1.0], "test_return_mean_T": [0]}))
+    done = {"index": 0, "id": "qmix-lbf-s0", "status": "COMPLETED", "t_env": 10, "value": None, "t_max": 10,
+            "error": None, "sacred_run": str(run)}
+    sweep = SimpleNamespace(name="demo", metric="test_retrun_mean", records=[done, {**done, "id": "qmix-lbf-s1"}])
+    plain = io.StringIO()
+    display = Display(sweep, plain)
+    display.status_changed(done)
+    display.status_changed(sweep.records[1])
+    out = plain.getvalue()
+    assert out.count("completed without logging 'test_retrun_mean'") == 1 and "logs test_return_mean)" in out
+    assert metric_note("test_return_mean", done) is None
+    (run / "info.json").write_text("{}")
+    assert metric_note("test_retrun_mean", done) is None
+
+
 def test_without_ray_the_command_says_how_to_install_it(monkeypatch):
     import sys
 
