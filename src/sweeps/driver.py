@@ -242,8 +242,9 @@ class Display:
 
 
 def metric_note(metric, r):
-    """A warning when a completed trial's run logged metrics but not the sweep's `metric` (a misspelt name leaves
-    every value column empty while the runs are fine); None otherwise, e.g. for runs that log no metrics."""
+    """A warning when a completed trial's run logged metrics of the kind of the sweep's `metric` (test_*: evaluations)
+    but not it (a misspelt name leaves every value column empty while the runs are fine); None otherwise, e.g. for
+    runs that log no such metrics."""
     if r["status"] != "COMPLETED" or r.get("value") is not None or not r.get("sacred_run"):
         return None
     try:
@@ -251,6 +252,8 @@ def metric_note(metric, r):
             logged = [k for k, v in json.load(f).items() if isinstance(v, list) and not k.endswith("_T")]
     except (OSError, ValueError, AttributeError):
         return None
+    if metric.startswith("test_"):  # a run that never evaluates (a reward model, a label run) is no sign of a typo
+        logged = [k for k in logged if k.startswith("test_")]
     if not logged or metric in logged:
         return None
     close = difflib.get_close_matches(metric, logged, n=3)

@@ -177,7 +177,7 @@ def test_a_metric_the_runs_never_log_is_named_once(tmp_path):
     out = plain.getvalue()
     assert out.count("completed without logging 'test_retrun_mean'") == 1 and "logs test_return_mean)" in out
     assert metric_note("test_return_mean", done) is None
-    (run / "info.json").write_text("{}")
+    (run / "info.json").write_text(json.dumps({"reward_loss": [0.5], "reward_loss_T": [0]}))  # never evaluates
     assert metric_note("test_retrun_mean", done) is None
 
 
