@@ -7,8 +7,9 @@ Applied in this order, each a separate layer:
 - resource limits: address space = baseline + memory_mb, optional CPU time, file size 0 (writing a byte
   to a file raises SIGXFSZ), no core dumps, no new file descriptors (RLIMIT_NOFILE = lowest free fd);
 - a seccomp filter (libseccomp through the `pyseccomp` binding) that makes the calls that open files,
-  create processes or sockets, run programs, change the file system, signal other processes, change limits,
-  credentials or the parent-death signal fail with EPERM (threads can still be created, so torch works).
+  create processes or sockets, run programs, change the file system (times and attributes too), signal other
+  processes (also through fcntl's F_SETOWN / F_SETSIG), change scheduling or I/O priority, limits, credentials
+  or the parent-death signal fail with EPERM (threads can still be created, so torch works).
   Where the kernel or libseccomp is missing the filter is skipped, and the report says so (`seccomp: false`
   with the reason); the other layers still hold.
 """
@@ -25,16 +26,20 @@ DENIED_SYSCALLS = (
     "execve", "execveat", "fork", "vfork",  # programs and processes (clone is filtered below)
     "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4", "sendmmsg",  # network
     "mknod", "mknodat", "link", "linkat", "symlink", "symlinkat", "unlink", "unlinkat", "rename", "renameat",
-    "renameat2", "mkdir", "mkdirat", "rmdir", "chmod", "fchmod", "fchmodat", "chown", "fchown", "lchown",
-    "fchownat", "truncate", "ftruncate", "chdir", "fchdir", "chroot", "mount", "umount2", "pivot_root",
+    "renameat2", "mkdir", "mkdirat", "rmdir", "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown",
+    "lchown", "fchownat", "truncate", "ftruncate", "chdir", "fchdir", "chroot", "mount", "umount2", "pivot_root",
+    "utime", "utimes", "utimensat", "futimesat", "setxattr", "lsetxattr", "fsetxattr", "setxattrat", "removexattr",
+    "lremovexattr", "fremovexattr", "removexattrat",  # file times and attributes
     "ptrace", "process_vm_readv", "process_vm_writev", "memfd_create", "userfaultfd", "bpf", "perf_event_open",
     "io_uring_setup", "setns", "unshare", "keyctl", "add_key", "request_key", "init_module", "finit_module",
     "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open", "pidfd_send_signal",  # signals
-    "pidfd_getfd", "setpriority", "sched_setaffinity", "setrlimit", "prlimit64",  # other processes, own limits
+    "pidfd_getfd", "setpriority", "sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr",
+    "ioprio_set", "migrate_pages", "move_pages", "setrlimit", "prlimit64",  # other processes, own limits
     "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups", "capset",  # credentials
     "reboot", "swapon", "swapoff", "sethostname", "setdomainname", "settimeofday", "clock_settime", "adjtimex",
     "iopl", "ioperm", "kexec_load", "acct", "quotactl", "syslog", "vhangup",
 )
+FCNTL_SIGNALS = (8, 10, 15)  # F_SETOWN, F_SETSIG, F_SETOWN_EX
 NOBODY = 65534
 
 
@@ -100,6 +105,8 @@ def build_seccomp_filter():
         filt.add_rule(deny, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
         filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
         filt.add_rule(deny, "prctl", seccomp.Arg(0, seccomp.EQ, PR_SET_PDEATHSIG))  # keep dying with the parent
+        for command in FCNTL_SIGNALS:  # a signal on I/O sent to a chosen process would signal without kill()
+            filt.add_rule(deny, "fcntl", seccomp.Arg(1, seccomp.EQ, command))
     except Exception as e:  # noqa: BLE001 (no package, no libseccomp.so, an old libseccomp: report and go on)
         return None, f"seccomp unavailable: {type(e).__name__}: {e}"
     return filt, None

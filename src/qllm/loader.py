@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from qllm import records
 from qllm.policy import PolicyError, check_source
+from qllm.sandbox import clean_text
 from utils.files import is_temp
 
 
@@ -70,7 +71,8 @@ def load_tfcaf(path, *, env_config=None, n_agents=None, state_size=None, igm_gat
     try:
         form = check_source(source).form
     except PolicyError as e:
-        raise TFCAFLoadError(f"{path} violates the TFCAF policy ({e.stage}): {'; '.join(e.violations)}") from None
+        raise TFCAFLoadError(f"{path} violates the TFCAF policy ({e.stage}): "
+                             f"{clean_text('; '.join(e.violations))}") from None
     spec = TFCAFSpec(path=path, sha256=digest, source=source, form=form)
 
     shipped, why = records.shipped_entry(path, digest, env_config, n_agents, state_size, igm_gate)

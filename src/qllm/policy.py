@@ -164,13 +164,31 @@ class _Checker(ast.NodeVisitor):
         if node.decorator_list:
             self.bad(node, f"decorators are not allowed (on '{node.name}')")
         self.check_defaults(node, node.args, f"'{node.name}'")
+        self.check_annotation(node.returns)
         node.returns = None  # annotations are never evaluated (qllm.runtime compiles with postponed annotations)
         self.generic_visit(node)
 
     def visit_AnnAssign(self, node):
+        self.check_annotation(node.annotation)
         self.visit(node.target)
         if node.value is not None:
             self.visit(node.value)
+
+    def check_annotation(self, annotation):
+        """Annotations are never evaluated, but the signed file carries them, and a tool that resolves type hints
+        would run them: they may only name types (torch.Tensor, int, tuple[...], X | None), never call anything."""
+        if annotation is None:
+            return
+        for sub in ast.walk(annotation):
+            if not isinstance(sub, _ANNOTATION_NODES) or (isinstance(sub, ast.BinOp)
+                                                         and not isinstance(sub.op, ast.BitOr)):
+                self.bad(sub, f"annotations may only name types (e.g. torch.Tensor, int, tuple[torch.Tensor, "
+                              f"torch.Tensor]); found {type(sub).__name__.lower()}")
+                return
+            if isinstance(sub, ast.Name) and sub.id.startswith("_") or isinstance(sub, ast.Attribute) and \
+                    sub.attr.startswith("_"):
+                self.bad(sub, "names starting with '_' are not allowed, in annotations either")
+                return
 
     def visit_Lambda(self, node):
         self.check_defaults(node, node.args, "a lambda")
@@ -183,7 +201,8 @@ class _Checker(ast.NodeVisitor):
                                f"True/False/None or tuples of these): a mutable default keeps state between calls")
 
     def visit_arg(self, node):
-        self.check_name(node, node.arg, "argument")  # its annotation is never evaluated: not checked
+        self.check_name(node, node.arg, "argument")
+        self.check_annotation(node.annotation)  # never evaluated, but checked: check_annotation
 
     def visit_keyword(self, node):
         if node.arg:
@@ -197,6 +216,8 @@ class _Checker(ast.NodeVisitor):
         super().generic_visit(node)
 
 
+_ANNOTATION_NODES = (ast.Name, ast.Attribute, ast.Subscript, ast.Tuple, ast.List, ast.Constant, ast.BinOp, ast.BitOr,
+                     ast.Load)
 _REFUSED_NODES = {
     ast.ClassDef: "class definitions are not allowed; write plain functions",
     ast.AsyncFunctionDef: "async functions are not allowed",

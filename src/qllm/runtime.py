@@ -144,9 +144,11 @@ def weight_form(fn, form, n_agents):
 
 
 # The function only ever sees batches of exactly this many states, in validation and in training alike (shorter
-# requests are padded with all-zero states), so it cannot tell the two apart by the batch size.
+# requests are padded with copies of their own states, never with recognisable filler), so it cannot tell the two
+# apart by the batch size or by the padding.
 CHUNK_ROWS = 64
 GATE_TOLERANCE = 1e-6  # under the IGM gate, weights down to -GATE_TOLERANCE count as non-negative
+MAX_ABS_OUTPUT = 1e6  # |w|, |b| above this make Q_tot overflow float32 losses: refused, like NaN
 
 
 class MutationError(TFCAFRuntimeError):
@@ -181,8 +183,10 @@ def chunked(call, n_agents, rows=CHUNK_ROWS):
     def run(states):
         B = states.shape[0]
         pad = (-B) % rows
-        if pad or B == 0:
-            states = torch.cat([states, states.new_zeros(pad or rows, states.shape[1])])
+        if B == 0:
+            states = states.new_zeros(rows, states.shape[1])
+        elif pad:  # copies of the request's own states, cycled: padding looks like any other chunk's rows
+            states = torch.cat([states, states[torch.arange(pad) % B]])
         ws, bs = [], []
         for start in range(0, states.shape[0], rows):
             chunk = states[start:start + rows].clone()

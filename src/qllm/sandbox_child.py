@@ -51,6 +51,7 @@ def run_checks(req, emit):
     from qllm.runtime import (
         CHUNK_ROWS,
         GATE_TOLERANCE,
+        MAX_ABS_OUTPUT,
         MutationError,
         OutputError,
         chunked,
@@ -128,6 +129,11 @@ def run_checks(req, emit):
                 raise CheckFailed("finite", f"{what} contain NaN or inf on {len(rows)} of {B} states "
                                             f"(rows {where}){zero_note}; guard divisions and logs "
                                             f"(e.g. x / (d + 1e-6), clamp before log)")
+            big = ~(t.abs() <= MAX_ABS_OUTPUT).reshape(B, -1).all(dim=1)
+            if big.any():
+                raise CheckFailed("finite", f"{name} exceed ±{MAX_ABS_OUTPUT:g} on {int(big.sum())} of {B} states "
+                                            f"(max |{name}| {float(t.abs().max()):.4g}): Q_tot would overflow the "
+                                            f"float32 loss; keep weights and bias on the scale of the rewards")
         checks["weights"] = _stats(w) | {"per_agent_mean": [round(float(v), 6) for v in w.mean(0)]}
         checks["bias"] = _stats(b)
 
@@ -179,9 +185,17 @@ def run_checks(req, emit):
             if not all(torch.equal(x, y) for x, y in zip(first, second)):
                 raise CheckFailed("determinism", "two calls on the same input gave different outputs: remove "
                                                  "randomness and any state kept between calls")
-            idx = torch.tensor(sorted({0, B // 2, B - 1, *range(1, B, max(1, B // 5))}))
-            sub = [t.detach().float() for t in call(full[idx].clone())]
-            if not all(torch.allclose(x[idx], y, rtol=1e-4, atol=1e-5) for x, y in zip(first, sub)):
+            # other batch layouts: a subset, a shuffle, and short requests of several sizes (padded as the worker
+            # pads), so a function that reads the batch's size, order or padding differs somewhere
+            layouts = [torch.tensor(sorted({0, B // 2, B - 1, *range(1, B, max(1, B // 5))})), torch.randperm(B,
+                                                                                                  generator=g)]
+            layouts += [torch.randperm(B, generator=g)[:k] for k in (1, 5, 23, 50) if k < B]
+            # and among other states (as the worker asks again): filler rows instead of copies of these
+            filler = full.mean(0) + full.std(0) * torch.randn(CHUNK_ROWS - 1, S, generator=g)
+            mixed = [t.detach().float()[:B] for t in call(torch.cat([full, filler]))]
+            if not all(torch.allclose(x, y, rtol=1e-4, atol=1e-5) for x, y in zip(first, mixed)) or not all(
+                    torch.allclose(x[idx], y, rtol=1e-4, atol=1e-5) for idx in layouts
+                    for x, y in zip(first, (t.detach().float() for t in call(full[idx].clone())))):
                 raise CheckFailed("determinism", "the output for a state changes with the other states in the batch "
                                                  "(normalisation or max over dim 0?): compute each row from its own "
                                                  "state only; training batches mix episodes and padding rows")

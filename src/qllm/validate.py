@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field  # noqa: E402
 import numpy as np  # noqa: E402
 
 from qllm.policy import PolicyError, check_source  # noqa: E402
-from qllm.sandbox import kill_group, leftovers, spawn  # noqa: E402
+from qllm.sandbox import clean_text, kill_group, leftovers, spawn  # noqa: E402
 
 STAGES = ("parse", "policy", "exec", "shape", "finite", "linear", "gradient", "gate", "determinism", "mutation",
           "speed", "ok")
@@ -254,6 +254,7 @@ def _run_child(source, entry, form, states, ctx):
             else:
                 errors = [f"the sandbox process stopped during the '{stage}' check: {why}"]
         result = {"ok": False, "stage": stage, "errors": errors, "traceback": stderr_tail[-6:], "checks": {}}
+    result = _clean(result)  # the child is untrusted: no terminal escapes or host paths reach a console or a log
     result.setdefault("checks", {})["sandbox"] = sandbox
     if created:
         result.update(ok=False, stage="exec" if result.get("ok") else result.get("stage", "exec"))
@@ -262,6 +263,15 @@ def _run_child(source, entry, form, states, ctx):
 
 
 def _scrub_tail(text, n=12):
-    from qllm.sandbox_child import scrub
+    return [clean_text(line) for line in text.strip().splitlines()[-n:]] if text.strip() else []
 
-    return [scrub(line) for line in text.strip().splitlines()[-n:]] if text.strip() else []
+
+def _clean(value):
+    """The child's result with every string (keys too) through clean_text; numbers and booleans as they are."""
+    if isinstance(value, str):
+        return clean_text(value, 4000)
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    return value

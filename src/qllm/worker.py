@@ -12,6 +12,7 @@ dies. Every answer is checked here: its size (so shape), finiteness and, with th
 weights; an answer that fails a check, an error raised by the code, a crash or no answer within `timeout_s`
 raises TFCAFWorkerError naming the state row, the caller's context (e.g. the step) and the function's hash.
 """
+import hashlib
 import json
 import os
 import selectors
@@ -24,7 +25,7 @@ from collections import deque
 
 import numpy as np
 
-from qllm.runtime import CHUNK_ROWS, GATE_TOLERANCE
+from qllm.runtime import CHUNK_ROWS, GATE_TOLERANCE, MAX_ABS_OUTPUT
 from qllm.sandbox import clean_text, kill_group, remove_workdir, spawn
 from qllm.worker_child import ANSWER, HEADER
 
@@ -33,6 +34,7 @@ _BOOT = "from qllm.worker_child import main; main()"
 # answers, more than 20 times that means it has become slow on training's states: stop rather than crawl.
 SLOW_MS_PER_STATE = 1.0
 SLOW_WINDOW = 20
+POOL_ROWS = 256  # states of earlier requests, to fill the second asking's last chunk
 
 
 class TFCAFWorkerError(RuntimeError):
@@ -68,6 +70,7 @@ class TFCAFWorker:
         self.timeout_s, self.startup_timeout_s = float(timeout_s), float(startup_timeout_s)
         self.calls, self.states_evaluated, self.seconds = 0, 0, 0.0
         self._recent = deque(maxlen=SLOW_WINDOW)  # ms per state the function saw, of the last answers
+        self._pool = np.zeros((0, 0), np.float32)  # states of earlier requests (evaluate)
         self.sandbox = None  # the child's report of its confinement, once it is ready
         self._stderr = deque(maxlen=20)
         self._proc, self._workdir = (process or prestart()).take()
@@ -110,15 +113,77 @@ class TFCAFWorker:
 
     # ----- requests -----
     def evaluate(self, states, where=None):
-        """w [N, n], b [N, 1] float32 for states [N, S]; `where(row) -> str` names a row in error messages."""
+        """w [N, n], b [N, 1] float32 for states [N, S]; `where(row) -> str` names a row in error messages.
+
+        The function must compute each row from its own state; validation checks that on its states, and this
+        checks it on every request, so that a function cannot tell training from validation by its batch:
+        identical states (e.g. the all-zero states of padded time steps) are sent once, in an order shuffled by
+        a seed drawn from the states' bytes (a rerun or a resumed run gets the same answers), with the last chunk
+        filled by copies of real states; then every state is asked again in another order, the last chunk filled
+        with states of earlier requests (made-up ones while there are too few). Two answers for one state that
+        differ stop the run."""
         if self._proc is None:
             raise TFCAFWorkerError(f"the worker for {self._who()} was closed after an earlier failure")
         self.wait_ready()
         states = np.ascontiguousarray(states, dtype=np.float32)
-        rows, cols = states.shape
+        rows = states.shape[0]
         n = self.n_agents
         if rows == 0:
             return np.zeros((0, n), np.float32), np.zeros((0, 1), np.float32)
+        _, first, inverse = np.unique(states.view(np.dtype((np.void, 4 * states.shape[1]))).ravel(),
+                                      return_index=True, return_inverse=True)  # by bytes: -0.0 stays -0.0
+        distinct = states[first]
+        k = distinct.shape[0]
+        rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(states.tobytes(), digest_size=8).digest(),
+                                                   "little"))
+        order, fill = rng.permutation(k), (-k) % CHUNK_ROWS
+        sent = np.concatenate([order, rng.integers(0, k, fill)])
+        w_sent, b_sent = self._exchange(distinct[sent], where, count=True)
+        w, b = np.empty((k, n), np.float32), np.empty((k, 1), np.float32)
+        w[order], b[order] = w_sent[:k], b_sent[:k]
+        self._check(w, b, distinct, where, first)
+        self._same_answers(distinct, w, b, sent[k:], w_sent[k:], b_sent[k:], where, first)
+        # again, in another order, the last chunk filled from earlier requests' states
+        again = rng.permutation(k)
+        if len(self._pool) >= fill:
+            filler = self._pool[rng.choice(len(self._pool), fill, replace=False)]
+        else:  # too few earlier states: distinct made-up ones on their scale, as validation fills its chunk
+            filler = (distinct.mean(0) + distinct.std(0) * rng.standard_normal((fill, distinct.shape[1]))).astype(
+                np.float32)
+        w2, b2 = self._exchange(np.concatenate([distinct[again], filler]), where)
+        self._same_answers(distinct, w, b, again, w2[:k], b2[:k], where, first)
+        self._pool = np.concatenate([distinct[order[:CHUNK_ROWS]], self._pool])[:POOL_ROWS] if len(self._pool) \
+            else distinct[order[:CHUNK_ROWS]]
+        return w[inverse.ravel()], b[inverse.ravel()]
+
+    def _same_answers(self, states, w, b, index, w2, b2, where, rows_of):
+        """The answers w2, b2 for states[index], asked in another batch, must be w[index], b[index] (to the
+        tolerance validation allows for batch layout). `rows_of[i]`: the request's row of states[i]."""
+        if not len(index):
+            return
+        close = np.isclose(w2, w[index], rtol=1e-4, atol=1e-5).all(1) & np.isclose(b2, b[index], rtol=1e-4,
+                                                                                   atol=1e-5).all(1)
+        if close.all():
+            return
+        differs = np.flatnonzero(~close)
+        j = int(differs[np.argmin(rows_of[index[differs]])])  # the earliest row of the request
+        i = int(index[j])
+        row = int(rows_of[i])
+        self.close()
+        state = np.array2string(states[i][:12], precision=4, separator=", ")
+        raise TFCAFWorkerError(f"{self._who()} gave two answers for the state of row {row}{self._at(where, row)} "
+                               f"in two batches: weights {np.array2string(w[i], precision=4)} and "
+                               f"{np.array2string(w2[j], precision=4)}, bias {float(b[i, 0]):.4g} and "
+                               f"{float(b2[j, 0]):.4g} (state = {state}{' ...' if states.shape[1] > 12 else ''}). "
+                               f"Its output depends on the other states in the batch (their number, order or "
+                               f"values), which validation forbids: compute each row from its own state only. The "
+                               f"run stops; checkpoints already written are untouched.")
+
+    def _exchange(self, states, where, count=False):
+        """One request to the child: (w, b) as it answered, size and status checked; `count`: this is a request's
+        main call (calls, states and the speed check count it)."""
+        rows, cols = states.shape
+        n = self.n_agents
         t0 = time.perf_counter()
         try:
             self._proc.stdin.write(HEADER.pack(rows, cols))
@@ -135,11 +200,12 @@ class TFCAFWorker:
                                    f"{self._stderr_tail()}The run stops; checkpoints already written are "
                                    f"untouched.") from None
         seconds = time.perf_counter() - t0
-        self.calls += 1
-        self.states_evaluated += rows
         self.seconds += seconds
-        self._recent.append(1000 * seconds / (-(-rows // CHUNK_ROWS) * CHUNK_ROWS))
-        self._check_speed(where)
+        if count:
+            self.calls += 1
+            self.states_evaluated += rows
+            self._recent.append(1000 * seconds / (-(-rows // CHUNK_ROWS) * CHUNK_ROWS))
+            self._check_speed(where)
         if status != 0:
             self.close()
             raise TFCAFWorkerError(f"{self._who()} raised an error{self._at(where)}: {_error_text(payload)}. "
@@ -149,9 +215,7 @@ class TFCAFWorker:
             raise TFCAFWorkerError(f"{self._who()} answered {length} bytes for {rows} states{self._at(where)} "
                                    f"(expected {rows * (n + 1) * 4})")
         values = np.frombuffer(payload, dtype=np.float32).copy()  # writable, owned by the caller
-        w, b = values[:rows * n].reshape(rows, n), values[rows * n:].reshape(rows, 1)
-        self._check(w, b, states, where)
-        return w, b
+        return values[:rows * n].reshape(rows, n), values[rows * n:].reshape(rows, 1)
 
     def _check_speed(self, where):
         if len(self._recent) < SLOW_WINDOW:
@@ -164,23 +228,31 @@ class TFCAFWorker:
                                    f"(this stops at {SLOW_MS_PER_STATE:g}). It is slow on some of training's states. "
                                    f"The run stops; checkpoints already written are untouched.")
 
-    def _check(self, w, b, states, where):
-        finite = np.isfinite(w).all(axis=1) & np.isfinite(b[:, 0])
-        problem = None
-        if not finite.all():
-            row, problem = int(np.argmin(finite)), "NaN or inf weights or bias"
-        elif self.igm_gate and (w < -GATE_TOLERANCE).any():
-            row = int(np.argmax((w < -GATE_TOLERANCE).any(axis=1)))
-            problem = f"negative weights with the IGM gate on (min {float(w[row].min()):.4g})"
-        if problem:
-            self.close()
-            state = np.array2string(states[row][:12], precision=4, separator=", ")
-            more = " ..." if states.shape[1] > 12 else ""
-            raise TFCAFWorkerError(f"{self._who()} returned {problem} for state row {row}{self._at(where, row)}: "
-                                   f"state = {state}{more}; weights = {np.array2string(w[row], precision=4)}, "
-                                   f"bias = {float(b[row, 0]):.4g}. It passed validation, so it misbehaves "
-                                   f"only on some states or after some calls. The run stops; checkpoints already "
-                                   f"written are untouched. Fix the function and validate it again.")
+    def _check(self, w, b, states, where, rows_of):
+        """Finite, bounded and (IGM gate) non-negative answers; the error names the earliest row of the request
+        (`rows_of[i]`: the request's first row holding states[i]) that fails the first check it fails."""
+        negative = (w < -GATE_TOLERANCE).any(axis=1) if self.igm_gate else np.zeros(len(w), bool)
+        checks = ((~(np.isfinite(w).all(axis=1) & np.isfinite(b[:, 0])), "NaN or inf weights or bias"),
+                  (~((np.abs(w) <= MAX_ABS_OUTPUT).all(axis=1) & (np.abs(b[:, 0]) <= MAX_ABS_OUTPUT)),
+                   f"weights or bias beyond ±{MAX_ABS_OUTPUT:g} (Q_tot would overflow)"),
+                  (negative, "negative weights with the IGM gate on"))
+        bad, what = next(((bad, what) for bad, what in checks if bad.any()), (None, None))
+        if bad is None:
+            return
+        failing = np.flatnonzero(bad)
+        i = int(failing[np.argmin(rows_of[failing])])
+        if what.startswith("negative"):
+            what += f" (min {float(w[i].min()):.4g})"
+        self.close()
+        row = int(rows_of[i])
+        state = np.array2string(states[i][:12], precision=4, separator=", ")
+        more = " ..." if states.shape[1] > 12 else ""
+        raise TFCAFWorkerError(f"{self._who()} returned {what} for state row {row}{self._at(where, row)}: "
+                               f"state = {state}{more}; weights = {np.array2string(w[i], precision=4)}, bias = "
+                               f"{float(b[i, 0]):.4g}. It passed validation, so it misbehaves only on some states, "
+                               f"after some calls or with some other states in its batch. The run stops; "
+                               f"checkpoints already written are untouched. Fix the function and validate it "
+                               f"again.")
 
     # ----- plumbing -----
     def _read_line(self, deadline, limit):

@@ -328,3 +328,62 @@ def test_the_function_only_ever_sees_batches_of_64_states():
     states = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
     report = validate_source(probe, ValidationContext(n_agents=2, state_size=6, states=states, igm_gate=True))
     assert report.ok and report.checks["weights"]["mean"] == CHUNK_ROWS
+
+
+# red-team finding: a chunk padded with all-zero rows told the function how many real states a request held, and
+# one zeroed its weights only then; and per-chunk duplicates or neighbours are other tells
+ZERO_TAIL = fn("zero = (state.abs().sum(1) == 0).float().sum()\n"
+               "w = torch.ones(state.shape[0], n_agents) * (zero < 5).float()\n"
+               "return w, state[:, :1] * 0.0")
+DUPLICATES = fn("d = (state.unsqueeze(0) - state.unsqueeze(1)).abs().sum(-1)\n"
+                "dup = ((d == 0).float().sum() > state.shape[0]).float()\n"
+                "return torch.ones(state.shape[0], n_agents) * (1.0 - 0.5 * dup), state[:, :1] * 0.0")
+NEIGHBOURS = fn("w = torch.ones(state.shape[0], n_agents) + state.abs().sum()\nreturn w, state[:, :1] * 0.0")
+
+
+def test_padding_and_repeated_states_tell_the_function_nothing():
+    """Padded time steps (all-zero states) are sent once, and chunks are filled with copies of real states: a
+    function that zeroes its weights when its batch holds many zero rows gets none in training either."""
+    worker = TFCAFWorker(ZERO_TAIL, form="tfcaf", n_agents=2, sha256="zero", igm_gate=True)
+    try:
+        states = np.zeros((2 * 51, 6), np.float32)  # two episodes of 51 steps; the second ends after 20
+        states[:51] = np.random.default_rng(0).normal(size=(51, 6))
+        states[51:71] = np.random.default_rng(1).normal(size=(20, 6))
+        w, b = worker.evaluate(states)
+        assert w.shape == (102, 2) and (w == 1).all() and (b == 0).all()
+    finally:
+        worker.close()
+
+
+@pytest.mark.parametrize("source", [DUPLICATES, NEIGHBOURS], ids=["duplicates", "neighbours"])
+def test_a_function_that_reads_its_batch_is_refused_by_validation_and_stopped_in_training(source):
+    states = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    report = validate_source(source, ValidationContext(n_agents=2, state_size=6, states=states, igm_gate=True))
+    assert not report.ok and report.stage == "determinism", report.errors
+    worker = TFCAFWorker(source, form="tfcaf", n_agents=2, sha256="batchy", igm_gate=True)
+    with pytest.raises(TFCAFWorkerError, match="gave two answers for the state of row .* depends on the other "
+                                               "states in the batch"):
+        for seed in range(3):  # the first request has no earlier states to mix in; later ones do
+            worker.evaluate(np.random.default_rng(seed).normal(size=(6, 6)).astype(np.float32))
+    worker.close()
+
+
+def test_huge_finite_outputs_are_refused_like_nan():
+    huge = fn("return torch.full((state.shape[0], n_agents), 3.0e38), torch.full((state.shape[0], 1), -3.0e38)")
+    states = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    report = validate_source(huge, ValidationContext(n_agents=2, state_size=6, states=states, igm_gate=True))
+    assert not report.ok and report.stage == "finite" and "exceed ±1e+06" in " ".join(report.errors)
+    worker = TFCAFWorker(huge, form="tfcaf", n_agents=2, sha256="huge", igm_gate=True)
+    with pytest.raises(TFCAFWorkerError, match="beyond ±1e\\+06"):
+        worker.evaluate(states)
+
+
+def test_terminal_escapes_from_the_validator_never_reach_the_console(tmp_path):
+    """The validator child's result is cleaned in the parent: an error text that would erase lines and fake a
+    pass (or write the clipboard through OSC 52) arrives as plain text."""
+    source = fn('raise ValueError("\\x1b[2K\\x1b[1A\\x1b[32mpassed every check\\x1b[0m\\x1b]52;c;cm0gLXJm\\x07")')
+    states = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    report = validate_source(source, ValidationContext(n_agents=2, state_size=6, states=states, igm_gate=True))
+    text = json.dumps(report.to_dict(), ensure_ascii=False) + report.summary()
+    assert not report.ok and "passed every check" in text
+    assert not any(c in text for c in ("\x1b", "\x07", "\x9b")), text

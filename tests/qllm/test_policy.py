@@ -305,16 +305,29 @@ def test_extract_code_variants():
     assert extract_code(f"text\n```py\n{legacy}```") == legacy
 
 
-def test_annotations_are_allowed_and_never_evaluated(tmp_path, monkeypatch):
-    """The QLLM paper's template annotates with torch.Tensor; annotations stay text (postponed evaluation), so
-    even one that would act if evaluated does nothing."""
+def test_annotations_that_name_types_are_allowed_and_never_evaluated(tmp_path, monkeypatch):
+    """The QLLM paper's template annotates with torch.Tensor; annotations stay text (postponed evaluation)."""
     monkeypatch.chdir(tmp_path)
     src = ("import torch\n"
-           "def tfcaf(state: torch.Tensor, n_agents: int) -> torch.Tensor:\n"
+           "def tfcaf(state: torch.Tensor, n_agents: int) -> tuple[torch.Tensor, torch.Tensor]:\n"
            "    w: torch.Tensor = torch.softmax(state[:, :n_agents], -1)\n"
            "    return w, state[:, :1]\n"
-           "def helper(x: open('pwned', 'w')) -> torch.load('x'):\n"
+           "def helper(x: 'torch.Tensor | None' = None, y: float | None = None) -> torch.Tensor:\n"
            "    return x\n")
     fn, form = exec_restricted(src)
     w, _ = fn(torch.ones(2, 3), 2)
     assert form == "tfcaf" and torch.allclose(w, torch.full((2, 2), 0.5)) and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("annotation", ["x: open('pwned', 'w')", "x: __import__('os')", "x: (1/0, torch.Tensor)",
+                                        "x: torch._C", "x: [lambda: 0]"])
+def test_annotations_that_would_act_if_evaluated_are_refused(annotation):
+    """Red-team finding: they were never evaluated, but the signed file carried them, and a tool that resolves
+    type hints (typing.get_type_hints, inspect.signature(eval_str=True)) would run them."""
+    src = (f"import torch\ndef tfcaf(state, n_agents):\n    return state, state[:, :1]\n"
+           f"def h({annotation}):\n    return x\n")
+    with pytest.raises(PolicyError):
+        check_source(src)
+    with pytest.raises(PolicyError):
+        check_source(f"import torch\ndef tfcaf(state, n_agents) -> {annotation.split(': ', 1)[1]}:\n"
+                     f"    return state, state[:, :1]\n")

@@ -297,3 +297,48 @@ def test_native_calls_after_confinement_cannot_reach_the_parent_or_undo_the_limi
     uid, kill, pdeathsig, rlimit = words
     assert kill == "kill:-1" and pdeathsig == "pdeathsig:-1" and rlimit == "rlimit:refused", output
     assert uid == ("65534" if os.geteuid() == 0 else str(os.geteuid()))
+
+
+def test_the_seccomp_layer_alone_refuses_file_changes_scheduling_and_signals_on_io(tmp_path):
+    """Red-team finding: where the sandbox cannot drop to nobody (a non-root user, root without CAP_SETUID), the
+    filter is the layer that stops a change to the user's files: times, attributes and fchmodat2 (syscall 452,
+    beside the refused chmod), the parent's scheduling or I/O priority, and fcntl's signal-on-I/O route to it."""
+    import subprocess
+    import sys
+
+    from utils.paths import SRC_DIR
+
+    require_seccomp()
+    victim = tmp_path / "victim"
+    victim.write_text("x")
+    probe = (
+        "import ctypes, fcntl, os, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from qllm.confine import build_seccomp_filter\n"
+        "filt, why = build_seccomp_filter()\n"
+        "fd = os.open(sys.argv[2], os.O_RDONLY)\n"
+        "filt.load()\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "out = []\n"
+        "def attempt(name, f):\n"
+        "    try:\n"
+        "        r = f()\n"
+        "        out.append(name + (':refused' if r == -1 else ':allowed'))\n"
+        "    except OSError:\n"
+        "        out.append(name + ':refused')\n"
+        "attempt('utime', lambda: os.utime(sys.argv[2], (0, 0)))\n"
+        "attempt('setxattr', lambda: os.setxattr(sys.argv[2], 'user.pwned', b'1'))\n"
+        "attempt('fchmodat2', lambda: libc.syscall(452, -100, sys.argv[2].encode(), 0o777, 0))\n"
+        "attempt('sched', lambda: os.sched_setscheduler(os.getppid(), os.SCHED_IDLE, os.sched_param(0)))\n"
+        "attempt('ioprio', lambda: libc.syscall(251, 1, os.getppid(), (3 << 13)))\n"
+        "attempt('setown', lambda: fcntl.fcntl(fd, fcntl.F_SETOWN, os.getppid()))\n"
+        "attempt('setsig', lambda: fcntl.fcntl(fd, 10, 9))\n"
+        "attempt('getfl', lambda: 0 if fcntl.fcntl(fd, fcntl.F_GETFL) >= 0 else -1)\n"
+        "print(' '.join(out))\n")
+    res = subprocess.run([sys.executable, "-I", "-c", probe, SRC_DIR, str(victim)], capture_output=True, text=True,
+                         timeout=60)
+    words = res.stdout.split()
+    assert words[:-1] == [f"{n}:refused" for n in ("utime", "setxattr", "fchmodat2", "sched", "ioprio", "setown",
+                                                    "setsig")], res.stdout + res.stderr
+    assert words[-1] == "getfl:allowed"  # fcntl itself still works (Python and torch use it)
+    assert oct(victim.stat().st_mode)[-3:] != "777" and victim.stat().st_mtime > 0
