@@ -277,3 +277,26 @@ def test_the_config_choices_of_the_method_keys_are_their_modules_own():
 
     assert CHOICES["noise_mode"] == NOISE_MODES and CHOICES["augment_stage"] == STAGES
 
+
+def test_the_core_choices_are_what_the_modules_accept():
+    """optimizer, epsilon_decay, reward_scalarisation and agent_output_type: every value CHOICES lets through is one
+    the module that reads it takes (and the modules' own lists are CHOICES')."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from components.action_selectors import REGISTRY as selectors
+    from components.schedules import DECAYS, DecayThenFlatSchedule
+    from envs.multiagentenv import REWARD_SCALARISATIONS
+    from learners import REGISTRY as learners
+    from learners.common import make_optimizer
+    from utils.config import CHOICES
+
+    assert DECAYS == CHOICES["epsilon_decay"] and REWARD_SCALARISATIONS == CHOICES["reward_scalarisation"]
+    for decay in CHOICES["epsilon_decay"]:
+        DecayThenFlatSchedule(1.0, 0.05, 100, decay=decay)
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    for optimizer in CHOICES["optimizer"]:
+        make_optimizer(params, SimpleNamespace(optimizer=optimizer, lr=0.1, optim_alpha=0.99, optim_eps=1e-5))
+    declared = {getattr(c, "agent_output_type", None) for c in (*learners.values(), *selectors.values())}
+    assert declared - {None} == set(CHOICES["agent_output_type"])
