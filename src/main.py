@@ -22,7 +22,7 @@ from sacred.observers import FileStorageObserver  # noqa: E402
 from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E402
 
 from utils.cli import HELP_FLAGS, check_sacred_args, help_text, parse_updates, split_argv  # noqa: E402,F401
-from utils.config import ConfigError, build_config, canonicalize  # noqa: E402
+from utils.config import ConfigError, build_config, canonicalize, test_episodes  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.provenance import provenance, rerun_config  # noqa: E402
 
@@ -186,6 +186,21 @@ def checkpoint_settings(config):
         config["seed"] = saved["seed"]
 
 
+def record_test_episodes(config, given):
+    """Evaluations run whole rounds of batch_size_run envs: a test_nepisode that is not a multiple of batch_size_run
+    runs test_episodes(config) episodes, and that is the value the run's config.json records. Said as a warning when
+    the user gave test_nepisode or batch_size_run (`given`: the `with` updates), else (a shipped config's defaults,
+    e.g. 32 test episodes with mappo's 10 envs) as an info line."""
+    used, asked, per_round = test_episodes(config), config["test_nepisode"], config["batch_size_run"]
+    if used == asked:
+        return
+    config["test_nepisode"] = used
+    say = get_logger().warning if {"test_nepisode", "batch_size_run"} & set(given) else get_logger().info
+    say(f"test_nepisode={asked} is not a multiple of batch_size_run={per_round}: each evaluation runs {used} test "
+        f"episodes ({used // per_round} round{'s' if used > per_round else ''} of {per_round} envs), the value "
+        f"config.json records; give a multiple of {per_round} to choose another")
+
+
 def main(argv):
     rerun, argv = pop_rerun(argv)
     rerun_cfg, notes = None, []
@@ -215,6 +230,7 @@ def main(argv):
         print(f"config error: {e}", file=sys.stderr)
         return 2
     config.setdefault("name", alg)
+    record_test_episodes(config, parse_updates(updates))
     if config.get("seed") is None:
         config.pop("seed", None)  # Sacred draws a seed and records it
     for note in notes:

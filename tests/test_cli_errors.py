@@ -135,3 +135,72 @@ def test_method_settings_out_of_range_are_config_errors(tmp_path, capsys, alg, e
     """The LLM methods' keys (offline training, labeling, the llm block of an llm labeler, CODI's settings) are checked
     before the run starts, as the core keys are: one line, the key, the value and what is allowed."""
     assert message in cli(tmp_path, capsys, "with", *updates, alg=alg, env=env)
+
+
+@pytest.mark.parametrize("alg, updates, message", [
+    # settings that Sacred, the runner or the learner found only once the run had started (a FAILED run folder)
+    ("qmix", ["optimizer=sgd"], "config key 'optimizer' must be one of adam, rmsprop; got 'sgd'"),
+    ("qmix", ["epsilon_decay=cosine"], "config key 'epsilon_decay' must be one of linear, exp; got 'cosine'"),
+    ("qmix", ["reward_scalarisation=max"], "config key 'reward_scalarisation' must be one of sum, mean; got 'max'"),
+    ("qmix", ["seed=abc"], "config key 'seed' must be an integer in [0, 2**32) (or null = Sacred draws one); got "
+     "'abc'"),
+    ("qmix", ["seed=1.5"], "config key 'seed' must be an integer in [0, 2**32)"),
+    ("qmix", ["test_interval=0"], "config key 'test_interval' must be an integer >= 1"),
+    ("ippo", ["epochs=0"], "config key 'epochs' must be an integer >= 1 (passes over each batch); got 0"),
+    ("qmix", ["grad_norm_clip=-1"], "config key 'grad_norm_clip' must be > 0"),
+    ("qmix", ["target_update_interval=0"],
+     "config key 'target_update_interval_or_tau' (pymarl: target_update_interval) must be > 0"),
+    ("qmix", ["evaluate=True"], "evaluate=True needs a trained model: give checkpoint_path=results/models/<run>"),
+    ("qmix", ["batch_size_run=4"], "batch_size_run=4: runner=episode plays one env at a time; use runner=parallel"),
+    ("ippo", ["action_selector=epsilon_greedy"], "action_selector=epsilon_greedy acts on agent_output_type=q outputs, "
+     "but ippo's agents output pi_logits: use action_selector=multinomial or soft_policies"),
+    ("ippo", ["agent_output_type=q"], "agent_output_type=q: ippo (learner: ppo_learner) trains a policy"),
+    ("bc", ["agent_output_type=q"], "agent_output_type=q: bc (learner: bc_learner) trains a policy"),
+    ("qmix", ["agent_output_type=pi_logits"], "agent_output_type=pi_logits: qmix (learner: q_learner) trains action "
+     "values (Q), so its agents must output agent_output_type=q"),
+    ("vdn", ["action_selector=soft_policies"], "action_selector=soft_policies acts on agent_output_type=pi_logits "
+     "outputs, but vdn's agents output q: use action_selector=epsilon_greedy"),
+    # runs that could never train ended COMPLETED
+    ("qmix", ["batch_size=20", "buffer_size=10"], "batch_size=20 > buffer_size=10: qmix (learner: q_learner) samples "
+     "batch_size episodes from a replay buffer of buffer_size episodes, so it would never train; use buffer_size >= "
+     "20"),
+    ("mappo", ["batch_size=20"], "batch_size=20 > buffer_size=10: mappo (learner: ppo_learner) trains on the latest"),
+    # settings that were silently ignored or overwritten
+    ("qmix", ["load_step=100"], "load_step=100 picks a checkpoint of checkpoint_path, which is not given"),
+    ("qmix", ["env_args.seed=abc"], "env_args.seed='abc' is set by the run from seed= (parallel env i gets seed + i): "
+     "use seed=<integer> instead of env_args.seed"),
+    ("qmix", ["rnn_hidden_dim=32", "hidden_dim=16"], "rnn_hidden_dim=32 and hidden_dim=16 set the same key "
+     "'hidden_dim'"),
+    ("qmix", ["name="], "config key 'name' must not be empty"),
+    ("qmix", ["env_args.episode_limit=0"], "env_args.episode_limit for matrix_game must be an integer >= 1 (steps per "
+     "episode); got 0"),
+    ("qmix", ["env_args.episode_limit=abc"], "env_args.episode_limit for matrix_game must be an integer >= 1"),
+    ("qmix", ["env_args.episode_limit=True"], "env_args.episode_limit for matrix_game must be an integer >= 1"),
+    ("qmix", ["env_args.episode_limit=2.5"], "got 2.5"),
+    ("qmix", ["env_args.game=chicken"], "env_args.game for matrix_game must be one of climbing, penalty; got "
+     "'chicken'"),
+])
+def test_core_settings_and_combinations_fail_before_the_run(tmp_path, capsys, alg, updates, message):
+    """One line naming the key, the value and the fix, exit status 2, no run or TensorBoard folder."""
+    err = cli(tmp_path, capsys, "with", *updates, alg=alg)
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_empty_results_path_is_refused(capsys):
+    assert main(["main.py", "--config=qmix", "--env-config=matrix_game", "with", "local_results_path="]) == 2
+    assert "config key 'local_results_path' must not be empty" in capsys.readouterr().err
+
+
+def test_test_nepisode_records_the_episodes_that_ran(tmp_path, capsys):
+    """Evaluations run whole rounds of batch_size_run envs: test_nepisode=3 with 2 envs runs 2 episodes, says so once
+    and config.json records 2, not the 3 given."""
+    import json
+
+    assert main(["main.py", "--config=ippo", "--env-config=matrix_game", "with", f"local_results_path={tmp_path}",
+                 "t_max=0", "batch_size_run=2", "n_workers=1", "test_nepisode=3", "use_tensorboard=False",
+                 "save_model=False", "hidden_dim=8", "env_args.episode_limit=3"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("test_nepisode=3 is not a multiple of batch_size_run=2: each evaluation runs 2 test episodes") == 1
+    (run,) = [os.path.join(d, "1") for d in (tmp_path / "sacred" / "ippo").iterdir()]
+    assert json.load(open(os.path.join(run, "config.json")))["test_nepisode"] == 2

@@ -83,10 +83,68 @@ def test_cli_requires_configs(capsys):
     ("batch_size", 0, ">= 1"), ("hidden_dim", 0, ">= 1"), ("t_max", -1, ">= 0"), ("batch_size_run", 0, ">= 1"),
     ("buffer_size", 0, ">= 1"), ("critic_lr", 0.0, "> 0"), ("test_nepisode", 0, ">= 1"), ("epsilon_finish", 1.5, "in"),
     ("td_lambda", -0.1, r"in \[0, 1\]"),
+    # the optimiser and target network: a clip <= 0 ascends or zeroes the gradient, a tau <= 0 never updates
+    ("grad_norm_clip", -1, "> 0"), ("grad_norm_clip", 0, "> 0"),
+    ("target_update_interval_or_tau", 0, r"> 0 \(<= 1: soft-update tau; > 1: a hard copy"),
+    ("target_update_interval_or_tau", -0.5, "> 0"),
+    # the loop's intervals and counts (test_interval=0 divided by zero in run/online.py)
+    ("test_interval", 0, ">= 1"), ("save_model_interval", 0, ">= 1"), ("save_model_interval", -5, ">= 1"),
+    ("log_interval", -1, r">= 0 \(0 = after every rollout\)"), ("runner_log_interval", -1, ">= 0"),
+    ("learner_log_interval", -1, ">= 0"), ("updates_per_rollout", 0, ">= 1"), ("n_workers", -1, ">= 0"),
+    ("load_step", -1, r">= 0 \(0 = the latest checkpoint\)"), ("epsilon_anneal_time", 0, ">= 1"),
+    ("epsilon_anneal_time", -100, ">= 1"),
+    ("seed", -1, r"an integer in \[0, 2\*\*32\)"), ("seed", 2 ** 32, r"in \[0, 2\*\*32\)"),
+    ("seed", 1.5, "an integer"), ("seed", "abc", "an integer"), ("seed", True, "an integer"),
 ])
 def test_out_of_range_values_name_the_key_value_and_range(key, value, allowed):
-    with pytest.raises(ConfigError, match=rf"'{key}'.* must be .*{allowed}.*; got {value!r}"):
+    with pytest.raises(ConfigError, match=rf"'{key}'.* must be .*{allowed}.*; got {re.escape(repr(value))}"):
         build_config("qmix", "matrix_game", {key: value})
+
+
+@pytest.mark.parametrize("key,value,allowed", [
+    ("epochs", 0, ">= 1"), ("epochs", -1, ">= 1"), ("num_mini_batches", 0, ">= 1"), ("eps_clip", -0.1, ">= 0"),
+    ("critic_coef", -1, ">= 0"), ("entropy_coef", -0.01, ">= 0"),
+])
+def test_ppo_settings_out_of_range(key, value, allowed):
+    """ippo epochs=0 divided by zero in the learner; negative coefficients turned its losses around."""
+    with pytest.raises(ConfigError, match=rf"'{key}' must be .*{allowed}.*; got {value!r}"):
+        build_config("ippo", "matrix_game", {key: value})
+
+
+@pytest.mark.parametrize("key,value,choices", [
+    ("optimizer", "sgd", "adam, rmsprop"), ("epsilon_decay", "cosine", "linear, exp"),
+    ("reward_scalarisation", "max", "sum, mean"), ("agent_output_type", "logits", "q, pi_logits"),
+])
+def test_names_outside_their_choices_are_config_errors(key, value, choices):
+    with pytest.raises(ConfigError, match=rf"'{key}' must be one of {choices}; got '{value}'"):
+        build_config("qmix", "matrix_game", {key: value})
+
+
+@pytest.mark.parametrize("key", ["name", "local_results_path"])
+def test_empty_names_and_paths_are_refused(key):
+    with pytest.raises(ConfigError, match=rf"config key '{key}' must not be empty: "):
+        build_config("qmix", "matrix_game", {key: ""})
+
+
+def test_seed_edges_are_accepted():
+    assert build_config("qmix", "matrix_game", {"seed": 0})["seed"] == 0
+    assert build_config("qmix", "matrix_game", {"seed": 2 ** 32 - 1})["seed"] == 2 ** 32 - 1
+    assert build_config("qmix", "matrix_game", {"seed": None})["seed"] is None
+
+
+def test_a_key_in_both_spellings_with_different_values_is_an_error():
+    with pytest.raises(ConfigError, match="rnn_hidden_dim=32 and hidden_dim=16 set the same key 'hidden_dim' "
+                                          r"\(pymarl and epymarl spellings\) to different values; give it once"):
+        parse_updates(["rnn_hidden_dim=32", "hidden_dim=16"])
+    assert parse_updates(["rnn_hidden_dim=16", "hidden_dim=16"]) == {"hidden_dim": 16}  # the same value: no conflict
+    assert parse_updates(["hidden_dim=8", "hidden_dim=16"]) == {"hidden_dim": 16}  # one spelling: Sacred's last wins
+
+
+@pytest.mark.parametrize("given,per_round,used", [(32, 10, 30), (2, 10, 10), (16, 1, 16), (20, 10, 20), (9, 4, 8)])
+def test_test_episodes_are_whole_rounds_of_batch_size_run(given, per_round, used):
+    from utils.config import test_episodes
+
+    assert test_episodes({"test_nepisode": given, "batch_size_run": per_round}) == used
 
 
 # A value of the wrong type is a type error naming the default (it was a range error before the type check).
@@ -106,10 +164,10 @@ def test_wrong_types_name_the_key_type_default_and_value(key, value, kind, defau
 
 def test_values_that_fit_their_default_type_are_converted_or_kept():
     cfg = build_config("qmix", "matrix_game", {"t_max": 2e6, "lr": 1, "use_cuda": "false", "grad_norm_clip": 0.5,
-                                               "mixer": None, "seed": "anything", "critic_lr": None})
+                                               "mixer": None, "mongo_url": "anything", "critic_lr": None})
     assert cfg["t_max"] == 2000000 and isinstance(cfg["t_max"], int)  # 2e6 from the command line is an integer
     assert cfg["lr"] == 1 and cfg["use_cuda"] is False and cfg["grad_norm_clip"] == 0.5
-    assert cfg["mixer"] is None and cfg["seed"] == "anything"  # a null default takes anything
+    assert cfg["mixer"] is None and cfg["mongo_url"] == "anything"  # a null default takes anything
     assert build_config("collect", "matrix_game", {"collect_only": "expert,poor"})["collect_only"] == ["expert", "poor"]
     assert build_config("omar", "matrix_game", {"target_update_interval_or_tau": 0.01})  # int or float key
 
@@ -218,3 +276,27 @@ def test_the_config_choices_of_the_method_keys_are_their_modules_own():
     from utils.config import CHOICES
 
     assert CHOICES["noise_mode"] == NOISE_MODES and CHOICES["augment_stage"] == STAGES
+
+
+def test_the_core_choices_are_what_the_modules_accept():
+    """optimizer, epsilon_decay, reward_scalarisation and agent_output_type: every value CHOICES lets through is one
+    the module that reads it takes (and the modules' own lists are CHOICES')."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from components.action_selectors import REGISTRY as selectors
+    from components.schedules import DECAYS, DecayThenFlatSchedule
+    from envs.multiagentenv import REWARD_SCALARISATIONS
+    from learners import REGISTRY as learners
+    from learners.common import make_optimizer
+    from utils.config import CHOICES
+
+    assert DECAYS == CHOICES["epsilon_decay"] and REWARD_SCALARISATIONS == CHOICES["reward_scalarisation"]
+    for decay in CHOICES["epsilon_decay"]:
+        DecayThenFlatSchedule(1.0, 0.05, 100, decay=decay)
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    for optimizer in CHOICES["optimizer"]:
+        make_optimizer(params, SimpleNamespace(optimizer=optimizer, lr=0.1, optim_alpha=0.99, optim_eps=1e-5))
+    declared = {getattr(c, "agent_output_type", None) for c in (*learners.values(), *selectors.values())}
+    assert declared - {None} == set(CHOICES["agent_output_type"])

@@ -12,6 +12,8 @@ UNAVAILABLE_Q = -1e10
 
 
 class EpsilonGreedyActionSelector:
+    agent_output_type = "q"  # picks the largest action value (or a random action)
+
     def __init__(self, args):
         self.args = args
         self.schedule = DecayThenFlatSchedule(args.epsilon_start, args.epsilon_finish, args.epsilon_anneal_time,
@@ -45,6 +47,8 @@ class EpsilonGreedyActionSelector:
 
 class MultinomialActionSelector:
     """Samples from policy probabilities (`agent_output_type: pi_logits`); greedy in test mode if test_greedy."""
+
+    agent_output_type = "pi_logits"
 
     def __init__(self, args):
         self.args = args

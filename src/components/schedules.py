@@ -1,6 +1,10 @@
 """Exploration schedules. They are pure functions of t_env, so a resumed run needs no extra state."""
 import math
 
+from utils.config import CHOICES
+
+DECAYS = CHOICES["epsilon_decay"]  # linear | exp
+
 
 class DecayThenFlatSchedule:
     def __init__(self, start, finish, time_length, decay="linear"):
@@ -9,7 +13,7 @@ class DecayThenFlatSchedule:
         if decay == "exp":
             self.exp_scaling = -self.time_length / math.log(finish) if finish > 0 else 1
         elif decay != "linear":
-            raise ValueError(f"epsilon_decay must be 'linear' or 'exp', not '{decay}'")
+            raise ValueError(f"epsilon_decay must be one of {', '.join(DECAYS)}, not '{decay}'")
 
     def eval(self, t):
         if self.decay == "linear":

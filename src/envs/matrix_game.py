@@ -8,7 +8,7 @@ Episodes end by time limit only (`episode_limit` steps, reported as truncation).
 import numpy as np
 
 from envs.description import Field
-from envs.multiagentenv import MultiAgentEnv, reject_unknown_args
+from envs.multiagentenv import EnvArgumentError, MultiAgentEnv, reject_unknown_args
 
 # Claus & Boutilier (1998). Rows: agent 0's action, columns: agent 1's action.
 PAYOFFS = {
@@ -24,13 +24,34 @@ def payoff_matrix(game, penalty=-100):
     return np.array([[penalty if v is None else v for v in row] for row in PAYOFFS[game]], dtype=np.float32)
 
 
+def check_values(name, env_args):
+    """EnvArgumentError naming the argument, its value and what it must be, for the first bad value in `env_args`."""
+    def bad(arg, must):
+        return EnvArgumentError(f"env_args.{arg} for {name} must be {must}; got {env_args[arg]!r}")
+
+    limit = env_args.get("episode_limit", 1)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise bad("episode_limit", "an integer >= 1 (steps per episode)")
+    if env_args.get("game", "penalty") not in PAYOFFS:
+        raise bad("game", f"one of {', '.join(sorted(PAYOFFS))}")
+    penalty = env_args.get("penalty", 0)
+    if isinstance(penalty, bool) or not isinstance(penalty, (int, float)):
+        raise bad("penalty", "a number (the payoff of the penalty game's miscoordinated corners)")
+
+
 class MatrixGame(MultiAgentEnv):
     VALID_ARGS = ("game", "episode_limit", "penalty")
+
+    @classmethod
+    def check_args(cls, name, env_args):
+        super().check_args(name, env_args)
+        check_values(name, env_args)
 
     def __init__(self, game="penalty", episode_limit=25, penalty=-100, seed=None, common_reward=True,
                  reward_scalarisation="sum", **kwargs):
         # the payoff is a team reward already, so the reward settings change nothing here
         reject_unknown_args("matrix_game", kwargs, self.VALID_ARGS)
+        check_values("matrix_game", {"game": game, "episode_limit": episode_limit, "penalty": penalty})
         self.game = game
         self.payoff = payoff_matrix(game, penalty)
         self.n_agents = 2

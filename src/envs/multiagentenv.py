@@ -43,9 +43,9 @@ import numpy as np
 
 from envs.description import render_segment, render_state, task_prompt
 from envs.episode import as_episode, episode_text, generic_sections
-from utils.config import ConfigError
+from utils.config import CHOICES, ConfigError
 
-REWARD_SCALARISATIONS = ("sum", "mean")
+REWARD_SCALARISATIONS = CHOICES["reward_scalarisation"]  # sum | mean
 # set by the run for every env (envs.run_env_args): accepted by every env, not listed among its own arguments
 RUN_ARGS = ("seed", "common_reward", "reward_scalarisation")
 

@@ -12,6 +12,9 @@
 - `trains_actor`: False for a learner whose run trains no policy (MARL-SL step 1 learns a reward model): the
   offline loop then runs no test episodes (the untrained actor's score would read as the method's) and
   `evaluate=True` is refused;
+- `agent_output_type`: what the actor (the mac's agent) must output for this learner: "q" (action values: the
+  Q-learners) or "pi_logits" (a policy: PPO, the offline actor learners); None: either (a learner that trains no
+  actor). src/main.py's preflight refuses a config that sets the other one, before anything is built;
 - `per_agent_rewards`: the learner trains on per-agent rewards `reward` [B, T, n_agents] (common_reward=False, or
   a per-agent shaper such as lca); the run setup refuses those for learners that train on one team reward.
 
@@ -30,6 +33,7 @@ class Learner:
     batches = frozenset({"data"})
     per_agent_rewards = False
     trains_actor = True
+    agent_output_type = None
     counters = ("log_stats_t",)  # plain values of the learner (attribute names) saved in learner.th
 
     def needs(self, kind):

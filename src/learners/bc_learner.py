@@ -15,6 +15,8 @@ from learners.common import NonFiniteGuard, check_actions_available, log_policy,
 
 
 class BCLearner(OfflineLearner):
+    agent_output_type = "pi_logits"
+
     def __init__(self, mac, scheme, logger, args):
         if args.agent_output_type != "pi_logits":
             raise ValueError("bc_learner needs a policy actor: agent_output_type: pi_logits")

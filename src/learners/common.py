@@ -18,7 +18,7 @@ def make_optimizer(params, args, lr=None):
         return Adam(params, lr=lr)
     if args.optimizer == "rmsprop":
         return RMSprop(params, lr=lr, alpha=args.optim_alpha, eps=args.optim_eps)
-    raise ValueError(f"optimizer must be 'adam' or 'rmsprop', not '{args.optimizer}'")
+    raise ValueError(f"optimizer must be one of {', '.join(CHOICES['optimizer'])}, not '{args.optimizer}'")
 
 
 class TargetUpdater:

@@ -95,6 +95,7 @@ def mixer_weights(mixer, states, n_agents):
 
 class MisoDICELearner(OfflineLearner):
     batches = frozenset({"data", "expert"})
+    agent_output_type = "pi_logits"
     counters = ("log_stats_t", "train_steps")
     independent = False
 

@@ -44,6 +44,7 @@ class OfflineActorCritic(OfflineLearner):
     gives each group exactly its own gradient; each group is clipped to grad_norm_clip on its own.
     """
 
+    agent_output_type = "pi_logits"
     counters = ("log_stats_t", "train_steps")
 
     def __init__(self, mac, scheme, logger, args):

@@ -39,6 +39,7 @@ LOG_KEYS = ("pg_loss", "critic_loss", "entropy", "agent_grad_norm", "critic_grad
 class PPOLearner(Learner):
     on_policy = True
     per_agent_rewards = True
+    agent_output_type = "pi_logits"
     counters = ("train_steps", "log_stats_t")
 
     def __init__(self, mac, scheme, logger, args):

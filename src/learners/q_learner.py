@@ -14,6 +14,8 @@ from utils.rl_utils import build_td_lambda_targets
 
 
 class QLearner(Learner):
+    agent_output_type = "q"  # trains action values; pi_logits outputs would be softmax probabilities
+
     def __init__(self, mac, scheme, logger, args):
         self.args = args
         self.mac = mac

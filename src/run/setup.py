@@ -18,7 +18,7 @@ from runners import REGISTRY as r_REGISTRY
 from shapers import REGISTRY as shaper_REGISTRY
 from shapers import NoShaper
 from utils.checkpoint import checkpoint_steps, locate_checkpoint
-from utils.config import ConfigError
+from utils.config import ConfigError, test_episodes
 from utils.files import FolderLock
 from utils.logging import Logger
 from utils.paths import RESULTS_ROOT, env_label, results_path  # noqa: F401 (RESULTS_ROOT re-exported)
@@ -71,10 +71,7 @@ def check_reward_settings(config):
 def make_args(config, _log, _run=None):
     select_device(config, _log, _run)
     check_reward_settings(config)
-    if config["test_nepisode"] < config["batch_size_run"]:
-        config["test_nepisode"] = config["batch_size_run"]
-    else:
-        config["test_nepisode"] = (config["test_nepisode"] // config["batch_size_run"]) * config["batch_size_run"]
+    config["test_nepisode"] = test_episodes(config)  # src/main.py has recorded this value already
     args = SN(**config)
     args.device = "cuda" if args.use_cuda else "cpu"
     return args

@@ -113,14 +113,24 @@ def check_sacred_args(rest):
 
 
 def parse_updates(tokens):
-    """`k=v` tokens -> nested dict, with Sacred's own value parsing; alias keys renamed."""
-    renamed = []
+    """`k=v` tokens -> nested dict, with Sacred's own value parsing; alias keys renamed. A key given in both spellings
+    with different values (rnn_hidden_dim=32 hidden_dim=16) is a ConfigError: neither may win silently."""
+    renamed, given = [], {}
     for tok in tokens:
         if "=" in tok:
             key, val = tok.split("=", 1)
             head, *tail = key.split(".")
+            if not tail:  # aliases are top-level keys
+                given.setdefault(canonical_key(head), []).append((head, val))
             tok = ".".join([canonical_key(head), *tail]) + "=" + val
         renamed.append(tok)
+    for key, spellings in given.items():
+        if len({head for head, _ in spellings}) < 2:
+            continue
+        values = {repr(get_config_updates([f"x={val}"])[0]["x"]) for _, val in spellings}
+        if len(values) > 1:
+            raise ConfigError(f"{' and '.join(f'{head}={val}' for head, val in spellings)} set the same key '{key}' "
+                              f"(pymarl and epymarl spellings) to different values; give it once")
     updates, named = get_config_updates(renamed)
     if named:
         raise ConfigError(f"'{' '.join(named)}' is not a key=value update; write `with key=value`")

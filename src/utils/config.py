@@ -34,7 +34,10 @@ CHOICES = {"on_nonfinite": ("stop", "skip_batch"),
            "s0_source": ("init_batch", "data_batch"), "omapl_rank_by": ("sum", "mean"),
            "weight_pooling": ("transition", "episode"),
            # labeling (config/runs/label_*.yaml, lca_label.yaml) and CODI (config/runs/codi.yaml)
-           "noise_mode": ("bernoulli", "exact"), "augment_stage": ("all", "labeler", "train", "generate")}
+           "noise_mode": ("bernoulli", "exact"), "augment_stage": ("all", "labeler", "train", "generate"),
+           # core RL settings (config/default.yaml, the alg configs); the modules that read them use these lists
+           "optimizer": ("adam", "rmsprop"), "epsilon_decay": ("linear", "exp"),
+           "reward_scalarisation": ("sum", "mean"), "agent_output_type": ("q", "pi_logits")}
 
 # key -> (integer only, test, allowed range in words, null allowed). Checked on the merged config, before anything runs.
 RANGES = {
@@ -48,6 +51,27 @@ RANGES = {
     "critic_hidden_dim": (True, lambda v: v >= 1, "an integer >= 1 (or null = hidden_dim)", True),
     "t_max": (True, lambda v: v >= 0, "an integer >= 0", False),
     "test_nepisode": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "seed": (True, lambda v: 0 <= v < 2 ** 32, "an integer in [0, 2**32) (or null = Sacred draws one)", True),
+    "grad_norm_clip": (False, lambda v: v > 0, "> 0 (the largest gradient norm an update may apply)", False),
+    "target_update_interval_or_tau": (False, lambda v: v > 0, "> 0 (<= 1: soft-update tau; > 1: a hard copy every "
+                                                              "that many learner updates)", False),
+    "test_interval": (True, lambda v: v >= 1, "an integer >= 1 (env steps between evaluations)", False),
+    "save_model_interval": (True, lambda v: v >= 1, "an integer >= 1 (env steps between checkpoints; "
+                                                    "save_model=False saves none)", False),
+    "log_interval": (True, lambda v: v >= 0, "an integer >= 0 (0 = after every rollout)", False),
+    "runner_log_interval": (True, lambda v: v >= 0, "an integer >= 0 (0 = after every rollout)", False),
+    "learner_log_interval": (True, lambda v: v >= 0, "an integer >= 0 (0 = after every update)", False),
+    "updates_per_rollout": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "n_workers": (True, lambda v: v >= 0, "an integer >= 0 (0 = CPU cores - 1)", False),
+    "load_step": (True, lambda v: v >= 0, "an integer >= 0 (0 = the latest checkpoint)", False),
+    "epsilon_anneal_time": (True, lambda v: v >= 1, "an integer >= 1 (env steps from epsilon_start to "
+                                                    "epsilon_finish; for a constant epsilon set both equal)", False),
+    # PPO family (config/algs/ippo.yaml, mappo, ia2c, maa2c)
+    "epochs": (True, lambda v: v >= 1, "an integer >= 1 (passes over each batch)", False),
+    "num_mini_batches": (True, lambda v: v >= 1, "an integer >= 1 (1 = the full batch)", False),
+    "eps_clip": (False, lambda v: v >= 0, ">= 0", False),
+    "critic_coef": (False, lambda v: v >= 0, ">= 0", False),
+    "entropy_coef": (False, lambda v: v >= 0, ">= 0", False),
     "epsilon_start": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
     "epsilon_finish": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
     "evaluation_epsilon": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
@@ -88,6 +112,11 @@ NUMBER_KEYS = ("grad_norm_clip", "target_update_interval_or_tau", "tfcaf_timeout
 # Keys that take a number or a word (CODI's augment configs: delta auto | 0.03, target_rtg -105 | quantile:0.9,
 # guidance_weights 1.2 | [1.2, 0, 0]): no type check here; the run mode that reads them checks their values.
 MIXED_KEYS = ("delta", "target_rtg", "guidance_weights")
+
+
+# Keys naming a folder or a run: an empty string would write results to odd places.
+NONEMPTY_KEYS = {"name": "it names the run's results folders; give a name, or leave name= out for the --config name",
+                 "local_results_path": "it is the results folder; give a folder, or leave it out for results/"}
 
 
 class ConfigError(ValueError):
@@ -319,6 +348,16 @@ def check_values(config):
         number = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not number or not test(value):
             raise ConfigError(f"config key {key_name(key)} must be {allowed}; got {value!r}")
+    for key, what in NONEMPTY_KEYS.items():
+        if isinstance(config.get(key), str) and not config[key].strip():
+            raise ConfigError(f"config key '{key}' must not be empty: {what}")
+
+
+def test_episodes(config):
+    """The test episodes an evaluation runs: test_nepisode rounded down to whole rounds of batch_size_run envs (at least
+    one round). src/main.py records this value in the run's config (and says so when it differs from the one given)."""
+    per_round = config["batch_size_run"]
+    return max(1, config["test_nepisode"] // per_round) * per_round
 
 
 def build_config(alg, env, overrides=None):

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from importlib import metadata
 
 from utils.cli import parse_updates
-from utils.config import OPEN_KEYS, ConfigError, build_config, canonicalize, recursive_update
+from utils.config import OPEN_KEYS, ConfigError, build_config, canonicalize, recursive_update, test_episodes
 from utils.paths import REPO_ROOT, repo_relative
 
 # distributions whose versions a run records when installed (the envs' packages are optional extras)
@@ -180,8 +180,10 @@ def rerun_config(folder, new_updates=()):
     kept, dropped = _known_part(_without(recorded, new), yaml_config)
     kept.pop("env_config", None)
     config = recursive_update(yaml_config, kept)
+    # config.json records the test episodes that ran (whole rounds of batch_size_run: main.record_test_episodes)
+    ran_alike = {"test_nepisode": test_episodes(yaml_config)}
     notes = [f"{k}: the run had {ran!r}, the current configs give {now!r} (the run's value is used)"
-             for k, ran, now in _differences(config, yaml_config) if k != "seed"]
+             for k, ran, now in _differences(config, yaml_config) if k != "seed" and ran_alike.get(k, now) != ran]
     notes += [f"'{k}' is no longer a config key: left out" for k in dropped]
     checkpoint = (meta.get("resumed_from") or {}).get("checkpoint")
     if checkpoint and "checkpoint_path" not in new and config.get("checkpoint_path"):

@@ -62,7 +62,8 @@ def test_episode_limit_is_truncation():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="unknown matrix game"):
+    with pytest.raises(ValueError, match="env_args.game for matrix_game must be one of climbing, penalty; got "
+                                         "'prisoners'"):
         MatrixGame(game="prisoners")
     with pytest.raises(TypeError, match="unknown env argument 'foo' for matrix_game"):
         MatrixGame(game="penalty", foo=1)
@@ -77,3 +78,22 @@ def test_configs_build_the_env(name, game):
     env = make_env(cfg["env"], **cfg["env_args"])
     assert isinstance(env, MatrixGame) and env.game == game
     assert env.episode_limit == cfg["env_args"]["episode_limit"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"episode_limit": 0}, "env_args.episode_limit for matrix_game must be an integer >= 1 (steps per episode); got 0"),
+    ({"episode_limit": -5}, "got -5"), ({"episode_limit": "abc"}, "got 'abc'"), ({"episode_limit": True}, "got True"),
+    ({"episode_limit": 2.5}, "got 2.5"), ({"game": "chicken"}, "env_args.game for matrix_game must be one of"),
+    ({"penalty": "big"}, "env_args.penalty for matrix_game must be a number"),
+])
+def test_argument_values_are_checked_before_the_env_is_built(args, message):
+    """check_env_args (src/main.py's preflight) and the constructor refuse them alike, naming argument and value."""
+    from envs import check_env_args
+    from envs.multiagentenv import EnvArgumentError
+
+    with pytest.raises(EnvArgumentError) as e:
+        check_env_args("matrix_game", args)
+    assert message in str(e.value)
+    with pytest.raises(EnvArgumentError):
+        MatrixGame(**args)
+    check_env_args("matrix_game", {"episode_limit": 1, "game": "climbing", "penalty": -12.5})

@@ -103,3 +103,13 @@ def test_a_rerun_of_a_sweep_trial_is_not_that_trial(tmp_path):
     folder, alg, env, tokens, config, notes = rerun_config(run)
     assert config["label"] == "default_label" and not any(t.startswith("label=") for t in tokens)
     assert rerun_config(run, ["label=mine"])[4]["label"] == "mine"
+
+
+def test_a_rerun_does_not_flag_the_test_episodes_the_run_recorded(tmp_path):
+    """config.json records the test episodes that ran (test_nepisode=3 with 2 envs: 2); the rerun's configs give the
+    same 2 episodes, so that is no difference to note."""
+    train(tmp_path, "runner=parallel", "batch_size_run=2", "n_workers=1", "test_nepisode=3", alg="qmix")
+    run = sacred_dir(tmp_path, "qmix", "penalty")
+    assert read(run, "config.json")["test_nepisode"] == 2
+    folder, alg, env, tokens, config, notes = rerun_config(run)
+    assert config["test_nepisode"] == 2 and not [n for n in notes if "test_nepisode" in n]
