@@ -45,8 +45,8 @@ def test_pymarl_alias_on_the_command_line(tmp_path):
 
 
 def test_evaluate_refuses_to_train_without_checkpoint(tmp_path):
-    run_main(tmp_path, "qmix", "matrix_game", *TINY, "evaluate=True", expect=1)
-    assert not glob.glob(os.path.join(tmp_path, "models", "*"))
+    run_main(tmp_path, "qmix", "matrix_game", *TINY, "evaluate=True", expect=2)  # a config error, before the run
+    assert not glob.glob(os.path.join(tmp_path, "models", "*")) and not os.path.exists(tmp_path / "sacred")
 
 
 def test_evaluate_from_checkpoint(tmp_path):
