@@ -14,7 +14,8 @@ counted. Seeds of one group share name, env and every config key but the seed an
 (utils/runs.py IGNORED: outputs, logging cadence, t_max, machine, ...); the label shows the keys that differ,
 e.g. `qllm tfcaf=my_tfcaf.py`; `with name=...` labels a group explicitly. Curves span every run of a group (a short
 run does not cut them; where fewer runs reach a point the legend and a mark say n); a one-run group has no band
-and says n=1. Offline runs (x = gradient steps) get panels of their own.
+and says n=1. Offline runs (x = gradient steps) get panels of their own. A resumed run (checkpoint_path=) is one run
+with the segments it continues, its curve chained in step order (said below the table).
 """
 import argparse
 import os
@@ -24,7 +25,7 @@ import _bootstrap  # noqa: F401 (src/ on sys.path)
 from analysis.report import skipped_summary
 from analysis.sources import load
 from utils.paths import RESULTS_ROOT
-from utils.runs import TRAINING_KINDS, format_score, group_runs
+from utils.runs import TRAINING_KINDS, chained_note, format_score, group_runs
 
 
 def score_table(groups, metric):
@@ -39,12 +40,24 @@ def score_table(groups, metric):
     return "\n".join(lines)
 
 
+def out_files(out, metric):
+    """(folder, stem) of --out: a folder (existing, or a path ending in a separator) gets <metric>.png and .pdf
+    inside it; anything else is a stem: `curves`, `curves.png` or `curves.pdf` give curves.png and curves.pdf."""
+    if out.endswith(("/", os.sep)) or os.path.isdir(out):
+        return os.path.abspath(out), metric
+    stem, ext = os.path.splitext(os.path.basename(out))
+    if ext.lower() not in (".png", ".pdf"):
+        stem = os.path.basename(out)
+    return os.path.dirname(os.path.abspath(out)), stem
+
+
 def plot(groups, metric, out):
-    """The learning curves of src/results.py (analysis.plots) at `out` (and beside it as PDF)."""
+    """The learning curves of src/results.py (analysis.plots) as <stem>.png and .pdf (out_files); returns the paths
+    written."""
     from analysis.plots import learning_curves
 
-    stem = os.path.splitext(os.path.basename(out))[0]
-    return learning_curves(groups, metric, os.path.dirname(os.path.abspath(out)), stem=stem)
+    folder, stem = out_files(out, metric)
+    return learning_curves(groups, metric, folder, stem=stem)
 
 
 def main(argv=None):
@@ -53,7 +66,8 @@ def main(argv=None):
                         help="a Sacred root, a name or run folder under it, or a sweep folder (default results/sacred)")
     parser.add_argument("--metric", default="test_return_mean")
     parser.add_argument("--out", default=None, help="image path, written as .png and .pdf (default "
-                                                    "results/plots/<metric>.png; a folder: <folder>/<metric>.png)")
+                                                    "results/plots/<metric>.png; a folder, or a path ending in /: "
+                                                    "<folder>/<metric>.png and .pdf)")
     parser.add_argument("--ignore", nargs="*", default=[], metavar="KEY",
                         help="more config keys (dotted: env_args.time_limit) that do not split groups")
     args = parser.parse_args(argv)
@@ -65,10 +79,10 @@ def main(argv=None):
                          + (f" ({skipped_summary(skipped)})" if skipped else ""))
     groups = group_runs(runs, ignore=set(args.ignore))
     out = args.out or os.path.join(RESULTS_ROOT, "plots", f"{args.metric}.png")
-    if os.path.isdir(out):
-        out = os.path.join(out, f"{args.metric}.png")
     files = plot(groups, args.metric, out)
     print(score_table(groups, args.metric))
+    if chained_note(runs):
+        print("\n" + chained_note(runs))
     if skipped:
         print("\n" + skipped_summary(skipped))
     print("\nwrote " + ", ".join(files))

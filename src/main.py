@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import sys
+import threading
 import warnings
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
@@ -55,6 +56,37 @@ class RunExperiment(Experiment):
         return super().run(command_name, config_updates, named_configs, {**self.run_info, **(info or {})},
                            {**self.run_meta, **(meta_info or {})}, options)
 
+    def _create_run(self, *args, **kwargs):
+        """The run, with `flush_records()`: a heartbeat now (metrics.json, info.json, cout.txt up to this moment; the
+        run loop calls it at each checkpoint), serialised with Sacred's heartbeat thread (whose observer writes are
+        not safe against each other)."""
+        run = super()._create_run(*args, **kwargs)
+        lock, beat = threading.Lock(), run._emit_heartbeat
+
+        def locked_beat():
+            with lock:
+                beat()
+
+        run._emit_heartbeat = run.flush_records = locked_beat  # the heartbeat thread takes it when the run starts
+        return run
+
+
+class RunFileStorageObserver(FileStorageObserver):
+    """Sacred's FileStorageObserver, whose cout.txt also ends with how the run ended when it failed (the traceback,
+    as run.json's fail_trace) or was interrupted, after the console output up to it (captured_until_now)."""
+
+    def _append_cout(self, text):
+        self.cout = (self.cout or "") + text
+        self.save_cout()
+
+    def failed_event(self, fail_time, fail_trace):
+        super().failed_event(fail_time, fail_trace)
+        self._append_cout("".join(fail_trace or []) + f"Run {self.run_entry.get('_id', '')} FAILED\n")
+
+    def interrupted_event(self, interrupt_time, status):
+        super().interrupted_event(interrupt_time, status)
+        self._append_cout(f"Run ended: {status} (interrupted, e.g. Ctrl-C)\n")
+
 
 def make_experiment(config, mongo_client_factory=None, meta=None, info=None):
     """The Sacred experiment of one run of `config`. `meta`: its provenance (utils.provenance.provenance; by default
@@ -77,7 +109,7 @@ def make_experiment(config, mongo_client_factory=None, meta=None, info=None):
     ex.captured_out_filter = apply_backspaces_and_linefeeds
     ex.add_config(config)
     sacred_dir = os.path.join(results_path(config), "sacred", config["name"], env_label(config))
-    ex.observers.append(FileStorageObserver(sacred_dir))
+    ex.observers.append(RunFileStorageObserver(sacred_dir))
     if config.get("mongo_url"):
         ex.observers.append(mongo_observer(config, mongo_client_factory))
 
@@ -93,7 +125,7 @@ def make_experiment(config, mongo_client_factory=None, meta=None, info=None):
         run_name = "evaluate" if config["evaluate"] else config["run"]
         if run_name not in run_REGISTRY:
             raise ValueError(f"unknown run '{run_name}'; valid: {sorted(run_REGISTRY)}")
-        with config_failure_cleanup(ex), failure_recorded(_run):
+        with captured_until_now(_run), config_failure_cleanup(ex), failure_recorded(_run):
             run_REGISTRY[run_name](_run, config, _log)
 
     return ex
@@ -120,6 +152,18 @@ def config_failure_cleanup(ex):
 
 
 @contextlib.contextmanager
+def captured_until_now(run):
+    """A run that raises (an error, Ctrl-C) keeps its console output up to then: Sacred's last heartbeat reads the
+    captured output only while the capture is open, so it is read here, before the exception leaves it."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            run._get_captured_output()
+        raise
+
+
+@contextlib.contextmanager
 def failure_recorded(run):
     """A run that raises records the error in its info (`failure`: class, message, repeats_on_retry). An error class
     that sets `repeats_on_retry` (the same config and data would fail the same way: a NaN loss replayed from the
@@ -137,7 +181,7 @@ def failure_recorded(run):
 def remove_failed_run(ex):
     """Remove what a run that failed on a config error wrote: its Sacred run folder and TensorBoard folders, and the
     folders above them (up to sacred/ and tb_logs/) that nothing else is left in (Sacred's _sources/ copy included)."""
-    observers = [o for o in ex.observers if isinstance(o, FileStorageObserver) and o.dir]
+    observers = [o for o in ex.observers if isinstance(o, FileStorageObserver) and o.dir]  # RunFileStorageObserver
     tb_folders = list(getattr(ex, "config_failure", None) or [])
     for folder in [o.dir for o in observers] + tb_folders:
         shutil.rmtree(folder, ignore_errors=True)
@@ -168,22 +212,47 @@ def pop_rerun(argv):
 
 
 def checkpoint_settings(config):
-    """A run from a checkpoint (checkpoint_path=): resuming takes the checkpoint's seed unless one is given, so a
-    resumed run continues the run it resumes; resuming and evaluating check the checkpoint's saved config against
-    the requested algorithm and network settings now, before the run starts (ConfigError naming the mismatch). The
-    env's shapes are checked once the run has built the env (run/loop.load)."""
-    if not config.get("checkpoint_path") or config.get("run") not in ("online", "offline", "evaluate"):
-        return
-    from utils.checkpoint import CheckpointError, check_checkpoint_config  # imports torch: only when needed
-
+    """A run from a checkpoint (checkpoint_path=): resuming takes the checkpoint's seed (a different seed= is refused:
+    the RNG states come from the checkpoint, so it would only rename the run), and is refused when its t_max (offline:
+    offline_steps) does not go past the checkpoint's step or its env or env_args differ from the checkpoint's;
+    resuming and evaluating check the checkpoint's saved config against the requested algorithm and network
+    settings now, before the run starts (ConfigError naming the mismatch). The env's shapes are checked once the
+    run has built the env (run/loop.load)."""
+    if config.get("run") not in ("online", "offline", "evaluate") or not config.get("checkpoint_path"):
+        return  # evaluating without one: refused by run/preflight.check_combinations
     evaluate = bool(config.get("evaluate")) or config.get("run") == "evaluate"
+    from utils.checkpoint import (  # imports torch: only when needed
+        CheckpointError,
+        check_checkpoint_config,
+        locate_checkpoint,
+    )
+
     try:
         saved = check_checkpoint_config(config["checkpoint_path"], config["load_step"], config, evaluate=evaluate,
                                         with_env=False)
+        path = locate_checkpoint(config["checkpoint_path"], config["load_step"])[1]
     except (CheckpointError, FileNotFoundError) as e:
         raise ConfigError(str(e)) from e
-    if not evaluate and config.get("seed") is None and saved is not None and saved.get("seed") is not None:
-        config["seed"] = saved["seed"]
+    if evaluate:
+        return
+    name = os.path.basename(os.path.normpath(path))
+    key, unit = ("t_max", "t_env") if config["run"] == "online" else ("offline_steps", "gradient step")
+    # the run's own budget (a retry of a run that died after its last checkpoint) only finishes it: its final
+    # evaluation and records; another budget that does not go past the checkpoint trains nothing: refused
+    finishing = saved is not None and saved.get(key) == config.get(key)
+    if name.isdigit() and config.get(key) is not None and config[key] <= int(name) and not finishing:
+        raise ConfigError(f"{key}={config[key]} does not go past the checkpoint's {unit} {name} ({path}): nothing "
+                          f"would be trained; give {key} greater than {name} (the run's total, e.g. "
+                          f"{key}={2 * max(int(name), 1)})")
+    theirs = None if saved is None else saved.get("seed")
+    if theirs is not None:
+        if config.get("seed") is None:
+            config["seed"] = theirs
+        elif config["seed"] != theirs:
+            raise ConfigError(f"seed={config['seed']} differs from the seed of the checkpoint's run ({theirs}): a "
+                              f"resumed run continues from the checkpoint's RNG states, so another seed would only "
+                              f"rename it; leave seed= out (or give seed={theirs}), or start a new run without "
+                              f"checkpoint_path for seed {config['seed']}")
 
 
 def record_test_episodes(config, given):
@@ -239,6 +308,9 @@ def main(argv):
     ex = make_experiment(config, meta=meta, info={"rerun_of": rerun} if rerun else None)
     try:
         run = ex.run_commandline([argv[0], *rest])
+    except KeyboardInterrupt:  # the run said where it stopped and how to resume (run/online.py); no traceback
+        print("interrupted (Ctrl-C): the run is recorded as INTERRUPTED", file=sys.stderr)
+        return 130
     except SystemExit as e:  # Sacred exits after printing a failed run's traceback (or with a message as the code)
         if getattr(ex, "config_failure", None) is not None:  # a config error found while building: no litter
             remove_failed_run(ex)

@@ -102,7 +102,7 @@ def report(args, mongo_client_factory=None):
     "scores": [...], "aggregates": [...], "skipped": [...]}."""
     from analysis import marl_eval, plots, sources, stats
     from analysis import report as tables
-    from utils.runs import group_runs
+    from utils.runs import chained_note, group_runs
 
     paths = args.paths or ([] if args.mongo_url else [os.path.join(RESULTS_ROOT, "sacred")])
     out = args.out or default_out(args)
@@ -152,7 +152,7 @@ def report(args, mongo_client_factory=None):
     elif len(finals_by_env) > 1:
         notes.append("the aggregates pool raw scores of envs on different scales: give --normalise to compare "
                      "across tasks")
-    notes += [n for n in (tables.pooled_note(groups), tables.skipped_summary(skipped)) if n]
+    notes += [n for n in (chained_note(runs), tables.pooled_note(groups), tables.skipped_summary(skipped)) if n]
     if notes:
         md += ["## Notes", "", *(f"- {n}" for n in notes), ""]
     markdown = "\n".join(md)

@@ -150,7 +150,7 @@ def test_method_settings_out_of_range_are_config_errors(tmp_path, capsys, alg, e
     ("qmix", ["grad_norm_clip=-1"], "config key 'grad_norm_clip' must be > 0"),
     ("qmix", ["target_update_interval=0"],
      "config key 'target_update_interval_or_tau' (pymarl: target_update_interval) must be > 0"),
-    ("qmix", ["evaluate=True"], "evaluate=True needs a trained model: give checkpoint_path=results/models/<run>"),
+    ("qmix", ["evaluate=True"], "needs a trained model: give checkpoint_path=results/models/<run>"),
     ("qmix", ["batch_size_run=4"], "batch_size_run=4: runner=episode plays one env at a time; use runner=parallel"),
     ("ippo", ["action_selector=epsilon_greedy"], "action_selector=epsilon_greedy acts on agent_output_type=q outputs, "
      "but ippo's agents output pi_logits: use action_selector=multinomial or soft_policies"),

@@ -117,3 +117,57 @@ def test_no_runs_is_a_clear_error(tmp_path):
     write_run(str(tmp_path), "qmix", "climbing", 1, [0, 50], [1.0, 4.0], status="FAILED")
     with pytest.raises(SystemExit, match="1 × FAILED"):
         main([str(tmp_path)])
+
+
+def resumed(d, previous, step):
+    """Mark run folder `d` as resumed from the checkpoint at `step` that the Sacred run `previous` saved."""
+    info = json.load(open(os.path.join(d, "info.json")))
+    info["resumed_from"] = {"checkpoint": f"/models/run/{step}", "step": step,
+                            "sacred_run": {"id": os.path.basename(previous), "dir": previous}}
+    json.dump(info, open(os.path.join(d, "info.json"), "w"))
+
+
+def test_a_resumed_run_is_one_seed_with_its_segments_chained(tmp_path, capsys):
+    root = str(tmp_path / "sacred")
+    # killed at 300 (RUNNING, fresh heartbeat), its last checkpoint at 200; resumed from it; resumed again to 600
+    first = write_run(root, "qmix", "climbing", 1, [0, 100, 200, 300], [0.0, 1.0, 2.0, 9.0], status="RUNNING")
+    second = write_run(root, "qmix", "climbing", 2, [250, 350], [2.5, 3.5], status="INTERRUPTED", seed=1)
+    resumed(second, first, 200)
+    third = write_run(root, "qmix", "climbing", 3, [350, 450, 550], [3.6, 4.5, 5.5], seed=1)
+    resumed(third, second, 340)
+    other = write_run(root, "qmix", "climbing", 4, [0, 100], [0.0, 7.0], seed=2)
+    runs, skipped = find_runs(root, "test_return_mean")
+    assert sorted(os.path.basename(r.path) for r in runs) == ["3", "4"] and not skipped
+    chained = next(r for r in runs if r.segments)
+    assert chained.segments == (first, second) and not chained.running
+    # the killed segment's 300 (after its checkpoint) and the second's 350 (the third logged it again) are dropped
+    assert chained.T.tolist() == [0, 100, 200, 250, 350, 450, 550]
+    assert chained.values.tolist() == [0.0, 1.0, 2.0, 2.5, 3.6, 4.5, 5.5]
+    groups = group_runs(runs)
+    assert len(groups) == 1 and len(groups[0].runs) == 2
+    main([root, "--out", str(tmp_path / "p")])
+    printed = capsys.readouterr().out
+    assert "| qmix | climbing | env steps | 2 |" in printed and "(n=2)" in printed
+    assert "1 resumed run(s) chained" in printed and f"{third} <- {second} <- {first}" in printed
+    # the same through sources.load (results.py, a sweep's trial), the segments given too, and the folder moved
+    from analysis.sources import load
+
+    runs, _ = load([third, first, other], "test_return_mean")
+    assert sorted(os.path.basename(r.path) for r in runs) == ["3", "4"]
+    moved = str(tmp_path / "moved")
+    os.rename(root, moved)
+    runs, skipped = find_runs(moved, "test_return_mean")
+    assert [len(r.segments) for r in sorted(runs, key=lambda r: r.path)] == [2, 0] and not skipped
+
+
+@pytest.mark.parametrize("out, written", [("pp/", ["pp/test_return_mean.png", "pp/test_return_mean.pdf"]),
+                                          ("fig", ["fig.png", "fig.pdf"]), ("fig.png", ["fig.png", "fig.pdf"]),
+                                          ("fig.pdf", ["fig.png", "fig.pdf"])])
+def test_out_is_a_folder_or_a_stem(sacred, tmp_path, capsys, monkeypatch, out, written):
+    monkeypatch.chdir(tmp_path)
+    main([sacred, "--out", out])
+    paths = [str(tmp_path / w) for w in written]
+    assert all(os.path.isfile(p) for p in paths)
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "wrote " + ", ".join(paths)
+    assert sorted(os.listdir(tmp_path / os.path.dirname(written[0]))) == sorted(
+        [os.path.basename(w) for w in written] + (["sacred"] if "/" not in written[0] else []))

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from utils.runs import STALE_AFTER, find_mongo_runs, find_runs, read_run
+from utils.runs import STALE_AFTER, drop_chained, find_mongo_runs, find_runs, read_run
 
 MANIFEST = "manifest.json"
 RUN_KEYS = ("sacred_run", "sacred_dir", "sacred_path", "run_dir")
@@ -110,7 +110,8 @@ def read_mongo(url, db_name, metric, now=None, stale_after=STALE_AFTER, client_f
 def load(paths, metric, mongo_url=None, mongo_db="pymarl", now=None, stale_after=STALE_AFTER,
          mongo_client_factory=None):
     """([Run], [(where, why skipped)]) of every path and, with mongo_url, of the Mongo database; a run found twice
-    (the same folder through two arguments) counts once."""
+    (the same folder through two arguments) counts once, and so does a resumed run given with its earlier segments
+    (utils.runs.chain_segments)."""
     runs, skipped, seen = [], [], set()
     for path in paths:
         r, s = read_path(path, metric, now, stale_after)
@@ -124,7 +125,7 @@ def load(paths, metric, mongo_url=None, mongo_db="pymarl", now=None, stale_after
         r, s = read_mongo(mongo_url, mongo_db, metric, now, stale_after, mongo_client_factory)
         runs += r
         skipped += s
-    return runs, skipped
+    return drop_chained(runs, skipped)
 
 
 def apply_finals(runs, files, metric):

@@ -1,5 +1,6 @@
 """What the run modes (online, offline, evaluate) share: checkpoints (save, load, resume), test episodes, timing,
 stopping on a non-finite value and the end of a run."""
+import json
 import os
 import time
 from contextlib import contextmanager
@@ -9,14 +10,17 @@ from utils.checkpoint import (
     ENV_SHAPE_KEYS,
     CheckpointError,
     CheckpointMismatch,
+    changed_settings,
     check_checkpoint_config,
     find_checkpoint,
     load_mismatch_hint,
+    load_run_config,
     load_run_state,
     save_checkpoint,
     save_run_config,
 )
 from utils.files import FolderLock
+from utils.logging import get_logger
 from utils.progress import Bar, time_str  # noqa: F401 (time_str re-exported)
 from utils.seeding import rng_state, set_rng_state
 
@@ -97,10 +101,17 @@ def save(ctx, step, run_state, _log, buffer=None):
     # the shaper's provenance (e.g. its potential's SHA-256): a resumed run refuses another shaper (resume_state)
     shaper = getattr(ctx, "shaper", None)
     run_state = {**run_state, **({} if shaper is None else {"shaper": shaper.provenance()})}
-    save_checkpoint(ctx.learner, path, {**run_state, "rng": rng_state(), "sacred_run": ctx.sacred_run},
+    # the config that trained up to this checkpoint (plain values), which a resumed run compares its own with
+    config = json.loads(json.dumps(ctx.config, default=str))
+    save_checkpoint(ctx.learner, path, {**run_state, "rng": rng_state(), "sacred_run": ctx.sacred_run,
+                                        "config": config},
                     buffer=buffer)  # the replay buffer's state: kept in the latest checkpoint only
     save_run_config(run_dir, {**ctx.config, **{k: getattr(ctx.args, k) for k in ENV_SHAPE_KEYS}})
     _log.info(f"Saved checkpoint to {path}")
+    ctx.last_checkpoint = path
+    flush = getattr(ctx, "flush_records", None)
+    if flush is not None:  # metrics.json / info.json cover every step up to the checkpoint a resume starts from
+        flush()
     return path
 
 
@@ -140,7 +151,37 @@ def resume_state(path, ctx=None):
         if ctx is not None and "resumed_from" in ctx.run_info:
             ctx.run_info["resumed_from"].update(step=state.get("t_env", state.get("step")),
                                                 sacred_run=state.get("sacred_run"))
+    if ctx is not None:
+        log_changed_settings(ctx, state.get("config") if state else None, path)
     return state
+
+
+def log_changed_settings(ctx, saved, path):
+    """Say (a warning, and `resumed_from.changed` in info.json) which settings the resumed run changes versus the
+    config that trained the checkpoint (its run_state's, else its model folder's config.json)."""
+    saved = saved or load_run_config(os.path.dirname(os.path.normpath(path)))
+    if not saved:
+        return {}
+    changed = changed_settings(saved, ctx.config)
+    if changed:
+        if "resumed_from" in ctx.run_info:
+            ctx.run_info["resumed_from"]["changed"] = changed
+        get_logger().warning(
+            "Resuming with settings changed from the checkpoint's: "
+            + ", ".join(f"{k} {json.dumps(a)} -> {json.dumps(b)}" for k, (a, b) in changed.items()))
+    return changed
+
+
+def interrupted(ctx, step_label, step, _log):
+    """After Ctrl-C in a training loop: one line naming where the run stopped, its last checkpoint and the key that
+    resumes it (no traceback: main.py ends the run as INTERRUPTED with exit status 130)."""
+    last, args = getattr(ctx, "last_checkpoint", None), ctx.args
+    if last:
+        _log.warning(f"Interrupted at {step_label} {step}. Last checkpoint: {step_label} {folder_step(last)} in "
+                     f"{os.path.dirname(last)}; resume with: with checkpoint_path={os.path.dirname(last)}")
+    else:
+        _log.warning(f"Interrupted at {step_label} {step}; no checkpoint was saved in this run"
+                     + ("" if args.save_model else " (save_model=False)") + ", so it cannot be resumed")
 
 
 def folder_step(path):

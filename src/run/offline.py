@@ -86,12 +86,14 @@ def run_offline(_run, config, _log):
     last_checkpoint = None  # the newest checkpoint this run saved or resumed from: named if training blows up
     if args.checkpoint_path:
         step, last_checkpoint = resume(ctx, sampler, _log)
+        ctx.last_checkpoint = last_checkpoint
         last_test = last_log = last_save = step
     else:
         learner.fit_data(data)
     if args.checkpoint_path:
+        where = f"checkpoints go to {args.model_dir}" if args.save_model else "save_model=False: no checkpoints"
         _log.info(f"Resuming offline training at gradient step {step} of {args.offline_steps} (seed {args.seed}; "
-                  f"checkpoints go to {args.model_dir})")
+                  f"{where})")
     else:
         _log.info(f"Beginning offline training for {args.offline_steps} gradient steps "
                   f"(batch {batch_text(learner, args)})")
@@ -104,31 +106,35 @@ def run_offline(_run, config, _log):
         evaluate(ctx, step, valid)
         labels = label(ctx, data, step, last_checkpoint, _log)
         last_test = step
-    with Bar(args.offline_steps, initial=step, desc="offline training", unit="step") as bar:
-        while step < args.offline_steps:
-            # in a fixed order, so that the sampler's random stream is reproducible
-            batches = {name: draw(sampler, name, datasets[name], args) for name in sorted(learner.batches)}
-            with clock.update(), loop.stop_on_nonfinite(ctx, last_checkpoint, _log):
-                learner.train(batches, step, step * per_step)
-            step += 1
-            bar.update_to(step)
-            # evaluated before the summary, so that the summary at a step shows the test at that step
-            if step - last_test >= args.offline_test_interval or step >= args.offline_steps:
-                evaluate(ctx, step, valid)
-                labels = label(ctx, data, step, last_checkpoint, _log) or labels
-                last_test = step
-                if learner.trains_actor:
-                    bar.set_postfix(test_return=f"{logger.latest('test_return_mean', float('nan')):.4g}")
-            if step - last_log >= args.offline_log_interval or step == args.offline_steps:
-                logger.log_stat("episode", step * per_step, step)  # episodes sampled (info.json: episode)
-                logger.log_stat("updates_per_s", clock.rate(), step)
-                logger.print_recent_stats(step_label="gradient step", count_label="samples (episodes)",
-                                          progress=progress.line(step, "gradient steps"))
-                last_log = step
-            if args.save_model and (step - last_save >= args.offline_save_interval or step == args.offline_steps):
-                last_checkpoint = loop.save(ctx, step, {"step": step, "sampler": sampler.rng.bit_generator.state},
-                                            _log)
-                last_save = step
+    try:
+        with Bar(args.offline_steps, initial=step, desc="offline training", unit="step") as bar:
+            while step < args.offline_steps:
+                # in a fixed order, so that the sampler's random stream is reproducible
+                batches = {name: draw(sampler, name, datasets[name], args) for name in sorted(learner.batches)}
+                with clock.update(), loop.stop_on_nonfinite(ctx, last_checkpoint, _log):
+                    learner.train(batches, step, step * per_step)
+                step += 1
+                bar.update_to(step)
+                # evaluated before the summary, so that the summary at a step shows the test at that step
+                if step - last_test >= args.offline_test_interval or step >= args.offline_steps:
+                    evaluate(ctx, step, valid)
+                    labels = label(ctx, data, step, last_checkpoint, _log) or labels
+                    last_test = step
+                    if learner.trains_actor:
+                        bar.set_postfix(test_return=f"{logger.latest('test_return_mean', float('nan')):.4g}")
+                if step - last_log >= args.offline_log_interval or step == args.offline_steps:
+                    logger.log_stat("episode", step * per_step, step)  # episodes sampled (info.json: episode)
+                    logger.log_stat("updates_per_s", clock.rate(), step)
+                    logger.print_recent_stats(step_label="gradient step", count_label="samples (episodes)",
+                                              progress=progress.line(step, "gradient steps"))
+                    last_log = step
+                if args.save_model and (step - last_save >= args.offline_save_interval or step == args.offline_steps):
+                    last_checkpoint = loop.save(ctx, step, {"step": step, "sampler": sampler.rng.bit_generator.state},
+                                                _log)
+                    last_save = step
+    except KeyboardInterrupt:
+        loop.interrupted(ctx, "gradient step", step, _log)
+        raise
     _log.info(f"Finished offline training: {clock.updates} gradient steps ({clock.updates * per_step} sampled "
               f"episodes) in {progress.elapsed():.1f}s ({clock.rate():.1f} updates/s in the learner)")
     loop.log_final_evaluation(ctx, _log, "gradient step")

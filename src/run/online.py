@@ -45,27 +45,35 @@ def _train(ctx, _log):
     counters = Counters(args)
     last_checkpoint = None  # the newest checkpoint this run saved or resumed from: named if training blows up
     if args.checkpoint_path:
-        last_checkpoint = resume(ctx, counters, _log)
+        last_checkpoint = ctx.last_checkpoint = resume(ctx, counters, _log)
+    start_updates = counters.n_updates  # the end's summary counts this session's work
 
     if args.save_model and args.save_replay_buffer:
         _log.info(f"save_replay_buffer=True: the replay buffer (up to {args.buffer_size} episodes) is saved with the "
                   f"latest checkpoint only ({BUFFER}); an older checkpoint drops its copy once a newer one is written")
     if args.checkpoint_path:
-        _log.info(f"Resuming at t_env {runner.t_env} of {args.t_max} (seed {args.seed}; checkpoints go to "
-                  f"{args.model_dir})")
+        where = f"checkpoints go to {args.model_dir}" if args.save_model else "save_model=False: no checkpoints"
+        _log.info(f"Resuming at t_env {runner.t_env} of {args.t_max} (seed {args.seed}; {where})")
     else:
         _log.info(f"Beginning training for {args.t_max} timesteps")
     progress = Clock(runner.t_env, args.t_max)
     clock = loop.UpdateClock()
-    with Bar(args.t_max, initial=runner.t_env, desc="training", unit="step") as bar:
-        _loop(ctx, counters, progress, clock, bar, last_checkpoint, _log)
+    try:
+        with Bar(args.t_max, initial=runner.t_env, desc="training", unit="step") as bar:
+            _loop(ctx, counters, progress, clock, bar, last_checkpoint, _log)
+    except KeyboardInterrupt:
+        loop.interrupted(ctx, "t_env", runner.t_env, _log)
+        raise
 
     if args.save_model and counters.model_save_time != runner.t_env:
         counters.model_save_time = runner.t_env
         save(ctx, counters, _log)
     steps, total = runner.t_env - progress.start, progress.elapsed()
-    _log.info(f"Finished training: {steps} env steps in {total:.1f}s "
-              f"({steps / max(total, 1e-9):.0f} env steps/s, {counters.n_updates} updates)")
+    updates = counters.n_updates - start_updates
+    since = (f"; the run is at t_env {runner.t_env} with {counters.n_updates} updates since it began"
+             if progress.start else "")
+    _log.info(f"Finished training: {steps} env steps and {updates} updates in {total:.1f}s "
+              f"({steps / max(total, 1e-9):.0f} env steps/s{since})")
     loop.log_final_evaluation(ctx, _log, "t_env", end=runner.t_env, interval=args.test_interval)
     loop.finish(ctx)
 

@@ -58,8 +58,8 @@ def check_combinations(config):
     name = config.get("name")
     evaluating = bool(config.get("evaluate")) or config.get("run") == "evaluate"
     if evaluating and not config.get("checkpoint_path"):
-        raise ConfigError("evaluate=True needs a trained model: give checkpoint_path=results/models/<run> (evaluation "
-                          "never trains)")
+        raise ConfigError("evaluate=True (or run=evaluate) needs a trained model: give "
+                          "checkpoint_path=results/models/<run> (evaluation never trains)")
     if config.get("load_step") and not config.get("checkpoint_path"):
         raise ConfigError(f"load_step={config['load_step']} picks a checkpoint of checkpoint_path, which is not given: "
                           f"add checkpoint_path=results/models/<run>, or leave load_step out to train from scratch")

@@ -248,4 +248,6 @@ def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker
 
     return SN(run_info={} if _run is None else _run.info, sacred_run=sacred_run_ref(_run),
               args=args, config=config, logger=logger, runner=runner, buffer=buffer, mac=mac,
-              acting_mac=acting_mac, learner=learner, features=features, shaper=shaper, annotate=annotate)
+              acting_mac=acting_mac, learner=learner, features=features, shaper=shaper, annotate=annotate,
+              # a Sacred heartbeat now (main.RunExperiment): run.loop.save calls it at every checkpoint
+              flush_records=getattr(_run, "flush_records", None), last_checkpoint=None)

@@ -256,6 +256,10 @@ def checkpoint_mismatch(saved, requested, evaluate=False, with_env=True):
         fix = f"use --config={name}" if name else "use the --config it was trained with"
         return (f"the checkpoint was trained with {_describe(saved, used)}; you asked for "
                 f"{_describe(requested, used)}: {fix}")
+    if not evaluate:  # a resumed run continues the checkpoint's env (evaluating on another env is allowed)
+        why = env_mismatch(saved, requested)
+        if why:
+            return why
     shape_keys = list(AGENT_SHAPE_KEYS)
     if not evaluate:
         mixer_keys = MIXER_KEYS.get(saved.get("mixer"), ())
@@ -276,6 +280,37 @@ def checkpoint_mismatch(saved, requested, evaluate=False, with_env=True):
                 f"gives {', '.join(f'{k} {_value(requested[k])}' for k in envs)}: use --env-config={env} with the "
                 f"env_args it was trained with ({_env_args(saved)})")
     return None
+
+
+def env_mismatch(saved, requested):
+    """Why a run of `requested` cannot continue a checkpoint trained on `saved`'s env (another env, or env_args that
+    differ besides the seed), or None. Keys a config lacks are not compared (older checkpoints)."""
+    diffs = []
+    if "env" in saved and "env" in requested and saved["env"] != requested["env"]:
+        diffs.append(f"env {_value(saved['env'])} (this run: {_value(requested['env'])})")
+    if isinstance(saved.get("env_args"), dict) and isinstance(requested.get("env_args"), dict):
+        theirs, ours = _env_args(saved), _env_args(requested)
+        for k in sorted(set(theirs) | set(ours)):
+            a, b = theirs.get(k, "unset"), ours.get(k, "unset")
+            if _value(a) != _value(b):
+                diffs.append(f"env_args.{k} {_value(a)} (this run: {_value(b)})")
+    if not diffs:
+        return None
+    env = saved.get("env_config") or saved.get("env")
+    return (f"the checkpoint was trained on {'; '.join(diffs)}: a resumed run continues on the env it was trained on; "
+            f"use --env-config={env} with the checkpoint's env_args ({_env_args(saved)}), or train a new run (to "
+            f"test the policy on another env: evaluate=True)")
+
+
+def changed_settings(saved, requested):
+    """{dotted key: [the checkpoint's value, this run's]} of the settings a resumed run changes, leaving out
+    bookkeeping (utils.runs.IGNORED: outputs, cadence, t_max, machine, ...), the seed and what the env reports."""
+    from utils.runs import flatten, ignored  # the results tools' notion of "the same experiment"
+
+    theirs = flatten({k: v for k, v in saved.items() if k not in ENV_SHAPE_KEYS})
+    ours = flatten({k: v for k, v in requested.items() if k not in ENV_SHAPE_KEYS})
+    return {k: [theirs.get(k), ours.get(k)] for k in sorted(set(theirs) & set(ours))
+            if not ignored(k) and _value(theirs[k]) != _value(ours[k])}
 
 
 def check_checkpoint_config(checkpoint_path, load_step, requested, evaluate=False, with_env=True):

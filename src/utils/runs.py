@@ -25,6 +25,13 @@ status, heartbeat and info; a `metrics` collection of {run_id, name, steps, valu
 metric); a run's name is its config's `name`, its env `utils.paths.env_label(config)`, its path
 `mongo://<db>/<_id>`.
 
+Resumed runs (`chain_segments`): a run started with `checkpoint_path=` records in info.json `resumed_from` the
+checkpoint's step and the Sacred run that saved it. Its segments are one run, one seed: the curve of the run it
+continues (whatever that one's status: killed, interrupted, failed or completed) up to the checkpoint's step and
+before the continuation's first point, then the continuation's (the latest segment wins where they overlap), back
+through every earlier resume. The earlier segments are then neither runs of their own nor skipped runs (`Run.segments`
+lists them; `chained_note` says so in a tool's output). Mongo runs are not chained.
+
 Aggregation (`aggregate`): the curves of a group's runs on one grid spanning all of them (not cut to the shortest
 run); a point averages the runs that reach it, and `n` says how many those are. A one-run group has no spread
 (`format_score` prints `0.95 (n=1)`, never `± 0.000`).
@@ -66,6 +73,7 @@ class Run:
     T: np.ndarray
     values: np.ndarray
     final_override: float = None  # its final model re-evaluated on more episodes (src/results.py --finals)
+    segments: tuple = ()  # the Sacred run folders this resumed run continues, oldest first (chain_segments)
 
     @property
     def final(self):
@@ -159,20 +167,85 @@ def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER):
     return mode, status, T[order], values[order]
 
 
+def _previous_segment(run_dir, info):
+    """(the Sacred run folder that the resumed run at `run_dir` continues, the checkpoint's step) or (None, None).
+    Results moved elsewhere: the run of the same id beside this one, where the recorded folder had the same name and
+    env folders."""
+    resumed = (info or {}).get("resumed_from")
+    ref = resumed.get("sacred_run") if isinstance(resumed, dict) else None
+    if not isinstance(ref, dict):
+        return None, None
+    step = resumed.get("step")
+    folder = ref.get("dir")
+    if folder and os.path.isdir(folder):
+        return os.path.normpath(folder), step
+    if folder and ref.get("id") is not None:
+        here, there = os.path.normpath(run_dir).split(os.sep), os.path.normpath(folder).split(os.sep)
+        moved = os.path.join(os.path.dirname(os.path.normpath(run_dir)), str(ref["id"]))
+        if here[-3:-1] == there[-3:-1] and os.path.isdir(moved):
+            return moved, step
+    return None, None
+
+
+def chain_segments(run_dir, info, metric):
+    """(info with `metric` over every segment of the resumed run at `run_dir`, [earlier segment folders, oldest
+    first]); see the module's doc. A run that was not resumed comes back as it is, with no segments."""
+    info = dict(info or {})
+    T = [float(t) for t in info.get(f"{metric}_T") or []]
+    values = list(info.get(metric) or [])
+    segments, seen, here, here_info = [], {os.path.realpath(run_dir)}, run_dir, info
+    while True:
+        previous, step = _previous_segment(here, here_info)
+        if previous is None or os.path.realpath(previous) in seen:
+            break
+        seen.add(os.path.realpath(previous))
+        prev_info = _json(os.path.join(previous, "info.json")) or {}
+        pT, pv = prev_info.get(f"{metric}_T") or [], prev_info.get(metric) or []
+        first = min(T) if T else float("inf")
+        kept = [(float(t), v) for t, v in zip(pT, pv) if t < first and (step is None or t <= step)]
+        T, values = [t for t, _ in kept] + T, [v for _, v in kept] + values
+        segments.insert(0, previous)
+        here, here_info = previous, prev_info
+    if segments:
+        info[metric], info[f"{metric}_T"] = values, T
+    return info, segments
+
+
+def chained_note(runs):
+    """A line for a tool's output naming the resumed runs whose segments were chained into one run each ("" if
+    none)."""
+    chained = [r for r in runs if r.segments]
+    if not chained:
+        return ""
+    return (f"{len(chained)} resumed run(s) chained with the segments they continue (one run, one seed each; the "
+            f"latest segment wins where they overlap): "
+            + "; ".join(f"{r.path} <- {' <- '.join(reversed(r.segments))}" for r in chained))
+
+
+def drop_chained(runs, skipped):
+    """(runs, skipped) without the folders that are earlier segments of a chained run (counted in it)."""
+    consumed = {os.path.realpath(s) for r in runs for s in r.segments}
+    return ([r for r in runs if os.path.realpath(r.path) not in consumed],
+            [(p, why) for p, why in skipped if os.path.realpath(p) not in consumed])
+
+
 def read_run(run_dir, metric, now=None, stale_after=STALE_AFTER):
-    """(Run, None) for a FileStorage run folder <name>/<env>/<id>/ that is used, else (None, why skipped)."""
+    """(Run, None) for a FileStorage run folder <name>/<env>/<id>/ that is used, else (None, why skipped). A resumed
+    run comes with the segments it continues (chain_segments)."""
     config = _json(os.path.join(run_dir, "config.json")) or {}
-    kind, status, T, values = classify(config, _json(os.path.join(run_dir, "run.json")),
-                                       _json(os.path.join(run_dir, "info.json")), metric, now, stale_after)
+    info, segments = chain_segments(run_dir, _json(os.path.join(run_dir, "info.json")), metric)
+    kind, status, T, values = classify(config, _json(os.path.join(run_dir, "run.json")), info, metric, now,
+                                       stale_after)
     if kind is None:
         return None, status
     env_dir = os.path.dirname(os.path.normpath(run_dir))
     return Run(run_dir, os.path.basename(os.path.dirname(env_dir)), os.path.basename(env_dir), kind,
-               flatten(config), status == "RUNNING", T, values), None
+               flatten(config), status == "RUNNING", T, values, segments=tuple(segments)), None
 
 
 def find_runs(sacred_root, metric, now=None, stale_after=STALE_AFTER):
-    """([Run] used, [(run folder, why skipped)]) under sacred_root/<name>/<env>/<id>/."""
+    """([Run] used, [(run folder, why skipped)]) under sacred_root/<name>/<env>/<id>/; the earlier segments of a
+    resumed run are in it, not listed apart."""
     runs, skipped = [], []
     for run_dir in sorted(glob.glob(os.path.join(sacred_root, "*", "*", "*"))):
         if not os.path.isdir(run_dir) or os.path.basename(run_dir) == "_sources":
@@ -182,7 +255,7 @@ def find_runs(sacred_root, metric, now=None, stale_after=STALE_AFTER):
             skipped.append((run_dir, why))
         else:
             runs.append(run)
-    return runs, skipped
+    return drop_chained(runs, skipped)
 
 
 def find_mongo_runs(db, metric, now=None, stale_after=STALE_AFTER, query=None):

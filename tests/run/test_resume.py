@@ -19,9 +19,11 @@ FILES = ["agent", "target_agent", "mixer", "target_mixer", "opt", "learner", "ru
 
 
 def load_all(folder):
-    """A checkpoint's files; of its run state all but which Sacred run wrote it (another run in each test)."""
+    """A checkpoint's files; of its run state all but which Sacred run wrote it (another run in each test) and its
+    config."""
     files = {f: th.load(os.path.join(folder, f"{f}.th"), weights_only=True) for f in FILES}
     files["run_state"].pop("sacred_run", None)
+    files["run_state"].pop("config", None)  # the config that trained it: checkpoint_path differs
     return files
 
 

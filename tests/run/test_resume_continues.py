@@ -53,12 +53,20 @@ def test_resume_with_only_checkpoint_path_equals_the_uninterrupted_run(tmp_path,
         assert resumed[key] and all(logged[t] == v for t, v in zip(resumed[f"{key}_T"], resumed[key])), key
 
 
-def test_an_explicit_seed_wins_over_the_checkpoints(tmp_path):
+def test_a_seed_other_than_the_checkpoints_is_refused(tmp_path, capsys):
+    """The RNG states come from the checkpoint: another seed= would only rename the run (config.json, the model
+    folder) and make the results tools count it as another seed; the checkpoint's own seed is accepted."""
     run_main(tmp_path / "a", "vdn", "matrix_game", *TINY, "batch_size=4", "buffer_size=8")
     models = glob.glob(str(tmp_path / "a" / "models" / "*"))[0]
+    capsys.readouterr()
     run_main(tmp_path / "b", "vdn", "matrix_game", *TINY, "batch_size=4", "buffer_size=8", "t_max=120",
-             f"checkpoint_path={models}", "seed=11")  # run_main gives seed=3 first; the later seed=11 wins
-    assert read(sacred_dir(tmp_path / "b", "vdn", "penalty"), "config.json")["seed"] == 11
+             f"checkpoint_path={models}", "seed=11", expect=2)  # run_main gives seed=3 first; the later seed=11 wins
+    err = capsys.readouterr().err
+    assert "seed=11 differs from the seed of the checkpoint's run (3)" in err and "leave seed= out" in err
+    assert not os.path.exists(tmp_path / "b" / "sacred")
+    run_main(tmp_path / "c", "vdn", "matrix_game", *TINY, "batch_size=4", "buffer_size=8", "t_max=120",
+             f"checkpoint_path={models}")  # seed=3: the checkpoint's
+    assert read(sacred_dir(tmp_path / "c", "vdn", "penalty"), "config.json")["seed"] == 3
 
 
 @pytest.fixture(scope="module")
