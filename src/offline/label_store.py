@@ -48,8 +48,9 @@ def label_command(path, name="NAME", labeler="oracle"):
 
 
 def check_name(name, what="label_name"):
-    if not isinstance(name, str) or not NAME.match(name or ""):
-        raise ConfigError(f"{what} must be a non-empty name of letters, digits, '_', '-' or '.', got {name!r}")
+    if not isinstance(name, str) or not NAME.match(name or "") or name in (".", ".."):
+        raise ConfigError(f"{what} must be a non-empty name of letters, digits, '_', '-' or '.' (not '.' or '..'), "
+                          f"got {name!r}")
 
 
 # ----- the content fingerprint -----
