@@ -8,6 +8,7 @@ import re
 import numpy as np
 
 from offline.format import DatasetError
+from offline.label_store import stale_derivation
 from offline.reader import OfflineDataset
 from utils.config import ConfigError
 from utils.paths import unseeded
@@ -79,6 +80,11 @@ def label_rows(data, spec, key, hint, name=None):
     if name not in data.label_names:
         raise DatasetError(f"{key}={spec}: the dataset has no label '{name}' (labels present: "
                            f"{data.label_names or 'none'}); {hint}")
+    stale = stale_derivation(data.path, name) if data.path else None
+    if stale:
+        set_name = data.label_attrs(name).get("preference_set")
+        raise DatasetError(f"{key}={spec}: {stale}. Make it again from the current set (--config=omapl or marl_sl "
+                           f"with offline_dataset={data.path} preference_set={set_name} label_overwrite=True)")
     return data.label(name)
 
 
