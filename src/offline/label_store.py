@@ -193,9 +193,14 @@ def check_groups(f, path, E):
     """The reader's check of a file's preference sets: shapes and indices in 0..E-1 (cheap: reads the pairs)."""
     if GROUP not in f:
         return
+    if not isinstance(f[GROUP], h5py.Group):
+        raise DatasetError(f"{path}: '{GROUP}' is not a group of preference sets")
     for name, g in f[GROUP].items():
         if not isinstance(g, h5py.Group) or "pairs" not in g or "label" not in g:
             raise DatasetError(f"{path}: '{GROUP}/{name}' is not a preference set (needs 'pairs' and 'label')")
+        if not all(isinstance(g[k], h5py.Dataset) and g[k].shape for k in ("pairs", "label")):
+            raise DatasetError(f"{path}: '{GROUP}/{name}' has 'pairs' or 'label' that is not an array; expected "
+                               f"pairs [P, 2] and label [P]")
         P = g["pairs"].shape[0]
         if g["pairs"].shape != (P, 2) or g["label"].shape != (P,):
             raise DatasetError(f"{path}: '{GROUP}/{name}' has pairs {g['pairs'].shape} and label {g['label'].shape}; "
