@@ -104,6 +104,10 @@ def reference_datasets(env, recipe, results, seed, episodes=None, overwrite=Fals
                 f"t_max={recipe['t_max']}", f"save_model_interval={recipe['save_model_interval']}",
                 f"local_results_path={behaviour_dir}", *args, *recipe.get("train", lambda t: [])(recipe["t_max"]))
         run = finished_run(os.path.join(behaviour_dir, "models"), recipe["t_max"], recipe["save_model_interval"])
+        if run is None:
+            raise SystemExit(f"{env}: the training run finished but left no finished behaviour run (checkpoints up "
+                             f"to t_max={recipe['t_max']} every {recipe['save_model_interval']} steps) under "
+                             f"{os.path.join(behaviour_dir, 'models')}: see its log above")
     else:
         print(f"{env}: using the finished behaviour run {run}", flush=True)
     dataset_dir = os.path.join(results, "datasets", label)
@@ -122,13 +126,23 @@ def reference_datasets(env, recipe, results, seed, episodes=None, overwrite=Fals
     return label, {**table, "datasets": [r for r in table["datasets"] if r["dataset"] in recipe_names]}
 
 
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", nargs="+", default=[e for e in RECIPES if e not in OPT_IN], choices=list(RECIPES),
                         help=f"default: every recipe but {', '.join(OPT_IN)} (opt-in: an extra install; smax took "
                              "19 min here, smax_5m_vs_6m 2 h)")
-    parser.add_argument("--episodes", type=int, default=None,
-                        help="episodes of each 1000-episode dataset (the mixture scales with it)")
+    parser.add_argument("--episodes", type=positive_int, default=None,
+                        help="episodes of each 1000-episode dataset (>= 1; the mixture scales with it)")
     parser.add_argument("--overwrite", action="store_true",
                         help="recollect the datasets (collect_overwrite=True), e.g. after retraining a behaviour")
     parser.add_argument("--results", default=RESULTS_ROOT)
@@ -137,9 +151,10 @@ def main(argv=None):
     parser.add_argument("--env-arg", nargs="*", default=[], metavar="KEY=VALUE",
                         help="env_args of training and collection, e.g. N=4 (MPE spread's agents); the behaviour run "
                              "goes to <results>/reference/<env>-<env label>")
-    parser.add_argument("--datasets", nargs="+", default=None,
+    parser.add_argument("--datasets", nargs="+", default=None, choices=list(load_alg("collect")["collect_datasets"]),
                         help="collect only these datasets of the recipe (collect_only), e.g. imbalanced_1e expert_2")
     args = parser.parse_args(argv)
+    args.results = os.path.abspath(args.results)  # the commands run from the repository root
     tables = {}
     for env in args.envs:
         recipe = dict(RECIPES[env])

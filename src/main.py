@@ -140,15 +140,22 @@ class RunConfigError(SacredError):
 
 @contextlib.contextmanager
 def config_failure_cleanup(ex):
-    """A ConfigError raised inside the run fails it as a RunConfigError and notes in `ex.config_failure` the
-    TensorBoard folder the run created (run.setup records it in the run's info; a resumed run's continued folder is
-    not its own); main() then removes it and the run's Sacred folder (remove_failed_run)."""
+    """A ConfigError (or a DatasetError: a dataset the run cannot use, named by the message) raised inside the run
+    fails it as a RunConfigError (one line, no traceback) and notes in `ex.config_failure` the TensorBoard folder the
+    run created (run.setup records it in the run's info; a resumed run's continued folder is not its own); main()
+    then removes it and the run's Sacred folder (remove_failed_run) and exits 2. A DatasetError's run folder is kept:
+    its info.json records the failure, which tells a sweep not to retry the trial (sweeps.trial.repeated_failure)."""
+    from offline.format import DatasetError  # the run has imported torch and offline/ already
+
     try:
         yield
     except ConfigError as e:
         tb = ex.current_run.info.get("tensorboard") if ex.current_run is not None else None
         ex.config_failure = [tb["dir"]] if tb and tb["created"] else []
         raise RunConfigError(f"config error: {e}") from e
+    except DatasetError as e:
+        ex.dataset_failure = True
+        raise RunConfigError(f"dataset error: {e}") from e
 
 
 @contextlib.contextmanager
@@ -314,6 +321,8 @@ def main(argv):
     except SystemExit as e:  # Sacred exits after printing a failed run's traceback (or with a message as the code)
         if getattr(ex, "config_failure", None) is not None:  # a config error found while building: no litter
             remove_failed_run(ex)
+            return 2
+        if getattr(ex, "dataset_failure", False):  # its message is printed (one line); the folder records it
             return 2
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)

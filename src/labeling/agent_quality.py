@@ -163,7 +163,7 @@ class AgentQuality(LabelTask):
 
     # --- storage: labels/<label_name> [E, T+1] ---
     def stored(self, source, args):
-        target = args.label_out or source.path
+        target = self.stored_file(source, args)
         if not os.path.exists(target):
             return None
         return episode_label_attrs(target, args.label_name) or None

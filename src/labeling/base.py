@@ -136,6 +136,13 @@ class LabelTask:
         """Quality of `answers` against the ground truth (JSON-able dict: agreement, rates, ...)."""
         raise NotImplementedError
 
+    def stored_file(self, source: LabelSource, args) -> str:
+        """The file `stored` looks in: where `store` will read the dataset from (offline.label_store.edit_dataset):
+        label_out when that file exists (sets are added to it), else the source file (a new label_out starts as a
+        copy of it, sets included)."""
+        out = getattr(args, "label_out", None)
+        return out if out and os.path.exists(out) else source.path
+
     def stored(self, source: LabelSource, args) -> dict | None:
         """The attrs of the result already stored under this run's name (where `store` would write), or None: the
         run mode reuses it when its settings are the run's, and refuses to replace it otherwise (label_overwrite)."""

@@ -169,7 +169,7 @@ class TrajectoryPreference(LabelTask):
         return out
 
     def stored(self, source, args):
-        target = args.label_out or source.path
+        target = self.stored_file(source, args)
         if not os.path.exists(target) or args.label_name not in preference_names(target):
             return None
         return read_preferences(target, args.label_name, check=False)[2]

@@ -64,7 +64,8 @@ def read(dset, path, rows=None):
 def content_problems(a, n_actions, truncation_as_terminal=False):
     """[(field, rule broken, bad [E, T+1] bool)] of every check that fails, for arrays in the stored layout.
 
-    filled: 1s then 0s, at least one transition (2 steps), as the writer requires; floats finite at every step
+    filled: 1s then 0s, at least one transition (2 steps), as the writer requires; episode_return (when given, [E])
+    finite (a NaN return ranks and labels as a tie with everything); floats finite at every step
     (a NaN in padding still poisons a masked loss); actions in [0, n_actions) at every step (padding is one-hot
     encoded too), and available at transition steps 0..L-1 (step L's action is a placeholder the runners pick
     for t+1 indexing, never taken); terminated / truncated only at the last transition L-1, not both unless the
@@ -86,6 +87,12 @@ def content_problems(a, n_actions, truncation_as_terminal=False):
             bad = ~np.isfinite(x).reshape(E, T1, -1).all(2)
             if bad.any():
                 out.append((key, "is not finite (NaN or inf)", bad))
+    if "episode_return" in a:  # per episode: marked at step 0
+        ret = np.asarray(a["episode_return"])
+        if ret.dtype.kind == "f" and not np.isfinite(ret).all():
+            bad = np.zeros((E, T1), dtype=bool)
+            bad[:, 0] = ~np.isfinite(ret)
+            out.append(("episode_return", "is not finite (NaN or inf)", bad))
     act = a["actions"].reshape(E, T1, -1)
     if act.size and (act.min() < 0 or act.max() >= n_actions):
         out.append(("actions", f"is outside [0, {n_actions})", ((act < 0) | (act >= n_actions)).any(2)))
@@ -125,9 +132,10 @@ def check_content(a, n_actions, path, truncation_as_terminal=False, episodes=Non
         return
     field, rule, bad = problems[0]
     e, t = (int(v) for v in np.argwhere(bad)[0])
-    value = np.asarray(a[field][e, t])
+    value = np.asarray(a[field][e] if np.ndim(a[field]) == 1 else a[field][e, t])
     if value.dtype.kind == "f":  # [n, O] observations: which agents
-        shown = f" (agents {np.flatnonzero(~np.isfinite(value).all(1)).tolist()})" if value.ndim == 2 else ""
+        shown = f" (agents {np.flatnonzero(~np.isfinite(value).all(1)).tolist()})" if value.ndim == 2 else \
+            (f" (value {value.item()})" if value.ndim == 0 else "")
     else:
         shown = f" (value {value.ravel().tolist()})"
     rows = np.zeros(len(bad), dtype=bool)

@@ -13,20 +13,25 @@ is kept only when it matches the request, and is otherwise an error naming the f
 playing, provenance, writing) come first.
 """
 import json
+import logging
 import os
 import zlib
 from types import SimpleNamespace as SN
 
+import h5py
 import numpy as np
 
 from components.episode_buffer import episode_scheme
 from controllers.behaviour_mac import RANDOM, BehaviourMAC, load_policy
 from envs import env_from_args
 from offline.format import DatasetError, check_env
+from offline.label_store import GROUP as PREFERENCES
+from offline.label_store import LABELS, check_name
 from offline.reader import OfflineDataset
 from offline.writer import DatasetWriter
 from runners import REGISTRY as r_REGISTRY
 from utils.checkpoint import load_run_config
+from utils.config import ConfigError
 from utils.files import clean_stale_temps, is_temp, sha256_file, write_json_atomic, write_text_atomic
 from utils.logging import Logger
 from utils.paths import env_label, results_path, unseeded
@@ -36,6 +41,9 @@ from utils.seeding import set_seeds
 EXPERT = "expert"
 SCORES_FILE = "behaviour.json"
 RETURNS_FILE = "returns"
+SCORE_SEED = 0  # the scoring episodes' seed when the run's seed was not given (Sacred drew one): a rerun of the same
+# command then scores the same episodes and chooses the same checkpoints (a killed collection resumes)
+KEPT_SCORES = 16  # behaviour.json keeps the scores of this many (behaviour run, settings) keys, the newest first
 
 
 # ----- the behaviour run -----
@@ -52,22 +60,28 @@ def _env_of(config):
 def load_behaviour_run(run_dir, config):
     """(saved config, checkpoint steps) of the behaviour run, checked against the collect run's env."""
     if not run_dir:
-        raise ValueError("collection needs behaviour_checkpoint=results/models/<run> (an online run's models)")
+        raise ConfigError("collection needs behaviour_checkpoint=results/models/<run> (an online run's models)")
     if not os.path.isdir(run_dir):
-        raise FileNotFoundError(f"behaviour_checkpoint '{run_dir}' is not a folder; pass results/models/<run>")
+        raise ConfigError(f"behaviour_checkpoint '{run_dir}' is not a folder; pass results/models/<run>")
     run_config = load_run_config(run_dir)
+    parent = os.path.dirname(os.path.normpath(run_dir))
+    if run_config is None and os.path.basename(os.path.normpath(run_dir)).isdigit() and parent \
+            and load_run_config(parent) is not None:
+        raise ConfigError(f"behaviour_checkpoint {run_dir} is one checkpoint (step "
+                          f"{os.path.basename(os.path.normpath(run_dir))}) of the run {parent}: pass the run folder, "
+                          f"behaviour_checkpoint={parent} (collection scores all of its checkpoints)")
     if run_config is None:
-        raise FileNotFoundError(
+        raise ConfigError(
             f"checkpoint written before configs were saved: {run_dir} has no config.json. Copy the config.json "
             f"of the run that trained it (results/sacred/<alg>/<env>/<id>/config.json) into {run_dir}, "
             f"or retrain (online runs now save it next to their checkpoints)")
     steps = checkpoint_steps(run_dir)
     if not steps:
-        raise FileNotFoundError(f"no checkpoints (numbered folders with agent.th) in behaviour_checkpoint {run_dir}")
+        raise ConfigError(f"no checkpoints (numbered folders with agent.th) in behaviour_checkpoint {run_dir}")
     theirs, ours = _env_of(run_config), _env_of(config)
     if theirs != ours:
         diff = sorted(k for k in set(theirs[1]) | set(ours[1]) if theirs[1].get(k) != ours[1].get(k))
-        raise ValueError(f"behaviour_checkpoint {run_dir} was trained on env '{theirs[0]}' with env_args "
+        raise ConfigError(f"behaviour_checkpoint {run_dir} was trained on env '{theirs[0]}' with env_args "
                          f"{theirs[1]}, but this collect run uses '{ours[0]}' with {ours[1]} (differing: "
                          f"{diff or 'env'}); use the same --env-config and env_args")
     return run_config, steps
@@ -122,23 +136,29 @@ def quality_gaps(chosen, normalised, fractions):
 def check_fractions(fractions):
     for quality, fraction in fractions.items():
         if quality in (RANDOM, EXPERT):
-            raise ValueError(f"quality_fractions cannot redefine '{quality}' (random = uniform, expert = the last "
+            raise ConfigError(f"quality_fractions cannot redefine '{quality}' (random = uniform, expert = the last "
                              f"checkpoint)")
-        if not 0 <= fraction <= 1:
-            raise ValueError(f"quality_fractions.{quality} = {fraction} must be in [0, 1]")
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+            raise ConfigError(f"quality_fractions.{quality} = {fraction} must be in [0, 1]")
 
 
 # ----- episode plans -----
 def _parts(name, spec):
     parts = [spec] if isinstance(spec, dict) else list(spec or [])
     if not parts:
-        raise ValueError(f"collect_datasets.{name} lists no parts ({{episodes: N, agents: ...}})")
+        raise ConfigError(f"collect_datasets.{name} lists no parts ({{episodes: N, agents: ...}})")
     for part in parts:
         if not isinstance(part, dict) or set(part) != {"episodes", "agents"}:
-            raise ValueError(f"collect_datasets.{name}: each part is {{episodes: N, agents: ...}}, got {part!r}")
-        if int(part["episodes"]) < 1:
-            raise ValueError(f"collect_datasets.{name}: episodes must be >= 1, got {part['episodes']}")
+            raise ConfigError(f"collect_datasets.{name}: each part is {{episodes: N, agents: ...}}, got {part!r}")
+        n = part["episodes"]
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ConfigError(f"collect_datasets.{name}: episodes must be a whole number >= 1, got {n!r}")
     return parts
+
+
+def check_dataset_name(name):
+    """A collect_datasets name is a file name in dataset_dir (<name>.h5): no folders, no absolute paths."""
+    check_name(name, what=f"collect_datasets name {name!r}: a dataset name")
 
 
 def agent_qualities(agents, n_agents, rng, qualities, where=""):
@@ -149,7 +169,7 @@ def agent_qualities(agents, n_agents, rng, qualities, where=""):
         rest = agents.get("rest", RANDOM)
         counts = {q: int(k) for q, k in agents.items() if q != "rest"}
         if sum(counts.values()) > n_agents or min(counts.values(), default=0) < 0:
-            raise ValueError(f"{where}{dict(agents)} asks for {sum(counts.values())} agents; the env has {n_agents}")
+            raise ConfigError(f"{where}{dict(agents)} asks for {sum(counts.values())} agents; the env has {n_agents}")
         out, order = [rest] * n_agents, iter(rng.permutation(n_agents))
         for q, k in counts.items():
             for _ in range(k):
@@ -157,10 +177,10 @@ def agent_qualities(agents, n_agents, rng, qualities, where=""):
     else:
         out = [str(q) for q in agents]
         if len(out) != n_agents:
-            raise ValueError(f"{where}{out} names {len(out)} agents; the env has {n_agents}")
+            raise ConfigError(f"{where}{out} names {len(out)} agents; the env has {n_agents}")
     unknown = sorted(set(out) - set(qualities))
     if unknown:
-        raise ValueError(f"{where}unknown qualities {unknown}; known: {sorted(qualities)} (add others to "
+        raise ConfigError(f"{where}unknown qualities {unknown}; known: {sorted(qualities)} (add others to "
                          f"quality_fractions)")
     return out
 
@@ -180,7 +200,7 @@ def scale_parts(name, spec, episodes):
     if episodes is None:
         return parts
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"collect_episodes must be a positive integer (or null: the sizes of collect_datasets), "
+        raise ConfigError(f"collect_episodes must be a positive integer (or null: the sizes of collect_datasets), "
                          f"got {episodes!r}")
     largest = max(int(p["episodes"]) for p in parts)
     return [dict(p, episodes=max(1, round(int(p["episodes"]) * episodes / largest))) for p in parts]
@@ -238,16 +258,18 @@ def play(runner, mac, plan, test_mode):
         yield start, batch if len(rows) == b else batch[:len(rows)]
 
 
-def score(args, env_info, policies, n_episodes):
-    """Mean and std of the return of each policy over the same seeded episodes, acting as it will when it
-    collects (greedy or not, collect_epsilon), so that a quality's score is the return of its data."""
+def score(args, env_info, policies, n_episodes, seed=None):
+    """Mean and std of the return of each policy over the same seeded episodes (`seed`, default args.seed), acting
+    as it will when it collects (greedy or not, collect_epsilon), so that a quality's score is the return of its
+    data."""
+    seed = args.seed if seed is None else seed
     scores = {}
     for name, mac in policies.items():
-        set_seeds(args.seed)
+        set_seeds(seed)
         behaviour = BehaviourMAC({} if name == RANDOM else {name: mac}, greedy=args.collect_greedy,
                                  epsilon=args.collect_epsilon,
                                  policy_t_env={} if name == RANDOM else {name: int(name)})
-        runner = make_runner(args, Logger(None), args.seed, behaviour, env_info)  # a silent logger
+        runner = make_runner(args, Logger(None), seed, behaviour, env_info)  # a silent logger
         try:
             returns = [r for _, batch in play(runner, behaviour, [[name] * env_info["n_agents"]] * n_episodes,
                                               test_mode=True)
@@ -263,26 +285,53 @@ def checkpoint_hashes(run_dir, steps):
     return {str(s): sha256_file(os.path.join(run_dir, str(s), "agent.th")) for s in steps}
 
 
-def behaviour_scores(args, env_info, run_dir, steps, policy, out_dir, _log, hashes=None):
-    """Scores of "random" and every checkpoint, cached in <out_dir>/behaviour.json under a key of the
-    checkpoint files and the evaluation settings."""
-    key = {"checkpoints": hashes or checkpoint_hashes(run_dir, steps),
-           "episodes": args.collect_eval_episodes, "seed": args.seed, "runner": args.runner,
-           "batch_size_run": args.batch_size_run, "env": _env_of(vars(args)), "greedy": args.collect_greedy,
-           "epsilon": args.collect_epsilon}
-    path = os.path.join(out_dir, SCORES_FILE)
-    if os.path.isfile(path):
+def _cached_scores(path, _log):
+    """The entries of a behaviour.json (newest first: the top-level one, then `others`); a file that cannot be read
+    is reported and rebuilt (it is a cache: the scores are computed again)."""
+    if not os.path.isfile(path):
+        return []
+    try:
         with open(path) as f:
             cached = json.load(f)
-        if cached.get("key") == json.loads(json.dumps(key)):
-            _log.info(f"Behaviour scores from {path}")
-            return cached["scores"]
+        entries = [{k: cached[k] for k in ("key", "behaviour_checkpoint", "scores") if k in cached},
+                   *cached.get("others", [])]
+        return [e for e in entries if isinstance(e.get("key"), dict) and isinstance(e.get("scores"), dict)]
+    except (OSError, ValueError, AttributeError, TypeError) as e:
+        _log.warning(f"{path} cannot be read ({e}); it is a cache of behaviour scores: they are computed again and "
+                     f"the file rewritten")
+        return []
+
+
+def behaviour_scores(args, env_info, run_dir, steps, policy, out_dir, _log, hashes=None, seed=None):
+    """Scores of "random" and every checkpoint on the scoring episodes of `seed` (default args.seed), cached in
+    <out_dir>/behaviour.json under a key of the checkpoint files and the evaluation settings. Cached scores of the
+    same checkpoints and settings are used whatever seed drew their episodes (so a rerun chooses the qualities its
+    datasets were collected with); the scores of other behaviour runs collected into the same folder are kept."""
+    seed = args.seed if seed is None else seed
+    key = {"checkpoints": hashes or checkpoint_hashes(run_dir, steps),
+           "episodes": args.collect_eval_episodes, "seed": seed, "runner": args.runner,
+           "batch_size_run": args.batch_size_run, "env": _env_of(vars(args)), "greedy": args.collect_greedy,
+           "epsilon": args.collect_epsilon}
+    key = json.loads(json.dumps(key))
+    path = os.path.join(out_dir, SCORES_FILE)
+    entries = _cached_scores(path, _log)
+
+    def unseeded_key(k):
+        return {n: v for n, v in k.items() if n != "seed"}
+
+    for entry in entries:
+        if unseeded_key(entry["key"]) == unseeded_key(key):
+            was = entry["key"].get("seed")
+            _log.info(f"Behaviour scores from {path}" + ("" if was == seed else f" (scored with seed {was})"))
+            return entry["scores"]
     acting = "greedy" if args.collect_greedy else "sampled"
     _log.info(f"Scoring the random policy and {len(steps)} checkpoints ({args.collect_eval_episodes} {acting} "
-              f"episodes each, collect_epsilon={args.collect_epsilon})")
+              f"episodes each, collect_epsilon={args.collect_epsilon}, seed {seed})")
     policies = {RANDOM: None, **{str(s): policy(str(s)) for s in steps}}
-    scores = score(args, env_info, policies, args.collect_eval_episodes)
-    write_json_atomic(path, {"key": key, "behaviour_checkpoint": os.path.realpath(run_dir), "scores": scores})
+    scores = score(args, env_info, policies, args.collect_eval_episodes, seed)
+    others = [e for e in entries if e["key"] != key][:KEPT_SCORES - 1]  # other runs' and settings' scores: kept
+    write_json_atomic(path, {"key": key, "behaviour_checkpoint": os.path.realpath(run_dir), "scores": scores,
+                             **({"others": others} if others else {})})
     return scores
 
 
@@ -437,7 +486,7 @@ def dataset_row(name, path):
             "file": os.path.basename(path)}
 
 
-def write_returns(out_dir, rows, keep=lambda name, path: True):
+def write_returns(out_dir, rows, keep=lambda name, path: True, _log=None):
     """Rewrite <out_dir>/returns.json and returns.md: `rows` and every other complete dataset of the folder (in
     the order: those listed before, the new ones, the other .h5 files) for which `keep(name, path)` holds
     (collect: it comes from the same behaviour run), read again from its file. Returns (all rows, markdown
@@ -445,8 +494,13 @@ def write_returns(out_dir, rows, keep=lambda name, path: True):
     path = os.path.join(out_dir, RETURNS_FILE + ".json")
     files = {}
     if os.path.isfile(path):
-        with open(path) as f:
-            files = {r["dataset"]: r.get("file") or f"{r['dataset']}.h5" for r in json.load(f).get("datasets", [])}
+        try:
+            with open(path) as f:
+                files = {r["dataset"]: r.get("file") or f"{r['dataset']}.h5" for r in json.load(f).get("datasets", [])}
+        except (OSError, ValueError, AttributeError, TypeError, KeyError) as e:
+            (_log or logging.getLogger("pymarl")).warning(
+                f"{path} cannot be read ({e}); it is a summary of the folder's datasets: rebuilt from the .h5 files")
+            files = {}
     fresh = {r["dataset"]: r for r in rows}
     for name in fresh:
         files.setdefault(name, None)
@@ -491,19 +545,65 @@ def default_dataset_dir(config, run_dir):
     return os.path.join(results_path(config), "datasets", env_label(config), run_name)
 
 
+def label_groups(path):
+    """The preference sets and labels stored in a dataset file (['preferences/<name>', 'labels/<name>', ...])."""
+    with h5py.File(path, "r") as f:
+        return [f"{group}/{name}" for group in (PREFERENCES, LABELS) if group in f and isinstance(f[group], h5py.Group)
+                for name in f[group]]
+
+
+def check_targets(paths, run_dir, hashes, env, env_args, overwrite):
+    """Before the slow scoring: every existing file at a dataset path must be a dataset of this env collected from
+    this behaviour run (its policies per quality are compared once the qualities are chosen: check_same_source);
+    with collect_overwrite, a file holding preference sets or labels (work that recollecting would delete) is
+    refused, naming them."""
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        if os.path.isdir(path):
+            raise ConfigError(f"{path} is a folder where a dataset file would go: move it, or choose another "
+                              f"dataset_dir")
+        if overwrite:
+            try:
+                groups = label_groups(path)
+            except OSError:
+                groups = []  # not HDF5: nothing of the user's own in it that recollecting would drop
+            if groups:
+                raise DatasetError(
+                    f"collect_overwrite=True would replace {path}, which holds {', '.join(groups)} (labels made "
+                    f"for its episodes, lost with them): move the file away to keep them (mv {path} <elsewhere>; "
+                    f"labels name its episodes, so they stay with it), or delete it yourself if they are no longer "
+                    f"needed; then rerun. Nothing was changed")
+            continue
+        check_existing(path, env, env_args)
+        stored = read_provenance(path)
+        if stored is None or not from_behaviour_run(stored, run_dir, hashes):
+            theirs = "records no collection provenance (an imported or hand-made dataset)" if stored is None else \
+                f"was collected from the behaviour run {stored.get('behaviour_checkpoint')}"
+            raise DatasetError(
+                f"{path} exists and {theirs}, not from behaviour_checkpoint={os.path.realpath(run_dir)}. Set "
+                f"dataset_dir=<another folder> to collect beside it (by default each behaviour run gets its own "
+                f"folder, results/datasets/<env>/<behaviour run>/), or collect_overwrite=True to replace it. Nothing "
+                f"was scored or changed")
+
+
 # ----- a whole collection -----
-def collect(args, config, logger, _log, info):
+def collect(args, config, logger, _log, info, seed_given=True):
     """Score the behaviour run's checkpoints, choose the qualities and collect every dataset of `collect_datasets`
     (those of `collect_only` when set) that is not complete already. `info` (the Sacred run's info dict) gets
-    "behaviour" once the qualities are chosen and "collect_returns" at the end. Returns (dataset folder, the
-    markdown table of every dataset's returns)."""
+    "behaviour" once the qualities are chosen and "collect_returns" at the end. `seed_given`: whether the run's seed
+    was set by the user (else the checkpoints are scored on the episodes of SCORE_SEED, so that rerunning the same
+    command chooses the same qualities). Returns (dataset folder, the markdown table of every dataset's returns)."""
     run_dir = args.behaviour_checkpoint
     run_config, steps = load_behaviour_run(run_dir, config)
     fractions = dict(args.quality_fractions)
     check_fractions(fractions)
-    if args.collect_eval_episodes < 1:
-        raise ValueError(f"collect_eval_episodes must be >= 1, got {args.collect_eval_episodes}")
+    if isinstance(args.collect_eval_episodes, bool) or not isinstance(args.collect_eval_episodes, int) \
+            or args.collect_eval_episodes < 1:
+        raise ConfigError(f"collect_eval_episodes must be a whole number >= 1, got {args.collect_eval_episodes!r}")
     out_dir = args.dataset_dir or default_dataset_dir(config, run_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"dataset_dir {out_dir} is a file; give a folder (it is created when missing)")
     clean_stale_temps(out_dir)  # delete the litter of earlier runs killed mid-write
     env = env_from_args(args)
     env_info = env.get_env_info()
@@ -512,9 +612,11 @@ def collect(args, config, logger, _log, info):
     # every plan is built (and checked) before the slow scoring
     only = list(args.collect_only or [])
     names = [n for n in args.collect_datasets if not only or n in only]
+    for name in names:
+        check_dataset_name(name)
     missing = sorted(set(only) - set(args.collect_datasets))
     if missing:
-        raise ValueError(f"collect_only names {missing}, which collect_datasets lacks "
+        raise ConfigError(f"collect_only names {missing}, which collect_datasets lacks "
                          f"({sorted(args.collect_datasets)})")
     specs = {n: scale_parts(n, args.collect_datasets[n], args.collect_episodes) for n in names}
     qualities = {RANDOM, EXPERT, *fractions}
@@ -529,7 +631,10 @@ def collect(args, config, logger, _log, info):
         return loaded[step]
 
     hashes = checkpoint_hashes(run_dir, steps)
-    scores = behaviour_scores(args, env_info, run_dir, steps, policy, out_dir, _log, hashes)
+    check_targets([os.path.join(out_dir, f"{n}.h5") for n in names], run_dir, hashes, *_env_of(config),
+                  args.collect_overwrite)
+    scores = behaviour_scores(args, env_info, run_dir, steps, policy, out_dir, _log, hashes,
+                              seed=args.seed if seed_given else SCORE_SEED)
     chosen, normalised = select_qualities({k: v["mean"] for k, v in scores.items()}, fractions)
     chosen = {q: str(p) for q, p in chosen.items()}
     _log.info(scores_table(scores, normalised, chosen, args.collect_eval_episodes))
@@ -570,6 +675,7 @@ def collect(args, config, logger, _log, info):
         rows.append(dataset_row(name, path))
 
     all_rows, table = write_returns(out_dir, rows,
-                                    keep=lambda n, p: from_behaviour_run(read_provenance(p), run_dir, hashes))
+                                    keep=lambda n, p: from_behaviour_run(read_provenance(p), run_dir, hashes),
+                                    _log=_log)
     info["collect_returns"] = all_rows
     return out_dir, table

@@ -48,8 +48,9 @@ def label_command(path, name="NAME", labeler="oracle"):
 
 
 def check_name(name, what="label_name"):
-    if not isinstance(name, str) or not NAME.match(name or ""):
-        raise ConfigError(f"{what} must be a non-empty name of letters, digits, '_', '-' or '.', got {name!r}")
+    if not isinstance(name, str) or not NAME.match(name or "") or name in (".", ".."):
+        raise ConfigError(f"{what} must be a non-empty name of letters, digits, '_', '-' or '.' (not '.' or '..'), "
+                          f"got {name!r}")
 
 
 # ----- the content fingerprint -----
@@ -147,13 +148,59 @@ def read_preferences(source, name, check=True):
     return pairs, label, attrs
 
 
+def preference_set_id(path, name):
+    """What identifies one version of preference set `name` in a dataset file: SHA-256 (16 hex) of its pairs, labels
+    and creation stamp; None when the file has no such set. Recorded in the labels derived from it (O-MAPL's
+    <set>_expert), so that replacing the set (label_overwrite=True) makes them stale instead of silently kept."""
+    import hashlib
+
+    with h5py.File(path, "r") as f:
+        if GROUP not in f or name not in f[GROUP]:
+            return None
+        g = f[GROUP][name]
+        h = hashlib.sha256(np.ascontiguousarray(g["pairs"][()], dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(g["label"][()], dtype=np.float32).tobytes())
+        h.update(str(_read_attrs(g).get("created", "")).encode())
+    return h.hexdigest()[:16]
+
+
+def stale_derivation(path, name):
+    """Why labels/<name> of dataset `path` no longer matches the preference set it was derived from (its attr
+    `preference_set`), or None (not derived from a set, or the set is the one it was made from). Labels that record
+    the set's id (preference_set_id) are compared by it; older ones by time: a set created after the label is not
+    its source."""
+    attrs = episode_label_attrs(path, name)
+    set_name = attrs.get("preference_set")
+    if not set_name:
+        return None
+    current = preference_set_id(path, set_name)
+    if current is None:
+        return f"labels/{name} was derived from preference set '{set_name}', which {path} no longer has"
+    recorded = attrs.get("preference_set_id")
+    if recorded is not None:
+        stale = recorded != current
+    else:
+        with h5py.File(path, "r") as f:
+            made = str(_read_attrs(f[GROUP][set_name]).get("created", ""))
+        stale = bool(made) and made > str(attrs.get("created", made))
+    if not stale:
+        return None
+    return (f"labels/{name} was derived from preference set '{set_name}', which has been replaced since (relabeled "
+            f"with label_overwrite=True): it ranks episodes by the old labels")
+
+
 def check_groups(f, path, E):
     """The reader's check of a file's preference sets: shapes and indices in 0..E-1 (cheap: reads the pairs)."""
     if GROUP not in f:
         return
+    if not isinstance(f[GROUP], h5py.Group):
+        raise DatasetError(f"{path}: '{GROUP}' is not a group of preference sets")
     for name, g in f[GROUP].items():
         if not isinstance(g, h5py.Group) or "pairs" not in g or "label" not in g:
             raise DatasetError(f"{path}: '{GROUP}/{name}' is not a preference set (needs 'pairs' and 'label')")
+        if not all(isinstance(g[k], h5py.Dataset) and g[k].shape for k in ("pairs", "label")):
+            raise DatasetError(f"{path}: '{GROUP}/{name}' has 'pairs' or 'label' that is not an array; expected "
+                               f"pairs [P, 2] and label [P]")
         P = g["pairs"].shape[0]
         if g["pairs"].shape != (P, 2) or g["label"].shape != (P,):
             raise DatasetError(f"{path}: '{GROUP}/{name}' has pairs {g['pairs'].shape} and label {g['label'].shape}; "
@@ -201,11 +248,23 @@ def edit_dataset(path, edit, expected_fingerprint=None, out=None):
     fingerprint the edit was made for (refused otherwise, naming both). Returns the path written."""
     from offline.reader import OfflineDataset
 
-    path = os.fspath(path)
-    out = os.fspath(out) if out else path
+    given = os.fspath(out) if out else os.fspath(path)
+    # a symlink is followed: the file it names gets the edit (the temporary copy is made beside that file and renamed
+    # over it), the link stays a link
+    path = os.path.realpath(os.fspath(path))
+    out = os.path.realpath(os.fspath(out)) if out else path
+    if os.path.isdir(out):
+        raise DatasetError(f"{given} is a folder: labels are written into a dataset file; give a file path")
     base = out if os.path.exists(out) else path
-    folder = os.path.dirname(os.path.abspath(out))
+    if os.path.exists(out) and not os.access(out, os.W_OK):
+        raise DatasetError(f"{given} is not writable by you (mode {oct(os.stat(out).st_mode & 0o777)[2:]}): it is "
+                           f"left as it is; make it writable (chmod u+w {given}) or write the labels into a copy "
+                           f"(label_out=<new file>)")
+    folder = os.path.dirname(out)
     os.makedirs(folder, exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise DatasetError(f"cannot write in {folder} (the folder of {given}): labels are written to a temporary "
+                           f"file there and renamed; write them into a copy elsewhere (label_out=<new file>)")
     lock = _lock(folder)
     try:
         clean_stale_temps(folder)
@@ -223,6 +282,8 @@ def edit_dataset(path, edit, expected_fingerprint=None, out=None):
         tmp = temp_path(out)
         try:
             shutil.copyfile(base, tmp)
+            if os.path.exists(out):
+                shutil.copymode(out, tmp)  # the file replaced keeps its permissions (a private 600 stays private)
             with h5py.File(tmp, "r+") as f:
                 edit(f, E)
             with open(tmp, "rb+") as fh:
@@ -233,7 +294,7 @@ def edit_dataset(path, edit, expected_fingerprint=None, out=None):
             raise
     finally:
         lock.release()
-    return out
+    return given
 
 
 def write_preferences(path, name, pairs, label, attrs, expected_fingerprint, out=None, overwrite=False):

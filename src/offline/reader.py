@@ -11,7 +11,7 @@ import numpy as np
 import torch as th
 
 from components.episode_buffer import EpisodeBatch, episode_scheme
-from offline.checks import check_content, invalid_episodes, read, read_salvage
+from offline.checks import _ranges, check_content, drop_command, invalid_episodes, read, read_salvage
 from offline.format import (
     ENV_INFO_KEYS,
     EPISODE_FIELDS,
@@ -67,7 +67,14 @@ def _validate(f, path, expect_env=None):
         if f[key].shape != want:
             raise DatasetError(f"{path}: '{key}' has shape {f[key].shape}, expected {want}")
     if "labels" in f:
+        if not isinstance(f["labels"], h5py.Group):
+            raise DatasetError(f"{path}: 'labels' is not a group of per-episode labels; drop it or copy the episodes "
+                               f"into a new file ({drop_command(path)})")
         for name, ds in f["labels"].items():
+            if not isinstance(ds, h5py.Dataset) or not ds.shape:
+                what = "a group" if isinstance(ds, h5py.Group) else f"of shape {getattr(ds, 'shape', None)}"
+                raise DatasetError(f"{path}: 'labels/{name}' is {what}, not a per-episode array [E, ...] (E = {E}); "
+                                   f"remove it (h5py: del f['labels/{name}']) or relabel into a fresh copy")
             if ds.shape[0] != E:
                 raise DatasetError(f"{path}: 'labels/{name}' has {ds.shape[0]} rows, expected {E}")
     check_groups(f, path, E)  # preference sets: shapes, pair indices < E
@@ -155,6 +162,12 @@ class OfflineDataset:
                 labels = {k: read(v, path) for k, v in labels_src.items()}
                 check_content(data, int(attrs["n_actions"]), path, bool(attrs.get("truncation_as_terminal")))
             ret, qual = read(f["episode_return"], path), read(f["agent_quality"], path)
+            if not np.isfinite(ret).all():  # read whole in both modes: checked here (offline/checks.py's rule)
+                bad = np.flatnonzero(~np.isfinite(ret))
+                raise DatasetError(f"{path}: 'episode_return' is not finite (NaN or inf) at episode(s) "
+                                   f"{_ranges(bad[:50])}{', ...' if len(bad) > 50 else ''} ({len(bad)} of {len(ret)}): "
+                                   f"such an episode ranks and labels as a tie with every other; drop them into a "
+                                   f"new file (the original is kept) with: {drop_command(path)}")
             preference_sets = sorted(f[PREFERENCES]) if PREFERENCES in f else []
         except BaseException:
             f.close()

@@ -1,6 +1,7 @@
 """Training data for offline learners (`run: offline`): the datasets a config names (`offline_dataset`, several
 merged), the expert subset D_E (`offline_expert`), rewards from a label (`offline_reward`), the top fraction and the
 held-out split, and the seeded episode (and preference-pair) sampler whose state goes into checkpoints."""
+import json
 import logging
 import os
 import re
@@ -8,15 +9,33 @@ import re
 import numpy as np
 
 from offline.format import DatasetError
+from offline.label_store import content_fingerprint, stale_derivation
 from offline.reader import OfflineDataset
 from utils.config import ConfigError
 from utils.paths import unseeded
 from utils.ranking import top_k
 
 
+def check_dataset_file(path, key="offline_dataset"):
+    """A dataset path named in the config is a file: a folder or a list the shell un-quoted is a ConfigError saying
+    what to give instead (a missing file is the reader's FileNotFoundError: it may appear, so a sweep retries it)."""
+    if path.lstrip().startswith("["):
+        raise ConfigError(f"{key}={path} reached the run as one path, not a list: the shell removed the list's quotes. "
+                          f"Quote the whole update: \"{key}=['a.h5', 'b.h5']\"")
+    if os.path.isdir(path):
+        inside = sorted(n for n in os.listdir(path) if n.endswith(".h5"))[:3]
+        raise ConfigError(f"{key}={path} is a folder; give a dataset file"
+                          + (f" in it, e.g. {os.path.join(path, inside[0])} (it has {', '.join(inside)}"
+                             f"{', ...' if len(inside) == 3 else ''})" if inside else " (this folder has no .h5 file)"))
+
+
 def dataset_paths(value):
     paths = [value] if isinstance(value, str) else list(value or [])
     paths = [p for p in paths if p]
+    for p in paths:
+        if not isinstance(p, str):
+            raise ConfigError(f"offline_dataset lists {p!r}: give dataset file paths")
+        check_dataset_file(p)
     seen = {}
     for p in paths:  # the same file twice would silently double every episode
         real = os.path.realpath(p)
@@ -25,7 +44,7 @@ def dataset_paths(value):
             raise ConfigError(f"offline_dataset lists {same}: list each dataset once (it would double its episodes)")
         seen[real] = p
     if not paths:
-        raise ValueError("run=offline needs a dataset: with offline_dataset=path/to/data.h5 (collect one with "
+        raise ConfigError("run=offline needs a dataset: with offline_dataset=path/to/data.h5 (collect one with "
                          "--config=collect, see the README's offline section)")
     return paths
 
@@ -33,10 +52,12 @@ def dataset_paths(value):
 def load_training_data(args, env_info, _log):
     """(train, valid or None, expert or None) datasets as the config asks for them."""
     env_args = unseeded(args.env_args)
-    data = None
+    data, loaded = None, []
     for path in dataset_paths(args.offline_dataset):
         ds = OfflineDataset.load(path, lazy=args.offline_lazy, expect_env=(args.env, env_args))
+        loaded.append((path, ds))
         data = ds if data is None else data.merge(ds)
+    check_distinct(loaded)
     shapes = {k: int(np.prod(env_info[k])) for k in data.env_info}
     if data.env_info != shapes:
         raise DatasetError(f"the dataset's shapes {data.env_info} do not match the env's {shapes}: it was "
@@ -59,6 +80,37 @@ def load_training_data(args, env_info, _log):
     return data, valid, expert
 
 
+def _dropped_from(ds):
+    """The file a dataset was made from by scripts/drop_episodes.py (its `dropped_episodes` attr), or None."""
+    try:
+        return os.path.realpath(json.loads(ds.attrs.get("dropped_episodes", "null") or "null")["source"])
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def check_distinct(loaded):
+    """Datasets merged for training must hold different episodes: the same episodes in two files (a copy: the same
+    content fingerprint, offline.label_store.content_fingerprint) or a file and one drop_episodes made from it would
+    count episodes twice. `loaded`: [(path, dataset)]."""
+    if len(loaded) < 2:
+        return
+    for i, (path, ds) in enumerate(loaded):
+        source = _dropped_from(ds)
+        for other, _ in loaded[:i] + loaded[i + 1:]:
+            if source is not None and source == os.path.realpath(other):
+                raise ConfigError(f"offline_dataset lists {other} and {path}, which scripts/drop_episodes.py made from "
+                                  f"it (the same episodes less the dropped ones): merging would count them twice; "
+                                  f"list one of them")
+    seen = {}
+    for path, ds in loaded:
+        fingerprint = content_fingerprint(ds)
+        if fingerprint in seen:
+            raise ConfigError(f"offline_dataset lists {seen[fingerprint]} and {path}, which hold the same episodes "
+                              f"(content fingerprint {fingerprint[:16]}...: copies of one dataset): merging would "
+                              f"count every episode twice; list one of them")
+        seen[fingerprint] = path
+
+
 LABEL_PREFIX = "label:"
 TOP_PREFIX = "top:"
 _EXPERT_HINT = ("label them with --config=label_preferences, then write <name>_expert with --config=omapl "
@@ -79,6 +131,11 @@ def label_rows(data, spec, key, hint, name=None):
     if name not in data.label_names:
         raise DatasetError(f"{key}={spec}: the dataset has no label '{name}' (labels present: "
                            f"{data.label_names or 'none'}); {hint}")
+    stale = stale_derivation(data.path, name) if data.path else None
+    if stale:
+        set_name = data.label_attrs(name).get("preference_set")
+        raise DatasetError(f"{key}={spec}: {stale}. Make it again from the current set (--config=omapl or marl_sl "
+                           f"with offline_dataset={data.path} preference_set={set_name} label_overwrite=True)")
     return data.label(name)
 
 
@@ -138,6 +195,12 @@ def select_expert(data, spec, args, env_args):
         if len(rows) == 0:
             raise DatasetError(f"offline_expert={spec}: no episode in the dataset has all agents '{name}'")
         return data.subset(rows)
+    if not os.path.exists(spec):
+        guess = re.match(r"^(quality|label|top)[_\-.=]?(.+)$", spec)
+        raise ConfigError(f"offline_expert={spec}: no such dataset file; offline_expert is quality:<name>, "
+                          f"label:<name>, top:<name>:<K> or the path of a dataset"
+                          + (f" (did you mean '{guess.group(1)}:{guess.group(2)}'?)" if guess else ""))
+    check_dataset_file(spec, "offline_expert")
     return OfflineDataset.load(spec, lazy=args.offline_lazy, expect_env=(args.env, env_args))
 
 

@@ -9,6 +9,9 @@ def run_collect(_run, config, _log):
     args = make_args(config, _log)
     logger = Logger(_log)
     logger.setup_sacred(_run)
-    out_dir, table = collect(args, config, logger, _log, _run.info)
+    # a seed the user gave (a `with` update) seeds the scoring episodes; a drawn one does not (offline/collection.py)
+    updates = (getattr(_run, "meta_info", None) or {}).get("config_updates")
+    seed_given = updates is None or "seed" in updates
+    out_dir, table = collect(args, config, logger, _log, _run.info, seed_given=seed_given)
     _log.info(f"Datasets in {out_dir}:\n{table}")
     logger.finish()

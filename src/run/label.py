@@ -19,10 +19,14 @@ import json
 import os
 import time
 
+import h5py
+
 from envs import env_from_args
 from labeling import LABELERS, TASKS
 from labeling.base import LabelSource
 from labeling.store import check_name, content_fingerprint
+from offline.format import DatasetError
+from offline.label_store import LABELS, edit_dataset, episode_label_attrs
 from offline.reader import OfflineDataset
 from run.setup import simple_run
 from utils.config import ConfigError
@@ -49,6 +53,31 @@ def dataset_path(value):
         raise ConfigError(f"offline_dataset {value} does not exist; collect one with --config=collect or "
                                 f"check the path")
     return value
+
+
+def check_label_out(value, source_path):
+    """label_out (labels into a copy of the dataset): a file path; an existing file must be a dataset (sets are
+    added to it); refused before any labeling."""
+    if not value:
+        return
+    if os.path.isdir(value):
+        raise ConfigError(f"label_out={value} is a folder; give the path of a dataset file to write, e.g. "
+                          f"{os.path.join(value, os.path.basename(source_path))}")
+    if os.path.exists(value):
+        try:
+            OfflineDataset.load(value, lazy=True).close()
+        except (DatasetError, OSError) as e:
+            raise ConfigError(f"label_out={value} exists and is not a dataset file ({e}); give a new path (a copy of "
+                              f"{source_path} is made there) or an earlier labeled copy of it") from e
+
+
+def derived_labels(path, set_name):
+    """labels/<name> of a dataset file that were computed from preference set `set_name` (O-MAPL's <set>_expert,
+    _return_hat; MARL-SL's <set>_reward_hat): their attrs name it."""
+    with h5py.File(path, "r") as f:
+        if LABELS not in f:
+            return []
+        return sorted(n for n in f[LABELS] if episode_label_attrs(path, n).get("preference_set") == set_name)
 
 
 def differences(stored, wanted):
@@ -95,6 +124,8 @@ def label(args, _log, _run=None):
     labeler = pick(LABELERS, args.labeler, "labeler")(args)
     check_name(args.label_name)
     own = task.make_source(args, lambda: env_from_args(args))  # None: the task labels offline_dataset
+    if own is None:
+        check_label_out(args.label_out, dataset_path(args.offline_dataset))
     source = own or dataset_source(args)
     path = source.path
     clean_stale_temps(os.path.dirname(os.path.abspath(args.label_out or path)))
@@ -107,7 +138,9 @@ def label(args, _log, _run=None):
     try:
         stored = task.stored(source, args)
         overwrite = bool(args.label_overwrite)
-        target = args.label_out or path
+        # where the stored result was looked for: an existing label_out, else the dataset (a new label_out starts
+        # as its copy, so a set of this name in the dataset would be in it)
+        target = task.stored_file(source, args) if own is None else (args.label_out or path)
         if stored is not None and "settings" not in stored:  # e.g. CODI's distilled labels/codi_z: never replaced
             raise ConfigError(f"{target} already has '{args.label_name}', which no labeling run made (labels another "
                              f"tool wrote, such as CODI's distilled labels codi_z): choose another label_name")
@@ -120,6 +153,10 @@ def label(args, _log, _run=None):
             if stored.get("complete", True):
                 _log.info(f"'{args.label_name}' in {target} was made with the same settings from the same items "
                           f"({stored.get('created', '?')}): kept, 0 labels asked (label_overwrite=True labels again)")
+                if own is None and args.label_out and not os.path.exists(args.label_out):
+                    # the requested copy, holding the set as it is
+                    target = edit_dataset(path, lambda f, E: None, source.fingerprint, out=args.label_out)
+                    _log.info(f"Copied {path} (with '{args.label_name}') to label_out={target}")
                 info.update(reused=True, path=target, accuracy=stored.get("accuracy"), counts=stored.get("counts"),
                             labeler_info=stored.get("labeler_info"))
                 _log.info(f"Accuracy vs ground truth: {summary(stored.get('accuracy') or {})}")
@@ -159,6 +196,13 @@ def label(args, _log, _run=None):
                  "seconds": seconds}
         written = task.store(source, items, result.answers, attrs, args, overwrite=overwrite)
         _log.info(f"Stored '{args.label_name}' ({len(items)} items) in {written}")
+        if stored is not None and own is None:  # a replaced set: labels computed from the old one are stale
+            stale = derived_labels(written, args.label_name)
+            if stale:
+                _log.warning(f"{written}: labels {stale} were derived from the replaced preference set "
+                             f"'{args.label_name}'; runs that use them are refused until they are made again from "
+                             f"this set (e.g. --config=omapl with preference_set={args.label_name} "
+                             f"label_overwrite=True)")
         if not attrs["complete"]:
             why = result.info.get("stopped") or (f"failed requests, the first: {errors[0]}" if errors
                                                  else "failed requests")

@@ -13,7 +13,7 @@ import numpy as np
 
 from labeling.trajectory_preference import episode_scores
 from learners.episode_ranking import own_labels
-from offline.label_store import content_fingerprint, write_episode_labels
+from offline.label_store import content_fingerprint, preference_set_id, write_episode_labels
 from offline.preferences import check_stored_view, load_preferences
 from offline.reader import dataset_fingerprint
 from offline.sampling import Sampler, dataset_paths, load_training_data
@@ -193,6 +193,8 @@ def write_labels(ctx, data, result, fingerprint, step, _log):
     args = ctx.args
     attrs = {"learner": args.learner, "config": args.name, "step": step, "seed": args.seed,
              "preference_set": args.preference_set, "sacred_run": ctx.sacred_run,
+             # the set's version: labels of a set replaced later are refused (offline.label_store.stale_derivation)
+             "preference_set_id": preference_set_id(data.path, args.preference_set) if args.preference_set else None,
              "model_dir": os.path.abspath(args.model_dir),  # a run resumed into this folder may replace them
              **result.get("attrs", {})}  # the learner's own (O-MAPL: rank_by)
     names = sorted(result["labels"])

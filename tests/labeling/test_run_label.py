@@ -72,6 +72,9 @@ def test_rerun_keeps_refuses_or_overwrites(tmp_path, data, caplog):
     ({"label_task": "nope"}, ValueError, "unknown label_task 'nope'"),
     ({"label_name": ""}, ValueError, "label_name must be a non-empty name"),
     ({"label_name": "a/b"}, ValueError, "label_name must be a non-empty name"),
+    ({"label_name": "."}, ConfigError, r"not '\.' or '\.\.'"),
+    ({"label_name": ".."}, ConfigError, "label_name must be a non-empty name"),
+    ({"label_out": "."}, ConfigError, r"label_out=\. is a folder; give the path of a dataset file"),
     ({"n_pairs": 781}, ValueError, "n_pairs=781 is more than the 780 distinct pairs of 40 episodes"),
     ({"offline_dataset": "nowhere.h5"}, ConfigError, "offline_dataset nowhere.h5 does not exist"),
     ({"offline_dataset": ""}, ValueError, "run=label needs a dataset"),
@@ -142,3 +145,48 @@ def test_label_out_holding_another_dataset_is_refused_and_left_as_it_is(tmp_path
                                          r"choose another label_out .*other.h5 is left as it is"):
         label(tmp_path, offline_dataset=data, labeler="oracle", n_pairs=10, label_out=other)
     assert open(other, "rb").read() == before
+
+
+def test_label_out_that_is_not_a_dataset_is_named(tmp_path, data):
+    junk = tmp_path / "notes.h5"
+    junk.write_text("not HDF5")
+    with pytest.raises(ConfigError, match=r"label_out=.*notes.h5 exists and is not a dataset file"):
+        label(tmp_path, offline_dataset=data, label_out=str(junk))
+    assert junk.read_text() == "not HDF5"
+
+
+def test_label_out_finds_the_sources_set_before_labeling(tmp_path, data, caplog, monkeypatch):
+    """A set of the same name in the dataset is what a new label_out copy would hold: with the same settings it is
+    reused (and the copy written) without asking the labeler; with other settings refused before any item, naming
+    the dataset (not the label_out file that does not exist)."""
+    from labeling.oracle import OracleLabeler
+    caplog.set_level(logging.INFO, logger="test_label")
+    label(tmp_path, offline_dataset=data)
+    asked = []
+    original = OracleLabeler.label
+    monkeypatch.setattr(OracleLabeler, "label", lambda self, *a, **k: asked.append(1) or original(self, *a, **k))
+    out = str(tmp_path / "copy.h5")
+    res = label(tmp_path, offline_dataset=data, label_out=out)
+    assert res["reused"] is True and not asked and preference_names(out) == ["prefs"] and res["path"] == out
+    other = str(tmp_path / "copy2.h5")
+    with pytest.raises(ValueError, match=r"mix.h5 already has 'prefs' .* other settings: n_pairs"):
+        label(tmp_path, offline_dataset=data, label_out=other, n_pairs=50)
+    assert not asked and not os.path.exists(other)
+
+
+def test_relabeling_warns_about_labels_derived_from_the_old_set(tmp_path, data, caplog):
+    from offline import OfflineDataset
+    from offline.label_store import preference_set_id, write_episode_labels
+    from offline.sampling import label_rows
+    caplog.set_level(logging.INFO, logger="test_label")
+    label(tmp_path, offline_dataset=data)
+    fingerprint = read_preferences(data, "prefs")[2]["content_fingerprint"]
+    write_episode_labels(data, {"prefs_expert": np.ones(40, dtype=np.uint8)},
+                         {"preference_set": "prefs", "preference_set_id": preference_set_id(data, "prefs")},
+                         fingerprint)
+    assert label_rows(OfflineDataset.load(data), "label:prefs_expert", "offline_expert", "").sum() == 40
+    label(tmp_path, offline_dataset=data, labeler="noisy_oracle", label_overwrite=True)
+    assert "labels ['prefs_expert'] were derived from the replaced preference set 'prefs'" in caplog.text
+    with pytest.raises(ValueError, match=r"offline_expert=label:prefs_expert: labels/prefs_expert was derived from "
+                                         r"preference set 'prefs', which has been replaced since.*label_overwrite"):
+        label_rows(OfflineDataset.load(data), "label:prefs_expert", "offline_expert", "")

@@ -188,3 +188,23 @@ def test_subset_merge_and_drop_episodes_leave_preference_sets_out(data, tmp_path
                           str(tmp_path / "dropped.h5"), "--episodes", "3"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "preference sets ['p']" in res.stderr and preference_names(tmp_path / "dropped.h5") == []
+
+
+def test_a_symlinked_dataset_gets_the_labels_and_stays_a_link(data, tmp_path):
+    link = tmp_path / "link.h5"
+    os.symlink(data, link)
+    write_preferences(str(link), "s", PAIRS, LABEL, {}, content_fingerprint(data))
+    assert os.path.islink(link) and preference_names(data) == ["s"]
+
+
+def test_permissions_are_kept_and_a_read_only_file_is_refused(data, monkeypatch):
+    os.chmod(data, 0o600)
+    write_preferences(data, "s", PAIRS, LABEL, {}, content_fingerprint(data))
+    assert os.stat(data).st_mode & 0o777 == 0o600
+    before = read_bytes(data)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if (mode == os.W_OK and os.fspath(p) == data)
+                        else real_access(p, mode, **k))  # as a user without write permission (tests may run as root)
+    with pytest.raises(DatasetError, match=r"d.h5 is not writable by you \(mode 600\).*chmod u\+w.*label_out="):
+        write_preferences(data, "t", PAIRS, LABEL, {}, content_fingerprint(data))
+    assert read_bytes(data) == before

@@ -75,7 +75,7 @@ def test_marl_sl_then_omiga_on_the_learned_reward(tmp_path, mixture, capsys):
 
     capsys.readouterr()
     run_main(tmp_path / "missing", "omiga", "climbing", f"offline_dataset={data}", "offline_steps=2",
-             "env_args.episode_limit=5", "offline_reward=label:llm_reward_hat", expect=1)
+             "env_args.episode_limit=5", "offline_reward=label:llm_reward_hat", expect=2)
     err = capsys.readouterr().err
     assert "no label 'llm_reward_hat' (labels present: ['oracle_reward_hat'])" in err and "--config=marl_sl" in err
 

@@ -110,7 +110,7 @@ def _flatten(state, prefix=""):
 
 
 @pytest.mark.parametrize("updates, match, code", [
-    (["preference_set=llm"], "no preference set 'llm'", 1),
+    (["preference_set=llm"], "dataset error: .*no preference set 'llm'", 2),  # a dataset error: one line, exit 2
     (["preference_set="], "trains on trajectory preferences: set preference_set", 1),
     (["offline_top_fraction=0.5"], "offline_top_fraction=0.5 keeps a renumbered subset", 1),
     (["topk_expert=41"], r"config error: topk_expert=41 must be in \[1, 40\]", 2),  # a config mistake: exit 2

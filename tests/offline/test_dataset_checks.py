@@ -1,6 +1,7 @@
 """Datasets are not trusted byte for byte: HDF5 checksums, content validation on load, and drop_episodes."""
 import hashlib
 import json
+import re
 
 import h5py
 import numpy as np
@@ -182,3 +183,33 @@ def test_a_dataset_listed_twice_is_refused(tmp_path):
         dataset_paths([str(a), str(a)])
     with pytest.raises(ConfigError, match=r"lists .*a.h5 and .*link.h5, one file"):
         dataset_paths([str(a), str(tmp_path / "link.h5")])
+
+
+def test_nan_episode_return_named_and_dropped(path, tmp_path, capsys):
+    """A NaN return would label as a tie with every episode (and report agreement 1.0): refused, and dropped by
+    drop_episodes --invalid."""
+    edit(path, "episode_return", 4, np.nan)
+    msg = load_error(path)
+    assert "'episode_return' is not finite (NaN or inf) at episode(s) 4 (1 of 10)" in msg and "drop_episodes.py" in msg
+    assert "'episode_return' is not finite" in load_error(path, lazy=True)
+    out = tmp_path / "clean.h5"
+    assert drop_episodes.main([str(path), str(out), "--invalid"]) == 0
+    assert "dropped 1 episode(s) [4]" in capsys.readouterr().out
+    assert np.isfinite(OfflineDataset.load(out).returns).all()
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda f: f.create_group("labels/g"), r"'labels/g' is a group, not a per-episode array"),
+    (lambda f: f.create_dataset("labels/s", data=3.0), r"'labels/s' is of shape \(\), not a per-episode array"),
+    (lambda f: f.create_dataset("labels", data=1), r"'labels' is not a group"),
+    (lambda f: f.create_group("preferences/p").create_dataset("pairs", data=1) and
+     f["preferences/p"].create_dataset("label", data=1), r"'preferences/p' has 'pairs' or 'label' that is not an "
+                                                         r"array"),
+    (lambda f: f.create_group("preferences/q").create_group("pairs") and f["preferences/q"].create_group("label"),
+     r"'preferences/q' has 'pairs' or 'label' that is not an array"),
+])
+def test_malformed_label_groups_name_the_file_and_group(path, make, match):
+    with h5py.File(path, "r+") as f:
+        make(f)
+    msg = load_error(path)
+    assert str(path) in msg and re.search(match, msg), msg

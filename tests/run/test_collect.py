@@ -23,7 +23,7 @@ from run.collect import run_collect
 from run.setup import episode_scheme
 from runners.episode_runner import EpisodeRunner
 from utils.checkpoint import save_checkpoint, save_run_config
-from utils.config import build_config
+from utils.config import ConfigError, build_config
 
 # climbing payoffs: (0, 1) -30, (0, 2) 0, (2, 2) 5, (0, 0) 11 per step, 25 steps
 STEPS = {100: (0, 1), 200: (0, 2), 300: (2, 2), 400: (0, 0)}
@@ -318,13 +318,22 @@ def test_clear_errors(tmp_path, behaviour_run):
     no_config = tmp_path / "old"
     shutil.copytree(behaviour_run, no_config)
     os.remove(no_config / "config.json")
-    with pytest.raises(FileNotFoundError, match="checkpoint written before configs were saved"):
+    with pytest.raises(ConfigError, match="checkpoint written before configs were saved"):
         collect(tmp_path, str(no_config), tiny)
+    with pytest.raises(ConfigError, match=r"one checkpoint \(step 400\) of the run .*pass the run folder, "
+                                          r"behaviour_checkpoint=.*run \("):
+        collect(tmp_path, os.path.join(behaviour_run, "400"), tiny)
     empty = tmp_path / "empty"
     empty.mkdir()
     shutil.copy(os.path.join(behaviour_run, "config.json"), empty)
-    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+    with pytest.raises(ConfigError, match="no checkpoints"):
         collect(tmp_path, str(empty), tiny)
+    # episode counts are whole numbers; dataset names are file names in dataset_dir
+    with pytest.raises(ConfigError, match="episodes must be a whole number >= 1, got 2.5"):
+        collect(tmp_path, behaviour_run, {"t": [{"episodes": 2.5, "agents": "expert"}]})
+    for name in ("/abs/path", "sub/x", ".."):
+        with pytest.raises(ConfigError, match="collect_datasets name"):
+            collect(tmp_path, behaviour_run, {name: [{"episodes": 1, "agents": "expert"}]})
     with pytest.raises(ValueError, match="unknown qualities"):
         collect(tmp_path, behaviour_run, {"t": [{"episodes": 1, "agents": "great"}]})
     # a dataset of another env at the target path is not silently kept or replaced
@@ -393,8 +402,10 @@ def test_another_behaviours_data_is_refused(tmp_path, behaviour_run):
     with pytest.raises(DatasetError) as e:
         collect(tmp_path, other, datasets)
     message = str(e.value)
-    assert str(path) in message and "expert policy" in message and os.path.join("other", "models", "run", "200") \
-        in message and "collect_overwrite=True" in message and "dataset_dir=" in message
+    # found before scoring: the file names another behaviour run
+    assert str(path) in message and f"collected from the behaviour run {os.path.realpath(behaviour_run)}" in message \
+        and os.path.join("other", "models", "run") in message and "collect_overwrite=True" in message \
+        and "dataset_dir=" in message
     assert path.stat().st_mtime_ns == stamp  # neither kept silently nor replaced
 
     # other settings of the same behaviour: refused too, naming the setting
@@ -455,7 +466,7 @@ def test_datasets_collected_before_provenance_was_recorded(tmp_path, behaviour_r
     collect(tmp_path, behaviour_run, datasets)  # kept
     moved = tmp_path / "moved" / "models" / "run"
     shutil.copytree(behaviour_run, moved)
-    with pytest.raises(DatasetError, match="expert policy"):  # no hashes: the folder decides
+    with pytest.raises(DatasetError, match="collected from the behaviour run"):  # no hashes: the folder decides
         collect(tmp_path, str(moved), datasets)
 
 
@@ -468,3 +479,80 @@ def test_an_unreadable_file_at_a_dataset_path_is_kept_and_named(tmp_path, behavi
     with pytest.raises(DatasetError, match="first.h5 exists but cannot be read as a dataset.*collect_overwrite=True"):
         collect(tmp_path, behaviour_run, {"first": [{"episodes": 4, "agents": "expert"}]})
     assert (data / "first.h5").read_bytes() == b"not an HDF5 file"
+
+
+# ----- reruns and refusals before the slow scoring (new-user attack 2) -----
+def count_scoring(monkeypatch):
+    import offline.collection as collection
+    calls, original = [], collection.score
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(collection, "score", counted)
+    return calls
+
+
+def test_a_drawn_seed_scores_on_fixed_episodes_and_the_cache_ignores_the_seed(tmp_path, behaviour_run, monkeypatch):
+    """Without a seed (Sacred draws one) the checkpoints are scored on SCORE_SEED's episodes, so rerunning the same
+    command chooses the same qualities; cached scores of the same checkpoints and settings are used whatever seed."""
+    from offline.collection import SCORE_SEED
+    scored = count_scoring(monkeypatch)
+    datasets = {"e": [{"episodes": 1, "agents": "expert"}]}
+    run = FakeSacredRun()
+    run.meta_info = {"config_updates": {"dataset_dir": "..."}}  # no seed among the user's updates
+    run_collect(run, collect_config(tmp_path, behaviour_run, datasets, seed=123), LOG)
+    key = json.load(open(tmp_path / "data" / "behaviour.json"))["key"]
+    assert key["seed"] == SCORE_SEED and len(scored) == 1
+    collect(tmp_path, behaviour_run, datasets, seed=77)  # a given seed: the cached scores are of the same policies
+    assert len(scored) == 1 and (tmp_path / "data" / "e.h5").exists()
+
+
+def test_another_runs_files_are_refused_before_scoring_and_its_scores_kept(tmp_path, behaviour_run, monkeypatch):
+    datasets = {"expert": [{"episodes": 1, "agents": "expert"}]}
+    collect(tmp_path, behaviour_run, datasets)
+    scores = tmp_path / "data" / "behaviour.json"
+    before = scores.read_text()
+    other = write_behaviour_run(str(tmp_path / "other"), steps={100: (0, 1), 200: (2, 2)})
+    scored = count_scoring(monkeypatch)
+    with pytest.raises(DatasetError, match=r"expert.h5 exists and was collected from the behaviour run .*"
+                                           r"Nothing was scored"):
+        collect(tmp_path, other, datasets)
+    assert not scored and scores.read_text() == before
+    # another run collected into the same folder (other datasets): both runs' scores stay in behaviour.json
+    collect(tmp_path, other, {"b": [{"episodes": 1, "agents": "expert"}]})
+    assert len(scored) == 1
+    collect(tmp_path, behaviour_run, datasets)  # its scores are still cached: no scoring
+    assert len(scored) == 1
+    # an env mismatch is found before scoring too
+    write_random_dataset(tmp_path / "data" / "pen.h5", env_config="penalty", n_episodes=1)
+    with pytest.raises(DatasetError, match="collect_overwrite=True"):
+        collect(tmp_path, behaviour_run, {"pen": [{"episodes": 1, "agents": "expert"}]})
+    assert len(scored) == 1
+
+
+def test_overwrite_refuses_a_file_holding_labels(tmp_path, behaviour_run):
+    import h5py
+    datasets = {"e": [{"episodes": 2, "agents": "expert"}]}
+    collect(tmp_path, behaviour_run, datasets)
+    path = tmp_path / "data" / "e.h5"
+    with h5py.File(path, "r+") as f:
+        f.create_group("preferences/mine")
+        f.create_dataset("labels/x", data=np.zeros(2))
+    stamp = path.stat().st_mtime_ns
+    with pytest.raises(DatasetError, match=r"holds preferences/mine, labels/x .*move the file away"):
+        collect(tmp_path, behaviour_run, datasets, collect_overwrite=True)
+    assert path.stat().st_mtime_ns == stamp
+
+
+def test_corrupt_caches_are_rebuilt_with_a_warning(tmp_path, behaviour_run, caplog):
+    datasets = {"e": [{"episodes": 1, "agents": "expert"}]}
+    collect(tmp_path, behaviour_run, datasets)
+    (tmp_path / "data" / "behaviour.json").write_text("{not json")
+    (tmp_path / "data" / "returns.json").write_text("[")
+    with caplog.at_level(logging.WARNING):
+        run = collect(tmp_path, behaviour_run, datasets)
+    assert "behaviour.json cannot be read" in caplog.text and "returns.json cannot be read" in caplog.text
+    assert [r["dataset"] for r in run.info["collect_returns"]] == ["e"]
+    assert json.load(open(tmp_path / "data" / "behaviour.json"))["scores"]

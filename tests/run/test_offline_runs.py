@@ -113,20 +113,24 @@ def test_bc_beta_uses_the_expert_labelled_episodes(tmp_path, climbing_data):
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
-    run_main(tmp_path, "bc", "climbing", *TINY, expect=1)
-    assert "offline_dataset=" in capsys.readouterr().err
+    run_main(tmp_path, "bc", "climbing", *TINY, expect=2)  # a config error: one line, no run folder
+    err = capsys.readouterr().err
+    assert "config error: run=offline needs a dataset" in err and "Traceback" not in err
+    assert not glob.glob(os.path.join(tmp_path, "sacred", "bc", "*", "[0-9]*"))
     run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={tmp_path}/nope.h5", expect=1)
     assert "does not exist" in capsys.readouterr().err
 
 
 def test_dataset_of_another_env_is_refused(tmp_path, capsys, climbing_data):
-    run_main(tmp_path, "bc", "penalty", *TINY, f"offline_dataset={climbing_data}", expect=1)
-    assert "expected 'penalty'" in capsys.readouterr().err
+    run_main(tmp_path, "bc", "penalty", *TINY, f"offline_dataset={climbing_data}", expect=2)
+    err = capsys.readouterr().err
+    # a dataset error: its one line, no traceback; the run folder records the failure (a sweep does not retry it)
+    assert "dataset error:" in err and "expected 'penalty'" in err and "Traceback" not in err
 
 
 def test_bc_beta_without_expert_episodes_is_a_clear_error(tmp_path, capsys):
     path, _ = write_random_dataset(str(tmp_path / "random.h5"), "climbing", 4, env_args={"episode_limit": 5})
-    run_main(tmp_path, "bc_beta", "climbing", *TINY, f"offline_dataset={path}", expect=1)
+    run_main(tmp_path, "bc_beta", "climbing", *TINY, f"offline_dataset={path}", expect=2)
     assert "no episode in the dataset has all agents 'expert'" in capsys.readouterr().err
 
 
@@ -140,3 +144,35 @@ def test_an_offline_learner_is_refused_by_the_online_loop(tmp_path, capsys):
     """Offline learners have no replay buffer (uses_replay_buffer): the online loop says so before it starts."""
     run_main(tmp_path, "bc", "climbing", "run=online", "t_max=10", expect=1)
     assert "trains from datasets, not from its own rollouts: use run: offline" in capsys.readouterr().err
+
+
+def test_dataset_paths_name_what_to_give(tmp_path, climbing_data):
+    """An un-quoted list, a folder, a copy or a drop_episodes file of a listed dataset, a mistyped offline_expert:
+    config errors saying what to give."""
+    import shutil
+    from types import SimpleNamespace
+
+    from offline import OfflineDataset
+    from offline.sampling import dataset_paths, load_training_data, select_expert
+    from utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"reached the run as one path.*\"offline_dataset=\['a.h5', 'b.h5'\]\""):
+        dataset_paths("[a.h5,b.h5]")
+    with pytest.raises(ConfigError, match=r"is a folder; give a dataset file in it, e.g. .*climbing_mix.h5"):
+        dataset_paths(os.path.dirname(climbing_data))
+    copy = str(tmp_path / "copy.h5")
+    shutil.copyfile(climbing_data, copy)
+    dropped = str(tmp_path / "dropped.h5")
+    ds = OfflineDataset.load(climbing_data)
+    ds.subset(np.arange(1, len(ds))).save(dropped, attrs={"dropped_episodes": json.dumps(
+        {"source": os.path.abspath(climbing_data), "episodes": [0]})})
+    args = SimpleNamespace(env="matrix_game", env_args=json.loads(ds.attrs["env_args"]), offline_lazy=False,
+                           offline_reward="", offline_expert="", offline_top_fraction=1.0, offline_valid_fraction=0)
+    env_info = {k: ds.env_info[k] for k in ds.env_info}
+    for other, match in ((copy, "hold the same episodes"), (dropped, "drop_episodes.py made from it")):
+        args.offline_dataset = [climbing_data, other]
+        with pytest.raises(ConfigError, match=match):
+            load_training_data(args, env_info, None)
+    with pytest.raises(ConfigError, match=r"offline_expert=quality_expert: no such dataset file.*did you mean "
+                                          r"'quality:expert'"):
+        select_expert(ds, "quality_expert", args, {})

@@ -3,6 +3,8 @@ import glob
 import json
 import os
 
+import pytest
+
 from offline import OfflineDataset
 from reference_datasets import finished_run, main
 
@@ -42,3 +44,21 @@ def test_a_run_saved_at_another_interval_is_not_the_recipes(tmp_path, capsys):
     assert finished_run(str(tmp_path / "models"), 200) == str(run)
     assert finished_run(str(tmp_path / "models"), 200, 10) is None
     assert "it saved checkpoints every 100 steps, the recipe every 10" in capsys.readouterr().out
+
+
+def test_option_mistakes_are_refused_before_training(tmp_path, monkeypatch, capsys):
+    """--datasets outside the recipe and --episodes < 1 are argparse errors (nothing trained); a relative --results
+    is made absolute against the caller's folder (the commands run from the repository root)."""
+    import reference_datasets as script
+    calls = []
+    monkeypatch.setattr(script, "reference_datasets", lambda *a, **k: calls.append(a) or ("x", {"datasets": []}))
+    monkeypatch.setattr(script, "write_summary", lambda *a: None)
+    for argv, match in ((["--datasets", "expret"], "invalid choice: 'expret'"), (["--episodes", "0"], "must be >= 1"),
+                        (["--episodes", "2.5"], "expected a whole number")):
+        with pytest.raises(SystemExit) as e:
+            script.main(["--envs", "climbing", *argv])
+        assert e.value.code == 2 and match in capsys.readouterr().err
+    assert not calls
+    monkeypatch.chdir(tmp_path)
+    script.main(["--envs", "climbing", "--results", "res"])
+    assert calls[0][2] == str(tmp_path / "res")
