@@ -138,20 +138,20 @@ class TFCAFWorker:
                                                    "little"))
         order, fill = rng.permutation(k), (-k) % CHUNK_ROWS
         sent = np.concatenate([order, rng.integers(0, k, fill)])
-        w_sent, b_sent = self._exchange(distinct[sent], where, count=True)
-        w, b = np.empty((k, n), np.float32), np.empty((k, 1), np.float32)
-        w[order], b[order] = w_sent[:k], b_sent[:k]
-        self._check(w, b, distinct, where, first)
-        self._same_answers(distinct, w, b, sent[k:], w_sent[k:], b_sent[k:], where, first)
-        # again, in another order, the last chunk filled from earlier requests' states
+        # and again, in another order, the last chunk filled from earlier requests' states; one round trip for both
         again = rng.permutation(k)
         if len(self._pool) >= fill:
             filler = self._pool[rng.choice(len(self._pool), fill, replace=False)]
         else:  # too few earlier states: distinct made-up ones on their scale, as validation fills its chunk
             filler = (distinct.mean(0) + distinct.std(0) * rng.standard_normal((fill, distinct.shape[1]))).astype(
                 np.float32)
-        w2, b2 = self._exchange(np.concatenate([distinct[again], filler]), where)
-        self._same_answers(distinct, w, b, again, w2[:k], b2[:k], where, first)
+        m = len(sent)
+        w_all, b_all = self._exchange(np.concatenate([distinct[sent], distinct[again], filler]), where, count=True)
+        w, b = np.empty((k, n), np.float32), np.empty((k, 1), np.float32)
+        w[order], b[order] = w_all[:k], b_all[:k]
+        self._check(w, b, distinct, where, first)
+        self._same_answers(distinct, w, b, sent[k:], w_all[k:m], b_all[k:m], where, first)
+        self._same_answers(distinct, w, b, again, w_all[m:m + k], b_all[m:m + k], where, first)
         self._pool = np.concatenate([distinct[order[:CHUNK_ROWS]], self._pool])[:POOL_ROWS] if len(self._pool) \
             else distinct[order[:CHUNK_ROWS]]
         return w[inverse.ravel()], b[inverse.ravel()]
