@@ -12,6 +12,7 @@ runs again what a run's folder records (utils/provenance.py): its configs, overr
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import threading
 import warnings
@@ -62,10 +63,19 @@ class RunExperiment(Experiment):
         not safe against each other)."""
         run = super()._create_run(*args, **kwargs)
         lock, beat = threading.Lock(), run._emit_heartbeat
+        run.records_lock = lock  # captured_until_now reads the capture under it too
 
         def locked_beat():
             with lock:
-                beat()
+                if threading.current_thread() is not threading.main_thread():
+                    return beat()
+                # at a checkpoint, in the main thread: Sacred rewrites metrics.json in place, so a Ctrl-C now would
+                # leave it cut; the interrupt is held until the files are written
+                held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                try:
+                    return beat()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
         run._emit_heartbeat = run.flush_records = locked_beat  # the heartbeat thread takes it when the run starts
         return run
@@ -165,7 +175,7 @@ def captured_until_now(run):
     try:
         yield
     except BaseException:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), getattr(run, "records_lock", None) or contextlib.nullcontext():
             run._get_captured_output()
         raise
 
@@ -246,8 +256,8 @@ def checkpoint_settings(config):
     key, unit = ("t_max", "t_env") if config["run"] == "online" else ("offline_steps", "gradient step")
     # the run's own budget (a retry of a run that died after its last checkpoint) only finishes it: its final
     # evaluation and records; another budget that does not go past the checkpoint trains nothing: refused
-    finishing = saved is not None and saved.get(key) == config.get(key)
-    if name.isdigit() and config.get(key) is not None and config[key] <= int(name) and not finishing:
+    if name.isdigit() and config.get(key) is not None and config[key] <= int(name) and not finishing(path, saved,
+                                                                                                      key, config):
         raise ConfigError(f"{key}={config[key]} does not go past the checkpoint's {unit} {name} ({path}): nothing "
                           f"would be trained; give {key} greater than {name} (the run's total, e.g. "
                           f"{key}={2 * max(int(name), 1)})")
@@ -275,6 +285,19 @@ def record_test_episodes(config, given):
     say(f"test_nepisode={asked} is not a multiple of batch_size_run={per_round}: each evaluation runs {used} test "
         f"episodes ({used // per_round} round{'s' if used > per_round else ''} of {per_round} envs), the value "
         f"config.json records; give a multiple of {per_round} to choose another")
+
+
+def finishing(path, saved, key, config):
+    """Whether `config`'s budget (`key`: t_max or offline_steps) is the one that trained up to the checkpoint at
+    `path` (its run_state's config: a raised t_max included; else the model folder's config.json, `saved`)."""
+    from utils.checkpoint import CheckpointError, load_run_state
+
+    try:
+        state = load_run_state(path) or {}
+    except (CheckpointError, OSError, RuntimeError):  # damaged: the load reports it; here, the folder's config
+        state = {}
+    trained = state.get("config") if isinstance(state.get("config"), dict) else saved
+    return trained is not None and trained.get(key) == config.get(key)
 
 
 def main(argv):

@@ -160,6 +160,20 @@ def test_a_resumed_run_is_one_seed_with_its_segments_chained(tmp_path, capsys):
     assert [len(r.segments) for r in sorted(runs, key=lambda r: r.path)] == [2, 0] and not skipped
 
 
+def test_a_branch_off_an_earlier_checkpoint_is_a_run_of_its_own(tmp_path):
+    """A resume with load_step (or into a locked folder) continues in a new model folder: the run it left stays a
+    run, the branch is another (review finding: chaining it made the original vanish)."""
+    root = str(tmp_path / "sacred")
+    first = write_run(root, "qmix", "climbing", 1, [0, 100, 200], [0.0, 1.0, 2.0])
+    branch = write_run(root, "qmix", "climbing", 2, [150, 250], [1.5, 2.5], seed=1)
+    resumed(branch, first, 100)
+    info = json.load(open(os.path.join(branch, "info.json")))
+    info["resumed_from"]["same_model_dir"] = False
+    json.dump(info, open(os.path.join(branch, "info.json"), "w"))
+    runs, skipped = find_runs(root, "test_return_mean")
+    assert sorted(os.path.basename(r.path) for r in runs) == ["1", "2"] and not any(r.segments for r in runs)
+
+
 @pytest.mark.parametrize("out, written", [("pp/", ["pp/test_return_mean.png", "pp/test_return_mean.pdf"]),
                                           ("fig", ["fig.png", "fig.pdf"]), ("fig.png", ["fig.png", "fig.pdf"]),
                                           ("fig.pdf", ["fig.png", "fig.pdf"])])

@@ -89,10 +89,7 @@ def read_path(path, metric, now=None, stale_after=STALE_AFTER):
             parents = path
             for _ in range(depth):
                 parents = os.path.dirname(parents)
-            runs, skipped = find_runs(parents, metric, now, stale_after)
-            prefix = path + os.sep
-            runs = [r for r in runs if r.path.startswith(prefix)]
-            skipped = [s for s in skipped if s[0].startswith(prefix)]
+            runs, skipped = find_runs(parents, metric, now, stale_after, prefix=path + os.sep)
         if runs or skipped:
             return runs, skipped
     return [], []

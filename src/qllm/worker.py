@@ -140,13 +140,15 @@ class TFCAFWorker:
         sent = np.concatenate([order, rng.integers(0, k, fill)])
         # and again, in another order, the last chunk filled from earlier requests' states; one round trip for both
         again = rng.permutation(k)
-        if len(self._pool) >= fill:
+        if fill == 0:
+            filler = distinct[:0]
+        elif len(self._pool) >= fill:
             filler = self._pool[rng.choice(len(self._pool), fill, replace=False)]
         else:  # too few earlier states: distinct made-up ones on their scale, as validation fills its chunk
             filler = (distinct.mean(0) + distinct.std(0) * rng.standard_normal((fill, distinct.shape[1]))).astype(
                 np.float32)
         m = len(sent)
-        w_all, b_all = self._exchange(np.concatenate([distinct[sent], distinct[again], filler]), where, count=True)
+        w_all, b_all = self._exchange(np.concatenate([distinct[sent], distinct[again], filler]), where, count=rows)
         w, b = np.empty((k, n), np.float32), np.empty((k, 1), np.float32)
         w[order], b[order] = w_all[:k], b_all[:k]
         self._check(w, b, distinct, where, first)
@@ -179,9 +181,9 @@ class TFCAFWorker:
                                f"values), which validation forbids: compute each row from its own state only. The "
                                f"run stops; checkpoints already written are untouched.")
 
-    def _exchange(self, states, where, count=False):
-        """One request to the child: (w, b) as it answered, size and status checked; `count`: this is a request's
-        main call (calls, states and the speed check count it)."""
+    def _exchange(self, states, where, count=0):
+        """One request to the child: (w, b) as it answered, size and status checked; `count`: the rows of the
+        request it answers (calls, states and the speed check count it)."""
         rows, cols = states.shape
         n = self.n_agents
         t0 = time.perf_counter()
@@ -203,7 +205,7 @@ class TFCAFWorker:
         self.seconds += seconds
         if count:
             self.calls += 1
-            self.states_evaluated += rows
+            self.states_evaluated += count  # the request's rows: cost per 1,000 states is per state asked for
             self._recent.append(1000 * seconds / (-(-rows // CHUNK_ROWS) * CHUNK_ROWS))
             self._check_speed(where)
         if status != 0:

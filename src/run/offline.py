@@ -39,6 +39,15 @@ def run_offline(_run, config, _log):
                          f"needs an offline learner (bc, bc50, bc_beta, omar, omiga, misodice, misodice_vdn, indd)")
     data, valid, expert = load_training_data(args, runner.get_env_info(), _log)
     datasets = {"data": data, "expert": expert, "init": data}  # init: D_U's initial states (DICE's s0 batch)
+    # data keys this learner never reads: said, so that a run is not read as one that used them
+    if args.offline_expert and "expert" not in learner.batches:
+        _log.warning(f"offline_expert={args.offline_expert} is not used: learner '{args.learner}' trains on "
+                     f"{' and '.join(sorted(learner.batches))} only (e.g. bc_beta=0), so this run is the same "
+                     f"without it")
+    if args.preference_set and "preferences" not in learner.batches and not learner.labels_at_end:
+        _log.warning(f"preference_set={args.preference_set} is not used: learner '{args.learner}' does not train on "
+                     f"preferences (omapl and marl_sl_reward do); it is left out of this run")
+        args.preference_set = None
     if args.preference_set or learner.labels_at_end:
         check_stored_view(f"preference_set={args.preference_set}" if args.preference_set else
                           f"learner '{args.learner}' (it labels the dataset)", len(dataset_paths(args.offline_dataset)),

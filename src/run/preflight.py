@@ -46,8 +46,10 @@ def check_name(key, value, registry, nullable=False):
 
 def _learner_run(config):
     """The run mode that builds `config`'s learner (online, offline, evaluate), or None for the others."""
+    from run.setup import LEARNER_RUNS
+
     run = "evaluate" if config.get("evaluate") else config.get("run", "online")
-    return run if run in ("online", "offline", "evaluate") else None
+    return run if run in LEARNER_RUNS else None
 
 
 def check_combinations(config):

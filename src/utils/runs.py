@@ -168,13 +168,13 @@ def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER):
 
 
 def _previous_segment(run_dir, info):
-    """(the Sacred run folder that the resumed run at `run_dir` continues, the checkpoint's step) or (None, None).
-    Results moved elsewhere: the run of the same id beside this one, where the recorded folder had the same name and
-    env folders."""
+    """(the Sacred run folder that the resumed run at `run_dir` continues, the checkpoint's step) or (None, None),
+    also for a run that branched off an earlier checkpoint into its own model folder. Results moved elsewhere: the
+    run of the same id beside this one, where the recorded folder had the same name and env folders."""
     resumed = (info or {}).get("resumed_from")
     ref = resumed.get("sacred_run") if isinstance(resumed, dict) else None
-    if not isinstance(ref, dict):
-        return None, None
+    if not isinstance(ref, dict) or resumed.get("same_model_dir") is False:
+        return None, None  # not resumed; or a branch (load_step: its own model folder), the run it left stays one
     step = resumed.get("step")
     folder = ref.get("dir")
     if folder and os.path.isdir(folder):
@@ -243,12 +243,14 @@ def read_run(run_dir, metric, now=None, stale_after=STALE_AFTER):
                flatten(config), status == "RUNNING", T, values, segments=tuple(segments)), None
 
 
-def find_runs(sacred_root, metric, now=None, stale_after=STALE_AFTER):
-    """([Run] used, [(run folder, why skipped)]) under sacred_root/<name>/<env>/<id>/; the earlier segments of a
-    resumed run are in it, not listed apart."""
+def find_runs(sacred_root, metric, now=None, stale_after=STALE_AFTER, prefix=None):
+    """([Run] used, [(run folder, why skipped)]) under sacred_root/<name>/<env>/<id>/ (only the folders under
+    `prefix` when given); the earlier segments of a resumed run are in it, not listed apart."""
     runs, skipped = [], []
     for run_dir in sorted(glob.glob(os.path.join(sacred_root, "*", "*", "*"))):
         if not os.path.isdir(run_dir) or os.path.basename(run_dir) == "_sources":
+            continue
+        if prefix and not run_dir.startswith(prefix):  # before chaining: a segment stays when its run is elsewhere
             continue
         run, why = read_run(run_dir, metric, now, stale_after)
         if run is None:

@@ -312,6 +312,17 @@ def _alive(pid):
         return False
 
 
+@pytest.mark.parametrize("rows", [64, 128])
+def test_a_first_request_of_whole_chunks_is_answered(rows):
+    """Review finding: with no earlier states and nothing to fill, the second asking once failed to build."""
+    worker = TFCAFWorker(fn(OK_TAIL), form="tfcaf", n_agents=2, sha256="whole", igm_gate=True)
+    try:
+        w, _ = worker.evaluate(np.random.default_rng(rows).normal(size=(rows, 6)).astype(np.float32))
+        assert w.shape == (rows, 2) and (w == 1).all()
+    finally:
+        worker.close()
+
+
 def test_the_function_only_ever_sees_batches_of_64_states():
     """Red-team finding: a function keyed on the batch size (validation used 513, 1, 9 and 4096 states, training
     one episode) could behave in validation only. Both now call it on padded batches of exactly 64 states."""
@@ -351,6 +362,7 @@ def test_padding_and_repeated_states_tell_the_function_nothing():
         states[51:71] = np.random.default_rng(1).normal(size=(20, 6))
         w, b = worker.evaluate(states)
         assert w.shape == (102, 2) and (w == 1).all() and (b == 0).all()
+        assert worker.states_evaluated == 102  # the cost is counted per state asked for
     finally:
         worker.close()
 

@@ -112,6 +112,18 @@ def test_bc_beta_uses_the_expert_labelled_episodes(tmp_path, climbing_data):
     assert info["dataset"]["expert_episodes"] == 4 and info["test_return_mean"][-1] == 55.0
 
 
+def test_data_keys_the_learner_never_reads_are_said_and_left_out(tmp_path, capfd, climbing_data):
+    """BC with bc_beta=0 reads no expert batch and trains on no preferences: a run given them says so (and records
+    no preference set), so it is not read as one that used them."""
+    run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={climbing_data}", "offline_expert=quality:expert",
+             "preference_set=prefs")
+    err = capfd.readouterr().err
+    assert "offline_expert=quality:expert is not used: learner 'bc_learner' trains on data only" in err
+    assert "preference_set=prefs is not used" in err
+    info = json.load(open(os.path.join(sacred_dir(tmp_path, "bc", "climbing"), "info.json")))
+    assert "preferences" not in info
+
+
 def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
     run_main(tmp_path, "bc", "climbing", *TINY, expect=2)  # a config error: one line, no run folder
     err = capsys.readouterr().err

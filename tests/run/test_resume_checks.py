@@ -52,6 +52,17 @@ def test_a_retry_with_the_runs_own_budget_finishes_it(tmp_path, models):
     assert read(run, "run.json")["status"] == "COMPLETED" and read(run, "info.json")["resumed_from"]
 
 
+def test_a_raised_budget_is_the_one_a_retry_finishes_with(tmp_path):
+    """Review finding: the model folder's config.json keeps the first t_max; the checkpoint's own config holds the
+    raised one, and a retry with it completes."""
+    run_main(tmp_path / "a", "vdn", "matrix_game", *TINY, "t_max=60")
+    (models,) = glob.glob(str(tmp_path / "a" / "models" / "*"))
+    run_main(tmp_path / "b", "vdn", "matrix_game", *TINY, f"checkpoint_path={models}", "t_max=120")
+    run_main(tmp_path / "c", "vdn", "matrix_game", *TINY, f"checkpoint_path={models}", "t_max=120")
+    (run,) = glob.glob(str(tmp_path / "c" / "sacred" / "*" / "*" / "[0-9]*"))
+    assert read(run, "run.json")["status"] == "COMPLETED"
+
+
 def test_evaluating_on_another_env_of_the_same_shapes_stays_possible(tmp_path, models):
     run_main(tmp_path, "vdn", "climbing", *TINY, "evaluate=True", f"checkpoint_path={models}")
 
