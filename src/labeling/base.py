@@ -140,7 +140,7 @@ class LabelTask:
         """The file `stored` looks in: where `store` will read the dataset from (offline.label_store.edit_dataset):
         label_out when that file exists (sets are added to it), else the source file (a new label_out starts as a
         copy of it, sets included)."""
-        out = getattr(args, "label_out", None)
+        out = args.label_out
         return out if out and os.path.exists(out) else source.path
 
     def stored(self, source: LabelSource, args) -> dict | None:
