@@ -6,10 +6,11 @@ Applied in this order, each a separate layer:
 - die with the parent (PR_SET_PDEATHSIG = SIGKILL; and exit at once if the parent is already gone);
 - resource limits: address space = baseline + memory_mb, optional CPU time, file size 0 (writing a byte
   to a file raises SIGXFSZ), no core dumps, no new file descriptors (RLIMIT_NOFILE = lowest free fd);
-- a seccomp filter (libseccomp through the `pyseccomp` binding) that makes the calls that open files,
-  create processes or sockets, run programs, change the file system (times and attributes too), signal other
-  processes (also through fcntl's F_SETOWN / F_SETSIG), change scheduling or I/O priority, limits, credentials
-  or the parent-death signal fail with EPERM (threads can still be created, so torch works).
+- a seccomp allow-list (libseccomp through the `pyseccomp` binding, on every thread): memory, threads and their
+  locks, signals to itself, reads and writes on the pipes it holds, clocks and exit; every other call (opening
+  or even stat-ing a file, processes, sockets, programs, file changes, signals to others, scheduling, limits,
+  credentials, the parent-death signal, fcntl's F_SETOWN / F_SETSIG, ioctl) fails with EPERM. Threads can
+  still be created, so torch works.
   Where the kernel or libseccomp is missing the filter is skipped, and the report says so (`seccomp: false`
   with the reason); the other layers still hold.
 """
@@ -21,25 +22,21 @@ import resource
 
 PR_SET_PDEATHSIG = 1
 CLONE_THREAD = 0x00010000
-DENIED_SYSCALLS = (
-    "open", "openat", "openat2", "creat", "open_by_handle_at", "name_to_handle_at",  # files
-    "execve", "execveat", "fork", "vfork",  # programs and processes (clone is filtered below)
-    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4", "sendmmsg",  # network
-    "mknod", "mknodat", "link", "linkat", "symlink", "symlinkat", "unlink", "unlinkat", "rename", "renameat",
-    "renameat2", "mkdir", "mkdirat", "rmdir", "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown",
-    "lchown", "fchownat", "truncate", "ftruncate", "chdir", "fchdir", "chroot", "mount", "umount2", "pivot_root",
-    "utime", "utimes", "utimensat", "futimesat", "setxattr", "lsetxattr", "fsetxattr", "setxattrat", "removexattr",
-    "lremovexattr", "fremovexattr", "removexattrat",  # file times and attributes
-    "ptrace", "process_vm_readv", "process_vm_writev", "memfd_create", "userfaultfd", "bpf", "perf_event_open",
-    "io_uring_setup", "setns", "unshare", "keyctl", "add_key", "request_key", "init_module", "finit_module",
-    "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open", "pidfd_send_signal",  # signals
-    "pidfd_getfd", "setpriority", "sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr",
-    "ioprio_set", "migrate_pages", "move_pages", "setrlimit", "prlimit64",  # other processes, own limits
-    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups", "capset",  # credentials
-    "reboot", "swapon", "swapoff", "sethostname", "setdomainname", "settimeofday", "clock_settime", "adjtimex",
-    "iopl", "ioperm", "kexec_load", "acct", "quotactl", "syslog", "vhangup",
+# The only calls a confined process may make: memory, threads and their locks, signals to itself, reading and
+# writing the pipes it already holds, clocks and exit. Everything else fails with EPERM, so a call nobody thought
+# of (stat, readlink, getdents, uname, a syscall added to a later kernel) is refused too.
+ALLOWED_SYSCALLS = (
+    "read", "write", "readv", "writev", "lseek", "close",  # the descriptors it holds (pipes; no new ones)
+    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "membarrier",  # memory
+    "futex", "futex_waitv", "set_robust_list", "get_robust_list", "rseq", "set_tid_address", "sched_yield",
+    "sched_getaffinity", "getcpu", "arch_prctl", "exit", "exit_group", "restart_syscall",  # threads, exit
+    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack",  # its own signal handling
+    "clock_gettime", "clock_getres", "gettimeofday", "time", "nanosleep", "clock_nanosleep",  # clocks
+    "getpid", "gettid", "getppid", "getuid", "geteuid", "getgid", "getegid", "getrusage", "getrandom",
 )
-FCNTL_SIGNALS = (8, 10, 15)  # F_SETOWN, F_SETSIG, F_SETOWN_EX
+FCNTL_ALLOWED = (1, 2, 3, 4)  # F_GETFD, F_SETFD, F_GETFL, F_SETFL (no F_SETOWN / F_SETSIG: a signal by the back door)
+PRCTL_ALLOWED = (15, 16, 0x53564D41)  # PR_SET_NAME, PR_GET_NAME (thread names), PR_SET_VMA (glibc names mappings)
+SIGNALS_TO_SELF = ("tgkill", "tkill", "kill")  # abort() and raise() signal the process itself
 NOBODY = 65534
 
 
@@ -89,24 +86,34 @@ def apply_limits(memory_mb, cpu_seconds=None):
 
 def build_seccomp_filter():
     """(filter, None) ready to load, or (None, why) when seccomp is unavailable. Built before the
-    file-descriptor limit: importing pyseccomp opens its module file and libseccomp."""
+    file-descriptor limit: importing pyseccomp opens its module file and libseccomp. An allow-list: the default
+    action refuses with EPERM; the filter is synchronised to every thread of the process (TSYNC)."""
     try:
         import pyseccomp as seccomp
 
-        filt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
-        deny = seccomp.ERRNO(errno.EPERM)
-        for name in DENIED_SYSCALLS:
+        filt = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.EPERM))
+        filt.set_attr(seccomp.Attr.CTL_TSYNC, 1)
+        allow = seccomp.ALLOW
+
+        def add(action, name, *args):
             try:
-                filt.add_rule(deny, name)
+                filt.add_rule(action, name, *args)
             except (ValueError, RuntimeError, OSError):  # a call this architecture does not have
                 pass
-        # clone without CLONE_THREAD makes a process; clone3 hides its flags in memory, so refuse it with ENOSYS
-        # (glibc then falls back to clone, whose flags the filter can read)
-        filt.add_rule(deny, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
-        filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
-        filt.add_rule(deny, "prctl", seccomp.Arg(0, seccomp.EQ, PR_SET_PDEATHSIG))  # keep dying with the parent
-        for command in FCNTL_SIGNALS:  # a signal on I/O sent to a chosen process would signal without kill()
-            filt.add_rule(deny, "fcntl", seccomp.Arg(1, seccomp.EQ, command))
+
+        for name in ALLOWED_SYSCALLS:
+            add(allow, name)
+        # clone with CLONE_THREAD makes a thread (torch's pools), without it a process; clone3 hides its flags in
+        # memory, so refuse it with ENOSYS (glibc then falls back to clone, whose flags the filter can read)
+        add(allow, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, CLONE_THREAD))
+        add(seccomp.ERRNO(errno.ENOSYS), "clone3")
+        for command in FCNTL_ALLOWED:
+            add(allow, "fcntl", seccomp.Arg(1, seccomp.EQ, command))
+        for option in PRCTL_ALLOWED:
+            add(allow, "prctl", seccomp.Arg(0, seccomp.EQ, option))
+        own_pid = os.getpid()  # fixed from here on: the process no longer changes credentials or forks
+        for name in SIGNALS_TO_SELF:
+            add(allow, name, seccomp.Arg(0, seccomp.EQ, own_pid))
     except Exception as e:  # noqa: BLE001 (no package, no libseccomp.so, an old libseccomp: report and go on)
         return None, f"seccomp unavailable: {type(e).__name__}: {e}"
     return filt, None

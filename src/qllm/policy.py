@@ -60,6 +60,7 @@ FORBIDDEN_NAMES = {
 _RANDOM_PARTS = ("rand", "seed", "bernoulli", "multinomial", "normal", "poisson", "uniform", "exponential",
                  "geometric", "cauchy", "dropout", "gumbel", "rrelu", "generator", "fork_rng", "deterministic")
 _DEVICE_PARTS = ("cuda", "cpu", "device_", "pin_memory", "mps", "xpu", "is_meta", "share")
+_EXCEPTION_PARTS = ("traceback", "add_note")
 _CODE_PARTS = ("jit", "script", "compile", "trace", "library", "ops", "hub", "load", "save", "file", "storage",
                "buffer", "pickle", "sparse", "strided", "_c", "autograd", "grad", "backward", "data", "hook", "export")
 
@@ -79,6 +80,8 @@ def attribute_refusal(name):
     elif any(part in low for part in _DEVICE_PARTS):
         why = "device handling is not allowed: the function runs on the CPU in a sandboxed worker; create tensors " \
               "with dtype=state.dtype"
+    elif any(part in low for part in _EXCEPTION_PARTS):
+        why = "exception internals (tracebacks, notes) are not allowed: raise an exception with a message"
     elif any(part in low for part in _CODE_PARTS):
         why = "it reaches code loading, files, storages, sparse or autograd internals"
     else:
@@ -157,6 +160,18 @@ class _Checker(ast.NodeVisitor):
             self.bad(node, f"attribute '.{node.attr}': {why}")
         if not isinstance(node.ctx, ast.Load):
             self.bad(node, f"assigning or deleting attribute '.{node.attr}' is not allowed (no monkey-patching)")
+        self.generic_visit(node)
+
+    def visit_Call(self, node):
+        """A device named by a string ('meta', 'cuda') would only fail inside the sandbox, with a confusing
+        message about a file torch could not load: refuse it here with the reason."""
+        named = [k.value for k in node.keywords if k.arg == "device"]
+        if isinstance(node.func, ast.Attribute) and node.func.attr in ("to", "device"):
+            named += node.args
+        for arg in named:
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value != "cpu":
+                self.bad(node, f"device '{arg.value}': device handling is not allowed: the function runs on the "
+                               f"CPU in a sandboxed worker; create tensors with dtype=state.dtype")
         self.generic_visit(node)
 
     def visit_FunctionDef(self, node):

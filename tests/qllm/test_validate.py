@@ -302,7 +302,9 @@ def test_native_calls_after_confinement_cannot_reach_the_parent_or_undo_the_limi
 def test_the_seccomp_layer_alone_refuses_file_changes_scheduling_and_signals_on_io(tmp_path):
     """Red-team finding: where the sandbox cannot drop to nobody (a non-root user, root without CAP_SETUID), the
     filter is the layer that stops a change to the user's files: times, attributes and fchmodat2 (syscall 452,
-    beside the refused chmod), the parent's scheduling or I/O priority, and fcntl's signal-on-I/O route to it."""
+    beside the refused chmod), the parent's scheduling or I/O priority, and fcntl's signal-on-I/O route to it.
+    It is an allow-list: looking at files (stat, readlink), the host (uname, the working directory), the terminal
+    (ioctl) and calls it never names (faccessat2) are refused too."""
     import subprocess
     import sys
 
@@ -333,12 +335,19 @@ def test_the_seccomp_layer_alone_refuses_file_changes_scheduling_and_signals_on_
         "attempt('ioprio', lambda: libc.syscall(251, 1, os.getppid(), (3 << 13)))\n"
         "attempt('setown', lambda: fcntl.fcntl(fd, fcntl.F_SETOWN, os.getppid()))\n"
         "attempt('setsig', lambda: fcntl.fcntl(fd, 10, 9))\n"
+        "attempt('stat', lambda: os.stat(sys.argv[2]))\n"
+        "attempt('readlink', lambda: os.readlink('/proc/self/exe'))\n"
+        "attempt('uname', lambda: os.uname())\n"
+        "attempt('getcwd', lambda: os.getcwd())\n"
+        "attempt('ioctl', lambda: libc.ioctl(0, 0x5412, ctypes.c_char_p(b'x')))\n"  # TIOCSTI
+        "attempt('unknown', lambda: libc.syscall(439, -100, sys.argv[2].encode(), 0, 0))\n"  # faccessat2
         "attempt('getfl', lambda: 0 if fcntl.fcntl(fd, fcntl.F_GETFL) >= 0 else -1)\n"
         "print(' '.join(out))\n")
     res = subprocess.run([sys.executable, "-I", "-c", probe, SRC_DIR, str(victim)], capture_output=True, text=True,
                          timeout=60)
     words = res.stdout.split()
     assert words[:-1] == [f"{n}:refused" for n in ("utime", "setxattr", "fchmodat2", "sched", "ioprio", "setown",
-                                                    "setsig")], res.stdout + res.stderr
+                                                    "setsig", "stat", "readlink", "uname", "getcwd", "ioctl",
+                                                    "unknown")], res.stdout + res.stderr
     assert words[-1] == "getfl:allowed"  # fcntl itself still works (Python and torch use it)
     assert oct(victim.stat().st_mode)[-3:] != "777" and victim.stat().st_mtime > 0
