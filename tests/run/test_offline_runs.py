@@ -113,13 +113,16 @@ def test_bc_beta_uses_the_expert_labelled_episodes(tmp_path, climbing_data):
 
 
 def test_data_keys_the_learner_never_reads_are_said_and_left_out(tmp_path, capfd, climbing_data):
-    """BC with bc_beta=0 reads no expert batch and trains on no preferences: a run given them says so (and records
-    no preference set), so it is not read as one that used them."""
+    """BC with bc_beta=0 reads no expert batch, trains on no preferences and reads no rewards (reads_rewards=False):
+    a run given them says so (and records no preference set; the reward label is not even looked up), so it is not
+    read as one that used them."""
     run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={climbing_data}", "offline_expert=quality:expert",
-             "preference_set=prefs")
+             "preference_set=prefs", "offline_reward=label:nowhere_reward_hat")
     err = capfd.readouterr().err
     assert "offline_expert=quality:expert is not used: learner 'bc_learner' trains on data only" in err
     assert "preference_set=prefs is not used" in err
+    assert ("offline_reward=label:nowhere_reward_hat is not used: learner 'bc_learner' does not train on rewards "
+            "(omar and omiga do); it is left out of this run") in err
     info = json.load(open(os.path.join(sacred_dir(tmp_path, "bc", "climbing"), "info.json")))
     assert "preferences" not in info
 
