@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 import h5py
 import numpy as np
 
-from offline.format import EPISODE_FIELDS, TRANSITION_FIELDS, DatasetError, to_json
+from offline.format import EPISODE_FIELDS, TRANSITION_FIELDS, DatasetError, missing_dataset, to_json
 from utils.config import ConfigError
 from utils.files import FolderLock, clean_stale_temps, remove, temp_path
 
@@ -117,7 +117,7 @@ def preference_names(source):
     """Sorted names of the preference sets in a dataset file (a path, or a dataset loaded from one)."""
     path = _path_of(source)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"offline dataset {path} does not exist")
+        raise missing_dataset(f"offline dataset {path}")
     with h5py.File(path, "r") as f:
         return sorted(f[GROUP]) if GROUP in f else []
 

@@ -20,6 +20,7 @@ from offline.format import (
     TRANSITION_FIELDS,
     DatasetError,
     check_env,
+    missing_dataset,
     to_json,
 )
 from offline.label_store import GROUP as PREFERENCES
@@ -30,7 +31,7 @@ from utils.files import is_temp, sha256_file
 
 def _open_h5(path):
     if not os.path.exists(path):
-        raise FileNotFoundError(f"offline dataset {path} does not exist")
+        raise missing_dataset(f"offline dataset {path}")
     try:
         return h5py.File(path, "r")
     except OSError as e:

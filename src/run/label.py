@@ -25,7 +25,7 @@ from envs import env_from_args
 from labeling import LABELERS, TASKS
 from labeling.base import LabelSource
 from labeling.store import check_name, content_fingerprint
-from offline.format import DatasetError
+from offline.format import DatasetError, missing_dataset
 from offline.label_store import LABELS, edit_dataset, episode_label_attrs
 from offline.reader import OfflineDataset
 from run.setup import simple_run
@@ -50,8 +50,7 @@ def dataset_path(value):
         raise ConfigError("run=label needs a dataset: with offline_dataset=path/to/data.h5 (collect one with "
                          "--config=collect)")
     if not os.path.isfile(value):
-        raise ConfigError(f"offline_dataset {value} does not exist; collect one with --config=collect or "
-                                f"check the path")
+        raise missing_dataset(f"offline_dataset {value}")
     return value
 
 
