@@ -144,6 +144,8 @@ def label_rows(data, spec, key, hint, name=None):
         name = spec[len(LABEL_PREFIX):]
         if not spec.startswith(LABEL_PREFIX) or not name:
             raise ValueError(f"{key}={spec}: expected 'label:<label name>'")
+    if name in data.damaged_labels:
+        data.label(name)  # the error naming what is wrong and the edit that removes it
     if name not in data.label_names:
         raise DatasetError(f"{key}={spec}: the dataset has no label '{name}' (labels present: "
                            f"{data.label_names or 'none'}); {hint}")

@@ -19,14 +19,13 @@ import json
 import os
 import time
 
-import h5py
-
 from envs import env_from_args
 from labeling import LABELERS, TASKS
 from labeling.base import LabelSource
 from labeling.store import check_name, content_fingerprint
 from offline.format import DatasetError, missing_dataset
-from offline.label_store import LABELS, edit_dataset, episode_label_attrs
+from offline.label_edit import derived_labels
+from offline.label_store import edit_dataset
 from offline.reader import OfflineDataset
 from run.setup import simple_run
 from utils.config import ConfigError
@@ -68,15 +67,6 @@ def check_label_out(value, source_path):
         except (DatasetError, OSError) as e:
             raise ConfigError(f"label_out={value} exists and is not a dataset file ({e}); give a new path (a copy of "
                               f"{source_path} is made there) or an earlier labeled copy of it") from e
-
-
-def derived_labels(path, set_name):
-    """labels/<name> of a dataset file that were computed from preference set `set_name` (O-MAPL's <set>_expert,
-    _return_hat; MARL-SL's <set>_reward_hat): their attrs name it."""
-    with h5py.File(path, "r") as f:
-        if LABELS not in f:
-            return []
-        return sorted(n for n in f[LABELS] if episode_label_attrs(path, n).get("preference_set") == set_name)
 
 
 def differences(stored, wanted):

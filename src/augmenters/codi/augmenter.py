@@ -158,6 +158,8 @@ class CodiAugmenter:
 
     def _given_labels(self):
         name = self.s.label_name
+        if name in self.dataset.damaged_labels:
+            self.dataset.label(name)  # the error naming the damage and the edit that removes it
         if name not in self.dataset.label_names:
             have = ", ".join(self.dataset.label_names) or "none"
             raise ValueError(f"augmenter {self.name} fits its labeler on the segment labels labels/{name}, which "
