@@ -19,6 +19,7 @@ import json
 import os
 import time
 
+from augmenters import REGISTRY as AUGMENTERS
 from envs import env_from_args
 from labeling import LABELERS, TASKS
 from labeling.base import LabelSource
@@ -51,6 +52,16 @@ def dataset_path(value):
     if not os.path.isfile(value):
         raise missing_dataset(f"offline_dataset {value}")
     return value
+
+
+def check_not_reserved(name):
+    """A label_name that an augmenter writes into its source dataset (`writes_labels`: CODI's codi_z) is refused:
+    the two would replace each other's labels."""
+    for augmenter, cls in sorted(AUGMENTERS.items()):
+        if name in cls.writes_labels:
+            raise ConfigError(f"label_name={name} is the name augmenter {augmenter} stores its own labels under "
+                              f"(labels/{name} of the dataset); choose another label_name, e.g. best_agent (CODI fits "
+                              f"its labeler on it with augment_label_name=best_agent)")
 
 
 def check_label_out(value, source_path):
@@ -112,6 +123,7 @@ def label(args, _log, _run=None):
     task = pick(TASKS, args.label_task, "label_task")()
     labeler = pick(LABELERS, args.labeler, "labeler")(args)
     check_name(args.label_name)
+    check_not_reserved(args.label_name)
     own = task.make_source(args, lambda: env_from_args(args))  # None: the task labels offline_dataset
     if own is None:
         check_label_out(args.label_out, dataset_path(args.offline_dataset))
