@@ -122,7 +122,8 @@ def load_salvage(path):
         attrs = _attrs(f)
         unreadable = np.zeros(f["filled"].shape[0], dtype=bool)
         arrays = {}
-        keys = [*TRANSITION_FIELDS, *EPISODE_FIELDS] + ["labels/" + k for k in _labels(f)[0]]
+        labels, damaged_labels = _labels(f)
+        keys = [*TRANSITION_FIELDS, *EPISODE_FIELDS] + ["labels/" + k for k in labels]
         for k in keys:
             arrays[k], bad = read_salvage(f[k])
             unreadable |= bad
@@ -131,7 +132,7 @@ def load_salvage(path):
     codes = json.loads(attrs.get("quality_codes", to_json(QUALITY_CODES)))
     ds = OfflineDataset._from_arrays(arrays, attrs, codes)
     ds.path = ds.source_path = path
-    ds.preference_sets = preference_sets
+    ds.preference_sets, ds.damaged_labels = preference_sets, damaged_labels  # save() names what it leaves out
     return ds, unreadable, invalid & ~unreadable
 
 
