@@ -9,6 +9,9 @@
   O-MAPL and MARL-SL: {"preferences"}, a PairBatch of labeled trajectory pairs). The offline loop fails before
   training when a needed kind of data was not given;
 - `labels_at_end` (offline): the learner labels its training dataset at the end (OfflineLearner.label_dataset);
+- `reads_rewards` (offline; every offline learner declares it): `train` reads the batches' per-step `reward` (OMAR,
+  OMIGA) or not (BC, MisoDICE, O-MAPL, MARL-SL); run: offline says that `offline_reward` is not used by a learner
+  that reads none, and leaves it out of the run, as it does for `offline_expert` and `preference_set`;
 - `trains_actor`: False for a learner whose run trains no policy (MARL-SL step 1 learns a reward model): the
   offline loop then runs no test episodes (the untrained actor's score would read as the method's) and
   `evaluate=True` is refused;
@@ -117,6 +120,9 @@ class OfflineLearner(Learner):
     # flags, MARL-SL's rewards); run: offline then calls label_dataset at every evaluation (stats logged) and writes
     # the labels of the last call into the dataset with the labeling store at the end of training.
     labels_at_end = False
+    # whether train reads the batches' per-step `reward` (offline_reward replaces it): True or False on every offline
+    # learner; None (undeclared) is refused by run: offline
+    reads_rewards = None
 
     def validation_loss(self, batch):
         """{stat name: value} on a held-out batch, logged by the offline loop (empty: nothing to validate)."""

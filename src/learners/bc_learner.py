@@ -16,6 +16,7 @@ from learners.common import NonFiniteGuard, check_actions_available, log_policy,
 
 class BCLearner(OfflineLearner):
     agent_output_type = "pi_logits"
+    reads_rewards = False
 
     def __init__(self, mac, scheme, logger, args):
         if args.agent_output_type != "pi_logits":

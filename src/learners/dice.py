@@ -192,7 +192,7 @@ class Normaliser(nn.Module):
             return
         sums = {}
         for start in range(0, len(dataset), chunk):
-            arr = dataset.arrays(np.arange(start, min(len(dataset), start + chunk)))
+            arr = dataset.arrays(np.arange(start, min(len(dataset), start + chunk)), labels=False)
             real = arr["filled"][..., 0] > 0
             for name in ("obs", "state"):
                 x = arr[name][real].reshape(-1, arr[name].shape[-1]).astype(np.float64)

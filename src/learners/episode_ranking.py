@@ -80,6 +80,9 @@ def check_new_labels(data, names, overwrite, model_dir):
     """Before training: labels this run would write that the dataset already holds are an error (the run would
     fail at its end) unless `label_overwrite`, or unless this run wrote them itself (resumed into its model
     folder `model_dir`, e.g. after finishing or being killed after writing them)."""
+    for name in names:
+        if name in data.damaged_labels and not overwrite:
+            data.label(name)  # the error naming the damage and the edit that removes it (the run would fail at its end)
     own = own_labels(data, names, model_dir)
     existing = [n for n in names if n in data.label_names and n not in own]
     if existing and not overwrite:

@@ -29,6 +29,7 @@ LABEL_CHUNK = 256
 class MARLSLLearner(OfflineLearner):
     batches = frozenset({"preferences"})
     labels_at_end = True
+    reads_rewards = False  # it learns them from the preferences
     trains_actor = False  # step 1 learns a reward, not a policy
 
     def __init__(self, mac, scheme, logger, args):

@@ -96,6 +96,7 @@ def mixer_weights(mixer, states, n_agents):
 class MisoDICELearner(OfflineLearner):
     batches = frozenset({"data", "expert"})
     agent_output_type = "pi_logits"
+    reads_rewards = False  # imitation: its reward is the discriminator's log-ratio
     counters = ("log_stats_t", "train_steps")
     independent = False
 

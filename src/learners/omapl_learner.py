@@ -38,6 +38,7 @@ def implied_returns(r_hat, mask):
 class OMAPLLearner(OMIGALearner):
     batches = frozenset({"preferences"})
     labels_at_end = True
+    reads_rewards = False  # it recovers them from the preferences
     counters = ("log_stats_t", "train_steps", "topk_prev", "topk_stable_since")
 
     def __init__(self, mac, scheme, logger, args):

@@ -44,6 +44,8 @@ def expected_value(pi, q, avail):
 
 
 class OMARLearner(OfflineActorCritic):
+    reads_rewards = True  # the critics' TD targets
+
     def __init__(self, mac, scheme, logger, args):
         super().__init__(mac, scheme, logger, args)
         self.cql_alpha = float(args.cql_alpha)

@@ -27,6 +27,8 @@ Z_CLIP = 10.0  # official clamp of z; exp(10) bounds the BC weights
 
 
 class OMIGALearner(OfflineActorCritic):
+    reads_rewards = True  # the Q targets r + gamma V'
+
     def __init__(self, mac, scheme, logger, args):
         super().__init__(mac, scheme, logger, args)
         self.alpha = float(args.omiga_alpha)

@@ -59,6 +59,20 @@ class DatasetError(ValueError):
     repeats_on_retry = True
 
 
+class DatasetMissing(DatasetError, FileNotFoundError):
+    """A dataset file named by the config (offline_dataset, offline_expert, label_out's source) that does not exist: a
+    user error like any other DatasetError (one line, exit 2, the run folder kept with the failure, a sweep does not
+    retry the trial); still a FileNotFoundError for code that asks whether a file is there."""
+
+
+def missing_dataset(what, hint=""):
+    """The DatasetMissing of a dataset that does not exist; `what`: the path as the user gave it ("offline dataset
+    <path>", "offline_expert=<path>"); `hint`: what to give instead (default: where datasets come from)."""
+    return DatasetMissing(f"{what} does not exist: "
+                          + (hint or "check the path, or collect a dataset with --config=collect (README: Offline "
+                                     "MARL)"))
+
+
 def to_json(obj):
     """The JSON text of a file attr (sorted keys, anything else as its str)."""
     return json.dumps(obj, sort_keys=True, default=str)

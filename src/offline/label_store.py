@@ -14,6 +14,10 @@ Pair indices name episodes of one particular file, so every set records the data
 SHA-256 of the episode data, not of the file's bytes, so adding labels does not change it): reading a set against
 other data (a merge, a subset, another file) is refused, naming both fingerprints.
 
+A damaged set or label (not the layout above, indices past the file's episodes, bytes failing their checksum) fails
+only where it is used, with a message naming `scripts/edit_labels.py`, which removes (or renames) named sets and labels
+through the same copy-edit-rename write, keeping everything else; the file's episodes and other labels stay usable.
+
 Writes never edit a dataset in place: the file is copied to a temporary name in the target folder
 (utils.files.temp_path, so the litter of a killed writer is cleaned by the next one), the copy is edited, and it is
 renamed over the target when complete (the same file, or `out`): an interruption, even kill -9, leaves the original
@@ -30,7 +34,7 @@ from datetime import datetime, timezone
 import h5py
 import numpy as np
 
-from offline.format import EPISODE_FIELDS, TRANSITION_FIELDS, DatasetError, to_json
+from offline.format import EPISODE_FIELDS, TRANSITION_FIELDS, DatasetError, missing_dataset, to_json
 from utils.config import ConfigError
 from utils.files import FolderLock, clean_stale_temps, remove, temp_path
 
@@ -45,6 +49,20 @@ def label_command(path, name="NAME", labeler="oracle"):
     """The command that makes a preference set (named in errors about a missing one) or finishes it."""
     return (f"python src/main.py --config=label_preferences --env-config=<env> with offline_dataset={path} "
             f"label_name={name} labeler={labeler}")
+
+
+def edit_command(path, option, name):
+    """The scripts/edit_labels.py command that removes preference set or label `name` (`option`: --remove-label,
+    --remove-preference-set) from dataset `path`, named in the errors about a damaged one."""
+    return f"python scripts/edit_labels.py {path} {option} {name}"
+
+
+def damaged(path, where, name, why):
+    """The DatasetError of a damaged preference set (`where` = GROUP) or label (LABELS) `name` of dataset `path`."""
+    option = "--remove-label" if where == LABELS else "--remove-preference-set"
+    return DatasetError(f"{path}: '{where}/{name}' is damaged ({why}); the file's episodes, other labels and other "
+                        f"preference sets are still usable. Remove it, keeping the rest (a copy of the file edited and "
+                        f"renamed over it), with: {edit_command(path, option, name)}; then make it again")
 
 
 def check_name(name, what="label_name"):
@@ -73,7 +91,7 @@ def content_fingerprint(data):
                       "quality_codes": data.quality_codes}).encode())
     fields = [*TRANSITION_FIELDS, *EPISODE_FIELDS]
     for start in range(0, len(data), _BLOCK):
-        arr = data.arrays(np.arange(start, min(len(data), start + _BLOCK)))
+        arr = data.arrays(np.arange(start, min(len(data), start + _BLOCK)), labels=False)
         for k in fields:
             dtype = TRANSITION_FIELDS[k][0] if k in TRANSITION_FIELDS else arr[k].dtype
             h.update(np.ascontiguousarray(arr[k], dtype=dtype).tobytes())
@@ -117,7 +135,7 @@ def preference_names(source):
     """Sorted names of the preference sets in a dataset file (a path, or a dataset loaded from one)."""
     path = _path_of(source)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"offline dataset {path} does not exist")
+        raise missing_dataset(f"offline dataset {path}")
     with h5py.File(path, "r") as f:
         return sorted(f[GROUP]) if GROUP in f else []
 
@@ -134,7 +152,7 @@ def read_preferences(source, name, check=True):
         raise DatasetError(f"{path} has no preference set '{name}' (it has: {', '.join(names) or 'none'}); make it "
                            f"with: {label_command(path, name)}")
     with h5py.File(path, "r") as f:
-        g = f[GROUP][name]
+        g = _preference_group(f, path, name)
         pairs, label, attrs = g["pairs"][()].astype(np.int64), g["label"][()].astype(np.float32), _read_attrs(g)
     if check:
         actual = content_fingerprint(source)
@@ -157,7 +175,7 @@ def preference_set_id(path, name):
     with h5py.File(path, "r") as f:
         if GROUP not in f or name not in f[GROUP]:
             return None
-        g = f[GROUP][name]
+        g = _preference_group(f, path, name)
         h = hashlib.sha256(np.ascontiguousarray(g["pairs"][()], dtype=np.int64).tobytes())
         h.update(np.ascontiguousarray(g["label"][()], dtype=np.float32).tobytes())
         h.update(str(_read_attrs(g).get("created", "")).encode())
@@ -189,26 +207,53 @@ def stale_derivation(path, name):
             f"with label_overwrite=True): it ranks episodes by the old labels")
 
 
-def check_groups(f, path, E):
-    """The reader's check of a file's preference sets: shapes and indices in 0..E-1 (cheap: reads the pairs)."""
-    if GROUP not in f:
-        return
-    if not isinstance(f[GROUP], h5py.Group):
+def check_groups(f, path):
+    """The reader's check of the groups that hold preference sets: each set is checked where it is used
+    (read_preferences), so that one damaged set leaves the file and its other sets usable."""
+    if GROUP in f and not isinstance(f[GROUP], h5py.Group):
         raise DatasetError(f"{path}: '{GROUP}' is not a group of preference sets")
-    for name, g in f[GROUP].items():
-        if not isinstance(g, h5py.Group) or "pairs" not in g or "label" not in g:
-            raise DatasetError(f"{path}: '{GROUP}/{name}' is not a preference set (needs 'pairs' and 'label')")
-        if not all(isinstance(g[k], h5py.Dataset) and g[k].shape for k in ("pairs", "label")):
-            raise DatasetError(f"{path}: '{GROUP}/{name}' has 'pairs' or 'label' that is not an array; expected "
-                               f"pairs [P, 2] and label [P]")
-        P = g["pairs"].shape[0]
-        if g["pairs"].shape != (P, 2) or g["label"].shape != (P,):
-            raise DatasetError(f"{path}: '{GROUP}/{name}' has pairs {g['pairs'].shape} and label {g['label'].shape}; "
-                               f"expected [P, 2] and [P]")
+
+
+UNREADABLE = "its stored bytes fail their checksum or decompression: they were changed or damaged after writing"
+
+
+def set_problem(g, E):
+    """What is wrong with preference set group `g` of a file of E episodes (shapes, indices in 0..E-1, readable
+    arrays: it reads the pairs and labels), or None."""
+    if not isinstance(g, h5py.Group) or "pairs" not in g or "label" not in g:
+        return "not a preference set: it needs arrays 'pairs' and 'label'"
+    if not all(isinstance(g[k], h5py.Dataset) and g[k].shape for k in ("pairs", "label")):
+        return "'pairs' or 'label' is not an array; expected pairs [P, 2] and label [P]"
+    P = g["pairs"].shape[0]
+    if g["pairs"].shape != (P, 2) or g["label"].shape != (P,):
+        return f"pairs {g['pairs'].shape} and label {g['label'].shape}; expected [P, 2] and [P]"
+    try:
         pairs = g["pairs"][()]
-        if P and (pairs.min() < 0 or pairs.max() >= E):
-            raise DatasetError(f"{path}: '{GROUP}/{name}' names episodes up to {pairs.max()} (min {pairs.min()}) "
-                               f"in a file of {E}")
+        g["label"][()]
+    except OSError:
+        return UNREADABLE
+    if P and (pairs.min() < 0 or pairs.max() >= E):
+        return f"it names episodes {pairs.min()}..{pairs.max()} in a file of {E}"
+    return None
+
+
+def label_problem(obj, E):
+    """What is wrong with labels/<name> object `obj` of a file of E episodes (its layout), or None."""
+    if not isinstance(obj, h5py.Dataset) or not obj.shape:
+        what = "a group" if isinstance(obj, h5py.Group) else f"of shape {getattr(obj, 'shape', None)}"
+        return f"it is {what}, not a per-episode array [E, ...] (E = {E})"
+    if obj.shape[0] != E:
+        return f"it has {obj.shape[0]} rows for {E} episodes"
+    return None
+
+
+def _preference_group(f, path, name):
+    """Preference set `name` of open file `f`, checked (set_problem): a damaged one is an error naming the edit."""
+    g = f[GROUP][name]
+    why = set_problem(g, f["filled"].shape[0])
+    if why:
+        raise damaged(path, GROUP, name, why)
+    return g
 
 
 # ----- writing -----
@@ -269,8 +314,9 @@ def edit_dataset(path, edit, expected_fingerprint=None, out=None):
     try:
         clean_stale_temps(folder)
         ds = OfflineDataset.load(base, lazy=True)
-        try:
-            E, actual = len(ds), content_fingerprint(ds)
+        try:  # the episodes are hashed only to check them against the fingerprint the edit was made for
+            E = len(ds)
+            actual = content_fingerprint(ds) if expected_fingerprint is not None else None
         finally:
             ds.close()
         if expected_fingerprint is not None and actual != expected_fingerprint:

@@ -20,17 +20,26 @@ from offline.format import (
     TRANSITION_FIELDS,
     DatasetError,
     check_env,
+    missing_dataset,
     to_json,
 )
 from offline.label_store import GROUP as PREFERENCES
-from offline.label_store import check_groups, episode_label_attrs, label_command
+from offline.label_store import (
+    LABELS,
+    UNREADABLE,
+    check_groups,
+    damaged,
+    episode_label_attrs,
+    label_command,
+    label_problem,
+)
 from offline.writer import DatasetWriter
 from utils.files import is_temp, sha256_file
 
 
 def _open_h5(path):
     if not os.path.exists(path):
-        raise FileNotFoundError(f"offline dataset {path} does not exist")
+        raise missing_dataset(f"offline dataset {path}")
     try:
         return h5py.File(path, "r")
     except OSError as e:
@@ -66,21 +75,27 @@ def _validate(f, path, expect_env=None):
     for key, want in (("episode_return", (E,)), ("agent_quality", (E, info["n_agents"]))):
         if f[key].shape != want:
             raise DatasetError(f"{path}: '{key}' has shape {f[key].shape}, expected {want}")
-    if "labels" in f:
-        if not isinstance(f["labels"], h5py.Group):
-            raise DatasetError(f"{path}: 'labels' is not a group of per-episode labels; drop it or copy the episodes "
-                               f"into a new file ({drop_command(path)})")
-        for name, ds in f["labels"].items():
-            if not isinstance(ds, h5py.Dataset) or not ds.shape:
-                what = "a group" if isinstance(ds, h5py.Group) else f"of shape {getattr(ds, 'shape', None)}"
-                raise DatasetError(f"{path}: 'labels/{name}' is {what}, not a per-episode array [E, ...] (E = {E}); "
-                                   f"remove it (h5py: del f['labels/{name}']) or relabel into a fresh copy")
-            if ds.shape[0] != E:
-                raise DatasetError(f"{path}: 'labels/{name}' has {ds.shape[0]} rows, expected {E}")
-    check_groups(f, path, E)  # preference sets: shapes, pair indices < E
+    if LABELS in f and not isinstance(f[LABELS], h5py.Group):
+        raise DatasetError(f"{path}: 'labels' is not a group of per-episode labels; drop it or copy the episodes "
+                           f"into a new file ({drop_command(path)})")
+    check_groups(f, path)  # each preference set is checked where it is used
     if expect_env is not None:
         check_env(attrs["env"], json.loads(attrs["env_args"]), expect_env, path)
     return info
+
+
+def _labels(f):
+    """({name: h5py.Dataset} of the file's sound labels, {name: what is wrong} of its damaged ones): a damaged label
+    fails only where it is used (OfflineDataset.label)."""
+    E = f["filled"].shape[0]
+    sound, bad = {}, {}
+    for name, obj in (f[LABELS].items() if LABELS in f else ()):
+        why = label_problem(obj, E)
+        if why:
+            bad[name] = why
+        else:
+            sound[name] = obj
+    return sound, bad
 
 
 def dataset_fingerprint(path):
@@ -107,7 +122,8 @@ def load_salvage(path):
         attrs = _attrs(f)
         unreadable = np.zeros(f["filled"].shape[0], dtype=bool)
         arrays = {}
-        keys = [*TRANSITION_FIELDS, *EPISODE_FIELDS] + (["labels/" + k for k in f["labels"]] if "labels" in f else [])
+        labels, damaged_labels = _labels(f)
+        keys = [*TRANSITION_FIELDS, *EPISODE_FIELDS] + ["labels/" + k for k in labels]
         for k in keys:
             arrays[k], bad = read_salvage(f[k])
             unreadable |= bad
@@ -116,7 +132,7 @@ def load_salvage(path):
     codes = json.loads(attrs.get("quality_codes", to_json(QUALITY_CODES)))
     ds = OfflineDataset._from_arrays(arrays, attrs, codes)
     ds.path = ds.source_path = path
-    ds.preference_sets = preference_sets
+    ds.preference_sets, ds.damaged_labels = preference_sets, damaged_labels  # save() names what it leaves out
     return ds, unreadable, invalid & ~unreadable
 
 
@@ -137,6 +153,8 @@ class OfflineDataset:
         # names of the file's preference sets (offline/label_store.py): never carried into a derived file, where
         # their pair indices would name other episodes; save() says so
         self.preference_sets = []
+        # labels of the file that are damaged, name -> what is wrong: not among label_names; label(name) says so
+        self.damaged_labels = {}
         self.path = None  # the file, for a dataset loaded from one (not for its subsets or merges)
         self.source_path = None  # the file this view's episodes come from (a loaded dataset and its subsets)
 
@@ -154,12 +172,17 @@ class OfflineDataset:
         try:
             _validate(f, path, expect_env)
             attrs = _attrs(f)
-            labels_src = dict(f["labels"].items()) if "labels" in f else {}
+            labels, damaged_labels = _labels(f)
             if lazy:
-                data, labels = {k: f[k] for k in TRANSITION_FIELDS}, labels_src
+                data = {k: f[k] for k in TRANSITION_FIELDS}
             else:
                 data = {k: read(f[k], path) for k in TRANSITION_FIELDS}
-                labels = {k: read(v, path) for k, v in labels_src.items()}
+                for k, v in list(labels.items()):
+                    try:
+                        labels[k] = read(v, path)
+                    except DatasetError:
+                        damaged_labels[k] = UNREADABLE
+                        del labels[k]
                 check_content(data, int(attrs["n_actions"]), path, bool(attrs.get("truncation_as_terminal")))
             ret, qual = read(f["episode_return"], path), read(f["agent_quality"], path)
             if not np.isfinite(ret).all():  # read whole in both modes: checked here (offline/checks.py's rule)
@@ -177,7 +200,7 @@ class OfflineDataset:
         ds = cls(data, ret, qual, labels, attrs, json.loads(attrs.get("quality_codes", to_json(QUALITY_CODES))),
                  file=f if lazy else None)
         ds.path = ds.source_path = path
-        ds.preference_sets = preference_sets
+        ds.preference_sets, ds.damaged_labels = preference_sets, damaged_labels
         return ds
 
     def close(self):
@@ -230,8 +253,16 @@ class OfflineDataset:
         return episode_label_attrs(self.path, name) if self.path and name in self._labels else {}
 
     def label(self, name):
-        """The per-episode label `labels/<name>` for this view's episodes, in their order."""
-        return self._rows(self._labels[name], np.arange(len(self)))
+        """The per-episode label `labels/<name>` for this view's episodes, in their order; a damaged label (in
+        `damaged_labels`, or failing its checksum when read lazily) is an error naming the edit that removes it."""
+        if name in self.damaged_labels:
+            raise damaged(self.source_path, LABELS, name, self.damaged_labels[name])
+        try:
+            return self._rows(self._labels[name], np.arange(len(self)))
+        except DatasetError as e:
+            if not self.lazy:
+                raise
+            raise damaged(self.source_path, LABELS, name, UNREADABLE) from e
 
     def with_reward(self, reward):
         """This view with its per-step rewards replaced by `reward` [len, T+1, 1] (offline_reward=label:<name>,
@@ -248,6 +279,7 @@ class OfflineDataset:
         ds = OfflineDataset({**self._data, "reward": full}, self._returns_all, self._quality_all, self._labels,
                             dict(self.attrs), self.quality_codes, index=self._index, file=self._file)
         ds.path = getattr(self, "path", None)
+        ds.source_path, ds.damaged_labels = self.source_path, dict(self.damaged_labels)
         return ds
 
     def _rows(self, source, rows):
@@ -262,8 +294,9 @@ class OfflineDataset:
         out[order] = block[inverse]
         return out
 
-    def arrays(self, rows=None):
-        """{field: np.ndarray} for the given rows (default all), transition fields, episode fields, labels."""
+    def arrays(self, rows=None, labels=True):
+        """{field: np.ndarray} for the given rows (default all), transition fields, episode fields, and the labels
+        (as "labels/<name>") unless labels=False."""
         rows = np.arange(len(self)) if rows is None else rows
         out = {k: self._rows(v, rows) for k, v in self._data.items()}
         if self.lazy:
@@ -271,7 +304,7 @@ class OfflineDataset:
                           bool(self.attrs.get("truncation_as_terminal")), episodes=self._index[rows])
         out["episode_return"] = self._returns_all[self._index[rows]]
         out["agent_quality"] = self._quality_all[self._index[rows]]
-        for k, v in self._labels.items():
+        for k, v in (self._labels.items() if labels else ()):
             out["labels/" + k] = self._rows(v, rows)
         return out
 
@@ -289,6 +322,7 @@ class OfflineDataset:
                             self.quality_codes, index=self._index[np.asarray(rows, dtype=np.int64)],
                             file=self._file)
         ds.source_path, ds.preference_sets = self.source_path, list(self.preference_sets)
+        ds.damaged_labels = dict(self.damaged_labels)
         return ds
 
     def top_fraction(self, fraction):
@@ -365,6 +399,9 @@ class OfflineDataset:
             warnings.warn(f"the preference sets {self.preference_sets} of {self.source_path or 'the sources'} are not "
                           f"written to {path}: their pair indices name the source file's episodes. Label the new "
                           f"file again: {label_command(path)}", stacklevel=2)
+        if self.damaged_labels:
+            warnings.warn(f"the damaged labels {sorted(self.damaged_labels)} of {self.source_path} are not written to "
+                          f"{path}", stacklevel=2)
         config = json.loads(self.attrs.get("config", "{}"))
         names = {v: k for k, v in self.quality_codes.items()}
         with DatasetWriter(path, self.env_info, self.attrs["env"], json.loads(self.attrs["env_args"]), config,
@@ -387,7 +424,7 @@ class OfflineDataset:
     def episode_batch(self, rows, device="cpu"):
         """An EpisodeBatch of the given rows (with actions_onehot), as a learner's buffer.sample returns."""
         scheme, groups, preprocess = self.scheme()
-        arr = self.arrays(rows)
+        arr = self.arrays(rows, labels=False)
         batch = EpisodeBatch(scheme, groups, len(rows), self.env_info["episode_limit"] + 1,
                              preprocess=preprocess, device="cpu")
         td = batch.data.transition_data

@@ -8,17 +8,18 @@ import re
 
 import numpy as np
 
-from offline.format import DatasetError
+from offline.format import DatasetError, missing_dataset, to_json
 from offline.label_store import content_fingerprint, stale_derivation
 from offline.reader import OfflineDataset
 from utils.config import ConfigError
+from utils.files import sha256_bytes
 from utils.paths import unseeded
 from utils.ranking import top_k
 
 
 def check_dataset_file(path, key="offline_dataset"):
     """A dataset path named in the config is a file: a folder or a list the shell un-quoted is a ConfigError saying
-    what to give instead (a missing file is the reader's FileNotFoundError: it may appear, so a sweep retries it)."""
+    what to give instead (a missing file is the reader's DatasetMissing: a dataset error, not retried by sweeps)."""
     if path.lstrip().startswith("["):
         raise ConfigError(f"{key}={path} reached the run as one path, not a list: the shell removed the list's quotes. "
                           f"Quote the whole update: \"{key}=['a.h5', 'b.h5']\"")
@@ -88,10 +89,21 @@ def _dropped_from(ds):
         return None
 
 
+def summary_key(ds):
+    """What a dataset's content fingerprint starts from and the per-episode arrays it holds in memory (env, shapes,
+    episode count, quality codes, returns, agent qualities): two datasets whose keys differ have different
+    fingerprints, so only datasets with equal keys need their episodes hashed."""
+    return (to_json({"env": ds.attrs["env"], "env_info": ds.env_info, "episodes": len(ds),
+                     "quality_codes": ds.quality_codes}),
+            sha256_bytes(np.ascontiguousarray(ds.returns, dtype=np.float32).tobytes()
+                         + np.ascontiguousarray(ds.quality_code_array, dtype=np.int64).tobytes()))
+
+
 def check_distinct(loaded):
     """Datasets merged for training must hold different episodes: the same episodes in two files (a copy: the same
     content fingerprint, offline.label_store.content_fingerprint) or a file and one drop_episodes made from it would
-    count episodes twice. `loaded`: [(path, dataset)]."""
+    count episodes twice. `loaded`: [(path, dataset)]. The cheap summary (summary_key) is compared first; the episodes
+    of a dataset are hashed only when another listed dataset has the same summary."""
     if len(loaded) < 2:
         return
     for i, (path, ds) in enumerate(loaded):
@@ -101,14 +113,18 @@ def check_distinct(loaded):
                 raise ConfigError(f"offline_dataset lists {other} and {path}, which scripts/drop_episodes.py made from "
                                   f"it (the same episodes less the dropped ones): merging would count them twice; "
                                   f"list one of them")
-    seen = {}
+    by_key = {}
     for path, ds in loaded:
-        fingerprint = content_fingerprint(ds)
-        if fingerprint in seen:
-            raise ConfigError(f"offline_dataset lists {seen[fingerprint]} and {path}, which hold the same episodes "
-                              f"(content fingerprint {fingerprint[:16]}...: copies of one dataset): merging would "
-                              f"count every episode twice; list one of them")
-        seen[fingerprint] = path
+        by_key.setdefault(summary_key(ds), []).append((path, ds))
+    for group in (g for g in by_key.values() if len(g) > 1):
+        seen = {}
+        for path, ds in group:
+            fingerprint = content_fingerprint(ds)
+            if fingerprint in seen:
+                raise ConfigError(f"offline_dataset lists {seen[fingerprint]} and {path}, which hold the same episodes "
+                                  f"(content fingerprint {fingerprint[:16]}...: copies of one dataset): merging would "
+                                  f"count every episode twice; list one of them")
+            seen[fingerprint] = path
 
 
 LABEL_PREFIX = "label:"
@@ -128,6 +144,8 @@ def label_rows(data, spec, key, hint, name=None):
         name = spec[len(LABEL_PREFIX):]
         if not spec.startswith(LABEL_PREFIX) or not name:
             raise ValueError(f"{key}={spec}: expected 'label:<label name>'")
+    if name in data.damaged_labels:
+        data.label(name)  # the error naming what is wrong and the edit that removes it
     if name not in data.label_names:
         raise DatasetError(f"{key}={spec}: the dataset has no label '{name}' (labels present: "
                            f"{data.label_names or 'none'}); {hint}")
@@ -197,9 +215,9 @@ def select_expert(data, spec, args, env_args):
         return data.subset(rows)
     if not os.path.exists(spec):
         guess = re.match(r"^(quality|label|top)[_\-.=]?(.+)$", spec)
-        raise ConfigError(f"offline_expert={spec}: no such dataset file; offline_expert is quality:<name>, "
-                          f"label:<name>, top:<name>:<K> or the path of a dataset"
-                          + (f" (did you mean '{guess.group(1)}:{guess.group(2)}'?)" if guess else ""))
+        raise missing_dataset(f"offline_expert={spec}", "offline_expert is quality:<name>, label:<name>, "
+                              "top:<name>:<K> or the path of a dataset"
+                              + (f" (did you mean '{guess.group(1)}:{guess.group(2)}'?)" if guess else ""))
     check_dataset_file(spec, "offline_expert")
     return OfflineDataset.load(spec, lazy=args.offline_lazy, expect_env=(args.env, env_args))
 

@@ -19,14 +19,14 @@ import json
 import os
 import time
 
-import h5py
-
+from augmenters import REGISTRY as AUGMENTERS
 from envs import env_from_args
 from labeling import LABELERS, TASKS
 from labeling.base import LabelSource
 from labeling.store import check_name, content_fingerprint
-from offline.format import DatasetError
-from offline.label_store import LABELS, edit_dataset, episode_label_attrs
+from offline.format import DatasetError, missing_dataset
+from offline.label_edit import derived_labels
+from offline.label_store import edit_dataset
 from offline.reader import OfflineDataset
 from run.setup import simple_run
 from utils.config import ConfigError
@@ -50,9 +50,18 @@ def dataset_path(value):
         raise ConfigError("run=label needs a dataset: with offline_dataset=path/to/data.h5 (collect one with "
                          "--config=collect)")
     if not os.path.isfile(value):
-        raise ConfigError(f"offline_dataset {value} does not exist; collect one with --config=collect or "
-                                f"check the path")
+        raise missing_dataset(f"offline_dataset {value}")
     return value
+
+
+def check_not_reserved(name):
+    """A label_name that an augmenter writes into its source dataset (`writes_labels`: CODI's codi_z) is refused:
+    the two would replace each other's labels."""
+    for augmenter, cls in sorted(AUGMENTERS.items()):
+        if name in cls.writes_labels:
+            raise ConfigError(f"label_name={name} is the name augmenter {augmenter} stores its own labels under "
+                              f"(labels/{name} of the dataset); choose another label_name, e.g. best_agent (CODI fits "
+                              f"its labeler on it with augment_label_name=best_agent)")
 
 
 def check_label_out(value, source_path):
@@ -69,15 +78,6 @@ def check_label_out(value, source_path):
         except (DatasetError, OSError) as e:
             raise ConfigError(f"label_out={value} exists and is not a dataset file ({e}); give a new path (a copy of "
                               f"{source_path} is made there) or an earlier labeled copy of it") from e
-
-
-def derived_labels(path, set_name):
-    """labels/<name> of a dataset file that were computed from preference set `set_name` (O-MAPL's <set>_expert,
-    _return_hat; MARL-SL's <set>_reward_hat): their attrs name it."""
-    with h5py.File(path, "r") as f:
-        if LABELS not in f:
-            return []
-        return sorted(n for n in f[LABELS] if episode_label_attrs(path, n).get("preference_set") == set_name)
 
 
 def differences(stored, wanted):
@@ -123,6 +123,7 @@ def label(args, _log, _run=None):
     task = pick(TASKS, args.label_task, "label_task")()
     labeler = pick(LABELERS, args.labeler, "labeler")(args)
     check_name(args.label_name)
+    check_not_reserved(args.label_name)
     own = task.make_source(args, lambda: env_from_args(args))  # None: the task labels offline_dataset
     if own is None:
         check_label_out(args.label_out, dataset_path(args.offline_dataset))

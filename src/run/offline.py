@@ -37,17 +37,9 @@ def run_offline(_run, config, _log):
     if not learner.offline:
         raise ValueError(f"learner '{args.learner}' trains from its own rollouts, not from datasets: run: offline "
                          f"needs an offline learner (bc, bc50, bc_beta, omar, omiga, misodice, misodice_vdn, indd)")
+    leave_out_unread(args, learner, _log)
     data, valid, expert = load_training_data(args, runner.get_env_info(), _log)
     datasets = {"data": data, "expert": expert, "init": data}  # init: D_U's initial states (DICE's s0 batch)
-    # data keys this learner never reads: said, so that a run is not read as one that used them
-    if args.offline_expert and "expert" not in learner.batches:
-        _log.warning(f"offline_expert={args.offline_expert} is not used: learner '{args.learner}' trains on "
-                     f"{' and '.join(sorted(learner.batches))} only (e.g. bc_beta=0), so this run is the same "
-                     f"without it")
-    if args.preference_set and "preferences" not in learner.batches and not learner.labels_at_end:
-        _log.warning(f"preference_set={args.preference_set} is not used: learner '{args.learner}' does not train on "
-                     f"preferences (omapl and marl_sl_reward do); it is left out of this run")
-        args.preference_set = None
     if args.preference_set or learner.labels_at_end:
         check_stored_view(f"preference_set={args.preference_set}" if args.preference_set else
                           f"learner '{args.learner}' (it labels the dataset)", len(dataset_paths(args.offline_dataset)),
@@ -153,6 +145,26 @@ def run_offline(_run, config, _log):
         if d is not None:
             d.close()
     loop.finish(ctx)
+
+
+def leave_out_unread(args, learner, _log):
+    """Data keys this learner never reads (its declarations: `batches`, `labels_at_end`, `reads_rewards`) are said, so
+    that a run is not read as one that used them; a preference set or reward label is also left out of the run."""
+    if learner.reads_rewards is None:
+        raise TypeError(f"learner '{args.learner}' ({type(learner).__name__}) must declare reads_rewards (True or "
+                        f"False: whether train reads the batches' reward; learners.base.OfflineLearner)")
+    if args.offline_expert and "expert" not in learner.batches:
+        _log.warning(f"offline_expert={args.offline_expert} is not used: learner '{args.learner}' trains on "
+                     f"{' and '.join(sorted(learner.batches))} only (e.g. bc_beta=0), so this run is the same "
+                     f"without it")
+    if args.preference_set and "preferences" not in learner.batches and not learner.labels_at_end:
+        _log.warning(f"preference_set={args.preference_set} is not used: learner '{args.learner}' does not train on "
+                     f"preferences (omapl and marl_sl do); it is left out of this run")
+        args.preference_set = None
+    if args.offline_reward and not learner.reads_rewards:
+        _log.warning(f"offline_reward={args.offline_reward} is not used: learner '{args.learner}' does not train on "
+                     f"rewards (omar and omiga do); it is left out of this run")
+        args.offline_reward = ""
 
 
 def oracle_score(prefs, gamma):

@@ -161,16 +161,103 @@ def test_kill_midway_leaves_the_original(data):
     assert not [f for f in os.listdir(os.path.dirname(data)) if ".tmp-" in f]
 
 
-def test_reader_checks_preference_groups(data):
-    write_preferences(data, "p", PAIRS, LABEL, {}, content_fingerprint(data))
+def flip_bytes(path, key):
+    """Change bytes in the middle of the first stored chunk of `key`, behind HDF5's back (its Fletcher32 fails; XOR
+    0xFF would not: it turns 16-bit words 0x0000 into 0xFFFF, the same modulo 65535)."""
+    with h5py.File(path, "r") as f:
+        info = f[key].id.get_chunk_info(0)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        raw = fh.read(4)
+        fh.seek(info.byte_offset + info.size // 2)
+        fh.write(bytes(b ^ 0x5A for b in raw))
+
+
+def state_of(path):
+    """Every array and attr of a dataset file, by HDF5 name (to compare what an edit kept)."""
+    out = {}
+
+    def visit(name, obj):
+        attrs = {k: str(v) for k, v in obj.attrs.items()}
+        try:
+            out[name] = (obj[()].tobytes() if isinstance(obj, h5py.Dataset) else None, attrs)
+        except OSError:  # a damaged array
+            out[name] = ("unreadable", attrs)
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+        out["/"] = (None, {k: str(v) for k, v in f.attrs.items()})
+    return out
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda f, path: f["preferences/p/pairs"].__setitem__(2, [3, 40]), r"it names episodes 0\.\.40 in a file of 12"),
+    (lambda f, path: f["preferences/p"].__delitem__("label"), "not a preference set: it needs arrays 'pairs' and "
+                                                              "'label'"),
+    (lambda f, path: f["preferences/p/pairs"].attrs.__setitem__("x", 1), "its stored bytes fail their checksum"),
+])
+def test_a_damaged_preference_set_fails_only_where_it_is_used_and_the_edit_removes_it(data, damage, why):
+    """One damaged set: the file still loads, its other sets and labels are read and written; using the damaged set
+    (reading it, its id for labels derived from it) names scripts/edit_labels.py, which removes it and keeps the
+    rest byte for byte."""
+    import edit_labels
+
+    fp = content_fingerprint(data)
+    write_preferences(data, "p", PAIRS, LABEL, {}, fp)
+    write_preferences(data, "q", PAIRS[:2], LABEL[:2], {}, fp)
+    write_episode_labels(data, {"score": np.arange(12.0)}, {"preference_set": "q"}, fp)
+    write_episode_labels(data, {"from_p": np.arange(12.0)}, {"preference_set": "p"}, fp)
     with h5py.File(data, "r+") as f:
-        f["preferences/p/pairs"][2] = [3, 40]
-    with pytest.raises(DatasetError, match=r"'preferences/p' names episodes up to 40 \(min 0\) in a file of 12"):
-        OfflineDataset.load(data)
-    with h5py.File(data, "r+") as f:
-        del f["preferences/p/label"]
-    with pytest.raises(DatasetError, match="is not a preference set"):
-        OfflineDataset.load(data)
+        damage(f, data)
+    if "checksum" in why:
+        flip_bytes(data, "preferences/p/pairs")
+    ds = OfflineDataset.load(data)  # plain reading works
+    assert ds.preference_sets == ["p", "q"] and ds.label_names == ["from_p", "score"]
+    np.testing.assert_array_equal(read_preferences(ds, "q")[0], PAIRS[:2])
+    write_preferences(data, "r", PAIRS, LABEL, {}, fp)  # the file stays writable
+    command = f"python scripts/edit_labels.py {data} --remove-preference-set p"
+    from offline.label_store import preference_set_id, stale_derivation
+    for use in (lambda: read_preferences(data, "p"), lambda: preference_set_id(data, "p"),
+                lambda: stale_derivation(data, "from_p")):
+        with pytest.raises(DatasetError, match=why) as e:
+            use()
+        assert "'preferences/p' is damaged" in str(e.value) and command in str(e.value)
+    before = state_of(data)
+    assert edit_labels.main([str(data), "--remove-preference-set", "p"]) == 0
+    after = state_of(data)
+    assert preference_names(data) == ["q", "r"]
+    assert {k: v for k, v in before.items() if not k.startswith("preferences/p")} == after  # the rest, unchanged
+    assert "was derived from preference set 'p', which" in stale_derivation(data, "from_p")  # refused as stale
+    np.testing.assert_array_equal(read_preferences(data, "q")[1], LABEL[:2])
+
+
+def test_edit_labels_removes_and_renames_in_one_write_or_changes_nothing(data, capsys):
+    import edit_labels
+
+    fp = content_fingerprint(data)
+    write_preferences(data, "p", PAIRS, LABEL, {}, fp)
+    write_episode_labels(data, {"a": np.arange(12.0), "b": np.ones(12)}, {"label_name": "a"}, fp)
+    write_episode_labels(data, {"p_expert": np.zeros(12)}, {"preference_set": "p"}, fp)
+    before = state_of(data)
+    for argv, said in ((["--remove-label", "nope"], "has no label 'nope' (labels present: a, b, p_expert)"),
+                       (["--remove-preference-set", "nope"], "has no preference set 'nope' (preference sets present: "
+                                                             "p)"),
+                       (["--rename-label", "a=b"], "exists already"),
+                       (["--rename-label", "a=x/y"], "a new label name must be a non-empty name"),
+                       (["--remove-label", "a", "--rename-label", "a=c"], "both removed and renamed")):
+        assert edit_labels.main([str(data), *argv]) == 1
+        assert said in capsys.readouterr().err
+    assert state_of(data) == before  # nothing changed
+    assert edit_labels.main([str(data), "--remove-label", "b", "--rename-label", "a=b", "--remove-preference-set",
+                             "p"]) == 0
+    out = capsys.readouterr().out
+    assert "removed labels/b, preferences/p; renamed labels/a to labels/b" in out
+    assert "labels ['p_expert'] were derived from the removed preference set 'p'" in out
+    ds = OfflineDataset.load(data)
+    assert ds.label_names == ["b", "p_expert"] and preference_names(data) == []
+    np.testing.assert_array_equal(ds.label("b"), np.arange(12.0))
+    assert ds.label_attrs("b")["label_name"] == "b" and ds.label_attrs("b")["renamed_from"] == "a"
+    assert content_fingerprint(data) == fp
 
 
 def test_subset_merge_and_drop_episodes_leave_preference_sets_out(data, tmp_path):

@@ -64,3 +64,31 @@ def test_a_replay_buffer_only_for_learners_that_use_one(alg, buffer):
 def test_evaluation_allocates_no_replay_buffer():
     ctx = make_ctx("qmix", "climbing", env_args={"episode_limit": 5}, evaluate=True)
     assert ctx.buffer is None and ctx.learner.uses_replay_buffer
+
+
+def test_every_offline_learner_declares_whether_it_reads_rewards():
+    """run: offline warns about an offline_reward a learner never reads from the declaration, never by probing: every
+    offline learner of the registry says True or False (OfflineLearner leaves it undeclared)."""
+    import learners
+
+    declared = {name: cls.reads_rewards for name, cls in learners.REGISTRY.items() if cls.offline}
+    assert all(isinstance(v, bool) for v in declared.values()), declared
+    assert {n for n, v in declared.items() if v} == {"omar_learner", "omiga_learner"}
+
+
+def test_an_offline_learner_that_does_not_declare_reads_rewards_is_refused(monkeypatch, tmp_path):
+    import learners
+    from learners.bc_learner import BCLearner
+    from run.offline import leave_out_unread
+
+    class Undeclared(BCLearner):
+        reads_rewards = None
+
+    monkeypatch.setitem(learners.REGISTRY, "undeclared", Undeclared)
+    path, _ = write_random_dataset(tmp_path / "d.h5")
+    ctx = make_ctx("bc", "climbing", offline_dataset=str(path), learner="undeclared")
+    try:
+        with pytest.raises(TypeError, match="must declare reads_rewards"):
+            leave_out_unread(ctx.args, ctx.learner, None)
+    finally:
+        ctx.runner.close_env()

@@ -199,17 +199,41 @@ def test_nan_episode_return_named_and_dropped(path, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda f: f.create_group("labels/g"), r"'labels/g' is a group, not a per-episode array"),
-    (lambda f: f.create_dataset("labels/s", data=3.0), r"'labels/s' is of shape \(\), not a per-episode array"),
     (lambda f: f.create_dataset("labels", data=1), r"'labels' is not a group"),
-    (lambda f: f.create_group("preferences/p").create_dataset("pairs", data=1) and
-     f["preferences/p"].create_dataset("label", data=1), r"'preferences/p' has 'pairs' or 'label' that is not an "
-                                                         r"array"),
-    (lambda f: f.create_group("preferences/q").create_group("pairs") and f["preferences/q"].create_group("label"),
-     r"'preferences/q' has 'pairs' or 'label' that is not an array"),
+    (lambda f: f.create_dataset("preferences", data=1), r"'preferences' is not a group"),
 ])
 def test_malformed_label_groups_name_the_file_and_group(path, make, match):
     with h5py.File(path, "r+") as f:
         make(f)
     msg = load_error(path)
     assert str(path) in msg and re.search(match, msg), msg
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda f: f.create_group("labels/g"), r"'labels/g' is damaged \(it is a group, not a per-episode array"),
+    (lambda f: f.create_dataset("labels/g", data=3.0), r"'labels/g' is damaged \(it is of shape \(\), not a "
+                                                       r"per-episode array"),
+    (lambda f: f.create_dataset("labels/g", data=np.zeros(3)), r"'labels/g' is damaged \(it has 3 rows for 10 "
+                                                               r"episodes"),
+    (lambda f: f.create_dataset("labels/g", data=np.random.default_rng(0).normal(size=E), fletcher32=True,
+                                chunks=(2,)), r"'labels/g' is damaged \(its stored bytes fail their checksum"),
+])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_damaged_label_fails_only_where_it_is_used(path, make, match, lazy):
+    """The episodes and the other labels load and read; the damaged label's error names scripts/edit_labels.py."""
+    from offline.sampling import label_rows
+
+    with h5py.File(path, "r+") as f:
+        make(f)
+        f.create_dataset("labels/good", data=np.arange(E, dtype=np.float32))
+    if "checksum" in match:
+        flip_chunk(path, "labels/g", 0)
+    ds = OfflineDataset.load(path, lazy=lazy)
+    np.testing.assert_array_equal(ds.label("good"), np.arange(E))
+    assert ds.episode_batch(np.arange(3))["obs"].shape[0] == 3
+    assert "good" in ds.label_names and ("g" not in ds.label_names or lazy and "checksum" in match)
+    for use in (lambda: ds.label("g"), lambda: ds.subset([0, 1]).label("g"),
+                lambda: label_rows(ds, "label:g", "offline_expert", "")):
+        with pytest.raises(DatasetError, match=match) as e:
+            use()
+        assert f"python scripts/edit_labels.py {path} --remove-label g" in str(e.value)

@@ -159,7 +159,9 @@ def test_corrupted_file(tmp_path, climbing):
         bad.write_bytes(data[:n])
         with pytest.raises(DatasetError, match="truncated or corrupted"):
             OfflineDataset.load(bad)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(DatasetError, match="nope.h5 does not exist"):  # a user error (main: exit 2, no retry)
+        OfflineDataset.load(tmp_path / "nope.h5")
+    with pytest.raises(FileNotFoundError):  # and still a missing file for code that asks
         OfflineDataset.load(tmp_path / "nope.h5")
 
 

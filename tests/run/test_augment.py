@@ -270,6 +270,31 @@ def test_a_dataset_without_the_labels_names_the_label_command(labelled, tmp_path
     assert not glob.glob(str(tmp_path / "results" / "augment" / "*" / "*" / "*" / "models"))
 
 
+def test_codi_never_replaces_a_codi_z_it_did_not_write(labelled, tmp_path):
+    """labels/codi_z is CODI's (`writes_labels`: the label run refuses that label_name); one that a labeling run of
+    an older version wrote there is refused by every stage that would replace or read it, naming the rename that keeps
+    it, and is byte-identical afterwards; renamed, CODI fits on it and writes its own codi_z beside it."""
+    import edit_labels
+
+    import augmenters
+
+    assert {n for cls in augmenters.REGISTRY.values() for n in cls.writes_labels} == {"codi_z"}
+    src = copy_of(labelled, tmp_path)
+    assert edit_labels.main([str(src), "--rename-label", "best_agent=codi_z"]) == 0  # as an older label run named it
+    theirs = OfflineDataset.load(src).label("codi_z").copy()
+    for stage in ("labeler", "all"):
+        with pytest.raises(DatasetError, match=r"has labels/codi_z made by a labeling run \(task agent_quality, .*not "
+                                               r"by CODI.*never replaces labels it did not make") as e:
+            augment(tmp_path, "codi", src, augment_stage=stage, augment_label_name="codi_z")
+        assert f"python scripts/edit_labels.py {src} --rename-label codi_z=<new name>" in str(e.value)
+    np.testing.assert_array_equal(OfflineDataset.load(src).label("codi_z"), theirs)
+    assert edit_labels.main([str(src), "--rename-label", "codi_z=mine"]) == 0
+    augment(tmp_path, "codi", src, augment_stage="labeler", augment_label_name="mine")
+    ds = OfflineDataset.load(src)
+    np.testing.assert_array_equal(ds.label("mine"), theirs)
+    assert "labeler_sha256" in ds.label_attrs("codi_z") and ds.label("codi_z").shape == (E, LIMIT + 1, 3)
+
+
 def test_codi_privileged_refuses_data_that_is_not_one_expert(tmp_path):
     path, _ = write_one_expert_spread(tmp_path / "rand.h5", E=8, qualities=np.full((8, 3), "random"))
     with pytest.raises(ValueError, match=r"qualities \['random'\] and episodes by number of expert agents \{0: 8\}"

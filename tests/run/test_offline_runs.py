@@ -1,7 +1,9 @@
 """run=offline end to end through src/main.py: every offline config, resume, normalised score, clear errors."""
 import glob
 import json
+import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -113,24 +115,37 @@ def test_bc_beta_uses_the_expert_labelled_episodes(tmp_path, climbing_data):
 
 
 def test_data_keys_the_learner_never_reads_are_said_and_left_out(tmp_path, capfd, climbing_data):
-    """BC with bc_beta=0 reads no expert batch and trains on no preferences: a run given them says so (and records
-    no preference set), so it is not read as one that used them."""
+    """BC with bc_beta=0 reads no expert batch, trains on no preferences and reads no rewards (reads_rewards=False):
+    a run given them says so (and records no preference set; the reward label is not even looked up), so it is not
+    read as one that used them."""
     run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={climbing_data}", "offline_expert=quality:expert",
-             "preference_set=prefs")
+             "preference_set=prefs", "offline_reward=label:nowhere_reward_hat")
     err = capfd.readouterr().err
     assert "offline_expert=quality:expert is not used: learner 'bc_learner' trains on data only" in err
     assert "preference_set=prefs is not used" in err
+    assert ("offline_reward=label:nowhere_reward_hat is not used: learner 'bc_learner' does not train on rewards "
+            "(omar and omiga do); it is left out of this run") in err
     info = json.load(open(os.path.join(sacred_dir(tmp_path, "bc", "climbing"), "info.json")))
     assert "preferences" not in info
 
 
-def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
+def test_missing_dataset_is_a_clear_error(tmp_path, capsys, climbing_data):
     run_main(tmp_path, "bc", "climbing", *TINY, expect=2)  # a config error: one line, no run folder
     err = capsys.readouterr().err
     assert "config error: run=offline needs a dataset" in err and "Traceback" not in err
     assert not glob.glob(os.path.join(tmp_path, "sacred", "bc", "*", "[0-9]*"))
-    run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={tmp_path}/nope.h5", expect=1)
-    assert "does not exist" in capsys.readouterr().err
+    # a dataset file that is not there, as offline_dataset or as offline_expert: the same user error, a dataset error
+    # (one line, exit 2), whose run folder records a failure that a sweep does not retry (the file will not appear)
+    for alg, update, said in (("bc", f"offline_dataset={tmp_path}/nope.h5", f"offline dataset {tmp_path}/nope.h5"),
+                              ("bc_beta", f"offline_expert={tmp_path}/nope_expert.h5",
+                               f"offline_expert={tmp_path}/nope_expert.h5")):
+        run_main(tmp_path, alg, "climbing", *TINY, f"offline_dataset={climbing_data}", update, expect=2)
+        err = capsys.readouterr().err
+        assert f"dataset error: {said} does not exist" in err
+        assert "Traceback" not in err
+        runs = sorted(glob.glob(os.path.join(tmp_path, "sacred", alg, "*", "[0-9]*")))
+        failure = json.load(open(os.path.join(runs[-1], "info.json")))["failure"]
+        assert failure["error"] == "DatasetMissing" and failure["repeats_on_retry"] is True
 
 
 def test_dataset_of_another_env_is_refused(tmp_path, capsys, climbing_data):
@@ -158,13 +173,48 @@ def test_an_offline_learner_is_refused_by_the_online_loop(tmp_path, capsys):
     assert "trains from datasets, not from its own rollouts: use run: offline" in capsys.readouterr().err
 
 
+def test_merged_datasets_are_hashed_only_when_their_summaries_agree(tmp_path, climbing_data, monkeypatch):
+    """check_distinct compares env, shapes, episode counts, returns and qualities first: datasets that differ there
+    are never hashed; equal summaries are hashed, and a copy is still refused while other episodes pass."""
+    from types import SimpleNamespace
+
+    from offline import OfflineDataset, sampling
+    from utils.config import ConfigError
+
+    hashed = []
+    real = sampling.content_fingerprint
+    monkeypatch.setattr(sampling, "content_fingerprint", lambda ds: hashed.append(ds.path) or real(ds))
+    ds = OfflineDataset.load(climbing_data)
+    other, _ = write_random_dataset(str(tmp_path / "other.h5"), "climbing", 6, env_args={"episode_limit": 5})
+    arrays = ds.arrays()
+    arrays["obs"][0, 0] += 1.0  # the same returns and qualities, other observations: only the hash tells them apart
+    look_alike = str(tmp_path / "look_alike.h5")
+    OfflineDataset._from_arrays(arrays, dict(ds.attrs), ds.quality_codes).save(look_alike)
+    args = SimpleNamespace(env="matrix_game", env_args=json.loads(ds.attrs["env_args"]), offline_lazy=True,
+                           offline_reward="", offline_expert="", offline_top_fraction=1.0, offline_valid_fraction=0,
+                           offline_dataset=[climbing_data, other])
+    env_info = dict(ds.env_info)
+    sampling.load_training_data(args, env_info, logging.getLogger("test"))
+    assert hashed == []  # 16 and 6 episodes: different fingerprints without reading an episode
+    args.offline_dataset = [climbing_data, other, look_alike]
+    sampling.load_training_data(args, env_info, logging.getLogger("test"))
+    assert sorted(hashed) == sorted([climbing_data, look_alike])  # the two with one summary, not `other`
+    hashed.clear()
+    copy = str(tmp_path / "copy.h5")
+    shutil.copyfile(climbing_data, copy)
+    args.offline_dataset = [other, climbing_data, copy]
+    with pytest.raises(ConfigError, match="hold the same episodes"):
+        sampling.load_training_data(args, env_info, logging.getLogger("test"))
+    assert sorted(hashed) == sorted([climbing_data, copy])
+
+
 def test_dataset_paths_name_what_to_give(tmp_path, climbing_data):
     """An un-quoted list, a folder, a copy or a drop_episodes file of a listed dataset, a mistyped offline_expert:
     config errors saying what to give."""
     import shutil
     from types import SimpleNamespace
 
-    from offline import OfflineDataset
+    from offline import DatasetError, OfflineDataset
     from offline.sampling import dataset_paths, load_training_data, select_expert
     from utils.config import ConfigError
 
@@ -185,6 +235,6 @@ def test_dataset_paths_name_what_to_give(tmp_path, climbing_data):
         args.offline_dataset = [climbing_data, other]
         with pytest.raises(ConfigError, match=match):
             load_training_data(args, env_info, None)
-    with pytest.raises(ConfigError, match=r"offline_expert=quality_expert: no such dataset file.*did you mean "
-                                          r"'quality:expert'"):
+    with pytest.raises(DatasetError, match=r"offline_expert=quality_expert does not exist: offline_expert is "
+                                           r"quality:<name>.*did you mean 'quality:expert'"):
         select_expert(ds, "quality_expert", args, {})

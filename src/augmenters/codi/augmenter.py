@@ -30,6 +30,9 @@ Decisions (issue 15's "decide and document"; the model-level ones are in diffusi
 - One H throughout: the given labels must judge segments of this run's segment_horizon (refused otherwise), the
   labeler reads H-step segments, the diffusion model makes them and stitching adds H-1 transitions per segment.
 - Labeler inputs: each agent's own observation and action one-hot over the segment's real transitions (labeler.py).
+- labels/codi_z is CODI's own (`writes_labels`: the label run refuses that label_name): it is replaced only when a
+  labeler stage wrote it (attr labeler_sha256); labels of that name that anything else wrote (a labeling run of an
+  older version) are refused, naming scripts/edit_labels.py --rename-label, never overwritten.
 - Held-out episodes (augment_valid_fraction, seeded) are not trained on: they measure f_inv's accuracy and the real
   pass rate while training and calibrate `delta: auto` (default the 0.95 quantile of the per-step error).
 - The dynamics models are trained alongside the diffusion model (same loop, same segment batches, own optimiser).
@@ -59,8 +62,8 @@ from augmenters.codi.labeler import (
 )
 from augmenters.codi.normaliser import ObsNormaliser
 from augmenters.codi.views import ViewProjection, checked_projection
-from offline.format import to_json
-from offline.label_store import content_fingerprint, write_episode_labels
+from offline.format import DatasetError, to_json
+from offline.label_store import content_fingerprint, edit_command, episode_label_attrs, write_episode_labels
 from offline.reader import OfflineDataset
 from offline.segments import all_starts, episode_lengths, returns_to_go, segments
 from utils.files import atomic_path, sha256_bytes, write_json_atomic, write_text_atomic
@@ -127,6 +130,8 @@ class CodiAugmenter:
     name = "codi"
     labels = "distilled"  # distilled (labels/codi_z) | privileged (ground truth one-hot) | none
     guidance = "compose"
+    # the labels the augmenters write into their source dataset: the label run refuses these label_names
+    writes_labels = (CODI_Z,)
 
     def __init__(self, settings, source_path, dataset, env_config, results_dir, env_label, hooks, device="cpu",
                  log=None, stat=None, checkpoint="", out=""):
@@ -158,6 +163,8 @@ class CodiAugmenter:
 
     def _given_labels(self):
         name = self.s.label_name
+        if name in self.dataset.damaged_labels:
+            self.dataset.label(name)  # the error naming the damage and the edit that removes it
         if name not in self.dataset.label_names:
             have = ", ".join(self.dataset.label_names) or "none"
             raise ValueError(f"augmenter {self.name} fits its labeler on the segment labels labels/{name}, which "
@@ -198,6 +205,7 @@ class CodiAugmenter:
             return None
         if self.labels == "privileged":
             return self.privileged_labels()
+        self.check_own_labels()
         if CODI_Z not in self.dataset.label_names:
             raise ValueError(f"{self.source_path} has no labels/{CODI_Z}: run the labeler stage first "
                              f"(augment_stage=labeler, or augment_stage=all)")
@@ -292,10 +300,26 @@ class CodiAugmenter:
                              f"rerun its training")
 
     # ------------------------------------------------------------------ stage: labeler
+    def check_own_labels(self):
+        """labels/codi_z of the source, when present, must be a labeler stage's (attr labeler_sha256): labels of
+        that name that something else wrote are refused, never replaced."""
+        stored = episode_label_attrs(self.source_path, CODI_Z)
+        if stored and "labeler_sha256" not in stored:
+            made_by = (f"a labeling run (task {stored['task']}, {stored.get('created', '?')})" if "task" in stored
+                       else f"another tool ({stored.get('created', 'no provenance')})")
+            new = "<new name>"
+            rename = edit_command(self.source_path, "--rename-label", f"{CODI_Z}={new}")
+            raise DatasetError(f"{self.source_path} has labels/{CODI_Z} made by {made_by}, not by CODI, which writes "
+                               f"its distilled labels under that name and never replaces labels it did not make. Keep "
+                               f"them under another name: {rename} "
+                               f"(and augment_label_name={new} if the labeler should fit on them), "
+                               f"then rerun")
+
     def fit_labeler(self):
         if self.labels != "distilled":
             self.log(f"augmenter {self.name} uses no distilled labels: nothing to fit in the labeler stage")
             return None
+        self.check_own_labels()
         done = self.meta.get("labeler")
         if done and CODI_Z in self.dataset.label_names and \
                 self.dataset.label_attrs(CODI_Z).get("labeler_sha256") == done["labeler_sha256"]:
@@ -619,10 +643,12 @@ class CodiNoComp(CodiAugmenter):
 
 class CodiPrivileged(CodiAugmenter):
     name, labels, guidance = "codi_privileged", "privileged", "compose"
+    writes_labels = ()
 
 
 class MadiffLike(CodiAugmenter):
     name, labels, guidance = "madiff_like", "none", "return_only"
+    writes_labels = ()
 
 
 VARIANTS = {cls.name: cls for cls in (CodiAugmenter, CodiNoComp, CodiPrivileged, MadiffLike)}
