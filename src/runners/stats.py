@@ -38,6 +38,17 @@ class EpisodeStats:
         for k, v in numeric_info(info).items():
             cur["infos"][k] = cur["infos"].get(k, 0.0) + v
 
+    def state_dict(self):
+        """The training episodes' stats gathered since the runner's last log, as plain values: a checkpoint saved
+        between two logs (on Ctrl-C) keeps them, so the resumed run's next log averages the same episodes."""
+        t = self.train
+        return {"returns": [float(r) for r in t["returns"]], "infos": {k: float(v) for k, v in t["infos"].items()},
+                "n_episodes": int(t["n_episodes"]), "ep_length": int(t["ep_length"]),
+                "extra": {k: [float(x) for x in v] for k, v in t["extra"].items()}}
+
+    def load_state_dict(self, state):
+        self.train = {**self._empty(), **state}
+
     def add_timing(self, seconds, steps):
         self.env_step_time += seconds
         self.env_steps += steps
