@@ -4,6 +4,7 @@ metrics up to each checkpoint, the resume key after Ctrl-C)."""
 import glob
 import json
 import os
+import shutil
 
 import pytest
 from test_resume import SETTINGS, assert_same, load_all
@@ -39,6 +40,26 @@ def test_a_resume_that_cannot_continue_is_refused_before_the_run(tmp_path, capsy
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "sacred")
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"hello", "is not a checkpoint file: torch.save did not write it (it holds text: 'hello')"),
+    (b"step 125: loss 0.1\n", "is not a checkpoint file: torch.save did not write it (it holds text"),
+    (b"PK\x03\x04cut", "is damaged: cut short or corrupted"),
+])
+def test_a_damaged_checkpoint_file_is_named_in_one_line_before_training(tmp_path, capsys, models, content, says):
+    """A checkpoint file that is not one (a text file, 5 bytes) or cut short: one line naming the file, what is wrong
+    and the load_step of the checkpoint before it; exit status 2 and no run folder, as a config error."""
+    copy = tmp_path / "models"
+    shutil.copytree(models, copy)
+    (copy / "125" / "agent.th").write_bytes(content)
+    capsys.readouterr()
+    run_main(tmp_path, "vdn", "matrix_game", *TINY, f"checkpoint_path={copy}", "t_max=300", expect=2)
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if "checkpoint error:" in x]
+    assert len(line) == 1 and f"checkpoint file {copy / '125' / 'agent.th'} {says}" in line[0], err[-2000:]
+    assert f"to resume from the previous checkpoint instead, pass checkpoint_path={copy} load_step=65" in line[0]
+    assert "Traceback" not in err and not os.path.exists(tmp_path / "sacred")
 
 
 def test_a_retry_with_the_runs_own_budget_finishes_it(tmp_path, models):
