@@ -63,8 +63,8 @@ class EpisodeStats:
             self._log(self.train, "", t_env)
             if hasattr(action_selector, "epsilon"):
                 self.logger.log_stat("epsilon", action_selector.epsilon, t_env)
-            if self.env_step_time > 0:
-                self.logger.log_stat("env_steps_per_s", self.env_steps / self.env_step_time, t_env)
+            if self.env_step_time > 0:  # the envs' own speed: steps per second spent in env.step, nothing else
+                self.logger.log_stat("env_only_steps_per_s", self.env_steps / self.env_step_time, t_env)
             self.env_step_time, self.env_steps = 0.0, 0
             self.log_train_stats_t = t_env
             self.train = self._empty()
