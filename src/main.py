@@ -162,7 +162,7 @@ def config_failure_cleanup(ex):
     except ConfigError as e:
         tb = ex.current_run.info.get("tensorboard") if ex.current_run is not None else None
         ex.config_failure = [tb["dir"]] if tb and tb["created"] else []
-        raise RunConfigError(f"config error: {e}") from e
+        raise RunConfigError(f"{getattr(e, 'label', 'config error')}: {e}") from e
     except DatasetError as e:
         ex.dataset_failure = True
         raise RunConfigError(f"dataset error: {e}") from e

@@ -3,8 +3,10 @@ import glob
 import importlib.util
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -139,6 +141,37 @@ def run_main(tmp_path, alg, env, *updates, expect=0):
 
 
 SRC_MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "main.py")
+
+
+def ctrl_c_run(tmp_path, alg, env, *updates, ready, presses=1, timeout=120):
+    """Run src/main.py (as run_main does) in a process group of its own and press Ctrl-C as a terminal does (SIGINT
+    to the whole group, parallel-runner workers included) once `ready(console so far)` is true; `presses` times,
+    0.05 s apart. Returns (exit status, console)."""
+    os.makedirs(tmp_path, exist_ok=True)
+    log_path = os.path.join(tmp_path, "main.log")
+    cmd = [sys.executable, SRC_MAIN, f"--config={alg}", f"--env-config={env}", "with",
+           f"local_results_path={tmp_path}", "seed=3", *updates]
+    with open(log_path, "w") as log:
+        # SIGINT as a terminal leaves it: pytest's own process may run with it ignored, which a child inherits
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + timeout
+        while not ready(open(log_path).read()):
+            assert proc.poll() is None, f"the run ended before Ctrl-C:\n{open(log_path).read()[-3000:]}"
+            assert time.time() < deadline, "the run never got ready for Ctrl-C"
+            time.sleep(0.05)
+        for i in range(presses):
+            if i:
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, open(log_path).read()
 
 
 def run_main_concurrently(runs):

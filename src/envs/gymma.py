@@ -121,6 +121,13 @@ class GymmaWrapper(MultiAgentEnv):
         env = gym_env_args(_gym_spec(cls.gym_key(env_args.get("key"))))
         return None if env is None else (*cls.OWN_ARGS, *(a for a in env if a != "max_episode_steps"))
 
+    @classmethod
+    def renders(cls, env_args):
+        """LBF draws in a window (pyglet) whatever the render mode; the other gymnasium envs are built without one,
+        so their render() draws nothing."""
+        entry = _gym_spec(cls.gym_key(env_args.get("key"))).entry_point
+        return "window" if str(getattr(entry, "__module__", entry)).startswith("lbforaging") else None
+
     @staticmethod
     def gym_key(key):
         """The gymnasium id that env_args.key stands for (subclasses add a module or check the family)."""

@@ -140,6 +140,16 @@ class MultiAgentEnv:
     common_reward: bool = True
     reward_scalarisation: str = "sum"
     VALID_ARGS: tuple = None  # a constructor taking **kwargs that checks them itself names what it accepts here
+    # what render() and save_replay() do, declared so that a run refuses render=True / save_replay=True where they
+    # would do nothing or fail (run/preflight.py): RENDERS "window" (draws in a window: needs a display), "text"
+    # (prints the state to the console) or None (draws nothing); SAVES_REPLAYS: save_replay() writes a replay
+    RENDERS: str = None
+    SAVES_REPLAYS: bool = False
+
+    @classmethod
+    def renders(cls, env_args):
+        """How render() shows the env that `env_args` builds (see RENDERS; some depend on it, e.g. gymma's env id)."""
+        return cls.RENDERS
 
     @classmethod
     def accepted_args(cls, env_args):

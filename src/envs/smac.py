@@ -118,6 +118,8 @@ def translate_step(reward, terminated, info, timed_out):
 class SMACEnv(MultiAgentEnv):
     package = "smac"
     registry_name = "sc2"
+    RENDERS = "window"  # StarCraft2Env.render(): a pygame window
+    SAVES_REPLAYS = True
 
     @classmethod
     def accepted_args(cls, env_args):

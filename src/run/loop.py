@@ -172,18 +172,6 @@ def log_changed_settings(ctx, saved, path):
     return changed
 
 
-def interrupted(ctx, step_label, step, _log):
-    """After Ctrl-C in a training loop: one line naming where the run stopped, its last checkpoint and the key that
-    resumes it (no traceback: main.py ends the run as INTERRUPTED with exit status 130)."""
-    last, args = getattr(ctx, "last_checkpoint", None), ctx.args
-    if last:
-        _log.warning(f"Interrupted at {step_label} {step}. Last checkpoint: {step_label} {folder_step(last)} in "
-                     f"{os.path.dirname(last)}; resume with: with checkpoint_path={os.path.dirname(last)}")
-    else:
-        _log.warning(f"Interrupted at {step_label} {step}; no checkpoint was saved in this run"
-                     + ("" if args.save_model else " (save_model=False)") + ", so it cannot be resumed")
-
-
 def folder_step(path):
     """The step a checkpoint folder is named after (0 if it is not a number)."""
     name = os.path.basename(os.path.normpath(path))

@@ -18,6 +18,7 @@ from offline.preferences import check_stored_view, load_preferences
 from offline.reader import dataset_fingerprint
 from offline.sampling import Sampler, dataset_paths, load_training_data
 from run import loop
+from run.interrupt import CtrlC, interrupted
 from run.setup import build
 from utils.files import clean_stale_temps
 from utils.progress import Bar, Clock
@@ -83,12 +84,11 @@ def run_offline(_run, config, _log):
                                         "label_accuracy": prefs.attrs.get("accuracy")}
 
     sampler = Sampler(args.seed)
-    step, last_test, last_log, last_save = 0, None, 0, 0
+    step, marks = 0, {"last_test": None, "last_log": 0, "last_save": 0}  # the steps of the latest test, log, save
     last_checkpoint = None  # the newest checkpoint this run saved or resumed from: named if training blows up
     if args.checkpoint_path:
-        step, last_checkpoint = resume(ctx, sampler, _log)
+        step, last_checkpoint, marks = resume(ctx, sampler, _log)
         ctx.last_checkpoint = last_checkpoint
-        last_test = last_log = last_save = step
     else:
         learner.fit_data(data)
     if args.checkpoint_path:
@@ -101,15 +101,17 @@ def run_offline(_run, config, _log):
     per_step = episodes_per_step(learner, args)
     progress = Clock(step, args.offline_steps)
     clock = loop.UpdateClock()
-    # the untrained policy's score (a resumed run was evaluated at its checkpoint's step, unless it had finished)
     labels = None  # the latest labels of a learner that labels the dataset (written at the end)
-    if last_test is None or step >= args.offline_steps:
-        evaluate(ctx, step, valid)
-        labels = label(ctx, data, step, last_checkpoint, _log)
-        last_test = step
+    ctrl_c = CtrlC(_log, "the current gradient step", args.save_model)
     try:
-        with Bar(args.offline_steps, initial=step, desc="offline training", unit="step") as bar:
-            while step < args.offline_steps:
+        with ctrl_c, Bar(args.offline_steps, initial=step, desc="offline training", unit="step") as bar:
+            # the untrained policy's score (a resumed run was evaluated at its checkpoint's step, unless it had
+            # finished)
+            if marks["last_test"] is None or step >= args.offline_steps:
+                evaluate(ctx, step, valid)
+                labels = label(ctx, data, step, last_checkpoint, _log)
+                marks["last_test"] = step
+            while step < args.offline_steps and not ctrl_c.requested:  # Ctrl-C: stops after a whole step
                 # in a fixed order, so that the sampler's random stream is reproducible
                 batches = {name: draw(sampler, name, datasets[name], args) for name in sorted(learner.batches)}
                 with clock.update(), loop.stop_on_nonfinite(ctx, last_checkpoint, _log):
@@ -117,25 +119,32 @@ def run_offline(_run, config, _log):
                 step += 1
                 bar.update_to(step)
                 # evaluated before the summary, so that the summary at a step shows the test at that step
-                if step - last_test >= args.offline_test_interval or step >= args.offline_steps:
+                if step - marks["last_test"] >= args.offline_test_interval or step >= args.offline_steps:
                     evaluate(ctx, step, valid)
                     labels = label(ctx, data, step, last_checkpoint, _log) or labels
-                    last_test = step
+                    marks["last_test"] = step
                     if learner.trains_actor:
                         bar.set_postfix(test_return=f"{logger.latest('test_return_mean', float('nan')):.4g}")
-                if step - last_log >= args.offline_log_interval or step == args.offline_steps:
+                if step - marks["last_log"] >= args.offline_log_interval or step == args.offline_steps:
                     logger.log_stat("episode", step * per_step, step)  # episodes sampled (info.json: episode)
                     logger.log_stat("updates_per_s", clock.rate(), step)
                     logger.print_recent_stats(step_label="gradient step", count_label="samples (episodes)",
                                               progress=progress.line(step, "gradient steps"))
-                    last_log = step
-                if args.save_model and (step - last_save >= args.offline_save_interval or step == args.offline_steps):
-                    last_checkpoint = loop.save(ctx, step, {"step": step, "sampler": sampler.rng.bit_generator.state},
-                                                _log)
-                    last_save = step
-    except KeyboardInterrupt:
-        loop.interrupted(ctx, "gradient step", step, _log)
+                    marks["last_log"] = step
+                if args.save_model and (step - marks["last_save"] >= args.offline_save_interval
+                                        or step == args.offline_steps):
+                    marks["last_save"] = step
+                    last_checkpoint = save(ctx, step, sampler, marks, _log)
+            # stopped by Ctrl-C: a checkpoint where the loop stopped, the intervals' schedule kept (marks)
+            if ctrl_c.requested and args.save_model and marks["last_save"] != step:
+                save(ctx, step, sampler, marks, _log)
+    except KeyboardInterrupt:  # a second Ctrl-C
+        interrupted(ctx, "gradient step", step, _log, at_once=True)
         raise
+    if ctrl_c.requested:
+        interrupted(ctx, "gradient step", step, _log)
+        loop.finish(ctx)
+        raise KeyboardInterrupt
     _log.info(f"Finished offline training: {clock.updates} gradient steps ({clock.updates * per_step} sampled "
               f"episodes) in {progress.elapsed():.1f}s ({clock.rate():.1f} updates/s in the learner)")
     loop.log_final_evaluation(ctx, _log, "gradient step")
@@ -253,9 +262,17 @@ def evaluate(ctx, step, valid):
             logger.log_stat(k, v / len(rows), step)
 
 
+def save(ctx, step, sampler, marks, _log):
+    """A checkpoint at gradient step `step`: the learner, the sampler's state and the steps of the latest test, log
+    and save (`marks`, so that a resumed run keeps their schedule); returns its folder."""
+    return loop.save(ctx, step, {"step": step, "sampler": sampler.rng.bit_generator.state, "marks": dict(marks)},
+                     _log)
+
+
 def resume(ctx, sampler, _log):
     """Load the checkpoint at checkpoint_path with its RNG and sampler states; returns (its gradient step, its
-    folder)."""
+    folder, the steps of the latest test, log and save: the checkpoint's, or its own step for a checkpoint saved
+    before they were recorded)."""
     path = loop.load(ctx)
     _log.info(f"Resuming offline training from {path}")
     state = loop.resume_state(path, ctx)
@@ -263,4 +280,5 @@ def resume(ctx, sampler, _log):
         raise ValueError(f"{path} is not an offline-training checkpoint (no sampler state); to start offline "
                          f"training from online weights, train online and collect a dataset instead")
     sampler.rng.bit_generator.state = state["sampler"]
-    return state["step"], path
+    step = state["step"]
+    return step, path, state.get("marks") or {"last_test": step, "last_log": step, "last_save": step}

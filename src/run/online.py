@@ -1,5 +1,6 @@
 """Online training (the default run mode): pymarl's run_sequential loop, resumable."""
 from run import loop
+from run.interrupt import CtrlC, interrupted
 from run.setup import build
 from utils.checkpoint import BUFFER, load_buffer
 from utils.files import clean_stale_temps
@@ -58,12 +59,21 @@ def _train(ctx, _log):
         _log.info(f"Beginning training for {args.t_max} timesteps")
     progress = Clock(runner.t_env, args.t_max)
     clock = loop.UpdateClock()
+    ctrl_c = CtrlC(_log, "the current rollout and its updates", args.save_model)
     try:
-        with Bar(args.t_max, initial=runner.t_env, desc="training", unit="step") as bar:
-            _loop(ctx, counters, progress, clock, bar, last_checkpoint, _log)
-    except KeyboardInterrupt:
-        loop.interrupted(ctx, "t_env", runner.t_env, _log)
+        with ctrl_c, Bar(args.t_max, initial=runner.t_env, desc="training", unit="step") as bar:
+            _loop(ctx, counters, progress, clock, bar, last_checkpoint, ctrl_c, _log)
+            # stopped by Ctrl-C at the end of an iteration, where an interval checkpoint would be saved: one is saved
+            # there, leaving the interval checkpoints' schedule (model_save_time) as it was
+            if ctrl_c.requested and args.save_model and counters.model_save_time != runner.t_env:
+                save(ctx, counters, _log)
+    except KeyboardInterrupt:  # a second Ctrl-C
+        interrupted(ctx, "t_env", runner.t_env, _log, at_once=True)
         raise
+    if ctrl_c.requested:
+        interrupted(ctx, "t_env", runner.t_env, _log)
+        loop.finish(ctx)
+        raise KeyboardInterrupt
 
     if args.save_model and counters.model_save_time != runner.t_env:
         counters.model_save_time = runner.t_env
@@ -78,7 +88,7 @@ def _train(ctx, _log):
     loop.finish(ctx)
 
 
-def _loop(ctx, counters, progress, clock, bar, last_checkpoint, _log):
+def _loop(ctx, counters, progress, clock, bar, last_checkpoint, ctrl_c, _log):
     args, runner, learner, logger = ctx.args, ctx.runner, ctx.learner, ctx.logger
     while runner.t_env <= args.t_max:
         episode_batch = ctx.annotate(runner.run(test_mode=False), runner.t_env)
@@ -127,12 +137,15 @@ def _loop(ctx, counters, progress, clock, bar, last_checkpoint, _log):
                                 or counters.model_save_time == 0):
             counters.model_save_time = runner.t_env
             last_checkpoint = save(ctx, counters, _log)
+        if ctrl_c.requested:  # the safe point: nothing of this iteration is left undone
+            return
 
 
 def save(ctx, counters, _log):
     args, runner = ctx.args, ctx.runner
     run_state = {"t_env": runner.t_env, "loop": counters.state_dict(),
-                 "runner_log_train_stats_t": runner.stats.log_train_stats_t}
+                 "runner_log_train_stats_t": runner.stats.log_train_stats_t,
+                 "runner_train_stats": runner.stats.state_dict()}
     buffer = ctx.buffer.state_dict() if args.save_replay_buffer else None
     return loop.save(ctx, runner.t_env, run_state, _log, buffer=buffer)
 
@@ -151,6 +164,8 @@ def resume(ctx, counters, _log):
     runner.t_env = state["t_env"]
     counters.load_state_dict(state["loop"])
     runner.stats.log_train_stats_t = state["runner_log_train_stats_t"]
+    if "runner_train_stats" in state:  # the episodes since the runner's last log (checkpoints since Ctrl-C saves)
+        runner.stats.load_state_dict(state["runner_train_stats"])
     buffer = state["buffer"] if "buffer" in state else load_buffer(path)  # in run_state.th before issue 12
     if buffer is not None:
         ctx.buffer.load_state_dict(buffer)

@@ -7,9 +7,11 @@ arguments (envs.check_env_args: unknown arguments, gymma ids), the labeler and a
 of a generation run or an llm labeler, and an augment run's CODI settings; and the combinations a run can never use
 (check_combinations): keys that name each other (evaluate / load_step without checkpoint_path, env_args.seed), the
 runner and batch_size_run, the actor's output and the learner and action selector that read it, batch_size and
-buffer_size.
+buffer_size, and render / save_replay where the env cannot honour them (check_env_outputs).
 """
 import difflib
+import os
+import sys
 
 from utils.config import ConfigError
 
@@ -52,6 +54,47 @@ def _learner_run(config):
     return run if run in LEARNER_RUNS else None
 
 
+def has_display(environ=None):
+    """Whether a window can open here: on Linux an X or Wayland display must be named (a headless machine or an ssh
+    session without X forwarding has none); other systems always have one."""
+    environ = os.environ if environ is None else environ
+    return not sys.platform.startswith("linux") or bool(environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
+
+
+def check_env_outputs(config, evaluating, display=None):
+    """render=True / save_replay=True where they would do nothing or fail: the env's class declares what its
+    render() and save_replay() do (envs.multiagentenv.MultiAgentEnv.RENDERS, SAVES_REPLAYS). `display`: whether
+    a window can open (has_display() when None)."""
+    from envs import env_class
+    from envs.multiagentenv import MultiAgentEnv
+
+    if not (config.get("render") or config.get("save_replay")):
+        return
+    try:
+        cls = env_class(config["env"])
+    except ImportError:  # an optional package that is missing: the run reports it
+        return
+    if not (isinstance(cls, type) and issubclass(cls, MultiAgentEnv)):
+        return
+    env_args = dict(config.get("env_args") or {})
+    env = f"env {config['env']}" + (f" ({env_args['key']})" if env_args.get("key") else "")
+    if config.get("render"):
+        how = cls.renders(env_args)
+        if how is None:
+            raise ConfigError(f"render=True: {env} draws nothing (its render() shows no episode); leave render out")
+        if how == "window" and not (has_display() if display is None else display):
+            raise ConfigError(f"render=True: {env} draws in a window, and there is no display here (DISPLAY is not "
+                              f"set: a headless machine, or ssh without X forwarding); leave render out, or run "
+                              f"where a display is")
+    if config.get("save_replay"):
+        if not evaluating:
+            raise ConfigError("save_replay=True saves a replay after an evaluation only: add evaluate=True "
+                              "checkpoint_path=results/models/<run>, or leave save_replay out")
+        if not cls.SAVES_REPLAYS:
+            raise ConfigError(f"save_replay=True: {env} writes no replays (its save_replay() does nothing); leave "
+                              f"save_replay out")
+
+
 def check_combinations(config):
     """Raise ConfigError for settings that are valid one by one but that the run cannot use together (module doc)."""
     from components.action_selectors import REGISTRY as selectors
@@ -59,6 +102,7 @@ def check_combinations(config):
 
     name = config.get("name")
     evaluating = bool(config.get("evaluate")) or config.get("run") == "evaluate"
+    check_env_outputs(config, evaluating)
     if evaluating and not config.get("checkpoint_path"):
         raise ConfigError("evaluate=True (or run=evaluate) needs a trained model: give "
                           "checkpoint_path=results/models/<run> (evaluation never trains)")

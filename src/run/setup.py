@@ -188,11 +188,19 @@ def model_folder(args, config, _run, _log):
 
 
 def sacred_run_ref(_run):
-    """Where the Sacred run is recorded (its FileStorageObserver folder and id), for the checkpoints it saves."""
+    """Where the Sacred run is recorded (its FileStorageObserver folder and id, and with a MongoObserver the
+    database's name: the id is then the Mongo run's, which the FileStorage folder is named after too), for the
+    checkpoints it saves; utils.runs chains a resumed run to it."""
     if _run is None or getattr(_run, "_id", None) is None:
         return None
-    folders = [obs.dir for obs in getattr(_run, "observers", []) if getattr(obs, "dir", None)]
-    return {"id": _run._id, "dir": os.path.abspath(folders[0]) if folders else None}
+    observers = getattr(_run, "observers", [])
+    folders = [obs.dir for obs in observers if getattr(obs, "dir", None)]
+    ref = {"id": _run._id, "dir": os.path.abspath(folders[0]) if folders else None}
+    # a MongoObserver holds its runs collection (Sacred sorts it before the FileStorageObserver: its id is the run's)
+    mongo = [obs.runs.database.name for obs in observers if hasattr(getattr(obs, "runs", None), "database")]
+    if mongo:
+        ref["mongo_db"] = mongo[0]
+    return ref
 
 
 def folder_step(path):

@@ -38,6 +38,17 @@ class EpisodeStats:
         for k, v in numeric_info(info).items():
             cur["infos"][k] = cur["infos"].get(k, 0.0) + v
 
+    def state_dict(self):
+        """The training episodes' stats gathered since the runner's last log, as plain values: a checkpoint saved
+        between two logs (on Ctrl-C) keeps them, so the resumed run's next log averages the same episodes."""
+        t = self.train
+        return {"returns": [float(r) for r in t["returns"]], "infos": {k: float(v) for k, v in t["infos"].items()},
+                "n_episodes": int(t["n_episodes"]), "ep_length": int(t["ep_length"]),
+                "extra": {k: [float(x) for x in v] for k, v in t["extra"].items()}}
+
+    def load_state_dict(self, state):
+        self.train = {**self._empty(), **state}
+
     def add_timing(self, seconds, steps):
         self.env_step_time += seconds
         self.env_steps += steps
@@ -52,8 +63,8 @@ class EpisodeStats:
             self._log(self.train, "", t_env)
             if hasattr(action_selector, "epsilon"):
                 self.logger.log_stat("epsilon", action_selector.epsilon, t_env)
-            if self.env_step_time > 0:
-                self.logger.log_stat("env_steps_per_s", self.env_steps / self.env_step_time, t_env)
+            if self.env_step_time > 0:  # the envs' own speed: steps per second spent in env.step, nothing else
+                self.logger.log_stat("env_only_steps_per_s", self.env_steps / self.env_step_time, t_env)
             self.env_step_time, self.env_steps = 0.0, 0
             self.log_train_stats_t = t_env
             self.train = self._empty()

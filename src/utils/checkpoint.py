@@ -1,7 +1,8 @@
 """Checkpoint folders: results/models/<run>/<t_env>/ holding the learner's files and run_state.th.
 
 Files load with torch's weights_only=True (tensors and plain Python values only, no code), so a checkpoint
-from elsewhere cannot run code on load. A damaged file is reported by name, with the load_step that
+from elsewhere cannot run code on load. A damaged file, or one that is not a checkpoint, is reported by name (a
+DamagedCheckpoint, a config error: one line, exit status 2), with the load_step that
 resumes from the checkpoint before it.
 """
 import json
@@ -30,6 +31,13 @@ class CheckpointError(RuntimeError):
 class CheckpointMismatch(CheckpointError, ConfigError):
     """The checkpoint does not fit the requested config (algorithm, network settings, env shapes): a config error,
     found before anything is loaded."""
+
+
+class DamagedCheckpoint(CheckpointError, ConfigError):
+    """A checkpoint file that is damaged or not a checkpoint at all: the run stops before it trains, with one line
+    naming the file and the checkpoint to take instead (as a config error: exit status 2, no run folder left)."""
+
+    label = "checkpoint error"  # main.py's one line starts with it, not "config error"
 
 
 def checkpoint_steps(run_dir):
@@ -76,28 +84,51 @@ def skip_hint(file):
     folder = os.path.dirname(os.path.abspath(file))
     step, run_dir = os.path.basename(folder), os.path.dirname(folder)
     if not step.isdigit():
-        return "load another checkpoint"
+        return "pass another checkpoint as checkpoint_path"
     earlier = [s for s in checkpoint_steps(run_dir) if s < int(step)]
     if not earlier:
-        return f"there is no earlier checkpoint in {run_dir} to resume from instead"
+        return (f"there is no earlier checkpoint in {run_dir} to resume from instead: pass another run's "
+                f"checkpoint_path, or start without one")
     return f"to resume from the previous checkpoint instead, pass checkpoint_path={run_dir} load_step={earlier[-1]}"
 
 
+# torch.save's older (non-zip) format starts with this pickled magic number; its zip format with a zip header
+LEGACY_MAGIC = b"\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+ZIP_HEADER = b"PK\x03\x04"
+
+
 def damage(file):
-    """Why `file` (a torch zip archive) is damaged, or None if it looks intact. Files in torch's older
-    non-zip format cannot be checked here; torch.load reports those."""
+    """What is wrong with `file` as a checkpoint file, completing "checkpoint file <file> ...", or None if it looks
+    intact: empty, not a file torch.save writes (a text file, ...), or a torch zip archive that is cut short or
+    fails its checksums. Files in torch's older non-zip format cannot be checked here; torch.load reports those."""
     try:
         with open(file, "rb") as f:
-            head = f.read(4)
+            head = f.read(32)
         if not head:
-            return "the file is empty"
-        if head != b"PK\x03\x04":
-            return None
+            return "is empty (0 bytes): it is damaged (a copy or save cut short)"
+        if not head.startswith(ZIP_HEADER):
+            if head.startswith(b"\x80") and LEGACY_MAGIC in head:
+                return None
+            text = _text(head)
+            what = (f"it holds text: {text[:24]!r}{'...' if len(text) > 24 else ''}" if text
+                    else f"it starts with {head[:12]!r}")
+            return f"is not a checkpoint file: torch.save did not write it ({what})"
         with zipfile.ZipFile(file) as z:
+            if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in z.namelist()):
+                return "is not a checkpoint file: a zip archive, but not one torch.save writes (it has no data.pkl)"
             bad = z.testzip()
-        return f"member {bad} fails its checksum" if bad else None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        return f"{type(e).__name__}: {e}"
+        return f"is damaged: its member {bad} fails its checksum" if bad else None
+    except (zipfile.BadZipFile, EOFError) as e:
+        return f"is damaged: cut short or corrupted ({type(e).__name__}: {e})"
+    except OSError as e:
+        return f"cannot be read ({type(e).__name__}: {e})"
+
+
+def _text(head):
+    """`head` as text if it is printable text (a cut-off last character aside), else None."""
+    text = head.decode("utf-8", errors="ignore")
+    return text if text and len(text) >= len(head) - 3 and all(c.isprintable() or c in "\t\r\n" for c in text) \
+        else None
 
 
 def check_intact(folder):
@@ -107,20 +138,35 @@ def check_intact(folder):
         if name.endswith(".th") and os.path.isfile(file):
             why = damage(file)
             if why:
-                raise CheckpointError(f"checkpoint file {file} is damaged ({why}); {skip_hint(file)}")
+                raise DamagedCheckpoint(f"checkpoint file {file} {why}; {skip_hint(file)}")
 
 
 def load_file(file, legacy_globals=()):
-    """torch.load with weights_only=True; any failure names the file and the load_step that skips it."""
+    """torch.load with weights_only=True; any failure names the file, what is wrong with it and the load_step that
+    skips it (DamagedCheckpoint)."""
     try:
         with th.serialization.safe_globals(list(legacy_globals)):
             return th.load(file, map_location="cpu", weights_only=True)
     except Exception as e:
-        why = damage(file) or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        if "Weights only load failed" in str(e):
-            why = ("it holds Python objects beyond tensors and plain values, which are not loaded "
-                   "(weights_only=True); was it written by another program?")
-        raise CheckpointError(f"cannot load checkpoint file {file}: {why}; {skip_hint(file)}") from e
+        why = damage(file)
+        if why is None and "Unsupported global" in str(e):
+            why = ("holds Python objects beyond tensors and plain values, which are not loaded (weights_only=True: "
+                   "written by another program?)")
+        elif why is None:
+            why = f"is damaged or not a checkpoint file: torch cannot read it ({_torch_reason(e)})"
+        raise DamagedCheckpoint(f"checkpoint file {file} {why}; {skip_hint(file)}") from e
+
+
+def _torch_reason(error):
+    """The line of torch.load's error that says what it met (its weights-only errors open with advice)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("WeightsUnpickler error:"):
+            rest = line.split(":", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            return f"{type(error).__name__}: {rest}"
+    if lines:
+        return f"{type(error).__name__}: {lines[0]}"
+    return "EOFError: the file ends early" if isinstance(error, EOFError) else type(error).__name__
 
 
 def save_checkpoint(learner, path, run_state, buffer=None):

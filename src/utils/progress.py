@@ -128,7 +128,8 @@ class Clock:
         return (step - self.start) / max(self.elapsed(), 1e-9)
 
     def line(self, step, unit):
-        """'2025 / 10000 env steps (20%), 0:00:01 elapsed, about 0:00:03 left, 1500 env steps/s'"""
+        """'2025 / 10000 env steps (20%), 0:00:01 elapsed, about 0:00:03 left, 1500 env steps/s overall': the rate is
+        the loop's whole time since it started (acting, training, tests, saving), not one part of it."""
         percent = min(100.0, 100.0 * step / self.total) if self.total else 100.0
         return (f"{step} / {self.total} {unit} ({percent:.0f}%), {time_str(self.elapsed())} elapsed, "
-                f"{self.left_str(step)}, {self.rate(step):.0f} {unit}/s")
+                f"{self.left_str(step)}, {self.rate(step):.0f} {unit}/s overall")

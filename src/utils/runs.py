@@ -30,7 +30,9 @@ checkpoint's step and the Sacred run that saved it. Its segments are one run, on
 continues (whatever that one's status: killed, interrupted, failed or completed) up to the checkpoint's step and
 before the continuation's first point, then the continuation's (the latest segment wins where they overlap), back
 through every earlier resume. The earlier segments are then neither runs of their own nor skipped runs (`Run.segments`
-lists them; `chained_note` says so in a tool's output). Mongo runs are not chained.
+lists them; `chained_note` says so in a tool's output). Mongo runs are chained the same way, through the Mongo id
+and database name the checkpoint recorded (`resumed_from.sacred_run.mongo_db`; runs recorded before it was
+saved are not chained).
 
 Aggregation (`aggregate`): the curves of a group's runs on one grid spanning all of them (not cut to the shortest
 run); a point averages the runs that reach it, and `n` says how many those are. A one-run group has no spread
@@ -60,6 +62,7 @@ MISSING = object()  # a key that a run's config lacks (an older run)
 TRAINING_KINDS = {"online": "env steps", "offline": "gradient steps"}  # run mode -> the x axis of its curves
 USED_STATUSES = ("COMPLETED", "RUNNING")
 STALE_AFTER = 900  # s without a Sacred heartbeat (written every 10 s) after which a RUNNING run counts as dead
+MONGO = "mongo://"  # a Mongo run's path: mongo://<db>/<_id>
 
 
 @dataclass
@@ -190,25 +193,40 @@ def _previous_segment(run_dir, info):
 def chain_segments(run_dir, info, metric):
     """(info with `metric` over every segment of the resumed run at `run_dir`, [earlier segment folders, oldest
     first]); see the module's doc. A run that was not resumed comes back as it is, with no segments."""
+    def previous(folder, folder_info):
+        found, step = _previous_segment(folder, folder_info)
+        return None if found is None else (found, step, _json(os.path.join(found, "info.json")) or {})
+
+    return _chain(run_dir, info, metric, previous)
+
+
+def _chain(where, info, metric, previous):
+    """chain_segments over any storage: `previous(where, info)` gives (where the run that `where` continues is
+    recorded, the checkpoint's step, its info) or None."""
     info = dict(info or {})
     T = [float(t) for t in info.get(f"{metric}_T") or []]
     values = list(info.get(metric) or [])
-    segments, seen, here, here_info = [], {os.path.realpath(run_dir)}, run_dir, info
+    segments, seen, here, here_info = [], {_same(where)}, where, info
     while True:
-        previous, step = _previous_segment(here, here_info)
-        if previous is None or os.path.realpath(previous) in seen:
+        found = previous(here, here_info)
+        if found is None or _same(found[0]) in seen:
             break
-        seen.add(os.path.realpath(previous))
-        prev_info = _json(os.path.join(previous, "info.json")) or {}
+        before, step, prev_info = found
+        seen.add(_same(before))
         pT, pv = prev_info.get(f"{metric}_T") or [], prev_info.get(metric) or []
         first = min(T) if T else float("inf")
         kept = [(float(t), v) for t, v in zip(pT, pv) if t < first and (step is None or t <= step)]
         T, values = [t for t, _ in kept] + T, [v for _, v in kept] + values
-        segments.insert(0, previous)
-        here, here_info = previous, prev_info
+        segments.insert(0, before)
+        here, here_info = before, prev_info
     if segments:
         info[metric], info[f"{metric}_T"] = values, T
     return info, segments
+
+
+def _same(where):
+    """One spelling of where a run is recorded: a FileStorage folder's real path, a Mongo run's mongo://<db>/<id>."""
+    return where if where.startswith(MONGO) else os.path.realpath(where)
 
 
 def chained_note(runs):
@@ -224,9 +242,9 @@ def chained_note(runs):
 
 def drop_chained(runs, skipped):
     """(runs, skipped) without the folders that are earlier segments of a chained run (counted in it)."""
-    consumed = {os.path.realpath(s) for r in runs for s in r.segments}
-    return ([r for r in runs if os.path.realpath(r.path) not in consumed],
-            [(p, why) for p, why in skipped if os.path.realpath(p) not in consumed])
+    consumed = {_same(s) for r in runs for s in r.segments}
+    return ([r for r in runs if _same(r.path) not in consumed],
+            [(p, why) for p, why in skipped if _same(p) not in consumed])
 
 
 def read_run(run_dir, metric, now=None, stale_after=STALE_AFTER):
@@ -262,18 +280,16 @@ def find_runs(sacred_root, metric, now=None, stale_after=STALE_AFTER, prefix=Non
 
 def find_mongo_runs(db, metric, now=None, stale_after=STALE_AFTER, query=None):
     """([Run] used, [(mongo://<db>/<id>, why skipped)]) of the runs in a Sacred MongoObserver database `db` (a
-    pymongo or mongomock Database); `query` filters the runs collection."""
+    pymongo or mongomock Database); `query` filters the runs collection. A resumed run is chained with the runs it
+    continues (chain_segments), found by the Mongo id its checkpoint recorded (run.setup.sacred_run_ref)."""
     from utils.paths import env_label
 
     runs, skipped = [], []
     for doc in db["runs"].find(query or {}, sort=[("_id", 1)]):
-        path = f"mongo://{db.name}/{doc['_id']}"
+        path = f"{MONGO}{db.name}/{doc['_id']}"
         config = doc.get("config") or {}
-        info = dict(doc.get("info") or {})
-        if not info.get(metric):  # logged with log_scalar only: the metrics collection
-            entry = db["metrics"].find_one({"run_id": doc["_id"], "name": metric})
-            if entry:
-                info[metric], info[f"{metric}_T"] = entry.get("values", []), entry.get("steps", [])
+        info, segments = _chain(path, _mongo_info(db, doc, metric), metric,
+                                lambda where, info: _mongo_previous(db, info, metric))
         beat = doc.get("heartbeat")
         run_json = {"status": doc.get("status"),
                     "heartbeat": beat.isoformat() if isinstance(beat, datetime) else beat}
@@ -283,8 +299,31 @@ def find_mongo_runs(db, metric, now=None, stale_after=STALE_AFTER, query=None):
             continue
         name = config.get("name") or (doc.get("experiment") or {}).get("name") or "?"
         runs.append(Run(path, str(name), env_label(config) if config.get("env") else "?", kind, flatten(config),
-                        status == "RUNNING", T, values))
-    return runs, skipped
+                        status == "RUNNING", T, values, segments=tuple(segments)))
+    return drop_chained(runs, skipped)
+
+
+def _mongo_info(db, doc, metric):
+    """A Mongo run's info, with `metric` from the metrics collection when the info lacks it (log_scalar only)."""
+    info = dict(doc.get("info") or {})
+    if not info.get(metric):
+        entry = db["metrics"].find_one({"run_id": doc["_id"], "name": metric})
+        if entry:
+            info[metric], info[f"{metric}_T"] = entry.get("values", []), entry.get("steps", [])
+    return info
+
+
+def _mongo_previous(db, info, metric):
+    """(mongo://<db>/<id>, the checkpoint's step, its info) of the run that the resumed Mongo run with `info`
+    continues, or None: not resumed, a branch (its own model folder), or a checkpoint saved by a run that this
+    database did not record (its id then names a FileStorage folder, not a Mongo run)."""
+    resumed = (info or {}).get("resumed_from")
+    ref = resumed.get("sacred_run") if isinstance(resumed, dict) else None
+    if not isinstance(ref, dict) or resumed.get("same_model_dir") is False or ref.get("mongo_db") != db.name:
+        return None
+    doc = db["runs"].find_one({"_id": ref.get("id")})
+    return None if doc is None else (f"{MONGO}{db.name}/{doc['_id']}", resumed.get("step"),
+                                     _mongo_info(db, doc, metric))
 
 
 def value(run, key):

@@ -108,6 +108,46 @@ def test_mongo_observer_records_run_and_metrics(tmp_path):
     assert {"test_return_mean", "return_mean"} <= names
 
 
+def test_a_resumed_mongo_run_is_chained_with_the_run_it_continues(tmp_path):
+    """utils.runs chains Mongo runs as it chains FileStorage folders: the checkpoint records the Mongo database and
+    the run's Mongo id (the FileStorage folder is named after it too), and the resumed run's document leads back to
+    the one that saved the checkpoint; that one is then a segment, not a run of its own."""
+    import mongomock
+    import mongomock.gridfs
+
+    from main import make_experiment
+    from utils.config import build_config
+    from utils.runs import find_mongo_runs
+
+    mongomock.gridfs.enable_gridfs_integration()
+    client = mongomock.MongoClient()
+    settings = {"mongo_url": "mongodb://example:27017", "mongo_db": "marl", "local_results_path": str(tmp_path),
+                "seed": 1, "use_tensorboard": False, "test_interval": 30, "log_interval": 30,
+                "runner_log_interval": 30, "learner_log_interval": 30, "save_model_interval": 30,
+                "env_args": {"episode_limit": 5}, "batch_size": 4, "buffer_size": 8}
+    runs = []
+    for extra in ({"t_max": 60}, {"t_max": 120, "checkpoint_path": None}):
+        if "checkpoint_path" in extra:
+            extra["checkpoint_path"] = glob.glob(os.path.join(tmp_path, "models", "*"))[0]
+        config = build_config("vdn", "matrix_game", {**settings, **extra})
+        config["name"] = "vdn"
+        runs.append(make_experiment(config, mongo_client_factory=lambda url: client).run())
+    assert [r.status for r in runs] == ["COMPLETED", "COMPLETED"]
+    first, second = (r._id for r in runs)
+    assert os.path.basename(runs[0].observers[-1].dir) == str(first)  # the folder is named after the Mongo id
+    db = client["marl"]
+    assert db["runs"].find_one({"_id": second})["info"]["resumed_from"]["sacred_run"]["mongo_db"] == "marl"
+
+    found, skipped = find_mongo_runs(db, "test_return_mean")
+    assert skipped == []
+    [run] = found
+    assert run.path == f"mongo://marl/{second}" and run.segments == (f"mongo://marl/{first}",)
+    assert run.T[0] == 5 and run.T[-1] >= 120 and list(run.T) == sorted(set(run.T))
+    # a checkpoint saved by a run this database did not record (no mongo_db) is not followed to an unrelated id
+    db["runs"].update_one({"_id": second}, {"$unset": {"info.resumed_from.sacred_run.mongo_db": ""}})
+    assert len(find_mongo_runs(db, "test_return_mean")[0]) == 2
+
+
 def test_run_mode_names_what_the_user_asked_for():
     """--config=qllm_generate starts run mode `qllm_generate`; the earlier name `tfcaf` stays an alias."""
     from run import REGISTRY

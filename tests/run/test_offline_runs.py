@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch as th
 
-from helpers import make_ctx, run_main, sacred_dir, write_random_dataset
+from helpers import ctrl_c_run, make_ctx, run_main, sacred_dir, write_random_dataset
 from offline import DatasetWriter
+from utils.checkpoint import checkpoint_steps
 from utils.config import available, load_alg
 
 # learners that train on a preference set (omapl, marl_sl) run end to end in tests/learners/test_*_runs.py, on a
@@ -93,6 +94,36 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, climbing_data):
     resumed = th.load(os.path.join(half, "8", "agent.th"))  # the resumed run continues in the same folder
     for k in full:
         assert th.equal(full[k], resumed[k]), k
+
+
+def test_ctrl_c_saves_a_checkpoint_and_a_resume_from_it_equals_the_uninterrupted_run(tmp_path, climbing_data):
+    """Ctrl-C (SIGINT to the run's process group) during offline training: the run finishes its gradient step,
+    saves a checkpoint there (past its last interval checkpoint), names it and ends INTERRUPTED with exit status 130;
+    resumed from it, the run ends where an uninterrupted one does, with the same weights and the same evaluations
+    (the checkpoint keeps the test, log and save schedule)."""
+    args = ["offline_test_interval=1000", "offline_log_interval=1000", "offline_save_interval=100000", "batch_size=4",
+            "test_nepisode=2", "env_args.episode_limit=5", f"offline_dataset={climbing_data}"]
+    code, out = ctrl_c_run(tmp_path / "stopped", "bc", "climbing", "offline_steps=100000000", *args,
+                           ready=lambda console: "Recent Stats" in console)  # past gradient step 1000
+    assert code == 130 and "Traceback" not in out, out[-3000:]
+    (models,) = glob.glob(os.path.join(tmp_path, "stopped", "models", "*"))
+    [stop] = checkpoint_steps(models)
+    assert stop >= 1000 and "Ctrl-C: stopping after the current gradient step, then saving a checkpoint there" in out
+    assert (f"Interrupted at gradient step {stop}. Last checkpoint: gradient step {stop} in {models}; resume with: "
+            f"with checkpoint_path={models}") in out
+    end = f"offline_steps={stop + 1500}"  # the resumed run tests and logs at 1000 steps, as the uninterrupted one
+    run_main(tmp_path / "full", "bc", "climbing", end, *args)
+    run_main(tmp_path / "resumed", "bc", "climbing", end, f"checkpoint_path={models}", *args)
+    (full_models,) = glob.glob(os.path.join(tmp_path, "full", "models", "*"))
+    assert checkpoint_steps(models) == [stop, stop + 1500] and checkpoint_steps(full_models) == [stop + 1500]
+    full = th.load(os.path.join(full_models, str(stop + 1500), "agent.th"))
+    resumed = th.load(os.path.join(models, str(stop + 1500), "agent.th"))
+    assert all(th.equal(full[k], resumed[k]) for k in full)
+    full_info, resumed_info = (json.load(open(os.path.join(sacred_dir(tmp_path / name, "bc", "climbing"),
+                                                            "info.json"))) for name in ("full", "resumed"))
+    tests = dict(zip(full_info["test_return_mean_T"], full_info["test_return_mean"]))
+    assert resumed_info["test_return_mean_T"] == [t for t in tests if t > stop]
+    assert all(tests[t] == v for t, v in zip(resumed_info["test_return_mean_T"], resumed_info["test_return_mean"]))
 
 
 def test_normalised_score_is_logged(tmp_path, climbing_data):

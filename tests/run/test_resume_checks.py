@@ -4,14 +4,13 @@ metrics up to each checkpoint, the resume key after Ctrl-C)."""
 import glob
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
+import shutil
 
 import pytest
+from test_resume import SETTINGS, assert_same, load_all
 
-from helpers import SRC_MAIN, run_main, sacred_dir
+from helpers import ctrl_c_run, run_main, sacred_dir
+from utils.checkpoint import checkpoint_steps
 
 TINY = ["env_args.episode_limit=5", "test_nepisode=2", "test_interval=60", "log_interval=60", "runner_log_interval=60",
         "learner_log_interval=60", "save_model_interval=60", "use_tensorboard=False", "batch_size=4", "buffer_size=8"]
@@ -41,6 +40,26 @@ def test_a_resume_that_cannot_continue_is_refused_before_the_run(tmp_path, capsy
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "sacred")
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"hello", "is not a checkpoint file: torch.save did not write it (it holds text: 'hello')"),
+    (b"step 125: loss 0.1\n", "is not a checkpoint file: torch.save did not write it (it holds text"),
+    (b"PK\x03\x04cut", "is damaged: cut short or corrupted"),
+])
+def test_a_damaged_checkpoint_file_is_named_in_one_line_before_training(tmp_path, capsys, models, content, says):
+    """A checkpoint file that is not one (a text file, 5 bytes) or cut short: one line naming the file, what is wrong
+    and the load_step of the checkpoint before it; exit status 2 and no run folder, as a config error."""
+    copy = tmp_path / "models"
+    shutil.copytree(models, copy)
+    (copy / "125" / "agent.th").write_bytes(content)
+    capsys.readouterr()
+    run_main(tmp_path, "vdn", "matrix_game", *TINY, f"checkpoint_path={copy}", "t_max=300", expect=2)
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if "checkpoint error:" in x]
+    assert len(line) == 1 and f"checkpoint file {copy / '125' / 'agent.th'} {says}" in line[0], err[-2000:]
+    assert f"to resume from the previous checkpoint instead, pass checkpoint_path={copy} load_step=65" in line[0]
+    assert "Traceback" not in err and not os.path.exists(tmp_path / "sacred")
 
 
 def test_a_retry_with_the_runs_own_budget_finishes_it(tmp_path, models):
@@ -124,23 +143,75 @@ def test_a_failed_run_keeps_its_console_and_error_in_cout(tmp_path, monkeypatch)
     assert "RuntimeError: boom" in cout and cout.rstrip().endswith("FAILED")
 
 
-def test_ctrl_c_names_the_last_checkpoint_and_the_resume_key(tmp_path):
-    cmd = [sys.executable, SRC_MAIN, "--config=vdn", "--env-config=matrix_game", "with",
-           f"local_results_path={tmp_path}", "seed=3", *TINY, "t_max=10000000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 120
-    while not glob.glob(str(tmp_path / "models" / "*" / "65")) and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1)
-    proc.send_signal(signal.SIGINT)
-    out = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130, out[-3000:]
-    models = glob.glob(str(tmp_path / "models" / "*"))[0]
-    last = max(int(d) for d in os.listdir(models) if d.isdigit())
-    line = f"Last checkpoint: t_env {last} in {models}; resume with: with checkpoint_path={models}"
-    assert "Interrupted at t_env" in out and line in out and "Traceback" not in out
+def test_ctrl_c_saves_a_checkpoint_where_it_stops_names_it_and_it_resumes(tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the whole process group, so the parallel runner's worker gets it too): the run
+    finishes its rollout and updates, saves a checkpoint there, past its last interval checkpoint, names it with the
+    resume key and ends INTERRUPTED with exit status 130 and no traceback (the worker ignored the signal); a resume
+    from that checkpoint runs."""
+    settings = [s for s in TINY if not s.startswith("save_model_interval")] + [
+        "runner=parallel", "batch_size_run=2", "n_workers=1", "save_model_interval=100000"]
+    # the second summary (t_env 70 or later) comes well after the first checkpoint (t_env 10)
+    code, out = ctrl_c_run(tmp_path, "vdn", "matrix_game", *settings, "t_max=10000000",
+                           ready=lambda console: console.count("Recent Stats") >= 2)
+    assert code == 130, out[-3000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+    (models,) = glob.glob(str(tmp_path / "models" / "*"))
+    steps = checkpoint_steps(models)
+    last = steps[-1]
+    assert steps == [10, last] and last >= 70
+    assert "Ctrl-C: stopping after the current rollout and its updates, then saving a checkpoint there" in out
+    line = f"Interrupted at t_env {last}. Last checkpoint: t_env {last} in {models}; resume with: with " \
+           f"checkpoint_path={models}"
+    assert line in out
     run = sacred_dir(tmp_path, "vdn", "penalty")
     assert read(run, "run.json")["status"] == "INTERRUPTED"
+    assert max(read(run, "metrics.json")["return_mean"]["steps"]) <= last  # the records reach the checkpoint
     cout = read(run, "cout.txt")
     assert "Experiment parameters" in cout and line in cout and "Run ended: INTERRUPTED" in cout
+
+    run_main(tmp_path / "resumed", "vdn", "matrix_game", *settings, f"checkpoint_path={models}", f"t_max={last + 20}")
+    resumed = sacred_dir(tmp_path / "resumed", "vdn", "penalty")
+    assert read(resumed, "run.json")["status"] == "COMPLETED"
+    assert read(resumed, "info.json")["resumed_from"]["step"] == last
+    assert checkpoint_steps(models)[-1] == last + 30  # it went on in the same folder
+
+
+def test_a_resume_from_a_ctrl_c_checkpoint_equals_the_uninterrupted_run(tmp_path):
+    """Stopped by Ctrl-C between two runner logs and two interval checkpoints, then resumed: its final checkpoint
+    and every value it logs are the uninterrupted run's (the matrix game is deterministic; the checkpoint keeps the
+    episodes since the runner's last log, and the interval checkpoints keep their schedule)."""
+    settings = [s for s in SETTINGS if not s.startswith(("t_max", "save_model_interval"))] + [
+        "save_model_interval=100000"]
+    code, out = ctrl_c_run(tmp_path / "stopped", "qmix", "matrix_game", *settings, "t_max=100000000",
+                           ready=lambda console: "Saved checkpoint" in console)
+    assert code == 130, out[-3000:]
+    (models,) = glob.glob(str(tmp_path / "stopped" / "models" / "*"))
+    stop = checkpoint_steps(models)[-1]
+    assert checkpoint_steps(models) == [5, stop] and stop > 5
+    end = [f"t_max={stop + 100}"]
+    run_main(tmp_path / "full", "qmix", "matrix_game", *settings, *end)
+    run_main(tmp_path / "resumed", "qmix", "matrix_game", *settings, *end, f"checkpoint_path={models}")
+    (full_models,) = glob.glob(str(tmp_path / "full" / "models" / "*"))
+    final = checkpoint_steps(full_models)[-1]
+    assert checkpoint_steps(full_models) == [5, final] and checkpoint_steps(models) == [5, stop, final]
+    assert_same(load_all(os.path.join(full_models, str(final))), load_all(os.path.join(models, str(final))))
+    full = read(sacred_dir(tmp_path / "full", "qmix", "penalty"), "info.json")
+    resumed = read(sacred_dir(tmp_path / "resumed", "qmix", "penalty"), "info.json")
+    for key in ("return_mean", "return_std", "epsilon", "test_return_mean", "loss", "grad_norm"):
+        logged = dict(zip(full[f"{key}_T"], full[key]))
+        assert resumed[key] and all(logged[t] == v for t, v in zip(resumed[f"{key}_T"], resumed[key])), key
+    assert min(resumed["return_mean_T"]) > stop
+
+
+def test_a_second_ctrl_c_stops_at_once_and_says_nothing_was_saved(tmp_path):
+    settings = [s for s in TINY if not s.startswith("save_model_interval")] + [
+        "save_model_interval=100000", "updates_per_rollout=200"]  # long iterations: both presses fall in one
+    code, out = ctrl_c_run(tmp_path, "vdn", "matrix_game", *settings, "t_max=10000000", presses=2,
+                           ready=lambda console: console.count("Recent Stats") >= 2)
+    assert code == 130, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    (models,) = glob.glob(str(tmp_path / "models" / "*"))
+    assert checkpoint_steps(models) == [5]
+    assert (f"(Ctrl-C again): nothing was saved since the last checkpoint. Last checkpoint: t_env 5 in {models}; "
+            f"resume with: with checkpoint_path={models}") in out
+    assert read(sacred_dir(tmp_path, "vdn", "penalty"), "run.json")["status"] == "INTERRUPTED"

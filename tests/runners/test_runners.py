@@ -52,7 +52,7 @@ def test_actions_respect_availability_and_test_stats_are_logged(runner_kw):
         ctx.runner.close_env()
     info = ctx.sacred_run.info
     assert info["test_return_mean"] == [6.0] and info["test_ep_length_mean"] == [6.0]
-    assert "return_mean" in info and "epsilon" in info and "env_steps_per_s" in info
+    assert "return_mean" in info and "epsilon" in info and "env_only_steps_per_s" in info
     assert info["return_mean_T"][0] == 6 * runner_kw["batch_size_run"]
     assert info["test_won_mean"] == [0.0]
 

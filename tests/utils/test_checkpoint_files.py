@@ -1,13 +1,22 @@
 """Checkpoints load with weights_only=True; unfinished or damaged ones are never taken for complete."""
 import os
 import random
+import zipfile
 
 import numpy as np
 import pytest
 import torch as th
 
 from learners.common import load_state, save_state
-from utils.checkpoint import CheckpointError, find_checkpoint, load_file, load_run_state, save_checkpoint
+from utils.checkpoint import (
+    CheckpointError,
+    DamagedCheckpoint,
+    find_checkpoint,
+    load_file,
+    load_run_state,
+    save_checkpoint,
+)
+from utils.config import ConfigError
 from utils.files import temp_path
 from utils.seeding import rng_state, set_rng_state
 
@@ -82,6 +91,44 @@ def test_damaged_first_checkpoint_says_there_is_none_earlier(tmp_path):
     with pytest.raises(CheckpointError, match="no earlier checkpoint") as e:
         load_state(str(run / "5"), "opt")
     assert str(run / "5" / "opt.th") in str(e.value)
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"loss 0.1 at step 305\n", "is not a checkpoint file: torch.save did not write it (it holds text: 'loss 0.1 at "
+                                 "step 305\\n')"),
+    (b"hello", "is not a checkpoint file: torch.save did not write it (it holds text: 'hello')"),
+    (b"", "is empty (0 bytes): it is damaged"),
+    (b"\x00\x01\x02binary", "is not a checkpoint file: torch.save did not write it (it starts with"),
+    ("zip", "is not a checkpoint file: a zip archive, but not one torch.save writes (it has no data.pkl)"),
+    ("half", "is damaged: cut short or corrupted (BadZipFile"),
+    ("legacy_half", "is damaged or not a checkpoint file: torch cannot read it ("),
+])
+def test_damaged_and_foreign_files_say_so(tmp_path, content, says):
+    """Review finding: a text file said it "holds Python objects beyond tensors", a 5-byte file "KeyError: 101".
+    Now each says the file is damaged or not a checkpoint, names it and the checkpoint to resume from instead; the
+    error is a config error (one line, exit status 2, in a run)."""
+    run = make_run(tmp_path)
+    file = run / "305" / "agent.th"
+    if content == "zip":
+        with zipfile.ZipFile(file, "w") as z:
+            z.writestr("notes.txt", "not a checkpoint")
+    elif content == "half":
+        truncate(file)
+    elif content == "legacy_half":
+        th.save({"w": th.arange(2000.0)}, file, _use_new_zipfile_serialization=False)
+        truncate(file)
+    else:
+        file.write_bytes(content)
+    checks = [lambda: load_file(str(file))]
+    if content != "legacy_half":  # the older format has no checksums: only loading it finds the damage
+        checks.append(lambda: find_checkpoint(str(run)))
+    for check in checks:
+        with pytest.raises(DamagedCheckpoint) as e:
+            check()
+        assert isinstance(e.value, ConfigError)
+        assert f"checkpoint file {file} {says}" in str(e.value), str(e.value)
+        assert f"pass checkpoint_path={run} load_step=155" in str(e.value)
+        assert "KeyError" not in str(e.value) and "Python objects" not in str(e.value)
 
 
 def test_python_objects_are_refused(tmp_path):

@@ -53,7 +53,7 @@ def test_offline_labels_and_number_formats():
     log, messages = console()
     logger = Logger(log)
     logger.log_stat("episode", 16000, 500)
-    logger.log_stat("env_steps_per_s", 12345678.9, 500)
+    logger.log_stat("env_only_steps_per_s", 12345678.9, 500)
     logger.log_stat("tiny", 1.5e-7, 500)
     logger.print_recent_stats(step_label="gradient step", count_label="samples (episodes)")
     assert messages[-1].startswith("Recent Stats | gradient step:        500 | samples (episodes):    16000")
@@ -124,7 +124,7 @@ def test_clock_line():
     clock = progress.Clock(0, 1000)
     clock.started -= 10
     line = clock.line(250, "env steps")
-    assert line.startswith("250 / 1000 env steps (25%), 0:00:10 elapsed, about 0:00:30 left, 25 env steps/s")
+    assert line == "250 / 1000 env steps (25%), 0:00:10 elapsed, about 0:00:30 left, 25 env steps/s overall"
     # resumed at 400 with nothing done since: no rate yet, so no made-up time left (it once said days)
     resumed = progress.Clock(400, 1000)
     resumed.started -= 67

@@ -159,6 +159,7 @@ class GridWorldEnv(MultiAgentEnv):
     ROLES = ("agent", "agent")  # agent_roles(): equal roles = interchangeable agents (one shared LCA potential)
     stay_action = STAY
     DEFAULT_LIMIT = 100
+    RENDERS = "text"  # render() prints describe_state()
     name = "gridworld"
     _BASE_ARGS = ("episode_limit", "individual_reward", "interact_mode", "step_penalty", "event_reward",
                   "success_reward", "seed", "common_reward", "reward_scalarisation")

@@ -1,0 +1,59 @@
+"""Ctrl-C in a training loop (online, offline).
+
+The first Ctrl-C (SIGINT) asks the loop to stop at its next safe point: after the rollout and the updates under
+way (offline: the gradient step) and whatever that step logs, tests or saves. There the loop saves a checkpoint
+(save_model=True), the same kind an interval saves and a resume reads, names it with the key that resumes it, and
+the run ends INTERRUPTED with exit status 130 (src/main.py). A second Ctrl-C stops at once, saving nothing.
+"""
+import os
+import signal
+import threading
+
+from run.loop import folder_step
+
+
+class CtrlC:
+    """Around a training loop: the first SIGINT sets `requested` (the loop checks it at its safe points), a second
+    raises KeyboardInterrupt at once. It takes over SIGINT only from Python's default handler, in the main thread
+    (where signal handlers live); an ignored SIGINT (nohup) or another program's handler is left as it is."""
+
+    def __init__(self, _log, safe_point, saves):
+        self.requested = False
+        # for the message: what the loop finishes first, and whether it saves a checkpoint there (save_model)
+        self._log, self._safe_point, self._saves = _log, safe_point, saves
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        then = ", then saving a checkpoint there" if self._saves else " (save_model=False: no checkpoint)"
+        self._log.warning(f"Ctrl-C: stopping after {self._safe_point}{then}; Ctrl-C again stops at once"
+                          + (" without saving" if self._saves else ""))
+
+
+def interrupted(ctx, step_label, step, _log, at_once=False):
+    """After Ctrl-C in a training loop: one line naming where the run stopped, its last checkpoint and the key that
+    resumes it (no traceback: main.py ends the run as INTERRUPTED with exit status 130). at_once: a second Ctrl-C
+    (or one the loop could not defer) stopped it where it was, so nothing after its last checkpoint was saved."""
+    last, args = getattr(ctx, "last_checkpoint", None), ctx.args
+    how = (f"Stopped at once at {step_label} {step} (Ctrl-C again): nothing was saved since the last checkpoint"
+           if at_once else f"Interrupted at {step_label} {step}")
+    if last:
+        _log.warning(f"{how}. Last checkpoint: {step_label} {folder_step(last)} in {os.path.dirname(last)}; resume "
+                     f"with: with checkpoint_path={os.path.dirname(last)}")
+    else:
+        _log.warning(f"{how}; no checkpoint was saved in this run"
+                     + ("" if args.save_model else " (save_model=False)") + ", so it cannot be resumed")
