@@ -9,7 +9,7 @@ Applied in this order, each a separate layer:
 - a seccomp allow-list (libseccomp through the `pyseccomp` binding, on every thread): memory, threads and their
   locks, signals to itself, reads and writes on the pipes it holds, clocks and exit; every other call (opening
   or even stat-ing a file, processes, sockets, programs, file changes, signals to others, scheduling, limits,
-  credentials, the parent-death signal, fcntl's F_SETOWN / F_SETSIG, ioctl) fails with EPERM. Threads can
+  credentials, the parent-death signal, fcntl's F_SETOWN / F_SETSIG, ioctl) fails with ENOSYS. Threads can
   still be created, so torch works.
   Where the kernel or libseccomp is missing the filter is skipped, and the report says so (`seccomp: false`
   with the reason); the other layers still hold.
@@ -23,13 +23,15 @@ import resource
 PR_SET_PDEATHSIG = 1
 CLONE_THREAD = 0x00010000
 # The only calls a confined process may make: memory, threads and their locks, signals to itself, reading and
-# writing the pipes it already holds, clocks and exit. Everything else fails with EPERM, so a call nobody thought
-# of (stat, readlink, getdents, uname, a syscall added to a later kernel) is refused too.
+# writing the pipes it already holds, clocks and exit. Everything else fails with ENOSYS, so a call nobody thought
+# of (stat, readlink, getdents, uname, a syscall added to a later kernel) is refused too; ENOSYS rather than EPERM
+# because glibc falls back from a new call (clone3, statx) to an older one on ENOSYS only, and the older one is
+# checked here as well.
 ALLOWED_SYSCALLS = (
     "read", "write", "readv", "writev", "lseek", "close",  # the descriptors it holds (pipes; no new ones)
-    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "membarrier",  # memory
-    "futex", "futex_waitv", "set_robust_list", "get_robust_list", "rseq", "set_tid_address", "sched_yield",
-    "sched_getaffinity", "getcpu", "arch_prctl", "exit", "exit_group", "restart_syscall",  # threads, exit
+    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise",  # memory
+    "futex", "futex_waitv", "set_robust_list", "rseq", "set_tid_address", "sched_yield", "sched_getaffinity",
+    "getcpu", "exit", "exit_group", "restart_syscall",  # threads, exit
     "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack",  # its own signal handling
     "clock_gettime", "clock_getres", "gettimeofday", "time", "nanosleep", "clock_nanosleep",  # clocks
     "getpid", "gettid", "getppid", "getuid", "geteuid", "getgid", "getegid", "getrusage", "getrandom",
@@ -87,12 +89,15 @@ def apply_limits(memory_mb, cpu_seconds=None):
 def build_seccomp_filter():
     """(filter, None) ready to load, or (None, why) when seccomp is unavailable. Built before the
     file-descriptor limit: importing pyseccomp opens its module file and libseccomp. An allow-list: the default
-    action refuses with EPERM; the filter is synchronised to every thread of the process (TSYNC)."""
+    action refuses with ENOSYS; the filter is synchronised to every thread of the process (TSYNC)."""
     try:
         import pyseccomp as seccomp
 
-        filt = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.EPERM))
-        filt.set_attr(seccomp.Attr.CTL_TSYNC, 1)
+        filt = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.ENOSYS))
+        try:
+            filt.set_attr(seccomp.Attr.CTL_TSYNC, 1)  # every thread, also torch's if it has started any
+        except (ValueError, RuntimeError, OSError):  # an old libseccomp: the calling thread, which runs the TFCAF
+            pass
         allow = seccomp.ALLOW
 
         def add(action, name, *args):
@@ -104,9 +109,8 @@ def build_seccomp_filter():
         for name in ALLOWED_SYSCALLS:
             add(allow, name)
         # clone with CLONE_THREAD makes a thread (torch's pools), without it a process; clone3 hides its flags in
-        # memory, so refuse it with ENOSYS (glibc then falls back to clone, whose flags the filter can read)
+        # memory, so it gets the default ENOSYS and glibc falls back to clone, whose flags the filter can read
         add(allow, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, CLONE_THREAD))
-        add(seccomp.ERRNO(errno.ENOSYS), "clone3")
         for command in FCNTL_ALLOWED:
             add(allow, "fcntl", seccomp.Arg(1, seccomp.EQ, command))
         for option in PRCTL_ALLOWED:
