@@ -29,6 +29,7 @@ from offline.label_store import (
     UNREADABLE,
     check_groups,
     damaged,
+    edit_command,
     episode_label_attrs,
     label_command,
     label_problem,
@@ -84,15 +85,15 @@ def _validate(f, path, expect_env=None):
     return info
 
 
-def _labels(f):
-    """({name: h5py.Dataset} of the file's sound labels, {name: what is wrong} of its damaged ones): a damaged label
-    fails only where it is used (OfflineDataset.label)."""
+def _labels(f, path):
+    """({name: h5py.Dataset} of file `path`'s sound labels, {name: (path, what is wrong)} of its damaged ones): a
+    damaged label fails only where it is used (OfflineDataset.label)."""
     E = f["filled"].shape[0]
     sound, bad = {}, {}
     for name, obj in (f[LABELS].items() if LABELS in f else ()):
         why = label_problem(obj, E)
         if why:
-            bad[name] = why
+            bad[name] = (path, why)
         else:
             sound[name] = obj
     return sound, bad
@@ -122,7 +123,7 @@ def load_salvage(path):
         attrs = _attrs(f)
         unreadable = np.zeros(f["filled"].shape[0], dtype=bool)
         arrays = {}
-        labels, damaged_labels = _labels(f)
+        labels, damaged_labels = _labels(f, path)
         keys = [*TRANSITION_FIELDS, *EPISODE_FIELDS] + ["labels/" + k for k in labels]
         for k in keys:
             arrays[k], bad = read_salvage(f[k])
@@ -153,7 +154,8 @@ class OfflineDataset:
         # names of the file's preference sets (offline/label_store.py): never carried into a derived file, where
         # their pair indices would name other episodes; save() says so
         self.preference_sets = []
-        # labels of the file that are damaged, name -> what is wrong: not among label_names; label(name) says so
+        # damaged labels, name -> (the file they are damaged in, what is wrong): not among label_names; label(name)
+        # says so. A lazy view adds a label whose stored bytes fail their checksum when it reads them (_read_label).
         self.damaged_labels = {}
         self.path = None  # the file, for a dataset loaded from one (not for its subsets or merges)
         self.source_path = None  # the file this view's episodes come from (a loaded dataset and its subsets)
@@ -172,7 +174,7 @@ class OfflineDataset:
         try:
             _validate(f, path, expect_env)
             attrs = _attrs(f)
-            labels, damaged_labels = _labels(f)
+            labels, damaged_labels = _labels(f, path)
             if lazy:
                 data = {k: f[k] for k in TRANSITION_FIELDS}
             else:
@@ -181,7 +183,7 @@ class OfflineDataset:
                     try:
                         labels[k] = read(v, path)
                     except DatasetError:
-                        damaged_labels[k] = UNREADABLE
+                        damaged_labels[k] = (path, UNREADABLE)
                         del labels[k]
                 check_content(data, int(attrs["n_actions"]), path, bool(attrs.get("truncation_as_terminal")))
             ret, qual = read(f["episode_return"], path), read(f["agent_quality"], path)
@@ -245,7 +247,8 @@ class OfflineDataset:
 
     @property
     def label_names(self):
-        return sorted(self._labels)
+        """The labels this view can read (its damaged ones are in damaged_labels)."""
+        return sorted(n for n in self._labels if n not in self.damaged_labels)
 
     def label_attrs(self, name):
         """The provenance attrs stored with labels/<name> in this dataset's file ({} for a dataset not read from a
@@ -255,14 +258,23 @@ class OfflineDataset:
     def label(self, name):
         """The per-episode label `labels/<name>` for this view's episodes, in their order; a damaged label (in
         `damaged_labels`, or failing its checksum when read lazily) is an error naming the edit that removes it."""
-        if name in self.damaged_labels:
-            raise damaged(self.source_path, LABELS, name, self.damaged_labels[name])
+        if name not in self.damaged_labels:
+            values = self._read_label(name, np.arange(len(self)))
+            if values is not None:
+                return values
+        path, why = self.damaged_labels[name]
+        raise damaged(path, LABELS, name, why)
+
+    def _read_label(self, name, rows):
+        """labels/<name> at `rows`; None when a lazy read fails its checksum, which records the label in
+        damaged_labels (where it is used, label(name) names the edit that removes it)."""
         try:
-            return self._rows(self._labels[name], np.arange(len(self)))
-        except DatasetError as e:
+            return self._rows(self._labels[name], rows)
+        except DatasetError:
             if not self.lazy:
                 raise
-            raise damaged(self.source_path, LABELS, name, UNREADABLE) from e
+            self.damaged_labels[name] = (self.source_path, UNREADABLE)
+            return None
 
     def with_reward(self, reward):
         """This view with its per-step rewards replaced by `reward` [len, T+1, 1] (offline_reward=label:<name>,
@@ -304,8 +316,10 @@ class OfflineDataset:
                           bool(self.attrs.get("truncation_as_terminal")), episodes=self._index[rows])
         out["episode_return"] = self._returns_all[self._index[rows]]
         out["agent_quality"] = self._quality_all[self._index[rows]]
-        for k, v in (self._labels.items() if labels else ()):
-            out["labels/" + k] = self._rows(v, rows)
+        for name in (self.label_names if labels else ()):
+            values = self._read_label(name, rows)
+            if values is not None:
+                out["labels/" + name] = values
         return out
 
     def positions_of(self, other):
@@ -343,8 +357,9 @@ class OfflineDataset:
 
     def merge(self, other):
         """A new in-memory dataset: this one's episodes then `other`'s (same env, env_args and shapes).
-        Quality codes are remapped by name; the provenance lists both sources. Labels both have are kept; the
-        others are dropped with a warning naming them (also in the attr `dropped_labels`)."""
+        Quality codes are remapped by name; the provenance lists both sources. Labels both can read are kept; the
+        labels either has damaged stay damaged (damaged_labels: label(name) names the file and the edit); the others
+        are dropped with a warning naming them (also in the attr `dropped_labels`)."""
         if self.attrs["env"] != other.attrs["env"]:
             raise DatasetError(f"cannot merge datasets of envs '{self.attrs['env']}' and '{other.attrs['env']}'")
         a_args, b_args = json.loads(self.attrs["env_args"]), json.loads(other.attrs["env_args"])
@@ -354,15 +369,17 @@ class OfflineDataset:
             raise DatasetError(f"cannot merge datasets with different env_args: {a_args} vs {b_args}")
         if self.env_info != other.env_info:
             raise DatasetError(f"cannot merge datasets of different shapes: {self.env_info} vs {other.env_info}")
-        # labels both datasets have are kept; the others would have no value for some episodes: dropped, by name
-        dropped = sorted(set(self.label_names) ^ set(other.label_names))
+        a, b = self.arrays(), other.arrays()  # first: a lazy read that fails a label's checksum marks it damaged
+        damaged_labels = {**other.damaged_labels, **self.damaged_labels}
+        # labels both datasets can read are kept; the others would have no value for some episodes: dropped, by name
+        kept = set(self.label_names) & set(other.label_names)
+        dropped = sorted((set(self.label_names) | set(other.label_names)) - kept - set(damaged_labels))
         if dropped:
             warnings.warn(f"merging drops the labels {dropped}: only one of the datasets has them (kept: "
-                          f"{sorted(set(self.label_names) & set(other.label_names)) or 'none'})", stacklevel=2)
-        a, b = self.arrays(), other.arrays()
-        for name in dropped:
-            a.pop("labels/" + name, None)
-            b.pop("labels/" + name, None)
+                          f"{sorted(kept) or 'none'})", stacklevel=2)
+        for arr in (a, b):
+            for key in [k for k in arr if k.startswith("labels/") and k[len("labels/"):] not in kept]:
+                del arr[key]
         for key in (k for k in a if k.startswith("labels/")):
             if a[key].shape[1:] != b[key].shape[1:]:
                 raise DatasetError(f"cannot merge datasets whose label '{key[len('labels/'):]}' has other shapes per "
@@ -384,6 +401,7 @@ class OfflineDataset:
             attrs["dropped_labels"] = to_json(sorted(set(dropped) | set(earlier)))
         out = OfflineDataset._from_arrays(merged, attrs, codes)
         out.preference_sets = sorted(set(self.preference_sets) | set(other.preference_sets))
+        out.damaged_labels = damaged_labels
         return out
 
     @classmethod
@@ -399,9 +417,14 @@ class OfflineDataset:
             warnings.warn(f"the preference sets {self.preference_sets} of {self.source_path or 'the sources'} are not "
                           f"written to {path}: their pair indices name the source file's episodes. Label the new "
                           f"file again: {label_command(path)}", stacklevel=2)
-        if self.damaged_labels:
-            warnings.warn(f"the damaged labels {sorted(self.damaged_labels)} of {self.source_path} are not written to "
-                          f"{path}", stacklevel=2)
+        every = np.arange(len(self))
+        labels = {n: v for n in self.label_names if (v := self._read_label(n, every)) is not None}  # read first: a
+        # label failing its checksum is left out of every episode
+        for source in sorted({p for p, _ in self.damaged_labels.values()}, key=str):
+            names = sorted(n for n, (p, _) in self.damaged_labels.items() if p == source)
+            warnings.warn(f"the damaged labels {names} of {source} are not written to {path} (remove them from "
+                          f"{source} with: {edit_command(source, '--remove-label', ' --remove-label '.join(names))})",
+                          stacklevel=2)
         config = json.loads(self.attrs.get("config", "{}"))
         names = {v: k for k, v in self.quality_codes.items()}
         with DatasetWriter(path, self.env_info, self.attrs["env"], json.loads(self.attrs["env_args"]), config,
@@ -411,10 +434,10 @@ class OfflineDataset:
             step = 1024
             for start in range(0, len(self), step):
                 rows = np.arange(start, min(len(self), start + step))
-                arr = self.arrays(rows)
-                labels = {k[len("labels/"):]: v for k, v in arr.items() if k.startswith("labels/")}
+                arr = self.arrays(rows, labels=False)
                 q = np.vectorize(lambda c: names.get(int(c), "unknown"))(arr["agent_quality"])
-                w.add_arrays(arr, qualities=q, returns=arr["episode_return"], labels=labels or None)
+                w.add_arrays(arr, qualities=q, returns=arr["episode_return"],
+                             labels={n: v[rows] for n, v in labels.items()} or None)
 
     # ----- batches for learners -----
     def scheme(self):

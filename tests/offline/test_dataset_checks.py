@@ -237,3 +237,62 @@ def test_a_damaged_label_fails_only_where_it_is_used(path, make, match, lazy):
         with pytest.raises(DatasetError, match=match) as e:
             use()
         assert f"python scripts/edit_labels.py {path} --remove-label g" in str(e.value)
+
+
+def damaged_label_file(path):
+    """`path` with labels 'good' (sound) and 'g' (a chunk failing its checksum: found only when read, lazily)."""
+    with h5py.File(path, "r+") as f:
+        f.create_dataset("labels/g", data=np.arange(E, dtype=np.float32), fletcher32=True, chunks=(2,))
+        f.create_dataset("labels/good", data=np.arange(E, dtype=np.float32))
+    flip_chunk(path, "labels/g", 0)
+    return path
+
+
+def other_file(tmp_path, labels):
+    p = tmp_path / "other.h5"
+    with DatasetWriter(p, INFO, "matrix_game", {"game": "climbing"}, {"seed": 2}) as w:
+        w.add_arrays(episodes(seed=1), qualities="poor",
+                     labels={n: np.full(E, 7, np.float32) for n in labels})
+    return p
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("other_has_g", [False, True])
+def test_a_merge_carries_a_damaged_label_as_damaged(path, tmp_path, lazy, other_has_g, recwarn):
+    """A label failing its checksum in one file is neither a merge failure nor 'only one of the datasets has it':
+    the merge keeps the labels both can read, and the damaged one fails where it is used, naming the file and the
+    edit; saving the merge leaves it out with a warning naming that edit."""
+    damaged_label_file(path)
+    other = other_file(tmp_path, ["good", "g"] if other_has_g else ["good"])
+    for first, second in ((path, other), (other, path)):
+        merged = OfflineDataset.load(first, lazy=lazy).merge(OfflineDataset.load(second, lazy=lazy))
+        assert merged.label_names == ["good"] and set(merged.damaged_labels) == {"g"}
+        np.testing.assert_array_equal(merged.label("good")[E:] if first == path else merged.label("good")[:E],
+                                      np.full(E, 7))
+        with pytest.raises(DatasetError, match=r"'labels/g' is damaged \(its stored bytes fail their checksum") as e:
+            merged.label("g")
+        assert f"python scripts/edit_labels.py {path} --remove-label g" in str(e.value)
+        assert not [w for w in recwarn if "merging drops" in str(w.message)]
+        where = re.escape(str(path))
+        with pytest.warns(UserWarning, match=rf"the damaged labels \['g'\] of {where} are not written "
+                                             rf".*python scripts/edit_labels.py {where} --remove-label g"):
+            merged.save(tmp_path / "merged.h5")
+        back = OfflineDataset.load(tmp_path / "merged.h5")
+        assert back.label_names == ["good"] and back.damaged_labels == {}
+        (tmp_path / "merged.h5").unlink()
+
+
+def test_a_lazy_subset_saves_without_its_damaged_label(path, tmp_path):
+    damaged_label_file(path)
+    ds = OfflineDataset.load(path, lazy=True)
+    assert ds.label_names == ["g", "good"]  # lazily, the checksum is known only when the label is read
+    with pytest.warns(UserWarning, match=r"the damaged labels \['g'\] .* are not written"):
+        ds.subset([0, 1, 5]).save(tmp_path / "sub.h5")
+    back = OfflineDataset.load(tmp_path / "sub.h5")
+    assert back.label_names == ["good"]
+    np.testing.assert_array_equal(back.label("good"), [0, 1, 5])
+    assert ds.subset([4, 5]).arrays().keys() >= {"labels/g", "labels/good"}  # rows in sound chunks read as before
+    rows = ds.subset([0, 5])
+    assert "labels/g" not in rows.arrays() and rows.label_names == ["good"] and "g" in rows.damaged_labels
+    with pytest.raises(DatasetError, match=r"python scripts/edit_labels.py .* --remove-label g"):
+        rows.label("g")
