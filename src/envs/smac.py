@@ -20,6 +20,9 @@ pymarl semantics on top of SMAC's own API:
 - the reward is SMAC's team reward; common_reward=False hands the same value to every agent.
 - seed: StarCraft II's game seed, used when the game is launched (first reset, full restarts);
   SC2 is not bit-reproducible, and smacv2's capability draws use their own unseeded RNG.
+- StarCraft II is launched (StarCraft2Env._launch: the first reset, full restarts) with SIGINT blocked
+  (utils.signals.children_sigint_blocked), so a terminal's Ctrl-C, which signals the whole process group, leaves
+  the game running and the training loop stops at its safe point (run/interrupt.py).
 - state_schema/action_meanings/reward_description are built from the StarCraft2Env's own
   sizes and flags, following its get_state(): per ally [health, weapon cooldown (or Medivac
   energy), relative x, relative y, shield (Protoss), SMACv2 capabilities, unit type bits], per
@@ -27,6 +30,7 @@ pymarl semantics on top of SMAC's own API:
   timestep if enabled.
 """
 import copy
+import functools
 import importlib
 import importlib.util
 import os
@@ -35,6 +39,7 @@ import numpy as np
 
 from envs.description import Field
 from envs.multiagentenv import MultiAgentEnv, reject_unknown_args, signature_args
+from utils.signals import children_sigint_blocked
 
 SMAX_HINT = ("Without StarCraft II, use --env-config=smax: JaxMARL's SMAX re-implementation of the SMAC maps "
              "(pip install jaxmarl==0.2.0, or ./install.sh smax).")
@@ -152,6 +157,9 @@ class SMACEnv(MultiAgentEnv):
     def _attach(self, env):
         self._env = env
         self._sc2 = getattr(env, "env", env)  # the StarCraft2Env inside smacv2's capability wrapper
+        launch = getattr(self._sc2, "_launch", None)
+        if launch is not None and not hasattr(launch, "__wrapped__"):
+            self._sc2._launch = launched_with_sigint_blocked(launch)
         self.n_agents = int(self._sc2.n_agents)
         self.n_enemies = int(self._sc2.n_enemies)
         self.episode_limit = int(self._sc2.episode_limit)
@@ -340,6 +348,16 @@ class SMACEnv(MultiAgentEnv):
                 f"{RACES.get(e._bot_race, e._bot_race)} units of the game's built-in AI (difficulty {diff}, "
                 f"{DIFFICULTIES.get(diff, '?')}){v2}. Win by killing every enemy within {self.episode_limit} steps "
                 f"of {getattr(e, '_step_mul', 8)} game frames each; {ranges} (distance units of the map).")
+
+
+def launched_with_sigint_blocked(launch):
+    """StarCraft2Env's `_launch` (it starts the game process, on the first reset and on full restarts) starting it
+    with SIGINT blocked: Ctrl-C in a terminal does not kill the game (utils/signals.py)."""
+    @functools.wraps(launch)
+    def wrapped(*args, **kwargs):
+        with children_sigint_blocked():
+            return launch(*args, **kwargs)
+    return wrapped
 
 
 class SMACv2Env(SMACEnv):

@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import torch as th
@@ -20,6 +19,7 @@ import torch as th
 from envs import make_env, run_env_args
 from runners.base import Runner
 from runners.stats import numeric_info
+from utils.signals import children_sigint_blocked
 
 
 class EnvBlock:
@@ -81,20 +81,9 @@ def exit_with_parent(parent_pid):
 def ignore_sigint():
     """Ctrl-C in a terminal signals the whole process group, workers included: they ignore it, so that the main
     process can finish its rollout and save a checkpoint (run/interrupt.py), then close them. They start with SIGINT
-    blocked (started_with_sigint_blocked), so one sent before this is dropped here too."""
+    blocked (utils.signals.children_sigint_blocked), so one sent before this is dropped here too."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
-@contextmanager
-def started_with_sigint_blocked():
-    """Around starting worker processes: they inherit SIGINT blocked (fork, and exec for spawn) until ignore_sigint;
-    one the main process gets meanwhile is delivered to it afterwards."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def env_worker(remote, env_name, env_args_list, parent_pid, inherited=()):
@@ -151,7 +140,7 @@ class ParallelRunner(Runner):
             inherited = [parent, *self.remotes] if fork else []
             p = ctx.Process(target=env_worker, args=(child, args.env, [env_args[i] for i in ids], os.getpid(),
                                                      inherited), daemon=True)
-            with started_with_sigint_blocked():
+            with children_sigint_blocked():
                 p.start()
             child.close()
             self.remotes.append(parent)

@@ -6,6 +6,8 @@ missing (package, wrong PyPI 'smac', StarCraft II, maps) and the smax alternativ
 outcome is translated to pymarl's truncation semantics, and the state schema arithmetic.
 """
 import importlib.util
+import os
+import signal
 import subprocess
 import sys
 
@@ -193,3 +195,53 @@ def test_schema_refuses_a_layout_it_does_not_know():
 
     with pytest.raises(NotImplementedError, match="does not follow the SMAC layout"):
         SMACEnv.wrap(Bigger("3m", **MAPS["3m"][0])).state_schema()
+
+
+class LaunchingStarCraft2Env(FakeStarCraft2Env):
+    """NOT StarCraft II: its _launch starts a child process (`sleep`) as StarCraft2Env._launch starts the game
+    (pysc2's subprocess.Popen, from the thread that calls reset)."""
+
+    def _launch(self):
+        self._sc2_proc = subprocess.Popen(["sleep", "60"])
+
+
+def sigint_blocked_in(pid):
+    with open(f"/proc/{pid}/status") as f:
+        blocked = int(next(line for line in f if line.startswith("SigBlk:")).split()[1], 16)
+    return bool(blocked & (1 << (signal.SIGINT - 1)))
+
+
+def survives_sigint(proc):
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=1)
+    except subprocess.TimeoutExpired:
+        return True
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_starcraft_is_launched_with_sigint_blocked():
+    """A terminal's Ctrl-C signals the whole process group: the game the env launches from the run's main process
+    (its first reset, a full restart) must not die of it, so that the training loop stops at its safe point. Under a
+    Python SIGINT handler (the run's: exec resets it to the default, which terminates), a child launched unwrapped
+    dies of SIGINT; one launched by the wrapped env keeps it blocked, and the caller's mask is left as it was."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        plain = LaunchingStarCraft2Env("3m", **MAPS["3m"][0])
+        plain._launch()
+        assert not sigint_blocked_in(plain._sc2_proc.pid) and not survives_sigint(plain._sc2_proc)
+        env = SMACEnv.wrap(LaunchingStarCraft2Env("3m", **MAPS["3m"][0]))
+        SMACEnv.wrap(env._sc2)  # wrapping again does not stack the wrapper
+        env._sc2._launch()  # what SMAC's reset and full_restart call
+        proc = env._sc2._sc2_proc
+        try:
+            assert sigint_blocked_in(proc.pid) and survives_sigint(proc)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+        assert env._sc2._launch.__wrapped__.__func__ is LaunchingStarCraft2Env._launch
+    finally:
+        signal.signal(signal.SIGINT, previous)

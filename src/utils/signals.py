@@ -1,0 +1,24 @@
+"""Ctrl-C (SIGINT) and the processes a run starts.
+
+A terminal's Ctrl-C signals its whole foreground process group: the run's main process, which defers it to a safe
+point of the training loop (run/interrupt.py), and every process the run started in that group. Those must not die
+of it: the loop then fails in its rollout instead of stopping at the safe point. A child started inside
+`children_sigint_blocked()` inherits SIGINT blocked: the signal mask survives fork and exec (a handler does not: exec
+resets it to the default, which terminates), so the Ctrl-C stays pending in the child, never delivered. Python
+children (the parallel runner's workers) then ignore it and unblock it; programs such as StarCraft II keep it
+blocked (envs/smac.py launches it inside this).
+"""
+import signal
+from contextlib import contextmanager
+
+
+@contextmanager
+def children_sigint_blocked():
+    """Around starting child processes from this thread: they inherit SIGINT blocked. This thread's own SIGINT is
+    held meanwhile and delivered when the block ends (or at once, to another thread of the process that does not
+    block it): a Ctrl-C during the start still reaches the run's handler; two presses held together count as one."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
