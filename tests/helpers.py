@@ -145,8 +145,9 @@ SRC_MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 def ctrl_c_run(tmp_path, alg, env, *updates, ready, presses=1, timeout=120):
     """Run src/main.py (as run_main does) in a process group of its own and press Ctrl-C as a terminal does (SIGINT
-    to the whole group, parallel-runner workers included) once `ready(console so far)` is true; `presses` times,
-    0.05 s apart. Returns (exit status, console)."""
+    to the whole group, parallel-runner workers included) once `ready(console so far)` is true; `presses` times, the
+    later ones after the run said it took the first ("Ctrl-C: stopping after ..."): two signals pending together
+    would count as one. Returns (exit status, console)."""
     os.makedirs(tmp_path, exist_ok=True)
     log_path = os.path.join(tmp_path, "main.log")
     cmd = [sys.executable, SRC_MAIN, f"--config={alg}", f"--env-config={env}", "with",
@@ -156,15 +157,19 @@ def ctrl_c_run(tmp_path, alg, env, *updates, ready, presses=1, timeout=120):
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + timeout
+
+    def wait_for(condition, what):
+        while not condition(open(log_path).read()):
+            assert proc.poll() is None, f"the run ended {what}:\n{open(log_path).read()[-3000:]}"
+            assert time.time() < deadline, f"the run never got {what}"
+            time.sleep(0.01)
+
     try:
-        deadline = time.time() + timeout
-        while not ready(open(log_path).read()):
-            assert proc.poll() is None, f"the run ended before Ctrl-C:\n{open(log_path).read()[-3000:]}"
-            assert time.time() < deadline, "the run never got ready for Ctrl-C"
-            time.sleep(0.05)
+        wait_for(ready, "ready for Ctrl-C")
         for i in range(presses):
             if i:
-                time.sleep(0.05)
+                wait_for(lambda console: "Ctrl-C: stopping after" in console, "to take the first Ctrl-C")
             os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=timeout)
     finally:

@@ -4,6 +4,8 @@ The first Ctrl-C (SIGINT) asks the loop to stop at its next safe point: after th
 way (offline: the gradient step) and whatever that step logs, tests or saves. There the loop saves a checkpoint
 (save_model=True), the same kind an interval saves and a resume reads, names it with the key that resumes it, and
 the run ends INTERRUPTED with exit status 130 (src/main.py). A second Ctrl-C stops at once, saving nothing.
+A Ctrl-C that comes in the loop's last iteration (its last rollout or gradient step, or the test after it) is too
+late to matter: the run finishes as if it had not come (its final checkpoint, evaluation and labels), and says so.
 """
 import os
 import signal
@@ -22,10 +24,15 @@ class CtrlC:
         # for the message: what the loop finishes first, and whether it saves a checkpoint there (save_model)
         self._log, self._safe_point, self._saves = _log, safe_point, saves
         self._previous = None
+        self._not_deferred = None  # why a Ctrl-C is not deferred here (None: it is)
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread() \
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        if threading.current_thread() is not threading.main_thread():
+            self._not_deferred = "the training loop runs outside the main thread, where Ctrl-C cannot be deferred"
+        elif signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            self._not_deferred = "SIGINT has another handler than Python's default here, which this run leaves as it is"
+        else:
+            self._not_deferred = None
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
@@ -43,13 +50,33 @@ class CtrlC:
         self._log.warning(f"Ctrl-C: stopping after {self._safe_point}{then}; Ctrl-C again stops at once"
                           + (" without saving" if self._saves else ""))
 
+    def stops(self, finished):
+        """Whether the loop, at its end, stops for a Ctrl-C: False when none came, or when the loop has reached its
+        budget (`finished`) all the same: that request came too late to matter, said and dropped, so the run finishes
+        normally (its final checkpoint, evaluation and labels)."""
+        if self.requested and finished:
+            self._log.warning("Ctrl-C came too late to matter: training had reached its end; the run finishes "
+                              "normally")
+            self.requested = False
+        return self.requested
 
-def interrupted(ctx, step_label, step, _log, at_once=False):
+    def why_at_once(self):
+        """Why a KeyboardInterrupt stopped the loop where it was, for interrupted(): a second Ctrl-C, or one this run
+        could not defer."""
+        if self.requested:
+            return "Ctrl-C again"
+        if self._not_deferred:
+            return f"Ctrl-C, not deferred: {self._not_deferred}"
+        return "KeyboardInterrupt"
+
+
+def interrupted(ctx, step_label, step, _log, at_once=None):
     """After Ctrl-C in a training loop: one line naming where the run stopped, its last checkpoint and the key that
-    resumes it (no traceback: main.py ends the run as INTERRUPTED with exit status 130). at_once: a second Ctrl-C
-    (or one the loop could not defer) stopped it where it was, so nothing after its last checkpoint was saved."""
+    resumes it (no traceback: main.py ends the run as INTERRUPTED with exit status 130). at_once: why it stopped
+    where it was (CtrlC.why_at_once: a second Ctrl-C, or one the loop could not defer), so nothing after its last
+    checkpoint was saved."""
     last, args = getattr(ctx, "last_checkpoint", None), ctx.args
-    how = (f"Stopped at once at {step_label} {step} (Ctrl-C again): nothing was saved since the last checkpoint"
+    how = (f"Stopped at once at {step_label} {step} ({at_once}): nothing was saved since the last checkpoint"
            if at_once else f"Interrupted at {step_label} {step}")
     if last:
         _log.warning(f"{how}. Last checkpoint: {step_label} {folder_step(last)} in {os.path.dirname(last)}; resume "

@@ -136,10 +136,10 @@ def run_offline(_run, config, _log):
                     marks["last_save"] = step
                     last_checkpoint = save(ctx, step, sampler, marks, _log)
             # stopped by Ctrl-C: a checkpoint where the loop stopped, the intervals' schedule kept (marks)
-            if ctrl_c.requested and args.save_model and marks["last_save"] != step:
+            if ctrl_c.stops(finished=step >= args.offline_steps) and args.save_model and marks["last_save"] != step:
                 save(ctx, step, sampler, marks, _log)
-    except KeyboardInterrupt:  # a second Ctrl-C
-        interrupted(ctx, "gradient step", step, _log, at_once=True)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one not deferred
+        interrupted(ctx, "gradient step", step, _log, at_once=ctrl_c.why_at_once())
         raise
     if ctrl_c.requested:
         interrupted(ctx, "gradient step", step, _log)

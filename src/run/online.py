@@ -65,10 +65,11 @@ def _train(ctx, _log):
             _loop(ctx, counters, progress, clock, bar, last_checkpoint, ctrl_c, _log)
             # stopped by Ctrl-C at the end of an iteration, where an interval checkpoint would be saved: one is saved
             # there, leaving the interval checkpoints' schedule (model_save_time) as it was
-            if ctrl_c.requested and args.save_model and counters.model_save_time != runner.t_env:
+            if ctrl_c.stops(finished=runner.t_env > args.t_max) and args.save_model \
+                    and counters.model_save_time != runner.t_env:
                 save(ctx, counters, _log)
-    except KeyboardInterrupt:  # a second Ctrl-C
-        interrupted(ctx, "t_env", runner.t_env, _log, at_once=True)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one not deferred
+        interrupted(ctx, "t_env", runner.t_env, _log, at_once=ctrl_c.why_at_once())
         raise
     if ctrl_c.requested:
         interrupted(ctx, "t_env", runner.t_env, _log)

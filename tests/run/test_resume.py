@@ -18,10 +18,10 @@ SETTINGS = ["t_max=300", "env_args.episode_limit=5", "test_nepisode=2", "test_in
 FILES = ["agent", "target_agent", "mixer", "target_mixer", "opt", "learner", "run_state", "buffer"]
 
 
-def load_all(folder):
-    """A checkpoint's files; of its run state all but which Sacred run wrote it (another run in each test) and its
-    config."""
-    files = {f: th.load(os.path.join(folder, f"{f}.th"), weights_only=True) for f in FILES}
+def load_all(folder, names=FILES):
+    """A checkpoint's files (`names`: the buffer is only in a run's latest checkpoint); of its run state all but which
+    Sacred run wrote it (another run in each test) and its config."""
+    files = {f: th.load(os.path.join(folder, f"{f}.th"), weights_only=True) for f in names}
     files["run_state"].pop("sacred_run", None)
     files["run_state"].pop("config", None)  # the config that trained it: checkpoint_path differs
     return files

@@ -7,7 +7,7 @@ import os
 import shutil
 
 import pytest
-from test_resume import SETTINGS, assert_same, load_all
+from test_resume import FILES, SETTINGS, assert_same, load_all
 
 from helpers import ctrl_c_run, run_main, sacred_dir
 from utils.checkpoint import checkpoint_steps
@@ -177,30 +177,41 @@ def test_ctrl_c_saves_a_checkpoint_where_it_stops_names_it_and_it_resumes(tmp_pa
 
 
 def test_a_resume_from_a_ctrl_c_checkpoint_equals_the_uninterrupted_run(tmp_path):
-    """Stopped by Ctrl-C between two runner logs and two interval checkpoints, then resumed: its final checkpoint
-    and every value it logs are the uninterrupted run's (the matrix game is deterministic; the checkpoint keeps the
-    episodes since the runner's last log, and the interval checkpoints keep their schedule)."""
+    """Stopped by Ctrl-C between two runner logs and two interval checkpoints, then resumed: its checkpoints are the
+    uninterrupted run's plus the one where it stopped (the interval checkpoints keep their schedule: one before the
+    Ctrl-C, and the ones after it at the same steps, with the same content), and after the stop it logs what the
+    uninterrupted run logs, at the same steps (the matrix game is deterministic; the checkpoint keeps the episodes
+    since the runner's last log)."""
+    interval = 200
     settings = [s for s in SETTINGS if not s.startswith(("t_max", "save_model_interval"))] + [
-        "save_model_interval=100000"]
-    code, out = ctrl_c_run(tmp_path / "stopped", "qmix", "matrix_game", *settings, "t_max=100000000",
-                           ready=lambda console: "Saved checkpoint" in console)
+        f"save_model_interval={interval}"]
+
+    def ready(console):  # after the interval checkpoints at t_env 5 and 205, and a summary after them
+        parts = console.split("Saved checkpoint", 2)
+        return len(parts) == 3 and "Recent Stats" in parts[2]
+
+    code, out = ctrl_c_run(tmp_path / "stopped", "qmix", "matrix_game", *settings, "t_max=100000000", ready=ready)
     assert code == 130, out[-3000:]
     (models,) = glob.glob(str(tmp_path / "stopped" / "models" / "*"))
     stop = checkpoint_steps(models)[-1]
-    assert checkpoint_steps(models) == [5, stop] and stop > 5
-    end = [f"t_max={stop + 100}"]
+    assert checkpoint_steps(models) == [5, 5 + interval, stop] and stop > 5 + interval
+    end = [f"t_max={stop + 2 * interval}"]  # at least one interval checkpoint after the stop
     run_main(tmp_path / "full", "qmix", "matrix_game", *settings, *end)
     run_main(tmp_path / "resumed", "qmix", "matrix_game", *settings, *end, f"checkpoint_path={models}")
     (full_models,) = glob.glob(str(tmp_path / "full" / "models" / "*"))
-    final = checkpoint_steps(full_models)[-1]
-    assert checkpoint_steps(full_models) == [5, final] and checkpoint_steps(models) == [5, stop, final]
-    assert_same(load_all(os.path.join(full_models, str(final))), load_all(os.path.join(models, str(final))))
+    full_steps = checkpoint_steps(full_models)
+    after = [s for s in full_steps if s > stop]
+    assert len(after) >= 2 and all((s - 5) % interval == 0 for s in after[:-1])  # interval ones, then the end's
+    assert checkpoint_steps(models) == sorted({*full_steps, stop})
+    for step in after:  # the buffer only in the latest
+        names = FILES if step == after[-1] else [f for f in FILES if f != "buffer"]
+        assert_same(load_all(os.path.join(full_models, str(step)), names),
+                    load_all(os.path.join(models, str(step)), names))
     full = read(sacred_dir(tmp_path / "full", "qmix", "penalty"), "info.json")
     resumed = read(sacred_dir(tmp_path / "resumed", "qmix", "penalty"), "info.json")
     for key in ("return_mean", "return_std", "epsilon", "test_return_mean", "loss", "grad_norm"):
-        logged = dict(zip(full[f"{key}_T"], full[key]))
-        assert resumed[key] and all(logged[t] == v for t, v in zip(resumed[f"{key}_T"], resumed[key])), key
-    assert min(resumed["return_mean_T"]) > stop
+        logged = [(t, v) for t, v in zip(full[f"{key}_T"], full[key]) if t > stop]
+        assert logged and list(zip(resumed[f"{key}_T"], resumed[key])) == logged, key
 
 
 def test_a_second_ctrl_c_stops_at_once_and_says_nothing_was_saved(tmp_path):
