@@ -32,8 +32,8 @@ import numpy as np
 from labeling.base import Item, LabelTask
 from labeling.parse import reply_text_and_json
 from labeling.prompting import TaskPrompt, read_prompt, sha256
-from labeling.store import code_version, write_episode_labels
-from offline.label_store import episode_label_attrs
+from labeling.store import code_version, stored_attrs, write_episode_labels
+from offline.label_store import LABELS
 from offline.segments import all_starts, segment_starts, segments
 
 NOT_ASKED = -1  # the stored value where no (parsed) answer exists
@@ -164,9 +164,7 @@ class AgentQuality(LabelTask):
     # --- storage: labels/<label_name> [E, T+1] ---
     def stored(self, source, args):
         target = self.stored_file(source, args)
-        if not os.path.exists(target):
-            return None
-        return episode_label_attrs(target, args.label_name) or None
+        return stored_attrs(target, LABELS, args.label_name) if os.path.exists(target) else None
 
     def store(self, source, items, answers, attrs, args, overwrite=False):
         answers = np.asarray(answers, dtype=np.float64)

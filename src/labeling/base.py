@@ -145,7 +145,9 @@ class LabelTask:
 
     def stored(self, source: LabelSource, args) -> dict | None:
         """The attrs of the result already stored under this run's name (where `store` would write), or None: the
-        run mode reuses it when its settings are the run's, and refuses to replace it otherwise (label_overwrite)."""
+        run mode reuses it when its settings are the run's, and refuses to replace it otherwise (label_overwrite).
+        A damaged one also has `damaged`, its DatasetError (offline.label_store.stored_attrs): never kept, replaced
+        only with label_overwrite."""
         return None
 
     def store(self, source: LabelSource, items: list[Item], answers: np.ndarray, attrs: dict, args,

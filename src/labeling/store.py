@@ -7,6 +7,7 @@ this module is the labeling layer's door to it).
     write_preferences(path, name, pairs, label, attrs, expected_fingerprint, out=None, overwrite=False) -> path
     write_episode_labels(path, {name: [E, ...]}, attrs, expected_fingerprint, out=None, overwrite=False) -> path
     content_fingerprint(path_or_dataset) -> hex SHA-256 of the episode data (labels excluded)
+    stored_attrs(path, GROUP | LABELS, name) -> attrs of a stored set or label (None: absent; `damaged`: its error)
 
 `store_preferences` adds what every set records (code commit, dataset fingerprint, task and labeler provenance).
 """
@@ -16,13 +17,14 @@ from offline.label_store import (
     label_command,
     preference_names,
     read_preferences,
+    stored_attrs,
     write_episode_labels,
     write_preferences,
 )
 from utils.provenance import git_info
 
 __all__ = ["check_name", "content_fingerprint", "label_command", "preference_names", "read_preferences",
-           "store_preferences", "write_episode_labels", "write_preferences", "code_version"]
+           "store_preferences", "stored_attrs", "write_episode_labels", "write_preferences", "code_version"]
 
 
 def code_version():

@@ -15,7 +15,8 @@ import numpy as np
 
 from labeling.base import Item, LabelTask
 from labeling.prompting import PreferencePrompt
-from labeling.store import preference_names, read_preferences, store_preferences
+from labeling.store import store_preferences, stored_attrs
+from offline.label_store import GROUP
 from utils.config import ConfigError
 
 QUALITY_RANKS = {"random": 0, "poor": 1, "medium": 2, "expert": 3}  # ordinal ground-truth qualities
@@ -170,9 +171,7 @@ class TrajectoryPreference(LabelTask):
 
     def stored(self, source, args):
         target = self.stored_file(source, args)
-        if not os.path.exists(target) or args.label_name not in preference_names(target):
-            return None
-        return read_preferences(target, args.label_name, check=False)[2]
+        return stored_attrs(target, GROUP, args.label_name) if os.path.exists(target) else None
 
     def store(self, source, items, answers, attrs, args, overwrite=False):
         return store_preferences(source, args.label_name, _pairs(items), np.asarray(answers, dtype=np.float32),

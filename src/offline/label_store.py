@@ -367,6 +367,30 @@ def write_preferences(path, name, pairs, label, attrs, expected_fingerprint, out
     return edit_dataset(path, edit, expected_fingerprint, out)
 
 
+def stored_attrs(path, where, name):
+    """The attrs of preference set (`where` = GROUP) or label (LABELS) `name` in dataset file `path`, None when it has
+    none of that name. A damaged one (its layout, or bytes failing their checksum: it is read whole) also has
+    `damaged`, the DatasetError naming the edit that removes it: a labeling run never keeps it as made."""
+    with h5py.File(path, "r") as f:
+        if where not in f or not isinstance(f[where], h5py.Group) or name not in f[where]:
+            return None
+        obj, E = f[where][name], f["filled"].shape[0]
+        why = set_problem(obj, E) if where == GROUP else label_problem(obj, E) or _unreadable(obj)
+        try:
+            attrs = _read_attrs(obj)
+        except OSError:  # the object's header itself is damaged
+            attrs = {}
+    return {**attrs, "damaged": damaged(path, where, name, why)} if why else attrs
+
+
+def _unreadable(dset):
+    try:
+        dset[()]
+    except OSError:
+        return UNREADABLE
+    return None
+
+
 def episode_label_attrs(path, name):
     """The provenance attrs of `labels/<name>` in dataset `path` ({} when the file has no such label)."""
     with h5py.File(path, "r") as f:

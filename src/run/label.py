@@ -11,8 +11,9 @@ stores, its fingerprint enters the settings under the task's `fingerprint_key`.
 An existing result of the same `label_name` is kept when it was made with the same task and labeler settings from
 the same episodes (a rerun is a no-op, as `collect` keeps complete datasets), unless the labeler reported it
 incomplete (an LLM budget stop: the rerun labels again, its cache answering what was asked before). With other
-settings it is an error naming the differences; `label_overwrite=True` replaces it. A set is only ever written
-complete (copy, edit, rename), so an interrupted run leaves the file as it was.
+settings it is an error naming the differences; `label_overwrite=True` replaces it. A damaged one is never kept:
+an error naming scripts/edit_labels.py, or replaced with `label_overwrite=True`. A set is only ever written complete
+(copy, edit, rename), so an interrupted run leaves the file as it was.
 """
 import difflib
 import json
@@ -142,10 +143,17 @@ def label(args, _log, _run=None):
         # where the stored result was looked for: an existing label_out, else the dataset (a new label_out starts
         # as its copy, so a set of this name in the dataset would be in it)
         target = task.stored_file(source, args) if own is None else (args.label_out or path)
-        if stored is not None and "settings" not in stored:  # e.g. CODI's distilled labels/codi_z: never replaced
+        damage = (stored or {}).get("damaged")
+        # e.g. CODI's distilled labels/codi_z: never replaced (a damaged one whose attrs are lost may be)
+        if stored is not None and "settings" not in stored and set(stored) != {"damaged"}:
             raise ConfigError(f"{target} already has '{args.label_name}', which no labeling run made (labels another "
                              f"tool wrote, such as CODI's distilled labels codi_z): choose another label_name")
-        if stored is not None and not overwrite:
+        if damage is not None:  # never kept
+            if not overwrite:
+                raise DatasetError(f"{damage} (or label again with label_overwrite=True, which replaces it)")
+            _log.warning(f"'{args.label_name}' in {target} is damaged: labeling again to replace it "
+                         f"(label_overwrite=True)")
+        elif stored is not None and not overwrite:
             same = stored.get("settings") == settings
             if not same:
                 raise ValueError(f"{target} already has '{args.label_name}' ({task.name}) made with other settings: "

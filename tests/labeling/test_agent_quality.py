@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 from tests.labeling.codi_datasets import LIMIT, spread_env_args, write_one_expert_spread
 from tests.labeling.datasets import ENV_ARGS, write_dataset
+from tests.labeling.test_store import flip_bytes
 
 from envs import make_env
 from labeling import LABELERS, TASKS, LabelSource
 from labeling.agent_quality import NOT_ASKED, agent_order, parse_agent_index, segment_count
 from labeling.store import content_fingerprint
 from offline import OfflineDataset
+from offline.format import DatasetError
 from offline.label_store import episode_label_attrs
 from run.label import run_label
 from utils.config import ConfigError, build_config
@@ -190,6 +192,27 @@ def test_storage_reuse_refusal_and_overwrite(tmp_path):
     assert episode_label_attrs(str(tmp_path / "out.h5"), "partial")["unlabeled"] == 2
     assert "partial" not in OfflineDataset.load(path).label_names
     assert task.stored(src, a)["settings"] == {"x": 1}
+
+
+def test_a_damaged_label_is_never_kept_and_label_overwrite_replaces_it(tmp_path):
+    """labels/best_agent failing its checksum, asked for again with the same settings (its attrs still say so): an
+    error naming scripts/edit_labels.py and label_overwrite=True, not 'kept, 0 labels asked'; label_overwrite=True
+    labels again and replaces it."""
+    qualities, experts = one_expert(30, seed=1)
+    path = write_dataset(tmp_path / "d.h5", E=30, qualities=qualities)
+    run(tmp_path, path, label_segments=40, labeler="oracle")
+    flip_bytes(path, "labels/best_agent")
+    assert episode_label_attrs(path, "best_agent")["settings"]["label_segments"] == 40
+    with pytest.raises(DatasetError, match=r"'labels/best_agent' is damaged \(its stored bytes fail their checksum.*"
+                                           r"python scripts/edit_labels.py .* --remove-label best_agent.*"
+                                           r"label_overwrite=True"):
+        run(tmp_path, path, label_segments=40, labeler="oracle")
+    res = run(tmp_path, path, label_segments=40, labeler="oracle", label_overwrite=True)
+    assert res["reused"] is False and res["counts"]["labeled"] == 40
+    relabelled = OfflineDataset.load(path).label("best_agent")
+    e, t = np.nonzero(relabelled != NOT_ASKED)
+    assert len(e) == 40
+    np.testing.assert_array_equal(relabelled[e, t], experts[e])
 
 
 def test_end_to_end_through_main(spread, tmp_path):

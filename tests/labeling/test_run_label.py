@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from tests.labeling.datasets import write_dataset
+from tests.labeling.test_store import flip_bytes
 
 from labeling.store import preference_names, read_preferences
 from offline.format import DatasetError
@@ -64,6 +65,22 @@ def test_rerun_keeps_refuses_or_overwrites(tmp_path, data, caplog):
     out = str(tmp_path / "out" / "labelled.h5")
     label(tmp_path, offline_dataset=data, label_name="gt2", label_out=out)
     assert preference_names(data) == ["prefs"] and preference_names(out) == ["gt2", "prefs"]
+
+
+def test_a_damaged_set_is_never_kept_and_label_overwrite_replaces_it(tmp_path, data):
+    """A set failing its checksum, asked for again with the same settings: an error naming scripts/edit_labels.py
+    and label_overwrite=True (not 'kept'); with label_overwrite=True it is labeled again and replaced."""
+    label(tmp_path, offline_dataset=data, labeler="oracle")
+    flip_bytes(data, "preferences/prefs/pairs")
+    with pytest.raises(DatasetError, match=r"'preferences/prefs' is damaged \(its stored bytes fail their checksum.*"
+                                           r"python scripts/edit_labels.py .* --remove-preference-set prefs.*"
+                                           r"label_overwrite=True"):
+        label(tmp_path, offline_dataset=data, labeler="oracle")
+    res = label(tmp_path, offline_dataset=data, labeler="oracle", label_overwrite=True)
+    assert res["reused"] is False and res["counts"]["labeled"] == 100
+    pairs, _, attrs = read_preferences(data, "prefs")
+    assert pairs.shape == (100, 2) and attrs["settings"]["labeler"] == "oracle"
+    assert label(tmp_path, offline_dataset=data, labeler="oracle")["reused"] is True  # sound again: kept
 
 
 
