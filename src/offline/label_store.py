@@ -87,8 +87,7 @@ def content_fingerprint(data):
             ds.close()
     import hashlib
     h = hashlib.sha256()
-    h.update(to_json({"env": data.attrs["env"], "env_info": data.env_info, "episodes": len(data),
-                      "quality_codes": data.quality_codes}).encode())
+    h.update(fingerprint_header(data).encode())
     fields = [*TRANSITION_FIELDS, *EPISODE_FIELDS]
     for start in range(0, len(data), _BLOCK):
         arr = data.arrays(np.arange(start, min(len(data), start + _BLOCK)), labels=False)
@@ -96,6 +95,13 @@ def content_fingerprint(data):
             dtype = TRANSITION_FIELDS[k][0] if k in TRANSITION_FIELDS else arr[k].dtype
             h.update(np.ascontiguousarray(arr[k], dtype=dtype).tobytes())
     return h.hexdigest()
+
+
+def fingerprint_header(data):
+    """What a content fingerprint hashes first (JSON text): env name, shapes, episode count and quality codes of an
+    OfflineDataset. Datasets whose headers differ have different fingerprints (offline.sampling.summary_key)."""
+    return to_json({"env": data.attrs["env"], "env_info": data.env_info, "episodes": len(data),
+                    "quality_codes": data.quality_codes})
 
 
 def _mismatch(path, recorded, actual, what):

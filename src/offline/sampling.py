@@ -8,8 +8,8 @@ import re
 
 import numpy as np
 
-from offline.format import DatasetError, missing_dataset, to_json
-from offline.label_store import content_fingerprint, stale_derivation
+from offline.format import DatasetError, missing_dataset
+from offline.label_store import content_fingerprint, fingerprint_header, stale_derivation
 from offline.reader import OfflineDataset
 from utils.config import ConfigError
 from utils.files import sha256_bytes
@@ -93,8 +93,7 @@ def summary_key(ds):
     """What a dataset's content fingerprint starts from and the per-episode arrays it holds in memory (env, shapes,
     episode count, quality codes, returns, agent qualities): two datasets whose keys differ have different
     fingerprints, so only datasets with equal keys need their episodes hashed."""
-    return (to_json({"env": ds.attrs["env"], "env_info": ds.env_info, "episodes": len(ds),
-                     "quality_codes": ds.quality_codes}),
+    return (fingerprint_header(ds),
             sha256_bytes(np.ascontiguousarray(ds.returns, dtype=np.float32).tobytes()
                          + np.ascontiguousarray(ds.quality_code_array, dtype=np.int64).tobytes()))
 
