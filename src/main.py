@@ -162,7 +162,7 @@ def config_failure_cleanup(ex):
     except ConfigError as e:
         tb = ex.current_run.info.get("tensorboard") if ex.current_run is not None else None
         ex.config_failure = [tb["dir"]] if tb and tb["created"] else []
-        raise RunConfigError(f"{getattr(e, 'label', 'config error')}: {e}") from e
+        raise RunConfigError(f"{e.label}: {e}") from e
     except DatasetError as e:
         ex.dataset_failure = True
         raise RunConfigError(f"dataset error: {e}") from e
@@ -326,7 +326,7 @@ def main(argv):
 
         check_config(config)  # registry names, env arguments: every check that can be made before Sacred starts
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        print(f"{e.label}: {e}", file=sys.stderr)
         return 2
     config.setdefault("name", alg)
     record_test_episodes(config, parse_updates(updates))

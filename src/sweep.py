@@ -91,7 +91,7 @@ def main(argv):
             return 0
         sweep = driver.prepare(spec, resume=opts.resume)
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        print(f"{e.label}: {e}", file=sys.stderr)
         return 2
     return driver.run(sweep, address=opts.address, max_concurrent=opts.max_concurrent, num_cpus=opts.num_cpus)
 

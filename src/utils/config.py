@@ -122,6 +122,8 @@ NONEMPTY_KEYS = {"name": "it names the run's results folders; give a name, or le
 class ConfigError(ValueError):
     """A config problem the user can fix; the message says what and how."""
 
+    label = "config error"  # the start of the one line that reports it (a subclass may name its kind)
+
 
 def canonical_key(key):
     return KEY_ALIASES.get(key, key)
