@@ -3,8 +3,10 @@
 Files load with torch's weights_only=True (tensors and plain Python values only, no code), so a checkpoint
 from elsewhere cannot run code on load. A damaged file, or one that is not a checkpoint, is reported by name (a
 DamagedCheckpoint, a config error: one line, exit status 2), with the load_step that
-resumes from the checkpoint before it.
+resumes from the checkpoint before it. A read that fails for a passing reason (EIO, a network disk's ESTALE or
+timeout) is not the file's fault: it stays an OSError, an error a sweep retries.
 """
+import errno
 import json
 import os
 import zipfile
@@ -121,7 +123,16 @@ def damage(file):
     except (zipfile.BadZipFile, EOFError) as e:
         return f"is damaged: cut short or corrupted ({type(e).__name__}: {e})"
     except OSError as e:
+        if passing(e):
+            raise
         return f"cannot be read ({type(e).__name__}: {e})"
+
+
+def passing(error):
+    """Whether OSError `error` may pass on a retry (an I/O error, a network disk's stale handle or timeout), so it is
+    not the file's fault: not a missing file, a folder, a permission or a bad seek in a file cut short."""
+    return not isinstance(error, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)) \
+        and error.errno != errno.EINVAL
 
 
 def _text(head):
@@ -148,6 +159,8 @@ def load_file(file, legacy_globals=()):
         with th.serialization.safe_globals(list(legacy_globals)):
             return th.load(file, map_location="cpu", weights_only=True)
     except Exception as e:
+        if isinstance(e, OSError) and passing(e):
+            raise
         why = damage(file)
         if why is None and "Unsupported global" in str(e):
             why = ("holds Python objects beyond tensors and plain values, which are not loaded (weights_only=True: "

@@ -1,4 +1,5 @@
 """Checkpoints load with weights_only=True; unfinished or damaged ones are never taken for complete."""
+import errno
 import os
 import random
 import zipfile
@@ -136,3 +137,43 @@ def test_python_objects_are_refused(tmp_path):
     th.save({"thing": TinyLearner()}, tmp_path / "5" / "learner.th")
     with pytest.raises(CheckpointError, match="weights_only"):
         load_state(str(tmp_path / "5"), "learner")
+
+
+@pytest.mark.parametrize("error", [OSError(errno.EIO, "Input/output error"),
+                                   OSError(errno.ESTALE, "Stale file handle"), TimeoutError("timed out")])
+def test_a_passing_read_error_is_not_a_damaged_checkpoint(tmp_path, monkeypatch, error):
+    """An I/O error (a failing or network disk) is not the file's fault: it stays an OSError, which fails the run as
+    an error a sweep retries, never a DamagedCheckpoint (a config error: exit status 2, run folder removed)."""
+    import builtins
+
+    import utils.checkpoint as checkpoint
+
+    run = make_run(tmp_path)
+    file = str(run / "305" / "agent.th")
+    real_open = builtins.open
+
+    def failing_open(path, *args, **kwargs):
+        if os.fspath(path).endswith(".th"):
+            raise error
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", failing_open)
+    with pytest.raises(OSError) as e:
+        find_checkpoint(str(run))
+    assert e.value is error and not isinstance(e.value, DamagedCheckpoint)
+    monkeypatch.setattr(checkpoint.th, "load", lambda *a, **k: (_ for _ in ()).throw(error))
+    with pytest.raises(OSError) as e:
+        load_file(file)
+    assert e.value is error
+    monkeypatch.setattr(builtins, "open", real_open)  # the file reads again: th.load's error alone says so
+    with pytest.raises(OSError) as e:
+        load_file(file)
+    assert e.value is error
+
+
+def test_a_missing_or_unreadable_file_is_named_as_before(tmp_path):
+    run = make_run(tmp_path)
+    (run / "305" / "agent.th").unlink()
+    (run / "305" / "agent.th").mkdir()  # a folder where the file should be
+    with pytest.raises(DamagedCheckpoint, match=r"agent.th cannot be read \(IsADirectoryError"):
+        load_file(str(run / "305" / "agent.th"))
