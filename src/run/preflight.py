@@ -55,10 +55,12 @@ def _learner_run(config):
 
 
 def has_display(environ=None):
-    """Whether a window can open here: on Linux an X or Wayland display must be named (a headless machine or an ssh
-    session without X forwarding has none); other systems always have one."""
+    """Whether a window can open here: on Linux an X display must be named in DISPLAY (a headless machine or an ssh
+    session without X forwarding has none). WAYLAND_DISPLAY alone is not enough: LBF's pyglet opens X11 windows
+    only, and one rule serves every window renderer, since a Wayland desktop runs XWayland, which sets DISPLAY. Other
+    systems always have a display."""
     environ = os.environ if environ is None else environ
-    return not sys.platform.startswith("linux") or bool(environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
+    return not sys.platform.startswith("linux") or bool(environ.get("DISPLAY"))
 
 
 def check_env_outputs(config, evaluating, display=None):
