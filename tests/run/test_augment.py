@@ -615,6 +615,11 @@ def test_input_mistakes_are_one_line_errors_before_any_work(labelled, tmp_path, 
         err = main_fails(tmp_path, alg, capfd, f"offline_dataset={src}", *updates, match=match)
         assert "delete" not in err
     main_fails(tmp_path, "codi", capfd, f"offline_dataset={raw}", match=r"labels/best_agent, which .* does not have")
+    run_main(tmp_path / "label", "label_agent_quality", "mpe_spread", f"offline_dataset={src}",
+             f"env_args.max_cycles={LIMIT}", "label_segments=2", "label_name=two", "segment_horizon=4")
+    main_fails(tmp_path, "codi", capfd, f"offline_dataset={src}", *tiny_updates(augment_label_name="two"),
+               match=r"labeler's 2 labelled segments are too few .* rerun --config=label_agent_quality with a larger "
+                     r"label_segments")
     main_fails(tmp_path, "codi_privileged", capfd, f"offline_dataset={rand}", match="exactly one agent of quality")
     main_fails(tmp_path, "codi", capfd, f"offline_dataset={src}", "augment_stage=train",
                match=r"has no fitted labeler yet")  # said so, not "another labeler (None)"

@@ -439,15 +439,17 @@ class CodiAugmenter:
                 self.own_label()
         if "train" in stages or "generate" in stages:
             self.split()
-        trained = self.trained_steps()
-        if "train" in stages and trained is not None and trained > self.s.train_steps:
-            raise ConfigError(self._steps_message(trained, "train"))
+        if "train" in stages:  # training goes on from the checkpoint: it must not be past this run's steps
+            trained = self.trained_steps()
+            if trained is not None and trained > self.s.train_steps:
+                raise ConfigError(self._steps_message(trained))
         if "generate" in stages and "train" not in stages:
             if "train" not in self.meta:
                 raise ConfigError(f"{self.folder} holds no trained models: run the train stage first "
                                   f"(augment_stage=train or all)")
-            if not self.from_checkpoint and trained != self.s.train_steps:
-                raise ConfigError(self._steps_message(trained, "generate"))
+            models = self.meta["train"]["steps"]  # generation reads models/, written when a training finished
+            if not self.from_checkpoint and models != self.s.train_steps:
+                raise ConfigError(self._steps_message(models))
 
     def trained_steps(self):
         """The step the folder's training reached (its checkpoint, else its finished models), or None."""
@@ -456,7 +458,7 @@ class CodiAugmenter:
             return int(th.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["step"])
         return (self.meta.get("train") or {}).get("steps")
 
-    def _steps_message(self, trained, stage):
+    def _steps_message(self, trained):
         asked = self.s.train_steps
         if trained > asked:
             return (f"the artifact folder {self.folder} holds models trained for {trained} steps, more than this "
@@ -465,8 +467,8 @@ class CodiAugmenter:
                     f"train on) to use them, or train {asked} steps from scratch in another results folder "
                     f"(local_results_path=<another folder>); the folder is kept as it is")
         return (f"the artifact folder {self.folder} holds models trained for {trained} of this run's "
-                f"augment_train_steps={asked} steps: run the train stage to finish them (augment_stage=train or all; "
-                f"it continues from step {trained}), or give augment_train_steps={trained} to generate from them as "
+                f"augment_train_steps={asked} steps: run the train stage to finish them (augment_stage=train or all "
+                f"continues the folder's training), or give augment_train_steps={trained} to generate from them as "
                 f"they are")
 
     # ------------------------------------------------------------------ stage: labeler
@@ -621,7 +623,7 @@ class CodiAugmenter:
             rng.bit_generator.state = state["batch_rng"]
             step = int(state["step"])
             if step > self.s.train_steps:  # never silently: generation would use models trained longer than asked
-                raise ConfigError(self._steps_message(step, "train"))
+                raise ConfigError(self._steps_message(step))
             self.log(f"train: resuming from {ckpt_path} at step {step} of {self.s.train_steps}")
         valid = self.valid_segments(normaliser)
         self._write_meta(normaliser=normaliser.state_dict())

@@ -17,10 +17,13 @@ attrs `generated` (true), `augmenter`, `source_path`, `source_sha256` (the file'
 and the Σr̂ statistics, the source's return range and, as counters return_above_source / return_below_source, the
 generated episodes whose Σr̂ lies outside it: said as a warning too).
 
-Decision: r̂ is stored as f_rwd gives it, not clipped to the source's per-step reward range. Per-step clipping would
-not bound Σr̂ (on LBF an episode's Σr̂ of 1.85 against real returns <= 1.0 is many small per-step payments, each within
-the range of a real step), and changing f_rwd's output would depart from the paper; episodes outside the source's
-returns are counted and named instead, so a user can drop them (their Σr̂ is their stored episode_return).
+Decision: r̂ is stored as f_rwd gives it, not clipped to the source's per-step reward range. Measured on LBF 8x8 2p 2f
+coop (imbalanced_1e, noisy-0.8 labels, dim 16, 400 training steps, δ = 0.8, 200 episodes, 2026-12-07): every
+generated episode's Σr̂ (mean 1.85, 1.25-2.33) exceeds the real returns (<= 1.0), yet each step's r̂ lies in
+[-0.08, 0.30], inside the real steps' [0, 0.5]: Σr̂ is 50 small payments where the env pays 0.5 twice at most.
+Clipping each step to [0, 0.5] would raise the mean to 2.03 (the negative steps go), so it does not bound Σr̂, and it
+would change f_rwd's output, which the paper keeps. Episodes outside the source's returns are counted and named
+instead, so a user can drop them (their Σr̂ is their stored episode_return).
 """
 import json
 import logging
