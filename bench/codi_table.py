@@ -735,25 +735,31 @@ def generation_markdown(plan, state):
     lines = ["# Generation", "", "Per augment run (info.json `augment.generate`): episodes generated, segment pass "
              "rate (accepted / denoised), the real pass rate at the same δ (held-out real segments), re-denoised "
              "segments, dropped trajectories, the view-gap filter (max_view_gap, and the segments it rejected that "
-             "passed δ), Σr̂ per episode vs the target R, mean length.", "",
+             "passed δ), Σr̂ per episode vs the target R, the episodes whose Σr̂ lies outside the source's returns "
+             "(above / below its range: the reward model pays what the env never did; runs before the count: –), "
+             "mean length.", "",
              "| env (N) | augmenter | episodes | δ | pass rate | real pass rate | resamples | dropped | view gap ≤ "
-             "(rejected) | Σr̂ mean ± std | target | length | file |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+             "(rejected) | Σr̂ mean ± std | target | outside source returns | length | file |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---|"]
     out = {}
     for c in plan.cells:
         for aug in [x for x in plan.datasets if x != "original"]:
             g = run_info(state.runs[c.tag].get(aug), "augment").get("generate")
             if not g:
-                lines.append(f"| {c.env} ({c.n}) | {aug} | not run | | | | | | | | | | |")
+                lines.append(f"| {c.env} ({c.n}) | {aug} | not run | | | | | | | | | | | |")
                 continue
             k = g.get("counters", {})
             out[f"{c.tag}/{aug}"] = g
             gap = "off" if g.get("max_view_gap") is None else f"{g['max_view_gap']:g} ({k.get('rejected_view_gap')})"
+            outside = ("–" if "source_return_range" not in g else
+                       f"{k.get('return_above_source')} / {k.get('return_below_source')} of "
+                       f"[{g['source_return_range'][0]:.3g}, {g['source_return_range'][1]:.3g}]")
             lines.append(f"| {c.env} ({c.n}) | {aug} | {k.get('episodes', '–')} | {g.get('delta', 0):.3g} | "
                          f"{g.get('pass_rate', 0):.3f} | {g.get('real_pass_rate', 0):.3f} | {k.get('resamples', '–')} "
                          f"| {k.get('dropped', '–')} | {gap} | "
                          f"{g.get('return_mean', 0):.3g} ± {g.get('return_std', 0):.3g} | "
-                         f"{g.get('target_rtg', 0):.3g} | {g.get('length_mean', 0):.1f} | {rel(g['path'])} |")
+                         f"{g.get('target_rtg', 0):.3g} | {outside} | {g.get('length_mean', 0):.1f} | "
+                         f"{rel(g['path'])} |")
     return "\n".join(lines) + "\n", out
 
 

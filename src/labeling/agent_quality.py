@@ -35,6 +35,7 @@ from labeling.prompting import TaskPrompt, read_prompt, sha256
 from labeling.store import code_version, stored_attrs, write_episode_labels
 from offline.label_store import LABELS
 from offline.segments import all_starts, segment_starts, segments
+from utils.config import ConfigError
 
 NOT_ASKED = -1  # the stored value where no (parsed) answer exists
 ORACLE_KEY = "agent_quality"  # the only ground truth of this task (the dataset's per-agent quality)
@@ -54,11 +55,11 @@ def segment_count(value, n_starts):
     """How many of `n_starts` segment starts `label_segments` asks for: an int (or a whole float > 1) is a count, a
     float in (0, 1] a fraction (rounded, at least 1)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"label_segments must be a count >= 1 or a fraction in (0, 1], got {value!r}")
+        raise ConfigError(f"label_segments must be a count >= 1 or a fraction in (0, 1], got {value!r}")
     if isinstance(value, float) and value <= 1:
         return max(1, int(round(value * n_starts)))
     if float(value) != int(value):
-        raise ValueError(f"label_segments={value!r} is neither a fraction in (0, 1] nor a whole count")
+        raise ConfigError(f"label_segments={value!r} is neither a fraction in (0, 1] nor a whole count")
     return int(value)
 
 
@@ -114,11 +115,14 @@ class AgentQuality(LabelTask):
         episodes = np.array([it.data[0] for it in items], dtype=np.int64)
         truth = source.dataset.one_expert_agent(episodes)
         if (truth < 0).any():
-            raise ValueError(_no_single_expert(source, episodes[truth < 0]))
+            raise ConfigError(_no_single_expert(source, episodes[truth < 0]))
         return truth.astype(np.float64)
 
     def oracle(self, item, source, args):
         return float(self.oracle_batch([item], source, args)[0])
+
+    def chance(self, source):
+        return 1.0 / int(source.dataset.env_info["n_agents"])
 
     def wrong_answers(self, item, correct):
         return [float(k) for k in range(item.data[2]) if k != int(correct)]
@@ -273,7 +277,7 @@ class AgentQualityPrompt(TaskPrompt):
 
 def _check_horizon(horizon, limit):
     if int(horizon) < 1 or int(horizon) > limit:
-        raise ValueError(f"segment_horizon={horizon} must be in 1..{limit} (the dataset's episode limit)")
+        raise ConfigError(f"segment_horizon={horizon} must be in 1..{limit} (the dataset's episode limit)")
 
 
 def _no_single_expert(source, bad):

@@ -109,6 +109,11 @@ class LabelTask:
         """oracle() of many items (override to vectorise: the oracle labelers call this)."""
         return np.array([self.oracle(it, source, args) for it in items], dtype=np.float64)
 
+    def chance(self, source: LabelSource) -> float | None:
+        """The accuracy of a uniform guess among an item's answers (None: not defined for this task). A noisy_oracle
+        below it answers worse than guessing: the run warns (run/label.py)."""
+        return None
+
     def wrong_answers(self, item: Item, correct: float) -> list[float]:
         """What a wrong labeler says instead of `correct` (noisy_oracle picks one of them, seeded by the item)."""
         raise NotImplementedError

@@ -26,8 +26,12 @@ An item is (transition, agent i), made only for agents that acted (a_i != env.st
 items in total, or when null the paper's: Two-Switch 4400 in total (one shared potential), Victim-Rubble 2000 per
 agent (sampling continues until each agent has its 2000; items of a full agent are skipped), Pistonball 1000 in
 total. Everything is seeded by lca.pair_seed: the same seed gives the same items with the same ids
-"pair:<transition:05d>:a<i>" (transitions numbered in the order they first gave an item). Sampling gives up with a
-clear error after 50x the wanted items in transitions (too few distinct ones). The oracle (env.pair_oracle:
+"pair:<transition:05d>:a<i>" (transitions numbered in the order they first gave an item). Sampling shows a bar over
+the items on a terminal and logs a line every minute (items, transitions, rate, time left), and gives up with an
+error naming the count it reached when STALL_TRANSITIONS transitions in a row give no new item (the source has about
+that many distinct items: a huge lca.n_pairs stops there, not after hours) or after 50x the wanted items in
+transitions. No env here can count its distinct items in advance (the grids' states include positions, facings,
+progress and the step count: far more than any n_pairs), so the stall is the check. The oracle (env.pair_oracle:
 better | worse | equal) of every item is computed here: it is stored for accuracy and used as the answer only by the
 oracle rankers.
 
@@ -51,6 +55,7 @@ make every step "a state to avoid"; give such an env its key steps as text.
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace as SN
 
@@ -60,15 +65,18 @@ from controllers.behaviour_mac import BehaviourMAC, load_policy
 from envs.multiagentenv import MultiAgentEnv
 from offline.collection import checkpoint_hashes, make_runner, play
 from utils.checkpoint import CheckpointError, load_run_config, locate_checkpoint
-from utils.config import ConfigError
+from utils.config import CHOICES, ConfigError
 from utils.logging import Logger
 from utils.paths import repo_relative
+from utils.progress import Bar, Clock
 from utils.seeding import rng_state, set_rng_state, set_seeds
 
-PAIR_SOURCES = ("random_states", "rollouts", "mixed", "auto")
+PAIR_SOURCES = CHOICES["lca.pair_source"]  # random_states | rollouts | mixed | auto
 PAPER_COUNTS = {"two_switch": ("total", 4400), "victim_rubble": ("per_agent", 2000), "pistonball": ("total", 1000)}
 ORACLE_ANSWERS = ("better", "worse", "equal")
 MAX_TRANSITIONS_PER_ITEM = 50
+STALL_TRANSITIONS = 20_000  # transitions in a row without a new item after which sampling stops, naming the count
+PROGRESS_LOG_S = 60.0  # a log line this often while sampling (the bar shows on a terminal only)
 KEYSTEP_EPISODES = 3
 COVERAGE_BINS = 10
 ROLLOUT_POLICY = "checkpoint"  # the BehaviourMAC name of the loaded policy
@@ -254,10 +262,11 @@ def _policy_rollout_stream(checkpoint, run_args, env_info, seed):
         runner.close_env()
 
 
-def sample_pairs(env, env_name, pair_source, n_pairs, pair_seed, rollout_checkpoint="", run_args=None):
+def sample_pairs(env, env_name, pair_source, n_pairs, pair_seed, rollout_checkpoint="", run_args=None, log=None):
     """The PairSet of these settings (see the module docstring); `pair_source` resolved (not auto).
     `rollout_checkpoint`: "" (uniform random rollouts), lca.rollout_checkpoint as set, or its RolloutCheckpoint;
-    a checkpoint needs `run_args` (the run's args: env_args, truncation_as_terminal, ... for its runner)."""
+    a checkpoint needs `run_args` (the run's args: env_args, truncation_as_terminal, ... for its runner). `log`: a
+    function taking the progress line logged every PROGRESS_LOG_S seconds."""
     require(env, ("stay_action", "pair_oracle"), "LCA's pair sampling")
     checkpoint = None
     if rollout_checkpoint:
@@ -283,41 +292,52 @@ def sample_pairs(env, env_name, pair_source, n_pairs, pair_seed, rollout_checkpo
     per_agent = np.zeros(n, dtype=np.int64)
     seen, kept, items, oracle = set(), [], [], []
     stats = {"transitions": 0, "stay": 0, "duplicates": 0, "agent_full": 0}
-    while len(items) < wanted:
-        if stats["transitions"] >= MAX_TRANSITIONS_PER_ITEM * wanted + 1000:
-            raise ValueError(f"lca pairs: only {len(items)} distinct (pair, agent) items after {stats['transitions']} "
-                             f"transitions from {pair_source} (wanted {wanted}); lower lca.n_pairs or use another "
-                             f"lca.pair_source")
-        s, a, s2, obs, obs2 = next(sources[stats["transitions"] % len(sources)])
-        stats["transitions"] += 1
-        new = []
-        for i in range(n):
-            if a[i] == stay:
-                stats["stay"] += 1
+    last_new, clock, logged = 0, Clock(0, wanted), time.monotonic()
+    with Bar(wanted, desc="lca pairs", unit="item") as bar:
+        while len(items) < wanted:
+            stalled = stats["transitions"] - last_new >= STALL_TRANSITIONS
+            if stalled or stats["transitions"] >= MAX_TRANSITIONS_PER_ITEM * wanted + 1000:
+                why = (f"none new in the last {STALL_TRANSITIONS} transitions: the source has about that many "
+                       f"distinct items" if stalled else "too few distinct ones")
+                raise ConfigError(f"lca pairs: only {len(items)} distinct (pair, agent) items after "
+                                  f"{stats['transitions']} transitions from {pair_source} (wanted {wanted}; {why}); "
+                                  f"lower lca.n_pairs (at most {len(items)} here) or use another lca.pair_source")
+            if log is not None and time.monotonic() - logged >= PROGRESS_LOG_S:
+                logged = time.monotonic()
+                log(f"lca pairs: {len(items)} / {wanted} items from {stats['transitions']} transitions, "
+                    f"{clock.rate(len(items)):.0f} items/s, {clock.left_str(len(items))}")
+            s, a, s2, obs, obs2 = next(sources[stats["transitions"] % len(sources)])
+            stats["transitions"] += 1
+            new = []
+            for i in range(n):
+                if a[i] == stay:
+                    stats["stay"] += 1
+                    continue
+                if mode == "per_agent" and per_agent[i] >= count:
+                    stats["agent_full"] += 1
+                    continue
+                key = hashlib.blake2b(b"".join((s.tobytes(), a.tobytes(), s2.tobytes(), bytes([i]))),
+                                      digest_size=16).digest()
+                if key in seen:
+                    stats["duplicates"] += 1
+                    continue
+                seen.add(key)
+                new.append(i)
+            new = new[:wanted - len(items)]
+            if not new:
                 continue
-            if mode == "per_agent" and per_agent[i] >= count:
-                stats["agent_full"] += 1
-                continue
-            key = hashlib.blake2b(b"".join((s.tobytes(), a.tobytes(), s2.tobytes(), bytes([i]))),
-                                  digest_size=16).digest()
-            if key in seen:
-                stats["duplicates"] += 1
-                continue
-            seen.add(key)
-            new.append(i)
-        new = new[:wanted - len(items)]
-        if not new:
-            continue
-        t = len(kept)
-        kept.append((s, a, s2, obs, obs2))
-        for i in new:
-            answer = env.pair_oracle(s, a, s2, i)
-            if answer not in ORACLE_ANSWERS:
-                raise ValueError(f"{type(env).__name__}.pair_oracle returned {answer!r}; expected one of "
-                                 f"{list(ORACLE_ANSWERS)}")
-            items.append((t, i))
-            oracle.append(answer)
-            per_agent[i] += 1
+            t = len(kept)
+            kept.append((s, a, s2, obs, obs2))
+            for i in new:
+                answer = env.pair_oracle(s, a, s2, i)
+                if answer not in ORACLE_ANSWERS:
+                    raise ValueError(f"{type(env).__name__}.pair_oracle returned {answer!r}; expected one of "
+                                     f"{list(ORACLE_ANSWERS)}")
+                items.append((t, i))
+                oracle.append(answer)
+                per_agent[i] += 1
+            last_new = stats["transitions"]
+            bar.update_to(len(items))
     state, action, next_state, obs, next_obs = (np.stack(x) for x in zip(*kept))
     info = {"pair_source": pair_source, "target": {"mode": mode, "count": count}, "items": len(items),
             "items_per_agent": per_agent.tolist(), "kept_transitions": len(kept), **stats,

@@ -64,12 +64,12 @@ from labeling.prompting import TaskPrompt, read_prompt, sha256
 from labeling.store import code_version
 from llm.cache import canonical_json
 from shapers.lca.rankings import Rankings, write_rankings
-from utils.config import ConfigError
+from utils.config import CHOICES, ConfigError
 from utils.paths import env_label, repo_relative, results_path, unseeded
 
 log = logging.getLogger("pymarl.labeling")  # shown with the run's own messages
-ANSWER_MODES = ("cot", "direct")
-ORACLE_TIES = ("worse", "drop")
+ANSWER_MODES = CHOICES["lca.answer_mode"]  # cot | direct
+ORACLE_TIES = CHOICES["lca.oracle_ties"]  # worse | drop
 ORACLE_ANSWER = {"better": 1.0, "worse": 0.0, "equal": 0.0}  # the ranker's answer (ties: worse)
 ORACLE_STORED = {"better": 1.0, "worse": 0.0, "equal": 0.5}  # the rankings file's oracle column
 TEMPLATES = ("lca_state_pair", "lca_state_pair_user", "lca_answer_cot", "lca_answer_direct", "lca_reask")
@@ -148,7 +148,7 @@ class LCAStatePair(LabelTask):
         pair_source = resolve_pair_source(c["pair_source"], env)
         start = time.perf_counter()
         pairs = sample_pairs(env, args.env, pair_source, c["n_pairs"], c["pair_seed"], c["rollout_checkpoint"],
-                             run_args=args)
+                             run_args=args, log=log.info)
         keep = range(len(pairs.items))
         if c["oracle_ties"] == "drop":
             keep = [k for k in keep if pairs.oracle[k] != "equal"]
@@ -171,6 +171,9 @@ class LCAStatePair(LabelTask):
 
     def oracle(self, item, source, args):
         return float(self.oracle_batch([item], source, args)[0])
+
+    def chance(self, source):
+        return 0.5  # [1] or [0]
 
     def wrong_answers(self, item, correct):
         return [1.0 - float(correct)]

@@ -16,6 +16,7 @@ an error naming scripts/edit_labels.py, or replaced with `label_overwrite=True`.
 (copy, edit, rename), so an interrupted run leaves the file as it was.
 """
 import difflib
+import fnmatch
 import json
 import os
 import time
@@ -59,10 +60,10 @@ def check_not_reserved(name):
     """A label_name that an augmenter writes into its source dataset (`writes_labels`: CODI's codi_z) is refused:
     the two would replace each other's labels."""
     for augmenter, cls in sorted(AUGMENTERS.items()):
-        if name in cls.writes_labels:
-            raise ConfigError(f"label_name={name} is the name augmenter {augmenter} stores its own labels under "
-                              f"(labels/{name} of the dataset); choose another label_name, e.g. best_agent (CODI fits "
-                              f"its labeler on it with augment_label_name=best_agent)")
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in cls.writes_labels):
+            raise ConfigError(f"label_name={name} is a name augmenter {augmenter} stores its own labels under "
+                              f"(labels/{' or '.join(cls.writes_labels)} of the dataset); choose another label_name, "
+                              f"e.g. best_agent (CODI fits its labeler on it with augment_label_name=best_agent)")
 
 
 def check_label_out(value, source_path):
@@ -156,9 +157,9 @@ def label(args, _log, _run=None):
         elif stored is not None and not overwrite:
             same = stored.get("settings") == settings
             if not same:
-                raise ValueError(f"{target} already has '{args.label_name}' ({task.name}) made with other settings: "
-                                 + "; ".join(differences(stored.get("settings") or {}, settings))
-                                 + ". Choose another label_name, or set label_overwrite=True to replace it")
+                raise ConfigError(f"{target} already has '{args.label_name}' ({task.name}) made with other settings: "
+                                  + "; ".join(differences(stored.get("settings") or {}, settings))
+                                  + ". Choose another label_name, or set label_overwrite=True to replace it")
             if stored.get("complete", True):
                 _log.info(f"'{args.label_name}' in {target} was made with the same settings from the same items "
                           f"({stored.get('created', '?')}): kept, 0 labels asked (label_overwrite=True labels again)")
@@ -173,6 +174,11 @@ def label(args, _log, _run=None):
             _log.info(f"'{args.label_name}' in {target} is incomplete ({stored.get('counts')}): labeling again")
             overwrite = True
         items = task.make_items(source, args)
+        chance = task.chance(source)
+        if args.labeler == "noisy_oracle" and chance is not None and float(args.oracle_accuracy) < chance:
+            _log.warning(f"oracle_accuracy={args.oracle_accuracy} is below chance for {task.name} ({chance:.3g}, a "
+                         f"uniform guess): the noisy oracle answers wrong more often than guessing would; fine for "
+                         f"an adversarial-label ablation, otherwise raise it (e.g. 0.8)")
         what = f"{path} ({len(source.dataset)} episodes)" if own is None else f"env {args.env} (to {path})"
         _log.info(f"Labeling {len(items)} {task.name} items of {what} with labeler '{labeler.name}' -> "
                   f"'{args.label_name}'")

@@ -13,8 +13,9 @@ Concurrency: each build-or-reuse holds the FolderLock of the folder it writes in
 potentials' env folder results/potentials/<env>/), so two trials of a sweep starting together build one artifact: the
 second waits, then reuses it. The lock dies with its process (kill -9 included).
 
-Evaluation (evaluate=True, run=evaluate) never labels or trains: it uses the artifacts a training run with the same
-settings built (looked up, not built), or the given lca.potential; it refuses when there are none.
+Evaluation (evaluate=True, run=evaluate) never labels, trains or loads a potential: its test episodes are not shaped
+(the env's reward is logged), so it needs none. Its info names the given lca.potential, else the artifacts a training
+run with the same settings built when they exist (looked up, never built).
 
 The run's info (info.json: lca) records the rankings (path, SHA-256, reused), the labeling (labeler, accuracy,
 counts, labels_asked by this run, and the LLM requests, tokens and cost of making the rankings: on reuse the stored
@@ -78,15 +79,25 @@ def shaper_env_info(args, env_info):
 
 
 def prepare_lca(args, env_info, evaluating, _log, _run=None):
-    """For shaper=lca: sets args.lca["potential"] (in a copy of args.lca), built, reused or looked up as the module
-    docstring says; records info["lca"] and returns the shaper's env_info (shaper_env_info)."""
+    """For shaper=lca in a training run: sets args.lca["potential"] (in a copy of args.lca), built or reused as the
+    module docstring says; records info["lca"] and returns the shaper's env_info (shaper_env_info). Evaluation:
+    evaluation_info (nothing built, loaded or required)."""
+    if evaluating:
+        info = evaluation_info(args)
+        if _run is not None:
+            _run.info["lca"] = info
+        return env_info
     if not args.lca["potential"]:
-        info = lookup(args) if evaluating else build_artifacts(args, _log)
+        info = build_artifacts(args, _log)
         args.lca = {**args.lca, "potential": info["potential"]["folder"]}  # a copy: Sacred's config is read-only
     else:
         folder = repo_relative(args.lca["potential"])
         meta = read_meta(folder)
         ranked = meta.get("rankings") or {}
+        if args.lca["rankings"]:
+            _log.warning(f"lca.rankings={args.lca['rankings']} is not used: lca.potential={args.lca['potential']} is "
+                         f"given, which was trained from {ranked.get('path', 'its own rankings')}; leave lca.rankings "
+                         f"out (or lca.potential, to train from those rankings)")
         info = {"built_by_run": False,
                 "potential": {"folder": os.path.abspath(folder), "sha256": meta.get("potential_sha256"),
                               "given": True, "metrics": meta.get("metrics")},
@@ -186,6 +197,19 @@ def build_artifacts(args, _log):
     trained = "reused, nothing trained" if reused else f"trained in {seconds:.1f}s"
     _log.info(f"LCA: rankings {info['rankings']['path']} ({ranked}), potentials {folder} ({trained})")
     return info
+
+
+def evaluation_info(args):
+    """info["lca"] of an evaluation: its test episodes are never shaped, so no potential is needed, loaded or
+    required; it names the given lca.potential, else the one a training run with these settings built, when one
+    exists (looked up, never built)."""
+    info = {"built_by_run": False, "evaluation": "test episodes are not shaped: no potential is loaded"}
+    if args.lca["potential"]:
+        return {**info, "potential": {"folder": os.path.abspath(repo_relative(args.lca["potential"])), "given": True}}
+    try:
+        return {**lookup(args), **info}
+    except (ConfigError, OSError, ValueError):  # none built with these settings, or a config without label keys
+        return info
 
 
 def lookup(args):

@@ -4,7 +4,8 @@ mistake is reported before anything is written (no run folder, no TensorBoard fo
 `check_config(config)` raises ConfigError naming the key, the value, the valid values and the closest one: the run
 mode, the component names (runner, mac, learner, agent, mixer, critic, shaper, action selector), the env and its
 arguments (envs.check_env_args: unknown arguments, gymma ids), the labeler and augmenter names, the `llm:` settings
-of a generation run or an llm labeler, and an augment run's CODI settings; and the combinations a run can never use
+of a generation run or an llm labeler, an augment run's CODI settings and files (augment_checkpoint, augment_out) and
+the LCA files a run reads (lca.rankings, lca.potential); and the combinations a run can never use
 (check_combinations): keys that name each other (evaluate / load_step without checkpoint_path, env_args.seed), the
 runner and batch_size_run, the actor's output and the learner and action selector that read it, batch_size and
 buffer_size, and render / save_replay where the env cannot honour them (check_env_outputs).
@@ -144,8 +145,11 @@ def check_combinations(config):
                           f"{config['buffer_size']}")
 
 
-def check_config(config):
-    """Raise ConfigError for the first thing in `config` that the run would fail on while building (see module doc)."""
+def check_config(config, files=True):
+    """Raise ConfigError for the first thing in `config` that the run would fail on while building (see module doc).
+    files=False leaves out the checks of the files the config names (augment_checkpoint, augment_out, lca.rankings,
+    lca.potential): a sweep validates its trials before any starts, when an earlier trial's output may not exist yet;
+    each trial's own start (src/main.py) checks them."""
     from envs import check_env_args
 
     for key, (registry, nullable) in _registries().items():
@@ -165,9 +169,16 @@ def check_config(config):
     if config.get("run") == "augment":  # CODI's settings, all checked before any stage starts
         from types import SimpleNamespace
 
+        from augmenters.codi.augmenter import check_files as check_augment_files
         from augmenters.codi.settings import resolve as resolve_augment
 
         try:
             resolve_augment(SimpleNamespace(**config))
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        if files:  # augment_checkpoint is a trained artifact folder, augment_out not the source
+            check_augment_files(config)
+    if files and (config.get("run") == "shape" or config.get("shaper") == "lca"):
+        from shapers.lca.train import check_files as check_lca_files
+
+        check_lca_files(config)  # lca.rankings / lca.potential exist and are of this env

@@ -220,10 +220,13 @@ def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker
         if args.shaper == "lca":  # its rankings and potentials, built when not given, and the env hooks it checks
             from run.lca_pipeline import prepare_lca  # imported on use: it imports run.label, which imports this
             shaper_info = prepare_lca(args, env_info, evaluating, _log, _run)
-        shaper = shaper_REGISTRY[args.shaper](args, shaper_info)
+        # evaluation shapes nothing (test episodes are never shaped): no shaper is built, so it needs no artifact;
+        # the batches keep the reward layout the shaper trained with (per-agent rewards)
+        shaper = NoShaper(args, env_info) if evaluating else shaper_REGISTRY[args.shaper](args, shaper_info)
+    shaper_per_agent = shaper_REGISTRY[args.shaper].per_agent
     extra = {k: v for provider in features for k, v in provider.scheme.items()}
     # per-agent rewards: `reward` [n_agents] and the env's team reward beside it (`team_reward`)
-    scheme, groups, preprocess = episode_scheme(env_info, extra, per_agent_rewards(config, shaper.per_agent))
+    scheme, groups, preprocess = episode_scheme(env_info, extra, per_agent_rewards(config, shaper_per_agent))
     learner_class = le_REGISTRY[args.learner]
     if not (isinstance(learner_class, type) and issubclass(learner_class, Learner)):
         raise TypeError(f"learner '{args.learner}' ({getattr(learner_class, '__name__', learner_class)}) must subclass "

@@ -275,7 +275,7 @@ def trial_config(trial, label="sweep:validate"):
         config.setdefault("name", trial["alg"])
         from run.preflight import check_config  # the registries and env arguments, as main.py checks them
 
-        check_config(config)
+        check_config(config, files=False)  # a file a trial reads may be an earlier one's output: checked at its start
     except ConfigError as e:
         grid = ", ".join(f"{k}={v!r}" for k, v in trial["grid"].items())
         raise ConfigError(f"{trial['where']}, trial {trial['id']}{f' (grid {grid})' if grid else ''}: {e}") from None

@@ -35,9 +35,16 @@ CHOICES = {"on_nonfinite": ("stop", "skip_batch"),
            "weight_pooling": ("transition", "episode"),
            # labeling (config/runs/label_*.yaml, lca_label.yaml) and CODI (config/runs/codi.yaml)
            "noise_mode": ("bernoulli", "exact"), "augment_stage": ("all", "labeler", "train", "generate"),
+           "augment_preset": ("cpu", "paper"), "delta_per": ("step", "segment"),
            # core RL settings (config/default.yaml, the alg configs); the modules that read them use these lists
            "optimizer": ("adam", "rmsprop"), "epsilon_decay": ("linear", "exp"),
-           "reward_scalarisation": ("sum", "mean"), "agent_output_type": ("q", "pi_logits")}
+           "reward_scalarisation": ("sum", "mean"), "agent_output_type": ("q", "pi_logits"),
+           # LCA (config/default.yaml's lca: block; dotted: a key of a nested block). Checked before anything runs,
+           # so a misspelt mode is not found only after the rankings were paid for; shapers/lca and labeling use these
+           "lca.pair_source": ("random_states", "rollouts", "mixed", "auto"), "lca.answer_mode": ("cot", "direct"),
+           "lca.oracle_ties": ("worse", "drop"), "lca.keystep_policy": ("random", "oracle"),
+           "lca.groups": ("auto", "shared", "per_agent"), "lca.normalise": ("pair_std", "none"),
+           "lca.mode": ("add", "replace"), "lca.terminal_potential": ("keep", "zero")}
 
 # key -> (integer only, test, allowed range in words, null allowed). Checked on the merged config, before anything runs.
 RANGES = {
@@ -93,15 +100,37 @@ RANGES = {
     "n_pairs": (True, lambda v: v >= 1, "an integer >= 1", False),
     "oracle_accuracy": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
     # agent-quality labeling (CODI): a count of segments, or a fraction of all segment starts
-    "label_segments": (False, lambda v: v > 0, "> 0 (a count >= 1, or a fraction of all segment starts in (0, 1])",
-                       False),
+    "label_segments": (False, lambda v: v > 0 and (v <= 1 or v == int(v)),
+                       "a fraction of all segment starts in (0, 1] or a whole count > 1", False),
     "segment_horizon": (True, lambda v: v >= 1, "an integer >= 1", False),
+    # CODI's diffusion model (config/runs/codi.yaml; null = the augment_preset's value)
+    "ema_decay": (False, lambda v: 0 < v < 1, "in (0, 1) (or null = the preset's 0.995): the EMA weight kept per "
+                                              "update; >= 1 makes the sampling weights diverge", True),
+    "label_drop": (False, lambda v: 0 <= v <= 1, "a probability in [0, 1]", False),
+    "p_uncond": (False, lambda v: 0 <= v <= 1, "a probability in [0, 1]", False),
+    "label_keep_one": (False, lambda v: 0 <= v <= 1, "a probability in [0, 1] (0 = the paper)", False),
     "augment_save_minutes": (False, lambda v: v >= 0, ">= 0 (0 = checkpoints by augment_save_interval only)", False),
     "augment_episodes": (True, lambda v: v >= 1, "an integer >= 1 (or null = as many as the source)", True),
     # offline training (config/default.yaml)
     "offline_steps": (True, lambda v: v >= 1, "an integer >= 1", False),
     "offline_top_fraction": (False, lambda v: 0 < v <= 1, "in (0, 1] (1 = every episode, 0.5 = 50%BC)", False),
     "offline_valid_fraction": (False, lambda v: 0 <= v < 1, "in [0, 1) (0 = no held-out episodes)", False),
+    # LCA (config/default.yaml's lca: block): pairs, potential training and shaping
+    "lca.n_pairs": (True, lambda v: v >= 1, "an integer >= 1 (or null = the paper's count for the env)", True),
+    "lca.pair_seed": (True, lambda v: 0 <= v < 2 ** 32, "an integer in [0, 2**32)", False),
+    "lca.queries": (True, lambda v: v >= 1, "an integer >= 1 (answers per item)", False),
+    "lca.keystep_max_steps": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "lca.hidden_dim": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "lca.lr": (False, lambda v: v > 0, "> 0", False),
+    "lca.epochs": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "lca.batch_size": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "lca.score_l2": (False, lambda v: v >= 0, ">= 0 (0 = off)", False),
+    "lca.valid_fraction": (False, lambda v: 0 <= v < 1, "in [0, 1) (0 = no held-out pairs: every epoch runs and "
+                                                        "the last weights are kept)", False),
+    "lca.patience": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "lca.check_episodes": (True, lambda v: v >= 0, "an integer >= 0 (0 = skip the oracle-episode check)", False),
+    "lca.coef": (False, lambda v: v >= 0, ">= 0 (0 = no shaping; a negative weight would reward the moves the "
+                                          "rankings call unhelpful)", False),
     # LLM budgets of the labeling runs
     "max_requests": (True, lambda v: v >= 0, "an integer >= 0 (0 = cached answers only; null = no limit)", True),
     "max_cost_usd": (False, lambda v: v >= 0, ">= 0 (null = no limit)", True),
@@ -316,7 +345,7 @@ def check_types(update, reference, where="", origin=""):
         if k in PATH_LIST_KEYS and not where and isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v):
             out[k] = list(v)
             continue
-        nullable = k in RANGES and RANGES[k][3]
+        nullable = path in RANGES and RANGES[path][3]
         if v is None and nullable:
             out[k] = v
             continue
@@ -338,15 +367,26 @@ def check_types(update, reference, where="", origin=""):
     return out
 
 
+def lookup(config, key):
+    """(found, value) of `key` in `config`; a dotted key (lca.mode) names a key of a nested block."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
 def check_values(config):
     """Raise ConfigError naming the key, the value and the allowed values for the first value out of range."""
     for key, choices in CHOICES.items():
-        if key in config and config[key] not in choices:
-            raise ConfigError(f"config key {key_name(key)} must be one of {', '.join(choices)}; got {config[key]!r}")
+        found, value = lookup(config, key)
+        if found and value not in choices:
+            raise ConfigError(f"config key {key_name(key)} must be one of {', '.join(choices)}; got {value!r}")
     for key, (integer, test, allowed, nullable) in RANGES.items():
-        if key not in config or (nullable and config[key] is None):
+        found, value = lookup(config, key)
+        if not found or (nullable and value is None):
             continue
-        value = config[key]
         number = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not number or not test(value):
             raise ConfigError(f"config key {key_name(key)} must be {allowed}; got {value!r}")

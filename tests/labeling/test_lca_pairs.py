@@ -168,3 +168,53 @@ def test_pistonball_rollouts_report_ball_coverage():
     assert len(pairs.items) == 60 and cov["field"] == "ball_x" and sum(cov["counts"]) == len(pairs.state)
     assert 0 < cov["visited_fraction"] <= 1 and cov["min"] <= cov["max"]
     assert all(pairs.actions[t][i] != 1 for t, i in pairs.items)  # Pistonball's stay is 1
+
+
+class TwoCells:
+    """One agent on two cells: only two distinct (s, a, s', agent) items exist (a move from each cell)."""
+    n_agents, stay_action = 1, 0
+
+    def __init__(self):
+        self.cell = 0
+
+    def sample_state(self, rng):
+        return np.array([rng.integers(2)], dtype=np.float32)
+
+    def set_state(self, state):
+        self.cell = int(state[0])
+
+    def get_state(self):
+        return np.array([self.cell], dtype=np.float32)
+
+    def get_obs(self):
+        return [self.get_state()]
+
+    def get_avail_agent_actions(self, i):
+        return [1, 1]
+
+    def step(self, actions):
+        self.cell = 1 - self.cell if actions[0] else self.cell
+        return 0.0, False, {}
+
+    def pair_oracle(self, s, a, s2, i):
+        return "better"
+
+    def state_schema(self):
+        raise NotImplementedError
+
+
+def test_sampling_says_its_progress_and_stops_when_no_new_item_comes(monkeypatch):
+    """A huge lca.n_pairs on a source with few distinct items stops after STALL_TRANSITIONS transitions without a
+    new one (not after 50x the wanted count), naming the count reached; progress is logged while it samples."""
+    import labeling.lca_pairs as lp
+
+    monkeypatch.setattr(lp, "PROGRESS_LOG_S", 0.0)
+    lines = []
+    pairs = sample_pairs(TwoCells(), "two_cells", "random_states", 2, pair_seed=0, log=lines.append)
+    assert len(pairs.items) == 2 and lines and lines[0].startswith("lca pairs: 0 / 2 items from 0 transitions")
+    monkeypatch.setattr(lp, "STALL_TRANSITIONS", 200)
+    with pytest.raises(ConfigError, match=r"only 2 distinct \(pair, agent\) items after \d+ transitions from "
+                                          r"random_states \(wanted 1000000; none new in the last 200 transitions: "
+                                          r"the source has about that many distinct items\); lower lca.n_pairs \(at "
+                                          r"most 2 here\)"):
+        sample_pairs(TwoCells(), "two_cells", "random_states", 1_000_000, pair_seed=0)

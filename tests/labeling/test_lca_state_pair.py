@@ -101,11 +101,11 @@ def test_oracle_ties_drop_is_flagged(tmp_path):
 
 
 @pytest.mark.parametrize("updates, match", [
-    ({"lca": {"queries": 0}}, r"lca.queries \(K, answers per item\) must be a whole number >= 1, got 0"),
+    ({"lca": {"queries": 0}}, r"'lca.queries' must be an integer >= 1 \(answers per item\); got 0"),  # config
     ({"labeler": "noisy_oracle", "oracle_accuracy": 0.5}, r"oracle_accuracy must be in \(0.5, 1\].*got 0.5"),
     ({"labeler": "noisy_oracle", "oracle_accuracy": 1.2}, r"'oracle_accuracy' must be in \[0, 1\]; got 1.2"),  # config
     ({"labeler": "llm", "lca": {"oracle_ties": "drop"}}, "oracle_ties=drop removes the items the oracle calls equal"),
-    ({"lca": {"answer_mode": "long"}}, "lca.answer_mode must be one of"),
+    ({"lca": {"answer_mode": "long"}}, "'lca.answer_mode' must be one of cot, direct"),  # the config's CHOICES
 ])
 def test_bad_inputs(tmp_path, updates, match):
     lca = updates.pop("lca", {})

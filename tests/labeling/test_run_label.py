@@ -92,8 +92,9 @@ def test_a_damaged_set_is_never_kept_and_label_overwrite_replaces_it(tmp_path, d
     ({"label_name": "a/b"}, ValueError, "label_name must be a non-empty name"),
     ({"label_name": "."}, ConfigError, r"not '\.' or '\.\.'"),
     ({"label_name": ".."}, ConfigError, "label_name must be a non-empty name"),
-    ({"label_name": "codi_z"}, ConfigError, r"label_name=codi_z is the name augmenter codi stores its own labels "
-                                             r"under \(labels/codi_z of the dataset\); choose another label_name"),
+    ({"label_name": "codi_z"}, ConfigError, r"label_name=codi_z is a name augmenter codi stores its own labels "
+                                             r"under \(labels/codi_z or codi_z_\* of the dataset\); choose another"),
+    ({"label_name": "codi_z_540b528f218b"}, ConfigError, r"label_name=codi_z_540b528f218b is a name augmenter codi"),
     ({"label_out": "."}, ConfigError, r"label_out=\. is a folder; give the path of a dataset file"),
     ({"n_pairs": 781}, ValueError, "n_pairs=781 is more than the 780 distinct pairs of 40 episodes"),
     ({"offline_dataset": "nowhere.h5"}, DatasetError, "offline_dataset nowhere.h5 does not exist"),

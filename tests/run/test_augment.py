@@ -7,6 +7,7 @@ import glob
 import json
 import logging
 import os
+import re
 import shutil
 
 import numpy as np
@@ -17,11 +18,11 @@ from tests.labeling.codi_datasets import LIMIT, spread_env_args, write_one_exper
 from augmenters.codi.diffusion import SegmentDiffusion
 from augmenters.codi.dynamics import DynamicsModels
 from augmenters.codi.stitching import GenerationError
-from helpers import run_main, sacred_dir, write_random_dataset
+from helpers import ctrl_c_run, run_main, sacred_dir, write_random_dataset
 from offline import OfflineDataset
 from offline.format import DatasetError
 from run.augment import run_augment
-from utils.config import build_config
+from utils.config import ConfigError, build_config
 from utils.files import FolderLock
 
 LOG = logging.getLogger("test_augment")
@@ -84,13 +85,15 @@ def test_codi_end_to_end_generates_a_dataset_that_merges_and_trains_bc(codi_run)
     gen = aug["generate"]["path"]
     assert aug["stages"] == ["labeler", "train", "generate"] and gen.startswith(aug["artifacts"])
     assert "/augment/codi/spread_N3/" in aug["artifacts"]
-    # the source gained labels/codi_z [E, T+1, n]; its episodes are untouched
+    # the source gained labels/codi_z_<labeler hash> [E, T+1, n]; its episodes are untouched
     source = OfflineDataset.load(src, expect_env=("mpe", spread_env_args()))
-    z = source.arrays()["labels/codi_z"]
+    label = aug["labeler"]["label"]
+    assert label == "codi_z_" + aug["labeler"]["labeler_sha256"][:12]
+    z = source.arrays()["labels/" + label]
     assert z.shape == (E, LIMIT + 1, 3)
     np.testing.assert_allclose(z[:, :LIMIT].sum(-1), 1.0, atol=1e-5)  # a distribution at every segment start
     assert (z[:, LIMIT] == 0).all()  # no segment starts at the last observation
-    assert source.label_attrs("codi_z")["labeler_sha256"] == aug["labeler"]["labeler_sha256"]
+    assert source.label_attrs(label)["labeler_sha256"] == aug["labeler"]["labeler_sha256"]
     assert set(aug["labeler"]["report"]) == {"vs_given", "vs_truth"}
     assert len(aug["labeler"]["report"]["vs_truth"]["confusion"]) == 3
     # the generated file: the source's env, generated quality, provenance
@@ -142,10 +145,11 @@ def test_stage_by_stage_equals_all(labelled, codi_run, tmp_path):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     # the labeler stage again keeps this folder's labeler and its labels (no refit under a trained checkpoint)
-    z = OfflineDataset.load(src).label("codi_z")
+    label = parts["labeler"]["labeler"]["label"]
+    z = OfflineDataset.load(src).label(label)
     again_labeler = augment(tmp_path, "codi", src, augment_stage="labeler")
     assert again_labeler["labeler"] == parts["labeler"]["labeler"]  # the stored summary (a refit's seconds differ)
-    np.testing.assert_array_equal(OfflineDataset.load(src).label("codi_z"), z)
+    np.testing.assert_array_equal(OfflineDataset.load(src).label(label), z)
     # generating again with the same settings keeps the file; augment_checkpoint generates from the trained models
     again = augment(tmp_path, "codi", src, augment_stage="generate")
     assert again["generate"]["reused"] and again["generate"]["path"] == parts["generate"]["generate"]["path"]
@@ -156,8 +160,8 @@ def test_stage_by_stage_equals_all(labelled, codi_run, tmp_path):
     same = augment(tmp_path, "codi_no_comp", src, augment_checkpoint=parts["train"]["artifacts"],
                    augment_out=str(tmp_path / "no_comp.h5"))
     assert same["generate"]["reused"]
-    with pytest.raises(ValueError, match=r"no_comp.h5 exists but was generated differently \(it differs in "
-                                         r"\['sampling'\]\): delete it or choose another augment_out"):
+    with pytest.raises(ConfigError, match=r"no_comp.h5 exists but was generated differently \(it differs in "
+                                          r"\['sampling'\]\): choose another augment_out"):
         augment(tmp_path, "codi_no_comp", src, augment_checkpoint=parts["train"]["artifacts"],
                 augment_out=str(tmp_path / "no_comp.h5"), guidance_weights=2.0)
 
@@ -242,8 +246,8 @@ def test_presets_and_explicit_keys():
     plain = resolve(SimpleNamespace(**build_config("codi", "lbf_8x8_2p_2f_coop", {})))
     assert snapped.generation["snap_obs"] is True and snapped.generation_hash() != plain.generation_hash()
     for bad, match in (({"delta": "often"}, "delta must be auto"), ({"augment_preset": "gpu"}, "augment_preset"),
-                       ({"label_keep_one": 1.5}, "label_keep_one is a probability"),
-                       ({"label_keep_one": -0.1}, "label_keep_one must be a number > 0"),
+                       ({"label_keep_one": 1.5}, r"'label_keep_one' must be a probability in \[0, 1\]"),
+                       ({"label_keep_one": -0.1}, r"'label_keep_one' must be a probability in \[0, 1\]"),
                        ({"sampling_steps": 60}, "more than diffusion_timesteps=50"),
                        ({"augment_stage": "sample"}, "'augment_stage' must be one of all, labeler"),  # build_config
                        ({"max_view_gap": -0.1}, "max_view_gap must be null"),
@@ -265,34 +269,44 @@ def test_a_dataset_without_the_labels_names_the_label_command(labelled, tmp_path
     with pytest.raises(ValueError, match="judge segments of 4 steps, this run's segment_horizon is 5: set "
                                          "segment_horizon=4, or label again"):
         augment(tmp_path, "codi", labelled, segment_horizon=5)
-    with pytest.raises(ValueError, match="no labels/codi_z: run the labeler stage first"):
+    with pytest.raises(ConfigError, match=r"has no fitted labeler yet \(its labeler stage has not run\): run the "
+                                          r"labeler stage first"):
         augment(tmp_path, "codi", path, augment_stage="train")
     assert not glob.glob(str(tmp_path / "results" / "augment" / "*" / "*" / "*" / "models"))
 
 
-def test_codi_never_replaces_a_codi_z_it_did_not_write(labelled, tmp_path):
-    """labels/codi_z is CODI's (`writes_labels`: the label run refuses that label_name); one that a labeling run of
-    an older version wrote there is refused by every stage that would replace or read it, naming the rename that keeps
-    it, and is byte-identical afterwards; renamed, CODI fits on it and writes its own codi_z beside it."""
+def test_distilled_labels_are_named_by_their_labeler_and_never_replace_others(labelled, tmp_path):
+    """labels/codi_z_<labeler hash>: two runs with other labelers (seeds) on one source keep both label sets, and the
+    first run's train stage still reads its own (one codi_z slot per source let the second replace the first's, whose
+    train stage then failed); a label of that name that another tool wrote is refused with the rename that keeps it,
+    never replaced; a codi_z of an older label run stays untouched (the label run refuses codi_z and codi_z_*)."""
     import edit_labels
 
     import augmenters
 
-    assert {n for cls in augmenters.REGISTRY.values() for n in cls.writes_labels} == {"codi_z"}
+    assert {n for cls in augmenters.REGISTRY.values() for n in cls.writes_labels} == {"codi_z", "codi_z_*"}
     src = copy_of(labelled, tmp_path)
     assert edit_labels.main([str(src), "--rename-label", "best_agent=codi_z"]) == 0  # as an older label run named it
     theirs = OfflineDataset.load(src).label("codi_z").copy()
-    for stage in ("labeler", "all"):
-        with pytest.raises(DatasetError, match=r"has labels/codi_z made by a labeling run \(task agent_quality, .*not "
-                                               r"by CODI.*never replaces labels it did not make") as e:
-            augment(tmp_path, "codi", src, augment_stage=stage, augment_label_name="codi_z")
-        assert f"python scripts/edit_labels.py {src} --rename-label codi_z=<new name>" in str(e.value)
-    np.testing.assert_array_equal(OfflineDataset.load(src).label("codi_z"), theirs)
-    assert edit_labels.main([str(src), "--rename-label", "codi_z=mine"]) == 0
-    augment(tmp_path, "codi", src, augment_stage="labeler", augment_label_name="mine")
+    first = augment(tmp_path / "a", "codi", src, augment_stage="labeler", augment_label_name="codi_z")["labeler"]
+    second = augment(tmp_path / "b", "codi", src, augment_stage="labeler", augment_label_name="codi_z",
+                     seed=4)["labeler"]
+    assert first["labeler_sha256"] != second["labeler_sha256"] and first["label"] != second["label"]
     ds = OfflineDataset.load(src)
-    np.testing.assert_array_equal(ds.label("mine"), theirs)
-    assert "labeler_sha256" in ds.label_attrs("codi_z") and ds.label("codi_z").shape == (E, LIMIT + 1, 3)
+    assert {"codi_z", first["label"], second["label"]} <= set(ds.label_names)
+    np.testing.assert_array_equal(ds.label("codi_z"), theirs)
+    assert ds.label_attrs(first["label"])["labeler_sha256"] == first["labeler_sha256"]
+    trained = augment(tmp_path / "a", "codi", src, augment_stage="train", augment_label_name="codi_z")
+    assert trained["train"]["model_hashes"]["labeler"] == first["labeler_sha256"]
+    # a fresh copy of the source whose label of that name another tool wrote: refused, kept byte for byte
+    forged = copy_of(labelled, tmp_path, "forged.h5")
+    assert edit_labels.main([str(forged), "--rename-label", f"best_agent={first['label']}"]) == 0
+    before = OfflineDataset.load(forged).label(first["label"]).copy()
+    with pytest.raises(DatasetError, match=rf"has labels/{first['label']} made by a labeling run \(task "
+                                           r"agent_quality, .*never replaces labels it did not make") as e:
+        augment(tmp_path / "a", "codi", forged, augment_stage="labeler", augment_label_name=first["label"])
+    assert f"python scripts/edit_labels.py {forged} --rename-label {first['label']}=<new name>" in str(e.value)
+    np.testing.assert_array_equal(OfflineDataset.load(forged).label(first["label"]), before)
 
 
 def test_codi_privileged_refuses_data_that_is_not_one_expert(tmp_path):
@@ -310,8 +324,6 @@ def test_env_and_shape_mismatches_are_refused(labelled, codi_run, tmp_path):
     with pytest.raises(DatasetError, match=r"env_args\['N'\] is 3, expected 4"):
         augment(tmp_path, "madiff_like", labelled, env_args={"max_cycles": LIMIT, "N": 4})
     _, _, info = codi_run
-    with pytest.raises(ValueError, match="trained with segment_horizon=4, this run asks for 5: set segment_horizon=4"):
-        augment(tmp_path, "codi", labelled, augment_checkpoint=info["augment"]["artifacts"], segment_horizon=5)
     with pytest.raises(ValueError, match="trained as codi .*use the checkpoint's --config=codi"):
         augment(tmp_path, "madiff_like", labelled, augment_checkpoint=info["augment"]["artifacts"])
     fake = tmp_path / "fake"
@@ -370,7 +382,7 @@ def test_a_delta_nothing_passes_stops_with_the_rates_and_writes_no_file(labelled
     _, _, info = codi_run
     out = tmp_path / "none.h5"
     with pytest.raises(GenerationError, match=r"pass rate 0/\d+ = 0.00%.*No dataset was written"):
-        augment(tmp_path, "codi", labelled, augment_checkpoint=info["augment"]["artifacts"], delta=0.0,
+        augment(tmp_path, "codi", labelled, augment_checkpoint=info["augment"]["artifacts"], delta=1e-30,
                 max_attempts=8, augment_out=str(out))
     assert not out.exists()
 
@@ -435,3 +447,234 @@ def test_codi_on_cuda_trains_generates_and_resumes_on_the_cpu(labelled, tmp_path
     # the CUDA-trained models generate on the CPU too
     cpu = augment(tmp_path, "codi", src, augment_checkpoint=info["artifacts"], augment_out=str(tmp_path / "cpu.h5"))
     assert len(OfflineDataset.load(cpu["generate"]["path"])) == 4
+
+
+# ----- settings and inputs that are refused, warned about or recorded (the tester's report on CODI) -----
+def main_fails(tmp_path, alg, capfd, *updates, match):
+    """src/main.py with `updates` exits 2 with one 'config error' line matching `match`, no traceback, and leaves
+    no run folder and no artifact folder."""
+    capfd.readouterr()
+    run_main(tmp_path, alg, "mpe_spread", *updates, f"env_args.max_cycles={LIMIT}", "use_tensorboard=False",
+             expect=2)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and re.search(match, err), err[-2000:]
+    assert not glob.glob(str(tmp_path / "sacred" / "*" / "*" / "[0-9]*"))
+    assert not glob.glob(str(tmp_path / "augment" / "*"))  # not even an empty one
+    return err
+
+
+def test_ema_decay_outside_0_1_is_refused_before_the_run(labelled, tmp_path, capfd):
+    for value in (1.5, 1.0, 0.0, -0.1):
+        with pytest.raises(ConfigError, match=r"'ema_decay' must be in \(0, 1\)"):
+            build_config("codi", "mpe_spread", {"ema_decay": value})
+    main_fails(tmp_path, "codi", capfd, f"offline_dataset={labelled}", "ema_decay=1.5",
+               match=r"config error: config key 'ema_decay' must be in \(0, 1\)")
+
+
+def test_nonfinite_ema_weights_stop_training_and_keep_the_last_checkpoint(labelled, tmp_path, monkeypatch):
+    """The EMA (sampling) weights are checked after each EMA update: an EMA that diverges (here a decay far above 1,
+    which the config refuses, forced into the model) stops training with the last good checkpoint kept."""
+    real_init = SegmentDiffusion.__init__
+
+    def diverging(self, *a, **kw):
+        real_init(self, *a, **{**kw, "ema_decay": 1e6, "ema_start": 20, "ema_every": 1})
+
+    monkeypatch.setattr(SegmentDiffusion, "__init__", diverging)
+    with pytest.raises(FloatingPointError, match=r"training stopped at step 2\d: the EMA weights \(the ones sampling "
+                                                 r"uses\) hold NaN or infinite values.*checkpoint.pt \(step 20\) is "
+                                                 r"kept"):
+        augment(tmp_path, "madiff_like", labelled, augment_stage="train")
+    ckpt = glob.glob(str(tmp_path / "results" / "augment" / "madiff_like" / "*" / "*" / "train" / "checkpoint.pt"))
+    state = th.load(ckpt[0], weights_only=False)
+    assert state["step"] == 20 and all(th.isfinite(v).all() for v in state["diffusion"]["ema"].values())
+
+
+def test_models_with_nonfinite_ema_weights_are_refused_before_generating(labelled, codi_run, tmp_path):
+    from augmenters.codi.augmenter import state_hash
+
+    folder = tmp_path / "nan"
+    shutil.copytree(codi_run[2]["augment"]["artifacts"], folder)
+    state = th.load(folder / "models" / "diffusion.pt", weights_only=False)
+    state["ema"] = {k: th.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state["ema"].items()}
+    th.save(state, folder / "models" / "diffusion.pt")
+    meta = json.load(open(folder / "meta.json"))
+    meta["train"]["model_hashes"]["diffusion.pt"] = state_hash(state)
+    json.dump(meta, open(folder / "meta.json", "w"))
+    with pytest.raises(ConfigError, match=r"hold NaN or infinite EMA weights .*cannot generate"):
+        augment(tmp_path, "codi", labelled, augment_checkpoint=str(folder), augment_out=str(tmp_path / "x.h5"))
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_generated_returns_outside_the_source_returns_are_counted_and_warned(labelled, codi_run, tmp_path,
+                                                                              monkeypatch, caplog):
+    """Σr̂ is f_rwd's: where it pays more than the env ever did on the source, the episodes are counted
+    (generation.counters return_above_source / return_below_source, in the file's attrs and info.json) and named in
+    a warning; r̂ itself is not clipped."""
+    returns = np.asarray(OfflineDataset.load(labelled).returns, dtype=np.float64)
+    folder = codi_run[2]["augment"]["artifacts"]
+    # the tiny models as they are: the counters agree with the file's returns against the source's
+    plain = augment(tmp_path, "codi", labelled, augment_checkpoint=folder, augment_out=str(tmp_path / "plain.h5"))
+    g = plain["generate"]
+    stored = np.asarray(OfflineDataset.load(g["path"]).returns, dtype=np.float64)
+    assert g["source_return_range"] == [returns.min(), returns.max()]
+    assert g["counters"]["return_above_source"] == int((stored > returns.max() + 1e-6).sum())
+    assert g["counters"]["return_below_source"] == int((stored < returns.min() - 1e-6).sum())
+    # a reward model that overpays: every episode above the source's best return, said and recorded
+    monkeypatch.setattr(DynamicsModels, "rewards", lambda self, x, a: th.full(x.shape[:1] + (x.shape[1] - 1,), 100.0))
+    with caplog.at_level(logging.WARNING):
+        rich = augment(tmp_path, "codi", labelled, augment_checkpoint=folder, augment_out=str(tmp_path / "rich.h5"))
+    g = rich["generate"]
+    assert g["counters"]["return_above_source"] == 4 and g["counters"]["return_below_source"] == 0
+    assert g["return_min"] > returns.max()
+    attrs = json.loads(OfflineDataset.load(g["path"]).attrs["generation"])
+    assert attrs["counters"]["return_above_source"] == 4
+    assert "4 of 4 generated episodes have a return (Σr̂, the reward model's) outside the source's returns" in \
+        caplog.text
+
+
+def test_fewer_train_steps_than_the_folder_holds_are_refused_naming_the_folder(codi_run, capfd):
+    """The artifact folder is keyed by every training setting but the step count (a longer run continues it): a
+    rerun asking for fewer steps is refused (it silently generated from the longer-trained models), and generating
+    from a folder whose training has not reached augment_train_steps is refused too; the folder is untouched."""
+    tmp, src, info = codi_run
+    folder = info["augment"]["artifacts"]
+    before = {p: os.path.getmtime(p) for p in glob.glob(os.path.join(folder, "**"), recursive=True)}
+    for stage in ("all", "train", "generate"):
+        with pytest.raises(ConfigError, match=rf"{folder} holds models trained for 40 steps, more than this run's "
+                                              rf"augment_train_steps=20 .*give augment_train_steps=40 .*"
+                                              rf"local_results_path=<another folder>"):
+            augment(tmp, "codi", src, augment_stage=stage, augment_train_steps=20)
+    with pytest.raises(ConfigError, match=r"holds models trained for 40 of this run's augment_train_steps=60 steps: "
+                                          r"run the train stage to finish them"):
+        augment(tmp, "codi", src, augment_stage="generate", augment_train_steps=60)
+    err = main_fails(tmp / "cli", "codi", capfd, f"offline_dataset={src}", *tiny_updates(augment_train_steps=20),
+                     f"local_results_path={tmp / 'results'}", match="more than this run's augment_train_steps=20")
+    assert "local_results_path=<another folder>" in err
+    assert {p: os.path.getmtime(p) for p in glob.glob(os.path.join(folder, "**"), recursive=True)} == before
+
+
+@pytest.mark.parametrize("stage", ["train", "labeler"])
+def test_augment_checkpoint_only_generates(codi_run, tmp_path, capfd, stage):
+    """augment_checkpoint names another run's trained folder: fitting or training in it is refused before the run."""
+    tmp, src, info = codi_run
+    main_fails(tmp_path, "codi", capfd, f"offline_dataset={src}", f"augment_checkpoint={info['augment']['artifacts']}",
+               f"augment_stage={stage}", match=rf"augment_checkpoint=.* generates from trained models; augment_stage="
+                                               rf"{stage} would fit or train inside that folder")
+
+
+def test_generating_from_a_checkpoint_builds_the_models_from_its_settings(labelled, codi_run, tmp_path, caplog):
+    """augment_checkpoint: the models are built from its meta.json (no need to repeat diffusion_dim, ...); settings
+    given otherwise are named in a warning, a preset key left null is not; another source of the env is a warning."""
+    folder = codi_run[2]["augment"]["artifacts"]
+    with caplog.at_level(logging.WARNING):
+        got = augment(tmp_path, "codi_no_comp", labelled, augment_checkpoint=folder, diffusion_dim=16,
+                      diffusion_timesteps=20, segment_horizon=5, dynamics_hidden=32,
+                      augment_out=str(tmp_path / "given.h5"))
+    assert len(OfflineDataset.load(got["generate"]["path"])) == 4 and got["models"]["steps"] == 40
+    for said in ("diffusion_dim=8 (this run's 16 is not used)", "diffusion_timesteps=10 (this run's 20 is not used)",
+                 "segment_horizon=4 (this run's 5 is not used)", "dynamics_hidden=16 (this run's 32 is not used)"):
+        assert said in caplog.text
+    assert "was trained on" not in caplog.text  # the same source
+    caplog.clear()
+    other, _ = write_one_expert_spread(tmp_path / "other.h5", E=E, N=3, seed=5)
+    with caplog.at_level(logging.WARNING):
+        got = augment(tmp_path, "codi_no_comp", other, augment_checkpoint=folder, diffusion_dim=None,
+                      diffusion_timesteps=None, dynamics_hidden=None, augment_out=str(tmp_path / "preset.h5"))
+    assert len(OfflineDataset.load(got["generate"]["path"])) == 4
+    assert "diffusion_dim" not in caplog.text  # left to the preset: not the user's
+    trained_on = json.load(open(os.path.join(folder, "meta.json")))["source"]["path"]
+    assert trained_on == os.path.abspath(codi_run[1])  # generating from it with other data left that as it was
+    assert f"was trained on {trained_on}, not on {other}" in caplog.text
+    with pytest.raises(ConfigError, match=r"sampling_steps=25 is more than the models' diffusion_timesteps=10"):
+        augment(tmp_path, "codi_no_comp", labelled, augment_checkpoint=folder, sampling_steps=None,
+                diffusion_timesteps=None)
+
+
+def test_input_mistakes_are_one_line_errors_before_any_work(labelled, tmp_path, capfd):
+    """Each ends with exit status 2, one 'config error' line naming the key or the fix, no run folder and no
+    artifact folder; the label run's mistakes too."""
+    raw, _ = write_one_expert_spread(tmp_path / "raw.h5", E=8)
+    rand, _ = write_one_expert_spread(tmp_path / "rand.h5", E=8, qualities=np.full((8, 3), "random"))
+    src = copy_of(labelled, tmp_path)
+    for alg, updates, match in (
+            ("codi", ["segment_horizon=60"], "segment_horizon=60 is longer than the episode limit 10"),
+            ("codi", ["guidance_weights=[1.0,1.0]"], "guidance_weights has 2 entries for 3 agents"),
+            ("codi", ["guidance_weights=[1.0,-1.0,1.0]"], "guidance_weights must be a finite number >= 0"),
+            ("codi", ["guidance_weights=[1.0,nan,1.0]"], "guidance_weights must be a finite number >= 0"),
+            ("codi", ["augment_checkpoint=/nonexistent/folder"], "augment_checkpoint=/nonexistent/folder does not "
+                                                                 "exist"),
+            ("codi", ["label_drop=1.5"], r"'label_drop' must be a probability in \[0, 1\]"),
+            ("codi", ["p_uncond=-0.5"], r"'p_uncond' must be a probability in \[0, 1\]"),
+            ("codi", ["delta=0"], r"delta must be auto .* or a finite number > 0 \(0 passes no generated segment\)"),
+            ("codi", [f"augment_out={src}"], "augment_out=.* is the source dataset"),
+            ("codi", [f"augment_out={raw}"], "augment_out=.* exists and is not a dataset that CODI generated"),
+            ("label_agent_quality", ["label_segments=1.5"], r"'label_segments' must be a fraction"),
+            ("label_agent_quality", ["segment_horizon=11", "label_name=fresh"], r"segment_horizon=11 must be in 1..10"),
+            ("label_agent_quality", ["labeler=noisy_oracle", "segment_horizon=4"],
+             "already has 'best_agent' .* made with other settings")):
+        err = main_fails(tmp_path, alg, capfd, f"offline_dataset={src}", *updates, match=match)
+        assert "delete" not in err
+    main_fails(tmp_path, "codi", capfd, f"offline_dataset={raw}", match=r"labels/best_agent, which .* does not have")
+    run_main(tmp_path / "label", "label_agent_quality", "mpe_spread", f"offline_dataset={src}",
+             f"env_args.max_cycles={LIMIT}", "label_segments=2", "label_name=two", "segment_horizon=4")
+    main_fails(tmp_path, "codi", capfd, f"offline_dataset={src}", *tiny_updates(augment_label_name="two"),
+               match=r"labeler's 2 labelled segments are too few .* rerun --config=label_agent_quality with a larger "
+                     r"label_segments")
+    main_fails(tmp_path, "codi_privileged", capfd, f"offline_dataset={rand}", match="exactly one agent of quality")
+    main_fails(tmp_path, "codi", capfd, f"offline_dataset={src}", "augment_stage=train",
+               match=r"has no fitted labeler yet")  # said so, not "another labeler (None)"
+
+
+def test_guidance_weights_broadcast_one_entry_and_target_far_outside_the_source_warns(labelled, codi_run, tmp_path,
+                                                                                    caplog):
+    from types import SimpleNamespace
+
+    from augmenters.codi.settings import resolve
+
+    one = resolve(SimpleNamespace(**build_config("codi", "mpe_spread", {"guidance_weights": [1.0]})))
+    assert one.generation["guidance_weights"] == [1.0]  # one entry = a scalar: every agent
+    with caplog.at_level(logging.WARNING):
+        got = augment(tmp_path, "codi", labelled, augment_checkpoint=codi_run[2]["augment"]["artifacts"],
+                      guidance_weights=[1.0], target_rtg=1e9, augment_out=str(tmp_path / "far.h5"))
+    assert len(OfflineDataset.load(got["generate"]["path"])) == 4
+    assert "target_rtg=1000000000.0 is 1e+09, outside the source's episode returns" in caplog.text
+
+
+def test_ctrl_c_stops_training_at_a_step_with_a_checkpoint_and_the_rerun_resumes_there(labelled, tmp_path):
+    src = copy_of(labelled, tmp_path)
+    rc, out = ctrl_c_run(tmp_path / "results", "madiff_like", "mpe_spread", f"offline_dataset={src}",
+                         *tiny_updates(augment_train_steps=100000, augment_save_interval=100000),
+                         ready=lambda console: "train step 20/100000" in console)
+    assert rc == 130, out[-3000:]
+    found = re.search(r"Interrupted at training step (\d+) of 100000: checkpoint (\S+); rerun the same command to "
+                      r"resume from step (\d+)", out)
+    assert found and found.group(1) == found.group(3), out[-3000:]
+    step = int(found.group(1))
+    assert th.load(found.group(2), weights_only=False)["step"] == step >= 20  # saved there, not at an interval
+    info = augment(tmp_path, "madiff_like", src, augment_stage="train", augment_train_steps=step + 3)
+    assert info["train"]["steps"] == step + 3
+
+
+def test_a_failed_run_leaves_no_empty_artifact_folder_and_scheduler_config_is_sorted(labelled, codi_run, tmp_path,
+                                                                                   monkeypatch):
+    from augmenters.codi.labeler import AgentQualityLabeler
+
+    def broken(self, *a, **kw):
+        raise RuntimeError("labeler failed")
+
+    monkeypatch.setattr(AgentQualityLabeler, "fit", broken)
+    with pytest.raises(RuntimeError, match="labeler failed"):
+        augment(tmp_path, "codi", copy_of(labelled, tmp_path))
+    assert not (tmp_path / "results" / "augment").exists()  # nor the folders above it that it made
+    config = json.load(open(os.path.join(codi_run[2]["augment"]["artifacts"], "models", "scheduler_config.json")))
+    assert list(config) == sorted(config)
+
+
+def test_a_noisy_oracle_below_chance_is_warned_about(labelled, tmp_path, capfd):
+    """agent_quality with 3 agents: a uniform guess is right 1/3 of the time; a noisy oracle below that is allowed
+    (an adversarial-label ablation) but said."""
+    src = copy_of(labelled, tmp_path)
+    capfd.readouterr()
+    run_main(tmp_path, "label_agent_quality", "mpe_spread", f"offline_dataset={src}", f"env_args.max_cycles={LIMIT}",
+             "labeler=noisy_oracle", "oracle_accuracy=0.3", "label_name=adversarial")
+    assert "oracle_accuracy=0.3 is below chance for agent_quality (0.333, a uniform guess)" in capfd.readouterr().err

@@ -5,8 +5,10 @@ the shaper gets the env's stay action and identity fields."""
 import glob
 import json
 import os
+import re
 import sys
 
+import h5py
 import pytest
 from tests.shapers.lca_helpers import random_potential
 
@@ -95,10 +97,16 @@ def test_evaluation_labels_and_trains_nothing(tmp_path, capfd):
     evaluated = infos(tmp_path)[-1]["lca"]
     assert not evaluated["built_by_run"] and evaluated["potential"]["folder"] == trained["potential"]["folder"]
     assert "test_return_mean" in infos(tmp_path)[-1]
-    # other ranking settings have no artifacts: refused (a config error), nothing labeled or trained
+    # other ranking settings have no artifacts: evaluated all the same (test episodes are not shaped, so no
+    # potential is needed); nothing labeled or trained, and the info says none was used
+    capfd.readouterr()
     run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, "evaluate=True", "lca.pair_seed=1",
-             f"checkpoint_path={checkpoint}", expect=2)
-    assert "evaluation labels and trains nothing" in capfd.readouterr().err
+             f"checkpoint_path={checkpoint}")
+    err = capfd.readouterr().err
+    assert "Labeling" not in err and "lca pairs" not in err and "lca potentials" not in err
+    last = infos(tmp_path)[-1]
+    assert "potential" not in last["lca"] and "not shaped" in last["lca"]["evaluation"]
+    assert "test_return_mean" in last
     assert artifacts(tmp_path) == built
 
 
@@ -186,3 +194,71 @@ def test_lca_with_a_q_learner_is_refused_naming_shaper_and_common_reward(alg):
     with pytest.raises(ConfigError, match=rf"{alg} \(learner: q_learner\) trains on one team reward: shaper=lca .*"
                                           rf"common_reward=True and shaper=none"):
         make_ctx(alg, "two_switch", shaper="lca", lca={"potential": "unused: refused before it is read"})
+
+
+# ----- mistakes refused before anything runs, and what is warned about (the tester's report on LCA) -----
+def lca_fails(tmp_path, alg, capfd, *updates, match):
+    """src/main.py exits 2 with one 'config error' line matching `match` (no traceback), having ranked and trained
+    nothing and left no run folder."""
+    capfd.readouterr()
+    run_main(tmp_path, alg, "two_switch", *updates, expect=2)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and re.search(match, err), err[-2000:]
+    assert artifacts(tmp_path) == ([], []) and not glob.glob(os.path.join(tmp_path, "sacred", alg, "*", "[0-9]*"))
+    return err
+
+
+def test_lca_mistakes_are_one_line_errors_before_any_ranking_or_training(tmp_path, capfd):
+    given = tmp_path / "given"
+    rankings = str(given / "rankings.h5")
+    run_main(given, "lca_label", "two_switch", *ORACLE, f"label_out={rankings}")
+    other_env = str(given / "other_env.h5")
+    with open(rankings, "rb") as f, open(other_env, "wb") as g:
+        g.write(f.read())
+    with h5py.File(other_env, "r+") as f:
+        f.attrs["env"] = json.dumps("victim_rubble")
+    not_rankings = given / "notes.h5"
+    not_rankings.write_text("not HDF5")
+    env_args = {**build_config("ippo", "victim_rubble", {})["env_args"]}
+    obs_size = make_env("victim_rubble", **env_args).get_obs_size()
+    vr_potential = random_potential(str(tmp_path / "vr_potential"), obs_size, n_agents=2, groups=["agent"],
+                                    seed=0, env="victim_rubble", env_args=env_args)
+    run = [*ORACLE, *TINY, *EPISODE]
+    for updates, match in (
+            (["lca.mode=multiply"], r"'lca.mode' must be one of add, replace; got 'multiply'"),
+            (["lca.terminal_potential=none"], r"'lca.terminal_potential' must be one of keep, zero"),
+            (["lca.pair_seed=-1"], r"'lca.pair_seed' must be an integer in \[0, 2\*\*32\)"),
+            (["lca.coef=-1"], r"'lca.coef' must be >= 0"),
+            (["lca.n_pairs=0"], r"'lca.n_pairs' must be an integer >= 1"),
+            (["lca.rankings=/nonexistent/rankings.h5"], r"lca.rankings=/nonexistent/rankings.h5 does not exist"),
+            ([f"lca.rankings={other_env}"], r"are of env victim_rubble .* this run has env two_switch"),
+            (["lca.potential=/nonexistent/potential"], r"lca.potential=/nonexistent/potential is not a folder"),
+            ([f"lca.potential={vr_potential}"], r"does not fit this run: env: trained on victim_rubble")):
+        lca_fails(tmp_path, "lca_ippo", capfd, *run, *updates, match=match)
+    for updates, match in (
+            ([], r"run=shape needs a rankings file"),
+            (["lca.rankings=/nonexistent/rankings.h5"], r"does not exist"),
+            ([f"lca.rankings={not_rankings}"], r"is not a rankings file"),
+            ([f"lca.rankings={other_env}"], r"are of env victim_rubble"),
+            (["lca.groups=some"], r"'lca.groups' must be one of auto, shared, per_agent"),
+            (["lca.valid_fraction=1"], r"'lca.valid_fraction' must be in \[0, 1\)"),
+            (["lca.lr=0"], r"'lca.lr' must be > 0"), (["lca.epochs=0"], r"'lca.epochs' must be an integer >= 1"),
+            (["lca.batch_size=0"], r"'lca.batch_size'"), (["lca.hidden_dim=0"], r"'lca.hidden_dim'"),
+            (["lca.patience=0"], r"'lca.patience'"), (["lca.normalise=std"], r"'lca.normalise' must be one of"),
+            (["lca.score_l2=-1"], r"'lca.score_l2' must be >= 0"),
+            (["lca.check_episodes=-1"], r"'lca.check_episodes' must be an integer >= 0")):
+        rank = [] if updates and updates[0].startswith("lca.rankings") or not updates else [f"lca.rankings={rankings}"]
+        lca_fails(tmp_path, "lca_potential", capfd, "env_args.episode_limit=20", *rank, *updates, match=match)
+
+
+def test_rankings_given_beside_a_potential_are_named_as_unused(tmp_path, capfd):
+    env_args = {**build_config("ippo", "two_switch", {})["env_args"], "episode_limit": 20}
+    obs_size = make_env("two_switch", **env_args).get_obs_size()
+    folder = random_potential(str(tmp_path / "potential"), obs_size, n_agents=2, groups=["agent"],
+                              identity_dims=[6, 7], seed=0, env="two_switch", env_args=env_args)
+    rankings = str(tmp_path / "given" / "rankings.h5")
+    run_main(tmp_path / "given", "lca_label", "two_switch", *ORACLE, f"label_out={rankings}")
+    capfd.readouterr()
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.potential={folder}",
+             f"lca.rankings={rankings}")
+    assert f"lca.rankings={rankings} is not used: lca.potential={folder} is given" in capfd.readouterr().err

@@ -137,11 +137,16 @@ def write_sweep(folder, trials):
 
 
 def generate_info(path, artifacts, pass_rate):
+    """An augment run's info; the codi rows (pass rate 0.5) count returns outside the source's, as generation does
+    now (the others as runs made before the count)."""
+    outside = ({"source_return_range": [-90.0, -60.0]} if pass_rate == 0.5 else {})
+    counts = {"return_above_source": 2, "return_below_source": 0} if outside else {}
     return {"augment": {"artifacts": artifacts, "labeler": {"report": {"vs_given": {"accuracy": 0.81},
                                                                        "vs_truth": {"accuracy": 0.95}}},
                         "generate": {"path": path, "pass_rate": pass_rate, "real_pass_rate": 0.9, "delta": 0.03,
                                      "target_rtg": -70.0, "return_mean": -75.0, "return_std": 3.0, "length_mean": 25.0,
-                                     "counters": {"episodes": 10, "resamples": 4, "dropped": 1}}}}
+                                     "counters": {"episodes": 10, "resamples": 4, "dropped": 1, **counts},
+                                     **outside}}}
 
 
 def test_the_table_is_assembled_from_the_runs(tmp_path):
@@ -213,8 +218,10 @@ def test_the_table_is_assembled_from_the_runs(tmp_path):
     every_run = "| mpe_spread (3) | noisy80 | noisy_oracle | – | 0.800 | False | False | 50 | 50 | 0.780 | – |"
     assert every_run in labels
     generation = (out / "generation.md").read_text()
-    assert "| mpe_spread (3) | codi | 10 | 0.03 | 0.500 | 0.900 | 4 | 1 | off | -75 ± 3 | -70 | 25.0 |" in generation
+    assert ("| mpe_spread (3) | codi | 10 | 0.03 | 0.500 | 0.900 | 4 | 1 | off | -75 ± 3 | -70 | 2 / 0 of [-90, -60] | "
+            "25.0 |") in generation
     assert "| mpe_spread (3) | madiff_like | 10 | 0.03 | 0.700 |" in generation
+    assert "| -75 ± 3 | -70 | – | 25.0 |" in generation  # a run made before the count
 
 
 def test_the_papers_table_1_is_read_from_its_text():

@@ -2,10 +2,10 @@
 `run: augment` (src/run/augment.py):
 
     labeler   fit the GRU labeler (labeler.py) on the dataset's given labels labels/<augment_label_name> (the LLM's,
-              or an oracle's), label every segment start and store labels/codi_z [E, T+1, n] in the dataset file
-              (offline.label_store.write_episode_labels: atomic, fingerprinted); report its accuracy vs the given
-              labels of its validation rows (held out from its training) and vs the ground truth at every start,
-              with confusion matrices
+              or an oracle's), label every segment start and store labels/codi_z_<labeler hash> [E, T+1, n] in the
+              dataset file (offline.label_store.write_episode_labels: atomic, fingerprinted); report its accuracy
+              vs the given labels of its validation rows (held out from its training) and vs the ground truth at
+              every start, with confusion matrices
     train     the segment diffusion model (diffusion.py) and the dynamics/reward models (dynamics.py) in one loop on
               the same segment batches (Algorithm 1); checkpoints resume exactly; periodic losses, inverse-model
               accuracy and real pass rate on held-out episodes
@@ -15,8 +15,8 @@
 Variants differ only in the labels the diffusion model is conditioned on and the guidance at sampling time (same
 network, steps and guidance weights):
 
-    codi             distilled labels codi_z, guidance compose (Eq. 8)
-    codi_no_comp     distilled labels codi_z, guidance all_ones (the paper's "w/o comp.")
+    codi             distilled labels codi_z_<hash>, guidance compose (Eq. 8)
+    codi_no_comp     distilled labels codi_z_<hash>, guidance all_ones (the paper's "w/o comp.")
     codi_privileged  one-hot ground-truth labels (the one expert of agent_quality), guidance compose
     madiff_like      no labels (R only), guidance return_only
 
@@ -30,9 +30,19 @@ Decisions (issue 15's "decide and document"; the model-level ones are in diffusi
 - One H throughout: the given labels must judge segments of this run's segment_horizon (refused otherwise), the
   labeler reads H-step segments, the diffusion model makes them and stitching adds H-1 transitions per segment.
 - Labeler inputs: each agent's own observation and action one-hot over the segment's real transitions (labeler.py).
-- labels/codi_z is CODI's own (`writes_labels`: the label run refuses that label_name): it is replaced only when a
-  labeler stage wrote it (attr labeler_sha256); labels of that name that anything else wrote (a labeling run of an
-  older version) are refused, naming scripts/edit_labels.py --rename-label, never overwritten.
+- The distilled labels are named after the labeler that made them, labels/codi_z_<first 12 hex digits of its
+  weights' SHA-256> (attr labeler_sha256; meta.json's labeler.label names them), so runs with other labelers on the
+  same source (another seed, other given labels, another artifact folder) keep their labels side by side and never
+  replace each other's; runs whose labelers are equal share one set (the same labels). The name is CODI's
+  (`writes_labels`: the label run refuses codi_z and codi_z_*); labels of that name that anything else wrote are
+  refused, naming scripts/edit_labels.py --rename-label, never overwritten. Folders of earlier versions read their
+  labels/codi_z (one per source then) as long as its labeler_sha256 is theirs.
+- augment_checkpoint (generating from another folder's models) builds the models from that folder's meta.json
+  settings (diffusion size, steps, horizon, dynamics width, the held-out split): settings this run gives that differ
+  are named in a warning and not used. A source other than the one the models were trained on is a warning too.
+- The trained step count is compared, never silently mismatched: a folder trained further than augment_train_steps
+  is refused (a shorter run cannot be taken from it; the error names the folder and how to get a fresh one), and
+  generating from this run's own folder before its training reached augment_train_steps is refused too.
 - Held-out episodes (augment_valid_fraction, seeded) are not trained on: they measure f_inv's accuracy and the real
   pass rate while training and calibrate `delta: auto` (default the 0.95 quantile of the per-step error).
 - The dynamics models are trained alongside the diffusion model (same loop, same segment batches, own optimiser).
@@ -42,6 +52,7 @@ Decisions (issue 15's "decide and document"; the model-level ones are in diffusi
   and continues the batch RNG, so an interrupted run ends with the same weights as an uninterrupted one; the
   training noise RNG is device-specific, so resume on the device that trained (generation works on any device).
 """
+import copy
 import hashlib
 import json
 import os
@@ -66,13 +77,97 @@ from offline.format import DatasetError, to_json
 from offline.label_store import content_fingerprint, edit_command, episode_label_attrs, write_episode_labels
 from offline.reader import OfflineDataset
 from offline.segments import all_starts, episode_lengths, returns_to_go, segments
+from utils.config import ConfigError
 from utils.files import atomic_path, sha256_bytes, write_json_atomic, write_text_atomic
 from utils.paths import unseeded
 
-CODI_Z = "codi_z"
+CODI_Z = "codi_z"  # the distilled labels: labels/codi_z_<labeler hash[:12]> (labels/codi_z: earlier versions')
 META = "meta.json"
 META_FORMAT = "codi_augment/1"
 VALID_SEGMENTS = 512  # held-out real segments for the dynamics accuracy, the real pass rate and delta: auto
+
+
+def z_label(labeler_sha256):
+    """The dataset label of the labeler with these weights: codi_z_<first 12 hex digits>."""
+    return f"{CODI_Z}_{labeler_sha256[:12]}"
+
+
+# the config keys of the trained models' settings (AugmentSettings fields and model entries) that generating from
+# augment_checkpoint takes from its meta.json; (field, model entry or None)
+TRAINED_KEYS = {"diffusion_dim": ("model", "dim"), "diffusion_dim_mults": ("model", "dim_mults"),
+                "diffusion_timesteps": ("model", "n_timesteps"), "augment_lr": ("model", "lr"),
+                "ema_decay": ("model", "ema_decay"), "label_drop": ("model", "label_drop"),
+                "p_uncond": ("model", "p_uncond"), "label_keep_one": ("model", "label_keep_one"),
+                "segment_horizon": ("horizon", None), "dynamics_hidden": ("dynamics_hidden", None),
+                "dynamics_lr": ("dynamics_lr", None), "augment_valid_fraction": ("valid_fraction", None)}
+
+
+def adopt_trained(settings, trained):
+    """`settings` with the model settings of a trained folder's meta.json (`trained`: its "settings"), and the
+    [(config key, this run's value, the folder's)] that differed. The held-out split's seed is the folder's too (the
+    episodes its models never saw); generation keeps this run's seed."""
+    s = copy.deepcopy(settings)
+    differ = []
+    for key, (name, entry) in TRAINED_KEYS.items():
+        ours = getattr(s, name) if entry is None else s.model.get(entry)
+        theirs = trained.get(name) if entry is None else trained.get("model", {}).get(entry)
+        if entry == "label_keep_one":  # in the settings only when on
+            ours, theirs = ours or 0.0, theirs or 0.0
+        if theirs is None or ours == theirs:
+            continue
+        differ.append((key, ours, theirs))
+        if entry is None:
+            setattr(s, name, theirs)
+        elif entry == "label_keep_one" and not theirs:
+            s.model.pop(entry, None)
+        else:
+            s.model[entry] = theirs
+    s.seed = int(trained.get("seed", s.seed))
+    return s, differ
+
+
+def check_files(config):
+    """Before the run (run/preflight.py), as ConfigError: augment_checkpoint is an artifact folder with trained
+    models; augment_out is neither the source dataset nor an existing dataset that generation did not write."""
+
+    folder, out, source = config.get("augment_checkpoint"), config.get("augment_out"), config.get("offline_dataset")
+    if folder:
+        meta_path = os.path.join(folder, META)
+        meta = None
+        if os.path.isfile(meta_path):
+            try:
+                with open(meta_path, encoding="utf-8") as f:
+                    meta = json.load(f)
+            except (OSError, ValueError):
+                meta = None
+        if not os.path.isdir(folder) or not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+            what = "does not exist" if not os.path.exists(folder) else f"has no {META} of format {META_FORMAT}"
+            raise ConfigError(f"augment_checkpoint={folder} {what}: give an artifact folder "
+                              f"results/augment/<augmenter>/<env>/<id> whose training finished (info.json's "
+                              f"augment.artifacts of that run)")
+        if "train" not in meta:
+            raise ConfigError(f"augment_checkpoint={folder} holds no trained models (its train stage did not finish): "
+                              f"rerun the command that made it, which continues its training")
+    if out and isinstance(source, str) and source and os.path.exists(out) and os.path.exists(source) and \
+            os.path.samefile(out, source):
+        raise ConfigError(f"augment_out={out} is the source dataset (offline_dataset): generation writes a new file; "
+                          f"choose another augment_out, or leave it empty for one in the artifact folder")
+    if out and os.path.isdir(out):
+        raise ConfigError(f"augment_out={out} is a folder: give the path of the dataset file to write, e.g. "
+                          f"{os.path.join(out, 'generated.h5')}")
+    if out and os.path.exists(out) and not _is_generated(out):
+        raise ConfigError(f"augment_out={out} exists and is not a dataset that CODI generated: generation never "
+                          f"writes over it; choose another augment_out")
+
+
+def _is_generated(path):
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return bool(f.attrs.get("generated", False))
+    except OSError:
+        return False
 
 
 def label_command(path, env_config, name):
@@ -128,31 +223,43 @@ class CodiAugmenter:
     `checkpoint`: an artifact folder to generate from (augment_checkpoint) instead of this run's own."""
 
     name = "codi"
-    labels = "distilled"  # distilled (labels/codi_z) | privileged (ground truth one-hot) | none
+    labels = "distilled"  # distilled (labels/codi_z_<hash>) | privileged (ground truth one-hot) | none
     guidance = "compose"
-    # the labels the augmenters write into their source dataset: the label run refuses these label_names
-    writes_labels = (CODI_Z,)
+    # the labels the augmenters write into their source dataset (fnmatch patterns): the label run refuses these
+    # label_names (codi_z: the name of earlier versions, still read)
+    writes_labels = (CODI_Z, f"{CODI_Z}_*")
 
     def __init__(self, settings, source_path, dataset, env_config, results_dir, env_label, hooks, device="cpu",
-                 log=None, stat=None, checkpoint="", out=""):
+                 log=None, stat=None, checkpoint="", out="", warn=None):
         self.s, self.source_path, self.env_config = settings, os.path.abspath(source_path), env_config
         self.hooks, self.device, self.out = hooks, th.device(device), out
         self.log = log or (lambda msg: None)
+        self.warn = warn or self.log
         self.stat = stat or (lambda key, value, step: None)
         self._set_dataset(dataset)
-        info = self.env_info
-        if settings.horizon > info["episode_limit"]:
-            raise ValueError(f"segment_horizon={settings.horizon} is longer than the episode limit "
-                             f"{info['episode_limit']} of {source_path}: choose segment_horizon <= "
-                             f"{info['episode_limit']}")
         self.fingerprint = content_fingerprint(dataset)
+        # what a run from augment_checkpoint should warn about: [(config key, this run's value, the models')] of
+        # the settings taken from the folder, and whether the folder's source differs from this run's
+        self.adopted, self.other_source, self.from_checkpoint = [], None, bool(checkpoint)
         # the real path: a results folder reached through a symlink (a worktree, a scratch mount) is recorded
         # (info.json, the generated file's path) as where it is, so the records stay valid from any checkout
         if checkpoint:
             self.folder = os.path.realpath(checkpoint)
-            self._check_checkpoint(self.folder)
+            trained = self._check_checkpoint(self.folder)
+            self.s, self.adopted = adopt_trained(self.s, trained["settings"])
+            if trained.get("source", {}).get("content_fingerprint") != self.fingerprint:
+                self.other_source = trained.get("source", {}).get("path") or "another dataset"
         else:
             self.folder = os.path.realpath(os.path.join(results_dir, "augment", self.name, env_label, self.run_id()))
+        K, steps = self.s.model["n_timesteps"], self.s.generation["sampling_steps"]
+        if steps > K:  # the models' K (augment_checkpoint's) can be fewer than this run's
+            raise ConfigError(f"sampling_steps={steps} is more than the models' diffusion_timesteps={K} (of "
+                              f"{self.folder}): choose sampling_steps <= {K}")
+        info = self.env_info
+        if self.s.horizon > info["episode_limit"]:
+            raise ConfigError(f"segment_horizon={self.s.horizon} is longer than the episode limit "
+                              f"{info['episode_limit']} of {source_path}: choose segment_horizon <= "
+                              f"{info['episode_limit']}")
         self.meta = self._read_meta(self.folder) or {}
 
     # ------------------------------------------------------------------ data
@@ -167,7 +274,7 @@ class CodiAugmenter:
             self.dataset.label(name)  # the error naming the damage and the edit that removes it
         if name not in self.dataset.label_names:
             have = ", ".join(self.dataset.label_names) or "none"
-            raise ValueError(f"augmenter {self.name} fits its labeler on the segment labels labels/{name}, which "
+            raise ConfigError(f"augmenter {self.name} fits its labeler on the segment labels labels/{name}, which "
                              f"{self.source_path} does not have (its labels: {have}). Label segments first: "
                              f"{label_command(self.source_path, self.env_config, name)} (labeler=oracle | "
                              f"noisy_oracle | llm), or set augment_label_name to the labels it has")
@@ -175,7 +282,7 @@ class CodiAugmenter:
         if made_with is not None and int(made_with) != self.s.horizon:
             # one H throughout: the labels judge H-step segments, the labeler reads and the diffusion model makes them
             again = label_command(self.source_path, self.env_config, name)
-            raise ValueError(f"labels/{name} of {self.source_path} judge segments of {made_with} steps, this run's "
+            raise ConfigError(f"labels/{name} of {self.source_path} judge segments of {made_with} steps, this run's "
                              f"segment_horizon is {self.s.horizon}: set segment_horizon={made_with}, or label again "
                              f"({again} segment_horizon={self.s.horizon} label_overwrite=True)")
         return np.asarray(self.arrays["labels/" + name])
@@ -190,7 +297,7 @@ class CodiAugmenter:
             counts = (ds.quality_code_array == expert).sum(1) if expert is not None else np.zeros(len(ds), int)
             spread = {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))}
             present = sorted({names.get(int(c), f"code {int(c)}") for c in np.unique(ds.quality_code_array)})
-            raise ValueError(f"codi_privileged conditions on the ground-truth expert, so every episode needs exactly "
+            raise ConfigError(f"codi_privileged conditions on the ground-truth expert, so every episode needs exactly "
                              f"one agent of quality 'expert'; {self.source_path} has qualities {present} and "
                              f"episodes by number of expert agents {spread}. Use --config=codi (labels distilled "
                              f"from --config=label_agent_quality with labeler=llm) or madiff_like for such data")
@@ -205,24 +312,41 @@ class CodiAugmenter:
             return None
         if self.labels == "privileged":
             return self.privileged_labels()
-        self.check_own_labels()
-        if CODI_Z not in self.dataset.label_names:
-            raise ValueError(f"{self.source_path} has no labels/{CODI_Z}: run the labeler stage first "
-                             f"(augment_stage=labeler, or augment_stage=all)")
-        made_by = self.dataset.label_attrs(CODI_Z).get("labeler_sha256")
-        want = self.meta.get("labeler", {}).get("labeler_sha256")
-        if want is None or made_by != want:
-            raise ValueError(f"labels/{CODI_Z} of {self.source_path} were made by another labeler ({made_by}) than "
-                             f"this run's ({want}): run the labeler stage again (augment_stage=labeler or all)")
-        return np.asarray(self.arrays["labels/" + CODI_Z], np.float32)
+        name = self.own_label()
+        return np.asarray(self.arrays["labels/" + name], np.float32)
+
+    def own_label(self, check=True):
+        """The name of this folder's distilled labels in the source (labels/codi_z_<hash> of its labeler; a folder
+        of an earlier version: labels/codi_z when its labeler_sha256 is the folder's). check=True: ConfigError
+        naming what to run when the folder has no fitted labeler or the source lacks its labels; check=False:
+        None then."""
+        done = self.meta.get("labeler") or {}
+        sha = done.get("labeler_sha256")
+        if sha is None:
+            if not check:
+                return None
+            raise ConfigError(f"the artifact folder {self.folder} has no fitted labeler yet (its labeler stage has not "
+                              f"run): run the labeler stage first (augment_stage=labeler, or augment_stage=all)")
+        for name in (done.get("label"), z_label(sha), CODI_Z):
+            if name and name in self.dataset.label_names and \
+                    self.dataset.label_attrs(name).get("labeler_sha256") == sha:
+                return name
+        if not check:
+            return None
+        raise ConfigError(f"{self.source_path} has no labels/{done.get('label') or z_label(sha)}, the labels of the "
+                          f"labeler fitted in {self.folder} (a copy of the source made before, or labels removed "
+                          f"since): run the labeler stage again (augment_stage=labeler or all), which labels the "
+                          f"source with that labeler")
 
     def split(self):
         """(train episodes, held-out episodes): seeded; the held-out ones calibrate δ and measure the dynamics."""
         E = len(self.dataset)
         n_valid = int(round(self.s.valid_fraction * E))
         if E < 2 or n_valid < 1 or n_valid >= E:
-            raise ValueError(f"{self.source_path} has {E} episodes: too few for a held-out split of "
-                             f"{self.s.valid_fraction:.0%} (augment_valid_fraction); use a larger dataset")
+            fix = ("use a larger dataset" if E < 2 else "raise augment_valid_fraction" if n_valid < 1
+                   else "lower augment_valid_fraction")
+            raise ConfigError(f"{self.source_path} has {E} episodes: too few for a held-out split of "
+                              f"{self.s.valid_fraction:.0%} (augment_valid_fraction); {fix}")
         order = np.random.default_rng([self.s.seed, 7]).permutation(E)
         return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
@@ -268,74 +392,127 @@ class CodiAugmenter:
         self.meta.update({"format": META_FORMAT, "augmenter": self.meta.get("augmenter", self.name),
                           "labels": self.labels, "env": self.dataset.attrs["env"],
                           "env_args": json.loads(self.dataset.attrs["env_args"]), "env_info": self.env_info,
-                          "source": {"path": self.source_path, "content_fingerprint": self.fingerprint},
+                          # the source the folder was made from (a run generating from augment_checkpoint with
+                          # another dataset records its output under "generated", not here)
+                          "source": self.meta.get("source", {"path": self.source_path,
+                                                             "content_fingerprint": self.fingerprint}),
                           "settings": self.meta.get("settings", self.s.training_identity())})
         self.meta.update(stage)
         os.makedirs(self.folder, exist_ok=True)
         write_json_atomic(os.path.join(self.folder, META), self.meta)
 
     def _check_checkpoint(self, folder):
+        """augment_checkpoint's meta.json, checked against this run's source and variant (ConfigError naming the
+        difference); the caller takes its model settings (adopt_trained)."""
         meta = self._read_meta(folder)
         if meta is None or meta.get("format") != META_FORMAT:
-            raise ValueError(f"augment_checkpoint={folder} is not a CODI artifact folder (no {META} of format "
-                             f"{META_FORMAT}); give a results/augment/<augmenter>/<env>/<id> folder")
+            raise ConfigError(f"augment_checkpoint={folder} is not a CODI artifact folder (no {META} of format "
+                              f"{META_FORMAT}); give a results/augment/<augmenter>/<env>/<id> folder")
         env, env_args = self.dataset.attrs["env"], json.loads(self.dataset.attrs["env_args"])
         if meta["env"] != env or unseeded(meta["env_args"]) != unseeded(env_args):
-            raise ValueError(f"augment_checkpoint={folder} was trained on env {meta['env']} with env_args "
-                             f"{meta['env_args']}, but {self.source_path} is env {env} with env_args {env_args}: "
-                             f"use a dataset and --env-config of the checkpoint's env")
+            raise ConfigError(f"augment_checkpoint={folder} was trained on env {meta['env']} with env_args "
+                              f"{meta['env_args']}, but {self.source_path} is env {env} with env_args {env_args}: "
+                              f"use a dataset and --env-config of the checkpoint's env")
         if meta["env_info"] != self.env_info:
-            raise ValueError(f"augment_checkpoint={folder} was trained on shapes {meta['env_info']}, but "
-                             f"{self.source_path} has {self.env_info}: use a dataset of the checkpoint's env")
-        if meta["settings"]["horizon"] != self.s.horizon:
-            raise ValueError(f"augment_checkpoint={folder} was trained with segment_horizon="
-                             f"{meta['settings']['horizon']}, this run asks for {self.s.horizon}: set "
-                             f"segment_horizon={meta['settings']['horizon']}")
+            raise ConfigError(f"augment_checkpoint={folder} was trained on shapes {meta['env_info']}, but "
+                              f"{self.source_path} has {self.env_info}: use a dataset of the checkpoint's env")
         if meta["labels"] != self.labels:
-            raise ValueError(f"augment_checkpoint={folder} was trained as {meta['augmenter']} (labels: "
-                             f"{meta['labels']}); {self.name} needs labels '{self.labels}': use the checkpoint's "
-                             f"--config={meta['augmenter']} (codi and codi_no_comp share their models)")
+            raise ConfigError(f"augment_checkpoint={folder} was trained as {meta['augmenter']} (labels: "
+                              f"{meta['labels']}); {self.name} needs labels '{self.labels}': use the checkpoint's "
+                              f"--config={meta['augmenter']} (codi and codi_no_comp share their models)")
         if "train" not in meta:
-            raise ValueError(f"augment_checkpoint={folder} holds no trained models (its train stage did not finish); "
-                             f"rerun its training")
+            raise ConfigError(f"augment_checkpoint={folder} holds no trained models (its train stage did not "
+                              f"finish): rerun the command that made it, which continues its training")
+        return meta
+
+    # ------------------------------------------------------------------ checks before any stage
+    def check_stages(self, stages):
+        """What the stages will need, checked before the first one starts (ConfigError naming the fix): the given
+        labels (labeler), the conditions and the held-out split (train), the trained models and their step count
+        (train, generate)."""
+        if "labeler" in stages and self.labels == "distilled":
+            self._given_labels()
+        if "train" in stages:
+            if self.labels == "privileged":
+                self.privileged_labels()
+            elif self.labels == "distilled" and "labeler" not in stages:
+                self.own_label()
+        if "train" in stages or "generate" in stages:
+            self.split()
+        if "train" in stages:  # training goes on from the checkpoint: it must not be past this run's steps
+            trained = self.trained_steps()
+            if trained is not None and trained > self.s.train_steps:
+                raise ConfigError(self._steps_message(trained))
+        if "generate" in stages and "train" not in stages:
+            if "train" not in self.meta:
+                raise ConfigError(f"{self.folder} holds no trained models: run the train stage first "
+                                  f"(augment_stage=train or all)")
+            models = self.meta["train"]["steps"]  # generation reads models/, written when a training finished
+            if not self.from_checkpoint and models != self.s.train_steps:
+                raise ConfigError(self._steps_message(models))
+
+    def trained_steps(self):
+        """The step the folder's training reached (its checkpoint, else its finished models), or None."""
+        ckpt = os.path.join(self.folder, "train", "checkpoint.pt")
+        if os.path.exists(ckpt):
+            return int(th.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["step"])
+        return (self.meta.get("train") or {}).get("steps")
+
+    def _steps_message(self, trained):
+        asked = self.s.train_steps
+        if trained > asked:
+            return (f"the artifact folder {self.folder} holds models trained for {trained} steps, more than this "
+                    f"run's augment_train_steps={asked} (the folder is keyed by every training setting but the step "
+                    f"count, so that a longer run continues it): give augment_train_steps={trained} (or more, to "
+                    f"train on) to use them, or train {asked} steps from scratch in another results folder "
+                    f"(local_results_path=<another folder>); the folder is kept as it is")
+        return (f"the artifact folder {self.folder} holds models trained for {trained} of this run's "
+                f"augment_train_steps={asked} steps: run the train stage to finish them (augment_stage=train or all "
+                f"continues the folder's training), or give augment_train_steps={trained} to generate from them as "
+                f"they are")
 
     # ------------------------------------------------------------------ stage: labeler
-    def check_own_labels(self):
-        """labels/codi_z of the source, when present, must be a labeler stage's (attr labeler_sha256): labels of
+    def _check_label_slot(self, name, sha):
+        """labels/<name> of the source, when present, must be the labeler `sha`'s (attr labeler_sha256): labels of
         that name that something else wrote are refused, never replaced."""
-        stored = episode_label_attrs(self.source_path, CODI_Z)
-        if stored and "labeler_sha256" not in stored:
+        stored = episode_label_attrs(self.source_path, name)
+        if stored and stored.get("labeler_sha256") != sha:
             made_by = (f"a labeling run (task {stored['task']}, {stored.get('created', '?')})" if "task" in stored
+                       else f"CODI's labeler {stored['labeler_sha256'][:12]}" if "labeler_sha256" in stored
                        else f"another tool ({stored.get('created', 'no provenance')})")
             new = "<new name>"
-            rename = edit_command(self.source_path, "--rename-label", f"{CODI_Z}={new}")
-            raise DatasetError(f"{self.source_path} has labels/{CODI_Z} made by {made_by}, not by CODI, which writes "
-                               f"its distilled labels under that name and never replaces labels it did not make. Keep "
-                               f"them under another name: {rename} "
-                               f"(and augment_label_name={new} if the labeler should fit on them), "
-                               f"then rerun")
+            rename = edit_command(self.source_path, "--rename-label", f"{name}={new}")
+            raise DatasetError(f"{self.source_path} has labels/{name} made by {made_by}, not by the labeler of "
+                               f"{self.folder}, which writes its distilled labels under that name and never replaces "
+                               f"labels it did not make. Keep them under another name: {rename} "
+                               f"(and augment_label_name={new} if the labeler should fit on them), then rerun")
 
     def fit_labeler(self):
         if self.labels != "distilled":
             self.log(f"augmenter {self.name} uses no distilled labels: nothing to fit in the labeler stage")
             return None
-        self.check_own_labels()
         done = self.meta.get("labeler")
-        if done and CODI_Z in self.dataset.label_names and \
-                self.dataset.label_attrs(CODI_Z).get("labeler_sha256") == done["labeler_sha256"]:
+        kept = self.own_label(check=False)
+        if done and kept:
             # fitted before in this folder and its labels are in the dataset: a refit could differ (cuDNN's GRU is
             # not deterministic) and would change the labels under a training checkpoint
-            self.log(f"labeler: kept (labels/{CODI_Z} of {self.source_path} are this folder's labeler's)")
+            self.log(f"labeler: kept (labels/{kept} of {self.source_path} are this folder's labeler's)")
             return done
         given = self._given_labels()
         H, info = self.s.horizon, self.env_info
+        path = os.path.join(self.folder, "labeler.pt")
+        labeler = self._fitted_labeler(path, done)
+        if labeler is not None:  # fitted before, its labels not in the source (e.g. a fresh copy): label it again
+            self.log(f"labeler: {path} (fitted before) labels the source again")
+            summary = {**done, "label": self._store_z(label_all_starts(labeler, self.arrays, H), done)}
+            self._write_meta(labeler=summary)
+            return summary
         seg, y = labelled_segments(self.arrays, H, given)
         cfg = preset(self.s.preset, **self.s.labeler)
         labeler = AgentQualityLabeler(info["obs_shape"], info["n_actions"], cfg, device=self.device)
         self.log(f"labeler: fitting on {len(y)} segments labelled in labels/{self.s.label_name}")
         start = time.perf_counter()
         fit = labeler.fit(seg, y)
-        path = os.path.join(self.folder, "labeler.pt")
         _save_torch(labeler.state_dict(), path)
         z = label_all_starts(labeler, self.arrays, H)
         starts = all_starts(self.arrays["filled"])
@@ -352,25 +529,44 @@ class CodiAugmenter:
         summary = {"labeler_sha256": labeler.weights_hash(), "segments": int(len(y)), "steps": fit.steps,
                    "best_epoch": fit.best_epoch, "val_acc": best.get("val_acc"),
                    "seconds": time.perf_counter() - start, "report": report}
-        stored = self.dataset.label_attrs(CODI_Z) if CODI_Z in self.dataset.label_names else {}
-        if stored.get("labeler_sha256") != summary["labeler_sha256"]:
-            if stored:
-                self.log(f"labels/{CODI_Z} of {self.source_path} (by {stored.get('artifacts')}) replaced")
-            attrs = {"labeler_sha256": summary["labeler_sha256"], "artifacts": self.folder, "augmenter": self.name,
-                     "given_labels": self.s.label_name, "horizon": H,
-                     "meaning": "z of the GRU labeler at every segment start (episode, t < L); zeros elsewhere"}
-            write_episode_labels(self.source_path, {CODI_Z: z}, attrs, self.fingerprint, overwrite=True)
-            self._set_dataset(OfflineDataset.load(self.source_path))
+        summary["label"] = self._store_z(z, summary)
         for key, ref in (("labeler_acc_given", "vs_given"), ("labeler_acc_truth", "vs_truth")):
             if report[ref]["accuracy"] is not None:
                 self.stat(key, report[ref]["accuracy"], 0)
         if summary["val_acc"] is not None:
             self.stat("labeler_val_acc", summary["val_acc"], 0)
         self.log("labeler: accuracy " + ", ".join(f"{k} {v['accuracy']}" for k, v in report.items())
-                 + f"; labels/{CODI_Z} in {self.source_path}")
+                 + f"; labels/{summary['label']} in {self.source_path}")
         self._write_meta(labeler=summary)
         return summary
 
+    def _fitted_labeler(self, path, done):
+        """The labeler this folder fitted (labeler.pt, its hash the recorded one), or None."""
+        if not done or not os.path.exists(path):
+            return None
+        try:
+            labeler = AgentQualityLabeler.from_state_dict(th.load(path, map_location="cpu", weights_only=True),
+                                                          device=self.device)
+        except (OSError, RuntimeError, ValueError, KeyError):
+            return None
+        return labeler if labeler.weights_hash() == done["labeler_sha256"] else None
+
+    def _store_z(self, z, summary):
+        """Write z as labels/codi_z_<labeler hash> into the source (unless the same labeler's are there); returns
+        the name. Labels of that name by anything else are refused (_check_label_slot), never replaced."""
+        sha = summary["labeler_sha256"]
+        name = z_label(sha)
+        self._check_label_slot(name, sha)
+        if name in self.dataset.label_names:
+            return name  # the same labeler's (another folder whose labeler came out equal)
+        attrs = {"labeler_sha256": sha, "artifacts": self.folder, "augmenter": self.name,
+                 "given_labels": self.s.label_name, "horizon": self.s.horizon,
+                 "meaning": "z of the GRU labeler at every segment start (episode, t < L); zeros elsewhere"}
+        write_episode_labels(self.source_path, {name: z}, attrs, self.fingerprint)
+        self._set_dataset(OfflineDataset.load(self.source_path))
+        return name
+
+    # ------------------------------------------------------------------ stage: train
     # ------------------------------------------------------------------ stage: train
     def build_models(self, normaliser, returns_scale, reward_mean, reward_scale):
         info, m = self.env_info, self.s.model
@@ -390,7 +586,10 @@ class CodiAugmenter:
                                       device=self.device)
         return diffusion, dynamics
 
-    def train(self):
+    def train(self, stop=None):
+        """The train stage (module doc). `stop`: a function asked after every step whether to stop there (Ctrl-C,
+        run/augment.py): the loop then saves a checkpoint at that step (unless it just did) and returns
+        {"interrupted": True, "steps", "checkpoint"}; a rerun resumes from it exactly."""
         z_all = self.conditions()
         train_eps, _ = self.split()
         starts = self.starts_of(train_eps)
@@ -423,6 +622,8 @@ class CodiAugmenter:
             dynamics.load_state_dict(state["dynamics"])
             rng.bit_generator.state = state["batch_rng"]
             step = int(state["step"])
+            if step > self.s.train_steps:  # never silently: generation would use models trained longer than asked
+                raise ConfigError(self._steps_message(step))
             self.log(f"train: resuming from {ckpt_path} at step {step} of {self.s.train_steps}")
         valid = self.valid_segments(normaliser)
         self._write_meta(normaliser=normaliser.state_dict())
@@ -430,6 +631,13 @@ class CodiAugmenter:
         start_time, start_step = time.perf_counter(), step
         last_saved = step if state is not None else None
         saved_at = time.perf_counter()
+
+        def save():
+            _save_torch({"diffusion": diffusion.state_dict(), "dynamics": dynamics.state_dict(),
+                         "batch_rng": rng.bit_generator.state, "step": step,
+                         "normaliser": normaliser.state_dict()}, ckpt_path)
+            return step, time.perf_counter()
+
         while step < total:
             rows = rng.integers(len(starts), size=B)
             seg = segments(self.arrays, self.s.horizon, starts[rows])
@@ -454,10 +662,12 @@ class CodiAugmenter:
                 sums, count = {}, 0
             overdue = self.s.save_minutes and time.perf_counter() - saved_at >= 60 * self.s.save_minutes
             if step % self.s.save_interval == 0 or step == total or overdue:
-                _save_torch({"diffusion": diffusion.state_dict(), "dynamics": dynamics.state_dict(),
-                             "batch_rng": rng.bit_generator.state, "step": step,
-                             "normaliser": normaliser.state_dict()}, ckpt_path)
-                last_saved, saved_at = step, time.perf_counter()
+                last_saved, saved_at = save()
+            if stop is not None and step < total and stop():
+                if last_saved != step:
+                    last_saved, saved_at = save()
+                self.log(f"train: stopped at step {step} of {total}; checkpoint {ckpt_path}")
+                return {"interrupted": True, "steps": step, "checkpoint": ckpt_path}
         hashes = self._save_models(diffusion, dynamics, normaliser)
         summary = {"steps": step, "model_hashes": hashes, "returns_scale": scale,
                    "reward_mean": r_mean, "reward_scale": r_scale, "train_episodes": len(train_eps),
@@ -506,7 +716,8 @@ class CodiAugmenter:
         _save_torch(diffusion.state_dict(), os.path.join(models, "diffusion.pt"))
         _save_torch(dynamics.state_dict(), os.path.join(models, "dynamics.pt"))
         write_json_atomic(os.path.join(models, "normaliser.json"), normaliser.state_dict())
-        write_json_atomic(os.path.join(models, "scheduler_config.json"), diffusion.scheduler_config())
+        config = diffusion.scheduler_config()  # sorted: the same file whatever order diffusers keeps its keys in
+        write_json_atomic(os.path.join(models, "scheduler_config.json"), {k: config[k] for k in sorted(config)})
         hashes = {"diffusion.pt": state_hash(diffusion.state_dict()), "dynamics.pt": state_hash(dynamics.state_dict()),
                   "normaliser.json": state_hash(normaliser.state_dict())}
         if self.labels == "distilled":
@@ -517,8 +728,8 @@ class CodiAugmenter:
     def load_models(self):
         meta = self._read_meta(self.folder) or {}
         if "train" not in meta:
-            raise ValueError(f"{self.folder} holds no trained models: run the train stage first (augment_stage=train "
-                             f"or all)")
+            raise ConfigError(f"{self.folder} holds no trained models: run the train stage first (augment_stage=train "
+                              f"or all)")
         models = os.path.join(self.folder, "models")
         states = {}
         for name in ("diffusion.pt", "dynamics.pt", "normaliser.json"):
@@ -541,6 +752,12 @@ class CodiAugmenter:
         # the CPU too), and sampling draws from its own seeded generator
         diffusion.load_state_dict({**d_state, "rng": diffusion.rng.get_state()})
         dynamics.load_state_dict(dyn_state)
+        bad = diffusion.nonfinite(ema=True)
+        if bad:  # training now stops on these (SegmentDiffusion.train_step); models of earlier versions may hold them
+            raise ConfigError(f"the models in {models} hold NaN or infinite EMA weights ({bad}), so they cannot "
+                              f"generate (earlier versions accepted ema_decay >= 1, which diverges): train models "
+                              f"again with other settings (ema_decay in (0, 1), a lower augment_lr; other settings "
+                              f"train in another artifact folder)")
         return diffusion, dynamics, normaliser, meta
 
     def delta(self, dynamics, valid):
@@ -574,6 +791,9 @@ class CodiAugmenter:
     def existing_output(self, out, identity):
         """The generation summary of `out` when it was made exactly as this run would make it; an error naming
         what differs otherwise (an `augment_out` path is not keyed by the settings, so it may hold another run's)."""
+        if not _is_generated(out):  # never advise removing a dataset generation did not write (a source, say)
+            raise ConfigError(f"augment_out={out} exists and is not a dataset that CODI generated: generation never "
+                              f"writes over it; choose another augment_out")
         ds = OfflineDataset.load(out, lazy=True)
         try:
             attrs = ds.attrs
@@ -587,8 +807,8 @@ class CodiAugmenter:
         want = json.loads(to_json(identity))
         differ = sorted(k for k in want if have.get(k) != want[k])
         if differ:
-            raise ValueError(f"{out} exists but was generated differently (it differs in {differ}): delete it or "
-                             f"choose another augment_out")
+            raise ConfigError(f"{out} exists but was generated differently (it differs in {differ}): choose another "
+                              f"augment_out (or remove that generated file if it is no longer needed)")
         return summary
 
     def generate(self, config=None):
@@ -625,7 +845,7 @@ class CodiAugmenter:
                                   config={**dict(config or {}), "augment_artifacts": self.folder,
                                           "guidance": self.guidance, "delta": delta},
                                   device=str(self.device), sampling=self.sampling(),
-                                  log=SimpleNamespace(info=self.log))  # its part and progress lines in the run's log
+                                  log=SimpleNamespace(info=self.log, warning=self.warn))  # in the run's log
         result.update(reused=False, delta=delta, real_pass_rate=real, max_view_gap=settings.max_view_gap,
                       snap_obs=settings.snap_obs, seconds=time.perf_counter() - start)
         for key in ("pass_rate", "return_mean", "return_minus_target_mean"):

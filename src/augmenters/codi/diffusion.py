@@ -200,7 +200,8 @@ class SegmentDiffusion:
 
     def train_step(self, batch):
         """One Adam step on `loss(batch)` and an EMA update; returns {"loss": float}. A non-finite loss raises
-        before the weights change, so the last checkpoint stays the one to resume from."""
+        before the weights change, and non-finite EMA weights (the sampling weights) after an EMA update, so the last
+        checkpoint stays the one to resume from."""
         loss = self.loss(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"diffusion loss is {loss.item()} at step {self.steps}: lower lr, check the "
@@ -225,6 +226,23 @@ class SegmentDiffusion:
             torch._foreach_lerp_(ema, net, 1.0 - c["ema_decay"])
         for e, b in zip(self.ema.buffers(), self.net.buffers(), strict=True):
             e.copy_(b)
+        bad = self.nonfinite(ema=True)
+        if bad:
+            raise FloatingPointError(f"the EMA weights (the ones sampling uses) hold NaN or infinite values after "
+                                     f"step {self.steps} ({bad}; ema_decay={c['ema_decay']}, the network "
+                                     f"{'too' if self.nonfinite(ema=False) else 'finite'})")
+
+    @torch.no_grad()
+    def nonfinite(self, ema=True):
+        """'' when every weight of the EMA network (ema=True) or the trained one is finite, else the first
+        parameter that is not (one device sync: the norms of all parameters at once)."""
+        params = list((self.ema if ema else self.net).named_parameters())
+        if not params:
+            return ""
+        norms = torch.stack(torch._foreach_norm([p for _, p in params]))
+        if bool(torch.isfinite(norms).all()):
+            return ""
+        return next(name for (name, _), ok in zip(params, torch.isfinite(norms).tolist()) if not ok)
 
     # ------------------------------------------------------------------ sampling
 

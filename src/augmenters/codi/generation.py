@@ -14,7 +14,16 @@ terminals from the env hooks, actions = â, reward = r̂, episode_return = Σr̂
 attrs `generated` (true), `augmenter`, `source_path`, `source_sha256` (the file's bytes when generation started),
 `source_fingerprint` (its episodes: offline.label_store.content_fingerprint), `model_hashes` (JSON), `sampling`
 (JSON: guidance, weights, sampler, steps), `generation` (JSON: the counters summed over parts, pass rate, target RTG
-and the Σr̂ statistics).
+and the Σr̂ statistics, the source's return range and, as counters return_above_source / return_below_source, the
+generated episodes whose Σr̂ lies outside it: said as a warning too).
+
+Decision: r̂ is stored as f_rwd gives it, not clipped to the source's per-step reward range. Measured on LBF 8x8 2p 2f
+coop (imbalanced_1e, noisy-0.8 labels, dim 16, 400 training steps, δ = 0.8, 200 episodes, 2026-12-07): every
+generated episode's Σr̂ (mean 1.85, 1.25-2.33) exceeds the real returns (<= 1.0), yet each step's r̂ lies in
+[-0.08, 0.30], inside the real steps' [0, 0.5]: Σr̂ is 50 small payments where the env pays 0.5 twice at most.
+Clipping each step to [0, 0.5] would raise the mean to 2.03 (the negative steps go), so it does not bound Σr̂, and it
+would change f_rwd's output, which the paper keeps. Episodes outside the source's returns are counted and named
+instead, so a user can drop them (their Σr̂ is their stored episode_return).
 """
 import json
 import logging
@@ -153,7 +162,7 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
         if content_fingerprint(source_path) != source["fingerprint"]:
             raise GenerationError(f"the episodes of the source {source_path} changed during generation: delete "
                                   f"{folder} (its parts come from the old episodes) and generate again")
-        summary = _summary(counters, arrays, target, n_parts)
+        summary = _summary(counters, arrays, target, n_parts, source["returns"])
         writer_config = {**dict(config or {}), "generation": settings.identity(), "truncation_as_terminal": False}
         attrs = {"generated": True, "augmenter": augmenter, "source_path": source_path,
                  "source_sha256": source["sha256"], "source_fingerprint": source["fingerprint"],
@@ -171,6 +180,9 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
     shutil.rmtree(folder, ignore_errors=True)
     log.info(f"generated {settings.n_episodes} episodes into {out_path} (pass rate {summary['pass_rate']:.2%}, "
              f"mean return {summary['return_mean']:.4g} vs target {target:.4g})")
+    outside = outside_message(summary)
+    if outside:
+        (getattr(log, "warning", None) or log.info)(outside)
     return {"path": out_path, **summary, "parts_written": written, "parts_reused": n_parts - written}
 
 
@@ -237,10 +249,27 @@ def _read_parts(folder, n_parts):
     return {key: np.concatenate([a[key] for a in arrays]) for key in arrays[0]}, counters
 
 
-def _summary(counters, arrays, target, n_parts):
+def outside_message(summary):
+    """The warning about generated returns (Σr̂) outside the source's returns, or "" when every one lies inside."""
+    counters, (lo, hi) = summary["counters"], summary["source_return_range"]
+    above, below = counters["return_above_source"], counters["return_below_source"]
+    if not above and not below:
+        return ""
+    return (f"{above + below} of {counters['episodes']} generated episodes have a return (Σr̂, the reward model's) "
+            f"outside the source's returns [{lo:.4g}, {hi:.4g}]: {above} above, {below} below (Σr̂ from "
+            f"{summary['return_min']:.4g} to {summary['return_max']:.4g}); the env never paid such returns on the "
+            f"source, so f_rwd over- or under-pays there, and learners that rank episodes by return (50%BC) favour "
+            f"or drop them. Recorded as generation.counters return_above_source / return_below_source")
+
+
+def _summary(counters, arrays, target, n_parts, source_returns):
     returns = arrays["reward"].reshape(len(arrays["reward"]), -1).astype(np.float64).sum(1)
     lengths = arrays["filled"].reshape(len(arrays["filled"]), -1).sum(1) - 1
-    return {"counters": counters, "parts": n_parts, "target_rtg": target,
+    lo, hi = float(np.min(source_returns)), float(np.max(source_returns))
+    tol = 1e-6 * max(1.0, hi - lo)  # float32 sums of rewards that add up to a real return
+    counters = {**counters, "return_above_source": int((returns > hi + tol).sum()),
+                "return_below_source": int((returns < lo - tol).sum())}
+    return {"counters": counters, "parts": n_parts, "target_rtg": target, "source_return_range": [lo, hi],
             "pass_rate": counters["accepted"] / max(1, counters["segments"]),
             "return_mean": float(returns.mean()), "return_std": float(returns.std()),
             "return_min": float(returns.min()), "return_max": float(returns.max()),

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from augmenters.codi.normaliser import ObsNormaliser
 from offline.segments import Segments, all_starts, segments
+from utils.config import ConfigError
 from utils.progress import Bar
 
 CHECKPOINT_FORMAT = "codi_labeler/1"
@@ -185,8 +186,9 @@ class AgentQualityLabeler:
                              f"first (labelled_segments does)")
         n_val = int(round(cfg.valid_fraction * N))
         if cfg.valid_fraction > 0 and not 1 <= n_val < N:
-            raise ValueError(f"labeler.fit: {N} labelled segments are too few for a {cfg.valid_fraction:.0%} "
-                             f"validation split; label more segments (label_segments) or set valid_fraction=0")
+            raise ConfigError(f"the labeler's {N} labelled segments are too few for its {cfg.valid_fraction:.0%} "
+                              f"validation split (early stopping): label more segments, e.g. rerun "
+                              f"--config=label_agent_quality with a larger label_segments and label_overwrite=True")
         rng = np.random.default_rng(cfg.seed)
         order = rng.permutation(N)
         val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])

@@ -102,21 +102,31 @@ def _flag(name, value):
 
 
 def resolve_delta(value):
-    """'auto' (or null) or a number >= 0."""
+    """'auto' (or null) or a finite number > 0 (no generated segment's error is exactly 0: delta=0 passes nothing)."""
     if value is None or value == "auto":
         return "auto"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise ValueError(f"delta must be auto (a quantile of the dynamics error on held-out real transitions, "
-                         f"delta_quantile) or a number >= 0, got {value!r}")
+                         f"delta_quantile) or a finite number > 0 (0 passes no generated segment), got {value!r}")
+    return float(value)
+
+
+def _weight(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"guidance_weights must be a finite number >= 0 or a list of them (one per agent; a "
+                         f"negative weight pushes away from the condition), got {value!r}")
     return float(value)
 
 
 def resolve_weights(value):
+    """A scalar w (w_i = w for every agent), or a list: one weight per agent, or one entry, which counts as the
+    scalar (broadcast to every agent); each finite and >= 0. The length is checked against the dataset's agents
+    before training (run/augment.py)."""
     if isinstance(value, (list, tuple)):
         if not value:
             raise ValueError("guidance_weights is an empty list: give a scalar or one weight per agent")
-        return [_num("guidance_weights", v, positive=False) for v in value]
-    return _num("guidance_weights", value, positive=False)
+        return [_weight(v) for v in value]
+    return _weight(value)
 
 
 def resolve(args):
@@ -125,6 +135,13 @@ def resolve(args):
         raise ValueError(f"augment_preset must be one of {sorted(PRESETS)}, got {args.augment_preset!r}")
     if args.augment_stage not in STAGES:
         raise ValueError(f"augment_stage must be one of {', '.join(STAGES)}, got {args.augment_stage!r}")
+    if args.augment_checkpoint and args.augment_stage in ("labeler", "train"):
+        # another run's artifact folder: fitting or training there would change the models under that run
+        raise ValueError(f"augment_checkpoint={args.augment_checkpoint} generates from trained models; "
+                         f"augment_stage={args.augment_stage} would fit or train inside that folder: leave "
+                         f"augment_checkpoint out to {'fit' if args.augment_stage == 'labeler' else 'train'} in "
+                         f"this run's own folder (a rerun of the command that made it continues its training), or "
+                         f"use augment_stage=generate")
     p = dict(PRESETS[args.augment_preset])
     for key, entry in PRESET_KEYS.items():
         if getattr(args, key) is not None:
@@ -179,8 +196,16 @@ def resolve(args):
     valid = _num("augment_valid_fraction", args.augment_valid_fraction)
     if not valid < 1:
         raise ValueError(f"augment_valid_fraction must be in (0, 1), got {valid!r}")
+    ema = _num("ema_decay", p["ema_decay"])
+    if not ema < 1:
+        raise ValueError(f"ema_decay must be in (0, 1) (the EMA weight kept per update; >= 1 makes the sampling "
+                         f"weights diverge), got {p['ema_decay']!r}")
+    for key in ("label_drop", "p_uncond"):
+        value = getattr(args, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"{key} must be a probability in [0, 1], got {value!r}")
     model = {"dim": _int("diffusion_dim", p["dim"]), "dim_mults": [int(m) for m in mults], "n_timesteps": K,
-             "lr": _num("augment_lr", p["lr"]), "ema_decay": _num("ema_decay", p["ema_decay"]),
+             "lr": _num("augment_lr", p["lr"]), "ema_decay": ema,
              "label_drop": float(args.label_drop), "p_uncond": float(args.p_uncond),
              # only when on: the artifact folders and checkpoints of runs made before the option keep their ids
              # madiff_like has no labels to keep: there it changes nothing, so it stays out of its artifact id

@@ -23,7 +23,9 @@ import re
 import torch.nn.functional as F
 from torch import nn
 
-GROUP_MODES = ("auto", "shared", "per_agent")
+from utils.config import CHOICES, ConfigError
+
+GROUP_MODES = CHOICES["lca.groups"]  # auto | shared | per_agent
 
 
 class Potential(nn.Module):
@@ -56,7 +58,7 @@ def encoder_spec(attrs, groups="auto"):
     {"obs_shape": [O], "identity_dims": [...], "groups": [names], "agent_groups": [group of each agent],
      "inputs": {name: obs dims the model reads}, "dropped": {name: identity dims it does not read}}."""
     if groups not in GROUP_MODES:
-        raise ValueError(f"lca.groups must be one of {list(GROUP_MODES)}, got {groups!r}")
+        raise ConfigError(f"lca.groups must be one of {list(GROUP_MODES)}, got {groups!r}")
     n = int(attrs["n_agents"])
     obs_dim = int(list(attrs["obs_shape"])[-1]) if list(attrs["obs_shape"]) else 1
     identity = sorted(int(d) for d in attrs["identity_dims"])

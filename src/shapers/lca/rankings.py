@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from utils.config import ConfigError
 from utils.files import atomic_path, sha256_file
 
 SCHEMA_VERSION = 1
@@ -127,6 +128,26 @@ def read_rankings(path) -> Rankings:
     r = Rankings(**arrays, attrs=attrs)
     check(r, path)
     return r
+
+
+def read_attrs(path):
+    """The attrs of the rankings file `path` (no arrays read): what a run checks before it starts. ConfigError when
+    the file is missing or is not a rankings file of this schema."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"lca.rankings={path} does not exist: rank pairs with --config=lca_label (or leave "
+                          f"lca.rankings empty where the run ranks them itself: lca_ippo, lca_mappo)")
+    try:
+        with h5py.File(path, "r") as f:
+            version = f.attrs.get("schema_version")
+            absent = [k for k in ARRAYS if k not in f]
+            attrs = {k: json.loads(v) for k, v in f.attrs.items() if k != "schema_version"}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"lca.rankings={path} is not a rankings file ({e}); give a rankings.h5 of "
+                          f"--config=lca_label") from None
+    if version != SCHEMA_VERSION or absent or any(k not in attrs for k in REQUIRED_ATTRS):
+        raise ConfigError(f"lca.rankings={path} is not a rankings file of schema {SCHEMA_VERSION} (schema_version "
+                          f"{version}, arrays missing {absent}); rank pairs again with --config=lca_label")
+    return attrs
 
 
 def ranked_with(path):

@@ -24,10 +24,11 @@ import torch as th
 from envs import env_class
 from shapers import Shaper
 from shapers.lca.train import load_artifact
+from utils.config import CHOICES, ConfigError
 from utils.paths import repo_relative
 
-MODES = ("add", "replace")
-TERMINAL = ("keep", "zero")
+MODES = CHOICES["lca.mode"]  # add | replace (checked with the config, before anything runs)
+TERMINAL = CHOICES["lca.terminal_potential"]  # keep | zero
 log = logging.getLogger(__name__)
 
 
@@ -49,9 +50,9 @@ class LCAShaper(Shaper):
         self.mode, self.coef = lca["mode"], float(lca["coef"])
         self.gamma_shaping, self.terminal_potential = bool(lca["gamma_shaping"]), lca["terminal_potential"]
         if self.mode not in MODES:
-            raise ValueError(f"lca.mode must be one of {list(MODES)}, got {self.mode!r}")
+            raise ConfigError(f"lca.mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.terminal_potential not in TERMINAL:
-            raise ValueError(f"lca.terminal_potential must be one of {list(TERMINAL)}, got "
+            raise ConfigError(f"lca.terminal_potential must be one of {list(TERMINAL)}, got "
                              f"{self.terminal_potential!r}")
         self.gamma = float(args.gamma) if self.gamma_shaping else 1.0
         if not lca["potential"]:

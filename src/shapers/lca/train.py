@@ -41,12 +41,13 @@ from shapers.lca.oracle_check import describe as describe_check
 from shapers.lca.oracle_check import oracle_episode_check
 from shapers.lca.potential import Potential, bt_loss, encoder_spec, file_name, group_members
 from shapers.lca.rankings import Rankings, rankings_hash, read_rankings
+from utils.config import CHOICES, ConfigError
 from utils.files import atomic_path, clean_stale_temps, sha256_bytes, sha256_file, write_json_atomic
-from utils.paths import env_label
+from utils.paths import env_label, repo_relative
 
 META = "meta.json"
 FORMAT = "lca_potential/1"
-NORMALISE = ("pair_std", "none")
+NORMALISE = CHOICES["lca.normalise"]  # pair_std | none
 
 
 @dataclass(frozen=True)
@@ -71,15 +72,17 @@ class TrainSettings:
                    normalise=lca["normalise"], seed=int(lca["pair_seed"]))
 
     def check(self):
+        """The config checks these before the run (utils.config CHOICES / RANGES); settings made in code are checked
+        here the same way (ConfigError: one line, exit status 2)."""
         if self.normalise not in NORMALISE:
-            raise ValueError(f"lca.normalise must be one of {list(NORMALISE)}, got {self.normalise!r}")
+            raise ConfigError(f"lca.normalise must be one of {list(NORMALISE)}, got {self.normalise!r}")
         if not 0 <= self.valid_fraction < 1:
-            raise ValueError(f"lca.valid_fraction must lie in [0, 1), got {self.valid_fraction}")
+            raise ConfigError(f"lca.valid_fraction must lie in [0, 1), got {self.valid_fraction}")
         for key in ("hidden_dim", "epochs", "batch_size", "patience"):
             if getattr(self, key) < 1:
-                raise ValueError(f"lca.{key} must be at least 1, got {getattr(self, key)}")
+                raise ConfigError(f"lca.{key} must be at least 1, got {getattr(self, key)}")
         if not self.lr > 0 or self.score_l2 < 0:
-            raise ValueError(f"lca.lr must be > 0 and lca.score_l2 >= 0, got {self.lr} and {self.score_l2}")
+            raise ConfigError(f"lca.lr must be > 0 and lca.score_l2 >= 0, got {self.lr} and {self.score_l2}")
 
     def identity(self):
         return asdict(self)
@@ -309,13 +312,13 @@ def read_meta(folder):
     with open(path, encoding="utf-8") as f:
         meta = json.load(f)
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} has format {meta.get('format')!r}, this code reads {FORMAT!r}; train the potential "
+        raise ConfigError(f"{path} has format {meta.get('format')!r}, this code reads {FORMAT!r}; train the potential "
                          f"again with --config=lca_potential")
     return meta
 
 
 def check_compatible(meta, folder, env=None, env_args=None, n_agents=None, obs_shape=None, identity_dims=None):
-    """Raise ValueError naming the difference when the potential in `folder` was trained for another env, env args,
+    """Raise ConfigError naming the difference when the potential in `folder` was trained for another env, env args,
     agent count or observation encoding (a None expectation is not checked)."""
     spec = meta["encoder"]
     problems = []
@@ -333,7 +336,7 @@ def check_compatible(meta, folder, env=None, env_args=None, n_agents=None, obs_s
         problems.append(f"encoder spec: trained with identity fields at {spec['identity_dims']}, this run's env has "
                         f"them at {sorted(int(d) for d in identity_dims)}")
     if problems:
-        raise ValueError(f"the LCA potential {folder} does not fit this run: " + "; ".join(problems)
+        raise ConfigError(f"the LCA potential {folder} does not fit this run: " + "; ".join(problems)
                          + ". Train potentials for this env with --config=lca_potential (from rankings of this env, "
                            "--config=lca_label), or point lca.potential at ones made for it")
 
@@ -368,7 +371,7 @@ def check_episodes(args):
     """lca.check_episodes, checked: oracle episodes to play after training a potential (0 = none)."""
     value = args.lca["check_episodes"]
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"lca.check_episodes must be a whole number >= 0 (0 skips the oracle-episode check), got "
+        raise ConfigError(f"lca.check_episodes must be a whole number >= 0 (0 skips the oracle-episode check), got "
                          f"{value!r}")
     return value
 
@@ -380,11 +383,49 @@ def check_env(attrs, rankings_path):
     shape = [int(d) for d in np.atleast_1d(attrs["obs_shape"])]
     if env.n_agents != int(attrs["n_agents"]) or [env.get_obs_size()] != shape:
         env.close()
-        raise ValueError(f"the rankings {rankings_path} hold {attrs['n_agents']} agents with observations {shape}, but "
-                         f"env {attrs['env']} with their env_args has {env.n_agents} agents with observations "
-                         f"[{env.get_obs_size()}]: rebuild the rankings with --config=lca_label, or skip the "
-                         f"oracle-episode check with lca.check_episodes=0")
+        raise ConfigError(f"the rankings {rankings_path} hold {attrs['n_agents']} agents with observations {shape}, "
+                          f"but env {attrs['env']} with their env_args has {env.n_agents} agents with observations "
+                          f"[{env.get_obs_size()}]: rebuild the rankings with --config=lca_label, or skip the "
+                          f"oracle-episode check with lca.check_episodes=0")
     return env
+
+
+def check_rankings_env(attrs, path, env, env_args):
+    """ConfigError unless the rankings (their attrs) are of env `env` with `env_args` (the run's own arguments
+    aside)."""
+    if attrs["env"] != env or plain_env_args(attrs["env_args"]) != plain_env_args(env_args):
+        raise ConfigError(f"the rankings {path} are of env {attrs['env']} with env_args "
+                          f"{plain_env_args(attrs['env_args'])}, this run has env {env} with env_args "
+                          f"{plain_env_args(env_args)}: use the rankings' --env-config and env_args, or rank this "
+                          f"env's pairs with --config=lca_label")
+
+
+def check_files(config):
+    """Before a run starts (run/preflight.py): the files the lca.* keys name exist and are of this run's env, so a
+    wrong path fails in one line before any ranking, training or RL. `lca.rankings` (attrs only) where the run
+    trains from it (run=shape, or a shaper=lca training run without lca.potential), `lca.potential` (meta.json)
+    where a training run shapes with it. Evaluation needs neither (its test episodes are not shaped)."""
+    from shapers.lca.rankings import read_attrs
+
+    lca, env, env_args = config.get("lca") or {}, config["env"], config.get("env_args") or {}
+    shaping = config.get("shaper") == "lca" and config.get("run") == "online" and not config.get("evaluate")
+    if config.get("run") == "shape" and not lca.get("rankings"):
+        raise ConfigError("run=shape needs a rankings file: lca.rankings=results/rankings/<env>/<id>/rankings.h5 "
+                          "(rank state pairs with --config=lca_label)")
+    if shaping and lca.get("potential"):
+        folder = repo_relative(lca["potential"])
+        if not os.path.isdir(folder):
+            raise ConfigError(f"lca.potential={lca['potential']} is not a folder: give a potential folder "
+                              f"results/potentials/<env>/<id> (--config=lca_potential), or leave lca.potential "
+                              f"empty to rank and train here")
+        try:
+            meta = read_meta(folder)
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from None
+        check_compatible(meta, folder, env=env, env_args=env_args)
+    elif lca.get("rankings") and (config.get("run") == "shape" or shaping):
+        path = repo_relative(lca["rankings"])
+        check_rankings_env(read_attrs(path), path, env, env_args)
 
 
 def train_or_reuse(rankings_path, settings: TrainSettings, results_dir, expect_env=None, device="cpu", progress=None,
@@ -398,12 +439,7 @@ def train_or_reuse(rankings_path, settings: TrainSettings, results_dir, expect_e
     rankings = read_rankings(rankings_path)
     attrs = rankings.attrs
     if expect_env is not None:
-        env, env_args = expect_env
-        if attrs["env"] != env or plain_env_args(attrs["env_args"]) != plain_env_args(env_args):
-            raise ValueError(f"the rankings {rankings_path} are of env {attrs['env']} with env_args "
-                             f"{plain_env_args(attrs['env_args'])}, this run has env {env} with env_args "
-                             f"{plain_env_args(env_args)}: use the rankings' --env-config and env_args, or rank this "
-                             f"env's pairs with --config=lca_label")
+        check_rankings_env(attrs, rankings_path, *expect_env)
     sha = rankings_hash(rankings_path)
     folder = artifact_folder(results_dir, attrs["env"], attrs["env_args"], artifact_id(sha, settings))
     if os.path.isfile(os.path.join(folder, META)):
