@@ -1,5 +1,6 @@
 """Data augmenters (REGISTRY: name in YAML `augmenter:` -> class): generate episodes that enlarge an offline
-dataset. CODI and its baselines live in augmenters/codi/.
+dataset. CODI and its baselines live in augmenters/codi/; each class derives from augmenters.base.Augmenter
+and declares the labels it writes into its source (`writes_labels`).
 
 Layer: beside offline and the learners (reads datasets, writes new ones), below labeling's users and run.
 """

@@ -275,6 +275,15 @@ def test_a_dataset_without_the_labels_names_the_label_command(labelled, tmp_path
     assert not glob.glob(str(tmp_path / "results" / "augment" / "*" / "*" / "*" / "models"))
 
 
+def test_every_augmenter_declares_the_labels_it_writes():
+    """The label run reads `writes_labels` of every registered augmenter: each inherits the declaration."""
+    import augmenters
+    from augmenters.base import Augmenter
+
+    for name, cls in augmenters.REGISTRY.items():
+        assert issubclass(cls, Augmenter) and isinstance(cls.writes_labels, tuple), name
+
+
 def test_distilled_labels_are_named_by_their_labeler_and_never_replace_others(labelled, tmp_path):
     """labels/codi_z_<labeler hash>: two runs with other labelers (seeds) on one source keep both label sets, and the
     first run's train stage still reads its own (one codi_z slot per source let the second replace the first's, whose

@@ -62,6 +62,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch as th
 
+from augmenters.base import Augmenter
 from augmenters.codi.dynamics import DynamicsModels, reward_stats, segment_avail, segment_batch
 from augmenters.codi.labeler import (
     AgentQualityLabeler,
@@ -217,7 +218,7 @@ class GuidedSampler:
                                      project=self.project)
 
 
-class CodiAugmenter:
+class CodiAugmenter(Augmenter):
     """One augment run's pipeline. `dataset`: the source OfflineDataset (in memory, checked against the config's env
     by the caller); `hooks`: the env (state_from_obs, ...); `stat(key, value, step)`: the run's Logger.log_stat;
     `checkpoint`: an artifact folder to generate from (augment_checkpoint) instead of this run's own."""
