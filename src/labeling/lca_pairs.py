@@ -299,9 +299,12 @@ def sample_pairs(env, env_name, pair_source, n_pairs, pair_seed, rollout_checkpo
             if stalled or stats["transitions"] >= MAX_TRANSITIONS_PER_ITEM * wanted + 1000:
                 why = (f"none new in the last {STALL_TRANSITIONS} transitions: the source has about that many "
                        f"distinct items" if stalled else "too few distinct ones")
+                most = f"at most {len(items)} here"
+                if mode == "per_agent":
+                    most = f"a total of {most}; the paper's count per agent got {per_agent.tolist()} of {count} each"
                 raise ConfigError(f"lca pairs: only {len(items)} distinct (pair, agent) items after "
                                   f"{stats['transitions']} transitions from {pair_source} (wanted {wanted}; {why}); "
-                                  f"lower lca.n_pairs (at most {len(items)} here) or use another lca.pair_source")
+                                  f"lower lca.n_pairs ({most}) or use another lca.pair_source")
             if log is not None and time.monotonic() - logged >= PROGRESS_LOG_S:
                 logged = time.monotonic()
                 log(f"lca pairs: {len(items)} / {wanted} items from {stats['transitions']} transitions, "

@@ -32,7 +32,7 @@ from run.interrupt import CtrlC
 from run.label import dataset_path, pick
 from run.setup import simple_run
 from utils.config import ConfigError
-from utils.files import FolderLock, clean_stale_temps
+from utils.files import FolderLock, clean_stale_temps, remove_empty_dirs
 from utils.paths import env_label, results_path, unseeded
 
 
@@ -49,14 +49,6 @@ def _checked(check, *a, **kw):
         raise
     except ValueError as e:
         raise ConfigError(str(e)) from None
-
-
-def _remove_empty(folder, stop):
-    """Remove `folder` and the folders above it up to (not including) `stop` while they are empty."""
-    folder, stop = os.path.abspath(folder), os.path.abspath(stop)
-    while folder.startswith(stop + os.sep) and os.path.isdir(folder) and not os.listdir(folder):
-        os.rmdir(folder)
-        folder = os.path.dirname(folder)
 
 
 def _warn_target(settings, dataset, _log):
@@ -120,13 +112,13 @@ def _augment(args, config, logger, _log, _run):
             _warn_target(augmenter.s, dataset, _log)
         augmenter.check_stages(stages)  # what the stages read, before the first starts (and before any folder)
         created = not os.path.isdir(augmenter.folder)
-        if created:  # a failed run leaves no empty artifact folder (runs after the lock is released)
-            stack.callback(_remove_empty, augmenter.folder, results_dir)
         lock = FolderLock.try_acquire(augmenter.folder)
-        if lock is None:
+        if lock is None:  # (and nothing of the running one's is touched: no cleanup was registered)
             raise RuntimeError(f"another process is running in {augmenter.folder} (the same augmenter, dataset and "
                                f"settings): wait for it to finish, then rerun to continue from its checkpoint")
         stack.callback(lock.release)
+        if created:  # a failed run leaves no empty artifact folder: removed while the lock is still held
+            stack.callback(remove_empty_dirs, augmenter.folder, results_dir)
         if args.use_tensorboard:
             logger.setup_tb(os.path.join(results_dir, "tb_logs", f"augment_{augmenter.name}_"
                                          f"{os.path.basename(augmenter.folder)}"))
@@ -142,7 +134,7 @@ def _augment(args, config, logger, _log, _run):
         if "labeler" in stages:
             info["labeler"] = augmenter.fit_labeler()
         if "train" in stages:
-            info["train"] = _train(augmenter, _log)
+            info["train"] = _train(augmenter, _log, last=stages[-1] == "train")
         if "generate" in stages:
             info["generate"] = augmenter.generate(config={"augmenter": augmenter.name,
                                                           "augment_preset": settings.preset})
@@ -151,9 +143,11 @@ def _augment(args, config, logger, _log, _run):
         return info
 
 
-def _train(augmenter, _log):
+def _train(augmenter, _log, last):
     """The train stage under CtrlC: the first Ctrl-C stops after the step under way with a checkpoint there, says
-    where the rerun resumes and ends the run INTERRUPTED (exit status 130); a second one stops at once."""
+    where the rerun resumes and ends the run INTERRUPTED (exit status 130); a second one stops at once. A Ctrl-C
+    that lands once training is done (its last step, the final save) stops before generation, or, when training
+    is the last stage, came too late to matter."""
     ctrl_c = CtrlC(_log, "the training step under way", saves=True)
     try:
         with ctrl_c:
@@ -168,4 +162,11 @@ def _train(augmenter, _log):
         _log.warning(f"Interrupted at training step {summary['steps']} of {augmenter.s.train_steps}: checkpoint "
                      f"{summary['checkpoint']}; rerun the same command to resume from step {summary['steps']}")
         raise KeyboardInterrupt
+    if ctrl_c.requested:
+        if last:
+            _log.warning(f"Ctrl-C came too late to matter: training had finished ({summary['steps']} steps)")
+        else:
+            _log.warning(f"Ctrl-C: training finished ({summary['steps']} steps, models in {augmenter.folder}/models); "
+                         f"stopping before generation: rerun the same command to generate from them")
+            raise KeyboardInterrupt
     return summary

@@ -101,7 +101,7 @@ RANGES = {
     "oracle_accuracy": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
     # agent-quality labeling (CODI): a count of segments, or a fraction of all segment starts
     "label_segments": (False, lambda v: v > 0 and (v <= 1 or v == int(v)),
-                       "a fraction of all segment starts in (0, 1] or a whole count > 1", False),
+                       "a fraction of all segment starts (a float in (0, 1]) or a whole count (an int >= 1)", False),
     "segment_horizon": (True, lambda v: v >= 1, "an integer >= 1", False),
     # CODI's diffusion model (config/runs/codi.yaml; null = the augment_preset's value)
     "ema_decay": (False, lambda v: 0 < v < 1, "in (0, 1) (or null = the preset's 0.995): the EMA weight kept per "

@@ -176,3 +176,18 @@ class FolderLock:
 
     def __del__(self):
         self.release()
+
+
+def remove_empty_dirs(folder, stop=None):
+    """Remove `folder` if it is empty, then the folders above it up to (not including) `stop` while they are empty;
+    never raises (another process may be filling one of them right now: then it stays)."""
+    folder = os.path.abspath(folder)
+    stop = os.path.abspath(stop) if stop else None
+    while True:
+        try:
+            os.rmdir(folder)  # only if empty
+        except OSError:
+            return
+        folder = os.path.dirname(folder)
+        if stop is None or not folder.startswith(stop + os.sep):
+            return

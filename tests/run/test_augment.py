@@ -679,6 +679,65 @@ def test_a_failed_run_leaves_no_empty_artifact_folder_and_scheduler_config_is_so
     assert list(config) == sorted(config)
 
 
+def test_a_run_that_loses_the_lock_leaves_the_holders_new_folder_alone(labelled, tmp_path, monkeypatch):
+    """Review finding: a run saw no folder, another made and locked it (still empty while its labeler fits), the
+    first then failed to lock and its cleanup removed the holder's folder. The cleanup is registered only with
+    the lock held."""
+    src = copy_of(labelled, tmp_path)
+    held = []
+    real = FolderLock.try_acquire.__func__
+
+    def other_run_wins(cls, folder):
+        held.append(real(cls, folder))  # another run: makes the folder and locks it, in the gap
+        return real(cls, folder)  # then ours: refused
+
+    monkeypatch.setattr(FolderLock, "try_acquire", classmethod(other_run_wins))
+    try:
+        with pytest.raises(RuntimeError, match="another process is running in"):
+            augment(tmp_path, "codi", src)
+        assert held[0] is not None and os.path.isdir(held[0].folder)
+    finally:
+        for lock in held:
+            if lock is not None:
+                lock.release()
+
+
+def test_a_lost_labeler_is_not_refitted_under_trained_models(labelled, tmp_path):
+    """Review finding: a labeler.pt that could not be loaded was silently refitted, changing the labels under the
+    folder's trained models; now refused, naming the way out."""
+    import edit_labels
+
+    src = copy_of(labelled, tmp_path)
+    fitted = augment(tmp_path, "codi", src, augment_stage="labeler")
+    folder, label = fitted["artifacts"], fitted["labeler"]["label"]
+    augment(tmp_path, "codi", src, augment_stage="train")
+    os.remove(os.path.join(folder, "labeler.pt"))
+    assert edit_labels.main([str(src), "--remove-label", label]) == 0
+    with pytest.raises(ConfigError, match="labeler.pt is missing, damaged or not the labeler .* were trained on that "
+                                          "labeler's labels: restore labeler.pt"):
+        augment(tmp_path, "codi", src, augment_stage="labeler")
+
+
+def test_a_ctrl_c_once_training_is_done_stops_before_generation(labelled, tmp_path, monkeypatch, caplog):
+    """Review finding: a Ctrl-C in the final save was logged as "stopping" and then generation ran anyway."""
+    import signal
+
+    from augmenters.codi.augmenter import CodiAugmenter
+
+    real = CodiAugmenter._save_models
+
+    def save_then_ctrl_c(self, *a, **kw):
+        out = real(self, *a, **kw)
+        signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(CodiAugmenter, "_save_models", save_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        augment(tmp_path, "madiff_like", copy_of(labelled, tmp_path))
+    assert "stopping before generation: rerun the same command to generate" in caplog.text
+    assert not glob.glob(str(tmp_path / "results" / "augment" / "*" / "*" / "*" / "generated_*.h5"))
+
+
 def test_a_noisy_oracle_below_chance_is_warned_about(labelled, tmp_path, capfd):
     """agent_quality with 3 agents: a uniform guess is right 1/3 of the time; a noisy oracle below that is allowed
     (an adversarial-label ablation) but said."""

@@ -503,6 +503,12 @@ class CodiAugmenter(Augmenter):
         H, info = self.s.horizon, self.env_info
         path = os.path.join(self.folder, "labeler.pt")
         labeler = self._fitted_labeler(path, done)
+        trained = [d for d in ("train", "models") if os.path.isdir(os.path.join(self.folder, d))]
+        if done and labeler is None and trained:  # a refit would change the labels its models were trained on
+            raise ConfigError(f"{path} is missing, damaged or not the labeler {self.folder} recorded "
+                              f"({done['labeler_sha256'][:12]}), and its {' and '.join(trained)} were trained on "
+                              f"that labeler's labels: restore labeler.pt, or train afresh in another folder "
+                              f"(local_results_path=<another folder>)")
         if labeler is not None:  # fitted before, its labels not in the source (e.g. a fresh copy): label it again
             self.log(f"labeler: {path} (fitted before) labels the source again")
             summary = {**done, "label": self._store_z(label_all_starts(labeler, self.arrays, H), done)}
@@ -548,7 +554,7 @@ class CodiAugmenter(Augmenter):
         try:
             labeler = AgentQualityLabeler.from_state_dict(th.load(path, map_location="cpu", weights_only=True),
                                                           device=self.device)
-        except (OSError, RuntimeError, ValueError, KeyError):
+        except (RuntimeError, ValueError, KeyError):  # damaged (an OSError, e.g. a passing I/O error, propagates)
             return None
         return labeler if labeler.weights_hash() == done["labeler_sha256"] else None
 
