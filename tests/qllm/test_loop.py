@@ -182,19 +182,38 @@ def test_a_failed_generation_leaves_one_failed_record_and_no_temporary_folder(tm
     assert "I cannot write code today." in json.dumps(record["llm_calls"]) and record["failed"]
 
 
-def test_a_failed_generation_record_holds_no_secret(tmp_path, monkeypatch):
+def test_a_failed_generation_record_holds_no_secret(tmp_path, monkeypatch, capsys):
+    """A server that echoes the key (and the Authorization header) in its 401: the key is cut out of the error
+    everywhere the run keeps or prints it."""
     key = "sk-test-0123456789abcdef-secret"
     monkeypatch.setenv("OPENAI_API_KEY", key)
     with LoopbackServer() as srv:
-        srv.push(status(401, message=f"Incorrect API key provided: {key}"))
-        run_main(tmp_path, "qllm_generate", "climbing", *GEN,
-                 f"llm.base_url=http://user:{key}@{srv.base_url.split('://')[1]}",
+        srv.push(status(401, message=f"Incorrect API key provided: {key} (header: Bearer {key})"))
+        run_main(tmp_path, "qllm_generate", "climbing", *GEN, f"llm.base_url={srv.base_url}",
                  f"llm.cache_dir={tmp_path / 'cache'}", expect=1)
     record = failed_records(tmp_path)
     text = json.dumps(record)
     assert key not in text and "<redacted>" in record["error"] and record["stage"].startswith("generating")
     assert record["config"]["llm"]["base_url"] == srv.base_url and record["config"]["llm"]["api_key_env"] == \
         "OPENAI_API_KEY"
+    written = [open(f, errors="replace").read() for f in glob.glob(str(tmp_path / "**" / "*"), recursive=True)
+               if os.path.isfile(f)]
+    out = capsys.readouterr()
+    assert not any(key in w for w in written) and key not in out.out + out.err
+
+
+@pytest.mark.parametrize("update", [
+    "llm.base_url=http://user:sk-test-0123456789abcdef@127.0.0.1:9/v1",
+    "llm.base_url=http://127.0.0.1:9/v1?api-key=sk-test-0123456789abcdef",
+    "llm.api_key_env=sk-test-0123456789abcdef",
+    "llm.api_key_env=Kf83hdkq0e9djfk20dkfmal3",  # a key without a known prefix: letters and digits, no underscore
+])
+def test_a_key_in_the_llm_settings_is_refused_before_anything_is_written(tmp_path, capsys, update):
+    run_main(tmp_path, "qllm_generate", "climbing", *GEN, update, expect=2)
+    err = capsys.readouterr().err
+    assert err.startswith("config error: llm.") and len(err.strip().splitlines()) == 1
+    assert "sk-test-0123456789abcdef" not in err and "Kf83hdkq0e9djfk20dkfmal3" not in err
+    assert not os.listdir(tmp_path)  # no run folder, no config.json
 
 
 def test_a_generation_that_fails_before_the_llm_leaves_a_record_too(tmp_path):
