@@ -105,9 +105,9 @@ class LLM:
         corrupt0 = self.cache.corrupt if self.cache else 0
         if self.cache is not None:
             for i, k in enumerate(keys):
-                entry = self.cache.get(k)
-                if entry is not None:
-                    texts[i], cached[i] = Reply(entry["text"], entry.get("finish_reason")), True
+                reply = self._cached_reply(k)
+                if reply is not None:
+                    texts[i], cached[i] = reply, True
         missing = [i for i in range(n) if not cached[i]]
         stats = {"requests": 0, "failed": 0, "attempts": 0, "prompt_tokens": 0, "completion_tokens": 0, "estimated": 0,
                  "latency_s": 0.0, "server_model": None}
@@ -136,7 +136,16 @@ class LLM:
         ident = request_identity(self.model, check_messages(messages), c["temperature"] if temperature is None
                                  else temperature, c["max_tokens"] if max_tokens is None else max_tokens,
                                  c["top_p"], c["seed"], response_format)
-        return all(self.cache.get(cache_key(ident, i)) is not None for i in range(n))
+        return all(self._cached_reply(cache_key(ident, i)) is not None for i in range(n))
+
+    def _cached_reply(self, key):
+        """The cached sample of `key` as a Reply, or None. An empty or cut entry (written before such replies stopped
+        being cached) counts as missing where a server can answer again; replay serves what there is."""
+        entry = self.cache.get(key)
+        if entry is None:
+            return None
+        reply = Reply(entry["text"], entry.get("finish_reason"))
+        return None if reply.incomplete and self.api is not None else reply
 
     def chat_many(self, requests, concurrency=None, stop=None):
         """Many independent chat() calls, at most `concurrency` at a time (default and upper bound: llm.concurrency,

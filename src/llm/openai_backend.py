@@ -361,7 +361,8 @@ class OpenAICompat:
                 else:
                     content = getattr(getattr(ch, "message", None), "content", None)
                     raise LLMBadResponse(f"{self.base_url} returned a choice without text (content of type "
-                                         f"{type(content).__name__}, finish_reason={self._text(finish, 40)!r}); "
+                                         f"{type(content).__name__}, finish_reason="
+                                         f"{None if finish is None else repr(self._text(finish, 40))}); "
                                          f"tool calls and refusals are not supported here")
             out.append(Choice(text, finish))
         pt, ct, estimated = self._usage(getattr(resp, "usage", None), messages, out, max_tokens)

@@ -307,3 +307,21 @@ def test_variable_names_are_accepted(name):
 def test_a_name_that_is_not_a_variable_name_is_refused():
     with pytest.raises(LLMConfigError, match=r"NAME of an environment variable .*got 'MY KEY'"):
         resolve({"backend": "openai", "model": "m", "api_key_env": "MY KEY"})
+
+
+def test_an_empty_or_cut_cache_entry_from_before_is_asked_again(srv, tmp_path):
+    """Caches written before empty and cut replies stopped being cached may hold some: a live backend asks again
+    (and keeps the new answer); replay serves what there is."""
+    srv.push(reply("#1"), reply("#2"))
+    llm = llm_for(srv, tmp_path)
+    llm.chat(MSG)
+    (path,) = cache_files(tmp_path)
+    entry = json.load(open(path))
+    with open(path, "w") as f:
+        json.dump(dict(entry, text="<think>cut", finish_reason="length"), f)
+    assert not llm.cached(MSG) and llm.chat(MSG) == ["#2"] and srv.count == 2 and llm.cached(MSG)
+    with open(path, "w") as f:
+        json.dump(dict(entry, text="", finish_reason="stop"), f)
+    replay = make_llm({"backend": "replay", "model": "test-model", "cache_dir": str(tmp_path / "cache"),
+                       "temperature": 0.5, "max_tokens": 32}, None)
+    assert replay.chat(MSG) == [""]
