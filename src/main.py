@@ -300,6 +300,36 @@ def finishing(path, saved, key, config):
     return trained is not None and trained.get(key) == config.get(key)
 
 
+@contextlib.contextmanager
+def second_interrupt_exits():
+    """The first Ctrl-C stops the run as always (KeyboardInterrupt: what is done is kept, the run is recorded as
+    INTERRUPTED, exit status 130); a second one while the run winds down ends the process at once with status 130
+    and one line, and once it has wound down (the process is exiting, its requests ended) further ones are ignored:
+    never a traceback. Only where SIGINT has Python's default handler and in the main thread; the default comes
+    back afterwards unless an interrupt came."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    interrupted = []
+
+    def again(signum, frame):
+        os.write(2, b"interrupted again (Ctrl-C): exiting now, status 130\n")
+        os._exit(130)
+
+    def first(signum, frame):
+        interrupted.append(True)
+        signal.signal(signal.SIGINT, again)
+        raise KeyboardInterrupt
+
+    first.deferrable = True  # a training loop may take over from it (run.interrupt.CtrlC) and give it back
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN if interrupted else signal.default_int_handler)
+
+
 def main(argv):
     rerun, argv = pop_rerun(argv)
     rerun_cfg, notes = None, []
@@ -337,7 +367,8 @@ def main(argv):
     meta = provenance(alg, env, updates, canonicalize(parse_updates(updates)), rerun_of=rerun)
     ex = make_experiment(config, meta=meta, info={"rerun_of": rerun} if rerun else None)
     try:
-        run = ex.run_commandline([argv[0], *rest])
+        with second_interrupt_exits():
+            run = ex.run_commandline([argv[0], *rest])
     except KeyboardInterrupt:  # the run said where it stopped and how to resume (run/online.py); no traceback
         print("interrupted (Ctrl-C): the run is recorded as INTERRUPTED", file=sys.stderr)
         return 130

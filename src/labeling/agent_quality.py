@@ -33,6 +33,7 @@ from labeling.base import Item, LabelTask
 from labeling.parse import reply_text_and_json
 from labeling.prompting import TaskPrompt, read_prompt, sha256
 from labeling.store import code_version, stored_attrs, write_episode_labels
+from llm.text_utils import whole_number
 from offline.label_store import LABELS
 from offline.segments import all_starts, segment_starts, segments
 from utils.config import ConfigError
@@ -73,12 +74,9 @@ def parse_agent_index(text, n_agents):
     text, obj = reply_text_and_json(text)
     if obj is not None:
         value = obj.get("best_agent")
-        if isinstance(value, str) and value.strip().strip("[]").isdigit():
-            value = int(value.strip().strip("[]"))
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == int(value)
-        return int(value) if ok and 0 <= int(value) < n_agents else None
-    found = [int(m.group(1)) for m in _BRACKET.finditer(text)]
-    found = [k for k in found if k < n_agents]
+        value = whole_number(value.strip().strip("[]") if isinstance(value, str) else value)
+        return value if value is not None and 0 <= value < n_agents else None
+    found = [k for m in _BRACKET.finditer(text) if (k := whole_number(m.group(1))) is not None and k < n_agents]
     return found[-1] if found else None
 
 
@@ -136,6 +134,9 @@ class AgentQuality(LabelTask):
 
     def messages(self, item, source, args, swapped=False):
         return self.prompter(source, args, "text").messages(item, swapped)
+
+    def answer_values(self, item, args):
+        return tuple(float(k) for k in range(int(item.data[2])))  # an agent index
 
     def parse(self, text, item):
         """The dataset's agent index of the answer (the prompt's numbering mapped back through the item's order)."""

@@ -133,6 +133,11 @@ class LabelTask:
         from labeling.prompting import TaskPrompt
         return TaskPrompt(self, source, args)
 
+    def answer_values(self, item: Item, args) -> tuple | None:
+        """The answers a labeler can give `item` (the llm labeler checks its journal against them), or None when any
+        finite number can be one (the default)."""
+        return None
+
     def unswap(self, answer: float) -> float:
         """An answer to the swapped question, as an answer to the item as stored."""
         return answer

@@ -184,6 +184,9 @@ class LCAStatePair(LabelTask):
     def messages(self, item, source, args, swapped=False):
         return self.prompter(source, args, "text").messages(item, swapped)
 
+    def answer_values(self, item, args):
+        return (0.0, 1.0)  # no / yes
+
     def parse(self, text, item):
         return parse_binary_mark(text).value
 

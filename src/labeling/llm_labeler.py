@@ -12,9 +12,15 @@ How an item is answered:
   function of its own request only, so the labels do not depend on the concurrency.
 - Failures: an LLMError after the client's retries (timeouts, 429, 5xx, refused requests) leaves that item
   unlabeled and the run goes on; a replay cache miss, max_requests or max_cost_usd stops starting new requests
-  (the ones in flight finish), keeps every answer so far, and names the reason in info["stopped"].
+  (the ones in flight finish), keeps every answer so far, and names the reason in info["stopped"]. max_requests
+  counts HTTP requests as sent (retries, re-asks and per-sample requests included: LLM.set_budget), so it is never
+  exceeded. Ctrl-C ends the requests in flight at once (LLM.cancel) and keeps the answers so far.
+- A reply that is empty, or cut by llm.max_tokens (finish_reason=length), and gives no answer even after the re-ask
+  is not final: it is neither cached (llm) nor journaled, so a rerun asks it again (info["cut"] counts the items;
+  raise llm.max_tokens if they were cut). A reply no parser can read is unparsed, never an error.
 - Resume: answers are in the LLM cache and in an append-only journal (labeling/journal.py); a rerun with the same
-  settings asks only the items missing from it.
+  settings asks only the items missing from it. A journal line that is not a valid answer of its item (a damaged
+  file: a string answer, a missing field, a value the task cannot give) is skipped with a warning and re-asked.
 - K queries per item (a task whose `queries(args)` is an int K, e.g. lca_state_pair): one request with n=K, so the
   K answers are K distinct cache entries (sample indices 0..K-1 of the same request); each unreadable sample is
   re-asked once on its own (samples with the same unreadable reply share one re-ask request with n = their count,
@@ -22,6 +28,7 @@ How an item is answered:
   temperature 0 the K samples are copies of one answer: a warning says so.
 """
 import logging
+import math
 import os
 
 import numpy as np
@@ -30,9 +37,10 @@ from labeling.base import Labeler, LabelResult
 from labeling.journal import Journal
 from labeling.parse import PREFERENCE_LABEL, parse_choice
 from labeling.prompting import FORMATS, TaskPrompt, check_fits, context_window, sha256
-from llm import LLMCacheMiss, LLMError, make_llm
+from llm import LLMBudgetExceeded, LLMCacheMiss, LLMCancelled, LLMError, make_llm
 from llm.cache import canonical_json, request_identity
-from llm.config import local_model_name, resolve
+from llm.config import check_cost_budget, local_model_name, resolve
+from llm.text_utils import incomplete
 from utils.config import ConfigError
 from utils.paths import results_path
 from utils.progress import Bar
@@ -60,6 +68,7 @@ class LLMLabeler(Labeler):
     def __init__(self, args):
         super().__init__(args)
         self.cfg = resolve(args.llm)
+        check_cost_budget(self.cfg, args.max_cost_usd)
         self.fmt = answer_format(args, self.cfg)
 
     def settings(self):
@@ -124,12 +133,13 @@ class _Run:
         self.multi = queries is not None  # K answers per item: answers [N, K], journal answers lists
         self.n = int(queries) if self.multi else 1
         self.answers = np.full((len(items), self.n) if self.multi else len(items), np.nan)
-        # item index -> {(order, sample): (raw choice, label or None, how, reply)} / "failed"
+        # item index -> {(order, sample): (raw choice, label or None, how, reply)} / "failed" / "cut" / "journaled"
         self.state = {}
         self.counts = dict.fromkeys(("asked", "from_journal", "reasked", "reask_recovered", "unparsed", "failed",
-                                     "swap_disagreements", "swap_both_parsed", "position_same", "first_position",
-                                     "non_tie_choices"), 0)
-        self.errors, self.stopped, self.uncached_started = [], None, 0
+                                     "cut", "journal_invalid", "swap_disagreements", "swap_both_parsed",
+                                     "position_same", "first_position", "non_tie_choices"), 0)
+        self.errors, self.stopped = [], None
+        self.started = set()  # items with a request started (asked) in this run
         self.bar, self.own_bar = bar, bar is None
         self.llm = None
 
@@ -148,9 +158,16 @@ class _Run:
         try:
             if todo:
                 self.llm = make_llm(self.lab.args.llm, os.path.dirname(os.path.abspath(self.journal.path)))
+                self.llm.set_budget(self.lab.args.max_requests, self.lab.args.max_cost_usd)
                 samples = tuple(range(self.n))
                 reasks = self._round([(k, o, samples, self.asks[k, o], "ask") for k in todo for o in self.orders])
                 self._round([r for r in reasks if self.state.get(r[0]) != "failed"])
+        except KeyboardInterrupt:  # Ctrl-C: end the requests in flight now; the answers so far are journaled
+            if self.llm is not None:
+                self.llm.cancel()
+            log.warning(f"llm labeler: interrupted; the answers so far are kept (journal {self.journal.path}, LLM "
+                        f"cache): rerun the same command to ask the rest")
+            raise
         finally:
             self.journal.close()
             if self.llm is not None:
@@ -165,6 +182,10 @@ class _Run:
         for k, item in enumerate(self.items):
             entry = done.get(item.id)
             if entry is not None and entry.get("request") == self.hashes[k]:
+                if not self._valid(entry, item):
+                    self.counts["journal_invalid"] += 1
+                    todo.append(k)
+                    continue
                 if self.multi:
                     self.answers[k] = [np.nan if v is None else v for v in entry["answer"]]
                 else:
@@ -173,7 +194,35 @@ class _Run:
                 self.counts["from_journal"] += 1
             else:
                 todo.append(k)
+        if self.counts["journal_invalid"]:
+            log.warning(f"llm labeler: {self.counts['journal_invalid']} line(s) of the journal {self.journal.path} are "
+                        f"not valid answers of their items (a damaged file?); those items are asked again")
         return todo
+
+    def _valid(self, entry, item):
+        """Whether a journal line for `item` is an answer this run could have written: answers (and per-order
+        labels) None or a value the task can give (task.answer_values; any finite number where it names none),
+        choices and labels one per order, K of each for a task with K queries."""
+        allowed = self.task.answer_values(item, self.lab.args)
+
+        def value(v):
+            if v is None:
+                return True
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                return False
+            return allowed is None or float(v) in allowed
+
+        def orders(sample):
+            return isinstance(sample, dict) and all(
+                isinstance(sample.get(key), list) and len(sample[key]) == len(self.orders) for key in
+                ("labels", "choices")) and all(value(v) for v in sample["labels"])
+
+        answer = entry.get("answer")
+        if self.multi:
+            samples = entry.get("samples")
+            return (isinstance(answer, list) and len(answer) == self.n and all(value(v) for v in answer)
+                    and isinstance(samples, list) and len(samples) == self.n and all(orders(x) for x in samples))
+        return "answer" in entry and value(answer) and orders(entry)
 
     def _round(self, reqs):
         """Run requests [(item index, order, sample indices, messages, kind)] (one call with n = len(samples));
@@ -183,47 +232,72 @@ class _Run:
         calls = [{"messages": m, "n": len(js), "tag": f"label:{self.task.name}:{kind}", **self.sampling}
                  for _, _, js, m, kind in reqs]
         reasks = []
-        for idx, out in self.llm.chat_many(calls, stop=lambda i: self._stop(calls[i])):
-            k, o, js, msgs, kind = reqs[idx]
-            self.counts["asked"] += len(js) if kind == "ask" else 0
-            if isinstance(out, LLMError):
-                self._fail(k, out)
-                continue
-            if self.state.get(k) == "failed":  # the item's other order failed: it stays unlabeled
-                continue
-            unread = {}  # re-ask conversation -> the samples whose unreadable reply it repeats
-            for j, text in zip(js, out):
-                label, how, raw = self._parse(text, k, o)
-                if label is None and kind == "ask":
-                    self.counts["reasked"] += 1
-                    again = self.prompt.reask(msgs, text)
-                    unread.setdefault(canonical_json(again), (again, []))[1].append(j)
-                    continue
-                self.counts["reask_recovered"] += label is not None and kind == "reask"
-                self.state.setdefault(k, {})[o, j] = (raw, label, how if kind == "ask" else f"reask:{how}", text)
-            reasks += [(k, o, tuple(group), again, "reask") for again, group in unread.values()]
-            if k in self.state:
-                self._maybe_finish(k)
+        many = self.llm.chat_many(calls, stop=lambda i: self._stop(calls[i], reqs[i][0]))
+        try:
+            for idx, out in many:
+                reasks += self._answered(reqs[idx], out)
+        except KeyboardInterrupt:
+            self.llm.cancel()  # before the pool is joined (many.close)
+            raise
+        finally:
+            many.close()
         return reasks
 
+    def _answered(self, req, out):
+        """Take one call's answers (or its error); returns the re-asks its unreadable replies need."""
+        k, o, js, msgs, kind = req
+        self.counts["asked"] += len(js) if kind == "ask" else 0
+        if isinstance(out, (LLMBudgetExceeded, LLMCacheMiss, LLMCancelled)):  # a stop: the item is not failed
+            self._set_stop(f"replay cache miss: {out}" if isinstance(out, LLMCacheMiss) else str(out))
+            return []
+        if isinstance(out, LLMError):
+            self._fail(k, out)
+            return []
+        if self.state.get(k) == "failed":  # the item's other order failed: it stays unlabeled
+            return []
+        unread = {}  # re-ask conversation -> the samples whose unreadable reply it repeats
+        for j, text in zip(js, out):
+            label, how, raw = self._parse(text, k, o)
+            if label is None and kind == "ask":
+                self.counts["reasked"] += 1
+                again = self.prompt.reask(msgs, text)
+                unread.setdefault(canonical_json(again), (again, []))[1].append(j)
+                continue
+            self.counts["reask_recovered"] += label is not None and kind == "reask"
+            self.state.setdefault(k, {})[o, j] = (raw, label, how if kind == "ask" else f"reask:{how}", text)
+        if isinstance(self.state.get(k), dict):
+            self._maybe_finish(k)
+        return [(k, o, tuple(group), again, "reask") for again, group in unread.values()]
+
     def _parse(self, text, k, swapped):
-        """(label in the item's stored order or None, how, the raw choice as asked)."""
+        """(label in the item's stored order or None, how, the raw choice as asked). Never raises for a reply: one
+        no parser can read is unparsed (the reply is untrusted input)."""
         item = self.items[k]
-        if isinstance(self.prompt, TaskPrompt):  # a task's own answers have no positions to count
-            label, how = self.prompt.parse(text, item)
-            raw = None
-        else:
-            p = parse_choice(text)
-            raw, how = p.value, p.how
-            label = None if raw is None else PREFERENCE_LABEL[raw]
-        if label is not None and swapped:
-            label = self.task.unswap(label)
+        try:
+            if isinstance(self.prompt, TaskPrompt):  # a task's own answers have no positions to count
+                label, how = self.prompt.parse(text, item)
+                raw = None
+            else:
+                p = parse_choice(text)
+                raw, how = p.value, p.how
+                label = None if raw is None else PREFERENCE_LABEL[raw]
+            if label is not None and swapped:
+                label = self.task.unswap(label)
+            if label is not None and not (isinstance(label, (int, float)) and math.isfinite(label)):
+                raise ValueError(f"the parser gave {label!r}")
+        except Exception as e:  # noqa: BLE001 (any reply, any parser: unparsed, never a crash)
+            log.warning(f"llm labeler: a reply for item {item.id} could not be read ({type(e).__name__}); it counts "
+                        f"as unparsed")
+            return None, f"unreadable ({type(e).__name__})", None
         return label, how, raw
 
+    def _set_stop(self, why):
+        if self.stopped is None:
+            self.stopped = why
+            log.warning(f"llm labeler: stopping, {why}; the answers so far are kept (journal {self.journal.path}); "
+                        f"rerun to ask the rest")
+
     def _fail(self, k, error):
-        if isinstance(error, LLMCacheMiss) and self.stopped is None:
-            self.stopped = f"replay cache miss: {error}"
-            log.warning(f"llm labeler: stopping, {self.stopped}")
         if len(self.errors) < 5:
             self.errors.append(f"{self.items[k].id}: {type(error).__name__}: {str(error)[:300]}")
         if self.state.get(k) != "failed":
@@ -236,6 +310,10 @@ class _Run:
         if got == "failed" or len(got) < len(self.orders) * self.n:
             return
         samples = [self._sample_entry(got, j) for j in range(self.n)]
+        # an answer missing because a reply was empty or cut by max_tokens is not final: not journaled (nor cached
+        # by the LLM layer), so a rerun asks again
+        cut = any(s["answer"] is None and any(incomplete(got[o, j][3]) for o in self.orders)
+                  for j, s in enumerate(samples))
         if self.multi:
             entry = {"item": self.items[k].id, "request": self.hashes[k],
                      "answer": [s.pop("answer") for s in samples], "samples": samples}
@@ -243,8 +321,13 @@ class _Run:
         else:
             entry = {"item": self.items[k].id, "request": self.hashes[k], **samples[0]}
             self.answers[k] = np.nan if entry["answer"] is None else entry["answer"]
-        self.journal.append(entry)
-        self._count(entry)
+        if cut:
+            self.state[k] = "cut"
+            self.counts["cut"] += 1
+        else:
+            self.journal.append(entry)
+            self.state[k] = "journaled"
+            self._count(entry)
         self._progress()
 
     def _sample_entry(self, got, j):
@@ -286,41 +369,45 @@ class _Run:
         self.bar.set_postfix(hits=led.get("cache_hits", 0), unparsed=self.counts["unparsed"],
                              failed=self.counts["failed"])
 
-    def _stop(self, call):
-        """Asked before each request: whether to start no more (a stop reason is set, or a budget is reached)."""
-        if self.stopped is not None:
+    def _stop(self, call, k):
+        """Asked before each call: whether to start no more (a stop reason is set, Ctrl-C, or a budget is spent and
+        the call is not answered by the cache alone). The LLM layer enforces the budgets on every HTTP request; this
+        only keeps calls that could not be sent from starting."""
+        if self.stopped is not None or self.llm.cancelled:
             return True
-        if self.llm.cached(**call):
-            return False  # free: answered from the cache
-        a = self.lab.args
-        if a.max_requests is not None and self.uncached_started >= a.max_requests:
-            self.stopped = f"max_requests={a.max_requests} reached"
-        elif a.max_cost_usd is not None and self.llm.ledger()["cost_usd"] >= a.max_cost_usd:
-            self.stopped = f"max_cost_usd={a.max_cost_usd} reached (spent {self.llm.ledger()['cost_usd']:.4f} USD)"
-        if self.stopped is not None:
-            log.warning(f"llm labeler: stopping, {self.stopped}; the answers so far are kept (journal "
-                        f"{self.journal.path}); rerun to ask the rest")
+        why = self.llm.budget_spent()
+        if why is not None and not self.llm.cached(**call):
+            self._set_stop(why)
             return True
-        self.uncached_started += 1
+        self.started.add(k)
         return False
 
     def _info(self, cfg, todo):
         c, n = self.counts, len(self.items)
         labeled = np.isfinite(self.answers)
         led = self.llm.ledger() if self.llm is not None else {}
-        answered = c["from_journal"] + sum(1 for k in todo if isinstance(self.state.get(k), dict)
-                                           and len(self.state[k]) == len(self.orders) * self.n)
+        journaled = sum(1 for k in todo if self.state.get(k) == "journaled")
+        answered = c["from_journal"] + journaled
+        # every item is one of: answered (journal, or journaled now), failed, cut (empty or cut replies: asked again
+        # on rerun), unfinished (asked, but the run stopped before its answer was final, e.g. its re-ask), unasked
+        unasked = sum(1 for k in todo if k not in self.started)
+        unfinished = sum(1 for k in todo if k in self.started and self.state.get(k) not in ("journaled", "failed",
+                                                                                              "cut"))
+        sent = led.get("attempts", 0)  # HTTP requests sent, retries included
         tokens = led.get("prompt_tokens", 0) + led.get("completion_tokens", 0)
         info = {**self.lab.settings(), **self.prompt.provenance(), "backend": cfg["backend"],
                 "base_url": cfg["base_url"] if cfg["backend"] == "openai" else None,
+                "server_models": led.get("server_models", []),
                 "items": n, "labeled": int(labeled.sum()), "tie": int((self.answers == 0.5).sum()),
-                "parsed": int(labeled.sum()), "unparsed": c["unparsed"], "failed": c["failed"],
-                "unasked": n - answered - c["failed"], "from_journal": c["from_journal"],
+                "parsed": int(labeled.sum()), "unparsed": c["unparsed"], "failed": c["failed"], "cut": c["cut"],
+                "unfinished": unfinished, "unasked": unasked, "answered_items": answered,
+                "labeled_items": int(labeled.reshape(n, -1).any(axis=1).sum()) if n else 0,
+                "from_journal": c["from_journal"], "journal_invalid": c["journal_invalid"],
                 "reasked": c["reasked"], "reask_recovered": c["reask_recovered"],
                 "swap_disagreements": c["swap_disagreements"],
                 "position_bias_rate": _rate(c["position_same"], c["swap_both_parsed"]),
                 "first_position_rate": _rate(c["first_position"], c["non_tie_choices"]),
-                "requests": led.get("requests", 0), "cache_hits": led.get("cache_hits", 0),
+                "requests": sent, "retries": led.get("retries", 0), "cache_hits": led.get("cache_hits", 0),
                 "prompt_tokens": led.get("prompt_tokens", 0), "completion_tokens": led.get("completion_tokens", 0),
                 "tokens_per_request": _rate(tokens, led.get("requests", 0)), "cost_usd": led.get("cost_usd", 0.0),
                 "stopped": self.stopped, "errors": self.errors, "journal": self.journal.path,
@@ -328,6 +415,10 @@ class _Run:
                 "queries_to_ask": len(todo) * self.n * len(self.orders),
                 # complete: every item answered; else the run mode stores it as incomplete and a rerun asks the rest
                 "complete": self.stopped is None and c["failed"] == 0 and answered == n}
+        if c["cut"]:
+            log.warning(f"llm labeler: {c['cut']} item(s) got only empty replies or replies cut by llm.max_tokens="
+                        f"{cfg['max_tokens']} (finish_reason=length); they are not kept and a rerun asks them again "
+                        f"(raise llm.max_tokens if the replies were cut)")
         return info
 
 

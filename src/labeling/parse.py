@@ -12,6 +12,9 @@ Rules (tests/labeling/test_parse.py is the table of documented outcomes):
    if that line names two different choices ("#1 or #2") the reply is unparsed (both). Mentions of
    "Trajectory k" in running prose are not answers.
 4. Empty text, no marker, or only choices outside `choices` ("#3" when the choices are 0, 1, 2) is unparsed.
+5. Any reply is read in time linear in its length, and only its last llm.text_utils.PARSE_CHARS characters (the
+   answer is at the end); a reply no rule can read (NaN, 1e309, a 5000-digit number, JSON nested 100000 deep) is
+   unparsed, never an exception.
 
 Yes/no tasks (lca_state_pair) use parse_binary_mark: `[1]` / `[0]` with the same last-line rule, and "the answer
 is yes/no" as a fallback when no mark is present.
@@ -24,32 +27,43 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from llm.text_utils import strip_thinking
+from llm.text_utils import reply_tail, strip_thinking, whole_number
 
 # trajectory_preference: the reply's choice -> the stored label (1 = first preferred, 0 = second, 0.5 = equal)
 PREFERENCE_LABEL = {1: 1.0, 2: 0.0, 0: 0.5}
 
-_FENCE = re.compile(r"\A```[a-zA-Z]*\s*(.*?)\s*```\Z", re.DOTALL)
+_FENCE_TAG = re.compile(r"[a-zA-Z]*")
+# each marker's quantifiers are over disjoint character sets, so a match attempt never backtracks more than a
+# bounded amount (a reply of 200000 spaces after "Trajectory" is read in linear time)
 _MARKERS = [
     re.compile(r"#\s?(\d+)(?!\d|\.\d)"),  # #1 (not #1.5)
     re.compile(r"\[\s*(\d+)\s*\]"),  # [1]
     re.compile(r'"preferred"\s*:\s*"?#?(\d+)"?'),  # {"preferred": 1} inside prose
     re.compile(r"(?:answer|prefer(?:red|ence)?|choose|choice|winner|better)\W{0,4}(?:is\W{1,3})?"
-               r"(?:trajectory|episode)\s*#?\s*(\d+)\b", re.IGNORECASE),
-    re.compile(r"^\W*(?:trajectory|episode)\s*#?\s*(\d+)\W*$", re.IGNORECASE),  # the whole line
+               r"(?:trajectory|episode)\s*(?:#\s*)?(\d+)\b", re.IGNORECASE),
+    re.compile(r"^\W*(?:trajectory|episode)\s*(?:#\s*)?(\d+)\W*$", re.IGNORECASE),  # the whole line
 ]
 
 
+def _unfenced(text):
+    """The body of a reply that is one ``` fence (```json ... ```), else the text itself."""
+    if len(text) < 6 or not (text.startswith("```") and text.endswith("```")):
+        return text
+    body = text[3:-3]
+    return body[_FENCE_TAG.match(body).end():].strip()
+
+
 def reply_text_and_json(text):
-    """A reply's text with `<think>` blocks dropped and NFKC-normalised (［１］ reads as [1]), and the JSON object it
-    is (bare or in a ``` fence), or None when it is not one. Every task's parser starts here."""
-    text = unicodedata.normalize("NFKC", strip_thinking(text)).strip()
-    fenced = _FENCE.match(text)
-    body = fenced.group(1) if fenced else text
+    """A reply's text (its last PARSE_CHARS characters) with `<think>` blocks dropped and NFKC-normalised (［１］ reads
+    as [1]), and the JSON object it is (bare or in a ``` fence), or None when it is not one (or is nested too deep
+    to read). Every task's parser starts here."""
+    text = unicodedata.normalize("NFKC", strip_thinking(reply_tail(text)))
+    text = reply_tail(text).strip()  # NFKC can lengthen a text (one character up to 18)
+    body = _unfenced(text)
     if body.startswith("{") and body.endswith("}"):
         try:
             obj = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return text, None
         return text, obj if isinstance(obj, dict) else None
     return text, None
@@ -71,7 +85,7 @@ def parse_choice(text, choices=(0, 1, 2), key="preferred"):
     if obj is not None:
         return _from_json(obj, choices, key)
     for line in reversed(text.splitlines()):
-        found = {int(m.group(1)) for rx in _MARKERS for m in rx.finditer(line) if int(m.group(1)) in choices}
+        found = {v for rx in _MARKERS for m in rx.finditer(line) if (v := whole_number(m.group(1))) in choices}
         if len(found) == 1:
             return Parsed(found.pop(), "marker")
         if len(found) > 1:
@@ -82,15 +96,10 @@ def parse_choice(text, choices=(0, 1, 2), key="preferred"):
 def _from_json(obj, choices, key):
     if key not in obj:
         return Parsed(None, f"json without '{key}'")
-    value = obj[key]
-    if isinstance(value, str):
-        value = value.strip().lstrip("#")
-        value = int(value) if value.isdigit() else None
-    elif isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        value = None
-    if value is None or int(value) not in choices:
+    value = whole_number(obj[key])  # 1, 1.0, "1", "#1"; not NaN, 1e309, True or a 5000-digit string
+    if value is None or value not in choices:
         return Parsed(None, f"json '{key}' not one of {list(choices)}")
-    return Parsed(int(value), "json")
+    return Parsed(value, "json")
 
 
 def parse_preference(text):

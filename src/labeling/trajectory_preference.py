@@ -132,6 +132,9 @@ class TrajectoryPreference(LabelTask):
     def messages(self, item, source, args, swapped=False):
         return self.prompter(source, args, "text").messages(item, swapped)
 
+    def answer_values(self, item, args):
+        return (0.0, 0.5, 1.0)  # second preferred, a tie (also: the two orders disagree), first preferred
+
     def parse(self, text, item):
         # the same rule as the prompter's (PreferencePrompt parses JSON or text answers with labeling/parse.py)
         from labeling.parse import parse_preference

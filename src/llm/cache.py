@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 
 from utils.files import write_json_atomic
@@ -49,6 +50,14 @@ class DiskCache:
 
     def path(self, key):
         return os.path.join(self.root, key[:2], key + ".json")
+
+    def check_writable(self):
+        """Raise OSError unless entries can be written under the root (made if missing): checked before the first
+        request, so an unusable llm.cache_dir fails before anything is paid for."""
+        os.makedirs(self.root, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=self.root, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
 
     def get(self, key):
         """The stored entry (dict with at least `text`) or None when absent or unreadable."""

@@ -5,9 +5,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from llm.cache import DiskCache, cache_key, canonical_json, request_identity
-from llm.config import local_model_name, resolve
-from llm.errors import LLMCacheMiss, LLMError, LLMRequestError
+from llm.config import LLMConfigError, local_model_name, resolve
+from llm.errors import LLMBudgetExceeded, LLMCacheMiss, LLMError, LLMRequestError
 from llm.ledger import Ledger, Transcript, now
+from llm.text_utils import Reply
 from utils.files import write_json_atomic
 
 log = logging.getLogger("llm")
@@ -34,7 +35,13 @@ def check_messages(messages):
 
 class LLM:
     """`chat()` returns n samples for a conversation; sample i comes from the cache entry (request, i) when present,
-    else from the backend (then it is cached). Use as a context manager or call `close()`."""
+    else from the backend (then it is cached, unless it is empty or was cut by max_tokens: those are asked again
+    next time). Each sample is a str (llm.text_utils.Reply: with its `finish_reason`). Use as a context manager or
+    call `close()`.
+
+    Budgets (set_budget) count HTTP requests as sent (retries and per-sample requests included) and stop the next
+    one with LLMBudgetExceeded. `cancel()` (Ctrl-C) ends the requests in flight at once (LLMCancelled) and sends no
+    more; what was answered before is in the cache."""
 
     def __init__(self, cfg, run_dir=None):
         self.cfg = c = resolve(cfg)
@@ -42,6 +49,12 @@ class LLM:
         self.model = c["model"]
         self.run_dir = run_dir
         self.cache = DiskCache(c["cache_dir"]) if c["cache_dir"] else None
+        if self.cache is not None and self.backend != "replay":  # replay only reads
+            try:
+                self.cache.check_writable()
+            except OSError as e:
+                raise LLMConfigError(f"llm.cache_dir={c['cache_dir']} cannot be written ({e.strerror or e}): give a "
+                                     f"writable folder, or llm.cache_dir=null for no cache") from None
         self._ledger = Ledger(c["price_in_per_m"], c["price_out_per_m"])
         self.transcript = Transcript(run_dir)
         self.server = None
@@ -49,6 +62,10 @@ class LLM:
         self._pool = None
         self._pool_lock = threading.Lock()
         self._closed = False
+        self._budget_lock = threading.Lock()
+        self._budget = {"max_requests": None, "max_cost_usd": None}
+        self._sent = 0  # HTTP requests sent (every attempt), for max_requests
+        self._cache_warned = False
         if self.backend == "local":
             from llm.local import LocalServer
             from llm.openai_backend import OpenAICompat
@@ -59,14 +76,14 @@ class LLM:
                                       log_path=os.path.join(run_dir, "llm_server.log") if run_dir else None)
             self.server.start()
             try:
-                self.api = OpenAICompat(c, base_url=self.server.base_url, local=True)
+                self.api = OpenAICompat(c, base_url=self.server.base_url, local=True, gate=self._gate)
             except BaseException:
                 self.server.stop()
                 raise
         elif self.backend == "openai":
             from llm.openai_backend import OpenAICompat
 
-            self.api = OpenAICompat(c)
+            self.api = OpenAICompat(c, gate=self._gate)
 
     # --- public API ---
     def chat(self, messages, n=1, temperature=None, max_tokens=None, tag="", response_format=None):
@@ -88,9 +105,9 @@ class LLM:
         corrupt0 = self.cache.corrupt if self.cache else 0
         if self.cache is not None:
             for i, k in enumerate(keys):
-                entry = self.cache.get(k)
-                if entry is not None:
-                    texts[i], cached[i] = entry["text"], True
+                reply = self._cached_reply(k)
+                if reply is not None:
+                    texts[i], cached[i] = reply, True
         missing = [i for i in range(n) if not cached[i]]
         stats = {"requests": 0, "failed": 0, "attempts": 0, "prompt_tokens": 0, "completion_tokens": 0, "estimated": 0,
                  "latency_s": 0.0, "server_model": None}
@@ -104,6 +121,8 @@ class LLM:
             return list(texts)
         except BaseException as e:
             error = e
+            if isinstance(e, KeyboardInterrupt):  # Ctrl-C in this thread: end the other requests in flight too
+                self.cancel()
             raise
         finally:
             self._account(tag, messages, n, temperature, max_tokens, texts, cached, missing, stats, error, t0,
@@ -117,7 +136,16 @@ class LLM:
         ident = request_identity(self.model, check_messages(messages), c["temperature"] if temperature is None
                                  else temperature, c["max_tokens"] if max_tokens is None else max_tokens,
                                  c["top_p"], c["seed"], response_format)
-        return all(self.cache.get(cache_key(ident, i)) is not None for i in range(n))
+        return all(self._cached_reply(cache_key(ident, i)) is not None for i in range(n))
+
+    def _cached_reply(self, key):
+        """The cached sample of `key` as a Reply, or None. An empty or cut entry (written before such replies stopped
+        being cached) counts as missing where a server can answer again; replay serves what there is."""
+        entry = self.cache.get(key)
+        if entry is None:
+            return None
+        reply = Reply(entry["text"], entry.get("finish_reason"))
+        return None if reply.incomplete and self.api is not None else reply
 
     def chat_many(self, requests, concurrency=None, stop=None):
         """Many independent chat() calls, at most `concurrency` at a time (default and upper bound: llm.concurrency,
@@ -131,10 +159,46 @@ class LLM:
 
         limit = self.cfg["concurrency"] if concurrency is None else max(1, min(int(concurrency),
                                                                                 self.cfg["concurrency"]))
-        yield from run_many(self.chat, list(requests), limit, stop)
+        yield from run_many(self.chat, list(requests), limit, stop, interrupt=self.cancel)
 
     def ledger(self):
         return self._ledger.snapshot()
+
+    def set_budget(self, max_requests=None, max_cost_usd=None):
+        """Send at most `max_requests` HTTP requests from now on (every attempt counts: retries, per-sample
+        requests; 0 = answers from the cache only), and none once the ledger's cost reached `max_cost_usd` (needs
+        llm.price_*_per_m). A request the budget stops raises LLMBudgetExceeded naming it; None = no limit."""
+        with self._budget_lock:
+            self._budget = {"max_requests": max_requests, "max_cost_usd": max_cost_usd}
+            self._sent = 0
+
+    def budget_spent(self):
+        """Why no further request may be sent (the budget's name and value), or None."""
+        b = self._budget
+        if b["max_requests"] is not None and self._sent >= b["max_requests"]:
+            return f"max_requests={b['max_requests']} reached"
+        if b["max_cost_usd"] is not None:
+            cost = self._ledger.snapshot()["cost_usd"]
+            if cost >= b["max_cost_usd"]:
+                return f"max_cost_usd={b['max_cost_usd']} reached (spent {cost:.4f} USD)"
+        return None
+
+    def _gate(self):
+        """Before each HTTP request (OpenAICompat): refuse it when a budget is spent, else count it."""
+        with self._budget_lock:
+            why = self.budget_spent()
+            if why is not None:
+                raise LLMBudgetExceeded(why)
+            self._sent += 1
+
+    def cancel(self):
+        """Ctrl-C: the requests in flight end now with LLMCancelled, and none (nor a retry) starts after."""
+        if self.api is not None:
+            self.api.cancel()
+
+    @property
+    def cancelled(self):
+        return self.api is not None and self.api.watch.cancelled.is_set()
 
     def close(self):
         if self._closed:
@@ -165,18 +229,23 @@ class LLM:
                                 response_format=ident.get("response_format"))
 
     def _store(self, key, ident, index, choice, result, texts):
-        texts[index] = choice.text
-        if self.cache is None:
+        texts[index] = reply = Reply(choice.text, choice.finish_reason)
+        if self.cache is None or reply.incomplete:  # empty or cut by max_tokens: no answer to keep; asked again
             return
-        self.cache.put(key, {"request": dict(ident, sample_index=index), "text": choice.text,
-                             "finish_reason": choice.finish_reason, "backend": self.backend,
-                             "server_model": result.server_model, "samples_in_request": len(result.choices),
-                             "usage": {"prompt_tokens": result.prompt_tokens,
-                                       "completion_tokens": result.completion_tokens,
-                                       "estimated": result.estimated}})
+        try:
+            self.cache.put(key, {"request": dict(ident, sample_index=index), "text": choice.text,
+                                 "finish_reason": choice.finish_reason, "backend": self.backend,
+                                 "server_model": result.server_model, "samples_in_request": len(result.choices),
+                                 "usage": {"prompt_tokens": result.prompt_tokens,
+                                           "completion_tokens": result.completion_tokens,
+                                           "estimated": result.estimated}})
+        except OSError as e:  # a full disk must not lose the answer just paid for: it is returned (and transcribed)
+            if not self._cache_warned:
+                self._cache_warned = True
+                log.warning(f"could not write to the LLM cache {self.cache.root} ({e}); answers are returned but "
+                            f"not cached, so a rerun asks them again")
 
-    @staticmethod
-    def _count(stats, result):
+    def _count(self, stats, result):
         stats["requests"] += 1
         stats["attempts"] += result.attempts
         stats["prompt_tokens"] += result.prompt_tokens
@@ -184,6 +253,15 @@ class LLM:
         stats["estimated"] += int(result.estimated)
         stats["latency_s"] += result.latency_s
         stats["server_model"] = stats["server_model"] or result.server_model
+        if result.server_model:
+            self._ledger.saw_model(result.server_model)
+
+    @staticmethod
+    def _failed(stats, error):
+        """Count a request that ended in `error`: its attempts, and one failed request if anything was sent."""
+        sent = getattr(error, "attempts", 1)
+        stats["attempts"] += sent
+        stats["failed"] += 1 if sent else 0
 
     def _fill(self, messages, ident, keys, missing, texts, stats):
         todo = list(missing)
@@ -191,8 +269,7 @@ class LLM:
             try:
                 result = self._request(messages, ident, n=len(todo))
             except LLMRequestError as e:
-                stats["attempts"] += getattr(e, "attempts", 1)
-                stats["failed"] += 1
+                self._failed(stats, e)
                 if e.status_code not in (400, 422):
                     raise
                 log.warning(f"{self.api.base_url} refused n={len(todo)} in one request ({e}); "
@@ -216,8 +293,7 @@ class LLM:
                 try:
                     result = self._request(messages, ident, sample_index=i)
                 except LLMError as e:
-                    stats["attempts"] += getattr(e, "attempts", 1)
-                    stats["failed"] += 1
+                    self._failed(stats, e)
                     raise
                 self._count(stats, result)
                 self._store(keys[i], ident, i, result.choices[0], result, texts)
@@ -231,8 +307,7 @@ class LLM:
             try:
                 result = f.result()
             except BaseException as e:  # keep what the other requests already paid for, then fail
-                stats["attempts"] += getattr(e, "attempts", 1)
-                stats["failed"] += 1
+                self._failed(stats, e)
                 if first_error is None:
                     first_error = e
                     for other in futures:
@@ -275,6 +350,7 @@ class LLM:
         record = {"tag": tag, "backend": self.backend, "model": self.model, "server_model": stats["server_model"],
                   "messages": messages, "n": n, "temperature": temperature, "max_tokens": max_tokens,
                   "top_p": self.cfg["top_p"], "seed": self.cfg["seed"], "responses": texts,
+                  "finish_reasons": [getattr(t, "finish_reason", None) for t in texts],
                   "cache_hit": all(cached), "cached": cached,
                   "usage": {"prompt_tokens": stats["prompt_tokens"], "completion_tokens": stats["completion_tokens"],
                             "estimated": stats["estimated"] > 0},

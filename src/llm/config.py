@@ -6,6 +6,7 @@ An API key is never a config value: `api_key_env` names the environment variable
 """
 import difflib
 import os
+import re
 from copy import deepcopy
 from urllib.parse import urlparse
 
@@ -26,6 +27,55 @@ OPENAI_URL = "https://api.openai.com/v1"
 
 class LLMConfigError(LLMError, ConfigError):
     """An `llm:` setting is wrong; the message names it."""
+
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# what API keys look like (OpenAI sk-/sk-proj-, Anthropic sk-ant-, Groq gsk_, xAI xai-, Google AIza, Hugging Face hf_,
+# GitHub ghp_/github_pat_, a pasted "Bearer ..."), or a long run of letters and digits without the underscores of a
+# variable name (Azure's 32 hex digits, Mistral's 32 characters): never a variable name
+KEY_PREFIXES = ("sk-", "sk_", "gsk_", "xai-", "AIza", "hf_", "ghp_", "github_pat_", "Bearer ", "bearer ")
+
+
+def _looks_like_key(value):
+    v = value.strip()
+    random_run = len(v) >= 24 and "_" not in v and any(c.isdigit() for c in v) and any(c.islower() for c in v)
+    return v.startswith(KEY_PREFIXES) or random_run
+
+
+def check_secrets(cfg):
+    """Refuse an `llm:` block that holds a secret where settings are recorded (config.json, run.json, info.json, a
+    dataset's labeler_info): credentials or a query string in llm.base_url, a key instead of a variable name in
+    llm.api_key_env. Called for every run before anything is written; the messages never repeat the secret."""
+    cfg = cfg or {}
+    url = cfg.get("base_url")
+    if url:
+        try:
+            parts = urlparse(str(url))
+            userinfo = "@" in parts.netloc or parts.username is not None or parts.password is not None
+        except ValueError:
+            parts, userinfo = None, False
+        if userinfo or (parts is not None and (parts.query or parts.fragment)) or ("?" in str(url)):
+            raise LLMConfigError(
+                "llm.base_url must not hold credentials (user:password@) or a query string (?key=...): settings are "
+                "recorded with the run. Give the bare URL (e.g. https://host/v1) and put the key in the environment "
+                "variable named by llm.api_key_env")
+    name = cfg.get("api_key_env")
+    if name is not None and not (isinstance(name, str) and ENV_NAME.fullmatch(name) and not _looks_like_key(name)):
+        looks = isinstance(name, str) and _looks_like_key(name)
+        raise LLMConfigError(
+            "llm.api_key_env must be the NAME of an environment variable (letters, digits and _, e.g. OPENAI_API_KEY)"
+            + (", and the value given looks like an API key itself (not repeated here): keys are never config values."
+               " Run `export OPENAI_API_KEY=<key>` and set llm.api_key_env=OPENAI_API_KEY (and remove the key from "
+               "your shell history)" if looks else f", got {name!r}"))
+
+
+def check_cost_budget(c, max_cost_usd):
+    """A cost budget (max_cost_usd) needs prices: with llm.price_in_per_m = llm.price_out_per_m = 0 (the defaults)
+    every call costs 0 USD and the budget would never stop anything."""
+    if max_cost_usd is not None and not (c["price_in_per_m"] or c["price_out_per_m"]):
+        raise LLMConfigError(f"max_cost_usd={max_cost_usd} needs the model's prices: set llm.price_in_per_m and "
+                             f"llm.price_out_per_m (USD per 1M prompt / completion tokens); with both 0 every call "
+                             f"costs nothing and the budget never stops anything (or use max_requests)")
 
 
 def local_model_name(model_path):
@@ -69,12 +119,18 @@ def resolve(cfg, require_model=True):
     require_model=False skips the one check a sweep file may leave to its launcher: llm.model for backend openai."""
     cfg = dict(cfg or {})
     _check_keys(cfg, DEFAULTS, "llm.")
+    check_secrets(cfg)
     c = _merge(DEFAULTS, cfg)
     if c["backend"] not in BACKENDS:
         raise LLMConfigError(f"llm.backend is {c['backend']!r}; valid: {', '.join(BACKENDS)}")
     for k in ("timeout_s", "connect_timeout_s", "backoff_s", "backoff_max_s", "retry_deadline_s"):
         if not isinstance(c[k], (int, float)) or c[k] < 0 or (k.endswith("timeout_s") and c[k] == 0):
             raise LLMConfigError(f"llm.{k} must be a positive number of seconds, got {c[k]!r}")
+    for k in ("price_in_per_m", "price_out_per_m", "max_response_mb"):
+        v = c[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (k == "max_response_mb" and v <= 0):
+            raise LLMConfigError(f"llm.{k} must be a number {'> 0' if k == 'max_response_mb' else '>= 0'}, "
+                                 f"got {v!r}")
     for k, low in (("max_retries", 0), ("concurrency", 1), ("max_tokens", 1)):
         if not isinstance(c[k], int) or isinstance(c[k], bool) or c[k] < low:
             raise LLMConfigError(f"llm.{k} must be an integer >= {low}, got {c[k]!r}")
@@ -90,6 +146,7 @@ def resolve(cfg, require_model=True):
             raise LLMConfigError(f"llm.{k} must be null (the server's default) or a number {allowed}, got {v!r}")
     if not c["api_key_env"] or not isinstance(c["api_key_env"], str):
         raise LLMConfigError("llm.api_key_env must name an environment variable (e.g. OPENAI_API_KEY)")
+    check_secrets(c)  # the defaults merged in too
     if c["local"]["model_path"]:
         c["local"]["model_path"] = os.path.expanduser(str(c["local"]["model_path"]))
     else:

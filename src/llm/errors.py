@@ -29,3 +29,12 @@ class LLMRequestError(LLMError):
     def __init__(self, message, status_code=None):
         super().__init__(message)
         self.status_code = status_code
+
+
+class LLMBudgetExceeded(LLMError):
+    """A request budget (LLM.set_budget: max_requests, max_cost_usd) is spent: no further request is sent. The
+    message names the budget."""
+
+
+class LLMCancelled(LLMError):
+    """LLM.cancel() was called (Ctrl-C): the request in flight was aborted and no retry or new request starts."""

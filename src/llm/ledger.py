@@ -32,15 +32,23 @@ class Ledger:
         self._lock = threading.Lock()
         self._c = dict.fromkeys(self.FIELDS, 0)
         self._c["latency_s"] = 0.0
+        self._models = set()
 
     def add(self, **counts):
         with self._lock:
             for k, v in counts.items():
                 self._c[k] += v
 
+    def saw_model(self, name):
+        """A model name a server reported answering with (its `model` field: provenance, which can differ from
+        llm.model, e.g. a dated snapshot behind an alias)."""
+        with self._lock:
+            self._models.add(str(name))
+
     def snapshot(self):
         with self._lock:
             out = dict(self._c)
+            out["server_models"] = sorted(self._models)
         out["total_tokens"] = out["prompt_tokens"] + out["completion_tokens"]
         out["cost_usd"] = (out["prompt_tokens"] * self.price_in + out["completion_tokens"] * self.price_out) / 1e6
         out["latency_s"] = round(out["latency_s"], 3)

@@ -2,20 +2,32 @@
 
 The SDK's own retries are off (max_retries=0); this module owns the policy with tenacity: transient errors only
 (connection errors, timeouts, HTTP 408/409/429/5xx), exponential backoff with jitter (a Retry-After header is
-honoured up to `backoff_max_s`), at most `max_retries` retries and no new attempt after `retry_deadline_s`.
-HTTP 400/401/403/404/422 fail at once with an LLMRequestError that says which setting to fix.
+honoured up to `backoff_max_s`), at most `max_retries` retries and no attempt (nor wait) ending after
+`retry_deadline_s`. HTTP 400/401/403/404/422 fail at once with an LLMRequestError that says which setting to fix;
+a redirect is never followed (a key must not travel to another host): it fails naming where it points.
+
+Each attempt has one deadline, `timeout_s`, for the whole answer (a server that drips one byte at a time cannot
+stretch it), and `cancel()` (Ctrl-C) ends every attempt in flight at once: a Watchdog shuts the attempt's socket
+down, which wakes the read or write blocked on it. A response over `max_response_mb` is refused while it is read.
+Every error text that leaves this module has the API key (and any "Bearer ..." token) cut out and no terminal
+escapes (utils.text.printable): a server may echo a key, or send anything, in its error body.
 """
 import logging
 import os
 import random
+import socket
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import tenacity
 from tenacity.wait import wait_base
 
 from llm.config import is_loopback
-from llm.errors import LLMBadResponse, LLMError, LLMRequestError, LLMTimeout, LLMUnavailable
+from llm.errors import LLMBadResponse, LLMCancelled, LLMError, LLMRequestError, LLMTimeout, LLMUnavailable
 from llm.ledger import estimate_tokens, messages_text, now
+from llm.text_utils import redact
+from utils.text import printable
 
 log = logging.getLogger("llm")
 # the HTTP library logs every request at INFO; our transcript already records each call
@@ -77,27 +89,135 @@ class Backoff(wait_base):
         return wait
 
 
-def _server_detail(exc):
+def _server_detail(exc, secrets=()):
+    """The server's error message, redacted (before clipping: a clipped key would not be found) and printable."""
     body = getattr(exc, "body", None)
     msg = None
     if isinstance(body, dict):
         err = body.get("error", body)
         msg = err.get("message") if isinstance(err, dict) else str(err)
     msg = msg or getattr(exc, "message", None) or str(exc)
-    msg = " ".join(str(msg).split())
+    msg = " ".join(redact(printable(str(msg)[:100_000], newlines=False), secrets).split())
     return msg if len(msg) <= 300 else msg[:300] + "..."
+
+
+class _Deadline(Exception):
+    """An attempt ran past timeout_s (the Watchdog ended it): transient, retried like a timeout."""
+
+
+class _Attempt:
+    __slots__ = ("sock", "why")
+
+    def __init__(self):
+        self.sock, self.why = None, None
+
+
+def _shutdown(sock):
+    try:  # the plain socket's shutdown (an SSLSocket's own would first drop its TLS state under the reader)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class Watchdog:
+    """Ends attempts in flight from outside their thread: at their deadline and on cancel(), by shutting their
+    socket down (a blocked read or write then fails at once). The socket is learnt from httpcore's documented
+    `trace` extension ("connection.connect_tcp.complete") in the attempt's own thread; connections are not kept
+    alive, so every attempt makes its own and the watchdog always knows it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._active = set()
+        self.cancelled = threading.Event()
+
+    @contextmanager
+    def attempt(self, seconds):
+        a = _Attempt()
+        with self._lock:
+            self._active.add(a)
+        self._local.attempt = a
+        timer = threading.Timer(seconds, self._end, (a, "deadline"))
+        timer.daemon = True
+        timer.start()
+        try:
+            if self.cancelled.is_set():
+                self._end(a, "cancelled")
+            yield a
+        finally:
+            timer.cancel()
+            self._local.attempt = None
+            with self._lock:
+                self._active.discard(a)
+
+    def trace(self, event, info):
+        if event != "connection.connect_tcp.complete":
+            return
+        a = getattr(self._local, "attempt", None)
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if a is None or sock is None:
+            return
+        with self._lock:
+            a.sock = sock
+            if a.why is not None:  # ended while it was connecting
+                _shutdown(sock)
+
+    def _end(self, a, why):
+        with self._lock:
+            if a in self._active and a.why is None:
+                a.why = why
+                if a.sock is not None:
+                    _shutdown(a.sock)
+
+    def cancel(self):
+        self.cancelled.set()
+        with self._lock:
+            active = list(self._active)
+        for a in active:
+            self._end(a, "cancelled")
+
+    def sleep(self, seconds):
+        """tenacity's sleep between attempts: ends early, with LLMCancelled, on cancel()."""
+        if self.cancelled.wait(seconds):
+            raise LLMCancelled("the LLM requests were cancelled (Ctrl-C): no retry")
+
+
+def _capped_stream(base):
+    """A response body stream that raises LLMBadResponse once more than `limit` bytes came (set per response)."""
+
+    class Capped(base):
+        def __init__(self, stream, limit, what):
+            self.stream, self.limit, self.what, self.seen = stream, limit, what, 0
+
+        def __iter__(self):
+            for chunk in self.stream:
+                self.seen += len(chunk)
+                if self.seen > self.limit:
+                    raise LLMBadResponse(self.what)
+                yield chunk
+
+        def close(self):
+            self.stream.close()
+
+    return Capped
 
 
 class OpenAICompat:
     """One OpenAI-compatible server. `request()` returns a Result or raises an LLMError subclass."""
 
-    def __init__(self, c, base_url=None, local=False):
+    def __init__(self, c, base_url=None, local=False, gate=None):
+        import httpx2  # the SDK's HTTP library (openai==3.54 depends on it)
         import openai  # lazy: only the backends that talk to a server need the SDK
 
         self._openai = openai
         self.c = c
         self.base_url = (base_url or c["base_url"]).rstrip("/")
         self.model = c["model"]
+        self.gate = gate  # called before every attempt (LLM: budgets); raises to send nothing
+        self.watch = Watchdog()
+        self.max_bytes = int(float(c["max_response_mb"]) * 2 ** 20)
+        self._warned_usage = False
         # llama.cpp answers n > 1 with HTTP 400: the local server is asked once per sample
         self.api_n = bool(c["use_api_n"]) and not local
         key = None if local else os.environ.get(c["api_key_env"])
@@ -108,15 +228,48 @@ class OpenAICompat:
                     f"is not a loopback server: export {c['api_key_env']}=<your API key> before the run "
                     f"(keys are never read from config files)")
             key = LOOPBACK_DUMMY_KEY
+        self.secrets = () if key == LOOPBACK_DUMMY_KEY else (key,)
         timeout = openai.Timeout(float(c["timeout_s"]), connect=min(float(c["connect_timeout_s"]),
                                                                      float(c["timeout_s"])))
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
+        http = openai.DefaultHttpxClient(
+            timeout=timeout, follow_redirects=False, headers={"Accept-Encoding": "identity"},
+            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=0),  # the Watchdog needs new ones
+            event_hooks={"request": [self._on_request], "response": [self._on_response]})
+        self._capped = _capped_stream(httpx2.SyncByteStream)
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0,
+                                    http_client=http)
 
     def close(self):
         self.client.close()
 
+    def cancel(self):
+        """End the attempts in flight now and start no more (retries included): they raise LLMCancelled."""
+        self.watch.cancel()
+
+    def _on_request(self, request):
+        request.extensions["trace"] = self.watch.trace
+
+    def _on_response(self, response):
+        limit, enc = self.max_bytes, response.headers.get("content-encoding", "identity").strip().lower()
+        if enc not in ("", "identity"):  # sent compressed although asked not to: bound what it can expand to
+            limit //= 16
+        what = (f"{self.base_url} sent a response of more than llm.max_response_mb={self.c['max_response_mb']} MB"
+                f"{' (compressed: 1/16 of it)' if limit < self.max_bytes else ''}; refused. Raise "
+                f"llm.max_response_mb if this server's answers are legitimately that large")
+        length = response.headers.get("content-length", "")
+        if length.strip().isdigit() and int(length) > limit:
+            response.close()
+            raise LLMBadResponse(what)
+        response.stream = self._capped(response.stream, limit, what)
+
+    def _text(self, value, limit=300):
+        """Text from a server or an exception, fit for a message: key cut out, no escapes, clipped."""
+        return printable(redact(str(value)[:100_000], self.secrets), limit, newlines=False)
+
     def _transient(self, exc):
         o = self._openai
+        if isinstance(exc, _Deadline):
+            return True
         if isinstance(exc, o.APIStatusError):
             return exc.status_code in TRANSIENT_STATUS or exc.status_code >= 500
         return isinstance(exc, o.APIConnectionError)  # includes APITimeoutError
@@ -137,28 +290,54 @@ class OpenAICompat:
         attempts = 0
         t0 = now()
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(c["max_retries"] + 1) | tenacity.stop_after_delay(c["retry_deadline_s"]),
+            # stop_before_delay: no wait (backoff or Retry-After) that would end past the deadline is begun
+            stop=tenacity.stop_after_attempt(c["max_retries"] + 1) | tenacity.stop_before_delay(c["retry_deadline_s"]),
             wait=Backoff(c["backoff_s"], c["backoff_max_s"]),
             retry=tenacity.retry_if_exception(self._transient),
             before_sleep=self._log_retry,
+            sleep=self.watch.sleep,
             reraise=True,
         )
         try:
             for attempt in retrying:
                 with attempt:
+                    if self.watch.cancelled.is_set():
+                        raise LLMCancelled("the LLM requests were cancelled (Ctrl-C): nothing more is sent")
+                    if self.gate is not None:
+                        self.gate()
                     attempts += 1
-                    resp = self.client.chat.completions.create(**body)
+                    resp = self._attempt(body)
         except Exception as e:
-            err = self._map(e, attempts)
-            err.attempts = attempts
-            raise err from e
+            raise self._error(e, attempts) from None  # not chained: the SDK's own text may hold what we redact
         try:
-            result = self._parse(resp, messages, n)
+            result = self._parse(resp, messages, n, max_tokens)
+        except LLMError as e:
+            raise self._error(e, attempts) from None
         except (AttributeError, TypeError, ValueError) as e:
-            raise LLMBadResponse(f"{self.base_url} sent a chat completion this client cannot read "
-                                 f"({type(e).__name__}: {str(e)[:200]})") from e
+            bad = LLMBadResponse(f"{self.base_url} sent a chat completion this client cannot read "
+                                 f"({type(e).__name__}: {self._text(e, 200)})")
+            raise self._error(bad, attempts) from None
         result.attempts, result.latency_s = attempts, now() - t0
         return result
+
+    def _error(self, e, attempts):
+        err = self._map(e, attempts)
+        err.args = (self._text(err, 4000),)
+        err.attempts = attempts
+        return err
+
+    def _attempt(self, body):
+        """One HTTP request under the Watchdog: past timeout_s it becomes _Deadline (retried), on cancel()
+        LLMCancelled."""
+        with self.watch.attempt(float(self.c["timeout_s"])) as a:
+            try:
+                return self.client.chat.completions.create(**body)
+            except Exception:
+                if a.why == "cancelled":
+                    raise LLMCancelled(f"the request to {self.base_url} was cancelled (Ctrl-C)") from None
+                if a.why == "deadline":
+                    raise _Deadline() from None
+                raise
 
     def _log_retry(self, rs):
         exc = rs.outcome.exception()
@@ -166,30 +345,49 @@ class OpenAICompat:
         log.warning(f"LLM request to {self.base_url} failed ({what}); retry {rs.attempt_number} of "
                     f"{self.c['max_retries']} in {rs.next_action.sleep:.2f}s")
 
-    def _parse(self, resp, messages, n):
+    def _parse(self, resp, messages, n, max_tokens):
         choices = getattr(resp, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise LLMBadResponse(f"{self.base_url} answered without any choices ({type(resp).__name__}: "
-                                 f"{str(resp)[:200]!r}); is it an OpenAI-compatible chat completions endpoint?")
+                                 f"{self._text(repr(resp), 200)}); is it an OpenAI-compatible chat completions "
+                                 f"endpoint?")
         out = []
         for ch in sorted(choices, key=lambda ch: ch.index or 0):
-            text = getattr(getattr(ch, "message", None), "content", None)
+            text = _content_text(getattr(getattr(ch, "message", None), "content", None))
+            finish = ch.finish_reason if isinstance(ch.finish_reason, str) else None
             if text is None:
-                if ch.finish_reason == "length":
+                if finish == "length":
                     text = ""
                 else:
-                    raise LLMBadResponse(f"{self.base_url} returned a choice without text "
-                                         f"(finish_reason={ch.finish_reason!r}); tool calls and refusals are "
-                                         f"not supported here")
-            out.append(Choice(text, ch.finish_reason))
-        usage = getattr(resp, "usage", None)
-        pt = getattr(usage, "prompt_tokens", None)
-        ct = getattr(usage, "completion_tokens", None)
-        estimated = not isinstance(pt, int) or not isinstance(ct, int)
-        if estimated:
-            pt = estimate_tokens(messages_text(messages))
-            ct = sum(estimate_tokens(ch.text) for ch in out)
-        return Result(out, pt, ct, estimated, server_model=getattr(resp, "model", None))
+                    content = getattr(getattr(ch, "message", None), "content", None)
+                    raise LLMBadResponse(f"{self.base_url} returned a choice without text (content of type "
+                                         f"{type(content).__name__}, finish_reason="
+                                         f"{None if finish is None else repr(self._text(finish, 40))}); "
+                                         f"tool calls and refusals are not supported here")
+            out.append(Choice(text, finish))
+        pt, ct, estimated = self._usage(getattr(resp, "usage", None), messages, out, max_tokens)
+        model = getattr(resp, "model", None)
+        return Result(out, pt, ct, estimated, server_model=self._text(model, 200) if isinstance(model, str) else None)
+
+    def _usage(self, usage, messages, out, max_tokens):
+        """(prompt_tokens, completion_tokens, estimated): the server's counts when they are possible (whole numbers,
+        not negative, at most 4 tokens per prompt character plus a template's overhead, at most max_tokens per
+        sample), else an estimate (4 characters per token) and a warning: a negative or absurd count must not
+        make the cost negative or huge, which would disarm or trip a cost budget."""
+        pt, ct = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+        prompt_chars = len(messages_text(messages))
+
+        def fine(v, high):
+            return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= high
+
+        if fine(pt, 4 * prompt_chars + 4096) and fine(ct, len(out) * (int(max_tokens or 0) + 16) or 10 ** 7):
+            return pt, ct, False
+        if usage is not None and (pt is not None or ct is not None) and not self._warned_usage:
+            self._warned_usage = True
+            log.warning(f"{self.base_url} reported impossible token usage (prompt_tokens={self._text(pt, 40)}, "
+                        f"completion_tokens={self._text(ct, 40)}); the ledger counts estimated tokens (4 characters "
+                        f"each) for such answers")
+        return estimate_tokens(messages_text(messages)), sum(estimate_tokens(ch.text) for ch in out), True
 
     def _map(self, e, attempts):
         o = self._openai
@@ -198,6 +396,11 @@ class OpenAICompat:
         tries = f"after {attempts} attempt(s)"
         if isinstance(e, LLMError):
             return e
+        if isinstance(e, _Deadline):
+            return LLMTimeout(
+                f"no complete answer from {where} within llm.timeout_s={c['timeout_s']}s (the whole answer, per "
+                f"attempt) {tries}. Raise llm.timeout_s, lower llm.max_tokens, or check the server's load (a local "
+                f"model on busy CPU cores decodes 10-20x slower)")
         if isinstance(e, o.APITimeoutError):
             return LLMTimeout(
                 f"no answer from {where} within llm.timeout_s={c['timeout_s']}s {tries}. Raise llm.timeout_s, "
@@ -206,10 +409,17 @@ class OpenAICompat:
         if isinstance(e, o.APIConnectionError):
             cause = e.__cause__ or e.__context__
             why = f"{type(cause).__name__}: {cause}" if cause else str(e)
-            return LLMUnavailable(f"cannot reach {where} {tries} ({why[:200]}). Check llm.base_url and that the "
-                                  f"server is running")
+            return LLMUnavailable(f"cannot reach {where} {tries} ({self._text(why, 200)}). Check llm.base_url and "
+                                  f"that the server is running")
         if isinstance(e, o.APIStatusError):
-            code, detail = e.status_code, _server_detail(e)
+            code, detail = e.status_code, _server_detail(e, self.secrets)
+            if 300 <= code < 400:
+                response = getattr(e, "response", None)
+                to = response.headers.get("location") if response is not None else None
+                return LLMRequestError(
+                    f"{where} redirected the request (HTTP {code}) to {self._text(to, 200) if to else 'nowhere'}; "
+                    f"redirects are not followed (the API key would travel with them): set llm.base_url to the URL "
+                    f"that answers, if you trust it", code)
             if code == 401:
                 return LLMRequestError(
                     f"authentication failed at {self.base_url} (HTTP 401: {detail}). Set the environment variable "
@@ -235,6 +445,18 @@ class OpenAICompat:
             return LLMRequestError(f"{where} answered HTTP {code}: {detail}", code)
         if isinstance(e, (o.APIResponseValidationError, ValueError)):
             return LLMBadResponse(f"{where} sent a response that is not a valid chat completion "
-                                  f"({type(e).__name__}: {str(e)[:200]}); is llm.base_url an OpenAI-compatible "
+                                  f"({type(e).__name__}: {self._text(e, 200)}); is llm.base_url an OpenAI-compatible "
                                   f"endpoint?")
-        return LLMError(f"request to {where} failed: {type(e).__name__}: {str(e)[:300]}")
+        return LLMError(f"request to {where} failed: {type(e).__name__}: {self._text(e, 300)}")
+
+
+def _content_text(content):
+    """A message's content as text: a string as it is, a list of content parts joined (their "text"), else None."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p if isinstance(p, str) else p.get("text") if isinstance(p, dict) else getattr(p, "text", None)
+                 for p in content]
+        if parts and all(isinstance(p, str) for p in parts):
+            return "".join(parts)
+    return None

@@ -27,6 +27,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
+from llm.text_utils import strip_thinking
 from qllm.allowlist import ATTRIBUTES
 
 # Recorded in signed validation records: a record made under another version is re-validated before training.
@@ -377,8 +378,27 @@ def check_source(source):
 # ----------------------------------------------------------------------------------------------
 # Getting the code out of an LLM answer
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+_FENCE_TAG = re.compile(r"[ \t]*([A-Za-z0-9_+-]*)")
 _CODE_TAGS = ("", "python", "py", "python3", "py3")
+_ENTRY = re.compile(r"^[ \t]*def\s+(%s)\s*\(" % "|".join(ENTRY_POINTS), re.M)  # no bare ^\s*: linear
+
+
+def _fences(text):
+    """[(tag, body)] of the ``` blocks of `text`: a fence opens at ``` followed by a newline (its tag: the word
+    after the backticks) and closes at the next ``` or the end of the text (a block cut by max_tokens). One pass,
+    in time linear in the text (str.find only)."""
+    out, i = [], 0
+    while (start := text.find("```", i)) >= 0:
+        newline = text.find("\n", start + 3)
+        if newline < 0:
+            break
+        tag = _FENCE_TAG.match(text, start + 3, newline).group(1)
+        end = text.find("```", newline + 1)
+        out.append((tag, text[newline + 1:end if end >= 0 else len(text)]))
+        if end < 0:
+            break
+        i = end + 3
+    return out
 
 
 def _strip_main_block(code):
@@ -401,12 +421,15 @@ def _strip_main_block(code):
 def extract_code(text):
     """The TFCAF code in an LLM answer: the last fenced python (or untagged) block that defines an entry
     point, else the last such block, else the whole text if it parses and defines an entry point; a truncated
-    last fence counts.
+    last fence counts. `<think>` blocks are dropped first (llm.strip_thinking, as the labeling parsers do).
     A top-level `if __name__ == "__main__":` block is removed. Returns None when the answer holds no code."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
         return None
-    blocks = [body for tag, body in _FENCE.findall(text) if tag.lower() in _CODE_TAGS and body.strip()]
-    entry = re.compile(r"^\s*def\s+(%s)\s*\(" % "|".join(ENTRY_POINTS), re.M)
+    text = strip_thinking(text)  # code inside a reasoning block (an unfinished one too) is no answer
+    if not text:
+        return None
+    blocks = [body for tag, body in _fences(text) if tag.lower() in _CODE_TAGS and body.strip()]
+    entry = _ENTRY
     with_entry = [b for b in blocks if entry.search(b)]
     if with_entry:
         code = with_entry[-1]

@@ -5,11 +5,12 @@ after the roles in the QLLM paper's Appendix 0.A. The task prompt is built from 
 self-description (`env.describe_task()`: summary, state layout, actions, reward), never hand-copied,
 plus an optional hint file with task knowledge a user wants to add.
 """
+import bisect
 import json
 import os
 import re
 
-from llm.text_utils import strip_thinking
+from llm.text_utils import reply_tail, strip_thinking, whole_number
 
 PROMPT_DIR = os.path.join(os.path.dirname(__file__), "prompts")
 
@@ -85,7 +86,7 @@ def advice_request(chosen):
 
 
 _ARRAY = re.compile(r"\[[\s\d,]*\]")
-_NUMBER = re.compile(r"(?:candidate|function|option|#)?\s*\b(\d+)\b", re.IGNORECASE)
+_NUMBER = re.compile(r"(?:(?:candidate|function|option|#)\s*)?\b(\d+)\b", re.IGNORECASE)  # linear: no bare \s*
 
 
 def parse_choice(text, n):
@@ -94,29 +95,42 @@ def parse_choice(text, n):
     Accepts a 0/1 array of length n with exactly one 1, or a candidate number 1..n (bare, in brackets, or
     "Candidate 2"); reasoning before the answer is fine because the last valid choice in the text wins.
     """
-    if not text:
+    if not isinstance(text, str) or not text:
         return None
-    text = strip_thinking(text)
+    text = strip_thinking(reply_tail(text))  # the last PARSE_CHARS characters, read in linear time
     choices = []
     for m in _ARRAY.finditer(text):
+        if len(m.group(0)) > 64 * max(n, 1) + 64:  # not a choice of n: never decode a huge array
+            continue
         try:
             values = json.loads(m.group(0))
         except ValueError:
             continue
         if len(values) == n and sorted(values) == [0] * (n - 1) + [1]:
             choices.append((m.end(), values.index(1)))
-        elif len(values) == 1 and 1 <= values[0] <= n and n > 1:
-            choices.append((m.end(), values[0] - 1))
+        elif len(values) == 1 and (value := whole_number(values[0])) is not None and 1 <= value <= n and n > 1:
+            choices.append((m.end(), value - 1))
     if not choices:  # no array: a candidate number on its own line or after "candidate"
+        alone = _Lines(text)
         for m in _NUMBER.finditer(text):
-            value = int(m.group(1))
-            if 1 <= value <= n and (m.group(0).strip() != m.group(1) or text.strip() == m.group(1)
-                                    or _alone_on_line(text, m)):
+            value = whole_number(m.group(1))  # "Candidate 999...9" (5000 digits) is no choice, not an error
+            if value is not None and 1 <= value <= n and (m.group(0).strip() != m.group(1)
+                                                          or alone.holds_only(m.start(), m.group(1))):
                 choices.append((m.end(), value - 1))
     return max(choices)[1] if choices else None
 
 
-def _alone_on_line(text, match):
-    start = text.rfind("\n", 0, match.start()) + 1
-    end = text.find("\n", match.end())
-    return text[start:end if end >= 0 else len(text)].strip().strip(".:*") == match.group(1)
+class _Lines:
+    """Whether the line at a position holds nothing but a given number (with '.', ':' or '*' around it); each line
+    is looked at once, so many numbers on one long line stay linear."""
+
+    def __init__(self, text):
+        self.text, self.ends, self.seen = text, [m.start() for m in re.finditer("\n", text)], {}
+
+    def holds_only(self, pos, number):
+        k = bisect.bisect_left(self.ends, pos)
+        if k not in self.seen:
+            start = self.ends[k - 1] + 1 if k else 0
+            end = self.ends[k] if k < len(self.ends) else len(self.text)
+            self.seen[k] = self.text[start:end].strip().strip(".:*")
+        return self.seen[k] == number

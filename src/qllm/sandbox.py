@@ -3,7 +3,6 @@
 kill its whole process group when done. The child confines itself (qllm.confine) before running any TFCAF code.
 """
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -11,6 +10,7 @@ import sys
 import tempfile
 
 from utils.paths import SRC_DIR
+from utils.text import printable
 
 
 def child_env(workdir):
@@ -61,13 +61,9 @@ def remove_workdir(workdir):
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|\x1b\[[0-9;?]*[A-Za-z]")
-
-
 def clean_text(text, limit=1000):
     """Text that came out of a sandbox process, safe to log: no host paths (base names kept), no control
-    characters or terminal escapes, newlines shown as ' | ', at most `limit` characters."""
+    characters or terminal escapes (utils.text.printable), newlines shown as ' | ', at most `limit` characters."""
     from qllm.sandbox_child import scrub
 
-    text = _CONTROL.sub("?", str(text).replace("\r", "").replace("\n", " | "))
-    return scrub(text, limit)
+    return scrub(printable(str(text).replace("\r", ""), newlines=False), limit)

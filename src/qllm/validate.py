@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 from qllm.policy import PolicyError, check_source  # noqa: E402
 from qllm.sandbox import clean_text, kill_group, leftovers, spawn  # noqa: E402
+from utils.text import printable  # noqa: E402
 
 STAGES = ("parse", "policy", "exec", "shape", "finite", "linear", "gradient", "gate", "determinism", "mutation",
           "speed", "ok")
@@ -141,8 +142,8 @@ def validate_source(source, ctx, *, _check_policy=True):
         checks["policy"] = {"ok": True, "form": result.form, "imports": result.imports}
         entry, form = result.entry, result.form
     except PolicyError as e:
-        if e.stage == "parse" or _check_policy:
-            return _report(t0, False, e.stage, e.violations, checks)
+        if e.stage == "parse" or _check_policy:  # the messages quote the code: no terminal escapes out of it
+            return _report(t0, False, e.stage, [printable(v, 2000, newlines=False) for v in e.violations], checks)
         entry, form = ("QLLMNetwork", "legacy") if "def QLLMNetwork" in source else ("tfcaf", "tfcaf")
         checks["policy"] = {"ok": False, "skipped": True, "violations": e.violations}
     res = _run_child(source, entry, form, states, ctx)

@@ -14,9 +14,16 @@ import threading
 from run.loop import folder_step
 
 
+def deferrable(handler):
+    """Whether a SIGINT handler only raises KeyboardInterrupt, so a training loop may defer it: Python's default, or
+    one marked `deferrable` (src/main.py's, which also makes a Ctrl-C while the run winds down exit at once)."""
+    return handler is signal.default_int_handler or getattr(handler, "deferrable", False) is True
+
+
 class CtrlC:
     """Around a training loop: the first SIGINT sets `requested` (the loop checks it at its safe points), a second
-    raises KeyboardInterrupt at once. It takes over SIGINT only from Python's default handler, in the main thread
+    raises KeyboardInterrupt at once. It takes over SIGINT only from a handler that just raises it (`deferrable`), in
+    the main thread
     (where signal handlers live); an ignored SIGINT (nohup) or another program's handler is left as it is."""
 
     def __init__(self, _log, safe_point, saves):
@@ -29,7 +36,7 @@ class CtrlC:
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
             self._not_deferred = "the training loop runs outside the main thread, where Ctrl-C cannot be deferred"
-        elif signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        elif not deferrable(signal.getsignal(signal.SIGINT)):
             self._not_deferred = "SIGINT has another handler than Python's default here, which this run leaves as it is"
         else:
             self._not_deferred = None
@@ -38,12 +45,15 @@ class CtrlC:
 
     def __exit__(self, *exc):
         if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+            if signal.getsignal(signal.SIGINT) == self._handle:  # (the previous one may have installed its own)
+                signal.signal(signal.SIGINT, self._previous)
             self._previous = None
         return False
 
     def _handle(self, signum, frame):
         if self.requested:
+            if self._previous is not signal.default_int_handler:
+                self._previous(signum, frame)  # src/main.py's: raises, and a further Ctrl-C then exits at once
             raise KeyboardInterrupt
         self.requested = True
         then = ", then saving a checkpoint there" if self._saves else " (save_model=False: no checkpoint)"

@@ -189,14 +189,22 @@ def label(args, _log, _run=None):
         if "queries_to_ask" in result.info:  # the llm labeler: what a resumed run still had to ask
             i = result.info
             _log.info(f"{i['from_journal']} of {len(items)} items answered by the journal; {i['queries_to_ask']} "
-                      f"queries asked for the others ({i['requests']} server requests, {i['cache_hits']} cache hits)")
+                      f"queries to ask for the others ({i['requests']} server requests sent, {i['cache_hits']} cache "
+                      f"hits)")
         counts = {k: result.info.get(k) for k in ("labeled", "tie", "unparsed")}
-        counts.update({k: result.info[k] for k in ("failed", "unasked") if result.info.get(k)})  # the llm labeler's
+        # the llm labeler's: items without a final answer, by why
+        counts.update({k: result.info[k] for k in ("failed", "cut", "unfinished", "unasked") if result.info.get(k)})
         rate = len(items) / max(seconds, 1e-9)
         ties = f"{counts['tie']} ties, " if task.swappable or counts["tie"] else ""  # only answers with a tie
-        missing = "".join(f", {counts[k]} {what}" for k, what in (("failed", "failed (no answer: request errors)"),
-                                                                  ("unasked", "not asked")) if k in counts)
-        _log.info(f"Labeled {len(items)} items in {seconds:.2f}s ({rate:.0f} items/s): {counts['labeled']} labeled, "
+        missing = "".join(f", {counts[k]} {what}" for k, what in (
+            ("failed", "failed (no answer: request errors)"),
+            ("cut", "with only empty or cut replies (asked again on rerun)"),
+            ("unfinished", "asked but not finished (the run stopped before their answer, e.g. their re-ask)"),
+            ("unasked", "not asked")) if k in counts)
+        queries = task.queries(args)
+        what = (f"{counts['labeled']} of {len(items) * queries} answers labeled ({queries} queries per item), "
+                if queries else f"{counts['labeled']} labeled, ")
+        _log.info(f"Labeled {len(items)} items in {seconds:.2f}s ({rate:.0f} items/s): {what}"
                   f"{ties}{counts['unparsed']} unparsed{missing}")
         errors = result.info.get("errors") or []
         if counts.get("failed") == len(items) and not result.info.get("stopped"):  # every request errored: say why,

@@ -160,12 +160,15 @@ def check_config(config, files=True):
     check_combinations(config)
     check_reward_settings(config)  # per-agent rewards (common_reward=False, a per-agent shaper) need a learner for them
     check_env_args(config["env"], dict(config.get("env_args") or {}))
-    if config.get("run") == "qllm_generate" or config.get("labeler") == "llm":
-        from llm.config import resolve
+    from llm.config import check_cost_budget, check_secrets, resolve
 
+    check_secrets(config.get("llm"))  # every run records its llm: block: never a key in it (LLMConfigError)
+    if config.get("run") == "qllm_generate" or config.get("labeler") == "llm":
         # LLMConfigError is a ConfigError; an llm labeler's run names its model when it starts (a sweep file, e.g.
         # config/sweeps/lca_openai.yaml, leaves llm.model to the command that launches it)
-        resolve(config.get("llm"), require_model=config.get("run") == "qllm_generate")
+        resolved = resolve(config.get("llm"), require_model=config.get("run") == "qllm_generate")
+        if config.get("labeler") == "llm":
+            check_cost_budget(resolved, config.get("max_cost_usd"))
     if config.get("run") == "augment":  # CODI's settings, all checked before any stage starts
         from types import SimpleNamespace
 

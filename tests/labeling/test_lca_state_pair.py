@@ -262,3 +262,19 @@ def test_end_to_end_through_main_and_rerun_asks_nothing(tmp_path):
 def test_task_is_registered_with_k_queries():
     task = TASKS["lca_state_pair"]()
     assert task.queries(type("A", (), {"lca": {"queries": 3}})()) == 3
+
+
+def test_max_requests_counts_the_requests_of_a_server_that_ignores_n(tmp_path, caplog):
+    """K=4 queries to a server that answers one sample per request: the labeler's max_requests=2 is two HTTP requests
+    (not two chat() calls that became eight requests), and the summary counts answers and items truthfully."""
+    caplog.set_level(logging.INFO, logger="test_lca")
+    with LoopbackServer(responder=lambda body: reply("[1]"), support_n=False) as srv:
+        info = label(tmp_path, labeler="llm", llm=llm_block(srv, tmp_path, concurrency=1), max_requests=2,
+                     lca={"n_pairs": 5, "queries": 4})
+        assert srv.count == 2
+    li = info["labeler_info"]
+    assert li["requests"] == 2 and "max_requests=2" in li["stopped"] and li["labeled"] == 0
+    assert li["unfinished"] == 1 and li["unasked"] == 4 and li["answered_items"] == 0
+    assert len(list((tmp_path / "cache").glob("*/*.json"))) == 2  # the two samples paid for: a rerun's, for free
+    assert "Labeled 5 items" in caplog.text and "0 of 20 answers labeled (4 queries per item)" in caplog.text
+    assert "1 asked but not finished" in caplog.text and "4 not asked" in caplog.text

@@ -1,10 +1,14 @@
 """Labeler `llm` against the loopback OpenAI-compatible server (the real openai client on the wire): prompts, parsing
 and re-asks, swap_order, faults, budgets, replay misses, resume from the journal, concurrency independence."""
+import glob
 import json
+import logging
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from types import SimpleNamespace as SN
 
 import numpy as np
@@ -293,3 +297,146 @@ def test_the_template_hash_covers_the_closing_question(tmp_path, data, monkeypat
     monkeypatch.setattr(prompting, "question", lambda fmt: "Which one? Say #1 or #2.")
     text, after = asked()
     assert text.endswith("Which one? Say #1 or #2.") and after != before
+
+
+# --- hostile replies, replies without an answer, damaged journals, budgets, Ctrl-C ---
+
+HOSTILE = ['{"preferred": NaN}', '{"preferred": 1e309}', "#" + "1" * 5000, "[" + "2" * 5000 + "]",
+           "Trajectory " + "1" * 5000, '{"a":' * 100_000 + "1" + "}" * 100_000, "```" + " " * 200_000 + "x",
+           '{"preferred": "\\u00b2"}', "<think>" * 30_000]
+
+
+def test_hostile_replies_are_unparsed_never_a_crash(tmp_path, data):
+    """Each of these replies crashed a run (and, cached, every rerun) or took minutes to parse: now each is unparsed
+    (asked once more, then unlabeled) and a rerun answers from the journal."""
+    def respond(body):
+        k = int(LENGTH.findall(body["messages"][1]["content"])[0]) + len(body["messages"])
+        return reply(HOSTILE[k % len(HOSTILE)])
+
+    with LoopbackServer(responder=respond) as srv:
+        t0 = time.monotonic()
+        _, res = run(args_for(srv, tmp_path, llm={"concurrency": 2}), data)
+        assert time.monotonic() - t0 < 60  # the ``` + 200000 spaces reply alone took hours to parse before
+        assert res.info["unparsed"] == N_PAIRS and res.info["reasked"] == N_PAIRS and res.info["complete"]
+        assert np.isnan(res.answers).all() and srv.count == 2 * N_PAIRS
+        _, again = run(args_for(srv, tmp_path, llm={"concurrency": 2}), data)
+        assert again.info["from_journal"] == N_PAIRS and srv.count == 2 * N_PAIRS
+
+
+def test_empty_and_cut_replies_are_asked_again_on_rerun(tmp_path, data, caplog):
+    """A server that sends empty replies and replies cut by max_tokens: those items are not kept (neither cached nor
+    journaled), counted as `cut`, the set is incomplete; a rerun with a healthy server asks exactly them."""
+    def broken(body):
+        k = int(LENGTH.findall(body["messages"][1]["content"])[0])
+        return reply("") if k % 2 else reply("<think>Trajectory 1 is better since", finish_reason="length")
+
+    items, whole = None, None
+    with LoopbackServer(responder=judge) as srv:
+        items, whole = run(args_for(srv, tmp_path / "whole"), data)
+    with LoopbackServer(responder=lambda body: judge(body) if srv.count <= 6 else broken(body)) as srv:
+        with caplog.at_level(logging.WARNING, logger="labeling"):
+            _, cut = run(args_for(srv, tmp_path, llm={"concurrency": 1}), data)
+        assert srv.count == 6 + 2 * (N_PAIRS - 6)  # each broken item asked, then re-asked once
+    info = cut.info
+    assert info["labeled"] == 6 and info["cut"] == N_PAIRS - 6 and info["unparsed"] == 0 and not info["complete"]
+    assert "replies cut by llm.max_tokens" in caplog.text
+    assert len(open(info["journal"]).readlines()) == 6
+    with LoopbackServer(responder=judge) as srv:
+        _, rerun = run(args_for(srv, tmp_path, llm={"concurrency": 1}), data)
+        assert srv.count == N_PAIRS - 6  # exactly the items without an answer
+    assert rerun.info["complete"] and rerun.info["from_journal"] == 6
+    same(rerun.answers, whole.answers)
+
+
+def test_damaged_journal_lines_are_skipped_and_asked_again(tmp_path, data, caplog):
+    with LoopbackServer(responder=judge) as srv:
+        items, first = run(args_for(srv, tmp_path), data)
+        path = first.info["journal"]
+        lines = [json.loads(line) for line in open(path)]
+        lines[0]["answer"] = "1"  # a string answer
+        del lines[1]["labels"]  # a missing field
+        lines[2]["answer"] = 7.0  # a value the task cannot give
+        lines[3]["answer"] = float("nan")
+        with open(path, "w") as f:
+            f.writelines(json.dumps(entry) + "\n" for entry in lines)
+        with caplog.at_level(logging.WARNING, logger="labeling"):
+            _, again = run(args_for(srv, tmp_path), data)
+        assert srv.count == N_PAIRS  # the four come from the LLM cache
+    assert again.info["journal_invalid"] == 4 and again.info["from_journal"] == N_PAIRS - 4
+    assert again.info["cache_hits"] == 4 and "4 line(s) of the journal" in caplog.text
+    same(again.answers, first.answers)
+
+
+def test_budget_counts_re_asks_and_the_counts_say_what_happened(tmp_path, data):
+    """Garbage answers need re-asks; max_requests=3 lets the three asks through and blocks their re-asks: three items
+    asked but unfinished, the rest not asked (not 'N - 0 not asked')."""
+    with LoopbackServer(responder=lambda body: reply("No idea.")) as srv:
+        _, res = run(args_for(srv, tmp_path, llm={"concurrency": 1}, max_requests=3), data)
+        assert srv.count == 3
+    info = res.info
+    assert info["stopped"] == "max_requests=3 reached" and info["requests"] == 3 and not info["complete"]
+    assert info["unfinished"] == 3 and info["unasked"] == N_PAIRS - 3 and info["labeled"] == 0
+    assert info["unparsed"] == 0 and info["failed"] == 0
+
+
+def test_max_requests_counts_retries_of_the_labeler(tmp_path, data):
+    with LoopbackServer(responder=lambda body: status(503, "busy")) as srv:
+        _, res = run(args_for(srv, tmp_path, llm={"concurrency": 1, "max_retries": 4}, max_requests=3), data)
+        assert srv.count == 3
+    assert res.info["stopped"] == "max_requests=3 reached" and res.info["requests"] == 3
+
+
+def test_max_cost_without_prices_is_refused(tmp_path, data):
+    with pytest.raises(ConfigError, match="max_cost_usd=1.0 needs the model's prices"):
+        run(args_for(None, tmp_path, llm={"backend": "replay", "model": "m"}, max_cost_usd=1.0), data)
+
+
+def interrupt_after(cmd, srv, n, cwd, times=1):
+    """Start `cmd` (a labeling run asking `srv`, which hangs after n answers), send it Ctrl-C (SIGINT) `times`
+    times, 0.3 s apart, once its (n+1)-th request waits; returns (exit status, stderr, seconds from the first
+    Ctrl-C to the exit)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while srv.count <= n and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        for k in range(times):
+            if k:
+                time.sleep(0.3)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+        return proc.returncode, err, time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_ctrl_c_stops_at_once_keeps_the_answers_and_exits_130(tmp_path, data, times):
+    """Ctrl-C while a request waits on a server that would keep it 60 s and retry it 4 times: the run ends within a
+    few seconds with status 130 and one line, no traceback (a second Ctrl-C while it winds down too); the answers
+    so far are in the journal, and a rerun asks exactly the others."""
+    path = write_dataset(tmp_path / "mix.h5", E=12, seed=4)
+    n = 5
+
+    def cmd(url):
+        return [sys.executable, "src/main.py", "--config=label_preferences", "--env-config=climbing", "with",
+                f"offline_dataset={path}", "labeler=llm", f"n_pairs={N_PAIRS}", "llm.backend=openai",
+                f"llm.base_url={url}", "llm.model=loop", f"llm.cache_dir={tmp_path / 'cache'}", "llm.concurrency=2",
+                "llm.max_retries=4", "llm.timeout_s=60", f"local_results_path={tmp_path / 'results'}"]
+
+    with LoopbackServer(responder=lambda body: judge(body) if srv.count <= n else delay(60, then=judge)) as srv:
+        code, err, seconds = interrupt_after(cmd(srv.base_url), srv, n, ROOT, times)
+        asked = srv.count
+    assert code == 130 and seconds < 15, err[-3000:]
+    assert "Traceback" not in err and "interrupted" in err, err[-3000:]
+    journal = glob.glob(str(tmp_path / "results" / "labels" / "*" / "prefs.journal.jsonl"))
+    answered = len(open(journal[0]).readlines())
+    assert answered >= n - 1  # what was answered before the Ctrl-C (a reply may have been on its way)
+    with LoopbackServer(responder=judge) as srv:
+        res = subprocess.run(cmd(srv.base_url), cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert srv.count == N_PAIRS - answered and asked <= n + 2

@@ -1,4 +1,6 @@
 """The reply parser's documented outcomes (labeling/parse.py): one row per case."""
+import time
+
 import pytest
 
 from labeling.parse import PREFERENCE_LABEL, parse_choice, parse_preference
@@ -57,3 +59,67 @@ def test_preference_labels_and_non_text():
     assert PREFERENCE_LABEL == {1: 1.0, 2: 0.0, 0: 0.5}
     assert parse_choice(None).value is None and parse_choice(b"#1").value is None
     assert parse_choice("[3]", choices=(1, 2, 3)).value == 3  # other tasks choose among agents ([k])
+
+
+# --- replies built to crash or stall a parser: each is unparsed, quickly, never an exception ---
+
+BIG = 200_000
+ADVERSARIAL = {
+    "fence of spaces": "```" + " " * BIG + "x",  # cubic in the old fence regex: 84 s at 5000 spaces, hours here
+    "fence of spaces, closed": "```" + " " * BIG + "x```",
+    "answer word then spaces": "answer trajectory" + " " * BIG + "x",
+    "trajectory then spaces": "Trajectory" + " " * BIG + "x",
+    "hashes": "#" * BIG,
+    "brackets": "[" * BIG,
+    "open think tags": "<think>" * (BIG // 7),
+    "close think tags": "</think>" * (BIG // 8),
+    "digits": "1" * BIG,
+    "deep JSON": '{"a":' * (BIG // 5) + "1" + "}" * (BIG // 5),
+    "many numbers": "1 " * (BIG // 2),
+    "ticks": "```" * (BIG // 3),
+    "NFKC expansion": "\ufdfa" * (BIG // 10),  # one character, 18 after NFKC
+}
+CRASHERS = {  # each raised (ValueError, OverflowError, RecursionError) and, cached, crashed every rerun
+    "NaN": '{"preferred": NaN, "best_agent": NaN}',
+    "1e309": '{"preferred": 1e309, "best_agent": 1e309}',
+    "huge int in JSON": '{"preferred": ' + "1" * 5000 + ', "best_agent": ' + "1" * 5000 + "}",
+    "huge digit string": '{"preferred": "' + "1" * 5000 + '", "best_agent": "' + "1" * 5000 + '"}',
+    "superscript two": '{"preferred": "\\u00b2", "best_agent": "\\u00b2"}',
+    "hash and 5000 digits": "#" + "1" * 5000,
+    "bracket and 5000 digits": "[" + "1" * 5000 + "]",
+    "Trajectory and 5000 digits": "Trajectory " + "1" * 5000,
+    "nested 100000 deep": "[" * 100_000 + "]" * 100_000,
+    "object nested 100000 deep": '{"a":' * 100_000 + "1" + "}" * 100_000,
+}
+
+
+def parsers():
+    from labeling.agent_quality import parse_agent_index
+    from labeling.parse import parse_binary_mark
+
+    return {"choice": lambda t: parse_choice(t).value, "binary": lambda t: parse_binary_mark(t).value,
+            "agent": lambda t: parse_agent_index(t, 3)}
+
+
+@pytest.mark.parametrize("name", sorted(CRASHERS))
+def test_replies_that_crashed_a_parser_are_unparsed(name):
+    for parse in parsers().values():
+        assert parse(CRASHERS[name]) is None
+
+
+def test_adversarial_replies_are_parsed_in_linear_time():
+    """Not a benchmark: 13 replies of 200 000 characters through the three parsers must finish (in well under a
+    minute on a busy 2-core machine; milliseconds each in fact). The old expressions took minutes to hours on
+    several of them."""
+    start = time.monotonic()
+    for name, text in ADVERSARIAL.items():
+        for kind, parse in parsers().items():
+            assert parse(text) is None, (name, kind)
+            if name != "open think tags":  # (an answer after an unclosed <think> is inside it: not an answer)
+                assert parse(text + "\n#1 [1]") in (1, 1.0), (name, kind)  # the answer at the end is still read
+    assert time.monotonic() - start < 60
+
+
+def test_only_the_tail_of_a_huge_reply_is_read():
+    assert parse_choice("#2\n" + "x" * 300_000 + "\n").value is None  # the answer is beyond PARSE_CHARS
+    assert parse_choice("x" * 300_000 + "\n#2").value == 2

@@ -3,7 +3,7 @@
 Tests talk to it with the real `openai` client (through `llm.make_llm(..., backend="openai")`), so requests,
 retries, timeouts and errors go over real HTTP.
 
-    from loopback_server import LoopbackServer, reply, status, delay, raw, drop
+    from loopback_server import LoopbackServer, reply, status, delay, raw, drop, drip
     with LoopbackServer() as srv:                  # srv.base_url == "http://127.0.0.1:<port>/v1"
         srv.push(status(429), status(500), reply("ok"))   # one action per chat request, in order
         llm = make_llm({"backend": "openai", "base_url": srv.base_url, "model": "m", ...}, run_dir)
@@ -22,6 +22,8 @@ Actions (what the server does with one POST /v1/chat/completions):
     delay(seconds, then=None)      wait (a client timeout shorter than this fires), then do `then` (default: auto)
     raw(body, code=200, content_type="application/json")          send these bytes as they are (malformed JSON)
     drop()                         close the connection without an answer (a connection error for the client)
+    drip(*texts, interval=0.05, headers=False)   a valid reply, its body sent one byte per `interval` seconds (its
+                                   status line and headers too with headers=True): each read is quick, the whole slow
     a callable f(body) -> action | str | list[str]                decide from the request (e.g. by prompt)
 When the queue is empty the server uses `responder` (constructor argument; same forms as a callable action);
 the default, `auto`, answers every request with distinct texts "reply <k>" (k = request number), one per
@@ -31,6 +33,7 @@ GET /v1/models lists `model_id`; GET /health answers {"status": "ok"}.
 """
 import json
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,6 +69,10 @@ def raw(body, code=200, content_type="application/json"):
 
 def drop():
     return _Action("drop")
+
+
+def drip(*texts, interval=0.05, headers=False):
+    return _Action("drip", texts=list(texts), interval=interval, headers=headers)
 
 
 def kill_after(cmd, srv, n, cwd, timeout_s=120.0):
@@ -177,9 +184,11 @@ class LoopbackServer:
                 if kind == "drop":
                     self.close_connection = True
                     return None
+                if kind == "drip":
+                    return self._drip(body, **kw)
                 raise ValueError(f"unknown action {action!r}")
 
-            def _reply(self, body, texts, usage, finish_reason, model):
+            def _completion(self, body, texts, usage=None, finish_reason="stop", model=None):
                 choices = [{"index": j, "message": {"role": "assistant", "content": t},
                             "finish_reason": finish_reason, "logprobs": None} for j, t in enumerate(texts)]
                 out = {"id": f"chatcmpl-loopback-{server.count}", "object": "chat.completion",
@@ -192,7 +201,27 @@ class LoopbackServer:
                                     "total_tokens": prompt + completion}
                 elif usage:
                     out["usage"] = usage
-                self._json(200, out)
+                return out
+
+            def _reply(self, body, texts, usage, finish_reason, model):
+                self._json(200, self._completion(body, texts, usage, finish_reason, model))
+
+            def _drip(self, body, texts, interval, headers):
+                data = json.dumps(self._completion(body, texts)).encode()
+                head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                        f"\r\n").encode()
+                self.close_connection = True
+                try:
+                    if not headers:
+                        self.wfile.write(head)
+                        self.wfile.flush()
+                    for byte in (head + data if headers else data):
+                        if server._stop.wait(interval):
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
 
             def _error(self, code, message, headers):
                 self._json(code, {"error": {"message": message, "type": "scripted", "code": code}}, headers)
@@ -215,6 +244,10 @@ class LoopbackServer:
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+
+            def handle_error(self, request, client_address):  # a client that gave up (a deadline, a cancel)
+                if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+                    super().handle_error(request, client_address)
 
         self._httpd = Server(("127.0.0.1", 0), Handler)
         self.port = self._httpd.server_address[1]

@@ -5,13 +5,14 @@ tests check what was fed back to the coder as well as the outcome.
 """
 import glob
 import json
+import logging
 import os
 import sys
 
 import pytest
 
 from helpers import run_main
-from llm import make_llm
+from llm import LLMRequestError, make_llm
 from qllm import records
 from qllm.loader import TFCAFLoadError, load_tfcaf
 from qllm.loop import LoopSettings, TFCAFGenerationError, generate
@@ -83,6 +84,64 @@ def test_loop_fails_clearly_when_nothing_validates(tmp_path, climbing_ctx):
         with pytest.raises(TFCAFGenerationError, match="no candidate passed validation") as e:
             generate(llm, "TASK", climbing_ctx(False), LoopSettings(candidates=2, rounds=1, max_repairs=1))
     assert "finite" in str(e.value) and "parse" in str(e.value)
+
+
+def test_a_failed_repair_request_ends_only_its_candidate(tmp_path, climbing_ctx, caplog):
+    """HTTP 400 on a repair (a long conversation over the context): that candidate keeps its last answer, the valid
+    one is written; the failure is logged and recorded."""
+    with LoopbackServer() as srv:
+        srv.push(reply(GOOD, SYNTAX), status(400, "This model's maximum context length is 8192 tokens"))
+        llm = make_llm(llm_config(srv, tmp_path), str(tmp_path))
+        with caplog.at_level(logging.WARNING, logger="qllm"):
+            code, record = generate(llm, "TASK", climbing_ctx(False), LoopSettings(candidates=2, rounds=1))
+    assert "torch.ones(" in code and record["llm_errors"] == 1
+    (error,) = record["rounds"][0]["llm_errors"]
+    assert error["step"] == "round 0 candidate 1 repair 1" and "HTTP 400" in error["error"]
+    assert record["rounds"][0]["candidates"][1]["attempts"][-1]["llm_error"] == error["error"]
+    assert "the LLM call for round 0 candidate 1 repair 1 failed" in caplog.text
+    json.dumps(record)  # the record is JSON (meta.json)
+
+
+def test_a_failed_evaluator_falls_back_to_the_first_valid_candidate(tmp_path, climbing_ctx):
+    with LoopbackServer() as srv:
+        srv.push(reply(GOOD2, GOOD), status(500, "overloaded"))
+        llm = make_llm(llm_config(srv, tmp_path), str(tmp_path))
+        code, record = generate(llm, "TASK", climbing_ctx(False), LoopSettings(candidates=2, rounds=1))
+    selection = record["rounds"][0]["selection"]
+    assert "0.5 * torch.ones" in code and selection["how"] == "the evaluator request failed: first valid candidate"
+    assert record["rounds"][0]["llm_errors"][0]["step"] == "round 0 select 0"
+
+
+def test_a_failed_advice_or_coder_call_keeps_the_best_so_far(tmp_path, climbing_ctx):
+    with LoopbackServer() as srv:
+        srv.push(reply(GOOD2), status(500, "advice down"), status(503, "coder down"))
+        llm = make_llm(llm_config(srv, tmp_path), str(tmp_path))
+        code, record = generate(llm, "TASK", climbing_ctx(False), LoopSettings(candidates=1, rounds=2))
+    assert "0.5 * torch.ones" in code and record["final_round"] == 0 and record["llm_errors"] == 2
+    assert record["rounds"][0]["advice"] is None and record["rounds"][1]["candidates"] == []
+    assert [e["step"] for r in record["rounds"] for e in r["llm_errors"]] == ["round 0 advice", "coder round 1"]
+
+
+def test_the_first_coder_call_failing_is_the_generations_error(tmp_path, climbing_ctx):
+    with LoopbackServer() as srv:
+        srv.push(status(404, "no such model"))
+        llm = make_llm(llm_config(srv, tmp_path), str(tmp_path))
+        with pytest.raises(LLMRequestError, match="HTTP 404"):
+            generate(llm, "TASK", climbing_ctx(False), LoopSettings(candidates=1, rounds=2))
+
+
+def test_a_huge_answer_is_not_sent_back_whole_and_escapes_never_reach_the_report(tmp_path, climbing_ctx):
+    huge = "x = 1\n" * 100_000  # 600 kB, no entry point: refused as too long
+    escaped = "```python\ndef tfcaf(state, n_agents):\n    return ((( \"\x1b[2J\x1b[31mOK\x1b[0m\"\n```"
+    with LoopbackServer() as srv:
+        srv.push(reply(f"```python\n{huge}```", escaped), reply(escaped), reply(escaped))
+        llm = make_llm(llm_config(srv, tmp_path), str(tmp_path))
+        with pytest.raises(TFCAFGenerationError) as e:
+            generate(llm, "TASK", climbing_ctx(False), LoopSettings(candidates=2, rounds=1, max_repairs=1))
+        # candidate 0's repair conversation: its answer cut to MAX_SOURCE_CHARS, not sent whole
+        echoed = srv.requests[1]["body"]["messages"][-2]["content"]
+    assert len(echoed) < 110_000 and "characters cut" in echoed
+    assert "\x1b" not in str(e.value) and "SyntaxError" in str(e.value)
 
 
 def test_second_round_improves_the_reference_with_advice(tmp_path, climbing_ctx):
@@ -182,19 +241,38 @@ def test_a_failed_generation_leaves_one_failed_record_and_no_temporary_folder(tm
     assert "I cannot write code today." in json.dumps(record["llm_calls"]) and record["failed"]
 
 
-def test_a_failed_generation_record_holds_no_secret(tmp_path, monkeypatch):
+def test_a_failed_generation_record_holds_no_secret(tmp_path, monkeypatch, capsys):
+    """A server that echoes the key (and the Authorization header) in its 401: the key is cut out of the error
+    everywhere the run keeps or prints it."""
     key = "sk-test-0123456789abcdef-secret"
     monkeypatch.setenv("OPENAI_API_KEY", key)
     with LoopbackServer() as srv:
-        srv.push(status(401, message=f"Incorrect API key provided: {key}"))
-        run_main(tmp_path, "qllm_generate", "climbing", *GEN,
-                 f"llm.base_url=http://user:{key}@{srv.base_url.split('://')[1]}",
+        srv.push(status(401, message=f"Incorrect API key provided: {key} (header: Bearer {key})"))
+        run_main(tmp_path, "qllm_generate", "climbing", *GEN, f"llm.base_url={srv.base_url}",
                  f"llm.cache_dir={tmp_path / 'cache'}", expect=1)
     record = failed_records(tmp_path)
     text = json.dumps(record)
     assert key not in text and "<redacted>" in record["error"] and record["stage"].startswith("generating")
     assert record["config"]["llm"]["base_url"] == srv.base_url and record["config"]["llm"]["api_key_env"] == \
         "OPENAI_API_KEY"
+    written = [open(f, errors="replace").read() for f in glob.glob(str(tmp_path / "**" / "*"), recursive=True)
+               if os.path.isfile(f)]
+    out = capsys.readouterr()
+    assert not any(key in w for w in written) and key not in out.out + out.err
+
+
+@pytest.mark.parametrize("update", [
+    "llm.base_url=http://user:sk-test-0123456789abcdef@127.0.0.1:9/v1",
+    "llm.base_url=http://127.0.0.1:9/v1?api-key=sk-test-0123456789abcdef",
+    "llm.api_key_env=sk-test-0123456789abcdef",
+    "llm.api_key_env=Kf83hdkq0e9djfk20dkfmal3",  # a key without a known prefix: letters and digits, no underscore
+])
+def test_a_key_in_the_llm_settings_is_refused_before_anything_is_written(tmp_path, capsys, update):
+    run_main(tmp_path, "qllm_generate", "climbing", *GEN, update, expect=2)
+    err = capsys.readouterr().err
+    assert err.startswith("config error: llm.") and len(err.strip().splitlines()) == 1
+    assert "sk-test-0123456789abcdef" not in err and "Kf83hdkq0e9djfk20dkfmal3" not in err
+    assert not os.listdir(tmp_path)  # no run folder, no config.json
 
 
 def test_a_generation_that_fails_before_the_llm_leaves_a_record_too(tmp_path):

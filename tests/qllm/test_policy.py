@@ -1,4 +1,5 @@
 """Static allow-list (qllm.policy), the restricted runtime namespace (qllm.runtime) and code extraction."""
+import time
 import types
 
 import pytest
@@ -307,6 +308,22 @@ def test_extract_code_variants():
     assert extract_code("") is None and extract_code(None) is None
     legacy = "def QLLMNetwork(agents_q, global_state):\n    return agents_q\n"
     assert extract_code(f"text\n```py\n{legacy}```") == legacy
+
+
+def test_extract_code_ignores_reasoning_blocks():
+    """Code inside <think> (a closed block, or one a max_tokens cut left open) is no answer, as in the labeling
+    parsers (llm.strip_thinking)."""
+    code = "def tfcaf(state, n_agents):\n    return state, state\n"
+    assert extract_code(f"<think>Let me try:\n```python\n{code}```\nhmm, not sure") is None
+    assert extract_code(f"<think>draft:\n```python\nx = 1\n```</think>\n```python\n{code}```") == code
+
+
+@pytest.mark.parametrize("text", ["```" + " " * 200_000, "```" * 70_000, "```\n" * 50_000, "\n" * 200_000,
+                                  "def" + " " * 200_000, "<think>" * 30_000])
+def test_extract_code_stays_linear_on_adversarial_answers(text):
+    t0 = time.monotonic()
+    extract_code(text)
+    assert time.monotonic() - t0 < 20  # milliseconds in fact; the old expressions were quadratic on these
 
 
 def test_annotations_that_name_types_are_allowed_and_never_evaluated(tmp_path, monkeypatch):

@@ -1,4 +1,6 @@
 """Prompts come from the env's self-description; the evaluator's answer is parsed robustly."""
+import time
+
 import pytest
 
 from envs import make_env
@@ -27,6 +29,17 @@ def test_parse_choice_reads_valid_answers(text, n, expected):
 ])
 def test_parse_choice_rejects_garbage(text, n):
     assert parse_choice(text, n) is None
+
+
+@pytest.mark.parametrize("text", [
+    "I pick Candidate " + "9" * 5000,  # int() of 5000 digits raised ValueError and ended the generation
+    "[" + "9" * 5000 + "]", "[" + "1," * 100_000 + "1]", " " * 200_000 + "x", "candidate " * 20_000,
+    "1 " * 100_000, "<think>" * 30_000, None, 42,
+])
+def test_parse_choice_never_raises_and_stays_linear(text):
+    t0 = time.monotonic()
+    assert parse_choice(text, 3) is None
+    assert time.monotonic() - t0 < 20  # milliseconds in fact; the old expression was quadratic on some
 
 
 def test_task_prompt_is_the_envs_own_description_plus_sizes_and_hint():

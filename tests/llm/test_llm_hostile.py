@@ -1,0 +1,327 @@
+"""The LLM layer against a hostile or broken OpenAI-compatible server (loopback, the real `openai` client on the wire):
+deadlines a dripping server cannot stretch, Ctrl-C that ends requests in flight, budgets that count HTTP requests,
+response size caps, redirects, keys echoed back, terminal escapes, impossible usage, odd content, replies that carry
+no answer, and the settings that must never hold a key."""
+import glob
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from loopback_server import LoopbackServer, delay, drip, raw, reply, status  # noqa: E402
+
+from llm import (  # noqa: E402
+    LLMBadResponse,
+    LLMBudgetExceeded,
+    LLMCancelled,
+    LLMConfigError,
+    LLMRequestError,
+    LLMTimeout,
+    make_llm,
+)
+from llm.batch import run_many  # noqa: E402
+from llm.config import check_cost_budget, resolve  # noqa: E402
+
+KEY_ENV = "LLM_PYMARL_TEST_KEY"
+SECRET = "sk-test-secret-4f9c2b7e0d1a"
+MSG = [{"role": "user", "content": "Say hello."}]
+
+
+@pytest.fixture
+def srv():
+    with LoopbackServer() as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+
+
+def llm_for(srv, tmp_path, **kw):
+    c = {"backend": "openai", "base_url": srv.base_url, "model": "test-model", "api_key_env": KEY_ENV,
+         "cache_dir": str(tmp_path / "cache"), "timeout_s": 5.0, "connect_timeout_s": 2.0, "max_retries": 0,
+         "backoff_s": 0.01, "backoff_max_s": 0.02, "temperature": 0.5, "max_tokens": 32, **kw}
+    return make_llm(c, str(tmp_path / "run"))
+
+
+def cache_files(tmp_path):
+    return glob.glob(str(tmp_path / "cache" / "*" / "*.json"))
+
+
+def transcript(tmp_path):
+    with open(tmp_path / "run" / "llm_transcript.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+# --- deadlines and Ctrl-C ---
+
+@pytest.mark.parametrize("headers", [False, True], ids=["body", "headers"])
+def test_a_dripping_server_cannot_stretch_the_deadline(srv, tmp_path, headers):
+    """One byte every 0.05 s keeps every read short (a per-read timeout never fires) but the whole answer takes
+    ~15 s: timeout_s=0.6 ends each attempt at 0.6 s."""
+    srv.push(drip("x" * 200, interval=0.05, headers=headers), drip("x" * 200, interval=0.05, headers=headers))
+    llm = llm_for(srv, tmp_path, timeout_s=0.6, max_retries=1)
+    t0 = time.monotonic()
+    with pytest.raises(LLMTimeout, match=r"timeout_s=0.6s \(the whole answer, per attempt\) after 2 attempt"):
+        llm.chat(MSG)
+    assert srv.count == 2 and time.monotonic() - t0 < 5.0
+    llm.close()
+
+
+def test_a_slow_but_complete_answer_within_the_deadline_is_kept(srv, tmp_path):
+    srv.push(drip("ok", interval=0.002))
+    assert llm_for(srv, tmp_path, timeout_s=10.0).chat(MSG) == ["ok"]
+
+
+def test_cancel_ends_requests_in_flight_and_their_retries_at_once(tmp_path):
+    """Ctrl-C while two calls wait on a server that never answers (and would be retried 4 times, 30 s each):
+    cancel() ends both within a second; nothing is retried after it."""
+    with LoopbackServer(responder=lambda body: delay(30, then=reply('late'))) as srv:
+        llm = llm_for(srv, tmp_path, timeout_s=30.0, max_retries=4, concurrency=2)
+        out = {}
+
+        def call(i):
+            try:
+                out[i] = llm.chat([{"role": "user", "content": f"q{i}"}])
+            except Exception as e:  # noqa: BLE001
+                out[i] = e
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        while srv.count < 2:
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        llm.cancel()
+        for t in threads:
+            t.join(5)
+        assert time.monotonic() - t0 < 2.0 and all(isinstance(out[i], LLMCancelled) for i in range(2)), out
+        with pytest.raises(LLMCancelled):  # and nothing new starts
+            llm.chat([{"role": "user", "content": "q3"}])
+        assert srv.count == 2
+        llm.close()
+
+
+def test_ctrl_c_in_chat_many_cancels_the_calls_in_flight(tmp_path):
+    """KeyboardInterrupt while the iterating thread waits (run_many): interrupt() is called before the pool is joined,
+    so the join is quick and the interrupt goes on up."""
+    with LoopbackServer(responder=lambda body: delay(30, then=reply('late'))) as srv:
+        llm = llm_for(srv, tmp_path, timeout_s=30.0, max_retries=4, concurrency=3)
+        main = threading.main_thread().ident
+        timer = threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT))  # Ctrl-C, as a terminal sends it
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            for _ in llm.chat_many([{"messages": [{"role": "user", "content": f"q{i}"}]} for i in range(6)]):
+                pass
+        assert time.monotonic() - t0 < 4.0 and srv.count == 3  # the three in flight, no retries, nothing after
+        llm.close()
+
+
+def test_run_many_calls_interrupt_only_on_keyboard_interrupt():
+    calls = []
+    gen = run_many(lambda x: x, [{"x": 1}, {"x": 2}], 1, interrupt=lambda: calls.append("interrupt"))
+    next(gen)
+    gen.close()  # a caller that stops early: no cancel
+    assert calls == []
+
+
+# --- budgets count HTTP requests ---
+
+def test_max_requests_counts_per_sample_requests_of_a_server_that_ignores_n(tmp_path):
+    with LoopbackServer(support_n=False) as srv:
+        llm = llm_for(srv, tmp_path)
+        llm.set_budget(max_requests=2)
+        with pytest.raises(LLMBudgetExceeded, match="max_requests=2 reached"):
+            llm.chat(MSG, n=4)  # one request for n=4 (one answer), then one per missing sample
+        assert srv.count == 2 and llm.budget_spent() == "max_requests=2 reached"
+        assert len(cache_files(tmp_path)) == 2  # what was paid for is kept
+        assert llm.ledger()["attempts"] == 2 and llm.ledger()["retries"] == 0
+
+
+def test_max_requests_counts_retries(srv, tmp_path):
+    srv.push(status(500), status(500), reply("late"))
+    llm = llm_for(srv, tmp_path, max_retries=4)
+    llm.set_budget(max_requests=2)
+    with pytest.raises(LLMBudgetExceeded):
+        llm.chat(MSG)
+    assert srv.count == 2
+
+
+def test_max_cost_stops_the_next_request(srv, tmp_path):
+    llm = llm_for(srv, tmp_path, price_in_per_m=1e6, price_out_per_m=1e6)  # a dollar a token
+    llm.set_budget(max_cost_usd=1.0)
+    llm.chat([{"role": "user", "content": "first"}])
+    with pytest.raises(LLMBudgetExceeded, match=r"max_cost_usd=1.0 reached \(spent"):
+        llm.chat([{"role": "user", "content": "second"}])
+    assert srv.count == 1
+    llm.chat([{"role": "user", "content": "first"}])  # the cache answers for free
+
+
+def test_a_cost_budget_without_prices_is_refused():
+    c = resolve({"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"})
+    with pytest.raises(LLMConfigError, match="llm.price_in_per_m and llm.price_out_per_m"):
+        check_cost_budget(c, 5.0)
+    check_cost_budget(c, None)
+    check_cost_budget(dict(c, price_out_per_m=2.0), 5.0)
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": -10 ** 9, "completion_tokens": -10 ** 9},
+                                   {"prompt_tokens": 10 ** 12, "completion_tokens": 3},
+                                   {"prompt_tokens": 5, "completion_tokens": "many"}])
+def test_impossible_usage_is_counted_as_an_estimate(srv, tmp_path, caplog, usage):
+    srv.push(reply("hello there", usage=usage))
+    llm = llm_for(srv, tmp_path, price_in_per_m=1.0, price_out_per_m=1.0)
+    with caplog.at_level(logging.WARNING, logger="llm"):
+        llm.chat(MSG)
+    led = llm.ledger()
+    assert 0 < led["prompt_tokens"] < 100 and 0 < led["completion_tokens"] < 100 and led["estimated_requests"] == 1
+    assert 0 < led["cost_usd"] < 1e-3 and "impossible token usage" in caplog.text
+
+
+# --- what a response may be ---
+
+def test_a_response_over_max_response_mb_is_refused_and_not_cached(srv, tmp_path):
+    big = "A" * (3 * 2 ** 20)
+    srv.push(reply(big), raw(json.dumps({"choices": [{"index": 0, "message": {"content": big}}]})))
+    llm = llm_for(srv, tmp_path, max_response_mb=1)
+    for _ in range(2):  # with a Content-Length (refused unread) and as read
+        with pytest.raises(LLMBadResponse, match=r"more than llm.max_response_mb=1 MB"):
+            llm.chat(MSG)
+    assert cache_files(tmp_path) == [] and srv.count == 2
+
+
+def test_redirects_are_not_followed(tmp_path):
+    with LoopbackServer() as other, LoopbackServer() as srv:
+        srv.push(status(307, headers={"Location": other.base_url + "/chat/completions"}))
+        with pytest.raises(LLMRequestError, match=r"redirected the request \(HTTP 307\) to http://127.0.0.1:\d+/v1/"
+                                                  r"chat/completions; redirects are not followed"):
+            llm_for(srv, tmp_path).chat(MSG)
+        assert other.count == 0
+
+
+def test_a_retry_after_past_the_retry_deadline_is_not_waited_for(srv, tmp_path):
+    srv.push(status(503, retry_after=30))
+    llm = llm_for(srv, tmp_path, max_retries=3, backoff_max_s=60.0, retry_deadline_s=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(Exception, match="HTTP 503"):
+        llm.chat(MSG)
+    assert time.monotonic() - t0 < 1.5 and srv.count == 1
+
+
+def test_a_key_echoed_by_the_server_is_redacted_everywhere(srv, tmp_path, caplog):
+    srv.push(status(400, message=f"bad key {SECRET}; Authorization: Bearer {SECRET}"))
+    llm = llm_for(srv, tmp_path)
+    with pytest.raises(LLMRequestError) as e:
+        llm.chat(MSG)
+    llm.close()
+    assert SECRET not in str(e.value) and str(e.value).count("<redacted>") == 2
+    assert e.value.__cause__ is None and e.value.__suppress_context__  # the SDK's unredacted text is not chained
+    files = [open(f).read() for f in glob.glob(str(tmp_path / "**" / "*"), recursive=True) if os.path.isfile(f)]
+    assert files and not any(SECRET in f for f in files) and SECRET not in caplog.text
+
+
+def test_terminal_escapes_from_a_server_never_reach_an_error_text(srv, tmp_path):
+    srv.push(status(400, message="\x1b[2J\x1b[H\x1b[32mINFO all labels verified OK\x1b[0m\r\n\x07done"))
+    with pytest.raises(LLMRequestError) as e:
+        llm_for(srv, tmp_path).chat(MSG)
+    assert "\x1b" not in str(e.value) and "\x07" not in str(e.value) and "INFO all labels verified OK" in str(e.value)
+
+
+def test_content_parts_are_joined_and_other_content_is_a_bad_response(srv, tmp_path):
+    parts = {"choices": [{"index": 0, "message": {"role": "assistant", "content": [{"type": "text", "text": "#"},
+                                                                                    "1"]}, "finish_reason": "stop"}]}
+    srv.push(raw(json.dumps(parts)), raw(json.dumps({"choices": [{"index": 0, "message": {"content": 42}}]})))
+    llm = llm_for(srv, tmp_path)
+    assert llm.chat([{"role": "user", "content": "a"}]) == ["#1"]
+    with pytest.raises(LLMBadResponse, match="content of type int"):
+        llm.chat([{"role": "user", "content": "b"}])
+    assert len(cache_files(tmp_path)) == 1
+
+
+def test_replies_without_an_answer_are_returned_but_not_cached(srv, tmp_path):
+    """An empty reply and one cut by max_tokens carry no answer: a later call (a rerun) asks again."""
+    srv.push(reply(""), reply("<think>it is #1 becau", finish_reason="length"), reply("#1"), reply("#2"))
+    llm = llm_for(srv, tmp_path)
+    first = llm.chat([{"role": "user", "content": "a"}])
+    second = llm.chat([{"role": "user", "content": "b"}])
+    assert first == [""] and first[0].incomplete and second[0].finish_reason == "length" and second[0].incomplete
+    assert cache_files(tmp_path) == []
+    assert llm.chat([{"role": "user", "content": "a"}]) == ["#1"] and llm.chat([{"role": "user", "content": "b"}]) \
+        == ["#2"]
+    again = llm.chat([{"role": "user", "content": "b"}])  # now from the cache, with its finish reason
+    assert again == ["#2"] and again[0].finish_reason == "stop" and srv.count == 4
+    llm.close()
+    assert [line["finish_reasons"] for line in transcript(tmp_path)][:2] == [["stop"], ["length"]]
+
+
+def test_server_models_are_in_the_ledger(srv, tmp_path):
+    srv.push(reply("a", model="gpt-x-2031-01-01"))
+    llm = llm_for(srv, tmp_path)
+    llm.chat(MSG)
+    assert llm.ledger()["server_models"] == ["gpt-x-2031-01-01"]
+
+
+def test_an_unwritable_cache_dir_fails_before_any_request(srv, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(LLMConfigError, match=r"llm.cache_dir=.*afile/sub cannot be written .*llm.cache_dir=null"):
+        llm_for(srv, tmp_path, cache_dir=str(tmp_path / "afile" / "sub"))
+    assert srv.count == 0
+
+
+# --- settings that must never hold a key ---
+
+@pytest.mark.parametrize("block", [
+    {"base_url": f"https://user:{SECRET}@api.example.com/v1"},
+    {"base_url": f"https://{SECRET}@api.example.com/v1"},
+    {"base_url": f"https://api.example.com/v1?api-key={SECRET}"},
+    {"base_url": f"https://api.example.com/v1#{SECRET}"},
+])
+def test_a_base_url_holding_credentials_is_refused_without_echoing_them(block):
+    with pytest.raises(LLMConfigError, match="llm.base_url must not hold credentials") as e:
+        resolve({"backend": "openai", "model": "m", **block})
+    assert SECRET not in str(e.value)
+
+
+@pytest.mark.parametrize("name", [SECRET, "sk-proj-abcDEF123", "gsk_0123456789abcdefghij", "AIzaSyD-123456",
+                                  "hf_AbCdEfGhIjKlMnOpQrSt", "Bearer abc", "0f3c9a7e5b1d2c4e6f8a0b1c2d3e4f5a"])
+def test_an_api_key_in_api_key_env_is_refused_without_echoing_it(name):
+    with pytest.raises(LLMConfigError, match="looks like an API key itself") as e:
+        resolve({"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "api_key_env": name})
+    assert name not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "HF_TOKEN", "MY_PROJECT_OPENAI_KEY_2", "_key", "AZURE_OPENAI_KEY"])
+def test_variable_names_are_accepted(name):
+    assert resolve({"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1",
+                    "api_key_env": name})["api_key_env"] == name
+
+
+def test_a_name_that_is_not_a_variable_name_is_refused():
+    with pytest.raises(LLMConfigError, match=r"NAME of an environment variable .*got 'MY KEY'"):
+        resolve({"backend": "openai", "model": "m", "api_key_env": "MY KEY"})
+
+
+def test_an_empty_or_cut_cache_entry_from_before_is_asked_again(srv, tmp_path):
+    """Caches written before empty and cut replies stopped being cached may hold some: a live backend asks again
+    (and keeps the new answer); replay serves what there is."""
+    srv.push(reply("#1"), reply("#2"))
+    llm = llm_for(srv, tmp_path)
+    llm.chat(MSG)
+    (path,) = cache_files(tmp_path)
+    entry = json.load(open(path))
+    with open(path, "w") as f:
+        json.dump(dict(entry, text="<think>cut", finish_reason="length"), f)
+    assert not llm.cached(MSG) and llm.chat(MSG) == ["#2"] and srv.count == 2 and llm.cached(MSG)
+    with open(path, "w") as f:
+        json.dump(dict(entry, text="", finish_reason="stop"), f)
+    replay = make_llm({"backend": "replay", "model": "test-model", "cache_dir": str(tmp_path / "cache"),
+                       "temperature": 0.5, "max_tokens": 32}, None)
+    assert replay.chat(MSG) == [""]
