@@ -127,6 +127,13 @@ def adopt_trained(settings, trained):
     return s, differ
 
 
+def require_trained(folder, meta):
+    """augment_checkpoint's folder must hold finished models (its meta.json has "train")."""
+    if "train" not in meta:
+        raise ConfigError(f"augment_checkpoint={folder} holds no trained models (its train stage did not finish): "
+                          f"rerun the command that made it, which continues its training")
+
+
 def check_files(config):
     """Before the run (run/preflight.py), as ConfigError: augment_checkpoint is an artifact folder with trained
     models; augment_out is neither the source dataset nor an existing dataset that generation did not write."""
@@ -146,9 +153,7 @@ def check_files(config):
             raise ConfigError(f"augment_checkpoint={folder} {what}: give an artifact folder "
                               f"results/augment/<augmenter>/<env>/<id> whose training finished (info.json's "
                               f"augment.artifacts of that run)")
-        if "train" not in meta:
-            raise ConfigError(f"augment_checkpoint={folder} holds no trained models (its train stage did not finish): "
-                              f"rerun the command that made it, which continues its training")
+        require_trained(folder, meta)
     if out and isinstance(source, str) and source and os.path.exists(out) and os.path.exists(source) and \
             os.path.samefile(out, source):
         raise ConfigError(f"augment_out={out} is the source dataset (offline_dataset): generation writes a new file; "
@@ -421,9 +426,7 @@ class CodiAugmenter(Augmenter):
             raise ConfigError(f"augment_checkpoint={folder} was trained as {meta['augmenter']} (labels: "
                               f"{meta['labels']}); {self.name} needs labels '{self.labels}': use the checkpoint's "
                               f"--config={meta['augmenter']} (codi and codi_no_comp share their models)")
-        if "train" not in meta:
-            raise ConfigError(f"augment_checkpoint={folder} holds no trained models (its train stage did not "
-                              f"finish): rerun the command that made it, which continues its training")
+        require_trained(folder, meta)
         return meta
 
     # ------------------------------------------------------------------ checks before any stage
