@@ -386,12 +386,14 @@ def cell(gs, digits=3):
     return out
 
 
-def fmt_cell(c, normalised=False, digits=3):
+def fmt_cell(c, normalised=False, digits=3, of=None):
+    """mean ± std [normalised]; `of`: the seeds asked for, so a cell with fewer finished runs says how many it has."""
     from analysis.report import fmt_mean_std
 
     if not c:
         return "–"
-    text = fmt_mean_std(c["finals"], digits) + ("" if c["n"] > 1 else " (n=1)")
+    partial = f" (n={c['n']} of {of})" if of and c["n"] < of else ("" if c["n"] > 1 else " (n=1)")
+    text = fmt_mean_std(c["finals"], digits) + partial
     if normalised and c.get("normalised_mean") is not None:
         norm = f"{c['normalised_mean']:.2f}" + (f" ± {c['normalised_std']:.2f}" if c.get("normalised_std") else "")
         text += f" [{norm}]"
@@ -570,6 +572,10 @@ def env_report(plan, files, a):
 def markdown(plan, data):
     tags = list(data["labelers"])
     norm = bool(data["normalise"])
+
+    def cell_text(c, normalised=False):
+        return fmt_cell(c, normalised, of=len(data["seeds"]))
+
     refs = data["references"]
     lines = [f"# MisoDICE table: {plan.env} ({plan.label})", ""]
     if data["quick"]:
@@ -590,14 +596,14 @@ def markdown(plan, data):
     lines += ["## Final return per method and labeler (Table 11: oracle; Tables 1/4: noisy 0.75, LLM)", "",
               "| method | " + " | ".join(tags) + " |", "|---|" + "---|" * len(tags)]
     for label, _, _ in METHODS:
-        lines.append(f"| {label} | " + " | ".join(fmt_cell(data["labelers"][t]["methods"].get(label), norm)
+        lines.append(f"| {label} | " + " | ".join(cell_text(data["labelers"][t]["methods"].get(label), norm)
                                                  for t in tags) + " |")
     if plan.env.startswith("smax"):
         lines += ["", f"## Win rate (test_battle_won_mean, {final_words(data.get('reevaluate_win'))})", "",
                   "| method | " + " | ".join(tags) + " |",
                   "|---|" + "---|" * len(tags)]
         for label, _, _ in METHODS:
-            lines.append(f"| {label} | " + " | ".join(fmt_cell(data["labelers"][t]["methods"].get(label + " win"))
+            lines.append(f"| {label} | " + " | ".join(cell_text(data["labelers"][t]["methods"].get(label + " win"))
                                                      for t in tags) + " |")
     lines += ["", "## Labels and O-MAPL's top-K", "",
               "Agreement: with the return oracle on non-tie pairs; expert-vs-poor: accuracy on pairs of a ground-truth "
@@ -615,15 +621,15 @@ def markdown(plan, data):
         ceiling = (e.get("ceiling") or {}).get("precision")
         lines.append(f"| {t} | {num(acc.get('items'))} | {num(acc.get('tie_rate'))} | {num(acc.get('unlabeled_rate'))} "
                      f"| {num(acc.get('agreement_return_nontie'))} | {num(acc.get('expert_vs_poor_accuracy'))} | "
-                     f"{fmt_cell(e.get('topk_precision'))} | {num(ceiling)} | {fmt_cell(e.get('spearman'))} |")
+                     f"{cell_text(e.get('topk_precision'))} | {num(ceiling)} | {cell_text(e.get('spearman'))} |")
     tables = data["tables"]
     if "ground_truth" in tables:
         first = tags[0]
         lines += ["", f"## Ground-truth D_E (Table 13): quality:expert vs O-MAPL's top-K ({first} labels)", "",
                   "| method | ground-truth D_E | O-MAPL D_E |", "|---|---|---|"]
         for label in DE_METHODS:
-            lines.append(f"| {label} | {fmt_cell(tables['ground_truth'].get(label), norm)} | "
-                         f"{fmt_cell(data['labelers'][first]['methods'].get(label), norm)} |")
+            lines.append(f"| {label} | {cell_text(tables['ground_truth'].get(label), norm)} | "
+                         f"{cell_text(data['labelers'][first]['methods'].get(label), norm)} |")
     if "k" in tables:
         keys = sorted({row["ceiling_key"] for row in tables["k"].values() if row.get("ceiling_key")}) or ["return"]
         lines += ["", f"## Size K of D_E (Table 6): MisoDICE ({tags[0]} labels)", "",
@@ -633,12 +639,12 @@ def markdown(plan, data):
                   "| K | MisoDICE | O-MAPL top-K precision | ceiling |", "|---:|---|---|---:|"]
         for kk, row in tables["k"].items():
             ceiling = "–" if row.get("ceiling") is None else f"{row['ceiling']:.3f}"
-            lines.append(f"| {kk} | {fmt_cell(row['misodice'], norm)} | {fmt_cell(row['topk_precision'])} | "
+            lines.append(f"| {kk} | {cell_text(row['misodice'], norm)} | {cell_text(row['topk_precision'])} | "
                          f"{ceiling} |")
     if "alpha" in tables:
         lines += ["", f"## α (Table 8): MisoDICE ({tags[0]} labels)", "", "| α | MisoDICE |", "|---:|---|"]
         for x, c in tables["alpha"].items():
-            lines.append(f"| {x} | {fmt_cell(c, norm)} |")
+            lines.append(f"| {x} | {cell_text(c, norm)} |")
     lines += ["", f"Sweeps: {', '.join(sorted(data['sweeps'].values()))}; per-labeler reports (curves, CSVs, "
                   f"marl-eval JSON) in {rel(os.path.join(plan.a.out, f'misodice_{plan.env}'))}/."]
     return "\n".join(lines) + "\n"

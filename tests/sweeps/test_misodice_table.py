@@ -231,3 +231,13 @@ def test_check_names_a_missing_source_dataset(tmp_path, capsys):
                        "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "no dataset" in err and "no_such_mixture.h5" in err and "scripts/reference_datasets.py" in err
+
+
+def test_a_cell_with_fewer_finished_seeds_than_asked_says_so():
+    """A study read while it runs (--report-only) must not pass 2 seeds off as the 4 the header names."""
+    from misodice_table import fmt_cell
+
+    cell = {"n": 2, "finals": [0.3, 0.4]}
+    assert fmt_cell(cell, of=4) == "0.350 ± 0.050 (n=2 of 4)"
+    assert fmt_cell(cell, of=2) == "0.350 ± 0.050"
+    assert fmt_cell({"n": 1, "finals": [0.3]}, of=1) == "0.300 (n=1)"
