@@ -8,7 +8,8 @@ a redirect is never followed (a key must not travel to another host): it fails n
 
 Each attempt has one deadline, `timeout_s`, for the whole answer (a server that drips one byte at a time cannot
 stretch it), and `cancel()` (Ctrl-C) ends every attempt in flight at once: a Watchdog shuts the attempt's socket
-down, which wakes the read or write blocked on it. A response over `max_response_mb` is refused while it is read.
+down (for https the TLS socket), which wakes the read or write blocked on it. A response over `max_response_mb` is
+refused while it is read, a compressed one (identity encoding is asked for) at once.
 Every error text that leaves this module has the API key (and any "Bearer ..." token) cut out and no terminal
 escapes (utils.text.printable): a server may echo a key, or send anything, in its error body.
 """
@@ -122,8 +123,9 @@ def _shutdown(sock):
 class Watchdog:
     """Ends attempts in flight from outside their thread: at their deadline and on cancel(), by shutting their
     socket down (a blocked read or write then fails at once). The socket is learnt from httpcore's documented
-    `trace` extension ("connection.connect_tcp.complete") in the attempt's own thread; connections are not kept
-    alive, so every attempt makes its own and the watchdog always knows it."""
+    `trace` extension in the attempt's own thread: "connection.connect_tcp.complete", then for https
+    "connection.start_tls.complete" (the SSLSocket). Connections are not kept alive, so every attempt makes its own
+    and the watchdog always knows it."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -151,7 +153,9 @@ class Watchdog:
                 self._active.discard(a)
 
     def trace(self, event, info):
-        if event != "connection.connect_tcp.complete":
+        # the plain socket once connected; for https the SSLSocket that replaces it (wrapping detaches the plain one,
+        # whose shutdown then fails with EBADF: the watchdog would do nothing against a real API)
+        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
             return
         a = getattr(self._local, "attempt", None)
         stream = info.get("return_value")
@@ -250,17 +254,19 @@ class OpenAICompat:
         request.extensions["trace"] = self.watch.trace
 
     def _on_response(self, response):
-        limit, enc = self.max_bytes, response.headers.get("content-encoding", "identity").strip().lower()
-        if enc not in ("", "identity"):  # sent compressed although asked not to: bound what it can expand to
-            limit //= 16
-        what = (f"{self.base_url} sent a response of more than llm.max_response_mb={self.c['max_response_mb']} MB"
-                f"{' (compressed: 1/16 of it)' if limit < self.max_bytes else ''}; refused. Raise "
-                f"llm.max_response_mb if this server's answers are legitimately that large")
+        enc = response.headers.get("content-encoding", "identity").strip().lower()
+        if enc not in ("", "identity"):  # asked for identity: a compressed body could expand past any cap
+            response.close()
+            raise LLMBadResponse(f"{self.base_url} sent a response with Content-Encoding "
+                                 f"{self._text(enc, 40)!r} although this client asks for identity (uncompressed); "
+                                 f"refused (a compressed answer could expand far past llm.max_response_mb)")
+        what = (f"{self.base_url} sent a response of more than llm.max_response_mb={self.c['max_response_mb']} MB; "
+                f"refused. Raise llm.max_response_mb if this server's answers are legitimately that large")
         length = response.headers.get("content-length", "")
-        if length.strip().isdigit() and int(length) > limit:
+        if length.strip().isdigit() and int(length) > self.max_bytes:
             response.close()
             raise LLMBadResponse(what)
-        response.stream = self._capped(response.stream, limit, what)
+        response.stream = self._capped(response.stream, self.max_bytes, what)
 
     def _text(self, value, limit=300):
         """Text from a server or an exception, fit for a message: key cut out, no escapes, clipped."""

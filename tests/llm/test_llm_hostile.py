@@ -3,6 +3,7 @@ deadlines a dripping server cannot stretch, Ctrl-C that ends requests in flight,
 response size caps, redirects, keys echoed back, terminal escapes, impossible usage, odd content, replies that carry
 no answer, and the settings that must never hold a key."""
 import glob
+import gzip
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loopback_server import LoopbackServer, delay, drip, raw, reply, status  # noqa: E402
+from loopback_server import LoopbackServer, delay, drip, raw, reply, self_signed_cert, status  # noqa: E402
 
 from llm import (  # noqa: E402
     LLMBadResponse,
@@ -325,3 +326,52 @@ def test_an_empty_or_cut_cache_entry_from_before_is_asked_again(srv, tmp_path):
     replay = make_llm({"backend": "replay", "model": "test-model", "cache_dir": str(tmp_path / "cache"),
                        "temperature": 0.5, "max_tokens": 32}, None)
     assert replay.chat(MSG) == [""]
+
+
+# --- https: the watchdog must end attempts on TLS sockets too ---
+
+@pytest.fixture
+def tls_srv(tmp_path_factory, monkeypatch):
+    pair = self_signed_cert(str(tmp_path_factory.mktemp("tls")))
+    if pair is None:
+        pytest.skip("neither the cryptography package nor the openssl command is available")
+    monkeypatch.setenv("SSL_CERT_FILE", pair[0])  # the client trusts the self-signed certificate
+    with LoopbackServer(tls=pair) as s:
+        yield s
+
+
+def test_https_works_and_a_dripping_server_cannot_stretch_the_deadline(tls_srv, tmp_path):
+    """Against https the watchdog must shut the SSLSocket down (the plain one is detached by the TLS wrap)."""
+    assert tls_srv.base_url.startswith("https://")
+    tls_srv.push(reply("over tls"), drip("x" * 200, interval=0.05))
+    llm = llm_for(tls_srv, tmp_path, timeout_s=0.8)
+    assert llm.chat([{"role": "user", "content": "a"}]) == ["over tls"]
+    t0 = time.monotonic()
+    with pytest.raises(LLMTimeout, match=r"timeout_s=0.8s \(the whole answer, per attempt\)"):
+        llm.chat(MSG)
+    assert time.monotonic() - t0 < 3.0 and tls_srv.count == 2
+    llm.close()
+
+
+def test_https_cancel_ends_a_dripping_request_at_once(tls_srv, tmp_path):
+    tls_srv.push(drip("x" * 400, interval=0.05))
+    llm = llm_for(tls_srv, tmp_path, timeout_s=60.0, max_retries=3)
+    threading.Timer(0.7, llm.cancel).start()
+    t0 = time.monotonic()
+    with pytest.raises(LLMCancelled):
+        llm.chat(MSG)
+    assert time.monotonic() - t0 < 2.5 and tls_srv.count == 1
+    llm.close()
+
+
+def test_a_compressed_response_is_refused_not_expanded(srv, tmp_path):
+    """The client asks for identity encoding; a gzip body (here 8 MB of JSON in ~8 KB) is refused before it is
+    decoded, whatever max_response_mb allows."""
+    body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "A" * (8 * 2 ** 20)}, "finish_reason": "stop"}]})
+    bomb = gzip.compress(body.encode(), 9)
+    srv.push(raw(bomb, headers={"Content-Encoding": "gzip"}))
+    with pytest.raises(LLMBadResponse, match=r"Content-Encoding 'gzip' although this client asks for identity"):
+        llm_for(srv, tmp_path, max_response_mb=64, max_retries=2).chat(MSG)
+    assert srv.count == 1 and srv.requests[0]["headers"]["accept-encoding"] == "identity"
+    assert cache_files(tmp_path) == []
