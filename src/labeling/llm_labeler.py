@@ -16,8 +16,9 @@ How an item is answered:
   counts HTTP requests as sent (retries, re-asks and per-sample requests included: LLM.set_budget), so it is never
   exceeded. Ctrl-C ends the requests in flight at once (LLM.cancel) and keeps the answers so far.
 - A reply that is empty, or cut by llm.max_tokens (finish_reason=length), and gives no answer even after the re-ask
-  is not final: it is neither cached (llm) nor journaled, so a rerun asks it again (info["cut"] counts the items;
-  raise llm.max_tokens if they were cut). A reply no parser can read is unparsed, never an error.
+  is not final: it is not journaled (info["cut"] counts the items). The LLM cache keeps a cut reply (paid for) but
+  not an empty one: a rerun asks the empty ones again and gets the cut ones from the cache, so raise llm.max_tokens
+  if they were cut. A reply no parser can read is unparsed, never an error.
 - Resume: answers are in the LLM cache and in an append-only journal (labeling/journal.py); a rerun with the same
   settings asks only the items missing from it. A journal line that is not a valid answer of its item (a damaged
   file: a string answer, a missing field, a value the task cannot give) is skipped with a warning and re-asked.
@@ -310,8 +311,8 @@ class _Run:
         if got == "failed" or len(got) < len(self.orders) * self.n:
             return
         samples = [self._sample_entry(got, j) for j in range(self.n)]
-        # an answer missing because a reply was empty or cut by max_tokens is not final: not journaled (nor cached
-        # by the LLM layer), so a rerun asks again
+        # an answer missing because a reply was empty or cut by max_tokens is not final: not journaled, so a rerun
+        # asks again (the LLM cache answers a cut reply, an empty one is sent again)
         cut = any(s["answer"] is None and any(incomplete(got[o, j][3]) for o in self.orders)
                   for j, s in enumerate(samples))
         if self.multi:
@@ -417,8 +418,9 @@ class _Run:
                 "complete": self.stopped is None and c["failed"] == 0 and answered == n}
         if c["cut"]:
             log.warning(f"llm labeler: {c['cut']} item(s) got only empty replies or replies cut by llm.max_tokens="
-                        f"{cfg['max_tokens']} (finish_reason=length); they are not kept and a rerun asks them again "
-                        f"(raise llm.max_tokens if the replies were cut)")
+                        f"{cfg['max_tokens']} (finish_reason=length); they are not journaled: a rerun asks the "
+                        f"empty ones again, and the cut ones are answered by the LLM cache until llm.max_tokens is "
+                        f"raised")
         return info
 
 

@@ -70,8 +70,8 @@ def redact(text, secrets=()):
 
 class Reply(str):
     """A sample's text as chat() returns it (a str), with the server's `finish_reason` ("stop", "length", ...; None
-    when unknown). `incomplete`: empty, or cut by max_tokens: such a reply is returned but never cached, so a rerun
-    asks again."""
+    when unknown). `incomplete`: empty, or cut by max_tokens (a cut reply is cached like any other, an empty one
+    is not: the consumer decides what a cut reply is worth)."""
     finish_reason = None
 
     def __new__(cls, text, finish_reason=None):
@@ -81,7 +81,7 @@ class Reply(str):
 
     @property
     def incomplete(self):
-        return not self.strip() or self.finish_reason == "length"
+        return incomplete(self)
 
 
 def incomplete(text):

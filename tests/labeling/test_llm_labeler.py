@@ -323,12 +323,19 @@ def test_hostile_replies_are_unparsed_never_a_crash(tmp_path, data):
         assert again.info["from_journal"] == N_PAIRS and srv.count == 2 * N_PAIRS
 
 
-def test_empty_and_cut_replies_are_asked_again_on_rerun(tmp_path, data, caplog):
-    """A server that sends empty replies and replies cut by max_tokens: those items are not kept (neither cached nor
-    journaled), counted as `cut`, the set is incomplete; a rerun with a healthy server asks exactly them."""
+def test_empty_and_cut_replies_are_not_journaled_and_a_rerun_asks_the_empty_ones(tmp_path, data, caplog):
+    """A server that sends empty replies and replies cut by max_tokens: those items are not journaled, counted as
+    `cut`, the set is incomplete. The LLM layer caches a cut reply (it was paid for) but not an empty one: a rerun
+    with a healthy server asks exactly the items whose replies were empty; the cut ones come from the cache (no
+    request) and stay cut, until llm.max_tokens is raised."""
+    empty = []
+
     def broken(body):
         k = int(LENGTH.findall(body["messages"][1]["content"])[0])
-        return reply("") if k % 2 else reply("<think>Trajectory 1 is better since", finish_reason="length")
+        if k % 2:
+            empty.append(k)
+            return reply("")
+        return reply("<think>Trajectory 1 is better since", finish_reason="length")
 
     items, whole = None, None
     with LoopbackServer(responder=judge) as srv:
@@ -337,15 +344,18 @@ def test_empty_and_cut_replies_are_asked_again_on_rerun(tmp_path, data, caplog):
         with caplog.at_level(logging.WARNING, logger="labeling"):
             _, cut = run(args_for(srv, tmp_path, llm={"concurrency": 1}), data)
         assert srv.count == 6 + 2 * (N_PAIRS - 6)  # each broken item asked, then re-asked once
+    n_empty = len(empty) // 2  # an item's ask and re-ask
+    assert 0 < n_empty < N_PAIRS - 6
     info = cut.info
     assert info["labeled"] == 6 and info["cut"] == N_PAIRS - 6 and info["unparsed"] == 0 and not info["complete"]
     assert "replies cut by llm.max_tokens" in caplog.text
     assert len(open(info["journal"]).readlines()) == 6
     with LoopbackServer(responder=judge) as srv:
         _, rerun = run(args_for(srv, tmp_path, llm={"concurrency": 1}), data)
-        assert srv.count == N_PAIRS - 6  # exactly the items without an answer
-    assert rerun.info["complete"] and rerun.info["from_journal"] == 6
-    same(rerun.answers, whole.answers)
+        assert srv.count == n_empty  # exactly the items whose replies were empty
+    assert rerun.info["cut"] == N_PAIRS - 6 - n_empty and rerun.info["from_journal"] == 6
+    assert rerun.info["cache_hits"] == 2 * (N_PAIRS - 6 - n_empty) and not rerun.info["complete"]
+    assert rerun.info["labeled"] == 6 + n_empty
 
 
 def test_damaged_journal_lines_are_skipped_and_asked_again(tmp_path, data, caplog):

@@ -247,20 +247,25 @@ def test_content_parts_are_joined_and_other_content_is_a_bad_response(srv, tmp_p
     assert len(cache_files(tmp_path)) == 1
 
 
-def test_replies_without_an_answer_are_returned_but_not_cached(srv, tmp_path):
-    """An empty reply and one cut by max_tokens carry no answer: a later call (a rerun) asks again."""
-    srv.push(reply(""), reply("<think>it is #1 becau", finish_reason="length"), reply("#1"), reply("#2"))
+def test_an_empty_reply_is_not_cached_and_a_cut_one_is_with_its_finish_reason(srv, tmp_path):
+    """An empty reply carries nothing: a later call (a rerun) asks again. One cut by max_tokens was paid for and a
+    replay needs it: it is cached with finish_reason "length" and served as it is (the consumer decides)."""
+    srv.push(reply(""), reply("<think>it is #1 becau", finish_reason="length"), reply("#1"))
     llm = llm_for(srv, tmp_path)
     first = llm.chat([{"role": "user", "content": "a"}])
     second = llm.chat([{"role": "user", "content": "b"}])
     assert first == [""] and first[0].incomplete and second[0].finish_reason == "length" and second[0].incomplete
-    assert cache_files(tmp_path) == []
-    assert llm.chat([{"role": "user", "content": "a"}]) == ["#1"] and llm.chat([{"role": "user", "content": "b"}]) \
-        == ["#2"]
-    again = llm.chat([{"role": "user", "content": "b"}])  # now from the cache, with its finish reason
-    assert again == ["#2"] and again[0].finish_reason == "stop" and srv.count == 4
+    assert len(cache_files(tmp_path)) == 1
+    assert llm.chat([{"role": "user", "content": "a"}]) == ["#1"]
+    again = llm.chat([{"role": "user", "content": "b"}])  # from the cache, still marked cut
+    assert again == ["<think>it is #1 becau"] and again[0].finish_reason == "length" and again[0].incomplete
+    assert srv.count == 3 and llm.cached([{"role": "user", "content": "b"}])
     llm.close()
     assert [line["finish_reasons"] for line in transcript(tmp_path)][:2] == [["stop"], ["length"]]
+    replay = make_llm({"backend": "replay", "model": "test-model", "cache_dir": str(tmp_path / "cache"),
+                       "temperature": 0.5, "max_tokens": 32}, None)
+    out = replay.chat([{"role": "user", "content": "b"}])
+    assert out == ["<think>it is #1 becau"] and out[0].finish_reason == "length"
 
 
 def test_server_models_are_in_the_ledger(srv, tmp_path):
@@ -310,9 +315,9 @@ def test_a_name_that_is_not_a_variable_name_is_refused():
         resolve({"backend": "openai", "model": "m", "api_key_env": "MY KEY"})
 
 
-def test_an_empty_or_cut_cache_entry_from_before_is_asked_again(srv, tmp_path):
-    """Caches written before empty and cut replies stopped being cached may hold some: a live backend asks again
-    (and keeps the new answer); replay serves what there is."""
+def test_an_empty_cache_entry_from_before_is_asked_again_with_a_warning(srv, tmp_path, caplog):
+    """Caches written by an older version may hold empty replies: a live backend asks again (with a warning, and
+    keeps the new answer); replay serves what there is. A cut entry is served (never skipped)."""
     srv.push(reply("#1"), reply("#2"))
     llm = llm_for(srv, tmp_path)
     llm.chat(MSG)
@@ -320,12 +325,18 @@ def test_an_empty_or_cut_cache_entry_from_before_is_asked_again(srv, tmp_path):
     entry = json.load(open(path))
     with open(path, "w") as f:
         json.dump(dict(entry, text="<think>cut", finish_reason="length"), f)
-    assert not llm.cached(MSG) and llm.chat(MSG) == ["#2"] and srv.count == 2 and llm.cached(MSG)
+    assert llm.cached(MSG) and llm.chat(MSG) == ["<think>cut"] and srv.count == 1
+    with open(path, "w") as f:
+        json.dump(dict(entry, text=" ", finish_reason="stop"), f)
+    with caplog.at_level(logging.WARNING, logger="llm"):
+        assert not llm.cached(MSG) and llm.chat(MSG) == ["#2"] and srv.count == 2 and llm.cached(MSG)
+    assert "holds empty replies" in caplog.text
     with open(path, "w") as f:
         json.dump(dict(entry, text="", finish_reason="stop"), f)
     replay = make_llm({"backend": "replay", "model": "test-model", "cache_dir": str(tmp_path / "cache"),
                        "temperature": 0.5, "max_tokens": 32}, None)
     assert replay.chat(MSG) == [""]
+
 
 
 # --- https: the watchdog must end attempts on TLS sockets too ---
