@@ -7,6 +7,8 @@ expression that can backtrack), and the parsers of the layers above read at most
 import math
 import re
 
+from utils.text import printable
+
 _OPEN = re.compile(r"<think>", re.IGNORECASE)
 _CLOSE = re.compile(r"</think>", re.IGNORECASE)
 _BEARER = re.compile(r"\b(bearer)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
@@ -66,6 +68,14 @@ def redact(text, secrets=()):
         if secret and len(secret) >= 8:
             text = text.replace(secret, "<redacted>")
     return _BEARER.sub(r"\1 <redacted>", text)
+
+
+def safe_text(value, secrets=(), limit=None):
+    """Text from a server or an exception, fit for a message or a file: no terminal escapes or control characters
+    (utils.text.printable, newlines as ' | '), then each secret and "Bearer" token cut out (in this order: an escape
+    inside a key would hide it from redact, and printable would then join it again), then clipped to `limit`."""
+    text = redact(printable(str(value)[:100_000], newlines=False), secrets)
+    return text if limit is None else printable(text, limit)
 
 
 class Reply(str):

@@ -175,8 +175,8 @@ def test_a_cost_budget_without_prices_is_refused():
 
 
 @pytest.mark.parametrize("usage", [{"prompt_tokens": -10 ** 9, "completion_tokens": -10 ** 9},
-                                   {"prompt_tokens": 10 ** 12, "completion_tokens": 3},
-                                   {"prompt_tokens": 5, "completion_tokens": "many"}])
+                                   {"prompt_tokens": 5, "completion_tokens": "many"},
+                                   {"prompt_tokens": 5, "completion_tokens": 2.5}])
 def test_impossible_usage_is_counted_as_an_estimate(srv, tmp_path, caplog, usage):
     srv.push(reply("hello there", usage=usage))
     llm = llm_for(srv, tmp_path, price_in_per_m=1.0, price_out_per_m=1.0)
@@ -185,6 +185,21 @@ def test_impossible_usage_is_counted_as_an_estimate(srv, tmp_path, caplog, usage
     led = llm.ledger()
     assert 0 < led["prompt_tokens"] < 100 and 0 < led["completion_tokens"] < 100 and led["estimated_requests"] == 1
     assert 0 < led["cost_usd"] < 1e-3 and "impossible token usage" in caplog.text
+
+
+def test_oversized_usage_is_clamped_to_the_bound_not_estimated(srv, tmp_path, caplog):
+    """A reasoning model's completion_tokens count hidden tokens the text does not show: a count above the bound
+    (max_tokens + 16 per sample) is clamped to it, so a cost budget is not under-fed; one within it is kept."""
+    srv.push(reply("ok", usage={"prompt_tokens": 10 ** 12, "completion_tokens": 10 ** 9}),
+             reply("ok", usage={"prompt_tokens": 7, "completion_tokens": 40}))
+    llm = llm_for(srv, tmp_path, price_in_per_m=1.0, price_out_per_m=1.0, max_tokens=32)
+    with caplog.at_level(logging.WARNING, logger="llm"):
+        llm.chat([{"role": "user", "content": "a"}])
+    led = llm.ledger()
+    assert led["completion_tokens"] == 32 + 16 and led["prompt_tokens"] == 4 * len("a") + 4096
+    assert led["estimated_requests"] == 0 and "clamps them" in caplog.text
+    llm.chat([{"role": "user", "content": "b"}])  # 40 hidden reasoning tokens for a 1-token text: kept
+    assert llm.ledger()["completion_tokens"] == 48 + 40
 
 
 # --- what a response may be ---
@@ -386,3 +401,23 @@ def test_a_compressed_response_is_refused_not_expanded(srv, tmp_path):
         llm_for(srv, tmp_path, max_response_mb=64, max_retries=2).chat(MSG)
     assert srv.count == 1 and srv.requests[0]["headers"]["accept-encoding"] == "identity"
     assert cache_files(tmp_path) == []
+
+
+def test_a_key_split_by_an_escape_or_echoed_in_a_reply_never_reaches_a_file(srv, tmp_path):
+    """An escape inside the key hides it from a redaction that runs before the escapes are removed (which joins it
+    again): text is made printable first, then redacted. A key in a reply's text is cut out before it is stored;
+    a finish_reason that is not a short token is dropped."""
+    split = SECRET[:8] + "\x1b[0m" + SECRET[8:]
+    srv.push(reply("#1", model=split), reply(f"echo {SECRET}", finish_reason=f"stop {SECRET}"),
+             status(400, message=f"bad {split}"))
+    llm = llm_for(srv, tmp_path)
+    assert llm.chat([{"role": "user", "content": "a"}]) == ["#1"]
+    out = llm.chat([{"role": "user", "content": "b"}])
+    assert out == ["echo <redacted>"] and out[0].finish_reason is None
+    with pytest.raises(LLMRequestError) as e:
+        llm.chat([{"role": "user", "content": "c"}])
+    assert SECRET not in str(e.value) and "<redacted>" in str(e.value)
+    assert llm.ledger()["server_models"] == ["<redacted>", "test-model"]
+    llm.close()
+    files = [open(f).read() for f in glob.glob(str(tmp_path / "**" / "*"), recursive=True) if os.path.isfile(f)]
+    assert len(files) >= 3 and not any(SECRET in f for f in files)
