@@ -123,6 +123,8 @@ class LLM:
             return list(texts)
         except BaseException as e:
             error = e
+            if isinstance(e, LLMError):  # how many HTTP requests this call sent before it failed (0: none)
+                e.sent = stats["attempts"]
             if isinstance(e, KeyboardInterrupt):  # Ctrl-C in this thread: end the other requests in flight too
                 self.cancel()
             raise
@@ -176,7 +178,9 @@ class LLM:
     def set_budget(self, max_requests=None, max_cost_usd=None):
         """Send at most `max_requests` HTTP requests from now on (every attempt counts: retries, per-sample
         requests; 0 = answers from the cache only), and none once the ledger's cost reached `max_cost_usd` (needs
-        llm.price_*_per_m). A request the budget stops raises LLMBudgetExceeded naming it; None = no limit."""
+        llm.price_*_per_m; the cost is the ledger's, updated as each chat() call ends, so the calls in flight when it
+        is reached can overshoot it). A request the budget stops raises LLMBudgetExceeded naming it; None = no
+        limit."""
         with self._budget_lock:
             self._budget = {"max_requests": max_requests, "max_cost_usd": max_cost_usd}
             self._sent = 0
