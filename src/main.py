@@ -303,10 +303,11 @@ def finishing(path, saved, key, config):
 @contextlib.contextmanager
 def second_interrupt_exits():
     """The first Ctrl-C stops the run as always (KeyboardInterrupt: what is done is kept, the run is recorded as
-    INTERRUPTED, exit status 130); a second one while the run winds down ends the process at once with status 130
-    and one line, and once it has wound down (the process is exiting, its requests ended) further ones are ignored:
-    never a traceback. Only where SIGINT has Python's default handler and in the main thread; the default comes
-    back afterwards unless an interrupt came."""
+    INTERRUPTED, exit status 130); a second one, while the run winds down or after it (the process may still hang on
+    its way out: a thread, a child), ends the process at once with status 130 and one line: never a traceback,
+    never a Ctrl-C that does nothing (once Python finalizes, SIGINT has its default action: it ends the process,
+    status 130 to a shell). Only where SIGINT has Python's default handler and in the main thread; the
+    default comes back afterwards unless an interrupt came."""
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
@@ -327,7 +328,7 @@ def second_interrupt_exits():
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN if interrupted else signal.default_int_handler)
+        signal.signal(signal.SIGINT, again if interrupted else signal.default_int_handler)
 
 
 def main(argv):

@@ -16,8 +16,9 @@ How an item is answered:
   counts HTTP requests as sent (retries, re-asks and per-sample requests included: LLM.set_budget), so it is never
   exceeded. Ctrl-C ends the requests in flight at once (LLM.cancel) and keeps the answers so far.
 - A reply that is empty, or cut by llm.max_tokens (finish_reason=length), and gives no answer even after the re-ask
-  is not final: it is neither cached (llm) nor journaled, so a rerun asks it again (info["cut"] counts the items;
-  raise llm.max_tokens if they were cut). A reply no parser can read is unparsed, never an error.
+  is not final: it is not journaled (info["cut"] counts the items). The LLM cache keeps a cut reply (paid for) but
+  not an empty one: a rerun asks the empty ones again and gets the cut ones from the cache, so raise llm.max_tokens
+  if they were cut. A reply no parser can read is unparsed, never an error.
 - Resume: answers are in the LLM cache and in an append-only journal (labeling/journal.py); a rerun with the same
   settings asks only the items missing from it. A journal line that is not a valid answer of its item (a damaged
   file: a string answer, a missing field, a value the task cannot give) is skipped with a warning and re-asked.
@@ -135,11 +136,11 @@ class _Run:
         self.answers = np.full((len(items), self.n) if self.multi else len(items), np.nan)
         # item index -> {(order, sample): (raw choice, label or None, how, reply)} / "failed" / "cut" / "journaled"
         self.state = {}
-        self.counts = dict.fromkeys(("asked", "from_journal", "reasked", "reask_recovered", "unparsed", "failed",
+        self.counts = dict.fromkeys(("from_journal", "reasked", "reask_recovered", "unparsed", "failed",
                                      "cut", "journal_invalid", "swap_disagreements", "swap_both_parsed",
                                      "position_same", "first_position", "non_tie_choices"), 0)
         self.errors, self.stopped = [], None
-        self.started = set()  # items with a request started (asked) in this run
+        self.asked = set()  # items asked in this run: a call answered (the cache included) or that sent a request
         self.bar, self.own_bar = bar, bar is None
         self.llm = None
 
@@ -204,13 +205,15 @@ class _Run:
         labels) None or a value the task can give (task.answer_values; any finite number where it names none),
         choices and labels one per order, K of each for a task with K queries."""
         allowed = self.task.answer_values(item, self.lab.args)
+        # asked in both orders, a disagreement is a tie (0.5), whatever the task's own answers
+        tie = (0.5,) if len(self.orders) == 2 and allowed is not None else ()
 
-        def value(v):
+        def value(v, extra=()):
             if v is None:
                 return True
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 return False
-            return allowed is None or float(v) in allowed
+            return allowed is None or float(v) in allowed or float(v) in extra
 
         def orders(sample):
             return isinstance(sample, dict) and all(
@@ -220,9 +223,9 @@ class _Run:
         answer = entry.get("answer")
         if self.multi:
             samples = entry.get("samples")
-            return (isinstance(answer, list) and len(answer) == self.n and all(value(v) for v in answer)
+            return (isinstance(answer, list) and len(answer) == self.n and all(value(v, tie) for v in answer)
                     and isinstance(samples, list) and len(samples) == self.n and all(orders(x) for x in samples))
-        return "answer" in entry and value(answer) and orders(entry)
+        return "answer" in entry and value(answer, tie) and orders(entry)
 
     def _round(self, reqs):
         """Run requests [(item index, order, sample indices, messages, kind)] (one call with n = len(samples));
@@ -246,8 +249,10 @@ class _Run:
     def _answered(self, req, out):
         """Take one call's answers (or its error); returns the re-asks its unreadable replies need."""
         k, o, js, msgs, kind = req
-        self.counts["asked"] += len(js) if kind == "ask" else 0
-        if isinstance(out, (LLMBudgetExceeded, LLMCacheMiss, LLMCancelled)):  # a stop: the item is not failed
+        stop = isinstance(out, (LLMBudgetExceeded, LLMCacheMiss, LLMCancelled))
+        if not (stop and getattr(out, "sent", 0) == 0):  # answered (cache included) or something was sent
+            self.asked.add(k)
+        if stop:  # a stop: the item is not failed
             self._set_stop(f"replay cache miss: {out}" if isinstance(out, LLMCacheMiss) else str(out))
             return []
         if isinstance(out, LLMError):
@@ -310,8 +315,8 @@ class _Run:
         if got == "failed" or len(got) < len(self.orders) * self.n:
             return
         samples = [self._sample_entry(got, j) for j in range(self.n)]
-        # an answer missing because a reply was empty or cut by max_tokens is not final: not journaled (nor cached
-        # by the LLM layer), so a rerun asks again
+        # an answer missing because a reply was empty or cut by max_tokens is not final: not journaled, so a rerun
+        # asks again (the LLM cache answers a cut reply, an empty one is sent again)
         cut = any(s["answer"] is None and any(incomplete(got[o, j][3]) for o in self.orders)
                   for j, s in enumerate(samples))
         if self.multi:
@@ -379,7 +384,6 @@ class _Run:
         if why is not None and not self.llm.cached(**call):
             self._set_stop(why)
             return True
-        self.started.add(k)
         return False
 
     def _info(self, cfg, todo):
@@ -390,9 +394,9 @@ class _Run:
         answered = c["from_journal"] + journaled
         # every item is one of: answered (journal, or journaled now), failed, cut (empty or cut replies: asked again
         # on rerun), unfinished (asked, but the run stopped before its answer was final, e.g. its re-ask), unasked
-        unasked = sum(1 for k in todo if k not in self.started)
-        unfinished = sum(1 for k in todo if k in self.started and self.state.get(k) not in ("journaled", "failed",
-                                                                                              "cut"))
+        unasked = sum(1 for k in todo if k not in self.asked and self.state.get(k) != "failed")
+        unfinished = sum(1 for k in todo if k in self.asked and self.state.get(k) not in ("journaled", "failed",
+                                                                                            "cut"))
         sent = led.get("attempts", 0)  # HTTP requests sent, retries included
         tokens = led.get("prompt_tokens", 0) + led.get("completion_tokens", 0)
         info = {**self.lab.settings(), **self.prompt.provenance(), "backend": cfg["backend"],
@@ -409,6 +413,8 @@ class _Run:
                 "first_position_rate": _rate(c["first_position"], c["non_tie_choices"]),
                 "requests": sent, "retries": led.get("retries", 0), "cache_hits": led.get("cache_hits", 0),
                 "prompt_tokens": led.get("prompt_tokens", 0), "completion_tokens": led.get("completion_tokens", 0),
+                # tokens per answered request (failed attempts carry none); "requests" counts every attempt sent
+                "answered_requests": led.get("requests", 0),
                 "tokens_per_request": _rate(tokens, led.get("requests", 0)), "cost_usd": led.get("cost_usd", 0.0),
                 "stopped": self.stopped, "errors": self.errors, "journal": self.journal.path,
                 "queries": self.n if self.multi else None,
@@ -417,8 +423,9 @@ class _Run:
                 "complete": self.stopped is None and c["failed"] == 0 and answered == n}
         if c["cut"]:
             log.warning(f"llm labeler: {c['cut']} item(s) got only empty replies or replies cut by llm.max_tokens="
-                        f"{cfg['max_tokens']} (finish_reason=length); they are not kept and a rerun asks them again "
-                        f"(raise llm.max_tokens if the replies were cut)")
+                        f"{cfg['max_tokens']} (finish_reason=length); they are not journaled: a rerun asks the "
+                        f"empty ones again, and the cut ones are answered by the LLM cache until llm.max_tokens is "
+                        f"raised")
         return info
 
 

@@ -35,8 +35,9 @@ def check_messages(messages):
 
 class LLM:
     """`chat()` returns n samples for a conversation; sample i comes from the cache entry (request, i) when present,
-    else from the backend (then it is cached, unless it is empty or was cut by max_tokens: those are asked again
-    next time). Each sample is a str (llm.text_utils.Reply: with its `finish_reason`). Use as a context manager or
+    else from the backend (then it is cached with its finish_reason, unless it is empty: that is asked again next
+    time). Each sample is a str (llm.text_utils.Reply: with its `finish_reason`; `incomplete` when empty or cut
+    by max_tokens, for its consumer to judge). Use as a context manager or
     call `close()`.
 
     Budgets (set_budget) count HTTP requests as sent (retries and per-sample requests included) and stop the next
@@ -66,6 +67,7 @@ class LLM:
         self._budget = {"max_requests": None, "max_cost_usd": None}
         self._sent = 0  # HTTP requests sent (every attempt), for max_requests
         self._cache_warned = False
+        self._empty_warned = False
         if self.backend == "local":
             from llm.local import LocalServer
             from llm.openai_backend import OpenAICompat
@@ -121,6 +123,8 @@ class LLM:
             return list(texts)
         except BaseException as e:
             error = e
+            if isinstance(e, LLMError):  # how many HTTP requests this call sent before it failed (0: none)
+                e.sent = stats["attempts"]
             if isinstance(e, KeyboardInterrupt):  # Ctrl-C in this thread: end the other requests in flight too
                 self.cancel()
             raise
@@ -139,13 +143,20 @@ class LLM:
         return all(self._cached_reply(cache_key(ident, i)) is not None for i in range(n))
 
     def _cached_reply(self, key):
-        """The cached sample of `key` as a Reply, or None. An empty or cut entry (written before such replies stopped
-        being cached) counts as missing where a server can answer again; replay serves what there is."""
+        """The cached sample of `key` as a Reply (with its finish_reason: a reply cut by max_tokens is served as it
+        is, its consumer decides), or None. Only an empty entry (written before empty replies stopped being cached)
+        is asked again where a server can answer, with a warning; replay serves it."""
         entry = self.cache.get(key)
         if entry is None:
             return None
         reply = Reply(entry["text"], entry.get("finish_reason"))
-        return None if reply.incomplete and self.api is not None else reply
+        if not reply.strip() and self.api is not None:
+            if not self._empty_warned:
+                self._empty_warned = True
+                log.warning(f"the LLM cache {self.cache.root} holds empty replies (cached by an older version); "
+                            f"they are asked again")
+            return None
+        return reply
 
     def chat_many(self, requests, concurrency=None, stop=None):
         """Many independent chat() calls, at most `concurrency` at a time (default and upper bound: llm.concurrency,
@@ -167,7 +178,9 @@ class LLM:
     def set_budget(self, max_requests=None, max_cost_usd=None):
         """Send at most `max_requests` HTTP requests from now on (every attempt counts: retries, per-sample
         requests; 0 = answers from the cache only), and none once the ledger's cost reached `max_cost_usd` (needs
-        llm.price_*_per_m). A request the budget stops raises LLMBudgetExceeded naming it; None = no limit."""
+        llm.price_*_per_m; the cost is the ledger's, updated as each chat() call ends, so the calls in flight when it
+        is reached can overshoot it). A request the budget stops raises LLMBudgetExceeded naming it; None = no
+        limit."""
         with self._budget_lock:
             self._budget = {"max_requests": max_requests, "max_cost_usd": max_cost_usd}
             self._sent = 0
@@ -230,7 +243,9 @@ class LLM:
 
     def _store(self, key, ident, index, choice, result, texts):
         texts[index] = reply = Reply(choice.text, choice.finish_reason)
-        if self.cache is None or reply.incomplete:  # empty or cut by max_tokens: no answer to keep; asked again
+        # an empty reply has nothing to keep: asked again. One cut by max_tokens is kept (with its finish_reason):
+        # it was paid for, a replay needs it, and its consumer decides what it is worth (a labeler re-asks it)
+        if self.cache is None or not reply.strip():
             return
         try:
             self.cache.put(key, {"request": dict(ident, sample_index=index), "text": choice.text,

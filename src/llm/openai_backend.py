@@ -8,13 +8,15 @@ a redirect is never followed (a key must not travel to another host): it fails n
 
 Each attempt has one deadline, `timeout_s`, for the whole answer (a server that drips one byte at a time cannot
 stretch it), and `cancel()` (Ctrl-C) ends every attempt in flight at once: a Watchdog shuts the attempt's socket
-down, which wakes the read or write blocked on it. A response over `max_response_mb` is refused while it is read.
+down (for https the TLS socket), which wakes the read or write blocked on it. A response over `max_response_mb` is
+refused while it is read, a compressed one (identity encoding is asked for) at once.
 Every error text that leaves this module has the API key (and any "Bearer ..." token) cut out and no terminal
 escapes (utils.text.printable): a server may echo a key, or send anything, in its error body.
 """
 import logging
 import os
 import random
+import re
 import socket
 import threading
 from contextlib import contextmanager
@@ -26,8 +28,7 @@ from tenacity.wait import wait_base
 from llm.config import is_loopback
 from llm.errors import LLMBadResponse, LLMCancelled, LLMError, LLMRequestError, LLMTimeout, LLMUnavailable
 from llm.ledger import estimate_tokens, messages_text, now
-from llm.text_utils import redact
-from utils.text import printable
+from llm.text_utils import safe_text
 
 log = logging.getLogger("llm")
 # the HTTP library logs every request at INFO; our transcript already records each call
@@ -37,6 +38,7 @@ for _name in ("httpx", "httpx2"):
 
 LOOPBACK_DUMMY_KEY = "sk-no-key-needed-for-loopback"
 TRANSIENT_STATUS = (408, 409, 429)
+_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
 
 
 @dataclass
@@ -90,14 +92,15 @@ class Backoff(wait_base):
 
 
 def _server_detail(exc, secrets=()):
-    """The server's error message, redacted (before clipping: a clipped key would not be found) and printable."""
+    """The server's error message, printable and redacted (safe_text; before clipping: a clipped key would not be
+    found)."""
     body = getattr(exc, "body", None)
     msg = None
     if isinstance(body, dict):
         err = body.get("error", body)
         msg = err.get("message") if isinstance(err, dict) else str(err)
     msg = msg or getattr(exc, "message", None) or str(exc)
-    msg = " ".join(redact(printable(str(msg)[:100_000], newlines=False), secrets).split())
+    msg = " ".join(safe_text(msg, secrets).split())
     return msg if len(msg) <= 300 else msg[:300] + "..."
 
 
@@ -122,8 +125,9 @@ def _shutdown(sock):
 class Watchdog:
     """Ends attempts in flight from outside their thread: at their deadline and on cancel(), by shutting their
     socket down (a blocked read or write then fails at once). The socket is learnt from httpcore's documented
-    `trace` extension ("connection.connect_tcp.complete") in the attempt's own thread; connections are not kept
-    alive, so every attempt makes its own and the watchdog always knows it."""
+    `trace` extension in the attempt's own thread: "connection.connect_tcp.complete", then for https
+    "connection.start_tls.complete" (the SSLSocket). Connections are not kept alive, so every attempt makes its own
+    and the watchdog always knows it."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -151,7 +155,9 @@ class Watchdog:
                 self._active.discard(a)
 
     def trace(self, event, info):
-        if event != "connection.connect_tcp.complete":
+        # the plain socket once connected; for https the SSLSocket that replaces it (wrapping detaches the plain one,
+        # whose shutdown then fails with EBADF: the watchdog would do nothing against a real API)
+        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
             return
         a = getattr(self._local, "attempt", None)
         stream = info.get("return_value")
@@ -250,21 +256,23 @@ class OpenAICompat:
         request.extensions["trace"] = self.watch.trace
 
     def _on_response(self, response):
-        limit, enc = self.max_bytes, response.headers.get("content-encoding", "identity").strip().lower()
-        if enc not in ("", "identity"):  # sent compressed although asked not to: bound what it can expand to
-            limit //= 16
-        what = (f"{self.base_url} sent a response of more than llm.max_response_mb={self.c['max_response_mb']} MB"
-                f"{' (compressed: 1/16 of it)' if limit < self.max_bytes else ''}; refused. Raise "
-                f"llm.max_response_mb if this server's answers are legitimately that large")
+        enc = response.headers.get("content-encoding", "identity").strip().lower()
+        if enc not in ("", "identity"):  # asked for identity: a compressed body could expand past any cap
+            response.close()
+            raise LLMBadResponse(f"{self.base_url} sent a response with Content-Encoding "
+                                 f"{self._text(enc, 40)!r} although this client asks for identity (uncompressed); "
+                                 f"refused (a compressed answer could expand far past llm.max_response_mb)")
+        what = (f"{self.base_url} sent a response of more than llm.max_response_mb={self.c['max_response_mb']} MB; "
+                f"refused. Raise llm.max_response_mb if this server's answers are legitimately that large")
         length = response.headers.get("content-length", "")
-        if length.strip().isdigit() and int(length) > limit:
+        if length.strip().isdigit() and int(length) > self.max_bytes:
             response.close()
             raise LLMBadResponse(what)
-        response.stream = self._capped(response.stream, limit, what)
+        response.stream = self._capped(response.stream, self.max_bytes, what)
 
     def _text(self, value, limit=300):
         """Text from a server or an exception, fit for a message: key cut out, no escapes, clipped."""
-        return printable(redact(str(value)[:100_000], self.secrets), limit, newlines=False)
+        return safe_text(value, self.secrets, limit)
 
     def _transient(self, exc):
         o = self._openai
@@ -354,7 +362,8 @@ class OpenAICompat:
         out = []
         for ch in sorted(choices, key=lambda ch: ch.index or 0):
             text = _content_text(getattr(getattr(ch, "message", None), "content", None))
-            finish = ch.finish_reason if isinstance(ch.finish_reason, str) else None
+            finish = ch.finish_reason if isinstance(ch.finish_reason, str) and _TOKEN.fullmatch(ch.finish_reason) \
+                else None  # a short token ("stop", "length"), never free text (it is stored)
             if text is None:
                 if finish == "length":
                     text = ""
@@ -364,30 +373,40 @@ class OpenAICompat:
                                          f"{type(content).__name__}, finish_reason="
                                          f"{None if finish is None else repr(self._text(finish, 40))}); "
                                          f"tool calls and refusals are not supported here")
+            for secret in self.secrets:  # a key echoed in a reply is never stored (only the key: a reply may say
+                text = text.replace(secret, "<redacted>")  # "bearer" and mean it)
             out.append(Choice(text, finish))
         pt, ct, estimated = self._usage(getattr(resp, "usage", None), messages, out, max_tokens)
         model = getattr(resp, "model", None)
         return Result(out, pt, ct, estimated, server_model=self._text(model, 200) if isinstance(model, str) else None)
 
     def _usage(self, usage, messages, out, max_tokens):
-        """(prompt_tokens, completion_tokens, estimated): the server's counts when they are possible (whole numbers,
-        not negative, at most 4 tokens per prompt character plus a template's overhead, at most max_tokens per
-        sample), else an estimate (4 characters per token) and a warning: a negative or absurd count must not
-        make the cost negative or huge, which would disarm or trip a cost budget."""
+        """(prompt_tokens, completion_tokens, estimated). A count that is not a whole number or is negative becomes
+        an estimate (4 characters per token), with a warning: it must not make the cost negative, which would disarm
+        a cost budget. A count above what the request allows (4 tokens per prompt character plus a template's
+        overhead; max_tokens + 16 per sample) is clamped to that bound, with a warning: an estimate of the visible
+        text would under-count a reasoning model's hidden tokens, and a cost budget would stop late."""
         pt, ct = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
         prompt_chars = len(messages_text(messages))
+        bounds = (4 * prompt_chars + 4096, len(out) * (int(max_tokens or 0) + 16) if max_tokens else 10 ** 7)
 
-        def fine(v, high):
-            return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= high
+        def whole(v):
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
-        if fine(pt, 4 * prompt_chars + 4096) and fine(ct, len(out) * (int(max_tokens or 0) + 16) or 10 ** 7):
-            return pt, ct, False
-        if usage is not None and (pt is not None or ct is not None) and not self._warned_usage:
+        if whole(pt) and whole(ct):
+            if pt <= bounds[0] and ct <= bounds[1]:
+                return pt, ct, False
+            self._warn_usage(pt, ct, "clamps them to what the request allows")
+            return min(pt, bounds[0]), min(ct, bounds[1]), False
+        if usage is not None and (pt is not None or ct is not None):
+            self._warn_usage(pt, ct, "counts estimated tokens (4 characters each) for such answers")
+        return estimate_tokens(messages_text(messages)), sum(estimate_tokens(ch.text) for ch in out), True
+
+    def _warn_usage(self, pt, ct, what):
+        if not self._warned_usage:
             self._warned_usage = True
             log.warning(f"{self.base_url} reported impossible token usage (prompt_tokens={self._text(pt, 40)}, "
-                        f"completion_tokens={self._text(ct, 40)}); the ledger counts estimated tokens (4 characters "
-                        f"each) for such answers")
-        return estimate_tokens(messages_text(messages)), sum(estimate_tokens(ch.text) for ch in out), True
+                        f"completion_tokens={self._text(ct, 40)}); the ledger {what}")
 
     def _map(self, e, attempts):
         o = self._openai

@@ -7,6 +7,8 @@ expression that can backtrack), and the parsers of the layers above read at most
 import math
 import re
 
+from utils.text import printable
+
 _OPEN = re.compile(r"<think>", re.IGNORECASE)
 _CLOSE = re.compile(r"</think>", re.IGNORECASE)
 _BEARER = re.compile(r"\b(bearer)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
@@ -68,10 +70,18 @@ def redact(text, secrets=()):
     return _BEARER.sub(r"\1 <redacted>", text)
 
 
+def safe_text(value, secrets=(), limit=None):
+    """Text from a server or an exception, fit for a message or a file: no terminal escapes or control characters
+    (utils.text.printable, newlines as ' | '), then each secret and "Bearer" token cut out (in this order: an escape
+    inside a key would hide it from redact, and printable would then join it again), then clipped to `limit`."""
+    text = redact(printable(str(value)[:100_000], newlines=False), secrets)
+    return text if limit is None else printable(text, limit)
+
+
 class Reply(str):
     """A sample's text as chat() returns it (a str), with the server's `finish_reason` ("stop", "length", ...; None
-    when unknown). `incomplete`: empty, or cut by max_tokens: such a reply is returned but never cached, so a rerun
-    asks again."""
+    when unknown). `incomplete`: empty, or cut by max_tokens (a cut reply is cached like any other, an empty one
+    is not: the consumer decides what a cut reply is worth)."""
     finish_reason = None
 
     def __new__(cls, text, finish_reason=None):
@@ -81,7 +91,7 @@ class Reply(str):
 
     @property
     def incomplete(self):
-        return not self.strip() or self.finish_reason == "length"
+        return incomplete(self)
 
 
 def incomplete(text):

@@ -20,7 +20,8 @@ Actions (what the server does with one POST /v1/chat/completions):
         usage: None = counted from the texts (4 chars/token), False = no usage field, or a dict to send.
     status(code, message=None, headers=None, retry_after=None)   an OpenAI-style error body with that status
     delay(seconds, then=None)      wait (a client timeout shorter than this fires), then do `then` (default: auto)
-    raw(body, code=200, content_type="application/json")          send these bytes as they are (malformed JSON)
+    raw(body, code=200, content_type="application/json", headers=None)   send these bytes as they are (malformed
+                                   JSON; headers: extra ones, e.g. {"Content-Encoding": "gzip"} for gzipped bytes)
     drop()                         close the connection without an answer (a connection error for the client)
     drip(*texts, interval=0.05, headers=False)   a valid reply, its body sent one byte per `interval` seconds (its
                                    status line and headers too with headers=True): each read is quick, the whole slow
@@ -28,10 +29,17 @@ Actions (what the server does with one POST /v1/chat/completions):
 When the queue is empty the server uses `responder` (constructor argument; same forms as a callable action);
 the default, `auto`, answers every request with distinct texts "reply <k>" (k = request number), one per
 requested sample when `support_n=True` (default) and a single choice otherwise, like llama.cpp.
+`tls=(certfile, keyfile)`: serve https (base_url "https://127.0.0.1:<port>/v1"; the client must trust certfile, e.g.
+SSL_CERT_FILE=certfile); `self_signed_cert(folder)` makes such a pair for 127.0.0.1.
 `require_key="sk-..."`: requests without "Authorization: Bearer <that key>" get 401 (the queue is not used).
 GET /v1/models lists `model_id`; GET /health answers {"status": "ok"}.
 """
+import datetime
+import ipaddress
 import json
+import os
+import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -62,9 +70,9 @@ def delay(seconds, then=None):
     return _Action("delay", seconds=seconds, then=then)
 
 
-def raw(body, code=200, content_type="application/json"):
+def raw(body, code=200, content_type="application/json", headers=None):
     return _Action("raw", body=body.encode() if isinstance(body, str) else body, code=code,
-                   content_type=content_type)
+                   content_type=content_type, headers=headers)
 
 
 def drop():
@@ -89,13 +97,47 @@ def kill_after(cmd, srv, n, cwd, timeout_s=120.0):
     assert srv.count == n + 1, err[-3000:]
 
 
+def self_signed_cert(folder):
+    """(certfile, keyfile): a self-signed certificate for 127.0.0.1 in `folder`, made with the `cryptography` package
+    when installed, else the openssl command; None when neither is there."""
+    cert, key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        if shutil.which("openssl") is None:
+            return None
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        return cert, key
+    pk = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crt = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(pk.public_key())
+           .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+           .not_valid_after(now + datetime.timedelta(days=2))
+           .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+           .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+           .sign(pk, hashes.SHA256()))
+    with open(cert, "wb") as f:
+        f.write(crt.public_bytes(serialization.Encoding.PEM))
+    with open(key, "wb") as f:
+        f.write(pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()))
+    return cert, key
+
+
 def _tokens(text):
     return max(1, (len(text) + 3) // 4)
 
 
 class LoopbackServer:
-    def __init__(self, responder=None, support_n=True, require_key=None, model_id="loopback-model"):
+    def __init__(self, responder=None, support_n=True, require_key=None, model_id="loopback-model", tls=None):
         self.responder = responder or self.auto
+        self.tls = tls
         self.support_n = support_n
         self.require_key = require_key
         self.model_id = model_id
@@ -180,7 +222,7 @@ class LoopbackServer:
                     server._stop.wait(kw["seconds"])
                     return self._do(kw["then"] if kw["then"] is not None else server.responder, body)
                 if kind == "raw":
-                    return self._send(kw["code"], kw["body"], kw["content_type"])
+                    return self._send(kw["code"], kw["body"], kw["content_type"], kw["headers"])
                 if kind == "drop":
                     self.close_connection = True
                     return None
@@ -241,17 +283,28 @@ class LoopbackServer:
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
                     self.close_connection = True
 
+        ctx = None
+        if self.tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             allow_reuse_address = True
 
+            def get_request(self):  # https: the handshake happens in the handler's thread (on its first read)
+                sock, addr = super().get_request()
+                if ctx is not None:
+                    sock = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                return sock, addr
+
             def handle_error(self, request, client_address):  # a client that gave up (a deadline, a cancel)
-                if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+                if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
                     super().handle_error(request, client_address)
 
         self._httpd = Server(("127.0.0.1", 0), Handler)
         self.port = self._httpd.server_address[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.base_url = f"{'https' if ctx is not None else 'http'}://127.0.0.1:{self.port}/v1"
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="loopback-llm-server", daemon=True)
         self._thread.start()

@@ -3,6 +3,7 @@ deadlines a dripping server cannot stretch, Ctrl-C that ends requests in flight,
 response size caps, redirects, keys echoed back, terminal escapes, impossible usage, odd content, replies that carry
 no answer, and the settings that must never hold a key."""
 import glob
+import gzip
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loopback_server import LoopbackServer, delay, drip, raw, reply, status  # noqa: E402
+from loopback_server import LoopbackServer, delay, drip, raw, reply, self_signed_cert, status  # noqa: E402
 
 from llm import (  # noqa: E402
     LLMBadResponse,
@@ -174,8 +175,8 @@ def test_a_cost_budget_without_prices_is_refused():
 
 
 @pytest.mark.parametrize("usage", [{"prompt_tokens": -10 ** 9, "completion_tokens": -10 ** 9},
-                                   {"prompt_tokens": 10 ** 12, "completion_tokens": 3},
-                                   {"prompt_tokens": 5, "completion_tokens": "many"}])
+                                   {"prompt_tokens": 5, "completion_tokens": "many"},
+                                   {"prompt_tokens": 5, "completion_tokens": 2.5}])
 def test_impossible_usage_is_counted_as_an_estimate(srv, tmp_path, caplog, usage):
     srv.push(reply("hello there", usage=usage))
     llm = llm_for(srv, tmp_path, price_in_per_m=1.0, price_out_per_m=1.0)
@@ -184,6 +185,21 @@ def test_impossible_usage_is_counted_as_an_estimate(srv, tmp_path, caplog, usage
     led = llm.ledger()
     assert 0 < led["prompt_tokens"] < 100 and 0 < led["completion_tokens"] < 100 and led["estimated_requests"] == 1
     assert 0 < led["cost_usd"] < 1e-3 and "impossible token usage" in caplog.text
+
+
+def test_oversized_usage_is_clamped_to_the_bound_not_estimated(srv, tmp_path, caplog):
+    """A reasoning model's completion_tokens count hidden tokens the text does not show: a count above the bound
+    (max_tokens + 16 per sample) is clamped to it, so a cost budget is not under-fed; one within it is kept."""
+    srv.push(reply("ok", usage={"prompt_tokens": 10 ** 12, "completion_tokens": 10 ** 9}),
+             reply("ok", usage={"prompt_tokens": 7, "completion_tokens": 40}))
+    llm = llm_for(srv, tmp_path, price_in_per_m=1.0, price_out_per_m=1.0, max_tokens=32)
+    with caplog.at_level(logging.WARNING, logger="llm"):
+        llm.chat([{"role": "user", "content": "a"}])
+    led = llm.ledger()
+    assert led["completion_tokens"] == 32 + 16 and led["prompt_tokens"] == 4 * len("a") + 4096
+    assert led["estimated_requests"] == 0 and "clamps them" in caplog.text
+    llm.chat([{"role": "user", "content": "b"}])  # 40 hidden reasoning tokens for a 1-token text: kept
+    assert llm.ledger()["completion_tokens"] == 48 + 40
 
 
 # --- what a response may be ---
@@ -246,20 +262,25 @@ def test_content_parts_are_joined_and_other_content_is_a_bad_response(srv, tmp_p
     assert len(cache_files(tmp_path)) == 1
 
 
-def test_replies_without_an_answer_are_returned_but_not_cached(srv, tmp_path):
-    """An empty reply and one cut by max_tokens carry no answer: a later call (a rerun) asks again."""
-    srv.push(reply(""), reply("<think>it is #1 becau", finish_reason="length"), reply("#1"), reply("#2"))
+def test_an_empty_reply_is_not_cached_and_a_cut_one_is_with_its_finish_reason(srv, tmp_path):
+    """An empty reply carries nothing: a later call (a rerun) asks again. One cut by max_tokens was paid for and a
+    replay needs it: it is cached with finish_reason "length" and served as it is (the consumer decides)."""
+    srv.push(reply(""), reply("<think>it is #1 becau", finish_reason="length"), reply("#1"))
     llm = llm_for(srv, tmp_path)
     first = llm.chat([{"role": "user", "content": "a"}])
     second = llm.chat([{"role": "user", "content": "b"}])
     assert first == [""] and first[0].incomplete and second[0].finish_reason == "length" and second[0].incomplete
-    assert cache_files(tmp_path) == []
-    assert llm.chat([{"role": "user", "content": "a"}]) == ["#1"] and llm.chat([{"role": "user", "content": "b"}]) \
-        == ["#2"]
-    again = llm.chat([{"role": "user", "content": "b"}])  # now from the cache, with its finish reason
-    assert again == ["#2"] and again[0].finish_reason == "stop" and srv.count == 4
+    assert len(cache_files(tmp_path)) == 1
+    assert llm.chat([{"role": "user", "content": "a"}]) == ["#1"]
+    again = llm.chat([{"role": "user", "content": "b"}])  # from the cache, still marked cut
+    assert again == ["<think>it is #1 becau"] and again[0].finish_reason == "length" and again[0].incomplete
+    assert srv.count == 3 and llm.cached([{"role": "user", "content": "b"}])
     llm.close()
     assert [line["finish_reasons"] for line in transcript(tmp_path)][:2] == [["stop"], ["length"]]
+    replay = make_llm({"backend": "replay", "model": "test-model", "cache_dir": str(tmp_path / "cache"),
+                       "temperature": 0.5, "max_tokens": 32}, None)
+    out = replay.chat([{"role": "user", "content": "b"}])
+    assert out == ["<think>it is #1 becau"] and out[0].finish_reason == "length"
 
 
 def test_server_models_are_in_the_ledger(srv, tmp_path):
@@ -309,9 +330,9 @@ def test_a_name_that_is_not_a_variable_name_is_refused():
         resolve({"backend": "openai", "model": "m", "api_key_env": "MY KEY"})
 
 
-def test_an_empty_or_cut_cache_entry_from_before_is_asked_again(srv, tmp_path):
-    """Caches written before empty and cut replies stopped being cached may hold some: a live backend asks again
-    (and keeps the new answer); replay serves what there is."""
+def test_an_empty_cache_entry_from_before_is_asked_again_with_a_warning(srv, tmp_path, caplog):
+    """Caches written by an older version may hold empty replies: a live backend asks again (with a warning, and
+    keeps the new answer); replay serves what there is. A cut entry is served (never skipped)."""
     srv.push(reply("#1"), reply("#2"))
     llm = llm_for(srv, tmp_path)
     llm.chat(MSG)
@@ -319,9 +340,84 @@ def test_an_empty_or_cut_cache_entry_from_before_is_asked_again(srv, tmp_path):
     entry = json.load(open(path))
     with open(path, "w") as f:
         json.dump(dict(entry, text="<think>cut", finish_reason="length"), f)
-    assert not llm.cached(MSG) and llm.chat(MSG) == ["#2"] and srv.count == 2 and llm.cached(MSG)
+    assert llm.cached(MSG) and llm.chat(MSG) == ["<think>cut"] and srv.count == 1
+    with open(path, "w") as f:
+        json.dump(dict(entry, text=" ", finish_reason="stop"), f)
+    with caplog.at_level(logging.WARNING, logger="llm"):
+        assert not llm.cached(MSG) and llm.chat(MSG) == ["#2"] and srv.count == 2 and llm.cached(MSG)
+    assert "holds empty replies" in caplog.text
     with open(path, "w") as f:
         json.dump(dict(entry, text="", finish_reason="stop"), f)
     replay = make_llm({"backend": "replay", "model": "test-model", "cache_dir": str(tmp_path / "cache"),
                        "temperature": 0.5, "max_tokens": 32}, None)
     assert replay.chat(MSG) == [""]
+
+
+
+# --- https: the watchdog must end attempts on TLS sockets too ---
+
+@pytest.fixture
+def tls_srv(tmp_path_factory, monkeypatch):
+    pair = self_signed_cert(str(tmp_path_factory.mktemp("tls")))
+    if pair is None:
+        pytest.skip("neither the cryptography package nor the openssl command is available")
+    monkeypatch.setenv("SSL_CERT_FILE", pair[0])  # the client trusts the self-signed certificate
+    with LoopbackServer(tls=pair) as s:
+        yield s
+
+
+def test_https_works_and_a_dripping_server_cannot_stretch_the_deadline(tls_srv, tmp_path):
+    """Against https the watchdog must shut the SSLSocket down (the plain one is detached by the TLS wrap)."""
+    assert tls_srv.base_url.startswith("https://")
+    tls_srv.push(reply("over tls"), drip("x" * 200, interval=0.05))
+    llm = llm_for(tls_srv, tmp_path, timeout_s=0.8)
+    assert llm.chat([{"role": "user", "content": "a"}]) == ["over tls"]
+    t0 = time.monotonic()
+    with pytest.raises(LLMTimeout, match=r"timeout_s=0.8s \(the whole answer, per attempt\)"):
+        llm.chat(MSG)
+    assert time.monotonic() - t0 < 3.0 and tls_srv.count == 2
+    llm.close()
+
+
+def test_https_cancel_ends_a_dripping_request_at_once(tls_srv, tmp_path):
+    tls_srv.push(drip("x" * 400, interval=0.05))
+    llm = llm_for(tls_srv, tmp_path, timeout_s=60.0, max_retries=3)
+    threading.Timer(0.7, llm.cancel).start()
+    t0 = time.monotonic()
+    with pytest.raises(LLMCancelled):
+        llm.chat(MSG)
+    assert time.monotonic() - t0 < 2.5 and tls_srv.count == 1
+    llm.close()
+
+
+def test_a_compressed_response_is_refused_not_expanded(srv, tmp_path):
+    """The client asks for identity encoding; a gzip body (here 8 MB of JSON in ~8 KB) is refused before it is
+    decoded, whatever max_response_mb allows."""
+    body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "A" * (8 * 2 ** 20)}, "finish_reason": "stop"}]})
+    bomb = gzip.compress(body.encode(), 9)
+    srv.push(raw(bomb, headers={"Content-Encoding": "gzip"}))
+    with pytest.raises(LLMBadResponse, match=r"Content-Encoding 'gzip' although this client asks for identity"):
+        llm_for(srv, tmp_path, max_response_mb=64, max_retries=2).chat(MSG)
+    assert srv.count == 1 and srv.requests[0]["headers"]["accept-encoding"] == "identity"
+    assert cache_files(tmp_path) == []
+
+
+def test_a_key_split_by_an_escape_or_echoed_in_a_reply_never_reaches_a_file(srv, tmp_path):
+    """An escape inside the key hides it from a redaction that runs before the escapes are removed (which joins it
+    again): text is made printable first, then redacted. A key in a reply's text is cut out before it is stored;
+    a finish_reason that is not a short token is dropped."""
+    split = SECRET[:8] + "\x1b[0m" + SECRET[8:]
+    srv.push(reply("#1", model=split), reply(f"echo {SECRET}", finish_reason=f"stop {SECRET}"),
+             status(400, message=f"bad {split}"))
+    llm = llm_for(srv, tmp_path)
+    assert llm.chat([{"role": "user", "content": "a"}]) == ["#1"]
+    out = llm.chat([{"role": "user", "content": "b"}])
+    assert out == ["echo <redacted>"] and out[0].finish_reason is None
+    with pytest.raises(LLMRequestError) as e:
+        llm.chat([{"role": "user", "content": "c"}])
+    assert SECRET not in str(e.value) and "<redacted>" in str(e.value)
+    assert llm.ledger()["server_models"] == ["<redacted>", "test-model"]
+    llm.close()
+    files = [open(f).read() for f in glob.glob(str(tmp_path / "**" / "*"), recursive=True) if os.path.isfile(f)]
+    assert len(files) >= 3 and not any(SECRET in f for f in files)
