@@ -40,11 +40,9 @@ def asks(k):
 def test_results_by_index_in_flight_bounded_by_llm_concurrency(tmp_path):
     slow = Slow(0.1)
     with LoopbackServer(responder=slow) as srv, llm_for(srv, tmp_path, concurrency=3) as llm:
-        t0 = time.monotonic()
         got = dict(llm.chat_many(asks(9), concurrency=8))  # asks for 8, llm.concurrency caps at 3
-        wall = time.monotonic() - t0
         assert got == {i: [f"echo q{i}"] for i in range(9)}
-        assert slow.most == 3 and wall < 0.75  # 3 rounds of 0.1 s, not 9
+        assert slow.most == 3  # three at once (the server saw them overlap), never more: no wall-clock bound
         assert srv.count == 9 and llm.ledger()["requests"] == 9
         again = dict(llm.chat_many(asks(9), concurrency=1))  # all from the cache, same answers
         assert again == got and srv.count == 9 and llm.ledger()["cache_hits"] == 9
