@@ -72,7 +72,7 @@ def test_a_dripping_server_cannot_stretch_the_deadline(srv, tmp_path, headers):
     t0 = time.monotonic()
     with pytest.raises(LLMTimeout, match=r"timeout_s=0.6s \(the whole answer, per attempt\) after 2 attempt"):
         llm.chat(MSG)
-    assert srv.count == 2 and time.monotonic() - t0 < 5.0
+    assert srv.count == 2 and time.monotonic() - t0 < 8.0  # 20 s without the deadline; loose for a busy CI
     llm.close()
 
 
@@ -103,7 +103,7 @@ def test_cancel_ends_requests_in_flight_and_their_retries_at_once(tmp_path):
         llm.cancel()
         for t in threads:
             t.join(5)
-        assert time.monotonic() - t0 < 2.0 and all(isinstance(out[i], LLMCancelled) for i in range(2)), out
+        assert time.monotonic() - t0 < 10.0 and all(isinstance(out[i], LLMCancelled) for i in range(2)), out  # 30 s
         with pytest.raises(LLMCancelled):  # and nothing new starts
             llm.chat([{"role": "user", "content": "q3"}])
         assert srv.count == 2
@@ -122,7 +122,7 @@ def test_ctrl_c_in_chat_many_cancels_the_calls_in_flight(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             for _ in llm.chat_many([{"messages": [{"role": "user", "content": f"q{i}"}]} for i in range(6)]):
                 pass
-        assert time.monotonic() - t0 < 4.0 and srv.count == 3  # the three in flight, no retries, nothing after
+        assert time.monotonic() - t0 < 15.0 and srv.count == 3  # the three in flight (30 s each), no retries
         llm.close()
 
 
@@ -229,7 +229,7 @@ def test_a_retry_after_past_the_retry_deadline_is_not_waited_for(srv, tmp_path):
     t0 = time.monotonic()
     with pytest.raises(Exception, match="HTTP 503"):
         llm.chat(MSG)
-    assert time.monotonic() - t0 < 1.5 and srv.count == 1
+    assert time.monotonic() - t0 < 10.0 and srv.count == 1  # 30 s if the Retry-After were waited for
 
 
 def test_a_key_echoed_by_the_server_is_redacted_everywhere(srv, tmp_path, caplog):
@@ -375,7 +375,7 @@ def test_https_works_and_a_dripping_server_cannot_stretch_the_deadline(tls_srv, 
     t0 = time.monotonic()
     with pytest.raises(LLMTimeout, match=r"timeout_s=0.8s \(the whole answer, per attempt\)"):
         llm.chat(MSG)
-    assert time.monotonic() - t0 < 3.0 and tls_srv.count == 2
+    assert time.monotonic() - t0 < 6.0 and tls_srv.count == 2  # 10 s without the deadline
     llm.close()
 
 
@@ -386,7 +386,7 @@ def test_https_cancel_ends_a_dripping_request_at_once(tls_srv, tmp_path):
     t0 = time.monotonic()
     with pytest.raises(LLMCancelled):
         llm.chat(MSG)
-    assert time.monotonic() - t0 < 2.5 and tls_srv.count == 1
+    assert time.monotonic() - t0 < 8.0 and tls_srv.count == 1  # 20 s without the cancel
     llm.close()
 
 
