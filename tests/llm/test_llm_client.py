@@ -29,12 +29,6 @@ SECRET = "sk-test-secret-4f9c2b7e"
 MSG = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}]
 
 
-@pytest.fixture
-def srv():
-    with LoopbackServer() as s:
-        yield s
-
-
 @pytest.fixture(autouse=True)
 def api_key(monkeypatch):
     monkeypatch.setenv(KEY_ENV, SECRET)
