@@ -379,7 +379,7 @@ def cell(gs, digits=3):
         return None
     out = {"mean": float(gs.finals.mean()), "std": float(gs.finals.std()) if gs.n > 1 else None, "n": gs.n,
            "finals": [float(x) for x in gs.finals], "ci": list(gs.ci) if gs.ci else None,
-           "at_step": [int(x) for x in gs.steps], "runs": [r.path for r in gs.group.runs]}
+           "at_step": [int(x) for x in gs.steps], "runs": [r.path for r in gs.group.finished]}
     if gs.normalised is not None:
         out.update(normalised_mean=float(gs.normalised.mean()),
                    normalised_std=float(gs.normalised.std()) if gs.n > 1 else None)

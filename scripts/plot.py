@@ -29,14 +29,16 @@ from utils.runs import TRAINING_KINDS, chained_note, format_score, group_runs
 
 
 def score_table(groups, metric):
+    """Final scores of the finished runs; a RUNNING run's last evaluation is not its final one: it is counted
+    ("+1 running") and drawn, not scored."""
     lines = [f"| group | env | x | runs | final {metric} | at step |", "|---|---|---|---:|---|---|"]
     for g in groups:
-        finals = [r.values[-1] for r in g.runs]
-        steps = sorted({int(r.T[-1]) for r in g.runs})
-        at = f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
-        running = f" ({g.n_running} running)" if g.n_running else ""
-        lines.append(f"| {g.label} | {g.env} | {TRAINING_KINDS[g.kind]} | {len(g.runs)}{running} | "
-                     f"{format_score(finals)} | {at} |")
+        done = g.finished
+        steps = sorted({int(r.T[-1]) for r in done})
+        at = "–" if not steps else f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
+        running = f" (+{g.n_running} running, not scored)" if g.n_running else ""
+        lines.append(f"| {g.label} | {g.env} | {TRAINING_KINDS[g.kind]} | {len(done)}{running} | "
+                     f"{format_score([r.final for r in done]) if done else '–'} | {at} |")
     return "\n".join(lines)
 
 

@@ -17,7 +17,8 @@ Writes to --out (default results/reports/<metric>/, or results/sweeps/<name>/rep
   marl_eval.json   marl-eval's raw data layout (compare with BenchMARL / Mava)
   study.md/.json   with --study SPEC.json: a study's rows and figures (src/analysis/study.py)
 
-Which runs: training runs that COMPLETED or are RUNNING (flagged); evaluate, collection and generation runs,
+Which runs: training runs that COMPLETED or are RUNNING (drawn, counted, but not scored: a RUNNING run's last
+evaluation is not its final one); evaluate, collection and generation runs,
 failed runs and runs whose process died are skipped and counted with the reason. Groups: runs are seeds of one
 group when they share name, env, kind (online / offline) and every config key but the seed and bookkeeping
 (utils/runs.py); `--by alg,env,KEY,...` splits on the listed keys only and pools the rest as seeds (said in the
@@ -129,7 +130,8 @@ def report(args, mongo_client_factory=None):
     groups = group_runs(runs, ignore=set(split_keys(args.ignore)), by=by)
     finals_by_env = {}
     for g in groups:
-        finals_by_env.setdefault(g.env, []).extend(r.final for r in g.runs)
+        if g.finished:  # an env whose runs all still run has no final score to normalise by
+            finals_by_env.setdefault(g.env, []).extend(r.final for r in g.finished)
     normaliser = stats.make_normaliser(args.normalise, finals_by_env)
     scores = stats.group_scores(groups, normaliser, args.reps, args.seed)
     aggs = stats.aggregates(scores, normalised=normaliser is not None, reps=args.reps, seed=args.seed)
@@ -139,7 +141,8 @@ def report(args, mongo_client_factory=None):
           "## Final score per group", "",
           ("Final = the final model's re-evaluation where --finals gives one (see the notes), else "
            if finals_note else "Final = ") + "each run's last evaluation; mean ± std over runs (population std); "
-          "95% CI: bootstrap of the mean over runs (rliable, percentile). One-run groups: n=1, no spread.", "",
+          "95% CI: bootstrap of the mean over runs (rliable, percentile). One-run groups: n=1, no spread. "
+          "Runs still RUNNING have no final score yet: they are drawn, not scored (runs column).", "",
           tables.group_table(scores, args.metric, normaliser), "",
           f"## Across tasks: IQM and mean of {what}", "",
           "Per algorithm over the envs it ran on; 95% CIs: stratified bootstrap (rliable: runs resampled within "
@@ -152,7 +155,8 @@ def report(args, mongo_client_factory=None):
     elif len(finals_by_env) > 1:
         notes.append("the aggregates pool raw scores of envs on different scales: give --normalise to compare "
                      "across tasks")
-    notes += [n for n in (chained_note(runs), tables.pooled_note(groups), tables.skipped_summary(skipped)) if n]
+    notes += [n for n in (chained_note(runs), tables.pooled_note(groups), tables.unscored_note(groups),
+                          tables.skipped_summary(skipped)) if n]
     if notes:
         md += ["## Notes", "", *(f"- {n}" for n in notes), ""]
     markdown = "\n".join(md)
@@ -167,9 +171,10 @@ def report(args, mongo_client_factory=None):
     if not args.no_plots:
         files += plots.learning_curves(groups, args.metric, out, band=args.band, reps=min(args.reps, 500),
                                        seed=args.seed)
-        files += plots.interval_chart(aggs, what, out)
-        taus, profiles = stats.performance_profiles(aggs, reps=args.reps, seed=args.seed)
-        files += plots.performance_profile(taus, profiles, what, out)
+        if aggs:  # none while every run is still running: curves only
+            files += plots.interval_chart(aggs, what, out)
+            taus, profiles = stats.performance_profiles(aggs, reps=args.reps, seed=args.seed)
+            files += plots.performance_profile(taus, profiles, what, out)
     if study_spec is not None:
         from analysis.study import write_study
 

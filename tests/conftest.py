@@ -13,3 +13,25 @@ import tempfile  # noqa: E402
 # never create or read ~/.config/llm-pymarl/validator.key of the person running them.
 os.environ["XDG_CONFIG_HOME"] = _config_home = tempfile.mkdtemp(prefix="llm_pymarl_test_config_")
 atexit.register(shutil.rmtree, _config_home, ignore_errors=True)
+
+
+import signal  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _sigint_handler_restored():
+    """Each test leaves SIGINT's handler as it found it: src/main.py, run in-process, keeps its exit-at-once handler
+    after a Ctrl-C (right for the one run of a process, wrong for the next test)."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    if signal.getsignal(signal.SIGINT) is not handler:
+        signal.signal(signal.SIGINT, handler)
+
+
+@pytest.fixture
+def sigint_default():
+    """SIGINT with Python's default handler, as in a terminal (a test runner started in the background, or a CI
+    runner, may have it ignored or handled otherwise, where the code under test rightly leaves it alone)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -143,6 +143,12 @@ def run_main(tmp_path, alg, env, *updates, expect=0):
 SRC_MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "main.py")
 
 
+def sigint_as_in_a_terminal():
+    """preexec_fn for a child that is sent Ctrl-C: SIGINT with its default action, as a terminal leaves it (pytest
+    itself may run with SIGINT ignored, in the background or under CI, and a child would inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def ctrl_c_run(tmp_path, alg, env, *updates, ready, presses=1, timeout=120):
     """Run src/main.py (as run_main does) in a process group of its own and press Ctrl-C as a terminal does (SIGINT
     to the whole group, parallel-runner workers included) once `ready(console so far)` is true; `presses` times, the
@@ -153,10 +159,8 @@ def ctrl_c_run(tmp_path, alg, env, *updates, ready, presses=1, timeout=120):
     cmd = [sys.executable, SRC_MAIN, f"--config={alg}", f"--env-config={env}", "with",
            f"local_results_path={tmp_path}", "seed=3", *updates]
     with open(log_path, "w") as log:
-        # SIGINT as a terminal leaves it: pytest's own process may run with it ignored, which a child inherits
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"),
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=sigint_as_in_a_terminal)
     deadline = time.time() + timeout
 
     def wait_for(condition, what):

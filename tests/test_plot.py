@@ -101,7 +101,7 @@ def test_command_writes_png_and_prints_table(sacred, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| bc | penalty | gradient steps | 1 | 4.000 (n=1) | 20 |" in printed
     assert "| qmix lr=0.001 | penalty | env steps | 2 | 7.000 ± 1.000 (n=2) | 200 |" in printed
-    assert "| qmix lr=0.0005 | penalty | env steps | 3 (1 running) |" in printed
+    assert "| qmix lr=0.0005 | penalty | env steps | 2 (+1 running, not scored) |" in printed
     assert "± 0.000" not in printed and "skipped " in printed and "1 × FAILED" in printed
 
 

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 
+from helpers import sigint_as_in_a_terminal
 from main import second_interrupt_exits
 from utils.paths import REPO_ROOT
 
@@ -25,7 +26,7 @@ print("not reached", flush=True)
 """
 
 
-def test_without_an_interrupt_the_default_handler_comes_back():
+def test_without_an_interrupt_the_default_handler_comes_back(sigint_default):
     with second_interrupt_exits():
         handler = signal.getsignal(signal.SIGINT)
         assert handler is not signal.default_int_handler and handler.deferrable
@@ -34,6 +35,7 @@ def test_without_an_interrupt_the_default_handler_comes_back():
 
 def test_a_second_ctrl_c_after_the_wind_down_exits_at_once_with_one_line():
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO_ROOT, "src"))
-    p = subprocess.run([sys.executable, "-c", SCRIPT, "after"], env=env, capture_output=True, text=True, timeout=60)
+    p = subprocess.run([sys.executable, "-c", SCRIPT, "after"], env=env, capture_output=True, text=True, timeout=60,
+                       preexec_fn=sigint_as_in_a_terminal)
     assert p.returncode == 130 and p.stdout.split() == ["first", "wound", "down"], (p.stdout, p.stderr)
     assert p.stderr.strip().splitlines() == ["interrupted again (Ctrl-C): exiting now, status 130"]

@@ -28,7 +28,7 @@ def to_marl_eval(groups, metric):
     name = metric_name(metric)
     out = {}
     for g in groups:
-        for run in g.runs:
+        for run in g.finished:  # marl-eval's absolute_metrics are final scores: a RUNNING run has none yet
             env_name = str(run.config.get("env") or g.env)
             algos = out.setdefault(env_name, {}).setdefault(g.env, {}).setdefault(g.label, {})
             record = {f"step_{j}": {"step_count": int(t), name: [float(v)]}

@@ -32,7 +32,13 @@ def steps_range(steps):
 def runs_cell(gs):
     g = gs.group
     cell = f"{gs.n}" if gs.n > 1 else "1 (n=1)"
-    return cell + (f" ({g.n_running} running)" if g.n_running else "")
+    return cell + (f" (+{g.n_running} running, not scored)" if g.n_running else "")
+
+
+def unscored_note(groups):
+    """The groups whose runs are all still running: drawn, but with no final score yet."""
+    pending = [f"{g.label} ({g.env}): {g.n_running}" for g in groups if not g.finished]
+    return ("still running, no final score yet (curves drawn): " + "; ".join(pending)) if pending else ""
 
 
 def group_table(scores, metric, normaliser=None):
@@ -79,6 +85,7 @@ def pooled_note(groups):
 def write_group_csv(path, scores, metric):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
+        # runs: the finished runs scored; running: those not scored yet; run_paths: the scored ones
         w.writerow(["group", "name", "env", "kind", "settings", "runs", "running", f"{metric}_mean", f"{metric}_std",
                     "ci_low", "ci_high", "normalised_mean", "normalised_std", "normalised_ci_low",
                     "normalised_ci_high", "step_min", "step_max", "run_paths"])
@@ -90,7 +97,7 @@ def write_group_csv(path, scores, metric):
                         *(gs.ci if gs.ci else ("", "")),
                         norm.mean() if norm is not None else "", norm.std() if norm is not None and gs.n > 1 else "",
                         *(gs.normalised_ci if gs.normalised_ci else ("", "")),
-                        int(gs.steps.min()), int(gs.steps.max()), " ".join(r.path for r in g.runs)])
+                        int(gs.steps.min()), int(gs.steps.max()), " ".join(r.path for r in g.finished)])
 
 
 def write_aggregate_csv(path, aggs):

@@ -165,8 +165,8 @@ def make_normaliser(spec, finals_by_env):
 @dataclass
 class GroupScores:
     group: object  # utils.runs.Group
-    finals: np.ndarray  # each run's last logged value
-    steps: np.ndarray  # each run's last step
+    finals: np.ndarray  # each finished run's last logged value (or its re-evaluation)
+    steps: np.ndarray  # each finished run's last step
     ci: tuple = None  # 95% bootstrap CI of the mean over runs; None for one run
     normalised: np.ndarray = None
     normalised_ci: tuple = None
@@ -177,12 +177,15 @@ class GroupScores:
 
 
 def group_scores(groups, normaliser=None, reps=2000, seed=0):
-    """[GroupScores]: final scores of each group's runs, with the bootstrap CI of their mean (rliable,
-    resampling runs)."""
+    """[GroupScores]: final scores of each group's finished runs, with the bootstrap CI of their mean (rliable,
+    resampling runs). A group whose runs are all still running has no final score yet and no entry (see
+    report.unscored_note); a RUNNING run's last evaluation is not its final one."""
     out = []
     for g in groups:
-        finals = np.array([r.final for r in g.runs], float)
-        steps = np.array([r.T[-1] for r in g.runs], float)
+        if not g.finished:
+            continue
+        finals = np.array([r.final for r in g.finished], float)
+        steps = np.array([r.T[-1] for r in g.finished], float)
         gs = GroupScores(g, finals, steps)
         if normaliser is not None:
             gs.normalised = normaliser(g.env, finals)

@@ -96,10 +96,11 @@ def row_metrics(runs, threshold=None):
     """Per row (one Run per seed of the study metric): final mean ± std, steps to threshold, AUC (budget: each run's
     t_max), label accuracy (mean over seeds), LLM tokens and cost (summed: only the seed that labeled spent any);
     None where no run says."""
-    finals = np.array([r.final for r in runs], float)
+    finals = np.array([r.final for r in runs if r.finished], float)  # a RUNNING run has no final score yet
     aucs = np.array([curve_metrics.auc(r.T, r.values, r.config.get("t_max") or r.T[-1]) for r in runs], float)
     out = {"runs": len(runs), "running": sum(r.running for r in runs), "final": finals.tolist(),
-           "final_mean": float(finals.mean()), "final_std": float(finals.std()), "auc": aucs.tolist(),
+           "final_mean": float(finals.mean()) if len(finals) else None,
+           "final_std": float(finals.std()) if len(finals) else None, "auc": aucs.tolist(),
            "auc_mean": float(aucs.mean()), "auc_std": float(aucs.std()),
            "steps": [int(r.T[-1]) for r in runs], "seeds": [r.config.get("seed") for r in runs],
            "paths": [r.path for r in runs]}
@@ -198,7 +199,8 @@ def markdown(spec, rows):
     head = ["env", "row", "runs", f"final {metric}", "steps to threshold", "AUC", "label accuracy", "LLM tokens",
             "LLM cost (USD)", "status"]
     lines = [f"# {spec.get('title', 'Study')}", "",
-             f"Final: each run's last evaluation, mean ± std over seeds. Steps to threshold: the first evaluation with "
+             f"Final: each finished run's last evaluation, mean ± std over seeds (a running run has none yet). "
+             f"Steps to threshold: the first evaluation with "
              f"{metric} >= the env's threshold ({_thresholds_text(spec)}), mean ± std over the seeds that reached it "
              f"(reached/seeds; 'not reached' when none did). AUC: the area under the {metric} curve over [0, t_max] / "
              f"t_max. Label accuracy and LLM tokens/cost: the LCA runs' info.json 'lca' (n/a: not an LCA run or not "
@@ -210,7 +212,8 @@ def markdown(spec, rows):
         thr = r.get("to_threshold")
         thr_cell = "–" if thr is None else curve_metrics.ThresholdSummary(
             thr["threshold"], np.array([np.nan if s is None else s for s in thr["steps"]], float)).cell()
-        lines.append(f"| {r['env']} | {r['row']} | {r['runs']} | {fmt_mean_std(r['final'])} | {thr_cell} | "
+        final = fmt_mean_std(r["final"]) if r["final"] else "–"
+        lines.append(f"| {r['env']} | {r['row']} | {r['runs']} | {final} | {thr_cell} | "
                      f"{fmt_mean_std(r['auc'])} | {_cell(r['label_accuracy'])} | {_cell(r['tokens'], 0)} | "
                      f"{_cell(r['cost_usd'], 4)} | {r['status']} |")
     return "\n".join(lines) + "\n"

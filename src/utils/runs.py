@@ -9,7 +9,8 @@ Selection (`find_runs`, over results/sacred/<name>/<env>/<id>/): a run is used w
 online` or `offline`; evaluate runs, `evaluate=True`, collection and generation runs never count as seeds), its
 run.json says COMPLETED or RUNNING (a RUNNING run whose Sacred heartbeat is older than `stale_after` seconds died
 without saying so: skipped as such), and its info.json has the metric. Everything else is returned in `skipped`
-with the reason.
+with the reason. A RUNNING run is drawn (its curve so far) but has no final score: final scores, tables and
+aggregates count the finished (COMPLETED) runs only, and say how many of a group's runs are still running.
 
 Grouping (`group_runs`): runs are seeds of one group when they share the name (the `name` config key: the alg
 config's, or one given with `name=`, which so labels a group explicitly), the env, the kind (online: x = env
@@ -80,8 +81,13 @@ class Run:
 
     @property
     def final(self):
-        """The run's final score: its last evaluation, or the re-evaluation of its final model where one is given."""
+        """The run's final score: its last evaluation, or the re-evaluation of its final model where one is given.
+        A RUNNING run has none yet (its last evaluation is not its final one): scores count finished runs only."""
         return float(self.values[-1]) if self.final_override is None else self.final_override
+
+    @property
+    def finished(self):
+        return not self.running
 
 
 @dataclass
@@ -100,6 +106,11 @@ class Group:
     @property
     def n_running(self):
         return sum(r.running for r in self.runs)
+
+    @property
+    def finished(self):
+        """The runs that have a final score (COMPLETED); the RUNNING ones are drawn but not scored."""
+        return [r for r in self.runs if r.finished]
 
 
 def flatten(config, prefix=""):

@@ -225,10 +225,34 @@ def test_mongo_runs_with_mongomock(tmp_path):
     result = run_results("--mongo-url", "mongodb://example:27017", "--out", tmp_path / "o", "--no-plots",
                          mongo_client_factory=lambda url: client)
     [s] = result["scores"]
-    assert (s.group.name, s.group.env, s.n, s.group.n_running) == ("qmix", "penalty", 3, 1)
-    assert s.finals.tolist() == [2.0, 4.0, 6.0]
+    # the RUNNING run (its curve from the metrics collection) is counted and drawn, not scored: 6.0 is not final
+    assert (s.group.name, s.group.env, s.n, s.group.n_running, len(s.group.runs)) == ("qmix", "penalty", 2, 1, 3)
+    assert s.finals.tolist() == [2.0, 4.0]
     assert result["skipped"] == [("mongo://pymarl/3", "FAILED")]
-    assert "| qmix | penalty | env steps | 3 (1 running) | 4.000 ± 1.633 |" in result["markdown"]
+    assert "| qmix | penalty | env steps | 2 (+1 running, not scored) | 3.000 ± 1.000 |" in result["markdown"]
+
+
+def test_a_running_run_is_drawn_but_not_scored(tmp_path):
+    """A run still RUNNING (or killed a moment ago, its heartbeat fresh) has no final score: its last evaluation is an
+    intermediate one, which must not enter the mean, the CI, the normaliser, the aggregates or marl_eval.json. A
+    group whose runs all run is named in the notes; the curves draw every run."""
+    root = str(tmp_path / "sacred")
+    for i, final in enumerate([0.4, 0.5]):
+        write_run(root, "indd", "lbf", i + 1, [0, 100, 200], [0.0, 0.2, final])
+    write_run(root, "indd", "lbf", 3, [0, 100], [0.0, 0.0], status="RUNNING")  # stopped halfway, an early score
+    write_run(root, "bc", "lbf", 4, [0, 100], [0.0, 0.3], status="RUNNING")
+    result = run_results(root, "--out", tmp_path / "o", "--normalise", "minmax")
+    [s] = result["scores"]
+    assert (s.group.name, s.n, s.group.n_running, s.finals.tolist()) == ("indd", 2, 1, [0.4, 0.5])
+    assert s.steps.tolist() == [200, 200] and s.normalised.tolist() == pytest.approx([0.0, 1.0])  # minmax: 0.4, 0.5
+    assert "| 2 (+1 running, not scored) | 0.450 ± 0.050 |" in result["markdown"]
+    assert "still running, no final score yet (curves drawn): bc (lbf): 1" in result["markdown"]
+    assert [a.label for a in result["aggregates"]] == ["indd"]
+    csv_row = open(tmp_path / "o" / "scores.csv").read().splitlines()[1].split(",")
+    assert csv_row[5:7] == ["2", "1"] and not csv_row[-1].endswith("/3")
+    [tasks] = json.load(open(tmp_path / "o" / "marl_eval.json")).values()
+    assert list(tasks["lbf"]) == ["indd"] and len(tasks["lbf"]["indd"]) == 2
+    assert os.path.getsize(tmp_path / "o" / "curves.png") > 1000
 
 
 def test_no_runs_is_a_clear_error(tmp_path):

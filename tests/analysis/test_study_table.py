@@ -114,3 +114,25 @@ def test_a_metric_no_run_logs_is_refused_before_any_file(tmp_path, key, value, n
     missing = value if isinstance(value, str) else value[1]
     assert f"logs '{missing}' ({named})" in str(e.value) and "check its spelling" in str(e.value)
     assert not out.exists()
+
+
+def test_a_running_seed_has_no_final_score_in_a_study_row():
+    """row_metrics: a RUNNING seed is counted (status 'running (1 of 2)') but its last evaluation is no final; a row
+    of running seeds only shows '–' for the final."""
+    import numpy as np
+
+    from analysis.study import markdown, row_metrics
+    from utils.runs import Run
+
+    def run(values, running):
+        return Run(f"/r/{len(values)}{running}", "mappo", "two_switch", "online", {"t_max": 4000, "seed": 1}, running,
+                   np.array(T[:len(values)], float), np.array(values, float))
+
+    done, going = run([0, 0.5, 1.0, 1.0, 0.8], False), run([0, 0.1], True)
+    m = row_metrics([done, going])
+    assert (m["runs"], m["running"], m["final"], m["final_mean"], m["final_std"]) == (2, 1, [0.8], 0.8, 0.0)
+    m = row_metrics([going])
+    assert m["final"] == [] and m["final_mean"] is None
+    table = markdown({"metric": "test_success_mean"}, [{"env": "two_switch", "row": "mappo", "status": "running",
+                                                       **m}])
+    assert "| two_switch | mappo | 1 | – |" in table

@@ -25,6 +25,8 @@ from utils.config import ConfigError, build_config
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "llm"))
 from loopback_server import LoopbackServer, delay, drop, kill_after, reply, status  # noqa: E402
 
+from helpers import sigint_as_in_a_terminal  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LENGTH = re.compile(r"The episode lasted (\d+) steps")
 N_PAIRS = 16
@@ -405,7 +407,8 @@ def interrupt_after(cmd, srv, n, cwd, times=1):
     """Start `cmd` (a labeling run asking `srv`, which hangs after n answers), send it Ctrl-C (SIGINT) `times`
     times, 0.3 s apart, once its (n+1)-th request waits; returns (exit status, stderr, seconds from the first
     Ctrl-C to the exit)."""
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_in_a_terminal)
     try:
         deadline = time.monotonic() + 120
         while srv.count <= n and proc.poll() is None and time.monotonic() < deadline:

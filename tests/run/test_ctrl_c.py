@@ -30,15 +30,6 @@ OMAPL = ["offline_steps=6", "offline_test_interval=3", "offline_log_interval=3",
          "critic_hidden_dim=32", "mixing_embed_dim=8", "topk_expert=10", "preference_set=oracle", "save_model=True"]
 
 
-@pytest.fixture
-def sigint_default():
-    """SIGINT with Python's default handler, as in a terminal (a test runner started in the background has it
-    ignored, where CtrlC rightly leaves it alone)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 def press_ctrl_c_when(monkeypatch, module, name, condition):
     """Press Ctrl-C (SIGINT to this process) as `module.name` starts whenever `condition(*its args)` holds."""
     original = getattr(module, name)
