@@ -7,6 +7,7 @@
 the BC weights' mean, max and effective sample size fraction. Writes results/bench/misodice_ablations.{json,md}.
 """
 
+import argparse
 import os
 import sys
 import time
@@ -75,7 +76,12 @@ VARIANTS = {
     "bc1": ("bc_beta", {"bc_beta": 1.0}),
 }
 STEPS, DISC, NU = int(os.environ.get("STEPS", 400)), 100, 100
-names = sys.argv[1:] or list(VARIANTS)
+cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+cli.add_argument("variants", nargs="*", metavar="variant", help=f"default: all ({', '.join(VARIANTS)})")
+names = cli.parse_args().variants or list(VARIANTS)
+unknown = [n for n in names if n not in VARIANTS]
+if unknown:
+    cli.error(f"unknown variant {unknown[0]!r}; the variants: {', '.join(VARIANTS)}")
 out = {}
 for name in names:
     alg, ov = VARIANTS[name]

@@ -155,8 +155,8 @@ def report(args, mongo_client_factory=None):
     elif len(finals_by_env) > 1:
         notes.append("the aggregates pool raw scores of envs on different scales: give --normalise to compare "
                      "across tasks")
-    notes += [n for n in (chained_note(runs), tables.pooled_note(groups), tables.unscored_note(groups),
-                          tables.skipped_summary(skipped)) if n]
+    notes += [n for n in (chained_note(runs), tables.pooled_note(groups), tables.repeated_seeds_note(groups),
+                          tables.unscored_note(groups), tables.skipped_summary(skipped)) if n]
     if notes:
         md += ["## Notes", "", *(f"- {n}" for n in notes), ""]
     markdown = "\n".join(md)

@@ -77,6 +77,19 @@ def skipped_summary(skipped):
     return f"skipped {len(skipped)} run(s): " + "; ".join(f"{n} × {why}" for why, n in sorted(counts.items()))
 
 
+def repeated_seeds_note(groups):
+    """Groups holding two runs with one seed (a rerun, or the same seed at another run length): they count as two
+    runs, but they are not independent seeds."""
+    notes = []
+    for g in groups:
+        seeds = Counter(r.config.get("seed") for r in g.runs)
+        repeated = [f"seed {s} × {n}" for s, n in sorted(seeds.items(), key=lambda x: str(x[0])) if n > 1]
+        if repeated:
+            notes.append(f"{g.label} ({g.env}): {', '.join(repeated)}")
+    return ("runs with the same seed in one group (counted as separate runs, not independent seeds): "
+            + "; ".join(notes)) if notes else ""
+
+
 def pooled_note(groups):
     notes = [f"{g.label} ({g.env}): {', '.join(g.pooled)}" for g in groups if g.pooled]
     return ("runs pooled as seeds although these keys differ (not in --by): " + "; ".join(notes)) if notes else ""

@@ -255,6 +255,19 @@ def test_a_running_run_is_drawn_but_not_scored(tmp_path):
     assert os.path.getsize(tmp_path / "o" / "curves.png") > 1000
 
 
+def test_two_runs_of_one_seed_are_named_in_the_notes(tmp_path):
+    """The same seed run twice (a rerun, or another run length: bookkeeping, so one group) counts as two runs; the
+    notes say they are not independent seeds."""
+    root = str(tmp_path / "sacred")
+    write_run(root, "mappo", "lbf", 1, [0, 100], [0.0, 0.9])
+    write_run(root, "mappo", "lbf", 2, [0, 100], [0.0, 0.8], seed=1, t_max=50)
+    write_run(root, "mappo", "lbf", 3, [0, 100], [0.0, 0.7])
+    result = run_results(root, "--out", tmp_path / "o", "--no-plots")
+    assert [s.n for s in result["scores"]] == [3]
+    assert ("runs with the same seed in one group (counted as separate runs, not independent seeds): mappo (lbf): "
+            "seed 1 × 2") in result["markdown"]
+
+
 def test_no_runs_is_a_clear_error(tmp_path):
     write_run(str(tmp_path), "qmix", "climbing", 1, [0, 50], [1.0, 4.0], status="FAILED")
     with pytest.raises(SystemExit, match=r"no runs with 'test_return_mean'.*1 × FAILED"):
