@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -24,6 +25,7 @@ from sweeps.trial import trial_command
 from utils.config import ConfigError
 from utils.files import FolderLock
 from utils.paths import REPO_ROOT, SRC_DIR
+from utils.signals import handlers_restored
 
 RAY_PIN = "ray[tune]==2.60.0"
 INSTALL_HINT = (f"Ray is not installed in this environment; sweeps need it: .venv/bin/pip install '{RAY_PIN}' "
@@ -378,7 +380,8 @@ def run(sweep, address=None, max_concurrent=None, num_cpus=None, stream=None):
                                       failure_config=tune.FailureConfig(max_failures=int(sweep.spec["retries"])),
                                       callbacks=[make_callback(sweep, display)]),
         )
-        tuner.fit()
+        with handlers_restored(signal.SIGINT, signal.SIGUSR1):  # Tune leaves its own installed
+            tuner.fit()
     return finish(sweep, out)
 
 

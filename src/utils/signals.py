@@ -22,3 +22,17 @@ def children_sigint_blocked():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+@contextmanager
+def handlers_restored(*signums):
+    """Around a library call that installs signal handlers of its own and leaves them in place (Ray Tune's fit()
+    keeps its SIGINT and SIGUSR1 handlers, which only set an event, after it returns): the handlers found are put
+    back, so a Ctrl-C after the call is an ordinary one again, not an event nobody waits for. Main thread only."""
+    found = {s: signal.getsignal(s) for s in signums}
+    try:
+        yield
+    finally:
+        for s, handler in found.items():
+            if handler is not None and signal.getsignal(s) is not handler:
+                signal.signal(s, handler)

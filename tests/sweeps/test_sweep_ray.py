@@ -38,10 +38,14 @@ def test_trials_run_at_the_drivers_priority(local_ray):
     assert local_ray.get(niceness.remote()) == os.nice(0)
 
 
-def test_a_2x2_sweep_writes_four_sacred_runs_and_a_manifest_pointing_at_them(tmp_path, local_ray, capsys):
+def test_a_2x2_sweep_writes_four_sacred_runs_and_a_manifest_pointing_at_them(tmp_path, local_ray, capsys,
+                                                                             sigint_default):
     spec = sweep_file(tmp_path, "two_by_two", algs=["qmix", "vdn"], envs=["matrix_game"], seeds=2)
     sweep = driver.prepare(spec)
     assert driver.run(sweep) == 0
+    # Tune's fit() leaves its own SIGINT handler in place (it only sets an event): the driver puts Python's back, so
+    # a Ctrl-C while the manifest is written or a report runs still stops the process
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     runs = sacred_runs(str(tmp_path / "results"))
     assert len(runs) == 4
     manifest = read_manifest(sweep_folder(spec))
