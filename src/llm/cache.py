@@ -5,17 +5,24 @@ Key = SHA-256 of the canonical JSON of {model, messages, temperature, max_tokens
 `openai` or `local` wrote for the same model name. Files live at `<cache_dir>/<key[:2]>/<key>.json`.
 Writes go to a temporary file in the same folder that is renamed over the target, so an interrupted run
 never leaves a half-written entry; an unreadable entry is reported, counted and treated as missing.
+
+Claims (`claim` / `release`): before asking the backend for a missing entry a process creates
+`<key>.json.claim` (O_EXCL: one process wins). Another run that needs the same entry meanwhile waits for it
+instead of paying for it too (llm.client). A claim whose process is gone (same host: its pid no longer runs;
+another host: older than CLAIM_TTL_S) is stale and taken over.
 """
 import hashlib
 import json
 import logging
 import os
+import socket
 import tempfile
 import time
 
 from utils.files import write_json_atomic
 
 SCHEMA = 1
+CLAIM_TTL_S = 3600  # a claim by another host is trusted this long (its pid cannot be checked from here)
 log = logging.getLogger("llm.cache")
 
 
@@ -77,6 +84,83 @@ class DiskCache:
         self.corrupt += 1
         log.warning(f"LLM cache: ignoring unreadable entry {path} ({why}); it is overwritten when re-requested")
         return None
+
+    def claim(self, key):
+        """True when this process now holds the claim on `key` (or already did); False while another live process
+        holds it. A stale claim (module doc) is taken over. Any OSError (a read-only or full cache): True, so the
+        request goes ahead as without claims."""
+        path = self.path(key) + ".claim"
+        mine = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(2):
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder(path)
+                if holder == mine:
+                    return True
+                if holder is not None and not self._stale(path, holder) or holder is None and self._fresh(path):
+                    return False  # held; or just created and not written yet
+                try:  # stale, or unreadable for seconds
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    return True
+                continue
+            except OSError:
+                return True
+            with os.fdopen(fd, "w") as f:
+                json.dump(mine, f)
+            return True
+        return False  # another process took it over between our unlink and our create
+
+    def release(self, key):
+        """Drop this process's claim on `key` (after the entry is written, or the request failed)."""
+        path = self.path(key) + ".claim"
+        if self._holder(path) == {"pid": os.getpid(), "host": socket.gethostname()}:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def claimed_by_other(self, key):
+        """Whether a live process other than this one holds the claim on `key`."""
+        path = self.path(key) + ".claim"
+        holder = self._holder(path)
+        return holder is not None and holder != {"pid": os.getpid(), "host": socket.gethostname()} \
+            and not self._stale(path, holder)
+
+    @staticmethod
+    def _holder(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                holder = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return {"pid": holder.get("pid"), "host": holder.get("host")} if isinstance(holder, dict) else None
+
+    @staticmethod
+    def _fresh(path, seconds=10):
+        try:
+            return time.time() - os.path.getmtime(path) < seconds
+        except OSError:
+            return False
+
+    @staticmethod
+    def _stale(path, holder):
+        if holder["host"] == socket.gethostname():
+            try:
+                os.kill(int(holder["pid"]), 0)
+            except ProcessLookupError:
+                return True
+            except (PermissionError, TypeError, ValueError, OverflowError):
+                return False
+            return False
+        try:
+            return time.time() - os.path.getmtime(path) > CLAIM_TTL_S
+        except OSError:
+            return True
 
     def put(self, key, entry):
         write_json_atomic(self.path(key), dict(entry, key=key, schema=SCHEMA, created=time.time()))

@@ -2,11 +2,12 @@
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from llm.cache import DiskCache, cache_key, canonical_json, request_identity
 from llm.config import LLMConfigError, local_model_name, resolve
-from llm.errors import LLMBudgetExceeded, LLMCacheMiss, LLMError, LLMRequestError
+from llm.errors import LLMBudgetExceeded, LLMCacheMiss, LLMCancelled, LLMError, LLMRequestError
 from llm.ledger import Ledger, Transcript, now
 from llm.text_utils import Reply
 from utils.files import write_json_atomic
@@ -119,7 +120,7 @@ class LLM:
                 if self.api is None:
                     raise LLMCacheMiss(self._miss_message(tag, messages, missing, n, temperature, max_tokens,
                                                           (self.cache.corrupt if self.cache else 0) - corrupt0))
-                self._fill(messages, ident, keys, missing, texts, stats)
+                self._fill_claimed(messages, ident, keys, missing, texts, cached, stats)
             return list(texts)
         except BaseException as e:
             error = e
@@ -277,6 +278,47 @@ class LLM:
         sent = getattr(error, "attempts", 1)
         stats["attempts"] += sent
         stats["failed"] += 1 if sent else 0
+
+    def _fill_claimed(self, messages, ident, keys, missing, texts, cached, stats):
+        """_fill for the samples this process claims in the cache (llm.cache: claims); a sample that another live
+        run is asking right now is waited for and read from the cache when it lands, not paid for twice. The wait
+        ends, and the sample is asked here, when that run's claim goes away without an answer (it failed or was
+        stopped) or after retry_deadline_s + timeout_s (the longest one request may take). `missing` loses the
+        samples another run answered (they count as cache hits)."""
+        if self.cache is None:
+            return self._fill(messages, ident, keys, missing, texts, stats)
+        ours, theirs = [], []
+        for i in missing:
+            (ours if self.cache.claim(keys[i]) else theirs).append(i)
+        try:
+            if ours:
+                self._fill(messages, ident, keys, ours, texts, stats)
+            if theirs:
+                log.info(f"{len(theirs)} sample(s) of this request are being asked by another run sharing the cache "
+                         f"{self.cache.root}: waiting for its answer instead of paying twice")
+            deadline = now() + self.cfg["retry_deadline_s"] + self.cfg["timeout_s"]
+            while theirs:
+                for i in list(theirs):
+                    reply = self._cached_reply(keys[i])
+                    if reply is not None:
+                        texts[i], cached[i] = reply, True
+                        theirs.remove(i)
+                    elif now() > deadline or not self.cache.claimed_by_other(keys[i]):
+                        theirs.remove(i)
+                        if self.cache.claim(keys[i]) or now() > deadline:
+                            ours.append(i)
+                            self._fill(messages, ident, keys, [i], texts, stats)
+                        else:  # another waiting run took it over first: wait for that one
+                            theirs.append(i)
+                if theirs:
+                    if self.cancelled:
+                        raise LLMCancelled("the LLM requests were cancelled (Ctrl-C) while waiting for another "
+                                           "run's answer")
+                    time.sleep(0.1)
+        finally:
+            for i in ours:
+                self.cache.release(keys[i])
+            missing[:] = [i for i in missing if not cached[i]]
 
     def _fill(self, messages, ident, keys, missing, texts, stats):
         todo = list(missing)

@@ -1,0 +1,119 @@
+"""Cache claims (llm.cache.DiskCache.claim): two runs sharing llm.cache_dir that need the same uncached answers at the
+same time pay for each once; the other waits and reads it from the cache. A claim whose process is gone is taken
+over."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from tests.llm.loopback_server import delay, reply
+
+from llm.cache import CLAIM_TTL_S, DiskCache
+from utils.paths import REPO_ROOT
+
+KEY = "ab" + "0" * 62
+
+
+def write_claim(cache, key, pid, host=None, age=0.0):
+    path = cache.path(key) + ".claim"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"pid": pid, "host": host or socket.gethostname()}, f)
+    if age:
+        os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def test_one_claim_per_key_and_only_the_holder_releases_it(tmp_path):
+    cache = DiskCache(tmp_path)
+    assert cache.claim(KEY) and cache.claim(KEY)  # held: asking again is still True
+    assert not cache.claimed_by_other(KEY)
+    cache.release(KEY)
+    assert not os.path.exists(cache.path(KEY) + ".claim")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as other:
+        try:
+            path = write_claim(cache, KEY, other.pid)
+            assert not cache.claim(KEY) and cache.claimed_by_other(KEY)
+            cache.release(KEY)  # not ours: left alone
+            assert os.path.exists(path)
+        finally:
+            other.kill()
+    other.wait()
+    assert cache.claim(KEY) and not cache.claimed_by_other(KEY)  # its process is gone: stale, taken over
+
+
+def test_a_claim_from_another_host_is_trusted_until_it_is_old(tmp_path):
+    cache = DiskCache(tmp_path)
+    write_claim(cache, KEY, 1, host="elsewhere.invalid")
+    assert not cache.claim(KEY)
+    write_claim(cache, KEY, 1, host="elsewhere.invalid", age=CLAIM_TTL_S + 5)
+    assert cache.claim(KEY)
+
+
+def test_an_empty_claim_is_held_while_fresh_and_stale_when_old(tmp_path):
+    cache = DiskCache(tmp_path)
+    path = cache.path(KEY) + ".claim"
+    os.makedirs(os.path.dirname(path))
+    open(path, "w").close()  # created, not written yet
+    assert not cache.claim(KEY)
+    os.utime(path, (time.time() - 60, time.time() - 60))
+    assert cache.claim(KEY)
+
+
+RUN = r"""
+import json, sys
+from llm import make_llm
+cfg = json.loads(sys.argv[1])
+with make_llm(cfg) as llm:
+    out = {i: str(t[0]) for i, t in llm.chat_many([{"messages": [{"role": "user", "content": f"item {k}"}]}
+                                                   for k in range(4)], concurrency=2)}
+    print(json.dumps({"texts": [out[i] for i in range(4)], "ledger": llm.ledger()}))
+"""
+
+
+def test_two_runs_asking_the_same_items_at_once_pay_for_each_once(srv, tmp_path):
+    srv.responder = lambda body: delay(1.0, reply(f"answer to {body['messages'][-1]['content']}"))
+    cfg = {"backend": "openai", "base_url": srv.base_url, "model": "m", "api_key_env": "CLAIM_TEST_KEY",
+           "cache_dir": str(tmp_path / "cache"), "timeout_s": 30.0, "max_retries": 0, "concurrency": 2,
+           "max_tokens": 8}
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO_ROOT, "src"), CLAIM_TEST_KEY="sk-test")
+    runs = [subprocess.Popen([sys.executable, "-c", RUN, json.dumps(cfg)], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = []
+    for p in runs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-3000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert srv.count == 4, [r["body"]["messages"][-1]["content"] for r in srv.requests]  # not 8
+    assert outs[0]["texts"] == outs[1]["texts"] == [f"answer to item {k}" for k in range(4)]
+    # every item was asked by one run and read from the cache by the other (or by the same, after the other's claim)
+    assert sum(o["ledger"]["requests"] for o in outs) == 4
+    assert sum(o["ledger"]["cache_hits"] for o in outs) == 4
+    assert not [f for _, _, fs in os.walk(tmp_path / "cache") for f in fs if f.endswith(".claim")]
+
+
+def test_a_waiting_run_asks_itself_once_the_claiming_process_is_gone(srv, tmp_path, monkeypatch):
+    import threading
+
+    from llm import make_llm
+    from llm.cache import cache_key, request_identity
+
+    monkeypatch.setenv("CLAIM_TEST_KEY", "sk-test")
+    llm = make_llm({"backend": "openai", "base_url": srv.base_url, "model": "m", "api_key_env": "CLAIM_TEST_KEY",
+                    "cache_dir": str(tmp_path / "cache"), "timeout_s": 30.0, "max_retries": 0, "max_tokens": 8})
+    messages = [{"role": "user", "content": "item 0"}]
+    c = llm.cfg
+    key = cache_key(request_identity("m", messages, c["temperature"], c["max_tokens"], c["top_p"], c["seed"]), 0)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        write_claim(llm.cache, key, other.pid)  # another run is asking it (and then dies without an answer)
+        got = []
+        t = threading.Thread(target=lambda: got.append(llm.chat(messages)))
+        t.start()
+        time.sleep(0.6)
+        assert t.is_alive() and srv.count == 0  # waiting, not paying
+        other.kill()
+    t.join(30)
+    assert [str(x) for x in got[0]] == ["reply 1"] and srv.count == 1  # the first request the server saw
+    llm.close()
