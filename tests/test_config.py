@@ -300,3 +300,51 @@ def test_the_core_choices_are_what_the_modules_accept():
         make_optimizer(params, SimpleNamespace(optimizer=optimizer, lr=0.1, optim_alpha=0.99, optim_eps=1e-5))
     declared = {getattr(c, "agent_output_type", None) for c in (*learners.values(), *selectors.values())}
     assert declared - {None} == set(CHOICES["agent_output_type"])
+
+
+@pytest.mark.parametrize("alg,key,value,allowed", [
+    # the offline learners' own keys (a value outside made NaN at step 0, a loss that changes sign, or a raw error)
+    ("omiga", "omiga_alpha", 0, "> 0"), ("omapl", "omiga_alpha", -1.0, "> 0"), ("omar", "cql_alpha", -100, ">= 0"),
+    ("omar", "omar_coe", 5, r"in \[0, 1\]"), ("omar", "omar_coe", -1, r"in \[0, 1\]"),
+    ("omapl", "omapl_reward_reg", -5, ">= 0"), ("misodice", "exp_clip", -5, "> 0"), ("misodice", "exp_clip", 0, "> 0"),
+    ("omiga", "mixing_embed_dim", 0, ">= 1"), ("qmix", "mixing_embed_dim", -3, ">= 1"),
+    ("bc", "offline_save_interval", 0, ">= 1"), ("bc", "offline_save_interval", -3, ">= 1"),
+    ("bc", "offline_test_interval", 0, ">= 1"), ("bc", "offline_test_interval", -5, ">= 1"),
+    ("bc", "bc_beta", 2, r"in \[0, 1\]"), ("bc_beta", "bc_beta", -1, r"in \[0, 1\]"),
+    ("marl_sl", "marl_sl_hidden_dim", 0, ">= 1"), ("marl_sl", "topk_expert", 0, ">= 1"),
+    ("marl_sl", "topk_expert", -3, ">= 1"), ("qmix", "lr", 1e38, "<= 1"), ("omar", "critic_lr", 10.0, "<= 1"),
+])
+def test_offline_settings_out_of_range(alg, key, value, allowed):
+    with pytest.raises(ConfigError, match=rf"'{key}' must be .*{allowed}.*; got {re.escape(repr(value))}"):
+        build_config(alg, "matrix_game", {key: value})
+
+
+@pytest.mark.parametrize("low,high", [(5.0, 5.0), (10, -10)])
+def test_reference_returns_must_be_increasing(low, high):
+    """low == high divided by zero at the first evaluation (after the run folder existed); low > high turned the
+    normalised score around."""
+    with pytest.raises(ConfigError, match=rf"reference_return_low={low!r} and reference_return_high={high!r}: .*"
+                                          r"needs high > low"):
+        build_config("bc", "matrix_game", {"reference_return_low": low, "reference_return_high": high})
+    assert build_config("bc", "matrix_game", {"reference_return_low": -1, "reference_return_high": 1})
+    assert build_config("bc", "matrix_game", {"reference_return_low": 5.0})  # one alone: no normalised score
+
+
+@pytest.mark.parametrize("spec,match", [("top:x:0", "integer K >= 1"), ("top:x:abc", "integer K >= 1"),
+                                        ("top:x", "expected 'top:<label name>:<K>'"), ("label:", "label:<label name>")])
+def test_offline_expert_forms_are_checked_before_the_run(spec, match):
+    from run.preflight import check_config
+
+    with pytest.raises(ConfigError, match=match):
+        check_config(build_config("bc_beta", "matrix_game", {"offline_expert": spec}))
+
+
+@pytest.mark.parametrize("update", ["bc_beta=2", "offline_expert=top:x:abc", "reference_return_low=1",
+                                    "lr=1e38"])
+def test_offline_mistakes_exit_2_before_a_run_folder(tmp_path, capsys, update):
+    """These exited 1 with a traceback after the Sacred run folder existed."""
+    extra = ["reference_return_high=1"] if update.startswith("reference") else []
+    assert main(["main.py", "--config=bc_beta", "--env-config=matrix_game", "with", update, *extra,
+                 f"local_results_path={tmp_path}", "offline_dataset=none.h5"]) == 2
+    assert "config error" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

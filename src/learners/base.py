@@ -120,6 +120,8 @@ class OfflineLearner(Learner):
     # flags, MARL-SL's rewards); run: offline then calls label_dataset at every evaluation (stats logged) and writes
     # the labels of the last call into the dataset with the labeling store at the end of training.
     labels_at_end = False
+    # with labels_at_end: the config key that names the labels (omapl_label_name), which run: offline's errors name
+    label_name_key = None
     # whether train reads the batches' per-step `reward` (offline_reward replaces it): True or False on every offline
     # learner; None (undeclared) is refused by run: offline
     reads_rewards = None
@@ -139,5 +141,6 @@ class OfflineLearner(Learner):
     def label_dataset(self, data, step):
         """Learners with `labels_at_end`: labels of every episode of `data` (the training dataset as stored) at
         gradient step `step`, as {"labels": {name: array [E, ...]}, "stats": {name: float} (logged at `step`),
-        "info": {...} (the run's info.json, printed at the end)}."""
+        "info": {...} (the run's info.json, printed at the end), "refused": why no label may be written from them
+        (e.g. constant scores: a top K that is only the tie rule's choice), or None}."""
         raise NotImplementedError(f"{type(self).__name__} sets labels_at_end but has no label_dataset")

@@ -20,7 +20,14 @@ import torch.nn.functional as F
 
 from learners.base import OfflineLearner
 from learners.common import NonFiniteGuard, make_optimizer, masked_mean, transition_mask
-from learners.episode_ranking import RecoveredReturnError, check_new_labels, ranking_report
+from learners.episode_ranking import (
+    RecoveredReturnError,
+    check_new_labels,
+    check_topk,
+    constant_reason,
+    describe,
+    ranking_report,
+)
 from modules.reward_models import TransitionReward
 
 LABEL_CHUNK = 256
@@ -29,6 +36,7 @@ LABEL_CHUNK = 256
 class MARLSLLearner(OfflineLearner):
     batches = frozenset({"preferences"})
     labels_at_end = True
+    label_name_key = "marl_sl_label_name"  # the config key naming its labels (errors name it)
     reads_rewards = False  # it learns them from the preferences
     trains_actor = False  # step 1 learns a reward, not a policy
 
@@ -80,6 +88,7 @@ class MARLSLLearner(OfflineLearner):
         return {"loss": loss.item()}
 
     def check_data(self, datasets):
+        check_topk(int(self.args.topk_expert), len(datasets["preferences"].dataset))  # as O-MAPL's (the report's K)
         check_new_labels(datasets["preferences"].dataset, [f"{self.label_name}_reward_hat"], self.args.label_overwrite,
                          self.args.model_dir)
         self.ceiling = datasets["preferences"].ceiling
@@ -88,25 +97,29 @@ class MARLSLLearner(OfflineLearner):
     def label_dataset(self, data, step):
         T1 = data.env_info["episode_limit"] + 1
         out = np.zeros((len(data), T1, 1), dtype=np.float32)
+        real = []  # the rewards of real transitions (padding is not a reward)
         for start in range(0, len(data), LABEL_CHUNK):
             rows = np.arange(start, min(len(data), start + LABEL_CHUNK))
             batch = data.episode_batch(rows)
             batch = batch[:, : batch.max_t_filled()]
             r, mask = self.rewards(batch.to(self.device) if self.args.device != "cpu" else batch)
             out[rows, : r.shape[1]] = (r * mask).cpu().numpy()
+            real.append(r[mask.bool()].cpu().numpy())
         bad = ~np.isfinite(out).all(axis=(1, 2))
         if bad.any():
             raise RecoveredReturnError(self.guard.learner, {"episodes": int(bad.sum())}, step, self.guard.step_name)
-        report = ranking_report({"sum": out.sum(axis=(1, 2))}, data, int(self.args.topk_expert), self.ceiling)
-        stats = {"return_hat_spearman": report["sum"]["spearman_true_return"]}
-        if report["sum"]["precision"] is not None:
-            stats["topk_precision"] = report["sum"]["precision"]
-        p = report["sum"]["precision"]
-        summary = (f"episodes ranked by the summed learned reward: Spearman with the true return "
-                   f"{report['sum']['spearman_true_return']:.3f}" + ("" if p is None else f", top-"
-                                                                       f"{report['topk_expert']} precision {p:.3f}"))
+        report = ranking_report({"sum": out.sum(axis=(1, 2))}, data, int(self.args.topk_expert), self.ceiling,
+                                what="summed learned rewards")
+        entry = report["sum"]
+        constant = constant_reason(np.concatenate(real), "learned rewards of the real transitions")
+        stats = {} if entry["spearman_true_return"] is None else {"return_hat_spearman": entry["spearman_true_return"]}
+        if entry["precision"] is not None:
+            stats["topk_precision"] = entry["precision"]
+        summary = f"episodes ranked by the summed learned reward: {describe(entry, report['topk_expert'])}"
+        # constant rewards (e.g. a reward model that learned nothing): run: offline writes no label from them
         return {"labels": {f"{self.label_name}_reward_hat": out}, "stats": stats,
-                "info": {"label_name": self.label_name, "step": step, **report}, "summary": summary}
+                "info": {"label_name": self.label_name, "step": step, **report}, "summary": summary,
+                "refused": constant or entry["undefined"]}
 
     def state_parts(self):
         return {"reward_model": self.reward_model, "opt": self.optimiser}

@@ -11,20 +11,19 @@ implied reward of a real transition (inverse soft Bellman; padded steps never en
 actor (this run's policy = the OMAPL baseline): exp(z)-weighted BC, both on the transitions of both episodes.
 
 At every evaluation and at the end it ranks every episode of the dataset by G = sum_t R_t (paper; `omapl_rank_by:
-mean` ranks by G / length; both are reported) and flags the top `topk_expert` (ties: lower index) as expert. The
-run writes labels/<name>_return_hat [E] and labels/<name>_expert [E] (uint8) into the dataset; phase 2 reads them
-with offline_expert=label:<name>_expert.
+mean` ranks by G / length; both are reported) and flags the top `topk_expert` (ties: utils.ranking's fixed tie
+order) as expert. The run writes labels/<name>_return_hat [E] and labels/<name>_expert [E] (uint8) into the
+dataset; phase 2 reads them with offline_expert=label:<name>_expert. Constant recovered returns (a top K that is only
+the tie order's choice) are refused at the end: no label is written.
 """
-import logging
 
 import numpy as np
 import torch as th
 import torch.nn.functional as F
 
 from learners.common import check_actions_available, masked_mean, transition_mask
-from learners.episode_ranking import RecoveredReturnError, check_new_labels, ranking_report, top_k
+from learners.episode_ranking import RecoveredReturnError, check_new_labels, check_topk, describe, ranking_report, top_k
 from learners.omiga_learner import OMIGALearner
-from utils.config import ConfigError
 
 LABEL_CHUNK = 256  # episodes per forward pass when the whole dataset is scored
 RANK_BY = ("sum", "mean")
@@ -38,6 +37,7 @@ def implied_returns(r_hat, mask):
 class OMAPLLearner(OMIGALearner):
     batches = frozenset({"preferences"})
     labels_at_end = True
+    label_name_key = "omapl_label_name"  # the config key naming its labels (errors name it)
     reads_rewards = False  # it recovers them from the preferences
     counters = ("log_stats_t", "train_steps", "topk_prev", "topk_stable_since")
 
@@ -97,11 +97,7 @@ class OMAPLLearner(OMIGALearner):
 
     def check_data(self, datasets):
         data = datasets["preferences"].dataset
-        k, episodes = int(self.args.topk_expert), len(data)
-        if k <= 0 or k > episodes:
-            raise ConfigError(f"topk_expert={k} must be in [1, {episodes}] (the dataset has {episodes} episodes)")
-        if k == episodes:
-            logging.getLogger("pymarl").warning(f"topk_expert={k} = every episode of the dataset: D_E will equal D_U")
+        check_topk(int(self.args.topk_expert), len(data))
         check_new_labels(data, self.label_names(), self.args.label_overwrite, self.args.model_dir)
         self.ceiling = datasets["preferences"].ceiling
 
@@ -140,21 +136,23 @@ class OMAPLLearner(OMIGALearner):
         for name in RANK_BY:
             if report[name]["precision"] is not None:
                 stats[f"topk_precision_{name}"] = report[name]["precision"]
-            stats[f"return_hat_spearman_{name}"] = report[name]["spearman_true_return"]
+            if report[name]["spearman_true_return"] is not None:
+                stats[f"return_hat_spearman_{name}"] = report[name]["spearman_true_return"]
         info = {"label_name": self.label_name, "rank_by": self.args.omapl_rank_by, "step": step,
                 "topk_stable_since": self.topk_stable_since, **report}
         labels = dict(zip(self.label_names(), (g, flags)))
+        # constant recovered returns: the top K is the tie rule's choice; run: offline writes no label from it
         return {"labels": labels, "stats": stats, "info": info, "summary": summary(report, self.args.omapl_rank_by),
-                "attrs": {"rank_by": self.args.omapl_rank_by}}
+                "attrs": {"rank_by": self.args.omapl_rank_by}, "refused": report[self.args.omapl_rank_by]["undefined"]}
 
 
 def summary(report, rank_by):
     """One console line: top-K precision and recall per ranking beside the ceiling (ranking by the labeler's oracle
-    score), and Spearman with the true return."""
-    def pr(d):
-        return "n/a (no ground truth)" if d["precision"] is None else f"precision {d['precision']:.3f} recall " \
-            f"{d['recall']:.3f}"
-    parts = [f"{name}{' (used)' if name == rank_by else ''}: {pr(report[name])}, Spearman with the true return "
-             f"{report[name]['spearman_true_return']:.3f}" for name in RANK_BY]
-    return (f"top-{report['topk_expert']} of {report['episodes']} episodes by recovered return: " + "; ".join(parts)
-            + f"; ceiling (ranking by the oracle's {report['ceiling']['oracle_key']}): {pr(report['ceiling'])}")
+    score), and Spearman with the true return (each, or why it is undefined)."""
+    k = report["topk_expert"]
+    parts = [f"{name}{' (used)' if name == rank_by else ''}: {describe(report[name], k)}" for name in RANK_BY]
+    c = report["ceiling"]
+    ceiling = ("n/a (no ground truth)" if c["precision"] is None
+               else f"precision {c['precision']:.3f} recall {c['recall']:.3f}")
+    return (f"top-{k} of {report['episodes']} episodes by recovered return: " + "; ".join(parts)
+            + f"; ceiling (ranking by the oracle's {c['oracle_key']}): {ceiling}")

@@ -104,8 +104,16 @@ def fingerprint_header(data):
                     "quality_codes": data.quality_codes})
 
 
+class LabelExistsError(DatasetError):
+    """write_episode_labels: the file already holds a label of that name (and overwrite was not asked for)."""
+
+
+class EpisodesChangedError(DatasetError):
+    """The file's episodes are not the ones an edit or a set was made for (content fingerprints differ)."""
+
+
 def _mismatch(path, recorded, actual, what):
-    return DatasetError(
+    return EpisodesChangedError(
         f"{what} was made for other episodes: it records the dataset fingerprint {recorded[:16]}..., but {path} "
         f"holds episodes with fingerprint {actual[:16]}... (a merged, subset or different file: pair indices would "
         f"name other episodes). Label this file again ({label_command(path)}) or use the file it was made for")
@@ -419,7 +427,7 @@ def write_episode_labels(path, labels, attrs, expected_fingerprint, out=None, ov
                 raise DatasetError(f"label '{name}' has shape {arr.shape}: its first axis must be the {E} episodes")
             if name in root:
                 if not overwrite:
-                    raise DatasetError(f"{out or path} already has a label '{name}'; overwrite=True replaces it")
+                    raise LabelExistsError(f"{out or path} already has a label '{name}'; overwrite=True replaces it")
                 del root[name]
             ds = root.create_dataset(name, data=arr, fletcher32=True)
             _write_attrs(ds, {**attrs, "content_fingerprint": expected_fingerprint,

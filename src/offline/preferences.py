@@ -122,7 +122,15 @@ def load_preferences(data, name, max_unlabeled_fraction):
     """The labeled pairs of set `name` of dataset `data` (loaded from one file, whole): a missing set names the sets
     present and the labeling command; a set made for other episodes (content fingerprint) is refused."""
     pairs, label, attrs = read_preferences(data, name)
-    return PreferencePairs(name, pairs, label, data, max_unlabeled_fraction, attrs)
+    prefs = PreferencePairs(name, pairs, label, data, max_unlabeled_fraction, attrs)
+    c = prefs.counts
+    if c["ties"] == c["labeled"]:  # every target 0.5: equal scores minimise the loss, so any ranking is arbitrary
+        raise DatasetError(f"preference set '{name}': all {c['labeled']} labeled pairs are ties (label 0.5; "
+                           f"{c['first_preferred']} first preferred, {c['second_preferred']} second preferred): a "
+                           f"preference learner gets no order of the episodes from it, and its top K would be the tie "
+                           f"rule's choice. Label pairs whose episodes differ under the labeler's score (another "
+                           f"oracle_key, a dataset with varied episodes, more n_pairs), or use another set")
+    return prefs
 
 
 def check_stored_view(what, n_datasets, top_fraction, valid_fraction, reward_label):

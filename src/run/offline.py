@@ -13,7 +13,14 @@ import numpy as np
 
 from labeling.trajectory_preference import episode_scores
 from learners.episode_ranking import own_labels
-from offline.label_store import content_fingerprint, preference_set_id, write_episode_labels
+from offline.format import DatasetError
+from offline.label_store import (
+    EpisodesChangedError,
+    LabelExistsError,
+    content_fingerprint,
+    preference_set_id,
+    write_episode_labels,
+)
 from offline.preferences import check_stored_view, load_preferences
 from offline.reader import dataset_fingerprint
 from offline.sampling import Sampler, dataset_paths, load_training_data
@@ -228,12 +235,37 @@ def write_labels(ctx, data, result, fingerprint, step, _log):
              "model_dir": os.path.abspath(args.model_dir),  # a run resumed into this folder may replace them
              **result.get("attrs", {})}  # the learner's own (O-MAPL: rank_by)
     names = sorted(result["labels"])
+    if result.get("refused"):  # a ranking that is only the tie rule's choice (constant scores): nothing written
+        raise DatasetError(f"{args.learner}: no labels written ({', '.join(names)}): {result['refused']}. The model "
+                           f"learned no ranking of the episodes at gradient step {step}; check the preference set "
+                           f"(ties, labels) and the model's settings. Checkpoints are kept in {args.model_dir}")
     existing = [n for n in names if n in data.label_names]  # as loaded: a label written meanwhile is refused
     overwrite = args.label_overwrite or (bool(existing) and existing == own_labels(data, names, args.model_dir))
-    path = write_episode_labels(data.path, result["labels"], attrs, fingerprint, overwrite=overwrite)
+    try:
+        path = write_episode_labels(data.path, result["labels"], attrs, fingerprint, overwrite=overwrite)
+    except LabelExistsError as e:  # another run wrote labels of these names after this run's start check
+        key = ctx.learner.label_name_key
+        raise LabelExistsError(
+            f"{data.path} got label(s) {names} from another run while this run trained (two runs on one set under "
+            f"one label name?); nothing was written. {keep_note(ctx, step)}, adding label_overwrite=True (replaces "
+            f"the other run's labels) or {key}=<another name>") from e
+    except EpisodesChangedError as e:
+        raise EpisodesChangedError(
+            f"{data.path} changed while this run trained ({e}); nothing was written. Restore the dataset file this "
+            f"run trained on, then write the labels: {keep_note(ctx, step)}") from e
     ctx.run_info["labels"] = {"path": path, "names": sorted(result["labels"]), **result["info"]}
     _log.info(f"Wrote labels {sorted(result['labels'])} into {path}" + (f": {result['summary']}"
                                                                          if result.get("summary") else ""))
+
+
+def keep_note(ctx, step):
+    """Where the trained model is kept and the command line that writes its labels without training again (a resume
+    for no further steps labels the dataset from the checkpoint)."""
+    last = ctx.last_checkpoint
+    if not last:
+        return "No checkpoint was saved (save_model=False), so the training must be run again"
+    return (f"The trained model is kept: {last}. Write its labels without training again by resuming it: the same "
+            f"command with checkpoint_path={os.path.dirname(last)} offline_steps={step}")
 
 
 def evaluate(ctx, step, valid):

@@ -98,6 +98,23 @@ def check_env_outputs(config, evaluating, display=None):
                               f"save_replay out")
 
 
+def check_expert_spec(spec):
+    """offline_expert=top:<name>:<K> / label:<name>: the form is checked here (K an integer >= 1, a name given); the
+    label itself, and K against the episodes, when the dataset loads (offline.sampling.select_expert)."""
+    from offline.sampling import LABEL_PREFIX, TOP_PREFIX, parse_top
+
+    if not isinstance(spec, str):
+        return
+    if spec.startswith(TOP_PREFIX):
+        try:
+            parse_top(spec)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    elif spec.startswith(LABEL_PREFIX) and not spec[len(LABEL_PREFIX):]:
+        raise ConfigError(f"offline_expert={spec}: expected 'label:<label name>', e.g. label:<set>_expert (O-MAPL's "
+                          f"top K)")
+
+
 def check_combinations(config):
     """Raise ConfigError for settings that are valid one by one but that the run cannot use together (module doc)."""
     from components.action_selectors import REGISTRY as selectors
@@ -118,6 +135,7 @@ def check_combinations(config):
     if config.get("runner") == "episode" and config.get("batch_size_run", 1) != 1:
         raise ConfigError(f"batch_size_run={config['batch_size_run']}: runner=episode plays one env at a time; use "
                           f"runner=parallel to step {config['batch_size_run']} envs together, or batch_size_run=1")
+    check_expert_spec(config.get("offline_expert"))
     run = _learner_run(config)
     learner_class = learners.get(config.get("learner"))
     output = config.get("agent_output_type")

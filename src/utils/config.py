@@ -48,13 +48,16 @@ CHOICES = {"on_nonfinite": ("stop", "skip_batch"),
 
 # key -> (integer only, test, allowed range in words, null allowed). Checked on the merged config, before anything runs.
 RANGES = {
-    "lr": (False, lambda v: v > 0, "> 0", False),
-    "critic_lr": (False, lambda v: v > 0, "> 0 (or null = lr)", True),
+    # <= 1: Adam / RMSprop move each weight by about lr per step; a larger step diverges (lr=1e38 overflowed float32
+    # in the optimiser)
+    "lr": (False, lambda v: 0 < v <= 1, "> 0 and <= 1", False),
+    "critic_lr": (False, lambda v: 0 < v <= 1, "> 0 and <= 1 (or null = lr)", True),
     "gamma": (False, lambda v: 0 < v <= 1, "in (0, 1]", False),
     "batch_size": (True, lambda v: v >= 1, "an integer >= 1", False),
     "batch_size_run": (True, lambda v: v >= 1, "an integer >= 1", False),
     "buffer_size": (True, lambda v: v >= 1, "an integer >= 1", False),
     "hidden_dim": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "mixing_embed_dim": (True, lambda v: v >= 1, "an integer >= 1 (the mixer's width)", False),
     "critic_hidden_dim": (True, lambda v: v >= 1, "an integer >= 1 (or null = hidden_dim)", True),
     "t_max": (True, lambda v: v >= 0, "an integer >= 0", False),
     "test_nepisode": (True, lambda v: v >= 1, "an integer >= 1", False),
@@ -88,6 +91,14 @@ RANGES = {
     "tfcaf_timeout_s": (False, lambda v: v > 0, "> 0", False),
     "tfcaf_memory_mb": (True, lambda v: v >= 64, "an integer >= 64", False),
     "misodice_alpha": (False, lambda v: v >= 0, ">= 0", False),
+    "exp_clip": (False, lambda v: v > 0, "> 0 (the exponent clamp of the DICE weights: <= 0 caps every weight at "
+                                         "exp(exp_clip) <= 1, flattening the weights above it)", False),
+    # offline baselines (config/algs/bc.yaml, bc_beta, omar, omiga)
+    "bc_beta": (False, lambda v: 0 <= v <= 1, "in [0, 1] (the weight of the expert-data term)", False),
+    "cql_alpha": (False, lambda v: v >= 0, ">= 0 (a negative CQL weight pushes up the Q of unseen actions)", False),
+    "omar_coe": (False, lambda v: 0 <= v <= 1, "in [0, 1] (the actor loss mixes omar_coe * CE and "
+                                                "(1 - omar_coe) * -Q; outside, one of them changes sign)", False),
+    "omiga_alpha": (False, lambda v: v > 0, "> 0 (OMIGA's and O-MAPL's V loss and BC weights divide by it)", False),
     "ratio_clip": (False, lambda v: v > 0, "> 0", False),
     "weight_max": (False, lambda v: v > 0, "> 0 (or null = no clip)", True),
     "disc_steps": (True, lambda v: v >= 0, "an integer >= 0", False),
@@ -96,6 +107,10 @@ RANGES = {
     "s0_batch_size": (True, lambda v: v >= 1, "an integer >= 1", False),
     # preference learners (O-MAPL, MARL-SL) and the labeling run mode
     "preference_batch_size": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "topk_expert": (True, lambda v: v >= 1, "an integer >= 1 (and at most the dataset's episodes, checked when it "
+                                            "loads)", False),
+    "omapl_reward_reg": (False, lambda v: v >= 0, ">= 0 (a negative weight rewards large recovered rewards)", False),
+    "marl_sl_hidden_dim": (True, lambda v: v >= 1, "an integer >= 1 (the reward model's width)", False),
     "max_unlabeled_fraction": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
     "n_pairs": (True, lambda v: v >= 1, "an integer >= 1", False),
     "oracle_accuracy": (False, lambda v: 0 <= v <= 1, "in [0, 1]", False),
@@ -113,6 +128,9 @@ RANGES = {
     "augment_episodes": (True, lambda v: v >= 1, "an integer >= 1 (or null = as many as the source)", True),
     # offline training (config/default.yaml)
     "offline_steps": (True, lambda v: v >= 1, "an integer >= 1", False),
+    "offline_test_interval": (True, lambda v: v >= 1, "an integer >= 1 (gradient steps between evaluations)", False),
+    "offline_save_interval": (True, lambda v: v >= 1, "an integer >= 1 (gradient steps between checkpoints; "
+                                                      "save_model=False saves none)", False),
     "offline_top_fraction": (False, lambda v: 0 < v <= 1, "in (0, 1] (1 = every episode, 0.5 = 50%BC)", False),
     "offline_valid_fraction": (False, lambda v: 0 <= v < 1, "in [0, 1) (0 = no held-out episodes)", False),
     # LCA (config/default.yaml's lca: block): pairs, potential training and shaping
@@ -121,7 +139,7 @@ RANGES = {
     "lca.queries": (True, lambda v: v >= 1, "an integer >= 1 (answers per item)", False),
     "lca.keystep_max_steps": (True, lambda v: v >= 1, "an integer >= 1", False),
     "lca.hidden_dim": (True, lambda v: v >= 1, "an integer >= 1", False),
-    "lca.lr": (False, lambda v: v > 0, "> 0", False),
+    "lca.lr": (False, lambda v: 0 < v <= 1, "> 0 and <= 1", False),
     "lca.epochs": (True, lambda v: v >= 1, "an integer >= 1", False),
     "lca.batch_size": (True, lambda v: v >= 1, "an integer >= 1", False),
     "lca.score_l2": (False, lambda v: v >= 0, ">= 0 (0 = off)", False),
@@ -141,6 +159,12 @@ NUMBER_KEYS = ("grad_norm_clip", "target_update_interval_or_tau", "tfcaf_timeout
 # Keys that take a number or a word (CODI's augment configs: delta auto | 0.03, target_rtg -105 | quantile:0.9,
 # guidance_weights 1.2 | [1.2, 0, 0]): no type check here; the run mode that reads them checks their values.
 MIXED_KEYS = ("delta", "target_rtg", "guidance_weights")
+
+
+# (low key, high key, what they are): both set (not null) must have low < high.
+ORDERED_PAIRS = (("reference_return_low", "reference_return_high",
+                  "the normalised score (R - low) / (high - low) needs high > low (equal divides by zero; inverted "
+                  "turns the score around); set both, or leave both null for no normalised score"),)
 
 
 # Keys naming a folder or a run: an empty string would write results to odd places.
@@ -390,6 +414,10 @@ def check_values(config):
         number = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not number or not test(value):
             raise ConfigError(f"config key {key_name(key)} must be {allowed}; got {value!r}")
+    for low_key, high_key, what in ORDERED_PAIRS:
+        low, high = config.get(low_key), config.get(high_key)
+        if isinstance(low, (int, float)) and isinstance(high, (int, float)) and not low < high:
+            raise ConfigError(f"config keys {low_key}={low!r} and {high_key}={high!r}: {what}")
     for key, what in NONEMPTY_KEYS.items():
         if isinstance(config.get(key), str) and not config[key].strip():
             raise ConfigError(f"config key '{key}' must not be empty: {what}")

@@ -91,7 +91,9 @@ def test_top_k_finds_the_experts_of_a_synthetic_mixture(mixture):
     report = result["info"]
     assert report["sum"]["precision"] >= 0.8, report
     assert report["sum"]["spearman_true_return"] >= 0.7, report
-    assert report["ceiling"]["precision"] == 1.0 and report["true_experts"] == N_EXPERT
+    # the true returns tie across the expert/poor boundary: the tie order (not the lower index, where the fixture
+    # stores its experts) picks among them, so even the ceiling is not quite 1
+    assert report["ceiling"]["precision"] >= 0.95 and report["true_experts"] == N_EXPERT
     flags = result["labels"]["oracle_expert"]
     assert flags.dtype == np.uint8 and flags.sum() == N_EXPERT
     np.testing.assert_array_equal(np.flatnonzero(flags), np.sort(top_k(result["labels"]["oracle_return_hat"],
@@ -113,12 +115,12 @@ def test_the_ceiling_ranks_by_the_score_the_sets_labels_were_judged_by(mixture):
     np.testing.assert_array_equal(oracle_score(prefs, 0.99)[1], episode_scores(ds, "discounted_return", 0.5))
     report = ranking_report({"sum": ds.returns}, ds, N_EXPERT, ("quality", -episode_scores(ds, "quality", 0.99)))
     assert report["ceiling"] == {"precision": 0.0, "recall": 0.0, "oracle_key": "quality"}
-    assert report["sum"]["precision"] == 1.0 and report["sum"]["precision_of_ceiling"] is None
+    assert report["sum"]["precision"] >= 0.95 and report["sum"]["precision_of_ceiling"] is None  # ties: see above
     assert ranking_report({"sum": ds.returns}, ds, N_EXPERT)["ceiling"]["oracle_key"] == "return"
 
 
 def test_ranking_helpers():
-    assert top_k([1.0, 3.0, 3.0, 2.0], 2).tolist() == [1, 2]  # ties: the lower index first
+    assert sorted(top_k([1.0, 3.0, 3.0, 2.0], 2).tolist()) == [1, 2]
     assert precision_recall([0, 1], np.array([True, False, True])) == (0.5, 0.5)
     assert precision_recall([0], None) == (None, None)
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
@@ -169,11 +171,24 @@ def test_views_that_renumber_episodes_are_refused():
             check_stored_view("preference_set=x", *args)
 
 
-@pytest.mark.parametrize("k", [0, -1, N_EXPERT + N_POOR + 1])
-def test_topk_outside_the_dataset_is_refused_with_both_numbers(mixture, k):
-    ctx = omapl_ctx(topk_expert=k)
+@pytest.mark.parametrize("config", ["omapl", "marl_sl"])
+def test_topk_outside_the_dataset_is_refused_with_both_numbers(mixture, config):
+    """O-MAPL and MARL-SL share the check (MARL-SL reported 'top-0 precision 0.000' and top-200 of 50 episodes)."""
+    k = N_EXPERT + N_POOR + 1
+    ctx = omapl_ctx(topk_expert=k) if config == "omapl" else make_ctx(
+        "marl_sl", "climbing", env_args={"episode_limit": 5}, preference_set="oracle", topk_expert=k,
+        marl_sl_hidden_dim=8)
     with pytest.raises(ValueError, match=rf"topk_expert={k} must be in \[1, 200\] \(the dataset has 200 episodes\)"):
         ctx.learner.check_data({"preferences": load_preferences(mixture[1], "oracle", 0.5)})
+
+
+@pytest.mark.parametrize("config", ["omapl", "marl_sl"])
+@pytest.mark.parametrize("k", [0, -3])
+def test_topk_below_one_is_a_config_error(config, k):
+    from utils.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match=rf"'topk_expert' must be an integer >= 1.*; got {k}"):
+        build_config(config, "climbing", {"topk_expert": k})
 
 
 def test_topk_of_every_episode_warns(mixture):
@@ -247,7 +262,9 @@ def test_offline_expert_top_k_of_the_recovered_return_is_omapls_own_choice_for_a
         top_episodes(OfflineDataset.load(path), "top:bymean_return_hat:10")
 
 
-def test_offline_expert_top_k_ties_go_to_the_lower_index_and_bad_specs_are_refused(mixture, tmp_path):
+def test_offline_expert_top_k_ties_follow_the_tie_order_and_bad_specs_are_refused(mixture, tmp_path):
+    """Ties are ordered by utils.ranking's fixed permutation, not by index (datasets often store experts first):
+    the same episodes on every call, and the same as O-MAPL's own top K."""
     path = copy_of(mixture, tmp_path)
     scores = np.zeros(N_EXPERT + N_POOR)
     scores[[5, 7, 9, 150]] = [2.0, 1.0, 1.0, 1.0]
@@ -256,8 +273,11 @@ def test_offline_expert_top_k_ties_go_to_the_lower_index_and_bad_specs_are_refus
     write_episode_labels(path, {"s_return_hat": scores, "bad_return_hat": bad}, {"learner": "test"},
                          content_fingerprint(path))
     ds = OfflineDataset.load(path)
-    np.testing.assert_array_equal(top_episodes(ds, "top:s_return_hat:3"), [5, 7, 9])
-    np.testing.assert_array_equal(select_expert(ds, "top:s_return_hat:3", None, None).returns, ds.returns[[5, 7, 9]])
+    chosen = top_episodes(ds, "top:s_return_hat:3")
+    assert 5 in chosen and set(chosen) < {5, 7, 9, 150}
+    np.testing.assert_array_equal(chosen, np.sort(top_k(scores, 3)))
+    np.testing.assert_array_equal(top_episodes(ds, "top:s_return_hat:3"), chosen)
+    np.testing.assert_array_equal(select_expert(ds, "top:s_return_hat:3", None, None).returns, ds.returns[chosen])
     for spec, match in (("top:s_return_hat", "expected 'top:<label name>:<K>'"),
                         ("top:s_return_hat:0", "integer K >= 1"), ("top::5", "expected 'top:<label name>:<K>'"),
                         ("top:s_return_hat:\u00b2", "integer K >= 1"),

@@ -53,7 +53,9 @@ def test_omapl_end_to_end_writes_the_top_k_labels(tmp_path, labeled, capsys):
     assert labels["names"] == ["oracle_expert", "oracle_return_hat"] and labels["topk_expert"] == 10
     assert labels["ceiling"] == {"precision": 1.0, "recall": 1.0, "oracle_key": "return"} and labels["step"] == 6
     assert set(labels["sum"]) == set(labels["mean"]) == {"precision", "recall", "spearman_true_return",
-                                                         "precision_of_ceiling"}
+                                                         "precision_of_ceiling", "undefined", "spearman_note",
+                                                         "boundary_ties"}
+    assert labels["sum"]["undefined"] is None  # a trained ranking: its precision is defined
     ds = OfflineDataset.load(data)
     flags, g = ds.label("oracle_expert"), ds.label("oracle_return_hat")
     assert flags.dtype == np.uint8 and flags.sum() == 10 and g.shape == (40,)
