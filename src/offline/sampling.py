@@ -85,7 +85,10 @@ def load_training_data(args, env_info, _log):
                               f"out all {n} episodes{top}; give a smaller offline_valid_fraction (at most "
                               f"{math.floor(1000 * (n - 1) / n) / 1000:g} keeps one training episode), or 0 for no "
                               f"validation")
-    _log.info(f"Offline data: {len(data)} training episodes (mean return {data.returns.mean():.3f})"
+    # with a reward label the learner trains on the label's returns; the stored ground truth is shown beside them
+    mean = (f"mean return of {args.offline_reward} {data.reward_returns().mean():.3f}, ground truth "
+            f"{data.returns.mean():.3f}" if args.offline_reward else f"mean return {data.returns.mean():.3f}")
+    _log.info(f"Offline data: {len(data)} training episodes ({mean})"
               + (f", {len(valid)} validation" if valid is not None else "")
               + (f", {len(expert)} expert episodes (mean return {expert.returns.mean():.3f})" if expert else ""))
     return data, valid, expert

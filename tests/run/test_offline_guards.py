@@ -1,8 +1,12 @@
 """run=offline refuses data and settings it cannot train on, and says so when training went wrong: no episodes, a
 dataset changed under a resumed run, bad data found mid-run, non-finite updates skipped and validation losses."""
+import glob
+import json
 import os
 
-from helpers import constant_climbing_episodes, make_ctx, run_main
+import numpy as np
+
+from helpers import constant_climbing_episodes, make_ctx, run_main, sacred_dir
 from offline import DatasetWriter
 
 LIMIT = 5
@@ -40,3 +44,89 @@ def test_a_valid_fraction_that_leaves_no_training_episode_is_a_config_error(tmp_
     assert ("nothing left to train on: offline_valid_fraction=0.9 holds out all 4 episodes; give a smaller "
             "offline_valid_fraction (at most 0.75 keeps one training episode)") in err
     assert "Traceback" not in err and not os.path.isdir(tmp_path / "sacred" / "bc")
+
+
+def test_every_update_skipped_fails_the_run_naming_the_cause_and_keeps_its_checkpoints(tmp_path, capsys):
+    """omiga_alpha=0 makes every OMIGA loss non-finite: with on_nonfinite=skip_batch the run skipped all its updates
+    and ended COMPLETED with checkpoints of the untrained model; now it fails (exit 1) saying so and naming the zero
+    temperature, its checkpoints kept. With on_nonfinite=stop the error names the same causes."""
+    data = write(tmp_path / "data.h5")
+    run_main(tmp_path / "skip", "omiga", "climbing", *TINY, f"offline_dataset={data}", "omiga_alpha=0",
+             "on_nonfinite=skip_batch", expect=1)
+    err = capsys.readouterr().err
+    assert "6 of the 6 gradient steps of this run skipped their update" in err and "the run trained nothing" in err
+    assert "omiga_alpha=0 (omiga_alpha=0: a zero temperature" in err and "episode returns span [55, 55]" in err
+    (models,) = glob.glob(os.path.join(tmp_path, "skip", "models", "*"))
+    assert {"3", "6"} <= set(os.listdir(models))
+    info = json.load(open(os.path.join(sacred_dir(tmp_path / "skip", "omiga", "climbing"), "info.json")))
+    assert info["nonfinite_skips"] == {"skipped": 6, "updates": 6} and info["failure"]["repeats_on_retry"]
+    run_main(tmp_path / "stop", "omiga", "climbing", *TINY, f"offline_dataset={data}", "omiga_alpha=0", expect=1)
+    err = capsys.readouterr().err
+    assert "at gradient step 0; stopped before the optimiser step" in err
+    assert "Look for the cause: the data's episode returns span [55, 55]; settings" in err and "omiga_alpha=0" in err
+
+
+def test_more_than_half_the_updates_skipped_is_a_warning_in_the_console_and_info():
+    from types import SimpleNamespace
+
+    from run.offline import check_skipped
+
+    warnings = []
+    log = SimpleNamespace(warning=warnings.append)
+    ctx = SimpleNamespace(run_info={}, args=SimpleNamespace(model_dir="m", save_model=True))
+    check_skipped(ctx, 5, 10, "causes", log)  # half: recorded, no warning
+    assert ctx.run_info["nonfinite_skips"] == {"skipped": 5, "updates": 10} and not warnings
+    check_skipped(ctx, 6, 10, "the data's returns", log)
+    assert ctx.run_info["nonfinite_skips"]["warning"].startswith("6 of the 10 gradient steps")
+    assert len(warnings) == 1 and "more than half" in warnings[0] and "the data's returns" in warnings[0]
+
+
+def test_a_non_finite_validation_loss_follows_on_nonfinite(tmp_path, capsys, monkeypatch):
+    """valid_bc_loss = inf was logged and the run completed: now on_nonfinite=stop fails the run naming the stat, the
+    step and the held-out data; skip_batch warns and goes on."""
+    from learners.bc_learner import BCLearner
+
+    data = write(tmp_path / "data.h5")
+    monkeypatch.setattr(BCLearner, "validation_loss", lambda self, batch: {"valid_bc_loss": float("inf")})
+    run_main(tmp_path / "stop", "bc", "climbing", *TINY, f"offline_dataset={data}", "offline_valid_fraction=0.25",
+             expect=1)
+    err = capsys.readouterr().err
+    assert "non-finite valid_bc_loss = inf at gradient step 0; stopped on the 0.25 of the episodes held out" in err
+    run_main(tmp_path / "skip", "bc", "climbing", *TINY, f"offline_dataset={data}", "offline_valid_fraction=0.25",
+             "on_nonfinite=skip_batch")
+    out = "".join(capsys.readouterr())
+    assert "non-finite validation loss valid_bc_loss = inf at gradient step 6" in out
+
+
+def test_bad_data_found_mid_run_names_the_step_the_checkpoint_and_how_to_resume(tmp_path, capsys):
+    arrays = constant_climbing_episodes(12, 0, 0, limit=LIMIT)
+    arrays["obs"][11, 2, 0, 0] = np.nan
+    data = write(tmp_path / "nan.h5", arrays)
+    run_main(tmp_path, "bc", "climbing", *TINY, "offline_steps=200", f"offline_dataset={data}", "offline_lazy=True",
+             expect=2)
+    err = capsys.readouterr().err
+    assert "'obs' is not finite (NaN or inf) at episode 11, step 2" in err and "Found at gradient step" in err
+    (models,) = glob.glob(os.path.join(tmp_path, "models", "*"))
+    assert f"Last good checkpoint: {models}" in err and f"with checkpoint_path={models} offline_dataset=OUT.h5" in err
+
+
+def test_batches_larger_than_their_data_are_said_once(tmp_path, capsys):
+    data = write(tmp_path / "data.h5", n=8)
+    run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={data}", "batch_size=40")
+    out = "".join(capsys.readouterr())
+    assert out.count("batch_size=40 is more than the 8 episodes of the data batches") == 1
+    assert "every one about 5 times" in out
+
+
+def test_a_reward_label_run_shows_the_labels_mean_return_beside_the_ground_truth(tmp_path, capsys):
+    from offline.label_store import content_fingerprint, write_episode_labels
+
+    data = write(tmp_path / "data.h5", n=8)
+    reward = np.zeros((8, LIMIT + 1, 1), np.float32)
+    reward[:, :LIMIT] = 2.0
+    write_episode_labels(data, {"r_hat": reward}, {}, content_fingerprint(data))
+    run_main(tmp_path, "omiga", "climbing", *TINY, f"offline_dataset={data}", "offline_reward=label:r_hat")
+    out = "".join(capsys.readouterr())
+    assert "Offline data: 8 training episodes (mean return of label:r_hat 10.000, ground truth 55.000)" in out
+    info = json.load(open(os.path.join(sacred_dir(tmp_path, "omiga", "climbing"), "info.json")))
+    assert info["dataset"]["label_mean_return"] == 10.0 and info["dataset"]["mean_return"] == 55.0
