@@ -23,6 +23,7 @@ from offline.sampling import Sampler, dataset_paths, load_training_data
 from run import loop
 from run.interrupt import CtrlC, interrupted
 from run.setup import build
+from utils.config import ConfigError
 from utils.files import clean_stale_temps
 from utils.logging import get_logger
 from utils.progress import Bar, Clock
@@ -72,17 +73,18 @@ def run_offline(_run, config, _log):
     causes = nonfinite_causes(args, data)  # named in a non-finite error: what to look at
     # the labels are written for the episodes as they are now (refused at the end if the file changed meanwhile)
     fingerprint = content_fingerprint(data) if learner.labels_at_end else None
+    paths = dataset_paths(args.offline_dataset)
+    if args.offline_expert and not args.offline_expert.startswith(("quality:", "label:", "top:")):
+        paths.append(args.offline_expert)
+    # path, bytes, SHA-256 of the file, episodes, created: of every file read (checkpoints keep them: resume checks)
+    ctx.dataset_fingerprints = [dataset_fingerprint(p) for p in paths]
     if _run is not None:
-        paths = dataset_paths(args.offline_dataset)
-        if args.offline_expert and not args.offline_expert.startswith(("quality:", "label:", "top:")):
-            paths.append(args.offline_expert)
         _run.info["dataset"] = {"episodes": len(data), "mean_return": float(data.returns.mean()),  # ground truth
                                 **({"label_mean_return": float(data.reward_returns().mean())}
                                    if args.offline_reward else {}),
                                 "paths": dataset_paths(args.offline_dataset),
                                 "expert_episodes": len(expert) if expert is not None else 0,
-                                # path, bytes, SHA-256 of the file, episodes, created: of every file read
-                                "fingerprints": [dataset_fingerprint(p) for p in paths]}
+                                "fingerprints": ctx.dataset_fingerprints}
         if "preferences" in datasets:
             prefs = datasets["preferences"]
             settings = prefs.settings
@@ -387,8 +389,48 @@ def check_validation(ctx, means, step):
 def save(ctx, step, sampler, marks, _log):
     """A checkpoint at gradient step `step`: the learner, the sampler's state and the steps of the latest test, log
     and save (`marks`, so that a resumed run keeps their schedule); returns its folder."""
-    return loop.save(ctx, step, {"step": step, "sampler": sampler.rng.bit_generator.state, "marks": dict(marks)},
-                     _log)
+    return loop.save(ctx, step, {"step": step, "sampler": sampler.rng.bit_generator.state, "marks": dict(marks),
+                                 "datasets": saved_fingerprints(ctx)}, _log)
+
+
+def saved_fingerprints(ctx):
+    """The run's dataset fingerprints with each file's content fingerprint (its episodes, not its labels or
+    preference sets: offline.label_store.content_fingerprint), computed at the first checkpoint, for check_datasets.
+    None with offline_lazy (it would read the whole file, which lazy loading avoids) and for a file with invalid
+    episodes (the reader refuses them): a resume then compares the file's bytes only."""
+    for fp in ctx.dataset_fingerprints:
+        if "content" not in fp:
+            try:
+                fp["content"] = None if ctx.args.offline_lazy else content_fingerprint(fp["path"])
+            except DatasetError:
+                fp["content"] = None
+    return ctx.dataset_fingerprints
+
+
+def check_datasets(ctx, saved, path, _log):
+    """A resumed run refuses a dataset file that changed on disk since its checkpoint (the same path, other bytes and
+    other episodes: it would continue on other data than the run it continues); a file with the same episodes (labels
+    or preference sets added) is fine, and so is another path (said as a changed setting). `saved`: the checkpoint's
+    fingerprints (None for checkpoints from before they were saved: not checked)."""
+    now = {fp["path"]: fp for fp in ctx.dataset_fingerprints}
+    for old in saved or []:
+        new = now.get(old["path"])
+        if new is None or new["sha256"] == old["sha256"]:
+            continue
+        if old.get("content") and content_fingerprint(old["path"]) == old["content"]:
+            _log.info(f"{old['path']} changed on disk since the checkpoint, but holds the same episodes (labels or "
+                      f"preference sets written since): resuming")
+            continue
+        what = (f"{old['path']} changed on disk since the checkpoint {path} was saved (SHA-256 {old['sha256'][:12]}... "
+                f"then, {new['sha256'][:12]}... now; {old['episodes']} episodes then, {new['episodes']} now)")
+        if ctx.args.offline_resume_changed_data:
+            _log.warning(f"{what}: resuming on the changed file (offline_resume_changed_data=True)")
+            ctx.run_info.setdefault("resumed_from", {}).setdefault("changed_datasets", []).append(
+                {"path": old["path"], "sha256_then": old["sha256"], "sha256_now": new["sha256"]})
+            continue
+        raise ConfigError(f"{what}: the resumed run would train on other data than the run it continues. Restore the "
+                          f"file, start a new run (leave out checkpoint_path), or resume on the changed file with "
+                          f"offline_resume_changed_data=True")
 
 
 def resume(ctx, sampler, _log):
@@ -401,6 +443,7 @@ def resume(ctx, sampler, _log):
     if state is None or "sampler" not in state:
         raise ValueError(f"{path} is not an offline-training checkpoint (no sampler state); to start offline "
                          f"training from online weights, train online and collect a dataset instead")
+    check_datasets(ctx, state.get("datasets"), path, _log)
     sampler.rng.bit_generator.state = state["sampler"]
     step = state["step"]
     return step, path, state.get("marks") or {"last_test": step, "last_log": step, "last_save": step}

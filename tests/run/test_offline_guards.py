@@ -130,3 +130,30 @@ def test_a_reward_label_run_shows_the_labels_mean_return_beside_the_ground_truth
     assert "Offline data: 8 training episodes (mean return of label:r_hat 10.000, ground truth 55.000)" in out
     info = json.load(open(os.path.join(sacred_dir(tmp_path, "omiga", "climbing"), "info.json")))
     assert info["dataset"]["label_mean_return"] == 10.0 and info["dataset"]["mean_return"] == 55.0
+
+
+def test_a_resume_refuses_a_dataset_that_changed_on_disk(tmp_path, capsys):
+    """The same path with other episodes was resumed silently: now refused (exit 2) naming the file and the three ways
+    on; labels written into the file since (the same episodes) are fine; offline_resume_changed_data=True resumes on
+    the changed file and records it."""
+    from offline.label_store import content_fingerprint, write_episode_labels
+
+    data = write(tmp_path / "data.h5", n=8)
+    run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={data}")
+    (models,) = glob.glob(os.path.join(tmp_path, "models", "*"))
+    write_episode_labels(data, {"flag": np.ones(8, np.int64)}, {}, content_fingerprint(data))  # same episodes
+    run_main(tmp_path, "bc", "climbing", *TINY, "offline_steps=9", f"offline_dataset={data}",
+             f"checkpoint_path={models}")
+    assert "holds the same episodes (labels or preference sets written since): resuming" in "".join(capsys.readouterr())
+    os.remove(data)
+    write(data, constant_climbing_episodes(8, 1, 1, limit=LIMIT))  # other episodes at the same path
+    run_main(tmp_path, "bc", "climbing", *TINY, "offline_steps=12", f"offline_dataset={data}",
+             f"checkpoint_path={models}", expect=2)
+    err = capsys.readouterr().err
+    assert f"{data} changed on disk since the checkpoint {os.path.join(models, '9')} was saved" in err
+    assert "Restore the file, start a new run (leave out checkpoint_path), or resume on the changed file with " \
+           "offline_resume_changed_data=True" in err
+    run_main(tmp_path, "bc", "climbing", *TINY, "offline_steps=12", f"offline_dataset={data}",
+             f"checkpoint_path={models}", "offline_resume_changed_data=True")
+    assert "resuming on the changed file (offline_resume_changed_data=True)" in "".join(capsys.readouterr())
+    assert "12" in os.listdir(models)
