@@ -251,13 +251,13 @@ def bad_data_named(ctx, step, last_checkpoint, _log):
         yield
     except DatasetError as e:
         args = ctx.args
-        resume = (f"resume from it with: with checkpoint_path={args.model_dir} offline_dataset=OUT.h5 (the run then "
-                  f"samples from the remaining episodes)" if last_checkpoint else
-                  "no checkpoint was saved yet: start again with offline_dataset=OUT.h5")
+        then = (f"Last good checkpoint: {last_checkpoint}; after dropping the bad episodes into OUT.h5, resume from "
+                f"it with: with checkpoint_path={args.model_dir} offline_dataset=OUT.h5 (the run then samples from the "
+                f"remaining episodes)" if last_checkpoint else
+                "No checkpoint was saved in this run (save_model=False or none yet): after dropping the bad episodes "
+                "into OUT.h5, start again with offline_dataset=OUT.h5")
         error = DatasetError(f"{e}. Found at gradient step {step} (offline_lazy=True checks the episodes as it reads "
-                             f"them; offline_lazy=False checks all at the start). "
-                             f"{loop.last_checkpoint_text(last_checkpoint)}; "
-                             f"after dropping the bad episodes into OUT.h5, {resume}")
+                             f"them; offline_lazy=False checks all at the start). {then}")
         _log.error(str(error))
         loop.finish_after_error(ctx, _log)
         raise error from e
