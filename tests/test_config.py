@@ -172,6 +172,17 @@ def test_values_that_fit_their_default_type_are_converted_or_kept():
     assert build_config("omar", "matrix_game", {"target_update_interval_or_tau": 0.01})  # int or float key
 
 
+def test_null_on_the_command_line_is_none_where_the_key_allows_none():
+    """`with weight_max=null` reaches the config as the text 'null' (Sacred does not read YAML's null): a key that
+    allows null (its range says so, a name, or a null default) takes it as None, as its config file would."""
+    cfg = build_config("misodice", "matrix_game", {"weight_max": "null", "critic_lr": "~", "mixer": "null",
+                                                   "mongo_url": "NULL"})
+    assert cfg["weight_max"] is None and cfg["critic_lr"] is None and cfg["mixer"] is None
+    assert cfg["mongo_url"] is None
+    with pytest.raises(ConfigError, match=r"config key t_max\b.* must be an integer .*got 'null'"):
+        build_config("qmix", "matrix_game", {"t_max": "null"})  # no null for a key that needs a value
+
+
 def test_t_max_abc_on_the_command_line_says_integer_and_leaves_no_run_folder(tmp_path, capsys):
     assert main(["main.py", "--config=qmix", "--env-config=matrix_game", "with", f"local_results_path={tmp_path}",
                  "t_max=abc"]) == 2

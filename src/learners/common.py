@@ -61,16 +61,23 @@ class NonFiniteError(RuntimeError):
     which the learner cannot know."""
     repeats_on_retry = True  # exact resume replays the same updates from the last checkpoint
 
-    def __init__(self, learner, stats, step, step_name):
-        self.learner, self.stats, self.step, self.step_name = learner, stats, step, step_name
+    def __init__(self, learner, stats, step, step_name, what="stopped before the optimiser step"):
+        self.learner, self.stats, self.step, self.step_name, self.what = learner, stats, step, step_name, what
         self.checkpoint = None
+        self.causes = None  # the run loop's likely causes (offline: the data's magnitudes, the run's settings)
         super().__init__(learner, stats, step, step_name)
 
     def __str__(self):
         bad = ", ".join(f"{k} = {v}" for k, v in self.stats.items())
-        msg = (f"{self.learner}: non-finite {bad} at {self.step_name} {self.step}; stopped before the optimiser "
-               f"step (on_nonfinite=stop; on_nonfinite=skip_batch would skip such updates)")
-        return msg + (f". {self.checkpoint}" if self.checkpoint else "")
+        msg = (f"{self.learner}: non-finite {bad} at {self.step_name} {self.step}; {self.what} (on_nonfinite=stop; "
+               f"on_nonfinite=skip_batch would skip such updates, which helps only when a few batches are bad)")
+        return (msg + (f". Look for the cause: {self.causes}" if self.causes else "")
+                + (f". {self.checkpoint}" if self.checkpoint else ""))
+
+
+class UpdatesSkippedError(RuntimeError):
+    """Every update of a run was skipped for a non-finite value (on_nonfinite=skip_batch): it trained nothing."""
+    repeats_on_retry = True  # the same data and settings skip the same updates
 
 
 class NonFiniteGuard:

@@ -294,6 +294,12 @@ class OfflineDataset:
         ds.source_path, ds.damaged_labels = self.source_path, dict(self.damaged_labels)
         return ds
 
+    def reward_returns(self):
+        """[len] float64: each episode's sum of its stored per-step rewards (zero on padding): with a reward label
+        (with_reward) the label's returns, where `returns` keeps the ground truth. Reads the reward field."""
+        reward = self._rows(self._data["reward"], np.arange(len(self)))
+        return reward.reshape(len(self), -1).sum(axis=1, dtype=np.float64)
+
     def _rows(self, source, rows):
         """Rows `rows` (indices into this dataset) of a source array, in the given order."""
         idx = self._index[np.asarray(rows, dtype=np.int64)]

@@ -3,6 +3,7 @@ merged), the expert subset D_E (`offline_expert`), rewards from a label (`offlin
 held-out split, and the seeded episode (and preference-pair) sampler whose state goes into checkpoints."""
 import json
 import logging
+import math
 import os
 import re
 
@@ -55,7 +56,8 @@ def load_training_data(args, env_info, _log):
     env_args = unseeded(args.env_args)
     data, loaded = None, []
     for path in dataset_paths(args.offline_dataset):
-        ds = OfflineDataset.load(path, lazy=args.offline_lazy, expect_env=(args.env, env_args))
+        ds = no_episodes_refused(OfflineDataset.load(path, lazy=args.offline_lazy, expect_env=(args.env, env_args)),
+                                 "offline_dataset")
         loaded.append((path, ds))
         data = ds if data is None else data.merge(ds)
     check_distinct(loaded)
@@ -74,11 +76,32 @@ def load_training_data(args, env_info, _log):
         data = data.top_fraction(args.offline_top_fraction)
     valid = None
     if args.offline_valid_fraction > 0:
+        n = len(data)
         data, valid = data.split(args.offline_valid_fraction, seed=args.seed)
-    _log.info(f"Offline data: {len(data)} training episodes (mean return {data.returns.mean():.3f})"
+        if len(data) == 0:
+            top = (f" (offline_top_fraction={args.offline_top_fraction} kept them)" if args.offline_top_fraction < 1.0
+                   else "")
+            raise ConfigError(f"nothing left to train on: offline_valid_fraction={args.offline_valid_fraction} holds "
+                              f"out all {n} episodes{top}; give a smaller offline_valid_fraction (at most "
+                              f"{math.floor(1000 * (n - 1) / n) / 1000:g} keeps one training episode), or 0 for no "
+                              f"validation")
+    # with a reward label the learner trains on the label's returns; the stored ground truth is shown beside them
+    mean = (f"mean return of {args.offline_reward} {data.reward_returns().mean():.3f}, ground truth "
+            f"{data.returns.mean():.3f}" if args.offline_reward else f"mean return {data.returns.mean():.3f}")
+    _log.info(f"Offline data: {len(data)} training episodes ({mean})"
               + (f", {len(valid)} validation" if valid is not None else "")
               + (f", {len(expert)} expert episodes (mean return {expert.returns.mean():.3f})" if expert else ""))
     return data, valid, expert
+
+
+def no_episodes_refused(ds, key):
+    """`ds`, loaded from the file that config key `key` names; a DatasetError when it holds no episodes (a complete
+    file: a collection or import of nothing, or drop_episodes that dropped them all)."""
+    if len(ds) == 0:
+        ds.close()
+        raise DatasetError(f"{key}: {ds.path} holds no episodes (a complete dataset file of 0 episodes): there is "
+                           f"nothing to train on; collect or import episodes into a new file, or name another file")
+    return ds
 
 
 def _dropped_from(ds):
@@ -218,7 +241,8 @@ def select_expert(data, spec, args, env_args):
                               "top:<name>:<K> or the path of a dataset"
                               + (f" (did you mean '{guess.group(1)}:{guess.group(2)}'?)" if guess else ""))
     check_dataset_file(spec, "offline_expert")
-    return OfflineDataset.load(spec, lazy=args.offline_lazy, expect_env=(args.env, env_args))
+    return no_episodes_refused(OfflineDataset.load(spec, lazy=args.offline_lazy, expect_env=(args.env, env_args)),
+                               "offline_expert")
 
 
 class Sampler:

@@ -179,20 +179,31 @@ def folder_step(path):
 
 
 @contextmanager
-def stop_on_nonfinite(ctx, last_checkpoint, _log):
+def stop_on_nonfinite(ctx, last_checkpoint, _log, causes=None):
     """Around learner.train: on a non-finite value name the last good checkpoint in the error (the learner cannot
-    know it) and release the envs; nothing after a non-finite value is saved."""
+    know it) and the likely `causes` (text) when given, and release the envs; nothing after a non-finite value is
+    saved."""
     try:
         yield
     except NonFiniteError as error:
-        error.checkpoint = (f"Last good checkpoint: {last_checkpoint}" if last_checkpoint else
-                            "No checkpoint was saved in this run (save_model=False or none yet)")
+        error.checkpoint = last_checkpoint_text(last_checkpoint)
+        error.causes = causes
         _log.error(str(error))
-        try:
-            finish(ctx)
-        except Exception as cleanup:  # the non-finite error is the one to report
-            _log.warning(f"cleanup after the non-finite error failed: {cleanup!r}")
+        finish_after_error(ctx, _log)
         raise
+
+
+def last_checkpoint_text(last_checkpoint):
+    return (f"Last good checkpoint: {last_checkpoint}" if last_checkpoint else
+            "No checkpoint was saved in this run (save_model=False or none yet)")
+
+
+def finish_after_error(ctx, _log):
+    """Release the envs and close the logger of a run that fails; the error being raised is the one to report."""
+    try:
+        finish(ctx)
+    except Exception as cleanup:
+        _log.warning(f"cleanup after the error failed: {cleanup!r}")
 
 
 def finish(ctx):

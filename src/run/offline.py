@@ -8,10 +8,12 @@ Logging is the online runs' (Sacred info/metrics, TensorBoard, console) with the
 With reference_return_low/high set, `test_normalised_score` = (R - low) / (high - low) is logged too.
 """
 import os
+from contextlib import contextmanager
 
 import numpy as np
 
 from labeling.trajectory_preference import episode_scores
+from learners.common import NonFiniteError, UpdatesSkippedError
 from learners.episode_ranking import own_labels
 from offline.format import DatasetError
 from offline.label_store import (
@@ -27,7 +29,9 @@ from offline.sampling import Sampler, dataset_paths, load_training_data
 from run import loop
 from run.interrupt import CtrlC, interrupted
 from run.setup import build
+from utils.config import ConfigError
 from utils.files import clean_stale_temps
+from utils.logging import get_logger
 from utils.progress import Bar, Clock
 
 VALID_EPISODES = 256  # held-out episodes scored per evaluation (enough for a stable loss, cheap on CPU)
@@ -71,17 +75,22 @@ def run_offline(_run, config, _log):
     if missing:
         raise ValueError(f"learner '{args.learner}' needs batches {missing}, which run: offline does not provide")
     learner.check_data({name: datasets[name] for name in learner.batches})
+    warn_large_batches(args, learner, datasets, _log)
+    causes = nonfinite_causes(args, data)  # named in a non-finite error: what to look at
     # the labels are written for the episodes as they are now (refused at the end if the file changed meanwhile)
     fingerprint = content_fingerprint(data) if learner.labels_at_end else None
+    paths = dataset_paths(args.offline_dataset)
+    if args.offline_expert and not args.offline_expert.startswith(("quality:", "label:", "top:")):
+        paths.append(args.offline_expert)
+    # path, bytes, SHA-256 of the file, episodes, created: of every file read (checkpoints keep them: resume checks)
+    ctx.dataset_fingerprints = [dataset_fingerprint(p) for p in paths]
     if _run is not None:
-        paths = dataset_paths(args.offline_dataset)
-        if args.offline_expert and not args.offline_expert.startswith(("quality:", "label:", "top:")):
-            paths.append(args.offline_expert)
-        _run.info["dataset"] = {"episodes": len(data), "mean_return": float(data.returns.mean()),
+        _run.info["dataset"] = {"episodes": len(data), "mean_return": float(data.returns.mean()),  # ground truth
+                                **({"label_mean_return": float(data.reward_returns().mean())}
+                                   if args.offline_reward else {}),
                                 "paths": dataset_paths(args.offline_dataset),
                                 "expert_episodes": len(expert) if expert is not None else 0,
-                                # path, bytes, SHA-256 of the file, episodes, created: of every file read
-                                "fingerprints": [dataset_fingerprint(p) for p in paths]}
+                                "fingerprints": ctx.dataset_fingerprints}
         if "preferences" in datasets:
             prefs = datasets["preferences"]
             settings = prefs.settings
@@ -106,6 +115,8 @@ def run_offline(_run, config, _log):
         _log.info(f"Beginning offline training for {args.offline_steps} gradient steps "
                   f"(batch {batch_text(learner, args)})")
     per_step = episodes_per_step(learner, args)
+    guard = getattr(learner, "guard", None)  # its count of updates skipped for a non-finite value (skip_batch)
+    skipped = 0  # gradient steps of this process whose update was skipped
     progress = Clock(step, args.offline_steps)
     clock = loop.UpdateClock()
     labels = None  # the latest labels of a learner that labels the dataset (written at the end)
@@ -115,19 +126,24 @@ def run_offline(_run, config, _log):
             # the untrained policy's score (a resumed run was evaluated at its checkpoint's step, unless it had
             # finished)
             if marks["last_test"] is None or step >= args.offline_steps:
-                evaluate(ctx, step, valid)
+                with loop.stop_on_nonfinite(ctx, last_checkpoint, _log, causes):
+                    evaluate(ctx, step, valid)
                 labels = label(ctx, data, step, last_checkpoint, _log)
                 marks["last_test"] = step
             while step < args.offline_steps and not ctrl_c.requested:  # Ctrl-C: stops after a whole step
                 # in a fixed order, so that the sampler's random stream is reproducible
-                batches = {name: draw(sampler, name, datasets[name], args) for name in sorted(learner.batches)}
-                with clock.update(), loop.stop_on_nonfinite(ctx, last_checkpoint, _log):
+                with bad_data_named(ctx, step, last_checkpoint, _log):
+                    batches = {name: draw(sampler, name, datasets[name], args) for name in sorted(learner.batches)}
+                skips = guard.skips if guard is not None else 0
+                with clock.update(), loop.stop_on_nonfinite(ctx, last_checkpoint, _log, causes):
                     learner.train(batches, step, step * per_step)
+                skipped += guard is not None and guard.skips > skips
                 step += 1
                 bar.update_to(step)
                 # evaluated before the summary, so that the summary at a step shows the test at that step
                 if step - marks["last_test"] >= args.offline_test_interval or step >= args.offline_steps:
-                    evaluate(ctx, step, valid)
+                    with loop.stop_on_nonfinite(ctx, last_checkpoint, _log, causes):
+                        evaluate(ctx, step, valid)
                     labels = label(ctx, data, step, last_checkpoint, _log) or labels
                     marks["last_test"] = step
                     if learner.trains_actor:
@@ -152,6 +168,7 @@ def run_offline(_run, config, _log):
         interrupted(ctx, "gradient step", step, _log)
         loop.finish(ctx)
         raise KeyboardInterrupt
+    check_skipped(ctx, skipped, clock.updates, causes, _log)
     _log.info(f"Finished offline training: {clock.updates} gradient steps ({clock.updates * per_step} sampled "
               f"episodes) in {progress.elapsed():.1f}s ({clock.rate():.1f} updates/s in the learner)")
     loop.log_final_evaluation(ctx, _log, "gradient step")
@@ -181,6 +198,91 @@ def leave_out_unread(args, learner, _log):
         _log.warning(f"offline_reward={args.offline_reward} is not used: learner '{args.learner}' does not train on "
                      f"rewards (omar and omiga do); it is left out of this run")
         args.offline_reward = ""
+
+
+SKIPPED_WARNING = 0.5  # more than this fraction of a run's updates skipped (on_nonfinite=skip_batch): a warning
+
+
+def check_skipped(ctx, skipped, updates, causes, _log):
+    """Updates skipped for a non-finite value (on_nonfinite=skip_batch), of the `updates` this process made: recorded
+    in info.json (`nonfinite_skips`); more than half of them skipped is a warning (the run trained on the rest);
+    all of them is an error: the run trained nothing, and its checkpoints hold the untrained model."""
+    if not skipped:
+        return
+    ctx.run_info["nonfinite_skips"] = {"skipped": skipped, "updates": updates}
+    what = (f"{skipped} of the {updates} gradient steps of this run skipped their update for a non-finite loss or "
+            f"gradient norm (on_nonfinite=skip_batch)")
+    if skipped >= updates:
+        checkpoints = (f"its checkpoints in {ctx.args.model_dir} hold the model it resumed from or started with, "
+                       f"untrained by this run" if ctx.args.save_model else "save_model=False: no checkpoints")
+        error = UpdatesSkippedError(f"{what}: every update; the run trained nothing ({checkpoints}). Fix the cause "
+                                    f"before training again: {causes}")
+        _log.error(str(error))
+        loop.finish_after_error(ctx, _log)
+        raise error
+    if skipped > SKIPPED_WARNING * updates:
+        ctx.run_info["nonfinite_skips"]["warning"] = f"{what}: more than half"
+        _log.warning(f"{what}: more than half, so the model trained on a fraction of the data it sampled; "
+                     f"look for the cause: {causes}")
+
+
+def nonfinite_causes(args, data):
+    """Where a non-finite loss usually comes from, with this run's values: the data's magnitudes (the returns of
+    what the learner trains on: a reward label's when offline_reward is set) and the settings that scale the losses
+    (learning rates, the learner's alpha/temperature; a zero one divides by zero)."""
+    if args.offline_reward:
+        returns, what = data.reward_returns(), f"the reward label's ({args.offline_reward}) episode returns"
+    else:
+        returns, what = data.returns, "the data's episode returns"
+    largest = float(np.abs(returns).max()) if len(returns) else 0.0
+    parts = [f"{what} span [{float(returns.min()):.4g}, {float(returns.max()):.4g}]"
+             + (" (extreme: rescale the rewards, or drop the episodes)" if largest > 1e6 else "")]
+    config = vars(args)
+    keys = [k for k in sorted(config) if k in ("lr", "critic_lr") or (k.endswith(("_alpha", "temperature"))
+                                                                      and k != "optim_alpha")]
+    values = [(k, config[k]) for k in keys if isinstance(config[k], (int, float)) and not isinstance(config[k], bool)]
+    zero = [f"{k}=0" for k, v in values if v == 0]
+    parts.append("settings " + ", ".join(f"{k}={v:g}" for k, v in values)
+                 + (f" ({', '.join(zero)}: a zero temperature or weight divides by zero)" if zero else "")
+                 + " (a smaller lr often helps)")
+    return "; ".join(parts)
+
+
+@contextmanager
+def bad_data_named(ctx, step, last_checkpoint, _log):
+    """Around drawing a batch: bad data that a lazily loaded dataset finds in the episodes it reads (offline_lazy
+    checks each read, not the whole file at the start) fails the run naming the gradient step, the last checkpoint
+    and how to go on without the bad episodes."""
+    try:
+        yield
+    except DatasetError as e:
+        args = ctx.args
+        then = (f"Last good checkpoint: {last_checkpoint}; after dropping the bad episodes into OUT.h5, resume from "
+                f"it with: with checkpoint_path={args.model_dir} offline_dataset=OUT.h5 (the run then samples from the "
+                f"remaining episodes)" if last_checkpoint else
+                "No checkpoint was saved in this run (save_model=False or none yet): after dropping the bad episodes "
+                "into OUT.h5, start again with offline_dataset=OUT.h5")
+        error = DatasetError(f"{e}. Found at gradient step {step} (offline_lazy=True checks the episodes as it reads "
+                             f"them; offline_lazy=False checks all at the start). {then}")
+        _log.error(str(error))
+        loop.finish_after_error(ctx, _log)
+        raise error from e
+
+
+def warn_large_batches(args, learner, datasets, _log):
+    """Batches larger than what they are drawn from are drawn with replacement, each episode (or pair) many times
+    over: legitimate for a small dataset, but costly and rarely meant when the batch is far larger; said once."""
+    for name in sorted(learner.batches):
+        source = datasets[name]
+        key, size, unit = (("preference_batch_size", args.preference_batch_size, "labeled pairs")
+                           if name == "preferences" else ("s0_batch_size", args.s0_batch_size, "episodes")
+                           if name == "init" else ("batch_size", args.batch_size, "episodes"))
+        if size > len(source):
+            _log.warning(f"{key}={size} is more than the {len(source)} {unit} of the {name} batches: each batch "
+                         f"draws them with replacement, every one about {size / len(source):.3g} times, and costs "
+                         f"{size} where {len(source)} would see each once" if size >= 2 * len(source) else
+                         f"{key}={size} is more than the {len(source)} {unit} of the {name} batches: each batch "
+                         f"draws them with replacement")
 
 
 def oracle_score(prefs, gamma):
@@ -290,15 +392,76 @@ def evaluate(ctx, step, valid):
             part = part[:, : part.max_t_filled()]
             for k, v in ctx.learner.validation_loss(part.to(args.device) if args.device != "cpu" else part).items():
                 totals[k] = totals.get(k, 0.0) + v * part.batch_size
-        for k, v in totals.items():
-            logger.log_stat(k, v / len(rows), step)
+        means = {k: v / len(rows) for k, v in totals.items()}
+        for k, v in means.items():
+            logger.log_stat(k, v, step)
+        check_validation(ctx, means, step)
+
+
+def check_validation(ctx, means, step):
+    """Non-finite validation losses (held-out episodes) follow on_nonfinite as the training losses do: `stop` fails
+    the run (NonFiniteError; the run loop names the checkpoint and the likely causes), `skip_batch` (there is no
+    update to skip) warns, naming the stat and the step; the value is logged either way."""
+    bad = {k: float(v) for k, v in means.items() if not np.isfinite(v)}
+    if not bad:
+        return
+    args = ctx.args
+    guard = getattr(ctx.learner, "guard", None)
+    name = guard.learner if guard is not None else f"{type(ctx.learner).__name__} ({args.name})"
+    what = (f"on the {args.offline_valid_fraction:g} of the episodes held out for validation (offline_valid_fraction; "
+            f"the model's outputs overflow on data it does not train on)")
+    if args.on_nonfinite == "stop":
+        raise NonFiniteError(name, bad, step, "gradient step", what=f"stopped {what}")
+    stats = ", ".join(f"{k} = {v}" for k, v in bad.items())
+    get_logger().warning(f"{name}: non-finite validation loss {stats} at gradient step {step} {what}; "
+                         f"on_nonfinite=skip_batch: training goes on (on_nonfinite=stop would stop the run here)")
 
 
 def save(ctx, step, sampler, marks, _log):
     """A checkpoint at gradient step `step`: the learner, the sampler's state and the steps of the latest test, log
     and save (`marks`, so that a resumed run keeps their schedule); returns its folder."""
-    return loop.save(ctx, step, {"step": step, "sampler": sampler.rng.bit_generator.state, "marks": dict(marks)},
-                     _log)
+    return loop.save(ctx, step, {"step": step, "sampler": sampler.rng.bit_generator.state, "marks": dict(marks),
+                                 "datasets": saved_fingerprints(ctx)}, _log)
+
+
+def saved_fingerprints(ctx):
+    """The run's dataset fingerprints with each file's content fingerprint (its episodes, not its labels or
+    preference sets: offline.label_store.content_fingerprint), computed at the first checkpoint, for check_datasets.
+    None with offline_lazy (it would read the whole file, which lazy loading avoids) and for a file with invalid
+    episodes (the reader refuses them): a resume then compares the file's bytes only."""
+    for fp in ctx.dataset_fingerprints:
+        if "content" not in fp:
+            try:
+                fp["content"] = None if ctx.args.offline_lazy else content_fingerprint(fp["path"])
+            except DatasetError:
+                fp["content"] = None
+    return ctx.dataset_fingerprints
+
+
+def check_datasets(ctx, saved, path, _log):
+    """A resumed run refuses a dataset file that changed on disk since its checkpoint (the same path, other bytes and
+    other episodes: it would continue on other data than the run it continues); a file with the same episodes (labels
+    or preference sets added) is fine, and so is another path (said as a changed setting). `saved`: the checkpoint's
+    fingerprints (None for checkpoints from before they were saved: not checked)."""
+    now = {fp["path"]: fp for fp in ctx.dataset_fingerprints}
+    for old in saved or []:
+        new = now.get(old["path"])
+        if new is None or new["sha256"] == old["sha256"]:
+            continue
+        if old.get("content") and content_fingerprint(old["path"]) == old["content"]:
+            _log.info(f"{old['path']} changed on disk since the checkpoint, but holds the same episodes (labels or "
+                      f"preference sets written since): resuming")
+            continue
+        what = (f"{old['path']} changed on disk since the checkpoint {path} was saved (SHA-256 {old['sha256'][:12]}... "
+                f"then, {new['sha256'][:12]}... now; {old['episodes']} episodes then, {new['episodes']} now)")
+        if ctx.args.offline_resume_changed_data:
+            _log.warning(f"{what}: resuming on the changed file (offline_resume_changed_data=True)")
+            ctx.run_info.setdefault("resumed_from", {}).setdefault("changed_datasets", []).append(
+                {"path": old["path"], "sha256_then": old["sha256"], "sha256_now": new["sha256"]})
+            continue
+        raise ConfigError(f"{what}: the resumed run would train on other data than the run it continues. Restore the "
+                          f"file, start a new run (leave out checkpoint_path), or resume on the changed file with "
+                          f"offline_resume_changed_data=True")
 
 
 def resume(ctx, sampler, _log):
@@ -311,6 +474,7 @@ def resume(ctx, sampler, _log):
     if state is None or "sampler" not in state:
         raise ValueError(f"{path} is not an offline-training checkpoint (no sampler state); to start offline "
                          f"training from online weights, train online and collect a dataset instead")
+    check_datasets(ctx, state.get("datasets"), path, _log)
     sampler.rng.bit_generator.state = state["sampler"]
     step = state["step"]
     return step, path, state.get("marks") or {"last_test": step, "last_log": step, "last_save": step}

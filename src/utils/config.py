@@ -307,6 +307,10 @@ _TYPE_WORDS = {bool: "True or False", int: "an integer", float: "a number", str:
                Mapping: "a mapping (key: value, ...)"}
 
 
+# YAML's spellings of null: a config file reads them as None, and so does a `with` update of a key that allows null
+YAML_NULLS = ("null", "Null", "NULL", "~")
+
+
 def _kind(key, default):
     """The type a value of `key` must have, judged from its default; None: anything goes."""
     if default is None or key in MIXED_KEYS:
@@ -364,12 +368,14 @@ def check_types(update, reference, where="", origin=""):
         default = reference.get(k) if isinstance(reference, Mapping) else None
         kind = _kind(k, default)
         if kind is None or (k in OPEN_KEYS and not where and isinstance(v, Mapping)):
-            out[k] = v
+            out[k] = None if default is None and isinstance(v, str) and v.strip() in YAML_NULLS else v
             continue
         if k in PATH_LIST_KEYS and not where and isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v):
             out[k] = list(v)
             continue
         nullable = path in RANGES and RANGES[path][3]
+        if isinstance(v, str) and v.strip() in YAML_NULLS and (nullable or kind is str):
+            v = None  # `with weight_max=null`: Sacred passes YAML's null as text; the config files read it as None
         if v is None and nullable:
             out[k] = v
             continue

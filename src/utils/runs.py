@@ -55,7 +55,8 @@ IGNORED = frozenset({
     "use_tensorboard", "mongo_url", "mongo_db", "save_model", "save_model_interval", "save_replay_buffer",
     "checkpoint_path", "load_step", "evaluate", "render", "save_replay", "log_interval", "runner_log_interval",
     "learner_log_interval", "test_interval", "t_max", "offline_steps", "offline_test_interval",
-    "offline_log_interval", "offline_save_interval", "offline_lazy", "use_cuda", "device", "buffer_cpu_only",
+    "offline_log_interval", "offline_save_interval", "offline_lazy", "offline_resume_changed_data", "use_cuda",
+    "device", "buffer_cpu_only",
     "torch_threads", "n_workers", "on_nonfinite", "tfcaf_timeout_s", "tfcaf_memory_mb", "name",
 })
 IGNORED_PREFIXES = ("llm.",)

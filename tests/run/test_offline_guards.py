@@ -1,0 +1,159 @@
+"""run=offline refuses data and settings it cannot train on, and says so when training went wrong: no episodes, a
+dataset changed under a resumed run, bad data found mid-run, non-finite updates skipped and validation losses."""
+import glob
+import json
+import os
+
+import numpy as np
+
+from helpers import constant_climbing_episodes, make_ctx, run_main, sacred_dir
+from offline import DatasetWriter
+
+LIMIT = 5
+TINY = ["offline_steps=6", "offline_test_interval=3", "offline_log_interval=3", "offline_save_interval=3",
+        "batch_size=4", "test_nepisode=2", f"env_args.episode_limit={LIMIT}", "hidden_dim=8"]
+
+
+def write(path, arrays=None, n=8, **kw):
+    """A climbing dataset of `arrays` (default: n episodes playing (0, 0), labelled expert)."""
+    ctx = make_ctx("qmix", "climbing", env_args={"episode_limit": LIMIT})
+    with DatasetWriter(str(path), ctx.runner.get_env_info(), ctx.args.env, ctx.args.env_args, vars(ctx.args)) as w:
+        if arrays is None:
+            arrays = constant_climbing_episodes(n, 0, 0, limit=LIMIT)
+        if len(arrays["obs"]):
+            w.add_arrays(arrays, qualities="expert", **kw)
+    ctx.runner.close_env()
+    return str(path)
+
+
+def test_a_dataset_of_no_episodes_is_a_dataset_error(tmp_path, capsys):
+    empty = write(tmp_path / "empty.h5", {k: v[:0] for k, v in constant_climbing_episodes(1, 0, 0, LIMIT).items()})
+    data = write(tmp_path / "data.h5")
+    run_main(tmp_path / "a", "bc", "climbing", *TINY, f"offline_dataset={empty}", expect=2)
+    err = capsys.readouterr().err
+    assert f"offline_dataset: {empty} holds no episodes" in err and "Traceback" not in err
+    run_main(tmp_path / "b", "bc_beta", "climbing", *TINY, f"offline_dataset={data}", f"offline_expert={empty}",
+             expect=2)
+    assert f"offline_expert: {empty} holds no episodes" in capsys.readouterr().err
+
+
+def test_a_valid_fraction_that_leaves_no_training_episode_is_a_config_error(tmp_path, capsys):
+    data = write(tmp_path / "data.h5", n=4)
+    run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={data}", "offline_valid_fraction=0.9", expect=2)
+    err = capsys.readouterr().err
+    assert ("nothing left to train on: offline_valid_fraction=0.9 holds out all 4 episodes; give a smaller "
+            "offline_valid_fraction (at most 0.75 keeps one training episode)") in err
+    assert "Traceback" not in err and not os.path.isdir(tmp_path / "sacred" / "bc")
+
+
+def test_every_update_skipped_fails_the_run_naming_the_cause_and_keeps_its_checkpoints(tmp_path, capsys):
+    """omiga_alpha=0 makes every OMIGA loss non-finite: with on_nonfinite=skip_batch the run skipped all its updates
+    and ended COMPLETED with checkpoints of the untrained model; now it fails (exit 1) saying so and naming the zero
+    temperature, its checkpoints kept. With on_nonfinite=stop the error names the same causes."""
+    data = write(tmp_path / "data.h5")
+    run_main(tmp_path / "skip", "omiga", "climbing", *TINY, f"offline_dataset={data}", "omiga_alpha=0",
+             "on_nonfinite=skip_batch", expect=1)
+    err = capsys.readouterr().err
+    assert "6 of the 6 gradient steps of this run skipped their update" in err and "the run trained nothing" in err
+    assert "omiga_alpha=0 (omiga_alpha=0: a zero temperature" in err and "episode returns span [55, 55]" in err
+    (models,) = glob.glob(os.path.join(tmp_path, "skip", "models", "*"))
+    assert {"3", "6"} <= set(os.listdir(models))
+    info = json.load(open(os.path.join(sacred_dir(tmp_path / "skip", "omiga", "climbing"), "info.json")))
+    assert info["nonfinite_skips"] == {"skipped": 6, "updates": 6} and info["failure"]["repeats_on_retry"]
+    run_main(tmp_path / "stop", "omiga", "climbing", *TINY, f"offline_dataset={data}", "omiga_alpha=0", expect=1)
+    err = capsys.readouterr().err
+    assert "at gradient step 0; stopped before the optimiser step" in err
+    assert "Look for the cause: the data's episode returns span [55, 55]; settings" in err and "omiga_alpha=0" in err
+
+
+def test_more_than_half_the_updates_skipped_is_a_warning_in_the_console_and_info():
+    from types import SimpleNamespace
+
+    from run.offline import check_skipped
+
+    warnings = []
+    log = SimpleNamespace(warning=warnings.append)
+    ctx = SimpleNamespace(run_info={}, args=SimpleNamespace(model_dir="m", save_model=True))
+    check_skipped(ctx, 5, 10, "causes", log)  # half: recorded, no warning
+    assert ctx.run_info["nonfinite_skips"] == {"skipped": 5, "updates": 10} and not warnings
+    check_skipped(ctx, 6, 10, "the data's returns", log)
+    assert ctx.run_info["nonfinite_skips"]["warning"].startswith("6 of the 10 gradient steps")
+    assert len(warnings) == 1 and "more than half" in warnings[0] and "the data's returns" in warnings[0]
+
+
+def test_a_non_finite_validation_loss_follows_on_nonfinite(tmp_path, capsys, monkeypatch):
+    """valid_bc_loss = inf was logged and the run completed: now on_nonfinite=stop fails the run naming the stat, the
+    step and the held-out data; skip_batch warns and goes on."""
+    from learners.bc_learner import BCLearner
+
+    data = write(tmp_path / "data.h5")
+    monkeypatch.setattr(BCLearner, "validation_loss", lambda self, batch: {"valid_bc_loss": float("inf")})
+    run_main(tmp_path / "stop", "bc", "climbing", *TINY, f"offline_dataset={data}", "offline_valid_fraction=0.25",
+             expect=1)
+    err = capsys.readouterr().err
+    assert "non-finite valid_bc_loss = inf at gradient step 0; stopped on the 0.25 of the episodes held out" in err
+    run_main(tmp_path / "skip", "bc", "climbing", *TINY, f"offline_dataset={data}", "offline_valid_fraction=0.25",
+             "on_nonfinite=skip_batch")
+    out = "".join(capsys.readouterr())
+    assert "non-finite validation loss valid_bc_loss = inf at gradient step 6" in out
+
+
+def test_bad_data_found_mid_run_names_the_step_the_checkpoint_and_how_to_resume(tmp_path, capsys):
+    arrays = constant_climbing_episodes(12, 0, 0, limit=LIMIT)
+    arrays["obs"][11, 2, 0, 0] = np.nan
+    data = write(tmp_path / "nan.h5", arrays)
+    run_main(tmp_path, "bc", "climbing", *TINY, "offline_steps=200", f"offline_dataset={data}", "offline_lazy=True",
+             expect=2)
+    err = capsys.readouterr().err
+    assert "'obs' is not finite (NaN or inf) at episode 11, step 2" in err and "Found at gradient step" in err
+    (models,) = glob.glob(os.path.join(tmp_path, "models", "*"))
+    assert f"Last good checkpoint: {models}" in err and f"with checkpoint_path={models} offline_dataset=OUT.h5" in err
+
+
+def test_batches_larger_than_their_data_are_said_once(tmp_path, capsys):
+    data = write(tmp_path / "data.h5", n=8)
+    run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={data}", "batch_size=40")
+    out = "".join(capsys.readouterr())
+    assert out.count("batch_size=40 is more than the 8 episodes of the data batches") == 1
+    assert "every one about 5 times" in out
+
+
+def test_a_reward_label_run_shows_the_labels_mean_return_beside_the_ground_truth(tmp_path, capsys):
+    from offline.label_store import content_fingerprint, write_episode_labels
+
+    data = write(tmp_path / "data.h5", n=8)
+    reward = np.zeros((8, LIMIT + 1, 1), np.float32)
+    reward[:, :LIMIT] = 2.0
+    write_episode_labels(data, {"r_hat": reward}, {}, content_fingerprint(data))
+    run_main(tmp_path, "omiga", "climbing", *TINY, f"offline_dataset={data}", "offline_reward=label:r_hat")
+    out = "".join(capsys.readouterr())
+    assert "Offline data: 8 training episodes (mean return of label:r_hat 10.000, ground truth 55.000)" in out
+    info = json.load(open(os.path.join(sacred_dir(tmp_path, "omiga", "climbing"), "info.json")))
+    assert info["dataset"]["label_mean_return"] == 10.0 and info["dataset"]["mean_return"] == 55.0
+
+
+def test_a_resume_refuses_a_dataset_that_changed_on_disk(tmp_path, capsys):
+    """The same path with other episodes was resumed silently: now refused (exit 2) naming the file and the three ways
+    on; labels written into the file since (the same episodes) are fine; offline_resume_changed_data=True resumes on
+    the changed file and records it."""
+    from offline.label_store import content_fingerprint, write_episode_labels
+
+    data = write(tmp_path / "data.h5", n=8)
+    run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={data}")
+    (models,) = glob.glob(os.path.join(tmp_path, "models", "*"))
+    write_episode_labels(data, {"flag": np.ones(8, np.int64)}, {}, content_fingerprint(data))  # same episodes
+    run_main(tmp_path, "bc", "climbing", *TINY, "offline_steps=9", f"offline_dataset={data}",
+             f"checkpoint_path={models}")
+    assert "holds the same episodes (labels or preference sets written since): resuming" in "".join(capsys.readouterr())
+    os.remove(data)
+    write(data, constant_climbing_episodes(8, 1, 1, limit=LIMIT))  # other episodes at the same path
+    run_main(tmp_path, "bc", "climbing", *TINY, "offline_steps=12", f"offline_dataset={data}",
+             f"checkpoint_path={models}", expect=2)
+    err = capsys.readouterr().err
+    assert f"{data} changed on disk since the checkpoint {os.path.join(models, '9')} was saved" in err
+    assert "Restore the file, start a new run (leave out checkpoint_path), or resume on the changed file with " \
+           "offline_resume_changed_data=True" in err
+    run_main(tmp_path, "bc", "climbing", *TINY, "offline_steps=12", f"offline_dataset={data}",
+             f"checkpoint_path={models}", "offline_resume_changed_data=True")
+    assert "resuming on the changed file (offline_resume_changed_data=True)" in "".join(capsys.readouterr())
+    assert "12" in os.listdir(models)
