@@ -41,6 +41,7 @@ import numpy as np
 
 from envs.description import Field
 from envs.multiagentenv import MultiAgentEnv, reject_unknown_args
+from envs.rng import generator_state, make_generator
 
 try:
     import gfootball.env as football_env
@@ -152,6 +153,13 @@ class FootballEnv(MultiAgentEnv):
     def seed(self, seed=None):
         """Seed the next reset (later resets continue this generator)."""
         self._rng = np.random.default_rng(seed)
+
+    def get_rng_state(self):
+        """The generator of the engine's per-episode seeds (the engine is deterministic given its seed)."""
+        return {"engine_seeds": generator_state(self._rng)}
+
+    def set_rng_state(self, state):
+        self._rng = make_generator(state["engine_seeds"])
 
     def reset(self):
         self._game._config["game_engine_random_seed"] = self._episode_seed()

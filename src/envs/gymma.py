@@ -25,6 +25,7 @@ import numpy as np
 
 from envs.description import Field
 from envs.multiagentenv import EnvArgumentError, MultiAgentEnv, signature_args
+from envs.rng import generator_state, make_generator
 
 _NUMERIC = (bool, int, float, np.number, np.bool_)
 
@@ -192,6 +193,24 @@ class GymmaWrapper(MultiAgentEnv):
     def seed(self, seed=None):
         """Seed the next reset (later resets continue the env RNG)."""
         self._seed = seed
+
+    def get_rng_state(self):
+        """The gymnasium env's `np_random` (LBF's food and player placement; what gymnasium envs draw from) and the
+        seed the next reset takes, if any; LBF: also where its players stand, which its reset reads (a cell a player
+        stood on in the last episode is redrawn). An env that draws from elsewhere (Python's or numpy's global RNG:
+        the run saves those itself) or whose reset reads more of the last episode is not covered."""
+        state = {"pending_seed": self._seed, "np_random": generator_state(self._unwrapped._np_random)}
+        if self._lbf:
+            state["lbf_positions"] = [None if p.position is None else [int(x) for x in p.position]
+                                      for p in self._unwrapped.players]
+        return state
+
+    def set_rng_state(self, state):
+        self._seed = state["pending_seed"]
+        self._unwrapped._np_random = make_generator(state["np_random"])
+        if self._lbf:
+            for player, position in zip(self._unwrapped.players, state["lbf_positions"], strict=True):
+                player.position = None if position is None else tuple(position)
 
     def step(self, actions):
         if isinstance(actions, list) and type(actions[0]) is int:

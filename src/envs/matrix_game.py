@@ -60,6 +60,12 @@ class MatrixGame(MultiAgentEnv):
         self._state = np.zeros(self.n_actions * self.n_agents, dtype=np.float32)
         self._t = 0
 
+    def get_rng_state(self):
+        return None  # deterministic: nothing to save
+
+    def set_rng_state(self, state):
+        pass
+
     def reset(self):
         self._t = 0
         self._state[:] = 0

@@ -37,6 +37,7 @@ from envs import episode as ep_text
 from envs.description import Field
 from envs.multiagentenv import NoObsHook, NoRewardFromObs, obs_array
 from envs.pz_base import PettingZooTeamEnv, reject_unknown
+from envs.rng import generator_state, make_generator
 
 SCENARIOS = ("spread", "tag", "adversary", "world")
 POLICIES = ("random", "heuristic")
@@ -668,6 +669,15 @@ class MPEEnv(PettingZooTeamEnv):
         self._t = 0
         self._read_world()
         return self.get_obs(), self.get_state()
+
+    def get_rng_state(self):
+        """The world's RNG (placement) and the fixed policies' (tag, adversary, world: the prey's or adversary's
+        random actions)."""
+        return {**super().get_rng_state(), "policies": generator_state(self._rng)}
+
+    def set_rng_state(self, state):
+        super().set_rng_state(state)
+        self._rng = make_generator(state["policies"])
 
     def step(self, actions):
         acts = self._int_actions(actions)

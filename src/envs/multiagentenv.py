@@ -10,6 +10,10 @@ Envs also describe themselves for LLM prompts (see envs/description.py): `state_
 Rewards: every env takes `common_reward` and `reward_scalarisation` (envs.run_env_args adds them from the
 config). Wrappers call `set_reward_settings` in their constructor and return `scalarise_reward(...)` from `step`.
 
+Exact resume: `get_rng_state()` / `set_rng_state(state)` give and restore the env's own RNG state as plain values
+(envs/rng.py), which checkpoints save between episodes; None: the env holds no randomness; EnvRngUnsupported (the
+base class's default): it cannot, and a resumed run warns that its episodes differ from the uninterrupted run's.
+
 Arguments: `MultiAgentEnv.check_args(name, env_args)` rejects unknown constructor arguments before anything is
 built (src/main.py calls it before the run starts). The accepted names come from the constructor's signature; a
 constructor that takes `**kwargs` declares `VALID_ARGS` (or overrides `accepted_args`) when it checks them itself,
@@ -43,6 +47,7 @@ import numpy as np
 
 from envs.description import render_segment, render_state, task_prompt
 from envs.episode import as_episode, episode_text, generic_sections
+from envs.rng import EnvRngUnsupported
 from utils.config import CHOICES, ConfigError
 
 REWARD_SCALARISATIONS = CHOICES["reward_scalarisation"]  # sum | mean
@@ -234,6 +239,21 @@ class MultiAgentEnv:
 
     def get_stats(self):
         return {}
+
+    # ----- exact resume: the env's own RNG state (envs/rng.py) -----
+    def get_rng_state(self):
+        """Everything the env's coming episodes draw from (its RNGs, a seed not yet taken by a reset, and what of the
+        last episode the next reset reads, e.g. LBF's player positions), as plain values that
+        torch.load(weights_only=True) loads (envs.rng converts numpy's generators); None for an env that holds no
+        randomness. Checkpoints save it between episodes, so that a resumed run's next reset draws what the
+        uninterrupted run's would have. An env that cannot give it raises EnvRngUnsupported (this default): a run
+        resumed from its checkpoints warns that its episodes differ from the uninterrupted run's."""
+        raise EnvRngUnsupported(self)
+
+    def set_rng_state(self, state):
+        """Restore a get_rng_state value: from here on the env draws as the env that gave it would have (a seed
+        given at construction and not yet taken is replaced by the state's)."""
+        raise EnvRngUnsupported(self)
 
     # ----- self-description for LLM prompts -----
     def task_summary(self):

@@ -13,6 +13,7 @@ float32 per-agent array. A time-limit end is a truncation: `terminated=False` an
 import numpy as np
 
 from envs.multiagentenv import MultiAgentEnv, reject_unknown_args
+from envs.rng import generator_state, make_generator
 
 
 def reject_unknown(family, kwargs, valid):
@@ -41,6 +42,15 @@ class PettingZooTeamEnv(MultiAgentEnv):
     def _take_seed(self):
         seed, self._next_seed = self._next_seed, None
         return seed
+
+    def get_rng_state(self):
+        """The simulator's `np_random` (mpe2's landmark and agent placement, Pistonball's ball drop and spin) and the
+        seed the next reset takes, if any."""
+        return {"pending_seed": self._next_seed, "np_random": generator_state(self._raw.np_random)}
+
+    def set_rng_state(self, state):
+        self._next_seed = state["pending_seed"]
+        self._raw.np_random = make_generator(state["np_random"])
 
     def _int_actions(self, actions):
         acts = actions if isinstance(actions, list) else np.asarray(actions).reshape(-1).tolist()

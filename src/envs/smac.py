@@ -39,6 +39,7 @@ import numpy as np
 
 from envs.description import Field
 from envs.multiagentenv import MultiAgentEnv, reject_unknown_args, signature_args
+from envs.rng import EnvRngUnsupported
 from utils.signals import children_sigint_blocked
 
 SMAX_HINT = ("Without StarCraft II, use --env-config=smax: JaxMARL's SMAX re-implementation of the SMAC maps "
@@ -183,6 +184,14 @@ class SMACEnv(MultiAgentEnv):
     def seed(self, seed=None):
         """StarCraft II's game seed; it takes effect when the game is (re)launched."""
         self._sc2._seed = seed
+
+    SC2_RNG = "StarCraft II's game RNG lives in the game process, which cannot read or set it (nor is SC2 bit-exact)"
+
+    def get_rng_state(self):
+        raise EnvRngUnsupported(self, self.SC2_RNG)
+
+    def set_rng_state(self, state):
+        raise EnvRngUnsupported(self, self.SC2_RNG)
 
     # --- observations / state / actions ---
     def get_obs(self):

@@ -217,6 +217,15 @@ class SMAXEnv(MultiAgentEnv):
         """Seed the next reset; later resets continue the RNG."""
         self._key = self._core.key(self._entropy_seed() if seed is None else int(seed))
 
+    def get_rng_state(self):
+        """The JAX key every reset and step splits (unit types and positions, attack cooldowns), as a list of
+        uint32 values."""
+        return {"key": np.asarray(self._key).tolist()}
+
+    def set_rng_state(self, state):
+        core = self._core
+        self._key = core.jax.device_put(np.asarray(state["key"], dtype=np.uint32), core.cpu)
+
     # --- episode ---
     def reset(self):
         self._key, self.sim_state, packed = self._core.reset(self._key)

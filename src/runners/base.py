@@ -53,6 +53,26 @@ class Runner:
             extra["shaped_return"] = self.scalarise(batch["reward"].double()).sum((1, 2)).tolist()
         return team_returns, extra
 
+    def env_rng_states(self):
+        """[the RNG state of each env, in env order] (envs.rng.env_rng_state: an env that cannot give it leaves
+        {"unsupported": why}), for a checkpoint; taken between rollouts, where every env's episode is over."""
+        raise NotImplementedError
+
+    def set_env_rng_states(self, states):
+        """Restore env_rng_states' values (a checkpoint's) into the envs, whose next reset then draws what those of
+        the run that saved them would have. Returns why the episodes after this differ from that run's, or None:
+        an env that could not save or restore its state (named), or another number of envs than the checkpoint's
+        (batch_size_run changed; then none is restored)."""
+        if len(states) != self.batch_size:
+            return (f"the checkpoint holds the RNG states of {len(states)} envs and this run plays {self.batch_size} "
+                    f"(batch_size_run changed), so the envs keep the RNGs they were built with")
+        problems = [why for why in self._set_env_rng_states(states) if why]
+        return problems[0] if problems else None
+
+    def _set_env_rng_states(self, states):
+        """Restore one state per env; returns, per env, why it could not (or None)."""
+        raise NotImplementedError
+
     def scalarise(self, reward):
         """[..., n] -> [..., 1] by `reward_scalarisation` (sum or mean), as the envs scalarise per-agent rewards."""
         if self.args.reward_scalarisation == "mean":

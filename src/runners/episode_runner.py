@@ -4,6 +4,7 @@ import time
 import torch as th
 
 from envs import env_from_args
+from envs.rng import env_rng_state, restore_env_rng_state
 from runners.base import Runner
 
 
@@ -35,6 +36,12 @@ class EpisodeRunner(Runner):
 
     def close_env(self):
         self.env.close()
+
+    def env_rng_states(self):
+        return [env_rng_state(self.env)]
+
+    def _set_env_rng_states(self, states):
+        return [restore_env_rng_state(self.env, states[0])]
 
     def reset(self):
         self.batch = self.new_batch()

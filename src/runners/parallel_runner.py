@@ -17,6 +17,7 @@ import numpy as np
 import torch as th
 
 from envs import make_env, run_env_args
+from envs.rng import env_rng_state, restore_env_rng_state
 from runners.base import Runner
 from runners.stats import numeric_info
 from utils.signals import children_sigint_blocked
@@ -54,6 +55,14 @@ class EnvBlock:
             if term or self.limit[i]:
                 infos[i] = numeric_info(info)
         return (self.rewards.copy(), self.terminated.copy(), self.limit.copy(), infos, *self.observe())
+
+    def rng_states(self):
+        """Each env's RNG state (envs.rng.env_rng_state), for checkpoints."""
+        return [env_rng_state(env) for env in self.envs]
+
+    def set_rng_states(self, states):
+        """Restore rng_states' values; returns, per env, why its state could not be restored (or None)."""
+        return [restore_env_rng_state(env, state) for env, state in zip(self.envs, states, strict=True)]
 
     def close(self):
         for env in self.envs:
@@ -104,6 +113,10 @@ def env_worker(remote, env_name, env_args_list, parent_pid, inherited=()):
                 remote.send(block.step(*data))
             elif cmd == "reset":
                 remote.send(block.reset())
+            elif cmd == "get_rng":
+                remote.send(block.rng_states())
+            elif cmd == "set_rng":
+                remote.send(block.set_rng_states(data))
             elif cmd == "render":
                 block.envs[0].render()
                 remote.send(None)
@@ -173,6 +186,23 @@ class ParallelRunner(Runner):
         results = [local_fn(*(a[self.blocks[0]] for a in block_args))]
         results += [remote.recv() for remote in self.remotes]
         return results
+
+    def env_rng_states(self):
+        """Every env's RNG state, in env order (the workers' from their processes)."""
+        for remote in self.remotes:
+            remote.send(("get_rng", None))
+        states = self.local.rng_states()
+        for remote in self.remotes:
+            states += remote.recv()
+        return states
+
+    def _set_env_rng_states(self, states):
+        for ids, remote in zip(self.blocks[1:], self.remotes):
+            remote.send(("set_rng", [states[i] for i in ids]))
+        problems = self.local.set_rng_states([states[i] for i in self.blocks[0]])
+        for remote in self.remotes:
+            problems += remote.recv()
+        return problems
 
     def reset(self):
         self.batch = self.new_batch()

@@ -91,6 +91,7 @@ import numpy as np
 
 from envs.description import Field
 from envs.multiagentenv import MultiAgentEnv, reject_unknown_args
+from envs.rng import make_random, random_state
 
 STAY, UP, DOWN, LEFT, RIGHT, INTERACT = range(6)
 MOVES = ((0, 1), (0, -1), (-1, 0), (1, 0))  # facing index f = action - 1
@@ -243,6 +244,13 @@ class GridWorldEnv(MultiAgentEnv):
     def seed(self, seed=None):
         """Seed the next reset; later resets continue the RNG."""
         self._rng = random.Random(seed)
+
+    def get_rng_state(self):
+        """The start cells' and facings' RNG (and Victim-Rubble's random_free_objects cells)."""
+        return {"random": random_state(self._rng)}
+
+    def set_rng_state(self, state):
+        self._rng = make_random(state["random"])
 
     def reset(self):
         cells = self._new_cells()
