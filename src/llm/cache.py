@@ -53,7 +53,7 @@ def cache_key(identity, sample_index):
 class DiskCache:
     def __init__(self, root):
         self.root = os.path.abspath(root)
-        self.corrupt = 0  # entries found unreadable so far
+        self._unreadable = set()  # paths of the entries found unreadable so far
 
     def path(self, key):
         return os.path.join(self.root, key[:2], key + ".json")
@@ -80,8 +80,15 @@ class DiskCache:
             return self._corrupt(path, "not a cache entry for this key")
         return entry
 
+    @property
+    def corrupt(self):
+        """How many entries were found unreadable so far (each once, however often it is read)."""
+        return len(self._unreadable)
+
     def _corrupt(self, path, why):
-        self.corrupt += 1
+        if path in self._unreadable:
+            return None
+        self._unreadable.add(path)
         log.warning(f"LLM cache: ignoring unreadable entry {path} ({why}); it is overwritten when re-requested")
         return None
 
@@ -110,8 +117,14 @@ class DiskCache:
                 continue
             except OSError:
                 return True
-            with os.fdopen(fd, "w") as f:
-                json.dump(mine, f)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(mine, f)
+            except OSError:  # a full disk: no claim (asked as without claims), no empty claim file left behind
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
             return True
         return False  # another process took it over between our unlink and our create
 

@@ -283,42 +283,64 @@ class LLM:
         """_fill for the samples this process claims in the cache (llm.cache: claims); a sample that another live
         run is asking right now is waited for and read from the cache when it lands, not paid for twice. The wait
         ends, and the sample is asked here, when that run's claim goes away without an answer (it failed or was
-        stopped) or after retry_deadline_s + timeout_s (the longest one request may take). `missing` loses the
+        stopped) or after retry_deadline_s + timeout_s (the longest one request may take). A claim is released as
+        soon as its sample is answered (before waiting for others', so two runs never wait on each other), and the
+        cache is read again after each claim is won (the other run may have just written it). `missing` loses the
         samples another run answered (they count as cache hits)."""
         if self.cache is None:
             return self._fill(messages, ident, keys, missing, texts, stats)
-        ours, theirs = [], []
-        for i in missing:
-            (ours if self.cache.claim(keys[i]) else theirs).append(i)
+        held, theirs = [], []
         try:
-            if ours:
-                self._fill(messages, ident, keys, ours, texts, stats)
+            for i in missing:
+                (held if self.cache.claim(keys[i]) else theirs).append(i)
+            ask = self._still_missing(held, keys, texts, cached)
+            if ask:
+                self._fill(messages, ident, keys, ask, texts, stats)
+            held = self._released(held, keys)
             if theirs:
                 log.info(f"{len(theirs)} sample(s) of this request are being asked by another run sharing the cache "
                          f"{self.cache.root}: waiting for its answer instead of paying twice")
             deadline = now() + self.cfg["retry_deadline_s"] + self.cfg["timeout_s"]
             while theirs:
                 for i in list(theirs):
-                    reply = self._cached_reply(keys[i])
-                    if reply is not None:
-                        texts[i], cached[i] = reply, True
+                    if self._still_missing([i], keys, texts, cached) == []:
                         theirs.remove(i)
-                    elif now() > deadline or not self.cache.claimed_by_other(keys[i]):
-                        theirs.remove(i)
-                        if self.cache.claim(keys[i]) or now() > deadline:
-                            ours.append(i)
-                            self._fill(messages, ident, keys, [i], texts, stats)
-                        else:  # another waiting run took it over first: wait for that one
-                            theirs.append(i)
+                        continue
+                    late = now() > deadline
+                    if not late and self.cache.claimed_by_other(keys[i]):
+                        continue
+                    if self.cache.claim(keys[i]):
+                        held.append(i)
+                    elif not late:
+                        continue  # another waiting run took it over first: wait for that one
+                    theirs.remove(i)
+                    if self._still_missing([i], keys, texts, cached):
+                        self._fill(messages, ident, keys, [i], texts, stats)
+                    held = self._released(held, keys)
                 if theirs:
                     if self.cancelled:
                         raise LLMCancelled("the LLM requests were cancelled (Ctrl-C) while waiting for another "
                                            "run's answer")
                     time.sleep(0.1)
         finally:
-            for i in ours:
-                self.cache.release(keys[i])
+            self._released(held, keys)
             missing[:] = [i for i in missing if not cached[i]]
+
+    def _still_missing(self, indices, keys, texts, cached):
+        """`indices` less those whose sample is in the cache now (taken as cache hits)."""
+        out = []
+        for i in indices:
+            reply = self._cached_reply(keys[i])
+            if reply is None:
+                out.append(i)
+            else:
+                texts[i], cached[i] = reply, True
+        return out
+
+    def _released(self, held, keys):
+        for i in held:
+            self.cache.release(keys[i])
+        return []
 
     def _fill(self, messages, ident, keys, missing, texts, stats):
         todo = list(missing)

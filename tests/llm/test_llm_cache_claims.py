@@ -117,3 +117,71 @@ def test_a_waiting_run_asks_itself_once_the_claiming_process_is_gone(srv, tmp_pa
     t.join(30)
     assert [str(x) for x in got[0]] == ["reply 1"] and srv.count == 1  # the first request the server saw
     llm.close()
+
+
+def test_a_claim_that_cannot_be_written_is_no_claim_and_leaves_no_file(tmp_path, monkeypatch):
+    import llm.cache
+
+    def full_disk(*_args, **_kw):
+        raise OSError(28, "No space left on device")
+
+    cache = DiskCache(tmp_path)
+    monkeypatch.setattr(llm.cache.json, "dump", full_disk)
+    assert cache.claim(KEY)  # asked as without claims: a full cache disk never stops a run
+    assert not os.path.exists(cache.path(KEY) + ".claim")
+
+
+def llm_and_key(srv, tmp_path, monkeypatch, messages, **kw):
+    from llm import make_llm
+    from llm.cache import cache_key, request_identity
+
+    monkeypatch.setenv("CLAIM_TEST_KEY", "sk-test")
+    llm = make_llm({"backend": "openai", "base_url": srv.base_url, "model": "m", "api_key_env": "CLAIM_TEST_KEY",
+                    "cache_dir": str(tmp_path / "cache"), "timeout_s": 30.0, "max_retries": 0, "max_tokens": 8,
+                    **kw})
+    c = llm.cfg
+    ident = request_identity("m", messages, c["temperature"], c["max_tokens"], c["top_p"], c["seed"])
+    return llm, [cache_key(ident, i) for i in range(2)]
+
+
+def test_the_cache_is_read_again_once_a_claim_is_won(srv, tmp_path, monkeypatch):
+    """Another run may write the entry and release its claim between this run's cache read and its claim: the
+    answer is then read, not asked (and not overwritten by a second, different answer)."""
+    from llm.cache import DiskCache as Cache
+
+    messages = [{"role": "user", "content": "item 0"}]
+    llm, (key, _) = llm_and_key(srv, tmp_path, monkeypatch, messages)
+    claim = Cache.claim
+
+    def claim_just_after_the_other_run_answered(self, k):
+        self.put(k, {"text": "the other run's answer", "finish_reason": "stop"})
+        return claim(self, k)
+
+    monkeypatch.setattr(Cache, "claim", claim_just_after_the_other_run_answered)
+    assert [str(x) for x in llm.chat(messages)] == ["the other run's answer"] and srv.count == 0
+    assert llm.ledger()["cache_hits"] == 1 and llm.ledger()["requests"] == 0
+    llm.close()
+
+
+def test_a_run_releases_its_own_claims_before_waiting_for_another_runs(srv, tmp_path, monkeypatch):
+    """n=2: this run asks sample 0, another live run holds sample 1. Sample 0's claim is released as soon as it is
+    answered, before the wait: two runs holding one sample each never wait on each other."""
+    import threading
+
+    messages = [{"role": "user", "content": "item 0"}]
+    llm, keys = llm_and_key(srv, tmp_path, monkeypatch, messages, temperature=0.7)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        write_claim(llm.cache, keys[1], other.pid)
+        got = []
+        t = threading.Thread(target=lambda: got.append(llm.chat(messages, n=2)))
+        t.start()
+        deadline = time.time() + 20
+        while srv.count < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert t.is_alive()  # waiting for sample 1
+        assert os.path.exists(llm.cache.path(keys[0])) and not os.path.exists(llm.cache.path(keys[0]) + ".claim")
+        other.kill()
+    t.join(30)
+    assert len(got[0]) == 2 and srv.count == 2
+    llm.close()
