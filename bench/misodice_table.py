@@ -358,7 +358,7 @@ def count_rescored(tally, report):
     """Add a results_call report's runs, and those --finals re-scored, to `tally` ({"rescored", "runs"}; None: off)."""
     if tally is not None and report:
         tally["rescored"] += report["rescored"]
-        tally["runs"] += sum(len(g.runs) for g in report["groups"])
+        tally["runs"] += sum(len(g.finished) for g in report["groups"])  # the scored runs (RUNNING ones are not)
 
 
 def final_words(tally):

@@ -124,6 +124,8 @@ def test_names_outside_their_choices_are_config_errors(key, value, choices):
 def test_empty_names_and_paths_are_refused(key):
     with pytest.raises(ConfigError, match=rf"config key '{key}' must not be empty: "):
         build_config("qmix", "matrix_game", {key: ""})
+    with pytest.raises(ConfigError, match=rf"config key '{key}' must not be null: "):  # `with name=null`
+        build_config("qmix", "matrix_game", {key: "null"})
 
 
 def test_seed_edges_are_accepted():

@@ -86,7 +86,7 @@ def repeated_seeds_note(groups):
         repeated = [f"seed {s} × {n}" for s, n in sorted(seeds.items(), key=lambda x: str(x[0])) if n > 1]
         if repeated:
             notes.append(f"{g.label} ({g.env}): {', '.join(repeated)}")
-    return ("runs with the same seed in one group (counted as separate runs, not independent seeds): "
+    return ("runs with the same seed in one group (each counted as a run, not an independent seed): "
             + "; ".join(notes)) if notes else ""
 
 

@@ -95,17 +95,19 @@ def load_rows(paths, metrics):
 def row_metrics(runs, threshold=None):
     """Per row (one Run per seed of the study metric): final mean ± std, steps to threshold, AUC (budget: each run's
     t_max), label accuracy (mean over seeds), LLM tokens and cost (summed: only the seed that labeled spent any);
-    None where no run says."""
-    finals = np.array([r.final for r in runs if r.finished], float)  # a RUNNING run has no final score yet
-    aucs = np.array([curve_metrics.auc(r.T, r.values, r.config.get("t_max") or r.T[-1]) for r in runs], float)
+    None where no run says. Final, AUC and steps to threshold count the finished seeds only."""
+    done = [r for r in runs if r.finished]  # a RUNNING run has no final score, AUC or steps to threshold yet
+    finals = np.array([r.final for r in done], float)
+    aucs = np.array([curve_metrics.auc(r.T, r.values, r.config.get("t_max") or r.T[-1]) for r in done], float)
     out = {"runs": len(runs), "running": sum(r.running for r in runs), "final": finals.tolist(),
            "final_mean": float(finals.mean()) if len(finals) else None,
            "final_std": float(finals.std()) if len(finals) else None, "auc": aucs.tolist(),
-           "auc_mean": float(aucs.mean()), "auc_std": float(aucs.std()),
+           "auc_mean": float(aucs.mean()) if len(aucs) else None,
+           "auc_std": float(aucs.std()) if len(aucs) else None,
            "steps": [int(r.T[-1]) for r in runs], "seeds": [r.config.get("seed") for r in runs],
            "paths": [r.path for r in runs]}
-    if threshold is not None:
-        out["to_threshold"] = curve_metrics.threshold_summary([(r.T, r.values) for r in runs], threshold).as_dict()
+    if threshold is not None and done:
+        out["to_threshold"] = curve_metrics.threshold_summary([(r.T, r.values) for r in done], threshold).as_dict()
     infos = [label_info(r.path) for r in runs]
     for key, pool in (("label_accuracy", np.mean), ("tokens", np.sum), ("cost_usd", np.sum)):
         # accuracy: the seeds share one rankings file; tokens and cost: spent by the seed that built it
@@ -212,9 +214,9 @@ def markdown(spec, rows):
         thr = r.get("to_threshold")
         thr_cell = "–" if thr is None else curve_metrics.ThresholdSummary(
             thr["threshold"], np.array([np.nan if s is None else s for s in thr["steps"]], float)).cell()
-        final = fmt_mean_std(r["final"]) if r["final"] else "–"
+        final, auc = (fmt_mean_std(r[k]) if r[k] else "–" for k in ("final", "auc"))
         lines.append(f"| {r['env']} | {r['row']} | {r['runs']} | {final} | {thr_cell} | "
-                     f"{fmt_mean_std(r['auc'])} | {_cell(r['label_accuracy'])} | {_cell(r['tokens'], 0)} | "
+                     f"{auc} | {_cell(r['label_accuracy'])} | {_cell(r['tokens'], 0)} | "
                      f"{_cell(r['cost_usd'], 4)} | {r['status']} |")
     return "\n".join(lines) + "\n"
 

@@ -425,6 +425,8 @@ def check_values(config):
         if isinstance(low, (int, float)) and isinstance(high, (int, float)) and not low < high:
             raise ConfigError(f"config keys {low_key}={low!r} and {high_key}={high!r}: {what}")
     for key, what in NONEMPTY_KEYS.items():
+        if key in config and config[key] is None:  # `with name=null`: read as None, as a config file would
+            raise ConfigError(f"config key '{key}' must not be null: {what}")
         if isinstance(config.get(key), str) and not config[key].strip():
             raise ConfigError(f"config key '{key}' must not be empty: {what}")
 

@@ -264,7 +264,7 @@ def test_two_runs_of_one_seed_are_named_in_the_notes(tmp_path):
     write_run(root, "mappo", "lbf", 3, [0, 100], [0.0, 0.7])
     result = run_results(root, "--out", tmp_path / "o", "--no-plots")
     assert [s.n for s in result["scores"]] == [3]
-    assert ("runs with the same seed in one group (counted as separate runs, not independent seeds): mappo (lbf): "
+    assert ("runs with the same seed in one group (each counted as a run, not an independent seed): mappo (lbf): "
             "seed 1 × 2") in result["markdown"]
 
 

@@ -129,10 +129,12 @@ def test_a_running_seed_has_no_final_score_in_a_study_row():
                    np.array(T[:len(values)], float), np.array(values, float))
 
     done, going = run([0, 0.5, 1.0, 1.0, 0.8], False), run([0, 0.1], True)
-    m = row_metrics([done, going])
+    m = row_metrics([done, going], threshold=0.9)
     assert (m["runs"], m["running"], m["final"], m["final_mean"], m["final_std"]) == (2, 1, [0.8], 0.8, 0.0)
-    m = row_metrics([going])
-    assert m["final"] == [] and m["final_mean"] is None
+    # its AUC so far and "not reached yet" are not a finished seed's: only the finished one counts
+    assert len(m["auc"]) == 1 and m["to_threshold"]["reached"] == 1 and len(m["to_threshold"]["steps"]) == 1
+    m = row_metrics([going], threshold=0.9)
+    assert m["final"] == [] and m["final_mean"] is None and m["auc"] == [] and "to_threshold" not in m
     table = markdown({"metric": "test_success_mean"}, [{"env": "two_switch", "row": "mappo", "status": "running",
                                                        **m}])
-    assert "| two_switch | mappo | 1 | – |" in table
+    assert "| two_switch | mappo | 1 | – | – | – |" in table
