@@ -226,10 +226,16 @@ def check_skipped(ctx, skipped, updates, causes, _log):
                      f"look for the cause: {causes}")
 
 
+# settings that a loss divides by (a zero one makes it non-finite): OMIGA's and O-MAPL's omiga_alpha (its range,
+# utils.config.RANGES, refuses 0 in a config; a value set in code is still named). Other weights may be 0 legitimately:
+# cql_alpha=0 (OMAR without its CQL term), misodice_alpha=0 (MisoDICE divides by 1 + alpha), bc_beta=0.
+DIVISORS = ("omiga_alpha",)
+
+
 def nonfinite_causes(args, data):
     """Where a non-finite loss usually comes from, with this run's values: the data's magnitudes (the returns of
     what the learner trains on: a reward label's when offline_reward is set) and the settings that scale the losses
-    (learning rates, the learner's alpha/temperature; a zero one divides by zero)."""
+    (learning rates, the learner's alpha weights; a zero one that a loss divides by: DIVISORS)."""
     if args.offline_reward:
         returns, what = data.reward_returns(), f"the reward label's ({args.offline_reward}) episode returns"
     else:
@@ -238,12 +244,11 @@ def nonfinite_causes(args, data):
     parts = [f"{what} span [{float(returns.min()):.4g}, {float(returns.max()):.4g}]"
              + (" (extreme: rescale the rewards, or drop the episodes)" if largest > 1e6 else "")]
     config = vars(args)
-    keys = [k for k in sorted(config) if k in ("lr", "critic_lr") or (k.endswith(("_alpha", "temperature"))
-                                                                      and k != "optim_alpha")]
+    keys = [k for k in sorted(config) if k in ("lr", "critic_lr") or (k.endswith("_alpha") and k != "optim_alpha")]
     values = [(k, config[k]) for k in keys if isinstance(config[k], (int, float)) and not isinstance(config[k], bool)]
-    zero = [f"{k}=0" for k, v in values if v == 0]
+    zero = [f"{k}=0" for k, v in values if v == 0 and k in DIVISORS]
     parts.append("settings " + ", ".join(f"{k}={v:g}" for k, v in values)
-                 + (f" ({', '.join(zero)}: a zero temperature or weight divides by zero)" if zero else "")
+                 + (f" ({', '.join(zero)}: the loss divides by it)" if zero else "")
                  + " (a smaller lr often helps)")
     return "; ".join(parts)
 
