@@ -178,3 +178,81 @@ def test_the_non_finite_hints_flag_a_zero_only_for_a_weight_a_loss_divides_by():
                    "(a smaller lr often helps)"
     args.omiga_alpha = 0.0
     assert "(omiga_alpha=0: the loss divides by it)" in nonfinite_causes(args, data)
+
+
+def test_a_resume_refuses_a_label_it_reads_that_was_replaced_and_accepts_unrelated_labels(tmp_path, capsys):
+    """offline_reward=label:r_hat replaced (label_overwrite) after the checkpoint: the resume trained silently on the
+    new rewards (the episodes were the same); now refused naming the label, accepted with
+    offline_resume_changed_data=True (recorded); an unrelated label written since is fine."""
+    from offline.label_store import content_fingerprint, write_episode_labels
+
+    data = write(tmp_path / "data.h5", n=8)
+    reward = np.zeros((8, LIMIT + 1, 1), np.float32)
+    reward[:, :LIMIT] = 2.0
+    write_episode_labels(data, {"r_hat": reward}, {}, content_fingerprint(data))
+    run = [*TINY, f"offline_dataset={data}", "offline_reward=label:r_hat"]
+    run_main(tmp_path, "omiga", "climbing", *run)
+    (models,) = glob.glob(os.path.join(tmp_path, "models", "*"))
+    write_episode_labels(data, {"flag": np.ones(8, np.int64)}, {}, content_fingerprint(data))  # unrelated
+    capsys.readouterr()
+    run_main(tmp_path, "omiga", "climbing", *run, "offline_steps=9", f"checkpoint_path={models}")
+    assert "holds the same episodes and the same labels/r_hat this run reads" in "".join(capsys.readouterr())
+    write_episode_labels(data, {"r_hat": reward * 3}, {}, content_fingerprint(data), overwrite=True)
+    run_main(tmp_path, "omiga", "climbing", *run, "offline_steps=12", f"checkpoint_path={models}", expect=2)
+    err = capsys.readouterr().err
+    checkpoint = os.path.join(models, "9")
+    assert f"{data}: labels/r_hat, which this run reads, changed since the checkpoint {checkpoint}" in err
+    assert "the resumed run would train on other labels" in err and "offline_resume_changed_data=True" in err
+    assert "12" not in os.listdir(models)
+    run_main(tmp_path, "omiga", "climbing", *run, "offline_steps=12", f"checkpoint_path={models}",
+             "offline_resume_changed_data=True")
+    assert "12" in os.listdir(models)
+    infos = glob.glob(os.path.join(tmp_path, "sacred", "omiga", "climbing", "*", "info.json"))
+    changed = [json.load(open(p)).get("resumed_from", {}).get("changed_datasets") for p in infos]
+    assert [{"path": data, "sha256_then": c[0]["sha256_then"], "sha256_now": c[0]["sha256_now"],
+             "changed": ["labels/r_hat"]} for c in changed if c] == [c[0] for c in changed if c]
+    assert sum(bool(c) for c in changed) == 1
+
+
+def test_the_labels_and_sets_a_run_reads():
+    from types import SimpleNamespace
+
+    from run.offline import read_names
+
+    args = SimpleNamespace(preference_set="oracle", offline_reward="label:oracle_reward_hat",
+                           offline_expert="top:oracle_return_hat:4")
+    assert read_names(args) == ["labels/oracle_return_hat", "labels/oracle_reward_hat", "preferences/oracle"]
+    args = SimpleNamespace(preference_set="", offline_reward="", offline_expert="label:oracle_expert")
+    assert read_names(args) == ["labels/oracle_expert"]
+    assert read_names(SimpleNamespace(preference_set="", offline_reward="", offline_expert="quality:expert")) == []
+
+
+def test_a_lazy_run_resumes_after_labels_were_written_and_says_the_truth_of_old_checkpoints(tmp_path, capsys):
+    """offline_lazy=True compared the file's bytes only: any label written since (this pipeline's own) refused the
+    resume, saying the file changed as if its episodes had; now its episodes are fingerprinted too. A checkpoint
+    without that record says the episodes were not compared."""
+    from offline.label_store import content_fingerprint, write_episode_labels
+
+    data = write(tmp_path / "data.h5", n=8)
+    run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={data}", "offline_lazy=True")
+    (models,) = glob.glob(os.path.join(tmp_path, "models", "*"))
+    write_episode_labels(data, {"flag": np.ones(8, np.int64)}, {}, content_fingerprint(data))
+    capsys.readouterr()
+    run_main(tmp_path, "bc", "climbing", *TINY, "offline_steps=9", f"offline_dataset={data}", "offline_lazy=True",
+             f"checkpoint_path={models}")
+    assert "holds the same episodes" in "".join(capsys.readouterr())
+    assert "9" in os.listdir(models)
+
+    from types import SimpleNamespace
+
+    import pytest
+
+    from run.offline import check_datasets
+    from utils.config import ConfigError
+
+    old = {"path": data, "sha256": "a" * 64, "episodes": 8, "content": None}
+    ctx = SimpleNamespace(dataset_fingerprints=[dict(old, sha256="b" * 64)], run_info={},
+                          args=SimpleNamespace(offline_resume_changed_data=False))
+    with pytest.raises(ConfigError, match="the file's bytes differ .*records no fingerprint of its episodes, so they "
+                                          r"are not compared \(if only labels were added, the data is the same\)"):
+        check_datasets(ctx, [old], "ckpt", None)
