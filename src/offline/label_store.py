@@ -196,6 +196,24 @@ def preference_set_id(path, name):
     return h.hexdigest()[:16]
 
 
+def label_id(path, name):
+    """What identifies one version of `labels/<name>` in a dataset file: SHA-256 (16 hex) of its values (dtype, shape,
+    bytes) and creation stamp, as preference_set_id is of a set; None when the file has no such label. A run that
+    reads the label (offline_reward=label:, offline_expert=label: or top:) records it, so that a resume after the
+    label was replaced (label_overwrite=True) is refused instead of training on other data."""
+    import hashlib
+
+    with h5py.File(path, "r") as f:
+        if LABELS not in f or name not in f[LABELS]:
+            return None
+        dset = f[LABELS][name]
+        values = np.ascontiguousarray(dset[()])
+        h = hashlib.sha256(f"{values.dtype.str} {values.shape}".encode())
+        h.update(values.tobytes())
+        h.update(str(_read_attrs(dset).get("created", "")).encode())
+    return h.hexdigest()[:16]
+
+
 def stale_derivation(path, name):
     """Why labels/<name> of dataset `path` no longer matches the preference set it was derived from (its attr
     `preference_set`), or None (not derived from a set, or the set is the one it was made from). Labels that record

@@ -20,12 +20,13 @@ from offline.label_store import (
     EpisodesChangedError,
     LabelExistsError,
     content_fingerprint,
+    label_id,
     preference_set_id,
     write_episode_labels,
 )
 from offline.preferences import check_stored_view, load_preferences
 from offline.reader import dataset_fingerprint
-from offline.sampling import Sampler, dataset_paths, load_training_data
+from offline.sampling import LABEL_PREFIX, TOP_PREFIX, Sampler, dataset_paths, load_training_data, parse_top
 from run import loop
 from run.interrupt import CtrlC, interrupted
 from run.setup import build
@@ -84,6 +85,7 @@ def run_offline(_run, config, _log):
         paths.append(args.offline_expert)
     # path, bytes, SHA-256 of the file, episodes, created: of every file read (checkpoints keep them: resume checks)
     ctx.dataset_fingerprints = [dataset_fingerprint(p) for p in paths]
+    record_reads(ctx.dataset_fingerprints, args)  # and the version of each label and preference set the run reads
     if _run is not None:
         _run.info["dataset"] = {"episodes": len(data), "mean_return": float(data.returns.mean()),  # ground truth
                                 **({"label_mean_return": float(data.reward_returns().mean())}
@@ -172,12 +174,21 @@ def run_offline(_run, config, _log):
     _log.info(f"Finished offline training: {clock.updates} gradient steps ({clock.updates * per_step} sampled "
               f"episodes) in {progress.elapsed():.1f}s ({clock.rate():.1f} updates/s in the learner)")
     loop.log_final_evaluation(ctx, _log, "gradient step")
-    if labels is not None:
-        write_labels(ctx, data, labels, fingerprint, step, _log)
-    for d in (data, valid, expert):
+    try:
+        if labels is not None:  # refused (a ranking of constant scores, labels written meanwhile): the run fails,
+            write_labels(ctx, data, labels, fingerprint, step, _log)  # its labels being its product, but cleanly
+    except DatasetError:
+        close_datasets(data, valid, expert)
+        loop.finish_after_error(ctx, _log)
+        raise
+    close_datasets(data, valid, expert)
+    loop.finish(ctx)
+
+
+def close_datasets(*datasets):
+    for d in datasets:
         if d is not None:
             d.close()
-    loop.finish(ctx)
 
 
 def leave_out_unread(args, learner, _log):
@@ -226,10 +237,16 @@ def check_skipped(ctx, skipped, updates, causes, _log):
                      f"look for the cause: {causes}")
 
 
+# settings that a loss divides by (a zero one makes it non-finite): OMIGA's and O-MAPL's omiga_alpha (its range,
+# utils.config.RANGES, refuses 0 in a config; a value set in code is still named). Other weights may be 0 legitimately:
+# cql_alpha=0 (OMAR without its CQL term), misodice_alpha=0 (MisoDICE divides by 1 + alpha), bc_beta=0.
+DIVISORS = ("omiga_alpha",)
+
+
 def nonfinite_causes(args, data):
     """Where a non-finite loss usually comes from, with this run's values: the data's magnitudes (the returns of
     what the learner trains on: a reward label's when offline_reward is set) and the settings that scale the losses
-    (learning rates, the learner's alpha/temperature; a zero one divides by zero)."""
+    (learning rates, the learner's alpha weights; a zero one that a loss divides by: DIVISORS)."""
     if args.offline_reward:
         returns, what = data.reward_returns(), f"the reward label's ({args.offline_reward}) episode returns"
     else:
@@ -238,12 +255,11 @@ def nonfinite_causes(args, data):
     parts = [f"{what} span [{float(returns.min()):.4g}, {float(returns.max()):.4g}]"
              + (" (extreme: rescale the rewards, or drop the episodes)" if largest > 1e6 else "")]
     config = vars(args)
-    keys = [k for k in sorted(config) if k in ("lr", "critic_lr") or (k.endswith(("_alpha", "temperature"))
-                                                                      and k != "optim_alpha")]
+    keys = [k for k in sorted(config) if k in ("lr", "critic_lr") or (k.endswith("_alpha") and k != "optim_alpha")]
     values = [(k, config[k]) for k in keys if isinstance(config[k], (int, float)) and not isinstance(config[k], bool)]
-    zero = [f"{k}=0" for k, v in values if v == 0]
+    zero = [f"{k}=0" for k, v in values if v == 0 and k in DIVISORS]
     parts.append("settings " + ", ".join(f"{k}={v:g}" for k, v in values)
-                 + (f" ({', '.join(zero)}: a zero temperature or weight divides by zero)" if zero else "")
+                 + (f" ({', '.join(zero)}: the loss divides by it)" if zero else "")
                  + " (a smaller lr often helps)")
     return "; ".join(parts)
 
@@ -338,9 +354,13 @@ def write_labels(ctx, data, result, fingerprint, step, _log):
              **result.get("attrs", {})}  # the learner's own (O-MAPL: rank_by)
     names = sorted(result["labels"])
     if result.get("refused"):  # a ranking that is only the tie rule's choice (constant scores): nothing written
+        kept = (f"Checkpoints are kept in {args.model_dir} (the trained model and policy, the last at "
+                f"{ctx.last_checkpoint}), and its final evaluation is logged" if ctx.last_checkpoint else
+                "No checkpoint was saved (save_model=False); its final evaluation is logged")
         raise DatasetError(f"{args.learner}: no labels written ({', '.join(names)}): {result['refused']}. The model "
                            f"learned no ranking of the episodes at gradient step {step}; check the preference set "
-                           f"(ties, labels) and the model's settings. Checkpoints are kept in {args.model_dir}")
+                           f"(ties, labels) and the model's settings. The run fails, its labels being its product. "
+                           f"{kept}")
     existing = [n for n in names if n in data.label_names]  # as loaded: a label written meanwhile is refused
     overwrite = args.label_overwrite or (bool(existing) and existing == own_labels(data, names, args.model_dir))
     try:
@@ -424,44 +444,95 @@ def save(ctx, step, sampler, marks, _log):
                                  "datasets": saved_fingerprints(ctx)}, _log)
 
 
+def read_names(args):
+    """The labels and preference sets of the dataset that this run reads (keys as in the file: 'preferences/<name>',
+    'labels/<name>'): preference_set (O-MAPL, MARL-SL), offline_reward=label:<name>, offline_expert=label:<name> or
+    top:<name>:<K>."""
+    names = [f"preferences/{args.preference_set}"] if args.preference_set else []
+    for spec in (args.offline_reward or "", args.offline_expert or ""):
+        if spec.startswith(LABEL_PREFIX):
+            names.append(f"labels/{spec[len(LABEL_PREFIX):]}")
+        elif spec.startswith(TOP_PREFIX):
+            names.append(f"labels/{parse_top(spec)[0]}")
+    return sorted(set(names))
+
+
+def record_reads(fingerprints, args):
+    """Each dataset file's fingerprint gets `reads`: {'labels/<name>' or 'preferences/<name>': its version id
+    (offline.label_store.label_id, preference_set_id)} of those this run reads that the file holds, as loaded at the
+    run's start; check_datasets compares them on resume."""
+    names = read_names(args)
+    main = {os.path.abspath(p) for p in dataset_paths(args.offline_dataset)}
+    for fp in fingerprints:
+        if fp["path"] not in main:
+            continue  # a separate expert file: its episodes are read, not its labels
+        reads = {}
+        for key in names:
+            where, name = key.split("/", 1)
+            version = preference_set_id(fp["path"], name) if where == "preferences" else label_id(fp["path"], name)
+            if version is not None:
+                reads[key] = version
+        fp["reads"] = reads
+
+
 def saved_fingerprints(ctx):
     """The run's dataset fingerprints with each file's content fingerprint (its episodes, not its labels or
     preference sets: offline.label_store.content_fingerprint), computed at the first checkpoint, for check_datasets.
-    None with offline_lazy (it would read the whole file, which lazy loading avoids) and for a file with invalid
-    episodes (the reader refuses them): a resume then compares the file's bytes only."""
+    With offline_lazy too: a streaming pass in blocks of episodes (about 0.1 s for the 1,200 episodes of a 1.4 MB
+    LBF file), so that labels written into the file later (this pipeline's own) do not refuse a resume. None for a
+    file with invalid episodes (the reader refuses them): a resume then compares the file's bytes only."""
     for fp in ctx.dataset_fingerprints:
         if "content" not in fp:
             try:
-                fp["content"] = None if ctx.args.offline_lazy else content_fingerprint(fp["path"])
+                fp["content"] = content_fingerprint(fp["path"])
             except DatasetError:
                 fp["content"] = None
     return ctx.dataset_fingerprints
 
 
 def check_datasets(ctx, saved, path, _log):
-    """A resumed run refuses a dataset file that changed on disk since its checkpoint (the same path, other bytes and
-    other episodes: it would continue on other data than the run it continues); a file with the same episodes (labels
-    or preference sets added) is fine, and so is another path (said as a changed setting). `saved`: the checkpoint's
-    fingerprints (None for checkpoints from before they were saved: not checked)."""
+    """A resumed run refuses a dataset file that changed on disk since its checkpoint in what the run reads: other
+    episodes, or another version of a label or preference set the run reads (`reads`: replaced with
+    label_overwrite=True); it would continue on other data than the run it continues. A file with the same episodes
+    and the same labels and sets read (others added: this pipeline's own labels) is fine, and so is another path
+    (said as a changed setting). `saved`: the checkpoint's fingerprints (None for checkpoints from before they were
+    saved: not checked). offline_resume_changed_data=True resumes anyway, recorded in info.json."""
     now = {fp["path"]: fp for fp in ctx.dataset_fingerprints}
     for old in saved or []:
         new = now.get(old["path"])
         if new is None or new["sha256"] == old["sha256"]:
             continue
+        changed = []
         if old.get("content") and content_fingerprint(old["path"]) == old["content"]:
-            _log.info(f"{old['path']} changed on disk since the checkpoint, but holds the same episodes (labels or "
-                      f"preference sets written since): resuming")
-            continue
-        what = (f"{old['path']} changed on disk since the checkpoint {path} was saved (SHA-256 {old['sha256'][:12]}... "
-                f"then, {new['sha256'][:12]}... now; {old['episodes']} episodes then, {new['episodes']} now)")
+            then, current = old.get("reads") or {}, new.get("reads") or {}
+            changed = sorted(k for k in then if k in current and current[k] != then[k])
+            if not changed:
+                _log.info(f"{old['path']} changed on disk since the checkpoint, but holds the same episodes"
+                          + (f" and the same {', '.join(sorted(then))} this run reads" if then else "")
+                          + " (labels or preference sets written since): resuming")
+                continue
+            what = (f"{old['path']}: {', '.join(changed)}, which this run reads, changed since the checkpoint {path} "
+                    f"was saved (replaced, e.g. with label_overwrite=True; the episodes are the same)")
+            consequence = "the resumed run would train on other labels than the run it continues"
+        elif not old.get("content"):  # checkpoints of older versions under offline_lazy, or invalid episodes
+            what = (f"{old['path']} changed on disk since the checkpoint {path} was saved: the file's bytes differ "
+                    f"(SHA-256 {old['sha256'][:12]}... then, {new['sha256'][:12]}... now; {old['episodes']} episodes "
+                    f"then, {new['episodes']} now), and the checkpoint records no fingerprint of its episodes, so "
+                    f"they are not compared (if only labels were added, the data is the same)")
+            consequence = "the resumed run may train on other data than the run it continues"
+        else:
+            what = (f"{old['path']} changed on disk since the checkpoint {path} was saved (SHA-256 "
+                    f"{old['sha256'][:12]}... then, {new['sha256'][:12]}... now; {old['episodes']} episodes then, "
+                    f"{new['episodes']} now)")
+            consequence = "the resumed run would train on other data than the run it continues"
         if ctx.args.offline_resume_changed_data:
             _log.warning(f"{what}: resuming on the changed file (offline_resume_changed_data=True)")
             ctx.run_info.setdefault("resumed_from", {}).setdefault("changed_datasets", []).append(
-                {"path": old["path"], "sha256_then": old["sha256"], "sha256_now": new["sha256"]})
+                {"path": old["path"], "sha256_then": old["sha256"], "sha256_now": new["sha256"],
+                 **({"changed": changed} if changed else {})})
             continue
-        raise ConfigError(f"{what}: the resumed run would train on other data than the run it continues. Restore the "
-                          f"file, start a new run (leave out checkpoint_path), or resume on the changed file with "
-                          f"offline_resume_changed_data=True")
+        raise ConfigError(f"{what}: {consequence}. Restore the file, start a new run (leave out checkpoint_path), or "
+                          f"resume on the changed file with offline_resume_changed_data=True")
 
 
 def resume(ctx, sampler, _log):

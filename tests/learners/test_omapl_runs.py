@@ -153,3 +153,54 @@ def test_the_label_run_mode_feeds_omapl(tmp_path, labeled):
     assert info["preferences"]["pairs"] == 50 and info["preferences"]["labeler"] == "oracle"
     assert info["preferences"]["label_accuracy"]["agreement_return"] == 1.0
     assert {"rule_expert", "rule_return_hat"} <= set(OfflineDataset.load(data).label_names)
+
+
+def test_the_label_exists_recovery_it_recommends_succeeds_under_offline_lazy(tmp_path, labeled, capsys, monkeypatch):
+    """Another run writes oracle_expert while this one trains: the error recommends resuming for no further steps with
+    label_overwrite=True. Under offline_lazy that resume was refused (the file's bytes changed: only bytes were
+    compared); now the episodes are fingerprinted in lazy mode too and the recommended command writes the labels."""
+    import run.offline as offline
+    from offline.label_store import write_episode_labels
+
+    data = copy(labeled, tmp_path)
+    real = offline.write_labels
+
+    def another_run_first(ctx, ds, result, fingerprint, step, log):
+        write_episode_labels(data, {"oracle_expert": np.zeros(len(ds), np.uint8)}, {"learner": "other"}, fingerprint)
+        return real(ctx, ds, result, fingerprint, step, log)
+
+    monkeypatch.setattr(offline, "write_labels", another_run_first)
+    run = [f"offline_dataset={data}", *TINY, "offline_lazy=True"]
+    run_main(tmp_path, "omapl", "climbing", *run, expect=2)
+    err = capsys.readouterr().err
+    command = re.search(r"the same command with (checkpoint_path=\S+ offline_steps=6), adding label_overwrite=True",
+                        err)
+    assert command, err[-2000:]
+    monkeypatch.setattr(offline, "write_labels", real)
+    run_main(tmp_path, "omapl", "climbing", *run, *command.group(1).split(), "label_overwrite=True")
+    assert "Wrote labels ['oracle_expert', 'oracle_return_hat']" in "".join(capsys.readouterr())
+    with h5py.File(data) as f:
+        assert json.loads(f["labels/oracle_expert"].attrs["learner"]) == "omapl_learner"
+
+
+def test_a_refused_ranking_fails_the_run_cleanly_keeping_its_checkpoints(tmp_path, labeled, capsys, monkeypatch):
+    """Constant recovered returns: the DatasetError came after the final evaluation without finishing the run (envs,
+    logger, model-folder lock) or closing its datasets; now it finishes them and says the checkpoints are kept."""
+    from learners.omapl_learner import OMAPLLearner
+    from offline.reader import OfflineDataset as Reader
+    from run import loop
+
+    data = copy(labeled, tmp_path)
+    monkeypatch.setattr(OMAPLLearner, "recovered_returns",
+                        lambda self, d: (np.zeros(len(d)), np.full(len(d), 5.0)))
+    finished, closed = [], []
+    real_finish, real_close = loop.finish, Reader.close
+    monkeypatch.setattr(loop, "finish", lambda ctx: (finished.append(ctx), real_finish(ctx))[1])
+    monkeypatch.setattr(Reader, "close", lambda self: (closed.append(self), real_close(self))[1])
+    run_main(tmp_path, "omapl", "climbing", f"offline_dataset={data}", *TINY, expect=2)
+    err = capsys.readouterr().err
+    (models,) = glob.glob(os.path.join(tmp_path, "models", "*"))
+    assert "no labels written" in err and "The run fails, its labels being its product" in err
+    assert f"Checkpoints are kept in {models}" in err and "final evaluation is logged" in err
+    assert len(finished) == 1 and closed
+    assert {"3", "6"} <= set(os.listdir(models))

@@ -47,23 +47,27 @@ def test_a_valid_fraction_that_leaves_no_training_episode_is_a_config_error(tmp_
 
 
 def test_every_update_skipped_fails_the_run_naming_the_cause_and_keeps_its_checkpoints(tmp_path, capsys):
-    """omiga_alpha=0 makes every OMIGA loss non-finite: with on_nonfinite=skip_batch the run skipped all its updates
-    and ended COMPLETED with checkpoints of the untrained model; now it fails (exit 1) saying so and naming the zero
-    temperature, its checkpoints kept. With on_nonfinite=stop the error names the same causes."""
-    data = write(tmp_path / "data.h5")
-    run_main(tmp_path / "skip", "omiga", "climbing", *TINY, f"offline_dataset={data}", "omiga_alpha=0",
-             "on_nonfinite=skip_batch", expect=1)
+    """Rewards of 1e30 make every OMIGA loss non-finite (a dataset of extreme rewards; legitimate settings): with
+    on_nonfinite=skip_batch the run skipped all its updates and ended COMPLETED with checkpoints of the untrained
+    model; now it fails (exit 1) saying so and naming the data's return range as the cause, its checkpoints kept.
+    With on_nonfinite=stop the error names the same causes."""
+    arrays = constant_climbing_episodes(8, 0, 0, limit=LIMIT)
+    arrays["reward"][:, :LIMIT] = 1e30
+    data = write(tmp_path / "data.h5", arrays)
+    run_main(tmp_path / "skip", "omiga", "climbing", *TINY, f"offline_dataset={data}", "on_nonfinite=skip_batch",
+             expect=1)
     err = capsys.readouterr().err
     assert "6 of the 6 gradient steps of this run skipped their update" in err and "the run trained nothing" in err
-    assert "omiga_alpha=0 (omiga_alpha=0: a zero temperature" in err and "episode returns span [55, 55]" in err
+    assert "the data's episode returns span [5e+30, 5e+30] (extreme: rescale the rewards" in err
+    assert "omiga_alpha=10" in err and "divides by zero" not in err
     (models,) = glob.glob(os.path.join(tmp_path, "skip", "models", "*"))
     assert {"3", "6"} <= set(os.listdir(models))
     info = json.load(open(os.path.join(sacred_dir(tmp_path / "skip", "omiga", "climbing"), "info.json")))
     assert info["nonfinite_skips"] == {"skipped": 6, "updates": 6} and info["failure"]["repeats_on_retry"]
-    run_main(tmp_path / "stop", "omiga", "climbing", *TINY, f"offline_dataset={data}", "omiga_alpha=0", expect=1)
+    run_main(tmp_path / "stop", "omiga", "climbing", *TINY, f"offline_dataset={data}", expect=1)
     err = capsys.readouterr().err
     assert "at gradient step 0; stopped before the optimiser step" in err
-    assert "Look for the cause: the data's episode returns span [55, 55]; settings" in err and "omiga_alpha=0" in err
+    assert "Look for the cause: the data's episode returns span [5e+30, 5e+30] (extreme" in err
 
 
 def test_more_than_half_the_updates_skipped_is_a_warning_in_the_console_and_info():
@@ -157,3 +161,98 @@ def test_a_resume_refuses_a_dataset_that_changed_on_disk(tmp_path, capsys):
              f"checkpoint_path={models}", "offline_resume_changed_data=True")
     assert "resuming on the changed file (offline_resume_changed_data=True)" in "".join(capsys.readouterr())
     assert "12" in os.listdir(models)
+
+
+def test_the_non_finite_hints_flag_a_zero_only_for_a_weight_a_loss_divides_by():
+    """cql_alpha=0 (OMAR without CQL) and misodice_alpha=0 are legitimate and no loss divides by them: they were
+    named as 'a zero temperature or weight divides by zero'; only omiga_alpha (divided by) is flagged at 0."""
+    from types import SimpleNamespace
+
+    from run.offline import nonfinite_causes
+
+    data = SimpleNamespace(returns=np.array([1.0, 3.0]))
+    args = SimpleNamespace(offline_reward="", lr=5e-4, critic_lr=None, cql_alpha=0.0, misodice_alpha=0,
+                           optim_alpha=0.99, bc_beta=0.0)
+    text = nonfinite_causes(args, data)
+    assert text == "the data's episode returns span [1, 3]; settings cql_alpha=0, lr=0.0005, misodice_alpha=0 " \
+                   "(a smaller lr often helps)"
+    args.omiga_alpha = 0.0
+    assert "(omiga_alpha=0: the loss divides by it)" in nonfinite_causes(args, data)
+
+
+def test_a_resume_refuses_a_label_it_reads_that_was_replaced_and_accepts_unrelated_labels(tmp_path, capsys):
+    """offline_reward=label:r_hat replaced (label_overwrite) after the checkpoint: the resume trained silently on the
+    new rewards (the episodes were the same); now refused naming the label, accepted with
+    offline_resume_changed_data=True (recorded); an unrelated label written since is fine."""
+    from offline.label_store import content_fingerprint, write_episode_labels
+
+    data = write(tmp_path / "data.h5", n=8)
+    reward = np.zeros((8, LIMIT + 1, 1), np.float32)
+    reward[:, :LIMIT] = 2.0
+    write_episode_labels(data, {"r_hat": reward}, {}, content_fingerprint(data))
+    run = [*TINY, f"offline_dataset={data}", "offline_reward=label:r_hat"]
+    run_main(tmp_path, "omiga", "climbing", *run)
+    (models,) = glob.glob(os.path.join(tmp_path, "models", "*"))
+    write_episode_labels(data, {"flag": np.ones(8, np.int64)}, {}, content_fingerprint(data))  # unrelated
+    capsys.readouterr()
+    run_main(tmp_path, "omiga", "climbing", *run, "offline_steps=9", f"checkpoint_path={models}")
+    assert "holds the same episodes and the same labels/r_hat this run reads" in "".join(capsys.readouterr())
+    write_episode_labels(data, {"r_hat": reward * 3}, {}, content_fingerprint(data), overwrite=True)
+    run_main(tmp_path, "omiga", "climbing", *run, "offline_steps=12", f"checkpoint_path={models}", expect=2)
+    err = capsys.readouterr().err
+    checkpoint = os.path.join(models, "9")
+    assert f"{data}: labels/r_hat, which this run reads, changed since the checkpoint {checkpoint}" in err
+    assert "the resumed run would train on other labels" in err and "offline_resume_changed_data=True" in err
+    assert "12" not in os.listdir(models)
+    run_main(tmp_path, "omiga", "climbing", *run, "offline_steps=12", f"checkpoint_path={models}",
+             "offline_resume_changed_data=True")
+    assert "12" in os.listdir(models)
+    infos = glob.glob(os.path.join(tmp_path, "sacred", "omiga", "climbing", "*", "info.json"))
+    changed = [json.load(open(p)).get("resumed_from", {}).get("changed_datasets") for p in infos]
+    assert [{"path": data, "sha256_then": c[0]["sha256_then"], "sha256_now": c[0]["sha256_now"],
+             "changed": ["labels/r_hat"]} for c in changed if c] == [c[0] for c in changed if c]
+    assert sum(bool(c) for c in changed) == 1
+
+
+def test_the_labels_and_sets_a_run_reads():
+    from types import SimpleNamespace
+
+    from run.offline import read_names
+
+    args = SimpleNamespace(preference_set="oracle", offline_reward="label:oracle_reward_hat",
+                           offline_expert="top:oracle_return_hat:4")
+    assert read_names(args) == ["labels/oracle_return_hat", "labels/oracle_reward_hat", "preferences/oracle"]
+    args = SimpleNamespace(preference_set="", offline_reward="", offline_expert="label:oracle_expert")
+    assert read_names(args) == ["labels/oracle_expert"]
+    assert read_names(SimpleNamespace(preference_set="", offline_reward="", offline_expert="quality:expert")) == []
+
+
+def test_a_lazy_run_resumes_after_labels_were_written_and_says_the_truth_of_old_checkpoints(tmp_path, capsys):
+    """offline_lazy=True compared the file's bytes only: any label written since (this pipeline's own) refused the
+    resume, saying the file changed as if its episodes had; now its episodes are fingerprinted too. A checkpoint
+    without that record says the episodes were not compared."""
+    from offline.label_store import content_fingerprint, write_episode_labels
+
+    data = write(tmp_path / "data.h5", n=8)
+    run_main(tmp_path, "bc", "climbing", *TINY, f"offline_dataset={data}", "offline_lazy=True")
+    (models,) = glob.glob(os.path.join(tmp_path, "models", "*"))
+    write_episode_labels(data, {"flag": np.ones(8, np.int64)}, {}, content_fingerprint(data))
+    capsys.readouterr()
+    run_main(tmp_path, "bc", "climbing", *TINY, "offline_steps=9", f"offline_dataset={data}", "offline_lazy=True",
+             f"checkpoint_path={models}")
+    assert "holds the same episodes" in "".join(capsys.readouterr())
+    assert "9" in os.listdir(models)
+
+    from types import SimpleNamespace
+
+    import pytest
+
+    from run.offline import check_datasets
+    from utils.config import ConfigError
+
+    old = {"path": data, "sha256": "a" * 64, "episodes": 8, "content": None}
+    ctx = SimpleNamespace(dataset_fingerprints=[dict(old, sha256="b" * 64)], run_info={},
+                          args=SimpleNamespace(offline_resume_changed_data=False))
+    with pytest.raises(ConfigError, match="the file's bytes differ .*records no fingerprint of its episodes, so they "
+                                          r"are not compared \(if only labels were added, the data is the same\)"):
+        check_datasets(ctx, [old], "ckpt", None)
