@@ -107,4 +107,6 @@ def restore_env_rng_state(env, state):
         env.set_rng_state(state)
     except EnvRngUnsupported as e:
         return str(e)
+    except Exception as e:  # a state that does not fit this env (another version of its code or library)
+        return f"{type(env).__name__}: the saved RNG state does not fit this env ({type(e).__name__}: {e})"
     return None

@@ -8,8 +8,9 @@ never leaves a half-written entry; an unreadable entry is reported, counted and 
 
 Claims (`claim` / `release`): before asking the backend for a missing entry a process creates
 `<key>.json.claim` (O_EXCL: one process wins). Another run that needs the same entry meanwhile waits for it
-instead of paying for it too (llm.client). A claim whose process is gone (same host: its pid no longer runs;
-another host: older than CLAIM_TTL_S) is stale and taken over.
+instead of paying for it too (llm.client); so does another thread of the same process (chat_many asking one request
+twice). A claim whose process is gone (same host and pid namespace: its pid no longer runs; another host or
+container: older than CLAIM_TTL_S) is stale and taken over.
 """
 import hashlib
 import json
@@ -17,12 +18,32 @@ import logging
 import os
 import socket
 import tempfile
+import threading
 import time
 
 from utils.files import write_json_atomic
 
 SCHEMA = 1
 CLAIM_TTL_S = 3600  # a claim by another host is trusted this long (its pid cannot be checked from here)
+
+
+def _pid_space():
+    """This machine's boot and pid namespace: a pid means the same process only where both match (containers with
+    host networking share the hostname, not the pids)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
+PID_SPACE = _pid_space()
+
+
+def claimant():
+    """Who holds a claim made here: this thread of this process, on this host and pid namespace."""
+    return {"pid": os.getpid(), "thread": threading.get_ident(), "host": socket.gethostname(), "space": PID_SPACE}
 log = logging.getLogger("llm.cache")
 
 
@@ -97,7 +118,7 @@ class DiskCache:
         holds it. A stale claim (module doc) is taken over. Any OSError (a read-only or full cache): True, so the
         request goes ahead as without claims."""
         path = self.path(key) + ".claim"
-        mine = {"pid": os.getpid(), "host": socket.gethostname()}
+        mine = claimant()
         for _ in range(2):
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -131,7 +152,7 @@ class DiskCache:
     def release(self, key):
         """Drop this process's claim on `key` (after the entry is written, or the request failed)."""
         path = self.path(key) + ".claim"
-        if self._holder(path) == {"pid": os.getpid(), "host": socket.gethostname()}:
+        if self._holder(path) == claimant():
             try:
                 os.unlink(path)
             except OSError:
@@ -141,8 +162,7 @@ class DiskCache:
         """Whether a live process other than this one holds the claim on `key`."""
         path = self.path(key) + ".claim"
         holder = self._holder(path)
-        return holder is not None and holder != {"pid": os.getpid(), "host": socket.gethostname()} \
-            and not self._stale(path, holder)
+        return holder is not None and holder != claimant() and not self._stale(path, holder)
 
     @staticmethod
     def _holder(path):
@@ -151,7 +171,7 @@ class DiskCache:
                 holder = json.load(f)
         except (OSError, ValueError):
             return None
-        return {"pid": holder.get("pid"), "host": holder.get("host")} if isinstance(holder, dict) else None
+        return {k: holder.get(k) for k in ("pid", "thread", "host", "space")} if isinstance(holder, dict) else None
 
     @staticmethod
     def _fresh(path, seconds=10):
@@ -162,7 +182,7 @@ class DiskCache:
 
     @staticmethod
     def _stale(path, holder):
-        if holder["host"] == socket.gethostname():
+        if holder["host"] == socket.gethostname() and holder["space"] == PID_SPACE:
             try:
                 os.kill(int(holder["pid"]), 0)
             except ProcessLookupError:

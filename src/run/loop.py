@@ -5,6 +5,7 @@ import os
 import time
 from contextlib import contextmanager
 
+from envs.rng import unsupported
 from learners.common import NonFiniteError
 from utils.checkpoint import (
     ENV_SHAPE_KEYS,
@@ -211,3 +212,30 @@ def finish(ctx):
     ctx.logger.finish()
     if ctx.model_lock is not None:
         ctx.model_lock.release()
+
+
+def env_rng_states(ctx, _log):
+    """The envs' RNG states for a checkpoint (online and offline: offline runs test on the runner's envs), taken
+    where save() takes the python/numpy/torch ones: after the rollout and test before it. An env that cannot save
+    its state is named once per run."""
+    states = ctx.runner.env_rng_states()
+    why = next(filter(None, map(unsupported, states)), None)
+    if why and not ctx.env_rng_warned:
+        _log.warning(f"{why}: a run resumed from this run's checkpoints plays other episodes than this run would")
+        ctx.env_rng_warned = True
+    return states
+
+
+def restore_env_rngs(runner, state, _log):
+    """The envs' RNG states from a checkpoint's run state; one warning where the episodes after the resume will
+    differ from the uninterrupted run's (a checkpoint from before env RNG states were saved, on an env that has
+    randomness; an env that cannot save or restore its state; another number of envs)."""
+    if "env_rng" not in state:
+        if any(s is not None for s in runner.env_rng_states()):  # a deterministic env (matrix game) loses nothing
+            _log.warning("checkpoint holds no env RNG states (written before checkpoints saved them): the envs "
+                         "restart their RNGs from the run's seed, so on a stochastic env the episodes after the "
+                         "resume differ from those of the uninterrupted run")
+        return
+    why = runner.set_env_rng_states(state["env_rng"])
+    if why:
+        _log.warning(f"{why}: the episodes after the resume differ from those of the uninterrupted run")

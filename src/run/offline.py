@@ -177,7 +177,7 @@ def run_offline(_run, config, _log):
     try:
         if labels is not None:  # refused (a ranking of constant scores, labels written meanwhile): the run fails,
             write_labels(ctx, data, labels, fingerprint, step, _log)  # its labels being its product, but cleanly
-    except DatasetError:
+    except BaseException:  # a refused ranking, labels written meanwhile, or the file itself failing (h5py's OSError)
         close_datasets(data, valid, expert)
         loop.finish_after_error(ctx, _log)
         raise
@@ -441,7 +441,8 @@ def save(ctx, step, sampler, marks, _log):
     """A checkpoint at gradient step `step`: the learner, the sampler's state and the steps of the latest test, log
     and save (`marks`, so that a resumed run keeps their schedule); returns its folder."""
     return loop.save(ctx, step, {"step": step, "sampler": sampler.rng.bit_generator.state, "marks": dict(marks),
-                                 "datasets": saved_fingerprints(ctx)}, _log)
+                                 "datasets": saved_fingerprints(ctx), "env_rng": loop.env_rng_states(ctx, _log)},
+                     _log)
 
 
 def read_names(args):
@@ -547,5 +548,6 @@ def resume(ctx, sampler, _log):
                          f"training from online weights, train online and collect a dataset instead")
     check_datasets(ctx, state.get("datasets"), path, _log)
     sampler.rng.bit_generator.state = state["sampler"]
+    loop.restore_env_rngs(ctx.runner, state, _log)  # its test episodes continue as the uninterrupted run's
     step = state["step"]
     return step, path, state.get("marks") or {"last_test": step, "last_log": step, "last_save": step}

@@ -1,5 +1,4 @@
 """Online training (the default run mode): pymarl's run_sequential loop, resumable."""
-from envs.rng import unsupported
 from run import loop
 from run.interrupt import CtrlC, interrupted
 from run.setup import build
@@ -45,7 +44,6 @@ def _train(ctx, _log):
                          f"(its config, --config={args.name}, sets it unless overridden)")
 
     counters = Counters(args)
-    ctx.env_rng_warned = False  # an env that cannot save its RNG state is named once, at the first checkpoint
     last_checkpoint = None  # the newest checkpoint this run saved or resumed from: named if training blows up
     if args.checkpoint_path:
         last_checkpoint = ctx.last_checkpoint = resume(ctx, counters, _log)
@@ -146,15 +144,9 @@ def _loop(ctx, counters, progress, clock, bar, last_checkpoint, ctrl_c, _log):
 
 def save(ctx, counters, _log):
     args, runner = ctx.args, ctx.runner
-    # the envs' RNGs, taken where loop.save takes the python/numpy/torch ones: after this iteration's rollout and test
-    env_rng = runner.env_rng_states()
     run_state = {"t_env": runner.t_env, "loop": counters.state_dict(),
                  "runner_log_train_stats_t": runner.stats.log_train_stats_t,
-                 "runner_train_stats": runner.stats.state_dict(), "env_rng": env_rng}
-    why = next(filter(None, map(unsupported, env_rng)), None)
-    if why and not ctx.env_rng_warned:
-        _log.warning(f"{why}: a run resumed from this run's checkpoints plays other episodes than this run would")
-        ctx.env_rng_warned = True
+                 "runner_train_stats": runner.stats.state_dict(), "env_rng": loop.env_rng_states(ctx, _log)}
     buffer = ctx.buffer.state_dict() if args.save_replay_buffer else None
     return loop.save(ctx, runner.t_env, run_state, _log, buffer=buffer)
 
@@ -175,34 +167,20 @@ def resume(ctx, counters, _log):
     runner.stats.log_train_stats_t = state["runner_log_train_stats_t"]
     if "runner_train_stats" in state:  # the episodes since the runner's last log (checkpoints since Ctrl-C saves)
         runner.stats.load_state_dict(state["runner_train_stats"])
-    restore_env_rngs(runner, state, _log)
+    loop.restore_env_rngs(runner, state, _log)
     buffer = state["buffer"] if "buffer" in state else load_buffer(path)  # in run_state.th before issue 12
     if buffer is not None:
         ctx.buffer.load_state_dict(buffer)
         refill_fields(ctx, _log)
-    elif args.buffer_size > args.batch_size:
-        _log.warning("checkpoint has no replay buffer (save_replay_buffer=False, or a newer checkpoint of its run "
-                     "holds it): it refills from new episodes")
-    elif ctx.learner.on_policy and counters.fresh_episodes:
+    elif ctx.learner.on_policy and counters.fresh_episodes:  # (whatever buffer_size: these are lost either way)
         _log.warning(f"checkpoint has no replay buffer (save_replay_buffer=False, or a newer checkpoint of its run "
                      f"holds it) and came between two updates: the {counters.fresh_episodes} episode(s) since the "
                      f"last update are lost, so the next update trains on other episodes than the uninterrupted "
                      f"run's")
+    elif args.buffer_size > args.batch_size:
+        _log.warning("checkpoint has no replay buffer (save_replay_buffer=False, or a newer checkpoint of its run "
+                     "holds it): it refills from new episodes")
     return path
-
-
-def restore_env_rngs(runner, state, _log):
-    """The envs' RNG states from a checkpoint's run state; one warning where the episodes after the resume will
-    differ from the uninterrupted run's (a checkpoint from before env RNG states were saved, an env that cannot save
-    or restore its state, another number of envs)."""
-    if "env_rng" not in state:
-        _log.warning("checkpoint holds no env RNG states (written before checkpoints saved them): the envs restart "
-                     "their RNGs from the run's seed, so on a stochastic env the episodes after the resume differ from "
-                     "those of the uninterrupted run")
-        return
-    why = runner.set_env_rng_states(state["env_rng"])
-    if why:
-        _log.warning(f"{why}: the episodes after the resume differ from those of the uninterrupted run")
 
 
 def refill_fields(ctx, _log, chunk=32):

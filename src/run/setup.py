@@ -261,4 +261,5 @@ def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker
               args=args, config=config, logger=logger, runner=runner, buffer=buffer, mac=mac,
               acting_mac=acting_mac, learner=learner, features=features, shaper=shaper, annotate=annotate,
               # a Sacred heartbeat now (main.RunExperiment): run.loop.save calls it at every checkpoint
-              flush_records=getattr(_run, "flush_records", None), last_checkpoint=None)
+              flush_records=getattr(_run, "flush_records", None), last_checkpoint=None,
+              env_rng_warned=False)  # an env that cannot save its RNG state is named once (run.loop.env_rng_states)

@@ -10,17 +10,17 @@ import time
 
 from tests.llm.loopback_server import delay, reply
 
-from llm.cache import CLAIM_TTL_S, DiskCache
+from llm.cache import CLAIM_TTL_S, PID_SPACE, DiskCache
 from utils.paths import REPO_ROOT
 
 KEY = "ab" + "0" * 62
 
 
-def write_claim(cache, key, pid, host=None, age=0.0):
+def write_claim(cache, key, pid, host=None, age=0.0, space=PID_SPACE):
     path = cache.path(key) + ".claim"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump({"pid": pid, "host": host or socket.gethostname()}, f)
+        json.dump({"pid": pid, "thread": 1, "host": host or socket.gethostname(), "space": space}, f)
     if age:
         os.utime(path, (time.time() - age, time.time() - age))
     return path
@@ -50,6 +50,25 @@ def test_a_claim_from_another_host_is_trusted_until_it_is_old(tmp_path):
     assert not cache.claim(KEY)
     write_claim(cache, KEY, 1, host="elsewhere.invalid", age=CLAIM_TTL_S + 5)
     assert cache.claim(KEY)
+
+
+def test_a_pid_of_another_pid_namespace_is_not_checked_here(tmp_path):
+    """Containers with host networking share the hostname, not the pids: a claim from another pid namespace is
+    trusted as another host's (until it is old), whatever runs here under its pid."""
+    cache = DiskCache(tmp_path)
+    write_claim(cache, KEY, 2 ** 22 + 12345, space="another-boot/4026531836")  # no such pid here
+    assert not cache.claim(KEY)
+
+
+def test_threads_of_one_process_asking_one_request_pay_once(srv, tmp_path, monkeypatch):
+    """chat_many with the same request twice (identical prompts: a dataset of identical episodes): one thread asks,
+    the other waits for its answer."""
+    srv.responder = lambda body: delay(0.5, reply("the answer"))
+    messages = [{"role": "user", "content": "same"}]
+    llm, _ = llm_and_key(srv, tmp_path, monkeypatch, messages, concurrency=2)
+    got = dict(llm.chat_many([{"messages": messages}, {"messages": messages}], concurrency=2))
+    assert [str(got[i][0]) for i in (0, 1)] == ["the answer"] * 2 and srv.count == 1
+    llm.close()
 
 
 def test_an_empty_claim_is_held_while_fresh_and_stale_when_old(tmp_path):

@@ -118,3 +118,49 @@ def test_an_on_policy_checkpoint_between_two_updates_without_its_buffer_warns(tm
     err = capsys.readouterr().err
     assert "came between two updates: the 1 episode(s) since the last update are lost" in err
     assert "env RNG" not in err and "cannot save its RNG state" not in err
+
+
+def lbf_dataset(path, n=8, limit=6):
+    """n LBF-shaped episodes of random observations and actions (all available), written by the real DatasetWriter:
+    enough for BC to train on; what matters here is the test episodes it plays on the stochastic env."""
+    import numpy as np
+
+    from helpers import make_ctx
+    from offline import DatasetWriter
+
+    ctx = make_ctx("bc", "lbf", env_args={"time_limit": limit})
+    info = ctx.runner.get_env_info()
+    a, na, T1 = info["n_agents"], info["n_actions"], limit + 1
+    rng = np.random.default_rng(0)
+    arrays = {"obs": rng.random((n, T1, a, info["obs_shape"]), dtype=np.float32),
+              "state": rng.random((n, T1, info["state_shape"]), dtype=np.float32),
+              "actions": rng.integers(0, na, (n, T1, a, 1)), "avail_actions": np.ones((n, T1, a, na), np.uint8),
+              "reward": np.zeros((n, T1, 1), np.float32), "terminated": np.zeros((n, T1, 1), np.uint8),
+              "filled": np.ones((n, T1, 1), np.uint8)}
+    with DatasetWriter(str(path), info, ctx.args.env, ctx.args.env_args, vars(ctx.args)) as w:
+        w.add_arrays(arrays, qualities="poor")
+    ctx.runner.close_env()
+    return str(path)
+
+
+def test_a_resumed_offline_run_tests_on_the_same_episodes_as_the_uninterrupted_run(tmp_path):
+    """Offline runs test on the runner's envs: their checkpoints hold the envs' RNG states too, so the test episodes
+    after a resume are the uninterrupted run's (LBF places food and agents at random)."""
+    data = lbf_dataset(tmp_path / "lbf.h5")
+    args = [f"offline_dataset={data}", "env_args.time_limit=6", "offline_test_interval=2", "offline_log_interval=2",
+            "offline_save_interval=2", "batch_size=4", "test_nepisode=3", "hidden_dim=8", "use_tensorboard=False",
+            "save_model=True"]
+    run_main(tmp_path / "full", "bc", "lbf", "offline_steps=6", *args)
+    run_main(tmp_path / "half", "bc", "lbf", "offline_steps=2", *args)
+    (half,) = glob.glob(str(tmp_path / "half" / "models" / "*"))
+    assert th.load(os.path.join(half, "2", "run_state.th"), weights_only=True)["env_rng"]
+    run_main(tmp_path / "resumed", "bc", "lbf", "offline_steps=6", f"checkpoint_path={half}", *args)
+
+    def tests(results):
+        with open(os.path.join(sacred_dir(results, "bc", ENVS["lbf"][0]), "info.json")) as f:
+            i = json.load(f)
+        return {k: series(i, k) for k in ("test_ep_length_mean", "test_return_mean")}
+
+    full, resumed = tests(tmp_path / "full"), tests(tmp_path / "resumed")
+    for key, values in resumed.items():
+        assert values == {t: v for t, v in full[key].items() if t > 2}, key
