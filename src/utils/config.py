@@ -46,12 +46,15 @@ CHOICES = {"on_nonfinite": ("stop", "skip_batch"),
            "lca.groups": ("auto", "shared", "per_agent"), "lca.normalise": ("pair_std", "none"),
            "lca.mode": ("add", "replace"), "lca.terminal_potential": ("keep", "zero")}
 
+LR_MAX = 1e30  # above it, Adam/RMSprop's step (lr over a bias correction) overflows float32: a raw RuntimeError
+LR_RANGE = "> 0 and <= 1e30 (a larger step overflows the optimisers' float32 arithmetic)"
 # key -> (integer only, test, allowed range in words, null allowed). Checked on the merged config, before anything runs.
 RANGES = {
     # <= 1: Adam / RMSprop move each weight by about lr per step; a larger step diverges (lr=1e38 overflowed float32
     # in the optimiser)
-    "lr": (False, lambda v: 0 < v <= 1, "> 0 and <= 1", False),
-    "critic_lr": (False, lambda v: 0 < v <= 1, "> 0 and <= 1 (or null = lr)", True),
+    # an upper bound only where the arithmetic breaks: lr=1e30 is a legitimate way to provoke (and test) a NaN
+    "lr": (False, lambda v: 0 < v <= LR_MAX, LR_RANGE, False),
+    "critic_lr": (False, lambda v: 0 < v <= LR_MAX, LR_RANGE + " (or null = lr)", True),
     "gamma": (False, lambda v: 0 < v <= 1, "in (0, 1]", False),
     "batch_size": (True, lambda v: v >= 1, "an integer >= 1", False),
     "batch_size_run": (True, lambda v: v >= 1, "an integer >= 1", False),
@@ -139,7 +142,7 @@ RANGES = {
     "lca.queries": (True, lambda v: v >= 1, "an integer >= 1 (answers per item)", False),
     "lca.keystep_max_steps": (True, lambda v: v >= 1, "an integer >= 1", False),
     "lca.hidden_dim": (True, lambda v: v >= 1, "an integer >= 1", False),
-    "lca.lr": (False, lambda v: 0 < v <= 1, "> 0 and <= 1", False),
+    "lca.lr": (False, lambda v: 0 < v <= LR_MAX, LR_RANGE, False),
     "lca.epochs": (True, lambda v: v >= 1, "an integer >= 1", False),
     "lca.batch_size": (True, lambda v: v >= 1, "an integer >= 1", False),
     "lca.score_l2": (False, lambda v: v >= 0, ">= 0 (0 = off)", False),
