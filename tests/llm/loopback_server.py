@@ -134,6 +134,17 @@ def _tokens(text):
     return max(1, (len(text) + 3) // 4)
 
 
+KEY_ENV = "LLM_PYMARL_TEST_KEY"  # set to SECRET for every LLM-layer test (tests/llm/conftest.py)
+SECRET = "sk-test-secret-4f9c2b7e0d1a"
+
+
+def client_config(srv, tmp_path, **kw):
+    """An `llm:` block for the real client talking to `srv`, caching under tmp_path/cache; `kw` overrides."""
+    return {"backend": "openai", "base_url": srv.base_url, "model": "test-model", "api_key_env": KEY_ENV,
+            "cache_dir": str(tmp_path / "cache"), "timeout_s": 5.0, "connect_timeout_s": 2.0, "max_retries": 3,
+            "backoff_s": 0.02, "backoff_max_s": 0.2, "temperature": 0.5, "max_tokens": 32, **kw}
+
+
 class LoopbackServer:
     def __init__(self, responder=None, support_n=True, require_key=None, model_id="loopback-model", tls=None):
         self.responder = responder or self.auto

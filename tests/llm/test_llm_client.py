@@ -10,7 +10,17 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loopback_server import LoopbackServer, delay, drop, raw, reply, status  # noqa: E402
+from loopback_server import (  # noqa: E402
+    KEY_ENV,
+    SECRET,
+    LoopbackServer,
+    client_config,
+    delay,
+    drop,
+    raw,
+    reply,
+    status,
+)
 
 from llm import (  # noqa: E402
     LLMBadResponse,
@@ -24,22 +34,10 @@ from llm import (  # noqa: E402
     strip_thinking,
 )
 
-KEY_ENV = "LLM_PYMARL_TEST_KEY"
-SECRET = "sk-test-secret-4f9c2b7e"
 MSG = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}]
 
 
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch):
-    monkeypatch.setenv(KEY_ENV, SECRET)
-
-
-def config(srv, tmp_path, **kw):
-    c = {"backend": "openai", "base_url": srv.base_url, "model": "test-model", "api_key_env": KEY_ENV,
-         "cache_dir": str(tmp_path / "cache"), "timeout_s": 5.0, "connect_timeout_s": 2.0, "max_retries": 3,
-         "backoff_s": 0.02, "backoff_max_s": 0.2, "temperature": 0.5, "max_tokens": 32}
-    c.update(kw)
-    return c
+config = client_config
 
 
 def llm_for(srv, tmp_path, **kw):

@@ -15,7 +15,17 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loopback_server import LoopbackServer, delay, drip, raw, reply, self_signed_cert, status  # noqa: E402
+from loopback_server import (  # noqa: E402
+    SECRET,
+    LoopbackServer,
+    client_config,
+    delay,
+    drip,
+    raw,
+    reply,
+    self_signed_cert,
+    status,
+)
 
 from llm import (  # noqa: E402
     LLMBadResponse,
@@ -29,21 +39,12 @@ from llm import (  # noqa: E402
 from llm.batch import run_many  # noqa: E402
 from llm.config import check_cost_budget, resolve  # noqa: E402
 
-KEY_ENV = "LLM_PYMARL_TEST_KEY"
-SECRET = "sk-test-secret-4f9c2b7e0d1a"
 MSG = [{"role": "user", "content": "Say hello."}]
 
 
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch):
-    monkeypatch.setenv(KEY_ENV, SECRET)
-
-
 def llm_for(srv, tmp_path, **kw):
-    c = {"backend": "openai", "base_url": srv.base_url, "model": "test-model", "api_key_env": KEY_ENV,
-         "cache_dir": str(tmp_path / "cache"), "timeout_s": 5.0, "connect_timeout_s": 2.0, "max_retries": 0,
-         "backoff_s": 0.01, "backoff_max_s": 0.02, "temperature": 0.5, "max_tokens": 32, **kw}
-    return make_llm(c, str(tmp_path / "run"))
+    return make_llm(client_config(srv, tmp_path, **{"max_retries": 0, "backoff_s": 0.01, "backoff_max_s": 0.02,
+                                                    **kw}), str(tmp_path / "run"))
 
 
 def cache_files(tmp_path):
