@@ -106,12 +106,7 @@ class LLM:
         t0 = now()
         texts, cached = [None] * n, [False] * n
         corrupt0 = self.cache.corrupt if self.cache else 0
-        if self.cache is not None:
-            for i, k in enumerate(keys):
-                reply = self._cached_reply(k)
-                if reply is not None:
-                    texts[i], cached[i] = reply, True
-        missing = [i for i in range(n) if not cached[i]]
+        missing = self._still_missing(range(n), keys, texts, cached) if self.cache is not None else list(range(n))
         stats = {"requests": 0, "failed": 0, "attempts": 0, "prompt_tokens": 0, "completion_tokens": 0, "estimated": 0,
                  "latency_s": 0.0, "server_model": None}
         error = None
@@ -327,7 +322,7 @@ class LLM:
             missing[:] = [i for i in missing if not cached[i]]
 
     def _still_missing(self, indices, keys, texts, cached):
-        """`indices` less those whose sample is in the cache now (taken as cache hits)."""
+        """`indices` less those whose sample is in the cache now (taken as cache hits, into texts and cached)."""
         out = []
         for i in indices:
             reply = self._cached_reply(keys[i])
