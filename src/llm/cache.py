@@ -47,6 +47,12 @@ def claimant():
 log = logging.getLogger("llm.cache")
 
 
+def mine_suffix():
+    """A file-name suffix unique to this process and thread (host, pid, thread id)."""
+    c = claimant()
+    return f"{c['host']}.{c['pid']}.{c['thread']}"
+
+
 def canonical_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -129,12 +135,11 @@ class DiskCache:
                     return True
                 if holder is not None and not self._stale(path, holder) or holder is None and self._fresh(path):
                     return False  # held; or just created and not written yet
-                try:  # stale, or unreadable for seconds
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
-                except OSError:
+                taken = self._take_over(path, holder)  # stale, or unreadable for seconds
+                if taken is None:
                     return True
+                if not taken:
+                    return False
                 continue
             except OSError:
                 return True
@@ -148,6 +153,30 @@ class DiskCache:
                     pass
             return True
         return False  # another process took it over between our unlink and our create
+
+    def _take_over(self, path, stale):
+        """Remove the claim file at `path` if it still holds `stale` (the holder judged stale; None: unreadable).
+        Renamed aside first, then read: of two waiters that judged the same claim stale, the second would otherwise
+        delete the claim the first has just made, and both would pay. True: removed; False: it held another claim
+        by now (put back unless a newer one is there); None: the cache cannot be written (asked without claims)."""
+        aside = f"{path}.{mine_suffix()}.stale"
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return True  # removed meanwhile: try to create ours
+        except OSError:
+            return None
+        mistaken = self._holder(aside) != stale
+        if mistaken:
+            try:  # another waiter's fresh claim: back in its place (an even newer claim there wins)
+                os.link(aside, path)
+            except OSError:
+                pass
+        try:
+            os.unlink(aside)
+        except OSError:
+            pass
+        return not mistaken
 
     def release(self, key):
         """Drop this process's claim on `key` (after the entry is written, or the request failed)."""

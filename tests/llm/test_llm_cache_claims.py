@@ -44,6 +44,23 @@ def test_one_claim_per_key_and_only_the_holder_releases_it(tmp_path):
     assert cache.claim(KEY) and not cache.claimed_by_other(KEY)  # its process is gone: stale, taken over
 
 
+def test_two_waiters_taking_over_one_stale_claim_leave_one_holder(tmp_path):
+    """Both judged the dead process's claim stale; the first took it over. The second's takeover must not delete
+    the first's new claim (both would pay): it finds another holder in the file it moved aside and puts it back."""
+    cache = DiskCache(tmp_path)
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as gone:
+        pass
+    path = write_claim(cache, KEY, gone.pid)
+    stale = DiskCache._holder(path)
+    first = {"pid": os.getpid(), "thread": 1, "host": socket.gethostname(), "space": PID_SPACE}
+    assert cache._take_over(path, stale) is True and not os.path.exists(path)
+    write_claim(cache, KEY, os.getpid())  # the first waiter's claim (this live process, thread 1)
+    assert cache._take_over(path, stale) is False  # the second waiter, with the holder it read before
+    assert DiskCache._holder(path) == first
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]  # nothing left aside
+    assert not cache.claim(KEY)  # held by a live claimant (another thread): this thread waits
+
+
 def test_a_claim_from_another_host_is_trusted_until_it_is_old(tmp_path):
     cache = DiskCache(tmp_path)
     write_claim(cache, KEY, 1, host="elsewhere.invalid")
