@@ -39,6 +39,9 @@ class PairBatch:
         return self.episodes[self.n_pairs:]
 
 
+MOSTLY_TIES = 0.9  # the share of ties in a set's labeled pairs from which a run warns (PreferencePairs.mostly_ties)
+
+
 class PreferencePairs:
     """The labeled pairs of one preference set, checked against the dataset: indices in range and distinct within a
     pair, labels in {0, 0.5, 1} or NaN; unlabeled pairs are dropped here, with counts kept for the run's info.
@@ -98,6 +101,18 @@ class PreferencePairs:
                 f"training on its {self.counts['labeled']} labeled pairs ({self.counts['unlabeled']} unlabeled). To "
                 f"finish it, rerun the labeling with its other settings as they were (it asks only the missing "
                 f"items): {label_command(path, self.name, labeler or 'oracle')}")
+
+    def mostly_ties(self):
+        """A warning when at least MOSTLY_TIES of the labeled pairs are ties, else '': only the others order the
+        episodes, so a ranking learned from the set rests on few pairs (all ties is refused by load_preferences)."""
+        c = self.counts
+        if c["ties"] < MOSTLY_TIES * c["labeled"]:
+            return ""
+        ordering = c["labeled"] - c["ties"]
+        return (f"preference set '{self.name}': {c['ties']} of its {c['labeled']} labeled pairs are ties "
+                f"({c['ties'] / c['labeled']:.0%}); only {ordering} order the episodes, so a ranking learned from it "
+                f"(O-MAPL's top K, MARL-SL's reward) rests on those. Label more pairs (n_pairs) or pairs whose "
+                f"episodes differ under the labeler's score (another oracle_key)")
 
     def __len__(self):
         return len(self.pairs)

@@ -61,9 +61,9 @@ def run_offline(_run, config, _log):
         datasets["preferences"] = load_preferences(data, args.preference_set, args.max_unlabeled_fraction)
         if learner.labels_at_end:  # only a learner that ranks episodes reports a ceiling
             datasets["preferences"].ceiling = oracle_score(datasets["preferences"], args.gamma)
-        warning = datasets["preferences"].incomplete()
-        if warning:
-            _log.warning(warning)
+        for warning in (datasets["preferences"].incomplete(), datasets["preferences"].mostly_ties()):
+            if warning:
+                _log.warning(warning)
     missing = sorted(name for name in learner.batches if datasets.get(name) is None)
     if missing == ["expert"]:
         raise ValueError(f"learner '{args.learner}' needs expert data: set offline_expert=quality:expert "

@@ -163,6 +163,17 @@ def test_a_set_from_a_stopped_labeling_run_warns_naming_the_rerun(mixture):
     assert "--config=label_preferences" in stopped.incomplete() and "label_name=s labeler=llm" in stopped.incomplete()
 
 
+def test_a_set_of_mostly_ties_warns_with_the_pairs_that_order(mixture):
+    pairs = np.stack([np.arange(20), np.arange(20, 40)], 1)
+    label = np.full(20, 0.5)
+    label[:2] = [1, 0]  # 18 of 20 ties: the warning's threshold (0.9)
+    warning = PreferencePairs("s", pairs, label, mixture[1], 0.5).mostly_ties()
+    assert warning.startswith("preference set 's': 18 of its 20 labeled pairs are ties (90%); only 2 order")
+    assert "n_pairs" in warning
+    label[2] = 1  # 17 of 20
+    assert PreferencePairs("s", pairs, label, mixture[1], 0.5).mostly_ties() == ""
+
+
 def test_views_that_renumber_episodes_are_refused():
     check_stored_view("preference_set=x", 1, 1.0, 0.0, "")
     for args, match in (((2, 1.0, 0.0, ""), "2 datasets are merged"), ((1, 0.5, 0.0, ""), "offline_top_fraction"),
