@@ -31,7 +31,7 @@ from llm.text_utils import strip_thinking
 from qllm.allowlist import ATTRIBUTES
 
 # Recorded in signed validation records: a record made under another version is re-validated before training.
-POLICY_VERSION = 2
+POLICY_VERSION = 3  # 3: string annotations are held to the annotation rule; calls at a pinned depth
 ENTRY_POINTS = {"tfcaf": ("state", "n_agents"), "QLLMNetwork": ("agents_q", "global_state")}
 ALLOWED_MODULES = ("torch", "torch.nn", "torch.nn.functional", "torch.linalg", "torch.special", "torch.fft", "math")
 MAX_SOURCE_CHARS = 100_000
@@ -190,12 +190,25 @@ class _Checker(ast.NodeVisitor):
         if node.value is not None:
             self.visit(node.value)
 
-    def check_annotation(self, annotation):
+    def check_annotation(self, annotation, quoted=False):
         """Annotations are never evaluated, but the signed file carries them, and a tool that resolves type hints
-        would run them: they may only name types (torch.Tensor, int, tuple[...], X | None), never call anything."""
+        would run them: they may only name types (torch.Tensor, int, tuple[...], X | None), never call anything. A
+        string annotation ("torch.Tensor") is such a tool's code too: parsed and held to the same rule (`quoted`:
+        inside one, where a further string is refused)."""
         if annotation is None:
             return
         for sub in ast.walk(annotation):
+            if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                try:
+                    parsed = None if quoted else ast.parse(sub.value.strip(), mode="eval").body
+                except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: a null byte
+                    parsed = None
+                if parsed is None:
+                    self.bad(sub, "a string annotation must be a type written as text (e.g. \"torch.Tensor\"), "
+                                  "without further strings")
+                    return
+                self.check_annotation(parsed, quoted=True)
+                continue
             if not isinstance(sub, _ANNOTATION_NODES) or (isinstance(sub, ast.BinOp)
                                                          and not isinstance(sub.op, ast.BitOr)):
                 self.bad(sub, f"annotations may only name types (e.g. torch.Tensor, int, tuple[torch.Tensor, "

@@ -111,7 +111,41 @@ def exec_checked(source, entry, form, filename="<tfcaf>"):
     fn = namespace.get(entry)
     if not callable(fn):
         raise TFCAFRuntimeError(f"'{entry}' is not a function after running the code")
-    return fn, form
+    return at_pinned_depth(fn), form
+
+
+# Red-team finding: a function that recursed until RecursionError learned how deep it was called, which differs
+# between the validator and the training worker, and so told the two apart (it gave full credit in validation and
+# none in training). Every call now enters it with exactly this many Python frames left before the recursion limit,
+# from whatever depth the caller is at. Measured, not counted: in CPython 3.11 calls through C also use up the
+# limit, which counting frames would miss.
+DEPTH_LEFT = 400
+
+
+def _frames_left(k=0):
+    """How many more frames fit below the caller's (one of them is this function's own first call)."""
+    try:
+        return _frames_left(k + 1)
+    except RecursionError:
+        return k
+
+
+def _descend(k, fn, args, kwargs):
+    if k > 0:
+        return _descend(k - 1, fn, args, kwargs)
+    return fn(*args, **kwargs)
+
+
+def at_pinned_depth(fn):
+    """`fn` wrapped so that it always starts with DEPTH_LEFT frames left (about 0.1 ms a call: a chunk of 64 states
+    has a validated budget of 3.2 ms)."""
+    def pinned(*args, **kwargs):
+        k = _frames_left() - DEPTH_LEFT - 2  # frames to add: _descend's own, fn's, then DEPTH_LEFT below fn
+        if k < 0:
+            raise TFCAFRuntimeError(f"the function was called with fewer than {DEPTH_LEFT} frames left before "
+                                    f"the recursion limit (a framework bug: it is called from too deep)")
+        return _descend(k, fn, args, kwargs)
+    return pinned
 
 
 class OutputError(TFCAFRuntimeError):

@@ -34,6 +34,10 @@ _BOOT = "from qllm.worker_child import main; main()"
 # answers, more than 20 times that means it has become slow on training's states: stop rather than crawl.
 SLOW_MS_PER_STATE = 1.0
 SLOW_WINDOW = 20
+# Red-team finding: slow on fewer than half of the answers (4-6 s each, 1 ms otherwise) kept the median fast and
+# stalled training unnoticed. So the run's whole time in the function may average no more than SLOW_MS_PER_STATE a
+# state (as evaluated, chunks padded), plus STALL_GRACE_S for the machine's own stalls (suspend, swap).
+STALL_GRACE_S = 10.0
 POOL_ROWS = 256  # states of earlier requests, to fill the second asking's last chunk
 
 
@@ -69,6 +73,7 @@ class TFCAFWorker:
         self.n_agents, self.sha256, self.igm_gate, self.name = int(n_agents), sha256, bool(igm_gate), name
         self.timeout_s, self.startup_timeout_s = float(timeout_s), float(startup_timeout_s)
         self.calls, self.states_evaluated, self.seconds = 0, 0, 0.0
+        self._rows_asked = 0  # states the function evaluated (chunks padded), every exchange: the stall budget
         self._recent = deque(maxlen=SLOW_WINDOW)  # ms per state the function saw, of the last answers
         self._pool = np.zeros((0, 0), np.float32)  # states of earlier requests (evaluate)
         self.sandbox = None  # the child's report of its confinement, once it is ready
@@ -203,11 +208,14 @@ class TFCAFWorker:
                                    f"untouched.") from None
         seconds = time.perf_counter() - t0
         self.seconds += seconds
+        padded = -(-rows // CHUNK_ROWS) * CHUNK_ROWS
+        self._rows_asked += padded
         if count:
             self.calls += 1
             self.states_evaluated += count  # the request's rows: cost per 1,000 states is per state asked for
-            self._recent.append(1000 * seconds / (-(-rows // CHUNK_ROWS) * CHUNK_ROWS))
+            self._recent.append(1000 * seconds / padded)
             self._check_speed(where)
+        self._check_stalls(where)
         if status != 0:
             self.close()
             raise TFCAFWorkerError(f"{self._who()} raised an error{self._at(where)}: {_error_text(payload)}. "
@@ -229,6 +237,16 @@ class TFCAFWorker:
                                    f"state over its last {SLOW_WINDOW} answers, where validation allows 0.05 ms "
                                    f"(this stops at {SLOW_MS_PER_STATE:g}). It is slow on some of training's states. "
                                    f"The run stops; checkpoints already written are untouched.")
+
+    def _check_stalls(self, where):
+        allowed = STALL_GRACE_S + SLOW_MS_PER_STATE * self._rows_asked / 1000
+        if self.seconds > allowed:
+            self.close()
+            raise TFCAFWorkerError(f"{self._who()} has spent {self.seconds:.1f} s on {self._rows_asked} states so far"
+                                   f"{self._at(where)}: more than {SLOW_MS_PER_STATE:g} ms a state on average plus "
+                                   f"{STALL_GRACE_S:g} s for the machine's own stalls ({allowed:.1f} s), where "
+                                   f"validation allows 0.05 ms a state. It is slow on some of training's states. The "
+                                   f"run stops; checkpoints already written are untouched.")
 
     def _check(self, w, b, states, where, rows_of):
         """Finite, bounded and (IGM gate) non-negative answers; the error names the earliest row of the request

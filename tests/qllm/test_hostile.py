@@ -249,9 +249,12 @@ def test_the_host_is_untouched_by_validation_and_training_steps(tmp_path):
     assert (states == 1).all()
 
 
-def test_a_function_that_turns_slow_in_training_is_stopped():
+def test_a_function_that_turns_slow_in_training_is_stopped(monkeypatch):
     """Answers just under the time-out would make training crawl: over 20 answers the worker allows 20 times the
-    validation speed limit, then stops the run."""
+    validation speed limit, then stops the run (the median's check: the stall budget, tested below, is off here)."""
+    import qllm.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "STALL_GRACE_S", 1e9)
     slow = fn("w = torch.ones(state.shape[0], n_agents)\nfor i in range(120000):\n    w = w * 1.0\n"
               "return w, state[:, :1] * 0.0")
     worker = TFCAFWorker(slow, form="tfcaf", n_agents=2, sha256="slow", igm_gate=True)
@@ -260,6 +263,23 @@ def test_a_function_that_turns_slow_in_training_is_stopped():
         for _ in range(40):
             worker.evaluate(states)
     assert 20 <= worker.calls < 40
+
+
+def test_a_function_slow_on_a_minority_of_states_is_stopped(monkeypatch):
+    """Red-team finding: slow on one answer in four (the median stays fast) stalled training unnoticed, up to the
+    time-out per answer. The run's time in the function is now budgeted: 1 ms a state on average plus a grace."""
+    import qllm.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "STALL_GRACE_S", 0.5)
+    sparse = fn("w = torch.ones(state.shape[0], n_agents)\nfor i in range(int((state[:, 0] > 5).any()) * 400000):\n"
+                "    w = w * 1.0\nreturn w, state[:, :1] * 0.0")
+    worker = TFCAFWorker(sparse, form="tfcaf", n_agents=2, sha256="sparse", igm_gate=True)
+    states = np.ones((6, 6), dtype=np.float32)
+    with pytest.raises(TFCAFWorkerError, match="has spent .* s on .* states so far"):
+        for i in range(16):  # 1 s in four answers against 0.5 s of grace and 0.5 s of their budget: stops by the 8th
+            worker.evaluate(states + 10 * (i % 4 == 3))
+    assert worker.calls < 16
+    assert sorted(worker._recent)[len(worker._recent) // 2] < worker_module.SLOW_MS_PER_STATE  # the median is fast
 
 
 def test_the_worker_dies_with_a_killed_training_process(tmp_path):
@@ -339,6 +359,38 @@ def test_the_function_only_ever_sees_batches_of_64_states():
     states = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
     report = validate_source(probe, ValidationContext(n_agents=2, state_size=6, states=states, igm_gate=True))
     assert report.ok and report.checks["weights"]["mean"] == CHUNK_ROWS
+
+
+# red-team finding: recursing until RecursionError measured how deep the function was called, which differed between
+# the validator and the worker (at most 993 frames left against at least 994): it gave full credit in validation and
+# none in training. C-level recursion (str of a nested list) uses up the same limit.
+PROBE = "def probe(k):\n    try:\n        return probe(k + 1)\n    except RuntimeError:\n        return k\n"
+NESTED = ("def nested():\n    for d in range(1, 2000):\n        x = []\n        for i in range(d):\n"
+          "            x = [x]\n        try:\n            str(x)\n        except RuntimeError:\n            return d\n"
+          "    return 0\n")
+DEPTH_PROBE = fn("return torch.ones(state.shape[0], n_agents), state[:, :1] * 0.0 + float(probe(0))", header=PROBE)
+
+
+def test_the_function_sees_the_same_call_depth_in_validation_and_training():
+    from qllm.runtime import DEPTH_LEFT, exec_checked
+
+    def deep(d, f):
+        return deep(d - 1, f) if d else f(torch.zeros(2, 6), 2)[1][0, 0].item()
+
+    nested = exec_checked(fn("return torch.ones(state.shape[0], n_agents), state[:, :1] * 0.0 + float(nested())",
+                             header=NESTED), "tfcaf", "tfcaf")[0]
+    assert deep(0, nested) == deep(300, nested) and 0 < deep(0, nested) <= DEPTH_LEFT + 1
+    probe = exec_checked(DEPTH_PROBE, "tfcaf", "tfcaf")[0]
+    assert deep(0, probe) == deep(300, probe) == DEPTH_LEFT
+    states = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    report = validate_source(DEPTH_PROBE, ValidationContext(n_agents=2, state_size=6, states=states, igm_gate=True))
+    assert report.ok and report.checks["bias"]["mean"] == DEPTH_LEFT and report.checks["bias"]["std"] == 0
+    worker = TFCAFWorker(DEPTH_PROBE, form="tfcaf", n_agents=2, sha256="depth", igm_gate=True)
+    try:
+        _, b = worker.evaluate(states[:6])
+        assert (b == DEPTH_LEFT).all()
+    finally:
+        worker.close()
 
 
 # red-team finding: a chunk padded with all-zero rows told the function how many real states a request held, and

@@ -341,7 +341,12 @@ def test_annotations_that_name_types_are_allowed_and_never_evaluated(tmp_path, m
 
 
 @pytest.mark.parametrize("annotation", ["x: open('pwned', 'w')", "x: __import__('os')", "x: (1/0, torch.Tensor)",
-                                        "x: torch._C", "x: [lambda: 0]"])
+                                        "x: torch._C", "x: [lambda: 0]",
+                                        # red-team finding: in a string, the same code went through
+                                        "x: \"__import__('os').system('touch pwned')\"",
+                                        "x: '().__class__.__base__'", "x: 'torch.Tensor | open(1)'",
+                                        "x: 'torch.Tensor[\"open(1)\"]'", "x: 'def'",
+                                        "x: '" + "[" * 5000 + "int" + "]" * 5000 + "'"])
 def test_annotations_that_would_act_if_evaluated_are_refused(annotation):
     """Red-team finding: they were never evaluated, but the signed file carried them, and a tool that resolves
     type hints (typing.get_type_hints, inspect.signature(eval_str=True)) would run them."""
