@@ -361,6 +361,12 @@ def main(argv):
         return 2
     config.setdefault("name", alg)
     record_test_episodes(config, parse_updates(updates))
+    from envs import settle_env_args
+
+    settled, settle_notes = settle_env_args(config["env"], dict(config.get("env_args") or {}))
+    for note in settle_notes:  # what changed: config.json records the settled values
+        config["env_args"] = settled
+        get_logger().warning(note)
     if config.get("seed") is None:
         config.pop("seed", None)  # Sacred draws a seed and records it
     for note in notes:

@@ -44,6 +44,7 @@ def test_gymma_time_limit_typo(tmp_path, capsys):
 def test_epymarl_gymma_id_says_which_env_config(tmp_path, capsys):
     err = cli(tmp_path, capsys, "with", "env_args.key=pz-mpe-simple-spread-v3", env="gymma")
     assert "use --env-config=mpe_spread instead of --env-config=gymma" in err
+    assert "env_args.local_ratio=0.5 gives epymarl's" in err  # its reward scale differs from epymarl's (2x)
 
 
 @pytest.mark.parametrize("typo", ["wiht", "wtih", "With"])

@@ -80,5 +80,17 @@ def check_env_args(name, env_args):
         reject_unknown_args(name, env_args, valid)
 
 
+def settle_env_args(name, env_args):
+    """(env_args as env `name` will use them, notes on what changed: MultiAgentEnv.settle_args), so that the run's
+    config.json records them; unchanged for an env whose package is missing or that is not a MultiAgentEnv."""
+    try:
+        cls = env_class(name)
+    except ImportError:
+        return env_args, []
+    if isinstance(cls, type) and issubclass(cls, MultiAgentEnv):
+        return cls.settle_args(env_args)
+    return env_args, []
+
+
 def make_env(name, **env_args):
     return env_class(name)(**env_args)

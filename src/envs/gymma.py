@@ -33,7 +33,9 @@ _NUMERIC = (bool, int, float, np.number, np.bool_)
 # epymarl's gymma ids for the envs that have their own env config here: id (lower case, without a 'module:' prefix)
 # -> (env config, what differs). epymarl registers the pz-mpe-* ids itself; gymnasium here does not know them.
 EPYMARL_IDS = {
-    "pz-mpe-simple-spread-v3": ("mpe_spread", "N=3 agents, 25-step episodes; env_args.N sets the number of agents"),
+    "pz-mpe-simple-spread-v3": ("mpe_spread", "N=3 agents, 25-step episodes; env_args.N sets the number of agents; "
+                                              "its reward is the original MPE one, 2x epymarl's (pettingzoo's "
+                                              "local_ratio=0.5 mix): env_args.local_ratio=0.5 gives epymarl's"),
     "pz-mpe-simple-adversary-v3": ("mpe_adversary", "the learner controls the good agents; the adversary runs a "
                                                     "fixed policy (env_args.adversary_policy)"),
     "pz-mpe-simple-tag-v3": ("mpe_tag", "the learner controls the predators; the prey runs a fixed policy "
@@ -108,9 +110,34 @@ def _make_gym_env(key, time_limit, kwargs):
     return gymnasium.make(spec, max_episode_steps=-1, disable_env_checker=True, **kwargs)
 
 
+def registered_limit(key):
+    """The episode length the env of `key` registers (a `max_episode_steps` kwarg, e.g. LBF's 50, or gymnasium's
+    TimeLimit), or None."""
+    spec = _gym_spec(key)
+    limits = [v for v in (spec.kwargs.get("max_episode_steps"), spec.max_episode_steps) if isinstance(v, int) and v > 0]
+    return min(limits) if limits else None
+
+
 class GymmaWrapper(MultiAgentEnv):
     registry_name = "gymma"
     OWN_ARGS = ("key", "time_limit", "pretrained_wrapper")
+    # epymarl's gymma makes the env with its registered limit and wraps it in TimeLimit(time_limit): the shorter
+    # one ends the episode (LBF's 50 under gymma's default 100). Kept here so results compare; `lbf` sets its own.
+    REGISTERED_LIMIT_CAPS = True
+
+    @classmethod
+    def settle_args(cls, env_args):
+        """(env_args as the env uses them, notes): time_limit capped by the env's registered episode length, as in
+        epymarl, so that config.json records the length the episodes have."""
+        limit = registered_limit(cls.gym_key(env_args.get("key"))) if cls.REGISTERED_LIMIT_CAPS else None
+        asked = env_args.get("time_limit")
+        if limit is None or not isinstance(asked, int) or isinstance(asked, bool) or asked <= limit:
+            return env_args, []
+        return {**env_args, "time_limit": limit}, [
+            f"{cls.registry_name}: '{env_args.get('key')}' registers {limit} steps per episode, so its episodes end "
+            f"there (a truncation), before env_args.time_limit={asked}, as in epymarl's gymma; config.json records "
+            f"time_limit={limit}" + (f" (for longer LBF episodes: --env-config=lbf with env_args.key=... "
+                                     f"env_args.time_limit={asked})" if "Foraging" in str(env_args.get("key")) else "")]
 
     @classmethod
     def accepted_args(cls, env_args):
@@ -142,7 +169,7 @@ class GymmaWrapper(MultiAgentEnv):
         self.key = key
         if time_limit is None or int(time_limit) < 1:
             raise ValueError(f"gymma: env_args.time_limit must be a positive number of steps, got {time_limit!r}")
-        self.episode_limit = int(time_limit)
+        self.episode_limit = int(type(self).settle_args({"key": key, "time_limit": int(time_limit)})[0]["time_limit"])
         type(self).check_args(self.registry_name, {"key": key, **kwargs})  # unknown kwargs named, with suggestions
         self._env = _make_gym_env(key, self.episode_limit, kwargs)
         self._unwrapped = self._env.unwrapped

@@ -165,6 +165,12 @@ class MultiAgentEnv:
         return signature_args(cls.__init__)
 
     @classmethod
+    def settle_args(cls, env_args):
+        """(env_args as the env will use them, notes saying what changed), before the run records its config; this
+        default changes nothing."""
+        return env_args, []
+
+    @classmethod
     def check_args(cls, name, env_args):
         """Raise EnvArgumentError (a ConfigError) for an argument this env does not take; `name`: its registry name."""
         valid = cls.accepted_args(env_args)

@@ -1,7 +1,8 @@
 """Episode statistics shared by the runners (pymarl's stat names: return_mean, test_return_mean, ...).
 
 `return_mean` is the team return (per-agent env rewards scalarised by `reward_scalarisation`); per-agent rewards add
-`agent_<i>_return_mean` (each agent's env return) and a shaper `shaped_return_mean` (training episodes only: test
+`agent_<i>_return_mean`/`_std` (each agent's env return) and `total_return_mean`/`_std` (epymarl's name for the team
+return then) and a shaper `shaped_return_mean` (training episodes only: test
 episodes are never shaped); env infos add `<key>_mean` (e.g. `success_mean` of the grid worlds)."""
 import numbers
 
@@ -74,8 +75,13 @@ class EpisodeStats:
         if cur["returns"]:
             self.logger.log_stat(prefix + "return_mean", np.mean(cur["returns"]), t_env)
             self.logger.log_stat(prefix + "return_std", np.std(cur["returns"]), t_env)
+            if not self.args.common_reward:  # epymarl's names for it with per-agent rewards (its plots read them)
+                self.logger.log_stat(prefix + "total_return_mean", np.mean(cur["returns"]), t_env)
+                self.logger.log_stat(prefix + "total_return_std", np.std(cur["returns"]), t_env)
         for k, values in cur["extra"].items():
             self.logger.log_stat(f"{prefix}{k}_mean", np.mean(values), t_env)
+            if k.startswith("agent_"):  # agent_<i>_return: epymarl logs its std too
+                self.logger.log_stat(f"{prefix}{k}_std", np.std(values), t_env)
         self.logger.log_stat(prefix + "ep_length_mean", cur["ep_length"] / n, t_env)
         for k, v in cur["infos"].items():
             self.logger.log_stat(f"{prefix}{k}_mean", v / n, t_env)

@@ -125,8 +125,11 @@ def test_ppo_trains_on_individual_rewards_through_main(tmp_path, alg, runner):
              "env_args.individual_reward=True", "env_args.episode_limit=20", "standardise_rewards=True")
     info = json.load(open(os.path.join(sacred_dir(tmp_path, alg, "two_switch"), "info.json")))
     for key in ("return_mean", "agent_0_return_mean", "agent_1_return_mean", "success_mean", "test_return_mean",
-                "test_agent_1_return_mean", "test_success_mean", "pg_loss", "critic_loss"):
+                "test_agent_1_return_mean", "test_success_mean", "pg_loss", "critic_loss",
+                # epymarl's names with per-agent rewards (its plotting scripts read them)
+                "total_return_mean", "total_return_std", "test_total_return_mean", "agent_0_return_std"):
         assert key in info, key
+    assert info["total_return_mean"] == info["return_mean"]
     assert "shaped_return_mean" not in info
     # the team return is the sum of the agents' returns (reward_scalarisation: sum)
     for prefix in ("", "test_"):
