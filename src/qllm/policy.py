@@ -7,7 +7,7 @@ generated code away from the host (see DESIGN.md, Security):
    allow-list of qllm.allowlist (out-of-place tensor operations; no randomness, files, storages,
    TorchScript, sparse, autograd internals, devices or in-place methods); no dunder names; no attribute
    assignment; no exec/eval/open/getattr/... ; no classes, decorators, generators, async, `global`,
-   `while` or `match`; at top level only imports, literal constants and function definitions; default
+   `while`, `match` or `try`; at top level only imports, literal constants and function definitions; default
    argument values are literal constants (nothing can keep state between calls);
 2. the restricted namespace of `qllm.runtime` (allow-listed builtins, a guarded importer and
    read-only module proxies that hand out only the allow-listed attributes of each module);
@@ -21,7 +21,9 @@ top-level `if __name__ == "__main__":` block, the usual place for LLM test code)
 underscore *variables* are fine, underscore *attributes* are not; lambdas and comprehensions
 are fine; `while` is refused (TFCAFs are vectorised tensor code; this removes the common hang
 pattern, and bounded-but-huge `for` loops are stopped by the sandbox's time limit); classes are
-refused (no metaclass or descriptor tricks to reason about).
+refused (no metaclass or descriptor tricks to reason about); `try` is refused: a function that catches
+errors can probe where it runs (how deep it is called, how much memory is left) and act on the answer, quietly
+(red-team finding: a recursion probe told validation from training). Without it such a probe can only fail, loudly.
 """
 import ast
 import re
@@ -31,7 +33,7 @@ from llm.text_utils import strip_thinking
 from qllm.allowlist import ATTRIBUTES
 
 # Recorded in signed validation records: a record made under another version is re-validated before training.
-POLICY_VERSION = 3  # 3: string annotations are held to the annotation rule; calls at a pinned depth
+POLICY_VERSION = 3  # 3: `try` refused, string annotations held to the annotation rule, calls at a pinned depth
 ENTRY_POINTS = {"tfcaf": ("state", "n_agents"), "QLLMNetwork": ("agents_q", "global_state")}
 ALLOWED_MODULES = ("torch", "torch.nn", "torch.nn.functional", "torch.linalg", "torch.special", "torch.fft", "math")
 MAX_SOURCE_CHARS = 100_000
@@ -259,6 +261,10 @@ _REFUSED_NODES = {
     ast.Nonlocal: "'nonlocal' is not allowed: keep the function pure",
     ast.While: "'while' loops are not allowed: use tensor operations or 'for ... in range(n_agents)'",
     ast.Match: "'match' statements are not allowed; use if/elif",
+    ast.Try: "'try' is not allowed: catching errors lets code probe where it runs; guard the maths instead "
+             "(x / (d + 1e-6), clamp before log, torch.where)",
+    ast.TryStar: "'try' is not allowed: catching errors lets code probe where it runs; guard the maths instead "
+                 "(x / (d + 1e-6), clamp before log, torch.where)",
 }
 
 def is_immutable_literal(node):

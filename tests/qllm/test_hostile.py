@@ -363,7 +363,8 @@ def test_the_function_only_ever_sees_batches_of_64_states():
 
 # red-team finding: recursing until RecursionError measured how deep the function was called, which differed between
 # the validator and the worker (at most 993 frames left against at least 994): it gave full credit in validation and
-# none in training. C-level recursion (str of a nested list) uses up the same limit.
+# none in training. `try` is now refused (a probe can only fail, loudly), and every call starts with DEPTH_LEFT frames
+# left. C-level recursion (str of a nested list) uses up the same limit.
 PROBE = "def probe(k):\n    try:\n        return probe(k + 1)\n    except RuntimeError:\n        return k\n"
 NESTED = ("def nested():\n    for d in range(1, 2000):\n        x = []\n        for i in range(d):\n"
           "            x = [x]\n        try:\n            str(x)\n        except RuntimeError:\n            return d\n"
@@ -371,26 +372,56 @@ NESTED = ("def nested():\n    for d in range(1, 2000):\n        x = []\n        
 DEPTH_PROBE = fn("return torch.ones(state.shape[0], n_agents), state[:, :1] * 0.0 + float(probe(0))", header=PROBE)
 
 
-def test_the_function_sees_the_same_call_depth_in_validation_and_training():
+def descent(frames):
+    return fn(f"return torch.ones(state.shape[0], n_agents), state[:, :1] * 0.0 + down({frames})",
+              header="def down(k):\n    return 0.0 if k <= 1 else down(k - 1)\n")
+
+
+def descends(f):
+    try:
+        f(torch.zeros(2, 6), 2)
+    except RecursionError:
+        return False
+    return True
+
+
+def test_a_function_that_catches_errors_is_refused():
+    states = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    report = validate_source(DEPTH_PROBE, ValidationContext(n_agents=2, state_size=6, states=states, igm_gate=True))
+    assert not report.ok and "'try' is not allowed" in " ".join(report.errors)
+    with pytest.raises(TFCAFWorkerError):
+        TFCAFWorker(DEPTH_PROBE, form="tfcaf", n_agents=2, sha256="depth", igm_gate=True).evaluate(states[:6])
+
+
+def test_the_function_is_called_at_the_same_depth_everywhere():
     from qllm.runtime import DEPTH_LEFT, exec_checked
 
     def deep(d, f):
         return deep(d - 1, f) if d else f(torch.zeros(2, 6), 2)[1][0, 0].item()
 
+    probe = exec_checked(DEPTH_PROBE, "tfcaf", "tfcaf")[0]  # the runtime layer alone (the policy refuses `try`)
+    assert deep(0, probe) == deep(300, probe) == DEPTH_LEFT
     nested = exec_checked(fn("return torch.ones(state.shape[0], n_agents), state[:, :1] * 0.0 + float(nested())",
                              header=NESTED), "tfcaf", "tfcaf")[0]
     assert deep(0, nested) == deep(300, nested) and 0 < deep(0, nested) <= DEPTH_LEFT + 1
-    probe = exec_checked(DEPTH_PROBE, "tfcaf", "tfcaf")[0]
-    assert deep(0, probe) == deep(300, probe) == DEPTH_LEFT
+    # the deepest descent that fits here; in the sandbox it passes validation and trains, one frame more fails both
+    fits = [k for k in range(DEPTH_LEFT - 5, DEPTH_LEFT + 10)
+            if descends(exec_checked(descent(k), "tfcaf", "tfcaf")[0])]
+    assert fits and fits == list(range(DEPTH_LEFT - 5, fits[-1] + 1)), fits
     states = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
-    report = validate_source(DEPTH_PROBE, ValidationContext(n_agents=2, state_size=6, states=states, igm_gate=True))
-    assert report.ok and report.checks["bias"]["mean"] == DEPTH_LEFT and report.checks["bias"]["std"] == 0
-    worker = TFCAFWorker(DEPTH_PROBE, form="tfcaf", n_agents=2, sha256="depth", igm_gate=True)
-    try:
-        _, b = worker.evaluate(states[:6])
-        assert (b == DEPTH_LEFT).all()
-    finally:
-        worker.close()
+    for frames, ok in ((fits[-1], True), (fits[-1] + 1, False)):
+        report = validate_source(descent(frames), ValidationContext(n_agents=2, state_size=6, states=states,
+                                                                    igm_gate=True))
+        assert report.ok is ok, (frames, report.errors)
+        worker = TFCAFWorker(descent(frames), form="tfcaf", n_agents=2, sha256="descent", igm_gate=True)
+        try:
+            if ok:
+                assert (worker.evaluate(states[:6])[1] == 0).all()
+            else:
+                with pytest.raises(TFCAFWorkerError, match="RecursionError"):
+                    worker.evaluate(states[:6])
+        finally:
+            worker.close()
 
 
 # red-team finding: a chunk padded with all-zero rows told the function how many real states a request held, and

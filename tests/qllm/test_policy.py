@@ -28,10 +28,7 @@ def tfcaf(state, n_agents):
     parts = [state[:, i: i + 1] for i in range(n_agents)]
     score = torch.cat(parts, dim=-1) * SCALE
     act = lambda x: nn.functional.softplus(x) + EPS
-    try:
-        w = F.softmax(act(score), dim=-1) * n_agents
-    except RuntimeError:
-        w = torch.ones(batch, n_agents, device=state.device)
+    w = F.softmax(act(score), dim=-1) * n_agents
     if (w < 0).any():
         raise ValueError(f"negative weight {w.min().item()}")
     b = torch.zeros(batch, 1, device=state.device, dtype=state.dtype) + 0.0 * _helper(state) + math.pi * 0
@@ -159,6 +156,9 @@ REFUSED = "allow-list|code loading|device handling|in-place|randomness"
     ("def g():\n    yield 1", "yield"),
     ("global y", "'global'"),
     ("match x:\n    case 1:\n        pass", "'match'"),
+    ("try:\n    y = x\nexcept RuntimeError:\n    y = x", "'try' is not allowed"),
+    ("try:\n    y = x\nfinally:\n    y = x", "'try' is not allowed"),
+    ("try:\n    y = x\nexcept* ValueError:\n    y = x", "'try' is not allowed"),
     ("y = np.zeros(3)", "name 'np' is not defined"),
 ])
 def test_refused(body, expected):
