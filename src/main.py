@@ -25,8 +25,9 @@ from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E4
 
 from utils.cli import HELP_FLAGS, check_sacred_args, help_text, parse_updates, split_argv  # noqa: E402,F401
 from utils.config import ConfigError, build_config, canonicalize, test_episodes  # noqa: E402
-from utils.logging import get_logger  # noqa: E402
+from utils.logging import console_recorded, get_logger  # noqa: E402
 from utils.provenance import provenance, rerun_config  # noqa: E402
+from utils.signals import STOPPING, Terminated, exit_status, stop, stopped_by  # noqa: E402
 
 # cout.txt: Sacred tees sys.stdout/sys.stderr ("fd" breaks on some platforms); the console handler writes to the
 # sys.stderr of the moment (utils.logging.ConsoleHandler), so every log line of a run is captured
@@ -52,6 +53,7 @@ class RunExperiment(Experiment):
     def __init__(self, *args, meta=None, info=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.run_meta, self.run_info = dict(meta or {}), dict(info or {})
+        self.printed_before_run = ""  # the console output before the run (main.main): its cout.txt starts with it
 
     def run(self, command_name=None, config_updates=None, named_configs=(), info=None, meta_info=None, options=None):
         return super().run(command_name, config_updates, named_configs, {**self.run_info, **(info or {})},
@@ -62,6 +64,7 @@ class RunExperiment(Experiment):
         run loop calls it at each checkpoint), serialised with Sacred's heartbeat thread (whose observer writes are
         not safe against each other)."""
         run = super()._create_run(*args, **kwargs)
+        run.captured_out = self.printed_before_run  # Sacred's capture adds to it
         lock, beat = threading.Lock(), run._emit_heartbeat
         run.records_lock = lock  # captured_until_now reads the capture under it too
 
@@ -69,9 +72,9 @@ class RunExperiment(Experiment):
             with lock:
                 if threading.current_thread() is not threading.main_thread():
                     return beat()
-                # at a checkpoint, in the main thread: Sacred rewrites metrics.json in place, so a Ctrl-C now would
-                # leave it cut; the interrupt is held until the files are written
-                held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                # at a checkpoint, in the main thread: Sacred rewrites metrics.json in place, so a Ctrl-C (SIGTERM)
+                # now would leave it cut; the interrupt is held until the files are written
+                held = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOPPING))
                 try:
                     return beat()
                 finally:
@@ -95,7 +98,9 @@ class RunFileStorageObserver(FileStorageObserver):
 
     def interrupted_event(self, interrupt_time, status):
         super().interrupted_event(interrupt_time, status)
-        self._append_cout(f"Run ended: {status} (interrupted, e.g. Ctrl-C)\n")
+        # Sacred calls this while it handles the interrupt: the exception says which signal it was
+        how = "SIGTERM" if isinstance(sys.exc_info()[1], Terminated) else "interrupted, e.g. Ctrl-C"
+        self._append_cout(f"Run ended: {status} ({how})\n")
 
 
 def make_experiment(config, mongo_client_factory=None, meta=None, info=None):
@@ -302,36 +307,42 @@ def finishing(path, saved, key, config):
 
 @contextlib.contextmanager
 def second_interrupt_exits():
-    """The first Ctrl-C stops the run as always (KeyboardInterrupt: what is done is kept, the run is recorded as
-    INTERRUPTED, exit status 130); a second one, while the run winds down or after it (the process may still hang on
-    its way out: a thread, a child), ends the process at once with status 130 and one line: never a traceback,
-    never a Ctrl-C that does nothing (once Python finalizes, SIGINT has its default action: it ends the process,
-    status 130 to a shell). Only where SIGINT has Python's default handler and in the main thread; the
-    default comes back afterwards unless an interrupt came."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    """The first Ctrl-C or SIGTERM stops the run as always (KeyboardInterrupt, Terminated for SIGTERM: what is done is
+    kept, the run is recorded as INTERRUPTED, exit status 130, 143 for SIGTERM); a second one (either), while the run
+    winds down or after it (the process may still hang on its way out: a thread, a child), ends the process at once
+    with status 128 + its signal and one line: never a traceback, never a signal that does nothing (once Python
+    finalizes, SIGINT has its default action: it ends the process, status 130 to a shell). Each signal only where it
+    has its default handler (Python's for SIGINT, the system's for SIGTERM) and in the main thread; the defaults come
+    back afterwards unless an interrupt came."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    owned = [s for s, handler in defaults.items() if signal.getsignal(s) is handler]
     interrupted = []
 
     def again(signum, frame):
-        os.write(2, b"interrupted again (Ctrl-C): exiting now, status 130\n")
-        os._exit(130)
+        os.write(2, f"interrupted again ({STOPPING[signum]}): exiting now, status {128 + signum}\n".encode())
+        os._exit(128 + signum)
 
     def first(signum, frame):
         interrupted.append(True)
-        signal.signal(signal.SIGINT, again)
-        raise KeyboardInterrupt
+        for s in owned:
+            signal.signal(s, again)
+        raise stop(signum)
 
     first.deferrable = True  # a training loop may take over from it (run.interrupt.CtrlC) and give it back
-    signal.signal(signal.SIGINT, first)
+    for s in owned:
+        signal.signal(s, first)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, again if interrupted else signal.default_int_handler)
+        for s in owned:
+            signal.signal(s, again if interrupted else defaults[s])
 
 
-def main(argv):
+def prepare(argv):
+    """The experiment of the run that `argv` asks for and Sacred's argv for it, or the exit status (help, an error)."""
     rerun, argv = pop_rerun(argv)
     rerun_cfg, notes = None, []
     alg, env, updates, rest = split_argv(argv[1:])
@@ -372,13 +383,22 @@ def main(argv):
     for note in notes:
         get_logger().warning(f"rerun of {rerun}: {note}")
     meta = provenance(alg, env, updates, canonicalize(parse_updates(updates)), rerun_of=rerun)
-    ex = make_experiment(config, meta=meta, info={"rerun_of": rerun} if rerun else None)
+    return make_experiment(config, meta=meta, info={"rerun_of": rerun} if rerun else None), [argv[0], *rest]
+
+
+def main(argv):
+    with console_recorded() as printed:  # config warnings come before Sacred's capture: cout.txt starts with them
+        prepared = prepare(argv)
+    if isinstance(prepared, int):
+        return prepared
+    ex, sacred_argv = prepared
+    ex.printed_before_run = "".join(printed)
     try:
         with second_interrupt_exits():
-            run = ex.run_commandline([argv[0], *rest])
-    except KeyboardInterrupt:  # the run said where it stopped and how to resume (run/online.py); no traceback
-        print("interrupted (Ctrl-C): the run is recorded as INTERRUPTED", file=sys.stderr)
-        return 130
+            run = ex.run_commandline(sacred_argv)
+    except KeyboardInterrupt as e:  # the run said where it stopped and how to resume (run/online.py); no traceback
+        print(f"interrupted ({stopped_by(e)}): the run is recorded as INTERRUPTED", file=sys.stderr)
+        return exit_status(e)
     except SystemExit as e:  # Sacred exits after printing a failed run's traceback (or with a message as the code)
         if getattr(ex, "config_failure", None) is not None:  # a config error found while building: no litter
             remove_failed_run(ex)

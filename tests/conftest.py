@@ -22,12 +22,13 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _sigint_handler_restored():
-    """Each test leaves SIGINT's handler as it found it: src/main.py, run in-process, keeps its exit-at-once handler
-    after a Ctrl-C (right for the one run of a process, wrong for the next test)."""
-    handler = signal.getsignal(signal.SIGINT)
+    """Each test leaves SIGINT's and SIGTERM's handlers as it found them: src/main.py, run in-process, keeps its
+    exit-at-once handlers after a Ctrl-C or SIGTERM (right for the one run of a process, wrong for the next test)."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     yield
-    if signal.getsignal(signal.SIGINT) is not handler:
-        signal.signal(signal.SIGINT, handler)
+    for s, handler in handlers.items():
+        if signal.getsignal(s) is not handler:
+            signal.signal(s, handler)
 
 
 @pytest.fixture

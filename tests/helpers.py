@@ -17,6 +17,7 @@ from envs.multiagentenv import MultiAgentEnv
 from main import main
 from run.setup import build
 from utils.config import build_config
+from utils.signals import STOPPING
 
 # keys the code sets on args itself, after the config is merged (not user settings; no YAML defines them)
 RUNTIME_KEYS = {
@@ -144,16 +145,18 @@ SRC_MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 
 def sigint_as_in_a_terminal():
-    """preexec_fn for a child that is sent Ctrl-C: SIGINT with its default action, as a terminal leaves it (pytest
-    itself may run with SIGINT ignored, in the background or under CI, and a child would inherit that)."""
+    """preexec_fn for a child that is sent Ctrl-C or SIGTERM: both with their default action, as a terminal leaves
+    them (pytest itself may run with SIGINT ignored, in the background or under CI, and a child would inherit that)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def ctrl_c_run(tmp_path, alg, env, *updates, ready, presses=1, timeout=120):
+def ctrl_c_run(tmp_path, alg, env, *updates, ready, presses=1, timeout=120, sig=signal.SIGINT):
     """Run src/main.py (as run_main does) in a process group of its own and press Ctrl-C as a terminal does (SIGINT
     to the whole group, parallel-runner workers included) once `ready(console so far)` is true; `presses` times, the
     later ones after the run said it took the first ("Ctrl-C: stopping after ..."): two signals pending together
-    would count as one. Returns (exit status, console)."""
+    would count as one. sig=SIGTERM: sent to the group as `timeout` and a scheduler's cancel send it. Returns (exit
+    status, console)."""
     os.makedirs(tmp_path, exist_ok=True)
     log_path = os.path.join(tmp_path, "main.log")
     cmd = [sys.executable, SRC_MAIN, f"--config={alg}", f"--env-config={env}", "with",
@@ -173,8 +176,8 @@ def ctrl_c_run(tmp_path, alg, env, *updates, ready, presses=1, timeout=120):
         wait_for(ready, "ready for Ctrl-C")
         for i in range(presses):
             if i:
-                wait_for(lambda console: "Ctrl-C: stopping after" in console, "to take the first Ctrl-C")
-            os.killpg(proc.pid, signal.SIGINT)
+                wait_for(lambda console: f"{STOPPING[sig]}: stopping after" in console, "to take the first signal")
+            os.killpg(proc.pid, sig)
         proc.wait(timeout=timeout)
     finally:
         if proc.poll() is None:

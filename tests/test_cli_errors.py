@@ -214,3 +214,7 @@ def test_test_nepisode_records_the_episodes_that_ran(tmp_path, capsys):
     assert err.count("test_nepisode=3 is not a multiple of batch_size_run=2: each evaluation runs 2 test episodes") == 1
     (run,) = [os.path.join(d, "1") for d in (tmp_path / "sacred" / "ippo").iterdir()]
     assert json.load(open(os.path.join(run, "config.json")))["test_nepisode"] == 2
+    # said before Sacred's capture started, yet in cout.txt, which holds the whole console log: first, and once
+    cout = open(os.path.join(run, "cout.txt")).read()
+    assert cout.splitlines()[0] == err.splitlines()[0] and "is not a multiple of batch_size_run" in cout.splitlines()[0]
+    assert cout.count("is not a multiple of batch_size_run") == 1

@@ -144,29 +144,30 @@ def _augment(args, config, logger, _log, _run):
 
 
 def _train(augmenter, _log, last):
-    """The train stage under CtrlC: the first Ctrl-C stops after the step under way with a checkpoint there, says
-    where the rerun resumes and ends the run INTERRUPTED (exit status 130); a second one stops at once. A Ctrl-C
-    that lands once training is done (its last step, the final save) stops before generation, or, when training
-    is the last stage, came too late to matter."""
+    """The train stage under CtrlC: the first Ctrl-C (or SIGTERM) stops after the step under way with a checkpoint
+    there, says where the rerun resumes and ends the run INTERRUPTED (exit status 130; 143); a second one stops at
+    once. A Ctrl-C that lands once training is done (its last step, the final save) stops before generation, or,
+    when training is the last stage, came too late to matter."""
     ctrl_c = CtrlC(_log, "the training step under way", saves=True)
     try:
         with ctrl_c:
             summary = augmenter.train(stop=lambda: ctrl_c.requested)
     except KeyboardInterrupt:
         step = augmenter.trained_steps()
-        _log.warning("Stopped at once (Ctrl-C again): the steps since the last checkpoint are lost; "
+        _log.warning(f"Stopped at once ({ctrl_c.why_at_once()}): the steps since the last checkpoint are lost; "
                      + (f"rerun the same command to resume from step {step} ({augmenter.folder}/train/checkpoint.pt)"
                         if step else "no checkpoint was saved, so a rerun trains from the start"))
         raise
     if summary.get("interrupted"):
         _log.warning(f"Interrupted at training step {summary['steps']} of {augmenter.s.train_steps}: checkpoint "
                      f"{summary['checkpoint']}; rerun the same command to resume from step {summary['steps']}")
-        raise KeyboardInterrupt
+        raise ctrl_c.interrupt()
     if ctrl_c.requested:
         if last:
-            _log.warning(f"Ctrl-C came too late to matter: training had finished ({summary['steps']} steps)")
+            _log.warning(f"{ctrl_c.by} came too late to matter: training had finished ({summary['steps']} steps)")
         else:
-            _log.warning(f"Ctrl-C: training finished ({summary['steps']} steps, models in {augmenter.folder}/models); "
-                         f"stopping before generation: rerun the same command to generate from them")
-            raise KeyboardInterrupt
+            _log.warning(f"{ctrl_c.by}: training finished ({summary['steps']} steps, models in "
+                         f"{augmenter.folder}/models); stopping before generation: rerun the same command to generate "
+                         f"from them")
+            raise ctrl_c.interrupt()
     return summary

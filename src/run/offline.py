@@ -169,7 +169,7 @@ def run_offline(_run, config, _log):
     if ctrl_c.requested:
         interrupted(ctx, "gradient step", step, _log)
         loop.finish(ctx)
-        raise KeyboardInterrupt
+        raise ctrl_c.interrupt()
     check_skipped(ctx, skipped, clock.updates, causes, _log)
     _log.info(f"Finished offline training: {clock.updates} gradient steps ({clock.updates * per_step} sampled "
               f"episodes) in {progress.elapsed():.1f}s ({clock.rate():.1f} updates/s in the learner)")

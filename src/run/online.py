@@ -74,7 +74,7 @@ def _train(ctx, _log):
     if ctrl_c.requested:
         interrupted(ctx, "t_env", runner.t_env, _log)
         loop.finish(ctx)
-        raise KeyboardInterrupt
+        raise ctrl_c.interrupt()
 
     if args.save_model and counters.model_save_time != runner.t_env:
         counters.model_save_time = runner.t_env

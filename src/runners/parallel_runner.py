@@ -6,12 +6,15 @@ block in each worker process. Every worker answers one message per step for its 
 theirs, so no core idles waiting for a worker to wake up. Actions for all live envs come from
 one batched forward pass of the controller.
 """
+import atexit
+import contextlib
 import ctypes
 import multiprocessing as mp
 import os
 import signal
 import sys
 import time
+import weakref
 
 import numpy as np
 import torch as th
@@ -77,14 +80,36 @@ def exit_with_parent(parent_pid):
 
     The kernel sends SIGTERM when the *thread* that forked us exits, so runners must be built on a thread
     that lives as long as the run (the main thread does). SIGTERM, not SIGKILL: the handler raises
-    SystemExit so the env's close() still runs (SC2 would otherwise leave its game process behind)."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    SystemExit so the env's close() still runs (SC2 would otherwise leave its game process behind).
+    A SIGTERM while the parent lives is one sent to the whole process group (`timeout`, a scheduler's cancel): it is
+    the parent's to take, as a Ctrl-C is (ignore_sigint), so the parent can finish its rollout and checkpoint, then
+    close us (close_workers, also at exit, so multiprocessing never has to terminate a worker)."""
+    signal.signal(signal.SIGTERM, lambda *_: os.getppid() != parent_pid and sys.exit(0))
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     # the parent may have died before prctl took effect: we were re-parented already
     if os.getppid() != parent_pid:
         sys.exit(0)
+
+
+def close_workers(remotes, ps, at_exit=False):
+    """Ask the workers to close their envs and wait for them (5 s each); at exit, one still going is killed: it would
+    ignore multiprocessing's SIGTERM while this process lives (exit_with_parent)."""
+    for remote in remotes:
+        with contextlib.suppress(OSError, ValueError):  # already closed: the worker is gone
+            remote.send(("close", None))
+    for p in ps:
+        p.join(timeout=5)
+        if at_exit and p.is_alive():
+            p.kill()
+            p.join()
+
+
+def _close_at_exit(runner_ref):
+    runner = runner_ref()  # (one collected closed its pipes: its workers ended at end-of-file)
+    if runner is not None and not runner._closed:
+        close_workers(runner.remotes, runner.ps, at_exit=True)
 
 
 def ignore_sigint():
@@ -146,7 +171,7 @@ class ParallelRunner(Runner):
         # fork is cheap, but envs whose library cannot survive it (JAX: SMAX) declare fork_safe = False
         fork = getattr(self.local.envs[0], "fork_safe", True) and "fork" in mp.get_all_start_methods()
         ctx = mp.get_context("fork" if fork else "spawn")
-        self.remotes, self.ps = [], []
+        self.remotes, self.ps, self._closed = [], [], False
         for ids in self.blocks[1:]:
             parent, child = ctx.Pipe()
             # a forked worker holds copies of every parent end opened so far (spawned ones hold none)
@@ -158,10 +183,10 @@ class ParallelRunner(Runner):
             child.close()
             self.remotes.append(parent)
             self.ps.append(p)
+        atexit.register(_close_at_exit, weakref.ref(self))  # before multiprocessing's exit hook (LIFO)
         self.env_info = self.local.envs[0].get_env_info()
         self.episode_limit = self.env_info["episode_limit"]
         self.start_stats(args, logger)
-        self._closed = False
 
     def get_env_info(self):
         return self.env_info
@@ -172,10 +197,7 @@ class ParallelRunner(Runner):
     def close_env(self):
         if self._closed:
             return
-        for remote in self.remotes:
-            remote.send(("close", None))
-        for p in self.ps:
-            p.join(timeout=5)
+        close_workers(self.remotes, self.ps)
         self.local.close()
         self._closed = True
 

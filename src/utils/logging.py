@@ -9,6 +9,7 @@ The console handler writes to `sys.stderr` as it is when a line is written, not 
 replaces sys.stderr while a run is captured (capture mode `sys`), so the whole console log of a run lands in its
 cout.txt too.
 """
+import contextlib
 import logging
 import sys
 from collections import defaultdict
@@ -115,6 +116,32 @@ class ConsoleHandler(logging.StreamHandler):
     def emit(self, record):
         with bars_cleared():
             super().emit(record)
+
+
+class _Tee:
+    """A text stream that also records what is written to it."""
+
+    def __init__(self, stream, record):
+        self._stream, self._record = stream, record
+
+    def write(self, text):
+        self._record.append(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name):  # flush, isatty, fileno, encoding...: the stream's
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def console_recorded():
+    """Yields a list of what is written to sys.stdout and sys.stderr meanwhile (still written there): what a run
+    prints before Sacred's capture starts (config warnings), so that its cout.txt holds the whole console log."""
+    record, out, err = [], sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(out, record), _Tee(err, record)
+    try:
+        yield record
+    finally:
+        sys.stdout, sys.stderr = out, err
 
 
 def get_logger():

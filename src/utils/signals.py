@@ -1,4 +1,8 @@
-"""Ctrl-C (SIGINT) and the processes a run starts.
+"""Ctrl-C (SIGINT), SIGTERM and the processes a run starts.
+
+SIGTERM (kill, timeout, a scheduler's cancel or preemption, docker stop) is taken as a Ctrl-C is (src/main.py,
+run/interrupt.py): it raises Terminated, a KeyboardInterrupt, so every run mode stops the same way; only the names
+in the messages and the exit status (143, not 130) say which signal it was.
 
 A terminal's Ctrl-C signals its whole foreground process group: the run's main process, which defers it to a safe
 point of the training loop (run/interrupt.py), and every process the run started in that group. Those must not die
@@ -10,6 +14,27 @@ blocked (envs/smac.py launches it inside this).
 """
 import signal
 from contextlib import contextmanager
+
+STOPPING = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}  # the signals a run stops at a safe point for
+
+
+class Terminated(KeyboardInterrupt):
+    """The KeyboardInterrupt of a SIGTERM: the run stops as for a Ctrl-C, and exits with status 143."""
+
+
+def stop(signum):
+    """The exception a stop signal raises: KeyboardInterrupt for Ctrl-C, Terminated for SIGTERM."""
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def stopped_by(error):
+    """The name of the signal a KeyboardInterrupt stands for (a plain one: Ctrl-C)."""
+    return STOPPING[signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT]
+
+
+def exit_status(error):
+    """128 + the signal a KeyboardInterrupt stands for: what a shell or a scheduler reads as killed by it."""
+    return 128 + (signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT)
 
 
 @contextmanager

@@ -14,10 +14,12 @@ from types import SimpleNamespace
 import pytest
 
 from helpers import run_main, sacred_dir
+from main import second_interrupt_exits
 from offline import OfflineDataset
 from run import loop, offline
 from run.interrupt import CtrlC, interrupted
 from utils.checkpoint import checkpoint_steps
+from utils.signals import Terminated
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "learners"))
 from preference_fixtures import add_preference_set, oracle_pairs, write_skill_dataset  # noqa: E402
@@ -96,6 +98,26 @@ def test_a_second_ctrl_c_stops_at_once_and_says_so(tmp_path, caplog, sigint_defa
         interrupted(ctx_for_messages(tmp_path), "t_env", 42, log, at_once=ctrl_c.why_at_once())
     assert ("Stopped at once at t_env 42 (Ctrl-C again): nothing was saved since the last checkpoint. Last "
             "checkpoint: t_env 40") in caplog.text
+
+
+def test_sigterm_is_taken_as_a_ctrl_c_and_a_second_signal_of_either_kind_stops_at_once(tmp_path, caplog,
+                                                                                       sigint_default):
+    """Under src/main.py's handlers: a SIGTERM asks the loop to stop (named SIGTERM; the run then ends with
+    Terminated, exit status 143); a second SIGTERM, or a Ctrl-C after it, stops it at once and the line says which."""
+    log = logging.getLogger("test_ctrl_c")
+    with caplog.at_level(logging.WARNING, "test_ctrl_c"):
+        for second, exception, why in [(signal.SIGTERM, Terminated, "SIGTERM again"),
+                                       (signal.SIGINT, KeyboardInterrupt, "Ctrl-C after SIGTERM")]:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # (the first round leaves its exit-at-once
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)                # handlers, as after a run's interrupt)
+            with second_interrupt_exits(), pytest.raises(exception) as raised, \
+                    CtrlC(log, "the current step", True) as ctrl_c:
+                signal.raise_signal(signal.SIGTERM)
+                assert ctrl_c.requested and ctrl_c.by == "SIGTERM" and isinstance(ctrl_c.interrupt(), Terminated)
+                signal.raise_signal(second)
+            assert (raised.type is Terminated) == (second == signal.SIGTERM) and ctrl_c.why_at_once() == why
+    assert ("SIGTERM: stopping after the current step, then saving a checkpoint there; SIGTERM again stops at once "
+            "without saving") in caplog.text
 
 
 def test_a_ctrl_c_that_was_not_deferred_does_not_say_again(tmp_path, caplog):

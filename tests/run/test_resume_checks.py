@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 
 import pytest
 from test_resume import FILES, SETTINGS, assert_same, load_all
@@ -174,6 +175,33 @@ def test_ctrl_c_saves_a_checkpoint_where_it_stops_names_it_and_it_resumes(tmp_pa
     assert read(resumed, "run.json")["status"] == "COMPLETED"
     assert read(resumed, "info.json")["resumed_from"]["step"] == last
     assert checkpoint_steps(models)[-1] == last + 30  # it went on in the same folder
+
+
+def test_sigterm_stops_as_a_ctrl_c_does_with_exit_status_143_and_it_resumes(tmp_path):
+    """SIGTERM to the whole process group, as `timeout` and a scheduler's cancel or preemption send it (the parallel
+    runner's worker gets it too and leaves it to the run): the run stops as at a Ctrl-C, with a checkpoint where it
+    stops, recorded INTERRUPTED, cout.txt ending with how, and exit status 143; a resume from it runs."""
+    settings = [s for s in TINY if not s.startswith("save_model_interval")] + [
+        "runner=parallel", "batch_size_run=2", "n_workers=1", "save_model_interval=100000"]
+    code, out = ctrl_c_run(tmp_path, "vdn", "matrix_game", *settings, "t_max=10000000", sig=signal.SIGTERM,
+                           ready=lambda console: console.count("Recent Stats") >= 2)
+    assert code == 143, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    (models,) = glob.glob(str(tmp_path / "models" / "*"))
+    steps = checkpoint_steps(models)
+    last = steps[-1]
+    assert steps == [10, last] and last >= 70
+    assert "SIGTERM: stopping after the current rollout and its updates, then saving a checkpoint there" in out
+    assert f"Interrupted at t_env {last}. Last checkpoint: t_env {last} in {models}" in out
+    assert out.rstrip().endswith("interrupted (SIGTERM): the run is recorded as INTERRUPTED")
+    run = sacred_dir(tmp_path, "vdn", "penalty")
+    record = read(run, "run.json")
+    assert record["status"] == "INTERRUPTED" and record["stop_time"]
+    assert read(run, "cout.txt").rstrip().endswith("Run ended: INTERRUPTED (SIGTERM)")
+
+    run_main(tmp_path / "resumed", "vdn", "matrix_game", *settings, f"checkpoint_path={models}", f"t_max={last + 20}")
+    assert read(sacred_dir(tmp_path / "resumed", "vdn", "penalty"), "run.json")["status"] == "COMPLETED"
+    assert checkpoint_steps(models)[-1] == last + 30
 
 
 def test_a_resume_from_a_ctrl_c_checkpoint_equals_the_uninterrupted_run(tmp_path):
