@@ -218,3 +218,15 @@ def test_test_nepisode_records_the_episodes_that_ran(tmp_path, capsys):
     cout = open(os.path.join(run, "cout.txt")).read()
     assert cout.splitlines()[0] == err.splitlines()[0] and "is not a multiple of batch_size_run" in cout.splitlines()[0]
     assert cout.count("is not a multiple of batch_size_run") == 1
+
+
+@pytest.mark.parametrize("path", ["/path/to/file.yaml", "my.json"])
+def test_a_config_file_given_to_with_says_what_to_do_instead(tmp_path, capsys, path):
+    err = cli(tmp_path, capsys, "with", path)
+    assert f"'{path}': config files given to `with` are not supported; put the settings in config/algs/<name>.yaml " \
+           f"and use --config=<name>" in err
+
+
+def test_env_args_null_is_a_config_error_before_the_run(tmp_path, capsys):
+    err = cli(tmp_path, capsys, "with", "env_args.time_limit=null", env="lbf")
+    assert "config key 'env_args.time_limit' must be an integer >= 1 (steps per episode); got None" in err

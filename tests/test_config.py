@@ -361,3 +361,107 @@ def test_offline_mistakes_exit_2_before_a_run_folder(tmp_path, capsys, update):
                  f"local_results_path={tmp_path}", "offline_dataset=none.h5"]) == 2
     assert "config error" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_nested_true_false_null_on_the_command_line_read_as_yaml():
+    """Sacred leaves `env_args.normalize_reward=false` as the text 'false' (a truthy string): nested keys read
+    true/false/null/~ as YAML does, as top-level keys are by their type."""
+    updates = parse_updates(["env_args.normalize_reward=false", "env_args.force_coop=true", "env_args.x=~",
+                             "env_args.y=null", "env_args.z=abc"])
+    assert updates["env_args"] == {"normalize_reward": False, "force_coop": True, "x": None, "y": None, "z": "abc"}
+    cfg = build_config("qmix", "lbf", updates)
+    assert cfg["env_args"]["normalize_reward"] is False and cfg["env_args"]["force_coop"] is True
+
+
+@pytest.mark.parametrize("value", [10.5, "abc", None, 0, True])
+def test_env_args_time_limit_must_be_a_positive_integer(value):
+    for env in ("lbf", "gymma", "matrix_game"):  # the envs that take it and one that does not
+        with pytest.raises(ConfigError, match=rf"'env_args.time_limit' must be an integer >= 1 \(steps per "
+                                              rf"episode\); got {re.escape(repr(value))}"):
+            build_config("qmix", env, {"env_args": {"time_limit": value}})
+
+
+def test_env_args_key_must_be_a_string():
+    with pytest.raises(ConfigError, match=r"config key env_args.key must be a string, the env id.*got \[1, 2\]"):
+        build_config("qmix", "gymma", {"env_args": {"key": [1, 2]}})
+
+
+@pytest.mark.parametrize("key,value,allowed", [
+    ("hypernet_embed", 0, "an integer >= 1"), ("hypernet_layers", 3, "1 or 2"), ("hypernet_layers", 0, "1 or 2"),
+    ("num_kernel", 0, "an integer >= 1"), ("optim_alpha", 1.0, r"in \(0, 1\)"), ("optim_alpha", 0, r"in \(0, 1\)"),
+    ("optim_eps", 0, "> 0"), ("adv_hypernet_layers", 0, "an integer >= 1"),
+])
+def test_mixer_and_rmsprop_settings_out_of_range(key, value, allowed):
+    with pytest.raises(ConfigError, match=rf"'{key}' must be {allowed}.*; got {value}"):
+        build_config("qplex", "matrix_game", {key: value})
+
+
+@pytest.mark.parametrize("name", ["../../x", "my exp/v2", "a\\b", ".hidden", "a..b"])
+def test_run_names_that_would_leave_or_nest_the_results_folder_are_refused(name):
+    with pytest.raises(ConfigError, match=r"'name' must not contain '/', '\\' or '\.\.' nor start with '\.'.*label="):
+        build_config("qmix", "matrix_game", {"name": name})
+    assert build_config("qmix", "matrix_game", {"name": "my exp-v2.1"})["name"] == "my exp-v2.1"
+
+
+@pytest.mark.parametrize("update,match", [
+    ({"q_nstep": 5}, r"config key 'q_nstep' \(EPyMARL\) is not available here: .*gae_lambda"),
+    ({"standardise_returns": True}, r"'standardise_returns' \(EPyMARL\).*use_value_norm=True"),
+    ({"use_critic_rnn": True}, r"'use_critic_rnn' \(EPyMARL\).*feed-forward"),
+    ({"target_update_interval_or_tau": 0.01}, r"\(EPyMARL\).*keep no target critic"),
+])
+def test_epymarl_keys_we_do_not_have_say_what_to_use(update, match):
+    with pytest.raises(ConfigError, match=match):
+        build_config("ia2c", "matrix_game", update)
+
+
+@pytest.mark.parametrize("name,use", [("coma", "maa2c"), ("maddpg", "mappo"), ("pac", "mappo"),
+                                      ("ia2c_ns", "ippo_ns with epochs=1"), ("maa2c_ns", "mappo_ns with epochs=1")])
+def test_epymarl_algs_we_do_not_have_say_what_to_use(name, use):
+    with pytest.raises(ConfigError, match=rf"--config={name} \(EPyMARL\) is not available here: .*{use}"):
+        build_config(name, "matrix_game")
+
+
+def test_epymarl_learner_names_say_what_to_use():
+    from run.preflight import check_config
+    config = build_config("ia2c", "matrix_game", {"learner": "actor_critic_learner"})
+    with pytest.raises(ConfigError, match=r"learner=actor_critic_learner \(EPyMARL\).*ppo_learner with epochs=1"):
+        check_config(config)
+
+
+@pytest.fixture
+def git_config_dir(config_dir):
+    """config_dir as a git repository whose files are tracked (the shipped configs)."""
+    import subprocess
+
+    import utils.config
+    (config_dir / "algs" / "q.yaml").write_text("lr: 0.2\nq_only: 3\n")  # a key only this shipped file declares
+    subprocess.run(["git", "init", "-q", str(config_dir)], check=True)
+    subprocess.run(["git", "-C", str(config_dir), "add", "."], check=True)
+    utils.config.shipped_keys.cache_clear()
+    yield config_dir
+    utils.config.shipped_keys.cache_clear()
+
+
+def test_a_typo_in_the_users_own_yaml_names_the_file_and_the_closest_key(git_config_dir):
+    assert build_config("q", "e")["q_only"] == 3  # a shipped file's own keys are declared by it
+    (git_config_dir / "algs" / "myq.yaml").write_text("inherit: q\nq_onyl: 4\n")
+    with pytest.raises(ConfigError, match=r"algs/myq\.yaml: unknown config key 'q_onyl'\. Closest valid keys: q_only"):
+        build_config("myq", "e")
+    (git_config_dir / "envs" / "mye.yaml").write_text("env: matrix_game\nlrr: 1\n")
+    with pytest.raises(ConfigError, match=r"envs/mye\.yaml: unknown config key 'lrr'.*Closest valid keys: lr"):
+        build_config("q", "mye")
+
+
+def test_every_shipped_config_loads():
+    from utils.config import available
+    for alg in available("algs") + available("runs"):
+        build_config(alg, "matrix_game")
+    for env in available("envs"):
+        build_config("qmix", env)
+
+
+def test_a_key_repeated_with_another_value_names_both_values():
+    from utils.cli import check_repeated
+    with pytest.raises(ConfigError, match=r"'t_max' is given twice \(t_max=800 and t_max=500\); give it once"):
+        check_repeated(["t_max=800", "lr=0.1", "t_max=500"])
+    check_repeated(["t_max=800", "t_max=800", "env_args.time_limit=5"])  # the same value twice changes nothing

@@ -14,7 +14,7 @@ import difflib
 import os
 import sys
 
-from utils.config import ConfigError
+from utils.config import ConfigError, epymarl_note
 
 
 def _registries():
@@ -40,6 +40,9 @@ def _registries():
 def check_name(key, value, registry, nullable=False):
     if (value is None and nullable) or value in registry:
         return
+    note = epymarl_note(value, f"{key}={value}") if isinstance(value, str) else None
+    if note:
+        raise ConfigError(note)
     valid = sorted(registry)
     close = difflib.get_close_matches(str(value), valid, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""

@@ -7,7 +7,7 @@ import textwrap
 
 from sacred.arg_parser import get_config_updates
 
-from utils.config import ConfigError, available, canonical_key
+from utils.config import ConfigError, available, canonical_key, yaml_scalar
 from utils.paths import REPO_ROOT
 
 HELP_FLAGS = ("-h", "--help")
@@ -132,6 +132,36 @@ def parse_updates(tokens):
             raise ConfigError(f"{' and '.join(f'{head}={val}' for head, val in spellings)} set the same key '{key}' "
                               f"(pymarl and epymarl spellings) to different values; give it once")
     updates, named = get_config_updates(renamed)
+    files = [n for n in named if n.lower().endswith(CONFIG_FILE_ENDINGS)]
+    if files:  # Sacred's `with file.yaml` form: its keys would skip every check of the config layer
+        raise ConfigError(f"'{files[0]}': config files given to `with` are not supported; put the settings in "
+                          f"config/algs/<name>.yaml and use --config=<name> (`inherit: <alg>` starts it from an "
+                          f"existing one), or pass them as `with key=value`")
     if named:
         raise ConfigError(f"'{' '.join(named)}' is not a key=value update; write `with key=value`")
-    return updates
+    return {k: _yaml_nested(v) for k, v in updates.items()}
+
+
+# Sacred reads `with <file>` with these endings as a config file
+CONFIG_FILE_ENDINGS = (".yaml", ".yml", ".json", ".pickle", ".jsonpickle")
+
+
+def _yaml_nested(value, nested=False):
+    """Values of nested keys (env_args.normalize_reward=false) read as YAML reads true/false/null, as the top-level
+    keys' are by their type (utils.config.check_types); a nested key often has no default to take a type from."""
+    if isinstance(value, dict):
+        return {k: _yaml_nested(v, True) for k, v in value.items()}
+    return yaml_scalar(value) if nested else value
+
+
+def check_repeated(tokens):
+    """Raise ConfigError for a key given twice in one command line with different values (`with t_max=800
+    t_max=500`): the last would win silently. Spellings of one key (rnn_hidden_dim, hidden_dim) are parse_updates'."""
+    seen = {}
+    for tok in tokens:
+        if "=" not in tok:
+            continue
+        key, val = tok.split("=", 1)
+        if key in seen and seen[key] != val:
+            raise ConfigError(f"'{key}' is given twice ({key}={seen[key]} and {key}={val}); give it once")
+        seen[key] = val

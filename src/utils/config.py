@@ -5,7 +5,9 @@ Merge order (pymarl's): default.yaml <- envs/<env>.yaml <- algs/<alg>.yaml <- `w
 a name is looked up in both folders and must be in one of them only.
 """
 import difflib
+import functools
 import os
+import subprocess
 from collections.abc import Mapping
 from copy import deepcopy
 
@@ -61,6 +63,16 @@ RANGES = {
     "buffer_size": (True, lambda v: v >= 1, "an integer >= 1", False),
     "hidden_dim": (True, lambda v: v >= 1, "an integer >= 1", False),
     "mixing_embed_dim": (True, lambda v: v >= 1, "an integer >= 1 (the mixer's width)", False),
+    # the mixers' hypernetworks (modules/mixers/qmix.py builds 1 or 2 layers; qplex's ParallelMLP 1 or more)
+    "hypernet_layers": (True, lambda v: v in (1, 2), "1 or 2 (qmix's hypernetworks: 1 = linear, 2 = one hidden "
+                                                     "layer of hypernet_embed)", False),
+    "hypernet_embed": (True, lambda v: v >= 1, "an integer >= 1 (the hypernetworks' width)", False),
+    "adv_hypernet_layers": (True, lambda v: v >= 1, "an integer >= 1 (qplex's lambda networks)", False),
+    "adv_hypernet_embed": (True, lambda v: v >= 1, "an integer >= 1 (qplex's lambda networks' width)", False),
+    "num_kernel": (True, lambda v: v >= 1, "an integer >= 1 (qplex's attention kernels)", False),
+    # optimizer=rmsprop (learners/common.py): alpha is the decay of the squared-gradient average, eps its floor
+    "optim_alpha": (False, lambda v: 0 < v < 1, "in (0, 1) (RMSprop's smoothing constant)", False),
+    "optim_eps": (False, lambda v: v > 0, "> 0 (RMSprop divides by sqrt(average) + optim_eps)", False),
     "critic_hidden_dim": (True, lambda v: v >= 1, "an integer >= 1 (or null = hidden_dim)", True),
     "t_max": (True, lambda v: v >= 0, "an integer >= 0", False),
     "test_nepisode": (True, lambda v: v >= 1, "an integer >= 1", False),
@@ -155,7 +167,13 @@ RANGES = {
     # LLM budgets of the labeling runs
     "max_requests": (True, lambda v: v >= 0, "an integer >= 0 (0 = cached answers only; null = no limit)", True),
     "max_cost_usd": (False, lambda v: v >= 0, ">= 0 (null = no limit)", True),
+    # env arguments every env that takes them reads the same way (gymma, lbf, gfootball): a float or a word would
+    # run int(time_limit) steps or fail with a raw int() error inside the env
+    "env_args.time_limit": (True, lambda v: v >= 1, "an integer >= 1 (steps per episode)", False),
 }
+
+# Keys that take text only (null allowed): another value fails with a raw error inside the module that reads it.
+STRING_KEYS = {"env_args.key": "the env id, a gymnasium id or module:EnvId"}
 
 # Keys whose default is a whole number but which take any number (a float is not a type error there).
 NUMBER_KEYS = ("grad_norm_clip", "target_update_interval_or_tau", "tfcaf_timeout_s", "augment_save_minutes")
@@ -173,6 +191,38 @@ ORDERED_PAIRS = (("reference_return_low", "reference_return_high",
 # Keys naming a folder or a run: an empty string would write results to odd places.
 NONEMPTY_KEYS = {"name": "it names the run's results folders; give a name, or leave name= out for the --config name",
                  "local_results_path": "it is the results folder; give a folder, or leave it out for results/"}
+
+
+# EPyMARL's names (keys, --config names, learner names) that this codebase does not have: what each was and what to
+# use here. Unknown-key, unknown-config and unknown-registry-name errors say this instead of a closest-key guess.
+_AC_ALGS = "the actor-critic algs here (ia2c, ippo, maa2c, mappo and their _ns forms: learners/ppo_learner.py)"
+EPYMARL_ONLY = {
+    "q_nstep": f"EPyMARL's n-step critic targets; {_AC_ALGS} use GAE: gae_lambda sets the horizon (0 = one-step TD, "
+               f"1 = Monte Carlo returns), and use_gae=False gives one-step TD advantages",
+    "standardise_returns": f"{_AC_ALGS} normalise the critic's targets with use_value_norm=True (the critic "
+                           f"predicts returns normalised by running statistics); standardise_rewards is as in EPyMARL",
+    "use_critic_rnn": "the critics here (critic_type ac_critic, cv_critic and their _ns forms) are feed-forward; "
+                      "there is no recurrent critic",
+    "target_update_interval_or_tau": f"{_AC_ALGS} keep no target critic: each batch the critic is fit to GAE returns "
+                                     f"of its own current values; the key sets the target networks of the Q-learning "
+                                     f"algs (qmix, vdn, iql, qplex, qatten) and the offline ones",
+    "actor_critic_learner": "EPyMARL's A2C learner; here ia2c and maa2c are learner=ppo_learner with epochs=1 and "
+                            "num_mini_batches=1 (one full-batch update: the ratio is 1, so the A2C gradient) and GAE "
+                            "advantages: use --config=ia2c or --config=maa2c",
+    "coma": "COMA is not implemented here; for a centralised critic use --config=maa2c or --config=mappo",
+    "coma_learner": "COMA is not implemented here; for a centralised critic use --config=maa2c or --config=mappo",
+    "maddpg": "MADDPG is not implemented here; for a centralised critic use --config=maa2c or --config=mappo",
+    "maddpg_learner": "MADDPG is not implemented here; for a centralised critic use --config=maa2c or --config=mappo",
+    "pac": "PAC is not implemented here; for a centralised critic use --config=maa2c or --config=mappo",
+    "ia2c_ns": "ia2c is ippo with one epoch here: use --config=ippo_ns with epochs=1 name=ia2c_ns",
+    "maa2c_ns": "maa2c is mappo with one epoch here: use --config=mappo_ns with epochs=1 name=maa2c_ns",
+}
+
+
+def epymarl_note(name, what):
+    """The EPYMARL_ONLY explanation of `name` (`what`: how it was given, e.g. "config key 'q_nstep'"), or None."""
+    note = EPYMARL_ONLY.get(name)
+    return f"{what} (EPyMARL) is not available here: {note}" if note else None
 
 
 class ConfigError(ValueError):
@@ -217,6 +267,9 @@ def available(subdir):
 
 
 def _unknown_name(name, subdirs):
+    note = epymarl_note(name, f"--config={name}")
+    if note:
+        return ConfigError(note)
     valid = sorted({n for d in subdirs for n in available(d)})
     close = difflib.get_close_matches(name, valid, n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -271,7 +324,9 @@ def load_alg(name, _seen=()):
     labeling keys, each written once)."""
     if name in _seen:
         raise ConfigError(f"config inherit cycle {' -> '.join((*_seen, name))}")
-    data = read_yaml(run_config_path(name))
+    path = run_config_path(name)
+    data = read_yaml(path)
+    check_file_keys(data, path)
     bases = data.pop("inherit", None) or []
     merged = {}
     for base in [bases] if isinstance(bases, str) else bases:
@@ -284,20 +339,65 @@ def suggest(key, valid):
     return f" Closest valid keys: {', '.join(close)}." if close else ""
 
 
-def check_known_keys(update, known, where=""):
-    """Raise ConfigError for any key of `update` (nested, dotted) that `known` lacks."""
+def check_known_keys(update, known, where="", origin=""):
+    """Raise ConfigError for any key of `update` (nested, dotted) that `known` lacks (`origin`: the file, if any)."""
     for k, v in update.items():
         path = f"{where}{k}"
         if k not in known:
+            note = epymarl_note(k, f"{origin}config key '{path}'")
+            if note:
+                raise ConfigError(note)
+            where_new = "config/default.yaml" if origin else "config/default.yaml, the env config or the alg config"
             raise ConfigError(
-                f"unknown config key '{path}'.{suggest(k, list(known))} "
-                f"Every key needs a default in config/default.yaml, the env config or the alg config; "
-                f"add it there if it is new."
+                f"{origin}unknown config key '{path}'.{suggest(k, list(known))} "
+                f"Every key needs a default in {where_new}; add it there if it is new."
             )
         if k in OPEN_KEYS and not where:
             continue
         if isinstance(v, Mapping) and isinstance(known.get(k), Mapping):
-            check_known_keys(v, known[k], where=f"{path}.")
+            check_known_keys(v, known[k], where=f"{path}.", origin=origin)
+
+
+def _tracked_yaml(config_dir):
+    """The YAML files under `config_dir` that git tracks (absolute paths), or None when git cannot tell (no git, not
+    a repository, none tracked): then every file there counts as shipped."""
+    try:
+        out = subprocess.run(["git", "-C", config_dir, "ls-files", "-z", "--full-name", "--", "."],
+                             capture_output=True, check=True, timeout=30).stdout.decode()
+        top = subprocess.run(["git", "-C", config_dir, "rev-parse", "--show-toplevel"], capture_output=True,
+                             check=True, timeout=30).stdout.decode().strip()
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+        return None
+    files = {os.path.realpath(os.path.join(top, f)) for f in out.split("\0") if f.endswith(".yaml")}
+    return files or None
+
+
+@functools.lru_cache(maxsize=4)
+def shipped_keys(config_dir):
+    """Every key a shipped config declares: config/default.yaml's and those of the algs/, envs/ and runs/ files that
+    git tracks (nested blocks as mappings). A key of the user's own YAML file must be one of these (a key only in
+    that file is almost always a typo: hiden_dim next to hidden_dim)."""
+    tracked = _tracked_yaml(config_dir)
+    known = {}
+    for sub in ("", *RUN_CONFIG_DIRS, "envs"):
+        folder = os.path.join(config_dir, sub)
+        names = ["default.yaml"] if not sub else sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        for name in names:
+            path = os.path.join(folder, name)
+            if not name.endswith(".yaml") or (tracked is not None and os.path.realpath(path) not in tracked):
+                continue
+            try:
+                known = recursive_update(known, read_yaml(path))
+            except ConfigError:  # a broken file is reported when it is loaded
+                continue
+    known.pop("inherit", None)
+    return known
+
+
+def check_file_keys(data, path):
+    """Raise ConfigError naming `path` for a key of its settings `data` that no shipped config declares."""
+    check_known_keys({k: v for k, v in data.items() if k != "inherit"}, shipped_keys(CONFIG_DIR),
+                     origin=f"{_shown(path)}: ")
 
 
 def key_name(key):
@@ -312,6 +412,19 @@ _TYPE_WORDS = {bool: "True or False", int: "an integer", float: "a number", str:
 
 # YAML's spellings of null: a config file reads them as None, and so does a `with` update of a key that allows null
 YAML_NULLS = ("null", "Null", "NULL", "~")
+
+
+YAML_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+
+
+def yaml_scalar(value):
+    """A command-line value as YAML reads it where Sacred does not (true/false/null/~ -> True/False/None); other
+    values unchanged. Sacred parses Python literals only, so `env_args.normalize_reward=false` came as the text."""
+    if isinstance(value, str):
+        if value.strip() in YAML_NULLS:
+            return None
+        return YAML_BOOLS.get(value.strip(), value)
+    return value
 
 
 def _kind(key, default):
@@ -427,6 +540,16 @@ def check_values(config):
         low, high = config.get(low_key), config.get(high_key)
         if isinstance(low, (int, float)) and isinstance(high, (int, float)) and not low < high:
             raise ConfigError(f"config keys {low_key}={low!r} and {high_key}={high!r}: {what}")
+    for key, what in STRING_KEYS.items():
+        found, value = lookup(config, key)
+        if found and value is not None and not isinstance(value, str):
+            raise ConfigError(f"config key {key} must be a string, {what}; got {value!r}")
+    name = config.get("name")
+    if isinstance(name, str) and (any(c in name for c in "/\\") or name.startswith(".") or ".." in name):
+        raise ConfigError(f"config key 'name' must not contain '/', '\\' or '..' nor start with '.': it names the "
+                          f"run's folders under local_results_path (a separator or '..' would write them elsewhere); "
+                          f"got {name!r}; use letters, digits, '_', '-' and '.' (label= takes any text: it names no "
+                          f"folder)")
     for key, what in NONEMPTY_KEYS.items():
         if key in config and config[key] is None:  # `with name=null`: read as None, as a config file would
             raise ConfigError(f"config key '{key}' must not be null: {what}")
@@ -446,9 +569,11 @@ def build_config(alg, env, overrides=None):
     rejected, and every value of the env and alg configs and the overrides checked against the type of the value it
     replaces (check_types)."""
     config = load_yaml("", "default")
-    # A new key in an env or alg YAML is fine (that is how options are added); unknown
-    # keys are an error only in overrides, where they are almost always typos.
-    for part, origin in ((load_yaml("envs", env), f"config/envs/{env}.yaml: "), (load_alg(alg), f"--config={alg}: ")):
+    # The env and alg files' keys are checked against every shipped config's (check_file_keys: a new option is
+    # declared in config/default.yaml); overrides against this run's merged config.
+    env_part = load_yaml("envs", env)
+    check_file_keys(env_part, os.path.join(CONFIG_DIR, "envs", f"{env}.yaml"))
+    for part, origin in ((env_part, f"config/envs/{env}.yaml: "), (load_alg(alg), f"--config={alg}: ")):
         config = recursive_update(config, check_types(part, config, origin=origin))
     if overrides:
         overrides = canonicalize(overrides)
