@@ -23,7 +23,14 @@ from sacred import SETTINGS, Experiment  # noqa: E402
 from sacred.observers import FileStorageObserver  # noqa: E402
 from sacred.utils import SacredError, apply_backspaces_and_linefeeds  # noqa: E402
 
-from utils.cli import HELP_FLAGS, check_sacred_args, help_text, parse_updates, split_argv  # noqa: E402,F401
+from utils.cli import (  # noqa: E402,F401
+    HELP_FLAGS,
+    check_sacred_args,
+    help_text,
+    parse_updates,
+    repeated_keys,
+    split_argv,
+)
 from utils.config import ConfigError, build_config, canonicalize, test_episodes  # noqa: E402
 from utils.logging import console_recorded, get_logger  # noqa: E402
 from utils.provenance import provenance, rerun_config  # noqa: E402
@@ -372,6 +379,8 @@ def prepare(argv):
         return 2
     config.setdefault("name", alg)
     record_test_episodes(config, parse_updates(updates))
+    for note in repeated_keys(updates):
+        get_logger().warning(note)
     from envs import settle_env_args
 
     settled, settle_notes = settle_env_args(config["env"], dict(config.get("env_args") or {}))

@@ -209,11 +209,14 @@ def test_test_nepisode_records_the_episodes_that_ran(tmp_path, capsys):
 
     assert main(["main.py", "--config=ippo", "--env-config=matrix_game", "with", f"local_results_path={tmp_path}",
                  "t_max=0", "batch_size_run=2", "n_workers=1", "test_nepisode=3", "use_tensorboard=False",
-                 "save_model=False", "hidden_dim=8", "env_args.episode_limit=3"]) == 0
+                 "save_model=False", "hidden_dim=16", "env_args.episode_limit=3", "hidden_dim=8"]) == 0
     err = capsys.readouterr().err
+    # a repeated key: the last wins, as in Sacred and epymarl, said once
+    assert err.count("'hidden_dim' is given twice (hidden_dim=16, then hidden_dim=8): the last, 8, is used") == 1
     assert err.count("test_nepisode=3 is not a multiple of batch_size_run=2: each evaluation runs 2 test episodes") == 1
     (run,) = [os.path.join(d, "1") for d in (tmp_path / "sacred" / "ippo").iterdir()]
     assert json.load(open(os.path.join(run, "config.json")))["test_nepisode"] == 2
+    assert json.load(open(os.path.join(run, "config.json")))["hidden_dim"] == 8
     # said before Sacred's capture started, yet in cout.txt, which holds the whole console log: first, and once
     cout = open(os.path.join(run, "cout.txt")).read()
     assert cout.splitlines()[0] == err.splitlines()[0] and "is not a multiple of batch_size_run" in cout.splitlines()[0]

@@ -154,14 +154,16 @@ def _yaml_nested(value, nested=False):
     return yaml_scalar(value) if nested else value
 
 
-def check_repeated(tokens):
-    """Raise ConfigError for a key given twice in one command line with different values (`with t_max=800
-    t_max=500`): the last would win silently. Spellings of one key (rnn_hidden_dim, hidden_dim) are parse_updates'."""
-    seen = {}
+def repeated_keys(tokens):
+    """Warnings for keys given twice in one command line with different values (`with t_max=800 t_max=500`): the
+    last wins, as in Sacred and epymarl (scripts append overrides), but never silently. Spellings of one key
+    (rnn_hidden_dim, hidden_dim) are refused by parse_updates."""
+    seen, notes = {}, []
     for tok in tokens:
         if "=" not in tok:
             continue
         key, val = tok.split("=", 1)
         if key in seen and seen[key] != val:
-            raise ConfigError(f"'{key}' is given twice ({key}={seen[key]} and {key}={val}); give it once")
+            notes.append(f"'{key}' is given twice ({key}={seen[key]}, then {key}={val}): the last, {val}, is used")
         seen[key] = val
+    return notes
