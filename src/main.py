@@ -353,6 +353,7 @@ def prepare(argv):
     rerun, argv = pop_rerun(argv)
     rerun_cfg, notes = None, []
     alg, env, updates, rest = split_argv(argv[1:])
+    repeated = repeated_keys(updates)  # the user's own (a rerun's updates add the run's recorded ones)
     if any(a in HELP_FLAGS for a in rest):
         print(help_text())
         return 0
@@ -379,13 +380,11 @@ def prepare(argv):
         return 2
     config.setdefault("name", alg)
     record_test_episodes(config, parse_updates(updates))
-    for note in repeated_keys(updates):
+    for note in repeated:
         get_logger().warning(note)
-    from envs import settle_env_args
+    from envs import env_config_notes
 
-    settled, settle_notes = settle_env_args(config["env"], dict(config.get("env_args") or {}))
-    for note in settle_notes:  # what changed: config.json records the settled values
-        config["env_args"] = settled
+    for note in env_config_notes(config["env"], dict(config.get("env_args") or {})):
         get_logger().warning(note)
     if config.get("seed") is None:
         config.pop("seed", None)  # Sacred draws a seed and records it

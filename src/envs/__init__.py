@@ -80,16 +80,16 @@ def check_env_args(name, env_args):
         reject_unknown_args(name, env_args, valid)
 
 
-def settle_env_args(name, env_args):
-    """(env_args as env `name` will use them, notes on what changed: MultiAgentEnv.settle_args), so that the run's
-    config.json records them; unchanged for an env whose package is missing or that is not a MultiAgentEnv."""
+def env_config_notes(name, env_args):
+    """Warnings for a run of env `name` with `env_args` (MultiAgentEnv.config_notes); none for an env whose package
+    is missing or that is not a MultiAgentEnv."""
     try:
         cls = env_class(name)
     except ImportError:
-        return env_args, []
+        return []
     if isinstance(cls, type) and issubclass(cls, MultiAgentEnv):
-        return cls.settle_args(env_args)
-    return env_args, []
+        return cls.config_notes(env_args)
+    return []
 
 
 def make_env(name, **env_args):

@@ -122,22 +122,21 @@ class GymmaWrapper(MultiAgentEnv):
     registry_name = "gymma"
     OWN_ARGS = ("key", "time_limit", "pretrained_wrapper")
     # epymarl's gymma makes the env with its registered limit and wraps it in TimeLimit(time_limit): the shorter
-    # one ends the episode (LBF's 50 under gymma's default 100). Kept here so results compare; `lbf` sets its own.
-    REGISTERED_LIMIT_CAPS = True
+    # one ends the episode (LBF's 50 under gymma's default 100). Here time_limit alone does (datasets, checkpoints
+    # and runs recorded with it stay usable), and a run where the two differ says so (`lbf` sets its own length).
+    WARNS_REGISTERED_LIMIT = True
 
     @classmethod
-    def settle_args(cls, env_args):
-        """(env_args as the env uses them, notes): time_limit capped by the env's registered episode length, as in
-        epymarl, so that config.json records the length the episodes have."""
-        limit = registered_limit(cls.gym_key(env_args.get("key"))) if cls.REGISTERED_LIMIT_CAPS else None
+    def config_notes(cls, env_args):
+        """Warnings for a run's env_args: a time_limit above the env's registered episode length (epymarl's gymma
+        would end the episodes there)."""
+        limit = registered_limit(cls.gym_key(env_args.get("key"))) if cls.WARNS_REGISTERED_LIMIT else None
         asked = env_args.get("time_limit")
         if limit is None or not isinstance(asked, int) or isinstance(asked, bool) or asked <= limit:
-            return env_args, []
-        return {**env_args, "time_limit": limit}, [
-            f"{cls.registry_name}: '{env_args.get('key')}' registers {limit} steps per episode, so its episodes end "
-            f"there (a truncation), before env_args.time_limit={asked}, as in epymarl's gymma; config.json records "
-            f"time_limit={limit}" + (f" (for longer LBF episodes: --env-config=lbf with env_args.key=... "
-                                     f"env_args.time_limit={asked})" if "Foraging" in str(env_args.get("key")) else "")]
+            return []
+        return [f"{cls.registry_name}: '{env_args.get('key')}' registers {limit} steps per episode, where epymarl's "
+                f"gymma ends its episodes; here env_args.time_limit={asked} does (episodes of up to {asked} steps). "
+                f"For epymarl's episode length give env_args.time_limit={limit}"]
 
     @classmethod
     def accepted_args(cls, env_args):
@@ -169,7 +168,7 @@ class GymmaWrapper(MultiAgentEnv):
         self.key = key
         if time_limit is None or int(time_limit) < 1:
             raise ValueError(f"gymma: env_args.time_limit must be a positive number of steps, got {time_limit!r}")
-        self.episode_limit = int(type(self).settle_args({"key": key, "time_limit": int(time_limit)})[0]["time_limit"])
+        self.episode_limit = int(time_limit)
         type(self).check_args(self.registry_name, {"key": key, **kwargs})  # unknown kwargs named, with suggestions
         self._env = _make_gym_env(key, self.episode_limit, kwargs)
         self._unwrapped = self._env.unwrapped

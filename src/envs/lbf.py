@@ -40,7 +40,7 @@ def lbf_key(key):
 class ForagingEnv(GymmaWrapper):
     registry_name = "lbf"
     OWN_ARGS = ("key", "time_limit", "state")
-    REGISTERED_LIMIT_CAPS = False  # env_args.time_limit sets the length (LBF's usual 50 by default)
+    WARNS_REGISTERED_LIMIT = False  # its own env config: env_args.time_limit (LBF's usual 50 by default)
     gym_key = staticmethod(lbf_key)
 
     def __init__(self, key="Foraging-8x8-2p-2f-coop-v3", time_limit=50, state="qllm", **kwargs):

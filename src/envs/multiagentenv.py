@@ -165,10 +165,10 @@ class MultiAgentEnv:
         return signature_args(cls.__init__)
 
     @classmethod
-    def settle_args(cls, env_args):
-        """(env_args as the env will use them, notes saying what changed), before the run records its config; this
-        default changes nothing."""
-        return env_args, []
+    def config_notes(cls, env_args):
+        """Warnings a run with these env_args gets before it starts (e.g. gymma: a length other than epymarl's);
+        none by default."""
+        return []
 
     @classmethod
     def check_args(cls, name, env_args):

@@ -166,7 +166,8 @@ class DiskCache:
             return True  # removed meanwhile: try to create ours
         except OSError:
             return None
-        mistaken = self._holder(aside) != stale
+        # an unreadable claim counts as the stale one only while it is old: a fresh one was just created, not written
+        mistaken = self._holder(aside) != stale or (stale is None and self._fresh(aside))
         if mistaken:
             try:  # another waiter's fresh claim: back in its place (an even newer claim there wins)
                 os.link(aside, path)

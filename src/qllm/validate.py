@@ -45,8 +45,8 @@ _BOOT = "from qllm.sandbox_child import main; main()"
 HINTS = {
     "parse": "Fix the syntax and answer with the complete function in one ```python block.",
     "policy": "Only `import torch` / `import math` (and torch.nn.functional) are allowed; no dunder names, no "
-              "private attributes, no exec/eval/open/getattr, no classes, no while loops, no file, process or "
-              "network access, no randomness. Rewrite the function with plain tensor operations.",
+              "private attributes, no exec/eval/open/getattr, no classes, no while loops, no try/except, no file, "
+              "process or network access, no randomness. Rewrite the function with plain tensor operations.",
     "exec": "The code raised an error or exceeded a limit while it ran. Read the error, fix the cause and make "
             "sure every tensor you create uses device=state.device and dtype=state.dtype.",
     "shape": "tfcaf(state, n_agents) receives state [B, state_size] and must return (weights [B, n_agents], "

@@ -93,15 +93,15 @@ def exit_with_parent(parent_pid):
         sys.exit(0)
 
 
-def close_workers(remotes, ps, at_exit=False):
-    """Ask the workers to close their envs and wait for them (5 s each); at exit, one still going is killed: it would
-    ignore multiprocessing's SIGTERM while this process lives (exit_with_parent)."""
+def close_workers(remotes, ps):
+    """Ask the workers to close their envs and wait for them (5 s each); one still going is killed: it would ignore
+    multiprocessing's SIGTERM at exit while this process lives (exit_with_parent), and exit would wait for it."""
     for remote in remotes:
         with contextlib.suppress(OSError, ValueError):  # already closed: the worker is gone
             remote.send(("close", None))
     for p in ps:
         p.join(timeout=5)
-        if at_exit and p.is_alive():
+        if p.is_alive():
             p.kill()
             p.join()
 
@@ -109,7 +109,7 @@ def close_workers(remotes, ps, at_exit=False):
 def _close_at_exit(runner_ref):
     runner = runner_ref()  # (one collected closed its pipes: its workers ended at end-of-file)
     if runner is not None and not runner._closed:
-        close_workers(runner.remotes, runner.ps, at_exit=True)
+        close_workers(runner.remotes, runner.ps)
 
 
 def ignore_sigint():

@@ -125,8 +125,13 @@ class _Tee:
         self._stream, self._record = stream, record
 
     def write(self, text):
-        self._record.append(text)
+        if self._record is not None:
+            self._record.append(text)
         return self._stream.write(text)
+
+    def stop(self):
+        """Record nothing more: a handler made meanwhile (a library's logging) keeps this stream for its lifetime."""
+        self._record = None
 
     def __getattr__(self, name):  # flush, isatty, fileno, encoding...: the stream's
         return getattr(self._stream, name)
@@ -137,11 +142,14 @@ def console_recorded():
     """Yields a list of what is written to sys.stdout and sys.stderr meanwhile (still written there): what a run
     prints before Sacred's capture starts (config warnings), so that its cout.txt holds the whole console log."""
     record, out, err = [], sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Tee(out, record), _Tee(err, record)
+    tees = _Tee(out, record), _Tee(err, record)
+    sys.stdout, sys.stderr = tees
     try:
         yield record
     finally:
         sys.stdout, sys.stderr = out, err
+        for tee in tees:
+            tee.stop()
 
 
 def get_logger():

@@ -109,29 +109,26 @@ def test_random_episodes_end_once():
         assert info.get("episode_limit", False) == (len(ends) == 25)
 
 
-@pytest.mark.parametrize("env_name, time_limit, length", [("gymma", 10, 10), ("gymma", 50, 50), ("gymma", 60, 50),
-                                                          ("lbf", 60, 60)])
-def test_time_limit_is_truncation(env_name, time_limit, length):
-    """Below, at and above LBF's registered 50: gymma's episodes end at the shorter of the two, as epymarl's gymma
-    (its TimeLimit(time_limit) around the env made with its registered limit); `lbf` takes time_limit as it is."""
-    env = make_env(env_name, key=LBF, time_limit=time_limit, seed=0)
-    assert env.episode_limit == length
+@pytest.mark.parametrize("time_limit", [10, 50, 60])  # below, at and above LBF's registered 50
+def test_time_limit_is_truncation(time_limit):
+    env = GymmaWrapper(key=LBF, time_limit=time_limit, seed=0)
     env.reset()
-    for t in range(1, length + 1):
+    for t in range(1, time_limit + 1):
         _, terminated, info = env.step([0, 0])  # NONE: no food is ever collected
         assert terminated is False
-        assert info.get("episode_limit", False) == (t == length)
+        assert info.get("episode_limit", False) == (t == time_limit)
 
 
-def test_gymma_settles_time_limit_to_the_registered_one_with_a_note():
-    from envs import settle_env_args
+def test_a_time_limit_above_the_registered_length_is_said_with_epymarls():
+    """epymarl's gymma ends LBF's episodes at its registered 50 whatever time_limit; here time_limit does, said."""
+    from envs import env_config_notes
 
-    args, notes = settle_env_args("gymma", {"key": LBF, "time_limit": 100})
-    assert args == {"key": LBF, "time_limit": 50} and len(notes) == 1
-    assert "registers 50 steps per episode" in notes[0] and "config.json records time_limit=50" in notes[0]
-    assert settle_env_args("gymma", {"key": LBF, "time_limit": 30}) == ({"key": LBF, "time_limit": 30}, [])
-    assert settle_env_args("lbf", {"key": LBF, "time_limit": 100}) == ({"key": LBF, "time_limit": 100}, [])
-    assert settle_env_args("matrix_game", {"game": "climbing"}) == ({"game": "climbing"}, [])
+    (note,) = env_config_notes("gymma", {"key": LBF, "time_limit": 100})
+    assert "registers 50 steps per episode, where epymarl's gymma ends its episodes" in note
+    assert "For epymarl's episode length give env_args.time_limit=50" in note
+    assert env_config_notes("gymma", {"key": LBF, "time_limit": 50}) == []
+    assert env_config_notes("lbf", {"key": LBF, "time_limit": 100}) == []  # its own config: no epymarl to match
+    assert env_config_notes("matrix_game", {"game": "climbing"}) == []
 
 
 def load_when_adjacent(env, rng):

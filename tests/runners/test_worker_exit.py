@@ -87,3 +87,27 @@ def test_workers_exit_on_end_of_file_alone_and_when_spawned(tmp_path, mode):
     ends; spawn: spawned workers get the signal too."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), os.path.join(ROOT, "tests")]))
     kill_and_watch([sys.executable, "-c", DRIVER, mode], 2, tmp_path, env)
+
+
+def _slow_closing_worker(parent_pid, conn):
+    from runners.parallel_runner import exit_with_parent
+
+    exit_with_parent(parent_pid)
+    conn.recv()  # "close"
+    time.sleep(60)  # an env.close() that outlasts close_workers' 5 s wait
+
+
+def test_a_worker_still_closing_after_5_s_is_killed_not_waited_for():
+    """Review finding: such a worker ignores multiprocessing's SIGTERM at exit while its parent lives (a group SIGTERM
+    is the parent's to take), so the parent's exit waited for its whole close."""
+    import multiprocessing
+
+    from runners.parallel_runner import close_workers
+
+    ctx = multiprocessing.get_context("fork")
+    ours, theirs = ctx.Pipe()
+    p = ctx.Process(target=_slow_closing_worker, args=(os.getpid(), theirs), daemon=True)
+    p.start()
+    t0 = time.monotonic()
+    close_workers([ours], [p])
+    assert not p.is_alive() and time.monotonic() - t0 < 15

@@ -131,3 +131,19 @@ def test_clock_line():
     assert resumed.left(400) is None
     assert resumed.line(400, "episodes").startswith(
         "400 / 1000 episodes (40%), 0:01:07 elapsed, time left not known yet")
+
+
+def test_console_recorded_records_meanwhile_and_nothing_after(capsys):
+    """Review finding: a library's logging handler made while recording keeps the recording stream, which grew for
+    the process's lifetime."""
+    import sys
+
+    from utils.logging import console_recorded
+
+    with console_recorded() as printed:
+        print("before the run")
+        kept = sys.stderr  # as a StreamHandler made now keeps it
+        kept.write("a warning\n")
+    kept.write("later\n")
+    assert "".join(printed) == "before the run\na warning\n"
+    assert capsys.readouterr().err == "a warning\nlater\n"
