@@ -450,6 +450,9 @@ def test_a_typo_in_the_users_own_yaml_names_the_file_and_the_closest_key(git_con
     (git_config_dir / "envs" / "mye.yaml").write_text("env: matrix_game\nlrr: 1\n")
     with pytest.raises(ConfigError, match=r"envs/mye\.yaml: unknown config key 'lrr'.*Closest valid keys: lr"):
         build_config("q", "mye")
+    # a key unlike any shipped one is the file's own new key (a new learner's: docs/adding-a-learner.md)
+    (git_config_dir / "algs" / "mine.yaml").write_text("inherit: q\nmy_coefficient: 0.5\n")
+    assert build_config("mine", "e")["my_coefficient"] == 0.5
 
 
 def test_every_shipped_config_loads():

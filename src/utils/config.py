@@ -395,9 +395,14 @@ def shipped_keys(config_dir):
 
 
 def check_file_keys(data, path):
-    """Raise ConfigError naming `path` for a key of its settings `data` that no shipped config declares."""
-    check_known_keys({k: v for k, v in data.items() if k != "inherit"}, shipped_keys(CONFIG_DIR),
-                     origin=f"{_shown(path)}: ")
+    """Raise ConfigError naming `path` for a key of its settings `data` that no shipped config declares but that is
+    close to one that does (hiden_dim next to hidden_dim: a typo). A key unlike any is the file's own new key (a new
+    learner's, docs/adding-a-learner.md) and is declared by it."""
+    known = shipped_keys(CONFIG_DIR)
+    typos = {k: v for k, v in data.items() if k != "inherit" and k not in known
+             and difflib.get_close_matches(k, list(known), n=1, cutoff=0.8)}
+    typos.update({k: v for k, v in data.items() if k in known and k not in OPEN_KEYS and isinstance(v, Mapping)})
+    check_known_keys(typos, known, origin=f"{_shown(path)}: ")
 
 
 def key_name(key):
