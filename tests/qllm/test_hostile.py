@@ -249,16 +249,20 @@ def test_the_host_is_untouched_by_validation_and_training_steps(tmp_path):
     assert (states == 1).all()
 
 
+def slow_worker(monkeypatch, grace_s, loops):
+    """A worker of a function that loops `loops` (an expression in `state`) times per call, with STALL_GRACE_S set."""
+    import qllm.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "STALL_GRACE_S", grace_s)
+    source = fn(f"w = torch.ones(state.shape[0], n_agents)\nfor i in range({loops}):\n    w = w * 1.0\n"
+                f"return w, state[:, :1] * 0.0")
+    return TFCAFWorker(source, form="tfcaf", n_agents=2, sha256="slow", igm_gate=True), np.ones((6, 6), np.float32)
+
+
 def test_a_function_that_turns_slow_in_training_is_stopped(monkeypatch):
     """Answers just under the time-out would make training crawl: over 20 answers the worker allows 20 times the
     validation speed limit, then stops the run (the median's check: the stall budget, tested below, is off here)."""
-    import qllm.worker as worker_module
-
-    monkeypatch.setattr(worker_module, "STALL_GRACE_S", 1e9)
-    slow = fn("w = torch.ones(state.shape[0], n_agents)\nfor i in range(120000):\n    w = w * 1.0\n"
-              "return w, state[:, :1] * 0.0")
-    worker = TFCAFWorker(slow, form="tfcaf", n_agents=2, sha256="slow", igm_gate=True)
-    states = np.ones((6, 6), dtype=np.float32)
+    worker, states = slow_worker(monkeypatch, 1e9, "120000")
     with pytest.raises(TFCAFWorkerError, match="has become too slow"):
         for _ in range(40):
             worker.evaluate(states)
@@ -268,18 +272,14 @@ def test_a_function_that_turns_slow_in_training_is_stopped(monkeypatch):
 def test_a_function_slow_on_a_minority_of_states_is_stopped(monkeypatch):
     """Red-team finding: slow on one answer in four (the median stays fast) stalled training unnoticed, up to the
     time-out per answer. The run's time in the function is now budgeted: 1 ms a state on average plus a grace."""
-    import qllm.worker as worker_module
+    from qllm.worker import SLOW_MS_PER_STATE
 
-    monkeypatch.setattr(worker_module, "STALL_GRACE_S", 0.5)
-    sparse = fn("w = torch.ones(state.shape[0], n_agents)\nfor i in range(int((state[:, 0] > 5).any()) * 400000):\n"
-                "    w = w * 1.0\nreturn w, state[:, :1] * 0.0")
-    worker = TFCAFWorker(sparse, form="tfcaf", n_agents=2, sha256="sparse", igm_gate=True)
-    states = np.ones((6, 6), dtype=np.float32)
+    worker, states = slow_worker(monkeypatch, 0.5, "int((state[:, 0] > 5).any()) * 400000")
     with pytest.raises(TFCAFWorkerError, match="has spent .* s on .* states so far"):
         for i in range(16):  # 1 s in four answers against 0.5 s of grace and 0.5 s of their budget: stops by the 8th
             worker.evaluate(states + 10 * (i % 4 == 3))
     assert worker.calls < 16
-    assert sorted(worker._recent)[len(worker._recent) // 2] < worker_module.SLOW_MS_PER_STATE  # the median is fast
+    assert sorted(worker._recent)[len(worker._recent) // 2] < SLOW_MS_PER_STATE  # the median is fast
 
 
 def test_the_worker_dies_with_a_killed_training_process(tmp_path):
