@@ -7,6 +7,7 @@ a name is looked up in both folders and must be in one of them only.
 import difflib
 import functools
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from copy import deepcopy
@@ -419,7 +420,10 @@ _TYPE_WORDS = {bool: "True or False", int: "an integer", float: "a number", str:
 YAML_NULLS = ("null", "Null", "NULL", "~")
 
 
-YAML_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+# as PyYAML (YAML 1.1) reads them in the config files: yes/no/on/off too (`env_args.normalize_reward=no` was the
+# text 'no', which the env took as true)
+YAML_BOOLS = {w: value for words, value in ((("true", "yes", "on"), True), (("false", "no", "off"), False))
+              for word in words for w in (word, word.capitalize(), word.upper())}
 
 
 def yaml_scalar(value):
@@ -454,8 +458,8 @@ def _coerce(kind, value):
     if kind is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
+        if isinstance(value, str) and value.strip() in YAML_BOOLS:
+            return YAML_BOOLS[value.strip()]
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -550,10 +554,12 @@ def check_values(config):
         if found and value is not None and not isinstance(value, str):
             raise ConfigError(f"config key {key} must be a string, {what}; got {value!r}")
     name = config.get("name")
-    if isinstance(name, str) and (any(c in name for c in "/\\") or name.startswith(".") or ".." in name):
-        raise ConfigError(f"config key 'name' must not contain '/', '\\' or '..' nor start with '.': it names the "
-                          f"run's folders under local_results_path (a separator or '..' would write them elsewhere); "
-                          f"got {name!r}; use letters, digits, '_', '-' and '.' (label= takes any text: it names no "
+    bad_name = isinstance(name, str) and name.strip() and (
+        not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith(".") or ".." in name)
+    if bad_name:
+        raise ConfigError(f"config key 'name' names the run's folders under local_results_path (a separator or '..' "
+                          f"would write them elsewhere, a space breaks shell recipes): got {name!r}; use letters, "
+                          f"digits, '_', '-' and '.', not first and not '..' (label= takes any text: it names no "
                           f"folder)")
     for key, what in NONEMPTY_KEYS.items():
         if key in config and config[key] is None:  # `with name=null`: read as None, as a config file would
