@@ -233,3 +233,16 @@ def test_a_config_file_given_to_with_says_what_to_do_instead(tmp_path, capsys, p
 def test_env_args_null_is_a_config_error_before_the_run(tmp_path, capsys):
     err = cli(tmp_path, capsys, "with", "env_args.time_limit=null", env="lbf")
     assert "config key 'env_args.time_limit' must be an integer >= 1 (steps per episode); got None" in err
+
+
+@pytest.mark.parametrize("env, update, message", [
+    ("lbf", "env_args.state=null", "lbf: env_args.state must be one of ('qllm', 'obs'), got None"),
+    ("mpe_spread", "env_args.local_ratio=2", "mpe: local_ratio must be null or in [0, 1], got 2"),
+    ("matrix_game", "env_args.game=climbin", "env_args.game for matrix_game must be one of climbing, penalty"),
+    ("two_switch", "env_args.step_penalty=lots", "two_switch: step_penalty must be one of"),
+])
+def test_a_bad_env_value_found_by_the_env_fails_in_one_line_with_no_run_folder(tmp_path, capsys, env, update,
+                                                                               message):
+    """The env's own constructor checks (EnvValueError, a ConfigError): one line, exit 2, nothing written."""
+    err = cli(tmp_path, capsys, "with", update, "t_max=50", env=env)
+    assert f"config error: {message}" in err and "Traceback" not in err

@@ -40,7 +40,7 @@ import warnings
 import numpy as np
 
 from envs.description import Field
-from envs.multiagentenv import MultiAgentEnv, reject_unknown_args
+from envs.multiagentenv import EnvValueError, MultiAgentEnv, reject_unknown_args
 from envs.rng import generator_state, make_generator
 
 try:
@@ -108,19 +108,19 @@ class FootballEnv(MultiAgentEnv):
             raise ImportError(INSTALL_HINT) from _IMPORT_ERROR
         scenarios = all_scenarios()
         if scenario not in scenarios:
-            raise ValueError(f"gfootball: unknown scenario {scenario!r}; valid scenarios: {', '.join(scenarios)}")
+            raise EnvValueError(f"gfootball: unknown scenario {scenario!r}; valid scenarios: {', '.join(scenarios)}")
         if rewards not in REWARD_OPTIONS:
-            raise ValueError(f"gfootball: rewards must be one of {REWARD_OPTIONS}, got {rewards!r}")
+            raise EnvValueError(f"gfootball: rewards must be one of {REWARD_OPTIONS}, got {rewards!r}")
         self.set_reward_settings("gfootball", common_reward, reward_scalarisation)
         if time_limit is None or int(time_limit) < 1:
-            raise ValueError(f"gfootball: time_limit must be a positive number of steps, got {time_limit!r}")
+            raise EnvValueError(f"gfootball: time_limit must be a positive number of steps, got {time_limit!r}")
 
         scenario_cfg = football_config.Config({"level": scenario, "game_engine_random_seed": 0}).ScenarioConfig()
         n_left = len(scenario_cfg.left_team)
         if n_agents is None:
             n_agents = DEFAULT_N_AGENTS.get(scenario, n_left)
         if not 1 <= int(n_agents) <= n_left:
-            raise ValueError(f"gfootball: n_agents must be 1..{n_left} (the left team of {scenario!r}), "
+            raise EnvValueError(f"gfootball: n_agents must be 1..{n_left} (the left team of {scenario!r}), "
                              f"got {n_agents!r}")
         self.scenario = scenario
         self.n_agents = int(n_agents)

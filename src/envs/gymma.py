@@ -24,7 +24,7 @@ import gymnasium
 import numpy as np
 
 from envs.description import Field
-from envs.multiagentenv import EnvArgumentError, MultiAgentEnv, signature_args
+from envs.multiagentenv import EnvArgumentError, EnvValueError, MultiAgentEnv, signature_args
 from envs.rng import generator_state, make_generator
 
 _NUMERIC = (bool, int, float, np.number, np.bool_)
@@ -101,7 +101,7 @@ def gym_env_args(spec):
 
 def _make_gym_env(key, time_limit, kwargs):
     if "max_episode_steps" in kwargs:
-        raise ValueError("gymma: set the episode length with env_args.time_limit, not max_episode_steps")
+        raise EnvValueError("gymma: set the episode length with env_args.time_limit, not max_episode_steps")
     spec = _gym_spec(key)
     if "max_episode_steps" in spec.kwargs:
         # keep the env's own limit out of our window (see module docstring)
@@ -163,11 +163,11 @@ class GymmaWrapper(MultiAgentEnv):
     def __init__(self, key=None, time_limit=100, seed=None, common_reward=True, reward_scalarisation="sum",
                  pretrained_wrapper=None, **kwargs):
         if pretrained_wrapper is not None:
-            raise ValueError(f"gymma: pretrained_wrapper={pretrained_wrapper!r} is not supported (only null)")
+            raise EnvValueError(f"gymma: pretrained_wrapper={pretrained_wrapper!r} is not supported (only null)")
         self.set_reward_settings("gymma", common_reward, reward_scalarisation)
         self.key = key
         if time_limit is None or int(time_limit) < 1:
-            raise ValueError(f"gymma: env_args.time_limit must be a positive number of steps, got {time_limit!r}")
+            raise EnvValueError(f"gymma: env_args.time_limit must be a positive number of steps, got {time_limit!r}")
         self.episode_limit = int(time_limit)
         type(self).check_args(self.registry_name, {"key": key, **kwargs})  # unknown kwargs named, with suggestions
         self._env = _make_gym_env(key, self.episode_limit, kwargs)
@@ -175,13 +175,13 @@ class GymmaWrapper(MultiAgentEnv):
 
         obs_space, act_space = self._env.observation_space, self._env.action_space
         if not isinstance(obs_space, gymnasium.spaces.Tuple) or not isinstance(act_space, gymnasium.spaces.Tuple):
-            raise ValueError(f"gymma: '{key}' needs Tuple observation and action spaces (one entry per agent), "
+            raise EnvValueError(f"gymma: '{key}' needs Tuple observation and action spaces (one entry per agent), "
                              f"got {type(obs_space).__name__} / {type(act_space).__name__}")
         if len(obs_space) != len(act_space):
-            raise ValueError(f"gymma: '{key}' has {len(obs_space)} observation but {len(act_space)} action spaces")
+            raise EnvValueError(f"gymma: '{key}' has {len(obs_space)} observation but {len(act_space)} action spaces")
         bad = [type(s).__name__ for s in act_space if not isinstance(s, gymnasium.spaces.Discrete)]
         if bad:
-            raise ValueError(f"gymma: only Discrete action spaces are supported, '{key}' has {bad}")
+            raise EnvValueError(f"gymma: only Discrete action spaces are supported, '{key}' has {bad}")
         self.n_agents = len(act_space)
         self._obs_spaces = list(obs_space)
         # Box obs are just raveled; other spaces go through gymnasium's flatten (one-hot etc.)

@@ -21,7 +21,7 @@ import numpy as np
 from envs import episode as ep_text
 from envs.description import Field
 from envs.gymma import GymmaWrapper
-from envs.multiagentenv import EnvArgumentError, ObsHooksUnsupported, obs_array
+from envs.multiagentenv import EnvArgumentError, EnvValueError, ObsHooksUnsupported, obs_array
 
 STATE_LAYOUTS = ("qllm", "obs")
 
@@ -45,7 +45,7 @@ class ForagingEnv(GymmaWrapper):
 
     def __init__(self, key="Foraging-8x8-2p-2f-coop-v3", time_limit=50, state="qllm", **kwargs):
         if state not in STATE_LAYOUTS:
-            raise ValueError(f"lbf: env_args.state must be one of {STATE_LAYOUTS}, got {state!r}")
+            raise EnvValueError(f"lbf: env_args.state must be one of {STATE_LAYOUTS}, got {state!r}")
         super().__init__(key=lbf_key(key), time_limit=time_limit, **kwargs)
         self.layout = state
         game = self._unwrapped

@@ -8,7 +8,7 @@ Episodes end by time limit only (`episode_limit` steps, reported as truncation).
 import numpy as np
 
 from envs.description import Field
-from envs.multiagentenv import EnvArgumentError, MultiAgentEnv, reject_unknown_args
+from envs.multiagentenv import EnvArgumentError, EnvValueError, MultiAgentEnv, reject_unknown_args
 
 # Claus & Boutilier (1998). Rows: agent 0's action, columns: agent 1's action.
 PAYOFFS = {
@@ -20,7 +20,7 @@ PAYOFFS = {
 
 def payoff_matrix(game, penalty=-100):
     if game not in PAYOFFS:
-        raise ValueError(f"unknown matrix game '{game}'; choose one of {sorted(PAYOFFS)}")
+        raise EnvValueError(f"unknown matrix game '{game}'; choose one of {sorted(PAYOFFS)}")
     return np.array([[penalty if v is None else v for v in row] for row in PAYOFFS[game]], dtype=np.float32)
 
 

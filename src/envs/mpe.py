@@ -35,7 +35,7 @@ import numpy as np
 
 from envs import episode as ep_text
 from envs.description import Field
-from envs.multiagentenv import NoObsHook, NoRewardFromObs, obs_array
+from envs.multiagentenv import EnvValueError, NoObsHook, NoRewardFromObs, obs_array
 from envs.pz_base import PettingZooTeamEnv, reject_unknown
 from envs.rng import generator_state, make_generator
 
@@ -582,7 +582,7 @@ class _Adversary(_Scenario):
 
 def _check_policy(kind, value):
     if value not in POLICIES:
-        raise ValueError(f"mpe: {kind} must be one of {POLICIES}, got {value!r}")
+        raise EnvValueError(f"mpe: {kind} must be one of {POLICIES}, got {value!r}")
     return value
 
 
@@ -595,10 +595,10 @@ def _build(scenario, N, max_cycles, num_good, num_adversaries, num_obstacles, pr
                "tag": {"num_good", "num_adversaries", "num_obstacles", "prey_policy"}}
     allowed["world"] = allowed["tag"]
     if scenario not in SCENARIOS:
-        raise ValueError(f"mpe: unknown scenario {scenario!r}; choose one of {SCENARIOS}")
+        raise EnvValueError(f"mpe: unknown scenario {scenario!r}; choose one of {SCENARIOS}")
     wrong = sorted(k for k, v in given.items() if v is not None and k not in allowed[scenario])
     if wrong:
-        raise ValueError(f"mpe: env_args {wrong} do not apply to scenario '{scenario}' "
+        raise EnvValueError(f"mpe: env_args {wrong} do not apply to scenario '{scenario}' "
                          f"(its options: {sorted(allowed[scenario])})")
     # mpe2 counts its own cycles; ours end the episode first, so give it room to never truncate
     cycles = max_cycles + 1
@@ -606,16 +606,16 @@ def _build(scenario, N, max_cycles, num_good, num_adversaries, num_obstacles, pr
         from mpe2 import simple_spread_v3
         N = 3 if N is None else N
         if int(N) < 2:
-            raise ValueError(f"mpe: spread needs N >= 2 agents, got {N!r}")
+            raise EnvValueError(f"mpe: spread needs N >= 2 agents, got {N!r}")
         if local_ratio is not None and not 0.0 <= float(local_ratio) <= 1.0:
-            raise ValueError(f"mpe: local_ratio must be null or in [0, 1], got {local_ratio!r}")
+            raise EnvValueError(f"mpe: local_ratio must be null or in [0, 1], got {local_ratio!r}")
         raw = simple_spread_v3.raw_env(N=int(N), max_cycles=cycles, continuous_actions=False)
         return raw, _Spread(raw, None if local_ratio is None else float(local_ratio))
     if scenario == "adversary":
         from mpe2 import simple_adversary_v3
         N = 2 if N is None else N
         if int(N) < 1:
-            raise ValueError(f"mpe: adversary needs N >= 1 good agents, got {N!r}")
+            raise EnvValueError(f"mpe: adversary needs N >= 1 good agents, got {N!r}")
         raw = simple_adversary_v3.raw_env(N=int(N), max_cycles=cycles, continuous_actions=False)
         return raw, _Adversary(raw, _check_policy("adversary_policy", adversary_policy or "heuristic"))
     from mpe2 import simple_tag_v3
@@ -624,7 +624,7 @@ def _build(scenario, N, max_cycles, num_good, num_adversaries, num_obstacles, pr
     num_good, num_adversaries, num_obstacles, prey_policy = (
         d if v is None else v for v, d in zip((num_good, num_adversaries, num_obstacles, prey_policy), defaults))
     if int(num_good) < 1 or int(num_adversaries) < 1 or int(num_obstacles) < 0:
-        raise ValueError(f"mpe: {scenario} needs num_good >= 1, num_adversaries >= 1, num_obstacles >= 0; got "
+        raise EnvValueError(f"mpe: {scenario} needs num_good >= 1, num_adversaries >= 1, num_obstacles >= 0; got "
                          f"{num_good}, {num_adversaries}, {num_obstacles}")
     raw = simple_tag_v3.raw_env(num_good=int(num_good), num_adversaries=int(num_adversaries),
                                 num_obstacles=int(num_obstacles), max_cycles=cycles, continuous_actions=False)
@@ -641,7 +641,7 @@ class MPEEnv(PettingZooTeamEnv):
                  seed=None, common_reward=True, reward_scalarisation="sum", **kwargs):
         reject_unknown("mpe", kwargs, self.VALID_ARGS)
         if physics not in ("numpy", "mpe2"):
-            raise ValueError(f"mpe: physics must be 'numpy' (vectorised, bit-identical) or 'mpe2', got {physics!r}")
+            raise EnvValueError(f"mpe: physics must be 'numpy' (vectorised, bit-identical) or 'mpe2', got {physics!r}")
         self.scenario = scenario
         self._raw, self._sc = _build(scenario, N, max_cycles, num_good, num_adversaries, num_obstacles,
                                      prey_policy, adversary_policy, local_ratio)

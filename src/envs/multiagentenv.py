@@ -60,6 +60,12 @@ class EnvArgumentError(ConfigError, TypeError):
     the user fixes it in env_args)."""
 
 
+class EnvValueError(ConfigError):
+    """An env argument's value the env cannot take (a ValueError). A ConfigError: raised while a run builds its env,
+    it fails the run in one line and leaves no run folder (main.config_failure_cleanup), as a check before the run
+    would."""
+
+
 def reject_unknown_args(env, given, valid):
     """Raise EnvArgumentError for the names in `given` that `valid` lacks: "unknown env argument 'time_limt' for
     gymma; valid: key, time_limit, ...; did you mean 'time_limit'?"."""
@@ -180,7 +186,7 @@ class MultiAgentEnv:
     def set_reward_settings(self, name, common_reward, reward_scalarisation):
         """Check and keep the reward settings; `name` starts the error message (the env family)."""
         if reward_scalarisation not in REWARD_SCALARISATIONS:
-            raise ValueError(f"{name}: reward_scalarisation must be 'sum' or 'mean', got {reward_scalarisation!r}")
+            raise EnvValueError(f"{name}: reward_scalarisation must be 'sum' or 'mean', got {reward_scalarisation!r}")
         self.common_reward = bool(common_reward)
         self.reward_scalarisation = reward_scalarisation
 

@@ -41,6 +41,7 @@ import math
 import numpy as np
 
 from envs.description import Field
+from envs.multiagentenv import EnvValueError
 from envs.pz_base import PettingZooTeamEnv, reject_unknown
 
 REWARDS = ("dense", "sparse")
@@ -70,9 +71,9 @@ class PistonballEnv(PettingZooTeamEnv):
                  common_reward=True, reward_scalarisation="sum", **kwargs):
         reject_unknown("pistonball", kwargs, self.VALID_ARGS)
         if reward not in REWARDS:
-            raise ValueError(f"pistonball: reward must be one of {REWARDS}, got {reward!r}")
+            raise EnvValueError(f"pistonball: reward must be one of {REWARDS}, got {reward!r}")
         if int(n_pistons) != n_pistons or n_pistons < 2:
-            raise ValueError(f"pistonball: n_pistons must be an integer >= 2, got {n_pistons!r}")
+            raise EnvValueError(f"pistonball: n_pistons must be an integer >= 2, got {n_pistons!r}")
         from pettingzoo import make
 
         self._setup(n_pistons, 3, max_cycles, seed, common_reward, reward_scalarisation)

@@ -12,7 +12,7 @@ float32 per-agent array. A time-limit end is a truncation: `terminated=False` an
 """
 import numpy as np
 
-from envs.multiagentenv import MultiAgentEnv, reject_unknown_args
+from envs.multiagentenv import EnvValueError, MultiAgentEnv, reject_unknown_args
 from envs.rng import generator_state, make_generator
 
 
@@ -26,7 +26,7 @@ class PettingZooTeamEnv(MultiAgentEnv):
     def _setup(self, n_agents, n_actions, episode_limit, seed, common_reward, reward_scalarisation):
         self.set_reward_settings(self.family, common_reward, reward_scalarisation)
         if episode_limit is None or int(episode_limit) < 1 or int(episode_limit) != episode_limit:
-            raise ValueError(f"{self.family}: max_cycles must be a positive number of steps, got {episode_limit!r}")
+            raise EnvValueError(f"{self.family}: max_cycles must be a positive number of steps, got {episode_limit!r}")
         self.n_agents = int(n_agents)
         self.n_actions = int(n_actions)
         self.episode_limit = int(episode_limit)

@@ -38,7 +38,7 @@ import os
 import numpy as np
 
 from envs.description import Field
-from envs.multiagentenv import MultiAgentEnv, reject_unknown_args, signature_args
+from envs.multiagentenv import EnvValueError, MultiAgentEnv, reject_unknown_args, signature_args
 from envs.rng import EnvRngUnsupported
 from utils.signals import children_sigint_blocked
 
@@ -376,7 +376,7 @@ class SMACv2Env(SMACEnv):
     def __init__(self, map_name="10gen_protoss", capability_config=None, seed=None, common_reward=True,
                  reward_scalarisation="sum", **env_args):
         if not capability_config:
-            raise ValueError("sc2v2 needs env_args.capability_config (n_units, n_enemies, team_gen, "
+            raise EnvValueError("sc2v2 needs env_args.capability_config (n_units, n_enemies, team_gen, "
                              "start_positions, ...); see config/envs/sc2v2.yaml")
         super().__init__(map_name=map_name, seed=seed, common_reward=common_reward,
                          reward_scalarisation=reward_scalarisation, capability_config=capability_config, **env_args)

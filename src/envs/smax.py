@@ -45,7 +45,7 @@ import numpy as np
 
 from envs import episode as ep_text
 from envs.description import Field, render_state
-from envs.multiagentenv import MultiAgentEnv, reject_unknown_args
+from envs.multiagentenv import EnvValueError, MultiAgentEnv, reject_unknown_args
 
 # SMAC's episode limit per map (smac_maps.py); SMAX's step is 0.5 s of game time like SMAC's (step_mul 8)
 SMAC_EPISODE_LIMITS = {
@@ -116,7 +116,7 @@ class _Core:
         smax = _import_smax()
         maps = smax.smax_env.MAP_NAME_TO_SCENARIO
         if map_name not in maps:
-            raise ValueError(f"smax: unknown map_name {map_name!r}; SMAX maps: {', '.join(maps)}")
+            raise EnvValueError(f"smax: unknown map_name {map_name!r}; SMAX maps: {', '.join(maps)}")
         env = smax.HeuristicEnemySMAX(
             scenario=smax.map_name_to_scenario(map_name), enemy_shoots=bool(enemy_shoots),
             attack_mode=enemy_attack_mode, see_enemy_actions=bool(see_enemy_actions),
@@ -186,7 +186,7 @@ class SMAXEnv(MultiAgentEnv):
                  common_reward=True, reward_scalarisation="sum", **kwargs):
         reject_unknown_args("smax", kwargs, ENV_ARGS)
         if enemy_attack_mode not in ("closest", "random"):
-            raise ValueError(f"smax: enemy_attack_mode must be 'closest' or 'random', got {enemy_attack_mode!r}")
+            raise EnvValueError(f"smax: enemy_attack_mode must be 'closest' or 'random', got {enemy_attack_mode!r}")
         self.set_reward_settings("smax", common_reward, reward_scalarisation)
         if _fork["forked"]:
             raise RuntimeError("smax: this process was forked after its parent started JAX, whose threads do not "
@@ -194,7 +194,7 @@ class SMAXEnv(MultiAgentEnv):
                                "(multiprocessing 'spawn' context) or before JAX starts in the parent.")
         limit = SMAC_EPISODE_LIMITS.get(map_name, DEFAULT_LIMIT) if episode_limit is None else episode_limit
         if int(limit) < 1:
-            raise ValueError(f"smax: episode_limit must be a positive number of steps, got {episode_limit!r}")
+            raise EnvValueError(f"smax: episode_limit must be a positive number of steps, got {episode_limit!r}")
         self.map_name, self.episode_limit = map_name, int(limit)
         self.enemy_attack_mode, self.enemy_shoots = enemy_attack_mode, bool(enemy_shoots)
         self.won_battle_bonus = float(won_battle_bonus)

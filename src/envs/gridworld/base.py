@@ -90,7 +90,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from envs.description import Field
-from envs.multiagentenv import MultiAgentEnv, reject_unknown_args
+from envs.multiagentenv import EnvValueError, MultiAgentEnv, reject_unknown_args
 from envs.rng import make_random, random_state
 
 STAY, UP, DOWN, LEFT, RIGHT, INTERACT = range(6)
@@ -175,13 +175,13 @@ class GridWorldEnv(MultiAgentEnv):
                  reward_scalarisation="sum", **kwargs):
         reject_unknown_args(self.name, kwargs, self.accepted_args(kwargs))
         if interact_mode not in INTERACT_MODES:
-            raise ValueError(f"{self.name}: interact_mode must be one of {INTERACT_MODES}, got {interact_mode!r}")
+            raise EnvValueError(f"{self.name}: interact_mode must be one of {INTERACT_MODES}, got {interact_mode!r}")
         if step_penalty not in STEP_PENALTIES:
-            raise ValueError(f"{self.name}: step_penalty must be one of {STEP_PENALTIES}, got {step_penalty!r}")
+            raise EnvValueError(f"{self.name}: step_penalty must be one of {STEP_PENALTIES}, got {step_penalty!r}")
         self.set_reward_settings(self.name, common_reward, reward_scalarisation)
         limit = self.DEFAULT_LIMIT if episode_limit is None else int(episode_limit)
         if limit < 1:
-            raise ValueError(f"{self.name}: episode_limit must be a positive number of steps, got {episode_limit!r}")
+            raise EnvValueError(f"{self.name}: episode_limit must be a positive number of steps, got {episode_limit!r}")
         self.episode_limit = limit
         self.individual_reward = bool(individual_reward)
         self.interact_mode = interact_mode

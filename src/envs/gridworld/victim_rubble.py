@@ -7,6 +7,7 @@ from envs.gridworld.base import MOVES, GridState, GridWorldEnv, Item
 from envs.gridworld.oracle import VictimRubbleOracle
 from envs.gridworld.policy import OraclePolicy
 from envs.gridworld.sampling import StateSampler
+from envs.multiagentenv import EnvValueError
 
 
 class VictimRubbleEnv(VictimRubbleOracle, OraclePolicy, StateSampler, GridWorldEnv):
@@ -39,7 +40,7 @@ class VictimRubbleEnv(VictimRubbleOracle, OraclePolicy, StateSampler, GridWorldE
     def __init__(self, heal_steps=1, success_requires_rubble=True, random_free_objects=False, **kwargs):
         self.heal_steps = int(heal_steps)
         if self.heal_steps < 1:
-            raise ValueError(f"victim_rubble: heal_steps must be >= 1, got {heal_steps!r}")
+            raise EnvValueError(f"victim_rubble: heal_steps must be >= 1, got {heal_steps!r}")
         self.success_requires_rubble = bool(success_requires_rubble)
         self.random_free_objects = bool(random_free_objects)
         super().__init__(**kwargs)
