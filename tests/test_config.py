@@ -471,3 +471,10 @@ def test_a_key_repeated_with_another_value_is_said_with_both_values():
     assert repeated_keys(["t_max=800", "lr=0.1", "t_max=500"]) == [
         "'t_max' is given twice (t_max=800, then t_max=500): the last, 500, is used"]
     assert repeated_keys(["t_max=800", "t_max=800", "env_args.time_limit=5"]) == []  # the same value twice
+    # a dict sets each of its keys: against a dotted key, either way round, at any depth
+    assert repeated_keys(["env_args.time_limit=10", 'env_args={"time_limit": 20, "key": "x"}', "env_args.key=x"]) == [
+        "'env_args.time_limit' is given twice (env_args.time_limit=10, then env_args.time_limit=20): the last, 20, "
+        "is used"]
+    assert repeated_keys(['llm={"local": {"threads": 2}}', "llm.local.threads=4"]) == [
+        "'llm.local.threads' is given twice (llm.local.threads=2, then llm.local.threads=4): the last, 4, is used"]
+    assert repeated_keys(['env_args={"time_limit": 20}', "env_args.time_limit=20"]) == []

@@ -155,15 +155,34 @@ def _yaml_nested(value, nested=False):
 
 
 def repeated_keys(tokens):
-    """Warnings for keys given twice in one command line with different values (`with t_max=800 t_max=500`): the
-    last wins, as in Sacred and epymarl (scripts append overrides), but never silently. Spellings of one key
-    (rnn_hidden_dim, hidden_dim) are refused by parse_updates."""
-    seen, notes = {}, []
+    """Warnings for keys given twice in one command line with different values (`with t_max=800 t_max=500`, or
+    `env_args.time_limit=10 env_args={'time_limit': 20}`: a dict sets each of its keys): the last wins, as in Sacred
+    and epymarl (scripts append overrides), but never silently. Spellings of one key (rnn_hidden_dim, hidden_dim) are
+    refused by parse_updates."""
+    seen, notes = {}, []  # dotted key -> (repr of the parsed value, the value as given)
     for tok in tokens:
         if "=" not in tok:
             continue
         key, val = tok.split("=", 1)
-        if key in seen and seen[key] != val:
-            notes.append(f"'{key}' is given twice ({key}={seen[key]}, then {key}={val}): the last, {val}, is used")
-        seen[key] = val
+        for leaf, parsed, text in _leaves(key, val):
+            if leaf in seen and seen[leaf][0] != parsed:
+                notes.append(f"'{leaf}' is given twice ({leaf}={seen[leaf][1]}, then {leaf}={text}): the last, "
+                             f"{text}, is used")
+            seen[leaf] = (parsed, text)
     return notes
+
+
+def _leaves(key, val):
+    """(dotted key, repr of its parsed value, the value as given) for each key `key=val` sets: one, or one per key
+    of a dict value, at any depth."""
+    try:
+        value = get_config_updates([f"x={val}"])[0]["x"]
+    except Exception:  # Sacred's parser refuses it: parse_updates reports it
+        return [(key, val, val)]
+    return _flat(key, value, val)
+
+
+def _flat(key, value, text):
+    if isinstance(value, dict) and value:
+        return [leaf for k, v in value.items() for leaf in _flat(f"{key}.{k}", v, repr(v))]
+    return [(key, repr(value), text)]
