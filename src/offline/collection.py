@@ -37,6 +37,7 @@ from utils.logging import Logger
 from utils.paths import env_label, results_path, unseeded
 from utils.progress import Clock, interactive
 from utils.seeding import set_seeds
+from utils.signals import stopped_by
 
 EXPERT = "expert"
 SCORES_FILE = "behaviour.json"
@@ -669,6 +670,13 @@ def collect(args, config, logger, _log, info, seed_given=True):
             collect_dataset(path, runner, mac, plan, chosen, env_info, args,
                             dict(config, behaviour=behaviour, dataset=name, dataset_parts=specs[name],
                                  collection=wanted), _log)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: say what is kept and how to go on
+            done = [r["dataset"] for r in rows]
+            _log.warning(f"collection stopped by {stopped_by(e)} while writing {name}: {path} was not written (no "
+                         f"partial file is kept). Kept in {out_dir}: {', '.join(done) or 'no dataset yet'}, and the "
+                         f"behaviour scores. Rerun the same command to collect the rest: complete datasets are kept "
+                         f"and the scores are read back")
+            raise
         finally:
             runner.close_env()
         t_env = runner.t_env

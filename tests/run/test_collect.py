@@ -556,3 +556,27 @@ def test_corrupt_caches_are_rebuilt_with_a_warning(tmp_path, behaviour_run, capl
     assert "behaviour.json cannot be read" in caplog.text and "returns.json cannot be read" in caplog.text
     assert [r["dataset"] for r in run.info["collect_returns"]] == ["e"]
     assert json.load(open(tmp_path / "data" / "behaviour.json"))["scores"]
+
+
+def test_a_stopped_collection_says_what_is_kept_and_how_to_go_on(tmp_path, behaviour_run, monkeypatch, caplog):
+    """SIGTERM (Terminated) or Ctrl-C while a dataset is written: the log names the datasets kept and the rerun."""
+    from utils.signals import Terminated
+
+    datasets = {"first": [{"episodes": 2, "agents": "expert"}], "second": [{"episodes": 4, "agents": "poor"}]}
+    original, calls = EpisodeRunner.run, []
+
+    def stopped(self, test_mode=False):
+        if not test_mode:
+            calls.append(1)
+            if len(calls) == 4:  # the second episode of "second"
+                raise Terminated()
+        return original(self, test_mode=test_mode)
+
+    monkeypatch.setattr(EpisodeRunner, "run", stopped)
+    with caplog.at_level(logging.WARNING), pytest.raises(Terminated):
+        collect(tmp_path, behaviour_run, datasets)
+    data = tmp_path / "data"
+    assert not (data / "second.h5").exists() and (data / "first.h5").exists()
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert f"collection stopped by SIGTERM while writing second: {data / 'second.h5'} was not written" in message
+    assert f"Kept in {data}: first, and the behaviour scores. Rerun the same command" in message
