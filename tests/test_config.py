@@ -204,8 +204,24 @@ def test_a_non_utf8_yaml_names_the_file(config_dir):
     with pytest.raises(ConfigError, match=r"algs/x\.yaml is not UTF-8 text \(byte 0xe9 .*save it as UTF-8"):
         build_config("x", "e")
     (config_dir / "algs" / "y.yaml").write_text("lr: [1\n")
-    with pytest.raises(ConfigError, match=r"algs/y\.yaml is not valid YAML"):
+    with pytest.raises(ConfigError, match=r"algs/y\.yaml is not valid YAML") as e:
         build_config("y", "e")
+    assert "lr: [1\n" in str(e.value) and "^" in str(e.value)  # the line it quotes, a caret under the error
+
+
+def test_the_fast_yaml_loader_reads_every_shipped_config_as_pyyaml_does():
+    """read_yaml parses with libyaml (FAST_LOADER) for speed: the same values as PyYAML's own loader."""
+    import glob
+
+    import yaml
+
+    from utils.config import CONFIG_DIR, FAST_LOADER
+
+    files = glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True)
+    assert len(files) > 50
+    for path in files:
+        text = open(path, encoding="utf-8").read()
+        assert yaml.load(text, Loader=FAST_LOADER) == yaml.safe_load(text), path
 
 
 def test_pymarl_spelling_of_a_ranged_key_is_named_too(capsys):

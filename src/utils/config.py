@@ -284,15 +284,25 @@ def _shown(path):
     return path if rel.startswith("..") else rel
 
 
+# libyaml's loader where PyYAML has it (7x faster: every run and test reads three or more files); the pure-Python one
+# reports a broken file, with the line it quotes and a caret under the error
+FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml(path):
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+            text = f.read()
     except UnicodeDecodeError as e:
         raise ConfigError(f"{_shown(path)} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
                           f"save it as UTF-8") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{_shown(path)} is not valid YAML: {e}") from None
+    try:
+        data = yaml.load(text, Loader=FAST_LOADER) or {}
+    except yaml.YAMLError:
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{_shown(path)} is not valid YAML: {e}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{_shown(path)} must hold a mapping of keys to values")
     return canonicalize(data)
