@@ -62,6 +62,7 @@ IGNORED = frozenset({
 IGNORED_PREFIXES = ("llm.",)
 MISSING = object()  # a key that a run's config lacks (an older run)
 TRAINING_KINDS = {"online": "env steps", "offline": "gradient steps"}  # run mode -> the x axis of its curves
+BUDGET_KEYS = {"online": "t_max", "offline": "offline_steps"}  # run mode -> the config key of its length in x
 USED_STATUSES = ("COMPLETED", "RUNNING")
 STALE_AFTER = 900  # s without a Sacred heartbeat (written every 10 s) after which a RUNNING run counts as dead
 MONGO = "mongo://"  # a Mongo run's path: mongo://<db>/<_id>
@@ -112,6 +113,12 @@ class Group:
     def finished(self):
         """The runs that have a final score (COMPLETED); the RUNNING ones are drawn but not scored."""
         return [r for r in self.runs if r.finished]
+
+
+def budget(run):
+    """The run's planned length on its x axis (t_max env steps online, offline_steps gradient steps offline); its
+    last step where the config does not say (an older run)."""
+    return run.config.get(BUDGET_KEYS[run.kind]) or float(run.T[-1])
 
 
 def flatten(config, prefix=""):
