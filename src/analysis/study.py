@@ -295,7 +295,8 @@ def figures(spec, table, out, band="std"):
                                  fontsize=8 if missing else 10)
                 if ax.lines:
                     ax.legend(fontsize=7)
-        fig.suptitle(fig_spec.get("title", stem))
+        drawn_n = [len((table.get((env, row)) or {}).get(metrics[0]) or []) for env in envs for row in wanted]
+        fig.suptitle(f"{fig_spec.get('title', stem)}\n{plots.band_text(band, drawn_n)}", fontsize=10)
         files += plots.save(fig, out, stem)
     return files
 

@@ -79,6 +79,7 @@ class Run:
     T: np.ndarray
     values: np.ndarray
     final_override: float = None  # its final model re-evaluated on more episodes (src/results.py --finals)
+    final_override_step: float = None  # the step that re-evaluation's checkpoint was saved at, where it says
     segments: tuple = ()  # the Sacred run folders this resumed run continues, oldest first (chain_segments)
 
     @property
@@ -86,6 +87,18 @@ class Run:
         """The run's final score: its last evaluation, or the re-evaluation of its final model where one is given.
         A RUNNING run has none yet (its last evaluation is not its final one): scores count finished runs only."""
         return float(self.values[-1]) if self.final_override is None else self.final_override
+
+    @property
+    def final_step(self):
+        """The step of `final`: the re-evaluated checkpoint's where one is given and says, else the last
+        evaluation's."""
+        if self.final_override is not None and self.final_override_step is not None:
+            return self.final_override_step
+        return float(self.T[-1])
+
+    @property
+    def rescored(self):
+        return self.final_override is not None
 
     @property
     def finished(self):
