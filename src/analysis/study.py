@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from analysis import curve_metrics, sources
-from analysis.report import fmt_mean_std, skipped_summary
+from analysis.report import fmt_mean_std, lengths_note, skipped_summary
 from utils.runs import TRAINING_KINDS, budget
 
 NA = "n/a"
@@ -107,7 +107,8 @@ def row_metrics(runs, threshold=None):
            "final_std": float(finals.std()) if len(finals) else None, "auc": aucs.tolist(),
            "auc_mean": float(aucs.mean()) if len(aucs) else None,
            "auc_std": float(aucs.std()) if len(aucs) else None,
-           "steps": [int(r.T[-1]) for r in runs], "seeds": [r.config.get("seed") for r in runs],
+           "steps": [int(r.T[-1]) for r in runs], "final_steps": [int(r.T[-1]) for r in done],
+           "seeds": [r.config.get("seed") for r in runs],
            "paths": [r.path for r in runs]}
     if threshold is not None and done:
         out["to_threshold"] = curve_metrics.threshold_summary([(r.T, r.values) for r in done], threshold).as_dict()
@@ -223,7 +224,8 @@ def markdown(spec, rows):
         lines.append(f"| {r['env']} | {r['row']} | {r['runs']} | {final} | {thr_cell} | "
                      f"{auc} | {_cell(r['label_accuracy'])} | {_cell(r['tokens'], 0)} | "
                      f"{_cell(r['cost_usd'], 4)} | {r['status']} |")
-    return "\n".join(lines) + "\n"
+    lengths = lengths_note([(r["row"], r["env"], r["final_steps"]) for r in rows if r.get("final_steps")])
+    return "\n".join(lines + ([f"\nNote: {lengths}."] if lengths else [])) + "\n"
 
 
 def _kinds(rows):

@@ -162,3 +162,15 @@ def test_an_offline_rows_auc_budget_is_its_gradient_steps_and_a_mixed_study_says
     assert "mixes online rows (x: env steps) and offline rows (x: gradient steps)" in md
     assert "offline_steps gradient steps (offline rows)" in md
     assert "mixes" not in markdown({"metric": "m"}, rows[:1])
+
+
+def test_a_row_pooling_runs_of_very_different_lengths_is_named_under_the_table():
+    from analysis.study import markdown, row_metrics
+
+    short = _run("online", [0, 13626], [0.0, 0.5], t_max=20000)
+    long = _run("online", [0, 239833], [0.0, 1.0], t_max=240000)
+    rows = [{"env": "lbf", "row": "mappo", "status": "ok", **row_metrics([short, long])}]
+    assert "runs of different lengths pooled in one group" in markdown({"metric": "m"}, rows)
+    assert "mappo (lbf): 13626–239833" in markdown({"metric": "m"}, rows)
+    rows = [{"env": "lbf", "row": "mappo", "status": "ok", **row_metrics([long, long])}]
+    assert "different lengths" not in markdown({"metric": "m"}, rows)
