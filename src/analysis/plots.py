@@ -56,10 +56,13 @@ def band_text(band, ns):
     """What a band is, for a figure's title; a CI band over few runs says that it undercovers."""
     if band == "std":
         return "mean ± std over runs"
-    from analysis.stats import small_n_note
+    from analysis.stats import SMALL_N, SMALL_N_COVERAGE
 
-    caveat = small_n_note(ns)
-    return "mean and percentile-bootstrap 95% CI of the mean over runs" + (f"\n({caveat})" if caveat else "")
+    text = "mean and percentile-bootstrap 95% CI of the mean over runs"
+    if any(1 < n < SMALL_N for n in ns):  # the note in full is scores.md's
+        coverage = ", ".join(f"{p:.0%} at n={n}" for n, p in SMALL_N_COVERAGE.items() if n < SMALL_N)
+        text += f"\n(under {SMALL_N} runs such intervals undercover: about {coverage})"
+    return text
 
 
 def learning_curves(groups, metric, out_dir, band="std", reps=500, seed=0, stem="curves"):
