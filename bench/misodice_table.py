@@ -651,7 +651,8 @@ def markdown(plan, data):
 
 
 def figure(all_data, out):
-    """Bars: final return mean ± std per method (one panel per env, one bar colour per labeler)."""
+    """Bars: final return mean ± std per method (one panel per env, one bar colour per labeler), each bar's n above
+    it; a one-run bar has no error bar."""
     from analysis import plots
 
     plt = plots._pyplot()
@@ -669,9 +670,17 @@ def figure(all_data, out):
             cells = [d["labelers"][t]["methods"].get(label) for label, _, _ in METHODS]
             xs = [i + (j - (len(tags) - 1) / 2) * width for i in range(len(METHODS))]
             means = [c["mean"] - base if c else float("nan") for c in cells]
-            errs = [(c["std"] or 0.0) if c else 0.0 for c in cells]
             label = t if any(cells) else f"{t} (not run)"
-            ax.bar(xs, means, width, bottom=base, yerr=errs, capsize=2, color=colour[t], label=label)
+            ax.bar(xs, means, width, bottom=base, color=colour[t], label=label)
+            spread = [(x, c) for x, c in zip(xs, cells) if c and c["n"] > 1]  # n=1: no error bar, never ± 0
+            if spread:
+                ax.errorbar([x for x, _ in spread], [c["mean"] for _, c in spread],
+                            yerr=[c["std"] for _, c in spread], fmt="none", ecolor="black", capsize=2, linewidth=0.8)
+            for x, c in zip(xs, cells):
+                if c:
+                    top = c["mean"] + (c["std"] if c["n"] > 1 else 0.0)
+                    ax.annotate(f"n={c['n']}", (x, top), xytext=(0, 2), textcoords="offset points", fontsize=5,
+                                ha="center", va="bottom")
         for name, value in d["references"].items():
             ax.axhline(value, linestyle="--", linewidth=0.8, color="grey")
             ax.text(0.99, value, name, transform=ax.get_yaxis_transform(), fontsize=7, color="grey", ha="right",
@@ -683,7 +692,8 @@ def figure(all_data, out):
         ax.set_title(f"{d['env']} ({len(d['seeds'])} seed(s){', quick' if d['quick'] else ''})", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, title="labels", title_fontsize=7)
-    fig.suptitle("MisoDICE and baselines: mean ± std over seeds (dashed: dataset mean returns)", fontsize=9)
+    fig.suptitle("MisoDICE and baselines: mean ± std over seeds, n above each bar (n=1: no error bar); dashed: "
+                 "dataset mean returns", fontsize=9)
     fig.tight_layout()
     return plots.save(fig, out, "misodice")
 

@@ -10,8 +10,9 @@ JSON.
 
 Writes to --out (default results/reports/<metric>/, or results/sweeps/<name>/report/ for one sweep folder):
   scores.md        the tables below, the skipped runs and how scores were normalised
-  scores.csv       per group: runs, mean, std, 95% bootstrap CI of the mean (and normalised), steps, run folders
-  aggregate.csv    per algorithm across tasks: IQM and mean with 95% stratified bootstrap CIs
+  scores.csv       per group: runs, mean, std, percentile-bootstrap 95% CI of the mean (and normalised), steps,
+                   re-evaluated finals, run folders
+  aggregate.csv    per algorithm across tasks: IQM and mean with stratified percentile-bootstrap 95% CIs
   curves.png/.pdf  learning curves, one panel per env (offline runs: gradient steps, panels of their own)
   scores.png/.pdf  IQM and mean with their CIs (interval chart); profile.png/.pdf: performance profiles
   marl_eval.json   marl-eval's raw data layout (compare with BenchMARL / Mava)
@@ -60,7 +61,8 @@ def parse_args(argv=None):
                              "runs' last evaluations, in the tables and aggregates (not --study's); repeat for several "
                              "files")
     parser.add_argument("--band", choices=("std", "ci"), default="std",
-                        help="learning-curve band: ± std over runs (default) or the 95%% bootstrap CI of the mean")
+                        help="learning-curve band: ± std over runs (default) or the percentile-bootstrap 95%% CI of "
+                             "the mean (it undercovers at few runs: the figure says so)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (the same inputs give the same CIs)")
     parser.add_argument("--no-plots", action="store_true", help="tables and JSON only")
@@ -141,12 +143,13 @@ def report(args, mongo_client_factory=None):
           "## Final score per group", "",
           ("Final = the final model's re-evaluation where --finals gives one (see the notes), else "
            if finals_note else "Final = ") + "each run's last evaluation; mean ± std over runs (population std); "
-          "95% CI: bootstrap of the mean over runs (rliable, percentile). One-run groups: n=1, no spread. "
-          "Runs still RUNNING have no final score yet: they are drawn, not scored (runs column).", "",
+          "95% CI: percentile bootstrap of the mean over runs (rliable). One-run groups: n=1, no spread. "
+          "Runs still RUNNING have no final score yet: they are drawn, not scored (runs column). At step: the "
+          "finals' steps (a re-evaluated final's: its checkpoint's).", "",
           tables.group_table(scores, args.metric, normaliser), "",
           f"## Across tasks: IQM and mean of {what}", "",
-          "Per algorithm over the envs it ran on; 95% CIs: stratified bootstrap (rliable: runs resampled within "
-          "each task). Runs column: runs per task.", "", tables.aggregate_table(aggs, what), ""]
+          "Per algorithm over the envs it ran on; 95% CIs: stratified percentile bootstrap (rliable: runs resampled "
+          "within each task). Runs column: runs per task.", "", tables.aggregate_table(aggs, what), ""]
     notes = [finals_note] if finals_note else []
     if normaliser:
         notes.append(f"normalised scores: {normaliser.description}; per env (low, high): "
@@ -155,8 +158,11 @@ def report(args, mongo_client_factory=None):
     elif len(finals_by_env) > 1:
         notes.append("the aggregates pool raw scores of envs on different scales: give --normalise to compare "
                      "across tasks")
-    notes += [n for n in (chained_note(runs), tables.pooled_note(groups), tables.repeated_seeds_note(groups),
-                          tables.unscored_note(groups), tables.skipped_summary(skipped)) if n]
+    lengths = tables.lengths_note([(gs.group.label, gs.group.env, gs.steps) for gs in scores])
+    small_n = stats.small_n_note([gs.n for gs in scores] + [n for a in aggs for n in a.runs])
+    notes += [n for n in (small_n, chained_note(runs), tables.pooled_note(groups), lengths,
+                          tables.repeated_seeds_note(groups), tables.unscored_note(groups),
+                          tables.skipped_summary(skipped)) if n]
     if notes:
         md += ["## Notes", "", *(f"- {n}" for n in notes), ""]
     markdown = "\n".join(md)

@@ -3,8 +3,8 @@
 A curve is (T, values): env steps [k] (ascending) and the metric at them [k], e.g. test_success_mean at each
 evaluation. `steps_to_threshold` is the first evaluation at or above the threshold (None: not reached);
 `auc` is the trapezoid area from step 0 to the budget divided by the budget, so a run at 1.0 from the start scores
-1.0 and a run that learns late scores less (the curve before its first point is held at the first value; past its
-last point nothing is counted, so an unfinished run scores lower, and its group says it is running).
+1.0 and a run that learns late scores less (the first value holds before the first point, the last value after the
+last point: pymarl's last test comes up to one interval before t_max). Callers score finished runs only.
 """
 from dataclasses import dataclass
 
@@ -29,15 +29,16 @@ def steps_to_threshold(T, values, threshold):
 
 def auc(T, values, budget):
     """Area under the curve over [0, budget] divided by budget (the curve's mean over the budget's steps). Points
-    past the budget are cut off there (interpolated); before the first point the first value holds."""
+    past the budget are cut off there (interpolated); before the first point the first value holds, after the last
+    point (short of the budget) the last value holds, as a step function would."""
     if not budget or budget <= 0:
         raise ValueError(f"auc needs a positive budget (env steps), got {budget!r}")
     T, values = _curve(T, values)
     inside = T < budget
     xs = np.concatenate([[0.0], T[inside]])
     ys = np.concatenate([[values[0]], values[inside]])
-    if T[-1] >= budget:  # cut at the budget
-        xs, ys = np.append(xs, budget), np.append(ys, np.interp(budget, T, values))
+    # cut at the budget, or the last value held to it
+    xs, ys = np.append(xs, budget), np.append(ys, np.interp(budget, T, values))
     return float(np.trapezoid(ys, xs) / budget) if hasattr(np, "trapezoid") else float(np.trapz(ys, xs) / budget)
 
 

@@ -37,7 +37,7 @@ def colours(labels):
 
 
 def curve_band(runs, band, reps, seed):
-    """(grid, mean, low, high, n): mean over runs with ± std or a 95% bootstrap CI (rliable, per point)."""
+    """(grid, mean, low, high, n): mean over runs with ± std or a percentile-bootstrap 95% CI (rliable, per point)."""
     grid, mean, std, n = aggregate(runs)
     if band == "ci" and n.max() > 1:
         from analysis.stats import mean_ci
@@ -52,10 +52,23 @@ def curve_band(runs, band, reps, seed):
     return grid, mean, mean - std, mean + std, n
 
 
+def band_text(band, ns):
+    """What a band is, for a figure's title; a CI band over few runs says that it undercovers."""
+    if band == "std":
+        return "mean ± std over runs"
+    from analysis.stats import SMALL_N, SMALL_N_COVERAGE
+
+    text = "mean and percentile-bootstrap 95% CI of the mean over runs"
+    if any(1 < n < SMALL_N for n in ns):  # the note in full is scores.md's
+        coverage = ", ".join(f"{p:.0%} at n={n}" for n, p in SMALL_N_COVERAGE.items() if n < SMALL_N)
+        text += f"\n(under {SMALL_N} runs such intervals undercover: about {coverage})"
+    return text
+
+
 def learning_curves(groups, metric, out_dir, band="std", reps=500, seed=0, stem="curves"):
     """One panel per env (online panels first, then offline ones with gradient steps on x); per group the mean
-    over runs with a band (± std, or the 95% bootstrap CI of the mean), the legend says how many runs each curve
-    averages (n=a–b where runs of different length end at different steps)."""
+    over runs with a band (± std, or the percentile-bootstrap 95% CI of the mean), the legend says how many runs
+    each curve averages (n=a–b where runs of different length end at different steps)."""
     plt = _pyplot()
     panels = sorted({(g.kind, g.env) for g in groups}, key=lambda p: (p[0] != "online", p[1]))
     cols = min(len(panels), 3)
@@ -84,8 +97,7 @@ def learning_curves(groups, metric, out_dir, band="std", reps=500, seed=0, stem=
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    what = "mean ± std over runs" if band == "std" else "mean and 95% bootstrap CI over runs"
-    fig.suptitle(f"{metric}: {what}", fontsize=10)
+    fig.suptitle(f"{metric}: {band_text(band, [len(g.runs) for g in groups])}", fontsize=10)
     fig.tight_layout()
     return save(fig, out_dir, stem)
 

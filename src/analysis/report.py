@@ -7,6 +7,9 @@ import numpy as np
 
 from utils.runs import TRAINING_KINDS
 
+CI_HEAD = "95% CI (percentile bootstrap)"
+SHORT_RUNS = 0.9  # a group whose smallest final step is below this share of its largest pools runs of other lengths
+
 
 def fmt(x, digits=3):
     return f"{x:.{digits}f}"
@@ -32,6 +35,7 @@ def steps_range(steps):
 def runs_cell(gs):
     g = gs.group
     cell = f"{gs.n}" if gs.n > 1 else "1 (n=1)"
+    cell += f" ({gs.rescored} re-evaluated)" if gs.rescored else ""
     return cell + (f" (+{g.n_running} running, not scored)" if g.n_running else "")
 
 
@@ -42,11 +46,11 @@ def unscored_note(groups):
 
 
 def group_table(scores, metric, normaliser=None):
-    """One row per group: runs, final score mean ± std over runs (std with ddof=0), the 95% bootstrap CI of the
-    mean, and the normalised score when asked."""
-    head = ["group", "env", "x", "runs", f"final {metric} (mean ± std)", "95% CI"]
+    """One row per group: runs (and how many finals are re-evaluations), final score mean ± std over runs (std with
+    ddof=0), the percentile-bootstrap 95% CI of the mean, and the normalised score when asked."""
+    head = ["group", "env", "x", "runs", f"final {metric} (mean ± std)", CI_HEAD]
     if normaliser is not None:
-        head += ["normalised (mean ± std)", "95% CI (normalised)"]
+        head += ["normalised (mean ± std)", f"{CI_HEAD}, normalised"]
     head.append("at step")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h == "runs" else "---" for h in head) + "|"]
     for gs in scores:
@@ -60,8 +64,8 @@ def group_table(scores, metric, normaliser=None):
 
 
 def aggregate_table(aggs, what):
-    """One row per algorithm: IQM and mean over its tasks with 95% stratified bootstrap CIs."""
-    lines = [f"| algorithm | x | tasks | runs | IQM of {what} | 95% CI | mean of {what} | 95% CI |",
+    """One row per algorithm: IQM and mean over its tasks with stratified percentile-bootstrap 95% CIs."""
+    lines = [f"| algorithm | x | tasks | runs | IQM of {what} | {CI_HEAD} | mean of {what} | {CI_HEAD} |",
              "|---|---|---|---:|---|---|---|---|"]
     for a in aggs:
         runs = "+".join(str(n) for n in a.runs)
@@ -95,13 +99,22 @@ def pooled_note(groups):
     return ("runs pooled as seeds although these keys differ (not in --by): " + "; ".join(notes)) if notes else ""
 
 
+def lengths_note(groups_steps):
+    """A line naming the groups whose runs end at widely different steps ([(label, env, final steps)]): t_max does
+    not split groups (a resumed run may extend it), so a short run can be pooled with long ones."""
+    wide = [f"{label} ({env}): {steps_range(steps)}" for label, env, steps in groups_steps
+            if len(steps) > 1 and min(steps) < SHORT_RUNS * max(steps)]
+    return ("runs of different lengths pooled in one group (smallest final step below "
+            f"{SHORT_RUNS:.0%} of the largest; their finals are not at one step): " + "; ".join(wide)) if wide else ""
+
+
 def write_group_csv(path, scores, metric):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         # runs: the finished runs scored; running: those not scored yet; run_paths: the scored ones
         w.writerow(["group", "name", "env", "kind", "settings", "runs", "running", f"{metric}_mean", f"{metric}_std",
                     "ci_low", "ci_high", "normalised_mean", "normalised_std", "normalised_ci_low",
-                    "normalised_ci_high", "step_min", "step_max", "run_paths"])
+                    "normalised_ci_high", "step_min", "step_max", "rescored", "run_paths"])
         for gs in scores:
             g = gs.group
             norm = gs.normalised
@@ -110,7 +123,8 @@ def write_group_csv(path, scores, metric):
                         *(gs.ci if gs.ci else ("", "")),
                         norm.mean() if norm is not None else "", norm.std() if norm is not None and gs.n > 1 else "",
                         *(gs.normalised_ci if gs.normalised_ci else ("", "")),
-                        int(gs.steps.min()), int(gs.steps.max()), " ".join(r.path for r in g.finished)])
+                        int(gs.steps.min()), int(gs.steps.max()), gs.rescored,
+                        " ".join(r.path for r in g.finished)])
 
 
 def write_aggregate_csv(path, aggs):

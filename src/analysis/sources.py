@@ -147,6 +147,7 @@ def apply_finals(runs, files, metric):
                 continue  # an older row, or an env that does not log it: the run keeps its last evaluation
             try:
                 value, episodes, policy = float(metrics[metric]), int(r["episodes"]), str(r["policy"])
+                step = None if r.get("step") is None else float(r["step"])  # older rows do not say
             except (KeyError, TypeError, ValueError) as e:
                 raise SystemExit(f"--finals {path}: the row of {r['sacred_run']} lacks a valid {metric}, episodes or "
                                  f"policy ({e!r}): run scripts/reevaluate.py again to rewrite it") from None
@@ -156,7 +157,7 @@ def apply_finals(runs, files, metric):
             if key in by_run and by_run[key][0] != value:
                 raise SystemExit(f"--finals: {r['sacred_run']} has two re-evaluations ({by_run[key][0]:g} in "
                                  f"{by_run[key][3]}, {value:g} in {path}): give one file per run")
-            by_run[key] = (value, episodes, policy, path)
+            by_run[key] = (value, episodes, policy, path, step)
     if metric != REEVALUATED and metric not in held:
         what = f"re-evaluations of {', '.join(sorted(held))}" if held else "no re-evaluations"
         raise SystemExit(f"--finals holds {what}, not of {metric}: drop --finals, use one of those with --metric, or "
@@ -165,14 +166,14 @@ def apply_finals(runs, files, metric):
     for run in runs:
         hit = by_run.get(os.path.realpath(run.path))
         if hit is not None:
-            run.final_override = hit[0]
+            run.final_override, run.final_override_step = hit[0], hit[4]
             used.append(hit)
     if runs and not used:  # a file of other runs: the tables would silently show last evaluations
         example = next(iter(by_run), None) or "none"
         raise SystemExit(f"--finals {', '.join(files)} re-evaluated none of the {len(runs)} runs read (it names "
                          f"runs such as {example}): give the reevaluate.json of these runs' sweep "
                          f"(scripts/reevaluate.py <sweep folder>), or drop --finals")
-    kinds = sorted({f"{episodes} {policy}" for _, episodes, policy, _ in used})
+    kinds = sorted({f"{episodes} {policy}" for _, episodes, policy, _, _ in used})
     note = (f"final scores of {len(used)} of {len(runs)} runs: their final models evaluated again on "
             f"{' / '.join(kinds) or 'no'} episodes (--finals {', '.join(files)})")
     if len(used) < len(runs):

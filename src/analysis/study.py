@@ -19,7 +19,8 @@ import os
 import numpy as np
 
 from analysis import curve_metrics, sources
-from analysis.report import fmt_mean_std, skipped_summary
+from analysis.report import fmt_mean_std, lengths_note, skipped_summary
+from utils.runs import TRAINING_KINDS, budget
 
 NA = "n/a"
 
@@ -93,18 +94,21 @@ def load_rows(paths, metrics):
 
 
 def row_metrics(runs, threshold=None):
-    """Per row (one Run per seed of the study metric): final mean ± std, steps to threshold, AUC (budget: each run's
-    t_max), label accuracy (mean over seeds), LLM tokens and cost (summed: only the seed that labeled spent any);
+    """Per row (one Run per seed of the study metric): kinds (online / offline), final mean ± std, steps to threshold,
+    AUC (budget: each run's utils.runs.budget, t_max env steps or offline_steps gradient steps), label accuracy
+    (mean over seeds), LLM tokens and cost (summed: only the seed that labeled spent any);
     None where no run says. Final, AUC and steps to threshold count the finished seeds only."""
     done = [r for r in runs if r.finished]  # a RUNNING run has no final score, AUC or steps to threshold yet
     finals = np.array([r.final for r in done], float)
-    aucs = np.array([curve_metrics.auc(r.T, r.values, r.config.get("t_max") or r.T[-1]) for r in done], float)
-    out = {"runs": len(runs), "running": sum(r.running for r in runs), "final": finals.tolist(),
+    aucs = np.array([curve_metrics.auc(r.T, r.values, budget(r)) for r in done], float)
+    out = {"runs": len(runs), "kinds": sorted({r.kind for r in runs}), "running": sum(r.running for r in runs),
+           "final": finals.tolist(),
            "final_mean": float(finals.mean()) if len(finals) else None,
            "final_std": float(finals.std()) if len(finals) else None, "auc": aucs.tolist(),
            "auc_mean": float(aucs.mean()) if len(aucs) else None,
            "auc_std": float(aucs.std()) if len(aucs) else None,
-           "steps": [int(r.T[-1]) for r in runs], "seeds": [r.config.get("seed") for r in runs],
+           "steps": [int(r.T[-1]) for r in runs], "final_steps": [int(r.T[-1]) for r in done],
+           "seeds": [r.config.get("seed") for r in runs],
            "paths": [r.path for r in runs]}
     if threshold is not None and done:
         out["to_threshold"] = curve_metrics.threshold_summary([(r.T, r.values) for r in done], threshold).as_dict()
@@ -204,9 +208,11 @@ def markdown(spec, rows):
              f"Final: each finished run's last evaluation, mean ± std over seeds (a running run has none yet). "
              f"Steps to threshold: the first evaluation with "
              f"{metric} >= the env's threshold ({_thresholds_text(spec)}), mean ± std over the seeds that reached it "
-             f"(reached/seeds; 'not reached' when none did). AUC: the area under the {metric} curve over [0, t_max] / "
-             f"t_max. Label accuracy and LLM tokens/cost: the LCA runs' info.json 'lca' (n/a: not an LCA run or not "
-             f"recorded).", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+             f"(reached/seeds; 'not reached' when none did). AUC: the area under the {metric} curve over [0, budget] / "
+             f"budget (the first value held before the first evaluation, the last after the last), budget "
+             f"{_budgets_text(rows)}. Label accuracy and LLM tokens/cost: the LCA runs' info.json 'lca' (n/a: not an "
+             f"LCA run or not recorded).", *_mixed_note(rows), "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
     for r in rows:
         if "final" not in r:
             lines.append(f"| {r['env']} | {r['row']} | 0 | – | – | – | – | – | – | {r['status']} |")
@@ -218,7 +224,33 @@ def markdown(spec, rows):
         lines.append(f"| {r['env']} | {r['row']} | {r['runs']} | {final} | {thr_cell} | "
                      f"{auc} | {_cell(r['label_accuracy'])} | {_cell(r['tokens'], 0)} | "
                      f"{_cell(r['cost_usd'], 4)} | {r['status']} |")
-    return "\n".join(lines) + "\n"
+    lengths = lengths_note([(r["row"], r["env"], r["final_steps"]) for r in rows if r.get("final_steps")])
+    return "\n".join(lines + ([f"\nNote: {lengths}."] if lengths else [])) + "\n"
+
+
+def _kinds(rows):
+    return sorted({k for r in rows for k in r.get("kinds") or ()})
+
+
+def _budgets_text(rows):
+    names = {"online": "t_max env steps", "offline": "offline_steps gradient steps"}
+    kinds = _kinds(rows) or ["online"]
+    return " or ".join(f"{names[k]} ({k} rows)" if len(kinds) > 1 else names[k] for k in kinds)
+
+
+def _mixed_note(rows):
+    """A line when online and offline rows share the table: their steps and AUC are on different axes."""
+    if len(_kinds(rows)) < 2:
+        return []
+    return ["", "**This study mixes online rows (x: env steps) and offline rows (x: gradient steps)**: their steps "
+                "to threshold and AUCs are on different axes and do not compare across kinds."]
+
+
+def axis_label(runs):
+    """The x axis of curves of these runs: their kind's, or both kinds named where they are mixed."""
+    kinds = sorted({r.kind for r in runs}) or ["online"]
+    return TRAINING_KINDS[kinds[0]] if len(kinds) == 1 else " / ".join(
+        f"{TRAINING_KINDS[k]} ({k})" for k in kinds) + ": different axes"
 
 
 def _thresholds_text(spec):
@@ -248,22 +280,25 @@ def figures(spec, table, out, band="std"):
             missing = [row for row in wanted if not (table.get((env, row)) or {}).get(metrics[0])]
             for i, metric in enumerate(metrics):
                 ax = axes[i, j]
+                drawn = []
                 for row in wanted:
                     runs = (table.get((env, row)) or {}).get(metric) or []
                     if not runs:
                         continue
+                    drawn += runs
                     grid, mean, low, high, n = plots.curve_band(runs, band, 200, 0)
                     ax.plot(grid, mean, color=colour[row], label=f"{row} (n={n.max()})")
                     if n.max() > 1:
                         ax.fill_between(grid, low, high, alpha=0.2, color=colour[row], linewidth=0)
-                ax.set_xlabel("env steps")
+                ax.set_xlabel(axis_label(drawn))
                 ax.set_ylabel(metric)
                 if i == 0:  # the rows without runs, once per env
                     ax.set_title(env if not missing else f"{env}\nnot run: {', '.join(missing)}",
                                  fontsize=8 if missing else 10)
                 if ax.lines:
                     ax.legend(fontsize=7)
-        fig.suptitle(fig_spec.get("title", stem))
+        drawn_n = [len((table.get((env, row)) or {}).get(metrics[0]) or []) for env in envs for row in wanted]
+        fig.suptitle(f"{fig_spec.get('title', stem)}\n{plots.band_text(band, drawn_n)}", fontsize=10)
         files += plots.save(fig, out, stem)
     return files
 

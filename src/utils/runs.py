@@ -62,6 +62,7 @@ IGNORED = frozenset({
 IGNORED_PREFIXES = ("llm.",)
 MISSING = object()  # a key that a run's config lacks (an older run)
 TRAINING_KINDS = {"online": "env steps", "offline": "gradient steps"}  # run mode -> the x axis of its curves
+BUDGET_KEYS = {"online": "t_max", "offline": "offline_steps"}  # run mode -> the config key of its length in x
 USED_STATUSES = ("COMPLETED", "RUNNING")
 STALE_AFTER = 900  # s without a Sacred heartbeat (written every 10 s) after which a RUNNING run counts as dead
 MONGO = "mongo://"  # a Mongo run's path: mongo://<db>/<_id>
@@ -78,6 +79,7 @@ class Run:
     T: np.ndarray
     values: np.ndarray
     final_override: float = None  # its final model re-evaluated on more episodes (src/results.py --finals)
+    final_override_step: float = None  # the step that re-evaluation's checkpoint was saved at, where it says
     segments: tuple = ()  # the Sacred run folders this resumed run continues, oldest first (chain_segments)
 
     @property
@@ -85,6 +87,18 @@ class Run:
         """The run's final score: its last evaluation, or the re-evaluation of its final model where one is given.
         A RUNNING run has none yet (its last evaluation is not its final one): scores count finished runs only."""
         return float(self.values[-1]) if self.final_override is None else self.final_override
+
+    @property
+    def final_step(self):
+        """The step of `final`: the re-evaluated checkpoint's where one is given and says, else the last
+        evaluation's."""
+        if self.final_override is not None and self.final_override_step is not None:
+            return self.final_override_step
+        return float(self.T[-1])
+
+    @property
+    def rescored(self):
+        return self.final_override is not None
 
     @property
     def finished(self):
@@ -112,6 +126,12 @@ class Group:
     def finished(self):
         """The runs that have a final score (COMPLETED); the RUNNING ones are drawn but not scored."""
         return [r for r in self.runs if r.finished]
+
+
+def budget(run):
+    """The run's planned length on its x axis (t_max env steps online, offline_steps gradient steps offline); its
+    last step where the config does not say (an older run)."""
+    return run.config.get(BUDGET_KEYS[run.kind]) or float(run.T[-1])
 
 
 def flatten(config, prefix=""):

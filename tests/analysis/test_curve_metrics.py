@@ -41,8 +41,13 @@ def test_auc_is_the_curve_mean_over_the_budget():
     assert auc(T, [0, 1, 1, 1, 1], 4000) > auc(T, [0, 0, 0, 1, 1], 4000)
     # points past the budget are cut there (interpolated at 3000 -> 0.5)
     assert auc([0, 2000, 4000], [0.0, 0.0, 1.0], 3000) == pytest.approx(0.5 * 1000 * 0.5 / 3000)
-    # before the first evaluation the first value holds; after the last one nothing counts (an unfinished run)
-    assert auc([1000, 2000], [1.0, 1.0], 4000) == pytest.approx(2000 / 4000)
+    # before the first evaluation the first value holds, after the last one the last value holds
+    assert auc([1000, 2000], [1.0, 1.0], 4000) == pytest.approx(1.0)
+    assert auc([1000, 2000], [0.0, 1.0], 4000) == pytest.approx((500 + 2000) / 4000)
+
+
+def test_a_run_at_one_from_the_start_scores_one_though_pymarl_stops_testing_before_t_max():
+    assert auc([962 + 12500 * i for i in range(20)], [1.0] * 20, 250000) == pytest.approx(1.0)
 
 
 def test_bad_curves_and_budgets_are_refused():

@@ -307,3 +307,45 @@ def test_command_lines_run(sacred, tmp_path):
         res = subprocess.run([sys.executable, os.path.join(ROOT, tool), sacred, "--out", str(out)],
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0 and out.stat().st_size > 1000, res.stderr[-2000:]
+
+
+def test_ci_columns_say_percentile_bootstrap_and_few_runs_get_the_undercoverage_note(sacred, tmp_path):
+    result = run_results(sacred, "--out", tmp_path / "o", "--band", "ci")
+    md = result["markdown"]
+    assert "| 95% CI (percentile bootstrap) |" in md and "| 95% CI |" not in md
+    assert "percentile-bootstrap 95% CIs of fewer than 10 runs (here n=2, 3, 4) undercover" in md
+    assert "51% at n=2" in md
+    assert stats.small_n_note([1, 10, 12]) == "" and "n=9" in stats.small_n_note([9, 1])
+    from analysis.plots import band_text
+
+    assert "undercover" in band_text("ci", [3]) and "undercover" not in band_text("ci", [10])
+
+
+def test_runs_of_very_different_lengths_in_one_group_are_named(tmp_path):
+    """t_max does not split groups (a resumed run may extend it): a 20k run pooled with 240k runs is said."""
+    root = str(tmp_path / "sacred")
+    write_run(root, "qmix", "lbf", 1, [0, 13626], [0.0, 0.2], t_max=20000)
+    write_run(root, "qmix", "lbf", 2, [0, 239833], [0.0, 0.9], t_max=240000)
+    write_run(root, "qmix", "lbf", 3, [0, 238000], [0.0, 0.8], t_max=240000)
+    write_run(root, "vdn", "lbf", 4, [0, 230000], [0.0, 0.8])
+    write_run(root, "vdn", "lbf", 5, [0, 239833], [0.0, 0.9])  # within 10%: not named
+    md = run_results(root, "--out", tmp_path / "o", "--no-plots")["markdown"]
+    assert "runs of different lengths pooled in one group" in md and "qmix (lbf): 13626–239833" in md
+    assert "vdn (lbf)" not in md.split("runs of different lengths")[1].split("\n")[0]
+
+
+def test_a_re_evaluated_final_takes_its_checkpoints_step_and_its_row_says_so(tmp_path):
+    root = str(tmp_path / "sacred")
+    a = write_run(root, "qmix", "lbf", 1, [0, 237500], [0.0, 0.2])
+    write_run(root, "qmix", "lbf", 2, [0, 237500], [0.0, 0.4])
+    write_run(root, "vdn", "lbf", 3, [0, 237500], [0.0, 0.4])
+    finals = tmp_path / "reevaluate.json"
+    finals.write_text(json.dumps([{"sacred_run": a, "mean": 0.5, "episodes": 256, "policy": "greedy",
+                                   "step": 250000}]))
+    result = run_results(root, "--out", tmp_path / "o", "--no-plots", "--finals", finals)
+    qmix, vdn = result["scores"]
+    assert qmix.steps.tolist() == [250000, 237500] and qmix.rescored == 1 and vdn.rescored == 0
+    assert "| qmix | lbf | env steps | 2 (1 re-evaluated) | 0.450 ± 0.050 |" in result["markdown"]
+    assert "| vdn | lbf | env steps | 1 (n=1) | 0.400 |" in result["markdown"]
+    rows = {r["name"]: r for r in csv.DictReader(open(tmp_path / "o" / "scores.csv"))}
+    assert (rows["qmix"]["rescored"], rows["qmix"]["step_max"], rows["vdn"]["rescored"]) == ("1", "250000", "0")

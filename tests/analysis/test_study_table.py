@@ -5,6 +5,7 @@ import json
 import os
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 
 from analysis.study import label_info
@@ -138,3 +139,38 @@ def test_a_running_seed_has_no_final_score_in_a_study_row():
     table = markdown({"metric": "test_success_mean"}, [{"env": "two_switch", "row": "mappo", "status": "running",
                                                        **m}])
     assert "| two_switch | mappo | 1 | – | – | – |" in table
+
+
+def _run(kind, T, values, **config):
+    from utils.runs import Run
+
+    return Run("/nonexistent", kind, "lbf", kind, config, False, np.asarray(T, float), np.asarray(values, float))
+
+
+def test_an_offline_rows_auc_budget_is_its_gradient_steps_and_a_mixed_study_says_so():
+    from analysis.study import axis_label, markdown, row_metrics
+
+    offline = _run("offline", [0, 3500, 7000], [0.0, 1.0, 1.0], t_max=250000, offline_steps=7000)
+    online = _run("online", [0, 100000, 200000], [0.0, 1.0, 1.0], t_max=200000, offline_steps=7000)
+    off, on = row_metrics([offline]), row_metrics([online])
+    assert off["auc"] == [pytest.approx(0.75)] and off["kinds"] == ["offline"]  # over t_max: 0.993
+    assert on["auc"] == [pytest.approx(0.75)]
+    assert axis_label([offline]) == "gradient steps" and axis_label([online]) == "env steps"
+    assert "different axes" in axis_label([offline, online])
+    rows = [{"env": "lbf", "row": k, "status": "ok", **v} for k, v in (("bc", off), ("mappo", on))]
+    md = markdown({"metric": "m"}, rows)
+    assert "mixes online rows (x: env steps) and offline rows (x: gradient steps)" in md
+    assert "offline_steps gradient steps (offline rows)" in md
+    assert "mixes" not in markdown({"metric": "m"}, rows[:1])
+
+
+def test_a_row_pooling_runs_of_very_different_lengths_is_named_under_the_table():
+    from analysis.study import markdown, row_metrics
+
+    short = _run("online", [0, 13626], [0.0, 0.5], t_max=20000)
+    long = _run("online", [0, 239833], [0.0, 1.0], t_max=240000)
+    rows = [{"env": "lbf", "row": "mappo", "status": "ok", **row_metrics([short, long])}]
+    assert "runs of different lengths pooled in one group" in markdown({"metric": "m"}, rows)
+    assert "mappo (lbf): 13626–239833" in markdown({"metric": "m"}, rows)
+    rows = [{"env": "lbf", "row": "mappo", "status": "ok", **row_metrics([long, long])}]
+    assert "different lengths" not in markdown({"metric": "m"}, rows)

@@ -241,3 +241,21 @@ def test_a_cell_with_fewer_finished_seeds_than_asked_says_so():
     assert fmt_cell(cell, of=4) == "0.350 ± 0.050 (n=2 of 4)"
     assert fmt_cell(cell, of=2) == "0.350 ± 0.050"
     assert fmt_cell({"n": 1, "finals": [0.3]}, of=1) == "0.300 (n=1)"
+
+
+def test_the_figure_draws_no_error_bar_for_one_run_and_marks_each_bars_n(tmp_path, monkeypatch):
+    """A one-run cell once got an error bar of 0 under a "mean ± std over seeds" caption."""
+    from analysis import plots
+
+    bench = load_bench()
+    figs = []
+    monkeypatch.setattr(plots, "save", lambda fig, out, stem: figs.append(fig) or [])
+    labels = [m[0] for m in bench.METHODS]
+    methods = {labels[0]: {"mean": 1.0, "std": 0.5, "n": 3}, labels[1]: {"mean": 2.0, "std": None, "n": 1}}
+    bench.figure([{"env": "lbf", "labelers": {"oracle": {"methods": methods}}, "references": {}, "seeds": [1, 2, 3],
+                   "quick": False}], str(tmp_path))
+    [ax] = figs[0].axes
+    [bars] = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    segments = bars.lines[2][0].get_segments()
+    assert len(segments) == 1 and np.ptp(segments[0][:, 1]) == pytest.approx(1.0)  # the n=3 cell's ± 0.5 only
+    assert sorted(t.get_text() for t in ax.texts) == ["n=1", "n=3"]
