@@ -94,6 +94,11 @@ def prepare_lca(args, env_info, evaluating, _log, _run=None):
         folder = repo_relative(args.lca["potential"])
         meta = read_meta(folder)
         ranked = meta.get("rankings") or {}
+        if ranked.get("complete") is False and not args.lca["allow_incomplete"]:
+            raise ConfigError(f"lca.potential={args.lca['potential']} was trained on incomplete rankings "
+                              f"({ranked.get('path')}, with lca.allow_incomplete=True): finish them (rerun the "
+                              f"command that ranked them; it asks only the missing queries) and train again, or set "
+                              f"lca.allow_incomplete=True to use this potential")
         if args.lca["rankings"]:
             _log.warning(f"lca.rankings={args.lca['rankings']} is not used: lca.potential={args.lca['potential']} is "
                          f"given, which was trained from {ranked.get('path', 'its own rankings')}; leave lca.rankings "
@@ -165,7 +170,7 @@ def build_artifacts(args, _log):
             labeled = label(args, _log)
             seconds = time.perf_counter() - start
         labeler_info = labeled.get("labeler_info") or {}
-        if not labeled["reused"] and not is_complete(labeler_info):
+        if not labeled["reused"] and not is_complete(labeler_info) and not args.lca["allow_incomplete"]:
             errors = labeler_info.get("errors") or []
             why = labeler_info.get("stopped") or (f"failed requests, the first: {errors[0]}" if errors
                                                   else "failed requests")
@@ -173,7 +178,8 @@ def build_artifacts(args, _log):
             fix = ("raise max_requests / max_cost_usd" if "max_" in stopped
                    else "remove the cause above" if stopped else "fix the failing requests")
             raise RuntimeError(f"the rankings {labeled['path']} are incomplete ({why}): {fix} and rerun the same "
-                               f"command to ask the missing queries (the answers so far are kept)")
+                               f"command to ask the missing queries (the answers so far are kept), or set "
+                               f"lca.allow_incomplete=True to train on the items answered so far")
         path = labeled["path"]
         info["rankings"] = {"path": os.path.abspath(path), "reused": labeled["reused"]}
         info["labeling"] = {"labeler": args.labeler, "accuracy": labeled.get("accuracy"),
@@ -188,7 +194,8 @@ def build_artifacts(args, _log):
                                                                             args.local_results_path}),
                                               expect_env=(args.env, args.env_args), device="cpu",
                                               progress=lambda total: Bar(total, desc="lca potentials", unit="epoch"),
-                                              log=_log.info, check_episodes=check_episodes(args))
+                                              log=_log.info, check_episodes=check_episodes(args),
+                                              allow_incomplete=args.lca["allow_incomplete"])
         seconds = time.perf_counter() - start
     info["potential"] = {"folder": os.path.abspath(folder), "sha256": meta["potential_sha256"], "reused": reused,
                          "metrics": meta["metrics"], "seconds": round(seconds, 3)}

@@ -160,6 +160,29 @@ def test_incomplete_rankings_stop_the_run_before_training(tmp_path, capfd):
     assert len(rankings) == 1 and metas == []
 
 
+def test_incomplete_given_rankings_are_refused_wherever_they_are_read(tmp_path, capfd):
+    """A rankings file whose labeling stopped early (5 of 60 items answered) is refused by lca_potential and by
+    lca_ippo with lca.rankings, naming the count and the fix; lca.allow_incomplete=True trains on it, and a
+    potential so trained is refused as lca.potential without the opt-in."""
+    rankings = str(tmp_path / "given" / "rankings.h5")
+    run_main(tmp_path / "given", "lca_label", "two_switch", *ORACLE, f"label_out={rankings}")
+    with h5py.File(rankings, "r+") as f:
+        f["answers"][5:] = float("nan")
+        f.attrs["complete"] = json.dumps(False)
+    refused = r"are incomplete: 5 of 60 items answered .* lca.allow_incomplete=True to train on the 5 answered items"
+    lca_fails(tmp_path, "lca_potential", capfd, "env_args.episode_limit=20", f"lca.rankings={rankings}",
+              match=refused)
+    lca_fails(tmp_path, "lca_ippo", capfd, *ORACLE, *TINY, *EPISODE, f"lca.rankings={rankings}", match=refused)
+    run_main(tmp_path, "lca_potential", "two_switch", "env_args.episode_limit=20", f"lca.rankings={rankings}",
+             "lca.allow_incomplete=True", "lca.check_episodes=0", "lca.epochs=3")
+    (meta,) = artifacts(tmp_path)[1]
+    assert json.load(open(meta))["rankings"]["complete"] is False
+    capfd.readouterr()
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.potential={os.path.dirname(meta)}",
+             expect=2)
+    assert "was trained on incomplete rankings" in capfd.readouterr().err
+
+
 def test_two_concurrent_starts_build_one_artifact(tmp_path):
     results = str(tmp_path / "results")
     run_main_concurrently([(tmp_path / f"run{k}", "lca_ippo", "two_switch", "lca.n_pairs=600",

@@ -95,6 +95,25 @@ def check(r: Rankings, where="rankings"):
         raise ValueError(f"{where}: agent indices must lie in [0, {n}), got {r.agent.min()}..{r.agent.max()}")
 
 
+def check_complete(r: Rankings, path, allow_incomplete=False):
+    """None for rankings whose labeling finished (attrs `complete`; a file without it, made by code, counts as
+    finished), else a line naming how many items were answered: a ConfigError saying how to finish them unless
+    `allow_incomplete` (lca.allow_incomplete), then the line itself, for a warning."""
+    if r.attrs.get("complete", True):
+        return None
+    answered = int((r.missing < r.answers.shape[1]).sum())
+    stopped = (r.attrs.get("labeler_info") or {}).get("stopped")
+    line = (f"the rankings {path} are incomplete: {answered} of {len(r)} items answered "
+            f"({int(np.isnan(r.answers).sum())} of {r.answers.size} answers missing"
+            + (f"; the labeling stopped: {stopped})" if stopped else ")"))
+    if allow_incomplete:
+        return line
+    raise ConfigError(f"{line}. Finish them: rerun the command that ranked them with the same settings "
+                      f"(--config=lca_label, or the lca_ippo / lca_mappo run without lca.rankings; raise max_requests "
+                      f"/ max_cost_usd if a budget stopped it), which asks only the missing queries; or set "
+                      f"lca.allow_incomplete=True to train on the {answered} answered items")
+
+
 def write_rankings(path, rankings: Rankings, overwrite=False):
     """Write `rankings` to `path` atomically (readers see no file or the whole file). Returns the path."""
     check(rankings, path)
