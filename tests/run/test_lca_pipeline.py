@@ -121,7 +121,8 @@ def test_given_rankings_are_trained_not_labeled_and_a_resume_reuses_everything(t
     assert "settings of ranking" not in err
     lca = infos(tmp_path)[-1]["lca"]
     assert lca["rankings"] == {"path": rankings, "given": True, "sha256": rankings_hash(rankings)}
-    assert "labeling" not in lca and not lca["potential"]["reused"]
+    assert lca["labeling"]["labeler"] == "oracle" and lca["labeling"]["labels_asked"] == 0
+    assert not lca["potential"]["reused"]
     checkpoint = glob.glob(os.path.join(tmp_path, "models", "*"))[0]
     capfd.readouterr()
     run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.rankings={rankings}",
@@ -130,6 +131,24 @@ def test_given_rankings_are_trained_not_labeled_and_a_resume_reuses_everything(t
     # a ranking setting other than the file's ranks nothing here: the run says so, with the file's value
     assert "lca.rankings is given, so lca.n_pairs=80 (the file: 60) (settings of ranking) are not used" in \
         capfd.readouterr().err
+
+
+def test_given_rankings_name_the_labeler_settings_they_differ_in_and_record_their_own_labeling(tmp_path, capfd):
+    """Rankings made by the oracle given to a run that says noisy_oracle at 0.7: the warning names each labeler
+    setting with the file's value, and info.json's lca.labeling is the file's (as a run that built them records)."""
+    rankings = str(tmp_path / "given" / "rankings.h5")
+    run_main(tmp_path / "given", "lca_label", "two_switch", *ORACLE, f"label_out={rankings}")
+    capfd.readouterr()
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.rankings={rankings}",
+             "labeler=noisy_oracle", "oracle_accuracy=0.7", "noise_seed=5", "lca.check_episodes=0")
+    err = capfd.readouterr().err
+    for named in ("labeler='noisy_oracle' (the file: 'oracle')", "oracle_accuracy=0.7 (the file: not set)",
+                  "noise_seed=5 (the file: not set)"):
+        assert named in err, err[-2000:]
+    labeling = infos(tmp_path)[-1]["lca"]["labeling"]
+    assert labeling["labeler"] == "oracle" and labeling["given"] and labeling["labels_asked"] == 0
+    assert labeling["accuracy"]["items"] == 60 and labeling["accuracy"]["accuracy"] == 1.0
+    assert labeling["settings"]["labeler"] == "oracle" and "oracle_accuracy" not in labeling["settings"]
 
 
 def test_llm_labeling_cost_is_recorded_and_kept_on_reuse(tmp_path):

@@ -184,13 +184,6 @@ def read_attrs(path):
     return attrs
 
 
-def ranked_with(path):
-    """The settings a rankings file was ranked with (its `settings` attr; {} for a file without one)."""
-    with h5py.File(path, "r") as f:
-        raw = f.attrs.get("settings")
-    return json.loads(raw) if raw is not None else {}
-
-
 def rankings_hash(path):
     """SHA-256 of the file: what potentials record as the rankings they were trained on."""
     return sha256_file(path)
