@@ -54,7 +54,8 @@ def test_lca_ippo_ranks_and_trains_once_then_reuses(tmp_path, runner):
     assert lca["potential"]["folder"] == os.path.dirname(meta_path)
     assert lca["potential"]["sha256"] == meta["potential_sha256"] and meta["rankings"]["sha256"] == rankings_hash(
         rankings)
-    for key in ("shaped_return_mean", "return_mean", "test_return_mean"):  # (agent_<i>_return: common_reward=False)
+    for key in ("shaped_return_mean", "return_mean", "test_return_mean", "agent_0_return_mean",
+                "agent_1_return_mean", "test_agent_1_return_mean", "success_mean"):  # issue 16 section 1
         assert key in info, key
     # the same settings with another RL seed: the same artifacts, 0 labels asked, nothing trained
     run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *runner, "seed=4")
