@@ -62,8 +62,7 @@ from labeling.parse import parse_binary_mark
 from labeling.prompting import TaskPrompt, read_prompt, sha256
 from labeling.store import code_version
 from llm.cache import canonical_json
-from shapers.lca.rankings import Rankings, write_rankings
-from shapers.lca.rankings import problem as rankings_problem
+from shapers.lca.rankings import Rankings, attrs_or_problem, write_rankings
 from utils.config import CHOICES, ConfigError
 from utils.paths import env_label, repo_relative, results_path, unseeded
 
@@ -216,7 +215,7 @@ class LCAStatePair(LabelTask):
     def stored(self, source, args):
         if not os.path.exists(source.path):
             return None
-        stored, wrong = rankings_problem(source.path)
+        stored, wrong = attrs_or_problem(source.path)
         if wrong is None and stored.get("task") != self.name:
             wrong = f"its task is {stored.get('task')!r}"
         if wrong is None:

@@ -19,8 +19,8 @@ run with the same settings built when they exist (looked up, never built).
 
 The run's info (info.json: lca) records the rankings (path, SHA-256, reused), the labeling (labeler, accuracy,
 counts, labels_asked by this run, and the LLM requests, tokens and cost of making the rankings: on reuse the stored
-labeling's), the potential (folder, potential_sha256, reused, metrics) and the seconds each step took here, so a
-study can tabulate them.
+labeling's; with lca.rankings given, the file's, with its labeler settings), the potential (folder, potential_sha256,
+reused, metrics) and the seconds each step took here, so a study can tabulate them.
 """
 import contextlib
 import os

@@ -149,7 +149,7 @@ def read_rankings(path) -> Rankings:
     return r
 
 
-def problem(path):
+def attrs_or_problem(path):
     """(attrs, None) for a rankings file of this schema, else (None, what is wrong with it: not readable as HDF5,
     attrs that are not JSON text, another schema, arrays or attrs it lacks)."""
     try:
@@ -177,7 +177,7 @@ def read_attrs(path):
     if not os.path.isfile(path):
         raise ConfigError(f"lca.rankings={path} does not exist: rank pairs with --config=lca_label (or leave "
                           f"lca.rankings empty where the run ranks them itself: lca_ippo, lca_mappo)")
-    attrs, wrong = problem(path)
+    attrs, wrong = attrs_or_problem(path)
     if wrong:
         raise ConfigError(f"lca.rankings={path} is not a rankings file: {wrong}; give a rankings.h5 of "
                           f"--config=lca_label (results/rankings/<env>/<id>/rankings.h5)")
