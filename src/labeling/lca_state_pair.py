@@ -47,7 +47,6 @@ import logging
 import os
 import time
 
-import h5py
 import numpy as np
 
 from labeling.base import Item, LabelSource, LabelTask
@@ -63,7 +62,7 @@ from labeling.parse import parse_binary_mark
 from labeling.prompting import TaskPrompt, read_prompt, sha256
 from labeling.store import code_version
 from llm.cache import canonical_json
-from shapers.lca.rankings import Rankings, write_rankings
+from shapers.lca.rankings import Rankings, attrs_or_problem, write_rankings
 from utils.config import CHOICES, ConfigError
 from utils.paths import env_label, repo_relative, results_path, unseeded
 
@@ -216,19 +215,19 @@ class LCAStatePair(LabelTask):
     def stored(self, source, args):
         if not os.path.exists(source.path):
             return None
-        try:
-            with h5py.File(source.path, "r") as f:
-                attrs = dict(f.attrs)
-        except OSError:  # not an HDF5 file at all
-            attrs = {}
-        try:
-            stored = {k: json.loads(v) for k, v in attrs.items() if k != "schema_version"}
-        except (TypeError, ValueError):  # attributes that are not JSON text: another kind of HDF5 file
-            stored = None
-        if not stored or stored.get("task") != self.name:
-            raise ConfigError(f"{source.path} exists and is not a rankings file of {self.name}: label_out must "
-                              f"name a new file or earlier rankings (choose another path; this file is left as it is)")
-        return stored
+        stored, wrong = attrs_or_problem(source.path)
+        if wrong is None and stored.get("task") != self.name:
+            wrong = f"its task is {stored.get('task')!r}"
+        if wrong is None:
+            return stored
+        if args.label_out:  # a file the user named: never replaced
+            raise ConfigError(f"{source.path} exists and is not a rankings file of {self.name}: label_out must name "
+                              f"a new file or earlier rankings (choose another path; this file is left as it is): "
+                              f"{wrong}")
+        # the file these settings write, damaged (e.g. a copy cut short): a rerun rebuilds it once it is gone
+        return {"damaged": f"the rankings file of these settings {source.path} is damaged or not a rankings file: "
+                           f"{wrong}. Move it away (or delete it) and rerun the same command to rebuild it; an llm "
+                           f"labeler's journal and cache answer what was asked before"}
 
     def store(self, source, items, answers, attrs, args, overwrite=False):
         from envs.description import identity_dims

@@ -19,8 +19,8 @@ run with the same settings built when they exist (looked up, never built).
 
 The run's info (info.json: lca) records the rankings (path, SHA-256, reused), the labeling (labeler, accuracy,
 counts, labels_asked by this run, and the LLM requests, tokens and cost of making the rankings: on reuse the stored
-labeling's), the potential (folder, potential_sha256, reused, metrics) and the seconds each step took here, so a
-study can tabulate them.
+labeling's; with lca.rankings given, the file's, with its labeler settings), the potential (folder, potential_sha256,
+reused, metrics) and the seconds each step took here, so a study can tabulate them.
 """
 import contextlib
 import os
@@ -29,7 +29,7 @@ import time
 from envs import env_from_args
 from envs.description import identity_dims
 from envs.multiagentenv import MissingEnvHook
-from shapers.lca.rankings import ranked_with, rankings_hash, read_rankings
+from shapers.lca.rankings import rankings_hash, read_attrs, read_rankings
 from shapers.lca.train import TrainSettings, artifact_folder, artifact_id, check_episodes, read_meta, train_or_reuse
 from utils.config import ConfigError, load_yaml
 from utils.files import FolderLock
@@ -94,6 +94,11 @@ def prepare_lca(args, env_info, evaluating, _log, _run=None):
         folder = repo_relative(args.lca["potential"])
         meta = read_meta(folder)
         ranked = meta.get("rankings") or {}
+        if ranked.get("complete") is False and not args.lca["allow_incomplete"]:
+            raise ConfigError(f"lca.potential={args.lca['potential']} was trained on incomplete rankings "
+                              f"({ranked.get('path')}, with lca.allow_incomplete=True): finish them (rerun the "
+                              f"command that ranked them; it asks only the missing queries) and train again, or set "
+                              f"lca.allow_incomplete=True to use this potential")
         if args.lca["rankings"]:
             _log.warning(f"lca.rankings={args.lca['rankings']} is not used: lca.potential={args.lca['potential']} is "
                          f"given, which was trained from {ranked.get('path', 'its own rankings')}; leave lca.rankings "
@@ -138,24 +143,50 @@ def potentials_root(args):
                         env_label({"env": args.env, "env_args": args.env_args}))
 
 
+def labeling_info(labeler, labeled, labels_asked, **extra):
+    """info["lca"]["labeling"] from a labeling's result or a rankings file's attrs (both hold accuracy, counts and
+    labeler_info): who ranked, accuracy, counts, the labels this run asked, the LLM requests, tokens and cost."""
+    cost = labeled.get("labeler_info") or {}
+    return {"labeler": labeler, "accuracy": labeled.get("accuracy"), "counts": labeled.get("counts"), **extra,
+            "labels_asked": labels_asked, **{k: cost[k] for k in COST_KEYS if k in cost}}
+
+
+def given_rankings(args, path, _log):
+    """(info rankings, info labeling) of a given lca.rankings file: its own labeling provenance (config.json's
+    labeler keys are not what ranked it). Warns naming each setting of ranking or of the labeler this run has that
+    the file's differs from, with the file's value (ranking keys the file does not record: against the defaults,
+    since an alg config's own values are not the user's doing)."""
+    from labeling import LABELERS
+    from run.label import pick  # imported on use: run.label imports run.setup
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"lca.rankings {path} does not exist: rank pairs with --config=lca_label, or "
+                                f"leave lca.rankings empty to rank them in this run")
+    attrs = read_attrs(path)
+    ranked = attrs.get("settings") or {}
+    unused = [f"lca.{k}={args.lca[k]!r}" + (f" (the file: {ranked[k]!r})" if k in ranked else "")
+              for k in RANKING_KEYS if args.lca.get(k) != ranked.get(k, DEFAULT_LCA.get(k))]
+    if ranked:  # a file made by a labeling run says who ranked it
+        mine = pick(LABELERS, args.labeler, "labeler")(args).settings()
+        # this labeler's settings, and the file's labeler keys it lacks (another labeler's, e.g. oracle_accuracy)
+        values = {**{k: getattr(args, k) for k in LABEL_KEYS if k in ranked}, **mine}
+        unused += [f"{'llm.' + k if k in args.llm and k not in LABEL_KEYS else k}={v!r} (the file: "
+                   f"{repr(ranked[k]) if k in ranked else 'not set'})" for k, v in values.items() if ranked.get(k) != v]
+    if unused:
+        _log.warning(f"lca.rankings is given, so {', '.join(unused)} (settings of ranking) are not used: the "
+                     f"rankings file's own settings hold (info.json lca.labeling records them); leave lca.rankings "
+                     f"empty to rank with these")
+    labeling = labeling_info(ranked.get("labeler"), attrs, 0, given=True, settings=ranked)
+    return {"path": os.path.abspath(path), "given": True}, labeling
+
+
 def build_artifacts(args, _log):
     """Rank (or reuse) and train (or reuse) under the folders' locks; returns info["lca"]."""
     check_label_keys(args)
     info = {"built_by_run": True}
     path = rankings_file(args)
     if args.lca["rankings"]:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"lca.rankings {path} does not exist: rank pairs with --config=lca_label, or "
-                                    f"leave lca.rankings empty to rank them in this run")
-        info["rankings"] = {"path": os.path.abspath(path), "given": True}
-        # the given file was ranked with its own settings: name this run's that differ (from what the file records,
-        # else from the defaults, since an alg config's own values are not the user's doing)
-        ranked = ranked_with(path)
-        unused = [f"lca.{k}={args.lca[k]!r}" + (f" (the file: {ranked[k]!r})" if k in ranked else "")
-                  for k in RANKING_KEYS if args.lca.get(k) != ranked.get(k, DEFAULT_LCA.get(k))]
-        if unused:
-            _log.warning(f"lca.rankings is given, so {', '.join(unused)} (settings of ranking) are not used: the "
-                         f"rankings file's own settings hold; leave lca.rankings empty to rank with them")
+        info["rankings"], info["labeling"] = given_rankings(args, path, _log)
     else:
         from run.label import is_complete, label  # imported on use: run.label imports run.setup
 
@@ -165,7 +196,7 @@ def build_artifacts(args, _log):
             labeled = label(args, _log)
             seconds = time.perf_counter() - start
         labeler_info = labeled.get("labeler_info") or {}
-        if not labeled["reused"] and not is_complete(labeler_info):
+        if not labeled["reused"] and not is_complete(labeler_info) and not args.lca["allow_incomplete"]:
             errors = labeler_info.get("errors") or []
             why = labeler_info.get("stopped") or (f"failed requests, the first: {errors[0]}" if errors
                                                   else "failed requests")
@@ -173,13 +204,12 @@ def build_artifacts(args, _log):
             fix = ("raise max_requests / max_cost_usd" if "max_" in stopped
                    else "remove the cause above" if stopped else "fix the failing requests")
             raise RuntimeError(f"the rankings {labeled['path']} are incomplete ({why}): {fix} and rerun the same "
-                               f"command to ask the missing queries (the answers so far are kept)")
+                               f"command to ask the missing queries (the answers so far are kept), or set "
+                               f"lca.allow_incomplete=True to train on the items answered so far")
         path = labeled["path"]
         info["rankings"] = {"path": os.path.abspath(path), "reused": labeled["reused"]}
-        info["labeling"] = {"labeler": args.labeler, "accuracy": labeled.get("accuracy"),
-                            "counts": labeled.get("counts"), "seconds": round(seconds, 3),
-                            "labels_asked": 0 if labeled["reused"] else (labeled.get("counts") or {}).get("labeled"),
-                            **{k: labeler_info[k] for k in COST_KEYS if k in labeler_info}}
+        asked = 0 if labeled["reused"] else (labeled.get("counts") or {}).get("labeled")
+        info["labeling"] = labeling_info(args.labeler, labeled, asked, seconds=round(seconds, 3))
     info["rankings"]["sha256"] = rankings_hash(path)
     settings = TrainSettings.from_args(args)
     with folder_lock(potentials_root(args), "LCA potentials of this env", _log):
@@ -188,7 +218,8 @@ def build_artifacts(args, _log):
                                                                             args.local_results_path}),
                                               expect_env=(args.env, args.env_args), device="cpu",
                                               progress=lambda total: Bar(total, desc="lca potentials", unit="epoch"),
-                                              log=_log.info, check_episodes=check_episodes(args))
+                                              log=_log.info, check_episodes=check_episodes(args),
+                                              allow_incomplete=args.lca["allow_incomplete"])
         seconds = time.perf_counter() - start
     info["potential"] = {"folder": os.path.abspath(folder), "sha256": meta["potential_sha256"], "reused": reused,
                          "metrics": meta["metrics"], "seconds": round(seconds, 3)}

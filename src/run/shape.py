@@ -30,7 +30,8 @@ def run_shape(_run, config, _log):
         folder, meta, reused = train_or_reuse(path, settings, results_path(config),
                                               expect_env=(args.env, args.env_args), device=args.device,
                                               progress=lambda total: Bar(total, desc="lca potentials", unit="epoch"),
-                                              log=_log.info, check_episodes=check_episodes(args))
+                                              log=_log.info, check_episodes=check_episodes(args),
+                                              allow_incomplete=args.lca["allow_incomplete"])
         seconds = time.perf_counter() - start
         if reused:  # (training logged each group's line as it finished)
             _log.info(f"LCA potentials for {path} with these settings exist: reused {folder}")

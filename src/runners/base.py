@@ -36,21 +36,27 @@ class Runner:
 
     def end_batch(self, batch, team_returns, test_mode):
         """Once the batch's episodes are over: (the team return of each episode, {stat: value per episode}).
-        Per-agent rewards: fills `team_reward`, and the team returns and each agent's env return (`agent_<i>_return`,
-        common_reward=False) come from the batch (`team_returns`, summed by the runner step by step, is ignored).
-        Training batches with a shaper then get the shaped `reward` (`shaped_return`: its scalarised return)."""
+        Per-agent rewards: fills `team_reward`; the team returns come from the batch (`team_returns`, summed by the
+        runner step by step, is ignored). Training batches with a shaper then get the shaped `reward`
+        (`shaped_return`: its scalarised return). `agent_<i>_return`: agent i's return in the rewards its learner
+        trains on: shaped on training batches with a shaper, else the env's (each agent's own with
+        common_reward=False, the team's with common_reward=True); `agent_<i>_env_return` keeps the env's own where
+        shaping replaced it (common_reward=False)."""
         extra = {}
         if self.per_agent_rewards:
             reward, team = batch["reward"], batch["team_reward"]
             # with common_reward the env's team reward was stored for every agent
             team.copy_(reward[..., :1] if self.args.common_reward else self.scalarise(reward))
             team_returns = team.double().sum((1, 2)).tolist()
-            if not self.args.common_reward:
-                for i, agent_returns in enumerate(reward.double().sum(1).T.tolist()):
-                    extra[f"agent_{i}_return"] = agent_returns
+            env_returns = reward.double().sum(1).T.tolist()
         if self.shaper is not None and not test_mode:
             self.shape(batch)
             extra["shaped_return"] = self.scalarise(batch["reward"].double()).sum((1, 2)).tolist()
+            if self.per_agent_rewards and not self.args.common_reward:
+                extra.update({f"agent_{i}_env_return": r for i, r in enumerate(env_returns)})
+        if self.per_agent_rewards:
+            for i, agent_returns in enumerate(batch["reward"].double().sum(1).T.tolist()):
+                extra[f"agent_{i}_return"] = agent_returns
         return team_returns, extra
 
     def env_rng_states(self):

@@ -1,9 +1,10 @@
 """Episode statistics shared by the runners (pymarl's stat names: return_mean, test_return_mean, ...).
 
 `return_mean` is the team return (per-agent env rewards scalarised by `reward_scalarisation`); per-agent rewards add
-`agent_<i>_return_mean`/`_std` (each agent's env return) and `total_return_mean`/`_std` (epymarl's name for the team
-return then) and a shaper `shaped_return_mean` (training episodes only: test
-episodes are never shaped); env infos add `<key>_mean` (e.g. `success_mean` of the grid worlds)."""
+`agent_<i>_return_mean`/`_std` (each agent's return in what its learner trains on: shaped on training episodes with
+a shaper, else the env's; runners.base.Runner.end_batch), `total_return_mean`/`_std` (epymarl's name for the team
+return with common_reward=False) and a shaper `shaped_return_mean` (training episodes only: test episodes are never
+shaped); env infos add `<key>_mean` (e.g. `success_mean` of the grid worlds)."""
 import numbers
 
 import numpy as np

@@ -133,6 +133,41 @@ def test_label_out_naming_another_kind_of_file_is_refused_and_left_as_it_is(tmp_
         assert path.read_bytes() == before
 
 
+def test_a_damaged_default_rankings_file_is_named_as_such_and_rebuilt_once_moved_away(tmp_path):
+    """The file these settings write, cut short: the error says it is damaged and how to rebuild it (no label_out
+    was set, so it does not talk of label_out); label_overwrite=True rebuilds it too."""
+    from offline.format import DatasetError
+
+    path = label(tmp_path, lca={"n_pairs": 10})["path"]
+    with open(path, "r+b") as f:
+        f.truncate(3000)
+    with pytest.raises(DatasetError, match=r"rankings file of these settings .* is damaged or not a rankings file: "
+                                           r"it is not a readable HDF5 file.*Move it away .* rerun the same command"
+                       ) as e:
+        label(tmp_path, lca={"n_pairs": 10})
+    assert "label_out" not in str(e.value)
+    os.rename(path, path + ".damaged")
+    assert not label(tmp_path, lca={"n_pairs": 10})["reused"] and len(read_rankings(path)) == 10
+
+
+def test_a_non_rankings_hdf5_file_is_named_by_what_it_lacks(tmp_path):
+    import h5py
+
+    from shapers.lca.rankings import read_attrs
+
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        f.attrs["task"] = "trajectory_preference"  # not JSON text
+        f.create_dataset("x", data=np.zeros(3))
+    with pytest.raises(ConfigError, match=r"is not a rankings file: its attrs \['task'\] are not the JSON text"):
+        read_attrs(str(plain))
+    with h5py.File(plain, "w") as f:
+        f.attrs["task"] = json.dumps("trajectory_preference")
+    with pytest.raises(ConfigError, match=r"is not a rankings file: it lacks obs, next_obs, .*queries "
+                                          r"\(attr task: 'trajectory_preference'\); give a rankings.h5"):
+        read_attrs(str(plain))
+
+
 def test_an_env_without_the_lca_methods_is_named(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="has no stay_action, which the lca_state_pair task needs"):
         label(tmp_path, env="climbing", lca={"n_pairs": 5})

@@ -54,7 +54,8 @@ def test_lca_ippo_ranks_and_trains_once_then_reuses(tmp_path, runner):
     assert lca["potential"]["folder"] == os.path.dirname(meta_path)
     assert lca["potential"]["sha256"] == meta["potential_sha256"] and meta["rankings"]["sha256"] == rankings_hash(
         rankings)
-    for key in ("shaped_return_mean", "return_mean", "test_return_mean"):  # (agent_<i>_return: common_reward=False)
+    for key in ("shaped_return_mean", "return_mean", "test_return_mean", "agent_0_return_mean",
+                "agent_1_return_mean", "test_agent_1_return_mean", "success_mean"):  # issue 16 section 1
         assert key in info, key
     # the same settings with another RL seed: the same artifacts, 0 labels asked, nothing trained
     run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *runner, "seed=4")
@@ -121,7 +122,8 @@ def test_given_rankings_are_trained_not_labeled_and_a_resume_reuses_everything(t
     assert "settings of ranking" not in err
     lca = infos(tmp_path)[-1]["lca"]
     assert lca["rankings"] == {"path": rankings, "given": True, "sha256": rankings_hash(rankings)}
-    assert "labeling" not in lca and not lca["potential"]["reused"]
+    assert lca["labeling"]["labeler"] == "oracle" and lca["labeling"]["labels_asked"] == 0
+    assert not lca["potential"]["reused"]
     checkpoint = glob.glob(os.path.join(tmp_path, "models", "*"))[0]
     capfd.readouterr()
     run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.rankings={rankings}",
@@ -130,6 +132,24 @@ def test_given_rankings_are_trained_not_labeled_and_a_resume_reuses_everything(t
     # a ranking setting other than the file's ranks nothing here: the run says so, with the file's value
     assert "lca.rankings is given, so lca.n_pairs=80 (the file: 60) (settings of ranking) are not used" in \
         capfd.readouterr().err
+
+
+def test_given_rankings_name_the_labeler_settings_they_differ_in_and_record_their_own_labeling(tmp_path, capfd):
+    """Rankings made by the oracle given to a run that says noisy_oracle at 0.7: the warning names each labeler
+    setting with the file's value, and info.json's lca.labeling is the file's (as a run that built them records)."""
+    rankings = str(tmp_path / "given" / "rankings.h5")
+    run_main(tmp_path / "given", "lca_label", "two_switch", *ORACLE, f"label_out={rankings}")
+    capfd.readouterr()
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.rankings={rankings}",
+             "labeler=noisy_oracle", "oracle_accuracy=0.7", "noise_seed=5", "lca.check_episodes=0")
+    err = capfd.readouterr().err
+    for named in ("labeler='noisy_oracle' (the file: 'oracle')", "oracle_accuracy=0.7 (the file: not set)",
+                  "noise_seed=5 (the file: not set)"):
+        assert named in err, err[-2000:]
+    labeling = infos(tmp_path)[-1]["lca"]["labeling"]
+    assert labeling["labeler"] == "oracle" and labeling["given"] and labeling["labels_asked"] == 0
+    assert labeling["accuracy"]["items"] == 60 and labeling["accuracy"]["accuracy"] == 1.0
+    assert labeling["settings"]["labeler"] == "oracle" and "oracle_accuracy" not in labeling["settings"]
 
 
 def test_llm_labeling_cost_is_recorded_and_kept_on_reuse(tmp_path):
@@ -158,6 +178,29 @@ def test_incomplete_rankings_stop_the_run_before_training(tmp_path, capfd):
     assert "are incomplete" in capfd.readouterr().err
     rankings, metas = artifacts(tmp_path)
     assert len(rankings) == 1 and metas == []
+
+
+def test_incomplete_given_rankings_are_refused_wherever_they_are_read(tmp_path, capfd):
+    """A rankings file whose labeling stopped early (5 of 60 items answered) is refused by lca_potential and by
+    lca_ippo with lca.rankings, naming the count and the fix; lca.allow_incomplete=True trains on it, and a
+    potential so trained is refused as lca.potential without the opt-in."""
+    rankings = str(tmp_path / "given" / "rankings.h5")
+    run_main(tmp_path / "given", "lca_label", "two_switch", *ORACLE, f"label_out={rankings}")
+    with h5py.File(rankings, "r+") as f:
+        f["answers"][5:] = float("nan")
+        f.attrs["complete"] = json.dumps(False)
+    refused = r"are incomplete: 5 of 60 items answered .* lca.allow_incomplete=True to train on the 5 answered items"
+    lca_fails(tmp_path, "lca_potential", capfd, "env_args.episode_limit=20", f"lca.rankings={rankings}",
+              match=refused)
+    lca_fails(tmp_path, "lca_ippo", capfd, *ORACLE, *TINY, *EPISODE, f"lca.rankings={rankings}", match=refused)
+    run_main(tmp_path, "lca_potential", "two_switch", "env_args.episode_limit=20", f"lca.rankings={rankings}",
+             "lca.allow_incomplete=True", "lca.check_episodes=0", "lca.epochs=3")
+    (meta,) = artifacts(tmp_path)[1]
+    assert json.load(open(meta))["rankings"]["complete"] is False
+    capfd.readouterr()
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.potential={os.path.dirname(meta)}",
+             expect=2)
+    assert "was trained on incomplete rankings" in capfd.readouterr().err
 
 
 def test_two_concurrent_starts_build_one_artifact(tmp_path):

@@ -183,6 +183,29 @@ def test_the_artifact_round_trips_and_a_rerun_reuses_it(tmp_path, monkeypatch):
     assert train_or_reuse(path, settings, str(tmp_path / "results"))[:3:2] == (folder, True)
 
 
+def test_incomplete_rankings_are_refused_unless_allowed_and_so_is_their_cached_potential(tmp_path, caplog):
+    """A labeling stopped early (attrs complete: false, 5 of 45 items answered) trains nothing, naming the count and
+    how to finish it; lca.allow_incomplete trains on the answered items (meta says so), and that cached potential is
+    refused again without the opt-in."""
+    path = str(tmp_path / "rankings.h5")
+    r = chain_rankings()
+    r.answers[5:] = np.nan
+    r.attrs.update(complete=False, labeler_info={"stopped": "max_requests=5 reached"})
+    write_rankings(path, r)
+    results = str(tmp_path / "results")
+    refused = (r"the rankings .* are incomplete: 5 of 45 items answered \(80 of 90 answers missing; the labeling "
+               r"stopped: max_requests=5 reached\)\. Finish them: rerun the command that ranked them.*asks only the "
+               r"missing queries; or set lca.allow_incomplete=True to train on the 5 answered items")
+    with pytest.raises(ConfigError, match=refused):
+        train_or_reuse(path, fast(epochs=3), results)
+    folder, meta, reused = train_or_reuse(path, fast(epochs=3), results, allow_incomplete=True)
+    assert not reused and meta["rankings"]["complete"] is False and meta["metrics"]["pooled"]["n_train"] == 5
+    assert "5 of 45 items answered" in caplog.text and "lca.allow_incomplete=True" in caplog.text
+    with pytest.raises(ConfigError, match=refused):  # the cached potential is not reused silently either
+        train_or_reuse(path, fast(epochs=3), results)
+    assert train_or_reuse(path, fast(epochs=3), results, allow_incomplete=True)[::2] == (folder, True)
+
+
 def test_other_settings_make_another_artifact(tmp_path):
     path = write_chain(tmp_path)
     a = train_or_reuse(path, fast(epochs=3), str(tmp_path))[0]

@@ -56,6 +56,42 @@ def test_both_runners_shape_with_the_team_reward_kept_and_stays_zeroed(potential
                     test_batch["team_reward"][:, :-1][test_mask].expand(-1, 2))
 
 
+@pytest.mark.parametrize("runner, n", [("episode", 1), ("parallel", 3)])
+def test_both_runners_log_each_agents_shaped_return_with_a_common_reward(potential, runner, n):
+    """common_reward=True (lca_ippo's default) with a shaper: agent_<i>_return_mean is agent i's shaped return on
+    training episodes and the team return on (unshaped) test episodes."""
+    ctx = make_ctx("ippo", "two_switch", shaper="lca", lca={"potential": potential, "coef": 100.0},
+                   env_args={"episode_limit": 20}, runner=runner, batch_size_run=n, hidden_dim=8,
+                   runner_log_interval=0, test_nepisode=n)
+    try:
+        batch = ctx.runner.run()
+        ctx.runner.run(test_mode=True)
+    finally:
+        ctx.runner.close_env()
+    stats = {k: v[-1][1] for k, v in ctx.logger.stats.items()}
+    shaped = batch["reward"].double().sum(1)  # [B, n agents]
+    for i in range(2):
+        assert stats[f"agent_{i}_return_mean"] == pytest.approx(shaped[:, i].mean().item())
+        assert stats[f"test_agent_{i}_return_mean"] == pytest.approx(stats["test_return_mean"])
+    assert stats["shaped_return_mean"] == pytest.approx(shaped.sum(-1).mean().item())
+    assert stats["agent_0_return_mean"] != pytest.approx(stats["agent_1_return_mean"])  # the shaping differs
+    assert "agent_0_env_return_mean" not in stats  # the env's per-agent return is the team's: return_mean
+
+
+def test_with_per_agent_env_rewards_the_shaped_and_the_env_return_of_each_agent_are_logged(potential):
+    ctx = make_ctx("ippo", "two_switch", shaper="lca", lca={"potential": potential, "coef": 100.0},
+                   common_reward=False, env_args={"episode_limit": 20}, runner="episode", batch_size_run=1,
+                   hidden_dim=8, runner_log_interval=0)
+    try:
+        batch = ctx.runner.run()
+    finally:
+        ctx.runner.close_env()
+    stats = {k: v[-1][1] for k, v in ctx.logger.stats.items()}
+    assert [stats[f"agent_{i}_return_mean"] for i in range(2)] == pytest.approx(batch["reward"].sum(1)[0].tolist())
+    env = [stats[f"agent_{i}_env_return_mean"] for i in range(2)]
+    assert sum(env) == pytest.approx(stats["return_mean"])  # reward_scalarisation: sum
+
+
 def test_ippo_trains_with_it_and_refuses_a_changed_potential_on_resume(tmp_path, potential, capfd):
     run_main(tmp_path, "ippo", "two_switch", "shaper=lca", f"lca.potential={potential}", "save_model=True",
              "save_model_interval=60", *TINY)
@@ -120,7 +156,7 @@ def test_ippo_and_mappo_train_on_cuda_with_lca_shaped_per_agent_rewards(tmp_path
              f"runner={runner}", f"batch_size_run={n}")
     info = json.load(open(os.path.join(sacred_dir(tmp_path, alg, "two_switch"), "info.json")))
     assert info["device"]["device"] == "cuda"
-    assert {"shaped_return_mean", "test_return_mean"} <= set(info)  # agent_<i>_return_mean: per-agent env rewards
+    assert {"shaped_return_mean", "test_return_mean", "agent_0_return_mean"} <= set(info)
     assert all(th.isfinite(th.tensor([v["value"] if isinstance(v, dict) else v for v in info[k]], dtype=th.float)).all()
                for k in ("shaped_return_mean", "test_return_mean"))
 

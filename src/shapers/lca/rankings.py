@@ -95,6 +95,25 @@ def check(r: Rankings, where="rankings"):
         raise ValueError(f"{where}: agent indices must lie in [0, {n}), got {r.agent.min()}..{r.agent.max()}")
 
 
+def check_complete(r: Rankings, path, allow_incomplete=False):
+    """None for rankings whose labeling finished (attrs `complete`; a file without it, made by code, counts as
+    finished), else a line naming how many items were answered: a ConfigError saying how to finish them unless
+    `allow_incomplete` (lca.allow_incomplete), then the line itself, for a warning."""
+    if r.attrs.get("complete", True):
+        return None
+    answered = int((r.missing < r.answers.shape[1]).sum())
+    stopped = (r.attrs.get("labeler_info") or {}).get("stopped")
+    line = (f"the rankings {path} are incomplete: {answered} of {len(r)} items answered "
+            f"({int(np.isnan(r.answers).sum())} of {r.answers.size} answers missing"
+            + (f"; the labeling stopped: {stopped})" if stopped else ")"))
+    if allow_incomplete:
+        return line
+    raise ConfigError(f"{line}. Finish them: rerun the command that ranked them with the same settings "
+                      f"(--config=lca_label, or the lca_ippo / lca_mappo run without lca.rankings; raise max_requests "
+                      f"/ max_cost_usd if a budget stopped it), which asks only the missing queries; or set "
+                      f"lca.allow_incomplete=True to train on the {answered} answered items")
+
+
 def write_rankings(path, rankings: Rankings, overwrite=False):
     """Write `rankings` to `path` atomically (readers see no file or the whole file). Returns the path."""
     check(rankings, path)
@@ -130,31 +149,39 @@ def read_rankings(path) -> Rankings:
     return r
 
 
+def attrs_or_problem(path):
+    """(attrs, None) for a rankings file of this schema, else (None, what is wrong with it: not readable as HDF5,
+    attrs that are not JSON text, another schema, arrays or attrs it lacks)."""
+    try:
+        with h5py.File(path, "r") as f:
+            version = f.attrs.get("schema_version")
+            absent = [k for k in ARRAYS if k not in f]
+            raw = {k: v for k, v in f.attrs.items() if k != "schema_version"}
+    except OSError as e:
+        return None, f"it is not a readable HDF5 file, damaged or truncated ({e})"
+    try:
+        attrs = {k: json.loads(v) for k, v in raw.items()}
+    except (TypeError, ValueError):
+        return None, f"its attrs {sorted(raw)} are not the JSON text a rankings file stores"
+    lacks = absent + [k for k in REQUIRED_ATTRS if k not in attrs]
+    if lacks:
+        return None, f"it lacks {', '.join(lacks)}" + (f" (attr task: {attrs['task']!r})" if "task" in attrs else "")
+    if version != SCHEMA_VERSION:
+        return None, f"its schema_version is {version}, this code reads {SCHEMA_VERSION}"
+    return attrs, None
+
+
 def read_attrs(path):
     """The attrs of the rankings file `path` (no arrays read): what a run checks before it starts. ConfigError when
     the file is missing or is not a rankings file of this schema."""
     if not os.path.isfile(path):
         raise ConfigError(f"lca.rankings={path} does not exist: rank pairs with --config=lca_label (or leave "
                           f"lca.rankings empty where the run ranks them itself: lca_ippo, lca_mappo)")
-    try:
-        with h5py.File(path, "r") as f:
-            version = f.attrs.get("schema_version")
-            absent = [k for k in ARRAYS if k not in f]
-            attrs = {k: json.loads(v) for k, v in f.attrs.items() if k != "schema_version"}
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"lca.rankings={path} is not a rankings file ({e}); give a rankings.h5 of "
-                          f"--config=lca_label") from None
-    if version != SCHEMA_VERSION or absent or any(k not in attrs for k in REQUIRED_ATTRS):
-        raise ConfigError(f"lca.rankings={path} is not a rankings file of schema {SCHEMA_VERSION} (schema_version "
-                          f"{version}, arrays missing {absent}); rank pairs again with --config=lca_label")
+    attrs, wrong = attrs_or_problem(path)
+    if wrong:
+        raise ConfigError(f"lca.rankings={path} is not a rankings file: {wrong}; give a rankings.h5 of "
+                          f"--config=lca_label (results/rankings/<env>/<id>/rankings.h5)")
     return attrs
-
-
-def ranked_with(path):
-    """The settings a rankings file was ranked with (its `settings` attr; {} for a file without one)."""
-    with h5py.File(path, "r") as f:
-        raw = f.attrs.get("settings")
-    return json.loads(raw) if raw is not None else {}
 
 
 def rankings_hash(path):

@@ -29,6 +29,7 @@ Decisions:
   change the observations. Any other difference is refused (the potentials were trained on that env's states).
 """
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 
@@ -40,12 +41,13 @@ from envs.multiagentenv import RUN_ARGS
 from shapers.lca.oracle_check import describe as describe_check
 from shapers.lca.oracle_check import oracle_episode_check
 from shapers.lca.potential import Potential, bt_loss, encoder_spec, file_name, group_members
-from shapers.lca.rankings import Rankings, rankings_hash, read_rankings
+from shapers.lca.rankings import Rankings, check_complete, rankings_hash, read_rankings
 from utils.config import CHOICES, ConfigError
 from utils.files import atomic_path, clean_stale_temps, sha256_bytes, sha256_file, write_json_atomic
 from utils.paths import env_label, repo_relative
 
 META = "meta.json"
+warn_log = logging.getLogger("pymarl.lca")  # shown with the run's own messages
 FORMAT = "lca_potential/1"
 NORMALISE = CHOICES["lca.normalise"]  # pair_std | none
 
@@ -429,17 +431,22 @@ def check_files(config):
 
 
 def train_or_reuse(rankings_path, settings: TrainSettings, results_dir, expect_env=None, device="cpu", progress=None,
-                   log=None, check_episodes=0):
+                   log=None, check_episodes=0, allow_incomplete=False):
     """(folder, meta, reused): the potential trained from the rankings file with `settings`, trained now and written
     to results_dir/potentials/<env>/<id> unless that folder already holds it. `expect_env`: (env, env_args) the
     rankings must be of; `progress`: total epochs -> a progress bar (utils.progress.Bar), closed here;
     `check_episodes`: oracle episodes of oracle_check.oracle_episode_check on a new potential (0 = none), stored in
-    meta metrics["oracle_episodes"] (not part of the id: it describes the potential, it does not change it)."""
+    meta metrics["oracle_episodes"] (not part of the id: it describes the potential, it does not change it).
+    Rankings whose labeling stopped early are refused (rankings.check_complete), a potential of them reused or not,
+    unless `allow_incomplete` (lca.allow_incomplete): then a warning, and meta's rankings say complete: false."""
     settings.check()
     rankings = read_rankings(rankings_path)
     attrs = rankings.attrs
     if expect_env is not None:
         check_rankings_env(attrs, rankings_path, *expect_env)
+    incomplete = check_complete(rankings, rankings_path, allow_incomplete)
+    if incomplete:
+        warn_log.warning(f"{incomplete}: training on the answered items only (lca.allow_incomplete=True)")
     sha = rankings_hash(rankings_path)
     folder = artifact_folder(results_dir, attrs["env"], attrs["env_args"], artifact_id(sha, settings))
     if os.path.isfile(os.path.join(folder, META)):
@@ -452,6 +459,7 @@ def train_or_reuse(rankings_path, settings: TrainSettings, results_dir, expect_e
         if bar is not None:
             bar.close()
     meta = {"rankings": {"path": os.path.abspath(rankings_path), "sha256": sha, "rows": len(rankings),
+                         "complete": incomplete is None,
                          "queries": attrs["queries"], "pair_source": attrs.get("pair_source"),
                          "pair_seed": attrs.get("pair_seed")},
             "env": attrs["env"], "env_args": plain_env_args(attrs["env_args"]), "n_agents": int(attrs["n_agents"]),
