@@ -238,7 +238,7 @@ def test_env_args_null_is_a_config_error_before_the_run(tmp_path, capsys):
 @pytest.mark.parametrize("env, update, message", [
     ("lbf", "env_args.state=null", "lbf: env_args.state must be one of ('qllm', 'obs'), got None"),
     ("mpe_spread", "env_args.local_ratio=2", "mpe: local_ratio must be null or in [0, 1], got 2"),
-    ("matrix_game", "env_args.game=climbin", "env_args.game for matrix_game must be one of climbing, penalty"),
+    ("pistonball", "env_args.n_pistons=1", "pistonball: n_pistons must be an integer >= 2, got 1"),
     ("two_switch", "env_args.step_penalty=lots", "two_switch: step_penalty must be one of"),
 ])
 def test_a_bad_env_value_found_by_the_env_fails_in_one_line_with_no_run_folder(tmp_path, capsys, env, update,

@@ -494,3 +494,15 @@ def test_a_key_repeated_with_another_value_is_said_with_both_values():
     assert repeated_keys(['llm={"local": {"threads": 2}}', "llm.local.threads=4"]) == [
         "'llm.local.threads' is given twice (llm.local.threads=2, then llm.local.threads=4): the last, 4, is used"]
     assert repeated_keys(['env_args={"time_limit": 20}', "env_args.time_limit=20"]) == []
+    # a key given whole after keys under it replaces them (Sacred's updates): those not set again are named dropped
+    assert repeated_keys(["env_args.key=x", 'env_args={"time_limit": 20}']) == [
+        "'env_args.key=x' is dropped: the later env_args={\"time_limit\": 20} replaces what was given for 'env_args' "
+        "(give env_args.key after it, or inside it)"]
+    assert repeated_keys(['env_args={"time_limit": 20}', "env_args.key=y"]) == []  # a dotted key after a dict adds
+
+
+def test_a_tab_pyyaml_refuses_is_refused_as_before(config_dir):
+    """libyaml takes `a:\\t1`; PyYAML (and so every other reader of the project's YAML) refuses it."""
+    (config_dir / "algs" / "t.yaml").write_text("lr:\t0.1\n")
+    with pytest.raises(ConfigError, match=r"algs/t\.yaml is not valid YAML"):
+        build_config("t", "e")

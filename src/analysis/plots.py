@@ -56,12 +56,11 @@ def band_text(band, ns):
     """What a band is, for a figure's title; a CI band over few runs says that it undercovers."""
     if band == "std":
         return "mean ± std over runs"
-    from analysis.stats import SMALL_N, SMALL_N_COVERAGE
+    from analysis.stats import SMALL_N, coverage_text
 
     text = "mean and percentile-bootstrap 95% CI of the mean over runs"
     if any(1 < n < SMALL_N for n in ns):  # the note in full is scores.md's
-        coverage = ", ".join(f"{p:.0%} at n={n}" for n, p in SMALL_N_COVERAGE.items() if n < SMALL_N)
-        text += f"\n(under {SMALL_N} runs such intervals undercover: about {coverage})"
+        text += f"\n(under {SMALL_N} runs such intervals undercover: about {coverage_text()})"
     return text
 
 

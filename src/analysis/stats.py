@@ -207,9 +207,13 @@ def small_n_note(ns):
     small = sorted({int(n) for n in ns if 1 < n < SMALL_N})
     if not small:
         return ""
-    coverage = ", ".join(f"{p:.0%} at n={n}" for n, p in SMALL_N_COVERAGE.items())
     return (f"percentile-bootstrap 95% CIs of fewer than {SMALL_N} runs (here n={', '.join(map(str, small))}) "
-            f"undercover: for normal data they hold the true mean about {coverage} (simulated)")
+            f"undercover: for normal data they hold the true mean about {coverage_text()} (simulated)")
+
+
+def coverage_text():
+    """The simulated coverage of a percentile-bootstrap 95% CI of the mean below SMALL_N runs: '51% at n=2, ...'."""
+    return ", ".join(f"{p:.0%} at n={n}" for n, p in SMALL_N_COVERAGE.items() if n < SMALL_N)
 
 
 def mean_ci(values, reps=2000, seed=0):

@@ -20,7 +20,7 @@ import numpy as np
 
 from analysis import curve_metrics, sources
 from analysis.report import fmt_mean_std, lengths_note, skipped_summary
-from utils.runs import TRAINING_KINDS, budget
+from utils.runs import BUDGET_KEYS, TRAINING_KINDS, budget
 
 NA = "n/a"
 
@@ -233,7 +233,7 @@ def _kinds(rows):
 
 
 def _budgets_text(rows):
-    names = {"online": "t_max env steps", "offline": "offline_steps gradient steps"}
+    names = {k: f"{BUDGET_KEYS[k]} {TRAINING_KINDS[k]}" for k in BUDGET_KEYS}
     kinds = _kinds(rows) or ["online"]
     return " or ".join(f"{names[k]} ({k} rows)" if len(kinds) > 1 else names[k] for k in kinds)
 

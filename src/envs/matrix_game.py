@@ -8,7 +8,7 @@ Episodes end by time limit only (`episode_limit` steps, reported as truncation).
 import numpy as np
 
 from envs.description import Field
-from envs.multiagentenv import EnvArgumentError, EnvValueError, MultiAgentEnv, reject_unknown_args
+from envs.multiagentenv import EnvValueError, MultiAgentEnv, reject_unknown_args
 
 # Claus & Boutilier (1998). Rows: agent 0's action, columns: agent 1's action.
 PAYOFFS = {
@@ -25,9 +25,9 @@ def payoff_matrix(game, penalty=-100):
 
 
 def check_values(name, env_args):
-    """EnvArgumentError naming the argument, its value and what it must be, for the first bad value in `env_args`."""
+    """EnvValueError naming the argument, its value and what it must be, for the first bad value in `env_args`."""
     def bad(arg, must):
-        return EnvArgumentError(f"env_args.{arg} for {name} must be {must}; got {env_args[arg]!r}")
+        return EnvValueError(f"env_args.{arg} for {name} must be {must}; got {env_args[arg]!r}")
 
     limit = env_args.get("episode_limit", 1)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:

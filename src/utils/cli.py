@@ -156,15 +156,22 @@ def _yaml_nested(value, nested=False):
 
 def repeated_keys(tokens):
     """Warnings for keys given twice in one command line with different values (`with t_max=800 t_max=500`, or
-    `env_args.time_limit=10 env_args={'time_limit': 20}`: a dict sets each of its keys): the last wins, as in Sacred
-    and epymarl (scripts append overrides), but never silently. Spellings of one key (rnn_hidden_dim, hidden_dim) are
-    refused by parse_updates."""
+    `env_args.time_limit=10 env_args={'time_limit': 20}`): the last wins, as in Sacred and epymarl (scripts append
+    overrides), but never silently. A key given whole (`env_args={...}`, or a value) after keys under it replaces
+    them all, as Sacred does: the ones it does not set again are named as dropped. Spellings of one key
+    (rnn_hidden_dim, hidden_dim) are refused by parse_updates."""
     seen, notes = {}, []  # dotted key -> (repr of the parsed value, the value as given)
     for tok in tokens:
         if "=" not in tok:
             continue
         key, val = tok.split("=", 1)
-        for leaf, parsed, text in _leaves(key, val):
+        leaves = _leaves(key, val)
+        now = {leaf for leaf, _, _ in leaves}
+        for old in [k for k in seen if k.startswith(key + ".") and k not in now]:
+            notes.append(f"'{old}={seen[old][1]}' is dropped: the later {key}={val} replaces what was given for "
+                         f"'{key}' (give {old} after it, or inside it)")
+            del seen[old]
+        for leaf, parsed, text in leaves:
             if leaf in seen and seen[leaf][0] != parsed:
                 notes.append(f"'{leaf}' is given twice ({leaf}={seen[leaf][1]}, then {leaf}={text}): the last, "
                              f"{text}, is used")

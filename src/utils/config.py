@@ -296,8 +296,8 @@ def read_yaml(path):
     except UnicodeDecodeError as e:
         raise ConfigError(f"{_shown(path)} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
                           f"save it as UTF-8") from None
-    try:
-        data = yaml.load(text, Loader=FAST_LOADER) or {}
+    try:  # libyaml takes tabs where PyYAML refuses them: such a file is PyYAML's to read (or refuse) as before
+        data = yaml.load(text, Loader=FAST_LOADER if "\t" not in text else yaml.SafeLoader) or {}
     except yaml.YAMLError:
         try:
             data = yaml.safe_load(text) or {}

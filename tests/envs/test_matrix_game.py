@@ -89,11 +89,11 @@ def test_configs_build_the_env(name, game):
 def test_argument_values_are_checked_before_the_env_is_built(args, message):
     """check_env_args (src/main.py's preflight) and the constructor refuse them alike, naming argument and value."""
     from envs import check_env_args
-    from envs.multiagentenv import EnvArgumentError
+    from envs.multiagentenv import EnvValueError
 
-    with pytest.raises(EnvArgumentError) as e:
+    with pytest.raises(EnvValueError) as e:
         check_env_args("matrix_game", args)
     assert message in str(e.value)
-    with pytest.raises(EnvArgumentError):
+    with pytest.raises(EnvValueError):
         MatrixGame(**args)
     check_env_args("matrix_game", {"episode_limit": 1, "game": "climbing", "penalty": -12.5})
