@@ -64,6 +64,7 @@ import torch as th
 
 from augmenters.base import Augmenter
 from augmenters.codi.dynamics import DynamicsModels, reward_stats, segment_avail, segment_batch
+from augmenters.codi.given_labels import given_labels
 from augmenters.codi.labeler import (
     AgentQualityLabeler,
     label_all_starts,
@@ -176,11 +177,6 @@ def _is_generated(path):
         return False
 
 
-def label_command(path, env_config, name):
-    return (f"python src/main.py --config=label_agent_quality --env-config={env_config} with "
-            f"offline_dataset={path} label_name={name}")
-
-
 def state_hash(obj):
     """SHA-256 (hex) of a nested state (dicts, lists, tensors, arrays, plain values) by content: names, dtypes,
     shapes and values, so equal weights hash equally whatever torch.save's byte layout (it is not canonical)."""
@@ -275,23 +271,8 @@ class CodiAugmenter(Augmenter):
         self.env_info = dict(dataset.env_info)
 
     def _given_labels(self):
-        name = self.s.label_name
-        if name in self.dataset.damaged_labels:
-            self.dataset.label(name)  # the error naming the damage and the edit that removes it
-        if name not in self.dataset.label_names:
-            have = ", ".join(self.dataset.label_names) or "none"
-            raise ConfigError(f"augmenter {self.name} fits its labeler on the segment labels labels/{name}, which "
-                             f"{self.source_path} does not have (its labels: {have}). Label segments first: "
-                             f"{label_command(self.source_path, self.env_config, name)} (labeler=oracle | "
-                             f"noisy_oracle | llm), or set augment_label_name to the labels it has")
-        made_with = (self.dataset.label_attrs(name).get("settings") or {}).get("segment_horizon")
-        if made_with is not None and int(made_with) != self.s.horizon:
-            # one H throughout: the labels judge H-step segments, the labeler reads and the diffusion model makes them
-            again = label_command(self.source_path, self.env_config, name)
-            raise ConfigError(f"labels/{name} of {self.source_path} judge segments of {made_with} steps, this run's "
-                             f"segment_horizon is {self.s.horizon}: set segment_horizon={made_with}, or label again "
-                             f"({again} segment_horizon={self.s.horizon} label_overwrite=True)")
-        return np.asarray(self.arrays["labels/" + name])
+        return given_labels(self.dataset, self.arrays, self.source_path, self.s.label_name, self.s.horizon,
+                            self.fingerprint, self.env_config, self.name)
 
     def privileged_labels(self):
         """[E, T+1, n]: the one expert's one-hot at every step; refuses data that is not one-expert everywhere."""
