@@ -1,6 +1,9 @@
 """CODI's inputs checked before use (tests/run/test_augment.py has the pipeline): given labels made for other
 episodes or of another kind, labeler settings out of range, a horizon the labels cannot share, settings that differ
 from augment_checkpoint's models, and episodes too short for a whole segment."""
+import json
+import logging
+import os
 
 import h5py
 import numpy as np
@@ -9,13 +12,15 @@ from tests.labeling.codi_datasets import LIMIT, write_one_expert_spread
 from tests.run.test_augment import (  # noqa: F401 (fixtures)
     E,
     augment,
+    codi_run,
     copy_of,
     labelled,
     main_fails,
     tiny_updates,
 )
 
-from offline import OfflineDataset
+from helpers import run_main, sacred_dir
+from offline import DatasetWriter, OfflineDataset
 from offline.label_store import EpisodesChangedError, content_fingerprint, write_episode_labels
 from utils.config import ConfigError, build_config
 
@@ -69,3 +74,42 @@ def test_labeling_refuses_a_horizon_codi_cannot_use_and_codi_never_suggests_one(
             as e:
         augment(tmp_path, "codi", src, augment_label_name="h1", augment_stage="labeler")
     assert "set segment_horizon" not in str(e.value)
+
+
+def test_every_training_setting_that_differs_from_the_checkpoints_is_named(labelled, codi_run, tmp_path,  # noqa: F811
+                                                                           caplog):
+    folder = codi_run[2]["augment"]["artifacts"]
+    with caplog.at_level(logging.WARNING):
+        got = augment(tmp_path, "codi_no_comp", labelled, augment_checkpoint=folder, augment_train_steps=1000,
+                      augment_batch_size=32, labeler_hidden=16, augment_out=str(tmp_path / "given.h5"))
+    for said in ("augment_train_steps=40 (this run's 1000 is not used)",
+                 "augment_batch_size=16 (this run's 32 is not used)", "labeler_hidden=8 (this run's 16 is not used)"):
+        assert said in caplog.text
+    assert got["models"]["steps"] == 40
+
+
+def short_episodes(src, path, transitions=2):
+    """`src`'s episodes cut to `transitions` transitions each (terminal there)."""
+    ds = OfflineDataset.load(src)
+    a = {k: v.copy() for k, v in ds.arrays().items() if k in ("obs", "state", "actions", "avail_actions", "reward",
+                                                              "filled")}
+    for k in a:
+        a[k][:, transitions + 1:] = 0
+    a["terminated"] = np.zeros_like(a["reward"], np.uint8)
+    a["terminated"][:, transitions - 1] = 1
+    with DatasetWriter(path, ds.env_info, "mpe", json.loads(ds.attrs["env_args"]), {"env": "mpe"}) as w:
+        w.add_arrays(a, qualities=ds.qualities)
+    return str(path)
+
+
+def test_episodes_shorter_than_a_segment_are_warned_and_the_probe_records_no_nan(labelled, tmp_path):  # noqa: F811
+    path = short_episodes(labelled, tmp_path / "short.h5")
+    run_main(tmp_path / "results", "madiff_like", "mpe_spread", f"offline_dataset={path}",
+             *tiny_updates(augment_stage="train"))
+    run = sacred_dir(tmp_path / "results", "madiff_like", "spread_N3")
+    info = json.load(open(os.path.join(run, "info.json")), parse_constant=lambda c: pytest.fail(f"{c} in info.json"))
+    assert "probe_pass_rate" not in info and "real_pass_rate" in info
+    cout = open(os.path.join(run, "cout.txt")).read()
+    assert "no episode of" in cout and "has the 3 transitions of a segment of segment_horizon=4 (the longest has 2)" \
+        in cout
+    assert "no generated (probe) pass rate (no held-out episode has 4 transitions)" in cout
