@@ -113,3 +113,15 @@ def test_episodes_shorter_than_a_segment_are_warned_and_the_probe_records_no_nan
     assert "no episode of" in cout and "has the 3 transitions of a segment of segment_horizon=4 (the longest has 2)" \
         in cout
     assert "no generated (probe) pass rate (no held-out episode has 4 transitions)" in cout
+
+
+def test_nonfinite_samples_stop_with_advice_on_the_conditions_not_delta(codi_run, tmp_path):  # noqa: F811
+    from augmenters.codi.stitching import GenerationError
+
+    tmp, src, info = codi_run
+    folder = info["augment"]["artifacts"]
+    for i, change in enumerate(({"target_rtg": 1e30}, {"guidance_weights": 1e30})):
+        with pytest.raises(GenerationError, match=r"were not finite .*target_rtg .*guidance_weights") as e:
+            augment(tmp_path, "codi", src, augment_checkpoint=folder, delta="auto", max_attempts=8,
+                    augment_out=str(tmp_path / f"none{i}.h5"), **change)
+        assert "use delta=auto" not in str(e.value)
