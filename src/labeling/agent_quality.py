@@ -277,8 +277,8 @@ class AgentQualityPrompt(TaskPrompt):
 
 
 def _check_horizon(horizon, limit):
-    if int(horizon) < 1 or int(horizon) > limit:
-        raise ConfigError(f"segment_horizon={horizon} must be in 1..{limit} (the dataset's episode limit)")
+    if int(horizon) < 2 or int(horizon) > limit:  # 2: CODI, the labels' user, needs a transition per segment
+        raise ConfigError(f"segment_horizon={horizon} must be in 2..{limit} (the dataset's episode limit)")
 
 
 def _no_single_expert(source, bad):

@@ -112,11 +112,21 @@ class EpisodesChangedError(DatasetError):
     """The file's episodes are not the ones an edit or a set was made for (content fingerprints differ)."""
 
 
-def _mismatch(path, recorded, actual, what):
+def _mismatch(path, recorded, actual, what, again=None):
     return EpisodesChangedError(
         f"{what} was made for other episodes: it records the dataset fingerprint {recorded[:16]}..., but {path} "
-        f"holds episodes with fingerprint {actual[:16]}... (a merged, subset or different file: pair indices would "
-        f"name other episodes). Label this file again ({label_command(path)}) or use the file it was made for")
+        f"holds episodes with fingerprint {actual[:16]}... (a merged, subset or different file: its indices would "
+        f"name other episodes). Label this file again ({again or label_command(path)}) or use the file it was made "
+        f"for")
+
+
+def check_made_for(attrs, actual, where, what, again=None):
+    """A preference set's or label's recorded `content_fingerprint` (in `attrs`) must be `actual`, the fingerprint
+    of the data it is used with (`where` names that data, `what` the set or label, `again` the command that labels
+    it anew): an EpisodesChangedError naming both otherwise."""
+    recorded = attrs.get("content_fingerprint")
+    if recorded != actual:
+        raise _mismatch(where, str(recorded), actual, what, again)
 
 
 # ----- attrs -----
@@ -169,11 +179,8 @@ def read_preferences(source, name, check=True):
         g = _preference_group(f, path, name)
         pairs, label, attrs = g["pairs"][()].astype(np.int64), g["label"][()].astype(np.float32), _read_attrs(g)
     if check:
-        actual = content_fingerprint(source)
-        recorded = attrs.get("content_fingerprint")
-        if recorded != actual:
-            where = path if isinstance(source, (str, os.PathLike)) else f"this dataset (derived from {path})"
-            raise _mismatch(where, str(recorded), actual, f"preference set '{name}' of {path}")
+        where = path if isinstance(source, (str, os.PathLike)) else f"this dataset (derived from {path})"
+        check_made_for(attrs, content_fingerprint(source), where, f"preference set '{name}' of {path}")
         E = len(source) if not isinstance(source, (str, os.PathLike)) else None
         if E is not None and len(pairs) and pairs.max() >= E:
             raise DatasetError(f"preference set '{name}' of {path}: pair indices up to {pairs.max()} for {E} episodes")

@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 from augmenters import REGISTRY
-from augmenters.codi.settings import PRESET_KEYS, resolve
+from augmenters.codi.settings import resolve
 from augmenters.codi.stitching import check_hooks, resolve_target_rtg
 from augmenters.codi.views import checked_projection
 from envs import env_from_args
@@ -66,8 +66,7 @@ def _warn_target(settings, dataset, _log):
 def _warn_checkpoint(augmenter, args, _log):
     """augment_checkpoint: the settings taken from its meta.json that this run gives otherwise (a preset key left
     null is not given), and a source other than the models'."""
-    given = [(k, ours, theirs) for k, ours, theirs in augmenter.adopted
-             if k not in PRESET_KEYS or getattr(args, k) is not None]
+    given = [(k, ours, theirs) for k, ours, theirs in augmenter.adopted if getattr(args, k) is not None]
     if given:
         _log.warning(f"augment_checkpoint={augmenter.folder}: generating with its models' settings, "
                      + ", ".join(f"{k}={theirs!r} (this run's {ours!r} is not used)" for k, ours, theirs in given))

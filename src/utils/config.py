@@ -133,7 +133,8 @@ RANGES = {
     # agent-quality labeling (CODI): a count of segments, or a fraction of all segment starts
     "label_segments": (False, lambda v: v > 0 and (v <= 1 or v == int(v)),
                        "a fraction of all segment starts (a float in (0, 1]) or a whole count (an int >= 1)", False),
-    "segment_horizon": (True, lambda v: v >= 1, "an integer >= 1", False),
+    # >= 2: CODI (the labels' only user) fits, generates and stitches H-1 >= 1 transitions per segment
+    "segment_horizon": (True, lambda v: v >= 2, "an integer >= 2 (CODI's segments hold H-1 transitions)", False),
     # CODI's diffusion model (config/runs/codi.yaml; null = the augment_preset's value)
     "ema_decay": (False, lambda v: 0 < v < 1, "in (0, 1) (or null = the preset's 0.995): the EMA weight kept per "
                                               "update; >= 1 makes the sampling weights diverge", True),
@@ -142,6 +143,12 @@ RANGES = {
     "label_keep_one": (False, lambda v: 0 <= v <= 1, "a probability in [0, 1] (0 = the paper)", False),
     "augment_save_minutes": (False, lambda v: v >= 0, ">= 0 (0 = checkpoints by augment_save_interval only)", False),
     "augment_episodes": (True, lambda v: v >= 1, "an integer >= 1 (or null = as many as the source)", True),
+    # CODI's labeler (null = labeler.preset(augment_preset)'s value)
+    "labeler_hidden": (True, lambda v: v >= 1, "an integer >= 1 (or null = the preset's GRU width)", True),
+    "labeler_max_epochs": (True, lambda v: v >= 1, "an integer >= 1 (or null = the preset's)", True),
+    "labeler_max_steps": (True, lambda v: v >= 1, "an integer >= 1 (or null = the preset's)", True),
+    "labeler_lr": (False, lambda v: 0 < v <= LR_MAX, LR_RANGE + " (or null = the preset's)", True),
+    "labeler_batch_size": (True, lambda v: v >= 1, "an integer >= 1 (or null = the preset's)", True),
     # offline training (config/default.yaml)
     "offline_steps": (True, lambda v: v >= 1, "an integer >= 1", False),
     "offline_test_interval": (True, lambda v: v >= 1, "an integer >= 1 (gradient steps between evaluations)", False),

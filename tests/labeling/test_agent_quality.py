@@ -96,7 +96,7 @@ def test_items_are_seeded_subsets_of_real_starts(spread):
     assert len(task.make_items(src, args(label_segments=7))) == 7
     with pytest.raises(ValueError, match="choose 0 < label_segments <= 60"):
         task.make_items(src, args(label_segments=61))
-    with pytest.raises(ValueError, match="segment_horizon=11 must be in 1..10"):
+    with pytest.raises(ValueError, match="segment_horizon=11 must be in 2..10"):
         task.make_items(src, args(segment_horizon=11))
     with pytest.raises(ValueError, match="set oracle_key=agent_quality"):
         task.settings(args(oracle_key="return"))

@@ -618,7 +618,7 @@ def test_input_mistakes_are_one_line_errors_before_any_work(labelled, tmp_path, 
             ("codi", [f"augment_out={src}"], "augment_out=.* is the source dataset"),
             ("codi", [f"augment_out={raw}"], "augment_out=.* exists and is not a dataset that CODI generated"),
             ("label_agent_quality", ["label_segments=1.5"], r"'label_segments' must be a fraction"),
-            ("label_agent_quality", ["segment_horizon=11", "label_name=fresh"], r"segment_horizon=11 must be in 1..10"),
+            ("label_agent_quality", ["segment_horizon=11", "label_name=fresh"], r"segment_horizon=11 must be in 2..10"),
             ("label_agent_quality", ["labeler=noisy_oracle", "segment_horizon=4"],
              "already has 'best_agent' .* made with other settings")):
         err = main_fails(tmp_path, alg, capfd, f"offline_dataset={src}", *updates, match=match)

@@ -38,8 +38,9 @@ Decisions (issue 15's "decide and document"; the model-level ones are in diffusi
   refused, naming scripts/edit_labels.py --rename-label, never overwritten. Folders of earlier versions read their
   labels/codi_z (one per source then) as long as its labeler_sha256 is theirs.
 - augment_checkpoint (generating from another folder's models) builds the models from that folder's meta.json
-  settings (diffusion size, steps, horizon, dynamics width, the held-out split): settings this run gives that differ
-  are named in a warning and not used. A source other than the one the models were trained on is a warning too.
+  settings (diffusion size, steps, horizon, dynamics width, the held-out split, batch size, labeler settings, trained
+  step count): settings this run gives that differ are named in a warning and not used. A source other than the one
+  the models were trained on is a warning too.
 - The trained step count is compared, never silently mismatched: a folder trained further than augment_train_steps
   is refused (a shorter run cannot be taken from it; the error names the folder and how to get a fresh one), and
   generating from this run's own folder before its training reached augment_train_steps is refused too.
@@ -64,6 +65,7 @@ import torch as th
 
 from augmenters.base import Augmenter
 from augmenters.codi.dynamics import DynamicsModels, reward_stats, segment_avail, segment_batch
+from augmenters.codi.given_labels import given_labels
 from augmenters.codi.labeler import (
     AgentQualityLabeler,
     label_all_starts,
@@ -73,6 +75,7 @@ from augmenters.codi.labeler import (
     report_markdown,
 )
 from augmenters.codi.normaliser import ObsNormaliser
+from augmenters.codi.settings import LABELER_KEYS
 from augmenters.codi.views import ViewProjection, checked_projection
 from offline.format import DatasetError, to_json
 from offline.label_store import content_fingerprint, edit_command, episode_label_attrs, write_episode_labels
@@ -93,25 +96,31 @@ def z_label(labeler_sha256):
     return f"{CODI_Z}_{labeler_sha256[:12]}"
 
 
-# the config keys of the trained models' settings (AugmentSettings fields and model entries) that generating from
-# augment_checkpoint takes from its meta.json; (field, model entry or None)
+# the config keys of the trained models' settings (AugmentSettings fields, or entries of its dict fields model and
+# labeler) that generating from augment_checkpoint takes from its meta.json; (field, entry or None)
 TRAINED_KEYS = {"diffusion_dim": ("model", "dim"), "diffusion_dim_mults": ("model", "dim_mults"),
                 "diffusion_timesteps": ("model", "n_timesteps"), "augment_lr": ("model", "lr"),
                 "ema_decay": ("model", "ema_decay"), "label_drop": ("model", "label_drop"),
                 "p_uncond": ("model", "p_uncond"), "label_keep_one": ("model", "label_keep_one"),
                 "segment_horizon": ("horizon", None), "dynamics_hidden": ("dynamics_hidden", None),
-                "dynamics_lr": ("dynamics_lr", None), "augment_valid_fraction": ("valid_fraction", None)}
+                "dynamics_lr": ("dynamics_lr", None), "augment_valid_fraction": ("valid_fraction", None),
+                "augment_batch_size": ("batch_size", None),
+                **{key: ("labeler", entry) for key, entry in LABELER_KEYS.items()}}
 
 
-def adopt_trained(settings, trained):
-    """`settings` with the model settings of a trained folder's meta.json (`trained`: its "settings"), and the
-    [(config key, this run's value, the folder's)] that differed. The held-out split's seed is the folder's too (the
-    episodes its models never saw); generation keeps this run's seed."""
+def adopt_trained(settings, trained, steps=None):
+    """`settings` with the model settings of a trained folder's meta.json (`trained`: its "settings"; `steps`: the
+    steps its models were trained), and the [(config key, this run's value, the folder's)] that differed. The
+    held-out split's seed is the folder's too (the episodes its models never saw); generation keeps this run's
+    seed."""
     s = copy.deepcopy(settings)
     differ = []
+    if steps is not None and steps != s.train_steps:
+        differ.append(("augment_train_steps", s.train_steps, steps))
+        s.train_steps = steps
     for key, (name, entry) in TRAINED_KEYS.items():
-        ours = getattr(s, name) if entry is None else s.model.get(entry)
-        theirs = trained.get(name) if entry is None else trained.get("model", {}).get(entry)
+        ours = getattr(s, name) if entry is None else getattr(s, name).get(entry)
+        theirs = trained.get(name) if entry is None else trained.get(name, {}).get(entry)
         if entry == "label_keep_one":  # in the settings only when on
             ours, theirs = ours or 0.0, theirs or 0.0
         if theirs is None or ours == theirs:
@@ -122,7 +131,7 @@ def adopt_trained(settings, trained):
         elif entry == "label_keep_one" and not theirs:
             s.model.pop(entry, None)
         else:
-            s.model[entry] = theirs
+            getattr(s, name)[entry] = theirs
     s.seed = int(trained.get("seed", s.seed))
     return s, differ
 
@@ -174,11 +183,6 @@ def _is_generated(path):
             return bool(f.attrs.get("generated", False))
     except OSError:
         return False
-
-
-def label_command(path, env_config, name):
-    return (f"python src/main.py --config=label_agent_quality --env-config={env_config} with "
-            f"offline_dataset={path} label_name={name}")
 
 
 def state_hash(obj):
@@ -252,7 +256,7 @@ class CodiAugmenter(Augmenter):
         if checkpoint:
             self.folder = os.path.realpath(checkpoint)
             trained = self._check_checkpoint(self.folder)
-            self.s, self.adopted = adopt_trained(self.s, trained["settings"])
+            self.s, self.adopted = adopt_trained(self.s, trained["settings"], trained["train"]["steps"])
             if trained.get("source", {}).get("content_fingerprint") != self.fingerprint:
                 self.other_source = trained.get("source", {}).get("path") or "another dataset"
         else:
@@ -275,23 +279,8 @@ class CodiAugmenter(Augmenter):
         self.env_info = dict(dataset.env_info)
 
     def _given_labels(self):
-        name = self.s.label_name
-        if name in self.dataset.damaged_labels:
-            self.dataset.label(name)  # the error naming the damage and the edit that removes it
-        if name not in self.dataset.label_names:
-            have = ", ".join(self.dataset.label_names) or "none"
-            raise ConfigError(f"augmenter {self.name} fits its labeler on the segment labels labels/{name}, which "
-                             f"{self.source_path} does not have (its labels: {have}). Label segments first: "
-                             f"{label_command(self.source_path, self.env_config, name)} (labeler=oracle | "
-                             f"noisy_oracle | llm), or set augment_label_name to the labels it has")
-        made_with = (self.dataset.label_attrs(name).get("settings") or {}).get("segment_horizon")
-        if made_with is not None and int(made_with) != self.s.horizon:
-            # one H throughout: the labels judge H-step segments, the labeler reads and the diffusion model makes them
-            again = label_command(self.source_path, self.env_config, name)
-            raise ConfigError(f"labels/{name} of {self.source_path} judge segments of {made_with} steps, this run's "
-                             f"segment_horizon is {self.s.horizon}: set segment_horizon={made_with}, or label again "
-                             f"({again} segment_horizon={self.s.horizon} label_overwrite=True)")
-        return np.asarray(self.arrays["labels/" + name])
+        return given_labels(self.dataset, self.arrays, self.source_path, self.s.label_name, self.s.horizon,
+                            self.fingerprint, self.env_config, self.name)
 
     def privileged_labels(self):
         """[E, T+1, n]: the one expert's one-hot at every step; refuses data that is not one-expert everywhere."""
@@ -443,6 +432,12 @@ class CodiAugmenter(Augmenter):
                 self.own_label()
         if "train" in stages or "generate" in stages:
             self.split()
+        longest = int(episode_lengths(self.arrays["filled"]).max()) if "train" in stages else None
+        if longest is not None and longest < self.s.horizon - 1:
+            self.warn(f"no episode of {self.source_path} has the {self.s.horizon - 1} transitions of a segment of "
+                      f"segment_horizon={self.s.horizon} (the longest has {longest}): every segment is padded past "
+                      f"its episode's end, so the models never see a whole one; choose segment_horizon <= "
+                      f"{longest + 1} (labels judged at that H)")
         if "train" in stages:  # training goes on from the checkpoint: it must not be past this run's steps
             trained = self.trained_steps()
             if trained is not None and trained > self.s.train_steps:
@@ -698,22 +693,26 @@ class CodiAugmenter(Augmenter):
         self.stat("delta", delta, step)
         self.stat("real_pass_rate", rate, step)
         probe_rate, probe_error = self.probe(diffusion, dynamics, valid, delta, project=project)
-        self.stat("probe_pass_rate", probe_rate, step)
-        self.stat("probe_step_error", probe_error, step)
+        if probe_rate is None:  # nothing to probe: no statistic (a NaN would be no valid JSON in info.json)
+            probe = f"no generated (probe) pass rate (no held-out episode has {self.s.horizon} transitions)"
+        else:
+            self.stat("probe_pass_rate", probe_rate, step)
+            self.stat("probe_step_error", probe_error, step)
+            probe = f"generated (probe) pass rate {probe_rate:.3f} with median worst-step error {probe_error:.4g}"
         speed = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)
         self.stat("train_steps_per_s", speed, step)
         self.log(f"train step {step}/{self.s.train_steps}: diffusion loss "
                  f"{sums.get('diffusion_loss', 0) / max(count, 1):.4g}, inverse accuracy (held out) {acc:.3f}, "
-                 f"real pass rate {rate:.3f} at delta {delta:.4g}, generated (probe) pass rate {probe_rate:.3f} "
-                 f"with median worst-step error {probe_error:.4g}, {speed:.1f} steps/s")
+                 f"real pass rate {rate:.3f} at delta {delta:.4g}, {probe}, {speed:.1f} steps/s")
 
     def probe(self, diffusion, dynamics, valid, delta, size=64, project=None):
         """How generated segments fare now: up to `size` held-out real segments without padding are generated again
         from their o_0 and return-to-go with this variant's guidance and sampler (EMA weights, a fixed seed; no
-        training state changes). Returns (the fraction whose worst step error is <= delta, the median worst error)."""
+        training state changes). Returns (the fraction whose worst step error is <= delta, the median worst error),
+        (None, None) when no held-out segment is free of padding."""
         rows = th.nonzero(valid["step_valid"].all(1)).reshape(-1)[:size]
         if len(rows) == 0:
-            return float("nan"), float("nan")
+            return None, None
         g = self.s.generation
         x = diffusion.sample(valid["x"][rows, 0], valid["R"][rows], guidance=self.guidance,
                              guidance_weights=g["guidance_weights"], sampler=g["sampler"],
@@ -834,7 +833,8 @@ class CodiAugmenter(Augmenter):
                                       delta=delta, seed=g["seed"], part_size=g["part_size"],
                                       batch_size=g["batch_size"], max_resamples=g["max_resamples"],
                                       max_attempts=g["max_attempts"], max_view_gap=g.get("max_view_gap"),
-                                      snap_obs=bool(g.get("snap_obs")))
+                                      snap_obs=bool(g.get("snap_obs")),
+                                      delta_quantile=g["delta_quantile"] if g["delta"] == "auto" else None)
         source_fingerprint = self.fingerprint  # labels written since do not change it
         out = self.output_path(meta["train"]["model_hashes"], source_fingerprint)
         if os.path.exists(out):

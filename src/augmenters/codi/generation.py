@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 
 import h5py
@@ -60,11 +61,14 @@ class GenerationSettings:
     max_attempts: int = 2000
     max_view_gap: float | None = None  # off (None) or the largest view gap a passing segment may have (stitching.py)
     snap_obs: bool = False  # generated observations snapped by the env hook before the checks (stitching.py)
+    delta_quantile: float | None = None  # delta=auto's quantile, None when delta was given (the advice when stuck)
 
     def identity(self):
         """The settings that decide the output: asdict, less max_view_gap and snap_obs while they are off, so that
-        parts and files made before the options existed are still recognised as the same generation."""
+        parts and files made before the options existed are still recognised as the same generation, and less
+        delta_quantile (delta's value decides)."""
         d = asdict(self)
+        d.pop("delta_quantile")
         if d["max_view_gap"] is None:
             d.pop("max_view_gap")
         if not d["snap_obs"]:
@@ -123,6 +127,9 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
         clean_stale_temps(folder)  # parts of a run killed mid-write
         _check_spec(folder, spec)
         n_parts = -(-settings.n_episodes // settings.part_size)
+        for k in range(n_parts):  # a damaged finished part is named now, not after the missing ones are made
+            if os.path.exists(_part_path(folder, k)):
+                _read_part(_part_path(folder, k))
         written = 0
         done = sum(_part_episodes(settings, k) for k in range(n_parts) if os.path.exists(_part_path(folder, k)))
         bar = Bar(settings.n_episodes, initial=done, desc="generate", unit="episode")
@@ -150,7 +157,7 @@ def generate_dataset(out_path, source_path, sampler, dynamics, normaliser, hooks
             generator = th.Generator(device=th.device(device)).manual_seed(torch_seed)
             part = StitchSettings(n, settings.horizon, info["episode_limit"], target, float(settings.delta),
                                   settings.batch_size, settings.max_resamples, settings.max_attempts,
-                                  settings.max_view_gap, settings.snap_obs)
+                                  settings.max_view_gap, settings.snap_obs, settings.delta_quantile)
             arrays, counters = stitch(sampler, dynamics, normaliser, hooks, source["initial_obs"], part, rng,
                                       generator, device, progress=lambda c, before=done: progress(c, before))
             _write_part(path, arrays, counters)
@@ -234,18 +241,25 @@ def _write_part(path, arrays, counters):
             os.fsync(f.fileno())
 
 
+def _read_part(path):
+    """(arrays, counters) of a finished part; a damaged one (truncated: a zip error; unreadable) is a
+    GenerationError naming it and the fix."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return ({key: z[key] for key in z.files if key != "counters"},
+                    {key: int(v) for key, v in json.loads(str(z["counters"])).items()})
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise GenerationError(f"generation part {path} cannot be read ({e}); delete it and rerun (it is "
+                              f"generated again)") from e
+
+
 def _read_parts(folder, n_parts):
     arrays, counters = [], dict.fromkeys(COUNTERS, 0)
     for k in range(n_parts):
-        path = _part_path(folder, k)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays.append({key: z[key] for key in z.files if key != "counters"})
-                for key, v in json.loads(str(z["counters"])).items():
-                    counters[key] = counters.get(key, 0) + int(v)
-        except (OSError, ValueError, KeyError) as e:
-            raise GenerationError(f"generation part {path} cannot be read ({e}); delete it and rerun (it is "
-                                  f"generated again)") from e
+        part, counts = _read_part(_part_path(folder, k))
+        arrays.append(part)
+        for key, v in counts.items():
+            counters[key] = counters.get(key, 0) + v
     return {key: np.concatenate([a[key] for a in arrays]) for key in arrays[0]}, counters
 
 

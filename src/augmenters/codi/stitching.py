@@ -76,6 +76,7 @@ class StitchSettings:
     max_attempts: int = 2000  # consecutive rejections, or drops with no episode finished, that stop generation
     max_view_gap: float | None = None  # largest view gap (hooks.view_gap_from_obs) of a passing segment; None: off
     snap_obs: bool = False  # generated observations replaced by hooks.snap_obs before the checks
+    delta_quantile: float | None = None  # delta=auto's quantile (None: delta was given); for the advice when stuck
 
     def check(self):
         if self.n_episodes < 1:
@@ -349,6 +350,7 @@ def episode_arrays(finished, normaliser, hooks, T):
 
 def _stuck(what, counters, rejected_errors, settings):
     errs = np.asarray(rejected_errors, dtype=np.float64)
+    nonfinite = int((~np.isfinite(errs)).sum())
     errs = errs[np.isfinite(errs)]
     seen = (f"; the largest step error of rejected segments: 10%/50%/90% quantiles "
             f"{np.quantile(errs, 0.1):.4g}/{np.quantile(errs, 0.5):.4g}/{np.quantile(errs, 0.9):.4g}"
@@ -361,8 +363,16 @@ def _stuck(what, counters, rejected_errors, settings):
     advice = []
     if gap is not None and counters["rejected_view_gap"]:
         advice.append("raise max_view_gap (null: off)")
+    if nonfinite:  # NaN or infinite samples: no delta passes them, the conditions drove the sampler off
+        advice.append(f"{nonfinite} of the rejected segments were not finite (NaN or infinite), which no delta "
+                      f"passes: choose target_rtg (now {settings.target_rtg:.4g}) inside the source's returns (e.g. "
+                      f"quantile:0.9) and guidance_weights near the preset's 1.2")
     if len(errs) or not advice:  # some segments failed δ
-        advice.append(f"raise delta{suggest} or use delta=auto (a quantile of the error on real transitions)")
+        if settings.delta_quantile is None:
+            advice.append(f"raise delta{suggest} or use delta=auto (a quantile of the error on real transitions)")
+        else:
+            advice.append(f"raise delta_quantile (delta=auto took the {settings.delta_quantile:g} quantile of the "
+                          f"error on real transitions) or give delta a number{suggest}")
     return (f"generation stopped: {what} (delta={delta:g}); pass rate "
             f"{counters['accepted']}/{counters['segments']} = {rate:.2%} overall, "
             f"{counters['rejected_unavailable']} rejected for unavailable actions{view}, {counters['dropped']} "
