@@ -2,7 +2,7 @@
 guidance weights, a delta that was already auto is not told to use auto, and a truncated finished part is named
 (delete it and rerun) before the missing parts are generated."""
 import pytest
-from tests.augmenters.test_codi_stitching import generate, source  # noqa: F401 (the fixture)
+from tests.augmenters.test_codi_stitching import generate, killed_after_first_part, source  # noqa: F401 (the fixture)
 
 from augmenters.codi import generation
 from augmenters.codi.stitching import GenerationError, StitchSettings, _stuck
@@ -29,16 +29,7 @@ def test_a_delta_already_auto_is_not_told_to_use_auto():
 
 def test_a_truncated_part_is_named_before_the_missing_parts_are_generated(tmp_path, source, monkeypatch):  # noqa: F811
     out = tmp_path / "gen.h5"
-    write_part = generation._write_part
-
-    def write_then_die(path, arrays, counters):
-        write_part(path, arrays, counters)
-        raise KeyboardInterrupt  # killed right after part 0 (4 of the 6 episodes)
-
-    monkeypatch.setattr(generation, "_write_part", write_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        generate(out, source)
-    monkeypatch.setattr(generation, "_write_part", write_part)
+    killed_after_first_part(monkeypatch, out, source)
     part = generation._part_path(generation.parts_folder(out), 0)
     with open(part, "r+b") as f:  # a damaged disk or copy: the zip's directory at the end is lost
         f.truncate(200)

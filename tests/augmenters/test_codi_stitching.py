@@ -427,6 +427,20 @@ class SlowClimbingSampler(ClimbingSampler):
         return super().sample(o0, R, generator)
 
 
+def killed_after_first_part(monkeypatch, out, source, **kw):
+    """generate() killed (KeyboardInterrupt) right after it wrote part 0 (4 of the 6 episodes)."""
+    write_part = generation._write_part
+
+    def write_then_die(path, arrays, counters):
+        write_part(path, arrays, counters)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(generation, "_write_part", write_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            generate(out, source, **kw)
+
+
 def generate(out, source, always_fail=False, sampler=ClimbingSampler, log=None, log_every_s=60.0, **overrides):
     path, normaliser = source
     settings = GenerationSettings(**{**GENERATION, **overrides})
@@ -445,16 +459,7 @@ def test_generation_reports_its_progress_counting_the_parts_already_written(tmp_
             self.lines.append(line)
 
     out, first = tmp_path / "gen.h5", Lines()
-    write_part = generation._write_part
-
-    def write_then_die(path, arrays, counters):
-        write_part(path, arrays, counters)
-        raise KeyboardInterrupt  # killed right after part 0 (4 of the 6 episodes)
-
-    monkeypatch.setattr(generation, "_write_part", write_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        generate(out, source, log=first, log_every_s=0.0)
-    monkeypatch.setattr(generation, "_write_part", write_part)
+    killed_after_first_part(monkeypatch, out, source, log=first, log_every_s=0.0)
     progress = [line for line in first.lines if line.startswith("generation: ")]
     line = (r"generation: \d / 6 episodes \(\d+%\), \d+:\d\d:\d\d elapsed, (about \d+:\d\d:\d\d left|time left not "
             r"known yet), [\d.e+]+ episodes/min; this part: pass rate [01]\.\d{3}, \d+ trajectories dropped")
