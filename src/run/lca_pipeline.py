@@ -94,11 +94,21 @@ def prepare_lca(args, env_info, evaluating, _log, _run=None):
         folder = repo_relative(args.lca["potential"])
         meta = read_meta(folder)
         ranked = meta.get("rankings") or {}
-        if ranked.get("complete") is False and not args.lca["allow_incomplete"]:
+        complete = ranked.get("complete")
+        if complete is None:  # a potential trained before it recorded this: ask its rankings file, if unchanged
+            complete = rankings_complete(ranked.get("path"), ranked.get("sha256"))
+        if complete is False and not args.lca["allow_incomplete"]:
             raise ConfigError(f"lca.potential={args.lca['potential']} was trained on incomplete rankings "
-                              f"({ranked.get('path')}, with lca.allow_incomplete=True): finish them (rerun the "
-                              f"command that ranked them; it asks only the missing queries) and train again, or set "
-                              f"lca.allow_incomplete=True to use this potential")
+                              f"({ranked.get('path')}): finish them (rerun the command that ranked them; it asks "
+                              f"only the missing queries) and train again, or set lca.allow_incomplete=True to use "
+                              f"this potential")
+        if complete is False:
+            _log.warning(f"lca.potential={args.lca['potential']} was trained on incomplete rankings "
+                         f"({ranked.get('path')}); used as lca.allow_incomplete=True allows")
+        elif complete is None:
+            _log.warning(f"lca.potential={args.lca['potential']}: whether its rankings ({ranked.get('path')}) were "
+                         f"complete is not recorded (trained before potentials recorded it) and the file is gone or "
+                         f"changed, so it cannot be checked")
         if args.lca["rankings"]:
             _log.warning(f"lca.rankings={args.lca['rankings']} is not used: lca.potential={args.lca['potential']} is "
                          f"given, which was trained from {ranked.get('path', 'its own rankings')}; leave lca.rankings "
@@ -180,6 +190,14 @@ def given_rankings(args, path, _log):
     return {"path": os.path.abspath(path), "given": True}, labeling
 
 
+def rankings_complete(path, sha256):
+    """Whether the rankings file at `path` is complete (True / False), or None when it is gone or is no longer the
+    file of SHA-256 `sha256`."""
+    if not path or not os.path.isfile(path) or rankings_hash(path) != sha256:
+        return None
+    return bool(read_attrs(path).get("complete", True))
+
+
 def build_artifacts(args, _log):
     """Rank (or reuse) and train (or reuse) under the folders' locks; returns info["lca"]."""
     check_label_keys(args)
@@ -203,7 +221,7 @@ def build_artifacts(args, _log):
             stopped = labeler_info.get("stopped") or ""
             fix = ("raise max_requests / max_cost_usd" if "max_" in stopped
                    else "remove the cause above" if stopped else "fix the failing requests")
-            raise RuntimeError(f"the rankings {labeled['path']} are incomplete ({why}): {fix} and rerun the same "
+            raise ConfigError(f"the rankings {labeled['path']} are incomplete ({why}): {fix} and rerun the same "
                                f"command to ask the missing queries (the answers so far are kept), or set "
                                f"lca.allow_incomplete=True to train on the items answered so far")
         path = labeled["path"]

@@ -239,6 +239,9 @@ def test_snap_obs_snaps_the_generated_steps_before_the_checks():
     assert counters["rejected_view_gap"] == counters["rejected"] > 0
     assert "snap_obs" not in GenerationSettings(1, 4, 0.0, 0.1).identity()  # off: earlier parts and files match
     assert GenerationSettings(1, 4, 0.0, 0.1, snap_obs=True).identity()["snap_obs"] is True
+    # delta=auto's quantile only words the advice when stuck: delta's value decides, so earlier parts still match
+    assert GenerationSettings(1, 4, 0.0, 0.1, delta_quantile=0.9).identity() == GenerationSettings(1, 4, 0.0,
+                                                                                                   0.1).identity()
     info = {"n_agents": 2, "n_actions": 3, "state_shape": 2}
     with pytest.raises(ValueError, match="snap_obs needs the env hook snap_obs, which LineHooks lacks.*snap_obs: "
                                          "False"):

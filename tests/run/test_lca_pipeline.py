@@ -174,8 +174,9 @@ def test_incomplete_rankings_stop_the_run_before_training(tmp_path, capfd):
     """An llm labeling that stops early (here a replay cache miss) keeps its answers and fails the run: no potential
     is trained on a part of the rankings."""
     run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, "labeler=llm", "llm.backend=replay",
-             f"llm.cache_dir={tmp_path / 'cache'}", "lca.n_pairs=4", expect=1)
-    assert "are incomplete" in capfd.readouterr().err
+             f"llm.cache_dir={tmp_path / 'cache'}", "lca.n_pairs=4", expect=2)  # a config error: one line
+    err = capfd.readouterr().err
+    assert "are incomplete" in err and "Traceback" not in err
     rankings, metas = artifacts(tmp_path)
     assert len(rankings) == 1 and metas == []
 
@@ -198,6 +199,13 @@ def test_incomplete_given_rankings_are_refused_wherever_they_are_read(tmp_path, 
     (meta,) = artifacts(tmp_path)[1]
     assert json.load(open(meta))["rankings"]["complete"] is False
     capfd.readouterr()
+    run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.potential={os.path.dirname(meta)}",
+             expect=2)
+    assert "was trained on incomplete rankings" in capfd.readouterr().err
+    # a potential trained before potentials recorded `complete`: its rankings file, unchanged, tells
+    recorded = json.load(open(meta))
+    del recorded["rankings"]["complete"]
+    json.dump(recorded, open(meta, "w"))
     run_main(tmp_path, "lca_ippo", "two_switch", *ORACLE, *TINY, *EPISODE, f"lca.potential={os.path.dirname(meta)}",
              expect=2)
     assert "was trained on incomplete rankings" in capfd.readouterr().err
