@@ -18,6 +18,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 
 from utils.cli import split_argv  # noqa: E402
 from utils.config import ConfigError  # noqa: E402
+from utils.signals import exit_status, stopped_by  # noqa: E402
 
 USAGE = """python src/sweep.py SWEEP [--address auto|HOST:PORT|ray://HOST:PORT] [--resume] [--max-concurrent N]
        python src/sweep.py --config=ALG[,ALG] --env-config=ENV[,ENV] [--seeds N] [--grid KEY=[V,...]] ... with K=V ...
@@ -93,7 +94,12 @@ def main(argv):
     except ConfigError as e:
         print(f"{e.label}: {e}", file=sys.stderr)
         return 2
-    return driver.run(sweep, address=opts.address, max_concurrent=opts.max_concurrent, num_cpus=opts.num_cpus)
+    try:
+        return driver.run(sweep, address=opts.address, max_concurrent=opts.max_concurrent, num_cpus=opts.num_cpus)
+    except KeyboardInterrupt as e:  # a second Ctrl-C or SIGTERM (the first lets the trials save, sweeps.driver)
+        print(f"{stopped_by(e)} again: stopped at once; trials still running ended with their Ray workers. Finish "
+              f"the sweep with: python src/sweep.py {driver.resume_target(sweep)} --resume", file=sys.stderr)
+        return exit_status(e)
 
 
 if __name__ == "__main__":

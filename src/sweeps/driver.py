@@ -8,6 +8,7 @@ Without `address` a local Ray starts (all the machine's CPUs and GPUs, no dashbo
 head's HOST:PORT or ray://HOST:PORT) joins a running cluster. Workers import this package from the same src/
 folder (PYTHONPATH in the job's runtime_env): every node needs the checkout at the same path.
 """
+import contextlib
 import datetime
 import difflib
 import json
@@ -21,11 +22,11 @@ import uuid
 
 from sweeps.manifest import read_manifest, sweep_folder, trial_state, write_manifest
 from sweeps.spec import expand, validate
-from sweeps.trial import trial_command
+from sweeps.trial import STOP_FILE, trial_command
 from utils.config import ConfigError
 from utils.files import FolderLock
 from utils.paths import REPO_ROOT, SRC_DIR
-from utils.signals import handlers_restored
+from utils.signals import STOPPING, handlers_restored, stop
 
 RAY_PIN = "ray[tune]==2.60.0"
 INSTALL_HINT = (f"Ray is not installed in this environment; sweeps need it: .venv/bin/pip install '{RAY_PIN}' "
@@ -371,7 +372,8 @@ def run(sweep, address=None, max_concurrent=None, num_cpus=None, stream=None):
         call = f"run_{datetime.datetime.now().strftime('%Y%m%d_%H%M%S_%f')}"  # this call: Tune's run folder, and
         tuner = tune.Tuner(                                                 # which retries a trial refuses
             tune.with_resources(run_trial, trial_resources),
-            param_space={"trial": tune.grid_search(pending), "call": call},
+            param_space={"trial": tune.grid_search(pending), "call": call,
+                         "stop_file": os.path.join(sweep.folder, STOP_FILE)},
             tune_config=tune.TuneConfig(max_concurrent_trials=limit, reuse_actors=True,
                                         trial_dirname_creator=lambda t: f"trial_{t.config['trial']['index']}",
                                         trial_name_creator=lambda t: t.config["trial"]["id"]),
@@ -380,9 +382,84 @@ def run(sweep, address=None, max_concurrent=None, num_cpus=None, stream=None):
                                       failure_config=tune.FailureConfig(max_failures=int(sweep.spec["retries"])),
                                       callbacks=[make_callback(sweep, display)]),
         )
-        with handlers_restored(signal.SIGINT, signal.SIGUSR1):  # Tune leaves its own installed
+        with handlers_restored(signal.SIGINT, signal.SIGUSR1), trials_stop_first(sweep, out):
             tuner.fit()
     return finish(sweep, out)
+
+
+STOP_GRACE_S = 300  # how long a Ctrl-C waits for the running trials to save a checkpoint and end
+
+
+def local_trial_pids(label):
+    """PIDs of this machine's trial runs of the sweep whose trials' labels start with `label` (their command lines
+    carry it: label=sweep:<name>:<uid>:<index>)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if b"src/main.py" in cmdline and label.encode() in cmdline:
+            found.append(int(pid))
+    return found
+
+
+def _ended(pid):
+    """Whether process `pid` has ended: gone, or a zombie its parent (a Ray worker, whose trial function may wait
+    on a report to this blocked driver) has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@contextlib.contextmanager
+def trials_stop_first(sweep, out, grace_s=STOP_GRACE_S):
+    """Around tuner.fit(): the first Ctrl-C (or SIGTERM) goes on to the trial runs on this machine, which save a
+    checkpoint at their next safe point and end INTERRUPTED (run/interrupt.py), as a run started by hand does; once
+    they have ended (at most grace_s) Tune is told to stop (SIGUSR1, its own stop signal). Left to Tune, its stop
+    ends the Ray workers at once and their runs die with them, losing all since their last periodic checkpoint.
+    No trial starts once the stop is asked (the stop file, sweeps.trial). A second signal stops at once. Trials on
+    other machines still end with their workers (resumed from their last periodic checkpoint)."""
+    stop_file = os.path.join(sweep.folder, STOP_FILE)
+    label = f"sweep:{sweep.spec['name']}:{sweep.uid}:"
+    stopping = []
+
+    def handle(signum, frame):
+        if stopping:
+            raise stop(signum)
+        stopping.append(signum)
+        with open(stop_file, "w") as f:
+            f.write(STOPPING[signum])
+        pids = local_trial_pids(label)
+        print(f"\n{STOPPING[signum]}: {len(pids)} running trial(s) here save a checkpoint and end first (up "
+              f"to {grace_s:g} s; press Ctrl-C again to stop at once)", file=out, flush=True)
+        for pid in pids:  # SIGTERM: a run takes it as a Ctrl-C (utils/signals.py); Ray's workers ignore SIGINT,
+            with contextlib.suppress(OSError):  # and so do the runs they start
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and not all(_ended(p) for p in pids):
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGUSR1)  # Tune's own graceful stop
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(stop_file)
+    tune_own = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours takes Ctrl-C; Tune keeps SIGUSR1
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if tune_own is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_own
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stop_file)
 
 
 def finish(sweep, out):

@@ -27,6 +27,8 @@ from utils.files import write_json_atomic
 from utils.paths import REPO_ROOT
 
 TAIL_LINES = 40
+STOP_FILE = "stopping"  # in the sweep folder while its driver stops the trials (driver.trials_stop_first)
+INTERRUPTED_EXITS = (130, 143)  # src/main.py's exit status after a Ctrl-C / SIGTERM it was sent
 NOT_RETRIED = "not_retried.json"  # in the failed Sacred run's folder: {call, message}; this sweep call retries no more
 T_ENV = re.compile(r"\bt_env:\s+(\d+)")
 NUMBER = r"(-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
@@ -85,6 +87,10 @@ def run_trial(config):
         tune.report({**base, "status": "COMPLETED", "t_env": state["t_env"], metric: state["value"],
                      "sacred_run": state["sacred_run"], "already_complete": True})
         return
+    if os.path.exists(config["stop_file"]):  # the driver is stopping the sweep: start nothing more
+        tune.report({**base, "status": "INTERRUPTED", "t_env": state["t_env"], metric: state["value"],
+                     "sacred_run": state["sacred_run"]})
+        return
     call = config.get("call")  # this sweep call's id (sweeps.driver): its retries refuse, a later --resume runs again
     if state["status"] == "FAILED":
         marker = read_json(os.path.join(state["sacred_run"], NOT_RETRIED)) or {}
@@ -130,6 +136,9 @@ def run_trial(config):
               "resumed_from": resume_from, "wall_s": time.time() - start, "run_s": run_s}
     if proc.returncode == 0 and final["status"] == "COMPLETED":
         tune.report({**result, "status": "COMPLETED", "sacred_run": final["sacred_run"]})
+        return
+    if proc.returncode in INTERRUPTED_EXITS and os.path.exists(config["stop_file"]):  # saved and ended: no retry
+        tune.report({**result, "status": "INTERRUPTED"})
         return
     tail = "\n".join(progress.tail)
     # only this attempt's own run: one that failed before Sacred started (or on a config error, whose folder is

@@ -183,10 +183,13 @@ def test_the_artifact_round_trips_and_a_rerun_reuses_it(tmp_path, monkeypatch):
     assert train_or_reuse(path, settings, str(tmp_path / "results"))[:3:2] == (folder, True)
 
 
-def test_incomplete_rankings_are_refused_unless_allowed_and_so_is_their_cached_potential(tmp_path, caplog):
+def test_incomplete_rankings_are_refused_unless_allowed_and_so_is_their_cached_potential(tmp_path, caplog,
+                                                                                        monkeypatch):
     """A labeling stopped early (attrs complete: false, 5 of 45 items answered) trains nothing, naming the count and
     how to finish it; lca.allow_incomplete trains on the answered items (meta says so), and that cached potential is
     refused again without the opt-in."""
+    # the run's logger stops propagating once a run has set it up (utils.logging), which an earlier test may have
+    monkeypatch.setattr(logging.getLogger("pymarl"), "propagate", True)
     path = str(tmp_path / "rankings.h5")
     r = chain_rankings()
     r.answers[5:] = np.nan

@@ -195,6 +195,42 @@ def test_resume_after_kill_9_of_the_driver(tmp_path, local_ray):
     assert manifest["trials"][1]["sacred_runs"] == long_state["sacred_runs"]
 
 
+def test_ctrl_c_of_the_driver_lets_the_running_trial_save_first(tmp_path):
+    """The driver passes its first Ctrl-C on to the trial's run, which saves a checkpoint where it stops and ends
+    INTERRUPTED (not killed with its Ray worker, losing all since its last periodic checkpoint); no retry follows."""
+    spec = sweep_file(tmp_path, "stopped", entries=[{"alg": "vdn", "env": "matrix_game", "name": "long",
+                                                      "with": {"t_max": LONG_T_MAX,
+                                                               "save_model_interval": 10 * LONG_T_MAX}}])
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "src", "sweep.py"), spec["file"],
+                             "--num-cpus", "1"], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    folder = sweep_folder(spec)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            manifest = read_manifest(folder)
+            run = manifest and trial_state(manifest["trials"][0])["sacred_run"]
+            info = read_json(os.path.join(run, "info.json")) if run else None
+            if info and max(info.get("episode_T") or [0]) >= 1000:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep did not get going in 90 s")
+        os.kill(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _end_session(proc.pid)
+    assert "1 running trial(s) here save a checkpoint and end first" in out, out
+    state = trial_state(read_manifest(folder)["trials"][0])
+    assert read_json(os.path.join(state["sacred_run"], "run.json"))["status"] == "INTERRUPTED"
+    assert len(state["sacred_runs"]) == 1  # not retried
+    assert checkpoint_steps(state["model_dir"])[-1] >= 1000  # saved where it stopped (the interval is 10x t_max)
+    assert read_manifest(folder)["trials"][0]["status"] == "INTERRUPTED"
+    assert not os.path.exists(os.path.join(folder, "stopping"))
+
+
 def test_validation_covers_every_trial_before_ray(tmp_path):
     spec = sweep_file(tmp_path, "valid", algs=["qmix"], envs=["matrix_game"], seeds=[3, 4])
     trials = validate(expand(spec))
