@@ -31,7 +31,7 @@ from utils.signals import STOPPING, handlers_restored, stop
 RAY_PIN = "ray[tune]==2.60.0"
 INSTALL_HINT = (f"Ray is not installed in this environment; sweeps need it: .venv/bin/pip install '{RAY_PIN}' "
                 f"(pinned in requirements.txt; ./install.sh installs it)")
-FINAL = ("COMPLETED", "ERROR")
+FINAL = ("COMPLETED", "ERROR", "INTERRUPTED")
 RECORD_KEYS = ("status", "sacred_run", "sacred_runs", "model_dir", "node_id", "hostname", "t_env", "value",
                "attempts", "error", "started", "ended", "resumed_from")
 
@@ -382,8 +382,10 @@ def run(sweep, address=None, max_concurrent=None, num_cpus=None, stream=None):
                                       failure_config=tune.FailureConfig(max_failures=int(sweep.spec["retries"])),
                                       callbacks=[make_callback(sweep, display)]),
         )
-        with handlers_restored(signal.SIGINT, signal.SIGUSR1), trials_stop_first(sweep, out):
+        with handlers_restored(signal.SIGINT, signal.SIGUSR1), trials_stop_first(sweep, out) as stopping:
             tuner.fit()
+        code = finish(sweep, out)
+        return 128 + stopping[0] if stopping else code  # stopped by a signal: what a shell reads as such
     return finish(sweep, out)
 
 
@@ -442,6 +444,8 @@ def trials_stop_first(sweep, out, grace_s=STOP_GRACE_S):
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and not all(_ended(p) for p in pids):
             time.sleep(0.2)
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):  # Tune has not set up its stop yet
+            raise stop(signum)
         os.kill(os.getpid(), signal.SIGUSR1)  # Tune's own graceful stop
 
     with contextlib.suppress(FileNotFoundError):
@@ -450,7 +454,7 @@ def trials_stop_first(sweep, out, grace_s=STOP_GRACE_S):
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours takes Ctrl-C; Tune keeps SIGUSR1
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield stopping
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

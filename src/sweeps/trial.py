@@ -28,7 +28,8 @@ from utils.paths import REPO_ROOT
 
 TAIL_LINES = 40
 STOP_FILE = "stopping"  # in the sweep folder while its driver stops the trials (driver.trials_stop_first)
-INTERRUPTED_EXITS = (130, 143)  # src/main.py's exit status after a Ctrl-C / SIGTERM it was sent
+# src/main.py's exit status after a Ctrl-C / SIGTERM it was sent; -SIGTERM: sent before it set up its handler
+INTERRUPTED_EXITS = (130, 143, -signal.SIGTERM)
 NOT_RETRIED = "not_retried.json"  # in the failed Sacred run's folder: {call, message}; this sweep call retries no more
 T_ENV = re.compile(r"\bt_env:\s+(\d+)")
 NUMBER = r"(-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
@@ -104,13 +105,20 @@ def run_trial(config):
                  "resumed_from": resume_from, "sacred_run": None})
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     run_start = time.time()
+    if os.path.exists(config["stop_file"]):  # the stop came while the report above waited on the driver
+        tune.report({**base, "status": "INTERRUPTED", "t_env": state["t_env"], metric: state["value"]})
+        return
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace", bufsize=1, preexec_fn=_die_with_parent)
     reader = threading.Thread(target=progress.feed, args=(proc.stdout,), daemon=True)
     reader.start()
     run_dir, last_report = None, 0.0
     try:
+        signalled = False
         while proc.poll() is None:
+            if not signalled and os.path.exists(config["stop_file"]):  # also where the driver's own signal cannot
+                proc.send_signal(signal.SIGTERM)                         # reach (another node, a late start)
+                signalled = True
             if progress.changed.is_set():  # at most one report a second
                 time.sleep(max(0.0, min(1.0, last_report + 1.0 - time.time())))
             progress.changed.wait(1.0)
