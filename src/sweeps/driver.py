@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 import uuid
@@ -433,8 +434,8 @@ def trials_stop_first(sweep, out, grace_s=STOP_GRACE_S):
         if stopping:
             raise stop(signum)
         stopping.append(signum)
-        with open(stop_file, "w") as f:
-            f.write(STOPPING[signum])
+        with open(stop_file, "w") as f:  # trials on other hosts signal their own runs (sweeps.trial)
+            f.write(socket.gethostname())
         pids = local_trial_pids(label)
         print(f"\n{STOPPING[signum]}: {len(pids)} running trial(s) here save a checkpoint and end first (up "
               f"to {grace_s:g} s; press Ctrl-C again to stop at once)", file=out, flush=True)

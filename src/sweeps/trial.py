@@ -74,6 +74,15 @@ class Progress:
                 self.changed.set()
 
 
+def _stop_asked_elsewhere(stop_file):
+    """Whether the driver, on another host (the stop file names it), asked the sweep to stop."""
+    try:
+        with open(stop_file) as f:
+            return f.read().strip() != socket.gethostname()
+    except OSError:
+        return False
+
+
 def run_trial(config):
     """Ray Tune function trainable: config["trial"] is a validated trial of sweeps.spec with `label` and `metric`."""
     import ray
@@ -116,8 +125,8 @@ def run_trial(config):
     try:
         signalled = False
         while proc.poll() is None:
-            if not signalled and os.path.exists(config["stop_file"]):  # also where the driver's own signal cannot
-                proc.send_signal(signal.SIGTERM)                         # reach (another node, a late start)
+            if not signalled and _stop_asked_elsewhere(config["stop_file"]):  # the driver signals this host's runs
+                proc.send_signal(signal.SIGTERM)                                # itself: never twice (twice = at once)
                 signalled = True
             if progress.changed.is_set():  # at most one report a second
                 time.sleep(max(0.0, min(1.0, last_report + 1.0 - time.time())))
