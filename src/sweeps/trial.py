@@ -97,9 +97,11 @@ def run_trial(config):
         tune.report({**base, "status": "COMPLETED", "t_env": state["t_env"], metric: state["value"],
                      "sacred_run": state["sacred_run"], "already_complete": True})
         return
-    if os.path.exists(config["stop_file"]):  # the driver is stopping the sweep: start nothing more
-        tune.report({**base, "status": "INTERRUPTED", "t_env": state["t_env"], metric: state["value"],
-                     "sacred_run": state["sacred_run"]})
+    def report_stopped(**result):  # the driver is stopping the sweep: this trial ends INTERRUPTED, never retried
+        tune.report({**base, "t_env": state["t_env"], metric: state["value"], **result, "status": "INTERRUPTED"})
+
+    if os.path.exists(config["stop_file"]):  # start nothing more
+        report_stopped(sacred_run=state["sacred_run"])
         return
     call = config.get("call")  # this sweep call's id (sweeps.driver): its retries refuse, a later --resume runs again
     if state["status"] == "FAILED":
@@ -115,7 +117,7 @@ def run_trial(config):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     run_start = time.time()
     if os.path.exists(config["stop_file"]):  # the stop came while the report above waited on the driver
-        tune.report({**base, "status": "INTERRUPTED", "t_env": state["t_env"], metric: state["value"]})
+        report_stopped()
         return
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace", bufsize=1, preexec_fn=_die_with_parent)
@@ -154,8 +156,8 @@ def run_trial(config):
     if proc.returncode == 0 and final["status"] == "COMPLETED":
         tune.report({**result, "status": "COMPLETED", "sacred_run": final["sacred_run"]})
         return
-    if proc.returncode in INTERRUPTED_EXITS and os.path.exists(config["stop_file"]):  # saved and ended: no retry
-        tune.report({**result, "status": "INTERRUPTED"})
+    if proc.returncode in INTERRUPTED_EXITS and os.path.exists(config["stop_file"]):  # saved and ended
+        report_stopped(**result)
         return
     tail = "\n".join(progress.tail)
     # only this attempt's own run: one that failed before Sacred started (or on a config error, whose folder is
