@@ -28,9 +28,9 @@ def check_messages(messages):
             raise TypeError(f"messages[{i}]['content'] must be a string, got {type(m['content']).__name__}")
         out.append(dict(m))
     try:
-        canonical_json(out)
+        canonical_json(out).encode("utf-8")  # the cache key hashes these bytes
     except (TypeError, ValueError) as e:
-        raise TypeError(f"messages must be JSON-serialisable: {e}") from None
+        raise TypeError(f"messages must be JSON-serialisable UTF-8 text: {e}") from None
     return out
 
 
@@ -269,10 +269,19 @@ class LLM:
 
     @staticmethod
     def _failed(stats, error):
-        """Count a request that ended in `error`: its attempts, and one failed request if anything was sent."""
+        """Count a request that ended in `error`: its attempts, and one failed request if anything was sent; one the
+        server reported usage for (an unusable answer it may bill: LLMBadResponse.usage) is a request with its tokens,
+        so the ledger and max_cost_usd see them."""
         sent = getattr(error, "attempts", 1)
         stats["attempts"] += sent
-        stats["failed"] += 1 if sent else 0
+        usage = getattr(error, "usage", None)
+        if usage is None:
+            stats["failed"] += 1 if sent else 0
+            return
+        stats["requests"] += 1
+        stats["prompt_tokens"] += usage[0]
+        stats["completion_tokens"] += usage[1]
+        stats["estimated"] += int(usage[2])
 
     def _fill_claimed(self, messages, ident, keys, missing, texts, cached, stats):
         """_fill for the samples this process claims in the cache (llm.cache: claims); a sample that another live

@@ -19,7 +19,9 @@ class LLMCacheMiss(LLMError):
 
 
 class LLMBadResponse(LLMError):
-    """The server answered, but not with a usable chat completion (malformed JSON, no choices, no text)."""
+    """The server answered, but not with a usable chat completion (malformed JSON, no choices, no text). `usage`:
+    (prompt_tokens, completion_tokens, estimated) when the server reported usage for it (it may bill it)."""
+    usage = None
 
 
 class LLMRequestError(LLMError):

@@ -29,6 +29,7 @@ from llm.config import is_loopback
 from llm.errors import LLMBadResponse, LLMCancelled, LLMError, LLMRequestError, LLMTimeout, LLMUnavailable
 from llm.ledger import estimate_tokens, messages_text, now
 from llm.text_utils import safe_text
+from utils.text import encodable
 
 log = logging.getLogger("llm")
 # the HTTP library logs every request at INFO; our transcript already records each call
@@ -223,7 +224,7 @@ class OpenAICompat:
         self.gate = gate  # called before every attempt (LLM: budgets); raises to send nothing
         self.watch = Watchdog()
         self.max_bytes = int(float(c["max_response_mb"]) * 2 ** 20)
-        self._warned_usage = False
+        self._warned_usage = self._warned_surrogates = False
         # llama.cpp answers n > 1 with HTTP 400: the local server is asked once per sample
         self.api_n = bool(c["use_api_n"]) and not local
         key = None if local else os.environ.get(c["api_key_env"])
@@ -320,13 +321,24 @@ class OpenAICompat:
         try:
             result = self._parse(resp, messages, n, max_tokens)
         except LLMError as e:
-            raise self._error(e, attempts) from None
+            raise self._billed(self._error(e, attempts), resp, messages, n, max_tokens) from None
         except (AttributeError, TypeError, ValueError) as e:
             bad = LLMBadResponse(f"{self.base_url} sent a chat completion this client cannot read "
                                  f"({type(e).__name__}: {self._text(e, 200)})")
-            raise self._error(bad, attempts) from None
+            raise self._billed(self._error(bad, attempts), resp, messages, n, max_tokens) from None
         result.attempts, result.latency_s = attempts, now() - t0
         return result
+
+    def _billed(self, err, resp, messages, n, max_tokens):
+        """`err` (a response that came but cannot be used) with the `usage` the server reported for it: a server may
+        bill a refusal, and the ledger and max_cost_usd must see that."""
+        usage = getattr(resp, "usage", None)
+        if usage is not None:
+            try:
+                err.usage = self._usage(usage, messages, [], n, max_tokens)
+            except (AttributeError, TypeError, ValueError):  # usage too malformed to read: the error says enough
+                pass
+        return err
 
     def _error(self, e, attempts):
         err = self._map(e, attempts)
@@ -362,8 +374,9 @@ class OpenAICompat:
         out = []
         for ch in sorted(choices, key=lambda ch: ch.index or 0):
             text = _content_text(getattr(getattr(ch, "message", None), "content", None))
-            finish = ch.finish_reason if isinstance(ch.finish_reason, str) and _TOKEN.fullmatch(ch.finish_reason) \
-                else None  # a short token ("stop", "length"), never free text (it is stored)
+            finish = self._stored(ch.finish_reason) if isinstance(ch.finish_reason, str) else None
+            finish = finish if finish is not None and _TOKEN.fullmatch(finish) else None  # a short token ("stop",
+            # "length"), never free text
             if text is None:
                 if finish == "length":
                     text = ""
@@ -373,22 +386,35 @@ class OpenAICompat:
                                          f"{type(content).__name__}, finish_reason="
                                          f"{None if finish is None else repr(self._text(finish, 40))}); "
                                          f"tool calls and refusals are not supported here")
-            for secret in self.secrets:  # a key echoed in a reply is never stored (only the key: a reply may say
-                text = text.replace(secret, "<redacted>")  # "bearer" and mean it)
-            out.append(Choice(text, finish))
-        pt, ct, estimated = self._usage(getattr(resp, "usage", None), messages, out, max_tokens)
+            out.append(Choice(self._stored(text), finish))
+        pt, ct, estimated = self._usage(getattr(resp, "usage", None), messages, [ch.text for ch in out], len(out),
+                                        max_tokens)
         model = getattr(resp, "model", None)
         return Result(out, pt, ct, estimated, server_model=self._text(model, 200) if isinstance(model, str) else None)
 
-    def _usage(self, usage, messages, out, max_tokens):
-        """(prompt_tokens, completion_tokens, estimated). A count that is not a whole number or is negative becomes
+    def _stored(self, text):
+        """A string of the server's that is stored (a reply's text, a finish_reason): without the key (only the key: a
+        reply may say "bearer" and mean it), and encodable: a lone surrogate (an emoji cut by max_tokens) would fail
+        every write of the answer just paid for, so it becomes U+FFFD, with a warning."""
+        for secret in self.secrets:
+            text = text.replace(secret, "<redacted>")
+        fixed = encodable(text)
+        if fixed != text and not self._warned_surrogates:
+            self._warned_surrogates = True
+            log.warning(f"{self.base_url} sent text holding lone UTF-16 surrogates (half a character, e.g. an emoji "
+                        f"cut by max_tokens); each is replaced by U+FFFD")
+        return fixed
+
+    def _usage(self, usage, messages, texts, samples, max_tokens):
+        """(prompt_tokens, completion_tokens, estimated) of a response with `samples` choices, `texts` the readable
+        ones. A count that is not a whole number or is negative becomes
         an estimate (4 characters per token), with a warning: it must not make the cost negative, which would disarm
         a cost budget. A count above what the request allows (4 tokens per prompt character plus a template's
         overhead; max_tokens + 16 per sample) is clamped to that bound, with a warning: an estimate of the visible
         text would under-count a reasoning model's hidden tokens, and a cost budget would stop late."""
         pt, ct = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
         prompt_chars = len(messages_text(messages))
-        bounds = (4 * prompt_chars + 4096, len(out) * (int(max_tokens or 0) + 16) if max_tokens else 10 ** 7)
+        bounds = (4 * prompt_chars + 4096, samples * (int(max_tokens or 0) + 16) if max_tokens else 10 ** 7)
 
         def whole(v):
             return isinstance(v, int) and not isinstance(v, bool) and v >= 0
@@ -400,7 +426,7 @@ class OpenAICompat:
             return min(pt, bounds[0]), min(ct, bounds[1]), False
         if usage is not None and (pt is not None or ct is not None):
             self._warn_usage(pt, ct, "counts estimated tokens (4 characters each) for such answers")
-        return estimate_tokens(messages_text(messages)), sum(estimate_tokens(ch.text) for ch in out), True
+        return estimate_tokens(messages_text(messages)), sum(estimate_tokens(t) for t in texts), True
 
     def _warn_usage(self, pt, ct, what):
         if not self._warned_usage:

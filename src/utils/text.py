@@ -10,12 +10,20 @@ import re
 # on a terminal). Tab and newline are kept (newline optionally).
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]|\x9b[0-?]*[ -/]*[@-~]")
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# a lone UTF-16 surrogate (a JSON escape like "\\ud83d": an emoji cut in half) is a str no file or console can encode
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def encodable(text):
+    """`text` with each lone surrogate replaced by U+FFFD, so it can be written as UTF-8 (JSON parsing has already
+    joined every valid pair into one character)."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def printable(text, limit=None, newlines=True):
     """`text` (any object, str() of it) without terminal escape sequences or control characters (each of those
-    becomes '?'; a whole escape sequence is dropped), '\\r\\n' as '\\n', newlines as ' | ' when newlines=False,
-    clipped to `limit` characters (with a note of how many were cut)."""
+    becomes '?'; a whole escape sequence is dropped; a lone surrogate becomes U+FFFD), '\\r\\n' as '\\n', newlines
+    as ' | ' when newlines=False, clipped to `limit` characters (with a note of how many were cut)."""
     text = str(text)
     cut = 0
     if limit is not None and len(text) > 4 * limit + 64:  # never scan a huge text to print a little of it
@@ -23,7 +31,7 @@ def printable(text, limit=None, newlines=True):
     text = _ESCAPES.sub("", text.replace("\r\n", "\n"))
     if not newlines:
         text = text.replace("\n", " | ")
-    text = _CONTROLS.sub("?", text)
+    text = encodable(_CONTROLS.sub("?", text))
     if limit is not None and len(text) + cut > limit:
         text = text[:limit] + f" ... [{len(text) - limit + cut} more characters]"
     return text

@@ -419,3 +419,53 @@ def test_a_key_split_by_an_escape_or_echoed_in_a_reply_never_reaches_a_file(srv,
     llm.close()
     files = [open(f).read() for f in glob.glob(str(tmp_path / "**" / "*"), recursive=True) if os.path.isfile(f)]
     assert len(files) >= 3 and not any(SECRET in f for f in files)
+
+
+def test_a_lone_surrogate_from_the_server_is_replaced_and_the_answer_kept(srv, tmp_path, caplog):
+    """JSON may escape half of a UTF-16 pair ("\\ud83d": an emoji cut by max_tokens); Python decodes it to a str no
+    UTF-8 file can hold. It becomes U+FFFD, so the paid answer is cached and transcribed like any other; so in the
+    server's model name and error texts."""
+    body = ('{"choices":[{"index":0,"message":{"role":"assistant","content":"#1 \\ud83d"},"finish_reason":"stop"}],'
+            '"model":"m\\udc00","usage":{"prompt_tokens":5,"completion_tokens":5}}')
+    srv.push(raw(body), raw('{"error":{"message":"bad \\ud800 request"}}', code=400))
+    llm = llm_for(srv, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="llm"):
+        assert llm.chat([{"role": "user", "content": "a"}]) == ["#1 \ufffd"]
+    with pytest.raises(LLMRequestError, match="bad \ufffd request"):
+        llm.chat([{"role": "user", "content": "b"}])
+    assert llm.chat([{"role": "user", "content": "a"}]) == ["#1 \ufffd"] and srv.count == 2  # from the cache
+    llm.close()
+    assert len(cache_files(tmp_path)) == 1 and "lone UTF-16 surrogates" in caplog.text
+    lines = transcript(tmp_path)
+    assert [line["responses"] for line in lines] == [["#1 \ufffd"], [None], ["#1 \ufffd"]]
+    assert lines[0]["server_model"] == "m\ufffd" and "bad \ufffd request" in lines[1]["error"]
+    with pytest.raises(TypeError, match="messages must be JSON-serialisable UTF-8 text"):  # the caller's own
+        llm_for(srv, tmp_path).chat([{"role": "user", "content": "half \ud83d"}])
+
+
+def test_a_finish_reason_that_is_the_key_is_never_stored(srv, tmp_path):
+    """A key matches the finish_reason token rule: it is redacted like a reply's text, then no longer a token."""
+    srv.push(reply("#1", finish_reason=SECRET))
+    llm = llm_for(srv, tmp_path)
+    assert llm.chat(MSG)[0].finish_reason is None
+    llm.close()
+    files = [open(f).read() for f in glob.glob(str(tmp_path / "**" / "*"), recursive=True) if os.path.isfile(f)]
+    assert len(files) >= 3 and not any(SECRET in f for f in files)
+
+
+def test_usage_of_an_unusable_answer_is_counted_and_stops_a_cost_budget(srv, tmp_path):
+    """A refusal (content null) may be billed: the usage it reports reaches the ledger and max_cost_usd, then it is
+    an LLMBadResponse as before."""
+    refusal = {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": "no"},
+                            "finish_reason": "stop"}], "usage": {"prompt_tokens": 10, "completion_tokens": 20}}
+    srv.push(raw(json.dumps(refusal)))
+    llm = llm_for(srv, tmp_path, price_in_per_m=1e5, price_out_per_m=1e5)  # 3 USD for this refusal
+    llm.set_budget(max_cost_usd=1.0)
+    with pytest.raises(LLMBadResponse, match="choice without text"):
+        llm.chat([{"role": "user", "content": "a"}])
+    led = llm.ledger()
+    assert (led["prompt_tokens"], led["completion_tokens"], led["requests"], led["attempts"], led["retries"],
+            led["errors"], led["estimated_requests"]) == (10, 20, 1, 1, 0, 1, 0)
+    with pytest.raises(LLMBudgetExceeded, match="max_cost_usd=1.0 reached"):
+        llm.chat([{"role": "user", "content": "b"}])
+    assert srv.count == 1 and cache_files(tmp_path) == []
