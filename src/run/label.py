@@ -11,8 +11,10 @@ stores, its fingerprint enters the settings under the task's `fingerprint_key`.
 An existing result of the same `label_name` is kept when it was made with the same task and labeler settings from
 the same episodes (a rerun is a no-op, as `collect` keeps complete datasets), unless the labeler reported it
 incomplete (an LLM budget stop: the rerun labels again, its cache answering what was asked before). With other
-settings it is an error naming the differences; `label_overwrite=True` replaces it. A damaged one is never kept:
-an error naming scripts/edit_labels.py, or replaced with `label_overwrite=True`. A set is only ever written complete
+settings it is an error naming the differences; `label_overwrite=True` replaces it. The same holds when the
+result is stored: a set that another run stored meanwhile with the same settings and the same answers (two runs
+sharing an LLM cache) is kept; a different one is refused. A damaged one is never kept: an error naming
+scripts/edit_labels.py, or replaced with `label_overwrite=True`. A set is only ever written complete
 (copy, edit, rename), so an interrupted run leaves the file as it was.
 """
 import difflib
@@ -28,7 +30,7 @@ from labeling.base import LabelSource
 from labeling.store import check_name, content_fingerprint
 from offline.format import DatasetError, missing_dataset
 from offline.label_edit import derived_labels
-from offline.label_store import edit_dataset
+from offline.label_store import AlreadyStored, edit_dataset
 from offline.reader import OfflineDataset
 from run.setup import simple_run
 from utils.config import ConfigError
@@ -217,7 +219,15 @@ def label(args, _log, _run=None):
         attrs = {"task": task.name, "label_name": args.label_name, "settings": settings, "labeler_info": result.info,
                  "accuracy": accuracy, "counts": counts, "complete": is_complete(result.info),
                  "seconds": seconds}
-        written = task.store(source, items, result.answers, attrs, args, overwrite=overwrite)
+        try:
+            written = task.store(source, items, result.answers, attrs, args, overwrite=overwrite)
+        except AlreadyStored as e:  # another run of these settings stored first: the same set, as a rerun would keep
+            _log.info(f"'{args.label_name}' in {e.path} was stored meanwhile by another run with the same settings "
+                      f"and the same answers ({e.attrs.get('created', '?')}): kept (label_overwrite=True labels "
+                      f"again)")
+            info.update(reused=True, path=e.path, accuracy=accuracy, counts=counts, labeler_info=result.info,
+                        seconds=seconds, items_per_s=rate)
+            return info
         _log.info(f"Stored '{args.label_name}' ({len(items)} items) in {written}")
         if stored is not None and own is None:  # a replaced set: labels computed from the old one are stale
             stale = derived_labels(written, args.label_name)

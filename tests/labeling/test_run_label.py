@@ -11,6 +11,7 @@ import pytest
 from tests.labeling.datasets import write_dataset
 from tests.labeling.test_store import flip_bytes
 
+from labeling import LABELERS
 from labeling.store import preference_names, read_preferences
 from offline.format import DatasetError
 from run.label import run_label
@@ -65,6 +66,33 @@ def test_rerun_keeps_refuses_or_overwrites(tmp_path, data, caplog):
     out = str(tmp_path / "out" / "labelled.h5")
     label(tmp_path, offline_dataset=data, label_name="gt2", label_out=out)
     assert preference_names(data) == ["prefs"] and preference_names(out) == ["gt2", "prefs"]
+
+
+@pytest.mark.parametrize("other_accuracy", [0.75, 0.9])
+def test_a_set_stored_meanwhile_is_kept_when_the_same_and_refused_otherwise(tmp_path, data, caplog, monkeypatch,
+                                                                            other_accuracy):
+    """Another run of the same label_name finishes while this one labels (two runs sharing an LLM cache): its set,
+    with this run's settings and answers, is kept as a rerun would keep it; one of other settings is refused."""
+    caplog.set_level(logging.INFO, logger="test_label")
+    cls = LABELERS["noisy_oracle"]
+    own = cls.label
+
+    def meanwhile(self, *a, **kw):
+        monkeypatch.setattr(cls, "label", own)
+        label(tmp_path, offline_dataset=data, labeler="noisy_oracle", oracle_accuracy=other_accuracy)
+        return own(self, *a, **kw)
+
+    monkeypatch.setattr(cls, "label", meanwhile)
+    if other_accuracy != 0.75:
+        with pytest.raises(DatasetError, match="already has a preference set 'prefs'.*label_overwrite=True"):
+            label(tmp_path, offline_dataset=data, labeler="noisy_oracle", oracle_accuracy=0.75)
+        assert read_preferences(data, "prefs")[2]["settings"]["oracle_accuracy"] == other_accuracy
+        return
+    before = read_preferences(data, "prefs") if "prefs" in preference_names(data) else None
+    res = label(tmp_path, offline_dataset=data, labeler="noisy_oracle")
+    assert before is None and res["reused"] is True and res["counts"]["labeled"] == 100
+    assert "stored meanwhile by another run with the same settings and the same answers" in caplog.text
+    assert read_preferences(data, "prefs")[2]["created"] and preference_names(data) == ["prefs"]
 
 
 def test_a_damaged_set_is_never_kept_and_label_overwrite_replaces_it(tmp_path, data):
