@@ -8,9 +8,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from llm.cache import DiskCache, cache_key, canonical_json, request_identity
 from llm.config import LLMConfigError, local_model_name, resolve
 from llm.errors import LLMBudgetExceeded, LLMCacheMiss, LLMCancelled, LLMError, LLMRequestError
-from llm.ledger import Ledger, Transcript, now
+from llm.ledger import Ledger, Transcript, now, save_ledger
 from llm.text_utils import Reply
-from utils.files import write_json_atomic
 
 log = logging.getLogger("llm")
 ROLES = ("system", "user", "assistant", "tool", "developer")
@@ -222,8 +221,7 @@ class LLM:
             if self.server is not None:
                 self.server.stop()
             if self.run_dir:
-                write_json_atomic(os.path.join(self.run_dir, "llm_ledger.json"),
-                                  dict(self.ledger(), backend=self.backend, model=self.model))
+                save_ledger(self.run_dir, self.ledger(), backend=self.backend, model=self.model)
 
     def __enter__(self):
         return self
@@ -448,5 +446,6 @@ class LLM:
 
 def make_llm(cfg, run_dir=None):
     """The LLM for an `llm:` config block (see llm.config.DEFAULTS); `run_dir` gets llm_transcript.jsonl,
-    llm_ledger.json (at close) and, for backend local, llm_server.log."""
+    llm_ledger.json (at close, added to the one there: llm.ledger.save_ledger) and, for backend local,
+    llm_server.log."""
     return LLM(cfg, run_dir)

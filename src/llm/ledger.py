@@ -1,10 +1,16 @@
 """Token/cost ledger and the run's JSONL transcript of LLM calls (thread-safe; never holds an API key)."""
+import fcntl
 import json
+import logging
 import math
 import os
 import threading
 import time
 from datetime import datetime, timezone
+
+from utils.files import write_json_atomic
+
+log = logging.getLogger("llm")
 
 
 def estimate_tokens(text):
@@ -54,6 +60,40 @@ class Ledger:
         out["latency_s"] = round(out["latency_s"], 3)
         out["price_in_per_m"], out["price_out_per_m"] = self.price_in, self.price_out
         return out
+
+
+def save_ledger(run_dir, snapshot, **about):
+    """<run_dir>/llm_ledger.json: `snapshot` (Ledger.snapshot) added to the ledger already there, `about` (backend,
+    model) the latest. A folder may be shared by runs, as a labeler's results/labels/<fingerprint>/ is by every
+    label_name of a dataset: the file totals them (`runs` counts them), as the transcript beside it lists all their
+    calls. Each run's cost is its own prices'. The transcript (append-only, never replaced) is flocked while the
+    file is read and renamed over, so runs closing at once do not drop each other's counts."""
+    path = os.path.join(run_dir, "llm_ledger.json")
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "llm_transcript.jsonl"), "a", encoding="utf-8") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+        except FileNotFoundError:
+            old = {}
+        except (OSError, ValueError) as e:
+            log.warning(f"{path} is unreadable ({e}); it is replaced by this run's ledger alone")
+            old = {}
+        if not isinstance(old, dict):
+            old = {}
+        out = dict(snapshot, **about)
+        for k, v in snapshot.items():
+            prev = old.get(k)
+            if k.startswith("price_") or isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if isinstance(prev, (int, float)) and not isinstance(prev, bool):
+                out[k] = round(prev + v, 6) if isinstance(v, float) or isinstance(prev, float) else prev + v
+        if isinstance(old.get("server_models"), list):
+            out["server_models"] = sorted(set(map(str, old["server_models"])) | set(snapshot["server_models"]))
+        runs = old.get("runs")
+        out["runs"] = (runs if isinstance(runs, int) and not isinstance(runs, bool) else len(old) > 0) + 1
+        write_json_atomic(path, out)
 
 
 class Transcript:

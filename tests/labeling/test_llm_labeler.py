@@ -495,3 +495,25 @@ def test_an_item_whose_only_request_a_budget_refused_is_not_asked(tmp_path, data
     assert info["stopped"] == "max_requests=1 reached" and info["requests"] == 1
     assert info["unfinished"] == 1 and info["unasked"] == N_PAIRS - 1 and info["failed"] == 0
     assert info["answered_requests"] == 1 and info["tokens_per_request"] > 0
+
+
+def test_the_labels_ledger_totals_every_run_and_estimated_tokens_are_marked(tmp_path, data):
+    """results/labels/<fingerprint>/ is shared by every label_name of a dataset: its llm_ledger.json totals the runs,
+    as the transcript beside it lists their calls; tokens counted without usage from the server are marked."""
+    def no_usage(body):
+        r = judge(body)
+        r.kw["usage"] = False
+        return r
+
+    with LoopbackServer(responder=no_usage) as srv:
+        _, a = run(args_for(srv, tmp_path, label_name="A"), data)
+        first = srv.count
+        _, b = run(args_for(srv, tmp_path, label_name="B", n_pairs=3), data)
+    assert a.info["tokens_estimated"] == a.info["answered_requests"] == first > 0
+    assert b.info["tokens_estimated"] == srv.count - first > 0
+    (path,) = glob.glob(str(tmp_path / "results" / "labels" / "*" / "llm_ledger.json"))
+    ledger = json.load(open(path))
+    assert ledger["runs"] == 2 and ledger["requests"] == ledger["estimated_requests"] == srv.count
+    assert ledger["prompt_tokens"] == a.info["prompt_tokens"] + b.info["prompt_tokens"]
+    lines = open(os.path.join(os.path.dirname(path), "llm_transcript.jsonl")).read().splitlines()
+    assert len(lines) == ledger["calls"]  # one line per chat() call of both runs
