@@ -36,3 +36,9 @@ def sigint_default():
     """SIGINT with Python's default handler, as in a terminal (a test runner started in the background, or a CI
     runner, may have it ignored or handled otherwise, where the code under test rightly leaves it alone)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `long` first (stable otherwise): with -n 2 and --dist loadfile their files are handed out before
+    the many short ones, which then fill in around them, instead of two long files ending the run on both workers."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

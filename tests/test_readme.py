@@ -131,6 +131,7 @@ def test_marker_parsing_and_small_scale():
     assert script[5].endswith("with behaviour_checkpoint=$RUN 'x={\"a\": 1}'")
 
 
+@pytest.mark.long
 def test_readme_runnable_commands_run_as_written(tmp_path):
     """The README's runnable blocks, in order, at small scale, in a scratch copy of the repository."""
     with open(README, encoding="utf-8") as f:

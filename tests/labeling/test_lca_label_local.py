@@ -13,6 +13,8 @@ import glob
 import json
 import os
 
+import pytest
+
 from helpers import require_local_llm, run_main
 from shapers.lca.rankings import read_rankings
 
@@ -22,10 +24,11 @@ require_local_llm()
 N_ITEMS = 10
 
 
+@pytest.mark.long
 def test_local_model_ranks_ten_two_switch_items(tmp_path, capsys):
     run_main(tmp_path, "lca_label", "two_switch", "labeler=llm", "llm.backend=local", f"lca.n_pairs={N_ITEMS}",
              "lca.answer_mode=direct", "llm.max_tokens=8", "llm.local.threads=2", "llm.timeout_s=600.0",
-             f"llm.cache_dir={tmp_path / 'cache'}")  # a test runs alone: both cores
+             f"llm.cache_dir={tmp_path / 'cache'}")  # 2 threads: with -n 2 another worker may share them
     (path,) = glob.glob(os.path.join(tmp_path, "rankings", "two_switch", "*", "rankings.h5"))
     rankings = read_rankings(path)
     assert len(rankings) == N_ITEMS and rankings.answers.shape == (N_ITEMS, 1)

@@ -8,6 +8,7 @@ parseability, never the small model's judgement.
 from types import SimpleNamespace as SN
 
 import numpy as np
+import pytest
 from tests.labeling.datasets import ENV_ARGS, write_dataset
 
 from envs import make_env
@@ -23,12 +24,13 @@ require_local_llm()
 N_PAIRS = 10
 
 
+@pytest.mark.long
 def test_local_model_labels_ten_pairs(tmp_path):
     path = write_dataset(tmp_path / "mix.h5", E=12, seed=4)
     cfg = build_config("label_preferences", "climbing", {
         "local_results_path": str(tmp_path / "results"), "n_pairs": N_PAIRS, "labeler": "llm", "summary_max_steps": 0,
         "llm": {"backend": "local", "cache_dir": str(tmp_path / "cache"), "max_tokens": 24, "timeout_s": 600.0,
-                "local": {"threads": 2, "ctx": 2048}}})  # a test runs alone: both cores
+                "local": {"threads": 2, "ctx": 2048}}})  # 2 threads: with -n 2 another worker may share them
     args = SN(**cfg)
     ds = OfflineDataset.load(path)
     source = LabelSource(ds, path, content_fingerprint(ds), env_factory=lambda: make_env("matrix_game", **ENV_ARGS))

@@ -30,6 +30,7 @@ def runs(tmp_path_factory):
     return {alg: root / alg for alg in CASES}
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("alg", sorted(CASES))
 def test_lbf_learns_above_random(runs, alg):
     _, threshold = CASES[alg]

@@ -31,6 +31,7 @@ def final_test_return(tmp_path, alg, game):
     return info["test_return_mean"][-1], info["test_return_mean_T"][-1]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("game", ["penalty", "climbing"])
 @pytest.mark.parametrize("alg", sorted(ALGS))
 def test_learns_well_above_random(tmp_path, alg, game):

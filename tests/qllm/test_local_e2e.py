@@ -11,6 +11,8 @@ import glob
 import json
 import os
 
+import pytest
+
 from helpers import require_local_llm, run_main
 from qllm import records
 from qllm.loader import load_tfcaf
@@ -20,6 +22,7 @@ require_local_llm()
 HINT = os.path.join(os.path.dirname(__file__), "data", "climbing_hint.txt")
 
 
+@pytest.mark.long
 def test_local_model_generates_a_tfcaf_and_qllm_trains_with_it(tmp_path):
     run_main(tmp_path, "qllm_generate", "climbing", "llm.backend=local", "llm.seed=0", "llm.max_tokens=400",
              f"llm.cache_dir={tmp_path / 'cache'}", "tfcaf_candidates=1", "tfcaf_rounds=1", "tfcaf_max_repairs=2",

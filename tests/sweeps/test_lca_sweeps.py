@@ -107,6 +107,7 @@ def test_unknown_ranker_is_refused_by_name(capsys):
     assert "belong to --suite lca" in capsys.readouterr().err
 
 
+@pytest.mark.long
 def test_tiny_study_end_to_end(tmp_path):
     """One env, one seed, t_max 1000: the oracle LCA row (ranks pairs and trains its potential itself) and MAPPO
     through Ray, then the table with every other row 'not run' (about 45 s, mostly Ray's start)."""

@@ -124,6 +124,7 @@ def test_quick_is_one_seed_of_oracle_labels_with_fewer_steps(tmp_path):
         assert bench.wall_seconds(record) is None, record
 
 
+@pytest.mark.long
 def test_the_chain_on_climbing_gives_the_numbers_of_its_sacred_runs(tmp_path):
     pytest.importorskip("ray")
     data = tmp_path / "data"

@@ -24,6 +24,7 @@ def two_nodes():
     cluster.shutdown()
 
 
+@pytest.mark.long
 def test_trials_run_on_both_nodes_of_a_cluster(tmp_path, two_nodes):
     import ray
 

@@ -145,6 +145,7 @@ def _end_session(sid):
 LONG_T_MAX = 40000
 
 
+@pytest.mark.long
 def test_resume_after_kill_9_of_the_driver(tmp_path, local_ray):
     spec = sweep_file(tmp_path, "killed", max_concurrent=2, entries=[
         {"alg": "qmix", "env": "matrix_game", "name": "short"},
