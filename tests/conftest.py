@@ -39,6 +39,7 @@ def sigint_default():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `long` first (stable otherwise): with -n 2 and --dist loadfile their files are handed out before
-    the many short ones, which then fill in around them, instead of two long files ending the run on both workers."""
+    """Tests marked `long` first (stable otherwise): with -n 2, --dist loadfile and --no-loadscope-reorder their files
+    are handed out before the many short ones, which then fill in around them, instead of long files ending the run
+    (xdist's default order is the files with most tests first, which put the one-test local-model files last)."""
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
