@@ -34,6 +34,7 @@ from llm import (  # noqa: E402
     LLMConfigError,
     LLMRequestError,
     LLMTimeout,
+    LLMUnavailable,
     make_llm,
 )
 from llm.batch import run_many  # noqa: E402
@@ -469,3 +470,24 @@ def test_usage_of_an_unusable_answer_is_counted_and_stops_a_cost_budget(srv, tmp
     with pytest.raises(LLMBudgetExceeded, match="max_cost_usd=1.0 reached"):
         llm.chat([{"role": "user", "content": "b"}])
     assert srv.count == 1 and cache_files(tmp_path) == []
+
+
+def test_a_failed_request_for_n_samples_counts_its_attempts_and_billed_usage(srv, tmp_path):
+    """One request asks all n samples (use_api_n): its failure is counted like a per-sample request's, the usage of
+    an unusable answer and every attempt (retries of a failing server too) in the ledger, and `sent` on the error."""
+    refusal = {"choices": [{"index": i, "message": {"role": "assistant", "content": None, "refusal": "no"},
+                            "finish_reason": "stop"} for i in range(2)],
+               "usage": {"prompt_tokens": 10, "completion_tokens": 20}}
+    srv.push(raw(json.dumps(refusal)), status(500), status(500))
+    llm = llm_for(srv, tmp_path, max_retries=1)
+    with pytest.raises(LLMBadResponse, match="choice without text") as bad:
+        llm.chat([{"role": "user", "content": "a"}], n=2)
+    led = llm.ledger()
+    assert (led["prompt_tokens"], led["completion_tokens"], led["requests"], led["attempts"]) == (10, 20, 1, 1)
+    with pytest.raises(LLMUnavailable, match="HTTP 500 after 2 attempt") as down:
+        llm.chat([{"role": "user", "content": "b"}], n=2)
+    led = llm.ledger()
+    assert (led["requests"], led["attempts"], led["retries"], led["errors"]) == (1, 3, 1, 2)
+    assert bad.value.sent == 1 and down.value.sent == 2 and srv.count == 3
+    assert [r["body"]["n"] for r in srv.requests] == [2, 2, 2]
+    llm.close()
