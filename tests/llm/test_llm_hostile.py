@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loopback_server import (  # noqa: E402
+    KEY_ENV,
     SECRET,
     LoopbackServer,
     client_config,
@@ -490,4 +491,16 @@ def test_a_failed_request_for_n_samples_counts_its_attempts_and_billed_usage(srv
     assert (led["requests"], led["attempts"], led["retries"], led["errors"]) == (1, 3, 1, 2)
     assert bad.value.sent == 1 and down.value.sent == 2 and srv.count == 3
     assert [r["body"]["n"] for r in srv.requests] == [2, 2, 2]
+    llm.close()
+
+
+def test_replies_and_error_texts_follow_one_key_redaction_rule(srv, tmp_path, monkeypatch):
+    """A key shorter than 8 characters is not cut out of error texts (it would cut ordinary words); nor out of a
+    reply: one rule for both (llm.text_utils.redact)."""
+    monkeypatch.setenv(KEY_ENV, "word")
+    srv.push(reply("a word of advice"), status(400, "no word here"))
+    llm = llm_for(srv, tmp_path)
+    assert llm.chat([{"role": "user", "content": "a"}]) == ["a word of advice"]
+    with pytest.raises(LLMRequestError, match="no word here"):
+        llm.chat([{"role": "user", "content": "b"}])
     llm.close()
