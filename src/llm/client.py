@@ -221,7 +221,7 @@ class LLM:
             if self.server is not None:
                 self.server.stop()
             if self.run_dir:
-                save_ledger(self.run_dir, self.ledger(), backend=self.backend, model=self.model)
+                save_ledger(self.run_dir, self.ledger(), self.backend, self.model)
 
     def __enter__(self):
         return self
