@@ -74,9 +74,9 @@ def save_ledger(run_dir, snapshot, backend, model):
     SUMMED; a field only the old file has is kept), `backend`, `model` and the prices the latest, `models` every
     llm.model that wrote there (one labels folder may mix them). A folder may be shared by runs, as a labeler's
     results/labels/<fingerprint>/ is by every label_name of a dataset: the file totals them (`runs` counts them), as
-    the transcript beside it lists all their calls. Each run's cost is its own prices'. The transcript (append-only, never replaced) is flocked while the
-    file is read and renamed over, so runs closing at once do not drop each other's counts; a run that made no call
-    and finds no transcript (no run there made one) writes nothing."""
+    the transcript beside it lists all their calls. Each run's cost is its own prices'. The transcript (append-only,
+    never replaced) is flocked while the file is read and renamed over, so runs closing at once do not drop each
+    other's counts; a run that made no call and finds no transcript (no run there made one) writes nothing."""
     path = os.path.join(run_dir, LEDGER)
     flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if snapshot["calls"] else 0)  # no empty transcript
     if snapshot["calls"]:

@@ -11,9 +11,12 @@ stores, its fingerprint enters the settings under the task's `fingerprint_key`.
 An existing result of the same `label_name` is kept when it was made with the same task and labeler settings from
 the same episodes (a rerun is a no-op, as `collect` keeps complete datasets), unless the labeler reported it
 incomplete (an LLM budget stop: the rerun labels again, its cache answering what was asked before). With other
-settings it is an error naming the differences; `label_overwrite=True` replaces it. The same holds when the
-result is stored: a set that another run stored meanwhile with the same settings and the same answers (two runs
-sharing an LLM cache) is kept; a different one is refused. A damaged one is never kept: an error naming
+settings it is an error naming the differences; `label_overwrite=True` replaces it. The same rule (keep_stored)
+holds when a preference set or a single per-episode label is stored and another run stored it meanwhile (two runs
+sharing an LLM cache): a complete one of the same settings is kept whatever its answers, an incomplete one is
+replaced by a complete one, of two incomplete ones the one with more labels stays (a warning: a rerun labels the
+rest); one of other settings is refused. (lca_state_pair rankings are not covered: their writer refuses an existing
+file.) A damaged one is never kept: an error naming
 scripts/edit_labels.py, or replaced with `label_overwrite=True`. A set is only ever written complete
 (copy, edit, rename), so an interrupted run leaves the file as it was.
 """

@@ -534,8 +534,8 @@ def test_the_labels_ledger_totals_every_run_and_estimated_tokens_are_marked(tmp_
         _, a = run(args_for(srv, tmp_path, label_name="A"), data)
         first = srv.count
         _, b = run(args_for(srv, tmp_path, label_name="B", n_pairs=3), data)
-    assert a.info["tokens_estimated"] == a.info["answered_requests"] == first > 0
-    assert b.info["tokens_estimated"] == srv.count - first > 0
+    assert a.info["estimated_requests"] == a.info["answered_requests"] == first > 0
+    assert b.info["estimated_requests"] == srv.count - first > 0
     (path,) = glob.glob(str(tmp_path / "results" / "labels" / "*" / "llm_ledger.json"))
     ledger = json.load(open(path))
     assert ledger["runs"] == 2 and ledger["requests"] == ledger["estimated_requests"] == srv.count
