@@ -413,8 +413,8 @@ class _Run:
                 "first_position_rate": _rate(c["first_position"], c["non_tie_choices"]),
                 "requests": sent, "retries": led.get("retries", 0), "cache_hits": led.get("cache_hits", 0),
                 "prompt_tokens": led.get("prompt_tokens", 0), "completion_tokens": led.get("completion_tokens", 0),
-                # requests whose tokens (and cost) are estimates, 4 characters each: the server sent no usage
-                "tokens_estimated": led.get("estimated_requests", 0),
+                # requests whose tokens (and cost) are estimates, 4 characters each: the server sent no or invalid usage
+                "estimated_requests": led.get("estimated_requests", 0),
                 # tokens per answered request (failed attempts carry none); "requests" counts every attempt sent
                 "answered_requests": led.get("requests", 0),
                 "tokens_per_request": _rate(tokens, led.get("requests", 0)), "cost_usd": led.get("cost_usd", 0.0),

@@ -9,7 +9,7 @@ a loopback llama.cpp server), `replay` (answers only from the cache).
     llm.ledger()                                  # calls, cache hits, tokens, cost, server_models
     llm.set_budget(max_requests=100)              # HTTP requests (retries included); then LLMBudgetExceeded
     llm.cancel()                                  # Ctrl-C: requests in flight end now (LLMCancelled), none start
-    llm.close()                                   # stops a local server, writes <run_dir>/llm_ledger.json
+    llm.close()                                   # stops a local server, adds its counts to <run_dir>/llm_ledger.json
 """
 from llm.client import LLM, make_llm
 from llm.config import DEFAULTS, LLMConfigError, default_model_path

@@ -221,7 +221,7 @@ class LLM:
             if self.server is not None:
                 self.server.stop()
             if self.run_dir:
-                save_ledger(self.run_dir, self.ledger(), backend=self.backend, model=self.model)
+                save_ledger(self.run_dir, self.ledger(), self.backend, self.model)
 
     def __enter__(self):
         return self
@@ -349,9 +349,9 @@ class LLM:
         if len(todo) > 1 and self.api.api_n and ident.get("seed") is None:
             try:
                 result = self._request(messages, ident, n=len(todo))
-            except LLMRequestError as e:
+            except LLMError as e:  # counted once here (attempts, billed usage), as the per-sample requests are
                 self._failed(stats, e)
-                if e.status_code not in (400, 422):
+                if not (isinstance(e, LLMRequestError) and e.status_code in (400, 422)):
                     raise
                 log.warning(f"{self.api.base_url} refused n={len(todo)} in one request ({e}); "
                             f"asking once per sample from now on")

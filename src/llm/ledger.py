@@ -29,6 +29,10 @@ def messages_text(messages):
     return "\n".join(parts)
 
 
+TRANSCRIPT = "llm_transcript.jsonl"
+LEDGER = "llm_ledger.json"
+
+
 class Ledger:
     FIELDS = ("calls", "samples", "cache_hits", "cache_misses", "cache_corrupt", "requests", "attempts", "retries",
               "errors", "prompt_tokens", "completion_tokens", "estimated_requests", "latency_s")
@@ -62,15 +66,26 @@ class Ledger:
         return out
 
 
-def save_ledger(run_dir, snapshot, **about):
-    """<run_dir>/llm_ledger.json: `snapshot` (Ledger.snapshot) added to the ledger already there, `about` (backend,
-    model) the latest. A folder may be shared by runs, as a labeler's results/labels/<fingerprint>/ is by every
-    label_name of a dataset: the file totals them (`runs` counts them), as the transcript beside it lists all their
-    calls. Each run's cost is its own prices'. The transcript (append-only, never replaced) is flocked while the
-    file is read and renamed over, so runs closing at once do not drop each other's counts."""
-    path = os.path.join(run_dir, "llm_ledger.json")
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "llm_transcript.jsonl"), "a", encoding="utf-8") as lock:
+SUMMED = (*Ledger.FIELDS, "total_tokens", "cost_usd")  # what save_ledger adds up; the rest is the latest run's
+
+
+def save_ledger(run_dir, snapshot, backend, model):
+    """<run_dir>/llm_ledger.json: `snapshot` (Ledger.snapshot) added to the ledger already there (the counters of
+    SUMMED; a field only the old file has is kept), `backend`, `model` and the prices the latest, `models` every
+    llm.model that wrote there (one labels folder may mix them). A folder may be shared by runs, as a labeler's
+    results/labels/<fingerprint>/ is by every label_name of a dataset: the file totals them (`runs` counts them), as
+    the transcript beside it lists all their calls. Each run's cost is its own prices'. The transcript (append-only,
+    never replaced) is flocked while the file is read and renamed over, so runs closing at once do not drop each
+    other's counts; a run that made no call and finds no transcript (no run there made one) writes nothing."""
+    path = os.path.join(run_dir, LEDGER)
+    flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if snapshot["calls"] else 0)  # no empty transcript
+    if snapshot["calls"]:
+        os.makedirs(run_dir, exist_ok=True)
+    try:
+        fd = os.open(os.path.join(run_dir, TRANSCRIPT), flags, 0o644)
+    except FileNotFoundError:
+        return
+    with os.fdopen(fd, "a", encoding="utf-8") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
             with open(path, encoding="utf-8") as f:
@@ -82,25 +97,30 @@ def save_ledger(run_dir, snapshot, **about):
             old = {}
         if not isinstance(old, dict):
             old = {}
-        out = dict(snapshot, **about)
-        for k, v in snapshot.items():
-            prev = old.get(k)
-            if k.startswith("price_") or isinstance(v, bool) or not isinstance(v, (int, float)):
-                continue
+        out = dict(old, **snapshot, backend=backend, model=model)
+        for k in SUMMED:
+            prev, v = old.get(k), snapshot[k]
             if isinstance(prev, (int, float)) and not isinstance(prev, bool):
                 out[k] = round(prev + v, 6) if isinstance(v, float) or isinstance(prev, float) else prev + v
-        if isinstance(old.get("server_models"), list):
-            out["server_models"] = sorted(set(map(str, old["server_models"])) | set(snapshot["server_models"]))
+        out["server_models"] = _union(old.get("server_models"), snapshot["server_models"])
+        out["models"] = _union(old.get("models", [old.get("model")]), [model])
         runs = old.get("runs")
         out["runs"] = (runs if isinstance(runs, int) and not isinstance(runs, bool) else len(old) > 0) + 1
         write_json_atomic(path, out)
 
 
+def _union(old, new):
+    """The sorted names of list `old` (a ledger file's: anything) and `new`."""
+    old = old if isinstance(old, list) else []
+    return sorted({str(m) for m in old + list(new) if m is not None})
+
+
 class Transcript:
-    """Appends one JSON line per chat() call to <run_dir>/llm_transcript.jsonl (no file when run_dir is None)."""
+    """Appends one JSON line per chat() call to <run_dir>/llm_transcript.jsonl (TRANSCRIPT; no file when run_dir is
+    None)."""
 
     def __init__(self, run_dir):
-        self.path = os.path.join(run_dir, "llm_transcript.jsonl") if run_dir else None
+        self.path = os.path.join(run_dir, TRANSCRIPT) if run_dir else None
         self._lock = threading.Lock()
         if self.path:
             os.makedirs(run_dir, exist_ok=True)

@@ -28,7 +28,7 @@ from tenacity.wait import wait_base
 from llm.config import is_loopback
 from llm.errors import LLMBadResponse, LLMCancelled, LLMError, LLMRequestError, LLMTimeout, LLMUnavailable
 from llm.ledger import estimate_tokens, messages_text, now
-from llm.text_utils import safe_text
+from llm.text_utils import redact, safe_text
 from utils.text import encodable
 
 log = logging.getLogger("llm")
@@ -396,8 +396,7 @@ class OpenAICompat:
         """A string of the server's that is stored (a reply's text, a finish_reason): without the key (only the key: a
         reply may say "bearer" and mean it), and encodable: a lone surrogate (an emoji cut by max_tokens) would fail
         every write of the answer just paid for, so it becomes U+FFFD, with a warning."""
-        for secret in self.secrets:
-            text = text.replace(secret, "<redacted>")
+        text = redact(text, self.secrets, bearer=False)
         fixed = encodable(text)
         if fixed != text and not self._warned_surrogates:
             self._warned_surrogates = True

@@ -60,14 +60,15 @@ def whole_number(value, digits=9):
     return None
 
 
-def redact(text, secrets=()):
-    """`text` with each secret (an API key: at least 8 characters) and any "Bearer <token>" replaced by <redacted>.
-    Redact before clipping a text: a clipped key would no longer be found."""
+def redact(text, secrets=(), bearer=True):
+    """`text` with each secret (an API key: at least 8 characters; a shorter one would cut ordinary words) and, with
+    `bearer`, any "Bearer <token>" replaced by <redacted>. Redact before clipping a text: a clipped key would no longer
+    be found."""
     text = str(text)
     for secret in secrets:
         if secret and len(secret) >= 8:
             text = text.replace(secret, "<redacted>")
-    return _BEARER.sub(r"\1 <redacted>", text)
+    return _BEARER.sub(r"\1 <redacted>", text) if bearer else text
 
 
 def safe_text(value, secrets=(), limit=None):

@@ -105,34 +105,8 @@ def fingerprint_header(data):
 
 
 class LabelExistsError(DatasetError):
-    """write_episode_labels: the file already holds a label of that name (and overwrite was not asked for)."""
-
-
-class AlreadyStored(LabelExistsError):
-    """write_preferences / write_episode_labels without overwrite: the file already holds, under that name, what the
-    write would store (the same provenance `settings` and the same values: another run of the same labeling stored
-    first), so nothing is written; callers that only know LabelExistsError refuse it as before. `path`: the file;
-    `attrs`: the stored one's."""
-
-    def __init__(self, path, name, attrs):
-        super().__init__(f"{path} already has '{name}' with the same settings and values "
-                         f"({attrs.get('created', '?')}): kept")
-        self.path, self.attrs = path, attrs
-
-
-def _same(obj, attrs, arrays, problem):
-    """Whether stored `obj` (undamaged: `problem` None) holds what a write of `attrs` and `arrays` ({member name:
-    array} of a group; {None: array} of a dataset) would: the same provenance settings (a write without them is
-    never the same) and equal values (NaN equal to NaN)."""
-    if problem is not None or attrs.get("settings") is None:
-        return False
-    try:
-        if _read_attrs(obj).get("settings") != json.loads(to_json(attrs["settings"])):
-            return False
-        return all(np.array_equal(obj[k][()] if k else obj[()], a, equal_nan=np.asarray(a).dtype.kind == "f")
-                   for k, a in arrays.items())
-    except OSError:  # bytes failing their checksum: not the same
-        return False
+    """write_preferences / write_episode_labels: the file already holds a set or label of that name (and overwrite was
+    not asked for); nothing was written."""
 
 
 class EpisodesChangedError(DatasetError):
@@ -412,8 +386,7 @@ def edit_dataset(path, edit, expected_fingerprint=None, out=None):
 def write_preferences(path, name, pairs, label, attrs, expected_fingerprint, out=None, overwrite=False):
     """Store preference set `name` (see the module docstring) in dataset `path` (or a copy at `out`); `attrs`
     (JSON-able provenance) are stored as given, plus content_fingerprint, n_pairs and created. An existing set of
-    that name is an error unless overwrite=True: AlreadyStored when it holds these settings and answers (nothing is
-    written). Returns the path written."""
+    that name is an error (LabelExistsError) unless overwrite=True. Returns the path written."""
     check_name(name)
 
     def edit(f, E):
@@ -421,11 +394,9 @@ def write_preferences(path, name, pairs, label, attrs, expected_fingerprint, out
         root = f.require_group(GROUP)
         if name in root:
             if not overwrite:
-                if _same(root[name], attrs, {"pairs": p, "label": lab}, set_problem(root[name], E)):
-                    raise AlreadyStored(out or path, name, _read_attrs(root[name]))
-                raise DatasetError(f"{out or path} already has a preference set '{name}' (made "
-                                   f"{_read_attrs(root[name]).get('created', '?')}); choose another label_name or "
-                                   f"set label_overwrite=True to replace it")
+                raise LabelExistsError(f"{out or path} already has a preference set '{name}' (made "
+                                       f"{_read_attrs(root[name]).get('created', '?')}); choose another label_name "
+                                       f"or set label_overwrite=True to replace it")
             del root[name]
         g = root.create_group(name)
         g.create_dataset("pairs", data=p, fletcher32=True)
@@ -470,8 +441,7 @@ def write_episode_labels(path, labels, attrs, expected_fingerprint, out=None, ov
     """Store per-episode arrays `labels` {name: [E, ...]} as `labels/<name>` in dataset `path` (or a copy at `out`),
     each with `attrs` (JSON-able provenance) plus content_fingerprint and created. The reader loads them as
     dataset labels (OfflineDataset.arrays()["labels/<name>"], offline_expert=label:<name>). An existing label of a
-    given name is an error unless overwrite=True (AlreadyStored when the one label written holds these settings and
-    values: nothing is written). Returns the path written."""
+    given name is an error (LabelExistsError) unless overwrite=True. Returns the path written."""
     for name in labels:
         check_name(name, "label name")
 
@@ -483,8 +453,6 @@ def write_episode_labels(path, labels, attrs, expected_fingerprint, out=None, ov
                 raise DatasetError(f"label '{name}' has shape {arr.shape}: its first axis must be the {E} episodes")
             if name in root:
                 if not overwrite:
-                    if len(labels) == 1 and _same(root[name], attrs, {None: arr}, label_problem(root[name], E)):
-                        raise AlreadyStored(out or path, name, _read_attrs(root[name]))
                     raise LabelExistsError(f"{out or path} already has a label '{name}'; overwrite=True replaces it")
                 del root[name]
             ds = root.create_dataset(name, data=arr, fletcher32=True)

@@ -11,9 +11,12 @@ stores, its fingerprint enters the settings under the task's `fingerprint_key`.
 An existing result of the same `label_name` is kept when it was made with the same task and labeler settings from
 the same episodes (a rerun is a no-op, as `collect` keeps complete datasets), unless the labeler reported it
 incomplete (an LLM budget stop: the rerun labels again, its cache answering what was asked before). With other
-settings it is an error naming the differences; `label_overwrite=True` replaces it. The same holds when the
-result is stored: a set that another run stored meanwhile with the same settings and the same answers (two runs
-sharing an LLM cache) is kept; a different one is refused. A damaged one is never kept: an error naming
+settings it is an error naming the differences; `label_overwrite=True` replaces it. The same rule (keep_stored)
+holds when a preference set or a single per-episode label is stored and another run stored it meanwhile (two runs
+sharing an LLM cache): a complete one of the same settings is kept whatever its answers, an incomplete one is
+replaced by a complete one, of two incomplete ones the one with more labels stays (a warning: a rerun labels the
+rest); one of other settings is refused. (lca_state_pair rankings are not covered: their writer refuses an existing
+file.) A damaged one is never kept: an error naming
 scripts/edit_labels.py, or replaced with `label_overwrite=True`. A set is only ever written complete
 (copy, edit, rename), so an interrupted run leaves the file as it was.
 """
@@ -30,7 +33,7 @@ from labeling.base import LabelSource
 from labeling.store import check_name, content_fingerprint
 from offline.format import DatasetError, missing_dataset
 from offline.label_edit import derived_labels
-from offline.label_store import AlreadyStored, edit_dataset
+from offline.label_store import LabelExistsError, edit_dataset
 from offline.reader import OfflineDataset
 from run.setup import simple_run
 from utils.config import ConfigError
@@ -146,23 +149,8 @@ def label(args, _log, _run=None):
         # where the stored result was looked for: an existing label_out, else the dataset (a new label_out starts
         # as its copy, so a set of this name in the dataset would be in it)
         target = task.stored_file(source, args) if own is None else (args.label_out or path)
-        damage = (stored or {}).get("damaged")
-        # e.g. CODI's distilled labels/codi_z: never replaced (a damaged one whose attrs are lost may be)
-        if stored is not None and "settings" not in stored and set(stored) != {"damaged"}:
-            raise ConfigError(f"{target} already has '{args.label_name}', which no labeling run made (labels another "
-                             f"tool wrote, such as CODI's distilled labels codi_z): choose another label_name")
-        if damage is not None:  # never kept
-            if not overwrite:
-                raise DatasetError(f"{damage} (or label again with label_overwrite=True, which replaces it)")
-            _log.warning(f"'{args.label_name}' in {target} is damaged: labeling again to replace it "
-                         f"(label_overwrite=True)")
-        elif stored is not None and not overwrite:
-            same = stored.get("settings") == settings
-            if not same:
-                raise ConfigError(f"{target} already has '{args.label_name}' ({task.name}) made with other settings: "
-                                  + "; ".join(differences(stored.get("settings") or {}, settings))
-                                  + ". Choose another label_name, or set label_overwrite=True to replace it")
-            if stored.get("complete", True):
+        if stored is not None:
+            if keep_stored(stored, settings, target, args, task.name, _log):
                 _log.info(f"'{args.label_name}' in {target} was made with the same settings from the same items "
                           f"({stored.get('created', '?')}): kept, 0 labels asked (label_overwrite=True labels again)")
                 if own is None and args.label_out and not os.path.exists(args.label_out):
@@ -173,7 +161,6 @@ def label(args, _log, _run=None):
                             labeler_info=stored.get("labeler_info"))
                 _log.info(f"Accuracy vs ground truth: {summary(stored.get('accuracy') or {})}")
                 return info
-            _log.info(f"'{args.label_name}' in {target} is incomplete ({stored.get('counts')}): labeling again")
             overwrite = True
         items = task.make_items(source, args)
         chance = task.chance(source)
@@ -221,13 +208,19 @@ def label(args, _log, _run=None):
                  "seconds": seconds}
         try:
             written = task.store(source, items, result.answers, attrs, args, overwrite=overwrite)
-        except AlreadyStored as e:  # another run of these settings stored first: the same set, as a rerun would keep
-            _log.info(f"'{args.label_name}' in {e.path} was stored meanwhile by another run with the same settings "
-                      f"and the same answers ({e.attrs.get('created', '?')}): kept (label_overwrite=True labels "
-                      f"again)")
-            info.update(reused=True, path=e.path, accuracy=accuracy, counts=counts, labeler_info=result.info,
-                        seconds=seconds, items_per_s=rate)
-            return info
+        except LabelExistsError:  # another run stored this name meanwhile: the rule of the check above decides
+            stored = task.stored(source, args)
+            target = task.stored_file(source, args)
+            if stored is None:
+                raise
+            if keep_stored(stored, settings, target, args, task.name, _log, ours=attrs):
+                _log.info(f"'{args.label_name}' in {target} was stored meanwhile by another run with the same "
+                          f"settings ({stored.get('created', '?')}): kept, this run's answers are not stored "
+                          f"(label_overwrite=True labels again)")
+                info.update(reused=True, path=target, accuracy=stored.get("accuracy"), counts=stored.get("counts"),
+                            labeler_info=stored.get("labeler_info"), seconds=seconds, items_per_s=rate)
+                return info
+            written = task.store(source, items, result.answers, attrs, args, overwrite=True)
         _log.info(f"Stored '{args.label_name}' ({len(items)} items) in {written}")
         if stored is not None and own is None:  # a replaced set: labels computed from the old one are stale
             stale = derived_labels(written, args.label_name)
@@ -246,3 +239,44 @@ def label(args, _log, _run=None):
         return info
     finally:
         source.close()
+
+
+def keep_stored(stored, settings, target, args, task_name, _log, ours=None):
+    """Whether to keep the result `stored` (task.stored, not None) that holds this run's label_name in `target`; the
+    one rule before labeling and at store time, when another run stored it meanwhile (`ours`: this run's attrs).
+    Refused (an error): one no labeling run made; a damaged one or one of other settings, unless label_overwrite
+    (which replaces any of them: False). With these settings a complete one is kept; an incomplete one is replaced
+    (labeled again) before labeling, and at store time by ours when ours is complete, else the one with more
+    labels is kept (ours on a tie), with a warning."""
+    name = args.label_name
+    # e.g. CODI's distilled labels/codi_z: never replaced (a damaged one whose attrs are lost may be)
+    if "settings" not in stored and set(stored) != {"damaged"}:
+        raise ConfigError(f"{target} already has '{name}', which no labeling run made (labels another tool wrote, "
+                          f"such as CODI's distilled labels codi_z): choose another label_name")
+    if stored.get("damaged") is not None:  # never kept
+        if not args.label_overwrite:
+            raise DatasetError(f"{stored['damaged']} (or label again with label_overwrite=True, which replaces it)")
+        _log.warning(f"'{name}' in {target} is damaged: labeling again to replace it (label_overwrite=True)")
+        return False
+    if args.label_overwrite:
+        return False
+    if stored.get("settings") != settings:
+        raise ConfigError(f"{target} already has '{name}' ({task_name}) made with other settings: "
+                          + "; ".join(differences(stored.get("settings") or {}, settings))
+                          + ". Choose another label_name, or set label_overwrite=True to replace it")
+    if stored.get("complete", True):
+        return True
+    if ours is None:
+        _log.info(f"'{name}' in {target} is incomplete ({stored.get('counts')}): labeling again")
+        return False
+    if ours["complete"]:
+        return False
+
+    def labeled(attrs):
+        return (attrs.get("counts") or {}).get("labeled") or 0
+
+    keep = labeled(stored) > labeled(ours)
+    _log.warning(f"'{name}' in {target} was stored meanwhile by another run with the same settings; both are "
+                 f"incomplete, so the one with more labels is kept ({'that run' if keep else 'this run'}'s: "
+                 f"{max(labeled(stored), labeled(ours))} labeled): rerun the same command to label the rest")
+    return keep

@@ -38,8 +38,8 @@ from utils.progress import Bar
 
 LOCK_POLL_S = 0.5
 # what the labeler's info says about the cost of the labels (the llm labeler; the oracles have none of these)
-COST_KEYS = ("backend", "model", "requests", "cache_hits", "prompt_tokens", "completion_tokens", "tokens_per_request",
-             "cost_usd", "from_journal", "queries_to_ask")
+COST_KEYS = ("backend", "model", "requests", "cache_hits", "prompt_tokens", "completion_tokens", "estimated_requests",
+             "tokens_per_request", "cost_usd", "from_journal", "queries_to_ask")
 # the run config keys labeling reads (config/runs/lca_label.yaml, lca_ippo.yaml define them)
 LABEL_KEYS = ("label_task", "labeler", "label_name", "oracle_key", "oracle_accuracy", "noise_mode", "noise_seed",
               "label_out", "label_overwrite", "label_journal")

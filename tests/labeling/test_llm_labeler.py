@@ -497,6 +497,31 @@ def test_an_item_whose_only_request_a_budget_refused_is_not_asked(tmp_path, data
     assert info["answered_requests"] == 1 and info["tokens_per_request"] > 0
 
 
+def test_an_item_whose_n_sample_request_a_budget_stopped_after_a_retry_is_asked(tmp_path, data, monkeypatch):
+    """K queries per item are one request with n=K: an HTTP 500 then a retry the budget refuses sent a request, so
+    the item is 'asked but unfinished', not 'not asked', and the ledger counts the attempt."""
+    from labeling import llm_labeler
+
+    class TwoQueries(type(TASKS["trajectory_preference"]())):
+        def queries(self, args):
+            return 2
+
+    monkeypatch.setattr(llm_labeler._Run, "_stop", lambda self, call, k: self.stopped is not None)
+    with LoopbackServer(responder=lambda body: status(500)) as srv:
+        source = source_of(data)
+        try:
+            task = TwoQueries()
+            items = task.make_items(source, args := args_for(srv, tmp_path, max_requests=1,
+                                                             llm={"concurrency": 1, "temperature": 0.5}))
+            res = LABELERS["llm"](args).label(task, items, source)
+        finally:
+            source.close()
+        assert srv.count == 1 and srv.requests[0]["body"]["n"] == 2
+    info = res.info
+    assert info["stopped"] == "max_requests=1 reached" and info["requests"] == 1
+    assert info["unfinished"] == 1 and info["unasked"] == N_PAIRS - 1 and info["failed"] == 0
+
+
 def test_the_labels_ledger_totals_every_run_and_estimated_tokens_are_marked(tmp_path, data):
     """results/labels/<fingerprint>/ is shared by every label_name of a dataset: its llm_ledger.json totals the runs,
     as the transcript beside it lists their calls; tokens counted without usage from the server are marked."""
@@ -509,8 +534,8 @@ def test_the_labels_ledger_totals_every_run_and_estimated_tokens_are_marked(tmp_
         _, a = run(args_for(srv, tmp_path, label_name="A"), data)
         first = srv.count
         _, b = run(args_for(srv, tmp_path, label_name="B", n_pairs=3), data)
-    assert a.info["tokens_estimated"] == a.info["answered_requests"] == first > 0
-    assert b.info["tokens_estimated"] == srv.count - first > 0
+    assert a.info["estimated_requests"] == a.info["answered_requests"] == first > 0
+    assert b.info["estimated_requests"] == srv.count - first > 0
     (path,) = glob.glob(str(tmp_path / "results" / "labels" / "*" / "llm_ledger.json"))
     ledger = json.load(open(path))
     assert ledger["runs"] == 2 and ledger["requests"] == ledger["estimated_requests"] == srv.count

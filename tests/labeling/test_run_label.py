@@ -71,8 +71,8 @@ def test_rerun_keeps_refuses_or_overwrites(tmp_path, data, caplog):
 @pytest.mark.parametrize("other_accuracy", [0.75, 0.9])
 def test_a_set_stored_meanwhile_is_kept_when_the_same_and_refused_otherwise(tmp_path, data, caplog, monkeypatch,
                                                                             other_accuracy):
-    """Another run of the same label_name finishes while this one labels (two runs sharing an LLM cache): its set,
-    with this run's settings and answers, is kept as a rerun would keep it; one of other settings is refused."""
+    """Another run of the same label_name finishes while this one labels (two runs sharing an LLM cache): its
+    complete set of this run's settings is kept as a rerun would keep it; one of other settings is refused."""
     caplog.set_level(logging.INFO, logger="test_label")
     cls = LABELERS["noisy_oracle"]
     own = cls.label
@@ -84,15 +84,54 @@ def test_a_set_stored_meanwhile_is_kept_when_the_same_and_refused_otherwise(tmp_
 
     monkeypatch.setattr(cls, "label", meanwhile)
     if other_accuracy != 0.75:
-        with pytest.raises(DatasetError, match="already has a preference set 'prefs'.*label_overwrite=True"):
+        with pytest.raises(ConfigError, match="other settings: oracle_accuracy: stored 0.9, requested 0.75.*"
+                                              "label_overwrite=True"):
             label(tmp_path, offline_dataset=data, labeler="noisy_oracle", oracle_accuracy=0.75)
         assert read_preferences(data, "prefs")[2]["settings"]["oracle_accuracy"] == other_accuracy
         return
     before = read_preferences(data, "prefs") if "prefs" in preference_names(data) else None
     res = label(tmp_path, offline_dataset=data, labeler="noisy_oracle")
     assert before is None and res["reused"] is True and res["counts"]["labeled"] == 100
-    assert "stored meanwhile by another run with the same settings and the same answers" in caplog.text
+    assert "stored meanwhile by another run with the same settings" in caplog.text
     assert read_preferences(data, "prefs")[2]["created"] and preference_names(data) == ["prefs"]
+
+
+def stopped_after(own, n):
+    """Labeler method `own` as one that stopped after its first n answers (an LLM budget); None: complete."""
+
+    def go(self, *a, **kw):
+        result = own(self, *a, **kw)
+        if n is not None:
+            result.answers[n:] = np.nan
+            result.info.update(labeled=n, complete=False)
+        return result
+    return go
+
+
+@pytest.mark.parametrize("theirs, ours, kept", [(None, 30, "theirs"), (60, None, "ours"), (60, 30, "theirs"),
+                                                (30, 60, "ours")])
+def test_a_set_stored_meanwhile_is_kept_or_replaced_as_a_rerun_would(tmp_path, data, caplog, monkeypatch, theirs,
+                                                                      ours, kept):
+    """The other run's set of the same settings (None: complete; n: stopped after n labels) against this run's: a
+    complete one is kept (whatever this run has); an incomplete one is replaced by a complete one; of two
+    incomplete ones the one with more labels stays, with a warning that a rerun labels the rest."""
+    caplog.set_level(logging.INFO, logger="test_label")
+    cls = LABELERS["noisy_oracle"]
+    own = cls.label
+
+    def meanwhile(self, *a, **kw):
+        monkeypatch.setattr(cls, "label", stopped_after(own, theirs))
+        label(tmp_path, offline_dataset=data, labeler="noisy_oracle")
+        return stopped_after(own, ours)(self, *a, **kw)
+
+    monkeypatch.setattr(cls, "label", meanwhile)
+    res = label(tmp_path, offline_dataset=data, labeler="noisy_oracle")
+    want = 100 if (theirs if kept == "theirs" else ours) is None else (theirs if kept == "theirs" else ours)
+    attrs = read_preferences(data, "prefs")[2]
+    assert res["reused"] is (kept == "theirs") and res["counts"]["labeled"] == attrs["counts"]["labeled"] == want
+    assert attrs["complete"] is (want == 100) and preference_names(data) == ["prefs"]
+    both = theirs is not None and ours is not None
+    assert ("both are incomplete" in caplog.text and "rerun the same command to label the rest" in caplog.text) is both
 
 
 def test_a_damaged_set_is_never_kept_and_label_overwrite_replaces_it(tmp_path, data):

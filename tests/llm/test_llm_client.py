@@ -390,3 +390,24 @@ def test_local_answers_are_cached_under_the_local_model_name(tmp_path):
     replay = make_llm({"backend": "replay", "model": "gpt-4o-mini", "cache_dir": str(tmp_path)}, None)
     with pytest.raises(LLMCacheMiss, match=f"llm.model={LOCAL_MODEL_NAME}"):
         replay.chat(MSG)
+
+
+def test_the_ledger_file_sums_its_counters_keeps_other_fields_and_lists_every_model(srv, tmp_path):
+    """A run without a call leaves no transcript (nor ledger); llm_ledger.json sums the counters of the runs in its
+    folder, keeps a field only an older file has, and lists each llm.model that wrote there beside the latest."""
+    llm_for(srv, tmp_path).close()
+    assert not (tmp_path / "run").exists() or os.listdir(tmp_path / "run") == []
+    llm = llm_for(srv, tmp_path, model="a", price_in_per_m=1.0)
+    llm.chat(MSG)
+    llm.close()
+    path = tmp_path / "run" / "llm_ledger.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), note="kept")))
+    llm = llm_for(srv, tmp_path, model="b", price_in_per_m=2.0)
+    llm.chat(MSG)
+    llm.close()
+    ledger = json.loads(path.read_text())
+    assert ledger["note"] == "kept" and ledger["runs"] == 2 and ledger["calls"] == ledger["requests"] == 2
+    assert ledger["models"] == ["a", "b"] and ledger["model"] == "b" and ledger["price_in_per_m"] == 2.0
+    assert ledger["total_tokens"] == ledger["prompt_tokens"] + ledger["completion_tokens"]
+    assert ledger["cost_usd"] == pytest.approx(ledger["prompt_tokens"] / 2 * 3.0 / 1e6)
+    assert len(transcript(tmp_path)) == 2

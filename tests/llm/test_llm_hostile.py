@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loopback_server import (  # noqa: E402
+    KEY_ENV,
     SECRET,
     LoopbackServer,
     client_config,
@@ -34,6 +35,7 @@ from llm import (  # noqa: E402
     LLMConfigError,
     LLMRequestError,
     LLMTimeout,
+    LLMUnavailable,
     make_llm,
 )
 from llm.batch import run_many  # noqa: E402
@@ -469,3 +471,36 @@ def test_usage_of_an_unusable_answer_is_counted_and_stops_a_cost_budget(srv, tmp
     with pytest.raises(LLMBudgetExceeded, match="max_cost_usd=1.0 reached"):
         llm.chat([{"role": "user", "content": "b"}])
     assert srv.count == 1 and cache_files(tmp_path) == []
+
+
+def test_a_failed_request_for_n_samples_counts_its_attempts_and_billed_usage(srv, tmp_path):
+    """One request asks all n samples (use_api_n): its failure is counted like a per-sample request's, the usage of
+    an unusable answer and every attempt (retries of a failing server too) in the ledger, and `sent` on the error."""
+    refusal = {"choices": [{"index": i, "message": {"role": "assistant", "content": None, "refusal": "no"},
+                            "finish_reason": "stop"} for i in range(2)],
+               "usage": {"prompt_tokens": 10, "completion_tokens": 20}}
+    srv.push(raw(json.dumps(refusal)), status(500), status(500))
+    llm = llm_for(srv, tmp_path, max_retries=1)
+    with pytest.raises(LLMBadResponse, match="choice without text") as bad:
+        llm.chat([{"role": "user", "content": "a"}], n=2)
+    led = llm.ledger()
+    assert (led["prompt_tokens"], led["completion_tokens"], led["requests"], led["attempts"]) == (10, 20, 1, 1)
+    with pytest.raises(LLMUnavailable, match="HTTP 500 after 2 attempt") as down:
+        llm.chat([{"role": "user", "content": "b"}], n=2)
+    led = llm.ledger()
+    assert (led["requests"], led["attempts"], led["retries"], led["errors"]) == (1, 3, 1, 2)
+    assert bad.value.sent == 1 and down.value.sent == 2 and srv.count == 3
+    assert [r["body"]["n"] for r in srv.requests] == [2, 2, 2]
+    llm.close()
+
+
+def test_replies_and_error_texts_follow_one_key_redaction_rule(srv, tmp_path, monkeypatch):
+    """A key shorter than 8 characters is not cut out of error texts (it would cut ordinary words); nor out of a
+    reply: one rule for both (llm.text_utils.redact)."""
+    monkeypatch.setenv(KEY_ENV, "word")
+    srv.push(reply("a word of advice"), status(400, "no word here"))
+    llm = llm_for(srv, tmp_path)
+    assert llm.chat([{"role": "user", "content": "a"}]) == ["a word of advice"]
+    with pytest.raises(LLMRequestError, match="no word here"):
+        llm.chat([{"role": "user", "content": "b"}])
+    llm.close()

@@ -164,7 +164,7 @@ def test_llm_labeling_cost_is_recorded_and_kept_on_reuse(tmp_path):
         asked = srv.count
     first, second = (info["lca"]["labeling"] for info in infos(tmp_path))
     assert asked == 6 and first["requests"] == 6 and first["labels_asked"] == 6 and first["backend"] == "openai"
-    assert first["prompt_tokens"] == 600 and first["completion_tokens"] == 12
+    assert first["prompt_tokens"] == 600 and first["completion_tokens"] == 12 and first["estimated_requests"] == 0
     assert first["cost_usd"] == pytest.approx((600 * 1.0 + 12 * 2.0) / 1e6)
     assert second["labels_asked"] == 0 and second["cost_usd"] == first["cost_usd"]
     assert first["accuracy"]["helps_rate"] == 1.0
