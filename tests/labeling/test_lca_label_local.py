@@ -27,8 +27,8 @@ N_ITEMS = 10
 @pytest.mark.long
 def test_local_model_ranks_ten_two_switch_items(tmp_path, capsys):
     run_main(tmp_path, "lca_label", "two_switch", "labeler=llm", "llm.backend=local", f"lca.n_pairs={N_ITEMS}",
-             "lca.answer_mode=direct", "llm.max_tokens=8", "llm.local.threads=2", "llm.timeout_s=600.0",
-             f"llm.cache_dir={tmp_path / 'cache'}")  # 2 threads: with -n 2 another worker may share them
+             "lca.answer_mode=direct", "llm.max_tokens=8", "llm.timeout_s=600.0",
+             f"llm.cache_dir={tmp_path / 'cache'}")  # one llama.cpp thread (default): -n 2 runs another worker beside
     (path,) = glob.glob(os.path.join(tmp_path, "rankings", "two_switch", "*", "rankings.h5"))
     rankings = read_rankings(path)
     assert len(rankings) == N_ITEMS and rankings.answers.shape == (N_ITEMS, 1)

@@ -30,7 +30,8 @@ def test_local_model_labels_ten_pairs(tmp_path):
     cfg = build_config("label_preferences", "climbing", {
         "local_results_path": str(tmp_path / "results"), "n_pairs": N_PAIRS, "labeler": "llm", "summary_max_steps": 0,
         "llm": {"backend": "local", "cache_dir": str(tmp_path / "cache"), "max_tokens": 24, "timeout_s": 600.0,
-                "local": {"threads": 2, "ctx": 2048}}})  # 2 threads: with -n 2 another worker may share them
+                "local": {"threads": 1, "ctx": 2048}}})  # -n 2 runs another worker beside: llama.cpp's threads
+    # spin while they wait, so 2 of them beside a busy worker ran 2.7x slower (337 s vs 124 s alone)
     args = SN(**cfg)
     ds = OfflineDataset.load(path)
     source = LabelSource(ds, path, content_fingerprint(ds), env_factory=lambda: make_env("matrix_game", **ENV_ARGS))
