@@ -163,13 +163,14 @@ class FootballEnv(MultiAgentEnv):
 
     def reset(self):
         self._game._config["game_engine_random_seed"] = self._episode_seed()
-        self._obs = np.asarray(self._env.reset(), dtype=np.float32)
+        # one controlled player: gfootball's SingleAgentObservationWrapper drops the agent axis, so restore it
+        self._obs = np.asarray(self._env.reset(), dtype=np.float32).reshape(self.n_agents, OBS_SIZE)
         self._t = 0
         return self.get_obs(), self.get_state()
 
     def step(self, actions):
         obs, rewards, done, env_info = self._env.step(np.asarray(actions).reshape(-1).tolist())
-        self._obs = obs
+        self._obs = np.asarray(obs, dtype=np.float32).reshape(self.n_agents, OBS_SIZE)
         self._t += 1
         score_reward = int(env_info["score_reward"])
         raw = self._game.observation()[0]

@@ -34,8 +34,9 @@ _NUMERIC = (bool, int, float, np.number, np.bool_)
 # -> (env config, what differs). epymarl registers the pz-mpe-* ids itself; gymnasium here does not know them.
 EPYMARL_IDS = {
     "pz-mpe-simple-spread-v3": ("mpe_spread", "N=3 agents, 25-step episodes; env_args.N sets the number of agents; "
-                                              "its reward is the original MPE one, 2x epymarl's (pettingzoo's "
-                                              "local_ratio=0.5 mix): env_args.local_ratio=0.5 gives epymarl's"),
+                                              "its reward is the original MPE one (less its -1 per step for self-"
+                                              "collision), 2x epymarl's (pettingzoo's local_ratio=0.5 mix): "
+                                              "env_args.local_ratio=0.5 gives epymarl's"),
     "pz-mpe-simple-adversary-v3": ("mpe_adversary", "the learner controls the good agents; the adversary runs a "
                                                     "fixed policy (env_args.adversary_policy)"),
     "pz-mpe-simple-tag-v3": ("mpe_tag", "the learner controls the predators; the prey runs a fixed policy "

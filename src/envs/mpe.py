@@ -28,8 +28,11 @@ Episode end: none of these scenarios has a real terminal; every episode is trunc
 
 Deviations: the spread reward is the original MPE one (global distance term plus own
 collisions per agent, = 2x mpe2's default local_ratio=0.5 mix; `local_ratio` selects mpe2's mix
-instead). QLLM's tag and adversary use a pretrained prey / adversary, we use documented fixed
-policies. QLLM's table lists an 8-dim adversary-task observation; mpe2's good agents see 10.
+instead) without the original's constant -1 per agent per step (openai's simple_spread counts each
+agent's collision with itself; mpe2 does not): returns here are 25 x N per episode above the
+original's, with the same optimal policy. QLLM's tag and adversary use a pretrained prey /
+adversary, we use documented fixed policies. QLLM's table lists an 8-dim adversary-task
+observation; mpe2's good agents see 10.
 """
 import numpy as np
 
@@ -248,7 +251,8 @@ class _Spread(_Scenario):
         if self.local_ratio is None:
             per_agent = ("r_i = -sum over landmarks l of (distance from l to its closest agent) - c_i, where c_i is "
                          "the number of other agents touching agent i (centre distance < 0.3 = two radii of 0.15). "
-                         "This is the original MPE per-agent reward, twice mpe2's local_ratio=0.5 mix")
+                         "This is the original MPE per-agent reward (without its constant -1 per step for the agent "
+                         "touching itself), twice mpe2's local_ratio=0.5 mix")
             total = {"sum": f"{self.n} x (the landmark distance term) - 2 x (number of touching pairs)",
                      "mean": "(the landmark distance term) - 2 x (number of touching pairs) / " + str(self.n)}
         else:

@@ -76,6 +76,16 @@ def test_shapes_schema_and_a_random_episode(scenario):
     assert "agent 0: shoot at the opponents' goal" in segment and "reward: 0.5" in segment
 
 
+def test_one_controlled_player_keeps_the_agent_axis():
+    """gfootball drops the agent axis when one player is controlled; get_obs is still [n_agents][115]."""
+    env = football(n_agents=1)
+    obs, state = env.reset()
+    assert np.shape(obs) == (1, OBS_SIZE) and np.shape(env.get_obs_agent(0)) == (OBS_SIZE,)
+    env.step([IDLE])
+    assert np.shape(env.get_obs()) == (1, OBS_SIZE) and np.array_equal(env.get_obs_agent(0), env.get_state())
+    env.close()
+
+
 def test_fields_hold_the_game_values():
     env = football()
     env.reset()
