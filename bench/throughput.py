@@ -11,6 +11,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -39,8 +40,14 @@ def one_run(runner, seed, extra, alg="qmix"):
         stderr = proc.stderr.read()
         if status != 0:
             raise RuntimeError(f"run failed:\n{stderr[-3000:]}")
-        info = json.load(open(glob.glob(os.path.join(tmp, "sacred", "*", "*", "*", "info.json"))[0]))
-    t_env = info["episode_T"][-1] if "episode_T" in info else info["return_mean_T"][-1]
+        (run,) = glob.glob(os.path.join(tmp, "sacred", "*", "*", "[0-9]*"))
+        info = json.load(open(os.path.join(run, "info.json")))
+        # the env steps the run made, from its closing line: the logged series end at the last log interval, which
+        # may be ~10k steps before the end (a parallel run whose last batches fell short of the next log)
+        finished = re.search(r"Finished training: (\d+) env steps", open(os.path.join(run, "cout.txt")).read())
+        if finished is None:
+            raise RuntimeError(f"{run}/cout.txt has no 'Finished training' line")
+    t_env = int(finished.group(1))
     return {"runner": runner, "seed": seed, "wall_s": wall, "t_env": t_env, "env_steps_per_s": t_env / wall,
             "peak_rss_mb": usage.ru_maxrss / 1024, "updates_per_s": info.get("updates_per_s", [None])[-1],
             "final_test_return": info["test_return_mean"][-1]}
