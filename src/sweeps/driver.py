@@ -292,9 +292,10 @@ def make_callback(sweep, display):
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             r = self._record(trial)
-            attempt = result.get("attempt")
-            if attempt and attempt != r.get("_attempt"):
-                r["_attempt"] = attempt
+            attempt = result.get("attempt")  # counted per start of the trainable: a retry whose run left no
+            launch = result.get("launch")      # folder (a config error) has the same attempt number
+            if attempt and [attempt, launch] != r.get("_attempt"):
+                r["_attempt"] = [attempt, launch]
                 r["attempts"] = r.get("attempts", 0) + 1
                 r["started"] = r["started"] or now()
             for key in ("node_id", "hostname", "t_env", "sacred_run", "resumed_from", "error", "wall_s", "run_s"):

@@ -7,7 +7,8 @@ finished); one whose earlier attempt left checkpoints resumes from the latest (c
 the project's resume, which continues the same run and model folder). Progress (t_env, the metric) is read from the
 child's console lines and reported to Tune; a failed child raises TrialFailed with the tail of its output. A run
 that failed with an error a rerun would repeat (a NaN loss, an unusable dataset, generation that cannot go on: see
-main.failure_recorded) is not retried by the same sweep call (a marker beside its Sacred run names the call);
+main.failure_recorded) is not retried by the same sweep call (a marker beside its Sacred run names the call), nor is
+one that stopped on a config error (main.py exit status 2 and no run folder left: the marker is in the sweep folder);
 `--resume` after the cause is fixed runs it again.
 """
 import collections
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 from sweeps.manifest import read_json, run_progress, sacred_runs, trial_state
 from sweeps.spec import trial_argv
@@ -31,6 +33,7 @@ STOP_FILE = "stopping"  # in the sweep folder while its driver stops the trials 
 # src/main.py's exit status after a Ctrl-C / SIGTERM it was sent; -SIGTERM: sent before it set up its handler
 INTERRUPTED_EXITS = (130, 143, -signal.SIGTERM)
 NOT_RETRIED = "not_retried.json"  # in the failed Sacred run's folder: {call, message}; this sweep call retries no more
+CONFIG_ERROR_EXIT = 2  # src/main.py's exit status on a config error (its run folder removed) or an unusable dataset
 T_ENV = re.compile(r"\bt_env:\s+(\d+)")
 NUMBER = r"(-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
 
@@ -91,7 +94,7 @@ def run_trial(config):
     trial, start = config["trial"], time.time()
     metric = trial["metric"]
     base = {"trial_index": trial["index"], "node_id": ray.get_runtime_context().get_node_id(),
-            "hostname": socket.gethostname()}
+            "hostname": socket.gethostname(), "launch": uuid.uuid4().hex}  # this start of the trial (attempts)
     state = trial_state(trial, metric)
     if state["status"] == "COMPLETED":
         tune.report({**base, "status": "COMPLETED", "t_env": state["t_env"], metric: state["value"],
@@ -104,8 +107,11 @@ def run_trial(config):
         report_stopped(sacred_run=state["sacred_run"])
         return
     call = config.get("call")  # this sweep call's id (sweeps.driver): its retries refuse, a later --resume runs again
+    markers = [config_error_marker(config, trial)]
     if state["status"] == "FAILED":
-        marker = read_json(os.path.join(state["sacred_run"], NOT_RETRIED)) or {}
+        markers.append(os.path.join(state["sacred_run"], NOT_RETRIED))
+    for path in markers:
+        marker = read_json(path) or {}
         if call and marker.get("call") == call:  # Tune's retry of a run that failed in a way a rerun would repeat
             raise TrialFailed(marker.get("message", ""))
     resume_from = state["model_dir"]
@@ -164,16 +170,27 @@ def run_trial(config):
     # removed) must not be blamed on an earlier run's failure
     own_run = final["sacred_runs"][-1] if len(final["sacred_runs"]) >= attempt else None
     failure = repeated_failure(own_run)
+    if own_run is None and proc.returncode == CONFIG_ERROR_EXIT:  # the same arguments give the same config error
+        said = [line.strip() for line in progress.tail if line.strip()] or [""]
+        failure = f"config error (not retried: fix the trial's settings, then resume the sweep): {said[-1]}"
     if failure:
         tail += f"\n{failure}"
     message = f"trial {trial['id']} failed (exit code {proc.returncode}, Sacred run {run_dir}):\n{tail}"
     if failure and call:
-        try:  # on the results disk beside the run, so a retry on any node sees it
-            write_json_atomic(os.path.join(own_run, NOT_RETRIED), {"call": call, "message": message})
+        try:  # on the results disk (beside the run, or in the sweep folder), so a retry on any node sees it
+            marker = os.path.join(own_run, NOT_RETRIED) if own_run else config_error_marker(config, trial)
+            os.makedirs(os.path.dirname(marker), exist_ok=True)
+            write_json_atomic(marker, {"call": call, "message": message})
         except OSError:
             pass  # then Tune retries it once more: the same failure again, nothing lost
     tune.report({**result, "status": "ERROR", "error": tail})
     raise TrialFailed(message)
+
+
+def config_error_marker(config, trial):
+    """Where a config error of the trial (whose run folder main.py removes) is marked for this sweep call: the sweep
+    folder's not_retried/<trial id>.json."""
+    return os.path.join(os.path.dirname(config["stop_file"]), "not_retried", f"{trial['id']}.json")
 
 
 def repeated_failure(run_dir):

@@ -116,6 +116,28 @@ def test_a_failure_a_rerun_would_repeat_is_not_retried(tmp_path, local_ray, caps
     assert read_manifest(sweep_folder(spec))["trials"][1]["attempts"] == 2
 
 
+def test_a_config_error_found_in_the_run_is_not_retried(tmp_path, local_ray, capsys):
+    """A config error found only once the run builds (main.py exits 2 and removes the run's folder) would repeat on a
+    retry with the same settings: this sweep call marks the trial in the sweep folder and does not run it again;
+    `--resume` is a new call and runs it again."""
+    folder = tmp_path / "not_a_file.h5"
+    folder.mkdir()
+    spec = sweep_file(tmp_path, "config_error", retries=2, max_concurrent=1, entries=[
+        {"alg": "bc", "env": "climbing", "name": "folder", "with": {"offline_dataset": str(folder)}}])
+    sweep = driver.prepare(spec)
+    assert driver.run(sweep) == 1
+    (r,) = read_manifest(sweep_folder(spec))["trials"]
+    assert r["status"] == "ERROR" and r["attempts"] == 1  # retries: 2 would have run it twice more
+    assert sacred_runs(str(tmp_path / "results")) == []  # main.py removed the failed run's folder
+    last = r["error"].strip().splitlines()[-1]
+    assert last.startswith("config error (not retried") and "is a folder; give a dataset file" in last
+    assert read_json(os.path.join(sweep_folder(spec), "not_retried", f"{r['id']}.json"))["call"].startswith("run_")
+    assert "folder-s0 ERROR (config error (not retried" in capsys.readouterr().out
+    sweep.lock.release()  # as the driver's exit would
+    assert driver.run(driver.prepare(spec, resume=True)) == 1  # a new call: the trial runs once more
+    assert read_manifest(sweep_folder(spec))["trials"][0]["attempts"] == 2
+
+
 def _processes_with(text):
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
