@@ -439,7 +439,7 @@ def trials_stop_first(sweep, out, grace_s=STOP_GRACE_S):
             f.write(socket.gethostname())
         pids = local_trial_pids(label)
         print(f"\n{STOPPING[signum]}: {len(pids)} running trial(s) here save a checkpoint and end first (up "
-              f"to {grace_s:g} s; press Ctrl-C again to stop at once)", file=out, flush=True)
+              f"to {grace_s:g} s; a second Ctrl-C or SIGTERM stops at once)", file=out, flush=True)
         for pid in pids:  # SIGTERM: a run takes it as a Ctrl-C (utils/signals.py); Ray's workers ignore SIGINT,
             with contextlib.suppress(OSError):  # and so do the runs they start
                 os.kill(pid, signal.SIGTERM)
