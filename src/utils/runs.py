@@ -30,7 +30,8 @@ Resumed runs (`chain_segments`): a run started with `checkpoint_path=` records i
 checkpoint's step and the Sacred run that saved it. Its segments are one run, one seed: the curve of the run it
 continues (whatever that one's status: killed, interrupted, failed or completed) up to the checkpoint's step and
 before the continuation's first point, then the continuation's (the latest segment wins where they overlap), back
-through every earlier resume. The earlier segments are then neither runs of their own nor skipped runs (`Run.segments`
+through every earlier resume. The run that a segment names is read from beside it where that folder holds the same run (a
+copied or moved results folder), else from the folder it recorded. The earlier segments are then neither runs of their own nor skipped runs (`Run.segments`
 lists them; `chained_note` says so in a tool's output). Mongo runs are chained the same way, through the Mongo id
 and database name the checkpoint recorded (`resumed_from.sacred_run.mongo_db`; runs recorded before it was
 saved are not chained).
@@ -204,22 +205,32 @@ def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER):
 
 def _previous_segment(run_dir, info):
     """(the Sacred run folder that the resumed run at `run_dir` continues, the checkpoint's step) or (None, None),
-    also for a run that branched off an earlier checkpoint into its own model folder. Results moved elsewhere: the
-    run of the same id beside this one, where the recorded folder had the same name and env folders."""
+    also for a run that branched off an earlier checkpoint into its own model folder. The run of the recorded id
+    beside this one (where the recorded folder had the same name and env folders) comes first: results moved
+    elsewhere, or copied (the copy is read, not the original outside the folder given, when both are one run)."""
     resumed = (info or {}).get("resumed_from")
     ref = resumed.get("sacred_run") if isinstance(resumed, dict) else None
     if not isinstance(ref, dict) or resumed.get("same_model_dir") is False:
         return None, None  # not resumed; or a branch (load_step: its own model folder), the run it left stays one
     step = resumed.get("step")
     folder = ref.get("dir")
-    if folder and os.path.isdir(folder):
-        return os.path.normpath(folder), step
+    recorded = folder and os.path.isdir(folder)
     if folder and ref.get("id") is not None:
         here, there = os.path.normpath(run_dir).split(os.sep), os.path.normpath(folder).split(os.sep)
-        moved = os.path.join(os.path.dirname(os.path.normpath(run_dir)), str(ref["id"]))
-        if here[-3:-1] == there[-3:-1] and os.path.isdir(moved):
-            return moved, step
-    return None, None
+        beside = os.path.join(os.path.dirname(os.path.normpath(run_dir)), str(ref["id"]))
+        if here[-3:-1] == there[-3:-1] and os.path.isdir(beside) and (not recorded or same_run(beside, folder)):
+            return beside, step
+    return (os.path.normpath(folder), step) if recorded else (None, None)
+
+
+def same_run(a, b):
+    """Whether the FileStorage folders a and b record one Sacred run (one is a copy of the other): the same start
+    time (run.json) and config."""
+    def identity(d):
+        return (_json(os.path.join(d, "run.json")) or {}).get("start_time"), _json(os.path.join(d, "config.json"))
+
+    first = identity(a)
+    return first[0] is not None and first == identity(b)
 
 
 def chain_segments(run_dir, info, metric):

@@ -349,3 +349,41 @@ def test_a_re_evaluated_final_takes_its_checkpoints_step_and_its_row_says_so(tmp
     assert "| vdn | lbf | env steps | 1 (n=1) | 0.400 |" in result["markdown"]
     rows = {r["name"]: r for r in csv.DictReader(open(tmp_path / "o" / "scores.csv"))}
     assert (rows["qmix"]["rescored"], rows["qmix"]["step_max"], rows["vdn"]["rescored"]) == ("1", "250000", "0")
+
+
+TINY = ["env_args.episode_limit=5", "test_nepisode=1", "test_interval=100", "log_interval=100",
+        "runner_log_interval=100", "learner_log_interval=100", "save_model_interval=100", "batch_size=2",
+        "buffer_size=4", "use_tensorboard=False"]
+
+
+def real_resumed_run(tmp_path, *changes):
+    """A real qmix run to 300 steps and its resume to 500 (with `changes`, e.g. lr=0.01): (sacred root, first run
+    folder, resumed run folder)."""
+    import glob
+
+    from helpers import run_main
+
+    results = str(tmp_path / "results")
+    run_main(results, "qmix", "matrix_game", "t_max=300", *TINY)
+    [model] = glob.glob(os.path.join(results, "models", "*"))
+    run_main(results, "qmix", "matrix_game", "t_max=500", f"checkpoint_path={model}", *changes, *TINY)
+    root = os.path.join(results, "sacred")
+    first, second = sorted(glob.glob(os.path.join(root, "qmix", "*", "[0-9]*")))
+    return root, first, second
+
+
+def test_a_copied_resumed_run_is_one_run_read_from_the_copy(tmp_path):
+    """Both segments of a resumed run copied elsewhere: the copy's earlier segment is chained (the one beside the
+    resumed run, the same run as the recorded one), not the original outside the folder given; one run, not two."""
+    import shutil
+
+    root, first, second = real_resumed_run(tmp_path)
+    copy = str(tmp_path / "copy" / "sacred")
+    env = os.path.basename(os.path.dirname(first))
+    for d in (first, second):
+        shutil.copytree(d, os.path.join(copy, "qmix", env, os.path.basename(d)))
+    result = run_results(copy, "--out", tmp_path / "o", "--no-plots")
+    [s] = result["scores"]
+    [run] = s.group.runs
+    assert s.n == 1 and run.segments == (os.path.join(copy, "qmix", env, os.path.basename(first)),)
+    assert str(tmp_path / "results") not in result["markdown"]
