@@ -16,8 +16,10 @@ Grouping (`group_runs`): runs are seeds of one group when they share the name (t
 config's, or one given with `name=`, which so labels a group explicitly), the env, the kind (online: x = env
 steps; offline: x = gradient steps, plotted in panels of their own) and every config key except the seed and the
 keys in IGNORED / IGNORED_PREFIXES (outputs, run identity, logging cadence, run length, the machine; see there).
-A group's label is the name followed by the keys whose values differ between the groups of its name, env and kind
-(`qllm tfcaf=my_tfcaf.py lr=0.001`: a `*_path` key loses the suffix and a path value shows its file name).
+A group's label is the name followed by the keys whose values differ between the groups of its name and kind, the
+same keys in every env (an algorithm is a label across envs): those that differ within one env, and those that differ
+across envs but are not an env config's (`env`, `env_args.*`, ...: ENV_KEYS) (`qllm tfcaf=my_tfcaf.py lr=0.001`: a
+`*_path` key loses the suffix and a path value shows its file name).
 `group_runs(runs, by=[...])` splits on the listed keys only (besides name, env and kind): runs that differ in
 other keys are pooled as seeds, and each group lists those keys in `pooled`.
 
@@ -61,6 +63,7 @@ IGNORED = frozenset({
     "torch_threads", "n_workers", "on_nonfinite", "tfcaf_timeout_s", "tfcaf_memory_mb", "name",
 })
 IGNORED_PREFIXES = ("llm.",)
+ENV_KEYS = frozenset({"env", "test_nepisode", "test_greedy"})  # with env_args.*: what config/envs/*.yaml set
 MISSING = object()  # a key that a run's config lacks (an older run)
 TRAINING_KINDS = {"online": "env steps", "offline": "gradient steps"}  # run mode -> the x axis of its curves
 BUDGET_KEYS = {"online": "t_max", "offline": "offline_steps"}  # run mode -> the config key of its length in x
@@ -111,7 +114,7 @@ class Group:
     name: str
     env: str
     kind: str
-    settings: dict  # the config keys that tell this group from the others of its name, env and kind
+    settings: dict  # the label keys (see group_runs) and their values in this group
     runs: list = field(default_factory=list)
     pooled: tuple = ()  # with group_runs(by=...): keys whose values differ between this group's runs
 
@@ -143,6 +146,11 @@ def flatten(config, prefix=""):
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def env_key(key):
+    """A key that an env config sets (config/envs/*.yaml): it tells envs apart, not the algorithms run on them."""
+    return key in ENV_KEYS or key.startswith("env_args.")
 
 
 def ignored(key, extra=()):
@@ -381,16 +389,22 @@ def group_runs(runs, ignore=(), by=None):
     """[Group] of the runs: one per name, env, kind and the values of every key that is not ignored, or, with
     `by` (config keys; "alg", "name" and "env" are always split on), of the listed keys only."""
     split_always = {"alg", "name", "env"}
-    families = {}
+    families, algorithms = {}, {}
     for run in runs:
         families.setdefault((run.name, run.env, run.kind), []).append(run)
-    groups = []
-    for (name, env, kind), members in sorted(families.items()):
+        algorithms.setdefault((run.name, run.kind), []).append(run)
+    label_keys = {}  # (name, kind) -> the keys of its labels, the same in every env (an algorithm is a label)
+    for (name, kind), members in algorithms.items():
         if by is None:
             keys = sorted({k for r in members for k in r.config if not ignored(k, ignore)})
         else:
             keys = [k for k in by if k not in split_always]
-        differing = [k for k in keys if differs(members, k)]
+        envs = [f for (n, _, k), f in families.items() if (n, k) == (name, kind)]
+        label_keys[name, kind] = [k for k in keys if any(differs(f, k) for f in envs)
+                                  or (not env_key(k) and differs(members, k))]
+    groups = []
+    for (name, env, kind), members in sorted(families.items()):
+        differing = label_keys[name, kind]
         by_setting = {}
         for run in members:
             setting = tuple((k, value(run, k)) for k in differing)

@@ -387,3 +387,22 @@ def test_a_copied_resumed_run_is_one_run_read_from_the_copy(tmp_path):
     [run] = s.group.runs
     assert s.n == 1 and run.segments == (os.path.join(copy, "qmix", env, os.path.basename(first)),)
     assert str(tmp_path / "results") not in result["markdown"]
+
+
+def test_an_algorithm_label_is_the_same_in_every_env(tmp_path):
+    """The keys of a label are decided over every env of the name: qmix lr=0.01 on penalty (beside lr=0.0005) and
+    qmix on climbing (all lr=0.01) are one algorithm; vdn lr=0.01 alone on penalty and vdn lr=0.0005 alone on
+    climbing are two. The env's own keys (env_args.game) differ across envs without entering the labels."""
+    root = str(tmp_path / "sacred")
+    write_run(root, "qmix", "penalty", 1, [0, 100], [0.0, 1.0], lr=0.01)
+    write_run(root, "qmix", "penalty", 2, [0, 100], [0.0, 2.0], lr=0.0005)
+    write_run(root, "qmix", "climbing", 3, [0, 100], [0.0, 3.0], lr=0.01)
+    write_run(root, "vdn", "penalty", 4, [0, 100], [0.0, 4.0], lr=0.01)
+    write_run(root, "vdn", "climbing", 5, [0, 100], [0.0, 5.0], lr=0.0005)
+    result = run_results(root, "--out", tmp_path / "o", "--no-plots")
+    assert sorted((s.group.label, s.group.env) for s in result["scores"]) == [
+        ("qmix lr=0.0005", "penalty"), ("qmix lr=0.01", "climbing"), ("qmix lr=0.01", "penalty"),
+        ("vdn lr=0.0005", "climbing"), ("vdn lr=0.01", "penalty")]
+    assert {a.label: a.tasks for a in result["aggregates"]} == {
+        "qmix lr=0.0005": ["penalty"], "qmix lr=0.01": ["climbing", "penalty"], "vdn lr=0.0005": ["climbing"],
+        "vdn lr=0.01": ["penalty"]}
