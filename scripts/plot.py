@@ -25,7 +25,7 @@ import _bootstrap  # noqa: F401 (src/ on sys.path)
 from analysis.report import repeated_seeds_note, skipped_summary
 from analysis.sources import load
 from utils.paths import RESULTS_ROOT
-from utils.runs import TRAINING_KINDS, chained_note, format_score, group_runs
+from utils.runs import TRAINING_KINDS, chained_note, changed_note, format_score, group_runs
 
 
 def score_table(groups, metric):
@@ -83,7 +83,7 @@ def main(argv=None):
     out = args.out or os.path.join(RESULTS_ROOT, "plots", f"{args.metric}.png")
     files = plot(groups, args.metric, out)
     print(score_table(groups, args.metric))
-    for note in (chained_note(runs), repeated_seeds_note(groups), skipped_summary(skipped)):
+    for note in (chained_note(runs), changed_note(runs), repeated_seeds_note(groups), skipped_summary(skipped)):
         if note:
             print("\n" + note)
     print("\nwrote " + ", ".join(files))

@@ -105,7 +105,7 @@ def report(args, mongo_client_factory=None):
     "scores": [...], "aggregates": [...], "skipped": [...]}."""
     from analysis import marl_eval, plots, sources, stats
     from analysis import report as tables
-    from utils.runs import chained_note, group_runs
+    from utils.runs import chained_note, changed_note, group_runs
 
     paths = args.paths or ([] if args.mongo_url else [os.path.join(RESULTS_ROOT, "sacred")])
     out = args.out or default_out(args)
@@ -160,7 +160,7 @@ def report(args, mongo_client_factory=None):
                      "across tasks")
     lengths = tables.lengths_note([(gs.group.label, gs.group.env, gs.steps) for gs in scores])
     small_n = stats.small_n_note([gs.n for gs in scores] + [n for a in aggs for n in a.runs])
-    notes += [n for n in (small_n, chained_note(runs), tables.pooled_note(groups), lengths,
+    notes += [n for n in (small_n, chained_note(runs), changed_note(runs), tables.pooled_note(groups), lengths,
                           tables.repeated_seeds_note(groups), tables.unscored_note(groups),
                           tables.skipped_summary(skipped)) if n]
     if notes:

@@ -32,11 +32,12 @@ Resumed runs (`chain_segments`): a run started with `checkpoint_path=` records i
 checkpoint's step and the Sacred run that saved it. Its segments are one run, one seed: the curve of the run it
 continues (whatever that one's status: killed, interrupted, failed or completed) up to the checkpoint's step and
 before the continuation's first point, then the continuation's (the latest segment wins where they overlap), back
-through every earlier resume. The run that a segment names is read from beside it where that folder holds the same run (a
-copied or moved results folder), else from the folder it recorded. The earlier segments are then neither runs of their own nor skipped runs (`Run.segments`
-lists them; `chained_note` says so in a tool's output). Mongo runs are chained the same way, through the Mongo id
-and database name the checkpoint recorded (`resumed_from.sacred_run.mongo_db`; runs recorded before it was
-saved are not chained).
+through every earlier resume. The run that a segment names is read from beside it where that folder holds the same
+run (a copied or moved results folder), else from the folder it recorded. The earlier segments are then neither
+runs of their own nor skipped runs (`Run.segments` lists them; `chained_note` says so in a tool's output). A resume
+that changed settings (`resumed_from.changed`) is kept in `Run.changed`, and `changed_note` names it: the run is
+grouped by its latest settings. Mongo runs are chained the same way, through the Mongo id and database name the
+checkpoint recorded (`resumed_from.sacred_run.mongo_db`; runs recorded before it was saved are not chained).
 
 Aggregation (`aggregate`): the curves of a group's runs on one grid spanning all of them (not cut to the shortest
 run); a point averages the runs that reach it, and `n` says how many those are. A one-run group has no spread
@@ -85,6 +86,7 @@ class Run:
     final_override: float = None  # its final model re-evaluated on more episodes (src/results.py --finals)
     final_override_step: float = None  # the step that re-evaluation's checkpoint was saved at, where it says
     segments: tuple = ()  # the Sacred run folders this resumed run continues, oldest first (chain_segments)
+    changed: tuple = ()  # (step, {key: [before, after]}) per resume that changed settings, oldest first
 
     @property
     def final(self):
@@ -243,7 +245,8 @@ def same_run(a, b):
 
 def chain_segments(run_dir, info, metric):
     """(info with `metric` over every segment of the resumed run at `run_dir`, [earlier segment folders, oldest
-    first]); see the module's doc. A run that was not resumed comes back as it is, with no segments."""
+    first], [(step, {key: [before, after]}) of each resume that changed settings, oldest first]); see the module's
+    doc. A run that was not resumed comes back as it is, with no segments and no changes."""
     def previous(folder, folder_info):
         found, step = _previous_segment(folder, folder_info)
         return None if found is None else (found, step, _json(os.path.join(found, "info.json")) or {})
@@ -257,8 +260,11 @@ def _chain(where, info, metric, previous):
     info = dict(info or {})
     T = [float(t) for t in info.get(f"{metric}_T") or []]
     values = list(info.get(metric) or [])
-    segments, seen, here, here_info = [], {_same(where)}, where, info
+    segments, changes, seen, here, here_info = [], [], {_same(where)}, where, info
     while True:
+        resumed = here_info.get("resumed_from")
+        if isinstance(resumed, dict) and resumed.get("changed"):
+            changes.insert(0, (resumed.get("step"), resumed["changed"]))
         found = previous(here, here_info)
         if found is None or _same(found[0]) in seen:
             break
@@ -272,7 +278,7 @@ def _chain(where, info, metric, previous):
         here, here_info = before, prev_info
     if segments:
         info[metric], info[f"{metric}_T"] = values, T
-    return info, segments
+    return info, segments, changes
 
 
 def _same(where):
@@ -291,6 +297,18 @@ def chained_note(runs):
             + "; ".join(f"{r.path} <- {' <- '.join(reversed(r.segments))}" for r in chained))
 
 
+def changed_note(runs):
+    """A line naming the resumed runs that changed settings at a resume ("" if none): such a run is grouped by its
+    latest settings, its curve before the change included."""
+    changed = [r for r in runs if r.changed]
+    if not changed:
+        return ""
+    return ("resumed runs that changed settings, grouped by their latest settings (the curve before the change "
+            "included): " + "; ".join(
+                f"{r.path}: " + ", ".join(f"{k} {json.dumps(a)} -> {json.dumps(b)}" for k, (a, b) in keys.items())
+                + f" at step {'?' if step is None else step}" for r in changed for step, keys in r.changed))
+
+
 def drop_chained(runs, skipped):
     """(runs, skipped) without the folders that are earlier segments of a chained run (counted in it)."""
     consumed = {_same(s) for r in runs for s in r.segments}
@@ -302,14 +320,14 @@ def read_run(run_dir, metric, now=None, stale_after=STALE_AFTER):
     """(Run, None) for a FileStorage run folder <name>/<env>/<id>/ that is used, else (None, why skipped). A resumed
     run comes with the segments it continues (chain_segments)."""
     config = _json(os.path.join(run_dir, "config.json")) or {}
-    info, segments = chain_segments(run_dir, _json(os.path.join(run_dir, "info.json")), metric)
+    info, segments, changes = chain_segments(run_dir, _json(os.path.join(run_dir, "info.json")), metric)
     kind, status, T, values = classify(config, _json(os.path.join(run_dir, "run.json")), info, metric, now,
                                        stale_after)
     if kind is None:
         return None, status
     env_dir = os.path.dirname(os.path.normpath(run_dir))
     return Run(run_dir, os.path.basename(os.path.dirname(env_dir)), os.path.basename(env_dir), kind,
-               flatten(config), status == "RUNNING", T, values, segments=tuple(segments)), None
+               flatten(config), status == "RUNNING", T, values, segments=tuple(segments), changed=tuple(changes)), None
 
 
 def find_runs(sacred_root, metric, now=None, stale_after=STALE_AFTER, prefix=None):
@@ -339,7 +357,7 @@ def find_mongo_runs(db, metric, now=None, stale_after=STALE_AFTER, query=None):
     for doc in db["runs"].find(query or {}, sort=[("_id", 1)]):
         path = f"{MONGO}{db.name}/{doc['_id']}"
         config = doc.get("config") or {}
-        info, segments = _chain(path, _mongo_info(db, doc, metric), metric,
+        info, segments, changes = _chain(path, _mongo_info(db, doc, metric), metric,
                                 lambda where, info: _mongo_previous(db, info, metric))
         beat = doc.get("heartbeat")
         run_json = {"status": doc.get("status"),
@@ -350,7 +368,7 @@ def find_mongo_runs(db, metric, now=None, stale_after=STALE_AFTER, query=None):
             continue
         name = config.get("name") or (doc.get("experiment") or {}).get("name") or "?"
         runs.append(Run(path, str(name), env_label(config) if config.get("env") else "?", kind, flatten(config),
-                        status == "RUNNING", T, values, segments=tuple(segments)))
+                        status == "RUNNING", T, values, segments=tuple(segments), changed=tuple(changes)))
     return drop_chained(runs, skipped)
 
 

@@ -406,3 +406,13 @@ def test_an_algorithm_label_is_the_same_in_every_env(tmp_path):
     assert {a.label: a.tasks for a in result["aggregates"]} == {
         "qmix lr=0.0005": ["penalty"], "qmix lr=0.01": ["climbing", "penalty"], "vdn lr=0.0005": ["climbing"],
         "vdn lr=0.01": ["penalty"]}
+
+
+def test_a_resume_that_changed_a_setting_is_named_with_its_step(tmp_path):
+    """A real run resumed with lr=0.01 (it trained with 0.0005) is grouped by lr=0.01, its whole curve included: the
+    notes name the run, the key, both values and the checkpoint's step."""
+    root, first, second = real_resumed_run(tmp_path, "lr=0.01")
+    step = json.load(open(os.path.join(second, "info.json")))["resumed_from"]["step"]
+    md = run_results(root, "--out", tmp_path / "o", "--no-plots")["markdown"]
+    assert (f"resumed runs that changed settings, grouped by their latest settings (the curve before the change "
+            f"included): {second}: lr 0.0005 -> 0.01 at step {step}") in md
