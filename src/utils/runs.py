@@ -171,12 +171,19 @@ def short_value(value):
     return "null" if value is None else value
 
 
-def _json(path):
+def read_json(path):
+    """(the JSON in the file at `path`, None), or (None, why it cannot be read: "missing", or the error)."""
     try:
         with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None  # missing, or being written
+            return json.load(f), None
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, ValueError) as e:  # truncated (killed mid-write, or being written), not UTF-8, unreadable
+        return None, str(e)
+
+
+def _json(path):
+    return read_json(path)[0]
 
 
 def run_status(run_json, now=None, stale_after=STALE_AFTER):
@@ -194,9 +201,9 @@ def run_status(run_json, now=None, stale_after=STALE_AFTER):
     return status
 
 
-def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER):
+def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER, info_error=None):
     """(kind, status, T, values) of a run, or (None, why it is skipped, None, None): the selection rules, whatever
-    the storage."""
+    the storage. `info_error`: why the run's info could not be read, where it could not."""
     mode = "evaluate" if config.get("evaluate") else config.get("run", "online")
     if mode not in TRAINING_KINDS:
         return None, f"{'an' if mode[:1] in 'aeiou' else 'a'} {mode} run, not a training run", None, None
@@ -205,6 +212,8 @@ def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER):
         why = {"STALE": "RUNNING in run.json but without a heartbeat (the process died)",
                "UNKNOWN": "no run.json status"}.get(status, status)
         return None, why, None, None
+    if info_error:
+        return None, f"info.json unreadable: {info_error}", None, None
     info = info or {}
     if not info.get(metric) or not info.get(f"{metric}_T"):
         return None, f"no '{metric}' logged", None, None
@@ -319,10 +328,13 @@ def drop_chained(runs, skipped):
 def read_run(run_dir, metric, now=None, stale_after=STALE_AFTER):
     """(Run, None) for a FileStorage run folder <name>/<env>/<id>/ that is used, else (None, why skipped). A resumed
     run comes with the segments it continues (chain_segments)."""
-    config = _json(os.path.join(run_dir, "config.json")) or {}
-    info, segments, changes = chain_segments(run_dir, _json(os.path.join(run_dir, "info.json")), metric)
+    config, why = read_json(os.path.join(run_dir, "config.json"))
+    if why or not isinstance(config, dict):
+        return None, f"config.json unreadable: {why or 'not a JSON object'}"
+    info, info_error = read_json(os.path.join(run_dir, "info.json"))
+    info, segments, changes = chain_segments(run_dir, info, metric)
     kind, status, T, values = classify(config, _json(os.path.join(run_dir, "run.json")), info, metric, now,
-                                       stale_after)
+                                       stale_after, info_error=None if info_error == "missing" else info_error)
     if kind is None:
         return None, status
     env_dir = os.path.dirname(os.path.normpath(run_dir))

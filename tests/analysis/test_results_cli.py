@@ -416,3 +416,24 @@ def test_a_resume_that_changed_a_setting_is_named_with_its_step(tmp_path):
     md = run_results(root, "--out", tmp_path / "o", "--no-plots")["markdown"]
     assert (f"resumed runs that changed settings, grouped by their latest settings (the curve before the change "
             f"included): {second}: lr 0.0005 -> 0.01 at step {step}") in md
+
+
+def test_unreadable_config_or_info_is_a_skip_reason_that_names_the_file(tmp_path):
+    """A truncated or missing config.json skips the run (it was read as {}: a bare label, and its keys missing split
+    the other labels); a truncated info.json is named as such, not as 'no test_return_mean logged'."""
+    root = str(tmp_path / "sacred")
+    for i in (1, 2):
+        write_run(root, "qmix", "penalty", i, [0, 100], [0.0, float(i)])
+    truncated = write_run(root, "qmix", "penalty", 3, [0, 100], [0.0, 3.0])
+    with open(os.path.join(truncated, "config.json"), "w") as f:
+        f.write('{"name": "qmix", "lr')
+    os.remove(os.path.join(write_run(root, "qmix", "penalty", 4, [0, 100], [0.0, 4.0]), "config.json"))
+    broken_info = write_run(root, "qmix", "penalty", 5, [0, 100], [0.0, 5.0])
+    with open(os.path.join(broken_info, "info.json"), "w") as f:
+        f.write('{"test_return_mean": [0.0, 5')
+    result = run_results(root, "--out", tmp_path / "o", "--no-plots")
+    assert [(s.group.label, s.n) for s in result["scores"]] == [("qmix", 2)]
+    why = {os.path.basename(p): w for p, w in result["skipped"]}
+    assert why["3"].startswith("config.json unreadable: Unterminated string")
+    assert why["4"] == "config.json unreadable: missing"
+    assert why["5"].startswith("info.json unreadable: Expecting")
