@@ -22,7 +22,7 @@ import os
 
 import _bootstrap  # noqa: F401 (src/ on sys.path)
 
-from analysis.report import repeated_seeds_note, skipped_summary
+from analysis.report import nonfinite_note, repeated_seeds_note, skipped_summary
 from analysis.sources import load
 from utils.paths import RESULTS_ROOT
 from utils.runs import TRAINING_KINDS, chained_note, changed_note, format_score, group_runs
@@ -83,7 +83,8 @@ def main(argv=None):
     out = args.out or os.path.join(RESULTS_ROOT, "plots", f"{args.metric}.png")
     files = plot(groups, args.metric, out)
     print(score_table(groups, args.metric))
-    for note in (chained_note(runs), changed_note(runs), repeated_seeds_note(groups), skipped_summary(skipped)):
+    for note in (chained_note(runs), changed_note(runs), repeated_seeds_note(groups),
+                 nonfinite_note(skipped, args.metric), skipped_summary(skipped)):
         if note:
             print("\n" + note)
     print("\nwrote " + ", ".join(files))

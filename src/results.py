@@ -20,7 +20,8 @@ Writes to --out (default results/reports/<metric>/, or results/sweeps/<name>/rep
 
 Which runs: training runs that COMPLETED or are RUNNING (drawn, counted, but not scored: a RUNNING run's last
 evaluation is not its final one); evaluate, collection and generation runs,
-failed runs and runs whose process died are skipped and counted with the reason. Groups: runs are seeds of one
+failed runs, runs whose process died and finished runs whose final value is NaN or inf (named in the notes)
+are skipped and counted with the reason. Groups: runs are seeds of one
 group when they share name, env, kind (online / offline) and every config key but the seed and bookkeeping
 (utils/runs.py); `--by alg,env,KEY,...` splits on the listed keys only and pools the rest as seeds (said in the
 report). A task is an env; an algorithm is a group label over its envs. A one-run group shows n=1 and no ± or CI.
@@ -162,6 +163,7 @@ def report(args, mongo_client_factory=None):
     small_n = stats.small_n_note([gs.n for gs in scores] + [n for a in aggs for n in a.runs])
     notes += [n for n in (small_n, chained_note(runs), changed_note(runs), tables.pooled_note(groups), lengths,
                           tables.repeated_seeds_note(groups), tables.unscored_note(groups),
+                          tables.nonfinite_note(skipped, args.metric),
                           tables.skipped_summary(skipped)) if n]
     if notes:
         md += ["## Notes", "", *(f"- {n}" for n in notes), ""]

@@ -8,7 +8,8 @@
 Selection (`find_runs`, over results/sacred/<name>/<env>/<id>/): a run is used when it is a training run (`run:
 online` or `offline`; evaluate runs, `evaluate=True`, collection and generation runs never count as seeds), its
 run.json says COMPLETED or RUNNING (a RUNNING run whose Sacred heartbeat is older than `stale_after` seconds died
-without saying so: skipped as such), and its info.json has the metric. Everything else is returned in `skipped`
+without saying so: skipped as such), its config.json and info.json are readable, info.json has the metric, and a
+COMPLETED run's last value of it is finite. Everything else is returned in `skipped`
 with the reason. A RUNNING run is drawn (its curve so far) but has no final score: final scores, tables and
 aggregates count the finished (COMPLETED) runs only, and say how many of a group's runs are still running.
 
@@ -219,7 +220,13 @@ def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER, 
         return None, f"no '{metric}' logged", None, None
     T, values = np.asarray(info[f"{metric}_T"], float), np.asarray(info[metric], float)
     order = np.argsort(T, kind="stable")
+    if status == "COMPLETED" and not np.isfinite(values[order][-1]):  # nan ± nan in every statistic it enters
+        return None, nonfinite_reason(metric), None, None
     return mode, status, T[order], values[order]
+
+
+def nonfinite_reason(metric):
+    return f"final '{metric}' not finite (NaN or inf): left out of the scores and curves"
 
 
 def _previous_segment(run_dir, info):
