@@ -126,7 +126,8 @@ def report(args, mongo_client_factory=None):
     where = " and ".join([*paths, *([f"{args.mongo_url} ({args.mongo_db})"] if args.mongo_url else [])])
     if not runs:
         summary = tables.skipped_summary(skipped)
-        raise SystemExit(f"no runs with '{args.metric}' in {where}" + (f" ({summary})" if summary else ""))
+        raise SystemExit(f"no runs with '{args.metric}' in {where}" + (f" ({summary})" if summary else "")
+                         + sources.metric_hint(args.metric, skipped))
     finals_note, rescored = sources.apply_finals(runs, args.finals, args.metric) if args.finals else (None, 0)
     by = split_keys(args.by) if args.by is not None else None
     check_keys(runs, by, split_keys(args.ignore))

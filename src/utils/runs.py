@@ -332,6 +332,11 @@ def drop_chained(runs, skipped):
             [(p, why) for p, why in skipped if _same(p) not in consumed])
 
 
+def is_run_dir(path):
+    """A Sacred run folder: it holds run.json (a model folder, results/models/<run>/, holds a config.json only)."""
+    return os.path.isfile(os.path.join(path, "run.json"))
+
+
 def read_run(run_dir, metric, now=None, stale_after=STALE_AFTER):
     """(Run, None) for a FileStorage run folder <name>/<env>/<id>/ that is used, else (None, why skipped). A resumed
     run comes with the segments it continues (chain_segments)."""
@@ -354,7 +359,7 @@ def find_runs(sacred_root, metric, now=None, stale_after=STALE_AFTER, prefix=Non
     `prefix` when given); the earlier segments of a resumed run are in it, not listed apart."""
     runs, skipped = [], []
     for run_dir in sorted(glob.glob(os.path.join(sacred_root, "*", "*", "*"))):
-        if not os.path.isdir(run_dir) or os.path.basename(run_dir) == "_sources":
+        if not is_run_dir(run_dir):  # _sources, a model folder or its checkpoints (results/models/...)
             continue
         if prefix and not run_dir.startswith(prefix):  # before chaining: a segment stays when its run is elsewhere
             continue

@@ -454,3 +454,21 @@ def test_a_run_whose_final_value_is_nan_is_named_and_left_out(tmp_path):
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in marl_eval.json"))
     assert sorted(r["step_1"]["return"][0] is None for r in data["matrix_game"]["penalty"]["qmix"].values()) == [
         False, True]
+
+
+def test_the_results_folder_for_its_sacred_folder_and_a_misspelled_metric_get_hints(tmp_path):
+    """`results.py results` (not results/sacred) read model checkpoint folders as runs ('N × no run.json status'):
+    it names the Sacred folder instead. A misspelled --metric names the closest logged metrics."""
+    from helpers import run_main
+    from plot import main as plot_main
+
+    results = str(tmp_path / "results")
+    run_main(results, "qmix", "matrix_game", "t_max=300", "save_model=True", *TINY)
+    sacred = os.path.join(results, "sacred")
+    for tool in (run_results, plot_main):
+        with pytest.raises(SystemExit, match=f"^{results}: no Sacred runs in it; did you mean {sacred}\\?$"):
+            tool([results, "--out", str(tmp_path / "o")] if tool is plot_main else results)
+        with pytest.raises(SystemExit, match=r"no runs with 'test_return_maen'.*; did you mean test_return_mean, "):
+            tool([sacred, "--metric", "test_return_maen"]) if tool is plot_main else tool(
+                sacred, "--metric", "test_return_maen", "--out", tmp_path / "o")
+    assert not find_runs(results, "test_return_mean")[1]  # no checkpoint folder taken for a run
