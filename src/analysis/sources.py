@@ -2,7 +2,7 @@
 
 A path argument is one of
   * a Sacred root (results/sacred: <name>/<env>/<id>/ below it), or a folder of one name or one env in it;
-  * a single run folder (it holds run.json or config.json);
+  * a single run folder (it holds run.json);
   * a sweep folder, results/sweeps/<name>/ with manifest.json (src/sweeps/manifest.py): {"trials": [{"id",
     "status", "sacred_run", "sacred_runs", ...}]}: each trial's `sacred_run` (the run that counts: its completed
     one, else its latest attempt), else the last of `sacred_runs`, else `sacred_dir` / `run_dir`; relative paths
@@ -44,8 +44,10 @@ def trial_run_dirs(trial):
 
 def read_sweep(folder, metric, now=None, stale_after=STALE_AFTER):
     path = os.path.join(folder, MANIFEST)
-    with open(path) as f:
-        manifest = json.load(f)
+    manifest, why = read_json(path)
+    if why:  # rewritten atomically by the sweep: a cut copy, or a full disk
+        raise SystemExit(f"{path}: not a readable sweep manifest ({why}); restore it, or give the sweep's Sacred "
+                         f"run folders (results/sacred/<name>/<env>) instead of {folder}")
     runs, skipped, seen = [], [], set()
     for i, trial in enumerate(manifest_trials(manifest)):
         name = trial.get("trial_id") or trial.get("id") or trial.get("name") or f"trial {i}"

@@ -472,3 +472,17 @@ def test_the_results_folder_for_its_sacred_folder_and_a_misspelled_metric_get_hi
             tool([sacred, "--metric", "test_return_maen"]) if tool is plot_main else tool(
                 sacred, "--metric", "test_return_maen", "--out", tmp_path / "o")
     assert not find_runs(results, "test_return_mean")[1]  # no checkpoint folder taken for a run
+
+
+def test_a_truncated_sweep_manifest_is_a_clear_error(tmp_path):
+    """A cut manifest.json gave results.py and plot.py a raw JSONDecodeError traceback."""
+    from plot import main as plot_main
+
+    sweep = tmp_path / "sweeps" / "demo"
+    sweep.mkdir(parents=True)
+    (sweep / "manifest.json").write_text('{"name": "demo", "trials": [{"id": "t0", "sta')
+    message = f"^{sweep / 'manifest.json'}: not a readable sweep manifest \\(Unterminated string.*\\); restore it"
+    with pytest.raises(SystemExit, match=message):
+        run_results(sweep, "--no-plots")
+    with pytest.raises(SystemExit, match=message):
+        plot_main([str(sweep), "--out", str(tmp_path / "p.png")])
