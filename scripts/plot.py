@@ -22,10 +22,10 @@ import os
 
 import _bootstrap  # noqa: F401 (src/ on sys.path)
 
-from analysis.report import repeated_seeds_note, skipped_summary
-from analysis.sources import load
+from analysis.report import nonfinite_note, repeated_seeds_note, skipped_summary
+from analysis.sources import load, metric_hint
 from utils.paths import RESULTS_ROOT
-from utils.runs import TRAINING_KINDS, chained_note, format_score, group_runs
+from utils.runs import TRAINING_KINDS, chained_note, changed_note, format_score, group_runs
 
 
 def score_table(groups, metric):
@@ -78,12 +78,13 @@ def main(argv=None):
     runs, skipped = load([args.sacred_root], args.metric)
     if not runs:
         raise SystemExit(f"no runs with '{args.metric}' under {args.sacred_root}"
-                         + (f" ({skipped_summary(skipped)})" if skipped else ""))
+                         + (f" ({skipped_summary(skipped)})" if skipped else "") + metric_hint(args.metric, skipped))
     groups = group_runs(runs, ignore=set(args.ignore))
     out = args.out or os.path.join(RESULTS_ROOT, "plots", f"{args.metric}.png")
     files = plot(groups, args.metric, out)
     print(score_table(groups, args.metric))
-    for note in (chained_note(runs), repeated_seeds_note(groups), skipped_summary(skipped)):
+    for note in (chained_note(runs), changed_note(runs), repeated_seeds_note(groups),
+                 nonfinite_note(skipped, args.metric), skipped_summary(skipped)):
         if note:
             print("\n" + note)
     print("\nwrote " + ", ".join(files))

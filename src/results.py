@@ -20,7 +20,8 @@ Writes to --out (default results/reports/<metric>/, or results/sweeps/<name>/rep
 
 Which runs: training runs that COMPLETED or are RUNNING (drawn, counted, but not scored: a RUNNING run's last
 evaluation is not its final one); evaluate, collection and generation runs,
-failed runs and runs whose process died are skipped and counted with the reason. Groups: runs are seeds of one
+failed runs, runs whose process died and finished runs whose final value is NaN or inf (named in the notes)
+are skipped and counted with the reason. Groups: runs are seeds of one
 group when they share name, env, kind (online / offline) and every config key but the seed and bookkeeping
 (utils/runs.py); `--by alg,env,KEY,...` splits on the listed keys only and pools the rest as seeds (said in the
 report). A task is an env; an algorithm is a group label over its envs. A one-run group shows n=1 and no ± or CI.
@@ -105,7 +106,7 @@ def report(args, mongo_client_factory=None):
     "scores": [...], "aggregates": [...], "skipped": [...]}."""
     from analysis import marl_eval, plots, sources, stats
     from analysis import report as tables
-    from utils.runs import chained_note, group_runs
+    from utils.runs import chained_note, changed_note, group_runs
 
     paths = args.paths or ([] if args.mongo_url else [os.path.join(RESULTS_ROOT, "sacred")])
     out = args.out or default_out(args)
@@ -125,7 +126,8 @@ def report(args, mongo_client_factory=None):
     where = " and ".join([*paths, *([f"{args.mongo_url} ({args.mongo_db})"] if args.mongo_url else [])])
     if not runs:
         summary = tables.skipped_summary(skipped)
-        raise SystemExit(f"no runs with '{args.metric}' in {where}" + (f" ({summary})" if summary else ""))
+        raise SystemExit(f"no runs with '{args.metric}' in {where}" + (f" ({summary})" if summary else "")
+                         + sources.metric_hint(args.metric, skipped))
     finals_note, rescored = sources.apply_finals(runs, args.finals, args.metric) if args.finals else (None, 0)
     by = split_keys(args.by) if args.by is not None else None
     check_keys(runs, by, split_keys(args.ignore))
@@ -160,8 +162,9 @@ def report(args, mongo_client_factory=None):
                      "across tasks")
     lengths = tables.lengths_note([(gs.group.label, gs.group.env, gs.steps) for gs in scores])
     small_n = stats.small_n_note([gs.n for gs in scores] + [n for a in aggs for n in a.runs])
-    notes += [n for n in (small_n, chained_note(runs), tables.pooled_note(groups), lengths,
+    notes += [n for n in (small_n, chained_note(runs), changed_note(runs), tables.pooled_note(groups), lengths,
                           tables.repeated_seeds_note(groups), tables.unscored_note(groups),
+                          tables.nonfinite_note(skipped, args.metric),
                           tables.skipped_summary(skipped)) if n]
     if notes:
         md += ["## Notes", "", *(f"- {n}" for n in notes), ""]

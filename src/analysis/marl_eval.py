@@ -8,9 +8,11 @@ env_name is the run's env config (`env`: lbf, gymma, matrix_game ...), task_name
 folder's <env>: the LBF key, SMAC map, matrix game ...), algorithm_name the group label. This project logs the
 mean over the `test_nepisode` evaluation episodes, so each list holds that one value; absolute_metrics is the run's
 final evaluation. Metric names follow marl-eval's: test_return_mean -> return, test_battle_won_mean -> win_rate,
-others keep their name without test_ and _mean.
+others keep their name without test_ and _mean. A NaN or inf value (a diverged evaluation) is written as null:
+the file is strict JSON.
 """
 import json
+import math
 import os
 
 METRIC_NAMES = {"test_return_mean": "return", "test_battle_won_mean": "win_rate",
@@ -31,15 +33,20 @@ def to_marl_eval(groups, metric):
         for run in g.finished:  # marl-eval's absolute_metrics are final scores: a RUNNING run has none yet
             env_name = str(run.config.get("env") or g.env)
             algos = out.setdefault(env_name, {}).setdefault(g.env, {}).setdefault(g.label, {})
-            record = {f"step_{j}": {"step_count": int(t), name: [float(v)]}
+            record = {f"step_{j}": {"step_count": int(t), name: [finite_or_none(v)]}
                       for j, (t, v) in enumerate(zip(run.T, run.values))}
             record["absolute_metrics"] = {name: [run.final]}
             algos[f"run_{len(algos)}"] = record
     return out
 
 
+def finite_or_none(value):
+    """A logged value for strict JSON: NaN and inf (a diverged evaluation) become null."""
+    return float(value) if math.isfinite(value) else None
+
+
 def write_marl_eval(path, groups, metric):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(to_marl_eval(groups, metric), f, indent=1)
+        json.dump(to_marl_eval(groups, metric), f, indent=1, allow_nan=False)
     return path

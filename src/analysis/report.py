@@ -5,7 +5,7 @@ from collections import Counter
 
 import numpy as np
 
-from utils.runs import TRAINING_KINDS
+from utils.runs import TRAINING_KINDS, nonfinite_reason
 
 CI_HEAD = "95% CI (percentile bootstrap)"
 SHORT_RUNS = 0.9  # a group whose smallest final step is below this share of its largest pools runs of other lengths
@@ -79,6 +79,13 @@ def skipped_summary(skipped):
         return ""
     counts = Counter(why for _, why in skipped)
     return f"skipped {len(skipped)} run(s): " + "; ".join(f"{n} × {why}" for why, n in sorted(counts.items()))
+
+
+def nonfinite_note(skipped, metric):
+    """A line naming the finished runs skipped because their final value is NaN or inf ("" if none)."""
+    paths = [p for p, why in skipped if why == nonfinite_reason(metric)]
+    return (f"runs whose final {metric} is NaN or inf, left out of the scores and curves: "
+            + ", ".join(paths)) if paths else ""
 
 
 def repeated_seeds_note(groups):

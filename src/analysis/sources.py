@@ -2,7 +2,7 @@
 
 A path argument is one of
   * a Sacred root (results/sacred: <name>/<env>/<id>/ below it), or a folder of one name or one env in it;
-  * a single run folder (it holds run.json or config.json);
+  * a single run folder (it holds run.json);
   * a sweep folder, results/sweeps/<name>/ with manifest.json (src/sweeps/manifest.py): {"trials": [{"id",
     "status", "sacred_run", "sacred_runs", ...}]}: each trial's `sacred_run` (the run that counts: its completed
     one, else its latest attempt), else the last of `sacred_runs`, else `sacred_dir` / `run_dir`; relative paths
@@ -11,20 +11,17 @@ A path argument is one of
 The selection and grouping rules are utils/runs.py's (training runs that COMPLETED or are RUNNING; the rest is
 returned as skipped, with the reason).
 """
+import difflib
 import json
 import os
 
 import numpy as np
 
-from utils.runs import STALE_AFTER, drop_chained, find_mongo_runs, find_runs, read_run
+from utils.runs import MONGO, STALE_AFTER, drop_chained, find_mongo_runs, find_runs, is_run_dir, read_json, read_run
 
 MANIFEST = "manifest.json"
 RUN_KEYS = ("sacred_run", "sacred_dir", "sacred_path", "run_dir")
 REEVALUATED = "test_return_mean"  # the metric of scripts/reevaluate.py's `mean` (its `metrics` hold the rest)
-
-
-def is_run_dir(path):
-    return any(os.path.isfile(os.path.join(path, f)) for f in ("run.json", "config.json"))
 
 
 def manifest_trials(manifest):
@@ -47,8 +44,10 @@ def trial_run_dirs(trial):
 
 def read_sweep(folder, metric, now=None, stale_after=STALE_AFTER):
     path = os.path.join(folder, MANIFEST)
-    with open(path) as f:
-        manifest = json.load(f)
+    manifest, why = read_json(path)
+    if why:  # rewritten atomically by the sweep: a cut copy, or a full disk
+        raise SystemExit(f"{path}: not a readable sweep manifest ({why}); restore it, or give the sweep's Sacred "
+                         f"run folders (results/sacred/<name>/<env>) instead of {folder}")
     runs, skipped, seen = [], [], set()
     for i, trial in enumerate(manifest_trials(manifest)):
         name = trial.get("trial_id") or trial.get("id") or trial.get("name") or f"trial {i}"
@@ -92,6 +91,8 @@ def read_path(path, metric, now=None, stale_after=STALE_AFTER):
             runs, skipped = find_runs(parents, metric, now, stale_after, prefix=path + os.sep)
         if runs or skipped:
             return runs, skipped
+    if os.path.isdir(os.path.join(path, "sacred")):  # `results` given for `results/sacred`
+        raise SystemExit(f"{path}: no Sacred runs in it; did you mean {os.path.join(path, 'sacred')}?")
     return [], []
 
 
@@ -123,6 +124,18 @@ def load(paths, metric, mongo_url=None, mongo_db="pymarl", now=None, stale_after
         runs += r
         skipped += s
     return drop_chained(runs, skipped)
+
+
+def metric_hint(metric, skipped):
+    """"; did you mean X, Y?" naming the logged metrics (info.json keys with a `<key>_T`) of the skipped run folders
+    closest to `metric`, or "" (a misspelled --metric skips every run)."""
+    names = set()
+    for where, _ in skipped:
+        if not where.startswith(MONGO):
+            info = read_json(os.path.join(where, "info.json"))[0]
+            names.update(k for k in info or () if f"{k}_T" in info)
+    close = difflib.get_close_matches(metric, sorted(names), n=3)
+    return f"; did you mean {', '.join(close)}?" if close else ""
 
 
 def apply_finals(runs, files, metric):

@@ -8,7 +8,8 @@
 Selection (`find_runs`, over results/sacred/<name>/<env>/<id>/): a run is used when it is a training run (`run:
 online` or `offline`; evaluate runs, `evaluate=True`, collection and generation runs never count as seeds), its
 run.json says COMPLETED or RUNNING (a RUNNING run whose Sacred heartbeat is older than `stale_after` seconds died
-without saying so: skipped as such), and its info.json has the metric. Everything else is returned in `skipped`
+without saying so: skipped as such), its config.json and info.json are readable, info.json has the metric, and a
+COMPLETED run's last value of it is finite. Everything else is returned in `skipped`
 with the reason. A RUNNING run is drawn (its curve so far) but has no final score: final scores, tables and
 aggregates count the finished (COMPLETED) runs only, and say how many of a group's runs are still running.
 
@@ -16,8 +17,10 @@ Grouping (`group_runs`): runs are seeds of one group when they share the name (t
 config's, or one given with `name=`, which so labels a group explicitly), the env, the kind (online: x = env
 steps; offline: x = gradient steps, plotted in panels of their own) and every config key except the seed and the
 keys in IGNORED / IGNORED_PREFIXES (outputs, run identity, logging cadence, run length, the machine; see there).
-A group's label is the name followed by the keys whose values differ between the groups of its name, env and kind
-(`qllm tfcaf=my_tfcaf.py lr=0.001`: a `*_path` key loses the suffix and a path value shows its file name).
+A group's label is the name followed by the keys whose values differ between the groups of its name and kind, the
+same keys in every env (an algorithm is a label across envs): those that differ within one env, and those that differ
+across envs but are not an env config's (`env`, `env_args.*`, ...: ENV_KEYS) (`qllm tfcaf=my_tfcaf.py lr=0.001`: a
+`*_path` key loses the suffix and a path value shows its file name).
 `group_runs(runs, by=[...])` splits on the listed keys only (besides name, env and kind): runs that differ in
 other keys are pooled as seeds, and each group lists those keys in `pooled`.
 
@@ -30,10 +33,12 @@ Resumed runs (`chain_segments`): a run started with `checkpoint_path=` records i
 checkpoint's step and the Sacred run that saved it. Its segments are one run, one seed: the curve of the run it
 continues (whatever that one's status: killed, interrupted, failed or completed) up to the checkpoint's step and
 before the continuation's first point, then the continuation's (the latest segment wins where they overlap), back
-through every earlier resume. The earlier segments are then neither runs of their own nor skipped runs (`Run.segments`
-lists them; `chained_note` says so in a tool's output). Mongo runs are chained the same way, through the Mongo id
-and database name the checkpoint recorded (`resumed_from.sacred_run.mongo_db`; runs recorded before it was
-saved are not chained).
+through every earlier resume. The run that a segment names is read from beside it where that folder holds the same
+run (a copied or moved results folder), else from the folder it recorded. The earlier segments are then neither
+runs of their own nor skipped runs (`Run.segments` lists them; `chained_note` says so in a tool's output). A resume
+that changed settings (`resumed_from.changed`) is kept in `Run.changed`, and `changed_note` names it: the run is
+grouped by its latest settings. Mongo runs are chained the same way, through the Mongo id and database name the
+checkpoint recorded (`resumed_from.sacred_run.mongo_db`; runs recorded before it was saved are not chained).
 
 Aggregation (`aggregate`): the curves of a group's runs on one grid spanning all of them (not cut to the shortest
 run); a point averages the runs that reach it, and `n` says how many those are. A one-run group has no spread
@@ -60,6 +65,7 @@ IGNORED = frozenset({
     "torch_threads", "n_workers", "on_nonfinite", "tfcaf_timeout_s", "tfcaf_memory_mb", "name",
 })
 IGNORED_PREFIXES = ("llm.",)
+ENV_KEYS = frozenset({"env", "test_nepisode", "test_greedy"})  # with env_args.*: what config/envs/*.yaml set
 MISSING = object()  # a key that a run's config lacks (an older run)
 TRAINING_KINDS = {"online": "env steps", "offline": "gradient steps"}  # run mode -> the x axis of its curves
 BUDGET_KEYS = {"online": "t_max", "offline": "offline_steps"}  # run mode -> the config key of its length in x
@@ -81,6 +87,7 @@ class Run:
     final_override: float = None  # its final model re-evaluated on more episodes (src/results.py --finals)
     final_override_step: float = None  # the step that re-evaluation's checkpoint was saved at, where it says
     segments: tuple = ()  # the Sacred run folders this resumed run continues, oldest first (chain_segments)
+    changed: tuple = ()  # (step, {key: [before, after]}) per resume that changed settings, oldest first
 
     @property
     def final(self):
@@ -110,7 +117,7 @@ class Group:
     name: str
     env: str
     kind: str
-    settings: dict  # the config keys that tell this group from the others of its name, env and kind
+    settings: dict  # the label keys (see group_runs) and their values in this group
     runs: list = field(default_factory=list)
     pooled: tuple = ()  # with group_runs(by=...): keys whose values differ between this group's runs
 
@@ -144,6 +151,11 @@ def flatten(config, prefix=""):
     return out
 
 
+def env_key(key):
+    """A key that an env config sets (config/envs/*.yaml): it tells envs apart, not the algorithms run on them."""
+    return key in ENV_KEYS or key.startswith("env_args.")
+
+
 def ignored(key, extra=()):
     return key in IGNORED or key in extra or key.startswith(IGNORED_PREFIXES)
 
@@ -160,12 +172,19 @@ def short_value(value):
     return "null" if value is None else value
 
 
-def _json(path):
+def read_json(path):
+    """(the JSON in the file at `path`, None), or (None, why it cannot be read: "missing", or the error)."""
     try:
         with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None  # missing, or being written
+            return json.load(f), None
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, ValueError) as e:  # truncated (killed mid-write, or being written), not UTF-8, unreadable
+        return None, str(e)
+
+
+def _json(path):
+    return read_json(path)[0]
 
 
 def run_status(run_json, now=None, stale_after=STALE_AFTER):
@@ -183,9 +202,9 @@ def run_status(run_json, now=None, stale_after=STALE_AFTER):
     return status
 
 
-def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER):
+def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER, info_error=None):
     """(kind, status, T, values) of a run, or (None, why it is skipped, None, None): the selection rules, whatever
-    the storage."""
+    the storage. `info_error`: why the run's info could not be read, where it could not."""
     mode = "evaluate" if config.get("evaluate") else config.get("run", "online")
     if mode not in TRAINING_KINDS:
         return None, f"{'an' if mode[:1] in 'aeiou' else 'a'} {mode} run, not a training run", None, None
@@ -194,37 +213,56 @@ def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER):
         why = {"STALE": "RUNNING in run.json but without a heartbeat (the process died)",
                "UNKNOWN": "no run.json status"}.get(status, status)
         return None, why, None, None
+    if info_error:
+        return None, f"info.json unreadable: {info_error}", None, None
     info = info or {}
     if not info.get(metric) or not info.get(f"{metric}_T"):
         return None, f"no '{metric}' logged", None, None
     T, values = np.asarray(info[f"{metric}_T"], float), np.asarray(info[metric], float)
     order = np.argsort(T, kind="stable")
+    if status == "COMPLETED" and not np.isfinite(values[order][-1]):  # nan ± nan in every statistic it enters
+        return None, nonfinite_reason(metric), None, None
     return mode, status, T[order], values[order]
+
+
+def nonfinite_reason(metric):
+    return f"final '{metric}' not finite (NaN or inf): left out of the scores and curves"
 
 
 def _previous_segment(run_dir, info):
     """(the Sacred run folder that the resumed run at `run_dir` continues, the checkpoint's step) or (None, None),
-    also for a run that branched off an earlier checkpoint into its own model folder. Results moved elsewhere: the
-    run of the same id beside this one, where the recorded folder had the same name and env folders."""
+    also for a run that branched off an earlier checkpoint into its own model folder. The run of the recorded id
+    beside this one (where the recorded folder had the same name and env folders) comes first: results moved
+    elsewhere, or copied (the copy is read, not the original outside the folder given, when both are one run)."""
     resumed = (info or {}).get("resumed_from")
     ref = resumed.get("sacred_run") if isinstance(resumed, dict) else None
     if not isinstance(ref, dict) or resumed.get("same_model_dir") is False:
         return None, None  # not resumed; or a branch (load_step: its own model folder), the run it left stays one
     step = resumed.get("step")
     folder = ref.get("dir")
-    if folder and os.path.isdir(folder):
-        return os.path.normpath(folder), step
+    recorded = folder and os.path.isdir(folder)
     if folder and ref.get("id") is not None:
         here, there = os.path.normpath(run_dir).split(os.sep), os.path.normpath(folder).split(os.sep)
-        moved = os.path.join(os.path.dirname(os.path.normpath(run_dir)), str(ref["id"]))
-        if here[-3:-1] == there[-3:-1] and os.path.isdir(moved):
-            return moved, step
-    return None, None
+        beside = os.path.join(os.path.dirname(os.path.normpath(run_dir)), str(ref["id"]))
+        if here[-3:-1] == there[-3:-1] and os.path.isdir(beside) and (not recorded or same_run(beside, folder)):
+            return beside, step
+    return (os.path.normpath(folder), step) if recorded else (None, None)
+
+
+def same_run(a, b):
+    """Whether the FileStorage folders a and b record one Sacred run (one is a copy of the other): the same start
+    time (run.json) and config."""
+    def identity(d):
+        return (_json(os.path.join(d, "run.json")) or {}).get("start_time"), _json(os.path.join(d, "config.json"))
+
+    first = identity(a)
+    return first[0] is not None and first == identity(b)
 
 
 def chain_segments(run_dir, info, metric):
     """(info with `metric` over every segment of the resumed run at `run_dir`, [earlier segment folders, oldest
-    first]); see the module's doc. A run that was not resumed comes back as it is, with no segments."""
+    first], [(step, {key: [before, after]}) of each resume that changed settings, oldest first]); see the module's
+    doc. A run that was not resumed comes back as it is, with no segments and no changes."""
     def previous(folder, folder_info):
         found, step = _previous_segment(folder, folder_info)
         return None if found is None else (found, step, _json(os.path.join(found, "info.json")) or {})
@@ -238,8 +276,11 @@ def _chain(where, info, metric, previous):
     info = dict(info or {})
     T = [float(t) for t in info.get(f"{metric}_T") or []]
     values = list(info.get(metric) or [])
-    segments, seen, here, here_info = [], {_same(where)}, where, info
+    segments, changes, seen, here, here_info = [], [], {_same(where)}, where, info
     while True:
+        resumed = here_info.get("resumed_from")
+        if isinstance(resumed, dict) and resumed.get("changed"):
+            changes.insert(0, (resumed.get("step"), resumed["changed"]))
         found = previous(here, here_info)
         if found is None or _same(found[0]) in seen:
             break
@@ -253,7 +294,7 @@ def _chain(where, info, metric, previous):
         here, here_info = before, prev_info
     if segments:
         info[metric], info[f"{metric}_T"] = values, T
-    return info, segments
+    return info, segments, changes
 
 
 def _same(where):
@@ -272,6 +313,18 @@ def chained_note(runs):
             + "; ".join(f"{r.path} <- {' <- '.join(reversed(r.segments))}" for r in chained))
 
 
+def changed_note(runs):
+    """A line naming the resumed runs that changed settings at a resume ("" if none): such a run is grouped by its
+    latest settings, its curve before the change included."""
+    changed = [r for r in runs if r.changed]
+    if not changed:
+        return ""
+    return ("resumed runs that changed settings, grouped by their latest settings (the curve before the change "
+            "included): " + "; ".join(
+                f"{r.path}: " + ", ".join(f"{k} {json.dumps(a)} -> {json.dumps(b)}" for k, (a, b) in keys.items())
+                + f" at step {'?' if step is None else step}" for r in changed for step, keys in r.changed))
+
+
 def drop_chained(runs, skipped):
     """(runs, skipped) without the folders that are earlier segments of a chained run (counted in it)."""
     consumed = {_same(s) for r in runs for s in r.segments}
@@ -279,18 +332,26 @@ def drop_chained(runs, skipped):
             [(p, why) for p, why in skipped if _same(p) not in consumed])
 
 
+def is_run_dir(path):
+    """A Sacred run folder: it holds run.json (a model folder, results/models/<run>/, holds a config.json only)."""
+    return os.path.isfile(os.path.join(path, "run.json"))
+
+
 def read_run(run_dir, metric, now=None, stale_after=STALE_AFTER):
     """(Run, None) for a FileStorage run folder <name>/<env>/<id>/ that is used, else (None, why skipped). A resumed
     run comes with the segments it continues (chain_segments)."""
-    config = _json(os.path.join(run_dir, "config.json")) or {}
-    info, segments = chain_segments(run_dir, _json(os.path.join(run_dir, "info.json")), metric)
+    config, why = read_json(os.path.join(run_dir, "config.json"))
+    if why or not isinstance(config, dict):
+        return None, f"config.json unreadable: {why or 'not a JSON object'}"
+    info, info_error = read_json(os.path.join(run_dir, "info.json"))
+    info, segments, changes = chain_segments(run_dir, info, metric)
     kind, status, T, values = classify(config, _json(os.path.join(run_dir, "run.json")), info, metric, now,
-                                       stale_after)
+                                       stale_after, info_error=None if info_error == "missing" else info_error)
     if kind is None:
         return None, status
     env_dir = os.path.dirname(os.path.normpath(run_dir))
     return Run(run_dir, os.path.basename(os.path.dirname(env_dir)), os.path.basename(env_dir), kind,
-               flatten(config), status == "RUNNING", T, values, segments=tuple(segments)), None
+               flatten(config), status == "RUNNING", T, values, segments=tuple(segments), changed=tuple(changes)), None
 
 
 def find_runs(sacred_root, metric, now=None, stale_after=STALE_AFTER, prefix=None):
@@ -298,7 +359,7 @@ def find_runs(sacred_root, metric, now=None, stale_after=STALE_AFTER, prefix=Non
     `prefix` when given); the earlier segments of a resumed run are in it, not listed apart."""
     runs, skipped = [], []
     for run_dir in sorted(glob.glob(os.path.join(sacred_root, "*", "*", "*"))):
-        if not os.path.isdir(run_dir) or os.path.basename(run_dir) == "_sources":
+        if not is_run_dir(run_dir):  # _sources, a model folder or its checkpoints (results/models/...)
             continue
         if prefix and not run_dir.startswith(prefix):  # before chaining: a segment stays when its run is elsewhere
             continue
@@ -320,7 +381,7 @@ def find_mongo_runs(db, metric, now=None, stale_after=STALE_AFTER, query=None):
     for doc in db["runs"].find(query or {}, sort=[("_id", 1)]):
         path = f"{MONGO}{db.name}/{doc['_id']}"
         config = doc.get("config") or {}
-        info, segments = _chain(path, _mongo_info(db, doc, metric), metric,
+        info, segments, changes = _chain(path, _mongo_info(db, doc, metric), metric,
                                 lambda where, info: _mongo_previous(db, info, metric))
         beat = doc.get("heartbeat")
         run_json = {"status": doc.get("status"),
@@ -331,7 +392,7 @@ def find_mongo_runs(db, metric, now=None, stale_after=STALE_AFTER, query=None):
             continue
         name = config.get("name") or (doc.get("experiment") or {}).get("name") or "?"
         runs.append(Run(path, str(name), env_label(config) if config.get("env") else "?", kind, flatten(config),
-                        status == "RUNNING", T, values, segments=tuple(segments)))
+                        status == "RUNNING", T, values, segments=tuple(segments), changed=tuple(changes)))
     return drop_chained(runs, skipped)
 
 
@@ -370,16 +431,22 @@ def group_runs(runs, ignore=(), by=None):
     """[Group] of the runs: one per name, env, kind and the values of every key that is not ignored, or, with
     `by` (config keys; "alg", "name" and "env" are always split on), of the listed keys only."""
     split_always = {"alg", "name", "env"}
-    families = {}
+    families, algorithms = {}, {}
     for run in runs:
         families.setdefault((run.name, run.env, run.kind), []).append(run)
-    groups = []
-    for (name, env, kind), members in sorted(families.items()):
+        algorithms.setdefault((run.name, run.kind), []).append(run)
+    label_keys = {}  # (name, kind) -> the keys of its labels, the same in every env (an algorithm is a label)
+    for (name, kind), members in algorithms.items():
         if by is None:
             keys = sorted({k for r in members for k in r.config if not ignored(k, ignore)})
         else:
             keys = [k for k in by if k not in split_always]
-        differing = [k for k in keys if differs(members, k)]
+        envs = [f for (n, _, k), f in families.items() if (n, k) == (name, kind)]
+        label_keys[name, kind] = [k for k in keys if any(differs(f, k) for f in envs)
+                                  or (not env_key(k) and differs(members, k))]
+    groups = []
+    for (name, env, kind), members in sorted(families.items()):
+        differing = label_keys[name, kind]
         by_setting = {}
         for run in members:
             setting = tuple((k, value(run, k)) for k in differing)

@@ -349,3 +349,140 @@ def test_a_re_evaluated_final_takes_its_checkpoints_step_and_its_row_says_so(tmp
     assert "| vdn | lbf | env steps | 1 (n=1) | 0.400 |" in result["markdown"]
     rows = {r["name"]: r for r in csv.DictReader(open(tmp_path / "o" / "scores.csv"))}
     assert (rows["qmix"]["rescored"], rows["qmix"]["step_max"], rows["vdn"]["rescored"]) == ("1", "250000", "0")
+
+
+TINY = ["env_args.episode_limit=5", "test_nepisode=1", "test_interval=100", "log_interval=100",
+        "runner_log_interval=100", "learner_log_interval=100", "save_model_interval=100", "batch_size=2",
+        "buffer_size=4", "use_tensorboard=False"]
+
+
+def real_resumed_run(tmp_path, *changes):
+    """A real qmix run to 300 steps and its resume to 500 (with `changes`, e.g. lr=0.01): (sacred root, first run
+    folder, resumed run folder)."""
+    import glob
+
+    from helpers import run_main
+
+    results = str(tmp_path / "results")
+    run_main(results, "qmix", "matrix_game", "t_max=300", *TINY)
+    [model] = glob.glob(os.path.join(results, "models", "*"))
+    run_main(results, "qmix", "matrix_game", "t_max=500", f"checkpoint_path={model}", *changes, *TINY)
+    root = os.path.join(results, "sacred")
+    first, second = sorted(glob.glob(os.path.join(root, "qmix", "*", "[0-9]*")))
+    return root, first, second
+
+
+def test_a_copied_resumed_run_is_one_run_read_from_the_copy(tmp_path):
+    """Both segments of a resumed run copied elsewhere: the copy's earlier segment is chained (the one beside the
+    resumed run, the same run as the recorded one), not the original outside the folder given; one run, not two."""
+    import shutil
+
+    root, first, second = real_resumed_run(tmp_path)
+    copy = str(tmp_path / "copy" / "sacred")
+    env = os.path.basename(os.path.dirname(first))
+    for d in (first, second):
+        shutil.copytree(d, os.path.join(copy, "qmix", env, os.path.basename(d)))
+    result = run_results(copy, "--out", tmp_path / "o", "--no-plots")
+    [s] = result["scores"]
+    [run] = s.group.runs
+    assert s.n == 1 and run.segments == (os.path.join(copy, "qmix", env, os.path.basename(first)),)
+    assert str(tmp_path / "results") not in result["markdown"]
+
+
+def test_an_algorithm_label_is_the_same_in_every_env(tmp_path):
+    """The keys of a label are decided over every env of the name: qmix lr=0.01 on penalty (beside lr=0.0005) and
+    qmix on climbing (all lr=0.01) are one algorithm; vdn lr=0.01 alone on penalty and vdn lr=0.0005 alone on
+    climbing are two. The env's own keys (env_args.game) differ across envs without entering the labels."""
+    root = str(tmp_path / "sacred")
+    write_run(root, "qmix", "penalty", 1, [0, 100], [0.0, 1.0], lr=0.01)
+    write_run(root, "qmix", "penalty", 2, [0, 100], [0.0, 2.0], lr=0.0005)
+    write_run(root, "qmix", "climbing", 3, [0, 100], [0.0, 3.0], lr=0.01)
+    write_run(root, "vdn", "penalty", 4, [0, 100], [0.0, 4.0], lr=0.01)
+    write_run(root, "vdn", "climbing", 5, [0, 100], [0.0, 5.0], lr=0.0005)
+    result = run_results(root, "--out", tmp_path / "o", "--no-plots")
+    assert sorted((s.group.label, s.group.env) for s in result["scores"]) == [
+        ("qmix lr=0.0005", "penalty"), ("qmix lr=0.01", "climbing"), ("qmix lr=0.01", "penalty"),
+        ("vdn lr=0.0005", "climbing"), ("vdn lr=0.01", "penalty")]
+    assert {a.label: a.tasks for a in result["aggregates"]} == {
+        "qmix lr=0.0005": ["penalty"], "qmix lr=0.01": ["climbing", "penalty"], "vdn lr=0.0005": ["climbing"],
+        "vdn lr=0.01": ["penalty"]}
+
+
+def test_a_resume_that_changed_a_setting_is_named_with_its_step(tmp_path):
+    """A real run resumed with lr=0.01 (it trained with 0.0005) is grouped by lr=0.01, its whole curve included: the
+    notes name the run, the key, both values and the checkpoint's step."""
+    root, first, second = real_resumed_run(tmp_path, "lr=0.01")
+    step = json.load(open(os.path.join(second, "info.json")))["resumed_from"]["step"]
+    md = run_results(root, "--out", tmp_path / "o", "--no-plots")["markdown"]
+    assert (f"resumed runs that changed settings, grouped by their latest settings (the curve before the change "
+            f"included): {second}: lr 0.0005 -> 0.01 at step {step}") in md
+
+
+def test_unreadable_config_or_info_is_a_skip_reason_that_names_the_file(tmp_path):
+    """A truncated or missing config.json skips the run (it was read as {}: a bare label, and its keys missing split
+    the other labels); a truncated info.json is named as such, not as 'no test_return_mean logged'."""
+    root = str(tmp_path / "sacred")
+    for i in (1, 2):
+        write_run(root, "qmix", "penalty", i, [0, 100], [0.0, float(i)])
+    truncated = write_run(root, "qmix", "penalty", 3, [0, 100], [0.0, 3.0])
+    with open(os.path.join(truncated, "config.json"), "w") as f:
+        f.write('{"name": "qmix", "lr')
+    os.remove(os.path.join(write_run(root, "qmix", "penalty", 4, [0, 100], [0.0, 4.0]), "config.json"))
+    broken_info = write_run(root, "qmix", "penalty", 5, [0, 100], [0.0, 5.0])
+    with open(os.path.join(broken_info, "info.json"), "w") as f:
+        f.write('{"test_return_mean": [0.0, 5')
+    result = run_results(root, "--out", tmp_path / "o", "--no-plots")
+    assert [(s.group.label, s.n) for s in result["scores"]] == [("qmix", 2)]
+    why = {os.path.basename(p): w for p, w in result["skipped"]}
+    assert why["3"].startswith("config.json unreadable: Unterminated string")
+    assert why["4"] == "config.json unreadable: missing"
+    assert why["5"].startswith("info.json unreadable: Expecting")
+
+
+def test_a_run_whose_final_value_is_nan_is_named_and_left_out(tmp_path):
+    """A finished run whose last evaluation is NaN (a diverged run) made every statistic of its group nan ± nan: it
+    is skipped, named in the notes; a NaN inside a curve is null in marl_eval.json, which stays strict JSON."""
+    root = str(tmp_path / "sacred")
+    write_run(root, "qmix", "penalty", 1, [0, 100, 200], [0.0, float("nan"), 2.0])
+    write_run(root, "qmix", "penalty", 2, [0, 100, 200], [0.0, 1.0, 4.0])
+    diverged = write_run(root, "qmix", "penalty", 3, [0, 100, 200], [0.0, 1.0, float("nan")])
+    out = tmp_path / "o"
+    md = run_results(root, "--out", out, "--no-plots")["markdown"]
+    assert "| qmix | penalty | env steps | 2 | 3.000 ± 1.000 |" in md and "nan" not in md.split("## Notes")[0]
+    assert f"runs whose final test_return_mean is NaN or inf, left out of the scores and curves: {diverged}" in md
+    text = (out / "marl_eval.json").read_text()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in marl_eval.json"))
+    assert sorted(r["step_1"]["return"][0] is None for r in data["matrix_game"]["penalty"]["qmix"].values()) == [
+        False, True]
+
+
+def test_the_results_folder_for_its_sacred_folder_and_a_misspelled_metric_get_hints(tmp_path):
+    """`results.py results` (not results/sacred) read model checkpoint folders as runs ('N × no run.json status'):
+    it names the Sacred folder instead. A misspelled --metric names the closest logged metrics."""
+    from helpers import run_main
+    from plot import main as plot_main
+
+    results = str(tmp_path / "results")
+    run_main(results, "qmix", "matrix_game", "t_max=300", "save_model=True", *TINY)
+    sacred = os.path.join(results, "sacred")
+    for tool in (run_results, plot_main):
+        with pytest.raises(SystemExit, match=f"^{results}: no Sacred runs in it; did you mean {sacred}\\?$"):
+            tool([results, "--out", str(tmp_path / "o")] if tool is plot_main else results)
+        with pytest.raises(SystemExit, match=r"no runs with 'test_return_maen'.*; did you mean test_return_mean, "):
+            tool([sacred, "--metric", "test_return_maen"]) if tool is plot_main else tool(
+                sacred, "--metric", "test_return_maen", "--out", tmp_path / "o")
+    assert not find_runs(results, "test_return_mean")[1]  # no checkpoint folder taken for a run
+
+
+def test_a_truncated_sweep_manifest_is_a_clear_error(tmp_path):
+    """A cut manifest.json gave results.py and plot.py a raw JSONDecodeError traceback."""
+    from plot import main as plot_main
+
+    sweep = tmp_path / "sweeps" / "demo"
+    sweep.mkdir(parents=True)
+    (sweep / "manifest.json").write_text('{"name": "demo", "trials": [{"id": "t0", "sta')
+    message = f"^{sweep / 'manifest.json'}: not a readable sweep manifest \\(Unterminated string.*\\); restore it"
+    with pytest.raises(SystemExit, match=message):
+        run_results(sweep, "--no-plots")
+    with pytest.raises(SystemExit, match=message):
+        plot_main([str(sweep), "--out", str(tmp_path / "p.png")])
