@@ -95,13 +95,17 @@ class RunFileStorageObserver(FileStorageObserver):
     """Sacred's FileStorageObserver, whose cout.txt also ends with how the run ended when it failed (the traceback,
     as run.json's fail_trace) or was interrupted, after the console output up to it (captured_until_now)."""
 
+    def started_event(self, *args, **kwargs):
+        self.run_id = super().started_event(*args, **kwargs)  # run_entry has no _id in a FileStorageObserver
+        return self.run_id
+
     def _append_cout(self, text):
         self.cout = (self.cout or "") + text
         self.save_cout()
 
     def failed_event(self, fail_time, fail_trace):
         super().failed_event(fail_time, fail_trace)
-        self._append_cout("".join(fail_trace or []) + f"Run {self.run_entry.get('_id', '')} FAILED\n")
+        self._append_cout("".join(fail_trace or []) + f"Run {self.run_id} FAILED\n")
 
     def interrupted_event(self, interrupt_time, status):
         super().interrupted_event(interrupt_time, status)

@@ -54,6 +54,14 @@ except ImportError as e:  # the module stays importable; constructing the env ex
 INSTALL_HINT = ("gfootball is not installed: run ./install_gfootball.sh (apt packages + a ~7.5 min engine "
                 "compile into .venv; VENV=/path/to/venv ./install_gfootball.sh for another venv)")
 
+
+def gfootball_missing(error):
+    """The error constructing the env raises when `import gfootball.env` raised `error`: how to install it, caused by
+    `error`."""
+    missing = ImportError(INSTALL_HINT)
+    missing.__cause__ = error  # as `raise ... from error`
+    return missing
+
 # QLLM's Table 3 (paper 002): agents per GRF task; the goalkeeper counts as an agent where all our players
 # are controlled. counterattack_hard follows pymarl2's default; run_pass_and_shoot mirrors pass_and_shoot.
 DEFAULT_N_AGENTS = {
@@ -105,7 +113,7 @@ class FootballEnv(MultiAgentEnv):
                  rewards="scoring,checkpoints", seed=None, common_reward=True, reward_scalarisation="sum", **kwargs):
         reject_unknown_args("gfootball", kwargs, _valid_kwargs())
         if football_env is None:
-            raise ImportError(INSTALL_HINT) from _IMPORT_ERROR
+            raise gfootball_missing(_IMPORT_ERROR)
         scenarios = all_scenarios()
         if scenario not in scenarios:
             raise EnvValueError(f"gfootball: unknown scenario {scenario!r}; valid scenarios: {', '.join(scenarios)}")

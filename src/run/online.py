@@ -79,6 +79,7 @@ def _train(ctx, _log):
     if args.save_model and counters.model_save_time != runner.t_env:
         counters.model_save_time = runner.t_env
         save(ctx, counters, _log)
+    ctx.run_info["t_env_end"] = runner.t_env  # its logged series stop at the last log interval, before this
     steps, total = runner.t_env - progress.start, progress.elapsed()
     updates = counters.n_updates - start_updates
     since = (f"; the run is at t_env {runner.t_env} with {counters.n_updates} updates since it began"

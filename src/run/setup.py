@@ -118,11 +118,11 @@ def build(_run, config, _log):
     _log.info("Experiment parameters:\n" + pprint.pformat(config, indent=4, width=1))
     args.results_dir = results_path(config)
     # the model folder's FolderLock: taken when resuming into it, else at the first save (loop.save)
-    args.unique_token, args.model_dir, model_lock = model_folder(args, config, _run, _log)
+    args.unique_token, args.model_dir, model_lock, resume_step = model_folder(args, config, _run, _log)
     if args.use_tensorboard:
         tb_dir = os.path.join(args.results_dir, "tb_logs", args.unique_token)
         created = not os.path.isdir(tb_dir)  # a resumed run continues its run's folder
-        logger.setup_tb(tb_dir)
+        logger.setup_tb(tb_dir, purge_step=None if created else resume_step)
         if _run is not None:  # where the events are; a run failing on a config error removes the folder it created
             _run.info["tensorboard"] = {"dir": tb_dir, "created": created}
     logger.setup_sacred(_run)
@@ -155,18 +155,18 @@ def build(_run, config, _log):
 
 
 def model_folder(args, config, _run, _log):
-    """(unique_token, model folder, its FolderLock when resuming into it, else None) of the run:
-    results/models/<name>_seed<seed>_<env>_<time>, or, resuming
-    (checkpoint_path, not evaluating), the folder of the checkpoint it continues: its new checkpoints go beside the
-    old ones, and TensorBoard continues in tb_logs/<the same token>. A checkpoint that is not its folder's latest
-    would interleave two histories there: that run continues in a new folder (and says so). The run's info
-    `resumed_from` records the checkpoint and where the new checkpoints go."""
+    """(unique_token, model folder, its FolderLock when resuming into it, else None, the checkpoint's step then, else
+    None) of the run: results/models/<name>_seed<seed>_<env>_<time>, or, resuming (checkpoint_path, not evaluating),
+    the folder of the checkpoint it continues: its new checkpoints go beside the old ones, and TensorBoard continues
+    in tb_logs/<the same token> from that step. A checkpoint that is not its folder's latest would interleave two
+    histories there: that run continues in a new folder (and says so). The run's info `resumed_from` records the
+    checkpoint and where the new checkpoints go."""
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     token = f"{args.name}_seed{args.seed}_{env_label(config)}_{stamp}"
     new_dir = os.path.join(args.results_dir, "models", token)
-    lock = None
+    lock = step = None
     if not args.checkpoint_path or args.evaluate or args.run == "evaluate":
-        return token, new_dir, lock
+        return token, new_dir, lock, step
     run_dir, path = locate_checkpoint(args.checkpoint_path, args.load_step)
     later = [s for s in checkpoint_steps(run_dir) if s > folder_step(path)]
     if later or not os.path.basename(os.path.normpath(path)).isdigit():
@@ -181,10 +181,11 @@ def model_folder(args, config, _run, _log):
     else:
         model_dir = os.path.abspath(run_dir)
         token = os.path.basename(model_dir)
+        step = folder_step(path)
     if _run is not None:
         _run.info["resumed_from"] = {"checkpoint": os.path.abspath(path), "model_dir": model_dir,
                                      "same_model_dir": model_dir != new_dir}
-    return token, model_dir, lock
+    return token, model_dir, lock, step
 
 
 def sacred_run_ref(_run):

@@ -129,8 +129,13 @@ def import_ray():
         import ray  # noqa: F401
         from ray import tune  # noqa: F401
     except ImportError as e:
-        raise SystemExit(f"{INSTALL_HINT} ({e})") from None
+        raise ray_missing(e) from None
     return ray
+
+
+def ray_missing(error):
+    """The exit of a sweep command whose `import ray` raised `error` (an ImportError): how to install Ray."""
+    return SystemExit(f"{INSTALL_HINT} ({error})")
 
 
 def quiet_ray():

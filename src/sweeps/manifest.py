@@ -3,8 +3,8 @@
 manifest.json (rewritten atomically on every change, utils.files.write_json_atomic) holds the sweep's settings and one
 record per trial: id, alg, env, overrides, seed, label, argv (the src/main.py arguments), status (PENDING, RUNNING,
 COMPLETED, ERROR), sacred_run (its Sacred run folder; sacred_runs: every attempt's), model_dir (its checkpoints),
-node_id and hostname (where it ran last), t_env and the metric's latest value, attempts, and error (the tail of a
-failed attempt's output).
+node_id and hostname (where it ran last), t_env (where a finished run ended, else its latest logged step) and the
+metric's latest value, attempts, and error (the tail of a failed attempt's output).
 
 A trial's runs are found by its `label` config value (sweep:<name>:<uid>:<index>), which every one of its Sacred
 runs (config.json) and model folders (config.json) records: whether a trial is complete is decided from its Sacred
@@ -83,9 +83,12 @@ def latest(info, key):
 
 
 def run_progress(run_dir, metric):
-    """(t_env, the metric's latest value) from a Sacred run's info.json."""
+    """(t_env, the metric's latest value) from a Sacred run's info.json: t_env where a finished online run ended
+    (`t_env_end`), else the latest step it logged."""
     info = read_json(os.path.join(run_dir, "info.json")) or {}
     t, value = latest(info, metric)
+    if isinstance(info.get("t_env_end"), int):
+        return info["t_env_end"], value
     steps = [latest(info, k)[0] for k in ("episode", "return_mean", "loss", metric)]
     steps = [s for s in steps if s is not None]
     return (max(steps) if steps else t), value

@@ -204,9 +204,10 @@ def test_bad_args_are_explained():
         football(rewards="checkpoints")
 
 
-def test_missing_gfootball_names_the_install_script(monkeypatch):
-    import envs.gfootball as module
-    monkeypatch.setattr(module, "football_env", None)
-    monkeypatch.setattr(module, "_IMPORT_ERROR", ImportError("No module named 'gfootball'"), raising=False)
-    with pytest.raises(ImportError, match="install_gfootball.sh"):
-        football()
+def test_missing_gfootball_names_the_install_script():
+    from envs.gfootball import gfootball_missing
+
+    cause = ModuleNotFoundError("No module named 'gfootball'")
+    with pytest.raises(ImportError, match=r"^gfootball is not installed: run ./install_gfootball.sh") as raised:
+        raise gfootball_missing(cause)
+    assert raised.value.__cause__ is cause and raised.value.__suppress_context__

@@ -195,13 +195,11 @@ def test_late_misbehaviour_stops_the_run_naming_state_step_and_hash(tmp_path, na
     digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
     train = ["t_max=150", "test_nepisode=1", "test_interval=100000", "save_model=False", "batch_size=2",
              "buffer_size=4", "use_tensorboard=False", "igm_gate=True", "tfcaf_timeout_s=3"]
-    t0 = time.monotonic()
     run_main(tmp_path / "generated", "qllm", "two_switch", f"tfcaf_path={path}", *train, expect=1)
     err = capsys.readouterr().err
     assert re_search(message, err) and re_search(r"at t_env \d+", err) and digest[:16] in err, err[-3000:]
     if message in ("NaN or inf", "negative weights"):  # per-state findings name the state's place in the batch
         assert f"episode 0 of the batch, time step {t}:" in err, err[-3000:]
-    assert time.monotonic() - t0 < 60
     # with a forged record it is validated again, on 512 states of the run's env: refused there or, if that
     # sample misses the step too, stopped in training as above; it never completes
     forged_path = forged(tmp_path / "forged", source, env_config="two_switch", n_agents=2, state_size=24)

@@ -1,5 +1,4 @@
 """Static allow-list (qllm.policy), the restricted runtime namespace (qllm.runtime) and code extraction."""
-import time
 import types
 
 import pytest
@@ -320,10 +319,8 @@ def test_extract_code_ignores_reasoning_blocks():
 
 @pytest.mark.parametrize("text", ["```" + " " * 200_000, "```" * 70_000, "```\n" * 50_000, "\n" * 200_000,
                                   "def" + " " * 200_000, "<think>" * 30_000])
-def test_extract_code_stays_linear_on_adversarial_answers(text):
-    t0 = time.monotonic()
-    extract_code(text)
-    assert time.monotonic() - t0 < 20  # milliseconds in fact; the old expressions were quadratic on these
+def test_extract_code_finds_no_code_in_adversarial_answers(text):
+    assert extract_code(text) is None  # its time as these grow: bench/parser_speed.py
 
 
 def test_annotations_that_name_types_are_allowed_and_never_evaluated(tmp_path, monkeypatch):

@@ -1,6 +1,4 @@
 """Prompts come from the env's self-description; the evaluator's answer is parsed robustly."""
-import time
-
 import pytest
 
 from envs import make_env
@@ -36,10 +34,8 @@ def test_parse_choice_rejects_garbage(text, n):
     "[" + "9" * 5000 + "]", "[" + "1," * 100_000 + "1]", " " * 200_000 + "x", "candidate " * 20_000,
     "1 " * 100_000, "<think>" * 30_000, None, 42,
 ])
-def test_parse_choice_never_raises_and_stays_linear(text):
-    t0 = time.monotonic()
-    assert parse_choice(text, 3) is None
-    assert time.monotonic() - t0 < 20  # milliseconds in fact; the old expression was quadratic on some
+def test_parse_choice_never_raises_on_adversarial_answers(text):
+    assert parse_choice(text, 3) is None  # its time as these grow: bench/parser_speed.py
 
 
 def test_task_prompt_is_the_envs_own_description_plus_sizes_and_hint():

@@ -141,7 +141,7 @@ def test_a_failed_run_keeps_its_console_and_error_in_cout(tmp_path, monkeypatch)
     cout = read(run, "cout.txt")
     assert read(run, "run.json")["status"] == "FAILED"
     assert "Experiment parameters" in cout and "training would start here" in cout
-    assert "RuntimeError: boom" in cout and cout.rstrip().endswith("FAILED")
+    assert "RuntimeError: boom" in cout and cout.endswith(f"\nRun {os.path.basename(run)} FAILED\n")
 
 
 def test_ctrl_c_saves_a_checkpoint_where_it_stops_names_it_and_it_resumes(tmp_path):

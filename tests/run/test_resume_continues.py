@@ -3,6 +3,7 @@ continues, messages from which t_env to which, and a checkpoint that does not fi
 import glob
 import json
 import os
+import shutil
 
 import pytest
 from test_resume import SETTINGS, assert_same, load_all
@@ -147,3 +148,25 @@ def test_a_resume_never_writes_into_a_folder_another_process_writes(tmp_path, ca
     assert len(glob.glob(str(tmp_path / "b" / "models" / "*" / "125"))) == 1
     held.release()
     assert FolderLock.try_acquire(models) is not None  # released: the next resume may continue there
+
+
+def test_a_resumed_runs_tensorboard_drops_what_the_dead_process_logged_after_the_checkpoint(tmp_path):
+    """A run that died after logging past its checkpoint at 155 (its checkpoint at 305 never written), resumed in its
+    own folders: TensorBoard shows one value per step, the resumed run's from 155 on."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    settings = [s for s in SETTINGS if s != "use_tensorboard=False"] + ["use_tensorboard=True"]
+    run_main(tmp_path, "qmix", "matrix_game", *settings)
+    models = glob.glob(str(tmp_path / "models" / "*"))[0]
+    shutil.rmtree(os.path.join(models, "305"))
+    run_main(tmp_path, "qmix", "matrix_game", *settings, f"checkpoint_path={models}")
+    (tb_dir,) = glob.glob(str(tmp_path / "tb_logs" / "*"))
+    assert len(glob.glob(os.path.join(tb_dir, "events.out.tfevents.*"))) == 2  # both processes wrote there
+    events = EventAccumulator(tb_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    for tag in ("epsilon", "return_mean", "test_return_mean"):
+        steps = [e.step for e in events.Scalars(tag)]
+        assert steps == sorted(set(steps)) and max(steps) > 155, (tag, steps)
+    resumed = read(os.path.join(tmp_path, "sacred", "qmix", "penalty", "2"), "info.json")
+    later = {e.step: e.value for e in events.Scalars("epsilon") if e.step >= 155}
+    assert later == pytest.approx(dict(zip(resumed["epsilon_T"], resumed["epsilon"]))) and min(steps) < 155
