@@ -171,15 +171,17 @@ def config_failure_cleanup(ex):
     run created (run.setup records it in the run's info; a resumed run's continued folder is not its own); main()
     then removes it and the run's Sacred folder (remove_failed_run) and exits 2. A DatasetError's run folder is kept:
     its info.json records the failure, which tells a sweep not to retry the trial (sweeps.trial.repeated_failure)."""
-    from offline.format import DatasetError  # the run has imported torch and offline/ already
-
     try:
         yield
     except ConfigError as e:
         tb = ex.current_run.info.get("tensorboard") if ex.current_run is not None else None
         ex.config_failure = [tb["dir"]] if tb and tb["created"] else []
         raise RunConfigError(f"{e.label}: {e}") from e
-    except DatasetError as e:
+    except Exception as e:
+        # a DatasetError comes only from a run that imported offline/ (and so h5py): the others never import it
+        dataset_format = sys.modules.get("offline.format")
+        if dataset_format is None or not isinstance(e, dataset_format.DatasetError):
+            raise
         ex.dataset_failure = True
         raise RunConfigError(f"dataset error: {e}") from e
 

@@ -10,7 +10,6 @@ import os
 import numpy as np
 
 from modules.mixers.qllm import FIELDS
-from qllm.loader import TFCAFLoadError, load_tfcaf, shipped_reference
 from utils.paths import REPO_ROOT, repo_relative
 
 TRUST_WORDS = {"shipped reference": "a shipped reference with its packaged SHA-256 (MANIFEST.json)",
@@ -30,6 +29,8 @@ def display_path(path):
 
 
 def resolve_tfcaf_path(args):
+    from qllm.loader import TFCAFLoadError, shipped_reference  # imported on use: see TFCAFFeatures
+
     if args.tfcaf_path:
         return repo_relative(args.tfcaf_path)
     if not args.env_config:
@@ -59,6 +60,10 @@ class TFCAFFeatures:
     dict, info.json) gets the same under "tfcaf" at once, and the worker's cost as the run goes."""
 
     def __init__(self, args, log, process=None, run_info=None, config=None):
+        # imported on use: the loader imports llm/, which a run whose mixer wants no features (wants_features, called
+        # by every run's setup) never needs
+        from qllm.loader import load_tfcaf
+
         path = resolve_tfcaf_path(args)
         self.spec = load_tfcaf(path, env_config=args.env_config, n_agents=args.n_agents,
                                state_size=int(args.state_shape), igm_gate=args.igm_gate, revalidate=revalidator(args),

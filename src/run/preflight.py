@@ -17,11 +17,12 @@ import sys
 from utils.config import ConfigError, epymarl_note
 
 
-def _registries():
-    from augmenters import REGISTRY as augmenters
+def _registries(config):
+    """key -> (registry, null allowed) for the keys of `config` that name a registry entry. The labeler and augmenter
+    registries are imported only when the config names one: they import offline/ and h5py, which other runs never
+    need."""
     from components.action_selectors import REGISTRY as selectors
     from controllers import REGISTRY as macs
-    from labeling import LABELERS as labelers
     from learners import REGISTRY as learners
     from modules.agents import REGISTRY as agents
     from modules.critics import REGISTRY as critics
@@ -30,11 +31,19 @@ def _registries():
     from runners import REGISTRY as runners
     from shapers import REGISTRY as shapers
 
-    # key -> (registry, null allowed)
-    return {"run": (runs, False), "runner": (runners, False), "mac": (macs, False), "learner": (learners, False),
-            "agent": (agents, False), "mixer": (mixers, True), "critic_type": (critics, False),
-            "critic_agent": (agents, False), "shaper": (shapers, False), "action_selector": (selectors, False),
-            "labeler": (labelers, False), "augmenter": (augmenters, False)}
+    registries = {"run": (runs, False), "runner": (runners, False), "mac": (macs, False),
+                  "learner": (learners, False), "agent": (agents, False), "mixer": (mixers, True),
+                  "critic_type": (critics, False), "critic_agent": (agents, False), "shaper": (shapers, False),
+                  "action_selector": (selectors, False)}
+    if "labeler" in config:
+        from labeling import LABELERS
+
+        registries["labeler"] = (LABELERS, False)
+    if "augmenter" in config:
+        from augmenters import REGISTRY as augmenters
+
+        registries["augmenter"] = (augmenters, False)
+    return {key: value for key, value in registries.items() if key in config}
 
 
 def check_name(key, value, registry, nullable=False):
@@ -104,10 +113,10 @@ def check_env_outputs(config, evaluating, display=None):
 def check_expert_spec(spec):
     """offline_expert=top:<name>:<K> / label:<name>: the form is checked here (K an integer >= 1, a name given); the
     label itself, and K against the episodes, when the dataset loads (offline.sampling.select_expert)."""
+    if not isinstance(spec, str) or not spec:  # unset (the default): nothing to check, and offline/ (h5py) not imported
+        return
     from offline.sampling import LABEL_PREFIX, TOP_PREFIX, parse_top
 
-    if not isinstance(spec, str):
-        return
     if spec.startswith(TOP_PREFIX):
         try:
             parse_top(spec)
@@ -173,9 +182,8 @@ def check_config(config, files=True):
     each trial's own start (src/main.py) checks them."""
     from envs import check_env_args
 
-    for key, (registry, nullable) in _registries().items():
-        if key in config:
-            check_name(key, config[key], registry, nullable)
+    for key, (registry, nullable) in _registries(config).items():
+        check_name(key, config[key], registry, nullable)
     from run.setup import check_reward_settings
 
     check_combinations(config)

@@ -13,7 +13,6 @@ from controllers import REGISTRY as mac_REGISTRY
 from learners import REGISTRY as le_REGISTRY
 from learners.base import Learner
 from qllm.features import make_features, wants_features
-from qllm.worker import prestart as prestart_worker
 from runners import REGISTRY as r_REGISTRY
 from shapers import REGISTRY as shaper_REGISTRY
 from shapers import NoShaper
@@ -130,7 +129,11 @@ def build(_run, config, _log):
     # per-state batch fields the mixer declares (qllm: the TFCAF's w, b); evaluation trains nothing and needs none.
     # The sandboxed worker process starts now, so its start-up overlaps building the envs and the learner.
     evaluating = args.evaluate or args.run == "evaluate"
-    worker_process = prestart_worker() if not evaluating and wants_features(args) else None
+    worker_process = None
+    if not evaluating and wants_features(args):
+        from qllm.worker import prestart  # imported on use: only a run whose mixer wants features starts the worker
+
+        worker_process = prestart()
     runner = r_REGISTRY[args.runner](args=args, logger=logger)
     env_info = runner.get_env_info()
     args.n_agents = env_info["n_agents"]

@@ -147,3 +147,40 @@ def test_edge_states_cover_picked_food_for_tfcaf_validation():
     assert edges[-1][12:].tolist() == [-1, -1]  # ... at the first step of an episode
     states = sample_states("lbf", {"key": COOP, "time_limit": 20}, n=64, seed=0)
     assert (states[:, 6:9] == [-1, -1, 0]).all(axis=1).any()  # random play alone rarely collects food
+
+
+def reference_state(game, slots, last_actions, n_food):
+    """The `state: qllm` layout written out plainly: (row, col, level) per agent, per food slot (fixed at reset,
+    row-major; (-1, -1, 0) once picked or never spawned), then the last actions."""
+    state = []
+    for p in game.players:
+        state += [float(p.position[0]), float(p.position[1]), float(p.level)]
+    for j in range(n_food):
+        if j < len(slots) and game.field[slots[j]] > 0:
+            r, c = slots[j]
+            state += [float(r), float(c), float(game.field[r, c])]
+        else:
+            state += [-1.0, -1.0, 0.0]
+    return np.array(state + [float(a) for a in last_actions], dtype=np.float32)
+
+
+@pytest.mark.parametrize("key", ["Foraging-8x8-3p-2f-v3", "Foraging-5x5-2p-4f-v3"])  # the 5x5 map spawns 2 of 4 foods
+def test_state_matches_a_plain_reference_bit_for_bit(key):
+    env = make_env("lbf", key=key, seed=3)
+    game, rng = env._unwrapped, np.random.default_rng(0)
+    picked = padded = 0
+    for _ in range(40):
+        _, state = env.reset()
+        slots = sorted(zip(*np.nonzero(game.field)))[: env.n_food]
+        padded += len(slots) < env.n_food
+        last, done = [-1] * env.n_agents, False
+        while True:
+            ref = reference_state(game, slots, last, env.n_food)
+            assert state.dtype == ref.dtype and state.shape == ref.shape and state.tobytes() == ref.tobytes()
+            if done:
+                break
+            last = [int(rng.choice(np.flatnonzero(a))) for a in env.get_avail_actions()]  # valid: food gets loaded
+            _, terminated, info = env.step(last)
+            state, done = env.get_state(), terminated or info.get("episode_limit", False)
+        picked += sum(1 for s in slots if game.field[s] == 0)
+    assert picked and (padded if "4f" in key else True)  # both the picked and the never-spawned slots were checked

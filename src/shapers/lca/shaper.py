@@ -23,7 +23,6 @@ import torch as th
 
 from envs import env_class
 from shapers import Shaper
-from shapers.lca.train import load_artifact
 from utils.config import CHOICES, ConfigError
 from utils.paths import repo_relative
 
@@ -58,6 +57,10 @@ class LCAShaper(Shaper):
         if not lca["potential"]:
             raise ValueError("shaper=lca needs trained potentials: lca.potential=results/potentials/<env>/<id> "
                              "(train them with --config=lca_potential from rankings of --config=lca_label)")
+        # imported on use: train imports h5py (rankings), which a run without this shaper never needs (every run's
+        # setup and preflight import the shaper registry)
+        from shapers.lca.train import load_artifact
+
         self.potential = load_artifact(repo_relative(lca["potential"]), env=args.env, env_args=args.env_args,
                                        n_agents=env_info["n_agents"], obs_shape=env_info["obs_shape"],
                                        identity_dims=env_info.get("identity_dims"))
