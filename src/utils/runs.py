@@ -19,7 +19,8 @@ steps; offline: x = gradient steps, plotted in panels of their own) and every co
 keys in IGNORED / IGNORED_PREFIXES (outputs, run identity, logging cadence, run length, the machine; see there).
 A group's label is the name followed by the keys whose values differ between the groups of its name and kind, the
 same keys in every env (an algorithm is a label across envs): those that differ within one env, and those that differ
-across envs but are not an env config's (`env`, `env_args.*`, ...: ENV_KEYS) (`qllm tfcaf=my_tfcaf.py lr=0.001`: a
+across envs but are not an env config's (`env`, `env_args.*`, ...: ENV_KEYS) nor a task's own data (its dataset,
+TFCAF, ...: TASK_DATA_KEYS), and that not only because older runs of one env lack them (`qllm tfcaf=my_tfcaf.py lr=0.001`: a
 `*_path` key loses the suffix and a path value shows its file name).
 `group_runs(runs, by=[...])` splits on the listed keys only (besides name, env and kind): runs that differ in
 other keys are pooled as seeds, and each group lists those keys in `pooled`.
@@ -66,6 +67,12 @@ IGNORED = frozenset({
 })
 IGNORED_PREFIXES = ("llm.",)
 ENV_KEYS = frozenset({"env", "test_nepisode", "test_greedy"})  # with env_args.*: what config/envs/*.yaml set
+# keys that name a task's own data (its dataset, TFCAF, reference returns, LCA rankings ...): they differ across envs
+# by design, so they split labels only where they differ within one env, like ENV_KEYS
+TASK_DATA_KEYS = frozenset({
+    "offline_dataset", "offline_expert", "offline_reward", "preference_set", "tfcaf_path", "reference_return_low",
+    "reference_return_high", "lca.rankings", "lca.potential", "lca.rollout_checkpoint", "lca.keysteps_file",
+})
 MISSING = object()  # a key that a run's config lacks (an older run)
 TRAINING_KINDS = {"online": "env steps", "offline": "gradient steps"}  # run mode -> the x axis of its curves
 BUDGET_KEYS = {"online": "t_max", "offline": "offline_steps"}  # run mode -> the config key of its length in x
@@ -152,8 +159,9 @@ def flatten(config, prefix=""):
 
 
 def env_key(key):
-    """A key that an env config sets (config/envs/*.yaml): it tells envs apart, not the algorithms run on them."""
-    return key in ENV_KEYS or key.startswith("env_args.")
+    """A key that an env config sets (config/envs/*.yaml), or one naming a task's own data (TASK_DATA_KEYS): it
+    tells envs apart, not the algorithms run on them."""
+    return key in ENV_KEYS or key in TASK_DATA_KEYS or key.startswith("env_args.")
 
 
 def ignored(key, extra=()):
@@ -342,7 +350,8 @@ def read_run(run_dir, metric, now=None, stale_after=STALE_AFTER):
     run comes with the segments it continues (chain_segments)."""
     config, why = read_json(os.path.join(run_dir, "config.json"))
     if why or not isinstance(config, dict):
-        return None, f"config.json unreadable: {why or 'not a JSON object'}"
+        return None, ("config.json missing" if why == "missing"  # a run just started: Sacred writes run.json first
+                      else f"config.json unreadable: {why or 'not a JSON object'}")
     info, info_error = read_json(os.path.join(run_dir, "info.json"))
     info, segments, changes = chain_segments(run_dir, info, metric)
     kind, status, T, values = classify(config, _json(os.path.join(run_dir, "run.json")), info, metric, now,
@@ -423,8 +432,11 @@ def value(run, key):
     return run.config.get(key, MISSING)
 
 
-def differs(runs, key):
-    return len({json.dumps(value(r, key), sort_keys=True, default=str) for r in runs}) > 1
+def differs(runs, key, present_only=False):
+    """Whether the runs hold two values of `key` (a run lacking it counts as one, unless present_only)."""
+    values = (value(r, key) for r in runs)
+    return len({json.dumps(v, sort_keys=True, default=str) for v in values
+                if not (present_only and v is MISSING)}) > 1
 
 
 def group_runs(runs, ignore=(), by=None):
@@ -442,8 +454,9 @@ def group_runs(runs, ignore=(), by=None):
         else:
             keys = [k for k in by if k not in split_always]
         envs = [f for (n, _, k), f in families.items() if (n, k) == (name, kind)]
+        # across envs, a key that older runs of one env lack is no difference (their env has no other value)
         label_keys[name, kind] = [k for k in keys if any(differs(f, k) for f in envs)
-                                  or (not env_key(k) and differs(members, k))]
+                                  or (not env_key(k) and differs(members, k, present_only=True))]
     groups = []
     for (name, env, kind), members in sorted(families.items()):
         differing = label_keys[name, kind]

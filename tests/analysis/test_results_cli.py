@@ -408,6 +408,28 @@ def test_an_algorithm_label_is_the_same_in_every_env(tmp_path):
         "vdn lr=0.01": ["penalty"]}
 
 
+def test_per_task_data_and_keys_older_runs_lack_do_not_split_an_algorithm_across_envs(tmp_path):
+    """bc trains on each env's own dataset (offline_dataset differs across envs by design) and its climbing runs are
+    older (no offline_valid_fraction key): one label, pooled over both envs. Two datasets within one env still split."""
+    root = str(tmp_path / "sacred")
+    offline = {"run": "offline", "offline_steps": 100}
+    write_run(root, "bc", "climbing", 1, [0, 100], [0.0, 1.0], offline_dataset="data/climbing_expert.h5", **offline)
+    write_run(root, "bc", "climbing", 2, [0, 100], [0.0, 2.0], offline_dataset="data/climbing_expert.h5", **offline)
+    for i in (3, 4):
+        write_run(root, "bc", "lbf", i, [0, 100], [0.0, float(i)], offline_dataset="data/lbf_8x8_expert.h5",
+                  offline_valid_fraction=0.0, **offline)
+    result = run_results(root, "--out", tmp_path / "o", "--no-plots")
+    assert sorted((s.group.label, s.group.env, s.n) for s in result["scores"]) == [("bc", "climbing", 2),
+                                                                                  ("bc", "lbf", 2)]
+    assert {a.label: a.tasks for a in result["aggregates"]} == {"bc": ["climbing", "lbf"]}
+    write_run(root, "bc", "lbf", 5, [0, 100], [0.0, 5.0], offline_dataset="data/lbf_8x8_medium.h5",
+              offline_valid_fraction=0.0, **offline)
+    result = run_results(root, "--out", tmp_path / "o2", "--no-plots")
+    assert sorted((s.group.label, s.group.env) for s in result["scores"]) == [
+        ("bc offline_dataset=climbing_expert.h5", "climbing"), ("bc offline_dataset=lbf_8x8_expert.h5", "lbf"),
+        ("bc offline_dataset=lbf_8x8_medium.h5", "lbf")]
+
+
 def test_a_resume_that_changed_a_setting_is_named_with_its_step(tmp_path):
     """A real run resumed with lr=0.01 (it trained with 0.0005) is grouped by lr=0.01, its whole curve included: the
     notes name the run, the key, both values and the checkpoint's step."""
@@ -435,7 +457,7 @@ def test_unreadable_config_or_info_is_a_skip_reason_that_names_the_file(tmp_path
     assert [(s.group.label, s.n) for s in result["scores"]] == [("qmix", 2)]
     why = {os.path.basename(p): w for p, w in result["skipped"]}
     assert why["3"].startswith("config.json unreadable: Unterminated string")
-    assert why["4"] == "config.json unreadable: missing"
+    assert why["4"] == "config.json missing"
     assert why["5"].startswith("info.json unreadable: Expecting")
 
 
