@@ -37,8 +37,8 @@ before the continuation's first point, then the continuation's (the latest segme
 through every earlier resume. The run that a segment names is read from beside it where that folder holds the same
 run (a copied or moved results folder), else from the folder it recorded. The earlier segments are then neither
 runs of their own nor skipped runs (`Run.segments` lists them; `chained_note` says so in a tool's output). A resume
-that changed settings (`resumed_from.changed`) is kept in `Run.changed`, and `changed_note` names it: the run is
-grouped by its latest settings. Mongo runs are chained the same way, through the Mongo id and database name the
+that changed settings (`resumed_from.changed`) and whose earlier segment is chained is kept in `Run.changed`, and
+`changed_note` names it: the run is grouped by its latest settings. Mongo runs are chained the same way, through the Mongo id and database name the
 checkpoint recorded (`resumed_from.sacred_run.mongo_db`; runs recorded before it was saved are not chained).
 
 Aggregation (`aggregate`): the curves of a group's runs on one grid spanning all of them (not cut to the shortest
@@ -286,12 +286,12 @@ def _chain(where, info, metric, previous):
     values = list(info.get(metric) or [])
     segments, changes, seen, here, here_info = [], [], {_same(where)}, where, info
     while True:
-        resumed = here_info.get("resumed_from")
-        if isinstance(resumed, dict) and resumed.get("changed"):
-            changes.insert(0, (resumed.get("step"), resumed["changed"]))
         found = previous(here, here_info)
         if found is None or _same(found[0]) in seen:
-            break
+            break  # a change at a resume with no earlier segment here (a branch, a folder gone) is in no curve
+        resumed = here_info["resumed_from"]
+        if resumed.get("changed"):
+            changes.insert(0, (resumed.get("step"), resumed["changed"]))
         before, step, prev_info = found
         seen.add(_same(before))
         pT, pv = prev_info.get(f"{metric}_T") or [], prev_info.get(metric) or []

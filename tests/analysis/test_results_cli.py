@@ -440,6 +440,31 @@ def test_a_resume_that_changed_a_setting_is_named_with_its_step(tmp_path):
             f"included): {second}: lr 0.0005 -> 0.01 at step {step}") in md
 
 
+def test_a_changed_setting_is_noted_only_where_the_earlier_segment_is_chained(tmp_path):
+    """resumed_from.changed names a curve with points before the change: a branch (its own model folder) and a
+    resume whose earlier folder is gone have none, so no note; a chained resume is noted."""
+    root = str(tmp_path / "sacred")
+    first = write_run(root, "qmix", "penalty", 1, [0, 100], [0.0, 1.0])
+
+    def resumed(run_id, **resumed_from):
+        d = write_run(root, "qmix", "penalty", run_id, [200, 300], [2.0, 3.0], lr=0.01)
+        info = {"test_return_mean": [2.0, 3.0], "test_return_mean_T": [200, 300],
+                "resumed_from": {"step": 100, "changed": {"lr": [0.0005, 0.01]}, **resumed_from}}
+        json.dump(info, open(os.path.join(d, "info.json"), "w"))
+        return d
+
+    resumed(2, sacred_run={"dir": first, "id": 1}, same_model_dir=False)
+    resumed(3, sacred_run={"dir": str(tmp_path / "gone" / "qmix" / "penalty" / "7"), "id": 7})
+    runs, _ = find_runs(root, "test_return_mean")
+    assert [(os.path.basename(r.path), r.segments, r.changed) for r in runs] == [
+        ("1", (), ()), ("2", (), ()), ("3", (), ())]
+    chained = resumed(4, sacred_run={"dir": first, "id": 1})
+    runs, _ = find_runs(root, "test_return_mean")
+    assert {os.path.basename(r.path): r.changed for r in runs} == {
+        "2": (), "3": (), "4": ((100, {"lr": [0.0005, 0.01]}),)}  # run 1 is run 4's earlier segment
+    assert [r.segments for r in runs if r.path == chained] == [(first,)]
+
+
 def test_unreadable_config_or_info_is_a_skip_reason_that_names_the_file(tmp_path):
     """A truncated or missing config.json skips the run (it was read as {}: a bare label, and its keys missing split
     the other labels); a truncated info.json is named as such, not as 'no test_return_mean logged'."""
