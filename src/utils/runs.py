@@ -9,8 +9,9 @@ Selection (`find_runs`, over results/sacred/<name>/<env>/<id>/): a run is used w
 online` or `offline`; evaluate runs, `evaluate=True`, collection and generation runs never count as seeds), its
 run.json says COMPLETED or RUNNING (a RUNNING run whose Sacred heartbeat is older than `stale_after` seconds died
 without saying so: skipped as such), its config.json and info.json are readable, info.json has the metric, and a
-COMPLETED run's last value of it is finite. Everything else is returned in `skipped`
-with the reason. A RUNNING run is drawn (its curve so far) but has no final score: final scores, tables and
+COMPLETED run's last value of it is finite. Everything else is returned in `skipped` with the reason (a non-finite
+final's reason, NonFinite, holds the run: `group_runs(runs, nonfinite=nonfinite_runs(skipped))` counts it in its
+group's row, not scored). A RUNNING run is drawn (its curve so far) but has no final score: final scores, tables and
 aggregates count the finished (COMPLETED) runs only, and say how many of a group's runs are still running.
 
 Grouping (`group_runs`): runs are seeds of one group when they share the name (the `name` config key: the alg
@@ -20,8 +21,8 @@ keys in IGNORED / IGNORED_PREFIXES (outputs, run identity, logging cadence, run 
 A group's label is the name followed by the keys whose values differ between the groups of its name and kind, the
 same keys in every env (an algorithm is a label across envs): those that differ within one env, and those that differ
 across envs but are not an env config's (`env`, `env_args.*`, ...: ENV_KEYS) nor a task's own data (its dataset,
-TFCAF, ...: TASK_DATA_KEYS), and that not only because older runs of one env lack them (`qllm tfcaf=my_tfcaf.py lr=0.001`: a
-`*_path` key loses the suffix and a path value shows its file name).
+TFCAF, ...: TASK_DATA_KEYS), and that not only because older runs of one env lack them (`qllm tfcaf=my_tfcaf.py
+lr=0.001`: a `*_path` key loses the suffix and a path value shows its file name).
 `group_runs(runs, by=[...])` splits on the listed keys only (besides name, env and kind): runs that differ in
 other keys are pooled as seeds, and each group lists those keys in `pooled`.
 
@@ -38,8 +39,9 @@ through every earlier resume. The run that a segment names is read from beside i
 run (a copied or moved results folder), else from the folder it recorded. The earlier segments are then neither
 runs of their own nor skipped runs (`Run.segments` lists them; `chained_note` says so in a tool's output). A resume
 that changed settings (`resumed_from.changed`) and whose earlier segment is chained is kept in `Run.changed`, and
-`changed_note` names it: the run is grouped by its latest settings. Mongo runs are chained the same way, through the Mongo id and database name the
-checkpoint recorded (`resumed_from.sacred_run.mongo_db`; runs recorded before it was saved are not chained).
+`changed_note` names it: the run is grouped by its latest settings. Mongo runs are chained the same way, through the
+Mongo id and database name the checkpoint recorded (`resumed_from.sacred_run.mongo_db`; runs recorded before it was
+saved are not chained).
 
 Aggregation (`aggregate`): the curves of a group's runs on one grid spanning all of them (not cut to the shortest
 run); a point averages the runs that reach it, and `n` says how many those are. A one-run group has no spread
@@ -79,6 +81,7 @@ BUDGET_KEYS = {"online": "t_max", "offline": "offline_steps"}  # run mode -> the
 USED_STATUSES = ("COMPLETED", "RUNNING")
 STALE_AFTER = 900  # s without a Sacred heartbeat (written every 10 s) after which a RUNNING run counts as dead
 MONGO = "mongo://"  # a Mongo run's path: mongo://<db>/<_id>
+NONFINITE = "NONFINITE"  # classify's status of a COMPLETED run whose final value is NaN or inf
 
 
 @dataclass
@@ -127,6 +130,7 @@ class Group:
     settings: dict  # the label keys (see group_runs) and their values in this group
     runs: list = field(default_factory=list)
     pooled: tuple = ()  # with group_runs(by=...): keys whose values differ between this group's runs
+    n_nonfinite: int = 0  # finished runs of this setting whose final value is NaN or inf: counted, not scored or drawn
 
     @property
     def label(self):
@@ -212,7 +216,8 @@ def run_status(run_json, now=None, stale_after=STALE_AFTER):
 
 def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER, info_error=None):
     """(kind, status, T, values) of a run, or (None, why it is skipped, None, None): the selection rules, whatever
-    the storage. `info_error`: why the run's info could not be read, where it could not."""
+    the storage; status NONFINITE: a COMPLETED run whose final value is NaN or inf (skipped, counted: `used`).
+    `info_error`: why the run's info could not be read, where it could not."""
     mode = "evaluate" if config.get("evaluate") else config.get("run", "online")
     if mode not in TRAINING_KINDS:
         return None, f"{'an' if mode[:1] in 'aeiou' else 'a'} {mode} run, not a training run", None, None
@@ -229,12 +234,32 @@ def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER, 
     T, values = np.asarray(info[f"{metric}_T"], float), np.asarray(info[metric], float)
     order = np.argsort(T, kind="stable")
     if status == "COMPLETED" and not np.isfinite(values[order][-1]):  # nan ± nan in every statistic it enters
-        return None, nonfinite_reason(metric), None, None
+        status = NONFINITE
     return mode, status, T[order], values[order]
 
 
 def nonfinite_reason(metric):
     return f"final '{metric}' not finite (NaN or inf): left out of the scores and curves"
+
+
+class NonFinite(str):
+    """The skip reason of a finished run whose final value is NaN or inf (nonfinite_reason), holding the run
+    (`.run`): group_runs(nonfinite=...) counts it in its group's row."""
+
+    def __new__(cls, reason, run):
+        self = super().__new__(cls, reason)
+        self.run = run
+        return self
+
+
+def nonfinite_runs(skipped):
+    """The runs skipped for a non-finite final value, from find_runs' (or any reader's) `skipped`."""
+    return [why.run for _, why in skipped if isinstance(why, NonFinite)]
+
+
+def used(run, status, metric):
+    """(run, None) for a run classified `status`, or (None, NonFinite) where its final value is not finite."""
+    return (None, NonFinite(nonfinite_reason(metric), run)) if status == NONFINITE else (run, None)
 
 
 def _previous_segment(run_dir, info):
@@ -359,8 +384,9 @@ def read_run(run_dir, metric, now=None, stale_after=STALE_AFTER):
     if kind is None:
         return None, status
     env_dir = os.path.dirname(os.path.normpath(run_dir))
-    return Run(run_dir, os.path.basename(os.path.dirname(env_dir)), os.path.basename(env_dir), kind,
-               flatten(config), status == "RUNNING", T, values, segments=tuple(segments), changed=tuple(changes)), None
+    return used(Run(run_dir, os.path.basename(os.path.dirname(env_dir)), os.path.basename(env_dir), kind,
+                    flatten(config), status == "RUNNING", T, values, segments=tuple(segments),
+                    changed=tuple(changes)), status, metric)
 
 
 def find_runs(sacred_root, metric, now=None, stale_after=STALE_AFTER, prefix=None):
@@ -400,8 +426,10 @@ def find_mongo_runs(db, metric, now=None, stale_after=STALE_AFTER, query=None):
             skipped.append((path, status))
             continue
         name = config.get("name") or (doc.get("experiment") or {}).get("name") or "?"
-        runs.append(Run(path, str(name), env_label(config) if config.get("env") else "?", kind, flatten(config),
-                        status == "RUNNING", T, values, segments=tuple(segments), changed=tuple(changes)))
+        run, why = used(Run(path, str(name), env_label(config) if config.get("env") else "?", kind,
+                            flatten(config), status == "RUNNING", T, values, segments=tuple(segments),
+                            changed=tuple(changes)), status, metric)
+        (runs.append(run) if run else skipped.append((path, why)))
     return drop_chained(runs, skipped)
 
 
@@ -439,9 +467,10 @@ def differs(runs, key, present_only=False):
                 if not (present_only and v is MISSING)}) > 1
 
 
-def group_runs(runs, ignore=(), by=None):
+def group_runs(runs, ignore=(), by=None, nonfinite=()):
     """[Group] of the runs: one per name, env, kind and the values of every key that is not ignored, or, with
-    `by` (config keys; "alg", "name" and "env" are always split on), of the listed keys only."""
+    `by` (config keys; "alg", "name" and "env" are always split on), of the listed keys only. `nonfinite`: runs
+    skipped for a non-finite final value (nonfinite_runs), counted in the group of their setting (n_nonfinite)."""
     split_always = {"alg", "name", "env"}
     families, algorithms = {}, {}
     for run in runs:
@@ -457,22 +486,33 @@ def group_runs(runs, ignore=(), by=None):
         # across envs, a key that older runs of one env lack is no difference (their env has no other value)
         label_keys[name, kind] = [k for k in keys if any(differs(f, k) for f in envs)
                                   or (not env_key(k) and differs(members, k, present_only=True))]
+    unscored = {}
+    for run in nonfinite:
+        unscored.setdefault((run.name, run.env, run.kind), []).append(run)
     groups = []
     for (name, env, kind), members in sorted(families.items()):
         differing = label_keys[name, kind]
         by_setting = {}
         for run in members:
-            setting = tuple((k, value(run, k)) for k in differing)
-            key = json.dumps([(k, None if v is MISSING else v) for k, v in setting], sort_keys=True, default=str)
-            if key not in by_setting:
-                by_setting[key] = Group(name, env, kind, {k: v for k, v in setting if v is not MISSING})
-            by_setting[key].runs.append(run)
+            key, settings = _setting(run, differing)
+            by_setting.setdefault(key, Group(name, env, kind, settings)).runs.append(run)
+        for run in unscored.get((name, env, kind), ()):  # a setting with no other run: named in the notes only
+            group = by_setting.get(_setting(run, differing)[0])
+            if group is not None:
+                group.n_nonfinite += 1
         if by is not None:
             for g in by_setting.values():
                 all_keys = sorted({k for r in g.runs for k in r.config if not ignored(k, ignore)})
                 g.pooled = tuple(k for k in all_keys if differs(g.runs, k))
         groups += sorted(by_setting.values(), key=lambda g: g.label)
     return groups
+
+
+def _setting(run, keys):
+    """(a key of the run's values of `keys`, {key: value} of those its config has)."""
+    setting = tuple((k, value(run, k)) for k in keys)
+    return (json.dumps([(k, None if v is MISSING else v) for k, v in setting], sort_keys=True, default=str),
+            {k: v for k, v in setting if v is not MISSING})
 
 
 def curves(runs, points=100):

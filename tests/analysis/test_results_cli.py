@@ -486,16 +486,24 @@ def test_unreadable_config_or_info_is_a_skip_reason_that_names_the_file(tmp_path
     assert why["5"].startswith("info.json unreadable: Expecting")
 
 
-def test_a_run_whose_final_value_is_nan_is_named_and_left_out(tmp_path):
-    """A finished run whose last evaluation is NaN (a diverged run) made every statistic of its group nan ± nan: it
-    is skipped, named in the notes; a NaN inside a curve is null in marl_eval.json, which stays strict JSON."""
+def test_a_run_whose_final_value_is_nan_is_named_and_left_out(tmp_path, capsys):
+    """A finished run whose last evaluation is NaN or inf (a diverged run) made every statistic of its group nan ±
+    nan: it is skipped, counted in its group's row and named in the notes; a NaN inside a curve is null in
+    marl_eval.json, which stays strict JSON."""
+    from plot import main as plot_main
+
     root = str(tmp_path / "sacred")
     write_run(root, "qmix", "penalty", 1, [0, 100, 200], [0.0, float("nan"), 2.0])
     write_run(root, "qmix", "penalty", 2, [0, 100, 200], [0.0, 1.0, 4.0])
     diverged = write_run(root, "qmix", "penalty", 3, [0, 100, 200], [0.0, 1.0, float("nan")])
+    write_run(root, "qmix", "penalty", 4, [0, 100, 200], [0.0, 1.0, float("inf")])
     out = tmp_path / "o"
     md = run_results(root, "--out", out, "--no-plots")["markdown"]
-    assert "| qmix | penalty | env steps | 2 | 3.000 ± 1.000 |" in md and "nan" not in md.split("## Notes")[0]
+    row = "| qmix | penalty | env steps | 2 (+2 non-finite, not scored) | 3.000 ± 1.000 |"
+    assert row in md and "nan" not in md.split("## Notes")[0]
+    assert [(r["runs"], r["non_finite"]) for r in csv.DictReader(open(out / "scores.csv"))] == [("2", "2")]
+    plot_main([root, "--out", str(tmp_path / "plot" / "")])
+    assert f"{row[:-2]} (n=2) |" in capsys.readouterr().out
     assert f"runs whose final test_return_mean is NaN or inf, left out of the scores and curves: {diverged}" in md
     text = (out / "marl_eval.json").read_text()
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in marl_eval.json"))
