@@ -122,7 +122,8 @@ def build(_run, config, _log):
     if args.use_tensorboard:
         tb_dir = os.path.join(args.results_dir, "tb_logs", args.unique_token)
         created = not os.path.isdir(tb_dir)  # a resumed run continues its run's folder
-        logger.setup_tb(tb_dir, purge_step=None if created else resume_step)
+        # the checkpoint's step was logged before its save (online, offline: test, log, then save): kept
+        logger.setup_tb(tb_dir, purge_step=None if created else resume_step + 1)
         if _run is not None:  # where the events are; a run failing on a config error removes the folder it created
             _run.info["tensorboard"] = {"dir": tb_dir, "created": created}
     logger.setup_sacred(_run)
