@@ -126,8 +126,10 @@ def write_text_atomic(path, text, fsync=True):
         # created by open(): mode 0o666 & ~umask, as a plain open(path, "w") would give (no chmod)
 
 
-def write_json_atomic(path, obj, fsync=True):
-    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=1, default=str), fsync=fsync)
+def write_json_atomic(path, obj, fsync=True, allow_nan=True):
+    """`obj` as JSON at `path`, atomically; allow_nan=False: strict JSON (a NaN or inf raises, `path` untouched)."""
+    text = json.dumps(obj, ensure_ascii=False, indent=1, default=str, allow_nan=allow_nan)
+    write_text_atomic(path, text, fsync=fsync)
 
 
 def sha256_bytes(data):

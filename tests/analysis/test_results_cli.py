@@ -511,6 +511,26 @@ def test_a_run_whose_final_value_is_nan_is_named_and_left_out(tmp_path, capsys):
         False, True]
 
 
+def test_marl_eval_writes_a_non_finite_final_as_null_and_never_a_cut_file(tmp_path, monkeypatch):
+    """A final score that is NaN (a re-evaluation, final_override) is null in absolute_metrics (json.dump with
+    allow_nan=False raised midway, leaving a truncated file); a value that cannot be written leaves the old file."""
+    from analysis import marl_eval
+    from utils.runs import Group, Run
+
+    run = Run("r/1", "qmix", "penalty", "online", {"env": "matrix_game"}, False, np.array([0.0, 100.0]),
+              np.array([0.0, 1.0]), final_override=float("nan"))
+    groups = [Group("qmix", "penalty", "online", {}, [run])]
+    path = tmp_path / "marl_eval.json"
+    marl_eval.write_marl_eval(str(path), groups, "test_return_mean")
+    record = json.loads(path.read_text())["matrix_game"]["penalty"]["qmix"]["run_0"]
+    assert record["absolute_metrics"] == {"return": [None]} and record["step_1"]["return"] == [1.0]
+    before = path.read_text()
+    monkeypatch.setattr(marl_eval, "finite_or_none", float)  # a NaN that slips through
+    with pytest.raises(ValueError):
+        marl_eval.write_marl_eval(str(path), groups, "test_return_mean")
+    assert path.read_text() == before and os.listdir(tmp_path) == ["marl_eval.json"]
+
+
 def test_the_results_folder_for_its_sacred_folder_and_a_misspelled_metric_get_hints(tmp_path):
     """`results.py results` (not results/sacred) read model checkpoint folders as runs ('N × no run.json status'):
     it names the Sacred folder instead. A misspelled --metric names the closest logged metrics."""
