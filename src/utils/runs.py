@@ -55,6 +55,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from utils.files import load_json, read_json
+
 # config keys that do not make runs different experiments: the seed, where outputs go and the run's identity,
 # logging and checkpoint cadence, run length (a shorter or still-running run is a seed that reaches fewer points),
 # evaluation cadence, the machine and parallelism, resuming, and the LLM client (generation only)
@@ -184,21 +186,6 @@ def short_value(value):
     return "null" if value is None else value
 
 
-def read_json(path):
-    """(the JSON in the file at `path`, None), or (None, why it cannot be read: "missing", or the error)."""
-    try:
-        with open(path) as f:
-            return json.load(f), None
-    except FileNotFoundError:
-        return None, "missing"
-    except (OSError, ValueError) as e:  # truncated (killed mid-write, or being written), not UTF-8, unreadable
-        return None, str(e)
-
-
-def _json(path):
-    return read_json(path)[0]
-
-
 def run_status(run_json, now=None, stale_after=STALE_AFTER):
     """COMPLETED, RUNNING, STALE (RUNNING without a heartbeat for stale_after s; Sacred writes naive UTC times),
     or Sacred's other statuses."""
@@ -236,6 +223,13 @@ def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER, 
     if status == "COMPLETED" and not np.isfinite(values[order][-1]):  # nan ± nan in every statistic it enters
         status = NONFINITE
     return mode, status, T[order], values[order]
+
+
+def logged_metrics(info):
+    """The metrics a run logged, from its info (Sacred's info.json): the keys holding a list of values beside their
+    steps (`<key>_T`)."""
+    info = info if isinstance(info, dict) else {}
+    return sorted(k for k, v in info.items() if isinstance(v, list) and isinstance(info.get(f"{k}_T"), list))
 
 
 def nonfinite_reason(metric):
@@ -286,7 +280,8 @@ def same_run(a, b):
     """Whether the FileStorage folders a and b record one Sacred run (one is a copy of the other): the same start
     time (run.json) and config."""
     def identity(d):
-        return (_json(os.path.join(d, "run.json")) or {}).get("start_time"), _json(os.path.join(d, "config.json"))
+        start = (load_json(os.path.join(d, "run.json")) or {}).get("start_time")
+        return start, load_json(os.path.join(d, "config.json"))
 
     first = identity(a)
     return first[0] is not None and first == identity(b)
@@ -298,7 +293,7 @@ def chain_segments(run_dir, info, metric):
     doc. A run that was not resumed comes back as it is, with no segments and no changes."""
     def previous(folder, folder_info):
         found, step = _previous_segment(folder, folder_info)
-        return None if found is None else (found, step, _json(os.path.join(found, "info.json")) or {})
+        return None if found is None else (found, step, load_json(os.path.join(found, "info.json")) or {})
 
     return _chain(run_dir, info, metric, previous)
 
@@ -379,7 +374,7 @@ def read_run(run_dir, metric, now=None, stale_after=STALE_AFTER):
                       else f"config.json unreadable: {why or 'not a JSON object'}")
     info, info_error = read_json(os.path.join(run_dir, "info.json"))
     info, segments, changes = chain_segments(run_dir, info, metric)
-    kind, status, T, values = classify(config, _json(os.path.join(run_dir, "run.json")), info, metric, now,
+    kind, status, T, values = classify(config, load_json(os.path.join(run_dir, "run.json")), info, metric, now,
                                        stale_after, info_error=None if info_error == "missing" else info_error)
     if kind is None:
         return None, status
