@@ -17,7 +17,7 @@ from qllm.worker import prestart as prestart_worker
 from runners import REGISTRY as r_REGISTRY
 from shapers import REGISTRY as shaper_REGISTRY
 from shapers import NoShaper
-from utils.checkpoint import checkpoint_steps, locate_checkpoint
+from utils.checkpoint import checkpoint_steps, folder_step, locate_checkpoint
 from utils.config import ConfigError, test_episodes
 from utils.files import FolderLock
 from utils.logging import Logger
@@ -203,11 +203,6 @@ def sacred_run_ref(_run):
     if mongo:
         ref["mongo_db"] = mongo[0]
     return ref
-
-
-def folder_step(path):
-    name = os.path.basename(os.path.normpath(path))
-    return int(name) if name.isdigit() else 0
 
 
 def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker_process, features, _log):
