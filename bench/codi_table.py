@@ -68,7 +68,6 @@ from misodice_table import (  # noqa: E402
     final_words,
     fmt_cell,
     provenance,
-    read_json,
     reevaluated,
     rel,
     results_call,  # noqa: E402
@@ -76,6 +75,7 @@ from misodice_table import (  # noqa: E402
 from study import RESULTS_ROOT, ROOT  # noqa: E402
 from sweeps.spec import expand, flatten, load_sweep, validate  # noqa: E402
 from utils.config import ConfigError, build_config  # noqa: E402
+from utils.files import load_json  # noqa: E402
 from utils.paths import env_label  # noqa: E402
 
 LEARNERS = {"bc": "BC", "bc50": "50%BC", "omar": "OMAR", "omiga": "OMIGA"}
@@ -307,7 +307,7 @@ def sweep_folder(a, base, diff):
 
 def completed_run(folder, trial_id):
     """The Sacred run folder of a sweep trial that completed (its manifest record), else None."""
-    manifest = read_json(os.path.join(folder, "manifest.json")) or {}
+    manifest = load_json(os.path.join(folder, "manifest.json")) or {}
     for r in manifest.get("trials", []):
         if r.get("id") == trial_id and r.get("status") == "COMPLETED" and r.get("sacred_run"):
             return r["sacred_run"]
@@ -315,7 +315,7 @@ def completed_run(folder, trial_id):
 
 
 def run_info(run_dir, key):
-    return ((read_json(os.path.join(run_dir, "info.json")) or {}).get(key) or {}) if run_dir else {}
+    return ((load_json(os.path.join(run_dir, "info.json")) or {}).get(key) or {}) if run_dir else {}
 
 
 class State:
@@ -370,7 +370,7 @@ def completed_trials(results, base):
         folder = os.path.dirname(path)
         if not re.fullmatch(rf"{re.escape(base)}(-[0-9a-f]{{8}})?", os.path.basename(folder)):
             continue
-        out += [(folder, r) for r in (read_json(path) or {}).get("trials", [])
+        out += [(folder, r) for r in (load_json(path) or {}).get("trials", [])
                 if r.get("status") == "COMPLETED" and r.get("sacred_run")]
     return out
 
@@ -496,7 +496,7 @@ def collect_data(c, a):
 
 def finished(a, base, diff):
     """Whether the sweep's manifest says every trial completed (a rerun then skips it without starting Ray)."""
-    trials = (read_json(os.path.join(sweep_folder(a, base, diff), "manifest.json")) or {}).get("trials") or []
+    trials = (load_json(os.path.join(sweep_folder(a, base, diff), "manifest.json")) or {}).get("trials") or []
     return bool(trials) and all(t.get("status") == "COMPLETED" for t in trials)
 
 
@@ -555,7 +555,7 @@ def run_study(plan, a):
 # ----------------------------------------------------------------------------------------------- results
 def references(c):
     """{dataset: mean return} of the cell's returns.json (imbalanced_1e, expert_2, expert_all)."""
-    table = read_json(os.path.join(c.data_dir, "returns.json")) or {}
+    table = load_json(os.path.join(c.data_dir, "returns.json")) or {}
     return {r["dataset"]: r["return_mean"] for r in table.get("datasets", []) if r["dataset"] in (SOURCE, TWO, ALL)}
 
 
@@ -716,7 +716,7 @@ def every_label_run(plan):
     cells = {os.path.normpath(os.path.join(ROOT, c.source)): c for c in plan.cells}
     rows = []
     for manifest in sorted(glob.glob(os.path.join(plan.a.results, "sweeps", "codi_label*", "manifest.json"))):
-        for r in (read_json(manifest) or {}).get("trials", []):
+        for r in (load_json(manifest) or {}).get("trials", []):
             lab = run_info(r.get("sacred_run"), "labeling") if r.get("status") == "COMPLETED" else {}
             c = cells.get(os.path.normpath(os.path.join(ROOT, lab.get("dataset") or "")))
             if c is None:
@@ -1122,7 +1122,7 @@ def print_plan(plan, state):
                   f"manifests)" + ("" if todo else ": nothing to run"), flush=True)
     for phase, tag, base, diff, wait in all_sweeps(plan, state):
         name, trials = check_sweep(base, diff, plan.a.results)
-        manifest = read_json(os.path.join(plan.a.results, "sweeps", name, "manifest.json")) or {}
+        manifest = load_json(os.path.join(plan.a.results, "sweeps", name, "manifest.json")) or {}
         done = {r.get("id") for r in manifest.get("trials", []) if r.get("status") == "COMPLETED"}
         todo = [t for t in trials if t["id"] not in done]
         if phase not in ("label", "augment"):

@@ -56,6 +56,7 @@ import yaml  # noqa: E402
 
 from study import RESULTS_ROOT, ROOT, add_ray_options, sweep_name  # noqa: E402  (also puts src/ on sys.path)
 from utils.config import ConfigError, build_config, load_alg, read_yaml  # noqa: E402
+from utils.files import load_json  # noqa: E402
 from utils.paths import env_label  # noqa: E402
 
 SWEEP_DIR = os.path.join(ROOT, "config", "sweeps")
@@ -400,20 +401,12 @@ def fmt_cell(c, normalised=False, digits=3, of=None):
     return text
 
 
-def read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def label_info(label_folder, tag):
     """The label run's accuracy and counts (its info.json), for labeler `tag`."""
-    manifest = read_json(os.path.join(label_folder, "manifest.json")) or {}
+    manifest = load_json(os.path.join(label_folder, "manifest.json")) or {}
     for r in manifest.get("trials", []):
         if r.get("id", "").startswith(f"label_{tag}-") and r.get("sacred_run"):
-            info = (read_json(os.path.join(r["sacred_run"], "info.json")) or {}).get("labeling") or {}
+            info = (load_json(os.path.join(r["sacred_run"], "info.json")) or {}).get("labeling") or {}
             return {"sacred_run": r["sacred_run"], "status": r.get("status"), "accuracy": info.get("accuracy"),
                     "counts": info.get("counts"), "settings": info.get("settings"), "reused": info.get("reused")}
     return None
@@ -422,10 +415,10 @@ def label_info(label_folder, tag):
 def omapl_ceiling(folder):
     """The ceiling of top-K precision (ranking by the labels' oracle score, `oracle_key`: the return unless the
     labeling set another) from one O-MAPL run's info.json: the same data and K give the same ceiling in every seed."""
-    manifest = read_json(os.path.join(folder, "manifest.json")) or {}
+    manifest = load_json(os.path.join(folder, "manifest.json")) or {}
     for r in manifest.get("trials", []):
         if r.get("name", "").startswith("omapl") and r.get("sacred_run"):
-            labels = (read_json(os.path.join(r["sacred_run"], "info.json")) or {}).get("labels") or {}
+            labels = (load_json(os.path.join(r["sacred_run"], "info.json")) or {}).get("labels") or {}
             if labels.get("ceiling"):
                 return {"topk_expert": labels.get("topk_expert"), "episodes": labels.get("episodes"),
                         "true_experts": labels.get("true_experts"), **labels["ceiling"]}
@@ -480,7 +473,7 @@ def references(plan, refs):
     path = refs or os.path.join(plan.data_dir, "returns.json")
     if not os.path.isfile(path.partition(":")[0]):
         return None, {}, f"no {path.partition(':')[0]}"
-    table = read_json(path.partition(":")[0]) or {}
+    table = load_json(path.partition(":")[0]) or {}
     if "datasets" not in table:
         table = table.get(plan.label) or {}
     rows = {r["dataset"]: r["return_mean"] for r in table.get("datasets", [])}

@@ -17,6 +17,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
+from adversarial_replies import LABELING  # noqa: E402  (bench/, beside this script)
 from labeling.agent_quality import parse_agent_index  # noqa: E402
 from labeling.parse import parse_binary_mark  # noqa: E402
 from labeling.parse import parse_choice as label_choice  # noqa: E402
@@ -24,8 +25,8 @@ from qllm.policy import extract_code  # noqa: E402
 from qllm.prompts import parse_choice as qllm_choice  # noqa: E402
 from report import write_report  # noqa: E402
 
-# name -> reply of about n characters (the shapes of tests/qllm/test_prompts.py, test_policy.py and
-# tests/labeling/test_parse.py)
+# name -> reply of about n characters (the shapes of tests/qllm/test_prompts.py and test_policy.py; the labeling
+# parsers' are bench/adversarial_replies.py's, which tests/labeling/test_parse.py uses too)
 QLLM_CHOICE = {
     "candidate then digits": lambda n: "I pick Candidate " + "9" * n,
     "bracketed digits": lambda n: "[" + "9" * n + "]",
@@ -42,21 +43,6 @@ EXTRACT_CODE = {
     "newlines": lambda n: "\n" * n,
     "def then spaces": lambda n: "def" + " " * n,
     "open think tags": lambda n: "<think>" * (n // 7),
-}
-LABELING = {
-    "fence of spaces": lambda n: "```" + " " * n + "x",
-    "fence of spaces, closed": lambda n: "```" + " " * n + "x```",
-    "answer word then spaces": lambda n: "answer trajectory" + " " * n + "x",
-    "trajectory then spaces": lambda n: "Trajectory" + " " * n + "x",
-    "hashes": lambda n: "#" * n,
-    "brackets": lambda n: "[" * n,
-    "open think tags": lambda n: "<think>" * (n // 7),
-    "close think tags": lambda n: "</think>" * (n // 8),
-    "digits": lambda n: "1" * n,
-    "deep JSON": lambda n: '{"a":' * (n // 5) + "1" + "}" * (n // 5),
-    "many numbers": lambda n: "1 " * (n // 2),
-    "ticks": lambda n: "```" * (n // 3),
-    "NFKC expansion": lambda n: "\ufdfa" * (n // 10),
 }
 PARSERS = [  # (parser name, function of one reply, its inputs)
     ("qllm parse_choice", lambda t: qllm_choice(t, 3), QLLM_CHOICE),

@@ -22,22 +22,21 @@ import os
 
 import _bootstrap  # noqa: F401 (src/ on sys.path)
 
-from analysis.report import nonfinite_note, repeated_seeds_note, skipped_summary
+from analysis.report import nonfinite_note, repeated_seeds_note, skipped_summary, unscored_counts
 from analysis.sources import load, metric_hint
 from utils.paths import RESULTS_ROOT
-from utils.runs import TRAINING_KINDS, chained_note, changed_note, format_score, group_runs
+from utils.runs import TRAINING_KINDS, chained_note, changed_note, format_score, group_runs, nonfinite_runs
 
 
 def score_table(groups, metric):
     """Final scores of the finished runs; a RUNNING run's last evaluation is not its final one: it is counted
-    ("+1 running") and drawn, not scored."""
+    ("+1 running") and drawn, not scored; a finished run with a NaN or inf final is counted ("+1 non-finite")."""
     lines = [f"| group | env | x | runs | final {metric} | at step |", "|---|---|---|---:|---|---|"]
     for g in groups:
         done = g.finished
         steps = sorted({int(r.T[-1]) for r in done})
         at = "–" if not steps else f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
-        running = f" (+{g.n_running} running, not scored)" if g.n_running else ""
-        lines.append(f"| {g.label} | {g.env} | {TRAINING_KINDS[g.kind]} | {len(done)}{running} | "
+        lines.append(f"| {g.label} | {g.env} | {TRAINING_KINDS[g.kind]} | {len(done)}{unscored_counts(g)} | "
                      f"{format_score([r.final for r in done]) if done else '–'} | {at} |")
     return "\n".join(lines)
 
@@ -79,7 +78,7 @@ def main(argv=None):
     if not runs:
         raise SystemExit(f"no runs with '{args.metric}' under {args.sacred_root}"
                          + (f" ({skipped_summary(skipped)})" if skipped else "") + metric_hint(args.metric, skipped))
-    groups = group_runs(runs, ignore=set(args.ignore))
+    groups = group_runs(runs, ignore=set(args.ignore), nonfinite=nonfinite_runs(skipped))
     out = args.out or os.path.join(RESULTS_ROOT, "plots", f"{args.metric}.png")
     files = plot(groups, args.metric, out)
     print(score_table(groups, args.metric))

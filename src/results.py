@@ -106,7 +106,7 @@ def report(args, mongo_client_factory=None):
     "scores": [...], "aggregates": [...], "skipped": [...]}."""
     from analysis import marl_eval, plots, sources, stats
     from analysis import report as tables
-    from utils.runs import chained_note, changed_note, group_runs
+    from utils.runs import chained_note, changed_note, group_runs, nonfinite_runs
 
     paths = args.paths or ([] if args.mongo_url else [os.path.join(RESULTS_ROOT, "sacred")])
     out = args.out or default_out(args)
@@ -131,7 +131,7 @@ def report(args, mongo_client_factory=None):
     finals_note, rescored = sources.apply_finals(runs, args.finals, args.metric) if args.finals else (None, 0)
     by = split_keys(args.by) if args.by is not None else None
     check_keys(runs, by, split_keys(args.ignore))
-    groups = group_runs(runs, ignore=set(split_keys(args.ignore)), by=by)
+    groups = group_runs(runs, ignore=set(split_keys(args.ignore)), by=by, nonfinite=nonfinite_runs(skipped))
     finals_by_env = {}
     for g in groups:
         if g.finished:  # an env whose runs all still run has no final score to normalise by

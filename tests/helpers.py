@@ -207,6 +207,20 @@ def run_main_concurrently(runs):
     assert not failed, "\n\n".join(failed)
 
 
+def run_without(package, code):
+    """Run `code` in a fresh Python (src on the path) where importing `package` fails as if it were not installed
+    (an import hook: the module under test stays as it is); the CompletedProcess, output as text."""
+    hook = ("import sys\n"
+            "class Missing:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.partition('.')[0] == {package!r}:\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, Missing())\n")
+    src = os.path.dirname(SRC_MAIN)
+    return subprocess.run([sys.executable, "-c", hook + code], cwd=os.path.dirname(src), capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": src})
+
+
 def sacred_dir(tmp_path, name, env_label):
     dirs = glob.glob(os.path.join(tmp_path, "sacred", name, env_label, "[0-9]*"))
     assert len(dirs) == 1, dirs

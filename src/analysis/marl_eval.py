@@ -9,11 +9,11 @@ folder's <env>: the LBF key, SMAC map, matrix game ...), algorithm_name the grou
 mean over the `test_nepisode` evaluation episodes, so each list holds that one value; absolute_metrics is the run's
 final evaluation. Metric names follow marl-eval's: test_return_mean -> return, test_battle_won_mean -> win_rate,
 others keep their name without test_ and _mean. A NaN or inf value (a diverged evaluation) is written as null:
-the file is strict JSON.
+the file is strict JSON, written atomically (a value that cannot be written leaves the previous file).
 """
-import json
 import math
-import os
+
+from utils.files import write_json_atomic
 
 METRIC_NAMES = {"test_return_mean": "return", "test_battle_won_mean": "win_rate",
                 "test_normalised_score": "normalised_score"}
@@ -35,7 +35,7 @@ def to_marl_eval(groups, metric):
             algos = out.setdefault(env_name, {}).setdefault(g.env, {}).setdefault(g.label, {})
             record = {f"step_{j}": {"step_count": int(t), name: [finite_or_none(v)]}
                       for j, (t, v) in enumerate(zip(run.T, run.values))}
-            record["absolute_metrics"] = {name: [run.final]}
+            record["absolute_metrics"] = {name: [finite_or_none(run.final)]}
             algos[f"run_{len(algos)}"] = record
     return out
 
@@ -46,7 +46,5 @@ def finite_or_none(value):
 
 
 def write_marl_eval(path, groups, metric):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(to_marl_eval(groups, metric), f, indent=1, allow_nan=False)
+    write_json_atomic(path, to_marl_eval(groups, metric), fsync=False, allow_nan=False)
     return path

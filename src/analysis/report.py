@@ -36,7 +36,13 @@ def runs_cell(gs):
     g = gs.group
     cell = f"{gs.n}" if gs.n > 1 else "1 (n=1)"
     cell += f" ({gs.rescored} re-evaluated)" if gs.rescored else ""
-    return cell + (f" (+{g.n_running} running, not scored)" if g.n_running else "")
+    return cell + unscored_counts(g)
+
+
+def unscored_counts(g):
+    """The group's runs that a score row does not count: still running, or a finished one with a non-finite final."""
+    return "".join(f" (+{n} {what}, not scored)" for n, what in ((g.n_running, "running"),
+                                                                  (g.n_nonfinite, "non-finite")) if n)
 
 
 def unscored_note(groups):
@@ -118,15 +124,16 @@ def lengths_note(groups_steps):
 def write_group_csv(path, scores, metric):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        # runs: the finished runs scored; running: those not scored yet; run_paths: the scored ones
-        w.writerow(["group", "name", "env", "kind", "settings", "runs", "running", f"{metric}_mean", f"{metric}_std",
-                    "ci_low", "ci_high", "normalised_mean", "normalised_std", "normalised_ci_low",
+        # runs: the finished runs scored; running: those not scored yet; non_finite: finished, final NaN or inf, not
+        # scored; run_paths: the scored ones
+        w.writerow(["group", "name", "env", "kind", "settings", "runs", "running", "non_finite", f"{metric}_mean",
+                    f"{metric}_std", "ci_low", "ci_high", "normalised_mean", "normalised_std", "normalised_ci_low",
                     "normalised_ci_high", "step_min", "step_max", "rescored", "run_paths"])
         for gs in scores:
             g = gs.group
             norm = gs.normalised
             w.writerow([g.label, g.name, g.env, g.kind, json.dumps(g.settings, sort_keys=True, default=str), gs.n,
-                        g.n_running, gs.finals.mean(), gs.finals.std() if gs.n > 1 else "",
+                        g.n_running, g.n_nonfinite, gs.finals.mean(), gs.finals.std() if gs.n > 1 else "",
                         *(gs.ci if gs.ci else ("", "")),
                         norm.mean() if norm is not None else "", norm.std() if norm is not None and gs.n > 1 else "",
                         *(gs.normalised_ci if gs.normalised_ci else ("", "")),

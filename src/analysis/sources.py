@@ -17,7 +17,17 @@ import os
 
 import numpy as np
 
-from utils.runs import MONGO, STALE_AFTER, drop_chained, find_mongo_runs, find_runs, is_run_dir, read_json, read_run
+from utils.files import load_json, read_json
+from utils.runs import (
+    MONGO,
+    STALE_AFTER,
+    drop_chained,
+    find_mongo_runs,
+    find_runs,
+    is_run_dir,
+    logged_metrics,
+    read_run,
+)
 
 MANIFEST = "manifest.json"
 RUN_KEYS = ("sacred_run", "sacred_dir", "sacred_path", "run_dir")
@@ -132,8 +142,7 @@ def metric_hint(metric, skipped):
     names = set()
     for where, _ in skipped:
         if not where.startswith(MONGO):
-            info = read_json(os.path.join(where, "info.json"))[0]
-            names.update(k for k in info or () if f"{k}_T" in info)
+            names.update(logged_metrics(load_json(os.path.join(where, "info.json"))))
     close = difflib.get_close_matches(metric, sorted(names), n=3)
     return f"; did you mean {', '.join(close)}?" if close else ""
 

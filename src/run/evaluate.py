@@ -1,6 +1,7 @@
 """Evaluation only: greedy test episodes from a checkpoint (`evaluate=True`, or `run=evaluate`)."""
 from run import loop
 from run.setup import build
+from utils.checkpoint import folder_step
 
 
 def evaluate_sequential(ctx, _log):
@@ -14,7 +15,7 @@ def evaluate_sequential(ctx, _log):
                          "offline_reward=label:<name>_reward_hat)")
     path = loop.load(ctx, evaluate=True)
     _log.info(f"Evaluating {path} for {args.test_nepisode} episodes")
-    runner.t_env = loop.folder_step(path)
+    runner.t_env = folder_step(path)
     n_runs = loop.run_test_episodes(ctx, bar=True)
     ctx.logger.log_stat("episode", n_runs * runner.batch_size, runner.t_env)
     if args.save_replay:

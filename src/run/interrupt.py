@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 
-from run.loop import folder_step
+from utils.checkpoint import folder_step
 from utils.signals import STOPPING, stop
 
 

@@ -173,12 +173,6 @@ def log_changed_settings(ctx, saved, path):
     return changed
 
 
-def folder_step(path):
-    """The step a checkpoint folder is named after (0 if it is not a number)."""
-    name = os.path.basename(os.path.normpath(path))
-    return int(name) if name.isdigit() else 0
-
-
 @contextmanager
 def stop_on_nonfinite(ctx, last_checkpoint, _log, causes=None):
     """Around learner.train: on a non-finite value name the last good checkpoint in the error (the learner cannot

@@ -2,7 +2,7 @@
 from run import loop
 from run.interrupt import CtrlC, interrupted
 from run.setup import build
-from utils.checkpoint import BUFFER, load_buffer
+from utils.checkpoint import BUFFER, folder_step, load_buffer
 from utils.files import clean_stale_temps
 from utils.progress import Bar, Clock
 
@@ -160,7 +160,7 @@ def resume(ctx, counters, _log):
     state = loop.resume_state(path, ctx)
     if state is None:
         # a pymarl-style checkpoint (weights only): continue from the folder's t_env
-        runner.t_env = loop.folder_step(path)
+        runner.t_env = folder_step(path)
         _log.warning("checkpoint has no run_state.th: counters and RNG start fresh from its t_env")
         return path
     runner.t_env = state["t_env"]

@@ -16,7 +16,7 @@ from qllm.features import make_features, wants_features
 from runners import REGISTRY as r_REGISTRY
 from shapers import REGISTRY as shaper_REGISTRY
 from shapers import NoShaper
-from utils.checkpoint import checkpoint_steps, locate_checkpoint
+from utils.checkpoint import checkpoint_steps, folder_step, locate_checkpoint
 from utils.config import ConfigError, test_episodes
 from utils.files import FolderLock
 from utils.logging import Logger
@@ -121,7 +121,8 @@ def build(_run, config, _log):
     if args.use_tensorboard:
         tb_dir = os.path.join(args.results_dir, "tb_logs", args.unique_token)
         created = not os.path.isdir(tb_dir)  # a resumed run continues its run's folder
-        logger.setup_tb(tb_dir, purge_step=None if created else resume_step)
+        # the checkpoint's step was logged before its save (online, offline: test, log, then save): kept
+        logger.setup_tb(tb_dir, purge_step=None if created else resume_step + 1)
         if _run is not None:  # where the events are; a run failing on a config error removes the folder it created
             _run.info["tensorboard"] = {"dir": tb_dir, "created": created}
     logger.setup_sacred(_run)
@@ -205,11 +206,6 @@ def sacred_run_ref(_run):
     if mongo:
         ref["mongo_db"] = mongo[0]
     return ref
-
-
-def folder_step(path):
-    name = os.path.basename(os.path.normpath(path))
-    return int(name) if name.isdigit() else 0
 
 
 def _build_rest(_run, args, config, logger, runner, env_info, evaluating, worker_process, features, _log):

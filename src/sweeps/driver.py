@@ -11,7 +11,6 @@ folder (PYTHONPATH in the job's runtime_env): every node needs the checkout at t
 import contextlib
 import datetime
 import difflib
-import json
 import logging
 import os
 import shutil
@@ -25,8 +24,9 @@ from sweeps.manifest import read_manifest, sweep_folder, trial_state, write_mani
 from sweeps.spec import expand, validate
 from sweeps.trial import STOP_FILE, trial_command
 from utils.config import ConfigError
-from utils.files import FolderLock
+from utils.files import FolderLock, load_json
 from utils.paths import REPO_ROOT, SRC_DIR
+from utils.runs import logged_metrics
 from utils.signals import STOPPING, handlers_restored, stop
 
 RAY_PIN = "ray[tune]==2.60.0"
@@ -256,11 +256,7 @@ def metric_note(metric, r):
     runs that log no such metrics."""
     if r["status"] != "COMPLETED" or r.get("value") is not None or not r.get("sacred_run"):
         return None
-    try:
-        with open(os.path.join(r["sacred_run"], "info.json")) as f:
-            logged = [k for k, v in json.load(f).items() if isinstance(v, list) and not k.endswith("_T")]
-    except (OSError, ValueError, AttributeError):
-        return None
+    logged = logged_metrics(load_json(os.path.join(r["sacred_run"], "info.json")))
     if metric.startswith("test_"):  # a run that never evaluates (a reward model, a label run) is no sign of a typo
         logged = [k for k in logged if k.startswith("test_")]
     if not logged or metric in logged:

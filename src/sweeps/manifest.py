@@ -11,10 +11,9 @@ runs (config.json) and model folders (config.json) records: whether a trial is c
 runs' run.json, never from Ray's state alone. Nothing here imports torch or Ray.
 """
 import glob
-import json
 import os
 
-from utils.files import write_json_atomic
+from utils.files import load_json, write_json_atomic
 from utils.paths import results_path
 from utils.runs import run_status
 
@@ -28,16 +27,8 @@ def sweep_folder(spec):
                         "sweeps", spec["name"])
 
 
-def read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def read_manifest(folder):
-    return read_json(os.path.join(folder, MANIFEST))
+    return load_json(os.path.join(folder, MANIFEST))
 
 
 def write_manifest(folder, manifest):
@@ -50,7 +41,7 @@ def sacred_runs(trial):
     found = []
     for run_dir in glob.glob(os.path.join(base, "*")):
         name = os.path.basename(run_dir)
-        if name.isdigit() and (read_json(os.path.join(run_dir, "config.json")) or {}).get("label") == trial["label"]:
+        if name.isdigit() and (load_json(os.path.join(run_dir, "config.json")) or {}).get("label") == trial["label"]:
             found.append((int(name), run_dir))
     return [d for _, d in sorted(found)]
 
@@ -70,7 +61,7 @@ def model_dir(trial):
     config.json has its label), the latest if several; None if none has a checkpoint yet."""
     pattern = os.path.join(trial["results"], "models", f"{trial['name']}_seed{trial['seed']}_{trial['env_label']}_*")
     found = [d for d in glob.glob(pattern) if checkpoint_steps(d)
-             and (read_json(os.path.join(d, "config.json")) or {}).get("label") == trial["label"]]
+             and (load_json(os.path.join(d, "config.json")) or {}).get("label") == trial["label"]]
     return max(found, key=lambda d: checkpoint_steps(d)[-1]) if found else None
 
 
@@ -85,7 +76,7 @@ def latest(info, key):
 def run_progress(run_dir, metric):
     """(t_env, the metric's latest value) from a Sacred run's info.json: t_env where a finished online run ended
     (`t_env_end`), else the latest step it logged."""
-    info = read_json(os.path.join(run_dir, "info.json")) or {}
+    info = load_json(os.path.join(run_dir, "info.json")) or {}
     t, value = latest(info, metric)
     if isinstance(info.get("t_env_end"), int):
         return info["t_env_end"], value
@@ -100,7 +91,7 @@ def trial_state(trial, metric="test_return_mean"):
     runs = sacred_runs(trial)
     state = {"sacred_runs": runs, "sacred_run": runs[-1] if runs else None, "model_dir": model_dir(trial),
              "t_env": None, "value": None}
-    statuses = [run_status(read_json(os.path.join(d, "run.json"))) for d in runs]
+    statuses = [run_status(load_json(os.path.join(d, "run.json"))) for d in runs]
     if "COMPLETED" in statuses:
         state["sacred_run"] = runs[statuses.index("COMPLETED")]
         state["status"] = "COMPLETED"

@@ -24,9 +24,9 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from sweeps.manifest import model_dir, read_json, read_manifest
+from sweeps.manifest import model_dir, read_manifest
 from sweeps.spec import trial_argv
-from utils.files import write_json_atomic, write_text_atomic
+from utils.files import load_json, write_json_atomic, write_text_atomic
 from utils.paths import REPO_ROOT, SRC_DIR
 
 ROWS = "reevaluate.json"
@@ -98,11 +98,11 @@ def plays(trial):
     no test episodes."""
     from learners import REGISTRY  # lazy: torch only when a sweep has finished trials
 
-    config = read_json(os.path.join(trial["sacred_run"], "config.json")) or {}
+    config = load_json(os.path.join(trial["sacred_run"], "config.json")) or {}
     learner = REGISTRY.get(config.get("learner"))
     if learner is not None and not learner.trains_actor:
         return False
-    info = read_json(os.path.join(trial["sacred_run"], "info.json"))
+    info = load_json(os.path.join(trial["sacred_run"], "info.json"))
     return info is None or "test_return_mean" in info
 
 
@@ -122,7 +122,7 @@ def reevaluate_sweeps(folders, episodes, out, sampled=False, jobs=1, log=print):
         raise ValueError(f"--out {out} is a file: give a folder (it gets reevaluate.json and reevaluate.md)")
     command = (f"python scripts/reevaluate.py {' '.join(folders)} --episodes {episodes}"
                + (" --sampled" if sampled else ""))
-    old = {(r["sweep"], r["trial"]): r for r in read_json(os.path.join(out, ROWS)) or []}
+    old = {(r["sweep"], r["trial"]): r for r in load_json(os.path.join(out, ROWS)) or []}
     keys, todo, rows, names = [], [], {}, set()  # keys: every finished trial, in sweep and manifest order
     for folder in folders:
         name, done, skipped = finished_trials(folder)

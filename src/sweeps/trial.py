@@ -23,9 +23,9 @@ import threading
 import time
 import uuid
 
-from sweeps.manifest import read_json, run_progress, sacred_runs, trial_state
+from sweeps.manifest import run_progress, sacred_runs, trial_state
 from sweeps.spec import trial_argv
-from utils.files import write_json_atomic
+from utils.files import load_json, write_json_atomic
 from utils.paths import REPO_ROOT
 
 TAIL_LINES = 40
@@ -111,7 +111,7 @@ def run_trial(config):
     if state["status"] == "FAILED":
         markers.append(os.path.join(state["sacred_run"], NOT_RETRIED))
     for path in markers:
-        marker = read_json(path) or {}
+        marker = load_json(path) or {}
         if call and marker.get("call") == call:  # Tune's retry of a run that failed in a way a rerun would repeat
             raise TrialFailed(marker.get("message", ""))
     resume_from = state["model_dir"]
@@ -196,7 +196,7 @@ def config_error_marker(config, trial):
 def repeated_failure(run_dir):
     """The line that says a run's failure is one a rerun would repeat (main.failure_recorded: its error class sets
     repeats_on_retry), or None."""
-    info = read_json(os.path.join(run_dir, "info.json")) if run_dir else None
+    info = load_json(os.path.join(run_dir, "info.json")) if run_dir else None
     failure = (info or {}).get("failure") or {}
     if not failure.get("repeats_on_retry"):
         return None

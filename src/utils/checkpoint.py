@@ -51,6 +51,12 @@ def checkpoint_steps(run_dir):
     return sorted(int(d) for d in names if d.isdigit() and os.path.isfile(os.path.join(run_dir, d, "agent.th")))
 
 
+def folder_step(path):
+    """The step a checkpoint folder is named after (0 if it is not a number)."""
+    name = os.path.basename(os.path.normpath(path))
+    return int(name) if name.isdigit() else 0
+
+
 def locate_checkpoint(checkpoint_path, load_step=0):
     """(run folder, checkpoint folder) that `checkpoint_path` and `load_step` name, without reading the checkpoint:
     `checkpoint_path` itself if it holds a checkpoint (its run folder is the one above), else its numbered

@@ -126,8 +126,26 @@ def write_text_atomic(path, text, fsync=True):
         # created by open(): mode 0o666 & ~umask, as a plain open(path, "w") would give (no chmod)
 
 
-def write_json_atomic(path, obj, fsync=True):
-    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=1, default=str), fsync=fsync)
+def read_json(path):
+    """(the JSON in the file at `path`, None), or (None, why it cannot be read: "missing", or the error)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f), None
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, ValueError) as e:  # truncated (killed mid-write, or being written), not UTF-8, unreadable
+        return None, str(e)
+
+
+def load_json(path):
+    """The JSON in the file at `path`, or None where it cannot be read (read_json says why)."""
+    return read_json(path)[0]
+
+
+def write_json_atomic(path, obj, fsync=True, allow_nan=True):
+    """`obj` as JSON at `path`, atomically; allow_nan=False: strict JSON (a NaN or inf raises, `path` untouched)."""
+    text = json.dumps(obj, ensure_ascii=False, indent=1, default=str, allow_nan=allow_nan)
+    write_text_atomic(path, text, fsync=fsync)
 
 
 def sha256_bytes(data):

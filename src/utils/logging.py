@@ -30,8 +30,9 @@ class Logger:
         self._tb_writer = None
 
     def setup_tb(self, directory, purge_step=None):
-        """TensorBoard events in `directory`; `purge_step`: a resumed run's checkpoint step, from which TensorBoard
-        drops the events an earlier process wrote there (those it logged after the checkpoint before it died)."""
+        """TensorBoard events in `directory`; `purge_step`: the step after a resumed run's checkpoint, from which
+        TensorBoard drops the events an earlier process wrote there (those it logged after the checkpoint before it
+        died)."""
         from torch.utils.tensorboard import SummaryWriter  # imported only when used (slow import)
 
         self._tb_writer = SummaryWriter(log_dir=directory, purge_step=purge_step)

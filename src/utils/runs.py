@@ -9,8 +9,9 @@ Selection (`find_runs`, over results/sacred/<name>/<env>/<id>/): a run is used w
 online` or `offline`; evaluate runs, `evaluate=True`, collection and generation runs never count as seeds), its
 run.json says COMPLETED or RUNNING (a RUNNING run whose Sacred heartbeat is older than `stale_after` seconds died
 without saying so: skipped as such), its config.json and info.json are readable, info.json has the metric, and a
-COMPLETED run's last value of it is finite. Everything else is returned in `skipped`
-with the reason. A RUNNING run is drawn (its curve so far) but has no final score: final scores, tables and
+COMPLETED run's last value of it is finite. Everything else is returned in `skipped` with the reason (a non-finite
+final's reason, NonFinite, holds the run: `group_runs(runs, nonfinite=nonfinite_runs(skipped))` counts it in its
+group's row, not scored). A RUNNING run is drawn (its curve so far) but has no final score: final scores, tables and
 aggregates count the finished (COMPLETED) runs only, and say how many of a group's runs are still running.
 
 Grouping (`group_runs`): runs are seeds of one group when they share the name (the `name` config key: the alg
@@ -19,8 +20,9 @@ steps; offline: x = gradient steps, plotted in panels of their own) and every co
 keys in IGNORED / IGNORED_PREFIXES (outputs, run identity, logging cadence, run length, the machine; see there).
 A group's label is the name followed by the keys whose values differ between the groups of its name and kind, the
 same keys in every env (an algorithm is a label across envs): those that differ within one env, and those that differ
-across envs but are not an env config's (`env`, `env_args.*`, ...: ENV_KEYS) (`qllm tfcaf=my_tfcaf.py lr=0.001`: a
-`*_path` key loses the suffix and a path value shows its file name).
+across envs but are not an env config's (`env`, `env_args.*`, ...: ENV_KEYS) nor a task's own data (its dataset,
+TFCAF, ...: TASK_DATA_KEYS), and that not only because older runs of one env lack them (`qllm tfcaf=my_tfcaf.py
+lr=0.001`: a `*_path` key loses the suffix and a path value shows its file name).
 `group_runs(runs, by=[...])` splits on the listed keys only (besides name, env and kind): runs that differ in
 other keys are pooled as seeds, and each group lists those keys in `pooled`.
 
@@ -36,9 +38,10 @@ before the continuation's first point, then the continuation's (the latest segme
 through every earlier resume. The run that a segment names is read from beside it where that folder holds the same
 run (a copied or moved results folder), else from the folder it recorded. The earlier segments are then neither
 runs of their own nor skipped runs (`Run.segments` lists them; `chained_note` says so in a tool's output). A resume
-that changed settings (`resumed_from.changed`) is kept in `Run.changed`, and `changed_note` names it: the run is
-grouped by its latest settings. Mongo runs are chained the same way, through the Mongo id and database name the
-checkpoint recorded (`resumed_from.sacred_run.mongo_db`; runs recorded before it was saved are not chained).
+that changed settings (`resumed_from.changed`) and whose earlier segment is chained is kept in `Run.changed`, and
+`changed_note` names it: the run is grouped by its latest settings. Mongo runs are chained the same way, through the
+Mongo id and database name the checkpoint recorded (`resumed_from.sacred_run.mongo_db`; runs recorded before it was
+saved are not chained).
 
 Aggregation (`aggregate`): the curves of a group's runs on one grid spanning all of them (not cut to the shortest
 run); a point averages the runs that reach it, and `n` says how many those are. A one-run group has no spread
@@ -51,6 +54,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
+
+from utils.files import load_json, read_json
 
 # config keys that do not make runs different experiments: the seed, where outputs go and the run's identity,
 # logging and checkpoint cadence, run length (a shorter or still-running run is a seed that reaches fewer points),
@@ -66,12 +71,19 @@ IGNORED = frozenset({
 })
 IGNORED_PREFIXES = ("llm.",)
 ENV_KEYS = frozenset({"env", "test_nepisode", "test_greedy"})  # with env_args.*: what config/envs/*.yaml set
+# keys that name a task's own data (its dataset, TFCAF, reference returns, LCA rankings ...): they differ across envs
+# by design, so they split labels only where they differ within one env, like ENV_KEYS
+TASK_DATA_KEYS = frozenset({
+    "offline_dataset", "offline_expert", "offline_reward", "preference_set", "tfcaf_path", "reference_return_low",
+    "reference_return_high", "lca.rankings", "lca.potential", "lca.rollout_checkpoint", "lca.keysteps_file",
+})
 MISSING = object()  # a key that a run's config lacks (an older run)
 TRAINING_KINDS = {"online": "env steps", "offline": "gradient steps"}  # run mode -> the x axis of its curves
 BUDGET_KEYS = {"online": "t_max", "offline": "offline_steps"}  # run mode -> the config key of its length in x
 USED_STATUSES = ("COMPLETED", "RUNNING")
 STALE_AFTER = 900  # s without a Sacred heartbeat (written every 10 s) after which a RUNNING run counts as dead
 MONGO = "mongo://"  # a Mongo run's path: mongo://<db>/<_id>
+NONFINITE = "NONFINITE"  # classify's status of a COMPLETED run whose final value is NaN or inf
 
 
 @dataclass
@@ -120,6 +132,7 @@ class Group:
     settings: dict  # the label keys (see group_runs) and their values in this group
     runs: list = field(default_factory=list)
     pooled: tuple = ()  # with group_runs(by=...): keys whose values differ between this group's runs
+    n_nonfinite: int = 0  # finished runs of this setting whose final value is NaN or inf: counted, not scored or drawn
 
     @property
     def label(self):
@@ -152,8 +165,9 @@ def flatten(config, prefix=""):
 
 
 def env_key(key):
-    """A key that an env config sets (config/envs/*.yaml): it tells envs apart, not the algorithms run on them."""
-    return key in ENV_KEYS or key.startswith("env_args.")
+    """A key that an env config sets (config/envs/*.yaml), or one naming a task's own data (TASK_DATA_KEYS): it
+    tells envs apart, not the algorithms run on them."""
+    return key in ENV_KEYS or key in TASK_DATA_KEYS or key.startswith("env_args.")
 
 
 def ignored(key, extra=()):
@@ -170,21 +184,6 @@ def short_value(value):
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(str(short_value(v)) for v in value) + "]"
     return "null" if value is None else value
-
-
-def read_json(path):
-    """(the JSON in the file at `path`, None), or (None, why it cannot be read: "missing", or the error)."""
-    try:
-        with open(path) as f:
-            return json.load(f), None
-    except FileNotFoundError:
-        return None, "missing"
-    except (OSError, ValueError) as e:  # truncated (killed mid-write, or being written), not UTF-8, unreadable
-        return None, str(e)
-
-
-def _json(path):
-    return read_json(path)[0]
 
 
 def run_status(run_json, now=None, stale_after=STALE_AFTER):
@@ -204,7 +203,8 @@ def run_status(run_json, now=None, stale_after=STALE_AFTER):
 
 def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER, info_error=None):
     """(kind, status, T, values) of a run, or (None, why it is skipped, None, None): the selection rules, whatever
-    the storage. `info_error`: why the run's info could not be read, where it could not."""
+    the storage; status NONFINITE: a COMPLETED run whose final value is NaN or inf (skipped, counted: `used`).
+    `info_error`: why the run's info could not be read, where it could not."""
     mode = "evaluate" if config.get("evaluate") else config.get("run", "online")
     if mode not in TRAINING_KINDS:
         return None, f"{'an' if mode[:1] in 'aeiou' else 'a'} {mode} run, not a training run", None, None
@@ -221,12 +221,39 @@ def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER, 
     T, values = np.asarray(info[f"{metric}_T"], float), np.asarray(info[metric], float)
     order = np.argsort(T, kind="stable")
     if status == "COMPLETED" and not np.isfinite(values[order][-1]):  # nan ± nan in every statistic it enters
-        return None, nonfinite_reason(metric), None, None
+        status = NONFINITE
     return mode, status, T[order], values[order]
+
+
+def logged_metrics(info):
+    """The metrics a run logged, from its info (Sacred's info.json): the keys holding a list of values beside their
+    steps (`<key>_T`)."""
+    info = info if isinstance(info, dict) else {}
+    return sorted(k for k, v in info.items() if isinstance(v, list) and isinstance(info.get(f"{k}_T"), list))
 
 
 def nonfinite_reason(metric):
     return f"final '{metric}' not finite (NaN or inf): left out of the scores and curves"
+
+
+class NonFinite(str):
+    """The skip reason of a finished run whose final value is NaN or inf (nonfinite_reason), holding the run
+    (`.run`): group_runs(nonfinite=...) counts it in its group's row."""
+
+    def __new__(cls, reason, run):
+        self = super().__new__(cls, reason)
+        self.run = run
+        return self
+
+
+def nonfinite_runs(skipped):
+    """The runs skipped for a non-finite final value, from find_runs' (or any reader's) `skipped`."""
+    return [why.run for _, why in skipped if isinstance(why, NonFinite)]
+
+
+def used(run, status, metric):
+    """(run, None) for a run classified `status`, or (None, NonFinite) where its final value is not finite."""
+    return (None, NonFinite(nonfinite_reason(metric), run)) if status == NONFINITE else (run, None)
 
 
 def _previous_segment(run_dir, info):
@@ -253,7 +280,8 @@ def same_run(a, b):
     """Whether the FileStorage folders a and b record one Sacred run (one is a copy of the other): the same start
     time (run.json) and config."""
     def identity(d):
-        return (_json(os.path.join(d, "run.json")) or {}).get("start_time"), _json(os.path.join(d, "config.json"))
+        start = (load_json(os.path.join(d, "run.json")) or {}).get("start_time")
+        return start, load_json(os.path.join(d, "config.json"))
 
     first = identity(a)
     return first[0] is not None and first == identity(b)
@@ -265,7 +293,7 @@ def chain_segments(run_dir, info, metric):
     doc. A run that was not resumed comes back as it is, with no segments and no changes."""
     def previous(folder, folder_info):
         found, step = _previous_segment(folder, folder_info)
-        return None if found is None else (found, step, _json(os.path.join(found, "info.json")) or {})
+        return None if found is None else (found, step, load_json(os.path.join(found, "info.json")) or {})
 
     return _chain(run_dir, info, metric, previous)
 
@@ -278,12 +306,12 @@ def _chain(where, info, metric, previous):
     values = list(info.get(metric) or [])
     segments, changes, seen, here, here_info = [], [], {_same(where)}, where, info
     while True:
-        resumed = here_info.get("resumed_from")
-        if isinstance(resumed, dict) and resumed.get("changed"):
-            changes.insert(0, (resumed.get("step"), resumed["changed"]))
         found = previous(here, here_info)
         if found is None or _same(found[0]) in seen:
-            break
+            break  # a change at a resume with no earlier segment here (a branch, a folder gone) is in no curve
+        resumed = here_info["resumed_from"]
+        if resumed.get("changed"):
+            changes.insert(0, (resumed.get("step"), resumed["changed"]))
         before, step, prev_info = found
         seen.add(_same(before))
         pT, pv = prev_info.get(f"{metric}_T") or [], prev_info.get(metric) or []
@@ -342,16 +370,18 @@ def read_run(run_dir, metric, now=None, stale_after=STALE_AFTER):
     run comes with the segments it continues (chain_segments)."""
     config, why = read_json(os.path.join(run_dir, "config.json"))
     if why or not isinstance(config, dict):
-        return None, f"config.json unreadable: {why or 'not a JSON object'}"
+        return None, ("config.json missing" if why == "missing"  # a run just started: Sacred writes run.json first
+                      else f"config.json unreadable: {why or 'not a JSON object'}")
     info, info_error = read_json(os.path.join(run_dir, "info.json"))
     info, segments, changes = chain_segments(run_dir, info, metric)
-    kind, status, T, values = classify(config, _json(os.path.join(run_dir, "run.json")), info, metric, now,
+    kind, status, T, values = classify(config, load_json(os.path.join(run_dir, "run.json")), info, metric, now,
                                        stale_after, info_error=None if info_error == "missing" else info_error)
     if kind is None:
         return None, status
     env_dir = os.path.dirname(os.path.normpath(run_dir))
-    return Run(run_dir, os.path.basename(os.path.dirname(env_dir)), os.path.basename(env_dir), kind,
-               flatten(config), status == "RUNNING", T, values, segments=tuple(segments), changed=tuple(changes)), None
+    return used(Run(run_dir, os.path.basename(os.path.dirname(env_dir)), os.path.basename(env_dir), kind,
+                    flatten(config), status == "RUNNING", T, values, segments=tuple(segments),
+                    changed=tuple(changes)), status, metric)
 
 
 def find_runs(sacred_root, metric, now=None, stale_after=STALE_AFTER, prefix=None):
@@ -391,8 +421,10 @@ def find_mongo_runs(db, metric, now=None, stale_after=STALE_AFTER, query=None):
             skipped.append((path, status))
             continue
         name = config.get("name") or (doc.get("experiment") or {}).get("name") or "?"
-        runs.append(Run(path, str(name), env_label(config) if config.get("env") else "?", kind, flatten(config),
-                        status == "RUNNING", T, values, segments=tuple(segments), changed=tuple(changes)))
+        run, why = used(Run(path, str(name), env_label(config) if config.get("env") else "?", kind,
+                            flatten(config), status == "RUNNING", T, values, segments=tuple(segments),
+                            changed=tuple(changes)), status, metric)
+        (runs.append(run) if run else skipped.append((path, why)))
     return drop_chained(runs, skipped)
 
 
@@ -423,13 +455,17 @@ def value(run, key):
     return run.config.get(key, MISSING)
 
 
-def differs(runs, key):
-    return len({json.dumps(value(r, key), sort_keys=True, default=str) for r in runs}) > 1
+def differs(runs, key, present_only=False):
+    """Whether the runs hold two values of `key` (a run lacking it counts as one, unless present_only)."""
+    values = (value(r, key) for r in runs)
+    return len({json.dumps(v, sort_keys=True, default=str) for v in values
+                if not (present_only and v is MISSING)}) > 1
 
 
-def group_runs(runs, ignore=(), by=None):
+def group_runs(runs, ignore=(), by=None, nonfinite=()):
     """[Group] of the runs: one per name, env, kind and the values of every key that is not ignored, or, with
-    `by` (config keys; "alg", "name" and "env" are always split on), of the listed keys only."""
+    `by` (config keys; "alg", "name" and "env" are always split on), of the listed keys only. `nonfinite`: runs
+    skipped for a non-finite final value (nonfinite_runs), counted in the group of their setting (n_nonfinite)."""
     split_always = {"alg", "name", "env"}
     families, algorithms = {}, {}
     for run in runs:
@@ -442,24 +478,36 @@ def group_runs(runs, ignore=(), by=None):
         else:
             keys = [k for k in by if k not in split_always]
         envs = [f for (n, _, k), f in families.items() if (n, k) == (name, kind)]
+        # across envs, a key that older runs of one env lack is no difference (their env has no other value)
         label_keys[name, kind] = [k for k in keys if any(differs(f, k) for f in envs)
-                                  or (not env_key(k) and differs(members, k))]
+                                  or (not env_key(k) and differs(members, k, present_only=True))]
+    unscored = {}
+    for run in nonfinite:
+        unscored.setdefault((run.name, run.env, run.kind), []).append(run)
     groups = []
     for (name, env, kind), members in sorted(families.items()):
         differing = label_keys[name, kind]
         by_setting = {}
         for run in members:
-            setting = tuple((k, value(run, k)) for k in differing)
-            key = json.dumps([(k, None if v is MISSING else v) for k, v in setting], sort_keys=True, default=str)
-            if key not in by_setting:
-                by_setting[key] = Group(name, env, kind, {k: v for k, v in setting if v is not MISSING})
-            by_setting[key].runs.append(run)
+            key, settings = _setting(run, differing)
+            by_setting.setdefault(key, Group(name, env, kind, settings)).runs.append(run)
+        for run in unscored.get((name, env, kind), ()):  # a setting with no other run: named in the notes only
+            group = by_setting.get(_setting(run, differing)[0])
+            if group is not None:
+                group.n_nonfinite += 1
         if by is not None:
             for g in by_setting.values():
                 all_keys = sorted({k for r in g.runs for k in r.config if not ignored(k, ignore)})
                 g.pooled = tuple(k for k in all_keys if differs(g.runs, k))
         groups += sorted(by_setting.values(), key=lambda g: g.label)
     return groups
+
+
+def _setting(run, keys):
+    """(a key of the run's values of `keys`, {key: value} of those its config has)."""
+    setting = tuple((k, value(run, k)) for k in keys)
+    return (json.dumps([(k, None if v is MISSING else v) for k, v in setting], sort_keys=True, default=str),
+            {k: v for k, v in setting if v is not MISSING})
 
 
 def curves(runs, points=100):

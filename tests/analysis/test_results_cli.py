@@ -408,6 +408,28 @@ def test_an_algorithm_label_is_the_same_in_every_env(tmp_path):
         "vdn lr=0.01": ["penalty"]}
 
 
+def test_per_task_data_and_keys_older_runs_lack_do_not_split_an_algorithm_across_envs(tmp_path):
+    """bc trains on each env's own dataset (offline_dataset differs across envs by design) and its climbing runs are
+    older (no offline_valid_fraction key): one label, pooled over both envs. Two datasets within one env still split."""
+    root = str(tmp_path / "sacred")
+    offline = {"run": "offline", "offline_steps": 100}
+    write_run(root, "bc", "climbing", 1, [0, 100], [0.0, 1.0], offline_dataset="data/climbing_expert.h5", **offline)
+    write_run(root, "bc", "climbing", 2, [0, 100], [0.0, 2.0], offline_dataset="data/climbing_expert.h5", **offline)
+    for i in (3, 4):
+        write_run(root, "bc", "lbf", i, [0, 100], [0.0, float(i)], offline_dataset="data/lbf_8x8_expert.h5",
+                  offline_valid_fraction=0.0, **offline)
+    result = run_results(root, "--out", tmp_path / "o", "--no-plots")
+    assert sorted((s.group.label, s.group.env, s.n) for s in result["scores"]) == [("bc", "climbing", 2),
+                                                                                  ("bc", "lbf", 2)]
+    assert {a.label: a.tasks for a in result["aggregates"]} == {"bc": ["climbing", "lbf"]}
+    write_run(root, "bc", "lbf", 5, [0, 100], [0.0, 5.0], offline_dataset="data/lbf_8x8_medium.h5",
+              offline_valid_fraction=0.0, **offline)
+    result = run_results(root, "--out", tmp_path / "o2", "--no-plots")
+    assert sorted((s.group.label, s.group.env) for s in result["scores"]) == [
+        ("bc offline_dataset=climbing_expert.h5", "climbing"), ("bc offline_dataset=lbf_8x8_expert.h5", "lbf"),
+        ("bc offline_dataset=lbf_8x8_medium.h5", "lbf")]
+
+
 def test_a_resume_that_changed_a_setting_is_named_with_its_step(tmp_path):
     """A real run resumed with lr=0.01 (it trained with 0.0005) is grouped by lr=0.01, its whole curve included: the
     notes name the run, the key, both values and the checkpoint's step."""
@@ -416,6 +438,31 @@ def test_a_resume_that_changed_a_setting_is_named_with_its_step(tmp_path):
     md = run_results(root, "--out", tmp_path / "o", "--no-plots")["markdown"]
     assert (f"resumed runs that changed settings, grouped by their latest settings (the curve before the change "
             f"included): {second}: lr 0.0005 -> 0.01 at step {step}") in md
+
+
+def test_a_changed_setting_is_noted_only_where_the_earlier_segment_is_chained(tmp_path):
+    """resumed_from.changed names a curve with points before the change: a branch (its own model folder) and a
+    resume whose earlier folder is gone have none, so no note; a chained resume is noted."""
+    root = str(tmp_path / "sacred")
+    first = write_run(root, "qmix", "penalty", 1, [0, 100], [0.0, 1.0])
+
+    def resumed(run_id, **resumed_from):
+        d = write_run(root, "qmix", "penalty", run_id, [200, 300], [2.0, 3.0], lr=0.01)
+        info = {"test_return_mean": [2.0, 3.0], "test_return_mean_T": [200, 300],
+                "resumed_from": {"step": 100, "changed": {"lr": [0.0005, 0.01]}, **resumed_from}}
+        json.dump(info, open(os.path.join(d, "info.json"), "w"))
+        return d
+
+    resumed(2, sacred_run={"dir": first, "id": 1}, same_model_dir=False)
+    resumed(3, sacred_run={"dir": str(tmp_path / "gone" / "qmix" / "penalty" / "7"), "id": 7})
+    runs, _ = find_runs(root, "test_return_mean")
+    assert [(os.path.basename(r.path), r.segments, r.changed) for r in runs] == [
+        ("1", (), ()), ("2", (), ()), ("3", (), ())]
+    chained = resumed(4, sacred_run={"dir": first, "id": 1})
+    runs, _ = find_runs(root, "test_return_mean")
+    assert {os.path.basename(r.path): r.changed for r in runs} == {
+        "2": (), "3": (), "4": ((100, {"lr": [0.0005, 0.01]}),)}  # run 1 is run 4's earlier segment
+    assert [r.segments for r in runs if r.path == chained] == [(first,)]
 
 
 def test_unreadable_config_or_info_is_a_skip_reason_that_names_the_file(tmp_path):
@@ -435,25 +482,53 @@ def test_unreadable_config_or_info_is_a_skip_reason_that_names_the_file(tmp_path
     assert [(s.group.label, s.n) for s in result["scores"]] == [("qmix", 2)]
     why = {os.path.basename(p): w for p, w in result["skipped"]}
     assert why["3"].startswith("config.json unreadable: Unterminated string")
-    assert why["4"] == "config.json unreadable: missing"
+    assert why["4"] == "config.json missing"
     assert why["5"].startswith("info.json unreadable: Expecting")
 
 
-def test_a_run_whose_final_value_is_nan_is_named_and_left_out(tmp_path):
-    """A finished run whose last evaluation is NaN (a diverged run) made every statistic of its group nan ± nan: it
-    is skipped, named in the notes; a NaN inside a curve is null in marl_eval.json, which stays strict JSON."""
+def test_a_run_whose_final_value_is_nan_is_named_and_left_out(tmp_path, capsys):
+    """A finished run whose last evaluation is NaN or inf (a diverged run) made every statistic of its group nan ±
+    nan: it is skipped, counted in its group's row and named in the notes; a NaN inside a curve is null in
+    marl_eval.json, which stays strict JSON."""
+    from plot import main as plot_main
+
     root = str(tmp_path / "sacred")
     write_run(root, "qmix", "penalty", 1, [0, 100, 200], [0.0, float("nan"), 2.0])
     write_run(root, "qmix", "penalty", 2, [0, 100, 200], [0.0, 1.0, 4.0])
     diverged = write_run(root, "qmix", "penalty", 3, [0, 100, 200], [0.0, 1.0, float("nan")])
+    write_run(root, "qmix", "penalty", 4, [0, 100, 200], [0.0, 1.0, float("inf")])
     out = tmp_path / "o"
     md = run_results(root, "--out", out, "--no-plots")["markdown"]
-    assert "| qmix | penalty | env steps | 2 | 3.000 ± 1.000 |" in md and "nan" not in md.split("## Notes")[0]
+    row = "| qmix | penalty | env steps | 2 (+2 non-finite, not scored) | 3.000 ± 1.000 |"
+    assert row in md and "nan" not in md.split("## Notes")[0]
+    assert [(r["runs"], r["non_finite"]) for r in csv.DictReader(open(out / "scores.csv"))] == [("2", "2")]
+    plot_main([root, "--out", str(tmp_path / "plot" / "")])
+    assert f"{row[:-2]} (n=2) |" in capsys.readouterr().out
     assert f"runs whose final test_return_mean is NaN or inf, left out of the scores and curves: {diverged}" in md
     text = (out / "marl_eval.json").read_text()
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in marl_eval.json"))
     assert sorted(r["step_1"]["return"][0] is None for r in data["matrix_game"]["penalty"]["qmix"].values()) == [
         False, True]
+
+
+def test_marl_eval_writes_a_non_finite_final_as_null_and_never_a_cut_file(tmp_path, monkeypatch):
+    """A final score that is NaN (a re-evaluation, final_override) is null in absolute_metrics (json.dump with
+    allow_nan=False raised midway, leaving a truncated file); a value that cannot be written leaves the old file."""
+    from analysis import marl_eval
+    from utils.runs import Group, Run
+
+    run = Run("r/1", "qmix", "penalty", "online", {"env": "matrix_game"}, False, np.array([0.0, 100.0]),
+              np.array([0.0, 1.0]), final_override=float("nan"))
+    groups = [Group("qmix", "penalty", "online", {}, [run])]
+    path = tmp_path / "marl_eval.json"
+    marl_eval.write_marl_eval(str(path), groups, "test_return_mean")
+    record = json.loads(path.read_text())["matrix_game"]["penalty"]["qmix"]["run_0"]
+    assert record["absolute_metrics"] == {"return": [None]} and record["step_1"]["return"] == [1.0]
+    before = path.read_text()
+    monkeypatch.setattr(marl_eval, "finite_or_none", float)  # a NaN that slips through
+    with pytest.raises(ValueError):
+        marl_eval.write_marl_eval(str(path), groups, "test_return_mean")
+    assert path.read_text() == before and os.listdir(tmp_path) == ["marl_eval.json"]
 
 
 def test_the_results_folder_for_its_sacred_folder_and_a_misspelled_metric_get_hints(tmp_path):

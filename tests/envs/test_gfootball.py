@@ -3,10 +3,12 @@
 An optional extra (./install.sh football); CI installs it, and there a missing package fails
 these tests instead of skipping them.
 """
+import re
+
 import numpy as np
 import pytest
 
-from helpers import require_extra
+from helpers import require_extra, run_without
 
 require_extra("gfootball", "./install.sh football, or ./install_gfootball.sh")
 
@@ -211,3 +213,10 @@ def test_missing_gfootball_names_the_install_script():
     with pytest.raises(ImportError, match=r"^gfootball is not installed: run ./install_gfootball.sh") as raised:
         raise gfootball_missing(cause)
     assert raised.value.__cause__ is cause and raised.value.__suppress_context__
+    # and FootballEnv raises it where `import gfootball` fails (a Python without gfootball)
+    proc = run_without("gfootball", "from envs.gfootball import FootballEnv\n"
+                                    "try:\n    FootballEnv()\n"
+                                    "except ImportError as e:\n    print(f'{e}|{e.__cause__!r}')")
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"gfootball is not installed: run ./install_gfootball.sh.*\|ModuleNotFoundError\(\"No "
+                        r"module named 'gfootball'\"\)", proc.stdout.strip()), proc.stdout

@@ -1,5 +1,7 @@
 """The reply parser's documented outcomes (labeling/parse.py): one row per case."""
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -68,21 +70,18 @@ def test_preference_labels_and_non_text():
 # --- replies built to crash or stall a parser: each is unparsed, quickly, never an exception ---
 
 BIG = 200_000
-ADVERSARIAL = {
-    "fence of spaces": "```" + " " * BIG + "x",  # cubic in the old fence regex: 84 s at 5000 spaces, hours here
-    "fence of spaces, closed": "```" + " " * BIG + "x```",
-    "answer word then spaces": "answer trajectory" + " " * BIG + "x",
-    "trajectory then spaces": "Trajectory" + " " * BIG + "x",
-    "hashes": "#" * BIG,
-    "brackets": "[" * BIG,
-    "open think tags": "<think>" * (BIG // 7),
-    "close think tags": "</think>" * (BIG // 8),
-    "digits": "1" * BIG,
-    "deep JSON": '{"a":' * (BIG // 5) + "1" + "}" * (BIG // 5),
-    "many numbers": "1 " * (BIG // 2),
-    "ticks": "```" * (BIG // 3),
-    "NFKC expansion": "\ufdfa" * (BIG // 10),  # one character, 18 after NFKC
-}
+
+
+def adversarial_replies():
+    """bench/adversarial_replies.py's LABELING, the inputs bench/parser_speed.py times (one list for both)."""
+    path = os.path.join(REPO_ROOT, "bench", "adversarial_replies.py")
+    spec = importlib.util.spec_from_file_location("adversarial_replies", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.LABELING
+
+
+ADVERSARIAL = {name: make(BIG) for name, make in adversarial_replies().items()}
 CRASHERS = {  # each raised (ValueError, OverflowError, RecursionError) and, cached, crashed every rerun
     "NaN": '{"preferred": NaN, "best_agent": NaN}',
     "1e309": '{"preferred": 1e309, "best_agent": 1e309}',

@@ -152,7 +152,8 @@ def test_a_resume_never_writes_into_a_folder_another_process_writes(tmp_path, ca
 
 def test_a_resumed_runs_tensorboard_drops_what_the_dead_process_logged_after_the_checkpoint(tmp_path):
     """A run that died after logging past its checkpoint at 155 (its checkpoint at 305 never written), resumed in its
-    own folders: TensorBoard shows one value per step, the resumed run's from 155 on."""
+    own folders: TensorBoard shows the dead run's steps up to the checkpoint's, 155 included (logged before the save),
+    then the resumed run's, each once."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     settings = [s for s in SETTINGS if s != "use_tensorboard=False"] + ["use_tensorboard=True"]
@@ -164,9 +165,9 @@ def test_a_resumed_runs_tensorboard_drops_what_the_dead_process_logged_after_the
     assert len(glob.glob(os.path.join(tb_dir, "events.out.tfevents.*"))) == 2  # both processes wrote there
     events = EventAccumulator(tb_dir, size_guidance={"scalars": 0})
     events.Reload()
+    first, resumed = (read(os.path.join(tmp_path, "sacred", "qmix", "penalty", i), "info.json") for i in "12")
     for tag in ("epsilon", "return_mean", "test_return_mean"):
-        steps = [e.step for e in events.Scalars(tag)]
-        assert steps == sorted(set(steps)) and max(steps) > 155, (tag, steps)
-    resumed = read(os.path.join(tmp_path, "sacred", "qmix", "penalty", "2"), "info.json")
-    later = {e.step: e.value for e in events.Scalars("epsilon") if e.step >= 155}
-    assert later == pytest.approx(dict(zip(resumed["epsilon_T"], resumed["epsilon"]))) and min(steps) < 155
+        expected = [t for t in first[f"{tag}_T"] if t <= 155] + resumed[f"{tag}_T"]
+        assert 155 in expected and [e.step for e in events.Scalars(tag)] == expected, tag
+    later = {e.step: e.value for e in events.Scalars("epsilon") if e.step > 155}
+    assert later == pytest.approx(dict(zip(resumed["epsilon_T"], resumed["epsilon"])))

@@ -1,6 +1,7 @@
 """Sweep files and the validation of every trial before any starts (no Ray needed)."""
 import glob
 import os
+import re
 
 import pytest
 import yaml
@@ -182,11 +183,15 @@ def test_a_metric_the_runs_never_log_is_named_once(tmp_path):
 
 
 def test_without_ray_the_command_says_how_to_install_it():
+    """ray_missing's message, and import_ray exits with it where `import ray` fails (a Python without Ray)."""
+    from helpers import run_without
     from sweeps import driver
 
-    with pytest.raises(SystemExit, match=r"^Ray is not installed.*pip install 'ray\[tune\]==2.60.0'.*"
-                                         r"\(No module named 'ray'\)$"):
+    message = r"Ray is not installed.*pip install 'ray\[tune\]==2.60.0'.*\(No module named 'ray'\)"
+    with pytest.raises(SystemExit, match=f"^{message}$"):
         raise driver.ray_missing(ModuleNotFoundError("No module named 'ray'"))
+    proc = run_without("ray", "from sweeps.driver import import_ray\nimport_ray()")
+    assert proc.returncode == 1 and re.fullmatch(message, proc.stderr.strip().splitlines()[-1]), proc.stderr
 
 
 def test_one_driver_per_sweep(tmp_path):

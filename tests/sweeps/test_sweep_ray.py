@@ -10,8 +10,9 @@ import pytest
 from sweep_helpers import sacred_runs, sweep_file
 
 from sweeps import driver
-from sweeps.manifest import checkpoint_steps, read_json, read_manifest, sweep_folder, trial_state
+from sweeps.manifest import checkpoint_steps, read_manifest, sweep_folder, trial_state
 from sweeps.spec import expand, validate
+from utils.files import load_json
 from utils.paths import REPO_ROOT
 
 pytest.importorskip("ray")
@@ -53,10 +54,10 @@ def test_a_2x2_sweep_writes_four_sacred_runs_and_a_manifest_pointing_at_them(tmp
     assert sorted(r["sacred_run"] for r in manifest["trials"]) == runs
     for r in manifest["trials"]:
         assert r["status"] == "COMPLETED" and r["node_id"] and r["attempts"] == 1 and r["error"] is None
-        config = read_json(os.path.join(r["sacred_run"], "config.json"))
+        config = load_json(os.path.join(r["sacred_run"], "config.json"))
         assert (config["name"], config["seed"], config["label"]) == (r["alg"], r["seed"], r["label"])
         assert config["torch_threads"] == 1 and config["use_cuda"] is False
-        assert read_json(os.path.join(r["sacred_run"], "run.json"))["status"] == "COMPLETED"
+        assert load_json(os.path.join(r["sacred_run"], "run.json"))["status"] == "COMPLETED"
         assert r["t_env"] >= 1000 and r["value"] is not None and checkpoint_steps(r["model_dir"])
     out = capsys.readouterr().out
     assert out.count("COMPLETED ") == 4 and "4/4 trials completed" in out  # one line per status change (no TTY)
@@ -77,8 +78,8 @@ def test_a_trial_that_raises_is_reported_and_the_others_complete(tmp_path, local
     broken, good = read_manifest(sweep_folder(spec))["trials"]
     assert broken["status"] == "ERROR" and broken["attempts"] == 2  # retries: 1
     assert f"{unreadable}: not a readable HDF5 file" in broken["error"]
-    assert broken["sacred_run"] and read_json(os.path.join(broken["sacred_run"], "run.json"))["status"] == "FAILED"
-    failure = read_json(os.path.join(broken["sacred_run"], "info.json"))["failure"]
+    assert broken["sacred_run"] and load_json(os.path.join(broken["sacred_run"], "run.json"))["status"] == "FAILED"
+    failure = load_json(os.path.join(broken["sacred_run"], "info.json"))["failure"]
     assert failure["error"] == "DatasetError" and failure["repeats_on_retry"] is False
     assert f"{unreadable}: not a readable HDF5 file" in failure["message"]
     assert good["status"] == "COMPLETED"
@@ -103,10 +104,10 @@ def test_a_failure_a_rerun_would_repeat_is_not_retried(tmp_path, local_ray, caps
     # retries: 2 would have started two more runs of the trial (the test above: a retried trial runs again)
     assert good["status"] == "COMPLETED" and r["status"] == "ERROR" and r["attempts"] == 1
     assert len(sacred_runs(str(tmp_path / "results"))) == 2
-    failure = read_json(os.path.join(r["sacred_run"], "info.json"))["failure"]
+    failure = load_json(os.path.join(r["sacred_run"], "info.json"))["failure"]
     assert failure["error"] == "DatasetError" and failure["repeats_on_retry"] is True
     assert "no schema_version attr" in failure["message"]
-    assert read_json(os.path.join(r["sacred_run"], "not_retried.json"))["call"].startswith("run_")
+    assert load_json(os.path.join(r["sacred_run"], "not_retried.json"))["call"].startswith("run_")
     last = r["error"].strip().splitlines()[-1]
     assert last.startswith("DatasetError (not retried") and "no schema_version attr" in last
     assert "empty-s0 ERROR (DatasetError (not retried" in capsys.readouterr().out
@@ -131,7 +132,7 @@ def test_a_config_error_found_in_the_run_is_not_retried(tmp_path, local_ray, cap
     assert sacred_runs(str(tmp_path / "results")) == []  # main.py removed the failed run's folder
     last = r["error"].strip().splitlines()[-1]
     assert last.startswith("config error (not retried") and "is a folder; give a dataset file" in last
-    assert read_json(os.path.join(sweep_folder(spec), "not_retried", f"{r['id']}.json"))["call"].startswith("run_")
+    assert load_json(os.path.join(sweep_folder(spec), "not_retried", f"{r['id']}.json"))["call"].startswith("run_")
     assert "folder-s0 ERROR (config error (not retried" in capsys.readouterr().out
     sweep.lock.release()  # as the driver's exit would
     assert driver.run(driver.prepare(spec, resume=True)) == 1  # a new call: the trial runs once more
@@ -208,7 +209,7 @@ def test_resume_after_kill_9_of_the_driver(tmp_path, local_ray):
     short_state, long_state = trial_state(short), trial_state(long)
     assert len(short_state["sacred_runs"]) == 1  # not run again
     assert len(long_state["sacred_runs"]) == 2 and long_state["status"] == "COMPLETED"
-    info = read_json(os.path.join(long_state["sacred_runs"][1], "info.json"))
+    info = load_json(os.path.join(long_state["sacred_runs"][1], "info.json"))
     assert info["resumed_from"]["step"] == checkpoint
     assert info["resumed_from"]["model_dir"] == interrupted["model_dir"] == long_state["model_dir"]
     assert min(info["episode_T"]) > checkpoint and long_state["t_env"] >= LONG_T_MAX  # t_env continues
@@ -233,7 +234,7 @@ def test_ctrl_c_of_the_driver_lets_the_running_trial_save_first(tmp_path):
         while time.time() < deadline:
             manifest = read_manifest(folder)
             run = manifest and trial_state(manifest["trials"][0])["sacred_run"]
-            info = read_json(os.path.join(run, "info.json")) if run else None
+            info = load_json(os.path.join(run, "info.json")) if run else None
             if info and max(info.get("episode_T") or [0]) >= 1000:
                 break
             time.sleep(0.2)
@@ -248,7 +249,7 @@ def test_ctrl_c_of_the_driver_lets_the_running_trial_save_first(tmp_path):
     assert "1 running trial(s) here save a checkpoint and end first" in out, out
     assert proc.returncode == 130  # stopped by Ctrl-C, as a shell reads it
     state = trial_state(read_manifest(folder)["trials"][0])
-    assert read_json(os.path.join(state["sacred_run"], "run.json"))["status"] == "INTERRUPTED"
+    assert load_json(os.path.join(state["sacred_run"], "run.json"))["status"] == "INTERRUPTED"
     assert len(state["sacred_runs"]) == 1  # not retried
     assert checkpoint_steps(state["model_dir"])[-1] >= 1000  # saved where it stopped
     assert read_manifest(folder)["trials"][0]["status"] == "INTERRUPTED"
