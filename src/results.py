@@ -11,7 +11,7 @@ JSON.
 Writes to --out (default results/reports/<metric>/, or results/sweeps/<name>/report/ for one sweep folder):
   scores.md        the tables below, the skipped runs and how scores were normalised
   scores.csv       per group: runs, mean, std, percentile-bootstrap 95% CI of the mean (and normalised), steps,
-                   re-evaluated finals, run folders
+                   re-evaluated finals, non-finite runs (not scored), run folders
   aggregate.csv    per algorithm across tasks: IQM and mean with stratified percentile-bootstrap 95% CIs
   curves.png/.pdf  learning curves, one panel per env (offline runs: gradient steps, panels of their own)
   scores.png/.pdf  IQM and mean with their CIs (interval chart); profile.png/.pdf: performance profiles

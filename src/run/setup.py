@@ -121,8 +121,11 @@ def build(_run, config, _log):
     if args.use_tensorboard:
         tb_dir = os.path.join(args.results_dir, "tb_logs", args.unique_token)
         created = not os.path.isdir(tb_dir)  # a resumed run continues its run's folder
-        # the checkpoint's step was logged before its save (online, offline: test, log, then save): kept
-        logger.setup_tb(tb_dir, purge_step=None if created else resume_step + 1)
+        # events after the checkpoint that a killed process wrote are dropped; the checkpoint's own step was tested
+        # and logged before its save, so it is kept (an offline learner's stats at that step may come after the save:
+        # an exact resume writes them again with the same values)
+        purge = None if created or resume_step is None else resume_step + 1
+        logger.setup_tb(tb_dir, purge_step=purge)
         if _run is not None:  # where the events are; a run failing on a config error removes the folder it created
             _run.info["tensorboard"] = {"dir": tb_dir, "created": created}
     logger.setup_sacred(_run)

@@ -67,12 +67,14 @@ IGNORED = frozenset({
     "learner_log_interval", "test_interval", "t_max", "offline_steps", "offline_test_interval",
     "offline_log_interval", "offline_save_interval", "offline_lazy", "offline_resume_changed_data", "use_cuda",
     "device", "buffer_cpu_only",
-    "torch_threads", "n_workers", "on_nonfinite", "tfcaf_timeout_s", "tfcaf_memory_mb", "name",
+    "torch_threads", "n_workers", "on_nonfinite", "tfcaf_timeout_s", "tfcaf_memory_mb", "name", "label_out",
+    "label_journal",
 })
 IGNORED_PREFIXES = ("llm.",)
 ENV_KEYS = frozenset({"env", "test_nepisode", "test_greedy"})  # with env_args.*: what config/envs/*.yaml set
 # keys that name a task's own data (its dataset, TFCAF, reference returns, LCA rankings ...): they differ across envs
-# by design, so they split labels only where they differ within one env, like ENV_KEYS
+# by design, so they split labels only where they differ within one env, like ENV_KEYS. Some also hold a method choice
+# (offline_reward=label:x vs the env's reward): such variants are told apart only where one env holds both
 TASK_DATA_KEYS = frozenset({
     "offline_dataset", "offline_expert", "offline_reward", "preference_set", "tfcaf_path", "reference_return_low",
     "reference_return_high", "lca.rankings", "lca.potential", "lca.rollout_checkpoint", "lca.keysteps_file",
@@ -493,7 +495,7 @@ def group_runs(runs, ignore=(), by=None, nonfinite=()):
             by_setting.setdefault(key, Group(name, env, kind, settings)).runs.append(run)
         for run in unscored.get((name, env, kind), ()):  # a setting with no other run: named in the notes only
             group = by_setting.get(_setting(run, differing)[0])
-            if group is not None:
+            if group is not None and _one_more_seed(group, run, by, ignore, split_always):
                 group.n_nonfinite += 1
         if by is not None:
             for g in by_setting.values():
@@ -501,6 +503,15 @@ def group_runs(runs, ignore=(), by=None, nonfinite=()):
                 g.pooled = tuple(k for k in all_keys if differs(g.runs, k))
         groups += sorted(by_setting.values(), key=lambda g: g.label)
     return groups
+
+
+def _one_more_seed(group, run, by, ignore, split_always):
+    """Whether `run` (left out of the labels: its final value is not finite) is a seed of the group's setting: equal
+    to the group's runs on every key they agree on (with `by`, on those keys), not a setting of its own that merely
+    matches the label's keys."""
+    keys = ([k for k in by if k not in split_always] if by is not None else
+            {k for r in (*group.runs, run) for k in r.config if not ignored(k, ignore)})
+    return all(differs(group.runs, k) or not differs([*group.runs, run], k) for k in keys)
 
 
 def _setting(run, keys):

@@ -511,6 +511,19 @@ def test_a_run_whose_final_value_is_nan_is_named_and_left_out(tmp_path, capsys):
         False, True]
 
 
+def test_a_diverged_run_of_another_setting_is_not_counted_in_a_group_it_only_resembles(tmp_path):
+    """A non-finite run takes no part in choosing the label keys: one with lr=0.5 beside two finished runs at lr=0.0005
+    matched their (bare) label and was counted as one of their seeds. It is a setting of its own, named in the notes."""
+    root = str(tmp_path / "sacred")
+    write_run(root, "qmix", "penalty", 1, [0, 100, 200], [0.0, 1.0, 2.0], lr=0.0005)
+    write_run(root, "qmix", "penalty", 2, [0, 100, 200], [0.0, 1.0, 4.0], lr=0.0005)
+    diverged = write_run(root, "qmix", "penalty", 3, [0, 100, 200], [0.0, 1.0, float("nan")], lr=0.5)
+    write_run(root, "qmix", "penalty", 4, [0, 100, 200], [0.0, 1.0, float("nan")], lr=0.0005)
+    md = run_results(root, "--out", tmp_path / "o", "--no-plots")["markdown"]
+    assert "| qmix | penalty | env steps | 2 (+1 non-finite, not scored) | 3.000 ± 1.000 |" in md
+    assert diverged in md.split("## Notes")[1]
+
+
 def test_marl_eval_writes_a_non_finite_final_as_null_and_never_a_cut_file(tmp_path, monkeypatch):
     """A final score that is NaN (a re-evaluation, final_override) is null in absolute_metrics (json.dump with
     allow_nan=False raised midway, leaving a truncated file); a value that cannot be written leaves the old file."""
