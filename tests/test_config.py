@@ -446,20 +446,18 @@ def test_epymarl_learner_names_say_what_to_use():
 
 
 @pytest.fixture
-def git_config_dir(config_dir):
-    """config_dir as a git repository whose files are tracked (the shipped configs)."""
-    import subprocess
-
+def shipped_config_dir(config_dir):
+    """config_dir with its SHIPPED.txt listing the files there (the shipped configs)."""
     import utils.config
     (config_dir / "algs" / "q.yaml").write_text("lr: 0.2\nq_only: 3\n")  # a key only this shipped file declares
-    subprocess.run(["git", "init", "-q", str(config_dir)], check=True)
-    subprocess.run(["git", "-C", str(config_dir), "add", "."], check=True)
+    (config_dir / "SHIPPED.txt").write_text("default.yaml\nalgs/q.yaml\nenvs/e.yaml\n")
     utils.config.shipped_keys.cache_clear()
     yield config_dir
     utils.config.shipped_keys.cache_clear()
 
 
-def test_a_typo_in_the_users_own_yaml_names_the_file_and_the_closest_key(git_config_dir):
+def test_a_typo_in_the_users_own_yaml_names_the_file_and_the_closest_key(shipped_config_dir):
+    git_config_dir = shipped_config_dir
     assert build_config("q", "e")["q_only"] == 3  # a shipped file's own keys are declared by it
     (git_config_dir / "algs" / "myq.yaml").write_text("inherit: q\nq_onyl: 4\n")
     with pytest.raises(ConfigError, match=r"algs/myq\.yaml: unknown config key 'q_onyl'\. Closest valid keys: q_only"):
@@ -470,6 +468,40 @@ def test_a_typo_in_the_users_own_yaml_names_the_file_and_the_closest_key(git_con
     # a key unlike any shipped one is the file's own new key (a new learner's: docs/adding-a-learner.md)
     (git_config_dir / "algs" / "mine.yaml").write_text("inherit: q\nmy_coefficient: 0.5\n")
     assert build_config("mine", "e")["my_coefficient"] == 0.5
+
+
+def test_shipped_list_is_the_config_files_git_tracks():
+    """config/SHIPPED.txt (read instead of git, which a download may lack) must name every shipped config file."""
+    import subprocess
+
+    from utils.config import SHIPPED_REGENERATE
+    from utils.paths import REPO_ROOT
+    try:
+        tracked = subprocess.run(["git", "-C", REPO_ROOT, "ls-files", "--", "config/*.yaml"], capture_output=True,
+                                 check=True, text=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    with open(os.path.join(REPO_ROOT, "config", "SHIPPED.txt")) as f:
+        listed = f.read().split()
+    assert listed == [t.removeprefix("config/") for t in tracked], (
+        f"config/SHIPPED.txt is not the list of tracked config files; regenerate it: {SHIPPED_REGENERATE}")
+
+
+def test_a_typo_in_the_users_own_yaml_is_refused_without_git(tmp_path):
+    """A download without .git (or no git at all): the user's own file is still not a shipped one."""
+    import shutil
+    import subprocess
+    import sys
+
+    from utils.paths import REPO_ROOT
+    for sub in ("src", "config"):
+        shutil.copytree(os.path.join(REPO_ROOT, sub), tmp_path / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "config" / "algs" / "myq.yaml").write_text("inherit: qmix\nhiden_dim: 64\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src"), "GIT_CEILING_DIRECTORIES": str(tmp_path.parent),
+           "PATH": os.path.dirname(sys.executable)}  # no git on PATH either
+    code = "from utils.config import build_config; build_config('myq', 'matrix_game')"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "myq.yaml: unknown config key 'hiden_dim'" in out.stderr, out.stderr
 
 
 def test_every_shipped_config_loads():

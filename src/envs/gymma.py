@@ -24,8 +24,8 @@ import gymnasium
 import numpy as np
 
 from envs.description import Field
-from envs.multiagentenv import EnvArgumentError, EnvValueError, MultiAgentEnv, signature_args
-from envs.rng import generator_state, make_generator
+from envs.multiagentenv import EnvArgumentError, EnvValueError, MultiAgentEnv, env_name, signature_args
+from envs.rng import PARTIAL, generator_state, make_generator
 
 _NUMERIC = (bool, int, float, np.number, np.bool_)
 
@@ -225,11 +225,16 @@ class GymmaWrapper(MultiAgentEnv):
         """The gymnasium env's `np_random` (LBF's food and player placement; what gymnasium envs draw from) and the
         seed the next reset takes, if any; LBF: also where its players stand, which its reset reads (a cell a player
         stood on in the last episode is redrawn). An env that draws from elsewhere (Python's or numpy's global RNG:
-        the run saves those itself) or whose reset reads more of the last episode is not covered."""
+        the run saves those itself) or whose reset reads more of the last episode is not covered: for any env but
+        LBF (the one whose code we know) the state says so (envs.rng.PARTIAL), and checkpoints and resumes warn."""
         state = {"pending_seed": self._seed, "np_random": generator_state(self._unwrapped._np_random)}
         if self._lbf:
             state["lbf_positions"] = [None if p.position is None else [int(x) for x in p.position]
                                       for p in self._unwrapped.players]
+        else:
+            state[PARTIAL] = (f"env {env_name(self)} saves only its gymnasium np_random, not the env's own state "
+                              f"beyond it (other RNGs it draws from, what its reset reads of the last episode; "
+                              f"LBF's alone is saved), so if it has any")
         return state
 
     def set_rng_state(self, state):

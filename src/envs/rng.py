@@ -10,7 +10,8 @@ stay Python ints, which torch saves and loads exactly).
 Helpers: `generator_state` / `make_generator` for numpy Generators, `random_state` / `make_random` for Python's
 `random.Random`, and `env_rng_state` / `restore_env_rng_state`, which the runners call: an env that cannot give its
 state (`EnvRngUnsupported`) is recorded as `{"unsupported": why}`, and restoring that returns `why` for the run to
-warn with instead of failing.
+warn with instead of failing; a state that leaves part of the env out says so under `"partial"` (gymma envs other
+than LBF), which saving and restoring warn with too.
 """
 import random
 
@@ -19,6 +20,8 @@ import numpy as np
 # the bit generators a saved state may name (a checkpoint names one; nothing else is looked up from it)
 BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 UNSUPPORTED = "unsupported"  # the key of the record an env that cannot give its state leaves in a checkpoint
+# the key under which a state says what of the env's own state it leaves out (a resume from it may not be exact)
+PARTIAL = "partial"
 
 
 class EnvRngUnsupported(NotImplementedError):
@@ -97,9 +100,15 @@ def unsupported(state):
     return state[UNSUPPORTED] if isinstance(state, dict) and set(state) == {UNSUPPORTED} else None
 
 
+def not_exact(state):
+    """Why a resume from a saved env state may not replay the env's episodes: the env could not save its state
+    (unsupported) or saved only part of it (its PARTIAL note); else None."""
+    return unsupported(state) or (state.get(PARTIAL) if isinstance(state, dict) else None)
+
+
 def restore_env_rng_state(env, state):
-    """Give `env` the state env_rng_state saved; returns why it could not (the env could not save or cannot restore
-    its state), else None."""
+    """Give `env` the state env_rng_state saved; returns why the episodes after it may differ from the saving run's
+    (the env could not save or cannot restore its state, or saved only part of it), else None."""
     why = unsupported(state)
     if why is not None:
         return why
@@ -109,4 +118,4 @@ def restore_env_rng_state(env, state):
         return str(e)
     except Exception as e:  # a state that does not fit this env (another version of its code or library)
         return f"{type(env).__name__}: the saved RNG state does not fit this env ({type(e).__name__}: {e})"
-    return None
+    return not_exact(state)

@@ -5,7 +5,7 @@ import os
 import time
 from contextlib import contextmanager
 
-from envs.rng import unsupported
+from envs.rng import not_exact
 from learners.common import NonFiniteError
 from utils.checkpoint import (
     ENV_SHAPE_KEYS,
@@ -211,9 +211,9 @@ def finish(ctx):
 def env_rng_states(ctx, _log):
     """The envs' RNG states for a checkpoint (online and offline: offline runs test on the runner's envs), taken
     where save() takes the python/numpy/torch ones: after the rollout and test before it. An env that cannot save
-    its state is named once per run."""
+    its state (or saves only part of it) is named once per run."""
     states = ctx.runner.env_rng_states()
-    why = next(filter(None, map(unsupported, states)), None)
+    why = next(filter(None, map(not_exact, states)), None)
     if why and not ctx.env_rng_warned:
         _log.warning(f"{why}: a run resumed from this run's checkpoints plays other episodes than this run would")
         ctx.env_rng_warned = True

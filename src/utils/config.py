@@ -8,7 +8,6 @@ import difflib
 import functools
 import os
 import re
-import subprocess
 from collections.abc import Mapping
 from copy import deepcopy
 
@@ -376,33 +375,37 @@ def check_known_keys(update, known, where="", origin=""):
             check_known_keys(v, known[k], where=f"{path}.", origin=origin)
 
 
-def _tracked_yaml(config_dir):
-    """The YAML files under `config_dir` that git tracks (absolute paths), or None when git cannot tell (no git, not
-    a repository, none tracked): then every file there counts as shipped."""
+SHIPPED_LIST = "SHIPPED.txt"
+# how to rewrite config/SHIPPED.txt after adding (or removing) a shipped config file, from the repository root
+SHIPPED_REGENERATE = "git ls-files -- 'config/*.yaml' | cut -d/ -f2- > config/SHIPPED.txt"
+
+
+def _shipped_yaml(config_dir):
+    """The shipped YAML files under `config_dir` (absolute paths), as its SHIPPED.txt lists them (one path per line,
+    relative to `config_dir`), or None when there is no list (a config folder of one's own: every file there counts
+    as shipped). A committed list, not git: a download without git must not take the user's own files as shipped,
+    and a user's file stays theirs (checked) when committed to a fork; an edited shipped file stays shipped."""
     try:
-        out = subprocess.run(["git", "-C", config_dir, "ls-files", "-z", "--full-name", "--", "."],
-                             capture_output=True, check=True, timeout=30).stdout.decode()
-        top = subprocess.run(["git", "-C", config_dir, "rev-parse", "--show-toplevel"], capture_output=True,
-                             check=True, timeout=30).stdout.decode().strip()
-    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+        with open(os.path.join(config_dir, SHIPPED_LIST), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
         return None
-    files = {os.path.realpath(os.path.join(top, f)) for f in out.split("\0") if f.endswith(".yaml")}
-    return files or None
+    return {os.path.realpath(os.path.join(config_dir, line.strip())) for line in lines if line.strip()}
 
 
 @functools.lru_cache(maxsize=4)
 def shipped_keys(config_dir):
     """Every key a shipped config declares: config/default.yaml's and those of the algs/, envs/ and runs/ files that
-    git tracks (nested blocks as mappings). A key of the user's own YAML file must be one of these (a key only in
-    that file is almost always a typo: hiden_dim next to hidden_dim)."""
-    tracked = _tracked_yaml(config_dir)
+    config/SHIPPED.txt lists (nested blocks as mappings). A key of the user's own YAML file must be one of these (a key
+    only in that file is almost always a typo: hiden_dim next to hidden_dim)."""
+    shipped = _shipped_yaml(config_dir)
     known = {}
     for sub in ("", *RUN_CONFIG_DIRS, "envs"):
         folder = os.path.join(config_dir, sub)
         names = ["default.yaml"] if not sub else sorted(os.listdir(folder)) if os.path.isdir(folder) else []
         for name in names:
             path = os.path.join(folder, name)
-            if not name.endswith(".yaml") or (tracked is not None and os.path.realpath(path) not in tracked):
+            if not name.endswith(".yaml") or (shipped is not None and os.path.realpath(path) not in shipped):
                 continue
             try:
                 known = recursive_update(known, read_yaml(path))

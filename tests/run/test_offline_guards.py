@@ -214,6 +214,28 @@ def test_a_resume_refuses_a_label_it_reads_that_was_replaced_and_accepts_unrelat
     assert sum(bool(c) for c in changed) == 1
 
 
+def test_a_separate_expert_files_episodes_are_resume_checked_and_its_labels_are_not_read(tmp_path, capsys):
+    """offline_expert=<path>: D_E is every episode of that file (its labels are never read: label: and top: name a
+    label of offline_dataset), so a label written into it since the checkpoint resumes, and other episodes in it
+    are refused as a changed offline_dataset is."""
+    from offline.label_store import content_fingerprint, write_episode_labels
+
+    data, expert = write(tmp_path / "data.h5"), write(tmp_path / "expert.h5", n=4)
+    run = [*TINY, "bc_beta=0.5", f"offline_dataset={data}", f"offline_expert={expert}"]
+    run_main(tmp_path, "bc_beta", "climbing", *run)
+    (models,) = glob.glob(os.path.join(tmp_path, "models", "*"))
+    write_episode_labels(expert, {"flag": np.zeros(4, np.int64)}, {}, content_fingerprint(expert))
+    capsys.readouterr()
+    run_main(tmp_path, "bc_beta", "climbing", *run, "offline_steps=9", f"checkpoint_path={models}")
+    assert f"{expert} changed on disk since the checkpoint, but holds the same episodes (labels" in \
+        "".join(capsys.readouterr())
+    os.remove(expert)
+    write(expert, constant_climbing_episodes(4, 1, 1, limit=LIMIT))
+    run_main(tmp_path, "bc_beta", "climbing", *run, "offline_steps=12", f"checkpoint_path={models}", expect=2)
+    assert f"{expert} changed on disk since the checkpoint {os.path.join(models, '9')} was saved" in \
+        capsys.readouterr().err
+
+
 def test_the_labels_and_sets_a_run_reads():
     from types import SimpleNamespace
 

@@ -6,6 +6,8 @@ import glob
 import json
 import os
 
+import gymnasium
+import numpy as np
 import pytest
 import torch as th
 from test_resume import assert_same
@@ -164,3 +166,47 @@ def test_a_resumed_offline_run_tests_on_the_same_episodes_as_the_uninterrupted_r
     full, resumed = tests(tmp_path / "full"), tests(tmp_path / "resumed")
     for key, values in resumed.items():
         assert values == {t: v for t, v in full[key].items() if t > 2}, key
+
+
+class DiceEnv(gymnasium.Env):
+    """A gymnasium two-agent env (not LBF) that draws its observations from a generator of its own, beyond
+    np_random: gymma saves np_random only, so a resume of a run on it is not exact."""
+
+    def __init__(self):
+        self.observation_space = gymnasium.spaces.Tuple([gymnasium.spaces.Box(0, 1, shape=(2,))] * 2)
+        self.action_space = gymnasium.spaces.Tuple([gymnasium.spaces.Discrete(2)] * 2)
+        self.own = np.random.default_rng(0)  # the env's own state, which no checkpoint holds
+
+    def _obs(self):
+        return tuple(self.own.random(2).astype(np.float32) for _ in range(2))
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._obs(), {}
+
+    def step(self, actions):
+        return self._obs(), [float(self.np_random.random())] * 2, False, False, {}
+
+
+if "GymmaResumeDice-v0" not in gymnasium.registry:
+    gymnasium.register(id="GymmaResumeDice-v0", entry_point=DiceEnv)
+
+
+def test_a_resume_on_a_gymma_env_other_than_lbf_warns_that_only_np_random_is_saved(tmp_path, capsys):
+    """gymma saves a gymnasium env's np_random (and LBF's player positions); an env's own state beyond it is not
+    saved, so its checkpoints (once) and a resume from them say the episodes may differ. LBF under gymma: no
+    warning (test_a_resumed_run_on_a_stochastic_env_equals_the_uninterrupted_run shows its resume is exact)."""
+    settings = [*COMMON, *RUNNERS["episode"], "env_args.time_limit=6"]
+    capsys.readouterr()
+    run_main(tmp_path / "part", "mappo", "gymma", *settings, "env_args.key=GymmaResumeDice-v0", "t_max=60")
+    named = [line for line in capsys.readouterr().err.splitlines() if "saves only its gymnasium np_random" in line]
+    assert len(named) == 1 and "env GymmaWrapper (GymmaResumeDice-v0)" in named[0], named
+    assert "not the env's own state beyond it" in named[0] and "plays other episodes" in named[0]
+    models = glob.glob(str(tmp_path / "part" / "models" / "*"))[0]
+    run_main(tmp_path / "resumed", "mappo", "gymma", *settings, "env_args.key=GymmaResumeDice-v0", "t_max=90",
+             f"checkpoint_path={models}")
+    named = [line for line in capsys.readouterr().err.splitlines() if "saves only its gymnasium np_random" in line]
+    assert len(named) == 2 and "episodes after the resume differ" in named[0]  # then the resumed run's first save
+    run_main(tmp_path / "lbf", "mappo", "gymma", *settings, "env_args.key=lbforaging:Foraging-5x5-2p-1f-v3",
+             "t_max=60")
+    assert "np_random" not in capsys.readouterr().err
