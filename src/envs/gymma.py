@@ -232,9 +232,9 @@ class GymmaWrapper(MultiAgentEnv):
             state["lbf_positions"] = [None if p.position is None else [int(x) for x in p.position]
                                       for p in self._unwrapped.players]
         else:
-            state[PARTIAL] = (f"env {env_name(self)} saves only its gymnasium np_random, not the env's own state "
-                              f"beyond it (other RNGs it draws from, what its reset reads of the last episode; "
-                              f"LBF's alone is saved), so if it has any")
+            state[PARTIAL] = (f"env {env_name(self)} saves only its gymnasium np_random, not other state the env "
+                              f"may keep (RNGs of its own, what its reset reads of the last episode; LBF's is "
+                              f"saved); if it keeps any")
         return state
 
     def set_rng_state(self, state):
