@@ -201,7 +201,7 @@ def test_a_resume_on_a_gymma_env_other_than_lbf_warns_that_only_np_random_is_sav
     run_main(tmp_path / "part", "mappo", "gymma", *settings, "env_args.key=GymmaResumeDice-v0", "t_max=60")
     named = [line for line in capsys.readouterr().err.splitlines() if "saves only its gymnasium np_random" in line]
     assert len(named) == 1 and "env GymmaWrapper (GymmaResumeDice-v0)" in named[0], named
-    assert "not the env's own state beyond it" in named[0] and "plays other episodes" in named[0]
+    assert "not other state the env may keep" in named[0] and "plays other episodes" in named[0]
     models = glob.glob(str(tmp_path / "part" / "models" / "*"))[0]
     run_main(tmp_path / "resumed", "mappo", "gymma", *settings, "env_args.key=GymmaResumeDice-v0", "t_max=90",
              f"checkpoint_path={models}")
