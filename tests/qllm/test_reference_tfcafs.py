@@ -413,8 +413,8 @@ def test_every_env_config_has_a_labelled_reference():
 
 
 def test_a_config_without_a_reference_is_named_with_what_to_add():
-    with pytest.raises(pytest.fail.Exception, match=r"env config 'target_game' has no reference TFCAF in .*MANIFEST.json"
-                                                    r".*: write src/qllm/tfcafs/target_game.py .*SHARED"):
+    with pytest.raises(pytest.fail.Exception, match=r"env config 'target_game' has no reference TFCAF in "
+                                                    r".*MANIFEST.json: write src/qllm/tfcafs/target_game.py .*SHARED"):
         manifest_entry("target_game")
 
 
