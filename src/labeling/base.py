@@ -70,6 +70,14 @@ class LabelResult:
     info: dict = field(default_factory=dict)
 
 
+def answer_counts(answers) -> dict:
+    """The counts every labeling run reports, from the answers (NaN = unlabeled, 0.5 = a tie): a labeler's `info`
+    may give its own (the llm labeler's unparsed replies), else these are used."""
+    answers = np.asarray(answers, dtype=float)
+    labeled = np.isfinite(answers)
+    return {"labeled": int(labeled.sum()), "tie": int((answers == 0.5).sum()), "unparsed": int((~labeled).sum())}
+
+
 class LabelTask:
     """A kind of question (registry: labeling.TASKS, name -> class; instantiated without arguments, so settings
     come from `args` in each call). Subclasses set `name` and implement the methods; `oracle_batch` and `unswap` have
@@ -169,7 +177,8 @@ class LabelTask:
 
 class Labeler:
     """Answers any task's items (registry: labeling.LABELERS, name -> class; built as `Labeler(args)`).
-    `label` may be given a progress bar (utils.progress.Bar over the items) to advance and annotate."""
+    `label` may be given a progress bar (utils.progress.Bar over the items) to advance and annotate. Subclasses set
+    `name` (their registry name: logs, settings and stored provenance show it)."""
     name = ""
 
     def __init__(self, args):

@@ -16,7 +16,7 @@ import hashlib
 
 import numpy as np
 
-from labeling.base import Labeler, LabelResult
+from labeling.base import Labeler, LabelResult, answer_counts
 
 NOISE_MODES = ("bernoulli", "exact")
 
@@ -41,7 +41,7 @@ class OracleLabeler(Labeler):
             answers = np.repeat(answers[:, None], int(queries), axis=1)
         if bar is not None:
             bar.update(len(items))
-        return LabelResult(answers, {**self.settings(), **_counts(answers)})
+        return LabelResult(answers, {**self.settings(), **answer_counts(answers)})
 
 
 class NoisyOracleLabeler(OracleLabeler):
@@ -71,7 +71,7 @@ class NoisyOracleLabeler(OracleLabeler):
         if bar is not None:
             bar.update(len(items))
         nontie = np.broadcast_to(correct != 0.5, answers.shape)
-        info = {**self.settings(), **_counts(answers),
+        info = {**self.settings(), **answer_counts(answers),
                 "oracle_agreement": float((answers == correct).mean()) if len(items) else None,
                 "oracle_agreement_nontie": float((answers == correct)[nontie].mean()) if nontie.any() else None}
         return LabelResult(answers, info)
@@ -95,7 +95,3 @@ class NoisyOracleLabeler(OracleLabeler):
             answers[r] = wrong[int(item_uniform(seed, items[r].id, "wrong" + salt) * len(wrong))]
         return answers
 
-
-def _counts(answers):
-    labeled = np.isfinite(answers)
-    return {"labeled": int(labeled.sum()), "tie": int((answers == 0.5).sum()), "unparsed": int((~labeled).sum())}

@@ -59,8 +59,8 @@ class QLearner(Learner):
                 target_max, best = target_out.max(dim=3, keepdim=True)
                 target_max = target_max.squeeze(3)
             if self.mixer is not None:
-                target_max = self.target_mixer(
-                    target_max, batch["state"],
+                target_max = self._mix(
+                    self.target_mixer, target_max, batch["state"],
                     actions_onehot=F.one_hot(best.squeeze(3), self.args.n_actions).float(),
                     max_qs=target_out.max(dim=3).values, obs=batch["obs"],
                     **{k: batch[k] for k in self.mixer_fields})
@@ -71,10 +71,10 @@ class QLearner(Learner):
                                               self.args.td_lambda)
 
         if self.mixer is not None:
-            chosen_qs = self.mixer(chosen_qs, batch["state"][:, :-1],
-                                   actions_onehot=batch["actions_onehot"][:, :-1],
-                                   max_qs=masked_out[:, :-1].max(dim=3).values, obs=batch["obs"][:, :-1], mask=mask,
-                                   **{k: batch[k][:, :-1] for k in self.mixer_fields})
+            chosen_qs = self._mix(self.mixer, chosen_qs, batch["state"][:, :-1],
+                                  actions_onehot=batch["actions_onehot"][:, :-1],
+                                  max_qs=masked_out[:, :-1].max(dim=3).values, obs=batch["obs"][:, :-1], mask=mask,
+                                  **{k: batch[k][:, :-1] for k in self.mixer_fields})
 
         td_error = chosen_qs - targets
         loss = masked_mean(td_error.pow(2), mask)
@@ -99,6 +99,16 @@ class QLearner(Learner):
                         self.logger.log_stat(f"mixer_{key}", value, t_env)
             self.log_stats_t = t_env
         return {"loss": loss.item()}
+
+    def _mix(self, mixer, agent_qs, states, **extra):
+        """Q_tot [B, T, 1]; a registered mixer of another shape is refused here, where its name is known (a [B, T]
+        Q_tot would otherwise fail later as a bare size mismatch against the TD targets)."""
+        q_tot = mixer(agent_qs, states, **extra)
+        expected = (*agent_qs.shape[:2], 1)
+        if tuple(q_tot.shape) != expected:
+            raise ValueError(f"mixer '{self.args.mixer}' ({type(mixer).__name__}) returned Q_tot of shape "
+                             f"{tuple(q_tot.shape)}; its forward must return [B, T, 1] = {expected}")
+        return q_tot
 
     def _target_pairs(self):
         pairs = [(self.target_mac.agent, self.mac.agent)]

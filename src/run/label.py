@@ -29,7 +29,7 @@ import time
 from augmenters import REGISTRY as AUGMENTERS
 from envs import env_from_args
 from labeling import LABELERS, TASKS
-from labeling.base import LabelSource
+from labeling.base import LabelResult, LabelSource, answer_counts
 from labeling.store import check_name, content_fingerprint
 from offline.format import DatasetError, missing_dataset
 from offline.label_edit import derived_labels
@@ -99,6 +99,22 @@ def is_complete(info):
     if "complete" in info:
         return bool(info["complete"])
     return not info.get("stopped") and not info.get("failed") and not info.get("unasked")
+
+
+def check_result(labeler, result, n_items, queries):
+    """A labeler's result as the run reads it: a LabelResult whose answers are [n_items] (or [n_items, K] for a task
+    of K queries); anything else is refused naming the labeler, instead of failing later in accuracy or storage."""
+    who = f"labeler '{labeler.name}' ({type(labeler).__name__})"
+    if not isinstance(result, LabelResult):
+        raise TypeError(f"{who} returned a {type(result).__module__}.{type(result).__name__}; label() must return "
+                        f"labeling.base.LabelResult(answers, info)")
+    expected = (n_items,) if queries is None else (n_items, queries)
+    shape = getattr(result.answers, "shape", None)
+    if shape is None or tuple(shape) != expected:
+        got = f"shape {tuple(shape)}" if shape is not None else f"a {type(result.answers).__name__}"
+        raise ValueError(f"{who} returned answers of {got} for {n_items} items; expected a numpy array of shape "
+                         f"{expected}: one float per item{' and query' if queries else ''} in item order, NaN = "
+                         f"unlabeled")
 
 
 def summary(accuracy):
@@ -175,12 +191,13 @@ def label(args, _log, _run=None):
         with Bar(len(items), desc=f"labeling {args.label_name}", unit="item") as bar:
             result = labeler.label(task, items, source, bar=bar)
         seconds = time.perf_counter() - start
+        check_result(labeler, result, len(items), task.queries(args))
         if "queries_to_ask" in result.info:  # the llm labeler: what a resumed run still had to ask
             i = result.info
             _log.info(f"{i['from_journal']} of {len(items)} items answered by the journal; {i['queries_to_ask']} "
                       f"queries to ask for the others ({i['requests']} server requests sent, {i['cache_hits']} cache "
                       f"hits)")
-        counts = {k: result.info.get(k) for k in ("labeled", "tie", "unparsed")}
+        counts = {k: result.info.get(k, v) for k, v in answer_counts(result.answers).items()}
         # the llm labeler's: items without a final answer, by why
         counts.update({k: result.info[k] for k in ("failed", "cut", "unfinished", "unasked") if result.info.get(k)})
         rate = len(items) / max(seconds, 1e-9)

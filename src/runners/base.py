@@ -96,9 +96,14 @@ class Runner:
             shaped = self.shaper.shape(obs[:, :-1][mask], obs[:, 1:][mask], batch["actions"][:, :-1][mask][..., 0],
                                        env_reward, batch["terminated"][:, :-1][mask][:, 0].bool())
         name = getattr(self.shaper, "name", type(self.shaper).__name__)
-        if not isinstance(shaped, th.Tensor) or tuple(shaped.shape) != tuple(env_reward.shape):
-            raise ValueError(f"shaper '{name}' returned {getattr(shaped, 'shape', type(shaped).__name__)}; shape() "
-                             f"must return a tensor [N, n_agents] = {list(env_reward.shape)}")
+        if not isinstance(shaped, th.Tensor):  # e.g. a numpy array of the right shape: say the type, not the shape
+            shape = f" of shape {tuple(shaped.shape)}" if hasattr(shaped, "shape") else ""
+            raise ValueError(f"shaper '{name}' returned a {type(shaped).__module__}.{type(shaped).__name__}{shape}; "
+                             f"shape() must return a torch tensor [N, n_agents] = {list(env_reward.shape)} (e.g. "
+                             f"torch.as_tensor(...))")
+        if tuple(shaped.shape) != tuple(env_reward.shape):
+            raise ValueError(f"shaper '{name}' returned a tensor of shape {tuple(shaped.shape)}; shape() must return "
+                             f"a tensor [N, n_agents] = {list(env_reward.shape)}")
         if reward.shape[-1] == 1:  # a team-reward shaper (per_agent = False) must give every agent the same reward
             if not th.equal(shaped, shaped[:, :1].expand_as(shaped)):
                 raise ValueError(f"shaper '{name}' has per_agent = False but returned different rewards per agent: "

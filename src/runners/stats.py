@@ -3,8 +3,10 @@
 `return_mean` is the team return (per-agent env rewards scalarised by `reward_scalarisation`); per-agent rewards add
 `agent_<i>_return_mean`/`_std` (each agent's return in what its learner trains on: shaped on training episodes with
 a shaper, else the env's; runners.base.Runner.end_batch), `total_return_mean`/`_std` (epymarl's name for the team
-return with common_reward=False) and a shaper `shaped_return_mean` (training episodes only: test episodes are never
-shaped); env infos add `<key>_mean` (e.g. `success_mean` of the grid worlds)."""
+return with common_reward=False) and a shaper's `shaped_return_mean` (training episodes only: test episodes are never
+shaped): the return of the per-agent rewards the learner trains on, scalarised by `reward_scalarisation`, so with
+common_reward and sum it is n_agents x the team return plus the shaping, not on `return_mean`'s scale; env infos add
+`<key>_mean` (e.g. `success_mean` of the grid worlds)."""
 import numbers
 
 import numpy as np

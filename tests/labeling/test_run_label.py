@@ -12,6 +12,7 @@ from tests.labeling.datasets import write_dataset
 from tests.labeling.test_store import flip_bytes
 
 from labeling import LABELERS
+from labeling.base import LabelResult
 from labeling.store import preference_names, read_preferences
 from offline.format import DatasetError
 from run.label import run_label
@@ -278,3 +279,49 @@ def test_relabeling_warns_about_labels_derived_from_the_old_set(tmp_path, data, 
     with pytest.raises(ValueError, match=r"offline_expert=label:prefs_expert: labels/prefs_expert was derived from "
                                          r"preference set 'prefs', which has been replaced since.*label_overwrite"):
         label_rows(OfflineDataset.load(data), "label:prefs_expert", "offline_expert", "")
+
+
+class Plain(LABELERS["oracle"]):
+    """A labeler whose info holds no counts: the run counts its answers (labeled, tie, unparsed) itself."""
+    name = "plain"
+
+    def label(self, task, items, source, bar=None):
+        result = super().label(task, items, source, bar)
+        result.answers[:3] = np.nan
+        return LabelResult(result.answers, {})
+
+
+class Bare(LABELERS["oracle"]):
+    name = "bare"
+
+    def label(self, task, items, source, bar=None):
+        return super().label(task, items, source, bar).answers
+
+
+class Short(LABELERS["oracle"]):
+    name = "short"
+
+    def label(self, task, items, source, bar=None):
+        result = super().label(task, items, source, bar)
+        return LabelResult(result.answers[:-1], result.info)
+
+
+def test_counts_left_out_by_a_labeler_are_counted_from_its_answers(tmp_path, data, monkeypatch, caplog):
+    monkeypatch.setitem(LABELERS, "plain", Plain)
+    with caplog.at_level(logging.INFO, logger="test_label"):
+        info = label(tmp_path, offline_dataset=data, labeler="plain")
+    assert info["counts"]["labeled"] == 97 and info["counts"]["unparsed"] == 3
+    assert isinstance(info["counts"]["tie"], int) and "None" not in caplog.text
+
+
+@pytest.mark.parametrize("cls,error,match", [
+    (Bare, TypeError, r"labeler 'bare' \(Bare\) returned a numpy.ndarray; label\(\) must return "
+                      r"labeling.base.LabelResult\(answers, info\)"),
+    (Short, ValueError, r"labeler 'short' \(Short\) returned answers of shape \(99,\) for 100 items; expected a numpy "
+                        r"array of shape \(100,\)"),
+])
+def test_a_wrong_result_names_the_labeler_and_what_is_expected(tmp_path, data, monkeypatch, cls, error, match):
+    monkeypatch.setitem(LABELERS, cls.name, cls)
+    with pytest.raises(error, match=match):
+        label(tmp_path, offline_dataset=data, labeler=cls.name)
+    assert preference_names(data) == []

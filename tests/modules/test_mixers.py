@@ -204,3 +204,28 @@ def test_cuda_matches_cpu(name):
     gpu = mixer.to(dev)(agent_qs.to(dev), states.to(dev), **{k: v.to(dev) for k, v in extras.items()})
     assert gpu.device.type == "cuda"
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-4)
+
+
+class FlatMixer(torch.nn.Module):
+    """A mixer that forgets the trailing 1 of Q_tot: [B, T]."""
+    def __init__(self, args):
+        super().__init__()
+
+    def forward(self, agent_qs, states, **extra):
+        return agent_qs.sum(dim=2)
+
+
+def test_q_learner_names_a_mixer_of_the_wrong_shape(monkeypatch):
+    from components.episode_buffer import ReplayBuffer, episode_scheme
+    from helpers import make_ctx
+
+    monkeypatch.setitem(REGISTRY, "flat", FlatMixer)
+    ctx = make_ctx("qmix", "matrix_game", mixer="flat", hidden_dim=8, use_cuda=False, env_args={"episode_limit": 4})
+    scheme, groups, preprocess = episode_scheme(ctx.runner.get_env_info())
+    buffer = ReplayBuffer(scheme, groups, 2, ctx.args.episode_limit + 1, preprocess=preprocess)
+    for _ in range(2):
+        buffer.insert_episode_batch(ctx.runner.run(test_mode=False))
+    batch = buffer.latest(2)
+    with pytest.raises(ValueError, match=r"mixer 'flat' \(FlatMixer\) returned Q_tot of shape \(2, \d+\); its forward "
+                                         r"must return \[B, T, 1\] = \(2, \d+, 1\)"):
+        ctx.learner.train(batch, 1, 1)

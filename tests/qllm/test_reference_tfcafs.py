@@ -38,6 +38,18 @@ EPISODE_CAP = 40  # steps per rollout episode, so that ~200 states span several 
 SMAC_TEST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "envs", "test_smac.py")
 
 
+def manifest_entry(name):
+    """The manifest's entry for an env config; a config without a reference TFCAF yet fails naming what to add
+    (a bare KeyError named only the config)."""
+    manifest = load_manifest()
+    if name not in manifest:
+        pytest.fail(f"env config '{name}' has no reference TFCAF in {manifest_path()}: write "
+                    f"src/qllm/tfcafs/{file_for(name)}.py (or share a family's file through SHARED in "
+                    f"src/qllm/tfcafs/manifest.py), then rebuild the manifest with "
+                    f"`cd src && ../.venv/bin/python -m qllm.tfcafs.manifest` (docs/adding-an-env.md, section 5)")
+    return manifest[name]
+
+
 def tfcaf_of(name):
     return importlib.import_module(f"qllm.tfcafs.{file_for(name)}").tfcaf
 
@@ -157,7 +169,7 @@ def sample(name):
 
 
 def run(name, states):
-    return tfcaf_of(name)(torch.as_tensor(states), load_manifest()[name]["n_agents"])
+    return tfcaf_of(name)(torch.as_tensor(states), manifest_entry(name)["n_agents"])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -166,7 +178,7 @@ def run(name, states):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_reference_honours_the_tfcaf_contract(name):
-    entry = load_manifest()[name]
+    entry = manifest_entry(name)
     env, states = sample(name)
     n, size = entry["n_agents"], entry["state_size"]
     assert states.shape[1] == size == env.get_state_size() and n == env.n_agents
@@ -198,7 +210,7 @@ def test_reference_honours_the_tfcaf_contract(name):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_reference_is_finite_on_states_no_env_produces(name):
-    entry = load_manifest()[name]
+    entry = manifest_entry(name)
     rng = np.random.default_rng(1)
     for scale in (1.0, 30.0, 1e4):
         noise = (rng.standard_normal((64, entry["state_size"])) * scale).astype(np.float32)
@@ -400,6 +412,12 @@ def test_every_env_config_has_a_labelled_reference():
         reference("gymma")
 
 
+def test_a_config_without_a_reference_is_named_with_what_to_add():
+    with pytest.raises(pytest.fail.Exception, match=r"env config 'target_game' has no reference TFCAF in "
+                                                    r".*MANIFEST.json: write src/qllm/tfcafs/target_game.py .*SHARED"):
+        manifest_entry("target_game")
+
+
 def test_manifest_is_up_to_date():
     with open(manifest_path()) as f:
         shipped = json.load(f)
@@ -413,7 +431,7 @@ def test_starcraft_sizes_follow_the_smac_schema():
         env = smac_env(name)
         check_schema(env.state_schema(), env.get_state_size())
         assert KNOWN_SIZES[name] == (env.get_state_size(), env.n_agents)
-        assert (load_manifest()[name]["state_size"], load_manifest()[name]["n_agents"]) == KNOWN_SIZES[name]
+        assert (manifest_entry(name)["state_size"], manifest_entry(name)["n_agents"]) == KNOWN_SIZES[name]
 
 
 def test_starcraft_references_refuse_other_layouts():
@@ -439,7 +457,7 @@ def test_references_pass_the_sandboxed_validator():
 
     failures = []
     for name in CONFIGS:
-        entry = load_manifest()[name]
+        entry = manifest_entry(name)
         try:
             _, states = sample(name)
         except pytest.skip.Exception:

@@ -50,9 +50,24 @@ class WrongShape(Recorder):
         return env_reward[:, :1]
 
 
+class Numpy(Recorder):
+    name = "numpy"
+
+    def shape(self, obs, next_obs, actions, env_reward, terminal):
+        return env_reward.numpy()
+
+
+class Same(Recorder):
+    """A per-agent shaper with no bonus: the env's team reward, repeated per agent."""
+    name = "same"
+
+    def shape(self, obs, next_obs, actions, env_reward, terminal):
+        return env_reward
+
+
 @pytest.fixture(autouse=True)
 def registered(monkeypatch):
-    for cls in (Recorder, Zero, WrongShape):
+    for cls in (Recorder, Zero, WrongShape, Numpy, Same):
         monkeypatch.setitem(shapers.REGISTRY, cls.name, cls)
     monkeypatch.setattr(Recorder, "version", 1)
     Recorder.calls.clear()
@@ -133,10 +148,28 @@ def test_a_zero_shaper_replaces_the_reward_and_keeps_the_team_reward():
 
 def test_a_wrong_shape_is_named():
     ctx = climbing_ctx("episode", shaper="wrong")
-    with pytest.raises(ValueError, match=r"shaper 'wrong' returned torch.Size\(\[5, 1\]\); shape\(\) must return a "
+    with pytest.raises(ValueError, match=r"shaper 'wrong' returned a tensor of shape \(5, 1\); shape\(\) must return a "
                                          r"tensor \[N, n_agents\] = \[5, 2\]"):
         ctx.runner.run()
     ctx.runner.close_env()
+
+
+def test_a_numpy_array_is_named_as_such():
+    ctx = climbing_ctx("episode", shaper="numpy")
+    with pytest.raises(ValueError, match=r"shaper 'numpy' returned a numpy.ndarray of shape \(5, 2\); shape\(\) must "
+                                         r"return a torch tensor \[N, n_agents\] = \[5, 2\]"):
+        ctx.runner.run()
+    ctx.runner.close_env()
+
+
+def test_shaped_return_is_the_scalarised_per_agent_return():
+    """With common_reward and reward_scalarisation=sum, a zero-bonus per-agent shaper logs n_agents x the team
+    return as shaped_return_mean (the team reward repeated per agent, then summed), as docs/adding-a-shaper.md says."""
+    ctx = climbing_ctx("episode", shaper="same")
+    ctx.runner.run()
+    ctx.runner.close_env()
+    team = ctx.logger.stats["return_mean"][-1][1]
+    assert team != 0 and ctx.logger.stats["shaped_return_mean"][-1][1] == pytest.approx(2 * team)
 
 
 def test_the_online_loop_shapes_training_batches_only(tmp_path):
