@@ -146,18 +146,14 @@ def test_a_zero_shaper_replaces_the_reward_and_keeps_the_team_reward():
     assert ctx.logger.stats["return_mean"][-1][1] == pytest.approx(batch["team_reward"].sum().item())
 
 
-def test_a_wrong_shape_is_named():
-    ctx = climbing_ctx("episode", shaper="wrong")
-    with pytest.raises(ValueError, match=r"shaper 'wrong' returned a tensor of shape \(5, 1\); shape\(\) must return a "
-                                         r"tensor \[N, n_agents\] = \[5, 2\]"):
-        ctx.runner.run()
-    ctx.runner.close_env()
-
-
-def test_a_numpy_array_is_named_as_such():
-    ctx = climbing_ctx("episode", shaper="numpy")
-    with pytest.raises(ValueError, match=r"shaper 'numpy' returned a numpy.ndarray of shape \(5, 2\); shape\(\) must "
-                                         r"return a torch tensor \[N, n_agents\] = \[5, 2\]"):
+@pytest.mark.parametrize("shaper, message", [
+    ("wrong", r"shaper 'wrong' returned a tensor of shape \(5, 1\); shape\(\) must return a tensor \[N, n_agents\] = "
+              r"\[5, 2\]"),
+    ("numpy", r"shaper 'numpy' returned a numpy.ndarray of shape \(5, 2\); shape\(\) must return a torch tensor "
+              r"\[N, n_agents\] = \[5, 2\]")])
+def test_a_wrong_return_is_named(shaper, message):
+    ctx = climbing_ctx("episode", shaper=shaper)
+    with pytest.raises(ValueError, match=message):
         ctx.runner.run()
     ctx.runner.close_env()
 
