@@ -607,12 +607,14 @@ def build_table(plan, state, paper):
 
 
 def averages(data):
-    """{dataset: mean of the normalised scores over every env x N x learner that has one, and how many}."""
+    """{dataset: mean of the normalised scores over every env x N x learner that has one, how many, and how many of
+    those have fewer seeds than asked (each still weighs as one row)}."""
     out = {}
     for ds in data["datasets"]:
-        vals = [normalised(s.get(ds)) for cell in data["cells"].values() for s in cell["scores"].values()]
-        vals = [v for v in vals if v is not None]
-        out[ds] = {"mean": sum(vals) / len(vals) if vals else None, "rows": len(vals)}
+        cells = [s.get(ds) for cell in data["cells"].values() for s in cell["scores"].values()]
+        cells = [c for c in cells if normalised(c) is not None]
+        out[ds] = {"mean": sum(map(normalised, cells)) / len(cells) if cells else None, "rows": len(cells),
+                   "partial": sum(c["n"] < len(data["seeds"]) for c in cells)}
     return out
 
 
@@ -638,7 +640,7 @@ def markdown(data):
         where = f"{c['env']} (N = {c['n_agents']})"
         for learner in list(c["scores"]) or data["learners"]:
             row = c["scores"].get(learner, {})
-            ours = [fmt_cell(row.get(d), normalised=True) for d in dsets]
+            ours = [fmt_cell(row.get(d), normalised=True, of=len(data["seeds"])) for d in dsets]
             ref = "–"
             task = c.get("paper_task")
             if paper and task and learner in paper["rows"].get(task, {}):
@@ -654,7 +656,8 @@ def markdown(data):
     avg = data["averages"]
     p_avg = " / ".join(f"{paper['average'][d]:.2f}" for d in dsets if d in PAPER_COLUMNS) if paper else "–"
     lines.append("| **average** (normalised) | all | " + " | ".join(
-        "–" if avg[d]["mean"] is None else f"{avg[d]['mean']:.2f} ({avg[d]['rows']} rows)" for d in dsets)
+        "–" if avg[d]["mean"] is None else f"{avg[d]['mean']:.2f} ({avg[d]['rows']} rows"
+        + (f", {avg[d]['partial']} with fewer seeds" if avg[d]["partial"] else "") + ")" for d in dsets)
         + f" | {p_avg} |")
     if paper:
         lines += ["", f"Paper numbers: Table 1 of {os.path.basename(paper['file'])} (means; CN = spread N = 3; its "

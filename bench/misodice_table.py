@@ -335,7 +335,9 @@ def results_call(folders, out, metric="test_return_mean", by="bc_beta", normalis
     scores = {}
     for gs in report["scores"]:
         g = gs.group
-        key = g.settings.get(by) if by else None
+        # group_runs names a --by key only where its value differs between runs: a single value (one β, one α) is
+        # still the group's, in its runs' config (all its runs share it), or the lookup by that value finds nothing
+        key = (g.settings[by] if by in g.settings else g.runs[0].config.get(by)) if by else None
         scores[(g.name, None if key is None else float(key) if isinstance(key, (int, float)) else key)] = gs
     return scores, report
 
@@ -396,7 +398,8 @@ def fmt_cell(c, normalised=False, digits=3, of=None):
     partial = f" (n={c['n']} of {of})" if of and c["n"] < of else ("" if c["n"] > 1 else " (n=1)")
     text = fmt_mean_std(c["finals"], digits) + partial
     if normalised and c.get("normalised_mean") is not None:
-        norm = f"{c['normalised_mean']:.2f}" + (f" ± {c['normalised_std']:.2f}" if c.get("normalised_std") else "")
+        std = c.get("normalised_std")  # 0.0 (seeds that agree) is a std, not a one-run cell's None
+        norm = f"{c['normalised_mean']:.2f}" + (f" ± {std:.2f}" if std is not None else "")
         text += f" [{norm}]"
     return text
 

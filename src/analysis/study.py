@@ -15,12 +15,13 @@ Label accuracy and LLM tokens/cost come from each run's info.json `lca` section 
 """
 import json
 import os
+from collections import Counter
 
 import numpy as np
 
 from analysis import curve_metrics, sources
 from analysis.report import fmt_mean_std, lengths_note, skipped_summary
-from utils.runs import BUDGET_KEYS, TRAINING_KINDS, budget
+from utils.runs import BUDGET_KEYS, NOT_TRAINING, TRAINING_KINDS, NonFinite, budget
 
 NA = "n/a"
 
@@ -91,6 +92,23 @@ def load_rows(paths, metrics):
             key = rows_of.get(os.path.realpath(run.path), (run.env, run.name))
             table.setdefault(key, {}).setdefault(metric, []).append(run)
     return table, skipped
+
+
+def skipped_rows(paths, skipped):
+    """{(env, row): Counter of why} of the skipped runs (load_rows') that are seeds of a row: a failed, interrupted
+    or non-finite run counts out of the table, so the table says so (evaluate and label runs are no seeds)."""
+    rows_of = sweep_rows(paths)
+    out = {}
+    for where, why in skipped:
+        if why.endswith(NOT_TRAINING):
+            continue
+        if isinstance(why, NonFinite):
+            key, why = (why.run.env, why.run.name), "non-finite final"
+        else:  # a run folder outside a sweep: <name>/<env>/<id>, as read_run names its runs
+            env_dir = os.path.dirname(os.path.normpath(where))
+            key = (os.path.basename(env_dir), os.path.basename(os.path.dirname(env_dir)))
+        out.setdefault(rows_of.get(os.path.realpath(where), key), Counter())[why] += 1
+    return out
 
 
 def row_metrics(runs, threshold=None):
@@ -177,9 +195,10 @@ def check_spec(spec):
         curve_metrics.parse_thresholds(threshold)
 
 
-def study_table(spec, table):
+def study_table(spec, table, skipped=None):
     """[row dict] in the spec's order (then rows found but not listed): env, row, status ('ok', 'running' or
-    'not run: <why>') and row_metrics' values."""
+    'not run: <why>'), row_metrics' values and `skipped` ({reason: count} of the row's runs left out:
+    skipped_rows)."""
     metric = spec.get("metric", "test_success_mean")
     thresholds = curve_metrics.parse_thresholds(spec["threshold"]) if isinstance(spec.get("threshold"), (int, float,
                                                                                                           str)) \
@@ -196,7 +215,8 @@ def study_table(spec, table):
             continue
         values = row_metrics(runs, curve_metrics.threshold_for(thresholds, env))
         status = f"running ({values['running']} of {values['runs']})" if values["running"] else "ok"
-        out.append({"env": env, "row": row, "status": status, **values})
+        out.append({"env": env, "row": row, "status": status, **values,
+                    "skipped": dict((skipped or {}).get((env, row), {}))})
     return out
 
 
@@ -205,6 +225,8 @@ def markdown(spec, rows):
     head = ["env", "row", "runs", f"final {metric}", "steps to threshold", "AUC", "label accuracy", "LLM tokens",
             "LLM cost (USD)", "status"]
     lines = [f"# {spec.get('title', 'Study')}", "",
+             f"Runs: the runs scored, and of how many where some were left out (failed, interrupted, a non-finite "
+             f"final value), and why. "
              f"Final: each finished run's last evaluation, mean ± std over seeds (a running run has none yet). "
              f"Steps to threshold: the first evaluation with "
              f"{metric} >= the env's threshold ({_thresholds_text(spec)}), mean ± std over the seeds that reached it "
@@ -221,11 +243,20 @@ def markdown(spec, rows):
         thr_cell = "–" if thr is None else curve_metrics.ThresholdSummary(
             thr["threshold"], np.array([np.nan if s is None else s for s in thr["steps"]], float)).cell()
         final, auc = (fmt_mean_std(r[k]) if r[k] else "–" for k in ("final", "auc"))
-        lines.append(f"| {r['env']} | {r['row']} | {r['runs']} | {final} | {thr_cell} | "
+        lines.append(f"| {r['env']} | {r['row']} | {_runs_cell(r)} | {final} | {thr_cell} | "
                      f"{auc} | {_cell(r['label_accuracy'])} | {_cell(r['tokens'], 0)} | "
                      f"{_cell(r['cost_usd'], 4)} | {r['status']} |")
     lengths = lengths_note([(r["row"], r["env"], r["final_steps"]) for r in rows if r.get("final_steps")])
     return "\n".join(lines + ([f"\nNote: {lengths}."] if lengths else [])) + "\n"
+
+
+def _runs_cell(row):
+    """The row's runs, and where some were left out (failed, non-finite), of how many and why."""
+    out = row.get("skipped") or {}
+    if not out:
+        return str(row["runs"])
+    return (f"{row['runs']} of {row['runs'] + sum(out.values())} ("
+            + ", ".join(f"{n} {why}" for why, n in sorted(out.items())) + ")")
 
 
 def _kinds(rows):
@@ -323,7 +354,7 @@ def write_study(paths, spec, out, band="std", plots_on=True, loaded=None):
     """The study's files in `out`: study.md, study.json (rows and curves' sources) and one PNG/PDF per figure.
     `loaded`: load_study's answer when the caller checked it first. Returns {"markdown", "rows", "files"}."""
     table, skipped = loaded or load_study(paths, spec)
-    rows = study_table(spec, table)
+    rows = study_table(spec, table, skipped_rows(paths, skipped))
     md = markdown(spec, rows)
     os.makedirs(out, exist_ok=True)
     files = [os.path.join(out, "study.md"), os.path.join(out, "study.json")]

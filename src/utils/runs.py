@@ -203,13 +203,16 @@ def run_status(run_json, now=None, stale_after=STALE_AFTER):
     return status
 
 
+NOT_TRAINING = "not a training run"  # the end of a skip reason: an evaluate or label run, no seed of a row
+
+
 def classify(config, run_json, info, metric, now=None, stale_after=STALE_AFTER, info_error=None):
     """(kind, status, T, values) of a run, or (None, why it is skipped, None, None): the selection rules, whatever
     the storage; status NONFINITE: a COMPLETED run whose final value is NaN or inf (skipped, counted: `used`).
     `info_error`: why the run's info could not be read, where it could not."""
     mode = "evaluate" if config.get("evaluate") else config.get("run", "online")
     if mode not in TRAINING_KINDS:
-        return None, f"{'an' if mode[:1] in 'aeiou' else 'a'} {mode} run, not a training run", None, None
+        return None, f"{'an' if mode[:1] in 'aeiou' else 'a'} {mode} run, {NOT_TRAINING}", None, None
     status = run_status(run_json, now, stale_after)
     if status not in USED_STATUSES:
         why = {"STALE": "RUNNING in run.json but without a heartbeat (the process died)",

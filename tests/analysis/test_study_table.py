@@ -174,3 +174,30 @@ def test_a_row_pooling_runs_of_very_different_lengths_is_named_under_the_table()
     assert "mappo (lbf): 13626–239833" in markdown({"metric": "m"}, rows)
     rows = [{"env": "lbf", "row": "mappo", "status": "ok", **row_metrics([long, long])}]
     assert "different lengths" not in markdown({"metric": "m"}, rows)
+
+
+def test_a_rows_failed_and_non_finite_seeds_are_counted_in_the_table(tmp_path):
+    """4 seeds asked, one FAILED, one with a NaN final: study.md once showed runs 2 and steps to threshold (2/2), as
+    if 2 seeds had been asked; so from a sweep and from the Sacred folders themselves."""
+    sweep = write_sweep(tmp_path)
+    manifest = json.load(open(os.path.join(sweep, "manifest.json")))
+    for run_id, seed, status, final in ((90, 3, "FAILED", 1.0), (91, 4, "COMPLETED", float("nan"))):
+        d = tmp_path / "sacred" / "lca_ippo" / "two_switch" / str(run_id)
+        d.mkdir()
+        json.dump({"run": "online", "env": "two_switch", "name": "lca_ippo", "seed": seed, "t_max": 4000,
+                   "labeler": "lca_oracle", "env_args": {"seed": seed}}, open(d / "config.json", "w"))
+        json.dump({"status": status}, open(d / "run.json", "w"))
+        json.dump({"test_success_mean": [0, final], "test_success_mean_T": [0, 4000]}, open(d / "info.json", "w"))
+        manifest["trials"].append({"id": f"lca_oracle-s{seed}", "entry": 2, "alg": "lca_ippo", "env": "two_switch",
+                                   "seed": seed, "status": status, "sacred_run": str(d), "sacred_runs": [str(d)]})
+    json.dump(manifest, open(os.path.join(sweep, "manifest.json"), "w"))
+    spec_path = tmp_path / "spec.json"
+    json.dump({"metric": "test_success_mean", "threshold": 0.9}, open(spec_path, "w"))
+    for path, row in ((sweep, "lca_oracle"), (str(tmp_path / "sacred"), "lca_ippo")):
+        out = tmp_path / row
+        main([path, "--metric", "test_success_mean", "--study", str(spec_path), "--out", str(out), "--reps", "50",
+              "--no-plots"])
+        md = open(out / "study.md").read()
+        scored = 2 if row == "lca_oracle" else 3  # outside the sweep, the noisy row's seed pools in lca_ippo
+        assert f"| two_switch | {row} | {scored} of {scored + 2} (1 FAILED, 1 non-finite final) |" in md
+        assert "| two_switch | mappo | 2 |" in md  # a row with every seed scored says no more

@@ -436,3 +436,18 @@ def test_the_estimate_counts_only_the_stages_an_augment_run_has_left():
     staged = {"augment_checkpoint": "results/augment/codi/x/abc", "augment_stage": "train"}  # the stage decides
     train_only = bench.augment_s({"alg": "codi", "overrides": staged}, 10000, 60.0)
     assert train_only == pytest.approx(10000 / bench.AUGMENT_STEPS_PER_S)
+
+
+def test_a_cell_with_fewer_seeds_says_so_and_so_does_the_average():
+    """A cell read while its seeds run once printed like a full one, and the average weighed it as one silently."""
+    bench = load_bench()
+    full = {"n": 3, "finals": [0.2, 0.3, 0.4], "normalised_mean": 0.3, "normalised_std": 0.1}
+    part = {"n": 2, "finals": [0.5, 0.7], "normalised_mean": 0.6, "normalised_std": 0.1}
+    data = {"preset": "cpu", "labeler": "oracle", "seeds": [1, 2, 3], "learners": ["BC"], "datasets": ["original"],
+            "offline_steps": 20, "reevaluate": None, "augment_with": None, "paper": None,
+            "cells": {"spread3": {"env": "mpe_spread", "n_agents": 3, "fixed_n": False, "references": {},
+                                  "scores": {"BC": {"original": part}, "50%BC": {"original": full}}}}}
+    data["averages"] = bench.averages(data)
+    md = bench.markdown(data)
+    assert "| BC | 0.600 ± 0.100 (n=2 of 3) [0.60 ± 0.10] |" in md
+    assert "| **average** (normalised) | all | 0.45 (2 rows, 1 with fewer seeds) |" in md

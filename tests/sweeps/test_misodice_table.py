@@ -260,3 +260,27 @@ def test_the_figure_draws_no_error_bar_for_one_run_and_marks_each_bars_n(tmp_pat
     segments = bars.lines[2][0].get_segments()
     assert len(segments) == 1 and np.ptp(segments[0][:, 1]) == pytest.approx(1.0)  # the n=3 cell's ± 0.5 only
     assert sorted(t.get_text() for t in ax.texts) == ["n=1", "n=3"]
+
+
+def test_a_single_beta_or_alpha_still_finds_its_cells(tmp_path):
+    """results.py names a --by key only where it differs between runs: with one β (phase 2 read alone) or one α,
+    BC(β=0) and the α=0 row once showed "–" though their runs had finished."""
+    from tests.analysis.test_results_cli import write_run
+
+    bench = load_bench()
+    root = str(tmp_path / "sacred")
+    for seed, final in ((1, 0.4), (2, 0.5)):
+        write_run(root, "bc_beta", "lbf", seed, [0, 100], [0.0, final], run="offline", bc_beta=0.0)
+        write_run(root, "omapl", "lbf", 10 + seed, [0, 100], [0.0, final], run="offline")
+        write_run(root, "misodice", "lbf", 20 + seed, [0, 100], [0.0, final], run="offline", misodice_alpha=0.0)
+    scores = bench.results_call([root], str(tmp_path / "beta"))[0]
+    assert bench.cell(scores.get(("bc_beta", 0.0)))["finals"] == [0.4, 0.5]
+    assert bench.cell(scores.get(("omapl", None)))["n"] == 2  # a method without the key stays under None
+    scores = bench.results_call([root], str(tmp_path / "alpha"), by="misodice_alpha")[0]
+    assert bench.cell(scores.get(("misodice", 0.0)))["finals"] == [0.4, 0.5]
+
+
+def test_a_normalised_std_of_zero_is_printed():
+    """Two seeds that agree have std 0.0, which once read as missing and printed like a one-run cell."""
+    c = {"n": 2, "finals": [0.3, 0.3], "normalised_mean": 0.98, "normalised_std": 0.0}
+    assert load_bench().fmt_cell(c, normalised=True, of=2) == "0.300 ± 0.000 [0.98 ± 0.00]"
