@@ -481,10 +481,14 @@ def test_shipped_list_is_the_config_files_git_tracks():
                                  check=True, text=True).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
+    if not tracked:  # a copy inside another repository that does not track it
+        pytest.skip("git does not track this checkout's config files")
     with open(os.path.join(REPO_ROOT, "config", "SHIPPED.txt")) as f:
         listed = f.read().split()
     assert listed == [t.removeprefix("config/") for t in tracked], (
-        f"config/SHIPPED.txt is not the list of tracked config files; regenerate it: {SHIPPED_REGENERATE}")
+        f"config/SHIPPED.txt is not the list of tracked config files; after adding or removing a config this project "
+        f"ships, regenerate it: {SHIPPED_REGENERATE}. A fork's own configs stay out of the list (listed, their typos "
+        f"would count as known keys): deselect this test there instead")
 
 
 def test_a_typo_in_the_users_own_yaml_is_refused_without_git(tmp_path):

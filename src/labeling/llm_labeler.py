@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from labeling.base import Labeler, LabelResult
+from labeling.base import Labeler, LabelResult, answer_counts
 from labeling.journal import Journal
 from labeling.parse import PREFERENCE_LABEL, parse_choice
 from labeling.prompting import FORMATS, TaskPrompt, check_fits, context_window, sha256
@@ -402,8 +402,8 @@ class _Run:
         info = {**self.lab.settings(), **self.prompt.provenance(), "backend": cfg["backend"],
                 "base_url": cfg["base_url"] if cfg["backend"] == "openai" else None,
                 "server_models": led.get("server_models", []),
-                "items": n, "labeled": int(labeled.sum()), "tie": int((self.answers == 0.5).sum()),
-                "parsed": int(labeled.sum()), "unparsed": c["unparsed"], "failed": c["failed"], "cut": c["cut"],
+                "items": n, **answer_counts(self.answers), "parsed": int(labeled.sum()), "unparsed": c["unparsed"],
+                "failed": c["failed"], "cut": c["cut"],
                 "unfinished": unfinished, "unasked": unasked, "answered_items": answered,
                 "labeled_items": int(labeled.reshape(n, -1).any(axis=1).sum()) if n else 0,
                 "from_journal": c["from_journal"], "journal_invalid": c["journal_invalid"],

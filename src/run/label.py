@@ -26,6 +26,8 @@ import json
 import os
 import time
 
+import numpy as np
+
 from augmenters import REGISTRY as AUGMENTERS
 from envs import env_from_args
 from labeling import LABELERS, TASKS
@@ -109,7 +111,7 @@ def check_result(labeler, result, n_items, queries):
         raise TypeError(f"{who} returned a {type(result).__module__}.{type(result).__name__}; label() must return "
                         f"labeling.base.LabelResult(answers, info)")
     expected = (n_items,) if queries is None else (n_items, queries)
-    shape = getattr(result.answers, "shape", None)
+    shape = result.answers.shape if isinstance(result.answers, np.ndarray) else None
     if shape is None or tuple(shape) != expected:
         got = f"shape {tuple(shape)}" if shape is not None else f"a {type(result.answers).__name__}"
         raise ValueError(f"{who} returned answers of {got} for {n_items} items; expected a numpy array of shape "
@@ -199,7 +201,10 @@ def label(args, _log, _run=None):
                       f"hits)")
         counts = {k: result.info.get(k, v) for k, v in answer_counts(result.answers).items()}
         # the llm labeler's: items without a final answer, by why
-        counts.update({k: result.info[k] for k in ("failed", "cut", "unfinished", "unasked") if result.info.get(k)})
+        reasons = {k: result.info[k] for k in ("failed", "cut", "unfinished", "unasked") if result.info.get(k)}
+        if "unparsed" not in result.info:  # the NaN answers other than those given a reason: not counted twice
+            counts["unparsed"] = max(0, counts["unparsed"] - sum(reasons.values()))
+        counts.update(reasons)
         rate = len(items) / max(seconds, 1e-9)
         ties = f"{counts['tie']} ties, " if task.swappable or counts["tie"] else ""  # only answers with a tie
         missing = "".join(f", {counts[k]} {what}" for k, what in (

@@ -291,6 +291,16 @@ class Plain(LABELERS["oracle"]):
         return LabelResult(result.answers, {})
 
 
+class Failing(LABELERS["oracle"]):
+    """Two of its NaN answers failed (it says so), one it could not parse (it does not say so)."""
+    name = "failing"
+
+    def label(self, task, items, source, bar=None):
+        result = super().label(task, items, source, bar)
+        result.answers[:3] = np.nan
+        return LabelResult(result.answers, {"failed": 2})
+
+
 class Bare(LABELERS["oracle"]):
     name = "bare"
 
@@ -312,6 +322,12 @@ def test_counts_left_out_by_a_labeler_are_counted_from_its_answers(tmp_path, dat
         info = label(tmp_path, offline_dataset=data, labeler="plain")
     assert info["counts"]["labeled"] == 97 and info["counts"]["unparsed"] == 3
     assert isinstance(info["counts"]["tie"], int) and "None" not in caplog.text
+
+
+def test_answers_a_labeler_gives_a_reason_for_are_not_also_counted_unparsed(tmp_path, data, monkeypatch):
+    monkeypatch.setitem(LABELERS, "failing", Failing)
+    counts = label(tmp_path, offline_dataset=data, labeler="failing")["counts"]
+    assert (counts["labeled"], counts["failed"], counts["unparsed"]) == (97, 2, 1)
 
 
 @pytest.mark.parametrize("cls,error,match", [
