@@ -429,7 +429,10 @@ def find_mongo_runs(db, metric, now=None, stale_after=STALE_AFTER, query=None):
         run, why = used(Run(path, str(name), env_label(config) if config.get("env") else "?", kind,
                             flatten(config), status == "RUNNING", T, values, segments=tuple(segments),
                             changed=tuple(changes)), status, metric)
-        (runs.append(run) if run else skipped.append((path, why)))
+        if run is None:
+            skipped.append((path, why))
+        else:
+            runs.append(run)
     return drop_chained(runs, skipped)
 
 
